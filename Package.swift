@@ -1,0 +1,65 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "hall-gateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gatewayd", targets: ["gatewayd"]),
+        .library(name: "Protocols", targets: ["Protocols"]),
+        .library(name: "DeviceGateway", targets: ["DeviceGateway"]),
+        .library(name: "MockDevices", targets: ["MockDevices"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
+        .systemLibrary(name: "CSerialPort", pkgConfig: "libserialport", providers: [.apt(["libserialport-dev"])]),
+        // Pure codecs: no I/O, no dependencies.
+        .target(name: "Protocols"),
+        .target(
+            name: "DeviceGateway",
+            dependencies: [
+                "Protocols", "CModbus", "CSerialPort",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Simulated devices speaking the real wire protocols; used by tests and the demo hall.
+        .target(
+            name: "MockDevices",
+            dependencies: ["Protocols", "CModbus", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "gatewayd",
+            dependencies: [
+                "DeviceGateway", "MockDevices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(name: "ProtocolTests", dependencies: ["Protocols"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: ["DeviceGateway", "MockDevices", "Protocols", "CModbus"]
+        ),
+    ]
+)
+
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(contentsOf: [
+        .enableUpcomingFeature("ExistentialAny"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+        .enableUpcomingFeature("InternalImportsByDefault"),
+    ])
+    target.swiftSettings = settings
+}

@@ -1,0 +1,15 @@
+/// An incremental decoder for one wire protocol.
+///
+/// Bytes arrive in whatever chunks the transport delivers; frames come out whole and in order.
+/// After garbage, a bad checksum or a truncated frame the decoder resynchronises on the next valid
+/// frame. Its buffer never grows past `maximumBufferedBytes`, whatever arrives, and it never traps.
+public protocol FrameDecoder: Sendable {
+    /// What one complete, checked frame decodes to.
+    associatedtype Frame: Sendable
+
+    /// Appends received bytes and returns every frame they complete, oldest first.
+    mutating func decode(_ bytes: some Sequence<UInt8>) -> [Frame]
+
+    /// Bytes skipped so far because they were not part of a valid frame (for diagnostics).
+    var discardedByteCount: Int { get }
+}
