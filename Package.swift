@@ -32,10 +32,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Glibc's Swift module hides posix_openpt and friends; the mock layer needs them for serial lines.
+        .target(name: "CPseudoTerminal"),
         // Simulated devices speaking the real wire protocols; used by tests and the demo hall.
         .target(
             name: "MockDevices",
-            dependencies: ["Protocols", "CModbus", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Protocols", "CModbus", "CPseudoTerminal", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "gatewayd",
@@ -44,6 +46,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "ProtocolTests", dependencies: ["Protocols"]),
@@ -54,7 +57,7 @@ let package = Package(
     ]
 )
 
-for target in package.targets where target.type != .system {
+for target in package.targets where target.type != .system && target.name != "CPseudoTerminal" {
     var settings = target.swiftSettings ?? []
     settings.append(contentsOf: [
         .enableUpcomingFeature("ExistentialAny"),

@@ -1,0 +1,171 @@
+public import Foundation
+import Yams
+
+/// Reads a gateway configuration file and checks it against the device profiles it names.
+public enum ConfigLoader {
+    /// Loads and checks `path`. Every problem found is reported at once in the thrown `ConfigError`.
+    public static func load(path: String) throws(ConfigError) -> (GatewayConfig, ProfileLibrary) {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        return try parse(text, file: path, relativeTo: folder.isEmpty ? "." : folder)
+    }
+
+    /// Parses configuration text; relative paths in it are resolved against `folder`.
+    public static func parse(_ text: String, file: String, relativeTo folder: String) throws(ConfigError)
+        -> (GatewayConfig, ProfileLibrary)
+    {
+        let reader = YAMLReader(file: file)
+        guard let root = reader.compose(text), let top = reader.fields(root, "") else {
+            throw ConfigError(issues: reader.issues)
+        }
+        let hall = parseHall(top.value("hall", required: true), reader)
+        let stateDirectory = resolve(top.string("state-directory") ?? "var", against: folder)
+        let profilesDirectory = resolve(top.string("profiles") ?? "devices", against: folder)
+        let buses = top.value("buses", required: true).flatMap { reader.items($0, "buses") }?
+            .compactMap { parseBus($0.node, $0.path, reader) } ?? []
+        let deviceItems = top.value("devices", required: true).flatMap { reader.items($0, "devices") } ?? []
+        let devices = deviceItems.compactMap { parseDevice($0.node, $0.path, reader) }
+        let sinkNode = top.value("sinks")
+        let sinks = sinkNode.flatMap { reader.items($0, "sinks") }?.compactMap {
+            parseSink($0.node, $0.path, reader, folder: folder)
+        } ?? [.sqlite(name: "local", path: resolve("var/events.sqlite", against: folder))]
+        top.rejectUnknownKeys()
+
+        let library = ProfileLibrary(directory: profilesDirectory)
+        checkReferences(devices: devices, items: deviceItems, buses: buses, library: library, reader: reader)
+        checkUnique(buses.map(\.id), what: "bus id", root: root, reader: reader)
+        checkUnique(devices.map(\.id), what: "device id", root: root, reader: reader)
+        checkUnique(sinks.map(\.name), what: "sink name", root: root, reader: reader)
+
+        guard reader.issues.isEmpty, let hall else { throw ConfigError(issues: reader.issues) }
+        let config = GatewayConfig(hall: hall, stateDirectory: stateDirectory, profilesDirectory: profilesDirectory,
+                                   buses: buses, devices: devices, sinks: sinks)
+        return (config, library)
+    }
+
+    private static func parseHall(_ node: Node?, _ reader: YAMLReader) -> Hall? {
+        guard let node, let fields = reader.fields(node, "hall") else { return nil }
+        let id = fields.string("id", required: true)
+        var timeZone = TimeZone(identifier: "Asia/Shanghai")!
+        if let name = fields.string("timezone") {
+            if let zone = TimeZone(identifier: name) {
+                timeZone = zone
+            } else {
+                reader.report(fields.value("timezone"), "hall.timezone", "unknown time zone '\(name)'")
+            }
+        }
+        fields.rejectUnknownKeys()
+        return id.map { Hall(id: $0, timeZone: timeZone) }
+    }
+
+    private static func parseBus(_ node: Node, _ path: String, _ reader: YAMLReader) -> BusConfig? {
+        guard let fields = reader.fields(node, path) else { return nil }
+        let id = fields.string("id", required: true)
+        let kind = fields.choice("transport", ["modbus-rtu", "modbus-tcp"], required: true)
+        let timeout = fields.int("response-timeout-ms", in: 10...10_000) ?? 500
+        let interval = fields.int("poll-interval-ms", in: 10...3_600_000) ?? 500
+        var transport: BusConfig.Transport?
+        switch kind {
+        case "modbus-rtu":
+            let port = fields.string("port", required: true)
+            let baud = fields.int("baud", in: 300...921_600) ?? 9600
+            let parity = fields.choice("parity", SerialSettings.Parity.allCases.map(\.rawValue)) ?? "none"
+            let dataBits = fields.int("data-bits", in: 7...8) ?? 8
+            let stopBits = fields.int("stop-bits", in: 1...2) ?? 1
+            if let port {
+                transport = .modbusRTU(SerialSettings(port: port, baud: baud, parity: .init(rawValue: parity) ?? .none,
+                                                      dataBits: dataBits, stopBits: stopBits))
+            }
+        case "modbus-tcp":
+            let host = fields.string("host", required: true)
+            let port = fields.int("tcp-port", in: 1...65535) ?? 502
+            if let host { transport = .modbusTCP(host: host, port: port) }
+        default:
+            break
+        }
+        fields.rejectUnknownKeys()
+        guard let id, let transport else { return nil }
+        return BusConfig(id: id, transport: transport, responseTimeout: .milliseconds(timeout),
+                         pollInterval: .milliseconds(interval))
+    }
+
+    private static func parseDevice(_ node: Node, _ path: String, _ reader: YAMLReader) -> DeviceConfig? {
+        guard let fields = reader.fields(node, path) else { return nil }
+        let id = fields.string("id", required: true)
+        let profile = fields.string("profile", required: true)
+        let bus = fields.string("bus", required: true)
+        let address = fields.int("address", in: 1...247, required: true)
+        let window = fields.string("window")
+        fields.rejectUnknownKeys()
+        guard let id, let profile, let bus, let address else { return nil }
+        return DeviceConfig(id: id, profile: profile, bus: bus, address: address, window: window)
+    }
+
+    private static func parseSink(_ node: Node, _ path: String, _ reader: YAMLReader, folder: String) -> SinkConfig? {
+        guard let fields = reader.fields(node, path) else { return nil }
+        let kind = fields.choice("type", ["sqlite"], required: true)
+        let name = fields.string("name") ?? kind
+        var sink: SinkConfig?
+        if kind == "sqlite", let name {
+            sink = .sqlite(name: name, path: resolve(fields.string("path") ?? "var/events.sqlite", against: folder))
+        }
+        fields.rejectUnknownKeys()
+        return sink
+    }
+
+    private static func checkReferences(
+        devices: [DeviceConfig], items: [(node: Node, path: String)], buses: [BusConfig],
+        library: ProfileLibrary, reader: YAMLReader
+    ) {
+        let busIds = buses.map(\.id)
+        for device in devices {
+            guard let item = items.first(where: { $0.node.mapping?["id"]?.string == device.id }) else { continue }
+            if !busIds.contains(device.bus) {
+                reader.report(item.node.mapping?["bus"], "\(item.path).bus",
+                              "unknown bus '\(device.bus)' (buses: \(busIds.joined(separator: ", ")))")
+            }
+            do {
+                _ = try library.profile(named: device.profile)
+            } catch {
+                reader.report(item.node.mapping?["profile"], "\(item.path).profile", error.description)
+            }
+        }
+        var seen: [String: String] = [:]
+        for device in devices {
+            let slot = "\(device.bus)#\(device.address)"
+            if let other = seen[slot] {
+                let item = items.first { $0.node.mapping?["id"]?.string == device.id }
+                reader.report(item?.node.mapping?["address"], "\(item?.path ?? "devices").address",
+                              "address \(device.address) on bus \(device.bus) is already used by \(other)")
+            }
+            seen[slot] = device.id
+        }
+    }
+
+    private static func checkUnique(_ ids: [String], what: String, root: Node, reader: YAMLReader) {
+        var seen: Set<String> = []
+        for id in ids where !seen.insert(id).inserted {
+            reader.report(nil, "", "\(what) '\(id)' is used twice")
+        }
+    }
+
+    static func resolve(_ path: String, against folder: String) -> String {
+        path.hasPrefix("/") ? path : (folder as NSString).appendingPathComponent(path)
+    }
+}
+
+/// A one-line description of a Foundation or POSIX error, without the framework's boilerplate.
+func describe(_ error: any Error) -> String {
+    if let cocoa = error as? CocoaError, let underlying = cocoa.underlying as? POSIXError {
+        return String(cString: strerror(underlying.code.rawValue))
+    }
+    if let cocoa = error as? CocoaError, cocoa.code == .fileReadNoSuchFile {
+        return "no such file"
+    }
+    return "\(error)"
+}

@@ -1,0 +1,133 @@
+import Yams
+
+/// Walks a YAML document and collects every problem with its line, column and key path.
+///
+/// Each `Fields` view checks a mapping's keys against the ones read from it, so a misspelt key
+/// (`baudrate:` for `baud:`) is reported instead of silently ignored.
+final class YAMLReader {
+    let file: String
+    private(set) var issues: [ConfigIssue] = []
+
+    init(file: String) { self.file = file }
+
+    /// Parses the text; a syntax error becomes an issue and the result is nil.
+    func compose(_ text: String) -> Node? {
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                report(nil, "", "the file is empty")
+                return nil
+            }
+            return node
+        } catch let error as YamlError {
+            switch error {
+            case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
+                issues.append(ConfigIssue(file: file, line: mark.line, column: mark.column, key: "",
+                                          message: "YAML syntax: \(problem)"))
+            default:
+                report(nil, "", "YAML: \(error)")
+            }
+            return nil
+        } catch {
+            report(nil, "", "YAML: \(error)")
+            return nil
+        }
+    }
+
+    func report(_ node: Node?, _ key: String, _ message: String) {
+        issues.append(ConfigIssue(file: file, line: node?.mark?.line, column: node?.mark?.column,
+                                  key: key, message: message))
+    }
+
+    /// The keys of a mapping, or nil (reported) when the node is not one.
+    func fields(_ node: Node, _ path: String) -> Fields? {
+        guard let mapping = node.mapping else {
+            report(node, path, "expected a mapping of keys")
+            return nil
+        }
+        return Fields(reader: self, node: node, mapping: mapping, path: path)
+    }
+
+    /// The items of a sequence, or nil (reported) when the node is not one.
+    func items(_ node: Node, _ path: String) -> [(node: Node, path: String)]? {
+        guard let sequence = node.sequence else {
+            report(node, path, "expected a list")
+            return nil
+        }
+        return sequence.enumerated().map { ($1, "\(path)[\($0)]") }
+    }
+
+    func string(_ node: Node, _ path: String) -> String? {
+        guard let scalar = node.scalar, !scalar.string.isEmpty else {
+            report(node, path, "expected a text value")
+            return nil
+        }
+        return scalar.string
+    }
+
+    func int(_ node: Node, _ path: String, in range: ClosedRange<Int>) -> Int? {
+        guard let value = node.scalar.flatMap({ Int($0.string) }) else {
+            report(node, path, "expected a whole number, found '\(node.scalar?.string ?? "a structure")'")
+            return nil
+        }
+        guard range.contains(value) else {
+            report(node, path, "\(value) is out of range \(range.lowerBound)…\(range.upperBound)")
+            return nil
+        }
+        return value
+    }
+
+    func choice(_ node: Node, _ path: String, _ allowed: [String]) -> String? {
+        guard let value = string(node, path) else { return nil }
+        guard allowed.contains(value) else {
+            report(node, path, "'\(value)' is not one of: \(allowed.joined(separator: ", "))")
+            return nil
+        }
+        return value
+    }
+
+    /// A view of one mapping that remembers which keys were read.
+    final class Fields {
+        let reader: YAMLReader
+        let node: Node
+        let path: String
+        private let entries: [(key: String, keyNode: Node, value: Node)]
+        private var read: Set<String> = []
+
+        fileprivate init(reader: YAMLReader, node: Node, mapping: Node.Mapping, path: String) {
+            self.reader = reader
+            self.node = node
+            self.path = path
+            self.entries = mapping.map { ($0.key.scalar?.string ?? "", $0.key, $0.value) }
+        }
+
+        func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+        /// The value under `key`; a missing required key is reported at the mapping.
+        func value(_ key: String, required: Bool = false) -> Node? {
+            read.insert(key)
+            if let entry = entries.first(where: { $0.key == key }) { return entry.value }
+            if required { reader.report(node, keyPath(key), "missing (required)") }
+            return nil
+        }
+
+        func string(_ key: String, required: Bool = false) -> String? {
+            value(key, required: required).flatMap { reader.string($0, keyPath(key)) }
+        }
+
+        func int(_ key: String, in range: ClosedRange<Int>, required: Bool = false) -> Int? {
+            value(key, required: required).flatMap { reader.int($0, keyPath(key), in: range) }
+        }
+
+        func choice(_ key: String, _ allowed: [String], required: Bool = false) -> String? {
+            value(key, required: required).flatMap { reader.choice($0, keyPath(key), allowed) }
+        }
+
+        /// Reports every key that was never read: a typo, or a setting this version does not know.
+        func rejectUnknownKeys() {
+            for entry in entries where !read.contains(entry.key) {
+                let known = read.sorted().joined(separator: ", ")
+                reader.report(entry.keyNode, keyPath(entry.key), "unknown key (known here: \(known))")
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+/// The `data` member of a hall event: one case per event type.
+public enum EventData: Sendable, Equatable, Encodable {
+    case rating(RatingSubmitted)
+    case deviceStatus(DeviceStatusChanged)
+
+    /// Decodes the data of an event of the given type.
+    init(type: String, from container: KeyedDecodingContainer<CloudEvent.CodingKeys>) throws {
+        switch type {
+        case HallEventType.ratingSubmitted:
+            self = .rating(try container.decode(RatingSubmitted.self, forKey: .data))
+        case HallEventType.deviceOnline, HallEventType.deviceOffline:
+            self = .deviceStatus(try container.decode(DeviceStatusChanged.self, forKey: .data))
+        default:
+            throw DecodingError.dataCorruptedError(
+                forKey: .type, in: container, debugDescription: "unknown event type \(type)")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .rating(let rating): try container.encode(rating)
+        case .deviceStatus(let status): try container.encode(status)
+        }
+    }
+}
+
+/// `hall.rating.submitted`: a citizen pressed a key on an evaluator pad.
+///
+/// Carries the national level and the device's own key and scale, so that a profile's mapping can be
+/// re-examined later. No data of the citizen exists here: only the staff member's id.
+public struct RatingSubmitted: Sendable, Equatable, Codable {
+    /// The service window the pad belongs to.
+    public var window: String
+    /// The id of the staff member the pad showed, if it showed one.
+    public var staffId: String?
+    /// The level on the national five-level 好差评 scale (5 非常满意 … 1 非常不满意).
+    public var level: Int
+    /// The national name of `level`.
+    public var levelLabel: String
+    /// The raw key code the device reported.
+    public var key: Int
+    /// The key's label on the device.
+    public var keyLabel: String
+    /// The device's scale, e.g. `three-key`.
+    public var scale: String
+    /// The device's own rating counter, where it has one.
+    public var deviceCounter: Int64?
+}
+
+/// `hall.device.online` / `hall.device.offline`: the gateway's view of a device changed.
+public struct DeviceStatusChanged: Sendable, Equatable, Codable {
+    /// The device id from the configuration.
+    public var device: String
+    /// The bus the device hangs on.
+    public var bus: String
+    /// The device's address on the bus.
+    public var address: Int
+    /// Why, in a technician's words (e.g. `no answer within 500 ms`, `port /dev/ttyUSB1 missing`).
+    public var reason: String
+}
+
+/// Event type names.
+public enum HallEventType {
+    public static let ratingSubmitted = "hall.rating.submitted"
+    public static let deviceOnline = "hall.device.online"
+    public static let deviceOffline = "hall.device.offline"
+}

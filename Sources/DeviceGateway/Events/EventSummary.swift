@@ -1,0 +1,30 @@
+public import Foundation
+
+/// One readable line per event, for the daemon's log and the `events` command.
+public enum EventSummary {
+    /// `2026-11-24 10:40:01  hall.rating.submitted  window/5  满意 → level 4 (满意)  staff 0231  [eval-w05 #12]`,
+    /// with the time in the hall's zone.
+    public static func line(_ event: CloudEvent, timeZone: TimeZone) -> String {
+        var parts = [localTime(event.time, timeZone: timeZone), event.type]
+        if let subject = event.subject { parts.append(subject) }
+        switch event.data {
+        case .rating(let rating):
+            parts.append("\(rating.keyLabel) → level \(rating.level) (\(rating.levelLabel))")
+            if let staff = rating.staffId { parts.append("staff \(staff)") }
+        case .deviceStatus(let status):
+            parts.append("\(status.device) on \(status.bus)#\(status.address): \(status.reason)")
+        }
+        let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
+        parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")
+        return parts.joined(separator: "  ")
+    }
+
+    private static func localTime(_ time: String, timeZone: TimeZone) -> String {
+        guard let date = EventTime.parse(time) else { return time }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        func two(_ value: Int?) -> String { value.map { $0 < 10 ? "0\($0)" : "\($0)" } ?? "??" }
+        return "\(c.year ?? 0)-\(two(c.month))-\(two(c.day)) \(two(c.hour)):\(two(c.minute)):\(two(c.second))"
+    }
+}

@@ -1,0 +1,69 @@
+public import Logging
+import Foundation
+public import ServiceLifecycle
+
+/// The gateway: buses polling devices into the outbox, forwarders moving the outbox to the sinks.
+///
+/// A `Service`: on graceful shutdown (SIGINT/SIGTERM through a `ServiceGroup`) the buses finish and
+/// commit the cycle in flight, the forwarders deliver what is committed, then `run()` returns.
+public final class Gateway: Service {
+    public let config: GatewayConfig
+    public let outbox: Outbox
+    private let buses: [ModbusBus]
+    private let forwarders: [Forwarder]
+    private let logger: Logger
+
+    /// Sets up the outbox, sinks and buses. Fails only for what makes the whole gateway useless
+    /// (an outbox that cannot be written, a profile that cannot be read); a missing port is not that.
+    public init(config: GatewayConfig, profiles: ProfileLibrary, logger: Logger,
+                onCommit: @escaping ModbusBus.CommitObserver = { _ in }) throws {
+        self.config = config
+        self.logger = logger
+        let outbox = try Outbox.open(
+            path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), logger: logger)
+        self.outbox = outbox
+        forwarders = try config.sinks.map { sink in
+            switch sink {
+            case .sqlite(let name, let path):
+                Forwarder(outbox: outbox, sink: try SQLiteEventStore(name: name, path: path), logger: logger)
+            }
+        }
+        var profileCache: [String: DeviceProfile] = [:]
+        buses = try config.buses.map { bus in
+            let drivers = try config.devices.filter { $0.bus == bus.id }.map { device in
+                let profile = try profileCache[device.profile] ?? profiles.profile(named: device.profile)
+                profileCache[device.profile] = profile
+                switch profile {
+                case .modbusEvaluator(let evaluator):
+                    return ModbusEvaluatorDriver(device: device, profile: evaluator, hallId: config.hall.id)
+                }
+            }
+            return ModbusBus(config: bus, hallId: config.hall.id, drivers: drivers, outbox: outbox,
+                             logger: logger, onCommit: onCommit)
+        }
+    }
+
+    public func run() async throws {
+        let busesStop = StopSignal()
+        let forwardersStop = StopSignal()
+        logger.info(
+            "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for forwarder in forwarders {
+                    group.addTask { await forwarder.run(until: forwardersStop) }
+                }
+                await withTaskGroup(of: Void.self) { busGroup in
+                    for bus in buses {
+                        busGroup.addTask { await bus.run(until: busesStop) }
+                    }
+                }
+                // Every cycle is committed; let the forwarders deliver it before returning.
+                forwardersStop.stop()
+            }
+        } onGracefulShutdown: {
+            busesStop.stop()
+        }
+        logger.info("gateway stopped; everything read is committed")
+    }
+}

@@ -1,0 +1,153 @@
+public import Protocols
+import Foundation
+import Yams
+
+/// A device model's description, read from `devices/<name>.yaml`.
+///
+/// Supporting a new model of an existing family is a new profile file, not new code.
+public enum DeviceProfile: Sendable, Equatable {
+    case modbusEvaluator(ModbusEvaluatorProfile)
+
+    /// The profile's model name.
+    public var model: String {
+        switch self {
+        case .modbusEvaluator(let profile): profile.model
+        }
+    }
+}
+
+/// A run of consecutive registers.
+public struct RegisterRange: Sendable, Equatable {
+    public var start: Int
+    public var count: Int
+
+    /// Creates a range.
+    public init(start: Int, count: Int) {
+        self.start = start
+        self.count = count
+    }
+
+    /// One past the last register.
+    public var end: Int { start + count }
+}
+
+/// A Modbus evaluator pad: ratings read from holding registers, see `devices/modbus-evaluator-3key.yaml`.
+public struct ModbusEvaluatorProfile: Sendable, Equatable {
+    public var model: String
+    /// The holding registers read in one request each poll; every field below lies inside it.
+    public var block: RegisterRange
+    /// Status word; `onlineBit` set means the pad is ready.
+    public var statusRegister: Int
+    public var onlineBit: Int
+    /// Ratings since the pad powered up, 16 bits, wrapping.
+    public var counterRegister: Int
+    /// A 32-bit value (high word first) the pad draws anew at every power-up.
+    public var bootIdRegister: Int
+    /// Where the gateway writes the last counter value it has committed.
+    public var acknowledgeRegister: Int
+    /// The staff id the pad shows, as text in registers.
+    public var staffId: RegisterRange
+    /// The key of rating n is at `keyRing.start + (n - 1) % keyRing.count`.
+    public var keyRing: RegisterRange
+    /// How the pad's keys map onto the national scale.
+    public var scale: RatingScale
+}
+
+/// The folder of device profiles.
+public struct ProfileLibrary: Sendable {
+    /// The folder.
+    public var directory: String
+
+    /// Creates a library over a folder.
+    public init(directory: String) { self.directory = directory }
+
+    /// The path of a profile's file.
+    public func path(of name: String) -> String { (directory as NSString).appendingPathComponent("\(name).yaml") }
+
+    /// Reads and checks one profile.
+    public func profile(named name: String) throws(ConfigError) -> DeviceProfile {
+        let file = path(of: name)
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw ConfigError(issues: [ConfigIssue(file: file, key: "", message: "no profile '\(name)' (file missing or unreadable)")])
+        }
+        let reader = YAMLReader(file: file)
+        guard let root = reader.compose(text), let fields = reader.fields(root, "") else {
+            throw ConfigError(issues: reader.issues)
+        }
+        let model = fields.string("model", required: true)
+        let family = fields.choice("family", ["modbus-evaluator"], required: true)
+        _ = fields.string("description")
+        var profile: DeviceProfile?
+        if family == "modbus-evaluator", let model {
+            profile = Self.modbusEvaluator(model: model, fields: fields, reader: reader).map { .modbusEvaluator($0) }
+        }
+        fields.rejectUnknownKeys()
+        guard reader.issues.isEmpty, let profile else { throw ConfigError(issues: reader.issues) }
+        return profile
+    }
+
+    private static func modbusEvaluator(model: String, fields: YAMLReader.Fields, reader: YAMLReader)
+        -> ModbusEvaluatorProfile?
+    {
+        guard let registersNode = fields.value("registers", required: true),
+            let registers = reader.fields(registersNode, "registers")
+        else { return nil }
+        let address = 0...65535
+        let block = range(registers, "block", reader)
+        let status = registers.int("status", in: address, required: true)
+        let onlineBit = registers.int("online-bit", in: 0...15) ?? 0
+        let counter = registers.int("event-counter", in: address, required: true)
+        let bootId = registers.int("boot-id", in: address, required: true)
+        let acknowledge = registers.int("acknowledge", in: address, required: true)
+        let staffId = range(registers, "staff-id", reader)
+        let keyRing = range(registers, "key-ring", reader)
+        registers.rejectUnknownKeys()
+        let scale = ratingScale(fields.value("rating", required: true), reader)
+
+        guard let block, let status, let counter, let bootId, let acknowledge, let staffId, let keyRing, let scale
+        else { return nil }
+        let inside: [(String, Int, Int)] = [
+            ("status", status, 1), ("event-counter", counter, 1), ("boot-id", bootId, 2),
+            ("staff-id", staffId.start, staffId.count), ("key-ring", keyRing.start, keyRing.count),
+        ]
+        for (key, start, count) in inside where start < block.start || start + count > block.end {
+            reader.report(registers.value(key), "registers.\(key)",
+                          "registers \(start)…\(start + count - 1) lie outside the block read each poll "
+                            + "(\(block.start)…\(block.end - 1))")
+        }
+        return ModbusEvaluatorProfile(
+            model: model, block: block, statusRegister: status, onlineBit: onlineBit, counterRegister: counter,
+            bootIdRegister: bootId, acknowledgeRegister: acknowledge, staffId: staffId, keyRing: keyRing, scale: scale)
+    }
+
+    private static func range(_ fields: YAMLReader.Fields, _ key: String, _ reader: YAMLReader) -> RegisterRange? {
+        guard let node = fields.value(key, required: true), let range = reader.fields(node, fields.keyPath(key))
+        else { return nil }
+        let start = range.int("start", in: 0...65535, required: true)
+        let count = range.int("count", in: 1...125, required: true)
+        range.rejectUnknownKeys()
+        guard let start, let count else { return nil }
+        return RegisterRange(start: start, count: count)
+    }
+
+    private static func ratingScale(_ node: Node?, _ reader: YAMLReader) -> RatingScale? {
+        guard let node, let fields = reader.fields(node, "rating") else { return nil }
+        let name = fields.string("scale", required: true)
+        var keys: [RatingScale.Key] = []
+        for item in fields.value("keys", required: true).flatMap({ reader.items($0, "rating.keys") }) ?? [] {
+            guard let key = reader.fields(item.node, item.path) else { continue }
+            let code = key.int("code", in: 0...65535, required: true)
+            let label = key.string("label", required: true)
+            let level = key.int("level", in: 1...5, required: true).flatMap(NationalRatingLevel.init(rawValue:))
+            key.rejectUnknownKeys()
+            guard let code, let label, let level else { continue }
+            if keys.contains(where: { $0.code == code }) {
+                reader.report(item.node, item.path, "key code \(code) is mapped twice")
+            }
+            keys.append(.init(code: code, label: label, level: level))
+        }
+        fields.rejectUnknownKeys()
+        guard let name, !keys.isEmpty else { return nil }
+        return RatingScale(name: name, keys: keys)
+    }
+}

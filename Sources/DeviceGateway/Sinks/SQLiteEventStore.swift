@@ -1,0 +1,95 @@
+public import Foundation
+import GRDB
+
+/// The embedded default store: the hall's events in a local SQLite file, one row per (source, id).
+public final class SQLiteEventStore: EventSink {
+    public let name: String
+    /// The database file.
+    public let path: String
+    private let pool: DatabasePool
+
+    /// Opens the store for writing, creating it if needed.
+    public init(name: String, path: String) throws {
+        try FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        self.name = name
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE event (
+                        source TEXT NOT NULL,
+                        id TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        time TEXT NOT NULL,
+                        subject TEXT,
+                        json TEXT NOT NULL,
+                        PRIMARY KEY (source, id)
+                    );
+                    CREATE INDEX event_time ON event (time);
+                    """)
+        }
+        try migrator.migrate(pool)
+    }
+
+    /// Opens an existing store to read; a missing file is an error that says so.
+    public static func openForReading(path: String) throws -> SQLiteEventStore {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw GatewayError(.storeMissing, "no event store at \(path): has the gateway run here? (--store PATH)")
+        }
+        return try SQLiteEventStore(name: "reader", path: path)
+    }
+
+    public func deliver(_ events: [CloudEvent]) async throws {
+        let rows = try events.map { ($0, try $0.jsonLine()) }
+        try await pool.write { db in
+            for (event, json) in rows {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO event (source, id, type, time, subject, json) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: [event.source, event.id, event.type, event.time, event.subject, json])
+            }
+        }
+    }
+
+    /// The newest `limit` events at or after `since` whose type matches, oldest first.
+    ///
+    /// `type` is an exact type, or a prefix ending in `*` (`hall.device.*`).
+    public func events(since: Date? = nil, type: String? = nil, limit: Int = 100) async throws -> [CloudEvent] {
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let since {
+            conditions.append("time >= ?")
+            arguments += [EventTime.format(since)]
+        }
+        if let type {
+            if type.hasSuffix("*") {
+                conditions.append("substr(type, 1, ?) = ?")
+                let prefix = String(type.dropLast())
+                arguments += [prefix.utf8.count, prefix]
+            } else {
+                conditions.append("type = ?")
+                arguments += [type]
+            }
+        }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        arguments += [limit]
+        let sql = "SELECT json FROM (SELECT json, time, rowid FROM event \(filter) ORDER BY time DESC, rowid DESC LIMIT ?) "
+            + "ORDER BY time, rowid"
+        let finalArguments = arguments
+        return try await pool.read { db in
+            try String.fetchAll(db, sql: sql, arguments: finalArguments).map {
+                try CloudEvent.decode(json: Data($0.utf8))
+            }
+        }
+    }
+
+    /// How many events of each (source, id) the store holds more than once: always zero, kept for tests.
+    public func count() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
+    }
+}

@@ -1,0 +1,16 @@
+import Foundation
+
+/// Fault injection for the crash tests: `HALL_GATEWAY_CRASH_AT=before-commit` (or `after-commit`)
+/// makes the process kill itself with SIGKILL at that point of the first cycle that read a rating.
+/// Unset in production, where `reached` is a single comparison.
+enum CrashPoint: String {
+    case beforeCommit = "before-commit"
+    case afterCommit = "after-commit"
+
+    private static let armed = ProcessInfo.processInfo.environment["HALL_GATEWAY_CRASH_AT"].flatMap(CrashPoint.init)
+
+    static func reached(_ point: CrashPoint, withRatings events: [CloudEvent]) {
+        guard armed == point, events.contains(where: { $0.type == HallEventType.ratingSubmitted }) else { return }
+        kill(getpid(), SIGKILL)
+    }
+}

@@ -1,0 +1,24 @@
+/// An error of the gateway runtime, in one line a technician understands.
+public struct GatewayError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure; new codes may be added.
+    public struct Code: Hashable, Sendable {
+        private let name: String
+        public static let storeMissing = Code(name: "storeMissing")
+        public static let portUnavailable = Code(name: "portUnavailable")
+        public static let deviceTimeout = Code(name: "deviceTimeout")
+        public static let deviceError = Code(name: "deviceError")
+        public static let profileMismatch = Code(name: "profileMismatch")
+    }
+
+    public var code: Code
+    /// What happened and where: device, port, errno text.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,28 @@
+import Synchronization
+
+/// Tells long-running loops to finish their current cycle and return.
+///
+/// Loops are not cancelled mid-cycle: a cycle that read ratings must also commit them.
+public final class StopSignal: Sendable {
+    private let stopped = Mutex(false)
+
+    /// Creates a signal that has not fired.
+    public init() {}
+
+    /// Whether `stop()` was called.
+    public var isStopped: Bool { stopped.withLock { $0 } }
+
+    /// Asks every loop watching this signal to stop.
+    public func stop() { stopped.withLock { $0 = true } }
+
+    /// Sleeps for `duration`, or less if the signal fires meanwhile.
+    public func sleep(for duration: Duration) async {
+        let slice = Duration.milliseconds(50)
+        var left = duration
+        while left > .zero, !isStopped {
+            let step = min(left, slice)
+            try? await Task.sleep(for: step)
+            left -= step
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Synchronization
+
+/// A simulated Modbus evaluator pad with three keys (满意 1, 基本满意 2, 不满意 3).
+///
+/// Its register map is the device's own (written out here, not taken from the gateway's profile,
+/// so that a wrong profile shows up as a failing test): see `devices/modbus-evaluator-3key.yaml`.
+public final class MockModbusEvaluator: Sendable {
+    /// Holding register addresses of the pad.
+    public enum Register {
+        public static let status = 0
+        public static let counter = 1
+        public static let lastKey = 2
+        public static let bootIdHigh = 3
+        public static let bootIdLow = 4
+        public static let acknowledge = 5
+        public static let scale = 6
+        public static let staffId = 8
+        public static let staffIdCount = 8
+        public static let keyRing = 16
+        public static let keyRingCount = 16
+        public static let count = 32
+    }
+
+    /// Key codes of the pad.
+    public enum Key: UInt16, Sendable, CaseIterable {
+        case satisfied = 1
+        case basicallySatisfied = 2
+        case dissatisfied = 3
+    }
+
+    private struct State {
+        var registers = [UInt16](repeating: 0, count: Register.count)
+        var answering = true
+    }
+
+    private let state = Mutex(State())
+
+    /// Creates a powered-up pad showing `staffId`.
+    public init(staffId: String, bootId: UInt32 = UInt32.random(in: 1...UInt32.max)) {
+        powerUp(bootId: bootId)
+        showStaff(staffId)
+    }
+
+    /// A citizen presses a key: the counter advances and the key lands in the ring.
+    public func press(_ key: Key) {
+        state.withLock { state in
+            let counter = state.registers[Register.counter] &+ 1
+            state.registers[Register.counter] = counter
+            state.registers[Register.lastKey] = key.rawValue
+            state.registers[Register.keyRing + Int((UInt32(counter) + 0xFFFF) % UInt32(Register.keyRingCount))] =
+                key.rawValue
+        }
+    }
+
+    /// Power-cycles the pad: counters and ring cleared, a new boot id.
+    public func powerUp(bootId: UInt32 = UInt32.random(in: 1...UInt32.max)) {
+        state.withLock { state in
+            let staff = Array(state.registers[Register.staffId..<(Register.staffId + Register.staffIdCount)])
+            state.registers = [UInt16](repeating: 0, count: Register.count)
+            state.registers[Register.status] = 0b01
+            state.registers[Register.bootIdHigh] = UInt16(bootId >> 16)
+            state.registers[Register.bootIdLow] = UInt16(bootId & 0xFFFF)
+            state.registers[Register.scale] = 3
+            state.registers.replaceSubrange(Register.staffId..<(Register.staffId + Register.staffIdCount), with: staff)
+        }
+    }
+
+    /// Shows a staff member's number (ASCII, up to 16 characters).
+    public func showStaff(_ staffId: String) {
+        let bytes = Array(staffId.utf8.prefix(2 * Register.staffIdCount))
+        state.withLock { state in
+            for index in 0..<Register.staffIdCount {
+                let high = 2 * index < bytes.count ? UInt16(bytes[2 * index]) : 0
+                let low = 2 * index + 1 < bytes.count ? UInt16(bytes[2 * index + 1]) : 0
+                state.registers[Register.staffId + index] = high << 8 | low
+            }
+            state.registers[Register.status] |= 0b10
+        }
+    }
+
+    /// Whether the pad answers requests at all (false: as if unplugged).
+    public var answering: Bool {
+        get { state.withLock { $0.answering } }
+        set { state.withLock { $0.answering = newValue } }
+    }
+
+    /// The ratings since power-up (the counter register).
+    public var counter: UInt16 { state.withLock { $0.registers[Register.counter] } }
+
+    /// The last counter value the gateway acknowledged.
+    public var acknowledged: UInt16 { state.withLock { $0.registers[Register.acknowledge] } }
+
+    /// A copy of the holding registers.
+    public var registers: [UInt16] { state.withLock { $0.registers } }
+
+    /// Takes what a client wrote; only the acknowledgement register is writable.
+    func accept(writtenRegisters: [UInt16]) {
+        state.withLock { state in
+            state.registers[Register.acknowledge] = writtenRegisters[Register.acknowledge]
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import CModbus
+import Foundation
+import Synchronization
+
+/// Serves simulated Modbus devices through libmodbus, on a pseudo-terminal (RTU, many addresses on
+/// one line, like an RS-485 bus) or on loopback TCP (many unit ids behind one endpoint).
+///
+/// The server runs on a thread of its own because libmodbus blocks.
+public final class MockModbusServer: Sendable {
+    /// Where the server listens.
+    public enum Endpoint: Sendable {
+        /// Modbus RTU on a pseudo-terminal; the gateway opens `devicePath`.
+        case rtu(devicePath: String)
+        /// Modbus TCP on 127.0.0.1.
+        case tcp(port: Int)
+    }
+
+    /// Where clients reach the server.
+    public let endpoint: Endpoint
+    private let units: [Int: MockModbusEvaluator]
+    private let stopped = Mutex(false)
+    private let finished = DispatchSemaphore(value: 0)
+    /// Requests answered so far (for tests).
+    private let answered = Atomic<Int>(0)
+
+    /// Starts serving `units` (address → pad) as Modbus RTU on a new pseudo-terminal.
+    public static func rtu(units: [Int: MockModbusEvaluator]) throws -> MockModbusServer {
+        let terminal = try PseudoTerminal()
+        guard let context = modbus_new_rtu("/dev/null", 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
+            throw MockDeviceError("modbus_new_rtu failed")
+        }
+        // libmodbus only encodes the replies; frames are read here, so that one line serves many addresses.
+        modbus_set_socket(context, terminal.controller)
+        let server = MockModbusServer(endpoint: .rtu(devicePath: terminal.devicePath), units: units)
+        let handle = ContextHandle(context)
+        Thread.detachNewThread {
+            server.serveRTU(context: handle, terminal: terminal)
+        }
+        return server
+    }
+
+    /// Starts serving `units` (unit id → pad) as Modbus TCP on 127.0.0.1 (`port` 0: any free port).
+    public static func tcp(units: [Int: MockModbusEvaluator], port: Int = 0) throws -> MockModbusServer {
+        guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else {
+            throw MockDeviceError("modbus_new_tcp failed")
+        }
+        let listener = modbus_tcp_listen(context, 4)
+        guard listener >= 0 else {
+            let text = String(cString: modbus_strerror(cmodbus_errno()))
+            modbus_free(context)
+            throw MockDeviceError("cannot listen on 127.0.0.1:\(port): \(text)")
+        }
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) }
+        }
+        let server = MockModbusServer(endpoint: .tcp(port: Int(UInt16(bigEndian: address.sin_port))), units: units)
+        let handle = ContextHandle(context)
+        Thread.detachNewThread {
+            server.serveTCP(context: handle, listener: listener)
+        }
+        return server
+    }
+
+    private init(endpoint: Endpoint, units: [Int: MockModbusEvaluator]) {
+        self.endpoint = endpoint
+        self.units = units
+    }
+
+    /// The number of requests answered so far.
+    public var requestsAnswered: Int { answered.load(ordering: .relaxed) }
+
+    /// Stops serving and waits until the line or socket is closed.
+    public func stop() {
+        let wasStopped = stopped.withLock { stopped in
+            defer { stopped = true }
+            return stopped
+        }
+        if !wasStopped { finished.wait() }
+    }
+
+    private var isStopped: Bool { stopped.withLock { $0 } }
+
+    // MARK: RTU
+
+    private func serveRTU(context handle: ContextHandle, terminal: PseudoTerminal) {
+        defer {
+            // modbus_close would restore and close the controller side; the terminal object owns it.
+            modbus_free(handle.context)
+            close(terminal.controller)
+            finished.signal()
+        }
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while !isStopped {
+            guard wait(readable: terminal.controller, milliseconds: 50) else {
+                // A silence ends any partial frame, as the 3.5-character gap does on a real line.
+                pending.removeAll()
+                continue
+            }
+            let count = read(terminal.controller, &buffer, buffer.count)
+            guard count > 0 else { continue }
+            pending += buffer[0..<count]
+            while let length = RTURequest.length(of: pending) {
+                guard length <= pending.count else { break }
+                let frame = Array(pending[0..<length])
+                pending.removeFirst(length)
+                answer(rtu: frame, context: handle.context)
+            }
+            if pending.count > 256 { pending.removeAll() }
+        }
+    }
+
+    private func answer(rtu frame: [UInt8], context: OpaquePointer) {
+        guard RTURequest.hasValidCRC(frame), let pad = units[Int(frame[0])], pad.answering else { return }
+        modbus_set_slave(context, Int32(frame[0]))
+        reply(frame, headerLength: 1, pad: pad, context: context)
+    }
+
+    // MARK: TCP
+
+    private func serveTCP(context handle: ContextHandle, listener: Int32) {
+        var clients: [Int32] = []
+        defer {
+            clients.forEach { close($0) }
+            close(listener)
+            modbus_free(handle.context)
+            finished.signal()
+        }
+        var request = [UInt8](repeating: 0, count: Int(MODBUS_TCP_MAX_ADU_LENGTH))
+        while !isStopped {
+            var fds = ([listener] + clients).map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            guard poll(&fds, nfds_t(fds.count), 50) > 0 else { continue }
+            if fds[0].revents != 0 {
+                let client = accept(listener, nil, nil)
+                if client >= 0 { clients.append(client) }
+            }
+            for entry in fds.dropFirst() where entry.revents != 0 {
+                modbus_set_socket(handle.context, entry.fd)
+                let length = modbus_receive(handle.context, &request)
+                if length < 0 {
+                    close(entry.fd)
+                    clients.removeAll { $0 == entry.fd }
+                    continue
+                }
+                guard length > 7, let pad = units[Int(request[6])], pad.answering else { continue }
+                reply(Array(request[0..<Int(length)]), headerLength: 7, pad: pad, context: handle.context)
+            }
+        }
+    }
+
+    // MARK: Shared
+
+    /// Lets libmodbus answer from the pad's registers, then takes back what the request wrote.
+    private func reply(_ request: [UInt8], headerLength: Int, pad: MockModbusEvaluator, context: OpaquePointer) {
+        guard let mapping = modbus_mapping_new(0, 0, Int32(MockModbusEvaluator.Register.count), 0) else { return }
+        defer { modbus_mapping_free(mapping) }
+        let registers = pad.registers
+        for (index, value) in registers.enumerated() { mapping.pointee.tab_registers[index] = value }
+        _ = modbus_reply(context, request, Int32(request.count), mapping)
+        let function = request[headerLength]
+        if function == 0x06 || function == 0x10 {
+            pad.accept(writtenRegisters: (0..<registers.count).map { mapping.pointee.tab_registers[$0] })
+        }
+        answered.add(1, ordering: .relaxed)
+    }
+
+    private func wait(readable fd: Int32, milliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, milliseconds) > 0
+    }
+}
+
+/// Moves a libmodbus context into the server thread that alone uses it.
+private struct ContextHandle: @unchecked Sendable {
+    let context: OpaquePointer
+    init(_ context: OpaquePointer) { self.context = context }
+}
+
+/// The length of a Modbus RTU request from its first bytes, as a slave on the line must work it out.
+enum RTURequest {
+    static func length(of bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 2 else { return nil }
+        switch bytes[1] {
+        case 0x01...0x06: return 8
+        case 0x0F, 0x10:
+            guard bytes.count >= 7 else { return nil }
+            return 9 + Int(bytes[6])
+        default: return bytes.count  // unknown function: take what arrived; the CRC check drops it
+        }
+    }
+
+    static func hasValidCRC(_ frame: [UInt8]) -> Bool {
+        guard frame.count >= 4 else { return false }
+        var crc: UInt16 = 0xFFFF
+        for byte in frame.dropLast(2) {
+            crc ^= UInt16(byte)
+            for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0xA001 : crc >> 1 }
+        }
+        return frame[frame.count - 2] == UInt8(crc & 0xFF) && frame[frame.count - 1] == UInt8(crc >> 8)
+    }
+}

@@ -1,0 +1,98 @@
+public import ArgumentParser
+import DeviceGateway
+import Foundation
+public import Logging
+import MockDevices
+import ServiceLifecycle
+import UnixSignals
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway: a hall's configuration, or with no --config the simulated demo hall.")
+
+    @Option(help: "The hall's configuration file. Without it: the demo hall, simulated, with its store under ./var/.")
+    var config: String?
+
+    @Option(help: "Where the device profiles are (default: the config's `profiles`, or ./devices for the demo).")
+    var profiles: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardOutput(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "gatewayd")
+
+        var demo: DemoHall?
+        let loaded: (GatewayConfig, ProfileLibrary)
+        do {
+            if let config {
+                loaded = try ConfigLoader.load(path: config)
+            } else {
+                let hall = try DemoHall()
+                demo = hall
+                let text = hall.configuration(
+                    stateDirectory: "var", profiles: try profiles ?? DemoProfiles.locate(), eventStore: "var/events.sqlite")
+                loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
+                logger.info("demo hall: \(hall.pads.count) simulated evaluator pads; stop with Ctrl-C")
+            }
+        } catch let error as ConfigError {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        var (gatewayConfig, library) = loaded
+        if let profiles { library = ProfileLibrary(directory: profiles) }
+        let timeZone = gatewayConfig.hall.timeZone
+        let eventLog = logger
+        let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
+            for event in events { eventLog.info("\(EventSummary.line(event, timeZone: timeZone))") }
+        }
+        var services: [any Service] = [gateway]
+        if let demo { services.append(CitizenSimulation(hall: demo)) }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        demo?.stop()
+    }
+}
+
+/// The demo hall's citizens, as a service that ends with the gateway.
+struct CitizenSimulation: Service {
+    let hall: DemoHall
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await hall.simulateCitizens()
+        }
+    }
+}
+
+/// Finds `devices/` for the demo: the working folder, or the checkout the binary was built in.
+enum DemoProfiles {
+    static func locate() throws -> String {
+        let marker = "modbus-evaluator-3key.yaml"
+        var candidates = [FileManager.default.currentDirectoryPath + "/devices"]
+        var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            candidates.append(folder.appendingPathComponent("devices").path)
+            folder = folder.deletingLastPathComponent()
+        }
+        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/\(marker)") }) {
+            return found
+        }
+        throw ValidationError("cannot find the device profiles (devices/\(marker)); pass --profiles DIR")
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
