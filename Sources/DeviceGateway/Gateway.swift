@@ -44,25 +44,30 @@ public final class Gateway: Service {
     }
 
     public func run() async throws {
-        let busesStop = StopSignal()
+        let stop = StopSignal()
+        await withGracefulShutdownHandler {
+            await run(until: stop)
+        } onGracefulShutdown: {
+            stop.stop()
+        }
+    }
+
+    /// Runs until `stop` fires, then finishes the cycles in flight and delivers what they committed.
+    public func run(until stop: StopSignal) async {
         let forwardersStop = StopSignal()
         logger.info(
             "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
-        await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
-                for forwarder in forwarders {
-                    group.addTask { await forwarder.run(until: forwardersStop) }
-                }
-                await withTaskGroup(of: Void.self) { busGroup in
-                    for bus in buses {
-                        busGroup.addTask { await bus.run(until: busesStop) }
-                    }
-                }
-                // Every cycle is committed; let the forwarders deliver it before returning.
-                forwardersStop.stop()
+        await withTaskGroup(of: Void.self) { group in
+            for forwarder in forwarders {
+                group.addTask { await forwarder.run(until: forwardersStop) }
             }
-        } onGracefulShutdown: {
-            busesStop.stop()
+            await withTaskGroup(of: Void.self) { busGroup in
+                for bus in buses {
+                    busGroup.addTask { await bus.run(until: stop) }
+                }
+            }
+            // Every cycle is committed; let the forwarders deliver it before returning.
+            forwardersStop.stop()
         }
         logger.info("gateway stopped; everything read is committed")
     }

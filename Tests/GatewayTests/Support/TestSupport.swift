@@ -1,0 +1,156 @@
+import DeviceGateway
+import Foundation
+import Logging
+import MockDevices
+import Testing
+
+/// The checkout the tests run from.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().path
+
+/// The `devices/` folder of the checkout.
+let profilesDirectory = repositoryRoot + "/devices"
+
+/// The gatewayd binary built beside the test bundle.
+let gatewaydPath: String = {
+    let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var folder = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
+    // On Linux the test bundle is `<build>/debug/<package>PackageTests.xctest`, an executable beside gatewayd.
+    while folder.path != "/" {
+        let candidate = folder.appendingPathComponent("gatewayd").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        folder.deleteLastPathComponent()
+    }
+    return repositoryRoot + "/.build/debug/gatewayd"
+}()
+
+/// A fresh folder under /tmp, removed when the value goes away.
+final class TemporaryDirectory: Sendable {
+    let path: String
+
+    init() throws {
+        path = NSTemporaryDirectory() + "hall-gateway-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// What a finished child process left.
+struct ProcessResult {
+    var status: Int32
+    var terminatedBySignal: Bool
+    var standardOutput: String
+    var standardError: String
+}
+
+/// A child process with its output collected into files (pipes could fill and block it).
+final class ChildProcess: @unchecked Sendable {
+    let process = Process()
+    private let outputPath: String
+    private let errorPath: String
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+         workingDirectory: String? = nil, input: String? = nil) throws {
+        let folder = NSTemporaryDirectory() + "hall-gateway-child-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        outputPath = folder + "/stdout"
+        errorPath = folder + "/stderr"
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
+        if let input {
+            let pipe = Pipe()
+            process.standardInput = pipe
+            try process.run()
+            pipe.fileHandleForWriting.write(Data(input.utf8))
+            try pipe.fileHandleForWriting.close()
+        } else {
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+        }
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    func interrupt() { process.interrupt() }
+
+    /// Waits for the process without blocking the cooperative pool.
+    func wait(timeout: Duration = .seconds(60)) async throws -> ProcessResult {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                process.terminate()
+                Issue.record("process \(process.executableURL?.path ?? "") did not finish within \(timeout)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.waitUntilExit()
+        return ProcessResult(
+            status: process.terminationStatus, terminatedBySignal: process.terminationReason == .uncaughtSignal,
+            standardOutput: output,
+            standardError: (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "")
+    }
+}
+
+/// Runs a command to its end.
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+         workingDirectory: String? = nil, input: String? = nil) async throws -> ProcessResult {
+    try await ChildProcess(executable, arguments, environment: environment, workingDirectory: workingDirectory,
+                           input: input).wait()
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    return try await condition()
+}
+
+/// A logger that keeps what was logged, for asserting on the technician's view.
+final class CapturedLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+
+    var logger: Logger {
+        Logger(label: "test") { _ in CapturingHandler(log: self) }
+    }
+
+    var text: String { lock.withLock { lines.joined(separator: "\n") } }
+
+    fileprivate func append(_ line: String) { lock.withLock { lines.append(line) } }
+}
+
+private struct CapturingHandler: LogHandler {
+    let log: CapturedLog
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        log.append("\(event.level) \(event.message)")
+    }
+}
+
+/// The rating events a store holds.
+func ratings(in store: SQLiteEventStore) async throws -> [(event: CloudEvent, rating: RatingSubmitted)] {
+    try await store.events(type: "hall.rating.submitted", limit: 100_000).compactMap { event in
+        if case .rating(let rating) = event.data { return (event, rating) }
+        return nil
+    }
+}
