@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Yams
 
 /// Reads a gateway configuration file and checks it against the device profiles it names.
@@ -122,17 +122,20 @@ public enum ConfigLoader {
         devices: [DeviceConfig], items: [(node: Node, path: String)], buses: [BusConfig],
         library: ProfileLibrary, reader: YAMLReader
     ) {
+        // Checked on the raw entries, so a device with another error still gets these checked too.
         let busIds = buses.map(\.id)
-        for device in devices {
-            guard let item = items.first(where: { $0.node.mapping?["id"]?.string == device.id }) else { continue }
-            if !busIds.contains(device.bus) {
-                reader.report(item.node.mapping?["bus"], "\(item.path).bus",
-                              "unknown bus '\(device.bus)' (buses: \(busIds.joined(separator: ", ")))")
+        for item in items {
+            guard let mapping = item.node.mapping else { continue }
+            if let bus = mapping["bus"]?.string, !busIds.contains(bus) {
+                reader.report(mapping["bus"], "\(item.path).bus",
+                              "unknown bus '\(bus)' (buses: \(busIds.joined(separator: ", ")))")
             }
-            do {
-                _ = try library.profile(named: device.profile)
-            } catch {
-                reader.report(item.node.mapping?["profile"], "\(item.path).profile", error.description)
+            if let profile = mapping["profile"]?.string {
+                do {
+                    _ = try library.profile(named: profile)
+                } catch {
+                    reader.report(mapping["profile"], "\(item.path).profile", error.description)
+                }
             }
         }
         var seen: [String: String] = [:]

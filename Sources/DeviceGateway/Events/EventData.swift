@@ -46,6 +46,19 @@ public struct RatingSubmitted: Sendable, Equatable, Codable {
     public var scale: String
     /// The device's own rating counter, where it has one.
     public var deviceCounter: Int64?
+
+    /// Creates a rating.
+    public init(window: String, staffId: String?, level: Int, levelLabel: String, key: Int, keyLabel: String,
+                scale: String, deviceCounter: Int64?) {
+        self.window = window
+        self.staffId = staffId
+        self.level = level
+        self.levelLabel = levelLabel
+        self.key = key
+        self.keyLabel = keyLabel
+        self.scale = scale
+        self.deviceCounter = deviceCounter
+    }
 }
 
 /// `hall.device.online` / `hall.device.offline`: the gateway's view of a device changed.
@@ -58,6 +71,14 @@ public struct DeviceStatusChanged: Sendable, Equatable, Codable {
     public var address: Int
     /// Why, in a technician's words (e.g. `no answer within 500 ms`, `port /dev/ttyUSB1 missing`).
     public var reason: String
+
+    /// Creates a status change.
+    public init(device: String, bus: String, address: Int, reason: String) {
+        self.device = device
+        self.bus = bus
+        self.address = address
+        self.reason = reason
+    }
 }
 
 /// Event type names.

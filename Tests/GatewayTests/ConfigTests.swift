@@ -1,0 +1,120 @@
+import DeviceGateway
+import Foundation
+import Protocols
+import Testing
+
+@Suite struct ConfigTests {
+    let folder: TemporaryDirectory
+
+    init() throws { folder = try TemporaryDirectory() }
+
+    func write(_ text: String, _ name: String = "hall.yaml") throws -> String {
+        let path = folder.file(name)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func issues(_ text: String) throws -> [ConfigIssue] {
+        let path = try write(text)
+        do {
+            _ = try ConfigLoader.load(path: path)
+            return []
+        } catch {
+            return error.issues
+        }
+    }
+
+    let valid = """
+        hall: {id: hall-1, timezone: Asia/Shanghai}
+        profiles: \(profilesDirectory)
+        buses:
+          - id: rs485-1
+            transport: modbus-rtu
+            port: /dev/ttyUSB0
+            baud: 9600
+          - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}
+        devices:
+          - {id: eval-w01, profile: modbus-evaluator-3key, bus: rs485-1, address: 1, window: "1"}
+          - {id: eval-w02, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "2"}
+        """
+
+    @Test func aValidFileLoadsWithItsDefaults() throws {
+        let (config, _) = try ConfigLoader.load(path: try write(valid))
+        #expect(config.hall.id == "hall-1")
+        #expect(config.buses[0].transport == .modbusRTU(SerialSettings(port: "/dev/ttyUSB0", baud: 9600)))
+        #expect(config.buses[1].transport == .modbusTCP(host: "10.0.0.5", port: 502))
+        #expect(config.devices.map(\.window) == ["1", "2"])
+        #expect(config.sinks == [.sqlite(name: "local", path: folder.path + "/var/events.sqlite")])
+        #expect(config.stateDirectory == folder.path + "/var")
+    }
+
+    @Test func everyProblemIsReportedWithItsLineAndKey() throws {
+        let broken = valid
+            .replacingOccurrences(of: "    baud: 9600", with: "    baudrate: 9600")
+            .replacingOccurrences(of: "bus: lan-1, address: 1", with: "bus: lan-9, address: 300")
+        let found = try issues(broken)
+        let lines = found.map(\.description)
+        #expect(found.count == 3, "\(lines)")
+        #expect(lines.contains { $0.hasSuffix("hall.yaml:7:5: buses[0].baudrate: unknown key (known here: baud, data-bits, id, parity, poll-interval-ms, port, response-timeout-ms, stop-bits, transport)") }, "\(lines)")
+        #expect(lines.contains { $0.contains("hall.yaml:11:73:") && $0.contains("devices[1].address: 300 is out of range 1…247") }, "\(lines)")
+        // The device with a bad address still has its bus checked.
+        #expect(lines.contains { $0.contains("hall.yaml:11:57: devices[1].bus: unknown bus 'lan-9'") }, "\(lines)")
+    }
+
+    @Test func unknownBusesProfilesAndDoubleAddressesNameTheKey() throws {
+        let broken = valid
+            .replacingOccurrences(of: "bus: lan-1, address: 1", with: "bus: lan-2, address: 1")
+            .replacingOccurrences(of: "profile: modbus-evaluator-3key, bus: rs485-1", with: "profile: no-such-pad, bus: rs485-1")
+        let lines = try issues(broken).map(\.description)
+        #expect(lines.contains { $0.contains("hall.yaml:11:57:") && $0.contains("devices[1].bus: unknown bus 'lan-2' (buses: rs485-1, lan-1)") }, "\(lines)")
+        #expect(lines.contains { $0.contains("hall.yaml:10:29:") && $0.contains("devices[0].profile") && $0.contains("no profile 'no-such-pad'") }, "\(lines)")
+
+        let twice = valid.replacingOccurrences(of: "bus: lan-1, address: 1", with: "bus: rs485-1, address: 1")
+        let twiceLines = try issues(twice).map(\.description)
+        #expect(twiceLines.contains { $0.contains("devices[1].address: address 1 on bus rs485-1 is already used by eval-w01") }, "\(twiceLines)")
+    }
+
+    @Test func aYAMLSyntaxErrorNamesItsLine() throws {
+        let found = try issues("hall: {id: x\nbuses: [\n")
+        #expect(found.count == 1)
+        #expect(found.first?.line != nil)
+        #expect(found.first?.description.contains("YAML syntax") == true)
+    }
+
+    @Test func anUnreadableFileSaysSo() {
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(path: folder.file("absent.yaml")) }
+    }
+
+    @Test func theCheckCommandPrintsEachIssueAndExitsWithStatus2() async throws {
+        let path = try write(valid.replacingOccurrences(of: "transport: modbus-tcp", with: "transport: modbus-udp"))
+        let result = try await run(gatewaydPath, ["config", "check", path])
+        #expect(result.status == 2)
+        #expect(result.standardError.contains("\(path):8:28: buses[1].transport: 'modbus-udp' is not one of: modbus-rtu, modbus-tcp"),
+                "\(result.standardError)")
+
+        let good = try await run(gatewaydPath, ["config", "check", try write(valid, "good.yaml")])
+        #expect(good.status == 0)
+        #expect(good.standardOutput.contains("OK (hall hall-1, 2 buses, 2 devices, 1 sinks)"), "\(good.standardOutput)")
+    }
+
+    @Test func aBrokenProfileIsReportedInItsOwnFile() throws {
+        let profiles = folder.file("profiles")
+        try FileManager.default.createDirectory(atPath: profiles, withIntermediateDirectories: true)
+        let original = try String(contentsOfFile: profilesDirectory + "/modbus-evaluator-3key.yaml", encoding: .utf8)
+        try original.replacingOccurrences(of: "key-ring: {start: 16, count: 16}", with: "key-ring: {start: 30, count: 16}")
+            .write(toFile: profiles + "/modbus-evaluator-3key.yaml", atomically: true, encoding: .utf8)
+        let lines = try issues(valid.replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: profiles"))
+            .map(\.description)
+        #expect(lines.contains { $0.contains("modbus-evaluator-3key.yaml:") && $0.contains("registers.key-ring: registers 30…45 lie outside the block") }, "\(lines)")
+    }
+
+    @Test func theShippedDemoProfileLoads() throws {
+        let profile = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-evaluator-3key")
+        guard case .modbusEvaluator(let evaluator) = profile else {
+            Issue.record("wrong family")
+            return
+        }
+        #expect(evaluator.scale.keys.map(\.label) == ["满意", "基本满意", "不满意"])
+        #expect(evaluator.block == RegisterRange(start: 0, count: 32))
+    }
+}

@@ -1,0 +1,131 @@
+import DeviceGateway
+import Foundation
+import Testing
+
+@Suite struct OutboxTests {
+    let folder: TemporaryDirectory
+    init() throws { folder = try TemporaryDirectory() }
+
+    func rating(_ id: String, device: String = "eval-w01") -> CloudEvent {
+        CloudEvent(
+            id: id, source: "/halls/h/devices/\(device)", type: HallEventType.ratingSubmitted, time: Date(),
+            subject: "window/1",
+            data: .rating(RatingSubmitted(window: "1", staffId: "0101", level: 4, levelLabel: "满意", key: 1,
+                                          keyLabel: "满意", scale: "three-key", deviceCounter: 1)))
+    }
+
+    @Test func aKnownIdIsNotInsertedAgainAndSequencesHaveNoGaps() async throws {
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let first = try await outbox.commit([rating("a"), rating("b")])
+        let again = try await outbox.commit([rating("b"), rating("c"), rating("x", device: "eval-w02")])
+        #expect(first.map(\.sequence) == ["000000000001", "000000000002"])
+        #expect(again.map(\.id) == ["c", "x"])
+        #expect(again.map(\.sequence) == ["000000000003", "000000000001"], "sequences count per source")
+        #expect(try await outbox.entries(after: 0, limit: 10).map(\.event.id) == ["a", "b", "c", "x"])
+    }
+
+    @Test func eventsAndCursorsSurviveReopening() async throws {
+        let path = folder.file("outbox.sqlite")
+        do {
+            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+            try await outbox.commit([rating("a")], cursors: [DeviceCursor(device: "eval-w01", bootId: 0xDEADBEEF, consumed: 70_000)])
+        }
+        let reopened = try Outbox.open(path: path, logger: CapturedLog().logger)
+        #expect(try await reopened.cursor(device: "eval-w01") == DeviceCursor(device: "eval-w01", bootId: 0xDEADBEEF, consumed: 70_000))
+        #expect(try await reopened.backlog(sink: "local") == 1)
+        try await reopened.markDelivered(sink: "local", through: 1)
+        #expect(try await reopened.backlog(sink: "local") == 0)
+    }
+
+    @Test func aDamagedOutboxIsMovedAsideReportedAndReplaced() async throws {
+        let path = folder.file("outbox.sqlite")
+        try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: path))
+        let log = CapturedLog()
+        let outbox = try Outbox.open(path: path, logger: log.logger)
+        try await outbox.commit([rating("a")])
+        let aside = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("outbox.sqlite.damaged-") }
+        #expect(aside.count == 1, "the damaged file is kept for inspection")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: folder.file(aside[0]))) == Data(repeating: 0x5A, count: 8192))
+        #expect(log.text.contains("critical outbox \(path) is damaged"), "\(log.text)")
+    }
+
+    @Test func theEventStoreIgnoresARedeliveredBatchAndFilters() async throws {
+        let store = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"))
+        let offline = CloudEvent(
+            id: "o1", source: "/halls/h/devices/eval-w01", type: HallEventType.deviceOffline, time: Date(), subject: nil,
+            data: .deviceStatus(DeviceStatusChanged(device: "eval-w01", bus: "b", address: 1, reason: "no answer")))
+        try await store.deliver([rating("a"), offline])
+        try await store.deliver([rating("a"), offline])
+        #expect(try await store.count() == 2)
+        #expect(try await store.events(type: "hall.device.*").map(\.id) == ["o1"])
+        #expect(try await store.events(type: "hall.rating.submitted").map(\.id) == ["a"])
+        #expect(try await store.events(since: Date().addingTimeInterval(60)).isEmpty)
+        #expect(try await store.events(limit: 1).count == 1)
+    }
+}
+
+@Suite struct EvaluatorDriverTests {
+    let driver: ModbusEvaluatorDriver
+
+    init() throws {
+        guard case .modbusEvaluator(let profile) = try ProfileLibrary(directory: profilesDirectory)
+            .profile(named: "modbus-evaluator-3key")
+        else { throw GatewayError(.profileMismatch, "not an evaluator") }
+        driver = ModbusEvaluatorDriver(
+            device: DeviceConfig(id: "eval-w03", profile: "modbus-evaluator-3key", bus: "b", address: 3, window: "3"),
+            profile: profile, hallId: "h")
+    }
+
+    /// Registers as the pad would hold them after `keys` were pressed since power-up.
+    func registers(bootId: UInt32, counter: UInt16, ring: [Int: UInt16], acknowledged: UInt16 = 0) -> [UInt16] {
+        var registers = [UInt16](repeating: 0, count: 32)
+        registers[0] = 0b11
+        registers[1] = counter
+        registers[3] = UInt16(bootId >> 16)
+        registers[4] = UInt16(bootId & 0xFFFF)
+        registers[5] = acknowledged
+        registers.replaceSubrange(8..<10, with: [0x3033, 0x3033])  // "0303"
+        for (slot, key) in ring { registers[16 + slot] = key }
+        return registers
+    }
+
+    @Test func idsComeFromBootIdAndCounterSoAReReadIsTheSameEvent() {
+        let regs = registers(bootId: 0xABCD0001, counter: 2, ring: [0: 1, 1: 3])
+        let first = driver.interpret(registers: regs, cursor: nil, at: Date())
+        let again = driver.interpret(registers: regs, cursor: nil, at: Date().addingTimeInterval(5))
+        #expect(first.events.map(\.id) == ["rating-abcd0001-1", "rating-abcd0001-2"])
+        #expect(again.events.map(\.id) == first.events.map(\.id))
+        #expect(first.cursor == DeviceCursor(device: "eval-w03", bootId: 0xABCD0001, consumed: 2))
+        guard case .rating(let rating) = first.events[1].data else { return }
+        #expect(rating.level == 2 && rating.keyLabel == "不满意" && rating.staffId == "0303" && rating.window == "3")
+    }
+
+    @Test func theCounterWrapsPast65535WithoutRepeatingIds() {
+        let cursor = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 65_535)
+        let reading = driver.interpret(registers: registers(bootId: 7, counter: 1, ring: [15: 1, 0: 2]), cursor: cursor, at: Date())
+        #expect(reading.events.map(\.id) == ["rating-7-65536", "rating-7-65537"])
+        #expect(reading.cursor.consumed == 65_537)
+    }
+
+    @Test func aPowerCycledPadStartsFromItsAcknowledgement() {
+        let cursor = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 40)
+        let reading = driver.interpret(registers: registers(bootId: 8, counter: 1, ring: [0: 2]), cursor: cursor, at: Date())
+        #expect(reading.events.map(\.id) == ["rating-8-1"])
+    }
+
+    @Test func moreRatingsThanTheRingHoldsAreCountedAsLost() {
+        let ring = Dictionary(uniqueKeysWithValues: (0..<16).map { ($0, UInt16(1)) })
+        let cursor = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 0)
+        let reading = driver.interpret(registers: registers(bootId: 7, counter: 20, ring: ring), cursor: cursor, at: Date())
+        #expect(reading.lost == 4)
+        #expect(reading.events.count == 16)
+        #expect(reading.events.first?.id == "rating-7-5")
+    }
+
+    @Test func anUnmappedKeyIsReportedNotRated() {
+        let reading = driver.interpret(registers: registers(bootId: 7, counter: 1, ring: [0: 9]), cursor: nil, at: Date())
+        #expect(reading.events.isEmpty)
+        #expect(reading.unknownKeys == [9])
+        #expect(reading.cursor.consumed == 1)
+    }
+}
