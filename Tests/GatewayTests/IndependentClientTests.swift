@@ -1,0 +1,88 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Testing
+
+/// The mock pads checked with tools the project did not write: mbpoll (a real Modbus master, on
+/// libmodbus, as technicians use it) reads and writes them over TCP and over RTU on a pseudo-terminal,
+/// and the CloudEvents Python SDK validates what the demo hall produced.
+@Suite struct IndependentClientTests {
+    /// Registers as mbpoll prints them: `[ref]: value` lines.
+    func parseMbpoll(_ output: String) -> [Int: Int] {
+        var registers: [Int: Int] = [:]
+        for line in output.split(separator: "\n") where line.hasPrefix("[") {
+            let parts = line.dropFirst().split(separator: "]", maxSplits: 1)
+            guard parts.count == 2, let reference = Int(parts[0]),
+                let value = Int(parts[1].drop { $0 == ":" || $0 == " " || $0 == "\t" }.prefix { $0 != " " && $0 != "(" })
+            else { continue }
+            registers[reference] = value
+        }
+        return registers
+    }
+
+    func checkRegisterMap(read: [Int: Int], pad: MockModbusEvaluator) {
+        // Documented in devices/modbus-evaluator-3key.yaml; mbpoll's references are 0-based here (-0).
+        #expect(read[0] == 0b11, "ready, staff signed in")
+        #expect(read[1] == 2, "two ratings since power-up")
+        #expect(read[2] == 3, "last key 不满意")
+        #expect(read[6] == 3, "three keys")
+        #expect(read[8] == 0x3032 && read[9] == 0x3331, "staff id 0231")
+        #expect(read[16] == 1 && read[17] == 3, "ring holds 满意 then 不满意")
+        #expect(((read[3] ?? 0) << 16 | (read[4] ?? 0)) == 0x1234_5678)
+    }
+
+    @Test func mbpollReadsAndAcknowledgesAPadOverTCP() async throws {
+        let pad = MockModbusEvaluator(staffId: "0231", bootId: 0x1234_5678)
+        pad.press(.satisfied)
+        pad.press(.dissatisfied)
+        let server = try MockModbusServer.tcp(units: [1: pad])
+        defer { server.stop() }
+        guard case .tcp(let port) = server.endpoint else { return }
+        let common = ["-m", "tcp", "-p", String(port), "-a", "1", "-0", "-t", "4", "-1"]
+        let read = try await run("/usr/bin/mbpoll", common + ["-r", "0", "-c", "32", "127.0.0.1"])
+        #expect(read.status == 0, "\(read.standardOutput)\(read.standardError)")
+        checkRegisterMap(read: parseMbpoll(read.standardOutput), pad: pad)
+
+        let write = try await run("/usr/bin/mbpoll", common + ["-r", "5", "127.0.0.1", "2"])
+        #expect(write.status == 0, "\(write.standardOutput)\(write.standardError)")
+        #expect(pad.acknowledged == 2)
+    }
+
+    @Test func mbpollReadsAPadOverRTUOnAPseudoTerminal() async throws {
+        let pad = MockModbusEvaluator(staffId: "0231", bootId: 0x1234_5678)
+        pad.press(.satisfied)
+        pad.press(.dissatisfied)
+        let quiet = MockModbusEvaluator(staffId: "9999")
+        let server = try MockModbusServer.rtu(units: [1: quiet, 7: pad])
+        defer { server.stop() }
+        guard case .rtu(let path) = server.endpoint else { return }
+        let read = try await run(
+            "/usr/bin/mbpoll",
+            ["-m", "rtu", "-b", "9600", "-P", "none", "-a", "7", "-0", "-t", "4", "-r", "0", "-c", "32", "-1", path])
+        #expect(read.status == 0, "\(read.standardOutput)\(read.standardError)")
+        checkRegisterMap(read: parseMbpoll(read.standardOutput), pad: pad)
+    }
+
+    @Test func theDemoHallsEventsAreValidCloudEventsToTheCloudEventsSDK() async throws {
+        let seconds = Int(ProcessInfo.processInfo.environment["HALL_GATEWAY_DEMO_SECONDS"] ?? "") ?? 60
+        let folder = try TemporaryDirectory()
+        let demo = try ChildProcess(gatewaydPath, ["run"], workingDirectory: folder.path)
+        try await Task.sleep(for: .seconds(seconds))
+        demo.interrupt()
+        let ran = try await demo.wait()
+        #expect(ran.status == 0 && !ran.terminatedBySignal, "the demo stops cleanly on SIGINT: \(ran.standardError)")
+        #expect(ran.standardOutput.contains("hall.rating.submitted"), "a readable line per event on stdout")
+
+        let events = try await run(gatewaydPath, ["events", "--json", "--limit", "100000"], workingDirectory: folder.path)
+        #expect(events.status == 0, "\(events.standardError)")
+        let lines = events.standardOutput.split(separator: "\n")
+        #expect(lines.count >= 6, "six pads came online and citizens rated")
+
+        let check = try await run(
+            "/usr/bin/env", ["python3", repositoryRoot + "/scripts/check-cloudevents.py",
+                             "--require-type", "hall.rating.submitted", "--require-type", "hall.device.online"],
+            input: events.standardOutput)
+        #expect(check.status == 0, "\(check.standardOutput)\(check.standardError)")
+        #expect(check.standardOutput.contains("\(lines.count) valid CloudEvents"), "\(check.standardOutput)")
+    }
+}
