@@ -41,12 +41,13 @@ import Testing
         #expect(result.terminatedBySignal && result.status == SIGKILL, "the gateway should have been killed: \(result)")
     }
 
-    func restartAndCollect(expecting count: Int) async throws -> ProcessResult {
+    /// Starts the gateway again, waits for `count` ratings, then stops it with SIGINT or SIGTERM.
+    func restartAndCollect(expecting count: Int, stopWithTerminate: Bool = false) async throws -> ProcessResult {
         let child = try ChildProcess(gatewaydPath, ["run", "--config", configPath])
         let arrived = await eventually { (try? await storedRatings().count) ?? 0 >= count }
         // Let a few more poll cycles pass: a duplicate would show up now.
         try await Task.sleep(for: .milliseconds(500))
-        child.interrupt()
+        if stopWithTerminate { child.process.terminate() } else { child.interrupt() }
         let result = try await child.wait()
         #expect(arrived, "\(result.standardOutput)\n\(result.standardError)")
         return result
@@ -75,8 +76,8 @@ import Testing
         #expect(pad.acknowledged == 0, "killed before the acknowledgement was written")
 
         pad.press(.satisfied)
-        let result = try await restartAndCollect(expecting: 2)
-        #expect(result.status == 0)
+        let result = try await restartAndCollect(expecting: 2, stopWithTerminate: true)
+        #expect(result.status == 0 && !result.terminatedBySignal, "SIGTERM ends the gateway with status 0")
         let stored = try await storedRatings()
         #expect(stored.map(\.level) == [3, 4], "the re-read rating is recognised by its id")
         #expect(pad.acknowledged == 2)

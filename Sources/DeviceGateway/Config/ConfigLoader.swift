@@ -73,7 +73,12 @@ public enum ConfigLoader {
         switch kind {
         case "modbus-rtu":
             let port = fields.string("port", required: true)
-            let baud = fields.int("baud", in: 300...921_600) ?? 9600
+            var baud = fields.int("baud", in: 300...921_600) ?? 9600
+            if !SerialSettings.supportedBauds.contains(baud) {
+                let supported = SerialSettings.supportedBauds.map(String.init).joined(separator: ", ")
+                reader.report(fields.value("baud"), fields.keyPath("baud"), "\(baud) baud is not supported (\(supported))")
+                baud = 9600
+            }
             let parity = fields.choice("parity", SerialSettings.Parity.allCases.map(\.rawValue)) ?? "none"
             let dataBits = fields.int("data-bits", in: 7...8) ?? 8
             let stopBits = fields.int("stop-bits", in: 1...2) ?? 1

@@ -76,6 +76,9 @@ public struct SerialSettings: Sendable, Equatable {
         case none, even, odd
     }
 
+    /// The baud rates a line can be set to.
+    public static let supportedBauds = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115_200, 230_400]
+
     /// The device path, e.g. `/dev/ttyUSB0`.
     public var port: String
     public var baud: Int

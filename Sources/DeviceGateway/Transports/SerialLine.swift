@@ -1,0 +1,98 @@
+import Foundation
+
+/// A serial line opened through termios: raw bytes, the configured baud rate, parity and stop bits.
+///
+/// One path for real ports and pseudo-terminals alike (libserialport refuses pseudo-terminals, so the
+/// mock devices could not exercise it); libserialport is used for listing ports. Not thread-safe:
+/// its bus actor alone uses it, on the bus's own queue, where blocking in `poll` is allowed.
+final class SerialLine: @unchecked Sendable {
+    let path: String
+    private let fd: Int32
+
+    init(settings: SerialSettings) throws(GatewayError) {
+        path = settings.port
+        let opened = open(settings.port, O_RDWR | O_NOCTTY | O_NONBLOCK)
+        guard opened >= 0 else {
+            let reason = errno == ENOENT ? "no such device" : String(cString: strerror(errno))
+            throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
+        }
+        fd = opened
+        var attributes = termios()
+        guard tcgetattr(fd, &attributes) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw GatewayError(.portUnavailable, "\(settings.port) is not a serial port: \(reason)")
+        }
+        cfmakeraw(&attributes)
+        let speed = Self.speed(settings.baud)
+        cfsetispeed(&attributes, speed)
+        cfsetospeed(&attributes, speed)
+        attributes.c_cflag &= ~tcflag_t(CSIZE | PARENB | PARODD | CSTOPB)
+        attributes.c_cflag |= tcflag_t(CLOCAL | CREAD) | (settings.dataBits == 7 ? tcflag_t(CS7) : tcflag_t(CS8))
+        switch settings.parity {
+        case .none: break
+        case .even: attributes.c_cflag |= tcflag_t(PARENB)
+        case .odd: attributes.c_cflag |= tcflag_t(PARENB | PARODD)
+        }
+        if settings.stopBits == 2 { attributes.c_cflag |= tcflag_t(CSTOPB) }
+        guard tcsetattr(fd, TCSANOW, &attributes) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw GatewayError(.portUnavailable, "cannot configure \(settings.port): \(reason)")
+        }
+        tcflush(fd, TCIOFLUSH)
+    }
+
+    deinit { close(fd) }
+
+    /// Writes all bytes, waiting for the driver's buffer when it is full.
+    func write(_ bytes: [UInt8]) throws(GatewayError) {
+        var written = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                written += count
+            } else if count < 0, errno == EAGAIN || errno == EINTR {
+                var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&entry, 1, 100)
+            } else {
+                throw GatewayError(.portUnavailable, "write to \(path) failed: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for bytes and returns what arrived (empty: nothing within the timeout).
+    func read(timeout: Duration) throws(GatewayError) -> [UInt8] {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ready = poll(&entry, 1, max(0, milliseconds))
+        guard ready > 0 else { return [] }
+        if entry.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0, entry.revents & Int16(POLLIN) == 0 {
+            throw GatewayError(.portUnavailable, "\(path) hung up")
+        }
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let count = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+        if count < 0 {
+            if errno == EAGAIN || errno == EINTR { return [] }
+            throw GatewayError(.portUnavailable, "read from \(path) failed: \(String(cString: strerror(errno)))")
+        }
+        return Array(buffer[0..<count])
+    }
+
+    /// Drops unread input (after a timeout or a garbled frame).
+    func discardInput() { tcflush(fd, TCIFLUSH) }
+
+    private static func speed(_ baud: Int) -> speed_t {
+        switch baud {
+        case 1200: speed_t(B1200)
+        case 2400: speed_t(B2400)
+        case 4800: speed_t(B4800)
+        case 19200: speed_t(B19200)
+        case 38400: speed_t(B38400)
+        case 57600: speed_t(B57600)
+        case 115_200: speed_t(B115200)
+        case 230_400: speed_t(B230400)
+        default: speed_t(B9600)
+        }
+    }
+}
