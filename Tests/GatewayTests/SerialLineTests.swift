@@ -41,3 +41,18 @@ import Testing
         }
     }
 }
+
+@Suite struct PortListTests {
+    @Test func everyListedPortExistsAndTheJSONFormDecodes() async throws {
+        let result = try await run(gatewaydPath, ["ports", "--json"])
+        #expect(result.status == 0, "\(result.standardError)")
+        let ports = try result.standardOutput.split(separator: "\n").map {
+            try JSONDecoder().decode(SerialPortInfo.self, from: Data($0.utf8))
+        }
+        #expect(ports == SerialPortCatalog.list())
+        for port in ports {
+            #expect(FileManager.default.fileExists(atPath: port.path), "\(port.path)")
+            #expect(["usb", "native", "bluetooth"].contains(port.transport))
+        }
+    }
+}
