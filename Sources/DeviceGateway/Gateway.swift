@@ -61,6 +61,17 @@ public final class Gateway: Service {
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
+            group.addTask { [outbox, config, logger] in
+                let sinks = config.sinks.map(\.name)
+                while !forwardersStop.isStopped {
+                    await forwardersStop.sleep(for: .seconds(60))
+                    do {
+                        try await outbox.prune(sinks: sinks)
+                    } catch {
+                        logger.warning("outbox: pruning delivered events failed: \(error)")
+                    }
+                }
+            }
             await withTaskGroup(of: Void.self) { busGroup in
                 for bus in buses {
                     busGroup.addTask { await bus.run(until: stop) }

@@ -129,3 +129,22 @@ import Testing
         #expect(reading.cursor.consumed == 1)
     }
 }
+
+@Suite struct OutboxPruningTests {
+    @Test func onlyEventsEverySinkConfirmedArePrunedAndTheNewestAreKept() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let events = (1...10).map { number in
+            CloudEvent(id: "e\(number)", source: "/halls/h/devices/d", type: HallEventType.deviceOnline, time: Date(),
+                       subject: nil, data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
+        }
+        try await outbox.commit(events)
+        try await outbox.markDelivered(sink: "local", through: 8)
+        try await outbox.markDelivered(sink: "central", through: 5)
+        #expect(try await outbox.prune(sinks: ["local", "central"], keep: 2) == 5)
+        #expect(try await outbox.entries(after: 0, limit: 100).map(\.event.id) == ["e6", "e7", "e8", "e9", "e10"])
+        try await outbox.markDelivered(sink: "central", through: 10)
+        #expect(try await outbox.prune(sinks: ["local", "central"], keep: 2) == 3, "keeps the newest two")
+        #expect(try await outbox.commit([events[9]]).isEmpty, "a kept id is still recognised")
+    }
+}

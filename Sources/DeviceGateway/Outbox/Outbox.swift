@@ -155,6 +155,25 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// Deletes events every sink has confirmed, but keeps the newest `keep` of them so that a late
+    /// duplicate (same source and id) is still recognised. Returns how many were deleted.
+    @discardableResult
+    public func prune(sinks: [String], keep: Int = 10_000) async throws -> Int {
+        try await pool.write { db in
+            var delivered = Int64.max
+            for sink in sinks {
+                let position = try Int64.fetchOne(
+                    db, sql: "SELECT position FROM sink_cursor WHERE sink = ?", arguments: [sink]) ?? 0
+                delivered = min(delivered, position)
+            }
+            let newest = try Int64.fetchOne(db, sql: "SELECT max(position) FROM event") ?? 0
+            let limit = min(delivered, newest - Int64(keep))
+            guard limit > 0 else { return 0 }
+            try db.execute(sql: "DELETE FROM event WHERE position <= ?", arguments: [limit])
+            return db.changesCount
+        }
+    }
+
     /// How many events a sink has not confirmed yet.
     public func backlog(sink: String) async throws -> Int {
         try await pool.read { db in

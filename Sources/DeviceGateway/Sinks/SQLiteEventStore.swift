@@ -88,7 +88,7 @@ public final class SQLiteEventStore: EventSink {
         }
     }
 
-    /// How many events of each (source, id) the store holds more than once: always zero, kept for tests.
+    /// How many events the store holds.
     public func count() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
     }
