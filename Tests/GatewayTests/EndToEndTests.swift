@@ -158,3 +158,25 @@ import Testing
         #expect(try await statuses("eval-w02") == ["hall.device.online", "hall.device.offline", "hall.device.online"])
     }
 }
+
+@Suite struct LostRatingTests {
+    @Test func moreRatingsThanThePadKeepsBecomeOneFaultEventForTheDutyOfficer() async throws {
+        let hall = try EndToEndTests.Hall()
+        defer { hall.stop() }
+        let (config, profiles) = try ConfigLoader.parse(hall.configuration(), file: "t.yaml", relativeTo: hall.folder.path)
+        let store = try SQLiteEventStore(name: "reader", path: hall.folder.file("events.sqlite"))
+        // 20 presses before the gateway ever polls: the pad keeps 16.
+        for _ in 0..<20 { hall.pads["eval-w07"]!.press(.satisfied) }
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let arrived = await eventually { (try? await store.events(type: "hall.device.fault").count) == 1 }
+        stop.stop()
+        await running.value
+        #expect(arrived)
+        let fault = try await store.events(type: "hall.device.fault").first
+        guard case .deviceFault(let data)? = fault?.data else { return }
+        #expect(data.fault == "ratings-lost" && data.detail.hasPrefix("4 ratings lost"))
+        #expect(try await ratings(in: store).map(\.rating.deviceCounter) == (5...20).map { Int64($0) })
+    }
+}

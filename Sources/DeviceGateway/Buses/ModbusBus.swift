@@ -102,7 +102,7 @@ public actor ModbusBus {
                 events += reading.events
                 cursors.append(reading.cursor)
                 readings.append((index, reading))
-                report(reading, driver: driver)
+                events += faults(in: reading, driver: driver, at: now)
             } catch {
                 events += missed(index, error, connection: connection)
             }
@@ -125,12 +125,27 @@ public actor ModbusBus {
         }
     }
 
-    private func report(_ reading: ModbusEvaluatorDriver.Reading, driver: ModbusEvaluatorDriver) {
+    /// Lost and unmapped ratings become fault events for the duty officer, and log lines.
+    private func faults(in reading: ModbusEvaluatorDriver.Reading, driver: ModbusEvaluatorDriver, at time: Date)
+        -> [CloudEvent]
+    {
+        // A re-read after a crash reports the same loss under the same id.
+        var faults: [(id: String, fault: DeviceFault)] = []
         if reading.lost > 0 {
-            logger.error("device \(driver.device.id): \(reading.lost) ratings lost: more came in between two polls than the pad keeps (\(driver.profile.keyRing.count))")
+            faults.append(("ratings-lost-\(String(reading.cursor.bootId, radix: 16))-\(reading.cursor.consumed)", DeviceFault(
+                fault: "ratings-lost",
+                detail: "\(reading.lost) ratings lost: more came in between two polls than the pad keeps "
+                    + "(\(driver.profile.keyRing.count))")))
         }
         for code in reading.unknownKeys {
-            logger.warning("device \(driver.device.id): key code \(code) is not in profile \(driver.profile.model); rating skipped")
+            faults.append((UUID().uuidString.lowercased(), DeviceFault(
+                fault: "unknown-key", detail: "key code \(code) is not in profile \(driver.profile.model); rating skipped")))
+        }
+        return faults.map { id, fault in
+            logger.error("device \(driver.device.id): \(fault.detail)")
+            return CloudEvent(
+                id: id, source: driver.source, type: HallEventType.deviceFault, time: time,
+                subject: driver.device.window.map(EventSource.windowSubject), data: .deviceFault(fault))
         }
     }
 

@@ -2,6 +2,10 @@
 public enum EventData: Sendable, Equatable, Encodable {
     case rating(RatingSubmitted)
     case deviceStatus(DeviceStatusChanged)
+    case callerKey(CallerKeyPressed)
+    case printerStatus(PrinterStatusChanged)
+    case boardAcknowledged(BoardAcknowledged)
+    case deviceFault(DeviceFault)
 
     /// Decodes the data of an event of the given type.
     init(type: String, from container: KeyedDecodingContainer<CloudEvent.CodingKeys>) throws {
@@ -10,6 +14,14 @@ public enum EventData: Sendable, Equatable, Encodable {
             self = .rating(try container.decode(RatingSubmitted.self, forKey: .data))
         case HallEventType.deviceOnline, HallEventType.deviceOffline:
             self = .deviceStatus(try container.decode(DeviceStatusChanged.self, forKey: .data))
+        case HallEventType.callerKeyPressed:
+            self = .callerKey(try container.decode(CallerKeyPressed.self, forKey: .data))
+        case HallEventType.printerStatusChanged:
+            self = .printerStatus(try container.decode(PrinterStatusChanged.self, forKey: .data))
+        case HallEventType.boardAcknowledged:
+            self = .boardAcknowledged(try container.decode(BoardAcknowledged.self, forKey: .data))
+        case HallEventType.deviceFault:
+            self = .deviceFault(try container.decode(DeviceFault.self, forKey: .data))
         default:
             throw DecodingError.dataCorruptedError(
                 forKey: .type, in: container, debugDescription: "unknown event type \(type)")
@@ -21,6 +33,10 @@ public enum EventData: Sendable, Equatable, Encodable {
         switch self {
         case .rating(let rating): try container.encode(rating)
         case .deviceStatus(let status): try container.encode(status)
+        case .callerKey(let key): try container.encode(key)
+        case .printerStatus(let status): try container.encode(status)
+        case .boardAcknowledged(let acknowledged): try container.encode(acknowledged)
+        case .deviceFault(let fault): try container.encode(fault)
         }
     }
 }
@@ -81,9 +97,75 @@ public struct DeviceStatusChanged: Sendable, Equatable, Codable {
     }
 }
 
+/// `hall.caller.key_pressed`: a staff member pressed a key on a window's caller (call next, recall, …).
+public struct CallerKeyPressed: Sendable, Equatable, Codable {
+    /// The service window the caller belongs to.
+    public var window: String
+    /// What the key asks for: `call-next`, `recall`, `pause`, `resume`, `transfer`, `evaluate`, …
+    public var action: String
+    /// The raw key code the device reported.
+    public var key: Int
+
+    /// Creates a key press.
+    public init(window: String, action: String, key: Int) {
+        self.window = window
+        self.action = action
+        self.key = key
+    }
+}
+
+/// `hall.printer.status_changed`: a ticket printer's state changed.
+public struct PrinterStatusChanged: Sendable, Equatable, Codable {
+    /// `ready` when nothing is wrong, else the most urgent condition.
+    public var state: String
+    /// Every condition now present: `cover-open`, `paper-near-end`, `paper-out`, `cutter-error`, …
+    public var conditions: [String]
+
+    /// Creates a status change.
+    public init(state: String, conditions: [String]) {
+        self.state = state
+        self.conditions = conditions
+    }
+}
+
+/// `hall.board.acknowledged`: an LED board confirmed (or refused) a command.
+public struct BoardAcknowledged: Sendable, Equatable, Codable {
+    /// The command the board answered, e.g. `show-text`, `clear`.
+    public var command: String
+    /// Whether the board accepted it.
+    public var accepted: Bool
+    /// The board's error code when it refused.
+    public var errorCode: Int?
+
+    /// Creates an acknowledgement.
+    public init(command: String, accepted: Bool, errorCode: Int?) {
+        self.command = command
+        self.accepted = accepted
+        self.errorCode = errorCode
+    }
+}
+
+/// `hall.device.fault`: a device reported, or the gateway saw, something a technician must look at.
+public struct DeviceFault: Sendable, Equatable, Codable {
+    /// A short code: `ratings-lost`, `unknown-key`, `garbled-frames`, …
+    public var fault: String
+    /// What happened, in a technician's words.
+    public var detail: String
+
+    /// Creates a fault.
+    public init(fault: String, detail: String) {
+        self.fault = fault
+        self.detail = detail
+    }
+}
+
 /// Event type names.
 public enum HallEventType {
     public static let ratingSubmitted = "hall.rating.submitted"
     public static let deviceOnline = "hall.device.online"
     public static let deviceOffline = "hall.device.offline"
+    public static let callerKeyPressed = "hall.caller.key_pressed"
+    public static let printerStatusChanged = "hall.printer.status_changed"
+    public static let boardAcknowledged = "hall.board.acknowledged"
+    public static let deviceFault = "hall.device.fault"
 }

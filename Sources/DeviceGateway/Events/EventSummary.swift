@@ -13,6 +13,14 @@ public enum EventSummary {
             if let staff = rating.staffId { parts.append("staff \(staff)") }
         case .deviceStatus(let status):
             parts.append("\(status.device) on \(status.bus)#\(status.address): \(status.reason)")
+        case .callerKey(let key):
+            parts.append("\(key.action) (key \(key.key))")
+        case .printerStatus(let status):
+            parts.append(status.state + (status.conditions.isEmpty ? "" : " [\(status.conditions.joined(separator: ", "))]"))
+        case .boardAcknowledged(let acknowledged):
+            parts.append("\(acknowledged.command) " + (acknowledged.accepted ? "accepted" : "refused (error \(acknowledged.errorCode ?? -1))"))
+        case .deviceFault(let fault):
+            parts.append("\(fault.fault): \(fault.detail)")
         }
         let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
         parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")
