@@ -49,6 +49,8 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
+        // Decode throughput per family: `swift run -c release ProtocolBenchmarks`.
+        .executableTarget(name: "ProtocolBenchmarks", dependencies: ["Protocols"]),
         .testTarget(name: "ProtocolTests", dependencies: ["Protocols"]),
         .testTarget(
             name: "GatewayTests",

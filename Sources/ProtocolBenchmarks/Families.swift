@@ -1,0 +1,6 @@
+import Protocols
+
+/// One entry per protocol family.
+func allBenchmarks() -> [DecodeBenchmark] {
+    []
+}
