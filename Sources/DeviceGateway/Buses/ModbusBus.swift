@@ -13,25 +13,20 @@ public actor ModbusBus {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     public nonisolated let config: BusConfig
-    private let hallId: String
     private let outbox: Outbox
     private let logger: Logger
-    private let onCommit: CommitObserver
+    private let committer: BusCommitter
     private var connection: ModbusConnection?
-    private var lastConnectError: String?
+    private var reporter: ConnectionReporter
+    private var health: DeviceHealth
     private var pads: [PadState]
 
-    /// Misses in a row before a device is reported offline.
-    static let missesBeforeOffline = 3
     /// The pause before trying to open a missing port again.
     static let reconnectDelay = Duration.seconds(5)
 
     private struct PadState {
         var driver: ModbusEvaluatorDriver
         var cursor: DeviceCursor?
-        var online: Bool?
-        var misses = 0
-        var pendingAcknowledge: UInt16?
     }
 
     /// Creates the bus with the pads that hang on it.
@@ -39,12 +34,13 @@ public actor ModbusBus {
                 logger: Logger, onCommit: @escaping CommitObserver) {
         self.executor = BusExecutor(label: "bus.\(config.id)")
         self.config = config
-        self.hallId = hallId
         self.outbox = outbox
         var logger = logger
         logger[metadataKey: "bus.id"] = "\(config.id)"
         self.logger = logger
-        self.onCommit = onCommit
+        self.committer = BusCommitter(busId: config.id, outbox: outbox, logger: logger, onCommit: onCommit)
+        self.reporter = ConnectionReporter(busId: config.id, logger: logger, retryDelay: Self.reconnectDelay)
+        self.health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         self.pads = drivers.map { PadState(driver: $0) }
     }
 
@@ -56,7 +52,9 @@ public actor ModbusBus {
         while !stop.isStopped {
             let started = ContinuousClock.now
             guard let connection = openIfNeeded() else {
-                await commit(deviceChanges: markAll(online: false, reason: lastConnectError ?? "port unavailable"))
+                let unreachable = health.unreachable(
+                    pads.map(\.driver.device), reason: reporter.lastError ?? "port unavailable", at: Date())
+                _ = await committer.commit(unreachable)
                 await stop.sleep(for: Self.reconnectDelay)
                 continue
             }
@@ -72,15 +70,11 @@ public actor ModbusBus {
         do {
             let opened = try ModbusConnection(transport: config.transport, responseTimeout: config.responseTimeout)
             try opened.connect()
-            if lastConnectError != nil { logger.notice("bus \(config.id): \(opened.endpoint) is open again") }
-            lastConnectError = nil
+            reporter.opened(opened.endpoint)
             connection = opened
             return opened
         } catch {
-            if lastConnectError != error.message {
-                logger.error("bus \(config.id): \(error.message); retrying every \(Self.reconnectDelay)")
-            }
-            lastConnectError = error.message
+            reporter.failed(error.message)
             return nil
         }
     }
@@ -97,18 +91,17 @@ public actor ModbusBus {
                 let registers = try connection.readHoldingRegisters(
                     unit: driver.device.address, start: profile.block.start, count: profile.block.count)
                 let reading = driver.interpret(registers: registers, cursor: pads[index].cursor, at: now)
-                events += statusChange(index, online: reading.ready,
-                                       reason: reading.ready ? "answering" : "pad reports not ready")
+                events += health.answered(driver.device, ready: reading.ready, at: now)
                 events += reading.events
                 cursors.append(reading.cursor)
                 readings.append((index, reading))
                 events += faults(in: reading, driver: driver, at: now)
             } catch {
-                events += missed(index, error, connection: connection)
+                events += health.missed(driver.device, reason: recover(from: error, connection: connection), at: now)
             }
             interFrameGap()
         }
-        guard await commit(events, cursors: cursors) else { return }
+        guard await committer.commit(events, cursors: cursors) else { return }
         for (index, reading) in readings {
             pads[index].cursor = reading.cursor
             let acknowledge = UInt16(truncatingIfNeeded: reading.cursor.consumed)
@@ -149,70 +142,22 @@ public actor ModbusBus {
         }
     }
 
-    private func missed(_ index: Int, _ failure: any Error, connection: ModbusConnection) -> [CloudEvent] {
-        let device = pads[index].driver.device
-        let reason: String
+    /// Puts the line right after a failed request and says what went wrong.
+    private func recover(from failure: any Error, connection: ModbusConnection) -> String {
         switch failure as? ModbusConnection.Failure {
         case .timeout:
-            reason = "no answer within \(config.responseTimeout)"
             connection.flush()
+            return "no answer within \(config.responseTimeout)"
         case .corrupted(let text):
-            reason = "garbled answer: \(text)"
             connection.flush()
+            return "garbled answer: \(text)"
         case .exception(let code, let text):
-            reason = "Modbus exception \(code): \(text)"
+            return "Modbus exception \(code): \(text)"
         case .link(let text):
-            reason = "line error: \(text)"
             self.connection = nil
+            return "line error: \(text)"
         case nil:
-            reason = "\(failure)"
-        }
-        pads[index].misses += 1
-        logger.debug("device \(device.id) at address \(device.address): \(reason)")
-        guard pads[index].misses >= Self.missesBeforeOffline else { return [] }
-        return statusChange(index, online: false, reason: reason)
-    }
-
-    /// An online/offline event when the device's state changes.
-    private func statusChange(_ index: Int, online: Bool, reason: String) -> [CloudEvent] {
-        if online { pads[index].misses = 0 }
-        guard pads[index].online != online else { return [] }
-        pads[index].online = online
-        let device = pads[index].driver.device
-        if online {
-            logger.debug("device \(device.id) online")
-        } else {
-            logger.warning("device \(device.id) offline: \(reason)")
-        }
-        let status = DeviceStatusChanged(device: device.id, bus: config.id, address: device.address, reason: reason)
-        return [
-            CloudEvent(
-                id: UUID().uuidString.lowercased(), source: pads[index].driver.source,
-                type: online ? HallEventType.deviceOnline : HallEventType.deviceOffline, time: Date(),
-                subject: device.window.map(EventSource.windowSubject), data: .deviceStatus(status))
-        ]
-    }
-
-    private func markAll(online: Bool, reason: String) -> [CloudEvent] {
-        pads.indices.flatMap { statusChange($0, online: online, reason: reason) }
-    }
-
-    private func commit(deviceChanges: [CloudEvent]) async {
-        _ = await commit(deviceChanges, cursors: [])
-    }
-
-    /// Commits a cycle; on failure nothing is acknowledged, so the pads keep the ratings for the next try.
-    private func commit(_ events: [CloudEvent], cursors: [DeviceCursor]) async -> Bool {
-        guard !events.isEmpty || !cursors.isEmpty else { return true }
-        CrashPoint.reached(.beforeCommit, withRatings: events)
-        do {
-            let inserted = try await outbox.commit(events, cursors: cursors)
-            CrashPoint.reached(.afterCommit, withRatings: events)
-            if !inserted.isEmpty { onCommit(inserted) }
-            return true
-        } catch {
-            logger.error("bus \(config.id): outbox commit failed, ratings stay on the pads: \(error)")
-            return false
+            return "\(failure)"
         }
     }
 

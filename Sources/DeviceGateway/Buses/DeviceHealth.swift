@@ -1,0 +1,107 @@
+import Foundation
+import Logging
+
+/// Online/offline bookkeeping for the devices of one bus: an event on every change, none otherwise.
+struct DeviceHealth {
+    /// Misses in a row before a device is reported offline.
+    static let missesBeforeOffline = 3
+
+    private struct State {
+        var online: Bool?
+        var misses = 0
+    }
+
+    let busId: String
+    let hallId: String
+    let logger: Logger
+    private var states: [String: State] = [:]
+
+    init(busId: String, hallId: String, logger: Logger) {
+        self.busId = busId
+        self.hallId = hallId
+        self.logger = logger
+    }
+
+    /// The device answered; `ready` false when it answered but says it is not in service.
+    mutating func answered(_ device: DeviceConfig, ready: Bool = true, at time: Date) -> [CloudEvent] {
+        states[device.id, default: State()].misses = 0
+        return change(device, online: ready, reason: ready ? "answering" : "device reports not ready", at: time)
+    }
+
+    /// The device did not answer (or answered garbage); offline after `missesBeforeOffline` in a row.
+    mutating func missed(_ device: DeviceConfig, reason: String, at time: Date) -> [CloudEvent] {
+        states[device.id, default: State()].misses += 1
+        logger.debug("device \(device.id) at address \(device.address): \(reason)")
+        guard states[device.id, default: State()].misses >= Self.missesBeforeOffline else { return [] }
+        return change(device, online: false, reason: reason, at: time)
+    }
+
+    /// The whole bus is unreachable (port missing, connection refused): every device is offline at once.
+    mutating func unreachable(_ devices: [DeviceConfig], reason: String, at time: Date) -> [CloudEvent] {
+        devices.flatMap { change($0, online: false, reason: reason, at: time) }
+    }
+
+    private mutating func change(_ device: DeviceConfig, online: Bool, reason: String, at time: Date) -> [CloudEvent] {
+        guard states[device.id, default: State()].online != online else { return [] }
+        states[device.id, default: State()].online = online
+        if online {
+            logger.debug("device \(device.id) online")
+        } else {
+            logger.warning("device \(device.id) offline: \(reason)")
+        }
+        let status = DeviceStatusChanged(device: device.id, bus: busId, address: device.address, reason: reason)
+        return [
+            CloudEvent(
+                id: UUID().uuidString.lowercased(), source: EventSource.device(hall: hallId, device: device.id),
+                type: online ? HallEventType.deviceOnline : HallEventType.deviceOffline, time: time,
+                subject: device.window.map(EventSource.windowSubject), data: .deviceStatus(status))
+        ]
+    }
+}
+
+/// Commits a bus's events and reports what was new; a failed commit is logged and reported as false,
+/// so the bus acknowledges nothing and the devices keep their data for the next try.
+struct BusCommitter: Sendable {
+    let busId: String
+    let outbox: Outbox
+    let logger: Logger
+    let onCommit: ModbusBus.CommitObserver
+
+    func commit(_ events: [CloudEvent], cursors: [DeviceCursor] = []) async -> Bool {
+        guard !events.isEmpty || !cursors.isEmpty else { return true }
+        CrashPoint.reached(.beforeCommit, withRatings: events)
+        do {
+            let inserted = try await outbox.commit(events, cursors: cursors)
+            CrashPoint.reached(.afterCommit, withRatings: events)
+            if !inserted.isEmpty { onCommit(inserted) }
+            return true
+        } catch {
+            logger.error("bus \(busId): outbox commit failed, nothing acknowledged, devices keep their data: \(error)")
+            return false
+        }
+    }
+}
+
+/// Says once that a bus's port cannot be opened, and once that it is open again: not once per retry.
+struct ConnectionReporter {
+    let busId: String
+    let logger: Logger
+    let retryDelay: Duration
+    private(set) var lastError: String?
+
+    init(busId: String, logger: Logger, retryDelay: Duration) {
+        self.busId = busId
+        self.logger = logger
+        self.retryDelay = retryDelay
+    }
+
+    mutating func opened(_ endpoint: String) {
+        if lastError != nil { logger.notice("bus \(busId): \(endpoint) is open again") }
+        lastError = nil
+    }
+
+    mutating func failed(_ message: String) {
+        if lastError != message { logger.error("bus \(busId): \(message); retrying every \(retryDelay)") }
+        lastError = message
+    }
+}
