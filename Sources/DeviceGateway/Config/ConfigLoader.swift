@@ -66,12 +66,12 @@ public enum ConfigLoader {
     private static func parseBus(_ node: Node, _ path: String, _ reader: YAMLReader) -> BusConfig? {
         guard let fields = reader.fields(node, path) else { return nil }
         let id = fields.string("id", required: true)
-        let kind = fields.choice("transport", ["modbus-rtu", "modbus-tcp"], required: true)
+        let kind = fields.choice("transport", ["modbus-rtu", "modbus-tcp", "serial"], required: true)
         let timeout = fields.int("response-timeout-ms", in: 10...10_000) ?? 500
         let interval = fields.int("poll-interval-ms", in: 10...3_600_000) ?? 500
         var transport: BusConfig.Transport?
         switch kind {
-        case "modbus-rtu":
+        case "modbus-rtu", "serial":
             let port = fields.string("port", required: true)
             var baud = fields.int("baud", in: 300...921_600) ?? 9600
             if !SerialSettings.supportedBauds.contains(baud) {
@@ -83,8 +83,9 @@ public enum ConfigLoader {
             let dataBits = fields.int("data-bits", in: 7...8) ?? 8
             let stopBits = fields.int("stop-bits", in: 1...2) ?? 1
             if let port {
-                transport = .modbusRTU(SerialSettings(port: port, baud: baud, parity: .init(rawValue: parity) ?? .none,
-                                                      dataBits: dataBits, stopBits: stopBits))
+                let settings = SerialSettings(port: port, baud: baud, parity: .init(rawValue: parity) ?? .none,
+                                              dataBits: dataBits, stopBits: stopBits)
+                transport = kind == "serial" ? .serial(settings) : .modbusRTU(settings)
             }
         case "modbus-tcp":
             let host = fields.string("host", required: true)

@@ -49,6 +49,8 @@ public struct BusConfig: Sendable, Equatable {
     public enum Transport: Sendable, Equatable {
         case modbusRTU(SerialSettings)
         case modbusTCP(host: String, port: Int)
+        /// A raw serial line for the framed families (ESC/POS, Onbon BX, FF 68, QSystem).
+        case serial(SerialSettings)
     }
 
     /// The bus id devices refer to.

@@ -35,6 +35,8 @@ final class ModbusConnection: @unchecked Sendable {
             created = modbus_new_tcp_pi(host, String(port))
             endpoint = "\(host):\(port)"
             isSerial = false
+        case .serial(let serial):
+            throw GatewayError(.portUnavailable, "\(serial.port) is configured as a raw serial line, not Modbus")
         }
         guard let created else {
             throw GatewayError(.portUnavailable, "cannot set up \(endpoint): \(Self.errorText())")
