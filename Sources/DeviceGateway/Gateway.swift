@@ -9,7 +9,7 @@ public import ServiceLifecycle
 public final class Gateway: Service {
     public let config: GatewayConfig
     public let outbox: Outbox
-    private let buses: [ModbusBus]
+    private let buses: [any Bus]
     private let forwarders: [Forwarder]
     private let logger: Logger
 
@@ -41,6 +41,14 @@ public final class Gateway: Service {
             return ModbusBus(config: bus, hallId: config.hall.id, drivers: drivers, outbox: outbox,
                              logger: logger, onCommit: onCommit)
         }
+    }
+
+    /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls).
+    public func send(_ command: HallCommand, to deviceId: String) async throws {
+        guard let device = config.devices.first(where: { $0.id == deviceId }),
+            let bus = buses.first(where: { $0.config.id == device.bus })
+        else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
+        try await bus.send(command, to: deviceId)
     }
 
     public func run() async throws {

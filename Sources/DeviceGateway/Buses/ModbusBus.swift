@@ -5,7 +5,7 @@ public import Logging
 ///
 /// Runs on its own serial queue (see `BusExecutor`), so libmodbus may block here. A device that does
 /// not answer costs its own response timeout and nothing more; the others keep being polled.
-public actor ModbusBus {
+public actor ModbusBus: Bus {
     /// What the bus hands to the gateway after each commit.
     public typealias CommitObserver = @Sendable ([CloudEvent]) -> Void
 
@@ -42,6 +42,11 @@ public actor ModbusBus {
         self.reporter = ConnectionReporter(busId: config.id, logger: logger, retryDelay: Self.reconnectDelay)
         self.health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         self.pads = drivers.map { PadState(driver: $0) }
+    }
+
+    /// Evaluator pads take no commands.
+    public func send(_ command: HallCommand, to deviceId: String) async throws {
+        throw GatewayError(.deviceError, "\(deviceId) on bus \(config.id) takes no \(command.name) command (evaluator pad)")
     }
 
     /// Polls until `stop` fires; the cycle in flight is committed before it returns.

@@ -7,7 +7,7 @@ public import Logging
 ///
 /// Runs on its own serial queue (see `BusExecutor`): termios reads block here, never on the
 /// cooperative pool. Events are committed before any acknowledgement goes back to a device.
-public actor SerialBus<Driver: LineDriver> {
+public actor SerialBus<Driver: LineDriver>: Bus {
     private nonisolated let executor: BusExecutor
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
