@@ -10,6 +10,16 @@ public protocol FrameDecoder: Sendable {
     /// Appends received bytes and returns every frame they complete, oldest first.
     mutating func decode(_ bytes: some Sequence<UInt8>) -> [Frame]
 
+    /// The line went quiet: the partial frame in the buffer will never be completed. Drops it and returns
+    /// any frames that lay behind its start (a truncated frame can hide a whole one inside its claimed length).
+    mutating func flush() -> [Frame]
+
     /// Bytes skipped so far because they were not part of a valid frame (for diagnostics).
     var discardedByteCount: Int { get }
+
+    /// Bytes held back waiting for the rest of a frame.
+    var bufferedByteCount: Int { get }
+
+    /// The most bytes the decoder ever holds back: the longest valid frame it accepts.
+    var maximumBufferedBytes: Int { get }
 }

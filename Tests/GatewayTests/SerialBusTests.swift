@@ -10,6 +10,8 @@ import Testing
 private struct TinyDecoder: FrameDecoder {
     private var buffer: [UInt8] = []
     var discardedByteCount = 0
+    var bufferedByteCount: Int { buffer.count }
+    let maximumBufferedBytes = 5
 
     mutating func decode(_ bytes: some Sequence<UInt8>) -> [[UInt8]] {
         buffer += bytes
@@ -22,6 +24,12 @@ private struct TinyDecoder: FrameDecoder {
         }
         if buffer.first != 0x02 { discardedByteCount += buffer.count; buffer.removeAll() }
         return frames
+    }
+
+    mutating func flush() -> [[UInt8]] {
+        discardedByteCount += buffer.count
+        buffer.removeAll()
+        return []
     }
 }
 

@@ -152,7 +152,9 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         }
         var answered = false
         let now = Date()
-        for frame in decoder.decode(bytes) {
+        // A quiet line ends any partial frame: a truncated one must not hold back what follows it.
+        let frames = bytes.isEmpty ? decoder.flush() : decoder.decode(bytes)
+        for frame in frames {
             let reaction = driver.handle(frame, inFlight: request, at: now)
             if let from = reaction.from, let device = driver.devices.first(where: { $0.id == from }) {
                 pendingEvents += health.answered(device, at: now)
