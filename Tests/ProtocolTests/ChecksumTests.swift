@@ -47,3 +47,21 @@ import Testing
         #expect(NationalRatingLevel.veryDissatisfied.rawValue == 1)
     }
 }
+
+/// Byte values from outside our code: Python's codecs (`'请A023号'.encode('gb18030')`) and the GB 2312 code chart.
+@Suite struct ChineseTextTests {
+    @Test func gb18030MatchesPythonsCodec() {
+        let bytes: [UInt8] = [199, 235, 65, 48, 50, 51, 186, 197, 181, 189, 53, 186, 197, 180, 176, 191, 218]
+        #expect(ChineseText.encode("请A023号到5号窗口", as: .gb18030) == bytes)
+        #expect(ChineseText.decode(bytes, as: .gb18030) == "请A023号到5号窗口")
+    }
+
+    @Test func gb2312CodesAndItsLimits() {
+        // 啊 is the first hanzi of GB 2312, row 16 cell 1: B0 A1.
+        #expect(ChineseText.encode("啊", as: .gb2312) == [0xB0, 0xA1])
+        // 㐀 (U+3400) is in GB 18030 (four bytes: 81 39 EE 39) but not in GB 2312.
+        #expect(ChineseText.encode("㐀", as: .gb18030) == [0x81, 0x39, 0xEE, 0x39])
+        #expect(ChineseText.encode("㐀", as: .gb2312) == nil)
+        #expect(ChineseText.decode([0xB0], as: .gb2312) == nil)
+    }
+}
