@@ -30,16 +30,31 @@ public final class Gateway: Service {
         }
         var profileCache: [String: DeviceProfile] = [:]
         buses = try config.buses.map { bus in
-            let drivers = try config.devices.filter { $0.bus == bus.id }.map { device in
+            let members = try config.devices.filter { $0.bus == bus.id }.map { device in
                 let profile = try profileCache[device.profile] ?? profiles.profile(named: device.profile)
                 profileCache[device.profile] = profile
-                switch profile {
-                case .modbusEvaluator(let evaluator):
-                    return ModbusEvaluatorDriver(device: device, profile: evaluator, hallId: config.hall.id)
-                }
+                return (device: device, profile: profile)
             }
-            return ModbusBus(config: bus, hallId: config.hall.id, drivers: drivers, outbox: outbox,
-                             logger: logger, onCommit: onCommit)
+            switch bus.transport {
+            case .modbusRTU, .modbusTCP:
+                var pads: [ModbusEvaluatorDriver] = []
+                var boards: [ModbusBoardDriver] = []
+                for (device, profile) in members {
+                    switch profile {
+                    case .modbusEvaluator(let evaluator):
+                        pads.append(ModbusEvaluatorDriver(device: device, profile: evaluator, hallId: config.hall.id))
+                    case .modbusBoard(let board):
+                        boards.append(ModbusBoardDriver(device: device, profile: board, hallId: config.hall.id))
+                    default:
+                        throw GatewayError(.profileMismatch, "\(device.id): \(profile.model) is not a Modbus device (bus \(bus.id))")
+                    }
+                }
+                return ModbusBus(config: bus, hallId: config.hall.id, drivers: pads, boards: boards, outbox: outbox,
+                                 logger: logger, onCommit: onCommit) as any Bus
+            case .serial(let settings):
+                return try LineDrivers.bus(for: bus, settings: settings, members: members, hallId: config.hall.id,
+                                           outbox: outbox, logger: logger, onCommit: onCommit)
+            }
         }
     }
 

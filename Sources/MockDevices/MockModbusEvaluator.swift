@@ -4,7 +4,7 @@ import Synchronization
 ///
 /// Its register map is the device's own (written out here, not taken from the gateway's profile,
 /// so that a wrong profile shows up as a failing test): see `devices/modbus-evaluator-3key.yaml`.
-public final class MockModbusEvaluator: Sendable {
+public final class MockModbusEvaluator: MockModbusUnit {
     /// Holding register addresses of the pad.
     public enum Register {
         public static let status = 0
@@ -94,7 +94,7 @@ public final class MockModbusEvaluator: Sendable {
     public var registers: [UInt16] { state.withLock { $0.registers } }
 
     /// Takes what a client wrote; only the acknowledgement register is writable.
-    func accept(writtenRegisters: [UInt16]) {
+    public func accept(writtenRegisters: [UInt16]) {
         state.withLock { state in
             state.registers[Register.acknowledge] = writtenRegisters[Register.acknowledge]
         }

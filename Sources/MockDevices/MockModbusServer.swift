@@ -2,6 +2,16 @@ import CModbus
 import Foundation
 import Synchronization
 
+/// A simulated Modbus device: its holding registers, served by `MockModbusServer`.
+public protocol MockModbusUnit: AnyObject, Sendable {
+    /// A copy of the holding registers.
+    var registers: [UInt16] { get }
+    /// Whether the device answers at all (false: as if unplugged).
+    var answering: Bool { get }
+    /// Takes the registers after a client's write (function 06 or 16); the device keeps what it allows.
+    func accept(writtenRegisters: [UInt16])
+}
+
 /// Serves simulated Modbus devices through libmodbus, on a pseudo-terminal (RTU, many addresses on
 /// one line, like an RS-485 bus) or on loopback TCP (many unit ids behind one endpoint).
 ///
@@ -17,14 +27,14 @@ public final class MockModbusServer: Sendable {
 
     /// Where clients reach the server.
     public let endpoint: Endpoint
-    private let units: [Int: MockModbusEvaluator]
+    private let units: [Int: any MockModbusUnit]
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
     /// Requests answered so far (for tests).
     private let answered = Atomic<Int>(0)
 
     /// Starts serving `units` (address → pad) as Modbus RTU on a new pseudo-terminal.
-    public static func rtu(units: [Int: MockModbusEvaluator]) throws -> MockModbusServer {
+    public static func rtu(units: [Int: any MockModbusUnit]) throws -> MockModbusServer {
         let terminal = try PseudoTerminal()
         guard let context = modbus_new_rtu("/dev/null", 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
             throw MockDeviceError("modbus_new_rtu failed")
@@ -40,7 +50,7 @@ public final class MockModbusServer: Sendable {
     }
 
     /// Starts serving `units` (unit id → pad) as Modbus TCP on 127.0.0.1 (`port` 0: any free port).
-    public static func tcp(units: [Int: MockModbusEvaluator], port: Int = 0) throws -> MockModbusServer {
+    public static func tcp(units: [Int: any MockModbusUnit], port: Int = 0) throws -> MockModbusServer {
         guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else {
             throw MockDeviceError("modbus_new_tcp failed")
         }
@@ -63,7 +73,7 @@ public final class MockModbusServer: Sendable {
         return server
     }
 
-    private init(endpoint: Endpoint, units: [Int: MockModbusEvaluator]) {
+    private init(endpoint: Endpoint, units: [Int: any MockModbusUnit]) {
         self.endpoint = endpoint
         self.units = units
     }
@@ -153,10 +163,10 @@ public final class MockModbusServer: Sendable {
     // MARK: Shared
 
     /// Lets libmodbus answer from the pad's registers, then takes back what the request wrote.
-    private func reply(_ request: [UInt8], headerLength: Int, pad: MockModbusEvaluator, context: OpaquePointer) {
-        guard let mapping = modbus_mapping_new(0, 0, Int32(MockModbusEvaluator.Register.count), 0) else { return }
-        defer { modbus_mapping_free(mapping) }
+    private func reply(_ request: [UInt8], headerLength: Int, pad: any MockModbusUnit, context: OpaquePointer) {
         let registers = pad.registers
+        guard let mapping = modbus_mapping_new(0, 0, Int32(registers.count), 0) else { return }
+        defer { modbus_mapping_free(mapping) }
         for (index, value) in registers.enumerated() { mapping.pointee.tab_registers[index] = value }
         _ = modbus_reply(context, request, Int32(request.count), mapping)
         let function = request[headerLength]

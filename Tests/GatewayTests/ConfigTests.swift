@@ -117,4 +117,25 @@ import Testing
         #expect(evaluator.scale.keys.map(\.label) == ["满意", "基本满意", "不满意"])
         #expect(evaluator.block == RegisterRange(start: 0, count: 32))
     }
+
+    @Test func aDeviceOnTheWrongKindOfBusIsNamed() throws {
+        let text = valid.replacingOccurrences(
+            of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",
+            with: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}\n  - {id: line-s, transport: serial, port: /dev/ttyUSB3}")
+            + "\n  - {id: board-w03, profile: modbus-window-board, bus: line-s, address: 3}\n"
+        let lines = try issues(text).map(\.description)
+        #expect(lines.contains { $0.contains("devices[2].bus") && $0.contains("modbus-window-board is a Modbus device but bus line-s is a raw serial line") }, "\(lines)")
+    }
+
+    @Test func theModbusBoardProfileLoadsItsRegisterMap() throws {
+        let profile = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-window-board")
+        guard case .modbusBoard(let board) = profile else {
+            Issue.record("wrong family")
+            return
+        }
+        #expect(board.text == RegisterRange(start: 16, count: 32))
+        #expect(board.textEncoding == .gb18030)
+        #expect(board.faultBits.map(\.name) == ["lamp-fault"])
+        #expect(board.modes.blink == 2)
+    }
 }

@@ -46,6 +46,16 @@ import Testing
         #expect(NationalRatingLevel.verySatisfied.label == "非常满意")
         #expect(NationalRatingLevel.veryDissatisfied.rawValue == 1)
     }
+
+    @Test func fourKeysAndFiveLevelsCoverTheNationalScale() {
+        #expect(RatingScale.fourKey.keys.map(\.level) == [.verySatisfied, .satisfied, .basicallySatisfied, .dissatisfied])
+        #expect(RatingScale.fiveLevel.key(forCode: 5)?.label == "非常满意")
+        #expect(RatingScale.fiveLevel.key(forCode: 1)?.label == "非常不满意")
+        #expect(RatingScale.fiveLevel.keys.count == 5)
+        for scale in [RatingScale.threeKey, .fourKey, .fiveLevel] {
+            #expect(RatingScale.knownNames[scale.name] == scale.keys.count)
+        }
+    }
 }
 
 /// Byte values from outside our code: Python's codecs (`'请A023号'.encode('gb18030')`) and the GB 2312 code chart.

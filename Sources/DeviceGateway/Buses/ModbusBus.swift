@@ -20,6 +20,9 @@ public actor ModbusBus: Bus {
     private var reporter: ConnectionReporter
     private var health: DeviceHealth
     private var pads: [PadState]
+    private var boards: [ModbusBoardDriver]
+    /// Commands waiting for the next cycle: they go before its polls.
+    private var commands: [(device: String, writes: [ModbusBoardDriver.RegisterWrite], done: CheckedContinuation<Void, any Error>)] = []
 
     /// The pause before trying to open a missing port again.
     static let reconnectDelay = Duration.seconds(5)
@@ -29,9 +32,9 @@ public actor ModbusBus: Bus {
         var cursor: DeviceCursor?
     }
 
-    /// Creates the bus with the pads that hang on it.
-    public init(config: BusConfig, hallId: String, drivers: [ModbusEvaluatorDriver], outbox: Outbox,
-                logger: Logger, onCommit: @escaping CommitObserver) {
+    /// Creates the bus with the pads and boards that hang on it.
+    public init(config: BusConfig, hallId: String, drivers: [ModbusEvaluatorDriver], boards: [ModbusBoardDriver] = [],
+                outbox: Outbox, logger: Logger, onCommit: @escaping CommitObserver) {
         self.executor = BusExecutor(label: "bus.\(config.id)")
         self.config = config
         self.outbox = outbox
@@ -42,11 +45,24 @@ public actor ModbusBus: Bus {
         self.reporter = ConnectionReporter(busId: config.id, logger: logger, retryDelay: Self.reconnectDelay)
         self.health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         self.pads = drivers.map { PadState(driver: $0) }
+        self.boards = boards
     }
 
-    /// Evaluator pads take no commands.
+    /// Queues a command for a board; returns once it is written (its acknowledgement arrives as an event).
     public func send(_ command: HallCommand, to deviceId: String) async throws {
-        throw GatewayError(.deviceError, "\(deviceId) on bus \(config.id) takes no \(command.name) command (evaluator pad)")
+        guard let index = boards.firstIndex(where: { $0.device.id == deviceId }) else {
+            if pads.contains(where: { $0.driver.device.id == deviceId }) {
+                throw GatewayError(.commandRejected, "\(deviceId) on bus \(config.id) is an evaluator pad: it takes no \(command.name) command")
+            }
+            throw GatewayError(.deviceError, "no device \(deviceId) on bus \(config.id)")
+        }
+        if connection == nil, let error = reporter.lastError {
+            throw GatewayError(.portUnavailable, "\(deviceId): bus \(config.id) is down: \(error)")
+        }
+        let writes = try boards[index].writes(for: command)
+        try await withCheckedThrowingContinuation { continuation in
+            commands.append((deviceId, writes, continuation))
+        }
     }
 
     /// Polls until `stop` fires; the cycle in flight is committed before it returns.
@@ -57,8 +73,9 @@ public actor ModbusBus: Bus {
         while !stop.isStopped {
             let started = ContinuousClock.now
             guard let connection = openIfNeeded() else {
-                let unreachable = health.unreachable(
-                    pads.map(\.driver.device), reason: reporter.lastError ?? "port unavailable", at: Date())
+                let reason = reporter.lastError ?? "port unavailable"
+                failCommands(reason)
+                let unreachable = health.unreachable(pads.map(\.driver.device) + boards.map(\.device), reason: reason, at: Date())
                 _ = await committer.commit(unreachable)
                 await stop.sleep(for: Self.reconnectDelay)
                 continue
@@ -67,7 +84,35 @@ public actor ModbusBus: Bus {
             await stop.sleep(for: config.pollInterval - (ContinuousClock.now - started))
         }
         connection = nil
+        failCommands("the gateway is stopping")
         logger.info("bus stopped")
+    }
+
+    private func failCommands(_ reason: String) {
+        let failed = commands
+        commands.removeAll()
+        for command in failed {
+            command.done.resume(throwing: GatewayError(.portUnavailable, "\(command.device) on bus \(config.id): \(reason)"))
+        }
+    }
+
+    /// Writes the queued commands, each in order, before the cycle's polls.
+    private func runCommands(_ connection: ModbusConnection) {
+        let queued = commands
+        commands.removeAll()
+        for command in queued {
+            guard let board = boards.first(where: { $0.device.id == command.device }) else { continue }
+            do {
+                for write in command.writes {
+                    try connection.writeRegisters(unit: board.device.address, start: write.start, values: write.values)
+                    interFrameGap()
+                }
+                command.done.resume()
+            } catch {
+                let reason = recover(from: error, connection: connection)
+                command.done.resume(throwing: GatewayError(.deviceError, "\(command.device): command not written: \(reason)"))
+            }
+        }
     }
 
     private func openIfNeeded() -> ModbusConnection? {
@@ -88,7 +133,21 @@ public actor ModbusBus: Bus {
         var events: [CloudEvent] = []
         var cursors: [DeviceCursor] = []
         var readings: [(index: Int, reading: ModbusEvaluatorDriver.Reading)] = []
+        runCommands(connection)
         let now = Date()
+        for index in boards.indices {
+            let device = boards[index].device
+            do {
+                let registers = try connection.readHoldingRegisters(
+                    unit: device.address, start: boards[index].profile.block.start, count: boards[index].profile.block.count)
+                let reading = boards[index].interpret(registers: registers, at: now)
+                events += health.answered(device, ready: reading.ready, at: now)
+                events += reading.events
+            } catch {
+                events += health.missed(device, reason: recover(from: error, connection: connection), at: now)
+            }
+            interFrameGap()
+        }
         for index in pads.indices {
             let driver = pads[index].driver
             let profile = driver.profile

@@ -130,6 +130,7 @@ public enum ConfigLoader {
     ) {
         // Checked on the raw entries, so a device with another error still gets these checked too.
         let busIds = buses.map(\.id)
+        var lineProtocols: [String: [(protocol: LineProtocol?, profile: String, item: (node: Node, path: String))]] = [:]
         for item in items {
             guard let mapping = item.node.mapping else { continue }
             if let bus = mapping["bus"]?.string, !busIds.contains(bus) {
@@ -138,10 +139,27 @@ public enum ConfigLoader {
             }
             if let profile = mapping["profile"]?.string {
                 do {
-                    _ = try library.profile(named: profile)
+                    let loaded = try library.profile(named: profile)
+                    if let busId = mapping["bus"]?.string, let bus = buses.first(where: { $0.id == busId }) {
+                        checkTransport(loaded, on: bus, node: mapping["bus"], path: "\(item.path).bus", reader: reader)
+                        lineProtocols[busId, default: []].append((loaded.lineProtocol, profile, item))
+                    }
                 } catch {
                     reader.report(mapping["profile"], "\(item.path).profile", error.description)
                 }
+            }
+        }
+        // One protocol per serial line: a decoder cannot frame two protocols interleaved on one wire.
+        for (busId, members) in lineProtocols {
+            guard let first = members.first, let firstProtocol = first.protocol else { continue }
+            for member in members.dropFirst() where member.protocol != nil && member.protocol != firstProtocol {
+                reader.report(member.item.node.mapping?["profile"], "\(member.item.path).profile",
+                              "profile \(member.profile) speaks \(member.protocol!.rawValue) but bus \(busId) already "
+                                + "carries \(firstProtocol.rawValue) (\(first.profile)); give it its own serial bus")
+            }
+            if firstProtocol == .escPos, members.count > 1 {
+                reader.report(members[1].item.node, members[1].item.path,
+                              "bus \(busId): an ESC/POS printer has a line of its own (RS-232 is point to point)")
             }
         }
         var seen: [String: String] = [:]
@@ -153,6 +171,20 @@ public enum ConfigLoader {
                               "address \(device.address) on bus \(device.bus) is already used by \(other)")
             }
             seen[slot] = device.id
+        }
+    }
+
+    private static func checkTransport(_ profile: DeviceProfile, on bus: BusConfig, node: Node?, path: String,
+                                       reader: YAMLReader) {
+        switch (profile.lineProtocol, bus.transport) {
+        case (nil, .serial):
+            reader.report(node, path, "\(profile.model) is a Modbus device but bus \(bus.id) is a raw serial line "
+                            + "(use transport modbus-rtu)")
+        case (let line?, .modbusRTU), (let line?, .modbusTCP):
+            reader.report(node, path, "\(profile.model) speaks \(line.rawValue) but bus \(bus.id) is Modbus "
+                            + "(use transport serial)")
+        default:
+            break
         }
     }
 

@@ -65,12 +65,34 @@ final class YAMLReader {
     }
 
     func int(_ node: Node, _ path: String, in range: ClosedRange<Int>) -> Int? {
-        guard let value = node.scalar.flatMap({ Int($0.string) }) else {
+        // Wire codes read best in hex, as the protocol documents write them: `0x11`.
+        func parse(_ text: String) -> Int? {
+            text.lowercased().hasPrefix("0x") ? Int(text.dropFirst(2), radix: 16) : Int(text)
+        }
+        guard let value = node.scalar.flatMap({ parse($0.string) }) else {
             report(node, path, "expected a whole number, found '\(node.scalar?.string ?? "a structure")'")
             return nil
         }
         guard range.contains(value) else {
             report(node, path, "\(value) is out of range \(range.lowerBound)…\(range.upperBound)")
+            return nil
+        }
+        return value
+    }
+
+    func bool(_ node: Node, _ path: String) -> Bool? {
+        switch node.scalar?.string {
+        case "true", "yes": return true
+        case "false", "no": return false
+        default:
+            report(node, path, "expected true or false, found '\(node.scalar?.string ?? "a structure")'")
+            return nil
+        }
+    }
+
+    func double(_ node: Node, _ path: String) -> Double? {
+        guard let value = node.scalar.flatMap({ Double($0.string) }), value.isFinite else {
+            report(node, path, "expected a number, found '\(node.scalar?.string ?? "a structure")'")
             return nil
         }
         return value
@@ -116,6 +138,14 @@ final class YAMLReader {
 
         func int(_ key: String, in range: ClosedRange<Int>, required: Bool = false) -> Int? {
             value(key, required: required).flatMap { reader.int($0, keyPath(key), in: range) }
+        }
+
+        func bool(_ key: String, required: Bool = false) -> Bool? {
+            value(key, required: required).flatMap { reader.bool($0, keyPath(key)) }
+        }
+
+        func double(_ key: String, required: Bool = false) -> Double? {
+            value(key, required: required).flatMap { reader.double($0, keyPath(key)) }
         }
 
         func choice(_ key: String, _ allowed: [String], required: Bool = false) -> String? {

@@ -7,13 +7,57 @@ import Yams
 /// Supporting a new model of an existing family is a new profile file, not new code.
 public enum DeviceProfile: Sendable, Equatable {
     case modbusEvaluator(ModbusEvaluatorProfile)
+    case modbusBoard(ModbusBoardProfile)
+    case printer(PrinterProfile)
+    case onbonBoard(OnbonBoardProfile)
+    case ff68Evaluator(KeyEvaluatorProfile)
+    case ff68Caller(CallerProfile)
+    case qsystemBox(CallerProfile)
+    case qsystemBoard(NumberBoardProfile)
 
     /// The profile's model name.
     public var model: String {
         switch self {
         case .modbusEvaluator(let profile): profile.model
+        case .modbusBoard(let profile): profile.model
+        case .printer(let profile): profile.model
+        case .onbonBoard(let profile): profile.model
+        case .ff68Evaluator(let profile): profile.model
+        case .ff68Caller(let profile), .qsystemBox(let profile): profile.model
+        case .qsystemBoard(let profile): profile.model
         }
     }
+
+    /// The raw serial protocol the device speaks, or nil for a Modbus device.
+    public var lineProtocol: LineProtocol? {
+        switch self {
+        case .modbusEvaluator, .modbusBoard: nil
+        case .printer: .escPos
+        case .onbonBoard: .onbon
+        case .ff68Evaluator, .ff68Caller: .ff68
+        case .qsystemBox, .qsystemBoard: .qsystem
+        }
+    }
+}
+
+/// The raw serial protocols; every device on one serial bus must speak the same one.
+public enum LineProtocol: String, Sendable, Equatable, CaseIterable {
+    case escPos = "ESC/POS"
+    case onbon = "Onbon BX"
+    case ff68 = "FF 68"
+    case qsystem = "QSystem"
+}
+
+/// The `family` values a profile may declare.
+enum ProfileFamily: String, CaseIterable {
+    case modbusEvaluator = "modbus-evaluator"
+    case modbusBoard = "modbus-board"
+    case escPosPrinter = "escpos-printer"
+    case onbonBoard = "onbon-bx"
+    case ff68Evaluator = "ff68-evaluator"
+    case ff68Caller = "ff68-caller"
+    case qsystemBox = "qsystem-box"
+    case qsystemBoard = "qsystem-board"
 }
 
 /// A run of consecutive registers.
@@ -75,11 +119,22 @@ public struct ProfileLibrary: Sendable {
             throw ConfigError(issues: reader.issues)
         }
         let model = fields.string("model", required: true)
-        let family = fields.choice("family", ["modbus-evaluator"], required: true)
+        let family = fields.choice("family", ProfileFamily.allCases.map(\.rawValue), required: true)
+            .flatMap(ProfileFamily.init(rawValue:))
         _ = fields.string("description")
         var profile: DeviceProfile?
-        if family == "modbus-evaluator", let model {
-            profile = Self.modbusEvaluator(model: model, fields: fields, reader: reader).map { .modbusEvaluator($0) }
+        if let family, let model {
+            let parsing = ProfileParsing(model: model, fields: fields, reader: reader)
+            profile = switch family {
+            case .modbusEvaluator: Self.modbusEvaluator(model: model, fields: fields, reader: reader).map { .modbusEvaluator($0) }
+            case .modbusBoard: parsing.modbusBoard().map { .modbusBoard($0) }
+            case .escPosPrinter: parsing.printer().map { .printer($0) }
+            case .onbonBoard: parsing.onbonBoard().map { .onbonBoard($0) }
+            case .ff68Evaluator: parsing.keyEvaluator().map { .ff68Evaluator($0) }
+            case .ff68Caller: parsing.caller().map { .ff68Caller($0) }
+            case .qsystemBox: parsing.caller().map { .qsystemBox($0) }
+            case .qsystemBoard: parsing.numberBoard().map { .qsystemBoard($0) }
+            }
         }
         fields.rejectUnknownKeys()
         guard reader.issues.isEmpty, let profile else { throw ConfigError(issues: reader.issues) }
@@ -120,7 +175,7 @@ public struct ProfileLibrary: Sendable {
             bootIdRegister: bootId, acknowledgeRegister: acknowledge, staffId: staffId, keyRing: keyRing, scale: scale)
     }
 
-    private static func range(_ fields: YAMLReader.Fields, _ key: String, _ reader: YAMLReader) -> RegisterRange? {
+    static func range(_ fields: YAMLReader.Fields, _ key: String, _ reader: YAMLReader) -> RegisterRange? {
         guard let node = fields.value(key, required: true), let range = reader.fields(node, fields.keyPath(key))
         else { return nil }
         let start = range.int("start", in: 0...65535, required: true)
@@ -130,7 +185,7 @@ public struct ProfileLibrary: Sendable {
         return RegisterRange(start: start, count: count)
     }
 
-    private static func ratingScale(_ node: Node?, _ reader: YAMLReader) -> RatingScale? {
+    static func ratingScale(_ node: Node?, _ reader: YAMLReader) -> RatingScale? {
         guard let node, let fields = reader.fields(node, "rating") else { return nil }
         let name = fields.string("scale", required: true)
         var keys: [RatingScale.Key] = []
@@ -145,6 +200,16 @@ public struct ProfileLibrary: Sendable {
                 reader.report(item.node, item.path, "key code \(code) is mapped twice")
             }
             keys.append(.init(code: code, label: label, level: level))
+        }
+        if let name {
+            if let expected = RatingScale.knownNames[name] {
+                if keys.count != expected {
+                    reader.report(fields.value("keys"), "rating.keys", "a \(name) scale has \(expected) keys, this one \(keys.count)")
+                }
+            } else {
+                let known = RatingScale.knownNames.keys.sorted().joined(separator: ", ")
+                reader.report(fields.value("scale"), "rating.scale", "unknown scale '\(name)' (\(known))")
+            }
         }
         fields.rejectUnknownKeys()
         guard let name, !keys.isEmpty else { return nil }

@@ -8,6 +8,8 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         public static let deviceTimeout = Code(name: "deviceTimeout")
         public static let deviceError = Code(name: "deviceError")
         public static let profileMismatch = Code(name: "profileMismatch")
+        /// The device cannot carry out the command (wrong kind of device, text it cannot show).
+        public static let commandRejected = Code(name: "commandRejected")
     }
 
     public var code: Code

@@ -81,6 +81,15 @@ final class ModbusConnection: @unchecked Sendable {
         guard modbus_write_register(context, Int32(address), value) == 1 else { throw Self.failure() }
     }
 
+    /// Writes consecutive holding registers (function 16).
+    func writeRegisters(unit: Int, start: Int, values: [UInt16]) throws(Failure) {
+        modbus_set_slave(context, Int32(unit))
+        let written = values.withUnsafeBufferPointer {
+            modbus_write_registers(context, Int32(start), Int32(values.count), $0.baseAddress)
+        }
+        guard written == values.count else { throw Self.failure() }
+    }
+
     /// Drops whatever the line still holds after a timeout or a corrupted frame.
     func flush() {
         modbus_flush(context)

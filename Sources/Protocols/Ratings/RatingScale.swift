@@ -55,6 +55,9 @@ public struct RatingScale: Sendable, Equatable {
         keys.first { $0.code == code }
     }
 
+    /// The scale names profiles may use, with the number of keys each has.
+    public static let knownNames: [String: Int] = ["three-key": 3, "four-key": 4, "five-level": 5]
+
     /// The three keys hall regulations name (满意 / 基本满意 / 不满意), mapped by their names.
     public static let threeKey = RatingScale(
         name: "three-key",
@@ -63,5 +66,22 @@ public struct RatingScale: Sendable, Equatable {
             Key(code: 2, label: "基本满意", level: .basicallySatisfied),
             Key(code: 3, label: "不满意", level: .dissatisfied),
         ]
+    )
+
+    /// Four keys: the three of the regulations plus 非常满意, again mapped by name.
+    public static let fourKey = RatingScale(
+        name: "four-key",
+        keys: [
+            Key(code: 1, label: "非常满意", level: .verySatisfied),
+            Key(code: 2, label: "满意", level: .satisfied),
+            Key(code: 3, label: "基本满意", level: .basicallySatisfied),
+            Key(code: 4, label: "不满意", level: .dissatisfied),
+        ]
+    )
+
+    /// The national five levels themselves, one key each; the code is the level.
+    public static let fiveLevel = RatingScale(
+        name: "five-level",
+        keys: NationalRatingLevel.allCases.reversed().map { Key(code: $0.rawValue, label: $0.label, level: $0) }
     )
 }

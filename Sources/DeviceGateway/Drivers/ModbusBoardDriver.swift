@@ -1,0 +1,117 @@
+public import Foundation
+import Protocols
+
+/// Turns hall commands into register writes for a Modbus window board, and its registers into events.
+///
+/// Pure: the bus does the I/O. A command is acknowledged when the board copies the command counter
+/// into its acknowledgement register; a board that does not within a few polls is reported.
+public struct ModbusBoardDriver: Sendable {
+    /// One write request (function 16).
+    public struct RegisterWrite: Sendable, Equatable {
+        public var start: Int
+        public var values: [UInt16]
+    }
+
+    /// A command written and not yet acknowledged.
+    struct PendingCommand: Sendable {
+        var name: String
+        var counter: UInt16
+        var pollsWaited = 0
+    }
+
+    /// Polls a command may wait for its acknowledgement before it counts as not shown.
+    static let pollsBeforeUnacknowledged = 3
+
+    public let device: DeviceConfig
+    public let profile: ModbusBoardProfile
+    public let source: String
+    private(set) var pending: PendingCommand?
+    private var lastCounter: UInt16?
+    private var activeFaults: Set<String> = []
+
+    /// Creates the driver of one board.
+    public init(device: DeviceConfig, profile: ModbusBoardProfile, hallId: String) {
+        self.device = device
+        self.profile = profile
+        self.source = EventSource.device(hall: hallId, device: device.id)
+    }
+
+    /// The writes that carry out `command`: text and mode first, the new counter last.
+    public mutating func writes(for command: HallCommand) throws(GatewayError) -> [RegisterWrite] {
+        let mode: Int
+        switch command {
+        case .call, .pause, .showText: mode = profile.modes.show
+        case .recall: mode = profile.modes.blink
+        case .clear: mode = profile.modes.clear
+        case .printTicket:
+            throw GatewayError(.commandRejected, "\(device.id) is a window board: it prints no tickets")
+        }
+        let text = command.displayText ?? ""
+        let bytes: [UInt8]
+        if let encoding = profile.textEncoding {
+            guard let encoded = ChineseText.encode(text, as: encoding) else {
+                throw GatewayError(.commandRejected, "\(device.id): '\(text)' cannot be written in \(encoding.rawValue)")
+            }
+            bytes = encoded
+        } else {
+            guard text.allSatisfy(\.isASCII) else {
+                throw GatewayError(.commandRejected, "\(device.id): profile \(profile.model) shows ASCII text only")
+            }
+            bytes = Array(text.utf8)
+        }
+        guard bytes.count <= 2 * profile.text.count else {
+            throw GatewayError(.commandRejected, "\(device.id): '\(text)' needs \(bytes.count) bytes, the board holds \(2 * profile.text.count)")
+        }
+        let counter = (lastCounter ?? 0) &+ 1
+        lastCounter = counter
+        pending = PendingCommand(name: command.name, counter: counter)
+        return [
+            RegisterWrite(start: profile.text.start, values: RegisterText.registers(from: bytes, count: profile.text.count)),
+            RegisterWrite(start: profile.modeRegister, values: [UInt16(truncatingIfNeeded: mode)]),
+            RegisterWrite(start: profile.commandRegister, values: [counter]),
+        ]
+    }
+
+    /// What one poll of the board's block says: whether it is in service, and events for what changed.
+    public mutating func interpret(registers: [UInt16], at time: Date) -> (ready: Bool, events: [CloudEvent]) {
+        func register(_ address: Int) -> UInt16 {
+            let index = address - profile.block.start
+            return registers.indices.contains(index) ? registers[index] : 0
+        }
+        let status = register(profile.statusRegister)
+        let acknowledged = register(profile.acknowledgeRegister)
+        // Continue counting from what the board last acknowledged, so a restarted gateway is not mistaken for old news.
+        if lastCounter == nil { lastCounter = acknowledged }
+        var events: [CloudEvent] = []
+        if var command = pending {
+            if acknowledged == command.counter {
+                events.append(acknowledgement(command.name, accepted: true, at: time))
+                pending = nil
+            } else {
+                command.pollsWaited += 1
+                pending = command.pollsWaited >= Self.pollsBeforeUnacknowledged ? nil : command
+                if pending == nil { events.append(acknowledgement(command.name, accepted: false, at: time)) }
+            }
+        }
+        for fault in profile.faultBits {
+            let set = status & (1 << fault.bit) != 0
+            if set, activeFaults.insert(fault.name).inserted {
+                events.append(event(HallEventType.deviceFault, at: time, data: .deviceFault(DeviceFault(
+                    fault: fault.name, detail: "status bit \(fault.bit) (\(fault.name)) set by the board"))))
+            } else if !set {
+                activeFaults.remove(fault.name)
+            }
+        }
+        return (status & (1 << profile.readyBit) != 0, events)
+    }
+
+    private func acknowledgement(_ command: String, accepted: Bool, at time: Date) -> CloudEvent {
+        event(HallEventType.boardAcknowledged, at: time,
+              data: .boardAcknowledged(BoardAcknowledged(command: command, accepted: accepted, errorCode: nil)))
+    }
+
+    private func event(_ type: String, at time: Date, data: EventData) -> CloudEvent {
+        CloudEvent(id: UUID().uuidString.lowercased(), source: source, type: type, time: time,
+                   subject: device.window.map(EventSource.windowSubject), data: data)
+    }
+}

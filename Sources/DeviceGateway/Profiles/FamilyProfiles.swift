@@ -1,0 +1,235 @@
+public import Protocols
+import Yams
+
+/// A Modbus window LED board: text written to holding registers, status and acknowledgement read back.
+/// See `devices/modbus-window-board.yaml`.
+public struct ModbusBoardProfile: Sendable, Equatable {
+    public var model: String
+    /// The holding registers read in one request each poll.
+    public var block: RegisterRange
+    /// Status word: `readyBit` set means the board is in service; each named fault bit set is a fault.
+    public var statusRegister: Int
+    public var readyBit: Int
+    public var faultBits: [FaultBit]
+    /// Where the text to show is written, and how it is encoded.
+    public var text: RegisterRange
+    public var textEncoding: ChineseEncoding?
+    /// What the board does with the text: the value written for each display mode.
+    public var modeRegister: Int
+    public var modes: BoardModes
+    /// The gateway writes a new value here after each command; the board copies it to `acknowledgeRegister`
+    /// once the command is on the display.
+    public var commandRegister: Int
+    public var acknowledgeRegister: Int
+
+    /// A named bit of the status word.
+    public struct FaultBit: Sendable, Equatable {
+        public var name: String
+        public var bit: Int
+    }
+
+    /// Mode values as the board's register map defines them.
+    public struct BoardModes: Sendable, Equatable {
+        public var clear: Int
+        public var show: Int
+        public var blink: Int
+    }
+}
+
+/// A thermal ticket printer speaking ESC/POS. See `devices/escpos-80mm.yaml`.
+public struct PrinterProfile: Sendable, Equatable {
+    public var model: String
+    /// Characters per line in the normal font (48 on 80 mm paper, 32 on 58 mm).
+    public var columns: Int
+    /// The size multiplier (1…8) of the ticket number.
+    public var numberSize: Int
+    /// Whether the cutter leaves a hinge (`partial`) or cuts through.
+    public var partialCut: Bool
+    /// Whether the printer prints native QR codes (GS ( k).
+    public var qrCode: Bool
+    /// DLE EOT n requests sent each poll (n = 1 printer, 2 offline cause, 3 error cause, 4 paper sensor).
+    public var realTimeStatus: [Int]
+    /// Whether the gateway turns on automatic status back (GS a), so changes arrive between polls.
+    public var automaticStatusBack: Bool
+}
+
+/// An Onbon BX-5/BX-6 controller driving a call board. See `devices/onbon-bx5.yaml`.
+public struct OnbonBoardProfile: Sendable, Equatable {
+    public var model: String
+    /// The screen in pixels.
+    public var screenWidth: Int
+    public var screenHeight: Int
+    /// The dynamic area the gateway writes calls into.
+    public var area: Area
+    /// The text colour (`red`, `green`, `yellow`).
+    public var colour: String
+
+    /// A rectangle of the screen, in pixels.
+    public struct Area: Sendable, Equatable {
+        public var id: Int
+        public var x: Int
+        public var y: Int
+        public var width: Int
+        public var height: Int
+    }
+}
+
+/// An evaluator pad on a raw serial bus: key codes mapped onto the national scale.
+public struct KeyEvaluatorProfile: Sendable, Equatable {
+    public var model: String
+    public var scale: RatingScale
+}
+
+/// A caller or operator box: key codes mapped onto what they ask the queue system for.
+public struct CallerProfile: Sendable, Equatable {
+    /// What a key may ask for; the queue system acts on these names.
+    public static let actions = ["call-next", "recall", "pause", "resume", "transfer", "skip", "evaluate"]
+
+    public var model: String
+    /// Key code → action.
+    public var keys: [Int: String]
+}
+
+/// A number board showing a few characters (the ticket number) at a window.
+public struct NumberBoardProfile: Sendable, Equatable {
+    public var model: String
+    /// How many characters the board shows.
+    public var digits: Int
+}
+
+/// Reads the family-specific part of a profile; every problem is reported with its key path.
+struct ProfileParsing {
+    let model: String
+    let fields: YAMLReader.Fields
+    let reader: YAMLReader
+
+    private func section(_ key: String, required: Bool = true) -> YAMLReader.Fields? {
+        fields.value(key, required: required).flatMap { reader.fields($0, fields.keyPath(key)) }
+    }
+
+    func modbusBoard() -> ModbusBoardProfile? {
+        guard let registers = section("registers") else { return nil }
+        let address = 0...65535
+        let block = ProfileLibrary.range(registers, "block", reader)
+        let status = registers.int("status", in: address, required: true)
+        let readyBit = registers.int("ready-bit", in: 0...15) ?? 0
+        var faultBits: [ModbusBoardProfile.FaultBit] = []
+        if let node = registers.value("fault-bits"), let faults = reader.fields(node, "registers.fault-bits") {
+            for name in node.mapping?.keys.compactMap(\.scalar?.string) ?? [] {
+                if let bit = faults.int(name, in: 0...15) { faultBits.append(.init(name: name, bit: bit)) }
+            }
+            faults.rejectUnknownKeys()
+        }
+        let text = ProfileLibrary.range(registers, "text", reader)
+        let mode = registers.int("mode", in: address, required: true)
+        let command = registers.int("command-counter", in: address, required: true)
+        let acknowledge = registers.int("acknowledge", in: address, required: true)
+        registers.rejectUnknownKeys()
+        let encoding = textEncoding(fields.string("text-encoding") ?? "gb18030")
+        var modes: ModbusBoardProfile.BoardModes?
+        if let values = section("modes") {
+            let clear = values.int("clear", in: address, required: true)
+            let show = values.int("show", in: address, required: true)
+            let blink = values.int("blink", in: address, required: true)
+            values.rejectUnknownKeys()
+            if let clear, let show, let blink { modes = .init(clear: clear, show: show, blink: blink) }
+        }
+        guard let block, let status, let text, let mode, let command, let acknowledge, let modes else { return nil }
+        for (key, register) in [("status", status), ("acknowledge", acknowledge)]
+        where !(block.start..<block.end).contains(register) {
+            reader.report(registers.value(key), "registers.\(key)",
+                          "register \(register) lies outside the block read each poll (\(block.start)…\(block.end - 1))")
+        }
+        return ModbusBoardProfile(
+            model: model, block: block, statusRegister: status, readyBit: readyBit, faultBits: faultBits, text: text,
+            textEncoding: encoding, modeRegister: mode, modes: modes, commandRegister: command,
+            acknowledgeRegister: acknowledge)
+    }
+
+    func printer() -> PrinterProfile? {
+        let paper = section("paper")
+        let columns = paper?.int("columns", in: 16...96, required: true)
+        _ = paper?.int("width-mm", in: 40...112)
+        paper?.rejectUnknownKeys()
+        if let name = fields.string("text-encoding"), name != "gb18030" {
+            reader.report(fields.value("text-encoding"), "text-encoding",
+                          "ESC/POS Chinese mode (FS &) takes gb18030, not '\(name)'")
+        }
+        let numberSize = fields.int("number-size", in: 1...8) ?? 2
+        let cut = fields.choice("cut", ["full", "partial"]) ?? "partial"
+        let qrCode = fields.bool("qr-code") ?? false
+        let status = section("status")
+        var realTime: [Int] = []
+        if let node = status?.value("real-time"), let items = reader.items(node, "status.real-time") {
+            realTime = items.compactMap { reader.int($0.node, $0.path, in: 1...4) }
+        }
+        let automatic = status?.bool("automatic-status-back") ?? false
+        status?.rejectUnknownKeys()
+        guard let columns else { return nil }
+        if realTime.isEmpty && !automatic {
+            reader.report(fields.value("status"), "status", "the printer needs real-time requests or automatic status back")
+        }
+        return PrinterProfile(model: model, columns: columns, numberSize: numberSize, partialCut: cut == "partial",
+                              qrCode: qrCode, realTimeStatus: realTime, automaticStatusBack: automatic)
+    }
+
+    func onbonBoard() -> OnbonBoardProfile? {
+        let screen = section("screen")
+        let width = screen?.int("width", in: 8...8192, required: true)
+        let height = screen?.int("height", in: 8...8192, required: true)
+        screen?.rejectUnknownKeys()
+        let areaFields = section("area")
+        let id = areaFields?.int("id", in: 0...255) ?? 0
+        let x = areaFields?.int("x", in: 0...8191, required: true)
+        let y = areaFields?.int("y", in: 0...8191, required: true)
+        let areaWidth = areaFields?.int("width", in: 1...8192, required: true)
+        let areaHeight = areaFields?.int("height", in: 1...8192, required: true)
+        areaFields?.rejectUnknownKeys()
+        let colour = fields.choice("colour", ["red", "green", "yellow"]) ?? "red"
+        if let name = fields.string("text-encoding"), name != "gb2312" {
+            reader.report(fields.value("text-encoding"), "text-encoding", "Onbon BX text is gb2312, not '\(name)'")
+        }
+        guard let width, let height, let x, let y, let areaWidth, let areaHeight else { return nil }
+        if x + areaWidth > width || y + areaHeight > height {
+            reader.report(fields.value("area"), "area", "the area reaches outside the \(width)×\(height) screen")
+        }
+        return OnbonBoardProfile(model: model, screenWidth: width, screenHeight: height,
+                                 area: .init(id: id, x: x, y: y, width: areaWidth, height: areaHeight), colour: colour)
+    }
+
+    func keyEvaluator() -> KeyEvaluatorProfile? {
+        ProfileLibrary.ratingScale(fields.value("rating", required: true), reader).map {
+            KeyEvaluatorProfile(model: model, scale: $0)
+        }
+    }
+
+    func caller() -> CallerProfile? {
+        guard let node = fields.value("keys", required: true), let items = reader.items(node, "keys") else { return nil }
+        var keys: [Int: String] = [:]
+        for item in items {
+            guard let key = reader.fields(item.node, item.path) else { continue }
+            let code = key.int("code", in: 0...255, required: true)
+            let action = key.choice("action", CallerProfile.actions, required: true)
+            key.rejectUnknownKeys()
+            guard let code, let action else { continue }
+            if keys[code] != nil { reader.report(item.node, item.path, "key code \(code) is mapped twice") }
+            keys[code] = action
+        }
+        return keys.isEmpty ? nil : CallerProfile(model: model, keys: keys)
+    }
+
+    func numberBoard() -> NumberBoardProfile? {
+        fields.int("digits", in: 1...3, required: true).map { NumberBoardProfile(model: model, digits: $0) }
+    }
+
+    private func textEncoding(_ name: String) -> ChineseEncoding? {
+        switch name {
+        case "ascii": return nil
+        case "gb18030": return .gb18030
+        case "gb2312": return .gb2312
+        default:
+            reader.report(fields.value("text-encoding"), "text-encoding", "'\(name)' is not one of: ascii, gb18030, gb2312")
+            return nil
+        }
+    }
+}

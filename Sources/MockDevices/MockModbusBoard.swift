@@ -1,0 +1,75 @@
+import Protocols
+import Synchronization
+
+/// A simulated window LED board on Modbus: the gateway writes text and a mode, then bumps the command
+/// counter; the board shows the text and copies the counter into its acknowledgement register.
+///
+/// Its register map is the device's own, written out here: see `devices/modbus-window-board.yaml`.
+public final class MockModbusBoard: MockModbusUnit {
+    /// Holding register addresses of the board.
+    public enum Register {
+        public static let status = 0
+        public static let mode = 1
+        public static let commandCounter = 2
+        public static let acknowledge = 3
+        public static let text = 16
+        public static let textCount = 32
+        public static let count = 48
+    }
+
+    /// Display modes as the board numbers them.
+    public enum Mode: UInt16, Sendable {
+        case blank = 0
+        case steady = 1
+        case blinking = 2
+    }
+
+    private struct State {
+        var registers = [UInt16](repeating: 0, count: Register.count)
+        var answering = true
+        var shownText = ""
+        var mode = Mode.blank
+    }
+
+    private let state = Mutex(State())
+
+    /// Creates a board in service, blank.
+    public init() {
+        state.withLock { $0.registers[Register.status] = 0b01 }
+    }
+
+    /// Whether the board answers at all.
+    public var answering: Bool {
+        get { state.withLock { $0.answering } }
+        set { state.withLock { $0.answering = newValue } }
+    }
+
+    /// Sets or clears the lamp-fault bit (bit 1 of the status word): some LEDs are dark.
+    public func setLampFault(_ fault: Bool) {
+        state.withLock { state in
+            if fault { state.registers[Register.status] |= 0b10 } else { state.registers[Register.status] &= ~0b10 }
+        }
+    }
+
+    /// What the board shows now, and how.
+    public var display: (text: String, mode: Mode) { state.withLock { ($0.shownText, $0.mode) } }
+
+    public var registers: [UInt16] { state.withLock { $0.registers } }
+
+    /// Takes the text, mode and command counter; status and acknowledgement stay the board's.
+    public func accept(writtenRegisters: [UInt16]) {
+        state.withLock { state in
+            for address in [Register.mode, Register.commandCounter] + Array(Register.text..<(Register.text + Register.textCount)) {
+                state.registers[address] = writtenRegisters[address]
+            }
+            let counter = state.registers[Register.commandCounter]
+            guard counter != state.registers[Register.acknowledge] else { return }
+            // A new command: show it, then acknowledge it.
+            let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
+            state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"
+            state.mode = Mode(rawValue: state.registers[Register.mode]) ?? .blank
+            if state.mode == .blank { state.shownText = "" }
+            state.registers[Register.acknowledge] = counter
+        }
+    }
+}

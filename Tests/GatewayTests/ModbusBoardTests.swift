@@ -1,0 +1,67 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Testing
+
+/// A window board on Modbus RTU driven through the real gateway: commands are written before polls,
+/// the board's acknowledgement and its fault bit come back as events.
+@Suite struct ModbusBoardTests {
+    @Test func callsReachTheBoardAndItsAcknowledgementAndFaultsBecomeEvents() async throws {
+        let board = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server = try MockModbusServer.rtu(units: [3: board, 4: pad])
+        defer { server.stop() }
+        guard case .rtu(let path) = server.endpoint else { return }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 50}
+            devices:
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+              - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """, file: "test.yaml", relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+
+        try await gateway.send(.call(ticket: "A023", window: "5"), to: "board-w05")
+        #expect(board.display.text == "请A023号到5号窗口")
+        #expect(board.display.mode == .steady)
+        try await gateway.send(.recall(ticket: "A023", window: "5"), to: "board-w05")
+        #expect(board.display.mode == .blinking)
+        await #expect(throws: GatewayError.self) { try await gateway.send(.clear, to: "eval-w05") }
+        // 33 hanzi: one more than the board's 64 bytes hold; refused before anything is written.
+        await #expect(throws: GatewayError.self) {
+            try await gateway.send(.showText(String(repeating: "满", count: 33)), to: "board-w05")
+        }
+        board.setLampFault(true)
+
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        let arrived = await eventually {
+            let events = (try? await store.events(limit: 1000)) ?? []
+            let acknowledged = events.filter { $0.type == "hall.board.acknowledged" }
+            let faults = events.filter { $0.type == "hall.device.fault" }
+            return acknowledged.count == 2 && faults.count == 1
+        }
+        #expect(arrived)
+        let events = try await store.events(limit: 1000)
+        let acknowledgements = events.compactMap { event -> BoardAcknowledged? in
+            if case .boardAcknowledged(let acknowledged) = event.data { return acknowledged }
+            return nil
+        }
+        #expect(Set(acknowledgements.map(\.command)) == ["call", "recall"])
+        #expect(acknowledgements.allSatisfy { $0.accepted })
+        let fault = events.first { $0.type == "hall.device.fault" }
+        #expect(fault?.source == "/halls/test-hall/devices/board-w05")
+        #expect(fault?.subject == "window/5")
+        if case .deviceFault(let detail) = fault?.data { #expect(detail.fault == "lamp-fault") }
+        stop.stop()
+        await running.value
+    }
+}
