@@ -78,16 +78,35 @@ public struct OnbonBoardProfile: Sendable, Equatable {
 public struct KeyEvaluatorProfile: Sendable, Equatable {
     public var model: String
     public var scale: RatingScale
+    /// Codes the pad sends when the citizen gave no verdict (it timed out): acknowledged, not a rating.
+    public var noVerdictCodes: Set<Int>
 }
 
 /// A caller or operator box: key codes mapped onto what they ask the queue system for.
 public struct CallerProfile: Sendable, Equatable {
     /// What a key may ask for; the queue system acts on these names.
-    public static let actions = ["call-next", "recall", "pause", "resume", "transfer", "skip", "evaluate"]
+    public static let actions = [
+        "call-next", "recall", "start-service", "finish", "pause", "resume", "transfer", "skip", "hold", "call-back",
+        "cancel", "evaluate",
+    ]
+
+    /// One key, or a digit followed by a confirming key.
+    public struct Binding: Sendable, Equatable {
+        public var code: Int
+        /// The digit typed before `code`, for callers that confirm a numbered function.
+        public var digit: Int?
+        public var action: String
+    }
 
     public var model: String
-    /// Key code → action.
-    public var keys: [Int: String]
+    public var keys: [Binding]
+
+    /// The action of a key sequence (its last code, and the digit before it where the binding names one).
+    public func action(forKeys keys: [UInt8]) -> String? {
+        guard let last = keys.last else { return nil }
+        let digit = keys.count >= 2 ? Int(keys[keys.count - 2]) : nil
+        return self.keys.first { $0.code == Int(last) && ($0.digit == nil || $0.digit == digit) }?.action
+    }
 }
 
 /// A number board showing a few characters (the ticket number) at a window.
@@ -198,22 +217,31 @@ struct ProfileParsing {
     }
 
     func keyEvaluator() -> KeyEvaluatorProfile? {
-        ProfileLibrary.ratingScale(fields.value("rating", required: true), reader).map {
-            KeyEvaluatorProfile(model: model, scale: $0)
+        var noVerdict: Set<Int> = []
+        if let node = fields.value("no-verdict-codes"), let items = reader.items(node, "no-verdict-codes") {
+            noVerdict = Set(items.compactMap { reader.int($0.node, $0.path, in: 0...255) })
         }
+        guard let scale = ProfileLibrary.ratingScale(fields.value("rating", required: true), reader) else { return nil }
+        for key in scale.keys where noVerdict.contains(key.code) {
+            reader.report(fields.value("no-verdict-codes"), "no-verdict-codes", "code \(key.code) is also a rating key")
+        }
+        return KeyEvaluatorProfile(model: model, scale: scale, noVerdictCodes: noVerdict)
     }
 
     func caller() -> CallerProfile? {
         guard let node = fields.value("keys", required: true), let items = reader.items(node, "keys") else { return nil }
-        var keys: [Int: String] = [:]
+        var keys: [CallerProfile.Binding] = []
         for item in items {
             guard let key = reader.fields(item.node, item.path) else { continue }
             let code = key.int("code", in: 0...255, required: true)
+            let digit = key.int("digit", in: 0...9)
             let action = key.choice("action", CallerProfile.actions, required: true)
             key.rejectUnknownKeys()
             guard let code, let action else { continue }
-            if keys[code] != nil { reader.report(item.node, item.path, "key code \(code) is mapped twice") }
-            keys[code] = action
+            if keys.contains(where: { $0.code == code && $0.digit == digit }) {
+                reader.report(item.node, item.path, "key code \(code) is mapped twice")
+            }
+            keys.append(.init(code: code, digit: digit, action: action))
         }
         return keys.isEmpty ? nil : CallerProfile(model: model, keys: keys)
     }

@@ -1,0 +1,100 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Protocols
+import Testing
+
+/// The FF 68 and QSystem RS-485 lines through the real gateway, with simulated pads, callers, boxes and boards.
+@Suite struct RS485LineTests {
+    func gateway(_ buses: String, _ devices: String, folder: TemporaryDirectory) throws -> Gateway {
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+            \(buses)
+            devices:
+            \(devices)
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """, file: "test.yaml", relativeTo: folder.path)
+        return try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+    }
+
+    @Test func ff68KeysBecomeEventsOnceAndAreEchoedAfterTheCommit() async throws {
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let gateway = try gateway(
+            "  - {id: ff68, transport: serial, port: \(bus.devicePath), poll-interval-ms: 100}",
+            """
+              - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+              - {id: caller-w03, profile: ff68-caller, bus: ff68, address: 33, window: "3"}
+            """, folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        // The line is open once the gateway has said the caller's display; until then keys would be flushed.
+        try await gateway.send(.call(ticket: "A023", window: "3"), to: "caller-w03")
+        #expect(bus.display(address: 33) == "   023")
+
+        // The echo is lost twice: the pad repeats its frame, the store still gets one rating.
+        bus.ignoreEchoes(true)
+        bus.pressEvaluatorKey(3, address: 3)
+        try await Task.sleep(for: .milliseconds(700))
+        bus.ignoreEchoes(false)
+        #expect(await eventually { bus.unacknowledgedCount == 0 })
+        bus.pressEvaluatorKey(1, address: 3)  // no verdict: echoed, no rating
+        bus.sendRaw([0xFF, 0x68, 0x03, 0x03, 0x68, 0x03, 0x11, 0x00, 0x99, 0x16])  // bad checksum: ignored
+        bus.pressCallerKeys([0x06, 0x0F], address: 33)  // 6 确认: 弃号
+        #expect(await eventually { bus.acknowledged.count == 3 })
+        bus.pressEvaluatorKey(0, address: 3)
+        #expect(await eventually { (try? await ratings(in: store).count) == 2 })
+
+        let rated = try await ratings(in: store).map(\.rating)
+        #expect(rated.map(\.level).sorted() == [2, 5])
+        #expect(rated.contains { $0.keyLabel == "非常满意" && $0.window == "3" && $0.scale == "three-key" })
+        let keys = try await store.events(type: HallEventType.callerKeyPressed, limit: 10).compactMap { event -> CallerKeyPressed? in
+            if case .callerKey(let key) = event.data { return key }
+            return nil
+        }
+        #expect(keys == [CallerKeyPressed(window: "3", action: "skip", key: 0x0F)])
+        await #expect(throws: GatewayError.self) { try await gateway.send(.clear, to: "eval-w03") }
+        stop.stop()
+        await running.value
+    }
+
+    @Test func qsystemBoxKeysBecomeEventsAndBoardsShowTheCall() async throws {
+        let line = try MockQSystemLine()
+        defer { line.stop() }
+        let folder = try TemporaryDirectory()
+        let gateway = try gateway(
+            "  - {id: qs, transport: serial, port: \(line.devicePath), poll-interval-ms: 100}",
+            """
+              - {id: box-w04, profile: qsystem-box, bus: qs, address: 4, window: "4"}
+              - {id: board-w04, profile: qsystem-board, bus: qs, address: 104, window: "4"}
+            """, folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        try await gateway.send(.call(ticket: "A023", window: "4"), to: "board-w04")
+        try await gateway.send(.call(ticket: "A023", window: "4"), to: "box-w04")
+        #expect(await eventually { line.board(address: 104)?.text == "023" })
+        #expect(line.board(address: 104)?.mode == .blinkContinuously)
+        #expect(await eventually { line.lamp(address: 4) == .beepGreenBlinkSlow })
+
+        line.press(.call, address: 4)
+        line.press(.finish, address: 4)
+        line.press(.call, address: 9)  // a box the hall does not have: ignored
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually { (try? await store.events(type: HallEventType.callerKeyPressed, limit: 10).count) == 2 })
+        let actions = try await store.events(type: HallEventType.callerKeyPressed, limit: 10).compactMap { event -> String? in
+            if case .callerKey(let key) = event.data { return key.action }
+            return nil
+        }
+        #expect(Set(actions) == ["call-next", "finish"])
+        stop.stop()
+        await running.value
+    }
+}
