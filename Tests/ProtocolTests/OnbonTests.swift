@@ -48,7 +48,8 @@ private func decodeAll(_ bytes: [UInt8], unchecked: Bool = false) -> [OnbonPacke
         let frame = hex(preamble + " 01 00 00 80 00 00 00 00 00 00 FE 02 07 00 A3 06 01 02 00 FF 00 67 CC 5A")
         let packets = decodeAll(frame)
         #expect(packets.count == 1)
-        let expected = OnbonRequest(.updateDynamicAreas(OnbonDynamicAreaUpdate(processMode: 2, deletion: .all, areas: [])))
+        let update = OnbonDynamicAreaUpdate(processMode: 2, deletion: .all, areas: [])
+        let expected = OnbonRequest(.updateDynamicAreas(update))
         #expect(packets.first.flatMap { OnbonRequest(data: $0.data) } == expected)
         #expect(packets.first?.encode() == frame)
     }
@@ -56,7 +57,8 @@ private func decodeAll(_ bytes: [UInt8], unchecked: Bool = false) -> [OnbonPacke
     // Same firmware: setting the clock (A2 03, BCD date) and reading parameters (A1 02), CRCs B0 3F and 2D 40.
     // Commands this codec does not type come back as `.other` and re-encode unchanged.
     @Test func untypedCommandsFromAPublicFirmwareRoundTrip() throws {
-        let clock = hex(preamble + " 01 00 00 80 00 00 00 00 00 00 FE 02 0D 00 A2 03 01 08 00 13 20 01 25 11 17 26 05 B0 3F 5A")
+        let clock = hex(preamble + " 01 00 00 80 00 00 00 00 00 00 FE 02 0D 00 A2 03 01 08 00 13 20 01 25 11 17 26"
+            + " 05 B0 3F 5A")
         let parameters = hex(preamble + " 01 00 00 80 00 00 00 00 00 00 FE 02 05 00 A1 02 01 00 00 2D 40 5A")
         let packets = decodeAll(clock + parameters)
         #expect(packets.count == 2)
@@ -86,7 +88,8 @@ private func decodeAll(_ bytes: [UInt8], unchecked: Bool = false) -> [OnbonPacke
             guard case .updateDynamicAreas(let update) = request.command else { return nil }
             return update.areas.first
         }
-        #expect(areas.map(\.layout) == [12, 24, 36].map { OnbonAreaLayout(areaID: 1, x: 0, y: $0, width: 64, height: 12) })
+        let layouts = [12, 24, 36].map { OnbonAreaLayout(areaID: 1, x: 0, y: $0, width: 64, height: 12) }
+        #expect(areas.map(\.layout) == layouts)
         #expect(areas.map(\.text) == [
             OnbonText("TEMPER:21℃", font: 0), OnbonText("HUM:66%RH", font: 0), OnbonText("  ", font: 0),
         ])
@@ -117,7 +120,8 @@ private func decodeAll(_ bytes: [UInt8], unchecked: Bool = false) -> [OnbonPacke
     @Test func redTextScrollingLeft() throws {
         // text_red_scroll
         let frame = hex(preamble + " 01 00 01 80 00 00 00 00 00 00 61 02 2D 00 A3 06 01 00 00 00 01 24 00 00 00 00 00"
-            + " 00 40 00 20 00 04 00 00 00 00 00 00 00 01 01 03 00 0A 00 09 00 00 00 5C 43 31 30 31 32 33 34 35 9F 3B 5A")
+            + " 00 40 00 20 00 04 00 00 00 00 00 00 00 01 01 03 00 0A 00 09 00 00 00 5C 43 31 30 31 32 33 34 35 9F 3B"
+            + " 5A")
         var area = try OnbonDynamicArea(
             layout: OnbonAreaLayout(areaID: 4, x: 0, y: 0, width: 64, height: 32),
             text: OnbonText("012345", colour: .red))
@@ -244,7 +248,8 @@ private func decodeAll(_ bytes: [UInt8], unchecked: Bool = false) -> [OnbonPacke
 /// The shared decoder property: random valid frames among garbage, truncated and corrupted frames, random splits.
 @Suite struct OnbonDecoderPropertyTests {
     private static func randomPacket(_ generator: inout SeededGenerator) -> OnbonPacket {
-        let data = (0..<Int.random(in: 0...80, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let count = Int.random(in: 0...80, using: &generator)
+        let data = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
         return OnbonPacket(
             destination: UInt16.random(in: 0...UInt16.max, using: &generator),
             source: UInt16.random(in: 0...UInt16.max, using: &generator),

@@ -6,6 +6,7 @@
 /// and the point of failure (no `A5` can be in there), dropping up to that point is the same as dropping one byte
 /// at a time and rescanning, without the rescans.
 public struct OnbonDecoder: FrameDecoder {
+    /// A checked frame: header fields and data.
     public typealias Frame = OnbonPacket
 
     private enum State {
@@ -28,10 +29,13 @@ public struct OnbonDecoder: FrameDecoder {
     /// Frames whose check mode is `.none` carry no check; they are rejected unless this is set.
     public var acceptsUncheckedFrames: Bool
 
+    /// Bytes skipped so far: garbage, and every byte of rejected candidates.
     public private(set) var discardedByteCount = 0
 
+    /// The current candidate's bytes (at most 8 preamble bytes, then its escaped body).
     public var bufferedByteCount: Int { state == .idle ? 0 : preambleCount + rawBodyCount }
 
+    /// The longest valid frame on the wire, `OnbonPacket.maximumFrameLength`.
     public var maximumBufferedBytes: Int { OnbonPacket.maximumFrameLength }
 
     /// A decoder that rejects frames without a check unless `acceptsUncheckedFrames`.
@@ -40,6 +44,7 @@ public struct OnbonDecoder: FrameDecoder {
         body.reserveCapacity(64)
     }
 
+    /// Feeds bytes in; returns the frames they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [OnbonPacket] {
         var frames: [OnbonPacket] = []
         for byte in bytes {
@@ -48,6 +53,7 @@ public struct OnbonDecoder: FrameDecoder {
         return frames
     }
 
+    /// The line went quiet: drops the partial frame. Returns nothing, as no frame can hide inside one.
     public mutating func flush() -> [OnbonPacket] {
         // No frame can lie behind a partial one's start: its body holds no A5.
         abandonCandidate(extraBytes: 0)

@@ -22,7 +22,9 @@ public enum OnbonEncodingError: Error, Equatable, Sendable {
 
 /// A controller error code, sent in the third byte of a reply (Onbon's SDK error list).
 public struct OnbonErrorCode: RawRepresentable, Hashable, Sendable {
+    /// The byte in the reply.
     public var rawValue: UInt8
+    /// The code for a reply byte; codes without a name below are still kept.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
     // Names and numbers: onbonlab/BX-V-VI 5th动态区域用户手册.md §5.2.2 and dmznlin/znlib UMgrBXFontCard.pas.
@@ -218,7 +220,9 @@ public struct OnbonRequest: Equatable, Sendable {
                 bytes.append(0xFF)
             case .areas(let ids):
                 // FF means "all" and 00 "none", so a list has 1...254 entries.
-                guard (1...254).contains(ids.count) else { throw .tooManyEntries(field: "deleted areas", count: ids.count) }
+                guard (1...254).contains(ids.count) else {
+                    throw .tooManyEntries(field: "deleted areas", count: ids.count)
+                }
                 bytes.append(UInt8(ids.count))
                 bytes += ids
             }
