@@ -37,8 +37,17 @@ enum LineDrivers {
                 }
             }
             return serialBus(QSystemDriver(members: qsystem, hallId: hallId))
-        case .escPos, .onbon:
-            throw GatewayError(.profileMismatch, "bus \(bus.id): \(line.rawValue) lines are not driven yet")
+        case .onbon:
+            let boards = try members.map { member throws(GatewayError) -> (device: DeviceConfig, profile: OnbonBoardProfile) in
+                guard case .onbonBoard(let profile) = member.profile else { throw mismatch(member.device, member.profile) }
+                return (member.device, profile)
+            }
+            return serialBus(OnbonDriver(members: boards, hallId: hallId))
+        case .escPos:
+            guard members.count == 1, case .printer(let profile) = first.profile else {
+                throw GatewayError(.profileMismatch, "bus \(bus.id): an ESC/POS printer has a line of its own")
+            }
+            return serialBus(PrinterDriver(device: first.device, profile: profile, hallId: hallId))
         }
     }
 }

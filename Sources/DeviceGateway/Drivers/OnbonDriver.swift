@@ -1,0 +1,75 @@
+public import Foundation
+public import Protocols
+
+/// Onbon BX-5/BX-6 call boards: pinged each poll, calls written into the profile's dynamic area.
+/// Every answered command becomes a `hall.board.acknowledged` event with the controller's verdict.
+public struct OnbonDriver: LineDriver {
+    public let devices: [DeviceConfig]
+    private let profiles: [String: OnbonBoardProfile]
+    private let hallId: String
+
+    init(members: [(device: DeviceConfig, profile: OnbonBoardProfile)], hallId: String) {
+        devices = members.map(\.device)
+        profiles = Dictionary(members.map { ($0.device.id, $0.profile) }, uniquingKeysWith: { first, _ in first })
+        self.hallId = hallId
+    }
+
+    public func makeDecoder() -> OnbonDecoder { OnbonDecoder() }
+
+    public mutating func pollRequests() -> [LineRequest] {
+        devices.compactMap { device in
+            (try? OnbonPacket.request(OnbonRequest(.ping), to: UInt16(device.address)).encode()).map {
+                LineRequest(device: device.id, bytes: $0, expectsAnswer: true, purpose: "ping")
+            }
+        }
+    }
+
+    public mutating func handle(_ packet: OnbonPacket, inFlight request: LineRequest?, at time: Date) -> LineReaction {
+        guard packet.destination == OnbonPacket.hostAddress,
+              let device = devices.first(where: { UInt16($0.address) == packet.source }),
+              let reply = OnbonReply(data: packet.data)
+        else { return LineReaction() }
+        let answers = request?.device == device.id
+        guard let request, answers, request.purpose != "ping" else {
+            return LineReaction(from: device.id, answersRequest: answers)
+        }
+        let acknowledged: BoardAcknowledged
+        switch reply {
+        case .acknowledged: acknowledged = BoardAcknowledged(command: request.purpose, accepted: true, errorCode: nil)
+        case .rejected(let code): acknowledged = BoardAcknowledged(command: request.purpose, accepted: false, errorCode: Int(code.rawValue))
+        case .other(_, _, let code, _):
+            acknowledged = BoardAcknowledged(command: request.purpose, accepted: code == .none, errorCode: code == .none ? nil : Int(code.rawValue))
+        }
+        let event = CloudEvent(id: UUID().uuidString.lowercased(), source: EventSource.device(hall: hallId, device: device.id),
+                               type: HallEventType.boardAcknowledged, time: time,
+                               subject: device.window.map(EventSource.windowSubject), data: .boardAcknowledged(acknowledged))
+        return LineReaction(events: [event], from: device.id, answersRequest: true)
+    }
+
+    public func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
+        guard let profile = profiles[device.id] else { throw GatewayError(.deviceError, "no board \(device.id)") }
+        let onbonCommand: OnbonCommand
+        do {
+            switch command {
+            case .clear:
+                onbonCommand = .clearScreen
+            case .call, .recall, .pause, .showText:
+                let area = profile.area
+                // Profiles give pixels; the controller counts 8-pixel columns unless bit 15 says pixels.
+                let layout = OnbonAreaLayout(
+                    areaID: UInt8(truncatingIfNeeded: area.id), x: UInt16(area.x) | OnbonAreaLayout.pixelUnits,
+                    y: UInt16(area.y), width: UInt16(area.width) | OnbonAreaLayout.pixelUnits, height: UInt16(area.height))
+                let colour = OnbonColour.allCases.first { "\($0)" == profile.colour } ?? .red
+                onbonCommand = try .showText(OnbonText(command.displayText ?? "", colour: colour), in: layout)
+            case .printTicket:
+                throw GatewayError(.commandRejected, "\(device.id) is a call board: it prints no tickets")
+            }
+            let bytes = try OnbonPacket.request(OnbonRequest(onbonCommand), to: UInt16(device.address)).encode()
+            return [LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: command.name)]
+        } catch let error as GatewayError {
+            throw error
+        } catch {
+            throw GatewayError(.commandRejected, "\(device.id): \(command.displayText ?? command.name) cannot be shown: \(error)")
+        }
+    }
+}

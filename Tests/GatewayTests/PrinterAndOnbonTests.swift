@@ -1,0 +1,124 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Protocols
+import Testing
+
+/// A ticket printer and Onbon call boards on their serial lines, through the real gateway.
+@Suite struct PrinterAndOnbonTests {
+    func gateway(_ buses: String, _ devices: String, folder: TemporaryDirectory) throws -> Gateway {
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+            \(buses)
+            devices:
+            \(devices)
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """, file: "test.yaml", relativeTo: folder.path)
+        return try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+    }
+
+    func printerStates(_ store: SQLiteEventStore) async throws -> [String] {
+        try await store.events(type: HallEventType.printerStatusChanged, limit: 100).compactMap { event in
+            if case .printerStatus(let status) = event.data { return status.state }
+            return nil
+        }
+    }
+
+    @Test func aTicketIsPrintedAndEveryChangeOfThePrinterIsOneEvent() async throws {
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let folder = try TemporaryDirectory()
+        let gateway = try gateway(
+            "  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}",
+            "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}", folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually { (try? await printerStates(store)) == ["online"] })
+
+        try await gateway.send(.printTicket(.init(number: "A023", service: "社保业务", waitingAhead: 5,
+                                                  issuedAt: "2026-11-25 09:30", qrPayload: "https://hall.example/q/A023")),
+                               to: "printer-1")
+        let ticket = try #require(printer.tickets.first)
+        let texts = ticket.compactMap { command -> String? in
+            if case .text(let text) = command { return text }
+            return nil
+        }
+        #expect(texts.contains("A023"))
+        #expect(texts.contains { $0.contains("社保业务") })
+        #expect(ticket.contains(.characterSize(width: 3, height: 3)))
+        let cutsPartially = if case .cut(.partial, _) = ticket.last { true } else { false }
+        #expect(cutsPartially, "the 80 mm profile cuts partially: \(String(describing: ticket.last))")
+
+        printer.set(.init(paperNearEnd: true))
+        #expect(await eventually { (try? await printerStates(store)) == ["online", "paper-near-end"] })
+        printer.set(.init(coverOpen: true, paperNearEnd: true))
+        #expect(await eventually { (try? await printerStates(store))?.last == "cover-open" })
+        // A printer that cannot print refuses the ticket with the reason, instead of losing it.
+        await #expect(throws: GatewayError.self) {
+            try await gateway.send(.printTicket(.init(number: "A024", service: "社保业务", waitingAhead: 4, issuedAt: "09:31")),
+                                   to: "printer-1")
+        }
+        printer.set(.init(paperOut: true))
+        #expect(await eventually { (try? await printerStates(store))?.last == "paper-out" })
+        printer.set(.init())
+        #expect(await eventually { (try? await printerStates(store))?.last == "online" })
+        let states = try await printerStates(store)
+        #expect(states == ["online", "paper-near-end", "cover-open", "paper-out", "online"], "one event per change")
+
+        printer.setAnswering(false)
+        #expect(await eventually {
+            (try? await store.events(type: HallEventType.deviceOffline, limit: 10).count) == 1
+        })
+        stop.stop()
+        await running.value
+    }
+
+    @Test func callsReachOnbonBoardsAndTheirVerdictsAreEvents() async throws {
+        let boards = try MockOnbonBoards(addresses: [1, 2])
+        defer { boards.stop() }
+        let folder = try TemporaryDirectory()
+        let gateway = try gateway(
+            "  - {id: boards, transport: serial, port: \(boards.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}",
+            """
+              - {id: board-w05, profile: onbon-bx5, bus: boards, address: 1, window: "5"}
+              - {id: board-w06, profile: onbon-bx5, bus: boards, address: 2, window: "6"}
+            """, folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        try await gateway.send(.call(ticket: "A023", window: "5"), to: "board-w05")
+        #expect(boards.shown(address: 1) == "请A023号到5号窗口")
+        try await gateway.send(.pause(window: "6"), to: "board-w06")
+        #expect(boards.shown(address: 2) == "暂停服务")
+        boards.reject(with: .fontMissing)
+        try await gateway.send(.clear, to: "board-w06")
+        // A text GB2312 cannot write is refused before anything is sent.
+        await #expect(throws: GatewayError.self) { try await gateway.send(.showText("请A023号到㐀号窗口"), to: "board-w05") }
+
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually { (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 3 })
+        let verdicts = try await store.events(type: HallEventType.boardAcknowledged, limit: 10).compactMap {
+            event -> BoardAcknowledged? in
+            if case .boardAcknowledged(let acknowledged) = event.data { return acknowledged }
+            return nil
+        }
+        #expect(verdicts == [
+            BoardAcknowledged(command: "call", accepted: true, errorCode: nil),
+            BoardAcknowledged(command: "pause", accepted: true, errorCode: nil),
+            BoardAcknowledged(command: "clear", accepted: false, errorCode: Int(OnbonErrorCode.fontMissing.rawValue)),
+        ])
+        boards.setSilent(true, address: 2)
+        #expect(await eventually {
+            (try? await store.events(type: HallEventType.deviceOffline, limit: 10))?.map(\.source)
+                == ["/halls/test-hall/devices/board-w06"]
+        })
+        stop.stop()
+        await running.value
+    }
+}
