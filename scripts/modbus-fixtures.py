@@ -5,10 +5,19 @@ Writes Tests/ProtocolTests/Fixtures/modbus/frames.json (RTU and TCP ADUs built b
 and PDU classes) and registers.json (register encodings from ModbusClientMixin.convert_to_registers /
 convert_from_registers). Every frame is also parsed back through pymodbus to make sure it is one.
 
+With mbpoll and socat installed it also writes mbpoll.json: the RTU requests mbpoll (libmodbus) puts on a
+pseudo-terminal pair, read from the other end. Nothing answers, so mbpoll times out after sending.
+
     pip install -r scripts/requirements-test.txt && python3 scripts/modbus-fixtures.py
 """
 import json
 import logging
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pymodbus
@@ -110,6 +119,49 @@ def register_encodings():
     return entries
 
 
+def mbpoll_requests():
+    """RTU requests captured from mbpoll on a socat pseudo-terminal pair (never a real serial port)."""
+    # (name, options, values to write): mbpoll's references are 1-based, so -r 108 is register 0x6B.
+    commands = [
+        ("read_holding_registers_request", ["-t", "4", "-r", "108", "-c", "3"], []),
+        ("read_input_registers_request", ["-t", "3", "-r", "513", "-c", "2"], []),
+        ("write_single_register_request", ["-t", "4", "-r", "2"], ["3"]),
+        ("write_multiple_registers_request", ["-t", "4", "-r", "2"], ["10", "258"]),
+    ]
+    socat = subprocess.Popen(["socat", "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        ptys = []
+        while len(ptys) < 2:
+            match = re.search(r"PTY is (\S+)", socat.stderr.readline())
+            if match:
+                ptys.append(match.group(1))
+        listener = os.open(ptys[1], os.O_RDWR | os.O_NOCTTY)
+        captured = []
+        for name, options, values in commands:
+            base = ["mbpoll", "-m", "rtu", "-a", "17", "-b", "9600", "-P", "none", "-1", "-o", "0.2"]
+            mbpoll = subprocess.Popen(base + options + [ptys[0]] + values,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            data = b""
+            deadline = time.time() + 3
+            while time.time() < deadline:
+                ready, _, _ = select.select([listener], [], [], 0.1)
+                if ready:
+                    data += os.read(listener, 256)
+                elif data:
+                    break
+            mbpoll.kill()
+            mbpoll.wait()
+            assert data, f"mbpoll sent nothing for {name}"
+            captured.append({"name": name, "framer": "rtu", "direction": "request", "unit": 17, "transaction": 0,
+                             "command": " ".join(options + ["<pty>"] + values), "hex": data.hex()})
+        os.close(listener)
+        return captured
+    finally:
+        socat.terminate()
+        socat.wait()
+
+
 def write(name, payload):
     path = OUT / name
     path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -121,6 +173,12 @@ def main():
     generator = f"pymodbus {pymodbus.__version__} (scripts/modbus-fixtures.py)"
     write("frames.json", {"generator": generator, "frames": frames()})
     write("registers.json", {"generator": generator, "encodings": register_encodings()})
+    if shutil.which("mbpoll") and shutil.which("socat"):
+        version = subprocess.run(["mbpoll", "-V"], capture_output=True, text=True).stdout.strip()
+        write("mbpoll.json", {"generator": f"mbpoll {version} (libmodbus) via socat, scripts/modbus-fixtures.py",
+                              "frames": mbpoll_requests()})
+    else:
+        print("mbpoll or socat not installed: mbpoll.json left as it is")
 
 
 if __name__ == "__main__":

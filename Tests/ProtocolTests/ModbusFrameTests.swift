@@ -95,6 +95,20 @@ import Testing
         }
     }
 
+    /// mbpoll 1.0 (libmodbus) requests captured on a socat pseudo-terminal pair
+    /// (Tests/ProtocolTests/Fixtures/modbus/mbpoll.json, scripts/modbus-fixtures.py).
+    @Test func rtuRequestsMatchMbpoll() throws {
+        let fixtures = try ModbusFixtures.frames("mbpoll.json")
+        #expect(fixtures.count == 4)
+        for fixture in fixtures {
+            let message = try #require(Self.expectedMessages[fixture.name], "no expectation for \(fixture.name)")
+            let frame = ModbusRTUFrame(address: fixture.unit, message: message)
+            #expect(try frame.encode() == fixture.bytes, "\(fixture.name)")
+            var decoder = ModbusRTUDecoder(role: .server)
+            #expect(decoder.decode(fixture.bytes) == [frame], "\(fixture.name)")
+        }
+    }
+
     /// What each pymodbus fixture was built from (see scripts/modbus-fixtures.py).
     static let expectedMessages: [String: ModbusMessage] = [
         "read_holding_registers_request": .request(.readHoldingRegisters(start: 0x006B, count: 3)),
@@ -269,8 +283,8 @@ enum ModbusFixtures {
     private struct FramesFile: Decodable { var frames: [Frame] }
     private struct RegistersFile: Decodable { var encodings: [Encoding] }
 
-    static func frames() throws -> [Frame] {
-        try JSONDecoder().decode(FramesFile.self, from: data("frames.json")).frames
+    static func frames(_ file: String = "frames.json") throws -> [Frame] {
+        try JSONDecoder().decode(FramesFile.self, from: data(file)).frames
     }
 
     static func encodings() throws -> [Encoding] {
