@@ -134,7 +134,9 @@ import Testing
                                                                allowed: 1...125)) {
             try ModbusRequest.readHoldingRegisters(start: 0, count: 126).encode()
         }
-        #expect(throws: ModbusEncodingError.self) { try ModbusRequest.writeMultipleRegisters(start: 0, values: []).encode() }
+        #expect(throws: ModbusEncodingError.self) {
+            try ModbusRequest.writeMultipleRegisters(start: 0, values: []).encode()
+        }
         #expect(throws: ModbusEncodingError.self) {
             try ModbusRequest.writeMultipleRegisters(start: 0, values: Array(repeating: 1, count: 124)).encode()
         }
@@ -178,7 +180,8 @@ import Testing
     }
 
     @Test func rtuRolesDecodeTheirOwnDirectionOnly() throws {
-        let request = try ModbusRTUFrame(address: 7, request: .writeMultipleRegisters(start: 1, values: [1, 2])).encode()
+        let write = ModbusRTUFrame(address: 7, request: .writeMultipleRegisters(start: 1, values: [1, 2]))
+        let request = try write.encode()
         var client = ModbusRTUDecoder(role: .client)
         #expect(client.decode(request).isEmpty)
         #expect(client.flush().isEmpty && client.bufferedByteCount == 0)
@@ -212,7 +215,8 @@ import Testing
     }
 
     @Test func tcpRejectsABadHeaderOneByteAtATime() throws {
-        let frame = ModbusTCPFrame(transactionId: 0x1501, unitId: 0xFF, request: .readHoldingRegisters(start: 0, count: 10))
+        let frame = ModbusTCPFrame(transactionId: 0x1501, unitId: 0xFF,
+                                   request: .readHoldingRegisters(start: 0, count: 10))
         let good = try frame.encode()
         var wrongProtocol = good
         wrongProtocol[3] = 0x01

@@ -106,7 +106,8 @@ func randomModbusMessage(_ role: ModbusRole, _ generator: inout SeededGenerator,
         switch Int.random(in: 0..<8, using: &generator) {
         case 0: return .response(.readCoils(status: (0..<length(250)).map { _ in UInt8(truncatingIfNeeded: word()) }))
         case 1:
-            return .response(.readDiscreteInputs(status: (0..<length(250)).map { _ in UInt8(truncatingIfNeeded: word()) }))
+            let status = (0..<length(250)).map { _ in UInt8(truncatingIfNeeded: word()) }
+            return .response(.readDiscreteInputs(status: status))
         case 2: return .response(.readHoldingRegisters(values: (0..<length(125)).map { _ in word() }))
         case 3: return .response(.readInputRegisters(values: (0..<length(125)).map { _ in word() }))
         case 4: return .response(.writeSingleCoil(address: word(), on: Bool.random(using: &generator)))
@@ -114,8 +115,8 @@ func randomModbusMessage(_ role: ModbusRole, _ generator: inout SeededGenerator,
         case 6: return .response(.writeMultipleRegisters(start: word(), count: count(1...123)))
         default:
             let function = ModbusFunctionCode.allCases.randomElement(using: &generator) ?? .readHoldingRegisters
-            return .response(.exception(function: function,
-                                        code: ModbusExceptionCode(rawValue: UInt8.random(in: 1...11, using: &generator))))
+            let code = ModbusExceptionCode(rawValue: UInt8.random(in: 1...11, using: &generator))
+            return .response(.exception(function: function, code: code))
         }
     }
 }

@@ -83,7 +83,8 @@ import Testing
 
     @Test func errorsAreTypedNeverTraps() {
         let counter = RegisterField(address: 20, type: .uint32(.big))
-        #expect(throws: RegisterFieldError.outsideBlock(fieldStart: 20, fieldCount: 2, blockStart: 10, blockCount: 11)) {
+        let outside = RegisterFieldError.outsideBlock(fieldStart: 20, fieldCount: 2, blockStart: 10, blockCount: 11)
+        #expect(throws: outside) {
             try counter.decode(from: Array(repeating: 0, count: 11), blockStart: 10)
         }
         #expect(throws: RegisterFieldError.self) { try counter.decode(from: [1, 2], blockStart: 21) }
@@ -100,7 +101,9 @@ import Testing
         #expect(throws: RegisterFieldError.undecodableText([0x81])) { try gb.decode(from: [0x8100]) }
 
         #expect(throws: RegisterFieldError.self) { try RegisterField(address: 0, type: .bit(16)).decode(from: [0]) }
-        #expect(throws: RegisterFieldError.self) { try RegisterField(address: 0, type: .uint16, scale: 0).decode(from: [0]) }
+        #expect(throws: RegisterFieldError.self) {
+            try RegisterField(address: 0, type: .uint16, scale: 0).decode(from: [0])
+        }
         #expect(throws: RegisterFieldError.self) {
             try RegisterField(address: 0, type: .string(registerCount: 0, encoding: .ascii)).decode(from: [0])
         }
