@@ -89,7 +89,8 @@ public struct QSystemBoardDecoder: FrameDecoder {
         let available = bytes.count
         if available >= 1, bytes[start] != 0x01 { return .invalid }
         if available >= 3, QSystemDisplayMode(rawValue: bytes[start + 2]) == nil { return .invalid }
-        for index in 3..<min(available, 6) where !QSystemDisplayFrame.characterRange.contains(bytes[start + index]) {
+        let characters = QSystemDisplayFrame.characterRange
+        for index in 3..<max(3, min(available, 6)) where !characters.contains(bytes[start + index]) {
             return .invalid
         }
         guard available >= 7 else { return .incomplete }
