@@ -5,6 +5,7 @@
 /// (ADDR + FUNC + ΣDATA) mod 256 and 16. The source's own reader does not check the checksum; this one does, so a
 /// damaged frame is dropped instead of acknowledged. On a failed candidate one byte is dropped and the rest rescanned.
 public struct FF68Decoder: FrameDecoder {
+    /// What one decoded frame is.
     public typealias Frame = FF68Frame
 
     /// The largest length byte accepted. The source's host sends L = 8 at most and rejects device frames with
@@ -18,16 +19,20 @@ public struct FF68Decoder: FrameDecoder {
         buffer = RS485CandidateBuffer(capacity: Int(self.maximumLength) + 7, startByte: 0xFF)
     }
 
+    /// Bytes skipped because they were not part of a valid frame.
     public var discardedByteCount: Int { buffer.discardedByteCount }
+    /// Bytes held back waiting for the rest of a frame.
     public var bufferedByteCount: Int { buffer.count }
     /// FF 68 L L 68, L bytes, CS and 16: `maximumLength + 7`.
     public var maximumBufferedBytes: Int { Int(maximumLength) + 7 }
 
+    /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [FF68Frame] {
         let maximumLength = maximumLength
         return buffer.decode(bytes) { Self.examine($0, maximumLength: maximumLength) }
     }
 
+    /// The line went quiet: drops the partial frame and returns the frames that lay behind its start.
     public mutating func flush() -> [FF68Frame] {
         let maximumLength = maximumLength
         return buffer.flush { Self.examine($0, maximumLength: maximumLength) }

@@ -3,6 +3,7 @@
 /// Without a checksum a candidate is valid when byte 0 is 01, byte 2 a known key and byte 3 is 07 (any address);
 /// anything else drops one byte and the rest is rescanned.
 public struct QSystemBoxDecoder: FrameDecoder {
+    /// What one decoded frame is.
     public typealias Frame = QSystemKeyFrame
 
     private var buffer = RS485CandidateBuffer(capacity: 4, startByte: 0x01)
@@ -10,15 +11,19 @@ public struct QSystemBoxDecoder: FrameDecoder {
     /// Creates a decoder.
     public init() {}
 
+    /// Bytes skipped because they were not part of a valid frame.
     public var discardedByteCount: Int { buffer.discardedByteCount }
+    /// Bytes held back waiting for the rest of a frame.
     public var bufferedByteCount: Int { buffer.count }
     /// A key frame is four bytes.
     public var maximumBufferedBytes: Int { 4 }
 
+    /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [QSystemKeyFrame] {
         buffer.decode(bytes, examine: Self.examine)
     }
 
+    /// The line went quiet: drops the partial frame and returns the frames that lay behind its start.
     public mutating func flush() -> [QSystemKeyFrame] {
         buffer.flush(examine: Self.examine)
     }
@@ -32,6 +37,7 @@ public struct QSystemBoxDecoder: FrameDecoder {
 
 /// Box side (for mock boxes): decodes the host's signal frames `01 ADDR SIGNAL 07`, SIGNAL one of 30–3D.
 public struct QSystemSignalDecoder: FrameDecoder {
+    /// What one decoded frame is.
     public typealias Frame = QSystemSignalFrame
 
     private var buffer = RS485CandidateBuffer(capacity: 4, startByte: 0x01)
@@ -39,15 +45,19 @@ public struct QSystemSignalDecoder: FrameDecoder {
     /// Creates a decoder.
     public init() {}
 
+    /// Bytes skipped because they were not part of a valid frame.
     public var discardedByteCount: Int { buffer.discardedByteCount }
+    /// Bytes held back waiting for the rest of a frame.
     public var bufferedByteCount: Int { buffer.count }
     /// A signal frame is four bytes.
     public var maximumBufferedBytes: Int { 4 }
 
+    /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [QSystemSignalFrame] {
         buffer.decode(bytes, examine: Self.examine)
     }
 
+    /// The line went quiet: drops the partial frame and returns the frames that lay behind its start.
     public mutating func flush() -> [QSystemSignalFrame] {
         buffer.flush(examine: Self.examine)
     }
@@ -64,6 +74,7 @@ public struct QSystemSignalDecoder: FrameDecoder {
 /// A candidate is valid when byte 0 is 01, MODE is 0–11 or 125, the three characters are printable ASCII and
 /// byte 6 is 07 (any address); anything else drops one byte and the rest is rescanned.
 public struct QSystemBoardDecoder: FrameDecoder {
+    /// What one decoded frame is.
     public typealias Frame = QSystemDisplayFrame
 
     private var buffer = RS485CandidateBuffer(capacity: 7, startByte: 0x01)
@@ -71,15 +82,19 @@ public struct QSystemBoardDecoder: FrameDecoder {
     /// Creates a decoder.
     public init() {}
 
+    /// Bytes skipped because they were not part of a valid frame.
     public var discardedByteCount: Int { buffer.discardedByteCount }
+    /// Bytes held back waiting for the rest of a frame.
     public var bufferedByteCount: Int { buffer.count }
     /// A display frame is seven bytes.
     public var maximumBufferedBytes: Int { 7 }
 
+    /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [QSystemDisplayFrame] {
         buffer.decode(bytes, examine: Self.examine)
     }
 
+    /// The line went quiet: drops the partial frame and returns the frames that lay behind its start.
     public mutating func flush() -> [QSystemDisplayFrame] {
         buffer.flush(examine: Self.examine)
     }
@@ -89,7 +104,8 @@ public struct QSystemBoardDecoder: FrameDecoder {
         let available = bytes.count
         if available >= 1, bytes[start] != 0x01 { return .invalid }
         if available >= 3, QSystemDisplayMode(rawValue: bytes[start + 2]) == nil { return .invalid }
-        for index in 3..<min(available, 6) where !QSystemDisplayFrame.characterRange.contains(bytes[start + index]) {
+        let characters = QSystemDisplayFrame.characterRange
+        for index in 3..<max(3, min(available, 6)) where !characters.contains(bytes[start + index]) {
             return .invalid
         }
         guard available >= 7 else { return .incomplete }

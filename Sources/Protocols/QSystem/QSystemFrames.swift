@@ -14,7 +14,8 @@
 //   invited, 0 otherwise.
 //
 // There is no checksum: a frame is only its fixed bytes (01 … 07) and fields in range. Noise that happens to look
-// like `01 ADDR KEY 07` is a key press. Decoders resynchronise deterministically by rejecting any candidate whose
+// like `01 ADDR KEY 07` is a key press. Keys 31–34 are also signal codes, so direction alone tells a key frame
+// from a signal frame. Decoders resynchronise deterministically by rejecting any candidate whose
 // fixed positions or fields are out of range and dropping one byte; they cannot detect a wrong address or key.
 
 /// A key on a QSystem operator box (ButtonDevice.doAction).
