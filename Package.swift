@@ -51,7 +51,8 @@ let package = Package(
         ),
         // Decode throughput per family: `swift run -c release ProtocolBenchmarks`.
         .executableTarget(name: "ProtocolBenchmarks", dependencies: ["Protocols"]),
-        .testTarget(name: "ProtocolTests", dependencies: ["Protocols"]),
+        // Fixtures are read from the source tree by path: they are inputs to check, not resources to ship.
+        .testTarget(name: "ProtocolTests", dependencies: ["Protocols"], exclude: ["Fixtures"]),
         .testTarget(
             name: "GatewayTests",
             dependencies: ["DeviceGateway", "MockDevices", "Protocols", "CModbus"]
