@@ -230,7 +230,8 @@ struct PrintedOutput: Equatable {
         let constants = try EscPosFixtures.constants()
         for width in 1...8 {
             for height in 1...8 {
-                #expect(EscPos.characterSize(width: width, height: height) == constants["CUSTOM_SIZE_\(width)x\(height)"])
+                let expected = constants["CUSTOM_SIZE_\(width)x\(height)"]
+                #expect(EscPos.characterSize(width: width, height: height) == expected)
             }
         }
     }

@@ -25,12 +25,16 @@ private func randomCommand(_ generator: inout SeededGenerator, state: CommandStr
     switch kind {
     case 1: return .initialize
     case 2: return .align(EscPosAlignment.allCases.randomElement(using: &generator) ?? .left)
-    case 3: return .characterSize(width: .random(in: 1...8, using: &generator), height: .random(in: 1...8, using: &generator))
+    case 3:
+        return .characterSize(
+            width: .random(in: 1...8, using: &generator), height: .random(in: 1...8, using: &generator))
     case 4: return .printMode(EscPosPrintMode(rawValue: byte()))
     case 5: return .bold(Bool.random(using: &generator))
     case 6: return .chineseMode(Bool.random(using: &generator))
     case 7: return .feedLines(byte())
-    case 8: return .cut(Bool.random(using: &generator) ? .full : .partial, feed: Bool.random(using: &generator) ? byte() : nil)
+    case 8:
+        let mode: EscPosCutMode = Bool.random(using: &generator) ? .full : .partial
+        return .cut(mode, feed: Bool.random(using: &generator) ? byte() : nil)
     case 9:
         let payload = (0..<Int.random(in: 0...80, using: &generator)).map { _ in byte() }
         let functions: [EscPosQRFunction] = [
@@ -65,7 +69,8 @@ private func unusedCommand(_ generator: inout SeededGenerator) -> [UInt8] {
     case 4: return [0x1D, 0x76, 0x30, 0x00, 0x02, 0x00, 0x02, 0x00, byte(), byte(), byte(), byte()]  // GS v 0
     case 5: return [0x1B, 0x61, byte(notIn: commandStartBytes.union([0, 1, 2, 0x30, 0x31, 0x32]))]    // ESC a ?
     case 6:                                                                // GS V ? (97/98/103/104 take an n)
-        return [0x1D, 0x56, byte(notIn: commandStartBytes.union([0, 1, 0x30, 0x31, 0x41, 0x42, 0x61, 0x62, 0x67, 0x68]))]
+        let valid: Set<UInt8> = [0, 1, 0x30, 0x31, 0x41, 0x42, 0x61, 0x62, 0x67, 0x68]
+        return [0x1D, 0x56, byte(notIn: commandStartBytes.union(valid))]
     case 7: return [0x10, 0x04, byte(notIn: commandStartBytes.union([1, 2, 3, 4, 7, 8]))]             // DLE EOT ?
     case 8: return [0x1D, 0x21, 0x08 | byte(notIn: commandStartBytes) & 0xF7 | 0x80]                  // GS ! >8
     default: return [[0x1B, 0x1C, 0x1D, 0x10].randomElement(using: &generator) ?? 0x1B, 0x7A]        // x 'z'

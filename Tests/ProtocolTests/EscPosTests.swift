@@ -1,7 +1,9 @@
 import Protocols
 import Testing
 
-private func decodeAll(_ bytes: [UInt8], chunk: Int = .max, decoder: EscPosCommandDecoder = .init()) -> [EscPosCommand] {
+private func decodeAll(
+    _ bytes: [UInt8], chunk: Int = .max, decoder: EscPosCommandDecoder = .init()
+) -> [EscPosCommand] {
     var decoder = decoder
     var commands: [EscPosCommand] = []
     var start = 0
@@ -17,8 +19,9 @@ private func decodeAll(_ bytes: [UInt8], chunk: Int = .max, decoder: EscPosComma
     /// Codes from Epson's ESC/POS reference, for the commands python-escpos has no constant for:
     /// FS & 1C 26, FS . 1C 2E ("Select/Cancel Kanji character mode", e.g. the ZJ-58 and HCC POS80 manuals:
     /// http://38.142.81.21:8001/manual/shenzhen-zijiang-electronics/zj-58lydd/user-s-manual-english/page-67.html);
-    /// GS a n 1D 61 n and DLE EOT n 10 04 n (Epson TM-L60II ESC/POS technical information, pp. 1215 and 1234:
-    /// https://manualshive.com/en/manual/epson/esc-pos-tm-l60ii/esc-pos-tm-l60ii_technical-information_109143-278.html).
+    /// GS a n 1D 61 n and DLE EOT n 10 04 n (Epson TM-L60II ESC/POS technical information, pp. 1215 and 1234,
+    /// https://manualshive.com/en/manual/epson/esc-pos-tm-l60ii/esc-pos-tm-l60ii_technical-information_109143-278.html
+    /// and …-297.html).
     @Test func commandsWithoutAPythonEscposConstantMatchEpson() {
         #expect(EscPos.chineseModeOn == [0x1C, 0x26])
         #expect(EscPos.chineseModeOff == [0x1C, 0x2E])
@@ -193,7 +196,8 @@ private func decodeAll(_ bytes: [UInt8], chunk: Int = .max, decoder: EscPosComma
 
 /// Status bytes from the printers' documentation. Real-time replies (DLE EOT n) have fixed bits 0xx1xx10, so
 /// "nothing to report" is 0x12:
-/// - n=1 bit 3 offline: Citizen CT-S2000 (ESC/POS) manual p. 55, https://www.easymanua.ls/citizen/ct-s2000/manual/47273?p=57
+/// - n=1 bit 3 offline: Citizen CT-S2000 (ESC/POS) manual p. 55,
+///   https://www.easymanua.ls/citizen/ct-s2000/manual/47273?p=57
 /// - n=2 bit 2 cover open, bit 5 paper-end stop, bit 6 error: Epson TM-L60II ESC/POS technical information p. 1217,
 ///   https://manualshive.com/en/manual/epson/esc-pos-tm-l60ii/esc-pos-tm-l60ii_technical-information_109143-280.html
 /// - n=3 bit 3 autocutter, bit 5 unrecoverable, bit 6 auto-recoverable: Epson TM-T88III specification sheet 73,
@@ -251,7 +255,8 @@ private func decodeAll(_ bytes: [UInt8], chunk: Int = .max, decoder: EscPosComma
     }
 
     @Test func severityOrder() {
-        #expect(PrinterState.allCases.sorted() == [.cutterError, .paperOut, .coverOpen, .offline, .paperNearEnd, .online])
+        let mostSevereFirst: [PrinterState] = [.cutterError, .paperOut, .coverOpen, .offline, .paperNearEnd, .online]
+        #expect(PrinterState.allCases.sorted() == mostSevereFirst)
         #expect(PrinterCondition([.paperNearEnd, .coverOpen, .cutterError]).state == .cutterError)
     }
 
