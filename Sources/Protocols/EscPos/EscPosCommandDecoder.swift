@@ -366,7 +366,9 @@ public struct EscPosCommandDecoder: FrameDecoder {
         let length = 5 + Int(low) + Int(high) << 8
         guard length <= maximumBufferedBytes else { return .skip(length: length) }
         guard pending.count - head >= length else { return .needMore }
-        guard kind == 0x6B, let function = qrFunction(parameterCount: length - 5) else { return .ignore(length: length) }
+        guard kind == 0x6B, let function = qrFunction(parameterCount: length - 5) else {
+            return .ignore(length: length)
+        }
         return .frame(.qrCode(function), length: length)
     }
 
