@@ -2,5 +2,5 @@ import Protocols
 
 /// One entry per protocol family.
 func allBenchmarks() -> [DecodeBenchmark] {
-    modbusBenchmarks() + onbonBenchmarks() + rs485Benchmarks()
+    escPosBenchmarks() + onbonBenchmarks() + rs485Benchmarks() + modbusBenchmarks()
 }
