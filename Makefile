@@ -4,8 +4,10 @@ SHELL := /bin/bash
 APT_PACKAGES := pkg-config libsqlite3-dev libmodbus-dev libserialport-dev libmosquitto-dev mbpoll socat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT_BUILD_FLAGS ?=
+# Seconds each decoder's fuzz target runs in `make test`; docs/fuzzing.md has a longer run.
+FUZZ_SECONDS ?= 5
 
-.PHONY: all deps python-deps build demo test clean
+.PHONY: all deps python-deps build demo test fixtures-check clean
 
 all: build
 
@@ -17,8 +19,7 @@ deps:
 	fi
 
 python-deps:
-	@python3 -c 'import cloudevents, sys; sys.exit(cloudevents.__version__ != "2.2.0")' 2>/dev/null || \
-		python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r scripts/requirements-test.txt
+	@python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r scripts/requirements-test.txt
 
 build: deps
 	swift build $(SWIFT_BUILD_FLAGS)
@@ -29,6 +30,16 @@ demo: build
 test: deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
+	$(MAKE) --no-print-directory fixtures-check
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+# The protocol fixtures are what python-escpos, pymodbus and mbpoll produce: regenerate them and compare.
+fixtures-check: python-deps
+	@python3 scripts/escpos-fixtures.py > /dev/null
+	@python3 scripts/modbus-fixtures.py > /dev/null
+	@git diff --quiet -- Tests/ProtocolTests/Fixtures || \
+		{ git diff --stat -- Tests/ProtocolTests/Fixtures; echo "fixtures differ from what the independent tools produce"; exit 1; }
+	@echo "fixtures: identical to what python-escpos 3.1, pymodbus 3.8.6 and mbpoll produce"
 
 clean:
 	rm -rf .build var
