@@ -1,0 +1,31 @@
+import DeviceGateway
+import Foundation
+import Testing
+
+/// `gatewayd decode`: a technician pastes captured bytes and sees the frames and the garbage.
+@Suite struct DecodeCommandTests {
+    @Test func aPublishedOnbonPingIsOneFrameAndNoiseIsCounted() async throws {
+        // The ping frame published with app-tools-zxw 2.2.4 (see OnbonTests), after two bytes of line noise.
+        let ping = "00 13 A5 A5 A5 A5 A5 A5 A5 A5 01 00 00 80 00 00 00 00 00 00 FE 02 05 00 A2 00 01 00 00 68 F8 5A"
+        let result = try await run(gatewaydPath, ["decode", "--stream", "onbon", ping])
+        #expect(result.status == 0, "\(result.standardError)")
+        let lines = result.standardOutput.split(separator: "\n")
+        #expect(lines.count == 2)
+        #expect(lines.first?.contains("destination: 1") == true && lines.first?.contains("162") == true, "\(lines)")
+        #expect(lines.last == "1 frames, 2 of 32 bytes not part of any frame")
+    }
+
+    @Test func badInputSaysWhatIsWrong() async throws {
+        let notHex = try await run(gatewaydPath, ["decode", "--stream", "ff68", "FF 6"])
+        #expect(notHex.status != 0)
+        #expect(notHex.standardError.contains("not hex bytes"))
+        let unknown = try await run(gatewaydPath, ["decode", "--stream", "bacnet", "00"])
+        #expect(unknown.status != 0)
+        #expect(unknown.standardError.contains("unknown stream 'bacnet'"))
+    }
+
+    @Test func hexIsReadInTheWaysTechniciansWriteIt() {
+        #expect(WireInspector.bytes(fromHex: "0x01,0x03 00:0a") == [0x01, 0x03, 0x00, 0x0A])
+        #expect(WireInspector.bytes(fromHex: "0G") == nil)
+    }
+}
