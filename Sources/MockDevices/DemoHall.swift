@@ -1,9 +1,10 @@
 import Foundation
 import Synchronization
 
-/// A simulated hall: evaluator pads on an RS-485 line (Modbus RTU on a pseudo-terminal) and behind a
-/// Modbus TCP endpoint, with citizens pressing keys now and then. `gatewayd run` with no arguments
-/// and the end-to-end tests use it.
+/// A simulated hall: evaluator pads and window boards on an RS-485 line (Modbus RTU on a pseudo-terminal)
+/// and behind a Modbus TCP endpoint, pads and callers on an FF 68 bus, a ticket printer and an Onbon call
+/// board on serial lines of their own, with citizens pressing keys now and then. `gatewayd run` with no
+/// arguments and the end-to-end tests use it.
 public final class DemoHall: Sendable {
     /// One pad of the hall.
     public struct Pad: Sendable {
@@ -19,8 +20,21 @@ public final class DemoHall: Sendable {
     public let serialLine: MockModbusServer
     /// The Modbus TCP endpoint.
     public let network: MockModbusServer
-    /// Every pad.
+    /// Every Modbus pad.
     public let pads: [Pad]
+    /// Window boards on the RS-485 line, by window.
+    public let windowBoards: [String: MockModbusBoard]
+    /// The FF 68 bus: pads at addresses 7 and 8 (windows 7, 8), callers at 37 and 38.
+    public let ff68: MockFF68Bus
+    /// The entrance kiosk's ticket printer.
+    public let printer: MockEscPosPrinter
+    /// The hall's main call board (Onbon BX-5, address 1).
+    public let callBoard: MockOnbonBoards
+
+    /// Windows whose citizens rate on the FF 68 pads.
+    public static let ff68Windows = ["7", "8"]
+    /// Windows with a Modbus window board.
+    public static let boardWindows = ["1", "2"]
 
     /// Starts `serialPads` pads on the line and `networkPads` behind the TCP endpoint.
     public init(serialPads: Int = 4, networkPads: Int = 2) throws {
@@ -35,11 +49,17 @@ public final class DemoHall: Sendable {
                 evaluator: MockModbusEvaluator(staffId: staff)))
         }
         self.pads = pads
-        serialLine = try MockModbusServer.rtu(units: Self.units(pads, bus: "rs485-1"))
+        windowBoards = Dictionary(uniqueKeysWithValues: Self.boardWindows.map { ($0, MockModbusBoard()) })
+        var lineUnits = Self.units(pads, bus: "rs485-1")
+        for (window, board) in windowBoards { lineUnits[20 + Int(window)!] = board }
+        serialLine = try MockModbusServer.rtu(units: lineUnits)
         network = try MockModbusServer.tcp(units: Self.units(pads, bus: "lan-1"))
+        ff68 = try MockFF68Bus()
+        printer = try MockEscPosPrinter()
+        callBoard = try MockOnbonBoards(addresses: [1])
     }
 
-    private static func units(_ pads: [Pad], bus: String) -> [Int: MockModbusEvaluator] {
+    private static func units(_ pads: [Pad], bus: String) -> [Int: any MockModbusUnit] {
         Dictionary(uniqueKeysWithValues: pads.filter { $0.bus == bus }.map { ($0.address, $0.evaluator) })
     }
 
@@ -57,6 +77,9 @@ public final class DemoHall: Sendable {
             buses:
               - {id: rs485-1, transport: modbus-rtu, port: \(devicePath), baud: 9600, parity: none, stop-bits: 1, response-timeout-ms: 300, poll-interval-ms: \(pollIntervalMs)}
               - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 300, poll-interval-ms: \(pollIntervalMs)}
+              - {id: ff68-1, transport: serial, port: \(ff68.devicePath), baud: 9600, poll-interval-ms: \(pollIntervalMs)}
+              - {id: kiosk-1, transport: serial, port: \(printer.devicePath), baud: 9600, response-timeout-ms: 300, poll-interval-ms: 1000}
+              - {id: led-1, transport: serial, port: \(callBoard.devicePath), baud: 9600, response-timeout-ms: 300, poll-interval-ms: 1000}
             devices:
 
             """
@@ -64,6 +87,15 @@ public final class DemoHall: Sendable {
             text += "  - {id: \(pad.deviceId), profile: modbus-evaluator-3key, bus: \(pad.bus), "
                 + "address: \(pad.address), window: \"\(pad.window)\"}\n"
         }
+        for window in Self.boardWindows {
+            text += "  - {id: board-w0\(window), profile: modbus-window-board, bus: rs485-1, address: \(20 + Int(window)!), window: \"\(window)\"}\n"
+        }
+        for window in Self.ff68Windows {
+            text += "  - {id: eval-w0\(window), profile: ff68-evaluator, bus: ff68-1, address: \(window), window: \"\(window)\"}\n"
+            text += "  - {id: caller-w0\(window), profile: ff68-caller, bus: ff68-1, address: 3\(window), window: \"\(window)\"}\n"
+        }
+        text += "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}\n"
+        text += "  - {id: callboard-1, profile: onbon-bx5, bus: led-1, address: 1}\n"
         text += "sinks:\n  - {type: sqlite, name: local, path: \(eventStore)}\n"
         return text
     }
@@ -75,15 +107,34 @@ public final class DemoHall: Sendable {
         while !Task.isCancelled {
             let pause = Double(meanInterval.components.seconds) + Double(meanInterval.components.attoseconds) / 1e18
             try? await Task.sleep(for: .seconds(Double.random(in: 0.2...(2 * pause), using: &generator)))
-            guard let pad = pads.randomElement(using: &generator) else { return }
             let roll = Int.random(in: 0..<100, using: &generator)
-            pad.evaluator.press(roll < 80 ? .satisfied : roll < 95 ? .basicallySatisfied : .dissatisfied)
+            if Int.random(in: 0..<(pads.count + Self.ff68Windows.count), using: &generator) < pads.count {
+                pads.randomElement(using: &generator)?.evaluator
+                    .press(roll < 80 ? .satisfied : roll < 95 ? .basicallySatisfied : .dissatisfied)
+            } else if let window = Self.ff68Windows.randomElement(using: &generator), let address = UInt8(window) {
+                // FF 68 pads: 3 非常满意, 2 满意, 0 不满意 (devices/ff68-evaluator.yaml).
+                ff68.pressEvaluatorKey(roll < 50 ? 3 : roll < 95 ? 2 : 0, address: address)
+            }
         }
     }
 
-    /// Stops both servers.
+    /// Staff at the FF 68 windows press 呼叫 (call next) on their callers now and then.
+    public func simulateStaff(meanInterval: Duration = .seconds(8)) async {
+        var generator = SystemRandomNumberGenerator()
+        while !Task.isCancelled {
+            let pause = Double(meanInterval.components.seconds)
+            try? await Task.sleep(for: .seconds(Double.random(in: 0.5...(2 * pause), using: &generator)))
+            guard let window = Self.ff68Windows.randomElement(using: &generator), let address = UInt8("3" + window) else { return }
+            ff68.pressCallerKeys([0x0C], address: address)
+        }
+    }
+
+    /// Stops every simulated device.
     public func stop() {
         serialLine.stop()
         network.stop()
+        ff68.stop()
+        printer.stop()
+        callBoard.stop()
     }
 }

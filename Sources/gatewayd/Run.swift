@@ -39,7 +39,11 @@ struct Run: AsyncParsableCommand {
                 let text = hall.configuration(
                     stateDirectory: "var", profiles: try profiles ?? DemoProfiles.locate(), eventStore: "var/events.sqlite")
                 loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
-                logger.info("demo hall: \(hall.pads.count) simulated evaluator pads; stop with Ctrl-C")
+                logger.info("""
+                    demo hall: \(hall.pads.count) Modbus pads and \(hall.windowBoards.count) window boards, \
+                    \(DemoHall.ff68Windows.count) FF 68 pads and callers, a ticket printer, an Onbon call board; \
+                    stop with Ctrl-C
+                    """)
             }
         } catch let error as ConfigError {
             printError(error.description)
@@ -53,7 +57,10 @@ struct Run: AsyncParsableCommand {
             for event in events { eventLog.info("\(EventSummary.line(event, timeZone: timeZone))") }
         }
         var services: [any Service] = [gateway]
-        if let demo { services.append(CitizenSimulation(hall: demo)) }
+        if let demo {
+            services.append(CitizenSimulation(hall: demo))
+            services.append(QueueSimulation(gateway: gateway, timeZone: timeZone, logger: logger))
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
@@ -69,7 +76,44 @@ struct CitizenSimulation: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            await hall.simulateCitizens()
+            async let citizens: Void = hall.simulateCitizens()
+            async let staff: Void = hall.simulateStaff()
+            _ = await (citizens, staff)
+        }
+    }
+}
+
+/// The demo hall's queue system: a ticket printed every few seconds and called soon after, on the call
+/// board and at a window (its board, or its caller's LED).
+struct QueueSimulation: Service {
+    let gateway: Gateway
+    let timeZone: TimeZone
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            let format = Date.FormatStyle(date: .numeric, time: .shortened, timeZone: timeZone)
+            var number = 0
+            while true {
+                do { try await Task.sleep(for: .seconds(5)) } catch { return }
+                number += 1
+                let ticket = "A" + String(format: "%03d", number % 1000)
+                let window = (DemoHall.boardWindows + DemoHall.ff68Windows).randomElement() ?? "1"
+                await attempt(.printTicket(.init(number: ticket, service: "社保业务", waitingAhead: Int.random(in: 0...9),
+                                                 issuedAt: Date().formatted(format),
+                                                 qrPayload: "https://demo-hall.example/q/\(ticket)")), "printer-1")
+                await attempt(.call(ticket: ticket, window: window), "callboard-1")
+                let windowDevice = DemoHall.boardWindows.contains(window) ? "board-w0\(window)" : "caller-w0\(window)"
+                await attempt(.call(ticket: ticket, window: window), windowDevice)
+            }
+        }
+    }
+
+    private func attempt(_ command: HallCommand, _ device: String) async {
+        do {
+            try await gateway.send(command, to: device)
+        } catch {
+            logger.warning("demo queue system: \(command.name) on \(device): \(error)")
         }
     }
 }

@@ -76,11 +76,13 @@ import Testing
         let events = try await run(gatewaydPath, ["events", "--json", "--limit", "100000"], workingDirectory: folder.path)
         #expect(events.status == 0, "\(events.standardError)")
         let lines = events.standardOutput.split(separator: "\n")
-        #expect(lines.count >= 6, "six pads came online and citizens rated")
+        #expect(lines.count >= 12, "the hall's devices came online, citizens rated, boards showed calls")
 
         let check = try await run(
             "/usr/bin/env", ["python3", repositoryRoot + "/scripts/check-cloudevents.py",
-                             "--require-type", "hall.rating.submitted", "--require-type", "hall.device.online"],
+                             "--require-type", "hall.rating.submitted", "--require-type", "hall.device.online",
+                             "--require-type", "hall.board.acknowledged", "--require-type", "hall.printer.status_changed",
+                             "--require-type", "hall.caller.key_pressed"],
             input: events.standardOutput)
         #expect(check.status == 0, "\(check.standardOutput)\(check.standardError)")
         #expect(check.standardOutput.contains("\(lines.count) valid CloudEvents"), "\(check.standardOutput)")
