@@ -12,6 +12,7 @@ public final class MockModbusBoard: MockModbusUnit {
         public static let mode = 1
         public static let commandCounter = 2
         public static let acknowledge = 3
+        public static let temperature = 4
         public static let text = 16
         public static let textCount = 32
         public static let count = 48
@@ -33,9 +34,16 @@ public final class MockModbusBoard: MockModbusUnit {
 
     private let state = Mutex(State())
 
-    /// Creates a board in service, blank.
+    /// Creates a board in service, blank, at 35.0 °C.
     public init() {
         state.withLock { $0.registers[Register.status] = 0b01 }
+        setTemperature(35.0)
+    }
+
+    /// The heat sink's temperature, in tenths of a degree as a signed register.
+    public func setTemperature(_ celsius: Double) {
+        let tenths = Int16(clamping: Int((celsius * 10).rounded()))
+        state.withLock { $0.registers[Register.temperature] = UInt16(bitPattern: tenths) }
     }
 
     /// Whether the board answers at all.

@@ -41,13 +41,14 @@ import Testing
             try await gateway.send(.showText(String(repeating: "满", count: 33)), to: "board-w05")
         }
         board.setLampFault(true)
+        board.setTemperature(71.5)
 
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         let arrived = await eventually {
             let events = (try? await store.events(limit: 1000)) ?? []
             let acknowledged = events.filter { $0.type == "hall.board.acknowledged" }
             let faults = events.filter { $0.type == "hall.device.fault" }
-            return acknowledged.count == 2 && faults.count == 1
+            return acknowledged.count == 2 && faults.count == 2
         }
         #expect(arrived)
         let events = try await store.events(limit: 1000)
@@ -57,10 +58,14 @@ import Testing
         }
         #expect(Set(acknowledgements.map(\.command)) == ["call", "recall"])
         #expect(acknowledgements.allSatisfy { $0.accepted })
-        let fault = events.first { $0.type == "hall.device.fault" }
-        #expect(fault?.source == "/halls/test-hall/devices/board-w05")
-        #expect(fault?.subject == "window/5")
-        if case .deviceFault(let detail) = fault?.data { #expect(detail.fault == "lamp-fault") }
+        let faults = events.compactMap { event -> DeviceFault? in
+            guard event.source == "/halls/test-hall/devices/board-w05", event.subject == "window/5",
+                  case .deviceFault(let fault) = event.data else { return nil }
+            return fault
+        }
+        #expect(Set(faults.map(\.fault)) == ["lamp-fault", "temperature-high"])
+        // The profile reads register 4 as int16 in tenths of a degree: the board's 715 is 71.5 °C.
+        #expect(faults.contains { $0.detail == "temperature 71.5 °C, above the profile's limit of 65.0 °C" }, "\(faults)")
         stop.stop()
         await running.value
     }

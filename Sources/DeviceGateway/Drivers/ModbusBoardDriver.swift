@@ -47,26 +47,21 @@ public struct ModbusBoardDriver: Sendable {
             throw GatewayError(.commandRejected, "\(device.id) is a window board: it prints no tickets")
         }
         let text = command.displayText ?? ""
-        let bytes: [UInt8]
-        if let encoding = profile.textEncoding {
-            guard let encoded = ChineseText.encode(text, as: encoding) else {
-                throw GatewayError(.commandRejected, "\(device.id): '\(text)' cannot be written in \(encoding.rawValue)")
-            }
-            bytes = encoded
-        } else {
-            guard text.allSatisfy(\.isASCII) else {
-                throw GatewayError(.commandRejected, "\(device.id): profile \(profile.model) shows ASCII text only")
-            }
-            bytes = Array(text.utf8)
-        }
-        guard bytes.count <= 2 * profile.text.count else {
-            throw GatewayError(.commandRejected, "\(device.id): '\(text)' needs \(bytes.count) bytes, the board holds \(2 * profile.text.count)")
+        let textField = RegisterField(address: UInt16(profile.text.start),
+                                      type: .string(registerCount: profile.text.count, encoding: profile.textEncoding))
+        let textRegisters: [UInt16]
+        do {
+            textRegisters = try textField.encode(.text(text))
+        } catch .textTooLong(let byteCount, let capacity) {
+            throw GatewayError(.commandRejected, "\(device.id): '\(text)' needs \(byteCount) bytes, the board holds \(capacity)")
+        } catch {
+            throw GatewayError(.commandRejected, "\(device.id): '\(text)' cannot be written in \(profile.textEncoding.rawValue)")
         }
         let counter = (lastCounter ?? 0) &+ 1
         lastCounter = counter
         pending = PendingCommand(name: command.name, counter: counter)
         return [
-            RegisterWrite(start: profile.text.start, values: RegisterText.registers(from: bytes, count: profile.text.count)),
+            RegisterWrite(start: profile.text.start, values: textRegisters),
             RegisterWrite(start: profile.modeRegister, values: [UInt16(truncatingIfNeeded: mode)]),
             RegisterWrite(start: profile.commandRegister, values: [counter]),
         ]
@@ -100,6 +95,24 @@ public struct ModbusBoardDriver: Sendable {
                     fault: fault.name, detail: "status bit \(fault.bit) (\(fault.name)) set by the board"))))
             } else if !set {
                 activeFaults.remove(fault.name)
+            }
+        }
+        for reading in profile.readings {
+            let value: Double
+            switch try? reading.field.decode(from: registers, blockStart: UInt16(profile.block.start)) {
+            case .integer(let integer): value = Double(integer)
+            case .real(let real): value = real
+            default: continue
+            }
+            let fault = "\(reading.name)-high"
+            if let limit = reading.faultAbove, value > limit {
+                if activeFaults.insert(fault).inserted {
+                    let shown = (value * 10).rounded() / 10
+                    events.append(event(HallEventType.deviceFault, at: time, data: .deviceFault(DeviceFault(
+                        fault: fault, detail: "\(reading.name) \(shown) \(reading.unit), above the profile's limit of \(limit) \(reading.unit)"))))
+                }
+            } else {
+                activeFaults.remove(fault)
             }
         }
         return (status & (1 << profile.readyBit) != 0, events)

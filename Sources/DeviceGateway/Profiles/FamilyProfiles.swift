@@ -13,7 +13,7 @@ public struct ModbusBoardProfile: Sendable, Equatable {
     public var faultBits: [FaultBit]
     /// Where the text to show is written, and how it is encoded.
     public var text: RegisterRange
-    public var textEncoding: ChineseEncoding?
+    public var textEncoding: RegisterTextEncoding
     /// What the board does with the text: the value written for each display mode.
     public var modeRegister: Int
     public var modes: BoardModes
@@ -21,6 +21,17 @@ public struct ModbusBoardProfile: Sendable, Equatable {
     /// once the command is on the display.
     public var commandRegister: Int
     public var acknowledgeRegister: Int
+    /// Values read each poll (temperature, supply voltage …), with the limit that makes each a fault.
+    public var readings: [Reading]
+
+    /// A value in the board's registers, typed and scaled as the profile says.
+    public struct Reading: Sendable, Equatable {
+        public var name: String
+        public var field: RegisterField
+        public var unit: String
+        /// Above this value the reading is reported as the fault `<name>-high`.
+        public var faultAbove: Double?
+    }
 
     /// A named bit of the status word.
     public struct FaultBit: Sendable, Equatable {
@@ -144,7 +155,19 @@ struct ProfileParsing {
         let command = registers.int("command-counter", in: address, required: true)
         let acknowledge = registers.int("acknowledge", in: address, required: true)
         registers.rejectUnknownKeys()
-        let encoding = textEncoding(fields.string("text-encoding") ?? "gb18030")
+        var readings: [ModbusBoardProfile.Reading] = []
+        if let node = fields.value("readings"), let section = reader.fields(node, "readings") {
+            for name in node.mapping?.keys.compactMap(\.scalar?.string) ?? [] {
+                guard let readingNode = section.value(name), let reading = reader.fields(readingNode, "readings.\(name)") else { continue }
+                if let field = registerField(reading), let unit = reading.string("unit", required: true) {
+                    readings.append(.init(name: name, field: field, unit: unit, faultAbove: reading.double("fault-above")))
+                }
+                reading.rejectUnknownKeys()
+            }
+            section.rejectUnknownKeys()
+        }
+        let encodingName = fields.choice("text-encoding", RegisterTextEncoding.allCases.map(\.rawValue)) ?? "gb18030"
+        let encoding = RegisterTextEncoding(rawValue: encodingName) ?? .gb18030
         var modes: ModbusBoardProfile.BoardModes?
         if let values = section("modes") {
             let clear = values.int("clear", in: address, required: true)
@@ -159,10 +182,18 @@ struct ProfileParsing {
             reader.report(registers.value(key), "registers.\(key)",
                           "register \(register) lies outside the block read each poll (\(block.start)…\(block.end - 1))")
         }
+        for reading in readings {
+            let start = Int(reading.field.address)
+            if start < block.start || start + reading.field.registerCount > block.end {
+                reader.report(fields.value("readings"), "readings.\(reading.name)",
+                              "registers \(start)…\(start + reading.field.registerCount - 1) lie outside the block read each poll "
+                                + "(\(block.start)…\(block.end - 1))")
+            }
+        }
         return ModbusBoardProfile(
             model: model, block: block, statusRegister: status, readyBit: readyBit, faultBits: faultBits, text: text,
             textEncoding: encoding, modeRegister: mode, modes: modes, commandRegister: command,
-            acknowledgeRegister: acknowledge)
+            acknowledgeRegister: acknowledge, readings: readings)
     }
 
     func printer() -> PrinterProfile? {
@@ -250,14 +281,24 @@ struct ProfileParsing {
         fields.int("digits", in: 1...3, required: true).map { NumberBoardProfile(model: model, digits: $0) }
     }
 
-    private func textEncoding(_ name: String) -> ChineseEncoding? {
-        switch name {
-        case "ascii": return nil
-        case "gb18030": return .gb18030
-        case "gb2312": return .gb2312
-        default:
-            reader.report(fields.value("text-encoding"), "text-encoding", "'\(name)' is not one of: ascii, gb18030, gb2312")
-            return nil
+    /// A typed register field: `{register: N, type: uint16|int16|uint32|int32|float32, word-order: big|little,
+    /// scale: 0.1, offset: 0}`.
+    private func registerField(_ reading: YAMLReader.Fields) -> RegisterField? {
+        let register = reading.int("register", in: 0...65535, required: true)
+        let typeName = reading.choice("type", ["uint16", "int16", "uint32", "int32", "float32"], required: true)
+        let order = reading.choice("word-order", RegisterWordOrder.allCases.map(\.rawValue))
+            .flatMap(RegisterWordOrder.init(rawValue:)) ?? .big
+        let scale = reading.double("scale") ?? 1
+        let offset = reading.double("offset") ?? 0
+        if scale == 0 { reader.report(reading.value("scale"), reading.keyPath("scale"), "a scale of 0 reads every value as 0") }
+        guard let register, let typeName, scale != 0 else { return nil }
+        let type: RegisterValueType = switch typeName {
+        case "int16": .int16
+        case "uint32": .uint32(order)
+        case "int32": .int32(order)
+        case "float32": .float32(order)
+        default: .uint16
         }
+        return RegisterField(address: UInt16(register), type: type, scale: scale, offset: offset)
     }
 }
