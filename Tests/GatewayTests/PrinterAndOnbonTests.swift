@@ -6,25 +6,9 @@ import Testing
 
 /// A ticket printer and Onbon call boards on their serial lines, through the real gateway.
 @Suite struct PrinterAndOnbonTests {
-    func gateway(_ buses: String, _ devices: String, folder: TemporaryDirectory) throws -> Gateway {
-        let (config, profiles) = try ConfigLoader.parse("""
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-            \(buses)
-            devices:
-            \(devices)
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """, file: "test.yaml", relativeTo: folder.path)
-        return try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
-    }
-
     func printerStates(_ store: SQLiteEventStore) async throws -> [String] {
-        try await store.events(type: HallEventType.printerStatusChanged, limit: 100).compactMap { event in
-            if case .printerStatus(let status) = event.data { return status.state }
-            return nil
+        try await eventData(store, type: HallEventType.printerStatusChanged) { data in
+            if case .printerStatus(let status) = data { status.state } else { nil }
         }
     }
 
@@ -32,9 +16,9 @@ import Testing
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
         let folder = try TemporaryDirectory()
-        let gateway = try gateway(
-            "  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}",
-            "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}", folder: folder)
+        let gateway = try testGateway(
+            buses: "  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}",
+            devices: "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}", folder: folder)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
         defer { stop.stop() }
@@ -83,9 +67,9 @@ import Testing
         let boards = try MockOnbonBoards(addresses: [1, 2])
         defer { boards.stop() }
         let folder = try TemporaryDirectory()
-        let gateway = try gateway(
-            "  - {id: boards, transport: serial, port: \(boards.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}",
-            """
+        let gateway = try testGateway(
+            buses: "  - {id: boards, transport: serial, port: \(boards.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}",
+            devices: """
               - {id: board-w05, profile: onbon-bx5, bus: boards, address: 1, window: "5"}
               - {id: board-w06, profile: onbon-bx5, bus: boards, address: 2, window: "6"}
             """, folder: folder)
@@ -103,10 +87,8 @@ import Testing
 
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         #expect(await eventually { (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 3 })
-        let verdicts = try await store.events(type: HallEventType.boardAcknowledged, limit: 10).compactMap {
-            event -> BoardAcknowledged? in
-            if case .boardAcknowledged(let acknowledged) = event.data { return acknowledged }
-            return nil
+        let verdicts = try await eventData(store, type: HallEventType.boardAcknowledged) { data in
+            if case .boardAcknowledged(let acknowledged) = data { acknowledged } else { nil }
         }
         #expect(verdicts == [
             BoardAcknowledged(command: "call", accepted: true, errorCode: nil),

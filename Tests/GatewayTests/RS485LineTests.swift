@@ -6,28 +6,13 @@ import Testing
 
 /// The FF 68 and QSystem RS-485 lines through the real gateway, with simulated pads, callers, boxes and boards.
 @Suite struct RS485LineTests {
-    func gateway(_ buses: String, _ devices: String, folder: TemporaryDirectory) throws -> Gateway {
-        let (config, profiles) = try ConfigLoader.parse("""
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-            \(buses)
-            devices:
-            \(devices)
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """, file: "test.yaml", relativeTo: folder.path)
-        return try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
-    }
-
     @Test func ff68KeysBecomeEventsOnceAndAreEchoedAfterTheCommit() async throws {
         let bus = try MockFF68Bus()
         defer { bus.stop() }
         let folder = try TemporaryDirectory()
-        let gateway = try gateway(
-            "  - {id: ff68, transport: serial, port: \(bus.devicePath), poll-interval-ms: 100}",
-            """
+        let gateway = try testGateway(
+            buses: "  - {id: ff68, transport: serial, port: \(bus.devicePath), poll-interval-ms: 100}",
+            devices: """
               - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
               - {id: caller-w03, profile: ff68-caller, bus: ff68, address: 33, window: "3"}
             """, folder: folder)
@@ -55,9 +40,8 @@ import Testing
         let rated = try await ratings(in: store).map(\.rating)
         #expect(rated.map(\.level).sorted() == [2, 5])
         #expect(rated.contains { $0.keyLabel == "非常满意" && $0.window == "3" && $0.scale == "three-key" })
-        let keys = try await store.events(type: HallEventType.callerKeyPressed, limit: 10).compactMap { event -> CallerKeyPressed? in
-            if case .callerKey(let key) = event.data { return key }
-            return nil
+        let keys = try await eventData(store, type: HallEventType.callerKeyPressed) { data in
+            if case .callerKey(let key) = data { key } else { nil }
         }
         #expect(keys == [CallerKeyPressed(window: "3", action: "skip", key: 0x0F)])
         await #expect(throws: GatewayError.self) { try await gateway.send(.clear, to: "eval-w03") }
@@ -69,9 +53,9 @@ import Testing
         let line = try MockQSystemLine()
         defer { line.stop() }
         let folder = try TemporaryDirectory()
-        let gateway = try gateway(
-            "  - {id: qs, transport: serial, port: \(line.devicePath), poll-interval-ms: 100}",
-            """
+        let gateway = try testGateway(
+            buses: "  - {id: qs, transport: serial, port: \(line.devicePath), poll-interval-ms: 100}",
+            devices: """
               - {id: box-w04, profile: qsystem-box, bus: qs, address: 4, window: "4"}
               - {id: board-w04, profile: qsystem-board, bus: qs, address: 104, window: "4"}
             """, folder: folder)
@@ -89,9 +73,8 @@ import Testing
         line.press(.call, address: 9)  // a box the hall does not have: ignored
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         #expect(await eventually { (try? await store.events(type: HallEventType.callerKeyPressed, limit: 10).count) == 2 })
-        let actions = try await store.events(type: HallEventType.callerKeyPressed, limit: 10).compactMap { event -> String? in
-            if case .callerKey(let key) = event.data { return key.action }
-            return nil
+        let actions = try await eventData(store, type: HallEventType.callerKeyPressed) { data in
+            if case .callerKey(let key) = data { key.action } else { nil }
         }
         #expect(Set(actions) == ["call-next", "finish"])
         stop.stop()

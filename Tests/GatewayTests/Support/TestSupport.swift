@@ -154,3 +154,25 @@ func ratings(in store: SQLiteEventStore) async throws -> [(event: CloudEvent, ra
         return nil
     }
 }
+
+/// A gateway for a test hall: the given bus and device lines (YAML list items, indented two spaces),
+/// the shipped profiles, its state and local store in `folder`.
+func testGateway(buses: String, devices: String, folder: TemporaryDirectory) throws -> Gateway {
+    let (config, profiles) = try ConfigLoader.parse("""
+        hall: {id: test-hall}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        buses:
+        \(buses)
+        devices:
+        \(devices)
+        sinks:
+          - {type: sqlite, path: \(folder.path)/events.sqlite}
+        """, file: "test.yaml", relativeTo: folder.path)
+    return try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+}
+
+/// The data of the events of `type` in `store`, oldest first.
+func eventData<Data>(_ store: SQLiteEventStore, type: String, _ extract: (EventData) -> Data?) async throws -> [Data] {
+    try await store.events(type: type, limit: 100_000).compactMap { extract($0.data) }
+}
