@@ -24,6 +24,10 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     /// What the current cycle has read but not committed yet.
     private var pendingEvents: [CloudEvent] = []
     private var pendingReplies: [[UInt8]] = []
+    /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
+    private var lastByteAt = ContinuousClock.now
+    /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
+    static var quietGap: Duration { .milliseconds(50) }
 
     /// Creates the bus; `settings` is the line the driver's devices hang on.
     public init(config: BusConfig, settings: SerialSettings, hallId: String, driver: Driver, outbox: Outbox,
@@ -153,7 +157,15 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         var answered = false
         let now = Date()
         // A quiet line ends any partial frame: a truncated one must not hold back what follows it.
-        let frames = bytes.isEmpty ? decoder.flush() : decoder.decode(bytes)
+        let frames: [Driver.Decoder.Frame]
+        if !bytes.isEmpty {
+            lastByteAt = .now
+            frames = decoder.decode(bytes)
+        } else if decoder.bufferedByteCount > 0, ContinuousClock.now - lastByteAt >= Self.quietGap {
+            frames = decoder.flush()
+        } else {
+            frames = []
+        }
         for frame in frames {
             let reaction = driver.handle(frame, inFlight: request, at: now)
             if let from = reaction.from, let device = driver.devices.first(where: { $0.id == from }) {
