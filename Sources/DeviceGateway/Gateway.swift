@@ -29,11 +29,16 @@ public final class Gateway: Service {
             }
         }
         var profileCache: [String: DeviceProfile] = [:]
-        buses = try config.buses.map { bus in
+        buses = try config.buses.compactMap { bus in
             let members = try config.devices.filter { $0.bus == bus.id }.map { device in
                 let profile = try profileCache[device.profile] ?? profiles.profile(named: device.profile)
                 profileCache[device.profile] = profile
                 return (device: device, profile: profile)
+            }
+            guard !members.isEmpty else {
+                // Nothing to poll; opening the port would only hold it from a technician's tools.
+                logger.warning("bus \(bus.id) has no devices in the configuration; its port is left closed")
+                return nil
             }
             switch bus.transport {
             case .modbusRTU, .modbusTCP:
