@@ -22,11 +22,11 @@ public final class MockFF68Bus: Sendable {
     /// How often an unacknowledged frame is sent again.
     public static let repeatInterval: Duration = .milliseconds(300)
 
-    /// Opens the bus.
-    public init() throws {
+    /// Opens the bus; `echoing` as a two-wire adapter that returns what the host sends.
+    public init(echoing: Bool = false) throws {
         let state = Locked(State())
         self.state = state
-        line = try MockLine { bytes in
+        line = try MockLine(echoing: echoing) { bytes in
             state { state in
                 for frame in state.decoder.decode(bytes) {
                     if let display = frame.callerDisplay {
@@ -66,6 +66,9 @@ public final class MockFF68Bus: Sendable {
 
     /// While true, echoes are not taken: devices keep repeating (as when the echo is lost on the wire).
     public func ignoreEchoes(_ ignore: Bool) { state { $0.ignoreEchoes = ignore } }
+
+    /// Every byte the host has sent.
+    public var bytesFromHost: Int { line.bytesFromHost.count }
 
     /// Frames the host has echoed, in order.
     public var acknowledged: [FF68Frame] { state { $0.acknowledged } }

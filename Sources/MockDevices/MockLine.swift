@@ -17,10 +17,11 @@ public final class MockLine: Sendable {
     /// The path the gateway opens.
     public var devicePath: String { terminal.devicePath }
 
-    /// Opens a line and starts reading it.
-    public init(handler: @escaping Handler) throws {
+    /// Opens a line and starts reading it; `echoing` sends every byte from the host straight back, as a two-wire
+    /// RS-485 adapter without echo suppression does.
+    public init(echoing: Bool = false, handler: @escaping Handler) throws {
         terminal = try PseudoTerminal()
-        Thread.detachNewThread { [self] in loop(handler) }
+        Thread.detachNewThread { [self] in loop(echoing: echoing, handler) }
     }
 
     /// Everything the host has sent so far.
@@ -42,7 +43,7 @@ public final class MockLine: Sendable {
         finished.wait()
     }
 
-    private func loop(_ handler: Handler) {
+    private func loop(echoing: Bool, _ handler: Handler) {
         defer { finished.signal() }
         var buffer = [UInt8](repeating: 0, count: 512)
         while running.withLock({ $0 }) {
@@ -52,6 +53,7 @@ public final class MockLine: Sendable {
             guard count > 0 else { continue }
             let chunk = Array(buffer[0..<count])
             received.withLock { $0 += chunk }
+            if echoing { send(chunk) }
             let answer = handler(chunk)
             if !answer.isEmpty { send(answer) }
         }

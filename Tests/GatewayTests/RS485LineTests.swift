@@ -81,3 +81,37 @@ import Testing
         await running.value
     }
 }
+
+/// A two-wire RS-485 adapter that returns every byte the gateway sends must not make the gateway
+/// read its own frames as key presses, nor acknowledge its own acknowledgements.
+@Suite struct EchoingAdapterTests {
+    @Test func theGatewayIgnoresItsOwnFramesComingBack() async throws {
+        let bus = try MockFF68Bus(echoing: true)
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let gateway = try testGateway(
+            buses: "  - {id: ff68, transport: serial, port: \(bus.devicePath), poll-interval-ms: 100}",
+            devices: """
+              - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+              - {id: caller-w03, profile: ff68-caller, bus: ff68, address: 33, window: "3"}
+            """, folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        try await gateway.send(.recall(ticket: "A013", window: "3"), to: "caller-w03")
+        bus.pressCallerKeys([0x0C], address: 33)
+        bus.pressEvaluatorKey(2, address: 3)
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually { bus.acknowledged.count == 2 })
+        try await Task.sleep(for: .milliseconds(500))
+        let keys = try await eventData(store, type: HallEventType.callerKeyPressed) { data in
+            if case .callerKey(let key) = data { key.action } else { nil }
+        }
+        #expect(keys == ["call-next"], "the display frame and the echoes are not key presses")
+        #expect(try await ratings(in: store).count == 1)
+        // The display, the beep and two acknowledgements: 15 + 9 + 2 × 10 bytes, no acknowledgement loop.
+        #expect(bus.bytesFromHost == 44, "\(bus.bytesFromHost) bytes from the host")
+        stop.stop()
+        await running.value
+    }
+}

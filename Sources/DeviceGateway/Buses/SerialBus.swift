@@ -28,6 +28,14 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     private var lastByteAt = ContinuousClock.now
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
+    /// Events kept in memory while the outbox refuses commits (a full disk); past this the oldest are dropped, loudly.
+    static var maximumUncommitted: Int { 100_000 }
+    /// Set when `run` has returned: commands are refused from then on.
+    private var finished = false
+    /// What we wrote and may hear back: two-wire RS-485 adapters without echo suppression return it.
+    private var echo: (frames: [[UInt8]], until: ContinuousClock.Instant) = ([], .now)
+    /// Received bytes that so far match `echo`, held until it is clear whether they are our echo.
+    private var echoHeld: [UInt8] = []
 
     /// Creates the bus; `settings` is the line the driver's devices hang on.
     public init(config: BusConfig, settings: SerialSettings, hallId: String, driver: Driver, outbox: Outbox,
@@ -51,6 +59,8 @@ public actor SerialBus<Driver: LineDriver>: Bus {
             throw GatewayError(.deviceError, "no device \(deviceId) on bus \(config.id)")
         }
         let requests = try driver.requests(for: command, to: device)
+        // After `run` returned nobody would carry the command out: say so instead of waiting forever.
+        guard !finished else { throw GatewayError(.portUnavailable, "\(deviceId): bus \(config.id) is stopped") }
         try await withCheckedThrowingContinuation { continuation in
             commands.append((requests, continuation))
         }
@@ -70,13 +80,13 @@ public actor SerialBus<Driver: LineDriver>: Bus {
             // Lets `send` into the actor even when polls fill the whole interval.
             await Task.yield()
             await runCommands(on: line)
-            for request in driver.pollRequests() {
+            for request in driver.pollRequests() where self.line != nil {
                 await runCommands(on: line)
                 exchange(request, on: line)
             }
             await commitPending(on: line)
-            // Between polls, listen: pads and callers speak unprompted.
-            while !stop.isStopped, ContinuousClock.now - started < config.pollInterval {
+            // Between polls, listen: pads and callers speak unprompted. A dropped line goes back to reopening.
+            while !stop.isStopped, self.line != nil, ContinuousClock.now - started < config.pollInterval {
                 // Lets `send` into the actor: without a suspension here the loop would monopolise it.
                 await Task.yield()
                 await runCommands(on: line)
@@ -85,7 +95,11 @@ public actor SerialBus<Driver: LineDriver>: Bus {
             }
         }
         await commitPending(on: line)
+        finished = true
         failCommands(GatewayError(.portUnavailable, "bus \(config.id) stopped"))
+        if !pendingEvents.isEmpty {
+            logger.critical("bus \(config.id): \(pendingEvents.count) events could not be committed before the stop")
+        }
         line = nil
         logger.info("bus stopped")
     }
@@ -106,6 +120,10 @@ public actor SerialBus<Driver: LineDriver>: Bus {
 
     private func runCommands(on line: SerialLine) async {
         while !commands.isEmpty {
+            guard self.line != nil else {
+                failCommands(GatewayError(.portUnavailable, "bus \(config.id): \(reporter.lastError ?? "line lost")"))
+                return
+            }
             let command = commands.removeFirst()
             var failure: (any Error)?
             for request in command.requests where !exchange(request, on: line) {
@@ -126,8 +144,10 @@ public actor SerialBus<Driver: LineDriver>: Bus {
             dropLine(error.message)
             return false
         }
+        expectEcho(of: request.bytes)
         guard request.expectsAnswer else { return true }
-        let deadline = ContinuousClock.now + config.responseTimeout
+        // The timeout runs from when the last byte is on the wire, not from when write() returned.
+        let deadline = ContinuousClock.now + wireTime(request.bytes.count) + config.responseTimeout
         while ContinuousClock.now < deadline {
             if receive(on: line, for: deadline - ContinuousClock.now, inFlight: request) { return true }
             if self.line == nil { return false }
@@ -147,13 +167,14 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     /// Reads what arrives within `duration` and hands every frame to the driver. Returns whether a
     /// frame answered the request in flight.
     private func receive(on line: SerialLine, for duration: Duration, inFlight request: LineRequest?) -> Bool {
-        let bytes: [UInt8]
+        var bytes: [UInt8]
         do {
             bytes = try line.read(timeout: duration)
         } catch {
             dropLine(error.message)
             return false
         }
+        bytes = withoutEcho(bytes)
         var answered = false
         let now = Date()
         // A quiet line ends any partial frame: a truncated one must not hold back what follows it.
@@ -185,16 +206,63 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         let replies = pendingReplies
         pendingEvents = []
         pendingReplies = []
-        // Unacknowledged frames are sent again by the devices that expect an acknowledgement.
-        guard await committer.commit(events), let line else { return }
+        // Unacknowledged frames are sent again by the devices that expect an acknowledgement; the events of
+        // devices that do not (a QSystem key, a printer's change) wait here for the next commit.
+        guard await committer.commit(events) else {
+            pendingEvents = events + pendingEvents
+            if pendingEvents.count > Self.maximumUncommitted {
+                let dropped = pendingEvents.count - Self.maximumUncommitted
+                pendingEvents.removeFirst(dropped)
+                logger.critical("bus \(config.id): outbox still refuses commits; \(dropped) oldest uncommitted events dropped")
+            }
+            return
+        }
+        guard let line else { return }
         for reply in replies {
             do {
                 try line.write(reply)
+                expectEcho(of: reply)
             } catch {
                 dropLine(error.message)
                 return
             }
         }
+    }
+
+    /// The time `count` bytes take on the wire at the line's speed.
+    private func wireTime(_ count: Int) -> Duration {
+        let bitsPerCharacter = 1 + settings.dataBits + (settings.parity == .none ? 0 : 1) + settings.stopBits
+        return .microseconds(count * bitsPerCharacter * 1_000_000 / max(settings.baud, 1))
+    }
+
+    private func expectEcho(of bytes: [UInt8]) {
+        if ContinuousClock.now > echo.until { echo.frames = [] }
+        echo.frames.append(bytes)
+        echo.until = ContinuousClock.now + wireTime(echo.frames.reduce(0) { $0 + $1.count }) + Self.quietGap
+    }
+
+    /// Drops each frame we wrote when it comes back whole, in the order written; anything else (a reply that
+    /// merely starts like our request, as every Onbon frame does with its preamble) is handed on untouched.
+    private func withoutEcho(_ bytes: [UInt8]) -> [UInt8] {
+        guard !echo.frames.isEmpty else { return bytes }
+        func giveBack(_ rest: ArraySlice<UInt8>) -> [UInt8] {
+            let held = echoHeld
+            echoHeld = []
+            echo.frames = []
+            return held + rest
+        }
+        if ContinuousClock.now > echo.until { return giveBack(bytes[...]) }
+        var input = bytes[...]
+        while let byte = input.first, let expected = echo.frames.first {
+            guard byte == expected[echoHeld.count] else { return giveBack(input) }
+            echoHeld.append(byte)
+            input = input.dropFirst()
+            if echoHeld.count == expected.count {
+                echoHeld = []
+                echo.frames.removeFirst()
+            }
+        }
+        return Array(input)
     }
 
     private func dropLine(_ message: String) {

@@ -76,6 +76,8 @@ final class SerialLine: @unchecked Sendable {
             if errno == EAGAIN || errno == EINTR { return [] }
             throw GatewayError(.portUnavailable, "read from \(path) failed: \(String(cString: strerror(errno)))")
         }
+        // Readable yet nothing to read: the tty hung up (a USB adapter unplugged). Not "nothing arrived".
+        if count == 0 { throw GatewayError(.portUnavailable, "\(path) hung up") }
         return Array(buffer[0..<count])
     }
 
