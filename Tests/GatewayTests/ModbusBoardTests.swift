@@ -69,4 +69,30 @@ import Testing
         stop.stop()
         await running.value
     }
+
+    @Test func aRestartedGatewayCountsOnFromWhatTheBoardAcknowledged() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        guard case .rtu(let path) = server.endpoint else { return }
+        for (round, ticket) in ["A023", "A024"].enumerated() {
+            let folder = try TemporaryDirectory()
+            let gateway = try testGateway(
+                buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 50}",
+                devices: "  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: \"5\"}",
+                folder: folder)
+            let stop = StopSignal()
+            let running = Task { await gateway.run(until: stop) }
+            // Sent before the bus ever polled the board: the counter must still differ from the board's.
+            try await gateway.send(.call(ticket: ticket, window: "5"), to: "board-w05")
+            #expect(board.display.text == "请\(ticket)号到5号窗口", "round \(round + 1)")
+            let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+            #expect(await eventually { (try? await store.events(type: "hall.board.acknowledged", limit: 10).count) == 1 })
+            stop.stop()
+            await running.value
+            await #expect(throws: GatewayError.self, "a stopped bus refuses at once") {
+                try await gateway.send(.clear, to: "board-w05")
+            }
+        }
+    }
 }

@@ -19,6 +19,16 @@ import Testing
         #expect(try line.read(timeout: .milliseconds(20)).isEmpty, "a quiet line times out empty")
     }
 
+    @Test func aLineWhoseOtherEndIsGoneSaysSoInsteadOfReadingNothing() throws {
+        let terminal = try PseudoTerminal()
+        let line = try SerialLine(settings: SerialSettings(port: terminal.devicePath))
+        // As when a USB adapter is unplugged: the tty hangs up.
+        close(terminal.controller)
+        #expect(throws: GatewayError.self) {
+            for _ in 0..<3 { _ = try line.read(timeout: .milliseconds(50)) }
+        }
+    }
+
     @Test func aMissingPortSaysWhichAndWhy() {
         #expect {
             try SerialLine(settings: SerialSettings(port: "/dev/ttyUSB-not-here"))

@@ -67,6 +67,9 @@ struct BusCommitter: Sendable {
     let logger: Logger
     let onCommit: ModbusBus.CommitObserver
 
+    /// Events a bus keeps in memory while the outbox refuses commits (a full disk); past this the oldest go, loudly.
+    static let maximumUncommitted = 100_000
+
     func commit(_ events: [CloudEvent], cursors: [DeviceCursor] = []) async -> Bool {
         guard !events.isEmpty || !cursors.isEmpty else { return true }
         CrashPoint.reached(.beforeCommit, withRatings: events)

@@ -22,7 +22,11 @@ public actor ModbusBus: Bus {
     private var pads: [PadState]
     private var boards: [ModbusBoardDriver]
     /// Commands waiting for the next cycle: they go before its polls.
-    private var commands: [(device: String, writes: [ModbusBoardDriver.RegisterWrite], done: CheckedContinuation<Void, any Error>)] = []
+    private var commands: [(device: String, command: ModbusBoardDriver.PreparedCommand, done: CheckedContinuation<Void, any Error>)] = []
+    /// Set when `run` has returned: commands are refused from then on.
+    private var finished = false
+    /// Events of a cycle whose commit failed (a full disk): committed with the next cycle's.
+    private var uncommitted: [CloudEvent] = []
 
     /// The pause before trying to open a missing port again.
     static let reconnectDelay = Duration.seconds(5)
@@ -59,9 +63,11 @@ public actor ModbusBus: Bus {
         if connection == nil, let error = reporter.lastError {
             throw GatewayError(.portUnavailable, "\(deviceId): bus \(config.id) is down: \(error)")
         }
-        let writes = try boards[index].writes(for: command)
+        let prepared = try boards[index].prepare(command)
+        // After `run` returned nobody would carry the command out: say so instead of waiting forever.
+        guard !finished else { throw GatewayError(.portUnavailable, "\(deviceId): bus \(config.id) is stopped") }
         try await withCheckedThrowingContinuation { continuation in
-            commands.append((deviceId, writes, continuation))
+            commands.append((deviceId, prepared, continuation))
         }
     }
 
@@ -84,7 +90,11 @@ public actor ModbusBus: Bus {
             await stop.sleep(for: config.pollInterval - (ContinuousClock.now - started))
         }
         connection = nil
+        finished = true
         failCommands("the gateway is stopping")
+        if !uncommitted.isEmpty {
+            logger.critical("bus \(config.id): \(uncommitted.count) events could not be committed before the stop")
+        }
         logger.info("bus stopped")
     }
 
@@ -101,15 +111,28 @@ public actor ModbusBus: Bus {
         let queued = commands
         commands.removeAll()
         for command in queued {
-            guard let board = boards.first(where: { $0.device.id == command.device }) else { continue }
+            guard let index = boards.firstIndex(where: { $0.device.id == command.device }) else { continue }
+            let device = boards[index].device
             do {
-                for write in command.writes {
-                    try connection.writeRegisters(unit: board.device.address, start: write.start, values: write.values)
+                if boards[index].lastCounter == nil {
+                    // The counter must differ from what the board already acknowledged: read it first.
+                    let block = boards[index].profile.block
+                    let registers = try connection.readHoldingRegisters(unit: device.address, start: block.start, count: block.count)
+                    uncommitted += boards[index].interpret(registers: registers, at: Date()).events
                     interFrameGap()
                 }
+                for write in command.command.writes {
+                    try connection.writeRegisters(unit: device.address, start: write.start, values: write.values)
+                    interFrameGap()
+                }
+                let counter = boards[index].counterWrite()
+                try connection.writeRegisters(unit: device.address, start: counter.start, values: counter.values)
+                interFrameGap()
+                boards[index].written(command.command, counter: counter)
                 command.done.resume()
             } catch {
                 let reason = recover(from: error, connection: connection)
+                interFrameGap()
                 command.done.resume(throwing: GatewayError(.deviceError, "\(command.device): command not written: \(reason)"))
             }
         }
@@ -165,7 +188,16 @@ public actor ModbusBus: Bus {
             }
             interFrameGap()
         }
-        guard await committer.commit(events, cursors: cursors) else { return }
+        events = uncommitted + events
+        uncommitted = []
+        guard await committer.commit(events, cursors: cursors) else {
+            // Pads keep their ratings until acknowledged, but board verdicts and status changes exist only here.
+            uncommitted = Array(events.suffix(BusCommitter.maximumUncommitted))
+            if events.count > uncommitted.count {
+                logger.critical("bus \(config.id): outbox still refuses commits; \(events.count - uncommitted.count) oldest uncommitted events dropped")
+            }
+            return
+        }
         for (index, reading) in readings {
             pads[index].cursor = reading.cursor
             let acknowledge = UInt16(truncatingIfNeeded: reading.cursor.consumed)

@@ -28,8 +28,6 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     private var lastByteAt = ContinuousClock.now
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
-    /// Events kept in memory while the outbox refuses commits (a full disk); past this the oldest are dropped, loudly.
-    static var maximumUncommitted: Int { 100_000 }
     /// Set when `run` has returned: commands are refused from then on.
     private var finished = false
     /// What we wrote and may hear back: two-wire RS-485 adapters without echo suppression return it.
@@ -210,8 +208,8 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         // devices that do not (a QSystem key, a printer's change) wait here for the next commit.
         guard await committer.commit(events) else {
             pendingEvents = events + pendingEvents
-            if pendingEvents.count > Self.maximumUncommitted {
-                let dropped = pendingEvents.count - Self.maximumUncommitted
+            if pendingEvents.count > BusCommitter.maximumUncommitted {
+                let dropped = pendingEvents.count - BusCommitter.maximumUncommitted
                 pendingEvents.removeFirst(dropped)
                 logger.critical("bus \(config.id): outbox still refuses commits; \(dropped) oldest uncommitted events dropped")
             }

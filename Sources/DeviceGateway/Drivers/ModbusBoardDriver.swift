@@ -12,6 +12,12 @@ public struct ModbusBoardDriver: Sendable {
         public var values: [UInt16]
     }
 
+    /// A command checked and turned into its text and mode writes; the counter is chosen when it is written.
+    public struct PreparedCommand: Sendable {
+        public var name: String
+        public var writes: [RegisterWrite]
+    }
+
     /// A command written and not yet acknowledged.
     struct PendingCommand: Sendable {
         var name: String
@@ -25,8 +31,10 @@ public struct ModbusBoardDriver: Sendable {
     public let device: DeviceConfig
     public let profile: ModbusBoardProfile
     public let source: String
-    private(set) var pending: PendingCommand?
-    private var lastCounter: UInt16?
+    /// Written commands, oldest first: the board acknowledges the last counter it took, which covers the earlier ones.
+    private(set) var pending: [PendingCommand] = []
+    /// The last counter written or, before the first command, the board's acknowledgement; nil until the board was read.
+    private(set) var lastCounter: UInt16?
     private var activeFaults: Set<String> = []
 
     /// Creates the driver of one board.
@@ -36,8 +44,8 @@ public struct ModbusBoardDriver: Sendable {
         self.source = EventSource.device(hall: hallId, device: device.id)
     }
 
-    /// The writes that carry out `command`: text and mode first, the new counter last.
-    public mutating func writes(for command: HallCommand) throws(GatewayError) -> [RegisterWrite] {
+    /// Checks `command` and gives its text and mode writes; throws what the board cannot show.
+    public func prepare(_ command: HallCommand) throws(GatewayError) -> PreparedCommand {
         let mode: Int
         switch command {
         case .call, .pause, .showText: mode = profile.modes.show
@@ -57,14 +65,23 @@ public struct ModbusBoardDriver: Sendable {
         } catch {
             throw GatewayError(.commandRejected, "\(device.id): '\(text)' cannot be written in \(profile.textEncoding.rawValue)")
         }
-        let counter = (lastCounter ?? 0) &+ 1
-        lastCounter = counter
-        pending = PendingCommand(name: command.name, counter: counter)
-        return [
+        return PreparedCommand(name: command.name, writes: [
             RegisterWrite(start: profile.text.start, values: textRegisters),
             RegisterWrite(start: profile.modeRegister, values: [UInt16(truncatingIfNeeded: mode)]),
-            RegisterWrite(start: profile.commandRegister, values: [counter]),
-        ]
+        ])
+    }
+
+    /// The counter write that makes the board take a prepared command; call once the board was read, so the
+    /// counter differs from what the board already acknowledged.
+    public mutating func counterWrite() -> RegisterWrite {
+        let counter = (lastCounter ?? 0) &+ 1
+        lastCounter = counter
+        return RegisterWrite(start: profile.commandRegister, values: [counter])
+    }
+
+    /// Every write of the command reached the board: its acknowledgement is awaited from now on.
+    public mutating func written(_ command: PreparedCommand, counter: RegisterWrite) {
+        pending.append(PendingCommand(name: command.name, counter: counter.values.first ?? 0))
     }
 
     /// What one poll of the board's block says: whether it is in service, and events for what changed.
@@ -78,16 +95,16 @@ public struct ModbusBoardDriver: Sendable {
         // Continue counting from what the board last acknowledged, so a restarted gateway is not mistaken for old news.
         if lastCounter == nil { lastCounter = acknowledged }
         var events: [CloudEvent] = []
-        if var command = pending {
-            if acknowledged == command.counter {
-                events.append(acknowledgement(command.name, accepted: true, at: time))
-                pending = nil
-            } else {
-                command.pollsWaited += 1
-                pending = command.pollsWaited >= Self.pollsBeforeUnacknowledged ? nil : command
-                if pending == nil { events.append(acknowledgement(command.name, accepted: false, at: time)) }
-            }
+        if let taken = pending.lastIndex(where: { $0.counter == acknowledged }) {
+            // The board took this command, and the ones written before it.
+            for command in pending[...taken] { events.append(acknowledgement(command.name, accepted: true, at: time)) }
+            pending.removeSubrange(...taken)
         }
+        for index in pending.indices { pending[index].pollsWaited += 1 }
+        for command in pending where command.pollsWaited >= Self.pollsBeforeUnacknowledged {
+            events.append(acknowledgement(command.name, accepted: false, at: time))
+        }
+        pending.removeAll { $0.pollsWaited >= Self.pollsBeforeUnacknowledged }
         for fault in profile.faultBits {
             let set = status & (1 << fault.bit) != 0
             if set, activeFaults.insert(fault.name).inserted {
