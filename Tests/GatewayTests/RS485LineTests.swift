@@ -115,3 +115,37 @@ import Testing
         await running.value
     }
 }
+
+/// The rating was committed but its echo never reached the pad, and the gateway restarted: the pad's
+/// repeat, heard by the new process, is the same rating, not a second one.
+@Suite struct FF68RestartTests {
+    @Test func aRepeatHeardAfterARestartIsTheSameRating() async throws {
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let buses = "  - {id: ff68, transport: serial, port: \(bus.devicePath), poll-interval-ms: 100}"
+        let devices = "  - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: \"3\"}"
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+
+        let first = try testGateway(buses: buses, devices: devices, folder: folder)
+        let stopFirst = StopSignal()
+        let runningFirst = Task { await first.run(until: stopFirst) }
+        bus.ignoreEchoes(true)
+        bus.pressEvaluatorKey(3, address: 3)
+        #expect(await eventually { (try? await ratings(in: store).count) == 1 })
+        stopFirst.stop()
+        await runningFirst.value
+
+        let second = try testGateway(buses: buses, devices: devices, folder: folder)
+        let stopSecond = StopSignal()
+        let runningSecond = Task { await second.run(until: stopSecond) }
+        defer { stopSecond.stop() }
+        try await Task.sleep(for: .milliseconds(400))  // the new gateway hears at least one repeat
+        bus.ignoreEchoes(false)
+        #expect(await eventually { bus.unacknowledgedCount == 0 }, "the new gateway acknowledges the repeat")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await ratings(in: store).count == 1, "the repeat is the rating already stored")
+        stopSecond.stop()
+        await runningSecond.value
+    }
+}

@@ -25,6 +25,8 @@ public struct LineRequest: Sendable, Equatable {
 public struct LineReaction: Sendable {
     /// Events to commit.
     public var events: [CloudEvent]
+    /// Device cursors to commit with them (what the driver must remember across a restart).
+    public var cursors: [DeviceCursor]
     /// Bytes to send once the events are committed (acknowledgements: never before the commit).
     public var repliesAfterCommit: [[UInt8]]
     /// The device the frame came from, if known: it counts as answering.
@@ -33,9 +35,10 @@ public struct LineReaction: Sendable {
     public var answersRequest: Bool
 
     /// Creates a reaction.
-    public init(events: [CloudEvent] = [], repliesAfterCommit: [[UInt8]] = [], from: String? = nil,
-                answersRequest: Bool = false) {
+    public init(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], repliesAfterCommit: [[UInt8]] = [],
+                from: String? = nil, answersRequest: Bool = false) {
         self.events = events
+        self.cursors = cursors
         self.repliesAfterCommit = repliesAfterCommit
         self.from = from
         self.answersRequest = answersRequest
@@ -61,4 +64,15 @@ public protocol LineDriver: Sendable {
 
     /// The frames that carry out a command on one device.
     func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest]
+
+    /// The cursors committed for the line's devices before this start.
+    mutating func restore(_ cursors: [DeviceCursor])
+
+    /// The line was opened (again): its devices may have been power-cycled meanwhile.
+    mutating func lineOpened()
+}
+
+extension LineDriver {
+    public mutating func restore(_ cursors: [DeviceCursor]) {}
+    public mutating func lineOpened() {}
 }

@@ -23,6 +23,8 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     private var commands: [(requests: [LineRequest], done: CheckedContinuation<Void, any Error>)] = []
     /// What the current cycle has read but not committed yet.
     private var pendingEvents: [CloudEvent] = []
+    private var pendingCursors: [DeviceCursor] = []
+    private let outbox: Outbox
     private var pendingReplies: [[UInt8]] = []
     /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
     private var lastByteAt = ContinuousClock.now
@@ -42,6 +44,7 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         self.config = config
         self.settings = settings
         self.driver = driver
+        self.outbox = outbox
         decoder = driver.makeDecoder()
         var logger = logger
         logger[metadataKey: "bus.id"] = "\(config.id)"
@@ -66,6 +69,11 @@ public actor SerialBus<Driver: LineDriver>: Bus {
 
     /// Polls and listens until `stop` fires; what was read is committed before it returns.
     public func run(until stop: StopSignal) async {
+        var cursors: [DeviceCursor] = []
+        for device in driver.devices {
+            if let cursor = try? await outbox.cursor(device: device.id) { cursors.append(cursor) }
+        }
+        driver.restore(cursors)
         while !stop.isStopped {
             guard let line = openIfNeeded() else {
                 _ = await committer.commit(health.unreachable(
@@ -108,6 +116,7 @@ public actor SerialBus<Driver: LineDriver>: Bus {
             let opened = try SerialLine(settings: settings)
             reporter.opened(settings.port)
             decoder = driver.makeDecoder()
+            driver.lineOpened()
             line = opened
             return opened
         } catch {
@@ -191,6 +200,7 @@ public actor SerialBus<Driver: LineDriver>: Bus {
                 pendingEvents += health.answered(device, at: now)
             }
             pendingEvents += reaction.events
+            pendingCursors += reaction.cursors
             pendingReplies += reaction.repliesAfterCommit
             answered = answered || reaction.answersRequest
         }
@@ -199,14 +209,17 @@ public actor SerialBus<Driver: LineDriver>: Bus {
 
     /// Commits what was read, then sends the acknowledgements that depended on the commit.
     private func commitPending(on line: SerialLine?) async {
-        guard !pendingEvents.isEmpty || !pendingReplies.isEmpty else { return }
+        guard !pendingEvents.isEmpty || !pendingReplies.isEmpty || !pendingCursors.isEmpty else { return }
         let events = pendingEvents
+        let cursors = pendingCursors
         let replies = pendingReplies
         pendingEvents = []
+        pendingCursors = []
         pendingReplies = []
         // Unacknowledged frames are sent again by the devices that expect an acknowledgement; the events of
         // devices that do not (a QSystem key, a printer's change) wait here for the next commit.
-        guard await committer.commit(events) else {
+        guard await committer.commit(events, cursors: cursors) else {
+            pendingCursors = cursors + pendingCursors
             pendingEvents = events + pendingEvents
             if pendingEvents.count > BusCommitter.maximumUncommitted {
                 let dropped = pendingEvents.count - BusCommitter.maximumUncommitted

@@ -5,11 +5,17 @@ public import Protocols
 /// host echoes it; the gateway echoes only after the frame's event is committed.
 ///
 /// A repeat of a frame (the echo was lost, or the commit failed) gets the same event id as the first
-/// sighting, so the outbox keeps it once whichever of the two got committed.
+/// sighting, so the outbox keeps it once whichever of the two got committed. The sighting is committed as
+/// the device's cursor (frame hash, first-seen time), so a repeat heard after a restart is recognised too.
 public struct FF68Driver: LineDriver {
-    /// How long an identical frame from the same device counts as a repeat, not a new key press.
-    /// Pads lock their keys for a few seconds after a press; callers repeat within a second.
-    static let repeatWindow: Duration = .seconds(5)
+    /// How long an identical frame from the same device counts as a repeat, not a new key press: pads lock
+    /// their keys for seconds after a press, while staff may press 呼叫 twice in two seconds on purpose.
+    static func repeatWindow(_ member: Member) -> Duration {
+        switch member {
+        case .evaluator: .seconds(5)
+        case .caller: .milliseconds(1500)
+        }
+    }
 
     enum Member: Sendable {
         case evaluator(KeyEvaluatorProfile)
@@ -17,9 +23,12 @@ public struct FF68Driver: LineDriver {
     }
 
     private struct Sighting {
-        var frame: FF68Frame
-        var eventId: String
-        var lastSeen: ContinuousClock.Instant
+        /// FNV-1a of the frame's bytes (the cursor's `bootId`).
+        var frameHash: UInt32
+        /// Milliseconds since 1970 of the first sighting (the cursor's `consumed`; part of the event id).
+        var firstSeen: Int64
+        /// When it was last heard; nil for a sighting restored after a restart.
+        var lastSeen: ContinuousClock.Instant?
     }
 
     public let devices: [DeviceConfig]
@@ -46,7 +55,7 @@ public struct FF68Driver: LineDriver {
         let acknowledgement = [frame.acknowledgement.encode()]
         let source = EventSource.device(hall: hallId, device: device.id)
         let subject = device.window.map(EventSource.windowSubject)
-        let id = eventId(for: frame, from: device)
+        let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
         switch member {
         case .evaluator(let profile):
             guard let code = frame.evaluatorKey.map(Int.init) else {
@@ -60,7 +69,7 @@ public struct FF68Driver: LineDriver {
                 return LineReaction(
                     events: [CloudEvent(id: id, source: source, type: HallEventType.deviceFault, time: time, subject: subject,
                                         data: .deviceFault(fault))],
-                    repliesAfterCommit: acknowledgement, from: device.id)
+                    cursors: [cursor], repliesAfterCommit: acknowledgement, from: device.id)
             }
             // The pad shows no staff id on this bus; the window says whose service it was.
             let rating = RatingSubmitted(
@@ -69,7 +78,7 @@ public struct FF68Driver: LineDriver {
             return LineReaction(
                 events: [CloudEvent(id: id, source: source, type: HallEventType.ratingSubmitted, time: time,
                                     subject: subject, data: .rating(rating))],
-                repliesAfterCommit: acknowledgement, from: device.id)
+                cursors: [cursor], repliesAfterCommit: acknowledgement, from: device.id)
         case .caller(let profile):
             guard frame.evaluatorKey == nil, let last = frame.data.last else { return LineReaction(from: device.id) }
             guard let action = profile.action(forKeys: frame.data) else {
@@ -80,7 +89,7 @@ public struct FF68Driver: LineDriver {
             return LineReaction(
                 events: [CloudEvent(id: id, source: source, type: HallEventType.callerKeyPressed, time: time,
                                     subject: subject, data: .callerKey(key))],
-                repliesAfterCommit: acknowledgement, from: device.id)
+                cursors: [cursor], repliesAfterCommit: acknowledgement, from: device.id)
         }
     }
 
@@ -111,16 +120,39 @@ public struct FF68Driver: LineDriver {
         return requests
     }
 
-    /// The same id for a repeat of the frame last seen from this device, a new one otherwise.
-    private mutating func eventId(for frame: FF68Frame, from device: DeviceConfig) -> String {
-        let now = ContinuousClock.now
-        if var sighting = sightings[device.id], sighting.frame == frame, now - sighting.lastSeen < Self.repeatWindow {
-            sighting.lastSeen = now
-            sightings[device.id] = sighting
-            return sighting.eventId
+    public mutating func restore(_ cursors: [DeviceCursor]) {
+        for cursor in cursors where devices.contains(where: { $0.id == cursor.device }) {
+            sightings[cursor.device] = Sighting(frameHash: cursor.bootId, firstSeen: cursor.consumed, lastSeen: nil)
         }
-        let id = "ff68-\(UUID().uuidString.lowercased())"
-        sightings[device.id] = Sighting(frame: frame, eventId: id, lastSeen: now)
-        return id
+    }
+
+    /// The event id of `frame`: the id of the last sighting when this is a repeat of it, a new one otherwise;
+    /// and the cursor that remembers the sighting.
+    private mutating func sighting(of frame: FF68Frame, from device: DeviceConfig, member: Member, at time: Date)
+        -> (id: String, cursor: DeviceCursor)
+    {
+        let hash = Self.fnv1a(frame.encode())
+        let now = ContinuousClock.now
+        let nowMillis = Int64((time.timeIntervalSince1970 * 1000).rounded())
+        let window = Self.repeatWindow(member)
+        var current: Sighting
+        // After a restart only the first sighting is known: the window runs from it.
+        if let last = sightings[device.id], last.frameHash == hash,
+           last.lastSeen.map({ now - $0 < window }) ?? (nowMillis - last.firstSeen < Int64(window / .milliseconds(1))) {
+            current = last
+            current.lastSeen = now
+        } else {
+            // Strictly after the previous sighting, so two presses in one millisecond still get two ids.
+            let firstSeen = max(nowMillis, (sightings[device.id]?.firstSeen ?? 0) + 1)
+            current = Sighting(frameHash: hash, firstSeen: firstSeen, lastSeen: now)
+        }
+        sightings[device.id] = current
+        return ("ff68-\(device.id)-\(current.firstSeen)",
+                DeviceCursor(device: device.id, bootId: current.frameHash, consumed: current.firstSeen))
+    }
+
+    /// FNV-1a, 32 bits: a frame's fingerprint small enough for the cursor.
+    static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
+        bytes.reduce(0x811C_9DC5) { ($0 ^ UInt32($1)) &* 0x0100_0193 }
     }
 }

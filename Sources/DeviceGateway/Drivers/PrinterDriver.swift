@@ -24,6 +24,9 @@ public struct PrinterDriver: LineDriver {
 
     public func makeDecoder() -> PrinterStatusDecoder { PrinterStatusDecoder() }
 
+    /// A reopened line may lead to a power-cycled printer: turn automatic status back on again.
+    public mutating func lineOpened() { automaticStatusRequested = false }
+
     public mutating func pollRequests() -> [LineRequest] {
         var requests: [LineRequest] = []
         if profile.automaticStatusBack && !automaticStatusRequested {
