@@ -32,7 +32,7 @@ struct Run: AsyncParsableCommand {
         let loaded: (GatewayConfig, ProfileLibrary)
         do {
             if let config {
-                loaded = try ConfigLoader.load(path: config)
+                loaded = try ConfigLoader.load(path: config, profilesOverride: profiles)
             } else {
                 let hall = try DemoHall()
                 demo = hall
@@ -49,8 +49,7 @@ struct Run: AsyncParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
-        var (gatewayConfig, library) = loaded
-        if let profiles { library = ProfileLibrary(directory: profiles) }
+        let (gatewayConfig, library) = loaded
         let timeZone = gatewayConfig.hall.timeZone
         let eventLog = logger
         let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in

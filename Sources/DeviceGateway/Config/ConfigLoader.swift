@@ -3,8 +3,11 @@ import Yams
 
 /// Reads a gateway configuration file and checks it against the device profiles it names.
 public enum ConfigLoader {
-    /// Loads and checks `path`. Every problem found is reported at once in the thrown `ConfigError`.
-    public static func load(path: String) throws(ConfigError) -> (GatewayConfig, ProfileLibrary) {
+    /// Loads and checks `path`, against the profiles in `profilesOverride` instead of the file's `profiles` when
+    /// given. Every problem found is reported at once in the thrown `ConfigError`.
+    public static func load(path: String, profilesOverride: String? = nil) throws(ConfigError)
+        -> (GatewayConfig, ProfileLibrary)
+    {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -12,12 +15,12 @@ public enum ConfigLoader {
             throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
         }
         let folder = (path as NSString).deletingLastPathComponent
-        return try parse(text, file: path, relativeTo: folder.isEmpty ? "." : folder)
+        return try parse(text, file: path, relativeTo: folder.isEmpty ? "." : folder, profilesOverride: profilesOverride)
     }
 
     /// Parses configuration text; relative paths in it are resolved against `folder`.
-    public static func parse(_ text: String, file: String, relativeTo folder: String) throws(ConfigError)
-        -> (GatewayConfig, ProfileLibrary)
+    public static func parse(_ text: String, file: String, relativeTo folder: String, profilesOverride: String? = nil)
+        throws(ConfigError) -> (GatewayConfig, ProfileLibrary)
     {
         let reader = YAMLReader(file: file)
         guard let root = reader.compose(text), let top = reader.fields(root, "") else {
@@ -25,7 +28,8 @@ public enum ConfigLoader {
         }
         let hall = parseHall(top.value("hall", required: true), reader)
         let stateDirectory = resolve(top.string("state-directory") ?? "var", against: folder)
-        let profilesDirectory = resolve(top.string("profiles") ?? "devices", against: folder)
+        let configuredProfiles = top.string("profiles")
+        let profilesDirectory = profilesOverride ?? resolve(configuredProfiles ?? "devices", against: folder)
         let buses = top.value("buses", required: true).flatMap { reader.items($0, "buses") }?
             .compactMap { parseBus($0.node, $0.path, reader) } ?? []
         let deviceItems = top.value("devices", required: true).flatMap { reader.items($0, "devices") } ?? []
@@ -51,7 +55,7 @@ public enum ConfigLoader {
     private static func parseHall(_ node: Node?, _ reader: YAMLReader) -> Hall? {
         guard let node, let fields = reader.fields(node, "hall") else { return nil }
         let id = fields.string("id", required: true)
-        var timeZone = TimeZone(identifier: "Asia/Shanghai")!
+        var timeZone = TimeZone(identifier: "Asia/Shanghai") ?? TimeZone(secondsFromGMT: 8 * 3600) ?? .gmt
         if let name = fields.string("timezone") {
             if let zone = TimeZone(identifier: name) {
                 timeZone = zone
