@@ -98,7 +98,7 @@ public final class MockModbusServer: Sendable {
         defer {
             // modbus_close would restore and close the controller side; the terminal object owns it.
             modbus_free(handle.context)
-            close(terminal.controller)
+            terminal.hangUp()
             finished.signal()
         }
         var pending: [UInt8] = []

@@ -1,5 +1,6 @@
 import CPseudoTerminal
 import Foundation
+import Synchronization
 
 /// A pseudo-terminal pair standing in for a serial line: the mock device holds the controller side,
 /// the gateway opens `devicePath` exactly as it would open `/dev/ttyUSB0`.
@@ -10,6 +11,7 @@ public final class PseudoTerminal: Sendable {
     public let devicePath: String
     /// Kept open so the line does not hang up while the gateway is not connected.
     private let deviceHold: Int32
+    private let controllerOpen = Atomic<Bool>(true)
 
     /// Opens a new pair in raw mode.
     public init() throws {
@@ -35,7 +37,13 @@ public final class PseudoTerminal: Sendable {
         self.deviceHold = hold
     }
 
+    /// Closes the controller side: the gateway's end hangs up, as when a USB adapter is unplugged.
+    public func hangUp() {
+        if controllerOpen.exchange(false, ordering: .relaxed) { close(controller) }
+    }
+
     deinit {
+        hangUp()
         close(deviceHold)
     }
 }

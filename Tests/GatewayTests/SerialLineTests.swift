@@ -23,7 +23,7 @@ import Testing
         let terminal = try PseudoTerminal()
         let line = try SerialLine(settings: SerialSettings(port: terminal.devicePath))
         // As when a USB adapter is unplugged: the tty hangs up.
-        close(terminal.controller)
+        terminal.hangUp()
         #expect(throws: GatewayError.self) {
             for _ in 0..<3 { _ = try line.read(timeout: .milliseconds(50)) }
         }
