@@ -97,6 +97,16 @@ import Testing
         #expect(good.standardOutput.contains("OK (hall hall-1, 2 buses, 2 devices, 1 sinks)"), "\(good.standardOutput)")
     }
 
+    @Test func theShippedExampleHallUsesEveryProfileAndPassesTheCheck() async throws {
+        let result = try await run(gatewaydPath, ["config", "check", profilesDirectory + "/example-hall.yaml"])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.standardOutput.contains("OK (hall example-hall, 6 buses, 9 devices, 1 sinks)"), "\(result.standardOutput)")
+        let (config, _) = try ConfigLoader.load(path: profilesDirectory + "/example-hall.yaml")
+        let shipped = try FileManager.default.contentsOfDirectory(atPath: profilesDirectory)
+            .filter { $0.hasSuffix(".yaml") && $0 != "example-hall.yaml" }.map { String($0.dropLast(5)) }
+        #expect(Set(config.devices.map(\.profile)) == Set(shipped), "every shipped profile is in the example")
+    }
+
     @Test func aBrokenProfileIsReportedInItsOwnFile() throws {
         let profiles = folder.file("profiles")
         try FileManager.default.createDirectory(atPath: profiles, withIntermediateDirectories: true)
