@@ -129,6 +129,31 @@ import Testing
             makeDecoder: { QSystemBoxDecoder() })
     }
 
+    // The lamp commands the host sends to boxes, as the mock box reads them: the same shape, signals 30-3D.
+    @Test func signalDecoderResynchronises() {
+        let signalBytes = Set(QSystemBoxSignal.allCases.map(\.rawValue))
+        checkDecoderProperty(
+            samples: { generator in
+                let frame = QSystemSignalFrame(
+                    address: UInt8.random(in: 0...255, using: &generator),
+                    signal: QSystemBoxSignal.allCases.randomElement(using: &generator) ?? .off)
+                return SampleFrame(bytes: frame.encode(), frame: frame)
+            },
+            garbage: { generator in
+                let frame = QSystemSignalFrame(address: UInt8.random(in: 0...255, using: &generator), signal: .red)
+                switch Int.random(in: 0..<4, using: &generator) {
+                case 0: return truncated(frame.encode(), &generator)
+                case 1:
+                    var bytes = frame.encode()
+                    let position = Bool.random(using: &generator) ? 2 : 3
+                    bytes[position] = Self.randomByte(&generator, excluding: signalBytes.union([0x01, 0x07]))
+                    return bytes
+                default: return randomGarbage(&generator, excluding: [0x01, 0x07])
+                }
+            },
+            makeDecoder: { QSystemSignalDecoder() })
+    }
+
     @Test func boardDecoderResynchronises() {
         func randomFrame(_ generator: inout SeededGenerator) -> QSystemDisplayFrame {
             let modes: [QSystemDisplayMode] = [.steady, .blink, .blinkContinuously] + (2...11).compactMap {
