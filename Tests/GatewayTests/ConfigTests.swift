@@ -100,7 +100,7 @@ import Testing
     @Test func theShippedExampleHallUsesEveryProfileAndPassesTheCheck() async throws {
         let result = try await run(gatewaydPath, ["config", "check", profilesDirectory + "/example-hall.yaml"])
         #expect(result.status == 0, "\(result.standardError)")
-        #expect(result.standardOutput.contains("OK (hall example-hall, 6 buses, 9 devices, 1 sinks)"), "\(result.standardOutput)")
+        #expect(result.standardOutput.contains("OK (hall example-hall, 6 buses, 10 devices, 1 sinks)"), "\(result.standardOutput)")
         let (config, _) = try ConfigLoader.load(path: profilesDirectory + "/example-hall.yaml")
         let shipped = try FileManager.default.contentsOfDirectory(atPath: profilesDirectory)
             .filter { $0.hasSuffix(".yaml") && $0 != "example-hall.yaml" }.map { String($0.dropLast(5)) }

@@ -95,4 +95,32 @@ import Testing
             }
         }
     }
+
+}
+
+/// A five-key pad mapped through its profile: the key is the national level, 非常满意 and 非常不满意 included.
+@Suite struct FiveLevelPadTests {
+    @Test func everyNationalLevelArrivesWithItsLabel() async throws {
+        let pad = MockModbusEvaluator(staffId: "0502")
+        let server = try MockModbusServer.tcp(units: [2: pad])
+        defer { server.stop() }
+        guard case .tcp(let port) = server.endpoint else { return }
+        let folder = try TemporaryDirectory()
+        let gateway = try testGateway(
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), poll-interval-ms: 50}",
+            devices: "  - {id: eval-w02, profile: modbus-evaluator-5level, bus: lan, address: 2, window: \"2\"}",
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        for code: UInt16 in [5, 1, 3, 4, 2] { pad.press(code: code) }
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually { (try? await ratings(in: store).count) == 5 })
+        let rated = try await ratings(in: store).map(\.rating).sorted { ($0.deviceCounter ?? 0) < ($1.deviceCounter ?? 0) }
+        #expect(rated.map(\.level) == [5, 1, 3, 4, 2])
+        #expect(rated.map(\.levelLabel) == ["非常满意", "非常不满意", "基本满意", "满意", "不满意"])
+        #expect(rated.allSatisfy { $0.scale == "five-level" && $0.key == $0.level && $0.staffId == "0502" })
+        stop.stop()
+        await running.value
+    }
 }
