@@ -1,5 +1,5 @@
 import Foundation
-public import Protocols
+import Protocols
 
 /// Decodes captured bytes of any protocol the gateway speaks, for a technician asking what is on a line.
 public enum WireInspector {
