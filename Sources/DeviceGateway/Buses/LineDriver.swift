@@ -11,13 +11,17 @@ public struct LineRequest: Sendable, Equatable {
     public var expectsAnswer: Bool
     /// What the request is, for logs and events (`status`, `show-text`, …).
     public var purpose: String
+    /// Whether stale input is dropped before the request goes out: on lines where nothing speaks unprompted, a
+    /// late answer to an earlier request would otherwise pass for this one's.
+    public var discardsStaleInput: Bool
 
     /// Creates a request.
-    public init(device: String, bytes: [UInt8], expectsAnswer: Bool, purpose: String) {
+    public init(device: String, bytes: [UInt8], expectsAnswer: Bool, purpose: String, discardsStaleInput: Bool = false) {
         self.device = device
         self.bytes = bytes
         self.expectsAnswer = expectsAnswer
         self.purpose = purpose
+        self.discardsStaleInput = discardsStaleInput
     }
 }
 

@@ -145,6 +145,10 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     /// Sends a request and, when it expects one, waits for its answer. Returns whether it was answered.
     @discardableResult
     private func exchange(_ request: LineRequest, on line: SerialLine) -> Bool {
+        if request.discardsStaleInput {
+            line.discardInput()
+            _ = decoder.flush()
+        }
         do {
             try line.write(request.bytes)
         } catch {

@@ -65,7 +65,9 @@ public struct OnbonDriver: LineDriver {
                 throw GatewayError(.commandRejected, "\(device.id) is a call board: it prints no tickets")
             }
             let bytes = try OnbonPacket.request(OnbonRequest(onbonCommand), to: UInt16(device.address)).encode()
-            return [LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: command.name)]
+            // Boards speak only when asked: a ping's late ACK still on the line must not pass for this command's.
+            return [LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: command.name,
+                                discardsStaleInput: true)]
         } catch let error as GatewayError {
             throw error
         } catch {
