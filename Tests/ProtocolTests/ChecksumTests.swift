@@ -52,9 +52,8 @@ import Testing
         #expect(RatingScale.fiveLevel.key(forCode: 5)?.label == "非常满意")
         #expect(RatingScale.fiveLevel.key(forCode: 1)?.label == "非常不满意")
         #expect(RatingScale.fiveLevel.keys.count == 5)
-        for scale in [RatingScale.threeKey, .fourKey, .fiveLevel] {
-            #expect(RatingScale.knownNames[scale.name] == scale.keys.count)
-        }
+        #expect(RatingScale.standard.map(\.name) == ["three-key", "four-key", "five-level"])
+        #expect(RatingScale.standard.map(\.keys.count) == [3, 4, 5])
     }
 }
 

@@ -261,8 +261,7 @@ public actor ModbusBus: Bus {
     /// libmodbus does not keep it (stephane/libmodbus PR #494), so the bus does.
     private func interFrameGap() {
         guard case .modbusRTU(let serial) = config.transport else { return }
-        let bitsPerCharacter = 1 + serial.dataBits + (serial.parity == .none ? 0 : 1) + serial.stopBits
-        let microseconds = max(1750, 3_500_000 * bitsPerCharacter / serial.baud)
-        usleep(UInt32(microseconds))
+        let gap = max(.microseconds(1750), serial.wireTime(characters: 7) / 2)
+        usleep(UInt32(gap / .microseconds(1)))
     }
 }

@@ -24,8 +24,8 @@ public actor SerialBus<Driver: LineDriver>: Bus {
     /// What the current cycle has read but not committed yet.
     private var pendingEvents: [CloudEvent] = []
     private var pendingCursors: [DeviceCursor] = []
-    private let outbox: Outbox
     private var pendingReplies: [[UInt8]] = []
+    private let outbox: Outbox
     /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
     private var lastByteAt = ContinuousClock.now
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
@@ -158,7 +158,7 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         expectEcho(of: request.bytes)
         guard request.expectsAnswer else { return true }
         // The timeout runs from when the last byte is on the wire, not from when write() returned.
-        let deadline = ContinuousClock.now + wireTime(request.bytes.count) + config.responseTimeout
+        let deadline = ContinuousClock.now + settings.wireTime(characters: request.bytes.count) + config.responseTimeout
         while ContinuousClock.now < deadline {
             if receive(on: line, for: deadline - ContinuousClock.now, inFlight: request) { return true }
             if self.line == nil { return false }
@@ -244,16 +244,10 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         }
     }
 
-    /// The time `count` bytes take on the wire at the line's speed.
-    private func wireTime(_ count: Int) -> Duration {
-        let bitsPerCharacter = 1 + settings.dataBits + (settings.parity == .none ? 0 : 1) + settings.stopBits
-        return .microseconds(count * bitsPerCharacter * 1_000_000 / max(settings.baud, 1))
-    }
-
     private func expectEcho(of bytes: [UInt8]) {
         if ContinuousClock.now > echo.until { echo.frames = [] }
         echo.frames.append(bytes)
-        echo.until = ContinuousClock.now + wireTime(echo.frames.reduce(0) { $0 + $1.count }) + Self.quietGap
+        echo.until = ContinuousClock.now + settings.wireTime(characters: echo.frames.reduce(0) { $0 + $1.count }) + Self.quietGap
     }
 
     /// Drops each frame we wrote when it comes back whole, in the order written; anything else (a reply that

@@ -88,6 +88,12 @@ public struct SerialSettings: Sendable, Equatable {
     public var dataBits: Int
     public var stopBits: Int
 
+    /// How long `count` characters take on the line: a start bit, the data bits, the parity bit, the stop bits each.
+    public func wireTime(characters count: Int) -> Duration {
+        let bitsPerCharacter = 1 + dataBits + (parity == .none ? 0 : 1) + stopBits
+        return .microseconds(count * bitsPerCharacter * 1_000_000 / max(baud, 1))
+    }
+
     /// Creates settings; the defaults are the usual 9600 8N1 of hall devices.
     public init(port: String, baud: Int = 9600, parity: Parity = .none, dataBits: Int = 8, stopBits: Int = 1) {
         self.port = port

@@ -202,12 +202,13 @@ public struct ProfileLibrary: Sendable {
             keys.append(.init(code: code, label: label, level: level))
         }
         if let name {
-            if let expected = RatingScale.knownNames[name] {
-                if keys.count != expected {
-                    reader.report(fields.value("keys"), "rating.keys", "a \(name) scale has \(expected) keys, this one \(keys.count)")
+            if let standard = RatingScale.standard.first(where: { $0.name == name }) {
+                if keys.count != standard.keys.count {
+                    reader.report(fields.value("keys"), "rating.keys",
+                                  "a \(name) scale has \(standard.keys.count) keys, this one \(keys.count)")
                 }
             } else {
-                let known = RatingScale.knownNames.keys.sorted().joined(separator: ", ")
+                let known = RatingScale.standard.map(\.name).joined(separator: ", ")
                 reader.report(fields.value("scale"), "rating.scale", "unknown scale '\(name)' (\(known))")
             }
         }

@@ -55,9 +55,6 @@ public struct RatingScale: Sendable, Equatable {
         keys.first { $0.code == code }
     }
 
-    /// The scale names profiles may use, with the number of keys each has.
-    public static let knownNames: [String: Int] = ["three-key": 3, "four-key": 4, "five-level": 5]
-
     /// The three keys hall regulations name (满意 / 基本满意 / 不满意), mapped by their names.
     public static let threeKey = RatingScale(
         name: "three-key",
@@ -78,6 +75,9 @@ public struct RatingScale: Sendable, Equatable {
             Key(code: 4, label: "不满意", level: .dissatisfied),
         ]
     )
+
+    /// The scales a profile may name; the profile maps its own key codes, the number of keys must match.
+    public static let standard: [RatingScale] = [.threeKey, .fourKey, .fiveLevel]
 
     /// The national five levels themselves, one key each; the code is the level.
     public static let fiveLevel = RatingScale(
