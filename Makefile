@@ -1,7 +1,8 @@
 # The two commands: `make demo` runs the simulated demo hall, `make test` runs the whole suite.
 # Both install what is missing first (Debian packages through apt-get, test tools through pip).
 SHELL := /bin/bash
-APT_PACKAGES := pkg-config libsqlite3-dev libmodbus-dev libserialport-dev libmosquitto-dev mbpoll socat
+APT_PACKAGES := pkg-config libsqlite3-dev libmodbus-dev libserialport-dev libmosquitto-dev mbpoll socat \
+	postgresql mosquitto mosquitto-clients openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT_BUILD_FLAGS ?=
 # Seconds each decoder's fuzz target runs in `make test`; docs/fuzzing.md has a longer run.
@@ -29,7 +30,7 @@ demo: build
 
 test: deps python-deps
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
-	swift test --skip-build $(SWIFT_BUILD_FLAGS)
+	scripts/test-services.sh swift test --skip-build $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory fixtures-check
 	fuzz/run.sh $(FUZZ_SECONDS)
 

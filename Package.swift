@@ -16,20 +16,31 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        // The central-store sinks: NIO once for all three (HTTP client, PostgreSQL, TLS).
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.29.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.25.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
     ],
     targets: [
         .systemLibrary(name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
         .systemLibrary(name: "CSerialPort", pkgConfig: "libserialport", providers: [.apt(["libserialport-dev"])]),
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         // Pure codecs: no I/O, no dependencies.
         .target(name: "Protocols"),
         .target(
             name: "DeviceGateway",
             dependencies: [
-                "Protocols", "CModbus", "CSerialPort",
+                "Protocols", "CModbus", "CSerialPort", "CMosquitto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         // Glibc's Swift module hides posix_openpt and friends; the mock layer needs them for serial lines.
@@ -51,6 +62,11 @@ let package = Package(
         ),
         // Decode throughput per family: `swift run -c release ProtocolBenchmarks`.
         .executableTarget(name: "ProtocolBenchmarks", dependencies: ["Protocols"]),
+        // Outbox ingest and draining into each store: `bench/forwarding.sh`.
+        .executableTarget(
+            name: "GatewayBenchmarks",
+            dependencies: ["DeviceGateway", .product(name: "Logging", package: "swift-log")]
+        ),
         // Fixtures are read from the source tree by path: they are inputs to check, not resources to ship.
         .testTarget(name: "ProtocolTests", dependencies: ["Protocols"], exclude: ["Fixtures"]),
         .testTarget(

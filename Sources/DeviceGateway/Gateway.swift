@@ -20,13 +20,12 @@ public final class Gateway: Service {
         self.config = config
         self.logger = logger
         let outbox = try Outbox.open(
-            path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), logger: logger)
+            path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), policy: config.outbox,
+            logger: logger)
         self.outbox = outbox
         forwarders = try config.sinks.map { sink in
-            switch sink {
-            case .sqlite(let name, let path):
-                Forwarder(outbox: outbox, sink: try SQLiteEventStore(name: name, path: path), logger: logger)
-            }
+            Forwarder(outbox: outbox, sink: try SinkFactory.make(sink, hallId: config.hall.id, logger: logger),
+                      config: sink, logger: logger)
         }
         var profileCache: [String: DeviceProfile] = [:]
         buses = try config.buses.compactMap { bus in
@@ -83,18 +82,22 @@ public final class Gateway: Service {
     /// Runs until `stop` fires, then finishes the cycles in flight and delivers what they committed.
     public func run(until stop: StopSignal) async {
         let forwardersStop = StopSignal()
+        do {
+            try await outbox.register(sinks: config.sinks.map(\.name))
+        } catch {
+            logger.error("outbox: cannot record the configured sinks: \(error)")
+        }
         logger.info(
             "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
         await withTaskGroup(of: Void.self) { group in
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
-            group.addTask { [outbox, config, logger] in
-                let sinks = config.sinks.map(\.name)
+            group.addTask { [outbox, logger] in
                 while !forwardersStop.isStopped {
                     await forwardersStop.sleep(for: .seconds(60))
                     do {
-                        try await outbox.prune(sinks: sinks)
+                        try await outbox.prune()
                     } catch {
                         logger.warning("outbox: pruning delivered events failed: \(error)")
                     }

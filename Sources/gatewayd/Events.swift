@@ -39,7 +39,7 @@ struct Events: AsyncParsableCommand {
             do {
                 let (loaded, _) = try ConfigLoader.load(path: config)
                 timeZone = loaded.hall.timeZone
-                if store == nil, case .sqlite(_, let path)? = loaded.sinks.first { storePath = path }
+                if store == nil, let path = loaded.sinks.lazy.compactMap(\.sqlitePath).first { storePath = path }
             } catch {
                 printError(error.description)
                 throw ExitCode(2)

@@ -44,7 +44,7 @@ import Testing
         #expect(config.buses[0].transport == .modbusRTU(SerialSettings(port: "/dev/ttyUSB0", baud: 9600)))
         #expect(config.buses[1].transport == .modbusTCP(host: "10.0.0.5", port: 502))
         #expect(config.devices.map(\.window) == ["1", "2"])
-        #expect(config.sinks == [.sqlite(name: "local", path: folder.path + "/var/events.sqlite")])
+        #expect(config.sinks == [SinkConfig(name: "local", kind: .sqlite(path: folder.path + "/var/events.sqlite"))])
         #expect(config.stateDirectory == folder.path + "/var")
     }
 

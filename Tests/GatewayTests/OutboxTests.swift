@@ -21,7 +21,7 @@ import Testing
         #expect(first.map(\.sequence) == ["000000000001", "000000000002"])
         #expect(again.map(\.id) == ["c", "x"])
         #expect(again.map(\.sequence) == ["000000000003", "000000000001"], "sequences count per source")
-        #expect(try await outbox.entries(after: 0, limit: 10).map(\.event.id) == ["a", "b", "c", "x"])
+        #expect(try await outbox.entries(after: 0, limit: 10).map(\.id) == ["a", "b", "c", "x"])
     }
 
     @Test func eventsAndCursorsSurviveReopening() async throws {
@@ -33,7 +33,7 @@ import Testing
         let reopened = try Outbox.open(path: path, logger: CapturedLog().logger)
         #expect(try await reopened.cursor(device: "eval-w01") == DeviceCursor(device: "eval-w01", bootId: 0xDEADBEEF, consumed: 70_000))
         #expect(try await reopened.backlog(sink: "local") == 1)
-        try await reopened.markDelivered(sink: "local", through: 1)
+        try await reopened.markDelivered(sink: "local", through: 1, count: 1)
         #expect(try await reopened.backlog(sink: "local") == 0)
     }
 
@@ -54,8 +54,8 @@ import Testing
         let offline = CloudEvent(
             id: "o1", source: "/halls/h/devices/eval-w01", type: HallEventType.deviceOffline, time: Date(), subject: nil,
             data: .deviceStatus(DeviceStatusChanged(device: "eval-w01", bus: "b", address: 1, reason: "no answer")))
-        try await store.deliver([rating("a"), offline])
-        try await store.deliver([rating("a"), offline])
+        try await store.deliver(outbound([rating("a"), offline]))
+        try await store.deliver(outbound([rating("a"), offline]))
         #expect(try await store.count() == 2)
         #expect(try await store.events(type: "hall.device.*").map(\.id) == ["o1"])
         #expect(try await store.events(type: "hall.rating.submitted").map(\.id) == ["a"])
@@ -131,20 +131,24 @@ import Testing
 }
 
 @Suite struct OutboxPruningTests {
-    @Test func onlyEventsEverySinkConfirmedArePrunedAndTheNewestAreKept() async throws {
+    @Test func onlyEventsEverySinkConfirmedArePrunedAndOnlyPastTheRetention() async throws {
         let folder = try TemporaryDirectory()
-        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), policy: OutboxPolicy(retention: .seconds(3600)),
+                                     logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["local", "central"])
         let events = (1...10).map { number in
             CloudEvent(id: "e\(number)", source: "/halls/h/devices/d", type: HallEventType.deviceOnline, time: Date(),
                        subject: nil, data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
         }
         try await outbox.commit(events)
-        try await outbox.markDelivered(sink: "local", through: 8)
-        try await outbox.markDelivered(sink: "central", through: 5)
-        #expect(try await outbox.prune(sinks: ["local", "central"], keep: 2) == 5)
-        #expect(try await outbox.entries(after: 0, limit: 100).map(\.event.id) == ["e6", "e7", "e8", "e9", "e10"])
-        try await outbox.markDelivered(sink: "central", through: 10)
-        #expect(try await outbox.prune(sinks: ["local", "central"], keep: 2) == 3, "keeps the newest two")
+        try await outbox.markDelivered(sink: "local", through: 8, count: 8)
+        try await outbox.markDelivered(sink: "central", through: 5, count: 5)
+        #expect(try await outbox.prune() == 0, "within the retention every id is kept")
+        let later = Date().addingTimeInterval(3601)
+        #expect(try await outbox.prune(now: later) == 5, "only what both sinks confirmed")
+        #expect(try await outbox.entries(after: 0, limit: 100).map(\.id) == ["e6", "e7", "e8", "e9", "e10"])
         #expect(try await outbox.commit([events[9]]).isEmpty, "a kept id is still recognised")
+        try await outbox.register(sinks: ["local"])
+        #expect(try await outbox.prune(now: later) == 3, "a sink taken out of the configuration holds nothing back")
     }
 }

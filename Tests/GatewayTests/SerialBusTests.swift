@@ -139,7 +139,7 @@ private struct TinyDriver: LineDriver {
         let acknowledged = await eventually(timeout: .seconds(5)) {
             end.bytes.indices.contains { $0 + 1 < end.bytes.count && end.bytes[$0] == 0x06 && end.bytes[$0 + 1] == 0x01 }
         }
-        let committed = try await outbox.entries(after: 0, limit: 100).map(\.event).filter { $0.type == HallEventType.callerKeyPressed }
+        let committed = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.callerKeyPressed }
         stop.stop()
         await running.value
         #expect(acknowledged, "the device got its acknowledgement")
@@ -166,13 +166,13 @@ private struct TinyDriver: LineDriver {
         let running = Task { await bus.run(until: stop) }
         let offline = await eventually(timeout: .seconds(5)) {
             (try? await outbox.entries(after: 0, limit: 100))?.contains {
-                $0.event.type == HallEventType.deviceOffline && $0.event.source.hasSuffix("/caller-2")
+                $0.type == HallEventType.deviceOffline && $0.source.hasSuffix("/caller-2")
             } == true
         }
         await #expect(throws: GatewayError.self) { try await bus.send(.clear, to: "caller-2") }
         stop.stop()
         await running.value
-        let statuses = try await outbox.entries(after: 0, limit: 100).map(\.event).filter { $0.type.hasPrefix("hall.device.") }
+        let statuses = try await outbox.entries(after: 0, limit: 100).filter { $0.type.hasPrefix("hall.device.") }
         #expect(offline)
         #expect(statuses.filter { $0.source.hasSuffix("/caller-1") }.map(\.type) == [HallEventType.deviceOnline])
     }

@@ -37,7 +37,10 @@ public enum ConfigLoader {
         let sinkNode = top.value("sinks")
         let sinks = sinkNode.flatMap { reader.items($0, "sinks") }?.compactMap {
             parseSink($0.node, $0.path, reader, folder: folder)
-        } ?? [.sqlite(name: "local", path: resolve("var/events.sqlite", against: folder))]
+        } ?? [SinkConfig(name: "local", kind: .sqlite(path: resolve("var/events.sqlite", against: folder)))]
+        let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()
+        // 0 turns the heartbeat off.
+        let heartbeat = top.int("heartbeat-seconds", in: 0...86_400) ?? 60
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)
@@ -48,8 +51,17 @@ public enum ConfigLoader {
 
         guard reader.issues.isEmpty, let hall else { throw ConfigError(issues: reader.issues) }
         let config = GatewayConfig(hall: hall, stateDirectory: stateDirectory, profilesDirectory: profilesDirectory,
-                                   buses: buses, devices: devices, sinks: sinks)
+                                   buses: buses, devices: devices, sinks: sinks, outbox: outbox,
+                                   heartbeatInterval: heartbeat == 0 ? nil : .seconds(heartbeat))
         return (config, library)
+    }
+
+    private static func parseOutbox(_ node: Node, _ reader: YAMLReader) -> OutboxPolicy? {
+        guard let fields = reader.fields(node, "outbox") else { return nil }
+        let megabytes = fields.int("max-size-mb", in: 1...1_000_000)
+        let hours = fields.int("retention-hours", in: 1...87_600) ?? 168
+        fields.rejectUnknownKeys()
+        return OutboxPolicy(maximumBytes: megabytes.map { Int64($0) * 1_048_576 }, retention: .seconds(hours * 3600))
     }
 
     private static func parseHall(_ node: Node?, _ reader: YAMLReader) -> Hall? {
@@ -118,14 +130,67 @@ public enum ConfigLoader {
 
     private static func parseSink(_ node: Node, _ path: String, _ reader: YAMLReader, folder: String) -> SinkConfig? {
         guard let fields = reader.fields(node, path) else { return nil }
-        let kind = fields.choice("type", ["sqlite"], required: true)
-        let name = fields.string("name") ?? kind
-        var sink: SinkConfig?
-        if kind == "sqlite", let name {
-            sink = .sqlite(name: name, path: resolve(fields.string("path") ?? "var/events.sqlite", against: folder))
+        let type = fields.choice("type", ["sqlite", "http", "postgres", "mqtt"], required: true)
+        let name = fields.string("name") ?? type
+        let batchSize = fields.int("batch-size", in: 1...10_000) ?? 500
+        let maximumRetryDelay = Duration.milliseconds(fields.int("max-retry-delay-ms", in: 100...3_600_000) ?? 60_000)
+        let timeout = Duration.milliseconds(fields.int("timeout-ms", in: 100...600_000) ?? 30_000)
+        func file(_ key: String) -> String? { fields.string(key).map { resolve($0, against: folder) } }
+        func tls() -> TLSSettings {
+            TLSSettings(caFile: file("ca-file"), certificateFile: file("certificate-file"), keyFile: file("key-file"))
+        }
+        var kind: SinkConfig.Kind?
+        switch type {
+        case "sqlite":
+            kind = .sqlite(path: resolve(fields.string("path") ?? "var/events.sqlite", against: folder))
+        case "http":
+            if let url = fields.string("url", required: true) {
+                if !(url.hasPrefix("http://") || url.hasPrefix("https://")) || URL(string: url)?.host == nil {
+                    reader.report(fields.value("url"), fields.keyPath("url"), "'\(url)' is not an http:// or https:// URL")
+                }
+                kind = .http(HTTPSinkConfig(url: url, tokenFile: file("token-file"), tls: tls(), timeout: timeout))
+            }
+        case "postgres":
+            let host = fields.string("host", required: true)
+            let port = fields.int("port", in: 1...65535) ?? 5432
+            let database = fields.string("database", required: true)
+            let user = fields.string("user", required: true)
+            let mode = fields.choice("tls-mode", PostgresSinkConfig.TLSMode.allCases.map(\.rawValue)) ?? "disable"
+            let table = fields.string("table") ?? "hall_events"
+            if table.range(of: "^[a-z_][a-z0-9_]{0,62}$", options: .regularExpression) == nil {
+                reader.report(fields.value("table"), fields.keyPath("table"),
+                              "'\(table)' is not a plain table name (lower-case letters, digits, _)")
+            }
+            if let host, let database, let user {
+                kind = .postgres(PostgresSinkConfig(
+                    host: host, port: port, database: database, user: user, passwordFile: file("password-file"),
+                    tlsMode: PostgresSinkConfig.TLSMode(rawValue: mode) ?? .disable, tls: tls(), table: table,
+                    timeout: timeout))
+            }
+        case "mqtt":
+            let host = fields.string("host", required: true)
+            let useTLS = fields.bool("tls") ?? false
+            let port = fields.int("port", in: 1...65535) ?? (useTLS ? 8883 : 1883)
+            let clientId = fields.string("client-id")
+            let topic = fields.string("topic") ?? "halls/{hall}/events/{type}"
+            let keepAlive = fields.int("keepalive-seconds", in: 5...3600) ?? 30
+            let settings = tls()
+            if !useTLS, settings != TLSSettings() {
+                reader.report(fields.value("ca-file") ?? fields.value("certificate-file"), fields.keyPath("tls"),
+                              "certificate files are given but tls is not true")
+            }
+            if let host {
+                kind = .mqtt(MQTTSinkConfig(
+                    host: host, port: port, clientId: clientId, topic: topic,
+                    username: fields.string("username"), passwordFile: file("password-file"),
+                    tls: useTLS ? settings : nil, keepAlive: .seconds(keepAlive), timeout: timeout))
+            }
+        default:
+            break
         }
         fields.rejectUnknownKeys()
-        return sink
+        guard let name, let kind else { return nil }
+        return SinkConfig(name: name, kind: kind, batchSize: batchSize, maximumRetryDelay: maximumRetryDelay)
     }
 
     private static func checkReferences(

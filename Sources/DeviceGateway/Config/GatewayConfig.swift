@@ -14,12 +14,19 @@ public struct GatewayConfig: Sendable {
     public var devices: [DeviceConfig]
     /// Where events go.
     public var sinks: [SinkConfig]
+    /// The outbox's disk budget and retention.
+    public var outbox: OutboxPolicy
+    /// How often the gateway commits a `hall.gateway.heartbeat` event (nil: never).
+    public var heartbeatInterval: Duration?
 
     /// Creates a configuration.
     public init(
         hall: Hall, stateDirectory: String, profilesDirectory: String,
-        buses: [BusConfig], devices: [DeviceConfig], sinks: [SinkConfig]
+        buses: [BusConfig], devices: [DeviceConfig], sinks: [SinkConfig],
+        outbox: OutboxPolicy = OutboxPolicy(), heartbeatInterval: Duration? = .seconds(60)
     ) {
+        self.outbox = outbox
+        self.heartbeatInterval = heartbeatInterval
         self.hall = hall
         self.stateDirectory = stateDirectory
         self.profilesDirectory = profilesDirectory
@@ -127,15 +134,150 @@ public struct DeviceConfig: Sendable, Equatable {
     }
 }
 
-/// Where committed events are forwarded.
-public enum SinkConfig: Sendable, Equatable {
-    /// The embedded default: a local SQLite event store.
-    case sqlite(name: String, path: String)
+/// Where committed events are forwarded: each sink has its own cursor over the outbox.
+public struct SinkConfig: Sendable, Equatable {
+    /// The kind of store and how to reach it.
+    public enum Kind: Sendable, Equatable {
+        /// The embedded default: a local SQLite event store.
+        case sqlite(path: String)
+        /// POST `application/cloudevents-batch+json` to a URL.
+        case http(HTTPSinkConfig)
+        /// A central PostgreSQL table keyed (`source`, `id`).
+        case postgres(PostgresSinkConfig)
+        /// An MQTT broker, QoS 1, one message per event (CloudEvents MQTT binding, structured mode).
+        case mqtt(MQTTSinkConfig)
+    }
 
-    /// The sink's name, used for its delivery cursor.
-    public var name: String {
-        switch self {
-        case .sqlite(let name, _): name
-        }
+    /// The sink's name, used for its delivery cursor and in reports.
+    public var name: String
+    public var kind: Kind
+    /// Events per delivery.
+    public var batchSize: Int
+    /// The longest pause between two attempts while the store is down.
+    public var maximumRetryDelay: Duration
+
+    /// The file of a local SQLite store, for readers such as `gatewayd events`.
+    public var sqlitePath: String? {
+        if case .sqlite(let path) = kind { path } else { nil }
+    }
+
+    /// Creates a sink configuration.
+    public init(name: String, kind: Kind, batchSize: Int = 500, maximumRetryDelay: Duration = .seconds(60)) {
+        self.name = name
+        self.kind = kind
+        self.batchSize = batchSize
+        self.maximumRetryDelay = maximumRetryDelay
+    }
+}
+
+/// TLS settings of a sink. Certificates are always verified: against the system trust store, or
+/// only against `caFile` when it is given.
+public struct TLSSettings: Sendable, Equatable {
+    /// PEM file of the certificate authorities to trust instead of the system's.
+    public var caFile: String?
+    /// PEM file of the client certificate, for stores that ask for one.
+    public var certificateFile: String?
+    /// PEM file of the client certificate's private key.
+    public var keyFile: String?
+
+    /// Creates TLS settings.
+    public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+    }
+}
+
+/// An HTTP receiver of CloudEvents batches.
+public struct HTTPSinkConfig: Sendable, Equatable {
+    /// `http://` or `https://` URL the batches are POSTed to.
+    public var url: String
+    /// File holding the bearer token (kept out of the configuration file).
+    public var tokenFile: String?
+    public var tls: TLSSettings
+    /// How long one request may take, connection included.
+    public var timeout: Duration
+
+    /// Creates an HTTP sink configuration.
+    public init(url: String, tokenFile: String? = nil, tls: TLSSettings = TLSSettings(),
+                timeout: Duration = .seconds(30)) {
+        self.url = url
+        self.tokenFile = tokenFile
+        self.tls = tls
+        self.timeout = timeout
+    }
+}
+
+/// A central PostgreSQL database.
+public struct PostgresSinkConfig: Sendable, Equatable {
+    /// Whether and how the connection is encrypted.
+    public enum TLSMode: String, Sendable, Equatable, CaseIterable {
+        /// Plain TCP (a store on the same box or a private link).
+        case disable
+        /// TLS with the server's certificate verified (system trust store or `tls.caFile`) and its name checked.
+        case verifyFull = "verify-full"
+    }
+
+    public var host: String
+    public var port: Int
+    public var database: String
+    public var user: String
+    /// File holding the password.
+    public var passwordFile: String?
+    public var tlsMode: TLSMode
+    public var tls: TLSSettings
+    /// The table events go into; the gateway creates and migrates it.
+    public var table: String
+    /// How long one batch may take.
+    public var timeout: Duration
+
+    /// Creates a PostgreSQL sink configuration.
+    public init(host: String, port: Int = 5432, database: String, user: String, passwordFile: String? = nil,
+                tlsMode: TLSMode = .disable, tls: TLSSettings = TLSSettings(), table: String = "hall_events",
+                timeout: Duration = .seconds(30)) {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.passwordFile = passwordFile
+        self.tlsMode = tlsMode
+        self.tls = tls
+        self.table = table
+        self.timeout = timeout
+    }
+}
+
+/// An MQTT broker.
+public struct MQTTSinkConfig: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    /// The client id; with a clean session off, the broker keeps the session under it
+    /// (default `hall-gateway-<hall>-<sink name>`, unique per gateway in a province).
+    public var clientId: String?
+    /// Topic per event; `{hall}`, `{type}`, `{device}` and `{source}` are filled in.
+    public var topic: String
+    public var username: String?
+    /// File holding the password.
+    public var passwordFile: String?
+    /// TLS to the broker, when set.
+    public var tls: TLSSettings?
+    /// MQTT keep-alive.
+    public var keepAlive: Duration
+    /// How long a batch may wait for the broker's PUBACKs.
+    public var timeout: Duration
+
+    /// Creates an MQTT sink configuration.
+    public init(host: String, port: Int = 1883, clientId: String? = nil, topic: String = "halls/{hall}/events/{type}",
+                username: String? = nil, passwordFile: String? = nil, tls: TLSSettings? = nil,
+                keepAlive: Duration = .seconds(30), timeout: Duration = .seconds(30)) {
+        self.host = host
+        self.port = port
+        self.clientId = clientId
+        self.topic = topic
+        self.username = username
+        self.passwordFile = passwordFile
+        self.tls = tls
+        self.keepAlive = keepAlive
+        self.timeout = timeout
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 public import Logging
 
@@ -19,10 +19,80 @@ public struct DeviceCursor: Sendable, Equatable {
     }
 }
 
-/// An event as the outbox holds it: its position orders delivery.
-public struct OutboxEntry: Sendable, Equatable {
-    public var position: Int64
-    public var event: CloudEvent
+/// How much disk the outbox may take, and how long delivered events are kept.
+public struct OutboxPolicy: Sendable, Equatable {
+    /// The disk budget of the database file. At it, the oldest events are dropped (those every sink
+    /// holds first), each undelivered one counted in the drop log: the hall never stops for a full backlog.
+    public var maximumBytes: Int64?
+    /// Events every sink confirmed are pruned once they are this old (their ids still catch re-reads till then).
+    public var retention: Duration
+
+    /// Creates a policy.
+    public init(maximumBytes: Int64? = nil, retention: Duration = .seconds(7 * 24 * 3600)) {
+        self.maximumBytes = maximumBytes
+        self.retention = retention
+    }
+}
+
+/// Events dropped undelivered because the outbox reached its disk budget.
+public struct DropRecord: Sendable, Equatable, Codable {
+    /// When they were dropped.
+    public var droppedAt: Date
+    /// How many.
+    public var count: Int
+    /// Per source, the sequence numbers dropped: the central store sees exactly these as gaps.
+    public var ranges: [SequenceRange]
+}
+
+/// A run of one source's sequence numbers.
+public struct SequenceRange: Sendable, Equatable, Codable {
+    public var source: String
+    public var first: Int64
+    public var last: Int64
+    public var count: Int
+}
+
+/// What a sink has and has not received, from the outbox's books.
+public struct SinkReport: Sendable, Equatable, Codable {
+    public var sink: String
+    /// Events committed and not yet confirmed by the sink.
+    public var backlog: Int
+    /// Commit time of the oldest of them.
+    public var oldestUnforwardedAt: Date?
+    /// Events the sink confirmed since the outbox was created.
+    public var sent: Int64
+    /// Delivery attempts that failed.
+    public var failed: Int64
+    /// Events the sink refused for good, kept in the outbox's put-aside table.
+    public var putAside: Int64
+    public var lastSuccessAt: Date?
+    public var lastError: String?
+    public var lastErrorAt: Date?
+}
+
+/// An event a sink refused for good, kept with the reason.
+public struct PutAsideEvent: Sendable, Equatable, Codable {
+    public var sink: String
+    public var source: String
+    public var id: String
+    public var type: String
+    public var reason: String
+    public var putAsideAt: Date
+    public var json: String
+}
+
+/// What a salvage of a damaged outbox found.
+public struct SalvageReport: Sendable, Equatable, Codable {
+    /// Where the damaged file was moved.
+    public var damagedPath: String
+    /// Events read back and queued for every sink again.
+    public var recovered: Int
+    /// Events every sink had confirmed, not needed again.
+    public var alreadyDelivered: Int
+    /// Rows that could not be read (positions that failed, or whole ranges when the index is broken).
+    public var unreadable: Int
+    /// Why the file was judged damaged.
+    public var damage: String
 }
 
 /// The durable outbox: every accepted event is committed here before anything else happens to it.
@@ -31,39 +101,77 @@ public struct OutboxEntry: Sendable, Equatable {
 /// Events and device cursors commit in one transaction, so a crash either keeps both or neither, and
 /// a re-read after the crash produces the same ids, which the unique (source, id) key ignores.
 public final class Outbox: Sendable {
-    private let pool: DatabasePool
+    private let database: any DatabaseWriter
     /// The database file.
     public let path: String
+    public let policy: OutboxPolicy
+    /// What was recovered from a damaged outbox at start-up, if it was damaged.
+    public let salvage: SalvageReport?
 
-    /// Opens (or creates) the outbox. A damaged file is moved aside, reported, and a fresh one opened.
-    public static func open(path: String, logger: Logger) throws -> Outbox {
+    /// Opens (or creates) the outbox. A damaged file is moved aside, reported, a fresh one opened, and
+    /// every readable event of the damaged one that some sink had not confirmed is queued again.
+    public static func open(path: String, policy: OutboxPolicy = OutboxPolicy(), logger: Logger) throws -> Outbox {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         do {
-            return try Outbox(path: path)
+            return try Outbox(path: path, policy: policy, salvage: nil)
         } catch {
+            let damage = "\(error)"
             let aside = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
             for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
                 try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
             }
             logger.critical(
-                "outbox \(path) is damaged (\(error)); moved it to \(aside) and started a fresh one",
+                "outbox \(path) is damaged (\(damage)); moved it to \(aside), started a fresh one, salvaging",
                 metadata: ["outbox.path": "\(path)"])
-            return try Outbox(path: path)
+            let fresh = try Outbox(path: path, policy: policy, salvage: nil)
+            let report = try fresh.salvage(from: aside, damage: damage)
+            logger.critical(
+                """
+                outbox salvage from \(aside): \(report.recovered) events queued again for delivery, \
+                \(report.alreadyDelivered) were already delivered everywhere, \(report.unreadable) rows unreadable
+                """, metadata: ["outbox.path": "\(path)"])
+            return try Outbox(path: path, policy: policy, salvage: report)
         }
     }
 
-    private init(path: String) throws {
+    /// Opens an existing outbox read-only (the technician's CLI): nothing is created or migrated.
+    public static func openForReading(path: String) throws -> Outbox {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw GatewayError(.storeMissing, "no outbox at \(path): has the gateway run with this state directory?")
+        }
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(10)
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        let tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+        guard Set(["event", "sink_cursor", "sink_state", "put_aside"]).isSubset(of: tables) else {
+            throw GatewayError(.storeMissing, "\(path) is not a hall gateway outbox (or one from an older version)")
+        }
+        return Outbox(database: queue, path: path)
+    }
+
+    private init(database: any DatabaseWriter, path: String) {
+        self.database = database
+        self.path = path
+        self.policy = OutboxPolicy()
+        self.salvage = nil
+    }
+
+    private init(path: String, policy: OutboxPolicy, salvage: SalvageReport?) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
-        pool = try DatabasePool(path: path, configuration: configuration)
-        self.path = path
+        let pool = try DatabasePool(path: path, configuration: configuration)
         let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
         guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check) }
         try Self.migrator.migrate(pool)
+        self.database = pool
+        self.path = path
+        self.policy = policy
+        self.salvage = salvage
     }
 
     private static var migrator: DatabaseMigrator {
@@ -85,102 +193,451 @@ public final class Outbox: Sendable {
                     CREATE TABLE sink_cursor (sink TEXT PRIMARY KEY, position INTEGER NOT NULL);
                     """)
         }
+        // The attributes sinks index travel as columns, so forwarding never decodes JSON.
+        migrator.registerMigration("v2-forwarding") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE event ADD COLUMN time TEXT NOT NULL DEFAULT '';
+                    ALTER TABLE event ADD COLUMN subject TEXT;
+                    ALTER TABLE event ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE event ADD COLUMN committed_at REAL NOT NULL DEFAULT 0;
+                    UPDATE event SET time = json_extract(json, '$.time'), subject = json_extract(json, '$.subject'),
+                                     sequence = CAST(json_extract(json, '$.sequence') AS INTEGER),
+                                     committed_at = CAST(strftime('%s', json_extract(json, '$.time')) AS REAL);
+                    CREATE TABLE sink_state (
+                        sink TEXT PRIMARY KEY,
+                        sent INTEGER NOT NULL DEFAULT 0,
+                        failed INTEGER NOT NULL DEFAULT 0,
+                        put_aside INTEGER NOT NULL DEFAULT 0,
+                        last_success_at REAL,
+                        last_error TEXT,
+                        last_error_at REAL
+                    );
+                    CREATE TABLE put_aside (
+                        sink TEXT NOT NULL,
+                        position INTEGER NOT NULL,
+                        source TEXT NOT NULL,
+                        id TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        reason TEXT NOT NULL,
+                        put_aside_at REAL NOT NULL,
+                        json TEXT NOT NULL,
+                        PRIMARY KEY (sink, position)
+                    );
+                    CREATE TABLE drop_log (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        dropped_at REAL NOT NULL,
+                        count INTEGER NOT NULL,
+                        ranges TEXT NOT NULL,
+                        reported INTEGER NOT NULL DEFAULT 0
+                    );
+                    """)
+        }
         return migrator
     }
+
+    // MARK: Committing
 
     /// Commits events and the cursors that consume them in one transaction.
     ///
     /// Returns the events that were new, each with its `sequence` assigned; known ids are skipped.
+    /// Past the disk budget, the oldest events make room (see `OutboxPolicy`).
     @discardableResult
     public func commit(_ events: [CloudEvent], cursors: [DeviceCursor] = []) async throws -> [CloudEvent] {
-        try await pool.write { db in
+        let now = Date().timeIntervalSince1970
+        let budget = policy.maximumBytes
+        return try await database.write { db in
             var inserted: [CloudEvent] = []
-            for var event in events {
-                let known = try Bool.fetchOne(
-                    db, sql: "SELECT 1 FROM event WHERE source = ? AND id = ?", arguments: [event.source, event.id])
-                if known == true { continue }
-                let last = try Int64.fetchOne(
-                    db, sql: "SELECT last FROM source_sequence WHERE source = ?", arguments: [event.source]) ?? 0
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO source_sequence (source, last) VALUES (?, ?)",
-                    arguments: [event.source, last + 1])
-                event.sequence = CloudEvent.sequenceString(last + 1)
-                try db.execute(
-                    sql: "INSERT INTO event (source, id, type, json) VALUES (?, ?, ?, ?)",
-                    arguments: [event.source, event.id, event.type, try event.jsonLine()])
-                inserted.append(event)
+            for event in events {
+                if let stored = try Self.insert(event, committedAt: now, in: db) { inserted.append(stored) }
             }
             for cursor in cursors {
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed) VALUES (?, ?, ?)",
-                    arguments: [cursor.device, Int64(cursor.bootId), cursor.consumed])
+                try db.cachedStatement(
+                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed) VALUES (?, ?, ?)"
+                ).execute(arguments: [cursor.device, Int64(cursor.bootId), cursor.consumed])
             }
+            if let budget { try Self.keepWithin(budget: budget, db: db, now: now) }
             return inserted
         }
     }
 
+    /// Inserts one event with the next sequence of its source, unless its (source, id) is known.
+    private static func insert(_ event: CloudEvent, committedAt: TimeInterval, in db: Database) throws -> CloudEvent? {
+        let known = try Bool.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM event WHERE source = ? AND id = ?"),
+            arguments: [event.source, event.id])
+        if known == true { return nil }
+        let last = try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT last FROM source_sequence WHERE source = ?"), arguments: [event.source]) ?? 0
+        var event = event
+        event.sequence = CloudEvent.sequenceString(last + 1)
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO source_sequence (source, last) VALUES (?, ?)")
+            .execute(arguments: [event.source, last + 1])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO event (source, id, type, json, time, subject, sequence, committed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [event.source, event.id, event.type, try event.jsonLine(), event.time, event.subject,
+                              last + 1, committedAt])
+        return event
+    }
+
+    /// Drops the oldest events until the file is under 90 % of its budget: delivered ones first,
+    /// then undelivered ones, each of those counted in the drop log with its source and sequence.
+    private static func keepWithin(budget: Int64, db: Database, now: TimeInterval) throws {
+        func usedBytes() throws -> Int64 {
+            let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            return (pages - free) * pageSize
+        }
+        var used = try usedBytes()
+        guard used > budget else { return }
+        let target = budget * 9 / 10
+        let delivered = try deliveredByAll(db)
+        var dropped: [String: SequenceRange] = [:]
+        var droppedCount = 0
+        while used > target {
+            let rows = try Int64.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0
+            guard rows > 0 else { break }
+            let perRow = max(1, used / rows)
+            let count = max(1, (used - target + perRow - 1) / perRow)
+            let victims = try Row.fetchAll(
+                db, sql: "SELECT position, source, sequence FROM event ORDER BY position LIMIT ?", arguments: [count])
+            for victim in victims where (victim[0] as Int64) > delivered {
+                let source: String = victim[1]
+                let sequence: Int64 = victim[2]
+                var range = dropped[source] ?? SequenceRange(source: source, first: sequence, last: sequence, count: 0)
+                range.first = min(range.first, sequence)
+                range.last = max(range.last, sequence)
+                range.count += 1
+                dropped[source] = range
+                droppedCount += 1
+            }
+            let lastVictim: Int64 = victims.last?[0] ?? 0
+            try db.execute(sql: "DELETE FROM event WHERE position <= ?", arguments: [lastVictim])
+            used = try usedBytes()
+        }
+        guard droppedCount > 0 else { return }
+        let ranges = dropped.values.sorted { $0.source < $1.source }
+        let json = String(decoding: try JSONEncoder().encode(ranges), as: UTF8.self)
+        try db.execute(sql: "INSERT INTO drop_log (dropped_at, count, ranges) VALUES (?, ?, ?)",
+                       arguments: [now, droppedCount, json])
+    }
+
+    /// The position every sink has confirmed (events at or before it are needed by no sink).
+    private static func deliveredByAll(_ db: Database) throws -> Int64 {
+        // A sink that has never confirmed anything has a cursor row only once it delivered; until then 0.
+        let sinks = try String.fetchAll(db, sql: "SELECT sink FROM sink_state")
+        guard !sinks.isEmpty else { return 0 }
+        return try Int64.fetchOne(
+            db, sql: "SELECT min(coalesce(c.position, 0)) FROM sink_state s LEFT JOIN sink_cursor c ON c.sink = s.sink"
+        ) ?? 0
+    }
+
+    /// Drops not yet reported as an event: `report` builds that event, committed with the marks in one transaction.
+    public func reportDrops(_ report: @Sendable ([DropRecord]) -> CloudEvent) async throws -> CloudEvent? {
+        let now = Date().timeIntervalSince1970
+        return try await database.write { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT id, dropped_at, count, ranges FROM drop_log WHERE reported = 0 ORDER BY id")
+            guard !rows.isEmpty else { return nil }
+            let records = try rows.map { row in
+                DropRecord(
+                    droppedAt: Date(timeIntervalSince1970: row[1]), count: row[2],
+                    ranges: try JSONDecoder().decode([SequenceRange].self, from: Data((row[3] as String).utf8)))
+            }
+            let event = try Self.insert(report(records), committedAt: now, in: db)
+            try db.execute(sql: "UPDATE drop_log SET reported = 1 WHERE id <= ?", arguments: [rows.last![0] as Int64])
+            return event
+        }
+    }
+
+    /// Every drop since the outbox was created: events lost to the disk budget, exactly.
+    public func dropTotal() async throws -> Int {
+        try await database.read { db in try Int.fetchOne(db, sql: "SELECT coalesce(sum(count), 0) FROM drop_log") ?? 0 }
+    }
+
     /// The committed cursor of a device, if it was ever read.
     public func cursor(device: String) async throws -> DeviceCursor? {
-        try await pool.read { db in
+        try await database.read { db in
             try Row.fetchOne(db, sql: "SELECT boot_id, consumed FROM device_cursor WHERE device = ?",
                              arguments: [device])
                 .map { DeviceCursor(device: device, bootId: UInt32(truncatingIfNeeded: $0[0] as Int64), consumed: $0[1]) }
         }
     }
 
+    // MARK: Forwarding
+
+    /// Makes the configured sinks known, so that nothing is pruned before each of them has it. A sink no
+    /// longer configured stops holding events back; its cursor is kept in case it comes back.
+    public func register(sinks: [String]) async throws {
+        try await database.write { db in
+            let known = try String.fetchAll(db, sql: "SELECT sink FROM sink_state")
+            for sink in known where !sinks.contains(sink) {
+                try db.execute(sql: "DELETE FROM sink_state WHERE sink = ?", arguments: [sink])
+            }
+            for sink in sinks {
+                try db.execute(sql: "INSERT OR IGNORE INTO sink_state (sink) VALUES (?)", arguments: [sink])
+            }
+        }
+    }
+
     /// Up to `limit` events after `position`, in commit order.
-    public func entries(after position: Int64, limit: Int) async throws -> [OutboxEntry] {
-        try await pool.read { db in
+    public func entries(after position: Int64, limit: Int) async throws -> [OutboundEvent] {
+        try await database.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT position, json FROM event WHERE position > ? ORDER BY position LIMIT ?",
+                db.cachedStatement(
+                    sql: """
+                        SELECT position, source, id, type, time, subject, sequence, json FROM event
+                        WHERE position > ? ORDER BY position LIMIT ?
+                        """),
                 arguments: [position, limit]
             ).map { row in
-                OutboxEntry(position: row[0], event: try CloudEvent.decode(json: Data((row[1] as String).utf8)))
+                OutboundEvent(position: row[0], source: row[1], id: row[2], type: row[3], time: row[4],
+                              subject: row[5], sequence: row[6], json: row[7])
             }
         }
     }
 
     /// The position a sink has confirmed delivery through (0: nothing yet).
     public func deliveredPosition(sink: String) async throws -> Int64 {
-        try await pool.read { db in
+        try await database.read { db in
             try Int64.fetchOne(db, sql: "SELECT position FROM sink_cursor WHERE sink = ?", arguments: [sink]) ?? 0
         }
     }
 
-    /// Records that a sink holds every event through `position`.
-    public func markDelivered(sink: String, through position: Int64) async throws {
-        try await pool.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO sink_cursor (sink, position) VALUES (?, ?)",
-                           arguments: [sink, position])
+    /// Records that a sink holds every event through `position`, `count` of them just now.
+    public func markDelivered(sink: String, through position: Int64, count: Int) async throws {
+        let now = Date().timeIntervalSince1970
+        try await database.write { db in
+            try Self.advance(sink: sink, to: position, db: db)
+            try db.execute(
+                sql: """
+                    INSERT INTO sink_state (sink, sent, last_success_at) VALUES (?, ?, ?)
+                    ON CONFLICT (sink) DO UPDATE SET sent = sent + excluded.sent, last_success_at = excluded.last_success_at
+                    """, arguments: [sink, count, now])
         }
     }
 
-    /// Deletes events every sink has confirmed, but keeps the newest `keep` of them so that a late
-    /// duplicate (same source and id) is still recognised. Returns how many were deleted.
-    @discardableResult
-    public func prune(sinks: [String], keep: Int = 10_000) async throws -> Int {
-        try await pool.write { db in
-            var delivered = Int64.max
-            for sink in sinks {
+    private static func advance(sink: String, to position: Int64, db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO sink_cursor (sink, position) VALUES (?, ?)
+                ON CONFLICT (sink) DO UPDATE SET position = max(position, excluded.position)
+                """, arguments: [sink, position])
+    }
+
+    /// Records a failed delivery attempt and its reason.
+    public func recordFailure(sink: String, reason: String) async throws {
+        let now = Date().timeIntervalSince1970
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO sink_state (sink, failed, last_error, last_error_at) VALUES (?, 1, ?, ?)
+                    ON CONFLICT (sink) DO UPDATE SET failed = failed + 1, last_error = excluded.last_error,
+                                                     last_error_at = excluded.last_error_at
+                    """, arguments: [sink, reason, now])
+        }
+    }
+
+    /// Keeps events a sink refused for good, with the reason, and moves the sink's cursor past them.
+    public func putAside(_ events: [OutboundEvent], sink: String, reason: String) async throws {
+        guard let last = events.last else { return }
+        let now = Date().timeIntervalSince1970
+        try await database.write { db in
+            for event in events {
+                try db.execute(
+                    sql: """
+                        INSERT OR REPLACE INTO put_aside (sink, position, source, id, type, reason, put_aside_at, json)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [sink, event.position, event.source, event.id, event.type, reason, now, event.json])
+            }
+            try Self.advance(sink: sink, to: last.position, db: db)
+            try db.execute(
+                sql: """
+                    INSERT INTO sink_state (sink, put_aside, last_error, last_error_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (sink) DO UPDATE SET put_aside = put_aside + excluded.put_aside,
+                        last_error = excluded.last_error, last_error_at = excluded.last_error_at
+                    """, arguments: [sink, events.count, reason, now])
+        }
+    }
+
+    /// The events a sink refused, newest last.
+    public func putAsideEvents(sink: String? = nil) async throws -> [PutAsideEvent] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT sink, source, id, type, reason, put_aside_at, json FROM put_aside
+                    WHERE ?1 IS NULL OR sink = ?1 ORDER BY put_aside_at, position
+                    """, arguments: [sink]
+            ).map { row in
+                PutAsideEvent(sink: row[0], source: row[1], id: row[2], type: row[3], reason: row[4],
+                              putAsideAt: Date(timeIntervalSince1970: row[5]), json: row[6])
+            }
+        }
+    }
+
+    /// The books of every sink the outbox knows (or of `sinks`, in that order).
+    public func sinkReports(_ sinks: [String]? = nil) async throws -> [SinkReport] {
+        try await database.read { db in
+            let names = try sinks ?? String.fetchAll(db, sql: "SELECT sink FROM sink_state ORDER BY sink")
+            return try names.map { sink in
                 let position = try Int64.fetchOne(
                     db, sql: "SELECT position FROM sink_cursor WHERE sink = ?", arguments: [sink]) ?? 0
-                delivered = min(delivered, position)
+                let pending = try Row.fetchOne(
+                    db, sql: "SELECT count(*), min(committed_at) FROM event WHERE position > ?", arguments: [position])
+                let state = try Row.fetchOne(
+                    db, sql: """
+                        SELECT sent, failed, put_aside, last_success_at, last_error, last_error_at
+                        FROM sink_state WHERE sink = ?
+                        """, arguments: [sink])
+                return SinkReport(
+                    sink: sink, backlog: pending?[0] ?? 0,
+                    oldestUnforwardedAt: (pending?[1] as Double?).map(Date.init(timeIntervalSince1970:)),
+                    sent: state?[0] ?? 0, failed: state?[1] ?? 0, putAside: state?[2] ?? 0,
+                    lastSuccessAt: (state?[3] as Double?).map(Date.init(timeIntervalSince1970:)),
+                    lastError: state?[4],
+                    lastErrorAt: (state?[5] as Double?).map(Date.init(timeIntervalSince1970:)))
             }
-            let newest = try Int64.fetchOne(db, sql: "SELECT max(position) FROM event") ?? 0
-            let limit = min(delivered, newest - Int64(keep))
-            guard limit > 0 else { return 0 }
-            try db.execute(sql: "DELETE FROM event WHERE position <= ?", arguments: [limit])
-            return db.changesCount
         }
     }
 
     /// How many events a sink has not confirmed yet.
     public func backlog(sink: String) async throws -> Int {
-        try await pool.read { db in
-            try Int.fetchOne(
-                db,
-                sql: "SELECT count(*) FROM event WHERE position > coalesce((SELECT position FROM sink_cursor WHERE sink = ?), 0)",
-                arguments: [sink]) ?? 0
+        try await sinkReports([sink]).first?.backlog ?? 0
+    }
+
+    /// How many events the outbox holds.
+    public func count() async throws -> Int {
+        try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
+    }
+
+    /// The bytes the database's live pages take (the disk budget's measure).
+    public func usedBytes() async throws -> Int64 {
+        try await database.read { db in
+            let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            return (pages - free) * pageSize
         }
+    }
+
+    /// Deletes events every sink has confirmed once they are older than the retention. Returns how many.
+    @discardableResult
+    public func prune(now: Date = Date()) async throws -> Int {
+        let cutoff = now.timeIntervalSince1970 - Double(policy.retention.components.seconds)
+        return try await database.write { db in
+            let delivered = try Self.deliveredByAll(db)
+            try db.execute(sql: "DELETE FROM event WHERE position <= ? AND committed_at < ?", arguments: [delivered, cutoff])
+            return db.changesCount
+        }
+    }
+
+    // MARK: Salvage
+
+    /// Reads what it can of a damaged outbox and queues again every event some sink had not confirmed.
+    /// Events keep their ids and sequence numbers; each source's counter continues after the highest seen.
+    func salvage(from damagedPath: String, damage: String) throws -> SalvageReport {
+        var report = SalvageReport(damagedPath: damagedPath, recovered: 0, alreadyDelivered: 0, unreadable: 0,
+                                   damage: damage)
+        var configuration = Configuration()
+        configuration.readonly = true
+        let damaged: DatabaseQueue
+        do {
+            damaged = try DatabaseQueue(path: damagedPath, configuration: configuration)
+        } catch {
+            report.unreadable = -1
+            return report
+        }
+        // The sinks' cursors: an event at or before the lowest is held by every sink.
+        let delivered: Int64 = (try? damaged.read { db in
+            try Int64.fetchOne(db, sql: "SELECT min(position) FROM sink_cursor")
+        }) ?? 0
+        let columns = (try? damaged.read { db in try db.columns(in: "event").map(\.name) }) ?? []
+        let hasColumns = columns.contains("committed_at")
+        let highest: Int64 = (try? damaged.read { db in
+            try Int64.fetchOne(db, sql: "SELECT max(position) FROM event")
+        }) ?? ((try? damaged.read { db in
+            try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event'")
+        }) ?? 0)
+        let select = hasColumns
+            ? "SELECT position, json, committed_at FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
+            : "SELECT position, json, 0 FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
+        var rows: [(json: String, committedAt: Double)] = []
+        func read(_ range: ClosedRange<Int64>) -> Bool {
+            do {
+                let found = try damaged.read { db in
+                    try Row.fetchAll(db, sql: select, arguments: [range.lowerBound, range.upperBound])
+                }
+                for row in found {
+                    let position: Int64 = row[0]
+                    if position <= delivered {
+                        report.alreadyDelivered += 1
+                    } else if let json = row[1] as String? {
+                        rows.append((json, row[2] ?? 0))
+                    } else {
+                        report.unreadable += 1
+                    }
+                }
+                return true
+            } catch {
+                return false
+            }
+        }
+        // Chunks first; a chunk that fails is read row by row, so one bad page costs only its rows.
+        var start: Int64 = 1
+        let chunk: Int64 = 1000
+        while start <= highest {
+            let range = start...min(highest, start + chunk - 1)
+            if !read(range) {
+                for position in range where !read(position...position) { report.unreadable += 1 }
+            }
+            start += chunk
+        }
+        let cursors = (try? damaged.read { db in
+            try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed FROM device_cursor")
+        }) ?? []
+        try database.write { db in
+            var highestSequence: [String: Int64] = [:]
+            for (json, committedAt) in rows {
+                guard let event = try? CloudEvent.decode(json: Data(json.utf8)) else {
+                    report.unreadable += 1
+                    continue
+                }
+                let sequence = event.sequence.flatMap { Int64($0) } ?? 0
+                try db.execute(
+                    sql: """
+                        INSERT OR IGNORE INTO event (source, id, type, json, time, subject, sequence, committed_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [event.source, event.id, event.type, json, event.time, event.subject, sequence,
+                                committedAt])
+                report.recovered += db.changesCount
+                highestSequence[event.source] = max(highestSequence[event.source] ?? 0, sequence)
+            }
+            // Sequence counters continue after everything the damaged file numbered, read or not.
+            let counters = (try? damaged.read { old in
+                try Row.fetchAll(old, sql: "SELECT source, last FROM source_sequence")
+            }) ?? []
+            for row in counters {
+                let source: String = row[0]
+                highestSequence[source] = max(highestSequence[source] ?? 0, row[1])
+            }
+            for (source, last) in highestSequence {
+                try db.execute(
+                    sql: """
+                        INSERT INTO source_sequence (source, last) VALUES (?, ?)
+                        ON CONFLICT (source) DO UPDATE SET last = max(last, excluded.last)
+                        """, arguments: [source, last])
+            }
+            for row in cursors {
+                try db.execute(sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed) VALUES (?, ?, ?)",
+                               arguments: [row[0] as String, row[1] as Int64, row[2] as Int64])
+            }
+        }
+        return report
     }
 }

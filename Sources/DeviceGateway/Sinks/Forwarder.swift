@@ -1,50 +1,112 @@
-import Logging
+public import Logging
 
 /// Moves committed events from the outbox to one sink, in order, at least once.
 ///
-/// The sink's cursor advances only after the sink confirmed a batch, so a crash or a down sink
-/// loses nothing: delivery resumes from the cursor, and the sink ignores what it already holds.
-struct Forwarder: Sendable {
-    let outbox: Outbox
-    let sink: any EventSink
+/// The sink's cursor advances only after the sink confirmed a batch, so a crash or a down store
+/// loses nothing: delivery resumes from the cursor, and the store ignores what it already holds.
+/// A store that is down is retried with exponential backoff and jitter (honouring its `Retry-After`);
+/// a batch it refuses for good is split until the refused events are found, and only those are put aside.
+public struct Forwarder: Sendable {
+    public let outbox: Outbox
+    public let sink: any EventSink
+    public let config: SinkConfig
     let logger: Logger
-    var batchSize = 500
+    /// The first pause after a failure; it doubles up to `config.maximumRetryDelay`.
+    var firstRetryDelay = Duration.seconds(1)
+    /// How often an idle forwarder looks for new events.
     var idleInterval = Duration.milliseconds(200)
 
-    /// Forwards until `stop` fires, then delivers what is left once more and returns.
-    func run(until stop: StopSignal) async {
+    /// Creates the forwarder of one sink.
+    public init(outbox: Outbox, sink: any EventSink, config: SinkConfig, logger: Logger) {
+        self.outbox = outbox
+        self.sink = sink
+        self.config = config
+        var logger = logger
+        logger[metadataKey: "sink.name"] = "\(config.name)"
+        self.logger = logger
+    }
+
+    /// Forwards until `stop` fires; a healthy sink then gets what is left once more.
+    public func run(until stop: StopSignal) async {
         var failing: String?
-        var retryDelay = Duration.seconds(1)
+        var attempt = 0
         while true {
             let stopping = stop.isStopped
             do {
                 while try await forwardBatch() {}
-                if failing != nil { logger.notice("sink \(sink.name): delivering again") }
+                if failing != nil {
+                    let backlog = (try? await outbox.backlog(sink: sink.name)) ?? 0
+                    logger.notice("sink \(sink.name): delivering again, \(backlog) events left in the backlog")
+                }
                 failing = nil
-                retryDelay = .seconds(1)
-                if stopping { return }
+                attempt = 0
+                if stopping { break }
                 await stop.sleep(for: idleInterval)
             } catch {
-                let text = "\(error)"
-                if failing != text {
+                let reason = (error as? SinkError)?.message ?? "\(error)"
+                try? await outbox.recordFailure(sink: sink.name, reason: reason)
+                if failing != reason {
                     let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "unknown"
-                    logger.error("sink \(sink.name): delivery failed, \(backlog) events kept in the outbox: \(text)")
+                    logger.error("sink \(sink.name): delivery failed, \(backlog) events kept in the outbox: \(reason)")
                 }
-                failing = text
-                if stopping { return }
-                await stop.sleep(for: retryDelay)
-                retryDelay = min(retryDelay * 2, .seconds(30))
+                failing = reason
+                if stopping { break }
+                attempt += 1
+                await stop.sleep(for: retryDelay(attempt: attempt, retryAfter: (error as? SinkError)?.retryAfter))
             }
         }
+        await sink.shutdown()
+    }
+
+    /// Delivers until the outbox holds nothing more for this sink; returns how many events went.
+    /// Throws the first failure (no retries): for benchmarks, tests and one-shot drains.
+    @discardableResult
+    public func drain() async throws -> Int {
+        var total = 0
+        while true {
+            let before = try await outbox.deliveredPosition(sink: sink.name)
+            let more = try await forwardBatch()
+            total += try await outbox.entries(after: before, limit: config.batchSize).count
+            if !more { return total }
+        }
+    }
+
+    /// Exponential backoff with equal jitter: half the delay fixed, half random, so that a province's
+    /// gateways do not all come back at the same second after the store restarts.
+    func retryDelay(attempt: Int, retryAfter: Duration?) -> Duration {
+        let exponential = firstRetryDelay * (1 << min(attempt - 1, 20))
+        let capped = min(exponential, config.maximumRetryDelay)
+        let jittered = capped / 2 + capped / 2 * Double.random(in: 0...1)
+        guard let retryAfter else { return jittered }
+        return max(jittered, min(retryAfter, .seconds(3600)))
     }
 
     /// Delivers one batch; returns whether there may be more.
     private func forwardBatch() async throws -> Bool {
         let delivered = try await outbox.deliveredPosition(sink: sink.name)
-        let entries = try await outbox.entries(after: delivered, limit: batchSize)
-        guard let last = entries.last else { return false }
-        try await sink.deliver(entries.map(\.event))
-        try await outbox.markDelivered(sink: sink.name, through: last.position)
-        return entries.count == batchSize
+        let batch = try await outbox.entries(after: delivered, limit: config.batchSize)
+        guard !batch.isEmpty else { return false }
+        try await deliver(batch[...])
+        return batch.count == config.batchSize
+    }
+
+    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone.
+    private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
+        guard let last = batch.last else { return }
+        do {
+            try await sink.deliver(Array(batch))
+            try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count)
+        } catch let error as SinkError where error.code == .rejected {
+            if batch.count > 1 {
+                let middle = batch.startIndex + batch.count / 2
+                try await deliver(batch[..<middle])
+                try await deliver(batch[middle...])
+                return
+            }
+            try await outbox.putAside(Array(batch), sink: sink.name, reason: error.message)
+            logger.error(
+                "sink \(sink.name) refused event \(last.id) of \(last.source) for good; put aside: \(error.message)",
+                metadata: ["event.id": "\(last.id)", "event.source": "\(last.source)"])
+        }
     }
 }

@@ -6,7 +6,7 @@ public final class SQLiteEventStore: EventSink {
     public let name: String
     /// The database file.
     public let path: String
-    private let pool: DatabasePool
+    private let database: any DatabaseWriter
 
     /// Opens the store for writing, creating it if needed.
     public init(name: String, path: String) throws {
@@ -17,7 +17,8 @@ public final class SQLiteEventStore: EventSink {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        pool = try DatabasePool(path: path, configuration: configuration)
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        database = pool
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(
@@ -37,21 +38,36 @@ public final class SQLiteEventStore: EventSink {
         try migrator.migrate(pool)
     }
 
-    /// Opens an existing store to read; a missing file is an error that says so.
+    private init(name: String, path: String, database: any DatabaseWriter) {
+        self.name = name
+        self.path = path
+        self.database = database
+    }
+
+    /// Opens an existing store read-only: nothing is created, migrated or written, whatever file it is.
     public static func openForReading(path: String) throws -> SQLiteEventStore {
         guard FileManager.default.fileExists(atPath: path) else {
             throw GatewayError(.storeMissing, "no event store at \(path): has the gateway run here? (--store PATH)")
         }
-        return try SQLiteEventStore(name: "reader", path: path)
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(10)
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        let columns = try queue.read { db in
+            try db.tableExists("event") ? Set(try db.columns(in: "event").map(\.name)) : []
+        }
+        guard columns.isSuperset(of: ["source", "id", "type", "time", "json"]) else {
+            throw GatewayError(.storeMissing, "\(path) is not a hall gateway event store (it has no event table of ours)")
+        }
+        return SQLiteEventStore(name: "reader", path: path, database: queue)
     }
 
-    public func deliver(_ events: [CloudEvent]) async throws {
-        let rows = try events.map { ($0, try $0.jsonLine()) }
-        try await pool.write { db in
-            for (event, json) in rows {
-                try db.execute(
-                    sql: "INSERT OR IGNORE INTO event (source, id, type, time, subject, json) VALUES (?, ?, ?, ?, ?, ?)",
-                    arguments: [event.source, event.id, event.type, event.time, event.subject, json])
+    public func deliver(_ batch: [OutboundEvent]) async throws {
+        try await database.write { db in
+            let statement = try db.cachedStatement(
+                sql: "INSERT OR IGNORE INTO event (source, id, type, time, subject, json) VALUES (?, ?, ?, ?, ?, ?)")
+            for event in batch {
+                try statement.execute(arguments: [event.source, event.id, event.type, event.time, event.subject, event.json])
             }
         }
     }
@@ -81,7 +97,7 @@ public final class SQLiteEventStore: EventSink {
         let sql = "SELECT json FROM (SELECT json, time, rowid FROM event \(filter) ORDER BY time DESC, rowid DESC LIMIT ?) "
             + "ORDER BY time, rowid"
         let finalArguments = arguments
-        return try await pool.read { db in
+        return try await database.read { db in
             try String.fetchAll(db, sql: sql, arguments: finalArguments).map {
                 try CloudEvent.decode(json: Data($0.utf8))
             }
@@ -90,6 +106,6 @@ public final class SQLiteEventStore: EventSink {
 
     /// How many events the store holds.
     public func count() async throws -> Int {
-        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
+        try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
     }
 }

@@ -176,3 +176,14 @@ func testGateway(buses: String, devices: String, folder: TemporaryDirectory) thr
 func eventData<Data>(_ store: SQLiteEventStore, type: String, _ extract: (EventData) -> Data?) async throws -> [Data] {
     try await store.events(type: type, limit: 100_000).compactMap { extract($0.data) }
 }
+
+/// Events as the outbox hands them to sinks, numbered from 1 in the order given.
+func outbound(_ events: [CloudEvent]) throws -> [OutboundEvent] {
+    try events.enumerated().map { index, event in
+        var event = event
+        event.sequence = event.sequence ?? CloudEvent.sequenceString(Int64(index + 1))
+        return OutboundEvent(position: Int64(index + 1), source: event.source, id: event.id, type: event.type,
+                             time: event.time, subject: event.subject, sequence: Int64(event.sequence!) ?? 0,
+                             json: try event.jsonLine())
+    }
+}

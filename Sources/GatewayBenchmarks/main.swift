@@ -1,0 +1,18 @@
+// Forwarding and outbox benchmarks: `swift run -c release GatewayBenchmarks NAME`.
+// The drain benchmarks need their store running: `bench/forwarding.sh` starts them and runs all.
+import Foundation
+
+let benchmarks: [String: @Sendable ([String]) async throws -> Void] = [
+    "ingest": OutboxIngestBenchmark.run,
+    "drain-postgres": PostgresDrainBenchmark.run,
+    "drain-mqtt": MQTTDrainBenchmark.run,
+    "drain-http": HTTPDrainBenchmark.run,
+    "backlog-rss": BacklogMemoryBenchmark.run,
+]
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let name = arguments.first, let benchmark = benchmarks[name] else {
+    print("usage: GatewayBenchmarks \(benchmarks.keys.sorted().joined(separator: "|")) [options]")
+    exit(2)
+}
+try await benchmark(Array(arguments.dropFirst()))

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Starts the real servers the tests talk to — PostgreSQL and mosquitto, on loopback, in a private
+# folder — runs the given command with their addresses in the environment, and stops them after.
+#
+#   scripts/test-services.sh swift test --skip-build
+#   scripts/test-services.sh pg-stop | pg-start     (inside such a run: stop or start its PostgreSQL)
+#
+# Exported: HALL_TEST_POSTGRES_URL (postgres://gateway:…@127.0.0.1:PORT/central), HALL_TEST_PGDATA,
+# HALL_TEST_MQTT_HOST, HALL_TEST_MQTT_PORT, HALL_TEST_SERVICES (this script, for pg-stop/pg-start).
+set -euo pipefail
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+case "${1:-}" in
+    pg-stop)
+        as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -m fast -w stop >/dev/null
+        exit 0 ;;
+    pg-start)
+        as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -l "$HALL_TEST_PGDATA/server.log" -w start >/dev/null
+        exit 0 ;;
+esac
+[ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARGS…] | pg-stop | pg-start" >&2; exit 2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+command -v mosquitto >/dev/null || { echo "mosquitto is not installed (make deps)" >&2; exit 1; }
+[ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (make deps)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/hall-gateway-services-XXXXXX)
+chmod 755 "$work"
+pg_port=$(free_port)
+mqtt_port=$(free_port)
+pg_password="gateway-test-$RANDOM$RANDOM"
+export HALL_TEST_PGDATA="$work/pgdata"
+
+stop_all() {
+    status=$?
+    [ -f "$work/mosquitto.pid" ] && kill "$(cat "$work/mosquitto.pid")" 2>/dev/null || true
+    as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+    exit $status
+}
+trap stop_all EXIT INT TERM
+
+# PostgreSQL: password (SCRAM) over TCP on 127.0.0.1 only; the socket in the private folder.
+mkdir -p "$HALL_TEST_PGDATA" "$work/pgsocket"
+[ "$(id -u)" = 0 ] && chown postgres "$HALL_TEST_PGDATA" "$work/pgsocket"
+echo "$pg_password" > "$work/pgpass"
+chmod 644 "$work/pgpass"
+as_postgres "$PG_BIN/initdb" -D "$HALL_TEST_PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >> "$HALL_TEST_PGDATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$work/pgsocket'
+fsync = on
+CONF
+as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -l "$HALL_TEST_PGDATA/server.log" -w start >/dev/null
+as_postgres psql -q -h "$work/pgsocket" -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+    -c "CREATE ROLE gateway LOGIN PASSWORD '$pg_password'" -c "CREATE DATABASE central OWNER gateway" >/dev/null
+
+# mosquitto: loopback only, persistent sessions kept in the private folder.
+mkdir -p "$work/mosquitto"
+[ "$(id -u)" = 0 ] && chown mosquitto "$work/mosquitto" 2>/dev/null || true
+cat > "$work/mosquitto.conf" <<CONF
+listener $mqtt_port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $work/mosquitto/
+pid_file $work/mosquitto.pid
+log_dest file $work/mosquitto/mosquitto.log
+CONF
+mosquitto -c "$work/mosquitto.conf" -d
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null && break
+    sleep 0.1
+done
+
+export HALL_TEST_POSTGRES_URL="postgres://gateway:$pg_password@127.0.0.1:$pg_port/central"
+export HALL_TEST_MQTT_HOST=127.0.0.1 HALL_TEST_MQTT_PORT=$mqtt_port
+export HALL_TEST_SERVICES="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+echo "test services: PostgreSQL on 127.0.0.1:$pg_port, mosquitto on 127.0.0.1:$mqtt_port" >&2
+"$@"
