@@ -1,0 +1,545 @@
+import CMosquitto
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// libmosquitto is initialised once per process and never cleaned up: other clients may still live.
+private let mosquittoLibrary: Int32 = mosquitto_lib_init()
+
+/// How `MosquittoClient` reaches its broker.
+struct MosquittoSettings: Sendable {
+    var host: String
+    var port: Int
+    /// With a clean session off, the broker keeps the session under this id.
+    var clientId: String
+    var username: String?
+    var password: String?
+    var tls: TLSSettings?
+    var keepAliveSeconds: Int32
+    /// How long one connection attempt (TCP, TLS, CONNACK) may take.
+    var connectTimeout: Duration
+    /// QoS 1 messages on the wire still waiting for their PUBACK (libmosquitto's default is 20).
+    var maximumInFlight: Int32 = 200
+
+    /// `host:port`, the start of every error message.
+    var address: String { "\(host):\(port)" }
+}
+
+/// One message to publish; `key` recognises the same event when its batch is delivered again.
+struct MosquittoMessage: Sendable {
+    var key: String
+    var topic: String
+    var payload: String
+}
+
+/// Owns one libmosquitto handle (MQTT 3.1.1, clean session off) and the thread that runs its network.
+///
+/// libmosquitto's own `mosquitto_loop_start` thread ends for good after a TLS or protocol error (its
+/// `mosquitto_loop_forever` returns), so this client runs `mosquitto_loop` on a thread of its own and
+/// reconnects itself: exponential backoff with jitter, a connect timeout, and one immediate attempt
+/// for each batch that finds the broker away. Publishing never blocks the caller: libmosquitto queues
+/// the message (also while disconnected) and sends unacknowledged ones again after reconnecting, so a
+/// batch delivered again waits for the messages already queued instead of queueing them twice.
+final class MosquittoClient: @unchecked Sendable {
+    let settings: MosquittoSettings
+    /// The network thread calls libmosquitto without the lock (libmosquitto locks inside); other
+    /// threads only under `state`'s lock. Destroyed once, under the lock, when no network thread runs.
+    private let handle: OpaquePointer
+    private let state = Mutex(State())
+    /// Wakes the network thread while it waits between connection attempts.
+    private let wakeUp = DispatchSemaphore(value: 0)
+    private let logger: Logger
+    /// More messages than this waiting for the broker are refused: memory stays bounded in an outage.
+    static let queueLimit = 20_000
+
+    /// Creates the handle and applies the settings; connects only on the first `publish`.
+    init(settings: MosquittoSettings, logger: Logger) throws {
+        _ = mosquittoLibrary
+        self.settings = settings
+        self.logger = logger
+        let address = settings.address
+        guard let handle = mosquitto_new(settings.clientId, false, nil) else {
+            let reason = String(cString: strerror(cmosquitto_errno()))
+            throw SinkError(.rejected, "mqtt \(address): cannot create a client with id '\(settings.clientId)': \(reason)")
+        }
+        self.handle = handle
+        do {
+            try Self.configure(handle, settings)
+        } catch {
+            mosquitto_destroy(handle)
+            throw error
+        }
+        mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
+        mosquitto_connect_callback_set(handle) { _, context, code in
+            guard let context else { return }
+            Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue().connected(code: code)
+        }
+        mosquitto_publish_callback_set(handle) { _, context, messageId in
+            guard let context else { return }
+            Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue().acknowledged(messageId)
+        }
+        mosquitto_log_callback_set(handle) { _, context, level, text in
+            guard let context, let text, level & cmosquitto_log_problems != 0 else { return }
+            Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue().libraryLogged(String(cString: text))
+        }
+    }
+
+    deinit {
+        // The network thread holds this object while it runs, so none runs here.
+        let destroyed = state.withLock { state in
+            defer { state.destroyed = true }
+            return state.destroyed
+        }
+        if !destroyed { mosquitto_destroy(handle) }
+    }
+
+    private static func configure(_ handle: OpaquePointer, _ settings: MosquittoSettings) throws {
+        let address = settings.address
+        func check(_ code: Int32, _ what: String) throws {
+            guard code == MOSQ_ERR_SUCCESS.rawValue else {
+                throw SinkError(.rejected, "mqtt \(address): \(what): \(String(cString: mosquitto_strerror(code)))")
+            }
+        }
+        try check(mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311), "protocol version")
+        try check(mosquitto_int_option(handle, MOSQ_OPT_SEND_MAXIMUM, settings.maximumInFlight), "in-flight maximum")
+        try check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "TCP_NODELAY")
+        if settings.username != nil || settings.password != nil {
+            guard settings.username != nil else {
+                throw SinkError(.rejected, "mqtt \(address): a password file needs a username (MQTT 3.1.1)")
+            }
+            try check(mosquitto_username_pw_set(handle, settings.username, settings.password), "username and password")
+        }
+        guard let tls = settings.tls else { return }
+        for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 })
+        where !FileManager.default.isReadableFile(atPath: file) {
+            throw SinkError(.rejected, "mqtt \(address): cannot read the TLS file \(file)")
+        }
+        if (tls.certificateFile == nil) != (tls.keyFile == nil) {
+            throw SinkError(.rejected, "mqtt \(address): a client certificate needs its key file, and a key its certificate")
+        }
+        // Without a CA file the system's trust store is used; with one, only that file.
+        if tls.caFile == nil {
+            try check(mosquitto_int_option(handle, MOSQ_OPT_TLS_USE_OS_CERTS, 1), "system trust store")
+        }
+        // An encrypted key gets no password: refused at connect instead of a prompt on a terminal.
+        try check(mosquitto_tls_set(handle, tls.caFile, tls.caFile == nil ? "/etc/ssl/certs" : nil,
+                                    tls.certificateFile, tls.keyFile) { _, _, _, _ in 0 }, "TLS files")
+        // The server's certificate and host name are always verified (SSL_VERIFY_PEER = 1).
+        try check(mosquitto_tls_opts_set(handle, 1, nil, nil), "TLS options")
+        try check(mosquitto_tls_insecure_set(handle, false), "TLS host name check")
+    }
+
+    // MARK: Publishing
+
+    /// Publishes every message at QoS 1 and returns once the broker acknowledged them all.
+    ///
+    /// Throws `SinkError(.unavailable)` when a connection attempt fails meanwhile or `timeout` passes,
+    /// `.rejected` when libmosquitto refuses a message for good (a topic or size it does not accept).
+    func publish(_ messages: [MosquittoMessage], timeout: Duration) async throws {
+        guard !messages.isEmpty else { return }
+        startNetworkIfNeeded()
+        let id = state.withLock { state in
+            state.nextDelivery += 1
+            return state.nextDelivery
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let refusal = state.withLock { state in
+                    register(id, messages, timeout: timeout, continuation: continuation, in: &state)
+                }
+                if let refusal {
+                    continuation.resume(throwing: refusal)
+                } else {
+                    wakeUp.signal()
+                }
+            }
+        } onCancel: {
+            let continuation = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                if let delivery = state.deliveries.removeValue(forKey: id) { return delivery.continuation }
+                state.cancelled.insert(id)
+                return nil
+            }
+            continuation?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Queues the messages with libmosquitto and files the delivery; returns why not, if not.
+    private func register(_ id: UInt64, _ messages: [MosquittoMessage], timeout: Duration,
+                          continuation: CheckedContinuation<Void, any Error>, in state: inout State) -> (any Error)? {
+        let address = settings.address
+        if state.cancelled.remove(id) != nil { return CancellationError() }
+        if state.stopping || state.destroyed {
+            return SinkError(.unavailable, "mqtt \(address): the sink is shutting down")
+        }
+        let fresh = messages.count(where: { state.messageIds[$0.key] == nil })
+        if fresh > 0, state.messageIds.count + fresh > Self.queueLimit {
+            return SinkError(.unavailable, """
+                mqtt \(address): \(state.messageIds.count) messages of earlier batches still wait for the broker
+                """)
+        }
+        var waiting = Set<Int32>()
+        for message in messages {
+            if let messageId = state.messageIds[message.key] {
+                waiting.insert(messageId)
+                continue
+            }
+            var messageId: Int32 = 0
+            var payload = message.payload
+            let code = payload.withUTF8 { bytes in
+                mosquitto_publish(handle, &messageId, message.topic, Int32(bytes.count), bytes.baseAddress, 1, false)
+            }
+            // Without a connection the message is queued all the same and sent after reconnecting.
+            guard code == MOSQ_ERR_SUCCESS.rawValue || code == MOSQ_ERR_NO_CONN.rawValue else {
+                let reason = String(cString: mosquitto_strerror(code))
+                let forGood = [MOSQ_ERR_INVAL, MOSQ_ERR_MALFORMED_UTF8, MOSQ_ERR_PAYLOAD_SIZE, MOSQ_ERR_OVERSIZE_PACKET]
+                    .contains { $0.rawValue == code }
+                return SinkError(forGood ? .rejected : .unavailable,
+                                 "mqtt \(address): cannot publish on '\(message.topic)': \(reason)")
+            }
+            state.messageIds[message.key] = messageId
+            state.keys[messageId] = message.key
+            waiting.insert(messageId)
+        }
+        var delivery = Delivery(continuation: continuation, waiting: waiting, total: messages.count,
+                                timeout: timeout, deadline: .now + timeout, kicked: false)
+        // A batch that finds the broker away gets one attempt now rather than at the next backoff step.
+        if case .waiting = state.phase {
+            state.kick = true
+            delivery.kicked = true
+        }
+        state.deliveries[id] = delivery
+        return nil
+    }
+
+    // MARK: Stopping
+
+    /// Disconnects, ends the network thread and frees the handle; deliveries still waiting fail.
+    func shutdown() async {
+        let running = beginStopping()
+        if running {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ended = state.withLock { state in
+                    if !state.networkEnded { state.endWaiters.append(continuation) }
+                    return state.networkEnded
+                }
+                if ended { continuation.resume() }
+            }
+        }
+        state.withLock { state in
+            guard !state.destroyed else { return }
+            state.destroyed = true
+            mosquitto_destroy(handle)
+        }
+    }
+
+    /// Asks the network thread to end without waiting for it (the owner is going away).
+    func stop() {
+        _ = beginStopping()
+    }
+
+    /// Marks the client stopping, fails waiting deliveries, wakes the network; returns whether it runs.
+    private func beginStopping() -> Bool {
+        let (running, failed) = state.withLock { state in
+            state.stopping = true
+            let failed = state.deliveries.values.map(\.continuation)
+            state.deliveries = [:]
+            guard state.started, !state.networkEnded else { return (false, failed) }
+            // Queues a DISCONNECT, which also wakes the network thread out of its select().
+            mosquitto_disconnect(handle)
+            return (true, failed)
+        }
+        wakeUp.signal()
+        for continuation in failed {
+            continuation.resume(throwing: SinkError(.unavailable, "mqtt \(settings.address): the sink is shutting down"))
+        }
+        return running
+    }
+
+    // MARK: The network thread
+
+    private func startNetworkIfNeeded() {
+        let start = state.withLock { state in
+            guard !state.started, !state.stopping else { return false }
+            state.started = true
+            state.phase = .waiting(until: .now)
+            return true
+        }
+        guard start else { return }
+        let thread = Thread { [self] in runNetwork() }
+        thread.name = "mqtt \(settings.address)"
+        thread.start()
+    }
+
+    /// What the network thread does next.
+    private enum Step {
+        case stop
+        case sleep(Duration)
+        case connect
+        case connectTimedOut
+        case loop(milliseconds: Int32)
+    }
+
+    private func runNetwork() {
+        while true {
+            let now = ContinuousClock.now
+            let (step, expired) = state.withLock { state in
+                (nextStep(now: now, &state), expire(now: now, &state))
+            }
+            for (continuation, error) in expired { continuation.resume(throwing: error) }
+            switch step {
+            case .stop:
+                endNetwork()
+                return
+            case .sleep(let duration):
+                let (seconds, attoseconds) = duration.components
+                let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+                _ = wakeUp.wait(timeout: .now() + .nanoseconds(max(nanoseconds, 1_000_000)))
+            case .connect:
+                state.withLock { state in
+                    state.refusal = nil
+                    state.libraryError = nil
+                }
+                let code = mosquitto_connect_async(handle, settings.host, Int32(settings.port), settings.keepAliveSeconds)
+                let error = cmosquitto_errno()
+                if code == MOSQ_ERR_SUCCESS.rawValue {
+                    state.withLock { $0.phase = .connecting(since: now) }
+                } else {
+                    failed(code: code, errno: error)
+                }
+            case .connectTimedOut:
+                failed(reason: "no answer within \(Self.describe(settings.connectTimeout))")
+            case .loop(let milliseconds):
+                let code = mosquitto_loop(handle, milliseconds, 1)
+                let error = cmosquitto_errno()
+                if code != MOSQ_ERR_SUCCESS.rawValue { failed(code: code, errno: error) }
+            }
+        }
+    }
+
+    /// Decides the next step; called under the lock.
+    private func nextStep(now: ContinuousClock.Instant, _ state: inout State) -> Step {
+        if state.stopping { return .stop }
+        let soonest = min(state.deliveries.values.map(\.deadline).min() ?? now + .seconds(1), now + .seconds(1))
+        func milliseconds(until instant: ContinuousClock.Instant) -> Int32 {
+            let left = max(instant - now, .milliseconds(1))
+            return Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
+        }
+        switch state.phase {
+        case .waiting(let until):
+            if state.kick || now >= until {
+                state.kick = false
+                return .connect
+            }
+            return .sleep(min(until, soonest) - now)
+        case .connecting(let since):
+            let giveUp = since + settings.connectTimeout
+            if now >= giveUp { return .connectTimedOut }
+            return .loop(milliseconds: milliseconds(until: min(giveUp, soonest)))
+        case .connected:
+            return .loop(milliseconds: milliseconds(until: soonest))
+        }
+    }
+
+    /// Takes out the deliveries whose time is up, each with its error; called under the lock.
+    private func expire(now: ContinuousClock.Instant, _ state: inout State)
+        -> [(CheckedContinuation<Void, any Error>, SinkError)] {
+        var expired: [(CheckedContinuation<Void, any Error>, SinkError)] = []
+        for (id, delivery) in state.deliveries where delivery.deadline <= now {
+            state.deliveries[id] = nil
+            let within = Self.describe(delivery.timeout)
+            let message: String
+            if case .connected = state.phase {
+                message = "\(delivery.waiting.count) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
+            } else {
+                message = "not connected within \(within)" + (state.lastProblem.map { ": \($0)" } ?? "")
+            }
+            expired.append((delivery.continuation, SinkError(.unavailable, "mqtt \(settings.address): \(message)")))
+        }
+        return expired
+    }
+
+    /// A connection attempt failed or the connection ended: why, in a technician's words.
+    private func failed(code: Int32, errno error: Int32) {
+        let reason = state.withLock { state -> String in
+            switch code {
+            case MOSQ_ERR_ERRNO.rawValue:
+                return String(cString: strerror(error))
+            case MOSQ_ERR_EAI.rawValue:
+                return "cannot resolve \(settings.host): \(String(cString: cmosquitto_gai_strerror(error)))"
+            case MOSQ_ERR_TLS.rawValue:
+                return "TLS failed" + (state.libraryError.map { ": \($0)" } ?? "")
+            default:
+                return state.refusal ?? String(cString: mosquitto_strerror(code))
+            }
+        }
+        failed(reason: reason)
+    }
+
+    /// Schedules the next attempt; a failed attempt also fails the waiting deliveries, a lost
+    /// connection does not (libmosquitto sends their messages again after reconnecting).
+    private func failed(reason: String) {
+        let now = ContinuousClock.now
+        let (failedDeliveries, wasConnected, repeated) = state.withLock { state in
+            let repeated = state.lastProblem == reason
+            state.lastProblem = reason
+            var failedDeliveries: [CheckedContinuation<Void, any Error>] = []
+            var wasConnected = false
+            if case .connected(let since) = state.phase {
+                wasConnected = true
+                // Only a connection that held resets the backoff: a broker that drops every client at
+                // once (two gateways with the same client id) must not be hammered.
+                if now - since > .seconds(10) { state.failures = 0 }
+                let someoneWaits = state.deliveries.values.contains { !$0.kicked }
+                for id in state.deliveries.keys { state.deliveries[id]?.kicked = true }
+                state.phase = .waiting(until: someoneWaits ? now : now + Self.backoff(state.failures))
+            } else {
+                failedDeliveries = state.deliveries.values.map(\.continuation)
+                state.deliveries = [:]
+                state.phase = .waiting(until: now + Self.backoff(state.failures))
+            }
+            state.failures += 1
+            return (failedDeliveries, wasConnected, repeated)
+        }
+        let address = settings.address
+        if wasConnected {
+            logger.warning("mqtt \(address): connection lost, reconnecting: \(reason)")
+        } else if !repeated {
+            logger.warning("mqtt \(address): cannot connect, retrying with backoff: \(reason)")
+        }
+        for continuation in failedDeliveries {
+            continuation.resume(throwing: SinkError(.unavailable, "mqtt \(address): cannot connect: \(reason)"))
+        }
+    }
+
+    /// Sends DISCONNECT if connected, lets libmosquitto write it, and tells `shutdown` the thread is done.
+    private func endNetwork() {
+        let connected = state.withLock { state in
+            switch state.phase {
+            case .connected, .connecting: true
+            case .waiting: false
+            }
+        }
+        if connected {
+            mosquitto_disconnect(handle)
+            let deadline = ContinuousClock.now + .seconds(2)
+            while ContinuousClock.now < deadline, mosquitto_loop(handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
+        }
+        let (waiters, failed) = state.withLock { state in
+            state.networkEnded = true
+            defer {
+                state.endWaiters = []
+                state.deliveries = [:]
+            }
+            return (state.endWaiters, state.deliveries.values.map(\.continuation))
+        }
+        for continuation in failed {
+            continuation.resume(throwing: SinkError(.unavailable, "mqtt \(settings.address): the sink is shutting down"))
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    // MARK: Callbacks (on the network thread, inside mosquitto_loop)
+
+    private func connected(code: Int32) {
+        let now = ContinuousClock.now
+        let reconnected = state.withLock { state -> Bool? in
+            guard code == 0 else {
+                state.refusal = String(cString: mosquitto_connack_string(code))
+                return nil
+            }
+            state.phase = .connected(since: now)
+            return state.lastProblem != nil
+        }
+        switch reconnected {
+        case true?: logger.notice("mqtt \(settings.address): connected again as '\(settings.clientId)'")
+        case false?: logger.info("mqtt \(settings.address): connected as '\(settings.clientId)'")
+        case nil: break
+        }
+    }
+
+    private func acknowledged(_ messageId: Int32) {
+        let finished = state.withLock { state in
+            if let key = state.keys.removeValue(forKey: messageId), state.messageIds[key] == messageId {
+                state.messageIds[key] = nil
+            }
+            var finished: [CheckedContinuation<Void, any Error>] = []
+            for (id, delivery) in state.deliveries where delivery.waiting.contains(messageId) {
+                state.deliveries[id]?.waiting.remove(messageId)
+                if delivery.waiting.count == 1 {
+                    finished.append(delivery.continuation)
+                    state.deliveries[id] = nil
+                }
+            }
+            return finished
+        }
+        for continuation in finished { continuation.resume() }
+    }
+
+    private func libraryLogged(_ line: String) {
+        state.withLock { state in
+            // The first problem of an attempt is the cause; OpenSSL lists the consequences after it.
+            if state.libraryError == nil {
+                state.libraryError = line.hasPrefix("OpenSSL Error[") && line.contains("]: ")
+                    ? String(line[line.range(of: "]: ")!.upperBound...]) : line
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    /// 1 s doubling per failure up to 30 s, each with up to half taken off at random.
+    static func backoff(_ failures: Int) -> Duration {
+        let capped = min(Duration.seconds(1) * (1 << min(failures, 5)), .seconds(30))
+        return capped / 2 + capped / 2 * Double.random(in: 0...1)
+    }
+
+    /// "30 s", "0.5 s".
+    static func describe(_ duration: Duration) -> String {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        return seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
+    }
+}
+
+/// What the client's threads share, behind its lock.
+private struct State {
+    enum Phase {
+        case waiting(until: ContinuousClock.Instant)
+        case connecting(since: ContinuousClock.Instant)
+        case connected(since: ContinuousClock.Instant)
+    }
+
+    var phase = Phase.waiting(until: .now)
+    var started = false
+    var stopping = false
+    var networkEnded = false
+    var destroyed = false
+    /// A delivery asks for a connection attempt now.
+    var kick = false
+    /// Attempts failed in a row: the backoff exponent.
+    var failures = 0
+    /// Why the last attempt failed or the connection ended.
+    var lastProblem: String?
+    /// The broker's CONNACK refusal in the current attempt.
+    var refusal: String?
+    /// libmosquitto's first error log line in the current attempt (OpenSSL's reason for a TLS failure).
+    var libraryError: String?
+    /// Event key → message id, while libmosquitto holds the message; and back.
+    var messageIds: [String: Int32] = [:]
+    var keys: [Int32: String] = [:]
+    var deliveries: [UInt64: Delivery] = [:]
+    var cancelled: Set<UInt64> = []
+    var nextDelivery: UInt64 = 0
+    var endWaiters: [CheckedContinuation<Void, Never>] = []
+}
+
+/// A `publish` call waiting for its PUBACKs.
+private struct Delivery {
+    var continuation: CheckedContinuation<Void, any Error>
+    var waiting: Set<Int32>
+    var total: Int
+    var timeout: Duration
+    var deadline: ContinuousClock.Instant
+    /// Whether it already had its immediate connection attempt.
+    var kicked: Bool
+}
