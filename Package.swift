@@ -71,7 +71,10 @@ let package = Package(
         .testTarget(name: "ProtocolTests", dependencies: ["Protocols"], exclude: ["Fixtures"]),
         .testTarget(
             name: "GatewayTests",
-            dependencies: ["DeviceGateway", "MockDevices", "Protocols", "CModbus"]
+            dependencies: [
+                "DeviceGateway", "MockDevices", "Protocols", "CModbus",
+                .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

@@ -12,6 +12,11 @@ public final class Gateway: Service {
     private let buses: [any Bus]
     private let forwarders: [Forwarder]
     private let logger: Logger
+    private let onCommit: ModbusBus.CommitObserver
+    private let startedAt = Date()
+    private let started = ContinuousClock.now
+    /// Names this run's heartbeats: `heartbeat-<run>-<n>`.
+    private let runId = String(UInt32.random(in: 0...UInt32.max), radix: 16)
 
     /// Sets up the outbox, sinks and buses. Fails only for what makes the whole gateway useless
     /// (an outbox that cannot be written, a profile that cannot be read); a missing port is not that.
@@ -19,6 +24,7 @@ public final class Gateway: Service {
                 onCommit: @escaping ModbusBus.CommitObserver = { _ in }) throws {
         self.config = config
         self.logger = logger
+        self.onCommit = onCommit
         let outbox = try Outbox.open(
             path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), policy: config.outbox,
             logger: logger)
@@ -93,15 +99,9 @@ public final class Gateway: Service {
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
-            group.addTask { [outbox, logger] in
-                while !forwardersStop.isStopped {
-                    await forwardersStop.sleep(for: .seconds(60))
-                    do {
-                        try await outbox.prune()
-                    } catch {
-                        logger.warning("outbox: pruning delivered events failed: \(error)")
-                    }
-                }
+            group.addTask { await self.maintain(until: forwardersStop) }
+            if let interval = config.heartbeatInterval {
+                group.addTask { await self.beat(every: interval, until: forwardersStop) }
             }
             await withTaskGroup(of: Void.self) { busGroup in
                 for bus in buses {
@@ -113,4 +113,105 @@ public final class Gateway: Service {
         }
         logger.info("gateway stopped; everything read is committed")
     }
+
+    /// The gateway's own events: the salvage of a damaged outbox, drops at the disk budget; and pruning.
+    private func maintain(until stop: StopSignal) async {
+        if let salvage = outbox.salvage {
+            await commitOwn(CloudEvent(
+                id: "outbox-recovered-\(runId)", source: EventSource.gateway(hall: config.hall.id),
+                type: HallEventType.outboxRecovered, time: Date(), subject: nil, data: .outboxRecovered(.init(salvage))))
+        }
+        var sincePrune = Duration.zero
+        while !stop.isStopped {
+            await reportDrops()
+            if sincePrune >= .seconds(60) {
+                sincePrune = .zero
+                do {
+                    try await outbox.prune()
+                } catch {
+                    logger.warning("outbox: pruning delivered events failed: \(error)")
+                }
+            }
+            await stop.sleep(for: .seconds(2))
+            sincePrune += .seconds(2)
+        }
+        await reportDrops()
+    }
+
+    private func reportDrops() async {
+        let source = EventSource.gateway(hall: config.hall.id)
+        let budget = config.outbox.maximumBytes ?? 0
+        let runId = runId
+        do {
+            let event = try await outbox.reportDrops { records in
+                let ranges = records.flatMap(\.ranges)
+                let count = records.reduce(0) { $0 + $1.count }
+                let first = records.first.map { Int($0.droppedAt.timeIntervalSince1970 * 1000) } ?? 0
+                return CloudEvent(
+                    id: "events-dropped-\(runId)-\(first)", source: source, type: HallEventType.eventsDropped,
+                    time: Date(), subject: nil,
+                    data: .eventsDropped(EventsDropped(count: count, ranges: ranges, policy: "drop-oldest",
+                                                       maximumBytes: budget)))
+            }
+            if let event, case .eventsDropped(let dropped) = event.data {
+                logger.critical("""
+                    outbox reached its disk budget of \(budget / 1_048_576) MB: \(dropped.count) undelivered \
+                    events dropped, oldest first (\(dropped.ranges.map { "\($0.source) #\($0.first)–\($0.last)" }
+                    .joined(separator: ", ")))
+                    """)
+                onCommit([event])
+            }
+        } catch {
+            logger.error("outbox: cannot report dropped events yet: \(error)")
+        }
+    }
+
+    /// Commits a heartbeat now and every `interval`: one event the central side can alarm on when it stops.
+    private func beat(every interval: Duration, until stop: StopSignal) async {
+        var number = 0
+        while !stop.isStopped {
+            number += 1
+            await commitOwn(await heartbeat(number: number))
+            await stop.sleep(for: interval)
+        }
+    }
+
+    /// The heartbeat as of now.
+    public func heartbeat(number: Int = 0) async -> CloudEvent {
+        var states: [DeviceState] = []
+        for bus in buses { states += await bus.deviceStates() }
+        let reports = (try? await outbox.sinkReports(config.sinks.map(\.name))) ?? []
+        let dropped = (try? await outbox.dropTotal()) ?? 0
+        let configured = Set(states.map(\.device))
+        let beat = GatewayHeartbeat(
+            version: GatewayInfo.version, startedAt: EventTime.format(startedAt),
+            uptimeSeconds: Int((ContinuousClock.now - started).components.seconds),
+            sinks: reports.map {
+                SinkBacklog(name: $0.sink, backlog: $0.backlog, oldestUnforwarded: $0.oldestUnforwardedAt.map(EventTime.format))
+            },
+            devicesOnline: states.filter { $0.online == true }.map(\.device),
+            devicesOffline: states.filter { $0.online == false }.map(\.device),
+            // Devices on a bus left closed (no devices) cannot exist; those on no running bus are unknown too.
+            devicesUnknown: states.filter { $0.online == nil }.map(\.device)
+                + config.devices.map(\.id).filter { !configured.contains($0) },
+            eventsDropped: dropped)
+        return CloudEvent(
+            id: "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
+            type: HallEventType.gatewayHeartbeat, time: Date(), subject: nil, data: .heartbeat(beat))
+    }
+
+    private func commitOwn(_ event: CloudEvent) async {
+        do {
+            let inserted = try await outbox.commit([event])
+            if !inserted.isEmpty { onCommit(inserted) }
+        } catch {
+            logger.error("outbox: cannot commit \(event.type): \(error)")
+        }
+    }
+}
+
+/// Facts about this build of the gateway.
+public enum GatewayInfo {
+    /// The version heartbeats and `gatewayd --version` report.
+    public static let version = "0.5.0"
 }

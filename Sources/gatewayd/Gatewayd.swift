@@ -1,11 +1,13 @@
 import ArgumentParser
+import DeviceGateway
 
 @main
 struct Gatewayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatewayd",
         abstract: "The hall gateway: evaluator pads, call boards and ticket printers to one event stream.",
-        subcommands: [Run.self, Events.self, Ports.self, Decode.self, ConfigCommand.self],
+        version: GatewayInfo.version,
+        subcommands: [Run.self, Events.self, OutboxCommand.self, Ports.self, Decode.self, ConfigCommand.self],
         defaultSubcommand: Run.self
     )
 }

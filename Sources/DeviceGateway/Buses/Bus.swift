@@ -6,4 +6,6 @@ public protocol Bus: Actor {
     func run(until stop: StopSignal) async
     /// Carries out a command on one of the bus's devices.
     func send(_ command: HallCommand, to deviceId: String) async throws
+    /// What the bus believes about each of its devices.
+    func deviceStates() -> [DeviceState]
 }

@@ -1,5 +1,15 @@
-import Foundation
+public import Foundation
 import Logging
+
+/// What the gateway believes about one device.
+public struct DeviceState: Sendable, Equatable {
+    public var device: String
+    public var bus: String
+    /// nil until the device was first heard from (or first missed often enough) in this run.
+    public var online: Bool?
+    /// When it last answered or spoke.
+    public var lastSeen: Date?
+}
 
 /// Online/offline bookkeeping for the devices of one bus: an event on every change, none otherwise.
 struct DeviceHealth {
@@ -9,6 +19,7 @@ struct DeviceHealth {
     private struct State {
         var online: Bool?
         var misses = 0
+        var lastSeen: Date?
     }
 
     let busId: String
@@ -25,6 +36,7 @@ struct DeviceHealth {
     /// The device answered; `ready` false when it answered but says it is not in service.
     mutating func answered(_ device: DeviceConfig, ready: Bool = true, at time: Date) -> [CloudEvent] {
         states[device.id, default: State()].misses = 0
+        states[device.id, default: State()].lastSeen = time
         return change(device, online: ready, reason: ready ? "answering" : "device reports not ready", at: time)
     }
 
@@ -39,6 +51,14 @@ struct DeviceHealth {
     /// The whole bus is unreachable (port missing, connection refused): every device is offline at once.
     mutating func unreachable(_ devices: [DeviceConfig], reason: String, at time: Date) -> [CloudEvent] {
         devices.flatMap { change($0, online: false, reason: reason, at: time) }
+    }
+
+    /// The gateway's view of each device, in the order given.
+    func states(of devices: [DeviceConfig]) -> [DeviceState] {
+        devices.map { device in
+            DeviceState(device: device.id, bus: busId, online: states[device.id]?.online,
+                        lastSeen: states[device.id]?.lastSeen)
+        }
     }
 
     private mutating func change(_ device: DeviceConfig, online: Bool, reason: String, at time: Date) -> [CloudEvent] {

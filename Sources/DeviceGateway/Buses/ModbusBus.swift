@@ -27,13 +27,20 @@ public actor ModbusBus: Bus {
     private var finished = false
     /// Events of a cycle whose commit failed (a full disk): committed with the next cycle's.
     private var uncommitted: [CloudEvent] = []
+    /// The pads' cursors read with those events, committed with them.
+    private var uncommittedCursors: [String: DeviceCursor] = [:]
+    /// Since when the outbox refuses commits, while it does.
+    private var refusingSince: Date?
 
     /// The pause before trying to open a missing port again.
     static let reconnectDelay = Duration.seconds(5)
 
     private struct PadState {
         var driver: ModbusEvaluatorDriver
+        /// How far the pad's ratings were read (committed, or held in `uncommitted`): losses count from here.
         var cursor: DeviceCursor?
+        /// When the pad was last read in this run.
+        var lastReadAt: ContinuousClock.Instant?
     }
 
     /// Creates the bus with the pads and boards that hang on it.
@@ -69,6 +76,10 @@ public actor ModbusBus: Bus {
         try await withCheckedThrowingContinuation { continuation in
             commands.append((deviceId, prepared, continuation))
         }
+    }
+
+    public func deviceStates() -> [DeviceState] {
+        health.states(of: boards.map(\.device) + pads.map(\.driver.device))
     }
 
     /// Polls until `stop` fires; the cycle in flight is committed before it returns.
@@ -154,7 +165,6 @@ public actor ModbusBus: Bus {
 
     private func pollCycle(_ connection: ModbusConnection) async {
         var events: [CloudEvent] = []
-        var cursors: [DeviceCursor] = []
         var readings: [(index: Int, reading: ModbusEvaluatorDriver.Reading)] = []
         runCommands(connection)
         let now = Date()
@@ -180,9 +190,13 @@ public actor ModbusBus: Bus {
                 let reading = driver.interpret(registers: registers, cursor: pads[index].cursor, at: now)
                 events += health.answered(driver.device, ready: reading.ready, at: now)
                 events += reading.events
-                cursors.append(reading.cursor)
+                events += faults(in: reading, driver: driver, lastReadAt: pads[index].lastReadAt, at: now)
+                // What was read is held (committed now, or kept in memory until a commit succeeds), so the
+                // next read counts as lost only what the pad overwrote before anyone read it.
+                pads[index].cursor = reading.cursor
+                pads[index].lastReadAt = .now
+                uncommittedCursors[driver.device.id] = reading.cursor
                 readings.append((index, reading))
-                events += faults(in: reading, driver: driver, at: now)
             } catch {
                 events += health.missed(driver.device, reason: recover(from: error, connection: connection), at: now)
             }
@@ -190,16 +204,17 @@ public actor ModbusBus: Bus {
         }
         events = uncommitted + events
         uncommitted = []
+        let cursors = Array(uncommittedCursors.values)
         guard await committer.commit(events, cursors: cursors) else {
-            // Pads keep their ratings until acknowledged, but board verdicts and status changes exist only here.
-            uncommitted = Array(events.suffix(BusCommitter.maximumUncommitted))
-            if events.count > uncommitted.count {
-                logger.critical("bus \(config.id): outbox still refuses commits; \(events.count - uncommitted.count) oldest uncommitted events dropped")
-            }
+            // Nothing is acknowledged, so the pads keep their last 16 ratings too; what was read waits here.
+            refusingSince = refusingSince ?? now
+            uncommitted = events
+            if events.count > BusCommitter.maximumUncommitted { dropOldestUncommitted(at: now) }
             return
         }
+        refusingSince = nil
+        uncommittedCursors = [:]
         for (index, reading) in readings {
-            pads[index].cursor = reading.cursor
             let acknowledge = UInt16(truncatingIfNeeded: reading.cursor.consumed)
             guard reading.acknowledged != acknowledge else { continue }
             let driver = pads[index].driver
@@ -215,16 +230,27 @@ public actor ModbusBus: Bus {
     }
 
     /// Lost and unmapped ratings become fault events for the duty officer, and log lines.
-    private func faults(in reading: ModbusEvaluatorDriver.Reading, driver: ModbusEvaluatorDriver, at time: Date)
-        -> [CloudEvent]
-    {
-        // A re-read after a crash reports the same loss under the same id.
+    private func faults(in reading: ModbusEvaluatorDriver.Reading, driver: ModbusEvaluatorDriver,
+                        lastReadAt: ContinuousClock.Instant?, at time: Date) -> [CloudEvent] {
         var faults: [(id: String, fault: DeviceFault)] = []
         if reading.lost > 0 {
-            faults.append(("ratings-lost-\(String(reading.cursor.bootId, radix: 16))-\(reading.cursor.consumed)", DeviceFault(
-                fault: "ratings-lost",
-                detail: "\(reading.lost) ratings lost: more came in between two polls than the pad keeps "
-                    + "(\(driver.profile.keyRing.count))")))
+            let ring = driver.profile.keyRing.count
+            let cause: String
+            if let lastReadAt {
+                let gap = ContinuousClock.now - lastReadAt
+                let milliseconds = gap.components.seconds * 1000 + gap.components.attoseconds / 1_000_000_000_000_000
+                cause = gap > config.pollInterval * 3 + config.responseTimeout * 3
+                    ? "the pad could not be read for \(milliseconds / 1000) s and more came in meanwhile than it keeps (\(ring))"
+                    : "more came in between two polls (\(milliseconds) ms apart) than the pad keeps (\(ring))"
+            } else {
+                cause = "more came in than the pad keeps (\(ring)) while the gateway was not reading it (stopped or restarting)"
+            }
+            let last = reading.cursor.consumed - Int64(reading.events.count + reading.unknownKeys.count)
+            let first = last - reading.lost + 1
+            // The same loss read again after a crash has the same numbers, so the same id.
+            faults.append(("ratings-lost-\(String(reading.cursor.bootId, radix: 16))-\(first)-\(last)", DeviceFault(
+                fault: "ratings-lost", detail: "\(reading.lost) ratings lost (numbers \(first)–\(last)): \(cause)",
+                count: reading.lost)))
         }
         for code in reading.unknownKeys {
             faults.append((UUID().uuidString.lowercased(), DeviceFault(
@@ -235,6 +261,37 @@ public actor ModbusBus: Bus {
             return CloudEvent(
                 id: id, source: driver.source, type: HallEventType.deviceFault, time: time,
                 subject: driver.device.window.map(EventSource.windowSubject), data: .deviceFault(fault))
+        }
+    }
+
+    /// Past the memory bound while the outbox refuses commits, the oldest held events go; the ratings among
+    /// them are counted per pad in a `ratings-lost` fault that names the cause, so the loss is exact.
+    private func dropOldestUncommitted(at time: Date) {
+        let excess = uncommitted.count - BusCommitter.maximumUncommitted
+        let dropped = uncommitted.prefix(excess)
+        uncommitted.removeFirst(excess)
+        let since = refusingSince.map { Int(time.timeIntervalSince($0)) } ?? 0
+        var lostPerSource: [String: [Int64]] = [:]
+        for event in dropped {
+            if case .rating(let rating) = event.data { lostPerSource[event.source, default: []].append(rating.deviceCounter ?? 0) }
+        }
+        logger.critical("""
+            bus \(config.id): the outbox has refused commits for \(since) s; \(excess) oldest events held in memory \
+            dropped (\(lostPerSource.values.reduce(0) { $0 + $1.count }) ratings among them)
+            """)
+        for pad in pads {
+            guard let numbers = lostPerSource[pad.driver.source], let first = numbers.min(), let last = numbers.max()
+            else { continue }
+            let fault = DeviceFault(
+                fault: "ratings-lost",
+                detail: "\(numbers.count) ratings lost (numbers \(first)–\(last)): the outbox refused commits for "
+                    + "\(since) s (disk full?) and the gateway holds at most \(BusCommitter.maximumUncommitted) events "
+                    + "per bus in memory",
+                count: Int64(numbers.count))
+            uncommitted.append(CloudEvent(
+                id: "ratings-lost-\(String(pad.cursor?.bootId ?? 0, radix: 16))-\(first)-\(last)", source: pad.driver.source,
+                type: HallEventType.deviceFault, time: time,
+                subject: pad.driver.device.window.map(EventSource.windowSubject), data: .deviceFault(fault)))
         }
     }
 

@@ -67,6 +67,8 @@ public actor SerialBus<Driver: LineDriver>: Bus {
         }
     }
 
+    public func deviceStates() -> [DeviceState] { health.states(of: driver.devices) }
+
     /// Polls and listens until `stop` fires; what was read is committed before it returns.
     public func run(until stop: StopSignal) async {
         var cursors: [DeviceCursor] = []

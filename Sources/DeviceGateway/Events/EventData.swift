@@ -6,6 +6,9 @@ public enum EventData: Sendable, Equatable, Encodable {
     case printerStatus(PrinterStatusChanged)
     case boardAcknowledged(BoardAcknowledged)
     case deviceFault(DeviceFault)
+    case heartbeat(GatewayHeartbeat)
+    case eventsDropped(EventsDropped)
+    case outboxRecovered(OutboxRecovered)
 
     /// Decodes the data of an event of the given type.
     init(type: String, from container: KeyedDecodingContainer<CloudEvent.CodingKeys>) throws {
@@ -22,6 +25,12 @@ public enum EventData: Sendable, Equatable, Encodable {
             self = .boardAcknowledged(try container.decode(BoardAcknowledged.self, forKey: .data))
         case HallEventType.deviceFault:
             self = .deviceFault(try container.decode(DeviceFault.self, forKey: .data))
+        case HallEventType.gatewayHeartbeat:
+            self = .heartbeat(try container.decode(GatewayHeartbeat.self, forKey: .data))
+        case HallEventType.eventsDropped:
+            self = .eventsDropped(try container.decode(EventsDropped.self, forKey: .data))
+        case HallEventType.outboxRecovered:
+            self = .outboxRecovered(try container.decode(OutboxRecovered.self, forKey: .data))
         default:
             throw DecodingError.dataCorruptedError(
                 forKey: .type, in: container, debugDescription: "unknown event type \(type)")
@@ -37,6 +46,9 @@ public enum EventData: Sendable, Equatable, Encodable {
         case .printerStatus(let status): try container.encode(status)
         case .boardAcknowledged(let acknowledged): try container.encode(acknowledged)
         case .deviceFault(let fault): try container.encode(fault)
+        case .heartbeat(let heartbeat): try container.encode(heartbeat)
+        case .eventsDropped(let dropped): try container.encode(dropped)
+        case .outboxRecovered(let recovered): try container.encode(recovered)
         }
     }
 }
@@ -151,11 +163,101 @@ public struct DeviceFault: Sendable, Equatable, Codable {
     public var fault: String
     /// What happened, in a technician's words.
     public var detail: String
+    /// How many, where the fault counts something (`ratings-lost`: exactly the ratings lost).
+    public var count: Int64?
 
     /// Creates a fault.
-    public init(fault: String, detail: String) {
+    public init(fault: String, detail: String, count: Int64? = nil) {
         self.fault = fault
         self.detail = detail
+        self.count = count
+    }
+}
+
+/// `hall.gateway.heartbeat`: the gateway is alive. The central side alarms once when these stop,
+/// instead of once per device.
+public struct GatewayHeartbeat: Sendable, Equatable, Codable {
+    /// The gateway's version.
+    public var version: String
+    /// When this run of the gateway started (RFC 3339 UTC).
+    public var startedAt: String
+    public var uptimeSeconds: Int
+    /// Per sink: events committed and not yet confirmed, and the commit time of the oldest of them.
+    public var sinks: [SinkBacklog]
+    /// Devices answering, by id.
+    public var devicesOnline: [String]
+    /// Devices reported offline, by id.
+    public var devicesOffline: [String]
+    /// Devices not heard from yet in this run (unprompted devices until their first frame).
+    public var devicesUnknown: [String]
+    /// Events dropped at the outbox's disk budget since it was created.
+    public var eventsDropped: Int
+
+    /// Creates a heartbeat.
+    public init(version: String, startedAt: String, uptimeSeconds: Int, sinks: [SinkBacklog], devicesOnline: [String],
+                devicesOffline: [String], devicesUnknown: [String], eventsDropped: Int) {
+        self.version = version
+        self.startedAt = startedAt
+        self.uptimeSeconds = uptimeSeconds
+        self.sinks = sinks
+        self.devicesOnline = devicesOnline
+        self.devicesOffline = devicesOffline
+        self.devicesUnknown = devicesUnknown
+        self.eventsDropped = eventsDropped
+    }
+}
+
+/// One sink's backlog as a heartbeat reports it.
+public struct SinkBacklog: Sendable, Equatable, Codable {
+    public var name: String
+    public var backlog: Int
+    /// RFC 3339 UTC commit time of the oldest unforwarded event, if any.
+    public var oldestUnforwarded: String?
+
+    /// Creates a backlog entry.
+    public init(name: String, backlog: Int, oldestUnforwarded: String?) {
+        self.name = name
+        self.backlog = backlog
+        self.oldestUnforwarded = oldestUnforwarded
+    }
+}
+
+/// `hall.gateway.events_dropped`: the outbox reached its disk budget and dropped its oldest undelivered
+/// events. Exactly these sequence numbers will be gaps at the central store.
+public struct EventsDropped: Sendable, Equatable, Codable {
+    /// Events dropped since the last such report.
+    public var count: Int
+    /// The dropped sequence numbers per source.
+    public var ranges: [SequenceRange]
+    /// The policy followed (`drop-oldest`) and the budget that was reached, in bytes.
+    public var policy: String
+    public var maximumBytes: Int64
+
+    /// Creates a drop report.
+    public init(count: Int, ranges: [SequenceRange], policy: String, maximumBytes: Int64) {
+        self.count = count
+        self.ranges = ranges
+        self.policy = policy
+        self.maximumBytes = maximumBytes
+    }
+}
+
+/// `hall.gateway.outbox_recovered`: the outbox was damaged at start-up; what was salvaged from it.
+public struct OutboxRecovered: Sendable, Equatable, Codable {
+    /// Where the damaged file was kept.
+    public var damagedFile: String
+    public var recovered: Int
+    public var alreadyDelivered: Int
+    public var unreadable: Int
+    public var damage: String
+
+    /// Creates a salvage report.
+    public init(_ report: SalvageReport) {
+        damagedFile = report.damagedPath
+        recovered = report.recovered
+        alreadyDelivered = report.alreadyDelivered
+        unreadable = report.unreadable
+        damage = report.damage
     }
 }
 
@@ -168,4 +270,7 @@ public enum HallEventType {
     public static let printerStatusChanged = "hall.printer.status_changed"
     public static let boardAcknowledged = "hall.board.acknowledged"
     public static let deviceFault = "hall.device.fault"
+    public static let gatewayHeartbeat = "hall.gateway.heartbeat"
+    public static let eventsDropped = "hall.gateway.events_dropped"
+    public static let outboxRecovered = "hall.gateway.outbox_recovered"
 }

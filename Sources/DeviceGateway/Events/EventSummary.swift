@@ -21,6 +21,15 @@ public enum EventSummary {
             parts.append("\(acknowledged.command) " + (acknowledged.accepted ? "accepted" : "refused (error \(acknowledged.errorCode ?? -1))"))
         case .deviceFault(let fault):
             parts.append("\(fault.fault): \(fault.detail)")
+        case .heartbeat(let beat):
+            let backlog = beat.sinks.map { "\($0.name) \($0.backlog)" }.joined(separator: ", ")
+            parts.append("up \(beat.uptimeSeconds) s, \(beat.devicesOnline.count) devices online, "
+                         + "\(beat.devicesOffline.count) offline, backlog: \(backlog.isEmpty ? "none" : backlog)")
+        case .eventsDropped(let dropped):
+            parts.append("\(dropped.count) undelivered events dropped at the outbox's disk budget (\(dropped.policy))")
+        case .outboxRecovered(let recovered):
+            parts.append("damaged outbox salvaged: \(recovered.recovered) events queued again, "
+                         + "\(recovered.unreadable) rows unreadable")
         }
         let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
         parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")

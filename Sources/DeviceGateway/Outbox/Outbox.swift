@@ -163,6 +163,12 @@ public final class Outbox: Sendable {
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            if let budget = policy.maximumBytes {
+                // The WAL counts against the budget too: checkpoint and truncate it at a quarter of it (4 MB at most).
+                let walBytes = min(budget / 4, 4 * 1_048_576)
+                try db.execute(sql: "PRAGMA journal_size_limit = \(walBytes)")
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(max(16, walBytes / 4096))")
+            }
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
@@ -224,6 +230,15 @@ public final class Outbox: Sendable {
                         json TEXT NOT NULL,
                         PRIMARY KEY (sink, position)
                     );
+                    -- What the events take, kept by triggers so the disk budget costs no table scan.
+                    CREATE TABLE stored_size (bytes INTEGER NOT NULL);
+                    INSERT INTO stored_size (bytes) SELECT coalesce(sum(length(json) + length(source) + length(id) + 64), 0) FROM event;
+                    CREATE TRIGGER event_stored AFTER INSERT ON event BEGIN
+                        UPDATE stored_size SET bytes = bytes + length(NEW.json) + length(NEW.source) + length(NEW.id) + 64;
+                    END;
+                    CREATE TRIGGER event_removed AFTER DELETE ON event BEGIN
+                        UPDATE stored_size SET bytes = bytes - length(OLD.json) - length(OLD.source) - length(OLD.id) - 64;
+                    END;
                     CREATE TABLE drop_log (
                         id INTEGER PRIMARY KEY AUTOINCREMENT,
                         dropped_at REAL NOT NULL,
@@ -283,26 +298,26 @@ public final class Outbox: Sendable {
         return event
     }
 
-    /// Drops the oldest events until the file is under 90 % of its budget: delivered ones first,
+    /// Share of the budget the events' own bytes may take: SQLite's index on (source, id), partly filled pages
+    /// and the WAL take the rest, so that the files on disk stay within the budget.
+    static let eventShareOfBudget = 0.4
+
+    /// Drops the oldest events until they take under 90 % of their share of the budget: delivered ones first,
     /// then undelivered ones, each of those counted in the drop log with its source and sequence.
     private static func keepWithin(budget: Int64, db: Database, now: TimeInterval) throws {
-        func usedBytes() throws -> Int64 {
-            let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
-            let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-            let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-            return (pages - free) * pageSize
-        }
-        var used = try usedBytes()
-        guard used > budget else { return }
-        let target = budget * 9 / 10
+        let allowed = Int64(Double(budget) * eventShareOfBudget)
+        func storedBytes() throws -> Int64 { try Int64.fetchOne(db, sql: "SELECT bytes FROM stored_size") ?? 0 }
+        var stored = try storedBytes()
+        guard stored > allowed else { return }
+        let target = allowed * 9 / 10
         let delivered = try deliveredByAll(db)
         var dropped: [String: SequenceRange] = [:]
         var droppedCount = 0
-        while used > target {
+        while stored > target {
             let rows = try Int64.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0
             guard rows > 0 else { break }
-            let perRow = max(1, used / rows)
-            let count = max(1, (used - target + perRow - 1) / perRow)
+            let perRow = max(1, stored / rows)
+            let count = max(1, (stored - target + perRow - 1) / perRow)
             let victims = try Row.fetchAll(
                 db, sql: "SELECT position, source, sequence FROM event ORDER BY position LIMIT ?", arguments: [count])
             for victim in victims where (victim[0] as Int64) > delivered {
@@ -317,7 +332,7 @@ public final class Outbox: Sendable {
             }
             let lastVictim: Int64 = victims.last?[0] ?? 0
             try db.execute(sql: "DELETE FROM event WHERE position <= ?", arguments: [lastVictim])
-            used = try usedBytes()
+            stored = try storedBytes()
         }
         guard droppedCount > 0 else { return }
         let ranges = dropped.values.sorted { $0.source < $1.source }

@@ -12,7 +12,7 @@ public struct Forwarder: Sendable {
     public let config: SinkConfig
     let logger: Logger
     /// The first pause after a failure; it doubles up to `config.maximumRetryDelay`.
-    var firstRetryDelay = Duration.seconds(1)
+    public var firstRetryDelay = Duration.seconds(1)
     /// How often an idle forwarder looks for new events.
     var idleInterval = Duration.milliseconds(200)
 
@@ -73,7 +73,7 @@ public struct Forwarder: Sendable {
 
     /// Exponential backoff with equal jitter: half the delay fixed, half random, so that a province's
     /// gateways do not all come back at the same second after the store restarts.
-    func retryDelay(attempt: Int, retryAfter: Duration?) -> Duration {
+    public func retryDelay(attempt: Int, retryAfter: Duration?) -> Duration {
         let exponential = firstRetryDelay * (1 << min(attempt - 1, 20))
         let capped = min(exponential, config.maximumRetryDelay)
         let jittered = capped / 2 + capped / 2 * Double.random(in: 0...1)

@@ -21,7 +21,8 @@ public final class StopSignal: Sendable {
         var left = duration
         while left > .zero, !isStopped {
             let step = min(left, slice)
-            try? await Task.sleep(for: step)
+            // A cancelled task must not spin here: cancellation ends the sleep, like the signal does.
+            do { try await Task.sleep(for: step) } catch { return }
             left -= step
         }
     }

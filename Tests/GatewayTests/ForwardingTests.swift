@@ -1,0 +1,251 @@
+import DeviceGateway
+import Foundation
+import GRDB
+import Logging
+import MockDevices
+import Synchronization
+import Testing
+
+/// A store that refuses some events for good and is down for the first `outages` attempts: the
+/// forwarder's own logic, tested without a network (the real stores have their own suites).
+final class ScriptedSink: EventSink {
+    let name: String
+    private let state = Mutex<(outages: Int, received: [String], attempts: Int)>((0, [], 0))
+    let poison: Set<String>
+
+    init(name: String = "scripted", outages: Int = 0, poison: Set<String> = []) {
+        self.name = name
+        self.poison = poison
+        state.withLock { $0.outages = outages }
+    }
+
+    var received: [String] { state.withLock { $0.received } }
+    var attempts: Int { state.withLock { $0.attempts } }
+
+    func deliver(_ batch: [OutboundEvent]) async throws {
+        try state.withLock { state in
+            state.attempts += 1
+            if state.outages > 0 {
+                state.outages -= 1
+                throw SinkError(.unavailable, "store down", retryAfter: .milliseconds(1))
+            }
+            if let bad = batch.first(where: { poison.contains($0.id) }) {
+                throw SinkError(.rejected, "400 Bad Request: event \(bad.id) has no valid data")
+            }
+            state.received += batch.map(\.id)
+        }
+    }
+}
+
+func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> [CloudEvent] {
+    (1...count).map { number in
+        CloudEvent(
+            id: "\(prefix)\(number)", source: "/halls/h/devices/\(device)", type: HallEventType.deviceFault, time: Date(),
+            subject: "window/1", data: .deviceFault(DeviceFault(fault: "test", detail: String(repeating: "x", count: 200))))
+    }
+}
+
+@Suite struct ForwarderTests {
+    let folder: TemporaryDirectory
+    let outbox: Outbox
+    init() throws {
+        folder = try TemporaryDirectory()
+        outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+    }
+
+    @Test func aRefusedEventIsPutAsideAloneAndEveryOtherOneArrivesInOrder() async throws {
+        try await outbox.commit(deviceEvents(20))
+        let sink = ScriptedSink(poison: ["e7", "e13"])
+        let forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: ""),
+                                                                                  batchSize: 8), logger: CapturedLog().logger)
+        try await forwarder.drain()
+        #expect(sink.received == (1...20).filter { $0 != 7 && $0 != 13 }.map { "e\($0)" })
+        let aside = try await outbox.putAsideEvents()
+        #expect(aside.map(\.id) == ["e7", "e13"])
+        #expect(aside.allSatisfy { $0.reason.contains("400 Bad Request") && $0.json.contains("\"id\":\"\($0.id)\"") })
+        let report = try #require(try await outbox.sinkReports([sink.name]).first)
+        #expect(report.backlog == 0 && report.sent == 18 && report.putAside == 2)
+    }
+
+    @Test func aDownStoreIsRetriedUntilItTakesTheBatchAndTheFailuresAreCounted() async throws {
+        try await outbox.commit(deviceEvents(5))
+        let sink = ScriptedSink(outages: 3)
+        let log = CapturedLog()
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+                                  logger: log.logger)
+        forwarder.firstRetryDelay = .milliseconds(20)
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        let delivered = await eventually(timeout: .seconds(30)) { sink.received.count == 5 }
+        stop.stop()
+        await running.value
+        #expect(delivered, "\(log.text)")
+        let report = try #require(try await outbox.sinkReports([sink.name]).first)
+        #expect(report.failed == 3 && report.lastError == "store down" && report.backlog == 0)
+        #expect(log.text.contains("delivery failed, 5 events kept in the outbox: store down"))
+        #expect(log.text.contains("delivering again"))
+    }
+
+    @Test func backoffDoublesWithJitterUpToTheCapAndHonoursRetryAfter() {
+        let forwarder = Forwarder(
+            outbox: outbox, sink: ScriptedSink(),
+            config: SinkConfig(name: "s", kind: .sqlite(path: ""), maximumRetryDelay: .seconds(30)),
+            logger: CapturedLog().logger)
+        for attempt in 1...10 {
+            let ceiling = min(Duration.seconds(1 << (attempt - 1)), .seconds(30))
+            let delays = (0..<50).map { _ in forwarder.retryDelay(attempt: attempt, retryAfter: nil) }
+            #expect(delays.allSatisfy { $0 >= ceiling / 2 && $0 <= ceiling }, "attempt \(attempt): \(delays)")
+            #expect(Set(delays).count > 1, "jittered, so gateways do not retry in step")
+        }
+        #expect(forwarder.retryDelay(attempt: 1, retryAfter: .seconds(120)) == .seconds(120))
+    }
+}
+
+@Suite struct OutboxBudgetTests {
+    @Test func atTheBudgetTheOldestUndeliveredEventsGoAndEachIsCountedWithItsSequence() async throws {
+        let folder = try TemporaryDirectory()
+        let budget: Int64 = 1_048_576
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), policy: OutboxPolicy(maximumBytes: budget),
+                                     logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central"])
+        var committed = 0
+        for round in 0..<100 {
+            try await outbox.commit(deviceEvents(50, device: round % 2 == 0 ? "d1" : "d2", prefix: "r\(round)-"))
+            committed += 50
+        }
+        let sizes = try ["", "-wal"].map { suffix in
+            let attributes = try FileManager.default.attributesOfItem(atPath: folder.file("outbox.sqlite") + suffix)
+            return (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        }
+        #expect(sizes.reduce(0, +) <= budget, "the files stay within the budget: database and WAL \(sizes) bytes")
+        let held = try await outbox.count()
+        let dropped = try await outbox.dropTotal()
+        #expect(dropped > 0 && held + dropped == committed, "every event is either held or counted: \(held) + \(dropped)")
+        // The drop report names exactly the sequence numbers that are gone.
+        let report = try #require(try await outbox.reportDrops { records in
+            CloudEvent(id: "drop", source: "/halls/h/gateway", type: HallEventType.eventsDropped, time: Date(),
+                       subject: nil, data: .eventsDropped(EventsDropped(
+                        count: records.reduce(0) { $0 + $1.count }, ranges: records.flatMap(\.ranges),
+                        policy: "drop-oldest", maximumBytes: budget)))
+        })
+        let data = try #require({ if case .eventsDropped(let data) = report.data { data } else { nil } }())
+        #expect(data.count == dropped)
+        let remaining = try await outbox.entries(after: 0, limit: 10_000).filter { $0.type == HallEventType.deviceFault }
+        for device in ["d1", "d2"] {
+            let source = "/halls/h/devices/\(device)"
+            let kept = Set(remaining.filter { $0.source == source }.map(\.sequence))
+            let gone = data.ranges.filter { $0.source == source }
+                .flatMap { range in (range.first...range.last).map { $0 } }
+            #expect(Set(gone).isDisjoint(with: kept))
+            #expect(Set(gone).union(kept) == Set(1...2500), "\(device): held and dropped make up every sequence")
+        }
+        #expect(try await outbox.reportDrops { _ in Issue.record("reported twice"); return report } == nil)
+    }
+
+    @Test func eventsEverySinkHoldsGoBeforeAnyUndeliveredOne() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), policy: OutboxPolicy(maximumBytes: 256 * 1024),
+                                     logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central"])
+        try await outbox.commit(deviceEvents(150, prefix: "old-"))
+        #expect(try await outbox.count() == 150, "within the budget nothing goes")
+        try await outbox.markDelivered(sink: "central", through: 150, count: 150)
+        try await outbox.commit(deviceEvents(150, prefix: "new-"))
+        #expect(try await outbox.count() < 300, "the budget was reached")
+        #expect(try await outbox.dropTotal() == 0, "delivered events made the room")
+        #expect(try await outbox.backlog(sink: "central") == 150)
+    }
+}
+
+@Suite struct OutboxSalvageTests {
+    @Test func aDamagedOutboxIsSalvagedAndItsUndeliveredEventsKeepTheirSequence() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        do {
+            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+            try await outbox.register(sinks: ["central"])
+            for round in 0..<20 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
+            try await outbox.commit([], cursors: [DeviceCursor(device: "eval-w01", bootId: 9, consumed: 41)])
+            try await outbox.markDelivered(sink: "central", through: 300, count: 300)
+        }
+        // Garbage over two pages in the middle of the file: the table's leaves there become unreadable.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: size / 2 / 4096 * 4096)
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 8192))
+        try handle.close()
+
+        let log = CapturedLog()
+        let outbox = try Outbox.open(path: path, logger: log.logger)
+        let report = try #require(outbox.salvage)
+        #expect(report.alreadyDelivered == 300)
+        #expect(report.recovered > 1000, "\(report)")
+        #expect(report.unreadable > 0 && report.unreadable < 100, "\(report)")
+        #expect(report.recovered + report.unreadable + report.alreadyDelivered == 2000, "\(report)")
+        #expect(log.text.contains("\(report.recovered) events queued again for delivery"))
+        #expect(FileManager.default.fileExists(atPath: report.damagedPath), "the damaged file is kept")
+
+        let entries = try await outbox.entries(after: 0, limit: 5000)
+        #expect(entries.count == report.recovered)
+        #expect(entries.allSatisfy { $0.sequence > 300 && $0.json.contains("\"sequence\":\"\(CloudEvent.sequenceString($0.sequence))\"") },
+                "recovered events keep the sequence numbers they were forwarded with")
+        #expect(try await outbox.cursor(device: "eval-w01") == DeviceCursor(device: "eval-w01", bootId: 9, consumed: 41))
+        let next = try await outbox.commit(deviceEvents(1, prefix: "after-"))
+        #expect(next.first?.sequence == CloudEvent.sequenceString(2001), "the source's counter continues, no reuse")
+    }
+}
+
+@Suite struct OutboxCommandTests {
+    @Test func statusShowsBacklogFailuresAndWhatWasPutAsideAlsoAsJSON() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central", "local"])
+        try await outbox.commit(deviceEvents(12))
+        let sink = ScriptedSink(name: "central", poison: ["e3"])
+        let forwarder = Forwarder(outbox: outbox, sink: sink,
+                                  config: SinkConfig(name: "central", kind: .sqlite(path: ""), batchSize: 10),
+                                  logger: CapturedLog().logger)
+        try await forwarder.drain()
+        try await outbox.recordFailure(sink: "local", reason: "cannot open /srv/events.sqlite: read-only file system")
+
+        let text = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(text.status == 0, "\(text.standardError)")
+        let lines = text.standardOutput.split(separator: "\n").map(String.init)
+        let central = try #require(lines.first { $0.hasPrefix("central ") })
+        #expect(central.split(separator: " ", omittingEmptySubsequences: true).prefix(2) == ["central", "0"])
+        let local = try #require(lines.first { $0.hasPrefix("local ") })
+        #expect(local.split(separator: " ", omittingEmptySubsequences: true)[1] == "12")
+        #expect(local.hasSuffix("cannot open /srv/events.sqlite: read-only file system"))
+        #expect(lines.contains { $0.hasPrefix("central") && $0.contains("e3") && $0.contains("400 Bad Request") })
+
+        let json = try await run(gatewaydPath, ["outbox", "status", "--outbox", path, "--json"])
+        let document = try #require(
+            try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let sinks = try #require(document["sinks"] as? [[String: Any]])
+        #expect(sinks.map { $0["sink"] as? String } == ["central", "local"])
+        #expect(sinks.map { $0["backlog"] as? Int } == [0, 12])
+        #expect(sinks.map { $0["putAside"] as? Int } == [1, 0])
+        #expect((document["putAside"] as? [[String: Any]])?.map { $0["id"] as? String } == ["e3"])
+    }
+
+    @Test func eventsAndStatusOpenForeignFilesReadOnlyAndSayWhatTheyAre() async throws {
+        let folder = try TemporaryDirectory()
+        let foreign = folder.file("billing.sqlite")
+        try await DatabaseQueue(path: foreign).write { db in
+            try db.execute(sql: "CREATE TABLE invoice (id INTEGER PRIMARY KEY, amount REAL)")
+        }
+        let before = try Data(contentsOf: URL(fileURLWithPath: foreign))
+        let events = try await run(gatewaydPath, ["events", "--store", foreign])
+        #expect(events.status == 1)
+        #expect(events.standardError.contains("\(foreign) is not a hall gateway event store"))
+        let status = try await run(gatewaydPath, ["outbox", "status", "--outbox", foreign])
+        #expect(status.status == 1)
+        #expect(status.standardError.contains("\(foreign) is not a hall gateway outbox"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: foreign)) == before, "not one byte changed")
+        let tables = try await DatabaseQueue(path: foreign).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        }
+        #expect(tables == ["invoice"])
+    }
+}
