@@ -3,7 +3,8 @@
 # folder — runs the given command with their addresses in the environment, and stops them after.
 #
 #   scripts/test-services.sh swift test --skip-build
-#   scripts/test-services.sh pg-stop | pg-start     (inside such a run: stop or start its PostgreSQL)
+#   scripts/test-services.sh pg-stop | pg-start [DATADIR]   (inside such a run: stop or start its PostgreSQL)
+#   scripts/test-services.sh pg-private FOLDER | pg-private-remove FOLDER   (a test's own cluster; prints its URL)
 #
 # Exported: HALL_TEST_POSTGRES_URL (postgres://gateway:…@127.0.0.1:PORT/central), HALL_TEST_PGDATA,
 # HALL_TEST_MQTT_HOST, HALL_TEST_MQTT_PORT, HALL_TEST_SERVICES (this script, for pg-stop/pg-start).
@@ -11,17 +12,52 @@ set -euo pipefail
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Makes and starts a cluster in $1 (data in $1/pgdata, socket in $1/pgsocket) on port $2, with role gateway
+# (password $3) owning database central. SCRAM over TCP on 127.0.0.1 only.
+pg_create() {
+    local folder=$1 port=$2 password=$3
+    mkdir -p "$folder/pgdata" "$folder/pgsocket"
+    # The server runs as postgres: it must be able to reach the folder.
+    chmod 755 "$folder" "$(dirname "$folder")"
+    [ "$(id -u)" = 0 ] && chown postgres "$folder/pgdata" "$folder/pgsocket"
+    as_postgres "$PG_BIN/initdb" -D "$folder/pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$folder/pgdata/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$folder/pgsocket'
+fsync = on
+CONF
+    as_postgres "$PG_BIN/pg_ctl" -D "$folder/pgdata" -l "$folder/pgdata/server.log" -w start >/dev/null
+    as_postgres psql -q -h "$folder/pgsocket" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -c "CREATE ROLE gateway LOGIN PASSWORD '$password'" -c "CREATE DATABASE central OWNER gateway" >/dev/null
+}
+
 case "${1:-}" in
     pg-stop)
-        as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -m fast -w stop >/dev/null
+        as_postgres "$PG_BIN/pg_ctl" -D "${2:-$HALL_TEST_PGDATA}" -m fast -w stop >/dev/null
         exit 0 ;;
     pg-start)
-        as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -l "$HALL_TEST_PGDATA/server.log" -w start >/dev/null
+        data=${2:-$HALL_TEST_PGDATA}
+        as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
+        exit 0 ;;
+    pg-private)
+        # A cluster of a test's own (one that stops and starts it must not take the shared one away from
+        # other suites): prints its URL; its data folder is $2/pgdata for pg-stop/pg-start.
+        port=$(free_port)
+        password="private-$RANDOM$RANDOM"
+        pg_create "$2" "$port" "$password"
+        echo "postgres://gateway:$password@127.0.0.1:$port/central"
+        exit 0 ;;
+    pg-private-remove)
+        as_postgres "$PG_BIN/pg_ctl" -D "$2/pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+        rm -rf "$2"
         exit 0 ;;
 esac
 [ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARGS…] | pg-stop | pg-start" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 command -v mosquitto >/dev/null || { echo "mosquitto is not installed (make deps)" >&2; exit 1; }
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (make deps)" >&2; exit 1; }
 
@@ -30,7 +66,7 @@ chmod 755 "$work"
 pg_port=$(free_port)
 mqtt_port=$(free_port)
 pg_password="gateway-test-$RANDOM$RANDOM"
-export HALL_TEST_PGDATA="$work/pgdata"
+export HALL_TEST_PGDATA="$work/pg/pgdata"
 
 stop_all() {
     status=$?
@@ -41,22 +77,8 @@ stop_all() {
 }
 trap stop_all EXIT INT TERM
 
-# PostgreSQL: password (SCRAM) over TCP on 127.0.0.1 only; the socket in the private folder.
-mkdir -p "$HALL_TEST_PGDATA" "$work/pgsocket"
-[ "$(id -u)" = 0 ] && chown postgres "$HALL_TEST_PGDATA" "$work/pgsocket"
-echo "$pg_password" > "$work/pgpass"
-chmod 644 "$work/pgpass"
-as_postgres "$PG_BIN/initdb" -D "$HALL_TEST_PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >> "$HALL_TEST_PGDATA/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pg_port
-unix_socket_directories = '$work/pgsocket'
-fsync = on
-CONF
-as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -l "$HALL_TEST_PGDATA/server.log" -w start >/dev/null
-as_postgres psql -q -h "$work/pgsocket" -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-    -c "CREATE ROLE gateway LOGIN PASSWORD '$pg_password'" -c "CREATE DATABASE central OWNER gateway" >/dev/null
+# PostgreSQL: the cluster all suites share.
+pg_create "$work/pg" "$pg_port" "$pg_password"
 
 # mosquitto: loopback only, persistent sessions kept in the private folder.
 mkdir -p "$work/mosquitto"
