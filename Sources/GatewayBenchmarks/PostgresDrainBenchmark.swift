@@ -1,6 +1,88 @@
-/// Placeholder: the drain-postgres benchmark is not written yet.
+import DeviceGateway
+import Foundation
+import Logging
+
+/// Drains a 100,000-event outbox backlog into a fresh PostgreSQL table and reports events per second.
+///
+///     scripts/test-services.sh swift run -c release GatewayBenchmarks drain-postgres \
+///         [postgres://user:password@host:port/db] [--events N] [--batch-size N]
+///
+/// The URL defaults to `HALL_TEST_POSTGRES_URL`. The events are what a busy hall's pads send: ratings
+/// from 40 windows, most of them 非常满意, committed in batches of 1,000 as the gateway would.
 enum PostgresDrainBenchmark {
     static func run(_ arguments: [String]) async throws {
-        print("drain-postgres: not written yet")
+        var url = ProcessInfo.processInfo.environment["HALL_TEST_POSTGRES_URL"]
+        var eventCount = 100_000
+        var batchSize = 1_000
+        var remaining = arguments[...]
+        while let argument = remaining.popFirst() {
+            switch argument {
+            case "--events": eventCount = Int(remaining.popFirst() ?? "") ?? eventCount
+            case "--batch-size": batchSize = Int(remaining.popFirst() ?? "") ?? batchSize
+            default: url = argument
+            }
+        }
+        guard let url, let components = URLComponents(string: url), let host = components.host,
+              let user = components.user, components.path.count > 1 else {
+            print("drain-postgres: give postgres://user:password@host:port/database or set HALL_TEST_POSTGRES_URL")
+            exit(2)
+        }
+        let folder = NSTemporaryDirectory() + "hall-gateway-drain-postgres-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let passwordFile = folder + "/password"
+        try (components.password ?? "").removingPercentEncoding!.write(toFile: passwordFile, atomically: true,
+                                                                         encoding: .utf8)
+
+        var logger = Logger(label: "drain-postgres")
+        logger.logLevel = .warning
+        let outbox = try Outbox.open(path: folder + "/outbox.sqlite", logger: logger)
+        let fill = ContinuousClock.now
+        var committed = 0
+        while committed < eventCount {
+            let count = min(1_000, eventCount - committed)
+            try await outbox.commit((committed..<committed + count).map(ratingEvent))
+            committed += count
+        }
+        print("drain-postgres: \(eventCount) rating events committed to the outbox in \(fill.duration(to: .now))")
+
+        let table = "bench_events_\(UInt32.random(in: 0...UInt32.max))"
+        let config = PostgresSinkConfig(
+            host: host, port: components.port ?? 5432, database: String(components.path.dropFirst()),
+            user: user.removingPercentEncoding ?? user, passwordFile: passwordFile, table: table,
+            timeout: .seconds(60))
+        let sink = try PostgresSink(name: "central", config: config, hallId: "bench-hall", logger: logger)
+        let sinkConfig = SinkConfig(name: "central", kind: .postgres(config), batchSize: batchSize)
+        try await outbox.register(sinks: ["central"])
+        let start = ContinuousClock.now
+        let drained = try await Forwarder(outbox: outbox, sink: sink, config: sinkConfig, logger: logger).drain()
+        let elapsed = start.duration(to: .now)
+        await sink.shutdown()
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print("""
+            drain-postgres: \(drained) events into \(sink.endpoint) table \(table) in \
+            \(String(format: "%.2f", seconds)) s: \(Int(Double(drained) / seconds)) events/s, batch size \(batchSize)
+            """)
+        let backlog = try await outbox.backlog(sink: "central")
+        if drained != eventCount || backlog != 0 {
+            print("drain-postgres: FAILED: \(drained) of \(eventCount) drained, \(backlog) left in the backlog")
+            exit(1)
+        }
+    }
+
+    /// One rating as a pad in a busy hall sends it: 40 windows, mostly 非常满意.
+    static func ratingEvent(_ number: Int) -> CloudEvent {
+        let pad = number % 40 + 1
+        let levels = [5, 5, 5, 5, 5, 5, 5, 4, 4, 3, 5, 5, 5, 4, 5, 5, 2, 5, 5, 1]
+        let level = levels[number % levels.count]
+        let labels = [1: "非常不满意", 2: "不满意", 3: "基本满意", 4: "满意", 5: "非常满意"]
+        let rating = RatingSubmitted(
+            window: "\(pad)", staffId: String(format: "S%04d", pad), level: level, levelLabel: labels[level]!,
+            key: level, keyLabel: labels[level]!, scale: "five-level", deviceCounter: Int64(number / 40 + 1))
+        let time = Date(timeIntervalSince1970: 1_780_000_000 + Double(number) * 3.1)
+        return CloudEvent(
+            id: "rating-1a2b-\(number / 40 + 1)", source: EventSource.device(hall: "bench-hall", device: "pad-\(pad)"),
+            type: HallEventType.ratingSubmitted, time: time, subject: EventSource.windowSubject("\(pad)"),
+            data: .rating(rating))
     }
 }

@@ -151,7 +151,12 @@ public actor PostgresSink: EventSink {
         let needsMigration = migratedGeneration != pool.generation
         let query = Self.insertQuery(batch, table: config.table)
         do {
-            let finished = try await Self.withDeadline(config.timeout) { [self, connectionConfiguration, logger] in
+            let probe: @Sendable () async throws -> Void = { [connectionConfiguration, logger] in
+                try await Self.probe(connectionConfiguration, logger: logger)
+            }
+            let finished = try await Self.withDeadline(
+                config.timeout, probeAfter: config.timeout / 3, probe: probe
+            ) { [self, connectionConfiguration, logger] in
                 if needsMigration {
                     try await Self.migrate(
                         table: config.table, configuration: connectionConfiguration, endpoint: endpoint, logger: logger)
@@ -429,12 +434,22 @@ public actor PostgresSink: EventSink {
         return value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
     }
 
+    /// Connects once on a connection of our own and closes it; throws why it cannot connect.
+    static func probe(_ configuration: PostgresConnection.Configuration, logger: Logger) async throws {
+        let connection = try await PostgresConnection.connect(
+            configuration: configuration, id: nextConnectionID(), logger: logger)
+        try? await connection.close()
+    }
+
     /// Runs `work`, waiting at most `timeout`; returns false when the time ran out.
     ///
     /// The work runs in a task of its own, so that a server that stops answering cannot hold the caller:
-    /// its connection is closed when the caller drops the pool, which ends the task.
+    /// its connection is closed when the caller drops the pool, which ends the task. When the work is
+    /// still running after `probeAfter`, `probe` runs beside it: the pool keeps retrying a refused
+    /// connection quietly until the deadline, and the probe's own connection says at once why it fails.
     static func withDeadline(
-        _ timeout: Duration, _ work: @escaping @Sendable () async throws -> Void
+        _ timeout: Duration, probeAfter: Duration? = nil, probe: (@Sendable () async throws -> Void)? = nil,
+        _ work: @escaping @Sendable () async throws -> Void
     ) async throws -> Bool {
         let race = Race()
         return try await withTaskCancellationHandler {
@@ -452,7 +467,19 @@ public actor PostgresSink: EventSink {
                     try? await Task.sleep(for: timeout)
                     if race.finish(.success(false)) { worker.cancel() }
                 }
-                race.onFinish { timer.cancel() }
+                let prober = Task {
+                    guard let probe, let probeAfter else { return }
+                    do { try await Task.sleep(for: probeAfter) } catch { return }
+                    do {
+                        try await probe()
+                    } catch {
+                        if !Task.isCancelled, race.finish(.failure(error)) { worker.cancel() }
+                    }
+                }
+                race.onFinish {
+                    timer.cancel()
+                    prober.cancel()
+                }
             }
         } onCancel: {
             race.finish(.failure(CancellationError()))

@@ -1,0 +1,360 @@
+import DeviceGateway
+import Foundation
+import Glibc
+import Logging
+import Testing
+
+/// The PostgreSQL sink against the real PostgreSQL of `scripts/test-services.sh`, looked at with psql as
+/// the central store's administrator would. Serialized: one test stops that server for a moment.
+@Suite(.serialized) struct PostgresSinkTests {
+    let folder: TemporaryDirectory
+    let central: CentralDatabase
+
+    init() throws {
+        folder = try TemporaryDirectory()
+        central = try CentralDatabase(folder: folder)
+    }
+
+    @Test func theTableIsCreatedOnTheFirstDelivery() async throws {
+        let table = CentralDatabase.uniqueTable()
+        #expect(try await central.value("SELECT to_regclass('\(table)') IS NULL") == "t")
+        let sink = try central.sink(table: table)
+        try await sink.deliver(outbound([rating(1)]))
+        await sink.shutdown()
+
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "1")
+        #expect(try await central.value("SELECT version FROM hall_gateway_schema WHERE table_name = '\(table)'") == "1")
+        #expect(try await central.value("SELECT to_regclass('\(table)_gaps') IS NOT NULL") == "t")
+        let indexes = try await central.rows("SELECT indexname FROM pg_indexes WHERE tablename = '\(table)' ORDER BY 1")
+        #expect(indexes.map(\.[0]) == ["\(table)_hall_time", "\(table)_pkey", "\(table)_time"])
+    }
+
+    @Test func gatewaysStartingTogetherCreateTheTableOnce() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sinks = try (1...12).map { _ in try central.sink(table: table) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, sink) in sinks.enumerated() {
+                group.addTask { try await sink.deliver(outbound([rating(1, pad: "pad-\(index)")])) }
+            }
+            try await group.waitForAll()
+        }
+        for sink in sinks { await sink.shutdown() }
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "12")
+        #expect(try await central.value("SELECT count(*) FROM hall_gateway_schema WHERE table_name = '\(table)'") == "1")
+    }
+
+    @Test func eventsAreStoredWithTheirColumns() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        let rated = rating(7, pad: "pad-3", level: 4, time: Date(timeIntervalSince1970: 1_780_000_000.125))
+        let offline = CloudEvent(
+            id: "offline-1", source: "/halls/hall-9/devices/pad-3", type: HallEventType.deviceOffline,
+            time: Date(timeIntervalSince1970: 1_780_000_060), subject: nil,
+            data: .deviceStatus(DeviceStatusChanged(device: "pad-3", bus: "rs485-1", address: 3, reason: "no answer")))
+        let batch = try outbound([rated, offline])
+        try await sink.deliver(batch)
+        await sink.shutdown()
+
+        let rows = try await central.rows("""
+            SELECT source, id, type, to_char("time" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                   coalesce(subject, '<none>'), sequence, hall, event->'data'->>'level',
+                   received_at > now() - interval '5 minutes'
+            FROM \(table) ORDER BY sequence
+            """)
+        #expect(rows == [
+            ["/halls/hall-9/devices/pad-3", rated.id, "hall.rating.submitted", rated.time, "window/3", "1", "hall-9",
+             "4", "t"],
+            ["/halls/hall-9/devices/pad-3", "offline-1", "hall.device.offline", offline.time, "<none>", "2", "hall-9",
+             "", "t"],
+        ])
+        // The jsonb column holds the whole event, the outbox's sequence included.
+        let stored = try await central.rows("SELECT event::text FROM \(table) ORDER BY sequence").map {
+            try CloudEvent.decode(json: Data($0[0].utf8))
+        }
+        #expect(stored == batch.map { try? CloudEvent.decode(json: Data($0.json.utf8)) })
+    }
+
+    @Test func aBatchReplayedThreeTimesChangesNoRow() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        let batch = try outbound((1...50).map { rating($0) })
+        try await sink.deliver(batch)
+        let fingerprint = "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY source, id)) FROM \(table) AS t"
+        let before = try await central.rows(fingerprint)
+        for _ in 1...3 { try await sink.deliver(batch) }
+        // A replay overlapping new events stores only the new ones.
+        try await sink.deliver(Array(batch[40...]) + (try outbound((51...60).map { rating($0) })).map { event in
+            var event = event
+            event.sequence += 50
+            return event
+        })
+        await sink.shutdown()
+
+        #expect(before[0][0] == "50")
+        #expect(try await central.rows("SELECT count(*), md5(string_agg(t::text, ',' ORDER BY source, id)) "
+            + "FROM \(table) AS t WHERE sequence <= 50") == before, "received_at and every column untouched")
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "60")
+    }
+
+    @Test func aGapInSequencesShowsInTheGapView() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        var events: [CloudEvent] = []
+        for (pad, sequences) in [("pad-1", [1, 2, 3, 6, 7, 10]), ("pad-2", [1, 2, 3]), ("pad-3", [3, 4])] {
+            for sequence in sequences {
+                var event = rating(sequence, pad: pad)
+                event.sequence = CloudEvent.sequenceString(Int64(sequence))
+                events.append(event)
+            }
+        }
+        try await sink.deliver(outbound(events))
+        await sink.shutdown()
+
+        let gaps = try await central.rows(
+            "SELECT hall, source, first_missing, last_missing, missing FROM \(table)_gaps ORDER BY source, first_missing")
+        #expect(gaps == [
+            ["hall-9", "/halls/hall-9/devices/pad-1", "4", "5", "2"],
+            ["hall-9", "/halls/hall-9/devices/pad-1", "8", "9", "2"],
+            ["hall-9", "/halls/hall-9/devices/pad-3", "1", "2", "2"],
+        ])
+        // The gap query of docs/central-store.md finds the same for the hall.
+        let documented = try central.documentedQuery("gaps-of-a-hall", table: table)
+        #expect(try await central.rows(documented).map { Array($0[0...3]) } == [
+            ["/halls/hall-9/devices/pad-1", "4", "5", "2"],
+            ["/halls/hall-9/devices/pad-1", "8", "9", "2"],
+            ["/halls/hall-9/devices/pad-3", "1", "2", "2"],
+        ])
+    }
+
+    @Test func theDocumentedSatisfactionQueryCountsTodayPerWindow() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        let now = Date()
+        // Window 1: 5, 4, 3, 1 → 2 of 4 satisfied; window 2: 5, 5 → 2 of 2; two days ago does not count.
+        let events = [
+            rating(1, pad: "pad-1", level: 5, time: now), rating(2, pad: "pad-1", level: 4, time: now),
+            rating(3, pad: "pad-1", level: 3, time: now), rating(4, pad: "pad-1", level: 1, time: now),
+            rating(1, pad: "pad-2", level: 5, time: now), rating(2, pad: "pad-2", level: 5, time: now),
+            rating(3, pad: "pad-2", level: 1, time: now.addingTimeInterval(-2 * 86_400)),
+        ]
+        try await sink.deliver(outbound(events))
+        await sink.shutdown()
+
+        let rows = try await central.rows(try central.documentedQuery("satisfaction-today", table: table))
+        #expect(rows == [["hall-9", "1", "4", "2", "50.0"], ["hall-9", "2", "2", "2", "100.0"]])
+    }
+
+    @Test func aDataErrorIsRejectedAndOnlyThatEventIsPutAside() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        var broken = rating(50)
+        broken.time = "the third of May"
+        let error = try await #require(throws: SinkError.self) { try await sink.deliver(outbound([broken])) }
+        #expect(error.code == .rejected)
+        #expect(error.message.hasPrefix("postgres \(central.endpoint): refused the events:"), "\(error.message)")
+        #expect(error.message.contains("SQLSTATE 22007"), "\(error.message)")
+
+        // Through the forwarder: the batch is split until the one bad event is alone, the rest is stored.
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        try await outbox.commit((1...9).map { $0 == 5 ? broken : rating($0) })
+        let config = SinkConfig(name: sink.name, kind: .postgres(try central.config(table: table)), batchSize: 100)
+        try await Forwarder(outbox: outbox, sink: sink, config: config, logger: CapturedLog().logger).drain()
+        await sink.shutdown()
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "8")
+        #expect(try await outbox.putAsideEvents(sink: sink.name).map(\.id) == [broken.id])
+        #expect(try await outbox.backlog(sink: sink.name) == 0)
+    }
+
+    @Test func aStoppedServerIsUnavailableWithinTheTimeoutAndDeliveryResumesAfterItsRestart() async throws {
+        let services = try #require(ProcessInfo.processInfo.environment["HALL_TEST_SERVICES"])
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table, timeout: .seconds(4))
+        try await sink.deliver(outbound([rating(1)]))
+
+        let stop = try await run(services, ["pg-stop"])
+        try #require(stop.status == 0, "pg-stop: \(stop.standardError)")
+        // Whatever fails below, the server is started again before the test ends: other suites need it.
+        let whileStopped: Result<(SinkError, Duration), any Error>
+        do {
+            let started = ContinuousClock.now
+            let error = try await #require(throws: SinkError.self) {
+                try await sink.deliver(outbound([rating(2)]))
+            }
+            whileStopped = .success((error, started.duration(to: .now)))
+        } catch {
+            whileStopped = .failure(error)
+        }
+        let start = try await run(services, ["pg-start"])
+        try #require(start.status == 0, "pg-start: \(start.standardError)")
+
+        let (error, elapsed) = try whileStopped.get()
+        #expect(error.code == .unavailable)
+        #expect(elapsed < .seconds(5), "bounded by the 4 s timeout")
+        #expect(error.message.hasPrefix("postgres \(central.endpoint): "), "\(error.message)")
+        #expect(!error.message.contains("PSQLError"), "in a technician's words: \(error.message)")
+        try await sink.deliver(outbound([rating(2)]))
+        await sink.shutdown()
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "2")
+    }
+
+    @Test func aServerThatNeverAnswersCostsTheTimeoutNotMore() async throws {
+        let silent = try SilentListener()
+        let config = PostgresSinkConfig(
+            host: "127.0.0.1", port: silent.port, database: "central", user: "gateway", table: "hall_events",
+            timeout: .seconds(1))
+        let sink = try PostgresSink(name: "central", config: config, hallId: "hall-9", logger: CapturedLog().logger)
+        let started = ContinuousClock.now
+        let error = try await #require(throws: SinkError.self) { try await sink.deliver(outbound([rating(1)])) }
+        let elapsed = started.duration(to: .now)
+        await sink.shutdown()
+        #expect(error.code == .unavailable)
+        #expect(error.message == "postgres 127.0.0.1:\(silent.port)/central: no answer within 1 s")
+        #expect(elapsed < .milliseconds(1_800))
+    }
+
+    @Test func aDroppedTableIsCreatedAgain() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        try await sink.deliver(outbound([rating(1)]))
+        _ = try await central.rows("DROP TABLE \(table) CASCADE")
+
+        let error = try await #require(throws: SinkError.self) { try await sink.deliver(outbound([rating(2)])) }
+        #expect(error.code == .unavailable, "nothing is wrong with the events")
+        #expect(error.message.contains("\(table)\" does not exist"), "\(error.message)")
+        try await sink.deliver(outbound([rating(2)]))
+        await sink.shutdown()
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "1")
+        #expect(try await central.value("SELECT to_regclass('\(table)_gaps') IS NOT NULL") == "t")
+    }
+
+    @Test func anUnreadablePasswordFileFailsAtStartWithItsPath() throws {
+        var config = try central.config(table: "hall_events")
+        config.passwordFile = folder.file("missing-password")
+        let error = try #require(throws: SinkError.self) {
+            try PostgresSink(name: "central", config: config, hallId: "hall-9", logger: CapturedLog().logger)
+        }
+        #expect(error.message == "postgres \(central.endpoint): cannot read password file \(folder.file("missing-password")): no such file")
+    }
+
+    @Test func aDrainedOutboxIsInTheStoreOnce() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        for first in stride(from: 1, through: 2_500, by: 500) {
+            try await outbox.commit((first..<first + 500).map { rating($0, pad: "pad-\($0 % 4)") })
+        }
+        let sink = try central.sink(table: table)
+        let config = SinkConfig(name: sink.name, kind: .postgres(try central.config(table: table)), batchSize: 1_000)
+        let forwarder = Forwarder(outbox: outbox, sink: sink, config: config, logger: CapturedLog().logger)
+        #expect(try await forwarder.drain() == 2_500)
+        // A crash before the cursor moved: the last batch is delivered again.
+        try await sink.deliver(try await outbox.entries(after: 2_000, limit: 1_000))
+        await sink.shutdown()
+
+        #expect(try await outbox.backlog(sink: sink.name) == 0)
+        #expect(try await central.rows("SELECT count(*), count(DISTINCT (source, id)) FROM \(table)") == [["2500", "2500"]])
+        #expect(try await central.value("SELECT count(*) FROM \(table)_gaps") == "0")
+    }
+
+    /// A rating from a pad of hall-9; the pad's window is the number after "pad-".
+    func rating(_ counter: Int, pad: String = "pad-1", level: Int = 5, time: Date = Date()) -> CloudEvent {
+        let window = String(pad.split(separator: "-").last ?? "1")
+        let labels = [1: "非常不满意", 2: "不满意", 3: "基本满意", 4: "满意", 5: "非常满意"]
+        return CloudEvent(
+            id: "rating-beef-\(counter)", source: "/halls/hall-9/devices/\(pad)", type: HallEventType.ratingSubmitted,
+            time: time, subject: "window/\(window)",
+            data: .rating(RatingSubmitted(window: window, staffId: "S0\(window)", level: level,
+                                          levelLabel: labels[level]!, key: level, keyLabel: labels[level]!,
+                                          scale: "five-level", deviceCounter: Int64(counter))))
+    }
+}
+
+/// The test services' PostgreSQL: its address from `HALL_TEST_POSTGRES_URL`, its password in a file as a
+/// gateway's configuration has it (with the trailing newline an editor leaves).
+struct CentralDatabase {
+    let url: String
+    let host: String
+    let port: Int
+    let user: String
+    let database: String
+    let passwordFile: String
+
+    var endpoint: String { "\(host):\(port)/\(database)" }
+
+    init(folder: TemporaryDirectory) throws {
+        url = try #require(ProcessInfo.processInfo.environment["HALL_TEST_POSTGRES_URL"])
+        let components = try #require(URLComponents(string: url))
+        host = try #require(components.host)
+        port = components.port ?? 5432
+        user = try #require(components.user)
+        database = String(components.path.dropFirst())
+        passwordFile = folder.file("postgres-password")
+        try ((components.password ?? "") + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+    }
+
+    /// A table name no other test uses.
+    static func uniqueTable() -> String { "hall_events_\(UInt64.random(in: 0...UInt64.max) % 1_000_000_000_000)" }
+
+    func config(table: String, timeout: Duration = .seconds(10)) throws -> PostgresSinkConfig {
+        PostgresSinkConfig(host: host, port: port, database: database, user: user, passwordFile: passwordFile,
+                           table: table, timeout: timeout)
+    }
+
+    func sink(table: String, timeout: Duration = .seconds(10)) throws -> PostgresSink {
+        try PostgresSink(name: "central", config: config(table: table, timeout: timeout), hallId: "hall-9",
+                         logger: CapturedLog().logger)
+    }
+
+    /// Runs SQL with psql; rows of `|`-separated fields.
+    func rows(_ sql: String) async throws -> [[String]] {
+        let result = try await run("/usr/bin/psql", [url, "-X", "-q", "-t", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
+                                                     "-c", sql])
+        try #require(result.status == 0, "psql: \(result.standardError)")
+        return result.standardOutput.split(separator: "\n").map {
+            $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        }
+    }
+
+    /// The single value a query returns.
+    func value(_ sql: String) async throws -> String? { try await rows(sql).first?.first }
+
+    /// The SQL block of docs/central-store.md that starts with `-- <name>`, on `table` instead of hall_events.
+    func documentedQuery(_ name: String, table: String) throws -> String {
+        let document = try String(contentsOfFile: repositoryRoot + "/docs/central-store.md", encoding: .utf8)
+        let blocks = document.components(separatedBy: "```sql\n").dropFirst().map {
+            $0.components(separatedBy: "```")[0]
+        }
+        let block = try #require(blocks.first { $0.hasPrefix("-- \(name)") }, "no SQL block '-- \(name)' in the docs")
+        return block.replacingOccurrences(of: "hall_events", with: table)
+            .replacingOccurrences(of: "'<hall>'", with: "'hall-9'")
+    }
+}
+
+/// A TCP port that accepts connections and never answers: a hung server.
+final class SilentListener: Sendable {
+    let port: Int
+    private let socketDescriptor: Int32
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(descriptor >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        let listening = bound == 0 && listen(descriptor, 16) == 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        socketDescriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+        try #require(listening, "cannot listen on 127.0.0.1")
+    }
+
+    deinit { close(socketDescriptor) }
+}
