@@ -70,7 +70,7 @@ export HALL_TEST_PGDATA="$work/pg/pgdata"
 
 stop_all() {
     status=$?
-    [ -f "$work/mosquitto.pid" ] && kill "$(cat "$work/mosquitto.pid")" 2>/dev/null || true
+    [ -f "$work/mosquitto/mosquitto.pid" ] && kill "$(cat "$work/mosquitto/mosquitto.pid")" 2>/dev/null || true
     as_postgres "$PG_BIN/pg_ctl" -D "$HALL_TEST_PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$work"
     exit $status
@@ -80,7 +80,8 @@ trap stop_all EXIT INT TERM
 # PostgreSQL: the cluster all suites share.
 pg_create "$work/pg" "$pg_port" "$pg_password"
 
-# mosquitto: loopback only, persistent sessions kept in the private folder.
+# mosquitto: loopback only, persistent sessions kept in the private folder. Started as root it drops to the
+# mosquitto user before writing its pid file, so everything it writes lives in the folder given to that user.
 mkdir -p "$work/mosquitto"
 [ "$(id -u)" = 0 ] && chown mosquitto "$work/mosquitto" 2>/dev/null || true
 cat > "$work/mosquitto.conf" <<CONF
@@ -88,7 +89,7 @@ listener $mqtt_port 127.0.0.1
 allow_anonymous true
 persistence true
 persistence_location $work/mosquitto/
-pid_file $work/mosquitto.pid
+pid_file $work/mosquitto/mosquitto.pid
 log_dest file $work/mosquitto/mosquitto.log
 CONF
 mosquitto -c "$work/mosquitto.conf" -d
@@ -96,6 +97,11 @@ for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null && break
     sleep 0.1
 done
+(exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null || {
+    echo "mosquitto did not start on 127.0.0.1:$mqtt_port:" >&2
+    cat "$work/mosquitto/mosquitto.log" >&2 2>/dev/null || true
+    exit 1
+}
 
 export HALL_TEST_POSTGRES_URL="postgres://gateway:$pg_password@127.0.0.1:$pg_port/central"
 export HALL_TEST_MQTT_HOST=127.0.0.1 HALL_TEST_MQTT_PORT=$mqtt_port
