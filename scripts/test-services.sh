@@ -35,6 +35,13 @@ CONF
         -c "CREATE ROLE gateway LOGIN PASSWORD '$password'" -c "CREATE DATABASE central OWNER gateway" >/dev/null
 }
 
+# A server started from here must not keep our caller's descriptors open: a caller such as Foundation's
+# Process watches one of them to learn that this script has ended.
+for fd in $(ls /proc/$$/fd); do
+    # 255 is bash's own handle on this script.
+    [ "$fd" -gt 2 ] && [ "$fd" != 255 ] && eval "exec $fd>&-" 2>/dev/null || true
+done
+
 case "${1:-}" in
     pg-stop)
         as_postgres "$PG_BIN/pg_ctl" -D "${2:-$HALL_TEST_PGDATA}" -m fast -w stop >/dev/null

@@ -1,0 +1,327 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Synchronization
+import Testing
+
+/// A hall of Modbus pads pressed at a steady pace, with the ground truth of every press.
+final class PressingHall: Sendable {
+    let pads: [MockModbusEvaluator]
+    let server: MockModbusServer
+    private let pressed = Mutex<[Int]>([])
+    private let pressing = Mutex(false)
+
+    init(padCount: Int) throws {
+        pads = (1...padCount).map { MockModbusEvaluator(staffId: String(format: "%04d", 100 + $0)) }
+        server = try .tcp(units: Dictionary(uniqueKeysWithValues: pads.enumerated().map { ($0 + 1, $1 as any MockModbusUnit) }))
+        pressed.withLock { $0 = Array(repeating: 0, count: padCount) }
+    }
+
+    var port: Int {
+        guard case .tcp(let port) = server.endpoint else { preconditionFailure("a TCP server has a port") }
+        return port
+    }
+
+    /// The bus and device lines of a gateway configuration for these pads.
+    var configuration: String {
+        """
+        buses:
+          - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}
+        devices:
+        \(pads.indices.map { "  - {id: eval-w\($0 + 1), profile: modbus-evaluator-3key, bus: lan, address: \($0 + 1), window: \"\($0 + 1)\"}" }.joined(separator: "\n"))
+        """
+    }
+
+    /// Presses of each pad so far (the ground truth: pad i's ratings are numbered 1…presses[i]).
+    var presses: [Int] { pressed.withLock { $0 } }
+    var total: Int { presses.reduce(0, +) }
+
+    func press(pad index: Int, times: Int = 1) {
+        for _ in 0..<times {
+            pads[index].press(MockModbusEvaluator.Key.allCases[Int.random(in: 0..<3)])
+            pressed.withLock { $0[index] += 1 }
+        }
+    }
+
+    /// Citizens at a busy hall: one press somewhere every `interval`, until `stopPressing()`.
+    func startPressing(every interval: Duration) -> Task<Void, Never> {
+        pressing.withLock { $0 = true }
+        return Task {
+            var next = 0
+            while pressing.withLock({ $0 }) {
+                press(pad: next % pads.count)
+                next += 1
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    func stopPressing() { pressing.withLock { $0 = false } }
+
+    var acknowledgedTotal: Int { pads.reduce(0) { $0 + Int($1.acknowledged) } }
+}
+
+/// A PostgreSQL cluster of the test's own, so that stopping it leaves other suites' database alone.
+final class PrivatePostgres: Sendable {
+    let folder: String
+    let url: String
+    let script: String
+
+    init(in directory: TemporaryDirectory) async throws {
+        script = try #require(ProcessInfo.processInfo.environment["HALL_TEST_SERVICES"],
+                              "run the suite through scripts/test-services.sh (make test)")
+        folder = directory.file("postgres")
+        let created = try await run("/bin/bash", [script, "pg-private", folder])
+        try #require(created.status == 0, "\(created.standardError)")
+        url = created.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func stop() async throws { try await control("pg-stop") }
+    func start() async throws { try await control("pg-start") }
+
+    private func control(_ command: String) async throws {
+        let result = try await run("/bin/bash", [script, command, folder + "/pgdata"])
+        try #require(result.status == 0, "\(command): \(result.standardError)")
+    }
+    func remove() async { _ = try? await run("/bin/bash", [script, "pg-private-remove", folder]) }
+
+    /// One value or row per line, columns separated by `|` (psql, an independent client).
+    func query(_ sql: String) async throws -> [String] {
+        let result = try await run("/usr/bin/psql", [url, "-tAc", sql])
+        try #require(result.status == 0, "psql: \(result.standardError)")
+        return result.standardOutput.split(separator: "\n").map(String.init)
+    }
+
+    /// Rows of `table`, or nil while it does not exist yet (for waiting on; records no issue).
+    func rowCount(_ table: String) async -> Int? {
+        guard let result = try? await run("/usr/bin/psql", [url, "-tAc", "SELECT count(*) FROM \(table)"]),
+              result.status == 0 else { return nil }
+        return Int(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// The sink lines of a gateway configuration writing into table `table`.
+    func sink(table: String, folder: TemporaryDirectory) throws -> String {
+        let parts = try #require(URLComponents(string: url))
+        let passwordFile = folder.file("pg-password")
+        try (parts.password ?? "").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        return """
+              - {type: postgres, name: central, host: 127.0.0.1, port: \(parts.port ?? 5432), database: central, \
+            user: \(parts.user ?? ""), password-file: \(passwordFile), table: \(table), timeout-ms: 3000, max-retry-delay-ms: 2000}
+            """
+    }
+}
+
+/// What the central table holds for a hall of pressed pads, checked against the ground truth.
+struct CentralTally {
+    var ratings: [Int: [Int]] = [:]
+    var lost: [Int: Int] = [:]
+    var gaps: [String]
+    var sourcesNotStartingAtOne: [String]
+
+    init(_ postgres: PrivatePostgres, table: String) async throws {
+        for line in try await postgres.query(
+            "SELECT source, (event->'data'->>'deviceCounter')::int FROM \(table) WHERE type = 'hall.rating.submitted'")
+        {
+            let fields = line.split(separator: "|")
+            let pad = Int(fields[0].split(separator: "-w").last ?? "") ?? 0
+            ratings[pad, default: []].append(Int(fields[1]) ?? -1)
+        }
+        for line in try await postgres.query("""
+            SELECT source, sum((event->'data'->>'count')::int) FROM \(table)
+            WHERE type = 'hall.device.fault' AND event->'data'->>'fault' = 'ratings-lost' GROUP BY source
+            """)
+        {
+            let fields = line.split(separator: "|")
+            lost[Int(fields[0].split(separator: "-w").last ?? "") ?? 0] = Int(fields[1]) ?? 0
+        }
+        gaps = try await postgres.query("SELECT source, first_missing, last_missing FROM \(table)_gaps")
+        sourcesNotStartingAtOne = try await postgres.query(
+            "SELECT source FROM \(table) GROUP BY source HAVING min(sequence) <> 1")
+    }
+
+    /// Every press is stored once or counted lost, exactly.
+    func expectMatches(_ presses: [Int], _ comment: Comment) {
+        for (index, count) in presses.enumerated() {
+            let stored = ratings[index + 1] ?? []
+            #expect(Set(stored).count == stored.count, "pad \(index + 1): a rating stored twice. \(comment)")
+            #expect(stored.count + (lost[index + 1] ?? 0) == count,
+                    "pad \(index + 1): \(stored.count) stored + \(lost[index + 1] ?? 0) lost ≠ \(count) pressed. \(comment)")
+            #expect(stored.allSatisfy { (1...count).contains($0) })
+        }
+        #expect(gaps.isEmpty, "sequence gaps at the store: \(gaps). \(comment)")
+        #expect(sourcesNotStartingAtOne.isEmpty, "sequences that do not start at 1: \(sourcesNotStartingAtOne)")
+    }
+}
+
+/// The promise of the gateway, tried the hard way: killed at random, its store down, its disk full.
+/// Long forms: `scripts/delivery-soak.sh`.
+@Suite(.serialized) struct DeliveryGuaranteeTests {
+    static let environment = ProcessInfo.processInfo.environment
+    static let kills = Int(environment["HALL_GATEWAY_SOAK_KILLS"] ?? "") ?? 20
+    static let outage = Duration.seconds(Int(environment["HALL_GATEWAY_SOAK_OUTAGE_SECONDS"] ?? "") ?? 20)
+
+    func writeConfiguration(_ hall: PressingHall, sinks: String, folder: TemporaryDirectory,
+                            stateDirectory: String? = nil) throws -> String {
+        let path = folder.file("hall.yaml")
+        try """
+            hall: {id: soak-hall}
+            state-directory: \(stateDirectory ?? folder.file("state"))
+            profiles: \(profilesDirectory)
+            heartbeat-seconds: 1
+            \(hall.configuration)
+            sinks:
+            \(sinks)
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func killedAtRandomWhileThePadsArePressedEveryRatingReachesPostgreSQLOnce() async throws {
+        let folder = try TemporaryDirectory()
+        let postgres = try await PrivatePostgres(in: folder)
+        let hall = try PressingHall(padCount: 4)
+        let config = try writeConfiguration(hall, sinks: try postgres.sink(table: "hall_events", folder: folder),
+                                            folder: folder)
+        let citizens = hall.startPressing(every: .milliseconds(40))
+        var logs: [String] = []
+        for round in 1...Self.kills {
+            let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
+            let acknowledgedBefore = hall.acknowledgedTotal
+            // Running for real: it has committed and acknowledged something in this life.
+            #expect(await eventually(timeout: .seconds(20)) { hall.acknowledgedTotal > acknowledgedBefore })
+            // The chaos schedule, not a synchronisation: a random moment in the poll/commit/forward cycle.
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...400)))
+            kill(gateway.process.processIdentifier, SIGKILL)
+            let result = try await gateway.wait()
+            #expect(result.terminatedBySignal)
+            logs.append(result.standardOutput)
+            // A third of the kills take PostgreSQL down and up too.
+            if round % 3 == 0 {
+                try await postgres.stop()
+                try await postgres.start()
+            }
+        }
+        hall.stopPressing()
+        await citizens.value
+        let last = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        let expected = hall.total
+        let outbox = try Outbox.openForReading(path: folder.file("state/outbox.sqlite"))
+        let drained = await eventually(timeout: .seconds(60)) {
+            guard hall.acknowledgedTotal == expected else { return false }
+            return (try? await outbox.backlog(sink: "central")) == 0
+        }
+        last.interrupt()
+        let final = try await last.wait()
+        #expect(drained, "\(final.standardOutput.suffix(3000))")
+        #expect(final.status == 0)
+        let tally = try await CentralTally(postgres, table: "hall_events")
+        tally.expectMatches(hall.presses, "\(Self.kills) kills, \(expected) presses")
+        await postgres.remove()
+        hall.server.stop()
+    }
+
+    @Test func aStoreDownForAWhileGetsTheWholeBacklogOnceItIsBack() async throws {
+        let folder = try TemporaryDirectory()
+        let postgres = try await PrivatePostgres(in: folder)
+        let hall = try PressingHall(padCount: 4)
+        let config = try writeConfiguration(hall, sinks: try postgres.sink(table: "hall_events", folder: folder),
+                                            folder: folder)
+        let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        let citizens = hall.startPressing(every: .milliseconds(40))
+        #expect(await eventually { await postgres.rowCount("hall_events") ?? 0 > 0 })
+        try await postgres.stop()
+        let pressedBeforeOutage = hall.total
+        // The outage itself: the hall keeps running this long with its store down.
+        try await Task.sleep(for: Self.outage)
+        let outbox = try Outbox.openForReading(path: folder.file("state/outbox.sqlite"))
+        let backlog = try await outbox.backlog(sink: "central")
+        #expect(backlog > 0, "events wait in the outbox while the store is down")
+        #expect(hall.total > pressedBeforeOutage && hall.acknowledgedTotal > pressedBeforeOutage,
+                "the pads are still read and acknowledged: the hall does not notice the outage")
+        try await postgres.start()
+        hall.stopPressing()
+        await citizens.value
+        let expected = hall.total
+        let drained = await eventually(timeout: .seconds(60)) {
+            guard hall.acknowledgedTotal == expected else { return false }
+            return (try? await outbox.backlog(sink: "central")) == 0
+        }
+        gateway.interrupt()
+        let result = try await gateway.wait()
+        #expect(drained)
+        #expect(result.status == 0)
+        #expect(result.standardOutput.contains("sink central: delivery failed"))
+        #expect(result.standardOutput.contains("sink central: delivering again"))
+        let tally = try await CentralTally(postgres, table: "hall_events")
+        #expect(tally.lost.isEmpty, "nothing may be lost to a store outage: \(tally.lost)")
+        tally.expectMatches(hall.presses, "outage of \(Self.outage), backlog \(backlog)")
+        await postgres.remove()
+        hall.server.stop()
+    }
+
+    @Test func aFullDiskAcknowledgesNothingThenEveryRatingHeldIsStoredAndEveryLossIsExact() async throws {
+        let folder = try TemporaryDirectory()
+        let state = folder.file("state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", state])
+        try #require(mounted.status == 0, "a tmpfs is needed as the full disk (root): \(mounted.standardError)")
+        defer { try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", state]).waitUntilExit() }
+        let hall = try PressingHall(padCount: 4)
+        let config = try writeConfiguration(
+            hall, sinks: "  - {type: sqlite, path: \(folder.file("events.sqlite"))}", folder: folder, stateDirectory: state)
+        let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        let citizens = hall.startPressing(every: .milliseconds(25))
+        #expect(await eventually { hall.acknowledgedTotal > 10 })
+
+        // Fill the disk to the last byte.
+        let filled = try await run("/bin/sh", ["-c", "dd if=/dev/zero of=\(state)/filler bs=4k 2>/dev/null; sync; true"])
+        try #require(filled.status == 0)
+        let refused = await eventually { gateway.output.contains("outbox commit failed") }
+        #expect(refused, "the outbox must have hit the full disk")
+        let acknowledgedWhenFull = hall.pads.map(\.acknowledged)
+        // A busy hall meanwhile, and one pad pressed 40 times at once: more than its ring of 16 between two polls.
+        hall.press(pad: 0, times: 40)
+        let pressedWhileFull = hall.total
+        #expect(await eventually { hall.total >= pressedWhileFull + 100 })
+        #expect(hall.pads.map(\.acknowledged) == acknowledgedWhenFull, "nothing acknowledged while nothing commits")
+
+        try FileManager.default.removeItem(atPath: state + "/filler")
+        let freed = ContinuousClock.now
+        let resumed = await eventually(timeout: .seconds(10)) {
+            zip(hall.pads.map(\.acknowledged), acknowledgedWhenFull).contains { $0 != $1 }
+        }
+        let resumedAfter = ContinuousClock.now - freed
+        #expect(resumed, "commits resume by themselves once space returns")
+        #expect(resumedAfter < .seconds(5), "within seconds: \(resumedAfter)")
+        hall.stopPressing()
+        await citizens.value
+        let expected = hall.total
+        #expect(await eventually(timeout: .seconds(30)) { hall.acknowledgedTotal == expected })
+        #expect(await eventually(timeout: .seconds(30)) {
+            (try? await Outbox.openForReading(path: state + "/outbox.sqlite").backlog(sink: "sqlite")) == 0
+        })
+        gateway.interrupt()
+        let result = try await gateway.wait()
+        #expect(result.status == 0)
+
+        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        let stored = try await ratings(in: store)
+        let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
+            if case .deviceFault(let fault) = data, fault.fault == "ratings-lost" { fault } else { nil }
+        }
+        for (index, presses) in hall.presses.enumerated() {
+            let source = "/halls/soak-hall/devices/eval-w\(index + 1)"
+            let numbers = stored.filter { $0.event.source == source }.compactMap(\.rating.deviceCounter)
+            #expect(Set(numbers).count == numbers.count, "pad \(index + 1): a rating stored twice")
+            let lost = numbers.count == presses ? 0 : presses - numbers.count
+            #expect(numbers.allSatisfy { (1...Int64(presses)).contains($0) })
+            if index == 0 {
+                #expect(lost >= 24, "40 presses at once on a ring of 16: at least 24 cannot be kept, \(lost) were")
+            }
+        }
+        let reportedLost = faults.reduce(0) { $0 + Int($1.count ?? 0) }
+        #expect(reportedLost == expected - stored.count,
+                "reported lost \(reportedLost) = pressed \(expected) − stored \(stored.count), exactly")
+        #expect(faults.allSatisfy { $0.detail.contains("between two polls") }, "\(faults.map(\.detail))")
+        hall.server.stop()
+    }
+}
