@@ -206,6 +206,88 @@ import Testing
         #expect(try await central.value("SELECT count(*) FROM \(table)") == "2")
     }
 
+    @Test func verifyFullTrustsOnlyTheGivenCAAndShowsTheClientCertificate() async throws {
+        let services = try #require(ProcessInfo.processInfo.environment["HALL_TEST_SERVICES"])
+        let certificates = folder.file("certs")
+        let made = try await run("/usr/bin/env", ["python3", repositoryRoot + "/scripts/make_test_certs.py", certificates])
+        try #require(made.status == 0, "make_test_certs.py: \(made.standardError)")
+        let cluster = folder.file("private-tls-postgres")
+        let created = try await run(services, ["pg-private", cluster])
+        try #require(created.status == 0, "pg-private: \(created.standardError)")
+        let outcome: Result<Void, any Error>
+        do {
+            let url = created.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            try await checkTLS(url: url, cluster: cluster, certificates: certificates, services: services)
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        _ = try? await run(services, ["pg-private-remove", cluster])
+        try outcome.get()
+    }
+
+    /// Turns the cluster into one that accepts only TLS with a client certificate of the test CA, then delivers.
+    private func checkTLS(url: String, cluster: String, certificates: String, services: String) async throws {
+        let data = cluster + "/pgdata"
+        let owner = try FileManager.default.attributesOfItem(atPath: data)[.ownerAccountID]
+        for file in ["server.pem", "server.key", "ca.pem"] {
+            try FileManager.default.copyItem(atPath: certificates + "/" + file, toPath: data + "/" + file)
+            // The server reads its key only when it owns it and nobody else may read it.
+            try FileManager.default.setAttributes(
+                [.ownerAccountID: owner as Any, .posixPermissions: 0o600], ofItemAtPath: data + "/" + file)
+        }
+        let settings = "\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.pem'\n"
+        let handle = try #require(FileHandle(forWritingAtPath: data + "/postgresql.conf"))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(settings.utf8))
+        try handle.close()
+        // TCP only over TLS, with a certificate of the CA and the password.
+        let rules = try String(contentsOfFile: data + "/pg_hba.conf", encoding: .utf8).split(separator: "\n")
+            .map { $0.hasPrefix("host ") ? "hostssl " + $0.dropFirst(5) + " clientcert=verify-ca" : String($0) }
+        try (rules.joined(separator: "\n") + "\n").write(toFile: data + "/pg_hba.conf", atomically: false, encoding: .utf8)
+        for command in ["pg-stop", "pg-start"] {
+            let result = try await run(services, [command, data])
+            try #require(result.status == 0, "\(command): \(result.standardError)")
+        }
+
+        let central = try CentralDatabase(url: url, folder: folder, socketFolder: cluster + "/pgsocket")
+        let table = CentralDatabase.uniqueTable()
+        func sink(_ mode: PostgresSinkConfig.TLSMode, _ tls: TLSSettings) throws -> PostgresSink {
+            var config = try central.config(table: table, timeout: .seconds(5))
+            config.tlsMode = mode
+            config.tls = tls
+            return try PostgresSink(name: "central", config: config, hallId: "hall-9", logger: CapturedLog().logger)
+        }
+        let trusted = TLSSettings(caFile: certificates + "/ca.pem", certificateFile: certificates + "/client.pem",
+                                  keyFile: certificates + "/client.key")
+        let verified = try sink(.verifyFull, trusted)
+        try await verified.deliver(outbound([rating(1)]))
+        // The pool's connection, still open, as the server sees it.
+        let seen = try await central.rows("""
+            SELECT s.ssl, s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'gateway'
+            """)
+        #expect(seen.count == 1 && seen[0][0] == "t", "\(seen)")
+        #expect(seen.first?.last?.contains("hall gateway test-hall") == true, "\(seen)")
+        await verified.shutdown()
+
+        let failures: [(PostgresSinkConfig.TLSMode, TLSSettings, String)] = [
+            (.verifyFull, TLSSettings(caFile: certificates + "/self-signed.pem", certificateFile: certificates
+                                      + "/client.pem", keyFile: certificates + "/client.key"),
+             "TLS: the server's certificate did not verify"),
+            (.verifyFull, TLSSettings(caFile: certificates + "/ca.pem"), "requires a valid client certificate"),
+            (.disable, TLSSettings(), "no encryption"),
+        ]
+        for (mode, tls, reason) in failures {
+            let refused = try sink(mode, tls)
+            let error = try await #require(throws: SinkError.self) { try await refused.deliver(outbound([rating(2)])) }
+            await refused.shutdown()
+            #expect(error.code == .unavailable)
+            #expect(error.message.hasPrefix("postgres \(central.endpoint): "), "\(error.message)")
+            #expect(error.message.contains(reason), "\(error.message)")
+        }
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "1")
+    }
+
     @Test func aTablePartitionedByHandIsUsedAsItIs() async throws {
         let table = CentralDatabase.uniqueTable()
         _ = try await central.rows(try central.documentedQuery("partitioned-table", table: table))
@@ -317,6 +399,7 @@ struct CentralDatabase {
     let user: String
     let database: String
     let passwordFile: String
+    let socketFolder: String?
 
     var endpoint: String { "\(host):\(port)/\(database)" }
 
@@ -325,8 +408,11 @@ struct CentralDatabase {
         try self.init(url: try #require(ProcessInfo.processInfo.environment["HALL_TEST_POSTGRES_URL"]), folder: folder)
     }
 
-    init(url: String, folder: TemporaryDirectory) throws {
+    /// With `socketFolder`, psql connects over that Unix socket as postgres (local trust): for a cluster whose
+    /// TCP connections need a client certificate.
+    init(url: String, folder: TemporaryDirectory, socketFolder: String? = nil) throws {
         self.url = url
+        self.socketFolder = socketFolder
         let components = try #require(URLComponents(string: url))
         host = try #require(components.host)
         port = components.port ?? 5432
@@ -351,8 +437,9 @@ struct CentralDatabase {
 
     /// Runs SQL with psql; rows of `|`-separated fields.
     func rows(_ sql: String) async throws -> [[String]] {
-        let result = try await run("/usr/bin/psql", [url, "-X", "-q", "-t", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
-                                                     "-c", sql])
+        let target = socketFolder.map { ["-h", $0, "-p", "\(port)", "-U", "postgres", "-d", database] } ?? [url]
+        let result = try await run("/usr/bin/psql", target + ["-X", "-q", "-t", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
+                                                             "-c", sql])
         try #require(result.status == 0, "psql: \(result.standardError)")
         return result.standardOutput.split(separator: "\n").map {
             $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init)

@@ -18,6 +18,7 @@ public actor PostgresSink: EventSink {
     /// The version of the table layout this gateway writes; see `migrationSteps`.
     static let schemaVersion = 1
 
+    /// The sink's name, which keys its delivery cursor in the outbox.
     public nonisolated let name: String
     /// `host:port/database`, as every error names the store.
     public nonisolated let endpoint: String
@@ -145,6 +146,7 @@ public actor PostgresSink: EventSink {
 
     // MARK: Delivering
 
+    /// Stores a batch in one transaction; throws `SinkError` (see `sinkError(_:endpoint:)`).
     public func deliver(_ batch: [OutboundEvent]) async throws {
         guard !batch.isEmpty else { return }
         let pool = currentPool()
@@ -181,16 +183,15 @@ public actor PostgresSink: EventSink {
         } catch {
             let failure = Self.sinkError(error, endpoint: endpoint)
             if failure.code == .unavailable {
-                // A fresh pool next time: the old one may hold dead connections or be backing off for a minute.
+                // A fresh pool next time, which checks the table again (it may have been dropped or restored):
+                // the old pool may hold dead connections or be backing off for a minute.
                 await drop(pool)
-            }
-            if let psql = error as? PSQLError, psql.serverInfo?[.sqlState] == "42P01", migratedGeneration == pool.generation {
-                migratedGeneration = nil
             }
             throw failure
         }
     }
 
+    /// Closes the pool and its connections.
     public func shutdown() async {
         if let pool { await drop(pool) }
     }
@@ -293,6 +294,18 @@ public actor PostgresSink: EventSink {
     ) async throws {
         let connection = try await PostgresConnection.connect(
             configuration: configuration, id: nextConnectionID(), logger: logger)
+        // Past the deadline the delivery is cancelled: a server that stopped answering must not keep this open.
+        try await withTaskCancellationHandler {
+            try await migrateTable(table, on: connection, endpoint: endpoint, logger: logger)
+        } onCancel: {
+            let closing: EventLoopFuture<Void> = connection.close()
+            _ = closing
+        }
+    }
+
+    private static func migrateTable(
+        _ table: String, on connection: PostgresConnection, endpoint: String, logger: Logger
+    ) async throws {
         do {
             if try await currentVersion(of: table, on: connection, logger: logger) < schemaVersion {
                 try await connection.query("BEGIN", logger: logger)
@@ -422,9 +435,24 @@ public actor PostgresSink: EventSink {
                 return "\(error)"
             }
         }
-        if let error = error as? NIOSSLError { return "TLS: \(error)" }
+        if let error = error as? NIOSSLError {
+            guard case .handshakeFailed(let cause) = error else { return "TLS: \(error)" }
+            // BoringSSL's reason is the word after "OPENSSL_internal:"; the rest is a source path.
+            let text = "\(cause)"
+            let reason = text.range(of: "OPENSSL_internal:[A-Z0-9_]+", options: .regularExpression)
+                .map { String(text[$0].dropFirst("OPENSSL_internal:".count)) }
+            if reason == "CERTIFICATE_VERIFY_FAILED" {
+                return "TLS: the server's certificate did not verify (not from a trusted CA, expired, or not "
+                    + "for this host name)"
+            }
+            return "TLS handshake failed: \(reason ?? text)"
+        }
         if let error = error as? NIOSSLExtraError { return "TLS: \(error)" }
         if error is CancellationError { return "delivery cancelled" }
+        // The pool's own errors (its module is not ours to import): it gave up connecting, or it was closed.
+        let text = "\(error)"
+        if text.contains("CircuitBreakerTripped") { return "no connection could be made for a minute" }
+        if text.contains("poolShutdown") { return "connection pool closed while the batch was sent" }
         return "\(error)"
     }
 
