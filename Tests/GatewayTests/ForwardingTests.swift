@@ -249,3 +249,50 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         #expect(tables == ["invoice"])
     }
 }
+
+@Suite struct HeartbeatTests {
+    @Test func theHeartbeatNamesTheVersionTheBacklogAndWhichDevicesAreUpAndDown() async throws {
+        let folder = try TemporaryDirectory()
+        let pad = MockModbusEvaluator(staffId: "0101")
+        let server = try MockModbusServer.tcp(units: [1: pad])
+        defer { server.stop() }
+        guard case .tcp(let port) = server.endpoint else { preconditionFailure("a TCP server has a port") }
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: beat-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            heartbeat-seconds: 1
+            buses:
+              - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 100, poll-interval-ms: 50}
+            devices:
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: "1"}
+              - {id: eval-w02, profile: modbus-evaluator-3key, bus: lan, address: 2, window: "2"}
+            sinks:
+              - {type: sqlite, name: local, path: \(folder.path)/events.sqlite}
+            """, file: "test.yaml", relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        func beats() async throws -> [GatewayHeartbeat] {
+            try await eventData(store, type: HallEventType.gatewayHeartbeat) { data in
+                if case .heartbeat(let beat) = data { beat } else { nil }
+            }
+        }
+        // The pad answers, its neighbour at address 2 never does: offline after three misses.
+        let settled = await eventually { (try? await beats())?.contains { $0.devicesOffline == ["eval-w02"] } == true }
+        stop.stop()
+        await running.value
+        #expect(settled)
+        let beat = try #require(try await beats().last { $0.devicesOffline == ["eval-w02"] })
+        #expect(beat.version == GatewayInfo.version)
+        #expect(beat.devicesOnline == ["eval-w01"])
+        #expect(beat.sinks.map(\.name) == ["local"])
+        #expect(beat.eventsDropped == 0)
+        let events = try await store.events(type: HallEventType.gatewayHeartbeat, limit: 100)
+        #expect(events.allSatisfy { $0.source == "/halls/beat-hall/gateway" })
+        #expect(Set(events.map(\.id)).count == events.count)
+        #expect(events.compactMap(\.sequence).compactMap { Int($0) } == Array(1...events.count),
+                "the gateway's own events are numbered like any source's")
+    }
+}
