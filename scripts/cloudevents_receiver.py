@@ -187,9 +187,11 @@ def main():
             tls.verify_mode = ssl.CERT_REQUIRED
     store = Store(args.db)
     server = Server((args.host, args.port), make_handler(args, store), tls)
-    # Explicit handlers: a child started in the background may inherit SIGINT ignored.
+    # Explicit handlers, unblocked: a child may inherit SIGINT ignored (started in the background) or
+    # blocked (started from a test runner's thread, as the Swift tests do).
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: threading.Thread(target=server.shutdown).start())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
     server.server_close()

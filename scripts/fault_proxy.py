@@ -22,7 +22,7 @@ import socket
 import struct
 import sys
 
-MODE = re.compile(r"^(pass|hang|reset|slow|status (\d{3})( retry-after (\S+))?)$")
+MODE = re.compile(r"^(pass|hang|reset|slow|status (\d{3})( retry-after (.+))?)$")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -154,6 +154,8 @@ async def main():
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    # A child started from a test runner's thread may inherit these signals blocked.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     await stop.wait()
 
 

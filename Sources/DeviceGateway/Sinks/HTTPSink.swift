@@ -24,6 +24,7 @@ public final class HTTPSink: EventSink {
     private let tokenFile: String?
     private let caFile: String?
     private let trustedIssuers: [[SSLCertificateName]]
+    private let hasClientCertificate: Bool
     private let headers: HTTPHeaders
     private let timeout: Duration
     private let client: HTTPClient
@@ -88,6 +89,7 @@ public final class HTTPSink: EventSink {
             tls = configuration
         }
         self.trustedIssuers = trustedIssuers
+        self.hasClientCertificate = config.tls.certificateFile != nil
 
         var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls, redirectConfiguration: .disallow,
@@ -258,7 +260,12 @@ public final class HTTPSink: EventSink {
             let reason = error.connectionErrors.first.map { Self.describe($0.error) } ?? "no address to connect to"
             return "cannot connect to \(host):\(port): \(reason)"
         }
-        if let error = error as? IOError { return Self.describe(error) }
+        if let error = error as? IOError {
+            switch error.errnoCode {
+            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH: return "cannot connect to \(host):\(port): \(Self.describe(error))"
+            default: return Self.describe(error)
+            }
+        }
         if let error = error as? ChannelError, case .connectTimeout = error {
             return "no connection to \(host):\(port) \(within)"
         }
@@ -266,6 +273,10 @@ public final class HTTPSink: EventSink {
             let names = await serverCertificate().map { Self.names(of: $0) } ?? "other host names"
             return "TLS: the store's certificate is for \(names), not for \(host) (the host in the url); "
                 + "use a URL with a name the certificate holds, or give the store a certificate for \(host)"
+        }
+        if let error = error as? BoringSSLError {
+            // TLS 1.3: the server's alert about the client certificate arrives after the client's handshake.
+            return await explainHandshake(error)
         }
         if let error = error as? NIOSSLError {
             switch error {
@@ -314,9 +325,13 @@ public final class HTTPSink: EventSink {
             return "TLS: \(host):\(port) does not speak TLS; is the url meant to be http://?"
         }
         if let alert = reasons.first(where: { $0.contains("ALERT") }) {
-            let hint = alert.contains("CERTIFICATE_REQUIRED") || alert.contains("HANDSHAKE_FAILURE")
-                || alert.contains("BAD_CERTIFICATE") || alert.contains("UNKNOWN_CA")
-                ? "; does it want a client certificate (certificate-file, key-file) from another CA?" : ""
+            if alert.contains("CERTIFICATE_REQUIRED"), !hasClientCertificate {
+                return "TLS: the store asks for a client certificate (\(alert)); set certificate-file and key-file"
+            }
+            let certificateAlerts = ["CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                                     "CERTIFICATE_EXPIRED", "CERTIFICATE_UNKNOWN", "ACCESS_DENIED"]
+            let hint = certificateAlerts.contains(where: alert.contains)
+                ? "; does it want a client certificate from another CA? check certificate-file and key-file" : ""
             return "TLS: the store refused the handshake (\(alert))\(hint)"
         }
         if let reason = reasons.first { return "TLS handshake failed: \(reason)" }
@@ -383,8 +398,7 @@ public final class HTTPSink: EventSink {
     }
 
     private static func format(_ time: time_t) -> String {
-        Date(timeIntervalSince1970: TimeInterval(time)).formatted(
-            Date.ISO8601FormatStyle(timeZone: TimeZone(secondsFromGMT: 0)!).year().month().day().time(includingFractionalSeconds: false))
+        Date(timeIntervalSince1970: TimeInterval(time)).formatted(Date.ISO8601FormatStyle())
     }
 
     // MARK: Files
