@@ -93,6 +93,7 @@ def make_handler(args, store):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real store
+        disable_nagle_algorithm = True  # head and body are two writes: no delayed-ACK stall between them
         server_version = "cloudevents-receiver"
 
         def setup(self):
