@@ -105,8 +105,8 @@ enum HTTPDrainBenchmark {
     private static func event(_ number: Int) -> CloudEvent {
         let pad = number % 50 + 1
         return CloudEvent(
-            id: "bench-\(number)", source: "/halls/bench-hall/devices/eval-w\(pad)", type: HallEventType.ratingSubmitted,
-            time: Date(), subject: "window/\(pad)",
+            id: "bench-\(number)", source: "/halls/bench-hall/devices/eval-w\(pad)",
+            type: HallEventType.ratingSubmitted, time: Date(), subject: "window/\(pad)",
             data: .rating(RatingSubmitted(window: "\(pad)", staffId: String(format: "%04d", pad), level: 5 - number % 3,
                                           levelLabel: "满意", key: 1, keyLabel: "满意", scale: "three-key",
                                           deviceCounter: Int64(number / 50))))
@@ -144,8 +144,8 @@ private struct Receiver {
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--port", "0", "--db", folder + "/receiver.sqlite", "--token", "bench-token"]
-            + (validate ? [] : ["--no-validate"])
+        process.arguments = ["python3", script, "--port", "0", "--db", folder + "/receiver.sqlite",
+                             "--token", "bench-token"] + (validate ? [] : ["--no-validate"])
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         try process.run()
         let deadline = ContinuousClock.now + .seconds(30)
@@ -158,7 +158,8 @@ private struct Receiver {
             try await Task.sleep(for: .milliseconds(50))
         }
         if process.isRunning { process.interrupt() }
-        throw BenchmarkError("drain-http: \(script) did not start (is the cloudevents package installed? make python-deps)")
+        throw BenchmarkError(
+            "drain-http: \(script) did not start (is the cloudevents package installed? make python-deps)")
     }
 
     func stop() {

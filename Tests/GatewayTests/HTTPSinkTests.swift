@@ -24,8 +24,7 @@ import FoundationNetworking
     @Test func aBatchArrivesAndTheCloudEventsSDKReadsEveryEvent() async throws {
         let receiver = try await Receiver.start(folder: folder, token: token)
         defer { receiver.stop() }
-        let sink = try HTTPSink(name: "central", config: HTTPSinkConfig(url: receiver.url, tokenFile: tokenFile),
-                                hallId: "test-hall", logger: CapturedLog().logger)
+        let sink = try makeSink(receiver.url, tokenFile: tokenFile)
         let batch = try outbound((1...5).map { rating("r\($0)") })
         await #expect(throws: Never.self) { try await sink.deliver(batch) }
         await sink.shutdown()
@@ -37,8 +36,7 @@ import FoundationNetworking
         defer { receiver.stop() }
         let batch = try outbound([rating("r1")])
 
-        let anonymous = try HTTPSink(name: "central", config: HTTPSinkConfig(url: receiver.url), hallId: "test-hall",
-                                     logger: CapturedLog().logger)
+        let anonymous = try makeSink(receiver.url)
         let withoutToken = try await failure { try await anonymous.deliver(batch) }
         await anonymous.shutdown()
         #expect(withoutToken.code == .unavailable, "a token to fix, not events to put aside")
@@ -47,8 +45,7 @@ import FoundationNetworking
 
         let wrongFile = folder.file("old-token")
         try "expired-token\n".write(toFile: wrongFile, atomically: true, encoding: .utf8)
-        let wrong = try HTTPSink(name: "central", config: HTTPSinkConfig(url: receiver.url, tokenFile: wrongFile),
-                                 hallId: "test-hall", logger: CapturedLog().logger)
+        let wrong = try makeSink(receiver.url, tokenFile: wrongFile)
         let withWrongToken = try await failure { try await wrong.deliver(batch) }
         await wrong.shutdown()
         #expect(withWrongToken.code == .unavailable)
@@ -60,16 +57,14 @@ import FoundationNetworking
     @Test func aTokenFileThatCannotBeReadStopsTheSinkAtStart() throws {
         let missing = folder.file("no-such-token")
         let error = try #require(throws: SinkError.self) {
-            try HTTPSink(name: "central", config: HTTPSinkConfig(url: "https://store.example/events", tokenFile: missing),
-                         hallId: "test-hall", logger: CapturedLog().logger)
+            try makeSink("https://store.example/events", tokenFile: missing)
         }
         #expect(error.message == "http sink central: the token file \(missing) does not exist")
 
         let empty = folder.file("empty-token")
         try "\n".write(toFile: empty, atomically: true, encoding: .utf8)
         let emptyError = try #require(throws: SinkError.self) {
-            try HTTPSink(name: "central", config: HTTPSinkConfig(url: "https://store.example/events", tokenFile: empty),
-                         hallId: "test-hall", logger: CapturedLog().logger)
+            try makeSink("https://store.example/events", tokenFile: empty)
         }
         #expect(emptyError.message == "http sink central: the token file \(empty) is empty")
     }
@@ -77,12 +72,12 @@ import FoundationNetworking
     @Test func aStoreThatIsNotListeningIsRetriedSayingConnectionRefused() async throws {
         let port = try await Receiver.start(folder: folder, token: token).stopAndKeepPort()
         let url = "http://127.0.0.1:\(port)/events"
-        let sink = try HTTPSink(name: "central", config: HTTPSinkConfig(url: url, timeout: .seconds(2)),
-                                hallId: "test-hall", logger: CapturedLog().logger)
+        let sink = try makeSink(url, timeout: .seconds(2))
         let error = try await failure { try await sink.deliver(try outbound([rating("r1")])) }
         await sink.shutdown()
         #expect(error.code == .unavailable)
-        #expect(error.message == "http POST \(url): cannot connect to 127.0.0.1:\(port): connection refused (nothing listens there?)")
+        #expect(error.message
+                == "http POST \(url): cannot connect to 127.0.0.1:\(port): connection refused (nothing listens there?)")
     }
 
     // MARK: Faults of the store, through the proxy
@@ -93,12 +88,11 @@ import FoundationNetworking
         let proxy = try await FaultProxy.start(target: receiver.port)
         defer { proxy.stop() }
         let batch = try outbound((1...3).map { rating("r\($0)") })
+        let noCompleteAnswer = "no complete answer within 2 s; the store is slow or hangs"
         /// A fresh sink per case, so that no connection opened under an earlier mode is reused.
         func attempt(_ mode: String) async throws -> (error: SinkError, seconds: Double) {
             try await proxy.set(mode)
-            let sink = try HTTPSink(
-                name: "central", config: HTTPSinkConfig(url: proxy.url, tokenFile: tokenFile, timeout: .seconds(2)),
-                hallId: "test-hall", logger: CapturedLog().logger)
+            let sink = try makeSink(proxy.url, tokenFile: tokenFile, timeout: .seconds(2))
             let started = ContinuousClock.now
             let error = try await failure { try await sink.deliver(batch) }
             let elapsed = ContinuousClock.now - started
@@ -108,7 +102,7 @@ import FoundationNetworking
 
         let hang = try await attempt("hang")
         #expect(hang.error.code == .unavailable)
-        #expect(hang.error.message == "http POST \(proxy.url): no complete answer within 2 s; the store is slow or hangs")
+        #expect(hang.error.message == "http POST \(proxy.url): \(noCompleteAnswer)")
         #expect(hang.seconds < 4, "bounded by the 2 s timeout")
 
         let reset = try await attempt("reset")
@@ -117,7 +111,8 @@ import FoundationNetworking
 
         let serverError = try await attempt("status 500")
         #expect(serverError.error.code == .unavailable)
-        #expect(serverError.error.message == "http POST \(proxy.url): 500 Internal Server Error: fault proxy: status 500")
+        #expect(serverError.error.message
+                == "http POST \(proxy.url): 500 Internal Server Error: fault proxy: status 500")
 
         let overloaded = try await attempt("status 429 retry-after 7")
         #expect(overloaded.error.code == .unavailable)
@@ -139,7 +134,7 @@ import FoundationNetworking
 
         let slow = try await attempt("slow")
         #expect(slow.error.code == .unavailable)
-        #expect(slow.error.message == "http POST \(proxy.url): no complete answer within 2 s; the store is slow or hangs")
+        #expect(slow.error.message == "http POST \(proxy.url): \(noCompleteAnswer)")
         #expect(slow.seconds < 4, "an answer dripping at 1 byte/s is bounded by the 2 s timeout too")
 
         let counts = try await proxy.counts()
@@ -176,8 +171,8 @@ import FoundationNetworking
                                 batchSize: 8)
         try await outbox.register(sinks: ["central"])
         let log = CapturedLog()
-        let forwarder = Forwarder(outbox: outbox, sink: try SinkFactory.make(config, hallId: "test-hall", logger: log.logger),
-                                  config: config, logger: log.logger)
+        let sink = try SinkFactory.make(config, hallId: "test-hall", logger: log.logger)
+        let forwarder = Forwarder(outbox: outbox, sink: sink, config: config, logger: log.logger)
         let stop = StopSignal()
         let running = Task { await forwarder.run(until: stop) }
 
@@ -205,10 +200,7 @@ import FoundationNetworking
         defer { receiver.stop() }
         for host in ["127.0.0.1", "localhost"] {
             let url = "https://\(host):\(receiver.port)/events"
-            let sink = try HTTPSink(
-                name: "central",
-                config: HTTPSinkConfig(url: url, tokenFile: tokenFile, tls: TLSSettings(caFile: certificates + "/ca.pem")),
-                hallId: "test-hall", logger: CapturedLog().logger)
+            let sink = try makeSink(url, tokenFile: tokenFile, tls: TLSSettings(caFile: certificates + "/ca.pem"))
             await #expect(throws: Never.self, "over \(host)") { try await sink.deliver(try outbound([rating(host)])) }
             await sink.shutdown()
         }
@@ -221,14 +213,11 @@ import FoundationNetworking
     ])
     func aCertificateThatMustNotPassIsRefusedSayingWhy(certificate: String, reason: String) async throws {
         let certificates = try await makeCertificates()
-        let receiver = try await Receiver.start(folder: folder, token: token, certificate: certificate, in: certificates)
+        let receiver = try await Receiver.start(folder: folder, token: token, certificate: certificate,
+                                                in: certificates)
         defer { receiver.stop() }
         let url = "https://127.0.0.1:\(receiver.port)/events"
-        let sink = try HTTPSink(
-            name: "central",
-            config: HTTPSinkConfig(url: url, tokenFile: tokenFile, tls: TLSSettings(caFile: certificates + "/ca.pem"),
-                                   timeout: .seconds(5)),
-            hallId: "test-hall", logger: CapturedLog().logger)
+        let sink = try makeSink(url, tokenFile: tokenFile, tls: TLSSettings(caFile: certificates + "/ca.pem"))
         let error = try await failure { try await sink.deliver(try outbound([rating("r1")])) }
         await sink.shutdown()
         #expect(error.code == .unavailable)
@@ -240,8 +229,7 @@ import FoundationNetworking
         let receiver = try await Receiver.start(folder: folder, token: token, certificate: "server", in: certificates)
         defer { receiver.stop() }
         let url = "https://127.0.0.1:\(receiver.port)/events"
-        let sink = try HTTPSink(name: "central", config: HTTPSinkConfig(url: url, tokenFile: tokenFile, timeout: .seconds(5)),
-                                hallId: "test-hall", logger: CapturedLog().logger)
+        let sink = try makeSink(url, tokenFile: tokenFile)
         let error = try await failure { try await sink.deliver(try outbound([rating("r1")])) }
         await sink.shutdown()
         #expect(error.code == .unavailable)
@@ -257,27 +245,28 @@ import FoundationNetworking
                                                 arguments: ["--tls-client-ca", certificates + "/ca.pem"])
         defer { receiver.stop() }
         let ca = certificates + "/ca.pem"
-        let without = try HTTPSink(
-            name: "central",
-            config: HTTPSinkConfig(url: receiver.url, tokenFile: tokenFile, tls: TLSSettings(caFile: ca), timeout: .seconds(5)),
-            hallId: "test-hall", logger: CapturedLog().logger)
+        let without = try makeSink(receiver.url, tokenFile: tokenFile, tls: TLSSettings(caFile: ca))
         let refused = try await failure { try await without.deliver(try outbound([rating("r1")])) }
         await without.shutdown()
         #expect(refused.code == .unavailable)
         #expect(refused.message.hasPrefix("http POST \(receiver.url): TLS: the store asks for a client certificate"))
         #expect(refused.message.hasSuffix("; set certificate-file and key-file"))
 
-        let with = try HTTPSink(
-            name: "central",
-            config: HTTPSinkConfig(
-                url: receiver.url, tokenFile: tokenFile,
-                tls: TLSSettings(caFile: ca, certificateFile: certificates + "/client.pem", keyFile: certificates + "/client.key")),
-            hallId: "test-hall", logger: CapturedLog().logger)
+        let client = TLSSettings(caFile: ca, certificateFile: certificates + "/client.pem",
+                                 keyFile: certificates + "/client.key")
+        let with = try makeSink(receiver.url, tokenFile: tokenFile, tls: client)
         await #expect(throws: Never.self) { try await with.deliver(try outbound([rating("r1")])) }
         await with.shutdown()
     }
 
     // MARK: Helpers
+
+    /// An HTTP sink named `central`; a short timeout keeps the failing cases fast.
+    func makeSink(_ url: String, tokenFile: String? = nil, tls: TLSSettings = TLSSettings(),
+              timeout: Duration = .seconds(5)) throws -> HTTPSink {
+        let config = HTTPSinkConfig(url: url, tokenFile: tokenFile, tls: tls, timeout: timeout)
+        return try HTTPSink(name: "central", config: config, hallId: "test-hall", logger: CapturedLog().logger)
+    }
 
     func rating(_ id: String) -> CloudEvent {
         CloudEvent(
@@ -366,14 +355,16 @@ private struct Receiver {
     let scheme: String
     var url: String { "\(scheme)://127.0.0.1:\(port)/events" }
 
-    static func start(folder: TemporaryDirectory, token: String, certificate: String? = nil, in certificates: String = "",
-                      arguments: [String] = []) async throws -> Receiver {
+    static func start(folder: TemporaryDirectory, token: String, certificate: String? = nil,
+                      in certificates: String = "", arguments: [String] = []) async throws -> Receiver {
         var options = ["--port", "0", "--db", folder.file("receiver-\(UUID().uuidString).sqlite"), "--token", token]
         if let certificate {
-            options += ["--tls-cert", "\(certificates)/\(certificate).pem", "--tls-key", "\(certificates)/\(certificate).key"]
+            options += ["--tls-cert", "\(certificates)/\(certificate).pem",
+                        "--tls-key", "\(certificates)/\(certificate).key"]
         }
         let service = try PythonService("cloudevents_receiver.py", options + arguments)
-        return Receiver(service: service, port: try await service.port("PORT"), scheme: certificate == nil ? "http" : "https")
+        return Receiver(service: service, port: try await service.port("PORT"),
+                        scheme: certificate == nil ? "http" : "https")
     }
 
     func stop() { service.stop() }
@@ -399,7 +390,8 @@ private struct FaultProxy {
 
     static func start(target: Int) async throws -> FaultProxy {
         let service = try PythonService("fault_proxy.py", ["--target", "127.0.0.1:\(target)"])
-        return FaultProxy(service: service, port: try await service.port("LISTEN"), control: try await service.port("CONTROL"))
+        return FaultProxy(service: service, port: try await service.port("LISTEN"),
+                          control: try await service.port("CONTROL"))
     }
 
     func stop() { service.stop() }

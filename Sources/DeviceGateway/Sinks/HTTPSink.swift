@@ -14,6 +14,7 @@ import Synchronization
 /// connection, timeouts and TLS failures are retried; 401, 403 and 404 are retried too (a token or URL
 /// to fix, not events to put aside); any other 4xx refuses the batch for good. TLS is always verified.
 public final class HTTPSink: EventSink {
+    /// The sink's name, which keys its delivery cursor in the outbox.
     public let name: String
     private let url: String
     /// The URL without credentials, as messages name it.
@@ -104,6 +105,7 @@ public final class HTTPSink: EventSink {
         if !isShutDown.load(ordering: .acquiring) { _ = client.shutdown() }
     }
 
+    /// POSTs the batch; returns once the store answered 2xx, throws `SinkError` otherwise.
     public func deliver(_ batch: [OutboundEvent]) async throws {
         guard !batch.isEmpty else { return }
         var body = ByteBufferAllocator().buffer(capacity: batch.reduce(2) { $0 + $1.json.utf8.count + 1 })
@@ -125,9 +127,11 @@ public final class HTTPSink: EventSink {
             throw SinkError(.unavailable, "http POST \(target): \(await explain(error))")
         }
         try judge(answer)
-        logger.debug("http sink \(name): \(batch.count) events delivered", metadata: ["http.status": "\(answer.status)"])
+        logger.debug("http sink \(name): \(batch.count) events delivered",
+                     metadata: ["http.status": "\(answer.status)"])
     }
 
+    /// Closes the client's connections; deliveries after this fail.
     public func shutdown() async {
         guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
         try? await client.shutdown()
@@ -191,7 +195,8 @@ public final class HTTPSink: EventSink {
             throw SinkError(.unavailable, "\(prefix), the store did not accept the token; \(check)\(said)")
         case 403:
             let token = tokenFile.map { "the token in \($0)" } ?? "no token"
-            throw SinkError(.unavailable, "\(prefix), the store does not let \(token) post here; check the token and the url\(said)")
+            let check = "check the token and the url"
+            throw SinkError(.unavailable, "\(prefix), the store does not let \(token) post here; \(check)\(said)")
         case 404:
             throw SinkError(.unavailable, "\(prefix), nothing receives batches at this URL; check the url\(said)")
         case 408:
@@ -204,7 +209,8 @@ public final class HTTPSink: EventSink {
             let location = answer.location.map { " to \($0)" } ?? ""
             throw SinkError(
                 .unavailable,
-                "\(prefix)\(location): redirects are not followed (a POST must not turn into a GET); put the final URL in the url")
+                "\(prefix)\(location): redirects are not followed (a POST must not turn into a GET); "
+                    + "put the final URL in the url")
         case 400..<500:
             throw SinkError(.rejected, "\(prefix)\(said)")
         default:
@@ -262,7 +268,8 @@ public final class HTTPSink: EventSink {
         }
         if let error = error as? IOError {
             switch error.errnoCode {
-            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH: return "cannot connect to \(host):\(port): \(Self.describe(error))"
+            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH:
+                return "cannot connect to \(host):\(port): \(Self.describe(error))"
             default: return Self.describe(error)
             }
         }
@@ -359,8 +366,11 @@ public final class HTTPSink: EventSink {
                     }
                 }
                 .connect(host: host, port: port).get()
-            channel.eventLoop.scheduleTask(in: limit) { promise.fail(TimedOut()) }
-            defer { channel.close(promise: nil) }
+            let timer = channel.eventLoop.scheduleTask(in: limit) { promise.fail(TimedOut()) }
+            defer {
+                timer.cancel()
+                channel.close(promise: nil)
+            }
             return try await promise.futureResult.get()
         } catch {
             return nil
@@ -420,7 +430,9 @@ public final class HTTPSink: EventSink {
         } catch {
             throw SinkError(.unavailable, "http sink \(sink): cannot read the token file \(path): not UTF-8 text")
         }
-        guard !token.isEmpty else { throw SinkError(.unavailable, "http sink \(sink): the token file \(path) is empty") }
+        guard !token.isEmpty else {
+            throw SinkError(.unavailable, "http sink \(sink): the token file \(path) is empty")
+        }
         guard !token.contains(where: { $0.isNewline || $0.asciiValue.map { $0 < 0x20 } ?? false }) else {
             throw SinkError(.unavailable, "http sink \(sink): the token file \(path) holds more than one line")
         }
@@ -443,7 +455,8 @@ public final class HTTPSink: EventSink {
         do {
             return try NIOSSLPrivateKey(file: path, format: .pem)
         } catch {
-            throw SinkError(.unavailable, "http sink \(sink): the key file \(path) holds no PEM private key (or it is encrypted)")
+            throw SinkError(
+                .unavailable, "http sink \(sink): the key file \(path) holds no PEM private key (or it is encrypted)")
         }
     }
 }
