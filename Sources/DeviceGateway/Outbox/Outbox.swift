@@ -95,6 +95,15 @@ public struct SalvageReport: Sendable, Equatable, Codable {
     public var damage: String
 }
 
+/// Opens an existing SQLite file for reading only: a CLI pointed at the wrong file must not change it.
+func readOnlyDatabase(at path: String, missing: String) throws -> DatabaseQueue {
+    guard FileManager.default.fileExists(atPath: path) else { throw GatewayError(.storeMissing, missing) }
+    var configuration = Configuration()
+    configuration.readonly = true
+    configuration.busyMode = .timeout(10)
+    return try DatabaseQueue(path: path, configuration: configuration)
+}
+
 /// The durable outbox: every accepted event is committed here before anything else happens to it.
 ///
 /// SQLite in WAL mode with `synchronous=FULL` (NORMAL may lose a committed transaction on power loss).
@@ -137,13 +146,8 @@ public final class Outbox: Sendable {
 
     /// Opens an existing outbox read-only (the technician's CLI): nothing is created or migrated.
     public static func openForReading(path: String) throws -> Outbox {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw GatewayError(.storeMissing, "no outbox at \(path): has the gateway run with this state directory?")
-        }
-        var configuration = Configuration()
-        configuration.readonly = true
-        configuration.busyMode = .timeout(10)
-        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        let queue = try readOnlyDatabase(
+            at: path, missing: "no outbox at \(path): has the gateway run with this state directory?")
         let tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
         guard Set(["event", "sink_cursor", "sink_state", "put_aside"]).isSubset(of: tables) else {
             throw GatewayError(.storeMissing, "\(path) is not a hall gateway outbox (or one from an older version)")

@@ -46,13 +46,8 @@ public final class SQLiteEventStore: EventSink {
 
     /// Opens an existing store read-only: nothing is created, migrated or written, whatever file it is.
     public static func openForReading(path: String) throws -> SQLiteEventStore {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw GatewayError(.storeMissing, "no event store at \(path): has the gateway run here? (--store PATH)")
-        }
-        var configuration = Configuration()
-        configuration.readonly = true
-        configuration.busyMode = .timeout(10)
-        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        let queue = try readOnlyDatabase(
+            at: path, missing: "no event store at \(path): has the gateway run here? (--store PATH)")
         let columns = try queue.read { db in
             try db.tableExists("event") ? Set(try db.columns(in: "event").map(\.name)) : []
         }
