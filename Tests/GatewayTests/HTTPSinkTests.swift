@@ -47,11 +47,16 @@ import FoundationNetworking
         try "expired-token\n".write(toFile: wrongFile, atomically: true, encoding: .utf8)
         let wrong = try makeSink(receiver.url, tokenFile: wrongFile)
         let withWrongToken = try await failure { try await wrong.deliver(batch) }
-        await wrong.shutdown()
         #expect(withWrongToken.code == .unavailable)
         #expect(withWrongToken.message.contains("401"))
         #expect(withWrongToken.message.contains("check the bearer token in \(wrongFile)"))
         #expect(try await receiver.stats().rows == 0)
+
+        // The technician replaces the token file: the next attempt sends the new token, no restart needed.
+        try "\(token)\n".write(toFile: wrongFile, atomically: true, encoding: .utf8)
+        await #expect(throws: Never.self) { try await wrong.deliver(batch) }
+        await wrong.shutdown()
+        #expect(try await receiver.stats().rows == 1)
     }
 
     @Test func aTokenFileThatCannotBeReadStopsTheSinkAtStart() throws {

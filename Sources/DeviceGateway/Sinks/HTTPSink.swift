@@ -27,6 +27,9 @@ public final class HTTPSink: EventSink {
     private let trustedIssuers: [[SSLCertificateName]]
     private let hasClientCertificate: Bool
     private let headers: HTTPHeaders
+    /// The bearer token, and whether the store refused it: then the file is read again before the next
+    /// attempt, so a replaced token file needs no restart.
+    private let token: Mutex<(value: String?, refused: Bool)>
     private let timeout: Duration
     private let client: HTTPClient
     private let isShutDown = Atomic(false)
@@ -58,11 +61,8 @@ public final class HTTPSink: EventSink {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/cloudevents-batch+json")
         headers.add(name: "User-Agent", value: "hall-gateway (hall \(hallId))")
-        if let tokenFile = config.tokenFile {
-            let token = try Self.readToken(tokenFile, sink: name)
-            headers.add(name: "Authorization", value: "Bearer \(token)")
-        }
         self.headers = headers
+        self.token = Mutex((try config.tokenFile.map { try Self.readToken($0, sink: name) }, false))
 
         var tls: TLSConfiguration?
         var trustedIssuers: [[SSLCertificateName]] = []
@@ -118,6 +118,7 @@ public final class HTTPSink: EventSink {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers = headers
+        if let token = currentToken() { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         request.body = .bytes(body)
 
         let answer: Answer
@@ -190,8 +191,10 @@ public final class HTTPSink: EventSink {
         case 200..<300:
             return
         case 401:
-            let check = tokenFile.map { "check the bearer token in \($0) (wrong or expired?)" }
-                ?? "the store wants a bearer token: set token-file"
+            token.withLock { $0.refused = true }
+            let check = tokenFile.map {
+                "check the bearer token in \($0) (wrong or expired?); the file is read again for the next attempt"
+            } ?? "the store wants a bearer token: set token-file"
             throw SinkError(.unavailable, "\(prefix), the store did not accept the token; \(check)\(said)")
         case 403:
             let token = tokenFile.map { "the token in \($0)" } ?? "no token"
@@ -215,6 +218,17 @@ public final class HTTPSink: EventSink {
             throw SinkError(.rejected, "\(prefix)\(said)")
         default:
             throw SinkError(.unavailable, "\(prefix)\(said)")
+        }
+    }
+
+    /// The token to send: after a 401, what the token file holds now (a small file, read on a rare path).
+    private func currentToken() -> String? {
+        guard let tokenFile, token.withLock({ $0.refused }) else { return token.withLock { $0.value } }
+        let fresh = try? Self.readToken(tokenFile, sink: name)
+        return token.withLock { token in
+            token.value = fresh ?? token.value
+            token.refused = false
+            return token.value
         }
     }
 
