@@ -38,9 +38,10 @@ struct MosquittoMessage: Sendable {
 /// libmosquitto's own `mosquitto_loop_start` thread ends for good after a TLS or protocol error (its
 /// `mosquitto_loop_forever` returns), so this client runs `mosquitto_loop` on a thread of its own and
 /// reconnects itself: exponential backoff with jitter, a connect timeout, and one immediate attempt
-/// for each batch that finds the broker away. Publishing never blocks the caller: libmosquitto queues
-/// the message (also while disconnected) and sends unacknowledged ones again after reconnecting, so a
-/// batch delivered again waits for the messages already queued instead of queueing them twice.
+/// for each batch that finds the broker away. Messages go to libmosquitto once the broker accepted the
+/// connection; publishing never blocks the caller. Messages the connection lost before their PUBACK stay
+/// queued in libmosquitto and go again after reconnecting, so a batch delivered again waits for those
+/// instead of queueing them twice, and memory stays bounded by the batch in an outage.
 final class MosquittoClient: @unchecked Sendable {
     let settings: MosquittoSettings
     /// The network thread calls libmosquitto without the lock (libmosquitto locks inside); other
@@ -164,7 +165,7 @@ final class MosquittoClient: @unchecked Sendable {
         }
     }
 
-    /// Queues the messages with libmosquitto and files the delivery; returns why not, if not.
+    /// Files the delivery and, when connected, hands its messages to libmosquitto; returns why not, if not.
     private func register(_ id: UInt64, _ messages: [MosquittoMessage], timeout: Duration,
                           continuation: CheckedContinuation<Void, any Error>, in state: inout State) -> (any Error)? {
         let address = settings.address
@@ -178,10 +179,32 @@ final class MosquittoClient: @unchecked Sendable {
                 mqtt \(address): \(state.messageIds.count) messages of earlier batches still wait for the broker
                 """)
         }
-        var waiting = Set<Int32>()
-        for message in messages {
+        var delivery = Delivery(continuation: continuation, waiting: [], unsent: messages, total: messages.count,
+                                timeout: timeout, deadline: .now + timeout, kicked: false)
+        switch state.phase {
+        case .connected:
+            if let error = send(&delivery, in: &state) { return error }
+        case .waiting:
+            // A batch that finds the broker away gets one attempt now rather than at the next backoff step.
+            state.kick = true
+            delivery.kicked = true
+        case .connecting:
+            break
+        }
+        state.deliveries[id] = delivery
+        return nil
+    }
+
+    /// Publishes the delivery's unsent messages, or waits for those libmosquitto still holds from an
+    /// earlier attempt; called under the lock, only once the broker accepted the connection.
+    ///
+    /// Never before CONNACK: libmosquitto's reconnect opens the socket before it queues CONNECT, and a
+    /// PUBLISH queued in between reaches the broker first, which then closes the connection.
+    private func send(_ delivery: inout Delivery, in state: inout State) -> SinkError? {
+        defer { delivery.unsent = [] }
+        for message in delivery.unsent {
             if let messageId = state.messageIds[message.key] {
-                waiting.insert(messageId)
+                delivery.waiting.insert(messageId)
                 continue
             }
             var messageId: Int32 = 0
@@ -189,26 +212,18 @@ final class MosquittoClient: @unchecked Sendable {
             let code = payload.withUTF8 { bytes in
                 mosquitto_publish(handle, &messageId, message.topic, Int32(bytes.count), bytes.baseAddress, 1, false)
             }
-            // Without a connection the message is queued all the same and sent after reconnecting.
+            // A connection lost meanwhile leaves the message queued: it is sent again after reconnecting.
             guard code == MOSQ_ERR_SUCCESS.rawValue || code == MOSQ_ERR_NO_CONN.rawValue else {
                 let reason = String(cString: mosquitto_strerror(code))
                 let forGood = [MOSQ_ERR_INVAL, MOSQ_ERR_MALFORMED_UTF8, MOSQ_ERR_PAYLOAD_SIZE, MOSQ_ERR_OVERSIZE_PACKET]
                     .contains { $0.rawValue == code }
                 return SinkError(forGood ? .rejected : .unavailable,
-                                 "mqtt \(address): cannot publish on '\(message.topic)': \(reason)")
+                                 "mqtt \(settings.address): cannot publish on '\(message.topic)': \(reason)")
             }
             state.messageIds[message.key] = messageId
             state.keys[messageId] = message.key
-            waiting.insert(messageId)
+            delivery.waiting.insert(messageId)
         }
-        var delivery = Delivery(continuation: continuation, waiting: waiting, total: messages.count,
-                                timeout: timeout, deadline: .now + timeout, kicked: false)
-        // A batch that finds the broker away gets one attempt now rather than at the next backoff step.
-        if case .waiting = state.phase {
-            state.kick = true
-            delivery.kicked = true
-        }
-        state.deliveries[id] = delivery
         return nil
     }
 
@@ -350,7 +365,8 @@ final class MosquittoClient: @unchecked Sendable {
             let within = Self.describe(delivery.timeout)
             let message: String
             if case .connected = state.phase {
-                message = "\(delivery.waiting.count) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
+                let missing = delivery.waiting.count + delivery.unsent.count
+                message = "\(missing) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
             } else {
                 message = "not connected within \(within)" + (state.lastProblem.map { ": \($0)" } ?? "")
             }
@@ -381,6 +397,8 @@ final class MosquittoClient: @unchecked Sendable {
     private func failed(reason: String) {
         let now = ContinuousClock.now
         let (failedDeliveries, wasConnected, repeated) = state.withLock { state in
+            // Our own DISCONNECT ends the connection too: nothing to report or retry.
+            if state.stopping { return ([CheckedContinuation<Void, any Error>](), false, true) }
             let repeated = state.lastProblem == reason
             state.lastProblem = reason
             var failedDeliveries: [CheckedContinuation<Void, any Error>] = []
@@ -443,12 +461,21 @@ final class MosquittoClient: @unchecked Sendable {
 
     private func connected(code: Int32) {
         let now = ContinuousClock.now
+        var failures: [(CheckedContinuation<Void, any Error>, SinkError)] = []
         let reconnected = state.withLock { state -> Bool? in
             guard code == 0 else {
                 state.refusal = String(cString: mosquitto_connack_string(code))
                 return nil
             }
             state.phase = .connected(since: now)
+            for (id, var delivery) in state.deliveries where !delivery.unsent.isEmpty {
+                if let error = send(&delivery, in: &state) {
+                    failures.append((delivery.continuation, error))
+                    state.deliveries[id] = nil
+                } else {
+                    state.deliveries[id] = delivery
+                }
+            }
             return state.lastProblem != nil
         }
         switch reconnected {
@@ -456,6 +483,7 @@ final class MosquittoClient: @unchecked Sendable {
         case false?: logger.info("mqtt \(settings.address): connected as '\(settings.clientId)'")
         case nil: break
         }
+        for (continuation, error) in failures { continuation.resume(throwing: error) }
     }
 
     private func acknowledged(_ messageId: Int32) {
@@ -466,7 +494,7 @@ final class MosquittoClient: @unchecked Sendable {
             var finished: [CheckedContinuation<Void, any Error>] = []
             for (id, delivery) in state.deliveries where delivery.waiting.contains(messageId) {
                 state.deliveries[id]?.waiting.remove(messageId)
-                if delivery.waiting.count == 1 {
+                if delivery.waiting.count == 1, delivery.unsent.isEmpty {
                     finished.append(delivery.continuation)
                     state.deliveries[id] = nil
                 }
@@ -536,7 +564,10 @@ private struct State {
 /// A `publish` call waiting for its PUBACKs.
 private struct Delivery {
     var continuation: CheckedContinuation<Void, any Error>
+    /// Message ids libmosquitto holds for this delivery, until their PUBACK.
     var waiting: Set<Int32>
+    /// Messages not handed to libmosquitto yet: the broker has not accepted the connection.
+    var unsent: [MosquittoMessage]
     var total: Int
     var timeout: Duration
     var deadline: ContinuousClock.Instant
