@@ -181,9 +181,18 @@ import Testing
         #expect(try await subscriber.collect(2).map(\.payload) == batch.map(\.json))
     }
 
-    @Test func aTemplateThatCannotGiveATopicIsRefusedAtStartAndABadTopicIsRejected() async throws {
-        #expect(throws: SinkError.self) {
-            try MQTTSink(name: "central", config: config(topic: "halls/+/{type}"), hallId: hall, logger: CapturedLog().logger)
+    @Test func whatNoRetryCanFixFailsAtStartAndATopicBrokersRefuseIsRejected() async throws {
+        let folder = try TemporaryDirectory()
+        let refusals: [(config: MQTTSinkConfig, names: String)] = [
+            (config(topic: "halls/+/{type}"), "halls/+/{type}"),
+            (config(tls: TLSSettings(caFile: folder.file("missing-ca.pem"))), folder.file("missing-ca.pem")),
+            (config(username: "gateway", passwordFile: folder.file("missing")), folder.file("missing")),
+        ]
+        for (config, names) in refusals {
+            let error = try #require(throws: SinkError.self) {
+                try MQTTSink(name: "central", config: config, hallId: hall, logger: CapturedLog().logger)
+            }
+            #expect(error.message.contains(names) && error.message.contains("127.0.0.1:\(port)"), "\(error.message)")
         }
         let sink = try MQTTSink(name: "central", config: config(topic: "halls/{hall}/{device}"), hallId: hall,
                                 logger: CapturedLog().logger)

@@ -64,13 +64,14 @@ final class MosquittoClient: @unchecked Sendable {
             let reason = String(cString: strerror(cmosquitto_errno()))
             throw SinkError(.rejected, "mqtt \(address): cannot create a client with id '\(settings.clientId)': \(reason)")
         }
-        self.handle = handle
         do {
             try Self.configure(handle, settings)
         } catch {
+            // Before `self.handle` is set, so deinit does not run and destroy it a second time.
             mosquitto_destroy(handle)
             throw error
         }
+        self.handle = handle
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
         mosquitto_connect_callback_set(handle) { _, context, code in
             guard let context else { return }
