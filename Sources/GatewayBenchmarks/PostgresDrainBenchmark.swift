@@ -1,6 +1,7 @@
 import DeviceGateway
 import Foundation
 import Logging
+import Synchronization
 
 /// Drains a 100,000-event outbox backlog into a fresh PostgreSQL table and reports events per second.
 ///
@@ -51,23 +52,28 @@ enum PostgresDrainBenchmark {
             host: host, port: components.port ?? 5432, database: String(components.path.dropFirst()),
             user: user.removingPercentEncoding ?? user, passwordFile: passwordFile, table: table,
             timeout: .seconds(60))
-        let sink = try PostgresSink(name: "central", config: config, hallId: "bench-hall", logger: logger)
+        let postgres = try PostgresSink(name: "central", config: config, hallId: "bench-hall", logger: logger)
+        let sink = TimedSink(postgres)
         let sinkConfig = SinkConfig(name: "central", kind: .postgres(config), batchSize: batchSize)
         try await outbox.register(sinks: ["central"])
         let start = ContinuousClock.now
         let drained = try await Forwarder(outbox: outbox, sink: sink, config: sinkConfig, logger: logger).drain()
         let elapsed = start.duration(to: .now)
         await sink.shutdown()
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print("""
-            drain-postgres: \(drained) events into \(sink.endpoint) table \(table) in \
-            \(String(format: "%.2f", seconds)) s: \(Int(Double(drained) / seconds)) events/s, batch size \(batchSize)
+            drain-postgres: \(drained) events into \(postgres.endpoint) table \(table) in \
+            \(String(format: "%.2f", seconds(elapsed))) s: \(Int(Double(drained) / seconds(elapsed))) events/s, \
+            batch size \(batchSize); \(String(format: "%.2f", seconds(sink.inDeliver))) s of it in the sink's deliver
             """)
         let backlog = try await outbox.backlog(sink: "central")
         if drained != eventCount || backlog != 0 {
             print("drain-postgres: FAILED: \(drained) of \(eventCount) drained, \(backlog) left in the backlog")
             exit(1)
         }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// One rating as a pad in a busy hall sends it: 40 windows, mostly 非常满意.
@@ -85,4 +91,22 @@ enum PostgresDrainBenchmark {
             type: HallEventType.ratingSubmitted, time: time, subject: EventSource.windowSubject("\(pad)"),
             data: .rating(rating))
     }
+}
+
+/// A sink that counts the time spent in another's `deliver`: the store's share of the drain.
+final class TimedSink: EventSink {
+    let sink: any EventSink
+    private let total = Mutex(Duration.zero)
+    var name: String { sink.name }
+    var inDeliver: Duration { total.withLock { $0 } }
+
+    init(_ sink: any EventSink) { self.sink = sink }
+
+    func deliver(_ batch: [OutboundEvent]) async throws {
+        let start = ContinuousClock.now
+        defer { total.withLock { $0 += start.duration(to: .now) } }
+        try await sink.deliver(batch)
+    }
+
+    func shutdown() async { await sink.shutdown() }
 }
