@@ -184,8 +184,9 @@ public actor PostgresSink: EventSink {
             let failure = Self.sinkError(error, endpoint: endpoint)
             if failure.code == .unavailable {
                 // A fresh pool next time, which checks the table again (it may have been dropped or restored):
-                // the old pool may hold dead connections or be backing off for a minute.
-                await drop(pool)
+                // the old pool may hold dead connections or be backing off for a minute. Not waited for: the
+                // delivery has used its time.
+                drop(pool)
             }
             throw failure
         }
@@ -193,7 +194,9 @@ public actor PostgresSink: EventSink {
 
     /// Closes the pool and its connections.
     public func shutdown() async {
-        if let pool { await drop(pool) }
+        guard let pool else { return }
+        drop(pool)
+        await pool.runner.value
     }
 
     /// The pool to deliver with, started when there is none.
@@ -207,10 +210,9 @@ public actor PostgresSink: EventSink {
     }
 
     /// Closes a pool (its connections, the ones a hung query waits on included).
-    private func drop(_ dropped: Pool) async {
+    private func drop(_ dropped: Pool) {
         if pool?.generation == dropped.generation { pool = nil }
         dropped.runner.cancel()
-        await dropped.runner.value
     }
 
     private func markMigrated(_ generation: Int) {
