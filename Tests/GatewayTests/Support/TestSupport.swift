@@ -87,7 +87,8 @@ final class ChildProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now > deadline {
-                process.terminate()
+                // SIGKILL: children inherit the runner thread's signal mask, where SIGTERM may be blocked.
+                kill(process.processIdentifier, SIGKILL)
                 Issue.record("process \(process.executableURL?.path ?? "") did not finish within \(timeout)")
                 break
             }
