@@ -53,7 +53,7 @@ enum PostgresDrainBenchmark {
             user: user.removingPercentEncoding ?? user, passwordFile: passwordFile, table: table,
             timeout: .seconds(60))
         let postgres = try PostgresSink(name: "central", config: config, hallId: "bench-hall", logger: logger)
-        let sink = TimedSink(postgres)
+        let sink = TimedPostgresSink(postgres)
         let sinkConfig = SinkConfig(name: "central", kind: .postgres(config), batchSize: batchSize)
         try await outbox.register(sinks: ["central"])
         let start = ContinuousClock.now
@@ -94,7 +94,7 @@ enum PostgresDrainBenchmark {
 }
 
 /// A sink that counts the time spent in another's `deliver`: the store's share of the drain.
-final class TimedSink: EventSink {
+private final class TimedPostgresSink: EventSink {
     let sink: any EventSink
     private let total = Mutex(Duration.zero)
     var name: String { sink.name }
