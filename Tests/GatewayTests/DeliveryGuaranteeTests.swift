@@ -153,6 +153,127 @@ struct CentralTally {
     }
 }
 
+/// A loopback port nothing listens on when asked.
+func freeLoopbackPort() async throws -> Int {
+    let result = try await run(
+        "/usr/bin/env", ["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
+    return try #require(Int(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)))
+}
+
+/// Runs a server with SIGINT and SIGTERM unblocked (a test runner's thread may hand them down blocked),
+/// so that stopping it is the graceful stop a service manager would give it.
+func startServer(_ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
+    try ChildProcess("/usr/bin/env", ["python3", "-c", """
+        import os, signal, sys
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        os.execvp(sys.argv[1], sys.argv[1:])
+        """] + arguments, environment: environment)
+}
+
+/// The HTTP store: `scripts/cloudevents_receiver.py` (CloudEvents SDK validation, SQLite keyed by source and id),
+/// restartable on the same port with the same database.
+final class ReceiverStore: @unchecked Sendable {
+    let port: Int
+    let database: String
+    let token = "soak-token"
+    private var child: ChildProcess?
+
+    init(folder: TemporaryDirectory) async throws {
+        port = try await freeLoopbackPort()
+        database = folder.file("receiver.sqlite")
+        try token.write(toFile: folder.file("receiver.token"), atomically: true, encoding: .utf8)
+    }
+
+    func start() async throws {
+        let child = try startServer(["python3", repositoryRoot + "/scripts/cloudevents_receiver.py", "--port", "\(port)",
+                                     "--db", database, "--token", token])
+        self.child = child
+        try #require(await eventually(timeout: .seconds(20)) { child.output.contains("PORT \(self.port)") },
+                     "the receiver did not start")
+    }
+
+    func stop() async throws {
+        let child = try #require(child)
+        child.process.terminate()
+        _ = try await child.wait(timeout: .seconds(10))
+        self.child = nil
+    }
+
+    /// Ratings stored, as (source, deviceCounter), read with SQLite directly.
+    func ratings() async throws -> [(source: String, number: Int)] {
+        let result = try await run("/usr/bin/env", ["python3", "-c", """
+            import json, sqlite3, sys
+            for source, text in sqlite3.connect(sys.argv[1]).execute(
+                    "SELECT source, json FROM events WHERE type = 'hall.rating.submitted'"):
+                print(source, json.loads(text)["data"]["deviceCounter"])
+            """, database])
+        try #require(result.status == 0, "\(result.standardError)")
+        return result.standardOutput.split(separator: "\n").map { line in
+            let parts = line.split(separator: " ")
+            return (String(parts[0]), Int(parts[1]) ?? -1)
+        }
+    }
+}
+
+/// The MQTT store: a mosquitto of the test's own that keeps sessions across a graceful restart, and a
+/// subscriber with a persistent session standing for the consumer that feeds the central database.
+final class BrokerStore: @unchecked Sendable {
+    let port: Int
+    let folder: TemporaryDirectory
+    private var broker: ChildProcess?
+    private var subscriber: ChildProcess?
+
+    init() async throws {
+        folder = try TemporaryDirectory()
+        port = try await freeLoopbackPort()
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: folder.path)
+        try """
+            listener \(port) 127.0.0.1
+            allow_anonymous true
+            persistence true
+            persistence_location \(folder.path)/
+            log_dest stderr
+            """.write(toFile: folder.file("mosquitto.conf"), atomically: true, encoding: .utf8)
+    }
+
+    func start() async throws {
+        let broker = try startServer(["/usr/sbin/mosquitto", "-c", folder.file("mosquitto.conf")])
+        self.broker = broker
+        let port = port
+        try #require(await eventually(timeout: .seconds(10)) {
+            (try? await run("/usr/bin/mosquitto_pub", ["-p", "\(port)", "-t", "probe", "-m", "1"]))?.status == 0
+        }, "mosquitto did not start")
+        if subscriber == nil {
+            subscriber = try ChildProcess("/usr/bin/mosquitto_sub", [
+                "-p", "\(port)", "-c", "-i", "central-consumer", "-q", "1", "-t", "halls/#", "-F", "%p",
+            ])
+        }
+    }
+
+    func stop() async throws {
+        let broker = try #require(broker)
+        broker.process.terminate()
+        _ = try await broker.wait(timeout: .seconds(10))
+        self.broker = nil
+    }
+
+    /// Distinct ratings the consumer received, as (source, deviceCounter); MQTT may deliver one twice.
+    var ratings: [(source: String, number: Int)] {
+        var seen: Set<String> = []
+        return (subscriber?.output ?? "").split(separator: "\n").compactMap { line in
+            guard let event = try? CloudEvent.decode(json: Data(line.utf8)), case .rating(let rating) = event.data,
+                  seen.insert(event.source + " " + event.id).inserted else { return nil }
+            return (event.source, Int(rating.deviceCounter ?? -1))
+        }
+    }
+
+    func shutdown() {
+        for child in [subscriber, broker].compactMap({ $0 }) where child.process.isRunning {
+            kill(child.process.processIdentifier, SIGKILL)
+        }
+    }
+}
+
 /// The promise of the gateway, tried the hard way: killed at random, its store down, its disk full.
 /// Long forms: `scripts/delivery-soak.sh`.
 @Suite(.serialized) struct DeliveryGuaranteeTests {
@@ -219,41 +340,65 @@ struct CentralTally {
         hall.server.stop()
     }
 
-    @Test func aStoreDownForAWhileGetsTheWholeBacklogOnceItIsBack() async throws {
+    @Test func everyStoreDownForAWhileGetsTheWholeBacklogOnceItIsBack() async throws {
         let folder = try TemporaryDirectory()
         let postgres = try await PrivatePostgres(in: folder)
+        let receiver = try await ReceiverStore(folder: folder)
+        let broker = try await BrokerStore()
+        defer { broker.shutdown() }
+        try await receiver.start()
+        try await broker.start()
         let hall = try PressingHall(padCount: 4)
-        let config = try writeConfiguration(hall, sinks: try postgres.sink(table: "hall_events", folder: folder),
-                                            folder: folder)
+        let sinks = try postgres.sink(table: "hall_events", folder: folder) + """
+
+              - {type: http, name: haocha, url: "http://127.0.0.1:\(receiver.port)/events", \
+            token-file: \(folder.file("receiver.token")), timeout-ms: 3000, max-retry-delay-ms: 2000}
+              - {type: mqtt, name: broker, host: 127.0.0.1, port: \(broker.port), timeout-ms: 3000, max-retry-delay-ms: 2000}
+            """
+        let config = try writeConfiguration(hall, sinks: sinks, folder: folder)
         let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
         let citizens = hall.startPressing(every: .milliseconds(40))
-        #expect(await eventually { await postgres.rowCount("hall_events") ?? 0 > 0 })
+        #expect(await eventually { await postgres.rowCount("hall_events") ?? 0 > 0 && !broker.ratings.isEmpty })
         try await postgres.stop()
+        try await receiver.stop()
+        try await broker.stop()
         let pressedBeforeOutage = hall.total
-        // The outage itself: the hall keeps running this long with its store down.
+        // The outage itself: the hall keeps running this long with every store down.
         try await Task.sleep(for: Self.outage)
         let outbox = try Outbox.openForReading(path: folder.file("state/outbox.sqlite"))
-        let backlog = try await outbox.backlog(sink: "central")
-        #expect(backlog > 0, "events wait in the outbox while the store is down")
+        let backlogs = try await outbox.sinkReports(["central", "haocha", "broker"]).map(\.backlog)
+        #expect(backlogs.allSatisfy { $0 > 0 }, "events wait in the outbox for each store: \(backlogs)")
         #expect(hall.total > pressedBeforeOutage && hall.acknowledgedTotal > pressedBeforeOutage,
                 "the pads are still read and acknowledged: the hall does not notice the outage")
         try await postgres.start()
+        try await receiver.start()
+        try await broker.start()
         hall.stopPressing()
         await citizens.value
         let expected = hall.total
         let drained = await eventually(timeout: .seconds(60)) {
             guard hall.acknowledgedTotal == expected else { return false }
-            return (try? await outbox.backlog(sink: "central")) == 0
+            return (try? await outbox.sinkReports(["central", "haocha", "broker"]).map(\.backlog)) == [0, 0, 0]
         }
+        #expect(drained)
+        #expect(await eventually { broker.ratings.count >= expected }, "the MQTT consumer got every rating")
         gateway.interrupt()
         let result = try await gateway.wait()
-        #expect(drained)
         #expect(result.status == 0)
-        #expect(result.standardOutput.contains("sink central: delivery failed"))
-        #expect(result.standardOutput.contains("sink central: delivering again"))
+        for sink in ["central", "haocha", "broker"] {
+            #expect(result.standardOutput.contains("sink \(sink): delivery failed"))
+            #expect(result.standardOutput.contains("sink \(sink): delivering again"))
+        }
         let tally = try await CentralTally(postgres, table: "hall_events")
         #expect(tally.lost.isEmpty, "nothing may be lost to a store outage: \(tally.lost)")
-        tally.expectMatches(hall.presses, "outage of \(Self.outage), backlog \(backlog)")
+        tally.expectMatches(hall.presses, "outage of \(Self.outage), backlogs \(backlogs)")
+        for (store, ratings) in [("http", try await receiver.ratings()), ("mqtt", broker.ratings)] {
+            for (index, presses) in hall.presses.enumerated() {
+                let numbers = ratings.filter { $0.source.hasSuffix("/eval-w\(index + 1)") }.map(\.number)
+                #expect(numbers.sorted() == Array(1...presses), "\(store) store, pad \(index + 1): each rating once")
+            }
+        }
+        try await receiver.stop()
         await postgres.remove()
         hall.server.stop()
     }
