@@ -11,7 +11,8 @@ import Testing
     let hall = "mqtt-" + UUID().uuidString.prefix(8).lowercased()
 
     init() throws {
-        host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"], "run through scripts/test-services.sh")
+        host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
+                            "run through scripts/test-services.sh")
         let port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
         self.port = try #require(Int(port))
     }
@@ -93,7 +94,8 @@ import Testing
         }
         #expect(ContinuousClock.now - started < .seconds(2.5))
         #expect(error.code == .unavailable)
-        #expect(error.message.contains("mqtt 127.0.0.1:\(silent.port)") && error.message.contains("1 s"), "\(error.message)")
+        #expect(error.message.contains("mqtt 127.0.0.1:\(silent.port)") && error.message.contains("1 s"),
+                "\(error.message)")
         await sink.shutdown()
     }
 
@@ -104,7 +106,8 @@ import Testing
                                 logger: CapturedLog().logger)
         let first = try outbound(mqttRatings(hall: hall, device: "eval-w01", count: 5))
         let second = try outbound(mqttRatings(hall: hall, device: "eval-w01", count: 5, prefix: "s"))
-        let before = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub1", filter: "halls/\(hall)/#")
+        let before = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub1",
+                                                     filter: "halls/\(hall)/#")
         try await sink.deliver(first)
         #expect(try await before.collect(5).map(\.payload) == first.map(\.json))
 
@@ -113,7 +116,8 @@ import Testing
         #expect(outage.code == .unavailable && outage.message.contains("127.0.0.1:\(broker.port)"), "\(outage.message)")
 
         try await broker.start()
-        let after = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub2", filter: "halls/\(hall)/#")
+        let after = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub2",
+                                                    filter: "halls/\(hall)/#")
         try await sink.deliver(second)
         await sink.shutdown()
         // Messages queued during the outage may go out first on reconnecting: the set is what counts.
@@ -122,7 +126,8 @@ import Testing
 
     @Test func theUsernameAndPasswordFileAreUsedAndARefusalIsReportedAtOnce() async throws {
         let broker = try PrivateMosquitto(config: "allow_anonymous false\npassword_file {folder}/passwords\n")
-        let made = try await run("/usr/bin/mosquitto_passwd", ["-b", "-c", broker.folder.file("passwords"), "gateway", "s3cret"])
+        let made = try await run("/usr/bin/mosquitto_passwd",
+                                 ["-b", "-c", broker.folder.file("passwords"), "gateway", "s3cret"])
         try #require(made.status == 0, "\(made.standardError)")
         try await broker.start()
         try "s3cret\n".write(toFile: broker.folder.file("good"), atomically: true, encoding: .utf8)
@@ -141,8 +146,9 @@ import Testing
                 "\(error.message)")
         await refused.shutdown()
 
-        let subscriber = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub", filter: "halls/\(hall)/#",
-                                                     extra: ["-u", "gateway", "-P", "s3cret"])
+        let subscriber = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub",
+                                                         filter: "halls/\(hall)/#",
+                                                         extra: ["-u", "gateway", "-P", "s3cret"])
         let sink = try MQTTSink(name: "central", config: config(port: broker.port, username: "gateway",
                                                                 passwordFile: broker.folder.file("good")),
                                 hallId: hall, logger: CapturedLog().logger)
@@ -162,17 +168,19 @@ import Testing
         try await broker.start()
         let batch = try outbound(mqttRatings(hall: hall, device: "eval-w01", count: 2))
 
-        let untrusting = try MQTTSink(name: "untrusting", config: config(port: broker.port,
-                                                                          tls: TLSSettings(caFile: broker.folder.file("other-ca.pem"))),
+        let otherAuthority = TLSSettings(caFile: broker.folder.file("other-ca.pem"))
+        let untrusting = try MQTTSink(name: "untrusting", config: config(port: broker.port, tls: otherAuthority),
                                       hallId: hall, logger: CapturedLog().logger)
         let error = try await #require(throws: SinkError.self) { try await untrusting.deliver(batch) }
         #expect(error.code == .unavailable)
-        #expect(error.message.contains("127.0.0.1:\(broker.port)") && error.message.contains("certificate verify failed"),
+        #expect(error.message.contains("127.0.0.1:\(broker.port)")
+                && error.message.contains("certificate verify failed"),
                 "\(error.message)")
         await untrusting.shutdown()
 
-        let subscriber = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub", filter: "halls/\(hall)/#",
-                                                     extra: ["--cafile", broker.folder.file("ca.pem")])
+        let subscriber = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub",
+                                                         filter: "halls/\(hall)/#",
+                                                         extra: ["--cafile", broker.folder.file("ca.pem")])
         let sink = try MQTTSink(name: "central", config: config(port: broker.port,
                                                                 tls: TLSSettings(caFile: broker.folder.file("ca.pem"))),
                                 hallId: hall, logger: CapturedLog().logger)
@@ -286,8 +294,10 @@ private func makeMQTTCertificates(in folder: TemporaryDirectory) async throws {
         ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
          "-subj", "/CN=other CA", "-keyout", folder.file("other-ca.key"), "-out", folder.file("other-ca.pem")],
         ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", folder.file("server.key"), "-out", folder.file("server.csr")],
-        ["x509", "-req", "-in", folder.file("server.csr"), "-CA", folder.file("ca.pem"), "-CAkey", folder.file("ca.key"),
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", folder.file("server.key"),
+         "-out", folder.file("server.csr")],
+        ["x509", "-req", "-in", folder.file("server.csr"), "-CA", folder.file("ca.pem"),
+         "-CAkey", folder.file("ca.key"),
          "-CAcreateserial", "-days", "2", "-copy_extensions", "copy", "-out", folder.file("server.pem")],
     ]
     for arguments in commands {
@@ -305,7 +315,9 @@ private func unusedMQTTPort() throws -> Int {
     defer { close(socket) }
     var address = mqttLoopback(port: 0)
     let bound = withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let named = withUnsafeMutablePointer(to: &address) { pointer in
@@ -322,7 +334,9 @@ private func mqttPortAccepts(port: Int) -> Bool {
     defer { close(socket) }
     var address = mqttLoopback(port: port)
     return withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     } == 0
 }
 

@@ -62,7 +62,8 @@ final class MosquittoClient: @unchecked Sendable {
         let address = settings.address
         guard let handle = mosquitto_new(settings.clientId, false, nil) else {
             let reason = String(cString: strerror(cmosquitto_errno()))
-            throw SinkError(.rejected, "mqtt \(address): cannot create a client with id '\(settings.clientId)': \(reason)")
+            throw SinkError(.rejected,
+                            "mqtt \(address): cannot create a client with id '\(settings.clientId)': \(reason)")
         }
         do {
             try Self.configure(handle, settings)
@@ -118,7 +119,8 @@ final class MosquittoClient: @unchecked Sendable {
             throw SinkError(.rejected, "mqtt \(address): cannot read the TLS file \(file)")
         }
         if (tls.certificateFile == nil) != (tls.keyFile == nil) {
-            throw SinkError(.rejected, "mqtt \(address): a client certificate needs its key file, and a key its certificate")
+            throw SinkError(.rejected,
+                            "mqtt \(address): a client certificate needs its key file, and a key its certificate")
         }
         // Without a CA file the system's trust store is used; with one, only that file.
         if tls.caFile == nil {
@@ -172,7 +174,7 @@ final class MosquittoClient: @unchecked Sendable {
         let address = settings.address
         if state.cancelled.remove(id) != nil { return CancellationError() }
         if state.stopping || state.destroyed {
-            return SinkError(.unavailable, "mqtt \(address): the sink is shutting down")
+            return shuttingDown
         }
         let fresh = messages.count(where: { state.messageIds[$0.key] == nil })
         if fresh > 0, state.messageIds.count + fresh > Self.queueLimit {
@@ -267,7 +269,7 @@ final class MosquittoClient: @unchecked Sendable {
         }
         wakeUp.signal()
         for continuation in failed {
-            continuation.resume(throwing: SinkError(.unavailable, "mqtt \(settings.address): the sink is shutting down"))
+            continuation.resume(throwing: shuttingDown)
         }
         return running
     }
@@ -316,7 +318,8 @@ final class MosquittoClient: @unchecked Sendable {
                     state.refusal = nil
                     state.libraryError = nil
                 }
-                let code = mosquitto_connect_async(handle, settings.host, Int32(settings.port), settings.keepAliveSeconds)
+                let code = mosquitto_connect_async(handle, settings.host, Int32(settings.port),
+                                                   settings.keepAliveSeconds)
                 let error = cmosquitto_errno()
                 if code == MOSQ_ERR_SUCCESS.rawValue {
                     state.withLock { $0.phase = .connecting(since: now) }
@@ -453,7 +456,7 @@ final class MosquittoClient: @unchecked Sendable {
             return (state.endWaiters, state.deliveries.values.map(\.continuation))
         }
         for continuation in failed {
-            continuation.resume(throwing: SinkError(.unavailable, "mqtt \(settings.address): the sink is shutting down"))
+            continuation.resume(throwing: shuttingDown)
         }
         for waiter in waiters { waiter.resume() }
     }
@@ -493,9 +496,9 @@ final class MosquittoClient: @unchecked Sendable {
                 state.messageIds[key] = nil
             }
             var finished: [CheckedContinuation<Void, any Error>] = []
-            for (id, delivery) in state.deliveries where delivery.waiting.contains(messageId) {
-                state.deliveries[id]?.waiting.remove(messageId)
-                if delivery.waiting.count == 1, delivery.unsent.isEmpty {
+            // Mutated in place: a copy of a delivery would copy its set of ids on every PUBACK.
+            for id in Array(state.deliveries.keys) where state.deliveries[id]?.waiting.remove(messageId) != nil {
+                if let delivery = state.deliveries[id], delivery.waiting.isEmpty, delivery.unsent.isEmpty {
                     finished.append(delivery.continuation)
                     state.deliveries[id] = nil
                 }
@@ -516,6 +519,10 @@ final class MosquittoClient: @unchecked Sendable {
     }
 
     // MARK: Helpers
+
+    private var shuttingDown: SinkError {
+        SinkError(.unavailable, "mqtt \(settings.address): the sink is shutting down")
+    }
 
     /// 1 s doubling per failure up to 30 s, each with up to half taken off at random.
     static func backoff(_ failures: Int) -> Duration {
