@@ -331,6 +331,8 @@ final class MosquittoClient: @unchecked Sendable {
             case .loop(let milliseconds):
                 let code = mosquitto_loop(handle, milliseconds, 1)
                 let error = cmosquitto_errno()
+                // Without it a broker's Nagle and our delayed ACKs cost 40 ms per batch (3x the drain time).
+                cmosquitto_quick_ack(mosquitto_socket(handle))
                 if code != MOSQ_ERR_SUCCESS.rawValue { failed(code: code, errno: error) }
             }
         }
