@@ -1,5 +1,5 @@
 // Forwarding and outbox benchmarks: `swift run -c release GatewayBenchmarks NAME`.
-// The drain benchmarks need their store running: `bench/forwarding.sh` starts them and runs all.
+// The drain benchmarks need their store: run them under `scripts/test-services.sh` (docs/benchmarks.md).
 import Foundation
 
 let benchmarks: [String: @Sendable ([String]) async throws -> Void] = [
