@@ -415,7 +415,7 @@ final class MosquittoClient: @unchecked Sendable {
                 // once (two gateways with the same client id) must not be hammered.
                 if now - since > .seconds(10) { state.failures = 0 }
                 let someoneWaits = state.deliveries.values.contains { !$0.kicked }
-                for id in state.deliveries.keys { state.deliveries[id]?.kicked = true }
+                for id in Array(state.deliveries.keys) { state.deliveries[id]?.kicked = true }
                 state.phase = .waiting(until: someoneWaits ? now : now + Self.backoff(state.failures))
             } else {
                 failedDeliveries = state.deliveries.values.map(\.continuation)
