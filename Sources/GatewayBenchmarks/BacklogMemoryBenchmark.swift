@@ -45,7 +45,7 @@ enum BacklogMemoryBenchmark {
         var samples: [Double] = []
         for checkpoint in 1...checkpoints {
             while number < total * checkpoint / checkpoints {
-                try await outbox.commit((number..<number + perCommit).map(PostgresDrainBenchmark.ratingEvent))
+                try await outbox.commit((number..<number + perCommit).map(BenchmarkBacklog.rating))
                 number += perCommit
             }
             let rss = residentMegabytes()

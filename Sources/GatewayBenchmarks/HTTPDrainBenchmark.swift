@@ -49,14 +49,7 @@ enum HTTPDrainBenchmark {
         var logger = Logger(label: "drain-http")
         logger.logLevel = .warning
         let outbox = try Outbox.open(path: folder + "/outbox.sqlite", logger: logger)
-        let fillStart = ContinuousClock.now
-        var committed = 0
-        while committed < events {
-            let count = min(1000, events - committed)
-            try await outbox.commit((committed..<committed + count).map(event))
-            committed += count
-        }
-        let fill = ContinuousClock.now - fillStart
+        let fill = try await BenchmarkBacklog.fill(outbox, events: events)
 
         let config = SinkConfig(name: "central", kind: .http(HTTPSinkConfig(url: url, tokenFile: tokenFile)),
                                 batchSize: batchSize)
@@ -99,17 +92,6 @@ enum HTTPDrainBenchmark {
     private static func value(of option: String, _ remaining: inout ArraySlice<String>) throws -> String {
         guard let value = remaining.popFirst() else { throw BenchmarkError("drain-http: \(option) needs a value") }
         return value
-    }
-
-    /// A rating from one of 50 pads, as the drivers produce them.
-    private static func event(_ number: Int) -> CloudEvent {
-        let pad = number % 50 + 1
-        return CloudEvent(
-            id: "bench-\(number)", source: "/halls/bench-hall/devices/eval-w\(pad)",
-            type: HallEventType.ratingSubmitted, time: Date(), subject: "window/\(pad)",
-            data: .rating(RatingSubmitted(window: "\(pad)", staffId: String(format: "%04d", pad), level: 5 - number % 3,
-                                          levelLabel: "满意", key: 1, keyLabel: "满意", scale: "three-key",
-                                          deviceCounter: Int64(number / 50))))
     }
 
     private static func ownCPUSeconds() -> Double {

@@ -38,14 +38,8 @@ enum MQTTDrainBenchmark {
         var logger = Logger(label: "drain-mqtt")
         logger.logLevel = .warning
         let outbox = try Outbox.open(path: folder + "/outbox.sqlite", logger: logger)
-        let fill = ContinuousClock.now
-        var committed = 0
-        while committed < eventCount {
-            let count = min(1_000, eventCount - committed)
-            try await outbox.commit((committed..<committed + count).map(PostgresDrainBenchmark.ratingEvent))
-            committed += count
-        }
-        print("drain-mqtt: \(eventCount) rating events committed to the outbox in \(fill.duration(to: .now))")
+        let fill = try await BenchmarkBacklog.fill(outbox, events: eventCount)
+        print("drain-mqtt: \(eventCount) rating events committed to the outbox in \(fill)")
 
         let config = MQTTSinkConfig(host: host, port: port, clientId: "drain-mqtt-\(UInt32.random(in: 0...UInt32.max))",
                                     topic: "bench/{hall}/{device}/{type}", timeout: .seconds(60))

@@ -31,7 +31,7 @@ enum OutboxIngestBenchmark {
             let clock = ContinuousClock()
             let started = clock.now
             while clock.now - started < .seconds(seconds) {
-                let events = (number..<number + groupSize).map(PostgresDrainBenchmark.ratingEvent)
+                let events = (number..<number + groupSize).map(BenchmarkBacklog.rating)
                 number += groupSize
                 let before = clock.now
                 try await outbox.commit(events)

@@ -38,14 +38,8 @@ enum PostgresDrainBenchmark {
         var logger = Logger(label: "drain-postgres")
         logger.logLevel = .warning
         let outbox = try Outbox.open(path: folder + "/outbox.sqlite", logger: logger)
-        let fill = ContinuousClock.now
-        var committed = 0
-        while committed < eventCount {
-            let count = min(1_000, eventCount - committed)
-            try await outbox.commit((committed..<committed + count).map(ratingEvent))
-            committed += count
-        }
-        print("drain-postgres: \(eventCount) rating events committed to the outbox in \(fill.duration(to: .now))")
+        let fill = try await BenchmarkBacklog.fill(outbox, events: eventCount)
+        print("drain-postgres: \(eventCount) rating events committed to the outbox in \(fill)")
 
         let table = "bench_events_\(UInt32.random(in: 0...UInt32.max))"
         let config = PostgresSinkConfig(
@@ -76,21 +70,6 @@ enum PostgresDrainBenchmark {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
-    /// One rating as a pad in a busy hall sends it: 40 windows, mostly 非常满意.
-    static func ratingEvent(_ number: Int) -> CloudEvent {
-        let pad = number % 40 + 1
-        let levels = [5, 5, 5, 5, 5, 5, 5, 4, 4, 3, 5, 5, 5, 4, 5, 5, 2, 5, 5, 1]
-        let level = levels[number % levels.count]
-        let labels = [1: "非常不满意", 2: "不满意", 3: "基本满意", 4: "满意", 5: "非常满意"]
-        let rating = RatingSubmitted(
-            window: "\(pad)", staffId: String(format: "S%04d", pad), level: level, levelLabel: labels[level]!,
-            key: level, keyLabel: labels[level]!, scale: "five-level", deviceCounter: Int64(number / 40 + 1))
-        let time = Date(timeIntervalSince1970: 1_780_000_000 + Double(number) * 3.1)
-        return CloudEvent(
-            id: "rating-1a2b-\(number / 40 + 1)", source: EventSource.device(hall: "bench-hall", device: "pad-\(pad)"),
-            type: HallEventType.ratingSubmitted, time: time, subject: EventSource.windowSubject("\(pad)"),
-            data: .rating(rating))
-    }
 }
 
 /// A sink that counts the time spent in another's `deliver`: the store's share of the drain.
