@@ -1,5 +1,6 @@
 import DeviceGateway
 import Foundation
+import MockDevices
 import Testing
 
 @Suite struct OutboxTests {
@@ -122,6 +123,35 @@ import Testing
         #expect(reading.events.first?.id == "rating-7-5")
     }
 
+    @Test func aPadFirstMetAfterItsCounterWrappedYieldsEveryUnacknowledgedRating() {
+        // Acknowledged 65,530, then 9 ratings: the counter wrapped to 3. Ratings 65,531…65,539 sit in slots 10…15, 0…2.
+        let ring = Dictionary(uniqueKeysWithValues: (65_531...65_539).map { (($0 - 1) % 16, UInt16($0 % 3 + 1)) })
+        let reading = driver.interpret(
+            registers: registers(bootId: 9, counter: 3, ring: ring, acknowledged: 65_530), cursor: nil, at: Date())
+        #expect(reading.events.map(\.id) == (65_531...65_539).map { "rating-9-\($0)" })
+        #expect(reading.lost == 0 && reading.unknownKeys.isEmpty)
+        #expect(reading.cursor.consumed == 65_539)
+        #expect(UInt16(truncatingIfNeeded: reading.cursor.consumed) == 3, "the acknowledgement written back is the counter")
+    }
+
+    @Test func aPadRestartedWithItsOldBootIdYieldsItsNewRatingsUnderIdsOfTheirOwn() {
+        let before = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 40)
+        let restarted = driver.interpret(
+            registers: registers(bootId: 7, counter: 2, ring: [0: 1, 1: 3]), cursor: before, at: Date())
+        #expect(restarted.restartedFrom == 40)
+        #expect(restarted.events.map(\.id) == ["rating-7.1-1", "rating-7.1-2"], "not the ids of ratings 1 and 2 before")
+        #expect(restarted.lost == 0 && restarted.unknownKeys.isEmpty, "no loss, no empty slot taken for a key")
+        #expect(restarted.cursor == DeviceCursor(device: "eval-w03", bootId: 7, consumed: 2, restarts: 1))
+        let next = driver.interpret(
+            registers: registers(bootId: 7, counter: 3, ring: [0: 1, 1: 3, 2: 2], acknowledged: 2), cursor: restarted.cursor,
+            at: Date())
+        #expect(next.restartedFrom == nil, "reported once")
+        #expect(next.events.map(\.id) == ["rating-7.1-3"])
+        let staleAcknowledgement = driver.interpret(
+            registers: registers(bootId: 7, counter: 1, ring: [0: 2], acknowledged: 40), cursor: before, at: Date())
+        #expect(staleAcknowledgement.events.map(\.id) == ["rating-7.1-1"], "an acknowledgement above the new counter is stale")
+    }
+
     @Test func anUnmappedKeyIsReportedNotRated() {
         let reading = driver.interpret(registers: registers(bootId: 7, counter: 1, ring: [0: 9]), cursor: nil, at: Date())
         #expect(reading.events.isEmpty)
@@ -150,5 +180,37 @@ import Testing
         #expect(try await outbox.commit([events[9]]).isEmpty, "a kept id is still recognised")
         try await outbox.register(sinks: ["local"])
         #expect(try await outbox.prune(now: later) == 3, "a sink taken out of the configuration holds nothing back")
+    }
+}
+
+@Suite struct PadRestartTests {
+    @Test func aPadPowerCycledWithItsOldBootIdGivesItsNewRatingsAndOneRestartReport() async throws {
+        let folder = try TemporaryDirectory()
+        let pad = MockModbusEvaluator(staffId: "0505", bootId: 0x5EED)
+        let server = try MockModbusServer.tcp(units: [5: pad])
+        defer { server.stop() }
+        guard case .tcp(let port) = server.endpoint else { preconditionFailure("a TCP server has a port") }
+        let gateway = try testGateway(
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
+            devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: lan, address: 5, window: \"5\"}",
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        for _ in 0..<5 { pad.press(.satisfied) }
+        #expect(await eventually { pad.acknowledged == 5 })
+        pad.powerUp(bootId: 0x5EED)  // the same weak random boot id after a power cycle
+        pad.press(.dissatisfied)
+        pad.press(.basicallySatisfied)
+        #expect(await eventually { pad.acknowledged == 2 })
+        stop.stop()
+        await running.value
+        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        let stored = try await ratings(in: store)
+        #expect(stored.map(\.event.id) == (1...5).map { "rating-5eed-\($0)" } + ["rating-5eed.1-1", "rating-5eed.1-2"])
+        #expect(stored.suffix(2).map(\.rating.level) == [2, 3])
+        let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
+            if case .deviceFault(let fault) = data { fault } else { nil }
+        }
+        #expect(faults.map(\.fault) == ["counter-restarted"], "one restart report, no loss, no key faults: \(faults)")
     }
 }

@@ -252,6 +252,14 @@ public actor ModbusBus: Bus {
                 fault: "ratings-lost", detail: "\(reading.lost) ratings lost (numbers \(first)–\(last)): \(cause)",
                 count: reading.lost)))
         }
+        if let previous = reading.restartedFrom {
+            // Once per restart: its id names the boot id and the restart.
+            faults.append(("counter-restart-\(String(reading.cursor.bootId, radix: 16))-\(reading.cursor.restarts)", DeviceFault(
+                fault: "counter-restarted",
+                detail: "the pad's rating counter went back from \(previous % 65536) to \(reading.cursor.consumed) under the "
+                    + "same boot id \(String(reading.cursor.bootId, radix: 16)): it restarted; its new ratings are taken "
+                    + "from its acknowledge register")))
+        }
         for code in reading.unknownKeys {
             faults.append((UUID().uuidString.lowercased(), DeviceFault(
                 fault: "unknown-key", detail: "key code \(code) is not in profile \(driver.profile.model); rating skipped")))

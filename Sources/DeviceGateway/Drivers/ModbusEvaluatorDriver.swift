@@ -21,6 +21,8 @@ public struct ModbusEvaluatorDriver: Sendable {
         public var unknownKeys: [Int]
         /// The acknowledgement value the pad holds now.
         public var acknowledged: UInt16
+        /// Set when the pad's counter went backwards under the same boot id: it restarted, from this counter value.
+        public var restartedFrom: Int64?
     }
 
     public let device: DeviceConfig
@@ -47,14 +49,27 @@ public struct ModbusEvaluatorDriver: Sendable {
 
         // The same power-up continues from our own cursor (it counts across 16-bit wraps); a new
         // power-up, or a pad never seen, starts from what the pad says was acknowledged.
-        let consumed: Int64
-        let current: Int64
+        var consumed: Int64
+        var current: Int64
+        var restarts = 0
+        var restartedFrom: Int64?
         if let cursor, cursor.bootId == bootId {
             consumed = cursor.consumed
-            current = consumed + Int64(wireCounter &- UInt16(truncatingIfNeeded: consumed))
+            restarts = cursor.restarts
+            let forward = wireCounter &- UInt16(truncatingIfNeeded: consumed)
+            if forward < 0x8000 {
+                current = consumed + Int64(forward)
+            } else {
+                // Backwards, not 32,768 ratings in one poll: the pad restarted with the same boot id. Its new
+                // ratings start after its acknowledge register, and get ids of their own.
+                restartedFrom = consumed
+                restarts += 1
+                current = Int64(wireCounter)
+                // An acknowledgement above the new counter is the old power-up's, left in the register.
+                consumed = acknowledged <= wireCounter ? Int64(acknowledged) : 0
+            }
         } else {
-            current = Int64(wireCounter)
-            consumed = min(Int64(acknowledged), current)
+            (consumed, current) = Self.firstMeeting(counter: wireCounter, acknowledged: acknowledged)
         }
         let ringSize = Int64(profile.keyRing.count)
         let first = max(consumed + 1, current - ringSize + 1)
@@ -76,16 +91,24 @@ public struct ModbusEvaluatorDriver: Sendable {
                     window: device.window ?? "", staffId: staffId, level: key.level.rawValue,
                     levelLabel: key.level.label, key: key.code, keyLabel: key.label, scale: profile.scale.name,
                     deviceCounter: number)
+                let power = String(bootId, radix: 16) + (restarts == 0 ? "" : ".\(restarts)")
                 events.append(
                     CloudEvent(
-                        id: "rating-\(String(bootId, radix: 16))-\(number)", source: source,
+                        id: "rating-\(power)-\(number)", source: source,
                         type: HallEventType.ratingSubmitted, time: time,
                         subject: device.window.map(EventSource.windowSubject), data: .rating(rating)))
             }
         }
         return Reading(
-            events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current),
-            ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged)
+            events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current, restarts: restarts),
+            ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom)
+    }
+
+    /// Where a pad met for the first time in this power-up stands: every rating after its acknowledgement,
+    /// modulo 2^16, is unconsumed — also when the counter wrapped past 65535 since (acknowledged > counter).
+    static func firstMeeting(counter: UInt16, acknowledged: UInt16) -> (consumed: Int64, current: Int64) {
+        let consumed = Int64(acknowledged)
+        return (consumed, consumed + Int64(counter &- acknowledged))
     }
 }
 

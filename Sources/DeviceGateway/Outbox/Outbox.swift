@@ -10,12 +10,16 @@ public struct DeviceCursor: Sendable, Equatable {
     public var bootId: UInt32
     /// Ratings consumed since that power-up, counted without wrapping.
     public var consumed: Int64
+    /// Times the device restarted its counter under the same boot id (a weak random source at power-up):
+    /// part of the event ids, so the ratings of each restart stay apart.
+    public var restarts: Int
 
     /// Creates a cursor.
-    public init(device: String, bootId: UInt32, consumed: Int64) {
+    public init(device: String, bootId: UInt32, consumed: Int64, restarts: Int = 0) {
         self.device = device
         self.bootId = bootId
         self.consumed = consumed
+        self.restarts = restarts
     }
 }
 
@@ -252,6 +256,9 @@ public final class Outbox: Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v3-restarts") { db in
+            try db.execute(sql: "ALTER TABLE device_cursor ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 
@@ -272,8 +279,8 @@ public final class Outbox: Sendable {
             }
             for cursor in cursors {
                 try db.cachedStatement(
-                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed) VALUES (?, ?, ?)"
-                ).execute(arguments: [cursor.device, Int64(cursor.bootId), cursor.consumed])
+                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts) VALUES (?, ?, ?, ?)"
+                ).execute(arguments: [cursor.device, Int64(cursor.bootId), cursor.consumed, cursor.restarts])
             }
             if let budget { try Self.keepWithin(budget: budget, db: db, now: now) }
             return inserted
@@ -380,9 +387,12 @@ public final class Outbox: Sendable {
     /// The committed cursor of a device, if it was ever read.
     public func cursor(device: String) async throws -> DeviceCursor? {
         try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT boot_id, consumed FROM device_cursor WHERE device = ?",
+            try Row.fetchOne(db, sql: "SELECT boot_id, consumed, restarts FROM device_cursor WHERE device = ?",
                              arguments: [device])
-                .map { DeviceCursor(device: device, bootId: UInt32(truncatingIfNeeded: $0[0] as Int64), consumed: $0[1]) }
+                .map {
+                    DeviceCursor(device: device, bootId: UInt32(truncatingIfNeeded: $0[0] as Int64), consumed: $0[1],
+                                 restarts: $0[2])
+                }
         }
     }
 
@@ -617,7 +627,9 @@ public final class Outbox: Sendable {
             start += chunk
         }
         let cursors = (try? damaged.read { db in
-            try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed FROM device_cursor")
+            try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed, restarts FROM device_cursor")
+        }) ?? (try? damaged.read { db in
+            try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed, 0 FROM device_cursor")
         }) ?? []
         try database.write { db in
             var highestSequence: [String: Int64] = [:]
@@ -653,8 +665,9 @@ public final class Outbox: Sendable {
                         """, arguments: [source, last])
             }
             for row in cursors {
-                try db.execute(sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed) VALUES (?, ?, ?)",
-                               arguments: [row[0] as String, row[1] as Int64, row[2] as Int64])
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts) VALUES (?, ?, ?, ?)",
+                    arguments: [row[0] as String, row[1] as Int64, row[2] as Int64, row[3] as Int64])
             }
         }
         return report
