@@ -14,13 +14,11 @@ final class PressingHall: Sendable {
     init(padCount: Int) throws {
         pads = (1...padCount).map { MockModbusEvaluator(staffId: String(format: "%04d", 100 + $0)) }
         server = try .tcp(units: Dictionary(uniqueKeysWithValues: pads.enumerated().map { ($0 + 1, $1 as any MockModbusUnit) }))
+        port = try #require(server.endpoint.tcpPort)
         pressed.withLock { $0 = Array(repeating: 0, count: padCount) }
     }
 
-    var port: Int {
-        guard case .tcp(let port) = server.endpoint else { preconditionFailure("a TCP server has a port") }
-        return port
-    }
+    let port: Int
 
     /// The bus and device lines of a gateway configuration for these pads.
     var configuration: String {

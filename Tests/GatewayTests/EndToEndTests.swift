@@ -175,7 +175,7 @@ import Testing
         await running.value
         #expect(arrived)
         let fault = try await store.events(type: "hall.device.fault").first
-        guard case .deviceFault(let data)? = fault?.data else { return }
+        let data = try #require(fault?.data.fault)
         #expect(data.fault == "ratings-lost" && data.detail.hasPrefix("4 ratings lost"))
         #expect(try await ratings(in: store).map(\.rating.deviceCounter) == (5...20).map { Int64($0) })
     }

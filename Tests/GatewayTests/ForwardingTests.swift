@@ -256,7 +256,7 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         let pad = MockModbusEvaluator(staffId: "0101")
         let server = try MockModbusServer.tcp(units: [1: pad])
         defer { server.stop() }
-        guard case .tcp(let port) = server.endpoint else { preconditionFailure("a TCP server has a port") }
+        let port = try #require(server.endpoint.tcpPort)
         let (config, profiles) = try ConfigLoader.parse("""
             hall: {id: beat-hall}
             state-directory: \(folder.path)/state

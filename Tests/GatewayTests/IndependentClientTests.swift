@@ -37,7 +37,7 @@ import Testing
         pad.press(.dissatisfied)
         let server = try MockModbusServer.tcp(units: [1: pad])
         defer { server.stop() }
-        guard case .tcp(let port) = server.endpoint else { return }
+        let port = try #require(server.endpoint.tcpPort)
         let common = ["-m", "tcp", "-p", String(port), "-a", "1", "-0", "-t", "4", "-1"]
         let read = try await run("/usr/bin/mbpoll", common + ["-r", "0", "-c", "32", "127.0.0.1"])
         #expect(read.status == 0, "\(read.standardOutput)\(read.standardError)")
@@ -55,7 +55,7 @@ import Testing
         let quiet = MockModbusEvaluator(staffId: "9999")
         let server = try MockModbusServer.rtu(units: [1: quiet, 7: pad])
         defer { server.stop() }
-        guard case .rtu(let path) = server.endpoint else { return }
+        let path = try #require(server.endpoint.devicePath)
         let read = try await run(
             "/usr/bin/mbpoll",
             ["-m", "rtu", "-b", "9600", "-P", "none", "-a", "7", "-0", "-t", "4", "-r", "0", "-c", "32", "-1", path])

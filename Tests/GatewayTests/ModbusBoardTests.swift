@@ -11,7 +11,7 @@ import Testing
         let pad = MockModbusEvaluator(staffId: "0105")
         let server = try MockModbusServer.rtu(units: [3: board, 4: pad])
         defer { server.stop() }
-        guard case .rtu(let path) = server.endpoint else { return }
+        let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
         let (config, profiles) = try ConfigLoader.parse("""
             hall: {id: test-hall}
@@ -74,7 +74,7 @@ import Testing
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])
         defer { server.stop() }
-        guard case .rtu(let path) = server.endpoint else { return }
+        let path = try #require(server.endpoint.devicePath)
         for (round, ticket) in ["A023", "A024"].enumerated() {
             let folder = try TemporaryDirectory()
             let gateway = try testGateway(
@@ -104,7 +104,7 @@ import Testing
         let pad = MockModbusEvaluator(staffId: "0502")
         let server = try MockModbusServer.tcp(units: [2: pad])
         defer { server.stop() }
-        guard case .tcp(let port) = server.endpoint else { return }
+        let port = try #require(server.endpoint.tcpPort)
         let folder = try TemporaryDirectory()
         let gateway = try testGateway(
             buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), poll-interval-ms: 50}",

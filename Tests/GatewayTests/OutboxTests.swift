@@ -90,14 +90,14 @@ import Testing
         return registers
     }
 
-    @Test func idsComeFromBootIdAndCounterSoAReReadIsTheSameEvent() {
+    @Test func idsComeFromBootIdAndCounterSoAReReadIsTheSameEvent() throws {
         let regs = registers(bootId: 0xABCD0001, counter: 2, ring: [0: 1, 1: 3])
         let first = driver.interpret(registers: regs, cursor: nil, at: Date())
         let again = driver.interpret(registers: regs, cursor: nil, at: Date().addingTimeInterval(5))
         #expect(first.events.map(\.id) == ["rating-abcd0001-1", "rating-abcd0001-2"])
         #expect(again.events.map(\.id) == first.events.map(\.id))
         #expect(first.cursor == DeviceCursor(device: "eval-w03", bootId: 0xABCD0001, consumed: 2))
-        guard case .rating(let rating) = first.events[1].data else { return }
+        let rating = try #require(first.events[1].data.rating)
         #expect(rating.level == 2 && rating.keyLabel == "不满意" && rating.staffId == "0303" && rating.window == "3")
     }
 
@@ -189,7 +189,7 @@ import Testing
         let pad = MockModbusEvaluator(staffId: "0505", bootId: 0x5EED)
         let server = try MockModbusServer.tcp(units: [5: pad])
         defer { server.stop() }
-        guard case .tcp(let port) = server.endpoint else { preconditionFailure("a TCP server has a port") }
+        let port = try #require(server.endpoint.tcpPort)
         let gateway = try testGateway(
             buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
             devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: lan, address: 5, window: \"5\"}",

@@ -188,3 +188,17 @@ func outbound(_ events: [CloudEvent]) throws -> [OutboundEvent] {
                              json: try event.jsonLine())
     }
 }
+
+extension MockModbusServer.Endpoint {
+    /// The port of a loopback Modbus TCP server (nil for RTU), for `try #require`.
+    var tcpPort: Int? { if case .tcp(let port) = self { port } else { nil } }
+    /// The device path of a Modbus RTU server (nil for TCP), for `try #require`.
+    var devicePath: String? { if case .rtu(let path) = self { path } else { nil } }
+}
+
+extension EventData {
+    /// The rating, when this is one (for `try #require`).
+    var rating: RatingSubmitted? { if case .rating(let rating) = self { rating } else { nil } }
+    /// The fault, when this is one (for `try #require`).
+    var fault: DeviceFault? { if case .deviceFault(let fault) = self { fault } else { nil } }
+}
