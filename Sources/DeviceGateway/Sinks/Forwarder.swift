@@ -33,7 +33,7 @@ public struct Forwarder: Sendable {
         while true {
             let stopping = stop.isStopped
             do {
-                while try await forwardBatch() {}
+                while try await forwardBatch() == config.batchSize {}
                 if failing != nil {
                     let backlog = (try? await outbox.backlog(sink: sink.name)) ?? 0
                     logger.notice("sink \(sink.name): delivering again, \(backlog) events left in the backlog")
@@ -64,10 +64,9 @@ public struct Forwarder: Sendable {
     public func drain() async throws -> Int {
         var total = 0
         while true {
-            let before = try await outbox.deliveredPosition(sink: sink.name)
-            let more = try await forwardBatch()
-            total += try await outbox.entries(after: before, limit: config.batchSize).count
-            if !more { return total }
+            let count = try await forwardBatch()
+            total += count
+            if count < config.batchSize { return total }
         }
     }
 
@@ -81,13 +80,13 @@ public struct Forwarder: Sendable {
         return max(jittered, min(retryAfter, .seconds(3600)))
     }
 
-    /// Delivers one batch; returns whether there may be more.
-    private func forwardBatch() async throws -> Bool {
+    /// Delivers one batch; returns how many events it held (a full batch: there may be more).
+    private func forwardBatch() async throws -> Int {
         let delivered = try await outbox.deliveredPosition(sink: sink.name)
         let batch = try await outbox.entries(after: delivered, limit: config.batchSize)
-        guard !batch.isEmpty else { return false }
+        guard !batch.isEmpty else { return 0 }
         try await deliver(batch[...])
-        return batch.count == config.batchSize
+        return batch.count
     }
 
     /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone.
