@@ -29,8 +29,8 @@ public final class Gateway: Service {
             path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), policy: config.outbox,
             logger: logger)
         self.outbox = outbox
-        forwarders = try config.sinks.map { sink in
-            Forwarder(outbox: outbox, sink: try SinkFactory.make(sink, hallId: config.hall.id, logger: logger),
+        forwarders = config.sinks.map { sink in
+            Forwarder(outbox: outbox, sink: DeferredSink(config: sink, hallId: config.hall.id, logger: logger),
                       config: sink, logger: logger)
         }
         var profileCache: [String: DeviceProfile] = [:]
@@ -141,14 +141,14 @@ public final class Gateway: Service {
     private func reportDrops() async {
         let source = EventSource.gateway(hall: config.hall.id)
         let budget = config.outbox.maximumBytes ?? 0
-        let runId = runId
         do {
             let event = try await outbox.reportDrops { records in
                 let ranges = records.flatMap(\.ranges)
                 let count = records.reduce(0) { $0 + $1.count }
-                let first = records.first.map { Int($0.droppedAt.timeIntervalSince1970 * 1000) } ?? 0
+                // The drop log's own numbers: unique across runs, so no report can pass for another.
+                let first = records.first?.id ?? 0
                 return CloudEvent(
-                    id: "events-dropped-\(runId)-\(first)", source: source, type: HallEventType.eventsDropped,
+                    id: "events-dropped-\(first)-\(records.last?.id ?? first)", source: source, type: HallEventType.eventsDropped,
                     time: Date(), subject: nil,
                     data: .eventsDropped(EventsDropped(count: count, ranges: ranges, policy: "drop-oldest",
                                                        maximumBytes: budget)))

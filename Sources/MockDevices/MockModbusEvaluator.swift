@@ -44,13 +44,16 @@ public final class MockModbusEvaluator: MockModbusUnit {
     /// A citizen presses a key: the counter advances and the key lands in the ring.
     public func press(_ key: Key) { press(code: key.rawValue) }
 
-    /// A citizen presses the key with this code (a pad with other keys than the three-key one).
-    public func press(code: UInt16) {
+    /// A citizen presses the key with this code (a pad with other keys than the three-key one); `times` presses
+    /// happen at once, with no poll between them.
+    public func press(code: UInt16, times: Int = 1) {
         state.withLock { state in
-            let counter = state.registers[Register.counter] &+ 1
-            state.registers[Register.counter] = counter
-            state.registers[Register.lastKey] = code
-            state.registers[Register.keyRing + Int((UInt32(counter) + 0xFFFF) % UInt32(Register.keyRingCount))] = code
+            for _ in 0..<times {
+                let counter = state.registers[Register.counter] &+ 1
+                state.registers[Register.counter] = counter
+                state.registers[Register.lastKey] = code
+                state.registers[Register.keyRing + Int((UInt32(counter) + 0xFFFF) % UInt32(Register.keyRingCount))] = code
+            }
         }
     }
 

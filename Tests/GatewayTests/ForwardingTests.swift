@@ -13,9 +13,12 @@ final class ScriptedSink: EventSink {
     private let state = Mutex<(outages: Int, received: [String], attempts: Int)>((0, [], 0))
     let poison: Set<String>
 
-    init(name: String = "scripted", outages: Int = 0, poison: Set<String> = []) {
+    let sameReason: Bool
+
+    init(name: String = "scripted", outages: Int = 0, poison: Set<String> = [], sameReason: Bool = false) {
         self.name = name
         self.poison = poison
+        self.sameReason = sameReason
         state.withLock { $0.outages = outages }
     }
 
@@ -30,7 +33,8 @@ final class ScriptedSink: EventSink {
                 throw SinkError(.unavailable, "store down", retryAfter: .milliseconds(1))
             }
             if let bad = batch.first(where: { poison.contains($0.id) }) {
-                throw SinkError(.rejected, "400 Bad Request: event \(bad.id) has no valid data")
+                throw SinkError(.rejected, sameReason ? "400 Bad Request: no partition for these rows"
+                                    : "400 Bad Request: event \(bad.id) has no valid data")
             }
             state.received += batch.map(\.id)
         }
@@ -65,6 +69,18 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         #expect(aside.allSatisfy { $0.reason.contains("400 Bad Request") && $0.json.contains("\"id\":\"\($0.id)\"") })
         let report = try #require(try await outbox.sinkReports([sink.name]).first)
         #expect(report.backlog == 0 && report.sent == 18 && report.putAside == 2)
+    }
+
+    @Test func aStoreThatRefusesEveryEventAlikeIsRetriedNotEmptiedIntoThePutAsideTable() async throws {
+        try await outbox.commit(deviceEvents(6))
+        let sink = ScriptedSink(poison: Set((1...6).map { "e\($0)" }), sameReason: true)
+        let forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+                                  logger: CapturedLog().logger)
+        let error = try await #require(throws: SinkError.self) { try await forwarder.drain() }
+        #expect(error.code == .unavailable)
+        #expect(error.message.contains("refuses every event of the batch alike"))
+        #expect(try await outbox.putAsideEvents().isEmpty)
+        #expect(try await outbox.backlog(sink: sink.name) == 6, "all kept for the next attempt")
     }
 
     @Test func aDownStoreIsRetriedUntilItTakesTheBatchAndTheFailuresAreCounted() async throws {
@@ -130,6 +146,8 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         })
         let data = try #require({ if case .eventsDropped(let data) = report.data { data } else { nil } }())
         #expect(data.count == dropped)
+        #expect(data.ranges.allSatisfy { $0.count == Int($0.last - $0.first + 1) },
+                "oldest first: each source loses one unbroken run of sequence numbers")
         let remaining = try await outbox.entries(after: 0, limit: 10_000).filter { $0.type == HallEventType.deviceFault }
         for device in ["d1", "d2"] {
             let source = "/halls/h/devices/\(device)"
@@ -184,6 +202,7 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         #expect(report.recovered + report.unreadable + report.alreadyDelivered == 2000, "\(report)")
         #expect(log.text.contains("\(report.recovered) events queued again for delivery"))
         #expect(FileManager.default.fileExists(atPath: report.damagedPath), "the damaged file is kept")
+        #expect(try await outbox.cursor(device: "eval-w01") != nil)
 
         let entries = try await outbox.entries(after: 0, limit: 5000)
         #expect(entries.count == report.recovered)
@@ -192,6 +211,28 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         #expect(try await outbox.cursor(device: "eval-w01") == DeviceCursor(device: "eval-w01", bootId: 9, consumed: 41))
         let next = try await outbox.commit(deviceEvents(1, prefix: "after-"))
         #expect(next.first?.sequence == CloudEvent.sequenceString(2001), "the source's counter continues, no reuse")
+    }
+}
+
+extension OutboxSalvageTests {
+    @Test func aSinkThatNeverDeliveredGetsEveryReadableEventOfADamagedOutbox() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        do {
+            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+            try await outbox.register(sinks: ["central", "archive"])
+            for round in 0..<5 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
+            try await outbox.markDelivered(sink: "central", through: 500, count: 500)
+        }
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: size / 2 / 4096 * 4096)
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 4096))
+        try handle.close()
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        let report = try #require(outbox.salvage)
+        #expect(report.alreadyDelivered == 0, "archive never confirmed anything: \(report)")
+        #expect(report.recovered > 0 && report.recovered + report.unreadable == 500, "\(report)")
     }
 }
 

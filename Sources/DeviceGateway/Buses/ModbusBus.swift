@@ -31,6 +31,14 @@ public actor ModbusBus: Bus {
     private var uncommittedCursors: [String: DeviceCursor] = [:]
     /// Since when the outbox refuses commits, while it does.
     private var refusingSince: Date?
+    /// Ratings dropped from memory per pad (by source) while the outbox refused commits, not yet reported.
+    private var memoryLosses: [String: MemoryLoss] = [:]
+
+    private struct MemoryLoss {
+        var since: Date
+        var count: Int64 = 0
+        var numbers: [Int64] = []
+    }
 
     /// The pause before trying to open a missing port again.
     static let reconnectDelay = Duration.seconds(5)
@@ -205,7 +213,7 @@ public actor ModbusBus: Bus {
         events = uncommitted + events
         uncommitted = []
         let cursors = Array(uncommittedCursors.values)
-        guard await committer.commit(events, cursors: cursors) else {
+        guard await committer.commit(events + memoryLossFaults(at: now), cursors: cursors) else {
             // Nothing is acknowledged, so the pads keep their last 16 ratings too; what was read waits here.
             refusingSince = refusingSince ?? now
             uncommitted = events
@@ -214,6 +222,7 @@ public actor ModbusBus: Bus {
         }
         refusingSince = nil
         uncommittedCursors = [:]
+        memoryLosses = [:]
         for (index, reading) in readings {
             let acknowledge = UInt16(truncatingIfNeeded: reading.cursor.consumed)
             guard reading.acknowledged != acknowledge else { continue }
@@ -248,7 +257,8 @@ public actor ModbusBus: Bus {
             let last = reading.cursor.consumed - Int64(reading.events.count + reading.unknownKeys.count)
             let first = last - reading.lost + 1
             // The same loss read again after a crash has the same numbers, so the same id.
-            faults.append(("ratings-lost-\(String(reading.cursor.bootId, radix: 16))-\(first)-\(last)", DeviceFault(
+            let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
+            faults.append(("ratings-lost-\(power)-\(first)-\(last)", DeviceFault(
                 fault: "ratings-lost", detail: "\(reading.lost) ratings lost (numbers \(first)–\(last)): \(cause)",
                 count: reading.lost)))
         }
@@ -272,34 +282,50 @@ public actor ModbusBus: Bus {
         }
     }
 
-    /// Past the memory bound while the outbox refuses commits, the oldest held events go; the ratings among
-    /// them are counted per pad in a `ratings-lost` fault that names the cause, so the loss is exact.
+    /// Past the memory bound while the outbox refuses commits, the oldest held events go. The ratings among
+    /// them (and the counts of `ratings-lost` faults among them) are tallied per pad outside the queue, so that
+    /// the loss reaches the store exactly, with its cause, once a commit succeeds.
     private func dropOldestUncommitted(at time: Date) {
         let excess = uncommitted.count - BusCommitter.maximumUncommitted
         let dropped = uncommitted.prefix(excess)
         uncommitted.removeFirst(excess)
-        let since = refusingSince.map { Int(time.timeIntervalSince($0)) } ?? 0
-        var lostPerSource: [String: [Int64]] = [:]
+        var ratings = 0
         for event in dropped {
-            if case .rating(let rating) = event.data { lostPerSource[event.source, default: []].append(rating.deviceCounter ?? 0) }
+            var loss = memoryLosses[event.source] ?? MemoryLoss(since: refusingSince ?? time)
+            switch event.data {
+            case .rating(let rating):
+                loss.count += 1
+                loss.numbers.append(rating.deviceCounter ?? 0)
+                ratings += 1
+            case .deviceFault(let fault) where fault.fault == "ratings-lost":
+                loss.count += fault.count ?? 0
+            default:
+                continue
+            }
+            memoryLosses[event.source] = loss
         }
+        let since = refusingSince.map { Int(time.timeIntervalSince($0)) } ?? 0
         logger.critical("""
             bus \(config.id): the outbox has refused commits for \(since) s; \(excess) oldest events held in memory \
-            dropped (\(lostPerSource.values.reduce(0) { $0 + $1.count }) ratings among them)
+            dropped (\(ratings) ratings among them)
             """)
-        for pad in pads {
-            guard let numbers = lostPerSource[pad.driver.source], let first = numbers.min(), let last = numbers.max()
-            else { continue }
+    }
+
+    /// The tallied memory losses as faults, one per pad, to commit with the next cycle.
+    private func memoryLossFaults(at time: Date) -> [CloudEvent] {
+        pads.compactMap { pad -> CloudEvent? in
+            guard let loss = memoryLosses[pad.driver.source], loss.count > 0 else { return nil }
+            let seconds = Int(time.timeIntervalSince(loss.since))
+            let numbers = loss.numbers.isEmpty ? "" : " (numbers between \(loss.numbers.min()!) and \(loss.numbers.max()!))"
             let fault = DeviceFault(
                 fault: "ratings-lost",
-                detail: "\(numbers.count) ratings lost (numbers \(first)–\(last)): the outbox refused commits for "
-                    + "\(since) s (disk full?) and the gateway holds at most \(BusCommitter.maximumUncommitted) events "
-                    + "per bus in memory",
-                count: Int64(numbers.count))
-            uncommitted.append(CloudEvent(
-                id: "ratings-lost-\(String(pad.cursor?.bootId ?? 0, radix: 16))-\(first)-\(last)", source: pad.driver.source,
+                detail: "\(loss.count) ratings lost\(numbers): the outbox refused commits for \(seconds) s (disk full?) "
+                    + "and the gateway holds at most \(BusCommitter.maximumUncommitted) events per bus in memory",
+                count: loss.count)
+            return CloudEvent(
+                id: "ratings-lost-memory-\(UUID().uuidString.lowercased())", source: pad.driver.source,
                 type: HallEventType.deviceFault, time: time,
-                subject: pad.driver.device.window.map(EventSource.windowSubject), data: .deviceFault(fault)))
+                subject: pad.driver.device.window.map(EventSource.windowSubject), data: .deviceFault(fault))
         }
     }
 

@@ -68,6 +68,9 @@ public struct ModbusEvaluatorDriver: Sendable {
                 // An acknowledgement above the new counter is the old power-up's, left in the register.
                 consumed = acknowledged <= wireCounter ? Int64(acknowledged) : 0
             }
+        } else if let cursor, acknowledged > wireCounter, acknowledged == UInt16(truncatingIfNeeded: cursor.consumed) {
+            // A new power-up whose acknowledge register still holds what we wrote before it: stale, not a wrap.
+            (consumed, current) = (0, Int64(wireCounter))
         } else {
             (consumed, current) = Self.firstMeeting(counter: wireCounter, acknowledged: acknowledged)
         }
@@ -91,7 +94,7 @@ public struct ModbusEvaluatorDriver: Sendable {
                     window: device.window ?? "", staffId: staffId, level: key.level.rawValue,
                     levelLabel: key.level.label, key: key.code, keyLabel: key.label, scale: profile.scale.name,
                     deviceCounter: number)
-                let power = String(bootId, radix: 16) + (restarts == 0 ? "" : ".\(restarts)")
+                let power = Self.powerUp(bootId: bootId, restarts: restarts)
                 events.append(
                     CloudEvent(
                         id: "rating-\(power)-\(number)", source: source,
@@ -102,6 +105,11 @@ public struct ModbusEvaluatorDriver: Sendable {
         return Reading(
             events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current, restarts: restarts),
             ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom)
+    }
+
+    /// Names one power-up of a pad in event ids: its boot id, and the restart under that boot id if any.
+    public static func powerUp(bootId: UInt32, restarts: Int) -> String {
+        String(bootId, radix: 16) + (restarts == 0 ? "" : ".\(restarts)")
     }
 
     /// Where a pad met for the first time in this power-up stands: every rating after its acknowledgement,

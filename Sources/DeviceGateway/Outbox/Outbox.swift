@@ -40,6 +40,8 @@ public struct OutboxPolicy: Sendable, Equatable {
 
 /// Events dropped undelivered because the outbox reached its disk budget.
 public struct DropRecord: Sendable, Equatable, Codable {
+    /// The record's number in the outbox's drop log (unique, increasing).
+    public var id: Int64
     /// When they were dropped.
     public var droppedAt: Date
     /// How many.
@@ -128,7 +130,10 @@ public final class Outbox: Sendable {
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         do {
             return try Outbox(path: path, policy: policy, salvage: nil)
-        } catch {
+        } catch let error as DatabaseError
+            where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode.primaryResultCode)
+        {
+            // Only a damaged file is moved aside: a full disk, a read-only file or a lock is reported as it is.
             let damage = "\(error)"
             let aside = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
             for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
@@ -240,12 +245,12 @@ public final class Outbox: Sendable {
                     );
                     -- What the events take, kept by triggers so the disk budget costs no table scan.
                     CREATE TABLE stored_size (bytes INTEGER NOT NULL);
-                    INSERT INTO stored_size (bytes) SELECT coalesce(sum(length(json) + length(source) + length(id) + 64), 0) FROM event;
+                    INSERT INTO stored_size (bytes) SELECT coalesce(sum(length(CAST(json AS BLOB)) + length(source) + length(id) + 64), 0) FROM event;
                     CREATE TRIGGER event_stored AFTER INSERT ON event BEGIN
-                        UPDATE stored_size SET bytes = bytes + length(NEW.json) + length(NEW.source) + length(NEW.id) + 64;
+                        UPDATE stored_size SET bytes = bytes + length(CAST(NEW.json AS BLOB)) + length(NEW.source) + length(NEW.id) + 64;
                     END;
                     CREATE TRIGGER event_removed AFTER DELETE ON event BEGIN
-                        UPDATE stored_size SET bytes = bytes - length(OLD.json) - length(OLD.source) - length(OLD.id) - 64;
+                        UPDATE stored_size SET bytes = bytes - length(CAST(OLD.json AS BLOB)) - length(OLD.source) - length(OLD.id) - 64;
                     END;
                     CREATE TABLE drop_log (
                         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -370,7 +375,7 @@ public final class Outbox: Sendable {
             guard !rows.isEmpty else { return nil }
             let records = try rows.map { row in
                 DropRecord(
-                    droppedAt: Date(timeIntervalSince1970: row[1]), count: row[2],
+                    id: row[0], droppedAt: Date(timeIntervalSince1970: row[1]), count: row[2],
                     ranges: try JSONDecoder().decode([SequenceRange].self, from: Data((row[3] as String).utf8)))
             }
             let event = try Self.insert(report(records), committedAt: now, in: db)
@@ -581,34 +586,42 @@ public final class Outbox: Sendable {
             report.unreadable = -1
             return report
         }
-        // The sinks' cursors: an event at or before the lowest is held by every sink.
-        let delivered: Int64 = (try? damaged.read { db in
-            try Int64.fetchOne(db, sql: "SELECT min(position) FROM sink_cursor")
-        }) ?? 0
+        // The sinks' cursors: an event at or before the lowest is held by every sink. A registered sink that
+        // never delivered has no cursor and holds nothing; when the books cannot be read, nothing is assumed held.
+        let delivered: Int64 = (try? damaged.read { db in try Self.deliveredByAll(db) }) ?? 0
         let columns = (try? damaged.read { db in try db.columns(in: "event").map(\.name) }) ?? []
         let hasColumns = columns.contains("committed_at")
-        let highest: Int64 = (try? damaged.read { db in
+        let highest: Int64? = (try? damaged.read { db in
             try Int64.fetchOne(db, sql: "SELECT max(position) FROM event")
-        }) ?? ((try? damaged.read { db in
+        }) ?? (try? damaged.read { db in
             try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event'")
-        }) ?? 0)
+        }) ?? nil
+
         let select = hasColumns
             ? "SELECT position, json, committed_at FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
             : "SELECT position, json, 0 FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
         var rows: [(json: String, committedAt: Double)] = []
+        // Every sequence number seen, delivered rows included: the counters must continue past all of them.
+        var highestSequence: [String: Int64] = [:]
         func read(_ range: ClosedRange<Int64>) -> Bool {
             do {
                 let found = try damaged.read { db in
                     try Row.fetchAll(db, sql: select, arguments: [range.lowerBound, range.upperBound])
                 }
                 for row in found {
-                    let position: Int64 = row[0]
+                    // Optional reads: a damaged page may hold NULLs or values of the wrong type.
+                    guard let position = row[0] as Int64?, let json = row[1] as String?,
+                          let event = try? CloudEvent.decode(json: Data(json.utf8))
+                    else {
+                        report.unreadable += 1
+                        continue
+                    }
+                    let sequence = event.sequence.flatMap { Int64($0) } ?? 0
+                    highestSequence[event.source] = max(highestSequence[event.source] ?? 0, sequence)
                     if position <= delivered {
                         report.alreadyDelivered += 1
-                    } else if let json = row[1] as String? {
-                        rows.append((json, row[2] ?? 0))
                     } else {
-                        report.unreadable += 1
+                        rows.append((json, (row[2] as Double?) ?? 0))
                     }
                 }
                 return true
@@ -619,8 +632,8 @@ public final class Outbox: Sendable {
         // Chunks first; a chunk that fails is read row by row, so one bad page costs only its rows.
         var start: Int64 = 1
         let chunk: Int64 = 1000
-        while start <= highest {
-            let range = start...min(highest, start + chunk - 1)
+        while start <= highest ?? 0 {
+            let range = start...min(highest ?? 0, start + chunk - 1)
             if !read(range) {
                 for position in range where !read(position...position) { report.unreadable += 1 }
             }
@@ -632,12 +645,8 @@ public final class Outbox: Sendable {
             try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed, 0 FROM device_cursor")
         }) ?? []
         try database.write { db in
-            var highestSequence: [String: Int64] = [:]
             for (json, committedAt) in rows {
-                guard let event = try? CloudEvent.decode(json: Data(json.utf8)) else {
-                    report.unreadable += 1
-                    continue
-                }
+                guard let event = try? CloudEvent.decode(json: Data(json.utf8)) else { continue }
                 let sequence = event.sequence.flatMap { Int64($0) } ?? 0
                 try db.execute(
                     sql: """
@@ -647,15 +656,14 @@ public final class Outbox: Sendable {
                     arguments: [event.source, event.id, event.type, json, event.time, event.subject, sequence,
                                 committedAt])
                 report.recovered += db.changesCount
-                highestSequence[event.source] = max(highestSequence[event.source] ?? 0, sequence)
             }
             // Sequence counters continue after everything the damaged file numbered, read or not.
             let counters = (try? damaged.read { old in
                 try Row.fetchAll(old, sql: "SELECT source, last FROM source_sequence")
             }) ?? []
             for row in counters {
-                let source: String = row[0]
-                highestSequence[source] = max(highestSequence[source] ?? 0, row[1])
+                guard let source = row[0] as String?, let last = row[1] as Int64? else { continue }
+                highestSequence[source] = max(highestSequence[source] ?? 0, last)
             }
             for (source, last) in highestSequence {
                 try db.execute(
@@ -665,11 +673,15 @@ public final class Outbox: Sendable {
                         """, arguments: [source, last])
             }
             for row in cursors {
+                guard let device = row[0] as String?, let boot = row[1] as Int64?, let consumed = row[2] as Int64?
+                else { continue }
                 try db.execute(
                     sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts) VALUES (?, ?, ?, ?)",
-                    arguments: [row[0] as String, row[1] as Int64, row[2] as Int64, row[3] as Int64])
+                    arguments: [device, boot, consumed, (row[3] as Int64?) ?? 0])
             }
         }
+        // Not even the extent of the event table could be read: how much is lost cannot be told (-1).
+        if highest == nil { report.unreadable = -1 }
         return report
     }
 }

@@ -89,23 +89,48 @@ public struct Forwarder: Sendable {
         return batch.count
     }
 
-    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone.
+    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone and
+    /// puts only those aside. When every event alone is refused for the same reason, the fault is the store's
+    /// (a missing partition, a proxy answering for it), not the events': nothing is put aside, it is retried.
     private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
+        var refused: [(event: OutboundEvent, reason: String)] = []
+        var deliveredAny = false
+        try await deliver(batch, refused: &refused, deliveredAny: &deliveredAny)
+        if !deliveredAny, batch.count > 1, refused.count == batch.count,
+           let reason = refused.first?.reason, refused.allSatisfy({ $0.reason == reason })
+        {
+            throw SinkError(.unavailable, "the store refuses every event of the batch alike, taken for its own fault: \(reason)")
+        }
+        try await putAside(&refused)
+    }
+
+    private func deliver(_ batch: ArraySlice<OutboundEvent>, refused: inout [(event: OutboundEvent, reason: String)],
+                         deliveredAny: inout Bool) async throws {
         guard let last = batch.last else { return }
         do {
             try await sink.deliver(Array(batch))
+            // What was refused before this batch is put aside first: the cursor moves in order.
+            try await putAside(&refused)
             try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count)
+            deliveredAny = true
         } catch let error as SinkError where error.code == .rejected {
-            if batch.count > 1 {
-                let middle = batch.startIndex + batch.count / 2
-                try await deliver(batch[..<middle])
-                try await deliver(batch[middle...])
+            guard batch.count > 1 else {
+                refused.append((last, error.message))
                 return
             }
-            try await outbox.putAside(Array(batch), sink: sink.name, reason: error.message)
-            logger.error(
-                "sink \(sink.name) refused event \(last.id) of \(last.source) for good; put aside: \(error.message)",
-                metadata: ["event.id": "\(last.id)", "event.source": "\(last.source)"])
+            let middle = batch.startIndex + batch.count / 2
+            try await deliver(batch[..<middle], refused: &refused, deliveredAny: &deliveredAny)
+            try await deliver(batch[middle...], refused: &refused, deliveredAny: &deliveredAny)
         }
+    }
+
+    private func putAside(_ refused: inout [(event: OutboundEvent, reason: String)]) async throws {
+        for (event, reason) in refused {
+            try await outbox.putAside([event], sink: sink.name, reason: reason)
+            logger.error(
+                "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(reason)",
+                metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
+        }
+        refused.removeAll()
     }
 }

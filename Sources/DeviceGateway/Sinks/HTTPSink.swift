@@ -214,6 +214,9 @@ public final class HTTPSink: EventSink {
                 .unavailable,
                 "\(prefix)\(location): redirects are not followed (a POST must not turn into a GET); "
                     + "put the final URL in the url")
+        case 405, 415, 421, 426:
+            // The endpoint, not the events: a wrong URL, a proxy, a store that wants another protocol.
+            throw SinkError(.unavailable, "\(prefix), the store does not take batches this way; check the url\(said)")
         case 400..<500:
             throw SinkError(.rejected, "\(prefix)\(said)")
         default:

@@ -391,6 +391,10 @@ public actor PostgresSink: EventSink {
             let state = psql.serverInfo?[.sqlState] ?? "?????"
             let message = psql.serverInfo?[.message] ?? "error"
             let detail = psql.serverInfo?[.detail].map { " (\($0))" } ?? ""
+            // 23514 is also "no partition of the table for this row": the store's layout, not the event.
+            if state == "23514", message.contains("partition") {
+                return SinkError(.unavailable, prefix + "no partition takes the events: \(message) [SQLSTATE \(state)]")
+            }
             if state.hasPrefix("22") || state.hasPrefix("23") {
                 return SinkError(.rejected, prefix + "refused the events: \(message)\(detail) [SQLSTATE \(state)]")
             }
