@@ -113,11 +113,12 @@ import Testing
         #expect(keys == ["call-next"], "the display frame and the echoes are not key presses")
         #expect(try await ratings(in: store).count == 1)
         // No acknowledgement loop: the display, the beep and two acknowledgements are 15 + 9 + 2 × 10 bytes; a pad's
-        // repeat crossing an acknowledgement on the wire may earn one more, and then the line falls quiet.
+        // repeat crossing an acknowledgement on the wire earns one more (more of them on a loaded machine, where
+        // the commit before each acknowledgement takes longer), and then the line falls quiet.
         let sent = bus.bytesFromHost
         try await Task.sleep(for: .milliseconds(500))
         #expect(bus.bytesFromHost == sent, "the gateway keeps answering its own frames")
-        #expect((44...64).contains(sent), "\(sent) bytes from the host")
+        #expect(sent >= 44 && (sent - 44) % 10 == 0, "\(sent) bytes from the host: beyond the four frames, only acknowledgements")
         stop.stop()
         await running.value
     }
