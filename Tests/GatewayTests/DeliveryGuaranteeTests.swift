@@ -231,6 +231,8 @@ final class BrokerStore: @unchecked Sendable {
             allow_anonymous true
             persistence true
             persistence_location \(folder.path)/
+            # A backlog larger than the default 1000 queued messages reaches the consumer whole (README, MQTT).
+            max_queued_messages 1000000
             log_dest stderr
             """.write(toFile: folder.file("mosquitto.conf"), atomically: true, encoding: .utf8)
     }
