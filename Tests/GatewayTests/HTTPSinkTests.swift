@@ -112,7 +112,9 @@ import FoundationNetworking
 
         let reset = try await attempt("reset")
         #expect(reset.error.code == .unavailable)
-        #expect(reset.error.message == "http POST \(proxy.url): connection reset by the store")
+        // The reset reaches the client as a reset, or as an end of stream when it lands before the request is read.
+        #expect(["connection reset by the store", "the store closed the connection before answering"]
+            .map { "http POST \(proxy.url): \($0)" }.contains(reset.error.message), "\(reset.error.message)")
 
         let serverError = try await attempt("status 500")
         #expect(serverError.error.code == .unavailable)
