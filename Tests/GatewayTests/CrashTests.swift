@@ -45,8 +45,9 @@ import Testing
     func restartAndCollect(expecting count: Int, stopWithTerminate: Bool = false) async throws -> ProcessResult {
         let child = try ChildProcess(gatewaydPath, ["run", "--config", configPath])
         let arrived = await eventually { (try? await storedRatings().count) ?? 0 >= count }
-        // Let a few more poll cycles pass: a duplicate would show up now.
-        try await Task.sleep(for: .milliseconds(500))
+        // A few more poll cycles read the pad again: a duplicate would show up now.
+        let answered = server.requestsAnswered
+        #expect(await eventually { server.requestsAnswered >= answered + 5 })
         if stopWithTerminate { child.process.terminate() } else { child.interrupt() }
         let result = try await child.wait()
         #expect(arrived, "\(result.standardOutput)\n\(result.standardError)")

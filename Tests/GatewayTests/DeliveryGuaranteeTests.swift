@@ -42,7 +42,8 @@ final class PressingHall: Sendable {
         }
     }
 
-    /// Citizens at a busy hall: one press somewhere every `interval`, until `stopPressing()`.
+    /// Citizens at a busy hall: one press somewhere every `interval` (their pace, not a synchronisation),
+    /// until `stopPressing()`.
     func startPressing(every interval: Duration) -> Task<Void, Never> {
         pressing.withLock { $0 = true }
         return Task {
@@ -308,10 +309,12 @@ final class BrokerStore: @unchecked Sendable {
         for round in 1...Self.kills {
             let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
             let acknowledgedBefore = hall.acknowledgedTotal
-            // Running for real: it has committed and acknowledged something in this life.
-            #expect(await eventually(timeout: .seconds(20)) { hall.acknowledgedTotal > acknowledgedBefore })
-            // The chaos schedule, not a synchronisation: a random moment in the poll/commit/forward cycle.
-            try await Task.sleep(for: .milliseconds(Int.random(in: 0...400)))
+            // Running for real, then killed at a random point of its life: after 1 to 8 ratings were committed
+            // and acknowledged in it, wherever the poll/commit/forward cycle then stands.
+            let acknowledgements = Int.random(in: 1...8)
+            #expect(await eventually(timeout: .seconds(20)) {
+                hall.acknowledgedTotal >= acknowledgedBefore + acknowledgements
+            })
             kill(gateway.process.processIdentifier, SIGKILL)
             let result = try await gateway.wait()
             #expect(result.terminatedBySignal)
@@ -364,8 +367,12 @@ final class BrokerStore: @unchecked Sendable {
         try await receiver.stop()
         try await broker.stop()
         let pressedBeforeOutage = hall.total
-        // The outage itself: the hall keeps running this long with every store down.
-        try await Task.sleep(for: Self.outage)
+        // The outage itself, counted in the hall's work: as many ratings as 25 a second for its length,
+        // pressed, committed and acknowledged with every store down.
+        let outageRatings = Int(Self.outage.components.seconds) * 25
+        #expect(await eventually(timeout: Self.outage * 3) {
+            hall.acknowledgedTotal >= pressedBeforeOutage + outageRatings
+        })
         let outbox = try Outbox.openForReading(path: folder.file("state/outbox.sqlite"))
         let backlogs = try await outbox.sinkReports(["central", "haocha", "broker"]).map(\.backlog)
         #expect(backlogs.allSatisfy { $0 > 0 }, "events wait in the outbox for each store: \(backlogs)")

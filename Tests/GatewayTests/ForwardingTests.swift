@@ -175,6 +175,15 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
     }
 }
 
+/// Garbage over whole pages in the middle of a database file: the table's leaves there become unreadable.
+func damagePages(of path: String, bytes: Int) throws {
+    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    let size = try handle.seekToEnd()
+    try handle.seek(toOffset: size / 2 / 4096 * 4096)
+    try handle.write(contentsOf: Data(repeating: 0xA5, count: bytes))
+    try handle.close()
+}
+
 @Suite struct OutboxSalvageTests {
     @Test func aDamagedOutboxIsSalvagedAndItsUndeliveredEventsKeepTheirSequence() async throws {
         let folder = try TemporaryDirectory()
@@ -187,11 +196,7 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
             try await outbox.markDelivered(sink: "central", through: 300, count: 300)
         }
         // Garbage over two pages in the middle of the file: the table's leaves there become unreadable.
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        let size = try handle.seekToEnd()
-        try handle.seek(toOffset: size / 2 / 4096 * 4096)
-        try handle.write(contentsOf: Data(repeating: 0xA5, count: 8192))
-        try handle.close()
+        try damagePages(of: path, bytes: 8192)
 
         let log = CapturedLog()
         let outbox = try Outbox.open(path: path, logger: log.logger)
@@ -224,11 +229,7 @@ extension OutboxSalvageTests {
             for round in 0..<5 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
             try await outbox.markDelivered(sink: "central", through: 500, count: 500)
         }
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        let size = try handle.seekToEnd()
-        try handle.seek(toOffset: size / 2 / 4096 * 4096)
-        try handle.write(contentsOf: Data(repeating: 0xA5, count: 4096))
-        try handle.close()
+        try damagePages(of: path, bytes: 4096)
         let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
         let report = try #require(outbox.salvage)
         #expect(report.alreadyDelivered == 0, "archive never confirmed anything: \(report)")
