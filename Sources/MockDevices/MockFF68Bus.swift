@@ -22,11 +22,12 @@ public final class MockFF68Bus: Sendable {
     /// How often an unacknowledged frame is sent again.
     public static let repeatInterval: Duration = .milliseconds(300)
 
-    /// Opens the bus; `echoing` as a two-wire adapter that returns what the host sends.
-    public init(echoing: Bool = false) throws {
+    /// Opens the bus; `echoing` as a two-wire adapter that returns what the host sends; `pacing` moves bytes at the
+    /// line's wire time (see `MockLine`).
+    public init(echoing: Bool = false, pacing: WirePacing? = nil) throws {
         let state = Locked(State())
         self.state = state
-        line = try MockLine(echoing: echoing) { bytes in
+        line = try MockLine(echoing: echoing, pacing: pacing) { bytes in
             state { state in
                 for frame in state.decoder.decode(bytes) {
                     if let display = frame.callerDisplay {
@@ -106,11 +107,11 @@ public final class MockQSystemLine: Sendable {
     private let state: Locked<State>
     private let line: MockLine
 
-    /// Opens the line.
-    public init() throws {
+    /// Opens the line; `pacing` moves bytes at the line's wire time (see `MockLine`).
+    public init(pacing: WirePacing? = nil) throws {
         let state = Locked(State())
         self.state = state
-        line = try MockLine { bytes in
+        line = try MockLine(pacing: pacing) { bytes in
             state { state in
                 for frame in state.boardDecoder.decode(bytes) { state.boards[frame.address] = frame }
                 for frame in state.signalDecoder.decode(bytes) { state.lamps[frame.address] = frame.signal }

@@ -13,22 +13,42 @@ public final class MockLine: Sendable {
     private let running = Mutex(true)
     private let received = Mutex<[UInt8]>([])
     private let finished = DispatchSemaphore(value: 0)
+    /// The line's speed and framing when bytes move at their wire time; nil when they move at once.
+    public let pacing: WirePacing?
+    /// Present with pacing: every byte to the host goes through it, in order.
+    private let transmitter: PacedTransmitter?
 
     /// The path the gateway opens.
     public var devicePath: String { terminal.devicePath }
 
     /// Opens a line and starts reading it; `echoing` sends every byte from the host straight back, as a two-wire
     /// RS-485 adapter without echo suppression does.
-    public init(echoing: Bool = false, handler: @escaping Handler) throws {
-        terminal = try PseudoTerminal()
-        Thread.detachNewThread { [self] in loop(echoing: echoing, handler) }
+    ///
+    /// With `pacing`, bytes move at the line's wire time: what the host wrote reaches `handler` once its last
+    /// character would have arrived, the answer starts `pacing.frameGap` later, and everything sent goes out one
+    /// character time per byte. Without it bytes move at once.
+    public init(echoing: Bool = false, pacing: WirePacing? = nil, handler: @escaping Handler) throws {
+        let terminal = try PseudoTerminal()
+        self.terminal = terminal
+        self.pacing = pacing
+        transmitter = pacing.map { PacedTransmitter(terminal: terminal, pacing: $0) }
+        if let pacing, let transmitter {
+            Thread.detachNewThread { [self] in pacedLoop(echoing: echoing, handler, pacing, transmitter) }
+        } else {
+            Thread.detachNewThread { [self] in loop(echoing: echoing, handler) }
+        }
     }
 
     /// Everything the host has sent so far.
     public var bytesFromHost: [UInt8] { received.withLock { $0 } }
 
-    /// Sends bytes to the host, as a device speaking unprompted.
+    /// Sends bytes to the host, as a device speaking unprompted; with pacing they are queued and go out at the
+    /// line's speed after whatever is already on its way.
     public func send(_ bytes: [UInt8]) {
+        if let transmitter {
+            transmitter.send(bytes)
+            return
+        }
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes { write(terminal.controller, $0.baseAddress, $0.count) }
@@ -41,6 +61,7 @@ public final class MockLine: Sendable {
     public func stop() {
         guard running.withLock({ let was = $0; $0 = false; return was }) else { return }
         finished.wait()
+        transmitter?.stop()
     }
 
     private func loop(echoing: Bool, _ handler: Handler) {
@@ -56,6 +77,30 @@ public final class MockLine: Sendable {
             if echoing { send(chunk) }
             let answer = handler(chunk)
             if !answer.isEmpty { send(answer) }
+        }
+    }
+
+    /// The loop of a paced line: a chunk counts as arriving one character after another from when it was read (or
+    /// from the end of the previous chunk, if that was still arriving), and is handled once complete.
+    private func pacedLoop(echoing: Bool, _ handler: Handler, _ pacing: WirePacing, _ transmitter: PacedTransmitter) {
+        defer { finished.signal() }
+        let characterTime = pacing.characterNanoseconds
+        var buffer = [UInt8](repeating: 0, count: 512)
+        var arrivingUntil: Int64 = 0
+        while running.withLock({ $0 }) {
+            var entry = pollfd(fd: terminal.controller, events: Int16(POLLIN), revents: 0)
+            guard poll(&entry, 1, 20) > 0 else { continue }
+            let count = read(terminal.controller, &buffer, buffer.count)
+            guard count > 0 else { continue }
+            let start = max(MonotonicClock.now(), arrivingUntil)
+            arrivingUntil = start + Int64(count) * characterTime
+            let chunk = Array(buffer[0..<count])
+            // The adapter's echo is the host's own signal: each byte comes back as it crosses the wire.
+            if echoing { transmitter.send(chunk, notBefore: start) }
+            MonotonicClock.wait(until: arrivingUntil, spinning: pacing.spinNanoseconds)
+            received.withLock { $0 += chunk }
+            let answer = handler(chunk)
+            transmitter.send(answer, notBefore: arrivingUntil + pacing.frameGapNanoseconds)
         }
     }
 }

@@ -34,11 +34,11 @@ public final class MockEscPosPrinter: Sendable {
     private let state: Locked<State>
     private let line: MockLine
 
-    /// Opens the printer's line.
-    public init() throws {
+    /// Opens the printer's line; `pacing` moves bytes at the line's wire time (see `MockLine`).
+    public init(pacing: WirePacing? = nil) throws {
         let state = Locked(State())
         self.state = state
-        line = try MockLine { bytes in
+        line = try MockLine(pacing: pacing) { bytes in
             state { state in
                 var answer: [UInt8] = []
                 for command in state.decoder.decode(bytes) {
@@ -127,11 +127,11 @@ public final class MockOnbonBoards: Sendable {
     private let state: Locked<State>
     private let line: MockLine
 
-    /// Opens the line with controllers at `addresses`.
-    public init(addresses: Set<UInt16>) throws {
+    /// Opens the line with controllers at `addresses`; `pacing` moves bytes at the line's wire time (see `MockLine`).
+    public init(addresses: Set<UInt16>, pacing: WirePacing? = nil) throws {
         let state = Locked(State(addresses: addresses))
         self.state = state
-        line = try MockLine { bytes in
+        line = try MockLine(pacing: pacing) { bytes in
             state { state in
                 var answer: [UInt8] = []
                 for packet in state.decoder.decode(bytes) {

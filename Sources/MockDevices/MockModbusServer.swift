@@ -34,17 +34,34 @@ public final class MockModbusServer: Sendable {
     private let answered = Atomic<Int>(0)
 
     /// Starts serving `units` (address → pad) as Modbus RTU on a new pseudo-terminal.
-    public static func rtu(units: [Int: any MockModbusUnit]) throws -> MockModbusServer {
+    ///
+    /// With `pacing` the line keeps wire time: a request counts as arriving one character time per byte, each pad
+    /// answers `pacing.frameGap` (3.5 characters) after the request's last byte, and the answer goes out one
+    /// character time per byte. Without it answers are written at once.
+    public static func rtu(units: [Int: any MockModbusUnit], pacing: WirePacing? = nil) throws -> MockModbusServer {
         let terminal = try PseudoTerminal()
         guard let context = modbus_new_rtu("/dev/null", 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
             throw MockDeviceError("modbus_new_rtu failed")
         }
+        var paced: PacedReplies?
+        if let pacing {
+            // libmodbus writes each reply into a pipe; the transmitter takes it from there onto the line.
+            var ends: [Int32] = [-1, -1]
+            guard pipe(&ends) == 0 else {
+                let reason = String(cString: strerror(errno))
+                modbus_free(context)
+                throw MockDeviceError("cannot open a pipe for the paced Modbus line: \(reason)")
+            }
+            paced = PacedReplies(
+                pacing: pacing, replies: ends[0], libmodbusEnd: ends[1],
+                transmitter: PacedTransmitter(terminal: terminal, pacing: pacing))
+        }
         // libmodbus only encodes the replies; frames are read here, so that one line serves many addresses.
-        modbus_set_socket(context, terminal.controller)
+        modbus_set_socket(context, paced?.libmodbusEnd ?? terminal.controller)
         let server = MockModbusServer(endpoint: .rtu(devicePath: terminal.devicePath), units: units)
         let handle = ContextHandle(context)
-        Thread.detachNewThread {
-            server.serveRTU(context: handle, terminal: terminal)
+        Thread.detachNewThread { [paced] in
+            server.serveRTU(context: handle, terminal: terminal, paced: paced)
         }
         return server
     }
@@ -94,15 +111,22 @@ public final class MockModbusServer: Sendable {
 
     // MARK: RTU
 
-    private func serveRTU(context handle: ContextHandle, terminal: PseudoTerminal) {
+    private func serveRTU(context handle: ContextHandle, terminal: PseudoTerminal, paced: PacedReplies?) {
         defer {
             // modbus_close would restore and close the controller side; the terminal object owns it.
             modbus_free(handle.context)
+            if let paced {
+                paced.transmitter.stop()
+                close(paced.replies)
+                close(paced.libmodbusEnd)
+            }
             terminal.hangUp()
             finished.signal()
         }
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 512)
+        // With pacing: when the last byte in `pending` has arrived on the wire (CLOCK_MONOTONIC ns).
+        var arrivingUntil: Int64 = 0
         while !isStopped {
             guard wait(readable: terminal.controller, milliseconds: 50) else {
                 // A silence ends any partial frame, as the 3.5-character gap does on a real line.
@@ -111,21 +135,35 @@ public final class MockModbusServer: Sendable {
             }
             let count = read(terminal.controller, &buffer, buffer.count)
             guard count > 0 else { continue }
+            if let paced {
+                arrivingUntil = max(MonotonicClock.now(), arrivingUntil) + Int64(count) * paced.characterTime
+            }
             pending += buffer[0..<count]
             while let length = RTURequest.length(of: pending) {
                 guard length <= pending.count else { break }
                 let frame = Array(pending[0..<length])
                 pending.removeFirst(length)
-                answer(rtu: frame, context: handle.context)
+                if let paced {
+                    // The pad has the request once its last byte is in; it answers after the frame-end silence.
+                    let frameEnd = arrivingUntil - Int64(pending.count) * paced.characterTime
+                    MonotonicClock.wait(until: frameEnd, spinning: paced.pacing.spinNanoseconds)
+                    answer(rtu: frame, context: handle.context, paced: paced, notBefore: frameEnd + paced.frameGap)
+                } else {
+                    answer(rtu: frame, context: handle.context)
+                }
             }
             if pending.count > 256 { pending.removeAll() }
         }
     }
 
-    private func answer(rtu frame: [UInt8], context: OpaquePointer) {
+    private func answer(rtu frame: [UInt8], context: OpaquePointer, paced: PacedReplies? = nil, notBefore: Int64 = 0) {
         guard RTURequest.hasValidCRC(frame), let pad = units[Int(frame[0])], pad.answering else { return }
         modbus_set_slave(context, Int32(frame[0]))
-        reply(frame, headerLength: 1, pad: pad, context: context)
+        let length = reply(frame, headerLength: 1, pad: pad, context: context)
+        guard let paced, length > 0 else { return }
+        var bytes = [UInt8](repeating: 0, count: Int(length))
+        let count = read(paced.replies, &bytes, bytes.count)
+        if count > 0 { paced.transmitter.send(Array(bytes[0..<count]), notBefore: notBefore) }
     }
 
     // MARK: TCP
@@ -162,24 +200,42 @@ public final class MockModbusServer: Sendable {
 
     // MARK: Shared
 
-    /// Lets libmodbus answer from the pad's registers, then takes back what the request wrote.
-    private func reply(_ request: [UInt8], headerLength: Int, pad: any MockModbusUnit, context: OpaquePointer) {
+    /// Lets libmodbus answer from the pad's registers, then takes back what the request wrote; returns the length
+    /// libmodbus wrote (negative on failure).
+    @discardableResult
+    private func reply(
+        _ request: [UInt8], headerLength: Int, pad: any MockModbusUnit, context: OpaquePointer
+    ) -> Int32 {
         let registers = pad.registers
-        guard let mapping = modbus_mapping_new(0, 0, Int32(registers.count), 0) else { return }
+        guard let mapping = modbus_mapping_new(0, 0, Int32(registers.count), 0) else { return -1 }
         defer { modbus_mapping_free(mapping) }
         for (index, value) in registers.enumerated() { mapping.pointee.tab_registers[index] = value }
-        _ = modbus_reply(context, request, Int32(request.count), mapping)
+        let written = modbus_reply(context, request, Int32(request.count), mapping)
         let function = request[headerLength]
         if function == 0x06 || function == 0x10 {
             pad.accept(writtenRegisters: (0..<registers.count).map { mapping.pointee.tab_registers[$0] })
         }
         answered.add(1, ordering: .relaxed)
+        return written
     }
 
     private func wait(readable fd: Int32, milliseconds: Int32) -> Bool {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&entry, 1, milliseconds) > 0
     }
+}
+
+/// A paced RTU line's reply path: libmodbus writes into a pipe, the transmitter paces the bytes onto the line.
+private struct PacedReplies: Sendable {
+    let pacing: WirePacing
+    /// The pipe's read end, where the server picks up each reply.
+    let replies: Int32
+    /// The pipe's write end, libmodbus's socket.
+    let libmodbusEnd: Int32
+    let transmitter: PacedTransmitter
+
+    var characterTime: Int64 { pacing.characterNanoseconds }
+    var frameGap: Int64 { pacing.frameGapNanoseconds }
 }
 
 /// Moves a libmodbus context into the server thread that alone uses it.
