@@ -165,10 +165,15 @@ final class PacedTransmitter: Sendable {
             guard let (bytes, notBefore) = next else {
                 if running { continue } else { return }
             }
-            // A thread that picks the frame up late starts it late rather than bursting bytes to catch up.
-            let start = max(notBefore, lineFreeAt, MonotonicClock.now() - characterTime)
+            var start = max(notBefore, lineFreeAt)
             for (index, byte) in bytes.enumerated() {
-                MonotonicClock.wait(until: start + Int64(index + 1) * characterTime, spinning: spin)
+                let due = start + Int64(index + 1) * characterTime
+                MonotonicClock.wait(until: due, spinning: spin)
+                // Held up by the scheduler (a loaded machine), the rest of the frame moves later, as a UART resumes
+                // at its own pace, rather than bursting to catch up; wake-up jitter (under a character or 0.5 ms)
+                // is caught up, so that it does not add up over a frame.
+                let lateness = MonotonicClock.now() - due
+                if lateness > max(characterTime, 500_000) { start += lateness }
                 guard running, writable(terminal.controller) else { return }
                 var value = byte
                 guard write(terminal.controller, &value, 1) == 1 else { break }

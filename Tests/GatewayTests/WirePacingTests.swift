@@ -8,6 +8,8 @@ import Testing
 @Suite(.serialized)
 struct WirePacingTests {
     private static let line9600 = WirePacing(baud: 9600)
+    /// For spreads: 10 % of a frame's wire time at 2400 baud is far more than a loaded machine delays one read.
+    private static let line2400 = WirePacing(baud: 2400)
 
     /// Read holding registers 0…31 of unit 7, with its CRC.
     private static let readEvaluatorBlock = withCRC([7, 0x03, 0, 0, 0, UInt8(MockModbusEvaluator.Register.count)])
@@ -57,14 +59,14 @@ struct WirePacingTests {
     }
 
     @Test func pacedModbusAnswerArrivesSpreadOverItsWireTime() async throws {
-        let server = try MockModbusServer.rtu(units: [7: MockModbusEvaluator(staffId: "A1234")], pacing: Self.line9600)
+        let server = try MockModbusServer.rtu(units: [7: MockModbusEvaluator(staffId: "A1234")], pacing: Self.line2400)
         defer { server.stop() }
 
         let exchange = try await Self.exchange(with: server, Self.readEvaluatorBlock, answerLength: Self.answerLength)
 
         try #require(exchange.bytes.count == Self.answerLength)
         let spread = try exchange.spread()
-        let minimum = Self.line9600.wireTime(characters: Self.answerLength - 1) * 0.9
+        let minimum = Self.line2400.wireTime(characters: Self.answerLength - 1) * 0.9
         #expect(spread >= minimum, "first to last answer byte took \(spread), the wire needs \(minimum)")
     }
 
@@ -91,9 +93,9 @@ struct WirePacingTests {
     }
 
     @Test func pacedLineSendsAnUnpromptedFrameAtWireSpeed() async throws {
-        let line = try MockLine(pacing: Self.line9600) { _ in [] }
+        let line = try MockLine(pacing: Self.line2400) { _ in [] }
         defer { line.stop() }
-        let frame = (0..<40).map { UInt8($0) }
+        let frame = (0..<64).map { UInt8($0) }
 
         let arrival = try await Self.onOwnThread {
             let host = try HostEnd(line.devicePath)
@@ -103,8 +105,8 @@ struct WirePacingTests {
         }
 
         #expect(arrival.bytes == frame)
-        #expect(try arrival.elapsed() >= Self.line9600.wireTime(characters: frame.count))
-        #expect(try arrival.spread() >= Self.line9600.wireTime(characters: frame.count - 1) * 0.9)
+        #expect(try arrival.elapsed() >= Self.line2400.wireTime(characters: frame.count))
+        #expect(try arrival.spread() >= Self.line2400.wireTime(characters: frame.count - 1) * 0.9)
     }
 
     @Test func pacedLineAnswersAfterTheRequestArrivedAndTheGap() async throws {
@@ -128,22 +130,41 @@ struct WirePacingTests {
         #expect(try arrival.elapsed() >= wireTime)
     }
 
-    @Test func pacedFF68BusSpreadsAKeyFrame() async throws {
+    @Test func pacedEchoingLineReturnsTheHostsBytesAsTheyCrossTheWire() async throws {
+        let line = try MockLine(echoing: true, pacing: Self.line2400) { _ in [] }
+        defer { line.stop() }
+        let request = (0..<64).map { UInt8($0) }
+
+        let arrival = try await Self.onOwnThread {
+            let host = try HostEnd(line.devicePath)
+            let sent = ContinuousClock.now
+            try host.write(request)
+            return Arrival(sent: sent, received: host.read(count: request.count, within: .seconds(5)))
+        }
+
+        #expect(arrival.bytes == request)
+        #expect(try arrival.elapsed() >= Self.line2400.wireTime(characters: request.count))
+        #expect(try arrival.spread() >= Self.line2400.wireTime(characters: request.count - 1) * 0.9)
+    }
+
+    @Test func pacedFF68BusSendsKeyFramesBackToBackAtWireSpeed() async throws {
         let slowLine = WirePacing(baud: 1200)
         let bus = try MockFF68Bus(pacing: slowLine)
         defer { bus.stop() }
-        let frame = FF68Frame.evaluatorKeyPress(address: 5, key: 1).encode()
+        let addresses: [UInt8] = [5, 6, 7, 8]
+        let frames = addresses.flatMap { FF68Frame.evaluatorKeyPress(address: $0, key: 1).encode() }
 
         let arrival = try await Self.onOwnThread {
             let host = try HostEnd(bus.devicePath)
             let sent = ContinuousClock.now
-            bus.pressEvaluatorKey(1, address: 5)
-            return Arrival(sent: sent, received: host.read(count: frame.count, within: .seconds(5)))
+            for address in addresses { bus.pressEvaluatorKey(1, address: address) }
+            return Arrival(sent: sent, received: host.read(count: frames.count, within: .seconds(5)))
         }
 
-        #expect(arrival.bytes == frame)
-        #expect(try arrival.elapsed() >= slowLine.wireTime(characters: frame.count))
-        #expect(try arrival.spread() >= slowLine.wireTime(characters: frame.count - 1) * 0.9)
+        // Four pads pressing at once: their frames follow each other whole, in order, never interleaved.
+        #expect(arrival.bytes == frames)
+        #expect(try arrival.elapsed() >= slowLine.wireTime(characters: frames.count))
+        #expect(try arrival.spread() >= slowLine.wireTime(characters: frames.count - 1) * 0.9)
     }
 
     // MARK: Helpers
