@@ -12,7 +12,7 @@ public final class Gateway: Service {
     private let buses: [any Bus]
     private let forwarders: [Forwarder]
     private let logger: Logger
-    private let onCommit: ModbusBus.CommitObserver
+    private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
     private let started = ContinuousClock.now
     /// Names this run's heartbeats: `heartbeat-<run>-<n>`.
@@ -21,7 +21,7 @@ public final class Gateway: Service {
     /// Sets up the outbox, sinks and buses. Fails only for what makes the whole gateway useless
     /// (an outbox that cannot be written, a profile that cannot be read); a missing port is not that.
     public init(config: GatewayConfig, profiles: ProfileLibrary, logger: Logger,
-                onCommit: @escaping ModbusBus.CommitObserver = { _ in }) throws {
+                onCommit: @escaping BusCommitter.Observer = { _ in }) throws {
         self.config = config
         self.logger = logger
         self.onCommit = onCommit
@@ -33,38 +33,20 @@ public final class Gateway: Service {
             Forwarder(outbox: outbox, sink: DeferredSink(config: sink, hallId: config.hall.id, logger: logger),
                       config: sink, logger: logger)
         }
-        var profileCache: [String: DeviceProfile] = [:]
+        var profileCache: [String: LoadedProfile] = [:]
         buses = try config.buses.compactMap { bus in
             let members = try config.devices.filter { $0.bus == bus.id }.map { device in
-                let profile = try profileCache[device.profile] ?? profiles.profile(named: device.profile)
-                profileCache[device.profile] = profile
-                return (device: device, profile: profile)
+                let loaded = try profileCache[device.profile] ?? profiles.load(named: device.profile)
+                profileCache[device.profile] = loaded
+                return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval)
             }
             guard !members.isEmpty else {
                 // Nothing to poll; opening the port would only hold it from a technician's tools.
                 logger.warning("bus \(bus.id) has no devices in the configuration; its port is left closed")
                 return nil
             }
-            switch bus.transport {
-            case .modbusRTU, .modbusTCP:
-                var pads: [ModbusEvaluatorDriver] = []
-                var boards: [ModbusBoardDriver] = []
-                for (device, profile) in members {
-                    switch profile {
-                    case .modbusEvaluator(let evaluator):
-                        pads.append(ModbusEvaluatorDriver(device: device, profile: evaluator, hallId: config.hall.id))
-                    case .modbusBoard(let board):
-                        boards.append(ModbusBoardDriver(device: device, profile: board, hallId: config.hall.id))
-                    default:
-                        throw GatewayError(.profileMismatch, "\(device.id): \(profile.model) is not a Modbus device (bus \(bus.id))")
-                    }
-                }
-                return ModbusBus(config: bus, hallId: config.hall.id, drivers: pads, boards: boards, outbox: outbox,
-                                 logger: logger, onCommit: onCommit) as any Bus
-            case .serial(let settings):
-                return try LineDrivers.bus(for: bus, settings: settings, members: members, hallId: config.hall.id,
-                                           outbox: outbox, logger: logger, onCommit: onCommit)
-            }
+            return try DriverRegistry.bus(for: bus, members: members, hallId: config.hall.id, outbox: outbox,
+                                          logger: logger, onCommit: onCommit)
         }
     }
 

@@ -22,4 +22,13 @@ public protocol FrameDecoder: Sendable {
 
     /// The most bytes the decoder ever holds back: the longest valid frame it accepts.
     var maximumBufferedBytes: Int { get }
+
+    /// Whole frames rejected for a wrong checksum so far (counted where a frame could start, not at every byte
+    /// the scan tries after it).
+    var checksumFailureCount: Int { get }
+}
+
+extension FrameDecoder {
+    /// Zero for decoders of frames without a checksum.
+    public var checksumFailureCount: Int { 0 }
 }

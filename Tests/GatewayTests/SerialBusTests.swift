@@ -4,10 +4,10 @@ import MockDevices
 import Protocols
 import Testing
 
-/// The serial bus with a minimal line protocol of the tests' own: `02 ADDR KIND VALUE 03`.
+/// The bus engine on a real pseudo-terminal, with a minimal line protocol of the tests' own: `02 ADDR KIND VALUE 03`.
 /// KIND 'K' is an unprompted key press (acknowledged with `06 ADDR`), 'S' a status answer to the poll
 /// `05 ADDR`, 'A' the answer to a display command `11 ADDR text… 00`.
-private struct TinyDecoder: FrameDecoder {
+struct TinyDecoder: FrameDecoder {
     private var buffer: [UInt8] = []
     var discardedByteCount = 0
     var bufferedByteCount: Int { buffer.count }
@@ -33,14 +33,18 @@ private struct TinyDecoder: FrameDecoder {
     }
 }
 
-private struct TinyDriver: LineDriver {
+struct TinyDriver: BusDriver {
     let devices: [DeviceConfig]
     let hallId = "h"
 
     func makeDecoder() -> TinyDecoder { TinyDecoder() }
 
-    mutating func pollRequests() -> [LineRequest] {
-        devices.map { LineRequest(device: $0.id, bytes: [0x05, UInt8($0.address)], expectsAnswer: true, purpose: "status") }
+    /// Devices that only speak unprompted.
+    var unprompted: Set<String> = []
+
+    mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
+        guard !unprompted.contains(device.id) else { return [] }
+        return [LineRequest(device: device.id, bytes: [0x05, UInt8(device.address)], expectsAnswer: true, purpose: "status")]
     }
 
     mutating func handle(_ frame: [UInt8], inFlight request: LineRequest?, at time: Date) -> LineReaction {
@@ -51,7 +55,9 @@ private struct TinyDriver: LineDriver {
                 id: "key-\(device.id)-\(frame[3])", source: EventSource.device(hall: hallId, device: device.id),
                 type: HallEventType.callerKeyPressed, time: time, subject: nil,
                 data: .callerKey(CallerKeyPressed(window: device.window ?? "", action: "call-next", key: Int(frame[3]))))
-            return LineReaction(events: [event], repliesAfterCommit: [[0x06, frame[1]]], from: device.id)
+            return LineReaction(events: [event], afterCommit: [LineRequest(device: device.id, bytes: [0x06, frame[1]], expectsAnswer: false, purpose: "acknowledge")], from: device.id)
+        case UInt8(ascii: "R"):
+            return LineReaction(from: device.id, answersRequest: request?.device == device.id, refusal: "refused with code \(frame[3])")
         default:
             return LineReaction(from: device.id, answersRequest: request?.device == device.id)
         }
@@ -119,11 +125,14 @@ private struct TinyDriver: LineDriver {
         }
     }
 
-    fileprivate func makeBus() -> SerialBus<TinyDriver> {
-        SerialBus(
-            config: BusConfig(id: "line", transport: .serial(SerialSettings(port: terminal.devicePath)),
-                              responseTimeout: .milliseconds(100), pollInterval: .milliseconds(100)),
-            settings: SerialSettings(port: terminal.devicePath), hallId: "h", driver: TinyDriver(devices: devices),
+    fileprivate func makeBus() -> BusEngine<TinyDriver> {
+        let settings = SerialSettings(port: terminal.devicePath)
+        let clock = SystemBusClock()
+        return BusEngine(
+            config: BusConfig(id: "line", transport: .serial(settings), responseTimeout: .milliseconds(100),
+                              pollInterval: .milliseconds(100)),
+            opener: SerialLinkOpener(settings: settings, clock: clock, label: "bus.line"), clock: clock,
+            timing: .serial(settings, modbusGap: false), hallId: "h", driver: TinyDriver(devices: devices),
             outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
     }
 

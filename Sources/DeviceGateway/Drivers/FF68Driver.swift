@@ -7,7 +7,7 @@ public import Protocols
 /// A repeat of a frame (the echo was lost, or the commit failed) gets the same event id as the first
 /// sighting, so the outbox keeps it once whichever of the two got committed. The sighting is committed as
 /// the device's cursor (frame hash, first-seen time), so a repeat heard after a restart is recognised too.
-public struct FF68Driver: LineDriver {
+public struct FF68Driver: BusDriver {
     /// How long an identical frame from the same device counts as a repeat, not a new key press: pads lock
     /// their keys for seconds after a press, while staff may press 呼叫 twice in two seconds on purpose.
     static func repeatWindow(_ member: Member) -> Duration {
@@ -28,7 +28,7 @@ public struct FF68Driver: LineDriver {
         /// Milliseconds since 1970 of the first sighting (the cursor's `consumed`; part of the event id).
         var firstSeen: Int64
         /// When it was last heard; nil for a sighting restored after a restart.
-        var lastSeen: ContinuousClock.Instant?
+        var lastSeen: Date?
     }
 
     public let devices: [DeviceConfig]
@@ -45,14 +45,15 @@ public struct FF68Driver: LineDriver {
     public func makeDecoder() -> FF68Decoder { FF68Decoder() }
 
     /// The bus has no poll: devices count as online from their first frame.
-    public mutating func pollRequests() -> [LineRequest] { [] }
+    public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] { [] }
 
     public mutating func handle(_ frame: FF68Frame, inFlight request: LineRequest?, at time: Date) -> LineReaction {
         guard let (device, member) = members[Int(frame.address)] else {
             // Not ours (or a host frame heard back on a two-wire bus): no echo, so its owner still gets it.
             return LineReaction()
         }
-        let acknowledgement = [frame.acknowledgement.encode()]
+        let acknowledgement = [LineRequest(device: device.id, bytes: frame.acknowledgement.encode(), expectsAnswer: false,
+                                           purpose: "acknowledge")]
         let source = EventSource.device(hall: hallId, device: device.id)
         let subject = device.window.map(EventSource.windowSubject)
         let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
@@ -62,14 +63,14 @@ public struct FF68Driver: LineDriver {
                 return LineReaction(from: device.id)
             }
             if profile.noVerdictCodes.contains(code) {
-                return LineReaction(repliesAfterCommit: acknowledgement, from: device.id)
+                return LineReaction(afterCommit: acknowledgement, from: device.id)
             }
             guard let key = profile.scale.key(forCode: code) else {
                 let fault = DeviceFault(fault: "unknown-key", detail: "key code \(code) is not in profile \(profile.model); rating skipped")
                 return LineReaction(
                     events: [CloudEvent(id: id, source: source, type: HallEventType.deviceFault, time: time, subject: subject,
                                         data: .deviceFault(fault))],
-                    cursors: [cursor], repliesAfterCommit: acknowledgement, from: device.id)
+                    cursors: [cursor], afterCommit: acknowledgement, from: device.id)
             }
             // The pad shows no staff id on this bus; the window says whose service it was.
             let rating = RatingSubmitted(
@@ -78,18 +79,18 @@ public struct FF68Driver: LineDriver {
             return LineReaction(
                 events: [CloudEvent(id: id, source: source, type: HallEventType.ratingSubmitted, time: time,
                                     subject: subject, data: .rating(rating))],
-                cursors: [cursor], repliesAfterCommit: acknowledgement, from: device.id)
+                cursors: [cursor], afterCommit: acknowledgement, from: device.id)
         case .caller(let profile):
             guard frame.evaluatorKey == nil, let last = frame.data.last else { return LineReaction(from: device.id) }
             guard let action = profile.action(forKeys: frame.data) else {
                 // A key the queue system gives no meaning (digits, 一米线): echoed so the caller stops repeating.
-                return LineReaction(repliesAfterCommit: acknowledgement, from: device.id)
+                return LineReaction(afterCommit: acknowledgement, from: device.id)
             }
             let key = CallerKeyPressed(window: device.window ?? "", action: action, key: Int(last))
             return LineReaction(
                 events: [CloudEvent(id: id, source: source, type: HallEventType.callerKeyPressed, time: time,
                                     subject: subject, data: .callerKey(key))],
-                cursors: [cursor], repliesAfterCommit: acknowledgement, from: device.id)
+                cursors: [cursor], afterCommit: acknowledgement, from: device.id)
         }
     }
 
@@ -132,19 +133,18 @@ public struct FF68Driver: LineDriver {
         -> (id: String, cursor: DeviceCursor)
     {
         let hash = Self.fnv1a(frame.encode())
-        let now = ContinuousClock.now
         let nowMillis = Int64((time.timeIntervalSince1970 * 1000).rounded())
         let window = Self.repeatWindow(member)
         var current: Sighting
         // After a restart only the first sighting is known: the window runs from it.
         if let last = sightings[device.id], last.frameHash == hash,
-           last.lastSeen.map({ now - $0 < window }) ?? (nowMillis - last.firstSeen < Int64(window / .milliseconds(1))) {
+           last.lastSeen.map({ time.timeIntervalSince($0) < Double(window / .milliseconds(1)) / 1000 }) ?? (nowMillis - last.firstSeen < Int64(window / .milliseconds(1))) {
             current = last
-            current.lastSeen = now
+            current.lastSeen = time
         } else {
             // Strictly after the previous sighting, so two presses in one millisecond still get two ids.
             let firstSeen = max(nowMillis, (sightings[device.id]?.firstSeen ?? 0) + 1)
-            current = Sighting(frameHash: hash, firstSeen: firstSeen, lastSeen: now)
+            current = Sighting(frameHash: hash, firstSeen: firstSeen, lastSeen: time)
         }
         sightings[device.id] = current
         return ("ff68-\(device.id)-\(current.firstSeen)",

@@ -3,7 +3,7 @@ public import Protocols
 
 /// Onbon BX-5/BX-6 call boards: pinged each poll, calls written into the profile's dynamic area.
 /// Every answered command becomes a `hall.board.acknowledged` event with the controller's verdict.
-public struct OnbonDriver: LineDriver {
+public struct OnbonDriver: BusDriver {
     public let devices: [DeviceConfig]
     private let profiles: [String: OnbonBoardProfile]
     private let hallId: String
@@ -16,12 +16,10 @@ public struct OnbonDriver: LineDriver {
 
     public func makeDecoder() -> OnbonDecoder { OnbonDecoder() }
 
-    public mutating func pollRequests() -> [LineRequest] {
-        devices.compactMap { device in
-            (try? OnbonPacket.request(OnbonRequest(.ping), to: UInt16(device.address)).encode()).map {
-                LineRequest(device: device.id, bytes: $0, expectsAnswer: true, purpose: "ping")
-            }
-        }
+    public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
+        (try? OnbonPacket.request(OnbonRequest(.ping), to: UInt16(device.address)).encode()).map {
+            [LineRequest(device: device.id, bytes: $0, expectsAnswer: true, purpose: "ping")]
+        } ?? []
     }
 
     public mutating func handle(_ packet: OnbonPacket, inFlight request: LineRequest?, at time: Date) -> LineReaction {

@@ -5,7 +5,7 @@ public import Protocols
 /// turns it on, reported unprompted by automatic status back); tickets built from `HallCommand.Ticket`.
 ///
 /// An event goes out only when the printer's condition changes, not on every poll.
-public struct PrinterDriver: LineDriver {
+public struct PrinterDriver: BusDriver {
     public let devices: [DeviceConfig]
     private let device: DeviceConfig
     private let profile: PrinterProfile
@@ -27,7 +27,7 @@ public struct PrinterDriver: LineDriver {
     /// A reopened line may lead to a power-cycled printer: turn automatic status back on again.
     public mutating func lineOpened() { automaticStatusRequested = false }
 
-    public mutating func pollRequests() -> [LineRequest] {
+    public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
         var requests: [LineRequest] = []
         if profile.automaticStatusBack && !automaticStatusRequested {
             // Once per start; the printer answers with its current status straight away.

@@ -5,7 +5,7 @@ public import Protocols
 ///
 /// The protocol has no checksum, no poll and no acknowledgement: a box counts as online from its first
 /// key, and a key press is committed as it arrives. The box's lamp follows the commands of the queue system.
-public struct QSystemDriver: LineDriver {
+public struct QSystemDriver: BusDriver {
     enum Member: Sendable {
         case box(CallerProfile)
         case board(NumberBoardProfile)
@@ -23,7 +23,7 @@ public struct QSystemDriver: LineDriver {
 
     public func makeDecoder() -> QSystemBoxDecoder { QSystemBoxDecoder() }
 
-    public mutating func pollRequests() -> [LineRequest] { [] }
+    public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] { [] }
 
     public mutating func handle(_ frame: QSystemKeyFrame, inFlight request: LineRequest?, at time: Date) -> LineReaction {
         guard let (device, member) = members[Int(frame.address)], case .box(let profile) = member else {

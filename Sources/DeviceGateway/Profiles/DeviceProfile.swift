@@ -97,6 +97,14 @@ public struct ModbusEvaluatorProfile: Sendable, Equatable {
     public var scale: RatingScale
 }
 
+/// A profile as read from its file: the family's description, and the settings every family shares.
+public struct LoadedProfile: Sendable, Equatable {
+    /// The family's description of the model.
+    public var profile: DeviceProfile
+    /// How often a device of this model is polled (`poll-interval-ms`); nil: the bus's poll interval.
+    public var pollInterval: Duration?
+}
+
 /// The folder of device profiles.
 public struct ProfileLibrary: Sendable {
     /// The folder.
@@ -110,6 +118,11 @@ public struct ProfileLibrary: Sendable {
 
     /// Reads and checks one profile.
     public func profile(named name: String) throws(ConfigError) -> DeviceProfile {
+        try load(named: name).profile
+    }
+
+    /// Reads and checks one profile, with the settings every family shares.
+    public func load(named name: String) throws(ConfigError) -> LoadedProfile {
         let file = path(of: name)
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
             throw ConfigError(issues: [ConfigIssue(file: file, key: "", message: "no profile '\(name)' (file missing or unreadable)")])
@@ -122,6 +135,8 @@ public struct ProfileLibrary: Sendable {
         let family = fields.choice("family", ProfileFamily.allCases.map(\.rawValue), required: true)
             .flatMap(ProfileFamily.init(rawValue:))
         _ = fields.string("description")
+        // How often the bus polls a device of this model; the bus's poll interval when absent.
+        let pollInterval = fields.int("poll-interval-ms", in: 0...3_600_000).map { Duration.milliseconds($0) }
         var profile: DeviceProfile?
         if let family, let model {
             let parsing = ProfileParsing(model: model, fields: fields, reader: reader)
@@ -138,7 +153,7 @@ public struct ProfileLibrary: Sendable {
         }
         fields.rejectUnknownKeys()
         guard reader.issues.isEmpty, let profile else { throw ConfigError(issues: reader.issues) }
-        return profile
+        return LoadedProfile(profile: profile, pollInterval: pollInterval)
     }
 
     private static func modbusEvaluator(model: String, fields: YAMLReader.Fields, reader: YAMLReader)

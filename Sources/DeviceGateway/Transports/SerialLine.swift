@@ -7,7 +7,8 @@ import Foundation
 /// its bus actor alone uses it, on the bus's own queue, where blocking in `poll` is allowed.
 final class SerialLine: @unchecked Sendable {
     let path: String
-    private let fd: Int32
+    /// -1 once closed.
+    private var fd: Int32
 
     init(settings: SerialSettings) throws(GatewayError) {
         path = settings.port
@@ -20,7 +21,7 @@ final class SerialLine: @unchecked Sendable {
         var attributes = termios()
         guard tcgetattr(fd, &attributes) == 0 else {
             let reason = String(cString: strerror(errno))
-            close(fd)
+            Foundation.close(fd)
             throw GatewayError(.portUnavailable, "\(settings.port) is not a serial port: \(reason)")
         }
         cfmakeraw(&attributes)
@@ -37,13 +38,20 @@ final class SerialLine: @unchecked Sendable {
         if settings.stopBits == 2 { attributes.c_cflag |= tcflag_t(CSTOPB) }
         guard tcsetattr(fd, TCSANOW, &attributes) == 0 else {
             let reason = String(cString: strerror(errno))
-            close(fd)
+            Foundation.close(fd)
             throw GatewayError(.portUnavailable, "cannot configure \(settings.port): \(reason)")
         }
         tcflush(fd, TCIOFLUSH)
     }
 
-    deinit { close(fd) }
+    deinit { close() }
+
+    /// Closes the line; reads and writes fail from then on.
+    func close() {
+        guard fd >= 0 else { return }
+        Foundation.close(fd)
+        fd = -1
+    }
 
     /// Writes all bytes, waiting for the driver's buffer when it is full.
     func write(_ bytes: [UInt8]) throws(GatewayError) {

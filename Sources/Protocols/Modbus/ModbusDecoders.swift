@@ -13,9 +13,14 @@ public struct ModbusRTUDecoder: FrameDecoder {
     /// The longest RTU frame: 256 bytes.
     public var maximumBufferedBytes: Int { ModbusRTUFrame.maximumLength }
 
+    /// Frames of a plausible length whose CRC did not match, counted at frame boundaries.
+    public private(set) var checksumFailureCount = 0
+
     private var buffer = ModbusReceiveBuffer()
     /// Buffered bytes the candidate at the head needs before it is worth looking at again.
     private var needed = 1
+    /// Whether the head of the buffer follows a whole frame or a silence, where a frame must start.
+    private var atFrameBoundary = true
 
     /// A decoder for the frames `role` receives.
     public init(role: ModbusRole) {
@@ -25,6 +30,8 @@ public struct ModbusRTUDecoder: FrameDecoder {
     /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusRTUFrame] {
         var frames: [ModbusRTUFrame] = []
+        // Bytes arriving on an empty buffer start a new burst: where a frame starts.
+        if buffer.count == 0 { atFrameBoundary = true }
         // One byte at a time, so the buffer never holds more than the candidate frame it is waiting for.
         for byte in bytes {
             buffer.append(byte)
@@ -55,12 +62,20 @@ public struct ModbusRTUDecoder: FrameDecoder {
                 if let frame = checkedFrame(length: length) {
                     frames.append(frame)
                     buffer.consume(length)
+                    atFrameBoundary = true
                 } else {
+                    if atFrameBoundary, !hasValidCRC(length: length) { checksumFailureCount += 1 }
                     dropOneByte()
                 }
             }
         }
         needed = 1
+        if lineIsQuiet { atFrameBoundary = true }
+    }
+
+    private func hasValidCRC(length: Int) -> Bool {
+        let crc = Checksum.crc16Modbus(buffer.slice(from: 0, count: length - 2))
+        return buffer[length - 2] == UInt8(crc & 0xFF) && buffer[length - 1] == UInt8(crc >> 8)
     }
 
     /// The whole frame length of the candidate at the head, as far as the buffered bytes tell.
@@ -89,6 +104,7 @@ public struct ModbusRTUDecoder: FrameDecoder {
     private mutating func dropOneByte() {
         buffer.consume(1)
         discardedByteCount += 1
+        atFrameBoundary = false
     }
 }
 

@@ -1,7 +1,7 @@
 public import Foundation
 public import Protocols
 
-/// One request on a raw serial line.
+/// One request on a bus: bytes for the wire, and whether an answer is awaited.
 public struct LineRequest: Sendable, Equatable {
     /// The device addressed.
     public var device: String
@@ -31,52 +31,64 @@ public struct LineReaction: Sendable {
     public var events: [CloudEvent]
     /// Device cursors to commit with them (what the driver must remember across a restart).
     public var cursors: [DeviceCursor]
-    /// Bytes to send once the events are committed (acknowledgements: never before the commit).
-    public var repliesAfterCommit: [[UInt8]]
+    /// Requests to send once the events are committed (acknowledgements: never before the commit).
+    public var afterCommit: [LineRequest]
     /// The device the frame came from, if known: it counts as answering.
     public var from: String?
     /// Whether the frame answers the request in flight.
     public var answersRequest: Bool
+    /// False when the device answered but says it is not in service.
+    public var ready: Bool
+    /// The device refused the request (a Modbus exception, a board's error code): what it said.
+    public var refusal: String?
 
     /// Creates a reaction.
-    public init(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], repliesAfterCommit: [[UInt8]] = [],
-                from: String? = nil, answersRequest: Bool = false) {
+    public init(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = [],
+                from: String? = nil, answersRequest: Bool = false, ready: Bool = true, refusal: String? = nil) {
         self.events = events
         self.cursors = cursors
-        self.repliesAfterCommit = repliesAfterCommit
+        self.afterCommit = afterCommit
         self.from = from
         self.answersRequest = answersRequest
+        self.ready = ready
+        self.refusal = refusal
     }
 }
 
-/// A device family on a raw serial line (ESC/POS, Onbon BX, FF 68, QSystem): how to poll it, what its
-/// frames mean, how commands become frames. Pure: the `SerialBus` does the I/O and the commits.
-public protocol LineDriver: Sendable {
+/// A device family as the bus engine drives it: how to poll each device, what its frames mean, how commands
+/// become frames, what to acknowledge after the commit. Pure: the `BusEngine` does the I/O, the timing and the
+/// commits, and knows no family. Every family implements this, Modbus pads and boards included.
+public protocol BusDriver: Sendable {
     associatedtype Decoder: FrameDecoder
 
-    /// The devices on the line.
+    /// The devices on the bus.
     var devices: [DeviceConfig] { get }
 
-    /// A decoder for the line, fresh after every reopen.
+    /// A decoder for the bus, fresh after every reopen.
     func makeDecoder() -> Decoder
 
-    /// Requests for one poll cycle, sent one at a time.
-    mutating func pollRequests() -> [LineRequest]
+    /// The requests of one poll of `device`; empty for a device that only speaks unprompted.
+    mutating func pollRequests(for device: DeviceConfig) -> [LineRequest]
 
     /// A frame arrived; `request` is the request in flight, if any.
     mutating func handle(_ frame: Decoder.Frame, inFlight request: LineRequest?, at time: Date) -> LineReaction
 
-    /// The frames that carry out a command on one device.
-    func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest]
+    /// The frames that carry out a command on one device, sent in order, each awaiting its answer if it expects one.
+    mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest]
 
-    /// The cursors committed for the line's devices before this start.
+    /// Whether the driver must have heard from `device` in this run before it can build a command for it
+    /// (a Modbus board's command counter continues from what the board acknowledged).
+    func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool
+
+    /// The cursors committed for the bus's devices before this start.
     mutating func restore(_ cursors: [DeviceCursor])
 
-    /// The line was opened (again): its devices may have been power-cycled meanwhile.
+    /// The link was opened (again): its devices may have been power-cycled meanwhile.
     mutating func lineOpened()
 }
 
-extension LineDriver {
+extension BusDriver {
+    public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool { false }
     public mutating func restore(_ cursors: [DeviceCursor]) {}
     public mutating func lineOpened() {}
 }

@@ -9,6 +9,10 @@ public struct DeviceState: Sendable, Equatable {
     public var online: Bool?
     /// When it last answered or spoke.
     public var lastSeen: Date?
+    /// Why it is offline, while it is.
+    public var offlineReason: String?
+    /// What passed on the wire with it.
+    public var counters = DeviceCounters()
 }
 
 /// Online/offline bookkeeping for the devices of one bus: an event on every change, none otherwise.
@@ -20,6 +24,7 @@ struct DeviceHealth {
         var online: Bool?
         var misses = 0
         var lastSeen: Date?
+        var reason: String?
     }
 
     let busId: String
@@ -57,13 +62,20 @@ struct DeviceHealth {
     func states(of devices: [DeviceConfig]) -> [DeviceState] {
         devices.map { device in
             DeviceState(device: device.id, bus: busId, online: states[device.id]?.online,
-                        lastSeen: states[device.id]?.lastSeen)
+                        lastSeen: states[device.id]?.lastSeen, offlineReason: offlineReason(device.id))
         }
     }
+
+    /// Whether the device is reported offline.
+    func isOffline(_ id: String) -> Bool { states[id]?.online == false }
+
+    /// Why the device is offline, while it is.
+    func offlineReason(_ id: String) -> String? { isOffline(id) ? states[id]?.reason ?? "not answering" : nil }
 
     private mutating func change(_ device: DeviceConfig, online: Bool, reason: String, at time: Date) -> [CloudEvent] {
         guard states[device.id, default: State()].online != online else { return [] }
         states[device.id, default: State()].online = online
+        states[device.id, default: State()].reason = online ? nil : reason
         if online {
             logger.debug("device \(device.id) online")
         } else {
@@ -81,11 +93,14 @@ struct DeviceHealth {
 
 /// Commits a bus's events and reports what was new; a failed commit is logged and reported as false,
 /// so the bus acknowledges nothing and the devices keep their data for the next try.
-struct BusCommitter: Sendable {
+public struct BusCommitter: Sendable {
     let busId: String
     let outbox: Outbox
     let logger: Logger
-    let onCommit: ModbusBus.CommitObserver
+    let onCommit: Observer
+
+    /// What the gateway hears after each commit: the events that were new to the outbox.
+    public typealias Observer = @Sendable ([CloudEvent]) -> Void
 
     /// Events a bus keeps in memory while the outbox refuses commits (a full disk); past this the oldest go, loudly.
     static let maximumUncommitted = 100_000
@@ -109,13 +124,11 @@ struct BusCommitter: Sendable {
 struct ConnectionReporter {
     let busId: String
     let logger: Logger
-    let retryDelay: Duration
     private(set) var lastError: String?
 
-    init(busId: String, logger: Logger, retryDelay: Duration) {
+    init(busId: String, logger: Logger) {
         self.busId = busId
         self.logger = logger
-        self.retryDelay = retryDelay
     }
 
     mutating func opened(_ endpoint: String) {
@@ -123,8 +136,8 @@ struct ConnectionReporter {
         lastError = nil
     }
 
-    mutating func failed(_ message: String) {
-        if lastError != message { logger.error("bus \(busId): \(message); retrying every \(retryDelay)") }
+    mutating func failed(_ message: String, retry: Duration) {
+        if lastError != message { logger.error("bus \(busId): \(message); retrying, first in \(retry), then less often") }
         lastError = message
     }
 }

@@ -1,0 +1,307 @@
+public import Foundation
+public import Protocols
+
+/// How Modbus requests go on the wire and replies come off it.
+public enum ModbusFraming: Sendable, Equatable {
+    /// Address, PDU, CRC-16 on a serial line.
+    case rtu
+    /// MBAP header (transaction id, unit id), PDU on a TCP connection.
+    case tcp
+}
+
+/// A Modbus reply as a bus reads it, from either framing.
+public struct ModbusReply: Sendable, Equatable {
+    /// The RTU address or TCP unit id.
+    public var unit: UInt8
+    /// The MBAP transaction id (TCP only).
+    public var transactionId: UInt16?
+    /// The response.
+    public var message: ModbusMessage
+}
+
+/// The client-side decoder of either framing.
+public struct ModbusReplyDecoder: FrameDecoder {
+    private enum Inner: Sendable {
+        case rtu(ModbusRTUDecoder)
+        case tcp(ModbusTCPDecoder)
+    }
+
+    private var inner: Inner
+
+    /// A decoder for replies in `framing`.
+    public init(framing: ModbusFraming) {
+        inner = switch framing {
+        case .rtu: .rtu(ModbusRTUDecoder(role: .client))
+        case .tcp: .tcp(ModbusTCPDecoder(role: .client))
+        }
+    }
+
+    public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusReply] {
+        switch inner {
+        case .rtu(var decoder):
+            defer { inner = .rtu(decoder) }
+            return decoder.decode(bytes).map { ModbusReply(unit: $0.address, message: $0.message) }
+        case .tcp(var decoder):
+            defer { inner = .tcp(decoder) }
+            return decoder.decode(bytes).map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
+        }
+    }
+
+    public mutating func flush() -> [ModbusReply] {
+        switch inner {
+        case .rtu(var decoder):
+            defer { inner = .rtu(decoder) }
+            return decoder.flush().map { ModbusReply(unit: $0.address, message: $0.message) }
+        case .tcp(var decoder):
+            defer { inner = .tcp(decoder) }
+            return decoder.flush().map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
+        }
+    }
+
+    public var discardedByteCount: Int {
+        switch inner {
+        case .rtu(let decoder): decoder.discardedByteCount
+        case .tcp(let decoder): decoder.discardedByteCount
+        }
+    }
+
+    public var bufferedByteCount: Int {
+        switch inner {
+        case .rtu(let decoder): decoder.bufferedByteCount
+        case .tcp(let decoder): decoder.bufferedByteCount
+        }
+    }
+
+    public var maximumBufferedBytes: Int {
+        switch inner {
+        case .rtu(let decoder): decoder.maximumBufferedBytes
+        case .tcp(let decoder): decoder.maximumBufferedBytes
+        }
+    }
+
+    public var checksumFailureCount: Int {
+        switch inner {
+        case .rtu(let decoder): decoder.checksumFailureCount
+        case .tcp: 0
+        }
+    }
+}
+
+/// Modbus evaluator pads and window boards on one RTU line or TCP endpoint.
+///
+/// A poll reads the device's register block; a pad's new ratings are acknowledged (its acknowledge register
+/// written) only after they are committed; a board's command is its text, mode and counter writes.
+public struct ModbusDriver: BusDriver {
+    public let devices: [DeviceConfig]
+    private let framing: ModbusFraming
+    private let timing: (pollInterval: Duration, responseTimeout: Duration)
+    private var pads: [String: Pad] = [:]
+    private var boards: [String: ModbusBoardDriver] = [:]
+    private var transactionId: UInt16 = 0
+    /// Board commands whose writes are going out: their counter write's answer makes them pending.
+    private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
+
+    private struct Pad {
+        var driver: ModbusEvaluatorDriver
+        /// How far the pad's ratings were read (committed, or held by the bus until a commit succeeds).
+        var cursor: DeviceCursor?
+        /// The cursor last handed to the bus, so an unchanged one is not committed again.
+        var reportedCursor: DeviceCursor?
+        /// When it was last read in this run.
+        var lastReadAt: Date?
+    }
+
+    /// The family's members, checked.
+    public enum Member: Sendable {
+        case pad(ModbusEvaluatorProfile)
+        case board(ModbusBoardProfile)
+    }
+
+    /// Creates the driver for the members of one Modbus bus.
+    public init(members: [(device: DeviceConfig, member: Member)], framing: ModbusFraming, hallId: String,
+                pollInterval: Duration, responseTimeout: Duration) {
+        devices = members.map(\.device)
+        self.framing = framing
+        timing = (pollInterval, responseTimeout)
+        for (device, member) in members {
+            switch member {
+            case .pad(let profile):
+                pads[device.id] = Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId))
+            case .board(let profile):
+                boards[device.id] = ModbusBoardDriver(device: device, profile: profile, hallId: hallId)
+            }
+        }
+    }
+
+    public func makeDecoder() -> ModbusReplyDecoder { ModbusReplyDecoder(framing: framing) }
+
+    public mutating func restore(_ cursors: [DeviceCursor]) {
+        for cursor in cursors where pads[cursor.device] != nil {
+            pads[cursor.device]?.cursor = cursor
+            pads[cursor.device]?.reportedCursor = cursor
+        }
+    }
+
+    public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
+        let block = pads[device.id]?.driver.profile.block ?? boards[device.id]?.profile.block
+        guard let block else { return [] }
+        return [request(.readHoldingRegisters(start: UInt16(block.start), count: UInt16(block.count)), to: device,
+                        purpose: "poll")]
+    }
+
+    public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool {
+        boards[device.id].map { $0.lastCounter == nil } ?? false
+    }
+
+    public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
+        guard var board = boards[device.id] else {
+            throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")
+        }
+        let prepared = try board.prepare(command)
+        // The counter must differ from what the board already acknowledged: the bus polled it first.
+        let counter = board.counterWrite()
+        boards[device.id] = board
+        writing[device.id] = (prepared, counter)
+        return (prepared.writes + [counter]).map { write in
+            request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device, purpose: command.name)
+        }
+    }
+
+    public mutating func handle(_ reply: ModbusReply, inFlight request: LineRequest?, at time: Date) -> LineReaction {
+        // Only the answer to the request in flight counts: a late answer to an earlier one is not this one's.
+        guard let request, let sent = Self.parse(request.bytes, framing: framing), sent.unit == reply.unit,
+              sent.transactionId == reply.transactionId, case .response(let response) = reply.message
+        else { return LineReaction() }
+        let device = request.device
+        if case .exception(let function, let code) = response {
+            return LineReaction(from: device, answersRequest: true,
+                                refusal: "Modbus exception \(code.rawValue) (\(Self.describe(code))) to function \(function.rawValue)")
+        }
+        switch (sent.request, response) {
+        case (.readHoldingRegisters, .readHoldingRegisters(let values)):
+            if pads[device] != nil { return padRead(device, registers: values, at: time) }
+            guard var board = boards[device] else { return LineReaction() }
+            let reading = board.interpret(registers: values, at: time)
+            boards[device] = board
+            return LineReaction(events: reading.events, from: device, answersRequest: true, ready: reading.ready)
+        case (.writeMultipleRegisters(let start, _), .writeMultipleRegisters):
+            if let command = writing[device], Int(start) == command.counter.start {
+                boards[device]?.written(command.command, counter: command.counter)
+                writing[device] = nil
+            }
+            return LineReaction(from: device, answersRequest: true)
+        case (.writeSingleRegister, .writeSingleRegister):
+            return LineReaction(from: device, answersRequest: true)
+        default:
+            return LineReaction(from: device, answersRequest: true, refusal: "answered function \(response.functionCode.rawValue), not the one asked")
+        }
+    }
+
+    private mutating func padRead(_ id: String, registers: [UInt16], at time: Date) -> LineReaction {
+        guard var pad = pads[id] else { return LineReaction() }
+        let reading = pad.driver.interpret(registers: registers, cursor: pad.cursor, at: time)
+        let faults = faults(in: reading, driver: pad.driver, lastReadAt: pad.lastReadAt, at: time)
+        // What was read is held (committed now, or by the bus until a commit succeeds): the next read counts as
+        // lost only what the pad overwrote before anyone read it.
+        pad.cursor = reading.cursor
+        pad.lastReadAt = time
+        var cursors: [DeviceCursor] = []
+        if pad.reportedCursor != reading.cursor {
+            cursors = [reading.cursor]
+            pad.reportedCursor = reading.cursor
+        }
+        pads[id] = pad
+        var acknowledgements: [LineRequest] = []
+        let acknowledge = UInt16(truncatingIfNeeded: reading.cursor.consumed)
+        if reading.acknowledged != acknowledge {
+            acknowledgements.append(request(
+                .writeSingleRegister(address: UInt16(pad.driver.profile.acknowledgeRegister), value: acknowledge),
+                to: pad.driver.device, purpose: "acknowledge"))
+        }
+        return LineReaction(events: reading.events + faults, cursors: cursors, afterCommit: acknowledgements, from: id,
+                            answersRequest: true, ready: reading.ready)
+    }
+
+    /// Lost and unmapped ratings, and a restarted counter, become fault events for the duty officer.
+    private func faults(in reading: ModbusEvaluatorDriver.Reading, driver: ModbusEvaluatorDriver, lastReadAt: Date?,
+                        at time: Date) -> [CloudEvent] {
+        var faults: [(id: String, fault: DeviceFault)] = []
+        if reading.lost > 0 {
+            let ring = driver.profile.keyRing.count
+            let cause: String
+            if let lastReadAt {
+                let milliseconds = Int((time.timeIntervalSince(lastReadAt) * 1000).rounded())
+                let usual = Double((timing.pollInterval * 3 + timing.responseTimeout * 3) / .milliseconds(1))
+                cause = Double(milliseconds) > usual
+                    ? "the pad could not be read for \(milliseconds / 1000) s and more came in meanwhile than it keeps (\(ring))"
+                    : "more came in between two polls (\(milliseconds) ms apart) than the pad keeps (\(ring))"
+            } else {
+                cause = "more came in than the pad keeps (\(ring)) while the gateway was not reading it (stopped or restarting)"
+            }
+            let last = reading.cursor.consumed - Int64(reading.events.count + reading.unknownKeys.count)
+            let first = last - reading.lost + 1
+            // The same loss read again after a crash has the same numbers, so the same id.
+            let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
+            faults.append(("ratings-lost-\(power)-\(first)-\(last)", DeviceFault(
+                fault: "ratings-lost", detail: "\(reading.lost) ratings lost (numbers \(first)–\(last)): \(cause)",
+                count: reading.lost)))
+        }
+        if let previous = reading.restartedFrom {
+            // Once per restart: its id names the boot id and the restart.
+            faults.append(("counter-restart-\(String(reading.cursor.bootId, radix: 16))-\(reading.cursor.restarts)", DeviceFault(
+                fault: "counter-restarted",
+                detail: "the pad's rating counter went back from \(previous % 65536) to \(reading.cursor.consumed) under the "
+                    + "same boot id \(String(reading.cursor.bootId, radix: 16)): it restarted; its new ratings are taken "
+                    + "from its acknowledge register")))
+        }
+        for code in reading.unknownKeys {
+            faults.append((UUID().uuidString.lowercased(), DeviceFault(
+                fault: "unknown-key", detail: "key code \(code) is not in profile \(driver.profile.model); rating skipped")))
+        }
+        return faults.map { id, fault in
+            CloudEvent(id: id, source: driver.source, type: HallEventType.deviceFault, time: time,
+                       subject: driver.device.window.map(EventSource.windowSubject), data: .deviceFault(fault))
+        }
+    }
+
+    private mutating func request(_ pdu: ModbusRequest, to device: DeviceConfig, purpose: String) -> LineRequest {
+        let unit = UInt8(truncatingIfNeeded: device.address)
+        let bytes: [UInt8]
+        switch framing {
+        case .rtu:
+            bytes = (try? ModbusRTUFrame(address: unit, request: pdu).encode()) ?? []
+        case .tcp:
+            transactionId &+= 1
+            bytes = (try? ModbusTCPFrame(transactionId: transactionId, unitId: unit, request: pdu).encode()) ?? []
+        }
+        return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose)
+    }
+
+    /// The request a frame we sent carries; the driver reads its own frames back rather than keep a second record.
+    static func parse(_ bytes: [UInt8], framing: ModbusFraming) -> (unit: UInt8, transactionId: UInt16?, request: ModbusRequest)? {
+        switch framing {
+        case .rtu:
+            guard bytes.count >= 4, let request = ModbusRequest(pdu: bytes[1..<(bytes.count - 2)]) else { return nil }
+            return (bytes[0], nil, request)
+        case .tcp:
+            guard bytes.count > ModbusTCPFrame.headerLength,
+                  let request = ModbusRequest(pdu: bytes[ModbusTCPFrame.headerLength...])
+            else { return nil }
+            return (bytes[6], UInt16(bytes[0]) << 8 | UInt16(bytes[1]), request)
+        }
+    }
+
+    static func describe(_ code: ModbusExceptionCode) -> String {
+        switch code {
+        case .illegalFunction: "illegal function"
+        case .illegalDataAddress: "illegal data address: the profile's registers are not this device's"
+        case .illegalDataValue: "illegal data value"
+        case .serverDeviceFailure: "device failure"
+        case .acknowledge: "acknowledge, busy with a long operation"
+        case .serverDeviceBusy: "device busy"
+        case .gatewayPathUnavailable: "gateway path unavailable"
+        case .gatewayTargetDeviceFailedToRespond: "the device behind the gateway did not respond"
+        default: "code \(code.rawValue)"
+        }
+    }
+}

@@ -1,0 +1,608 @@
+import Foundation
+public import Logging
+import Protocols
+import Synchronization
+
+/// One bus as the gateway drives it: whatever the transport and the device family.
+public protocol Bus: Actor {
+    /// The bus's configuration.
+    nonisolated var config: BusConfig { get }
+    /// Polls until `stop` fires (or the task is cancelled); what was read is committed before it returns.
+    func run(until stop: StopSignal) async
+    /// Carries out a command on one of the bus's devices.
+    func send(_ command: HallCommand, to deviceId: String) async throws
+    /// What the bus believes about each of its devices, with their counters.
+    func deviceStates() -> [DeviceState]
+    /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
+    func lineCounters() -> DeviceCounters
+}
+
+/// The one owner of a bus: one request in flight, commands before polls, each device polled at its own interval,
+/// a silent device probed with backoff, a lost link reopened with backoff, unprompted frames heard between
+/// requests. Events are committed before any acknowledgement goes back to a device.
+///
+/// Runs on its link's executor: a serial line's own thread (its reads block there, never on the cooperative
+/// pool), or the event loop of a TCP connection. Time comes from a `BusClock`, so tests drive it virtually.
+public actor BusEngine<Driver: BusDriver>: Bus {
+    private nonisolated let executor: any SerialExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    public nonisolated let config: BusConfig
+    private let opener: any LinkOpener
+    private let clock: any BusClock
+    private let timing: LineTiming
+    private var driver: Driver
+    private var decoder: Driver.Decoder
+    private var link: (any BusLink)?
+    private let logger: Logger
+    private let committer: BusCommitter
+    private var reporter: ConnectionReporter
+    private var health: DeviceHealth
+    private let outbox: Outbox
+    private nonisolated let inbox: CommandInbox
+    private nonisolated let deviceIds: Set<String>
+    private var schedule: PollSchedule
+    private var counters: [String: DeviceCounters] = [:]
+    private var unattributed = DeviceCounters()
+    private var pending = PendingCommit()
+    /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
+    private var lastByteAt: Duration = .zero
+    /// When the line is next free for us to speak: our last frame's end, or the last byte heard, plus the frame gap.
+    private var lineFreeAt: Duration = .zero
+    private var echo = EchoFilter()
+    private var reopenAttempts = 0
+
+    /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
+    static var quietGap: Duration { .milliseconds(50) }
+    /// How long the bus listens for unprompted frames before it looks at its queue again.
+    static var idleSlice: Duration { .milliseconds(20) }
+    /// The first pause before reopening a lost link; it doubles up to `maximumReopenDelay`.
+    static var firstReopenDelay: Duration { .milliseconds(500) }
+    static var maximumReopenDelay: Duration { .seconds(30) }
+
+    /// Creates the engine of one bus.
+    public init(config: BusConfig, opener: any LinkOpener, clock: any BusClock, timing: LineTiming, hallId: String,
+                driver: Driver, pollIntervals: [String: Duration?] = [:], outbox: Outbox, logger: Logger,
+                onCommit: @escaping BusCommitter.Observer) {
+        executor = opener.executor
+        self.config = config
+        self.opener = opener
+        self.clock = clock
+        self.timing = timing
+        self.driver = driver
+        self.outbox = outbox
+        decoder = driver.makeDecoder()
+        var logger = logger
+        logger[metadataKey: "bus.id"] = "\(config.id)"
+        self.logger = logger
+        committer = BusCommitter(busId: config.id, outbox: outbox, logger: logger, onCommit: onCommit)
+        reporter = ConnectionReporter(busId: config.id, logger: logger)
+        health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
+        inbox = CommandInbox()
+        deviceIds = Set(driver.devices.map(\.id))
+        var probe = driver
+        schedule = PollSchedule(devices: driver.devices.map { device in
+            // A device whose poll is empty speaks unprompted only: it is never polled.
+            let polled = !probe.pollRequests(for: device).isEmpty
+            let interval = pollIntervals[device.id] ?? nil
+            return (device.id, polled ? interval ?? config.pollInterval : nil)
+        })
+    }
+
+    // MARK: Commands
+
+    /// Carries out a command on a device; returns once its frames were sent and answered (or not expected to be).
+    public func send(_ command: HallCommand, to deviceId: String) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            submit(command, to: deviceId) { result in continuation.resume(with: result.mapError { $0 as any Error }) }
+        }
+    }
+
+    /// Queues a command without waiting; `completion` gets its result. A command the bus cannot carry out now
+    /// (unknown device, link down, bus stopped) completes at once with the reason.
+    public nonisolated func submit(_ command: HallCommand, to deviceId: String,
+                                   completion: @escaping @Sendable (Result<Void, GatewayError>) -> Void) {
+        guard deviceIds.contains(deviceId) else {
+            completion(.failure(GatewayError(.deviceError, "no device \(deviceId) on bus \(config.id)")))
+            return
+        }
+        if let refusal = inbox.append(QueuedCommand(command: command, device: deviceId, completion: completion)) {
+            completion(.failure(GatewayError(.portUnavailable, "\(deviceId): \(refusal)")))
+        }
+    }
+
+    public func deviceStates() -> [DeviceState] {
+        health.states(of: driver.devices).map { state in
+            var state = state
+            state.counters = counters[state.device] ?? DeviceCounters()
+            return state
+        }
+    }
+
+    public func lineCounters() -> DeviceCounters { unattributed }
+
+    // MARK: The loop
+
+    public func run(until stop: StopSignal) async {
+        var cursors: [DeviceCursor] = []
+        for device in driver.devices {
+            if let cursor = try? await outbox.cursor(device: device.id) { cursors.append(cursor) }
+        }
+        driver.restore(cursors)
+        inbox.open()
+        while !stop.isStopped, !Task.isCancelled {
+            guard let link = await openIfNeeded() else {
+                let reason = reporter.lastError ?? "port unavailable"
+                inbox.refuse(because: "bus \(config.id) is down: \(reason)")
+                pending.add(events: health.unreachable(driver.devices, reason: reason, at: clock.date))
+                await commitPending()
+                let delay = min(Self.firstReopenDelay * (1 << min(reopenAttempts, 16)), Self.maximumReopenDelay)
+                reopenAttempts += 1
+                await clock.sleep(until: clock.now + delay, stop: stop)
+                continue
+            }
+            // Lets callers of deviceStates() in when a blocking link never suspends.
+            await Task.yield()
+            if let command = inbox.next() {
+                await execute(command, on: link)
+            } else if let device = schedule.due(at: clock.now) {
+                await poll(device, on: link)
+            } else {
+                let until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleSlice)
+                await receive(on: link, until: until, inFlight: nil)
+            }
+            await commitPending()
+        }
+        await commitPending()
+        inbox.close(because: "bus \(config.id) is stopped")
+        if !pending.events.isEmpty {
+            logger.critical("bus \(config.id): \(pending.events.count) events could not be committed before the stop")
+        }
+        link?.close()
+        link = nil
+        logger.info("bus stopped")
+    }
+
+    private func openIfNeeded() async -> (any BusLink)? {
+        if let link { return link }
+        do {
+            let opened = try await opener.open()
+            reporter.opened(opener.endpoint)
+            inbox.reopen()
+            reopenAttempts = 0
+            decoder = driver.makeDecoder()
+            driver.lineOpened()
+            echo = EchoFilter()
+            link = opened
+            return opened
+        } catch {
+            reporter.failed(error.message, retry: min(Self.firstReopenDelay * (1 << min(reopenAttempts, 16)), Self.maximumReopenDelay))
+            return nil
+        }
+    }
+
+    private func poll(_ id: String, on link: any BusLink) async {
+        guard let device = driver.devices.first(where: { $0.id == id }) else { return }
+        let started = clock.now
+        var answered = true
+        for request in driver.pollRequests(for: device) where self.link != nil {
+            if await exchange(request, on: link) == .timedOut {
+                answered = false
+                break
+            }
+        }
+        schedule.polled(id, startedAt: started, answered: answered, offline: health.isOffline(id), at: clock.now)
+    }
+
+    private func execute(_ command: QueuedCommand, on link: any BusLink) async {
+        guard let device = driver.devices.first(where: { $0.id == command.device }) else { return }
+        if let reason = health.offlineReason(device.id) {
+            command.completion(.failure(GatewayError(.deviceTimeout, "\(device.id) is offline: \(reason)")))
+            return
+        }
+        if driver.needsPollBeforeCommand(device) {
+            await poll(device.id, on: link)
+            if driver.needsPollBeforeCommand(device) {
+                command.completion(.failure(GatewayError(
+                    .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))
+                return
+            }
+        }
+        let requests: [LineRequest]
+        do {
+            requests = try driver.requests(for: command.command, to: device)
+        } catch {
+            command.completion(.failure(error))
+            return
+        }
+        for request in requests {
+            switch await exchange(request, on: link) {
+            case .answered, .sent:
+                continue
+            case .refused(let reason):
+                await commitPending()
+                command.completion(.failure(GatewayError(.commandRejected, "\(device.id) refused \(request.purpose): \(reason)")))
+                return
+            case .timedOut:
+                await commitPending()
+                command.completion(.failure(GatewayError(
+                    .deviceTimeout, "\(device.id): no answer to \(request.purpose) within \(config.responseTimeout)")))
+                return
+            case .linkLost(let reason):
+                command.completion(.failure(GatewayError(.portUnavailable, "\(device.id): \(reason)")))
+                return
+            }
+        }
+        await commitPending()
+        command.completion(.success(()))
+    }
+
+    // MARK: The wire
+
+    private enum Outcome: Equatable {
+        case sent
+        case answered
+        case refused(String)
+        case timedOut
+        case linkLost(String)
+    }
+
+    /// Sends a request and, when it expects one, waits for its answer.
+    private func exchange(_ request: LineRequest, on link: any BusLink) async -> Outcome {
+        if request.discardsStaleInput {
+            link.discardInput()
+            _ = decoder.flush()
+        }
+        // Modbus RTU: the frame gap after the last frame on the line, ours or a device's.
+        if clock.now < lineFreeAt { await clock.sleep(until: lineFreeAt, stop: StopSignal()) }
+        let writtenAt = clock.now
+        do {
+            try await link.write(request.bytes)
+        } catch {
+            dropLink(error.message)
+            return .linkLost(error.message)
+        }
+        let onWire = timing.wireTime(characters: request.bytes.count)
+        lineFreeAt = writtenAt + onWire + timing.frameGap
+        counters[request.device, default: DeviceCounters()].bytesSent += request.bytes.count
+        if timing.characterTime > .zero { echo.expect(request.bytes, at: writtenAt, until: writtenAt + onWire + Self.quietGap) }
+        guard request.expectsAnswer else { return .sent }
+        // The timeout runs from when the last byte is on the wire, not from when write() returned.
+        let deadline = writtenAt + onWire + config.responseTimeout
+        while clock.now < deadline, self.link != nil {
+            if let outcome = await receive(on: link, until: deadline, inFlight: request) {
+                counters[request.device, default: DeviceCounters()].latency.record(clock.now - (writtenAt + onWire))
+                return outcome
+            }
+        }
+        guard self.link != nil else { return .linkLost(reporter.lastError ?? "line lost") }
+        link.discardInput()
+        counters[request.device, default: DeviceCounters()].timeouts += 1
+        if let device = driver.devices.first(where: { $0.id == request.device }) {
+            pending.add(events: health.missed(
+                device, reason: "no answer to \(request.purpose) within \(config.responseTimeout)", at: clock.date))
+        }
+        return .timedOut
+    }
+
+    /// Reads until `deadline` or the first frame that answers `request`, handing every frame to the driver.
+    /// Returns the request's outcome once answered; nil otherwise.
+    @discardableResult
+    private func receive(on link: any BusLink, until deadline: Duration, inFlight request: LineRequest?) async -> Outcome? {
+        // A partial frame must be flushed once the line is quiet: read no longer than that.
+        var until = deadline
+        if decoder.bufferedByteCount > 0 { until = min(until, lastByteAt + Self.quietGap) }
+        var bytes: [UInt8]
+        do {
+            bytes = try await link.read(until: until)
+        } catch {
+            dropLink(error.message)
+            return nil
+        }
+        let now = clock.now
+        if timing.characterTime > .zero { bytes = echo.filter(bytes, at: now) }
+        let garbageBefore = decoder.discardedByteCount
+        let checksumBefore = decoder.checksumFailureCount
+        let frames: [Driver.Decoder.Frame]
+        if !bytes.isEmpty {
+            lastByteAt = now
+            lineFreeAt = max(lineFreeAt, now + timing.frameGap)
+            frames = decoder.decode(bytes)
+        } else if decoder.bufferedByteCount > 0, now - lastByteAt >= Self.quietGap {
+            frames = decoder.flush()
+        } else {
+            frames = []
+        }
+        let garbage = decoder.discardedByteCount - garbageBefore
+        let checksum = decoder.checksumFailureCount - checksumBefore
+        if let request {
+            counters[request.device, default: DeviceCounters()].bytesReceived += bytes.count
+            counters[request.device, default: DeviceCounters()].garbageBytes += garbage
+            counters[request.device, default: DeviceCounters()].checksumErrors += checksum
+        } else {
+            unattributed.bytesReceived += bytes.count
+            unattributed.garbageBytes += garbage
+            unattributed.checksumErrors += checksum
+        }
+        var outcome: Outcome?
+        let date = clock.date
+        for frame in frames {
+            let reaction = driver.handle(frame, inFlight: request, at: date)
+            if let from = reaction.from, let device = driver.devices.first(where: { $0.id == from }) {
+                pending.add(events: health.answered(device, ready: reaction.ready, at: date))
+            }
+            for event in reaction.events {
+                if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
+            }
+            pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
+            if let request, reaction.answersRequest, outcome == nil {
+                counters[request.device, default: DeviceCounters()].transactions += 1
+                if let refusal = reaction.refusal {
+                    counters[request.device, default: DeviceCounters()].exceptions += 1
+                    logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
+                    outcome = .refused(refusal)
+                } else {
+                    outcome = .answered
+                }
+            }
+        }
+        return outcome
+    }
+
+    /// Commits what was read, then sends the acknowledgements that depended on the commit.
+    private func commitPending() async {
+        guard !pending.isEmpty else { return }
+        let (events, cursors, afterCommit) = pending.take(at: clock.date)
+        guard await committer.commit(events, cursors: cursors) else {
+            // Nothing is acknowledged: devices keep their data; what was read waits here for the next commit.
+            pending.restore(events: events, cursors: cursors, at: clock.date)
+            if let dropped = pending.trim() {
+                logger.critical("""
+                    bus \(config.id): the outbox keeps refusing commits; \(dropped.events) oldest events held in memory \
+                    dropped (\(dropped.ratings) ratings among them)
+                    """)
+            }
+            return
+        }
+        pending.committed()
+        guard let link else { return }
+        for request in afterCommit where self.link != nil {
+            _ = await exchange(request, on: link)
+        }
+    }
+
+    private func dropLink(_ message: String) {
+        logger.error("bus \(config.id): \(message); reopening")
+        link?.close()
+        link = nil
+        let reason = message
+        inbox.refuse(because: "bus \(config.id) lost its link: \(reason)")
+        reporter.failed(message, retry: Self.firstReopenDelay)
+    }
+}
+
+/// The queue of commands of one bus: filled from any thread, emptied by the bus between two requests.
+final class CommandInbox: Sendable {
+    private struct State {
+        var queue: [QueuedCommand] = []
+        /// Why commands are refused at once (link down, bus stopped); nil while they are taken. Before the start
+        /// commands wait: the bus carries them out once its link is open.
+        var refusal: String?
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Queues a command; returns the refusal instead when the bus cannot take it now.
+    func append(_ command: QueuedCommand) -> String? {
+        state.withLock { state in
+            // While the link is down, or before the start and after the stop, nobody would carry it out soon.
+            if let refusal = state.refusal { return refusal }
+            state.queue.append(command)
+            return nil
+        }
+    }
+
+    func next() -> QueuedCommand? {
+        state.withLock { $0.queue.isEmpty ? nil : $0.queue.removeFirst() }
+    }
+
+    func open() { state.withLock { if !$0.closed { $0.refusal = nil } } }
+
+    func reopen() { open() }
+
+    /// Refuses what waits and what comes, until `reopen`.
+    func refuse(because reason: String) {
+        let waiting = state.withLock { state -> [QueuedCommand] in
+            state.refusal = reason
+            defer { state.queue = [] }
+            return state.queue
+        }
+        for command in waiting { command.completion(.failure(GatewayError(.portUnavailable, "\(command.device): \(reason)"))) }
+    }
+
+    func close(because reason: String) {
+        state.withLock { $0.closed = true }
+        refuse(because: reason)
+    }
+}
+
+/// A command waiting for its turn on the bus.
+struct QueuedCommand: Sendable {
+    var command: HallCommand
+    var device: String
+    var completion: @Sendable (Result<Void, GatewayError>) -> Void
+}
+
+/// When each device is due for its next poll; a silent device is probed with backoff.
+struct PollSchedule {
+    private struct Entry {
+        var id: String
+        var interval: Duration?
+        var due: Duration = .zero
+        var backoff: Duration?
+    }
+
+    /// The longest pause between two probes of a silent device.
+    static let maximumBackoff = Duration.seconds(30)
+
+    private var entries: [Entry]
+
+    init(devices: [(id: String, interval: Duration?)]) {
+        entries = devices.map { Entry(id: $0.id, interval: $0.interval) }
+    }
+
+    /// The polled device whose turn is earliest, if it is due; ties go in configuration order.
+    func due(at now: Duration) -> String? {
+        var best: Entry?
+        for entry in entries where entry.interval != nil && entry.due <= now {
+            if best == nil || entry.due < best!.due { best = entry }
+        }
+        return best?.id
+    }
+
+    /// When the next poll is due, if any device is polled at all.
+    var nextDue: Duration? { entries.filter { $0.interval != nil }.map(\.due).min() }
+
+    /// Books a poll: the next one `interval` after this one started; a device that is offline is probed at a
+    /// doubling interval instead, so it does not take the line from the ones that answer.
+    mutating func polled(_ id: String, startedAt: Duration, answered: Bool, offline: Bool, at now: Duration) {
+        guard let index = entries.firstIndex(where: { $0.id == id }), let interval = entries[index].interval else { return }
+        if answered || !offline {
+            entries[index].backoff = nil
+            // Never in the past: a device polled as fast as possible still waits for the others' turn.
+            entries[index].due = max(startedAt + interval, now)
+            return
+        }
+        let backoff = min(max((entries[index].backoff ?? max(interval, .milliseconds(500))) * 2, interval), Self.maximumBackoff)
+        entries[index].backoff = backoff
+        entries[index].due = now + backoff
+    }
+}
+
+/// What a bus has read and not committed yet, with the acknowledgements that wait for the commit; and, while the
+/// outbox refuses commits, the exact tally of ratings it had to drop from memory.
+struct PendingCommit {
+    private(set) var events: [CloudEvent] = []
+    private(set) var cursors: [DeviceCursor] = []
+    private(set) var afterCommit: [LineRequest] = []
+    /// Since when the outbox refuses commits, while it does.
+    private var refusingSince: Date?
+    /// Ratings dropped from memory per source while the outbox refused commits, not yet reported.
+    private var memoryLosses: [String: (since: Date, count: Int64, numbers: [Int64])] = [:]
+    /// Subjects of the sources with memory losses, for the fault events.
+    private var subjects: [String: String?] = [:]
+
+    var isEmpty: Bool { events.isEmpty && cursors.isEmpty && afterCommit.isEmpty && memoryLosses.isEmpty }
+
+    mutating func add(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = []) {
+        self.events += events
+        self.cursors += cursors
+        self.afterCommit += afterCommit
+    }
+
+    /// Everything to commit now, the tallied memory losses included as faults.
+    mutating func take(at time: Date) -> (events: [CloudEvent], cursors: [DeviceCursor], afterCommit: [LineRequest]) {
+        defer {
+            events = []
+            cursors = []
+            afterCommit = []
+        }
+        return (events + memoryLossFaults(at: time), cursors, afterCommit)
+    }
+
+    /// The commit failed: the events and cursors wait for the next one; the acknowledgements are dropped (the
+    /// devices repeat, or the next poll asks again).
+    mutating func restore(events failed: [CloudEvent], cursors failedCursors: [DeviceCursor], at time: Date) {
+        refusingSince = refusingSince ?? time
+        events = failed.filter { !$0.id.hasPrefix("ratings-lost-memory-") } + events
+        cursors = failedCursors + cursors
+    }
+
+    mutating func committed() {
+        refusingSince = nil
+        memoryLosses = [:]
+    }
+
+    /// Past the memory bound, the oldest held events go; the ratings among them (and the counts of `ratings-lost`
+    /// faults among them) are tallied per source, so the loss reaches the store exactly once a commit succeeds.
+    mutating func trim() -> (events: Int, ratings: Int)? {
+        let excess = events.count - BusCommitter.maximumUncommitted
+        guard excess > 0 else { return nil }
+        let dropped = events.prefix(excess)
+        events.removeFirst(excess)
+        var ratings = 0
+        for event in dropped {
+            var loss = memoryLosses[event.source] ?? (since: refusingSince ?? Date(), count: 0, numbers: [])
+            switch event.data {
+            case .rating(let rating):
+                loss.count += 1
+                loss.numbers.append(rating.deviceCounter ?? 0)
+                ratings += 1
+            case .deviceFault(let fault) where fault.fault == "ratings-lost":
+                loss.count += fault.count ?? 0
+            default:
+                continue
+            }
+            memoryLosses[event.source] = loss
+            subjects[event.source] = event.subject
+        }
+        return (excess, ratings)
+    }
+
+    private func memoryLossFaults(at time: Date) -> [CloudEvent] {
+        memoryLosses.sorted { $0.key < $1.key }.compactMap { source, loss -> CloudEvent? in
+            guard loss.count > 0 else { return nil }
+            let seconds = Int(time.timeIntervalSince(loss.since))
+            let numbers = loss.numbers.isEmpty ? "" : " (numbers between \(loss.numbers.min()!) and \(loss.numbers.max()!))"
+            let fault = DeviceFault(
+                fault: "ratings-lost",
+                detail: "\(loss.count) ratings lost\(numbers): the outbox refused commits for \(seconds) s (disk full?) "
+                    + "and the gateway holds at most \(BusCommitter.maximumUncommitted) events per bus in memory",
+                count: loss.count)
+            return CloudEvent(
+                id: "ratings-lost-memory-\(UUID().uuidString.lowercased())", source: source, type: HallEventType.deviceFault,
+                time: time, subject: subjects[source] ?? nil, data: .deviceFault(fault))
+        }
+    }
+}
+
+/// Two-wire RS-485 adapters without echo suppression return what we wrote: each frame we wrote is dropped when it
+/// comes back whole, in the order written; anything else (a reply that merely starts like our request, as every
+/// Onbon frame does with its preamble) is handed on untouched.
+struct EchoFilter {
+    private var frames: [[UInt8]] = []
+    private var until: Duration = .zero
+    /// Received bytes that so far match the expected echo, held until it is clear whether they are our echo.
+    private var held: [UInt8] = []
+
+    mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration) {
+        if now > until { frames = [] }
+        frames.append(bytes)
+        until = max(until, deadline)
+    }
+
+    mutating func filter(_ bytes: [UInt8], at now: Duration) -> [UInt8] {
+        guard !frames.isEmpty || !held.isEmpty else { return bytes }
+        if now > until { return giveBack(bytes[...]) }
+        var input = bytes[...]
+        while let byte = input.first, let expected = frames.first {
+            guard byte == expected[held.count] else { return giveBack(input) }
+            held.append(byte)
+            input = input.dropFirst()
+            if held.count == expected.count {
+                held = []
+                frames.removeFirst()
+            }
+        }
+        return Array(input)
+    }
+
+    private mutating func giveBack(_ rest: ArraySlice<UInt8>) -> [UInt8] {
+        defer {
+            held = []
+            frames = []
+        }
+        return held + rest
+    }
+}

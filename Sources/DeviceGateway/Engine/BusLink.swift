@@ -1,0 +1,80 @@
+public import Foundation
+
+/// The byte pipe a bus owns: a serial line, a TCP connection, or a simulated line in tests.
+///
+/// Methods run on the caller's executor (`nonisolated(nonsending)`): a serial link may block in `poll(2)`
+/// because its bus runs on the link's own thread (`executor`), never on the cooperative pool.
+public protocol BusLink: AnyObject, Sendable {
+    /// Where the link goes, for messages: a device path or host:port.
+    var endpoint: String { get }
+    /// Writes all bytes.
+    nonisolated(nonsending) func write(_ bytes: [UInt8]) async throws(GatewayError)
+    /// The bytes that arrive before `deadline` on the bus's clock; empty when none did.
+    nonisolated(nonsending) func read(until deadline: Duration) async throws(GatewayError) -> [UInt8]
+    /// Drops input not read yet (after a timeout, before a request on a line where nothing speaks unprompted).
+    func discardInput()
+    /// Closes the link; the bus opens a new one to carry on.
+    func close()
+}
+
+/// Opens the links of one bus, and says where its engine runs.
+public protocol LinkOpener: Sendable {
+    /// Where the link goes, for messages.
+    var endpoint: String { get }
+    /// The executor the bus's engine runs on: a thread of its own where the link blocks, the event loop of a
+    /// non-blocking one.
+    var executor: any SerialExecutor { get }
+    /// Opens the link (again).
+    nonisolated(nonsending) func open() async throws(GatewayError) -> any BusLink
+}
+
+/// Time as a bus sees it: the machine's, or a virtual one that tests drive.
+public protocol BusClock: Sendable {
+    /// Time since the clock's origin.
+    var now: Duration { get }
+    /// The wall-clock time events are stamped with.
+    var date: Date { get }
+    /// Returns at `deadline`, or earlier when `stop` fires or the task is cancelled.
+    nonisolated(nonsending) func sleep(until deadline: Duration, stop: StopSignal) async
+}
+
+/// The machine's monotonic clock.
+public struct SystemBusClock: BusClock {
+    private let origin = ContinuousClock.now
+
+    /// A clock whose origin is now.
+    public init() {}
+
+    public var now: Duration { ContinuousClock.now - origin }
+    public var date: Date { Date() }
+
+    public nonisolated(nonsending) func sleep(until deadline: Duration, stop: StopSignal) async {
+        let slice = Duration.milliseconds(50)
+        while !stop.isStopped {
+            let left = deadline - now
+            guard left > .zero else { return }
+            do { try await Task.sleep(until: origin + min(deadline, now + slice), clock: .continuous) } catch { return }
+        }
+    }
+}
+
+/// How long bytes take on the wire, and the silence a frame boundary needs.
+public struct LineTiming: Sendable, Equatable {
+    /// One character: start bit, data bits, parity bit, stop bits. Zero on TCP.
+    public var characterTime: Duration
+    /// The silence before a new frame may start: 3.5 characters for Modbus RTU (1.75 ms at least), none elsewhere.
+    public var frameGap: Duration
+
+    /// The time `count` characters take on the wire.
+    public func wireTime(characters count: Int) -> Duration { characterTime * count }
+
+    /// No wire time (TCP, or a simulated line that does not care).
+    public static let instant = LineTiming(characterTime: .zero, frameGap: .zero)
+
+    /// A serial line's timing; `modbusGap` adds the 3.5-character silence Modbus RTU requires between frames.
+    public static func serial(_ settings: SerialSettings, modbusGap: Bool) -> LineTiming {
+        let character = settings.wireTime(characters: 1)
+        let gap = modbusGap ? max(.microseconds(1750), character * 7 / 2) : .zero
+        return LineTiming(characterTime: character, frameGap: gap)
+    }
+}

@@ -1,0 +1,269 @@
+@testable import DeviceGateway
+import Foundation
+import MockDevices
+import Protocols
+import Synchronization
+import Testing
+
+/// Devices of the tests' tiny line protocol (see `TinyDriver`) behind a simulated line: they answer the poll
+/// `05 ADDR` with `02 ADDR S 0 03` and a display command `11 ADDR text 00` with `02 ADDR A 0 03`, after `turnaround`.
+final class TinyDevices: Sendable {
+    private let answering: Mutex<Set<UInt8>>
+    private let refusing: Mutex<Set<UInt8>>
+    let turnaround: Duration
+
+    init(answering: Set<UInt8>, turnaround: Duration = .milliseconds(5)) {
+        self.answering = Mutex(answering)
+        refusing = Mutex([])
+        self.turnaround = turnaround
+    }
+
+    func setAnswering(_ address: UInt8, _ on: Bool) {
+        answering.withLock { if on { $0.insert(address) } else { $0.remove(address) } }
+    }
+
+    func setRefusing(_ address: UInt8) { refusing.withLock { _ = $0.insert(address) } }
+
+    var responder: SimulatedLine.Responder {
+        { [self] frame, _ in
+            guard frame.count >= 2, answering.withLock({ $0.contains(frame[1]) }) else { return [] }
+            switch frame[0] {
+            case 0x05: return [(turnaround, [0x02, frame[1], UInt8(ascii: "S"), 0, 0x03])]
+            case 0x11:
+                let kind = refusing.withLock { $0.contains(frame[1]) } ? UInt8(ascii: "R") : UInt8(ascii: "A")
+                return [(turnaround, [0x02, frame[1], kind, 4, 0x03])]
+            default: return []
+            }
+        }
+    }
+}
+
+/// The engine in virtual time over an in-memory line: scheduling, timeouts, backoff, the quiet gap and echo
+/// suppression, deterministic and fast.
+@Suite struct BusEngineTests {
+    let folder: TemporaryDirectory
+    let outbox: Outbox
+
+    init() throws {
+        folder = try TemporaryDirectory()
+        outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+    }
+
+    static func devices(_ count: Int) -> [DeviceConfig] {
+        (1...count).map { DeviceConfig(id: "caller-\($0)", profile: "tiny", bus: "line", address: $0, window: "\($0)") }
+    }
+
+    func engine(_ line: SimulatedLine, devices: [DeviceConfig], unprompted: Set<String> = [],
+                timing: LineTiming = .instant, responseTimeout: Duration = .milliseconds(100),
+                pollInterval: Duration = .milliseconds(100)) -> BusEngine<TinyDriver> {
+        var driver = TinyDriver(devices: devices)
+        driver.unprompted = unprompted
+        return BusEngine(
+            config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
+                              responseTimeout: responseTimeout, pollInterval: pollInterval),
+            opener: line, clock: line, timing: timing, hallId: "h", driver: driver, outbox: outbox,
+            logger: CapturedLog().logger, onCommit: { _ in })
+    }
+
+    func statusEvents(of device: String) async throws -> [String] {
+        try await outbox.entries(after: 0, limit: 10_000)
+            .filter { $0.type.hasPrefix("hall.device.o") && $0.source.hasSuffix("/\(device)") }.map(\.type)
+    }
+
+    /// When each poll of `address` was written.
+    static func polls(of address: UInt8, in line: SimulatedLine) -> [Duration] {
+        line.written.filter { $0.bytes == [0x05, address] }.map(\.time)
+    }
+
+    @Test func aSilentDeviceGoesOfflineAfterItsMissesAndOnlineWhenItAnswersAgain() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let line = SimulatedLine(end: .seconds(60), stop: stop, responder: devices.responder)
+        line.at(.seconds(2)) { devices.setAnswering(2, false) }
+        line.at(.seconds(20)) { devices.setAnswering(2, true) }
+        let bus = engine(line, devices: Self.devices(2))
+        await bus.run(until: stop)
+
+        #expect(try await statusEvents(of: "caller-2") == [HallEventType.deviceOnline, HallEventType.deviceOffline,
+                                                          HallEventType.deviceOnline])
+        #expect(try await statusEvents(of: "caller-1") == [HallEventType.deviceOnline])
+        let polls = Self.polls(of: 2, in: line)
+        // Silent from 2 s: three misses at the poll interval, then probes at a doubling interval, the last of them
+        // answered within one backoff period of its return at 20 s.
+        let silent = polls.filter { $0 > .seconds(2) && $0 < .seconds(20) }
+        let gaps = zip(silent.dropFirst(), silent).map { $0 - $1 }
+        #expect(gaps.count >= 4)
+        #expect(gaps.suffix(3).allSatisfy { $0 >= .seconds(1) }, "probes of a silent device back off: \(gaps)")
+        #expect(zip(gaps.suffix(3).dropFirst(), gaps.suffix(3)).allSatisfy { $0 >= $1 })
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [true, true])
+        let silentCounters = try #require(states.last?.counters)
+        #expect(silentCounters.timeouts == silent.count)
+        #expect(silentCounters.transactions == polls.count - silent.count)
+        #expect(silentCounters.latency.count == silentCounters.transactions)
+        #expect(silentCounters.latency.quantile(0.99) == 5, "answers after the devices' 5 ms turnaround")
+    }
+
+    @Test func anUnpluggedLineIsReopenedWithBackoffAndItsDevicesComeBack() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let line = SimulatedLine(end: .seconds(40), stop: stop, responder: devices.responder)
+        line.at(.seconds(1)) { line.setPlugged(false) }
+        line.at(.seconds(20)) { line.setPlugged(true) }
+        let bus = engine(line, devices: Self.devices(2))
+        let refused = Mutex<String?>(nil)
+        line.at(.seconds(10)) {
+            bus.submit(.clear, to: "caller-1") { result in
+                if case .failure(let error) = result { refused.withLock { $0 = error.message } }
+            }
+        }
+        await bus.run(until: stop)
+
+        for device in ["caller-1", "caller-2"] {
+            #expect(try await statusEvents(of: device) == [HallEventType.deviceOnline, HallEventType.deviceOffline,
+                                                          HallEventType.deviceOnline])
+        }
+        #expect(line.openCount == 2, "opened at the start and once after the replug")
+        let refusal = try #require(refused.withLock { $0 }, "a command while the line is down is refused at once")
+        #expect(refusal.contains("is down") && refusal.contains("no such device"))
+        let after = Self.polls(of: 1, in: line).filter { $0 >= .seconds(20) }
+        let first = try #require(after.first)
+        // Retries at 0.5, 1, 2, 4, 8 s … after the loss: the replug at 20 s is noticed within one backoff period.
+        #expect(first < .seconds(20) + .seconds(16))
+        #expect(after.count > 10, "polled again after the replug")
+    }
+
+    @Test func aCommandOvertakesTheQueueOfPolls() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: Set(1...10))
+        let line = SimulatedLine(end: .seconds(3), stop: stop, responder: devices.responder)
+        // Polled as fast as the line allows: there is always a poll waiting.
+        let bus = engine(line, devices: Self.devices(10), pollInterval: .zero)
+        let done = Mutex<Result<Void, GatewayError>?>(nil)
+        line.at(.milliseconds(1001)) {
+            bus.submit(.showText("请A023号到7号窗口"), to: "caller-7") { result in done.withLock { $0 = result } }
+        }
+        await bus.run(until: stop)
+
+        let written = line.written
+        let next = try #require(written.firstIndex { $0.time >= .milliseconds(1001) })
+        #expect(written[next].bytes.starts(with: [0x11, 7]), "the command is the first frame after the one in flight")
+        #expect(written[next].time - .milliseconds(1001) <= devices.turnaround, "it waited for one transaction at most")
+        #expect(try #require(done.withLock { $0 }).failure == nil, "and it succeeded")
+    }
+
+    @Test func aDeadDeviceDelaysTheOthersByAtMostItsTimeoutPerBackoffPeriod() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: Set(1...9))
+        let line = SimulatedLine(end: .seconds(120), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(10), responseTimeout: .milliseconds(100), pollInterval: .zero)
+        await bus.run(until: stop)
+
+        let cycle = devices.turnaround * 9
+        for address in UInt8(1)...9 {
+            let polls = Self.polls(of: address, in: line)
+            let gaps = zip(polls.dropFirst(), polls).map { $0 - $1 }
+            #expect(try #require(gaps.max()) <= cycle + .milliseconds(100), "caller-\(address) waits for one timeout at most")
+        }
+        let probes = Self.polls(of: 10, in: line)
+        let gaps = zip(probes.dropFirst(), probes).map { $0 - $1 }
+        // After three misses in a row, probes back off to one per 30 s: the dead device costs 100 ms of every 30 s.
+        #expect(gaps.suffix(2).allSatisfy { $0 >= .seconds(16) }, "\(gaps)")
+        #expect(probes.filter { $0 > .seconds(60) }.count <= 3)
+        let states = await bus.deviceStates()
+        #expect(states.last?.online == false)
+        #expect(states.last?.offlineReason?.contains("no answer") == true)
+    }
+
+    @Test func aCommandToAnOfflineDeviceAnswersAtOnceWithTheReason() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(10), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(2))
+        let result = Mutex<(Result<Void, GatewayError>, Duration)?>(nil)
+        line.at(.seconds(5)) {
+            bus.submit(.clear, to: "caller-2") { outcome in result.withLock { $0 = (outcome, line.now) } }
+        }
+        await bus.run(until: stop)
+
+        let (outcome, at) = try #require(result.withLock { $0 })
+        let error = try #require(outcome.failure, "the command to an offline device failed")
+        #expect(error.message.contains("caller-2 is offline") && error.message.contains("no answer"))
+        // Taken between two requests, or after the slice an idle line listens for unprompted frames.
+        #expect(at - .seconds(5) <= BusEngine<TinyDriver>.idleSlice + devices.turnaround, "refused without waiting for a timeout")
+        #expect(!line.written.contains { $0.bytes.starts(with: [0x11, 2]) }, "nothing was sent to it")
+    }
+
+    @Test func aRefusalIsTheCommandsResultAndCounted() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        devices.setRefusing(1)
+        let line = SimulatedLine(end: .seconds(2), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(1))
+        let result = Mutex<Result<Void, GatewayError>?>(nil)
+        line.at(.seconds(1)) { bus.submit(.clear, to: "caller-1") { outcome in result.withLock { $0 = outcome } } }
+        await bus.run(until: stop)
+
+        let outcome = try #require(result.withLock { $0 }, "the command completed")
+        let error = try #require(outcome.failure, "a refused command fails")
+        #expect(error.message == "caller-1 refused clear: refused with code 4")
+        #expect(await bus.deviceStates().first?.counters.exceptions == 1)
+    }
+
+    @Test func aFrameInterruptedByTheQuietGapIsNotCompletedByTheNextBytes() async throws {
+        let stop = StopSignal()
+        let line = SimulatedLine(end: .seconds(3), stop: stop, responder: { _, _ in [] })
+        // Within the gap, two pieces make one key frame; after it, the first piece is garbage.
+        line.deliver([0x02, 0x01, UInt8(ascii: "K")], at: .milliseconds(1000))
+        line.deliver([7, 0x03], at: .milliseconds(1030))
+        line.deliver([0x02, 0x01, UInt8(ascii: "K")], at: .milliseconds(2000))
+        line.deliver([8, 0x03], at: .milliseconds(2200))
+        let bus = engine(line, devices: Self.devices(1), unprompted: ["caller-1"])
+        await bus.run(until: stop)
+
+        let keys = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.callerKeyPressed }
+        #expect(keys.map(\.id) == ["key-caller-1-7"])
+        #expect(await bus.lineCounters().garbageBytes == 5)
+        #expect(line.written.map(\.bytes) == [[0x06, 0x01]], "only the whole frame was acknowledged, after its commit")
+        let lastSeen = try #require(await bus.deviceStates().first?.lastSeen)
+        #expect(lastSeen == line.date.addingTimeInterval(-3 + 1.03), "an unprompted device reports when it was last heard")
+    }
+
+    @Test func ourEchoOnATwoWireLineIsDroppedAndTheAnswersStillCount() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))
+        let line = SimulatedLine(timing: .serial(SerialSettings(port: "x"), modbusGap: false), end: .seconds(5), stop: stop,
+                                 responder: devices.responder)
+        line.setEchoing(true)
+        let bus = engine(line, devices: Self.devices(2), timing: .serial(SerialSettings(port: "x"), modbusGap: false))
+        await bus.run(until: stop)
+
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [true, true])
+        #expect(states.allSatisfy { $0.counters.garbageBytes == 0 && $0.counters.timeouts == 0 })
+        #expect(await bus.lineCounters().garbageBytes == 0)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {
+        let log = CapturedLog()
+        let clock = SystemBusClock()
+        let settings = SerialSettings(port: folder.file("ttyUSB-unplugged"))
+        let bus = BusEngine(
+            config: BusConfig(id: "line", transport: .serial(settings)),
+            opener: SerialLinkOpener(settings: settings, clock: clock, label: "bus.line"), clock: clock,
+            timing: .serial(settings, modbusGap: false), hallId: "h", driver: TinyDriver(devices: Self.devices(1)),
+            outbox: outbox, logger: log.logger, onCommit: { _ in })
+        let running = Task { await bus.run(until: StopSignal()) }
+        #expect(await eventually { log.text.contains("no such device") })
+        running.cancel()
+        await running.value
+        #expect(log.text.contains("bus stopped"))
+    }
+}
+
+extension Result where Failure == GatewayError {
+    /// The error, if it failed.
+    var failure: GatewayError? {
+        if case .failure(let error) = self { error } else { nil }
+    }
+}
