@@ -14,6 +14,8 @@ public final class MockFF68Bus: Sendable {
         var displays: [UInt8: String] = [:]
         var beeps: [UInt8: Int] = [:]
         var ignoreEchoes = false
+        /// Echoes that arrived while they were being ignored.
+        var echoesIgnored = 0
         var running = true
     }
 
@@ -34,10 +36,13 @@ public final class MockFF68Bus: Sendable {
                         state.displays[frame.address] = display.text
                     } else if frame.function == FF68Function.beep {
                         state.beeps[frame.address, default: 0] += 1
-                    } else if !state.ignoreEchoes, let sent = state.unacknowledged[frame.address],
-                              frame == sent.acknowledgement {
-                        state.unacknowledged[frame.address] = nil
-                        state.acknowledged.append(sent)
+                    } else if let sent = state.unacknowledged[frame.address], frame == sent.acknowledgement {
+                        if state.ignoreEchoes {
+                            state.echoesIgnored += 1
+                        } else {
+                            state.unacknowledged[frame.address] = nil
+                            state.acknowledged.append(sent)
+                        }
                     }
                 }
             }
@@ -67,6 +72,9 @@ public final class MockFF68Bus: Sendable {
 
     /// While true, echoes are not taken: devices keep repeating (as when the echo is lost on the wire).
     public func ignoreEchoes(_ ignore: Bool) { state { $0.ignoreEchoes = ignore } }
+
+    /// How many echoes arrived while they were ignored: each one the host's answer to a frame or its repeat.
+    public var echoesIgnored: Int { state { $0.echoesIgnored } }
 
     /// Every byte the host has sent.
     public var bytesFromHost: Int { line.bytesFromHost.count }

@@ -267,3 +267,23 @@ extension Result where Failure == GatewayError {
         if case .failure(let error) = self { error } else { nil }
     }
 }
+
+/// The gateway as swift-service-lifecycle runs it: cancelled, it stops, with what it read committed.
+@Suite struct GatewayCancellationTests {
+    @Test(.timeLimit(.minutes(1))) func aCancelledGatewayStopsWithWhatItReadCommitted() async throws {
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let gateway = try testGateway(
+            buses: "  - {id: ff68, transport: serial, port: \(bus.devicePath), poll-interval-ms: 100}",
+            devices: "  - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: \"3\"}", folder: folder)
+        let running = Task { try await gateway.run() }
+        bus.pressEvaluatorKey(3, address: 3)
+        // Echoed only after the commit.
+        #expect(await eventually { bus.acknowledged.count == 1 })
+        running.cancel()
+        try await running.value
+        let entries = try await gateway.outbox.entries(after: 0, limit: 100)
+        #expect(entries.filter { $0.type == HallEventType.ratingSubmitted }.count == 1)
+    }
+}

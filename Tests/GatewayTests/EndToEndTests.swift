@@ -69,11 +69,12 @@ import Testing
         ]
         // Several presses between two polls must all arrive too: the pad keeps them in its ring.
         for (device, key) in presses { hall.pads[device]!.press(key) }
-        for _ in 0..<3 {
-            try await Task.sleep(for: .milliseconds(120))
+        let store = try SQLiteEventStore(name: "reader", path: hall.folder.file("events.sqlite"))
+        // And presses in later polls, each once the one before arrived.
+        for pressed in 0..<3 {
+            #expect(await eventually { (try? await ratings(in: store).count) == presses.count + pressed })
             hall.pads["eval-w02"]!.press(.satisfied)
         }
-        let store = try SQLiteEventStore(name: "reader", path: hall.folder.file("events.sqlite"))
         let arrived = await eventually { (try? await ratings(in: store).count) == presses.count + 3 }
         stop.stop()
         await running.value

@@ -28,7 +28,7 @@ import Testing
         // The echo is lost twice: the pad repeats its frame, the store still gets one rating.
         bus.ignoreEchoes(true)
         bus.pressEvaluatorKey(3, address: 3)
-        try await Task.sleep(for: .milliseconds(700))
+        #expect(await eventually { bus.echoesIgnored >= 2 }, "the gateway echoed the frame and a repeat")
         bus.ignoreEchoes(false)
         #expect(await eventually { bus.unacknowledgedCount == 0 })
         bus.pressEvaluatorKey(1, address: 3)  // no verdict: echoed, no rating
@@ -106,19 +106,26 @@ import Testing
         bus.pressEvaluatorKey(2, address: 3)
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         #expect(await eventually { bus.acknowledged.count == 2 })
-        try await Task.sleep(for: .milliseconds(500))
+        // A later key the gateway acknowledged means every byte before it was read, echoes included. Key 1 has no
+        // verdict: it is echoed and makes no rating.
+        bus.pressEvaluatorKey(1, address: 3)
+        #expect(await eventually { bus.acknowledged.count == 3 })
         let keys = try await eventData(store, type: HallEventType.callerKeyPressed) { data in
             if case .callerKey(let key) = data { key.action } else { nil }
         }
         #expect(keys == ["call-next"], "the display frame and the echoes are not key presses")
         #expect(try await ratings(in: store).count == 1)
-        // No acknowledgement loop: the display, the beep and two acknowledgements are 15 + 9 + 2 × 10 bytes; a pad's
-        // repeat crossing an acknowledgement on the wire earns one more (more of them on a loaded machine, where
-        // the commit before each acknowledgement takes longer), and then the line falls quiet.
+        // No acknowledgement loop: the display, the beep and three acknowledgements are 15 + 9 + 3 × 10 bytes; a
+        // pad's repeat crossing an acknowledgement on the wire earns one more (more of them on a loaded machine, where
+        // the commit before each acknowledgement takes longer). One more key must cost one more acknowledgement, not
+        // a stream of them.
         let sent = bus.bytesFromHost
-        try await Task.sleep(for: .milliseconds(500))
-        #expect(bus.bytesFromHost == sent, "the gateway keeps answering its own frames")
-        #expect(sent >= 44 && (sent - 44) % 10 == 0, "\(sent) bytes from the host: beyond the four frames, only acknowledgements")
+        bus.pressEvaluatorKey(1, address: 3)
+        #expect(await eventually { bus.acknowledged.count == 4 })
+        #expect(await eventually { bus.unacknowledgedCount == 0 })
+        let more = bus.bytesFromHost - sent
+        #expect(more >= 10 && more % 10 == 0 && more <= 30, "\(more) bytes for one key: the gateway answers its own frames")
+        #expect(sent >= 54 && (sent - 54) % 10 == 0, "\(sent) bytes from the host: beyond the five frames, only acknowledgements")
         stop.stop()
         await running.value
     }
@@ -143,15 +150,16 @@ import Testing
         #expect(await eventually { (try? await ratings(in: store).count) == 1 })
         stopFirst.stop()
         await runningFirst.value
+        let echoedByFirst = bus.echoesIgnored
 
         let second = try testGateway(buses: buses, devices: devices, folder: folder)
         let stopSecond = StopSignal()
         let runningSecond = Task { await second.run(until: stopSecond) }
         defer { stopSecond.stop() }
-        try await Task.sleep(for: .milliseconds(400))  // the new gateway hears at least one repeat
+        #expect(await eventually { bus.echoesIgnored > echoedByFirst }, "the new gateway hears a repeat and echoes it")
         bus.ignoreEchoes(false)
+        // The echo goes out only after the commit: once the pad has it, the store has all it will get.
         #expect(await eventually { bus.unacknowledgedCount == 0 }, "the new gateway acknowledges the repeat")
-        try await Task.sleep(for: .milliseconds(300))
         #expect(try await ratings(in: store).count == 1, "the repeat is the rating already stored")
         stopSecond.stop()
         await runningSecond.value

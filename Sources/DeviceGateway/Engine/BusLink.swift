@@ -49,12 +49,9 @@ public struct SystemBusClock: BusClock {
     public var date: Date { Date() }
 
     public nonisolated(nonsending) func sleep(until deadline: Duration, stop: StopSignal) async {
-        let slice = Duration.milliseconds(50)
-        while !stop.isStopped {
-            let left = deadline - now
-            guard left > .zero else { return }
-            do { try await Task.sleep(until: origin + min(deadline, now + slice), clock: .continuous) } catch { return }
-        }
+        let left = deadline - now
+        guard left > .zero else { return }
+        await stop.sleep(for: left)
     }
 }
 
