@@ -232,10 +232,10 @@ final class TinyDevices: Sendable {
     @Test func ourEchoOnATwoWireLineIsDroppedAndTheAnswersStillCount() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))
-        let line = SimulatedLine(timing: .serial(SerialSettings(port: "x"), modbusGap: false), end: .seconds(5), stop: stop,
+        let line = SimulatedLine(timing: .serial(SerialSettings(port: "x"), silenceBetweenFrames: false), end: .seconds(5), stop: stop,
                                  responder: devices.responder)
         line.setEchoing(true)
-        let bus = engine(line, devices: Self.devices(2), timing: .serial(SerialSettings(port: "x"), modbusGap: false))
+        let bus = engine(line, devices: Self.devices(2), timing: .serial(SerialSettings(port: "x"), silenceBetweenFrames: false))
         await bus.run(until: stop)
 
         let states = await bus.deviceStates()
@@ -251,7 +251,7 @@ final class TinyDevices: Sendable {
         let bus = BusEngine(
             config: BusConfig(id: "line", transport: .serial(settings)),
             opener: SerialLinkOpener(settings: settings, clock: clock, label: "bus.line"), clock: clock,
-            timing: .serial(settings, modbusGap: false), hallId: "h", driver: TinyDriver(devices: Self.devices(1)),
+            timing: .serial(settings, silenceBetweenFrames: false), hallId: "h", driver: TinyDriver(devices: Self.devices(1)),
             outbox: outbox, logger: log.logger, onCommit: { _ in })
         let running = Task { await bus.run(until: StopSignal()) }
         #expect(await eventually { log.text.contains("no such device") })

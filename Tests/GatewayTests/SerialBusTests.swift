@@ -132,7 +132,7 @@ struct TinyDriver: BusDriver {
             config: BusConfig(id: "line", transport: .serial(settings), responseTimeout: .milliseconds(100),
                               pollInterval: .milliseconds(100)),
             opener: SerialLinkOpener(settings: settings, clock: clock, label: "bus.line"), clock: clock,
-            timing: .serial(settings, modbusGap: false), hallId: "h", driver: TinyDriver(devices: devices),
+            timing: .serial(settings, silenceBetweenFrames: false), hallId: "h", driver: TinyDriver(devices: devices),
             outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
     }
 

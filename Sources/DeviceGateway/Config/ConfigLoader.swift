@@ -84,7 +84,7 @@ public enum ConfigLoader {
         let id = fields.string("id", required: true)
         let kind = fields.choice("transport", ["modbus-rtu", "modbus-tcp", "serial"], required: true)
         let timeout = fields.int("response-timeout-ms", in: 10...10_000) ?? 500
-        let interval = fields.int("poll-interval-ms", in: 10...3_600_000) ?? 500
+        let interval = fields.int("poll-interval-ms", in: 0...3_600_000) ?? 500
         var transport: BusConfig.Transport?
         switch kind {
         case "modbus-rtu", "serial":

@@ -48,7 +48,7 @@ enum DriverRegistry {
                 framing = .tcp
             case .modbusRTU(let settings), .serial(let settings):
                 opener = SerialLinkOpener(settings: settings, clock: clock, label: "bus.\(bus.id)")
-                timing = .serial(settings, modbusGap: true)
+                timing = .serial(settings, silenceBetweenFrames: true)
                 framing = .rtu
             }
             return engine(ModbusDriver(members: modbus, framing: framing, hallId: hallId, pollInterval: bus.pollInterval,
@@ -58,7 +58,7 @@ enum DriverRegistry {
                 throw GatewayError(.profileMismatch, "\(first.device.id): \(first.profile.model) is a Modbus device (bus \(bus.id) is serial)")
             }
             let opener = SerialLinkOpener(settings: settings, clock: clock, label: "bus.\(bus.id)")
-            let timing = LineTiming.serial(settings, modbusGap: false)
+            let timing = LineTiming.serial(settings, silenceBetweenFrames: false)
             switch line {
             case .ff68:
                 let ff68 = try members.map { member throws(GatewayError) -> (device: DeviceConfig, member: FF68Driver.Member) in

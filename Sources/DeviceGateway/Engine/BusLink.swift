@@ -68,10 +68,10 @@ public struct LineTiming: Sendable, Equatable {
     /// No wire time (TCP, or a simulated line that does not care).
     public static let instant = LineTiming(characterTime: .zero, frameGap: .zero)
 
-    /// A serial line's timing; `modbusGap` adds the 3.5-character silence Modbus RTU requires between frames.
-    public static func serial(_ settings: SerialSettings, modbusGap: Bool) -> LineTiming {
+    /// A serial line's timing; `silenceBetweenFrames` adds the 3.5-character gap a protocol like Modbus RTU needs.
+    public static func serial(_ settings: SerialSettings, silenceBetweenFrames: Bool) -> LineTiming {
         let character = settings.wireTime(characters: 1)
-        let gap = modbusGap ? max(.microseconds(1750), character * 7 / 2) : .zero
+        let gap = silenceBetweenFrames ? max(.microseconds(1750), character * 7 / 2) : .zero
         return LineTiming(characterTime: character, frameGap: gap)
     }
 }
