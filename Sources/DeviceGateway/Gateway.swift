@@ -106,6 +106,7 @@ public final class Gateway: Service {
         var sincePrune = Duration.zero
         while !stop.isStopped {
             await reportDrops()
+            await recordDeviceStates()
             if sincePrune >= .seconds(60) {
                 sincePrune = .zero
                 do {
@@ -118,6 +119,17 @@ public final class Gateway: Service {
             sincePrune += .seconds(2)
         }
         await reportDrops()
+        await recordDeviceStates()
+    }
+
+    /// Writes the devices' states and counters into the outbox's books, where `gatewayd status` reads them.
+    private func recordDeviceStates() async {
+        do {
+            try await outbox.recordDeviceStates(await deviceStates())
+        } catch {
+            // A full disk is reported by the commits that matter; the books wait for the next round.
+            logger.debug("outbox: device states not recorded: \(error)")
+        }
     }
 
     private func reportDrops() async {
@@ -158,10 +170,16 @@ public final class Gateway: Service {
         }
     }
 
-    /// The heartbeat as of now.
-    public func heartbeat(number: Int = 0) async -> CloudEvent {
+    /// What each bus believes about its devices, with their wire counters, in configuration order.
+    public func deviceStates() async -> [DeviceState] {
         var states: [DeviceState] = []
         for bus in buses { states += await bus.deviceStates() }
+        return states
+    }
+
+    /// The heartbeat as of now.
+    public func heartbeat(number: Int = 0) async -> CloudEvent {
+        let states = await deviceStates()
         let reports = (try? await outbox.sinkReports(config.sinks.map(\.name))) ?? []
         let dropped = (try? await outbox.dropTotal()) ?? 0
         let configured = Set(states.map(\.device))

@@ -51,13 +51,7 @@ struct OutboxCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                encoder.dateEncodingStrategy = .custom { date, encoder in
-                    var container = encoder.singleValueContainer()
-                    try container.encode(EventTime.format(date))
-                }
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                print(String(decoding: try Output.jsonEncoder.encode(report), as: UTF8.self))
             } else {
                 print(report.text(timeZone: timeZone, now: Date()))
             }
@@ -77,23 +71,8 @@ struct OutboxReport: Encodable {
 
     func text(timeZone: TimeZone, now: Date) -> String {
         func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
-        func time(_ date: Date?) -> String {
-            guard let date else { return "-" }
-            let style = Date.VerbatimFormatStyle(
-                format: "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits):\(second: .twoDigits)",
-                timeZone: timeZone, calendar: Calendar(identifier: .gregorian))
-            return date.formatted(style)
-        }
-        func age(_ date: Date?) -> String {
-            guard let date else { return "" }
-            let seconds = Int(now.timeIntervalSince(date))
-            switch seconds {
-            case ..<120: return " (\(max(0, seconds)) s ago)"
-            case ..<7200: return " (\(seconds / 60) min ago)"
-            case ..<172_800: return " (\(seconds / 3600) h ago)"
-            default: return " (\(seconds / 86400) days ago)"
-            }
-        }
+        func time(_ date: Date?) -> String { hallTime(date, timeZone: timeZone) }
+        func age(_ date: Date?) -> String { date.map { " (\(Output.age($0, now: now)))" } ?? "" }
         var lines = [
             "outbox \(outbox): \(events) events held, \(megabytes(usedBytes))"
                 + (maximumBytes.map { " of a \(megabytes($0)) budget" } ?? "")
@@ -107,25 +86,14 @@ struct OutboxReport: Encodable {
                 sink.lastError.map { "\(time(sink.lastErrorAt)) \($0)" } ?? "-",
             ]
         }
-        lines += table([header] + rows)
+        lines += Output.table([header] + rows)
         if !putAside.isEmpty {
             lines.append("")
             lines.append("put aside (refused by the sink for good, kept here):")
-            lines += table([["sink", "when", "source", "id", "reason"]] + putAside.map {
+            lines += Output.table([["sink", "when", "source", "id", "reason"]] + putAside.map {
                 [$0.sink, time($0.putAsideAt), $0.source, $0.id, $0.reason]
             })
         }
         return lines.joined(separator: "\n")
-    }
-
-    /// Columns padded to their widest cell (Chinese characters count double on a terminal).
-    private func table(_ rows: [[String]]) -> [String] {
-        func width(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) } }
-        let widths = (0..<(rows.first?.count ?? 0)).map { column in rows.map { width($0[column]) }.max() ?? 0 }
-        return rows.map { row in
-            row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[column] - width(cell))
-            }.joined(separator: "  ")
-        }
     }
 }

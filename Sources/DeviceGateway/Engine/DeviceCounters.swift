@@ -1,6 +1,6 @@
 /// What happened on the wire with one device (or, for the line's own counters, with nobody in particular):
 /// read by the CLI, and the shape metrics take.
-public struct DeviceCounters: Sendable, Equatable {
+public struct DeviceCounters: Sendable, Equatable, Codable {
     /// Requests answered (refusals included: the device heard and spoke).
     public var transactions = 0
     /// Requests that got no answer within the response timeout.
@@ -22,7 +22,7 @@ public struct DeviceCounters: Sendable, Equatable {
 }
 
 /// A latency histogram with fixed bucket bounds, as Prometheus histograms have them.
-public struct LatencyHistogram: Sendable, Equatable {
+public struct LatencyHistogram: Sendable, Equatable, Codable {
     /// Upper bounds of the buckets in milliseconds; one more bucket counts everything above the last.
     public static let boundsMilliseconds: [Double] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
     /// Observations per bucket (not cumulative); the last is above every bound.

@@ -13,6 +13,17 @@ public struct DeviceState: Sendable, Equatable {
     public var offlineReason: String?
     /// What passed on the wire with it.
     public var counters = DeviceCounters()
+
+    /// A device's state.
+    public init(device: String, bus: String, online: Bool?, lastSeen: Date?, offlineReason: String? = nil,
+                counters: DeviceCounters = DeviceCounters()) {
+        self.device = device
+        self.bus = bus
+        self.online = online
+        self.lastSeen = lastSeen
+        self.offlineReason = offlineReason
+        self.counters = counters
+    }
 }
 
 /// Online/offline bookkeeping for the devices of one bus: an event on every change, none otherwise.

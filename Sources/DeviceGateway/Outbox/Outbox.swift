@@ -264,6 +264,14 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v3-restarts") { db in
             try db.execute(sql: "ALTER TABLE device_cursor ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0")
         }
+        // What the running gateway believes about each device, with its wire counters, for the CLI.
+        migrator.registerMigration("v4-device-status") { db in
+            try db.execute(sql: """
+                CREATE TABLE device_status (
+                    device TEXT PRIMARY KEY, bus TEXT NOT NULL, online INTEGER, last_seen REAL, offline_reason TEXT,
+                    counters TEXT NOT NULL, updated_at REAL NOT NULL)
+                """)
+        }
         return migrator
     }
 
@@ -535,6 +543,40 @@ public final class Outbox: Sendable {
                     lastSuccessAt: (state?[3] as Double?).map(Date.init(timeIntervalSince1970:)),
                     lastError: state?[4],
                     lastErrorAt: (state?[5] as Double?).map(Date.init(timeIntervalSince1970:)))
+            }
+        }
+    }
+
+    /// Records what the gateway believes about its devices now (the CLI's `status` reads it while the daemon runs).
+    public func recordDeviceStates(_ states: [DeviceState], at time: Date = Date()) async throws {
+        let encoder = JSONEncoder()
+        let rows = try states.map { ($0, String(decoding: try encoder.encode($0.counters), as: UTF8.self)) }
+        try await database.write { db in
+            for (state, counters) in rows {
+                try db.cachedStatement(sql: """
+                    INSERT OR REPLACE INTO device_status
+                        (device, bus, online, last_seen, offline_reason, counters, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """).execute(arguments: [
+                        state.device, state.bus, state.online, state.lastSeen?.timeIntervalSince1970, state.offlineReason,
+                        counters, time.timeIntervalSince1970,
+                    ])
+            }
+        }
+    }
+
+    /// The device states last recorded, and when.
+    public func deviceStates() async throws -> [(state: DeviceState, updatedAt: Date)] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT device, bus, online, last_seen, offline_reason, counters, updated_at FROM device_status
+                ORDER BY bus, device
+                """).map { row in
+                let counters = try JSONDecoder().decode(DeviceCounters.self, from: Data((row[5] as String).utf8))
+                return (DeviceState(device: row[0], bus: row[1], online: row[2],
+                                    lastSeen: (row[3] as Double?).map(Date.init(timeIntervalSince1970:)),
+                                    offlineReason: row[4], counters: counters),
+                        Date(timeIntervalSince1970: row[6]))
             }
         }
     }
