@@ -213,4 +213,36 @@ import Testing
         }
         #expect(faults.map(\.fault) == ["counter-restarted"], "one restart report, no loss, no key faults: \(faults)")
     }
+
+    @Test func aPadFirstMetAfterItsCounterWrappedGivesEveryUnacknowledgedRating() async throws {
+        let folder = try TemporaryDirectory()
+        let pad = MockModbusEvaluator(staffId: "0606", bootId: 0xB007)
+        // A long life before this gateway: 65,530 ratings acknowledged by another, then 11 more past the wrap.
+        pad.press(code: MockModbusEvaluator.Key.satisfied.rawValue, times: 65_530)
+        var registers = pad.registers
+        registers[MockModbusEvaluator.Register.acknowledge] = 65_530
+        pad.accept(writtenRegisters: registers)
+        pad.press(code: MockModbusEvaluator.Key.dissatisfied.rawValue, times: 11)
+        #expect(pad.counter == 5 && pad.acknowledged == 65_530)
+        let server = try MockModbusServer.tcp(units: [6: pad])
+        defer { server.stop() }
+        let port = try #require(server.endpoint.tcpPort)
+        let gateway = try testGateway(
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
+            devices: "  - {id: eval-w06, profile: modbus-evaluator-3key, bus: lan, address: 6, window: \"6\"}",
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        #expect(await eventually { pad.acknowledged == 5 })
+        stop.stop()
+        await running.value
+        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        let stored = try await ratings(in: store)
+        #expect(stored.map(\.rating.deviceCounter) == (65_531...65_541).map { Int64($0) })
+        #expect(stored.allSatisfy { $0.rating.level == 2 })
+        let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
+            if case .deviceFault(let fault) = data { fault } else { nil }
+        }
+        #expect(faults.isEmpty, "nothing lost, no key faults: \(faults)")
+    }
 }
