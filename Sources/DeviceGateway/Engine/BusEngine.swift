@@ -54,8 +54,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
-    /// How long the bus listens for unprompted frames before it looks at its queue again.
-    static var idleSlice: Duration { .milliseconds(20) }
+    /// The longest a bus listens for unprompted frames before it looks around again; commands and the stop wake it
+    /// earlier.
+    static var idleLimit: Duration { .seconds(1) }
     /// The first pause before reopening a lost link; it doubles up to `maximumReopenDelay`.
     static var firstReopenDelay: Duration { .milliseconds(500) }
     static var maximumReopenDelay: Duration { .seconds(30) }
@@ -130,6 +131,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
         driver.restore(cursors)
         inbox.open()
+        stop.onStop { [inbox] in inbox.wake() }
         while !stop.isStopped, !Task.isCancelled {
             guard let link = await openIfNeeded() else {
                 let reason = reporter.lastError ?? "port unavailable"
@@ -148,7 +150,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             } else if let device = schedule.due(at: clock.now) {
                 await poll(device, on: link)
             } else {
-                let until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleSlice)
+                let until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
                 await receive(on: link, until: until, inFlight: nil)
             }
             await commitPending()
@@ -174,6 +176,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             driver.lineOpened()
             echo = EchoFilter()
             link = opened
+            inbox.waker = opened
             return opened
         } catch {
             reporter.failed(error.message, retry: min(Self.firstReopenDelay * (1 << min(reopenAttempts, 16)), Self.maximumReopenDelay))
@@ -375,6 +378,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         logger.error("bus \(config.id): \(message); reopening")
         link?.close()
         link = nil
+        inbox.waker = nil
         let reason = message
         inbox.refuse(because: "bus \(config.id) lost its link: \(reason)")
         reporter.failed(message, retry: Self.firstReopenDelay)
@@ -389,18 +393,31 @@ final class CommandInbox: Sendable {
         /// commands wait: the bus carries them out once its link is open.
         var refusal: String?
         var closed = false
+        /// The link a waiting bus reads: woken when a command comes.
+        var waker: (any BusLink)?
     }
 
     private let state = Mutex(State())
 
+    /// The link to wake when a command comes or the bus must stop.
+    var waker: (any BusLink)? {
+        get { state.withLock { $0.waker } }
+        set { state.withLock { $0.waker = newValue } }
+    }
+
+    /// Wakes the bus from a read so it looks at its queue (or its stop signal).
+    func wake() { waker?.wake() }
+
     /// Queues a command; returns the refusal instead when the bus cannot take it now.
     func append(_ command: QueuedCommand) -> String? {
-        state.withLock { state in
+        let refusal = state.withLock { state -> String? in
             // While the link is down, or before the start and after the stop, nobody would carry it out soon.
             if let refusal = state.refusal { return refusal }
             state.queue.append(command)
             return nil
         }
+        if refusal == nil { wake() }
+        return refusal
     }
 
     func next() -> QueuedCommand? {

@@ -15,6 +15,8 @@ public protocol BusLink: AnyObject, Sendable {
     func discardInput()
     /// Closes the link; the bus opens a new one to carry on.
     func close()
+    /// Makes a read in progress return now, empty: a command arrived, or the bus is stopping. Safe from any thread.
+    func wake()
 }
 
 /// Opens the links of one bus, and says where its engine runs.

@@ -42,4 +42,6 @@ final class SerialLink: BusLink {
     func discardInput() { line.discardInput() }
 
     func close() { line.close() }
+
+    func wake() { line.wake() }
 }

@@ -30,6 +30,8 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         var linkGeneration = 0
         var responder: Responder
         var echoing = false
+        /// A wake came while an action ran: the read in progress returns.
+        var woken = false
     }
 
     private let state: Mutex<State>
@@ -139,6 +141,7 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
             }
             if next.isAction {
                 advance(to: next.time)
+                if state.withLock({ let woken = $0.woken; $0.woken = false; return woken }) { return [] }
                 continue
             }
             let bytes = state.withLock { state in
@@ -159,6 +162,8 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
     }
 
     public func close() {}
+
+    public func wake() { state.withLock { $0.woken = true } }
 
     /// Moves virtual time to `time`, running the actions due on the way; at `end` the engine is told to stop.
     private func advance(to time: Duration) {
@@ -210,4 +215,6 @@ private final class SimulatedLink: BusLink {
     func discardInput() { line.discardInput() }
 
     func close() {}
+
+    func wake() { line.wake() }
 }

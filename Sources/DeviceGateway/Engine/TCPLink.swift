@@ -198,6 +198,15 @@ final class TCPLink: BusLink {
         }
     }
 
+    func wake() {
+        if handler.eventLoop.inEventLoop {
+            handler.value.wake()
+        } else {
+            let handler = self.handler
+            handler.eventLoop.execute { handler.value.wake() }
+        }
+    }
+
     func close() {
         if handler.eventLoop.inEventLoop {
             handler.value.close()
@@ -327,6 +336,11 @@ final class TCPLinkHandler: ChannelInboundHandler, NIOScheduledCallbackHandler {
 
     func discardInput() {
         received.clear()
+    }
+
+    /// Ends a waiting read now, empty (its timer stays armed; a later read may use it).
+    func wake() {
+        if waiter != nil { resume(with: .success([])) }
     }
 
     func close() {

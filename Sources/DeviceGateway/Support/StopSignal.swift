@@ -5,6 +5,7 @@ import Synchronization
 /// Loops are not cancelled mid-cycle: a cycle that read ratings must also commit them.
 public final class StopSignal: Sendable {
     private let stopped = Mutex(false)
+    private let observers = Mutex<[@Sendable () -> Void]>([])
 
     /// Creates a signal that has not fired.
     public init() {}
@@ -13,7 +14,23 @@ public final class StopSignal: Sendable {
     public var isStopped: Bool { stopped.withLock { $0 } }
 
     /// Asks every loop watching this signal to stop.
-    public func stop() { stopped.withLock { $0 = true } }
+    public func stop() {
+        let first = stopped.withLock { stopped in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
+        for observer in observers.withLock({ $0 }) { observer() }
+    }
+
+    /// Runs `action` when the signal fires (at once if it has): a loop blocked in a read is woken by it.
+    public func onStop(_ action: @escaping @Sendable () -> Void) {
+        let already = stopped.withLock { stopped in
+            if !stopped { observers.withLock { $0.append(action) } }
+            return stopped
+        }
+        if already { action() }
+    }
 
     /// Sleeps for `duration`, or less if the signal fires meanwhile. A cancelled task fires the signal: a loop
     /// watching it finishes its cycle and returns instead of spinning through sleeps that no longer wait.

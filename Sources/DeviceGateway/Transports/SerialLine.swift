@@ -9,6 +9,9 @@ final class SerialLine: @unchecked Sendable {
     let path: String
     /// -1 once closed.
     private var fd: Int32
+    /// A pipe whose read end `read` watches too: a byte written to it ends a wait (see `wake`).
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
 
     init(settings: SerialSettings) throws(GatewayError) {
         path = settings.port
@@ -42,6 +45,17 @@ final class SerialLine: @unchecked Sendable {
             throw GatewayError(.portUnavailable, "cannot configure \(settings.port): \(reason)")
         }
         tcflush(fd, TCIOFLUSH)
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
+            let reason = String(cString: strerror(errno))
+            Foundation.close(fd)
+            throw GatewayError(.portUnavailable, "cannot set up \(settings.port): \(reason)")
+        }
+        for end in ends {
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        (wakeRead, wakeWrite) = (ends[0], ends[1])
     }
 
     deinit { close() }
@@ -50,7 +64,15 @@ final class SerialLine: @unchecked Sendable {
     func close() {
         guard fd >= 0 else { return }
         Foundation.close(fd)
+        Foundation.close(wakeRead)
+        Foundation.close(wakeWrite)
         fd = -1
+    }
+
+    /// Ends a `read` that is waiting, from any thread: it returns empty.
+    func wake() {
+        var byte: UInt8 = 1
+        _ = Foundation.write(wakeWrite, &byte, 1)
     }
 
     /// Writes all bytes, waiting for the driver's buffer when it is full.
@@ -71,10 +93,18 @@ final class SerialLine: @unchecked Sendable {
 
     /// Waits up to `timeout` for bytes and returns what arrived (empty: nothing within the timeout).
     func read(timeout: Duration) throws(GatewayError) -> [UInt8] {
-        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        let ready = poll(&entry, 1, max(0, milliseconds))
-        guard ready > 0 else { return [] }
+        var entries = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+        // Rounded up: a wait of 0.4 ms must not become a busy loop of zero-timeout polls.
+        let microseconds = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
+        let milliseconds = Int32(clamping: (microseconds + 999) / 1000)
+        let ready = poll(&entries, 2, max(0, milliseconds))
+        if entries[1].revents & Int16(POLLIN) != 0 {
+            var drain = [UInt8](repeating: 0, count: 64)
+            _ = Foundation.read(wakeRead, &drain, drain.count)
+        }
+        let entry = entries[0]
+        guard ready > 0, entry.revents != 0 else { return [] }
         if entry.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0, entry.revents & Int16(POLLIN) == 0 {
             throw GatewayError(.portUnavailable, "\(path) hung up")
         }
