@@ -66,7 +66,7 @@ let package = Package(
         // Outbox ingest and draining into each store: `bench/forwarding.sh`.
         .executableTarget(
             name: "GatewayBenchmarks",
-            dependencies: ["DeviceGateway", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["DeviceGateway", "MockDevices", .product(name: "Logging", package: "swift-log")]
         ),
         // Fixtures are read from the source tree by path: they are inputs to check, not resources to ship.
         .testTarget(name: "ProtocolTests", dependencies: ["Protocols"], exclude: ["Fixtures"]),

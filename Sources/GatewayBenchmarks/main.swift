@@ -1,5 +1,6 @@
-// Forwarding and outbox benchmarks: `swift run -c release GatewayBenchmarks NAME`.
-// The drain benchmarks need their store: run them under `scripts/test-services.sh` (docs/benchmarks.md).
+// Forwarding, outbox and bus-engine benchmarks: `swift run -c release GatewayBenchmarks NAME`.
+// The drain benchmarks need their store: run them under `scripts/test-services.sh` (docs/benchmarks.md);
+// the bus-engine ones (rtu-wire … rss) are run together by `bench/bus.sh`.
 import Foundation
 
 let benchmarks: [String: @Sendable ([String]) async throws -> Void] = [
@@ -8,6 +9,13 @@ let benchmarks: [String: @Sendable ([String]) async throws -> Void] = [
     "drain-mqtt": MQTTDrainBenchmark.run,
     "drain-http": HTTPDrainBenchmark.run,
     "backlog-rss": BacklogMemoryBenchmark.run,
+    "rtu-wire": RTUWireBenchmark.run,
+    "rtu-call-latency": RTUWireBenchmark.callLatency,
+    "tcp-vs-libmodbus": TCPThroughputBenchmark.run,
+    "tcp-scale": DaemonBenchmarks.scale,
+    "rss": DaemonBenchmarks.memory,
+    // The simulated pads of the benchmarks above, in a process of their own.
+    "modbus-server": ModbusServerCommand.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
