@@ -1,5 +1,6 @@
 public import Logging
 import Foundation
+import Synchronization
 public import ServiceLifecycle
 
 /// The gateway: buses polling devices into the outbox, forwarders moving the outbox to the sinks.
@@ -10,6 +11,11 @@ public final class Gateway: Service {
     public let config: GatewayConfig
     public let outbox: Outbox
     private let buses: [any Bus]
+    private let running = Mutex(false)
+    /// Whether `run` is under way: its buses started and not stopped.
+    public var isRunning: Bool { running.withLock { $0 } }
+    /// What each configured device is to the hall, by device id.
+    public let roles: [String: DeviceRole]
     private let forwarders: [Forwarder]
     private let logger: Logger
     private let onCommit: BusCommitter.Observer
@@ -34,10 +40,12 @@ public final class Gateway: Service {
                       config: sink, logger: logger)
         }
         var profileCache: [String: LoadedProfile] = [:]
+        var roles: [String: DeviceRole] = [:]
         buses = try config.buses.compactMap { bus in
             let members = try config.devices.filter { $0.bus == bus.id }.map { device in
                 let loaded = try profileCache[device.profile] ?? profiles.load(named: device.profile)
                 profileCache[device.profile] = loaded
+                roles[device.id] = DeviceRole.of(loaded.profile, window: device.window)
                 return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval)
             }
             guard !members.isEmpty else {
@@ -48,6 +56,7 @@ public final class Gateway: Service {
             return try DriverRegistry.bus(for: bus, members: members, hallId: config.hall.id, outbox: outbox,
                                           logger: logger, onCommit: onCommit)
         }
+        self.roles = roles
     }
 
     /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls).
@@ -70,6 +79,8 @@ public final class Gateway: Service {
     /// Runs until `stop` fires, then finishes the cycles in flight and delivers what they committed.
     public func run(until stop: StopSignal) async {
         let forwardersStop = StopSignal()
+        running.withLock { $0 = true }
+        defer { running.withLock { $0 = false } }
         do {
             try await outbox.register(sinks: config.sinks.map(\.name))
         } catch {
@@ -200,7 +211,7 @@ public final class Gateway: Service {
             type: HallEventType.gatewayHeartbeat, time: Date(), subject: nil, data: .heartbeat(beat))
     }
 
-    private func commitOwn(_ event: CloudEvent) async {
+    func commitOwn(_ event: CloudEvent) async {
         do {
             let inserted = try await outbox.commit([event])
             if !inserted.isEmpty { onCommit(inserted) }

@@ -41,6 +41,7 @@ public enum ConfigLoader {
         let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()
         // 0 turns the heartbeat off.
         let heartbeat = top.int("heartbeat-seconds", in: 0...86_400) ?? 60
+        let api = top.value("api").flatMap { parseAPI($0, reader, folder: folder) } ?? APISettings()
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)
@@ -50,10 +51,39 @@ public enum ConfigLoader {
         checkUnique(sinks.map(\.name), what: "sink name", root: root, reader: reader)
 
         guard reader.issues.isEmpty, let hall else { throw ConfigError(issues: reader.issues) }
-        let config = GatewayConfig(hall: hall, stateDirectory: stateDirectory, profilesDirectory: profilesDirectory,
+        var config = GatewayConfig(hall: hall, stateDirectory: stateDirectory, profilesDirectory: profilesDirectory,
                                    buses: buses, devices: devices, sinks: sinks, outbox: outbox,
                                    heartbeatInterval: heartbeat == 0 ? nil : .seconds(heartbeat))
+        config.api = api
         return (config, library)
+    }
+
+    /// `api: {listen: 127.0.0.1:8420, token-file: /etc/hall-gateway/api-token}`, or `api: off`.
+    private static func parseAPI(_ node: Node, _ reader: YAMLReader, folder: String) -> APISettings? {
+        var settings = APISettings()
+        if case .scalar(let scalar) = node, scalar.string == "off" {
+            settings.enabled = false
+            return settings
+        }
+        guard let fields = reader.fields(node, "api") else { return nil }
+        if let listen = fields.string("listen") {
+            let separator = listen.lastIndex(of: ":")
+            let host = separator.map { String(listen[..<$0]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")) }
+            if let separator, let host, !host.isEmpty, let port = Int(listen[listen.index(after: separator)...]),
+               (0...65535).contains(port) {
+                settings.host = host
+                settings.port = port
+            } else {
+                reader.report(fields.value("listen"), "api.listen", "'\(listen)' is not HOST:PORT (e.g. 127.0.0.1:8420)")
+            }
+        }
+        settings.tokenFile = fields.string("token-file").map { resolve($0, against: folder) }
+        fields.rejectUnknownKeys()
+        if !APISettings.isLoopback(settings.host), settings.tokenFile == nil {
+            reader.report(fields.value("listen"), "api.listen",
+                          "listening on \(settings.host), beyond this machine, needs api.token-file: the bearer token clients must send")
+        }
+        return settings
     }
 
     private static func parseOutbox(_ node: Node, _ reader: YAMLReader) -> OutboxPolicy? {

@@ -18,6 +18,8 @@ public struct GatewayConfig: Sendable {
     public var outbox: OutboxPolicy
     /// How often the gateway commits a `hall.gateway.heartbeat` event (nil: never).
     public var heartbeatInterval: Duration?
+    /// The local API for the queue system and the CLI.
+    public var api = APISettings()
 
     /// Creates a configuration.
     public init(
@@ -33,6 +35,26 @@ public struct GatewayConfig: Sendable {
         self.buses = buses
         self.devices = devices
         self.sinks = sinks
+    }
+}
+
+/// Where the local API listens and how clients prove who they are.
+public struct APISettings: Sendable, Equatable {
+    /// The address to listen on: loopback unless a token file is configured.
+    public var host = "127.0.0.1"
+    /// The TCP port (0: any free one, for tests).
+    public var port = 8420
+    /// The file holding the bearer token; nil: the gateway makes one in its state directory (`api-token`).
+    public var tokenFile: String?
+    /// Whether the API runs at all.
+    public var enabled = true
+
+    /// The default: loopback, port 8420, a token of the gateway's making.
+    public init() {}
+
+    /// Whether `host` is reachable from this machine only.
+    public static func isLoopback(_ host: String) -> Bool {
+        ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.")
     }
 }
 

@@ -200,7 +200,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func execute(_ command: QueuedCommand, on link: any BusLink) async {
         guard let device = driver.devices.first(where: { $0.id == command.device }) else { return }
         if let reason = health.offlineReason(device.id) {
-            command.completion(.failure(GatewayError(.deviceTimeout, "\(device.id) is offline: \(reason)")))
+            command.completion(.failure(GatewayError(.deviceOffline, "\(device.id) is offline: \(reason)")))
             return
         }
         if driver.needsPollBeforeCommand(device) {

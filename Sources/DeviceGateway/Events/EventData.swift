@@ -9,6 +9,7 @@ public enum EventData: Sendable, Equatable, Encodable {
     case heartbeat(GatewayHeartbeat)
     case eventsDropped(EventsDropped)
     case outboxRecovered(OutboxRecovered)
+    case command(CommandExecuted)
 
     /// Decodes the data of an event of the given type.
     init(type: String, from container: KeyedDecodingContainer<CloudEvent.CodingKeys>) throws {
@@ -31,6 +32,8 @@ public enum EventData: Sendable, Equatable, Encodable {
             self = .eventsDropped(try container.decode(EventsDropped.self, forKey: .data))
         case HallEventType.outboxRecovered:
             self = .outboxRecovered(try container.decode(OutboxRecovered.self, forKey: .data))
+        case _ where HallEventType.commands.contains(type):
+            self = .command(try container.decode(CommandExecuted.self, forKey: .data))
         default:
             throw DecodingError.dataCorruptedError(
                 forKey: .type, in: container, debugDescription: "unknown event type \(type)")
@@ -49,6 +52,7 @@ public enum EventData: Sendable, Equatable, Encodable {
         case .heartbeat(let heartbeat): try container.encode(heartbeat)
         case .eventsDropped(let dropped): try container.encode(dropped)
         case .outboxRecovered(let recovered): try container.encode(recovered)
+        case .command(let command): try container.encode(command)
         }
     }
 }
@@ -273,4 +277,50 @@ public enum HallEventType {
     public static let gatewayHeartbeat = "hall.gateway.heartbeat"
     public static let eventsDropped = "hall.gateway.events_dropped"
     public static let outboxRecovered = "hall.gateway.outbox_recovered"
+    public static let callDisplayed = "hall.call.displayed"
+    public static let windowPaused = "hall.window.paused"
+    public static let windowResumed = "hall.window.resumed"
+    public static let displayCleared = "hall.display.cleared"
+    public static let textShown = "hall.display.text_shown"
+    /// The events of commands from the queue system.
+    public static let commands: Set<String> = [callDisplayed, windowPaused, windowResumed, displayCleared, textShown]
+}
+
+/// A command from the queue system and what each device made of it (`hall.call.displayed`, `hall.window.paused`, …).
+public struct CommandExecuted: Sendable, Equatable, Codable {
+    /// The command's id (from the client's idempotency key when it sent one).
+    public var commandId: String
+    /// `call`, `recall`, `pause`, `resume`, `clear`, `show-text`.
+    public var command: String
+    public var window: String?
+    public var ticket: String?
+    /// The overall result: `done`, `device-offline`, `refused`, `timed-out` (the worst of the devices').
+    public var result: String
+    public var devices: [DeviceOutcome]
+
+    /// One device's part in a command.
+    public struct DeviceOutcome: Sendable, Equatable, Codable {
+        public var device: String
+        public var result: String
+        /// Why, when not done.
+        public var detail: String?
+
+        /// Creates an outcome.
+        public init(device: String, result: String, detail: String?) {
+            self.device = device
+            self.result = result
+            self.detail = detail
+        }
+    }
+
+    /// Creates the record of a command.
+    public init(commandId: String, command: String, window: String?, ticket: String?, result: String,
+                devices: [DeviceOutcome]) {
+        self.commandId = commandId
+        self.command = command
+        self.window = window
+        self.ticket = ticket
+        self.result = result
+        self.devices = devices
+    }
 }

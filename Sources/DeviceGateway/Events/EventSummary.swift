@@ -30,6 +30,10 @@ public enum EventSummary {
         case .outboxRecovered(let recovered):
             parts.append("damaged outbox salvaged: \(recovered.recovered) events queued again, "
                          + "\(recovered.unreadable) rows unreadable")
+        case .command(let command):
+            let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
+            parts.append("\(what): \(command.result) (" + command.devices.map { "\($0.device) \($0.result)" }
+                .joined(separator: ", ") + ")")
         }
         let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
         parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")

@@ -10,6 +10,8 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         public static let profileMismatch = Code(name: "profileMismatch")
         /// The device cannot carry out the command (wrong kind of device, text it cannot show).
         public static let commandRejected = Code(name: "commandRejected")
+        /// The device is offline: it stopped answering, so a command is not even tried.
+        public static let deviceOffline = Code(name: "deviceOffline")
     }
 
     public var code: Code

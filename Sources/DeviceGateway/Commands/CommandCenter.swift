@@ -1,0 +1,229 @@
+public import Foundation
+import Synchronization
+
+/// What a device is to the hall: decides which devices a window's command reaches.
+public enum DeviceRole: String, Sendable, Codable, CaseIterable {
+    /// A board over one window (it has a `window`).
+    case windowBoard = "window-board"
+    /// A board for the whole hall (no `window`): it shows every call.
+    case hallBoard = "hall-board"
+    /// A staff member's caller or operator box at a window.
+    case caller
+    /// An evaluator pad.
+    case pad
+    /// A ticket printer.
+    case printer
+
+    /// The role of a device of `profile`, placed at `window` or not.
+    public static func of(_ profile: DeviceProfile, window: String?) -> DeviceRole {
+        switch profile {
+        case .modbusBoard, .onbonBoard, .qsystemBoard: window == nil ? .hallBoard : .windowBoard
+        case .ff68Caller, .qsystemBox: .caller
+        case .modbusEvaluator, .ff68Evaluator: .pad
+        case .printer: .printer
+        }
+    }
+}
+
+/// A command from the queue system, addressed by window (or to one board).
+public enum QueueCommand: Sendable, Equatable {
+    case call(window: String, ticket: String)
+    case recall(window: String, ticket: String)
+    case pause(window: String)
+    case resume(window: String)
+    case clear(window: String)
+    case showText(device: String, text: String)
+
+    /// The command's name in results and events.
+    public var name: String {
+        switch self {
+        case .call: "call"
+        case .recall: "recall"
+        case .pause: "pause"
+        case .resume: "resume"
+        case .clear: "clear"
+        case .showText: "show-text"
+        }
+    }
+
+    var window: String? {
+        switch self {
+        case .call(let window, _), .recall(let window, _), .pause(let window), .resume(let window), .clear(let window):
+            window
+        case .showText: nil
+        }
+    }
+
+    var ticket: String? {
+        switch self {
+        case .call(_, let ticket), .recall(_, let ticket): ticket
+        default: nil
+        }
+    }
+
+    var eventType: String {
+        switch self {
+        case .call, .recall: HallEventType.callDisplayed
+        case .pause: HallEventType.windowPaused
+        case .resume: HallEventType.windowResumed
+        case .clear: HallEventType.displayCleared
+        case .showText: HallEventType.textShown
+        }
+    }
+
+    /// Which devices of the window take it, and what each is told.
+    func deviceCommand(for role: DeviceRole) -> HallCommand? {
+        switch (self, role) {
+        case (.call(let window, let ticket), .windowBoard), (.call(let window, let ticket), .caller),
+             (.call(let window, let ticket), .hallBoard):
+            .call(ticket: ticket, window: window)
+        case (.recall(let window, let ticket), .windowBoard), (.recall(let window, let ticket), .caller),
+             (.recall(let window, let ticket), .hallBoard):
+            .recall(ticket: ticket, window: window)
+        case (.pause(let window), .windowBoard): .pause(window: window)
+        case (.resume, .windowBoard), (.resume, .caller), (.clear, .windowBoard), (.clear, .caller): .clear
+        case (.showText(_, let text), .windowBoard), (.showText(_, let text), .hallBoard): .showText(text)
+        default: nil
+        }
+    }
+}
+
+/// What became of a command.
+public struct CommandResult: Sendable, Equatable, Codable {
+    /// `done`, `device-offline`, `refused`, `timed-out`; `invalid` never gets here (it is refused before running).
+    public enum Status: String, Sendable, Codable, Comparable {
+        case done
+        case timedOut = "timed-out"
+        case deviceOffline = "device-offline"
+        case refused
+
+        /// Worse is greater: a command's status is its worst device's.
+        public static func < (lhs: Status, rhs: Status) -> Bool {
+            let order: [Status] = [.done, .timedOut, .deviceOffline, .refused]
+            return order.firstIndex(of: lhs)! < order.firstIndex(of: rhs)!
+        }
+    }
+
+    public var id: String
+    public var command: String
+    public var window: String?
+    public var ticket: String?
+    public var status: Status
+    public var devices: [CommandExecuted.DeviceOutcome]
+    /// The id of the event committed for it.
+    public var eventId: String
+}
+
+/// Why a command could not even start: the caller's mistake, said in one line.
+public struct CommandInvalid: Error, Sendable, Equatable {
+    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`.
+    public var kind: String
+    public var message: String
+}
+
+/// Routes the queue system's commands to the right devices, runs each once per idempotency key, and commits the
+/// command's event like any device event.
+public actor CommandCenter {
+    private let gateway: Gateway
+    private var byKey: [String: Task<CommandResult, Never>] = [:]
+    private var keyOrder: [String] = []
+    /// Keys remembered; an older key is forgotten (a client retries within seconds, not after a thousand commands).
+    static let rememberedKeys = 10_000
+
+    /// A command center over `gateway`'s devices.
+    public init(gateway: Gateway) {
+        self.gateway = gateway
+    }
+
+    /// Runs `command` (once per `idempotencyKey`: a repeat gets the first run's result).
+    public func execute(_ command: QueueCommand, idempotencyKey: String? = nil) async throws(CommandInvalid) -> CommandResult {
+        let targets = try targets(of: command)
+        if let idempotencyKey, let running = byKey[idempotencyKey] { return await running.value }
+        let id = idempotencyKey.map { "command-\(Self.fingerprint($0))" } ?? "command-\(UUID().uuidString.lowercased())"
+        let gateway = self.gateway
+        let task = Task { await Self.run(command, id: id, on: targets, gateway: gateway) }
+        if let idempotencyKey {
+            byKey[idempotencyKey] = task
+            keyOrder.append(idempotencyKey)
+            if keyOrder.count > Self.rememberedKeys { byKey[keyOrder.removeFirst()] = nil }
+        }
+        return await task.value
+    }
+
+    /// The devices the command goes to, with what each is told; the caller's mistakes are thrown.
+    private func targets(of command: QueueCommand) throws(CommandInvalid) -> [(device: String, command: HallCommand)] {
+        let devices = gateway.config.devices
+        if case .showText(let id, let text) = command {
+            guard let device = devices.first(where: { $0.id == id }) else {
+                throw CommandInvalid(kind: "unknown-device", message: "no device \(id) in hall \(gateway.config.hall.id)")
+            }
+            guard let role = gateway.roles[id], let hallCommand = command.deviceCommand(for: role) else {
+                throw CommandInvalid(kind: "invalid", message: "\(id) is not a board: it shows no text")
+            }
+            guard !text.isEmpty else { throw CommandInvalid(kind: "invalid", message: "the text is empty") }
+            return [(device.id, hallCommand)]
+        }
+        let window = command.window ?? ""
+        guard devices.contains(where: { $0.window == window }) else {
+            throw CommandInvalid(kind: "unknown-window", message: "hall \(gateway.config.hall.id) has no window \(window)")
+        }
+        if let ticket = command.ticket, ticket.isEmpty || ticket.count > 16 {
+            throw CommandInvalid(kind: "invalid", message: "ticket '\(ticket)' must be 1 to 16 characters")
+        }
+        let targets = devices.compactMap { device -> (String, HallCommand)? in
+            guard let role = gateway.roles[device.id], device.window == window || role == .hallBoard,
+                  let hallCommand = command.deviceCommand(for: role)
+            else { return nil }
+            return (device.id, hallCommand)
+        }
+        guard targets.contains(where: { gateway.roles[$0.0] != .hallBoard }) else {
+            throw CommandInvalid(kind: "no-device", message: "window \(window) has no device that takes \(command.name)")
+        }
+        return targets
+    }
+
+    private static func run(_ command: QueueCommand, id: String, on targets: [(device: String, command: HallCommand)],
+                            gateway: Gateway) async -> CommandResult {
+        // Devices on different buses work at once; on one bus their frames queue in order.
+        let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
+            for (index, target) in targets.enumerated() {
+                group.addTask {
+                    do {
+                        try await gateway.send(target.command, to: target.device)
+                        return (index, .init(device: target.device, result: CommandResult.Status.done.rawValue, detail: nil))
+                    } catch let error as GatewayError {
+                        return (index, .init(device: target.device, result: Self.status(of: error).rawValue, detail: error.message))
+                    } catch {
+                        return (index, .init(device: target.device, result: CommandResult.Status.refused.rawValue, detail: "\(error)"))
+                    }
+                }
+            }
+            var outcomes: [(Int, CommandExecuted.DeviceOutcome)] = []
+            for await outcome in group { outcomes.append(outcome) }
+            return outcomes.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
+        let executed = CommandExecuted(commandId: id, command: command.name, window: command.window, ticket: command.ticket,
+                                       result: status.rawValue, devices: outcomes)
+        let event = CloudEvent(
+            id: id, source: EventSource.gateway(hall: gateway.config.hall.id), type: command.eventType, time: Date(),
+            subject: command.window.map(EventSource.windowSubject), data: .command(executed))
+        await gateway.commitOwn(event)
+        return CommandResult(id: id, command: command.name, window: command.window, ticket: command.ticket, status: status,
+                             devices: outcomes, eventId: id)
+    }
+
+    static func status(of error: GatewayError) -> CommandResult.Status {
+        switch error.code {
+        case .deviceOffline, .portUnavailable: .deviceOffline
+        case .deviceTimeout: .timedOut
+        default: .refused
+        }
+    }
+
+    /// Keys come from clients: the event id carries their FNV-1a fingerprint, not the key itself.
+    static func fingerprint(_ key: String) -> String {
+        let hash = key.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
+        return String(hash, radix: 16)
+    }
+}
