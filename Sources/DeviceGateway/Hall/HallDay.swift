@@ -1,0 +1,178 @@
+public import Foundation
+import Synchronization
+
+/// What the gateway does at the moments of the hall's day. `HallDay` calls one at a time, in time order.
+public protocol HallDayActions: Sendable {
+    /// Before the day's first opening (by the configured lead time): clear the ticket counters (排号机清空号码),
+    /// run the device check and commit its report as an event. `day` holds the year, month and day in the hall's
+    /// time zone.
+    func beforeOpening(day: DateComponents) async
+    /// The hall opens, or reopens after a break: boards on, showing the normal display. Called again after each
+    /// break, so it must be harmless on boards that are already on.
+    func opened() async
+    /// A short break starts (午休): the hall reopens at `reopensAt` the same day. Boards stay on; a gateway may
+    /// show 「午休」 and the reopening time. The default does nothing.
+    func breakStarted(reopensAt: Date) async
+    /// The hall closes for the day (or for a break longer than the longest break): boards off (下班关闭).
+    func closed() async
+}
+
+extension HallDayActions {
+    /// Does nothing: the boards keep their display over the break.
+    public func breakStarted(reopensAt: Date) async {}
+}
+
+/// Whether the hall is open, on a short break, or closed, at one instant.
+public enum HallState: Sendable, Equatable {
+    /// Open for service.
+    case open
+    /// Closed for a break that ends at `reopensAt` the same day (lunch).
+    case onBreak(reopensAt: Date)
+    /// Closed: before opening, after closing, on a holiday, or over a break longer than the longest break.
+    case closed
+}
+
+/// The hall's day as a pure function of time: what state the hall is in, whether the pre-opening check is due, and
+/// when something next changes. `HallDay` drives it; it is public so status output can say what comes next.
+public struct HallDaySchedule: Sendable, Equatable {
+    /// The opening hours.
+    public var hours: OpeningHours
+    /// How long before the day's first opening `beforeOpening` runs.
+    public var checkLead: Duration
+    /// A closing followed by a reopening the same day within this is a break (boards stay on), not a closing.
+    public var longestBreak: Duration
+
+    /// Creates a schedule.
+    public init(hours: OpeningHours, checkLead: Duration = .seconds(15 * 60),
+                longestBreak: Duration = .seconds(2 * 3600)) {
+        self.hours = hours
+        self.checkLead = checkLead
+        self.longestBreak = longestBreak
+    }
+
+    /// The hall's state at `instant`.
+    public func state(at instant: Date) -> HallState {
+        if hours.isOpen(at: instant) { return .open }
+        let periods = hours.openPeriods(on: hours.day(of: instant))
+        if let previous = periods.last(where: { $0.end <= instant }),
+           let next = periods.first(where: { $0.start > instant }),
+           next.start.timeIntervalSince(previous.end) <= longestBreak.hallTimeInterval {
+            return .onBreak(reopensAt: next.start)
+        }
+        return .closed
+    }
+
+    /// The day whose pre-opening check is due at `instant`: its first opening is at or after `instant`, by at most
+    /// the lead time. Nil once the day has opened, so a gateway started mid-day does not clear its counters.
+    public func checkDue(at instant: Date) -> HallDate? {
+        guard let start = hours.nextDayStart(notBefore: instant),
+              start.date.addingTimeInterval(-checkLead.hallTimeInterval) <= instant
+        else { return nil }
+        return start.day
+    }
+
+    /// The first instant strictly after `instant` at which the state changes or a check falls due; nil when the
+    /// hall never opens again within 400 days.
+    public func nextChange(after instant: Date) -> Date? {
+        let transition = hours.nextTransition(after: instant)?.date
+        var check: Date?
+        var from = instant
+        // The first day start whose check time is still ahead; a check already passed was done or is skipped.
+        while let start = hours.nextDayStart(notBefore: from) {
+            let checkTime = start.date.addingTimeInterval(-checkLead.hallTimeInterval)
+            if checkTime > instant {
+                check = checkTime
+                break
+            }
+            from = hours.date(start.day.adding(days: 1), .midnight)
+        }
+        return [transition, check].compactMap { $0 }.min()
+    }
+}
+
+/// Runs the hall's working day: the device check before opening, boards on at opening, off after closing.
+///
+/// - At the day's first opening minus `checkLead` (15 min by default), on open days only: `beforeOpening`.
+/// - At each opening: `opened`. At each closing: `closed`, unless the hall reopens the same day within
+///   `longestBreak` (2 h by default): then it is a break (午休), `breakStarted(reopensAt:)` is called, boards stay
+///   on, and the reopening calls `opened` again. Halls keep their boards on over lunch so citizens see when
+///   service resumes; `longestBreak: .zero` turns them off at every closing.
+/// - Started mid-day, it calls `opened` (or `breakStarted`, or `closed`) for the state at that instant, and
+///   `beforeOpening` only if the day has not opened yet: counters already in use are not cleared.
+/// - After a wall-clock jump forward it acts on the state at the new instant, skipping what was missed, by the
+///   same rule; a jump backward repeats nothing.
+public actor HallDay {
+    /// The day's rules.
+    public nonisolated let schedule: HallDaySchedule
+    private let clock: any HallClock
+    private let actions: any HallDayActions
+
+    /// Creates a hall day over `hours`, calling `actions` at the moments `clock` reaches.
+    public init(hours: OpeningHours, checkLead: Duration = .seconds(15 * 60),
+                longestBreak: Duration = .seconds(2 * 3600), clock: any HallClock = SystemHallClock(),
+                actions: any HallDayActions) {
+        schedule = HallDaySchedule(hours: hours, checkLead: checkLead, longestBreak: longestBreak)
+        self.clock = clock
+        self.actions = actions
+    }
+
+    /// Runs the day until `stop` fires (or the task is cancelled). An action under way finishes first: only the
+    /// waits between actions are interrupted.
+    public func run(until stop: StopSignal) async {
+        let waiter = Waiter(clock: clock)
+        stop.onStop { waiter.stop() }
+        await withTaskCancellationHandler {
+            var state: HallState?
+            var checkedDay: HallDate?
+            var now = clock.now
+            while !stop.isStopped, !Task.isCancelled {
+                // The check first: counters are cleared before boards show the opening display.
+                if let day = schedule.checkDue(at: now), day != checkedDay {
+                    checkedDay = day
+                    await actions.beforeOpening(day: day.dateComponents)
+                }
+                let current = schedule.state(at: now)
+                if current != state {
+                    state = current
+                    switch current {
+                    case .open: await actions.opened()
+                    case .onBreak(let reopensAt): await actions.breakStarted(reopensAt: reopensAt)
+                    case .closed: await actions.closed()
+                    }
+                }
+                // No change ahead (a hall that never opens): wait for the stop.
+                await waiter.sleep(until: schedule.nextChange(after: now) ?? .distantFuture)
+                now = clock.now
+            }
+        } onCancel: {
+            waiter.stop()
+        }
+    }
+}
+
+/// One interruptible wait at a time: `stop()` cancels the wait under way and makes later ones return at once.
+private final class Waiter: Sendable {
+    private let clock: any HallClock
+    private let current = Mutex<(task: Task<Void, Never>?, stopped: Bool)>((nil, false))
+
+    init(clock: any HallClock) { self.clock = clock }
+
+    func stop() {
+        let task = current.withLock { current in
+            current.stopped = true
+            return current.task
+        }
+        task?.cancel()
+    }
+
+    func sleep(until deadline: Date) async {
+        let task = Task { [clock] in _ = try? await clock.sleep(until: deadline) }
+        let stopped = current.withLock { current in
+            if !current.stopped { current.task = task }
+            return current.stopped
+        }
+        if stopped { task.cancel() }
+        await task.value
+        current.withLock { $0.task = nil }
+    }
+}

@@ -1,0 +1,428 @@
+@testable import DeviceGateway
+import Foundation
+import Testing
+
+/// The hall's working day on a `ManualHallClock`: every test steps the clock from one deadline of the day to the
+/// next, so nothing sleeps and every action happens at an exact instant.
+@Suite(.timeLimit(.minutes(1))) struct HallDayTests {
+    let shanghai: TimeZone
+
+    init() throws { shanghai = try #require(TimeZone(identifier: "Asia/Shanghai")) }
+
+    /// The hall of the issue: a lunch break on weekdays, Saturday mornings, Sunday closed; the week of 2026-10-05
+    /// has a holiday on Wednesday and Sunday 10-11 worked with Monday's hours (调休).
+    let hallYAML = """
+        hours:
+          monday-friday: ["09:00-12:00", "13:30-17:00"]
+          saturday: ["09:00-12:00"]
+          sunday: closed
+          holidays: [2026-10-07]
+          working-days: {2026-10-11: monday}
+          check-before-opening-minutes: 15
+        tickets:
+          prefixes: [A, B, C]
+          priority-prefixes: [V]   # 绿色通道
+          digits: 3
+        """
+
+    func hallDay() throws -> HallDayConfig {
+        try #require(try ConfigLoader.parseHallDay(yaml: hallYAML, file: "hall.yaml", timeZone: shanghai))
+    }
+
+    /// An instant on the hall's wall clock: `2026-10-05 08:45`.
+    func local(_ text: String) throws -> Date {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = shanghai
+        formatter.dateFormat = "yyyy-MM-dd HH:mm"
+        return try #require(formatter.date(from: text), "\(text)")
+    }
+
+    // MARK: The day's schedule
+
+    @Test func aWeekWithALunchBreakAHolidayAndAWorkedSunday() async throws {
+        let config = try hallDay()
+        let hours = try #require(config.hours)
+        let clock = ManualHallClock(now: try local("2026-10-04 20:00"))  // Sunday evening
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, checkLead: config.checkBeforeOpening, clock: clock, actions: log)
+
+        try await drive(day, clock, until: try local("2026-10-12 00:00"))
+
+        // UTC = Shanghai − 8 h: 08:45 is 00:45Z, 09:00 01:00Z, 12:00 04:00Z, 13:30 05:30Z, 17:00 09:00Z.
+        let monday = [
+            "2026-10-05T00:45:00Z beforeOpening 2026-10-05",
+            "2026-10-05T01:00:00Z opened",
+            "2026-10-05T04:00:00Z break until 2026-10-05T05:30:00Z",
+            "2026-10-05T05:30:00Z opened",
+            "2026-10-05T09:00:00Z closed",
+        ]
+        let expected = ["2026-10-04T12:00:00Z closed"] + monday + [
+            "2026-10-06T00:45:00Z beforeOpening 2026-10-06",
+            "2026-10-06T01:00:00Z opened",
+            "2026-10-06T04:00:00Z break until 2026-10-06T05:30:00Z",
+            "2026-10-06T05:30:00Z opened",
+            "2026-10-06T09:00:00Z closed",
+            // Wednesday 10-07 is a holiday: no check, boards stay off.
+            "2026-10-08T00:45:00Z beforeOpening 2026-10-08",
+            "2026-10-08T01:00:00Z opened",
+            "2026-10-08T04:00:00Z break until 2026-10-08T05:30:00Z",
+            "2026-10-08T05:30:00Z opened",
+            "2026-10-08T09:00:00Z closed",
+            "2026-10-09T00:45:00Z beforeOpening 2026-10-09",
+            "2026-10-09T01:00:00Z opened",
+            "2026-10-09T04:00:00Z break until 2026-10-09T05:30:00Z",
+            "2026-10-09T05:30:00Z opened",
+            "2026-10-09T09:00:00Z closed",
+            // Saturday: mornings only, so noon is the day's closing, not a break.
+            "2026-10-10T00:45:00Z beforeOpening 2026-10-10",
+            "2026-10-10T01:00:00Z opened",
+            "2026-10-10T04:00:00Z closed",
+            // Sunday 10-11, worked as a Monday.
+            "2026-10-11T00:45:00Z beforeOpening 2026-10-11",
+            "2026-10-11T01:00:00Z opened",
+            "2026-10-11T04:00:00Z break until 2026-10-11T05:30:00Z",
+            "2026-10-11T05:30:00Z opened",
+            "2026-10-11T09:00:00Z closed",
+        ]
+        #expect(await log.entries == expected)
+    }
+
+    @Test func startedMidMorningTurnsBoardsOnWithoutClearingTheDay() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 10:30"))
+        let log = DayLog(clock: clock)
+        try await drive(HallDay(hours: hours, clock: clock, actions: log), clock, until: try local("2026-10-06 09:00"))
+        #expect(await log.entries == [
+            "2026-10-05T02:30:00Z opened",
+            "2026-10-05T04:00:00Z break until 2026-10-05T05:30:00Z",
+            "2026-10-05T05:30:00Z opened",
+            "2026-10-05T09:00:00Z closed",
+            "2026-10-06T00:45:00Z beforeOpening 2026-10-06",
+            "2026-10-06T01:00:00Z opened",
+        ])
+    }
+
+    @Test func startedAtNightTurnsBoardsOffAndChecksBeforeTheNextOpening() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 22:00"))
+        let log = DayLog(clock: clock)
+        try await drive(HallDay(hours: hours, clock: clock, actions: log), clock, until: try local("2026-10-06 09:00"))
+        #expect(await log.entries == [
+            "2026-10-05T14:00:00Z closed",
+            "2026-10-06T00:45:00Z beforeOpening 2026-10-06",
+            "2026-10-06T01:00:00Z opened",
+        ])
+    }
+
+    @Test func startedAfterTheCheckTimeButBeforeOpeningStillChecks() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 08:50"))
+        let log = DayLog(clock: clock)
+        try await drive(HallDay(hours: hours, clock: clock, actions: log), clock, until: try local("2026-10-05 09:00"))
+        #expect(await log.entries == [
+            "2026-10-05T00:50:00Z beforeOpening 2026-10-05",
+            "2026-10-05T00:50:00Z closed",
+            "2026-10-05T01:00:00Z opened",
+        ])
+    }
+
+    @Test func startedOverLunchShowsTheBreak() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 12:30"))
+        let log = DayLog(clock: clock)
+        try await drive(HallDay(hours: hours, clock: clock, actions: log), clock, until: try local("2026-10-05 13:30"))
+        #expect(await log.entries == [
+            "2026-10-05T04:30:00Z break until 2026-10-05T05:30:00Z",
+            "2026-10-05T05:30:00Z opened",
+        ])
+    }
+
+    @Test func aBreakLongerThanTheLongestBreakTurnsBoardsOff() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 11:00"))
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, longestBreak: .seconds(60 * 60), clock: clock, actions: log)
+        try await drive(day, clock, until: try local("2026-10-05 13:30"))
+        #expect(await log.entries == [
+            "2026-10-05T03:00:00Z opened",
+            "2026-10-05T04:00:00Z closed",
+            "2026-10-05T05:30:00Z opened",
+        ])
+    }
+
+    @Test func aClockThatJumpsPastOpeningSkipsTheMissedCheck() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 07:00"))
+        let log = DayLog(clock: clock)
+        let stop = StopSignal()
+        async let running: Void = HallDay(hours: hours, clock: clock, actions: log).run(until: stop)
+        // Asleep until the check at 08:45; the box was suspended and wakes at 10:00.
+        #expect(await clock.nextDeadline() == (try local("2026-10-05 08:45")))
+        clock.advance(to: try local("2026-10-05 10:00"))
+        #expect(await clock.nextDeadline() == (try local("2026-10-05 12:00")))
+        stop.stop()
+        await running
+        #expect(await log.entries == ["2026-10-04T23:00:00Z closed", "2026-10-05T02:00:00Z opened"])
+    }
+
+    @Test func runReturnsWhenTheStopFiresOnTheSystemClock() async throws {
+        let hours = try #require(try hallDay().hours)
+        let log = DayLog(clock: ManualHallClock(now: Date()))
+        let stop = StopSignal()
+        let started = ContinuousClock.now
+        async let running: Void = HallDay(hours: hours, actions: log).run(until: stop)
+        // The day's first action shows the loop is running (and now waiting for its next change, hours away).
+        #expect(await eventually { await log.entries.count == 1 })
+        stop.stop()
+        await running
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    @Test func opensAtNineLocalTimeAcrossADaylightSavingChange() throws {
+        let berlin = try #require(TimeZone(identifier: "Europe/Berlin"))
+        let nine = try #require(OpenInterval("09:00-17:00"))
+        let hours = OpeningHours(timeZone: berlin, weekly: [.friday: [nine], .monday: [nine]])
+        // Clocks go forward on Sunday 2026-03-29: Friday's 09:00 is 08:00Z, Monday's 07:00Z.
+        let fridayMidnightUTC = Date(timeIntervalSince1970: 1_774_569_600)  // 2026-03-27T00:00:00Z
+        let friday = try #require(hours.nextTransition(after: fridayMidnightUTC))
+        #expect(friday.change == .opens)
+        #expect(iso(friday.date) == "2026-03-27T08:00:00Z")
+        let saturday = try #require(HallDate("2026-03-28"))
+        let monday = try #require(hours.nextDayStart(notBefore: hours.date(saturday, .midnight)))
+        #expect(monday.day == HallDate("2026-03-30"))
+        #expect(iso(monday.date) == "2026-03-30T07:00:00Z")
+        #expect(hours.isOpen(at: monday.date))
+        #expect(!hours.isOpen(at: monday.date.addingTimeInterval(-1)))
+    }
+
+    // MARK: Ticket counters
+
+    @Test func ticketsCountPerPrefixAndRestartAtTheNextDaysCheck() async throws {
+        let config = try hallDay()
+        let hours = try #require(config.hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 07:00"))
+        let counters = TicketCounters(settings: try #require(config.tickets), timeZone: shanghai, clock: clock)
+        let log = DayLog(clock: clock, counters: counters)
+        let stop = StopSignal()
+        async let running: Void = HallDay(hours: hours, clock: clock, actions: log).run(until: stop)
+
+        try await advance(clock, to: try local("2026-10-05 09:10"))
+        #expect(try await counters.next(prefix: "A") == "A001")
+        #expect(try await counters.next(prefix: "A") == "A002")
+        #expect(try await counters.next(prefix: "B") == "B001")
+        #expect(try await counters.next(prefix: "V") == "V001")
+        #expect(counters.isPriority("V") && !counters.isPriority("A"))
+
+        try await advance(clock, to: try local("2026-10-06 09:10"))
+        stop.stop()
+        await running
+        #expect(try await counters.next(prefix: "A") == "A001")
+        #expect(try await counters.next(prefix: "B") == "B001")
+        // The reset happened in the check, before opening.
+        #expect(await log.entries.contains("2026-10-06T00:45:00Z beforeOpening 2026-10-06 (counters reset)"))
+    }
+
+    @Test func aNewDayRestartsTheCountersEvenWithoutAReset() async throws {
+        let clock = ManualHallClock(now: try local("2026-10-05 16:00"))
+        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A"]), timeZone: shanghai, clock: clock)
+        #expect(try await counters.next(prefix: "A") == "A001")
+        #expect(try await counters.next(prefix: "A") == "A002")
+        // 23:59 in Shanghai is still the same day although it is another hour in UTC.
+        clock.advance(to: try local("2026-10-05 23:59"))
+        #expect(try await counters.next(prefix: "A") == "A003")
+        clock.advance(to: try local("2026-10-06 09:30"))
+        #expect(try await counters.next(prefix: "A") == "A001")
+    }
+
+    @Test func aRestartMidDayContinuesFromTheStoredNumber() async throws {
+        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
+        let store = InMemoryTicketCounterStore()
+        let settings = TicketSettings(prefixes: ["A", "B"])
+        let before = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
+        for _ in 1...5 { _ = try await before.next(prefix: "A") }
+        _ = try await before.next(prefix: "B")
+
+        let after = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
+        #expect(try await after.next(prefix: "A") == "A006")
+        #expect(try await after.next(prefix: "B") == "B002")
+        // A reset is stored too: a restart after it starts from 1.
+        try await after.reset()
+        #expect(try await after.next(prefix: "B") == "B001")
+        let afterReset = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
+        #expect(try await afterReset.next(prefix: "A") == "A001")
+    }
+
+    @Test func numbersGrowPastTheirWidthInsteadOfWrapping() async throws {
+        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
+        let store = InMemoryTicketCounterStore()
+        await store.save(day: try #require(HallDate("2026-10-05")), prefix: "A", number: 998)
+        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A"]), timeZone: shanghai, clock: clock,
+                                      store: store)
+        #expect(try await counters.next(prefix: "A") == "A999")
+        #expect(try await counters.next(prefix: "A") == "A1000")
+    }
+
+    @Test func concurrentTicketsNeverShareANumber() async throws {
+        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
+        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A"], digits: 2), timeZone: shanghai,
+                                      clock: clock)
+        // All fifty arrive before the day's numbers are loaded: they must share that one load.
+        let issued = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 1...50 { group.addTask { try await counters.next(prefix: "A") } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(Set(issued) == Set((1...50).map { $0 < 10 ? "A0\($0)" : "A\($0)" }))
+    }
+
+    @Test func anUnknownPrefixIsRefusedWithTheConfiguredOnes() async throws {
+        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
+        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A", "B"], priorityPrefixes: ["V"]),
+                                      timeZone: shanghai, clock: clock)
+        let error = await #expect(throws: TicketError.self) { try await counters.next(prefix: "X") }
+        #expect(error?.code == .unknownPrefix)
+        #expect(error?.description == "unknown ticket prefix 'X' (configured: A, B; 绿色通道: V)")
+    }
+
+    // MARK: Configuration
+
+    @Test func theConfigurationReadsHoursHolidaysWorkingDaysAndTickets() throws {
+        let config = try hallDay()
+        let morning = try #require(OpenInterval("09:00-12:00"))
+        let afternoon = try #require(OpenInterval("13:30-17:00"))
+        let weekday = [morning, afternoon]
+        let expected = HallDayConfig(
+            hours: OpeningHours(
+                timeZone: shanghai,
+                weekly: [.monday: weekday, .tuesday: weekday, .wednesday: weekday, .thursday: weekday,
+                         .friday: weekday, .saturday: [morning]],
+                holidays: [try #require(HallDate("2026-10-07"))],
+                workingDays: [try #require(HallDate("2026-10-11")): .monday]),
+            checkBeforeOpening: .seconds(15 * 60), longestBreak: .seconds(2 * 3600),
+            tickets: TicketSettings(prefixes: ["A", "B", "C"], priorityPrefixes: ["V"], digits: 3))
+        #expect(config == expected)
+        #expect(try ConfigLoader.parseHallDay(yaml: "{}", file: "hall.yaml", timeZone: shanghai) == nil)
+    }
+
+    @Test func anIntervalThatClosesBeforeItOpensIsReportedAtItsItem() throws {
+        let issues = try configIssues("""
+            hours:
+              monday-friday: ["09:00-12:00", "17:00-09:00"]
+            """)
+        #expect(issues == ["hall.yaml:2:34: hours.monday-friday[1]: '17:00-09:00' closes before it opens "
+                            + "(an interval lies within one day, e.g. 09:00-17:00)"])
+    }
+
+    @Test func anUnknownWeekdayIsReportedWithTheKnownKeys() throws {
+        let issues = try configIssues("""
+            hours:
+              monday-friday: ["09:00-17:00"]
+              sundey: ["09:00-12:00"]
+            """)
+        #expect(issues == ["hall.yaml:3:3: hours.sundey: unknown weekday or key (weekdays: monday … sunday, or a "
+                            + "range such as monday-friday; other keys: holidays, working-days, "
+                            + "check-before-opening-minutes, longest-break-minutes)"])
+    }
+
+    @Test func aDateThatDoesNotExistIsReported() throws {
+        let issues = try configIssues("""
+            hours:
+              monday-friday: ["09:00-17:00"]
+              holidays: [2026-10-01, 2026-02-30]
+            """)
+        #expect(issues == ["hall.yaml:3:26: hours.holidays[1]: '2026-02-30' is not a date YYYY-MM-DD "
+                            + "(e.g. 2026-10-01)"])
+    }
+
+    @Test func otherMistakesAreEachReportedOnce() throws {
+        let issues = try configIssues("""
+            hours:
+              monday-friday: ["09:00-13:00", "12:00-17:00"]
+              saturday-monday: ["09:00-12:00"]
+              working-days: {2026-10-11: sunday, 2026-10-12: someday}
+            tickets:
+              prefixes: [A, b]
+              priority-prefixes: [A]
+              digits: 9
+            """)
+        #expect(issues == [
+            "hall.yaml:2:34: hours.monday-friday[1]: '12:00-17:00' overlaps '09:00-13:00'",
+            "hall.yaml:3:3: hours.saturday-monday: unknown weekday or key (weekdays: monday … sunday, or a range "
+                + "such as monday-friday; other keys: holidays, working-days, check-before-opening-minutes, "
+                + "longest-break-minutes)",
+            "hall.yaml:4:50: hours.working-days.2026-10-12: 'someday' is not a weekday (monday … sunday): the day "
+                + "whose hours 2026-10-12 is worked with",
+            "hall.yaml:4:18: hours.working-days.2026-10-11: 2026-10-11 is worked as sunday, which has no opening hours",
+            "hall.yaml:6:17: tickets.prefixes[1]: 'b' is not a ticket prefix (1 to 3 capital letters, e.g. A or VIP)",
+            "hall.yaml:8:11: tickets.digits: 9 is out of range 1…6",
+            "hall.yaml:6:3: tickets: prefix 'A' is given twice",
+        ])
+    }
+
+    // MARK: Helpers
+
+    func configIssues(_ text: String) throws -> [String] {
+        do {
+            _ = try ConfigLoader.parseHallDay(yaml: text, file: "hall.yaml", timeZone: shanghai)
+            return []
+        } catch {
+            return error.issues.map(\.description)
+        }
+    }
+
+    /// Runs `day` from the clock's current instant to `end`, stepping the clock to each deadline it sleeps until.
+    func drive(_ day: HallDay, _ clock: ManualHallClock, until end: Date) async throws {
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        try await advance(clock, to: end)
+        stop.stop()
+        await running
+    }
+
+    /// Steps the clock deadline by deadline up to `end`; returns once the day sleeps past `end`, its actions done.
+    func advance(_ clock: ManualHallClock, to end: Date) async throws {
+        while true {
+            let deadline = await clock.nextDeadline()
+            guard deadline <= end else { break }
+            clock.advance(to: deadline)
+        }
+        clock.advance(to: end)
+        // Whatever `end` itself woke has acted once the day sleeps again.
+        _ = await clock.nextDeadline()
+    }
+}
+
+/// Records each action with the instant the clock read when it came.
+actor DayLog: HallDayActions {
+    let clock: ManualHallClock
+    let counters: TicketCounters?
+    private(set) var entries: [String] = []
+
+    init(clock: ManualHallClock, counters: TicketCounters? = nil) {
+        self.clock = clock
+        self.counters = counters
+    }
+
+    func beforeOpening(day: DateComponents) async {
+        let date = HallDate(year: day.year ?? 0, month: day.month ?? 0, day: day.day ?? 0)
+        var entry = "\(iso(clock.now)) beforeOpening \(date.map(String.init(describing:)) ?? "\(day)")"
+        if let counters {
+            do {
+                try await counters.reset()
+                entry += " (counters reset)"
+            } catch {
+                entry += " (reset failed: \(error))"
+            }
+        }
+        entries.append(entry)
+    }
+
+    func opened() async { entries.append("\(iso(clock.now)) opened") }
+
+    func breakStarted(reopensAt: Date) async { entries.append("\(iso(clock.now)) break until \(iso(reopensAt))") }
+
+    func closed() async { entries.append("\(iso(clock.now)) closed") }
+}
+
+/// `2026-10-05T00:45:00Z`.
+func iso(_ date: Date) -> String { ISO8601DateFormatter().string(from: date) }
