@@ -131,6 +131,11 @@ struct InProcessGateway {
         running = Task { await gateway.run(until: stop) }
     }
 
+    /// The devices' wire counters summed: answered requests and timeouts.
+    func totals() async -> (transactions: Int, timeouts: Int) {
+        await gateway.deviceStates().reduce((0, 0)) { ($0.0 + $1.counters.transactions, $0.1 + $1.counters.timeouts) }
+    }
+
     /// Stops the buses and the forwarders and waits until they finished.
     func shutdown() async {
         stop.stop()
@@ -191,9 +196,15 @@ final class ServerChild: @unchecked Sendable {
     /// The first line the server printed: `port P` or `paths A B …`.
     private(set) var banner = ""
 
-    init(_ arguments: [String]) async throws {
-        process.executableURL = URL(fileURLWithPath: BenchPaths.executable)
-        process.arguments = ["modbus-server"] + arguments
+    /// Starts the server; on `cpu` alone when given (through taskset), else wherever the scheduler puts it.
+    init(_ arguments: [String], cpu: Int? = nil) async throws {
+        if let cpu {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+            process.arguments = ["-c", "\(cpu)", BenchPaths.executable, "modbus-server"] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: BenchPaths.executable)
+            process.arguments = ["modbus-server"] + arguments
+        }
         process.standardInput = input
         process.standardOutput = output
         try process.run()
@@ -309,6 +320,13 @@ func fixed(_ value: Double, _ decimals: Int = 1) -> String { String(format: "%.\
 
 /// Whether a measured value meets its target, for the tables.
 func verdict(_ met: Bool) -> String { met ? "met" : "MISSED" }
+
+/// The CPUs a process may run on (`Cpus_allowed_list`; 0: this process).
+func allowedCPUs(_ pid: Int32) -> String {
+    let status = readProcFile(pid == 0 ? "/proc/self/status" : "/proc/\(pid)/status") ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
+    return line.map { $0.split(whereSeparator: \.isWhitespace).dropFirst().joined() } ?? "?"
+}
 
 /// The machine's load now (1-minute average), to print beside the figures: other builds share the two cores.
 func loadAverage() -> String {

@@ -132,7 +132,7 @@ enum DaemonBenchmarks {
         }
         printTable(["layout", "buses", "polls", "VmRSS MB", "VmHWM MB", "RssAnon MB", "RssFile MB", "threads"], rows)
         let top = options.int("--top", 12)
-        for (layout, breakdown) in breakdowns {
+        for (layout, breakdown) in breakdowns where top > 0 {
             print("\nwhere the resident memory of layout \(layout) is (MB):")
             printTable(["mapping", "size", "Rss", "anon"], breakdown.largest(top).map {
                 [$0.name, fixed($0.sizeKB / 1024, 1), fixed($0.rssKB / 1024, 2), fixed($0.anonymousKB / 1024, 2)]

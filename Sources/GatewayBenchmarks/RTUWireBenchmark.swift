@@ -28,10 +28,12 @@ enum RTUWireBenchmark {
         defer { line.remove() }
         try await Task.sleep(for: .seconds(options.double("--warmup", 6)))
         let before = line.server.requestsAnswered
+        let countersBefore = await line.gateway.totals()
         let started = ContinuousClock.now
         try await Task.sleep(for: .seconds(seconds))
         let answered = line.server.requestsAnswered - before
         let elapsed = (ContinuousClock.now - started).inSeconds
+        let countersAfter = await line.gateway.totals()
         await line.gateway.shutdown()
 
         let answer = answerCharacters(registers: MockModbusEvaluator.Register.count)
@@ -47,6 +49,9 @@ enum RTUWireBenchmark {
             ["character time (ms)", fixed(pacing.characterTime.inMilliseconds, 4)],
             ["wire time per transaction (ms)", fixed(perTransaction.inMilliseconds, 2)],
             ["limit (transactions/s)", fixed(limit, 2)],
+            ["answered by the pads (server count)", "\(answered)"],
+            ["answered, the gateway's counters", "\(countersAfter.transactions - countersBefore.transactions)"],
+            ["timeouts, the gateway's counters", "\(countersAfter.timeouts - countersBefore.timeouts)"],
             ["measured (transactions/s)", fixed(measured, 2)],
             ["fraction of the limit", fixed(measured / limit, 3)],
             ["target >= 0.90", verdict(measured / limit >= 0.90)],

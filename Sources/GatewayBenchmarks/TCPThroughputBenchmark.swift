@@ -5,7 +5,12 @@ import Foundation
 /// of libmodbus's `modbus_read_registers` (`bench/modbus_tcp_loop.c`), both against the same server in a process of
 /// its own, in alternating rounds so that both see the same machine.
 ///
+/// Where the scheduler puts client and server changes the figures several-fold on a virtual machine (a wake-up on
+/// the other core costs far more than a switch on the same one), so `bench/bus.sh` pins them: this process (and the
+/// C loop it starts) with `taskset -c 0`, the server with `--server-cpu 1`.
+///
 ///     GatewayBenchmarks tcp-vs-libmodbus --baseline PATH [--units 32] [--seconds 10] [--rounds 2] [--warmup 2]
+///                                        [--server-cpu N]
 enum TCPThroughputBenchmark {
     private struct Round {
         var client: String
@@ -17,7 +22,7 @@ enum TCPThroughputBenchmark {
 
     static func run(_ arguments: [String]) async throws {
         let options = BenchOptions(arguments, command: "tcp-vs-libmodbus",
-                                   known: ["--baseline", "--units", "--seconds", "--rounds", "--warmup"])
+                                   known: ["--baseline", "--units", "--seconds", "--rounds", "--warmup", "--server-cpu"])
         guard let baseline = options.string("--baseline") else {
             print("tcp-vs-libmodbus: --baseline PATH (bench/modbus_tcp_loop.c, built by bench/bus.sh) is required")
             exit(2)
@@ -25,7 +30,8 @@ enum TCPThroughputBenchmark {
         let units = options.int("--units", 32)
         let seconds = options.double("--seconds", 10)
         let warmup = options.double("--warmup", 2)
-        let server = try await ServerChild(["--transport", "tcp", "--units", "\(units)"])
+        let serverCPU = options.string("--server-cpu").flatMap { Int($0) }
+        let server = try await ServerChild(["--transport", "tcp", "--units", "\(units)"], cpu: serverCPU)
         defer { server.stop() }
         let port = try server.port
         var rounds: [Round] = []
@@ -34,7 +40,8 @@ enum TCPThroughputBenchmark {
             rounds.append(try await gateway(port: port, units: units, seconds: seconds, warmup: warmup, server: server))
         }
         print("tcp-vs-libmodbus: \(units) unit ids behind one loopback server (its own process), one connection, "
-              + "\(fixed(seconds, 0)) s a round; load \(loadAverage())")
+              + "\(fixed(seconds, 0)) s a round; client on CPUs \(allowedCPUs(0)), server on CPUs "
+              + "\(allowedCPUs(server.process.processIdentifier)); load \(loadAverage())")
         printTable(["client", "transactions/s", "client CPU µs/txn", "server CPU µs/txn"], rounds.map {
             [$0.client, fixed($0.rate, 0), fixed($0.clientMicroseconds, 1), fixed($0.serverMicroseconds, 1)]
         })
@@ -90,11 +97,14 @@ enum TCPThroughputBenchmark {
         let gateway = try InProcessGateway(configuration: configuration, folder: folder)
         try await Task.sleep(for: .seconds(warmup))
         let answeredBefore = try await server.answered()
+        let timeoutsBefore = await gateway.totals().timeouts
         let serverBefore = server.cpuSeconds
         let cpuBefore = ProcessSample.of(0)?.cpuSeconds ?? 0
         let started = ContinuousClock.now
         try await Task.sleep(for: .seconds(seconds))
         let answered = try await server.answered() - answeredBefore
+        let timeouts = await gateway.totals().timeouts - timeoutsBefore
+        if timeouts > 0 { print("tcp-vs-libmodbus: the gateway counted \(timeouts) timeouts") }
         let elapsed = (ContinuousClock.now - started).inSeconds
         let cpu = (ProcessSample.of(0)?.cpuSeconds ?? 0) - cpuBefore
         let serverCPU = server.cpuSeconds - serverBefore
