@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.29.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.25.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
+        // The local API for the queue system and the technician's CLI.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
     ],
     targets: [
         .systemLibrary(name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
@@ -51,6 +53,17 @@ let package = Package(
             name: "MockDevices",
             dependencies: ["Protocols", "CModbus", "CPseudoTerminal", .product(name: "Logging", package: "swift-log")]
         ),
+        // The HTTP API: commands from the queue system, device states, events; served by `gatewayd run`.
+        .target(
+            name: "LocalAPI",
+            dependencies: [
+                "DeviceGateway",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("openapi.json")]
+        ),
         .executableTarget(
             name: "gatewayd",
             dependencies: [
@@ -73,8 +86,10 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "DeviceGateway", "MockDevices", "Protocols", "CModbus",
+                "DeviceGateway", "MockDevices", "Protocols", "CModbus", "LocalAPI",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
     ]

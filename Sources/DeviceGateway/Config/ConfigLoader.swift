@@ -42,6 +42,8 @@ public enum ConfigLoader {
         // 0 turns the heartbeat off.
         let heartbeat = top.int("heartbeat-seconds", in: 0...86_400) ?? 60
         let api = top.value("api").flatMap { parseAPI($0, reader, folder: folder) } ?? APISettings()
+        let hallDay = parseHallDay(hours: top.value("hours"), tickets: top.value("tickets"), reader,
+                                   timeZone: hall?.timeZone ?? TimeZone(identifier: "Asia/Shanghai") ?? .gmt)
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)
@@ -55,6 +57,7 @@ public enum ConfigLoader {
                                    buses: buses, devices: devices, sinks: sinks, outbox: outbox,
                                    heartbeatInterval: heartbeat == 0 ? nil : .seconds(heartbeat))
         config.api = api
+        config.hallDay = hallDay
         return (config, library)
     }
 

@@ -20,6 +20,8 @@ public struct GatewayConfig: Sendable {
     public var heartbeatInterval: Duration?
     /// The local API for the queue system and the CLI.
     public var api = APISettings()
+    /// The hall's working day (`hours:`) and the gateway's ticket numbering (`tickets:`); nil when neither is set.
+    public var hallDay: HallDayConfig?
 
     /// Creates a configuration.
     public init(

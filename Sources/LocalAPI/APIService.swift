@@ -1,0 +1,72 @@
+public import DeviceGateway
+import Foundation
+import Hummingbird
+public import Logging
+public import ServiceLifecycle
+
+/// The local API as a service of `gatewayd run`: a port it cannot bind is logged, and the gateway runs on without it.
+public struct APIService: Service {
+    let api: LocalAPI
+    let settings: APISettings
+    let logger: Logger
+
+    /// The API of `gateway` as `settings` say, with `token`.
+    public init(gateway: Gateway, settings: APISettings, token: String, logger: Logger) {
+        api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token, logger: logger)
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let logger = self.logger
+        let address = "\(settings.host):\(settings.port)"
+        let application = api.application(host: settings.host, port: settings.port) { port in
+            logger.info("api: listening on http://\(address.replacingOccurrences(of: ":\(0)", with: ":\(port)"))")
+        }
+        do {
+            try await application.runService()
+        } catch {
+            logger.error("api: cannot serve on \(address): \(error); the gateway runs on without its API")
+        }
+    }
+}
+
+/// The bearer token clients must send.
+public enum APIToken {
+    /// The token from `settings.tokenFile`, or the one the gateway keeps in `<stateDirectory>/api-token` (made on
+    /// first use, readable by its owner only).
+    public static func resolve(_ settings: APISettings, stateDirectory: String) throws(GatewayError) -> String {
+        if let file = settings.tokenFile {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw GatewayError(.storeMissing, "api.token-file \(file): cannot be read")
+            }
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.count >= 16 else {
+                throw GatewayError(.storeMissing, "api.token-file \(file): the token must be at least 16 characters")
+            }
+            return token
+        }
+        let path = (stateDirectory as NSString).appendingPathComponent("api-token")
+        if let text = try? String(contentsOfFile: path, encoding: .utf8),
+           case let token = text.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty {
+            return token
+        }
+        var generator = SystemRandomNumberGenerator()
+        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        do {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            guard FileManager.default.createFile(atPath: path, contents: Data((token + "\n").utf8),
+                                                 attributes: [.posixPermissions: 0o600])
+            else { throw CocoaError(.fileWriteUnknown) }
+        } catch {
+            throw GatewayError(.storeMissing, "\(path): cannot write the API token: \(error)")
+        }
+        return token
+    }
+
+    /// The token a CLI on this machine sends: the configured file's, or the gateway's own.
+    public static func read(_ settings: APISettings, stateDirectory: String) -> String? {
+        let path = settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token")
+        return (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

@@ -1,0 +1,121 @@
+public import DeviceGateway
+import Foundation
+public import Hummingbird
+import HTTPTypes
+public import Logging
+import NIOCore
+
+/// The gateway's local HTTP API: the hall's one door to its devices for the queue system, and the CLI's window
+/// into the running daemon. Every route but `/healthz`, `/readyz` and `/openapi.json` needs the bearer token;
+/// errors are RFC 9457 problem details. The document is `Sources/LocalAPI/openapi.json`, served as is.
+public struct LocalAPI: Sendable {
+    let gateway: Gateway
+    let commands: CommandCenter
+    let token: String
+    let logger: Logger
+
+    /// An API over `gateway`, its commands run by `commands`, requiring `token`.
+    public init(gateway: Gateway, commands: CommandCenter, token: String, logger: Logger) {
+        self.gateway = gateway
+        self.commands = commands
+        self.token = token
+        self.logger = logger
+    }
+
+    /// The application, listening on `host:port`; `onListening` gets the port actually bound (for port 0).
+    public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol
+    {
+        Application(
+            router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "hall-gateway"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) }, logger: logger)
+    }
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: ProblemMiddleware())
+        router.get("/healthz") { _, _ in Status(status: "alive") }
+        router.get("/readyz") { _, _ in try await readiness() }
+        router.get("/openapi.json") { _, _ in try Self.openAPIDocument() }
+        let v1 = router.group("/v1").add(middleware: BearerTokenMiddleware(token: token))
+        v1.get("/devices") { _, _ in DeviceList(devices: await gateway.deviceStates().map(DeviceView.init)) }
+        v1.get("/events") { request, _ in try await events(request) }
+        v1.post("/windows/:window/call") { request, context in
+            let body = try await Self.body(TicketBody.self, request, context)
+            return try await run(.call(window: try context.parameters.require("window"), ticket: body.ticket), request)
+        }
+        v1.post("/windows/:window/recall") { request, context in
+            let body = try await Self.body(TicketBody.self, request, context)
+            return try await run(.recall(window: try context.parameters.require("window"), ticket: body.ticket), request)
+        }
+        v1.post("/windows/:window/pause") { request, context in
+            try await run(.pause(window: try context.parameters.require("window")), request)
+        }
+        v1.post("/windows/:window/resume") { request, context in
+            try await run(.resume(window: try context.parameters.require("window")), request)
+        }
+        v1.post("/windows/:window/clear") { request, context in
+            try await run(.clear(window: try context.parameters.require("window")), request)
+        }
+        v1.post("/devices/:device/text") { request, context in
+            let body = try await Self.body(TextBody.self, request, context)
+            return try await run(.showText(device: try context.parameters.require("device"), text: body.text), request)
+        }
+        return router
+    }
+
+    private func run(_ command: QueueCommand, _ request: Request) async throws -> CommandResponse {
+        let key = request.headers[.idempotencyKey]
+        if let key, key.isEmpty || key.count > 200 {
+            throw Problem(.badRequest, "Idempotency-Key must be 1 to 200 characters")
+        }
+        do {
+            return CommandResponse(result: try await commands.execute(command, idempotencyKey: key))
+        } catch {
+            throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
+        }
+    }
+
+    /// A page of committed events, each as it is stored (a CloudEvent), with its outbox position.
+    private func events(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        guard let after = query["after"].map({ Int64(String($0)) }) ?? 0, after >= 0 else {
+            throw Problem(.badRequest, "after must be an event position (an integer from 0)")
+        }
+        guard let limit = query["limit"].map({ Int(String($0)) }) ?? 100, (1...1000).contains(limit) else {
+            throw Problem(.badRequest, "limit must be an integer from 1 to 1000")
+        }
+        let entries = try await gateway.outbox.entries(after: after, limit: limit)
+        // The stored JSON goes out byte for byte: what the sinks get.
+        let events = entries.map { "{\"position\":\($0.position),\"event\":\($0.json)}" }.joined(separator: ",")
+        let body = "{\"events\":[\(events)],\"next\":\(entries.last?.position ?? after)}"
+        return Response(status: .ok, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    private func readiness() async throws -> Status {
+        var problems: [String] = []
+        if !gateway.isRunning { problems.append("the buses are not started") }
+        do {
+            // A real write: a full disk or a read-only outbox shows here.
+            try await gateway.outbox.recordDeviceStates(await gateway.deviceStates())
+        } catch {
+            problems.append("the outbox cannot be written: \(error)")
+        }
+        guard problems.isEmpty else { throw Problem(.serviceUnavailable, problems.joined(separator: "; ")) }
+        return Status(status: "ready")
+    }
+
+    /// The JSON body; its DecodingError reaches the problem middleware, which says in words what is wrong.
+    static func body<Body: Decodable>(_ type: Body.Type, _ request: Request, _ context: BasicRequestContext) async throws -> Body {
+        try await context.requestDecoder.decode(type, from: request, context: context)
+    }
+
+    static func openAPIDocument() throws -> Response {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),
+              let data = try? Data(contentsOf: url)
+        else { throw Problem(.internalServerError, "the OpenAPI document is missing from this build") }
+        return Response(status: .ok, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,196 @@
+import AsyncHTTPClient
+import DeviceGateway
+import Foundation
+import Hummingbird
+import LocalAPI
+import MockDevices
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The local API on a real loopback port, driving mock boards over Modbus RTU through the real gateway.
+@Suite(.serialized) struct LocalAPITests {
+    /// A hall with window 5 (a board and a pad), window 7 (a board that never answers) and a hall board, the
+    /// gateway running and its API listening.
+    final class Hall: Sendable {
+        let board = MockModbusBoard()
+        let hallBoard = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server: MockModbusServer
+        let folder: TemporaryDirectory
+        let gateway: Gateway
+        let stop = StopSignal()
+        let running: Task<Void, Never>
+        let api: Task<Void, any Error>
+        let port: Int
+        let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+
+        init() async throws {
+            server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
+            let path = try #require(server.endpoint.devicePath)
+            folder = try TemporaryDirectory()
+            let (config, profiles) = try ConfigLoader.parse("""
+                hall: {id: test-hall}
+                state-directory: \(folder.path)/state
+                profiles: \(profilesDirectory)
+                buses:
+                  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+                devices:
+                  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+                  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+                  - {id: board-w07, profile: modbus-window-board, bus: line-a, address: 9, window: "7"}
+                  - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 6}
+                sinks:
+                  - {type: sqlite, path: \(folder.path)/events.sqlite}
+                """, file: "test.yaml", relativeTo: folder.path)
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            self.gateway = gateway
+            let stop = self.stop
+            running = Task { await gateway.run(until: stop) }
+            let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token,
+                               logger: CapturedLog().logger)
+            let (ports, listening) = AsyncStream.makeStream(of: Int.self)
+            let application = api.application(host: "127.0.0.1", port: 0) { port in listening.yield(port) }
+            self.api = Task { try await application.runService() }
+            var iterator = ports.makeAsyncIterator()
+            port = try #require(await iterator.next())
+        }
+
+        func stopAll() async throws {
+            api.cancel()
+            _ = await api.result
+            stop.stop()
+            await running.value
+            try await client.shutdown()
+            server.stop()
+        }
+
+        /// A request to the API; `token` nil sends none.
+        func request(_ method: HTTPMethod, _ path: String, json: String? = nil, token: String?? = .none,
+                     headers: [(String, String)] = []) async throws -> (status: Int, type: String, body: String) {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+            request.method = method
+            let bearer: String? = switch token {
+            case .none: self.token
+            case .some(let given): given
+            }
+            if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            if let json {
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(string: json))
+            }
+            let response = try await client.execute(request, timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), response.headers.first(name: "Content-Type") ?? "", String(buffer: body))
+        }
+
+        func json(_ text: String) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        }
+    }
+
+    @Test func aCallReachesTheWindowsBoardAndTheHallBoardAndCommitsItsEvent() async throws {
+        let hall = try await Hall()
+        let response = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "A023"}"#)
+        let result = try hall.json(response.body)
+        #expect(response.status == 200, "\(response.body)")
+        #expect(result["status"] as? String == "done")
+        #expect(hall.board.display.text == "请A023号到5号窗口")
+        #expect(hall.hallBoard.display.text == "请A023号到5号窗口", "the hall board shows every window's call")
+        #expect(hall.board.display.mode == .steady)
+        let devices = try #require(result["devices"] as? [[String: Any]])
+        #expect(Set(devices.compactMap { $0["device"] as? String }) == ["board-w05", "board-hall"], "not the pad")
+        let eventId = try #require(result["eventId"] as? String)
+        let committed = try await hall.gateway.outbox.entries(after: 0, limit: 1000)
+        let event = try #require(committed.first { $0.id == eventId })
+        #expect(event.type == "hall.call.displayed" && event.subject == "window/5")
+        #expect(event.json.contains(#""ticket":"A023""#))
+
+        let recall = try await hall.request(.POST, "/v1/windows/5/recall", json: #"{"ticket": "A023"}"#)
+        #expect(recall.status == 200)
+        #expect(hall.board.display.mode == .blinking)
+        let pause = try await hall.request(.POST, "/v1/windows/5/pause")
+        #expect(pause.status == 200)
+        #expect(hall.board.display.text == "暂停服务")
+        #expect(hall.hallBoard.display.text == "请A023号到5号窗口", "a window's pause is not the hall's")
+        let text = try await hall.request(.POST, "/v1/devices/board-hall/text", json: #"{"text": "欢迎光临"}"#)
+        #expect(text.status == 200)
+        #expect(hall.hallBoard.display.text == "欢迎光临")
+        try await hall.stopAll()
+    }
+
+    @Test func aRepeatedIdempotencyKeyRunsTheCommandOnce() async throws {
+        let hall = try await Hall()
+        let key = [("Idempotency-Key", "queue-7f3a-0001")]
+        let first = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B101"}"#, headers: key)
+        let second = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B101"}"#, headers: key)
+        #expect(first.status == 200 && second.status == 200)
+        #expect(try hall.json(first.body)["id"] as? String == hall.json(second.body)["id"] as? String)
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
+        let calls = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.call.displayed" }
+        #expect(calls.count == 1)
+        try await hall.stopAll()
+    }
+
+    @Test func aCommandToAnOfflineBoardAnswersWithThatReason() async throws {
+        let hall = try await Hall()
+        #expect(await eventually {
+            let devices = (try? await hall.request(.GET, "/v1/devices").body).flatMap { try? hall.json($0) }
+            let list = devices?["devices"] as? [[String: Any]] ?? []
+            return list.contains { $0["device"] as? String == "board-w07" && $0["state"] as? String == "offline" }
+        })
+        let response = try await hall.request(.POST, "/v1/windows/7/call", json: #"{"ticket": "A024"}"#)
+        let result = try hall.json(response.body)
+        #expect(result["status"] as? String == "device-offline")
+        let device = try #require((result["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w07" })
+        #expect((device["detail"] as? String)?.contains("board-w07 is offline: no answer") == true)
+        try await hall.stopAll()
+    }
+
+    @Test func clientMistakesGetProblemDetails() async throws {
+        let hall = try await Hall()
+        for token in [String?.none, "wrong"] {
+            let refused = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "A1"}"#, token: .some(token))
+            #expect(refused.status == 401 && refused.type == "application/problem+json")
+            #expect(try hall.json(refused.body)["status"] as? Int == 401)
+        }
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran without the token")
+        let malformed = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "#)
+        #expect(malformed.status == 400 && malformed.type == "application/problem+json")
+        #expect(try hall.json(malformed.body)["detail"] as? String == "the body is not what this endpoint takes: not valid JSON", "\(malformed.body)")
+        let missing = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"number": "A1"}"#)
+        #expect(missing.status == 400)
+        #expect((try hall.json(missing.body)["detail"] as? String)?.contains("'ticket' is missing") == true, "\(missing.body)")
+        let unknown = try await hall.request(.POST, "/v1/windows/99/call", json: #"{"ticket": "A1"}"#)
+        #expect(unknown.status == 404)
+        #expect(try hall.json(unknown.body)["detail"] as? String == "hall test-hall has no window 99")
+        let nowhere = try await hall.request(.GET, "/v1/nowhere")
+        #expect(nowhere.status == 404 && nowhere.type == "application/problem+json")
+        let badPage = try await hall.request(.GET, "/v1/events?limit=0")
+        #expect(badPage.status == 400)
+        try await hall.stopAll()
+    }
+
+    @Test func healthReadinessDevicesEventsAndTheDocument() async throws {
+        let hall = try await Hall()
+        #expect(try await hall.request(.GET, "/healthz", token: .some(nil)).status == 200)
+        #expect(try await hall.request(.GET, "/readyz", token: .some(nil)).status == 200)
+        let document = try await hall.request(.GET, "/openapi.json", token: .some(nil))
+        let committed = try String(contentsOfFile: repositoryRoot + "/Sources/LocalAPI/openapi.json", encoding: .utf8)
+        #expect(document.body == committed, "the committed document is the one served")
+        hall.pad.press(.satisfied)
+        #expect(await eventually {
+            let page = (try? await hall.request(.GET, "/v1/events?after=0&limit=1000").body).flatMap { try? hall.json($0) }
+            let events = page?["events"] as? [[String: Any]] ?? []
+            return events.contains { ($0["event"] as? [String: Any])?["type"] as? String == "hall.rating.submitted" }
+        })
+        let page = try hall.json(try await hall.request(.GET, "/v1/events?after=0&limit=1").body)
+        let first = try #require((page["events"] as? [[String: Any]])?.first)
+        #expect(page["next"] as? Int == first["position"] as? Int)
+        let next = try hall.json(try await hall.request(.GET, "/v1/events?after=\(page["next"] as? Int ?? 0)&limit=1").body)
+        #expect((next["events"] as? [[String: Any]])?.first?["position"] as? Int != first["position"] as? Int)
+        try await hall.stopAll()
+    }
+}
