@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "gatewayd",
             dependencies: [
-                "DeviceGateway", "MockDevices",
+                "DeviceGateway", "MockDevices", "LocalAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,5 +1,6 @@
 public import ArgumentParser
 import DeviceGateway
+import LocalAPI
 import Foundation
 public import Logging
 import MockDevices
@@ -55,15 +56,29 @@ struct Run: AsyncParsableCommand {
         let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
             for event in events { eventLog.info("\(EventSummary.line(event, timeZone: timeZone))") }
         }
-        var services: [any Service] = [gateway]
-        if let demo {
-            services.append(CitizenSimulation(hall: demo))
-            services.append(QueueSimulation(gateway: gateway, timeZone: timeZone, logger: logger))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)
+        ]
+        if gatewayConfig.api.enabled {
+            let token: String
+            do {
+                token = try APIToken.resolve(gatewayConfig.api, stateDirectory: gatewayConfig.stateDirectory)
+            } catch {
+                printError(error.message)
+                throw ExitCode(2)
+            }
+            // The API's end, even a failure to bind, is not the gateway's.
+            services.append(.init(service: APIService(gateway: gateway, settings: gatewayConfig.api, token: token, logger: logger),
+                                  successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
+        var demoServices: [any Service] = []
+        if let demo {
+            demoServices.append(CitizenSimulation(hall: demo))
+            demoServices.append(QueueSimulation(gateway: gateway, timeZone: timeZone, logger: logger))
+        }
+        services += demoServices.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) }
         let group = ServiceGroup(
-            configuration: .init(
-                services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         demo?.stop()
     }

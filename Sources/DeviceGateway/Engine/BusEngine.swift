@@ -274,7 +274,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         let deadline = writtenAt + onWire + config.responseTimeout
         while clock.now < deadline, self.link != nil {
             if let outcome = await receive(on: link, until: deadline, inFlight: request) {
-                counters[request.device, default: DeviceCounters()].latency.record(clock.now - (writtenAt + onWire))
+                // From the end of the request on the wire; a pseudo-terminal answers before a real line could.
+                counters[request.device, default: DeviceCounters()].latency.record(max(.zero, clock.now - (writtenAt + onWire)))
                 return outcome
             }
         }
