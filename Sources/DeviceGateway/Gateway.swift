@@ -17,7 +17,11 @@ public final class Gateway: Service {
     /// What each configured device is to the hall, by device id.
     public let roles: [String: DeviceRole]
     private let forwarders: [Forwarder]
-    private let logger: Logger
+    let logger: Logger
+    private let printers: PrinterConditions
+    /// The gateway's ticket numbers (`tickets:` in the configuration), nil when the queue system numbers tickets.
+    public let tickets: TicketCounters?
+    private let hallClock: any HallClock
     private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
     private let started = ContinuousClock.now
@@ -26,15 +30,26 @@ public final class Gateway: Service {
 
     /// Sets up the outbox, sinks and buses. Fails only for what makes the whole gateway useless
     /// (an outbox that cannot be written, a profile that cannot be read); a missing port is not that.
-    public init(config: GatewayConfig, profiles: ProfileLibrary, logger: Logger,
+    public init(config: GatewayConfig, profiles: ProfileLibrary, logger: Logger, hallClock: any HallClock = SystemHallClock(),
                 onCommit: @escaping BusCommitter.Observer = { _ in }) throws {
         self.config = config
         self.logger = logger
+        self.hallClock = hallClock
+        let printers = PrinterConditions()
+        self.printers = printers
+        // Printers' conditions are kept from their events: the day's check and the choice of a printer read them.
+        let onCommit: BusCommitter.Observer = { events in
+            printers.take(events)
+            onCommit(events)
+        }
         self.onCommit = onCommit
         let outbox = try Outbox.open(
             path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), policy: config.outbox,
             logger: logger)
         self.outbox = outbox
+        tickets = config.hallDay?.tickets.map {
+            TicketCounters(settings: $0, timeZone: config.hall.timeZone, clock: hallClock, store: OutboxTicketStore(outbox: outbox))
+        }
         forwarders = config.sinks.map { sink in
             Forwarder(outbox: outbox, sink: DeferredSink(config: sink, hallId: config.hall.id, logger: logger),
                       config: sink, logger: logger)
@@ -99,6 +114,12 @@ public final class Gateway: Service {
             await withTaskGroup(of: Void.self) { busGroup in
                 for bus in buses {
                     busGroup.addTask { await bus.run(until: stop) }
+                }
+                if let hallDay = config.hallDay, let hours = hallDay.hours {
+                    let day = HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening,
+                                      longestBreak: hallDay.longestBreak, clock: hallClock,
+                                      actions: GatewayHallActions(gateway: self, counters: tickets))
+                    busGroup.addTask { await day.run(until: stop) }
                 }
             }
             // Every cycle is committed; let the forwarders deliver it before returning.
@@ -225,4 +246,36 @@ public final class Gateway: Service {
 public enum GatewayInfo {
     /// The version heartbeats and `gatewayd --version` report.
     public static let version = "0.5.0"
+}
+
+/// The last condition each printer reported (`online`, `paper-out`, …), by device id.
+final class PrinterConditions: Sendable {
+    private let conditions = Mutex<[String: String]>([:])
+
+    func take(_ events: [CloudEvent]) {
+        for event in events {
+            guard case .printerStatus(let status) = event.data,
+                  let device = event.source.split(separator: "/").last.map(String.init)
+            else { continue }
+            conditions.withLock { $0[device] = status.state }
+        }
+    }
+
+    var all: [String: String] { conditions.withLock { $0 } }
+}
+
+extension Gateway {
+    /// The last condition each printer reported, by device id.
+    public func printerConditions() -> [String: String] { printers.all }
+}
+
+/// The ticket counters' numbers, kept in the outbox's database.
+struct OutboxTicketStore: TicketCounterStore {
+    let outbox: Outbox
+
+    func load(day: HallDate) async throws -> [String: Int] { try await outbox.ticketNumbers(day: day.description) }
+
+    func save(day: HallDate, prefix: String, number: Int) async throws {
+        try await outbox.saveTicketNumber(day: day.description, prefix: prefix, number: number)
+    }
 }

@@ -10,6 +10,7 @@ public enum EventData: Sendable, Equatable, Encodable {
     case eventsDropped(EventsDropped)
     case outboxRecovered(OutboxRecovered)
     case command(CommandExecuted)
+    case deviceCheck(DeviceCheckReport)
 
     /// Decodes the data of an event of the given type.
     init(type: String, from container: KeyedDecodingContainer<CloudEvent.CodingKeys>) throws {
@@ -32,6 +33,8 @@ public enum EventData: Sendable, Equatable, Encodable {
             self = .eventsDropped(try container.decode(EventsDropped.self, forKey: .data))
         case HallEventType.outboxRecovered:
             self = .outboxRecovered(try container.decode(OutboxRecovered.self, forKey: .data))
+        case HallEventType.deviceCheck:
+            self = .deviceCheck(try container.decode(DeviceCheckReport.self, forKey: .data))
         case _ where HallEventType.commands.contains(type):
             self = .command(try container.decode(CommandExecuted.self, forKey: .data))
         default:
@@ -53,6 +56,7 @@ public enum EventData: Sendable, Equatable, Encodable {
         case .eventsDropped(let dropped): try container.encode(dropped)
         case .outboxRecovered(let recovered): try container.encode(recovered)
         case .command(let command): try container.encode(command)
+        case .deviceCheck(let report): try container.encode(report)
         }
     }
 }
@@ -282,8 +286,13 @@ public enum HallEventType {
     public static let windowResumed = "hall.window.resumed"
     public static let displayCleared = "hall.display.cleared"
     public static let textShown = "hall.display.text_shown"
-    /// The events of commands from the queue system.
-    public static let commands: Set<String> = [callDisplayed, windowPaused, windowResumed, displayCleared, textShown]
+    public static let hallOpened = "hall.day.opened"
+    public static let hallClosed = "hall.day.closed"
+    public static let deviceCheck = "hall.gateway.device_check"
+    /// The events of commands: the queue system's, and the hall day's boards on and off.
+    public static let commands: Set<String> = [
+        callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed,
+    ]
 }
 
 /// A command from the queue system and what each device made of it (`hall.call.displayed`, `hall.window.paused`, …).

@@ -30,6 +30,9 @@ public enum EventSummary {
         case .outboxRecovered(let recovered):
             parts.append("damaged outbox salvaged: \(recovered.recovered) events queued again, "
                          + "\(recovered.unreadable) rows unreadable")
+        case .deviceCheck(let report):
+            parts.append(report.passed ? "passed: \(report.devicesChecked) devices answer"
+                         : "\(report.problems.count) problems: " + report.problems.joined(separator: "; "))
         case .command(let command):
             let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
             parts.append("\(what): \(command.result) (" + command.devices.map { "\($0.device) \($0.result)" }

@@ -272,6 +272,13 @@ public final class Outbox: Sendable {
                     counters TEXT NOT NULL, updated_at REAL NOT NULL)
                 """)
         }
+        // The gateway's ticket numbers per hall day and prefix, so a restart continues the day's count.
+        migrator.registerMigration("v5-ticket-counters") { db in
+            try db.execute(sql: """
+                CREATE TABLE ticket_counter (day TEXT NOT NULL, prefix TEXT NOT NULL, number INTEGER NOT NULL,
+                    PRIMARY KEY (day, prefix))
+                """)
+        }
         return migrator
     }
 
@@ -562,6 +569,24 @@ public final class Outbox: Sendable {
                         counters, time.timeIntervalSince1970,
                     ])
             }
+        }
+    }
+
+    /// The ticket numbers last issued on `day` (YYYY-MM-DD), by prefix.
+    public func ticketNumbers(day: String) async throws -> [String: Int] {
+        try await database.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(
+                db, sql: "SELECT prefix, number FROM ticket_counter WHERE day = ?", arguments: [day]
+            ).map { ($0[0] as String, $0[1] as Int) })
+        }
+    }
+
+    /// Records the last ticket number issued on `day` for `prefix`; older days are forgotten.
+    public func saveTicketNumber(day: String, prefix: String, number: Int) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM ticket_counter WHERE day < ?", arguments: [day])
+            try db.execute(sql: "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)",
+                           arguments: [day, prefix, number])
         }
     }
 

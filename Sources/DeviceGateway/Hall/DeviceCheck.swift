@@ -1,0 +1,118 @@
+public import Foundation
+import Logging
+
+/// The pre-opening check the hall regulations ask for (设备检查): every device answers, printers have paper, the
+/// outbox and the sinks are healthy. One implementation: the gateway runs it before opening each day, and the
+/// CLI's `check` asks the running gateway for it.
+public struct DeviceCheckReport: Sendable, Equatable, Codable {
+    /// Whether nothing needs a technician.
+    public var passed: Bool
+    /// One line per thing to fix, saying what and where.
+    public var problems: [String]
+    /// Devices checked, and devices that answer.
+    public var devicesChecked: Int
+    public var devicesAnswering: Int
+
+    /// A report.
+    public init(passed: Bool, problems: [String], devicesChecked: Int, devicesAnswering: Int) {
+        self.passed = passed
+        self.problems = problems
+        self.devicesChecked = devicesChecked
+        self.devicesAnswering = devicesAnswering
+    }
+}
+
+extension Gateway {
+    /// Checks every device, printer, the outbox and the sinks as they stand now.
+    public func deviceCheck() async -> DeviceCheckReport {
+        var problems: [String] = []
+        let states = await deviceStates()
+        for state in states where state.online != true {
+            let bus = config.buses.first { $0.id == state.bus }
+            let line = bus.map { " on \(Self.describe($0.transport))" } ?? ""
+            if state.online == false {
+                problems.append("\(state.device) does not answer\(line): \(state.offlineReason ?? "offline")")
+            } else {
+                problems.append("\(state.device) has not been heard from yet\(line)")
+            }
+        }
+        for (printer, condition) in printerConditions() where condition != "online" && condition != "paper-near-end" {
+            problems.append("printer \(printer): \(condition)")
+        }
+        do {
+            for sink in try await outbox.sinkReports(config.sinks.map(\.name)) {
+                if let error = sink.lastError, let failedAt = sink.lastErrorAt,
+                   sink.lastSuccessAt.map({ $0 < failedAt }) ?? true, sink.backlog > 0 {
+                    problems.append("sink \(sink.sink): \(sink.backlog) events waiting; last error: \(error)")
+                }
+            }
+        } catch {
+            problems.append("the outbox cannot be read: \(error)")
+        }
+        let answering = states.filter { $0.online == true }.count
+        return DeviceCheckReport(passed: problems.isEmpty, problems: problems, devicesChecked: states.count,
+                                 devicesAnswering: answering)
+    }
+
+    static func describe(_ transport: BusConfig.Transport) -> String {
+        switch transport {
+        case .modbusRTU(let serial), .serial(let serial): serial.port
+        case .modbusTCP(let host, let port): "\(host):\(port)"
+        }
+    }
+}
+
+/// What the gateway does at the turns of the hall's day.
+struct GatewayHallActions: HallDayActions {
+    let gateway: Gateway
+    let counters: TicketCounters?
+    /// What boards show while the hall is open and nothing is called.
+    static let welcome = "欢迎光临"
+
+    func beforeOpening(day: DateComponents) async {
+        let date = String(format: "%04d-%02d-%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
+        if let counters {
+            do {
+                try await counters.reset()
+            } catch {
+                gateway.logger.error("hall day \(date): ticket counters not cleared: \(error.message)")
+            }
+        }
+        let report = await gateway.deviceCheck()
+        if report.passed {
+            gateway.logger.notice("hall day \(date): device check passed, \(report.devicesChecked) devices")
+        } else {
+            let problems = report.problems.joined(separator: "; ")
+            gateway.logger.warning("hall day \(date): device check found \(report.problems.count) problems: \(problems)")
+        }
+        await gateway.commitOwn(CloudEvent(
+            id: "device-check-\(date)", source: EventSource.gateway(hall: gateway.config.hall.id),
+            type: HallEventType.deviceCheck, time: Date(), subject: nil, data: .deviceCheck(report)))
+    }
+
+    func opened() async { await switchBoards(.showText(Self.welcome), name: "boards-on") }
+
+    func closed() async { await switchBoards(.clear, name: "boards-off") }
+
+    /// Every board, window and hall alike; the result is committed like a command's.
+    private func switchBoards(_ command: HallCommand, name: String) async {
+        let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
+        var outcomes: [CommandExecuted.DeviceOutcome] = []
+        for board in boards {
+            do {
+                try await gateway.send(command, to: board.id)
+                outcomes.append(.init(device: board.id, result: CommandResult.Status.done.rawValue, detail: nil))
+            } catch {
+                let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
+                outcomes.append(.init(device: board.id, result: status.rawValue, detail: "\(error)"))
+            }
+        }
+        let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
+        let id = "\(name)-\(UUID().uuidString.lowercased())"
+        await gateway.commitOwn(CloudEvent(
+            id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
+            type: name == "boards-on" ? HallEventType.hallOpened : HallEventType.hallClosed, time: Date(), subject: nil,
+            data: .command(CommandExecuted(commandId: id, command: name, window: nil, ticket: nil, result: status.rawValue,
+                                           devices: outcomes))))
+    }
+}

@@ -1,0 +1,69 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Testing
+
+/// The hall's day run by the real gateway on a fake clock in Asia/Shanghai: boards off after closing, the device
+/// check's report before opening, the ticket counters cleared for the new day, boards on at opening.
+@Suite struct HallDayGatewayTests {
+    static func shanghai(_ text: String) throws -> Date {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = try #require(TimeZone(identifier: "Asia/Shanghai"))
+        let parts = text.split(whereSeparator: { "- :".contains($0) }).compactMap { Int($0) }
+        return try #require(calendar.date(from: DateComponents(
+            year: parts[0], month: parts[1], day: parts[2], hour: parts[3], minute: parts[4])))
+    }
+
+    @Test func aDayOfTheHallOnAFakeClock() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall, timezone: Asia/Shanghai}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+            devices:
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            hours:
+              monday-friday: ["09:00-17:00"]
+              check-before-opening-minutes: 15
+            tickets:
+              prefixes: [A]
+            """, file: "test.yaml", relativeTo: folder.path)
+        // Tuesday 1 December 2026, ten minutes before closing.
+        let clock = ManualHallClock(now: try Self.shanghai("2026-12-01 16:50"))
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
+        let tickets = try #require(gateway.tickets)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+
+        #expect(await eventually { board.display.text == "欢迎光临" }, "started while open: boards on")
+        #expect(try await tickets.next(prefix: "A") == "A001")
+        #expect(try await tickets.next(prefix: "A") == "A002")
+
+        clock.advance(to: try Self.shanghai("2026-12-01 17:00"))
+        #expect(await eventually { board.display.mode == .blank }, "closed: boards off")
+
+        clock.advance(to: try Self.shanghai("2026-12-02 08:45"))
+        #expect(await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "device-check-2026-12-02" } == true
+        }, "the check's report is committed before opening")
+        let check = try #require(try await gateway.outbox.entries(after: 0, limit: 1000).first { $0.id == "device-check-2026-12-02" })
+        #expect(check.type == "hall.gateway.device_check" && check.json.contains(#""passed":true"#), "\(check.json)")
+        #expect(board.display.mode == .blank, "still closed at 08:45")
+        #expect(try await tickets.next(prefix: "A") == "A001", "the counters start again for the new day")
+
+        clock.advance(to: try Self.shanghai("2026-12-02 09:00"))
+        #expect(await eventually { board.display.text == "欢迎光临" && board.display.mode == .steady }, "opened: boards on")
+        let day = try await gateway.outbox.entries(after: 0, limit: 1000).map(\.type).filter { $0.hasPrefix("hall.day.") }
+        #expect(day == ["hall.day.opened", "hall.day.closed", "hall.day.opened"])
+        stop.stop()
+        await running.value
+    }
+}
