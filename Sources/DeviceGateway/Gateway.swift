@@ -232,13 +232,21 @@ public final class Gateway: Service {
             type: HallEventType.gatewayHeartbeat, time: Date(), subject: nil, data: .heartbeat(beat))
     }
 
+    /// Commits one of the gateway's own events, logging a failure.
     func commitOwn(_ event: CloudEvent) async {
         do {
-            let inserted = try await outbox.commit([event])
-            if !inserted.isEmpty { onCommit(inserted) }
+            try await commit(own: event)
         } catch {
             logger.error("outbox: cannot commit \(event.type): \(error)")
         }
+    }
+
+    /// Commits one of the gateway's own events; returns whether it was new (false: its id was there already).
+    @discardableResult
+    func commit(own event: CloudEvent) async throws -> Bool {
+        let inserted = try await outbox.commit([event])
+        if !inserted.isEmpty { onCommit(inserted) }
+        return !inserted.isEmpty
     }
 }
 

@@ -61,14 +61,44 @@ public struct LocalAPI: Sendable {
             let body = try await Self.body(TextBody.self, request, context)
             return try await run(.showText(device: try context.parameters.require("device"), text: body.text), request)
         }
+        v1.post("/tickets") { request, context in
+            let body = try await Self.body(TicketRequest.self, request, context)
+            let key = try Self.idempotencyKey(request)
+            do throws(CommandInvalid) {
+                return CommandResponse(result: try await commands.issueTicket(
+                    number: body.number, prefix: body.prefix, service: body.service, waitingAhead: body.waitingAhead ?? 0,
+                    printer: body.printer, idempotencyKey: key))
+            } catch {
+                throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
+            }
+        }
+        v1.post("/terminals/:terminal/ratings") { request, context in
+            let body = try await Self.body(TerminalRating.self, request, context)
+            let terminal = try context.parameters.require("terminal")
+            do {
+                let (eventId, stored) = try await commands.submitRating(
+                    terminal: terminal, counter: body.counter, key: body.key, level: body.level, staffId: body.staff,
+                    ticket: body.ticket)
+                return EditedResponse(status: stored ? .created : .ok, response: RatingStored(eventId: eventId, stored: stored))
+            } catch let invalid as CommandInvalid {
+                throw Problem(invalid.kind == "invalid" ? .badRequest : .notFound, invalid.message)
+            } catch {
+                throw Problem(.serviceUnavailable, "the rating could not be committed, post it again: \(error)")
+            }
+        }
         return router
     }
 
-    private func run(_ command: QueueCommand, _ request: Request) async throws -> CommandResponse {
+    static func idempotencyKey(_ request: Request) throws -> String? {
         let key = request.headers[.idempotencyKey]
         if let key, key.isEmpty || key.count > 200 {
             throw Problem(.badRequest, "Idempotency-Key must be 1 to 200 characters")
         }
+        return key
+    }
+
+    private func run(_ command: QueueCommand, _ request: Request) async throws -> CommandResponse {
+        let key = try Self.idempotencyKey(request)
         do {
             return CommandResponse(result: try await commands.execute(command, idempotencyKey: key))
         } catch {

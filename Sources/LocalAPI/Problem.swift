@@ -102,6 +102,28 @@ struct TextBody: Decodable {
     var text: String
 }
 
+struct TicketRequest: Decodable {
+    var number: String?
+    var prefix: String?
+    var service: String
+    var waitingAhead: Int?
+    var printer: String?
+}
+
+struct TerminalRating: Decodable {
+    var counter: Int64
+    var key: Int?
+    var level: Int?
+    var staff: String?
+    var ticket: String?
+}
+
+struct RatingStored: ResponseEncodable {
+    var eventId: String
+    /// False when a post of the same terminal and counter was stored before (a retry).
+    var stored: Bool
+}
+
 /// A command's result as the response body.
 struct CommandResponse: ResponseEncodable {
     let result: CommandResult

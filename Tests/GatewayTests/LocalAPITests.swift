@@ -26,7 +26,8 @@ import Testing
         let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
 
-        init() async throws {
+        /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets).
+        init(buses: String = "", devices: String = "", more: String = "") async throws {
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
             folder = try TemporaryDirectory()
@@ -36,13 +37,16 @@ import Testing
                 profiles: \(profilesDirectory)
                 buses:
                   - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+                \(buses)
                 devices:
                   - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
                   - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
                   - {id: board-w07, profile: modbus-window-board, bus: line-a, address: 9, window: "7"}
                   - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 6}
+                \(devices)
                 sinks:
                   - {type: sqlite, path: \(folder.path)/events.sqlite}
+                \(more)
                 """, file: "test.yaml", relativeTo: folder.path)
             let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
             self.gateway = gateway
@@ -191,6 +195,73 @@ import Testing
         #expect(page["next"] as? Int == first["position"] as? Int)
         let next = try hall.json(try await hall.request(.GET, "/v1/events?after=\(page["next"] as? Int ?? 0)&limit=1").body)
         #expect((next["events"] as? [[String: Any]])?.first?["position"] as? Int != first["position"] as? Int)
+        try await hall.stopAll()
+    }
+
+    @Test func aTerminalPostingTheSameRatingThreeTimesIsStoredOnce() async throws {
+        let hall = try await Hall(more: """
+            terminals:
+              - {id: tablet-w05, window: "5", scale: five-level}
+            """)
+        let rating = #"{"counter": 41, "level": 5, "staff": "0231", "ticket": "A023"}"#
+        var answers: [(Int, String)] = []
+        for _ in 0..<3 {
+            let response = try await hall.request(.POST, "/v1/terminals/tablet-w05/ratings", json: rating)
+            answers.append((response.status, response.body))
+        }
+        #expect(answers.map(\.0) == [201, 200, 200], "stored, then recognised as the same rating: \(answers)")
+        let ratings = try await hall.gateway.outbox.entries(after: 0, limit: 1000)
+            .filter { $0.type == HallEventType.ratingSubmitted && $0.source.hasSuffix("/tablet-w05") }
+        #expect(ratings.count == 1)
+        let stored = try #require(ratings.first)
+        #expect(stored.subject == "window/5")
+        for field in [#""level":5"#, #""staffId":"0231""#, #""ticket":"A023""#, #""deviceCounter":41"#] {
+            #expect(stored.json.contains(field), "\(field) in \(stored.json)")
+        }
+        let offScale = try await hall.request(.POST, "/v1/terminals/tablet-w05/ratings", json: #"{"counter": 42, "key": 9}"#)
+        #expect(offScale.status == 400)
+        let unknown = try await hall.request(.POST, "/v1/terminals/tablet-w99/ratings", json: rating)
+        #expect(unknown.status == 404)
+        try await hall.stopAll()
+    }
+
+    @Test func aTicketIsNumberedByTheGatewayAndPrintedOnAPrinterThatHasPaper() async throws {
+        let empty = try MockEscPosPrinter()
+        let loaded = try MockEscPosPrinter()
+        defer {
+            empty.stop()
+            loaded.stop()
+        }
+        empty.set(.init(paperOut: true))
+        let hall = try await Hall(
+            buses: """
+              - {id: kiosk-1, transport: serial, port: \(empty.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+              - {id: kiosk-2, transport: serial, port: \(loaded.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+            """,
+            devices: """
+              - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+              - {id: printer-2, profile: escpos-80mm, bus: kiosk-2, address: 1}
+            """,
+            more: "tickets: {prefixes: [A], priority-prefixes: [V]}")
+        #expect(await eventually { hall.gateway.printerConditions() == ["printer-1": "paper-out", "printer-2": "online"] })
+        let key = [("Idempotency-Key", "kiosk-ticket-1")]
+        let first = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务"}"#, headers: key)
+        let result = try hall.json(first.body)
+        #expect(first.status == 200 && result["status"] as? String == "done", "\(first.body)")
+        #expect(result["ticket"] as? String == "A001")
+        let outcomes = try #require(result["devices"] as? [[String: Any]])
+        #expect(outcomes.map { $0["device"] as? String } == ["printer-1", "printer-2"])
+        #expect(outcomes.first?["detail"] as? String == "printer-1: paper-out", "the empty printer is skipped and said so")
+        #expect(empty.tickets.isEmpty && loaded.tickets.count == 1)
+        let retry = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务"}"#, headers: key)
+        #expect(try hall.json(retry.body)["ticket"] as? String == "A001", "a retried request keeps its number")
+        #expect(loaded.tickets.count == 1, "and prints nothing again")
+        let next = try hall.json(try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "医保"}"#).body)
+        #expect(next["ticket"] as? String == "A002")
+        let issued = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.ticket.issued" }
+        #expect(issued.count == 2)
+        let bad = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "Z", "service": "x"}"#)
+        #expect(try hall.json(bad.body)["status"] as? String == "refused")
         try await hall.stopAll()
     }
 }

@@ -1,5 +1,6 @@
 public import Foundation
 import Synchronization
+import Protocols
 
 /// What a device is to the hall: decides which devices a window's command reaches.
 public enum DeviceRole: String, Sendable, Codable, CaseIterable {
@@ -138,16 +139,136 @@ public actor CommandCenter {
     /// Runs `command` (once per `idempotencyKey`: a repeat gets the first run's result).
     public func execute(_ command: QueueCommand, idempotencyKey: String? = nil) async throws(CommandInvalid) -> CommandResult {
         let targets = try targets(of: command)
-        if let idempotencyKey, let running = byKey[idempotencyKey] { return await running.value }
-        let id = idempotencyKey.map { "command-\(Self.fingerprint($0))" } ?? "command-\(UUID().uuidString.lowercased())"
         let gateway = self.gateway
-        let task = Task { await Self.run(command, id: id, on: targets, gateway: gateway) }
-        if let idempotencyKey {
-            byKey[idempotencyKey] = task
-            keyOrder.append(idempotencyKey)
+        return await once(idempotencyKey) { id in await Self.run(command, id: id, on: targets, gateway: gateway) }
+    }
+
+    /// Issues a ticket: `number` from the queue system, or the next of `prefix` from the gateway's counters; printed
+    /// on `printer`, or on the first printer that can print (one out of paper is skipped and said so). Once per key:
+    /// a retried request gets the same number.
+    public func issueTicket(number: String?, prefix: String?, service: String, waitingAhead: Int, printer: String?,
+                            idempotencyKey: String? = nil) async throws(CommandInvalid) -> CommandResult {
+        let gateway = self.gateway
+        let printers = gateway.config.devices.filter { gateway.roles[$0.id] == .printer }.map(\.id)
+        if let printer, !printers.contains(printer) {
+            throw CommandInvalid(kind: "unknown-device", message: "no printer \(printer) in hall \(gateway.config.hall.id)")
+        }
+        guard !printers.isEmpty else { throw CommandInvalid(kind: "no-device", message: "the hall has no ticket printer") }
+        guard (number == nil) != (prefix == nil) else {
+            throw CommandInvalid(kind: "invalid", message: "send either number (from the queue system) or prefix (the gateway numbers)")
+        }
+        if let number, number.isEmpty || number.count > 16 {
+            throw CommandInvalid(kind: "invalid", message: "ticket number '\(number)' must be 1 to 16 characters")
+        }
+        if prefix != nil, gateway.tickets == nil {
+            throw CommandInvalid(kind: "invalid", message: "the gateway numbers no tickets (no tickets: in its configuration): send number")
+        }
+        return await once(idempotencyKey) { id in
+            await Self.issue(number: number, prefix: prefix, service: service, waitingAhead: waitingAhead,
+                             candidates: printer.map { [$0] } ?? printers, id: id, gateway: gateway)
+        }
+    }
+
+    /// Runs `work` once per key; a repeat waits for, and gets, the first run's result.
+    private func once(_ key: String?, _ work: @escaping @Sendable (String) async -> CommandResult) async -> CommandResult {
+        if let key, let running = byKey[key] { return await running.value }
+        let id = key.map { "command-\(Self.fingerprint($0))" } ?? "command-\(UUID().uuidString.lowercased())"
+        let task = Task { await work(id) }
+        if let key {
+            byKey[key] = task
+            keyOrder.append(key)
             if keyOrder.count > Self.rememberedKeys { byKey[keyOrder.removeFirst()] = nil }
         }
         return await task.value
+    }
+
+    private static func issue(number given: String?, prefix: String?, service: String, waitingAhead: Int,
+                              candidates: [String], id: String, gateway: Gateway) async -> CommandResult {
+        var outcomes: [CommandExecuted.DeviceOutcome] = []
+        var number = given ?? ""
+        if let prefix, let counters = gateway.tickets {
+            do {
+                number = try await counters.next(prefix: prefix)
+            } catch {
+                outcomes.append(.init(device: "tickets", result: CommandResult.Status.refused.rawValue, detail: error.message))
+            }
+        }
+        var status = CommandResult.Status.refused
+        if outcomes.isEmpty {
+            let conditions = gateway.printerConditions()
+            let states = await gateway.deviceStates()
+            let issuedAt = Self.hallTime(Date(), timeZone: gateway.config.hall.timeZone)
+            let ticket = HallCommand.Ticket(number: number, service: service, waitingAhead: waitingAhead, issuedAt: issuedAt)
+            for printer in candidates {
+                // A printer known to be out of paper or offline is skipped without trying (and said so).
+                if let condition = conditions[printer], condition != "online", condition != "paper-near-end" {
+                    outcomes.append(.init(device: printer, result: CommandResult.Status.refused.rawValue, detail: "\(printer): \(condition)"))
+                    continue
+                }
+                if let state = states.first(where: { $0.device == printer }), state.online == false {
+                    outcomes.append(.init(device: printer, result: CommandResult.Status.deviceOffline.rawValue,
+                                          detail: "\(printer) is offline: \(state.offlineReason ?? "not answering")"))
+                    continue
+                }
+                do {
+                    try await gateway.send(.printTicket(ticket), to: printer)
+                    outcomes.append(.init(device: printer, result: CommandResult.Status.done.rawValue, detail: nil))
+                    status = .done
+                    break
+                } catch {
+                    let failed = (error as? GatewayError).map(Self.status(of:)) ?? .refused
+                    outcomes.append(.init(device: printer, result: failed.rawValue, detail: "\(error)"))
+                }
+            }
+            if status != .done {
+                status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.min() ?? .refused
+            }
+        }
+        let executed = CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number,
+                                       result: status.rawValue, devices: outcomes)
+        await gateway.commitOwn(CloudEvent(
+            id: id, source: EventSource.gateway(hall: gateway.config.hall.id), type: HallEventType.ticketIssued,
+            time: Date(), subject: nil, data: .command(executed)))
+        return CommandResult(id: id, command: "issue-ticket", window: nil, ticket: number, status: status,
+                             devices: outcomes, eventId: id)
+    }
+
+    /// A rating posted by a networked terminal: one event per terminal and counter, so a retried post is stored once.
+    /// Returns the event's id and whether it was new.
+    public func submitRating(terminal id: String, counter: Int64, key: Int?, level: Int?, staffId: String?,
+                             ticket: String?) async throws -> (eventId: String, stored: Bool) {
+        guard let terminal = gateway.config.terminals.first(where: { $0.id == id }) else {
+            throw CommandInvalid(kind: "unknown-device", message: "no terminal \(id) in hall \(gateway.config.hall.id)")
+        }
+        guard let scale = RatingScale.standard.first(where: { $0.name == terminal.scale }) else {
+            throw CommandInvalid(kind: "invalid", message: "terminal \(id): unknown scale \(terminal.scale)")
+        }
+        guard counter >= 0 else { throw CommandInvalid(kind: "invalid", message: "counter must be 0 or more") }
+        let chosen: RatingScale.Key?
+        switch (key, level) {
+        case (let key?, nil): chosen = scale.key(forCode: key)
+        case (nil, let level?): chosen = scale.keys.first { $0.level.rawValue == level }
+        default: throw CommandInvalid(kind: "invalid", message: "send either key (the terminal's key code) or level (1 to 5)")
+        }
+        guard let chosen else {
+            throw CommandInvalid(kind: "invalid", message: "\(key.map { "key \($0)" } ?? "level \(level ?? 0)") is not on terminal \(id)'s \(scale.name) scale")
+        }
+        let rating = RatingSubmitted(
+            window: terminal.window, staffId: staffId, level: chosen.level.rawValue, levelLabel: chosen.level.label,
+            key: chosen.code, keyLabel: chosen.label, scale: scale.name, deviceCounter: counter, ticket: ticket)
+        let event = CloudEvent(
+            id: "rating-terminal-\(counter)", source: EventSource.device(hall: gateway.config.hall.id, device: id),
+            type: HallEventType.ratingSubmitted, time: Date(), subject: EventSource.windowSubject(terminal.window),
+            data: .rating(rating))
+        // A failed commit throws: the terminal must post again, as it would after a lost response.
+        return (event.id, try await gateway.commit(own: event))
+    }
+
+    static func hallTime(_ date: Date, timeZone: TimeZone) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: date)
+        return String(format: "%04d-%02d-%02d %02d:%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0)
     }
 
     /// The devices the command goes to, with what each is told; the caller's mistakes are thrown.

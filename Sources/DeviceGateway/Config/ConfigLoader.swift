@@ -1,5 +1,6 @@
 import Foundation
 import Yams
+import Protocols
 
 /// Reads a gateway configuration file and checks it against the device profiles it names.
 public enum ConfigLoader {
@@ -42,6 +43,16 @@ public enum ConfigLoader {
         // 0 turns the heartbeat off.
         let heartbeat = top.int("heartbeat-seconds", in: 0...86_400) ?? 60
         let api = top.value("api").flatMap { parseAPI($0, reader, folder: folder) } ?? APISettings()
+        let terminals = top.value("terminals").flatMap { reader.items($0, "terminals") }?.compactMap { item -> TerminalConfig? in
+            guard let fields = reader.fields(item.node, item.path) else { return nil }
+            let id = fields.string("id", required: true)
+            let window = fields.string("window", required: true)
+            let scales = RatingScale.standard.map(\.name)
+            let scale = fields.choice("scale", scales, required: true)
+            fields.rejectUnknownKeys()
+            guard let id, let window, let scale else { return nil }
+            return TerminalConfig(id: id, window: window, scale: scale)
+        } ?? []
         let hallDay = parseHallDay(hours: top.value("hours"), tickets: top.value("tickets"), reader,
                                    timeZone: hall?.timeZone ?? TimeZone(identifier: "Asia/Shanghai") ?? .gmt)
         top.rejectUnknownKeys()
@@ -49,7 +60,7 @@ public enum ConfigLoader {
         let library = ProfileLibrary(directory: profilesDirectory)
         checkReferences(devices: devices, items: deviceItems, buses: buses, library: library, reader: reader)
         checkUnique(buses.map(\.id), what: "bus id", root: root, reader: reader)
-        checkUnique(devices.map(\.id), what: "device id", root: root, reader: reader)
+        checkUnique(devices.map(\.id) + terminals.map(\.id), what: "device id", root: root, reader: reader)
         checkUnique(sinks.map(\.name), what: "sink name", root: root, reader: reader)
 
         guard reader.issues.isEmpty, let hall else { throw ConfigError(issues: reader.issues) }
@@ -58,6 +69,7 @@ public enum ConfigLoader {
                                    heartbeatInterval: heartbeat == 0 ? nil : .seconds(heartbeat))
         config.api = api
         config.hallDay = hallDay
+        config.terminals = terminals
         return (config, library)
     }
 

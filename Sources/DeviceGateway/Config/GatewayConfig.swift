@@ -22,6 +22,8 @@ public struct GatewayConfig: Sendable {
     public var api = APISettings()
     /// The hall's working day (`hours:`) and the gateway's ticket numbering (`tickets:`); nil when neither is set.
     public var hallDay: HallDayConfig?
+    /// Networked evaluator terminals (tablets) that post their ratings to the API.
+    public var terminals: [TerminalConfig] = []
 
     /// Creates a configuration.
     public init(
@@ -37,6 +39,21 @@ public struct GatewayConfig: Sendable {
         self.buses = buses
         self.devices = devices
         self.sinks = sinks
+    }
+}
+
+/// A tablet evaluator on the LAN: it posts ratings to the API instead of being polled.
+public struct TerminalConfig: Sendable, Equatable {
+    public var id: String
+    public var window: String
+    /// The scale its keys are on (`three-key`, `four-key`, `five-level`), mapped to the national levels like a pad's.
+    public var scale: String
+
+    /// A terminal.
+    public init(id: String, window: String, scale: String) {
+        self.id = id
+        self.window = window
+        self.scale = scale
     }
 }
 

@@ -82,10 +82,13 @@ public struct RatingSubmitted: Sendable, Equatable, Codable {
     public var scale: String
     /// The device's own rating counter, where it has one.
     public var deviceCounter: Int64?
+    /// The ticket whose service was rated, when the queue system said (a networked terminal asks per ticket).
+    public var ticket: String?
 
     /// Creates a rating.
     public init(window: String, staffId: String?, level: Int, levelLabel: String, key: Int, keyLabel: String,
-                scale: String, deviceCounter: Int64?) {
+                scale: String, deviceCounter: Int64?, ticket: String? = nil) {
+        self.ticket = ticket
         self.window = window
         self.staffId = staffId
         self.level = level
@@ -286,12 +289,13 @@ public enum HallEventType {
     public static let windowResumed = "hall.window.resumed"
     public static let displayCleared = "hall.display.cleared"
     public static let textShown = "hall.display.text_shown"
+    public static let ticketIssued = "hall.ticket.issued"
     public static let hallOpened = "hall.day.opened"
     public static let hallClosed = "hall.day.closed"
     public static let deviceCheck = "hall.gateway.device_check"
     /// The events of commands: the queue system's, and the hall day's boards on and off.
     public static let commands: Set<String> = [
-        callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed,
+        callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed, ticketIssued,
     ]
 }
 
