@@ -2,7 +2,7 @@
 # Both install what is missing first (Debian packages through apt-get, test tools through pip).
 SHELL := /bin/bash
 APT_PACKAGES := pkg-config libsqlite3-dev libmodbus-dev libserialport-dev libmosquitto-dev mbpoll socat \
-	postgresql mosquitto mosquitto-clients openssl
+	postgresql mosquitto mosquitto-clients openssl prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT_BUILD_FLAGS ?=
 # Seconds each decoder's fuzz target runs in `make test`; docs/fuzzing.md has a longer run.
