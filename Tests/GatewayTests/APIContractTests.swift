@@ -1,0 +1,99 @@
+import DeviceGateway
+import Foundation
+import Hummingbird
+import LocalAPI
+import MockDevices
+import Testing
+
+/// schemathesis (PyPI, pinned in scripts/requirements-test.txt) against the document the API serves, the API in front
+/// of a real gateway driving mock boards over Modbus RTU: no 5xx, and every response one the document declares
+/// (status, content type, headers, body schema).
+@Suite(.serialized) struct APIContractTests {
+    /// Window 5 (a board and a pad), window 7 (a board that never answers), a hall board; the API on a loopback port.
+    final class Hall: Sendable {
+        let board = MockModbusBoard()
+        let hallBoard = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server: MockModbusServer
+        let folder: TemporaryDirectory
+        let gateway: Gateway
+        let stop = StopSignal()
+        let running: Task<Void, Never>
+        let api: Task<Void, any Error>
+        let port: Int
+        let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
+
+        init() async throws {
+            server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
+            let path = try #require(server.endpoint.devicePath)
+            folder = try TemporaryDirectory()
+            let gateway = try testGateway(
+                buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}",
+                devices: """
+                  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+                  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+                  - {id: board-w07, profile: modbus-window-board, bus: line-a, address: 9, window: "7"}
+                  - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 6}
+                """, folder: folder)
+            self.gateway = gateway
+            let stop = self.stop
+            running = Task { await gateway.run(until: stop) }
+            let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token,
+                               logger: CapturedLog().logger)
+            let (ports, listening) = AsyncStream.makeStream(of: Int.self)
+            let application = api.application(host: "127.0.0.1", port: 0) { port in listening.yield(port) }
+            self.api = Task { try await application.runService() }
+            var iterator = ports.makeAsyncIterator()
+            port = try #require(await iterator.next())
+        }
+
+        func stopAll() async {
+            api.cancel()
+            _ = await api.result
+            stop.stop()
+            await running.value
+            server.stop()
+        }
+    }
+
+    /// The hall's windows and devices, most of the time, in place of random path values: without them nearly every
+    /// command would be a 404 and the command results' schema never checked. The rest stay random (the 404s).
+    static let configuration = """
+        [dictionaries.windows]
+        values = ["5", "7"]
+        [dictionaries.devices]
+        values = ["board-w05", "board-hall", "board-w07", "eval-w05"]
+
+        [parameters]
+        "path.window" = { dictionary = "windows", probability = 0.8 }
+        "path.device" = { dictionary = "devices", probability = 0.8 }
+        """
+
+    @Test func theServedDocumentHoldsForEveryGeneratedRequest() async throws {
+        let hall = try await Hall()
+        let configuration = hall.folder.file("schemathesis.toml")
+        try Self.configuration.write(toFile: configuration, atomically: true, encoding: .utf8)
+        let started = ContinuousClock.now
+        // A fixed seed: a failure here reproduces with the same command. The working directory is the temporary
+        // folder, so hypothesis's example database does not land in the checkout.
+        let schemathesis = try await ChildProcess("/usr/bin/env", [
+            "python3", "-m", "schemathesis.cli", "--config-file", configuration,
+            "run", "http://127.0.0.1:\(hall.port)/openapi.json",
+            "--header", "Authorization: Bearer \(hall.token)",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                + "response_headers_conformance,response_schema_conformance",
+            "--phases", "examples,coverage,fuzzing", "--max-examples", "20", "--seed", "20261201",
+            "--request-timeout", "10", "--no-color",
+        ], environment: ["NO_COLOR": "1"], workingDirectory: hall.folder.path).wait(timeout: .seconds(150))
+        let elapsed = ContinuousClock.now - started
+        await hall.stopAll()
+        let output = schemathesis.standardOutput + schemathesis.standardError
+        #expect(schemathesis.status == 0, "schemathesis found responses outside the document:\n\(output)")
+        let operations = output.firstMatch(of: /Selected: \d+\/(\d+)/).flatMap { Int($0.1) }
+        let tested = output.firstMatch(of: /Tested: (\d+)/).flatMap { Int($0.1) }
+        #expect(tested != nil && tested == operations, "every operation of the document was tested:\n\(output)")
+        let generated = output.firstMatch(of: /(\d+) generated/).flatMap { Int($0.1) } ?? 0
+        #expect(generated >= 200, "\(generated) requests generated:\n\(output)")
+        print("schemathesis: \(generated) requests in \(elapsed)")
+    }
+}
