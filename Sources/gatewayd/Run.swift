@@ -1,9 +1,12 @@
 public import ArgumentParser
+import AsyncHTTPClient
 import DeviceGateway
 import LocalAPI
 import Foundation
 public import Logging
 import MockDevices
+import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 import UnixSignals
 
@@ -74,7 +77,10 @@ struct Run: AsyncParsableCommand {
         var demoServices: [any Service] = []
         if let demo {
             demoServices.append(CitizenSimulation(hall: demo))
-            demoServices.append(QueueSimulation(gateway: gateway, timeZone: timeZone, logger: logger))
+            if gatewayConfig.api.enabled, let token = APIToken.read(gatewayConfig.api, stateDirectory: gatewayConfig.stateDirectory) {
+                let api = "http://\(gatewayConfig.api.host):\(gatewayConfig.api.port)"
+                demoServices.append(QueueSimulation(api: api, token: token, logger: logger))
+            }
         }
         services += demoServices.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) }
         let group = ServiceGroup(
@@ -97,37 +103,41 @@ struct CitizenSimulation: Service {
     }
 }
 
-/// The demo hall's queue system: a ticket printed every few seconds and called soon after, on the call
-/// board and at a window (its board, or its caller's LED).
+/// The demo hall's queue system, a client of the local API like a real one: a ticket issued every few seconds and
+/// called soon after at a window (its board or its caller's LED, and the hall's call board).
 struct QueueSimulation: Service {
-    let gateway: Gateway
-    let timeZone: TimeZone
+    let api: String
+    let token: String
     let logger: Logger
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            let format = Date.FormatStyle(date: .numeric, time: .shortened, timeZone: timeZone)
             var number = 0
             while true {
                 do { try await Task.sleep(for: .seconds(5)) } catch { return }
                 number += 1
                 let ticket = "A" + String(format: "%03d", number % 1000)
                 let window = (DemoHall.boardWindows + DemoHall.ff68Windows).randomElement() ?? "1"
-                await attempt(.printTicket(.init(number: ticket, service: "社保业务", waitingAhead: Int.random(in: 0...9),
-                                                 issuedAt: Date().formatted(format),
-                                                 qrPayload: "https://demo-hall.example/q/\(ticket)")), "printer-1")
-                await attempt(.call(ticket: ticket, window: window), "callboard-1")
-                let windowDevice = DemoHall.boardWindows.contains(window) ? "board-w0\(window)" : "caller-w0\(window)"
-                await attempt(.call(ticket: ticket, window: window), windowDevice)
+                await post("/v1/tickets", #"{"number": "\#(ticket)", "service": "社保业务", "waitingAhead": \#(Int.random(in: 0...9))}"#)
+                await post("/v1/windows/\(window)/call", #"{"ticket": "\#(ticket)"}"#)
             }
         }
     }
 
-    private func attempt(_ command: HallCommand, _ device: String) async {
+    private func post(_ path: String, _ json: String) async {
+        var request = HTTPClientRequest(url: api + path)
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: json))
         do {
-            try await gateway.send(command, to: device)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 16))
+            if response.status != .ok || !body.contains(#""status":"done""#) {
+                logger.warning("demo queue system: POST \(path): \(response.status.code) \(body)")
+            }
         } catch {
-            logger.warning("demo queue system: \(command.name) on \(device): \(error)")
+            logger.warning("demo queue system: POST \(path): \(error)")
         }
     }
 }
