@@ -9,12 +9,14 @@ import Testing
 /// of a real gateway driving mock boards over Modbus RTU: no 5xx, and every response one the document declares
 /// (status, content type, headers, body schema).
 @Suite(.serialized) struct APIContractTests {
-    /// Window 5 (a board and a pad), window 7 (a board that never answers), a hall board; the API on a loopback port.
+    /// Window 5 (a board, a pad and a tablet), window 7 (a board that never answers), a hall board, a ticket printer
+    /// and the gateway's ticket numbering; the API on a loopback port.
     final class Hall: Sendable {
         let board = MockModbusBoard()
         let hallBoard = MockModbusBoard()
         let pad = MockModbusEvaluator(staffId: "0105")
         let server: MockModbusServer
+        let printer: MockEscPosPrinter
         let folder: TemporaryDirectory
         let gateway: Gateway
         let stop = StopSignal()
@@ -26,15 +28,28 @@ import Testing
         init() async throws {
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
+            printer = try MockEscPosPrinter()
             folder = try TemporaryDirectory()
-            let gateway = try testGateway(
-                buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}",
-                devices: """
+            let (config, profiles) = try ConfigLoader.parse("""
+                hall: {id: test-hall}
+                state-directory: \(folder.path)/state
+                profiles: \(profilesDirectory)
+                buses:
+                  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+                  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+                devices:
                   - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
                   - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
                   - {id: board-w07, profile: modbus-window-board, bus: line-a, address: 9, window: "7"}
                   - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 6}
-                """, folder: folder)
+                  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+                terminals:
+                  - {id: tablet-w05, window: "5", scale: five-level}
+                tickets: {prefixes: [A, B], priority-prefixes: [V]}
+                sinks:
+                  - {type: sqlite, path: \(folder.path)/events.sqlite}
+                """, file: "test.yaml", relativeTo: folder.path)
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
             self.gateway = gateway
             let stop = self.stop
             running = Task { await gateway.run(until: stop) }
@@ -53,20 +68,30 @@ import Testing
             stop.stop()
             await running.value
             server.stop()
+            printer.stop()
         }
     }
 
-    /// The hall's windows and devices, most of the time, in place of random path values: without them nearly every
-    /// command would be a 404 and the command results' schema never checked. The rest stay random (the 404s).
+    /// The hall's windows, devices, terminal, ticket prefixes and printer, often, in place of random values: without
+    /// them nearly every command would be a 404 and the results' schemas never checked. The rest stay random.
     static let configuration = """
         [dictionaries.windows]
         values = ["5", "7"]
         [dictionaries.devices]
-        values = ["board-w05", "board-hall", "board-w07", "eval-w05"]
+        values = ["board-w05", "board-hall", "board-w07", "eval-w05", "printer-1"]
+        [dictionaries.terminals]
+        values = ["tablet-w05"]
+        [dictionaries.prefixes]
+        values = ["A", "B", "V"]
+        [dictionaries.printers]
+        values = ["printer-1"]
 
         [parameters]
         "path.window" = { dictionary = "windows", probability = 0.8 }
         "path.device" = { dictionary = "devices", probability = 0.8 }
+        "path.terminal" = { dictionary = "terminals", probability = 0.8 }
+        "body.prefix" = { dictionary = "prefixes", probability = 0.5 }
+        "body.printer" = { dictionary = "printers", probability = 0.5 }
         """
 
     @Test func theServedDocumentHoldsForEveryGeneratedRequest() async throws {
@@ -83,9 +108,12 @@ import Testing
             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                 + "response_headers_conformance,response_schema_conformance",
             "--phases", "examples,coverage,fuzzing", "--max-examples", "20", "--seed", "20261201",
-            "--request-timeout", "10", "--no-color",
+            "--request-timeout", "10", "--no-color"
         ], environment: ["NO_COLOR": "1"], workingDirectory: hall.folder.path).wait(timeout: .seconds(150))
         let elapsed = ContinuousClock.now - started
+        // The generated requests reached the commands themselves, not only the 404s and 400s around them.
+        let committed = Set(try await hall.gateway.outbox.entries(after: 0, limit: 100_000).map(\.type))
+        #expect(committed.isSuperset(of: ["hall.call.displayed", "hall.ticket.issued"]), "\(committed)")
         await hall.stopAll()
         let output = schemathesis.standardOutput + schemathesis.standardError
         #expect(schemathesis.status == 0, "schemathesis found responses outside the document:\n\(output)")
