@@ -13,6 +13,7 @@ public struct LocalAPI: Sendable {
     let commands: CommandCenter
     let token: String
     let logger: Logger
+    let metrics = GatewayMetrics()
 
     /// An API over `gateway`, its commands run by `commands`, requiring `token`.
     public init(gateway: Gateway, commands: CommandCenter, token: String, logger: Logger) {
@@ -38,6 +39,11 @@ public struct LocalAPI: Sendable {
         router.get("/readyz") { _, _ in try await readiness() }
         router.get("/openapi.json") { _, _ in try Self.openAPIDocument() }
         let v1 = router.group("/v1").add(middleware: BearerTokenMiddleware(token: token))
+        // Behind the token like the rest: Prometheus scrapes with `authorization: {credentials_file: …}`.
+        router.group().add(middleware: BearerTokenMiddleware(token: token)).get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: await metrics.render(gateway: gateway))))
+        }
         v1.get("/devices") { _, _ in DeviceList(devices: await gateway.deviceStates().map(DeviceView.init)) }
         v1.get("/events") { request, _ in try await events(request) }
         v1.post("/windows/:window/call") { request, context in
@@ -99,8 +105,11 @@ public struct LocalAPI: Sendable {
 
     private func run(_ command: QueueCommand, _ request: Request) async throws -> CommandResponse {
         let key = try Self.idempotencyKey(request)
+        let started = ContinuousClock.now
         do {
-            return CommandResponse(result: try await commands.execute(command, idempotencyKey: key))
+            let result = try await commands.execute(command, idempotencyKey: key)
+            metrics.recordCommand(name: command.name, status: result.status.rawValue, duration: ContinuousClock.now - started)
+            return CommandResponse(result: result)
         } catch {
             throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
         }
