@@ -111,6 +111,7 @@ public struct LocalAPI: Sendable {
             metrics.recordCommand(name: command.name, status: result.status.rawValue, duration: ContinuousClock.now - started)
             return CommandResponse(result: result)
         } catch {
+            metrics.recordCommand(name: command.name, status: error.kind, duration: ContinuousClock.now - started)
             throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
         }
     }
@@ -118,7 +119,7 @@ public struct LocalAPI: Sendable {
     /// A page of committed events, each as it is stored (a CloudEvent), with its outbox position.
     private func events(_ request: Request) async throws -> Response {
         let query = request.uri.queryParameters
-        guard let after = query["after"].map({ Int64(String($0)) }) ?? 0, after >= 0 else {
+        guard let after = query["after"].map({ Int64(String($0)) }) ?? 0, (0...9_007_199_254_740_991).contains(after) else {
             throw Problem(.badRequest, "after must be an event position (an integer from 0)")
         }
         guard let limit = query["limit"].map({ Int(String($0)) }) ?? 100, (1...1000).contains(limit) else {

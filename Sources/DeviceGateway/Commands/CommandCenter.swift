@@ -227,7 +227,8 @@ public actor CommandCenter {
         let executed = CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number,
                                        result: status.rawValue, devices: outcomes)
         await gateway.commitOwn(CloudEvent(
-            id: id, source: EventSource.gateway(hall: gateway.config.hall.id), type: HallEventType.ticketIssued,
+            id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
+            type: status == .done ? HallEventType.ticketIssued : HallEventType.ticketNotIssued,
             time: Date(), subject: nil, data: .command(executed)))
         return CommandResult(id: id, command: "issue-ticket", window: nil, ticket: number, status: status,
                              devices: outcomes, eventId: id)

@@ -290,12 +290,15 @@ public enum HallEventType {
     public static let displayCleared = "hall.display.cleared"
     public static let textShown = "hall.display.text_shown"
     public static let ticketIssued = "hall.ticket.issued"
+    /// No printer could print it (or no number could be drawn): what was tried, and why each failed.
+    public static let ticketNotIssued = "hall.ticket.not_issued"
     public static let hallOpened = "hall.day.opened"
     public static let hallClosed = "hall.day.closed"
     public static let deviceCheck = "hall.gateway.device_check"
     /// The events of commands: the queue system's, and the hall day's boards on and off.
     public static let commands: Set<String> = [
         callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed, ticketIssued,
+        ticketNotIssued,
     ]
 }
 
