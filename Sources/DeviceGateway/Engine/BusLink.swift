@@ -17,6 +17,13 @@ public protocol BusLink: AnyObject, Sendable {
     func close()
     /// Makes a read in progress return now, empty: a command arrived, or the bus is stopping. Safe from any thread.
     func wake()
+    /// Whether a read blocks its thread instead of suspending: the engine then yields now and then, so that callers
+    /// of the bus (its states, its commands) get their turn.
+    var readsBlock: Bool { get }
+}
+
+extension BusLink {
+    public var readsBlock: Bool { false }
 }
 
 /// Opens the links of one bus, and says where its engine runs.

@@ -44,4 +44,6 @@ final class SerialLink: BusLink {
     func close() { line.close() }
 
     func wake() { line.wake() }
+
+    var readsBlock: Bool { true }
 }
