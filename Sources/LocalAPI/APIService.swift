@@ -9,19 +9,25 @@ public struct APIService: Service {
     let api: LocalAPI
     let settings: APISettings
     let logger: Logger
+    let onListening: @Sendable (Int) async -> Void
 
-    /// The API of `gateway` as `settings` say, with `token`.
-    public init(gateway: Gateway, settings: APISettings, token: String, logger: Logger) {
+    /// The API of `gateway` as `settings` say, with `token`; `onListening` gets the port bound.
+    public init(gateway: Gateway, settings: APISettings, token: String, logger: Logger,
+                onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
         api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token, logger: logger)
         self.settings = settings
         self.logger = logger
+        self.onListening = onListening
     }
 
     public func run() async throws {
         let logger = self.logger
         let address = "\(settings.host):\(settings.port)"
+        let onListening = self.onListening
+        let host = settings.host
         let application = api.application(host: settings.host, port: settings.port) { port in
-            logger.info("api: listening on http://\(address.replacingOccurrences(of: ":\(0)", with: ":\(port)"))")
+            logger.info("api: listening on http://\(host):\(port)")
+            await onListening(port)
         }
         do {
             try await application.runService()

@@ -20,6 +20,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Where the device profiles are (default: the config's `profiles`, or ./devices for the demo).")
     var profiles: String?
 
+    @Option(help: "The local API's port, instead of the configuration's (0: any free port).")
+    var apiPort: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -53,12 +56,15 @@ struct Run: AsyncParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
-        let (gatewayConfig, library) = loaded
+        var (gatewayConfig, library) = loaded
+        if let apiPort { gatewayConfig.api.port = apiPort }
         let timeZone = gatewayConfig.hall.timeZone
         let eventLog = logger
         let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
             for event in events { eventLog.info("\(EventSummary.line(event, timeZone: timeZone))") }
         }
+        // The demo's queue system talks to this gateway's own API, on the port it bound.
+        let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
@@ -71,15 +77,17 @@ struct Run: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             // The API's end, even a failure to bind, is not the gateway's.
-            services.append(.init(service: APIService(gateway: gateway, settings: gatewayConfig.api, token: token, logger: logger),
+            services.append(.init(service: APIService(gateway: gateway, settings: gatewayConfig.api, token: token, logger: logger,
+                                                      onListening: { port in listening.yield(port) }),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        } else {
+            listening.finish()
         }
         var demoServices: [any Service] = []
         if let demo {
             demoServices.append(CitizenSimulation(hall: demo))
             if gatewayConfig.api.enabled, let token = APIToken.read(gatewayConfig.api, stateDirectory: gatewayConfig.stateDirectory) {
-                let api = "http://\(gatewayConfig.api.host):\(gatewayConfig.api.port)"
-                demoServices.append(QueueSimulation(api: api, token: token, logger: logger))
+                demoServices.append(QueueSimulation(host: gatewayConfig.api.host, ports: ports, token: token, logger: logger))
             }
         }
         services += demoServices.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) }
@@ -106,25 +114,32 @@ struct CitizenSimulation: Service {
 /// The demo hall's queue system, a client of the local API like a real one: a ticket issued every few seconds and
 /// called soon after at a window (its board or its caller's LED, and the hall's call board).
 struct QueueSimulation: Service {
-    let api: String
+    let host: String
+    let ports: AsyncStream<Int>
     let token: String
     let logger: Logger
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
+            var listening = ports.makeAsyncIterator()
+            guard let port = await listening.next() else {
+                logger.warning("demo queue system: the API is not listening; no tickets, no calls")
+                return
+            }
+            let api = "http://\(host):\(port)"
             var number = 0
             while true {
                 do { try await Task.sleep(for: .seconds(5)) } catch { return }
                 number += 1
                 let ticket = "A" + String(format: "%03d", number % 1000)
                 let window = (DemoHall.boardWindows + DemoHall.ff68Windows).randomElement() ?? "1"
-                await post("/v1/tickets", #"{"number": "\#(ticket)", "service": "社保业务", "waitingAhead": \#(Int.random(in: 0...9))}"#)
-                await post("/v1/windows/\(window)/call", #"{"ticket": "\#(ticket)"}"#)
+                await post(api, "/v1/tickets", #"{"number": "\#(ticket)", "service": "社保业务", "waitingAhead": \#(Int.random(in: 0...9))}"#)
+                await post(api, "/v1/windows/\(window)/call", #"{"ticket": "\#(ticket)"}"#)
             }
         }
     }
 
-    private func post(_ path: String, _ json: String) async {
+    private func post(_ api: String, _ path: String, _ json: String) async {
         var request = HTTPClientRequest(url: api + path)
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
