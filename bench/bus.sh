@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The bus engine at wire speed (issue 8; docs/benchmarks.md, "Bus engine at wire speed").
 #
-#   bench/bus.sh                      # all of them, about 20 minutes
+#   bench/bus.sh                      # all of them, about 25 minutes
 #   bench/bus.sh rtu-wire tcp-scale   # some of them: rtu-wire rtu-call-latency tcp-vs-libmodbus tcp-scale rss
+#   bench/bus.sh rtu-trace            # where an RTU transaction's time goes (perf: every write(2) of rtu-wire)
 #
 # Builds gatewayd and GatewayBenchmarks in release (.build-release, apart from the debug .build), the libmodbus
 # baseline (bench/modbus_tcp_loop.c) and a trivial Swift program importing Foundation (the memory floor), then runs
@@ -37,6 +38,56 @@ Thread.sleep(forTimeInterval: 60)
 EOF
 swiftc -O -o "$tools/foundation-floor" "$tools/foundation-floor.swift"
 
+# rtu-wire under `perf record -e syscalls:sys_enter_write`: the gateway's 8-byte requests, the paced mock's answer
+# bytes (one write(2) a character) and libmodbus's encoded replies, timed by the kernel. Splits a transaction into
+# the gateway's turnaround (last answer byte to next request; the wire asks 3.5 characters) and the mock's parts.
+rtu_trace() {
+    local data
+    data=$(mktemp -d)
+    "$bin/GatewayBenchmarks" rtu-wire --seconds 25 --warmup 6 > "$data/out" 2>&1 &
+    local pid=$!
+    sleep 10
+    perf record -q -e syscalls:sys_enter_write -p "$pid" -o "$data/perf.data" -- sleep 12 > /dev/null 2>&1
+    wait "$pid"
+    perf script -i "$data/perf.data" -F tid,time,trace 2>/dev/null | python3 -c '
+import bisect, re, sys
+events = []
+for line in sys.stdin:
+    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)", line)
+    if m:
+        events.append((float(m[2]), int(m[1]), int(m[3], 16), int(m[4], 16)))
+character = 10 / 9600 * 1000
+gap = 3.5 * character
+answer_bytes = [e[0] for e in events if e[3] == 1]
+answers = len(answer_bytes) / 69
+# The requests: the thread and descriptor with 8-byte writes as many as the answers (eventfd writes are 8 bytes too).
+writers = {(e[1], e[2]) for e in events if e[3] == 8}
+writer = min(writers, key=lambda k: abs(sum(1 for e in events if (e[1], e[2]) == k and e[3] == 8) - answers))
+requests = [e[0] for e in events if (e[1], e[2]) == writer and e[3] == 8]
+turn, mock, span, cycle = [], [], [], []
+for i, r in enumerate(requests):
+    j = bisect.bisect_left(answer_bytes, r)
+    if j == 0 or j >= len(answer_bytes) or i + 1 >= len(requests):
+        continue
+    k = bisect.bisect_left(answer_bytes, requests[i + 1])
+    turn.append((r - answer_bytes[j - 1]) * 1000)
+    mock.append((answer_bytes[j] - r) * 1000)
+    span.append((answer_bytes[k - 1] - answer_bytes[j]) * 1000)
+    cycle.append((requests[i + 1] - r) * 1000)
+def row(name, ideal, values):
+    values = sorted(values)
+    mean = sum(values) / len(values)
+    print("%-52s %7.2f %7.2f %7.2f %7.2f %7.2f" % (name, ideal, values[len(values) // 2], mean,
+                                                  values[int(len(values) * 0.99)], values[-1]))
+print("%-52s %7s %7s %7s %7s %7s" % ("ms, over %d transactions" % len(cycle), "wire", "p50", "mean", "p99", "max"))
+row("gateway: last answer byte to next request", gap, turn)
+row("mock: request written to first answer byte", 9 * character + gap, mock)
+row("mock: first to last answer byte", 68 * character, span)
+row("whole transaction, request to request", 77 * character + 2 * gap, cycle)
+'
+    rm -rf "$data"
+}
+
 selected=("$@")
 if [ ${#selected[@]} -eq 0 ]; then selected=(rtu-wire rtu-call-latency tcp-vs-libmodbus tcp-scale rss); fi
 
@@ -47,9 +98,14 @@ for name in "${selected[@]}"; do
         rtu-wire) "$bin/GatewayBenchmarks" rtu-wire --seconds 30 --warmup 6 ;;
         rtu-call-latency) "$bin/GatewayBenchmarks" rtu-call-latency --calls 200 --warmup 6 ;;
         tcp-vs-libmodbus)
-            # Client (the gateway in this process, or the C loop it starts) on CPU 0, the server on CPU 1.
-            taskset -c 0 "$bin/GatewayBenchmarks" tcp-vs-libmodbus --baseline "$tools/modbus_tcp_loop" \
-                --server-cpu 1 --seconds 10 --rounds 3 ;;
+            # Client (the gateway in this process, or the C loop it starts) on CPU 0; the server on CPU 1 (a device
+            # elsewhere: each reply is a wake-up on the other core), then on CPU 0 too (no wake-up latency: the
+            # figure is the CPU each client spends per transaction).
+            for server_cpu in 1 0; do
+                taskset -c 0 "$bin/GatewayBenchmarks" tcp-vs-libmodbus --baseline "$tools/modbus_tcp_loop" \
+                    --server-cpu "$server_cpu" --seconds 10 --rounds 3
+                echo
+            done ;;
         tcp-scale) "$bin/GatewayBenchmarks" tcp-scale --devices 50,250,500 --seconds 60 --warmup 10 --gatewayd "$bin/gatewayd" ;;
         rss)
             "$bin/GatewayBenchmarks" rss --pads 50 --seconds 60 --gatewayd "$bin/gatewayd" \
@@ -57,6 +113,7 @@ for name in "${selected[@]}"; do
             echo
             "$bin/GatewayBenchmarks" rss --pads 50 --seconds 60 --layouts tcp-50 --top 0 --gatewayd "$bin/gatewayd" \
                 --env MALLOC_ARENA_MAX=2 ;;
+        rtu-trace) rtu_trace ;;
         *) echo "unknown benchmark $name" >&2; exit 2 ;;
     esac
 done

@@ -321,6 +321,16 @@ func fixed(_ value: Double, _ decimals: Int = 1) -> String { String(format: "%.\
 /// Whether a measured value meets its target, for the tables.
 func verdict(_ met: Bool) -> String { met ? "met" : "MISSED" }
 
+/// The threads of a process by name, counted: "3 NIO-ELT-1-#0, 2 …".
+func threadNames(_ pid: Int32) -> String {
+    let folder = "/proc/\(pid)/task"
+    let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).compactMap {
+        readProcFile("\(folder)/\($0)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    return Dictionary(grouping: names, by: { $0 }).map { (name: $0.key, count: $0.value.count) }
+        .sorted { ($0.count, $0.name) > ($1.count, $1.name) }.map { "\($0.count) \($0.name)" }.joined(separator: ", ")
+}
+
 /// The CPUs a process may run on (`Cpus_allowed_list`; 0: this process).
 func allowedCPUs(_ pid: Int32) -> String {
     let status = readProcFile(pid == 0 ? "/proc/self/status" : "/proc/\(pid)/status") ?? ""
