@@ -181,7 +181,11 @@ struct ProcessSample {
 func readProcFile(_ path: String) -> String? {
     guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
     defer { try? handle.close() }
-    return (try? handle.readToEnd()).map { String(decoding: $0 ?? Data(), as: UTF8.self) }
+    do {
+        return String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+    } catch {
+        return nil
+    }
 }
 
 /// The simulated devices of a benchmark in a process of their own (`GatewayBenchmarks modbus-server`), so that their
