@@ -106,7 +106,9 @@ for name in "${selected[@]}"; do
                     --server-cpu "$server_cpu" --seconds 10 --rounds 3
                 echo
             done ;;
-        tcp-scale) "$bin/GatewayBenchmarks" tcp-scale --devices 50,250,500 --seconds 60 --warmup 10 --gatewayd "$bin/gatewayd" ;;
+        tcp-scale)
+            "$bin/GatewayBenchmarks" tcp-scale --devices 50,250,500 --seconds 60 --warmup 10 \
+                --gatewayd "$bin/gatewayd" ;;
         rss)
             "$bin/GatewayBenchmarks" rss --pads 50 --seconds 60 --gatewayd "$bin/gatewayd" \
                 --floor "$tools/foundation-floor"

@@ -51,7 +51,8 @@ int main(int argc, char **argv) {
     } while (start + elapsed < end);
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
-    double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+    double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6
+        + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
     printf("transactions %ld failed %ld seconds %.3f cpu %.3f\n", transactions, failed, elapsed, cpu);
     modbus_close(ctx);
     modbus_free(ctx);

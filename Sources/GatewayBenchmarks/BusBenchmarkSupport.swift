@@ -161,7 +161,7 @@ struct ProcessSample {
     static func of(_ pid: Int32) -> ProcessSample? {
         let base = pid == 0 ? "/proc/self" : "/proc/\(pid)"
         guard let stat = readProcFile(base + "/stat"), let close = stat.lastIndex(of: ")"),
-              let status = readProcFile(base + "/status")
+            let status = readProcFile(base + "/status")
         else { return nil }
         // After the command name: the state is field 3; utime is field 14, stime 15.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -259,7 +259,9 @@ final class ServerChild: @unchecked Sendable {
                     }
                     let data = output.fileHandleForReading.availableData
                     if data.isEmpty {
-                        return done.resume(throwing: BusBenchmarkError("modbus-server ended (exit \(process.isRunning ? -1 : process.terminationStatus))"))
+                        return done.resume(
+                            throwing: BusBenchmarkError(
+                                "modbus-server ended (exit \(process.isRunning ? -1 : process.terminationStatus))"))
                     }
                     buffered += data
                 }
@@ -307,7 +309,9 @@ final class LoggedChild: @unchecked Sendable {
 
 /// Prints rows under a header, each column as wide as its widest cell; numbers right-aligned.
 func printTable(_ header: [String], _ rows: [[String]]) {
-    let widths = header.indices.map { column in ([header] + rows).map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+    let widths = header.indices.map { column in
+        ([header] + rows).map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
+    }
     func format(_ cells: [String]) -> String {
         cells.enumerated().map { column, cell in
             let pad = String(repeating: " ", count: max(0, widths[column] - cell.count))
@@ -340,6 +344,28 @@ func allowedCPUs(_ pid: Int32) -> String {
     let status = readProcFile(pid == 0 ? "/proc/self/status" : "/proc/\(pid)/status") ?? ""
     let line = status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
     return line.map { $0.split(whereSeparator: \.isWhitespace).dropFirst().joined() } ?? "?"
+}
+
+/// The share of the machine's CPU time the hypervisor gave to other guests since the meter was made (`steal` in
+/// /proc/stat): on a virtual machine a vCPU that sleeps may wake late when the host is busy, which no load average
+/// inside the guest shows.
+struct StealMeter {
+    private let start: (steal: Double, total: Double)
+
+    init() { start = Self.read() }
+
+    /// Stolen time as a percentage of all CPU time since `init`.
+    var percent: Double {
+        let now = Self.read()
+        let total = now.total - start.total
+        return total > 0 ? (now.steal - start.steal) / total * 100 : 0
+    }
+
+    private static func read() -> (steal: Double, total: Double) {
+        let line = (readProcFile("/proc/stat") ?? "").split(separator: "\n").first ?? ""
+        let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        return (fields.count > 7 ? fields[7] : 0, fields.prefix(8).reduce(0, +))
+    }
 }
 
 /// The machine's load now (1-minute average), to print beside the figures: other builds share the two cores.

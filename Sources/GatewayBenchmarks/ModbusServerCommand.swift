@@ -12,12 +12,14 @@ import Synchronization
 /// its input is answered with `count N` (requests answered so far); it exits when its input closes.
 enum ModbusServerCommand {
     static func run(_ arguments: [String]) async throws {
-        let options = BenchOptions(arguments, command: "modbus-server",
-                                   known: ["--transport", "--units", "--port", "--lines", "--baud"])
+        let options = BenchOptions(
+            arguments, command: "modbus-server",
+            known: ["--transport", "--units", "--port", "--lines", "--baud"])
         let units = options.int("--units", 32)
-        let pads = Dictionary(uniqueKeysWithValues: (1...max(1, units)).map {
-            ($0, MockModbusEvaluator(staffId: String(format: "%04d", 1000 + $0)) as any MockModbusUnit)
-        })
+        let pads = Dictionary(
+            uniqueKeysWithValues: (1...max(1, units)).map {
+                ($0, MockModbusEvaluator(staffId: String(format: "%04d", 1000 + $0)) as any MockModbusUnit)
+            })
         let answered: @Sendable () -> Int
         switch options.string("--transport") ?? "tcp" {
         case "tcp":
@@ -33,13 +35,16 @@ enum ModbusServerCommand {
                 let addresses = (line * perLine + 1)...min(units, (line + 1) * perLine)
                 // Each line's pads answer at addresses 1…perLine, as on separate RS-485 lines.
                 return try MockModbusServer.rtu(
-                    units: Dictionary(uniqueKeysWithValues: addresses.map { ($0 - line * perLine, pads[$0]!) }), pacing: pacing)
+                    units: Dictionary(uniqueKeysWithValues: addresses.map { ($0 - line * perLine, pads[$0]!) }),
+                    pacing: pacing)
             }
             answered = { servers.reduce(0) { $0 + $1.requestsAnswered } }
-            say("paths " + servers.compactMap { server -> String? in
-                if case .rtu(let path) = server.endpoint { return path }
-                return nil
-            }.joined(separator: " "))
+            say(
+                "paths "
+                    + servers.compactMap { server -> String? in
+                        if case .rtu(let path) = server.endpoint { return path }
+                        return nil
+                    }.joined(separator: " "))
         default:
             print("modbus-server: --transport is tcp or rtu")
             exit(2)
@@ -79,7 +84,9 @@ final class PollingModbusTCPServer: Sendable {
         address.sin_port = in_port_t(UInt16(port)).bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(listener, 1024) == 0 else {
             let reason = String(cString: strerror(errno))
@@ -172,7 +179,8 @@ final class PollingModbusTCPServer: Sendable {
         var registers = unit.registers
         switch function {
         case 0x03 where bytes.count >= 12:
-            let start = word(8), count = word(10)
+            let start = word(8)
+            let count = word(10)
             guard (1...125).contains(count), start + count <= registers.count else { return exception(0x02) }
             header(2 + 2 * count)
             reply.append(0x03)
@@ -188,8 +196,11 @@ final class PollingModbusTCPServer: Sendable {
             unit.accept(writtenRegisters: registers)
             reply += bytes[0..<12]
         case 0x10 where bytes.count >= 13:
-            let start = word(8), count = word(10)
-            guard count > 0, start + count <= registers.count, bytes.count >= 13 + 2 * count else { return exception(0x02) }
+            let start = word(8)
+            let count = word(10)
+            guard count > 0, start + count <= registers.count, bytes.count >= 13 + 2 * count else {
+                return exception(0x02)
+            }
             for index in 0..<count { registers[start + index] = UInt16(word(13 + 2 * index)) }
             unit.accept(writtenRegisters: registers)
             header(5)

@@ -18,11 +18,14 @@ enum TCPThroughputBenchmark {
         /// CPU per transaction, in microseconds, of the client and of the server.
         var clientMicroseconds: Double
         var serverMicroseconds: Double
+        /// CPU time the hypervisor gave to other guests during the round, in percent.
+        var steal: Double
     }
 
     static func run(_ arguments: [String]) async throws {
-        let options = BenchOptions(arguments, command: "tcp-vs-libmodbus",
-                                   known: ["--baseline", "--units", "--seconds", "--rounds", "--warmup", "--server-cpu"])
+        let options = BenchOptions(
+            arguments, command: "tcp-vs-libmodbus",
+            known: ["--baseline", "--units", "--seconds", "--rounds", "--warmup", "--server-cpu"])
         guard let baseline = options.string("--baseline") else {
             print("tcp-vs-libmodbus: --baseline PATH (bench/modbus_tcp_loop.c, built by bench/bus.sh) is required")
             exit(2)
@@ -39,34 +42,44 @@ enum TCPThroughputBenchmark {
             rounds.append(try await libmodbus(baseline, port: port, units: units, seconds: seconds, server: server))
             rounds.append(try await gateway(port: port, units: units, seconds: seconds, warmup: warmup, server: server))
         }
-        print("tcp-vs-libmodbus: \(units) unit ids behind one loopback server (its own process), one connection, "
-              + "\(fixed(seconds, 0)) s a round; client on CPUs \(allowedCPUs(0)), server on CPUs "
-              + "\(allowedCPUs(server.process.processIdentifier)); load \(loadAverage())")
-        printTable(["client", "transactions/s", "client CPU µs/txn", "server CPU µs/txn"], rounds.map {
-            [$0.client, fixed($0.rate, 0), fixed($0.clientMicroseconds, 1), fixed($0.serverMicroseconds, 1)]
-        })
+        print(
+            "tcp-vs-libmodbus: \(units) unit ids behind one loopback server (its own process), one connection, "
+                + "\(fixed(seconds, 0)) s a round; client on CPUs \(allowedCPUs(0)), server on CPUs "
+                + "\(allowedCPUs(server.process.processIdentifier)); load \(loadAverage())")
+        printTable(
+            ["client", "transactions/s", "client CPU µs/txn", "server CPU µs/txn", "steal %"],
+            rounds.map {
+                [
+                    $0.client, fixed($0.rate, 0), fixed($0.clientMicroseconds, 1), fixed($0.serverMicroseconds, 1),
+                    fixed($0.steal, 1),
+                ]
+            })
         func best(_ client: String) -> Double { rounds.filter { $0.client == client }.map(\.rate).max() ?? 0 }
         func median(_ client: String) -> Double {
             let rates = rounds.filter { $0.client == client }.map(\.rate).sorted()
             return rates.isEmpty ? 0 : rates[rates.count / 2]
         }
         let ratio = best("gateway") / max(1, best("libmodbus C loop"))
-        printTable(["figure", "value"], [
-            ["gateway, best round (polls/s)", fixed(best("gateway"), 0)],
-            ["libmodbus C loop, best round (polls/s)", fixed(best("libmodbus C loop"), 0)],
-            ["ratio, best rounds", fixed(ratio, 3)],
-            ["ratio, median rounds", fixed(median("gateway") / max(1, median("libmodbus C loop")), 3)],
-            ["target >= 0.90", verdict(ratio >= 0.90)],
-        ])
+        printTable(
+            ["figure", "value"],
+            [
+                ["gateway, best round (polls/s)", fixed(best("gateway"), 0)],
+                ["libmodbus C loop, best round (polls/s)", fixed(best("libmodbus C loop"), 0)],
+                ["ratio, best rounds", fixed(ratio, 3)],
+                ["ratio, median rounds", fixed(median("gateway") / max(1, median("libmodbus C loop")), 3)],
+                ["target >= 0.90", verdict(ratio >= 0.90)],
+            ])
     }
 
-    private static func libmodbus(_ path: String, port: Int, units: Int, seconds: Double, server: ServerChild) async throws
+    private static func libmodbus(_ path: String, port: Int, units: Int, seconds: Double, server: ServerChild)
+        async throws
         -> Round
     {
         let folder = try BenchFolder("tcp-libmodbus")
         defer { folder.remove() }
         let serverBefore = server.cpuSeconds
         let answeredBefore = try await server.answered()
+        let steal = StealMeter()
         let child = try LoggedChild(path, ["127.0.0.1", "\(port)", "\(units)", "\(seconds)"], log: folder.file("out"))
         await child.wait(timeout: .seconds(seconds + 30))
         let answered = try await server.answered() - answeredBefore
@@ -74,32 +87,43 @@ enum TCPThroughputBenchmark {
         // "transactions N failed F seconds S cpu C"
         let words = child.log.split(whereSeparator: \.isWhitespace)
         func value(_ key: String) -> Double? {
-            words.firstIndex(of: Substring(key)).flatMap { words.indices.contains($0 + 1) ? Double(words[$0 + 1]) : nil }
+            words.firstIndex(of: Substring(key)).flatMap {
+                words.indices.contains($0 + 1) ? Double(words[$0 + 1]) : nil
+            }
         }
         guard let transactions = value("transactions"), let elapsed = value("seconds"), let cpu = value("cpu"),
-              transactions > 0
+            transactions > 0
         else { throw BusBenchmarkError("the libmodbus loop printed: \(child.log)") }
-        if let failed = value("failed"), failed > 0 { print("tcp-vs-libmodbus: the C loop saw \(Int(failed)) failed reads") }
-        return Round(client: "libmodbus C loop", rate: transactions / elapsed, clientMicroseconds: cpu / transactions * 1e6,
-                     serverMicroseconds: serverCPU / Double(max(1, answered)) * 1e6)
+        if let failed = value("failed"), failed > 0 {
+            print("tcp-vs-libmodbus: the C loop saw \(Int(failed)) failed reads")
+        }
+        return Round(
+            client: "libmodbus C loop", rate: transactions / elapsed, clientMicroseconds: cpu / transactions * 1e6,
+            serverMicroseconds: serverCPU / Double(max(1, answered)) * 1e6, steal: steal.percent)
     }
 
-    private static func gateway(port: Int, units: Int, seconds: Double, warmup: Double, server: ServerChild) async throws
+    private static func gateway(port: Int, units: Int, seconds: Double, warmup: Double, server: ServerChild)
+        async throws
         -> Round
     {
         let folder = try BenchFolder("tcp-gateway")
         defer { folder.remove() }
         let configuration = benchConfiguration(
             folder: folder, profiles: try BenchPaths.fastPollingProfiles(in: folder),
-            buses: ["{id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 300, "
-                + "poll-interval-ms: 10}"],
-            devices: (1...units).map { String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0) })
+            buses: [
+                "{id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 300, "
+                    + "poll-interval-ms: 10}"
+            ],
+            devices: (1...units).map {
+                String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0)
+            })
         let gateway = try InProcessGateway(configuration: configuration, folder: folder)
         try await Task.sleep(for: .seconds(warmup))
         let answeredBefore = try await server.answered()
         let timeoutsBefore = await gateway.totals().timeouts
         let serverBefore = server.cpuSeconds
         let cpuBefore = ProcessSample.of(0)?.cpuSeconds ?? 0
+        let steal = StealMeter()
         let started = ContinuousClock.now
         try await Task.sleep(for: .seconds(seconds))
         let answered = try await server.answered() - answeredBefore
@@ -109,7 +133,9 @@ enum TCPThroughputBenchmark {
         let cpu = (ProcessSample.of(0)?.cpuSeconds ?? 0) - cpuBefore
         let serverCPU = server.cpuSeconds - serverBefore
         await gateway.shutdown()
-        return Round(client: "gateway", rate: Double(answered) / elapsed, clientMicroseconds: cpu / Double(max(1, answered)) * 1e6,
-                     serverMicroseconds: serverCPU / Double(max(1, answered)) * 1e6)
+        return Round(
+            client: "gateway", rate: Double(answered) / elapsed,
+            clientMicroseconds: cpu / Double(max(1, answered)) * 1e6,
+            serverMicroseconds: serverCPU / Double(max(1, answered)) * 1e6, steal: steal.percent)
     }
 }
