@@ -1,5 +1,19 @@
-import Foundation
 import DeviceGateway
+import Foundation
+
+/// The CLI's exit statuses (docs/cli.md): what a script or a systemd timer can act on.
+enum CLIExit {
+    /// All well.
+    static let ok: Int32 = 0
+    /// A check or a device failed, or the input held garbage (`decode`).
+    static let failed: Int32 = 1
+    /// Wrong usage or a broken configuration.
+    static let usage: Int32 = 2
+    /// The daemon is needed and does not answer.
+    static let daemonUnreachable: Int32 = 3
+    /// A port or file the command needs cannot be opened (permissions, busy, missing).
+    static let portUnavailable: Int32 = 4
+}
 
 /// How the CLI writes tables and times for a technician.
 enum Output {
@@ -13,6 +27,52 @@ enum Output {
             }.joined(separator: "  ")
         }
     }
+
+    /// Whether standard output is a terminal that takes colour: a tty, `NO_COLOR` unset, `TERM` not `dumb`.
+    static let colour: Bool = {
+        let environment = ProcessInfo.processInfo.environment
+        if let noColour = environment["NO_COLOR"], !noColour.isEmpty { return false }
+        if environment["TERM"] == "dumb" { return false }
+        return isatty(STDOUT_FILENO) == 1
+    }()
+
+    /// Whether standard output is a terminal (for refreshing in place).
+    static let isTerminal: Bool = isatty(STDOUT_FILENO) == 1
+
+    /// A colour for a cell or a word; nothing when piped or `NO_COLOR` is set.
+    enum Colour: String {
+        case red = "31", green = "32", yellow = "33", dim = "2", bold = "1"
+    }
+
+    /// `text` in `colour` on a terminal, as is otherwise.
+    static func paint(_ text: String, _ colour: Colour) -> String {
+        self.colour && !text.isEmpty ? "\u{1B}[\(colour.rawValue)m\(text)\u{1B}[0m" : text
+    }
+
+    /// A table whose cells may be painted: widths from the plain text, the colour added after padding.
+    static func table(_ rows: [[String]], paint: (_ row: Int, _ column: Int, _ cell: String) -> Colour?) -> [String] {
+        let plain = table(rows)
+        guard colour else { return plain }
+        return rows.enumerated().map { index, row in
+            // Re-pad from the plain layout, then wrap each cell's text in its colour.
+            func width(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) } }
+            let widths = (0..<row.count).map { column in rows.map { width($0[column]) }.max() ?? 0 }
+            return row.enumerated().map { column, cell in
+                let padding = column == row.count - 1 ? "" : String(repeating: " ", count: widths[column] - width(cell))
+                return (paint(index, column, cell).map { self.paint(cell, $0) } ?? cell) + padding
+            }.joined(separator: "  ")
+        }
+    }
+
+    /// Prints `value` as one JSON document (pretty) or one line (`compact`).
+    static func printJSON(_ value: some Encodable, compact: Bool = false) throws {
+        let encoder = jsonEncoder
+        if compact { encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes] }
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+
+    /// Writes at once (stdout is buffered when piped; a follower must see each line as it comes).
+    static func flush() { fflush(nil) }
 
     /// How long ago, in the largest unit that keeps it short.
     static func age(_ date: Date, now: Date) -> String {

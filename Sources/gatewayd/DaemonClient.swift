@@ -1,0 +1,230 @@
+import ArgumentParser
+import AsyncHTTPClient
+import DeviceGateway
+import Foundation
+import LocalAPI
+import NIOCore
+import NIOHTTP1
+
+/// Where a subcommand finds the running daemon. Add it to a command with `@OptionGroup var daemon: DaemonOptions`;
+/// it brings `--config` (also `$HALL_GATEWAY_CONFIG`) and `--api URL`. Without either, the defaults are the ones
+/// `gatewayd run` uses without a config (the demo hall): http://127.0.0.1:8420, token in `./var/api-token`.
+///
+/// ```swift
+/// let hall = try daemon.load()                       // exit 2 on a broken config
+/// let client = hall.client()
+/// switch await client.probe() {                      // is the daemon there? (connection refused: no)
+/// case .running: let list = try await client.get("/v1/devices", as: DeviceListBody.self)
+/// case .notRunning(let why): …                       // open the port yourself, or exit 3 with `why`
+/// }
+/// let answer = try await client.post("/v1/check", json: Empty(), as: CheckBody.self)   // throws DaemonError
+/// ```
+struct DaemonOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "The hall's configuration (default: $HALL_GATEWAY_CONFIG; without either, the demo hall's defaults).",
+        valueName: "file"))
+    var config: String?
+
+    @Option(help: ArgumentHelp(
+        "The daemon's local API, instead of the config's api: section (e.g. http://127.0.0.1:8420).",
+        valueName: "url"))
+    var api: String?
+
+    /// The config file to use: `--config`, else `$HALL_GATEWAY_CONFIG`, else none.
+    var configPath: String? { config ?? ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"] }
+
+    /// The hall as the CLI sees it; a broken configuration is reported and exits 2.
+    func load() throws -> HallContext {
+        guard let path = configPath else { return HallContext(config: nil, library: nil, apiOverride: api) }
+        do {
+            let (config, library) = try ConfigLoader.load(path: path)
+            return HallContext(config: config, library: library, apiOverride: api)
+        } catch {
+            printError(error.description)
+            throw ExitCode(CLIExit.usage)
+        }
+    }
+}
+
+/// The loaded configuration (nil: the demo hall's defaults) and where its daemon listens.
+struct HallContext: Sendable {
+    /// The configuration, when one was given.
+    let config: GatewayConfig?
+    /// Its device profiles.
+    let library: ProfileLibrary?
+    /// `--api`, when given.
+    let apiOverride: String?
+
+    /// The state directory: the config's, or `var` as the demo hall uses.
+    var stateDirectory: String { config?.stateDirectory ?? "var" }
+    /// The outbox file in the state directory.
+    var outboxPath: String { (stateDirectory as NSString).appendingPathComponent("outbox.sqlite") }
+    /// The hall's time zone (Asia/Shanghai without a config).
+    var timeZone: TimeZone { config?.hall.timeZone ?? TimeZone(identifier: "Asia/Shanghai")! }
+
+    /// The daemon's base URL: `--api`, else the config's `api:` (a wildcard listen address is reached on loopback).
+    var baseURL: String {
+        if let apiOverride { return apiOverride.hasSuffix("/") ? String(apiOverride.dropLast()) : apiOverride }
+        let settings = config?.api ?? APISettings()
+        var host = settings.host
+        if host == "0.0.0.0" || host == "::" || host.isEmpty { host = "127.0.0.1" }
+        if host.contains(":") { host = "[\(host)]" }
+        return "http://\(host):\(settings.port)"
+    }
+
+    /// Whether the config turns the API off (`api: off`): then there is no daemon to ask.
+    var apiDisabled: Bool { apiOverride == nil && config?.api.enabled == false }
+
+    /// A client of the daemon, with the token it would accept (nil: not readable here).
+    func client() -> DaemonClient {
+        let settings = config?.api ?? APISettings()
+        return DaemonClient(baseURL: baseURL, token: APIToken.read(settings, stateDirectory: stateDirectory),
+                            tokenPath: settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token"),
+                            disabled: apiDisabled)
+    }
+}
+
+/// Why a call to the daemon failed.
+struct DaemonError: Error, CustomStringConvertible {
+    enum Kind: Sendable { case unreachable, unauthorized, refused, badAnswer }
+    /// Unreachable: exit 3; the others: what the daemon answered.
+    let kind: Kind
+    /// One line for the technician.
+    let description: String
+    /// The HTTP status, when the daemon answered.
+    var status: Int? = nil
+}
+
+/// The CLI's client of the running daemon's local API (JSON over HTTP, bearer token).
+struct DaemonClient: Sendable {
+    /// Whether the daemon answers.
+    enum Presence: Sendable {
+        case running
+        /// Not running (connection refused), unreachable, or the API is off; the reason in words.
+        case notRunning(String)
+    }
+
+    /// e.g. `http://127.0.0.1:8420`.
+    let baseURL: String
+    /// The bearer token, nil when the token file cannot be read.
+    let token: String?
+    /// Where the token was looked for, for the error message.
+    let tokenPath: String
+    /// `api: off` in the config.
+    let disabled: Bool
+
+    /// One client for the process: it is never shut down, it lives as long as the CLI. Connections are not retried:
+    /// a refused connection means the daemon is not running, at once.
+    private static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(2)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
+    /// Asks `/healthz`: running, or why not.
+    func probe() async -> Presence {
+        if disabled { return .notRunning("the configuration turns the local API off (api: off)") }
+        do {
+            _ = try await request("GET", "/healthz", body: nil, timeout: .seconds(3))
+            return .running
+        } catch {
+            return .notRunning(error.description)
+        }
+    }
+
+    /// `GET path`, the JSON answer decoded.
+    func get<Body: Decodable>(_ path: String, as type: Body.Type, timeout: TimeAmount = .seconds(10))
+        async throws(DaemonError) -> Body
+    {
+        try decode(try await request("GET", path, body: nil, timeout: timeout), as: type, path: path)
+    }
+
+    /// `POST path` with `json` as its body, the JSON answer decoded.
+    func post<Body: Decodable>(_ path: String, json: some Encodable, as type: Body.Type,
+                               timeout: TimeAmount = .seconds(30)) async throws(DaemonError) -> Body
+    {
+        let data: Data
+        do { data = try JSONEncoder().encode(json) } catch {
+            throw DaemonError(kind: .badAnswer, description: "cannot encode the request to \(path): \(error)")
+        }
+        return try decode(try await request("POST", path, body: data, timeout: timeout), as: type, path: path)
+    }
+
+    /// The raw answer's body for a 2xx; anything else is thrown as a `DaemonError` saying what the daemon said.
+    func request(_ method: String, _ path: String, body: Data?, timeout: TimeAmount) async throws(DaemonError) -> Data {
+        if disabled {
+            throw DaemonError(kind: .unreachable, description: "the configuration turns the local API off (api: off)")
+        }
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = HTTPMethod(rawValue: method)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        request.headers.add(name: "Accept", value: "application/json")
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let status: Int
+        let data: Data
+        do {
+            let response = try await Self.http.execute(request, timeout: timeout)
+            status = Int(response.status.code)
+            data = Data(try await response.body.collect(upTo: 16 << 20).readableBytesView)
+        } catch {
+            throw DaemonError(kind: .unreachable, description: Self.unreachable(baseURL, error))
+        }
+        switch status {
+        case 200..<300: return data
+        case 401:
+            let hint = token == nil ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
+                                    : "the token in \(tokenPath) is not the daemon's"
+            throw DaemonError(kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)",
+                              status: status)
+        default:
+            throw DaemonError(kind: .refused, description: "\(baseURL)\(path): \(status) \(Self.problem(data))",
+                              status: status)
+        }
+    }
+
+    private func decode<Body: Decodable>(_ data: Data, as type: Body.Type, path: String) throws(DaemonError) -> Body {
+        do {
+            return try Self.jsonDecoder.decode(type, from: data)
+        } catch {
+            throw DaemonError(kind: .badAnswer, description: "\(baseURL)\(path): unexpected answer: \(error)")
+        }
+    }
+
+    /// Dates as the API writes them (RFC 3339, with or without fractions).
+    static var jsonDecoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = EventTime.parse(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a time: \(text)"))
+            }
+            return date
+        }
+        return decoder
+    }
+
+    /// An RFC 9457 problem's detail, or the body's first line.
+    static func problem(_ data: Data) -> String {
+        if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            if let detail = object["detail"] as? String { return detail }
+            if let title = object["title"] as? String { return title }
+        }
+        return String(decoding: data.prefix(200), as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    /// "not running" for a refused connection, the error in words otherwise.
+    static func unreachable(_ url: String, _ error: any Error) -> String {
+        let text = String(describing: error)
+        if text.contains("refused") || text.contains("ECONNREFUSED") || text.contains("errno: 111") {
+            return "the gateway is not running (nothing listens on \(url))"
+        }
+        if text.contains("connectTimeout") || text.contains("deadlineExceeded") {
+            return "\(url) does not answer (timed out): is the address right, a firewall in the way?"
+        }
+        return "\(url) cannot be reached: \(text)"
+    }
+}
