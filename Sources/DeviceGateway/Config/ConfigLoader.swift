@@ -55,6 +55,7 @@ public enum ConfigLoader {
         } ?? []
         let hallDay = parseHallDay(hours: top.value("hours"), tickets: top.value("tickets"), reader,
                                    timeZone: hall?.timeZone ?? TimeZone(identifier: "Asia/Shanghai") ?? .gmt)
+        let mqttCommands = top.value("commands").flatMap { parseCommands($0, reader, folder: folder) }
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)
@@ -70,6 +71,7 @@ public enum ConfigLoader {
         config.api = api
         config.hallDay = hallDay
         config.terminals = terminals
+        config.mqttCommands = mqttCommands
         return (config, library)
     }
 

@@ -24,6 +24,8 @@ public struct GatewayConfig: Sendable {
     public var hallDay: HallDayConfig?
     /// Networked evaluator terminals (tablets) that post their ratings to the API.
     public var terminals: [TerminalConfig] = []
+    /// The queue system's commands over MQTT (`commands: {mqtt: …}`); nil when no broker is configured.
+    public var mqttCommands: MQTTCommandsConfig?
 
     /// Creates a configuration.
     public init(

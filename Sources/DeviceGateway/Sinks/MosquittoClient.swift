@@ -21,6 +21,8 @@ struct MosquittoSettings: Sendable {
     var connectTimeout: Duration
     /// QoS 1 messages on the wire still waiting for their PUBACK (libmosquitto's default is 20).
     var maximumInFlight: Int32 = 200
+    /// Who the client is in log lines (`mqtt` for a sink, `mqtt commands` for the command topic).
+    var name = "mqtt"
 
     /// `host:port`, the start of every error message.
     var address: String { "\(host):\(port)" }
@@ -31,6 +33,21 @@ struct MosquittoMessage: Sendable {
     var key: String
     var topic: String
     var payload: String
+}
+
+/// A message the broker sent for a subscription.
+struct MosquittoReceived: Sendable {
+    var topic: String
+    var payload: [UInt8]
+}
+
+/// A topic filter subscribed on every connection, and who hears of it.
+private struct Subscription {
+    var filter: String
+    /// On the network thread: must not block.
+    var onMessage: @Sendable (MosquittoReceived) -> Void
+    /// True once the broker granted the subscription on a connection, false when that connection ends.
+    var onListening: @Sendable (Bool) -> Void
 }
 
 /// Owns one libmosquitto handle (MQTT 3.1.1, clean session off) and the thread that runs its network.
@@ -81,6 +98,21 @@ final class MosquittoClient: @unchecked Sendable {
         mosquitto_publish_callback_set(handle) { _, context, messageId in
             guard let context else { return }
             Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue().acknowledged(messageId)
+        }
+        mosquitto_subscribe_callback_set(handle) { _, context, messageId, count, granted in
+            guard let context else { return }
+            let refused = count < 1 || granted == nil || granted![0] == 0x80
+            Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue()
+                .subscribed(messageId, granted: !refused)
+        }
+        mosquitto_message_callback_set(handle) { _, context, message in
+            guard let context, let message, let topic = message.pointee.topic else { return }
+            let length = Int(max(message.pointee.payloadlen, 0))
+            let payload = message.pointee.payload.map {
+                Array(UnsafeRawBufferPointer(start: $0, count: length))
+            } ?? []
+            Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue()
+                .received(MosquittoReceived(topic: String(cString: topic), payload: payload))
         }
         mosquitto_log_callback_set(handle) { _, context, level, text in
             guard let context, let text, level & cmosquitto_log_problems != 0 else { return }
@@ -228,6 +260,46 @@ final class MosquittoClient: @unchecked Sendable {
             delivery.waiting.insert(messageId)
         }
         return nil
+    }
+
+    // MARK: Subscribing
+
+    /// Subscribes to `filter` at QoS 1 on this connection and every later one (a broker that lost the session
+    /// forgets it), starting the network if it is not running.
+    ///
+    /// `onMessage` runs on the network thread, so it must hand the message on and return. `onListening` hears
+    /// `true` once the broker granted the subscription and `false` when that connection ends.
+    func subscribe(_ filter: String, onListening: @escaping @Sendable (Bool) -> Void,
+                   onMessage: @escaping @Sendable (MosquittoReceived) -> Void) {
+        let connected = state.withLock { state in
+            state.subscriptions.append(Subscription(filter: filter, onMessage: onMessage, onListening: onListening))
+            if case .connected = state.phase { return true }
+            return false
+        }
+        // Connected already: subscribe now from this thread, under the lock as other threads must.
+        if connected {
+            state.withLock { state in
+                subscribeAll(from: state.subscriptions.count - 1, in: &state)
+            }
+        }
+        startNetworkIfNeeded()
+        wakeUp.signal()
+    }
+
+    /// Sends SUBSCRIBE for the subscriptions from `index` on and files their message ids.
+    private func subscribeAll(from index: Int = 0, in state: inout State) {
+        for position in state.subscriptions.indices where position >= index {
+            var messageId: Int32 = 0
+            let code = mosquitto_subscribe(handle, &messageId, state.subscriptions[position].filter, 1)
+            if code == MOSQ_ERR_SUCCESS.rawValue {
+                state.pendingSubscriptions[messageId] = position
+            } else {
+                let reason = String(cString: mosquitto_strerror(code))
+                logger.warning("""
+                    \(settings.name) \(settings.address): cannot subscribe to                     '\(state.subscriptions[position].filter)': \(reason)
+                    """)
+            }
+        }
     }
 
     // MARK: Stopping
@@ -427,9 +499,10 @@ final class MosquittoClient: @unchecked Sendable {
         }
         let address = settings.address
         if wasConnected {
-            logger.warning("mqtt \(address): connection lost, reconnecting: \(reason)")
+            logger.warning("\(settings.name) \(address): connection lost, reconnecting: \(reason)")
+            for listener in state.withLock({ $0.subscriptions.map(\.onListening) }) { listener(false) }
         } else if !repeated {
-            logger.warning("mqtt \(address): cannot connect, retrying with backoff: \(reason)")
+            logger.warning("\(settings.name) \(address): cannot connect, retrying with backoff: \(reason)")
         }
         for continuation in failedDeliveries {
             continuation.resume(throwing: SinkError(.unavailable, "mqtt \(address): cannot connect: \(reason)"))
@@ -474,6 +547,8 @@ final class MosquittoClient: @unchecked Sendable {
                 return nil
             }
             state.phase = .connected(since: now)
+            state.pendingSubscriptions = [:]
+            subscribeAll(in: &state)
             for (id, var delivery) in state.deliveries where !delivery.unsent.isEmpty {
                 if let error = send(&delivery, in: &state) {
                     failures.append((delivery.continuation, error))
@@ -485,8 +560,8 @@ final class MosquittoClient: @unchecked Sendable {
             return state.lastProblem != nil
         }
         switch reconnected {
-        case true?: logger.notice("mqtt \(settings.address): connected again as '\(settings.clientId)'")
-        case false?: logger.info("mqtt \(settings.address): connected as '\(settings.clientId)'")
+        case true?: logger.notice("\(settings.name) \(settings.address): connected again as '\(settings.clientId)'")
+        case false?: logger.info("\(settings.name) \(settings.address): connected as '\(settings.clientId)'")
         case nil: break
         }
         for (continuation, error) in failures { continuation.resume(throwing: error) }
@@ -508,6 +583,30 @@ final class MosquittoClient: @unchecked Sendable {
             return finished
         }
         for continuation in finished { continuation.resume() }
+    }
+
+    private func subscribed(_ messageId: Int32, granted: Bool) {
+        let subscription = state.withLock { state in
+            state.pendingSubscriptions.removeValue(forKey: messageId).map { state.subscriptions[$0] }
+        }
+        guard let subscription else { return }
+        if !granted {
+            logger.warning("""
+                \(settings.name) \(settings.address): the broker refused the subscription to '\(subscription.filter)'                 (its ACL?)
+                """)
+        }
+        subscription.onListening(granted)
+    }
+
+    private func received(_ message: MosquittoReceived) {
+        let handlers = state.withLock { state in
+            state.subscriptions.filter { subscription in
+                var matches = false
+                return mosquitto_topic_matches_sub(subscription.filter, message.topic, &matches)
+                    == MOSQ_ERR_SUCCESS.rawValue && matches
+            }.map(\.onMessage)
+        }
+        for handler in handlers { handler(message) }
     }
 
     private func libraryLogged(_ line: String) {
@@ -569,6 +668,9 @@ private struct State {
     var cancelled: Set<UInt64> = []
     var nextDelivery: UInt64 = 0
     var endWaiters: [CheckedContinuation<Void, Never>] = []
+    var subscriptions: [Subscription] = []
+    /// SUBSCRIBE message id → index in `subscriptions`, until its SUBACK.
+    var pendingSubscriptions: [Int32: Int] = [:]
 }
 
 /// A `publish` call waiting for its PUBACKs.

@@ -1,0 +1,371 @@
+import Foundation
+public import Logging
+public import ServiceLifecycle
+import Synchronization
+
+/// The queue system's commands over MQTT: a JSON message on the hall's command topic runs like the same call to the
+/// local API, and its result goes to the reply topic (QoS 1 both ways).
+///
+/// A message: `{"id": "q-1", "idempotency-key": "k-1", "command": "call", "window": "3", "ticket": "A023"}`;
+/// commands `call`, `recall`, `pause`, `resume`, `clear`, `text` and `ticket`, with the HTTP routes' fields. The
+/// result is the HTTP `CommandResult` plus `requestId` (the message's `id`); a message that cannot run gets
+/// `{"requestId": …, "status": "invalid", "kind": …, "message": …}`. Commands to one window (or board, or the
+/// printers) run in the order they came; others run at once. A command runs once per idempotency key; the broker
+/// may deliver a QoS 1 message twice, so a client that needs exactly once sends a key.
+public final class MQTTCommands: Service, Sendable {
+    private let client: MosquittoClient
+    private let center: CommandCenter
+    /// Where commands arrive and where results go.
+    public let commandTopic: String
+    public let replyTopic: String
+    private let timeout: Duration
+    private let logger: Logger
+    /// Windows, devices and the printers: the lanes whose commands keep their order.
+    private let lanes: Set<String>
+    private let listening = Mutex(false)
+    private let replies = Atomic<UInt64>(0)
+    private let messages: AsyncStream<MosquittoReceived>
+    private let incoming: AsyncStream<MosquittoReceived>.Continuation
+    /// Commands running at once at most; more wait in the stream (the broker's QoS 1 window bounds it).
+    static let concurrency = 64
+    /// Larger messages are refused: a command is a few hundred bytes.
+    static let largestMessage = 65_536
+
+    /// Whether the broker granted the subscription on the current connection.
+    public var isListening: Bool { listening.withLock { $0 } }
+
+    /// Sets up the client for `config`'s broker; connects when `run` starts.
+    ///
+    /// Fails for what no retry can fix: an unreadable password or TLS file, a topic that is not valid with the hall's
+    /// id filled in.
+    public init(config: MQTTCommandsConfig, gateway: Gateway, commands: CommandCenter, logger: Logger) throws {
+        let hall = gateway.config.hall.id
+        let address = "\(config.host):\(config.port)"
+        let (commandTopic, replyTopic) = config.topics(hall: hall)
+        for topic in [commandTopic, replyTopic] where !MQTTSink.isValidTopic(topic) {
+            throw SinkError(.rejected, "mqtt commands \(address): '\(topic)' is not a valid MQTT topic name")
+        }
+        var password: String?
+        if let file = config.passwordFile {
+            guard var text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw SinkError(.rejected, "mqtt commands \(address): cannot read the password file \(file)")
+            }
+            // A trailing line end is the editor's, not the password's.
+            while text.last?.isNewline == true { text.removeLast() }
+            password = text
+        }
+        var settings = MosquittoSettings(
+            host: config.host, port: config.port, clientId: config.clientId ?? "hall-gateway-\(hall)-commands",
+            username: config.username, password: password, tls: config.tls,
+            keepAliveSeconds: Int32(clamping: min(max(config.keepAlive.components.seconds, 5), 65535)),
+            connectTimeout: config.timeout)
+        settings.name = "mqtt commands"
+        client = try MosquittoClient(settings: settings, logger: logger)
+        center = commands
+        self.commandTopic = commandTopic
+        self.replyTopic = replyTopic
+        timeout = config.timeout
+        self.logger = logger
+        let devices = gateway.config.devices
+        lanes = Set(devices.compactMap { $0.window.map { "window \($0)" } } + devices.map { "device \($0.id)" }
+            + ["printers"])
+        (messages, incoming) = AsyncStream.makeStream(of: MosquittoReceived.self)
+    }
+
+    /// Subscribes and runs the commands that arrive until a graceful shutdown or cancellation; then lets the
+    /// commands under way finish and publish their results, and disconnects.
+    public func run() async throws {
+        let incoming = self.incoming
+        // Weak: the client keeps its handlers, and this object keeps the client.
+        client.subscribe(commandTopic, onListening: { [weak self] granted in
+            self?.listening(granted)
+        }, onMessage: { message in incoming.yield(message) })
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await serve()
+            } onCancel: {
+                incoming.finish()
+            }
+        } onGracefulShutdown: {
+            incoming.finish()
+        }
+        await client.shutdown()
+        listening.withLock { $0 = false }
+    }
+
+    private func listening(_ granted: Bool) {
+        let first = listening.withLock { listening in
+            defer { listening = granted }
+            return granted && !listening
+        }
+        if first {
+            logger.info("""
+                mqtt commands \(client.settings.address): taking commands on '\(commandTopic)', results on                 '\(replyTopic)'
+                """)
+        }
+    }
+
+    private func serve() async {
+        await withTaskGroup(of: Void.self) { group in
+            var tails: [String: Task<Void, Never>] = [:]
+            var running = 0
+            for await message in messages {
+                if running >= Self.concurrency {
+                    await group.next()
+                    running -= 1
+                }
+                let request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
+                // One lane per window, board or the printers: a call and its recall keep their order.
+                let lane = request.lane.flatMap { lanes.contains($0) ? $0 : nil }
+                let previous = lane.flatMap { tails[$0] }
+                let task = Task {
+                    await previous?.value
+                    await self.answer(request)
+                }
+                if let lane { tails[lane] = task }
+                group.addTask { await task.value }
+                running += 1
+            }
+        }
+    }
+
+    /// Runs the request and publishes its result.
+    private func answer(_ request: MQTTCommandRequest) async {
+        let reply: MQTTCommandReply
+        switch request.action {
+        case .invalid(let invalid):
+            reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .invalid(invalid))
+        case .queue(let command):
+            do throws(CommandInvalid) {
+                let result = try await center.execute(command, idempotencyKey: request.idempotencyKey)
+                reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .result(result))
+            } catch {
+                reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .invalid(error))
+            }
+        case .ticket(let ticket):
+            do throws(CommandInvalid) {
+                let result = try await center.issueTicket(
+                    number: ticket.number, prefix: ticket.prefix, service: ticket.service,
+                    waitingAhead: ticket.waitingAhead, printer: ticket.printer, idempotencyKey: request.idempotencyKey)
+                reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .result(result))
+            } catch {
+                reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .invalid(error))
+            }
+        }
+        let number = replies.wrappingAdd(1, ordering: .relaxed).newValue
+        let message = MosquittoMessage(key: "reply-\(number)", topic: replyTopic, payload: reply.json)
+        do {
+            try await client.publish([message], timeout: timeout)
+        } catch {
+            let what = request.id.map { "request \($0)" } ?? "a request without id"
+            logger.warning("mqtt commands: the result of \(what) (\(reply.status)) is not published: \(error)")
+        }
+    }
+}
+
+/// A message from the command topic, read as far as it goes.
+struct MQTTCommandRequest: Sendable {
+    /// What the message asks for.
+    enum Action: Sendable {
+        case queue(QueueCommand)
+        case ticket(Ticket)
+        case invalid(CommandInvalid)
+    }
+
+    /// `POST /v1/tickets`' fields.
+    struct Ticket: Sendable {
+        var number: String?
+        var prefix: String?
+        var service: String
+        var waitingAhead: Int
+        var printer: String?
+    }
+
+    var id: String?
+    var idempotencyKey: String?
+    var command: String?
+    var action: Action
+
+    /// The commands a message may name.
+    static let commands = ["call", "recall", "pause", "resume", "clear", "text", "ticket"]
+
+    /// Whose commands this one must follow: its window, its board or the printers.
+    var lane: String? {
+        switch action {
+        case .queue(.showText(let device, _)): "device \(device)"
+        case .queue(let command): command.window.map { "window \($0)" }
+        case .ticket: "printers"
+        case .invalid: nil
+        }
+    }
+
+    /// Reads a message; whatever is wrong with it becomes an `invalid` action saying what.
+    static func parse(_ payload: [UInt8], largest: Int) -> MQTTCommandRequest {
+        var request = MQTTCommandRequest(id: nil, idempotencyKey: nil, command: nil,
+                                         action: .invalid(invalid("the message is empty")))
+        guard payload.count <= largest else {
+            request.action = .invalid(invalid("the message is \(payload.count) bytes; a command takes at most \(largest)"))
+            return request
+        }
+        let fields: [String: JSONValue]
+        do {
+            fields = try JSONDecoder().decode([String: JSONValue].self, from: Data(payload))
+        } catch DecodingError.typeMismatch {
+            request.action = .invalid(invalid("the message must be a JSON object, e.g. {\"command\": \"call\", …}"))
+            return request
+        } catch {
+            request.action = .invalid(invalid("the message is not valid JSON"))
+            return request
+        }
+        // The id first: even a message wrong in every other way gets an answer the client can match.
+        if case .string(let id)? = fields["id"], !id.isEmpty, id.count <= 200 { request.id = id }
+        if case .string(let command)? = fields["command"] { request.command = command }
+        do throws(CommandInvalid) {
+            let reader = FieldReader(fields: fields)
+            if fields["id"] != nil, request.id == nil {
+                throw invalid("'id' must be a string of 1 to 200 characters")
+            }
+            if let key = try reader.string("idempotency-key") {
+                guard key.count <= 200 else { throw invalid("'idempotency-key' must be 1 to 200 characters") }
+                request.idempotencyKey = key
+            }
+            guard let command = try reader.string("command") else {
+                throw invalid("'command' is missing (one of \(commands.joined(separator: ", ")))")
+            }
+            switch command {
+            case "call": request.action = .queue(.call(window: try reader.window(), ticket: try reader.required("ticket")))
+            case "recall":
+                request.action = .queue(.recall(window: try reader.window(), ticket: try reader.required("ticket")))
+            case "pause": request.action = .queue(.pause(window: try reader.window()))
+            case "resume": request.action = .queue(.resume(window: try reader.window()))
+            case "clear": request.action = .queue(.clear(window: try reader.window()))
+            case "text":
+                request.action = .queue(.showText(device: try reader.required("device"), text: try reader.required("text")))
+            case "ticket":
+                request.action = .ticket(Ticket(
+                    number: try reader.string("number"), prefix: try reader.string("prefix"),
+                    service: try reader.required("service"), waitingAhead: try reader.count("waitingAhead") ?? 0,
+                    printer: try reader.string("printer")))
+            default:
+                throw invalid("'command' is '\(command)'; it must be one of \(commands.joined(separator: ", "))")
+            }
+        } catch {
+            request.action = .invalid(error)
+        }
+        return request
+    }
+
+    static func invalid(_ message: String) -> CommandInvalid {
+        CommandInvalid(kind: "invalid", message: message)
+    }
+
+    /// A field's value, as far as a command cares.
+    enum JSONValue: Decodable {
+        case string(String)
+        case number(Double)
+        case null
+        /// A boolean, an array or an object: never what a command takes.
+        case other
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if container.decodeNil() {
+                self = .null
+            } else if (try? container.decode(Bool.self)) != nil {
+                self = .other
+            } else if let number = try? container.decode(Double.self) {
+                self = .number(number)
+            } else if let text = try? container.decode(String.self) {
+                self = .string(text)
+            } else {
+                self = .other
+            }
+        }
+    }
+
+    /// Typed reads of a message's fields, each mistake said with the field's name.
+    private struct FieldReader {
+        let fields: [String: JSONValue]
+
+        func string(_ name: String) throws(CommandInvalid) -> String? {
+            switch fields[name] {
+            case nil, .null?: return nil
+            case .string(let text)? where !text.isEmpty: return text
+            default: throw MQTTCommandRequest.invalid("'\(name)' must be a non-empty string")
+            }
+        }
+
+        func required(_ name: String) throws(CommandInvalid) -> String {
+            guard let text = try string(name) else { throw MQTTCommandRequest.invalid("'\(name)' is missing") }
+            return text
+        }
+
+        /// A window as a string ("3") or a whole number (3).
+        func window() throws(CommandInvalid) -> String {
+            if case .number(let number)? = fields["window"], let whole = Int(exactly: number), whole >= 0 {
+                return String(whole)
+            }
+            return try required("window")
+        }
+
+        func count(_ name: String) throws(CommandInvalid) -> Int? {
+            switch fields[name] {
+            case nil, .null?: return nil
+            case .number(let number)? where number >= 0 && number <= 100_000 && number == number.rounded():
+                return Int(number)
+            default: throw MQTTCommandRequest.invalid("'\(name)' must be a whole number from 0")
+            }
+        }
+    }
+}
+
+/// What goes to the reply topic.
+struct MQTTCommandReply: Encodable {
+    enum Outcome {
+        case result(CommandResult)
+        case invalid(CommandInvalid)
+    }
+
+    var requestId: String?
+    var command: String?
+    var outcome: Outcome
+
+    private enum Keys: String, CodingKey {
+        case requestId, command, status, kind, message
+    }
+
+    /// `done`, `device-offline`, … or `invalid`.
+    var status: String {
+        switch outcome {
+        case .result(let result): result.status.rawValue
+        case .invalid: "invalid"
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        switch outcome {
+        case .result(let result):
+            // The HTTP answer's fields, and the request's id beside them.
+            try result.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encodeIfPresent(requestId, forKey: .requestId)
+        case .invalid(let invalid):
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encodeIfPresent(requestId, forKey: .requestId)
+            try container.encodeIfPresent(command, forKey: .command)
+            try container.encode("invalid", forKey: .status)
+            try container.encode(invalid.kind, forKey: .kind)
+            try container.encode(invalid.message, forKey: .message)
+        }
+    }
+
+    /// The reply as JSON text.
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(self) else {
+            return #"{"status":"invalid","kind":"invalid","message":"the result could not be encoded"}"#
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
