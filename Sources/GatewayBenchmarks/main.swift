@@ -11,6 +11,7 @@ let benchmarks: [String: @Sendable ([String]) async throws -> Void] = [
     "backlog-rss": BacklogMemoryBenchmark.run,
     "rtu-wire": RTUWireBenchmark.run,
     "rtu-call-latency": RTUWireBenchmark.callLatency,
+    "api-call-latency": APICallBenchmark.run,
     "tcp-vs-libmodbus": TCPThroughputBenchmark.run,
     "tcp-scale": DaemonBenchmarks.scale,
     "rss": DaemonBenchmarks.memory,

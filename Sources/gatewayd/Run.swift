@@ -83,6 +83,18 @@ struct Run: AsyncParsableCommand {
         } else {
             listening.finish()
         }
+        if let mqtt = gatewayConfig.mqttCommands {
+            // The queue system's commands over MQTT; a broker away is retried, files that cannot be read are not.
+            do {
+                let commands = try MQTTCommands(config: mqtt, gateway: gateway, commands: CommandCenter(gateway: gateway),
+                                                logger: logger)
+                services.append(.init(service: commands, successTerminationBehavior: .ignore,
+                                      failureTerminationBehavior: .ignore))
+            } catch {
+                printError("commands.mqtt: \(error)")
+                throw ExitCode(2)
+            }
+        }
         var demoServices: [any Service] = []
         if let demo {
             demoServices.append(CitizenSimulation(hall: demo))
