@@ -1,0 +1,234 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Synchronization
+import Testing
+
+/// Commands over MQTT against the real mosquitto of `scripts/test-services.sh`, driving mock boards over Modbus RTU
+/// through the real gateway; commands sent with `mosquitto_pub`, results read with `mosquitto_sub`.
+@Suite(.serialized) struct MQTTCommandTests {
+    /// A hall with window 5 (a board and a pad), window 7 (a board that never answers) and a hall board, the gateway
+    /// running and taking commands on `hall/<hall>/commands`; a subscriber on the reply topic made before any.
+    final class Hall: Sendable {
+        let board = MockModbusBoard()
+        let hallBoard = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server: MockModbusServer
+        let folder: TemporaryDirectory
+        let gateway: Gateway
+        let commands: MQTTCommands
+        let stop = StopSignal()
+        let running: Task<Void, Never>
+        let serving: Task<Void, any Error>
+        let id = "mqtt-hall-\(UInt32.random(in: 0...UInt32.max))"
+        let host: String
+        let port: String
+        let replies: MQTTReplySubscriber
+
+        init() async throws {
+            host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
+                                "run the tests through scripts/test-services.sh (a real mosquitto)")
+            port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
+            server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
+            let path = try #require(server.endpoint.devicePath)
+            folder = try TemporaryDirectory()
+            let (config, profiles) = try ConfigLoader.parse("""
+                hall: {id: \(id)}
+                state-directory: \(folder.path)/state
+                profiles: \(profilesDirectory)
+                buses:
+                  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+                devices:
+                  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+                  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+                  - {id: board-w07, profile: modbus-window-board, bus: line-a, address: 9, window: "7"}
+                  - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 6}
+                sinks:
+                  - {type: sqlite, path: \(folder.path)/events.sqlite}
+                commands:
+                  mqtt: {host: \(host), port: \(port), timeout-ms: 10000}
+                """, file: "test.yaml", relativeTo: folder.path)
+            let mqtt = try #require(config.mqttCommands)
+            replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",
+                                                topic: "hall/\(id)/command-results")
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            self.gateway = gateway
+            let stop = self.stop
+            running = Task { await gateway.run(until: stop) }
+            let commands = try MQTTCommands(config: mqtt, gateway: gateway, commands: CommandCenter(gateway: gateway),
+                                            logger: CapturedLog().logger)
+            self.commands = commands
+            serving = Task { try await commands.run() }
+            try #require(await eventually { commands.isListening }, "the gateway did not subscribe to its command topic")
+        }
+
+        func stopAll() async throws {
+            serving.cancel()
+            _ = await serving.result
+            stop.stop()
+            await running.value
+            server.stop()
+        }
+
+        /// Publishes one message on the hall's command topic at QoS 1.
+        func send(_ payload: String) async throws {
+            let sent = try await run("/usr/bin/mosquitto_pub",
+                                     ["-h", host, "-p", port, "-q", "1", "-t", "hall/\(id)/commands", "-m", payload])
+            try #require(sent.status == 0, "mosquitto_pub: \(sent.standardError)")
+        }
+
+        func events(type: String) async throws -> [OutboundEvent] {
+            try await gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == type }
+        }
+    }
+
+    @Test func aCallOverMQTTReachesTheBoardAnswersOnTheReplyTopicAndCommitsItsEvent() async throws {
+        let hall = try await Hall()
+        try await hall.send(#"{"id": "q-1", "command": "call", "window": "5", "ticket": "A023"}"#)
+        let reply = try #require(try await hall.replies.collect(1).first)
+        #expect(reply["requestId"] as? String == "q-1")
+        #expect(reply["status"] as? String == "done", "\(reply)")
+        #expect(reply["command"] as? String == "call" && reply["window"] as? String == "5")
+        #expect(hall.board.display.text == "请A023号到5号窗口")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
+        #expect(hall.hallBoard.display.text == "请A023号到5号窗口", "the hall board shows every window's call")
+        let devices = try #require(reply["devices"] as? [[String: Any]])
+        #expect(Set(devices.compactMap { $0["device"] as? String }) == ["board-w05", "board-hall"])
+        let eventId = try #require(reply["eventId"] as? String)
+        let event = try #require(try await hall.events(type: "hall.call.displayed").first { $0.id == eventId })
+        #expect(event.subject == "window/5" && event.json.contains(#""ticket":"A023""#))
+
+        // A window given as a number, then a pause and a board's text, in the order sent.
+        try await hall.send(#"{"id": "q-2", "command": "recall", "window": 5, "ticket": "A023"}"#)
+        try await hall.send(#"{"id": "q-3", "command": "pause", "window": "5"}"#)
+        try await hall.send(#"{"id": "q-4", "command": "text", "device": "board-hall", "text": "欢迎光临"}"#)
+        let more = try await hall.replies.collect(3)
+        #expect(Set(more.compactMap { $0["requestId"] as? String }) == ["q-2", "q-3", "q-4"])
+        #expect(more.allSatisfy { $0["status"] as? String == "done" }, "\(more)")
+        #expect(hall.board.display.text == "暂停服务", "the pause came after the recall")
+        #expect(hall.hallBoard.display.text == "欢迎光临")
+        try await hall.stopAll()
+    }
+
+    @Test func aRepeatedIdempotencyKeyRunsTheCommandOnce() async throws {
+        let hall = try await Hall()
+        for request in ["q-1", "q-2"] {
+            try await hall.send("""
+                {"id": "\(request)", "idempotency-key": "queue-7f3a-0001", "command": "call", "window": "5", \
+                "ticket": "B101"}
+                """)
+        }
+        let replies = try await hall.replies.collect(2)
+        #expect(Set(replies.compactMap { $0["requestId"] as? String }) == ["q-1", "q-2"])
+        #expect(replies.allSatisfy { $0["status"] as? String == "done" }, "\(replies)")
+        let commandIds = Set(replies.compactMap { $0["id"] as? String })
+        #expect(commandIds.count == 1, "one command, answered twice: \(replies)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
+        #expect(try await hall.events(type: "hall.call.displayed").count == 1)
+        try await hall.stopAll()
+    }
+
+    @Test func malformedMessagesGetAnInvalidResultAndTheNextCommandStillRuns() async throws {
+        let hall = try await Hall()
+        let messages = [
+            #"{"id": "q-1", "command": "call", "window": "5", "ticket": "#,
+            #"["call", "5"]"#,
+            #"{"id": "q-3", "command": "call", "window": "5"}"#,
+            #"{"id": "q-4", "command": "call", "window": "99", "ticket": "A1"}"#,
+            #"{"id": "q-5", "command": "shout", "window": "5"}"#,
+            #"{"id": "q-6", "command": "call", "window": "5", "ticket": 23}"#,
+        ]
+        for message in messages { try await hall.send(message) }
+        let replies = try await hall.replies.collect(messages.count)
+        #expect(replies.allSatisfy { $0["status"] as? String == "invalid" }, "\(replies)")
+        func message(_ request: String?) -> String? {
+            replies.first { $0["requestId"] as? String == request }?["message"] as? String
+        }
+        let anonymous = replies.filter { $0["requestId"] == nil }.compactMap { $0["message"] as? String }
+        #expect(Set(anonymous) == ["the message is not valid JSON",
+                                   #"the message must be a JSON object, e.g. {"command": "call", …}"#])
+        #expect(message("q-3") == "'ticket' is missing")
+        #expect(message("q-4") == "hall \(hall.id) has no window 99")
+        #expect(replies.first { $0["requestId"] as? String == "q-4" }?["kind"] as? String == "unknown-window")
+        #expect(message("q-5")?.hasPrefix("'command' is 'shout'; it must be one of call, recall,") == true)
+        #expect(message("q-6") == "'ticket' must be a non-empty string")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
+
+        try await hall.send(#"{"id": "q-7", "command": "call", "window": "5", "ticket": "A024"}"#)
+        let next = try #require(try await hall.replies.collect(1).first)
+        #expect(next["requestId"] as? String == "q-7" && next["status"] as? String == "done", "\(next)")
+        #expect(hall.board.display.text == "请A024号到5号窗口")
+        try await hall.stopAll()
+    }
+
+    @Test func aCommandToAnOfflineBoardAnswersAtOnceWithItsReason() async throws {
+        let hall = try await Hall()
+        #expect(await eventually {
+            await hall.gateway.deviceStates().contains { $0.device == "board-w07" && $0.online == false }
+        })
+        let sent = ContinuousClock.now
+        try await hall.send(#"{"id": "q-1", "command": "call", "window": "7", "ticket": "A024"}"#)
+        let reply = try #require(try await hall.replies.collect(1).first)
+        let took = ContinuousClock.now - sent
+        #expect(reply["status"] as? String == "device-offline", "\(reply)")
+        let device = try #require((reply["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w07" })
+        #expect((device["detail"] as? String)?.contains("board-w07 is offline: no answer") == true, "\(device)")
+        // No wait for a response timeout: the reply comes as fast as the broker passes it on.
+        #expect(took < .seconds(2), "the offline answer took \(took)")
+        try await hall.stopAll()
+    }
+
+    @Test func theTopicsDefaultToTheHallsAndABadTopicIsReported() throws {
+        let folder = try TemporaryDirectory()
+        let base = """
+            hall: {id: hall-12}
+            buses: []
+            devices: []
+            """
+        let (config, _) = try ConfigLoader.parse(base + "\ncommands: {mqtt: {host: broker.lan, tls: true}}",
+                                                 file: "t.yaml", relativeTo: folder.path)
+        let mqtt = try #require(config.mqttCommands)
+        #expect(mqtt.port == 8883 && mqtt.tls != nil)
+        #expect(mqtt.topic == "hall/{hall}/commands" && mqtt.replyTopic == "hall/{hall}/command-results")
+        let error = try #require(throws: ConfigError.self) {
+            try ConfigLoader.parse(base + "\ncommands: {mqtt: {host: broker.lan, topic: \"hall/+/commands\", colour: red}}",
+                                   file: "t.yaml", relativeTo: folder.path)
+        }
+        #expect(error.description.contains("commands.mqtt.topic"), "\(error.description)")
+        #expect(error.description.contains("'hall/+/commands' is not an MQTT topic name"), "\(error.description)")
+        #expect(error.description.contains("commands.mqtt.colour: unknown key"), "\(error.description)")
+    }
+}
+
+/// `mosquitto_sub` reading the reply topic all along the test, its output in a file: its persistent session subscribed
+/// (`-E`) before any command is sent, so the broker keeps every result for it. One process for the whole test: a
+/// QoS 1 message whose PUBACK a finished `mosquitto_sub -C` never sent would come a second time to the next one.
+final class MQTTReplySubscriber: Sendable {
+    private let child: ChildProcess
+    private let consumed = Mutex(0)
+
+    init(host: String, port: String, clientId: String, topic: String) async throws {
+        let arguments = ["-h", host, "-p", port, "-c", "-i", clientId, "-q", "1", "-t", topic]
+        let subscribed = try await run("/usr/bin/mosquitto_sub", arguments + ["-E"])
+        try #require(subscribed.status == 0, "mosquitto_sub could not subscribe: \(subscribed.standardError)")
+        child = try ChildProcess("/usr/bin/mosquitto_sub", arguments)
+    }
+
+    deinit {
+        if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
+    }
+
+    private var lines: [Substring] { child.output.split(separator: "\n") }
+
+    /// The next `count` results, each a JSON object; fewer if they do not come within 15 s (and the test fails).
+    func collect(_ count: Int) async throws -> [[String: Any]] {
+        let start = consumed.withLock { $0 }
+        let arrived = await eventually(timeout: .seconds(15)) { lines.count >= start + count }
+        let taken = lines.dropFirst(start).prefix(count)
+        consumed.withLock { $0 = start + taken.count }
+        #expect(arrived, "\(taken.count) of \(count) results arrived")
+        return try taken.map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        }
+    }
+}
