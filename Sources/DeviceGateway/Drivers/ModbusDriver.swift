@@ -98,6 +98,8 @@ public struct ModbusDriver: BusDriver {
     private var pads: [String: Pad] = [:]
     private var boards: [String: ModbusBoardDriver] = [:]
     private var transactionId: UInt16 = 0
+    /// The last request made, as sent: its reply (usually the next frame) needs no parsing of it back.
+    private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
 
@@ -169,7 +171,7 @@ public struct ModbusDriver: BusDriver {
 
     public mutating func handle(_ reply: ModbusReply, inFlight request: LineRequest?, at time: Date) -> LineReaction {
         // Only the answer to the request in flight counts: a late answer to an earlier one is not this one's.
-        guard let request, let sent = Self.parse(request.bytes, framing: framing), sent.unit == reply.unit,
+        guard let request, let sent = sentRequest(request.bytes), sent.unit == reply.unit,
               sent.transactionId == reply.transactionId, case .response(let response) = reply.message
         else { return LineReaction() }
         let device = request.device
@@ -274,11 +276,22 @@ public struct ModbusDriver: BusDriver {
             transactionId &+= 1
             bytes = (try? ModbusTCPFrame(transactionId: transactionId, unitId: unit, request: pdu).encode()) ?? []
         }
+        lastSent = (bytes, (unit, framing == .tcp ? transactionId : nil, pdu))
         return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose)
     }
 
+    typealias SentRequest = (unit: UInt8, transactionId: UInt16?, request: ModbusRequest)
+
+    private mutating func sentRequest(_ bytes: [UInt8]) -> SentRequest? {
+        // Arrays that share their storage compare at once.
+        if let lastSent, lastSent.bytes == bytes { return lastSent.parsed }
+        guard let parsed = Self.parse(bytes, framing: framing) else { return nil }
+        lastSent = (bytes, parsed)
+        return parsed
+    }
+
     /// The request a frame we sent carries; the driver reads its own frames back rather than keep a second record.
-    static func parse(_ bytes: [UInt8], framing: ModbusFraming) -> (unit: UInt8, transactionId: UInt16?, request: ModbusRequest)? {
+    static func parse(_ bytes: [UInt8], framing: ModbusFraming) -> SentRequest? {
         switch framing {
         case .rtu:
             guard bytes.count >= 4, let request = ModbusRequest(pdu: bytes[1..<(bytes.count - 2)]) else { return nil }

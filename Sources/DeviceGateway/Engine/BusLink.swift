@@ -72,7 +72,10 @@ public struct LineTiming: Sendable, Equatable {
     public var frameGap: Duration
 
     /// The time `count` characters take on the wire.
-    public func wireTime(characters count: Int) -> Duration { characterTime * count }
+    public func wireTime(characters count: Int) -> Duration {
+        // Duration arithmetic is 128-bit: not for every TCP transaction.
+        characterTime == .zero ? .zero : characterTime * count
+    }
 
     /// No wire time (TCP, or a simulated line that does not care).
     public static let instant = LineTiming(characterTime: .zero, frameGap: .zero)

@@ -134,10 +134,12 @@ public struct ModbusTCPDecoder: FrameDecoder {
     /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusTCPFrame] {
         var frames: [ModbusTCPFrame] = []
-        for byte in bytes {
-            buffer.append(byte)
-            if buffer.count >= needed { scan(into: &frames, connectionIsQuiet: false) }
+        // A whole read at once (a reply usually comes in one): the scan looks only at the head of the buffer, so
+        // it finds the same frames as it would byte by byte, without a generic call per byte.
+        if bytes.withContiguousStorageIfAvailable({ buffer.append(contentsOf: $0) }) == nil {
+            for byte in bytes { buffer.append(byte) }
         }
+        if buffer.count >= needed { scan(into: &frames, connectionIsQuiet: false) }
         return frames
     }
 
@@ -212,6 +214,10 @@ struct ModbusReceiveBuffer: Sendable {
 
     mutating func append(_ byte: UInt8) {
         storage.append(byte)
+    }
+
+    mutating func append(contentsOf bytes: UnsafeBufferPointer<UInt8>) {
+        storage.append(contentsOf: bytes)
     }
 
     mutating func consume(_ byteCount: Int) {
