@@ -34,7 +34,7 @@ public struct LocalAPI: Sendable {
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
-        router.add(middleware: ProblemMiddleware())
+        router.add(middleware: ProblemMiddleware(routes: Self.documentedRoutes))
         router.get("/healthz") { _, _ in Status(status: "alive") }
         router.get("/readyz") { _, _ in try await readiness() }
         router.get("/openapi.json") { _, _ in try Self.openAPIDocument() }
@@ -66,6 +66,23 @@ public struct LocalAPI: Sendable {
         v1.post("/devices/:device/text") { request, context in
             let body = try await Self.body(TextBody.self, request, context)
             return try await run(.showText(device: try context.parameters.require("device"), text: body.text), request)
+        }
+        v1.post("/devices/:device/brightness") { request, context in
+            let body = try await Self.body(BrightnessBody.self, request, context)
+            return try await run(.brightness(device: try context.parameters.require("device"), percent: body.level), request)
+        }
+        v1.post("/devices/:device/power") { request, context in
+            let body = try await Self.body(PowerBody.self, request, context)
+            return try await run(.power(device: try context.parameters.require("device"), on: body.on), request)
+        }
+        v1.post("/windows/:window/staff") { request, context in
+            let body = try await Self.body(StaffBody.self, request, context)
+            return try await run(.setStaff(window: try context.parameters.require("window"), staff: body.staff), request)
+        }
+        v1.post("/windows/:window/rating-request") { request, context in
+            let body = try await Self.body(TicketBody.self, request, context)
+            return try await run(.requestRating(window: try context.parameters.require("window"), ticket: body.ticket),
+                                 request)
         }
         v1.post("/tickets") { request, context in
             let body = try await Self.body(TicketRequest.self, request, context)
@@ -150,6 +167,19 @@ public struct LocalAPI: Sendable {
     static func body<Body: Decodable>(_ type: Body.Type, _ request: Request, _ context: BasicRequestContext) async throws -> Body {
         try await context.requestDecoder.decode(type, from: request, context: context)
     }
+
+    /// The paths and methods of the OpenAPI document: a known path asked with another method answers 405.
+    static let documentedRoutes: RouteTable = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),
+              let data = try? Data(contentsOf: url),
+              let document = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let paths = document["paths"] as? [String: [String: Any]]
+        else { return RouteTable(routes: []) }
+        let methods = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
+        return RouteTable(routes: paths.map { path, operations in
+            (path, operations.keys.filter(methods.contains).map { $0.uppercased() }.sorted())
+        })
+    }()
 
     static func openAPIDocument() throws -> Response {
         guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),

@@ -9,15 +9,19 @@ import NIOCore
 struct Problem: Error, HTTPResponseError {
     let status: HTTPResponse.Status
     let detail: String
+    /// The methods the path takes, for a 405's `Allow` header.
+    var allow: [String] = []
 
-    init(_ status: HTTPResponse.Status, _ detail: String) {
+    init(_ status: HTTPResponse.Status, _ detail: String, allow: [String] = []) {
         self.status = status
         self.detail = detail
+        self.allow = allow
     }
 
     var headers: HTTPFields {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"hall-gateway\"" }
+        if status == .methodNotAllowed { headers[.allow] = allow.joined(separator: ", ") }
         return headers
     }
 
@@ -34,6 +38,9 @@ struct Problem: Error, HTTPResponseError {
 /// Turns every error into a problem document: the router's own 404 and 405, a body that does not decode, and
 /// anything unexpected (a 500 that says what, never a stack).
 struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// The API's paths and their methods: the router says 404 for a known path asked with another method.
+    var routes = RouteTable(routes: [])
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
@@ -44,6 +51,11 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as DecodingError {
             throw Problem(.badRequest, "the body is not what this endpoint takes: \(Self.describe(error))")
         } catch let error as any HTTPResponseError {
+            if error.status == .notFound, let allowed = routes.methods(for: request.uri.path),
+               !allowed.contains(request.method.rawValue) {
+                throw Problem(.methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path); it takes "
+                              + allowed.joined(separator: ", "), allow: allowed)
+            }
             let detail = switch error.status {
             case .notFound: "no such endpoint: \(request.method) \(request.uri.path)"
             case .methodNotAllowed: "\(request.method) is not allowed on \(request.uri.path)"
@@ -64,6 +76,28 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         case .dataCorrupted: "not valid JSON"
         @unknown default: "not valid JSON"
         }
+    }
+}
+
+/// The API's path templates (`/v1/windows/{window}/call`) with the methods each takes.
+struct RouteTable: Sendable {
+    private let routes: [(segments: [Substring], methods: [String])]
+
+    /// Routes from templates and their methods (upper case).
+    init(routes: [(template: String, methods: [String])]) {
+        self.routes = routes.map { ($0.template.split(separator: "/", omittingEmptySubsequences: false), $0.methods) }
+    }
+
+    /// The methods a concrete path takes, nil when no template matches it.
+    func methods(for path: String) -> [String]? {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        let matching = routes.filter { route in
+            route.segments.count == segments.count && zip(route.segments, segments).allSatisfy { template, given in
+                template == given || (template.hasPrefix("{") && template.hasSuffix("}") && !given.isEmpty)
+            }
+        }
+        guard !matching.isEmpty else { return nil }
+        return Array(Set(matching.flatMap(\.methods))).sorted()
     }
 }
 
@@ -88,6 +122,7 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
 
 extension HTTPField.Name {
     static let idempotencyKey = Self("Idempotency-Key")!
+    static let allow = Self("Allow")!
 }
 
 struct Status: ResponseEncodable {
@@ -100,6 +135,19 @@ struct TicketBody: Decodable {
 
 struct TextBody: Decodable {
     var text: String
+}
+
+struct BrightnessBody: Decodable {
+    /// 0 to 100 %.
+    var level: Int
+}
+
+struct PowerBody: Decodable {
+    var on: Bool
+}
+
+struct StaffBody: Decodable {
+    var staff: String
 }
 
 struct TicketRequest: Decodable {

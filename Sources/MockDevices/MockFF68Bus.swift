@@ -13,6 +13,8 @@ public final class MockFF68Bus: Sendable {
         var acknowledged: [FF68Frame] = []
         var displays: [UInt8: String] = [:]
         var beeps: [UInt8: Int] = [:]
+        /// Host frames that were not echoes, display or beep (evaluation requests, service levels), in order.
+        var commands: [FF68Frame] = []
         var ignoreEchoes = false
         /// Echoes that arrived while they were being ignored.
         var echoesIgnored = 0
@@ -43,6 +45,9 @@ public final class MockFF68Bus: Sendable {
                             state.unacknowledged[frame.address] = nil
                             state.acknowledged.append(sent)
                         }
+                    } else if !state.acknowledged.contains(where: { $0.acknowledgement == frame }) {
+                        // Not an echo (nor a late second echo of a frame already taken).
+                        state.commands.append(frame)
                     }
                 }
             }
@@ -87,6 +92,9 @@ public final class MockFF68Bus: Sendable {
 
     /// What the caller at `address` shows.
     public func display(address: UInt8) -> String? { state { $0.displays[address] } }
+
+    /// The host's other frames to the device at `address` (an evaluation request: FUNC 01, data 0B), in order.
+    public func commands(address: UInt8) -> [FF68Frame] { state { $0.commands.filter { $0.address == address } } }
 
     /// How often the caller at `address` beeped.
     public func beeps(address: UInt8) -> Int { state { $0.beeps[address] ?? 0 } }

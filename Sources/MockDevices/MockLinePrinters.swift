@@ -122,6 +122,10 @@ public final class MockOnbonBoards: Sendable {
         var shown: [UInt16: String] = [:]
         var rejectWith: OnbonErrorCode?
         var silent: Set<UInt16> = []
+        var brightness: [UInt16: UInt8] = [:]
+        var screenOff: Set<UInt16> = []
+        /// The data field of every packet addressed to a controller, in order.
+        var received: [(address: UInt16, data: [UInt8])] = []
     }
 
     private let state: Locked<State>
@@ -139,6 +143,7 @@ public final class MockOnbonBoards: Sendable {
                     guard state.addresses.contains(address), !state.silent.contains(address),
                           let request = OnbonRequest(data: packet.data)
                     else { continue }
+                    state.received.append((address, packet.data))
                     var reply = OnbonReply.acknowledged
                     switch request.command {
                     case .ping: break
@@ -149,6 +154,16 @@ public final class MockOnbonBoards: Sendable {
                             reply = .rejected(code)
                         } else {
                             state.shown[address] = update.areas.compactMap { $0.text?.string }.joined()
+                        }
+                    case .setBrightness(let brightness):
+                        if let code = state.rejectWith { reply = .rejected(code) } else { state.brightness[address] = brightness.current }
+                    case .setPower(let on):
+                        if let code = state.rejectWith {
+                            reply = .rejected(code)
+                        } else if on {
+                            state.screenOff.remove(address)
+                        } else {
+                            state.screenOff.insert(address)
                         }
                     default: reply = .rejected(.unknownCommand)
                     }
@@ -164,6 +179,15 @@ public final class MockOnbonBoards: Sendable {
 
     /// What the controller at `address` shows.
     public func shown(address: UInt16) -> String? { state { $0.shown[address] } }
+
+    /// The data fields (group, command, reply flag, parameters) of the packets the controller at `address` got.
+    public func received(address: UInt16) -> [[UInt8]] { state { $0.received.filter { $0.address == address }.map(\.data) } }
+
+    /// The fixed brightness level (0…15) last set on the controller at `address`, nil before any.
+    public func brightness(address: UInt16) -> UInt8? { state { $0.brightness[address] } }
+
+    /// Whether the controller at `address` has its screen switched on (a controller starts on).
+    public func isScreenOn(address: UInt16) -> Bool { state { !$0.screenOff.contains(address) } }
 
     /// From now on commands are refused with `code` (nil: accepted again).
     public func reject(with code: OnbonErrorCode?) { state { $0.rejectWith = code } }

@@ -1,3 +1,4 @@
+import Protocols
 import Synchronization
 
 /// A simulated Modbus evaluator pad with three keys (满意 1, 基本满意 2, 不满意 3).
@@ -98,10 +99,20 @@ public final class MockModbusEvaluator: MockModbusUnit {
     /// A copy of the holding registers.
     public var registers: [UInt16] { state.withLock { $0.registers } }
 
-    /// Takes what a client wrote; only the acknowledgement register is writable.
+    /// The staff number the pad shows (the staff-id registers as ASCII).
+    public var staffId: String {
+        let registers = state.withLock { $0.registers[Register.staffId..<(Register.staffId + Register.staffIdCount)] }
+        return String(decoding: RegisterText.bytes(from: registers), as: UTF8.self)
+    }
+
+    /// Takes what a client wrote; the acknowledgement and staff-id registers are writable.
     public func accept(writtenRegisters: [UInt16]) {
         state.withLock { state in
             state.registers[Register.acknowledge] = writtenRegisters[Register.acknowledge]
+            let staff = Register.staffId..<(Register.staffId + Register.staffIdCount)
+            state.registers.replaceSubrange(staff, with: writtenRegisters[staff])
+            state.registers[Register.status] = state.registers[Register.status] & ~0b10
+                | (state.registers[staff].contains { $0 != 0 } ? 0b10 : 0)
         }
     }
 }

@@ -1,4 +1,5 @@
 public import Foundation
+import Logging
 import Synchronization
 import Protocols
 
@@ -34,6 +35,14 @@ public enum QueueCommand: Sendable, Equatable {
     case resume(window: String)
     case clear(window: String)
     case showText(device: String, text: String)
+    /// A board's brightness, 0 to 100 % of what it can do (mapped onto the board's own levels).
+    case brightness(device: String, percent: Int)
+    /// A board's screen switched on or off.
+    case power(device: String, on: Bool)
+    /// The staff member shown on the window's evaluator pad (and carried by its ratings).
+    case setStaff(window: String, staff: String)
+    /// Asks the window's evaluator pad for the rating of `ticket`: its next rating carries the ticket.
+    case requestRating(window: String, ticket: String)
 
     /// The command's name in results and events.
     public var name: String {
@@ -44,20 +53,33 @@ public enum QueueCommand: Sendable, Equatable {
         case .resume: "resume"
         case .clear: "clear"
         case .showText: "show-text"
+        case .brightness: "brightness"
+        case .power(_, let on): on ? "power-on" : "power-off"
+        case .setStaff: "set-staff"
+        case .requestRating: "request-rating"
         }
     }
 
     var window: String? {
         switch self {
-        case .call(let window, _), .recall(let window, _), .pause(let window), .resume(let window), .clear(let window):
+        case .call(let window, _), .recall(let window, _), .pause(let window), .resume(let window), .clear(let window),
+             .setStaff(let window, _), .requestRating(let window, _):
             window
-        case .showText: nil
+        case .showText, .brightness, .power: nil
+        }
+    }
+
+    /// The one device a device-addressed command goes to (board text, brightness, power).
+    var device: String? {
+        switch self {
+        case .showText(let device, _), .brightness(let device, _), .power(let device, _): device
+        default: nil
         }
     }
 
     var ticket: String? {
         switch self {
-        case .call(_, let ticket), .recall(_, let ticket): ticket
+        case .call(_, let ticket), .recall(_, let ticket), .requestRating(_, let ticket): ticket
         default: nil
         }
     }
@@ -69,6 +91,10 @@ public enum QueueCommand: Sendable, Equatable {
         case .resume: HallEventType.windowResumed
         case .clear: HallEventType.displayCleared
         case .showText: HallEventType.textShown
+        case .brightness: HallEventType.brightnessChanged
+        case .power(_, let on): on ? HallEventType.displaySwitchedOn : HallEventType.displaySwitchedOff
+        case .setStaff: HallEventType.staffSet
+        case .requestRating: HallEventType.ratingRequested
         }
     }
 
@@ -84,6 +110,11 @@ public enum QueueCommand: Sendable, Equatable {
         case (.pause(let window), .windowBoard): .pause(window: window)
         case (.resume, .windowBoard), (.resume, .caller), (.clear, .windowBoard), (.clear, .caller): .clear
         case (.showText(_, let text), .windowBoard), (.showText(_, let text), .hallBoard): .showText(text)
+        case (.brightness(_, let percent), .windowBoard), (.brightness(_, let percent), .hallBoard):
+            .brightness(percent: percent)
+        case (.power(_, let on), .windowBoard), (.power(_, let on), .hallBoard): .power(on: on)
+        case (.setStaff(_, let staff), .pad): .setStaff(staff)
+        case (.requestRating(_, let ticket), .pad): .requestRating(ticket: ticket)
         default: nil
         }
     }
@@ -128,8 +159,10 @@ public actor CommandCenter {
     private let gateway: Gateway
     private var byKey: [String: Task<CommandResult, Never>] = [:]
     private var keyOrder: [String] = []
-    /// Keys remembered; an older key is forgotten (a client retries within seconds, not after a thousand commands).
+    /// Keys remembered in memory; an older key is still answered from the outbox.
     static let rememberedKeys = 10_000
+    /// How long a key's result is kept in the outbox: a repeat within a day, restarts included, gets it.
+    static let keptKeys: TimeInterval = 24 * 3600
 
     /// A command center over `gateway`'s devices.
     public init(gateway: Gateway) {
@@ -169,11 +202,33 @@ public actor CommandCenter {
         }
     }
 
-    /// Runs `work` once per key; a repeat waits for, and gets, the first run's result.
+    /// Runs `work` once per key; a repeat waits for, and gets, the first run's result, also after a restart (keys
+    /// and results are kept in the outbox for `keptKeys`).
     private func once(_ key: String?, _ work: @escaping @Sendable (String) async -> CommandResult) async -> CommandResult {
         if let key, let running = byKey[key] { return await running.value }
         let id = key.map { "command-\(Self.fingerprint($0))" } ?? "command-\(UUID().uuidString.lowercased())"
-        let task = Task { await work(id) }
+        let outbox = gateway.outbox
+        let logger = gateway.logger
+        // Registered before the first suspension, so a concurrent repeat waits for this run.
+        let task = Task {
+            guard let key else { return await work(id) }
+            do {
+                if let stored = try await outbox.commandResult(key: key, since: Date().addingTimeInterval(-Self.keptKeys)),
+                   let result = try? JSONDecoder().decode(CommandResult.self, from: Data(stored.utf8)) {
+                    return result
+                }
+            } catch {
+                logger.warning("outbox: cannot look up idempotency key \(id): \(error); the command runs")
+            }
+            let result = await work(id)
+            do {
+                let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
+                try await outbox.recordCommandResult(key: key, json: json, at: Date(), keepingSince: Date().addingTimeInterval(-Self.keptKeys))
+            } catch {
+                logger.warning("outbox: the result of \(id) is not kept for its idempotency key: \(error)")
+            }
+            return result
+        }
         if let key {
             byKey[key] = task
             keyOrder.append(key)
@@ -275,15 +330,26 @@ public actor CommandCenter {
     /// The devices the command goes to, with what each is told; the caller's mistakes are thrown.
     private func targets(of command: QueueCommand) throws(CommandInvalid) -> [(device: String, command: HallCommand)] {
         let devices = gateway.config.devices
-        if case .showText(let id, let text) = command {
+        if let id = command.device {
             guard let device = devices.first(where: { $0.id == id }) else {
                 throw CommandInvalid(kind: "unknown-device", message: "no device \(id) in hall \(gateway.config.hall.id)")
             }
             guard let role = gateway.roles[id], let hallCommand = command.deviceCommand(for: role) else {
-                throw CommandInvalid(kind: "invalid", message: "\(id) is not a board: it shows no text")
+                let what = if case .showText = command { "it shows no text" } else { "it takes no \(command.name)" }
+                throw CommandInvalid(kind: "invalid", message: "\(id) is not a board: \(what)")
             }
-            guard !text.isEmpty else { throw CommandInvalid(kind: "invalid", message: "the text is empty") }
+            switch command {
+            case .showText(_, let text) where text.isEmpty:
+                throw CommandInvalid(kind: "invalid", message: "the text is empty")
+            case .brightness(_, let percent) where !(0...100).contains(percent):
+                throw CommandInvalid(kind: "invalid", message: "level \(percent) is not a percentage from 0 to 100")
+            default: break
+            }
             return [(device.id, hallCommand)]
+        }
+        if case .setStaff(_, let staff) = command,
+           staff.isEmpty || staff.count > 32 || staff.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw CommandInvalid(kind: "invalid", message: "staff id '\(staff)' must be 1 to 32 printable characters")
         }
         let window = command.window ?? ""
         guard devices.contains(where: { $0.window == window }) else {
@@ -348,4 +414,17 @@ public actor CommandCenter {
         let hash = key.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
         return String(hash, radix: 16)
     }
+}
+
+extension HallEventType {
+    /// A board's brightness was set (`hall.display.brightness_changed`).
+    public static let brightnessChanged = "hall.display.brightness_changed"
+    /// A board's screen was switched on.
+    public static let displaySwitchedOn = "hall.display.switched_on"
+    /// A board's screen was switched off.
+    public static let displaySwitchedOff = "hall.display.switched_off"
+    /// The staff member of a window's evaluator pad was set.
+    public static let staffSet = "hall.window.staff_set"
+    /// A window's evaluator pad was asked for the rating of a ticket.
+    public static let ratingRequested = "hall.rating.requested"
 }

@@ -170,9 +170,19 @@ public enum ConfigLoader {
         let bus = fields.string("bus", required: true)
         let address = fields.int("address", in: 1...247, required: true)
         let window = fields.string("window")
+        var templates = DisplayTemplates()
+        // A board's own wording of calls and pauses: {call: "请{ticket}号到{window}号窗口", pause: "暂停服务"}.
+        if let node = fields.value("templates"), let entries = reader.fields(node, fields.keyPath("templates")) {
+            templates = DisplayTemplates(call: entries.string("call"), recall: entries.string("recall"),
+                                         pause: entries.string("pause"))
+            for problem in templates.problems {
+                reader.report(entries.value(problem.key), entries.keyPath(problem.key), problem.message)
+            }
+            entries.rejectUnknownKeys()
+        }
         fields.rejectUnknownKeys()
         guard let id, let profile, let bus, let address else { return nil }
-        return DeviceConfig(id: id, profile: profile, bus: bus, address: address, window: window)
+        return DeviceConfig(id: id, profile: profile, bus: bus, address: address, window: window, templates: templates)
     }
 
     private static func parseSink(_ node: Node, _ path: String, _ reader: YAMLReader, folder: String) -> SinkConfig? {

@@ -166,14 +166,18 @@ public struct DeviceConfig: Sendable, Equatable {
     public var address: Int
     /// The service window the device serves, if any.
     public var window: String?
+    /// How a board words calls, recalls and pauses (`templates:`); empty: the halls' usual wording.
+    public var templates: DisplayTemplates
 
     /// Creates a device.
-    public init(id: String, profile: String, bus: String, address: Int, window: String?) {
+    public init(id: String, profile: String, bus: String, address: Int, window: String?,
+                templates: DisplayTemplates = DisplayTemplates()) {
         self.id = id
         self.profile = profile
         self.bus = bus
         self.address = address
         self.window = window
+        self.templates = templates
     }
 }
 

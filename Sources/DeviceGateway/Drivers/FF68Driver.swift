@@ -35,6 +35,10 @@ public struct FF68Driver: BusDriver {
     private let members: [Int: (device: DeviceConfig, member: Member)]
     private let hallId: String
     private var sightings: [String: Sighting] = [:]
+    /// The staff member at each pad's window, as the queue system last set it: the pad shows none on this bus.
+    private var staff: [String: String] = [:]
+    /// The ticket each pad was last asked to rate: its next verdict (or no verdict) takes it.
+    private var ratingTickets: [String: String] = [:]
 
     init(members: [(device: DeviceConfig, member: Member)], hallId: String) {
         devices = members.map(\.device)
@@ -63,6 +67,8 @@ public struct FF68Driver: BusDriver {
                 return LineReaction(from: device.id)
             }
             if profile.noVerdictCodes.contains(code) {
+                // The citizen gave no verdict on the ticket asked for: the next rating is not that ticket's.
+                ratingTickets[device.id] = nil
                 return LineReaction(afterCommit: acknowledgement, from: device.id)
             }
             guard let key = profile.scale.key(forCode: code) else {
@@ -72,10 +78,11 @@ public struct FF68Driver: BusDriver {
                                         data: .deviceFault(fault))],
                     cursors: [cursor], afterCommit: acknowledgement, from: device.id)
             }
-            // The pad shows no staff id on this bus; the window says whose service it was.
+            // The pad shows no staff id on this bus: the staff and ticket are what the queue system last set.
             let rating = RatingSubmitted(
-                window: device.window ?? "", staffId: nil, level: key.level.rawValue, levelLabel: key.level.label,
-                key: key.code, keyLabel: key.label, scale: profile.scale.name, deviceCounter: nil)
+                window: device.window ?? "", staffId: staff[device.id], level: key.level.rawValue,
+                levelLabel: key.level.label, key: key.code, keyLabel: key.label, scale: profile.scale.name,
+                deviceCounter: nil, ticket: ratingTickets.removeValue(forKey: device.id))
             return LineReaction(
                 events: [CloudEvent(id: id, source: source, type: HallEventType.ratingSubmitted, time: time,
                                     subject: subject, data: .rating(rating))],
@@ -94,11 +101,22 @@ public struct FF68Driver: BusDriver {
         }
     }
 
-    public func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
-        guard case .caller = members[device.address]?.member else {
-            throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")
-        }
+    public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
         let address = UInt8(truncatingIfNeeded: device.address)
+        guard case .caller = members[device.address]?.member else {
+            switch command {
+            case .setStaff(let id):
+                // The bus has no staff command (frmMain.cs sends none): the gateway puts the id on the pad's ratings.
+                staff[device.id] = id.isEmpty ? nil : id
+                return []
+            case .requestRating(let ticket):
+                ratingTickets[device.id] = ticket
+                return [LineRequest(device: device.id, bytes: FF68Frame.startEvaluation(address: address).encode(),
+                                    expectsAnswer: false, purpose: command.name)]
+            default:
+                throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")
+            }
+        }
         let display: FF68CallerDisplay
         switch command {
         case .call(let ticket, _), .recall(let ticket, _):
@@ -109,7 +127,7 @@ public struct FF68Driver: BusDriver {
         case .clear:
             display = FF68CallerDisplay(waiting: [FF68CallerDisplay.blank, FF68CallerDisplay.blank, FF68CallerDisplay.blank],
                                         ticket: [FF68CallerDisplay.blank, FF68CallerDisplay.blank, FF68CallerDisplay.blank])
-        case .pause, .showText, .printTicket:
+        case .pause, .showText, .printTicket, .brightness, .power, .setStaff, .requestRating:
             throw GatewayError(.commandRejected, "\(device.id): a caller's LED shows digits only; no \(command.name)")
         }
         var requests = [LineRequest(device: device.id, bytes: FF68Frame.callerDisplay(address: address, display).encode(),

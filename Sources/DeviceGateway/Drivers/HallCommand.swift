@@ -1,3 +1,5 @@
+import Foundation
+
 /// What the hall's queue system asks a device to do.
 public enum HallCommand: Sendable, Equatable {
     /// Show a call on a board or window display: 「请A023号到5号窗口」.
@@ -12,6 +14,14 @@ public enum HallCommand: Sendable, Equatable {
     case clear
     /// Issue a ticket.
     case printTicket(Ticket)
+    /// Set a board's brightness, 0 to 100 % of what it can do.
+    case brightness(percent: Int)
+    /// Switch a board's screen on or off (the controller stays on the line and answers).
+    case power(on: Bool)
+    /// Show a staff member's id on an evaluator pad (a staff id is not a citizen's data).
+    case setStaff(String)
+    /// Ask an evaluator pad for the rating of `ticket`: its next rating is that ticket's.
+    case requestRating(ticket: String)
 
     /// A queue ticket as the printer issues it. No data of the citizen: a number and a service.
     public struct Ticket: Sendable, Equatable {
@@ -41,16 +51,74 @@ public enum HallCommand: Sendable, Equatable {
         case .showText: "show-text"
         case .clear: "clear"
         case .printTicket: "print-ticket"
+        case .brightness: "brightness"
+        case .power(let on): on ? "power-on" : "power-off"
+        case .setStaff: "set-staff"
+        case .requestRating: "request-rating"
         }
     }
 
-    /// The text a display shows for the command, as halls word it.
-    public var displayText: String? {
+    /// The text a display shows for the command, as halls word it by default.
+    public var displayText: String? { displayText(with: DisplayTemplates()) }
+
+    /// The text a display shows for the command, worded by the board's `templates`.
+    public func displayText(with templates: DisplayTemplates) -> String? {
         switch self {
-        case .call(let ticket, let window), .recall(let ticket, let window): "请\(ticket)号到\(window)号窗口"
-        case .pause: "暂停服务"
+        case .call(let ticket, let window): templates.render(templates.call ?? DisplayTemplates.defaultCall, ticket, window)
+        case .recall(let ticket, let window):
+            templates.render(templates.recall ?? templates.call ?? DisplayTemplates.defaultCall, ticket, window)
+        case .pause(let window): templates.render(templates.pause ?? DisplayTemplates.defaultPause, "", window)
         case .showText(let text): text
-        case .clear, .printTicket: nil
+        case .clear, .printTicket, .brightness, .power, .setStaff, .requestRating: nil
         }
+    }
+}
+
+/// How one board words calls, recalls and pauses (`templates:` on a device in the hall configuration):
+/// `{ticket}` and `{window}` are replaced. A window board says 「请A023号到3号窗口」, the hall board often
+/// 「A023 → 3号窗口」.
+public struct DisplayTemplates: Sendable, Equatable {
+    /// The call's wording; nil: 「请{ticket}号到{window}号窗口」.
+    public var call: String?
+    /// The recall's wording; nil: the call's.
+    public var recall: String?
+    /// The pause's wording; nil: 「暂停服务」.
+    public var pause: String?
+
+    /// The halls' usual call.
+    public static let defaultCall = "请{ticket}号到{window}号窗口"
+    /// The halls' usual pause.
+    public static let defaultPause = "暂停服务"
+    /// The placeholders a template may hold.
+    public static let placeholders = ["{ticket}", "{window}"]
+
+    /// Templates; nil keeps the default wording.
+    public init(call: String? = nil, recall: String? = nil, pause: String? = nil) {
+        self.call = call
+        self.recall = recall
+        self.pause = pause
+    }
+
+    func render(_ template: String, _ ticket: String, _ window: String) -> String {
+        template.replacingOccurrences(of: "{ticket}", with: ticket).replacingOccurrences(of: "{window}", with: window)
+    }
+
+    /// What is wrong with the templates, by key (`call`, `recall`, `pause`): an unknown placeholder, an empty text,
+    /// a pause naming a ticket.
+    public var problems: [(key: String, message: String)] {
+        var problems: [(String, String)] = []
+        for (key, template) in [("call", call), ("recall", recall), ("pause", pause)] {
+            guard let template else { continue }
+            if template.isEmpty { problems.append((key, "an empty template shows nothing")) }
+            var rest = template
+            for placeholder in Self.placeholders { rest = rest.replacingOccurrences(of: placeholder, with: "") }
+            if let open = rest.firstIndex(of: "{"), let close = rest[open...].firstIndex(of: "}") {
+                problems.append((key, "unknown placeholder \(rest[open...close]); use {ticket} and {window}"))
+            }
+            if key == "pause", template.contains("{ticket}") {
+                problems.append((key, "a pause has no ticket: use {window} only"))
+            }
+        }
+        return problems
     }
 }

@@ -53,8 +53,14 @@ public struct ModbusBoardDriver: Sendable {
         case .clear: mode = profile.modes.clear
         case .printTicket:
             throw GatewayError(.commandRejected, "\(device.id) is a window board: it prints no tickets")
+        case .brightness, .power:
+            // The register map would have to name a brightness or power register; this profile's names none.
+            throw GatewayError(.commandRejected, "\(device.id): profile \(profile.model) names no \(command.name == "brightness" ? "brightness" : "power") register: "
+                               + "the board has no \(command.name) command (clear blanks it)")
+        case .setStaff, .requestRating:
+            throw GatewayError(.commandRejected, "\(device.id) is a window board, not an evaluator pad: no \(command.name)")
         }
-        let text = command.displayText ?? ""
+        let text = command.displayText(with: device.templates) ?? ""
         let textField = RegisterField(address: UInt16(profile.text.start),
                                       type: .string(registerCount: profile.text.count, encoding: profile.textEncoding))
         let textRegisters: [UInt16]

@@ -1,5 +1,6 @@
 public import Foundation
 import Protocols
+import Synchronization
 
 /// Turns the registers of a Modbus evaluator pad into rating events.
 ///
@@ -28,6 +29,20 @@ public struct ModbusEvaluatorDriver: Sendable {
     public let device: DeviceConfig
     public let profile: ModbusEvaluatorProfile
     public let source: String
+    /// The ticket the pad was last asked to rate; its next rating takes it. Shared by copies of the driver, so a
+    /// read that does not write the driver back still consumes it.
+    private let ratingTicket = RatingTicket()
+
+    /// The ticket a pad was asked to rate, until a rating takes it.
+    final class RatingTicket: Sendable {
+        private let ticket = Mutex<String?>(nil)
+
+        func set(_ ticket: String) { self.ticket.withLock { $0 = ticket } }
+
+        func take() -> String? { ticket.withLock { value in defer { value = nil }; return value } }
+
+        var current: String? { ticket.withLock { $0 } }
+    }
 
     /// Creates the driver of one pad.
     public init(device: DeviceConfig, profile: ModbusEvaluatorProfile, hallId: String) {
@@ -35,6 +50,32 @@ public struct ModbusEvaluatorDriver: Sendable {
         self.profile = profile
         self.source = EventSource.device(hall: hallId, device: device.id)
     }
+
+    /// The register writes that carry out `command` on the pad: a staff id into the staff-id registers (ASCII,
+    /// NUL-padded, high byte first); a rating request remembers the ticket for the pad's next rating (this register
+    /// map has no prompt register, so nothing is written).
+    public func prepare(_ command: HallCommand) throws(GatewayError) -> [ModbusBoardDriver.RegisterWrite] {
+        switch command {
+        case .setStaff(let staff):
+            let field = RegisterField(address: UInt16(profile.staffId.start),
+                                      type: .string(registerCount: profile.staffId.count, encoding: .ascii))
+            do {
+                let values = try field.encode(.text(staff))
+                return [.init(start: profile.staffId.start, values: values)]
+            } catch {
+                throw GatewayError(.commandRejected, "\(device.id): staff id '\(staff)' does not fit the pad's "
+                                   + "\(profile.staffId.count * 2) ASCII characters")
+            }
+        case .requestRating(let ticket):
+            ratingTicket.set(ticket)
+            return []
+        default:
+            throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")
+        }
+    }
+
+    /// The ticket the next rating will carry, if the pad was asked for one.
+    public var pendingTicket: String? { ratingTicket.current }
 
     /// Interprets one read of the profile's register block.
     public func interpret(registers: [UInt16], cursor: DeviceCursor?, at time: Date) -> Reading {
@@ -78,10 +119,14 @@ public struct ModbusEvaluatorDriver: Sendable {
         let first = max(consumed + 1, current - ringSize + 1)
         let lost = max(0, first - consumed - 1)
 
-        let staffBytes = RegisterText.bytes(from: (0..<profile.staffId.count).map { register(profile.staffId.start + $0) })
+        // Decoded only when a rating will carry it: most polls find none.
+        let staffBytes = first > current ? [] : RegisterText.bytes(
+            from: (0..<profile.staffId.count).map { register(profile.staffId.start + $0) })
         let staffId = staffBytes.isEmpty ? nil : String(decoding: staffBytes, as: UTF8.self)
         var events: [CloudEvent] = []
         var unknownKeys: [Int] = []
+        // The first new rating is the one the pad was asked for.
+        var ticket = first <= current ? ratingTicket.take() : nil
         if first <= current {
             for number in first...current {
                 let slot = Int((number - 1) % ringSize)
@@ -93,7 +138,8 @@ public struct ModbusEvaluatorDriver: Sendable {
                 let rating = RatingSubmitted(
                     window: device.window ?? "", staffId: staffId, level: key.level.rawValue,
                     levelLabel: key.level.label, key: key.code, keyLabel: key.label, scale: profile.scale.name,
-                    deviceCounter: number)
+                    deviceCounter: number, ticket: ticket)
+                ticket = nil
                 let power = Self.powerUp(bootId: bootId, restarts: restarts)
                 events.append(
                     CloudEvent(

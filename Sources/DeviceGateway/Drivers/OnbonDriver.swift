@@ -51,6 +51,10 @@ public struct OnbonDriver: BusDriver {
             switch command {
             case .clear:
                 onbonCommand = .clearScreen
+            case .brightness(let percent):
+                onbonCommand = .setBrightness(.fixed(Self.level(percent: percent)))
+            case .power(let on):
+                onbonCommand = .setPower(on: on)
             case .call, .recall, .pause, .showText:
                 let area = profile.area
                 // Profiles give pixels; the controller counts 8-pixel columns unless bit 15 says pixels.
@@ -58,9 +62,12 @@ public struct OnbonDriver: BusDriver {
                     areaID: UInt8(truncatingIfNeeded: area.id), x: UInt16(area.x) | OnbonAreaLayout.pixelUnits,
                     y: UInt16(area.y), width: UInt16(area.width) | OnbonAreaLayout.pixelUnits, height: UInt16(area.height))
                 let colour = OnbonColour.allCases.first { "\($0)" == profile.colour } ?? .red
-                onbonCommand = try .showText(OnbonText(command.displayText ?? "", colour: colour), in: layout)
+                let text = command.displayText(with: device.templates) ?? ""
+                onbonCommand = try .showText(OnbonText(text, colour: colour), in: layout)
             case .printTicket:
                 throw GatewayError(.commandRejected, "\(device.id) is a call board: it prints no tickets")
+            case .setStaff, .requestRating:
+                throw GatewayError(.commandRejected, "\(device.id) is a call board, not an evaluator pad: no \(command.name)")
             }
             let bytes = try OnbonPacket.request(OnbonRequest(onbonCommand), to: UInt16(device.address)).encode()
             // Boards speak only when asked: a ping's late ACK still on the line must not pass for this command's.
@@ -71,5 +78,10 @@ public struct OnbonDriver: BusDriver {
         } catch {
             throw GatewayError(.commandRejected, "\(device.id): \(command.displayText ?? command.name) cannot be shown: \(error)")
         }
+    }
+
+    /// The controller's level (0…15, 15 brightest) nearest to `percent` of full brightness.
+    public static func level(percent: Int) -> UInt8 {
+        UInt8((Double(min(max(percent, 0), 100)) * 15 / 100).rounded())
     }
 }

@@ -50,6 +50,12 @@ public struct QSystemDriver: BusDriver {
             case .clear, .pause: frame = .blank(address: address)
             case .showText(let text): frame = QSystemDisplayFrame(address: address, mode: .steady, text: text)
             case .printTicket: throw GatewayError(.commandRejected, "\(device.id) is a number board: it prints no tickets")
+            case .brightness, .power:
+                // BelIndicatorBoardRS frames carry a mode and three characters, nothing else.
+                throw GatewayError(.commandRejected, "\(device.id): a QSystem number board has no \(command.name) command "
+                                   + "(its frames carry a blink mode and three characters); clear blanks it")
+            case .setStaff, .requestRating:
+                throw GatewayError(.commandRejected, "\(device.id) is a number board, not an evaluator pad: no \(command.name)")
             }
             guard let frame else {
                 throw GatewayError(.commandRejected, "\(device.id): the board shows three ASCII characters; '\(command.displayText ?? "")' has none to show")
@@ -62,8 +68,8 @@ public struct QSystemDriver: BusDriver {
             case .call, .recall: signal = .beepGreenBlinkSlow
             case .pause: signal = .red
             case .clear: signal = .off
-            case .showText, .printTicket:
-                throw GatewayError(.commandRejected, "\(device.id) is an operator box: it has a lamp, no display")
+            case .showText, .printTicket, .brightness, .power, .setStaff, .requestRating:
+                throw GatewayError(.commandRejected, "\(device.id) is an operator box: it has a lamp, no display; no \(command.name)")
             }
             return [LineRequest(device: device.id, bytes: QSystemSignalFrame(address: address, signal: signal).encode(),
                                 expectsAnswer: false, purpose: command.name)]

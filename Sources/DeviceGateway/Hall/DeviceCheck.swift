@@ -90,18 +90,26 @@ struct GatewayHallActions: HallDayActions {
             type: HallEventType.deviceCheck, time: Date(), subject: nil, data: .deviceCheck(report)))
     }
 
-    func opened() async { await switchBoards(.showText(Self.welcome), name: "boards-on") }
+    func opened() async { await switchBoards(on: true, name: "boards-on") }
 
-    func closed() async { await switchBoards(.clear, name: "boards-off") }
+    func closed() async { await switchBoards(on: false, name: "boards-off") }
 
-    /// Every board, window and hall alike; the result is committed like a command's.
-    private func switchBoards(_ command: HallCommand, name: String) async {
+    /// Every board, window and hall alike: switched by its own screen on/off command where its family has one (an
+    /// Onbon BX), else blanked after closing; the welcome shown at opening. Committed like a command.
+    private func switchBoards(on: Bool, name: String) async {
         let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
         var outcomes: [CommandExecuted.DeviceOutcome] = []
         for board in boards {
             do {
-                try await gateway.send(command, to: board.id)
-                outcomes.append(.init(device: board.id, result: CommandResult.Status.done.rawValue, detail: nil))
+                var detail: String?
+                do {
+                    try await gateway.send(.power(on: on), to: board.id)
+                } catch let error as GatewayError where error.code == .commandRejected {
+                    detail = on ? nil : "blanked: \(error.message)"
+                    if !on { try await gateway.send(.clear, to: board.id) }
+                }
+                if on { try await gateway.send(.showText(Self.welcome), to: board.id) }
+                outcomes.append(.init(device: board.id, result: CommandResult.Status.done.rawValue, detail: detail))
             } catch {
                 let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
                 outcomes.append(.init(device: board.id, result: status.rawValue, detail: "\(error)"))

@@ -279,6 +279,13 @@ public final class Outbox: Sendable {
                     PRIMARY KEY (day, prefix))
                 """)
         }
+        // Commands' results by the client's idempotency key, so a repeat after a restart is answered, not run.
+        migrator.registerMigration("v6-command-keys") { db in
+            try db.execute(sql: """
+                CREATE TABLE command_key (key TEXT PRIMARY KEY, result TEXT NOT NULL, created_at REAL NOT NULL);
+                CREATE INDEX command_key_created ON command_key (created_at);
+                """)
+        }
         return migrator
     }
 
@@ -587,6 +594,23 @@ public final class Outbox: Sendable {
             try db.execute(sql: "DELETE FROM ticket_counter WHERE day < ?", arguments: [day])
             try db.execute(sql: "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)",
                            arguments: [day, prefix, number])
+        }
+    }
+
+    /// The result (JSON) of the command run for idempotency `key` since `since`, if any.
+    public func commandResult(key: String, since: Date) async throws -> String? {
+        try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT result FROM command_key WHERE key = ? AND created_at >= ?",
+                                arguments: [key, since.timeIntervalSince1970])
+        }
+    }
+
+    /// Keeps the result (JSON) of the command run for `key`; keys recorded before `keepingSince` are forgotten.
+    public func recordCommandResult(key: String, json: String, at time: Date, keepingSince: Date) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
+            try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, result, created_at) VALUES (?, ?, ?)",
+                           arguments: [key, json, time.timeIntervalSince1970])
         }
     }
 

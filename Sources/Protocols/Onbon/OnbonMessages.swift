@@ -167,6 +167,11 @@ public enum OnbonCommand: Equatable, Sendable {
     case clearScreen
     /// Set the brightness (group A3, command 02).
     case setBrightness(OnbonBrightness)
+    /// Switch the screen on or off (group A3, command 00, parameter 01 on, 02 off); the controller keeps answering.
+    /// Sources: onbonlab/bx.k.java src/BxCmdTurnOnOff.java (`r0, r1`, then `0x01 - on`, `0x02 - off`) with
+    /// `CMD_TURN_ON_OFF` = A3 00 in its BxCmdCode.java, and onbonlab/BX-K SCREEN_ForceOnOff.md (强制开关机,
+    /// "1标示开2标示关").
+    case setPower(on: Bool)
     /// Show text in dynamic areas (group A3, command 06).
     case updateDynamicAreas(OnbonDynamicAreaUpdate)
     /// Any other command, with the bytes after the reply flag.
@@ -211,6 +216,8 @@ public struct OnbonRequest: Equatable, Sendable {
             }
             bytes = [0xA3, 0x02, replyFlag, 0x00, 0x00, brightness.mode.rawValue, brightness.current]
             bytes += brightness.halfHourLevels
+        case .setPower(let on):
+            bytes = [0xA3, 0x00, replyFlag, 0x00, 0x00, on ? 0x01 : 0x02]
         case .updateDynamicAreas(let update):
             bytes = [0xA3, 0x06, replyFlag, update.processMode, update.reserved]
             switch update.deletion {
@@ -259,6 +266,8 @@ public struct OnbonRequest: Equatable, Sendable {
             return .ping
         case (0xA3, 0x10) where parameters == [0, 0]:
             return .clearScreen
+        case (0xA3, 0x00) where parameters == [0, 0, 0x01] || parameters == [0, 0, 0x02]:
+            return .setPower(on: parameters[2] == 0x01)
         case (0xA3, 0x02) where parameters.count == 2 + 2 + 48 && parameters[0] == 0 && parameters[1] == 0:
             let brightness = OnbonBrightness(
                 mode: .init(rawValue: parameters[2]), current: parameters[3], halfHourLevels: Array(parameters[4...]))

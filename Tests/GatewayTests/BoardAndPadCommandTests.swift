@@ -1,0 +1,314 @@
+import AsyncHTTPClient
+import DeviceGateway
+import Foundation
+import Hummingbird
+import LocalAPI
+import MockDevices
+import NIOCore
+import NIOHTTP1
+import Protocols
+import Testing
+
+/// The commands beyond calls, through the API and the real gateway down to the bytes the mock devices receive:
+/// per-board wording, brightness, screens on and off, a pad's staff and rating requests, 405, and idempotency keys
+/// that outlive a restart.
+@Suite(.serialized) struct BoardAndPadCommandTests {
+    /// Window 5: a Modbus board and a Modbus pad; window 9: an Onbon board and an FF 68 pad; an Onbon hall board
+    /// and a Modbus hall board. The gateway and its API run until `stopAll`; `restart` starts both again on the
+    /// same state directory and devices.
+    final class Hall: @unchecked Sendable {
+        let board = MockModbusBoard()
+        let modbusHallBoard = MockModbusBoard()
+        let modbusPad = MockModbusEvaluator(staffId: "0105")
+        let server: MockModbusServer
+        let onbon: MockOnbonBoards
+        let ff68: MockFF68Bus
+        let folder: TemporaryDirectory
+        let config: GatewayConfig
+        let profiles: ProfileLibrary
+        let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        private(set) var gateway: Gateway
+        private var stop = StopSignal()
+        private var running: Task<Void, Never>?
+        private var api: Task<Void, any Error>?
+        private(set) var port = 0
+
+        init() async throws {
+            server = try MockModbusServer.rtu(units: [3: board, 4: modbusPad, 6: modbusHallBoard])
+            onbon = try MockOnbonBoards(addresses: [1, 2])
+            ff68 = try MockFF68Bus()
+            let path = try #require(server.endpoint.devicePath)
+            folder = try TemporaryDirectory()
+            (config, profiles) = try ConfigLoader.parse("""
+                hall: {id: test-hall}
+                state-directory: \(folder.path)/state
+                profiles: \(profilesDirectory)
+                buses:
+                  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+                  - {id: led, transport: serial, port: \(onbon.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+                  - {id: ff68, transport: serial, port: \(ff68.devicePath), poll-interval-ms: 100}
+                devices:
+                  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+                  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+                  - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 6}
+                  - id: board-w09
+                    profile: onbon-bx5
+                    bus: led
+                    address: 1
+                    window: "9"
+                    templates: {call: "请{ticket}号到{window}号窗口办理", pause: "{window}号窗口暂停服务"}
+                  - {id: callboard, profile: onbon-bx5, bus: led, address: 2, templates: {call: "{ticket} → {window}号窗口"}}
+                  - {id: eval-w09, profile: ff68-evaluator, bus: ff68, address: 9, window: "9"}
+                sinks:
+                  - {type: sqlite, path: \(folder.path)/events.sqlite}
+                """, file: "test.yaml", relativeTo: folder.path)
+            gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            try await start()
+        }
+
+        private func start() async throws {
+            let gateway = self.gateway
+            let stop = self.stop
+            running = Task { await gateway.run(until: stop) }
+            let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token,
+                               logger: CapturedLog().logger)
+            let (ports, listening) = AsyncStream.makeStream(of: Int.self)
+            let application = api.application(host: "127.0.0.1", port: 0) { port in listening.yield(port) }
+            self.api = Task { try await application.runService() }
+            var iterator = ports.makeAsyncIterator()
+            port = try #require(await iterator.next())
+        }
+
+        private func stopGateway() async {
+            api?.cancel()
+            _ = await api?.result
+            stop.stop()
+            await running?.value
+        }
+
+        /// Stops the gateway and its API, then starts a new gateway on the same outbox and devices.
+        func restart() async throws {
+            await stopGateway()
+            stop = StopSignal()
+            gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            try await start()
+        }
+
+        func stopAll() async throws {
+            await stopGateway()
+            try await client.shutdown()
+            server.stop()
+            onbon.stop()
+            ff68.stop()
+        }
+
+        func request(_ method: HTTPMethod, _ path: String, json: String? = nil, headers: [(String, String)] = [])
+            async throws -> (status: Int, headers: HTTPHeaders, body: String)
+        {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+            request.method = method
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            if let json {
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(string: json))
+            }
+            let response = try await client.execute(request, timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), response.headers, String(buffer: body))
+        }
+
+        /// A command's result: its body as JSON, the HTTP status checked.
+        func command(_ path: String, json: String? = nil, headers: [(String, String)] = []) async throws -> [String: Any] {
+            let response = try await request(.POST, path, json: json, headers: headers)
+            #expect(response.status == 200, "\(path): \(response.body)")
+            return try #require(try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any])
+        }
+
+        /// The committed event of a command, by the result's event id.
+        func event(of result: [String: Any]) async throws -> OutboundEvent {
+            let id = try #require(result["eventId"] as? String)
+            return try #require(try await gateway.outbox.entries(after: 0, limit: 10_000).first { $0.id == id })
+        }
+
+        func ratings() async throws -> [OutboundEvent] {
+            try await gateway.outbox.entries(after: 0, limit: 10_000).filter { $0.type == HallEventType.ratingSubmitted }
+        }
+    }
+
+    /// The text bytes a Modbus board holds in its text registers.
+    static func textBytes(_ board: MockModbusBoard) -> [UInt8] {
+        let text = MockModbusBoard.Register.text
+        return RegisterText.bytes(from: board.registers[text..<(text + MockModbusBoard.Register.textCount)])
+    }
+
+    /// Whether `data` (an Onbon request's data field) carries `text` in GB 2312.
+    static func carries(_ data: [UInt8], _ text: String) throws -> Bool {
+        let bytes = try #require(ChineseText.encode(text, as: .gb2312))
+        return data.count >= bytes.count && (0...(data.count - bytes.count)).contains { Array(data[$0..<($0 + bytes.count)]) == bytes }
+    }
+
+    @Test func eachBoardWordsTheCallWithItsOwnTemplate() async throws {
+        let hall = try await Hall()
+        let result = try await hall.command("/v1/windows/9/call", json: #"{"ticket": "A023"}"#)
+        #expect(result["status"] as? String == "done", "\(result)")
+        // The window's Onbon board, the Onbon hall board (its own template) and the Modbus hall board (the default).
+        let window = try #require(hall.onbon.received(address: 1).last { $0.starts(with: [0xA3, 0x06]) })
+        let callboard = try #require(hall.onbon.received(address: 2).last { $0.starts(with: [0xA3, 0x06]) })
+        #expect(try Self.carries(window, "请A023号到9号窗口办理"))
+        #expect(try Self.carries(callboard, "A023 → 9号窗口"))
+        #expect(hall.onbon.shown(address: 2) == "A023 → 9号窗口")
+        #expect(Self.textBytes(hall.modbusHallBoard) == ChineseText.encode("请A023号到9号窗口", as: .gb18030))
+
+        _ = try await hall.command("/v1/windows/9/pause")
+        #expect(hall.onbon.shown(address: 1) == "9号窗口暂停服务")
+        // A recall without a template of its own is worded as the board's call.
+        _ = try await hall.command("/v1/windows/9/recall", json: #"{"ticket": "A023"}"#)
+        #expect(hall.onbon.shown(address: 1) == "请A023号到9号窗口办理")
+        _ = try await hall.command("/v1/windows/5/call", json: #"{"ticket": "B007"}"#)
+        #expect(Self.textBytes(hall.board) == ChineseText.encode("请B007号到5号窗口", as: .gb18030))
+        #expect(hall.onbon.shown(address: 2) == "B007 → 5号窗口")
+        try await hall.stopAll()
+    }
+
+    @Test func templatesWithUnknownPlaceholdersAreRefusedAtLoad() throws {
+        let folder = try TemporaryDirectory()
+        let error = #expect(throws: ConfigError.self) {
+            _ = try ConfigLoader.parse("""
+                hall: {id: h}
+                state-directory: \(folder.path)/state
+                profiles: \(profilesDirectory)
+                buses:
+                  - {id: led, transport: serial, port: /dev/null}
+                devices:
+                  - {id: b, profile: onbon-bx5, bus: led, address: 1, templates: {call: "{number}号", pause: "{ticket}暂停"}}
+                sinks:
+                  - {type: sqlite, path: \(folder.path)/events.sqlite}
+                """, file: "test.yaml", relativeTo: folder.path)
+        }
+        let text = "\(try #require(error))"
+        #expect(text.contains("templates.call: unknown placeholder {number}"), "\(text)")
+        #expect(text.contains("templates.pause: a pause has no ticket"), "\(text)")
+    }
+
+    @Test func brightnessAndPowerUseTheBoardsOwnCommandsOrSayWhyNot() async throws {
+        let hall = try await Hall()
+        let bright = try await hall.command("/v1/devices/callboard/brightness", json: #"{"level": 60}"#)
+        #expect(bright["status"] as? String == "done", "\(bright)")
+        // 60 % of the controller's 16 levels (0-15) is level 9: A3 02, fixed mode 01, level 09, 48 half hours of 09.
+        let sent = try #require(hall.onbon.received(address: 2).last { $0.starts(with: [0xA3, 0x02]) })
+        #expect(sent == [0xA3, 0x02, 0x01, 0x00, 0x00, 0x01, 0x09] + Array(repeating: 0x09, count: 48))
+        #expect(hall.onbon.brightness(address: 2) == 9)
+        #expect(try await hall.event(of: bright).type == "hall.display.brightness_changed")
+
+        let off = try await hall.command("/v1/devices/callboard/power", json: #"{"on": false}"#)
+        #expect(off["status"] as? String == "done" && off["command"] as? String == "power-off")
+        #expect(hall.onbon.received(address: 2).last == [0xA3, 0x00, 0x01, 0x00, 0x00, 0x02])
+        #expect(!hall.onbon.isScreenOn(address: 2))
+        #expect(try await hall.event(of: off).type == "hall.display.switched_off")
+        let on = try await hall.command("/v1/devices/callboard/power", json: #"{"on": true}"#)
+        #expect(hall.onbon.received(address: 2).last == [0xA3, 0x00, 0x01, 0x00, 0x00, 0x01])
+        #expect(hall.onbon.isScreenOn(address: 2))
+        #expect(try await hall.event(of: on).type == "hall.display.switched_on")
+
+        // The Modbus board's register map has no brightness register: refused with the reason, nothing written.
+        let counter = hall.board.registers[MockModbusBoard.Register.commandCounter]
+        let refused = try await hall.command("/v1/devices/board-w05/brightness", json: #"{"level": 30}"#)
+        #expect(refused["status"] as? String == "refused")
+        let detail = (refused["devices"] as? [[String: Any]])?.first?["detail"] as? String
+        #expect(detail?.contains("names no brightness register") == true, "\(refused)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == counter)
+        #expect(try await hall.event(of: refused).json.contains(#""result":"refused""#))
+
+        let outOfRange = try await hall.request(.POST, "/v1/devices/callboard/brightness", json: #"{"level": 101}"#)
+        #expect(outOfRange.status == 400)
+        let notABoard = try await hall.request(.POST, "/v1/devices/eval-w05/power", json: #"{"on": false}"#)
+        #expect(notABoard.status == 400 && notABoard.body.contains("eval-w05 is not a board"))
+        let unknown = try await hall.request(.POST, "/v1/devices/nowhere/power", json: #"{"on": false}"#)
+        #expect(unknown.status == 404)
+        try await hall.stopAll()
+    }
+
+    @Test func aRatingRequestedForATicketCarriesTheTicketAndTheStaff() async throws {
+        let hall = try await Hall()
+        let staff = try await hall.command("/v1/windows/9/staff", json: #"{"staff": "S0931"}"#)
+        #expect(staff["status"] as? String == "done", "\(staff)")
+        #expect(try await hall.event(of: staff).type == "hall.window.staff_set")
+        let request = try await hall.command("/v1/windows/9/rating-request", json: #"{"ticket": "A031"}"#)
+        #expect(request["status"] as? String == "done" && request["ticket"] as? String == "A031", "\(request)")
+        #expect(try await hall.event(of: request).type == "hall.rating.requested")
+        // The pad is told to open an evaluation: FF 68 03 03 68 09 01 0B, checksum 09 + 01 + 0B = 15, 16.
+        #expect(hall.ff68.commands(address: 9).map { $0.encode() } == [[0xFF, 0x68, 0x03, 0x03, 0x68, 0x09, 0x01, 0x0B, 0x15, 0x16]])
+
+        hall.ff68.pressEvaluatorKey(3, address: 9)
+        #expect(await eventually { (try? await hall.ratings().count) == 1 })
+        let rating = try #require(try await hall.ratings().first)
+        #expect(rating.source.hasSuffix("/eval-w09") && rating.subject == "window/9")
+        for field in [#""ticket":"A031""#, #""staffId":"S0931""#, #""level":5"#] {
+            #expect(rating.json.contains(field), "\(field) in \(rating.json)")
+        }
+        // The next rating was not asked for a ticket: the staff stays, the ticket does not.
+        #expect(await eventually { hall.ff68.unacknowledgedCount == 0 })
+        hall.ff68.pressEvaluatorKey(2, address: 9)
+        #expect(await eventually { (try? await hall.ratings().count) == 2 })
+        let next = try #require(try await hall.ratings().last)
+        #expect(next.json.contains(#""staffId":"S0931""#) && !next.json.contains(#""ticket""#), "\(next.json)")
+
+        let noPad = try await hall.request(.POST, "/v1/windows/99/staff", json: #"{"staff": "S1"}"#)
+        #expect(noPad.status == 404)
+        let empty = try await hall.request(.POST, "/v1/windows/9/staff", json: #"{"staff": ""}"#)
+        #expect(empty.status == 400)
+        try await hall.stopAll()
+    }
+
+    @Test(.disabled("needs ModbusDriver.requests(for:to:) to hand pad commands to ModbusEvaluatorDriver.prepare"))
+    func aModbusPadShowsTheStaffAndItsNextRatingCarriesTheTicket() async throws {
+        let hall = try await Hall()
+        let staff = try await hall.command("/v1/windows/5/staff", json: #"{"staff": "S0517"}"#)
+        #expect(staff["status"] as? String == "done", "\(staff)")
+        #expect(hall.modbusPad.staffId == "S0517", "written into the pad's staff-id registers")
+        let request = try await hall.command("/v1/windows/5/rating-request", json: #"{"ticket": "B012"}"#)
+        #expect(request["status"] as? String == "done", "\(request)")
+        hall.modbusPad.press(.satisfied)
+        #expect(await eventually { (try? await hall.ratings().count) == 1 })
+        let rating = try #require(try await hall.ratings().first)
+        #expect(rating.json.contains(#""ticket":"B012""#) && rating.json.contains(#""staffId":"S0517""#), "\(rating.json)")
+        try await hall.stopAll()
+    }
+
+    @Test func aKnownPathWithAnotherMethodIs405WithAllow() async throws {
+        let hall = try await Hall()
+        let put = try await hall.request(.PUT, "/v1/windows/5/call", json: #"{"ticket": "A1"}"#)
+        #expect(put.status == 405, "\(put.body)")
+        #expect(put.headers.first(name: "Allow") == "POST")
+        #expect(put.headers.first(name: "Content-Type") == "application/problem+json")
+        #expect(put.body.contains(#""status":405"#) && put.body.contains("PUT is not allowed on /v1/windows/5/call"))
+        let delete = try await hall.request(.DELETE, "/healthz")
+        #expect(delete.status == 405 && delete.headers.first(name: "Allow") == "GET")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
+        #expect(try await hall.request(.GET, "/v1/windows/5/nowhere").status == 404)
+        try await hall.stopAll()
+    }
+
+    @Test func aRepeatedKeyAfterARestartGetsTheFirstResult() async throws {
+        let hall = try await Hall()
+        let key = [("Idempotency-Key", "queue-restart-0001")]
+        let first = try await hall.command("/v1/windows/5/call", json: #"{"ticket": "C301"}"#, headers: key)
+        #expect(first["status"] as? String == "done")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1)
+        try await hall.restart()
+        let again = try await hall.command("/v1/windows/5/call", json: #"{"ticket": "C301"}"#, headers: key)
+        #expect(again["id"] as? String == first["id"] as? String)
+        #expect(again["eventId"] as? String == first["eventId"] as? String)
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
+        let calls = try await hall.gateway.outbox.entries(after: 0, limit: 10_000).filter { $0.type == "hall.call.displayed" }
+        #expect(calls.count == 1)
+        // A new key runs.
+        let other = try await hall.command("/v1/windows/5/call", json: #"{"ticket": "C302"}"#,
+                                           headers: [("Idempotency-Key", "queue-restart-0002")])
+        #expect(other["id"] as? String != first["id"] as? String)
+        #expect(await eventually { hall.board.registers[MockModbusBoard.Register.commandCounter] == 2 })
+        try await hall.stopAll()
+    }
+}
