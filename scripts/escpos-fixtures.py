@@ -17,6 +17,7 @@ import pathlib
 
 import escpos
 from escpos import constants as c
+from PIL import Image
 from escpos.printer import Dummy
 
 assert escpos.__version__.startswith("3.1"), f"python-escpos 3.1 expected, found {escpos.__version__}"
@@ -34,7 +35,7 @@ class Recorder:
         self.name = name
         self.p = Dummy(**dummy_args)
         self.calls, self.lines, self.cuts, self.feeds, self.qr_codes = [], [], [], [], []
-        self.status_requests, self.status_back_masks = [], []
+        self.status_requests, self.status_back_masks, self.others = [], [], []
         self.reset_state()
 
     def reset_state(self):
@@ -105,6 +106,13 @@ class Recorder:
             # python-escpos 3.1 sends GS V 66 0 (feed 0, then partial cut) for feed=False, whatever the mode.
             self.cuts.append({"mode": "partial", "feed": 0})
 
+    def other(self, call, action, name):
+        """A python-escpos call that changes nothing the fixture's lines record (underline, fonts, barcodes, images,
+        the drawer, the buzzer …): noted by name, so the decoder's test can tell it was decoded, not discarded."""
+        self.calls.append(call)
+        action(self.p)
+        self.others.append(name)
+
     def status_request(self, n):
         self.calls.append(f"_raw(RT_STATUS + bytes([{n}]))")
         self.p._raw(c.RT_STATUS + bytes([n]))
@@ -126,6 +134,7 @@ class Recorder:
             "qrCodes": self.qr_codes,
             "statusRequests": self.status_requests,
             "automaticStatusBackMasks": self.status_back_masks,
+            "otherCommands": self.others,
         }
         if extra:
             description.update(extra)
@@ -212,6 +221,37 @@ def main():
     r.qr("HALL", size=16, ec=c.QR_ECLEVEL_Q)
     r.cut()
     r.write()
+
+    # A ticket as a shop's python-escpos code writes it: the default magic encoder picks a code page per character
+    # (ESC t n before each change), and set(), barcode(), image(), line_spacing(), cashdraw(), buzzer() and control()
+    # emit commands the hall does not act on; the decoder must know every one of them (nothing discarded).
+    r = Recorder("ticket-code-pages")
+    r.init()
+    r.line("Café Müller")
+    r.line("Prix: 5,00 €")
+    r.line("Ελληνικά")
+    r.line("Grüße ½")
+    r.other("set(underline=2, font='b', invert=True, smooth=True, flip=True, density=5)",
+            lambda p: p.set(underline=2, font="b", invert=True, smooth=True, flip=True, density=5), "set")
+    r.line("Small print")
+    r.other("set(underline=0, font='a', invert=False, smooth=False, flip=False)",
+            lambda p: p.set(underline=0, font="a", invert=False, smooth=False, flip=False), "set")
+    r.other("line_spacing(30)", lambda p: p.line_spacing(30), "line_spacing")
+    r.other("line_spacing()", lambda p: p.line_spacing(), "line_spacing")
+    r.other("barcode('4006381333931', 'EAN13', align_ct=False)",
+            lambda p: p.barcode("4006381333931", "EAN13", 64, 2, "BELOW", "A", align_ct=False), "barcode")
+    r.other("barcode('{BHALL123', 'CODE128', function_type='B', align_ct=False)",
+            lambda p: p.barcode("{BHALL123", "CODE128", function_type="B", align_ct=False), "barcode")
+    for impl in ["bitImageRaster", "bitImageColumn", "graphics"]:
+        r.other(f"image(16x8 white, impl={impl!r}, center=False)",
+                lambda p, impl=impl: p.image(Image.new("1", (16, 8), 1), impl=impl, center=False), "image")
+    r.other("control('HT')", lambda p: p.control("HT"), "control")
+    r.other("cashdraw(2)", lambda p: p.cashdraw(2), "cashdraw")
+    r.other("buzzer(2, 1)", lambda p: p.buzzer(2, 1), "buzzer")
+    r.other("panel_buttons(False)", lambda p: p.panel_buttons(False), "panel_buttons")
+    r.cut()
+    r.write()
+    assert b"\x1bt\x0f" in r.p.output, "expected ISO 8859-7 (ESC t 15) for the Greek line"
 
     constants = {
         "HW_INIT": c.HW_INIT,

@@ -4,25 +4,131 @@ import Foundation
 
 struct Decode: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Decode captured bytes (hex) of a device protocol: which frames, and which bytes are garbage.",
-        discussion: "Streams: " + WireInspector.Stream.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; "))
+        abstract: "Decode captured bytes of a device protocol: each frame in words, and why the rest is garbage.",
+        discussion: """
+            Input: hex bytes as arguments or on standard input, or --file with a capture (raw bytes, or a \
+            `gatewayd trace --save` capture, whose own streams are used). Exit status 0 when every byte is part of \
+            a frame, 1 when the input held garbage (each rejected run is shown with its reason: the checksum \
+            expected against the one found, a bad length, no end byte, a capture ending inside a frame), 2 for \
+            bad input. Streams: 
+            """ + WireInspector.Stream.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; "))
 
     @Option(name: .shortAndLong, help: "The stream: \(WireInspector.Stream.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var stream: String
+    var stream: String?
+
+    @Option(help: "Read the bytes from this file: raw bytes, or a capture written by `gatewayd trace --save`.")
+    var file: String?
+
+    @Flag(help: "One JSON document: every frame and rejected run with offset, hex and words.")
+    var json = false
 
     @Argument(help: "The bytes in hex, e.g. 'FF 68 03 03 68 03 11 02 16 16'; without it, hex is read from standard input.")
     var hex: [String] = []
 
     func run() throws {
+        if let file, let capture = try? TraceCapture.read(path: file) {
+            try decodeCapture(capture)
+            return
+        }
+        guard let stream else { throw ValidationError("--stream is required (\(Self.streamNames))") }
         guard let kind = WireInspector.Stream(rawValue: stream) else {
-            throw ValidationError("unknown stream '\(stream)' (\(WireInspector.Stream.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw ValidationError("unknown stream '\(stream)' (\(Self.streamNames))")
         }
-        let text = hex.isEmpty ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) : hex.joined(separator: " ")
-        guard let bytes = WireInspector.bytes(fromHex: text) else {
-            throw ValidationError("not hex bytes: '\(text.prefix(60))'")
+        let bytes: [UInt8]
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("\(file): cannot be read")
+            }
+            bytes = [UInt8](data)
+        } else {
+            let text = hex.isEmpty ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                : hex.joined(separator: " ")
+            guard let parsed = WireInspector.bytes(fromHex: text) else {
+                throw ValidationError("not hex bytes: '\(text.prefix(60))'")
+            }
+            bytes = parsed
         }
-        let result = WireInspector.decode(bytes, as: kind)
-        for frame in result.frames { print(frame) }
-        print("\(result.frames.count) frames, \(result.discardedBytes) of \(bytes.count) bytes not part of any frame")
+        let inspection = WireInspector.inspect(bytes, as: kind)
+        if json {
+            try Output.printJSON(DecodeReport(stream: kind.rawValue, inspection))
+        } else {
+            for line in Self.lines(inspection) { print(line) }
+            print(Self.summary(inspection))
+        }
+        if inspection.rejectedByteCount > 0 { throw ExitCode(CLIExit.failed) }
+    }
+
+    /// A trace capture: each record decoded as its direction's stream, in order, with its time.
+    private func decodeCapture(_ capture: TraceCapture) throws {
+        var garbage = 0
+        var reports: [DecodeReport] = []
+        for record in capture.records {
+            let inspection = WireInspector.inspect(record.bytes, as: record.stream)
+            garbage += inspection.rejectedByteCount
+            if json {
+                var report = DecodeReport(stream: record.stream.rawValue, inspection)
+                report.time = record.time
+                report.direction = record.direction
+                reports.append(report)
+                continue
+            }
+            let arrow = record.direction == "out" ? "→" : "←"
+            print("\(TraceCapture.timeText(record.time)) \(arrow) \(record.stream.rawValue)")
+            for line in Self.lines(inspection) { print("    " + line) }
+        }
+        if json { try Output.printJSON(reports) } else {
+            print("\(capture.records.count) records from \(capture.bus), \(garbage) bytes of garbage")
+        }
+        if garbage > 0 { throw ExitCode(CLIExit.failed) }
+    }
+
+    static var streamNames: String { WireInspector.Stream.allCases.map(\.rawValue).joined(separator: ", ") }
+
+    /// One line per frame or rejected run: offset, hex (the first 16 bytes), words.
+    static func lines(_ inspection: WireInspector.Inspection) -> [String] {
+        let rows = inspection.items.map { item -> [String] in
+            let shown = WireInspector.hex(item.bytes.prefix(16)) + (item.bytes.count > 16 ? " … (\(item.bytes.count))" : "")
+            if let reason = item.rejected {
+                return [String(item.offset), shown, Output.paint("REJECTED", .red) + " \(reason)"]
+            }
+            return [String(item.offset), shown, item.frame ?? ""]
+        }
+        return Output.table(rows)
+    }
+
+    static func summary(_ inspection: WireInspector.Inspection) -> String {
+        let runs = inspection.items.filter(\.isRejected).count
+        let frames = inspection.frameCount
+        return "\(frames) frame\(frames == 1 ? "" : "s"), \(runs) rejected run\(runs == 1 ? "" : "s"): "
+            + "\(inspection.rejectedByteCount) of \(inspection.byteCount) bytes not part of any frame"
+    }
+}
+
+/// What `gatewayd decode --json` prints.
+struct DecodeReport: Encodable {
+    struct Entry: Encodable {
+        var offset: Int
+        var length: Int
+        var hex: String
+        var frame: String?
+        var rejected: String?
+    }
+    var stream: String
+    var time: Date?
+    var direction: String?
+    var bytes: Int
+    var frames: Int
+    var garbageBytes: Int
+    var items: [Entry]
+
+    init(stream: String, _ inspection: WireInspector.Inspection) {
+        self.stream = stream
+        bytes = inspection.byteCount
+        frames = inspection.frameCount
+        garbageBytes = inspection.rejectedByteCount
+        items = inspection.items.map {
+            Entry(offset: $0.offset, length: $0.bytes.count, hex: WireInspector.hex($0.bytes), frame: $0.frame,
+                  rejected: $0.rejected)
+        }
     }
 }

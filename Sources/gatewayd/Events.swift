@@ -4,8 +4,13 @@ import Foundation
 
 struct Events: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show events from the local event store.",
-        discussion: "Newest --limit events matching the filters, oldest first. --json prints one CloudEvent per line.")
+        abstract: "Show events from the local event store, or follow the running gateway's live stream.",
+        discussion: """
+            Newest --limit events matching the filters, oldest first. --json prints one CloudEvent per line. \
+            --follow asks the running daemon (its local API) for every event it commits from now on (from \
+            --after POSITION instead, to replay), one line each, until interrupted; exit 3 when the daemon does not \
+            answer.
+            """)
 
     @Option(help: "Only events at or after this time: RFC 3339 (2026-11-24T08:00:00+08:00) or an age (30s, 15m, 2h, 1d).")
     var since: String?
@@ -22,8 +27,16 @@ struct Events: AsyncParsableCommand {
     @Option(help: "The event store (default: the config's sqlite sink, or var/events.sqlite).")
     var store: String?
 
-    @Option(help: "The hall's configuration, for the store path and the time zone.")
-    var config: String?
+    @OptionGroup var daemon: DaemonOptions
+
+    @Flag(name: [.customShort("f"), .long], help: "Follow the running gateway: each event as it is committed.")
+    var follow = false
+
+    @Option(help: "With --follow: start after this outbox position instead of now (0: from the oldest kept).")
+    var after: Int64?
+
+    @Option(help: "With --follow: seconds between polls of the daemon.")
+    var interval: Double = 0.5
 
     func validate() throws {
         guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
@@ -33,30 +46,88 @@ struct Events: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var storePath = store ?? "var/events.sqlite"
-        var timeZone = TimeZone(identifier: "Asia/Shanghai")!
-        if let config {
-            do {
-                let (loaded, _) = try ConfigLoader.load(path: config)
-                timeZone = loaded.hall.timeZone
-                if store == nil, let path = loaded.sinks.lazy.compactMap(\.sqlitePath).first { storePath = path }
-            } catch {
-                printError(error.description)
-                throw ExitCode(2)
-            }
+        let hall = try daemon.load()
+        let timeZone = hall.timeZone
+        if follow {
+            try await followDaemon(hall.client(), timeZone: timeZone)
+            return
         }
+        var storePath = store ?? "var/events.sqlite"
+        if store == nil, let path = hall.config?.sinks.lazy.compactMap(\.sqlitePath).first { storePath = path }
         let reader: SQLiteEventStore
         do {
             reader = try SQLiteEventStore.openForReading(path: storePath)
         } catch {
             printError("\(error)")
-            throw ExitCode(1)
+            throw ExitCode(CLIExit.usage)
         }
         let events = try await reader.events(
             since: since.flatMap { Self.parseSince($0, now: Date()) }, type: type, limit: limit)
         for event in events {
             print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))
         }
+    }
+
+    /// Polls `/v1/events?after=` and prints what is new, filtered as asked, at once (also when piped).
+    private func followDaemon(_ client: DaemonClient, timeZone: TimeZone) async throws {
+        let since = since.flatMap { Self.parseSince($0, now: Date()) }
+        var position: Int64
+        do throws(DaemonError) {
+            if let after { position = after } else { position = try await Self.endPosition(client) }
+        } catch {
+            printError(error.description)
+            throw ExitCode(error.kind == .unreachable ? CLIExit.daemonUnreachable : CLIExit.failed)
+        }
+        if !json { printError("following the gateway at \(client.baseURL) from event position \(position); Ctrl-C ends") }
+        var lostSince: Date?
+        while true {
+            let page: EventPage
+            do {
+                page = try await client.get("/v1/events?after=\(position)&limit=1000", as: EventPage.self)
+                if lostSince != nil {
+                    printError("the gateway answers again")
+                    lostSince = nil
+                }
+            } catch {
+                // A restart of the daemon is not the end of following it; a minute without it is.
+                guard error.kind == .unreachable else {
+                    printError(error.description)
+                    throw ExitCode(CLIExit.failed)
+                }
+                let first = lostSince ?? Date()
+                if lostSince == nil { printError("\(error.description); waiting for it") }
+                lostSince = first
+                if Date().timeIntervalSince(first) > 60 { throw ExitCode(CLIExit.daemonUnreachable) }
+                try await Task.sleep(for: .seconds(max(interval, 1)))
+                continue
+            }
+            for entry in page.events {
+                let event = entry.event
+                if let type, !Self.matches(event.type, type) { continue }
+                if let since, let time = EventTime.parse(event.time), time < since { continue }
+                print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))
+            }
+            Output.flush()
+            position = max(position, page.next)
+            if page.events.count < 1000 { try await Task.sleep(for: .seconds(interval)) }
+        }
+    }
+
+    /// The newest position the daemon holds: a binary search on `after` (an empty page means at or past the end).
+    static func endPosition(_ client: DaemonClient) async throws(DaemonError) -> Int64 {
+        var low: Int64 = 0
+        var high: Int64 = 1 << 40
+        while low < high {
+            let middle = low + (high - low) / 2
+            let page = try await client.get("/v1/events?after=\(middle)&limit=1", as: EventPositions.self)
+            if page.events.isEmpty { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+
+    /// `hall.device.*` matches by prefix, anything else exactly.
+    static func matches(_ type: String, _ filter: String) -> Bool {
+        filter.hasSuffix("*") ? type.hasPrefix(filter.dropLast()) : type == filter
     }
 
     static func parseSince(_ text: String, now: Date) -> Date? {
@@ -67,4 +138,20 @@ struct Events: AsyncParsableCommand {
         }
         return now.addingTimeInterval(-amount * unit)
     }
+}
+
+/// A page of `GET /v1/events`.
+struct EventPage: Decodable {
+    struct Entry: Decodable {
+        var position: Int64
+        var event: CloudEvent
+    }
+    var events: [Entry]
+    var next: Int64
+}
+
+/// A page of `GET /v1/events` read for its positions only.
+struct EventPositions: Decodable {
+    struct Entry: Decodable { var position: Int64 }
+    var events: [Entry]
 }

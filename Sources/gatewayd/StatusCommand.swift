@@ -7,73 +7,174 @@ struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Every device of the running gateway: online or not, last seen, wire counters, its bus.",
         discussion: """
-            Reads what the daemon records in its outbox every 2 s (read-only; works while it runs). Columns: \
-            transactions answered, timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), \
-            garbage bytes, and the answer latency's p50/p99 bucket in ms. Exit status 0, 1 when the outbox cannot \
-            be read or holds no device states yet, 2 for a broken configuration.
+            Asks the running daemon (its local API: live counters). When the daemon does not answer, reads what it \
+            last recorded in its outbox (every 2 s while it ran) and says so. Columns: transactions answered, \
+            timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), garbage bytes, and the \
+            answer latency's p50/p99 bucket in ms. Exit status 0; 1 when a device is offline; 2 for a broken \
+            configuration; 3 when neither the daemon nor its outbox can tell.
             """)
 
-    @Option(help: "The hall's configuration: its state directory.")
-    var config: String?
+    @OptionGroup var daemon: DaemonOptions
 
-    @Option(help: "The outbox file (default: <state-directory>/outbox.sqlite, or var/outbox.sqlite).")
+    @Option(help: "Read this outbox file instead of asking the daemon.")
     var outbox: String?
 
     @Flag(help: "One JSON document instead of a table.")
     var json = false
 
+    @Flag(help: "Refresh every --interval seconds until interrupted (in place on a terminal).")
+    var watch = false
+
+    @Option(help: "Seconds between refreshes with --watch.")
+    var interval: Double = 2
+
+    func validate() throws {
+        guard interval >= 0.2 else { throw ValidationError("--interval must be at least 0.2 seconds") }
+    }
+
     func run() async throws {
-        var path = outbox ?? "var/outbox.sqlite"
-        var timeZone = TimeZone(identifier: "Asia/Shanghai")!
-        if let config {
-            do {
-                let (loaded, _) = try ConfigLoader.load(path: config)
-                if outbox == nil { path = (loaded.stateDirectory as NSString).appendingPathComponent("outbox.sqlite") }
-                timeZone = loaded.hall.timeZone
-            } catch {
-                printError(error.description)
-                throw ExitCode(2)
-            }
+        let hall = try daemon.load()
+        guard watch else {
+            let snapshot = try await Self.snapshot(hall: hall, outbox: outbox)
+            try show(snapshot, hall: hall)
+            if snapshot.devices.contains(where: { $0.online == false }) { throw ExitCode(CLIExit.failed) }
+            return
         }
-        let rows: [(state: DeviceState, updatedAt: Date)]
-        do {
-            rows = try await Outbox.openForReading(path: path).deviceStates()
-        } catch {
-            printError("\(error)")
-            throw ExitCode(1)
+        while true {
+            let snapshot: StatusSnapshot?
+            do { snapshot = try await Self.snapshot(hall: hall, outbox: outbox) } catch { snapshot = nil }
+            if Output.isTerminal && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+            if let snapshot { try show(snapshot, hall: hall) } else { print("no answer from the daemon nor its outbox") }
+            Output.flush()
+            try await Task.sleep(for: .seconds(interval))
         }
-        guard let updated = rows.map(\.updatedAt).max() else {
-            printError("\(path): no device states recorded yet (is the gateway running with this state directory?)")
-            throw ExitCode(1)
-        }
+    }
+
+    private func show(_ snapshot: StatusSnapshot, hall: HallContext) throws {
         if json {
-            let report = StatusReport(outbox: path, recordedAt: updated, devices: rows.map { DeviceReport($0.state) })
-            print(String(decoding: try Output.jsonEncoder.encode(report), as: UTF8.self))
+            try Output.printJSON(StatusReport(snapshot), compact: watch)
             return
         }
         let now = Date()
-        print("devices as the gateway saw them \(Output.age(updated, now: now)) (\(hallTime(updated, timeZone: timeZone)))")
+        switch snapshot.source {
+        case .daemon(let url): print("devices live from the gateway at \(url)")
+        case .outbox(let path, let why):
+            print("""
+                the gateway does not answer (\(why)); devices as it recorded them \
+                \(Output.age(snapshot.at, now: now)) (\(hallTime(snapshot.at, timeZone: hall.timeZone))) in \(path)
+                """)
+        }
         let header = ["device", "bus", "state", "last seen", "answered", "timeouts", "crc", "refused", "garbage",
                       "p50/p99 ms", "why offline"]
-        let table = rows.map(\.state).map { state -> [String] in
+        let rows = snapshot.devices.map { state -> [String] in
             let counters = state.counters
             let latency = [0.5, 0.99].map { counters.latency.quantile($0).map { String(Int($0)) } ?? "-" }
             return [
-                state.device, state.bus, state.online.map { $0 ? "online" : "OFFLINE" } ?? "unknown",
+                state.device, Self.busLabel(state.bus, hall: hall),
+                state.online.map { $0 ? "online" : "OFFLINE" } ?? "unknown",
                 state.lastSeen.map { Output.age($0, now: now) } ?? "never", "\(counters.transactions)",
                 "\(counters.timeouts)", "\(counters.checksumErrors)", "\(counters.exceptions)",
                 "\(counters.garbageBytes)", latency.joined(separator: "/"), state.offlineReason ?? "",
             ]
         }
-        for line in Output.table([header] + table) { print(line) }
+        let lines = Output.table([header] + rows) { row, column, cell in
+            if row == 0 { return .bold }
+            if column == 2 { return cell == "online" ? .green : cell == "OFFLINE" ? .red : .yellow }
+            if (5...8).contains(column), cell != "0" { return .yellow }
+            return nil
+        }
+        for line in lines { print(line) }
+        let offline = snapshot.devices.filter { $0.online == false }.count
+        print("\(snapshot.devices.count) devices, \(offline) offline")
     }
+
+    /// The bus id with its line (port or host) when the configuration is at hand.
+    static func busLabel(_ bus: String, hall: HallContext) -> String {
+        guard let config = hall.config?.buses.first(where: { $0.id == bus }) else { return bus }
+        switch config.transport {
+        case .modbusRTU(let serial), .serial(let serial): return "\(bus) (\(serial.port))"
+        case .modbusTCP(let host, let port): return "\(bus) (\(host):\(port))"
+        }
+    }
+
+    /// The daemon's live view, else the outbox's last record; exits 3 when neither answers.
+    static func snapshot(hall: HallContext, outbox: String?) async throws -> StatusSnapshot {
+        var why = "not asked: --outbox given"
+        if outbox == nil {
+            let client = hall.client()
+            do {
+                let list = try await client.get("/v1/devices", as: APIDeviceList.self)
+                return StatusSnapshot(source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState))
+            } catch {
+                if error.kind != .unreachable {
+                    printError(error.description)
+                    throw ExitCode(CLIExit.daemonUnreachable)
+                }
+                why = error.description
+            }
+        }
+        let path = outbox ?? hall.outboxPath
+        let rows: [(state: DeviceState, updatedAt: Date)]
+        do {
+            rows = try await Outbox.openForReading(path: path).deviceStates()
+        } catch {
+            printError("\(why); and its outbox cannot be read: \(error)")
+            throw ExitCode(CLIExit.daemonUnreachable)
+        }
+        guard let updated = rows.map(\.updatedAt).max() else {
+            printError("\(why); and \(path) holds no device states yet (is this the gateway's state directory?)")
+            throw ExitCode(CLIExit.daemonUnreachable)
+        }
+        return StatusSnapshot(source: .outbox(path, why), at: updated, devices: rows.map(\.state))
+    }
+}
+
+/// Devices as seen at one moment, and where from.
+struct StatusSnapshot {
+    enum Source {
+        case daemon(String)
+        case outbox(String, String)
+    }
+    var source: Source
+    var at: Date
+    var devices: [DeviceState]
+}
+
+/// `GET /v1/devices` as the CLI reads it.
+struct APIDeviceList: Decodable {
+    struct Device: Decodable {
+        var device: String
+        var bus: String
+        var state: String
+        var lastSeen: Date?
+        var offlineReason: String?
+        var counters: DeviceCounters
+
+        var deviceState: DeviceState {
+            DeviceState(device: device, bus: bus, online: state == "online" ? true : state == "offline" ? false : nil,
+                        lastSeen: lastSeen, offlineReason: offlineReason, counters: counters)
+        }
+    }
+    var devices: [Device]
 }
 
 /// What `gatewayd status --json` prints.
 struct StatusReport: Encodable {
-    var outbox: String
+    /// `daemon` (live) or `outbox` (the last record of a daemon that does not answer).
+    var source: String
+    /// The API's URL or the outbox file.
+    var from: String
     var recordedAt: Date
     var devices: [DeviceReport]
+
+    init(_ snapshot: StatusSnapshot) {
+        switch snapshot.source {
+        case .daemon(let url): (source, from) = ("daemon", url)
+        case .outbox(let path, _): (source, from) = ("outbox", path)
+        }
+        recordedAt = snapshot.at
+        devices = snapshot.devices.map(DeviceReport.init)
+    }
 }
 
 struct DeviceReport: Encodable {

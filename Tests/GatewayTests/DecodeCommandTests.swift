@@ -8,11 +8,12 @@ import Testing
         // The ping frame published with app-tools-zxw 2.2.4 (see OnbonTests), after two bytes of line noise.
         let ping = "00 13 A5 A5 A5 A5 A5 A5 A5 A5 01 00 00 80 00 00 00 00 00 00 FE 02 05 00 A2 00 01 00 00 68 F8 5A"
         let result = try await run(gatewaydPath, ["decode", "--stream", "onbon", ping])
-        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.status == 1, "noise is garbage: \(result.standardError)")
         let lines = result.standardOutput.split(separator: "\n")
-        #expect(lines.count == 2)
-        #expect(lines.first?.contains("destination: 1") == true && lines.first?.contains("162") == true, "\(lines)")
-        #expect(lines.last == "1 frames, 2 of 32 bytes not part of any frame")
+        #expect(lines.count == 3)
+        #expect(lines.first?.hasPrefix("0  00 13") == true && lines.first?.contains("REJECTED") == true, "\(lines)")
+        #expect(lines.dropFirst().first?.contains("host → screen 1, command A2 00") == true, "\(lines)")
+        #expect(lines.last == "1 frame, 1 rejected run: 2 of 32 bytes not part of any frame")
     }
 
     @Test func badInputSaysWhatIsWrong() async throws {

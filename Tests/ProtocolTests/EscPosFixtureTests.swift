@@ -10,6 +10,7 @@ enum EscPosFixtures {
 
     static let names = [
         "ticket-full-cut", "ticket-partial-cut", "styles-double-size", "status-requests", "long-text-and-qr",
+        "ticket-code-pages",
     ]
 
     static func bytes(_ name: String) throws -> [UInt8] {
@@ -71,6 +72,8 @@ struct FixtureDescription: Decodable {
     var qrCodes: [QRCode]
     var statusRequests: [Int]
     var automaticStatusBackMasks: [Int]
+    /// python-escpos calls that print nothing the lines record (set, barcode, image, cashdraw …), by name.
+    var otherCommands: [String]?
     var ticket: TicketFields?
 }
 
@@ -137,6 +140,7 @@ struct PrintedOutput: Equatable {
                 }
             case .statusRequest(let request): statusRequests.append(Int(request.rawValue))
             case .enableAutomaticStatusBack(let mask): automaticStatusBackMasks.append(Int(mask.rawValue))
+            case .codePage, .other: break
             }
         }
         endLine()
@@ -172,18 +176,33 @@ struct PrintedOutput: Equatable {
         }
     }
 
-    /// The only bytes skipped are ESC t 0 (3 bytes), which python-escpos's default magic encoder sends before the
-    /// first text; the other fixtures start it on CP437, so it sends nothing the decoder does not model.
-    @Test func onlyTheCodePageSelectionIsSkipped() throws {
-        let expected = [
-            "styles-double-size": 3, "status-requests": 3, "ticket-full-cut": 0, "ticket-partial-cut": 0,
-            "long-text-and-qr": 0,
-        ]
-        for (name, discarded) in expected {
-            var decoder = EscPosCommandDecoder()
-            _ = decoder.decode(try EscPosFixtures.bytes(name)) + decoder.flush()
-            #expect(decoder.discardedByteCount == discarded, "\(name)")
+    /// Every byte python-escpos emits is part of a known command: code page selections (ESC t n) included.
+    @Test(arguments: EscPosFixtures.names)
+    func nothingPythonEscposSendsIsDiscarded(_ name: String) throws {
+        var decoder = EscPosCommandDecoder()
+        _ = decoder.decode(try EscPosFixtures.bytes(name)) + decoder.flush()
+        #expect(decoder.discardedByteCount == 0, "\(name)")
+    }
+
+    /// The magic encoder's code pages (CP437, ISO 8859-7 for the euro and Greek) read back as the text sent, and
+    /// each of python-escpos's other calls comes out as named commands.
+    @Test func codePagesAndTheOtherCommandsOfAShopTicket() throws {
+        var decoder = EscPosCommandDecoder()
+        let commands = decoder.decode(try EscPosFixtures.bytes("ticket-code-pages")) + decoder.flush()
+        #expect(commands.contains(.codePage(15)) && commands.contains(.codePage(0)))
+        let texts = commands.compactMap { if case .text(let text) = $0 { text } else { nil } }
+        #expect(texts.joined(separator: "|") == "Café Müller|Prix: 5,00 |€|Ελληνικά|Gr|üße ½|Small print")
+        let names = commands.compactMap { if case .other(let other) = $0 { other.name } else { nil } }
+        for expected in ["ESC -: underline 2 dots", "ESC M: font B", "GS B: white/black reverse on",
+                         "GS b: smoothing on", "ESC {: upside-down on", "ESC 3: line spacing 30 dots",
+                         "GS k: barcode EAN13 \"4006381333931\"", "GS k: barcode CODE128 \"{BHALL123\"",
+                         "GS v: raster image 2 bytes × 8 rows", "ESC p: drawer kick, pin 2", "ESC B: buzzer 2 times, 1 × 100 ms",
+                         "ESC c: panel buttons disabled"] {
+            #expect(names.contains(expected), "\(expected) in \(names)")
         }
+        #expect(names.contains { $0.hasPrefix("ESC *: bit image in columns") })
+        #expect(names.contains { $0.hasPrefix("GS (: graphics") })
+        #expect(names.contains { $0.hasPrefix("ESC D: horizontal tab positions") })
     }
 
     /// Our ticket layout, built with python-escpos by the fixture script: the bytes must match one for one.

@@ -50,7 +50,8 @@ private func randomCommand(_ generator: inout SeededGenerator, state: CommandStr
     }
 }
 
-/// Whole commands the hall does not use, out-of-range parameters and unknown escapes: all skipped and counted.
+/// Out-of-range parameters and unknown escapes: all skipped and counted. (Known commands the hall does not use,
+/// cases 0-4, now come out as `.other` and `.codePage` frames: see EscPosFixtureTests.)
 private func unusedCommand(_ generator: inout SeededGenerator) -> [UInt8] {
     func byte() -> UInt8 { UInt8.random(in: 0...255, using: &generator) }
     func byte(notIn excluded: Set<UInt8>) -> UInt8 {
@@ -59,7 +60,7 @@ private func unusedCommand(_ generator: inout SeededGenerator) -> [UInt8] {
             if !excluded.contains(value) { return value }
         }
     }
-    switch Int.random(in: 0..<10, using: &generator) {
+    switch Int.random(in: 5..<10, using: &generator) {
     case 0: return [0x1B, 0x74, byte()]                                   // ESC t n
     case 1: return [0x1B, 0x2D, byte(), 0x1D, 0x42, byte()]               // ESC - n, GS B n
     case 2: return [0x1B, 0x70, 0x00, byte(), byte()]                     // ESC p m t1 t2
@@ -84,7 +85,9 @@ private func unusedCommand(_ generator: inout SeededGenerator) -> [UInt8] {
     /// those truncations appear only at the end of the stream, where flush drops them (see also the unit tests).
     @Test func commandDecoderFindsExactlyTheCommands() {
         let state = CommandStreamState()
-        let controls = Set<UInt8>(0...255).subtracting(Set(0x00...0x1F).union([0x7F]).subtracting(commandStartBytes))
+        // HT, VT, FF and CR are commands (`.other`), not stray bytes.
+        let controls = Set<UInt8>(0...255).subtracting(
+            Set(0x00...0x1F).union([0x7F]).subtracting(commandStartBytes).subtracting([0x09, 0x0B, 0x0C, 0x0D]))
         checkDecoderProperty(
             samples: { (generator: inout SeededGenerator) -> SampleFrame<EscPosCommand> in
                 let command = randomCommand(&generator, state: state)

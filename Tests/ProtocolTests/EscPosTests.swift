@@ -98,21 +98,24 @@ private func decodeAll(
         ])
     }
 
-    @Test func unusedCommandsAndStrayControlsAreDiscarded() {
+    @Test func unknownCommandsAndStrayControlsAreDiscardedKnownOnesNamed() {
+        let pdf417: [UInt8] = [0x1D, 0x28, 0x6B, 0x03, 0x00, 0x30, 0x43, 0x05]  // GS ( k for PDF417 (cn '0')
         let bytes: [UInt8] = [0x1B, 0x74, 0x00]          // ESC t 0: code page
-            + [0x00, 0x0D, 0x09]                          // NUL, CR, HT
-            + [0x1D, 0x28, 0x6B, 0x03, 0x00, 0x30, 0x43, 0x05]  // GS ( k for PDF417 (cn '0')
+            + [0x00, 0x01, 0x7F]                          // NUL, SOH, DEL
+            + pdf417
             + [0x1B, 0x61, 0x07]                          // ESC a 7: out of range, ignored whole
             + [0x1B, 0x7A]                                // ESC z: unknown
             + [0x41, 0x42]
         var decoder = EscPosCommandDecoder()
-        #expect(decoder.decode(bytes) == [])
+        #expect(decoder.decode(bytes) == [
+            .codePage(0), .other(EscPosOtherCommand(name: "GS (: 2D code other than QR (cn 30)", bytes: pdf417)),
+        ])
         #expect(decoder.flush() == [.text("AB")])
-        #expect(decoder.discardedByteCount == 3 + 3 + 8 + 3 + 2)
+        #expect(decoder.discardedByteCount == 3 + 3 + 2)
     }
 
     @Test func strayControlsDoNotSplitText() {
-        #expect(decodeAll(Array("AB".utf8) + [0x0D] + Array("CD".utf8) + [0x0A]) == [.text("ABCD"), .lineFeed])
+        #expect(decodeAll(Array("AB".utf8) + [0x00] + Array("CD".utf8) + [0x0A]) == [.text("ABCD"), .lineFeed])
     }
 
     @Test func commandCutShortByTheNextOneLosesOnlyItsStartedBytes() {
@@ -152,7 +155,8 @@ private func decodeAll(
             .qrCode(.selectModel(.micro)), .qrCode(.moduleSize(16)), .qrCode(.errorCorrection(.high)),
             .qrCode(.store([0x00, 0x1B, 0xFF])), .qrCode(.print), .statusRequest(.paperSensor),
             .enableAutomaticStatusBack(.hall), .text("Hall 1"), .chineseMode(true), .text("叫号 €"),
-            .chineseMode(false),
+            .chineseMode(false), .codePage(16), .text("plain"), .codePage(0),
+            .other(EscPosOtherCommand(name: "ESC -: underline 1 dot", bytes: [0x1B, 0x2D, 0x01])),
         ]
         #expect(decodeAll(EscPosCommand.encode(commands)) == commands)
     }

@@ -27,6 +27,10 @@ public enum EscPosCommand: Equatable, Sendable {
     case statusRequest(PrinterStatusRequest)
     /// GS a n (1D 61 n).
     case enableAutomaticStatusBack(AutomaticStatusMask)
+    /// ESC t n (1B 74 n): the character table for single-byte text (`EscPosCodePage`); ESC @ selects 0 again.
+    case codePage(UInt8)
+    /// A known command the hall does not act on (see `EscPosOtherCommand`).
+    case other(EscPosOtherCommand)
 
     /// The command's bytes. Text is encoded for the mode the printer is in: GB18030 in Chinese mode, else code
     /// page 437 with "?" for characters the table lacks; control characters always become "?".
@@ -45,6 +49,8 @@ public enum EscPosCommand: Equatable, Sendable {
         case .qrCode(let function): return EscPos.qrCode(function)
         case .statusRequest(let request): return EscPos.statusRequest(request)
         case .enableAutomaticStatusBack(let mask): return EscPos.enableAutomaticStatusBack(mask)
+        case .codePage(let table): return [0x1B, 0x74, table]
+        case .other(let command): return command.bytes
         }
     }
 

@@ -8,10 +8,12 @@
 ///   discarded one at a time without ending the text.
 /// - ESC @ resets Chinese mode to `startsInChineseMode` (off for Epson models; many Chinese printers power up on).
 /// - QR codes come out as one frame per GS ( k function (model, module size, error level, store, print).
-/// - Commands the hall does not use but that have a known length (ESC t n, ESC - n, GS B n, GS ( …, GS v 0 …, and
-///   so on) are skipped whole and counted as discarded; an unknown ESC/FS/GS/DLE x skips those two bytes.
-///   A known command with an out-of-range parameter (ESC a 7, GS V 9, DLE EOT 9) is ignored whole, as a printer
-///   ignores it.
+/// - ESC t n selects the character table of single-byte text (`EscPosCodePage`; ESC @ selects table 0 again).
+/// - Every other command python-escpos 3.1 emits (underline, fonts, smoothing, upside-down, line spacing, barcodes,
+///   raster, column and graphics images, drawer kick, buzzer, panel buttons, HT, CR, FF, VT) comes out as
+///   `.other`, named, its bytes kept (an image's header only: the data streams past unbuffered). An unknown
+///   ESC/FS/GS/DLE x skips those two bytes. A known command with an out-of-range parameter (ESC a 7, GS V 9,
+///   DLE EOT 9) is ignored whole, as a printer ignores it, and counted as discarded.
 /// - A command cut short by the next command (ESC ESC @, or ESC a ESC @) loses its started bytes only: when a byte
 ///   where the command expects its function or a checked parameter is itself a command byte, the bytes before it
 ///   are discarded and decoding restarts there. Parameters that take any value (ESC d n, GS ! n) cannot be checked,
@@ -26,8 +28,10 @@ public struct EscPosCommandDecoder: FrameDecoder {
     /// The longest QR payload a printer stores: 7,089 digits (version 40, level L). Longer stores are skipped.
     public static let maximumQRPayloadBytes = 7089
 
-    /// Whether text is read as GB18030 (after FS &) rather than code page 437.
+    /// Whether text is read as GB18030 (after FS &) rather than the selected code page.
     public private(set) var isChineseMode: Bool
+    /// The character table of single-byte text (ESC t n); 0, code page 437, after ESC @.
+    public private(set) var codePage: UInt8 = 0
     /// Chinese mode at power-on and after ESC @.
     public let startsInChineseMode: Bool
     public private(set) var discardedByteCount = 0
@@ -43,6 +47,8 @@ public struct EscPosCommandDecoder: FrameDecoder {
     private var text: [UInt8] = []
     /// Bytes of an over-long length-declared command still to skip.
     private var skipRemaining = 0
+    /// Data bytes of a known command (an image) still to pass: part of that frame, not discarded.
+    private var passRemaining = 0
 
     /// A decoder for a printer that starts with Chinese mode off (Epson) or on (most printers sold in China).
     public init(startsInChineseMode: Bool = false) {
@@ -53,6 +59,10 @@ public struct EscPosCommandDecoder: FrameDecoder {
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [EscPosCommand] {
         var frames: [EscPosCommand] = []
         for byte in bytes {
+            if passRemaining > 0 {
+                passRemaining -= 1
+                continue
+            }
             if skipRemaining > 0 {
                 skipRemaining -= 1
                 discardedByteCount += 1
@@ -73,6 +83,7 @@ public struct EscPosCommandDecoder: FrameDecoder {
         head = 0
         // An over-long command still streaming is over too: the line went quiet.
         skipRemaining = 0
+        passRemaining = 0
         return frames
     }
 
@@ -82,6 +93,8 @@ public struct EscPosCommandDecoder: FrameDecoder {
         /// The command at `head` needs more bytes.
         case needMore
         case frame(EscPosCommand, length: Int)
+        /// A command whose first `length` bytes make the frame and whose `data` bytes after them stream past.
+        case frameWithData(EscPosCommand, length: Int, data: Int)
         /// A whole command to ignore (unused by the hall, or a parameter out of range).
         case ignore(length: Int)
         /// A length-declared command to skip, possibly longer than what has arrived.
@@ -110,6 +123,12 @@ public struct EscPosCommandDecoder: FrameDecoder {
                     apply(frame)
                     frames.append(frame)
                     head += length
+                case .frameWithData(let frame, let length, let data):
+                    frames.append(frame)
+                    head += length
+                    let available = min(data, pending.count - head)
+                    head += available
+                    passRemaining = data - available
                 case .ignore(let length):
                     discard(length)
                 case .skip(let length):
@@ -125,6 +144,12 @@ public struct EscPosCommandDecoder: FrameDecoder {
                 case .cutShort(let offset):
                     discard(offset)
                 }
+            case 0x09, 0x0B, 0x0C, 0x0D:
+                endText(into: &frames)
+                let names: [UInt8: String] = [0x09: "HT: horizontal tab", 0x0B: "VT: vertical tab",
+                                               0x0C: "FF: print and eject (form feed)", 0x0D: "CR: carriage return"]
+                frames.append(.other(EscPosOtherCommand(name: names[byte] ?? "", bytes: [byte])))
+                head += 1
             case 0x00..<0x20, 0x7F:
                 discard(1)
             default:
@@ -168,7 +193,10 @@ public struct EscPosCommandDecoder: FrameDecoder {
     private mutating func apply(_ frame: EscPosCommand) {
         switch frame {
         case .chineseMode(let isOn): isChineseMode = isOn
-        case .initialize: isChineseMode = startsInChineseMode
+        case .initialize:
+            isChineseMode = startsInChineseMode
+            codePage = 0
+        case .codePage(let table): codePage = table
         default: break
         }
     }
@@ -203,7 +231,10 @@ public struct EscPosCommandDecoder: FrameDecoder {
 
     private mutating func endText(into frames: inout [EscPosCommand]) {
         guard !text.isEmpty else { return }
-        frames.append(.text(isChineseMode ? Self.gb18030String(text) : Self.codePage437String(text)))
+        let string = isChineseMode ? Self.gb18030String(text)
+            : codePage == 0 ? Self.codePage437String(text)
+            : EscPosCodePage.decode(text, table: codePage) ?? Self.codePage437String(text)
+        frames.append(.text(string))
         text.removeAll(keepingCapacity: true)
     }
 
@@ -258,8 +289,30 @@ public struct EscPosCommandDecoder: FrameDecoder {
         return Self.commandBytes.contains(parameter) ? .cutShort(at: 2) : .ignore(length: 3)
     }
 
-    private func fixedLength(_ length: Int) -> Step {
-        pending.count - head >= length ? .ignore(length: length) : .needMore
+    /// A known command of `length` bytes the hall does not act on, named from its bytes.
+    private func known(_ length: Int) -> Step {
+        guard pending.count - head >= length else { return .needMore }
+        let bytes = Array(pending[head..<(head + length)])
+        return .frame(.other(EscPosOtherCommand(name: EscPosNames.describe(bytes), bytes: bytes)), length: length)
+    }
+
+    /// A known command ending at the first NUL after `from` (at most `limit` bytes in all); unended, ignored.
+    private func knownUntilNul(from start: Int, limit: Int) -> Step {
+        var offset = start
+        while true {
+            guard let byte = byte(offset) else { return offset >= limit ? .ignore(length: offset) : .needMore }
+            if byte == 0 { return known(offset + 1) }
+            if offset >= limit { return .ignore(length: offset) }
+            offset += 1
+        }
+    }
+
+    /// A known command whose `header` bytes are kept and whose `data` bytes pass unbuffered.
+    private func knownWithData(header: Int, data: Int) -> Step {
+        guard pending.count - head >= header else { return .needMore }
+        let bytes = Array(pending[head..<(head + header)])
+        return .frameWithData(.other(EscPosOtherCommand(name: EscPosNames.describe(bytes, dataCount: data), bytes: bytes)),
+                              length: header, data: data)
     }
 
     private func escapeCommand(_ function: UInt8) -> Step {
@@ -273,16 +326,23 @@ public struct EscPosCommandDecoder: FrameDecoder {
         case 0x45: return withParameter { .bold($0 & 1 == 1) }
         case 0x64: return withParameter { .feedLines($0) }
         case 0x21: return withParameter { .printMode(EscPosPrintMode(rawValue: $0)) }
-        // ESC 2, ESC <, ESC i, ESC m, ESC L, ESC S, ESC @-like single-letter commands.
-        case 0x32, 0x3C, 0x69, 0x6D, 0x4C, 0x53, 0x0C: return .ignore(length: 2)
-        // ESC SP, -, 3, =, G, J, K, M, R, T, U, V, a-like, e, t, r, {, ?, % n.
-        case 0x20, 0x2D, 0x33, 0x3D, 0x47, 0x4A, 0x4B, 0x4D, 0x52, 0x54, 0x55, 0x56, 0x65, 0x74, 0x72, 0x7B, 0x3F,
-             0x25:
-            return fixedLength(3)
+        case 0x74: return withParameter { .codePage($0) }
+        // ESC 2, ESC <, ESC i, ESC m, ESC L, ESC S, ESC FF: single-letter commands.
+        case 0x32, 0x3C, 0x69, 0x6D, 0x4C, 0x53, 0x0C: return known(2)
+        // ESC SP, -, 3, =, G, J, K, M, R, T, U, V, e, r, {, ?, % n.
+        case 0x20, 0x2D, 0x33, 0x3D, 0x47, 0x4A, 0x4B, 0x4D, 0x52, 0x54, 0x55, 0x56, 0x65, 0x72, 0x7B, 0x3F, 0x25:
+            return known(3)
         // ESC $ nL nH, ESC \ nL nH, ESC c 3/4/5 n, ESC B n t (python-escpos buzzer).
-        case 0x24, 0x5C, 0x63, 0x42: return fixedLength(4)
+        case 0x24, 0x5C, 0x63, 0x42: return known(4)
         // ESC p m t1 t2 (drawer kick).
-        case 0x70: return fixedLength(5)
+        case 0x70: return known(5)
+        // ESC D n1 … nk NUL: tab positions (at most 32).
+        case 0x44: return knownUntilNul(from: 2, limit: 35)
+        // ESC * m nL nH d1 … dk: a bit image in columns, 1 byte a column in 8-dot modes, 3 in 24-dot ones.
+        case 0x2A:
+            guard let mode = byte(2), let low = byte(3), let high = byte(4) else { return .needMore }
+            let columns = Int(low) + Int(high) << 8
+            return knownWithData(header: 5, data: columns * (mode <= 1 ? 1 : 3))
         default: return .ignore(length: 2)
         }
     }
@@ -292,11 +352,11 @@ public struct EscPosCommandDecoder: FrameDecoder {
         case 0x26: return .frame(.chineseMode(true), length: 2)
         case 0x2E: return .frame(.chineseMode(false), length: 2)
         // FS !, FS -, FS C, FS W n.
-        case 0x21, 0x2D, 0x43, 0x57: return fixedLength(3)
+        case 0x21, 0x2D, 0x43, 0x57: return known(3)
         // FS S n1 n2.
-        case 0x53: return fixedLength(4)
+        case 0x53: return known(4)
         // FS 2 c1 c2 and 72 bytes of a user-defined character.
-        case 0x32: return fixedLength(76)
+        case 0x32: return knownWithData(header: 4, data: 72)
         default: return .ignore(length: 2)
         }
     }
@@ -313,9 +373,18 @@ public struct EscPosCommandDecoder: FrameDecoder {
         case 0x28: return lengthDeclaredCommand()
         case 0x76: return rasterImageCommand()
         // GS B, b, |, H, f, h, w, I, r, E, / n.
-        case 0x42, 0x62, 0x7C, 0x48, 0x66, 0x68, 0x77, 0x49, 0x72, 0x45, 0x2F: return fixedLength(3)
+        case 0x42, 0x62, 0x7C, 0x48, 0x66, 0x68, 0x77, 0x49, 0x72, 0x45, 0x2F: return known(3)
         // GS L, W, $, \, P nL nH.
-        case 0x4C, 0x57, 0x24, 0x5C, 0x50: return fixedLength(4)
+        case 0x4C, 0x57, 0x24, 0x5C, 0x50: return known(4)
+        // GS k m d1 … dk NUL (m 0-6), or GS k m n d1 … dn (m 65-79): a barcode.
+        case 0x6B:
+            guard let system = byte(2) else { return .needMore }
+            if system <= 6 { return knownUntilNul(from: 3, limit: 259) }
+            guard (65...79).contains(system) else {
+                return Self.commandBytes.contains(system) ? .cutShort(at: 2) : .ignore(length: 3)
+            }
+            guard let count = byte(3) else { return .needMore }
+            return known(4 + Int(count))
         default: return .ignore(length: 2)
         }
     }
@@ -328,16 +397,16 @@ public struct EscPosCommandDecoder: FrameDecoder {
                 return .frame(.statusRequest(request), length: 3)
             }
             // DLE EOT 7 a and DLE EOT 8 a (ink and paper-slip status) carry one more byte.
-            if parameter == 7 || parameter == 8 { return fixedLength(4) }
+            if parameter == 7 || parameter == 8 { return known(4) }
             return Self.commandBytes.contains(parameter) ? .cutShort(at: 2) : .ignore(length: 3)
-        case 0x05: return fixedLength(3)
+        case 0x05: return known(3)
         case 0x14:
             // DLE DC4 fn: pulse (1), power off (2), clear buffers (8) and friends, each its own length.
             guard let selector = byte(2) else { return .needMore }
             switch selector {
-            case 1, 2, 3: return fixedLength(5)
-            case 7: return fixedLength(4)
-            case 8: return fixedLength(10)
+            case 1, 2, 3: return known(5)
+            case 7: return known(4)
+            case 8: return known(10)
             default: return .ignore(length: 3)
             }
         default: return .ignore(length: 2)
@@ -353,7 +422,7 @@ public struct EscPosCommandDecoder: FrameDecoder {
         case 0x41, 0x42:
             guard let feed = byte(3) else { return .needMore }
             return .frame(.cut(mode == 0x41 ? .full : .partial, feed: feed), length: 4)
-        case 0x61, 0x62, 0x67, 0x68: return fixedLength(4)
+        case 0x61, 0x62, 0x67, 0x68: return known(4)
         default: return Self.commandBytes.contains(mode) ? .cutShort(at: 2) : .ignore(length: 3)
         }
     }
@@ -364,10 +433,12 @@ public struct EscPosCommandDecoder: FrameDecoder {
         if Self.commandBytes.contains(kind) { return .cutShort(at: 2) }
         guard let low = byte(3), let high = byte(4) else { return .needMore }
         let length = 5 + Int(low) + Int(high) << 8
+        // GS ( L and the other length-declared functions (graphics, barcodes of other kinds): header kept.
+        guard kind == 0x6B else { return knownWithData(header: min(length, 7), data: length - min(length, 7)) }
         guard length <= maximumBufferedBytes else { return .skip(length: length) }
         guard pending.count - head >= length else { return .needMore }
-        guard kind == 0x6B, let function = qrFunction(parameterCount: length - 5) else {
-            return .ignore(length: length)
+        guard let function = qrFunction(parameterCount: length - 5) else {
+            return known(length)
         }
         return .frame(.qrCode(function), length: length)
     }
@@ -404,6 +475,6 @@ public struct EscPosCommandDecoder: FrameDecoder {
         }
         let width = Int(xLow) + Int(xHigh) << 8
         let height = Int(yLow) + Int(yHigh) << 8
-        return .skip(length: 8 + width * height)
+        return knownWithData(header: 8, data: width * height)
     }
 }

@@ -1,0 +1,97 @@
+import DeviceGateway
+import Foundation
+
+/// A capture written by `gatewayd trace --save`, read back by `decode --file` and the mocks: JSON Lines, a header
+/// line `{"capture":"hall-gateway-trace","version":1,"bus":…}` then one record per line
+/// `{"time":"…","direction":"out"|"in","stream":"modbus-rtu-requests","hex":"01 03 …"}`.
+struct TraceCapture {
+    /// One write or read on the line.
+    struct Record: Codable {
+        var time: Date
+        /// `out`: the gateway (or the technician's laptop) wrote; `in`: it read.
+        var direction: String
+        var stream: WireInspector.Stream
+        var hex: String
+
+        var bytes: [UInt8] { WireInspector.bytes(fromHex: hex) ?? [] }
+    }
+
+    struct Header: Codable {
+        var capture: String
+        var version: Int
+        var bus: String
+        var line: String?
+    }
+
+    static let marker = "hall-gateway-trace"
+
+    var bus: String
+    var records: [Record]
+
+    /// The capture in `path`; throws when it is not one (then `decode` reads the file as raw bytes).
+    static func read(path: String) throws -> TraceCapture {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        var lines = text.split(separator: "\n").makeIterator()
+        guard let first = lines.next(),
+              let header = try? decoder.decode(Header.self, from: Data(first.utf8)), header.capture == marker
+        else { throw CocoaError(.fileReadCorruptFile) }
+        var records: [Record] = []
+        while let line = lines.next() {
+            records.append(try decoder.decode(Record.self, from: Data(line.utf8)))
+        }
+        return TraceCapture(bus: header.bus, records: records)
+    }
+
+    /// The header line for a new capture.
+    static func headerLine(bus: String, line: String?) -> String {
+        let header = Header(capture: marker, version: 1, bus: bus, line: line)
+        return String(decoding: (try? encoder.encode(header)) ?? Data(), as: UTF8.self)
+    }
+
+    /// One record as its line.
+    static func line(_ record: Record) -> String {
+        String(decoding: (try? encoder.encode(record)) ?? Data(), as: UTF8.self)
+    }
+
+    static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(timeText(date, fractionDigits: 6, zone: true))
+        }
+        return encoder
+    }
+
+    static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            guard let date = formatter.date(from: text) ?? EventTime.parse(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: text))
+            }
+            return date
+        }
+        return decoder
+    }
+
+    /// `12:03:04.123456` (local clock), or the full RFC 3339 stamp with `zone`.
+    static func timeText(_ date: Date, fractionDigits: Int = 3, zone: Bool = false, timeZone: TimeZone = .current) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = timeZone
+        formatter.formatOptions = zone ? [.withInternetDateTime, .withFractionalSeconds]
+            : [.withTime, .withColonSeparatorInTime, .withFractionalSeconds]
+        var text = formatter.string(from: date)
+        if fractionDigits == 6 {
+            // ISO8601DateFormatter writes milliseconds; the microseconds matter for frame gaps.
+            let micros = Int((date.timeIntervalSince1970 * 1_000_000).rounded()) % 1000
+            if let dot = text.firstIndex(of: "."), text.distance(from: dot, to: text.endIndex) >= 4 {
+                let insertAt = text.index(dot, offsetBy: 4)
+                text.insert(contentsOf: String(format: "%03d", micros), at: insertAt)
+            }
+        }
+        return text
+    }
+}
