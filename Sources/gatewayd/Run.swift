@@ -28,11 +28,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardOutput(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        GatewayLogHandler.bootstrap(level: level)
         let logger = Logger(label: "gatewayd")
 
         var demo: DemoHall?
@@ -59,9 +55,10 @@ struct Run: AsyncParsableCommand {
         var (gatewayConfig, library) = loaded
         if let apiPort { gatewayConfig.api.port = apiPort }
         let timeZone = gatewayConfig.hall.timeZone
+        GatewayLogHandler.use(timeZone: timeZone)
         let eventLog = logger
         let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
-            for event in events { eventLog.info("\(EventSummary.line(event, timeZone: timeZone))") }
+            for event in events { eventLog.info("\(GatewayLogHandler.eventLine(event, timeZone: timeZone))") }
         }
         // The demo's queue system talks to this gateway's own API, on the port it bound.
         let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
