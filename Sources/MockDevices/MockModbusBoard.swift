@@ -13,6 +13,8 @@ public final class MockModbusBoard: MockModbusUnit {
         public static let commandCounter = 2
         public static let acknowledge = 3
         public static let temperature = 4
+        /// The model code 0x4C42 ("LB"), what `gatewayd scan` identifies the board by.
+        public static let modelCode = 5
         public static let text = 16
         public static let textCount = 32
         public static let count = 48
@@ -36,7 +38,10 @@ public final class MockModbusBoard: MockModbusUnit {
 
     /// Creates a board in service, blank, at 35.0 °C.
     public init() {
-        state.withLock { $0.registers[Register.status] = 0b01 }
+        state.withLock {
+            $0.registers[Register.status] = 0b01
+            $0.registers[Register.modelCode] = 0x4C42
+        }
         setTemperature(35.0)
     }
 

@@ -15,6 +15,8 @@ public final class MockModbusEvaluator: MockModbusUnit {
         public static let bootIdLow = 4
         public static let acknowledge = 5
         public static let scale = 6
+        /// The model code 0x4856 ("HV"): with the scale, what `gatewayd scan` identifies the pad by.
+        public static let modelCode = 7
         public static let staffId = 8
         public static let staffIdCount = 8
         public static let keyRing = 16
@@ -35,9 +37,12 @@ public final class MockModbusEvaluator: MockModbusUnit {
     }
 
     private let state = Mutex(State())
+    /// The number of keys the pad has (its scale register): 3, or 5 for the national five levels.
+    public let keyCount: UInt16
 
-    /// Creates a powered-up pad showing `staffId`.
-    public init(staffId: String, bootId: UInt32 = UInt32.random(in: 1...UInt32.max)) {
+    /// Creates a powered-up pad showing `staffId`, with `keys` keys.
+    public init(staffId: String, bootId: UInt32 = UInt32.random(in: 1...UInt32.max), keys: UInt16 = 3) {
+        keyCount = keys
         powerUp(bootId: bootId)
         showStaff(staffId)
     }
@@ -66,7 +71,8 @@ public final class MockModbusEvaluator: MockModbusUnit {
             state.registers[Register.status] = 0b01
             state.registers[Register.bootIdHigh] = UInt16(bootId >> 16)
             state.registers[Register.bootIdLow] = UInt16(bootId & 0xFFFF)
-            state.registers[Register.scale] = 3
+            state.registers[Register.scale] = keyCount
+            state.registers[Register.modelCode] = 0x4856
             state.registers.replaceSubrange(Register.staffId..<(Register.staffId + Register.staffIdCount), with: staff)
         }
     }

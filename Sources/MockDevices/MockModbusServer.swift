@@ -38,7 +38,13 @@ public final class MockModbusServer: Sendable {
     /// With `pacing` the line keeps wire time: a request counts as arriving one character time per byte, each pad
     /// answers `pacing.frameGap` (3.5 characters) after the request's last byte, and the answer goes out one
     /// character time per byte. Without it answers are written at once.
-    public static func rtu(units: [Int: any MockModbusUnit], pacing: WirePacing? = nil) throws -> MockModbusServer {
+    ///
+    /// With `baud` the devices are set to that speed: a request sent while the gateway's end of the pseudo-terminal
+    /// is set to another speed is not answered, as real devices hear only garbage then (parity cannot be checked
+    /// this way: Linux pseudo-terminals drop the parity flag).
+    public static func rtu(
+        units: [Int: any MockModbusUnit], pacing: WirePacing? = nil, baud: Int? = nil
+    ) throws -> MockModbusServer {
         let terminal = try PseudoTerminal()
         guard let context = modbus_new_rtu("/dev/null", 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
             throw MockDeviceError("modbus_new_rtu failed")
@@ -58,7 +64,7 @@ public final class MockModbusServer: Sendable {
         }
         // libmodbus only encodes the replies; frames are read here, so that one line serves many addresses.
         modbus_set_socket(context, paced?.libmodbusEnd ?? terminal.controller)
-        let server = MockModbusServer(endpoint: .rtu(devicePath: terminal.devicePath), units: units)
+        let server = MockModbusServer(endpoint: .rtu(devicePath: terminal.devicePath), units: units, baud: baud)
         let handle = ContextHandle(context)
         Thread.detachNewThread { [paced] in
             server.serveRTU(context: handle, terminal: terminal, paced: paced)
@@ -90,9 +96,13 @@ public final class MockModbusServer: Sendable {
         return server
     }
 
-    private init(endpoint: Endpoint, units: [Int: any MockModbusUnit]) {
+    /// The speed the devices of an RTU line are set to; nil: any.
+    private let baud: Int?
+
+    private init(endpoint: Endpoint, units: [Int: any MockModbusUnit], baud: Int? = nil) {
         self.endpoint = endpoint
         self.units = units
+        self.baud = baud
     }
 
     /// The number of requests answered so far.
@@ -143,6 +153,7 @@ public final class MockModbusServer: Sendable {
                 guard length <= pending.count else { break }
                 let frame = Array(pending[0..<length])
                 pending.removeFirst(length)
+                if let baud, !Self.lineIsSet(to: baud, terminal: terminal) { continue }
                 if let paced {
                     // The pad has the request once its last byte is in; it answers after the frame-end silence.
                     let frameEnd = arrivingUntil - Int64(pending.count) * paced.characterTime
@@ -217,6 +228,17 @@ public final class MockModbusServer: Sendable {
         }
         answered.add(1, ordering: .relaxed)
         return written
+    }
+
+    /// Whether the gateway's end of the pseudo-terminal is set to `baud` (the controller reads its settings).
+    private static func lineIsSet(to baud: Int, terminal: PseudoTerminal) -> Bool {
+        var attributes = termios()
+        guard tcgetattr(terminal.controller, &attributes) == 0 else { return true }
+        let speeds: [Int: Int32] = [
+            1200: B1200, 2400: B2400, 4800: B4800, 9600: B9600, 19200: B19200, 38400: B38400, 57600: B57600,
+            115_200: B115200, 230_400: B230400,
+        ]
+        return speeds[baud].map { cfgetospeed(&attributes) == speed_t($0) } ?? true
     }
 
     private func wait(readable fd: Int32, milliseconds: Int32) -> Bool {

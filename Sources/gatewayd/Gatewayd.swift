@@ -7,7 +7,8 @@ struct Gatewayd: AsyncParsableCommand {
         commandName: "gatewayd",
         abstract: "The hall gateway: evaluator pads, call boards and ticket printers to one event stream.",
         version: GatewayInfo.version,
-        subcommands: [Run.self, StatusCommand.self, Events.self, OutboxCommand.self, Ports.self, Decode.self, ConfigCommand.self],
+        subcommands: [Run.self, StatusCommand.self, Events.self, OutboxCommand.self, Ports.self, Decode.self, ConfigCommand.self,
+                      ModbusCommand.self, ScanCommand.self],
         defaultSubcommand: Run.self
     )
 }

@@ -103,6 +103,8 @@ public struct LoadedProfile: Sendable, Equatable {
     public var profile: DeviceProfile
     /// How often a device of this model is polled (`poll-interval-ms`); nil: the bus's poll interval.
     public var pollInterval: Duration?
+    /// How `gatewayd scan` recognises the model on the wire (`identify:`); nil: it cannot.
+    public var identify: IdentifyRule?
 }
 
 /// The folder of device profiles.
@@ -137,6 +139,7 @@ public struct ProfileLibrary: Sendable {
         _ = fields.string("description")
         // How often the bus polls a device of this model; the bus's poll interval when absent.
         let pollInterval = fields.int("poll-interval-ms", in: 0...3_600_000).map { Duration.milliseconds($0) }
+        let identify = IdentifyRule.parse(fields.value("identify"), reader)
         var profile: DeviceProfile?
         if let family, let model {
             let parsing = ProfileParsing(model: model, fields: fields, reader: reader)
@@ -153,7 +156,7 @@ public struct ProfileLibrary: Sendable {
         }
         fields.rejectUnknownKeys()
         guard reader.issues.isEmpty, let profile else { throw ConfigError(issues: reader.issues) }
-        return LoadedProfile(profile: profile, pollInterval: pollInterval)
+        return LoadedProfile(profile: profile, pollInterval: pollInterval, identify: identify)
     }
 
     private static func modbusEvaluator(model: String, fields: YAMLReader.Fields, reader: YAMLReader)

@@ -1,0 +1,315 @@
+import ArgumentParser
+import DeviceGateway
+import Foundation
+import Protocols
+
+struct ScanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scan",
+        abstract: "Find who answers on a Modbus line, identify them by profile, sweep bauds for a silent device.",
+        discussion: """
+            An address scan probes each address (a read of holding register 0; an exception answer counts: someone \
+            is there), then sends each answering device the identification reads of the profiles (their \
+            `identify:` rule) and names the profile whose values came back. --write-config writes a configuration \
+            with a `devices:` section from what answered, for review.
+            --sweep tries one --address at every baud (\(ModbusScanner.sweepBauds.map(String.init).joined(separator: ", "))) \
+            and parity N, E, O until it answers. --listen SECONDS --family ff68|qsystem listens at each baud for the \
+            frames of devices that speak unprompted (FF 68 pads and callers, QSystem boxes) and says which baud \
+            gives valid frames.
+            Exit status: 0 someone answered (or the sweep found the setting); 1 nobody did; 2 wrong usage or a \
+            profile that does not load; 4 the port or host cannot be opened.
+            """)
+
+    @OptionGroup var line: LineOptions
+
+    @Option(help: "The first address to probe.")
+    var from: Int = 1
+
+    @Option(help: "The last address to probe.")
+    var to: Int = 247
+
+    @Flag(help: "Sweep baud and parity for one --address instead of scanning addresses.")
+    var sweep = false
+
+    @Option(name: [.customLong("address"), .customLong("unit"), .customShort("a")],
+            help: "The address a sweep tries.")
+    var address: Int?
+
+    @Flag(help: "With --sweep or --listen: try every setting, not only until the first that works.")
+    var exhaustive = false
+
+    @Option(help: "Listen this many seconds at each baud for a family that speaks unprompted (with --family).")
+    var listen: Double?
+
+    @Option(help: "The unprompted family to listen for: ff68 or qsystem.")
+    var family: String = "ff68"
+
+    @Option(help: "The device profiles, for identification (default: ./devices, or the checkout's).")
+    var profiles: String?
+
+    @Option(help: "Write a configuration with the devices found to this file, for review (refuses to overwrite).")
+    var writeConfig: String?
+
+    @Option(help: "With --write-config: the hall id.")
+    var hallId: String = "new-hall"
+
+    @Option(help: "With --write-config: the bus id (default rs485-1, or lan-1 for TCP).")
+    var busId: String?
+
+    @Option(help: "With --write-config: the state directory.")
+    var stateDirectory: String = "/var/lib/hall-gateway"
+
+    @Flag(help: "One JSON document instead of tables.")
+    var json = false
+
+    func validate() throws {
+        guard (0...255).contains(from), (0...255).contains(to), from <= to else {
+            throw ValidationError("--from and --to: addresses 1 to 247 (TCP units up to 255), --from not above --to")
+        }
+        if line.host == nil, from < 1 || to > 247 { throw ValidationError("RTU addresses are 1 to 247") }
+        if sweep {
+            guard line.host == nil else { throw ValidationError("--sweep is for serial lines (--port), not TCP") }
+            guard let address, (1...247).contains(address) else {
+                throw ValidationError("--sweep needs the --address of the silent device (1 to 247)")
+            }
+        }
+        if let listen {
+            guard line.host == nil, (0.1...600).contains(listen) else {
+                throw ValidationError("--listen is for serial lines, 0.1 to 600 seconds at each baud")
+            }
+            guard ListeningSweep.Family(rawValue: family) != nil else { throw ValidationError("--family ff68 or qsystem") }
+        }
+        if let writeConfig, FileManager.default.fileExists(atPath: writeConfig) {
+            throw ValidationError("\(writeConfig) exists; the scan writes a new file for review, never over one")
+        }
+    }
+
+    func run() throws {
+        if let listen { return try listenSweep(seconds: listen) }
+        let library = try Self.library(profiles)
+        let rules = library.identifiable().map { (name: $0.name, rule: $0.rule) }
+        let scanner = ModbusScanner(rules: rules, timeout: .milliseconds(line.timeoutMs ?? 100))
+        if sweep { return try baudSweep(scanner, library: library) }
+
+        let client: ModbusDirectClient
+        do { client = try ModbusDirectClient(line: line.line, timeout: scanner.timeout) } catch {
+            printError(error.message)
+            throw TechnicianExit.code(for: error)
+        }
+        let progress = Progress(total: to - from + 1)
+        let started = ContinuousClock.now
+        let found: [ScanFinding]
+        do {
+            found = try scanner.scan(from...to, on: client) { address, finding in
+                progress.step(address: address, found: finding)
+            }
+        } catch {
+            progress.finish()
+            printError(error.message)
+            throw TechnicianExit.code(for: error)
+        }
+        progress.finish()
+        let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
+        if let writeConfig { try write(found, to: writeConfig, library: library, settings: line.settings()) }
+        if json {
+            try printReport(ScanReport(line: line.line.description, from: from, to: to, seconds: elapsed,
+                                            found: found))
+        } else {
+            print("\(line.line.description): addresses \(from)…\(to) in \(String(format: "%.1f", elapsed)) s, "
+                  + "\(found.count) answered")
+            if !found.isEmpty {
+                let rows = found.map { finding in
+                    [line.line.name(of: UInt8(finding.address)).components(separatedBy: " ").last ?? "",
+                     String(format: "%.1f", finding.latencyMs), finding.profile ?? "?",
+                     finding.answer + (finding.alsoMatches.isEmpty ? "" : "; also matches " + finding.alsoMatches.joined(separator: ", "))]
+                }
+                for row in Output.table([["address", "ms", "profile", "answer to holding 0"]] + rows) { print(row) }
+            }
+            if let writeConfig {
+                print("wrote \(writeConfig): \(found.filter { $0.profile != nil }.count) devices for review "
+                      + "(check it with gatewayd config check \(writeConfig))")
+            }
+        }
+        guard !found.isEmpty else {
+            if !json, line.host == nil {
+                printError("nobody answered at \(line.settings().lineName): check wiring A/B and termination, or try "
+                           + "another baud: gatewayd scan --port \(line.port ?? "PORT") --sweep --address N")
+            }
+            throw TechnicianExit.failed
+        }
+    }
+
+    static func library(_ directory: String?) throws -> ProfileLibrary {
+        if let directory { return ProfileLibrary(directory: directory) }
+        do { return ProfileLibrary(directory: try DemoProfiles.locate()) } catch {
+            printError("\(error)")
+            throw TechnicianExit.usage
+        }
+    }
+
+    private func baudSweep(_ scanner: ModbusScanner, library: ProfileLibrary) throws {
+        let address = address ?? 1
+        let terminal = isatty(STDERR_FILENO) == 1 && !json
+        let result: (steps: [SweepStep], found: ScanFinding?, settings: SerialSettings?)
+        do {
+            result = try scanner.sweep(port: line.settings(), address: address, exhaustive: exhaustive) { step in
+                if terminal { printError("  \(step.setting): \(step.result)") }
+            }
+        } catch {
+            printError(error.message)
+            throw TechnicianExit.code(for: error)
+        }
+        if let writeConfig, let found = result.found, let settings = result.settings {
+            try write([found], to: writeConfig, library: library, settings: settings)
+        }
+        if json {
+            try printReport(SweepReport(port: line.port ?? "", address: address, steps: result.steps,
+                                             found: result.settings?.lineName, device: result.found))
+        } else {
+            let rows = result.steps.map { [$0.setting, $0.result, $0.detail ?? ""] }
+            for row in Output.table([["setting", "result", "detail"]] + rows) { print(row) }
+            if let found = result.found, let settings = result.settings {
+                print("address \(address) answers at \(settings.lineName) on \(settings.port)"
+                      + (found.profile.map { ": \($0)" } ?? " (no profile recognised it)")
+                      + (settings.baud != line.baud || settings.parity != line.settings().parity
+                         ? "; set the bus to baud \(settings.baud), parity \(settings.parity.rawValue)" : ""))
+            } else {
+                print("address \(address) answered at no baud and parity tried: check wiring A/B, termination, power, "
+                      + "and the address")
+            }
+        }
+        if result.found == nil { throw TechnicianExit.failed }
+    }
+
+    private func listenSweep(seconds: Double) throws {
+        let sweep = ListeningSweep(family: ListeningSweep.Family(rawValue: family) ?? .ff68,
+                                   listen: .milliseconds(Int(seconds * 1000)))
+        let terminal = isatty(STDERR_FILENO) == 1 && !json
+        let steps: [SweepStep]
+        do {
+            steps = try sweep.run(port: line.settings(), bauds: ModbusScanner.sweepBauds, exhaustive: exhaustive) {
+                if terminal { printError("  \($0.setting): \($0.result)") }
+            }
+        } catch {
+            printError(error.message)
+            throw TechnicianExit.code(for: error)
+        }
+        let found = steps.first { $0.result == "frames" }
+        if json {
+            try printReport(SweepReport(port: line.port ?? "", address: nil, steps: steps, found: found?.setting,
+                                             device: nil))
+        } else {
+            for row in Output.table([["setting", "heard", "detail"]] + steps.map { [$0.setting, $0.result, $0.detail ?? ""] }) {
+                print(row)
+            }
+            print(found.map { "\(family) frames at \($0.setting) on \(line.port ?? "")" }
+                  ?? "no valid \(family) frames at any baud: press a key on a pad while listening, check wiring A/B")
+        }
+        if found == nil { throw TechnicianExit.failed }
+    }
+
+    /// Writes a configuration with the bus scanned and a device per identified answer; the others as comments.
+    private func write(_ found: [ScanFinding], to path: String, library: ProfileLibrary, settings: SerialSettings) throws {
+        let bus = busId ?? (line.host == nil ? "rs485-1" : "lan-1")
+        let busLine: String
+        switch line.line {
+        case .rtu:
+            busLine = "  - {id: \(bus), transport: modbus-rtu, port: \(settings.port), baud: \(settings.baud), "
+                + "parity: \(settings.parity.rawValue), data-bits: \(settings.dataBits), stop-bits: \(settings.stopBits)}"
+        case .tcp(let host, let port):
+            busLine = "  - {id: \(bus), transport: modbus-tcp, host: \(host), tcp-port: \(port)}"
+        }
+        let stamp = EventTime.format(Date())
+        var lines = [
+            "# Written by `gatewayd scan` at \(stamp) from what answered on \(line.line.description).",
+            "# Review before use: the device ids, a `window:` for each pad and board, and the answers no profile",
+            "# recognised (commented out below). `gatewayd config check \((path as NSString).lastPathComponent)` checks it.",
+            "hall: {id: \(hallId)}",
+            "state-directory: \(stateDirectory)",
+            "profiles: \((library.directory as NSString).standardizingPath)",
+            "buses:",
+            busLine,
+            "devices:",
+        ]
+        var used: Set<String> = []
+        for finding in found {
+            guard let profile = finding.profile else {
+                lines.append("  # address \(finding.address) answered (\(finding.answer)) but no profile recognised it")
+                continue
+            }
+            let family = (try? library.load(named: profile))?.profile
+            let prefix = switch family {
+            case .modbusEvaluator: "eval"
+            case .modbusBoard: "board"
+            default: "device"
+            }
+            var id = "\(prefix)-a\(String(format: "%03d", finding.address))"
+            while used.contains(id) { id += "x" }
+            used.insert(id)
+            let note = finding.alsoMatches.isEmpty ? "" : "  # also matches \(finding.alsoMatches.joined(separator: ", "))"
+            lines.append("  - {id: \(id), profile: \(profile), bus: \(bus), address: \(finding.address)}\(note)")
+        }
+        if !found.contains(where: { $0.profile != nil }) { lines.append("  []") }
+        lines += ["sinks:", "  - {type: sqlite, name: local, path: \((stateDirectory as NSString).appendingPathComponent("events.sqlite"))}", ""]
+        do {
+            try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            printError("cannot write \(path): \(error.localizedDescription)")
+            throw TechnicianExit.portUnavailable
+        }
+    }
+}
+
+/// A progress bar on standard error when it is a terminal; nothing when piped.
+final class Progress {
+    private let total: Int
+    private var done = 0
+    private var found = 0
+    private let enabled = isatty(STDERR_FILENO) == 1
+
+    init(total: Int) { self.total = total }
+
+    func step(address: Int, found finding: ScanFinding?) {
+        done += 1
+        if let finding {
+            found += 1
+            if enabled {
+                let profile = finding.profile.map { ": \($0)" } ?? ""
+                FileHandle.standardError.write(Data("\r\u{1B}[K  found address \(finding.address)\(profile)\n".utf8))
+            }
+        }
+        guard enabled else { return }
+        let width = 30
+        let filled = total == 0 ? width : done * width / total
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        FileHandle.standardError.write(Data("\r[\(bar)] \(done)/\(total) address \(address), \(found) found".utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
+
+/// What `gatewayd scan --json` prints.
+struct ScanReport: Encodable {
+    var line: String
+    var from: Int
+    var to: Int
+    var seconds: Double
+    var found: [ScanFinding]
+}
+
+/// What `gatewayd scan --sweep --json` and `--listen --json` print.
+struct SweepReport: Encodable {
+    var port: String
+    var address: Int?
+    var steps: [SweepStep]
+    /// The setting that worked, e.g. `19200 8N1`.
+    var found: String?
+    var device: ScanFinding?
+}
+
+/// One JSON document on standard output.
+func printReport(_ value: some Encodable) throws {
+    print(String(decoding: try Output.jsonEncoder.encode(value), as: UTF8.self))
+}
