@@ -204,11 +204,11 @@ import Testing
 
         let off = try await hall.command("/v1/devices/callboard/power", json: #"{"on": false}"#)
         #expect(off["status"] as? String == "done" && off["command"] as? String == "power-off")
-        #expect(hall.onbon.received(address: 2).last == [0xA3, 0x00, 0x01, 0x00, 0x00, 0x02])
+        #expect(hall.onbon.received(address: 2).last { $0.starts(with: [0xA3, 0x00]) } == [0xA3, 0x00, 0x01, 0x00, 0x00, 0x02])
         #expect(!hall.onbon.isScreenOn(address: 2))
         #expect(try await hall.event(of: off).type == "hall.display.switched_off")
         let on = try await hall.command("/v1/devices/callboard/power", json: #"{"on": true}"#)
-        #expect(hall.onbon.received(address: 2).last == [0xA3, 0x00, 0x01, 0x00, 0x00, 0x01])
+        #expect(hall.onbon.received(address: 2).last { $0.starts(with: [0xA3, 0x00]) } == [0xA3, 0x00, 0x01, 0x00, 0x00, 0x01])
         #expect(hall.onbon.isScreenOn(address: 2))
         #expect(try await hall.event(of: on).type == "hall.display.switched_on")
 
@@ -310,5 +310,53 @@ import Testing
         #expect(other["id"] as? String != first["id"] as? String)
         #expect(await eventually { hall.board.registers[MockModbusBoard.Register.commandCounter] == 2 })
         try await hall.stopAll()
+    }
+
+    @Test func theHallDaySwitchesAnOnbonBoardOffAndBlanksABoardWithoutPower() async throws {
+        let onbon = try MockOnbonBoards(addresses: [2])
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer {
+            onbon.stop()
+            server.stop()
+        }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall, timezone: Asia/Shanghai}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+              - {id: led, transport: serial, port: \(onbon.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+            devices:
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+              - {id: callboard, profile: onbon-bx5, bus: led, address: 2}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            hours:
+              monday-friday: ["09:00-17:00"]
+            """, file: "test.yaml", relativeTo: folder.path)
+        let clock = ManualHallClock(now: try HallDayGatewayTests.shanghai("2026-12-01 16:50"))
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        #expect(await eventually { onbon.shown(address: 2) == "欢迎光临" && board.display.text == "欢迎光临" })
+
+        clock.advance(to: try HallDayGatewayTests.shanghai("2026-12-01 17:00"))
+        // The Onbon controller gets its screen-off command (A3 00 … 02); the Modbus board, which has none, is blanked.
+        #expect(await eventually { !onbon.isScreenOn(address: 2) && board.display.mode == .blank })
+        #expect(onbon.received(address: 2).contains([0xA3, 0x00, 0x01, 0x00, 0x00, 0x02]))
+        #expect(await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.type == "hall.day.closed" } == true
+        })
+        let closed = try #require(try await gateway.outbox.entries(after: 0, limit: 1000).first { $0.type == "hall.day.closed" })
+        #expect(closed.json.contains(#""result":"done""#) && closed.json.contains("blanked: board-w05"), "\(closed.json)")
+
+        clock.advance(to: try HallDayGatewayTests.shanghai("2026-12-02 09:00"))
+        #expect(await eventually { onbon.isScreenOn(address: 2) && board.display.text == "欢迎光临" }, "on again at opening")
+        #expect(onbon.shown(address: 2) == "欢迎光临")
+        stop.stop()
+        await running.value
     }
 }
