@@ -272,6 +272,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             dropLink(error.message)
             return .linkLost(error.message)
         }
+        BusTap.record(outbox, config.id, .sent, request.bytes)
         let onWire = timing.wireTime(characters: request.bytes.count)
         lineFreeAt = writtenAt + onWire + timing.frameGap
         count(request.device) { $0.bytesSent += request.bytes.count }
@@ -317,6 +318,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
         let now = clock.now
         if timing.characterTime > .zero { bytes = echo.filter(bytes, at: now) }
+        BusTap.record(outbox, config.id, .received, bytes)
         let garbageBefore = decoder.discardedByteCount
         let checksumBefore = decoder.checksumFailureCount
         let frames: [Driver.Decoder.Frame]
