@@ -24,11 +24,17 @@ import Testing
         let host: String
         let port: String
         let replies: MQTTReplySubscriber
+        let log = CapturedLog()
 
-        init() async throws {
-            host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
-                                "run the tests through scripts/test-services.sh (a real mosquitto)")
-            port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
+        /// On the test services' broker, or on `broker` (a port on loopback).
+        init(broker: Int? = nil) async throws {
+            if let broker {
+                (host, port) = ("127.0.0.1", String(broker))
+            } else {
+                host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
+                                    "run the tests through scripts/test-services.sh (a real mosquitto)")
+                port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
+            }
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
             folder = try TemporaryDirectory()
@@ -56,7 +62,7 @@ import Testing
             let stop = self.stop
             running = Task { await gateway.run(until: stop) }
             let commands = try MQTTCommands(config: mqtt, gateway: gateway, commands: CommandCenter(gateway: gateway),
-                                            logger: CapturedLog().logger)
+                                            logger: log.logger)
             self.commands = commands
             serving = Task { try await commands.run() }
             try #require(await eventually { commands.isListening }, "the gateway did not subscribe to its command topic")
@@ -178,6 +184,35 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func aBrokerThatWentAwayIsReconnectedAndTheCommandTopicSubscribedAgain() async throws {
+        let broker = try CommandBroker()
+        try await broker.start()
+        let hall = try await Hall(broker: broker.port)
+        let address = "127.0.0.1:\(broker.port)"
+        #expect(await eventually {
+            hall.log.text.contains("mqtt commands \(address): taking commands on 'hall/\(hall.id)/commands'")
+        })
+
+        try await broker.stop()
+        #expect(await eventually { !hall.commands.isListening })
+        #expect(await eventually { hall.log.text.contains("mqtt commands \(address): connection lost, reconnecting") },
+                "\(hall.log.text)")
+        // The broker keeps no sessions (persistence off): the gateway must subscribe again by itself.
+        try await broker.start()
+        #expect(await eventually { hall.commands.isListening }, "\(hall.log.text)")
+        let replies = try await MQTTReplySubscriber(host: "127.0.0.1", port: String(broker.port),
+                                                    clientId: "\(hall.id)-results-2",
+                                                    topic: "hall/\(hall.id)/command-results")
+        try await hall.send(#"{"id": "q-1", "command": "call", "window": "5", "ticket": "A030"}"#)
+        let reply = try #require(try await replies.collect(1).first)
+        #expect(reply["requestId"] as? String == "q-1" && reply["status"] as? String == "done", "\(reply)")
+        #expect(hall.board.display.text == "请A030号到5号窗口")
+        let lines = hall.log.text.split(separator: "\n")
+        #expect(lines.count { $0.contains("connection lost") } == 1, "one line for the outage: \(hall.log.text)")
+        #expect(lines.count { $0.contains("cannot connect, retrying") } <= 1, "not one per attempt: \(hall.log.text)")
+        try await hall.stopAll()
+    }
+
     @Test func theTopicsDefaultToTheHallsAndABadTopicIsReported() throws {
         let folder = try TemporaryDirectory()
         let base = """
@@ -230,5 +265,70 @@ final class MQTTReplySubscriber: Sendable {
         return try taken.map { line in
             try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
         }
+    }
+}
+
+/// A mosquitto of the test's own on a free loopback port, without persistence, killed and started again at will.
+final class CommandBroker: @unchecked Sendable {
+    let folder: TemporaryDirectory
+    let port: Int
+    private var process: ChildProcess?
+
+    init() throws {
+        folder = try TemporaryDirectory()
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(socket >= 0)
+        defer { close(socket) }
+        var address = Self.loopback(port: 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
+            }
+        }
+        try #require(named)
+        port = Int(UInt16(bigEndian: address.sin_port))
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+            .write(toFile: folder.file("mosquitto.conf"), atomically: true, encoding: .utf8)
+    }
+
+    deinit {
+        if let process, process.process.isRunning { kill(process.process.processIdentifier, SIGKILL) }
+    }
+
+    func start() async throws {
+        let process = try ChildProcess("/usr/sbin/mosquitto", ["-c", folder.file("mosquitto.conf")])
+        self.process = process
+        let port = port
+        _ = await eventually(timeout: .seconds(10)) { Self.accepts(port: port) || !process.process.isRunning }
+        try #require(Self.accepts(port: port), "mosquitto does not listen on 127.0.0.1:\(port)")
+    }
+
+    /// SIGKILL: a crash, as far as its clients can tell (and SIGTERM may be blocked in the child's signal mask).
+    func stop() async throws {
+        let process = try #require(process)
+        kill(process.process.processIdentifier, SIGKILL)
+        _ = try await process.wait(timeout: .seconds(10))
+        self.process = nil
+    }
+
+    private static func accepts(port: Int) -> Bool {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { return false }
+        defer { close(socket) }
+        var address = loopback(port: port)
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        } == 0
+    }
+
+    private static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return address
     }
 }
