@@ -45,6 +45,8 @@ public struct LocalAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: await metrics.render(gateway: gateway))))
         }
         v1.get("/devices") { _, _ in DeviceList(devices: await gateway.deviceStates().map(DeviceView.init)) }
+        addCheckRoutes(v1)
+        addTraceRoutes(v1)
         v1.get("/events") { request, _ in try await events(request) }
         v1.post("/windows/:window/call") { request, context in
             let body = try await Self.body(TicketBody.self, request, context)

@@ -186,6 +186,37 @@ struct DaemonClient: Sendable {
         }
     }
 
+    /// `GET path` answered as a stream of lines (JSON Lines), each handed to `onLine` as it arrives; returns when
+    /// the daemon ends the answer.
+    func streamLines(_ path: String, timeout: TimeAmount, _ onLine: (String) async throws -> Void) async throws {
+        if disabled {
+            throw DaemonError(kind: .unreachable, description: "the configuration turns the local API off (api: off)")
+        }
+        var request = HTTPClientRequest(url: baseURL + path)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        let response: HTTPClientResponse
+        do {
+            response = try await Self.http.execute(request, timeout: timeout)
+        } catch {
+            throw DaemonError(kind: .unreachable, description: Self.unreachable(baseURL, error))
+        }
+        guard response.status.code == 200 else {
+            let body = (try? await response.body.collect(upTo: 1 << 16)).map { Data($0.readableBytesView) } ?? Data()
+            throw DaemonError(kind: response.status.code == 401 ? .unauthorized : .refused,
+                              description: "\(baseURL)\(path): \(response.status.code) \(Self.problem(body))",
+                              status: Int(response.status.code))
+        }
+        var pending: [UInt8] = []
+        for try await chunk in response.body {
+            pending += chunk.readableBytesView
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                try await onLine(line)
+            }
+        }
+    }
+
     private func decode<Body: Decodable>(_ data: Data, as type: Body.Type, path: String) throws(DaemonError) -> Body {
         do {
             return try Self.jsonDecoder.decode(type, from: data)

@@ -99,6 +99,32 @@ public enum WireInspector {
         }
     }
 
+    /// The streams of a bus: what the gateway writes and what it reads, from its transport and, on a serial line,
+    /// the protocol its devices' profiles speak.
+    public static func streams(transport: BusConfig.Transport, lineProtocol: LineProtocol?) -> (sent: Stream, received: Stream) {
+        switch transport {
+        case .modbusRTU: return (.modbusRTURequests, .modbusRTUResponses)
+        case .modbusTCP: return (.modbusTCPRequests, .modbusTCPResponses)
+        case .serial:
+            switch lineProtocol {
+            case .escPos: return (.escPosCommands, .escPosStatus)
+            case .onbon: return (.onbon, .onbon)
+            case .qsystem: return (.qsystemBoard, .qsystemBox)
+            case .ff68, nil: return (.ff68, .ff68)
+            }
+        }
+    }
+
+    /// The streams of bus `id` in `config`, its profiles read from `library` (nil: no such bus).
+    public static func streams(bus id: String, config: GatewayConfig, library: ProfileLibrary)
+        -> (sent: Stream, received: Stream)?
+    {
+        guard let bus = config.buses.first(where: { $0.id == id }) else { return nil }
+        let lineProtocol = config.devices.lazy.filter { $0.bus == id }
+            .compactMap { try? library.load(named: $0.profile).profile.lineProtocol }.first
+        return streams(transport: bus.transport, lineProtocol: lineProtocol)
+    }
+
     /// Bytes written as hex pairs, with or without spaces, commas or `0x` prefixes; nil if any pair is not hex.
     public static func bytes(fromHex text: String) -> [UInt8]? {
         let cleaned = text.replacingOccurrences(of: "0x", with: "").replacingOccurrences(of: "0X", with: "")

@@ -1,0 +1,103 @@
+import ArgumentParser
+import DeviceGateway
+import Foundation
+import NIOCore
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "The pre-opening check (设备检查): every device answers, printers have paper, outbox and sinks healthy.",
+        discussion: """
+            Asks the running gateway to run the check it runs before opening each day (one implementation: \
+            POST /v1/check) and prints a summary: a line per device, the sinks, the outbox, then every problem in \
+            words. Exit status 0 when all is well, 1 when anything failed (a device silent, a printer out of paper, \
+            a sink failing, the outbox not writable), 2 for a broken configuration, 3 when the gateway is not \
+            running: the check needs its view of the devices (start it, then check again), so a systemd timer can \
+            tell "hall not ready" from "gateway down".
+            """)
+
+    @OptionGroup var daemon: DaemonOptions
+
+    @Flag(help: "The report as JSON.")
+    var json = false
+
+    func run() async throws {
+        let hall = try daemon.load()
+        let client = hall.client()
+        let report: CheckReport
+        do {
+            report = try await client.post("/v1/check", json: [String: String](), as: CheckReport.self, timeout: .seconds(60))
+        } catch {
+            printError(error.kind == .unreachable
+                ? "\(error.description); the check needs the running gateway (systemctl start hall-gateway, or gatewayd run)"
+                : error.description)
+            throw ExitCode(error.kind == .unreachable ? CLIExit.daemonUnreachable : CLIExit.failed)
+        }
+        if json {
+            try Output.printJSON(report)
+        } else {
+            show(report, hall: hall)
+        }
+        if !report.passed { throw ExitCode(CLIExit.failed) }
+    }
+
+    private func show(_ report: CheckReport, hall: HallContext) {
+        func verdict(_ passed: Bool) -> String { passed ? "ok" : "FAIL" }
+        var rows = [["", "what", "where", "state", "detail"]]
+        for device in report.devices {
+            rows.append([verdict(device.passed), device.device + (device.role.map { " (\($0))" } ?? ""),
+                         StatusCommand.busLabel(device.bus, hall: hall), device.state, device.detail ?? ""])
+        }
+        for sink in report.sinks {
+            let last = sink.lastSuccessAt.map { "last delivery \($0)" } ?? "nothing delivered yet"
+            rows.append([verdict(sink.passed), "sink \(sink.sink)", "", "backlog \(sink.backlog)",
+                         sink.passed ? last : (sink.lastError ?? "")])
+        }
+        rows.append([verdict(report.outbox.passed), "outbox", hall.outboxPath, "", report.outbox.detail])
+        let lines = Output.table(rows) { row, column, cell in
+            if row == 0 { return .bold }
+            guard column == 0 else { return nil }
+            return cell == "ok" ? .green : .red
+        }
+        for line in lines { print(line) }
+        print("")
+        if report.passed {
+            print(Output.paint("PASSED", .green) + ": \(report.devicesAnswering) of \(report.devicesChecked) devices answer, "
+                + "printers have paper, outbox and sinks healthy")
+        } else {
+            print(Output.paint("FAILED", .red) + ": \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"), "
+                + "\(report.devicesAnswering) of \(report.devicesChecked) devices answer")
+            for problem in report.problems { print("  - \(problem)") }
+        }
+    }
+}
+
+/// `POST /v1/check` as the CLI reads it.
+struct CheckReport: Codable {
+    struct Device: Codable {
+        var device: String
+        var bus: String
+        var role: String?
+        var state: String
+        var passed: Bool
+        var detail: String?
+    }
+    struct Sink: Codable {
+        var sink: String
+        var backlog: Int
+        var lastSuccessAt: String?
+        var lastError: String?
+        var passed: Bool
+    }
+    struct Outbox: Codable {
+        var passed: Bool
+        var detail: String
+    }
+    var passed: Bool
+    var problems: [String]
+    var devicesChecked: Int
+    var devicesAnswering: Int
+    var devices: [Device]
+    var sinks: [Sink]
+    var outbox: Outbox
+}
