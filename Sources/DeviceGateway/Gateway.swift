@@ -113,7 +113,7 @@ public final class Gateway: Service {
             }
             await withTaskGroup(of: Void.self) { busGroup in
                 for bus in buses {
-                    busGroup.addTask { await bus.run(until: stop) }
+                    busGroup.addTask(executorPreference: bus.preferredTaskExecutor) { await bus.run(until: stop) }
                 }
                 if let hallDay = config.hallDay, let hours = hallDay.hours {
                     let day = HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening,

@@ -7,6 +7,8 @@ import Synchronization
 public protocol Bus: Actor {
     /// The bus's configuration.
     nonisolated var config: BusConfig { get }
+    /// The task executor the task running the bus should prefer (see `LinkOpener.preferredTaskExecutor`).
+    nonisolated var preferredTaskExecutor: (any TaskExecutor)? { get }
     /// Polls until `stop` fires (or the task is cancelled); what was read is committed before it returns.
     func run(until stop: StopSignal) async
     /// Carries out a command on one of the bus's devices.
@@ -29,6 +31,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     public nonisolated let config: BusConfig
     private let opener: any LinkOpener
+    public nonisolated var preferredTaskExecutor: (any TaskExecutor)? { preferredExecutor }
+    private nonisolated let preferredExecutor: (any TaskExecutor)?
     private let clock: any BusClock
     private let timing: LineTiming
     private var driver: Driver
@@ -66,6 +70,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 driver: Driver, pollIntervals: [String: Duration?] = [:], outbox: Outbox, logger: Logger,
                 onCommit: @escaping BusCommitter.Observer) {
         executor = opener.executor
+        preferredExecutor = opener.preferredTaskExecutor
         self.config = config
         self.opener = opener
         self.clock = clock

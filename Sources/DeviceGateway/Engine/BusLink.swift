@@ -33,8 +33,16 @@ public protocol LinkOpener: Sendable {
     /// The executor the bus's engine runs on: a thread of its own where the link blocks, the event loop of a
     /// non-blocking one.
     var executor: any SerialExecutor { get }
+    /// Where the task that runs the bus should prefer to run its nonisolated work, if anywhere: a reply then
+    /// resumes it where the link's events come from, with no hop through the global pool.
+    var preferredTaskExecutor: (any TaskExecutor)? { get }
     /// Opens the link (again).
     nonisolated(nonsending) func open() async throws(GatewayError) -> any BusLink
+}
+
+extension LinkOpener {
+    /// None by default: a blocking link's thread is the bus's executor already.
+    public var preferredTaskExecutor: (any TaskExecutor)? { nil }
 }
 
 /// Time as a bus sees it: the machine's, or a virtual one that tests drive.

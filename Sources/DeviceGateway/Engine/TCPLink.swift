@@ -32,6 +32,8 @@ public struct TCPLinkOpener: LinkOpener {
     /// nonisolated work, and that of default actors it calls, then runs on the loop too: none of it may block.
     public var taskExecutor: any TaskExecutor { loopTaskExecutor }
 
+    public var preferredTaskExecutor: (any TaskExecutor)? { loopTaskExecutor }
+
     /// The one loop every TCP bus shares unless given a group: one thread however many connections.
     ///
     /// Created on first use and never shut down: it lives as long as the process, like the buses that reconnect
