@@ -359,4 +359,34 @@ import Testing
         stop.stop()
         await running.value
     }
+
+    @Test func aModbusPadsStaffIsItsRegistersAndItsNextRatingTakesTheRequestedTicket() throws {
+        let loaded = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-evaluator-3key")
+        let profile = try #require({ if case .modbusEvaluator(let profile) = loaded { profile } else { nil } }())
+        let device = DeviceConfig(id: "eval-w05", profile: "modbus-evaluator-3key", bus: "line-a", address: 4, window: "5")
+        let driver = ModbusEvaluatorDriver(device: device, profile: profile, hallId: "test-hall")
+        // "S0517" in registers 8-15, ASCII, high byte first, NUL-padded.
+        #expect(try driver.prepare(.setStaff("S0517")) == [.init(start: 8, values: [0x5330, 0x3531, 0x3700, 0, 0, 0, 0, 0])])
+        #expect(throws: GatewayError.self) { try driver.prepare(.setStaff("a staff id far too long for it")) }
+        #expect(throws: GatewayError.self) { try driver.prepare(.call(ticket: "A1", window: "5")) }
+        #expect(try driver.prepare(.requestRating(ticket: "B012")) == [], "this register map has no prompt register")
+        #expect(driver.pendingTicket == "B012")
+
+        var registers = [UInt16](repeating: 0, count: 32)
+        registers[0] = 0b11
+        (registers[3], registers[4]) = (0, 7)
+        registers.replaceSubrange(8..<11, with: [0x5330, 0x3531, 0x3700])
+        // No new rating yet: the ticket waits.
+        let idle = driver.interpret(registers: registers, cursor: nil, at: Date())
+        #expect(idle.events.isEmpty && driver.pendingTicket == "B012")
+        registers[1] = 2
+        (registers[16], registers[17]) = (1, 2)
+        let read = driver.interpret(registers: registers, cursor: idle.cursor, at: Date())
+        let ratings = read.events.compactMap { event -> RatingSubmitted? in
+            if case .rating(let rating) = event.data { rating } else { nil }
+        }
+        #expect(ratings.map(\.ticket) == ["B012", nil], "the first new rating is the ticket's, the next is not")
+        #expect(ratings.map(\.staffId) == ["S0517", "S0517"])
+        #expect(driver.pendingTicket == nil)
+    }
 }

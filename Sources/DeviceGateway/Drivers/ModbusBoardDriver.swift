@@ -10,6 +10,12 @@ public struct ModbusBoardDriver: Sendable {
     public struct RegisterWrite: Sendable, Equatable {
         public var start: Int
         public var values: [UInt16]
+
+        /// A write of `values` from register `start`.
+        public init(start: Int, values: [UInt16]) {
+            self.start = start
+            self.values = values
+        }
     }
 
     /// A command checked and turned into its text and mode writes; the counter is chosen when it is written.
