@@ -76,10 +76,16 @@ public final class MQTTCommands: Service, Sendable {
     /// commands under way finish and publish their results, and disconnects.
     public func run() async throws {
         let incoming = self.incoming
+        let logger = self.logger
         // Weak: the client keeps its handlers, and this object keeps the client.
         client.subscribe(commandTopic, onListening: { [weak self] granted in
             self?.listening(granted)
-        }, onMessage: { message in incoming.yield(message) })
+        }, onMessage: { message in
+            // libmosquitto acknowledged it already: say so rather than drop it unseen.
+            if case .terminated = incoming.yield(message) {
+                logger.warning("mqtt commands: a command came on '\(message.topic)' as the gateway stops; it is not run")
+            }
+        })
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 await serve()
