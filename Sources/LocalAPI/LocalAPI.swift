@@ -45,6 +45,7 @@ public struct LocalAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: await metrics.render(gateway: gateway))))
         }
         v1.get("/devices") { _, _ in DeviceList(devices: await gateway.deviceStates().map(DeviceView.init)) }
+        addTechnicianRoutes(v1)
         addCheckRoutes(v1)
         addTraceRoutes(v1)
         v1.get("/events") { request, _ in try await events(request) }

@@ -210,7 +210,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
         return String(format: "(CRC over all of them: expected %04X, found %04X)", crc, found)
     }
 
-    private static func openSerial(_ settings: SerialSettings) throws(ModbusDirectError) -> SerialLine {
+    static func openSerial(_ settings: SerialSettings) throws(ModbusDirectError) -> SerialLine {
         if access(settings.port, F_OK) == 0, access(settings.port, R_OK | W_OK) != 0, errno == EACCES {
             var info = stat()
             var group = "dialout"
@@ -272,7 +272,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
             received: received)
     }
 
-    private static func connect(host: String, port: Int, timeout: Duration) throws(ModbusDirectError) -> Int32 {
+    static func connect(host: String, port: Int, timeout: Duration) throws(ModbusDirectError) -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

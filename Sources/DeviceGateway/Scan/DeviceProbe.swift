@@ -1,0 +1,449 @@
+public import Foundation
+import Protocols
+
+/// One request of a probe and what came back: bytes in hex and in words.
+public struct ProbeStep: Sendable, Codable, Equatable {
+    /// What the request is for (`poll`, `status-4`, `show-text`, `listen` …).
+    public var purpose: String
+    /// The request in hex, empty for listening.
+    public var sent: String
+    /// The request in words.
+    public var sentWords: [String]
+    /// What arrived, in hex.
+    public var received: String
+    /// What arrived, in words (and the reason for every byte run that was no frame).
+    public var receivedWords: [String]
+    /// `answered`, `sent` (no answer expected), `refused: …`, `no answer within N ms`, `heard` (listening).
+    public var outcome: String
+    /// From the request's last byte to the answer's, in ms.
+    public var latencyMs: Double?
+
+    /// Creates a step.
+    public init(purpose: String, sent: String, sentWords: [String], received: String, receivedWords: [String],
+                outcome: String, latencyMs: Double? = nil) {
+        self.purpose = purpose
+        self.sent = sent
+        self.sentWords = sentWords
+        self.received = received
+        self.receivedWords = receivedWords
+        self.outcome = outcome
+        self.latencyMs = latencyMs
+    }
+}
+
+/// What a probe or a device test found: the device, each exchange, the events its answers make.
+public struct ProbeReport: Sendable, Codable, Equatable {
+    /// The device id, its profile and bus.
+    public var device: String
+    public var profile: String
+    public var bus: String
+    /// Where the bus goes: `/dev/ttyUSB0 at 9600 8N1` or `host:port`.
+    public var line: String
+    /// How the probe went: `through the running daemon`, or `port opened directly`.
+    public var via: String
+    /// Each exchange.
+    public var steps: [ProbeStep]
+    /// The events the answers make, one line each as `gatewayd events` shows them.
+    public var events: [String]
+    /// Whether the device answered every request that expects an answer.
+    public var answered: Bool
+    /// A printer's condition (`online`, `paper-out`, `cover-open` …) when the device is a printer that answered.
+    public var printerState: String?
+    /// Every condition a printer reports.
+    public var printerConditions: [String]?
+    /// What went wrong, if anything: a refusal, a command the device cannot take, no answer.
+    public var problem: String?
+    /// A Modbus device's last poll answer read through its profile: status, counters, staff, last keys, readings.
+    public var reading: [String]?
+
+    /// Creates a report.
+    public init(device: String, profile: String, bus: String, line: String, via: String, steps: [ProbeStep],
+                events: [String], answered: Bool, printerState: String? = nil, printerConditions: [String]? = nil,
+                problem: String? = nil) {
+        self.device = device
+        self.profile = profile
+        self.bus = bus
+        self.line = line
+        self.via = via
+        self.steps = steps
+        self.events = events
+        self.answered = answered
+        self.printerState = printerState
+        self.printerConditions = printerConditions
+        self.problem = problem
+    }
+}
+
+/// Talks to one configured device through its profile's driver, on a port the caller opens directly (the daemon is
+/// not running): polls it once, optionally carries out a command, optionally listens. Blocking: call it from a
+/// thread of its own, never the cooperative pool.
+///
+/// Nothing is acknowledged to the device: a probe must not take a rating the daemon has not committed.
+public enum DeviceProbe {
+    /// Probes `deviceId` of `config`: a poll, then `command` and a second poll if given, then `listen` if given.
+    public static func run(
+        device deviceId: String, config: GatewayConfig, library: ProfileLibrary, command: HallCommand? = nil,
+        listen: Duration? = nil
+    ) throws(GatewayError) -> ProbeReport {
+        guard let device = config.devices.first(where: { $0.id == deviceId }) else {
+            let known = config.devices.map(\.id).joined(separator: ", ")
+            throw GatewayError(.profileMismatch, "no device '\(deviceId)' in the configuration (devices: \(known))")
+        }
+        guard let bus = config.buses.first(where: { $0.id == device.bus }) else {
+            throw GatewayError(.profileMismatch, "\(deviceId): no bus '\(device.bus)' in the configuration")
+        }
+        let profile: DeviceProfile
+        do { profile = try library.profile(named: device.profile) } catch {
+            throw GatewayError(.profileMismatch, error.description)
+        }
+        var session = Session(device: device, bus: bus, profile: profile, hallId: config.hall.id,
+                              timeZone: config.hall.timeZone, command: command, listen: listen)
+        let hallId = config.hall.id
+        switch (bus.transport, profile) {
+        case (.modbusRTU, .modbusEvaluator(let pad)), (.modbusTCP, .modbusEvaluator(let pad)):
+            var driver = ModbusDriver(members: [(device, .pad(pad))], framing: session.framing, hallId: hallId,
+                                      pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
+            return try session.run(&driver)
+        case (.modbusRTU, .modbusBoard(let board)), (.modbusTCP, .modbusBoard(let board)):
+            var driver = ModbusDriver(members: [(device, .board(board))], framing: session.framing, hallId: hallId,
+                                      pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
+            return try session.run(&driver)
+        case (.serial, .printer(let printer)):
+            var driver = PrinterDriver(device: device, profile: printer, hallId: hallId)
+            return try session.run(&driver)
+        case (.serial, .onbonBoard(let board)):
+            var driver = OnbonDriver(members: [(device, board)], hallId: hallId)
+            return try session.run(&driver)
+        case (.serial, .ff68Evaluator(let pad)):
+            var driver = FF68Driver(members: [(device, .evaluator(pad))], hallId: hallId)
+            return try session.run(&driver)
+        case (.serial, .ff68Caller(let caller)):
+            var driver = FF68Driver(members: [(device, .caller(caller))], hallId: hallId)
+            return try session.run(&driver)
+        case (.serial, .qsystemBox(let box)):
+            var driver = QSystemDriver(members: [(device, .box(box))], hallId: hallId)
+            return try session.run(&driver)
+        case (.serial, .qsystemBoard(let board)):
+            var driver = QSystemDriver(members: [(device, .board(board))], hallId: hallId)
+            return try session.run(&driver)
+        default:
+            throw GatewayError(.profileMismatch, "\(deviceId): \(profile.model) does not speak bus \(bus.id)'s protocol")
+        }
+    }
+
+    /// How a bus is described in reports.
+    public static func describe(_ transport: BusConfig.Transport) -> String {
+        switch transport {
+        case .modbusRTU(let settings), .serial(let settings): "\(settings.port) at \(settings.lineName)"
+        case .modbusTCP(let host, let port): "\(host):\(port)"
+        }
+    }
+
+    /// One probe's state: the line, the report being written.
+    struct Session {
+        let device: DeviceConfig
+        let bus: BusConfig
+        let profile: DeviceProfile
+        let hallId: String
+        let timeZone: TimeZone
+        let command: HallCommand?
+        let listen: Duration?
+
+        var framing: ModbusFraming {
+            if case .modbusTCP = bus.transport { return .tcp }
+            return .rtu
+        }
+
+        /// The inspector streams for what the host sends and what the device answers.
+        var streams: (sent: WireInspector.Stream, received: WireInspector.Stream) {
+            switch (bus.transport, profile.lineProtocol) {
+            case (.modbusTCP, _): (.modbusTCPRequests, .modbusTCPResponses)
+            case (.modbusRTU, _): (.modbusRTURequests, .modbusRTUResponses)
+            case (_, .escPos): (.escPosCommands, .escPosStatus)
+            case (_, .onbon): (.onbon, .onbon)
+            case (_, .ff68): (.ff68, .ff68)
+            case (_, .qsystem): (.qsystemBoard, .qsystemBox)
+            case (.serial, nil): (.modbusRTURequests, .modbusRTUResponses)
+            }
+        }
+
+        mutating func run<Driver: BusDriver>(_ driver: inout Driver) throws(GatewayError) -> ProbeReport {
+            let line = try DirectLine(transport: bus.transport)
+            defer { line.close() }
+            driver.lineOpened()
+            var decoder = driver.makeDecoder()
+            var report = ProbeReport(
+                device: device.id, profile: device.profile, bus: bus.id, line: DeviceProbe.describe(bus.transport),
+                via: "port opened directly (no daemon running)", steps: [], events: [], answered: true)
+            var events: [CloudEvent] = []
+
+            func exchange(_ request: LineRequest) {
+                if request.discardsStaleInput { line.discardInput() }
+                var step = ProbeStep(
+                    purpose: request.purpose, sent: WireInspector.hex(request.bytes),
+                    sentWords: Self.words(request.bytes, streams.sent), received: "", receivedWords: [], outcome: "sent")
+                do { try line.write(request.bytes) } catch {
+                    step.outcome = "write failed: \(error.message)"
+                    report.answered = false
+                    report.steps.append(step)
+                    return
+                }
+                let written = ContinuousClock.now + line.wireTime(request.bytes.count)
+                guard request.expectsAnswer else {
+                    // Let the bytes leave before the next request (a ticket is long at 9600 baud).
+                    Thread.sleep(forTimeInterval: max(0, DeviceProbe.seconds(written - ContinuousClock.now)))
+                    report.steps.append(step)
+                    return
+                }
+                let deadline = written + bus.responseTimeout
+                var received: [UInt8] = []
+                var done = false
+                while !done, ContinuousClock.now < deadline {
+                    let bytes = (try? line.read(timeout: deadline - ContinuousClock.now)) ?? []
+                    if bytes.isEmpty { continue }
+                    received += bytes
+                    for frame in decoder.decode(bytes) {
+                        let reaction = driver.handle(frame, inFlight: request, at: Date())
+                        events += reaction.events
+                        if let refusal = reaction.refusal {
+                            step.outcome = "refused: \(refusal)"
+                            report.problem = report.problem ?? "\(device.id) refused \(request.purpose): \(refusal)"
+                            done = true
+                        } else if reaction.answersRequest {
+                            step.outcome = "answered"
+                            done = true
+                        }
+                    }
+                }
+                step.latencyMs = done ? DeviceProbe.milliseconds(max(.zero, ContinuousClock.now - written)) : nil
+                step.received = WireInspector.hex(received)
+                step.receivedWords = Self.words(received, streams.received)
+                if done, let registers = Self.registers(in: received, framing: framing),
+                   let start = Self.readStart(of: request.bytes, framing: framing) {
+                    let lines = ProfileReading.describe(profile, registers: registers, start: start)
+                    if !lines.isEmpty { report.reading = lines }
+                }
+                if !done {
+                    step.outcome = "no answer within \(DeviceProbe.milliseconds(bus.responseTimeout)) ms"
+                    report.answered = false
+                    report.problem = report.problem ?? "no answer from \(device.id) (address \(device.address)) on "
+                        + "\(report.line) within \(Int(DeviceProbe.milliseconds(bus.responseTimeout))) ms: check wiring "
+                        + "A/B, baud, address, termination"
+                    line.discardInput()
+                }
+                report.steps.append(step)
+                // The silence before the next frame (3.5 characters on Modbus RTU, and a little for any device).
+                Thread.sleep(forTimeInterval: max(0.002, DeviceProbe.seconds(line.wireTime(4))))
+            }
+
+            let polls = driver.pollRequests(for: device)
+            for request in polls { exchange(request) }
+            if let command {
+                do {
+                    for request in try driver.requests(for: command, to: device) { exchange(request) }
+                    // A second poll shows what the device made of it (a board's acknowledgement, a printer's paper).
+                    for request in driver.pollRequests(for: device) { exchange(request) }
+                } catch {
+                    report.problem = error.message
+                    report.answered = false
+                }
+            }
+            if let listen {
+                var step = ProbeStep(purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
+                                     outcome: "heard")
+                var received: [UInt8] = []
+                let end = ContinuousClock.now + listen
+                while ContinuousClock.now < end {
+                    let bytes = (try? line.read(timeout: end - ContinuousClock.now)) ?? []
+                    received += bytes
+                    for frame in decoder.decode(bytes) {
+                        events += driver.handle(frame, inFlight: nil, at: Date()).events
+                    }
+                }
+                step.received = WireInspector.hex(received)
+                step.receivedWords = Self.words(received, streams.received)
+                if received.isEmpty { step.outcome = "nothing heard in \(DeviceProbe.seconds(listen)) s" }
+                report.steps.append(step)
+            }
+            if polls.isEmpty, listen == nil, command == nil {
+                report.problem = "\(device.id) (\(profile.model)) is not polled: it speaks when used; listen for it"
+            }
+            report.events = events.map { EventSummary.line($0, timeZone: timeZone) }
+            for event in events {
+                if case .printerStatus(let status) = event.data {
+                    report.printerState = status.state
+                    report.printerConditions = status.conditions
+                }
+            }
+            return report
+        }
+
+        /// The registers of a read-holding answer among `bytes`, if one is there.
+        static func registers(in bytes: [UInt8], framing: ModbusFraming) -> [UInt16]? {
+            let responses: [ModbusMessage] = switch framing {
+            case .rtu:
+                { var decoder = ModbusRTUDecoder(role: .client); return decoder.decode(bytes).map(\.message) }()
+            case .tcp:
+                { var decoder = ModbusTCPDecoder(role: .client); return decoder.decode(bytes).map(\.message) }()
+            }
+            for case .response(.readHoldingRegisters(let values)) in responses { return values }
+            return nil
+        }
+
+        /// The first register a read-holding request asks for.
+        static func readStart(of request: [UInt8], framing: ModbusFraming) -> Int? {
+            let pdu = framing == .tcp ? ModbusTCPFrame.headerLength : 1
+            guard request.count >= pdu + 3, request[pdu] == 0x03 else { return nil }
+            return Int(request[pdu + 1]) << 8 | Int(request[pdu + 2])
+        }
+
+        static func words(_ bytes: [UInt8], _ stream: WireInspector.Stream) -> [String] {
+            guard !bytes.isEmpty else { return [] }
+            return WireInspector.inspect(bytes, as: stream).items.map { item in
+                item.frame ?? "\(item.bytes.count) bytes rejected: \(item.rejected ?? "not a frame")"
+            }
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        ((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15) * 10).rounded() / 10
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}
+
+/// A bus's line opened directly and used synchronously: a serial line, or a blocking TCP socket.
+final class DirectLine {
+    private let serial: SerialLine?
+    private let socket: Int32
+    private let settings: SerialSettings?
+
+    init(transport: BusConfig.Transport) throws(GatewayError) {
+        switch transport {
+        case .modbusRTU(let settings), .serial(let settings):
+            do {
+                serial = try ModbusDirectClient.openSerial(settings)
+            } catch {
+                throw GatewayError(.portUnavailable, error.message)
+            }
+            self.settings = settings
+            socket = -1
+        case .modbusTCP(let host, let port):
+            do {
+                socket = try ModbusDirectClient.connect(host: host, port: port, timeout: .seconds(2))
+            } catch {
+                throw GatewayError(.portUnavailable, error.message)
+            }
+            serial = nil
+            settings = nil
+        }
+    }
+
+    func wireTime(_ characters: Int) -> Duration { settings?.wireTime(characters: characters) ?? .zero }
+
+    func write(_ bytes: [UInt8]) throws(GatewayError) {
+        if let serial { return try serial.write(bytes) }
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes[offset...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else {
+                throw GatewayError(.portUnavailable, "write failed: \(String(cString: strerror(errno)))")
+            }
+            offset += count
+        }
+    }
+
+    func read(timeout: Duration) throws(GatewayError) -> [UInt8] {
+        if let serial { return try serial.read(timeout: timeout) }
+        var entry = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(clamping: Int(DeviceProbe.milliseconds(timeout).rounded(.up)))
+        guard poll(&entry, 1, max(1, milliseconds)) > 0 else { return [] }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let count = recv(socket, &buffer, buffer.count, 0)
+        if count == 0 { throw GatewayError(.portUnavailable, "the connection was closed") }
+        return count > 0 ? Array(buffer[0..<count]) : []
+    }
+
+    func discardInput() { serial?.discardInput() }
+
+    func close() {
+        serial?.close()
+        if socket >= 0 { Glibc.close(socket) }
+    }
+}
+
+/// A Modbus device's poll answer read through its profile: the named registers in words.
+enum ProfileReading {
+    /// What the registers of a poll (`block` read from `start`) say, one line per field; empty for other families.
+    static func describe(_ profile: DeviceProfile, registers: [UInt16], start: Int) -> [String] {
+        func value(_ address: Int) -> UInt16? {
+            let index = address - start
+            return registers.indices.contains(index) ? registers[index] : nil
+        }
+        func text(_ range: RegisterRange) -> String {
+            let words = (range.start..<range.end).compactMap(value)
+            let bytes = RegisterText.bytes(from: words).prefix { $0 != 0 }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        switch profile {
+        case .modbusEvaluator(let pad):
+            var lines: [String] = []
+            if let status = value(pad.statusRegister) {
+                let ready = status & (1 << pad.onlineBit) != 0
+                lines.append(String(format: "status 0x%04X: %@", status, ready ? "ready" : "NOT READY"))
+            }
+            if let counter = value(pad.counterRegister) { lines.append("ratings since power-up: \(counter)") }
+            if let high = value(pad.bootIdRegister), let low = value(pad.bootIdRegister + 1) {
+                lines.append(String(format: "boot id 0x%04X%04X", high, low))
+            }
+            let staff = text(pad.staffId)
+            lines.append("staff shown: \(staff.isEmpty ? "none" : staff)")
+            if let counter = value(pad.counterRegister), counter > 0 {
+                // The ring holds the last keys: rating n at start + (n - 1) mod count.
+                let count = min(Int(counter), pad.keyRing.count, 5)
+                let keys = (0..<count).compactMap { back -> String? in
+                    let n = Int(counter) - back
+                    guard let code = value(pad.keyRing.start + (n - 1) % pad.keyRing.count) else { return nil }
+                    let label = pad.scale.keys.first { $0.code == Int(code) }?.label ?? "unknown key"
+                    return "\(label) (\(code))"
+                }
+                lines.append("last keys, newest first: " + keys.joined(separator: ", "))
+            }
+            return lines
+        case .modbusBoard(let board):
+            var lines: [String] = []
+            if let status = value(board.statusRegister) {
+                let ready = status & (1 << board.readyBit) != 0
+                let faults = board.faultBits.filter { status & (1 << $0.bit) != 0 }.map(\.name)
+                lines.append(String(format: "status 0x%04X: %@", status, ready ? "in service" : "NOT IN SERVICE")
+                             + (faults.isEmpty ? "" : ", faults: " + faults.joined(separator: ", ")))
+            }
+            if let mode = value(board.modeRegister) {
+                let name = [board.modes.clear: "blank", board.modes.show: "steady", board.modes.blink: "blinking"][Int(mode)]
+                lines.append("mode \(mode) (\(name ?? "unknown"))")
+            }
+            if let command = value(board.commandRegister), let acknowledged = value(board.acknowledgeRegister) {
+                lines.append("command \(command), acknowledged \(acknowledged)"
+                             + (command == acknowledged ? "" : ": NOT YET ON THE DISPLAY"))
+            }
+            for reading in board.readings {
+                let first = Int(reading.field.address) - start
+                guard first >= 0, first + reading.field.registerCount <= registers.count,
+                      let decoded = try? reading.field.decode(from: registers, blockStart: UInt16(start))
+                else { continue }
+                let shown = switch decoded {
+                case .integer(let number): "\(number)"
+                case .real(let number): String(format: "%.1f", number)
+                case .flag(let flag): flag ? "on" : "off"
+                case .text(let text): text
+                }
+                lines.append("\(reading.name): \(shown) \(reading.unit)")
+            }
+            return lines
+        default:
+            return []
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import DeviceGateway
+import Foundation
+public import Hummingbird
+import NIOCore
+
+/// The technician's routes: `gatewayd probe`, `display test`, `printer test|status` and `pad test` while the daemon
+/// owns the ports. They answer with the same report the CLI prints when it opens a port itself.
+extension LocalAPI {
+    func addTechnicianRoutes(_ v1: RouterGroup<BasicRequestContext>) {
+        v1.post("/devices/:device/probe") { _, context in
+            try await daemonView(of: try knownDevice(context))
+        }
+        v1.post("/devices/:device/test") { request, context in
+            let device = try knownDevice(context)
+            // The body is optional: no text means the default test text.
+            var request = request
+            let buffer = try await request.collectBody(upTo: 1 << 16)
+            let text = buffer.readableBytes == 0 ? nil
+                : try JSONDecoder().decode(TestRequest.self, from: Data(String(buffer: buffer).utf8)).text
+            return try await test(device, text: text)
+        }
+        v1.get("/devices/:device/printer-status") { _, context in
+            let device = try knownDevice(context)
+            guard gateway.roles[device.id] == .printer else {
+                throw Problem(.conflict, "\(device.id) is not a ticket printer (\(device.profile))")
+            }
+            return try await daemonView(of: device)
+        }
+    }
+
+    private func knownDevice(_ context: BasicRequestContext) throws -> DeviceConfig {
+        let id = try context.parameters.require("device")
+        guard let device = gateway.config.devices.first(where: { $0.id == id }) else {
+            throw Problem(.notFound, "no device '\(id)' in this gateway's configuration")
+        }
+        return device
+    }
+
+    /// What the daemon knows of the device now: its state from the bus's last polls, its latest events.
+    private func daemonView(of device: DeviceConfig) async throws -> ProbeReport {
+        let state = await gateway.deviceStates().first { $0.device == device.id }
+        var report = ProbeReport(
+            device: device.id, profile: device.profile, bus: device.bus, line: line(of: device),
+            via: "through the running daemon (its last polls)", steps: [], events: [],
+            answered: state?.online == true)
+        report.events = try await recentEvents(of: device.id)
+        if let state {
+            let counters = state.counters
+            report.steps.append(ProbeStep(
+                purpose: "polls", sent: "", sentWords: [], received: "",
+                receivedWords: ["\(counters.transactions) answered, \(counters.timeouts) timeouts, "
+                    + "\(counters.checksumErrors) checksum errors, \(counters.exceptions) refusals, "
+                    + "\(counters.garbageBytes) garbage bytes"
+                    + (state.lastSeen.map { ", last seen \(EventTime.format($0))" } ?? ", never seen")],
+                outcome: state.online == true ? "answered" : state.online == false ? "offline" : "not polled yet"))
+            if state.online == false {
+                report.problem = "\(device.id) is offline: \(state.offlineReason ?? "no answer")"
+            }
+        }
+        if let condition = gateway.printerConditions()[device.id] {
+            report.printerState = condition
+            report.printerConditions = condition == "online" ? [] : [condition]
+        }
+        return report
+    }
+
+    /// A test pattern on a board, a test ticket on a printer, carried out by the bus that owns the port.
+    private func test(_ device: DeviceConfig, text: String?) async throws -> ProbeReport {
+        let command: HallCommand
+        switch gateway.roles[device.id] {
+        case .windowBoard, .hallBoard:
+            let words = text ?? "设备测试"
+            guard !words.isEmpty, words.count <= 64 else { throw Problem(.badRequest, "text must be 1 to 64 characters") }
+            command = .showText(words)
+        case .printer:
+            command = .printTicket(.init(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0,
+                                         issuedAt: EventTime.format(Date())))
+        default:
+            throw Problem(.conflict, "\(device.id) has no test: only boards and printers do (\(device.profile))")
+        }
+        var report = try await daemonView(of: device)
+        var step = ProbeStep(purpose: command.name, sent: "", sentWords: [], received: "", receivedWords: [],
+                             outcome: "answered")
+        do {
+            try await gateway.send(command, to: device.id)
+        } catch {
+            step.outcome = "refused: \(error)"
+            report.problem = "\(device.id): \(error)"
+            report.answered = false
+        }
+        report.via = "through the running daemon"
+        report.steps.append(step)
+        return report
+    }
+
+    private func line(of device: DeviceConfig) -> String {
+        guard let bus = gateway.config.buses.first(where: { $0.id == device.bus }) else { return device.bus }
+        return DeviceProbe.describe(bus.transport)
+    }
+
+    /// The device's latest events (up to 10), newest last, from the outbox's last thousand.
+    private func recentEvents(of device: String) async throws -> [String] {
+        // The highest position, found by doubling then halving (the outbox pages forward only).
+        var low: Int64 = 0
+        var high: Int64 = 1024
+        while try await !gateway.outbox.entries(after: high, limit: 1).isEmpty { low = high; high *= 2 }
+        while high - low > 1 {
+            let middle = (low + high) / 2
+            if try await gateway.outbox.entries(after: middle, limit: 1).isEmpty { high = middle } else { low = middle }
+        }
+        let suffix = "/devices/\(device)"
+        let entries = try await gateway.outbox.entries(after: max(0, high - 1000), limit: 1000)
+            .filter { $0.source.hasSuffix(suffix) }.suffix(10)
+        return entries.compactMap { try? CloudEvent.decode(json: Data($0.json.utf8)) }
+            .map { EventSummary.line($0, timeZone: gateway.config.hall.timeZone) }
+    }
+}
+
+/// The body of `POST /v1/devices/{device}/test`.
+struct TestRequest: Decodable {
+    var text: String?
+}
+
+extension ProbeReport: ResponseEncodable {}

@@ -1,0 +1,313 @@
+import ArgumentParser
+import DeviceGateway
+import Foundation
+
+/// What the device commands share: the hall (`--config`), the daemon, the choice between the two.
+struct DeviceCommandOptions: ParsableArguments {
+    @OptionGroup var daemon: DaemonOptions
+
+    @Flag(help: "Open the port directly even if a daemon answers (it must not own the port then).")
+    var direct = false
+
+    @Flag(help: "One JSON document instead of text.")
+    var json = false
+}
+
+/// Runs a device command through the running daemon when there is one, else on the port opened directly.
+enum TechnicianRun {
+    /// The device's kind, from its profile.
+    enum Kind: String {
+        case pad, board, printer, caller
+
+        init(_ profile: DeviceProfile) {
+            self = switch profile {
+            case .modbusEvaluator, .ff68Evaluator: .pad
+            case .modbusBoard, .onbonBoard, .qsystemBoard: .board
+            case .printer: .printer
+            case .ff68Caller, .qsystemBox: .caller
+            }
+        }
+    }
+
+    /// The hall and the device's kind; a device that is not of `expected` kinds is refused with exit 2.
+    static func hall(_ options: DeviceCommandOptions, device: String, expected: [Kind]? = nil) throws
+        -> (HallContext, GatewayConfig, ProfileLibrary, Kind)
+    {
+        let hall = try options.daemon.load()
+        guard let config = hall.config, let library = hall.library else {
+            printError("which hall? give --config FILE (or set HALL_GATEWAY_CONFIG)")
+            throw TechnicianExit.usage
+        }
+        guard let entry = config.devices.first(where: { $0.id == device }) else {
+            printError("no device '\(device)' in \(options.daemon.configPath ?? "the configuration") "
+                       + "(devices: \(config.devices.map(\.id).joined(separator: ", ")))")
+            throw TechnicianExit.usage
+        }
+        let kind: Kind
+        do { kind = Kind(try library.profile(named: entry.profile)) } catch {
+            printError(error.description)
+            throw TechnicianExit.usage
+        }
+        if let expected, !expected.contains(kind) {
+            printError("\(device) is a \(kind.rawValue) (\(entry.profile)), not a \(expected.map(\.rawValue).joined(separator: " or "))")
+            throw TechnicianExit.usage
+        }
+        return (hall, config, library, kind)
+    }
+
+    /// The daemon's answer when it runs (and `--direct` is not given), else `direct()` on a thread of its own.
+    static func perform(
+        _ options: DeviceCommandOptions, hall: HallContext,
+        viaDaemon: (DaemonClient) async throws(DaemonError) -> ProbeReport,
+        direct: @escaping @Sendable () throws(GatewayError) -> ProbeReport
+    ) async throws -> ProbeReport {
+        if !options.direct {
+            let client = hall.client()
+            if case .running = await client.probe() {
+                do { return try await viaDaemon(client) } catch {
+                    printError(error.description)
+                    throw error.kind == .unreachable ? TechnicianExit.daemonUnreachable
+                        : error.status == 404 ? TechnicianExit.usage : TechnicianExit.failed
+                }
+            }
+        }
+        // The port is ours: blocking reads on a thread of their own, never the cooperative pool.
+        let result: Result<ProbeReport, GatewayError> = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                do throws(GatewayError) { continuation.resume(returning: .success(try direct())) } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        switch result {
+        case .success(let report): return report
+        case .failure(let error):
+            printError(error.message)
+            throw error.code == .portUnavailable ? TechnicianExit.portUnavailable : TechnicianExit.usage
+        }
+    }
+
+    /// Prints the report (text or JSON); exit 1 when the device did not answer or reported a problem.
+    static func finish(_ report: ProbeReport, json: Bool, title: String, failed: Bool? = nil) throws {
+        if json {
+            try printReport(report)
+        } else {
+            print("\(title) \(report.device) (\(report.profile)) on bus \(report.bus), \(report.line): \(report.via)")
+            for step in report.steps {
+                let latency = step.latencyMs.map { String(format: " in %.1f ms", $0) } ?? ""
+                let outcome = step.outcome == "answered" ? Output.paint("answered", .green)
+                    : step.outcome == "sent" || step.outcome == "heard" ? step.outcome : Output.paint(step.outcome, .red)
+                print("\(step.purpose): \(outcome)\(latency)")
+                if !step.sent.isEmpty { print("  → \(step.sent)") }
+                for words in step.sentWords { print("    \(words)") }
+                if !step.received.isEmpty { print("  ← \(step.received)") }
+                for words in step.receivedWords { print("    \(words)") }
+            }
+            if let reading = report.reading {
+                print("\(report.device) reports:")
+                for line in reading { print("  \(line)") }
+            }
+            if !report.events.isEmpty {
+                print("events:")
+                for line in report.events { print("  \(line)") }
+            }
+            if let state = report.printerState {
+                let conditions = (report.printerConditions ?? []).joined(separator: ", ")
+                print("printer: \(state)" + (conditions.isEmpty ? "" : " (\(conditions))"))
+            }
+            if let problem = report.problem { printError(problem) }
+        }
+        if failed ?? (!report.answered || report.problem != nil) { throw TechnicianExit.failed }
+    }
+}
+
+struct ProbeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe",
+        abstract: "Poll one configured device through its profile and show what it reports, decoded and in hex.",
+        discussion: """
+            With the daemon running the probe goes through it (its local API: the daemon polls the device now and \
+            says what came back); with the daemon stopped the port is opened directly and nothing is acknowledged \
+            to the device. --listen SECONDS also listens for what the device says unprompted (FF 68, QSystem). \
+            Exit status: 0 the device answered; 1 no answer or a refusal; 2 wrong usage or an unknown device; \
+            3 the daemon does not answer; 4 the port cannot be opened.
+            """)
+
+    @OptionGroup var options: DeviceCommandOptions
+
+    @Argument(help: "The device id, as in the configuration.")
+    var device: String
+
+    @Option(help: "Listen this many seconds after the poll.")
+    var listen: Double?
+
+    func run() async throws {
+        let (hall, config, library, _) = try TechnicianRun.hall(options, device: device)
+        let device = device
+        let listen = listen.map { Duration.milliseconds(Int($0 * 1000)) }
+        let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
+            try await client.post("/v1/devices/\(device)/probe", json: ProbeRequest(), as: ProbeReport.self)
+        } direct: { () throws(GatewayError) in
+            try DeviceProbe.run(device: device, config: config, library: library, listen: listen)
+        }
+        try TechnicianRun.finish(report, json: options.json, title: "probe")
+    }
+}
+
+/// The body of `POST /v1/devices/{id}/probe` and `/test`.
+struct ProbeRequest: Codable {
+    var text: String?
+}
+
+struct DisplayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "display", abstract: "Test a window board or call board.", subcommands: [Test.self])
+
+    struct Test: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a test text on a board and check that it acknowledges it.",
+            discussion: "Exit status: 0 shown and acknowledged; 1 refused or no answer; 2, 3, 4 as for probe.")
+
+        @OptionGroup var options: DeviceCommandOptions
+
+        @Argument(help: "The board's device id.")
+        var board: String
+
+        @Option(help: "The text to show (default: 设备测试 and the time).")
+        var text: String?
+
+        func run() async throws {
+            let (hall, config, library, _) = try TechnicianRun.hall(options, device: board, expected: [.board])
+            let board = board
+            let text = text ?? Self.defaultText(timeZone: config.hall.timeZone)
+            let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
+                try await client.post("/v1/devices/\(board)/test", json: ProbeRequest(text: text), as: ProbeReport.self)
+            } direct: { () throws(GatewayError) in
+                try DeviceProbe.run(device: board, config: config, library: library, command: .showText(text))
+            }
+            try TechnicianRun.finish(report, json: options.json, title: "display test \"\(text)\" on")
+        }
+
+        static func defaultText(timeZone: TimeZone) -> String {
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = timeZone
+            let parts = calendar.dateComponents([.hour, .minute], from: Date())
+            return String(format: "设备测试 %02d:%02d", parts.hour ?? 0, parts.minute ?? 0)
+        }
+    }
+}
+
+struct PrinterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "printer", abstract: "Test a ticket printer or read its condition.",
+        subcommands: [Test.self, Status.self])
+
+    struct Test: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a test ticket (测试票, Chinese text in GB18030) and read the paper sensor after it.",
+            discussion: "The ticket is not a hall ticket: no number is taken from the day's counters. Exit status: 0 "
+                + "printed with paper left; 1 the printer cannot print or does not answer; 2, 3, 4 as for probe.")
+
+        @OptionGroup var options: DeviceCommandOptions
+
+        @Argument(help: "The printer's device id.")
+        var printer: String
+
+        func run() async throws {
+            let (hall, config, library, _) = try TechnicianRun.hall(options, device: printer, expected: [.printer])
+            let printer = printer
+            let ticket = PrinterCommand.testTicket(timeZone: config.hall.timeZone)
+            let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
+                try await client.post("/v1/devices/\(printer)/test", json: ProbeRequest(), as: ProbeReport.self)
+            } direct: { () throws(GatewayError) in
+                try DeviceProbe.run(device: printer, config: config, library: library, command: .printTicket(ticket))
+            }
+            try TechnicianRun.finish(report, json: options.json, title: "printer test on",
+                                     failed: !report.answered || report.problem != nil
+                                        || !PrinterCommand.canPrint(report.printerState))
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The printer's condition: paper (near end, out), cover, cutter and other errors (ESC/POS DLE EOT).",
+            discussion: "Exit status: 0 ready to print (paper near end included, with a warning); 1 out of paper, "
+                + "cover open, an error, offline or no answer; 2, 3, 4 as for probe.")
+
+        @OptionGroup var options: DeviceCommandOptions
+
+        @Argument(help: "The printer's device id.")
+        var printer: String
+
+        func run() async throws {
+            let (hall, config, library, _) = try TechnicianRun.hall(options, device: printer, expected: [.printer])
+            let printer = printer
+            let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
+                try await client.get("/v1/devices/\(printer)/printer-status", as: ProbeReport.self)
+            } direct: { () throws(GatewayError) in
+                try DeviceProbe.run(device: printer, config: config, library: library)
+            }
+            if !options.json, let state = report.printerState {
+                let painted = PrinterCommand.canPrint(state) ? Output.paint(state, state == "online" ? .green : .yellow)
+                    : Output.paint(state, .red)
+                let conditions = (report.printerConditions ?? []).joined(separator: ", ")
+                print("\(printer): \(painted)" + (conditions.isEmpty ? "" : " (\(conditions))") + " — \(report.via)")
+                if let problem = report.problem { printError(problem) }
+                if !PrinterCommand.canPrint(state) {
+                    printError("\(printer) cannot print: \(state)")
+                    throw TechnicianExit.failed
+                }
+                return
+            }
+            try TechnicianRun.finish(report, json: options.json, title: "printer status of",
+                                     failed: !report.answered || !PrinterCommand.canPrint(report.printerState))
+        }
+    }
+
+    /// Whether a printer in `state` prints (paper near end still does).
+    static func canPrint(_ state: String?) -> Bool { state == "online" || state == "paper-near-end" }
+
+    /// The test ticket: a number no day's counter gives, the hall's Chinese text.
+    static func testTicket(timeZone: TimeZone) -> HallCommand.Ticket {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let now = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: Date())
+        let stamp = String(format: "%04d-%02d-%02d %02d:%02d", now.year ?? 0, now.month ?? 0, now.day ?? 0,
+                           now.hour ?? 0, now.minute ?? 0)
+        return HallCommand.Ticket(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0, issuedAt: stamp)
+    }
+}
+
+struct PadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pad", abstract: "Test an evaluator pad.", subcommands: [Test.self])
+
+    struct Test: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a pad's last keys and ratings: poll it, then listen while the technician presses keys.",
+            discussion: "Nothing is acknowledged to the pad with the daemon stopped (its ratings stay for the daemon). "
+                + "Exit status: 0 the pad answered or was heard; 1 not; 2, 3, 4 as for probe.")
+
+        @OptionGroup var options: DeviceCommandOptions
+
+        @Argument(help: "The pad's device id.")
+        var pad: String
+
+        @Option(help: "Seconds to listen for key presses after the poll.")
+        var seconds: Double = 5
+
+        func run() async throws {
+            let (hall, config, library, _) = try TechnicianRun.hall(options, device: pad, expected: [.pad])
+            let pad = pad
+            let listen = Duration.milliseconds(Int(max(0, seconds) * 1000))
+            let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
+                try await client.post("/v1/devices/\(pad)/probe", json: ProbeRequest(), as: ProbeReport.self)
+            } direct: { () throws(GatewayError) in
+                try DeviceProbe.run(device: pad, config: config, library: library, listen: listen)
+            }
+            let heard = report.steps.contains { !$0.received.isEmpty }
+            try TechnicianRun.finish(report, json: options.json, title: "pad test of",
+                                     failed: !heard || (report.problem != nil && !report.answered && report.steps.count > 1))
+        }
+    }
+}

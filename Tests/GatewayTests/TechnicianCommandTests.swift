@@ -1,0 +1,132 @@
+import DeviceGateway
+import Foundation
+import MockDevices
+import Protocols
+import Testing
+
+/// `gatewayd probe`, `display test`, `printer test|status` and `pad test`, run as the technician runs them, against
+/// mock devices on pseudo-terminals: with no daemon (the port opened directly) and through a running daemon.
+@Suite struct TechnicianCommandTests {
+    /// A hall configuration with `buses` and `devices` (YAML list items); its API on a port nothing listens on
+    /// unless `apiPort` is given.
+    func hall(_ folder: TemporaryDirectory, buses: String, devices: String, apiPort: Int = 1) throws -> String {
+        let path = folder.file("hall.yaml")
+        try """
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            api: {listen: 127.0.0.1:\(apiPort)}
+            buses:
+            \(buses)
+            devices:
+            \(devices)
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func probeShowsAPadsAnswerDecodedAndInHex() async throws {
+        let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)
+        pad.press(.satisfied)
+        pad.press(.dissatisfied)
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        let config = try hall(folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
+                              devices: """
+                                - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+                                - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
+                              """)
+        let probe = try await run(gatewaydPath, ["probe", "--config", config, "eval-w05"])
+        #expect(probe.status == 0, "\(probe.standardError)")
+        let text = probe.standardOutput
+        #expect(text.contains("probe eval-w05 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: port opened directly"))
+        // The request in hex (read 32 holding registers from 0 at address 4) and in words.
+        #expect(text.contains("→ 04 03 00 00 00 20"), "\(text)")
+        #expect(text.contains("← 04 03 40 00 03 00 02 00 03 01 02 03 04"), "\(text)")
+        // What the pad reports, read through its profile.
+        #expect(text.contains("eval-w05 reports:\n  status 0x0003: ready\n  ratings since power-up: 2\n  boot id 0x01020304\n"
+                              + "  staff shown: 0105\n  last keys, newest first: 不满意 (3), 满意 (1)"), "\(text)")
+
+        let silent = try await run(gatewaydPath, ["probe", "--config", config, "eval-w06", "--json"])
+        #expect(silent.status == 1)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(silent.standardOutput.utf8)) as? [String: Any])
+        #expect(report["answered"] as? Bool == false)
+        #expect((report["problem"] as? String)?.contains("no answer from eval-w06 (address 9)") == true)
+
+        let unknown = try await run(gatewaydPath, ["probe", "--config", config, "eval-w99"])
+        #expect(unknown.status == 2)
+        #expect(unknown.standardError.contains("no device 'eval-w99'"))
+    }
+
+    @Test func printerStatusAndTestTicketWithTheDaemonStopped() async throws {
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(folder, buses: "  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), response-timeout-ms: 300}",
+                              devices: "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}")
+        let ready = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1"])
+        #expect(ready.status == 0, "\(ready.standardError)")
+        #expect(ready.standardOutput.hasPrefix("printer-1: online"), "\(ready.standardOutput)")
+
+        let test = try await run(gatewaydPath, ["printer", "test", "--config", config, "printer-1"])
+        #expect(test.status == 0, "\(test.standardError)")
+        let ticket = try #require(printer.tickets.first)
+        let texts = ticket.compactMap { command -> String? in if case .text(let text) = command { text } else { nil } }
+        #expect(texts.contains("T000"))
+        #expect(texts.contains { $0.contains("测试票") }, "\(texts)")
+
+        printer.set(.init(paperOut: true))
+        let out = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1"])
+        #expect(out.status == 1)
+        #expect(out.standardOutput.hasPrefix("printer-1: paper-out"), "\(out.standardOutput)")
+        #expect(out.standardError.contains("printer-1 cannot print: paper-out"))
+        let json = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1", "--json"])
+        #expect(json.status == 1)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        #expect(report["printerState"] as? String == "paper-out")
+        #expect((report["printerConditions"] as? [String])?.contains("paper-out") == true)
+
+        // A ticket on a printer without paper is refused with the reason; nothing is printed.
+        let refused = try await run(gatewaydPath, ["printer", "test", "--config", config, "printer-1"])
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("cannot print now: paper-out"), "\(refused.standardError)")
+        #expect(printer.tickets.count == 1)
+
+        let wrongKind = try await run(gatewaydPath, ["display", "test", "--config", config, "printer-1"])
+        #expect(wrongKind.status == 2)
+        #expect(wrongKind.standardError.contains("printer-1 is a printer (escpos-80mm), not a board"))
+    }
+
+    @Test func displayTestShowsTheTextOnABoard() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [21: board])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        let config = try hall(folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
+                              devices: "  - {id: board-w01, profile: modbus-window-board, bus: line-a, address: 21, window: \"1\"}")
+        let test = try await run(gatewaydPath, ["display", "test", "--config", config, "board-w01", "--text", "测试 0123"])
+        #expect(test.status == 0, "\(test.standardError)")
+        #expect(board.display.text == "测试 0123")
+        #expect(test.standardOutput.contains("hall.board.acknowledged"), "\(test.standardOutput)")
+    }
+
+    @Test func padTestHearsTheKeysOfAnFF68Pad() async throws {
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
+                              devices: "  - {id: eval-w09, profile: ff68-evaluator, bus: ff68-1, address: 9, window: \"9\"}")
+        // The citizen pressed 满意 (code 2); the pad repeats the frame until it is acknowledged, so the command hears it.
+        bus.pressEvaluatorKey(2, address: 9)
+        let result = try await run(gatewaydPath, ["pad", "test", "--config", config, "eval-w09", "--seconds", "1"])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.standardOutput.contains("hall.rating.submitted"), "\(result.standardOutput)")
+        #expect(result.standardOutput.contains("满意"))
+        // Nothing acknowledged: the rating stays for the daemon.
+        #expect(bus.acknowledged.isEmpty)
+    }
+}
