@@ -129,4 +129,54 @@ import Testing
         // Nothing acknowledged: the rating stays for the daemon.
         #expect(bus.acknowledged.isEmpty)
     }
+
+    @Test func throughTheRunningDaemon() async throws {
+        let board = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0104")
+        let server = try MockModbusServer.rtu(units: [4: pad, 21: board])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(folder, buses: """
+                                - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 100}
+                                - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100}
+                              """, devices: """
+                                - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+                                - {id: board-w04, profile: modbus-window-board, bus: line-a, address: 21, window: "4"}
+                                - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+                              """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        func apiURL() -> String? {
+            guard let range = daemon.output.range(of: #"listening on (http://[0-9.]+:[0-9]+)"#, options: .regularExpression)
+            else { return nil }
+            return String(daemon.output[range].split(separator: " ").last ?? "")
+        }
+        #expect(await eventually { apiURL() != nil }, "the daemon's API listens: \(daemon.output)")
+        let cli = ["--config", config, "--api", try #require(apiURL())]
+
+        #expect(await eventually { (try? await run(gatewaydPath, ["probe", "eval-w04"] + cli))?.status == 0 })
+        let probe = try await run(gatewaydPath, ["probe", "eval-w04"] + cli)
+        #expect(probe.standardOutput.contains("probe eval-w04 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: "
+                                              + "through the running daemon"), "\(probe.standardOutput)")
+        #expect(probe.standardOutput.contains("polls: answered"))
+
+        let display = try await run(gatewaydPath, ["display", "test", "board-w04", "--text", "测试 42"] + cli)
+        #expect(display.status == 0, "\(display.standardError)")
+        #expect(board.display.text == "测试 42")
+
+        #expect(await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })
+        let test = try await run(gatewaydPath, ["printer", "test", "printer-1"] + cli)
+        #expect(test.status == 0, "\(test.standardOutput) \(test.standardError)")
+        #expect(printer.tickets.count == 1)
+
+        printer.set(.init(paperOut: true))
+        #expect(await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 1 })
+        let out = try await run(gatewaydPath, ["printer", "status", "printer-1"] + cli)
+        #expect(out.standardOutput.hasPrefix("printer-1: paper-out") && out.standardOutput.contains("through the running daemon"),
+                "\(out.standardOutput)")
+        #expect(out.standardError.contains("printer-1 cannot print: paper-out"))
+    }
 }
