@@ -193,4 +193,25 @@ import Testing
         #expect(lines.last == "address 4 answers at 19200 8N1 on \(path): modbus-evaluator-5level; set the bus to baud "
                 + "19200, parity none", "\(lines)")
     }
+
+    @Test func scanOverTCPAndListeningForAnFF68Line() async throws {
+        let server = try MockModbusServer.tcp(units: [2: MockModbusBoard()])
+        defer { server.stop() }
+        let port = try #require(server.endpoint.tcpPort)
+        let scan = try await run(gatewaydPath, ["scan", "--host", "127.0.0.1", "--port", "\(port)", "--from", "1", "--to", "3",
+                                                "--timeout-ms", "100", "--profiles", profilesDirectory])
+        #expect(scan.status == 0, "\(scan.standardError)")
+        #expect(scan.standardOutput.split(separator: "\n").contains { $0.hasPrefix("2 ") && $0.contains("modbus-window-board") },
+                "\(scan.standardOutput)")
+
+        // FF 68 pads speak only when pressed: a pad repeating its key frame is heard at the first baud tried.
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        bus.pressEvaluatorKey(2, address: 9)
+        let listen = try await run(gatewaydPath, ["scan", "--port", bus.devicePath, "--listen", "0.8", "--family", "ff68"])
+        #expect(listen.status == 0, "\(listen.standardError)")
+        #expect(listen.standardOutput.contains("frames at 9600 8N1 on \(bus.devicePath)"), "\(listen.standardOutput)")
+        #expect(listen.standardOutput.contains("valid frames from address 9"))
+    }
 }
+
