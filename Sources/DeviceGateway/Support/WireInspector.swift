@@ -232,7 +232,14 @@ public enum WireInspector {
             return explainRTU(run, requests: stream == .modbusRTURequests, endsCapture: endsCapture)
         case .modbusTCPRequests, .modbusTCPResponses:
             return explainTCP(run, requests: stream == .modbusTCPRequests, endsCapture: endsCapture)
-        case .ff68: return explainFF68(run, endsCapture: endsCapture)
+        case .ff68:
+            // Each candidate frame in the run on its own: from one FF 68 to the next.
+            var starts = [0]
+            for index in 1..<max(1, run.count - 1) where run[index] == 0xFF && run[index + 1] == 0x68 { starts.append(index) }
+            let pieces = zip(starts, starts.dropFirst() + [run.count]).map { Array(run[$0..<$1]) }
+            return pieces.enumerated().map { index, piece in
+                explainFF68(piece, endsCapture: endsCapture && index == pieces.count - 1)
+            }.joined(separator: "; then ")
         case .escPosCommands: return explainEscPos(run)
         case .escPosStatus: return "not a status reply: a DLE EOT answer has the bits 0xx1xx10, a status back 4 bytes"
         case .onbon, .qsystemBox, .qsystemBoard:
