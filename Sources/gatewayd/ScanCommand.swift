@@ -41,8 +41,8 @@ struct ScanCommand: ParsableCommand {
     @Option(help: "Listen this many seconds at each baud for a family that speaks unprompted (with --family).")
     var listen: Double?
 
-    @Option(help: "The unprompted family to listen for: ff68 or qsystem.")
-    var family: String = "ff68"
+    @Option(help: "The protocol: modbus; onbon or escpos (prompted: ping, status request); ff68 or qsystem (with --listen).")
+    var family: String = "modbus"
 
     @Option(help: "The device profiles, for identification (default: ./devices, or the checkout's).")
     var profiles: String?
@@ -67,7 +67,7 @@ struct ScanCommand: ParsableCommand {
             throw ValidationError("--from and --to: addresses 1 to 247 (TCP units up to 255), --from not above --to")
         }
         if line.host == nil, from < 1 || to > 247 { throw ValidationError("RTU addresses are 1 to 247") }
-        if sweep {
+        if sweep, family == "modbus" {
             guard line.host == nil else { throw ValidationError("--sweep is for serial lines (--port), not TCP") }
             guard let address, (1...247).contains(address) else {
                 throw ValidationError("--sweep needs the --address of the silent device (1 to 247)")
@@ -77,7 +77,16 @@ struct ScanCommand: ParsableCommand {
             guard line.host == nil, (0.1...600).contains(listen) else {
                 throw ValidationError("--listen is for serial lines, 0.1 to 600 seconds at each baud")
             }
-            guard ListeningSweep.Family(rawValue: family) != nil else { throw ValidationError("--family ff68 or qsystem") }
+            guard ListeningSweep.Family(rawValue: family) != nil else {
+                throw ValidationError("--listen is for the families that speak unprompted: --family ff68 or qsystem")
+            }
+        } else if family != "modbus" {
+            guard let prompted = PromptedFamily.all.first(where: { $0.name == family }) else {
+                throw ValidationError("--family modbus, onbon or escpos (ff68 and qsystem with --listen SECONDS)")
+            }
+            guard line.host == nil else { throw ValidationError("--family \(family) is for serial lines (--port)") }
+            if sweep, prompted.addressed, address == nil { throw ValidationError("--sweep needs the --address to try") }
+            guard writeConfig == nil else { throw ValidationError("--write-config is for Modbus scans") }
         }
         if let writeConfig, FileManager.default.fileExists(atPath: writeConfig) {
             throw ValidationError("\(writeConfig) exists; the scan writes a new file for review, never over one")
@@ -86,6 +95,7 @@ struct ScanCommand: ParsableCommand {
 
     func run() throws {
         if let listen { return try listenSweep(seconds: listen) }
+        if let prompted = PromptedFamily.all.first(where: { $0.name == family }) { return try promptedScan(prompted) }
         let library = try Self.library(profiles)
         let rules = library.identifiable().map { (name: $0.name, rule: $0.rule) }
         let scanner = ModbusScanner(rules: rules, timeout: .milliseconds(line.timeoutMs ?? 100))
@@ -179,6 +189,66 @@ struct ScanCommand: ParsableCommand {
             }
         }
         if result.found == nil { throw TechnicianExit.failed }
+    }
+
+    /// Onbon controllers and ESC/POS printers: a prompt to each address, or at each setting with --sweep.
+    private func promptedScan(_ family: PromptedFamily) throws {
+        let timeout = Duration.milliseconds(line.timeoutMs ?? 200)
+        let terminal = isatty(STDERR_FILENO) == 1 && !json
+        if sweep {
+            let address = address ?? 1
+            let steps: [SweepStep]
+            do {
+                steps = try family.sweep(port: line.settings(), address: address, timeout: timeout,
+                                         exhaustive: exhaustive) { step in
+                    if terminal { printError("  \(step.setting): \(step.result)") }
+                }
+            } catch {
+                printError(error.message)
+                throw TechnicianExit.code(for: error)
+            }
+            let found = steps.first { $0.result == "answered" }
+            if json {
+                try printReport(SweepReport(port: line.port ?? "", address: family.addressed ? address : nil, steps: steps,
+                                            found: found?.setting, device: nil))
+            } else {
+                for row in Output.table([["setting", "result", "detail"]] + steps.map { [$0.setting, $0.result, $0.detail ?? ""] }) {
+                    print(row)
+                }
+                let who = family.addressed ? "address \(address)" : "the \(family.name) device"
+                print(found.map { "\(who) answers at \($0.setting) on \(line.port ?? "")" }
+                      ?? "\(who) answered at no baud and parity tried: check wiring, power and the address")
+            }
+            if found == nil { throw TechnicianExit.failed }
+            return
+        }
+        let progress = Progress(total: family.addressed ? to - from + 1 : 1)
+        let started = ContinuousClock.now
+        let found: [ScanFinding]
+        do {
+            found = try family.scan(from...to, settings: line.settings(), timeout: timeout) { address, finding in
+                progress.step(address: address, found: finding)
+            }
+        } catch {
+            progress.finish()
+            printError(error.message)
+            throw TechnicianExit.code(for: error)
+        }
+        progress.finish()
+        let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
+        if json {
+            try printReport(ScanReport(line: line.line.description, from: from, to: family.addressed ? to : from,
+                                       seconds: elapsed, found: found))
+        } else {
+            print("\(line.line.description): \(family.name) " + (family.addressed ? "addresses \(from)…\(to)" : "device")
+                  + " in \(String(format: "%.1f", elapsed)) s, \(found.count) answered")
+            let rows = found.map { [String($0.address), String(format: "%.1f", $0.latencyMs), $0.answer] }
+            if !rows.isEmpty { for row in Output.table([["address", "ms", "answer"]] + rows) { print(row) } }
+        }
+        if found.isEmpty {
+            if !json { printError("nobody answered at \(line.settings().lineName): try --sweep") }
+            throw TechnicianExit.failed
+        }
     }
 
     private func listenSweep(seconds: Double) throws {

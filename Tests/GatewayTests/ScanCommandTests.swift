@@ -213,5 +213,24 @@ import Testing
         #expect(listen.standardOutput.contains("frames at 9600 8N1 on \(bus.devicePath)"), "\(listen.standardOutput)")
         #expect(listen.standardOutput.contains("valid frames from address 9"))
     }
+
+    @Test func scanOfOnbonControllersAndASweepForAPrinter() async throws {
+        let boards = try MockOnbonBoards(addresses: [3, 5])
+        defer { boards.stop() }
+        let scan = try await run(gatewaydPath, ["scan", "--port", boards.devicePath, "--family", "onbon", "--from", "1",
+                                                "--to", "6", "--timeout-ms", "100", "--json"])
+        #expect(scan.status == 0, "\(scan.standardError)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(scan.standardOutput.utf8)) as? [String: Any])
+        let found = try #require(report["found"] as? [[String: Any]])
+        #expect(found.map { $0["address"] as? Int } == [3, 5])
+        #expect((found.first?["answer"] as? String)?.hasPrefix("Onbon controller") == true)
+
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let sweep = try await run(gatewaydPath, ["scan", "--port", printer.devicePath, "--family", "escpos", "--sweep"])
+        #expect(sweep.status == 0, "\(sweep.standardError)")
+        #expect(sweep.standardOutput.contains("ESC/POS printer, status 0x12: online"), "\(sweep.standardOutput)")
+        #expect(sweep.standardOutput.contains("the escpos device answers at 9600 8N1 on \(printer.devicePath)"))
+    }
 }
 

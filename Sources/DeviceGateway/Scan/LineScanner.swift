@@ -243,3 +243,130 @@ public struct ListeningSweep: Sendable {
         return steps
     }
 }
+
+/// A raw serial family whose devices answer a prompt, so that a line can be scanned or swept like Modbus: Onbon BX
+/// controllers answer a ping at their address, an ESC/POS printer (alone on its line) a real-time status request.
+public struct PromptedFamily: Sendable {
+    /// `onbon` or `escpos`.
+    public let name: String
+    /// Whether the family has addresses (an ESC/POS printer has a line of its own).
+    public let addressed: Bool
+    let prompt: @Sendable (Int) -> [UInt8]
+    /// A description of the valid answer from `address` among the bytes, nil when there is none.
+    let answer: @Sendable ([UInt8], Int) -> String?
+
+    /// Onbon BX controllers: ping (A2 00) to each address; the controller's reply from that address.
+    public static let onbon = PromptedFamily(name: "onbon", addressed: true) { address in
+        (try? OnbonPacket.request(OnbonRequest(.ping), to: UInt16(address)).encode()) ?? []
+    } answer: { bytes, address in
+        var decoder = OnbonDecoder()
+        let replies = decoder.decode(bytes).filter {
+            $0.destination == OnbonPacket.hostAddress && $0.source == UInt16(address)
+        }
+        guard let reply = replies.first else { return nil }
+        return switch OnbonReply(data: reply.data) {
+        case .acknowledged: "Onbon controller, ping acknowledged"
+        case .rejected(let code): "Onbon controller, ping refused with error \(code.rawValue)"
+        default: "Onbon controller answered"
+        }
+    }
+
+    /// An ESC/POS printer: DLE EOT 1 (printer status); one status byte of the pattern 0xx1xx10.
+    public static let escPos = PromptedFamily(name: "escpos", addressed: false) { _ in
+        EscPos.statusRequest(.printer)
+    } answer: { bytes, _ in
+        var decoder = PrinterStatusDecoder()
+        for case .realTime(let byte) in decoder.decode(bytes) {
+            guard let condition = PrinterCondition(realTimeReply: byte, to: .printer) else { continue }
+            return String(format: "ESC/POS printer, status 0x%02X: %@", byte,
+                          condition.contains(.offline) ? "offline" : "online")
+        }
+        return nil
+    }
+
+    /// The families by name.
+    public static let all = [onbon, escPos]
+
+    /// Prompts `address` on `line` and waits up to `timeout` for its answer.
+    func ask(_ address: Int, on line: SerialLine, timeout: Duration) throws(ModbusDirectError)
+        -> (answer: String?, received: [UInt8], latency: Duration)
+    {
+        line.discardInput()
+        do { try line.write(prompt(address)) } catch { throw ModbusDirectError(.unreachable, error.message) }
+        let start = ContinuousClock.now
+        let deadline = start + timeout
+        var received: [UInt8] = []
+        while ContinuousClock.now < deadline {
+            let bytes: [UInt8]
+            do { bytes = try line.read(timeout: deadline - ContinuousClock.now) } catch {
+                throw ModbusDirectError(.unreachable, error.message)
+            }
+            received += bytes
+            if !bytes.isEmpty, let answer = answer(received, address) {
+                return (answer, received, ContinuousClock.now - start)
+            }
+        }
+        return (nil, received, timeout)
+    }
+
+    /// Prompts every address (one, for a family without addresses) at `settings`.
+    public func scan(_ addresses: ClosedRange<Int>, settings: SerialSettings, timeout: Duration,
+                     progress: (Int, ScanFinding?) -> Void) throws(ModbusDirectError) -> [ScanFinding] {
+        let line = try ModbusDirectClient.openSerial(settings)
+        defer { line.close() }
+        var found: [ScanFinding] = []
+        for address in addressed ? addresses : addresses.lowerBound...addresses.lowerBound {
+            let reply = try ask(address, on: line, timeout: timeout)
+            var finding: ScanFinding?
+            if let answer = reply.answer {
+                finding = ScanFinding(address: address, latencyMs: ModbusScanner.milliseconds(reply.latency),
+                                      answer: answer, profile: nil, alsoMatches: [], identification: nil)
+            } else if !reply.received.isEmpty {
+                finding = ScanFinding(address: address, latencyMs: 0,
+                                      answer: "garbled: \(reply.received.count) bytes, no valid answer",
+                                      profile: nil, alsoMatches: [], identification: nil)
+            }
+            if let finding { found.append(finding) }
+            progress(address, finding)
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return found
+    }
+
+    /// Prompts `address` at each baud and parity until it answers (all of them with `exhaustive`).
+    public func sweep(port settings: SerialSettings, address: Int, bauds: [Int] = ModbusScanner.sweepBauds,
+                      parities: [SerialSettings.Parity] = [.none, .even, .odd], timeout: Duration,
+                      exhaustive: Bool = false, progress: (SweepStep) -> Void) throws(ModbusDirectError) -> [SweepStep] {
+        var steps: [SweepStep] = []
+        for baud in bauds {
+            for parity in parities {
+                var trial = settings
+                trial.baud = baud
+                trial.parity = parity
+                var step = SweepStep(setting: trial.lineName, baud: baud, parity: parity.rawValue, result: "silent")
+                let line: SerialLine
+                do { line = try ModbusDirectClient.openSerial(trial) } catch {
+                    guard !steps.isEmpty else { throw error }
+                    step.result = "refused"
+                    step.detail = error.message
+                    steps.append(step)
+                    progress(step)
+                    continue
+                }
+                let reply = try ask(address, on: line, timeout: timeout)
+                line.close()
+                if let answer = reply.answer {
+                    step.result = "answered"
+                    step.detail = answer
+                } else if !reply.received.isEmpty {
+                    step.result = "garbled"
+                    step.detail = "\(reply.received.count) bytes, no valid answer"
+                }
+                steps.append(step)
+                progress(step)
+                if step.result == "answered", !exhaustive { return steps }
+            }
+        }
+        return steps
+    }
+}
