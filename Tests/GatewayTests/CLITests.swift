@@ -58,6 +58,12 @@ import Testing
         let padRow = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("eval-w04") })
         #expect(padRow.contains("line-a (") && padRow.contains("online"))
         #expect(!status.standardOutput.contains("\u{1B}["), "no colour when piped")
+        // --watch refreshes until interrupted; --json makes each refresh one line.
+        let watch = try ChildProcess(gatewaydPath, ["status", "--watch", "--interval", "0.3", "--json"] + cli)
+        #expect(await eventually { watch.output.split(separator: "\n").count >= 3 }, "\(watch.output)")
+        watch.interrupt()
+        let refreshes = watch.output.split(separator: "\n")
+        #expect(refreshes.allSatisfy { $0.hasPrefix("{") && $0.contains(#""source":"daemon""#) })
 
         // check: all well, then the printer runs out of paper and the check fails with exit 1, saying which.
         let passed = try await run(gatewaydPath, ["check"] + cli)
