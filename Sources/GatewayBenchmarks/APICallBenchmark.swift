@@ -58,7 +58,9 @@ enum APICallBenchmark {
             log: folder.file("gatewayd.log"))
         let warmup = ContinuousClock.now + .seconds(options.double("--warmup", 8))
         while ContinuousClock.now < warmup {
-            guard daemon.process.isRunning else { throw BusBenchmarkError("gatewayd ended: \(daemon.log.suffix(2000))") }
+            guard daemon.process.isRunning else {
+                throw BusBenchmarkError("gatewayd ended: \(daemon.log.suffix(2000))")
+            }
             try await Task.sleep(for: .milliseconds(250))
         }
         let answeredBefore = server.requestsAnswered
@@ -238,7 +240,8 @@ private final class BlockingHTTPClient {
         var chunk = [UInt8](repeating: 0, count: 65_536)
         let count = chunk.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress, $0.count) }
         guard count > 0 else {
-            throw BusBenchmarkError("the API closed the connection: \(count < 0 ? String(cString: strerror(errno)) : "EOF")")
+            let reason = count < 0 ? String(cString: strerror(errno)) : "EOF"
+            throw BusBenchmarkError("the API closed the connection: \(reason)")
         }
         buffer += chunk[..<count]
     }

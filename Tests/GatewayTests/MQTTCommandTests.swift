@@ -65,7 +65,8 @@ import Testing
                                             logger: log.logger)
             self.commands = commands
             serving = Task { try await commands.run() }
-            try #require(await eventually { commands.isListening }, "the gateway did not subscribe to its command topic")
+            try #require(await eventually { commands.isListening },
+                         "the gateway did not subscribe to its command topic")
         }
 
         func stopAll() async throws {
@@ -177,7 +178,8 @@ import Testing
         let reply = try #require(try await hall.replies.collect(1).first)
         let took = ContinuousClock.now - sent
         #expect(reply["status"] as? String == "device-offline", "\(reply)")
-        let device = try #require((reply["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w07" })
+        let devices = try #require(reply["devices"] as? [[String: Any]])
+        let device = try #require(devices.first { $0["device"] as? String == "board-w07" })
         #expect((device["detail"] as? String)?.contains("board-w07 is offline: no answer") == true, "\(device)")
         // No wait for a response timeout: the reply comes as fast as the broker passes it on.
         #expect(took < .seconds(2), "the offline answer took \(took)")
@@ -226,8 +228,8 @@ import Testing
         #expect(mqtt.port == 8883 && mqtt.tls != nil)
         #expect(mqtt.topic == "hall/{hall}/commands" && mqtt.replyTopic == "hall/{hall}/command-results")
         let error = try #require(throws: ConfigError.self) {
-            try ConfigLoader.parse(base + "\ncommands: {mqtt: {host: broker.lan, topic: \"hall/+/commands\", colour: red}}",
-                                   file: "t.yaml", relativeTo: folder.path)
+            let commands = #"commands: {mqtt: {host: broker.lan, topic: "hall/+/commands", colour: red}}"#
+            return try ConfigLoader.parse(base + "\n" + commands, file: "t.yaml", relativeTo: folder.path)
         }
         #expect(error.description.contains("commands.mqtt.topic"), "\(error.description)")
         #expect(error.description.contains("'hall/+/commands' is not an MQTT topic name"), "\(error.description)")

@@ -83,7 +83,8 @@ public final class MQTTCommands: Service, Sendable {
         }, onMessage: { message in
             // libmosquitto acknowledged it already: say so rather than drop it unseen.
             if case .terminated = incoming.yield(message) {
-                logger.warning("mqtt commands: a command came on '\(message.topic)' as the gateway stops; it is not run")
+                logger.warning(
+                    "mqtt commands: a command came on '\(message.topic)' as the gateway stops; it is not run")
             }
         })
         await withGracefulShutdownHandler {
@@ -106,7 +107,8 @@ public final class MQTTCommands: Service, Sendable {
         }
         if first {
             logger.info("""
-                mqtt commands \(client.settings.address): taking commands on '\(commandTopic)', results on                 '\(replyTopic)'
+                mqtt commands \(client.settings.address): taking commands on '\(commandTopic)', results on \
+                '\(replyTopic)'
                 """)
         }
     }
@@ -210,7 +212,8 @@ struct MQTTCommandRequest: Sendable {
         var request = MQTTCommandRequest(id: nil, idempotencyKey: nil, command: nil,
                                          action: .invalid(invalid("the message is empty")))
         guard payload.count <= largest else {
-            request.action = .invalid(invalid("the message is \(payload.count) bytes; a command takes at most \(largest)"))
+            request.action = .invalid(
+                invalid("the message is \(payload.count) bytes; a command takes at most \(largest)"))
             return request
         }
         let fields: [String: JSONValue]
@@ -239,14 +242,16 @@ struct MQTTCommandRequest: Sendable {
                 throw invalid("'command' is missing (one of \(commands.joined(separator: ", ")))")
             }
             switch command {
-            case "call": request.action = .queue(.call(window: try reader.window(), ticket: try reader.required("ticket")))
+            case "call":
+                request.action = .queue(.call(window: try reader.window(), ticket: try reader.required("ticket")))
             case "recall":
                 request.action = .queue(.recall(window: try reader.window(), ticket: try reader.required("ticket")))
             case "pause": request.action = .queue(.pause(window: try reader.window()))
             case "resume": request.action = .queue(.resume(window: try reader.window()))
             case "clear": request.action = .queue(.clear(window: try reader.window()))
             case "text":
-                request.action = .queue(.showText(device: try reader.required("device"), text: try reader.required("text")))
+                request.action = .queue(
+                    .showText(device: try reader.required("device"), text: try reader.required("text")))
             case "ticket":
                 request.action = .ticket(Ticket(
                     number: try reader.string("number"), prefix: try reader.string("prefix"),

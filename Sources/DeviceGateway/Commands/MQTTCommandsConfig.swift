@@ -42,7 +42,8 @@ public struct MQTTCommandsConfig: Sendable, Equatable {
 
     /// The topics with `{hall}` filled in.
     func topics(hall: String) -> (commands: String, replies: String) {
-        (topic.replacingOccurrences(of: "{hall}", with: hall), replyTopic.replacingOccurrences(of: "{hall}", with: hall))
+        (topic.replacingOccurrences(of: "{hall}", with: hall),
+         replyTopic.replacingOccurrences(of: "{hall}", with: hall))
     }
 }
 
@@ -57,7 +58,8 @@ extension ConfigLoader {
         let host = fields.string("host", required: true)
         let useTLS = fields.bool("tls") ?? false
         let port = fields.int("port", in: 1...65535) ?? (useTLS ? 8883 : 1883)
-        let tls = TLSSettings(caFile: file("ca-file"), certificateFile: file("certificate-file"), keyFile: file("key-file"))
+        let tls = TLSSettings(caFile: file("ca-file"), certificateFile: file("certificate-file"),
+                              keyFile: file("key-file"))
         if !useTLS, tls != TLSSettings() {
             reader.report(fields.value("ca-file") ?? fields.value("certificate-file"), fields.keyPath("tls"),
                           "certificate files are given but tls is not true")

@@ -296,7 +296,8 @@ final class MosquittoClient: @unchecked Sendable {
             } else {
                 let reason = String(cString: mosquitto_strerror(code))
                 logger.warning("""
-                    \(settings.name) \(settings.address): cannot subscribe to                     '\(state.subscriptions[position].filter)': \(reason)
+                    \(settings.name) \(settings.address): cannot subscribe to \
+                    '\(state.subscriptions[position].filter)': \(reason)
                     """)
             }
         }
@@ -592,7 +593,8 @@ final class MosquittoClient: @unchecked Sendable {
         guard let subscription else { return }
         if !granted {
             logger.warning("""
-                \(settings.name) \(settings.address): the broker refused the subscription to '\(subscription.filter)'                 (its ACL?)
+                \(settings.name) \(settings.address): the broker refused the subscription to '\(subscription.filter)' \
+                (its ACL?)
                 """)
         }
         subscription.onListening(granted)
