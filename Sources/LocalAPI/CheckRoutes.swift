@@ -25,7 +25,9 @@ extension LocalAPI {
         let printers = gateway.printerConditions()
         let devices = await gateway.deviceStates().map { state -> CheckResponse.Device in
             // The device's own problems, as the check words them (its name first, or "printer NAME:").
-            let own = report.problems.filter { $0.hasPrefix("\(state.device) ") || $0.hasPrefix("printer \(state.device):") }
+            let own = report.problems.filter {
+                $0.hasPrefix("\(state.device) ") || $0.hasPrefix("printer \(state.device):")
+            }
             var detail = own.joined(separator: "; ")
             if detail.isEmpty, let condition = printers[state.device] { detail = "paper and printer: \(condition)" }
             return CheckResponse.Device(

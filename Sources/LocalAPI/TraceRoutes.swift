@@ -6,7 +6,7 @@ import ServiceLifecycle
 
 /// `GET /v1/buses/{bus}/trace?seconds=N`: the bytes on one bus's line as they pass, for `gatewayd trace`; one JSON
 /// line per write or read after a header line (`{"bus":…,"line":…,"sent":STREAM,"received":STREAM}`, the streams
-/// as `gatewayd decode` names them), (`{"unix":1733043725.123456,"direction":"out","hex":"01 03 00 00 00 02 C4 0B"}`) and an
+/// as `gatewayd decode` names them), then `{"unix":1733043725.123456,"direction":"out","hex":"01 03 00 00"}`, and an
 /// empty line each second so a client gone is noticed. A response lasts at most 30 s (`seconds`, 1 to 30) and ends
 /// at the gateway's shutdown; the CLI asks again to follow longer. Not in the OpenAPI document: a stream of this
 /// kind is no request-response a contract test can check in bounded time.
@@ -21,22 +21,32 @@ extension LocalAPI {
             throw Problem(.notFound, "no bus '\(bus)' in this gateway's configuration")
         }
         guard let seconds = request.uri.queryParameters["seconds"].map({ Int(String($0)) }) ?? 30,
-              (1...30).contains(seconds)
+            (1...30).contains(seconds)
         else { throw Problem(.badRequest, "seconds must be an integer from 1 to 30") }
-        let (lines, continuation) = AsyncStream.makeStream(of: ByteBuffer.self, bufferingPolicy: .bufferingNewest(20_000))
+        let (lines, continuation) = AsyncStream.makeStream(
+            of: ByteBuffer.self, bufferingPolicy: .bufferingNewest(20_000))
         // The first line says how to read the rest: the bus, its line and its streams.
         let config = gateway.config
-        let streams = WireInspector.streams(bus: bus, config: config, library: ProfileLibrary(directory: config.profilesDirectory))
-        let line: String = switch config.buses.first(where: { $0.id == bus })?.transport {
-        case .modbusRTU(let serial), .serial(let serial): serial.port
-        case .modbusTCP(let host, let port): "\(host):\(port)"
-        case nil: ""
-        }
-        continuation.yield(ByteBuffer(string: #"{"bus":"\#(bus)","line":"\#(line)","sent":"\#(streams?.sent.rawValue ?? "")","received":"\#(streams?.received.rawValue ?? "")"}"# + "\n"))
+        let streams = WireInspector.streams(
+            bus: bus, config: config, library: ProfileLibrary(directory: config.profilesDirectory))
+        let line: String =
+            switch config.buses.first(where: { $0.id == bus })?.transport {
+            case .modbusRTU(let serial), .serial(let serial): serial.port
+            case .modbusTCP(let host, let port): "\(host):\(port)"
+            case nil: ""
+            }
+        continuation.yield(
+            ByteBuffer(
+                string:
+                    #"{"bus":"\#(bus)","line":"\#(line)","sent":"\#(streams?.sent.rawValue ?? "")","#
+                    + #""received":"\#(streams?.received.rawValue ?? "")"}"#
+                    + "\n"))
         let token = BusTap.shared.subscribe(outbox: gateway.outbox, bus: bus) { record in
             let hex = record.bytes.map { String(format: "%02X", $0) }.joined(separator: " ")
             let unix = String(format: "%.6f", record.time.timeIntervalSince1970)
-            continuation.yield(ByteBuffer(string: #"{"unix":\#(unix),"direction":"\#(record.direction.rawValue)","hex":"\#(hex)"}"# + "\n"))
+            continuation.yield(
+                ByteBuffer(
+                    string: #"{"unix":\#(unix),"direction":"\#(record.direction.rawValue)","hex":"\#(hex)"}"# + "\n"))
         }
         let ticker = Task {
             await withGracefulShutdownHandler {
@@ -53,7 +63,8 @@ extension LocalAPI {
             BusTap.shared.unsubscribe(token)
             ticker.cancel()
         }
-        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"],
-                        body: ResponseBody(asyncSequence: lines))
+        return Response(
+            status: .ok, headers: [.contentType: "application/x-ndjson"],
+            body: ResponseBody(asyncSequence: lines))
     }
 }

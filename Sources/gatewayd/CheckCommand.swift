@@ -26,11 +26,14 @@ struct CheckCommand: AsyncParsableCommand {
         let client = hall.client()
         let report: CheckReport
         do {
-            report = try await client.post("/v1/check", json: [String: String](), as: CheckReport.self, timeout: .seconds(60))
+            report = try await client.post(
+                "/v1/check", json: [String: String](), as: CheckReport.self, timeout: .seconds(60))
         } catch {
-            printError(error.kind == .unreachable
-                ? "\(error.description); the check needs the running gateway (systemctl start hall-gateway, or gatewayd run)"
-                : error.description)
+            printError(
+                error.kind == .unreachable
+                    ? "\(error.description); the check needs the running gateway "
+                        + "(systemctl start hall-gateway, or gatewayd run)"
+                    : error.description)
             throw ExitCode(error.kind == .unreachable ? CLIExit.daemonUnreachable : CLIExit.failed)
         }
         if json {
@@ -45,13 +48,17 @@ struct CheckCommand: AsyncParsableCommand {
         func verdict(_ passed: Bool) -> String { passed ? "ok" : "FAIL" }
         var rows = [["", "what", "where", "state", "detail"]]
         for device in report.devices {
-            rows.append([verdict(device.passed), device.device + (device.role.map { " (\($0))" } ?? ""),
-                         StatusCommand.busLabel(device.bus, hall: hall), device.state, device.detail ?? ""])
+            rows.append([
+                verdict(device.passed), device.device + (device.role.map { " (\($0))" } ?? ""),
+                StatusCommand.busLabel(device.bus, hall: hall), device.state, device.detail ?? "",
+            ])
         }
         for sink in report.sinks {
             let last = sink.lastSuccessAt.map { "last delivery \($0)" } ?? "nothing delivered yet"
-            rows.append([verdict(sink.passed), "sink \(sink.sink)", "", "backlog \(sink.backlog)",
-                         sink.passed ? last : (sink.lastError ?? "")])
+            rows.append([
+                verdict(sink.passed), "sink \(sink.sink)", "", "backlog \(sink.backlog)",
+                sink.passed ? last : (sink.lastError ?? ""),
+            ])
         }
         rows.append([verdict(report.outbox.passed), "outbox", hall.outboxPath, "", report.outbox.detail])
         let lines = Output.table(rows) { row, column, cell in
@@ -62,11 +69,15 @@ struct CheckCommand: AsyncParsableCommand {
         for line in lines { print(line) }
         print("")
         if report.passed {
-            print(Output.paint("PASSED", .green) + ": \(report.devicesAnswering) of \(report.devicesChecked) devices answer, "
-                + "printers have paper, outbox and sinks healthy")
+            print(
+                Output.paint("PASSED", .green)
+                    + ": \(report.devicesAnswering) of \(report.devicesChecked) devices answer, "
+                    + "printers have paper, outbox and sinks healthy")
         } else {
-            print(Output.paint("FAILED", .red) + ": \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"), "
-                + "\(report.devicesAnswering) of \(report.devicesChecked) devices answer")
+            print(
+                Output.paint("FAILED", .red)
+                    + ": \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"), "
+                    + "\(report.devicesAnswering) of \(report.devicesChecked) devices answer")
             for problem in report.problems { print("  - \(problem)") }
         }
     }

@@ -20,14 +20,16 @@ import NIOHTTP1
 /// let answer = try await client.post("/v1/check", json: Empty(), as: CheckBody.self)   // throws DaemonError
 /// ```
 struct DaemonOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "The hall's configuration (default: $HALL_GATEWAY_CONFIG; without either, the demo hall's defaults).",
-        valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "The hall's configuration (default: $HALL_GATEWAY_CONFIG; without either, the demo hall's defaults).",
+            valueName: "file"))
     var config: String?
 
-    @Option(help: ArgumentHelp(
-        "The daemon's local API, instead of the config's api: section (e.g. http://127.0.0.1:8420).",
-        valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "The daemon's local API, instead of the config's api: section (e.g. http://127.0.0.1:8420).",
+            valueName: "url"))
     var api: String?
 
     /// The config file to use: `--config`, else `$HALL_GATEWAY_CONFIG`, else none.
@@ -78,9 +80,10 @@ struct HallContext: Sendable {
     /// A client of the daemon, with the token it would accept (nil: not readable here).
     func client() -> DaemonClient {
         let settings = config?.api ?? APISettings()
-        return DaemonClient(baseURL: baseURL, token: APIToken.read(settings, stateDirectory: stateDirectory),
-                            tokenPath: settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token"),
-                            disabled: apiDisabled)
+        return DaemonClient(
+            baseURL: baseURL, token: APIToken.read(settings, stateDirectory: stateDirectory),
+            tokenPath: settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token"),
+            disabled: apiDisabled)
     }
 }
 
@@ -134,16 +137,19 @@ struct DaemonClient: Sendable {
     }
 
     /// `GET path`, the JSON answer decoded.
-    func get<Body: Decodable>(_ path: String, as type: Body.Type, timeout: TimeAmount = .seconds(10))
+    func get<Body: Decodable>(
+        _ path: String, as type: Body.Type, timeout: TimeAmount = .seconds(10)
+    )
         async throws(DaemonError) -> Body
     {
         try decode(try await request("GET", path, body: nil, timeout: timeout), as: type, path: path)
     }
 
     /// `POST path` with `json` as its body, the JSON answer decoded.
-    func post<Body: Decodable>(_ path: String, json: some Encodable, as type: Body.Type,
-                               timeout: TimeAmount = .seconds(30)) async throws(DaemonError) -> Body
-    {
+    func post<Body: Decodable>(
+        _ path: String, json: some Encodable, as type: Body.Type,
+        timeout: TimeAmount = .seconds(30)
+    ) async throws(DaemonError) -> Body {
         let data: Data
         do { data = try JSONEncoder().encode(json) } catch {
             throw DaemonError(kind: .badAnswer, description: "cannot encode the request to \(path): \(error)")
@@ -176,13 +182,17 @@ struct DaemonClient: Sendable {
         switch status {
         case 200..<300: return data
         case 401:
-            let hint = token == nil ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
-                                    : "the token in \(tokenPath) is not the daemon's"
-            throw DaemonError(kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)",
-                              status: status)
+            let hint =
+                token == nil
+                ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
+                : "the token in \(tokenPath) is not the daemon's"
+            throw DaemonError(
+                kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)",
+                status: status)
         default:
-            throw DaemonError(kind: .refused, description: "\(baseURL)\(path): \(status) \(Self.problem(data))",
-                              status: status)
+            throw DaemonError(
+                kind: .refused, description: "\(baseURL)\(path): \(status) \(Self.problem(data))",
+                status: status)
         }
     }
 
@@ -202,9 +212,10 @@ struct DaemonClient: Sendable {
         }
         guard response.status.code == 200 else {
             let body = (try? await response.body.collect(upTo: 1 << 16)).map { Data($0.readableBytesView) } ?? Data()
-            throw DaemonError(kind: response.status.code == 401 ? .unauthorized : .refused,
-                              description: "\(baseURL)\(path): \(response.status.code) \(Self.problem(body))",
-                              status: Int(response.status.code))
+            throw DaemonError(
+                kind: response.status.code == 401 ? .unauthorized : .refused,
+                description: "\(baseURL)\(path): \(response.status.code) \(Self.problem(body))",
+                status: Int(response.status.code))
         }
         var pending: [UInt8] = []
         for try await chunk in response.body {
@@ -231,7 +242,8 @@ struct DaemonClient: Sendable {
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
             guard let date = EventTime.parse(text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a time: \(text)"))
+                throw DecodingError.dataCorrupted(
+                    .init(codingPath: decoder.codingPath, debugDescription: "not a time: \(text)"))
             }
             return date
         }

@@ -13,7 +13,9 @@ struct Decode: ParsableCommand {
             bad input. Streams: 
             """ + WireInspector.Stream.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: "; "))
 
-    @Option(name: .shortAndLong, help: "The stream: \(WireInspector.Stream.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(
+        name: .shortAndLong,
+        help: "The stream: \(WireInspector.Stream.allCases.map(\.rawValue).joined(separator: ", ")).")
     var stream: String?
 
     @Option(help: "Read the bytes from this file: raw bytes, or a capture written by `gatewayd trace --save`.")
@@ -22,7 +24,8 @@ struct Decode: ParsableCommand {
     @Flag(help: "One JSON document: every frame and rejected run with offset, hex and words.")
     var json = false
 
-    @Argument(help: "The bytes in hex, e.g. 'FF 68 03 03 68 03 11 02 16 16'; without it, hex is read from standard input.")
+    @Argument(
+        help: "The bytes in hex, e.g. 'FF 68 03 03 68 03 11 02 16 16'; without it, hex is read from standard input.")
     var hex: [String] = []
 
     func run() throws {
@@ -41,7 +44,9 @@ struct Decode: ParsableCommand {
             }
             bytes = [UInt8](data)
         } else {
-            let text = hex.isEmpty ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            let text =
+                hex.isEmpty
+                ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
                 : hex.joined(separator: " ")
             guard let parsed = WireInspector.bytes(fromHex: text) else {
                 throw ValidationError("not hex bytes: '\(text.prefix(60))'")
@@ -76,7 +81,9 @@ struct Decode: ParsableCommand {
             print("\(TraceCapture.timeText(record.time)) \(arrow) \(record.stream.rawValue)")
             for line in Self.lines(inspection) { print("    " + line) }
         }
-        if json { try Output.printJSON(reports) } else {
+        if json {
+            try Output.printJSON(reports)
+        } else {
             print("\(capture.records.count) records from \(capture.bus), \(garbage) bytes of garbage")
         }
         if garbage > 0 { throw ExitCode(CLIExit.failed) }
@@ -87,7 +94,8 @@ struct Decode: ParsableCommand {
     /// One line per frame or rejected run: offset, hex (the first 16 bytes), words.
     static func lines(_ inspection: WireInspector.Inspection) -> [String] {
         let rows = inspection.items.map { item -> [String] in
-            let shown = WireInspector.hex(item.bytes.prefix(16)) + (item.bytes.count > 16 ? " … (\(item.bytes.count))" : "")
+            let shown =
+                WireInspector.hex(item.bytes.prefix(16)) + (item.bytes.count > 16 ? " … (\(item.bytes.count))" : "")
             if let reason = item.rejected {
                 return [String(item.offset), shown, Output.paint("REJECTED", .red) + " \(reason)"]
             }
@@ -127,8 +135,9 @@ struct DecodeReport: Encodable {
         frames = inspection.frameCount
         garbageBytes = inspection.rejectedByteCount
         items = inspection.items.map {
-            Entry(offset: $0.offset, length: $0.bytes.count, hex: WireInspector.hex($0.bytes), frame: $0.frame,
-                  rejected: $0.rejected)
+            Entry(
+                offset: $0.offset, length: $0.bytes.count, hex: WireInspector.hex($0.bytes), frame: $0.frame,
+                rejected: $0.rejected)
         }
     }
 }

@@ -43,11 +43,16 @@ struct GatewayLogHandler: LogHandler {
     func log(event: LogEvent) {
         var fields = metadata
         if let extra = event.metadata { fields.merge(extra) { $1 } }
-        let tail = fields.isEmpty ? "" : " " + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-            .joined(separator: " ")
+        let tail =
+            fields.isEmpty
+            ? ""
+            : " "
+                + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                .joined(separator: " ")
+        let text = "\(event.level) \(label): \(event.message)\(tail)\n"
         let line = journal
-            ? "<\(Self.priority(event.level))>\(event.level) \(label): \(event.message)\(tail)\n"
-            : "\(Self.stamp(Date(), timeZone: Self.timeZone.withLock { $0 })) \(event.level) \(label): \(event.message)\(tail)\n"
+            ? "<\(Self.priority(event.level))>" + text
+            : Self.stamp(Date(), timeZone: Self.timeZone.withLock { $0 }) + " " + text
         FileHandle.standardOutput.write(Data(line.utf8))
     }
 

@@ -101,7 +101,8 @@ enum Output {
 func hallTime(_ date: Date?, timeZone: TimeZone) -> String {
     guard let date else { return "-" }
     let style = Date.VerbatimFormatStyle(
-        format: "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits):\(second: .twoDigits)",
+        format:
+            "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits):\(second: .twoDigits)",
         timeZone: timeZone, calendar: Calendar(identifier: .gregorian))
     return date.formatted(style)
 }

@@ -44,7 +44,11 @@ struct StatusCommand: AsyncParsableCommand {
             let snapshot: StatusSnapshot?
             do { snapshot = try await Self.snapshot(hall: hall, outbox: outbox) } catch { snapshot = nil }
             if Output.isTerminal && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-            if let snapshot { try show(snapshot, hall: hall) } else { print("no answer from the daemon nor its outbox") }
+            if let snapshot {
+                try show(snapshot, hall: hall)
+            } else {
+                print("no answer from the daemon nor its outbox")
+            }
             Output.flush()
             try await Task.sleep(for: .seconds(interval))
         }
@@ -59,13 +63,16 @@ struct StatusCommand: AsyncParsableCommand {
         switch snapshot.source {
         case .daemon(let url): print("devices live from the gateway at \(url)")
         case .outbox(let path, let why):
-            print("""
+            print(
+                """
                 the gateway does not answer (\(why)); devices as it recorded them \
                 \(Output.age(snapshot.at, now: now)) (\(hallTime(snapshot.at, timeZone: hall.timeZone))) in \(path)
                 """)
         }
-        let header = ["device", "bus", "state", "last seen", "answered", "timeouts", "crc", "refused", "garbage",
-                      "p50/p99 ms", "why offline"]
+        let header = [
+            "device", "bus", "state", "last seen", "answered", "timeouts", "crc", "refused", "garbage",
+            "p50/p99 ms", "why offline",
+        ]
         let rows = snapshot.devices.map { state -> [String] in
             let counters = state.counters
             let latency = [0.5, 0.99].map { counters.latency.quantile($0).map { String(Int($0)) } ?? "-" }
@@ -104,7 +111,8 @@ struct StatusCommand: AsyncParsableCommand {
             let client = hall.client()
             do {
                 let list = try await client.get("/v1/devices", as: APIDeviceList.self)
-                return StatusSnapshot(source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState))
+                return StatusSnapshot(
+                    source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState))
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -151,8 +159,9 @@ struct APIDeviceList: Decodable {
         var counters: DeviceCounters
 
         var deviceState: DeviceState {
-            DeviceState(device: device, bus: bus, online: state == "online" ? true : state == "offline" ? false : nil,
-                        lastSeen: lastSeen, offlineReason: offlineReason, counters: counters)
+            DeviceState(
+                device: device, bus: bus, online: state == "online" ? true : state == "offline" ? false : nil,
+                lastSeen: lastSeen, offlineReason: offlineReason, counters: counters)
         }
     }
     var devices: [Device]

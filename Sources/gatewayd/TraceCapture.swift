@@ -33,7 +33,7 @@ struct TraceCapture {
         let text = try String(contentsOfFile: path, encoding: .utf8)
         var lines = text.split(separator: "\n").makeIterator()
         guard let first = lines.next(),
-              let header = try? decoder.decode(Header.self, from: Data(first.utf8)), header.capture == marker
+            let header = try? decoder.decode(Header.self, from: Data(first.utf8)), header.capture == marker
         else { throw CocoaError(.fileReadCorruptFile) }
         var records: [Record] = []
         while let line = lines.next() {
@@ -78,10 +78,14 @@ struct TraceCapture {
     }
 
     /// `12:03:04.123456` (local clock), or the full RFC 3339 stamp with `zone`.
-    static func timeText(_ date: Date, fractionDigits: Int = 3, zone: Bool = false, timeZone: TimeZone = .current) -> String {
+    static func timeText(
+        _ date: Date, fractionDigits: Int = 3, zone: Bool = false, timeZone: TimeZone = .current
+    ) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.timeZone = timeZone
-        formatter.formatOptions = zone ? [.withInternetDateTime, .withFractionalSeconds]
+        formatter.formatOptions =
+            zone
+            ? [.withInternetDateTime, .withFractionalSeconds]
             : [.withTime, .withColonSeparatorInTime, .withFractionalSeconds]
         var text = formatter.string(from: date)
         if fractionDigits == 6 {

@@ -59,17 +59,20 @@ struct TraceCommand: AsyncParsableCommand {
             throw ExitCode(CLIExit.daemonUnreachable)
         }
         guard let busConfig = config.buses.first(where: { $0.id == bus }) else {
-            printError("no bus '\(bus)' in \(daemon.configPath ?? "the configuration") (buses: "
-                + config.buses.map(\.id).joined(separator: ", ") + ")")
+            printError(
+                "no bus '\(bus)' in \(daemon.configPath ?? "the configuration") (buses: "
+                    + config.buses.map(\.id).joined(separator: ", ") + ")")
             throw ExitCode(CLIExit.usage)
         }
         switch busConfig.transport {
         case .modbusRTU(let serial), .serial(let serial):
-            try await direct(serial, config: config, library: hall.library, printer: &printer, reason: reason,
-                             until: deadline)
+            try await direct(
+                serial, config: config, library: hall.library, printer: &printer, reason: reason,
+                until: deadline)
             try finish(&printer)
         case .modbusTCP:
-            printError("\(reason); bus \(bus) is Modbus TCP: its traffic can only be traced through the running gateway")
+            printError(
+                "\(reason); bus \(bus) is Modbus TCP: its traffic can only be traced through the running gateway")
             throw ExitCode(CLIExit.daemonUnreachable)
         }
     }
@@ -77,8 +80,9 @@ struct TraceCommand: AsyncParsableCommand {
     private func finish(_ printer: inout TracePrinter) throws {
         printer.close()
         if !json {
-            printError("\(printer.records) records, \(printer.frames) frames, \(printer.garbage) bytes of garbage"
-                + (save.map { "; capture in \($0)" } ?? ""))
+            printError(
+                "\(printer.records) records, \(printer.frames) frames, \(printer.garbage) bytes of garbage"
+                    + (save.map { "; capture in \($0)" } ?? ""))
         }
         if printer.garbage > 0 { throw ExitCode(CLIExit.failed) }
     }
@@ -91,24 +95,31 @@ struct TraceCommand: AsyncParsableCommand {
             if left <= 0 { break }
             let seconds = max(1, min(30, Int(left.rounded(.up))))
             do {
-                try await client.streamLines("/v1/buses/\(bus)/trace?seconds=\(seconds)", timeout: .seconds(Int64(seconds) + 10)) {
+                try await client.streamLines(
+                    "/v1/buses/\(bus)/trace?seconds=\(seconds)", timeout: .seconds(Int64(seconds) + 10)
+                ) {
                     line in
                     if deadline.map({ Date() > $0 }) == true { return }
                     try printer.handle(line: line)
                 }
             } catch let error as DaemonError {
                 printError(error.description)
-                throw ExitCode(error.kind == .unreachable ? CLIExit.daemonUnreachable
-                    : error.status == 404 ? CLIExit.usage : CLIExit.daemonUnreachable)
+                throw ExitCode(
+                    error.kind == .unreachable
+                        ? CLIExit.daemonUnreachable
+                        : error.status == 404 ? CLIExit.usage : CLIExit.daemonUnreachable)
             }
             printer.flushPending()
         }
     }
 
     /// Listens on the serial port without writing: what passes between the other parties.
-    private func direct(_ serial: SerialSettings, config: GatewayConfig, library: ProfileLibrary?,
-                        printer: inout TracePrinter, reason: String, until deadline: Date?) async throws {
-        let streams = library.flatMap { WireInspector.streams(bus: bus, config: config, library: $0) }
+    private func direct(
+        _ serial: SerialSettings, config: GatewayConfig, library: ProfileLibrary?,
+        printer: inout TracePrinter, reason: String, until deadline: Date?
+    ) async throws {
+        let streams =
+            library.flatMap { WireInspector.streams(bus: bus, config: config, library: $0) }
             ?? (WireInspector.Stream.ff68, WireInspector.Stream.ff68)
         printer.setStreams(sent: streams.sent, received: streams.received, line: serial.port, passive: true)
         let line: PassiveLine
@@ -188,7 +199,8 @@ struct TracePrinter {
             return
         }
         guard let unix = object["unix"] as? Double, let hex = object["hex"] as? String,
-              let bytes = WireInspector.bytes(fromHex: hex) else { return }
+            let bytes = WireInspector.bytes(fromHex: hex)
+        else { return }
         let direction: TraceRecord.Direction = object["direction"] as? String == "out" ? .sent : .received
         record(direction: direction, bytes: bytes, time: Date(timeIntervalSince1970: unix))
     }
@@ -230,11 +242,13 @@ struct TracePrinter {
         records += 1
         frames += inspection.frameCount
         garbage += inspection.rejectedByteCount
-        let record = TraceCapture.Record(time: time, direction: direction.rawValue, stream: stream,
-                                         hex: WireInspector.hex(bytes))
+        let record = TraceCapture.Record(
+            time: time, direction: direction.rawValue, stream: stream,
+            hex: WireInspector.hex(bytes))
         file?.write(Data((TraceCapture.line(record) + "\n").utf8))
         if direction == .sent, lastDirection == .sent, !passive,
-           [.modbusRTURequests, .modbusTCPRequests].contains(sent), !json {
+            [.modbusRTURequests, .modbusTCPRequests].contains(sent), !json
+        {
             print("                    " + Output.paint("(no answer)", .yellow))
         }
         let gap = previous.map { String(format: "+%.1f ms", time.timeIntervalSince($0) * 1000) } ?? ""
@@ -274,9 +288,12 @@ final class PassiveLine: @unchecked Sendable {
     init(_ settings: SerialSettings) throws(GatewayError) {
         let opened = open(settings.port, O_RDONLY | O_NOCTTY | O_NONBLOCK)
         guard opened >= 0 else {
-            let reason = errno == ENOENT ? "no such device"
-                : errno == EACCES ? "permission denied (is the user in the dialout group?)"
-                : String(cString: strerror(errno))
+            let reason =
+                errno == ENOENT
+                ? "no such device"
+                : errno == EACCES
+                    ? "permission denied (is the user in the dialout group?)"
+                    : String(cString: strerror(errno))
             throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
         }
         fd = opened
@@ -286,9 +303,11 @@ final class PassiveLine: @unchecked Sendable {
             throw GatewayError(.portUnavailable, "\(settings.port) is not a serial port")
         }
         cfmakeraw(&attributes)
-        let speeds: [Int: speed_t] = [1200: speed_t(B1200), 2400: speed_t(B2400), 4800: speed_t(B4800),
-                                      9600: speed_t(B9600), 19200: speed_t(B19200), 38400: speed_t(B38400),
-                                      57600: speed_t(B57600), 115_200: speed_t(B115200), 230_400: speed_t(B230400)]
+        let speeds: [Int: speed_t] = [
+            1200: speed_t(B1200), 2400: speed_t(B2400), 4800: speed_t(B4800),
+            9600: speed_t(B9600), 19200: speed_t(B19200), 38400: speed_t(B38400),
+            57600: speed_t(B57600), 115_200: speed_t(B115200), 230_400: speed_t(B230400),
+        ]
         let speed = speeds[settings.baud] ?? speed_t(B9600)
         cfsetispeed(&attributes, speed)
         cfsetospeed(&attributes, speed)

@@ -10,24 +10,26 @@ import Testing
     static func hallConfig(_ folder: TemporaryDirectory, padLine: String, printerLine: String) throws -> String {
         let path = folder.path + "/hall.yaml"
         try """
-            hall: {id: cli-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: line-a, transport: modbus-rtu, port: \(padLine), response-timeout-ms: 200, poll-interval-ms: 100}
-              - {id: kiosk-1, transport: serial, port: \(printerLine), poll-interval-ms: 100, response-timeout-ms: 200}
-            devices:
-              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
-              - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        hall: {id: cli-hall}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        buses:
+          - {id: line-a, transport: modbus-rtu, port: \(padLine), response-timeout-ms: 200, poll-interval-ms: 100}
+          - {id: kiosk-1, transport: serial, port: \(printerLine), poll-interval-ms: 100, response-timeout-ms: 200}
+        devices:
+          - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+          - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+        sinks:
+          - {type: sqlite, path: \(folder.path)/events.sqlite}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
     /// The port the daemon's API bound, from its log line `api: listening on http://127.0.0.1:PORT`.
     static func apiURL(_ daemon: ChildProcess) -> String? {
-        guard let range = daemon.output.range(of: #"api: listening on (http://[0-9.]+:[0-9]+)"#, options: .regularExpression)
+        guard
+            let range = daemon.output.range(
+                of: #"api: listening on (http://[0-9.]+:[0-9]+)"#, options: .regularExpression)
         else { return nil }
         return String(daemon.output[range].split(separator: " ").last ?? "")
     }
@@ -39,8 +41,9 @@ import Testing
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
         let folder = try TemporaryDirectory()
-        let config = try Self.hallConfig(folder, padLine: try #require(server.endpoint.devicePath),
-                                         printerLine: printer.devicePath)
+        let config = try Self.hallConfig(
+            folder, padLine: try #require(server.endpoint.devicePath),
+            printerLine: printer.devicePath)
         let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
         defer { daemon.interrupt() }
         #expect(await eventually { Self.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
@@ -48,11 +51,12 @@ import Testing
         let cli = ["--config", config, "--api", api]
 
         // status: live from the daemon, both devices online.
-        #expect(await eventually {
-            let status = try? await run(gatewaydPath, ["status"] + cli)
-            return status?.status == 0 && status?.standardOutput.contains("printer-1") == true
-                && status?.standardOutput.components(separatedBy: " online ").count == 3
-        })
+        #expect(
+            await eventually {
+                let status = try? await run(gatewaydPath, ["status"] + cli)
+                return status?.status == 0 && status?.standardOutput.contains("printer-1") == true
+                    && status?.standardOutput.components(separatedBy: " online ").count == 3
+            })
         let status = try await run(gatewaydPath, ["status"] + cli)
         #expect(status.standardOutput.hasPrefix("devices live from the gateway at \(api)"), "\(status.standardOutput)")
         let padRow = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("eval-w04") })
@@ -74,25 +78,32 @@ import Testing
         defer { follow.interrupt() }
         #expect(await eventually { follow.output.contains(#""type":"hall.device.online""#) }, "\(follow.output)")
         func paperOutEvents() -> [Substring] {
-            follow.output.split(separator: "\n").filter { $0.contains(#""type":"hall.printer."#) && $0.contains("paper-out") }
+            follow.output.split(separator: "\n").filter {
+                $0.contains(#""type":"hall.printer."#) && $0.contains("paper-out")
+            }
         }
         #expect(paperOutEvents().isEmpty)
         printer.set(.init(paperOut: true))
         #expect(await eventually { (try? await run(gatewaydPath, ["check"] + cli))?.status == 1 })
         let failed = try await run(gatewaydPath, ["check"] + cli)
         #expect(failed.status == 1)
-        let printerRow = try #require(failed.standardOutput.split(separator: "\n").first { $0.contains("printer-1 (printer)") })
+        let printerRow = try #require(
+            failed.standardOutput.split(separator: "\n").first { $0.contains("printer-1 (printer)") })
         #expect(printerRow.hasPrefix("FAIL") && printerRow.contains("paper"), "\(failed.standardOutput)")
         #expect(failed.standardOutput.contains("FAILED: 1 problem"))
-        let report = try #require(try JSONSerialization.jsonObject(
-            with: Data(try await run(gatewaydPath, ["check", "--json"] + cli).standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(try await run(gatewaydPath, ["check", "--json"] + cli).standardOutput.utf8))
+                as? [String: Any])
         #expect(report["passed"] as? Bool == false)
         #expect((report["problems"] as? [String])?.contains { $0.hasPrefix("printer printer-1:") } == true)
 
         // events --follow: the printer's change arrives as a CloudEvent line while it happens.
         #expect(await eventually { !paperOutEvents().isEmpty }, "\(follow.output)")
         let line = try #require(paperOutEvents().first)
-        #expect((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["specversion"] as? String == "1.0")
+        #expect(
+            (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["specversion"] as? String
+                == "1.0")
 
         // trace: the pad's polls and answers as the gateway writes and reads them, replayable by decode.
         let capture = folder.path + "/line-a.trace"
@@ -109,18 +120,22 @@ import Testing
         let logLines = daemon.output.split(separator: "\n")
         #expect(logLines.count > 3)
         for logLine in logLines {
-            #expect(logLine.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 [a-z]+ "#, options: .regularExpression) != nil,
-                    "\(logLine)")
-            #expect(logLine.components(separatedBy: "2026-").count + logLine.components(separatedBy: "2027-").count <= 3,
-                    "one date only: \(logLine)")
+            #expect(
+                logLine.range(
+                    of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 [a-z]+ "#, options: .regularExpression) != nil,
+                "\(logLine)")
+            #expect(
+                logLine.components(separatedBy: "2026-").count + logLine.components(separatedBy: "2027-").count <= 3,
+                "one date only: \(logLine)")
         }
 
         // The daemon stops: status says so and reads the outbox; check cannot run (exit 3).
         daemon.interrupt()
         _ = try await daemon.wait()
         let offline = try await run(gatewaydPath, ["status"] + cli)
-        #expect(offline.standardOutput.hasPrefix("the gateway does not answer (the gateway is not running"),
-                "\(offline.standardOutput)\(offline.standardError)")
+        #expect(
+            offline.standardOutput.hasPrefix("the gateway does not answer (the gateway is not running"),
+            "\(offline.standardOutput)\(offline.standardError)")
         #expect(offline.standardOutput.contains("eval-w04"))
         let noCheck = try await run(gatewaydPath, ["check"] + cli)
         #expect(noCheck.status == 3)
@@ -133,12 +148,18 @@ import Testing
         defer { server.stop() }
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
-        let config = try Self.hallConfig(folder, padLine: try #require(server.endpoint.devicePath),
-                                         printerLine: printer.devicePath)
+        let config = try Self.hallConfig(
+            folder, padLine: try #require(server.endpoint.devicePath),
+            printerLine: printer.devicePath)
         // systemd sets JOURNAL_STREAM to the device and inode of the stream it gave as stdout.
-        let daemon = try ChildProcess("/bin/sh", ["-c", """
-            JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) exec "$0" run --config "$1" --api-port 0
-            """, gatewaydPath, config])
+        let daemon = try ChildProcess(
+            "/bin/sh",
+            [
+                "-c",
+                """
+                JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) exec "$0" run --config "$1" --api-port 0
+                """, gatewaydPath, config,
+            ])
         defer { daemon.interrupt() }
         #expect(await eventually { daemon.output.contains("api: listening") })
         let lines = daemon.output.split(separator: "\n")
@@ -150,8 +171,12 @@ import Testing
 
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
         // A read request, the same with its CRC zeroed, and three bytes of a third cut off by the end.
-        let rtu = try await run(gatewaydPath, ["decode", "-s", "modbus-rtu-requests",
-                                               "01 03 00 00 00 02 C4 0B 01 03 00 00 00 02 00 00 01 03 00"])
+        let rtu = try await run(
+            gatewaydPath,
+            [
+                "decode", "-s", "modbus-rtu-requests",
+                "01 03 00 00 00 02 C4 0B 01 03 00 00 00 02 00 00 01 03 00",
+            ])
         #expect(rtu.status == 1)
         let lines = rtu.standardOutput.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasSuffix("address 1 ← read 2 holding registers from 0") == true, "\(lines)")
@@ -160,10 +185,15 @@ import Testing
         #expect(lines.last == "1 frame, 1 rejected run: 11 of 19 bytes not part of any frame")
 
         // FF 68: a wrong checksum, and a frame without its end byte before the next one.
-        let ff68 = try await run(gatewaydPath, ["decode", "-s", "ff68", "--json",
-                                                "FF 68 03 03 68 03 11 02 17 16 FF 68 03 03 68 03 11 02 16 99 FF 68 03 03 68 03 11 02 16 16"])
+        let ff68 = try await run(
+            gatewaydPath,
+            [
+                "decode", "-s", "ff68", "--json",
+                "FF 68 03 03 68 03 11 02 17 16 FF 68 03 03 68 03 11 02 16 99 FF 68 03 03 68 03 11 02 16 16",
+            ])
         #expect(ff68.status == 1)
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(ff68.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(ff68.standardOutput.utf8)) as? [String: Any])
         let items = try #require(report["items"] as? [[String: Any]])
         let reasons = items.compactMap { $0["rejected"] as? String }
         #expect(reasons.contains { $0.contains("checksum: expected 16, found 17") }, "\(reasons)")
@@ -187,36 +217,46 @@ import Testing
         let folder = try TemporaryDirectory()
         let config = folder.path + "/hall.yaml"
         try """
-            hall: {id: cli-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: ff68, transport: serial, port: \(bus.devicePath)}
-            devices:
-              - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        hall: {id: cli-hall}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        buses:
+          - {id: ff68, transport: serial, port: \(bus.devicePath)}
+        devices:
+          - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         // No daemon: nothing listens on the (free) port given, so trace opens the line itself.
-        let trace = try ChildProcess(gatewaydPath, ["trace", "ff68", "--config", config, "--api", "http://127.0.0.1:9",
-                                                    "--seconds", "3"])
+        let trace = try ChildProcess(
+            gatewaydPath,
+            [
+                "trace", "ff68", "--config", config, "--api", "http://127.0.0.1:9",
+                "--seconds", "3",
+            ])
         // The pad says its key until someone acknowledges it: nobody does, trace only listens.
-        #expect(await eventually(timeout: .seconds(10)) {
-            bus.pressEvaluatorKey(2, address: 3)
-            return trace.output.contains("address 3, function 11, evaluator key 2")
-        }, "\(trace.output)")
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                bus.pressEvaluatorKey(2, address: 3)
+                return trace.output.contains("address 3, function 11, evaluator key 2")
+            }, "\(trace.output)")
         let result = try await trace.wait()
         #expect(result.status == 0, "\(result.standardError)")
-        #expect(result.standardError.contains("the gateway is not running") && result.standardError.contains("listening on"))
+        #expect(
+            result.standardError.contains("the gateway is not running") && result.standardError.contains("listening on")
+        )
     }
 
     @Test func theCLISaysWhenTheGatewayIsNotRunning() async throws {
         let folder = try TemporaryDirectory()
         // The demo hall's defaults, with nothing on a port nobody uses.
-        let check = try await run(gatewaydPath, ["check", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
+        let check = try await run(
+            gatewaydPath, ["check", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
         #expect(check.status == 3)
         #expect(check.standardError.contains("the gateway is not running (nothing listens on http://127.0.0.1:9)"))
-        let follow = try await run(gatewaydPath, ["events", "--follow", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
+        let follow = try await run(
+            gatewaydPath, ["events", "--follow", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
         #expect(follow.status == 3)
-        let status = try await run(gatewaydPath, ["status", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
+        let status = try await run(
+            gatewaydPath, ["status", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
         #expect(status.status == 3, "neither the daemon nor an outbox: \(status.standardError)")
         let broken = try await run(gatewaydPath, ["status", "--config", folder.path + "/missing.yaml"])
         #expect(broken.status == 2)

@@ -82,26 +82,35 @@ public enum WireInspector {
             walk(EscPosCommandDecoder(), bytes, stream, describe: describeEscPos) { command in
                 if case .text = command { nil } else { command.encoded().count }
             }
-        case .escPosStatus: walk(PrinterStatusDecoder(), bytes, stream, describe: describePrinterStatus) { $0.encoded.count }
+        case .escPosStatus:
+            walk(PrinterStatusDecoder(), bytes, stream, describe: describePrinterStatus) { $0.encoded.count }
         case .onbon: walk(OnbonDecoder(), bytes, stream, describe: describeOnbon) { _ in nil }
         case .ff68: walk(FF68Decoder(), bytes, stream, describe: describeFF68) { $0.encode().count }
         case .qsystemBox:
-            walk(QSystemBoxDecoder(), bytes, stream, describe: { "box \($0.address), key \($0.key)" }) { $0.encode().count }
+            walk(QSystemBoxDecoder(), bytes, stream, describe: { "box \($0.address), key \($0.key)" }) {
+                $0.encode().count
+            }
         case .qsystemBoard: walk(QSystemBoardDecoder(), bytes, stream, describe: plain) { _ in nil }
         case .modbusRTURequests, .modbusRTUResponses:
             walk(ModbusRTUDecoder(role: stream == .modbusRTURequests ? .server : .client), bytes, stream) {
                 describeModbus($0.address, $0.message)
-            } length: { try? $0.encode().count }
+            } length: {
+                try? $0.encode().count
+            }
         case .modbusTCPRequests, .modbusTCPResponses:
             walk(ModbusTCPDecoder(role: stream == .modbusTCPRequests ? .server : .client), bytes, stream) {
                 "transaction \($0.transactionId), " + describeModbus($0.unitId, $0.message)
-            } length: { try? $0.encode().count }
+            } length: {
+                try? $0.encode().count
+            }
         }
     }
 
     /// The streams of a bus: what the gateway writes and what it reads, from its transport and, on a serial line,
     /// the protocol its devices' profiles speak.
-    public static func streams(transport: BusConfig.Transport, lineProtocol: LineProtocol?) -> (sent: Stream, received: Stream) {
+    public static func streams(
+        transport: BusConfig.Transport, lineProtocol: LineProtocol?
+    ) -> (sent: Stream, received: Stream) {
         switch transport {
         case .modbusRTU: return (.modbusRTURequests, .modbusRTUResponses)
         case .modbusTCP: return (.modbusTCPRequests, .modbusTCPResponses)
@@ -116,7 +125,9 @@ public enum WireInspector {
     }
 
     /// The streams of bus `id` in `config`, its profiles read from `library` (nil: no such bus).
-    public static func streams(bus id: String, config: GatewayConfig, library: ProfileLibrary)
+    public static func streams(
+        bus id: String, config: GatewayConfig, library: ProfileLibrary
+    )
         -> (sent: Stream, received: Stream)?
     {
         guard let bus = config.buses.first(where: { $0.id == id }) else { return nil }
@@ -167,8 +178,11 @@ public enum WireInspector {
             let leaving = max(0, (end - cursor) - newBuffered)
             let dropped = min(newDiscarded, leaving)
             if dropped > 0 {
-                append(&items, Item(offset: cursor, bytes: Array(bytes[cursor..<(cursor + dropped)]), frame: nil,
-                                    rejected: ""))
+                append(
+                    &items,
+                    Item(
+                        offset: cursor, bytes: Array(bytes[cursor..<(cursor + dropped)]), frame: nil,
+                        rejected: ""))
                 cursor += dropped
             }
             var frameBytes = leaving - dropped
@@ -183,18 +197,25 @@ public enum WireInspector {
             }
             for (index, frame) in frames.enumerated() {
                 let length = min(frameBytes, lengths[index] ?? 0)
-                items.append(Item(offset: cursor, bytes: Array(bytes[cursor..<(cursor + length)]),
-                                  frame: describe(frame), rejected: nil))
+                items.append(
+                    Item(
+                        offset: cursor, bytes: Array(bytes[cursor..<(cursor + length)]),
+                        frame: describe(frame), rejected: nil))
                 cursor += length
                 frameBytes -= length
             }
             if frameBytes > 0 {
                 // Data a frame announced and the decoder let stream past (an image's): still that frame's.
-                if let last = items.indices.last, !items[last].isRejected, items[last].offset + items[last].bytes.count == cursor {
+                if let last = items.indices.last, !items[last].isRejected,
+                    items[last].offset + items[last].bytes.count == cursor
+                {
                     items[last].bytes += bytes[cursor..<(cursor + frameBytes)]
                 } else {
-                    append(&items, Item(offset: cursor, bytes: Array(bytes[cursor..<(cursor + frameBytes)]), frame: nil,
-                                        rejected: ""))
+                    append(
+                        &items,
+                        Item(
+                            offset: cursor, bytes: Array(bytes[cursor..<(cursor + frameBytes)]), frame: nil,
+                            rejected: ""))
                 }
                 cursor += frameBytes
             }
@@ -209,7 +230,8 @@ public enum WireInspector {
         // Reasons last: a run is explained from its own bytes and where it stands.
         for index in items.indices where items[index].isRejected {
             let item = items[index]
-            items[index].rejected = explain(item.bytes, stream, endsCapture: item.offset + item.bytes.count == bytes.count)
+            items[index].rejected = explain(
+                item.bytes, stream, endsCapture: item.offset + item.bytes.count == bytes.count)
         }
         return Inspection(items: items, byteCount: bytes.count)
     }
@@ -217,7 +239,8 @@ public enum WireInspector {
     /// Appends a rejected run, merged with one just before it.
     private static func append(_ items: inout [Item], _ item: Item) {
         if item.isRejected, let last = items.indices.last, items[last].isRejected,
-           items[last].offset + items[last].bytes.count == item.offset {
+            items[last].offset + items[last].bytes.count == item.offset
+        {
             items[last].bytes += item.bytes
         } else {
             items.append(item)
@@ -235,7 +258,9 @@ public enum WireInspector {
         case .ff68:
             // Each candidate frame in the run on its own: from one FF 68 to the next.
             var starts = [0]
-            for index in 1..<max(1, run.count - 1) where run[index] == 0xFF && run[index + 1] == 0x68 { starts.append(index) }
+            for index in 1..<max(1, run.count - 1) where run[index] == 0xFF && run[index + 1] == 0x68 {
+                starts.append(index)
+            }
             let pieces = zip(starts, starts.dropFirst() + [run.count]).map { Array(run[$0..<$1]) }
             return pieces.enumerated().map { index, piece in
                 explainFF68(piece, endsCapture: endsCapture && index == pieces.count - 1)
@@ -243,7 +268,8 @@ public enum WireInspector {
         case .escPosCommands: return explainEscPos(run)
         case .escPosStatus: return "not a status reply: a DLE EOT answer has the bits 0xx1xx10, a status back 4 bytes"
         case .onbon, .qsystemBox, .qsystemBoard:
-            return endsCapture ? "no whole frame: the capture ends inside one, or the bytes start none"
+            return endsCapture
+                ? "no whole frame: the capture ends inside one, or the bytes start none"
                 : "no frame starts here (noise, a wrong baud rate or parity, or another protocol)"
         }
     }
@@ -273,27 +299,38 @@ public enum WireInspector {
         while !rest.isEmpty && reasons.count < 4 {
             let bytes = Array(rest)
             guard let known = rtuLength(bytes, requests: requests) else {
-                reasons.append(String(format: "no frame starts with %02X %02X: function %d is not one the gateway speaks"
-                    + " (noise, a wrong baud rate or parity?)", bytes[0], bytes.count > 1 ? bytes[1] : 0,
-                    bytes.count > 1 ? bytes[1] : 0))
+                reasons.append(
+                    String(
+                        format: "no frame starts with %02X %02X: function %d is not one the gateway speaks"
+                            + " (noise, a wrong baud rate or parity?)", bytes[0], bytes.count > 1 ? bytes[1] : 0,
+                        bytes.count > 1 ? bytes[1] : 0))
                 break
             }
             guard let length = known, bytes.count >= length else {
                 let need = known.map { "\($0) bytes" } ?? "more bytes"
-                reasons.append(endsCapture
-                    ? "the capture ends inside a frame from address \(bytes[0]) (function \(bytes.count > 1 ? bytes[1] : 0)): \(need) expected, \(bytes.count) there"
-                    : "bad length: a frame from address \(bytes[0]) (function \(bytes.count > 1 ? bytes[1] : 0)) needs \(need), only \(bytes.count) came before the next frame")
+                let function = bytes.count > 1 ? bytes[1] : 0
+                reasons.append(
+                    endsCapture
+                        ? "the capture ends inside a frame from address \(bytes[0]) (function \(function)): "
+                            + "\(need) expected, \(bytes.count) there"
+                        : "bad length: a frame from address \(bytes[0]) (function \(function)) needs \(need), "
+                            + "only \(bytes.count) came before the next frame"
+                )
                 break
             }
             let expected = Checksum.crc16Modbus(bytes[0..<(length - 2)])
             let found = UInt16(bytes[length - 2]) | UInt16(bytes[length - 1]) << 8
             if expected != found {
-                reasons.append(String(format: "checksum: expected %02X %02X, found %02X %02X (frame of %d bytes from address %d, function %d)",
-                                      expected & 0xFF, expected >> 8, found & 0xFF, found >> 8, length, bytes[0], bytes[1]))
+                reasons.append(
+                    String(
+                        format: "checksum: expected %02X %02X, found %02X %02X "
+                            + "(frame of %d bytes from address %d, function %d)",
+                        expected & 0xFF, expected >> 8, found & 0xFF, found >> 8, length, bytes[0], bytes[1]))
             } else if bytes[0] > ModbusRTUFrame.highestAddress {
                 reasons.append("address \(bytes[0]) is beyond 247, the highest a Modbus device takes")
             } else {
-                reasons.append("the checksum is right but the frame is malformed (function \(bytes[1]), \(length) bytes)")
+                reasons.append(
+                    "the checksum is right but the frame is malformed (function \(bytes[1]), \(length) bytes)")
             }
             rest = rest.dropFirst(length)
         }
@@ -303,7 +340,8 @@ public enum WireInspector {
 
     static func explainTCP(_ run: [UInt8], requests: Bool, endsCapture: Bool) -> String {
         guard run.count >= 7 else {
-            return endsCapture ? "the capture ends inside an MBAP header (7 bytes, \(run.count) there)"
+            return endsCapture
+                ? "the capture ends inside an MBAP header (7 bytes, \(run.count) there)"
                 : "too short for a Modbus TCP frame (an MBAP header is 7 bytes)"
         }
         let protocolId = UInt16(run[2]) << 8 | UInt16(run[3])
@@ -311,7 +349,8 @@ public enum WireInspector {
         if protocolId != 0 { return "protocol id \(protocolId) in the MBAP header: Modbus is 0" }
         if length < 2 || length > 254 { return "bad length \(length) in the MBAP header (2 to 254)" }
         if run.count < 6 + length {
-            return endsCapture ? "the capture ends inside a frame: \(6 + length) bytes announced, \(run.count) there"
+            return endsCapture
+                ? "the capture ends inside a frame: \(6 + length) bytes announced, \(run.count) there"
                 : "bad length: \(6 + length) bytes announced, \(run.count) came"
         }
         return "function \(run[7]) with these bytes is not a valid Modbus \(requests ? "request" : "answer")"
@@ -334,14 +373,16 @@ public enum WireInspector {
         if length < 2 { return "bad length \(length): at least 2 (address and function)" }
         if length > 64 { return "bad length \(length): more than 64" }
         guard run.count >= length + 7 else {
-            return endsCapture ? "the capture ends inside a frame: \(length + 7) bytes announced, \(run.count) there"
+            return endsCapture
+                ? "the capture ends inside a frame: \(length + 7) bytes announced, \(run.count) there"
                 : "no end byte: \(length + 7) bytes announced, only \(run.count) before the next frame"
         }
         let expected = Checksum.sum8(run[5..<(5 + length)])
         let found = run[5 + length]
         if expected != found {
-            return String(format: "checksum: expected %02X, found %02X (address %d, function %02X)",
-                          expected, found, run[5], run[6])
+            return String(
+                format: "checksum: expected %02X, found %02X (address %d, function %02X)",
+                expected, found, run[5], run[6])
         }
         return String(format: "no end byte: 16 expected after the checksum, found %02X", run[6 + length])
     }
@@ -351,7 +392,8 @@ public enum WireInspector {
         let names: [UInt8: String] = [0x1B: "ESC", 0x1C: "FS", 0x1D: "GS", 0x10: "DLE"]
         if let prefix = names[first] {
             guard run.count >= 2 else { return "\(prefix) at the end of the capture, its command cut off" }
-            let function = (0x21...0x7E).contains(run[1]) ? String(UnicodeScalar(run[1])) : String(format: "%02X", run[1])
+            let function =
+                (0x21...0x7E).contains(run[1]) ? String(UnicodeScalar(run[1])) : String(format: "%02X", run[1])
             if run.count >= 3 && [0x61, 0x56, 0x04, 0x21].contains(run[1]) {
                 return "\(prefix) \(function) with parameter \(run[2]), out of range: a printer ignores it"
             }
@@ -370,29 +412,32 @@ public enum WireInspector {
     static func describeModbus(_ address: UInt8, _ message: ModbusMessage) -> String {
         switch message {
         case .request(let request):
-            let what: String = switch request {
-            case .readCoils(let start, let count): "read \(count) coils from \(start)"
-            case .readDiscreteInputs(let start, let count): "read \(count) discrete inputs from \(start)"
-            case .readHoldingRegisters(let start, let count): "read \(count) holding registers from \(start)"
-            case .readInputRegisters(let start, let count): "read \(count) input registers from \(start)"
-            case .writeSingleCoil(let coil, let on): "write coil \(coil) \(on ? "on" : "off")"
-            case .writeSingleRegister(let register, let value): "write register \(register) = \(value)"
-            case .writeMultipleRegisters(let start, let values):
-                "write \(values.count) registers from \(start): \(values.map(String.init).joined(separator: " "))"
-                    + registerText(values)
-            }
+            let what: String =
+                switch request {
+                case .readCoils(let start, let count): "read \(count) coils from \(start)"
+                case .readDiscreteInputs(let start, let count): "read \(count) discrete inputs from \(start)"
+                case .readHoldingRegisters(let start, let count): "read \(count) holding registers from \(start)"
+                case .readInputRegisters(let start, let count): "read \(count) input registers from \(start)"
+                case .writeSingleCoil(let coil, let on): "write coil \(coil) \(on ? "on" : "off")"
+                case .writeSingleRegister(let register, let value): "write register \(register) = \(value)"
+                case .writeMultipleRegisters(let start, let values):
+                    "write \(values.count) registers from \(start): \(values.map(String.init).joined(separator: " "))"
+                        + registerText(values)
+                }
             return "address \(address) ← \(what)"
         case .response(let response):
-            let what: String = switch response {
-            case .readCoils(let status): "coils \(bits(status))"
-            case .readDiscreteInputs(let status): "discrete inputs \(bits(status))"
-            case .readHoldingRegisters(let values), .readInputRegisters(let values):
-                "\(values.count) registers: \(values.map(String.init).joined(separator: " "))" + registerText(values)
-            case .writeSingleCoil(let coil, let on): "coil \(coil) written \(on ? "on" : "off")"
-            case .writeSingleRegister(let register, let value): "register \(register) written = \(value)"
-            case .writeMultipleRegisters(let start, let count): "\(count) registers written from \(start)"
-            case .exception(let function, let code): "EXCEPTION to \(function): \(exceptionName(code))"
-            }
+            let what: String =
+                switch response {
+                case .readCoils(let status): "coils \(bits(status))"
+                case .readDiscreteInputs(let status): "discrete inputs \(bits(status))"
+                case .readHoldingRegisters(let values), .readInputRegisters(let values):
+                    "\(values.count) registers: \(values.map(String.init).joined(separator: " "))"
+                        + registerText(values)
+                case .writeSingleCoil(let coil, let on): "coil \(coil) written \(on ? "on" : "off")"
+                case .writeSingleRegister(let register, let value): "register \(register) written = \(value)"
+                case .writeMultipleRegisters(let start, let count): "\(count) registers written from \(start)"
+                case .exception(let function, let code): "EXCEPTION to \(function): \(exceptionName(code))"
+                }
             return "address \(address) → \(what)"
         }
     }
@@ -406,8 +451,8 @@ public enum WireInspector {
         var bytes = values.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }
         while bytes.last == 0 { bytes.removeLast() }
         guard bytes.count >= 2, !bytes.contains(where: { $0 < 0x20 && $0 != 0 }),
-              bytes.contains(where: { $0 >= 0x80 }) || bytes.allSatisfy({ (0x20...0x7E).contains($0) }),
-              let text = ChineseText.decode(bytes.filter { $0 != 0 }, as: .gb18030)
+            bytes.contains(where: { $0 >= 0x80 }) || bytes.allSatisfy({ (0x20...0x7E).contains($0) }),
+            let text = ChineseText.decode(bytes.filter { $0 != 0 }, as: .gb18030)
         else { return "" }
         return " (text \"\(text)\")"
     }
@@ -462,7 +507,8 @@ public enum WireInspector {
         case .text(let text): "text \"\(text)\""
         case .lineFeed: "LF: print and feed a line"
         case .feedLines(let count): "ESC d: print and feed \(count) lines"
-        case .cut(let mode, let feed): "GS V: \(mode == .full ? "full" : "partial") cut" + (feed.map { " after feeding \($0)" } ?? "")
+        case .cut(let mode, let feed):
+            "GS V: \(mode == .full ? "full" : "partial") cut" + (feed.map { " after feeding \($0)" } ?? "")
         case .qrCode(let function):
             switch function {
             case .selectModel(let model): "GS ( k: QR model \(model)"
@@ -472,8 +518,9 @@ public enum WireInspector {
             case .print: "GS ( k: print the QR code"
             }
         case .statusRequest(let request): "DLE EOT \(request.rawValue): status request (\(request))"
-        case .enableAutomaticStatusBack(let mask): "GS a \(mask.rawValue): automatic status back"
-            + (mask.rawValue == 0 ? " off" : " on")
+        case .enableAutomaticStatusBack(let mask):
+            "GS a \(mask.rawValue): automatic status back"
+                + (mask.rawValue == 0 ? " off" : " on")
         case .codePage(let table): "ESC t \(table): code page \(EscPosCodePage.name(table))"
         case .other(let other): other.name
         }

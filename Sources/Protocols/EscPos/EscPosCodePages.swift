@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The character tables ESC t n selects, numbered as Epson's ESC/POS reference and python-escpos's default profile
