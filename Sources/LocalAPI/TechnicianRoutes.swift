@@ -15,7 +15,9 @@ extension LocalAPI {
             // The body is optional: no text means the default test text.
             var request = request
             let buffer = try await request.collectBody(upTo: 1 << 16)
-            let text = buffer.readableBytes == 0 ? nil
+            let text =
+                buffer.readableBytes == 0
+                ? nil
                 : try JSONDecoder().decode(TestRequest.self, from: Data(String(buffer: buffer).utf8)).text
             return try await test(device, text: text)
         }
@@ -46,13 +48,16 @@ extension LocalAPI {
         report.events = try await recentEvents(of: device.id)
         if let state {
             let counters = state.counters
-            report.steps.append(ProbeStep(
-                purpose: "polls", sent: "", sentWords: [], received: "",
-                receivedWords: ["\(counters.transactions) answered, \(counters.timeouts) timeouts, "
-                    + "\(counters.checksumErrors) checksum errors, \(counters.exceptions) refusals, "
-                    + "\(counters.garbageBytes) garbage bytes"
-                    + (state.lastSeen.map { ", last seen \(EventTime.format($0))" } ?? ", never seen")],
-                outcome: state.online == true ? "answered" : state.online == false ? "offline" : "not polled yet"))
+            report.steps.append(
+                ProbeStep(
+                    purpose: "polls", sent: "", sentWords: [], received: "",
+                    receivedWords: [
+                        "\(counters.transactions) answered, \(counters.timeouts) timeouts, "
+                            + "\(counters.checksumErrors) checksum errors, \(counters.exceptions) refusals, "
+                            + "\(counters.garbageBytes) garbage bytes"
+                            + (state.lastSeen.map { ", last seen \(EventTime.format($0))" } ?? ", never seen")
+                    ],
+                    outcome: state.online == true ? "answered" : state.online == false ? "offline" : "not polled yet"))
             if state.online == false {
                 report.problem = "\(device.id) is offline: \(state.offlineReason ?? "no answer")"
             }
@@ -70,17 +75,22 @@ extension LocalAPI {
         switch gateway.roles[device.id] {
         case .windowBoard, .hallBoard:
             let words = text ?? "设备测试"
-            guard !words.isEmpty, words.count <= 64 else { throw Problem(.badRequest, "text must be 1 to 64 characters") }
+            guard !words.isEmpty, words.count <= 64 else {
+                throw Problem(.badRequest, "text must be 1 to 64 characters")
+            }
             command = .showText(words)
         case .printer:
-            command = .printTicket(.init(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0,
-                                         issuedAt: EventTime.format(Date())))
+            command = .printTicket(
+                .init(
+                    number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0,
+                    issuedAt: EventTime.format(Date())))
         default:
             throw Problem(.conflict, "\(device.id) has no test: only boards and printers do (\(device.profile))")
         }
         var report = try await daemonView(of: device)
-        var step = ProbeStep(purpose: command.name, sent: "", sentWords: [], received: "", receivedWords: [],
-                             outcome: "answered")
+        var step = ProbeStep(
+            purpose: command.name, sent: "", sentWords: [], received: "", receivedWords: [],
+            outcome: "answered")
         do {
             try await gateway.send(command, to: device.id)
         } catch {
@@ -103,7 +113,10 @@ extension LocalAPI {
         // The highest position, found by doubling then halving (the outbox pages forward only).
         var low: Int64 = 0
         var high: Int64 = 1024
-        while try await !gateway.outbox.entries(after: high, limit: 1).isEmpty { low = high; high *= 2 }
+        while try await !gateway.outbox.entries(after: high, limit: 1).isEmpty {
+            low = high
+            high *= 2
+        }
         while high - low > 1 {
             let middle = (low + high) / 2
             if try await gateway.outbox.entries(after: middle, limit: 1).isEmpty { high = middle } else { low = middle }

@@ -27,13 +27,17 @@ struct LineOptions: ParsableArguments {
     var timeoutMs: Int?
 
     func validate() throws {
-        if host == nil, port == nil { throw ValidationError("say where: --port /dev/ttyUSB0 (RTU) or --host HOST (TCP)") }
+        if host == nil, port == nil {
+            throw ValidationError("say where: --port /dev/ttyUSB0 (RTU) or --host HOST (TCP)")
+        }
         if host != nil, let port, Int(port) == nil {
             throw ValidationError("--port with --host is a TCP port number, not '\(port)'")
         }
         guard SerialSettings.parity(named: parity) != nil else { throw ValidationError("--parity: N, E or O") }
         guard SerialSettings.supportedBauds.contains(baud) else {
-            throw ValidationError("--baud \(baud) is not supported (\(SerialSettings.supportedBauds.map(String.init).joined(separator: ", ")))")
+            throw ValidationError(
+                "--baud \(baud) is not supported (\(SerialSettings.supportedBauds.map(String.init).joined(separator: ", ")))"
+            )
         }
         guard (7...8).contains(dataBits), (1...2).contains(stopBits) else {
             throw ValidationError("--data-bits 7 or 8, --stop-bits 1 or 2")
@@ -43,9 +47,10 @@ struct LineOptions: ParsableArguments {
 
     /// The serial settings at a given baud and parity (the sweep changes them).
     func settings(baud: Int? = nil, parity: SerialSettings.Parity? = nil) -> SerialSettings {
-        SerialSettings(port: port ?? "", baud: baud ?? self.baud,
-                       parity: parity ?? SerialSettings.parity(named: self.parity) ?? .none,
-                       dataBits: dataBits, stopBits: stopBits)
+        SerialSettings(
+            port: port ?? "", baud: baud ?? self.baud,
+            parity: parity ?? SerialSettings.parity(named: self.parity) ?? .none,
+            dataBits: dataBits, stopBits: stopBits)
     }
 
     var line: ModbusLine {
@@ -98,8 +103,10 @@ struct ModbusCommand: ParsableCommand {
 
         init?(argument: String) {
             // mbpoll's -t numbers too: 4 holding, 3 input, 0 coil, 1 discrete.
-            let aliases = ["4": "holding", "3": "input", "0": "coil", "1": "discrete", "coils": "coil",
-                           "discrete-input": "discrete", "holding-register": "holding", "input-register": "input"]
+            let aliases = [
+                "4": "holding", "3": "input", "0": "coil", "1": "discrete", "coils": "coil",
+                "discrete-input": "discrete", "holding-register": "holding", "input-register": "input",
+            ]
             self.init(rawValue: aliases[argument.lowercased()] ?? argument.lowercased())
         }
 
@@ -117,12 +124,14 @@ struct ModbusCommand: ParsableCommand {
     struct Target: ParsableArguments {
         @OptionGroup var line: LineOptions
 
-        @Option(name: [.customLong("address"), .customLong("unit"), .customShort("a")],
-                help: "The device's address (RTU) or unit id (TCP).")
+        @Option(
+            name: [.customLong("address"), .customLong("unit"), .customShort("a")],
+            help: "The device's address (RTU) or unit id (TCP).")
         var address: Int = 1
 
-        @Option(name: [.customLong("type"), .customShort("t")],
-                help: "holding, input, coil or discrete (mbpoll's 4, 3, 0, 1).")
+        @Option(
+            name: [.customLong("type"), .customShort("t")],
+            help: "holding, input, coil or discrete (mbpoll's 4, 3, 0, 1).")
         var table: Table = .holding
 
         @Flag(help: "One JSON document instead of a table.")
@@ -158,12 +167,13 @@ struct ModbusCommand: ParsableCommand {
 
         func run() throws {
             let first = UInt16(parseNumber(start) ?? 0)
-            let request: ModbusRequest = switch target.table {
-            case .holding: .readHoldingRegisters(start: first, count: UInt16(count))
-            case .input: .readInputRegisters(start: first, count: UInt16(count))
-            case .coil: .readCoils(start: first, count: UInt16(count))
-            case .discrete: .readDiscreteInputs(start: first, count: UInt16(count))
-            }
+            let request: ModbusRequest =
+                switch target.table {
+                case .holding: .readHoldingRegisters(start: first, count: UInt16(count))
+                case .input: .readInputRegisters(start: first, count: UInt16(count))
+                case .coil: .readCoils(start: first, count: UInt16(count))
+                case .discrete: .readDiscreteInputs(start: first, count: UInt16(count))
+                }
             let exchange = try ModbusCommand.exchange(request, target: target)
             let values: [Int]
             switch exchange.response {
@@ -184,14 +194,18 @@ struct ModbusCommand: ParsableCommand {
                 print(String(decoding: try Output.jsonEncoder.encode(report), as: UTF8.self))
                 return
             }
-            print("\(line.name(of: UInt8(target.address))) on \(line.description): \(values.count) "
-                  + "\(target.table.name) from \(first), answered in \(String(format: "%.1f", ModbusCommand.milliseconds(exchange.latency))) ms")
+            print(
+                "\(line.name(of: UInt8(target.address))) on \(line.description): \(values.count) "
+                    + "\(target.table.name) from \(first), answered in \(String(format: "%.1f", ModbusCommand.milliseconds(exchange.latency))) ms"
+            )
             let header = target.table.isBits ? ["coil", "value"] : ["register", "hex", "decimal", "int16"]
             let rows = values.enumerated().map { offset, value -> [String] in
                 let register = Int(first) + offset
                 if target.table.isBits { return ["\(register)", value == 1 ? "1 (on)" : "0 (off)"] }
-                return ["\(register) (0x\(String(format: "%04X", register)))", String(format: "0x%04X", value), "\(value)",
-                        "\(Int16(bitPattern: UInt16(value)))"]
+                return [
+                    "\(register) (0x\(String(format: "%04X", register)))", String(format: "0x%04X", value), "\(value)",
+                    "\(Int16(bitPattern: UInt16(value)))",
+                ]
             }
             for row in Output.table([header] + rows) { print(row) }
         }
@@ -245,13 +259,14 @@ struct ModbusCommand: ParsableCommand {
         func run() throws {
             let first = UInt16(parseNumber(start) ?? 0)
             let words = values.map { UInt16(truncatingIfNeeded: parseNumber($0) ?? 0) }
-            let request: ModbusRequest = switch target.table {
-            case .coil: .writeSingleCoil(address: first, on: Self.coil(values[0]) ?? false)
-            default:
-                words.count == 1 && !multiple
-                    ? .writeSingleRegister(address: first, value: words[0])
-                    : .writeMultipleRegisters(start: first, values: words)
-            }
+            let request: ModbusRequest =
+                switch target.table {
+                case .coil: .writeSingleCoil(address: first, on: Self.coil(values[0]) ?? false)
+                default:
+                    words.count == 1 && !multiple
+                        ? .writeSingleRegister(address: first, value: words[0])
+                        : .writeMultipleRegisters(start: first, values: words)
+                }
             let line = target.line.line
             if target.address == 0 {
                 try ModbusCommand.broadcast(request, target: target)
@@ -259,7 +274,10 @@ struct ModbusCommand: ParsableCommand {
                 return
             }
             let exchange = try ModbusCommand.exchange(request, target: target)
-            let what = target.table == .coil ? "coil \(first)" : words.count == 1 ? "register \(first)" : "registers \(first)…\(Int(first) + words.count - 1)"
+            let what =
+                target.table == .coil
+                ? "coil \(first)"
+                : words.count == 1 ? "register \(first)" : "registers \(first)…\(Int(first) + words.count - 1)"
             let milliseconds = ModbusCommand.milliseconds(exchange.latency)
             if target.json {
                 let report = ModbusWriteReport(
@@ -269,8 +287,9 @@ struct ModbusCommand: ParsableCommand {
                 print(String(decoding: try Output.jsonEncoder.encode(report), as: UTF8.self))
                 return
             }
-            print("\(line.name(of: UInt8(target.address))) on \(line.description): wrote \(what), answered in "
-                  + String(format: "%.1f ms", milliseconds))
+            print(
+                "\(line.name(of: UInt8(target.address))) on \(line.description): wrote \(what), answered in "
+                    + String(format: "%.1f ms", milliseconds))
         }
     }
 
@@ -280,13 +299,14 @@ struct ModbusCommand: ParsableCommand {
         do {
             let client = try ModbusDirectClient(line: target.line.line, timeout: target.line.timeout)
             exchange = try client.transact(request, address: UInt8(target.address))
-        } catch let error as ModbusDirectError {
+        } catch {
             printError(error.message)
             throw TechnicianExit.code(for: error)
         }
         if case .exception(let function, let code) = exchange.response {
-            printError("\(target.line.line.name(of: UInt8(target.address))) on \(target.line.line.description) "
-                       + "refused function \(String(format: "%02X", function.rawValue)): \(code.words)")
+            printError(
+                "\(target.line.line.name(of: UInt8(target.address))) on \(target.line.line.description) "
+                    + "refused function \(String(format: "%02X", function.rawValue)): \(code.words)")
             throw TechnicianExit.failed
         }
         return exchange
@@ -297,7 +317,7 @@ struct ModbusCommand: ParsableCommand {
         do {
             let client = try ModbusDirectClient(line: target.line.line, timeout: .milliseconds(10))
             _ = try? client.transact(request, address: 0)
-        } catch let error as ModbusDirectError {
+        } catch {
             printError(error.message)
             throw TechnicianExit.code(for: error)
         }

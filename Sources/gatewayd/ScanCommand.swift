@@ -31,8 +31,9 @@ struct ScanCommand: ParsableCommand {
     @Flag(help: "Sweep baud and parity for one --address instead of scanning addresses.")
     var sweep = false
 
-    @Option(name: [.customLong("address"), .customLong("unit"), .customShort("a")],
-            help: "The address a sweep tries.")
+    @Option(
+        name: [.customLong("address"), .customLong("unit"), .customShort("a")],
+        help: "The address a sweep tries.")
     var address: Int?
 
     @Flag(help: "With --sweep or --listen: try every setting, not only until the first that works.")
@@ -41,7 +42,9 @@ struct ScanCommand: ParsableCommand {
     @Option(help: "Listen this many seconds at each baud for a family that speaks unprompted (with --family).")
     var listen: Double?
 
-    @Option(help: "The protocol: modbus; onbon or escpos (prompted: ping, status request); ff68 or qsystem (with --listen).")
+    @Option(
+        help: "The protocol: modbus; onbon or escpos (prompted: ping, status request); ff68 or qsystem (with --listen)."
+    )
     var family: String = "modbus"
 
     @Option(help: "The device profiles, for identification (default: ./devices, or the checkout's).")
@@ -122,28 +125,37 @@ struct ScanCommand: ParsableCommand {
         let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
         if let writeConfig { try write(found, to: writeConfig, library: library, settings: line.settings()) }
         if json {
-            try printReport(ScanReport(line: line.line.description, from: from, to: to, seconds: elapsed,
-                                            found: found))
+            try printReport(
+                ScanReport(
+                    line: line.line.description, from: from, to: to, seconds: elapsed,
+                    found: found))
         } else {
-            print("\(line.line.description): addresses \(from)…\(to) in \(String(format: "%.1f", elapsed)) s, "
-                  + "\(found.count) answered")
+            print(
+                "\(line.line.description): addresses \(from)…\(to) in \(String(format: "%.1f", elapsed)) s, "
+                    + "\(found.count) answered")
             if !found.isEmpty {
                 let rows = found.map { finding in
-                    [line.line.name(of: UInt8(finding.address)).components(separatedBy: " ").last ?? "",
-                     String(format: "%.1f", finding.latencyMs), finding.profile ?? "?",
-                     finding.answer + (finding.alsoMatches.isEmpty ? "" : "; also matches " + finding.alsoMatches.joined(separator: ", "))]
+                    [
+                        line.line.name(of: UInt8(finding.address)).components(separatedBy: " ").last ?? "",
+                        String(format: "%.1f", finding.latencyMs), finding.profile ?? "?",
+                        finding.answer
+                            + (finding.alsoMatches.isEmpty
+                                ? "" : "; also matches " + finding.alsoMatches.joined(separator: ", ")),
+                    ]
                 }
                 for row in Output.table([["address", "ms", "profile", "answer to holding 0"]] + rows) { print(row) }
             }
             if let writeConfig {
-                print("wrote \(writeConfig): \(found.filter { $0.profile != nil }.count) devices for review "
-                      + "(check it with gatewayd config check \(writeConfig))")
+                print(
+                    "wrote \(writeConfig): \(found.filter { $0.profile != nil }.count) devices for review "
+                        + "(check it with gatewayd config check \(writeConfig))")
             }
         }
         guard !found.isEmpty else {
             if !json, line.host == nil {
-                printError("nobody answered at \(line.settings().lineName): check wiring A/B and termination, or try "
-                           + "another baud: gatewayd scan --port \(line.port ?? "PORT") --sweep --address N")
+                printError(
+                    "nobody answered at \(line.settings().lineName): check wiring A/B and termination, or try "
+                        + "another baud: gatewayd scan --port \(line.port ?? "PORT") --sweep --address N")
             }
             throw TechnicianExit.failed
         }
@@ -173,19 +185,23 @@ struct ScanCommand: ParsableCommand {
             try write([found], to: writeConfig, library: library, settings: settings)
         }
         if json {
-            try printReport(SweepReport(port: line.port ?? "", address: address, steps: result.steps,
-                                             found: result.settings?.lineName, device: result.found))
+            try printReport(
+                SweepReport(
+                    port: line.port ?? "", address: address, steps: result.steps,
+                    found: result.settings?.lineName, device: result.found))
         } else {
             let rows = result.steps.map { [$0.setting, $0.result, $0.detail ?? ""] }
             for row in Output.table([["setting", "result", "detail"]] + rows) { print(row) }
             if let found = result.found, let settings = result.settings {
-                print("address \(address) answers at \(settings.lineName) on \(settings.port)"
-                      + (found.profile.map { ": \($0)" } ?? " (no profile recognised it)")
-                      + (settings.baud != line.baud || settings.parity != line.settings().parity
-                         ? "; set the bus to baud \(settings.baud), parity \(settings.parity.rawValue)" : ""))
+                print(
+                    "address \(address) answers at \(settings.lineName) on \(settings.port)"
+                        + (found.profile.map { ": \($0)" } ?? " (no profile recognised it)")
+                        + (settings.baud != line.baud || settings.parity != line.settings().parity
+                            ? "; set the bus to baud \(settings.baud), parity \(settings.parity.rawValue)" : ""))
             } else {
-                print("address \(address) answered at no baud and parity tried: check wiring A/B, termination, power, "
-                      + "and the address")
+                print(
+                    "address \(address) answered at no baud and parity tried: check wiring A/B, termination, power, "
+                        + "and the address")
             }
         }
         if result.found == nil { throw TechnicianExit.failed }
@@ -199,8 +215,10 @@ struct ScanCommand: ParsableCommand {
             let address = address ?? 1
             let steps: [SweepStep]
             do {
-                steps = try family.sweep(port: line.settings(), address: address, timeout: timeout,
-                                         exhaustive: exhaustive) { step in
+                steps = try family.sweep(
+                    port: line.settings(), address: address, timeout: timeout,
+                    exhaustive: exhaustive
+                ) { step in
                     if terminal { printError("  \(step.setting): \(step.result)") }
                 }
             } catch {
@@ -209,15 +227,20 @@ struct ScanCommand: ParsableCommand {
             }
             let found = steps.first { $0.result == "answered" }
             if json {
-                try printReport(SweepReport(port: line.port ?? "", address: family.addressed ? address : nil, steps: steps,
-                                            found: found?.setting, device: nil))
+                try printReport(
+                    SweepReport(
+                        port: line.port ?? "", address: family.addressed ? address : nil, steps: steps,
+                        found: found?.setting, device: nil))
             } else {
-                for row in Output.table([["setting", "result", "detail"]] + steps.map { [$0.setting, $0.result, $0.detail ?? ""] }) {
+                for row in Output.table(
+                    [["setting", "result", "detail"]] + steps.map { [$0.setting, $0.result, $0.detail ?? ""] })
+                {
                     print(row)
                 }
                 let who = family.addressed ? "address \(address)" : "the \(family.name) device"
-                print(found.map { "\(who) answers at \($0.setting) on \(line.port ?? "")" }
-                      ?? "\(who) answered at no baud and parity tried: check wiring, power and the address")
+                print(
+                    found.map { "\(who) answers at \($0.setting) on \(line.port ?? "")" }
+                        ?? "\(who) answered at no baud and parity tried: check wiring, power and the address")
             }
             if found == nil { throw TechnicianExit.failed }
             return
@@ -237,11 +260,14 @@ struct ScanCommand: ParsableCommand {
         progress.finish()
         let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
         if json {
-            try printReport(ScanReport(line: line.line.description, from: from, to: family.addressed ? to : from,
-                                       seconds: elapsed, found: found))
+            try printReport(
+                ScanReport(
+                    line: line.line.description, from: from, to: family.addressed ? to : from,
+                    seconds: elapsed, found: found))
         } else {
-            print("\(line.line.description): \(family.name) " + (family.addressed ? "addresses \(from)…\(to)" : "device")
-                  + " in \(String(format: "%.1f", elapsed)) s, \(found.count) answered")
+            print(
+                "\(line.line.description): \(family.name) " + (family.addressed ? "addresses \(from)…\(to)" : "device")
+                    + " in \(String(format: "%.1f", elapsed)) s, \(found.count) answered")
             let rows = found.map { [String($0.address), String(format: "%.1f", $0.latencyMs), $0.answer] }
             if !rows.isEmpty { for row in Output.table([["address", "ms", "answer"]] + rows) { print(row) } }
         }
@@ -252,8 +278,9 @@ struct ScanCommand: ParsableCommand {
     }
 
     private func listenSweep(seconds: Double) throws {
-        let sweep = ListeningSweep(family: ListeningSweep.Family(rawValue: family) ?? .ff68,
-                                   listen: .milliseconds(Int(seconds * 1000)))
+        let sweep = ListeningSweep(
+            family: ListeningSweep.Family(rawValue: family) ?? .ff68,
+            listen: .milliseconds(Int(seconds * 1000)))
         let terminal = isatty(STDERR_FILENO) == 1 && !json
         let steps: [SweepStep]
         do {
@@ -266,25 +293,33 @@ struct ScanCommand: ParsableCommand {
         }
         let found = steps.first { $0.result == "frames" }
         if json {
-            try printReport(SweepReport(port: line.port ?? "", address: nil, steps: steps, found: found?.setting,
-                                             device: nil))
+            try printReport(
+                SweepReport(
+                    port: line.port ?? "", address: nil, steps: steps, found: found?.setting,
+                    device: nil))
         } else {
-            for row in Output.table([["setting", "heard", "detail"]] + steps.map { [$0.setting, $0.result, $0.detail ?? ""] }) {
+            for row in Output.table(
+                [["setting", "heard", "detail"]] + steps.map { [$0.setting, $0.result, $0.detail ?? ""] })
+            {
                 print(row)
             }
-            print(found.map { "\(family) frames at \($0.setting) on \(line.port ?? "")" }
-                  ?? "no valid \(family) frames at any baud: press a key on a pad while listening, check wiring A/B")
+            print(
+                found.map { "\(family) frames at \($0.setting) on \(line.port ?? "")" }
+                    ?? "no valid \(family) frames at any baud: press a key on a pad while listening, check wiring A/B")
         }
         if found == nil { throw TechnicianExit.failed }
     }
 
     /// Writes a configuration with the bus scanned and a device per identified answer; the others as comments.
-    private func write(_ found: [ScanFinding], to path: String, library: ProfileLibrary, settings: SerialSettings) throws {
+    private func write(
+        _ found: [ScanFinding], to path: String, library: ProfileLibrary, settings: SerialSettings
+    ) throws {
         let bus = busId ?? (line.host == nil ? "rs485-1" : "lan-1")
         let busLine: String
         switch line.line {
         case .rtu:
-            busLine = "  - {id: \(bus), transport: modbus-rtu, port: \(settings.port), baud: \(settings.baud), "
+            busLine =
+                "  - {id: \(bus), transport: modbus-rtu, port: \(settings.port), baud: \(settings.baud), "
                 + "parity: \(settings.parity.rawValue), data-bits: \(settings.dataBits), stop-bits: \(settings.stopBits)}"
         case .tcp(let host, let port):
             busLine = "  - {id: \(bus), transport: modbus-tcp, host: \(host), tcp-port: \(port)}"
@@ -308,19 +343,25 @@ struct ScanCommand: ParsableCommand {
                 continue
             }
             let family = (try? library.load(named: profile))?.profile
-            let prefix = switch family {
-            case .modbusEvaluator: "eval"
-            case .modbusBoard: "board"
-            default: "device"
-            }
+            let prefix =
+                switch family {
+                case .modbusEvaluator: "eval"
+                case .modbusBoard: "board"
+                default: "device"
+                }
             var id = "\(prefix)-a\(String(format: "%03d", finding.address))"
             while used.contains(id) { id += "x" }
             used.insert(id)
-            let note = finding.alsoMatches.isEmpty ? "" : "  # also matches \(finding.alsoMatches.joined(separator: ", "))"
+            let note =
+                finding.alsoMatches.isEmpty ? "" : "  # also matches \(finding.alsoMatches.joined(separator: ", "))"
             lines.append("  - {id: \(id), profile: \(profile), bus: \(bus), address: \(finding.address)}\(note)")
         }
         if !found.contains(where: { $0.profile != nil }) { lines.append("  []") }
-        lines += ["sinks:", "  - {type: sqlite, name: local, path: \((stateDirectory as NSString).appendingPathComponent("events.sqlite"))}", ""]
+        lines += [
+            "sinks:",
+            "  - {type: sqlite, name: local, path: \((stateDirectory as NSString).appendingPathComponent("events.sqlite"))}",
+            "",
+        ]
         do {
             try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         } catch {

@@ -20,17 +20,20 @@ enum TechnicianRun {
         case pad, board, printer, caller
 
         init(_ profile: DeviceProfile) {
-            self = switch profile {
-            case .modbusEvaluator, .ff68Evaluator: .pad
-            case .modbusBoard, .onbonBoard, .qsystemBoard: .board
-            case .printer: .printer
-            case .ff68Caller, .qsystemBox: .caller
-            }
+            self =
+                switch profile {
+                case .modbusEvaluator, .ff68Evaluator: .pad
+                case .modbusBoard, .onbonBoard, .qsystemBoard: .board
+                case .printer: .printer
+                case .ff68Caller, .qsystemBox: .caller
+                }
         }
     }
 
     /// The hall and the device's kind; a device that is not of `expected` kinds is refused with exit 2.
-    static func hall(_ options: DeviceCommandOptions, device: String, expected: [Kind]? = nil) throws
+    static func hall(
+        _ options: DeviceCommandOptions, device: String, expected: [Kind]? = nil
+    ) throws
         -> (HallContext, GatewayConfig, ProfileLibrary, Kind)
     {
         let hall = try options.daemon.load()
@@ -39,8 +42,9 @@ enum TechnicianRun {
             throw TechnicianExit.usage
         }
         guard let entry = config.devices.first(where: { $0.id == device }) else {
-            printError("no device '\(device)' in \(options.daemon.configPath ?? "the configuration") "
-                       + "(devices: \(config.devices.map(\.id).joined(separator: ", ")))")
+            printError(
+                "no device '\(device)' in \(options.daemon.configPath ?? "the configuration") "
+                    + "(devices: \(config.devices.map(\.id).joined(separator: ", ")))")
             throw TechnicianExit.usage
         }
         let kind: Kind
@@ -49,7 +53,9 @@ enum TechnicianRun {
             throw TechnicianExit.usage
         }
         if let expected, !expected.contains(kind) {
-            printError("\(device) is a \(kind.rawValue) (\(entry.profile)), not a \(expected.map(\.rawValue).joined(separator: " or "))")
+            printError(
+                "\(device) is a \(kind.rawValue) (\(entry.profile)), not a \(expected.map(\.rawValue).joined(separator: " or "))"
+            )
             throw TechnicianExit.usage
         }
         return (hall, config, library, kind)
@@ -66,7 +72,8 @@ enum TechnicianRun {
             if case .running = await client.probe() {
                 do { return try await viaDaemon(client) } catch {
                     printError(error.description)
-                    throw error.kind == .unreachable ? TechnicianExit.daemonUnreachable
+                    throw error.kind == .unreachable
+                        ? TechnicianExit.daemonUnreachable
                         : error.status == 404 ? TechnicianExit.usage : TechnicianExit.failed
                 }
             }
@@ -95,8 +102,11 @@ enum TechnicianRun {
             print("\(title) \(report.device) (\(report.profile)) on bus \(report.bus), \(report.line): \(report.via)")
             for step in report.steps {
                 let latency = step.latencyMs.map { String(format: " in %.1f ms", $0) } ?? ""
-                let outcome = step.outcome == "answered" ? Output.paint("answered", .green)
-                    : step.outcome == "sent" || step.outcome == "heard" ? step.outcome : Output.paint(step.outcome, .red)
+                let outcome =
+                    step.outcome == "answered"
+                    ? Output.paint("answered", .green)
+                    : step.outcome == "sent" || step.outcome == "heard"
+                        ? step.outcome : Output.paint(step.outcome, .red)
                 print("\(step.purpose): \(outcome)\(latency)")
                 if !step.sent.isEmpty { print("  → \(step.sent)") }
                 for words in step.sentWords { print("    \(words)") }
@@ -222,15 +232,17 @@ struct PrinterCommand: AsyncParsableCommand {
             } direct: { () throws(GatewayError) in
                 try DeviceProbe.run(device: printer, config: config, library: library, command: .printTicket(ticket))
             }
-            try TechnicianRun.finish(report, json: options.json, title: "printer test on",
-                                     failed: !report.answered || report.problem != nil
-                                        || !PrinterCommand.canPrint(report.printerState))
+            try TechnicianRun.finish(
+                report, json: options.json, title: "printer test on",
+                failed: !report.answered || report.problem != nil
+                    || !PrinterCommand.canPrint(report.printerState))
         }
     }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The printer's condition: paper (near end, out), cover, cutter and other errors (ESC/POS DLE EOT).",
+            abstract:
+                "The printer's condition: paper (near end, out), cover, cutter and other errors (ESC/POS DLE EOT).",
             discussion: "Exit status: 0 ready to print (paper near end included, with a warning); 1 out of paper, "
                 + "cover open, an error, offline or no answer; 2, 3, 4 as for probe.")
 
@@ -248,7 +260,9 @@ struct PrinterCommand: AsyncParsableCommand {
                 try DeviceProbe.run(device: printer, config: config, library: library)
             }
             if !options.json, let state = report.printerState {
-                let painted = PrinterCommand.canPrint(state) ? Output.paint(state, state == "online" ? .green : .yellow)
+                let painted =
+                    PrinterCommand.canPrint(state)
+                    ? Output.paint(state, state == "online" ? .green : .yellow)
                     : Output.paint(state, .red)
                 let conditions = (report.printerConditions ?? []).joined(separator: ", ")
                 print("\(printer): \(painted)" + (conditions.isEmpty ? "" : " (\(conditions))") + " — \(report.via)")
@@ -259,8 +273,9 @@ struct PrinterCommand: AsyncParsableCommand {
                 }
                 return
             }
-            try TechnicianRun.finish(report, json: options.json, title: "printer status of",
-                                     failed: !report.answered || !PrinterCommand.canPrint(report.printerState))
+            try TechnicianRun.finish(
+                report, json: options.json, title: "printer status of",
+                failed: !report.answered || !PrinterCommand.canPrint(report.printerState))
         }
     }
 
@@ -272,8 +287,9 @@ struct PrinterCommand: AsyncParsableCommand {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
         let now = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: Date())
-        let stamp = String(format: "%04d-%02d-%02d %02d:%02d", now.year ?? 0, now.month ?? 0, now.day ?? 0,
-                           now.hour ?? 0, now.minute ?? 0)
+        let stamp = String(
+            format: "%04d-%02d-%02d %02d:%02d", now.year ?? 0, now.month ?? 0, now.day ?? 0,
+            now.hour ?? 0, now.minute ?? 0)
         return HallCommand.Ticket(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0, issuedAt: stamp)
     }
 }
@@ -306,8 +322,9 @@ struct PadCommand: AsyncParsableCommand {
                 try DeviceProbe.run(device: pad, config: config, library: library, listen: listen)
             }
             let heard = report.steps.contains { !$0.received.isEmpty }
-            try TechnicianRun.finish(report, json: options.json, title: "pad test of",
-                                     failed: !heard || (report.problem != nil && !report.answered && report.steps.count > 1))
+            try TechnicianRun.finish(
+                report, json: options.json, title: "pad test of",
+                failed: !heard || (report.problem != nil && !report.answered && report.steps.count > 1))
         }
     }
 }

@@ -12,10 +12,12 @@ import Testing
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
 
-        let table = try await run(gatewaydPath, ["modbus", "read", "--port", path, "--address", "3", "6", "--count", "2"])
+        let table = try await run(
+            gatewaydPath, ["modbus", "read", "--port", path, "--address", "3", "6", "--count", "2"])
         #expect(table.status == 0, "\(table.standardError)")
         let lines = table.standardOutput.split(separator: "\n").map(String.init)
-        #expect(lines.first?.hasPrefix("address 3 on \(path) at 9600 8N1: 2 holding registers from 6") == true, "\(lines)")
+        #expect(
+            lines.first?.hasPrefix("address 3 on \(path) at 9600 8N1: 2 holding registers from 6") == true, "\(lines)")
         // Register 6 is the pad's key count, 7 its model code 0x4856, in hex and decimal.
         #expect(lines.contains { $0.hasPrefix("6 (0x0006)") && $0.contains("0x0003") && $0.contains(" 3 ") })
         #expect(lines.contains { $0.hasPrefix("7 (0x0007)") && $0.contains("0x4856") && $0.contains("18518") })
@@ -26,7 +28,8 @@ import Testing
         #expect(pad.acknowledged == 42)
 
         let json = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "3", "5", "-c", "3", "--json"])
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
         let values = try #require(report["values"] as? [[String: Int]])
         #expect(values.map { $0["register"] } == [5, 6, 7])
         #expect(values.map { $0["value"] } == [42, 3, 0x4856])
@@ -34,17 +37,23 @@ import Testing
         // The pad has no coils: its exception, in words, and exit status 1.
         let coils = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "3", "--type", "coil", "0"])
         #expect(coils.status == 1)
-        #expect(coils.standardError.contains("refused function 01: exception 02 illegal data address"), "\(coils.standardError)")
+        #expect(
+            coils.standardError.contains("refused function 01: exception 02 illegal data address"),
+            "\(coils.standardError)")
 
-        let silent = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "9", "--timeout-ms", "100", "0"])
+        let silent = try await run(
+            gatewaydPath, ["modbus", "read", "--port", path, "-a", "9", "--timeout-ms", "100", "0"])
         #expect(silent.status == 1)
-        #expect(silent.standardError.contains(
-            "no answer from address 9 at 9600 8N1 on \(path) within 100 ms: check wiring A/B, baud, address, termination"),
+        #expect(
+            silent.standardError.contains(
+                "no answer from address 9 at 9600 8N1 on \(path) within 100 ms: check wiring A/B, baud, address, termination"
+            ),
             "\(silent.standardError)")
 
         let missing = try await run(gatewaydPath, ["modbus", "read", "--port", "/dev/ttyUSB-none", "-a", "1", "0"])
         #expect(missing.status == 4)
-        #expect(missing.standardError.contains("cannot open /dev/ttyUSB-none: no such device"), "\(missing.standardError)")
+        #expect(
+            missing.standardError.contains("cannot open /dev/ttyUSB-none: no such device"), "\(missing.standardError)")
     }
 
     @Test func modbusReadOverTCPAndAPortWithoutPermission() async throws {
@@ -52,15 +61,24 @@ import Testing
         let server = try MockModbusServer.tcp(units: [1: board])
         defer { server.stop() }
         let port = try #require(server.endpoint.tcpPort)
-        let read = try await run(gatewaydPath, ["modbus", "read", "--host", "127.0.0.1", "--port", "\(port)", "--unit", "1",
-                                                "4", "--count", "2", "--json"])
+        let read = try await run(
+            gatewaydPath,
+            [
+                "modbus", "read", "--host", "127.0.0.1", "--port", "\(port)", "--unit", "1",
+                "4", "--count", "2", "--json",
+            ])
         #expect(read.status == 0, "\(read.standardError)")
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(read.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(read.standardOutput.utf8)) as? [String: Any])
         // Register 4: 35.0 °C in tenths; 5: the board's model code.
         #expect((report["values"] as? [[String: Int]])?.map { $0["value"] } == [350, 0x4C42])
 
-        let write = try await run(gatewaydPath, ["modbus", "write", "--host", "127.0.0.1", "--port", "\(port)", "--unit", "1",
-                                                 "--multiple", "1", "1"])
+        let write = try await run(
+            gatewaydPath,
+            [
+                "modbus", "write", "--host", "127.0.0.1", "--port", "\(port)", "--unit", "1",
+                "--multiple", "1", "1",
+            ])
         #expect(write.status == 0, "\(write.standardError)")
         #expect(board.registers[MockModbusBoard.Register.mode] == 1)
 
@@ -71,11 +89,14 @@ import Testing
         let locked = folder.file("ttyUSB9")
         _ = FileManager.default.createFile(atPath: locked, contents: nil, attributes: [.posixPermissions: 0])
         let command = ["modbus", "read", "--port", locked, "0"]
-        let denied = getuid() == 0
-            ? try await run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", gatewaydPath] + command)
+        let denied =
+            getuid() == 0
+            ? try await run(
+                "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", gatewaydPath] + command)
             : try await run(gatewaydPath, command)
         #expect(denied.status == 4)
-        #expect(denied.standardError.contains("cannot open \(locked): permission denied")
+        #expect(
+            denied.standardError.contains("cannot open \(locked): permission denied")
                 && denied.standardError.contains("sudo usermod -aG dialout $USER"), "\(denied.standardError)")
     }
 
@@ -86,13 +107,19 @@ import Testing
         let server = try MockModbusServer.rtu(units: [5: pad])
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
-        let ours = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "5", "0", "-c", "16", "--json"])
+        let ours = try await run(
+            gatewaydPath, ["modbus", "read", "--port", path, "-a", "5", "0", "-c", "16", "--json"])
         #expect(ours.status == 0, "\(ours.standardError)")
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(ours.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(ours.standardOutput.utf8)) as? [String: Any])
         let values = try #require(report["values"] as? [[String: Int]]).compactMap { $0["value"] }
 
-        let mbpoll = try await run("/usr/bin/mbpoll", ["-m", "rtu", "-a", "5", "-b", "9600", "-P", "none", "-t", "4",
-                                                        "-0", "-r", "0", "-c", "16", "-1", "-o", "1", path])
+        let mbpoll = try await run(
+            "/usr/bin/mbpoll",
+            [
+                "-m", "rtu", "-a", "5", "-b", "9600", "-P", "none", "-t", "4",
+                "-0", "-r", "0", "-c", "16", "-1", "-o", "1", path,
+            ])
         #expect(mbpoll.status == 0, "\(mbpoll.standardOutput) \(mbpoll.standardError)")
         // mbpoll prints `[0]: 	3` per register.
         let theirs = mbpoll.standardOutput.split(separator: "\n").compactMap { line -> Int? in
@@ -109,8 +136,10 @@ import Testing
     /// A new hall configured from the wire: scan finds and identifies every pad and board, writes the devices, the
     /// written file passes `config check`, and a gateway on it reads every device.
     @Test func aHallConfiguredByScanAlone() async throws {
-        let pads = [1: MockModbusEvaluator(staffId: "0101"), 2: MockModbusEvaluator(staffId: "0102", keys: 5),
-                    4: MockModbusEvaluator(staffId: "0104")]
+        let pads = [
+            1: MockModbusEvaluator(staffId: "0101"), 2: MockModbusEvaluator(staffId: "0102", keys: 5),
+            4: MockModbusEvaluator(staffId: "0104"),
+        ]
         let boards = [11: MockModbusBoard(), 12: MockModbusBoard()]
         var units: [Int: any MockModbusUnit] = pads
         for (address, board) in boards { units[address] = board }
@@ -120,10 +149,13 @@ import Testing
         let folder = try TemporaryDirectory()
         let config = folder.file("hall.yaml")
 
-        let scan = try await run(gatewaydPath, [
-            "scan", "--port", path, "--from", "1", "--to", "14", "--timeout-ms", "60", "--profiles", profilesDirectory,
-            "--write-config", config, "--hall-id", "scanned-hall", "--state-directory", folder.file("state"),
-        ])
+        let scan = try await run(
+            gatewaydPath,
+            [
+                "scan", "--port", path, "--from", "1", "--to", "14", "--timeout-ms", "60", "--profiles",
+                profilesDirectory,
+                "--write-config", config, "--hall-id", "scanned-hall", "--state-directory", folder.file("state"),
+            ])
         #expect(scan.status == 0, "\(scan.standardError)")
         let rows = scan.standardOutput.split(separator: "\n").map(String.init)
         #expect(rows.first?.contains("addresses 1…14") == true && rows.first?.contains("5 answered") == true, "\(rows)")
@@ -136,14 +168,20 @@ import Testing
         #expect(row(3) == nil)
 
         let check = try await run(gatewaydPath, ["config", "check", config])
-        #expect(check.status == 0, "\(check.standardError)\n\((try? String(contentsOfFile: config, encoding: .utf8)) ?? "")")
+        #expect(
+            check.status == 0, "\(check.standardError)\n\((try? String(contentsOfFile: config, encoding: .utf8)) ?? "")"
+        )
         #expect(check.standardOutput.contains("1 buses, 5 devices"))
 
         let (loaded, profiles) = try ConfigLoader.load(path: config)
         #expect(Set(loaded.devices.map(\.address)) == [1, 2, 4, 11, 12])
         #expect(loaded.devices.first { $0.address == 2 }?.profile == "modbus-evaluator-5level")
         var fast = loaded
-        fast.buses = fast.buses.map { var bus = $0; bus.pollInterval = .milliseconds(50); return bus }
+        fast.buses = fast.buses.map {
+            var bus = $0
+            bus.pollInterval = .milliseconds(50)
+            return bus
+        }
         let gateway = try Gateway(config: fast, profiles: profiles, logger: CapturedLog().logger)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
@@ -162,12 +200,18 @@ import Testing
         let server = try MockModbusServer.rtu(units: [7: MockModbusEvaluator(staffId: "0103")])
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
-        let probe = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "3", "--timeout-ms", "100", "0"])
+        let probe = try await run(
+            gatewaydPath, ["modbus", "read", "--port", path, "-a", "3", "--timeout-ms", "100", "0"])
         #expect(probe.status == 1)
-        let scan = try await run(gatewaydPath, ["scan", "--port", path, "--from", "1", "--to", "10", "--timeout-ms", "50",
-                                                "--profiles", profilesDirectory, "--json"])
+        let scan = try await run(
+            gatewaydPath,
+            [
+                "scan", "--port", path, "--from", "1", "--to", "10", "--timeout-ms", "50",
+                "--profiles", profilesDirectory, "--json",
+            ])
         #expect(scan.status == 0, "\(scan.standardError)")
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(scan.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(scan.standardOutput.utf8)) as? [String: Any])
         let found = try #require(report["found"] as? [[String: Any]])
         #expect(found.map { $0["address"] as? Int } == [7])
         #expect(found.first?["profile"] as? String == "modbus-evaluator-3key")
@@ -178,19 +222,28 @@ import Testing
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104", keys: 5)], baud: 19200)
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
-        let scan = try await run(gatewaydPath, ["scan", "--port", path, "--baud", "9600", "--from", "1", "--to", "6",
-                                                "--timeout-ms", "50", "--profiles", profilesDirectory])
+        let scan = try await run(
+            gatewaydPath,
+            [
+                "scan", "--port", path, "--baud", "9600", "--from", "1", "--to", "6",
+                "--timeout-ms", "50", "--profiles", profilesDirectory,
+            ])
         #expect(scan.status == 1)
         #expect(scan.standardOutput.contains("0 answered"))
         #expect(scan.standardError.contains("nobody answered at 9600 8N1") && scan.standardError.contains("--sweep"))
 
-        let sweep = try await run(gatewaydPath, ["scan", "--port", path, "--sweep", "--address", "4", "--timeout-ms", "50",
-                                                 "--profiles", profilesDirectory])
+        let sweep = try await run(
+            gatewaydPath,
+            [
+                "scan", "--port", path, "--sweep", "--address", "4", "--timeout-ms", "50",
+                "--profiles", profilesDirectory,
+            ])
         #expect(sweep.status == 0, "\(sweep.standardError)")
         let lines = sweep.standardOutput.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("9600 8N1") && $0.contains("silent") })
         #expect(lines.contains { $0.hasPrefix("19200 8N1") && $0.contains("answered") })
-        #expect(lines.last == "address 4 answers at 19200 8N1 on \(path): modbus-evaluator-5level; set the bus to baud "
+        #expect(
+            lines.last == "address 4 answers at 19200 8N1 on \(path): modbus-evaluator-5level; set the bus to baud "
                 + "19200, parity none", "\(lines)")
     }
 
@@ -198,17 +251,25 @@ import Testing
         let server = try MockModbusServer.tcp(units: [2: MockModbusBoard()])
         defer { server.stop() }
         let port = try #require(server.endpoint.tcpPort)
-        let scan = try await run(gatewaydPath, ["scan", "--host", "127.0.0.1", "--port", "\(port)", "--from", "1", "--to", "3",
-                                                "--timeout-ms", "100", "--profiles", profilesDirectory])
+        let scan = try await run(
+            gatewaydPath,
+            [
+                "scan", "--host", "127.0.0.1", "--port", "\(port)", "--from", "1", "--to", "3",
+                "--timeout-ms", "100", "--profiles", profilesDirectory,
+            ])
         #expect(scan.status == 0, "\(scan.standardError)")
-        #expect(scan.standardOutput.split(separator: "\n").contains { $0.hasPrefix("2 ") && $0.contains("modbus-window-board") },
-                "\(scan.standardOutput)")
+        #expect(
+            scan.standardOutput.split(separator: "\n").contains {
+                $0.hasPrefix("2 ") && $0.contains("modbus-window-board")
+            },
+            "\(scan.standardOutput)")
 
         // FF 68 pads speak only when pressed: a pad repeating its key frame is heard at the first baud tried.
         let bus = try MockFF68Bus()
         defer { bus.stop() }
         bus.pressEvaluatorKey(2, address: 9)
-        let listen = try await run(gatewaydPath, ["scan", "--port", bus.devicePath, "--listen", "0.8", "--family", "ff68"])
+        let listen = try await run(
+            gatewaydPath, ["scan", "--port", bus.devicePath, "--listen", "0.8", "--family", "ff68"])
         #expect(listen.status == 0, "\(listen.standardError)")
         #expect(listen.standardOutput.contains("frames at 9600 8N1 on \(bus.devicePath)"), "\(listen.standardOutput)")
         #expect(listen.standardOutput.contains("valid frames from address 9"))
@@ -217,20 +278,25 @@ import Testing
     @Test func scanOfOnbonControllersAndASweepForAPrinter() async throws {
         let boards = try MockOnbonBoards(addresses: [3, 5])
         defer { boards.stop() }
-        let scan = try await run(gatewaydPath, ["scan", "--port", boards.devicePath, "--family", "onbon", "--from", "1",
-                                                "--to", "6", "--timeout-ms", "100", "--json"])
+        let scan = try await run(
+            gatewaydPath,
+            [
+                "scan", "--port", boards.devicePath, "--family", "onbon", "--from", "1",
+                "--to", "6", "--timeout-ms", "100", "--json",
+            ])
         #expect(scan.status == 0, "\(scan.standardError)")
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(scan.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(scan.standardOutput.utf8)) as? [String: Any])
         let found = try #require(report["found"] as? [[String: Any]])
         #expect(found.map { $0["address"] as? Int } == [3, 5])
         #expect((found.first?["answer"] as? String)?.hasPrefix("Onbon controller") == true)
 
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
-        let sweep = try await run(gatewaydPath, ["scan", "--port", printer.devicePath, "--family", "escpos", "--sweep"])
+        let sweep = try await run(
+            gatewaydPath, ["scan", "--port", printer.devicePath, "--family", "escpos", "--sweep"])
         #expect(sweep.status == 0, "\(sweep.standardError)")
         #expect(sweep.standardOutput.contains("ESC/POS printer, status 0x12: online"), "\(sweep.standardOutput)")
         #expect(sweep.standardOutput.contains("the escpos device answers at 9600 8N1 on \(printer.devicePath)"))
     }
 }
-

@@ -12,17 +12,17 @@ import Testing
     func hall(_ folder: TemporaryDirectory, buses: String, devices: String, apiPort: Int = 1) throws -> String {
         let path = folder.file("hall.yaml")
         try """
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            api: {listen: 127.0.0.1:\(apiPort)}
-            buses:
-            \(buses)
-            devices:
-            \(devices)
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        hall: {id: test-hall}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        api: {listen: 127.0.0.1:\(apiPort)}
+        buses:
+        \(buses)
+        devices:
+        \(devices)
+        sinks:
+          - {type: sqlite, path: \(folder.path)/events.sqlite}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
@@ -34,25 +34,31 @@ import Testing
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let config = try hall(folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
-                              devices: """
-                                - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
-                                - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
-                              """)
+        let config = try hall(
+            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
+            devices: """
+                  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+                  - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
+                """)
         let probe = try await run(gatewaydPath, ["probe", "--config", config, "eval-w05"])
         #expect(probe.status == 0, "\(probe.standardError)")
         let text = probe.standardOutput
-        #expect(text.contains("probe eval-w05 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: port opened directly"))
+        #expect(
+            text.contains(
+                "probe eval-w05 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: port opened directly"))
         // The request in hex (read 32 holding registers from 0 at address 4) and in words.
         #expect(text.contains("→ 04 03 00 00 00 20"), "\(text)")
         #expect(text.contains("← 04 03 40 00 03 00 02 00 03 01 02 03 04"), "\(text)")
         // What the pad reports, read through its profile.
-        #expect(text.contains("eval-w05 reports:\n  status 0x0003: ready\n  ratings since power-up: 2\n  boot id 0x01020304\n"
-                              + "  staff shown: 0105\n  last keys, newest first: 不满意 (3), 满意 (1)"), "\(text)")
+        #expect(
+            text.contains(
+                "eval-w05 reports:\n  status 0x0003: ready\n  ratings since power-up: 2\n  boot id 0x01020304\n"
+                    + "  staff shown: 0105\n  last keys, newest first: 不满意 (3), 满意 (1)"), "\(text)")
 
         let silent = try await run(gatewaydPath, ["probe", "--config", config, "eval-w06", "--json"])
         #expect(silent.status == 1)
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(silent.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(silent.standardOutput.utf8)) as? [String: Any])
         #expect(report["answered"] as? Bool == false)
         #expect((report["problem"] as? String)?.contains("no answer from eval-w06 (address 9)") == true)
 
@@ -65,8 +71,10 @@ import Testing
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
         let folder = try TemporaryDirectory()
-        let config = try hall(folder, buses: "  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), response-timeout-ms: 300}",
-                              devices: "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}")
+        let config = try hall(
+            folder,
+            buses: "  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), response-timeout-ms: 300}",
+            devices: "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}")
         let ready = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1"])
         #expect(ready.status == 0, "\(ready.standardError)")
         #expect(ready.standardOutput.hasPrefix("printer-1: online"), "\(ready.standardOutput)")
@@ -85,7 +93,8 @@ import Testing
         #expect(out.standardError.contains("printer-1 cannot print: paper-out"))
         let json = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1", "--json"])
         #expect(json.status == 1)
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
         #expect(report["printerState"] as? String == "paper-out")
         #expect((report["printerConditions"] as? [String])?.contains("paper-out") == true)
 
@@ -106,9 +115,11 @@ import Testing
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let config = try hall(folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
-                              devices: "  - {id: board-w01, profile: modbus-window-board, bus: line-a, address: 21, window: \"1\"}")
-        let test = try await run(gatewaydPath, ["display", "test", "--config", config, "board-w01", "--text", "测试 0123"])
+        let config = try hall(
+            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
+            devices: "  - {id: board-w01, profile: modbus-window-board, bus: line-a, address: 21, window: \"1\"}")
+        let test = try await run(
+            gatewaydPath, ["display", "test", "--config", config, "board-w01", "--text", "测试 0123"])
         #expect(test.status == 0, "\(test.standardError)")
         #expect(board.display.text == "测试 0123")
         #expect(test.standardOutput.contains("hall.board.acknowledged"), "\(test.standardOutput)")
@@ -118,8 +129,9 @@ import Testing
         let bus = try MockFF68Bus()
         defer { bus.stop() }
         let folder = try TemporaryDirectory()
-        let config = try hall(folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
-                              devices: "  - {id: eval-w09, profile: ff68-evaluator, bus: ff68-1, address: 9, window: \"9\"}")
+        let config = try hall(
+            folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
+            devices: "  - {id: eval-w09, profile: ff68-evaluator, bus: ff68-1, address: 9, window: \"9\"}")
         // The citizen pressed 满意 (code 2); the pad repeats the frame until it is acknowledged, so the command hears it.
         bus.pressEvaluatorKey(2, address: 9)
         let result = try await run(gatewaydPath, ["pad", "test", "--config", config, "eval-w09", "--seconds", "1"])
@@ -139,18 +151,23 @@ import Testing
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
         let folder = try TemporaryDirectory()
-        let config = try hall(folder, buses: """
-                                - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 100}
-                                - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100}
-                              """, devices: """
-                                - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
-                                - {id: board-w04, profile: modbus-window-board, bus: line-a, address: 21, window: "4"}
-                                - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
-                              """)
+        let config = try hall(
+            folder,
+            buses: """
+                  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 100}
+                  - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100}
+                """,
+            devices: """
+                  - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+                  - {id: board-w04, profile: modbus-window-board, bus: line-a, address: 21, window: "4"}
+                  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+                """)
         let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
         defer { daemon.interrupt() }
         func apiURL() -> String? {
-            guard let range = daemon.output.range(of: #"listening on (http://[0-9.]+:[0-9]+)"#, options: .regularExpression)
+            guard
+                let range = daemon.output.range(
+                    of: #"listening on (http://[0-9.]+:[0-9]+)"#, options: .regularExpression)
             else { return nil }
             return String(daemon.output[range].split(separator: " ").last ?? "")
         }
@@ -159,24 +176,30 @@ import Testing
 
         #expect(await eventually { (try? await run(gatewaydPath, ["probe", "eval-w04"] + cli))?.status == 0 })
         let probe = try await run(gatewaydPath, ["probe", "eval-w04"] + cli)
-        #expect(probe.standardOutput.contains("probe eval-w04 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: "
-                                              + "through the running daemon"), "\(probe.standardOutput)")
+        #expect(
+            probe.standardOutput.contains(
+                "probe eval-w04 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: "
+                    + "through the running daemon"), "\(probe.standardOutput)")
         #expect(probe.standardOutput.contains("polls: answered"))
 
         let display = try await run(gatewaydPath, ["display", "test", "board-w04", "--text", "测试 42"] + cli)
         #expect(display.status == 0, "\(display.standardError)")
         #expect(board.display.text == "测试 42")
 
-        #expect(await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })
+        #expect(
+            await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })
         let test = try await run(gatewaydPath, ["printer", "test", "printer-1"] + cli)
         #expect(test.status == 0, "\(test.standardOutput) \(test.standardError)")
         #expect(printer.tickets.count == 1)
 
         printer.set(.init(paperOut: true))
-        #expect(await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 1 })
+        #expect(
+            await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 1 })
         let out = try await run(gatewaydPath, ["printer", "status", "printer-1"] + cli)
-        #expect(out.standardOutput.hasPrefix("printer-1: paper-out") && out.standardOutput.contains("through the running daemon"),
-                "\(out.standardOutput)")
+        #expect(
+            out.standardOutput.hasPrefix("printer-1: paper-out")
+                && out.standardOutput.contains("through the running daemon"),
+            "\(out.standardOutput)")
         #expect(out.standardError.contains("printer-1 cannot print: paper-out"))
     }
 }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Protocols
 
 /// One request of a probe and what came back: bytes in hex and in words.
@@ -19,8 +19,10 @@ public struct ProbeStep: Sendable, Codable, Equatable {
     public var latencyMs: Double?
 
     /// Creates a step.
-    public init(purpose: String, sent: String, sentWords: [String], received: String, receivedWords: [String],
-                outcome: String, latencyMs: Double? = nil) {
+    public init(
+        purpose: String, sent: String, sentWords: [String], received: String, receivedWords: [String],
+        outcome: String, latencyMs: Double? = nil
+    ) {
         self.purpose = purpose
         self.sent = sent
         self.sentWords = sentWords
@@ -57,9 +59,11 @@ public struct ProbeReport: Sendable, Codable, Equatable {
     public var reading: [String]?
 
     /// Creates a report.
-    public init(device: String, profile: String, bus: String, line: String, via: String, steps: [ProbeStep],
-                events: [String], answered: Bool, printerState: String? = nil, printerConditions: [String]? = nil,
-                problem: String? = nil) {
+    public init(
+        device: String, profile: String, bus: String, line: String, via: String, steps: [ProbeStep],
+        events: [String], answered: Bool, printerState: String? = nil, printerConditions: [String]? = nil,
+        problem: String? = nil
+    ) {
         self.device = device
         self.profile = profile
         self.bus = bus
@@ -96,17 +100,20 @@ public enum DeviceProbe {
         do { profile = try library.profile(named: device.profile) } catch {
             throw GatewayError(.profileMismatch, error.description)
         }
-        var session = Session(device: device, bus: bus, profile: profile, hallId: config.hall.id,
-                              timeZone: config.hall.timeZone, command: command, listen: listen)
+        var session = Session(
+            device: device, bus: bus, profile: profile, hallId: config.hall.id,
+            timeZone: config.hall.timeZone, command: command, listen: listen)
         let hallId = config.hall.id
         switch (bus.transport, profile) {
         case (.modbusRTU, .modbusEvaluator(let pad)), (.modbusTCP, .modbusEvaluator(let pad)):
-            var driver = ModbusDriver(members: [(device, .pad(pad))], framing: session.framing, hallId: hallId,
-                                      pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
+            var driver = ModbusDriver(
+                members: [(device, .pad(pad))], framing: session.framing, hallId: hallId,
+                pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
             return try session.run(&driver)
         case (.modbusRTU, .modbusBoard(let board)), (.modbusTCP, .modbusBoard(let board)):
-            var driver = ModbusDriver(members: [(device, .board(board))], framing: session.framing, hallId: hallId,
-                                      pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
+            var driver = ModbusDriver(
+                members: [(device, .board(board))], framing: session.framing, hallId: hallId,
+                pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
             return try session.run(&driver)
         case (.serial, .printer(let printer)):
             var driver = PrinterDriver(device: device, profile: printer, hallId: hallId)
@@ -127,7 +134,8 @@ public enum DeviceProbe {
             var driver = QSystemDriver(members: [(device, .board(board))], hallId: hallId)
             return try session.run(&driver)
         default:
-            throw GatewayError(.profileMismatch, "\(deviceId): \(profile.model) does not speak bus \(bus.id)'s protocol")
+            throw GatewayError(
+                .profileMismatch, "\(deviceId): \(profile.model) does not speak bus \(bus.id)'s protocol")
         }
     }
 
@@ -181,7 +189,8 @@ public enum DeviceProbe {
                 if request.discardsStaleInput { line.discardInput() }
                 var step = ProbeStep(
                     purpose: request.purpose, sent: WireInspector.hex(request.bytes),
-                    sentWords: Self.words(request.bytes, streams.sent), received: "", receivedWords: [], outcome: "sent")
+                    sentWords: Self.words(request.bytes, streams.sent), received: "", receivedWords: [], outcome: "sent"
+                )
                 do { try line.write(request.bytes) } catch {
                     step.outcome = "write failed: \(error.message)"
                     report.answered = false
@@ -219,14 +228,16 @@ public enum DeviceProbe {
                 step.received = WireInspector.hex(received)
                 step.receivedWords = Self.words(received, streams.received)
                 if done, let registers = Self.registers(in: received, framing: framing),
-                   let start = Self.readStart(of: request.bytes, framing: framing) {
+                    let start = Self.readStart(of: request.bytes, framing: framing)
+                {
                     let lines = ProfileReading.describe(profile, registers: registers, start: start)
                     if !lines.isEmpty { report.reading = lines }
                 }
                 if !done {
                     step.outcome = "no answer within \(DeviceProbe.milliseconds(bus.responseTimeout)) ms"
                     report.answered = false
-                    report.problem = report.problem ?? "no answer from \(device.id) (address \(device.address)) on "
+                    report.problem =
+                        report.problem ?? "no answer from \(device.id) (address \(device.address)) on "
                         + "\(report.line) within \(Int(DeviceProbe.milliseconds(bus.responseTimeout))) ms: check wiring "
                         + "A/B, baud, address, termination"
                     line.discardInput()
@@ -249,8 +260,9 @@ public enum DeviceProbe {
                 }
             }
             if let listen {
-                var step = ProbeStep(purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
-                                     outcome: "heard")
+                var step = ProbeStep(
+                    purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
+                    outcome: "heard")
                 var received: [UInt8] = []
                 let end = ContinuousClock.now + listen
                 while ContinuousClock.now < end {
@@ -280,12 +292,19 @@ public enum DeviceProbe {
 
         /// The registers of a read-holding answer among `bytes`, if one is there.
         static func registers(in bytes: [UInt8], framing: ModbusFraming) -> [UInt16]? {
-            let responses: [ModbusMessage] = switch framing {
-            case .rtu:
-                { var decoder = ModbusRTUDecoder(role: .client); return decoder.decode(bytes).map(\.message) }()
-            case .tcp:
-                { var decoder = ModbusTCPDecoder(role: .client); return decoder.decode(bytes).map(\.message) }()
-            }
+            let responses: [ModbusMessage] =
+                switch framing {
+                case .rtu:
+                    {
+                        var decoder = ModbusRTUDecoder(role: .client)
+                        return decoder.decode(bytes).map(\.message)
+                    }()
+                case .tcp:
+                    {
+                        var decoder = ModbusTCPDecoder(role: .client)
+                        return decoder.decode(bytes).map(\.message)
+                    }()
+                }
             for case .response(.readHoldingRegisters(let values)) in responses { return values }
             return nil
         }
@@ -306,7 +325,8 @@ public enum DeviceProbe {
     }
 
     static func milliseconds(_ duration: Duration) -> Double {
-        ((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15) * 10).rounded() / 10
+        ((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15) * 10).rounded()
+            / 10
     }
 
     static func seconds(_ duration: Duration) -> Double {
@@ -417,28 +437,32 @@ enum ProfileReading {
             if let status = value(board.statusRegister) {
                 let ready = status & (1 << board.readyBit) != 0
                 let faults = board.faultBits.filter { status & (1 << $0.bit) != 0 }.map(\.name)
-                lines.append(String(format: "status 0x%04X: %@", status, ready ? "in service" : "NOT IN SERVICE")
-                             + (faults.isEmpty ? "" : ", faults: " + faults.joined(separator: ", ")))
+                lines.append(
+                    String(format: "status 0x%04X: %@", status, ready ? "in service" : "NOT IN SERVICE")
+                        + (faults.isEmpty ? "" : ", faults: " + faults.joined(separator: ", ")))
             }
             if let mode = value(board.modeRegister) {
-                let name = [board.modes.clear: "blank", board.modes.show: "steady", board.modes.blink: "blinking"][Int(mode)]
+                let name = [board.modes.clear: "blank", board.modes.show: "steady", board.modes.blink: "blinking"][
+                    Int(mode)]
                 lines.append("mode \(mode) (\(name ?? "unknown"))")
             }
             if let command = value(board.commandRegister), let acknowledged = value(board.acknowledgeRegister) {
-                lines.append("command \(command), acknowledged \(acknowledged)"
-                             + (command == acknowledged ? "" : ": NOT YET ON THE DISPLAY"))
+                lines.append(
+                    "command \(command), acknowledged \(acknowledged)"
+                        + (command == acknowledged ? "" : ": NOT YET ON THE DISPLAY"))
             }
             for reading in board.readings {
                 let first = Int(reading.field.address) - start
                 guard first >= 0, first + reading.field.registerCount <= registers.count,
-                      let decoded = try? reading.field.decode(from: registers, blockStart: UInt16(start))
+                    let decoded = try? reading.field.decode(from: registers, blockStart: UInt16(start))
                 else { continue }
-                let shown = switch decoded {
-                case .integer(let number): "\(number)"
-                case .real(let number): String(format: "%.1f", number)
-                case .flag(let flag): flag ? "on" : "off"
-                case .text(let text): text
-                }
+                let shown =
+                    switch decoded {
+                    case .integer(let number): "\(number)"
+                    case .real(let number): String(format: "%.1f", number)
+                    case .flag(let flag): flag ? "on" : "off"
+                    case .text(let text): text
+                    }
                 lines.append("\(reading.name): \(shown) \(reading.unit)")
             }
             return lines

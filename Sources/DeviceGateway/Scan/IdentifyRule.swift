@@ -1,5 +1,5 @@
-public import Protocols
 import Foundation
+public import Protocols
 import Yams
 
 /// How a profile recognises its model on the wire: one read, and the values that mark the model.

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Protocols
 
 /// A device that answered a scan: where, how fast, what it said, and which profile recognised it.
@@ -60,12 +60,13 @@ public struct ModbusScanner: Sendable {
             do {
                 let exchange = try client.transact(Self.probe, address: UInt8(address))
                 finding = identify(address: address, probeAnswer: exchange, on: client)
-            } catch where error.kind != .unreachable {
+            } catch  where error.kind != .unreachable {
                 // A garbled answer is someone too (at another baud, or two devices at one address).
                 if error.kind == .garbled {
-                    finding = ScanFinding(address: address, latencyMs: 0,
-                                          answer: "garbled: \(error.received.count) bytes, no valid frame",
-                                          profile: nil, alsoMatches: [], identification: nil)
+                    finding = ScanFinding(
+                        address: address, latencyMs: 0,
+                        answer: "garbled: \(error.received.count) bytes, no valid frame",
+                        profile: nil, alsoMatches: [], identification: nil)
                 }
             }
             if let finding { found.append(finding) }
@@ -126,10 +127,10 @@ public struct ModbusScanner: Sendable {
                     step.result = "answered"
                     step.detail = Self.describe(exchange.response)
                     if found == nil { found = (identify(address: address, probeAnswer: exchange, on: client), trial) }
-                } catch where error.kind == .garbled {
+                } catch  where error.kind == .garbled {
                     step.result = "garbled"
                     step.detail = "\(error.received.count) bytes, no valid frame"
-                } catch where error.kind == .timeout {
+                } catch  where error.kind == .timeout {
                     step.result = "silent"
                 }
                 steps.append(step)
@@ -170,7 +171,8 @@ public struct ModbusScanner: Sendable {
     }
 
     static func milliseconds(_ duration: Duration) -> Double {
-        ((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15) * 10).rounded() / 10
+        ((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15) * 10).rounded()
+            / 10
     }
 }
 
@@ -234,7 +236,8 @@ public struct ListeningSweep: Sendable {
             let step = SweepStep(
                 setting: trial.lineName, baud: baud, parity: trial.parity.rawValue,
                 result: frames > 0 ? "frames" : bytes > 0 ? "garbled" : "silent",
-                detail: frames > 0 ? "\(frames) valid frames from address \(heard)"
+                detail: frames > 0
+                    ? "\(frames) valid frames from address \(heard)"
                     : bytes > 0 ? "\(bytes) bytes, no valid frame" : nil)
             steps.append(step)
             progress(step)
@@ -278,8 +281,9 @@ public struct PromptedFamily: Sendable {
         var decoder = PrinterStatusDecoder()
         for case .realTime(let byte) in decoder.decode(bytes) {
             guard let condition = PrinterCondition(realTimeReply: byte, to: .printer) else { continue }
-            return String(format: "ESC/POS printer, status 0x%02X: %@", byte,
-                          condition.contains(.offline) ? "offline" : "online")
+            return String(
+                format: "ESC/POS printer, status 0x%02X: %@", byte,
+                condition.contains(.offline) ? "offline" : "online")
         }
         return nil
     }
@@ -288,7 +292,9 @@ public struct PromptedFamily: Sendable {
     public static let all = [onbon, escPos]
 
     /// Prompts `address` on `line` and waits up to `timeout` for its answer.
-    func ask(_ address: Int, on line: SerialLine, timeout: Duration) throws(ModbusDirectError)
+    func ask(
+        _ address: Int, on line: SerialLine, timeout: Duration
+    ) throws(ModbusDirectError)
         -> (answer: String?, received: [UInt8], latency: Duration)
     {
         line.discardInput()
@@ -310,8 +316,10 @@ public struct PromptedFamily: Sendable {
     }
 
     /// Prompts every address (one, for a family without addresses) at `settings`.
-    public func scan(_ addresses: ClosedRange<Int>, settings: SerialSettings, timeout: Duration,
-                     progress: (Int, ScanFinding?) -> Void) throws(ModbusDirectError) -> [ScanFinding] {
+    public func scan(
+        _ addresses: ClosedRange<Int>, settings: SerialSettings, timeout: Duration,
+        progress: (Int, ScanFinding?) -> Void
+    ) throws(ModbusDirectError) -> [ScanFinding] {
         let line = try ModbusDirectClient.openSerial(settings)
         defer { line.close() }
         var found: [ScanFinding] = []
@@ -319,12 +327,14 @@ public struct PromptedFamily: Sendable {
             let reply = try ask(address, on: line, timeout: timeout)
             var finding: ScanFinding?
             if let answer = reply.answer {
-                finding = ScanFinding(address: address, latencyMs: ModbusScanner.milliseconds(reply.latency),
-                                      answer: answer, profile: nil, alsoMatches: [], identification: nil)
+                finding = ScanFinding(
+                    address: address, latencyMs: ModbusScanner.milliseconds(reply.latency),
+                    answer: answer, profile: nil, alsoMatches: [], identification: nil)
             } else if !reply.received.isEmpty {
-                finding = ScanFinding(address: address, latencyMs: 0,
-                                      answer: "garbled: \(reply.received.count) bytes, no valid answer",
-                                      profile: nil, alsoMatches: [], identification: nil)
+                finding = ScanFinding(
+                    address: address, latencyMs: 0,
+                    answer: "garbled: \(reply.received.count) bytes, no valid answer",
+                    profile: nil, alsoMatches: [], identification: nil)
             }
             if let finding { found.append(finding) }
             progress(address, finding)
@@ -334,9 +344,11 @@ public struct PromptedFamily: Sendable {
     }
 
     /// Prompts `address` at each baud and parity until it answers (all of them with `exhaustive`).
-    public func sweep(port settings: SerialSettings, address: Int, bauds: [Int] = ModbusScanner.sweepBauds,
-                      parities: [SerialSettings.Parity] = [.none, .even, .odd], timeout: Duration,
-                      exhaustive: Bool = false, progress: (SweepStep) -> Void) throws(ModbusDirectError) -> [SweepStep] {
+    public func sweep(
+        port settings: SerialSettings, address: Int, bauds: [Int] = ModbusScanner.sweepBauds,
+        parities: [SerialSettings.Parity] = [.none, .even, .odd], timeout: Duration,
+        exhaustive: Bool = false, progress: (SweepStep) -> Void
+    ) throws(ModbusDirectError) -> [SweepStep] {
         var steps: [SweepStep] = []
         for baud in bauds {
             for parity in parities {

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Protocols
 
 /// Where a technician's Modbus transactions go: a serial line (RTU) or a TCP endpoint.
@@ -28,11 +28,12 @@ public enum ModbusLine: Sendable, Equatable {
 extension SerialSettings {
     /// `9600 8N1`, the way technicians write line settings.
     public var lineName: String {
-        let parityLetter = switch parity {
-        case .none: "N"
-        case .even: "E"
-        case .odd: "O"
-        }
+        let parityLetter =
+            switch parity {
+            case .none: "N"
+            case .even: "E"
+            case .odd: "O"
+            }
         return "\(baud) \(dataBits)\(parityLetter)\(stopBits)"
     }
 
@@ -155,7 +156,9 @@ public final class ModbusDirectClient: @unchecked Sendable {
 
     // MARK: RTU
 
-    private func transactRTU(pdu: [UInt8], address: UInt8, settings: SerialSettings) throws(ModbusDirectError)
+    private func transactRTU(
+        pdu: [UInt8], address: UInt8, settings: SerialSettings
+    ) throws(ModbusDirectError)
         -> ModbusExchange
     {
         guard let serial else { throw ModbusDirectError(.unreachable, "the line is closed") }
@@ -183,15 +186,17 @@ public final class ModbusDirectClient: @unchecked Sendable {
             received += bytes
             for answer in decoder.decode(bytes) where answer.address == address {
                 guard case .response(let response) = answer.message else { continue }
-                return ModbusExchange(response: response, latency: max(.zero, ContinuousClock.now - written),
-                                      sent: frame, received: received)
+                return ModbusExchange(
+                    response: response, latency: max(.zero, ContinuousClock.now - written),
+                    sent: frame, received: received)
             }
         }
         let who = "\(line.name(of: address)) at \(settings.lineName) on \(settings.port)"
         if received.isEmpty {
             throw ModbusDirectError(
                 .timeout,
-                "no answer from \(who) within \(Self.milliseconds(timeout)): check wiring A/B, baud, address, termination")
+                "no answer from \(who) within \(Self.milliseconds(timeout)): check wiring A/B, baud, address, termination"
+            )
         }
         throw ModbusDirectError(
             .garbled,
@@ -217,7 +222,9 @@ public final class ModbusDirectClient: @unchecked Sendable {
             var mode = ""
             if stat(settings.port, &info) == 0 {
                 mode = String(format: ", mode %04o", info.st_mode & 0o7777)
-                if let entry = getgrgid(info.st_gid), info.st_gid != 0 { group = String(cString: entry.pointee.gr_name) }
+                if let entry = getgrgid(info.st_gid), info.st_gid != 0 {
+                    group = String(cString: entry.pointee.gr_name)
+                }
             }
             throw ModbusDirectError(
                 .unreachable,
@@ -238,7 +245,8 @@ public final class ModbusDirectClient: @unchecked Sendable {
         while offset < frame.count {
             let count = frame[offset...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard count > 0 else {
-                throw ModbusDirectError(.unreachable, "write to \(line.description) failed: \(String(cString: strerror(errno)))")
+                throw ModbusDirectError(
+                    .unreachable, "write to \(line.description) failed: \(String(cString: strerror(errno)))")
             }
             offset += count
         }
@@ -249,20 +257,23 @@ public final class ModbusDirectClient: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 512)
         while ContinuousClock.now < deadline {
             var entry = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
-            let wait = Int32(clamping: (deadline - ContinuousClock.now).components.seconds * 1000
-                + (deadline - ContinuousClock.now).components.attoseconds / 1_000_000_000_000_000 + 1)
+            let wait = Int32(
+                clamping: (deadline - ContinuousClock.now).components.seconds * 1000
+                    + (deadline - ContinuousClock.now).components.attoseconds / 1_000_000_000_000_000 + 1)
             guard poll(&entry, 1, wait) > 0 else { continue }
             let count = recv(socket, &buffer, buffer.count, 0)
             if count == 0 { throw ModbusDirectError(.unreachable, "\(line.description) closed the connection") }
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw ModbusDirectError(.unreachable, "read from \(line.description) failed: \(String(cString: strerror(errno)))")
+                throw ModbusDirectError(
+                    .unreachable, "read from \(line.description) failed: \(String(cString: strerror(errno)))")
             }
             received += buffer[0..<count]
             for answer in decoder.decode(buffer[0..<count]) where answer.transactionId == transactionId {
                 guard case .response(let response) = answer.message else { continue }
-                return ModbusExchange(response: response, latency: ContinuousClock.now - written, sent: frame,
-                                      received: received)
+                return ModbusExchange(
+                    response: response, latency: ContinuousClock.now - written, sent: frame,
+                    received: received)
             }
         }
         throw ModbusDirectError(
