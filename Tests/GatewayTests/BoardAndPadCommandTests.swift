@@ -27,7 +27,8 @@ import Testing
         let config: GatewayConfig
         let profiles: ProfileLibrary
         let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        /// The shared client needs no shutdown: a test that throws half-way does not crash the run.
+        let client = HTTPClient.shared
         private(set) var gateway: Gateway
         private var stop = StopSignal()
         private var running: Task<Void, Never>?
@@ -97,7 +98,6 @@ import Testing
 
         func stopAll() async throws {
             await stopGateway()
-            try await client.shutdown()
             server.stop()
             onbon.stop()
             ff68.stop()
@@ -274,6 +274,29 @@ import Testing
         #expect(await eventually { (try? await hall.ratings().count) == 1 })
         let rating = try #require(try await hall.ratings().first)
         #expect(rating.json.contains(#""ticket":"B012""#) && rating.json.contains(#""staffId":"S0517""#), "\(rating.json)")
+        try await hall.stopAll()
+    }
+
+    @Test(.disabled("needs the new command event types in HallEventType.commands (EventData.swift)"))
+    func theNewCommandsEventsDecodeLikeEveryOther() async throws {
+        let hall = try await Hall()
+        let results = [
+            try await hall.command("/v1/devices/callboard/brightness", json: #"{"level": 40}"#),
+            try await hall.command("/v1/devices/callboard/power", json: #"{"on": false}"#),
+            try await hall.command("/v1/devices/callboard/power", json: #"{"on": true}"#),
+            try await hall.command("/v1/windows/9/staff", json: #"{"staff": "S0931"}"#),
+            try await hall.command("/v1/windows/9/rating-request", json: #"{"ticket": "A031"}"#),
+        ]
+        for result in results {
+            let stored = try await hall.event(of: result)
+            // What the local store and the outbox's salvage read back: an unknown type would not decode.
+            let event = try CloudEvent.decode(json: Data(stored.json.utf8))
+            guard case .command(let executed) = event.data else {
+                Issue.record("\(stored.type) decodes as \(event.data), not a command")
+                continue
+            }
+            #expect(executed.commandId == result["id"] as? String)
+        }
         try await hall.stopAll()
     }
 
