@@ -201,5 +201,11 @@ import Testing
                 && out.standardOutput.contains("through the running daemon"),
             "\(out.standardOutput)")
         #expect(out.standardError.contains("printer-1 cannot print: paper-out"))
+
+        // The daemon owns the pads' line: a direct Modbus read is refused instead of garbling its polls.
+        let direct = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "4", "0"])
+        #expect(direct.status == 4)
+        #expect(direct.standardError.contains("\(path) is in use by the running gateway (gatewayd, pid "),
+                "\(direct.standardError)")
     }
 }

@@ -231,9 +231,39 @@ public final class ModbusDirectClient: @unchecked Sendable {
                 "cannot open \(settings.port): permission denied (group \(group)\(mode)); add your user to the "
                     + "\(group) group: sudo usermod -aG \(group) $USER, then log in again")
         }
+        if let holder = daemonHolding(settings.port) {
+            throw ModbusDirectError(
+                .unreachable,
+                "\(settings.port) is in use by the running gateway (gatewayd, pid \(holder)): two masters on one line "
+                    + "garble each other's frames; use gatewayd probe/display/printer/pad (they go through the daemon) "
+                    + "or stop the gateway first")
+        }
         do { return try SerialLine(settings: settings) } catch {
             throw ModbusDirectError(.unreachable, error.message)
         }
+    }
+
+    /// The pid of a running `gatewayd` (another process than this one) that has `path` open, if one does.
+    ///
+    /// Read from /proc/<pid>/fd: only processes this user may look into are seen (all of them as root).
+    static func daemonHolding(_ path: String) -> Int32? {
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        let own = getpid()
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in processes {
+            guard let pid = Int32(entry), pid != own,
+                  let name = try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8),
+                  name.trimmingCharacters(in: .whitespacesAndNewlines) == "gatewayd",
+                  let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(entry)/fd")
+            else { continue }
+            for fd in fds {
+                if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/fd/\(fd)"),
+                   link == target {
+                    return pid
+                }
+            }
+        }
+        return nil
     }
 
     // MARK: TCP
