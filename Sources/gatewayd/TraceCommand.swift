@@ -335,7 +335,11 @@ final class PassiveLine: @unchecked Sendable {
                     var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                     guard poll(&poller, 1, timeout) > 0 else { break }
                     let count = Foundation.read(fd, &buffer, buffer.count)
-                    guard count > 0 else { break }
+                    guard count > 0 else {
+                        // A hung-up line reads as ready and empty: pause instead of spinning.
+                        if bytes.isEmpty { usleep(100_000) }
+                        break
+                    }
                     bytes += buffer[0..<count]
                     timeout = Int32(max(1, (quiet * 1000).rounded(.up)))
                 }

@@ -201,6 +201,15 @@ import Testing
         #expect(items.last?["frame"] as? String == "address 3, function 11, evaluator key 2")
         #expect(report["garbageBytes"] as? Int == 20)
 
+        // Colour on a terminal (script(1) gives the command one), none with NO_COLOR set.
+        let command = "\(gatewaydPath) decode -s ff68 'FF 68 03 03 68 03 11 02 16 17'"
+        // (An empty NO_COLOR counts as unset, as no-color.org has it; TERM=dumb would turn colour off too.)
+        let terminal = try await run("/usr/bin/script", ["-qec", command, "/dev/null"],
+                                     environment: ["TERM": "xterm", "NO_COLOR": ""])
+        #expect(terminal.standardOutput.contains("\u{1B}[31mREJECTED\u{1B}[0m"), "\(terminal.standardOutput)")
+        let plain = try await run("/usr/bin/script", ["-qec", command, "/dev/null"], environment: ["TERM": "xterm", "NO_COLOR": "1"])
+        #expect(plain.standardOutput.contains("REJECTED") && !plain.standardOutput.contains("\u{1B}["))
+
         // A shop's python-escpos ticket with code pages: every byte known, the euro and Greek read back.
         let fixture = repositoryRoot + "/Tests/ProtocolTests/Fixtures/escpos/ticket-code-pages.bin"
         let ticket = try await run(gatewaydPath, ["decode", "-s", "escpos-commands", "--file", fixture])
