@@ -23,6 +23,7 @@ import Testing
         let server: MockModbusServer
         let onbon: MockOnbonBoards
         let ff68: MockFF68Bus
+        let qsystem: MockQSystemLine
         let folder: TemporaryDirectory
         let config: GatewayConfig
         let profiles: ProfileLibrary
@@ -39,6 +40,7 @@ import Testing
             server = try MockModbusServer.rtu(units: [3: board, 4: modbusPad, 6: modbusHallBoard])
             onbon = try MockOnbonBoards(addresses: [1, 2])
             ff68 = try MockFF68Bus()
+            qsystem = try MockQSystemLine()
             let path = try #require(server.endpoint.devicePath)
             folder = try TemporaryDirectory()
             (config, profiles) = try ConfigLoader.parse("""
@@ -49,6 +51,7 @@ import Testing
                   - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
                   - {id: led, transport: serial, port: \(onbon.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
                   - {id: ff68, transport: serial, port: \(ff68.devicePath), poll-interval-ms: 100}
+                  - {id: qs, transport: serial, port: \(qsystem.devicePath), poll-interval-ms: 100}
                 devices:
                   - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
                   - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
@@ -61,6 +64,7 @@ import Testing
                     templates: {call: "请{ticket}号到{window}号窗口办理", pause: "{window}号窗口暂停服务"}
                   - {id: callboard, profile: onbon-bx5, bus: led, address: 2, templates: {call: "{ticket} → {window}号窗口"}}
                   - {id: eval-w09, profile: ff68-evaluator, bus: ff68, address: 9, window: "9"}
+                  - {id: numbers-w11, profile: qsystem-board, bus: qs, address: 111, window: "11"}
                 sinks:
                   - {type: sqlite, path: \(folder.path)/events.sqlite}
                 """, file: "test.yaml", relativeTo: folder.path)
@@ -101,6 +105,7 @@ import Testing
             server.stop()
             onbon.stop()
             ff68.stop()
+            qsystem.stop()
         }
 
         func request(_ method: HTTPMethod, _ path: String, json: String? = nil, headers: [(String, String)] = [])
@@ -212,13 +217,12 @@ import Testing
         #expect(hall.onbon.isScreenOn(address: 2))
         #expect(try await hall.event(of: on).type == "hall.display.switched_on")
 
-        // The Modbus board's register map has no brightness register: refused with the reason, nothing written.
-        let counter = hall.board.registers[MockModbusBoard.Register.commandCounter]
-        let refused = try await hall.command("/v1/devices/board-w05/brightness", json: #"{"level": 30}"#)
+        // A QSystem number board's frames carry a blink mode and three characters: refused with the reason.
+        let refused = try await hall.command("/v1/devices/numbers-w11/brightness", json: #"{"level": 30}"#)
         #expect(refused["status"] as? String == "refused")
         let detail = (refused["devices"] as? [[String: Any]])?.first?["detail"] as? String
-        #expect(detail?.contains("names no brightness register") == true, "\(refused)")
-        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == counter)
+        #expect(detail?.contains("a QSystem number board has no brightness command") == true, "\(refused)")
+        #expect(hall.qsystem.board(address: 111) == nil, "nothing was sent to it")
         #expect(try await hall.event(of: refused).json.contains(#""result":"refused""#))
 
         let outOfRange = try await hall.request(.POST, "/v1/devices/callboard/brightness", json: #"{"level": 101}"#)
@@ -337,24 +341,22 @@ import Testing
 
     @Test func theHallDaySwitchesAnOnbonBoardOffAndBlanksABoardWithoutPower() async throws {
         let onbon = try MockOnbonBoards(addresses: [2])
-        let board = MockModbusBoard()
-        let server = try MockModbusServer.rtu(units: [3: board])
+        let qsystem = try MockQSystemLine()
         defer {
             onbon.stop()
-            server.stop()
+            qsystem.stop()
         }
-        let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
         let (config, profiles) = try ConfigLoader.parse("""
             hall: {id: test-hall, timezone: Asia/Shanghai}
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
             buses:
-              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
               - {id: led, transport: serial, port: \(onbon.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+              - {id: qs, transport: serial, port: \(qsystem.devicePath), poll-interval-ms: 100}
             devices:
-              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
               - {id: callboard, profile: onbon-bx5, bus: led, address: 2}
+              - {id: numbers-w11, profile: qsystem-board, bus: qs, address: 111, window: "11"}
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             hours:
@@ -364,21 +366,23 @@ import Testing
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
-        #expect(await eventually { onbon.shown(address: 2) == "欢迎光临" && board.display.text == "欢迎光临" })
+        #expect(await eventually { onbon.shown(address: 2) == "欢迎光临" })
+        _ = try await CommandCenter(gateway: gateway).execute(.call(window: "11", ticket: "A023"))
+        #expect(qsystem.board(address: 111)?.text == "023")
 
         clock.advance(to: try HallDayGatewayTests.shanghai("2026-12-01 17:00"))
-        // The Onbon controller gets its screen-off command (A3 00 … 02); the Modbus board, which has none, is blanked.
-        #expect(await eventually { !onbon.isScreenOn(address: 2) && board.display.mode == .blank })
+        // The Onbon controller gets its screen-off command (A3 00 … 02); the QSystem board, which has none, is blanked.
+        #expect(await eventually { !onbon.isScreenOn(address: 2) && qsystem.board(address: 111)?.text == "   " })
         #expect(onbon.received(address: 2).contains([0xA3, 0x00, 0x01, 0x00, 0x00, 0x02]))
         #expect(await eventually {
             (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.type == "hall.day.closed" } == true
         })
         let closed = try #require(try await gateway.outbox.entries(after: 0, limit: 1000).first { $0.type == "hall.day.closed" })
-        #expect(closed.json.contains(#""result":"done""#) && closed.json.contains("blanked: board-w05"), "\(closed.json)")
+        #expect(closed.json.contains(#""result":"done""#) && closed.json.contains("blanked: numbers-w11"), "\(closed.json)")
 
         clock.advance(to: try HallDayGatewayTests.shanghai("2026-12-02 09:00"))
-        #expect(await eventually { onbon.isScreenOn(address: 2) && board.display.text == "欢迎光临" }, "on again at opening")
-        #expect(onbon.shown(address: 2) == "欢迎光临")
+        #expect(await eventually { onbon.isScreenOn(address: 2) && onbon.shown(address: 2) == "欢迎光临" }, "on again at opening")
+        #expect(onbon.received(address: 2).contains([0xA3, 0x00, 0x01, 0x00, 0x00, 0x01]))
         stop.stop()
         await running.value
     }
