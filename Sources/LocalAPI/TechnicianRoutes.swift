@@ -2,13 +2,19 @@ import DeviceGateway
 import Foundation
 public import Hummingbird
 import NIOCore
+import Synchronization
 
 /// The technician's routes: `gatewayd probe`, `display test`, `printer test|status` and `pad test` while the daemon
 /// owns the ports. They answer with the same report the CLI prints when it opens a port itself.
 extension LocalAPI {
     func addTechnicianRoutes(_ v1: RouterGroup<BasicRequestContext>) {
-        v1.post("/devices/:device/probe") { _, context in
-            try await daemonView(of: try knownDevice(context))
+        v1.post("/devices/:device/probe") { request, context in
+            // `wire=true`: wait for the device's next poll on the bus's tap (up to 1.5 s) and show it in hex.
+            let wire = request.uri.queryParameters["wire"].map { String($0) }
+            guard wire == nil || wire == "true" || wire == "false" else {
+                throw Problem(.badRequest, "wire must be true or false")
+            }
+            return try await daemonView(of: try knownDevice(context), wire: wire == "true")
         }
         v1.post("/devices/:device/test") { request, context in
             let device = try knownDevice(context)
@@ -39,12 +45,13 @@ extension LocalAPI {
     }
 
     /// What the daemon knows of the device now: its state from the bus's last polls, its latest events.
-    private func daemonView(of device: DeviceConfig) async throws -> ProbeReport {
+    private func daemonView(of device: DeviceConfig, wire: Bool = false) async throws -> ProbeReport {
         let state = await gateway.deviceStates().first { $0.device == device.id }
         var report = ProbeReport(
             device: device.id, profile: device.profile, bus: device.bus, line: line(of: device),
             via: "through the running daemon (its last polls)", steps: [], events: [],
             answered: state?.online == true)
+        if wire { report.steps = await nextExchanges(of: device) }
         report.events = try await recentEvents(of: device.id)
         if let state {
             let counters = state.counters
@@ -101,6 +108,61 @@ extension LocalAPI {
         report.via = "through the running daemon"
         report.steps.append(step)
         return report
+    }
+
+    /// The device's next poll on the wire, from the bus's tap: each request and its answer, in hex and in words.
+    /// Waits one poll interval and a response timeout (1.5 s at most) for it.
+    private func nextExchanges(of device: DeviceConfig) async -> [ProbeStep] {
+        guard let bus = gateway.config.buses.first(where: { $0.id == device.bus }) else { return [] }
+        let records = Mutex<[TraceRecord]>([])
+        let token = BusTap.shared.subscribe(outbox: gateway.outbox, bus: bus.id) { record in
+            records.withLock { $0.append(record) }
+        }
+        try? await Task.sleep(for: min(.milliseconds(1500), bus.pollInterval + bus.responseTimeout + .milliseconds(200)))
+        BusTap.shared.unsubscribe(token)
+        let streams = WireInspector.streams(
+            bus: bus.id, config: gateway.config, library: ProfileLibrary(directory: gateway.config.profilesDirectory))
+        // A request is the device's when its address is (Modbus RTU: first byte; TCP: the unit id); on other lines
+        // every exchange is shown.
+        func isDevice(_ bytes: [UInt8]) -> Bool {
+            switch bus.transport {
+            case .modbusRTU: bytes.first == UInt8(truncatingIfNeeded: device.address)
+            case .modbusTCP: bytes.count > 6 && bytes[6] == UInt8(truncatingIfNeeded: device.address)
+            case .serial: true
+            }
+        }
+        func words(_ bytes: [UInt8], _ stream: WireInspector.Stream?) -> [String] {
+            guard let stream, !bytes.isEmpty else { return [] }
+            return WireInspector.inspect(bytes, as: stream).items.map { $0.frame ?? "rejected: \($0.rejected ?? "")" }
+        }
+        var steps: [ProbeStep] = []
+        var current: (sent: [UInt8], at: Date, received: [UInt8], last: Date)?
+        func close() {
+            guard let exchange = current else { return }
+            steps.append(ProbeStep(
+                purpose: "poll", sent: WireInspector.hex(exchange.sent), sentWords: words(exchange.sent, streams?.sent),
+                received: WireInspector.hex(exchange.received),
+                receivedWords: words(exchange.received, streams?.received),
+                outcome: exchange.received.isEmpty ? "no answer seen" : "answered",
+                latencyMs: exchange.received.isEmpty ? nil
+                    : (exchange.last.timeIntervalSince(exchange.at) * 10_000).rounded() / 10))
+            current = nil
+        }
+        for record in records.withLock({ $0 }) {
+            switch record.direction {
+            case .sent:
+                close()
+                if isDevice(record.bytes) { current = (record.bytes, record.time, [], record.time) }
+            case .received:
+                if current != nil {
+                    current?.received += record.bytes
+                    current?.last = record.time
+                }
+            }
+            if steps.count >= 4 { break }
+        }
+        close()
+        return steps
     }
 
     private func line(of device: DeviceConfig) -> String {

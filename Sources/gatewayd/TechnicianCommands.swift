@@ -156,7 +156,7 @@ struct ProbeCommand: AsyncParsableCommand {
         let device = device
         let listen = listen.map { Duration.milliseconds(Int($0 * 1000)) }
         let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
-            try await client.post("/v1/devices/\(device)/probe", json: ProbeRequest(), as: ProbeReport.self)
+            try await client.post("/v1/devices/\(device)/probe?wire=true", json: ProbeRequest(), as: ProbeReport.self)
         } direct: { () throws(GatewayError) in
             try DeviceProbe.run(device: device, config: config, library: library, listen: listen)
         }
@@ -317,7 +317,7 @@ struct PadCommand: AsyncParsableCommand {
             let pad = pad
             let listen = Duration.milliseconds(Int(max(0, seconds) * 1000))
             let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
-                try await client.post("/v1/devices/\(pad)/probe", json: ProbeRequest(), as: ProbeReport.self)
+                try await client.post("/v1/devices/\(pad)/probe?wire=true", json: ProbeRequest(), as: ProbeReport.self)
             } direct: { () throws(GatewayError) in
                 try DeviceProbe.run(device: pad, config: config, library: library, listen: listen)
             }

@@ -181,6 +181,10 @@ import Testing
                 "probe eval-w04 (modbus-evaluator-3key) on bus line-a, \(path) at 9600 8N1: "
                     + "through the running daemon"), "\(probe.standardOutput)")
         #expect(probe.standardOutput.contains("polls: answered"))
+        // The daemon's next poll of the pad, seen on the bus's tap: in hex and in words.
+        #expect(probe.standardOutput.contains("poll: answered"), "\(probe.standardOutput)")
+        #expect(probe.standardOutput.contains("→ 04 03 00 00 00 20"), "\(probe.standardOutput)")
+        #expect(probe.standardOutput.contains("← 04 03 40"), "\(probe.standardOutput)")
 
         let display = try await run(gatewaydPath, ["display", "test", "board-w04", "--text", "测试 42"] + cli)
         #expect(display.status == 0, "\(display.standardError)")
