@@ -1,6 +1,6 @@
 import DeviceGateway
 import Foundation
-import Hummingbird
+public import Hummingbird
 
 /// `POST /v1/check`: the pre-opening check (设备检查) on demand — `Gateway.deviceCheck()`, the one the hall's day
 /// runs before opening, with each device's line, the sinks and a real write to the outbox beside it. 200 with
@@ -28,7 +28,8 @@ extension LocalAPI {
             let own = report.problems.filter {
                 $0.hasPrefix("\(state.device) ") || $0.hasPrefix("printer \(state.device):")
             }
-            var detail = own.joined(separator: "; ")
+            let unconfirmed = report.warnings.filter { $0.hasPrefix("\(state.device) ") }
+            var detail = (own + unconfirmed).joined(separator: "; ")
             if detail.isEmpty, let condition = printers[state.device] { detail = "paper and printer: \(condition)" }
             return CheckResponse.Device(
                 device: state.device, bus: state.bus, role: gateway.roles[state.device]?.rawValue,
@@ -43,38 +44,45 @@ extension LocalAPI {
                 passed: !report.problems.contains { $0.hasPrefix("sink \(sink.sink):") })
         }
         return CheckResponse(
-            passed: report.passed && outboxWritable, problems: problems, devicesChecked: report.devicesChecked,
+            passed: report.passed && outboxWritable, problems: problems, warnings: report.warnings,
+            devicesChecked: report.devicesChecked,
             devicesAnswering: report.devicesAnswering, devices: devices, sinks: sinks,
             outbox: .init(passed: outboxWritable, detail: outboxDetail))
     }
 }
 
-/// The answer of `POST /v1/check`.
-struct CheckResponse: ResponseEncodable {
-    struct Device: Codable {
-        var device: String
-        var bus: String
-        var role: String?
-        var state: String
-        var passed: Bool
-        var detail: String?
+/// The answer of `POST /v1/check`, as the route writes it and the CLI reads it.
+public struct CheckResponse: ResponseEncodable, Decodable {
+    /// One device: `passed` false for a problem; true with a `detail` when it could not be confirmed (a warning).
+    public struct Device: Codable, Sendable {
+        public var device: String
+        public var bus: String
+        public var role: String?
+        /// online, offline or unknown (not heard since the gateway started).
+        public var state: String
+        public var passed: Bool
+        public var detail: String?
     }
-    struct Sink: Codable {
-        var sink: String
-        var backlog: Int
-        var lastSuccessAt: String?
-        var lastError: String?
-        var passed: Bool
+    /// One sink's backlog and health.
+    public struct Sink: Codable, Sendable {
+        public var sink: String
+        public var backlog: Int
+        public var lastSuccessAt: String?
+        public var lastError: String?
+        public var passed: Bool
     }
-    struct OutboxHealth: Codable {
-        var passed: Bool
-        var detail: String
+    /// Whether the outbox takes writes.
+    public struct OutboxHealth: Codable, Sendable {
+        public var passed: Bool
+        public var detail: String
     }
-    var passed: Bool
-    var problems: [String]
-    var devicesChecked: Int
-    var devicesAnswering: Int
-    var devices: [Device]
-    var sinks: [Sink]
-    var outbox: OutboxHealth
+    public var passed: Bool
+    public var problems: [String]
+    /// Devices the check could not confirm; they do not fail it.
+    public var warnings: [String]
+    public var devicesChecked: Int
+    public var devicesAnswering: Int
+    public var devices: [Device]
+    public var sinks: [Sink]
+    public var outbox: OutboxHealth
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DeviceGateway
 import Foundation
+import LocalAPI
 import NIOCore
 
 struct CheckCommand: AsyncParsableCommand {
@@ -24,10 +25,10 @@ struct CheckCommand: AsyncParsableCommand {
     func run() async throws {
         let hall = try daemon.load()
         let client = hall.client()
-        let report: CheckReport
+        let report: CheckResponse
         do {
             report = try await client.post(
-                "/v1/check", json: [String: String](), as: CheckReport.self, timeout: .seconds(60))
+                "/v1/check", json: [String: String](), as: CheckResponse.self, timeout: .seconds(60))
         } catch {
             printError(
                 error.kind == .unreachable
@@ -44,12 +45,13 @@ struct CheckCommand: AsyncParsableCommand {
         if !report.passed { throw ExitCode(CLIExit.failed) }
     }
 
-    private func show(_ report: CheckReport, hall: HallContext) {
+    private func show(_ report: CheckResponse, hall: HallContext) {
         func verdict(_ passed: Bool) -> String { passed ? "ok" : "FAIL" }
         var rows = [["", "what", "where", "state", "detail"]]
         for device in report.devices {
             rows.append([
-                verdict(device.passed), device.device + (device.role.map { " (\($0))" } ?? ""),
+                device.passed && device.state == "unknown" ? "warn" : verdict(device.passed),
+                device.device + (device.role.map { " (\($0))" } ?? ""),
                 StatusCommand.busLabel(device.bus, hall: hall), device.state, device.detail ?? "",
             ])
         }
@@ -64,7 +66,7 @@ struct CheckCommand: AsyncParsableCommand {
         let lines = Output.table(rows) { row, column, cell in
             if row == 0 { return .bold }
             guard column == 0 else { return nil }
-            return cell == "ok" ? .green : .red
+            return cell == "ok" ? .green : cell == "warn" ? .yellow : .red
         }
         for line in lines { print(line) }
         print("")
@@ -73,42 +75,17 @@ struct CheckCommand: AsyncParsableCommand {
                 Output.paint("PASSED", .green)
                     + ": \(report.devicesAnswering) of \(report.devicesChecked) devices answer, "
                     + "printers have paper, outbox and sinks healthy")
+            if !report.warnings.isEmpty {
+                print("not confirmed (they do not fail the check):")
+                for warning in report.warnings { print("  - \(warning)") }
+            }
         } else {
             print(
                 Output.paint("FAILED", .red)
                     + ": \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"), "
                     + "\(report.devicesAnswering) of \(report.devicesChecked) devices answer")
             for problem in report.problems { print("  - \(problem)") }
+            for warning in report.warnings { print("  - not confirmed: \(warning)") }
         }
     }
-}
-
-/// `POST /v1/check` as the CLI reads it.
-struct CheckReport: Codable {
-    struct Device: Codable {
-        var device: String
-        var bus: String
-        var role: String?
-        var state: String
-        var passed: Bool
-        var detail: String?
-    }
-    struct Sink: Codable {
-        var sink: String
-        var backlog: Int
-        var lastSuccessAt: String?
-        var lastError: String?
-        var passed: Bool
-    }
-    struct Outbox: Codable {
-        var passed: Bool
-        var detail: String
-    }
-    var passed: Bool
-    var problems: [String]
-    var devicesChecked: Int
-    var devicesAnswering: Int
-    var devices: [Device]
-    var sinks: [Sink]
-    var outbox: Outbox
 }

@@ -9,16 +9,34 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
     public var passed: Bool
     /// One line per thing to fix, saying what and where.
     public var problems: [String]
+    /// One line per device the check cannot confirm: not heard since the gateway started. A device that speaks only
+    /// when used (an FF 68 pad, a QSystem box) stays here until someone uses it; the check does not fail for it.
+    public var warnings: [String]
     /// Devices checked, and devices that answer.
     public var devicesChecked: Int
     public var devicesAnswering: Int
 
     /// A report.
-    public init(passed: Bool, problems: [String], devicesChecked: Int, devicesAnswering: Int) {
+    public init(passed: Bool, problems: [String], warnings: [String] = [], devicesChecked: Int, devicesAnswering: Int) {
         self.passed = passed
         self.problems = problems
+        self.warnings = warnings
         self.devicesChecked = devicesChecked
         self.devicesAnswering = devicesAnswering
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case passed, problems, warnings, devicesChecked, devicesAnswering
+    }
+
+    /// Reads a report, also one stored before reports had warnings.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        passed = try container.decode(Bool.self, forKey: .passed)
+        problems = try container.decode([String].self, forKey: .problems)
+        warnings = try container.decodeIfPresent([String].self, forKey: .warnings) ?? []
+        devicesChecked = try container.decode(Int.self, forKey: .devicesChecked)
+        devicesAnswering = try container.decode(Int.self, forKey: .devicesAnswering)
     }
 }
 
@@ -26,6 +44,7 @@ extension Gateway {
     /// Checks every device, printer, the outbox and the sinks as they stand now.
     public func deviceCheck() async -> DeviceCheckReport {
         var problems: [String] = []
+        var warnings: [String] = []
         let states = await deviceStates()
         for state in states where state.online != true {
             let bus = config.buses.first { $0.id == state.bus }
@@ -33,7 +52,8 @@ extension Gateway {
             if state.online == false {
                 problems.append("\(state.device) does not answer\(line): \(state.offlineReason ?? "offline")")
             } else {
-                problems.append("\(state.device) has not been heard from yet\(line)")
+                warnings.append(
+                    "\(state.device) has not been heard from since the gateway started\(line): use it once to confirm it")
             }
         }
         for (printer, condition) in printerConditions() where condition != "online" && condition != "paper-near-end" {
@@ -50,8 +70,8 @@ extension Gateway {
             problems.append("the outbox cannot be read: \(error)")
         }
         let answering = states.filter { $0.online == true }.count
-        return DeviceCheckReport(passed: problems.isEmpty, problems: problems, devicesChecked: states.count,
-                                 devicesAnswering: answering)
+        return DeviceCheckReport(passed: problems.isEmpty, problems: problems, warnings: warnings,
+                                 devicesChecked: states.count, devicesAnswering: answering)
     }
 
     static func describe(_ transport: BusConfig.Transport) -> String {
