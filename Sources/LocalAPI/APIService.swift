@@ -12,9 +12,9 @@ public struct APIService: Service {
     let onListening: @Sendable (Int) async -> Void
 
     /// The API of `gateway` as `settings` say, with `token`; `onListening` gets the port bound.
-    public init(gateway: Gateway, settings: APISettings, token: String, logger: Logger,
+    public init(gateway: Gateway, commands: CommandCenter, settings: APISettings, token: String, logger: Logger,
                 onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
-        api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token, logger: logger)
+        api = LocalAPI(gateway: gateway, commands: commands, token: token, logger: logger)
         self.settings = settings
         self.logger = logger
         self.onListening = onListening

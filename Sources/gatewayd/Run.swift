@@ -62,6 +62,8 @@ struct Run: AsyncParsableCommand {
         }
         // The demo's queue system talks to this gateway's own API, on the port it bound.
         let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+        // One command center for every door (HTTP, MQTT): an idempotency key in flight is seen by both.
+        let commands = CommandCenter(gateway: gateway)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
@@ -74,7 +76,8 @@ struct Run: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             // The API's end, even a failure to bind, is not the gateway's.
-            services.append(.init(service: APIService(gateway: gateway, settings: gatewayConfig.api, token: token, logger: logger,
+            services.append(.init(service: APIService(gateway: gateway, commands: commands, settings: gatewayConfig.api,
+                                                      token: token, logger: logger,
                                                       onListening: { port in listening.yield(port) }),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         } else {
@@ -83,9 +86,8 @@ struct Run: AsyncParsableCommand {
         if let mqtt = gatewayConfig.mqttCommands {
             // The queue system's commands over MQTT; a broker away is retried, files that cannot be read are not.
             do {
-                let commands = try MQTTCommands(config: mqtt, gateway: gateway, commands: CommandCenter(gateway: gateway),
-                                                logger: logger)
-                services.append(.init(service: commands, successTerminationBehavior: .ignore,
+                let mqttCommands = try MQTTCommands(config: mqtt, gateway: gateway, commands: commands, logger: logger)
+                services.append(.init(service: mqttCommands, successTerminationBehavior: .ignore,
                                       failureTerminationBehavior: .ignore))
             } catch {
                 printError("commands.mqtt: \(error)")
