@@ -64,13 +64,13 @@ struct LineOptions: ParsableArguments {
 /// How the CLI's device commands end (the statuses of docs/cli.md).
 enum TechnicianExit {
     /// The device answered with an exception, did not answer, or reports a fault (out of paper …).
-    static let failed = ExitCode(1)
+    static let failed = ExitCode(CLIExit.failed)
     /// Wrong usage, a broken configuration or profile.
-    static let usage = ExitCode(2)
+    static let usage = ExitCode(CLIExit.usage)
     /// The daemon is needed and does not answer.
-    static let daemonUnreachable = ExitCode(3)
+    static let daemonUnreachable = ExitCode(CLIExit.daemonUnreachable)
     /// The port or host cannot be opened (permissions, busy, missing, refused).
-    static let portUnavailable = ExitCode(4)
+    static let portUnavailable = ExitCode(CLIExit.portUnavailable)
 
     static func code(for error: ModbusDirectError) -> ExitCode {
         error.kind == .unreachable ? portUnavailable : failed
