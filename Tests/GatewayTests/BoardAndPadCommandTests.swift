@@ -243,7 +243,10 @@ import Testing
         #expect(request["status"] as? String == "done" && request["ticket"] as? String == "A031", "\(request)")
         #expect(try await hall.event(of: request).type == "hall.rating.requested")
         // The pad is told to open an evaluation: FF 68 03 03 68 09 01 0B, checksum 09 + 01 + 0B = 15, 16.
-        #expect(hall.ff68.commands(address: 9).map { $0.encode() } == [[0xFF, 0x68, 0x03, 0x03, 0x68, 0x09, 0x01, 0x0B, 0x15, 0x16]])
+        // Sent without an answer to wait for: the command is done once the bytes are on the line.
+        #expect(await eventually {
+            hall.ff68.commands(address: 9).map { $0.encode() } == [[0xFF, 0x68, 0x03, 0x03, 0x68, 0x09, 0x01, 0x0B, 0x15, 0x16]]
+        })
 
         hall.ff68.pressEvaluatorKey(3, address: 9)
         #expect(await eventually { (try? await hall.ratings().count) == 1 })
@@ -368,7 +371,7 @@ import Testing
         let running = Task { await gateway.run(until: stop) }
         #expect(await eventually { onbon.shown(address: 2) == "欢迎光临" })
         _ = try await CommandCenter(gateway: gateway).execute(.call(window: "11", ticket: "A023"))
-        #expect(qsystem.board(address: 111)?.text == "023")
+        #expect(await eventually { qsystem.board(address: 111)?.text == "023" })
 
         clock.advance(to: try HallDayGatewayTests.shanghai("2026-12-01 17:00"))
         // The Onbon controller gets its screen-off command (A3 00 … 02); the QSystem board, which has none, is blanked.
