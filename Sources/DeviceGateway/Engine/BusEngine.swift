@@ -129,9 +129,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     // MARK: The loop
 
-    // Specialised for Modbus, the family of the busiest lines (a TCP bus at tens of thousands of polls a second):
-    // the generic loop pays for metadata and witness calls on every transaction.
-    @_specialize(where Driver == ModbusDriver)
+    // Compiled ahead for the family the registry names: the generic loop pays for metadata and witness calls on
+    // every transaction.
+    @_specialize(where Driver == SpecializedDriver)
     public func run(until stop: StopSignal) async {
         var cursors: [DeviceCursor] = []
         for device in driver.devices {

@@ -100,42 +100,21 @@ public enum DeviceProbe {
         do { profile = try library.profile(named: device.profile) } catch {
             throw GatewayError(.profileMismatch, error.description)
         }
-        var session = Session(
+        let session = Session(
             device: device, bus: bus, profile: profile, hallId: config.hall.id,
             timeZone: config.hall.timeZone, command: command, listen: listen)
-        let hallId = config.hall.id
-        switch (bus.transport, profile) {
-        case (.modbusRTU, .modbusEvaluator(let pad)), (.modbusTCP, .modbusEvaluator(let pad)):
-            var driver = ModbusDriver(
-                members: [(device, .pad(pad))], framing: session.framing, hallId: hallId,
-                pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
+        let member = DriverRegistry.Member(device: device, profile: profile, pollInterval: nil)
+        return try DriverRegistry.driver(for: bus, members: [member], hallId: config.hall.id, ProbeUse(session: session))
+    }
+
+    /// Polls once with the driver the registry chose.
+    private struct ProbeUse: DriverUse {
+        let session: Session
+
+        func use<Driver: BusDriver>(_ driver: Driver) throws(GatewayError) -> ProbeReport {
+            var session = session
+            var driver = driver
             return try session.run(&driver)
-        case (.modbusRTU, .modbusBoard(let board)), (.modbusTCP, .modbusBoard(let board)):
-            var driver = ModbusDriver(
-                members: [(device, .board(board))], framing: session.framing, hallId: hallId,
-                pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout)
-            return try session.run(&driver)
-        case (.serial, .printer(let printer)):
-            var driver = PrinterDriver(device: device, profile: printer, hallId: hallId)
-            return try session.run(&driver)
-        case (.serial, .onbonBoard(let board)):
-            var driver = OnbonDriver(members: [(device, board)], hallId: hallId)
-            return try session.run(&driver)
-        case (.serial, .ff68Evaluator(let pad)):
-            var driver = FF68Driver(members: [(device, .evaluator(pad))], hallId: hallId)
-            return try session.run(&driver)
-        case (.serial, .ff68Caller(let caller)):
-            var driver = FF68Driver(members: [(device, .caller(caller))], hallId: hallId)
-            return try session.run(&driver)
-        case (.serial, .qsystemBox(let box)):
-            var driver = QSystemDriver(members: [(device, .box(box))], hallId: hallId)
-            return try session.run(&driver)
-        case (.serial, .qsystemBoard(let board)):
-            var driver = QSystemDriver(members: [(device, .board(board))], hallId: hallId)
-            return try session.run(&driver)
-        default:
-            throw GatewayError(
-                .profileMismatch, "\(deviceId): \(profile.model) does not speak bus \(bus.id)'s protocol")
         }
     }
 
@@ -391,83 +370,5 @@ final class DirectLine {
     func close() {
         serial?.close()
         if socket >= 0 { Glibc.close(socket) }
-    }
-}
-
-/// A Modbus device's poll answer read through its profile: the named registers in words.
-enum ProfileReading {
-    /// What the registers of a poll (`block` read from `start`) say, one line per field; empty for other families.
-    static func describe(_ profile: DeviceProfile, registers: [UInt16], start: Int) -> [String] {
-        func value(_ address: Int) -> UInt16? {
-            let index = address - start
-            return registers.indices.contains(index) ? registers[index] : nil
-        }
-        func text(_ range: RegisterRange) -> String {
-            let words = (range.start..<range.end).compactMap(value)
-            let bytes = RegisterText.bytes(from: words).prefix { $0 != 0 }
-            return String(decoding: bytes, as: UTF8.self)
-        }
-        switch profile {
-        case .modbusEvaluator(let pad):
-            var lines: [String] = []
-            if let status = value(pad.statusRegister) {
-                let ready = status & (1 << pad.onlineBit) != 0
-                lines.append(String(format: "status 0x%04X: %@", status, ready ? "ready" : "NOT READY"))
-            }
-            if let counter = value(pad.counterRegister) { lines.append("ratings since power-up: \(counter)") }
-            if let high = value(pad.bootIdRegister), let low = value(pad.bootIdRegister + 1) {
-                lines.append(String(format: "boot id 0x%04X%04X", high, low))
-            }
-            let staff = text(pad.staffId)
-            lines.append("staff shown: \(staff.isEmpty ? "none" : staff)")
-            if let counter = value(pad.counterRegister), counter > 0 {
-                // The ring holds the last keys: rating n at start + (n - 1) mod count.
-                let count = min(Int(counter), pad.keyRing.count, 5)
-                let keys = (0..<count).compactMap { back -> String? in
-                    let n = Int(counter) - back
-                    guard let code = value(pad.keyRing.start + (n - 1) % pad.keyRing.count) else { return nil }
-                    let label = pad.scale.keys.first { $0.code == Int(code) }?.label ?? "unknown key"
-                    return "\(label) (\(code))"
-                }
-                lines.append("last keys, newest first: " + keys.joined(separator: ", "))
-            }
-            return lines
-        case .modbusBoard(let board):
-            var lines: [String] = []
-            if let status = value(board.statusRegister) {
-                let ready = status & (1 << board.readyBit) != 0
-                let faults = board.faultBits.filter { status & (1 << $0.bit) != 0 }.map(\.name)
-                lines.append(
-                    String(format: "status 0x%04X: %@", status, ready ? "in service" : "NOT IN SERVICE")
-                        + (faults.isEmpty ? "" : ", faults: " + faults.joined(separator: ", ")))
-            }
-            if let mode = value(board.modeRegister) {
-                let name = [board.modes.clear: "blank", board.modes.show: "steady", board.modes.blink: "blinking"][
-                    Int(mode)]
-                lines.append("mode \(mode) (\(name ?? "unknown"))")
-            }
-            if let command = value(board.commandRegister), let acknowledged = value(board.acknowledgeRegister) {
-                lines.append(
-                    "command \(command), acknowledged \(acknowledged)"
-                        + (command == acknowledged ? "" : ": NOT YET ON THE DISPLAY"))
-            }
-            for reading in board.readings {
-                let first = Int(reading.field.address) - start
-                guard first >= 0, first + reading.field.registerCount <= registers.count,
-                    let decoded = try? reading.field.decode(from: registers, blockStart: UInt16(start))
-                else { continue }
-                let shown =
-                    switch decoded {
-                    case .integer(let number): "\(number)"
-                    case .real(let number): String(format: "%.1f", number)
-                    case .flag(let flag): flag ? "on" : "off"
-                    case .text(let text): text
-                    }
-                lines.append("\(reading.name): \(shown) \(reading.unit)")
-            }
-            return lines
-        default:
-            return []
-        }
     }
 }
