@@ -62,18 +62,10 @@ struct LineOptions: ParsableArguments {
 }
 
 /// How the CLI's device commands end (the statuses of docs/cli.md).
-enum TechnicianExit {
-    /// The device answered with an exception, did not answer, or reports a fault (out of paper …).
-    static let failed = ExitCode(CLIExit.failed)
-    /// Wrong usage, a broken configuration or profile.
-    static let usage = ExitCode(CLIExit.usage)
-    /// The daemon is needed and does not answer.
-    static let daemonUnreachable = ExitCode(CLIExit.daemonUnreachable)
-    /// The port or host cannot be opened (permissions, busy, missing, refused).
-    static let portUnavailable = ExitCode(CLIExit.portUnavailable)
-
+extension CLIExit {
+    /// The exit status for a failed transaction: the port or host unreachable, or the device's fault.
     static func code(for error: ModbusDirectError) -> ExitCode {
-        error.kind == .unreachable ? portUnavailable : failed
+        ExitCode(error.kind == .unreachable ? portUnavailable : failed)
     }
 }
 
@@ -183,7 +175,7 @@ struct ModbusCommand: ParsableCommand {
                 values = ModbusBits.unpack(status, count: count).map { $0 ? 1 : 0 }
             default:
                 printError("unexpected answer to a read: \(exchange.response)")
-                throw TechnicianExit.failed
+                throw ExitCode(CLIExit.failed)
             }
             let line = target.line.line
             if target.json {
@@ -301,13 +293,13 @@ struct ModbusCommand: ParsableCommand {
             exchange = try client.transact(request, address: UInt8(target.address))
         } catch {
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
         if case .exception(let function, let code) = exchange.response {
             printError(
                 "\(target.line.line.name(of: UInt8(target.address))) on \(target.line.line.description) "
                     + "refused function \(String(format: "%02X", function.rawValue)): \(code.words)")
-            throw TechnicianExit.failed
+            throw ExitCode(CLIExit.failed)
         }
         return exchange
     }
@@ -319,7 +311,7 @@ struct ModbusCommand: ParsableCommand {
             _ = try? client.transact(request, address: 0)
         } catch {
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
     }
 

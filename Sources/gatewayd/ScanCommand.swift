@@ -107,7 +107,7 @@ struct ScanCommand: ParsableCommand {
         let client: ModbusDirectClient
         do { client = try ModbusDirectClient(line: line.line, timeout: scanner.timeout) } catch {
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
         let progress = Progress(total: to - from + 1)
         let started = ContinuousClock.now
@@ -119,7 +119,7 @@ struct ScanCommand: ParsableCommand {
         } catch {
             progress.finish()
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
         progress.finish()
         let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
@@ -157,7 +157,7 @@ struct ScanCommand: ParsableCommand {
                     "nobody answered at \(line.settings().lineName): check wiring A/B and termination, or try "
                         + "another baud: gatewayd scan --port \(line.port ?? "PORT") --sweep --address N")
             }
-            throw TechnicianExit.failed
+            throw ExitCode(CLIExit.failed)
         }
     }
 
@@ -165,7 +165,7 @@ struct ScanCommand: ParsableCommand {
         if let directory { return ProfileLibrary(directory: directory) }
         do { return ProfileLibrary(directory: try DemoProfiles.locate()) } catch {
             printError("\(error)")
-            throw TechnicianExit.usage
+            throw ExitCode(CLIExit.usage)
         }
     }
 
@@ -179,7 +179,7 @@ struct ScanCommand: ParsableCommand {
             }
         } catch {
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
         if let writeConfig, let found = result.found, let settings = result.settings {
             try write([found], to: writeConfig, library: library, settings: settings)
@@ -204,7 +204,7 @@ struct ScanCommand: ParsableCommand {
                         + "and the address")
             }
         }
-        if result.found == nil { throw TechnicianExit.failed }
+        if result.found == nil { throw ExitCode(CLIExit.failed) }
     }
 
     /// Onbon controllers and ESC/POS printers: a prompt to each address, or at each setting with --sweep.
@@ -223,7 +223,7 @@ struct ScanCommand: ParsableCommand {
                 }
             } catch {
                 printError(error.message)
-                throw TechnicianExit.code(for: error)
+                throw CLIExit.code(for: error)
             }
             let found = steps.first { $0.result == "answered" }
             if json {
@@ -242,7 +242,7 @@ struct ScanCommand: ParsableCommand {
                     found.map { "\(who) answers at \($0.setting) on \(line.port ?? "")" }
                         ?? "\(who) answered at no baud and parity tried: check wiring, power and the address")
             }
-            if found == nil { throw TechnicianExit.failed }
+            if found == nil { throw ExitCode(CLIExit.failed) }
             return
         }
         let progress = Progress(total: family.addressed ? to - from + 1 : 1)
@@ -255,7 +255,7 @@ struct ScanCommand: ParsableCommand {
         } catch {
             progress.finish()
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
         progress.finish()
         let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
@@ -273,7 +273,7 @@ struct ScanCommand: ParsableCommand {
         }
         if found.isEmpty {
             if !json { printError("nobody answered at \(line.settings().lineName): try --sweep") }
-            throw TechnicianExit.failed
+            throw ExitCode(CLIExit.failed)
         }
     }
 
@@ -289,7 +289,7 @@ struct ScanCommand: ParsableCommand {
             }
         } catch {
             printError(error.message)
-            throw TechnicianExit.code(for: error)
+            throw CLIExit.code(for: error)
         }
         let found = steps.first { $0.result == "frames" }
         if json {
@@ -307,7 +307,7 @@ struct ScanCommand: ParsableCommand {
                 found.map { "\(family) frames at \($0.setting) on \(line.port ?? "")" }
                     ?? "no valid \(family) frames at any baud: press a key on a pad while listening, check wiring A/B")
         }
-        if found == nil { throw TechnicianExit.failed }
+        if found == nil { throw ExitCode(CLIExit.failed) }
     }
 
     /// Writes a configuration with the bus scanned and a device per identified answer; the others as comments.
@@ -366,7 +366,7 @@ struct ScanCommand: ParsableCommand {
             try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         } catch {
             printError("cannot write \(path): \(error.localizedDescription)")
-            throw TechnicianExit.portUnavailable
+            throw ExitCode(CLIExit.portUnavailable)
         }
     }
 }

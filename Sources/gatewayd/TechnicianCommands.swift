@@ -39,24 +39,24 @@ enum TechnicianRun {
         let hall = try options.daemon.load()
         guard let config = hall.config, let library = hall.library else {
             printError("which hall? give --config FILE (or set HALL_GATEWAY_CONFIG)")
-            throw TechnicianExit.usage
+            throw ExitCode(CLIExit.usage)
         }
         guard let entry = config.devices.first(where: { $0.id == device }) else {
             printError(
                 "no device '\(device)' in \(options.daemon.configPath ?? "the configuration") "
                     + "(devices: \(config.devices.map(\.id).joined(separator: ", ")))")
-            throw TechnicianExit.usage
+            throw ExitCode(CLIExit.usage)
         }
         let kind: Kind
         do { kind = Kind(try library.profile(named: entry.profile)) } catch {
             printError(error.description)
-            throw TechnicianExit.usage
+            throw ExitCode(CLIExit.usage)
         }
         if let expected, !expected.contains(kind) {
             printError(
                 "\(device) is a \(kind.rawValue) (\(entry.profile)), not a \(expected.map(\.rawValue).joined(separator: " or "))"
             )
-            throw TechnicianExit.usage
+            throw ExitCode(CLIExit.usage)
         }
         return (hall, config, library, kind)
     }
@@ -73,8 +73,8 @@ enum TechnicianRun {
                 do { return try await viaDaemon(client) } catch {
                     printError(error.description)
                     throw error.kind == .unreachable
-                        ? TechnicianExit.daemonUnreachable
-                        : error.status == 404 ? TechnicianExit.usage : TechnicianExit.failed
+                        ? ExitCode(CLIExit.daemonUnreachable)
+                        : error.status == 404 ? ExitCode(CLIExit.usage) : ExitCode(CLIExit.failed)
                 }
             }
         }
@@ -90,7 +90,7 @@ enum TechnicianRun {
         case .success(let report): return report
         case .failure(let error):
             printError(error.message)
-            throw error.code == .portUnavailable ? TechnicianExit.portUnavailable : TechnicianExit.usage
+            throw error.code == .portUnavailable ? ExitCode(CLIExit.portUnavailable) : ExitCode(CLIExit.usage)
         }
     }
 
@@ -127,7 +127,7 @@ enum TechnicianRun {
             }
             if let problem = report.problem { printError(problem) }
         }
-        if failed ?? (!report.answered || report.problem != nil) { throw TechnicianExit.failed }
+        if failed ?? (!report.answered || report.problem != nil) { throw ExitCode(CLIExit.failed) }
     }
 }
 
@@ -269,7 +269,7 @@ struct PrinterCommand: AsyncParsableCommand {
                 if let problem = report.problem { printError(problem) }
                 if !PrinterCommand.canPrint(state) {
                     printError("\(printer) cannot print: \(state)")
-                    throw TechnicianExit.failed
+                    throw ExitCode(CLIExit.failed)
                 }
                 return
             }

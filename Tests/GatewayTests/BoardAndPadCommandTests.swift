@@ -269,7 +269,7 @@ import Testing
         try await hall.stopAll()
     }
 
-    @Test(.disabled("needs ModbusDriver.requests(for:to:) to hand pad commands to ModbusEvaluatorDriver.prepare"))
+    @Test
     func aModbusPadShowsTheStaffAndItsNextRatingCarriesTheTicket() async throws {
         let hall = try await Hall()
         let staff = try await hall.command("/v1/windows/5/staff", json: #"{"staff": "S0517"}"#)
@@ -284,7 +284,7 @@ import Testing
         try await hall.stopAll()
     }
 
-    @Test(.disabled("needs the new command event types in HallEventType.commands (EventData.swift)"))
+    @Test
     func theNewCommandsEventsDecodeLikeEveryOther() async throws {
         let hall = try await Hall()
         let results = [

@@ -156,6 +156,13 @@ public struct ModbusDriver: BusDriver {
     }
 
     public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
+        if let pad = pads[device.id] {
+            // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
+            return try pad.driver.prepare(command).map { write in
+                request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
+                        purpose: command.name)
+            }
+        }
         guard var board = boards[device.id] else {
             throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")
         }

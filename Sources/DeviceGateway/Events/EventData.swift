@@ -298,7 +298,7 @@ public enum HallEventType {
     /// The events of commands: the queue system's, and the hall day's boards on and off.
     public static let commands: Set<String> = [
         callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed, ticketIssued,
-        ticketNotIssued,
+        ticketNotIssued, brightnessChanged, displaySwitchedOn, displaySwitchedOff, staffSet, ratingRequested,
     ]
 }
 
