@@ -32,10 +32,10 @@ public final class GatewayMetrics: Sendable {
     /// The metrics text, with the device, sink and outbox figures read from `gateway` now.
     public func render(gateway: Gateway) async -> String {
         let devices = await gateway.deviceStates()
-        let outbox: (sinks: [SinkReport], events: Int, dropped: Int)?
+        let outbox: (sinks: [SinkReport], events: Int, committed: Int64, dropped: Int)?
         do {
             outbox = (try await gateway.outbox.sinkReports(), try await gateway.outbox.count(),
-                      try await gateway.outbox.dropTotal())
+                      try await gateway.outbox.committedTotal(), try await gateway.outbox.dropTotal())
         } catch {
             // The sink and outbox figures keep their last values; the gauge below says they are stale.
             outbox = nil
@@ -44,7 +44,9 @@ public final class GatewayMetrics: Sendable {
             for device in devices { update(device, &state) }
             gauge("hall_gateway_outbox_readable", [], "1 when the outbox could be read for this scrape, 0 when not.")
                 .set(to: outbox == nil ? 0 : 1)
-            if let outbox { update(outbox.sinks, events: outbox.events, dropped: outbox.dropped, &state) }
+            if let outbox {
+                update(outbox.sinks, events: outbox.events, committed: outbox.committed, dropped: outbox.dropped, &state)
+            }
             var text = registry.emitToString()
             text += Self.latencyFamily(state.latency)
             return text
@@ -71,7 +73,8 @@ public final class GatewayMetrics: Sendable {
         state.latency[device.device, default: ExportedHistogram(bus: device.bus)].advance(to: counters.latency)
     }
 
-    private func update(_ sinks: [SinkReport], events: Int, dropped: Int, _ state: inout ScrapeState) {
+    private func update(_ sinks: [SinkReport], events: Int, committed: Int64, dropped: Int,
+                        _ state: inout ScrapeState) {
         for sink in sinks {
             let labels = [("sink", sink.sink)]
             gauge("hall_gateway_sink_backlog", labels, "Events committed and not yet confirmed by the sink.")
@@ -84,6 +87,8 @@ public final class GatewayMetrics: Sendable {
         }
         gauge("hall_gateway_outbox_events", [], "Events held in the outbox (committed, not yet pruned).")
             .set(to: Double(events))
+        advance("hall_gateway_events_committed", [], "Events committed to the outbox since it was created.",
+                to: committed, &state)
         advance("hall_gateway_events_dropped", [], "Events dropped because the outbox reached its size limit.",
                 to: Int64(dropped), &state)
     }

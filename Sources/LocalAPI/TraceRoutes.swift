@@ -8,8 +8,8 @@ import ServiceLifecycle
 /// line per write or read after a header line (`{"bus":…,"line":…,"sent":STREAM,"received":STREAM}`, the streams
 /// as `gatewayd decode` names them), then `{"unix":1733043725.123456,"direction":"out","hex":"01 03 00 00"}`, and an
 /// empty line each second so a client gone is noticed. A response lasts at most 30 s (`seconds`, 1 to 30) and ends
-/// at the gateway's shutdown; the CLI asks again to follow longer. Not in the OpenAPI document: a stream of this
-/// kind is no request-response a contract test can check in bounded time.
+/// at the gateway's shutdown; the CLI asks again to follow longer. In the OpenAPI document, but left out of the
+/// contract test: a stream of this kind is no request-response it can check in bounded time.
 extension LocalAPI {
     func addTraceRoutes(_ v1: RouterGroup<BasicRequestContext>) {
         v1.get("/buses/:bus/trace") { request, context in try trace(request, context) }

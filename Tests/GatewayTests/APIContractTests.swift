@@ -108,7 +108,9 @@ import Testing
             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                 + "response_headers_conformance,response_schema_conformance",
             "--phases", "examples,coverage,fuzzing", "--max-examples", "20", "--seed", "20261201",
-            "--request-timeout", "10", "--no-color"
+            "--request-timeout", "10", "--no-color",
+            // A stream for up to 30 s a request: documented, not checkable in bounded time.
+            "--exclude-path", "/v1/buses/{bus}/trace"
         ], environment: ["NO_COLOR": "1"], workingDirectory: hall.folder.path).wait(timeout: .seconds(150))
         let elapsed = ContinuousClock.now - started
         // The generated requests reached the commands themselves, not only the 404s and 400s around them.

@@ -168,6 +168,25 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func aPadsStaffARatingRequestAndABoardsBrightnessGoOverMQTTToo() async throws {
+        let hall = try await Hall()
+        try await hall.send(#"{"id": "q-1", "command": "staff", "window": "5", "staff": "S0517"}"#)
+        try await hall.send(#"{"id": "q-2", "command": "rating-request", "window": 5, "ticket": "B012"}"#)
+        try await hall.send(#"{"id": "q-3", "command": "brightness", "device": "board-w05", "level": 60}"#)
+        try await hall.send(#"{"id": "q-4", "command": "power", "device": "board-w05", "on": "yes"}"#)
+        let replies = try await hall.replies.collect(4)
+        func reply(_ request: String) -> [String: Any]? { replies.first { $0["requestId"] as? String == request } }
+        #expect(reply("q-1")?["status"] as? String == "done", "\(replies)")
+        #expect(hall.pad.staffId == "S0517", "written into the pad's staff-id registers")
+        #expect(reply("q-2")?["status"] as? String == "done", "\(replies)")
+        // The Modbus window board's profile has no brightness: refused with the reason, nothing written.
+        #expect(reply("q-3")?["status"] as? String == "refused", "\(replies)")
+        #expect(reply("q-4")?["status"] as? String == "invalid")
+        #expect(reply("q-4")?["message"] as? String == "'on' must be true or false")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "the board took no command")
+        try await hall.stopAll()
+    }
+
     @Test func aCommandToAnOfflineBoardAnswersAtOnceWithItsReason() async throws {
         let hall = try await Hall()
         #expect(await eventually {

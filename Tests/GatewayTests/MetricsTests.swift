@@ -101,6 +101,9 @@ import Testing
             #expect(samples["hall_gateway_sink_\(family)\(labels)"] != nil, "\(family)")
         }
         #expect(try #require(samples["hall_gateway_outbox_events"]) >= 1)
+        // Every event committed, counted by the outbox itself: at least the events it holds (read a moment before).
+        let committed = try #require(samples["hall_gateway_events_committed_total"])
+        #expect(committed >= 1 && committed >= samples["hall_gateway_outbox_events"] ?? .infinity, "\(text)")
         #expect(samples["hall_gateway_events_dropped_total"] == 0)
         #expect(samples["hall_gateway_outbox_readable"] == 1)
 

@@ -195,12 +195,15 @@ struct MQTTCommandRequest: Sendable {
     var action: Action
 
     /// The commands a message may name.
-    static let commands = ["call", "recall", "pause", "resume", "clear", "text", "ticket"]
+    static let commands = [
+        "call", "recall", "pause", "resume", "clear", "text", "brightness", "power", "staff", "rating-request", "ticket",
+    ]
 
     /// Whose commands this one must follow: its window, its board or the printers.
     var lane: String? {
         switch action {
-        case .queue(.showText(let device, _)): "device \(device)"
+        case .queue(.showText(let device, _)), .queue(.brightness(let device, _)), .queue(.power(let device, _)):
+            "device \(device)"
         case .queue(let command): command.window.map { "window \($0)" }
         case .ticket: "printers"
         case .invalid: nil
@@ -252,6 +255,18 @@ struct MQTTCommandRequest: Sendable {
             case "text":
                 request.action = .queue(
                     .showText(device: try reader.required("device"), text: try reader.required("text")))
+            case "brightness":
+                guard let level = try reader.count("level"), level <= 100 else {
+                    throw invalid("'level' must be a whole number from 0 to 100 (percent)")
+                }
+                request.action = .queue(.brightness(device: try reader.required("device"), percent: level))
+            case "power":
+                guard let on = try reader.bool("on") else { throw invalid("'on' is missing (true or false)") }
+                request.action = .queue(.power(device: try reader.required("device"), on: on))
+            case "staff":
+                request.action = .queue(.setStaff(window: try reader.window(), staff: try reader.required("staff")))
+            case "rating-request":
+                request.action = .queue(.requestRating(window: try reader.window(), ticket: try reader.required("ticket")))
             case "ticket":
                 request.action = .ticket(Ticket(
                     number: try reader.string("number"), prefix: try reader.string("prefix"),
@@ -274,16 +289,17 @@ struct MQTTCommandRequest: Sendable {
     enum JSONValue: Decodable {
         case string(String)
         case number(Double)
+        case bool(Bool)
         case null
-        /// A boolean, an array or an object: never what a command takes.
+        /// An array or an object: never what a command takes.
         case other
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.singleValueContainer()
             if container.decodeNil() {
                 self = .null
-            } else if (try? container.decode(Bool.self)) != nil {
-                self = .other
+            } else if let flag = try? container.decode(Bool.self) {
+                self = .bool(flag)
             } else if let number = try? container.decode(Double.self) {
                 self = .number(number)
             } else if let text = try? container.decode(String.self) {
@@ -317,6 +333,14 @@ struct MQTTCommandRequest: Sendable {
                 return String(whole)
             }
             return try required("window")
+        }
+
+        func bool(_ name: String) throws(CommandInvalid) -> Bool? {
+            switch fields[name] {
+            case nil, .null?: return nil
+            case .bool(let flag)?: return flag
+            default: throw MQTTCommandRequest.invalid("'\(name)' must be true or false")
+            }
         }
 
         func count(_ name: String) throws(CommandInvalid) -> Int? {

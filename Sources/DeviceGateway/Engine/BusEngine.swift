@@ -165,7 +165,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 let until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
                 await receive(on: link, until: until, inFlight: nil)
             }
-            await commitPending()
+            // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
+            // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
+            if !inbox.hasWaiting { await commitPending() }
         }
         await commitPending()
         inbox.close(because: "bus \(config.id) is stopped")
@@ -444,6 +446,9 @@ final class CommandInbox: Sendable {
         if refusal == nil { wake() }
         return refusal
     }
+
+    /// Whether a command waits.
+    var hasWaiting: Bool { state.withLock { !$0.queue.isEmpty } }
 
     func next() -> QueuedCommand? {
         state.withLock { $0.queue.isEmpty ? nil : $0.queue.removeFirst() }

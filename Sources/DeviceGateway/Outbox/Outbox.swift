@@ -635,6 +635,14 @@ public final class Outbox: Sendable {
         try await sinkReports([sink]).first?.backlog ?? 0
     }
 
+    /// How many events were ever committed: the event table's autoincrement counter, which pruning and drops at
+    /// the disk budget leave alone.
+    public func committedTotal() async throws -> Int64 {
+        try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event'") ?? 0
+        }
+    }
+
     /// How many events the outbox holds.
     public func count() async throws -> Int {
         try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
