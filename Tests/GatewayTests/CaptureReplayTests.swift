@@ -4,7 +4,7 @@ import Testing
 
 /// A capture written by `gatewayd trace --save` replayed by `MockCaptureDevice`, with the built `gatewayd modbus read`
 /// as the client: what the capture's device answered comes back, and a client that asks something else is told
-/// where it left the capture.
+/// where it left the capture. The last test replays a capture that `gatewayd trace` saved from a running daemon.
 @Suite struct CaptureReplayTests {
     /// Address 1, read holding registers 0 and 1.
     static let request = "01 03 00 00 00 02 C4 0B"
@@ -122,5 +122,63 @@ import Testing
         """.write(toFile: wrong, atomically: true, encoding: .utf8)
         let direction = try #require(throws: MockDeviceError.self) { try MockCaptureDevice(capture: wrong) }
         #expect(direction.description == "\(wrong) line 2: \"direction\" must be \"out\" or \"in\"")
+    }
+
+    @Test func aCaptureSavedByGatewaydTraceReplaysToAModbusRead() async throws {
+        let pad = MockModbusEvaluator(staffId: "0104")
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = folder.file("hall.yaml")
+        try """
+        hall: {id: replay-hall}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        buses:
+          - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), \
+        response-timeout-ms: 200, poll-interval-ms: 100}
+        devices:
+          - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+        sinks:
+          - {type: sqlite, path: \(folder.path)/events.sqlite}
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { CLITests.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let api = try #require(CLITests.apiURL(daemon))
+        let capture = folder.file("line-a.trace")
+        let trace = try await run(
+            gatewaydPath, ["trace", "line-a", "--seconds", "1", "--save", capture, "--config", config, "--api", api])
+        #expect(trace.status == 0, "\(trace.standardError)")
+        daemon.interrupt()
+        _ = try await daemon.wait()
+
+        // The first request the gateway wrote, and the answer after it, from the capture file itself.
+        let lines = try String(contentsOfFile: capture, encoding: .utf8).split(separator: "\n").dropFirst()
+        let records = try lines.map { line in
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let hex = try #require(object["hex"] as? String).split(separator: " ")
+            return (out: object["direction"] as? String == "out", bytes: hex.compactMap { UInt8($0, radix: 16) })
+        }
+        let first = try #require(records.firstIndex { $0.out }, "\(lines)")
+        let request = records[first].bytes
+        try #require(request.count == 8 && request[0] == 4 && request[1] == 3, "a holding-register read: \(request)")
+        let answer = try #require(records.dropFirst(first + 1).first, "an answer after \(request)").bytes
+        let start = Int(request[2]) << 8 | Int(request[3])
+        let count = Int(request[4]) << 8 | Int(request[5])
+        try #require(answer.count == 5 + 2 * count, "\(answer)")
+        let answered = (0..<count).map { Int(answer[3 + 2 * $0]) << 8 | Int(answer[4 + 2 * $0]) }
+        #expect(answered == pad.registers[start..<start + count].map(Int.init))
+
+        // The device side replayed: the same read by hand gets the gateway's answer back.
+        let device = try MockCaptureDevice(capture: capture)
+        defer { device.stop() }
+        let read = try await run(
+            gatewaydPath,
+            ["modbus", "read", "--port", device.devicePath, "-a", "4", "\(start)", "-c", "\(count)", "--json"])
+        #expect(read.status == 0, "\(read.standardError) \(String(describing: device.divergence))")
+        #expect(try values(read).map { $0[1] } == answered)
+        #expect(await eventually { device.replayed >= first + 2 })
+        #expect(device.divergence == nil, "\(String(describing: device.divergence))")
     }
 }
