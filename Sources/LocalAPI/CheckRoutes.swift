@@ -28,7 +28,8 @@ extension LocalAPI {
             let own = report.problems.filter {
                 $0.hasPrefix("\(state.device) ") || $0.hasPrefix("printer \(state.device):")
             }
-            let unconfirmed = report.warnings.filter { $0.hasPrefix("\(state.device) ") }
+            // Still unheard now: the device list is read a moment after the check's own.
+            let unconfirmed = state.online == nil ? report.warnings.filter { $0.hasPrefix("\(state.device) ") } : []
             var detail = (own + unconfirmed).joined(separator: "; ")
             if detail.isEmpty, let condition = printers[state.device] { detail = "paper and printer: \(condition)" }
             return CheckResponse.Device(

@@ -32,8 +32,12 @@ struct DaemonOptions: ParsableArguments {
             valueName: "url"))
     var api: String?
 
-    /// The config file to use: `--config`, else `$HALL_GATEWAY_CONFIG`, else none.
-    var configPath: String? { config ?? ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"] }
+    /// The config file to use: `--config`, else `$HALL_GATEWAY_CONFIG`, else the demo hall's as `gatewayd run` wrote
+    /// it here, else none.
+    var configPath: String? {
+        config ?? ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"]
+            ?? (FileManager.default.fileExists(atPath: DemoProfiles.configurationPath) ? DemoProfiles.configurationPath : nil)
+    }
 
     /// The hall as the CLI sees it; a broken configuration is reported and exits 2.
     func load() throws -> HallContext {

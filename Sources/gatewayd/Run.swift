@@ -39,9 +39,11 @@ struct Run: AsyncParsableCommand {
             } else {
                 let hall = try DemoHall()
                 demo = hall
+                let profilesFolder = try profiles ?? DemoProfiles.locate()
                 let text = hall.configuration(
-                    stateDirectory: "var", profiles: try profiles ?? DemoProfiles.locate(), eventStore: "var/events.sqlite")
+                    stateDirectory: "var", profiles: profilesFolder, eventStore: "var/events.sqlite")
                 loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
+                DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder)
                 logger.info("""
                     demo hall: \(hall.pads.count) Modbus pads and \(hall.windowBoards.count) window boards, \
                     \(DemoHall.ff68Windows.count) FF 68 pads and callers, a ticket printer, an Onbon call board; \
@@ -170,6 +172,20 @@ struct QueueSimulation: Service {
 
 /// Finds `devices/` for the demo: the working folder, or the checkout the binary was built in.
 enum DemoProfiles {
+    /// Where the running demo hall's configuration is written, for the CLI run beside it without `--config`.
+    static let configurationPath = "var/demo-hall.yaml"
+
+    /// Writes the demo hall's configuration with absolute paths, so that `gatewayd probe`, `printer status`, `scan`
+    /// and the rest find its devices as they would a real hall's.
+    static func writeConfiguration(of hall: DemoHall, profiles: String) {
+        let here = FileManager.default.currentDirectoryPath
+        let absolute = profiles.hasPrefix("/") ? profiles : here + "/" + profiles
+        let text = "# The demo hall as `gatewayd run` started it; the CLI reads it when given no --config.\n"
+            + hall.configuration(stateDirectory: here + "/var", profiles: absolute, eventStore: here + "/var/events.sqlite")
+        try? FileManager.default.createDirectory(atPath: "var", withIntermediateDirectories: true)
+        try? text.write(toFile: configurationPath, atomically: true, encoding: .utf8)
+    }
+
     static func locate() throws -> String {
         let marker = "modbus-evaluator-3key.yaml"
         var candidates = [FileManager.default.currentDirectoryPath + "/devices"]
