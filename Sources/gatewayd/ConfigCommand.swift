@@ -13,14 +13,49 @@ struct ConfigCommand: ParsableCommand {
         @Argument(help: "The configuration file.")
         var file: String
 
+        @Flag(help: "The verdict as JSON: the counts when usable, every issue (file, line, column, key, message) when not.")
+        var json = false
+
         func run() throws {
+            let config: GatewayConfig
             do {
-                let (config, _) = try ConfigLoader.load(path: file)
-                print("\(file): OK (hall \(config.hall.id), \(config.buses.count) buses, \(config.devices.count) devices, \(config.sinks.count) sinks)")
+                (config, _) = try ConfigLoader.load(path: file)
             } catch {
-                printError(error.description)
-                throw ExitCode(2)
+                if json {
+                    let issues = error.issues.map {
+                        Issue(file: $0.file, line: $0.line, column: $0.column, key: $0.key, message: $0.message)
+                    }
+                    try Output.printJSON(Verdict(file: file, usable: false, issues: issues))
+                } else {
+                    printError(error.description)
+                }
+                throw ExitCode(CLIExit.usage)
             }
+            if json {
+                try Output.printJSON(Verdict(
+                    file: file, usable: true, hall: config.hall.id, buses: config.buses.count,
+                    devices: config.devices.count, sinks: config.sinks.count, issues: []))
+            } else {
+                print("\(file): OK (hall \(config.hall.id), \(config.buses.count) buses, \(config.devices.count) devices, \(config.sinks.count) sinks)")
+            }
+        }
+
+        struct Verdict: Encodable {
+            var file: String
+            var usable: Bool
+            var hall: String?
+            var buses: Int?
+            var devices: Int?
+            var sinks: Int?
+            var issues: [Issue]
+        }
+
+        struct Issue: Encodable {
+            var file: String
+            var line: Int?
+            var column: Int?
+            var key: String
+            var message: String
         }
     }
 }

@@ -95,6 +95,19 @@ import Testing
         let good = try await run(gatewaydPath, ["config", "check", try write(valid, "good.yaml")])
         #expect(good.status == 0)
         #expect(good.standardOutput.contains("OK (hall hall-1, 2 buses, 2 devices, 1 sinks)"), "\(good.standardOutput)")
+
+        // The same verdicts for scripts.
+        let bad = try await run(gatewaydPath, ["config", "check", "--json", path])
+        #expect(bad.status == 2)
+        let verdict = try #require(
+            try JSONSerialization.jsonObject(with: Data(bad.standardOutput.utf8)) as? [String: Any])
+        #expect(verdict["usable"] as? Bool == false)
+        let issue = try #require((verdict["issues"] as? [[String: Any]])?.first)
+        #expect(issue["line"] as? Int == 8 && issue["column"] as? Int == 28 && issue["key"] as? String == "buses[1].transport")
+        let usable = try await run(gatewaydPath, ["config", "check", "--json", try write(valid, "good.yaml")])
+        let counts = try #require(
+            try JSONSerialization.jsonObject(with: Data(usable.standardOutput.utf8)) as? [String: Any])
+        #expect(usable.status == 0 && counts["usable"] as? Bool == true && counts["devices"] as? Int == 2)
     }
 
     @Test func theShippedExampleHallUsesEveryProfileAndPassesTheCheck() async throws {
