@@ -19,13 +19,14 @@ enum TechnicianRun {
     enum Kind: String {
         case pad, board, printer, caller
 
+        /// From the device's role, so that no family is named here.
         init(_ profile: DeviceProfile) {
             self =
-                switch profile {
-                case .modbusEvaluator, .ff68Evaluator: .pad
-                case .modbusBoard, .onbonBoard, .qsystemBoard: .board
+                switch DeviceRole.of(profile, window: nil) {
+                case .pad: .pad
+                case .windowBoard, .hallBoard: .board
                 case .printer: .printer
-                case .ff68Caller, .qsystemBox: .caller
+                case .caller: .caller
                 }
         }
     }
