@@ -30,7 +30,7 @@ enum APICallBenchmark {
         for address in 1...padCount {
             units[address] = MockModbusEvaluator(staffId: String(format: "%04d", 1000 + address))
         }
-        let board = ArrivalStampedBoard()
+        let board = StampedBoard()
         units[padCount + 1] = board
         let server = try MockModbusServer.rtu(units: units, pacing: pacing)
         defer { server.stop() }
@@ -153,28 +153,6 @@ private struct Samples: Sendable {
     var latencies: [Double] = []
     var responses: [Double] = []
     var failures: [String] = []
-}
-
-/// A window board that notes when the first write after `arm()` arrived: the paced server hands a request to its unit
-/// once the request's last character has arrived on the wire.
-private final class ArrivalStampedBoard: MockModbusUnit {
-    private let board = MockModbusBoard()
-    private let stamp = Mutex<(armed: Bool, at: ContinuousClock.Instant?)>((false, nil))
-
-    var registers: [UInt16] { board.registers }
-    var answering: Bool { board.answering }
-
-    func accept(writtenRegisters: [UInt16]) {
-        let now = ContinuousClock.now
-        stamp.withLock { if $0.armed, $0.at == nil { $0.at = now } }
-        board.accept(writtenRegisters: writtenRegisters)
-    }
-
-    /// Forgets the last write; the next one is stamped.
-    func arm() { stamp.withLock { $0 = (true, nil) } }
-
-    /// When the first write since `arm()` arrived.
-    var firstWrite: ContinuousClock.Instant? { stamp.withLock { $0.at } }
 }
 
 /// HTTP/1.1 over one kept-alive loopback connection with blocking calls: nothing between the write of a request and

@@ -1,6 +1,8 @@
 import DeviceGateway
 import Foundation
 import Logging
+import MockDevices
+import Synchronization
 
 // What the bus-engine benchmarks (`bench/bus.sh`) share: options, a hall configuration from YAML, child processes
 // (the simulated devices in a process of their own, the real daemon) and what /proc says about them.
@@ -372,4 +374,26 @@ struct StealMeter {
 func loadAverage() -> String {
     (readProcFile("/proc/loadavg") ?? "?").split(separator: " ").prefix(3)
         .joined(separator: " ")
+}
+
+/// A window board that notes when the first write after `arm()` reached it: the paced server hands a request to its
+/// unit once the request's last character has arrived on the wire.
+final class StampedBoard: MockModbusUnit {
+    private let board = MockModbusBoard()
+    private let stamp = Mutex<(armed: Bool, at: ContinuousClock.Instant?)>((false, nil))
+
+    var registers: [UInt16] { board.registers }
+    var answering: Bool { board.answering }
+
+    func accept(writtenRegisters: [UInt16]) {
+        let now = ContinuousClock.now
+        stamp.withLock { if $0.armed, $0.at == nil { $0.at = now } }
+        board.accept(writtenRegisters: writtenRegisters)
+    }
+
+    /// Forgets the last write; the next one is stamped.
+    func arm() { stamp.withLock { $0 = (true, nil) } }
+
+    /// When the first write since `arm()` arrived.
+    var firstWrite: ContinuousClock.Instant? { stamp.withLock { $0.at } }
 }

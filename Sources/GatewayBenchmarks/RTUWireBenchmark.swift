@@ -184,25 +184,3 @@ private struct PacedLine {
         folder.remove()
     }
 }
-
-/// A window board that notes when the first write after `arm()` reached it: the paced server hands a request to its
-/// unit once the request's last character has arrived on the wire.
-private final class StampedBoard: MockModbusUnit {
-    private let board = MockModbusBoard()
-    private let stamp = Mutex<(armed: Bool, at: ContinuousClock.Instant?)>((false, nil))
-
-    var registers: [UInt16] { board.registers }
-    var answering: Bool { board.answering }
-
-    func accept(writtenRegisters: [UInt16]) {
-        let now = ContinuousClock.now
-        stamp.withLock { if $0.armed, $0.at == nil { $0.at = now } }
-        board.accept(writtenRegisters: writtenRegisters)
-    }
-
-    /// Forgets the last write; the next one is stamped.
-    func arm() { stamp.withLock { $0 = (true, nil) } }
-
-    /// When the first write since `arm()` arrived.
-    var firstWrite: ContinuousClock.Instant? { stamp.withLock { $0.at } }
-}
