@@ -36,7 +36,7 @@ struct OutboxCommand: AsyncParsableCommand {
                     timeZone = loaded.hall.timeZone
                 } catch {
                     printError(error.description)
-                    throw ExitCode(2)
+                    throw ExitCode(CLIExit.usage)
                 }
             }
             let report: OutboxReport
@@ -47,8 +47,9 @@ struct OutboxCommand: AsyncParsableCommand {
                     maximumBytes: budget, dropped: try await reader.dropTotal(),
                     sinks: try await reader.sinkReports(sinks), putAside: try await reader.putAsideEvents())
             } catch {
+                // Not an outbox, or not readable: the path given is wrong, as `events --store` says too.
                 printError("\(error)")
-                throw ExitCode(1)
+                throw ExitCode(CLIExit.usage)
             }
             if json {
                 print(String(decoding: try Output.jsonEncoder.encode(report), as: UTF8.self))

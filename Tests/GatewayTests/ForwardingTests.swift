@@ -278,11 +278,12 @@ extension OutboxSalvageTests {
             try db.execute(sql: "CREATE TABLE invoice (id INTEGER PRIMARY KEY, amount REAL)")
         }
         let before = try Data(contentsOf: URL(fileURLWithPath: foreign))
+        // Exit 2: the path given is not what the command reads (docs/cli.md).
         let events = try await run(gatewaydPath, ["events", "--store", foreign])
-        #expect(events.status == 1)
+        #expect(events.status == 2)
         #expect(events.standardError.contains("\(foreign) is not a hall gateway event store"))
         let status = try await run(gatewaydPath, ["outbox", "status", "--outbox", foreign])
-        #expect(status.status == 1)
+        #expect(status.status == 2)
         #expect(status.standardError.contains("\(foreign) is not a hall gateway outbox"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: foreign)) == before, "not one byte changed")
         let tables = try await DatabaseQueue(path: foreign).read { db in
