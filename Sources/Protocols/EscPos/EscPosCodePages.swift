@@ -28,7 +28,45 @@ public enum EscPosCodePage {
             for byte in bytes { scalars.append(CodePage437.scalar(for: byte)) }
             return String(scalars)
         }
-        let converter = iconv_open("UTF-8", name)
+        return convert(bytes, from: name, to: "UTF-8").map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// `bytes` read in table `number`, keeping what the table defines: the text, and how many bytes it does not
+    /// define (garbage to the printer as to us). Nil for a table this list does not know.
+    public static func decodeDefined(_ bytes: [UInt8], table number: UInt8) -> (text: String, undefined: Int)? {
+        guard names[number] != nil else { return nil }
+        if let whole = decode(bytes, table: number) { return (whole, 0) }
+        var text = ""
+        var undefined = 0
+        var index = 0
+        // Byte by byte only when something in the run is undefined; two bytes for the double-byte tables (CP932).
+        while index < bytes.count {
+            if let one = decode([bytes[index]], table: number) {
+                text += one
+                index += 1
+            } else if index + 1 < bytes.count, let two = decode([bytes[index], bytes[index + 1]], table: number) {
+                text += two
+                index += 2
+            } else {
+                undefined += 1
+                index += 1
+            }
+        }
+        return (text, undefined)
+    }
+
+    /// `text` as table `number` writes it, "?" for a character the table lacks; nil when the table is unknown.
+    public static func encode(_ text: String, table number: UInt8) -> [UInt8]? {
+        guard let name = names[number] else { return nil }
+        if number == 0 { return text.unicodeScalars.map { CodePage437.byte(for: $0) ?? 0x3F } }
+        if let whole = convert(Array(text.utf8), from: "UTF-8", to: name) { return whole }
+        // One character at a time only when some are not in the table.
+        return text.unicodeScalars.flatMap { convert(Array(String($0).utf8), from: "UTF-8", to: name) ?? [0x3F] }
+    }
+
+    /// `bytes` from one iconv encoding to another; nil when iconv cannot convert all of them.
+    private static func convert(_ bytes: [UInt8], from source: String, to target: String) -> [UInt8]? {
+        let converter = iconv_open(target, source)
         guard converter != iconv_t(bitPattern: -1) else { return nil }
         defer { iconv_close(converter) }
         var input = bytes
@@ -36,18 +74,22 @@ public enum EscPosCodePage {
         let capacity = output.count
         let converted: Int? = input.withUnsafeMutableBufferPointer { inputBuffer in
             output.withUnsafeMutableBufferPointer { outputBuffer in
-                var inputPointer: UnsafeMutablePointer<CChar>? = UnsafeMutableRawPointer(inputBuffer.baseAddress!)
-                    .assumingMemoryBound(to: CChar.self)
+                var inputPointer: UnsafeMutablePointer<CChar>? = inputBuffer.baseAddress.map {
+                    UnsafeMutableRawPointer($0).assumingMemoryBound(to: CChar.self)
+                }
                 var outputPointer: UnsafeMutablePointer<CChar>? = UnsafeMutableRawPointer(outputBuffer.baseAddress!)
                     .assumingMemoryBound(to: CChar.self)
                 var inputLeft = inputBuffer.count
                 var outputLeft = capacity
                 let result = iconv(converter, &inputPointer, &inputLeft, &outputPointer, &outputLeft)
-                return result == -1 || inputLeft != 0 ? nil : capacity - outputLeft
+                guard result != -1, inputLeft == 0 else { return nil }
+                // Tables with combining marks (CP1255, CP1258) hold the last character back until told the input
+                // has ended.
+                guard iconv(converter, nil, nil, &outputPointer, &outputLeft) != -1 else { return nil }
+                return capacity - outputLeft
             }
         }
-        guard let converted else { return nil }
-        return String(decoding: output[..<converted], as: UTF8.self)
+        return converted.map { Array(output[..<$0]) }
     }
 }
 
@@ -58,10 +100,13 @@ public struct EscPosOtherCommand: Equatable, Sendable {
     public var name: String
     /// Its bytes as received; for images and other long data, the header only.
     public var bytes: [UInt8]
+    /// How many data bytes followed the header and were passed without being kept (an image's dots).
+    public var dataCount: Int
 
     /// A named command.
-    public init(name: String, bytes: [UInt8]) {
+    public init(name: String, bytes: [UInt8], dataCount: Int = 0) {
         self.name = name
         self.bytes = bytes
+        self.dataCount = dataCount
     }
 }

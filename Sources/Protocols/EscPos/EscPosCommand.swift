@@ -34,7 +34,7 @@ public enum EscPosCommand: Equatable, Sendable {
 
     /// The command's bytes. Text is encoded for the mode the printer is in: GB18030 in Chinese mode, else code
     /// page 437 with "?" for characters the table lacks; control characters always become "?".
-    public func encoded(inChineseMode chineseMode: Bool = false) -> [UInt8] {
+    public func encoded(inChineseMode chineseMode: Bool = false, codePage: UInt8 = 0) -> [UInt8] {
         switch self {
         case .initialize: return EscPos.initialize
         case .align(let alignment): return EscPos.align(alignment)
@@ -42,7 +42,7 @@ public enum EscPosCommand: Equatable, Sendable {
         case .printMode(let mode): return EscPos.printMode(mode)
         case .bold(let isOn): return EscPos.bold(isOn)
         case .chineseMode(let isOn): return isOn ? EscPos.chineseModeOn : EscPos.chineseModeOff
-        case .text(let text): return Self.textBytes(text, inChineseMode: chineseMode)
+        case .text(let text): return Self.textBytes(text, inChineseMode: chineseMode, codePage: codePage)
         case .lineFeed: return EscPos.lineFeed
         case .feedLines(let count): return EscPos.feedLines(count)
         case .cut(let mode, let feed): return EscPos.cut(mode, feed: feed)
@@ -50,7 +50,8 @@ public enum EscPosCommand: Equatable, Sendable {
         case .statusRequest(let request): return EscPos.statusRequest(request)
         case .enableAutomaticStatusBack(let mask): return EscPos.enableAutomaticStatusBack(mask)
         case .codePage(let table): return [0x1B, 0x74, table]
-        case .other(let command): return command.bytes
+        // The data passed unkept comes back as zeros: the same command, as long as it was on the wire.
+        case .other(let command): return command.bytes + [UInt8](repeating: 0, count: command.dataCount)
         }
     }
 
@@ -58,12 +59,14 @@ public enum EscPosCommand: Equatable, Sendable {
     /// to `startsInChineseMode`, as `EscPosCommandDecoder` assumes).
     public static func encode(_ commands: [EscPosCommand], startsInChineseMode: Bool = false) -> [UInt8] {
         var chineseMode = startsInChineseMode
+        var codePage: UInt8 = 0
         var bytes: [UInt8] = []
         for command in commands {
-            bytes += command.encoded(inChineseMode: chineseMode)
+            bytes += command.encoded(inChineseMode: chineseMode, codePage: codePage)
             switch command {
             case .chineseMode(let isOn): chineseMode = isOn
-            case .initialize: chineseMode = startsInChineseMode
+            case .codePage(let table): codePage = table
+            case .initialize: (chineseMode, codePage) = (startsInChineseMode, 0)
             default: break
             }
         }
@@ -80,9 +83,10 @@ public enum EscPosCommand: Equatable, Sendable {
         return String(scalars)
     }
 
-    private static func textBytes(_ text: String, inChineseMode chineseMode: Bool) -> [UInt8] {
+    private static func textBytes(_ text: String, inChineseMode chineseMode: Bool, codePage: UInt8) -> [UInt8] {
         let printable = printable(text)
         if chineseMode { return ChineseText.encode(printable, as: .gb18030) ?? [] }
-        return printable.unicodeScalars.map { CodePage437.byte(for: $0) ?? 0x3F }
+        // A table the decoder does not know reads as 437 (EscPosCommandDecoder): written as 437 too.
+        return EscPosCodePage.encode(printable, table: codePage) ?? EscPosCodePage.encode(printable, table: 0) ?? []
     }
 }

@@ -231,10 +231,18 @@ public struct EscPosCommandDecoder: FrameDecoder {
 
     private mutating func endText(into frames: inout [EscPosCommand]) {
         guard !text.isEmpty else { return }
-        let string = isChineseMode ? Self.gb18030String(text)
-            : codePage == 0 ? Self.codePage437String(text)
-            : EscPosCodePage.decode(text, table: codePage) ?? Self.codePage437String(text)
-        frames.append(.text(string))
+        var string: String
+        if isChineseMode {
+            string = Self.gb18030String(text)
+        } else if let (decoded, undefined) = EscPosCodePage.decodeDefined(text, table: codePage) {
+            // Bytes the selected table does not define print as nothing sensible: garbage, not text.
+            string = decoded
+            discardedByteCount += undefined
+        } else {
+            // A table this decoder does not know: read as 437, as `EscPosCommand.encode` writes it.
+            string = Self.codePage437String(text)
+        }
+        if !string.isEmpty { frames.append(.text(string)) }
         text.removeAll(keepingCapacity: true)
     }
 
@@ -311,8 +319,8 @@ public struct EscPosCommandDecoder: FrameDecoder {
     private func knownWithData(header: Int, data: Int) -> Step {
         guard pending.count - head >= header else { return .needMore }
         let bytes = Array(pending[head..<(head + header)])
-        return .frameWithData(.other(EscPosOtherCommand(name: EscPosNames.describe(bytes, dataCount: data), bytes: bytes)),
-                              length: header, data: data)
+        let command = EscPosOtherCommand(name: EscPosNames.describe(bytes, dataCount: data), bytes: bytes, dataCount: data)
+        return .frameWithData(.other(command), length: header, data: data)
     }
 
     private func escapeCommand(_ function: UInt8) -> Step {
