@@ -51,6 +51,8 @@ final class ChildProcess: @unchecked Sendable {
     let process = Process()
     private let outputPath: String
     private let errorPath: String
+    /// Finishes when the process has exited: what `wait` waits on.
+    private let exited: AsyncStream<Void>
 
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
          workingDirectory: String? = nil, input: String? = nil) throws {
@@ -66,6 +68,9 @@ final class ChildProcess: @unchecked Sendable {
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
+        let (exited, exit) = AsyncStream.makeStream(of: Void.self)
+        self.exited = exited
+        process.terminationHandler = { _ in exit.finish() }
         if let input {
             let pipe = Pipe()
             process.standardInput = pipe
@@ -84,15 +89,24 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Waits for the process without blocking the cooperative pool.
     func wait(timeout: Duration = .seconds(60)) async throws -> ProcessResult {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now > deadline {
-                // SIGKILL: children inherit the runner thread's signal mask, where SIGTERM may be blocked.
-                kill(process.processIdentifier, SIGKILL)
-                Issue.record("process \(process.executableURL?.path ?? "") did not finish within \(timeout)")
-                break
+        // The exit itself, or the deadline: whichever comes first.
+        let exitedInTime = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { [exited] in
+                for await _ in exited {}
+                return !Task.isCancelled
             }
-            try await Task.sleep(for: .milliseconds(50))
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !exitedInTime, process.isRunning {
+            // SIGKILL: children inherit the runner thread's signal mask, where SIGTERM may be blocked.
+            kill(process.processIdentifier, SIGKILL)
+            Issue.record("process \(process.executableURL?.path ?? "") did not finish within \(timeout)")
         }
         process.waitUntilExit()
         return ProcessResult(
