@@ -122,9 +122,9 @@ struct TraceCommand: AsyncParsableCommand {
             library.flatMap { WireInspector.streams(bus: bus, config: config, library: $0) }
             ?? (WireInspector.Stream.ff68, WireInspector.Stream.ff68)
         printer.setStreams(sent: streams.sent, received: streams.received, line: serial.port, passive: true)
-        let line: PassiveLine
+        let line: ListeningLine
         do {
-            line = try PassiveLine(serial)
+            line = try ListeningLine(serial)
         } catch {
             printError(error.description)
             throw ExitCode(CLIExit.portUnavailable)
@@ -134,9 +134,15 @@ struct TraceCommand: AsyncParsableCommand {
             printError("\(reason); listening on \(serial.port) at \(serial.baud) baud without speaking; Ctrl-C ends")
         }
         // A frame ends where the line goes quiet for 3.5 characters (at least 2 ms), as Modbus RTU has it.
-        let quiet = max(0.002, Double(serial.wireTime(characters: 4).components.attoseconds) / 1e18)
+        let quiet = max(.milliseconds(2), serial.wireTime(characters: 4))
         while deadline.map({ Date() < $0 }) ?? true {
-            let chunk = await line.read(quietAfter: quiet, waitAtMost: 0.5)
+            let chunk: [UInt8]
+            do {
+                chunk = try await line.read(quietAfter: quiet, waitAtMost: .milliseconds(500))
+            } catch {
+                printError(error.description)
+                throw ExitCode(CLIExit.portUnavailable)
+            }
             if !chunk.isEmpty { printer.record(direction: .received, bytes: chunk, time: Date()) }
         }
     }
@@ -278,75 +284,4 @@ struct TracePrinter {
         flushPending()
         try? file?.close()
     }
-}
-
-/// A serial port opened for listening only: raw, the bus's settings, never written to.
-final class PassiveLine: @unchecked Sendable {
-    private let fd: Int32
-    private let queue = DispatchQueue(label: "trace.passive-line")
-
-    init(_ settings: SerialSettings) throws(GatewayError) {
-        let opened = open(settings.port, O_RDONLY | O_NOCTTY | O_NONBLOCK)
-        guard opened >= 0 else {
-            let reason =
-                errno == ENOENT
-                ? "no such device"
-                : errno == EACCES
-                    ? "permission denied (is the user in the dialout group?)"
-                    : String(cString: strerror(errno))
-            throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
-        }
-        fd = opened
-        var attributes = termios()
-        guard tcgetattr(fd, &attributes) == 0 else {
-            Foundation.close(fd)
-            throw GatewayError(.portUnavailable, "\(settings.port) is not a serial port")
-        }
-        cfmakeraw(&attributes)
-        let speeds: [Int: speed_t] = [
-            1200: speed_t(B1200), 2400: speed_t(B2400), 4800: speed_t(B4800),
-            9600: speed_t(B9600), 19200: speed_t(B19200), 38400: speed_t(B38400),
-            57600: speed_t(B57600), 115_200: speed_t(B115200), 230_400: speed_t(B230400),
-        ]
-        let speed = speeds[settings.baud] ?? speed_t(B9600)
-        cfsetispeed(&attributes, speed)
-        cfsetospeed(&attributes, speed)
-        attributes.c_cflag &= ~tcflag_t(CSIZE | PARENB | PARODD | CSTOPB)
-        attributes.c_cflag |= tcflag_t(CLOCAL | CREAD) | (settings.dataBits == 7 ? tcflag_t(CS7) : tcflag_t(CS8))
-        switch settings.parity {
-        case .none: break
-        case .even: attributes.c_cflag |= tcflag_t(PARENB)
-        case .odd: attributes.c_cflag |= tcflag_t(PARENB | PARODD)
-        }
-        if settings.stopBits == 2 { attributes.c_cflag |= tcflag_t(CSTOPB) }
-        _ = tcsetattr(fd, TCSANOW, &attributes)
-    }
-
-    /// The bytes of one burst: read until the line is quiet for `quiet` seconds after the first byte, or nothing
-    /// within `wait`. Blocks on its own queue, never on the cooperative pool.
-    func read(quietAfter quiet: Double, waitAtMost wait: Double) async -> [UInt8] {
-        let fd = self.fd
-        return await withCheckedContinuation { continuation in
-            queue.async {
-                var bytes: [UInt8] = []
-                var buffer = [UInt8](repeating: 0, count: 512)
-                var timeout = Int32(wait * 1000)
-                while true {
-                    var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                    guard poll(&poller, 1, timeout) > 0 else { break }
-                    let count = Foundation.read(fd, &buffer, buffer.count)
-                    guard count > 0 else {
-                        // A hung-up line reads as ready and empty: pause instead of spinning.
-                        if bytes.isEmpty { usleep(100_000) }
-                        break
-                    }
-                    bytes += buffer[0..<count]
-                    timeout = Int32(max(1, (quiet * 1000).rounded(.up)))
-                }
-                continuation.resume(returning: bytes)
-            }
-        }
-    }
-
-    func close() { Foundation.close(fd) }
 }

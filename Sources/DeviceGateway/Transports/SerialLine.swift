@@ -13,11 +13,15 @@ final class SerialLine: @unchecked Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
-    init(settings: SerialSettings) throws(GatewayError) {
+    /// Opens the port; `readOnly` for a listener that must never speak on the line.
+    init(settings: SerialSettings, readOnly: Bool = false) throws(GatewayError) {
         path = settings.port
-        let opened = open(settings.port, O_RDWR | O_NOCTTY | O_NONBLOCK)
+        let opened = open(settings.port, (readOnly ? O_RDONLY : O_RDWR) | O_NOCTTY | O_NONBLOCK)
         guard opened >= 0 else {
-            let reason = errno == ENOENT ? "no such device" : String(cString: strerror(errno))
+            let reason =
+                errno == ENOENT ? "no such device"
+                : errno == EACCES ? "permission denied (is the user in the dialout group?)"
+                : String(cString: strerror(errno))
             throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
         }
         fd = opened
