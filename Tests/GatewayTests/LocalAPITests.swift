@@ -1,7 +1,6 @@
 import AsyncHTTPClient
 import DeviceGateway
 import Foundation
-import Hummingbird
 import LocalAPI
 import MockDevices
 import NIOCore
@@ -52,13 +51,7 @@ import Testing
             self.gateway = gateway
             let stop = self.stop
             running = Task { await gateway.run(until: stop) }
-            let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token,
-                               logger: CapturedLog().logger)
-            let (ports, listening) = AsyncStream.makeStream(of: Int.self)
-            let application = api.application(host: "127.0.0.1", port: 0) { port in listening.yield(port) }
-            self.api = Task { try await application.runService() }
-            var iterator = ports.makeAsyncIterator()
-            port = try #require(await iterator.next())
+            (self.api, port) = try await serveLocalAPI(gateway, token: token)
         }
 
         func stopAll() async throws {

@@ -1,5 +1,7 @@
 import DeviceGateway
 import Foundation
+import Hummingbird
+import LocalAPI
 import Logging
 import MockDevices
 import Testing
@@ -215,4 +217,15 @@ extension EventData {
     var rating: RatingSubmitted? { if case .rating(let rating) = self { rating } else { nil } }
     /// The fault, when this is one (for `try #require`).
     var fault: DeviceFault? { if case .deviceFault(let fault) = self { fault } else { nil } }
+}
+
+/// Serves `gateway`'s local API on a free loopback port, as `gatewayd run` serves it: the serving task and the port.
+func serveLocalAPI(_ gateway: Gateway, token: String) async throws -> (task: Task<Void, any Error>, port: Int) {
+    let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway), token: token,
+                       logger: CapturedLog().logger)
+    let (ports, listening) = AsyncStream.makeStream(of: Int.self)
+    let application = api.application(host: "127.0.0.1", port: 0) { port in listening.yield(port) }
+    let task = Task { try await application.runService() }
+    var iterator = ports.makeAsyncIterator()
+    return (task, try #require(await iterator.next(), "the API did not start listening"))
 }
