@@ -11,25 +11,26 @@ extension LocalAPI {
     }
 
     func checkReport() async -> CheckResponse {
-        let report = await gateway.deviceCheck()
+        // One reading of the devices for the check and the list beside it.
+        let states = await gateway.deviceStates()
+        let report = await gateway.deviceCheck(of: states)
         var problems = report.problems
         var outboxWritable = true
         var outboxDetail = "takes writes"
         do {
-            try await gateway.outbox.recordDeviceStates(await gateway.deviceStates())
+            try await gateway.outbox.recordDeviceStates(states)
         } catch {
             outboxWritable = false
             outboxDetail = "cannot be written: \(error)"
             problems.append("the outbox \(outboxDetail)")
         }
         let printers = gateway.printerConditions()
-        let devices = await gateway.deviceStates().map { state -> CheckResponse.Device in
+        let devices = states.map { state -> CheckResponse.Device in
             // The device's own problems, as the check words them (its name first, or "printer NAME:").
             let own = report.problems.filter {
                 $0.hasPrefix("\(state.device) ") || $0.hasPrefix("printer \(state.device):")
             }
-            // Still unheard now: the device list is read a moment after the check's own.
-            let unconfirmed = state.online == nil ? report.warnings.filter { $0.hasPrefix("\(state.device) ") } : []
+            let unconfirmed = report.warnings.filter { $0.hasPrefix("\(state.device) ") }
             var detail = (own + unconfirmed).joined(separator: "; ")
             if detail.isEmpty, let condition = printers[state.device] { detail = "paper and printer: \(condition)" }
             return CheckResponse.Device(

@@ -43,9 +43,13 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
 extension Gateway {
     /// Checks every device, printer, the outbox and the sinks as they stand now.
     public func deviceCheck() async -> DeviceCheckReport {
+        await deviceCheck(of: await deviceStates())
+    }
+
+    /// The check of `states`, read once by a caller that shows them beside the report.
+    public func deviceCheck(of states: [DeviceState]) async -> DeviceCheckReport {
         var problems: [String] = []
         var warnings: [String] = []
-        let states = await deviceStates()
         for state in states where state.online != true {
             let bus = config.buses.first { $0.id == state.bus }
             let line = bus.map { " on \(Self.describe($0.transport))" } ?? ""
