@@ -245,6 +245,25 @@ final class TinyDevices: Sendable {
         #expect(await bus.lineCounters().garbageBytes == 0)
     }
 
+    @Test func ourEchoReadLateOnALoadedMachineIsStillOurs() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))
+        let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: false)
+        let line = SimulatedLine(timing: timing, end: .seconds(5), stop: stop, responder: devices.responder)
+        line.setEchoing(true)
+        // Longer than the echo is expected (the frame's wire time and the 50 ms quiet gap): the echo and the answer
+        // behind it come in one late read.
+        line.setReadDelay(.milliseconds(80))
+        let bus = engine(line, devices: Self.devices(2), timing: timing)
+        await bus.run(until: stop)
+
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [true, true])
+        #expect(states.allSatisfy { $0.counters.transactions > 10 && $0.counters.timeouts == 0 })
+        #expect(states.allSatisfy { $0.counters.garbageBytes == 0 }, "our polls read late are not taken for garbage")
+        #expect(await bus.lineCounters().garbageBytes == 0)
+    }
+
     @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {
         let log = CapturedLog()
         let clock = SystemBusClock()

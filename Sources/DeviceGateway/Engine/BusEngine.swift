@@ -51,6 +51,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var pending = PendingCommit()
     /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
     private var lastByteAt: Duration = .zero
+    /// When the last read returned: what the next read returns arrived after it, however late the engine reads.
+    private var lastReadAt: Duration = .zero
     /// When the line is next free for us to speak: our last frame's end, or the last byte heard, plus the frame gap.
     private var lineFreeAt: Duration = .zero
     private var echo = EchoFilter()
@@ -324,7 +326,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             return nil
         }
         let now = clock.now
-        if timing.characterTime > .zero { bytes = echo.filter(bytes, at: now) }
+        if timing.characterTime > .zero { bytes = echo.filter(bytes, arrivedAfter: lastReadAt) }
+        lastReadAt = now
         BusTap.record(outbox, config.id, .received, bytes)
         let garbageBefore = decoder.discardedByteCount
         let checksumBefore = decoder.checksumFailureCount
@@ -618,6 +621,10 @@ struct PendingCommit {
 /// Two-wire RS-485 adapters without echo suppression return what we wrote: each frame we wrote is dropped when it
 /// comes back whole, in the order written; anything else (a reply that merely starts like our request, as every
 /// Onbon frame does with its preamble) is handed on untouched.
+///
+/// An echo is expected until shortly after the frame left (`until`). What counts is when the bytes could have
+/// arrived, not when the engine read them: on a loaded machine the read comes late, and an echo read late is still
+/// our own frame, not a key press.
 struct EchoFilter {
     private var frames: [[UInt8]] = []
     private var until: Duration = .zero
@@ -630,9 +637,10 @@ struct EchoFilter {
         until = max(until, deadline)
     }
 
-    mutating func filter(_ bytes: [UInt8], at now: Duration) -> [UInt8] {
+    /// `bytes` with our echoes taken out; they arrived after `earliest` (when the read before returned).
+    mutating func filter(_ bytes: [UInt8], arrivedAfter earliest: Duration) -> [UInt8] {
         guard !frames.isEmpty || !held.isEmpty else { return bytes }
-        if now > until { return giveBack(bytes[...]) }
+        if earliest > until { return giveBack(bytes[...]) }
         var input = bytes[...]
         while let byte = input.first, let expected = frames.first {
             guard byte == expected[held.count] else { return giveBack(input) }

@@ -30,6 +30,8 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         var linkGeneration = 0
         var responder: Responder
         var echoing = false
+        /// How long after its bytes arrived a read returns: a loaded machine's engine reads late.
+        var readDelay: Duration = .zero
         /// A wake came while an action ran: the read in progress returns.
         var woken = false
     }
@@ -76,6 +78,10 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
 
     /// Whether every written frame comes straight back, as on a two-wire adapter without echo suppression.
     public func setEchoing(_ echoing: Bool) { state.withLock { $0.echoing = echoing } }
+
+    /// Makes every read return `delay` after the bytes it returns arrived, as on a machine too busy to run the
+    /// engine at once: what arrived meanwhile comes in the same read.
+    public func setReadDelay(_ delay: Duration) { state.withLock { $0.readDelay = delay } }
 
     /// Every frame written and delivered so far, in time order.
     public var log: [Record] { state.withLock { $0.log } }
@@ -145,7 +151,7 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
                 continue
             }
             let bytes = state.withLock { state in
-                state.now = max(state.now, next.time)
+                state.now = max(state.now, next.time + state.readDelay)
                 let due = state.deliveries.filter { $0.time <= state.now }.sorted { $0.time < $1.time }
                 state.deliveries.removeAll { $0.time <= state.now }
                 let bytes = due.flatMap(\.bytes)
