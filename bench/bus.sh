@@ -47,30 +47,41 @@ rtu_trace() {
     "$bin/GatewayBenchmarks" rtu-wire --seconds 25 --warmup 6 > "$data/out" 2>&1 &
     local pid=$!
     sleep 10
-    perf record -q -e syscalls:sys_enter_write -p "$pid" -o "$data/perf.data" -- sleep 12 > /dev/null 2>&1
+    perf record -q -e syscalls:sys_enter_write,syscalls:sys_exit_read -p "$pid" -o "$data/perf.data" -- sleep 12 \
+        > /dev/null 2>&1
     wait "$pid"
-    perf script -i "$data/perf.data" -F tid,time,trace 2>/dev/null | python3 -c '
+    perf script -i "$data/perf.data" -F tid,time,event,trace 2>/dev/null | python3 -c '
 import bisect, re, sys
-events = []
+writes, reads = [], []
 for line in sys.stdin:
-    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)", line)
+    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_enter_write:\s+fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)", line)
     if m:
-        events.append((float(m[2]), int(m[1]), int(m[3], 16), int(m[4], 16)))
+        writes.append((float(m[2]), int(m[1]), int(m[3], 16), int(m[4], 16)))
+        continue
+    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_exit_read:\s+(0x[0-9a-f]+)", line)
+    if m:
+        reads.append((float(m[2]), int(m[1])))
 character = 10 / 9600 * 1000
 gap = 3.5 * character
-answer_bytes = [e[0] for e in events if e[3] == 1]
+answer_bytes = [e[0] for e in writes if e[3] == 1]
 answers = len(answer_bytes) / 69
 # The requests: the thread and descriptor with 8-byte writes as many as the answers (eventfd writes are 8 bytes too).
-writers = {(e[1], e[2]) for e in events if e[3] == 8}
-writer = min(writers, key=lambda k: abs(sum(1 for e in events if (e[1], e[2]) == k and e[3] == 8) - answers))
-requests = [e[0] for e in events if (e[1], e[2]) == writer and e[3] == 8]
-turn, mock, span, cycle = [], [], [], []
+writers = {(e[1], e[2]) for e in writes if e[3] == 8}
+writer = min(writers, key=lambda k: abs(sum(1 for e in writes if (e[1], e[2]) == k and e[3] == 8) - answers))
+requests = [e[0] for e in writes if (e[1], e[2]) == writer and e[3] == 8]
+# When the gateway read returned, on the thread that writes the requests.
+gateway_reads = sorted(t for t, tid in reads if tid == writer[0])
+turn, delivered, inside, mock, span, cycle = [], [], [], [], [], []
 for i, r in enumerate(requests):
     j = bisect.bisect_left(answer_bytes, r)
     if j == 0 or j >= len(answer_bytes) or i + 1 >= len(requests):
         continue
     k = bisect.bisect_left(answer_bytes, requests[i + 1])
     turn.append((r - answer_bytes[j - 1]) * 1000)
+    read = gateway_reads[bisect.bisect_left(gateway_reads, r) - 1]
+    if read >= answer_bytes[j - 1]:
+        delivered.append((read - answer_bytes[j - 1]) * 1000)
+        inside.append((r - read) * 1000)
     mock.append((answer_bytes[j] - r) * 1000)
     span.append((answer_bytes[k - 1] - answer_bytes[j]) * 1000)
     cycle.append((requests[i + 1] - r) * 1000)
@@ -81,6 +92,8 @@ def row(name, ideal, values):
                                                   values[int(len(values) * 0.99)], values[-1]))
 print("%-52s %7s %7s %7s %7s %7s" % ("ms, over %d transactions" % len(cycle), "wire", "p50", "mean", "p99", "max"))
 row("gateway: last answer byte to next request", gap, turn)
+row("  of which the kernel, until the read returns", 0, delivered)
+row("  of which the gateway, from the read to the write", gap, inside)
 row("mock: request written to first answer byte", 9 * character + gap, mock)
 row("mock: first to last answer byte", 68 * character, span)
 row("whole transaction, request to request", 77 * character + 2 * gap, cycle)

@@ -379,21 +379,38 @@ func loadAverage() -> String {
 /// A window board that notes when the first write after `arm()` reached it: the paced server hands a request to its
 /// unit once the request's last character has arrived on the wire.
 final class StampedBoard: MockModbusUnit {
+    private struct Stamp {
+        var armed = false
+        var at: ContinuousClock.Instant?
+        var lastAnswerBefore: ContinuousClock.Instant?
+    }
+
     private let board = MockModbusBoard()
-    private let stamp = Mutex<(armed: Bool, at: ContinuousClock.Instant?)>((false, nil))
+    private let stamp = Mutex(Stamp())
+    /// When the line's last answer arrived at the gateway (the server's, set once it exists).
+    let lastAnswerOnLine = Mutex<(@Sendable () -> ContinuousClock.Instant?)?>(nil)
 
     var registers: [UInt16] { board.registers }
     var answering: Bool { board.answering }
 
     func accept(writtenRegisters: [UInt16]) {
         let now = ContinuousClock.now
-        stamp.withLock { if $0.armed, $0.at == nil { $0.at = now } }
+        let lastAnswer = lastAnswerOnLine.withLock { $0 }?()
+        stamp.withLock {
+            if $0.armed, $0.at == nil {
+                $0.at = now
+                $0.lastAnswerBefore = lastAnswer
+            }
+        }
         board.accept(writtenRegisters: writtenRegisters)
     }
 
     /// Forgets the last write; the next one is stamped.
-    func arm() { stamp.withLock { $0 = (true, nil) } }
+    func arm() { stamp.withLock { $0 = Stamp(armed: true) } }
 
     /// When the first write since `arm()` arrived.
     var firstWrite: ContinuousClock.Instant? { stamp.withLock { $0.at } }
+
+    /// When the answer that ended the transaction in flight before that write had arrived at the gateway.
+    var lastAnswerBeforeFirstWrite: ContinuousClock.Instant? { stamp.withLock { $0.lastAnswerBefore } }
 }

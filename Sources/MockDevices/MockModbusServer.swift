@@ -64,7 +64,8 @@ public final class MockModbusServer: Sendable {
         }
         // libmodbus only encodes the replies; frames are read here, so that one line serves many addresses.
         modbus_set_socket(context, paced?.libmodbusEnd ?? terminal.controller)
-        let server = MockModbusServer(endpoint: .rtu(devicePath: terminal.devicePath), units: units, baud: baud)
+        let server = MockModbusServer(
+            endpoint: .rtu(devicePath: terminal.devicePath), units: units, baud: baud, transmitter: paced?.transmitter)
         let handle = ContextHandle(context)
         Thread.detachNewThread { [paced] in
             server.serveRTU(context: handle, terminal: terminal, paced: paced)
@@ -99,14 +100,24 @@ public final class MockModbusServer: Sendable {
     /// The speed the devices of an RTU line are set to; nil: any.
     private let baud: Int?
 
-    private init(endpoint: Endpoint, units: [Int: any MockModbusUnit], baud: Int? = nil) {
+    /// A paced RTU line's transmitter.
+    private let transmitter: PacedTransmitter?
+
+    private init(
+        endpoint: Endpoint, units: [Int: any MockModbusUnit], baud: Int? = nil, transmitter: PacedTransmitter? = nil
+    ) {
         self.endpoint = endpoint
         self.units = units
         self.baud = baud
+        self.transmitter = transmitter
     }
 
     /// The number of requests answered so far.
     public var requestsAnswered: Int { answered.load(ordering: .relaxed) }
+
+    /// On a paced RTU line: when the last answer had fully arrived at the gateway, as the wire delivered it (a late
+    /// transmitter thread included); nil before any answer, or unpaced.
+    public var lastAnswerArrived: ContinuousClock.Instant? { transmitter?.lastFrameArrived }
 
     /// Stops serving and waits until the line or socket is closed.
     public func stop() {

@@ -120,6 +120,8 @@ final class PacedTransmitter: Sendable {
     private let pending = Mutex(Pending())
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
+    /// When the last frame's last byte was written (CLOCK_MONOTONIC ns); 0 before any.
+    private let lastFrameWritten = Atomic<Int64>(0)
 
     /// Starts the transmitter on `terminal`'s controller side, which it keeps open while it runs.
     init(terminal: PseudoTerminal, pacing: WirePacing) {
@@ -153,6 +155,13 @@ final class PacedTransmitter: Sendable {
 
     private var running: Bool { pending.withLock { $0.running } }
 
+    /// When the last frame sent had fully arrived at the host; nil before any.
+    var lastFrameArrived: ContinuousClock.Instant? {
+        let written = lastFrameWritten.load(ordering: .acquiring)
+        guard written > 0 else { return nil }
+        return ContinuousClock.now - .nanoseconds(MonotonicClock.now() - written)
+    }
+
     private func transmit(to terminal: PseudoTerminal, characterTime: Int64, spin: Int64) {
         defer { finished.signal() }
         var lineFreeAt: Int64 = 0
@@ -178,6 +187,7 @@ final class PacedTransmitter: Sendable {
                 var value = byte
                 guard write(terminal.controller, &value, 1) == 1 else { break }
             }
+            lastFrameWritten.store(MonotonicClock.now(), ordering: .releasing)
             lineFreeAt = start + Int64(bytes.count) * characterTime
         }
     }
