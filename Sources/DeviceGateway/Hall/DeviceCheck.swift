@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Logging
 
 /// The pre-opening check the hall regulations ask for (设备检查): every device answers, printers have paper, the

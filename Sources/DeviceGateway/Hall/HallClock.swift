@@ -118,13 +118,7 @@ public final class ManualHallClock: HallClock {
 
     /// Moves the clock forward by `duration`.
     public func advance(by duration: Duration) {
-        advance(to: now.addingTimeInterval(duration.hallTimeInterval))
+        advance(to: now.addingTimeInterval(duration.timeInterval))
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as Foundation counts time.
-    var hallTimeInterval: TimeInterval {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

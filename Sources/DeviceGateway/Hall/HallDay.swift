@@ -56,7 +56,7 @@ public struct HallDaySchedule: Sendable, Equatable {
         let periods = hours.openPeriods(on: hours.day(of: instant))
         if let previous = periods.last(where: { $0.end <= instant }),
            let next = periods.first(where: { $0.start > instant }),
-           next.start.timeIntervalSince(previous.end) <= longestBreak.hallTimeInterval {
+           next.start.timeIntervalSince(previous.end) <= longestBreak.timeInterval {
             return .onBreak(reopensAt: next.start)
         }
         return .closed
@@ -66,7 +66,7 @@ public struct HallDaySchedule: Sendable, Equatable {
     /// the lead time. Nil once the day has opened, so a gateway started mid-day does not clear its counters.
     public func checkDue(at instant: Date) -> HallDate? {
         guard let start = hours.nextDayStart(notBefore: instant),
-              start.date.addingTimeInterval(-checkLead.hallTimeInterval) <= instant
+              start.date.addingTimeInterval(-checkLead.timeInterval) <= instant
         else { return nil }
         return start.day
     }
@@ -79,7 +79,7 @@ public struct HallDaySchedule: Sendable, Equatable {
         var from = instant
         // The first day start whose check time is still ahead; a check already passed was done or is skipped.
         while let start = hours.nextDayStart(notBefore: from) {
-            let checkTime = start.date.addingTimeInterval(-checkLead.hallTimeInterval)
+            let checkTime = start.date.addingTimeInterval(-checkLead.timeInterval)
             if checkTime > instant {
                 check = checkTime
                 break

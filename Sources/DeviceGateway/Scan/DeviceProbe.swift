@@ -179,7 +179,7 @@ public enum DeviceProbe {
                 let written = ContinuousClock.now + line.wireTime(request.bytes.count)
                 guard request.expectsAnswer else {
                     // Let the bytes leave before the next request (a ticket is long at 9600 baud).
-                    Thread.sleep(forTimeInterval: max(0, DeviceProbe.seconds(written - ContinuousClock.now)))
+                    Thread.sleep(forTimeInterval: max(0, (written - ContinuousClock.now).timeInterval))
                     report.steps.append(step)
                     return
                 }
@@ -223,7 +223,7 @@ public enum DeviceProbe {
                 }
                 report.steps.append(step)
                 // The silence before the next frame (3.5 characters on Modbus RTU, and a little for any device).
-                Thread.sleep(forTimeInterval: max(0.002, DeviceProbe.seconds(line.wireTime(4))))
+                Thread.sleep(forTimeInterval: max(0.002, line.wireTime(4).timeInterval))
             }
 
             let polls = driver.pollRequests(for: device)
@@ -253,7 +253,7 @@ public enum DeviceProbe {
                 }
                 step.received = WireInspector.hex(received)
                 step.receivedWords = Self.words(received, streams.received)
-                if received.isEmpty { step.outcome = "nothing heard in \(DeviceProbe.seconds(listen)) s" }
+                if received.isEmpty { step.outcome = "nothing heard in \(listen.timeInterval) s" }
                 report.steps.append(step)
             }
             if polls.isEmpty, listen == nil, command == nil {
@@ -306,10 +306,6 @@ public enum DeviceProbe {
     static func milliseconds(_ duration: Duration) -> Double {
         ((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15) * 10).rounded()
             / 10
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
 

@@ -323,6 +323,8 @@ public struct PromptedFamily: Sendable {
         let line = try ModbusDirectClient.openSerial(settings)
         defer { line.close() }
         var found: [ScanFinding] = []
+        // The line falls silent between prompts, as between a master's frames: 3.5 characters at the scanned speed.
+        let silence = LineTiming.serial(settings, silenceBetweenFrames: true).frameGap
         for address in addressed ? addresses : addresses.lowerBound...addresses.lowerBound {
             let reply = try ask(address, on: line, timeout: timeout)
             var finding: ScanFinding?
@@ -338,7 +340,7 @@ public struct PromptedFamily: Sendable {
             }
             if let finding { found.append(finding) }
             progress(address, finding)
-            Thread.sleep(forTimeInterval: 0.005)
+            Thread.sleep(forTimeInterval: silence.timeInterval)
         }
         return found
     }

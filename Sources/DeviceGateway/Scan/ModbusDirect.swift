@@ -166,7 +166,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
         // The 3.5-character silence before a new frame (libmodbus leaves it to us; see the design notes).
         let gap = LineTiming.serial(settings, silenceBetweenFrames: true).frameGap
         let quietSince = ContinuousClock.now - lastTraffic
-        if quietSince < gap { Thread.sleep(forTimeInterval: Self.seconds(gap - quietSince)) }
+        if quietSince < gap { Thread.sleep(forTimeInterval: (gap - quietSince).timeInterval) }
         serial.discardInput()
         do { try serial.write(frame) } catch {
             throw ModbusDirectError(.unreachable, error.message)
@@ -363,9 +363,5 @@ public final class ModbusDirectClient: @unchecked Sendable {
 
     static func milliseconds(_ duration: Duration) -> String {
         "\(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000) ms"
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Protocols
 
 /// Decodes captured bytes of any protocol the gateway speaks, for a technician asking what is on a line: each frame
