@@ -624,7 +624,9 @@ struct PendingCommit {
 ///
 /// An echo is expected until shortly after the frame left (`until`). What counts is when the bytes could have
 /// arrived, not when the engine read them: on a loaded machine the read comes late, and an echo read late is still
-/// our own frame, not a key press.
+/// our own frame, not a key press. The price, on a line that does not echo: a device frame equal to ours (an FF 68
+/// pad repeating the frame just acknowledged) that comes before the next read returns is taken for the echo; the
+/// pad repeats it once more, so nothing is lost.
 struct EchoFilter {
     private var frames: [[UInt8]] = []
     private var until: Duration = .zero
