@@ -11,8 +11,8 @@ public protocol Bus: Actor {
     nonisolated var preferredTaskExecutor: (any TaskExecutor)? { get }
     /// Polls until `stop` fires (or the task is cancelled); what was read is committed before it returns.
     func run(until stop: StopSignal) async
-    /// Carries out a command on one of the bus's devices.
-    func send(_ command: HallCommand, to deviceId: String) async throws
+    /// Carries out a command on one of the bus's devices; nonisolated, so a busy bus queues it without delay.
+    nonisolated func send(_ command: HallCommand, to deviceId: String) async throws
     /// What the bus believes about each of its devices, with their counters.
     func deviceStates() -> [DeviceState]
     /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
@@ -100,7 +100,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     // MARK: Commands
 
     /// Carries out a command on a device; returns once its frames were sent and answered (or not expected to be).
-    public func send(_ command: HallCommand, to deviceId: String) async throws {
+    /// Nonisolated: the command goes straight into the inbox, with no wait for the engine, whose thread may be
+    /// blocked in a read or in the frame gap; the engine takes it before choosing its next request.
+    public nonisolated func send(_ command: HallCommand, to deviceId: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             submit(command, to: deviceId) { result in continuation.resume(with: result.mapError { $0 as any Error }) }
         }
