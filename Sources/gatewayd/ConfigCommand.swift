@@ -22,10 +22,7 @@ struct ConfigCommand: ParsableCommand {
                 (config, _) = try ConfigLoader.load(path: file)
             } catch {
                 if json {
-                    let issues = error.issues.map {
-                        Issue(file: $0.file, line: $0.line, column: $0.column, key: $0.key, message: $0.message)
-                    }
-                    try Output.printJSON(Verdict(file: file, usable: false, issues: issues))
+                    try Output.printJSON(Verdict(file: file, usable: false, issues: error.issues))
                 } else {
                     printError(error.description)
                 }
@@ -47,15 +44,7 @@ struct ConfigCommand: ParsableCommand {
             var buses: Int?
             var devices: Int?
             var sinks: Int?
-            var issues: [Issue]
-        }
-
-        struct Issue: Encodable {
-            var file: String
-            var line: Int?
-            var column: Int?
-            var key: String
-            var message: String
+            var issues: [ConfigIssue]
         }
     }
 }

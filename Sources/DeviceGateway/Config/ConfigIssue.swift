@@ -1,5 +1,5 @@
 /// One problem in a configuration or profile file, located for the technician who has to fix it.
-public struct ConfigIssue: Sendable, Equatable, CustomStringConvertible {
+public struct ConfigIssue: Sendable, Equatable, Encodable, CustomStringConvertible {
     /// The file, as given.
     public var file: String
     /// 1-based line, or nil when the problem is the file as a whole.
