@@ -160,7 +160,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             if link.readsBlock { await Task.yield() }
             // The frame gap is waited out before the next request is chosen, so a command that comes during it goes
             // ahead of the poll that would otherwise have been chosen first.
-            if timing.frameGap > .zero, clock.now < lineFreeAt { await clock.sleep(until: lineFreeAt, stop: stop) }
+            await waitForLineFree(on: link, stop: stop)
             if let command = inbox.next() {
                 await execute(command, on: link)
             } else if let device = schedule.due(at: clock.now) {
@@ -268,14 +268,25 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         case linkLost(String)
     }
 
+    /// Modbus RTU: waits out the frame gap after the last frame on the line, ours or a device's.
+    private func waitForLineFree(on link: any BusLink, stop: StopSignal) async {
+        guard timing.frameGap > .zero, clock.now < lineFreeAt else { return }
+        // A link whose reads block gives the engine a thread of its own: sleeping there wakes on time, where an async
+        // sleep woke 0.3 ms late (p50; 0.7 at p99) and hopped back to that thread.
+        if link.readsBlock {
+            clock.sleepOnThisThread(until: lineFreeAt)
+        } else {
+            await clock.sleep(until: lineFreeAt, stop: stop)
+        }
+    }
+
     /// Sends a request and, when it expects one, waits for its answer.
     private func exchange(_ request: LineRequest, on link: any BusLink) async -> Outcome {
         if request.discardsStaleInput {
             link.discardInput()
             _ = decoder.flush()
         }
-        // Modbus RTU: the frame gap after the last frame on the line, ours or a device's.
-        if timing.frameGap > .zero, clock.now < lineFreeAt { await clock.sleep(until: lineFreeAt, stop: StopSignal()) }
+        await waitForLineFree(on: link, stop: StopSignal())
         let writtenAt = clock.now
         do {
             try await link.write(request.bytes)

@@ -53,6 +53,9 @@ public protocol BusClock: Sendable {
     var date: Date { get }
     /// Returns at `deadline`, or earlier when `stop` fires or the task is cancelled.
     nonisolated(nonsending) func sleep(until deadline: Duration, stop: StopSignal) async
+    /// Returns at `deadline`, blocking the calling thread: only for an engine on a thread of its own (a link whose
+    /// reads block), waiting a frame gap.
+    func sleepOnThisThread(until deadline: Duration)
 }
 
 /// The machine's monotonic clock.
@@ -65,25 +68,18 @@ public struct SystemBusClock: BusClock {
     public var now: Duration { ContinuousClock.now - origin }
     public var date: Date { Date() }
 
-    /// Waits up to this long are slept on the calling thread: only a serial bus's engine, on its own thread, waits
-    /// so briefly (Modbus RTU's frame gap, 3.65 ms at 9600), and an async sleep there wakes late and hops back to
-    /// that thread, 0.3 ms (p50) to 0.7 ms (p99) added to every turnaround.
-    static let threadSleepLimit = Duration.milliseconds(20)
-
     public nonisolated(nonsending) func sleep(until deadline: Duration, stop: StopSignal) async {
         let left = deadline - now
         guard left > .zero else { return }
-        if left <= Self.threadSleepLimit {
-            Self.sleepOnThisThread(for: left)
-        } else {
-            await stop.sleep(for: left)
-        }
+        await stop.sleep(for: left)
     }
 
-    private static func sleepOnThisThread(for duration: Duration) {
+    public func sleepOnThisThread(until deadline: Duration) {
+        let left = deadline - now
+        guard left > .zero else { return }
         var wake = timespec()
         clock_gettime(CLOCK_MONOTONIC, &wake)
-        let (seconds, attoseconds) = duration.components
+        let (seconds, attoseconds) = left.components
         let nanoseconds = Int(wake.tv_nsec) + Int(attoseconds / 1_000_000_000)
         wake.tv_sec += Int(seconds) + nanoseconds / 1_000_000_000
         wake.tv_nsec = nanoseconds % 1_000_000_000

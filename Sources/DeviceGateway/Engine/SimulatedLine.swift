@@ -101,6 +101,8 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         advance(to: deadline)
     }
 
+    public func sleepOnThisThread(until deadline: Duration) { advance(to: deadline) }
+
     // MARK: LinkOpener
 
     public var endpoint: String { "simulated" }
