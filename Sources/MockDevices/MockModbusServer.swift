@@ -49,23 +49,18 @@ public final class MockModbusServer: Sendable {
         guard let context = modbus_new_rtu("/dev/null", 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
             throw MockDeviceError("modbus_new_rtu failed")
         }
-        var paced: PacedReplies?
-        if let pacing {
-            // libmodbus writes each reply into a pipe; the transmitter takes it from there onto the line.
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else {
-                let reason = String(cString: strerror(errno))
-                modbus_free(context)
-                throw MockDeviceError("cannot open a pipe for the paced Modbus line: \(reason)")
-            }
-            paced = PacedReplies(
-                pacing: pacing, replies: ends[0], libmodbusEnd: ends[1],
-                transmitter: PacedTransmitter(terminal: terminal, pacing: pacing))
+        let staging: ReplyStaging
+        do {
+            staging = try ReplyStaging()
+        } catch {
+            modbus_free(context)
+            throw error
         }
+        let paced = pacing.map { PacedReplies(pacing: $0, transmitter: PacedTransmitter(terminal: terminal, pacing: $0)) }
         // libmodbus only encodes the replies; frames are read here, so that one line serves many addresses.
-        modbus_set_socket(context, paced?.libmodbusEnd ?? terminal.controller)
         let server = MockModbusServer(
-            endpoint: .rtu(devicePath: terminal.devicePath), units: units, baud: baud, transmitter: paced?.transmitter)
+            endpoint: .rtu(devicePath: terminal.devicePath), units: units, staging: staging, baud: baud,
+            transmitter: paced?.transmitter)
         let handle = ContextHandle(context)
         Thread.detachNewThread { [paced] in
             server.serveRTU(context: handle, terminal: terminal, paced: paced)
@@ -89,7 +84,16 @@ public final class MockModbusServer: Sendable {
         withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) }
         }
-        let server = MockModbusServer(endpoint: .tcp(port: Int(UInt16(bigEndian: address.sin_port))), units: units)
+        let staging: ReplyStaging
+        do {
+            staging = try ReplyStaging()
+        } catch {
+            close(listener)
+            modbus_free(context)
+            throw error
+        }
+        let server = MockModbusServer(
+            endpoint: .tcp(port: Int(UInt16(bigEndian: address.sin_port))), units: units, staging: staging)
         let handle = ContextHandle(context)
         Thread.detachNewThread {
             server.serveTCP(context: handle, listener: listener)
@@ -102,12 +106,16 @@ public final class MockModbusServer: Sendable {
 
     /// A paced RTU line's transmitter.
     private let transmitter: PacedTransmitter?
+    /// Where libmodbus writes each reply, so that the unit takes what a request wrote before its answer leaves.
+    private let staging: ReplyStaging
 
     private init(
-        endpoint: Endpoint, units: [Int: any MockModbusUnit], baud: Int? = nil, transmitter: PacedTransmitter? = nil
+        endpoint: Endpoint, units: [Int: any MockModbusUnit], staging: ReplyStaging, baud: Int? = nil,
+        transmitter: PacedTransmitter? = nil
     ) {
         self.endpoint = endpoint
         self.units = units
+        self.staging = staging
         self.baud = baud
         self.transmitter = transmitter
     }
@@ -136,11 +144,8 @@ public final class MockModbusServer: Sendable {
         defer {
             // modbus_close would restore and close the controller side; the terminal object owns it.
             modbus_free(handle.context)
-            if let paced {
-                paced.transmitter.stop()
-                close(paced.replies)
-                close(paced.libmodbusEnd)
-            }
+            paced?.transmitter.stop()
+            staging.close()
             terminal.hangUp()
             finished.signal()
         }
@@ -169,23 +174,28 @@ public final class MockModbusServer: Sendable {
                     // The pad has the request once its last byte is in; it answers after the frame-end silence.
                     let frameEnd = arrivingUntil - Int64(pending.count) * paced.characterTime
                     MonotonicClock.wait(until: frameEnd, spinning: paced.pacing.spinNanoseconds)
-                    answer(rtu: frame, context: handle.context, paced: paced, notBefore: frameEnd + paced.frameGap)
+                    answer(rtu: frame, context: handle.context, to: terminal.controller, paced: paced,
+                           notBefore: frameEnd + paced.frameGap)
                 } else {
-                    answer(rtu: frame, context: handle.context)
+                    answer(rtu: frame, context: handle.context, to: terminal.controller)
                 }
             }
             if pending.count > 256 { pending.removeAll() }
         }
     }
 
-    private func answer(rtu frame: [UInt8], context: OpaquePointer, paced: PacedReplies? = nil, notBefore: Int64 = 0) {
+    private func answer(
+        rtu frame: [UInt8], context: OpaquePointer, to line: Int32, paced: PacedReplies? = nil, notBefore: Int64 = 0
+    ) {
         guard RTURequest.hasValidCRC(frame), let pad = units[Int(frame[0])], pad.answering else { return }
         modbus_set_slave(context, Int32(frame[0]))
-        let length = reply(frame, headerLength: 1, pad: pad, context: context)
-        guard let paced, length > 0 else { return }
-        var bytes = [UInt8](repeating: 0, count: Int(length))
-        let count = read(paced.replies, &bytes, bytes.count)
-        if count > 0 { paced.transmitter.send(Array(bytes[0..<count]), notBefore: notBefore) }
+        let answer = reply(frame, headerLength: 1, pad: pad, context: context)
+        guard !answer.isEmpty else { return }
+        if let paced {
+            paced.transmitter.send(answer, notBefore: notBefore)
+        } else {
+            _ = answer.withUnsafeBytes { write(line, $0.baseAddress, $0.count) }
+        }
     }
 
     // MARK: TCP
@@ -195,6 +205,7 @@ public final class MockModbusServer: Sendable {
         defer {
             clients.forEach { close($0) }
             close(listener)
+            staging.close()
             modbus_free(handle.context)
             finished.signal()
         }
@@ -215,30 +226,32 @@ public final class MockModbusServer: Sendable {
                     continue
                 }
                 guard length > 7, let pad = units[Int(request[6])], pad.answering else { continue }
-                reply(Array(request[0..<Int(length)]), headerLength: 7, pad: pad, context: handle.context)
+                let answer = reply(Array(request[0..<Int(length)]), headerLength: 7, pad: pad, context: handle.context)
+                _ = answer.withUnsafeBytes { send(entry.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             }
         }
     }
 
     // MARK: Shared
 
-    /// Lets libmodbus answer from the pad's registers, then takes back what the request wrote; returns the length
-    /// libmodbus wrote (negative on failure).
-    @discardableResult
+    /// Lets libmodbus answer from the pad's registers and takes back what the request wrote; returns the answer,
+    /// for the caller to send. libmodbus writes it into `staging`: sent at once, it could reach the gateway before
+    /// the pad holds the write it acknowledges (a test reading the board after its command returned would race).
     private func reply(
         _ request: [UInt8], headerLength: Int, pad: any MockModbusUnit, context: OpaquePointer
-    ) -> Int32 {
+    ) -> [UInt8] {
         let registers = pad.registers
-        guard let mapping = modbus_mapping_new(0, 0, Int32(registers.count), 0) else { return -1 }
+        guard let mapping = modbus_mapping_new(0, 0, Int32(registers.count), 0) else { return [] }
         defer { modbus_mapping_free(mapping) }
         for (index, value) in registers.enumerated() { mapping.pointee.tab_registers[index] = value }
+        modbus_set_socket(context, staging.libmodbusEnd)
         let written = modbus_reply(context, request, Int32(request.count), mapping)
         let function = request[headerLength]
         if function == 0x06 || function == 0x10 {
             pad.accept(writtenRegisters: (0..<registers.count).map { mapping.pointee.tab_registers[$0] })
         }
         answered.add(1, ordering: .relaxed)
-        return written
+        return written > 0 ? staging.take(Int(written)) : []
     }
 
     /// Whether the gateway's end of the pseudo-terminal is set to `baud` (the controller reads its settings).
@@ -258,13 +271,39 @@ public final class MockModbusServer: Sendable {
     }
 }
 
-/// A paced RTU line's reply path: libmodbus writes into a pipe, the transmitter paces the bytes onto the line.
+/// Where libmodbus writes a reply before the server sends it: a local socket pair (libmodbus's TCP backend sends
+/// with `send(2)`, which a pipe refuses).
+private struct ReplyStaging: Sendable {
+    /// libmodbus's socket.
+    let libmodbusEnd: Int32
+    /// Where the server picks up each reply.
+    let replies: Int32
+
+    init() throws {
+        var ends: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &ends) == 0 else {
+            throw MockDeviceError("cannot open a socket pair for the Modbus replies: \(String(cString: strerror(errno)))")
+        }
+        libmodbusEnd = ends[0]
+        replies = ends[1]
+    }
+
+    /// The reply libmodbus just wrote, `length` bytes.
+    func take(_ length: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: length)
+        let count = read(replies, &bytes, length)
+        return count > 0 ? Array(bytes[0..<count]) : []
+    }
+
+    func close() {
+        _ = Glibc.close(libmodbusEnd)
+        _ = Glibc.close(replies)
+    }
+}
+
+/// A paced RTU line: the transmitter paces each reply onto the line.
 private struct PacedReplies: Sendable {
     let pacing: WirePacing
-    /// The pipe's read end, where the server picks up each reply.
-    let replies: Int32
-    /// The pipe's write end, libmodbus's socket.
-    let libmodbusEnd: Int32
     let transmitter: PacedTransmitter
 
     var characterTime: Int64 { pacing.characterNanoseconds }
