@@ -46,6 +46,19 @@ import Testing
         #expect(config.devices.map(\.window) == ["1", "2"])
         #expect(config.sinks == [SinkConfig(name: "local", kind: .sqlite(path: folder.path + "/var/events.sqlite"))])
         #expect(config.stateDirectory == folder.path + "/var")
+        #expect(config.buses.map(\.requestsInFlight) == [1, 1], "one request at a time unless asked")
+    }
+
+    @Test func requestsInFlightIsAModbusTCPSettingWithinItsRange() throws {
+        let (config, _) = try ConfigLoader.load(path: try write(valid.replacingOccurrences(
+            of: "host: 10.0.0.5}", with: "host: 10.0.0.5, requests-in-flight: 8}")))
+        #expect(config.buses[1].requestsInFlight == 8)
+
+        let tooMany = try issues(valid.replacingOccurrences(of: "host: 10.0.0.5}", with: "host: 10.0.0.5, requests-in-flight: 64}"))
+        #expect(tooMany.map(\.description).contains { $0.contains("buses[1].requests-in-flight: 64 is out of range 1…32") },
+                "\(tooMany)")
+        let onSerial = try issues(valid.replacingOccurrences(of: "    baud: 9600", with: "    baud: 9600\n    requests-in-flight: 2"))
+        #expect(onSerial.map(\.description).contains { $0.contains("buses[0].requests-in-flight: unknown key") }, "\(onSerial)")
     }
 
     @Test func everyProblemIsReportedWithItsLineAndKey() throws {

@@ -133,6 +133,7 @@ public enum ConfigLoader {
         let timeout = fields.int("response-timeout-ms", in: 10...10_000) ?? 500
         let interval = fields.int("poll-interval-ms", in: 0...3_600_000) ?? 500
         var transport: BusConfig.Transport?
+        var requestsInFlight = 1
         switch kind {
         case "modbus-rtu", "serial":
             let port = fields.string("port", required: true)
@@ -153,6 +154,7 @@ public enum ConfigLoader {
         case "modbus-tcp":
             let host = fields.string("host", required: true)
             let port = fields.int("tcp-port", in: 1...65535) ?? 502
+            requestsInFlight = fields.int("requests-in-flight", in: 1...32) ?? 1
             if let host { transport = .modbusTCP(host: host, port: port) }
         default:
             break
@@ -160,7 +162,7 @@ public enum ConfigLoader {
         fields.rejectUnknownKeys()
         guard let id, let transport else { return nil }
         return BusConfig(id: id, transport: transport, responseTimeout: .milliseconds(timeout),
-                         pollInterval: .milliseconds(interval))
+                         pollInterval: .milliseconds(interval), requestsInFlight: requestsInFlight)
     }
 
     private static func parseDevice(_ node: Node, _ path: String, _ reader: YAMLReader) -> DeviceConfig? {

@@ -110,14 +110,18 @@ public struct BusConfig: Sendable, Equatable {
     public var responseTimeout: Duration
     /// The pause between two polls of the same device.
     public var pollInterval: Duration
+    /// Modbus TCP: how many polls may await their answers at once, told apart by transaction id. 1 (the default)
+    /// waits for each answer before the next request, which every device and TCP-to-RTU converter accepts.
+    public var requestsInFlight: Int
 
     /// Creates a bus.
     public init(id: String, transport: Transport, responseTimeout: Duration = .milliseconds(500),
-                pollInterval: Duration = .milliseconds(500)) {
+                pollInterval: Duration = .milliseconds(500), requestsInFlight: Int = 1) {
         self.id = id
         self.transport = transport
         self.responseTimeout = responseTimeout
         self.pollInterval = pollInterval
+        self.requestsInFlight = requestsInFlight
     }
 }
 

@@ -151,6 +151,12 @@ public struct ModbusDriver: BusDriver {
                         purpose: "poll")]
     }
 
+    public func answers(_ reply: ModbusReply, _ request: LineRequest) -> Bool {
+        // The MBAP header: transaction id in bytes 0–1, unit id in byte 6. RTU has no transaction id to tell by.
+        guard let id = reply.transactionId, request.bytes.count > ModbusTCPFrame.headerLength else { return false }
+        return UInt16(request.bytes[0]) << 8 | UInt16(request.bytes[1]) == id && request.bytes[6] == reply.unit
+    }
+
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool {
         boards[device.id].map { $0.lastCounter == nil } ?? false
     }

@@ -73,6 +73,11 @@ public protocol BusDriver: Sendable {
     /// A frame arrived; `request` is the request in flight, if any.
     mutating func handle(_ frame: Decoder.Frame, inFlight request: LineRequest?, at time: Date) -> LineReaction
 
+    /// Whether `frame` answers `request`, one of several in flight together (Modbus TCP: by its transaction id).
+    /// Asked only on a bus that sends several requests at once (`requests-in-flight`); false by default, so a family
+    /// that cannot tell never has an answer taken for the wrong request.
+    func answers(_ frame: Decoder.Frame, _ request: LineRequest) -> Bool
+
     /// The frames that carry out a command on one device, sent in order, each awaiting its answer if it expects one.
     mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest]
 
@@ -89,6 +94,7 @@ public protocol BusDriver: Sendable {
 
 extension BusDriver {
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool { false }
+    public func answers(_ frame: Decoder.Frame, _ request: LineRequest) -> Bool { false }
     public mutating func restore(_ cursors: [DeviceCursor]) {}
     public mutating func lineOpened() {}
 }

@@ -57,6 +57,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var lineFreeAt: Duration = .zero
     private var echo = EchoFilter()
     private var reopenAttempts = 0
+    /// The requests written whose answers are awaited, with when each was on the wire: one at a time, or the polls
+    /// sent together on a bus with `requestsInFlight` above 1.
+    private var inFlight: [(request: LineRequest, onWireAt: Duration)] = []
+    /// How many polls may be in flight on this link: `requestsInFlight`, or 1 once the peer showed it drops a
+    /// request that comes while it answers another (until the link is reopened).
+    private var requestsInFlight: Int
 
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
@@ -88,6 +94,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         inbox = CommandInbox()
         deviceIds = Set(driver.devices.map(\.id))
+        requestsInFlight = config.requestsInFlight
         var probe = driver
         schedule = PollSchedule(devices: driver.devices.map { device in
             // A device whose poll is empty speaks unprompted only: it is never polled.
@@ -163,11 +170,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             await waitForLineFree(on: link, stop: stop)
             if let command = inbox.next() {
                 await execute(command, on: link)
+            } else if requestsInFlight > 1, case let due = schedule.due(at: clock.now, limit: requestsInFlight),
+                      !due.isEmpty {
+                await pollTogether(due, on: link)
             } else if let device = schedule.due(at: clock.now) {
                 await poll(device, on: link)
             } else {
                 let until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
-                await receive(on: link, until: until, inFlight: nil)
+                await receive(on: link, until: until)
             }
             // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
             // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
@@ -190,6 +200,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             reporter.opened(opener.endpoint)
             inbox.reopen()
             reopenAttempts = 0
+            requestsInFlight = config.requestsInFlight
             decoder = driver.makeDecoder()
             driver.lineOpened()
             echo = EchoFilter()
@@ -213,6 +224,71 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
         }
         schedule.polled(id, startedAt: started, answered: answered, offline: health.isOffline(id), at: clock.now)
+    }
+
+    /// Several requests in flight (Modbus TCP, `requests-in-flight`): the polls of the devices due go out in one
+    /// write, and the driver tells which request each answer is for (its transaction id). A poll of more than one
+    /// request goes out on its own. A silent device costs the others one response timeout, as one at a time.
+    private func pollTogether(_ ids: [String], on link: any BusLink) async {
+        let started = clock.now
+        var batch: [LineRequest] = []
+        for id in ids {
+            guard let device = driver.devices.first(where: { $0.id == id }) else { continue }
+            let requests = driver.pollRequests(for: device)
+            if requests.count == 1, requests[0].expectsAnswer {
+                batch.append(requests[0])
+            } else {
+                await poll(id, on: link)
+            }
+        }
+        guard !batch.isEmpty, self.link != nil else { return }
+        let offlineBefore = batch.contains { health.isOffline($0.device) }
+        let writtenAt = clock.now
+        do {
+            try await link.write(batch.count == 1 ? batch[0].bytes : batch.flatMap(\.bytes))
+        } catch {
+            dropLink(error.message)
+            return
+        }
+        var onWire = Duration.zero
+        inFlight.removeAll(keepingCapacity: true)
+        for request in batch {
+            BusTap.record(outbox, config.id, .sent, request.bytes)
+            count(request.device) { $0.bytesSent += request.bytes.count }
+            onWire += timing.wireTime(characters: request.bytes.count)
+            inFlight.append((request, writtenAt + onWire))
+        }
+        lineFreeAt = writtenAt + onWire + timing.frameGap
+        let deadline = writtenAt + onWire + config.responseTimeout
+        while !inFlight.isEmpty, clock.now < deadline, self.link != nil {
+            await receive(on: link, until: deadline)
+        }
+        let silent = Set(inFlight.map(\.request.device))
+        if !inFlight.isEmpty { _ = timeOutInFlight(on: link) }
+        let now = clock.now
+        for request in batch {
+            let id = request.device
+            schedule.polled(id, startedAt: started, answered: !silent.contains(id), offline: health.isOffline(id), at: now)
+        }
+        // Only the first answered: a peer that drops requests arriving while it answers (pymodbus 3.8's server does)
+        // looks just so. If the second then answers when asked alone, it was the peer, not the devices. Not asked
+        // while a device of the batch is offline: its probe would cost a second timeout.
+        guard batch.count > 1, !offlineBefore, !silent.contains(batch[0].device), batch.dropFirst().allSatisfy({ silent.contains($0.device) }),
+              self.link != nil, await exchange(rePoll(batch[1]), on: link) == .answered
+        else { return }
+        requestsInFlight = 1
+        logger.warning("""
+            bus \(config.id): \(opener.endpoint) answered only the first of \(batch.count) requests sent together; \
+            polling one at a time until the connection is reopened (set requests-in-flight: 1 on this bus)
+            """)
+    }
+
+    /// A fresh poll request of the same device (a new transaction id).
+    private func rePoll(_ request: LineRequest) -> LineRequest {
+        guard let device = driver.devices.first(where: { $0.id == request.device }),
+              let fresh = driver.pollRequests(for: device).first
+        else { return request }
+        return fresh
     }
 
     private func execute(_ command: QueuedCommand, on link: any BusLink) async {
@@ -300,34 +376,36 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         count(request.device) { $0.bytesSent += request.bytes.count }
         if timing.characterTime > .zero { echo.expect(request.bytes, at: writtenAt, until: writtenAt + onWire + Self.quietGap) }
         guard request.expectsAnswer else { return .sent }
+        inFlight.removeAll(keepingCapacity: true)
+        inFlight.append((request, writtenAt + onWire))
         // The timeout runs from when the last byte is on the wire, not from when write() returned.
         let deadline = writtenAt + onWire + config.responseTimeout
         while clock.now < deadline, self.link != nil {
-            if let outcome = await receive(on: link, until: deadline, inFlight: request) {
-                let latency = max(.zero, clock.now - (writtenAt + onWire))
-                count(request.device) {
-                    $0.transactions += 1
-                    if case .refused = outcome { $0.exceptions += 1 }
-                    // From the end of the request on the wire; a pseudo-terminal answers before a real line could.
-                    $0.latency.record(latency)
-                }
-                return outcome
-            }
+            if let outcome = await receive(on: link, until: deadline) { return outcome }
         }
+        return timeOutInFlight(on: link)
+    }
+
+    /// The requests still in flight at their deadline missed it.
+    private func timeOutInFlight(on link: any BusLink) -> Outcome {
+        defer { inFlight.removeAll(keepingCapacity: true) }
         guard self.link != nil else { return .linkLost(reporter.lastError ?? "line lost") }
         link.discardInput()
-        count(request.device) { $0.timeouts += 1 }
-        if let device = driver.devices.first(where: { $0.id == request.device }) {
-            pending.add(events: health.missed(
-                device, reason: "no answer to \(request.purpose) within \(config.responseTimeout)", at: clock.date))
+        for (request, _) in inFlight {
+            count(request.device) { $0.timeouts += 1 }
+            if let device = driver.devices.first(where: { $0.id == request.device }) {
+                pending.add(events: health.missed(
+                    device, reason: "no answer to \(request.purpose) within \(config.responseTimeout)", at: clock.date))
+            }
         }
         return .timedOut
     }
 
-    /// Reads until `deadline` or the first frame that answers `request`, handing every frame to the driver.
-    /// Returns the request's outcome once answered; nil otherwise.
+    /// Reads until `deadline` or the first frame that answers a request in flight, handing every frame to the driver.
+    /// An answered request leaves `inFlight`, counted; returns its outcome (the last one's, if a read answered
+    /// several), nil when none was answered.
     @discardableResult
-    private func receive(on link: any BusLink, until deadline: Duration, inFlight request: LineRequest?) async -> Outcome? {
+    private func receive(on link: any BusLink, until deadline: Duration) async -> Outcome? {
         // A partial frame must be flushed once the line is quiet: read no longer than that.
         var until = deadline
         if decoder.bufferedByteCount > 0 { until = min(until, lastByteAt + Self.quietGap) }
@@ -356,7 +434,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
         let garbage = decoder.discardedByteCount - garbageBefore
         let checksum = decoder.checksumFailureCount - checksumBefore
-        if let request {
+        // With several requests in flight, a read's bytes count for the oldest: the bus's total is exact, the split
+        // between its devices approximate.
+        if let request = inFlight.first?.request {
             count(request.device) {
                 $0.bytesReceived += bytes.count
                 $0.garbageBytes += garbage
@@ -370,6 +450,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         var outcome: Outcome?
         let date = clock.date
         for frame in frames {
+            // One request in flight: the driver decides whether the frame answers it. Several: it says which.
+            let index = inFlight.count == 1 ? 0 : inFlight.firstIndex { driver.answers(frame, $0.request) }
+            let request = index.map { inFlight[$0].request }
             let reaction = driver.handle(frame, inFlight: request, at: date)
             if let from = reaction.from, let device = driver.devices.first(where: { $0.id == from }) {
                 pending.add(events: health.answered(device, ready: reaction.ready, at: date))
@@ -378,14 +461,22 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
             }
             pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
-            if let request, reaction.answersRequest, outcome == nil {
-                if let refusal = reaction.refusal {
-                    logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
-                    outcome = .refused(refusal)
-                } else {
-                    outcome = .answered
-                }
+            guard let index, let request, reaction.answersRequest else { continue }
+            let answer: Outcome
+            if let refusal = reaction.refusal {
+                logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
+                answer = .refused(refusal)
+            } else {
+                answer = .answered
             }
+            let onWireAt = inFlight.remove(at: index).onWireAt
+            count(request.device) {
+                $0.transactions += 1
+                if case .refused = answer { $0.exceptions += 1 }
+                // From the end of the request on the wire; a pseudo-terminal answers before a real line could.
+                $0.latency.record(max(.zero, now - onWireAt))
+            }
+            outcome = answer
         }
         return outcome
     }
@@ -523,6 +614,13 @@ struct PollSchedule {
             if best.map({ entries[index].due < entries[$0].due }) ?? true { best = index }
         }
         return best.map { entries[$0].id }
+    }
+
+    /// Up to `limit` polled devices that are due, earliest turn first (ties in configuration order).
+    func due(at now: Duration, limit: Int) -> [String] {
+        entries.indices.filter { entries[$0].interval != nil && entries[$0].due <= now }
+            .sorted { (entries[$0].due, $0) < (entries[$1].due, $1) }
+            .prefix(limit).map { entries[$0].id }
     }
 
     /// When the next poll is due, if any device is polled at all.

@@ -1,0 +1,236 @@
+@testable import DeviceGateway
+import Foundation
+import Logging
+import MockDevices
+import Protocols
+import Synchronization
+import Testing
+
+/// A Modbus TCP bus with several polls in flight (`requests-in-flight`): answers told apart by transaction id, in
+/// virtual time over an in-memory line and against libmodbus's server over a real socket.
+@Suite struct RequestsInFlightTests {
+    let folder: TemporaryDirectory
+    let outbox: Outbox
+
+    init() throws {
+        folder = try TemporaryDirectory()
+        outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+    }
+
+    /// Pads behind a simulated Modbus TCP endpoint: each answers after its own delay, so answers to requests sent
+    /// together come back in another order than asked.
+    final class Pads: Sendable {
+        let units: [UInt8: MockModbusEvaluator]
+        let answering: Mutex<Set<UInt8>>
+
+        init(_ count: Int, silent: Set<UInt8> = []) {
+            units = Dictionary(uniqueKeysWithValues: (1...UInt8(count)).map {
+                ($0, MockModbusEvaluator(staffId: "S-\($0)", bootId: 0x1000 + UInt32($0)))
+            })
+            answering = Mutex(Set(units.keys).subtracting(silent))
+        }
+
+        /// The later the unit id, the sooner the answer.
+        static func turnaround(of unit: UInt8) -> Duration { .milliseconds(20 - Int(unit)) }
+
+        var responder: SimulatedLine.Responder {
+            { [self] written, _ in
+                var decoder = ModbusTCPDecoder(role: .server)
+                return decoder.decode(written).compactMap { frame -> (after: Duration, bytes: [UInt8])? in
+                    guard let pad = units[frame.unitId], answering.withLock({ $0.contains(frame.unitId) }),
+                          case .request(let request) = frame.message
+                    else { return nil }
+                    let response: ModbusResponse
+                    switch request {
+                    case .readHoldingRegisters(let start, let count):
+                        response = .readHoldingRegisters(values: Array(pad.registers[Int(start)..<Int(start + count)]))
+                    case .writeSingleRegister(let address, let value):
+                        var registers = pad.registers
+                        registers[Int(address)] = value
+                        pad.accept(writtenRegisters: registers)
+                        response = .writeSingleRegister(address: address, value: value)
+                    default:
+                        return nil
+                    }
+                    let reply = ModbusTCPFrame(transactionId: frame.transactionId, unitId: frame.unitId, response: response)
+                    return (Self.turnaround(of: frame.unitId), (try? reply.encode()) ?? [])
+                }
+            }
+        }
+    }
+
+    func engine(_ line: SimulatedLine, pads: Int, inFlight: Int, logger: Logger = CapturedLog().logger) throws
+        -> BusEngine<ModbusDriver>
+    {
+        guard case .modbusEvaluator(let profile) = try ProfileLibrary(directory: profilesDirectory)
+            .profile(named: "modbus-evaluator-3key")
+        else { throw GatewayError(.profileMismatch, "modbus-evaluator-3key is not a Modbus pad") }
+        let devices = (1...pads).map {
+            DeviceConfig(id: "eval-\($0)", profile: "modbus-evaluator-3key", bus: "lan", address: $0, window: "\($0)")
+        }
+        let config = BusConfig(id: "lan", transport: .modbusTCP(host: "simulated", port: 502),
+                               responseTimeout: .milliseconds(50), pollInterval: .milliseconds(100),
+                               requestsInFlight: inFlight)
+        let driver = ModbusDriver(members: devices.map { ($0, .pad(profile)) }, framing: .tcp, hallId: "h",
+                                  pollInterval: config.pollInterval, responseTimeout: config.responseTimeout)
+        return BusEngine(config: config, opener: line, clock: line, timing: .instant, hallId: "h", driver: driver,
+                         outbox: outbox, logger: logger, onCommit: { _ in })
+    }
+
+    /// The staff id of every rating in the outbox, by device.
+    func ratingStaff() async throws -> [String: [String]] {
+        var staff: [String: [String]] = [:]
+        for event in try await outbox.entries(after: 0, limit: 10_000) where event.type == HallEventType.ratingSubmitted {
+            let data = try #require(event.json.data(using: .utf8))
+            let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            let rating = try #require(object["data"] as? [String: Any])
+            let device = try #require(event.source.split(separator: "/").last.map(String.init))
+            staff[device, default: []].append(try #require(rating["staffId"] as? String))
+        }
+        return staff
+    }
+
+    @Test func answersInAnotherOrderGoToTheirOwnRequestsAndASilentPadCostsOneTimeout() async throws {
+        let stop = StopSignal()
+        let pads = Pads(8, silent: [8])
+        for (unit, pad) in pads.units { for _ in 0..<Int(unit) { pad.press(.satisfied) } }
+        let line = SimulatedLine(end: .seconds(5), stop: stop, responder: pads.responder)
+        let bus = try engine(line, pads: 8, inFlight: 4)
+        await bus.run(until: stop)
+
+        // The first write carries the polls of the first four pads, before any answer.
+        var decoder = ModbusTCPDecoder(role: .server)
+        let first = try #require(line.written.first)
+        #expect(decoder.decode(first.bytes).map(\.unitId) == [1, 2, 3, 4])
+        #expect(line.log.dropFirst().first?.direction == .toGateway)
+
+        // Unit 4 answered first, yet every pad's ratings carry its own staff id: matched by transaction id.
+        let staff = try await ratingStaff()
+        for unit in 1...7 {
+            #expect(staff["eval-\(unit)"] == Array(repeating: "S-\(unit)", count: unit), "eval-\(unit)")
+            let pad = try #require(pads.units[UInt8(unit)])
+            #expect(pad.acknowledged == pad.counter, "eval-\(unit) acknowledged after the commit")
+        }
+        #expect(staff["eval-8"] == nil)
+
+        let states = await bus.deviceStates()
+        for state in states.prefix(7) {
+            #expect(state.online == true)
+            #expect(state.counters.timeouts == 0, "\(state.device) is not charged with its neighbour's silence")
+            #expect(state.counters.transactions >= 20)
+            // Each answer's latency is its own pad's turnaround, not that of the answer read before it.
+            let unit = try #require(UInt8(state.device.dropFirst("eval-".count)))
+            let latency = state.counters.latency
+            #expect(latency.sumMilliseconds / Double(latency.count) == Double(Pads.turnaround(of: unit) / .milliseconds(1)),
+                    "\(state.device)")
+        }
+        let silent = try #require(states.last)
+        #expect(silent.online == false)
+        #expect(silent.counters.timeouts >= 3 && silent.counters.transactions == 0)
+
+        // The answering pads are polled every 100 ms; a round that waits for the silent pad adds its 50 ms timeout.
+        let pollsOfUnit5 = line.written.flatMap { record -> [Duration] in
+            var decoder = ModbusTCPDecoder(role: .server)
+            return decoder.decode(record.bytes).filter { $0.unitId == 5 && $0.message.isRead }.map { _ in record.time }
+        }
+        let gaps = zip(pollsOfUnit5.dropFirst(), pollsOfUnit5).map { $0 - $1 }
+        #expect(gaps.count >= 40)
+        #expect(try #require(gaps.max()) <= .milliseconds(150), "\(gaps)")
+    }
+
+    @Test func aPeerThatAnswersOnlyTheFirstOfABurstIsPolledOneAtATime() async throws {
+        let stop = StopSignal()
+        let pads = Pads(4)
+        for pad in pads.units.values { pad.press(.satisfied) }
+        // Like pymodbus 3.8.6's server: of the requests that arrive together, only the first is answered.
+        let line = SimulatedLine(end: .seconds(3), stop: stop) { written, time in
+            var decoder = ModbusTCPDecoder(role: .server)
+            guard let first = decoder.decode(written).first, let bytes = try? first.encode() else { return [] }
+            return pads.responder(bytes, time)
+        }
+        let log = CapturedLog()
+        let bus = try engine(line, pads: 4, inFlight: 4, logger: log.logger)
+        await bus.run(until: stop)
+
+        var decoder = ModbusTCPDecoder(role: .server)
+        let burst = try #require(line.written.first)
+        #expect(decoder.decode(burst.bytes).count == 4)
+        #expect(line.written.dropFirst().allSatisfy { decoder.decode($0.bytes).count == 1 }, "one at a time after it")
+        let warnings = log.text.split(separator: "\n").filter { $0.contains("answered only the first of 4 requests") }
+        #expect(warnings.count == 1, "\(log.text)")
+        #expect(try await ratingStaff().values.map(\.count).sorted() == [1, 1, 1, 1])
+        let states = await bus.deviceStates()
+        #expect(states.allSatisfy { $0.online == true })
+        #expect(states.map(\.counters.timeouts) == [0, 1, 1, 1], "the burst's three dropped requests")
+    }
+
+    @Test func withOneInFlightEachPollWaitsForItsAnswer() async throws {
+        let stop = StopSignal()
+        let pads = Pads(4)
+        let line = SimulatedLine(end: .seconds(1), stop: stop, responder: pads.responder)
+        let bus = try engine(line, pads: 4, inFlight: 1)
+        await bus.run(until: stop)
+
+        var decoder = ModbusTCPDecoder(role: .server)
+        #expect(line.written.allSatisfy { decoder.decode($0.bytes).count == 1 })
+        let directions = line.log.map(\.direction)
+        #expect(zip(directions, directions.dropFirst()).allSatisfy { $0 != $1 }, "request, answer, request, answer…")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func libmodbusServerAnswersPollsSentTogether() async throws {
+        let pads = (1...8).map { MockModbusEvaluator(staffId: "0\($0)") }
+        var units: [Int: any MockModbusUnit] = [:]
+        for (index, pad) in pads.enumerated() { units[index + 1] = pad }
+        let server = try MockModbusServer.tcp(units: units)
+        defer { server.stop() }
+        guard case .tcp(let port) = server.endpoint else { throw GatewayError(.portUnavailable, "no TCP endpoint") }
+        let devices = (1...8).map { "  - {id: eval-\($0), profile: modbus-evaluator-3key, bus: lan, address: \($0), window: \"\($0)\"}" }
+        let yaml = """
+            hall: {id: test-hall, timezone: Asia/Shanghai}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), requests-in-flight: 4,
+                 response-timeout-ms: 500, poll-interval-ms: 20}
+            devices:
+            \(devices.joined(separator: "\n"))
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+
+            """
+        let (config, profiles) = try ConfigLoader.parse(yaml, file: "test.yaml", relativeTo: folder.path)
+        #expect(config.buses.first?.requestsInFlight == 4)
+        let log = CapturedLog()
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        for (index, pad) in pads.enumerated() {
+            pad.press(.satisfied)
+            if index.isMultiple(of: 2) { pad.press(.dissatisfied) }
+        }
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        let arrived = await eventually { (try? await ratings(in: store).count) == 12 }
+        let acknowledged = await eventually { pads.allSatisfy { $0.acknowledged == $0.counter } }
+        let states = await gateway.deviceStates()
+        stop.stop()
+        await running.value
+
+        #expect(arrived && acknowledged, "log:\n\(log.text)")
+        let stored = try await ratings(in: store)
+        #expect(Set(stored.map(\.event.id)).count == 12, "each rating once")
+        for (index, _) in pads.enumerated() {
+            let mine = stored.filter { $0.event.source.hasSuffix("/eval-\(index + 1)") }
+            #expect(mine.count == (index.isMultiple(of: 2) ? 2 : 1))
+            #expect(mine.allSatisfy { $0.rating.staffId == "0\(index + 1)" })
+        }
+        #expect(states.allSatisfy { $0.online == true && $0.counters.timeouts == 0 && $0.counters.transactions > 0 })
+    }
+}
+
+extension ModbusMessage {
+    /// Whether this is a read of holding registers (a poll).
+    fileprivate var isRead: Bool {
+        if case .request(.readHoldingRegisters) = self { return true }
+        return false
+    }
+}
