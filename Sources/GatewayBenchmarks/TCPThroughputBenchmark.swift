@@ -121,7 +121,7 @@ enum TCPThroughputBenchmark {
             folder: folder, profiles: try BenchPaths.fastPollingProfiles(in: folder),
             buses: [
                 "{id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 300, "
-                    + "poll-interval-ms: 10, requests-in-flight: \(inFlight)}"
+                    + "poll-interval-ms: 10\(inFlight > 1 ? ", requests-in-flight: \(inFlight)" : "")}"
             ],
             devices: (1...units).map {
                 String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0)
