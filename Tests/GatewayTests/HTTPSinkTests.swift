@@ -312,48 +312,6 @@ private struct Stats: Codable, Equatable {
     var invalid: Int
 }
 
-/// A Python helper as a child process; it prints `LABEL <port>` lines when it listens.
-private final class PythonService: Sendable {
-    let child: ChildProcess
-    let script: String
-
-    init(_ script: String, _ arguments: [String]) throws {
-        self.script = script
-        child = try ChildProcess("/usr/bin/env", ["python3", repositoryRoot + "/scripts/" + script] + arguments)
-    }
-
-    func port(_ label: String) async throws -> Int {
-        var port: Int?
-        _ = await eventually {
-            port = child.output.split(separator: "\n").lazy.compactMap { line -> Int? in
-                let parts = line.split(separator: " ")
-                return parts.count == 2 && parts[0] == label ? Int(parts[1]) : nil
-            }.first
-            return port != nil || !child.process.isRunning
-        }
-        guard let port else {
-            child.interrupt()
-            let result = try await child.wait(timeout: .seconds(10))
-            throw ServiceError(description: "\(script) printed no \(label) line: \(result.standardError)")
-        }
-        return port
-    }
-
-    /// Asks the helper to stop; it exits on its own within a moment.
-    func stop() {
-        if child.process.isRunning { child.interrupt() }
-    }
-
-    /// Stops the helper and waits until it has exited.
-    func stopAndWait() async throws {
-        stop()
-        _ = try await child.wait(timeout: .seconds(10))
-    }
-}
-
-private struct ServiceError: Error, CustomStringConvertible {
-    var description: String
-}
 
 /// `scripts/cloudevents_receiver.py`, plain HTTP or HTTPS with one of the test certificates.
 private struct Receiver {

@@ -183,21 +183,8 @@ import Testing
         for (index, pad) in pads.enumerated() { units[index + 1] = pad }
         let server = try MockModbusServer.tcp(units: units)
         defer { server.stop() }
-        guard case .tcp(let port) = server.endpoint else { throw GatewayError(.portUnavailable, "no TCP endpoint") }
-        let devices = (1...8).map { "  - {id: eval-\($0), profile: modbus-evaluator-3key, bus: lan, address: \($0), window: \"\($0)\"}" }
-        let yaml = """
-            hall: {id: test-hall, timezone: Asia/Shanghai}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), requests-in-flight: 4,
-                 response-timeout-ms: 500, poll-interval-ms: 20}
-            devices:
-            \(devices.joined(separator: "\n"))
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-
-            """
+        let port = try #require(server.endpoint.tcpPort)
+        let yaml = configuration(port: port, pads: 8, bus: "requests-in-flight: 4, response-timeout-ms: 500, poll-interval-ms: 20")
         let (config, profiles) = try ConfigLoader.parse(yaml, file: "test.yaml", relativeTo: folder.path)
         #expect(config.buses.first?.requestsInFlight == 4)
         let log = CapturedLog()
@@ -224,6 +211,63 @@ import Testing
             #expect(mine.allSatisfy { $0.rating.staffId == "0\(index + 1)" })
         }
         #expect(states.allSatisfy { $0.online == true && $0.counters.timeouts == 0 && $0.counters.transactions > 0 })
+    }
+}
+
+extension RequestsInFlightTests {
+    /// The gateway's YAML for one modbus-tcp bus `lan` at 127.0.0.1:`port` with pads `eval-1`… at unit ids 1….
+    func configuration(port: Int, pads: Int, bus: String) -> String {
+        let devices = (1...pads).map {
+            "  - {id: eval-\($0), profile: modbus-evaluator-3key, bus: lan, address: \($0), window: \"\($0)\"}"
+        }
+        return """
+            hall: {id: test-hall, timezone: Asia/Shanghai}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), \(bus)}
+            devices:
+            \(devices.joined(separator: "\n"))
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+
+            """
+    }
+
+    @Test(.timeLimit(.minutes(1))) func pymodbusServerDropsABurstAndTheBusGoesOnOneAtATime() async throws {
+        let pads = (1...4).map { MockModbusEvaluator(staffId: "P-\($0)") }
+        for (index, pad) in pads.enumerated() { for _ in 0...index { pad.press(.satisfied) } }
+        // pymodbus holds the pads' registers as they are now; it stores the gateway's acknowledgements.
+        var units: [String: [Int]] = [:]
+        for (index, pad) in pads.enumerated() { units["\(index + 1)"] = pad.registers.map(Int.init) }
+        let json = try #require(String(data: try JSONSerialization.data(withJSONObject: units), encoding: .utf8))
+        let server = try PythonService("pymodbus_tcp_server.py", [json])
+        defer { server.stop() }
+        let port = try await server.port("port")
+
+        let (config, profiles) = try ConfigLoader.parse(
+            configuration(port: port, pads: 4, bus: "requests-in-flight: 4, response-timeout-ms: 300, poll-interval-ms: 50"),
+            file: "test.yaml", relativeTo: folder.path)
+        let log = CapturedLog()
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        let arrived = await eventually { (try? await ratings(in: store).count) == 10 }
+        let online = await eventually { await gateway.deviceStates().allSatisfy { $0.online == true } }
+        stop.stop()
+        await running.value
+
+        #expect(arrived && online, "log:\n\(log.text)")
+        let warnings = log.text.split(separator: "\n").filter { $0.contains("answered only the first of 4 requests") }
+        #expect(warnings.count == 1, "log:\n\(log.text)")
+        let stored = try await ratings(in: store)
+        #expect(Set(stored.map(\.event.id)).count == 10, "each rating once")
+        for index in 0..<4 {
+            let mine = stored.filter { $0.event.source.hasSuffix("/eval-\(index + 1)") }
+            #expect(mine.count == index + 1)
+            #expect(mine.allSatisfy { $0.rating.staffId == "P-\(index + 1)" })
+        }
     }
 }
 
