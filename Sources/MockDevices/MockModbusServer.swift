@@ -251,7 +251,7 @@ public final class MockModbusServer: Sendable {
             pad.accept(writtenRegisters: (0..<registers.count).map { mapping.pointee.tab_registers[$0] })
         }
         answered.add(1, ordering: .relaxed)
-        return written > 0 ? staging.take(Int(written)) : []
+        return staging.take(keeping: written > 0)
     }
 
     /// Whether the gateway's end of the pseudo-terminal is set to `baud` (the controller reads its settings).
@@ -286,13 +286,21 @@ private struct ReplyStaging: Sendable {
         }
         libmodbusEnd = ends[0]
         replies = ends[1]
+        // What libmodbus wrote is there before it returns; a read must never wait for more.
+        _ = fcntl(replies, F_SETFL, fcntl(replies, F_GETFL) | O_NONBLOCK)
     }
 
-    /// The reply libmodbus just wrote, `length` bytes.
-    func take(_ length: Int) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: length)
-        let count = read(replies, &bytes, length)
-        return count > 0 ? Array(bytes[0..<count]) : []
+    /// What libmodbus wrote since the last call: the reply, or the start of one it failed to finish (dropped, so it
+    /// does not prefix the next).
+    func take(keeping: Bool) -> [UInt8] {
+        var taken: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 512)
+        while true {
+            let count = read(replies, &chunk, chunk.count)
+            guard count > 0 else { break }
+            taken += chunk[0..<count]
+        }
+        return keeping ? taken : []
     }
 
     func close() {

@@ -60,9 +60,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// The requests written whose answers are awaited, with when each was on the wire: one at a time, or the polls
     /// sent together on a bus with `requestsInFlight` above 1.
     private var inFlight: [(request: LineRequest, onWireAt: Duration)] = []
-    /// How many polls may be in flight on this link: `requestsInFlight`, or 1 once the peer showed it drops a
+    /// How many polls may be in flight on this link: the configured number, or 1 once the peer showed it drops a
     /// request that comes while it answers another (until the link is reopened).
     private var requestsInFlight: Int
+    private let configuredInFlight: Int
 
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
@@ -94,7 +95,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         inbox = CommandInbox()
         deviceIds = Set(driver.devices.map(\.id))
-        requestsInFlight = config.requestsInFlight
+        // Only Modbus TCP tells answers apart (transaction ids); elsewhere one request at a time, whatever is set.
+        configuredInFlight = if case .modbusTCP = config.transport { max(1, config.requestsInFlight) } else { 1 }
+        requestsInFlight = configuredInFlight
         var probe = driver
         schedule = PollSchedule(devices: driver.devices.map { device in
             // A device whose poll is empty speaks unprompted only: it is never polled.
@@ -200,7 +203,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             reporter.opened(opener.endpoint)
             inbox.reopen()
             reopenAttempts = 0
-            requestsInFlight = config.requestsInFlight
+            requestsInFlight = configuredInFlight
             decoder = driver.makeDecoder()
             driver.lineOpened()
             echo = EchoFilter()
@@ -228,7 +231,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     /// Several requests in flight (Modbus TCP, `requests-in-flight`): the polls of the devices due go out in one
     /// write, and the driver tells which request each answer is for (its transaction id). A poll of more than one
-    /// request goes out on its own. A silent device costs the others one response timeout, as one at a time.
+    /// request goes out on its own. The response timeout runs from the last answer, so a peer that serves the
+    /// requests one after another is not blamed for the queue; a silent device costs the others one timeout.
     private func pollTogether(_ ids: [String], on link: any BusLink) async {
         let started = clock.now
         var batch: [LineRequest] = []
@@ -242,39 +246,46 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
         }
         guard !batch.isEmpty, self.link != nil else { return }
-        let offlineBefore = batch.contains { health.isOffline($0.device) }
+        let offlineBefore = Set(batch.map(\.device).filter { health.isOffline($0) })
+        let bytes = batch.count == 1 ? batch[0].bytes : batch.flatMap(\.bytes)
         let writtenAt = clock.now
         do {
-            try await link.write(batch.count == 1 ? batch[0].bytes : batch.flatMap(\.bytes))
+            try await link.write(bytes)
         } catch {
             dropLink(error.message)
             return
         }
+        BusTap.record(outbox, config.id, .sent, bytes)
         var onWire = Duration.zero
         inFlight.removeAll(keepingCapacity: true)
         for request in batch {
-            BusTap.record(outbox, config.id, .sent, request.bytes)
             count(request.device) { $0.bytesSent += request.bytes.count }
             onWire += timing.wireTime(characters: request.bytes.count)
             inFlight.append((request, writtenAt + onWire))
         }
         lineFreeAt = writtenAt + onWire + timing.frameGap
-        let deadline = writtenAt + onWire + config.responseTimeout
+        var deadline = writtenAt + onWire + config.responseTimeout
         while !inFlight.isEmpty, clock.now < deadline, self.link != nil {
+            let waiting = inFlight.count
             await receive(on: link, until: deadline)
+            if inFlight.count < waiting { deadline = max(deadline, clock.now + config.responseTimeout) }
         }
         let silent = Set(inFlight.map(\.request.device))
         if !inFlight.isEmpty { _ = timeOutInFlight(on: link) }
+        let linkLost = self.link == nil
         let now = clock.now
         for request in batch {
             let id = request.device
-            schedule.polled(id, startedAt: started, answered: !silent.contains(id), offline: health.isOffline(id), at: now)
+            // As one at a time: a lost link is no device's miss.
+            schedule.polled(id, startedAt: started, answered: linkLost || !silent.contains(id),
+                            offline: health.isOffline(id), at: now)
         }
-        // Only the first answered: a peer that drops requests arriving while it answers (pymodbus 3.8's server does)
-        // looks just so. If the second then answers when asked alone, it was the peer, not the devices. Not asked
-        // while a device of the batch is offline: its probe would cost a second timeout.
-        guard batch.count > 1, !offlineBefore, !silent.contains(batch[0].device), batch.dropFirst().allSatisfy({ silent.contains($0.device) }),
-              self.link != nil, await exchange(rePoll(batch[1]), on: link) == .answered
+        // Nothing answered after the first request: a peer that drops requests arriving while it answers
+        // (pymodbus 3.8's server does) looks just so. If a device that was online then answers when asked alone, it
+        // was the peer. Not asked of a device already offline: its probe would cost a second timeout.
+        guard !linkLost, batch.count > 1, batch.dropFirst().allSatisfy({ silent.contains($0.device) }),
+              let probe = batch.dropFirst().first(where: { !offlineBefore.contains($0.device) }),
+              await exchange(rePoll(probe), on: link) == .answered
         else { return }
         requestsInFlight = 1
         logger.warning("""
