@@ -328,6 +328,9 @@ final class BrokerStore: @unchecked Sendable {
         hall.stopPressing()
         await citizens.value
         let last = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        // Running before anything is judged: when the killed ones had drained everything already, the interrupt
+        // below could otherwise come before the daemon handles it, and end it by the signal (status 2).
+        #expect(await eventually(timeout: .seconds(20)) { last.output.contains("gateway for hall soak-hall") })
         let expected = hall.total
         let outbox = try Outbox.openForReading(path: folder.file("state/outbox.sqlite"))
         let drained = await eventually(timeout: .seconds(60)) {
