@@ -198,10 +198,8 @@ import Testing
         // How many requests each write of the bus carried, from the tap `gatewayd trace` reads.
         let burstSizes = Mutex<[Int]>([])
         let token = BusTap.shared.subscribe(outbox: gateway.outbox, bus: "lan") { record in
-            guard record.direction == .sent else { return }
             var decoder = ModbusTCPDecoder(role: .server)
-            let frames = decoder.decode(record.bytes).count
-            burstSizes.withLock { $0.append(frames) }
+            if record.direction == .sent { burstSizes.withLock { $0.append(decoder.decode(record.bytes).count) } }
         }
         defer { BusTap.shared.unsubscribe(token) }
         let stop = StopSignal()

@@ -294,12 +294,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             """)
     }
 
-    /// A fresh poll request of the same device (a new transaction id).
+    /// A fresh poll request of the same device: a new transaction id, so a late answer to the dropped one is no match.
     private func rePoll(_ request: LineRequest) -> LineRequest {
-        guard let device = driver.devices.first(where: { $0.id == request.device }),
-              let fresh = driver.pollRequests(for: device).first
-        else { return request }
-        return fresh
+        driver.devices.first { $0.id == request.device }.flatMap { driver.pollRequests(for: $0).first } ?? request
     }
 
     private func execute(_ command: QueuedCommand, on link: any BusLink) async {
