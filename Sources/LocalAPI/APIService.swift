@@ -11,10 +11,10 @@ public struct APIService: Service {
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
-    /// The API of `gateway` as `settings` say, with `token`; `onListening` gets the port bound.
-    public init(gateway: Gateway, commands: CommandCenter, settings: APISettings, token: String, logger: Logger,
-                onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
-        api = LocalAPI(gateway: gateway, commands: commands, token: token, logger: logger)
+    /// The API of `gateway` as `settings` say, with `token` and `metrics`; `onListening` gets the port bound.
+    public init(gateway: Gateway, commands: CommandCenter, metrics: GatewayMetrics, settings: APISettings,
+                token: String, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
+        api = LocalAPI(gateway: gateway, commands: commands, metrics: metrics, token: token, logger: logger)
         self.settings = settings
         self.logger = logger
         self.onListening = onListening

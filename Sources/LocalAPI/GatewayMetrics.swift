@@ -3,7 +3,7 @@ import Prometheus
 import Synchronization
 
 /// The gateway's figures in the Prometheus text format, for `/metrics`: each device's wire counters and latency,
-/// each sink's backlog and deliveries, the outbox, and the API's command latency.
+/// each sink's backlog and deliveries, the outbox, and the commands' latency.
 ///
 /// The registry is this value's own (no global `MetricsSystem`): a process may run several gateways, as the tests do.
 /// The engine's and the outbox's running totals are read at scrape time and added to the counters as increments, so
@@ -19,14 +19,15 @@ public final class GatewayMetrics: Sendable {
     /// Metrics with nothing recorded yet.
     public init() {}
 
-    /// Records one API command: `name` as the route says it (`call`, `pause`, `text`…), `status` its outcome.
-    public func recordCommand(name: String, status: String, duration: Duration) {
+    /// Records one command, from the local API or MQTT alike (`CommandCenter`'s `onFinished`).
+    @Sendable public func record(_ timing: CommandTiming) {
         let descriptor = MetricNameDescriptor(
             metricName: "hall_gateway_command_duration", unitName: "seconds",
-            helpText: "Time the local API took to run a queue-system command.")
+            helpText: "Time the gateway took to run a queue-system command, from its local API or MQTT.")
         registry.makeDurationHistogram(
-            descriptor: descriptor, labels: [("command", name), ("status", status)], buckets: Self.commandBuckets
-        ).record(duration)
+            descriptor: descriptor, labels: [("command", timing.command), ("status", timing.status)],
+            buckets: Self.commandBuckets
+        ).record(timing.duration)
     }
 
     /// The metrics text, with the device, sink and outbox figures read from `gateway` now.

@@ -13,12 +13,14 @@ public struct LocalAPI: Sendable {
     let commands: CommandCenter
     let token: String
     let logger: Logger
-    let metrics = GatewayMetrics()
+    let metrics: GatewayMetrics
 
-    /// An API over `gateway`, its commands run by `commands`, requiring `token`.
-    public init(gateway: Gateway, commands: CommandCenter, token: String, logger: Logger) {
+    /// An API over `gateway`, its commands run by `commands`, requiring `token`; `/metrics` shows `metrics`, which
+    /// `commands` should report to (`CommandCenter(gateway:onFinished: metrics.record)`).
+    public init(gateway: Gateway, commands: CommandCenter, metrics: GatewayMetrics, token: String, logger: Logger) {
         self.gateway = gateway
         self.commands = commands
+        self.metrics = metrics
         self.token = token
         self.logger = logger
     }
@@ -125,13 +127,9 @@ public struct LocalAPI: Sendable {
 
     private func run(_ command: QueueCommand, _ request: Request) async throws -> CommandResponse {
         let key = try Self.idempotencyKey(request)
-        let started = ContinuousClock.now
         do {
-            let result = try await commands.execute(command, idempotencyKey: key)
-            metrics.recordCommand(name: command.name, status: result.status.rawValue, duration: ContinuousClock.now - started)
-            return CommandResponse(result: result)
+            return CommandResponse(result: try await commands.execute(command, idempotencyKey: key))
         } catch {
-            metrics.recordCommand(name: command.name, status: error.kind, duration: ContinuousClock.now - started)
             throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
         }
     }

@@ -65,7 +65,8 @@ struct Run: AsyncParsableCommand {
         // The demo's queue system talks to this gateway's own API, on the port it bound.
         let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
         // One command center for every door (HTTP, MQTT): an idempotency key in flight is seen by both.
-        let commands = CommandCenter(gateway: gateway)
+        let metrics = GatewayMetrics()
+        let commands = CommandCenter(gateway: gateway, onFinished: metrics.record)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
@@ -78,8 +79,8 @@ struct Run: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             // The API's end, even a failure to bind, is not the gateway's.
-            services.append(.init(service: APIService(gateway: gateway, commands: commands, settings: gatewayConfig.api,
-                                                      token: token, logger: logger,
+            services.append(.init(service: APIService(gateway: gateway, commands: commands, metrics: metrics,
+                                                      settings: gatewayConfig.api, token: token, logger: logger,
                                                       onListening: { port in listening.yield(port) }),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         } else {

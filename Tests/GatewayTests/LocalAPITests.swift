@@ -259,6 +259,10 @@ import Testing
         #expect(issued.count == 2)
         let bad = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "Z", "service": "x"}"#)
         #expect(try hall.json(bad.body)["status"] as? String == "refused")
+        // Every request counts by its outcome, the retry too (answered from the first run).
+        let samples = MetricsTests.samples(try await hall.request(.GET, "/metrics").body)
+        #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="done"}"#] == 3)
+        #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="refused"}"#] == 1)
         try await hall.stopAll()
     }
 }

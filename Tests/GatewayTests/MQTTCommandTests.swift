@@ -1,5 +1,6 @@
 import DeviceGateway
 import Foundation
+import LocalAPI
 import MockDevices
 import Synchronization
 import Testing
@@ -25,6 +26,7 @@ import Testing
         let port: String
         let replies: MQTTReplySubscriber
         let log = CapturedLog()
+        let metrics = GatewayMetrics()
 
         /// On the test services' broker, or on `broker` (a port on loopback).
         init(broker: Int? = nil) async throws {
@@ -61,7 +63,8 @@ import Testing
             self.gateway = gateway
             let stop = self.stop
             running = Task { await gateway.run(until: stop) }
-            let commands = try MQTTCommands(config: mqtt, gateway: gateway, commands: CommandCenter(gateway: gateway),
+            let center = CommandCenter(gateway: gateway, onFinished: metrics.record)
+            let commands = try MQTTCommands(config: mqtt, gateway: gateway, commands: center,
                                             logger: log.logger)
             self.commands = commands
             serving = Task { try await commands.run() }
@@ -114,6 +117,13 @@ import Testing
         #expect(more.allSatisfy { $0["status"] as? String == "done" }, "\(more)")
         #expect(hall.board.display.text == "暂停服务", "the pause came after the recall")
         #expect(hall.hallBoard.display.text == "欢迎光临")
+
+        // Counted in the metrics like the local API's commands.
+        let samples = MetricsTests.samples(await hall.metrics.render(gateway: hall.gateway))
+        for command in ["call", "recall", "pause", "show-text"] {
+            #expect(samples[#"hall_gateway_command_duration_seconds_count{command="\#(command)",status="done"}"#] == 1,
+                    "\(command)")
+        }
         try await hall.stopAll()
     }
 

@@ -153,10 +153,26 @@ public struct CommandInvalid: Error, Sendable, Equatable {
     public var message: String
 }
 
+/// How one command went: its name (`call`, `pause`, `ticket`…), its outcome (a result's status, or why it was
+/// refused: `unknown-window`, `invalid`…) and how long the gateway took, whichever door it came through.
+public struct CommandTiming: Sendable, Equatable {
+    public var command: String
+    public var status: String
+    public var duration: Duration
+
+    public init(command: String, status: String, duration: Duration) {
+        self.command = command
+        self.status = status
+        self.duration = duration
+    }
+}
+
 /// Routes the queue system's commands to the right devices, runs each once per idempotency key, and commits the
 /// command's event like any device event.
 public actor CommandCenter {
     private let gateway: Gateway
+    /// Told of every command, so the metrics count the commands of every door (HTTP, MQTT) alike.
+    private let onFinished: @Sendable (CommandTiming) -> Void
     private var byKey: [String: Task<CommandResult, Never>] = [:]
     private var keyOrder: [String] = []
     /// Keys remembered in memory; an older key is still answered from the outbox.
@@ -164,16 +180,19 @@ public actor CommandCenter {
     /// How long a key's result is kept in the outbox: a repeat within a day, restarts included, gets it.
     static let keptKeys: TimeInterval = 24 * 3600
 
-    /// A command center over `gateway`'s devices.
-    public init(gateway: Gateway) {
+    /// A command center over `gateway`'s devices; `onFinished` hears how each command went.
+    public init(gateway: Gateway, onFinished: @escaping @Sendable (CommandTiming) -> Void = { _ in }) {
         self.gateway = gateway
+        self.onFinished = onFinished
     }
 
     /// Runs `command` (once per `idempotencyKey`: a repeat gets the first run's result).
     public func execute(_ command: QueueCommand, idempotencyKey: String? = nil) async throws(CommandInvalid) -> CommandResult {
-        let targets = try targets(of: command)
-        let gateway = self.gateway
-        return await once(idempotencyKey) { id in await Self.run(command, id: id, on: targets, gateway: gateway) }
+        try await timed(command.name) { () throws(CommandInvalid) in
+            let targets = try targets(of: command)
+            let gateway = self.gateway
+            return await once(idempotencyKey) { id in await Self.run(command, id: id, on: targets, gateway: gateway) }
+        }
     }
 
     /// Issues a ticket: `number` from the queue system, or the next of `prefix` from the gateway's counters; printed
@@ -181,6 +200,14 @@ public actor CommandCenter {
     /// a retried request gets the same number.
     public func issueTicket(number: String?, prefix: String?, service: String, waitingAhead: Int, printer: String?,
                             idempotencyKey: String? = nil) async throws(CommandInvalid) -> CommandResult {
+        try await timed("ticket") { () throws(CommandInvalid) in
+            try await ticket(number: number, prefix: prefix, service: service, waitingAhead: waitingAhead,
+                             printer: printer, idempotencyKey: idempotencyKey)
+        }
+    }
+
+    private func ticket(number: String?, prefix: String?, service: String, waitingAhead: Int, printer: String?,
+                        idempotencyKey: String?) async throws(CommandInvalid) -> CommandResult {
         let gateway = self.gateway
         let printers = gateway.config.devices.filter { gateway.roles[$0.id] == .printer }.map(\.id)
         if let printer, !printers.contains(printer) {
@@ -199,6 +226,20 @@ public actor CommandCenter {
         return await once(idempotencyKey) { id in
             await Self.issue(number: number, prefix: prefix, service: service, waitingAhead: waitingAhead,
                              candidates: printer.map { [$0] } ?? printers, id: id, gateway: gateway)
+        }
+    }
+
+    private func timed(
+        _ name: String, _ work: () async throws(CommandInvalid) -> CommandResult
+    ) async throws(CommandInvalid) -> CommandResult {
+        let started = ContinuousClock.now
+        do {
+            let result = try await work()
+            onFinished(CommandTiming(command: name, status: result.status.rawValue, duration: ContinuousClock.now - started))
+            return result
+        } catch {
+            onFinished(CommandTiming(command: name, status: error.kind, duration: ContinuousClock.now - started))
+            throw error
         }
     }
 
