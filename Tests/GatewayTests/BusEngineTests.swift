@@ -126,11 +126,62 @@ final class TinyDevices: Sendable {
         #expect(line.openCount == 2, "opened at the start and once after the replug")
         let refusal = try #require(refused.withLock { $0 }, "a command while the line is down is refused at once")
         #expect(refusal.contains("is down") && refusal.contains("no such device"))
+        // Tried 0.5 s after the loss, then 1, 2, 4, 8 s … apart, so the replug at 20 s is noticed within one period.
+        let attempts = line.openAttempts.filter { $0 >= .seconds(1) }
+        let gaps = zip(attempts.dropFirst(), attempts).map { $0 - $1 }
+        #expect(attempts.first == .milliseconds(1500), "\(attempts)")
+        #expect(gaps == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16)], "each pause doubles: \(gaps)")
         let after = Self.polls(of: 1, in: line).filter { $0 >= .seconds(20) }
         let first = try #require(after.first)
-        // Retries at 0.5, 1, 2, 4, 8 s … after the loss: the replug at 20 s is noticed within one backoff period.
         #expect(first < .seconds(20) + .seconds(16))
         #expect(after.count > 10, "polled again after the replug")
+    }
+
+    @Test func aLinkThatBreaksAsSoonAsItOpensIsRetriedWithBackoffAndItsDevicesAreOffline() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let line = SimulatedLine(end: .seconds(60), stop: stop, responder: devices.responder)
+        // A peer that accepts and closes at once (another master holds the device's one connection) from 1 s to 20 s.
+        line.at(.seconds(1)) {
+            line.setHangingUpOnOpen(true)
+            line.setPlugged(false)
+            line.setPlugged(true)
+        }
+        line.at(.seconds(20)) { line.setHangingUpOnOpen(false) }
+        let bus = engine(line, devices: Self.devices(2))
+        await bus.run(until: stop)
+
+        let attempts = line.openAttempts.filter { $0 > .seconds(1) }
+        let gaps = zip(attempts.dropFirst(), attempts).map { $0 - $1 }
+        // The link that worked for a second is reopened after the first pause; every one that broke at once doubles it.
+        #expect(gaps == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16)], "\(attempts)")
+        for device in ["caller-1", "caller-2"] {
+            #expect(try await statusEvents(of: device) == [HallEventType.deviceOnline, HallEventType.deviceOffline,
+                                                          HallEventType.deviceOnline], "\(device): offline once")
+        }
+        #expect(try #require(Self.polls(of: 1, in: line).last) > .seconds(50), "polled again once the peer works")
+    }
+
+    @Test func aDeviceThatIsNeverPolledIsOnlineAgainWithItsLineAndTakesCommands() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let line = SimulatedLine(end: .seconds(40), stop: stop, responder: devices.responder)
+        line.at(.seconds(1)) { line.setPlugged(false) }
+        line.at(.seconds(20)) { line.setPlugged(true) }
+        let bus = engine(line, devices: Self.devices(2), unprompted: ["caller-2"])
+        let result = Mutex<Result<Void, GatewayError>?>(nil)
+        line.at(.seconds(36)) {
+            bus.submit(.clear, to: "caller-2") { outcome in result.withLock { $0 = outcome } }
+        }
+        await bus.run(until: stop)
+
+        // Never heard before the loss: offline with its line, online with it, as far as the gateway can tell.
+        #expect(try await statusEvents(of: "caller-2") == [HallEventType.deviceOffline, HallEventType.deviceOnline])
+        let outcome = try #require(result.withLock { $0 }, "the command was carried out or refused")
+        #expect(throws: Never.self, "a command to it is sent, not refused as offline") { try outcome.get() }
+        #expect(line.written.contains { $0.bytes.first == 0x11 && $0.bytes.dropFirst().first == 2 && $0.time >= .seconds(36) })
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [true, true])
     }
 
     @Test func aCommandOvertakesTheQueueOfPolls() async throws {

@@ -57,6 +57,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var lineFreeAt: Duration = .zero
     private var echo = EchoFilter()
     private var reopenAttempts = 0
+    /// When the link may be opened again.
+    private var reopenAt: Duration = .zero
+    /// When the link was opened, and whether a device has been heard on it since: a link that breaks before either
+    /// proves anything is retried with backoff like one that cannot be opened.
+    private var linkOpenedAt: Duration = .zero
+    private var linkHeard = false
+    /// The devices the bus asks (the others only speak unprompted, or only listen).
+    private let polled: Set<String>
     /// The requests written whose answers are awaited, with when each was on the wire: one at a time, or the polls
     /// sent together on a bus with `requestsInFlight` above 1.
     private var inFlight: [(request: LineRequest, onWireAt: Duration)] = []
@@ -99,11 +107,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         configuredInFlight = if case .modbusTCP = config.transport { max(1, config.requestsInFlight) } else { 1 }
         requestsInFlight = configuredInFlight
         var probe = driver
-        schedule = PollSchedule(devices: driver.devices.map { device in
-            // A device whose poll is empty speaks unprompted only: it is never polled.
-            let polled = !probe.pollRequests(for: device).isEmpty
+        // A device whose poll is empty speaks unprompted only: it is never polled.
+        polled = Set(driver.devices.filter { !probe.pollRequests(for: $0).isEmpty }.map(\.id))
+        schedule = PollSchedule(devices: driver.devices.map { [polled] device in
             let interval = pollIntervals[device.id] ?? nil
-            return (device.id, polled ? interval ?? config.pollInterval : nil)
+            return (device.id, polled.contains(device.id) ? interval ?? config.pollInterval : nil)
         })
     }
 
@@ -155,14 +163,16 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         inbox.open()
         stop.onStop { [inbox] in inbox.wake() }
         while !stop.isStopped, !Task.isCancelled {
+            if link == nil, clock.now < reopenAt {
+                await clock.sleep(until: reopenAt, stop: stop)
+                continue
+            }
             guard let link = await openIfNeeded() else {
                 let reason = reporter.lastError ?? "port unavailable"
                 inbox.refuse(because: "bus \(config.id) is down: \(reason)")
                 pending.add(events: health.unreachable(driver.devices, reason: reason, at: clock.date))
                 await commitPending()
-                let delay = min(Self.firstReopenDelay * (1 << min(reopenAttempts, 16)), Self.maximumReopenDelay)
-                reopenAttempts += 1
-                await clock.sleep(until: clock.now + delay, stop: stop)
+                reopenAt = clock.now + nextReopenDelay()
                 continue
             }
             // Lets callers of deviceStates() in when a blocking link never suspends. Not on a link that suspends in
@@ -202,7 +212,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             let opened = try await opener.open()
             reporter.opened(opener.endpoint)
             inbox.reopen()
-            reopenAttempts = 0
+            linkOpenedAt = clock.now
+            linkHeard = false
+            pending.add(events: health.lineReopened(driver.devices, polled: polled, at: clock.date))
             requestsInFlight = configuredInFlight
             decoder = driver.makeDecoder()
             driver.lineOpened()
@@ -211,9 +223,19 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             inbox.waker = opened
             return opened
         } catch {
-            reporter.failed(error.message, retry: min(Self.firstReopenDelay * (1 << min(reopenAttempts, 16)), Self.maximumReopenDelay))
+            reporter.failed(error.message, retry: reopenDelay)
             return nil
         }
+    }
+
+    /// The pause before the next attempt to open the link: it doubles with each attempt that failed.
+    private var reopenDelay: Duration {
+        min(Self.firstReopenDelay * (1 << min(reopenAttempts, 16)), Self.maximumReopenDelay)
+    }
+
+    private func nextReopenDelay() -> Duration {
+        defer { reopenAttempts += 1 }
+        return reopenDelay
     }
 
     private func poll(_ id: String, on link: any BusLink) async {
@@ -301,7 +323,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     private func execute(_ command: QueuedCommand, on link: any BusLink) async {
         guard let device = driver.devices.first(where: { $0.id == command.device }) else { return }
-        if let reason = health.offlineReason(device.id) {
+        if let reason = health.commandRefusal(device.id) {
             command.completion(.failure(GatewayError(.deviceOffline, "\(device.id) is offline: \(reason)")))
             return
         }
@@ -463,6 +485,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             let request = index.map { inFlight[$0].request }
             let reaction = driver.handle(frame, inFlight: request, at: date)
             if let from = reaction.from, let device = driver.devices.first(where: { $0.id == from }) {
+                linkHeard = true
                 pending.add(events: health.answered(device, ready: reaction.ready, at: date))
             }
             for event in reaction.events {
@@ -517,13 +540,19 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     private func dropLink(_ message: String) {
-        logger.error("bus \(config.id): \(message); reopening")
         link?.close()
         link = nil
         inbox.waker = nil
-        let reason = message
-        inbox.refuse(because: "bus \(config.id) lost its link: \(reason)")
-        reporter.failed(message, retry: Self.firstReopenDelay)
+        inbox.refuse(because: "bus \(config.id) lost its link: \(message)")
+        // A link that breaks as soon as it is open (a peer that accepts and closes at once) counts as one that cannot
+        // be opened: its devices are unreachable, and it is retried less and less often.
+        if linkHeard || clock.now - linkOpenedAt >= Self.maximumReopenDelay {
+            reopenAttempts = 0
+        } else {
+            pending.add(events: health.unreachable(driver.devices, reason: message, at: clock.date))
+        }
+        reporter.failed(message, retry: reopenDelay)
+        reopenAt = clock.now + nextReopenDelay()
     }
 }
 

@@ -36,6 +36,8 @@ struct DeviceHealth {
         var misses = 0
         var lastSeen: Date?
         var reason: String?
+        /// Offline because its bus was: nothing is known of the device itself until it is asked again.
+        var offlineByLine = false
     }
 
     let busId: String
@@ -53,6 +55,7 @@ struct DeviceHealth {
     mutating func answered(_ device: DeviceConfig, ready: Bool = true, at time: Date) -> [CloudEvent] {
         states[device.id, default: State()].misses = 0
         states[device.id, default: State()].lastSeen = time
+        states[device.id, default: State()].offlineByLine = false
         return change(device, online: ready, reason: ready ? "answering" : "device reports not ready", at: time)
     }
 
@@ -61,12 +64,32 @@ struct DeviceHealth {
         states[device.id, default: State()].misses += 1
         logger.debug("device \(device.id) at address \(device.address): \(reason)")
         guard states[device.id, default: State()].misses >= Self.missesBeforeOffline else { return [] }
+        if states[device.id]?.offlineByLine == true {
+            // Already reported offline with its bus; now it is the device itself that is silent.
+            states[device.id]?.offlineByLine = false
+            states[device.id]?.reason = reason
+        }
         return change(device, online: false, reason: reason, at: time)
     }
 
     /// The whole bus is unreachable (port missing, connection refused): every device is offline at once.
     mutating func unreachable(_ devices: [DeviceConfig], reason: String, at time: Date) -> [CloudEvent] {
-        devices.flatMap { change($0, online: false, reason: reason, at: time) }
+        devices.flatMap { device in
+            let events = change(device, online: false, reason: reason, at: time)
+            if !events.isEmpty { states[device.id, default: State()].offlineByLine = true }
+            return events
+        }
+    }
+
+    /// The bus is open again. A device that is polled stays offline until it answers (at once, if it is there) or
+    /// misses; one that is never polled (it only speaks unprompted, or only listens) is as reachable as its bus, so
+    /// it is online again now.
+    mutating func lineReopened(_ devices: [DeviceConfig], polled: Set<String>, at time: Date) -> [CloudEvent] {
+        devices.flatMap { device -> [CloudEvent] in
+            guard states[device.id]?.offlineByLine == true, !polled.contains(device.id) else { return [] }
+            states[device.id]?.offlineByLine = false
+            return change(device, online: true, reason: "its bus is open again", at: time)
+        }
     }
 
     /// The gateway's view of each device, in the order given.
@@ -82,6 +105,10 @@ struct DeviceHealth {
 
     /// Why the device is offline, while it is.
     func offlineReason(_ id: String) -> String? { isOffline(id) ? states[id]?.reason ?? "not answering" : nil }
+
+    /// Why a command to the device is refused without trying: it is offline by its own silence. One offline with its
+    /// bus is tried once the bus is open again.
+    func commandRefusal(_ id: String) -> String? { states[id]?.offlineByLine == true ? nil : offlineReason(id) }
 
     private mutating func change(_ device: DeviceConfig, online: Bool, reason: String, at time: Date) -> [CloudEvent] {
         guard states[device.id, default: State()].online != online else { return [] }

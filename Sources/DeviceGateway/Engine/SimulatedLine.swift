@@ -27,6 +27,8 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         var log: [Record] = []
         var plugged = true
         var openCount = 0
+        var openAttempts: [Duration] = []
+        var hangsUpOnOpen = false
         var linkGeneration = 0
         var responder: Responder
         var echoing = false
@@ -73,6 +75,9 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         }
     }
 
+    /// While set, a link opened breaks at its first read or write, as a peer that accepts a connection and closes it.
+    public func setHangingUpOnOpen(_ hangsUp: Bool) { state.withLock { $0.hangsUpOnOpen = hangsUp } }
+
     /// Replaces how the devices answer.
     public func setResponder(_ responder: @escaping Responder) { state.withLock { $0.responder = responder } }
 
@@ -92,6 +97,9 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
     /// How many times the link was opened.
     public var openCount: Int { state.withLock { $0.openCount } }
 
+    /// When the engine tried to open the link, successfully or not.
+    public var openAttempts: [Duration] { state.withLock { $0.openAttempts } }
+
     // MARK: BusClock
 
     public var now: Duration { state.withLock { $0.now } }
@@ -108,13 +116,15 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
     public var endpoint: String { "simulated" }
 
     public nonisolated(nonsending) func open() async throws(GatewayError) -> any BusLink {
-        let opened = state.withLock { state -> Bool in
-            guard state.plugged else { return false }
+        let generation = state.withLock { state -> Int? in
+            state.openAttempts.append(state.now)
+            guard state.plugged else { return nil }
             state.openCount += 1
-            return true
+            // A generation never current: the link's first read or write finds it hung up.
+            return state.hangsUpOnOpen ? -1 : state.linkGeneration
         }
-        guard opened else { throw GatewayError(.portUnavailable, "cannot open simulated: no such device") }
-        return SimulatedLink(line: self, generation: state.withLock { $0.linkGeneration })
+        guard let generation else { throw GatewayError(.portUnavailable, "cannot open simulated: no such device") }
+        return SimulatedLink(line: self, generation: generation)
     }
 
     // MARK: BusLink (through SimulatedLink, which knows whether it outlived an unplug)
