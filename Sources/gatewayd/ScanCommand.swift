@@ -342,11 +342,11 @@ struct ScanCommand: ParsableCommand {
                 lines.append("  # address \(finding.address) answered (\(finding.answer)) but no profile recognised it")
                 continue
             }
-            let family = (try? library.load(named: profile))?.profile
+            let role = (try? library.load(named: profile)).map { DeviceRole.of($0.profile, window: nil) }
             let prefix =
-                switch family {
-                case .modbusEvaluator: "eval"
-                case .modbusBoard: "board"
+                switch role {
+                case .pad: "eval"
+                case .windowBoard, .hallBoard: "board"
                 default: "device"
                 }
             var id = "\(prefix)-a\(String(format: "%03d", finding.address))"

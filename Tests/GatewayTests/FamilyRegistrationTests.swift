@@ -28,26 +28,27 @@ import Testing
         #expect(named.isEmpty, "the engine knows families:\n\(named.joined(separator: "\n"))")
     }
 
-    @Test func theProfileKindsAreNamedOnlyInTheDocumentedFiles() throws {
+    @Test func theProfileKindsAndLineProtocolsAreNamedOnlyInTheDocumentedFiles() throws {
         let doc = try String(contentsOfFile: repositoryRoot + "/docs/adding-a-family.md", encoding: .utf8)
         let list = try #require(doc.firstRange(of: "<!-- family-files")
             .flatMap { start in doc.firstRange(of: "<!-- end family-files -->").map { doc[start.upperBound..<$0.lowerBound] } })
         let documented = list.matches(of: /`(Sources\/DeviceGateway\/[^`<]+\.swift)`/).map { String($0.output.1) }
-        #expect(documented.count == 3, "registry, profile kinds and their parsing: \(documented)")
-        // Each kind's case, matched or built (`.ff68Caller(` or `case .ff68Caller`), anywhere but in those files and
-        // the family's own driver.
-        let kinds = ["modbusEvaluator", "modbusBoard", "printer", "onbonBoard", "ff68Evaluator", "ff68Caller",
-                     "qsystemBox", "qsystemBoard"]
+        #expect(documented.count == 5, "parsing, profile kinds, registry, inspector, listening scan: \(documented)")
+        // A `case` of a kind or a line protocol is a switch a new family must join (or a kind built): the names are
+        // the ones no other enum of the gateway uses (`printer` is also a role, `qsystemBox` also an inspector stream).
+        let names = /case\b.*\.(modbusEvaluator|modbusBoard|onbonBoard|ff68Evaluator|ff68Caller|escPos|qsystem)\b/
         var strays: [String] = []
-        for file in try Self.swiftFiles(under: Self.sources) {
-            let relative = "Sources/DeviceGateway/" + file.dropFirst(Self.sources.count + 1)
-            guard !documented.contains(relative), !relative.hasPrefix("Sources/DeviceGateway/Drivers/") else { continue }
-            let text = try Self.code(file).joined(separator: "\n")
-            for kind in kinds where text.contains(".\(kind)(") && text.contains("DeviceProfile") {
-                strays.append("\(relative) names DeviceProfile.\(kind)")
+        for module in ["DeviceGateway", "LocalAPI", "gatewayd"] {
+            let folder = repositoryRoot + "/Sources/" + module
+            for file in try Self.swiftFiles(under: folder) {
+                let relative = "Sources/\(module)/" + file.dropFirst(folder.count + 1)
+                guard !documented.contains(relative), !relative.hasPrefix("Sources/DeviceGateway/Drivers/") else { continue }
+                for (number, line) in try Self.code(file).enumerated() where line.contains(names) {
+                    strays.append("\(relative):\(number + 1): \(line.trimmingCharacters(in: .whitespaces))")
+                }
             }
         }
-        #expect(strays.isEmpty, "\(strays)")
+        #expect(strays.isEmpty, "a family is more files than docs/adding-a-family.md says:\n\(strays.joined(separator: "\n"))")
     }
 
     @Test func everyFamilyHasAProfileFromWhichTheRegistryBuildsABus() async throws {

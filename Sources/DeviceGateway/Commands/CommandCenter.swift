@@ -15,16 +15,6 @@ public enum DeviceRole: String, Sendable, Codable, CaseIterable {
     case pad
     /// A ticket printer.
     case printer
-
-    /// The role of a device of `profile`, placed at `window` or not.
-    public static func of(_ profile: DeviceProfile, window: String?) -> DeviceRole {
-        switch profile {
-        case .modbusBoard, .onbonBoard, .qsystemBoard: window == nil ? .hallBoard : .windowBoard
-        case .ff68Caller, .qsystemBox: .caller
-        case .modbusEvaluator, .ff68Evaluator: .pad
-        case .printer: .printer
-        }
-    }
 }
 
 /// A command from the queue system, addressed by window (or to one board).

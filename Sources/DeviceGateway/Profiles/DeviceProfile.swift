@@ -235,3 +235,15 @@ public struct ProfileLibrary: Sendable {
         return RatingScale(name: name, keys: keys)
     }
 }
+
+extension DeviceRole {
+    /// The role of a device of `profile`, placed at `window` or not.
+    public static func of(_ profile: DeviceProfile, window: String?) -> DeviceRole {
+        switch profile {
+        case .modbusBoard, .onbonBoard, .qsystemBoard: window == nil ? .hallBoard : .windowBoard
+        case .ff68Caller, .qsystemBox: .caller
+        case .modbusEvaluator, .ff68Evaluator: .pad
+        case .printer: .printer
+        }
+    }
+}

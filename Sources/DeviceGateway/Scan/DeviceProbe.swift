@@ -143,15 +143,7 @@ public enum DeviceProbe {
 
         /// The inspector streams for what the host sends and what the device answers.
         var streams: (sent: WireInspector.Stream, received: WireInspector.Stream) {
-            switch (bus.transport, profile.lineProtocol) {
-            case (.modbusTCP, _): (.modbusTCPRequests, .modbusTCPResponses)
-            case (.modbusRTU, _): (.modbusRTURequests, .modbusRTUResponses)
-            case (_, .escPos): (.escPosCommands, .escPosStatus)
-            case (_, .onbon): (.onbon, .onbon)
-            case (_, .ff68): (.ff68, .ff68)
-            case (_, .qsystem): (.qsystemBoard, .qsystemBox)
-            case (.serial, nil): (.modbusRTURequests, .modbusRTUResponses)
-            }
+            WireInspector.streams(transport: bus.transport, lineProtocol: profile.lineProtocol)
         }
 
         mutating func run<Driver: BusDriver>(_ driver: inout Driver) throws(GatewayError) -> ProbeReport {
