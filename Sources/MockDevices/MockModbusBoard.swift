@@ -1,8 +1,9 @@
 import Protocols
 import Synchronization
 
-/// A simulated window LED board on Modbus: the gateway writes text and a mode, then bumps the command
-/// counter; the board shows the text and copies the counter into its acknowledgement register.
+/// A simulated window LED board on Modbus: the gateway writes text and a mode (or a brightness level, or the
+/// screen's power), then bumps the command counter; the board takes them and copies the counter into its
+/// acknowledgement register.
 ///
 /// Its register map is the device's own, written out here: see `devices/modbus-window-board.yaml`.
 public final class MockModbusBoard: MockModbusUnit {
@@ -15,6 +16,10 @@ public final class MockModbusBoard: MockModbusUnit {
         public static let temperature = 4
         /// The model code 0x4C42 ("LB"), what `gatewayd scan` identifies the board by.
         public static let modelCode = 5
+        /// The brightness level, 0…15.
+        public static let brightness = 6
+        /// The screen's power: 1 on, 0 off.
+        public static let power = 7
         public static let text = 16
         public static let textCount = 32
         public static let count = 48
@@ -32,15 +37,19 @@ public final class MockModbusBoard: MockModbusUnit {
         var answering = true
         var shownText = ""
         var mode = Mode.blank
+        var brightness: UInt16 = 15
+        var isOn = true
     }
 
     private let state = Mutex(State())
 
-    /// Creates a board in service, blank, at 35.0 °C.
+    /// Creates a board in service, blank, at 35.0 °C, its screen on at full brightness.
     public init() {
         state.withLock {
             $0.registers[Register.status] = 0b01
             $0.registers[Register.modelCode] = 0x4C42
+            $0.registers[Register.brightness] = $0.brightness
+            $0.registers[Register.power] = 1
         }
         setTemperature(35.0)
     }
@@ -64,24 +73,35 @@ public final class MockModbusBoard: MockModbusUnit {
         }
     }
 
-    /// What the board shows now, and how.
-    public var display: (text: String, mode: Mode) { state.withLock { ($0.shownText, $0.mode) } }
+    /// What the board shows now, and how: nothing while its screen is off.
+    public var display: (text: String, mode: Mode) {
+        state.withLock { $0.isOn ? ($0.shownText, $0.mode) : ("", .blank) }
+    }
+
+    /// The brightness level (0…15) the board took last.
+    public var brightness: UInt16 { state.withLock { $0.brightness } }
+
+    /// Whether the board's screen is on; off, it still answers and keeps its text for when it is on again.
+    public var isOn: Bool { state.withLock { $0.isOn } }
 
     public var registers: [UInt16] { state.withLock { $0.registers } }
 
-    /// Takes the text, mode and command counter; status and acknowledgement stay the board's.
+    /// Takes the text, mode, brightness, power and command counter; status and acknowledgement stay the board's.
     public func accept(writtenRegisters: [UInt16]) {
         state.withLock { state in
-            for address in [Register.mode, Register.commandCounter] + Array(Register.text..<(Register.text + Register.textCount)) {
+            let writable = [Register.mode, Register.commandCounter, Register.brightness, Register.power]
+            for address in writable + Array(Register.text..<(Register.text + Register.textCount)) {
                 state.registers[address] = writtenRegisters[address]
             }
             let counter = state.registers[Register.commandCounter]
             guard counter != state.registers[Register.acknowledge] else { return }
-            // A new command: show it, then acknowledge it.
+            // A new command: take it (text and mode, brightness, power), then acknowledge it.
             let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
             state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"
             state.mode = Mode(rawValue: state.registers[Register.mode]) ?? .blank
             if state.mode == .blank { state.shownText = "" }
+            state.brightness = state.registers[Register.brightness]
+            state.isOn = state.registers[Register.power] != 0
             state.registers[Register.acknowledge] = counter
         }
     }

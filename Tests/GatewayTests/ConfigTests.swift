@@ -173,5 +173,27 @@ import Testing
         #expect(board.textEncoding == .gb18030)
         #expect(board.faultBits.map(\.name) == ["lamp-fault"])
         #expect(board.modes.blink == 2)
+        #expect(board.brightnessRegister == 6 && board.powerRegister == 7)
+    }
+
+    @Test(arguments: [
+        ("brightness: 6", "brightness: 3", "registers.brightness: register 3 is taken by registers.acknowledge: "
+            + "give brightness a register of its own"),
+        ("power: 7", "power: 20", "registers.power: register 20 is taken by registers.text (16…47): "
+            + "give power a register of its own"),
+        ("power: 7", "power: 4", "registers.power: register 4 is taken by readings.temperature: "
+            + "give power a register of its own"),
+        ("power: 7", "power: 6", "registers.power: register 6 is taken by registers.brightness: "
+            + "give power a register of its own"),
+    ])
+    func aBoardSettingInAnotherNamedRegisterIsRefusedInOneLine(of: String, with: String, message: String) throws {
+        let edited = try editedProfiles("modbus-window-board", in: folder, [(of: of, with: with)])
+        let library = ProfileLibrary(directory: edited)
+        let error = #expect(throws: ConfigError.self) { try library.profile(named: "modbus-window-board") }
+        let lines = try #require(error).description.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 1, "\(lines)")
+        let line = try #require(lines.first)
+        #expect(line.hasPrefix(library.path(of: "modbus-window-board") + ":"), "names the file: \(line)")
+        #expect(line.hasSuffix(": " + message), "\(line)")
     }
 }

@@ -48,7 +48,8 @@ import Testing
         #expect(try await tickets.next(prefix: "A") == "A002")
 
         clock.advance(to: try Self.shanghai("2026-12-01 17:00"))
-        #expect(await eventually { board.display.mode == .blank }, "closed: boards off")
+        // The profile names a power register: the screen is switched off, not just blanked.
+        #expect(await eventually { !board.isOn && board.display.mode == .blank }, "closed: boards off")
 
         clock.advance(to: try Self.shanghai("2026-12-02 08:45"))
         #expect(await eventually {
@@ -60,7 +61,8 @@ import Testing
         #expect(try await tickets.next(prefix: "A") == "A001", "the counters start again for the new day")
 
         clock.advance(to: try Self.shanghai("2026-12-02 09:00"))
-        #expect(await eventually { board.display.text == "欢迎光临" && board.display.mode == .steady }, "opened: boards on")
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" && board.display.mode == .steady },
+                "opened: boards on")
         // The day's event is committed once every board has answered: a moment after the board shows the welcome.
         func day() async -> [String]? {
             try? await gateway.outbox.entries(after: 0, limit: 1000).map(\.type).filter { $0.hasPrefix("hall.day.") }

@@ -189,11 +189,13 @@ import Testing
         #expect(reply("q-1")?["status"] as? String == "done", "\(replies)")
         #expect(hall.pad.staffId == "S0517", "written into the pad's staff-id registers")
         #expect(reply("q-2")?["status"] as? String == "done", "\(replies)")
-        // The Modbus window board's profile has no brightness: refused with the reason, nothing written.
-        #expect(reply("q-3")?["status"] as? String == "refused", "\(replies)")
+        // The Modbus window board's profile names a brightness register: 60 % is level 9 of its 0-15.
+        #expect(reply("q-3")?["status"] as? String == "done", "\(replies)")
+        #expect(hall.board.brightness == 9)
         #expect(reply("q-4")?["status"] as? String == "invalid")
         #expect(reply("q-4")?["message"] as? String == "'on' must be true or false")
-        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "the board took no command")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
+        #expect(hall.board.isOn, "the invalid power command did not run")
         try await hall.stopAll()
     }
 

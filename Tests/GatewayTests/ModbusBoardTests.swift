@@ -96,6 +96,100 @@ import Testing
         }
     }
 
+    @Test func brightnessAndPowerAreRegisterWritesTheBoardTakesAndAcknowledges() async throws {
+        let line = try BoardLine()
+        let (board, gateway) = (line.board, line.gateway)
+        try await gateway.send(.call(ticket: "A023", window: "5"), to: "board-w05")
+        #expect(board.brightness == 15 && board.isOn, "a board starts at full brightness, its screen on")
+        // 60 % of the 16 levels (0-15) is level 9, in register 6; the call stays on the display.
+        try await gateway.send(.brightness(percent: 60), to: "board-w05")
+        #expect(board.registers[MockModbusBoard.Register.brightness] == 9)
+        #expect(board.brightness == 9)
+        #expect(board.display.text == "请A023号到5号窗口" && board.display.mode == .steady)
+        try await gateway.send(.power(on: false), to: "board-w05")
+        #expect(board.registers[MockModbusBoard.Register.power] == 0)
+        #expect(!board.isOn && board.display.text.isEmpty && board.display.mode == .blank)
+        // A call while the screen is off is taken, and shown once it is on again.
+        try await gateway.send(.call(ticket: "A024", window: "5"), to: "board-w05")
+        #expect(board.display.text.isEmpty)
+        try await gateway.send(.power(on: true), to: "board-w05")
+        #expect(board.registers[MockModbusBoard.Register.power] == 1)
+        #expect(board.isOn && board.display.text == "请A024号到5号窗口" && board.brightness == 9)
+
+        let store = try SQLiteEventStore(name: "reader", path: line.folder.file("events.sqlite"))
+        #expect(await eventually { (try? await store.events(type: "hall.board.acknowledged", limit: 10).count) == 5 })
+        let acknowledged = try await eventData(store, type: "hall.board.acknowledged") { data -> BoardAcknowledged? in
+            if case .boardAcknowledged(let acknowledged) = data { acknowledged } else { nil }
+        }
+        #expect(acknowledged.map(\.command) == ["call", "brightness", "power-off", "call", "power-on"])
+        #expect(acknowledged.allSatisfy { $0.accepted })
+        await line.stop()
+    }
+
+    @Test func aBoardWhoseProfileNamesNoBrightnessOrPowerRegisterRefusesThemWithTheReason() async throws {
+        let line = try BoardLine(editing: [(of: "  brightness: 6\n  power: 7\n", with: "")])
+        let (board, gateway) = (line.board, line.gateway)
+        for (command, key) in [(HallCommand.brightness(percent: 60), "brightness"), (.power(on: false), "power")] {
+            let error = await #expect(throws: GatewayError.self) { try await gateway.send(command, to: "board-w05") }
+            #expect(error?.code == .commandRejected)
+            #expect(error?.message == "board-w05: profile modbus-window-board names no \(key) register: "
+                        + "the board has no \(command.name) command (clear blanks it)")
+        }
+        #expect(board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing was written")
+        #expect(board.brightness == 15 && board.isOn)
+        await line.stop()
+    }
+
+    @Test func brightnessAndPowerAreOneRegisterEachBeforeTheCounter() throws {
+        let loaded = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-window-board")
+        let profile = try #require({ if case .modbusBoard(let profile) = loaded { profile } else { nil } }())
+        let device = DeviceConfig(id: "board-w05", profile: "modbus-window-board", bus: "line-a", address: 3, window: "5")
+        var driver = ModbusBoardDriver(device: device, profile: profile, hallId: "test-hall")
+        // The command's 0-100 % on the board's 0-15, as for Onbon boards: 0 % dark, 100 % full, 60 % level 9.
+        for (percent, level): (Int, UInt16) in [(0, 0), (60, 9), (100, 15)] {
+            #expect(try driver.prepare(.brightness(percent: percent)).writes == [.init(start: 6, values: [level])])
+        }
+        #expect(try driver.prepare(.power(on: false)).writes == [.init(start: 7, values: [0])])
+        #expect(try driver.prepare(.power(on: true)).writes == [.init(start: 7, values: [1])])
+        #expect(try driver.prepare(.power(on: true)).name == "power-on")
+        #expect(driver.counterWrite() == .init(start: 2, values: [1]), "then the counter, as after a call")
+    }
+}
+
+/// A window board, `board-w05` at address 3 of a Modbus RTU line, and a gateway running on it with the shipped
+/// profiles or, given `edits`, the shipped board profile edited so. Stopped when released, should a test end early.
+final class BoardLine: Sendable {
+    let board = MockModbusBoard()
+    let server: MockModbusServer
+    let folder: TemporaryDirectory
+    let gateway: Gateway
+    private let stopSignal = StopSignal()
+    private let running: Task<Void, Never>
+
+    init(editing edits: [(of: String, with: String)] = []) throws {
+        server = try MockModbusServer.rtu(units: [3: board])
+        folder = try TemporaryDirectory()
+        let path = try #require(server.endpoint.devicePath)
+        let profiles = edits.isEmpty ? profilesDirectory : try editedProfiles("modbus-window-board", in: folder, edits)
+        gateway = try testGateway(
+            buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 50}",
+            devices: "  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: \"5\"}",
+            folder: folder, profiles: profiles)
+        let (gateway, stopSignal) = (gateway, stopSignal)
+        running = Task { await gateway.run(until: stopSignal) }
+    }
+
+    /// Stops the gateway, waits for it to finish, then stops the board's line.
+    func stop() async {
+        stopSignal.stop()
+        await running.value
+        server.stop()
+    }
+
+    deinit {
+        stopSignal.stop()
+        server.stop()
+    }
 }
 
 /// A five-key pad mapped through its profile: the key is the national level, 非常满意 and 非常不满意 included.

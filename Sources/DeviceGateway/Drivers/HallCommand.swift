@@ -58,6 +58,15 @@ public enum HallCommand: Sendable, Equatable {
         }
     }
 
+    /// The brightest level a board takes: levels run 0…15, as Onbon BX controllers count them (command A3 02) and
+    /// the Modbus board profile's brightness register holds them.
+    public static let brightestBoardLevel: UInt8 = 15
+
+    /// The board level (0…15) nearest to `percent` of full brightness, the scale `brightness(percent:)` carries.
+    public static func boardLevel(percent: Int) -> UInt8 {
+        UInt8((Double(min(max(percent, 0), 100)) * Double(brightestBoardLevel) / 100).rounded())
+    }
+
     /// The text a display shows for the command, as halls word it by default.
     public var displayText: String? { displayText(with: DisplayTemplates()) }
 

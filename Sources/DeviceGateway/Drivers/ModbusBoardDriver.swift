@@ -18,7 +18,8 @@ public struct ModbusBoardDriver: Sendable {
         }
     }
 
-    /// A command checked and turned into its text and mode writes; the counter is chosen when it is written.
+    /// A command checked and turned into its writes (text and mode, or one setting); the counter is chosen when it is
+    /// written.
     public struct PreparedCommand: Sendable {
         public var name: String
         public var writes: [RegisterWrite]
@@ -50,7 +51,7 @@ public struct ModbusBoardDriver: Sendable {
         self.source = EventSource.device(hall: hallId, device: device.id)
     }
 
-    /// Checks `command` and gives its text and mode writes; throws what the board cannot show.
+    /// Checks `command` and gives its writes (text and mode, or brightness or power); throws what the board cannot do.
     public func prepare(_ command: HallCommand) throws(GatewayError) -> PreparedCommand {
         let mode: Int
         switch command {
@@ -59,10 +60,11 @@ public struct ModbusBoardDriver: Sendable {
         case .clear: mode = profile.modes.clear
         case .printTicket:
             throw GatewayError(.commandRejected, "\(device.id) is a window board: it prints no tickets")
-        case .brightness, .power:
-            // The register map would have to name a brightness or power register; this profile's names none.
-            throw GatewayError(.commandRejected, "\(device.id): profile \(profile.model) names no \(command.name == "brightness" ? "brightness" : "power") register: "
-                               + "the board has no \(command.name) command (clear blanks it)")
+        case .brightness(let percent):
+            let level = UInt16(HallCommand.boardLevel(percent: percent))
+            return try setting(profile.brightnessRegister, "brightness", level, command)
+        case .power(let on):
+            return try setting(profile.powerRegister, "power", on ? 1 : 0, command)
         case .setStaff, .requestRating:
             throw GatewayError(.commandRejected, "\(device.id) is a window board, not an evaluator pad: no \(command.name)")
         }
@@ -81,6 +83,19 @@ public struct ModbusBoardDriver: Sendable {
             RegisterWrite(start: profile.text.start, values: textRegisters),
             RegisterWrite(start: profile.modeRegister, values: [UInt16(truncatingIfNeeded: mode)]),
         ])
+    }
+
+    /// A brightness or power command: one register, then the counter like any command. The board takes what it
+    /// was written when the counter changes and acknowledges it, so a technician sees every command acknowledged (or
+    /// reported as not taken) alike; text and mode stay as they are, so a screen switched on shows what it showed.
+    private func setting(_ register: Int?, _ key: String, _ value: UInt16, _ command: HallCommand) throws(GatewayError)
+        -> PreparedCommand
+    {
+        guard let register else {
+            throw GatewayError(.commandRejected, "\(device.id): profile \(profile.model) names no \(key) register: "
+                               + "the board has no \(command.name) command (clear blanks it)")
+        }
+        return PreparedCommand(name: command.name, writes: [RegisterWrite(start: register, values: [value])])
     }
 
     /// The counter write that makes the board take a prepared command; call once the board was read, so the

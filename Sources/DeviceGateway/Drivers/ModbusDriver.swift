@@ -90,7 +90,8 @@ public struct ModbusReplyDecoder: FrameDecoder {
 /// Modbus evaluator pads and window boards on one RTU line or TCP endpoint.
 ///
 /// A poll reads the device's register block; a pad's new ratings are acknowledged (its acknowledge register
-/// written) only after they are committed; a board's command is its text, mode and counter writes.
+/// written) only after they are committed; a board's command is its writes (text and mode, or brightness or power)
+/// and then its counter write.
 public struct ModbusDriver: BusDriver {
     public let devices: [DeviceConfig]
     private let framing: ModbusFraming

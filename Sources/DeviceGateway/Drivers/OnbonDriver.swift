@@ -52,7 +52,7 @@ public struct OnbonDriver: BusDriver {
             case .clear:
                 onbonCommand = .clearScreen
             case .brightness(let percent):
-                onbonCommand = .setBrightness(.fixed(Self.level(percent: percent)))
+                onbonCommand = .setBrightness(.fixed(HallCommand.boardLevel(percent: percent)))
             case .power(let on):
                 onbonCommand = .setPower(on: on)
             case .call, .recall, .pause, .showText:
@@ -78,10 +78,5 @@ public struct OnbonDriver: BusDriver {
         } catch {
             throw GatewayError(.commandRejected, "\(device.id): \(command.displayText ?? command.name) cannot be shown: \(error)")
         }
-    }
-
-    /// The controller's level (0…15, 15 brightest) nearest to `percent` of full brightness.
-    public static func level(percent: Int) -> UInt8 {
-        UInt8((Double(min(max(percent, 0), 100)) * 15 / 100).rounded())
     }
 }

@@ -118,8 +118,9 @@ struct GatewayHallActions: HallDayActions {
 
     func closed() async { await switchBoards(on: false, name: "boards-off") }
 
-    /// Every board, window and hall alike: switched by its own screen on/off command where its family has one (an
-    /// Onbon BX), else blanked after closing; the welcome shown at opening. Committed like a command.
+    /// Every board, window and hall alike: switched by its own screen on/off command where it has one (an Onbon BX, a
+    /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
+    /// Committed like a command.
     private func switchBoards(on: Bool, name: String) async {
         let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
         var outcomes: [CommandExecuted.DeviceOutcome] = []

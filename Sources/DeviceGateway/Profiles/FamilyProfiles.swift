@@ -21,6 +21,11 @@ public struct ModbusBoardProfile: Sendable, Equatable {
     /// once the command is on the display.
     public var commandRegister: Int
     public var acknowledgeRegister: Int
+    /// Where the board takes its brightness level (0…15, `HallCommand.brightestBoardLevel` brightest); nil: the board
+    /// has no brightness command.
+    public var brightnessRegister: Int?
+    /// Where the board takes its screen's power (1 on, 0 off); nil: it has no power command.
+    public var powerRegister: Int?
     /// Values read each poll (temperature, supply voltage …), with the limit that makes each a fault.
     public var readings: [Reading]
 
@@ -154,6 +159,8 @@ struct ProfileParsing {
         let mode = registers.int("mode", in: address, required: true)
         let command = registers.int("command-counter", in: address, required: true)
         let acknowledge = registers.int("acknowledge", in: address, required: true)
+        let brightness = registers.int("brightness", in: address)
+        let power = registers.int("power", in: address)
         registers.rejectUnknownKeys()
         var readings: [ModbusBoardProfile.Reading] = []
         if let node = fields.value("readings"), let section = reader.fields(node, "readings") {
@@ -190,10 +197,29 @@ struct ProfileParsing {
                                 + "(\(block.start)…\(block.end - 1))")
             }
         }
+        // Brightness or power in a register another key names would overwrite it, or be overwritten by it.
+        var named: [(key: String, registers: Range<Int>)] = [
+            ("registers.status", status..<(status + 1)), ("registers.mode", mode..<(mode + 1)),
+            ("registers.command-counter", command..<(command + 1)),
+            ("registers.acknowledge", acknowledge..<(acknowledge + 1)), ("registers.text", text.start..<text.end),
+        ] + readings.map { reading in
+            let start = Int(reading.field.address)
+            return ("readings.\(reading.name)", start..<(start + reading.field.registerCount))
+        }
+        for (key, register) in [("brightness", brightness), ("power", power)] {
+            guard let register else { continue }
+            if let other = named.first(where: { $0.registers.contains(register) }) {
+                let (first, last) = (other.registers.lowerBound, other.registers.upperBound - 1)
+                let span = first == last ? "" : " (\(first)…\(last))"
+                reader.report(registers.value(key), "registers.\(key)",
+                              "register \(register) is taken by \(other.key)\(span): give \(key) a register of its own")
+            }
+            named.append(("registers.\(key)", register..<(register + 1)))
+        }
         return ModbusBoardProfile(
             model: model, block: block, statusRegister: status, readyBit: readyBit, faultBits: faultBits, text: text,
             textEncoding: encoding, modeRegister: mode, modes: modes, commandRegister: command,
-            acknowledgeRegister: acknowledge, readings: readings)
+            acknowledgeRegister: acknowledge, brightnessRegister: brightness, powerRegister: power, readings: readings)
     }
 
     func printer() -> PrinterProfile? {

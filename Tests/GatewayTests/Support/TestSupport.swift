@@ -173,12 +173,14 @@ func ratings(in store: SQLiteEventStore) async throws -> [(event: CloudEvent, ra
 }
 
 /// A gateway for a test hall: the given bus and device lines (YAML list items, indented two spaces),
-/// the shipped profiles, its state and local store in `folder`.
-func testGateway(buses: String, devices: String, folder: TemporaryDirectory) throws -> Gateway {
+/// the profiles in `directory` (the shipped ones unless told), its state and local store in `folder`.
+func testGateway(buses: String, devices: String, folder: TemporaryDirectory, profiles directory: String = profilesDirectory)
+    throws -> Gateway
+{
     let (config, profiles) = try ConfigLoader.parse("""
         hall: {id: test-hall}
         state-directory: \(folder.path)/state
-        profiles: \(profilesDirectory)
+        profiles: \(directory)
         buses:
         \(buses)
         devices:
@@ -272,4 +274,18 @@ final class PythonService: Sendable {
 
 struct ServiceError: Error, CustomStringConvertible {
     var description: String
+}
+
+/// A profile library in `folder` holding the shipped profile `name` with `edits` made (each must apply), for a test
+/// of a model whose register map differs; returns the library's directory.
+func editedProfiles(_ name: String, in folder: TemporaryDirectory, _ edits: [(of: String, with: String)]) throws -> String {
+    let directory = folder.file("profiles")
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    var text = try String(contentsOfFile: profilesDirectory + "/\(name).yaml", encoding: .utf8)
+    for edit in edits {
+        try #require(text.contains(edit.of), "\(name).yaml has no '\(edit.of)' to edit")
+        text = text.replacingOccurrences(of: edit.of, with: edit.with)
+    }
+    try text.write(toFile: directory + "/\(name).yaml", atomically: true, encoding: .utf8)
+    return directory
 }
