@@ -93,7 +93,7 @@ public struct ModbusBoardDriver: Sendable {
     {
         guard let register else {
             throw GatewayError(.commandRejected, "\(device.id): profile \(profile.model) names no \(key) register: "
-                               + "the board has no \(command.name) command (clear blanks it)")
+                               + "the board has no \(command.name) command" + (key == "power" ? " (clear blanks it)" : ""))
         }
         return PreparedCommand(name: command.name, writes: [RegisterWrite(start: register, values: [value])])
     }
