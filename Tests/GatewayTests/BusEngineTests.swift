@@ -315,6 +315,23 @@ final class TinyDevices: Sendable {
         #expect(await bus.lineCounters().garbageBytes == 0)
     }
 
+    @Test func aBusCancelledAsItReadsAKeyPressStillCommitsIt() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(5), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(1))
+        // The task is cancelled while the engine reads the key press, before it commits it.
+        let running = Mutex<Task<Void, Never>?>(nil)
+        line.deliver([0x02, 1, UInt8(ascii: "K"), 7, 0x03], at: .seconds(1))
+        line.at(.seconds(1)) { running.withLock { $0?.cancel() } }
+        running.withLock { $0 = Task { await bus.run(until: stop) } }
+        await running.withLock { $0 }?.value
+
+        #expect(line.now < .seconds(5), "the cancelled bus stopped before the line's end")
+        let keys = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.callerKeyPressed }
+        #expect(keys.map(\.id) == ["key-caller-1-7"], "what was read is committed, cancelled or not")
+    }
+
     @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {
         let log = CapturedLog()
         let clock = SystemBusClock()

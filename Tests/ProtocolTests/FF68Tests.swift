@@ -88,6 +88,7 @@ import Testing
         var decoder = FF68Decoder()
         #expect(decoder.decode(damaged + Self.beep) == [FF68Frame.beep(address: 7)])
         #expect(decoder.discardedByteCount == damaged.count)
+        #expect(decoder.checksumFailureCount == 1, "whole but for its checksum")
     }
 
     @Test func headerMistakesAreRejected() {
@@ -103,6 +104,7 @@ import Testing
             #expect(decoder.decode(bytes).isEmpty)
             #expect(decoder.flush().isEmpty)
             #expect(decoder.bufferedByteCount == 0)
+            #expect(decoder.checksumFailureCount == 0, "a broken header or end byte is no checksum failure")
         }
     }
 

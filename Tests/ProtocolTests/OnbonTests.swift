@@ -224,6 +224,7 @@ private func decodeAll(_ bytes: [UInt8], unchecked: Bool = false) -> [OnbonPacke
         frames += decoder.flush()
         #expect(frames.count == 1)
         #expect(decoder.discardedByteCount == stream.count - ping.count)
+        #expect(decoder.checksumFailureCount == 1, "the bad CRC; a bad length or escape is no checksum failure")
         #expect(decoder.bufferedByteCount == 0)
     }
 

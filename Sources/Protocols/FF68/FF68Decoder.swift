@@ -21,6 +21,8 @@ public struct FF68Decoder: FrameDecoder {
 
     /// Bytes skipped because they were not part of a valid frame.
     public var discardedByteCount: Int { buffer.discardedByteCount }
+    /// Frames whole but for their checksum.
+    public var checksumFailureCount: Int { buffer.checksumFailureCount }
     /// Bytes held back waiting for the rest of a frame.
     public var bufferedByteCount: Int { buffer.count }
     /// FF 68 L L 68, L bytes, CS and 16: `maximumLength + 7`.
@@ -52,9 +54,8 @@ public struct FF68Decoder: FrameDecoder {
         let total = Int(length) + 7
         guard available >= total else { return .incomplete }
         let body = bytes[(start + 5)..<(start + 5 + Int(length))]
-        guard bytes[start + 5 + Int(length)] == Checksum.sum8(body), bytes[start + 6 + Int(length)] == 0x16 else {
-            return .invalid
-        }
+        guard bytes[start + 6 + Int(length)] == 0x16 else { return .invalid }
+        guard bytes[start + 5 + Int(length)] == Checksum.sum8(body) else { return .checksumMismatch }
         let frame = FF68Frame(address: body[start + 5], function: body[start + 6], data: Array(body.dropFirst(2)))
         return .frame(frame, byteCount: total)
     }

@@ -7,6 +7,8 @@ enum RS485Candidate<Frame> {
     case invalid
     /// A valid prefix of a frame: wait for more bytes.
     case incomplete
+    /// A whole frame but for its checksum: counted, then dropped like an invalid candidate.
+    case checksumMismatch
     /// A whole, checked frame of `byteCount` bytes.
     case frame(Frame, byteCount: Int)
 }
@@ -21,6 +23,7 @@ struct RS485CandidateBuffer: Sendable {
     private var bytes: [UInt8] = []
     private var head = 0
     private(set) var discardedByteCount = 0
+    private(set) var checksumFailureCount = 0
 
     init(capacity: Int, startByte: UInt8) {
         self.capacity = max(1, capacity)
@@ -69,6 +72,9 @@ struct RS485CandidateBuffer: Sendable {
         while count > 0 {
             switch examine(bytes[head...]) {
             case .invalid:
+                dropOne()
+            case .checksumMismatch:
+                checksumFailureCount += 1
                 dropOne()
             case .incomplete:
                 // A full buffer that is still "incomplete" would wait forever: treat it as a failed candidate.

@@ -31,6 +31,8 @@ public struct OnbonDecoder: FrameDecoder {
 
     /// Bytes skipped so far: garbage, and every byte of rejected candidates.
     public private(set) var discardedByteCount = 0
+    /// Frames whole but for their CRC or sum.
+    public private(set) var checksumFailureCount = 0
 
     /// The current candidate's bytes (at most 8 preamble bytes, then its escaped body).
     public var bufferedByteCount: Int { state == .idle ? 0 : preambleCount + rawBodyCount }
@@ -159,7 +161,7 @@ public struct OnbonDecoder: FrameDecoder {
         return packet
     }
 
-    private func validatedPacket() -> OnbonPacket? {
+    private mutating func validatedPacket() -> OnbonPacket? {
         guard let dataLength = announcedDataLength,
               body.count == OnbonPacket.headerLength + dataLength + 2,
               let mode = OnbonChecksumMode(rawValue: body[8])
@@ -168,9 +170,15 @@ public struct OnbonDecoder: FrameDecoder {
         let sent = UInt16(body[checkedCount]) | UInt16(body[checkedCount + 1]) << 8
         switch mode {
         case .crc16:
-            guard Checksum.crc16ARC(body[0..<checkedCount]) == sent else { return nil }
+            guard Checksum.crc16ARC(body[0..<checkedCount]) == sent else {
+                checksumFailureCount += 1
+                return nil
+            }
         case .sum16:
-            guard body[0..<checkedCount].reduce(UInt16(0), { $0 &+ UInt16($1) }) == sent else { return nil }
+            guard body[0..<checkedCount].reduce(UInt16(0), { $0 &+ UInt16($1) }) == sent else {
+                checksumFailureCount += 1
+                return nil
+            }
         case .none:
             guard acceptsUncheckedFrames else { return nil }
         }
