@@ -55,14 +55,15 @@ final class TinyDevices: Sendable {
 
     func engine(_ line: SimulatedLine, devices: [DeviceConfig], unprompted: Set<String> = [],
                 timing: LineTiming = .instant, responseTimeout: Duration = .milliseconds(100),
-                pollInterval: Duration = .milliseconds(100)) -> BusEngine<TinyDriver> {
+                pollInterval: Duration = .milliseconds(100), pollIntervals: [String: Duration?] = [:]
+    ) -> BusEngine<TinyDriver> {
         var driver = TinyDriver(devices: devices)
         driver.unprompted = unprompted
         return BusEngine(
             config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
                               responseTimeout: responseTimeout, pollInterval: pollInterval),
-            opener: line, clock: line, timing: timing, hallId: "h", driver: driver, outbox: outbox,
-            logger: CapturedLog().logger, onCommit: { _ in })
+            opener: line, clock: line, timing: timing, hallId: "h", driver: driver, pollIntervals: pollIntervals,
+            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
     }
 
     func statusEvents(of device: String) async throws -> [String] {
@@ -279,6 +280,52 @@ final class TinyDevices: Sendable {
         #expect(line.written.map(\.bytes) == [[0x06, 0x01]], "only the whole frame was acknowledged, after its commit")
         let lastSeen = try #require(await bus.deviceStates().first?.lastSeen)
         #expect(lastSeen == origin.addingTimeInterval(1.03), "an unprompted device reports when it was last heard")
+    }
+
+    @Test func eachDeviceIsPolledAtItsProfilesIntervalAndTheOthersAtTheBuses() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2, 3])
+        let line = SimulatedLine(end: .seconds(10), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(3), pollInterval: .milliseconds(500),
+                         pollIntervals: ["caller-1": .milliseconds(100), "caller-2": .seconds(2)])
+        await bus.run(until: stop)
+
+        for (address, interval) in [(UInt8(1), Duration.milliseconds(100)), (2, .seconds(2)), (3, .milliseconds(500))] {
+            let polls = Self.polls(of: address, in: line)
+            let gaps = Set(zip(polls.dropFirst(), polls).map { $0 - $1 })
+            // Each poll is due its interval after the last one started; on this instant line nothing delays it.
+            #expect(gaps == [interval], "caller-\(address): \(gaps)")
+        }
+    }
+
+    @Test func onAnRTULineEveryFrameWaitsThreeAndAHalfCharactersAfterTheLastOneHeardOrSent() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let timing = LineTiming.serial(SerialSettings(port: "x", baud: 9600), silenceBetweenFrames: true)
+        #expect(timing.frameGap == timing.characterTime * 7 / 2 && timing.frameGap > .microseconds(3640),
+                "3.5 characters of 10 bits at 9600 baud: \(timing.frameGap)")
+        let line = SimulatedLine(timing: timing, end: .seconds(2), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(2), timing: timing, pollInterval: .zero)
+        line.at(.seconds(1)) { bus.submit(.call(ticket: "A001", window: "1"), to: "caller-1") { _ in } }
+        await bus.run(until: stop)
+
+        var lineFree: Duration?
+        var checked = 0
+        for record in line.log {
+            switch record.direction {
+            case .toGateway:
+                lineFree = record.time + timing.frameGap
+            case .fromGateway:
+                if let lineFree {
+                    // As fast as the line allows, and no faster: exactly the gap.
+                    #expect(record.time == lineFree, "frame at \(record.time), line free at \(lineFree)")
+                    checked += 1
+                }
+                lineFree = record.time + timing.wireTime(characters: record.bytes.count) + timing.frameGap
+            }
+        }
+        #expect(checked > 100, "polled as fast as the line allows: \(checked) frames")
+        #expect(line.written.contains { $0.bytes.first == 0x11 }, "the command went out too")
     }
 
     @Test func ourEchoOnATwoWireLineIsDroppedAndTheAnswersStillCount() async throws {
