@@ -209,6 +209,14 @@ public final class Gateway: Service {
         return states
     }
 
+    /// What each bus heard that belongs to no device (unprompted frames, noise, checksum failures while nothing was
+    /// asked), in configuration order: on a line of devices that only speak unprompted, all of its garbage.
+    public func lineCounters() async -> [LineCounters] {
+        var lines: [LineCounters] = []
+        for bus in buses { lines.append(LineCounters(bus: bus.config.id, counters: await bus.lineCounters())) }
+        return lines
+    }
+
     /// The heartbeat as of now.
     public func heartbeat(number: Int = 0) async -> CloudEvent {
         let states = await deviceStates()

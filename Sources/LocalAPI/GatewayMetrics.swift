@@ -33,6 +33,7 @@ public final class GatewayMetrics: Sendable {
     /// The metrics text, with the device, sink and outbox figures read from `gateway` now.
     public func render(gateway: Gateway) async -> String {
         let devices = await gateway.deviceStates()
+        let lines = await gateway.lineCounters()
         let outbox: (sinks: [SinkReport], events: Int, committed: Int64, dropped: Int)?
         do {
             outbox = (try await gateway.outbox.sinkReports(), try await gateway.outbox.count(),
@@ -43,6 +44,7 @@ public final class GatewayMetrics: Sendable {
         }
         return scrape.withLock { state in
             for device in devices { update(device, &state) }
+            for line in lines { update(line, &state) }
             gauge("hall_gateway_outbox_readable", [], "1 when the outbox could be read for this scrape, 0 when not.")
                 .set(to: outbox == nil ? 0 : 1)
             if let outbox {
@@ -51,6 +53,18 @@ public final class GatewayMetrics: Sendable {
             var text = registry.emitToString()
             text += Self.latencyFamily(state.latency)
             return text
+        }
+    }
+
+    private func update(_ line: LineCounters, _ state: inout ScrapeState) {
+        let labels = [("bus", line.bus)]
+        let families: [(String, Int, String)] = [
+            ("received_bytes", line.counters.bytesReceived, "Bytes the bus read while it asked no device (unprompted frames included)."),
+            ("garbage_bytes", line.counters.garbageBytes, "Bytes no device's request was waiting for that were no part of any valid frame."),
+            ("checksum_errors", line.counters.checksumErrors, "Frames with a wrong checksum while no request was in flight."),
+        ]
+        for (family, total, help) in families {
+            advance("hall_gateway_line_\(family)", labels, help, to: Int64(total), &state)
         }
     }
 

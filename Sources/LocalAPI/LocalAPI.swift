@@ -46,7 +46,9 @@ public struct LocalAPI: Sendable {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: await metrics.render(gateway: gateway))))
         }
-        v1.get("/devices") { _, _ in DeviceList(devices: await gateway.deviceStates().map(DeviceView.init)) }
+        v1.get("/devices") { _, _ in
+            DeviceList(devices: await gateway.deviceStates().map(DeviceView.init), lines: await gateway.lineCounters())
+        }
         addTechnicianRoutes(v1)
         addCheckRoutes(v1)
         addTraceRoutes(v1)

@@ -200,4 +200,6 @@ struct DeviceView: Encodable {
 
 struct DeviceList: ResponseEncodable {
     var devices: [DeviceView]
+    /// Per bus, what its line carried that belongs to no device.
+    var lines: [LineCounters]
 }

@@ -93,6 +93,14 @@ struct StatusCommand: AsyncParsableCommand {
         for line in lines { print(line) }
         let offline = snapshot.devices.filter { $0.online == false }.count
         print("\(snapshot.devices.count) devices, \(offline) offline")
+        // What no device's request was waiting for: on an unprompted line (FF 68, QSystem), all of its noise.
+        for line in snapshot.lines where line.counters.garbageBytes > 0 || line.counters.checksumErrors > 0 {
+            let counters = line.counters
+            print(Output.paint(
+                "line \(Self.busLabel(line.bus, hall: hall)): \(counters.garbageBytes) garbage bytes and "
+                    + "\(counters.checksumErrors) bad checksums of \(counters.bytesReceived) bytes heard unasked",
+                .yellow))
+        }
     }
 
     /// The bus id with its line (port or host) when the configuration is at hand.
@@ -112,7 +120,8 @@ struct StatusCommand: AsyncParsableCommand {
             do {
                 let list = try await client.get("/v1/devices", as: APIDeviceList.self)
                 return StatusSnapshot(
-                    source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState))
+                    source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState),
+                    lines: list.lines)
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -146,6 +155,8 @@ struct StatusSnapshot {
     var source: Source
     var at: Date
     var devices: [DeviceState]
+    /// Live only: the daemon's outbox records devices, not lines.
+    var lines: [LineCounters] = []
 }
 
 /// `GET /v1/devices` as the CLI reads it.
@@ -165,6 +176,7 @@ struct APIDeviceList: Decodable {
         }
     }
     var devices: [Device]
+    var lines: [LineCounters]
 }
 
 /// What `gatewayd status --json` prints.
@@ -175,6 +187,7 @@ struct StatusReport: Encodable {
     var from: String
     var recordedAt: Date
     var devices: [DeviceReport]
+    var lines: [LineCounters]
 
     init(_ snapshot: StatusSnapshot) {
         switch snapshot.source {
@@ -183,6 +196,7 @@ struct StatusReport: Encodable {
         }
         recordedAt = snapshot.at
         devices = snapshot.devices.map(DeviceReport.init)
+        lines = snapshot.lines
     }
 }
 

@@ -1,6 +1,8 @@
 import DeviceGateway
 import Foundation
+import LocalAPI
 import MockDevices
+import Protocols
 import Testing
 
 /// `gatewayd status`: what the running gateway believes about each device, with its wire counters.
@@ -60,5 +62,66 @@ import Testing
 
         let empty = try await run(gatewaydPath, ["status", "--outbox", folder.path + "/nothing.sqlite"])
         #expect(empty.status == 3, "neither the daemon nor its outbox can tell")
+    }
+
+    @Test func statusAndMetricsShowTheNoiseOfALineWhoseDevicesOnlySpeakUnprompted() async throws {
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let yaml = """
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: ff68, transport: serial, port: \(bus.devicePath)}
+            devices:
+              - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """
+        let configPath = folder.file("hall.yaml")
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let token = "line-noise-test-token-0123456789"
+        try token.write(toFile: folder.path + "/state/api-token", atomically: true, encoding: .utf8)
+        let (api, port) = try await serveLocalAPI(gateway, token: token)
+
+        // Once the line is open (a first press acknowledged): noise, a key frame damaged in its checksum, then a good
+        // press. An FF 68 pad is never asked, so none of it is any device's.
+        bus.pressEvaluatorKey(1, address: 3)
+        let opened = await eventually { bus.acknowledged.count == 1 }
+        let noise: [UInt8] = [0x13, 0x37, 0x00]
+        var damaged = FF68Frame.evaluatorKeyPress(address: 3, key: 1).encode()
+        damaged[damaged.count - 2] ^= 0x5A
+        bus.sendRaw(noise + damaged)
+        bus.pressEvaluatorKey(2, address: 3)
+        let counted = await eventually {
+            let checksumErrors = await gateway.lineCounters().first?.counters.checksumErrors ?? 0
+            return bus.acknowledged.count == 2 && checksumErrors > 0
+        }
+        let cli = ["--config", configPath, "--api", "http://127.0.0.1:\(port)"]
+        let status = try await run(gatewaydPath, ["status"] + cli)
+        let json = try await run(gatewaydPath, ["status", "--json"] + cli)
+        let metrics = MetricsTests.samples(await GatewayMetrics().render(gateway: gateway))
+        // Stopped before any `#require` can end the test: a gateway left running would reopen this pseudo-terminal's
+        // path, which the next test's mock may be given.
+        api.cancel()
+        stop.stop()
+        await running.value
+
+        #expect(opened && counted)
+        #expect(status.status == 0, "\(status.standardOutput)\(status.standardError)")
+        let noiseLine = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("line ff68 (") },
+                                     "\(status.standardOutput)")
+        #expect(noiseLine.contains("\(noise.count + damaged.count) garbage bytes and 1 bad checksums"), "\(noiseLine)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let line = try #require((report["lines"] as? [[String: Any]])?.first)
+        #expect(line["bus"] as? String == "ff68")
+        #expect((line["counters"] as? [String: Any])?["checksumErrors"] as? Int == 1)
+        #expect(metrics[#"hall_gateway_line_checksum_errors_total{bus="ff68"}"#] == 1)
+        #expect(metrics[#"hall_gateway_line_garbage_bytes_total{bus="ff68"}"#] == Double(noise.count + damaged.count))
     }
 }

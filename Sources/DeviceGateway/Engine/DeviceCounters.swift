@@ -21,6 +21,17 @@ public struct DeviceCounters: Sendable, Equatable, Codable {
     public init() {}
 }
 
+/// A bus's counters for what its line carried that belongs to no device.
+public struct LineCounters: Sendable, Equatable, Codable {
+    public var bus: String
+    public var counters: DeviceCounters
+
+    public init(bus: String, counters: DeviceCounters) {
+        self.bus = bus
+        self.counters = counters
+    }
+}
+
 /// A latency histogram with fixed bucket bounds, as Prometheus histograms have them.
 public struct LatencyHistogram: Sendable, Equatable, Codable {
     /// Upper bounds of the buckets in milliseconds; one more bucket counts everything above the last.
