@@ -19,11 +19,13 @@ public final class GatewayMetrics: Sendable {
     /// Metrics with nothing recorded yet.
     public init() {}
 
-    /// Records one command, from the local API or MQTT alike (`CommandCenter`'s `onFinished`).
+    /// Records one command answered, from the local API or MQTT alike (`CommandCenter`'s `onFinished`): a repeat of an
+    /// idempotency key too, as the client saw it answered.
     @Sendable public func record(_ timing: CommandTiming) {
         let descriptor = MetricNameDescriptor(
             metricName: "hall_gateway_command_duration", unitName: "seconds",
-            helpText: "Time the gateway took to run a queue-system command, from its local API or MQTT.")
+            helpText: "Time the gateway took to answer a queue-system command from its local API or MQTT; a repeat "
+                + "answered from its idempotency key's first run counts too.")
         registry.makeDurationHistogram(
             descriptor: descriptor, labels: [("command", timing.command), ("status", timing.status)],
             buckets: Self.commandBuckets

@@ -121,7 +121,7 @@ struct StatusCommand: AsyncParsableCommand {
                 let list = try await client.get("/v1/devices", as: APIDeviceList.self)
                 return StatusSnapshot(
                     source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState),
-                    lines: list.lines)
+                    lines: list.lines ?? [])
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -176,7 +176,8 @@ struct APIDeviceList: Decodable {
         }
     }
     var devices: [Device]
-    var lines: [LineCounters]
+    /// Absent from a daemon older than this CLI.
+    var lines: [LineCounters]?
 }
 
 /// What `gatewayd status --json` prints.

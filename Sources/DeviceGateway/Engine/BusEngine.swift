@@ -47,7 +47,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private nonisolated let deviceIds: Set<String>
     private var schedule: PollSchedule
     private var counters: [String: DeviceCounters] = [:]
-    private var unattributed = DeviceCounters()
+    /// What the line carried that was no device's; read by callers without waiting for the engine (a serial bus's
+    /// executor may be blocked in a read).
+    private nonisolated let unattributed = Mutex(DeviceCounters())
     private var pending = PendingCommit()
     /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
     private var lastByteAt: Duration = .zero
@@ -63,6 +65,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// proves anything is retried with backoff like one that cannot be opened.
     private var linkOpenedAt: Duration = .zero
     private var linkHeard = false
+    /// Set on (re)open until the link's first read returns: only then are the devices it cannot ask reachable again.
+    private var reopenUnconfirmed = false
     /// The devices the bus asks (the others only speak unprompted, or only listen).
     private let polled: Set<String>
     /// The requests written whose answers are awaited, with when each was on the wire: one at a time, or the polls
@@ -147,7 +151,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
     }
 
-    public func lineCounters() -> DeviceCounters { unattributed }
+    public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
     // MARK: The loop
 
@@ -214,7 +218,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             inbox.reopen()
             linkOpenedAt = clock.now
             linkHeard = false
-            pending.add(events: health.lineReopened(driver.devices, polled: polled, at: clock.date))
+            reopenUnconfirmed = true
             requestsInFlight = configuredInFlight
             decoder = driver.makeDecoder()
             driver.lineOpened()
@@ -447,6 +451,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             return nil
         }
         let now = clock.now
+        if reopenUnconfirmed {
+            reopenUnconfirmed = false
+            pending.add(events: health.lineReopened(driver.devices, polled: polled, at: clock.date))
+        }
         if timing.characterTime > .zero { bytes = echo.filter(bytes, arrivedAfter: lastReadAt) }
         lastReadAt = now
         BusTap.record(outbox, config.id, .received, bytes)
@@ -473,9 +481,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 $0.checksumErrors += checksum
             }
         } else {
-            unattributed.bytesReceived += bytes.count
-            unattributed.garbageBytes += garbage
-            unattributed.checksumErrors += checksum
+            unattributed.withLock {
+                $0.bytesReceived += bytes.count
+                $0.garbageBytes += garbage
+                $0.checksumErrors += checksum
+            }
         }
         var outcome: Outcome?
         let date = clock.date
@@ -544,11 +554,13 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         link = nil
         inbox.waker = nil
         inbox.refuse(because: "bus \(config.id) lost its link: \(message)")
-        // A link that breaks as soon as it is open (a peer that accepts and closes at once) counts as one that cannot
-        // be opened: its devices are unreachable, and it is retried less and less often.
-        if linkHeard || clock.now - linkOpenedAt >= Self.maximumReopenDelay {
+        // A link that breaks as soon as it is open (a peer that accepts and closes at once, or answers once and
+        // closes) is retried less and less often, like one that cannot be opened; where no device answered on it,
+        // its devices are unreachable. One that worked a while is reopened after the first pause.
+        let lived = clock.now - linkOpenedAt
+        if lived >= Self.maximumReopenDelay || (linkHeard && lived >= reopenDelay) {
             reopenAttempts = 0
-        } else {
+        } else if !linkHeard {
             pending.add(events: health.unreachable(driver.devices, reason: message, at: clock.date))
         }
         reporter.failed(message, retry: reopenDelay)

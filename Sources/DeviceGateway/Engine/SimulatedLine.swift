@@ -28,7 +28,7 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         var plugged = true
         var openCount = 0
         var openAttempts: [Duration] = []
-        var hangsUpOnOpen = false
+        var hangUpAfterWrites: Int?
         var linkGeneration = 0
         var responder: Responder
         var echoing = false
@@ -75,8 +75,9 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         }
     }
 
-    /// While set, a link opened breaks at its first read or write, as a peer that accepts a connection and closes it.
-    public func setHangingUpOnOpen(_ hangsUp: Bool) { state.withLock { $0.hangsUpOnOpen = hangsUp } }
+    /// While set, a link opened takes `writes` frames (and their answers) and then breaks, as a peer that accepts a
+    /// connection and closes it (0: at once); nil: links last.
+    public func setHangingUp(afterWrites writes: Int?) { state.withLock { $0.hangUpAfterWrites = writes } }
 
     /// Replaces how the devices answer.
     public func setResponder(_ responder: @escaping Responder) { state.withLock { $0.responder = responder } }
@@ -116,15 +117,14 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
     public var endpoint: String { "simulated" }
 
     public nonisolated(nonsending) func open() async throws(GatewayError) -> any BusLink {
-        let generation = state.withLock { state -> Int? in
+        let opened = state.withLock { state -> (generation: Int, writes: Int?)? in
             state.openAttempts.append(state.now)
             guard state.plugged else { return nil }
             state.openCount += 1
-            // A generation never current: the link's first read or write finds it hung up.
-            return state.hangsUpOnOpen ? -1 : state.linkGeneration
+            return (state.linkGeneration, state.hangUpAfterWrites)
         }
-        guard let generation else { throw GatewayError(.portUnavailable, "cannot open simulated: no such device") }
-        return SimulatedLink(line: self, generation: generation)
+        guard let opened else { throw GatewayError(.portUnavailable, "cannot open simulated: no such device") }
+        return SimulatedLink(line: self, generation: opened.generation, writesBeforeHangUp: opened.writes)
     }
 
     // MARK: BusLink (through SimulatedLink, which knows whether it outlived an unplug)
@@ -210,21 +210,31 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
 private final class SimulatedLink: BusLink {
     let line: SimulatedLine
     let generation: Int
+    /// Frames the peer takes before it hangs up; nil: it does not.
+    let writesBeforeHangUp: Int?
+    private let writes = Mutex(0)
 
-    init(line: SimulatedLine, generation: Int) {
+    init(line: SimulatedLine, generation: Int, writesBeforeHangUp: Int?) {
         self.line = line
         self.generation = generation
+        self.writesBeforeHangUp = writesBeforeHangUp
     }
 
     var endpoint: String { line.endpoint }
 
+    private var hungUp: Bool { writesBeforeHangUp.map { allowed in writes.withLock { $0 } > allowed } ?? false }
+
     nonisolated(nonsending) func write(_ bytes: [UInt8]) async throws(GatewayError) {
-        guard line.isCurrent(generation) else { throw GatewayError(.portUnavailable, "simulated hung up") }
+        writes.withLock { $0 += 1 }
+        guard line.isCurrent(generation), !hungUp else { throw GatewayError(.portUnavailable, "simulated hung up") }
         try await line.write(bytes)
     }
 
     nonisolated(nonsending) func read(until deadline: Duration) async throws(GatewayError) -> [UInt8] {
-        guard line.isCurrent(generation) else { throw GatewayError(.portUnavailable, "simulated hung up") }
+        // Once the peer took its last frame, the read after its answer finds the connection closed.
+        guard line.isCurrent(generation), !hungUp, writesBeforeHangUp != 0 else {
+            throw GatewayError(.portUnavailable, "simulated hung up")
+        }
         let bytes = try await line.read(until: deadline)
         guard line.isCurrent(generation) else { throw GatewayError(.portUnavailable, "simulated hung up") }
         return bytes
