@@ -114,6 +114,9 @@ import Testing
 
         #expect(opened && counted)
         #expect(status.status == 0, "\(status.standardOutput)\(status.standardError)")
+        // The pad is never asked: it is online by what it said, and it says when it was last heard.
+        let padRow = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("eval-w03") })
+        #expect(padRow.contains("online") && padRow.contains(" ago") && !padRow.contains("never"), "\(padRow)")
         let noiseLine = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("line ff68 (") },
                                      "\(status.standardOutput)")
         #expect(noiseLine.contains("\(noise.count + damaged.count) garbage bytes and 1 bad checksums"), "\(noiseLine)")
