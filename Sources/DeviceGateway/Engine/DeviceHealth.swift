@@ -147,9 +147,7 @@ public struct BusCommitter: Sendable {
         guard !events.isEmpty || !cursors.isEmpty else { return true }
         CrashPoint.reached(.beforeCommit, withRatings: events)
         do {
-            // In a task of its own: GRDB refuses the async work of a cancelled task, and what was read is committed
-            // even as the gateway is cancelled.
-            let inserted = try await Task { try await outbox.commit(events, cursors: cursors) }.value
+            let inserted = try await outbox.commit(events, cursors: cursors)
             CrashPoint.reached(.afterCommit, withRatings: events)
             if !inserted.isEmpty { onCommit(inserted) }
             return true

@@ -294,9 +294,15 @@ public final class Outbox: Sendable {
     /// Commits events and the cursors that consume them in one transaction.
     ///
     /// Returns the events that were new, each with its `sequence` assigned; known ids are skipped.
-    /// Past the disk budget, the oldest events make room (see `OutboxPolicy`).
+    /// Past the disk budget, the oldest events make room (see `OutboxPolicy`). A cancelled caller's events are
+    /// committed all the same: what the gateway accepted is never dropped by a cancellation.
     @discardableResult
     public func commit(_ events: [CloudEvent], cursors: [DeviceCursor] = []) async throws -> [CloudEvent] {
+        // In a task of its own: GRDB refuses the async work of a cancelled task.
+        try await Task { try await write(events, cursors: cursors) }.value
+    }
+
+    private func write(_ events: [CloudEvent], cursors: [DeviceCursor]) async throws -> [CloudEvent] {
         let now = Date().timeIntervalSince1970
         let budget = policy.maximumBytes
         return try await database.write { db in
