@@ -138,6 +138,22 @@ final class TinyDevices: Sendable {
         #expect(after.count > 10, "polled again after the replug")
     }
 
+    @Test func aDeviceOfflineWithItsLineIsToldApartFromOneSilentByItself() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(10), stop: stop, responder: devices.responder)
+        line.at(.seconds(5)) { line.setPlugged(false) }
+        let bus = engine(line, devices: Self.devices(2))
+        await bus.run(until: stop)
+
+        // What picks a ticket printer reads this: one offline with its line is tried once the line is back.
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [false, false])
+        #expect(states.map(\.offlineByLine) == [true, false], "caller-2 was silent before the line went")
+        #expect(states.first?.offlineReason?.contains("no such device") == true, "\(states)")
+        #expect(states.last?.offlineReason?.contains("no answer") == true, "\(states)")
+    }
+
     @Test func aLinkThatBreaksAsSoonAsItOpensIsRetriedWithBackoffAndItsDevicesAreOffline() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1, 2])
@@ -246,6 +262,7 @@ final class TinyDevices: Sendable {
         let states = await bus.deviceStates()
         #expect(states.last?.online == false)
         #expect(states.last?.offlineReason?.contains("no answer") == true)
+        #expect(states.last?.offlineByLine == false, "silent by itself, on a working line")
     }
 
     @Test func aCommandToAnOfflineDeviceAnswersAtOnceWithTheReason() async throws {

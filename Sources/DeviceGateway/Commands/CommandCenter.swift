@@ -286,12 +286,13 @@ public actor CommandCenter {
             let issuedAt = Self.hallTime(Date(), timeZone: gateway.config.hall.timeZone)
             let ticket = HallCommand.Ticket(number: number, service: service, waitingAhead: waitingAhead, issuedAt: issuedAt)
             for printer in candidates {
-                // A printer known to be out of paper or offline is skipped without trying (and said so).
+                // A printer known to be out of paper, or silent, is skipped without trying (and said so); one offline
+                // only with its line is tried, as the bus would.
                 if let condition = conditions[printer], condition != "online", condition != "paper-near-end" {
                     outcomes.append(.init(device: printer, result: CommandResult.Status.refused.rawValue, detail: "\(printer): \(condition)"))
                     continue
                 }
-                if let state = states.first(where: { $0.device == printer }), state.online == false {
+                if let state = states.first(where: { $0.device == printer }), state.online == false, !state.offlineByLine {
                     outcomes.append(.init(device: printer, result: CommandResult.Status.deviceOffline.rawValue,
                                           detail: "\(printer) is offline: \(state.offlineReason ?? "not answering")"))
                     continue

@@ -11,17 +11,21 @@ public struct DeviceState: Sendable, Equatable {
     public var lastSeen: Date?
     /// Why it is offline, while it is.
     public var offlineReason: String?
+    /// Offline because its bus was, not by its own silence: a command to it is tried (the bus refuses it at once
+    /// while it is still down).
+    public var offlineByLine: Bool
     /// What passed on the wire with it.
     public var counters = DeviceCounters()
 
     /// A device's state.
     public init(device: String, bus: String, online: Bool?, lastSeen: Date?, offlineReason: String? = nil,
-                counters: DeviceCounters = DeviceCounters()) {
+                offlineByLine: Bool = false, counters: DeviceCounters = DeviceCounters()) {
         self.device = device
         self.bus = bus
         self.online = online
         self.lastSeen = lastSeen
         self.offlineReason = offlineReason
+        self.offlineByLine = offlineByLine
         self.counters = counters
     }
 }
@@ -96,7 +100,8 @@ struct DeviceHealth {
     func states(of devices: [DeviceConfig]) -> [DeviceState] {
         devices.map { device in
             DeviceState(device: device.id, bus: busId, online: states[device.id]?.online,
-                        lastSeen: states[device.id]?.lastSeen, offlineReason: offlineReason(device.id))
+                        lastSeen: states[device.id]?.lastSeen, offlineReason: offlineReason(device.id),
+                        offlineByLine: isOffline(device.id) && states[device.id]?.offlineByLine == true)
         }
     }
 
