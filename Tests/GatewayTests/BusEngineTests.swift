@@ -381,6 +381,59 @@ final class TinyDevices: Sendable {
         #expect(await bus.lineCounters().garbageBytes == 0)
     }
 
+    /// Modbus RTU pads behind a simulated serial line: reads of their registers, and the write of the acknowledge
+    /// register, answered with the request itself as function 06 is.
+    func rtuPads(_ pads: [UInt8: MockModbusEvaluator], echoing: Bool) throws
+        -> (line: SimulatedLine, bus: BusEngine<ModbusDriver>, stop: StopSignal)
+    {
+        let stop = StopSignal()
+        let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: true)
+        let line = SimulatedLine(timing: timing, end: .seconds(5), stop: stop) { written, _ in
+            var decoder = ModbusRTUDecoder(role: .server)
+            return decoder.decode(written).compactMap { frame -> (after: Duration, bytes: [UInt8])? in
+                guard let pad = pads[frame.address], case .request(let request) = frame.message,
+                      let response = pad.answer(request)
+                else { return nil }
+                return (.milliseconds(10), (try? ModbusRTUFrame(address: frame.address, response: response).encode()) ?? [])
+            }
+        }
+        line.setEchoing(echoing)
+        guard case .modbusEvaluator(let profile) = try ProfileLibrary(directory: profilesDirectory)
+            .profile(named: "modbus-evaluator-3key")
+        else { throw GatewayError(.profileMismatch, "modbus-evaluator-3key is not a Modbus pad") }
+        let devices = pads.keys.sorted().map {
+            DeviceConfig(id: "eval-\($0)", profile: "modbus-evaluator-3key", bus: "rs485", address: Int($0), window: "\($0)")
+        }
+        let config = BusConfig(id: "rs485", transport: .modbusRTU(SerialSettings(port: "x")),
+                               responseTimeout: .milliseconds(300), pollInterval: .milliseconds(200))
+        let driver = ModbusDriver(members: devices.map { ($0, .pad(profile)) }, framing: .rtu, hallId: "h",
+                                  pollInterval: config.pollInterval, responseTimeout: config.responseTimeout)
+        let bus = BusEngine(config: config, opener: line, clock: line, timing: timing, hallId: "h", driver: driver,
+                            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
+        return (line, bus, stop)
+    }
+
+    @Test(arguments: [false, true])
+    func anAnswerEqualToTheRequestIsNotTakenForAnEcho(echoing: Bool) async throws {
+        let pads = [UInt8(1): MockModbusEvaluator(staffId: "0101"), 2: MockModbusEvaluator(staffId: "0102")]
+        let (line, bus, stop) = try rtuPads(pads, echoing: echoing)
+        // Ratings all along: each is acknowledged by a write of one register, answered with the request's own bytes.
+        for second in 1...4 {
+            line.at(.seconds(second)) { for pad in pads.values { pad.press(.satisfied) } }
+        }
+        await bus.run(until: stop)
+
+        let ratings = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.ratingSubmitted }
+        #expect(ratings.count == 8)
+        for (address, pad) in pads {
+            #expect(pad.counter == 4 && pad.acknowledged == 4, "eval-\(address) acknowledged every rating")
+        }
+        let states = await bus.deviceStates()
+        // A write answered counts as a transaction; none waits out the 300 ms timeout.
+        #expect(states.allSatisfy { $0.counters.timeouts == 0 && $0.counters.garbageBytes == 0 }, "\(states)")
+        #expect(await bus.lineCounters().garbageBytes == 0)
+    }
+
     @Test func ourEchoReadLateOnALoadedMachineIsStillOurs() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))

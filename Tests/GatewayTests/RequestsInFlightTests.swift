@@ -38,20 +38,8 @@ import Testing
                 var decoder = ModbusTCPDecoder(role: .server)
                 return decoder.decode(written).compactMap { frame -> (after: Duration, bytes: [UInt8])? in
                     guard let pad = units[frame.unitId], answering.withLock({ $0.contains(frame.unitId) }),
-                          case .request(let request) = frame.message
+                          case .request(let request) = frame.message, let response = pad.answer(request)
                     else { return nil }
-                    let response: ModbusResponse
-                    switch request {
-                    case .readHoldingRegisters(let start, let count):
-                        response = .readHoldingRegisters(values: Array(pad.registers[Int(start)..<Int(start + count)]))
-                    case .writeSingleRegister(let address, let value):
-                        var registers = pad.registers
-                        registers[Int(address)] = value
-                        pad.accept(writtenRegisters: registers)
-                        response = .writeSingleRegister(address: address, value: value)
-                    default:
-                        return nil
-                    }
                     let reply = ModbusTCPFrame(transactionId: frame.transactionId, unitId: frame.unitId, response: response)
                     return (Self.turnaround(of: frame.unitId), (try? reply.encode()) ?? [])
                 }

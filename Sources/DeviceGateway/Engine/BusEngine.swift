@@ -408,7 +408,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         let onWire = timing.wireTime(characters: request.bytes.count)
         lineFreeAt = writtenAt + onWire + timing.frameGap
         count(request.device) { $0.bytesSent += request.bytes.count }
-        if timing.characterTime > .zero { echo.expect(request.bytes, at: writtenAt, until: writtenAt + onWire + Self.quietGap) }
+        if timing.characterTime > .zero {
+            echo.expect(request.bytes, at: writtenAt, until: writtenAt + onWire + Self.quietGap,
+                        onlyEchoBefore: writtenAt + onWire * 2 + timing.frameGap)
+        }
         guard request.expectsAnswer else { return .sent }
         inFlight.removeAll(keepingCapacity: true)
         inFlight.append((request, writtenAt + onWire))
@@ -455,7 +458,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             reopenUnconfirmed = false
             pending.add(events: health.lineReopened(driver.devices, polled: polled, at: clock.date))
         }
-        if timing.characterTime > .zero { bytes = echo.filter(bytes, arrivedAfter: lastReadAt) }
+        if timing.characterTime > .zero { bytes = echo.filter(bytes, arrivedAfter: lastReadAt, readAt: now) }
         lastReadAt = now
         BusTap.record(outbox, config.id, .received, bytes)
         let garbageBefore = decoder.discardedByteCount
@@ -784,31 +787,50 @@ struct PendingCommit {
 ///
 /// An echo is expected until shortly after the frame left (`until`). What counts is when the bytes could have
 /// arrived, not when the engine read them: on a loaded machine the read comes late, and an echo read late is still
-/// our own frame, not a key press. The price, on a line that does not echo: a device frame equal to ours (an FF 68
-/// pad repeating the frame just acknowledged) that comes before the next read returns is taken for the echo; the
-/// pad repeats it once more, so nothing is lost.
+/// our own frame, not a key press.
+///
+/// A device's answer can equal our request (a Modbus write of one register is answered with the request itself; an
+/// FF 68 pad repeats a frame we acknowledged), so the filter learns whether the line echoes at all. A frame of ours
+/// back whole before an answer equal to it could have been complete is an echo: the line echoes. Echoes that did not
+/// come (`missesBeforeNoEcho`, before any such proof) mean it does not, and from then on nothing is dropped. Until
+/// it is clear, an answer equal to our request is taken for the echo, as before.
 struct EchoFilter {
-    private var frames: [[UInt8]] = []
+    /// Frames of ours whose echo did not come, before the line is taken not to echo.
+    static let missesBeforeNoEcho = 3
+
+    /// Whether the line echoes what we write; nil until it is clear.
+    private(set) var lineEchoes: Bool?
+    private var misses = 0
+    /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo.
+    private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration)] = []
     private var until: Duration = .zero
     /// Received bytes that so far match the expected echo, held until it is clear whether they are our echo.
     private var held: [UInt8] = []
 
-    mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration) {
-        if now > until { frames = [] }
-        frames.append(bytes)
+    /// We wrote `bytes` at `now`; its echo, if the line echoes, comes before `deadline`. A device's answer equal to
+    /// it cannot be complete before `onlyEchoBefore` (our frame's wire time, the frame gap, then its own).
+    mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration, onlyEchoBefore: Duration) {
+        guard lineEchoes != false else { return }
+        if now > until, !frames.isEmpty {
+            frames = []
+            missed()
+        }
+        frames.append((bytes, onlyEchoBefore))
         until = max(until, deadline)
     }
 
-    /// `bytes` with our echoes taken out; they arrived after `earliest` (when the read before returned).
-    mutating func filter(_ bytes: [UInt8], arrivedAfter earliest: Duration) -> [UInt8] {
+    /// `bytes`, read at `now`, with our echoes taken out; they arrived after `earliest` (when the read before
+    /// returned).
+    mutating func filter(_ bytes: [UInt8], arrivedAfter earliest: Duration, readAt now: Duration) -> [UInt8] {
         guard !frames.isEmpty || !held.isEmpty else { return bytes }
         if earliest > until { return giveBack(bytes[...]) }
         var input = bytes[...]
         while let byte = input.first, let expected = frames.first {
-            guard byte == expected[held.count] else { return giveBack(input) }
+            guard byte == expected.bytes[held.count] else { return giveBack(input) }
             held.append(byte)
             input = input.dropFirst()
-            if held.count == expected.count {
+            if held.count == expected.bytes.count {
+                if now < expected.onlyEchoBefore { lineEchoes = true }
                 held = []
                 frames.removeFirst()
             }
@@ -816,11 +838,19 @@ struct EchoFilter {
         return Array(input)
     }
 
+    /// The echo expected did not come: the bytes held, and the rest, are the devices'.
     private mutating func giveBack(_ rest: ArraySlice<UInt8>) -> [UInt8] {
         defer {
             held = []
             frames = []
         }
+        if !frames.isEmpty { missed() }
         return held + rest
+    }
+
+    private mutating func missed() {
+        guard lineEchoes == nil else { return }
+        misses += 1
+        if misses >= Self.missesBeforeNoEcho { lineEchoes = false }
     }
 }

@@ -4,6 +4,7 @@ import Hummingbird
 import LocalAPI
 import Logging
 import MockDevices
+import Protocols
 import Testing
 
 /// The checkout the tests run from.
@@ -288,4 +289,22 @@ func editedProfiles(_ name: String, in folder: TemporaryDirectory, _ edits: [(of
     }
     try text.write(toFile: directory + "/\(name).yaml", atomically: true, encoding: .utf8)
     return directory
+}
+
+extension MockModbusEvaluator {
+    /// The pad's answer to a read of its registers or a write of one (which it takes), as a simulated line's
+    /// responder gives it; nil for anything else.
+    func answer(_ request: ModbusRequest) -> ModbusResponse? {
+        switch request {
+        case .readHoldingRegisters(let start, let count):
+            return .readHoldingRegisters(values: Array(registers[Int(start)..<Int(start + count)]))
+        case .writeSingleRegister(let address, let value):
+            var written = registers
+            written[Int(address)] = value
+            accept(writtenRegisters: written)
+            return .writeSingleRegister(address: address, value: value)
+        default:
+            return nil
+        }
+    }
 }
