@@ -31,7 +31,7 @@ struct TraceCommand: AsyncParsableCommand {
     @Flag(help: "One JSON object per write or read, with its frames and rejected runs.")
     var json = false
 
-    @Flag(help: "Open the port even when the gateway runs (it must not hold the port: it would lose bytes).")
+    @Flag(help: "Listen on the port itself, not through the gateway; refused while the gateway holds the port.")
     var direct = false
 
     func validate() throws {
@@ -122,6 +122,13 @@ struct TraceCommand: AsyncParsableCommand {
             library.flatMap { WireInspector.streams(bus: bus, config: config, library: $0) }
             ?? (WireInspector.Stream.ff68, WireInspector.Stream.ff68)
         printer.setStreams(sent: streams.sent, received: streams.received, line: serial.port, passive: true)
+        // A second reader of a tty takes bytes from the first: the gateway would miss answers and key presses.
+        if let holder = ModbusDirectClient.daemonHolding(serial.port) {
+            printError(
+                "\(serial.port) is in use by the running gateway (gatewayd, pid \(holder)): listening beside it would "
+                    + "take its bytes; trace without --direct (through the gateway) or stop the gateway first")
+            throw ExitCode(CLIExit.portUnavailable)
+        }
         let line: ListeningLine
         do {
             line = try ListeningLine(serial)

@@ -211,5 +211,11 @@ import Testing
         #expect(direct.status == 4)
         #expect(direct.standardError.contains("\(path) is in use by the running gateway (gatewayd, pid "),
                 "\(direct.standardError)")
+        // So is listening beside it: a second reader of the line would take the daemon's answers.
+        let listening = try await run(gatewaydPath, ["trace", "line-a", "--direct", "--seconds", "2"] + cli)
+        #expect(listening.status == 4)
+        #expect(listening.standardError.contains("\(path) is in use by the running gateway (gatewayd, pid "),
+                "\(listening.standardError)")
+        #expect(listening.standardOutput.isEmpty, "nothing read: \(listening.standardOutput)")
     }
 }

@@ -246,7 +246,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
     /// The pid of a running `gatewayd` (another process than this one) that has `path` open, if one does.
     ///
     /// Read from /proc/<pid>/fd: only processes this user may look into are seen (all of them as root).
-    static func daemonHolding(_ path: String) -> Int32? {
+    public static func daemonHolding(_ path: String) -> Int32? {
         let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
         let own = getpid()
         let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
