@@ -99,7 +99,7 @@ public struct LocalAPI: Sendable {
                     number: body.number, prefix: body.prefix, service: body.service, waitingAhead: body.waitingAhead ?? 0,
                     printer: body.printer, idempotencyKey: key))
             } catch {
-                throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
+                throw Problem(error)
             }
         }
         v1.post("/terminals/:terminal/ratings") { request, context in
@@ -111,7 +111,7 @@ public struct LocalAPI: Sendable {
                     ticket: body.ticket)
                 return EditedResponse(status: stored ? .created : .ok, response: RatingStored(eventId: eventId, stored: stored))
             } catch let invalid as CommandInvalid {
-                throw Problem(invalid.kind == "invalid" ? .badRequest : .notFound, invalid.message)
+                throw Problem(invalid)
             } catch {
                 throw Problem(.serviceUnavailable, "the rating could not be committed, post it again: \(error)")
             }
@@ -132,7 +132,7 @@ public struct LocalAPI: Sendable {
         do {
             return CommandResponse(result: try await commands.execute(command, idempotencyKey: key))
         } catch {
-            throw Problem(error.kind == "invalid" ? .badRequest : .notFound, error.message)
+            throw Problem(error)
         }
     }
 

@@ -18,6 +18,17 @@ struct Problem: Error, HTTPResponseError {
         self.allow = allow
     }
 
+    /// A command refused before it ran: 400 for a malformed one, 422 for an idempotency key reused with another
+    /// request (as the IETF Idempotency-Key draft has it), 404 for a window or device the hall does not have.
+    init(_ invalid: CommandInvalid) {
+        let status: HTTPResponse.Status = switch invalid.kind {
+        case "invalid": .badRequest
+        case CommandInvalid.keyReused: .unprocessableContent
+        default: .notFound
+        }
+        self.init(status, invalid.message)
+    }
+
     var headers: HTTPFields {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"hall-gateway\"" }

@@ -327,6 +327,10 @@ import Testing
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
         let calls = try await hall.gateway.outbox.entries(after: 0, limit: 10_000).filter { $0.type == "hall.call.displayed" }
         #expect(calls.count == 1)
+        // Kept with its request across the restart: the key with another window is refused, not answered.
+        let reused = try await hall.request(.POST, "/v1/windows/9/call", json: #"{"ticket": "C301"}"#, headers: key)
+        #expect(reused.status == 422 && reused.body.contains("this request is call of ticket C301 at window 9"),
+                "\(reused.body)")
         // A new key runs.
         let other = try await hall.command("/v1/windows/5/call", json: #"{"ticket": "C302"}"#,
                                            headers: [("Idempotency-Key", "queue-restart-0002")])

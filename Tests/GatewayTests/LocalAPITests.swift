@@ -126,6 +126,14 @@ import Testing
         #expect(first.status == 200 && second.status == 200)
         #expect(try hall.json(first.body)["id"] as? String == hall.json(second.body)["id"] as? String)
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the board took one command")
+        // The key sent again with another request is refused: the first result would say C999 was called.
+        let reused = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "C999"}"#, headers: key)
+        #expect(reused.status == 422, "\(reused.body)")
+        #expect(reused.type == "application/problem+json")
+        #expect((try hall.json(reused.body)["detail"] as? String)?.contains(
+            "idempotency key 'queue-7f3a-0001' was used for call of ticket B101 at window 5; this request is call of "
+                + "ticket C999 at window 5") == true, "\(reused.body)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "nothing ran")
         let calls = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.call.displayed" }
         #expect(calls.count == 1)
         try await hall.stopAll()

@@ -50,6 +50,19 @@ public enum QueueCommand: Sendable, Equatable {
         }
     }
 
+    /// The command and its arguments in words, to tell two requests under one idempotency key apart.
+    var summary: String {
+        switch self {
+        case .call(let window, let ticket), .recall(let window, let ticket), .requestRating(let window, let ticket):
+            "\(name) of ticket \(ticket) at window \(window)"
+        case .pause(let window), .resume(let window), .clear(let window): "\(name) at window \(window)"
+        case .setStaff(let window, let staff): "\(name) \(staff) at window \(window)"
+        case .showText(let device, let text): "\(name) '\(text)' on \(device)"
+        case .brightness(let device, let percent): "\(name) \(percent) % on \(device)"
+        case .power(let device, _): "\(name) on \(device)"
+        }
+    }
+
     var window: String? {
         switch self {
         case .call(let window, _), .recall(let window, _), .pause(let window), .resume(let window), .clear(let window),
@@ -138,9 +151,12 @@ public struct CommandResult: Sendable, Equatable, Codable {
 
 /// Why a command could not even start: the caller's mistake, said in one line.
 public struct CommandInvalid: Error, Sendable, Equatable {
-    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`.
+    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`, `idempotency-key-reused`.
     public var kind: String
     public var message: String
+
+    /// The kind of an idempotency key sent again with a different request.
+    public static let keyReused = "idempotency-key-reused"
 }
 
 /// How one command went: its name (`call`, `pause`, `ticket`…), its outcome (a result's status, or why it was
@@ -163,7 +179,7 @@ public actor CommandCenter {
     private let gateway: Gateway
     /// Told of every command, so the metrics count the commands of every door (HTTP, MQTT) alike.
     private let onFinished: @Sendable (CommandTiming) -> Void
-    private var byKey: [String: Task<CommandResult, Never>] = [:]
+    private var byKey: [String: (request: String, task: Task<Result<CommandResult, CommandInvalid>, Never>)] = [:]
     private var keyOrder: [String] = []
     /// Keys remembered in memory; an older key is still answered from the outbox.
     static let rememberedKeys = 10_000
@@ -181,7 +197,9 @@ public actor CommandCenter {
         try await timed(command.name) { () throws(CommandInvalid) in
             let targets = try targets(of: command)
             let gateway = self.gateway
-            return await once(idempotencyKey) { id in await Self.run(command, id: id, on: targets, gateway: gateway) }
+            return try await once(idempotencyKey, request: command.summary) { id in
+                await Self.run(command, id: id, on: targets, gateway: gateway)
+            }
         }
     }
 
@@ -213,7 +231,9 @@ public actor CommandCenter {
         if prefix != nil, gateway.tickets == nil {
             throw CommandInvalid(kind: "invalid", message: "the gateway numbers no tickets (no tickets: in its configuration): send number")
         }
-        return await once(idempotencyKey) { id in
+        let request = "ticket " + [number.map { "number \($0)" }, prefix.map { "prefix \($0)" }, "service \(service)",
+                                   "\(waitingAhead) waiting ahead", printer.map { "on \($0)" }].compactMap { $0 }.joined(separator: ", ")
+        return try await once(idempotencyKey, request: request) { id in
             await Self.issue(number: number, prefix: prefix, service: service, waitingAhead: waitingAhead,
                              candidates: printer.map { [$0] } ?? printers, id: id, gateway: gateway)
         }
@@ -234,19 +254,27 @@ public actor CommandCenter {
     }
 
     /// Runs `work` once per key; a repeat waits for, and gets, the first run's result, also after a restart (keys
-    /// and results are kept in the outbox for `keptKeys`).
-    private func once(_ key: String?, _ work: @escaping @Sendable (String) async -> CommandResult) async -> CommandResult {
-        if let key, let running = byKey[key] { return await running.value }
+    /// and results are kept in the outbox for `keptKeys`). A key that comes again with another `request` is refused:
+    /// answering it with the first run's result would tell the caller that a command ran which never did.
+    private func once(
+        _ key: String?, request: String, _ work: @escaping @Sendable (String) async -> CommandResult
+    ) async throws(CommandInvalid) -> CommandResult {
+        if let key, let running = byKey[key] {
+            guard running.request == request else { throw Self.reused(key, first: running.request, now: request) }
+            return try await running.task.value.get()
+        }
         let id = key.map { "command-\(Self.fingerprint($0))" } ?? "command-\(UUID().uuidString.lowercased())"
         let outbox = gateway.outbox
         let logger = gateway.logger
         // Registered before the first suspension, so a concurrent repeat waits for this run.
-        let task = Task {
-            guard let key else { return await work(id) }
+        let task = Task { () -> Result<CommandResult, CommandInvalid> in
+            guard let key else { return .success(await work(id)) }
             do {
                 if let stored = try await outbox.commandResult(key: key, since: Date().addingTimeInterval(-Self.keptKeys)),
-                   let result = try? JSONDecoder().decode(CommandResult.self, from: Data(stored.utf8)) {
-                    return result
+                   let result = try? JSONDecoder().decode(CommandResult.self, from: Data(stored.result.utf8)) {
+                    // Kept before requests were kept with their keys: nothing to compare.
+                    guard let first = stored.request, first != request else { return .success(result) }
+                    return .failure(Self.reused(key, first: first, now: request))
                 }
             } catch {
                 logger.warning("outbox: cannot look up idempotency key \(id): \(error); the command runs")
@@ -254,18 +282,25 @@ public actor CommandCenter {
             let result = await work(id)
             do {
                 let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
-                try await outbox.recordCommandResult(key: key, json: json, at: Date(), keepingSince: Date().addingTimeInterval(-Self.keptKeys))
+                try await outbox.recordCommandResult(key: key, request: request, json: json, at: Date(),
+                                                     keepingSince: Date().addingTimeInterval(-Self.keptKeys))
             } catch {
                 logger.warning("outbox: the result of \(id) is not kept for its idempotency key: \(error)")
             }
-            return result
+            return .success(result)
         }
         if let key {
-            byKey[key] = task
+            byKey[key] = (request, task)
             keyOrder.append(key)
             if keyOrder.count > Self.rememberedKeys { byKey[keyOrder.removeFirst()] = nil }
         }
-        return await task.value
+        return try await task.value.get()
+    }
+
+    private static func reused(_ key: String, first: String, now: String) -> CommandInvalid {
+        CommandInvalid(kind: CommandInvalid.keyReused,
+                       message: "idempotency key '\(key)' was used for \(first); this request is \(now): "
+                           + "a different request needs a key of its own")
     }
 
     private static func issue(number given: String?, prefix: String?, service: String, waitingAhead: Int,

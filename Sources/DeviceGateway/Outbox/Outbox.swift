@@ -286,6 +286,10 @@ public final class Outbox: Sendable {
                 CREATE INDEX command_key_created ON command_key (created_at);
                 """)
         }
+        // The request a key was first used for, so the key sent with another request is refused, not answered.
+        migrator.registerMigration("v7-command-key-requests") { db in
+            try db.execute(sql: "ALTER TABLE command_key ADD COLUMN request TEXT")
+        }
         return migrator
     }
 
@@ -603,20 +607,23 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The result (JSON) of the command run for idempotency `key` since `since`, if any.
-    public func commandResult(key: String, since: Date) async throws -> String? {
+    /// The request and result (JSON) of the command run for idempotency `key` since `since`, if any (the request is
+    /// nil for a key kept by an older version).
+    public func commandResult(key: String, since: Date) async throws -> (request: String?, result: String)? {
         try await database.read { db in
-            try String.fetchOne(db, sql: "SELECT result FROM command_key WHERE key = ? AND created_at >= ?",
-                                arguments: [key, since.timeIntervalSince1970])
+            try Row.fetchOne(db, sql: "SELECT request, result FROM command_key WHERE key = ? AND created_at >= ?",
+                             arguments: [key, since.timeIntervalSince1970]).map { ($0[0], $0[1]) }
         }
     }
 
-    /// Keeps the result (JSON) of the command run for `key`; keys recorded before `keepingSince` are forgotten.
-    public func recordCommandResult(key: String, json: String, at time: Date, keepingSince: Date) async throws {
+    /// Keeps the request and result (JSON) of the command run for `key`; keys recorded before `keepingSince` are
+    /// forgotten.
+    public func recordCommandResult(key: String, request: String, json: String, at time: Date,
+                                    keepingSince: Date) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
-            try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, result, created_at) VALUES (?, ?, ?)",
-                           arguments: [key, json, time.timeIntervalSince1970])
+            try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
+                           arguments: [key, request, json, time.timeIntervalSince1970])
         }
     }
 
