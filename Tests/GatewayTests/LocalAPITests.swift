@@ -118,6 +118,22 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func aWindowWithoutABoardOfItsOwnIsCalledOnTheHallBoard() async throws {
+        let hall = try await Hall(devices: """
+              - {id: eval-w03, profile: modbus-evaluator-3key, bus: line-a, address: 8, window: "3"}
+            """)
+        let response = try await hall.request(.POST, "/v1/windows/3/call", json: #"{"ticket": "B777"}"#)
+        #expect(response.status == 200, "\(response.body)")
+        let result = try hall.json(response.body)
+        #expect(result["status"] as? String == "done")
+        #expect((result["devices"] as? [[String: Any]])?.compactMap { $0["device"] as? String } == ["board-hall"])
+        #expect(hall.hallBoard.display.text == "请B777号到3号窗口")
+        // A pause there has nothing to show it: the hall board shows calls, not one window's pause.
+        let pause = try await hall.request(.POST, "/v1/windows/3/pause")
+        #expect(pause.status == 404 && pause.body.contains("window 3 has no device that takes pause"), "\(pause.body)")
+        try await hall.stopAll()
+    }
+
     @Test func aRepeatedIdempotencyKeyRunsTheCommandOnce() async throws {
         let hall = try await Hall()
         let key = [("Idempotency-Key", "queue-7f3a-0001")]
