@@ -16,6 +16,8 @@ public final class Gateway: Service {
     public var isRunning: Bool { running.withLock { $0 } }
     /// What each configured device is to the hall, by device id.
     public let roles: [String: DeviceRole]
+    /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`).
+    public let acknowledgingOnLaterPoll: Set<String>
     private let forwarders: [Forwarder]
     let logger: Logger
     private let printers: PrinterConditions
@@ -56,11 +58,13 @@ public final class Gateway: Service {
         }
         var profileCache: [String: LoadedProfile] = [:]
         var roles: [String: DeviceRole] = [:]
+        var acknowledgingOnLaterPoll: Set<String> = []
         buses = try config.buses.compactMap { bus in
             let members = try config.devices.filter { $0.bus == bus.id }.map { device in
                 let loaded = try profileCache[device.profile] ?? profiles.load(named: device.profile)
                 profileCache[device.profile] = loaded
                 roles[device.id] = DeviceRole.of(loaded.profile, window: device.window)
+                if loaded.profile.acknowledgesOnLaterPoll { acknowledgingOnLaterPoll.insert(device.id) }
                 return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval)
             }
             guard !members.isEmpty else {
@@ -72,6 +76,7 @@ public final class Gateway: Service {
                                           logger: logger, onCommit: onCommit)
         }
         self.roles = roles
+        self.acknowledgingOnLaterPoll = acknowledgingOnLaterPoll
     }
 
     /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls).

@@ -29,6 +29,8 @@ public final class MockEscPosPrinter: Sendable {
         var current: [EscPosCommand] = []
         var tickets: [[EscPosCommand]] = []
         var answering = true
+        /// Tickets the roll still holds; nil: never runs out.
+        var paperLeft: Int?
     }
 
     private let state: Locked<State>
@@ -52,6 +54,13 @@ public final class MockEscPosPrinter: Sendable {
                         state.current.append(command)
                         state.tickets.append(state.current)
                         state.current = []
+                        if let left = state.paperLeft {
+                            state.paperLeft = max(0, left - 1)
+                            if left <= 1, !state.condition.paperOut {
+                                state.condition.paperOut = true
+                                if state.automaticStatusBack { answer += Self.automaticStatus(state.condition) }
+                            }
+                        }
                     default:
                         state.current.append(command)
                     }
@@ -72,6 +81,9 @@ public final class MockEscPosPrinter: Sendable {
         }
         if !report.isEmpty { line.send(report) }
     }
+
+    /// The roll holds `tickets` more: the printer is out of paper once it has cut the last of them.
+    public func setPaper(tickets: Int) { state { $0.paperLeft = tickets } }
 
     /// Whether the printer answers status requests (false: unplugged).
     public func setAnswering(_ answering: Bool) { state { $0.answering = answering } }

@@ -35,6 +35,7 @@ public final class MockModbusBoard: MockModbusUnit {
     private struct State {
         var registers = [UInt16](repeating: 0, count: Register.count)
         var answering = true
+        var acknowledging = true
         var shownText = ""
         var mode = Mode.blank
         var brightness: UInt16 = 15
@@ -66,6 +67,13 @@ public final class MockModbusBoard: MockModbusUnit {
         set { state.withLock { $0.answering = newValue } }
     }
 
+    /// Whether the board takes commands; when not (its display controller hung behind its Modbus interface), writes
+    /// are still answered but nothing is shown and nothing acknowledged.
+    public var acknowledging: Bool {
+        get { state.withLock { $0.acknowledging } }
+        set { state.withLock { $0.acknowledging = newValue } }
+    }
+
     /// Sets or clears the lamp-fault bit (bit 1 of the status word): some LEDs are dark.
     public func setLampFault(_ fault: Bool) {
         state.withLock { state in
@@ -94,7 +102,7 @@ public final class MockModbusBoard: MockModbusUnit {
                 state.registers[address] = writtenRegisters[address]
             }
             let counter = state.registers[Register.commandCounter]
-            guard counter != state.registers[Register.acknowledge] else { return }
+            guard counter != state.registers[Register.acknowledge], state.acknowledging else { return }
             // A new command: take it (text and mode, brightness, power), then acknowledge it.
             let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
             state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"

@@ -81,7 +81,9 @@ import Testing
         try await gateway.send(.pause(window: "6"), to: "board-w06")
         #expect(boards.shown(address: 2) == "暂停服务")
         boards.reject(with: .fontMissing)
-        try await gateway.send(.clear, to: "board-w06")
+        // Refused by the board: the command fails with its reason, and the verdict is an event.
+        let refused = await #expect(throws: GatewayError.self) { try await gateway.send(.clear, to: "board-w06") }
+        #expect(refused?.message == "board-w06 refused clear: controller error 12", "\(String(describing: refused))")
         // A text GB2312 cannot write is refused before anything is sent.
         await #expect(throws: GatewayError.self) { try await gateway.send(.showText("请A023号到㐀号窗口"), to: "board-w05") }
 

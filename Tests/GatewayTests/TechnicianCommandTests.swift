@@ -188,13 +188,29 @@ import Testing
 
         let display = try await run(gatewaydPath, ["display", "test", "board-w04", "--text", "测试 42"] + cli)
         #expect(display.status == 0, "\(display.standardError)")
+        #expect(display.standardOutput.contains("answered and acknowledged"), "\(display.standardOutput)")
         #expect(board.display.text == "测试 42")
+        // A board that answers its writes but does not take the text fails the test: it shows nothing.
+        board.acknowledging = false
+        let stuck = try await run(gatewaydPath, ["display", "test", "board-w04", "--text", "测试 43"] + cli)
+        #expect(stuck.status == 1, "\(stuck.standardOutput)")
+        #expect(stuck.standardError.contains("board-w04 did not acknowledge show-text: it has not shown it"),
+                "\(stuck.standardError)")
+        board.acknowledging = true
 
         #expect(
             await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })
         let test = try await run(gatewaydPath, ["printer", "test", "printer-1"] + cli)
         #expect(test.status == 0, "\(test.standardOutput) \(test.standardError)")
         #expect(printer.tickets.count == 1)
+        // The test ticket was the roll's last: the report is the paper after it, not before.
+        printer.setPaper(tickets: 1)
+        let last = try await run(gatewaydPath, ["printer", "test", "printer-1"] + cli)
+        #expect(last.status == 1 && last.standardOutput.contains("paper-out"), "\(last.standardOutput)")
+        #expect(printer.tickets.count == 2)
+        printer.set(.init())
+        #expect(
+            await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })
 
         printer.set(.init(paperOut: true))
         #expect(

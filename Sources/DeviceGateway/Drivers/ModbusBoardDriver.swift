@@ -33,7 +33,7 @@ public struct ModbusBoardDriver: Sendable {
     }
 
     /// Polls a command may wait for its acknowledgement before it counts as not shown.
-    static let pollsBeforeUnacknowledged = 3
+    public static let pollsBeforeUnacknowledged = 3
 
     public let device: DeviceConfig
     public let profile: ModbusBoardProfile

@@ -41,7 +41,9 @@ public struct OnbonDriver: BusDriver {
         let event = CloudEvent(id: UUID().uuidString.lowercased(), source: EventSource.device(hall: hallId, device: device.id),
                                type: HallEventType.boardAcknowledged, time: time,
                                subject: device.window.map(EventSource.windowSubject), data: .boardAcknowledged(acknowledged))
-        return LineReaction(events: [event], from: device.id, answersRequest: true)
+        // A board that says it did not take the command has not shown it: the command fails with its reason.
+        let refusal = acknowledged.errorCode.map { "controller error \($0)" }
+        return LineReaction(events: [event], from: device.id, answersRequest: true, refusal: acknowledged.accepted ? nil : refusal)
     }
 
     public func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {

@@ -28,6 +28,15 @@ public enum DeviceProfile: Sendable, Equatable {
         }
     }
 
+    /// Whether the device says only on a later poll whether it took a command (a Modbus board copies the command's
+    /// counter into its acknowledge register); an Onbon board says so in its answer, other devices not at all.
+    public var acknowledgesOnLaterPoll: Bool {
+        switch self {
+        case .modbusBoard: true
+        case .modbusEvaluator, .printer, .onbonBoard, .ff68Evaluator, .ff68Caller, .qsystemBox, .qsystemBoard: false
+        }
+    }
+
     /// The raw serial protocol the device speaks, or nil for a Modbus device.
     public var lineProtocol: LineProtocol? {
         switch self {
