@@ -63,6 +63,13 @@ import Testing
             server.stop()
             printer.stop()
         }
+
+        /// A test that throws before `stopAll` still stops its gateway: left running, it would reopen its ports'
+        /// paths, which a later test's mocks may be given.
+        deinit {
+            api.cancel()
+            stop.stop()
+        }
     }
 
     /// The hall's windows, devices, terminal, ticket prefixes and printer, often, in place of random values: without

@@ -101,6 +101,13 @@ import Testing
             qsystem.stop()
         }
 
+        /// A test that throws before `stopAll` still stops its gateway: left running, it would reopen its ports'
+        /// paths, which a later test's mocks may be given.
+        deinit {
+            api?.cancel()
+            stop.stop()
+        }
+
         func request(_ method: HTTPMethod, _ path: String, json: String? = nil, headers: [(String, String)] = [])
             async throws -> (status: Int, headers: HTTPHeaders, body: String)
         {

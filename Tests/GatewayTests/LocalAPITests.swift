@@ -23,7 +23,8 @@ import Testing
         let api: Task<Void, any Error>
         let port: Int
         let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        /// The shared client needs no shutdown: a test that throws half-way does not crash the run.
+        let client = HTTPClient.shared
 
         /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets).
         init(buses: String = "", devices: String = "", more: String = "") async throws {
@@ -59,8 +60,14 @@ import Testing
             _ = await api.result
             stop.stop()
             await running.value
-            try await client.shutdown()
             server.stop()
+        }
+
+        /// A test that throws before `stopAll` still stops its gateway: left running, it would reopen its port's
+        /// path, which a later test's mock may be given.
+        deinit {
+            api.cancel()
+            stop.stop()
         }
 
         /// A request to the API; `token` nil sends none.

@@ -80,6 +80,13 @@ import Testing
             server.stop()
         }
 
+        /// A test that throws before `stopAll` still stops its gateway: left running, it would reopen its ports'
+        /// paths, which a later test's mocks may be given.
+        deinit {
+            serving.cancel()
+            stop.stop()
+        }
+
         /// Publishes one message on the hall's command topic at QoS 1.
         func send(_ payload: String) async throws {
             let sent = try await run("/usr/bin/mosquitto_pub",

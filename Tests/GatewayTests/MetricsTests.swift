@@ -46,6 +46,12 @@ import Testing
             await running.value
             server.stop()
         }
+
+        /// A test that throws before `stopAll` still stops its gateway: left running, it would reopen its ports'
+        /// paths, which a later test's mocks may be given.
+        deinit {
+            stop.stop()
+        }
     }
 
     /// The samples of an exposition, by series (`name{labels}`) as written.
