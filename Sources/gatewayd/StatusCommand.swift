@@ -125,7 +125,7 @@ struct StatusCommand: AsyncParsableCommand {
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
-                    throw ExitCode(CLIExit.daemonUnreachable)
+                    throw error.exitCode
                 }
                 why = error.description
             }

@@ -104,10 +104,7 @@ struct TraceCommand: AsyncParsableCommand {
                 }
             } catch let error as DaemonError {
                 printError(error.description)
-                throw ExitCode(
-                    error.kind == .unreachable
-                        ? CLIExit.daemonUnreachable
-                        : error.status == 404 ? CLIExit.usage : CLIExit.daemonUnreachable)
+                throw error.exitCode
             }
             printer.flushPending()
         }

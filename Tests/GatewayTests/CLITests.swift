@@ -254,6 +254,64 @@ import Testing
         )
     }
 
+    @Test func everyUsageErrorExitsTwoAndHelpExitsZero() async throws {
+        let folder = try TemporaryDirectory()
+        let existing = folder.file("existing.yaml")
+        try "hall: {id: reviewed}\n".write(toFile: existing, atomically: true, encoding: .utf8)
+        // Found by a technician: ArgumentParser's own usage errors exited 64 (EX_USAGE), the project's exit 2.
+        let usageErrors: [[String]] = [
+            ["status", "--bogus"],
+            ["events", "--since", "yesterday"],
+            ["decode", "-s", "ff68", "zz"],
+            ["modbus", "read", "--address", "1", "0"],
+            ["scan", "--port", folder.file("no-such-port"), "--write-config", existing],
+            ["check", "--json", "extra"],
+            ["--bogus"],
+        ]
+        for arguments in usageErrors {
+            let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
+            #expect(result.status == 2, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
+            #expect(result.standardError.contains("Error: "), "\(arguments): \(result.standardError)")
+        }
+        for arguments in [["--help"], ["status", "--help"], ["modbus", "read", "--help"], ["--version"]] {
+            let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
+            #expect(result.status == 0, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
+            #expect(!result.standardOutput.isEmpty)
+        }
+    }
+
+    @Test func aRefusedTokenExitsThreeFromEveryCommandThatAsksTheDaemon() async throws {
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try Self.hallConfig(
+            folder, padLine: try #require(server.endpoint.devicePath), printerLine: printer.devicePath)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let api = try #require(Self.apiURL(daemon))
+        // The technician's copy of the hall's configuration names a token file holding another token.
+        let wrongToken = folder.file("wrong-token")
+        try "0123456789abcdef0123456789abcdef\n".write(toFile: wrongToken, atomically: true, encoding: .utf8)
+        let technicianConfig = folder.file("technician.yaml")
+        try (try String(contentsOfFile: config, encoding: .utf8) + "\napi: {token-file: \(wrongToken)}\n")
+            .write(toFile: technicianConfig, atomically: true, encoding: .utf8)
+        let cli = ["--config", technicianConfig, "--api", api]
+        let commands: [[String]] = [
+            ["status"], ["check"], ["events", "--follow"], ["trace", "line-a", "--seconds", "1"],
+            ["probe", "eval-w04"], ["pad", "test", "eval-w04", "--seconds", "1"], ["printer", "status", "printer-1"],
+        ]
+        for command in commands {
+            let result = try await run(gatewaydPath, command + cli)
+            #expect(result.status == 3, "gatewayd \(command.joined(separator: " ")): \(result.standardError)")
+            #expect(
+                result.standardError.contains("401 unauthorized: the token in \(wrongToken) is not the daemon's"),
+                "gatewayd \(command.joined(separator: " ")): \(result.standardError)")
+        }
+    }
+
     @Test func theCLISaysWhenTheGatewayIsNotRunning() async throws {
         let folder = try TemporaryDirectory()
         // The demo hall's defaults, with nothing on a port nobody uses.
