@@ -182,7 +182,7 @@ struct TracePrinter {
         self.sent = sent
         self.received = received
         self.passive = passive
-        file?.write(Data((TraceCapture.headerLine(bus: bus, line: line) + "\n").utf8))
+        file?.write(Data((TraceCapture.headerLine(bus: bus, line: line, timeZone: timeZone) + "\n").utf8))
     }
 
     /// One line of the gateway's trace answer.

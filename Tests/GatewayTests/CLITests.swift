@@ -169,6 +169,23 @@ import Testing
         #expect(lines.contains { $0.hasPrefix("<6>info gatewayd: api: listening") })
     }
 
+    @Test func theDemoHallStampsEveryLogLineInTheHallsZoneTheFirstToo() async throws {
+        let folder = try TemporaryDirectory()
+        // The machine's clock on UTC, the demo hall in Asia/Shanghai.
+        let demo = try ChildProcess(
+            gatewaydPath, ["run", "--api-port", "0"], environment: ["TZ": "UTC"], workingDirectory: folder.path)
+        defer { demo.interrupt() }
+        #expect(await eventually { demo.output.contains("api: listening") }, "\(demo.output)")
+        // Whole lines only: the last may be half written.
+        let lines = demo.output.components(separatedBy: "\n").dropLast()
+        #expect(lines.contains { $0.contains(" gatewayd: demo hall: ") }, "\(lines)")
+        for line in lines {
+            #expect(
+                line.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 "#, options: .regularExpression) != nil,
+                "\(line)")
+        }
+    }
+
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
         // A read request, the same with its CRC zeroed, and three bytes of a third cut off by the end.
         let rtu = try await run(
@@ -327,5 +344,12 @@ import Testing
         #expect(status.status == 3, "neither the daemon nor an outbox: \(status.standardError)")
         let broken = try await run(gatewaydPath, ["status", "--config", folder.path + "/missing.yaml"])
         #expect(broken.status == 2)
+        // An outbox that is not there: a wrong path given, and the help says so.
+        let noOutbox = try await run(gatewaydPath, ["outbox", "status", "--outbox", folder.file("missing.sqlite")])
+        #expect(noOutbox.status == 2, "\(noOutbox.standardError)")
+        let help = try await run(gatewaydPath, ["outbox", "status", "--help"])
+        #expect(
+            help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+                .contains("Exit status 0; 2 when the outbox cannot be read"), "\(help.standardOutput)")
     }
 }
