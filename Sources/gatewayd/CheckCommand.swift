@@ -35,7 +35,7 @@ struct CheckCommand: AsyncParsableCommand {
                     ? "\(error.description); the check needs the running gateway "
                         + "(systemctl start hall-gateway, or gatewayd run)"
                     : error.description)
-            throw ExitCode(error.kind == .unreachable ? CLIExit.daemonUnreachable : CLIExit.failed)
+            throw error.exitCode
         }
         if json {
             try Output.printJSON(report)

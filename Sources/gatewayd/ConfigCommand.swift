@@ -8,7 +8,11 @@ struct ConfigCommand: ParsableCommand {
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check a configuration and the profiles it uses; every problem as FILE:LINE:COLUMN: KEY: what.",
-            discussion: "Exit status 0 when the file is usable, 2 when it is not.")
+            discussion: """
+                The files it names for the gateway to read (password-file, token-file, ca-file, certificate-file, \
+                key-file) must be readable by the user running the check: run it as the gateway's user. Exit status 0 \
+                when the file is usable, 2 when it is not.
+                """)
 
         @Argument(help: "The configuration file.")
         var file: String
@@ -19,7 +23,8 @@ struct ConfigCommand: ParsableCommand {
         func run() throws {
             let config: GatewayConfig
             do {
-                (config, _) = try ConfigLoader.load(path: file)
+                // As the gateway will read it: the password, token and certificate files it names too.
+                (config, _) = try ConfigLoader.load(path: file, checkingFiles: true)
             } catch {
                 if json {
                     try Output.printJSON(Verdict(file: file, usable: false, issues: error.issues))

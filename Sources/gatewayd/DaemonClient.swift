@@ -94,12 +94,23 @@ struct HallContext: Sendable {
 /// Why a call to the daemon failed.
 struct DaemonError: Error, CustomStringConvertible {
     enum Kind: Sendable { case unreachable, unauthorized, refused, badAnswer }
-    /// Unreachable: exit 3; the others: what the daemon answered.
+    /// Why: no answer at all, a refused token, or what the daemon answered.
     let kind: Kind
     /// One line for the technician.
     let description: String
     /// The HTTP status, when the daemon answered.
     var status: Int? = nil
+
+    /// The exit status for this failure, the same from every command (docs/cli.md): 3 when the daemon does not answer
+    /// or refuses the token (a script cannot tell those apart from "gateway down", nor act differently), 2 when it
+    /// knows no such device or bus, 1 when it refused or failed what was asked.
+    var exitCode: ExitCode {
+        switch kind {
+        case .unreachable, .unauthorized: ExitCode(CLIExit.daemonUnreachable)
+        case .refused where status == 404: ExitCode(CLIExit.usage)
+        case .refused, .badAnswer: ExitCode(CLIExit.failed)
+        }
+    }
 }
 
 /// The CLI's client of the running daemon's local API (JSON over HTTP, bearer token).
@@ -183,21 +194,22 @@ struct DaemonClient: Sendable {
         } catch {
             throw DaemonError(kind: .unreachable, description: Self.unreachable(baseURL, error))
         }
-        switch status {
-        case 200..<300: return data
-        case 401:
-            let hint =
-                token == nil
-                ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
-                : "the token in \(tokenPath) is not the daemon's"
-            throw DaemonError(
-                kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)",
-                status: status)
-        default:
-            throw DaemonError(
-                kind: .refused, description: "\(baseURL)\(path): \(status) \(Self.problem(data))",
-                status: status)
+        guard (200..<300).contains(status) else { throw failure(status: status, body: data, path: path) }
+        return data
+    }
+
+    /// What an answer other than 2xx means: a refused token (with where it was read), or the daemon's problem.
+    private func failure(status: Int, body: Data, path: String) -> DaemonError {
+        guard status == 401 else {
+            return DaemonError(
+                kind: .refused, description: "\(baseURL)\(path): \(status) \(Self.problem(body))", status: status)
         }
+        let hint =
+            token == nil
+            ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
+            : "the token in \(tokenPath) is not the daemon's"
+        return DaemonError(
+            kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)", status: status)
     }
 
     /// `GET path` answered as a stream of lines (JSON Lines), each handed to `onLine` as it arrives; returns when
@@ -216,10 +228,7 @@ struct DaemonClient: Sendable {
         }
         guard response.status.code == 200 else {
             let body = (try? await response.body.collect(upTo: 1 << 16)).map { Data($0.readableBytesView) } ?? Data()
-            throw DaemonError(
-                kind: response.status.code == 401 ? .unauthorized : .refused,
-                description: "\(baseURL)\(path): \(response.status.code) \(Self.problem(body))",
-                status: Int(response.status.code))
+            throw failure(status: Int(response.status.code), body: body, path: path)
         }
         var pending: [UInt8] = []
         for try await chunk in response.body {

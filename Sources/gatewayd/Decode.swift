@@ -78,7 +78,7 @@ struct Decode: ParsableCommand {
                 continue
             }
             let arrow = record.direction == "out" ? "→" : "←"
-            print("\(TraceCapture.timeText(record.time)) \(arrow) \(record.stream.rawValue)")
+            print("\(TraceCapture.timeText(record.time, timeZone: capture.timeZone)) \(arrow) \(record.stream.rawValue)")
             for line in Self.lines(inspection) { print("    " + line) }
         }
         if json {

@@ -76,7 +76,7 @@ struct Events: AsyncParsableCommand {
             if let after { position = after } else { position = try await Self.endPosition(client) }
         } catch {
             printError(error.description)
-            throw ExitCode(error.kind == .unreachable ? CLIExit.daemonUnreachable : CLIExit.failed)
+            throw error.exitCode
         }
         if !json { printError("following the gateway at \(client.baseURL) from event position \(position); Ctrl-C ends") }
         var lostSince: Date?
@@ -92,7 +92,7 @@ struct Events: AsyncParsableCommand {
                 // A restart of the daemon is not the end of following it; a minute without it is.
                 guard error.kind == .unreachable else {
                     printError(error.description)
-                    throw ExitCode(CLIExit.failed)
+                    throw error.exitCode
                 }
                 let first = lostSince ?? Date()
                 if lostSince == nil { printError("\(error.description); waiting for it") }

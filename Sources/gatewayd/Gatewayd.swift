@@ -12,4 +12,21 @@ struct Gatewayd: AsyncParsableCommand {
                       PadCommand.self, CheckCommand.self, TraceCommand.self],
         defaultSubcommand: Run.self
     )
+
+    /// ArgumentParser's own `main`, except that wrong usage exits 2 as docs/cli.md promises, not its 64 (EX_USAGE):
+    /// a script tells "wrong usage" the same way from every command and from every kind of usage error.
+    static func main() async {
+        do {
+            var command = try await asyncParseAsRoot(nil)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            printError(fullMessage(for: error))
+            exit(withError: ExitCode(CLIExit.usage))
+        }
+    }
 }

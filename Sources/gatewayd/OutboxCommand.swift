@@ -10,8 +10,9 @@ struct OutboxCommand: AsyncParsableCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Backlog and oldest unforwarded event per sink, last success, last error, what was put aside.",
-            discussion: "Reads the outbox read-only; works while the daemon runs. Exit status 0, or 1 if the outbox "
-                + "cannot be read.")
+            discussion: "Reads the outbox read-only; works while the daemon runs. Exit status 0; 2 when the outbox "
+                + "cannot be read (a wrong --outbox or state directory, as for events --store) or the configuration "
+                + "is broken.")
 
         @Option(help: "The hall's configuration: its state directory and sinks.")
         var config: String?

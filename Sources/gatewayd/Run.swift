@@ -44,11 +44,6 @@ struct Run: AsyncParsableCommand {
                     stateDirectory: "var", profiles: profilesFolder, eventStore: "var/events.sqlite")
                 loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
                 DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder)
-                logger.info("""
-                    demo hall: \(hall.pads.count) Modbus pads and \(hall.windowBoards.count) window boards, \
-                    \(DemoHall.ff68Windows.count) FF 68 pads and callers, a ticket printer, an Onbon call board; \
-                    stop with Ctrl-C
-                    """)
             }
         } catch let error as ConfigError {
             printError(error.description)
@@ -58,6 +53,14 @@ struct Run: AsyncParsableCommand {
         if let apiPort { gatewayConfig.api.port = apiPort }
         let timeZone = gatewayConfig.hall.timeZone
         GatewayLogHandler.use(timeZone: timeZone)
+        // Logged only now: every line, the first too, is stamped in the hall's zone.
+        if let demo {
+            logger.info("""
+                demo hall: \(demo.pads.count) Modbus pads and \(demo.windowBoards.count) window boards, \
+                \(DemoHall.ff68Windows.count) FF 68 pads and callers, a ticket printer, an Onbon call board; \
+                stop with Ctrl-C
+                """)
+        }
         let eventLog = logger
         let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
             for event in events { eventLog.info("\(GatewayLogHandler.eventLine(event, timeZone: timeZone))") }

@@ -10,8 +10,10 @@ struct StatusCommand: AsyncParsableCommand {
             Asks the running daemon (its local API: live counters). When the daemon does not answer, reads what it \
             last recorded in its outbox (every 2 s while it ran) and says so. Columns: transactions answered, \
             timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), garbage bytes, and the \
-            answer latency's p50/p99 bucket in ms. Exit status 0; 1 when a device is offline; 2 for a broken \
-            configuration; 3 when neither the daemon nor its outbox can tell.
+            answer latency's p50/p99 bucket in ms. A state read from the outbox is a last known one: `was online`, \
+            `was OFFLINE`, under a first line saying when it was recorded. Exit status 0; 1 when a device is offline; \
+            2 for a broken configuration; 3 when the daemon does not answer (also when its outbox's record is shown: \
+            that is no word on the hall now). With --outbox the record was asked for: 0 or 1 as its devices were.
             """)
 
     @OptionGroup var daemon: DaemonOptions
@@ -37,6 +39,8 @@ struct StatusCommand: AsyncParsableCommand {
         guard watch else {
             let snapshot = try await Self.snapshot(hall: hall, outbox: outbox)
             try show(snapshot, hall: hall)
+            // The daemon was asked and did not answer: an old record of all online is no "all well".
+            if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
             if snapshot.devices.contains(where: { $0.online == false }) { throw ExitCode(CLIExit.failed) }
             return
         }
@@ -60,12 +64,16 @@ struct StatusCommand: AsyncParsableCommand {
             return
         }
         let now = Date()
+        let recorded: Bool
         switch snapshot.source {
-        case .daemon(let url): print("devices live from the gateway at \(url)")
+        case .daemon(let url):
+            recorded = false
+            print("devices live from the gateway at \(url)")
         case .outbox(let path, let why):
+            recorded = true
             print(
                 """
-                the gateway does not answer (\(why)); devices as it recorded them \
+                the gateway does not answer (\(why)); last known device states, recorded \
                 \(Output.age(snapshot.at, now: now)) (\(hallTime(snapshot.at, timeZone: hall.timeZone))) in \(path)
                 """)
         }
@@ -78,7 +86,7 @@ struct StatusCommand: AsyncParsableCommand {
             let latency = [0.5, 0.99].map { counters.latency.quantile($0).map { String(Int($0)) } ?? "-" }
             return [
                 state.device, Self.busLabel(state.bus, hall: hall),
-                state.online.map { $0 ? "online" : "OFFLINE" } ?? "unknown",
+                Self.stateLabel(state.online, recorded: recorded),
                 state.lastSeen.map { Output.age($0, now: now) } ?? "never", "\(counters.transactions)",
                 "\(counters.timeouts)", "\(counters.checksumErrors)", "\(counters.exceptions)",
                 "\(counters.garbageBytes)", latency.joined(separator: "/"), state.offlineReason ?? "",
@@ -86,13 +94,16 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let lines = Output.table([header] + rows) { row, column, cell in
             if row == 0 { return .bold }
-            if column == 2 { return cell == "online" ? .green : cell == "OFFLINE" ? .red : .yellow }
+            if column == 2 { return cell == "online" ? .green : cell.hasSuffix("OFFLINE") ? .red : .yellow }
             if (5...8).contains(column), cell != "0" { return .yellow }
             return nil
         }
         for line in lines { print(line) }
         let offline = snapshot.devices.filter { $0.online == false }.count
-        print("\(snapshot.devices.count) devices, \(offline) offline")
+        print(
+            recorded
+                ? "\(snapshot.devices.count) devices as last recorded, \(offline) offline then; now unknown"
+                : "\(snapshot.devices.count) devices, \(offline) offline")
         // What no device's request was waiting for: on an unprompted line (FF 68, QSystem), all of its noise.
         for line in snapshot.lines where line.counters.garbageBytes > 0 || line.counters.checksumErrors > 0 {
             let counters = line.counters
@@ -101,6 +112,12 @@ struct StatusCommand: AsyncParsableCommand {
                     + "\(counters.checksumErrors) bad checksums of \(counters.bytesReceived) bytes heard unasked",
                 .yellow))
         }
+    }
+
+    /// A device's state in the table: as the daemon sees it now, or `was …` when read from the outbox's record.
+    static func stateLabel(_ online: Bool?, recorded: Bool) -> String {
+        let state = online.map { $0 ? "online" : "OFFLINE" } ?? "unknown"
+        return recorded ? "was \(state)" : state
     }
 
     /// The bus id with its line (port or host) when the configuration is at hand.
@@ -125,7 +142,7 @@ struct StatusCommand: AsyncParsableCommand {
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
-                    throw ExitCode(CLIExit.daemonUnreachable)
+                    throw error.exitCode
                 }
                 why = error.description
             }
@@ -186,14 +203,19 @@ struct StatusReport: Encodable {
     var source: String
     /// The API's URL or the outbox file.
     var from: String
+    /// Whether the states are the daemon's now; false: the outbox's last known ones, as of `recordedAt`.
+    var live: Bool
+    /// When the states were true: now (live), or when the daemon last recorded them.
     var recordedAt: Date
+    /// Why the daemon was not asked or did not answer, when the states are recorded ones.
+    var daemonAnswer: String?
     var devices: [DeviceReport]
     var lines: [LineCounters]
 
     init(_ snapshot: StatusSnapshot) {
         switch snapshot.source {
-        case .daemon(let url): (source, from) = ("daemon", url)
-        case .outbox(let path, _): (source, from) = ("outbox", path)
+        case .daemon(let url): (source, from, live) = ("daemon", url, true)
+        case .outbox(let path, let why): (source, from, live, daemonAnswer) = ("outbox", path, false, why)
         }
         recordedAt = snapshot.at
         devices = snapshot.devices.map(DeviceReport.init)

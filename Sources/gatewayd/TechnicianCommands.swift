@@ -73,9 +73,7 @@ enum TechnicianRun {
             if case .running = await client.probe() {
                 do { return try await viaDaemon(client) } catch {
                     printError(error.description)
-                    throw error.kind == .unreachable
-                        ? ExitCode(CLIExit.daemonUnreachable)
-                        : error.status == 404 ? ExitCode(CLIExit.usage) : ExitCode(CLIExit.failed)
+                    throw error.exitCode
                 }
             }
         }

@@ -21,11 +21,15 @@ struct TraceCapture {
         var version: Int
         var bus: String
         var line: String?
+        /// The hall's time zone (IANA name): `decode --file` shows the times as `trace` showed them.
+        var timeZone: String?
     }
 
     static let marker = "hall-gateway-trace"
 
     var bus: String
+    /// The hall's, when the capture names it; else this machine's (captures older than the field).
+    var timeZone: TimeZone
     var records: [Record]
 
     /// The capture in `path`; throws when it is not one (then `decode` reads the file as raw bytes).
@@ -39,12 +43,14 @@ struct TraceCapture {
         while let line = lines.next() {
             records.append(try decoder.decode(Record.self, from: Data(line.utf8)))
         }
-        return TraceCapture(bus: header.bus, records: records)
+        return TraceCapture(
+            bus: header.bus, timeZone: header.timeZone.flatMap(TimeZone.init(identifier:)) ?? .current,
+            records: records)
     }
 
     /// The header line for a new capture.
-    static func headerLine(bus: String, line: String?) -> String {
-        let header = Header(capture: marker, version: 1, bus: bus, line: line)
+    static func headerLine(bus: String, line: String?, timeZone: TimeZone) -> String {
+        let header = Header(capture: marker, version: 1, bus: bus, line: line, timeZone: timeZone.identifier)
         return String(decoding: (try? encoder.encode(header)) ?? Data(), as: UTF8.self)
     }
 

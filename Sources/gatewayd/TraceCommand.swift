@@ -104,10 +104,7 @@ struct TraceCommand: AsyncParsableCommand {
                 }
             } catch let error as DaemonError {
                 printError(error.description)
-                throw ExitCode(
-                    error.kind == .unreachable
-                        ? CLIExit.daemonUnreachable
-                        : error.status == 404 ? CLIExit.usage : CLIExit.daemonUnreachable)
+                throw error.exitCode
             }
             printer.flushPending()
         }
@@ -192,7 +189,7 @@ struct TracePrinter {
         self.sent = sent
         self.received = received
         self.passive = passive
-        file?.write(Data((TraceCapture.headerLine(bus: bus, line: line) + "\n").utf8))
+        file?.write(Data((TraceCapture.headerLine(bus: bus, line: line, timeZone: timeZone) + "\n").utf8))
     }
 
     /// One line of the gateway's trace answer.

@@ -169,6 +169,23 @@ import Testing
         #expect(lines.contains { $0.hasPrefix("<6>info gatewayd: api: listening") })
     }
 
+    @Test func theDemoHallStampsEveryLogLineInTheHallsZoneTheFirstToo() async throws {
+        let folder = try TemporaryDirectory()
+        // The machine's clock on UTC, the demo hall in Asia/Shanghai.
+        let demo = try ChildProcess(
+            gatewaydPath, ["run", "--api-port", "0"], environment: ["TZ": "UTC"], workingDirectory: folder.path)
+        defer { demo.interrupt() }
+        #expect(await eventually { demo.output.contains("api: listening") }, "\(demo.output)")
+        // Whole lines only: the last may be half written.
+        let lines = demo.output.components(separatedBy: "\n").dropLast()
+        #expect(lines.contains { $0.contains(" gatewayd: demo hall: ") }, "\(lines)")
+        for line in lines {
+            #expect(
+                line.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 "#, options: .regularExpression) != nil,
+                "\(line)")
+        }
+    }
+
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
         // A read request, the same with its CRC zeroed, and three bytes of a third cut off by the end.
         let rtu = try await run(
@@ -254,6 +271,64 @@ import Testing
         )
     }
 
+    @Test func everyUsageErrorExitsTwoAndHelpExitsZero() async throws {
+        let folder = try TemporaryDirectory()
+        let existing = folder.file("existing.yaml")
+        try "hall: {id: reviewed}\n".write(toFile: existing, atomically: true, encoding: .utf8)
+        // Found by a technician: ArgumentParser's own usage errors exited 64 (EX_USAGE), the project's exit 2.
+        let usageErrors: [[String]] = [
+            ["status", "--bogus"],
+            ["events", "--since", "yesterday"],
+            ["decode", "-s", "ff68", "zz"],
+            ["modbus", "read", "--address", "1", "0"],
+            ["scan", "--port", folder.file("no-such-port"), "--write-config", existing],
+            ["check", "--json", "extra"],
+            ["--bogus"],
+        ]
+        for arguments in usageErrors {
+            let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
+            #expect(result.status == 2, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
+            #expect(result.standardError.contains("Error: "), "\(arguments): \(result.standardError)")
+        }
+        for arguments in [["--help"], ["status", "--help"], ["modbus", "read", "--help"], ["--version"]] {
+            let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
+            #expect(result.status == 0, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
+            #expect(!result.standardOutput.isEmpty)
+        }
+    }
+
+    @Test func aRefusedTokenExitsThreeFromEveryCommandThatAsksTheDaemon() async throws {
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try Self.hallConfig(
+            folder, padLine: try #require(server.endpoint.devicePath), printerLine: printer.devicePath)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let api = try #require(Self.apiURL(daemon))
+        // The technician's copy of the hall's configuration names a token file holding another token.
+        let wrongToken = folder.file("wrong-token")
+        try "0123456789abcdef0123456789abcdef\n".write(toFile: wrongToken, atomically: true, encoding: .utf8)
+        let technicianConfig = folder.file("technician.yaml")
+        try (try String(contentsOfFile: config, encoding: .utf8) + "\napi: {token-file: \(wrongToken)}\n")
+            .write(toFile: technicianConfig, atomically: true, encoding: .utf8)
+        let cli = ["--config", technicianConfig, "--api", api]
+        let commands: [[String]] = [
+            ["status"], ["check"], ["events", "--follow"], ["trace", "line-a", "--seconds", "1"],
+            ["probe", "eval-w04"], ["pad", "test", "eval-w04", "--seconds", "1"], ["printer", "status", "printer-1"],
+        ]
+        for command in commands {
+            let result = try await run(gatewaydPath, command + cli)
+            #expect(result.status == 3, "gatewayd \(command.joined(separator: " ")): \(result.standardError)")
+            #expect(
+                result.standardError.contains("401 unauthorized: the token in \(wrongToken) is not the daemon's"),
+                "gatewayd \(command.joined(separator: " ")): \(result.standardError)")
+        }
+    }
+
     @Test func theCLISaysWhenTheGatewayIsNotRunning() async throws {
         let folder = try TemporaryDirectory()
         // The demo hall's defaults, with nothing on a port nobody uses.
@@ -269,5 +344,12 @@ import Testing
         #expect(status.status == 3, "neither the daemon nor an outbox: \(status.standardError)")
         let broken = try await run(gatewaydPath, ["status", "--config", folder.path + "/missing.yaml"])
         #expect(broken.status == 2)
+        // An outbox that is not there: a wrong path given, and the help says so.
+        let noOutbox = try await run(gatewaydPath, ["outbox", "status", "--outbox", folder.file("missing.sqlite")])
+        #expect(noOutbox.status == 2, "\(noOutbox.standardError)")
+        let help = try await run(gatewaydPath, ["outbox", "status", "--help"])
+        #expect(
+            help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+                .contains("Exit status 0; 2 when the outbox cannot be read"), "\(help.standardOutput)")
     }
 }

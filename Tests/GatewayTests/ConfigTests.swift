@@ -87,6 +87,48 @@ import Testing
         #expect(twiceLines.contains { $0.contains("devices[1].address: address 1 on bus rs485-1 is already used by eval-w01") }, "\(twiceLines)")
     }
 
+    @Test func aDuplicateIdIsReportedWhereItIsUsedAgain() throws {
+        let twice = valid.replacingOccurrences(of: "id: eval-w02", with: "id: eval-w01")
+        let lines = try issues(twice).map(\.description)
+        #expect(lines == [folder.file("hall.yaml") + ":11:10: devices[1].id: device id 'eval-w01' is used twice"])
+    }
+
+    @Test func theCheckCommandReportsTheFilesTheGatewayCannotRead() async throws {
+        let passwordFolder = folder.file("password-folder")
+        try FileManager.default.createDirectory(atPath: passwordFolder, withIntermediateDirectories: true)
+        let token = try write("0123456789abcdef0123456789abcdef\n", "sink-token")
+        let path = try write(
+            valid + """
+
+                api: {token-file: missing-api-token}
+                sinks:
+                  - {type: postgres, host: db.lan, database: hall, user: gateway, password-file: \(passwordFolder)}
+                  - {type: http, url: "https://central.lan/events", token-file: \(token), ca-file: missing-ca.pem}
+                """)
+        // Every other command reads such a hall as it is: the files may be the gateway user's alone.
+        _ = try ConfigLoader.load(path: path)
+
+        let result = try await run(gatewaydPath, ["config", "check", path])
+        #expect(result.status == 2)
+        let lines = result.standardError.split(separator: "\n").map(String.init)
+        #expect(
+            lines.sorted() == [
+                "\(path):12:19: api.token-file: cannot read \(folder.file("missing-api-token")): no such file",
+                "\(path):14:82: sinks[0].password-file: cannot read \(passwordFolder): is a directory",
+                "\(path):15:\(76 + token.count): sinks[1].ca-file: cannot read \(folder.file("missing-ca.pem")): "
+                    + "no such file",
+            ], "\(result.standardError)")
+    }
+
+    @Test func relativePathsAreJoinedWithoutDotSteps() throws {
+        let text = valid + "\nstate-directory: ./state\nsinks:\n  - {type: sqlite, path: ../shared/./events.sqlite}\n"
+        let (inFolder, _) = try ConfigLoader.parse(text, file: "cfg/hall.yaml", relativeTo: "cfg")
+        #expect(inFolder.stateDirectory == "cfg/state")
+        #expect(inFolder.sinks.first?.kind == .sqlite(path: "cfg/../shared/events.sqlite"))
+        let (here, _) = try ConfigLoader.parse(text, file: "hall.yaml", relativeTo: ".")
+        #expect(here.stateDirectory == "state")
+    }
+
     @Test func aYAMLSyntaxErrorNamesItsLine() throws {
         let found = try issues("hall: {id: x\nbuses: [\n")
         #expect(found.count == 1)

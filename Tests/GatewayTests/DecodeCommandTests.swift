@@ -18,11 +18,26 @@ import Testing
 
     @Test func badInputSaysWhatIsWrong() async throws {
         let notHex = try await run(gatewaydPath, ["decode", "--stream", "ff68", "FF 6"])
-        #expect(notHex.status != 0)
+        #expect(notHex.status == 2, "docs/cli.md: 2 for input that is not hex")
         #expect(notHex.standardError.contains("not hex bytes"))
         let unknown = try await run(gatewaydPath, ["decode", "--stream", "bacnet", "00"])
-        #expect(unknown.status != 0)
+        #expect(unknown.status == 2)
         #expect(unknown.standardError.contains("unknown stream 'bacnet'"))
+    }
+
+    @Test func aCapturesTimesAreShownInTheHallsZoneAsTraceShowedThem() async throws {
+        let folder = try TemporaryDirectory()
+        let capture = folder.file("line-a.trace")
+        try """
+            {"bus":"line-a","capture":"hall-gateway-trace","line":"/dev/ttyUSB0","timeZone":"Asia/Shanghai","version":1}
+            {"direction":"out","hex":"01 03 00 00 00 02 C4 0B","stream":"modbus-rtu-requests","time":"2026-11-25T01:30:00.000000Z"}
+
+            """.write(toFile: capture, atomically: true, encoding: .utf8)
+        // The machine's clock on UTC, as a hall's gateway often is: the hall's 09:30 all the same.
+        let result = try await run(gatewaydPath, ["decode", "--file", capture], environment: ["TZ": "UTC"])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(
+            result.standardOutput.hasPrefix("09:30:00.000 → modbus-rtu-requests"), "\(result.standardOutput)")
     }
 
     @Test func hexIsReadInTheWaysTechniciansWriteIt() {

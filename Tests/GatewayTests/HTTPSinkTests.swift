@@ -64,7 +64,7 @@ import FoundationNetworking
         let error = try #require(throws: SinkError.self) {
             try makeSink("https://store.example/events", tokenFile: missing)
         }
-        #expect(error.message == "http sink central: the token file \(missing) does not exist")
+        #expect(error.message == "http sink central: cannot read the token file \(missing): no such file")
 
         let empty = folder.file("empty-token")
         try "\n".write(toFile: empty, atomically: true, encoding: .utf8)

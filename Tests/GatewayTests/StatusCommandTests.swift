@@ -13,7 +13,7 @@ import Testing
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let (config, profiles) = try ConfigLoader.parse("""
+        let yaml = """
             hall: {id: test-hall}
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
@@ -24,7 +24,10 @@ import Testing
               - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """, file: "test.yaml", relativeTo: folder.path)
+            """
+        let configPath = folder.file("hall.yaml")
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
@@ -43,8 +46,29 @@ import Testing
         let lines = text.standardOutput.split(separator: "\n").map(String.init)
         let live = try #require(lines.first { $0.hasPrefix("eval-w05") })
         let silent = try #require(lines.first { $0.hasPrefix("eval-w06") })
-        #expect(live.contains("online") && live.contains("line-a"))
-        #expect(silent.contains("OFFLINE") && silent.contains("never") && silent.contains("no answer to poll within"))
+        #expect(live.contains("was online") && live.contains("line-a"))
+        #expect(silent.contains("was OFFLINE") && silent.contains("never") && silent.contains("no answer to poll within"))
+
+        // Nothing answers for the gateway: its outbox's record is shown as such, and the status is no "all well".
+        let stopped = try await run(gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9"])
+        #expect(stopped.status == 3, "\(stopped.standardOutput)\(stopped.standardError)")
+        let stoppedLines = stopped.standardOutput.split(separator: "\n").map(String.init)
+        #expect(
+            stoppedLines.first?.hasPrefix("the gateway does not answer (the gateway is not running") == true
+                && stoppedLines.first?.contains("; last known device states, recorded ") == true
+                && stoppedLines.first?.hasSuffix(" in \(outbox)") == true, "\(stoppedLines)")
+        #expect(try #require(stoppedLines.first { $0.hasPrefix("eval-w05") }).contains(" was online "))
+        #expect(stoppedLines.last == "2 devices as last recorded, 1 offline then; now unknown", "\(stoppedLines)")
+        let stoppedJSON = try await run(
+            gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9", "--json"])
+        #expect(stoppedJSON.status == 3)
+        let recorded = try #require(
+            try JSONSerialization.jsonObject(with: Data(stoppedJSON.standardOutput.utf8)) as? [String: Any])
+        #expect(recorded["live"] as? Bool == false && recorded["source"] as? String == "outbox")
+        #expect((recorded["daemonAnswer"] as? String)?.contains("not running") == true, "\(recorded)")
+        let recordedAtText = try #require(recorded["recordedAt"] as? String)
+        let recordedAt = try #require(EventTime.parse(recordedAtText))
+        #expect(recordedAt < Date())
 
         let json = try await run(gatewaydPath, ["status", "--outbox", outbox, "--json"])
         let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])

@@ -54,7 +54,7 @@ extension ConfigLoader {
         defer { top.rejectUnknownKeys() }
         guard let mqtt = top.value("mqtt"), let fields = reader.fields(mqtt, "commands.mqtt") else { return nil }
         defer { fields.rejectUnknownKeys() }
-        func file(_ key: String) -> String? { fields.string(key).map { resolve($0, against: folder) } }
+        func file(_ key: String) -> String? { fields.file(key, relativeTo: folder) }
         let host = fields.string("host", required: true)
         let useTLS = fields.bool("tls") ?? false
         let port = fields.int("port", in: 1...65535) ?? (useTLS ? 8883 : 1883)

@@ -5,9 +5,10 @@ import Protocols
 /// Reads a gateway configuration file and checks it against the device profiles it names.
 public enum ConfigLoader {
     /// Loads and checks `path`, against the profiles in `profilesOverride` instead of the file's `profiles` when
-    /// given. Every problem found is reported at once in the thrown `ConfigError`.
-    public static func load(path: String, profilesOverride: String? = nil) throws(ConfigError)
-        -> (GatewayConfig, ProfileLibrary)
+    /// given; `checkingFiles` also reports the password, token and certificate files this user cannot read. Every
+    /// problem found is reported at once in the thrown `ConfigError`.
+    public static func load(path: String, profilesOverride: String? = nil, checkingFiles: Bool = false)
+        throws(ConfigError) -> (GatewayConfig, ProfileLibrary)
     {
         let text: String
         do {
@@ -16,14 +17,17 @@ public enum ConfigLoader {
             throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
         }
         let folder = (path as NSString).deletingLastPathComponent
-        return try parse(text, file: path, relativeTo: folder.isEmpty ? "." : folder, profilesOverride: profilesOverride)
+        return try parse(
+            text, file: path, relativeTo: folder.isEmpty ? "." : folder, profilesOverride: profilesOverride,
+            checkingFiles: checkingFiles)
     }
 
     /// Parses configuration text; relative paths in it are resolved against `folder`.
-    public static func parse(_ text: String, file: String, relativeTo folder: String, profilesOverride: String? = nil)
-        throws(ConfigError) -> (GatewayConfig, ProfileLibrary)
-    {
-        let reader = YAMLReader(file: file)
+    public static func parse(
+        _ text: String, file: String, relativeTo folder: String, profilesOverride: String? = nil,
+        checkingFiles: Bool = false
+    ) throws(ConfigError) -> (GatewayConfig, ProfileLibrary) {
+        let reader = YAMLReader(file: file, checksFiles: checkingFiles)
         guard let root = reader.compose(text), let top = reader.fields(root, "") else {
             throw ConfigError(issues: reader.issues)
         }
@@ -31,19 +35,19 @@ public enum ConfigLoader {
         let stateDirectory = resolve(top.string("state-directory") ?? "var", against: folder)
         let configuredProfiles = top.string("profiles")
         let profilesDirectory = profilesOverride ?? resolve(configuredProfiles ?? "devices", against: folder)
-        let buses = top.value("buses", required: true).flatMap { reader.items($0, "buses") }?
-            .compactMap { parseBus($0.node, $0.path, reader) } ?? []
+        let busItems = top.value("buses", required: true).flatMap { reader.items($0, "buses") } ?? []
+        let buses = busItems.compactMap { parseBus($0.node, $0.path, reader) }
         let deviceItems = top.value("devices", required: true).flatMap { reader.items($0, "devices") } ?? []
         let devices = deviceItems.compactMap { parseDevice($0.node, $0.path, reader) }
-        let sinkNode = top.value("sinks")
-        let sinks = sinkNode.flatMap { reader.items($0, "sinks") }?.compactMap {
-            parseSink($0.node, $0.path, reader, folder: folder)
-        } ?? [SinkConfig(name: "local", kind: .sqlite(path: resolve("var/events.sqlite", against: folder)))]
+        let sinkItems = top.value("sinks").flatMap { reader.items($0, "sinks") }
+        let sinks = sinkItems?.compactMap { parseSink($0.node, $0.path, reader, folder: folder) }
+            ?? [SinkConfig(name: "local", kind: .sqlite(path: resolve("var/events.sqlite", against: folder)))]
         let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()
         // 0 turns the heartbeat off.
         let heartbeat = top.int("heartbeat-seconds", in: 0...86_400) ?? 60
         let api = top.value("api").flatMap { parseAPI($0, reader, folder: folder) } ?? APISettings()
-        let terminals = top.value("terminals").flatMap { reader.items($0, "terminals") }?.compactMap { item -> TerminalConfig? in
+        let terminalItems = top.value("terminals").flatMap { reader.items($0, "terminals") } ?? []
+        let terminals = terminalItems.compactMap { item -> TerminalConfig? in
             guard let fields = reader.fields(item.node, item.path) else { return nil }
             let id = fields.string("id", required: true)
             let window = fields.string("window", required: true)
@@ -52,7 +56,7 @@ public enum ConfigLoader {
             fields.rejectUnknownKeys()
             guard let id, let window, let scale else { return nil }
             return TerminalConfig(id: id, window: window, scale: scale)
-        } ?? []
+        }
         let hallDay = parseHallDay(hours: top.value("hours"), tickets: top.value("tickets"), reader,
                                    timeZone: hall?.timeZone ?? TimeZone(identifier: "Asia/Shanghai") ?? .gmt)
         let mqttCommands = top.value("commands").flatMap { parseCommands($0, reader, folder: folder) }
@@ -60,9 +64,10 @@ public enum ConfigLoader {
 
         let library = ProfileLibrary(directory: profilesDirectory)
         checkReferences(devices: devices, items: deviceItems, buses: buses, library: library, reader: reader)
-        checkUnique(buses.map(\.id), what: "bus id", root: root, reader: reader)
-        checkUnique(devices.map(\.id) + terminals.map(\.id), what: "device id", root: root, reader: reader)
-        checkUnique(sinks.map(\.name), what: "sink name", root: root, reader: reader)
+        checkUnique(busItems, key: "id", what: "bus id", reader: reader)
+        checkUnique(deviceItems + terminalItems, key: "id", what: "device id", reader: reader)
+        // A sink without a name is named after its type.
+        checkUnique(sinkItems ?? [], key: "name", orElse: "type", what: "sink name", reader: reader)
 
         guard reader.issues.isEmpty, let hall else { throw ConfigError(issues: reader.issues) }
         var config = GatewayConfig(hall: hall, stateDirectory: stateDirectory, profilesDirectory: profilesDirectory,
@@ -94,7 +99,7 @@ public enum ConfigLoader {
                 reader.report(fields.value("listen"), "api.listen", "'\(listen)' is not HOST:PORT (e.g. 127.0.0.1:8420)")
             }
         }
-        settings.tokenFile = fields.string("token-file").map { resolve($0, against: folder) }
+        settings.tokenFile = fields.file("token-file", relativeTo: folder)
         fields.rejectUnknownKeys()
         if !APISettings.isLoopback(settings.host), settings.tokenFile == nil {
             reader.report(fields.value("listen"), "api.listen",
@@ -195,7 +200,7 @@ public enum ConfigLoader {
         let batchSize = fields.int("batch-size", in: 1...10_000) ?? (type == "postgres" ? 1_000 : 500)
         let maximumRetryDelay = Duration.milliseconds(fields.int("max-retry-delay-ms", in: 100...3_600_000) ?? 60_000)
         let timeout = Duration.milliseconds(fields.int("timeout-ms", in: 100...600_000) ?? 30_000)
-        func file(_ key: String) -> String? { fields.string(key).map { resolve($0, against: folder) } }
+        func file(_ key: String) -> String? { fields.file(key, relativeTo: folder) }
         func tls() -> TLSSettings {
             TLSSettings(caFile: file("ca-file"), certificateFile: file("certificate-file"), keyFile: file("key-file"))
         }
@@ -317,15 +322,27 @@ public enum ConfigLoader {
         }
     }
 
-    private static func checkUnique(_ ids: [String], what: String, root: Node, reader: YAMLReader) {
+    /// Reports an id used before at its second (third, …) use: the line a technician most likely just added.
+    private static func checkUnique(
+        _ items: [(node: Node, path: String)], key: String, orElse fallbackKey: String? = nil, what: String,
+        reader: YAMLReader
+    ) {
         var seen: Set<String> = []
-        for id in ids where !seen.insert(id).inserted {
-            reader.report(nil, "", "\(what) '\(id)' is used twice")
+        for item in items {
+            guard let mapping = item.node.mapping,
+                let node = mapping[key] ?? fallbackKey.flatMap({ mapping[$0] }), let id = node.string
+            else { continue }
+            if !seen.insert(id).inserted { reader.report(node, "\(item.path).\(key)", "\(what) '\(id)' is used twice") }
         }
     }
 
+    /// `path` as written, or within `folder` when relative; without `.` steps (`./state` in `.` is `state`), so
+    /// paths print as a technician would write them. `..` is kept: through a symbolic link it is not the parent.
     static func resolve(_ path: String, against folder: String) -> String {
-        path.hasPrefix("/") ? path : (folder as NSString).appendingPathComponent(path)
+        let joined = path.hasPrefix("/") ? path : folder + "/" + path
+        let steps = joined.split(separator: "/").filter { $0 != "." }
+        let normal = (joined.hasPrefix("/") ? "/" : "") + steps.joined(separator: "/")
+        return normal.isEmpty ? "." : normal
     }
 }
 

@@ -6,9 +6,15 @@ import Yams
 /// (`baudrate:` for `baud:`) is reported instead of silently ignored.
 final class YAMLReader {
     let file: String
+    /// Whether the files the configuration names (passwords, tokens, certificates) are checked for readability
+    /// here: by `config check`, not by every command that reads the hall (they may be the gateway user's alone).
+    let checksFiles: Bool
     private(set) var issues: [ConfigIssue] = []
 
-    init(file: String) { self.file = file }
+    init(file: String, checksFiles: Bool = false) {
+        self.file = file
+        self.checksFiles = checksFiles
+    }
 
     /// Parses the text; a syntax error becomes an issue and the result is nil.
     func compose(_ text: String) -> Node? {
@@ -146,6 +152,17 @@ final class YAMLReader {
 
         func double(_ key: String, required: Bool = false) -> Double? {
             value(key, required: required).flatMap { reader.double($0, keyPath(key)) }
+        }
+
+        /// A file for the gateway to read, resolved against `folder`; one that cannot be read is reported at its
+        /// value when the reader checks files.
+        func file(_ key: String, relativeTo folder: String) -> String? {
+            guard let node = value(key), let text = reader.string(node, keyPath(key)) else { return nil }
+            let path = ConfigLoader.resolve(text, against: folder)
+            if reader.checksFiles, let problem = ReadableFile.problem(path) {
+                reader.report(node, keyPath(key), "cannot read \(path): \(problem)")
+            }
+            return path
         }
 
         func choice(_ key: String, _ allowed: [String], required: Bool = false) -> String? {

@@ -431,11 +431,8 @@ public final class HTTPSink: EventSink {
     // MARK: Files
 
     private static func readable(_ path: String, what: String, sink: String) throws {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw SinkError(.unavailable, "http sink \(sink): the \(what) \(path) does not exist")
-        }
-        guard FileManager.default.isReadableFile(atPath: path) else {
-            throw SinkError(.unavailable, "http sink \(sink): the \(what) \(path) is not readable by user \(getuid())")
+        if let reason = ReadableFile.problem(path) {
+            throw SinkError(.unavailable, "http sink \(sink): cannot read the \(what) \(path): \(reason)")
         }
     }
 

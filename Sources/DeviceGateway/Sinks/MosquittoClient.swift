@@ -146,9 +146,10 @@ final class MosquittoClient: @unchecked Sendable {
             try check(mosquitto_username_pw_set(handle, settings.username, settings.password), "username and password")
         }
         guard let tls = settings.tls else { return }
-        for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 })
-        where !FileManager.default.isReadableFile(atPath: file) {
-            throw SinkError(.rejected, "mqtt \(address): cannot read the TLS file \(file)")
+        for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 }) {
+            if let reason = ReadableFile.problem(file) {
+                throw SinkError(.rejected, "mqtt \(address): cannot read the TLS file \(file): \(reason)")
+            }
         }
         if (tls.certificateFile == nil) != (tls.keyFile == nil) {
             throw SinkError(.rejected,

@@ -50,9 +50,9 @@ public actor PostgresSink: EventSink {
             throw failure("'\(config.table)' is not a plain table name (lower-case letters, digits, _)")
         }
         let password = try config.passwordFile.map { path in
+            if let reason = ReadableFile.problem(path) { throw failure("cannot read password file \(path): \(reason)") }
             guard let data = FileManager.default.contents(atPath: path) else {
-                let reason = FileManager.default.fileExists(atPath: path) ? "not readable by this user" : "no such file"
-                throw failure("cannot read password file \(path): \(reason)")
+                throw failure("cannot read password file \(path)")
             }
             // Trailing line ends only: a password may well contain spaces.
             var text = String(decoding: data, as: UTF8.self)
@@ -107,10 +107,7 @@ public actor PostgresSink: EventSink {
         _ settings: TLSSettings, failure: (String) -> SinkError
     ) throws -> TLSConfiguration {
         func readable(_ path: String, _ what: String) throws {
-            guard FileManager.default.isReadableFile(atPath: path) else {
-                let reason = FileManager.default.fileExists(atPath: path) ? "not readable by this user" : "no such file"
-                throw failure("cannot read \(what) \(path): \(reason)")
-            }
+            if let reason = ReadableFile.problem(path) { throw failure("cannot read \(what) \(path): \(reason)") }
         }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .fullVerification
