@@ -14,6 +14,60 @@ import Testing
             year: parts[0], month: parts[1], day: parts[2], hour: parts[3], minute: parts[4])))
     }
 
+    @Test func aRestartBetweenTheCheckAndOpeningKeepsTheDaysTicketNumbers() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        // Board 9 never answers: started inside the check's window, the check still finds it silent.
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall, timezone: Asia/Shanghai}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+            devices:
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+              - {id: board-w09, profile: modbus-window-board, bus: line-a, address: 9, window: "9"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            hours:
+              monday-friday: ["09:00-17:00"]
+              check-before-opening-minutes: 15
+            tickets:
+              prefixes: [A]
+            """, file: "test.yaml", relativeTo: folder.path)
+        func start(at time: String) throws -> (Gateway, StopSignal, Task<Void, Never>, CapturedLog) {
+            let log = CapturedLog()
+            let clock = ManualHallClock(now: try Self.shanghai(time))
+            let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+            let stop = StopSignal()
+            return (gateway, stop, Task { await gateway.run(until: stop) }, log)
+        }
+
+        // Started at 08:50, inside the check's window: the check runs at once.
+        let (first, firstStop, firstRun, _) = try start(at: "2026-12-02 08:50")
+        #expect(await eventually {
+            (try? await first.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "device-check-2026-12-02" } == true
+        })
+        let check = try #require(try await first.outbox.entries(after: 0, limit: 1000).first { $0.id == "device-check-2026-12-02" })
+        #expect(check.json.contains(#""passed":false"#) && check.json.contains("board-w09 does not answer"),
+                "the dead board is found dead, not merely not heard yet: \(check.json)")
+        let tickets = try #require(first.tickets)
+        #expect(try await tickets.next(prefix: "A") == "A001")
+        #expect(try await tickets.next(prefix: "A") == "A002")
+        firstStop.stop()
+        await firstRun.value
+
+        // Restarted at 08:55, still before opening: the day was checked, its numbers go on.
+        let (second, secondStop, secondRun, log) = try start(at: "2026-12-02 08:55")
+        #expect(await eventually { log.text.contains("hall day 2026-12-02: checked before opening already; ticket counters kept") })
+        #expect(try await #require(second.tickets).next(prefix: "A") == "A003", "no number is issued twice in a day")
+        secondStop.stop()
+        await secondRun.value
+    }
+
     @Test func aDayOfTheHallOnAFakeClock() async throws {
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])

@@ -41,6 +41,22 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
 }
 
 extension Gateway {
+    /// Returns once every device has been heard or reported silent since the start, or once each bus has had time to
+    /// find a silent device silent (its misses at its pace): a check run just after a start would otherwise pass a
+    /// dead device as not heard yet. Devices that only speak when used are never heard: their bus waits its time.
+    func awaitFirstPolls() async {
+        let started = ContinuousClock.now
+        let waits = Dictionary(uniqueKeysWithValues: config.buses.map { bus in
+            let devices = config.devices.count { $0.bus == bus.id }
+            return (bus.id, (bus.pollInterval + bus.responseTimeout * devices) * (DeviceHealth.missesBeforeOffline + 1))
+        })
+        while true {
+            let waiting = await deviceStates().filter { $0.online == nil && ContinuousClock.now - started < waits[$0.bus] ?? .zero }
+            if waiting.isEmpty { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     /// Checks every device, printer, the outbox and the sinks as they stand now.
     public func deviceCheck() async -> DeviceCheckReport {
         await deviceCheck(of: await deviceStates())
@@ -95,6 +111,15 @@ struct GatewayHallActions: HallDayActions {
 
     func beforeOpening(day: DateComponents) async {
         let date = String(format: "%04d-%02d-%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
+        // Once a day: cleared again after a restart before opening, the counters would issue numbers twice.
+        do {
+            guard try await gateway.outbox.beginDayCheck(day: date) else {
+                gateway.logger.notice("hall day \(date): checked before opening already; ticket counters kept")
+                return
+            }
+        } catch {
+            gateway.logger.error("hall day \(date): cannot record the check before opening (\(error)); running it")
+        }
         if let counters {
             do {
                 try await counters.reset()
@@ -102,6 +127,7 @@ struct GatewayHallActions: HallDayActions {
                 gateway.logger.error("hall day \(date): ticket counters not cleared: \(error.message)")
             }
         }
+        await gateway.awaitFirstPolls()
         let report = await gateway.deviceCheck()
         if report.passed {
             gateway.logger.notice("hall day \(date): device check passed, \(report.devicesChecked) devices")

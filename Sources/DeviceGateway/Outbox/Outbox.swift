@@ -290,6 +290,11 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v7-command-key-requests") { db in
             try db.execute(sql: "ALTER TABLE command_key ADD COLUMN request TEXT")
         }
+        // The hall days whose pre-opening run (counters cleared, device check) happened, so a restart before opening
+        // does not clear the day's ticket numbers again.
+        migrator.registerMigration("v8-hall-day-checks") { db in
+            try db.execute(sql: "CREATE TABLE hall_day_check (day TEXT PRIMARY KEY, checked_at REAL NOT NULL)")
+        }
         return migrator
     }
 
@@ -604,6 +609,17 @@ public final class Outbox: Sendable {
             try db.execute(sql: "DELETE FROM ticket_counter WHERE day < ?", arguments: [day])
             try db.execute(sql: "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)",
                            arguments: [day, prefix, number])
+        }
+    }
+
+    /// Records that the pre-opening run of `day` (YYYY-MM-DD) starts; false when it ran already that day (the gateway
+    /// restarted before opening). Older days are forgotten.
+    public func beginDayCheck(day: String, at time: Date = Date()) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM hall_day_check WHERE day < ?", arguments: [day])
+            try db.execute(sql: "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)",
+                           arguments: [day, time.timeIntervalSince1970])
+            return db.changesCount > 0
         }
     }
 
