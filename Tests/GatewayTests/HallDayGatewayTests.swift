@@ -14,14 +14,10 @@ import Testing
             year: parts[0], month: parts[1], day: parts[2], hour: parts[3], minute: parts[4])))
     }
 
-    @Test func aRestartBetweenTheCheckAndOpeningKeepsTheDaysTicketNumbers() async throws {
-        let board = MockModbusBoard()
-        let server = try MockModbusServer.rtu(units: [3: board])
-        defer { server.stop() }
-        let path = try #require(server.endpoint.devicePath)
-        let folder = try TemporaryDirectory()
-        // Board 9 never answers: started inside the check's window, the check still finds it silent.
-        let (config, profiles) = try ConfigLoader.parse("""
+    /// A hall open 09:00-17:00 on weekdays, checked 15 minutes before, numbering A tickets, with a Modbus board at
+    /// address 3 on `path` and `devices` besides.
+    static func hall(_ folder: TemporaryDirectory, path: String, devices: String = "") throws -> (GatewayConfig, ProfileLibrary) {
+        try ConfigLoader.parse("""
             hall: {id: test-hall, timezone: Asia/Shanghai}
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
@@ -29,7 +25,7 @@ import Testing
               - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
             devices:
               - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
-              - {id: board-w09, profile: modbus-window-board, bus: line-a, address: 9, window: "9"}
+            \(devices)
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             hours:
@@ -38,6 +34,18 @@ import Testing
             tickets:
               prefixes: [A]
             """, file: "test.yaml", relativeTo: folder.path)
+    }
+
+    @Test func aRestartBetweenTheCheckAndOpeningKeepsTheDaysTicketNumbers() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        // Board 9 never answers: started inside the check's window, the check still finds it silent.
+        let (config, profiles) = try Self.hall(folder, path: path, devices: """
+              - {id: board-w09, profile: modbus-window-board, bus: line-a, address: 9, window: "9"}
+            """)
         func start(at time: String) throws -> (Gateway, StopSignal, Task<Void, Never>, CapturedLog) {
             let log = CapturedLog()
             let clock = ManualHallClock(now: try Self.shanghai(time))
@@ -74,22 +82,7 @@ import Testing
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let (config, profiles) = try ConfigLoader.parse("""
-            hall: {id: test-hall, timezone: Asia/Shanghai}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
-            devices:
-              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            hours:
-              monday-friday: ["09:00-17:00"]
-              check-before-opening-minutes: 15
-            tickets:
-              prefixes: [A]
-            """, file: "test.yaml", relativeTo: folder.path)
+        let (config, profiles) = try Self.hall(folder, path: path)
         // Tuesday 1 December 2026, ten minutes before closing.
         let clock = ManualHallClock(now: try Self.shanghai("2026-12-01 16:50"))
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
