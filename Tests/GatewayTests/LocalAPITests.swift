@@ -162,6 +162,24 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func aTicketThatIsNotATicketNumberIsRefusedAndNotRepeated() async throws {
+        let hall = try await Hall(more: "tickets: {prefixes: [A]}")
+        // A name and a phone number where a ticket number belongs: on a board, in the store, in the logs.
+        for ticket in ["张三", "13812345678", "A023 张三", "110101199003077777"] {
+            let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "\#(ticket)"}"#)
+            #expect(call.status == 400, "\(ticket): \(call.body)")
+            #expect(call.body.contains("'ticket' is not a ticket number") && !call.body.contains(ticket), "\(call.body)")
+        }
+        let ticket = try await hall.request(.POST, "/v1/tickets", json: #"{"number": "13812345678", "service": "x"}"#)
+        #expect(ticket.status == 400 && !ticket.body.contains("13812345678"), "\(ticket.body)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing was shown")
+        for number in ["A023", "V001", "AB-12", "1023"] {
+            let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "\#(number)"}"#)
+            #expect(call.status == 200, "\(number): \(call.body)")
+        }
+        try await hall.stopAll()
+    }
+
     @Test func aCommandToAnOfflineBoardAnswersWithThatReason() async throws {
         let hall = try await Hall()
         #expect(await eventually {

@@ -217,17 +217,15 @@ public actor CommandCenter {
     private func ticket(number: String?, prefix: String?, service: String, waitingAhead: Int, printer: String?,
                         idempotencyKey: String?) async throws(CommandInvalid) -> CommandResult {
         let gateway = self.gateway
+        guard (number == nil) != (prefix == nil) else {
+            throw CommandInvalid(kind: "invalid", message: "send either number (from the queue system) or prefix (the gateway numbers)")
+        }
+        if let number, !Self.isTicketNumber(number) { throw Self.notATicketNumber("number") }
         let printers = gateway.config.devices.filter { gateway.roles[$0.id] == .printer }.map(\.id)
         if let printer, !printers.contains(printer) {
             throw CommandInvalid(kind: "unknown-device", message: "no printer \(printer) in hall \(gateway.config.hall.id)")
         }
         guard !printers.isEmpty else { throw CommandInvalid(kind: "no-device", message: "the hall has no ticket printer") }
-        guard (number == nil) != (prefix == nil) else {
-            throw CommandInvalid(kind: "invalid", message: "send either number (from the queue system) or prefix (the gateway numbers)")
-        }
-        if let number, number.isEmpty || number.count > 16 {
-            throw CommandInvalid(kind: "invalid", message: "ticket number '\(number)' must be 1 to 16 characters")
-        }
         if prefix != nil, gateway.tickets == nil {
             throw CommandInvalid(kind: "invalid", message: "the gateway numbers no tickets (no tickets: in its configuration): send number")
         }
@@ -376,6 +374,7 @@ public actor CommandCenter {
         guard let chosen else {
             throw CommandInvalid(kind: "invalid", message: "\(key.map { "key \($0)" } ?? "level \(level ?? 0)") is not on terminal \(id)'s \(scale.name) scale")
         }
+        if let ticket, !Self.isTicketNumber(ticket) { throw Self.notATicketNumber("ticket") }
         let rating = RatingSubmitted(
             window: terminal.window, staffId: staffId, level: chosen.level.rawValue, levelLabel: chosen.level.label,
             key: chosen.code, keyLabel: chosen.label, scale: scale.name, deviceCounter: counter, ticket: ticket)
@@ -422,9 +421,7 @@ public actor CommandCenter {
         guard devices.contains(where: { $0.window == window }) else {
             throw CommandInvalid(kind: "unknown-window", message: "hall \(gateway.config.hall.id) has no window \(window)")
         }
-        if let ticket = command.ticket, ticket.isEmpty || ticket.count > 16 {
-            throw CommandInvalid(kind: "invalid", message: "ticket '\(ticket)' must be 1 to 16 characters")
-        }
+        if let ticket = command.ticket, !Self.isTicketNumber(ticket) { throw Self.notATicketNumber("ticket") }
         let targets = devices.compactMap { device -> (String, HallCommand)? in
             guard let role = gateway.roles[device.id], device.window == window || role == .hallBoard,
                   let hallCommand = command.deviceCommand(for: role)
@@ -475,6 +472,19 @@ public actor CommandCenter {
         case .deviceTimeout: .timedOut
         default: .refused
         }
+    }
+
+    /// Whether `text` is a ticket number: up to three letters, a hyphen if the queue system writes one, and one to
+    /// six digits (A023, V001, AB-12, 1023). Anything else could carry a citizen's name or phone number into events,
+    /// logs, the central store and the boards.
+    public static func isTicketNumber(_ text: String) -> Bool {
+        text.wholeMatch(of: /[A-Za-z]{0,3}-?[0-9]{1,6}/) != nil
+    }
+
+    /// The refusal of a field that is not a ticket number; the value is not repeated, in case it is personal data.
+    static func notATicketNumber(_ field: String) -> CommandInvalid {
+        CommandInvalid(kind: "invalid", message: "'\(field)' is not a ticket number (up to 3 letters, then 1 to 6 digits, "
+                       + "like A023); refused and not repeated here, in case it is personal data")
     }
 
     /// Keys come from clients: the event id carries their FNV-1a fingerprint, not the key itself.
