@@ -192,6 +192,16 @@ import Testing
         #expect(result["status"] as? String == "device-offline")
         let device = try #require((result["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w07" })
         #expect((device["detail"] as? String)?.contains("board-w07 is offline: no answer") == true)
+        // The hall board showed it: a call displayed, its result saying the window's board was offline.
+        let eventId = try #require(result["eventId"] as? String)
+        let event = try #require(try await hall.gateway.outbox.entries(after: 0, limit: 1000).first { $0.id == eventId })
+        #expect(event.type == "hall.call.displayed" && event.json.contains(#""result":"device-offline""#), "\(event.json)")
+        // A pause only the offline board would show was carried out nowhere: not a window paused.
+        let pause = try hall.json(try await hall.request(.POST, "/v1/windows/7/pause").body)
+        #expect(pause["status"] as? String == "device-offline")
+        let pauseId = try #require(pause["eventId"] as? String)
+        let failed = try #require(try await hall.gateway.outbox.entries(after: 0, limit: 1000).first { $0.id == pauseId })
+        #expect(failed.type == "hall.command.failed" && failed.json.contains(#""command":"pause""#), "\(failed.json)")
         try await hall.stopAll()
     }
 

@@ -458,8 +458,10 @@ public actor CommandCenter {
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         let executed = CommandExecuted(commandId: id, command: command.name, window: command.window, ticket: command.ticket,
                                        result: status.rawValue, devices: outcomes)
+        let carriedOut = outcomes.contains { $0.result == CommandResult.Status.done.rawValue }
         let event = CloudEvent(
-            id: id, source: EventSource.gateway(hall: gateway.config.hall.id), type: command.eventType, time: Date(),
+            id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
+            type: carriedOut ? command.eventType : HallEventType.commandFailed, time: Date(),
             subject: command.window.map(EventSource.windowSubject), data: .command(executed))
         await gateway.commitOwn(event)
         return CommandResult(id: id, command: command.name, window: command.window, ticket: command.ticket, status: status,

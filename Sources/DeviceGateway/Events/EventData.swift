@@ -292,13 +292,17 @@ public enum HallEventType {
     public static let ticketIssued = "hall.ticket.issued"
     /// No printer could print it (or no number could be drawn): what was tried, and why each failed.
     public static let ticketNotIssued = "hall.ticket.not_issued"
+    /// A queue command no device carried out (every one offline, silent or refusing): what was tried, and why each
+    /// failed. Counting `hall.call.displayed` then counts only calls some board showed.
+    public static let commandFailed = "hall.command.failed"
     public static let hallOpened = "hall.day.opened"
     public static let hallClosed = "hall.day.closed"
     public static let deviceCheck = "hall.gateway.device_check"
     /// The events of commands: the queue system's, and the hall day's boards on and off.
     public static let commands: Set<String> = [
         callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed, ticketIssued,
-        ticketNotIssued, brightnessChanged, displaySwitchedOn, displaySwitchedOff, staffSet, ratingRequested,
+        ticketNotIssued, commandFailed, brightnessChanged, displaySwitchedOn, displaySwitchedOff, staffSet,
+        ratingRequested,
     ]
 }
 
