@@ -161,6 +161,8 @@ import Testing
             #"{"id": "q-4", "command": "call", "window": "99", "ticket": "A1"}"#,
             #"{"id": "q-5", "command": "shout", "window": "5"}"#,
             #"{"id": "q-6", "command": "call", "window": "5", "ticket": 23}"#,
+            #"{"id": "q-8", "command": "brightness", "device": "board-w05", "level": "high"}"#,
+            #"{"id": "q-9", "command": "call", "window": "5", "ticket": "13812345678"}"#,
         ]
         for message in messages { try await hall.send(message) }
         let replies = try await hall.replies.collect(messages.count)
@@ -176,6 +178,9 @@ import Testing
         #expect(replies.first { $0["requestId"] as? String == "q-4" }?["kind"] as? String == "unknown-window")
         #expect(message("q-5")?.hasPrefix("'command' is 'shout'; it must be one of call, recall,") == true)
         #expect(message("q-6") == "'ticket' must be a non-empty string")
+        #expect(message("q-8") == "'level' must be a whole number from 0 to 100")
+        #expect(message("q-9")?.hasPrefix("'ticket' is not a ticket number") == true, "\(replies)")
+        #expect(replies.allSatisfy { !"\($0)".contains("13812345678") }, "a phone number is not repeated")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
 
         try await hall.send(#"{"id": "q-7", "command": "call", "window": "5", "ticket": "A024"}"#)

@@ -256,8 +256,8 @@ struct MQTTCommandRequest: Sendable {
                 request.action = .queue(
                     .showText(device: try reader.required("device"), text: try reader.required("text")))
             case "brightness":
-                guard let level = try reader.count("level"), level <= 100 else {
-                    throw invalid("'level' must be a whole number from 0 to 100 (percent)")
+                guard let level = try reader.count("level", upTo: 100) else {
+                    throw invalid("'level' is missing: a whole number from 0 to 100 (percent)")
                 }
                 request.action = .queue(.brightness(device: try reader.required("device"), percent: level))
             case "power":
@@ -270,7 +270,7 @@ struct MQTTCommandRequest: Sendable {
             case "ticket":
                 request.action = .ticket(Ticket(
                     number: try reader.string("number"), prefix: try reader.string("prefix"),
-                    service: try reader.required("service"), waitingAhead: try reader.count("waitingAhead") ?? 0,
+                    service: try reader.required("service"), waitingAhead: try reader.count("waitingAhead", upTo: 100_000) ?? 0,
                     printer: try reader.string("printer")))
             default:
                 throw invalid("'command' is '\(command)'; it must be one of \(commands.joined(separator: ", "))")
@@ -343,12 +343,12 @@ struct MQTTCommandRequest: Sendable {
             }
         }
 
-        func count(_ name: String) throws(CommandInvalid) -> Int? {
+        func count(_ name: String, upTo maximum: Int) throws(CommandInvalid) -> Int? {
             switch fields[name] {
             case nil, .null?: return nil
-            case .number(let number)? where number >= 0 && number <= 100_000 && number == number.rounded():
+            case .number(let number)? where number >= 0 && number <= Double(maximum) && number == number.rounded():
                 return Int(number)
-            default: throw MQTTCommandRequest.invalid("'\(name)' must be a whole number from 0")
+            default: throw MQTTCommandRequest.invalid("'\(name)' must be a whole number from 0 to \(maximum)")
             }
         }
     }
