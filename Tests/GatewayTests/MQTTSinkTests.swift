@@ -309,7 +309,8 @@ private func makeMQTTCertificates(in folder: TemporaryDirectory) async throws {
 }
 
 /// A loopback port nothing listens on (free when asked; a race with other processes is unlikely).
-private func unusedMQTTPort() throws -> Int {
+/// A loopback port nobody listens on (bound and released at once).
+func unusedMQTTPort() throws -> Int {
     let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     try #require(socket >= 0)
     defer { close(socket) }

@@ -14,7 +14,7 @@ struct MosquittoSettings: Sendable {
     /// With a clean session off, the broker keeps the session under this id.
     var clientId: String
     var username: String?
-    var password: String?
+    var password: Secret?
     var tls: TLSSettings?
     var keepAliveSeconds: Int32
     /// How long one connection attempt (TCP, TLS, CONNACK) may take.
@@ -143,7 +143,7 @@ final class MosquittoClient: @unchecked Sendable {
             guard settings.username != nil else {
                 throw SinkError(.rejected, "mqtt \(address): a password file needs a username (MQTT 3.1.1)")
             }
-            try check(mosquitto_username_pw_set(handle, settings.username, settings.password), "username and password")
+            try check(mosquitto_username_pw_set(handle, settings.username, settings.password?.value), "username and password")
         }
         guard let tls = settings.tls else { return }
         for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 }) {
