@@ -86,8 +86,8 @@ import Testing
     @Test func aTLSConnectionToAClosedPortIsRefusedAtOnceAndStopsAtOnce() async throws {
         // libmosquitto 2.0 takes a refused TCP connect under TLS for a handshake under way: silent until the timeout.
         let closedPort = try unusedMQTTPort()
-        let sink = try MQTTSink(name: "central", config: config(port: closedPort, timeout: .seconds(20), tls: TLSSettings()),
-                                hallId: hall, logger: CapturedLog().logger)
+        let tls = config(port: closedPort, timeout: .seconds(20), tls: TLSSettings())
+        let sink = try MQTTSink(name: "central", config: tls, hallId: hall, logger: CapturedLog().logger)
         let batch = try outbound(mqttRatings(hall: hall, device: "eval-w01", count: 2))
         let started = ContinuousClock.now
         let error = try await #require(throws: SinkError.self) { try await sink.deliver(batch) }

@@ -143,7 +143,8 @@ final class MosquittoClient: @unchecked Sendable {
             guard settings.username != nil else {
                 throw SinkError(.rejected, "mqtt \(address): a password file needs a username (MQTT 3.1.1)")
             }
-            try check(mosquitto_username_pw_set(handle, settings.username, settings.password?.value), "username and password")
+            try check(mosquitto_username_pw_set(handle, settings.username, settings.password?.value),
+                      "username and password")
         }
         guard let tls = settings.tls else { return }
         for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 }) {
@@ -659,7 +660,8 @@ final class MosquittoClient: @unchecked Sendable {
         let plainServer = ["unexpected eof while reading", "wrong version number", "packet length too long",
                            "record layer failure"]
         if closedByPeer || plainServer.contains(where: detail.contains) {
-            return "TLS handshake failed: the broker at \(address) does not speak TLS, or closed the connection (\(detail))"
+            return "TLS handshake failed: the broker at \(address) does not speak TLS, or closed the connection"
+                + " (\(detail))"
         }
         return "TLS handshake failed: \(detail)"
     }
