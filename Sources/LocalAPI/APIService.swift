@@ -30,7 +30,8 @@ public struct APIService: Service {
             await onListening(port)
         }
         do {
-            try await application.runService()
+            // `run`, not `runService`: the latter stops on SIGTERM by itself, out of the gateway's shutdown order.
+            try await application.run()
         } catch {
             logger.error("api: cannot serve on \(address): \(error); the gateway runs on without its API")
         }

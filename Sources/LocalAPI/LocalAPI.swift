@@ -11,7 +11,7 @@ import NIOCore
 public struct LocalAPI: Sendable {
     let gateway: Gateway
     let commands: CommandCenter
-    let token: String
+    let token: Secret
     let logger: Logger
     let metrics: GatewayMetrics
 
@@ -21,7 +21,7 @@ public struct LocalAPI: Sendable {
         self.gateway = gateway
         self.commands = commands
         self.metrics = metrics
-        self.token = token
+        self.token = Secret(token)
         self.logger = logger
     }
 

@@ -71,7 +71,7 @@ struct Run: AsyncParsableCommand {
         let metrics = GatewayMetrics()
         let commands = CommandCenter(gateway: gateway, onFinished: metrics.record)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup)
+            .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway")
         ]
         if gatewayConfig.api.enabled {
             let token: String
@@ -85,7 +85,8 @@ struct Run: AsyncParsableCommand {
             services.append(.init(service: APIService(gateway: gateway, commands: commands, metrics: metrics,
                                                       settings: gatewayConfig.api, token: token, logger: logger,
                                                       onListening: { port in listening.yield(port) }),
-                                  successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+                                  successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore,
+                                  serviceName: "api"))
         } else {
             listening.finish()
         }
@@ -94,24 +95,46 @@ struct Run: AsyncParsableCommand {
             do {
                 let mqttCommands = try MQTTCommands(config: mqtt, gateway: gateway, commands: commands, logger: logger)
                 services.append(.init(service: mqttCommands, successTerminationBehavior: .ignore,
-                                      failureTerminationBehavior: .ignore))
+                                      failureTerminationBehavior: .ignore, serviceName: "mqtt commands"))
             } catch {
                 printError("commands.mqtt: \(error)")
                 throw ExitCode(2)
             }
         }
-        var demoServices: [any Service] = []
+        var demoServices: [(name: String, service: any Service)] = []
         if let demo {
-            demoServices.append(CitizenSimulation(hall: demo))
+            demoServices.append(("demo citizens", CitizenSimulation(hall: demo)))
             if gatewayConfig.api.enabled, let token = APIToken.read(gatewayConfig.api, stateDirectory: gatewayConfig.stateDirectory) {
-                demoServices.append(QueueSimulation(host: gatewayConfig.api.host, ports: ports, token: token, logger: logger))
+                demoServices.append(("demo queue system", QueueSimulation(host: gatewayConfig.api.host, ports: ports,
+                                                                          token: Secret(token), logger: logger)))
             }
         }
-        services += demoServices.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) }
+        services += demoServices.map {
+            .init(service: $0.service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: $0.name)
+        }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            // ServiceLifecycle's own text is a file, a line and an error code: one line a technician can act on.
+            printError("gatewayd: stopped on a failure: \(Self.explain(error))")
+            demo?.stop()
+            throw ExitCode(1)
+        }
         demo?.stop()
+    }
+
+    /// Why the service group ended: the service that finished out of turn, or the error a service threw.
+    static func explain(_ error: any Error) -> String {
+        guard let groupError = error as? ServiceGroupError else { return "\(error)" }
+        // The service's name (set above, never its fields) is in the description only.
+        let text = "\(groupError)"
+        if groupError.errorCode == .serviceFinishedUnexpectedly,
+           let start = text.range(of: "Service failed("), let end = text[start.upperBound...].lastIndex(of: ")") {
+            return "the \(text[start.upperBound..<end]) service ended before it was asked to stop"
+        }
+        return "\(groupError.errorCode)"
     }
 }
 
@@ -133,7 +156,7 @@ struct CitizenSimulation: Service {
 struct QueueSimulation: Service {
     let host: String
     let ports: AsyncStream<Int>
-    let token: String
+    let token: Secret
     let logger: Logger
 
     func run() async throws {
@@ -159,7 +182,7 @@ struct QueueSimulation: Service {
     private func post(_ api: String, _ path: String, _ json: String) async {
         var request = HTTPClientRequest(url: api + path)
         request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Authorization", value: "Bearer \(token.value)")
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(string: json))
         do {

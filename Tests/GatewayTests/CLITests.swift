@@ -25,6 +25,18 @@ import Testing
         return path
     }
 
+    /// A hall `cli-hall` whose state is in `folder`, with `body`'s buses, devices and the rest; returns its path.
+    static func hallFile(_ folder: TemporaryDirectory, _ body: String) throws -> String {
+        let path = folder.path + "/hall.yaml"
+        try """
+        hall: {id: cli-hall}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        \(body)
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// The port the daemon's API bound, from its log line `api: listening on http://127.0.0.1:PORT`.
     static func apiURL(_ daemon: ChildProcess) -> String? {
         guard
@@ -142,6 +154,27 @@ import Testing
         #expect(noCheck.standardError.contains("not running"))
     }
 
+    @Test func aDaemonStoppedWhileItsCommandBrokerIsUnreachableExitsZeroAndNeverShowsItsToken() async throws {
+        let folder = try TemporaryDirectory()
+        let closedPort = try unusedMQTTPort()
+        let config = try Self.hallFile(folder, """
+            buses:
+              - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(closedPort)}
+            devices:
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "1"}
+            commands: {mqtt: {host: 127.0.0.1, port: \(closedPort), tls: true}}
+            """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
+        let token = try String(contentsOfFile: folder.path + "/state/api-token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        let stopped = try await daemon.wait(timeout: .seconds(15))
+        #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardError)")
+        #expect(!(stopped.standardOutput + stopped.standardError).contains(token))
+    }
+
     @Test func theDaemonLogsForJournaldUnderSystemd() async throws {
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
@@ -241,16 +274,12 @@ import Testing
         let bus = try MockFF68Bus()
         defer { bus.stop() }
         let folder = try TemporaryDirectory()
-        let config = folder.path + "/hall.yaml"
-        try """
-        hall: {id: cli-hall}
-        state-directory: \(folder.path)/state
-        profiles: \(profilesDirectory)
-        buses:
-          - {id: ff68, transport: serial, port: \(bus.devicePath)}
-        devices:
-          - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try Self.hallFile(folder, """
+            buses:
+              - {id: ff68, transport: serial, port: \(bus.devicePath)}
+            devices:
+              - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+            """)
         // No daemon: nothing listens on the (free) port given, so trace opens the line itself.
         let trace = try ChildProcess(
             gatewaydPath,

@@ -83,6 +83,33 @@ import Testing
         await sink.shutdown()
     }
 
+    @Test func aTLSConnectionToAClosedPortIsRefusedAtOnceAndStopsAtOnce() async throws {
+        // libmosquitto 2.0 takes a refused TCP connect under TLS for a handshake under way: silent until the timeout.
+        let closedPort = try unusedMQTTPort()
+        let tls = config(port: closedPort, timeout: .seconds(20), tls: TLSSettings())
+        let sink = try MQTTSink(name: "central", config: tls, hallId: hall, logger: CapturedLog().logger)
+        let batch = try outbound(mqttRatings(hall: hall, device: "eval-w01", count: 2))
+        let started = ContinuousClock.now
+        let error = try await #require(throws: SinkError.self) { try await sink.deliver(batch) }
+        #expect(ContinuousClock.now - started < .seconds(5), "not the 20 s timeout")
+        #expect(error.code == .unavailable)
+        #expect(error.message.contains("mqtt 127.0.0.1:\(closedPort)") && error.message.contains("Connection refused"),
+                "\(error.message)")
+        let stopping = ContinuousClock.now
+        await sink.shutdown()
+        #expect(ContinuousClock.now - stopping < .seconds(1))
+    }
+
+    @Test func tlsToABrokerWithoutTLSSaysSoInATechniciansWords() async throws {
+        let sink = try MQTTSink(name: "central", config: config(timeout: .seconds(10), tls: TLSSettings()),
+                                hallId: hall, logger: CapturedLog().logger)
+        let error = try await #require(throws: SinkError.self) {
+            try await sink.deliver(try outbound(mqttRatings(hall: hall, device: "eval-w01", count: 1)))
+        }
+        #expect(error.message.contains("the broker at 127.0.0.1:\(port) does not speak TLS"), "\(error.message)")
+        await sink.shutdown()
+    }
+
     @Test func aBrokerThatNeverAnswersIsATimeoutNotAHang() async throws {
         // A listening socket nobody accepts on: TCP connects, CONNECT goes unanswered.
         let silent = try UnansweringListener()
@@ -309,7 +336,8 @@ private func makeMQTTCertificates(in folder: TemporaryDirectory) async throws {
 }
 
 /// A loopback port nothing listens on (free when asked; a race with other processes is unlikely).
-private func unusedMQTTPort() throws -> Int {
+/// A loopback port nobody listens on (bound and released at once).
+func unusedMQTTPort() throws -> Int {
     let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     try #require(socket >= 0)
     defer { close(socket) }

@@ -14,7 +14,7 @@ struct MosquittoSettings: Sendable {
     /// With a clean session off, the broker keeps the session under this id.
     var clientId: String
     var username: String?
-    var password: String?
+    var password: Secret?
     var tls: TLSSettings?
     var keepAliveSeconds: Int32
     /// How long one connection attempt (TCP, TLS, CONNACK) may take.
@@ -143,7 +143,8 @@ final class MosquittoClient: @unchecked Sendable {
             guard settings.username != nil else {
                 throw SinkError(.rejected, "mqtt \(address): a password file needs a username (MQTT 3.1.1)")
             }
-            try check(mosquitto_username_pw_set(handle, settings.username, settings.password), "username and password")
+            try check(mosquitto_username_pw_set(handle, settings.username, settings.password?.value),
+                      "username and password")
         }
         guard let tls = settings.tls else { return }
         for file in [tls.caFile, tls.certificateFile, tls.keyFile].compactMap({ $0 }) {
@@ -397,6 +398,7 @@ final class MosquittoClient: @unchecked Sendable {
                 let error = cmosquitto_errno()
                 if code == MOSQ_ERR_SUCCESS.rawValue {
                     state.withLock { $0.phase = .connecting(since: now) }
+                    failIfTLSConnectFailed(errno: error)
                 } else {
                     failed(code: code, errno: error)
                 }
@@ -407,8 +409,29 @@ final class MosquittoClient: @unchecked Sendable {
                 let error = cmosquitto_errno()
                 // Without it a broker's Nagle and our delayed ACKs cost 40 ms per batch (3x the drain time).
                 cmosquitto_quick_ack(mosquitto_socket(handle))
-                if code != MOSQ_ERR_SUCCESS.rawValue { failed(code: code, errno: error) }
+                if code != MOSQ_ERR_SUCCESS.rawValue {
+                    failed(code: code, errno: error)
+                } else {
+                    failIfTLSConnectFailed(errno: error)
+                }
             }
+        }
+    }
+
+    /// Under TLS libmosquitto reports a failed TCP connect as success and spins until its keepalive runs out: a
+    /// refused connection would go unsaid for the whole timeout. Asks the socket instead while connecting.
+    private func failIfTLSConnectFailed(errno seen: Int32) {
+        guard settings.tls != nil, case .connecting = state.withLock({ $0.phase }) else { return }
+        let socket = mosquitto_socket(handle)
+        let error = cmosquitto_connect_error(socket, seen)
+        // The dead socket stays with libmosquitto until the next attempt, whose connect closes it.
+        guard error != 0 else { return }
+        if [ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH].contains(error) {
+            failed(code: MOSQ_ERR_ERRNO.rawValue, errno: error)
+        } else {
+            // Connected, then reset or closed on our ClientHello: a broker without TLS on that port does that.
+            let detail = error > 0 ? String(cString: strerror(error)) : "the connection closed"
+            failed(reason: Self.tlsFailure(detail, address: settings.address, closedByPeer: true))
         }
     }
 
@@ -464,7 +487,10 @@ final class MosquittoClient: @unchecked Sendable {
             case MOSQ_ERR_EAI.rawValue:
                 return "cannot resolve \(settings.host): \(String(cString: cmosquitto_gai_strerror(error)))"
             case MOSQ_ERR_TLS.rawValue:
-                return "TLS failed" + (state.libraryError.map { ": \($0)" } ?? "")
+                return Self.tlsFailure(state.libraryError, address: settings.address)
+            case MOSQ_ERR_KEEPALIVE.rawValue:
+                // libmosquitto 2.0's own text for it is "Unknown error.".
+                return "no answer from the broker within the keepalive (\(settings.keepAliveSeconds) s)"
             default:
                 return state.refusal ?? String(cString: mosquitto_strerror(code))
             }
@@ -513,11 +539,10 @@ final class MosquittoClient: @unchecked Sendable {
 
     /// Sends DISCONNECT if connected, lets libmosquitto write it, and tells `shutdown` the thread is done.
     private func endNetwork() {
+        // A connection still being made (TCP, TLS, CONNACK) has nothing to say DISCONNECT to: the stop does not wait.
         let connected = state.withLock { state in
-            switch state.phase {
-            case .connected, .connecting: true
-            case .waiting: false
-            }
+            if case .connected = state.phase { return true }
+            return false
         }
         if connected {
             mosquitto_disconnect(handle)
@@ -626,6 +651,19 @@ final class MosquittoClient: @unchecked Sendable {
 
     private var shuttingDown: SinkError {
         SinkError(.unavailable, "mqtt \(settings.address): the sink is shutting down")
+    }
+
+    /// A failed TLS handshake in a technician's words; OpenSSL's reason in brackets.
+    static func tlsFailure(_ detail: String?, address: String, closedByPeer: Bool = false) -> String {
+        guard let detail else { return "TLS handshake failed" }
+        // What OpenSSL says when the other end answers in plain text or closes on our ClientHello.
+        let plainServer = ["unexpected eof while reading", "wrong version number", "packet length too long",
+                           "record layer failure"]
+        if closedByPeer || plainServer.contains(where: detail.contains) {
+            return "TLS handshake failed: the broker at \(address) does not speak TLS, or closed the connection"
+                + " (\(detail))"
+        }
+        return "TLS handshake failed: \(detail)"
     }
 
     /// 1 s doubling per failure up to 30 s, each with up to half taken off at random.
