@@ -14,11 +14,15 @@ final class ScriptedSink: EventSink {
     let poison: Set<String>
 
     let sameReason: Bool
+    /// The store's Retry-After while it is down; nil: the forwarder's own backoff.
+    let retryAfter: Duration?
 
-    init(name: String = "scripted", outages: Int = 0, poison: Set<String> = [], sameReason: Bool = false) {
+    init(name: String = "scripted", outages: Int = 0, poison: Set<String> = [], sameReason: Bool = false,
+         retryAfter: Duration? = .milliseconds(1)) {
         self.name = name
         self.poison = poison
         self.sameReason = sameReason
+        self.retryAfter = retryAfter
         state.withLock { $0.outages = outages }
     }
 
@@ -30,7 +34,7 @@ final class ScriptedSink: EventSink {
             state.attempts += 1
             if state.outages > 0 {
                 state.outages -= 1
-                throw SinkError(.unavailable, "store down", retryAfter: .milliseconds(1))
+                throw SinkError(.unavailable, "store down", retryAfter: retryAfter)
             }
             if let bad = batch.first(where: { poison.contains($0.id) }) {
                 throw SinkError(.rejected, sameReason ? "400 Bad Request: no partition for these rows"
@@ -100,6 +104,22 @@ func deviceEvents(_ count: Int, device: String = "d1", prefix: String = "e") -> 
         #expect(report.failed == 3 && report.lastError == "store down" && report.backlog == 0)
         #expect(log.text.contains("delivery failed, 5 events kept in the outbox: store down"))
         #expect(log.text.contains("delivering again"))
+    }
+
+    @Test func atTheStopAFailingSinkGetsNoLastAttemptAndKeepsItsEvents() async throws {
+        try await outbox.commit(deviceEvents(5))
+        let sink = ScriptedSink(outages: 1000, retryAfter: nil)
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+                                  logger: CapturedLog().logger)
+        forwarder.firstRetryDelay = .seconds(60)
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        #expect(await eventually { sink.attempts == 1 })
+        // Stopped while it waits to retry: a store that hangs would hold the stop for a whole timeout more.
+        stop.stop()
+        await running.value
+        #expect(sink.attempts == 1)
+        #expect(try await outbox.backlog(sink: sink.name) == 5, "kept for the next start")
     }
 
     @Test func backoffDoublesWithJitterUpToTheCapAndHonoursRetryAfter() {

@@ -32,6 +32,9 @@ public struct Forwarder: Sendable {
         var attempt = 0
         while true {
             let stopping = stop.isStopped
+            // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
+            // and its events wait in the outbox for the next start anyway.
+            if stopping, failing != nil { break }
             do {
                 while try await forwardBatch() == config.batchSize {}
                 if failing != nil {
