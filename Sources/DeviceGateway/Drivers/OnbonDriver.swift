@@ -42,8 +42,8 @@ public struct OnbonDriver: BusDriver {
                                type: HallEventType.boardAcknowledged, time: time,
                                subject: device.window.map(EventSource.windowSubject), data: .boardAcknowledged(acknowledged))
         // A board that says it did not take the command has not shown it: the command fails with its reason.
-        let refusal = acknowledged.errorCode.map { "controller error \($0)" }
-        return LineReaction(events: [event], from: device.id, answersRequest: true, refusal: acknowledged.accepted ? nil : refusal)
+        return LineReaction(events: [event], from: device.id, answersRequest: true,
+                            refusal: acknowledged.accepted ? nil : "controller error \(acknowledged.errorCode ?? -1)")
     }
 
     public func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
