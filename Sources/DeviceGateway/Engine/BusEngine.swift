@@ -182,10 +182,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // Lets callers of deviceStates() in when a blocking link never suspends. Not on a link that suspends in
             // its reads: a yield costs two thread switches there (the task resumes on the pool, then hops back).
             if link.readsBlock { await Task.yield() }
-            // The frame gap is waited out before the next request is chosen, so a command that comes during it goes
-            // ahead of the poll that would otherwise have been chosen first.
+            // A command already waiting has its frames made before the frame gap is waited out, so they leave as it
+            // ends. The gap is waited out before a poll is chosen, so a command that comes during it goes ahead.
+            var command = inbox.next().flatMap { plan($0) }
             await waitForLineFree(on: link, stop: stop)
-            if let command = inbox.next() {
+            if command == nil { command = inbox.next().flatMap { plan($0) } }
+            if let command {
                 await execute(command, on: link)
             } else if requestsInFlight > 1, case let due = schedule.due(at: clock.now, limit: requestsInFlight),
                       !due.isEmpty {
@@ -325,27 +327,47 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         driver.devices.first { $0.id == request.device }.flatMap { driver.pollRequests(for: $0).first } ?? request
     }
 
-    private func execute(_ command: QueuedCommand, on link: any BusLink) async {
-        guard let device = driver.devices.first(where: { $0.id == command.device }) else { return }
+    /// A command and its device, with its frames unless the device must be polled first.
+    private struct CommandPlan {
+        var queued: QueuedCommand
+        var device: DeviceConfig
+        var requests: [LineRequest]?
+    }
+
+    /// Checks a command and makes its frames; nil when it was refused (its completion has the reason).
+    private func plan(_ command: QueuedCommand) -> CommandPlan? {
+        guard let device = driver.devices.first(where: { $0.id == command.device }) else { return nil }
         if let reason = health.commandRefusal(device.id) {
             command.completion(.failure(GatewayError(.deviceOffline, "\(device.id) is offline: \(reason)")))
-            return
+            return nil
         }
-        if driver.needsPollBeforeCommand(device) {
+        if driver.needsPollBeforeCommand(device) { return CommandPlan(queued: command, device: device) }
+        return frames(of: CommandPlan(queued: command, device: device))
+    }
+
+    private func frames(of plan: CommandPlan) -> CommandPlan? {
+        do {
+            return CommandPlan(queued: plan.queued, device: plan.device,
+                               requests: try driver.requests(for: plan.queued.command, to: plan.device))
+        } catch {
+            plan.queued.completion(.failure(error))
+            return nil
+        }
+    }
+
+    private func execute(_ plan: CommandPlan, on link: any BusLink) async {
+        let command = plan.queued, device = plan.device
+        var requests = plan.requests
+        if requests == nil {
             await poll(device.id, on: link)
             if driver.needsPollBeforeCommand(device) {
                 command.completion(.failure(GatewayError(
                     .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))
                 return
             }
+            requests = frames(of: plan)?.requests
         }
-        let requests: [LineRequest]
-        do {
-            requests = try driver.requests(for: command.command, to: device)
-        } catch {
-            command.completion(.failure(error))
-            return
-        }
+        guard let requests else { return }
         for request in requests {
             switch await exchange(request, on: link) {
             case .answered, .sent:
