@@ -27,6 +27,9 @@ public final class Gateway: Service {
     private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
     private let started = ContinuousClock.now
+    /// The gateway's own events the outbox refused (a full disk), oldest first.
+    private let ownWaiting = Mutex<[CloudEvent]>([])
+    private let ownRefusals = CommitRefusals()
     /// Names this run's heartbeats: `heartbeat-<run>-<n>`.
     private let runId = String(UInt32.random(in: 0...UInt32.max), radix: 16)
 
@@ -108,6 +111,7 @@ public final class Gateway: Service {
         }
         logger.info(
             "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
+        var uncommitted = 0
         await withTaskGroup(of: Void.self) { group in
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
@@ -116,7 +120,7 @@ public final class Gateway: Service {
             if let interval = config.heartbeatInterval {
                 group.addTask { await self.beat(every: interval, until: forwardersStop) }
             }
-            await withTaskGroup(of: Void.self) { busGroup in
+            uncommitted = await withTaskGroup(of: Int.self) { busGroup in
                 for bus in buses {
                     busGroup.addTask(executorPreference: bus.preferredTaskExecutor) { await bus.run(until: stop) }
                 }
@@ -124,13 +128,22 @@ public final class Gateway: Service {
                     let day = HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening,
                                       longestBreak: hallDay.longestBreak, clock: hallClock,
                                       actions: GatewayHallActions(gateway: self, counters: tickets))
-                    busGroup.addTask { await day.run(until: stop) }
+                    busGroup.addTask {
+                        await day.run(until: stop)
+                        return 0
+                    }
                 }
+                return await busGroup.reduce(0, +)
             }
             // Every cycle is committed; let the forwarders deliver it before returning.
             forwardersStop.stop()
         }
-        logger.info("gateway stopped; everything read is committed")
+        uncommitted += await commitOwnWaiting()
+        if uncommitted == 0 {
+            logger.info("gateway stopped; everything read is committed")
+        } else {
+            logger.critical("gateway stopped; \(uncommitted) events could not be committed (the outbox refused them, see above)")
+        }
     }
 
     /// The gateway's own events: the salvage of a damaged outbox, drops at the disk budget; and pruning.
@@ -141,7 +154,15 @@ public final class Gateway: Service {
                 type: HallEventType.outboxRecovered, time: Date(), subject: nil, data: .outboxRecovered(.init(salvage))))
         }
         var sincePrune = Duration.zero
+        var wallClock = WallClockWatch()
         while !stop.isStopped {
+            if let step = wallClock.step() {
+                logger.warning("""
+                    the wall clock was set \(step > 0 ? "forward" : "back") by \(WallClockWatch.describe(abs(step))) \
+                    (NTP or by hand): events from now on carry the new time; ticket numbers do not go back a day
+                    """)
+            }
+            _ = await commitOwnWaiting()
             await reportDrops()
             await recordDeviceStates()
             if sincePrune >= .seconds(60) {
@@ -246,11 +267,33 @@ public final class Gateway: Service {
     }
 
     /// Commits one of the gateway's own events, logging a failure.
+    /// Commits one of the gateway's own events (a command's, a heartbeat, the day's check). One the outbox refuses
+    /// waits in memory and is committed with the next, or by `maintain` within seconds: once accepted, never dropped.
     func commitOwn(_ event: CloudEvent) async {
+        ownWaiting.withLock { $0.append(event) }
+        _ = await commitOwnWaiting()
+    }
+
+    /// Commits the own events waiting; returns how many still wait.
+    private func commitOwnWaiting() async -> Int {
+        let waiting = ownWaiting.withLock { $0 }
+        guard !waiting.isEmpty else { return 0 }
         do {
-            try await commit(own: event)
+            let inserted = try await outbox.commit(waiting)
+            if !inserted.isEmpty { onCommit(inserted) }
+            ownRefusals.succeeded(logger, "outbox: the gateway's own events are committed again")
+            let committed = Set(waiting.map(\.id))
+            return ownWaiting.withLock { events in
+                events.removeAll { committed.contains($0.id) }
+                return events.count
+            }
         } catch {
-            logger.error("outbox: cannot commit \(event.type): \(error)")
+            ownRefusals.failed(logger, """
+                outbox: cannot commit \(waiting.last?.type ?? "an event")\
+                \(waiting.count > 1 ? " and \(waiting.count - 1) other events of the gateway" : ""); kept in memory, \
+                tried again every 2 s
+                """, error)
+            return waiting.count
         }
     }
 
@@ -260,6 +303,33 @@ public final class Gateway: Service {
         let inserted = try await outbox.commit([event])
         if !inserted.isEmpty { onCommit(inserted) }
         return !inserted.isEmpty
+    }
+}
+
+/// Notices the wall clock being set: a box that booted with a wrong clock is corrected by NTP in one step, which
+/// moves every event's time (the monotonic clock does not move).
+struct WallClockWatch {
+    private var wall = Date()
+    private var monotonic = ContinuousClock.now
+    /// A smaller difference is the two clocks' drift and the loop's own delay.
+    static let smallestStep: TimeInterval = 2
+
+    /// The step since the last call, in seconds (negative: set back), if there was one.
+    mutating func step() -> TimeInterval? {
+        let wallNow = Date(), monotonicNow = ContinuousClock.now
+        let elapsed = monotonicNow - monotonic
+        let step = wallNow.timeIntervalSince(wall) - (Double(elapsed.components.seconds)
+            + Double(elapsed.components.attoseconds) / 1e18)
+        wall = wallNow
+        monotonic = monotonicNow
+        return abs(step) >= Self.smallestStep ? step : nil
+    }
+
+    static func describe(_ seconds: TimeInterval) -> String {
+        let total = Int(seconds.rounded())
+        let (days, hours, minutes, rest) = (total / 86_400, total % 86_400 / 3600, total % 3600 / 60, total % 60)
+        return [(days, "d"), (hours, "h"), (minutes, "min"), (rest, "s")].filter { $0.0 > 0 }
+            .map { "\($0.0) \($0.1)" }.joined(separator: " ")
     }
 }
 

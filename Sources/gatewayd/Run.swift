@@ -62,8 +62,15 @@ struct Run: AsyncParsableCommand {
                 """)
         }
         let eventLog = logger
-        let gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
-            for event in events { eventLog.info("\(GatewayLogHandler.eventLine(event, timeZone: timeZone))") }
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
+                for event in events { eventLog.info("\(GatewayLogHandler.eventLine(event, timeZone: timeZone))") }
+            }
+        } catch {
+            // A log line like every other, so that a service manager's journal keeps it with its level.
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
         }
         // The demo's queue system talks to this gateway's own API, on the port it bound.
         let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))

@@ -439,6 +439,11 @@ final class BrokerStore: @unchecked Sendable {
         let pressedWhileFull = hall.total
         #expect(await eventually { hall.total >= pressedWhileFull + 100 })
         #expect(hall.pads.map(\.acknowledged) == acknowledgedWhenFull, "nothing acknowledged while nothing commits")
+        // Once a second, a heartbeat the outbox refuses: it waits in memory like what the buses read.
+        #expect(await eventually { gateway.output.contains("outbox: cannot commit hall.gateway.heartbeat") })
+        // Said once, not once a poll cycle: the disk stays full for seconds here, a minute before it is said again.
+        let refusals = gateway.output.split(separator: "\n").filter { $0.contains("outbox commit failed") }
+        #expect(refusals.count == 1, "\(refusals.count) lines: \(refusals.prefix(3))")
 
         try FileManager.default.removeItem(atPath: state + "/filler")
         let freed = ContinuousClock.now
@@ -458,8 +463,14 @@ final class BrokerStore: @unchecked Sendable {
         gateway.interrupt()
         let result = try await gateway.wait()
         #expect(result.status == 0)
+        #expect(result.standardOutput.contains("the outbox takes commits again"))
+        #expect(result.standardOutput.contains("gateway stopped; everything read is committed"))
 
         let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        // The heartbeats of the full disk's seconds are there too: none missing from the first to the last.
+        let beats = try await store.events(type: HallEventType.gatewayHeartbeat, limit: 100_000)
+            .compactMap { Int($0.id.split(separator: "-").last ?? "") }.sorted()
+        #expect(!beats.isEmpty && beats == Array(1...(beats.last ?? 0)), "\(beats)")
         let stored = try await ratings(in: store)
         let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
             if case .deviceFault(let fault) = data, fault.fault == "ratings-lost" { fault } else { nil }

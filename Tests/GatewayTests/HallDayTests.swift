@@ -247,11 +247,25 @@ import Testing
         let after = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
         #expect(try await after.next(prefix: "A") == "A006")
         #expect(try await after.next(prefix: "B") == "B002")
-        // A reset is stored too: a restart after it starts from 1.
-        try await after.reset()
-        #expect(try await after.next(prefix: "B") == "B001")
+        // The check before opening, after tickets were taken that day: none of their numbers is given again.
+        #expect(try await after.reset() == ["A": 6, "B": 2])
+        #expect(try await after.next(prefix: "B") == "B003")
         let afterReset = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
-        #expect(try await afterReset.next(prefix: "A") == "A001")
+        #expect(try await afterReset.next(prefix: "A") == "A007")
+    }
+
+    /// Found with a wall clock stepped back across midnight (NTP correcting the box): A001 and A002 were issued again.
+    @Test func aWallClockSetBackAcrossMidnightIssuesNoNumberTwice() async throws {
+        let clock = ManualHallClock(now: try local("2027-03-30 00:30"))
+        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A"]), timeZone: shanghai, clock: clock)
+        #expect(try await counters.next(prefix: "A") == "A001")
+        #expect(try await counters.next(prefix: "A") == "A002")
+        clock.advance(to: try local("2027-03-29 23:30"))
+        #expect(try await counters.next(prefix: "A") == "A003")
+        #expect(try await counters.reset() == ["A": 3])
+        clock.advance(to: try local("2027-03-31 08:45"))
+        #expect(try await counters.reset() == [:])
+        #expect(try await counters.next(prefix: "A") == "A001")
     }
 
     @Test func numbersGrowPastTheirWidthInsteadOfWrapping() async throws {

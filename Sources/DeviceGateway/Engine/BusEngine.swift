@@ -9,8 +9,10 @@ public protocol Bus: Actor {
     nonisolated var config: BusConfig { get }
     /// The task executor the task running the bus should prefer (see `LinkOpener.preferredTaskExecutor`).
     nonisolated var preferredTaskExecutor: (any TaskExecutor)? { get }
-    /// Polls until `stop` fires (or the task is cancelled); what was read is committed before it returns.
-    func run(until stop: StopSignal) async
+    /// Polls until `stop` fires (or the task is cancelled); what was read is committed before it returns. Returns
+    /// how many events read could not be committed (the outbox refused them to the end).
+    @discardableResult
+    func run(until stop: StopSignal) async -> Int
     /// Carries out a command on one of the bus's devices; nonisolated, so a busy bus queues it without delay.
     nonisolated func send(_ command: HallCommand, to deviceId: String) async throws
     /// What the bus believes about each of its devices, with their counters.
@@ -158,7 +160,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     // Compiled ahead for the family the registry names: the generic loop pays for metadata and witness calls on
     // every transaction.
     @_specialize(where Driver == SpecializedDriver)
-    public func run(until stop: StopSignal) async {
+    @discardableResult
+    public func run(until stop: StopSignal) async -> Int {
         var cursors: [DeviceCursor] = []
         for device in driver.devices {
             if let cursor = try? await outbox.cursor(device: device.id) { cursors.append(cursor) }
@@ -205,11 +208,15 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         await commitPending()
         inbox.close(because: "bus \(config.id) is stopped")
         if !pending.events.isEmpty {
-            logger.critical("bus \(config.id): \(pending.events.count) events could not be committed before the stop")
+            logger.critical("""
+                bus \(config.id): \(pending.events.count) events read could not be committed before the stop; \
+                nothing of them was acknowledged, the devices keep what they can
+                """)
         }
         link?.close()
         link = nil
         logger.info("bus stopped")
+        return pending.events.count
     }
 
     private func openIfNeeded() async -> (any BusLink)? {

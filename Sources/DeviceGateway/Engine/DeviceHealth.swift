@@ -1,4 +1,5 @@
 public import Foundation
+import Synchronization
 import Logging
 
 /// What the gateway believes about one device.
@@ -141,6 +142,14 @@ public struct BusCommitter: Sendable {
     let outbox: Outbox
     let logger: Logger
     let onCommit: Observer
+    private let refusals = CommitRefusals()
+
+    init(busId: String, outbox: Outbox, logger: Logger, onCommit: @escaping Observer) {
+        self.busId = busId
+        self.outbox = outbox
+        self.logger = logger
+        self.onCommit = onCommit
+    }
 
     /// What the gateway hears after each commit: the events that were new to the outbox.
     public typealias Observer = @Sendable ([CloudEvent]) -> Void
@@ -155,11 +164,55 @@ public struct BusCommitter: Sendable {
             let inserted = try await outbox.commit(events, cursors: cursors)
             CrashPoint.reached(.afterCommit, withRatings: events)
             if !inserted.isEmpty { onCommit(inserted) }
+            refusals.succeeded(logger, "bus \(busId): the outbox takes commits again")
             return true
         } catch {
-            logger.error("bus \(busId): outbox commit failed, nothing acknowledged, devices keep their data: \(error)")
+            refusals.failed(logger, "bus \(busId): outbox commit failed, nothing acknowledged, devices keep their data", error)
             return false
         }
+    }
+}
+
+/// Says once that the outbox refuses commits (a full disk refuses every cycle of every bus), then once a minute while
+/// it lasts, and once that it takes them again: not a line per attempt.
+final class CommitRefusals: Sendable {
+    private struct State {
+        var since: ContinuousClock.Instant?
+        var lastSaid = ContinuousClock.Instant.now
+        var failed = 0
+    }
+
+    private let state = Mutex(State())
+    static let repeatEvery = Duration.seconds(60)
+
+    func failed(_ logger: Logger, _ what: String, _ error: any Error) {
+        let now = ContinuousClock.now
+        let say: Int? = state.withLock { state in
+            state.failed += 1
+            if state.since == nil {
+                state.since = now
+            } else if now - state.lastSaid < Self.repeatEvery {
+                return nil
+            }
+            state.lastSaid = now
+            return state.failed
+        }
+        guard let failed = say else { return }
+        let message = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+        if failed == 1 {
+            logger.error("\(what): \(message)")
+        } else {
+            logger.error("\(what): \(message) (still; \(failed) attempts failed so far)")
+        }
+    }
+
+    func succeeded(_ logger: Logger, _ what: String) {
+        let failed: Int? = state.withLock { state in
+            guard state.since != nil else { return nil }
+            defer { state = State() }
+            return state.failed
+        }
+        if let failed { logger.notice("\(what) (\(failed) attempts had failed)") }
     }
 }
 

@@ -122,9 +122,14 @@ struct GatewayHallActions: HallDayActions {
         }
         if let counters {
             do {
-                try await counters.reset()
+                let issued = try await counters.reset()
+                if !issued.isEmpty {
+                    let numbers = issued.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                    gateway.logger.notice(
+                        "hall day \(date): tickets issued before the check (\(numbers)) keep their numbers; numbering goes on")
+                }
             } catch {
-                gateway.logger.error("hall day \(date): ticket counters not cleared: \(error.message)")
+                gateway.logger.error("hall day \(date): ticket counters not started: \(error.message)")
             }
         }
         await gateway.awaitFirstPolls()

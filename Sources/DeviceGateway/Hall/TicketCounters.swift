@@ -74,9 +74,10 @@ public actor InMemoryTicketCounterStore: TicketCounterStore {
 
 /// The gateway's ticket counters: A001, A002, … per service prefix, restarting each day in the hall's time zone.
 ///
-/// `reset()` is called before opening (排号机清空号码); independently, the first ticket of a new day starts from
-/// 1 even when `reset()` was missed. Every number is saved before it is returned, so a gateway restarted the same
-/// day continues from the last issued one.
+/// The first ticket of a new day starts from 1; `reset()`, called before opening (排号机清空号码), makes sure of it
+/// and clears nothing issued that day: a ticket taken before the check keeps its number to itself. Every number is
+/// saved before it is returned, so a gateway restarted the same day continues from the last issued one. The day
+/// never goes back: a wall clock set back across midnight (NTP correcting a box) numbers on, not from 1 again.
 public actor TicketCounters {
     /// The numbering rules.
     public nonisolated let settings: TicketSettings
@@ -110,7 +111,7 @@ public actor TicketCounters {
                                 + (settings.priorityPrefixes.isEmpty ? "" : "; 绿色通道: "
                                     + settings.priorityPrefixes.joined(separator: ", ")) + ")")
         }
-        let today = HallDate(of: clock.now, in: timeZone)
+        let today = currentDay()
         try await load(today)
         let number = numbers[prefix, default: 0] + 1
         // Counted before saving: a concurrent call never gets the same number, even if this save fails.
@@ -126,23 +127,24 @@ public actor TicketCounters {
 
     /// The last number issued today for `prefix` (0 when none), for status output.
     public func current(prefix: String) async throws(TicketError) -> Int {
-        try await load(HallDate(of: clock.now, in: timeZone))
+        try await load(currentDay())
         return numbers[prefix, default: 0]
     }
 
-    /// Clears every counter for the hall's current day: the next ticket of each prefix is 001.
-    public func reset() async throws(TicketError) {
+    /// Starts the counters of the hall's current day: the next ticket of each prefix is 001, unless tickets were
+    /// issued that day already (before the check), whose numbers are not given again. Returns those, by prefix.
+    @discardableResult
+    public func reset() async throws(TicketError) -> [String: Int] {
+        let today = currentDay()
+        try await load(today)
+        return numbers.filter { $0.value > 0 }
+    }
+
+    /// The hall's day now, or the day numbers were last issued for if the wall clock went back before it.
+    private func currentDay() -> HallDate {
         let today = HallDate(of: clock.now, in: timeZone)
-        day = today
-        numbers = [:]
-        for prefix in settings.allPrefixes {
-            do {
-                try await store.save(day: today, prefix: prefix, number: 0)
-            } catch {
-                throw TicketError(.store, "ticket counter store: cannot reset \(prefix) for \(today): "
-                                    + describe(error))
-            }
-        }
+        if let day, today < day { return day }
+        return today
     }
 
     /// `A` and 7 with 3 digits give `A007`; 1234 gives `A1234`.

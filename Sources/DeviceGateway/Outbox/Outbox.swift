@@ -123,41 +123,130 @@ public final class Outbox: Sendable {
     /// What was recovered from a damaged outbox at start-up, if it was damaged.
     public let salvage: SalvageReport?
 
-    /// Opens (or creates) the outbox. A damaged file is moved aside, reported, a fresh one opened, and
-    /// every readable event of the damaged one that some sink had not confirmed is queued again.
+    /// The steps of a salvage, after which a test cuts the power.
+    enum SalvageStep { case written, completed, movedAside }
+
+    /// Opens (or creates) the outbox. A damaged file is salvaged: every readable event of it that some sink had not
+    /// confirmed is queued again in a fresh outbox, which replaces it; the damaged file is moved aside and reported.
+    ///
+    /// The fresh outbox is written beside the damaged one and put in its place only once complete, so a power cut
+    /// at any moment leaves either the damaged file, salvaged again at the next start, or the complete salvage.
     public static func open(path: String, policy: OutboxPolicy = OutboxPolicy(), logger: Logger) throws -> Outbox {
+        do {
+            return try open(path: path, policy: policy, logger: logger, cutPowerAfter: nil)
+        } catch {
+            throw problem(opening: path, error)
+        }
+    }
+
+    /// What stopped the outbox from opening, with the file and what to check.
+    static func problem(opening path: String, _ error: any Error) -> GatewayError {
+        if let error = error as? GatewayError { return error }
+        let folder = (path as NSString).deletingLastPathComponent
+        var what = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+        if let database = error as? DatabaseError {
+            what = "\(database.message ?? "\(database.resultCode)") (SQLite error \(database.resultCode.primaryResultCode.rawValue))"
+            switch database.resultCode.primaryResultCode {
+            case .SQLITE_FULL: what += ": the disk holding \(folder) is full"
+            case .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_AUTH:
+                what += ": \(folder) and the files in it must be writable by the gateway's user"
+            default: break
+            }
+        }
+        return GatewayError(.storeMissing, "cannot open the outbox \(path): \(what)")
+    }
+
+    static func open(path: String, policy: OutboxPolicy, logger: Logger, cutPowerAfter cut: SalvageStep?) throws
+        -> Outbox
+    {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let salvaging = path + ".salvaging", salvaged = path + ".salvaged"
+        if FileManager.default.fileExists(atPath: salvaged) {
+            let aside = try putInPlace(salvaged, of: path)
+            logger.critical(
+                """
+                outbox \(path): a salvage cut short at its end is completed (the damaged file \
+                \(aside.map { "moved to \($0)" } ?? "was moved aside already"))
+                """, metadata: ["outbox.path": "\(path)"])
+        }
+        // Begun and cut short: the damaged file is still in place and is salvaged again.
+        try removeDatabase(salvaging)
         do {
             return try Outbox(path: path, policy: policy, salvage: nil)
         } catch let error as DatabaseError
             where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode.primaryResultCode)
         {
-            // Only a damaged file is moved aside: a full disk, a read-only file or a lock is reported as it is.
-            let damage = "\(error)"
-            let aside = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
-            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
-                try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
+            // Only a damaged file is salvaged: a full disk, a read-only file or a lock is reported as it is.
+            let damage = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+            logger.critical("outbox \(path) is damaged (\(damage)); salvaging it into a fresh one",
+                            metadata: ["outbox.path": "\(path)"])
+            var report: SalvageReport
+            do {
+                let fresh = try Outbox(path: salvaging, policy: policy, salvage: nil)
+                report = try fresh.salvage(from: path, damage: damage)
+                if cut == .written { throw PowerCut() }
+                try fresh.closeWholly()
             }
-            logger.critical(
-                "outbox \(path) is damaged (\(damage)); moved it to \(aside), started a fresh one, salvaging",
-                metadata: ["outbox.path": "\(path)"])
-            let fresh = try Outbox(path: path, policy: policy, salvage: nil)
-            let report = try fresh.salvage(from: aside, damage: damage)
+            try FileManager.default.moveItem(atPath: salvaging, toPath: salvaged)
+            if cut == .completed { throw PowerCut() }
+            report.damagedPath = try putInPlace(salvaged, of: path, cutPowerAfterMovingAside: cut == .movedAside) ?? path
             logger.critical(
                 """
-                outbox salvage from \(aside): \(report.recovered) events queued again for delivery, \
+                outbox salvage from \(report.damagedPath): \(report.recovered) events queued again for delivery, \
                 \(report.alreadyDelivered) were already delivered everywhere, \(report.unreadable) rows unreadable
                 """, metadata: ["outbox.path": "\(path)"])
             return try Outbox(path: path, policy: policy, salvage: report)
         }
     }
 
+    struct PowerCut: Error {}
+
+    /// Moves the damaged file (with its journal files) aside and the complete salvage into its place; returns where
+    /// the damaged file went (nil: it had been moved already).
+    private static func putInPlace(_ salvaged: String, of path: String, cutPowerAfterMovingAside: Bool = false) throws
+        -> String?
+    {
+        let aside = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
+        var moved = false
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
+            moved = true
+        }
+        if cutPowerAfterMovingAside { throw PowerCut() }
+        try FileManager.default.moveItem(atPath: salvaged, toPath: path)
+        return moved ? aside : nil
+    }
+
+    private static func removeDatabase(_ path: String) throws {
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.removeItem(atPath: path + suffix)
+        }
+    }
+
+    /// Writes everything into the database file itself and closes it, so the file alone can be moved.
+    private func closeWholly() throws {
+        try database.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        try (database as? DatabasePool)?.close()
+        for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.removeItem(atPath: path + suffix)
+        }
+    }
+
     /// Opens an existing outbox read-only (the technician's CLI): nothing is created or migrated.
     public static func openForReading(path: String) throws -> Outbox {
-        let queue = try readOnlyDatabase(
-            at: path, missing: "no outbox at \(path): has the gateway run with this state directory?")
-        let tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+        let queue: DatabaseQueue
+        let tables: [String]
+        do {
+            queue = try readOnlyDatabase(
+                at: path, missing: "no outbox at \(path): has the gateway run with this state directory?")
+            tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+        } catch let error as DatabaseError {
+            throw GatewayError(.storeMissing, """
+                cannot read the outbox \(path): \(error.message ?? "\(error.resultCode)") \
+                (SQLite error \(error.resultCode.primaryResultCode.rawValue))
+                """)
+        }
         guard Set(["event", "sink_cursor", "sink_state", "put_aside"]).isSubset(of: tables) else {
             throw GatewayError(.storeMissing, "\(path) is not a hall gateway outbox (or one from an older version)")
         }
