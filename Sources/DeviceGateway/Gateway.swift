@@ -52,6 +52,7 @@ public final class Gateway: Service {
             path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), policy: config.outbox,
             logger: logger)
         self.outbox = outbox
+        Self.warnIfTheDiskIsSmallerThanTheBudget(config, outbox: outbox.path, logger: logger)
         tickets = config.hallDay?.tickets.map {
             TicketCounters(settings: $0, timeZone: config.hall.timeZone, clock: hallClock, store: OutboxTicketStore(outbox: outbox))
         }
@@ -264,6 +265,22 @@ public final class Gateway: Service {
         return CloudEvent(
             id: "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
             type: HallEventType.gatewayHeartbeat, time: Date(), subject: nil, data: .heartbeat(beat))
+    }
+
+    /// The budget drops the oldest undelivered events to make room; on a disk with less room than it, the disk is
+    /// full first, and then nothing new is committed at all.
+    private static func warnIfTheDiskIsSmallerThanTheBudget(_ config: GatewayConfig, outbox: String, logger: Logger) {
+        var disk = statvfs()
+        guard let budget = config.outbox.maximumBytes, statvfs(config.stateDirectory, &disk) == 0 else { return }
+        let held = ["", "-wal"].reduce(Int64(0)) { sum, suffix in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: outbox + suffix)[.size] as? Int64) ?? 0)
+        }
+        let room = Int64(disk.f_bavail) * Int64(disk.f_frsize) + held
+        guard room < budget else { return }
+        logger.warning("""
+            outbox: its budget of \(budget / 1_048_576) MB is more than the \(room / 1_048_576) MB it can have on the disk \
+            holding \(config.stateDirectory): the disk would be full before the budget makes room (outbox.max-size-mb)
+            """)
     }
 
     /// Commits one of the gateway's own events, logging a failure.

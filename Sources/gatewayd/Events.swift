@@ -63,6 +63,10 @@ struct Events: AsyncParsableCommand {
         }
         let events = try await reader.events(
             since: since.flatMap { Self.parseSince($0, now: Date()) }, type: type, limit: limit)
+        if hall.config == nil, !json, !events.isEmpty {
+            // Said, not guessed silently: a store copied from another hall would otherwise read in the wrong zone.
+            printError("no configuration: times are in \(timeZone.identifier), the default hall zone (--config for the hall's own)")
+        }
         for event in events {
             print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))
         }

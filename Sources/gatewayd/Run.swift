@@ -223,7 +223,10 @@ enum DemoProfiles {
     static func locate() throws -> String {
         let marker = "modbus-evaluator-3key.yaml"
         var candidates = [FileManager.default.currentDirectoryPath + "/devices"]
-        var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        // The kernel's name for the program: an argument list can be empty (a preloaded library that took it).
+        let program = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments.first ?? "."
+        var folder = URL(fileURLWithPath: program).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<5 {
             candidates.append(folder.appendingPathComponent("devices").path)
             folder = folder.deletingLastPathComponent()

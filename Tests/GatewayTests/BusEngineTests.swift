@@ -513,3 +513,29 @@ extension Result where Failure == GatewayError {
         #expect(entries.filter { $0.type == HallEventType.ratingSubmitted }.count == 1)
     }
 }
+
+@Suite struct EchoFilterTests {
+    /// Found in a trial: a pad simulator on a pseudo-terminal answered a write faster than any wire allows, the line
+    /// was taken to echo, and every acknowledgement's answer was eaten as our echo for ten minutes after.
+    @Test func aLineTakenToEchoWhoseEchoesStopHandsAnswersEqualToTheRequestOnAgain() {
+        var filter = EchoFilter()
+        let write: [UInt8] = [0x01, 0x06, 0x00, 0x09, 0x00, 0x04, 0xD9, 0xCB]
+        let poll: [UInt8] = [0x01, 0x03, 0x00, 0x00, 0x00, 0x20, 0x44, 0x12]
+        // Back whole before an equal answer could be complete: the echo of an echoing line.
+        filter.expect(write, at: .zero, until: .milliseconds(10), onlyEchoBefore: .milliseconds(20))
+        #expect(filter.filter(write, arrivedAfter: .zero, readAt: .milliseconds(1)) == [])
+        #expect(filter.lineEchoes == true)
+        // Then three polls whose echo never comes, only their answers.
+        var now = Duration.milliseconds(100)
+        for _ in 1...EchoFilter.missesBeforeNoEcho {
+            filter.expect(poll, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20))
+            #expect(filter.filter([0x01, 0x03, 0x40], arrivedAfter: now, readAt: now + .milliseconds(30))
+                == [0x01, 0x03, 0x40])
+            now += .milliseconds(100)
+        }
+        #expect(filter.lineEchoes == false)
+        filter.expect(write, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20))
+        #expect(filter.filter(write, arrivedAfter: now, readAt: now + .milliseconds(30)) == write,
+                "the pad's answer to the write")
+    }
+}

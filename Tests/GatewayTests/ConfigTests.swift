@@ -87,6 +87,21 @@ import Testing
         #expect(twiceLines.contains { $0.contains("devices[1].address: address 1 on bus rs485-1 is already used by eval-w01") }, "\(twiceLines)")
     }
 
+    /// Found in a trial: one YAML error in a profile was reported once per device using it (a hall of 100 pads: 100
+    /// lines), and a missing profile folder as a missing file per profile.
+    @Test func aBrokenProfileOrAMissingFolderIsReportedOnce() throws {
+        let profiles = folder.file("profiles")
+        try FileManager.default.createDirectory(atPath: profiles, withIntermediateDirectories: true)
+        try "model: x\nfamily: [modbus-evaluator\n".write(
+            toFile: profiles + "/modbus-evaluator-3key.yaml", atomically: true, encoding: .utf8)
+        let broken = try issues(valid.replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: \(profiles)"))
+        #expect(broken.count == 1, "\(broken)")
+        #expect(broken.first?.description.contains("modbus-evaluator-3key.yaml") == true, "\(broken)")
+
+        let missing = try issues(valid.replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: \(profiles)-gone"))
+        #expect(missing.map(\.description) == ["\(folder.file("hall.yaml")):10:29: devices[0].profile: the profile folder \(profiles)-gone does not exist (profiles:)"])
+    }
+
     @Test func aDuplicateIdIsReportedWhereItIsUsedAgain() throws {
         let twice = valid.replacingOccurrences(of: "id: eval-w02", with: "id: eval-w01")
         let lines = try issues(twice).map(\.description)

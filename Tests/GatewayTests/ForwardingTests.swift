@@ -272,6 +272,25 @@ extension OutboxSalvageTests {
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 
+    /// Found in a trial: a budget larger than the disk lets the disk fill first, when nothing commits at all.
+    @Test func aBudgetLargerThanTheDiskIsSaidAtTheStart() throws {
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            outbox: {max-size-mb: 1000000}
+            buses: []
+            devices: []
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """, file: "test.yaml", relativeTo: folder.path)
+        let log = CapturedLog()
+        _ = try Gateway(config: config, profiles: profiles, logger: log.logger)
+        #expect(log.text.contains("outbox: its budget of 1000000 MB is more than the "), "\(log.text)")
+        #expect(log.text.contains("(outbox.max-size-mb)"))
+    }
+
     @Test func anOutboxThatCannotBeOpenedIsNamedInOneLine() async throws {
         let folder = try TemporaryDirectory()
         let notADatabase = folder.file("garbage.sqlite")

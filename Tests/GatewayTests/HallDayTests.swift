@@ -197,6 +197,20 @@ import Testing
         #expect(!hours.isOpen(at: monday.date.addingTimeInterval(-1)))
     }
 
+    /// Found in a trial: a Sunday opening at 02:30 in Berlin, on the night the clocks skip from 02:00 to 03:00,
+    /// opened at 03:30.
+    @Test func anOpeningInTheHourTheClocksSkipIsAtTheChange() throws {
+        let berlin = try #require(TimeZone(identifier: "Europe/Berlin"))
+        let hours = OpeningHours(timeZone: berlin, weekly: [.sunday: [try #require(OpenInterval("02:30-05:00"))]])
+        let sunday = try #require(HallDate("2027-03-28"))
+        #expect(iso(hours.date(sunday, try #require(TimeOfDay("02:30")))) == "2027-03-28T01:00:00Z", "03:00 CEST")
+        #expect(iso(hours.date(sunday, try #require(TimeOfDay("03:30")))) == "2027-03-28T01:30:00Z")
+        #expect(iso(hours.date(sunday, try #require(TimeOfDay("01:30")))) == "2027-03-28T00:30:00Z")
+        // The night clocks go back, 02:30 comes twice: the first is taken.
+        let autumn = try #require(HallDate("2027-10-31"))
+        #expect(iso(hours.date(autumn, try #require(TimeOfDay("02:30")))) == "2027-10-31T00:30:00Z")
+    }
+
     // MARK: Ticket counters
 
     @Test func ticketsCountPerPrefixAndRestartAtTheNextDaysCheck() async throws {

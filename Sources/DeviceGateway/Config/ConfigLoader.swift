@@ -265,6 +265,7 @@ public enum ConfigLoader {
         // Checked on the raw entries, so a device with another error still gets these checked too.
         let busIds = buses.map(\.id)
         var lineProtocols: [String: [(protocol: LineProtocol?, profile: String, item: (node: Node, path: String))]] = [:]
+        var brokenProfiles: Set<String> = []
         for item in items {
             guard let mapping = item.node.mapping else { continue }
             if let bus = mapping["bus"]?.string, !busIds.contains(bus) {
@@ -279,7 +280,16 @@ public enum ConfigLoader {
                         lineProtocols[busId, default: []].append((loaded.lineProtocol, profile, item))
                     }
                 } catch {
-                    reader.report(mapping["profile"], "\(item.path).profile", error.description)
+                    // Said once, at its first device: a hall of 100 pads would get 100 copies of one YAML error.
+                    guard brokenProfiles.insert(profile).inserted else { continue }
+                    var isFolder: ObjCBool = false
+                    if !FileManager.default.fileExists(atPath: library.directory, isDirectory: &isFolder) || !isFolder.boolValue {
+                        reader.report(mapping["profile"], "\(item.path).profile",
+                                      "the profile folder \(library.directory) does not exist (profiles:)")
+                        brokenProfiles.formUnion(items.compactMap { $0.node.mapping?["profile"]?.string })
+                    } else {
+                        reader.report(mapping["profile"], "\(item.path).profile", error.description)
+                    }
                 }
             }
         }

@@ -821,8 +821,8 @@ struct PendingCommit {
 /// A device's answer can equal our request (a Modbus write of one register is answered with the request itself; an
 /// FF 68 pad repeats a frame we acknowledged), so the filter learns whether the line echoes at all. A frame of ours
 /// back whole before an answer equal to it could have been complete is an echo: the line echoes. Echoes that did not
-/// come (`missesBeforeNoEcho`, before any such proof) mean it does not, and from then on nothing is dropped. Until
-/// it is clear, an answer equal to our request is taken for the echo, as before.
+/// come (`missesBeforeNoEcho` in a row) mean it does not, and from then on nothing is dropped. Until it is clear, an
+/// answer equal to our request is taken for the echo, as before.
 struct EchoFilter {
     /// Frames of ours whose echo did not come, before the line is taken not to echo.
     static let missesBeforeNoEcho = 3
@@ -859,7 +859,10 @@ struct EchoFilter {
             held.append(byte)
             input = input.dropFirst()
             if held.count == expected.bytes.count {
-                if now < expected.onlyEchoBefore { lineEchoes = true }
+                if now < expected.onlyEchoBefore {
+                    lineEchoes = true
+                    misses = 0
+                }
                 held = []
                 frames.removeFirst()
             }
@@ -877,8 +880,11 @@ struct EchoFilter {
         return held + rest
     }
 
+    /// Also once the line was taken to echo: an echoing adapter echoes every frame, so echoes that stop coming mean
+    /// the proof was wrong (a device that answered faster than a wire allows, as a simulator on a pseudo-terminal
+    /// can) or the adapter was changed; otherwise every answer equal to its request would be eaten from then on.
     private mutating func missed() {
-        guard lineEchoes == nil else { return }
+        guard lineEchoes != false else { return }
         misses += 1
         if misses >= Self.missesBeforeNoEcho { lineEchoes = false }
     }

@@ -248,7 +248,15 @@ public struct OpeningHours: Sendable, Equatable {
         components.hour = time.minutes / 60
         components.minute = time.minutes % 60
         // A valid Gregorian date and time always resolves; the fallback only keeps this total.
-        return calendar.date(from: components) ?? .distantFuture
+        let resolved = calendar.date(from: components) ?? .distantFuture
+        // A time the clocks skip (02:30 on the night daylight saving starts) is resolved past the gap (03:30); the
+        // hall's clocks reach it at the change itself (03:00).
+        if calendar.component(.hour, from: resolved) != components.hour,
+           let change = timeZone.nextDaylightSavingTimeTransition(after: resolved.addingTimeInterval(-3 * 3600)),
+           change < resolved {
+            return change
+        }
+        return resolved
     }
 
     /// The open periods of `day` as instants, in order.

@@ -50,7 +50,7 @@ public struct Forwarder: Sendable {
                 try? await outbox.recordFailure(sink: sink.name, reason: reason)
                 if failing != reason {
                     let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "unknown"
-                    logger.error("sink \(sink.name): delivery failed, \(backlog) events kept in the outbox: \(reason)")
+                    logger.error("sink \(sink.name): delivery failed, \(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox: \(reason)")
                 }
                 failing = reason
                 if stopping { break }
