@@ -4,6 +4,7 @@
 #   bench/bus.sh                      # all of them, about 25 minutes
 #   bench/bus.sh rtu-wire tcp-scale   # some of them: rtu-wire rtu-call-latency tcp-vs-libmodbus tcp-scale rss
 #   bench/bus.sh rtu-trace            # where an RTU transaction's time goes (perf: every write(2) of rtu-wire)
+#   bench/bus.sh rtu-call-trace       # where a call's time after the line is free goes (perf, rtu-call-latency)
 #
 # Builds gatewayd and GatewayBenchmarks in release (.build-release, apart from the debug .build), the libmodbus
 # baseline (bench/modbus_tcp_loop.c) and a trivial Swift program importing Foundation (the memory floor), then runs
@@ -101,6 +102,60 @@ row("whole transaction, request to request", 77 * character + 2 * gap, cycle)
     rm -rf "$data"
 }
 
+# rtu-call-latency under perf: when each call's first frame was written against when the line was free (the paced
+# mock's last answer byte plus 3.5 characters), split at the gateway's read of that byte.
+rtu_call_trace() {
+    local data
+    data=$(mktemp -d)
+    "$bin/GatewayBenchmarks" rtu-call-latency --calls 150 --warmup 6 > "$data/out" 2>&1 &
+    local pid=$!
+    sleep 8
+    perf record -q -e syscalls:sys_enter_write,syscalls:sys_exit_read -p "$pid" -o "$data/perf.data" -- sleep 35 \
+        > /dev/null 2>&1 || true
+    wait "$pid"
+    grep -E "steal|p50|p99|max" "$data/out"
+    perf script -i "$data/perf.data" -F tid,time,event,trace 2>/dev/null | python3 -c '
+import bisect, re, sys
+from collections import Counter
+writes, reads = [], []
+for line in sys.stdin:
+    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_enter_write:\s+fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)", line)
+    if m:
+        writes.append((float(m[2]), int(m[1]), int(m[3], 16), int(m[4], 16)))
+        continue
+    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_exit_read:\s+(0x[0-9a-f]+)", line)
+    if m:
+        reads.append((float(m[2]), int(m[1])))
+gap = 3.5 * 10 / 9600 * 1000
+# The paced transmitter: the thread writing most single bytes (the bus wake-ups are single bytes too).
+transmitter = Counter((e[1], e[2]) for e in writes if e[3] == 1).most_common(1)[0][0]
+answer_bytes = sorted(e[0] for e in writes if e[3] == 1 and (e[1], e[2]) == transmitter)
+commands = [e for e in writes if e[3] == 73]
+gateway_reads = sorted(t for t, tid in reads if commands and tid == commands[0][1])
+late, delivered, inside = [], [], []
+for t, tid, fd, n in commands:
+    j = bisect.bisect_left(answer_bytes, t)
+    if j == 0 or t - answer_bytes[j - 1] > 0.02:
+        continue  # the line was idle: not a call on a busy line
+    last = answer_bytes[j - 1]
+    late.append((t - last) * 1000 - gap)
+    k = bisect.bisect_left(gateway_reads, t) - 1
+    if k >= 0 and gateway_reads[k] >= last:
+        delivered.append((gateway_reads[k] - last) * 1000)
+        inside.append((t - gateway_reads[k]) * 1000 - gap)
+def row(name, values):
+    values = sorted(values)
+    if values:
+        print("%-64s %4d %7.3f %7.3f %7.3f" % (name, len(values), values[len(values) // 2],
+                                             values[int(len(values) * 0.9)], values[int(len(values) * 0.99)]))
+print("%-64s %4s %7s %7s %7s" % ("ms after the line was free", "n", "p50", "p90", "p99"))
+row("the gateway'"'"'s command write", late)
+row("  of which the kernel, until the gateway'"'"'s read returned", delivered)
+row("  of which the gateway, from its read to its write, less the gap", inside)
+'
+    rm -rf "$data"
+}
+
 selected=("$@")
 if [ ${#selected[@]} -eq 0 ]; then selected=(rtu-wire rtu-call-latency tcp-vs-libmodbus tcp-scale rss); fi
 
@@ -129,6 +184,7 @@ for name in "${selected[@]}"; do
             "$bin/GatewayBenchmarks" rss --pads 50 --seconds 60 --layouts tcp-50 --top 0 --gatewayd "$bin/gatewayd" \
                 --env MALLOC_ARENA_MAX=2 ;;
         rtu-trace) rtu_trace ;;
+        rtu-call-trace) rtu_call_trace ;;
         *) echo "unknown benchmark $name" >&2; exit 2 ;;
     esac
 done
