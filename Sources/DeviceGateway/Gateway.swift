@@ -150,9 +150,17 @@ public final class Gateway: Service {
     /// The gateway's own events: the salvage of a damaged outbox, drops at the disk budget; and pruning.
     private func maintain(until stop: StopSignal) async {
         if let salvage = outbox.salvage {
-            await commitOwn(CloudEvent(
-                id: "outbox-recovered-\(runId)", source: EventSource.gateway(hall: config.hall.id),
-                type: HallEventType.outboxRecovered, time: Date(), subject: nil, data: .outboxRecovered(.init(salvage))))
+            // Named after the damaged file: reported again after a stop before it was committed, it counts once.
+            let event = CloudEvent(
+                id: "outbox-recovered-\((salvage.damagedPath as NSString).lastPathComponent)",
+                source: EventSource.gateway(hall: config.hall.id), type: HallEventType.outboxRecovered, time: Date(),
+                subject: nil, data: .outboxRecovered(.init(salvage)))
+            do {
+                try await commit(own: event)
+                outbox.salvageReported()
+            } catch {
+                await commitOwn(event)
+            }
         }
         var sincePrune = Duration.zero
         var wallClock = WallClockWatch()
@@ -386,4 +394,6 @@ struct OutboxTicketStore: TicketCounterStore {
     func save(day: HallDate, prefix: String, number: Int) async throws {
         try await outbox.saveTicketNumber(day: day.description, prefix: prefix, number: number)
     }
+
+    func newestDay() async throws -> HallDate? { try await outbox.newestTicketDay().flatMap(HallDate.init) }
 }

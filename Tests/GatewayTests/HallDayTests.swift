@@ -271,15 +271,26 @@ import Testing
     /// Found with a wall clock stepped back across midnight (NTP correcting the box): A001 and A002 were issued again.
     @Test func aWallClockSetBackAcrossMidnightIssuesNoNumberTwice() async throws {
         let clock = ManualHallClock(now: try local("2027-03-30 00:30"))
-        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A"]), timeZone: shanghai, clock: clock)
+        let store = InMemoryTicketCounterStore()
+        let settings = TicketSettings(prefixes: ["A"])
+        let counters = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
         #expect(try await counters.next(prefix: "A") == "A001")
         #expect(try await counters.next(prefix: "A") == "A002")
         clock.advance(to: try local("2027-03-29 23:30"))
         #expect(try await counters.next(prefix: "A") == "A003")
         #expect(try await counters.reset() == ["A": 3])
+        // Restarted while the clock is still before midnight: the numbers saved for the next day go on too.
+        let restarted = TicketCounters(settings: settings, timeZone: shanghai, clock: clock, store: store)
+        #expect(try await restarted.next(prefix: "A") == "A004")
         clock.advance(to: try local("2027-03-31 08:45"))
-        #expect(try await counters.reset() == [:])
-        #expect(try await counters.next(prefix: "A") == "A001")
+        #expect(try await restarted.reset() == [:])
+        #expect(try await restarted.next(prefix: "A") == "A001")
+        // A clock that ran days ahead is wrong, not a day to keep: the real day numbers from 1.
+        let ahead = ManualHallClock(now: try local("2027-04-05 10:00"))
+        let wrong = TicketCounters(settings: settings, timeZone: shanghai, clock: ahead)
+        #expect(try await wrong.next(prefix: "A") == "A001")
+        ahead.advance(to: try local("2027-04-02 10:00"))
+        #expect(try await wrong.next(prefix: "A") == "A001")
     }
 
     @Test func numbersGrowPastTheirWidthInsteadOfWrapping() async throws {

@@ -177,40 +177,46 @@ public struct BusCommitter: Sendable {
 /// it lasts, and once that it takes them again: not a line per attempt.
 final class CommitRefusals: Sendable {
     private struct State {
-        var since: ContinuousClock.Instant?
-        var lastSaid = ContinuousClock.Instant.now
+        var failing = false
+        /// Whether this run of failures was said: its end is said only then.
+        var said = false
+        var lastSaid: ContinuousClock.Instant?
         var failed = 0
     }
 
     private let state = Mutex(State())
     static let repeatEvery = Duration.seconds(60)
 
+    /// Also across runs: commits that fail and succeed by turns (a disk nearly full) are said once a minute at most.
     func failed(_ logger: Logger, _ what: String, _ error: any Error) {
         let now = ContinuousClock.now
-        let say: Int? = state.withLock { state in
+        let say: (failed: Int, first: Bool)? = state.withLock { state in
+            let first = !state.failing
+            state.failing = true
             state.failed += 1
-            if state.since == nil {
-                state.since = now
-            } else if now - state.lastSaid < Self.repeatEvery {
-                return nil
-            }
+            if let last = state.lastSaid, now - last < Self.repeatEvery { return nil }
             state.lastSaid = now
-            return state.failed
+            state.said = true
+            return (state.failed, first)
         }
-        guard let failed = say else { return }
+        guard let say else { return }
         let message = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
-        if failed == 1 {
+        if say.first {
             logger.error("\(what): \(message)")
         } else {
-            logger.error("\(what): \(message) (still; \(failed) attempts failed so far)")
+            logger.error("\(what): \(message) (still; \(say.failed) attempts failed so far)")
         }
     }
 
     func succeeded(_ logger: Logger, _ what: String) {
         let failed: Int? = state.withLock { state in
-            guard state.since != nil else { return nil }
-            defer { state = State() }
-            return state.failed
+            guard state.failing else { return nil }
+            defer {
+                state.failing = false
+                state.said = false
+                state.failed = 0
+            }
+            return state.said ? state.failed : nil
         }
         if let failed { logger.notice("\(what) (\(failed) attempts had failed)") }
     }

@@ -251,7 +251,8 @@ public struct OpeningHours: Sendable, Equatable {
         let resolved = calendar.date(from: components) ?? .distantFuture
         // A time the clocks skip (02:30 on the night daylight saving starts) is resolved past the gap (03:30); the
         // hall's clocks reach it at the change itself (03:00).
-        if calendar.component(.hour, from: resolved) != components.hour,
+        let resolvedTime = calendar.dateComponents([.hour, .minute], from: resolved)
+        if resolvedTime.hour != components.hour || resolvedTime.minute != components.minute,
            let change = timeZone.nextDaylightSavingTimeTransition(after: resolved.addingTimeInterval(-3 * 3600)),
            change < resolved {
             return change

@@ -53,6 +53,8 @@ public protocol TicketCounterStore: Sendable {
     func load(day: HallDate) async throws -> [String: Int]
     /// Records `number` as the last issued for `prefix` on `day` (0 after a reset); the latest call wins.
     func save(day: HallDate, prefix: String, number: Int) async throws
+    /// The latest day numbers were saved for, if any.
+    func newestDay() async throws -> HallDate?
 }
 
 /// A `TicketCounterStore` in memory: numbers survive a new `TicketCounters` on it, not a process restart.
@@ -64,6 +66,8 @@ public actor InMemoryTicketCounterStore: TicketCounterStore {
 
     /// The numbers saved for `day`.
     public func load(day: HallDate) -> [String: Int] { numbers[day] ?? [:] }
+
+    public func newestDay() -> HallDate? { numbers.keys.max() }
 
     /// Saves a number; older days are dropped, as a hall never goes back to them.
     public func save(day: HallDate, prefix: String, number: Int) {
@@ -87,6 +91,10 @@ public actor TicketCounters {
     /// The day `numbers` belong to; nil until loaded.
     private var day: HallDate?
     private var numbers: [String: Int] = [:]
+    /// The latest day the store had numbers for when first asked: a clock set back before a restart must not go back
+    /// either.
+    private var storedDay: HallDate?
+    private var askedStore = false
     /// A load under way, shared by the calls that arrive while it runs (the actor is reentrant across `await`).
     private var loading: (day: HallDate, task: Task<[String: Int], any Error>)?
 
@@ -111,7 +119,7 @@ public actor TicketCounters {
                                 + (settings.priorityPrefixes.isEmpty ? "" : "; 绿色通道: "
                                     + settings.priorityPrefixes.joined(separator: ", ")) + ")")
         }
-        let today = currentDay()
+        let today = await currentDay()
         try await load(today)
         let number = numbers[prefix, default: 0] + 1
         // Counted before saving: a concurrent call never gets the same number, even if this save fails.
@@ -127,7 +135,7 @@ public actor TicketCounters {
 
     /// The last number issued today for `prefix` (0 when none), for status output.
     public func current(prefix: String) async throws(TicketError) -> Int {
-        try await load(currentDay())
+        try await load(await currentDay())
         return numbers[prefix, default: 0]
     }
 
@@ -135,15 +143,21 @@ public actor TicketCounters {
     /// issued that day already (before the check), whose numbers are not given again. Returns those, by prefix.
     @discardableResult
     public func reset() async throws(TicketError) -> [String: Int] {
-        let today = currentDay()
+        let today = await currentDay()
         try await load(today)
         return numbers.filter { $0.value > 0 }
     }
 
-    /// The hall's day now, or the day numbers were last issued for if the wall clock went back before it.
-    private func currentDay() -> HallDate {
+    /// The hall's day now; or the next day, if numbers were issued for it already and the wall clock was set back
+    /// across midnight since (NTP correcting a clock that ran ahead). A clock that was days ahead is simply wrong.
+    private func currentDay() async -> HallDate {
+        if !askedStore {
+            askedStore = true
+            storedDay = try? await store.newestDay()
+        }
         let today = HallDate(of: clock.now, in: timeZone)
-        if let day, today < day { return day }
+        let held = [day, storedDay].compactMap { $0 }.max()
+        if let held, held == today.adding(days: 1) { return held }
         return today
     }
 

@@ -163,7 +163,7 @@ public final class Outbox: Sendable {
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let salvaging = path + ".salvaging", salvaged = path + ".salvaged"
         if FileManager.default.fileExists(atPath: salvaged) {
-            let aside = try putInPlace(salvaged, of: path)
+            let aside = try putInPlace(salvaged, of: path, aside: salvageReport(of: path)?.damagedPath)
             logger.critical(
                 """
                 outbox \(path): a salvage cut short at its end is completed (the damaged file \
@@ -173,7 +173,8 @@ public final class Outbox: Sendable {
         // Begun and cut short: the damaged file is still in place and is salvaged again.
         try removeDatabase(salvaging)
         do {
-            return try Outbox(path: path, policy: policy, salvage: nil)
+            // A report not yet committed as an event (a stop or power cut right after the salvage) is committed now.
+            return try Outbox(path: path, policy: policy, salvage: salvageReport(of: path))
         } catch let error as DatabaseError
             where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode.primaryResultCode)
         {
@@ -188,9 +189,12 @@ public final class Outbox: Sendable {
                 if cut == .written { throw PowerCut() }
                 try fresh.closeWholly()
             }
+            report.damagedPath = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
+            // Kept until its event is committed: a salvage finished at the next start is still reported.
+            try JSONEncoder().encode(report).write(to: URL(fileURLWithPath: reportPath(of: path)), options: .atomic)
             try FileManager.default.moveItem(atPath: salvaging, toPath: salvaged)
             if cut == .completed { throw PowerCut() }
-            report.damagedPath = try putInPlace(salvaged, of: path, cutPowerAfterMovingAside: cut == .movedAside) ?? path
+            _ = try putInPlace(salvaged, of: path, aside: report.damagedPath, cutPowerAfterMovingAside: cut == .movedAside)
             logger.critical(
                 """
                 outbox salvage from \(report.damagedPath): \(report.recovered) events queued again for delivery, \
@@ -204,10 +208,10 @@ public final class Outbox: Sendable {
 
     /// Moves the damaged file (with its journal files) aside and the complete salvage into its place; returns where
     /// the damaged file went (nil: it had been moved already).
-    private static func putInPlace(_ salvaged: String, of path: String, cutPowerAfterMovingAside: Bool = false) throws
-        -> String?
-    {
-        let aside = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
+    private static func putInPlace(
+        _ salvaged: String, of path: String, aside: String?, cutPowerAfterMovingAside: Bool = false
+    ) throws -> String? {
+        let aside = aside ?? "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
         var moved = false
         for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
             try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
@@ -216,6 +220,18 @@ public final class Outbox: Sendable {
         if cutPowerAfterMovingAside { throw PowerCut() }
         try FileManager.default.moveItem(atPath: salvaged, toPath: path)
         return moved ? aside : nil
+    }
+
+    private static func reportPath(of path: String) -> String { path + ".salvage-report.json" }
+
+    private static func salvageReport(of path: String) -> SalvageReport? {
+        guard let data = FileManager.default.contents(atPath: reportPath(of: path)) else { return nil }
+        return try? JSONDecoder().decode(SalvageReport.self, from: data)
+    }
+
+    /// The salvage's event is committed: its report is no longer needed at a start.
+    public func salvageReported() {
+        try? FileManager.default.removeItem(atPath: Self.reportPath(of: path))
     }
 
     private static func removeDatabase(_ path: String) throws {
@@ -690,6 +706,11 @@ public final class Outbox: Sendable {
                 db, sql: "SELECT prefix, number FROM ticket_counter WHERE day = ?", arguments: [day]
             ).map { ($0[0] as String, $0[1] as Int) })
         }
+    }
+
+    /// The latest day (YYYY-MM-DD) ticket numbers were saved for.
+    public func newestTicketDay() async throws -> String? {
+        try await database.read { db in try String.fetchOne(db, sql: "SELECT max(day) FROM ticket_counter") }
     }
 
     /// Records the last ticket number issued on `day` for `prefix`; older days are forgotten.
