@@ -237,6 +237,14 @@ public final class Gateway: Service {
         }
     }
 
+    /// Events read by the buses or made by the gateway and not yet committed: above 0 for more than a moment, the
+    /// outbox refuses commits (a full disk), and they wait in memory.
+    public func uncommittedEvents() async -> Int {
+        var count = ownWaiting.withLock { $0.count }
+        for bus in buses { count += await bus.uncommittedEventCount() }
+        return count
+    }
+
     /// What each bus believes about its devices, with their wire counters, in configuration order.
     public func deviceStates() async -> [DeviceState] {
         var states: [DeviceState] = []

@@ -36,6 +36,7 @@ public final class GatewayMetrics: Sendable {
     public func render(gateway: Gateway) async -> String {
         let devices = await gateway.deviceStates()
         let lines = await gateway.lineCounters()
+        let uncommitted = await gateway.uncommittedEvents()
         let outbox: (sinks: [SinkReport], events: Int, committed: Int64, dropped: Int)?
         do {
             outbox = (try await gateway.outbox.sinkReports(), try await gateway.outbox.count(),
@@ -49,6 +50,9 @@ public final class GatewayMetrics: Sendable {
             for line in lines { update(line, &state) }
             gauge("hall_gateway_outbox_readable", [], "1 when the outbox could be read for this scrape, 0 when not.")
                 .set(to: outbox == nil ? 0 : 1)
+            gauge("hall_gateway_events_uncommitted", [],
+                  "Events read or made and waiting in memory for the outbox: above 0 for seconds, it refuses commits.")
+                .set(to: Double(uncommitted))
             if let outbox {
                 update(outbox.sinks, events: outbox.events, committed: outbox.committed, dropped: outbox.dropped, &state)
             }

@@ -424,9 +424,19 @@ final class BrokerStore: @unchecked Sendable {
         let hall = try PressingHall(padCount: 4)
         let config = try writeConfiguration(
             hall, sinks: "  - {type: sqlite, path: \(folder.file("events.sqlite"))}", folder: folder, stateDirectory: state)
-        let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
         let citizens = hall.startPressing(every: .milliseconds(25))
         #expect(await eventually { hall.acknowledgedTotal > 10 })
+        let api = try #require(await eventually { CLITests.apiURL(gateway) != nil } ? CLITests.apiURL(gateway) : nil)
+        let token = try String(contentsOfFile: state + "/api-token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        /// What monitoring sees: the gauge of events waiting in memory for the outbox.
+        func uncommitted() async -> Double? {
+            guard let scraped = try? await run("/usr/bin/curl", ["-sf", "-H", "Authorization: Bearer \(token)", api + "/metrics"]),
+                  let line = scraped.standardOutput.split(separator: "\n").first(where: { $0.hasPrefix("hall_gateway_events_uncommitted ") })
+            else { return nil }
+            return Double(line.split(separator: " ").last ?? "")
+        }
 
         // Fill the disk to the last byte.
         let filled = try await run("/bin/sh", ["-c", "dd if=/dev/zero of=\(state)/filler bs=4k 2>/dev/null; sync; true"])
@@ -444,6 +454,7 @@ final class BrokerStore: @unchecked Sendable {
         // Said once, not once a poll cycle: the disk stays full for seconds here, a minute before it is said again.
         let refusals = gateway.output.split(separator: "\n").filter { $0.contains("outbox commit failed") }
         #expect(refusals.count == 1, "\(refusals.count) lines: \(refusals.prefix(3))")
+        #expect(await eventually { (await uncommitted() ?? 0) > 10 }, "events wait in memory, and /metrics says so")
 
         try FileManager.default.removeItem(atPath: state + "/filler")
         let freed = ContinuousClock.now
@@ -460,6 +471,7 @@ final class BrokerStore: @unchecked Sendable {
         #expect(await eventually(timeout: .seconds(30)) {
             (try? await Outbox.openForReading(path: state + "/outbox.sqlite").backlog(sink: "sqlite")) == 0
         })
+        #expect(await eventually { await uncommitted() == 0 })
         gateway.interrupt()
         let result = try await gateway.wait()
         #expect(result.status == 0)

@@ -19,6 +19,8 @@ public protocol Bus: Actor {
     func deviceStates() -> [DeviceState]
     /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
     func lineCounters() -> DeviceCounters
+    /// Events read and not yet committed: more than a moment, the outbox refuses commits.
+    func uncommittedEventCount() -> Int
 }
 
 /// The one owner of a bus: one request in flight, commands before polls, each device polled at its own interval,
@@ -154,6 +156,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
+
+    public func uncommittedEventCount() -> Int { pending.events.count }
 
     // MARK: The loop
 
