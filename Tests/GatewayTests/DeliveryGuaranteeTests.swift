@@ -1,6 +1,9 @@
+import AsyncHTTPClient
 import DeviceGateway
 import Foundation
 import MockDevices
+import NIOCore
+import NIOHTTP1
 import Synchronization
 import Testing
 
@@ -432,8 +435,12 @@ final class BrokerStore: @unchecked Sendable {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         /// What monitoring sees: the gauge of events waiting in memory for the outbox.
         func uncommitted() async -> Double? {
-            guard let scraped = try? await run("/usr/bin/curl", ["-sf", "-H", "Authorization: Bearer \(token)", api + "/metrics"]),
-                  let line = scraped.standardOutput.split(separator: "\n").first(where: { $0.hasPrefix("hall_gateway_events_uncommitted ") })
+            var request = HTTPClientRequest(url: api + "/metrics")
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(10)),
+                  response.status == .ok, let body = try? await response.body.collect(upTo: 1 << 22),
+                  let line = String(buffer: body).split(separator: "\n")
+                      .first(where: { $0.hasPrefix("hall_gateway_events_uncommitted ") })
             else { return nil }
             return Double(line.split(separator: " ").last ?? "")
         }
