@@ -42,26 +42,29 @@ swiftc -O -o "$tools/foundation-floor" "$tools/foundation-floor.swift"
 # rtu-wire under `perf record -e syscalls:sys_enter_write`: the gateway's 8-byte requests, the paced mock's answer
 # bytes (one write(2) a character) and libmodbus's encoded replies, timed by the kernel. Splits a transaction into
 # the gateway's turnaround (last answer byte to next request; the wire asks 3.5 characters) and the mock's parts.
+# Runs a benchmark (the arguments after the first two) and records its write(2) calls and read(2) returns with perf,
+# from $1 seconds after its start for $2 seconds: its output in $data/out, the kernel's records in $data/syscalls.
+record_syscalls() {
+    local after=$1 seconds=$2
+    shift 2
+    "$@" > "$data/out" 2>&1 &
+    local pid=$!
+    sleep "$after"
+    perf record -q -e syscalls:sys_enter_write,syscalls:sys_exit_read -p "$pid" -o "$data/perf.data" -- sleep "$seconds" \
+        > /dev/null 2>&1 || true
+    wait "$pid"
+    perf script -i "$data/perf.data" -F tid,time,event,trace > "$data/syscalls" 2>/dev/null
+}
+
 rtu_trace() {
     local data
     data=$(mktemp -d)
-    "$bin/GatewayBenchmarks" rtu-wire --seconds 25 --warmup 6 > "$data/out" 2>&1 &
-    local pid=$!
-    sleep 10
-    perf record -q -e syscalls:sys_enter_write,syscalls:sys_exit_read -p "$pid" -o "$data/perf.data" -- sleep 12 \
-        > /dev/null 2>&1
-    wait "$pid"
-    perf script -i "$data/perf.data" -F tid,time,event,trace 2>/dev/null | python3 -c '
-import bisect, re, sys
-writes, reads = [], []
-for line in sys.stdin:
-    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_enter_write:\s+fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)", line)
-    if m:
-        writes.append((float(m[2]), int(m[1]), int(m[3], 16), int(m[4], 16)))
-        continue
-    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_exit_read:\s+(0x[0-9a-f]+)", line)
-    if m:
-        reads.append((float(m[2]), int(m[1])))
+    record_syscalls 10 12 "$bin/GatewayBenchmarks" rtu-wire --seconds 25 --warmup 6
+    python3 < "$data/syscalls" -c '
+import bisect, sys
+sys.path.insert(0, "bench")
+from perf_syscalls import load
+writes, reads = load(sys.stdin)
 character = 10 / 9600 * 1000
 gap = 3.5 * character
 answer_bytes = [e[0] for e in writes if e[3] == 1]
@@ -107,25 +110,14 @@ row("whole transaction, request to request", 77 * character + 2 * gap, cycle)
 rtu_call_trace() {
     local data
     data=$(mktemp -d)
-    "$bin/GatewayBenchmarks" rtu-call-latency --calls 150 --warmup 6 > "$data/out" 2>&1 &
-    local pid=$!
-    sleep 8
-    perf record -q -e syscalls:sys_enter_write,syscalls:sys_exit_read -p "$pid" -o "$data/perf.data" -- sleep 35 \
-        > /dev/null 2>&1 || true
-    wait "$pid"
+    record_syscalls 8 35 "$bin/GatewayBenchmarks" rtu-call-latency --calls 150 --warmup 6
     grep -E "steal|p50|p99|max" "$data/out"
-    perf script -i "$data/perf.data" -F tid,time,event,trace 2>/dev/null | python3 -c '
-import bisect, re, sys
+    python3 < "$data/syscalls" -c '
+import bisect, sys
 from collections import Counter
-writes, reads = [], []
-for line in sys.stdin:
-    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_enter_write:\s+fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)", line)
-    if m:
-        writes.append((float(m[2]), int(m[1]), int(m[3], 16), int(m[4], 16)))
-        continue
-    m = re.match(r"\s*(\d+)\s+([\d.]+):\s+syscalls:sys_exit_read:\s+(0x[0-9a-f]+)", line)
-    if m:
-        reads.append((float(m[2]), int(m[1])))
+sys.path.insert(0, "bench")
+from perf_syscalls import load
+writes, reads = load(sys.stdin)
 gap = 3.5 * 10 / 9600 * 1000
 # The paced transmitter: the thread writing most single bytes (the bus wake-ups are single bytes too).
 transmitter = Counter((e[1], e[2]) for e in writes if e[3] == 1).most_common(1)[0][0]

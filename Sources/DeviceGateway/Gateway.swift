@@ -151,16 +151,10 @@ public final class Gateway: Service {
     private func maintain(until stop: StopSignal) async {
         if let salvage = outbox.salvage {
             // Named after the damaged file: reported again after a stop before it was committed, it counts once.
-            let event = CloudEvent(
+            await commitOwn(CloudEvent(
                 id: "outbox-recovered-\((salvage.damagedPath as NSString).lastPathComponent)",
                 source: EventSource.gateway(hall: config.hall.id), type: HallEventType.outboxRecovered, time: Date(),
-                subject: nil, data: .outboxRecovered(.init(salvage)))
-            do {
-                try await commit(own: event)
-                outbox.salvageReported()
-            } catch {
-                await commitOwn(event)
-            }
+                subject: nil, data: .outboxRecovered(.init(salvage))))
         }
         var sincePrune = Duration.zero
         var wallClock = WallClockWatch()
@@ -299,7 +293,6 @@ public final class Gateway: Service {
             """)
     }
 
-    /// Commits one of the gateway's own events, logging a failure.
     /// Commits one of the gateway's own events (a command's, a heartbeat, the day's check). One the outbox refuses
     /// waits in memory and is committed with the next, or by `maintain` within seconds: once accepted, never dropped.
     func commitOwn(_ event: CloudEvent) async {
@@ -314,6 +307,7 @@ public final class Gateway: Service {
         do {
             let inserted = try await outbox.commit(waiting)
             if !inserted.isEmpty { onCommit(inserted) }
+            if waiting.contains(where: { $0.type == HallEventType.outboxRecovered }) { outbox.salvageReported() }
             ownRefusals.succeeded(logger, "outbox: the gateway's own events are committed again")
             let committed = Set(waiting.map(\.id))
             return ownWaiting.withLock { events in
@@ -350,9 +344,7 @@ struct WallClockWatch {
     /// The step since the last call, in seconds (negative: set back), if there was one.
     mutating func step() -> TimeInterval? {
         let wallNow = Date(), monotonicNow = ContinuousClock.now
-        let elapsed = monotonicNow - monotonic
-        let step = wallNow.timeIntervalSince(wall) - (Double(elapsed.components.seconds)
-            + Double(elapsed.components.attoseconds) / 1e18)
+        let step = wallNow.timeIntervalSince(wall) - (monotonicNow - monotonic).timeInterval
         wall = wallNow
         monotonic = monotonicNow
         return abs(step) >= Self.smallestStep ? step : nil

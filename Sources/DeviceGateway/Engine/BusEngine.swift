@@ -353,15 +353,15 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             return nil
         }
         if driver.needsPollBeforeCommand(device) { return CommandPlan(queued: command, device: device) }
-        return frames(of: CommandPlan(queued: command, device: device))
+        return frames(of: command, to: device).map { CommandPlan(queued: command, device: device, requests: $0) }
     }
 
-    private func frames(of plan: CommandPlan) -> CommandPlan? {
+    /// A command's frames; nil when the driver refused it (its completion has the reason).
+    private func frames(of command: QueuedCommand, to device: DeviceConfig) -> [LineRequest]? {
         do {
-            return CommandPlan(queued: plan.queued, device: plan.device,
-                               requests: try driver.requests(for: plan.queued.command, to: plan.device))
+            return try driver.requests(for: command.command, to: device)
         } catch {
-            plan.queued.completion(.failure(error))
+            command.completion(.failure(error))
             return nil
         }
     }
@@ -376,7 +376,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                     .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))
                 return
             }
-            requests = frames(of: plan)?.requests
+            requests = frames(of: command, to: device)
         }
         guard let requests else { return }
         for request in requests {

@@ -200,7 +200,7 @@ final class CommitRefusals: Sendable {
             return (state.failed, first)
         }
         guard let say else { return }
-        let message = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+        let message = GatewayError.oneLine("\(error)")
         if say.first {
             logger.error("\(what): \(message)")
         } else {

@@ -143,9 +143,9 @@ public final class Outbox: Sendable {
     static func problem(opening path: String, _ error: any Error) -> GatewayError {
         if let error = error as? GatewayError { return error }
         let folder = (path as NSString).deletingLastPathComponent
-        var what = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+        var what = GatewayError.oneLine("\(error)")
         if let database = error as? DatabaseError {
-            what = "\(database.message ?? "\(database.resultCode)") (SQLite error \(database.resultCode.primaryResultCode.rawValue))"
+            what = describe(database)
             switch database.resultCode.primaryResultCode {
             case .SQLITE_FULL: what += ": the disk holding \(folder) is full"
             case .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_AUTH:
@@ -154,6 +154,11 @@ public final class Outbox: Sendable {
             }
         }
         return GatewayError(.storeMissing, "cannot open the outbox \(path): \(what)")
+    }
+
+    /// SQLite's own words and its code, on one line.
+    private static func describe(_ error: DatabaseError) -> String {
+        "\(GatewayError.oneLine(error.message ?? "\(error.resultCode)")) (SQLite error \(error.resultCode.primaryResultCode.rawValue))"
     }
 
     static func open(path: String, policy: OutboxPolicy, logger: Logger, cutPowerAfter cut: SalvageStep?) throws
@@ -179,7 +184,7 @@ public final class Outbox: Sendable {
             where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode.primaryResultCode)
         {
             // Only a damaged file is salvaged: a full disk, a read-only file or a lock is reported as it is.
-            let damage = "\(error)".split(whereSeparator: \.isNewline).joined(separator: "; ")
+            let damage = GatewayError.oneLine("\(error)")
             logger.critical("outbox \(path) is damaged (\(damage)); salvaging it into a fresh one",
                             metadata: ["outbox.path": "\(path)"])
             var report: SalvageReport
@@ -258,10 +263,7 @@ public final class Outbox: Sendable {
                 at: path, missing: "no outbox at \(path): has the gateway run with this state directory?")
             tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
         } catch let error as DatabaseError {
-            throw GatewayError(.storeMissing, """
-                cannot read the outbox \(path): \(error.message ?? "\(error.resultCode)") \
-                (SQLite error \(error.resultCode.primaryResultCode.rawValue))
-                """)
+            throw GatewayError(.storeMissing, "cannot read the outbox \(path): \(describe(error))")
         }
         guard Set(["event", "sink_cursor", "sink_state", "put_aside"]).isSubset(of: tables) else {
             throw GatewayError(.storeMissing, "\(path) is not a hall gateway outbox (or one from an older version)")

@@ -26,3 +26,10 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 }
+
+extension GatewayError {
+    /// An error's text on one line: a log line must not break (SQLite's quick check, for one, reports a line a page).
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).joined(separator: "; ")
+    }
+}
