@@ -155,6 +155,110 @@ import Testing
         #expect(throws: ConfigError.self) { try ConfigLoader.load(path: folder.file("absent.yaml")) }
     }
 
+    @Test func aFileSavedAsGB18030IsNamedNotUTF8() async throws {
+        // 窗口评价器 in a comment, as a Windows editor saves it in GB18030: not UTF-8.
+        let gb18030: [UInt8] = [0xB4, 0xB0, 0xBF, 0xDA, 0xC6, 0xC0, 0xBC, 0xDB, 0xC6, 0xF7]
+        let path = folder.file("hall.yaml")
+        try (Data(valid.utf8) + Data("\n# ".utf8) + Data(gb18030) + Data("\n".utf8)).write(to: URL(fileURLWithPath: path))
+        let error = #expect(throws: ConfigError.self) { try ConfigLoader.load(path: path) }
+        let refused = try #require(error)
+        #expect(refused.issues.map(\.description) == ["\(path): is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8"])
+
+        let result = try await run(gatewaydPath, ["config", "check", path])
+        #expect(result.status == 2)
+        #expect(result.standardError.split(separator: "\n").map(String.init)
+                    == ["\(path): is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8"], "\(result.standardError)")
+    }
+
+    @Test func aSecondBusOnOneSerialPortIsRefusedAtThatBus() throws {
+        let text = valid.replacingOccurrences(
+            of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",
+            with: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}\n  - {id: ff68-1, transport: serial, port: /dev/ttyUSB0}")
+        let lines = try issues(text).map(\.description)
+        #expect(lines == [folder.file("hall.yaml") + ":9:43: buses[2].port: /dev/ttyUSB0 is already the port of bus rs485-1: "
+                            + "two masters on one line would talk over each other"])
+    }
+
+    @Test func twoModbusTCPBusesToOneHostAndPortAreAccepted() throws {
+        // A Modbus TCP server takes several connections: two buses to it are not two masters on one wire.
+        let text = valid.replacingOccurrences(
+            of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",
+            with: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}\n  - {id: lan-2, transport: modbus-tcp, host: 10.0.0.5, tcp-port: 502}")
+        let (config, _) = try ConfigLoader.load(path: try write(text))
+        #expect(config.buses.map(\.id) == ["rs485-1", "lan-1", "lan-2"])
+        #expect(config.buses[2].transport == .modbusTCP(host: "10.0.0.5", port: 502))
+        #expect(config.buses[1].transport == config.buses[2].transport)
+    }
+
+    @Test func aHallIdWithASpaceOrASlashIsRefused() throws {
+        let lines = try issues(valid.replacingOccurrences(of: "id: hall-1", with: "id: xh zwfw/2")).map(\.description)
+        #expect(lines == [folder.file("hall.yaml") + ":1:12: hall.id: 'xh zwfw/2' may hold only letters, digits, '-', '_' and '.' "
+                            + "(it becomes part of event sources, MQTT topics and the central table)"])
+    }
+
+    /// Every list of ids is held to the rule; a refused id is still known to what refers to it (no "unknown bus" too).
+    @Test(arguments: [
+        ("rs485-1", "rs485/1", "buses[0].id: 'rs485/1' may hold only letters, digits, '-', '_' and '.'"),
+        ("id: eval-w01", "id: 评价器-w01", "devices[0].id: '评价器-w01' may hold only letters, digits, '-', '_' and '.'"),
+        ("id: eval-w02", "id: .eval-w02", "devices[1].id: '.eval-w02' may not start with '.'"),
+        ("name: local", "name: local store", "sinks[0].name: 'local store' may hold only letters, digits, '-', '_' and '.'"),
+        ("id: tablet-w05", "id: -tablet-w05", "terminals[0].id: '-tablet-w05' may not start with '-'"),
+    ])
+    func anIdThatWouldBreakASourceTopicOrTableIsRefused(of: String, with: String, message: String) throws {
+        let hall = valid + """
+
+            sinks:
+              - {type: sqlite, name: local}
+            terminals:
+              - {id: tablet-w05, window: "5", scale: five-level}
+            """
+        let lines = try issues(hall.replacingOccurrences(of: of, with: with)).map(\.description)
+        #expect(lines.count == 1, "\(lines)")
+        let line = try #require(lines.first)
+        #expect(line.hasPrefix(folder.file("hall.yaml") + ":"), "names the file: \(line)")
+        #expect(line.hasSuffix(": \(message) (it becomes part of event sources, MQTT topics and the central table)"), "\(line)")
+    }
+
+    @Test func idsOfLettersDigitsDashesUnderscoresAndDotsUpTo64CharactersPass() throws {
+        let longest = String(repeating: "w", count: 64)
+        let text = valid
+            .replacingOccurrences(of: "id: hall-1", with: "id: XH_zwfw.2")
+            .replacingOccurrences(of: "id: eval-w02", with: "id: \(longest)")
+            // A window is a name for people, not an id.
+            .replacingOccurrences(of: "window: \"2\"", with: "window: \"综合 2/B\"")
+        let (config, _) = try ConfigLoader.load(path: try write(text))
+        #expect(config.hall.id == "XH_zwfw.2")
+        #expect(config.devices.map(\.id) == ["eval-w01", longest])
+        #expect(config.devices[1].window == "综合 2/B")
+
+        let lines = try issues(valid.replacingOccurrences(of: "id: eval-w02", with: "id: \(longest)w")).map(\.description)
+        #expect(lines == [folder.file("hall.yaml") + ":11:10: devices[1].id: '\(longest)w' is 65 characters long, more than 64 "
+                            + "(it becomes part of event sources, MQTT topics and the central table)"])
+    }
+
+    @Test func aLocalStoreInTheOutboxsOwnFileIsRefused() throws {
+        // The state directory written out, the store's path relative to this file's folder: one file all the same.
+        let text = valid + "\nstate-directory: \(folder.path)/state\nsinks:\n  - {type: sqlite, path: ./state/outbox.sqlite}\n"
+        let lines = try issues(text).map(\.description)
+        #expect(lines == [folder.file("hall.yaml") + ":14:26: sinks[0].path: the outbox's own file; "
+                            + "the local event store needs a file of its own"])
+
+        // A relative folder is taken from the current one, as the gateway would open the files.
+        let here = FileManager.default.currentDirectoryPath
+        let relative = valid + "\nstate-directory: \(here)/cfg/state\nsinks:\n  - {type: sqlite, path: state/outbox.sqlite}\n"
+        let error = #expect(throws: ConfigError.self) {
+            try ConfigLoader.parse(relative, file: "cfg/hall.yaml", relativeTo: "cfg")
+        }
+        let refused = try #require(error)
+        #expect(refused.issues.map(\.description)
+                    == ["cfg/hall.yaml:14:26: sinks[0].path: the outbox's own file; the local event store needs a file of its own"])
+
+        // Beside the outbox, in a file of its own, the store is fine.
+        let beside = text.replacingOccurrences(of: "./state/outbox.sqlite", with: "./state/events.sqlite")
+        let (config, _) = try ConfigLoader.load(path: try write(beside))
+        #expect(config.sinks.first?.sqlitePath == folder.path + "/state/events.sqlite")
+    }
+
     @Test func theCheckCommandPrintsEachIssueAndExitsWithStatus2() async throws {
         let path = try write(valid.replacingOccurrences(of: "transport: modbus-tcp", with: "transport: modbus-udp"))
         let result = try await run(gatewaydPath, ["config", "check", path])

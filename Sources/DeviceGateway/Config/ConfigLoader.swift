@@ -10,11 +10,16 @@ public enum ConfigLoader {
     public static func load(path: String, profilesOverride: String? = nil, checkingFiles: Bool = false)
         throws(ConfigError) -> (GatewayConfig, ProfileLibrary)
     {
-        let text: String
+        let data: Data
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
+        }
+        // Decoded here, not by Foundation: its error for another encoding ("isn't in the correct format") names no fix.
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(issues: [ConfigIssue(
+                file: path, key: "", message: "is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8")])
         }
         let folder = (path as NSString).deletingLastPathComponent
         return try parse(
@@ -40,7 +45,8 @@ public enum ConfigLoader {
         let deviceItems = top.value("devices", required: true).flatMap { reader.items($0, "devices") } ?? []
         let devices = deviceItems.compactMap { parseDevice($0.node, $0.path, reader) }
         let sinkItems = top.value("sinks").flatMap { reader.items($0, "sinks") }
-        let sinks = sinkItems?.compactMap { parseSink($0.node, $0.path, reader, folder: folder) }
+        let outboxPath = (stateDirectory as NSString).appendingPathComponent("outbox.sqlite")
+        let sinks = sinkItems?.compactMap { parseSink($0.node, $0.path, reader, folder: folder, outbox: outboxPath) }
             ?? [SinkConfig(name: "local", kind: .sqlite(path: resolve("var/events.sqlite", against: folder)))]
         let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()
         // 0 turns the heartbeat off.
@@ -49,7 +55,7 @@ public enum ConfigLoader {
         let terminalItems = top.value("terminals").flatMap { reader.items($0, "terminals") } ?? []
         let terminals = terminalItems.compactMap { item -> TerminalConfig? in
             guard let fields = reader.fields(item.node, item.path) else { return nil }
-            let id = fields.string("id", required: true)
+            let id = fields.id("id", required: true)
             let window = fields.string("window", required: true)
             let scales = RatingScale.standard.map(\.name)
             let scale = fields.choice("scale", scales, required: true)
@@ -65,6 +71,7 @@ public enum ConfigLoader {
         let library = ProfileLibrary(directory: profilesDirectory)
         checkReferences(devices: devices, items: deviceItems, buses: buses, library: library, reader: reader)
         checkUnique(busItems, key: "id", what: "bus id", reader: reader)
+        checkSerialPorts(busItems, reader: reader)
         checkUnique(deviceItems + terminalItems, key: "id", what: "device id", reader: reader)
         // A sink without a name is named after its type.
         checkUnique(sinkItems ?? [], key: "name", orElse: "type", what: "sink name", reader: reader)
@@ -118,7 +125,7 @@ public enum ConfigLoader {
 
     private static func parseHall(_ node: Node?, _ reader: YAMLReader) -> Hall? {
         guard let node, let fields = reader.fields(node, "hall") else { return nil }
-        let id = fields.string("id", required: true)
+        let id = fields.id("id", required: true)
         var timeZone = TimeZone(identifier: "Asia/Shanghai") ?? TimeZone(secondsFromGMT: 8 * 3600) ?? .gmt
         if let name = fields.string("timezone") {
             if let zone = TimeZone(identifier: name) {
@@ -133,7 +140,7 @@ public enum ConfigLoader {
 
     private static func parseBus(_ node: Node, _ path: String, _ reader: YAMLReader) -> BusConfig? {
         guard let fields = reader.fields(node, path) else { return nil }
-        let id = fields.string("id", required: true)
+        let id = fields.id("id", required: true)
         let kind = fields.choice("transport", ["modbus-rtu", "modbus-tcp", "serial"], required: true)
         let timeout = fields.int("response-timeout-ms", in: 10...10_000) ?? 500
         let interval = fields.int("poll-interval-ms", in: 0...3_600_000) ?? 500
@@ -172,7 +179,7 @@ public enum ConfigLoader {
 
     private static func parseDevice(_ node: Node, _ path: String, _ reader: YAMLReader) -> DeviceConfig? {
         guard let fields = reader.fields(node, path) else { return nil }
-        let id = fields.string("id", required: true)
+        let id = fields.id("id", required: true)
         let profile = fields.string("profile", required: true)
         let bus = fields.string("bus", required: true)
         let address = fields.int("address", in: 1...247, required: true)
@@ -192,10 +199,11 @@ public enum ConfigLoader {
         return DeviceConfig(id: id, profile: profile, bus: bus, address: address, window: window, templates: templates)
     }
 
-    private static func parseSink(_ node: Node, _ path: String, _ reader: YAMLReader, folder: String) -> SinkConfig? {
+    private static func parseSink(_ node: Node, _ path: String, _ reader: YAMLReader, folder: String,
+                                  outbox outboxPath: String) -> SinkConfig? {
         guard let fields = reader.fields(node, path) else { return nil }
         let type = fields.choice("type", ["sqlite", "http", "postgres", "mqtt"], required: true)
-        let name = fields.string("name") ?? type
+        let name = fields.id("name") ?? type
         // PostgreSQL takes a batch as one statement: 1,000 rows a batch drained fastest (docs/benchmarks.md).
         let batchSize = fields.int("batch-size", in: 1...10_000) ?? (type == "postgres" ? 1_000 : 500)
         let maximumRetryDelay = Duration.milliseconds(fields.int("max-retry-delay-ms", in: 100...3_600_000) ?? 60_000)
@@ -207,7 +215,13 @@ public enum ConfigLoader {
         var kind: SinkConfig.Kind?
         switch type {
         case "sqlite":
-            kind = .sqlite(path: resolve(fields.string("path") ?? "var/events.sqlite", against: folder))
+            let store = resolve(fields.string("path") ?? "var/events.sqlite", against: folder)
+            // Both keep an `event` table: in one file the store would take the outbox's for its own.
+            if isSameFile(store, outboxPath) {
+                reader.report(fields.value("path"), fields.keyPath("path"),
+                              "the outbox's own file; the local event store needs a file of its own")
+            }
+            kind = .sqlite(path: store)
         case "http":
             if let url = fields.string("url", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) || URL(string: url)?.host == nil {
@@ -344,6 +358,50 @@ public enum ConfigLoader {
             else { continue }
             if !seen.insert(id).inserted { reader.report(node, "\(item.path).\(key)", "\(what) '\(id)' is used twice") }
         }
+    }
+
+    /// Reports a serial port given to a second bus, at that bus. Modbus TCP buses to one host and port are left
+    /// alone: a gateway may open two connections to one server.
+    private static func checkSerialPorts(_ items: [(node: Node, path: String)], reader: YAMLReader) {
+        var buses: [String: String] = [:]
+        for item in items {
+            guard let mapping = item.node.mapping, let transport = mapping["transport"]?.string,
+                ["serial", "modbus-rtu"].contains(transport), let node = mapping["port"], let port = node.string
+            else { continue }
+            let line = (port as NSString).standardizingPath
+            if let owner = buses[line] {
+                reader.report(node, "\(item.path).port", "\(port) is already the port of bus \(owner): "
+                                + "two masters on one line would talk over each other")
+            } else {
+                buses[line] = mapping["id"]?.string ?? item.path
+            }
+        }
+    }
+
+    /// Why `id` cannot name a hall, bus, device, sink or terminal, or nil when it can. Ids go into event sources
+    /// (`/halls/<hall>/devices/<device>`, a URI), MQTT topics and the central table, where a space or a slash
+    /// breaks them.
+    static func idProblem(_ id: String) -> String? {
+        let reason = "(it becomes part of event sources, MQTT topics and the central table)"
+        let punctuation: Set<Character> = ["-", "_", "."]
+        guard id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || punctuation.contains($0)) }) else {
+            return "'\(id)' may hold only letters, digits, '-', '_' and '.' \(reason)"
+        }
+        if id.count > 64 { return "'\(id)' is \(id.count) characters long, more than 64 \(reason)" }
+        if let first = id.first, first == "." || first == "-" {
+            return "'\(id)' may not start with '\(first)' \(reason)"
+        }
+        return nil
+    }
+
+    /// Whether two paths name one file, compared as standardized absolute paths: a relative one is taken from the
+    /// current folder, as the gateway will open it.
+    static func isSameFile(_ one: String, _ other: String) -> Bool {
+        func standardized(_ path: String) -> String {
+            let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+            return (absolute as NSString).standardizingPath
+        }
+        return standardized(one) == standardized(other)
     }
 
     /// `path` as written, or within `folder` when relative; without `.` steps (`./state` in `.` is `state`), so

@@ -142,6 +142,16 @@ final class YAMLReader {
             value(key, required: required).flatMap { reader.string($0, keyPath(key)) }
         }
 
+        /// An id of the hall, a bus, a device, a sink or a terminal; one of a shape that would break the event sources,
+        /// topics and tables it goes into is reported, and still returned so what refers to it is checked too.
+        func id(_ key: String, required: Bool = false) -> String? {
+            guard let node = value(key, required: required), let id = reader.string(node, keyPath(key)) else {
+                return nil
+            }
+            if let problem = ConfigLoader.idProblem(id) { reader.report(node, keyPath(key), problem) }
+            return id
+        }
+
         func int(_ key: String, in range: ClosedRange<Int>, required: Bool = false) -> Int? {
             value(key, required: required).flatMap { reader.int($0, keyPath(key), in: range) }
         }
