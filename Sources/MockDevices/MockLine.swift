@@ -1,4 +1,3 @@
-import CPseudoTerminal
 import Foundation
 import Synchronization
 
@@ -88,11 +87,10 @@ public final class MockLine: Sendable {
         let characterTime = pacing.characterNanoseconds
         var buffer = [UInt8](repeating: 0, count: 512)
         var arrivingUntil: Int64 = 0
-        // When a host that keeps the frame gap may next write: the line's last character, then the gap.
-        var hostMayWriteAt: Int64 = 0
-        var answeringUntil: Int64 = 0
         while running.withLock({ $0 }) {
-            guard awaitHost(from: hostMayWriteAt, pacing) else { continue }
+            // A host keeping the frame gap writes after the line's last character and the gap.
+            let hostMayWrite = max(arrivingUntil, transmitter.plannedUntil) + pacing.frameGapNanoseconds
+            guard terminal.awaitHost(expected: hostMayWrite, pacing: pacing, milliseconds: 20) else { continue }
             let count = read(terminal.controller, &buffer, buffer.count)
             guard count > 0 else { continue }
             let start = max(MonotonicClock.now(), arrivingUntil)
@@ -103,31 +101,8 @@ public final class MockLine: Sendable {
             MonotonicClock.wait(until: arrivingUntil, spinning: pacing.spinNanoseconds)
             received.withLock { $0 += chunk }
             let answer = handler(chunk)
-            let answerFrom = arrivingUntil + pacing.frameGapNanoseconds
-            transmitter.send(answer, notBefore: answerFrom)
-            if !answer.isEmpty {
-                answeringUntil = max(answerFrom, answeringUntil) + Int64(answer.count) * characterTime
-            }
-            hostMayWriteAt = max(arrivingUntil, answeringUntil) + pacing.frameGapNanoseconds
+            transmitter.send(answer, notBefore: arrivingUntil + pacing.frameGapNanoseconds)
         }
-    }
-
-    /// Waits up to 20 ms for bytes from the host; true when there are some. Around `expected`, when a host keeping
-    /// the frame gap may next write, it polls without sleeping: a thread woken by poll(2) reads 50–170 µs after the
-    /// host's write, which would stretch every paced request, while a UART hears each character as it arrives.
-    private func awaitHost(from expected: Int64, _ pacing: WirePacing) -> Bool {
-        var entry = pollfd(fd: terminal.controller, events: Int16(POLLIN), revents: 0)
-        let spinFrom = expected - pacing.spinNanoseconds
-        // A host's turnaround after the gap is mostly under half a millisecond; a later one is read after a wake-up.
-        let spinUntil = expected + max(500_000, pacing.characterNanoseconds / 2)
-        var now = MonotonicClock.now()
-        guard now < spinUntil else { return poll(&entry, 1, 20) > 0 }
-        if now < spinFrom, hall_wait_readable(terminal.controller, spinFrom - now) > 0 { return true }
-        repeat {
-            if poll(&entry, 1, 0) > 0 { return true }
-            now = MonotonicClock.now()
-        } while now < spinUntil
-        return false
     }
 }
 

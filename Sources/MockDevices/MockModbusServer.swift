@@ -154,7 +154,14 @@ public final class MockModbusServer: Sendable {
         // With pacing: when the last byte in `pending` has arrived on the wire (CLOCK_MONOTONIC ns).
         var arrivingUntil: Int64 = 0
         while !isStopped {
-            guard wait(readable: terminal.controller, milliseconds: 50) else {
+            let heard = if let paced {
+                terminal.awaitHost(
+                    expected: max(arrivingUntil, paced.transmitter.plannedUntil) + paced.frameGap, pacing: paced.pacing,
+                    milliseconds: 50)
+            } else {
+                wait(readable: terminal.controller, milliseconds: 50)
+            }
+            guard heard else {
                 // A silence ends any partial frame, as the 3.5-character gap does on a real line.
                 pending.removeAll()
                 continue

@@ -1,3 +1,4 @@
+import CPseudoTerminal
 import Foundation
 import Synchronization
 
@@ -115,6 +116,8 @@ final class PacedTransmitter: Sendable {
     private struct Pending {
         var frames: [(bytes: [UInt8], notBefore: Int64)] = []
         var running = true
+        /// When the frames queued so far will have arrived, unless the thread is held up (CLOCK_MONOTONIC ns).
+        var plannedUntil: Int64 = 0
     }
 
     private let pending = Mutex(Pending())
@@ -123,9 +126,12 @@ final class PacedTransmitter: Sendable {
     /// When the last frame's last byte was written (CLOCK_MONOTONIC ns); 0 before any.
     private let lastFrameWritten = Atomic<Int64>(0)
 
+    private let characterTime: Int64
+
     /// Starts the transmitter on `terminal`'s controller side, which it keeps open while it runs.
     init(terminal: PseudoTerminal, pacing: WirePacing) {
         let characterTime = pacing.characterNanoseconds
+        self.characterTime = characterTime
         let spin = pacing.spinNanoseconds
         Thread.detachNewThread { [self] in transmit(to: terminal, characterTime: characterTime, spin: spin) }
     }
@@ -137,10 +143,14 @@ final class PacedTransmitter: Sendable {
         let queued = pending.withLock { pending in
             guard pending.running else { return false }
             pending.frames.append((bytes, notBefore))
+            pending.plannedUntil = max(notBefore, pending.plannedUntil) + Int64(bytes.count) * characterTime
             return true
         }
         if queued { wake.signal() }
     }
+
+    /// When what was sent so far will have arrived at the host, as planned (CLOCK_MONOTONIC ns; 0 before any).
+    var plannedUntil: Int64 { pending.withLock { $0.plannedUntil } }
 
     /// Drops what is queued, stops after the byte on the wire and waits for the thread, so that the line can close.
     func stop() {
@@ -200,5 +210,27 @@ final class PacedTransmitter: Sendable {
             if poll(&entry, 1, 20) > 0 { return true }
         }
         return false
+    }
+}
+
+extension PseudoTerminal {
+    /// Waits up to `milliseconds` for bytes from the host on the controller side; true when there are some.
+    ///
+    /// From just before `expected`, when a host keeping the frame gap may next write, until half a millisecond
+    /// after it (a host's usual turnaround), it polls without sleeping: a thread woken by poll(2) reads 50–170 µs
+    /// after the host's write, which would stretch every paced request, where a UART hears each character as it
+    /// arrives. Outside that window it sleeps as usual.
+    func awaitHost(expected: Int64, pacing: WirePacing, milliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: controller, events: Int16(POLLIN), revents: 0)
+        let spinFrom = expected - pacing.spinNanoseconds
+        let spinUntil = expected + max(500_000, pacing.characterNanoseconds / 2)
+        let now = MonotonicClock.now()
+        if now < spinUntil {
+            if now < spinFrom, hall_wait_readable(controller, spinFrom - now) > 0 { return true }
+            repeat {
+                if poll(&entry, 1, 0) > 0 { return true }
+            } while MonotonicClock.now() < spinUntil
+        }
+        return poll(&entry, 1, milliseconds) > 0
     }
 }
