@@ -2,9 +2,10 @@ public import DeviceGateway
 import Foundation
 import Hummingbird
 public import Logging
+import NIOCore
 public import ServiceLifecycle
 
-/// The local API as a service of `gatewayd run`: a port it cannot bind is logged, and the gateway runs on without it.
+/// The local API as a service of `gatewayd run`: a port it cannot bind ends it with an error, which stops the gateway.
 public struct APIService: Service {
     let api: LocalAPI
     let settings: APISettings
@@ -29,12 +30,38 @@ public struct APIService: Service {
             logger.info("api: listening on http://\(host):\(port)")
             await onListening(port)
         }
+        let grace = Self.requestsGrace
         do {
-            // `run`, not `runService`: the latter stops on SIGTERM by itself, out of the gateway's shutdown order.
-            try await application.run()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // `run`, not `runService`: the latter stops on SIGTERM by itself, out of the gateway's shutdown order.
+                group.addTask { try await application.run() }
+                // Requests under way get a few seconds to finish; a client that stops sending mid-request must not
+                // hold the gateway's stop until a service manager kills it.
+                group.addTask {
+                    try await gracefulShutdown()
+                    try await Task.sleep(for: grace)
+                    logger.warning("api: requests still open \(grace) after the stop began; closing them")
+                }
+                _ = try await group.next()
+                group.cancelAll()
+            }
+        } catch is CancellationError {
+            return
         } catch {
-            logger.error("api: cannot serve on \(address): \(error); the gateway runs on without its API")
+            logger.critical("api: cannot serve on \(address): \(Self.reason(error))")
+            throw error
         }
+    }
+
+    /// How long requests under way may take once the gateway stops.
+    static let requestsGrace = Duration.seconds(5)
+
+    /// A bind failure in words, without NIO's call and errno decoration.
+    static func reason(_ error: any Error) -> String {
+        if let error = error as? IOError, error.errnoCode == EADDRINUSE {
+            return "the port is in use by another program (a gateway already running, or set api.listen)"
+        }
+        return "\(error)"
     }
 }
 

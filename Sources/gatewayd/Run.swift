@@ -61,6 +61,14 @@ struct Run: AsyncParsableCommand {
                 stop with Ctrl-C
                 """)
         }
+        // Files the gateway makes (outbox, event store) are its user's and its group's: ratings name staff.
+        umask(0o027)
+        do {
+            try StateLock.take(in: gatewayConfig.stateDirectory)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
         let eventLog = logger
         let gateway: Gateway
         do {
@@ -88,12 +96,13 @@ struct Run: AsyncParsableCommand {
                 printError(error.message)
                 throw ExitCode(2)
             }
-            // The API's end, even a failure to bind, is not the gateway's.
+            // An API that cannot listen stops the gateway: the queue system could not reach it, and the CLI would
+            // hand its token to whatever holds the port.
             services.append(.init(service: APIService(gateway: gateway, commands: commands, metrics: metrics,
                                                       settings: gatewayConfig.api, token: token, logger: logger,
                                                       onListening: { port in listening.yield(port) }),
-                                  successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore,
-                                  serviceName: "api"))
+                                  successTerminationBehavior: .ignore,
+                                  failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: "api"))
         } else {
             listening.finish()
         }
@@ -120,7 +129,7 @@ struct Run: AsyncParsableCommand {
             .init(service: $0.service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: $0.name)
         }
         let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint, .sighup], logger: logger))
         do {
             try await group.run()
         } catch {

@@ -381,4 +381,142 @@ import Testing
             help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
                 .contains("Exit status 0; 2 when the outbox cannot be read"), "\(help.standardOutput)")
     }
+
+    /// A hall of one Modbus pad on `line`, its state in `folder`; returns the configuration's path.
+    static func onePadHall(_ folder: TemporaryDirectory, line: String) throws -> String {
+        try hallFile(folder, """
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(line)}
+            devices:
+              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+            """)
+    }
+
+    @Test func aSecondGatewayOnTheSameHallIsRefusedAndTheFirstKeepsItsFilesToItself() async throws {
+        let folder = try TemporaryDirectory()
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
+        let first = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { first.interrupt() }
+        #expect(await eventually { Self.apiURL(first) != nil }, "\(first.output)")
+
+        // Two masters on one line and one outbox: refused, naming the one running.
+        let second = try await run(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        #expect(second.status == 1, "\(second.standardOutput)\(second.standardError)")
+        #expect(second.standardOutput.contains(
+            "cannot start: another gateway (pid \(first.process.processIdentifier)) runs on \(folder.path)/state"),
+            "\(second.standardOutput)")
+
+        // Ratings carry staff ids: the outbox is not for every user of the machine.
+        let attributes = try FileManager.default.attributesOfItem(atPath: folder.path + "/state/outbox.sqlite")
+        let mode = try #require(attributes[.posixPermissions] as? Int)
+        #expect(mode & 0o007 == 0, "outbox mode \(String(mode, radix: 8))")
+
+        // A closed terminal session (SIGHUP) stops it in order, as SIGTERM does.
+        kill(first.process.processIdentifier, SIGHUP)
+        let stopped = try await first.wait(timeout: .seconds(15))
+        #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
+        #expect(stopped.standardOutput.contains("gateway stopped"), "\(stopped.standardOutput)")
+    }
+
+    @Test func aGatewayWhoseAPIPortIsTakenDoesNotStart() async throws {
+        let folder = try TemporaryDirectory()
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
+        // Whatever holds the port would be handed the token by every CLI call.
+        let holder = try LoopbackListener()
+        defer { holder.close() }
+        let daemon = try await run(gatewaydPath, ["run", "--config", config, "--api-port", "\(holder.port)"])
+        #expect(daemon.status == 1, "\(daemon.standardOutput)\(daemon.standardError)")
+        #expect(daemon.standardOutput.contains(
+            "api: cannot serve on 127.0.0.1:\(holder.port): the port is in use by another program"),
+            "\(daemon.standardOutput)")
+    }
+
+    @Test func aClientThatStopsSendingMidRequestDoesNotHoldTheStop() async throws {
+        let folder = try TemporaryDirectory()
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
+        let port = try #require(Self.apiURL(daemon).flatMap { $0.split(separator: ":").last }.flatMap { Int($0) })
+        let token = try String(contentsOfFile: folder.path + "/state/api-token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try LoopbackClient(port: port)
+        defer { client.close() }
+        // A whole request first: the connection is being served when the stalled one follows on it.
+        client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(client.receive().hasPrefix("HTTP/1.1 200"))
+        client.send("""
+            POST /v1/windows/4/call HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\
+            Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"tick
+            """)
+
+        kill(daemon.process.processIdentifier, SIGTERM)
+        let stopped = try await daemon.wait(timeout: .seconds(20))
+        #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
+        #expect(stopped.standardOutput.contains("api: requests still open 5.0 seconds after the stop began; closing them"),
+                "\(stopped.standardOutput)")
+    }
+}
+
+/// A TCP socket listening on a free loopback port, accepting nobody.
+final class LoopbackListener {
+    let descriptor: Int32
+    let port: Int
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, length) == 0 && listen(descriptor, 1) == 0
+                    && getsockname(descriptor, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        self.descriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() { _ = Glibc.close(descriptor) }
+}
+
+/// A raw loopback connection, for requests no HTTP client would send.
+final class LoopbackClient {
+    let descriptor: Int32
+
+    init(port: Int) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        try #require(connected == 0)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    func send(_ text: String) { _ = text.withCString { Glibc.send(descriptor, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
+
+    /// What arrived in one read (up to 4 KiB), waiting up to 10 s.
+    func receive() -> String {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = recv(descriptor, &buffer, buffer.count, 0)
+        return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+    }
+
+    func close() { _ = Glibc.close(descriptor) }
 }

@@ -180,6 +180,54 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func freeTextStaffAndServiceAreRefusedWithControlCharactersOrACitizensNumbersAndNotRepeated() async throws {
+        let hall = try await Hall(more: """
+            terminals:
+              - {id: tablet-w05, window: "5", scale: five-level}
+            """)
+        // Bytes the caller chose would reach the board's wire; a number would reach events, logs and the store.
+        let refused: [(path: String, json: String, secret: String, reason: String)] = [
+            ("/v1/devices/board-w05/text", #"{"text": "AB\u0000\u001b[2JCD"}"#, "[2J", "control or formatting character"),
+            ("/v1/devices/board-w05/text", #"{"text": "请13812345678到5号窗口"}"#, "13812345678", "mobile or resident ID"),
+            ("/v1/devices/board-w05/text", #"{"text": "\#(String(repeating: "长", count: 201))"}"#, "长长", "at most 200"),
+            ("/v1/windows/5/staff", #"{"staff": "138 1234 5678"}"#, "1234", "mobile or resident ID"),
+            ("/v1/terminals/tablet-w05/ratings", #"{"counter": 1, "level": 5, "staff": "张三 110101199003071234"}"#,
+             "110101199003071234", "mobile or resident ID"),
+            ("/v1/terminals/tablet-w05/ratings", #"{"counter": 2, "level": 5, "staff": "S01\n2026-12-02 critical"}"#,
+             "critical", "control or formatting character"),
+            ("/v1/tickets", #"{"number": "A001", "service": "户籍 11010119900307123X"}"#, "11010119900307123X",
+             "mobile or resident ID"),
+            ("/v1/tickets", #"{"number": "A001", "service": "户籍", "waitingAhead": -5}"#, "-5", "waitingAhead must be 0 to 100000"),
+        ]
+        for request in refused {
+            let answer = try await hall.request(.POST, request.path, json: request.json)
+            #expect(answer.status == 400, "\(request.json): \(answer.body)")
+            #expect(answer.body.contains(request.reason) && !answer.body.contains(request.secret), "\(answer.body)")
+        }
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing was shown")
+
+        // Text the board cannot hold is refused by the board's driver: its reason, not the text, goes into the event.
+        let tooLong = String(repeating: "请到窗口", count: 10)
+        let refusedByBoard = try await hall.request(.POST, "/v1/devices/board-w05/text", json: #"{"text": "\#(tooLong)"}"#)
+        #expect(refusedByBoard.status == 200 && refusedByBoard.body.contains("the text needs 80 bytes, the board holds 64"),
+                "\(refusedByBoard.body)")
+        let failed = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.command.failed" }
+        #expect(failed.count == 1 && !failed.contains { $0.json.contains("请到窗口") }, "\(failed.map(\.json))")
+
+        let shown = try await hall.request(.POST, "/v1/devices/board-w05/text", json: #"{"text": "欢迎光临 服务热线12345"}"#)
+        #expect(shown.status == 200 && shown.body.contains(#""status":"done""#), "\(shown.body)")
+        try await hall.stopAll()
+    }
+
+    @Test func anIdempotencyKeyUsedAgainOnALaterDayGetsAnEventOfItsOwn() {
+        // Keys are kept 24 h: one used again after that runs again, and its event must not be dropped as the first's.
+        let day = Date(timeIntervalSince1970: 1_796_000_000)
+        #expect(CommandCenter.eventId(forKey: "w3-A023", at: day) == CommandCenter.eventId(forKey: "w3-A023", at: day + 3600))
+        #expect(CommandCenter.eventId(forKey: "w3-A023", at: day) != CommandCenter.eventId(forKey: "w3-A023", at: day + 86_400))
+        #expect(CommandCenter.eventId(forKey: "w3-A023", at: day) != CommandCenter.eventId(forKey: "w3-A024", at: day))
+        #expect(!CommandCenter.eventId(forKey: "w3-A023", at: day).contains("A023"), "the key itself is the client's")
+    }
+
     @Test func aCommandToAnOfflineBoardAnswersWithThatReason() async throws {
         let hall = try await Hall()
         #expect(await eventually {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import Logging
 import Synchronization
 import Protocols
@@ -221,6 +221,10 @@ public actor CommandCenter {
             throw CommandInvalid(kind: "invalid", message: "send either number (from the queue system) or prefix (the gateway numbers)")
         }
         if let number, !Self.isTicketNumber(number) { throw Self.notATicketNumber("number") }
+        if !service.isEmpty { try Self.checkField(service, "service", longest: Self.longestService) }
+        guard (0...Self.mostWaitingAhead).contains(waitingAhead) else {
+            throw CommandInvalid(kind: "invalid", message: "waitingAhead must be 0 to \(Self.mostWaitingAhead)")
+        }
         let printers = gateway.config.devices.filter { gateway.roles[$0.id] == .printer }.map(\.id)
         if let printer, !printers.contains(printer) {
             throw CommandInvalid(kind: "unknown-device", message: "no printer \(printer) in hall \(gateway.config.hall.id)")
@@ -261,7 +265,7 @@ public actor CommandCenter {
             guard running.request == request else { throw Self.reused(key, first: running.request, now: request) }
             return try await running.task.value.get()
         }
-        let id = key.map { "command-\(Self.fingerprint($0))" } ?? "command-\(UUID().uuidString.lowercased())"
+        let id = key.map { Self.eventId(forKey: $0, at: Date()) } ?? "command-\(UUID().uuidString.lowercased())"
         let outbox = gateway.outbox
         let logger = gateway.logger
         // Registered before the first suspension, so a concurrent repeat waits for this run.
@@ -375,6 +379,7 @@ public actor CommandCenter {
             throw CommandInvalid(kind: "invalid", message: "\(key.map { "key \($0)" } ?? "level \(level ?? 0)") is not on terminal \(id)'s \(scale.name) scale")
         }
         if let ticket, !Self.isTicketNumber(ticket) { throw Self.notATicketNumber("ticket") }
+        if let staffId { try Self.checkField(staffId, "staff", longest: Self.longestStaffId) }
         let rating = RatingSubmitted(
             window: terminal.window, staffId: staffId, level: chosen.level.rawValue, levelLabel: chosen.level.label,
             key: chosen.code, keyLabel: chosen.label, scale: scale.name, deviceCounter: counter, ticket: ticket)
@@ -405,18 +410,15 @@ public actor CommandCenter {
                 throw CommandInvalid(kind: "invalid", message: "\(id) is not a board: \(what)")
             }
             switch command {
-            case .showText(_, let text) where text.isEmpty:
-                throw CommandInvalid(kind: "invalid", message: "the text is empty")
+            case .showText(_, let text):
+                try Self.checkField(text, "text", longest: Self.longestText)
             case .brightness(_, let percent) where !(0...100).contains(percent):
                 throw CommandInvalid(kind: "invalid", message: "level \(percent) is not a percentage from 0 to 100")
             default: break
             }
             return [(device.id, hallCommand)]
         }
-        if case .setStaff(_, let staff) = command,
-           staff.isEmpty || staff.count > 32 || staff.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            throw CommandInvalid(kind: "invalid", message: "staff id '\(staff)' must be 1 to 32 printable characters")
-        }
+        if case .setStaff(_, let staff) = command { try Self.checkField(staff, "staff", longest: Self.longestStaffId) }
         let window = command.window ?? ""
         guard devices.contains(where: { $0.window == window }) else {
             throw CommandInvalid(kind: "unknown-window", message: "hall \(gateway.config.hall.id) has no window \(window)")
@@ -483,10 +485,70 @@ public actor CommandCenter {
         text.wholeMatch(of: /[A-Za-z]{0,3}-?[0-9]{1,6}/) != nil
     }
 
+    /// The longest free text a board is sent; the largest board's area holds far less.
+    static let longestText = 200
+    /// A staff id (工号) as the pads show it.
+    static let longestStaffId = 32
+    /// A service's name on a ticket (户籍, 不动产登记…).
+    static let longestService = 40
+    /// The queue system's count of citizens ahead, as over MQTT.
+    public static let mostWaitingAhead = 100_000
+
+    /// Refuses free text a caller sends on to a device or into events: empty, longer than `longest`, holding a control
+    /// or formatting character (it would reach the device's wire as a byte the caller chose), or reading as a
+    /// citizen's mobile or ID number. The value is never repeated in the refusal, in case it is personal data.
+    static func checkField(_ text: String, _ field: String, longest: Int) throws(CommandInvalid) {
+        if text.isEmpty { throw CommandInvalid(kind: "invalid", message: "'\(field)' is empty") }
+        if text.count > longest {
+            throw CommandInvalid(kind: "invalid", message: "'\(field)' has \(text.count) characters, at most \(longest) are taken")
+        }
+        let unprintable: Set<Unicode.GeneralCategory> = [
+            .control, .format, .lineSeparator, .paragraphSeparator, .privateUse, .surrogate, .unassigned,
+        ]
+        if text.unicodeScalars.contains(where: { unprintable.contains($0.properties.generalCategory) }) {
+            throw CommandInvalid(kind: "invalid", message: "'\(field)' holds a control or formatting character; "
+                                 + "refused and not repeated here")
+        }
+        if holdsPhoneOrIDNumber(text) {
+            throw CommandInvalid(kind: "invalid", message: "'\(field)' holds what reads as a mobile or resident ID number; "
+                                 + "refused and not repeated here, in case it is a citizen's")
+        }
+    }
+
+    /// Whether `text` holds a run of digits that reads as a mobile number (11 digits, 13… to 19…) or a resident ID
+    /// number (15 digits, or 17 and a digit or X), spaces and hyphens inside it ignored.
+    static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
+        let joined = Array(text.filter { $0 != " " && $0 != "-" })
+        var index = 0
+        while index < joined.count {
+            guard joined[index].isASCII, joined[index].isNumber else {
+                index += 1
+                continue
+            }
+            var end = index
+            while end < joined.count, joined[end].isASCII, joined[end].isNumber { end += 1 }
+            let run = joined[index..<end]
+            let checkLetter = end < joined.count && (joined[end] == "X" || joined[end] == "x")
+            if run.count == 11, run.first == "1", let second = run.dropFirst().first, ("3"..."9").contains(second) { return true }
+            if run.count == 15 || run.count == 18 || (run.count == 17 && checkLetter) { return true }
+            index = end
+        }
+        return false
+    }
+
     /// The refusal of a field that is not a ticket number; the value is not repeated, in case it is personal data.
     static func notATicketNumber(_ field: String) -> CommandInvalid {
         CommandInvalid(kind: "invalid", message: "'\(field)' is not a ticket number (up to 3 letters, then 1 to 6 digits, "
                        + "like A023); refused and not repeated here, in case it is personal data")
+    }
+
+    /// The event of a command run under idempotency key `key` at `date`: the key's fingerprint and the day (UTC),
+    /// since a key kept 24 h can only run again on a later day.
+    public static func eventId(forKey key: String, at date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = .gmt
+        let day = calendar.dateComponents([.year, .month, .day], from: date)
+        return "command-\(fingerprint(key))-" + String(format: "%04d%02d%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
     }
 
     /// Keys come from clients: the event id carries their FNV-1a fingerprint, not the key itself.

@@ -270,7 +270,7 @@ struct MQTTCommandRequest: Sendable {
             case "ticket":
                 request.action = .ticket(Ticket(
                     number: try reader.string("number"), prefix: try reader.string("prefix"),
-                    service: try reader.required("service"), waitingAhead: try reader.count("waitingAhead", upTo: 100_000) ?? 0,
+                    service: try reader.required("service"), waitingAhead: try reader.count("waitingAhead", upTo: CommandCenter.mostWaitingAhead) ?? 0,
                     printer: try reader.string("printer")))
             default:
                 throw invalid("'command' is '\(command)'; it must be one of \(commands.joined(separator: ", "))")

@@ -131,3 +131,8 @@ public struct DisplayTemplates: Sendable, Equatable {
         return problems
     }
 }
+
+extension Unicode.Scalar {
+    /// `U+1F600`: names a character in a refusal without repeating the text around it.
+    var codePoint: String { "U+" + String(value, radix: 16, uppercase: true) }
+}

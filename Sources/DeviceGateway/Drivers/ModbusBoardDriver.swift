@@ -75,14 +75,23 @@ public struct ModbusBoardDriver: Sendable {
         do {
             textRegisters = try textField.encode(.text(text))
         } catch .textTooLong(let byteCount, let capacity) {
-            throw GatewayError(.commandRejected, "\(device.id): '\(text)' needs \(byteCount) bytes, the board holds \(capacity)")
+            // The text is not repeated: free text may carry what should not reach events and logs.
+            throw GatewayError(.commandRejected, "\(device.id): the text needs \(byteCount) bytes, the board holds \(capacity)")
         } catch {
-            throw GatewayError(.commandRejected, "\(device.id): '\(text)' cannot be written in \(profile.textEncoding.rawValue)")
+            throw GatewayError(.commandRejected, "\(device.id): the text has a character \(profile.textEncoding.rawValue) "
+                               + "cannot write\(Self.firstUnwritable(text, profile.textEncoding).map { " (\($0))" } ?? "")")
         }
         return PreparedCommand(name: command.name, writes: [
             RegisterWrite(start: profile.text.start, values: textRegisters),
             RegisterWrite(start: profile.modeRegister, values: [UInt16(truncatingIfNeeded: mode)]),
         ])
+    }
+
+    /// The first character `encoding` cannot write, as U+XXXX: says which without repeating the text.
+    private static func firstUnwritable(_ text: String, _ encoding: RegisterTextEncoding) -> String? {
+        text.unicodeScalars.first { scalar in
+            scalar.value == 0 || (encoding == .ascii ? !scalar.isASCII : ChineseText.encode(String(scalar), as: .gb18030) == nil)
+        }.map(\.codePoint)
     }
 
     /// A brightness or power command: one register, then the counter like any command. The board takes what it

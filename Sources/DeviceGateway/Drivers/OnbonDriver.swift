@@ -57,6 +57,9 @@ public struct OnbonDriver: BusDriver {
                 onbonCommand = .setBrightness(.fixed(HallCommand.boardLevel(percent: percent)))
             case .power(let on):
                 onbonCommand = .setPower(on: on)
+            case .showText(let text) where text.contains("\\"):
+                throw GatewayError(.commandRejected, "\(device.id): the text holds a backslash, which the board reads as "
+                                   + "markup (\\C colour, \\FO font): refused")
             case .call, .recall, .pause, .showText:
                 let area = profile.area
                 // Profiles give pixels; the controller counts 8-pixel columns unless bit 15 says pixels.
@@ -77,8 +80,13 @@ public struct OnbonDriver: BusDriver {
                                 discardsStaleInput: true)]
         } catch let error as GatewayError {
             throw error
+        } catch OnbonEncodingError.textNotEncodableInGB2312(let text) {
+            // Not the text itself: free text may carry what should not reach events and logs.
+            let character = text.unicodeScalars.first { ChineseText.encode(String($0), as: .gb2312) == nil }
+            throw GatewayError(.commandRejected, "\(device.id): the text has a character with no GB 2312 code"
+                               + (character.map { " (\($0.codePoint))" } ?? ""))
         } catch {
-            throw GatewayError(.commandRejected, "\(device.id): \(command.displayText ?? command.name) cannot be shown: \(error)")
+            throw GatewayError(.commandRejected, "\(device.id): \(command.name) cannot be shown: \(error)")
         }
     }
 }

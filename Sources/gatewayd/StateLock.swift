@@ -1,0 +1,35 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One gateway per state directory: a second `gatewayd run` on the same hall would share its outbox and put a
+/// second master on every line. The lock is the kernel's (`flock`), so it ends with the process however it ends.
+enum StateLock {
+    /// Takes the lock in `directory` for the life of the process; throws a one-line reason when another gateway
+    /// holds it. A directory that cannot be written is left to the outbox to report.
+    static func take(in directory: String) throws(StateLockError) {
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/gatewayd.lock"
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard descriptor >= 0 else { return }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            close(descriptor)
+            throw StateLockError(
+                "another gateway\(holder.map { $0.isEmpty ? "" : " (pid \($0))" } ?? "") runs on \(directory): "
+                    + "stop it first (two would poll the same lines and share one outbox)")
+        }
+        // Kept open, never closed: the lock is held until the process ends.
+        let pid = "\(getpid())\n"
+        _ = ftruncate(descriptor, 0)
+        _ = pid.withCString { write(descriptor, $0, strlen($0)) }
+    }
+}
+
+struct StateLockError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
