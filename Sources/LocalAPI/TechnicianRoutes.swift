@@ -87,10 +87,7 @@ extension LocalAPI {
             }
             command = .showText(words)
         case .printer:
-            command = .printTicket(
-                .init(
-                    number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0,
-                    issuedAt: EventTime.format(Date())))
+            command = .printTicket(.test(timeZone: gateway.config.hall.timeZone))
         default:
             throw Problem(.conflict, "\(device.id) has no test: only boards and printers do (\(device.profile))")
         }

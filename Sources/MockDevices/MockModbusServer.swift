@@ -69,7 +69,11 @@ public final class MockModbusServer: Sendable {
     }
 
     /// Starts serving `units` (unit id → pad) as Modbus TCP on 127.0.0.1 (`port` 0: any free port).
-    public static func tcp(units: [Int: any MockModbusUnit], port: Int = 0) throws -> MockModbusServer {
+    /// `asConverter`: answers for a unit it does not have (or one that is silent) with exception 0B, "no answer behind
+    /// the gateway", as a Modbus TCP to RTU converter does for an empty address on its line.
+    public static func tcp(units: [Int: any MockModbusUnit], port: Int = 0, asConverter: Bool = false) throws
+        -> MockModbusServer
+    {
         guard let context = modbus_new_tcp("127.0.0.1", Int32(port)) else {
             throw MockDeviceError("modbus_new_tcp failed")
         }
@@ -93,7 +97,8 @@ public final class MockModbusServer: Sendable {
             throw error
         }
         let server = MockModbusServer(
-            endpoint: .tcp(port: Int(UInt16(bigEndian: address.sin_port))), units: units, staging: staging)
+            endpoint: .tcp(port: Int(UInt16(bigEndian: address.sin_port))), units: units, staging: staging,
+            asConverter: asConverter)
         let handle = ContextHandle(context)
         Thread.detachNewThread {
             server.serveTCP(context: handle, listener: listener)
@@ -109,10 +114,14 @@ public final class MockModbusServer: Sendable {
     /// Where libmodbus writes each reply, so that the unit takes what a request wrote before its answer leaves.
     private let staging: ReplyStaging
 
+    /// Answers exception 0B for units it does not have, as a converter.
+    private let asConverter: Bool
+
     private init(
         endpoint: Endpoint, units: [Int: any MockModbusUnit], staging: ReplyStaging, baud: Int? = nil,
-        transmitter: PacedTransmitter? = nil
+        transmitter: PacedTransmitter? = nil, asConverter: Bool = false
     ) {
+        self.asConverter = asConverter
         self.endpoint = endpoint
         self.units = units
         self.staging = staging
@@ -232,7 +241,15 @@ public final class MockModbusServer: Sendable {
                     clients.removeAll { $0 == entry.fd }
                     continue
                 }
-                guard length > 7, let pad = units[Int(request[6])], pad.answering else { continue }
+                guard length > 7 else { continue }
+                guard let pad = units[Int(request[6])], pad.answering else {
+                    if asConverter {
+                        // The request's transaction id and unit, its function with the exception bit, code 0B.
+                        let answer = [request[0], request[1], 0, 0, 0, 3, request[6], request[7] | 0x80, 0x0B]
+                        _ = answer.withUnsafeBytes { send(entry.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    }
+                    continue
+                }
                 let answer = reply(Array(request[0..<Int(length)]), headerLength: 7, pad: pad, context: handle.context)
                 _ = answer.withUnsafeBytes { send(entry.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             }

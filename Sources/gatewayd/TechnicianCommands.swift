@@ -225,7 +225,7 @@ struct PrinterCommand: AsyncParsableCommand {
         func run() async throws {
             let (hall, config, library, _) = try TechnicianRun.hall(options, device: printer, expected: [.printer])
             let printer = printer
-            let ticket = PrinterCommand.testTicket(timeZone: config.hall.timeZone)
+            let ticket = HallCommand.Ticket.test(timeZone: config.hall.timeZone)
             let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
                 try await client.post("/v1/devices/\(printer)/test", json: ProbeRequest(), as: ProbeReport.self)
             } direct: { () throws(GatewayError) in
@@ -280,17 +280,6 @@ struct PrinterCommand: AsyncParsableCommand {
 
     /// Whether a printer in `state` prints (paper near end still does).
     static func canPrint(_ state: String?) -> Bool { state == "online" || state == "paper-near-end" }
-
-    /// The test ticket: a number no day's counter gives, the hall's Chinese text.
-    static func testTicket(timeZone: TimeZone) -> HallCommand.Ticket {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = timeZone
-        let now = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: Date())
-        let stamp = String(
-            format: "%04d-%02d-%02d %02d:%02d", now.year ?? 0, now.month ?? 0, now.day ?? 0,
-            now.hour ?? 0, now.minute ?? 0)
-        return HallCommand.Ticket(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0, issuedAt: stamp)
-    }
 }
 
 struct PadCommand: AsyncParsableCommand {

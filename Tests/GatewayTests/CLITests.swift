@@ -420,6 +420,31 @@ import Testing
         #expect(stopped.standardOutput.contains("gateway stopped"), "\(stopped.standardOutput)")
     }
 
+    @Test func filesAnotherUserLeftAndAStateDirectoryThatCannotBeMadeAreSaidAtTheStart() async throws {
+        let folder = try TemporaryDirectory()
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
+        // A first run as root leaves the outbox root's; the gateway's own user then could open it only read-only.
+        _ = try Outbox.open(path: folder.path + "/state/outbox.sqlite", logger: CapturedLog().logger)
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: folder.path + "/state")
+        let asNobody = ["-u", "nobody", "--", gatewaydPath, "run", "--config", config, "--api-port", "0"]
+        let readOnly = try await run("/usr/sbin/runuser", asNobody)
+        #expect(readOnly.status == 1, "\(readOnly.standardOutput)\(readOnly.standardError)")
+        #expect(readOnly.standardOutput.contains(
+            "\(folder.path)/state/outbox.sqlite belongs to root and user nobody may not write it"), "\(readOnly.standardOutput)")
+
+        let locked = folder.path + "/locked"
+        try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: true)
+        try String(contentsOfFile: config, encoding: .utf8)
+            .replacingOccurrences(of: "state-directory: \(folder.path)/state", with: "state-directory: \(locked)/state")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let unmade = try await run("/usr/sbin/runuser", asNobody)
+        #expect(unmade.status == 1, "\(unmade.standardOutput)\(unmade.standardError)")
+        #expect(unmade.standardOutput.contains(
+            "the state directory \(locked)/state does not exist and user nobody cannot make it"), "\(unmade.standardOutput)")
+    }
+
     @Test func aGatewayWhoseAPIPortIsTakenDoesNotStart() async throws {
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])

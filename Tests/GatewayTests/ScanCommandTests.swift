@@ -264,6 +264,20 @@ import Testing
             },
             "\(scan.standardOutput)")
 
+        // Behind a Modbus TCP converter an empty address is answered by the converter itself (exception 0B): nobody.
+        let converter = try MockModbusServer.tcp(units: [2: MockModbusBoard()], asConverter: true)
+        defer { converter.stop() }
+        let behindConverter = try await run(
+            gatewaydPath,
+            [
+                "scan", "--host", "127.0.0.1", "--port", "\(try #require(converter.endpoint.tcpPort))", "--from", "1",
+                "--to", "3", "--timeout-ms", "100", "--profiles", profilesDirectory,
+            ])
+        #expect(behindConverter.status == 0, "\(behindConverter.standardError)")
+        let rows = behindConverter.standardOutput.split(separator: "\n")
+        #expect(rows.contains { $0.hasPrefix("2 ") && $0.contains("modbus-window-board") }, "\(behindConverter.standardOutput)")
+        #expect(!rows.contains { $0.hasPrefix("1 ") || $0.hasPrefix("3 ") }, "\(behindConverter.standardOutput)")
+
         // FF 68 pads speak only when pressed: a pad repeating its key frame is heard at the first baud tried.
         let bus = try MockFF68Bus()
         defer { bus.stop() }

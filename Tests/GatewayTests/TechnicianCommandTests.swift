@@ -85,6 +85,9 @@ import Testing
         let texts = ticket.compactMap { command -> String? in if case .text(let text) = command { text } else { nil } }
         #expect(texts.contains("T000"))
         #expect(texts.contains { $0.contains("测试票") }, "\(texts)")
+        // Hall time to the minute, as on every ticket, not an ISO timestamp in UTC.
+        #expect(texts.contains { $0.contains(/20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}/) }, "\(texts)")
+        #expect(!texts.contains { $0.contains(/[0-9]T[0-9]{2}:[0-9]{2}/) }, "\(texts)")
 
         printer.set(.init(paperOut: true))
         let out = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1"])

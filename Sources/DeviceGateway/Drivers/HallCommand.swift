@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// What the hall's queue system asks a device to do.
 public enum HallCommand: Sendable, Equatable {
@@ -135,4 +135,12 @@ public struct DisplayTemplates: Sendable, Equatable {
 extension Unicode.Scalar {
     /// `U+1F600`: names a character in a refusal without repeating the text around it.
     var codePoint: String { "U+" + String(value, radix: 16, uppercase: true) }
+}
+
+extension HallCommand.Ticket {
+    /// The test ticket (测试票): a number no day's counter gives, the hall's time as on every ticket.
+    public static func test(timeZone: TimeZone) -> Self {
+        Self(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0,
+             issuedAt: CommandCenter.hallTime(Date(), timeZone: timeZone))
+    }
 }

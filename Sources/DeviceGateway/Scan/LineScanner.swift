@@ -59,7 +59,9 @@ public struct ModbusScanner: Sendable {
             var finding: ScanFinding?
             do {
                 let exchange = try client.transact(Self.probe, address: UInt8(address))
-                finding = identify(address: address, probeAnswer: exchange, on: client)
+                if !Self.isConverterSayingNobody(exchange.response) {
+                    finding = identify(address: address, probeAnswer: exchange, on: client)
+                }
             } catch  where error.kind != .unreachable {
                 // A garbled answer is someone too (at another baud, or two devices at one address).
                 if error.kind == .garbled {
@@ -73,6 +75,13 @@ public struct ModbusScanner: Sendable {
             progress(address, finding)
         }
         return found
+    }
+
+    /// A Modbus TCP converter's own answer for an address where nothing answered it (exception 0A or 0B): nobody is
+    /// there, though the converter spoke.
+    static func isConverterSayingNobody(_ response: ModbusResponse) -> Bool {
+        guard case .exception(_, let code) = response else { return false }
+        return code == .gatewayPathUnavailable || code == .gatewayTargetDeviceFailedToRespond
     }
 
     /// Sends each distinct identification read to `address` and names the profiles whose values came back.
