@@ -74,7 +74,7 @@ writers = {(e[1], e[2]) for e in writes if e[3] == 8}
 writer = min(writers, key=lambda k: abs(sum(1 for e in writes if (e[1], e[2]) == k and e[3] == 8) - answers))
 requests = [e[0] for e in writes if (e[1], e[2]) == writer and e[3] == 8]
 # When the gateway read returned, on the thread that writes the requests.
-gateway_reads = sorted(t for t, tid in reads if tid == writer[0])
+gateway_reads = sorted(t for t, tid, _ in reads if tid == writer[0])
 turn, delivered, inside, mock, span, cycle = [], [], [], [], [], []
 for i, r in enumerate(requests):
     j = bisect.bisect_left(answer_bytes, r)
@@ -123,8 +123,10 @@ gap = 3.5 * 10 / 9600 * 1000
 transmitter = Counter((e[1], e[2]) for e in writes if e[3] == 1).most_common(1)[0][0]
 answer_bytes = sorted(e[0] for e in writes if e[3] == 1 and (e[1], e[2]) == transmitter)
 commands = [e for e in writes if e[3] == 73]
-gateway_reads = sorted(t for t, tid in reads if commands and tid == commands[0][1])
-late, delivered, inside = [], [], []
+gateway_reads = sorted(t for t, tid, _ in reads if commands and tid == commands[0][1])
+# The paced mock reading a whole command frame: its thread is not the gateway'"'"'s.
+mock_reads = sorted(t for t, tid, count in reads if count == 73 and commands and tid != commands[0][1])
+late, delivered, inside, heard = [], [], [], []
 for t, tid, fd, n in commands:
     j = bisect.bisect_left(answer_bytes, t)
     if j == 0 or t - answer_bytes[j - 1] > 0.02:
@@ -135,6 +137,9 @@ for t, tid, fd, n in commands:
     if k >= 0 and gateway_reads[k] >= last:
         delivered.append((gateway_reads[k] - last) * 1000)
         inside.append((t - gateway_reads[k]) * 1000 - gap)
+    m = bisect.bisect_left(mock_reads, t)
+    if m < len(mock_reads) and mock_reads[m] - t < 0.02:
+        heard.append((mock_reads[m] - t) * 1000)
 def row(name, values):
     values = sorted(values)
     if values:
@@ -144,6 +149,7 @@ print("%-64s %4s %7s %7s %7s" % ("ms after the line was free", "n", "p50", "p90"
 row("the gateway'"'"'s command write", late)
 row("  of which the kernel, until the gateway'"'"'s read returned", delivered)
 row("  of which the gateway, from its read to its write, less the gap", inside)
+row("the paced mock'"'"'s read of the command, after the gateway'"'"'s write", heard)
 '
     rm -rf "$data"
 }

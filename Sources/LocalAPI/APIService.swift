@@ -74,11 +74,10 @@ public enum APIToken {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw GatewayError(.storeMissing, "api.token-file \(file): cannot be read")
             }
-            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard token.count >= 16 else {
-                throw GatewayError(.storeMissing, "api.token-file \(file): the token must be at least 16 characters")
+            switch APISettings.token(inFile: text) {
+            case .success(let token): return token
+            case .failure(let problem): throw GatewayError(.storeMissing, "api.token-file \(file): \(problem)")
             }
-            return token
         }
         let path = (stateDirectory as NSString).appendingPathComponent("api-token")
         if let text = try? String(contentsOfFile: path, encoding: .utf8),

@@ -24,6 +24,7 @@ struct Problem: Error, HTTPResponseError {
         let status: HTTPResponse.Status = switch invalid.kind {
         case "invalid": .badRequest
         case CommandInvalid.keyReused: .unprocessableContent
+        case CommandInvalid.counterReused: .conflict
         default: .notFound
         }
         self.init(status, invalid.message)

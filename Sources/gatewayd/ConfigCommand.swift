@@ -38,7 +38,8 @@ struct ConfigCommand: ParsableCommand {
                     file: file, usable: true, hall: config.hall.id, buses: config.buses.count,
                     devices: config.devices.count, sinks: config.sinks.count, issues: []))
             } else {
-                print("\(file): OK (hall \(config.hall.id), \(config.buses.count) buses, \(config.devices.count) devices, \(config.sinks.count) sinks)")
+                print("\(file): OK (hall \(config.hall.id), \(Output.counted(config.buses.count, "bus", plural: "buses")), "
+                      + "\(Output.counted(config.devices.count, "device")), \(Output.counted(config.sinks.count, "sink")))")
             }
         }
 

@@ -17,6 +17,11 @@ enum CLIExit {
 
 /// How the CLI writes tables and times for a technician.
 enum Output {
+    /// `1 device`, `2 devices`; `plural` where an s does not make it.
+    static func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
+        "\(count) " + (count == 1 ? noun : plural ?? noun + "s")
+    }
+
     /// Columns padded to their widest cell (Chinese characters count double on a terminal).
     static func table(_ rows: [[String]]) -> [String] {
         func width(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) } }

@@ -102,8 +102,8 @@ struct StatusCommand: AsyncParsableCommand {
         let offline = snapshot.devices.filter { $0.online == false }.count
         print(
             recorded
-                ? "\(snapshot.devices.count) devices as last recorded, \(offline) offline then; now unknown"
-                : "\(snapshot.devices.count) devices, \(offline) offline")
+                ? "\(Output.counted(snapshot.devices.count, "device")) as last recorded, \(offline) offline then; now unknown"
+                : "\(Output.counted(snapshot.devices.count, "device")), \(offline) offline")
         // What no device's request was waiting for: on an unprompted line (FF 68, QSystem), all of its noise.
         for line in snapshot.lines where line.counters.garbageBytes > 0 || line.counters.checksumErrors > 0 {
             let counters = line.counters
@@ -159,7 +159,10 @@ struct StatusCommand: AsyncParsableCommand {
             printError("\(why); and \(path) holds no device states yet (is this the gateway's state directory?)")
             throw ExitCode(CLIExit.daemonUnreachable)
         }
-        return StatusSnapshot(source: .outbox(path, why), at: updated, devices: rows.map(\.state))
+        // The record keeps devices since removed from the configuration: with the configuration at hand, only its own.
+        let configured = hall.config.map { Set($0.devices.map(\.id)) }
+        let states = rows.map(\.state).filter { configured?.contains($0.device) ?? true }
+        return StatusSnapshot(source: .outbox(path, why), at: updated, devices: states)
     }
 }
 

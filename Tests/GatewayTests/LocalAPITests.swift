@@ -322,6 +322,10 @@ import Testing
         for field in [#""level":5"#, #""staffId":"0231""#, #""ticket":"A023""#, #""deviceCounter":41"#] {
             #expect(stored.json.contains(field), "\(field) in \(stored.json)")
         }
+        // The same counter with another rating is not a retry: refused, not silently dropped.
+        let reused = try await hall.request(
+            .POST, "/v1/terminals/tablet-w05/ratings", json: #"{"counter": 41, "level": 1, "staff": "0231", "ticket": "A023"}"#)
+        #expect(reused.status == 409 && reused.body.contains("counter 41 was used for another rating"), "\(reused.body)")
         let offScale = try await hall.request(.POST, "/v1/terminals/tablet-w05/ratings", json: #"{"counter": 42, "key": 9}"#)
         #expect(offScale.status == 400)
         let unknown = try await hall.request(.POST, "/v1/terminals/tablet-w99/ratings", json: rating)

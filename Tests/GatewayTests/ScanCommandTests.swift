@@ -171,7 +171,7 @@ import Testing
         #expect(
             check.status == 0, "\(check.standardError)\n\((try? String(contentsOfFile: config, encoding: .utf8)) ?? "")"
         )
-        #expect(check.standardOutput.contains("1 buses, 5 devices"))
+        #expect(check.standardOutput.contains("1 bus, 5 devices"))
 
         let (loaded, profiles) = try ConfigLoader.load(path: config)
         #expect(Set(loaded.devices.map(\.address)) == [1, 2, 4, 11, 12])

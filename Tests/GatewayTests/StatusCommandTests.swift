@@ -86,6 +86,14 @@ import Testing
 
         let empty = try await run(gatewaydPath, ["status", "--outbox", folder.path + "/nothing.sqlite"])
         #expect(empty.status == 3, "neither the daemon nor its outbox can tell")
+
+        // A device since taken out of the configuration is not listed from the record.
+        try yaml.replacingOccurrences(of: "  - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: \"6\"}\n", with: "")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let removed = try await run(gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9"])
+        #expect(!removed.standardOutput.contains("eval-w06"), "\(removed.standardOutput)")
+        #expect(removed.standardOutput.hasSuffix("1 device as last recorded, 0 offline then; now unknown\n"),
+                "\(removed.standardOutput)")
     }
 
     @Test func statusAndMetricsShowTheNoiseOfALineWhoseDevicesOnlySpeakUnprompted() async throws {

@@ -157,6 +157,8 @@ public struct CommandInvalid: Error, Sendable, Equatable {
 
     /// The kind of an idempotency key sent again with a different request.
     public static let keyReused = "idempotency-key-reused"
+    /// The kind of a terminal's rating counter sent again with a different rating.
+    public static let counterReused = "counter-reused"
 }
 
 /// How one command went: its name (`call`, `pause`, `ticket`…), its outcome (a result's status, or why it was
@@ -388,7 +390,18 @@ public actor CommandCenter {
             type: HallEventType.ratingSubmitted, time: Date(), subject: EventSource.windowSubject(terminal.window),
             data: .rating(rating))
         // A failed commit throws: the terminal must post again, as it would after a lost response.
-        return (event.id, try await gateway.commit(own: event))
+        let stored = try await gateway.commit(own: event)
+        // Its counter again with another rating: a terminal that restarted its counter, whose rating would be lost
+        // if it were taken for a retry.
+        if !stored, let json = try await gateway.outbox.json(ofEvent: event.id, source: event.source),
+           case .rating(let first)? = try? CloudEvent.decode(json: Data(json.utf8)).data,
+           first.level != rating.level || first.key != rating.key || first.staffId != rating.staffId
+            || first.ticket != rating.ticket {
+            throw CommandInvalid(kind: CommandInvalid.counterReused,
+                                 message: "terminal \(id) counter \(counter) was used for another rating: "
+                                     + "a new rating needs a counter of its own (a restarted terminal continues above it)")
+        }
+        return (event.id, stored)
     }
 
     static func hallTime(_ date: Date, timeZone: TimeZone) -> String {

@@ -107,6 +107,11 @@ public enum ConfigLoader {
             }
         }
         settings.tokenFile = fields.file("token-file", relativeTo: folder)
+        // As `run` reads it: a file it would refuse is not OK here either.
+        if reader.checksFiles, let file = settings.tokenFile, let text = try? String(contentsOfFile: file, encoding: .utf8),
+           case .failure(let problem) = APISettings.token(inFile: text) {
+            reader.report(fields.value("token-file"), "api.token-file", "\(file): \(problem)")
+        }
         fields.rejectUnknownKeys()
         if !APISettings.isLoopback(settings.host), settings.tokenFile == nil {
             reader.report(fields.value("listen"), "api.listen",

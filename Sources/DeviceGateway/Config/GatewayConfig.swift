@@ -73,6 +73,18 @@ public struct APISettings: Sendable, Equatable {
     /// The default: loopback, port 8420, a token of the gateway's making.
     public init() {}
 
+    /// The token in a token file's text (surrounding blanks and line ends are not part of it), or why it cannot be
+    /// one: a short token is guessed.
+    public static func token(inFile text: String) -> Result<String, TokenProblem> {
+        let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return token.count >= 16 ? .success(token) : .failure(TokenProblem())
+    }
+
+    /// A token file whose token is too short.
+    public struct TokenProblem: Error, CustomStringConvertible {
+        public var description: String { "the token must be at least 16 characters" }
+    }
+
     /// Whether `host` is reachable from this machine only.
     public static func isLoopback(_ host: String) -> Bool {
         ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.")

@@ -584,6 +584,13 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The JSON of the event `id` of `source`, while the outbox holds it.
+    public func json(ofEvent id: String, source: String) async throws -> String? {
+        try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT json FROM event WHERE source = ? AND id = ?", arguments: [source, id])
+        }
+    }
+
     /// Up to `limit` events after `position`, in commit order.
     public func entries(after position: Int64, limit: Int) async throws -> [OutboundEvent] {
         try await database.read { db in
