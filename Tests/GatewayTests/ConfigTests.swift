@@ -154,6 +154,17 @@ import Testing
         #expect(here.stateDirectory == "state")
     }
 
+    @Test func aKeyGivenTwiceIsNamedWhereItComesAgain() throws {
+        let twice = valid + "\nbuses:\n  - {id: rs485-9, transport: serial, port: /dev/ttyUSB9}\n"
+        let lines = twice.split(separator: "\n", omittingEmptySubsequences: false)
+        let first = try #require(lines.firstIndex { $0.hasPrefix("buses:") }) + 1
+        let again = try #require(lines.lastIndex { $0.hasPrefix("buses:") }) + 1
+        // One line at the second place, not Yams's dump of the whole file at the mapping's start.
+        #expect(try issues(twice).map(\.description) == [
+            "\(folder.file("hall.yaml")):\(again):1: buses: given twice in one mapping (first at line \(first)); keep one"
+        ])
+    }
+
     @Test func aYAMLSyntaxErrorNamesItsLine() throws {
         let found = try issues("hall: {id: x\nbuses: [\n")
         #expect(found.count == 1)

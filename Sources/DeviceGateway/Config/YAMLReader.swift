@@ -29,6 +29,15 @@ final class YAMLReader {
             case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
                 issues.append(ConfigIssue(file: file, line: mark.line, column: mark.column, key: "",
                                           message: "YAML syntax: \(problem)"))
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                // Yams names the mapping's start and prints the whole file: say where each key comes again.
+                for key in duplicates.sorted() {
+                    let places = Self.lines(defining: key, in: text, from: context.mark.line)
+                    let again = places.dropFirst().first
+                    issues.append(ConfigIssue(
+                        file: file, line: again?.line ?? context.mark.line, column: again?.column ?? context.mark.column,
+                        key: key, message: "given twice in one mapping\(places.first.map { " (first at line \($0.line))" } ?? ""); keep one"))
+                }
             default:
                 report(nil, "", "YAML: \(error)")
             }
@@ -37,6 +46,16 @@ final class YAMLReader {
             report(nil, "", "YAML: \(error)")
             return nil
         }
+    }
+
+    /// Where lines from `first` on (1-based) set `key:`, as a block key or a list item's first key.
+    static func lines(defining key: String, in text: String, from first: Int) -> [(line: Int, column: Int)] {
+        var found: [(line: Int, column: Int)] = []
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where index + 1 >= first {
+            let indent = line.prefix { $0 == " " || $0 == "-" }
+            if line.dropFirst(indent.count).hasPrefix(key + ":") { found.append((index + 1, indent.count + 1)) }
+        }
+        return found
     }
 
     func report(_ node: Node?, _ key: String, _ message: String) {
