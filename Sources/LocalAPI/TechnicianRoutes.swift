@@ -82,9 +82,8 @@ extension LocalAPI {
         switch gateway.roles[device.id] {
         case .windowBoard, .hallBoard:
             let words = text ?? "设备测试"
-            guard !words.isEmpty, words.count <= 64 else {
-                throw Problem(.badRequest, "text must be 1 to 64 characters")
-            }
+            // The queue system's rule for free text: the same token reaches this route.
+            do { try CommandCenter.checkField(words, "text", longest: CommandCenter.longestText) } catch { throw Problem(error) }
             command = .showText(words)
         case .printer:
             command = .printTicket(.test(timeZone: gateway.config.hall.timeZone))

@@ -27,21 +27,36 @@ struct Run: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func run() async throws {
+        // Files the gateway makes (outbox, event store, lock) are its user's and its group's: ratings name staff.
+        umask(0o027)
         let level = logLevel
         GatewayLogHandler.bootstrap(level: level)
         let logger = Logger(label: "gatewayd")
 
+        // One gateway per state directory, taken before anything is written: a second demo would rewrite the first
+        // one's configuration file.
+        func lockState(_ directory: String) throws {
+            do {
+                try StateLock.take(in: directory)
+            } catch {
+                logger.critical("cannot start: \(error)")
+                throw ExitCode(1)
+            }
+        }
         var demo: DemoHall?
         let loaded: (GatewayConfig, ProfileLibrary)
         do {
             if let config {
                 loaded = try ConfigLoader.load(path: config, profilesOverride: profiles)
+                try lockState(loaded.0.stateDirectory)
             } else {
+                try lockState(DemoHall.stateDirectory)
                 let hall = try DemoHall()
                 demo = hall
                 let profilesFolder = try profiles ?? DemoProfiles.locate()
                 let text = hall.configuration(
-                    stateDirectory: "var", profiles: profilesFolder, eventStore: "var/events.sqlite")
+                    stateDirectory: DemoHall.stateDirectory, profiles: profilesFolder,
+                    eventStore: DemoHall.stateDirectory + "/events.sqlite")
                 loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
                 DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder)
             }
@@ -60,14 +75,6 @@ struct Run: AsyncParsableCommand {
                 \(DemoHall.ff68Windows.count) FF 68 pads and callers, a ticket printer, an Onbon call board; \
                 stop with Ctrl-C
                 """)
-        }
-        // Files the gateway makes (outbox, event store) are its user's and its group's: ratings name staff.
-        umask(0o027)
-        do {
-            try StateLock.take(in: gatewayConfig.stateDirectory)
-        } catch {
-            logger.critical("cannot start: \(error)")
-            throw ExitCode(1)
         }
         let eventLog = logger
         let gateway: Gateway
@@ -93,7 +100,8 @@ struct Run: AsyncParsableCommand {
             do {
                 token = try APIToken.resolve(gatewayConfig.api, stateDirectory: gatewayConfig.stateDirectory)
             } catch {
-                printError(error.message)
+                // A log line like the other reasons not to start, with its time and level for the journal.
+                logger.critical("cannot start: \(error.message)")
                 throw ExitCode(2)
             }
             // An API that cannot listen stops the gateway: the queue system could not reach it, and the CLI would
@@ -252,3 +260,8 @@ func printError(_ text: String) {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+extension DemoHall {
+    /// Where the demo keeps its state: `./var`, beside the folder it runs in.
+    static let stateDirectory = "var"
+}

@@ -8,12 +8,18 @@ import Glibc
 /// second master on every line. The lock is the kernel's (`flock`), so it ends with the process however it ends.
 enum StateLock {
     /// Takes the lock in `directory` for the life of the process; throws a one-line reason when another gateway
-    /// holds it. A directory that cannot be written is left to the outbox to report.
+    /// holds it or another user's lock file is in the way. A directory that cannot be written is left to the outbox
+    /// to report.
     static func take(in directory: String) throws(StateLockError) {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/gatewayd.lock"
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        guard descriptor >= 0 else { return }
+        guard descriptor >= 0 else {
+            // A lock file another user left (a run as root) would leave the lock untaken: said, like the outbox's.
+            guard errno == EACCES else { return }
+            throw StateLockError("\(path) belongs to another user and this one may not open it: give the state "
+                                 + "directory and its files to the gateway's user (chown -R)")
+        }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let holder = (try? String(contentsOfFile: path, encoding: .utf8))?
                 .trimmingCharacters(in: .whitespacesAndNewlines)

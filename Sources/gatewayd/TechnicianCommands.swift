@@ -189,6 +189,12 @@ struct DisplayCommand: AsyncParsableCommand {
             let (hall, config, library, _) = try TechnicianRun.hall(options, device: board, expected: [.board])
             let board = board
             let text = text ?? Self.defaultText(timeZone: config.hall.timeZone)
+            do {
+                try CommandCenter.checkField(text, "text", longest: CommandCenter.longestText)
+            } catch {
+                printError(error.message)
+                throw ExitCode(CLIExit.usage)
+            }
             let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
                 try await client.post("/v1/devices/\(board)/test", json: ProbeRequest(text: text), as: ProbeReport.self)
             } direct: { () throws(GatewayError) in

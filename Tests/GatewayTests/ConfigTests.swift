@@ -143,6 +143,12 @@ import Testing
         #expect(result.status == 2, "\(result.standardOutput)")
         #expect(result.standardError.contains("api.token-file: \(short): the token must be at least 16 characters"),
                 "\(result.standardError)")
+        // `run` says it as a log line, with its time and level, like its other reasons not to start.
+        let started = try await run(gatewaydPath, ["run", "--config", path, "--api-port", "0"])
+        #expect(started.status == 2, "\(started.standardOutput)")
+        #expect(started.standardOutput.contains(
+            "critical gatewayd: cannot start: api.token-file \(short): the token must be at least 16 characters"),
+            "\(started.standardOutput)")
     }
 
     @Test func relativePathsAreJoinedWithoutDotSteps() throws {

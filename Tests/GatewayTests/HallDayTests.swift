@@ -466,3 +466,23 @@ actor DayLog: HallDayActions {
 
 /// `2026-10-05T00:45:00Z`.
 func iso(_ date: Date) -> String { ISO8601DateFormatter().string(from: date) }
+
+/// What reads as a citizen's mobile or resident ID number in free text, staff ids and services.
+struct PersonalNumberTests {
+    @Test(arguments: [
+        "请13812345678到5号窗口", "138 1234 5678", "138-1234-5678", "+86 138 0013 8000", "8613800138000",
+        "窗口5 13812345678", "A023 110101199003071234", "11010119900307123X", "110101900307123",
+        "１３８１２３４５６７８", "138－1234－5678",
+    ])
+    func readsAsAPhoneOrIDNumber(_ text: String) {
+        #expect(CommandCenter.holdsPhoneOrIDNumber(text))
+    }
+
+    @Test(arguments: [
+        "欢迎光临 服务热线12345", "咨询电话 0571-87654321-123", "001 002 003 004 005", "A023", "S0517", "请A023号到3号窗口",
+        "12345678901", "2026-12-02 09:00",
+    ])
+    func doesNotReadAsOne(_ text: String) {
+        #expect(!CommandCenter.holdsPhoneOrIDNumber(text))
+    }
+}

@@ -191,6 +191,8 @@ import Testing
             ("/v1/devices/board-w05/text", #"{"text": "请13812345678到5号窗口"}"#, "13812345678", "mobile or resident ID"),
             ("/v1/devices/board-w05/text", #"{"text": "\#(String(repeating: "长", count: 201))"}"#, "长长", "at most 200"),
             ("/v1/windows/5/staff", #"{"staff": "138 1234 5678"}"#, "1234", "mobile or resident ID"),
+            // The technician's display test takes the same token, so the same rule.
+            ("/v1/devices/board-w05/test", #"{"text": "\u001b[5m请13812345678"}"#, "[5m", "control or formatting character"),
             ("/v1/terminals/tablet-w05/ratings", #"{"counter": 1, "level": 5, "staff": "张三 110101199003071234"}"#,
              "110101199003071234", "mobile or resident ID"),
             ("/v1/terminals/tablet-w05/ratings", #"{"counter": 2, "level": 5, "staff": "S01\n2026-12-02 critical"}"#,

@@ -499,7 +499,7 @@ public actor CommandCenter {
     }
 
     /// The longest free text a board is sent; the largest board's area holds far less.
-    static let longestText = 200
+    public static let longestText = 200
     /// A staff id (工号) as the pads show it.
     static let longestStaffId = 32
     /// A service's name on a ticket (户籍, 不动产登记…).
@@ -510,7 +510,7 @@ public actor CommandCenter {
     /// Refuses free text a caller sends on to a device or into events: empty, longer than `longest`, holding a control
     /// or formatting character (it would reach the device's wire as a byte the caller chose), or reading as a
     /// citizen's mobile or ID number. The value is never repeated in the refusal, in case it is personal data.
-    static func checkField(_ text: String, _ field: String, longest: Int) throws(CommandInvalid) {
+    public static func checkField(_ text: String, _ field: String, longest: Int) throws(CommandInvalid) {
         if text.isEmpty { throw CommandInvalid(kind: "invalid", message: "'\(field)' is empty") }
         if text.count > longest {
             throw CommandInvalid(kind: "invalid", message: "'\(field)' has \(text.count) characters, at most \(longest) are taken")
@@ -528,25 +528,45 @@ public actor CommandCenter {
         }
     }
 
-    /// Whether `text` holds a run of digits that reads as a mobile number (11 digits, 13… to 19…) or a resident ID
-    /// number (15 digits, or 17 and a digit or X), spaces and hyphens inside it ignored.
+    /// Whether `text` holds what reads as a mobile number (11 digits from 13… to 19…, also after 86 and written
+    /// 3-4-4 with spaces or hyphens) or a resident ID number (15 or 18 digits, or 17 and X); full-width digits count.
     static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
-        let joined = Array(text.filter { $0 != " " && $0 != "-" })
+        let characters = Array(text.map(halfWidth))
+        func isDigit(_ index: Int) -> Bool { characters.indices.contains(index) && characters[index].isASCII && characters[index].isNumber }
         var index = 0
-        while index < joined.count {
-            guard joined[index].isASCII, joined[index].isNumber else {
+        while index < characters.count {
+            guard isDigit(index) else {
                 index += 1
                 continue
             }
             var end = index
-            while end < joined.count, joined[end].isASCII, joined[end].isNumber { end += 1 }
-            let run = joined[index..<end]
-            let checkLetter = end < joined.count && (joined[end] == "X" || joined[end] == "x")
-            if run.count == 11, run.first == "1", let second = run.dropFirst().first, ("3"..."9").contains(second) { return true }
-            if run.count == 15 || run.count == 18 || (run.count == 17 && checkLetter) { return true }
+            while isDigit(end) { end += 1 }
+            let run = String(characters[index..<end])
+            let checkLetter = end < characters.count && "Xx".contains(characters[end])
+            if run.wholeMatch(of: /(86)?1[3-9][0-9]{9}/) != nil || [15, 18].contains(run.count)
+                || (run.count == 17 && checkLetter) {
+                return true
+            }
             index = end
         }
-        return false
+        // 138 1234 5678, 138-1234-5678: the groups a person writes, not digits of something longer.
+        let normalized = String(characters)
+        return normalized.matches(of: /1[3-9][0-9][ -][0-9]{4}[ -][0-9]{4}/).contains { match in
+            let before = normalized[..<match.range.lowerBound].last
+            let after = normalized[match.range.upperBound...].first
+            return !(before?.isNumber ?? false) && !(after?.isNumber ?? false)
+        }
+    }
+
+    /// Full-width digits, hyphens and spaces (as a Chinese input method types them) as their ASCII selves.
+    private static func halfWidth(_ character: Character) -> Character {
+        guard let scalar = character.unicodeScalars.first, character.unicodeScalars.count == 1 else { return character }
+        switch scalar.value {
+        case 0xFF10...0xFF19: return Character(Unicode.Scalar(scalar.value - 0xFF10 + 0x30)!)
+        case 0xFF0D: return "-"
+        case 0x3000: return " "
+        default: return character
+        }
     }
 
     /// The refusal of a field that is not a ticket number; the value is not repeated, in case it is personal data.

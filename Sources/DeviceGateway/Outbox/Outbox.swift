@@ -214,7 +214,7 @@ public final class Outbox: Sendable {
     /// without a word (a first run as root leaves the files root's), and a state directory that cannot be made.
     private static func checkAccess(_ path: String) throws(GatewayError) {
         let folder = (path as NSString).deletingLastPathComponent
-        let user = currentUserName()
+        let user = SystemUser.name
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
@@ -223,15 +223,14 @@ public final class Outbox: Sendable {
         }
         for file in [folder, path, path + "-wal", path + "-shm"]
         where FileManager.default.fileExists(atPath: file) && access(file, W_OK) != 0 {
+            if errno == EROFS {
+                throw GatewayError(.storeMissing, "\(file) is on a read-only filesystem (a disk remounted read-only after "
+                                   + "errors?): the outbox needs a writable one")
+            }
             let owner = (try? FileManager.default.attributesOfItem(atPath: file))?[.ownerAccountName] as? String
             throw GatewayError(.storeMissing, "\(file) belongs to \(owner ?? "another user") and user \(user) may not "
                                + "write it: give the state directory and its files to the gateway's user (chown -R)")
         }
-    }
-
-    private static func currentUserName() -> String {
-        guard let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name else { return "\(geteuid())" }
-        return String(cString: name)
     }
 
     /// Moves the damaged file (with its journal files) aside and the complete salvage into its place; returns where
