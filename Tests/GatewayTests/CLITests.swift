@@ -424,11 +424,18 @@ import Testing
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
         defer { server.stop() }
+        // The program and the profiles where user nobody can reach them, wherever the checkout is.
+        let program = folder.file("gatewayd")
+        try FileManager.default.copyItem(atPath: gatewaydPath, toPath: program)
+        try FileManager.default.copyItem(atPath: profilesDirectory, toPath: folder.file("devices"))
         let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
+        try String(contentsOfFile: config, encoding: .utf8)
+            .replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: \(folder.file("devices"))")
+            .write(toFile: config, atomically: true, encoding: .utf8)
         // A first run as root leaves the outbox root's; the gateway's own user then could open it only read-only.
         _ = try Outbox.open(path: folder.path + "/state/outbox.sqlite", logger: CapturedLog().logger)
         try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: folder.path + "/state")
-        let asNobody = ["-u", "nobody", "--", gatewaydPath, "run", "--config", config, "--api-port", "0"]
+        let asNobody = ["-u", "nobody", "--", program, "run", "--config", config, "--api-port", "0"]
         let readOnly = try await run("/usr/sbin/runuser", asNobody)
         #expect(readOnly.status == 1, "\(readOnly.standardOutput)\(readOnly.standardError)")
         #expect(readOnly.standardOutput.contains(
