@@ -43,6 +43,8 @@ async def main() -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    # A child started from a test runner's thread may inherit these signals blocked: it would outlive the tests.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     await stop.wait()
     await server.shutdown()
     serving.cancel()
