@@ -49,7 +49,7 @@ public final class Gateway: Service {
         }
         self.onCommit = onCommit
         let outbox = try Outbox.open(
-            path: (config.stateDirectory as NSString).appendingPathComponent("outbox.sqlite"), policy: config.outbox,
+            path: config.outboxPath, policy: config.outbox,
             logger: logger)
         self.outbox = outbox
         Self.warnIfTheDiskIsSmallerThanTheBudget(config, outbox: outbox.path, logger: logger)

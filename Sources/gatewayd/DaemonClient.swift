@@ -64,7 +64,7 @@ struct HallContext: Sendable {
     /// The state directory: the config's, or `var` as the demo hall uses.
     var stateDirectory: String { config?.stateDirectory ?? "var" }
     /// The outbox file in the state directory.
-    var outboxPath: String { (stateDirectory as NSString).appendingPathComponent("outbox.sqlite") }
+    var outboxPath: String { GatewayConfig.outboxPath(in: stateDirectory) }
     /// The hall's time zone (Asia/Shanghai without a config).
     var timeZone: TimeZone { config?.hall.timeZone ?? TimeZone(identifier: "Asia/Shanghai")! }
 

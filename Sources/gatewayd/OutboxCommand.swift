@@ -31,7 +31,7 @@ struct OutboxCommand: AsyncParsableCommand {
             if let config {
                 do {
                     let (loaded, _) = try ConfigLoader.load(path: config)
-                    if outbox == nil { path = (loaded.stateDirectory as NSString).appendingPathComponent("outbox.sqlite") }
+                    if outbox == nil { path = loaded.outboxPath }
                     sinks = loaded.sinks.map(\.name)
                     budget = loaded.outbox.maximumBytes
                     timeZone = loaded.hall.timeZone

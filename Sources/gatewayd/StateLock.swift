@@ -1,3 +1,4 @@
+import DeviceGateway
 import Foundation
 
 #if canImport(Glibc)
@@ -10,21 +11,24 @@ enum StateLock {
     /// Takes the lock in `directory` for the life of the process; throws a one-line reason when another gateway
     /// holds it or another user's lock file is in the way. A directory that cannot be written is left to the outbox
     /// to report.
-    static func take(in directory: String) throws(StateLockError) {
+    static func take(in directory: String) throws(GatewayError) {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/gatewayd.lock"
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
         guard descriptor >= 0 else {
             // A lock file another user left (a run as root) would leave the lock untaken: said, like the outbox's.
             guard errno == EACCES else { return }
-            throw StateLockError("\(path) belongs to another user and this one may not open it: give the state "
-                                 + "directory and its files to the gateway's user (chown -R)")
+            throw GatewayError(
+                .storeMissing,
+                "\(path) belongs to another user and this one may not open it: give the state directory and its files "
+                    + "to the gateway's user (chown -R)")
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let holder = (try? String(contentsOfFile: path, encoding: .utf8))?
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             close(descriptor)
-            throw StateLockError(
+            throw GatewayError(
+                .storeMissing,
                 "another gateway\(holder.map { $0.isEmpty ? "" : " (pid \($0))" } ?? "") runs on \(directory): "
                     + "stop it first (two would poll the same lines and share one outbox)")
         }
@@ -33,9 +37,4 @@ enum StateLock {
         _ = ftruncate(descriptor, 0)
         _ = pid.withCString { write(descriptor, $0, strlen($0)) }
     }
-}
-
-struct StateLockError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }

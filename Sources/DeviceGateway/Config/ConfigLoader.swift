@@ -45,7 +45,7 @@ public enum ConfigLoader {
         let deviceItems = top.value("devices", required: true).flatMap { reader.items($0, "devices") } ?? []
         let devices = deviceItems.compactMap { parseDevice($0.node, $0.path, reader) }
         let sinkItems = top.value("sinks").flatMap { reader.items($0, "sinks") }
-        let outboxPath = (stateDirectory as NSString).appendingPathComponent("outbox.sqlite")
+        let outboxPath = GatewayConfig.outboxPath(in: stateDirectory)
         let sinks = sinkItems?.compactMap { parseSink($0.node, $0.path, reader, folder: folder, outbox: outboxPath) }
             ?? [SinkConfig(name: "local", kind: .sqlite(path: resolve("var/events.sqlite", against: folder)))]
         let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()

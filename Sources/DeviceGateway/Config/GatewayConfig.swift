@@ -6,6 +6,13 @@ public struct GatewayConfig: Sendable {
     public var hall: Hall
     /// Where the outbox and other state live; relative paths are taken from the config file's folder.
     public var stateDirectory: String
+    /// The outbox's file in the state directory.
+    public var outboxPath: String { Self.outboxPath(in: stateDirectory) }
+
+    /// The outbox's file in `stateDirectory`: one name for the gateway, its checks and the CLI.
+    public static func outboxPath(in stateDirectory: String) -> String {
+        (stateDirectory as NSString).appendingPathComponent("outbox.sqlite")
+    }
     /// Where device profiles are looked up.
     public var profilesDirectory: String
     /// The physical lines and network endpoints.
