@@ -87,7 +87,7 @@ struct HallContext: Sendable {
         return DaemonClient(
             baseURL: baseURL, token: APIToken.read(settings, stateDirectory: stateDirectory),
             tokenPath: settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token"),
-            disabled: apiDisabled)
+            disabled: apiDisabled, addressIsDefault: config == nil && apiOverride == nil)
     }
 }
 
@@ -130,6 +130,8 @@ struct DaemonClient: Sendable {
     let tokenPath: String
     /// `api: off` in the config.
     let disabled: Bool
+    /// No config and no `--api`: the address is the demo hall's, which a hall's daemon may not use.
+    let addressIsDefault: Bool
 
     /// One client for the process: it is never shut down, it lives as long as the CLI. Connections are not retried:
     /// a refused connection means the daemon is not running, at once.
@@ -192,7 +194,7 @@ struct DaemonClient: Sendable {
             status = Int(response.status.code)
             data = Data(try await response.body.collect(upTo: 16 << 20).readableBytesView)
         } catch {
-            throw DaemonError(kind: .unreachable, description: Self.unreachable(baseURL, error))
+            throw DaemonError(kind: .unreachable, description: unreachable(error))
         }
         guard (200..<300).contains(status) else { throw failure(status: status, body: data, path: path) }
         return data
@@ -224,7 +226,7 @@ struct DaemonClient: Sendable {
         do {
             response = try await Self.http.execute(request, timeout: timeout)
         } catch {
-            throw DaemonError(kind: .unreachable, description: Self.unreachable(baseURL, error))
+            throw DaemonError(kind: .unreachable, description: unreachable(error))
         }
         guard response.status.code == 200 else {
             let body = (try? await response.body.collect(upTo: 1 << 16)).map { Data($0.readableBytesView) } ?? Data()
@@ -273,10 +275,14 @@ struct DaemonClient: Sendable {
     }
 
     /// "not running" for a refused connection, the error in words otherwise.
-    static func unreachable(_ url: String, _ error: any Error) -> String {
+    private func unreachable(_ error: any Error) -> String {
+        let url = baseURL
         let text = String(describing: error)
         if text.contains("refused") || text.contains("ECONNREFUSED") || text.contains("errno: 111") {
-            return "the gateway is not running (nothing listens on \(url))"
+            let hint = addressIsDefault
+                ? "; without --config or $HALL_GATEWAY_CONFIG this is the demo hall's address: give the hall's config"
+                : ""
+            return "the gateway is not running (nothing listens on \(url)\(hint))"
         }
         if text.contains("connectTimeout") || text.contains("deadlineExceeded") {
             return "\(url) does not answer (timed out): is the address right, a firewall in the way?"

@@ -12,7 +12,9 @@ struct Events: AsyncParsableCommand {
             answer.
             """)
 
-    @Option(help: "Only events at or after this time: RFC 3339 (2026-11-24T08:00:00+08:00) or an age (30s, 15m, 2h, 1d).")
+    // Unconditional: `--since -5m` is an age to a technician, not an unknown option.
+    @Option(parsing: .unconditional,
+            help: "Only events at or after this time: RFC 3339 (2026-11-24T08:00:00+08:00) or an age (30s, 15m, 2h, 1d).")
     var since: String?
 
     @Option(help: "Only this event type, or a prefix ending in * (hall.device.*).")
@@ -137,7 +139,9 @@ struct Events: AsyncParsableCommand {
     static func parseSince(_ text: String, now: Date) -> Date? {
         if let date = EventTime.parse(text) { return date }
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        guard let unit = text.last.flatMap({ units[$0] }), let amount = Double(text.dropLast()), amount >= 0 else {
+        // "-5m" is read as "5m": an age always looks back.
+        let age = text.hasPrefix("-") ? text.dropFirst() : Substring(text)
+        guard let unit = age.last.flatMap({ units[$0] }), let amount = Double(age.dropLast()), amount >= 0 else {
             return nil
         }
         return now.addingTimeInterval(-amount * unit)

@@ -365,6 +365,12 @@ import Testing
             gatewaydPath, ["check", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
         #expect(check.status == 3)
         #expect(check.standardError.contains("the gateway is not running (nothing listens on http://127.0.0.1:9)"))
+        // Without a config the CLI asks the demo hall's address; a technician who forgot --config is told so.
+        let guessed = try await run(gatewaydPath, ["check"], workingDirectory: folder.path)
+        #expect(guessed.status == 3)
+        #expect(guessed.standardError.contains("the gateway is not running (nothing listens on http://127.0.0.1:8420; "
+                                               + "without --config or $HALL_GATEWAY_CONFIG this is the demo hall's address"),
+                "\(guessed.standardError)")
         let follow = try await run(
             gatewaydPath, ["events", "--follow", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
         #expect(follow.status == 3)

@@ -1,5 +1,6 @@
 import DeviceGateway
 import Foundation
+import MockDevices
 import Protocols
 import Testing
 
@@ -204,6 +205,22 @@ import Testing
         let lines = try issues(text).map(\.description)
         #expect(lines == [folder.file("hall.yaml") + ":9:43: buses[2].port: /dev/ttyUSB0 is already the port of bus rs485-1: "
                             + "two masters on one line would talk over each other"])
+    }
+
+    @Test func aPortNamedThroughASymlinkIsTheSameLine() throws {
+        // As udev names an adapter under /dev/serial/by-id: a link to the tty another bus already has.
+        let terminal = try PseudoTerminal()
+        try FileManager.default.createDirectory(atPath: folder.file("by-id"), withIntermediateDirectories: true)
+        let byId = folder.file("by-id/usb-FTDI_FT232R_A10K3Q2B-if00-port0")
+        try FileManager.default.createSymbolicLink(atPath: byId, withDestinationPath: terminal.devicePath)
+        let text = valid
+            .replacingOccurrences(of: "port: /dev/ttyUSB0", with: "port: \(terminal.devicePath)")
+            .replacingOccurrences(
+                of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",
+                with: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}\n  - {id: ff68-1, transport: serial, port: \(byId)}")
+        let lines = try issues(text).map(\.description)
+        #expect(lines == [folder.file("hall.yaml") + ":9:43: buses[2].port: \(byId) is already the port of bus rs485-1 "
+                            + "(\(terminal.devicePath) is the same line): two masters on one line would talk over each other"])
     }
 
     @Test func twoModbusTCPBusesToOneHostAndPortAreAccepted() throws {

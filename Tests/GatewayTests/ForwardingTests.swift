@@ -362,6 +362,26 @@ extension OutboxSalvageTests {
         #expect((document["putAside"] as? [[String: Any]])?.map { $0["id"] as? String } == ["e3"])
     }
 
+    @Test func eventsSinceAnAgeTakesItWithOrWithoutAMinus() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("events.sqlite")
+        let store = try SQLiteEventStore(name: "local", path: path)
+        func event(_ id: String, minutesAgo: Double) -> CloudEvent {
+            CloudEvent(id: id, source: "/halls/h/devices/d", type: HallEventType.deviceOnline,
+                       time: Date().addingTimeInterval(-minutesAgo * 60), subject: nil,
+                       data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
+        }
+        try await store.deliver(outbound([event("an-hour-ago", minutesAgo: 60), event("just-now", minutesAgo: 1)]))
+        for since in ["5m", "-5m"] {
+            let result = try await run(gatewaydPath, ["events", "--store", path, "--json", "--since", since])
+            #expect(result.status == 0, "--since \(since): \(result.standardError)")
+            let ids = result.standardOutput.split(separator: "\n").compactMap { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["id"] as? String
+            }
+            #expect(ids == ["just-now"], "--since \(since): \(result.standardOutput)")
+        }
+    }
+
     @Test func eventsAndStatusOpenForeignFilesReadOnlyAndSayWhatTheyAre() async throws {
         let folder = try TemporaryDirectory()
         let foreign = folder.file("billing.sqlite")

@@ -485,4 +485,14 @@ struct PersonalNumberTests {
     func doesNotReadAsOne(_ text: String) {
         #expect(!CommandCenter.holdsPhoneOrIDNumber(text))
     }
+
+    @Test func aHallWithoutBoardsSaysSoWhenItCloses() throws {
+        let closed = CloudEvent(
+            id: "boards-off-1", source: "/halls/hall-1/gateway", type: HallEventType.hallClosed,
+            time: try #require(EventTime.parse("2026-12-01T09:00:00Z")), subject: nil,
+            data: .command(CommandExecuted(commandId: "boards-off-1", command: "boards-off", window: nil, ticket: nil,
+                                           result: "done", devices: [])))
+        let line = EventSummary.line(closed, timeZone: try #require(TimeZone(identifier: "Asia/Shanghai")))
+        #expect(line.contains("boards-off: done (no devices)"), "\(line)")
+    }
 }

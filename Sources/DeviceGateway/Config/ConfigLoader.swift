@@ -2,6 +2,10 @@ import Foundation
 import Yams
 import Protocols
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Reads a gateway configuration file and checks it against the device profiles it names.
 public enum ConfigLoader {
     /// Loads and checks `path`, against the profiles in `profilesOverride` instead of the file's `profiles` when
@@ -368,19 +372,28 @@ public enum ConfigLoader {
     /// Reports a serial port given to a second bus, at that bus. Modbus TCP buses to one host and port are left
     /// alone: a gateway may open two connections to one server.
     private static func checkSerialPorts(_ items: [(node: Node, path: String)], reader: YAMLReader) {
-        var buses: [String: String] = [:]
+        var buses: [String: (bus: String, port: String)] = [:]
         for item in items {
             guard let mapping = item.node.mapping, let transport = mapping["transport"]?.string,
                 ["serial", "modbus-rtu"].contains(transport), let node = mapping["port"], let port = node.string
             else { continue }
-            let line = (port as NSString).standardizingPath
+            let line = lineIdentity(port)
             if let owner = buses[line] {
-                reader.report(node, "\(item.path).port", "\(port) is already the port of bus \(owner): "
+                let same = owner.port == port ? "" : " (\(owner.port) is the same line)"
+                reader.report(node, "\(item.path).port", "\(port) is already the port of bus \(owner.bus)\(same): "
                                 + "two masters on one line would talk over each other")
             } else {
-                buses[line] = mapping["id"]?.string ?? item.path
+                buses[line] = (mapping["id"]?.string ?? item.path, port)
             }
         }
+    }
+
+    /// What tells two port names apart: the device itself when it exists (a name under /dev/serial/by-id and
+    /// /dev/ttyUSB0 are one line), else the path.
+    private static func lineIdentity(_ port: String) -> String {
+        var status = stat()
+        if stat(port, &status) == 0, (status.st_mode & S_IFMT) == S_IFCHR { return "device \(status.st_rdev)" }
+        return (port as NSString).standardizingPath
     }
 
     /// Why `id` cannot name a hall, bus, device, sink or terminal, or nil when it can. Ids go into event sources

@@ -35,8 +35,8 @@ public enum EventSummary {
                          : "\(report.problems.count) problems: " + report.problems.joined(separator: "; "))
         case .command(let command):
             let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
-            parts.append("\(what): \(command.result) (" + command.devices.map { "\($0.device) \($0.result)" }
-                .joined(separator: ", ") + ")")
+            let devices = command.devices.map { "\($0.device) \($0.result)" }.joined(separator: ", ")
+            parts.append("\(what): \(command.result) (\(devices.isEmpty ? "no devices" : devices))")
         }
         let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
         parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")
