@@ -107,8 +107,8 @@ public struct LocalAPI: Sendable {
             let terminal = try context.parameters.require("terminal")
             do {
                 let (eventId, stored) = try await commands.submitRating(
-                    terminal: terminal, counter: body.counter, key: body.key, level: body.level, staffId: body.staff,
-                    ticket: body.ticket)
+                    terminal: terminal, boot: body.boot, counter: body.counter, key: body.key, level: body.level,
+                    staffId: body.staff, ticket: body.ticket)
                 return EditedResponse(status: stored ? .created : .ok, response: RatingStored(eventId: eventId, stored: stored))
             } catch let invalid as CommandInvalid {
                 throw Problem(invalid)

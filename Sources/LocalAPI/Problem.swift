@@ -172,6 +172,7 @@ struct TicketRequest: Decodable {
 
 struct TerminalRating: Decodable {
     var counter: Int64
+    var boot: String?
     var key: Int?
     var level: Int?
     var staff: String?

@@ -94,6 +94,16 @@ struct ScanCommand: ParsableCommand {
         if let writeConfig, FileManager.default.fileExists(atPath: writeConfig) {
             throw ValidationError("\(writeConfig) exists; the scan writes a new file for review, never over one")
         }
+        // Said before the scan, which can take minutes, rather than after it with its findings lost.
+        if let writeConfig {
+            let folder = (writeConfig as NSString).deletingLastPathComponent
+            if access(folder.isEmpty ? "." : folder, W_OK) != 0 {
+                let reason = String(cString: strerror(errno))
+                throw ValidationError("--write-config \(writeConfig): user \(SystemUser.name) cannot write in "
+                                      + "\(folder.isEmpty ? "this folder" : folder) (\(reason)): "
+                                      + "give a path in a folder you may write")
+            }
+        }
     }
 
     func run() throws {
@@ -123,7 +133,6 @@ struct ScanCommand: ParsableCommand {
         }
         progress.finish()
         let elapsed = ModbusCommand.milliseconds(ContinuousClock.now - started) / 1000
-        if let writeConfig { try write(found, to: writeConfig, library: library, settings: line.settings()) }
         if json {
             try printReport(
                 ScanReport(
@@ -145,7 +154,11 @@ struct ScanCommand: ParsableCommand {
                 }
                 for row in Output.table([["address", "ms", "profile", "answer to holding 0"]] + rows) { print(row) }
             }
-            if let writeConfig {
+        }
+        // After the findings are shown: a file that cannot be written then loses nothing of the scan.
+        if let writeConfig {
+            try write(found, to: writeConfig, library: library, settings: line.settings())
+            if !json {
                 print(
                     "wrote \(writeConfig): \(found.filter { $0.profile != nil }.count) devices for review "
                         + "(check it with gatewayd config check \(writeConfig))")
@@ -181,9 +194,6 @@ struct ScanCommand: ParsableCommand {
             printError(error.message)
             throw CLIExit.code(for: error)
         }
-        if let writeConfig, let found = result.found, let settings = result.settings {
-            try write([found], to: writeConfig, library: library, settings: settings)
-        }
         if json {
             try printReport(
                 SweepReport(
@@ -203,6 +213,9 @@ struct ScanCommand: ParsableCommand {
                     "address \(address) answered at no baud and parity tried: check wiring A/B, termination, power, "
                         + "and the address")
             }
+        }
+        if let writeConfig, let found = result.found, let settings = result.settings {
+            try write([found], to: writeConfig, library: library, settings: settings)
         }
         if result.found == nil { throw ExitCode(CLIExit.failed) }
     }

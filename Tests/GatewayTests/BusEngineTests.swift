@@ -470,6 +470,40 @@ final class TinyDevices: Sendable {
         #expect(keys.map(\.id) == ["key-caller-1-7"], "what was read is committed, cancelled or not")
     }
 
+    @Test func aTicketsStatusRequestWaitsForItsAnswerFromWhenTheTicketHasLeftTheLine() async throws {
+        // At 2400 baud a ticket takes over a second on the wire; its status request, written right after it, goes out
+        // only then. Timed from write(), its answer was "late" and a printed ticket was reported as failed.
+        let stop = StopSignal()
+        let settings = SerialSettings(port: "x", baud: 2400)
+        let timing = LineTiming.serial(settings, silenceBetweenFrames: false)
+        let line = SimulatedLine(timing: timing, end: .seconds(6), stop: stop) { frame, _ in
+            frame.count == 3 && frame.starts(with: [0x10, 0x04]) ? [(.milliseconds(2), [0x12])] : []
+        }
+        guard case .printer(let profile) = try ProfileLibrary(directory: profilesDirectory).profile(named: "escpos-80mm")
+        else { throw GatewayError(.profileMismatch, "escpos-80mm is not a printer") }
+        let printer = DeviceConfig(id: "printer-1", profile: "escpos-80mm", bus: "kiosk", address: 1, window: nil)
+        let bus = BusEngine(
+            config: BusConfig(id: "kiosk", transport: .serial(settings), responseTimeout: .milliseconds(500),
+                              pollInterval: .seconds(10)),
+            opener: line, clock: line, timing: timing, hallId: "h",
+            driver: PrinterDriver(device: printer, profile: profile, hallId: "h"),
+            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
+        let printed = Mutex<Result<Void, GatewayError>?>(nil)
+        line.at(.seconds(1)) {
+            bus.submit(HallCommand.printTicket(.init(number: "A023", service: "社保业务", waitingAhead: 5, issuedAt: "09:30",
+                                          qrPayload: "https://hall.example/q/A023")), to: "printer-1") { result in
+                printed.withLock { $0 = result }
+            }
+        }
+        await bus.run(until: stop)
+
+        let ticket = try #require(line.written.first { $0.time >= .seconds(1) })
+        #expect(timing.wireTime(characters: ticket.bytes.count) > .milliseconds(500), "a ticket longer than the timeout")
+        let result = try #require(printed.withLock { $0 })
+        #expect(result.failure == nil, "the printed ticket is a success: \(String(describing: result.failure))")
+        #expect(await bus.deviceStates().first?.counters.timeouts == 0)
+    }
+
     @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {
         let log = CapturedLog()
         let clock = SystemBusClock()

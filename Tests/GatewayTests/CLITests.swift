@@ -456,6 +456,28 @@ import Testing
         #expect(unmade.status == 1, "\(unmade.standardOutput)\(unmade.standardError)")
         #expect(unmade.standardOutput.contains(
             "the state directory \(locked)/state does not exist and user nobody cannot make it"), "\(unmade.standardOutput)")
+
+        // The local event store left root's: the gateway runs, the store's events wait in the outbox, and the start
+        // says why instead of SQLite's "readonly database" at every delivery.
+        let fresh = folder.path + "/fresh/state"
+        try FileManager.default.createDirectory(atPath: fresh, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: fresh)
+        _ = try SQLiteEventStore(name: "local", path: fresh + "/events.sqlite")
+        try String(contentsOfFile: config, encoding: .utf8)
+            .replacingOccurrences(of: "state-directory: \(locked)/state", with: "state-directory: \(fresh)")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try ChildProcess(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", program, "run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually {
+            daemon.output.contains("sink local cannot be set up, its events wait in the outbox: \(fresh)/events.sqlite "
+                                   + "belongs to root and user nobody may not write it")
+        }, "\(daemon.output)")
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "it runs: \(daemon.output)")
+        daemon.interrupt()
+        let stopped = try await daemon.wait(timeout: .seconds(15))
+        #expect(stopped.status == 0, "\(stopped.standardOutput)")
     }
 
     @Test func aGatewayWhoseAPIPortIsTakenDoesNotStart() async throws {

@@ -50,6 +50,17 @@ import Testing
         #expect(config.buses.map(\.requestsInFlight) == [1, 1], "one request at a time unless asked")
     }
 
+    @Test func theLocalStoreIsKeptInTheStateDirectory() throws {
+        // Found by a trial: with the config in /etc and the state in /var/lib, the store went to /etc/…/var, where
+        // the gateway's user may not write.
+        let state = folder.file("lib/hall-gateway")
+        let (config, _) = try ConfigLoader.load(path: try write("state-directory: \(state)\n" + valid))
+        #expect(config.sinks == [SinkConfig(name: "local", kind: .sqlite(path: state + "/events.sqlite"))])
+        let (named, _) = try ConfigLoader.load(path: try write(
+            "state-directory: \(state)\n" + valid + "\nsinks:\n  - {type: sqlite, name: mine}\n"))
+        #expect(named.sinks == [SinkConfig(name: "mine", kind: .sqlite(path: state + "/events.sqlite"))])
+    }
+
     @Test func requestsInFlightIsAModbusTCPSettingWithinItsRange() throws {
         let (config, _) = try ConfigLoader.load(path: try write(valid.replacingOccurrences(
             of: "host: 10.0.0.5}", with: "host: 10.0.0.5, requests-in-flight: 8}")))
@@ -347,6 +358,21 @@ import Testing
         let lines = try issues(valid.replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: profiles"))
             .map(\.description)
         #expect(lines.contains { $0.contains("modbus-evaluator-3key.yaml:") && $0.contains("registers.key-ring: registers 30…45 lie outside the block") }, "\(lines)")
+    }
+
+    @Test func aPadProfileWhoseRingWouldGoWrongAfterAWrapOrWhoseAcknowledgementIsNotReadIsRefused() throws {
+        let profiles = folder.file("profiles")
+        try FileManager.default.createDirectory(atPath: profiles, withIntermediateDirectories: true)
+        let original = try String(contentsOfFile: profilesDirectory + "/modbus-evaluator-3key.yaml", encoding: .utf8)
+        try original
+            .replacingOccurrences(of: "key-ring: {start: 16, count: 16}", with: "key-ring: {start: 16, count: 10}")
+            .replacingOccurrences(of: "acknowledge: 5", with: "acknowledge: 40")
+            .write(toFile: profiles + "/modbus-evaluator-3key.yaml", atomically: true, encoding: .utf8)
+        let lines = try issues(valid.replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: profiles"))
+            .map(\.description)
+        #expect(lines.contains { $0.contains("registers.key-ring: a ring of 10 registers: its size must be a power of two") },
+                "\(lines)")
+        #expect(lines.contains { $0.contains("registers.acknowledge: registers 40…40 lie outside the block") }, "\(lines)")
     }
 
     @Test func theShippedDemoProfileLoads() throws {

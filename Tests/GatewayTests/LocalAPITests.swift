@@ -328,6 +328,21 @@ import Testing
         let reused = try await hall.request(
             .POST, "/v1/terminals/tablet-w05/ratings", json: #"{"counter": 41, "level": 1, "staff": "0231", "ticket": "A023"}"#)
         #expect(reused.status == 409 && reused.body.contains("counter 41 was used for another rating"), "\(reused.body)")
+        // A terminal that cannot keep its counter sends a new boot each start: its counter 41 is then a new rating,
+        // and its retries are still retries.
+        let restarted = #"{"boot": "7f3a-2", "counter": 41, "level": 1, "staff": "0231", "ticket": "A023"}"#
+        var afterRestart: [Int] = []
+        for _ in 0..<2 {
+            afterRestart.append(try await hall.request(.POST, "/v1/terminals/tablet-w05/ratings", json: restarted).status)
+        }
+        #expect(afterRestart == [201, 200])
+        let levels = try await hall.gateway.outbox.entries(after: 0, limit: 1000)
+            .filter { $0.type == HallEventType.ratingSubmitted && $0.source.hasSuffix("/tablet-w05") }
+            .map { $0.json.contains(#""level":5"#) ? 5 : $0.json.contains(#""level":1"#) ? 1 : 0 }
+        #expect(levels == [5, 1], "both ratings kept")
+        let badBoot = try await hall.request(
+            .POST, "/v1/terminals/tablet-w05/ratings", json: #"{"boot": "a/b", "counter": 1, "level": 5}"#)
+        #expect(badBoot.status == 400 && badBoot.body.contains("boot must be"), "\(badBoot.body)")
         let offScale = try await hall.request(.POST, "/v1/terminals/tablet-w05/ratings", json: #"{"counter": 42, "key": 9}"#)
         #expect(offScale.status == 400)
         let unknown = try await hall.request(.POST, "/v1/terminals/tablet-w99/ratings", json: rating)

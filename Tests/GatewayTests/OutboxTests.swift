@@ -114,6 +114,19 @@ import Testing
         #expect(reading.events.map(\.id) == ["rating-8-1"])
     }
 
+    @Test func aPadPowerCycledWhileTheGatewayWasDownKeepsNoneOfItsNewRatingsBehindTheOldAcknowledgement() {
+        // Acknowledged 3 before the power cycle; the register kept the 3; five ratings came before the first read.
+        let cursor = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 3)
+        let reading = driver.interpret(
+            registers: registers(bootId: 8, counter: 5, ring: [0: 1, 1: 1, 2: 1, 3: 1, 4: 1], acknowledged: 3),
+            cursor: cursor, at: Date())
+        #expect(reading.events.map(\.id) == (1...5).map { "rating-8-\($0)" })
+        #expect(reading.lost == 0)
+        let asMany = driver.interpret(
+            registers: registers(bootId: 8, counter: 3, ring: [0: 1, 1: 2, 2: 3], acknowledged: 3), cursor: cursor, at: Date())
+        #expect(asMany.events.map(\.id) == (1...3).map { "rating-8-\($0)" }, "as many new ratings as acknowledged before")
+    }
+
     @Test func moreRatingsThanTheRingHoldsAreCountedAsLost() {
         let ring = Dictionary(uniqueKeysWithValues: (0..<16).map { ($0, UInt16(1)) })
         let cursor = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 0)

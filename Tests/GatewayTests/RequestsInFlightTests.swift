@@ -47,7 +47,8 @@ import Testing
         }
     }
 
-    func engine(_ line: SimulatedLine, pads: Int, inFlight: Int, logger: Logger = CapturedLog().logger) throws
+    func engine(_ line: SimulatedLine, pads: Int, inFlight: Int, responseTimeout: Duration = .milliseconds(50),
+                logger: Logger = CapturedLog().logger) throws
         -> BusEngine<ModbusDriver>
     {
         guard case .modbusEvaluator(let profile) = try ProfileLibrary(directory: profilesDirectory)
@@ -57,7 +58,7 @@ import Testing
             DeviceConfig(id: "eval-\($0)", profile: "modbus-evaluator-3key", bus: "lan", address: $0, window: "\($0)")
         }
         let config = BusConfig(id: "lan", transport: .modbusTCP(host: "simulated", port: 502),
-                               responseTimeout: .milliseconds(50), pollInterval: .milliseconds(100),
+                               responseTimeout: responseTimeout, pollInterval: .milliseconds(100),
                                requestsInFlight: inFlight)
         let driver = ModbusDriver(members: devices.map { ($0, .pad(profile)) }, framing: .tcp, hallId: "h",
                                   pollInterval: config.pollInterval, responseTimeout: config.responseTimeout)
@@ -169,6 +170,27 @@ import Testing
         #expect(line.written.allSatisfy { decoder.decode($0.bytes).count == 1 })
         let directions = line.log.map(\.direction)
         #expect(zip(directions, directions.dropFirst()).allSatisfy { $0 != $1 }, "request, answer, request, answer…")
+    }
+
+    @Test func anAnswerSplitAcrossSegmentsComingApartIsStillOneAnswer() async throws {
+        // A peer that writes the MBAP header and the PDU apart, the second segment retransmitted 80 ms later: on TCP
+        // the frame's length says where it ends, and a pause is not the end of a frame as on a serial line.
+        let stop = StopSignal()
+        let pads = Pads(1)
+        let line = SimulatedLine(end: .seconds(1), stop: stop) { written, time in
+            pads.responder(written, time).flatMap { answer in
+                [(after: .milliseconds(5), bytes: Array(answer.bytes.prefix(7))),
+                 (after: .milliseconds(85), bytes: Array(answer.bytes.dropFirst(7)))]
+            }
+        }
+        let bus = try engine(line, pads: 1, inFlight: 1, responseTimeout: .milliseconds(300))
+        await bus.run(until: stop)
+
+        let state = try #require(await bus.deviceStates().first)
+        #expect(state.online == true)
+        #expect(state.counters.transactions >= 5 && state.counters.timeouts == 0, "\(state.counters)")
+        let lineGarbage = bus.lineCounters().garbageBytes
+        #expect(state.counters.garbageBytes == 0 && lineGarbage == 0)
     }
 
     @Test(.timeLimit(.minutes(1))) func libmodbusServerAnswersPollsSentTogether() async throws {

@@ -195,6 +195,24 @@ import Testing
         #expect(everyDeviceRead, "\(states)")
     }
 
+    @Test func aConfigThatCouldNotBeWrittenIsSaidBeforeTheScan() async throws {
+        // Found by a technician: the scan ran its minutes, then lost its findings to a folder it could not write.
+        // Root writes anywhere, so as root the command runs as nobody (setpriv, util-linux).
+        let folder = try TemporaryDirectory()
+        chmod(folder.path, getuid() == 0 ? 0o755 : 0o555)
+        let user = getuid() == 0 ? "nobody" : SystemUser.name
+        let target = folder.file("hall.yaml")
+        let command = ["scan", "--port", folder.file("ttyUSB9"), "--write-config", target]
+        let refused =
+            getuid() == 0
+            ? try await run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", gatewaydPath] + command)
+            : try await run(gatewaydPath, command)
+        #expect(refused.status == 2, "\(refused.standardError)")
+        #expect(refused.standardError.contains("--write-config \(target): user \(user) cannot write in \(folder.path) "
+                                               + "(Permission denied)"), "\(refused.standardError)")
+        #expect(!refused.standardError.contains("ttyUSB9"), "refused before the port is opened: \(refused.standardError)")
+    }
+
     @Test func scanFindsAMisaddressedPad() async throws {
         // The configuration says the pad of window 3 is at address 3; it was set to 7.
         let server = try MockModbusServer.rtu(units: [7: MockModbusEvaluator(staffId: "0103")])

@@ -29,6 +29,57 @@ import Testing
         }
     }
 
+    @Test func flowControlLeftByTheLastUserIsTurnedOff() throws {
+        // As minicom leaves a port: RTS/CTS and XON/XOFF on. With CTS unwired nothing would leave the port.
+        let terminal = try PseudoTerminal()
+        let earlier = open(terminal.devicePath, O_RDWR | O_NOCTTY)
+        try #require(earlier >= 0)
+        defer { close(earlier) }
+        var left = termios()
+        try #require(tcgetattr(earlier, &left) == 0)
+        left.c_cflag |= tcflag_t(CRTSCTS)
+        left.c_iflag |= tcflag_t(IXON | IXOFF | IXANY)
+        try #require(tcsetattr(earlier, TCSANOW, &left) == 0)
+
+        let line = try SerialLine(settings: SerialSettings(port: terminal.devicePath))
+        defer { line.close() }
+        var now = termios()
+        try #require(tcgetattr(earlier, &now) == 0)
+        #expect(now.c_cflag & tcflag_t(CRTSCTS) == 0, "RTS/CTS off")
+        #expect(now.c_iflag & tcflag_t(IXON | IXOFF | IXANY) == 0, "XON/XOFF off")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aPortThatTakesNoMoreOutputFailsTheWriteInsteadOfHanging() throws {
+        // Nobody reads the other end: the tty's buffer fills and stays full, as behind a held CTS.
+        let terminal = try PseudoTerminal()
+        let line = try SerialLine(settings: SerialSettings(port: terminal.devicePath, baud: 115_200))
+        defer { line.close() }
+        let started = ContinuousClock.now
+        #expect {
+            try line.write([UInt8](repeating: 0x55, count: 1 << 20))
+        } throws: { error in
+            "\(error)".contains("\(terminal.devicePath) takes no more output") && "\(error)".contains("the adapter stalls")
+        }
+        #expect(ContinuousClock.now - started >= SerialLine.stallLimit, "gave the port the whole stall limit")
+    }
+
+    @Test func aWakeAfterTheCloseWritesIntoNoOtherFile() throws {
+        let terminal = try PseudoTerminal()
+        let line = try SerialLine(settings: SerialSettings(port: terminal.devicePath))
+        line.close()
+        // Files opened after the close take the lowest free numbers: those the line gave back.
+        let folder = try TemporaryDirectory()
+        let files = (0..<3).map { open(folder.file("file-\($0)"), O_WRONLY | O_CREAT, 0o600) }
+        defer { for file in files { close(file) } }
+        try #require(files.allSatisfy { $0 >= 0 })
+        // As a command submitted from the API's thread just as the bus drops its line.
+        line.wake()
+        for index in files.indices {
+            let size = (try FileManager.default.attributesOfItem(atPath: folder.file("file-\(index)"))[.size] as? Int) ?? -1
+            #expect(size == 0, "file-\(index) holds no stray byte")
+        }
+    }
+
     @Test func aMissingPortSaysWhichAndWhy() {
         #expect {
             try SerialLine(settings: SerialSettings(port: "/dev/ttyUSB-not-here"))

@@ -73,6 +73,28 @@ import Glibc
         await engine.close()
     }
 
+    @Test func aCancelledExchangeStillGetsItsAnswer() async throws {
+        // A bus is cancelled with a request in flight when the gateway is: its read must wait on the loop for the
+        // answer, not return at once and spin that loop (which delivers the answer) until the deadline.
+        let listener = try Listener()
+        let engine = Engine(port: listener.port)
+        try await engine.open()
+        let peer = try listener.accept()
+        defer { close(peer) }
+        let request = try ModbusTCPFrame(transactionId: 1, unitId: 1, request: .readHoldingRegisters(start: 0, count: 2))
+            .encode()
+        let exchange = Task { try await engine.transact(request, within: .seconds(2)) }
+        exchange.cancel()
+        var received = [UInt8](repeating: 0, count: 64)
+        #expect(recv(peer, &received, received.count, 0) == request.count, "the request went out")
+        let reply = try ModbusTCPFrame(transactionId: 1, unitId: 1, response: .readHoldingRegisters(values: [7, 8]))
+            .encode()
+        #expect(send(peer, reply, reply.count, 0) == reply.count)
+        #expect(try await exchange.value
+                == ModbusTCPFrame(transactionId: 1, unitId: 1, response: .readHoldingRegisters(values: [7, 8])))
+        await engine.close()
+    }
+
     @Test func thePeerClosingMakesReadAndWriteThrowNamingHostAndPort() async throws {
         let listener = try Listener()
         let engine = Engine(port: listener.port)

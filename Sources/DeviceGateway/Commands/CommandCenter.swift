@@ -360,10 +360,12 @@ public actor CommandCenter {
                              devices: outcomes, eventId: id)
     }
 
-    /// A rating posted by a networked terminal: one event per terminal and counter, so a retried post is stored once.
-    /// Returns the event's id and whether it was new.
-    public func submitRating(terminal id: String, counter: Int64, key: Int?, level: Int?, staffId: String?,
-                             ticket: String?) async throws -> (eventId: String, stored: Bool) {
+    /// A rating posted by a networked terminal: one event per terminal, boot and counter, so a retried post is stored
+    /// once. `boot` is the terminal's own id of its start (or installation): a terminal that cannot keep its counter
+    /// across restarts sends a new one each start, and its counter may begin again. Returns the event's id and whether
+    /// it was new.
+    public func submitRating(terminal id: String, boot: String? = nil, counter: Int64, key: Int?, level: Int?,
+                             staffId: String?, ticket: String?) async throws -> (eventId: String, stored: Bool) {
         guard let terminal = gateway.config.terminals.first(where: { $0.id == id }) else {
             throw CommandInvalid(kind: "unknown-device", message: "no terminal \(id) in hall \(gateway.config.hall.id)")
         }
@@ -371,6 +373,9 @@ public actor CommandCenter {
             throw CommandInvalid(kind: "invalid", message: "terminal \(id): unknown scale \(terminal.scale)")
         }
         guard counter >= 0 else { throw CommandInvalid(kind: "invalid", message: "counter must be 0 or more") }
+        if let boot, !Self.isBootId(boot) {
+            throw CommandInvalid(kind: "invalid", message: "boot must be 1 to 32 letters, digits or '-'")
+        }
         let chosen: RatingScale.Key?
         switch (key, level) {
         case (let key?, nil): chosen = scale.key(forCode: key)
@@ -386,7 +391,8 @@ public actor CommandCenter {
             window: terminal.window, staffId: staffId, level: chosen.level.rawValue, levelLabel: chosen.level.label,
             key: chosen.code, keyLabel: chosen.label, scale: scale.name, deviceCounter: counter, ticket: ticket)
         let event = CloudEvent(
-            id: "rating-terminal-\(counter)", source: EventSource.device(hall: gateway.config.hall.id, device: id),
+            id: "rating-terminal-" + (boot.map { "\($0)-" } ?? "") + "\(counter)",
+            source: EventSource.device(hall: gateway.config.hall.id, device: id),
             type: HallEventType.ratingSubmitted, time: Date(), subject: EventSource.windowSubject(terminal.window),
             data: .rating(rating))
         // A failed commit throws: the terminal must post again, as it would after a lost response.
@@ -398,10 +404,16 @@ public actor CommandCenter {
            first.level != rating.level || first.key != rating.key || first.staffId != rating.staffId
             || first.ticket != rating.ticket {
             throw CommandInvalid(kind: CommandInvalid.counterReused,
-                                 message: "terminal \(id) counter \(counter) was used for another rating: "
-                                     + "a new rating needs a counter of its own (a restarted terminal continues above it)")
+                                 message: "terminal \(id) counter \(counter)\(boot.map { " (boot \($0))" } ?? "") was used "
+                                     + "for another rating: a new rating needs a counter of its own (a restarted "
+                                     + "terminal continues above it, or sends a new boot)")
         }
         return (event.id, stored)
+    }
+
+    /// A terminal's boot id: it becomes part of an event id.
+    static func isBootId(_ text: String) -> Bool {
+        (1...32).contains(text.count) && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
     }
 
     static func hallTime(_ date: Date, timeZone: TimeZone) -> String {

@@ -51,7 +51,7 @@ public enum ConfigLoader {
         let sinkItems = top.value("sinks").flatMap { reader.items($0, "sinks") }
         let outboxPath = GatewayConfig.outboxPath(in: stateDirectory)
         let sinks = sinkItems?.compactMap { parseSink($0.node, $0.path, reader, folder: folder, outbox: outboxPath) }
-            ?? [SinkConfig(name: "local", kind: .sqlite(path: resolve("var/events.sqlite", against: folder)))]
+            ?? [SinkConfig(name: "local", kind: .sqlite(path: GatewayConfig.localStorePath(in: stateDirectory)))]
         let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()
         // 0 turns the heartbeat off.
         let heartbeat = top.int("heartbeat-seconds", in: 0...86_400) ?? 60
@@ -224,7 +224,9 @@ public enum ConfigLoader {
         var kind: SinkConfig.Kind?
         switch type {
         case "sqlite":
-            let store = resolve(fields.string("path") ?? "var/events.sqlite", against: folder)
+            // Beside the outbox unless told: the state directory is where the gateway's user may write.
+            let store = fields.string("path").map { resolve($0, against: folder) }
+                ?? GatewayConfig.localStorePath(in: (outboxPath as NSString).deletingLastPathComponent)
             // Both keep an `event` table: in one file the store would take the outbox's for its own.
             if isSameFile(store, outboxPath) {
                 reader.report(fields.value("path"), fields.keyPath("path"),

@@ -13,6 +13,10 @@ public struct GatewayConfig: Sendable {
     public static func outboxPath(in stateDirectory: String) -> String {
         (stateDirectory as NSString).appendingPathComponent("outbox.sqlite")
     }
+    /// The local event store's file in `stateDirectory`, where a `sqlite` sink without a `path:` keeps its events.
+    public static func localStorePath(in stateDirectory: String) -> String {
+        (stateDirectory as NSString).appendingPathComponent("events.sqlite")
+    }
     /// Where device profiles are looked up.
     public var profilesDirectory: String
     /// The physical lines and network endpoints.

@@ -109,8 +109,10 @@ public struct ModbusEvaluatorDriver: Sendable {
                 // An acknowledgement above the new counter is the old power-up's, left in the register.
                 consumed = acknowledged <= wireCounter ? Int64(acknowledged) : 0
             }
-        } else if let cursor, acknowledged > wireCounter, acknowledged == UInt16(truncatingIfNeeded: cursor.consumed) {
-            // A new power-up whose acknowledge register still holds what we wrote before it: stale, not a wrap.
+        } else if let cursor, acknowledged != 0, acknowledged == UInt16(truncatingIfNeeded: cursor.consumed) {
+            // A new power-up whose acknowledge register still holds what we wrote before it: stale, not a wrap, and
+            // whether or not the new counter has passed it by the first read (the gateway was down at the power-up).
+            // Only this gateway writes that register, and never for a power-up before its cursor is committed.
             (consumed, current) = (0, Int64(wireCounter))
         } else {
             (consumed, current) = Self.firstMeeting(counter: wireCounter, acknowledged: acknowledged)

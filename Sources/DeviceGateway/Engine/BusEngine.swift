@@ -83,6 +83,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
+    /// How long a partial frame waits for the rest: the quiet gap on a serial line; on TCP, where a frame's length
+    /// says where it ends and a segment can come 200 ms after the last (a retransmission), the response timeout.
+    private var partialFrameLimit: Duration {
+        if case .modbusTCP = config.transport { config.responseTimeout } else { Self.quietGap }
+    }
     /// The longest a bus listens for unprompted frames before it looks around again; commands and the stop wake it
     /// earlier.
     static var idleLimit: Duration { .seconds(1) }
@@ -439,17 +444,20 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
         BusTap.record(outbox, config.id, .sent, request.bytes)
         let onWire = timing.wireTime(characters: request.bytes.count)
-        lineFreeAt = writtenAt + onWire + timing.frameGap
+        // On a serial line the bytes leave after what the line is still sending: a ticket's status request goes out
+        // once the ticket has (write() returns as soon as the driver holds the bytes).
+        let sentAt = timing.characterTime > .zero ? max(writtenAt, lineFreeAt - timing.frameGap) : writtenAt
+        lineFreeAt = sentAt + onWire + timing.frameGap
         count(request.device) { $0.bytesSent += request.bytes.count }
         if timing.characterTime > .zero {
-            echo.expect(request.bytes, at: writtenAt, until: writtenAt + onWire + Self.quietGap,
-                        onlyEchoBefore: writtenAt + onWire * 2 + timing.frameGap)
+            echo.expect(request.bytes, at: sentAt, until: sentAt + onWire + Self.quietGap,
+                        onlyEchoBefore: sentAt + onWire * 2 + timing.frameGap)
         }
         guard request.expectsAnswer else { return .sent }
         inFlight.removeAll(keepingCapacity: true)
-        inFlight.append((request, writtenAt + onWire))
+        inFlight.append((request, sentAt + onWire))
         // The timeout runs from when the last byte is on the wire, not from when write() returned.
-        let deadline = writtenAt + onWire + config.responseTimeout
+        let deadline = sentAt + onWire + config.responseTimeout
         while clock.now < deadline, self.link != nil {
             if let outcome = await receive(on: link, until: deadline) { return outcome }
         }
@@ -478,7 +486,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func receive(on link: any BusLink, until deadline: Duration) async -> Outcome? {
         // A partial frame must be flushed once the line is quiet: read no longer than that.
         var until = deadline
-        if decoder.bufferedByteCount > 0 { until = min(until, lastByteAt + Self.quietGap) }
+        if decoder.bufferedByteCount > 0 { until = min(until, lastByteAt + partialFrameLimit) }
         var bytes: [UInt8]
         do {
             bytes = try await link.read(until: until)
@@ -501,7 +509,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             lastByteAt = now
             lineFreeAt = max(lineFreeAt, now + timing.frameGap)
             frames = decoder.decode(bytes)
-        } else if decoder.bufferedByteCount > 0, now - lastByteAt >= Self.quietGap {
+        } else if decoder.bufferedByteCount > 0, now - lastByteAt >= partialFrameLimit {
             frames = decoder.flush()
         } else {
             frames = []

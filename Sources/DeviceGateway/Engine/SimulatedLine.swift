@@ -9,7 +9,8 @@ import Synchronization
 /// the engine finishes the request in flight, commits and returns.
 public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
     /// What devices say to a frame the gateway wrote: chunks of bytes, each delivered `after` the frame's last
-    /// byte left the gateway (so a device's turnaround and its answer's own wire time are the caller's to add).
+    /// byte left the gateway (so a device's turnaround and its answer's own wire time are the caller's to add). A
+    /// frame written while the line still sends the one before goes out after it, as from a UART's buffer.
     public typealias Responder = @Sendable (_ frame: [UInt8], _ at: Duration) -> [(after: Duration, bytes: [UInt8])]
 
     /// A frame on the wire, as the log keeps it.
@@ -31,6 +32,8 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         var hangUpAfterWrites: Int?
         var linkGeneration = 0
         var responder: Responder
+        /// When the last frame written has left the line.
+        var sendingUntil: Duration = .zero
         var echoing = false
         /// How long after its bytes arrived a read returns: a loaded machine's engine reads late.
         var readDelay: Duration = .zero
@@ -131,9 +134,11 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
 
     public nonisolated(nonsending) func write(_ bytes: [UInt8]) async throws(GatewayError) {
         let responses = state.withLock { state -> [(Duration, [UInt8])] in
-            let sent = state.now
-            state.log.append(Record(time: sent, direction: .fromGateway, bytes: bytes))
+            state.log.append(Record(time: state.now, direction: .fromGateway, bytes: bytes))
+            // As a UART: the frame goes on the wire after what the line is still sending.
+            let sent = max(state.now, state.sendingUntil)
             let onWire = timing.wireTime(characters: bytes.count)
+            state.sendingUntil = sent + onWire
             var responses = state.responder(bytes, sent).map { (sent + onWire + $0.after, $0.bytes) }
             if state.echoing { responses.insert((sent + onWire, bytes), at: 0) }
             return responses

@@ -162,8 +162,8 @@ final class TCPLink: BusLink {
             }.get()
         }
         if let ready = try handler.value.take(left: left) { return ready }
-        // A cancelled task waits no more: its read ends as at the deadline. (A wait under way ends by its deadline.)
-        if Task.isCancelled { return [] }
+        // A cancelled task's read still waits, up to its deadline: returning at once, it would spin the loop that
+        // must deliver the answer (to it and to every other bus on that loop) until the deadline.
         if taskExecutor.isPreferred {
             return try await waitOnLoop { handler.value.read(left: left, waiter: $0) }.get()
         }

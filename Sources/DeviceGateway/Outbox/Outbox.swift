@@ -164,7 +164,7 @@ public final class Outbox: Sendable {
     static func open(path: String, policy: OutboxPolicy, logger: Logger, cutPowerAfter cut: SalvageStep?) throws
         -> Outbox
     {
-        try checkAccess(path)
+        try WritableDatabase.check(path, what: "the outbox", folderName: "the state directory")
         let salvaging = path + ".salvaging", salvaged = path + ".salvaged"
         if FileManager.default.fileExists(atPath: salvaged) {
             let aside = try putInPlace(salvaged, of: path, aside: salvageReport(of: path)?.damagedPath)
@@ -209,29 +209,6 @@ public final class Outbox: Sendable {
     }
 
     struct PowerCut: Error {}
-
-    /// Says at the start what would otherwise fail at every commit: SQLite opens a file it may not write read-only
-    /// without a word (a first run as root leaves the files root's), and a state directory that cannot be made.
-    private static func checkAccess(_ path: String) throws(GatewayError) {
-        let folder = (path as NSString).deletingLastPathComponent
-        let user = SystemUser.name
-        do {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        } catch {
-            throw GatewayError(.storeMissing, "the state directory \(folder) does not exist and user \(user) cannot make "
-                               + "it: create it and give it to the gateway's user")
-        }
-        for file in [folder, path, path + "-wal", path + "-shm"]
-        where FileManager.default.fileExists(atPath: file) && access(file, W_OK) != 0 {
-            if errno == EROFS {
-                throw GatewayError(.storeMissing, "\(file) is on a read-only filesystem (a disk remounted read-only after "
-                                   + "errors?): the outbox needs a writable one")
-            }
-            let owner = (try? FileManager.default.attributesOfItem(atPath: file))?[.ownerAccountName] as? String
-            throw GatewayError(.storeMissing, "\(file) belongs to \(owner ?? "another user") and user \(user) may not "
-                               + "write it: give the state directory and its files to the gateway's user (chown -R)")
-        }
-    }
 
     /// Moves the damaged file (with its journal files) aside and the complete salvage into its place; returns where
     /// the damaged file went (nil: it had been moved already).

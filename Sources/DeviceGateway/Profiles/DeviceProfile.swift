@@ -189,9 +189,16 @@ public struct ProfileLibrary: Sendable {
         guard let block, let status, let counter, let bootId, let acknowledge, let staffId, let keyRing, let scale
         else { return nil }
         let inside: [(String, Int, Int)] = [
-            ("status", status, 1), ("event-counter", counter, 1), ("boot-id", bootId, 2),
+            ("status", status, 1), ("event-counter", counter, 1), ("boot-id", bootId, 2), ("acknowledge", acknowledge, 1),
             ("staff-id", staffId.start, staffId.count), ("key-ring", keyRing.start, keyRing.count),
         ]
+        // A rating's slot is its 16-bit counter modulo the ring: past 65,535 the pad and the gateway agree on it only
+        // when the ring's size divides 65,536.
+        if keyRing.count & (keyRing.count - 1) != 0 {
+            reader.report(registers.value("key-ring"), "registers.key-ring",
+                          "a ring of \(keyRing.count) registers: its size must be a power of two (1, 2, 4 … 64), "
+                            + "or ratings after the counter wraps would be read from the wrong slots")
+        }
         for (key, start, count) in inside where start < block.start || start + count > block.end {
             reader.report(registers.value(key), "registers.\(key)",
                           "registers \(start)…\(start + count - 1) lie outside the block read each poll "

@@ -10,8 +10,7 @@ public final class SQLiteEventStore: EventSink {
 
     /// Opens the store for writing, creating it if needed.
     public init(name: String, path: String) throws {
-        try FileManager.default.createDirectory(
-            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try WritableDatabase.check(path, what: "the local event store", folderName: "the folder")
         self.name = name
         self.path = path
         var configuration = Configuration()

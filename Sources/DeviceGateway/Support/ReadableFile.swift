@@ -13,9 +13,9 @@ public enum ReadableFile {
 }
 
 /// The user this process runs as.
-enum SystemUser {
+public enum SystemUser {
     /// Its name (`hall-gateway`), or its number when it has none.
-    static var name: String {
+    public static var name: String {
         guard let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name else { return "\(geteuid())" }
         return String(cString: name)
     }

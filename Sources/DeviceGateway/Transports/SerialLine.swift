@@ -32,6 +32,10 @@ final class SerialLine: @unchecked Sendable {
             throw GatewayError(.portUnavailable, "\(settings.port) is not a serial port: \(reason)")
         }
         cfmakeraw(&attributes)
+        // Flow control survives in the tty from its last user (minicom turns RTS/CTS on): with CTS unwired, as on
+        // most RS-485 adapters, nothing would leave the port. The protocols here have none.
+        attributes.c_cflag &= ~tcflag_t(CRTSCTS)
+        attributes.c_iflag &= ~tcflag_t(IXON | IXOFF | IXANY)
         let speed = Self.speed(settings.baud)
         cfsetispeed(&attributes, speed)
         cfsetospeed(&attributes, speed)
@@ -62,14 +66,17 @@ final class SerialLine: @unchecked Sendable {
         (wakeRead, wakeWrite) = (ends[0], ends[1])
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        Foundation.close(wakeRead)
+        Foundation.close(wakeWrite)
+    }
 
-    /// Closes the line; reads and writes fail from then on.
+    /// Closes the line; reads and writes fail from then on. The wake pipe stays open until the line is freed: a
+    /// `wake` from another thread after the close would otherwise write into whatever file took its number.
     func close() {
         guard fd >= 0 else { return }
         Foundation.close(fd)
-        Foundation.close(wakeRead)
-        Foundation.close(wakeWrite)
         fd = -1
     }
 
@@ -79,14 +86,26 @@ final class SerialLine: @unchecked Sendable {
         _ = Foundation.write(wakeWrite, &byte, 1)
     }
 
-    /// Writes all bytes, waiting for the driver's buffer when it is full.
+    /// How long the driver's buffer may stay full before the port counts as stalled: a UART sending at 1200 baud
+    /// frees room every 9 ms, so seconds without any is a line that does not send (flow control held, an adapter
+    /// gone quiet).
+    static let stallLimit: Duration = .seconds(2)
+
+    /// Writes all bytes, waiting for the driver's buffer when it is full; throws when it stays full for the stall
+    /// limit, so that the bus reopens the port instead of waiting for ever.
     func write(_ bytes: [UInt8]) throws(GatewayError) {
         var written = 0
+        var progressAt = ContinuousClock.now
         while written < bytes.count {
             let count = bytes[written...].withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
             if count > 0 {
                 written += count
+                progressAt = .now
             } else if count < 0, errno == EAGAIN || errno == EINTR {
+                if ContinuousClock.now - progressAt >= Self.stallLimit {
+                    throw GatewayError(.portUnavailable, "\(path) takes no more output (\(bytes.count - written) bytes "
+                                       + "waiting for \(Self.stallLimit.components.seconds) s): the adapter stalls")
+                }
                 var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
                 _ = poll(&entry, 1, 100)
             } else {
