@@ -1,6 +1,7 @@
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import MockDevices
+import Protocols
 import Testing
 
 /// A window board on Modbus RTU driven through the real gateway: commands are written before polls,
@@ -155,6 +156,31 @@ import Testing
         #expect(try driver.prepare(.power(on: true)).writes == [.init(start: 7, values: [1])])
         #expect(try driver.prepare(.power(on: true)).name == "power-on")
         #expect(driver.counterWrite() == .init(start: 2, values: [1]), "then the counter, as after a call")
+    }
+
+    @Test func aLateAnswerOfAnotherFunctionIsNotTakenForTheCommandsRefusal() throws {
+        // RTU has no transaction id: a poll's registers arriving late, while a board's write waits, must leave the
+        // write waiting for its own answer.
+        let loaded = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-window-board")
+        let profile = try #require({ if case .modbusBoard(let profile) = loaded { profile } else { nil } }())
+        let device = DeviceConfig(id: "board-w05", profile: "modbus-window-board", bus: "line-a", address: 3, window: "5")
+        var driver = ModbusDriver(members: [(device, .board(profile))], framing: .rtu, hallId: "h",
+                                  pollInterval: .milliseconds(500), responseTimeout: .milliseconds(200))
+        let write = LineRequest(
+            device: device.id,
+            bytes: try ModbusRTUFrame(address: 3, request: .writeMultipleRegisters(start: 2, values: [1])).encode(),
+            expectsAnswer: true, purpose: "call")
+        let late = driver.handle(ModbusReply(unit: 3, transactionId: nil, message: .response(.readHoldingRegisters(values: [0, 0]))),
+                                 inFlight: write, at: Date())
+        #expect(!late.answersRequest && late.refusal == nil)
+        let own = driver.handle(ModbusReply(unit: 3, transactionId: nil, message: .response(.writeMultipleRegisters(start: 2, count: 1))),
+                                inFlight: write, at: Date())
+        #expect(own.answersRequest && own.refusal == nil)
+        let refused = driver.handle(
+            ModbusReply(unit: 3, transactionId: nil,
+                        message: .response(.exception(function: .writeMultipleRegisters, code: .illegalDataAddress))),
+            inFlight: write, at: Date())
+        #expect(refused.answersRequest && refused.refusal?.contains("Modbus exception 2") == true, "\(String(describing: refused.refusal))")
     }
 }
 

@@ -188,6 +188,9 @@ public struct ModbusDriver: BusDriver {
         guard let request, let sent = sentRequest(request.bytes), sent.unit == reply.unit,
               sent.transactionId == reply.transactionId, case .response(let response) = reply.message
         else { return LineReaction() }
+        // On RTU nothing else tells a late answer to another request (a poll's registers while a board's write
+        // waits) from this one's: an answer of another function is not this request's, refusal or not.
+        guard response.functionCode == sent.request.functionCode else { return LineReaction() }
         let device = request.device
         if case .exception(let function, let code) = response {
             return LineReaction(from: device, answersRequest: true,
@@ -209,7 +212,7 @@ public struct ModbusDriver: BusDriver {
         case (.writeSingleRegister, .writeSingleRegister):
             return LineReaction(from: device, answersRequest: true)
         default:
-            return LineReaction(from: device, answersRequest: true, refusal: "answered function \(response.functionCode.rawValue), not the one asked")
+            return LineReaction(from: device, answersRequest: true)
         }
     }
 
