@@ -200,10 +200,8 @@ public final class Gateway: Service {
             let event = try await outbox.reportDrops { records in
                 let ranges = records.flatMap(\.ranges)
                 let count = records.reduce(0) { $0 + $1.count }
-                // The drop log's own numbers: unique across runs, so no report can pass for another.
-                let first = records.first?.id ?? 0
                 return CloudEvent(
-                    id: "events-dropped-\(first)-\(records.last?.id ?? first)", source: source, type: HallEventType.eventsDropped,
+                    id: Outbox.dropReportId(records), source: source, type: HallEventType.eventsDropped,
                     time: Date(), subject: nil,
                     data: .eventsDropped(EventsDropped(count: count, ranges: ranges, policy: "drop-oldest",
                                                        maximumBytes: budget)))

@@ -504,6 +504,27 @@ final class TinyDevices: Sendable {
         #expect(await bus.deviceStates().first?.counters.timeouts == 0)
     }
 
+    @Test func bytesDroppedBeforeACommandAreCountedAsGarbage() async throws {
+        // A command that clears the line first (an Onbon board's) dropped a partial frame without counting it.
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(3), stop: stop, responder: devices.responder)
+        var driver = TinyDriver(devices: Self.devices(1))
+        driver.commandsDiscardStaleInput = true
+        let bus = BusEngine(
+            config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
+                              responseTimeout: .milliseconds(100), pollInterval: .seconds(10)),
+            opener: line, clock: line, timing: .instant, hallId: "h", driver: driver, outbox: outbox,
+            logger: CapturedLog().logger, onCommit: { _ in })
+        // The start of a frame, then nothing: the command comes before the line has been quiet long enough to drop it.
+        line.deliver([0x02, 1], at: .milliseconds(1000))
+        line.at(.milliseconds(1010)) { bus.submit(.showText("A023"), to: "caller-1") { _ in } }
+        await bus.run(until: stop)
+
+        let deviceGarbage = await bus.deviceStates().map(\.counters.garbageBytes).reduce(0, +)
+        #expect(deviceGarbage + bus.lineCounters().garbageBytes == 2)
+    }
+
     @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {
         let log = CapturedLog()
         let clock = SystemBusClock()

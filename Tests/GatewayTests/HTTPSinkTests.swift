@@ -83,6 +83,13 @@ import FoundationNetworking
         #expect(error.code == .unavailable)
         #expect(error.message
                 == "http POST \(url): cannot connect to 127.0.0.1:\(port): connection refused (nothing listens there?)")
+
+        // A receiver that takes its key in the query: the key is not in the message (log, outbox, API).
+        let keyed = try makeSink("http://ingest:s3cret-pass@127.0.0.1:\(port)/events?code=s3cret-key#part", timeout: .seconds(2))
+        let keyedError = try await failure { try await keyed.deliver(try outbound([rating("r1")])) }
+        await keyed.shutdown()
+        #expect(keyedError.message.hasPrefix("http POST http://127.0.0.1:\(port)/events?…: cannot connect"), "\(keyedError.message)")
+        #expect(!keyedError.message.contains("s3cret"))
     }
 
     // MARK: Faults of the store, through the proxy

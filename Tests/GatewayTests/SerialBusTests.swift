@@ -41,6 +41,8 @@ struct TinyDriver: BusDriver {
 
     /// Devices that only speak unprompted.
     var unprompted: Set<String> = []
+    /// Whether a command drops what the line holds before it goes out, as an Onbon command does.
+    var commandsDiscardStaleInput = false
 
     mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
         guard !unprompted.contains(device.id) else { return [] }
@@ -65,7 +67,7 @@ struct TinyDriver: BusDriver {
 
     func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
         [LineRequest(device: device.id, bytes: [0x11, UInt8(device.address)] + Array((command.displayText ?? "").utf8) + [0],
-                     expectsAnswer: true, purpose: command.name)]
+                     expectsAnswer: true, purpose: command.name, discardsStaleInput: commandsDiscardStaleInput)]
     }
 }
 

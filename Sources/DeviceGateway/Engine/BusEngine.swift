@@ -238,6 +238,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             linkHeard = false
             reopenUnconfirmed = true
             requestsInFlight = configuredInFlight
+            // What the lost line's decoder held of a frame is garbage too.
+            let held = decoder.bufferedByteCount
+            if held > 0 { unattributed.withLock { $0.garbageBytes += held } }
             decoder = driver.makeDecoder()
             driver.lineOpened()
             echo = EchoFilter()
@@ -432,7 +435,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func exchange(_ request: LineRequest, on link: any BusLink) async -> Outcome {
         if request.discardsStaleInput {
             link.discardInput()
+            // A partial frame dropped here is garbage the line's counters must see; a frame it completes can only be
+            // a late answer.
+            let garbageBefore = decoder.discardedByteCount
             _ = decoder.flush()
+            let garbage = decoder.discardedByteCount - garbageBefore
+            if garbage > 0 { unattributed.withLock { $0.garbageBytes += garbage } }
         }
         await waitForLineFree(on: link, stop: StopSignal())
         let writtenAt = clock.now

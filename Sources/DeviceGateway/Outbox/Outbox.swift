@@ -40,7 +40,7 @@ public struct OutboxPolicy: Sendable, Equatable {
 
 /// Events dropped undelivered because the outbox reached its disk budget.
 public struct DropRecord: Sendable, Equatable, Codable {
-    /// The record's number in the outbox's drop log (unique, increasing).
+    /// The record's number in the outbox's drop log (increasing; a salvaged outbox numbers from 1 again).
     public var id: Int64
     /// When they were dropped.
     public var droppedAt: Date
@@ -527,6 +527,19 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The id of the event reporting `records`: the same for the same drops (a report committed again is one),
+    /// another for any other drops, also after a salvage started the drop log again at 1 (the store would otherwise
+    /// take the new report for the old one and drop it). What was dropped tells them apart: an event's sequence
+    /// number is never given twice.
+    public static func dropReportId(_ records: [DropRecord]) -> String {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for range in records.flatMap(\.ranges) {
+            for byte in "\(range.source) \(range.first) \(range.last);".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        }
+        let first = records.first?.id ?? 0
+        return "events-dropped-\(first)-\(records.last?.id ?? first)-\(String(hash, radix: 16))"
+    }
+
     /// Every drop since the outbox was created: events lost to the disk budget, exactly.
     public func dropTotal() async throws -> Int {
         try await database.read { db in try Int.fetchOne(db, sql: "SELECT coalesce(sum(count), 0) FROM drop_log") ?? 0 }
@@ -924,6 +937,24 @@ public final class Outbox: Sendable {
                 try db.execute(
                     sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts) VALUES (?, ?, ?, ?)",
                     arguments: [device, boot, consumed, (row[3] as Int64?) ?? 0])
+            }
+            // What else the books hold, as far as it can be read: the drop log (reports not yet sent, the total, its
+            // numbering), the commands' idempotency keys (a command retried after the salvage must not run twice),
+            // the hall days already checked, and what the sinks put aside.
+            let carried: [(select: String, insert: String)] = [
+                ("SELECT id, dropped_at, count, ranges, reported FROM drop_log",
+                 "INSERT OR IGNORE INTO drop_log (id, dropped_at, count, ranges, reported) VALUES (?, ?, ?, ?, ?)"),
+                ("SELECT key, request, result, created_at FROM command_key",
+                 "INSERT OR IGNORE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)"),
+                ("SELECT day, checked_at FROM hall_day_check",
+                 "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
+                ("SELECT sink, position, source, id, type, reason, put_aside_at, json FROM put_aside",
+                 "INSERT OR IGNORE INTO put_aside (sink, position, source, id, type, reason, put_aside_at, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+            ]
+            for (select, insert) in carried {
+                for row in (try? damaged.read { old in try Row.fetchAll(old, sql: select) }) ?? [] {
+                    try? db.execute(sql: insert, arguments: StatementArguments(row.databaseValues))
+                }
             }
         }
         // Not even the extent of the event table could be read: how much is lost cannot be told (-1).

@@ -5,7 +5,8 @@ public import Logging
 /// The sink's cursor advances only after the sink confirmed a batch, so a crash or a down store
 /// loses nothing: delivery resumes from the cursor, and the store ignores what it already holds.
 /// A store that is down is retried with exponential backoff and jitter (honouring its `Retry-After`);
-/// a batch it refuses for good is split until the refused events are found, and only those are put aside.
+/// a batch it refuses for good is split until the refused events are found, and only those the store took a later
+/// event after are put aside.
 public struct Forwarder: Sendable {
     public let outbox: Outbox
     public let sink: any EventSink
@@ -15,6 +16,9 @@ public struct Forwarder: Sendable {
     public var firstRetryDelay = Duration.seconds(1)
     /// How often an idle forwarder looks for new events.
     var idleInterval = Duration.milliseconds(200)
+    /// How long after the stop a healthy sink goes on delivering a backlog: within a service manager's stop timeout
+    /// (systemd's 30 s in deploy/), the rest waiting in the outbox for the next start.
+    var stopGrace = Duration.seconds(10)
 
     /// Creates the forwarder of one sink.
     public init(outbox: Outbox, sink: any EventSink, config: SinkConfig, logger: Logger) {
@@ -26,17 +30,30 @@ public struct Forwarder: Sendable {
         self.logger = logger
     }
 
-    /// Forwards until `stop` fires; a healthy sink then gets what is left once more.
+    /// Forwards until `stop` fires; a healthy sink then gets what is left once more, for up to `stopGrace`.
     public func run(until stop: StopSignal) async {
         var failing: String?
         var attempt = 0
+        var stoppedAt: ContinuousClock.Instant?
+        var graceUsed = false
         while true {
             let stopping = stop.isStopped
             // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
             // and its events wait in the outbox for the next start anyway.
             if stopping, failing != nil { break }
             do {
-                while try await forwardBatch() == config.batchSize {}
+                while try await forwardBatch() == config.batchSize {
+                    guard stop.isStopped else { continue }
+                    let since = stoppedAt ?? .now
+                    stoppedAt = since
+                    if ContinuousClock.now - since >= stopGrace {
+                        let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "the"
+                        logger.notice("sink \(sink.name): stopping; \(backlog) events left wait in the outbox for the next start")
+                        graceUsed = true
+                        break
+                    }
+                }
+                if graceUsed { break }
                 if failing != nil {
                     let backlog = (try? await outbox.backlog(sink: sink.name)) ?? 0
                     logger.notice("sink \(sink.name): delivering again, \(backlog) events left in the backlog")
@@ -92,38 +109,37 @@ public struct Forwarder: Sendable {
         return batch.count
     }
 
-    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone and
-    /// puts only those aside. When every event alone is refused for the same reason, the fault is the store's
-    /// (a missing partition, a proxy answering for it), not the events': nothing is put aside, it is retried.
+    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone, and puts
+    /// aside only those the store took a later event after: that is proof the refusal is the event's. Refused with
+    /// nothing taken after them, the fault may be the store's (a proxy answering 400 for it, a column it added):
+    /// they are kept and tried again, and put aside once the store takes an event behind them.
     private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
         var refused: [(event: OutboundEvent, reason: String)] = []
-        var deliveredAny = false
-        try await deliver(batch, refused: &refused, deliveredAny: &deliveredAny)
-        if !deliveredAny, batch.count > 1, refused.count == batch.count,
-           let reason = refused.first?.reason, refused.allSatisfy({ $0.reason == reason })
-        {
-            throw SinkError(.unavailable, "the store refuses every event of the batch alike, taken for its own fault: \(reason)")
+        try await deliver(batch, refused: &refused)
+        if let first = refused.first {
+            let what = refused.count == 1 ? "event \(first.event.id)" : "\(refused.count) events from \(first.event.id) on"
+            throw SinkError(.unavailable, "the store refuses \(what) and took none after it, so the fault may be "
+                                + "its own; kept and tried again: \(first.reason)")
         }
-        try await putAside(&refused)
     }
 
-    private func deliver(_ batch: ArraySlice<OutboundEvent>, refused: inout [(event: OutboundEvent, reason: String)],
-                         deliveredAny: inout Bool) async throws {
+    private func deliver(_ batch: ArraySlice<OutboundEvent>, refused: inout [(event: OutboundEvent, reason: String)])
+        async throws
+    {
         guard let last = batch.last else { return }
         do {
             try await sink.deliver(Array(batch))
             // What was refused before this batch is put aside first: the cursor moves in order.
             try await putAside(&refused)
             try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count)
-            deliveredAny = true
         } catch let error as SinkError where error.code == .rejected {
             guard batch.count > 1 else {
                 refused.append((last, error.message))
                 return
             }
             let middle = batch.startIndex + batch.count / 2
-            try await deliver(batch[..<middle], refused: &refused, deliveredAny: &deliveredAny)
-            try await deliver(batch[middle...], refused: &refused, deliveredAny: &deliveredAny)
+            try await deliver(batch[..<middle], refused: &refused)
+            try await deliver(batch[middle...], refused: &refused)
         }
     }
 

@@ -51,9 +51,13 @@ public final class HTTPSink: EventSink {
         else {
             throw SinkError(.unavailable, "http sink \(name): '\(config.url)' is not an http:// or https:// URL")
         }
+        // Messages name the store without what may authenticate to it: userinfo, and a query (`?code=…`).
         components.user = nil
         components.password = nil
-        self.target = components.string ?? config.url
+        let hadQuery = components.query != nil
+        components.query = nil
+        components.fragment = nil
+        self.target = (components.string ?? "\(scheme)://\(host)") + (hadQuery ? "?…" : "")
         self.host = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         self.usesTLS = scheme == "https"
         self.port = components.port ?? (usesTLS ? 443 : 80)

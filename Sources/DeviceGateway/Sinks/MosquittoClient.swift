@@ -65,6 +65,10 @@ final class MosquittoClient: @unchecked Sendable {
     /// threads only under `state`'s lock. Destroyed once, under the lock, when no network thread runs.
     private let handle: OpaquePointer
     private let state = Mutex(State())
+    /// libmosquitto's first error log line in the current attempt (OpenSSL's reason for a TLS failure). A lock of its
+    /// own: the library logs from inside calls made under `state` (a TLS write failing in `mosquitto_publish`), where
+    /// taking `state` again would trap, or wait for ever on a thread that waits for the library.
+    private let libraryError = Mutex<String?>(nil)
     /// Wakes the network thread while it waits between connection attempts.
     private let wakeUp = DispatchSemaphore(value: 0)
     private let logger: Logger
@@ -389,10 +393,8 @@ final class MosquittoClient: @unchecked Sendable {
                 let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
                 _ = wakeUp.wait(timeout: .now() + .nanoseconds(max(nanoseconds, 1_000_000)))
             case .connect:
-                state.withLock { state in
-                    state.refusal = nil
-                    state.libraryError = nil
-                }
+                state.withLock { $0.refusal = nil }
+                libraryError.withLock { $0 = nil }
                 let code = mosquitto_connect_async(handle, settings.host, Int32(settings.port),
                                                    settings.keepAliveSeconds)
                 let error = cmosquitto_errno()
@@ -487,7 +489,7 @@ final class MosquittoClient: @unchecked Sendable {
             case MOSQ_ERR_EAI.rawValue:
                 return "cannot resolve \(settings.host): \(String(cString: cmosquitto_gai_strerror(error)))"
             case MOSQ_ERR_TLS.rawValue:
-                return Self.tlsFailure(state.libraryError, address: settings.address)
+                return Self.tlsFailure(libraryError.withLock { $0 }, address: settings.address)
             case MOSQ_ERR_KEEPALIVE.rawValue:
                 // libmosquitto 2.0's own text for it is "Unknown error.".
                 return "no answer from the broker within the keepalive (\(settings.keepAliveSeconds) s)"
@@ -638,10 +640,10 @@ final class MosquittoClient: @unchecked Sendable {
     }
 
     private func libraryLogged(_ line: String) {
-        state.withLock { state in
+        libraryError.withLock { error in
             // The first problem of an attempt is the cause; OpenSSL lists the consequences after it.
-            if state.libraryError == nil {
-                state.libraryError = line.hasPrefix("OpenSSL Error[") && line.contains("]: ")
+            if error == nil {
+                error = line.hasPrefix("OpenSSL Error[") && line.contains("]: ")
                     ? String(line[line.range(of: "]: ")!.upperBound...]) : line
             }
         }
@@ -700,8 +702,6 @@ private struct State {
     var lastProblem: String?
     /// The broker's CONNACK refusal in the current attempt.
     var refusal: String?
-    /// libmosquitto's first error log line in the current attempt (OpenSSL's reason for a TLS failure).
-    var libraryError: String?
     /// Event key → message id, while libmosquitto holds the message; and back.
     var messageIds: [String: Int32] = [:]
     var keys: [Int32: String] = [:]
