@@ -105,10 +105,9 @@ public final class Gateway: Service {
         let forwardersStop = StopSignal()
         running.withLock { $0 = true }
         defer { running.withLock { $0 = false } }
-        do {
-            try await outbox.register(sinks: config.sinks.map(\.name))
-        } catch {
-            logger.error("outbox: cannot record the configured sinks: \(error)")
+        let sinksRecorded = await recordSinks()
+        if !sinksRecorded {
+            logger.error("outbox: cannot record the configured sinks yet; delivered events are not pruned until it can")
         }
         logger.info(
             "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
@@ -117,7 +116,7 @@ public final class Gateway: Service {
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
-            group.addTask { await self.maintain(until: forwardersStop) }
+            group.addTask { await self.maintain(until: forwardersStop, sinksRecorded: sinksRecorded) }
             if let interval = config.heartbeatInterval {
                 group.addTask { await self.beat(every: interval, until: forwardersStop) }
             }
@@ -147,8 +146,20 @@ public final class Gateway: Service {
         }
     }
 
+    /// Records the configured sinks in the outbox, which holds back from pruning what each has not confirmed.
+    private func recordSinks() async -> Bool {
+        do {
+            try await outbox.register(sinks: config.sinks.map(\.name))
+            return true
+        } catch {
+            logger.debug("outbox: configured sinks not recorded: \(error)")
+            return false
+        }
+    }
+
     /// The gateway's own events: the salvage of a damaged outbox, drops at the disk budget; and pruning.
-    private func maintain(until stop: StopSignal) async {
+    private func maintain(until stop: StopSignal, sinksRecorded: Bool) async {
+        var sinksRecorded = sinksRecorded
         if let salvage = outbox.salvage {
             // Named after the damaged file: reported again after a stop before it was committed, it counts once.
             await commitOwn(CloudEvent(
@@ -168,7 +179,12 @@ public final class Gateway: Service {
             _ = await commitOwnWaiting()
             await reportDrops()
             await recordDeviceStates()
-            if sincePrune >= .seconds(60) {
+            if !sinksRecorded, await recordSinks() {
+                sinksRecorded = true
+                logger.notice("outbox: the configured sinks are recorded")
+            }
+            // Not before: a sink added to the configuration would not hold back what it has yet to receive.
+            if sincePrune >= .seconds(60), sinksRecorded {
                 sincePrune = .zero
                 do {
                     try await outbox.prune()
