@@ -1,5 +1,6 @@
 @testable import DeviceGateway
 import Foundation
+import GRDB
 import MockDevices
 import Protocols
 import Synchronization
@@ -523,6 +524,31 @@ final class TinyDevices: Sendable {
 
         let deviceGarbage = await bus.deviceStates().map(\.counters.garbageBytes).reduce(0, +)
         #expect(deviceGarbage + bus.lineCounters().garbageBytes == 2)
+    }
+
+    @Test func anOutboxThatCannotBeReadHoldsTheBusUntilItCan() async throws {
+        // Met without its cursor, a pad restarted under its boot id would give ids its first power-up used, dropped
+        // as known: a bus that cannot read where its devices were left polls none of them until it can.
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(5), stop: stop, responder: devices.responder)
+        let log = CapturedLog()
+        let bus = BusEngine(
+            config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
+                              responseTimeout: .milliseconds(100), pollInterval: .milliseconds(100)),
+            opener: line, clock: line, timing: .instant, hallId: "h", driver: TinyDriver(devices: Self.devices(1)),
+            outbox: outbox, logger: log.logger, onCommit: { _ in })
+        let other = try DatabaseQueue(path: folder.file("outbox.sqlite"))
+        try await other.write { try $0.execute(sql: "ALTER TABLE device_cursor RENAME TO device_cursor_away") }
+        line.at(.seconds(2)) {
+            try? other.inDatabase { try $0.execute(sql: "ALTER TABLE device_cursor_away RENAME TO device_cursor") }
+        }
+        await bus.run(until: stop)
+
+        #expect(log.text.components(separatedBy: "cannot read from the outbox where caller-1 was left").count == 2,
+                "said once: \(log.text)")
+        let firstPoll = try #require(Self.polls(of: 1, in: line).first)
+        #expect(firstPoll >= .seconds(2), "no device polled before its cursor was read")
     }
 
     @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {

@@ -172,8 +172,22 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     @discardableResult
     public func run(until stop: StopSignal) async -> Int {
         var cursors: [DeviceCursor] = []
+        // A device met without its cursor would be taken for new: a pad restarted under its boot id would give ids
+        // its first power-up used, dropped as known. An outbox that cannot be read holds the bus until it can.
+        var complained = false
         for device in driver.devices {
-            if let cursor = try? await outbox.cursor(device: device.id) { cursors.append(cursor) }
+            while !stop.isStopped, !Task.isCancelled {
+                do {
+                    if let cursor = try await outbox.cursor(device: device.id) { cursors.append(cursor) }
+                    break
+                } catch {
+                    if !complained {
+                        logger.error("bus \(config.id): cannot read from the outbox where \(device.id) was left (\(error)); trying again every second")
+                        complained = true
+                    }
+                    await clock.sleep(until: clock.now + .seconds(1), stop: stop)
+                }
+            }
         }
         driver.restore(cursors)
         inbox.open()
