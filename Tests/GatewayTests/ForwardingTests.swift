@@ -123,7 +123,7 @@ final class GatedSink: EventSink {
                                   logger: CapturedLog().logger)
         let error = try await #require(throws: SinkError.self) { try await forwarder.drain() }
         #expect(error.code == .unavailable)
-        #expect(error.message.contains("the store refuses 6 events from e1 on and took none after it"), "\(error.message)")
+        #expect(error.message.contains("the store refuses 6 events in a row from e1 and nothing came after yet"), "\(error.message)")
         #expect(try await outbox.putAsideEvents().isEmpty)
         #expect(try await outbox.backlog(sink: sink.name) == 6, "all kept for the next attempt")
     }
@@ -167,6 +167,33 @@ final class GatedSink: EventSink {
         try await forwarder.drain()
         #expect(sink.received == ["e1", "e2", "e4"])
         #expect(try await outbox.putAsideEvents().map(\.id) == ["e3"])
+    }
+
+    @Test func aRunOfRefusedEventsAsLongAsTheBatchIsPutAsideOnceTheStoreTakesTheOneBehindIt() async throws {
+        // With batch-size 1 every batch is a lone event: the store's taking the next one must be looked for, or the
+        // sink would retry the first refused event for ever.
+        try await outbox.commit(deviceEvents(4))
+        let sink = ScriptedSink(poison: ["e1", "e2"])
+        let forwarder = Forwarder(outbox: outbox, sink: sink,
+                                  config: SinkConfig(name: sink.name, kind: .sqlite(path: ""), batchSize: 1),
+                                  logger: CapturedLog().logger)
+        try await forwarder.drain()
+        #expect(sink.received == ["e3", "e4"])
+        #expect(try await outbox.putAsideEvents().map(\.id) == ["e1", "e2"])
+        #expect(try await outbox.backlog(sink: sink.name) == 0)
+    }
+
+    @Test func aLongerRunOfRefusalsThanTheStoreIsGivenToProveItselfIsTakenForTheStoresFault() async throws {
+        let run = Forwarder.eventsOfferedBehindRefusals + 2
+        try await outbox.commit(deviceEvents(run + 1))
+        let sink = ScriptedSink(poison: Set((1...run).map { "e\($0)" }))
+        let forwarder = Forwarder(outbox: outbox, sink: sink,
+                                  config: SinkConfig(name: sink.name, kind: .sqlite(path: ""), batchSize: 1),
+                                  logger: CapturedLog().logger)
+        let error = try await #require(throws: SinkError.self) { try await forwarder.drain() }
+        #expect(error.code == .unavailable && error.message.contains("took none after"), "\(error.message)")
+        #expect(try await outbox.putAsideEvents().isEmpty, "nothing put aside on a guess")
+        #expect(try await outbox.backlog(sink: sink.name) == run + 1)
     }
 
     @Test func aStopDoesNotWaitForTheWholeBacklogToDrain() async throws {
@@ -355,7 +382,7 @@ func damagePages(of path: String, bytes: Int) throws {
 
 extension OutboxSalvageTests {
     /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books.
-    @Test func aSalvageKeepsTheCommandsKeysTheDropLogAndTheDaysChecked() async throws {
+    @Test func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersAndTheDaysChecked() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
         let policy = OutboxPolicy(maximumBytes: 1_048_576)
@@ -366,6 +393,7 @@ extension OutboxSalvageTests {
             try await outbox.recordCommandResult(key: "ticket-7f3a", request: #"{"prefix":"A"}"#, json: #"{"status":"done"}"#,
                                                  at: Date(), keepingSince: Date().addingTimeInterval(-86_400))
             #expect(try await outbox.beginDayCheck(day: "2026-12-02"))
+            try await outbox.saveTicketNumber(day: "2026-12-02", prefix: "A", number: 23)
             for round in 0..<100 { try await outbox.commit(deviceEvents(50, prefix: "r\(round)-")) }
             dropped = try await outbox.dropTotal()
             try #require(dropped > 0, "the budget dropped events, not yet reported")
@@ -387,6 +415,7 @@ extension OutboxSalvageTests {
         #expect(try await outbox.commandResult(key: "ticket-7f3a", since: .distantPast)?.result == #"{"status":"done"}"#,
                 "a command retried after the salvage is answered, not run again")
         #expect(try await outbox.beginDayCheck(day: "2026-12-02") == false, "the day's check ran already")
+        #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
         #expect(try await outbox.dropTotal() == dropped)
         let report = try await outbox.reportDrops { records in
             CloudEvent(id: Outbox.dropReportId(records), source: "/halls/h/gateway", type: HallEventType.eventsDropped,

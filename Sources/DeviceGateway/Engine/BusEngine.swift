@@ -491,6 +491,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         defer { inFlight.removeAll(keepingCapacity: true) }
         guard self.link != nil else { return .linkLost(reporter.lastError ?? "line lost") }
         link.discardInput()
+        // A partial answer left in the decoder would garble the next one (on TCP it waits up to the response
+        // timeout for the rest): garbage, counted for the device that timed out.
+        let garbageBefore = decoder.discardedByteCount
+        _ = decoder.flush()
+        let garbage = decoder.discardedByteCount - garbageBefore
+        if garbage > 0, let request = inFlight.first?.request { count(request.device) { $0.garbageBytes += garbage } }
         for (request, _) in inFlight {
             count(request.device) { $0.timeouts += 1 }
             if let device = driver.devices.first(where: { $0.id == request.device }) {

@@ -40,7 +40,7 @@ public struct OutboxPolicy: Sendable, Equatable {
 
 /// Events dropped undelivered because the outbox reached its disk budget.
 public struct DropRecord: Sendable, Equatable, Codable {
-    /// The record's number in the outbox's drop log (increasing; a salvaged outbox numbers from 1 again).
+    /// The record's number in the outbox's drop log (increasing; a salvage carries the log as far as it can read it).
     public var id: Int64
     /// When they were dropped.
     public var droppedAt: Date
@@ -940,16 +940,17 @@ public final class Outbox: Sendable {
             }
             // What else the books hold, as far as it can be read: the drop log (reports not yet sent, the total, its
             // numbering), the commands' idempotency keys (a command retried after the salvage must not run twice),
-            // the hall days already checked, and what the sinks put aside.
+            // the day's ticket numbers (no second A001) and the hall days already checked. What the sinks put aside
+            // stays in the damaged file: its positions would collide with the new file's.
             let carried: [(select: String, insert: String)] = [
                 ("SELECT id, dropped_at, count, ranges, reported FROM drop_log",
                  "INSERT OR IGNORE INTO drop_log (id, dropped_at, count, ranges, reported) VALUES (?, ?, ?, ?, ?)"),
                 ("SELECT key, request, result, created_at FROM command_key",
                  "INSERT OR IGNORE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)"),
+                ("SELECT day, prefix, number FROM ticket_counter",
+                 "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)"),
                 ("SELECT day, checked_at FROM hall_day_check",
                  "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
-                ("SELECT sink, position, source, id, type, reason, put_aside_at, json FROM put_aside",
-                 "INSERT OR IGNORE INTO put_aside (sink, position, source, id, type, reason, put_aside_at, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             ]
             for (select, insert) in carried {
                 for row in (try? damaged.read { old in try Row.fetchAll(old, sql: select) }) ?? [] {

@@ -42,6 +42,7 @@ public struct Forwarder: Sendable {
             // and its events wait in the outbox for the next start anyway.
             if stopping, failing != nil { break }
             do {
+                if stopping, stoppedAt == nil { stoppedAt = .now }
                 while try await forwardBatch() == config.batchSize {
                     guard stop.isStopped else { continue }
                     let since = stoppedAt ?? .now
@@ -110,18 +111,30 @@ public struct Forwarder: Sendable {
     }
 
     /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone, and puts
-    /// aside only those the store took a later event after: that is proof the refusal is the event's. Refused with
-    /// nothing taken after them, the fault may be the store's (a proxy answering 400 for it, a column it added):
-    /// they are kept and tried again, and put aside once the store takes an event behind them.
+    /// aside only those the store took a later event after: that is proof the refusal is the event's. A refused run
+    /// with nothing taken after it is followed by up to `eventsOfferedBehindRefusals` more events, one by one, until
+    /// the store takes one. When it takes none (or nothing comes after yet) the fault may be the store's (a proxy
+    /// answering 400 for it, a column it added): the run is kept and tried again with backoff.
     private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
         var refused: [(event: OutboundEvent, reason: String)] = []
         try await deliver(batch, refused: &refused)
-        if let first = refused.first {
-            let what = refused.count == 1 ? "event \(first.event.id)" : "\(refused.count) events from \(first.event.id) on"
-            throw SinkError(.unavailable, "the store refuses \(what) and took none after it, so the fault may be "
-                                + "its own; kept and tried again: \(first.reason)")
+        guard let last = refused.last else { return }
+        let behind = try await outbox.entries(after: last.event.position, limit: Self.eventsOfferedBehindRefusals)
+        for event in behind {
+            // Taken: the run before it is put aside and the cursor moves past it.
+            try await deliver([event][...], refused: &refused)
+            if refused.isEmpty { return }
         }
+        let first = refused[0]
+        let what = refused.count == 1 ? "event \(first.event.id)" : "\(refused.count) events in a row from \(first.event.id)"
+        throw SinkError(.unavailable, "the store refuses \(what)"
+                            + (behind.isEmpty ? " and nothing came after yet" : " and took none after")
+                            + ", so the fault may be its own; kept and tried again: \(first.reason)")
     }
+
+    /// How many events behind a refused run are offered to tell the store's fault from the events': a longer run of
+    /// refusals is taken for the store's.
+    static let eventsOfferedBehindRefusals = 16
 
     private func deliver(_ batch: ArraySlice<OutboundEvent>, refused: inout [(event: OutboundEvent, reason: String)])
         async throws

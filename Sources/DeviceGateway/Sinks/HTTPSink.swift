@@ -49,7 +49,9 @@ public final class HTTPSink: EventSink {
         guard var components = URLComponents(string: config.url), let scheme = components.scheme?.lowercased(),
               scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
         else {
-            throw SinkError(.unavailable, "http sink \(name): '\(config.url)' is not an http:// or https:// URL")
+            // Up to its query, which may hold a key.
+            let shown = config.url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            throw SinkError(.unavailable, "http sink \(name): '\(shown)' is not an http:// or https:// URL")
         }
         // Messages name the store without what may authenticate to it: userinfo, and a query (`?code=…`).
         components.user = nil
