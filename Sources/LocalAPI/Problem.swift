@@ -11,6 +11,8 @@ struct Problem: Error, HTTPResponseError {
     let detail: String
     /// The methods the path takes, for a 405's `Allow` header.
     var allow: [String] = []
+    /// A refused command's kind (`CommandInvalid.kind`): a member a program switches on, as RFC 9457 allows.
+    var kind: String?
 
     init(_ status: HTTPResponse.Status, _ detail: String, allow: [String] = []) {
         self.status = status
@@ -28,6 +30,7 @@ struct Problem: Error, HTTPResponseError {
         default: .notFound
         }
         self.init(status, invalid.message)
+        kind = invalid.kind
     }
 
     var headers: HTTPFields {
@@ -38,10 +41,11 @@ struct Problem: Error, HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body: [String: Any] = [
+        var body: [String: Any] = [
             "type": "about:blank", "title": status.reasonPhrase, "status": status.code, "detail": detail,
             "instance": request.uri.path,
         ]
+        if let kind { body["kind"] = kind }
         let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }

@@ -50,14 +50,15 @@ public enum QueueCommand: Sendable, Equatable {
         }
     }
 
-    /// The command and its arguments in words, to tell two requests under one idempotency key apart.
+    /// The command and its arguments in words, to tell two requests under one idempotency key apart. Free text
+    /// and staff ids are in it only as a fingerprint: it is kept with the key and said in refusals.
     var summary: String {
         switch self {
         case .call(let window, let ticket), .recall(let window, let ticket), .requestRating(let window, let ticket):
             "\(name) of ticket \(ticket) at window \(window)"
         case .pause(let window), .resume(let window), .clear(let window): "\(name) at window \(window)"
-        case .setStaff(let window, let staff): "\(name) \(staff) at window \(window)"
-        case .showText(let device, let text): "\(name) '\(text)' on \(device)"
+        case .setStaff(let window, let staff): "\(name) at window \(window) (staff #\(Fingerprint.of(staff)))"
+        case .showText(let device, let text): "\(name) on \(device) (text #\(Fingerprint.of(text)))"
         case .brightness(let device, let percent): "\(name) \(percent) % on \(device)"
         case .power(let device, _): "\(name) on \(device)"
         }
@@ -235,7 +236,7 @@ public actor CommandCenter {
         if prefix != nil, gateway.tickets == nil {
             throw CommandInvalid(kind: "invalid", message: "the gateway numbers no tickets (no tickets: in its configuration): send number")
         }
-        let request = "ticket " + [number.map { "number \($0)" }, prefix.map { "prefix \($0)" }, "service \(service)",
+        let request = "ticket " + [number.map { "number \($0)" }, prefix.map { "prefix \($0)" }, "service #\(Fingerprint.of(service))",
                                    "\(waitingAhead) waiting ahead", printer.map { "on \($0)" }].compactMap { $0 }.joined(separator: ", ")
         return try await once(idempotencyKey, request: request) { id in
             await Self.issue(number: number, prefix: prefix, service: service, waitingAhead: waitingAhead,
@@ -339,6 +340,13 @@ public actor CommandCenter {
                 do {
                     try await gateway.send(.printTicket(ticket), to: printer)
                     outcomes.append(.init(device: printer, result: CommandResult.Status.done.rawValue, detail: nil))
+                    status = .done
+                    break
+                } catch let error as GatewayError where error.code == .unconfirmed {
+                    // The ticket went out, its status did not come back: most likely printed and in a citizen's hand
+                    // (the printer then ran out of paper, or its cover opened). Issued, not printed again elsewhere.
+                    outcomes.append(.init(device: printer, result: CommandResult.Status.done.rawValue,
+                                          detail: "sent; the printer did not answer after it: check it (\(error.message))"))
                     status = .done
                     break
                 } catch {
@@ -498,7 +506,7 @@ public actor CommandCenter {
     static func status(of error: GatewayError) -> CommandResult.Status {
         switch error.code {
         case .deviceOffline, .portUnavailable: .deviceOffline
-        case .deviceTimeout: .timedOut
+        case .deviceTimeout, .unconfirmed: .timedOut
         default: .refused
         }
     }

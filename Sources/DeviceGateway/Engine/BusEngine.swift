@@ -401,9 +401,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             requests = frames(of: command, to: device)
         }
         guard let requests else { return }
+        var earlierSent: String?
         for request in requests {
             switch await exchange(request, on: link) {
             case .answered, .sent:
+                earlierSent = earlierSent ?? request.purpose
                 continue
             case .refused(let reason):
                 await commitPending()
@@ -411,8 +413,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 return
             case .timedOut:
                 await commitPending()
-                command.completion(.failure(GatewayError(
-                    .deviceTimeout, "\(device.id): no answer to \(request.purpose) within \(config.responseTimeout)")))
+                let silence = "\(device.id): no answer to \(request.purpose) within \(config.responseTimeout)"
+                // After frames that went out, the device may have done what they said: not the same as not at all.
+                command.completion(.failure(earlierSent.map {
+                    GatewayError(.unconfirmed, "\(silence), after its \($0) went out: it may have been carried out")
+                } ?? GatewayError(.deviceTimeout, silence)))
                 return
             case .linkLost(let reason):
                 command.completion(.failure(GatewayError(.portUnavailable, "\(device.id): \(reason)")))

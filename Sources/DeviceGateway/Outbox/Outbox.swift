@@ -532,12 +532,9 @@ public final class Outbox: Sendable {
     /// take the new report for the old one and drop it). What was dropped tells them apart: an event's sequence
     /// number is never given twice.
     public static func dropReportId(_ records: [DropRecord]) -> String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for range in records.flatMap(\.ranges) {
-            for byte in "\(range.source) \(range.first) \(range.last);".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        }
+        let dropped = records.flatMap(\.ranges).map { "\($0.source) \($0.first) \($0.last);" }.joined()
         let first = records.first?.id ?? 0
-        return "events-dropped-\(first)-\(records.last?.id ?? first)-\(String(hash, radix: 16))"
+        return "events-dropped-\(first)-\(records.last?.id ?? first)-\(Fingerprint.of(dropped))"
     }
 
     /// Every drop since the outbox was created: events lost to the disk budget, exactly.

@@ -12,6 +12,9 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
         public static let commandRejected = Code(name: "commandRejected")
         /// The device is offline: it stopped answering, so a command is not even tried.
         public static let deviceOffline = Code(name: "deviceOffline")
+        /// The command's frames went out but the device did not confirm them: it may have carried it out (a printer
+        /// that took a ticket and did not answer the status request after it).
+        public static let unconfirmed = Code(name: "unconfirmed")
     }
 
     public var code: Code
