@@ -362,6 +362,21 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// A hall whose tickets go to `first` (printer-1) and `second` (printer-2), each on a line of its own.
+    static func printersHall(_ first: MockEscPosPrinter, _ second: MockEscPosPrinter, pollIntervalMs: Int,
+                             tickets: String) async throws -> Hall {
+        try await Hall(
+            buses: """
+              - {id: kiosk-1, transport: serial, port: \(first.devicePath), poll-interval-ms: \(pollIntervalMs), response-timeout-ms: 200}
+              - {id: kiosk-2, transport: serial, port: \(second.devicePath), poll-interval-ms: \(pollIntervalMs), response-timeout-ms: 200}
+            """,
+            devices: """
+              - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+              - {id: printer-2, profile: escpos-80mm, bus: kiosk-2, address: 1}
+            """,
+            more: tickets)
+    }
+
     @Test func aTicketIsNumberedByTheGatewayAndPrintedOnAPrinterThatHasPaper() async throws {
         let empty = try MockEscPosPrinter()
         let loaded = try MockEscPosPrinter()
@@ -370,16 +385,8 @@ import Testing
             loaded.stop()
         }
         empty.set(.init(paperOut: true))
-        let hall = try await Hall(
-            buses: """
-              - {id: kiosk-1, transport: serial, port: \(empty.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
-              - {id: kiosk-2, transport: serial, port: \(loaded.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
-            """,
-            devices: """
-              - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
-              - {id: printer-2, profile: escpos-80mm, bus: kiosk-2, address: 1}
-            """,
-            more: "tickets: {prefixes: [A], priority-prefixes: [V]}")
+        let hall = try await Self.printersHall(empty, loaded, pollIntervalMs: 100,
+                                               tickets: "tickets: {prefixes: [A], priority-prefixes: [V]}")
         #expect(await eventually { hall.gateway.printerConditions() == ["printer-1": "paper-out", "printer-2": "online"] })
         let key = [("Idempotency-Key", "kiosk-ticket-1")]
         let first = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务"}"#, headers: key)
@@ -416,16 +423,7 @@ import Testing
             silent.stop()
             other.stop()
         }
-        let hall = try await Hall(
-            buses: """
-              - {id: kiosk-1, transport: serial, port: \(silent.devicePath), poll-interval-ms: 5000, response-timeout-ms: 200}
-              - {id: kiosk-2, transport: serial, port: \(other.devicePath), poll-interval-ms: 5000, response-timeout-ms: 200}
-            """,
-            devices: """
-              - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
-              - {id: printer-2, profile: escpos-80mm, bus: kiosk-2, address: 1}
-            """,
-            more: "tickets: {prefixes: [A]}")
+        let hall = try await Self.printersHall(silent, other, pollIntervalMs: 5000, tickets: "tickets: {prefixes: [A]}")
         #expect(await eventually { hall.gateway.printerConditions() == ["printer-1": "online", "printer-2": "online"] })
         silent.setAnswering(false)
         let answer = try hall.json(try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务"}"#).body)
