@@ -75,6 +75,7 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             let detail = switch error.status {
             case .notFound: "no such endpoint: \(request.method) \(request.uri.path)"
             case .methodNotAllowed: "\(request.method) is not allowed on \(request.uri.path)"
+            case .contentTooLarge: "the body is larger than the API takes (2 MB)"
             default: "\(error)"
             }
             throw Problem(error.status, detail)

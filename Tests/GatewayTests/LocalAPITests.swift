@@ -141,6 +141,16 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func aBodyOverTheLimitIsRefusedInWords() async throws {
+        let hall = try await Hall()
+        let huge = #"{"text": ""# + String(repeating: "x", count: 2_200_000) + #""}"#
+        let answer = try await hall.request(.POST, "/v1/devices/board-w05/text", json: huge)
+        #expect(answer.status == 413 && answer.type == "application/problem+json")
+        #expect(answer.body.contains("the body is larger than the API takes (2 MB)") && !answer.body.contains("NIO"),
+                "\(answer.body.prefix(300))")
+        try await hall.stopAll()
+    }
+
     @Test func aRepeatedIdempotencyKeyRunsTheCommandOnce() async throws {
         let hall = try await Hall()
         let key = [("Idempotency-Key", "queue-7f3a-0001")]
@@ -405,11 +415,12 @@ import Testing
         let issued = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.ticket.issued" }
         #expect(issued.count == 2)
         let bad = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "Z", "service": "x"}"#)
-        #expect(try hall.json(bad.body)["status"] as? String == "refused")
+        #expect(bad.status == 400 && bad.body.contains("unknown ticket prefix 'Z' (configured: A, V)"), "\(bad.body)")
+        #expect(try hall.json(bad.body)["kind"] as? String == "invalid")
         // Every request counts by its outcome, the retry too (answered from the first run).
         let samples = MetricsTests.samples(try await hall.request(.GET, "/metrics").body)
         #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="done"}"#] == 3)
-        #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="refused"}"#] == 1)
+        #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="invalid"}"#] == 1)
         try await hall.stopAll()
     }
 
