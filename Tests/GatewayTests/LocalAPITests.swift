@@ -415,7 +415,7 @@ import Testing
         let issued = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.ticket.issued" }
         #expect(issued.count == 2)
         let bad = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "Z", "service": "x"}"#)
-        #expect(bad.status == 400 && bad.body.contains("unknown ticket prefix 'Z' (configured: A, V)"), "\(bad.body)")
+        #expect(bad.status == 400 && bad.body.contains("unknown ticket prefix 'Z' (configured: A; 绿色通道: V)"), "\(bad.body)")
         #expect(try hall.json(bad.body)["kind"] as? String == "invalid")
         // Every request counts by its outcome, the retry too (answered from the first run).
         let samples = MetricsTests.samples(try await hall.request(.GET, "/metrics").body)

@@ -234,9 +234,8 @@ public actor CommandCenter {
         }
         guard !printers.isEmpty else { throw CommandInvalid(kind: "no-device", message: "the hall has no ticket printer") }
         // The caller's mistake, said before anything runs (it was a 200 with a "refused" ticket and an event).
-        if let prefix, let settings = gateway.tickets?.settings, !settings.allPrefixes.contains(prefix) {
-            throw CommandInvalid(kind: "invalid", message: "unknown ticket prefix '\(prefix)' (configured: "
-                                    + settings.allPrefixes.joined(separator: ", ") + ")")
+        if let prefix, let problem = gateway.tickets?.settings.problem(withPrefix: prefix) {
+            throw CommandInvalid(kind: "invalid", message: problem)
         }
         if prefix != nil, gateway.tickets == nil {
             throw CommandInvalid(kind: "invalid", message: "the gateway numbers no tickets (no tickets: in its configuration): send number")

@@ -49,8 +49,9 @@ public enum ConfigLoader {
         let deviceItems = top.value("devices", required: true).flatMap { reader.items($0, "devices") } ?? []
         let devices = deviceItems.compactMap { parseDevice($0.node, $0.path, reader) }
         let sinkItems = top.value("sinks").flatMap { reader.items($0, "sinks") }
-        let outboxPath = GatewayConfig.outboxPath(in: stateDirectory)
-        let sinks = sinkItems?.compactMap { parseSink($0.node, $0.path, reader, folder: folder, outbox: outboxPath) }
+        let sinks = sinkItems?.compactMap {
+            parseSink($0.node, $0.path, reader, folder: folder, stateDirectory: stateDirectory)
+        }
             ?? [SinkConfig(name: "local", kind: .sqlite(path: GatewayConfig.localStorePath(in: stateDirectory)))]
         let outbox = top.value("outbox").flatMap { parseOutbox($0, reader) } ?? OutboxPolicy()
         // 0 turns the heartbeat off.
@@ -209,7 +210,8 @@ public enum ConfigLoader {
     }
 
     private static func parseSink(_ node: Node, _ path: String, _ reader: YAMLReader, folder: String,
-                                  outbox outboxPath: String) -> SinkConfig? {
+                                  stateDirectory: String) -> SinkConfig? {
+        let outboxPath = GatewayConfig.outboxPath(in: stateDirectory)
         guard let fields = reader.fields(node, path) else { return nil }
         let type = fields.choice("type", ["sqlite", "http", "postgres", "mqtt"], required: true)
         let name = fields.id("name") ?? type
@@ -226,7 +228,7 @@ public enum ConfigLoader {
         case "sqlite":
             // Beside the outbox unless told: the state directory is where the gateway's user may write.
             let store = fields.string("path").map { resolve($0, against: folder) }
-                ?? GatewayConfig.localStorePath(in: (outboxPath as NSString).deletingLastPathComponent)
+                ?? GatewayConfig.localStorePath(in: stateDirectory)
             // Both keep an `event` table: in one file the store would take the outbox's for its own.
             if isSameFile(store, outboxPath) {
                 reader.report(fields.value("path"), fields.keyPath("path"),

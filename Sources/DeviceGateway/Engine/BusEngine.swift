@@ -253,8 +253,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             reopenUnconfirmed = true
             requestsInFlight = configuredInFlight
             // What the lost line's decoder held of a frame is garbage too.
-            let held = decoder.bufferedByteCount
-            if held > 0 { unattributed.withLock { $0.garbageBytes += held } }
+            let garbage = dropPartialFrame()
+            if garbage > 0 { unattributed.withLock { $0.garbageBytes += garbage } }
             decoder = driver.makeDecoder()
             driver.lineOpened()
             echo = EchoFilter()
@@ -454,11 +454,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func exchange(_ request: LineRequest, on link: any BusLink) async -> Outcome {
         if request.discardsStaleInput {
             link.discardInput()
-            // A partial frame dropped here is garbage the line's counters must see; a frame it completes can only be
-            // a late answer.
-            let garbageBefore = decoder.discardedByteCount
-            _ = decoder.flush()
-            let garbage = decoder.discardedByteCount - garbageBefore
+            let garbage = dropPartialFrame()
             if garbage > 0 { unattributed.withLock { $0.garbageBytes += garbage } }
         }
         await waitForLineFree(on: link, stop: StopSignal())
@@ -491,6 +487,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return timeOutInFlight(on: link)
     }
 
+    /// Empties the decoder of what it holds of a frame, for the counters to see as garbage; returns how many bytes.
+    /// A frame it completes can only be a late answer, and is dropped with the rest.
+    private func dropPartialFrame() -> Int {
+        let before = decoder.discardedByteCount
+        _ = decoder.flush()
+        return decoder.discardedByteCount - before
+    }
+
     /// The requests still in flight at their deadline missed it.
     private func timeOutInFlight(on link: any BusLink) -> Outcome {
         defer { inFlight.removeAll(keepingCapacity: true) }
@@ -498,9 +502,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         link.discardInput()
         // A partial answer left in the decoder would garble the next one (on TCP it waits up to the response
         // timeout for the rest): garbage, counted for the device that timed out.
-        let garbageBefore = decoder.discardedByteCount
-        _ = decoder.flush()
-        let garbage = decoder.discardedByteCount - garbageBefore
+        let garbage = dropPartialFrame()
         if garbage > 0, let request = inFlight.first?.request { count(request.device) { $0.garbageBytes += garbage } }
         for (request, _) in inFlight {
             count(request.device) { $0.timeouts += 1 }

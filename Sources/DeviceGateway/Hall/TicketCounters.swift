@@ -18,6 +18,13 @@ public struct TicketSettings: Sendable, Equatable {
 
     /// Every prefix, ordinary ones first.
     public var allPrefixes: [String] { prefixes + priorityPrefixes }
+
+    /// Why `prefix` numbers no ticket here, or nil when it does.
+    public func problem(withPrefix prefix: String) -> String? {
+        guard !allPrefixes.contains(prefix) else { return nil }
+        return "unknown ticket prefix '\(prefix)' (configured: " + prefixes.joined(separator: ", ")
+            + (priorityPrefixes.isEmpty ? "" : "; 绿色通道: " + priorityPrefixes.joined(separator: ", ")) + ")"
+    }
 }
 
 /// A ticket that could not be numbered.
@@ -113,12 +120,7 @@ public actor TicketCounters {
     /// The next ticket number for `prefix`: `A001`, `A002`, … Throws for a prefix that is not configured and when
     /// the store cannot save (the number is then not reused).
     public func next(prefix: String) async throws(TicketError) -> String {
-        guard settings.allPrefixes.contains(prefix) else {
-            throw TicketError(.unknownPrefix, "unknown ticket prefix '\(prefix)' (configured: "
-                                + settings.prefixes.joined(separator: ", ")
-                                + (settings.priorityPrefixes.isEmpty ? "" : "; 绿色通道: "
-                                    + settings.priorityPrefixes.joined(separator: ", ")) + ")")
-        }
+        if let problem = settings.problem(withPrefix: prefix) { throw TicketError(.unknownPrefix, problem) }
         let today = await currentDay()
         try await load(today)
         let number = numbers[prefix, default: 0] + 1

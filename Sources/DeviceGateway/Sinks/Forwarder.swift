@@ -35,8 +35,7 @@ public struct Forwarder: Sendable {
         var failing: String?
         var attempt = 0
         var stoppedAt: ContinuousClock.Instant?
-        var graceUsed = false
-        while true {
+        forwarding: while true {
             let stopping = stop.isStopped
             // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
             // and its events wait in the outbox for the next start anyway.
@@ -50,11 +49,9 @@ public struct Forwarder: Sendable {
                     if ContinuousClock.now - since >= stopGrace {
                         let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "the"
                         logger.notice("sink \(sink.name): stopping; \(backlog) events left wait in the outbox for the next start")
-                        graceUsed = true
-                        break
+                        break forwarding
                     }
                 }
-                if graceUsed { break }
                 if failing != nil {
                     let backlog = (try? await outbox.backlog(sink: sink.name)) ?? 0
                     logger.notice("sink \(sink.name): delivering again, \(backlog) events left in the backlog")
