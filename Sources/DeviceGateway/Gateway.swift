@@ -83,12 +83,48 @@ public final class Gateway: Service {
         self.acknowledgingOnLaterPoll = acknowledgingOnLaterPoll
     }
 
-    /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls).
+    /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls). A board that
+    /// acknowledges on a later poll has carried it out once it acknowledged, not when it took the writes: until then
+    /// the command is not done.
     public func send(_ command: HallCommand, to deviceId: String) async throws {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
+        // An outbox that cannot be read cannot show the acknowledgement either: the command still goes out.
+        guard acknowledgingOnLaterPoll.contains(deviceId), let before = try? await outbox.committedTotal() else {
+            return try await bus.send(command, to: deviceId)
+        }
         try await bus.send(command, to: deviceId)
+        try await awaitAcknowledgement(of: command.name, by: device, after: before)
+    }
+
+    /// Returns once `device` acknowledged `command` in an event committed after `position`; throws when it did not
+    /// within the polls its driver waits, and a little more. The command's own read-back usually brings it at once.
+    private func awaitAcknowledgement(of command: String, by device: DeviceConfig, after position: Int64) async throws {
+        let bus = config.buses.first { $0.id == device.bus }
+        let cycle = (bus?.pollInterval ?? .seconds(1)) + (bus?.responseTimeout ?? .seconds(1))
+        let limit = cycle * (ModbusBoardDriver.pollsBeforeUnacknowledged + 2)
+        let deadline = ContinuousClock.now + limit
+        let source = EventSource.device(hall: config.hall.id, device: device.id)
+        var position = position
+        while true {
+            for entry in (try? await outbox.entries(after: position, limit: 1000)) ?? [] {
+                position = entry.position
+                guard entry.source == source, entry.type == HallEventType.boardAcknowledged,
+                      case .boardAcknowledged(let verdict)? = try? CloudEvent.decode(json: Data(entry.json.utf8)).data,
+                      verdict.command == command
+                else { continue }
+                guard verdict.accepted else {
+                    throw GatewayError(.deviceTimeout, "\(device.id) did not acknowledge \(command): it has not shown it")
+                }
+                return
+            }
+            guard ContinuousClock.now < deadline else {
+                throw GatewayError(.deviceTimeout, "\(device.id): no acknowledgement of \(command) within "
+                                   + "\(Int(limit / .milliseconds(1))) ms: it may not show it")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     public func run() async throws {

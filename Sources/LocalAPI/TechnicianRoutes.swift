@@ -95,24 +95,13 @@ extension LocalAPI {
             purpose: command.name, sent: "", sentWords: [], received: "", receivedWords: [],
             outcome: "answered")
         let bus = gateway.config.buses.first { $0.id == device.bus }
-        // Long enough for the polls a board may take to acknowledge, or for a printer's next status.
+        // Long enough for a printer's next status.
         let cycle = (bus?.pollInterval ?? .seconds(1)) + (bus?.responseTimeout ?? .seconds(1))
         do {
-            let before = try await gateway.outbox.committedTotal()
+            // A board that acknowledges on a later poll has shown it once `send` returns.
             try await gateway.send(command, to: device.id)
             if gateway.acknowledgingOnLaterPoll.contains(device.id) {
-                let deadline = ContinuousClock.now + cycle * (ModbusBoardDriver.pollsBeforeUnacknowledged + 2)
-                switch try await boardVerdict(of: device.id, on: command.name, after: before, until: deadline) {
-                case true?:
-                    step.outcome = "answered and acknowledged"
-                case false?:
-                    step.outcome = "not acknowledged"
-                    report.problem = "\(device.id) did not acknowledge \(command.name): it has not shown it"
-                case nil:
-                    step.outcome = "no acknowledgement yet"
-                    report.problem = "\(device.id): no acknowledgement of \(command.name) within "
-                        + "\(Int((cycle * (ModbusBoardDriver.pollsBeforeUnacknowledged + 2)) / .milliseconds(1))) ms"
-                }
+                step.outcome = "answered and acknowledged"
             } else if gateway.roles[device.id] == .printer {
                 // The paper as the printer reports it after the ticket, not before.
                 await nextPoll(of: device.id, until: ContinuousClock.now + cycle + .milliseconds(500))
@@ -121,6 +110,11 @@ extension LocalAPI {
                     report.printerConditions = condition == "online" ? [] : [condition]
                 }
             }
+        } catch let error as GatewayError {
+            // Its message names the device already.
+            step.outcome = (error.code == .commandRejected ? "refused: " : "failed: ") + error.message
+            report.problem = error.message
+            report.answered = false
         } catch {
             step.outcome = "refused: \(error)"
             report.problem = "\(device.id): \(error)"
@@ -129,26 +123,6 @@ extension LocalAPI {
         report.via = "through the running daemon"
         report.steps.append(step)
         return report
-    }
-
-    /// Whether the board acknowledged `command` in an event committed after `position`: nil if none came by
-    /// `deadline`. Its acknowledgements are committed by the bus like any event, so the outbox is where they show.
-    private func boardVerdict(of device: String, on command: String, after position: Int64,
-                              until deadline: ContinuousClock.Instant) async throws -> Bool? {
-        let source = EventSource.device(hall: gateway.config.hall.id, device: device)
-        var position = position
-        while true {
-            for entry in try await gateway.outbox.entries(after: position, limit: 1000) {
-                position = entry.position
-                guard entry.source == source, entry.type == HallEventType.boardAcknowledged,
-                      case .boardAcknowledged(let verdict)? = try? CloudEvent.decode(json: Data(entry.json.utf8)).data,
-                      verdict.command == command
-                else { continue }
-                return verdict.accepted
-            }
-            if ContinuousClock.now >= deadline { return nil }
-            try await Task.sleep(for: .milliseconds(50))
-        }
     }
 
     /// Returns once the bus has had an answer from the device after now, or at `deadline`.

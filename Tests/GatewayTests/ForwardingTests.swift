@@ -169,6 +169,30 @@ final class GatedSink: EventSink {
         #expect(try await outbox.putAsideEvents().map(\.id) == ["e3"])
     }
 
+    @Test func theEventBehindALoneRefusalGoesAtOnceNotAfterTheBackoff() async throws {
+        // A quiet hall: the store refuses the last event, and nothing follows it for a while.
+        try await outbox.commit(deviceEvents(3))
+        let sink = ScriptedSink(poison: ["e3"])
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+                                  logger: CapturedLog().logger)
+        // Half an hour at least before the next attempt: only the next event may bring it sooner.
+        forwarder.firstRetryDelay = .seconds(3600)
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        // The failure is recorded before the backoff begins.
+        #expect(await eventually {
+            (try? await outbox.sinkReports([sink.name]).first?.lastError)??.contains("nothing came after yet") == true
+        })
+        #expect(sink.received == ["e1", "e2"])
+        #expect(try await outbox.putAsideEvents().isEmpty)
+
+        try await outbox.commit(Array(deviceEvents(4).suffix(1)))
+        #expect(await eventually { sink.received == ["e1", "e2", "e4"] }, "\(sink.received)")
+        #expect(try await outbox.putAsideEvents().map(\.id) == ["e3"])
+        stop.stop()
+        await running.value
+    }
+
     @Test func aRunOfRefusedEventsAsLongAsTheBatchIsPutAsideOnceTheStoreTakesTheOneBehindIt() async throws {
         // With batch-size 1 every batch is a lone event: the store's taking the next one must be looked for, or the
         // sink would retry the first refused event for ever.

@@ -414,6 +414,12 @@ import Testing
         #expect(next["ticket"] as? String == "A002")
         let issued = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.ticket.issued" }
         #expect(issued.count == 2)
+        // The hall counts its tickets by service: each event says which.
+        let services = try issued.map { entry -> String? in
+            guard case .command(let executed) = try CloudEvent.decode(json: Data(entry.json.utf8)).data else { return nil }
+            return executed.service
+        }
+        #expect(services == ["社保业务", "医保"])
         let bad = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "Z", "service": "x"}"#)
         #expect(bad.status == 400 && bad.body.contains("unknown ticket prefix 'Z' (configured: A; 绿色通道: V)"), "\(bad.body)")
         #expect(try hall.json(bad.body)["kind"] as? String == "invalid")

@@ -97,6 +97,37 @@ import Testing
         }
     }
 
+    @Test func aCallIsDoneOnlyOnceTheBoardAcknowledgedIt() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        let gateway = try testGateway(
+            buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 100}",
+            devices: "  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: \"5\"}",
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let center = CommandCenter(gateway: gateway)
+
+        let shown = try await center.execute(.call(window: "5", ticket: "A023"))
+        #expect(shown.status == .done)
+        #expect(board.display.text == "请A023号到5号窗口")
+
+        // The board answers its writes but takes nothing: the queue system hears it was not shown.
+        board.acknowledging = false
+        let lost = try await center.execute(.call(window: "5", ticket: "A024"))
+        #expect(lost.status == .timedOut)
+        #expect(lost.devices.map(\.detail) == ["board-w05 did not acknowledge call: it has not shown it"])
+        #expect(board.display.text == "请A023号到5号窗口")
+        // What the hall sees is in the event for the central store too.
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually { (try? await store.events(type: "hall.command.failed", limit: 10).count) == 1 })
+        stop.stop()
+        await running.value
+    }
+
     @Test func brightnessAndPowerAreRegisterWritesTheBoardTakesAndAcknowledges() async throws {
         let line = try BoardLine()
         let (board, gateway) = (line.board, line.gateway)

@@ -165,6 +165,24 @@ import Testing
         #expect(try await outbox.backlog(sink: sink.name) == 0)
     }
 
+    @Test func aRefusalNamesTheConstraintWithoutCopyingTheEvent() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        try await sink.deliver(outbound([rating(1)]))
+        // The store's own rule, added by its administrator after the table was made.
+        _ = try await central.rows("ALTER TABLE \(table) ADD CONSTRAINT no_level_one CHECK (event #>> '{data,level}' IS DISTINCT FROM '1')")
+        let error = try await #require(throws: SinkError.self) {
+            try await sink.deliver(outbound([rating(2, level: 1)]))
+        }
+        await sink.shutdown()
+        #expect(error.code == .rejected)
+        #expect(error.message.contains("violates check constraint \"no_level_one\""), "\(error.message)")
+        #expect(error.message.contains("SQLSTATE 23514"), "\(error.message)")
+        // PostgreSQL's detail would repeat the whole row: reasons and logs keep to what broke.
+        #expect(!error.message.contains("Failing row"), "\(error.message)")
+        #expect(error.message.count < 300, "\(error.message)")
+    }
+
     @Test func aStoppedServerIsUnavailableWithinTheTimeoutAndDeliveryResumesAfterItsRestart() async throws {
         // A cluster of this test's own: stopping the shared one would take it away from the other suites.
         let services = try #require(ProcessInfo.processInfo.environment["HALL_TEST_SERVICES"])

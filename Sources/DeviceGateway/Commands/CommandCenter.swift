@@ -362,7 +362,7 @@ public actor CommandCenter {
                 status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.min() ?? .refused
             }
         }
-        let executed = CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number,
+        let executed = CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number, service: service,
                                        result: status.rawValue, devices: outcomes)
         await gateway.commitOwn(CloudEvent(
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),

@@ -90,8 +90,8 @@ public struct ModbusReplyDecoder: FrameDecoder {
 /// Modbus evaluator pads and window boards on one RTU line or TCP endpoint.
 ///
 /// A poll reads the device's register block; a pad's new ratings are acknowledged (its acknowledge register
-/// written) only after they are committed; a board's command is its writes (text and mode, or brightness or power)
-/// and then its counter write.
+/// written) only after they are committed; a board's command is its writes (text and mode, or brightness or power),
+/// its counter write, and a read of its block for the acknowledgement.
 public struct ModbusDriver: BusDriver {
     public let devices: [DeviceConfig]
     private let framing: ModbusFraming
@@ -178,9 +178,13 @@ public struct ModbusDriver: BusDriver {
         let counter = board.counterWrite()
         boards[device.id] = board
         writing[device.id] = (prepared, counter)
-        return (prepared.writes + [counter]).map { write in
+        let writes = (prepared.writes + [counter]).map { write in
             request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device, purpose: command.name)
         }
+        // Read back at once: a board that copied the counter says so now, not at its next poll.
+        let block = board.profile.block
+        return writes + [request(.readHoldingRegisters(start: UInt16(block.start), count: UInt16(block.count)), to: device,
+                                 purpose: command.name)]
     }
 
     public mutating func handle(_ reply: ModbusReply, inFlight request: LineRequest?, at time: Date) -> LineReaction {

@@ -314,6 +314,8 @@ public struct CommandExecuted: Sendable, Equatable, Codable {
     public var command: String
     public var window: String?
     public var ticket: String?
+    /// A ticket's service (户籍, 社保业务…): what the hall counts its tickets by. Nil for other commands.
+    public var service: String?
     /// The overall result: `done`, `device-offline`, `refused`, `timed-out` (the worst of the devices').
     public var result: String
     public var devices: [DeviceOutcome]
@@ -334,12 +336,13 @@ public struct CommandExecuted: Sendable, Equatable, Codable {
     }
 
     /// Creates the record of a command.
-    public init(commandId: String, command: String, window: String?, ticket: String?, result: String,
-                devices: [DeviceOutcome]) {
+    public init(commandId: String, command: String, window: String?, ticket: String?, service: String? = nil,
+                result: String, devices: [DeviceOutcome]) {
         self.commandId = commandId
         self.command = command
         self.window = window
         self.ticket = ticket
+        self.service = service
         self.result = result
         self.devices = devices
     }

@@ -61,7 +61,9 @@ public struct Forwarder: Sendable {
                 if stopping { break }
                 await stop.sleep(for: idleInterval)
             } catch {
-                let reason = (error as? SinkError)?.message ?? "\(error)"
+                let alone = error as? RefusedRunAlone
+                let sinkError = alone?.error ?? error as? SinkError
+                let reason = sinkError?.message ?? "\(error)"
                 try? await outbox.recordFailure(sink: sink.name, reason: reason)
                 if failing != reason {
                     let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "unknown"
@@ -70,7 +72,12 @@ public struct Forwarder: Sendable {
                 failing = reason
                 if stopping { break }
                 attempt += 1
-                await stop.sleep(for: retryDelay(attempt: attempt, retryAfter: (error as? SinkError)?.retryAfter))
+                let delay = retryDelay(attempt: attempt, retryAfter: sinkError?.retryAfter)
+                if let alone {
+                    await sleep(for: delay, orUntilAnEventAfter: alone.position, stop)
+                } else {
+                    await stop.sleep(for: delay)
+                }
             }
         }
         await sink.shutdown()
@@ -82,9 +89,26 @@ public struct Forwarder: Sendable {
     public func drain() async throws -> Int {
         var total = 0
         while true {
-            let count = try await forwardBatch()
+            let count: Int
+            do { count = try await forwardBatch() } catch let alone as RefusedRunAlone { throw alone.error }
             total += count
             if count < config.batchSize { return total }
+        }
+    }
+
+    /// A refused run at the end of the backlog: the store has not been offered an event behind it yet.
+    private struct RefusedRunAlone: Error {
+        var position: Int64
+        var error: SinkError
+    }
+
+    /// Waits out `delay`, or until an event is committed after `position`: the event that tells whose fault a
+    /// refusal is goes at once, rather than after a backoff of up to a minute.
+    private func sleep(for delay: Duration, orUntilAnEventAfter position: Int64, _ stop: StopSignal) async {
+        let until = ContinuousClock.now + delay
+        while !stop.isStopped, ContinuousClock.now < until {
+            await stop.sleep(for: min(idleInterval, until - .now))
+            if let behind = try? await outbox.entries(after: position, limit: 1), !behind.isEmpty { return }
         }
     }
 
@@ -111,7 +135,8 @@ public struct Forwarder: Sendable {
     /// aside only those the store took a later event after: that is proof the refusal is the event's. A refused run
     /// with nothing taken after it is followed by up to `eventsOfferedBehindRefusals` more events, one by one, until
     /// the store takes one. When it takes none (or nothing comes after yet) the fault may be the store's (a proxy
-    /// answering 400 for it, a column it added): the run is kept and tried again with backoff.
+    /// answering 400 for it, a column it added): the run is kept and tried again with backoff, or as soon as an event
+    /// comes behind it.
     private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
         var refused: [(event: OutboundEvent, reason: String)] = []
         try await deliver(batch, refused: &refused)
@@ -124,9 +149,11 @@ public struct Forwarder: Sendable {
         }
         let first = refused[0]
         let what = refused.count == 1 ? "event \(first.event.id)" : "\(refused.count) events in a row from \(first.event.id)"
-        throw SinkError(.unavailable, "the store refuses \(what)"
-                            + (behind.isEmpty ? " and nothing came after yet" : " and took none after")
-                            + ", so the fault may be its own; kept and tried again: \(first.reason)")
+        let error = SinkError(.unavailable, "the store refuses \(what)"
+                                + (behind.isEmpty ? " and nothing came after yet" : " and took none after")
+                                + ", so the fault may be its own; kept and tried again: \(first.reason)")
+        if behind.isEmpty { throw RefusedRunAlone(position: last.event.position, error: error) }
+        throw error
     }
 
     /// How many events behind a refused run are offered to tell the store's fault from the events': a longer run of

@@ -140,6 +140,9 @@ final class MosquittoClient: @unchecked Sendable {
                 throw SinkError(.rejected, "mqtt \(address): \(what): \(String(cString: mosquitto_strerror(code)))")
             }
         }
+        // Our own network thread runs the loop: without this, a publish from another thread writes to the socket
+        // itself, beside the network thread's reads (under TLS, two threads in one OpenSSL connection).
+        try check(mosquitto_threaded_set(handle, true), "threaded mode")
         try check(mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311), "protocol version")
         try check(mosquitto_int_option(handle, MOSQ_OPT_SEND_MAXIMUM, settings.maximumInFlight), "in-flight maximum")
         try check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "TCP_NODELAY")

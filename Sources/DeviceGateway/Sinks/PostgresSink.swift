@@ -374,6 +374,13 @@ public actor PostgresSink: EventSink {
 
     // MARK: Errors and time
 
+    /// The server's detail as reasons and logs show it: a key that exists, a value out of range. "Failing row contains
+    /// (…)" is the whole event again, so it is left out; the message names the constraint.
+    static func shownDetail(_ detail: String) -> String? {
+        if detail.hasPrefix("Failing row contains") { return nil }
+        return detail.count > 200 ? String(detail.prefix(200)) + "…" : detail
+    }
+
     /// The forwarder's view of a failure: data the server refuses for good (SQLSTATE classes 22 and 23) is
     /// rejected; everything else (connection refused, reset, timeout, server shutting down, wrong password,
     /// missing privilege) is retried, since the batch itself is fine.
@@ -387,7 +394,7 @@ public actor PostgresSink: EventSink {
         case .server:
             let state = psql.serverInfo?[.sqlState] ?? "?????"
             let message = psql.serverInfo?[.message] ?? "error"
-            let detail = psql.serverInfo?[.detail].map { " (\($0))" } ?? ""
+            let detail = psql.serverInfo?[.detail].flatMap(shownDetail).map { " (\($0))" } ?? ""
             // 23514 is also "no partition of the table for this row": the store's layout, not the event.
             if state == "23514", message.contains("partition") {
                 return SinkError(.unavailable, prefix + "no partition takes the events: \(message) [SQLSTATE \(state)]")
