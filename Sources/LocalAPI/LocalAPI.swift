@@ -168,7 +168,23 @@ public struct LocalAPI: Sendable {
 
     /// The JSON body; its DecodingError reaches the problem middleware, which says in words what is wrong.
     static func body<Body: Decodable>(_ type: Body.Type, _ request: Request, _ context: BasicRequestContext) async throws -> Body {
-        try await context.requestDecoder.decode(type, from: request, context: context)
+        var request = request
+        let data = Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView)
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch DecodingError.dataCorrupted(let corrupted) where corrupted.codingPath.isEmpty {
+            // Foundation says "not valid JSON", with no field, for 50.5 where a whole number goes: find the field.
+            guard let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let field = fields.keys.sorted().first(where: { fields[$0].map(isFractionOrHuge) ?? false })
+            else { throw DecodingError.dataCorrupted(corrupted) }
+            throw Problem(.badRequest, "the body is not what this endpoint takes: '\(field)' must be a whole number")
+        }
+    }
+
+    private static func isFractionOrHuge(_ value: Any) -> Bool {
+        guard !(value is Bool), let number = value as? NSNumber else { return false }
+        let double = number.doubleValue
+        return double.rounded() != double || abs(double) >= 9.2e18
     }
 
     /// The paths and methods of the OpenAPI document: a known path asked with another method answers 405.

@@ -266,6 +266,21 @@ final class TinyDevices: Sendable {
         #expect(states.last?.offlineByLine == false, "silent by itself, on a working line")
     }
 
+    @Test func aSilentDevicePolledSeldomIsNotProbedMoreOftenThanItWasPolled() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(600), stop: stop, responder: devices.responder)
+        // A device the profile polls once a minute (a board's temperature, say), silent from the start.
+        let bus = engine(line, devices: Self.devices(2), pollIntervals: ["caller-2": .seconds(60)])
+        await bus.run(until: stop)
+
+        let probes = Self.polls(of: 2, in: line)
+        let gaps = zip(probes.dropFirst(), probes).map { $0 - $1 }
+        #expect(probes.count >= 5, "\(probes)")
+        #expect(gaps.allSatisfy { $0 >= .seconds(60) }, "a probe every 30 s would be twice its polls: \(gaps)")
+        #expect(await bus.deviceStates().last?.online == false)
+    }
+
     @Test func aCommandToAnOfflineDeviceAnswersAtOnceWithTheReason() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])

@@ -291,6 +291,11 @@ import Testing
         let missing = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"number": "A1"}"#)
         #expect(missing.status == 400)
         #expect((try hall.json(missing.body)["detail"] as? String)?.contains("'ticket' is missing") == true, "\(missing.body)")
+        // A fraction where a whole number goes is valid JSON with one field wrong: the detail names the field.
+        let fraction = try await hall.request(.POST, "/v1/devices/board-w05/brightness", json: #"{"level": 50.5}"#)
+        #expect(fraction.status == 400)
+        #expect(try hall.json(fraction.body)["detail"] as? String
+                == "the body is not what this endpoint takes: 'level' must be a whole number", "\(fraction.body)")
         let unknown = try await hall.request(.POST, "/v1/windows/99/call", json: #"{"ticket": "A1"}"#)
         #expect(unknown.status == 404)
         #expect(try hall.json(unknown.body)["detail"] as? String == "hall test-hall has no window 99")

@@ -725,7 +725,7 @@ struct PollSchedule {
         var backoff: Duration?
     }
 
-    /// The longest pause between two probes of a silent device.
+    /// The longest pause between two probes of a silent device, unless its poll interval is longer.
     static let maximumBackoff = Duration.seconds(30)
 
     private var entries: [Entry]
@@ -764,7 +764,9 @@ struct PollSchedule {
             entries[index].due = max(startedAt + interval, now)
             return
         }
-        let backoff = min(max((entries[index].backoff ?? max(interval, .milliseconds(500))) * 2, interval), Self.maximumBackoff)
+        // A device polled less often than the longest backoff is probed no more often than it was polled.
+        let longest = max(Self.maximumBackoff, interval)
+        let backoff = min(max((entries[index].backoff ?? max(interval, .milliseconds(500))) * 2, interval), longest)
         entries[index].backoff = backoff
         entries[index].due = now + backoff
     }
