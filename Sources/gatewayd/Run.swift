@@ -136,8 +136,10 @@ struct Run: AsyncParsableCommand {
         services += demoServices.map {
             .init(service: $0.service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: $0.name)
         }
+        // Started under nohup, SIGHUP comes ignored: the technician meant the gateway to outlive the terminal.
+        let stopSignals: [UnixSignal] = Self.isIgnored(SIGHUP) ? [.sigterm, .sigint] : [.sigterm, .sigint, .sighup]
         let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint, .sighup], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: stopSignals, logger: logger))
         do {
             try await group.run()
         } catch {
@@ -150,6 +152,13 @@ struct Run: AsyncParsableCommand {
     }
 
     /// Why the service group ended: the service that finished out of turn, or the error a service threw.
+    /// Whether `signal` was ignored when the process started (ServiceLifecycle ignores the ones it watches later).
+    static func isIgnored(_ signal: Int32) -> Bool {
+        var current = sigaction()
+        guard sigaction(signal, nil, &current) == 0 else { return false }
+        return unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+    }
+
     static func explain(_ error: any Error) -> String {
         guard let groupError = error as? ServiceGroupError else { return "\(error)" }
         // The service's name (set above, never its fields) is in the description only.

@@ -426,6 +426,29 @@ import Testing
         #expect(stopped.standardOutput.contains("gateway stopped"), "\(stopped.standardOutput)")
     }
 
+    @Test func startedUnderNohupAClosedTerminalDoesNotStopIt() async throws {
+        let folder = try TemporaryDirectory()
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
+        let daemon = try ChildProcess("/usr/bin/nohup", [gatewaydPath, "run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
+        let api = try #require(Self.apiURL(daemon))
+
+        // nohup executes the gateway in its own process: the signal reaches the gateway, which ignores it.
+        kill(daemon.process.processIdentifier, SIGHUP)
+        // A stopping gateway closes its API first: the status would find nobody.
+        let status = try await run(gatewaydPath, ["status", "--config", config, "--api", api])
+        #expect(status.status == 0, "\(status.standardOutput)\(status.standardError)\(daemon.output)")
+        #expect(status.standardOutput.hasPrefix("devices live from the gateway at \(api)"), "\(status.standardOutput)")
+
+        kill(daemon.process.processIdentifier, SIGTERM)
+        let stopped = try await daemon.wait(timeout: .seconds(15))
+        #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
+        #expect(stopped.standardOutput.components(separatedBy: "gateway stopped").count == 2, "stopped once, by SIGTERM")
+    }
+
     @Test func filesAnotherUserLeftAndAStateDirectoryThatCannotBeMadeAreSaidAtTheStart() async throws {
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
