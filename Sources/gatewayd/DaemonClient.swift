@@ -100,6 +100,8 @@ struct DaemonError: Error, CustomStringConvertible {
     let description: String
     /// The HTTP status, when the daemon answered.
     var status: Int? = nil
+    /// The daemon's own words (its problem's detail), when it answered.
+    var detail: String? = nil
 
     /// The exit status for this failure, the same from every command (docs/cli.md): 3 when the daemon does not answer
     /// or refuses the token (a script cannot tell those apart from "gateway down", nor act differently), 2 when it
@@ -203,8 +205,9 @@ struct DaemonClient: Sendable {
     /// What an answer other than 2xx means: a refused token (with where it was read), or the daemon's problem.
     private func failure(status: Int, body: Data, path: String) -> DaemonError {
         guard status == 401 else {
+            let detail = Self.problem(body)
             return DaemonError(
-                kind: .refused, description: "\(baseURL)\(path): \(status) \(Self.problem(body))", status: status)
+                kind: .refused, description: "\(baseURL)\(path): \(status) \(detail)", status: status, detail: detail)
         }
         let hint =
             token == nil

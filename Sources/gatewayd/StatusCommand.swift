@@ -11,7 +11,9 @@ struct StatusCommand: AsyncParsableCommand {
             last recorded in its outbox (every 2 s while it ran) and says so. Columns: transactions answered, \
             timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), garbage bytes, and the \
             answer latency's p50/p99 bucket in ms. A state read from the outbox is a last known one: `was online`, \
-            `was OFFLINE`, under a first line saying when it was recorded. Exit status 0; 1 when a device is offline; \
+            `was OFFLINE`, under a first line saying when it was recorded. A running daemon that is not ready (its outbox \
+            takes no write: a full disk) is said above the table. Exit status 0; 1 when a device is offline or the \
+            daemon is not ready; \
             2 for a broken configuration; 3 when the daemon does not answer (also when its outbox's record is shown: \
             that is no word on the hall now). With --outbox the record was asked for: 0 or 1 as its devices were.
             """)
@@ -41,7 +43,9 @@ struct StatusCommand: AsyncParsableCommand {
             try show(snapshot, hall: hall)
             // The daemon was asked and did not answer: an old record of all online is no "all well".
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
-            if snapshot.devices.contains(where: { $0.online == false }) { throw ExitCode(CLIExit.failed) }
+            if snapshot.notReady != nil || snapshot.devices.contains(where: { $0.online == false }) {
+                throw ExitCode(CLIExit.failed)
+            }
             return
         }
         while true {
@@ -69,6 +73,11 @@ struct StatusCommand: AsyncParsableCommand {
         case .daemon(let url):
             recorded = false
             print("devices live from the gateway at \(url)")
+            if let notReady = snapshot.notReady {
+                // Above the table: nothing read from the devices is kept while this lasts.
+                print(Output.paint("the gateway is NOT READY: \(notReady); what the devices report waits in memory, "
+                                   + "nothing is acknowledged to them", .red))
+            }
         case .outbox(let path, let why):
             recorded = true
             print(
@@ -136,9 +145,14 @@ struct StatusCommand: AsyncParsableCommand {
             let client = hall.client()
             do {
                 let list = try await client.get("/v1/devices", as: APIDeviceList.self)
+                // Readiness makes a real write to the outbox: a full disk shows here, not in the devices.
+                var notReady: String?
+                do { _ = try await client.get("/readyz", as: ReadyAnswer.self) } catch {
+                    notReady = error.detail ?? error.description
+                }
                 return StatusSnapshot(
                     source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState),
-                    lines: list.lines ?? [])
+                    lines: list.lines ?? [], notReady: notReady)
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -177,6 +191,8 @@ struct StatusSnapshot {
     var devices: [DeviceState]
     /// Live only: the daemon's outbox records devices, not lines.
     var lines: [LineCounters] = []
+    /// Live only: why the daemon is not ready (its outbox takes no write), when it is not.
+    var notReady: String?
 }
 
 /// `GET /v1/devices` as the CLI reads it.
@@ -212,6 +228,8 @@ struct StatusReport: Encodable {
     var recordedAt: Date
     /// Why the daemon was not asked or did not answer, when the states are recorded ones.
     var daemonAnswer: String?
+    /// Why the running daemon is not ready (`/readyz`: its outbox takes no write, a full disk), when it is not.
+    var notReady: String?
     var devices: [DeviceReport]
     var lines: [LineCounters]
 
@@ -221,6 +239,7 @@ struct StatusReport: Encodable {
         case .outbox(let path, let why): (source, from, live, daemonAnswer) = ("outbox", path, false, why)
         }
         recordedAt = snapshot.at
+        notReady = snapshot.notReady
         devices = snapshot.devices.map(DeviceReport.init)
         lines = snapshot.lines
     }
@@ -242,4 +261,9 @@ struct DeviceReport: Encodable {
         offlineReason = state.offlineReason
         counters = state.counters
     }
+}
+
+/// `GET /readyz` when the daemon is ready.
+private struct ReadyAnswer: Decodable {
+    var status: String
 }

@@ -462,6 +462,11 @@ final class BrokerStore: @unchecked Sendable {
         let refusals = gateway.output.split(separator: "\n").filter { $0.contains("outbox commit failed") }
         #expect(refusals.count == 1, "\(refusals.count) lines: \(refusals.prefix(3))")
         #expect(await eventually { (await uncommitted() ?? 0) > 10 }, "events wait in memory, and /metrics says so")
+        // The technician's first command says it above the devices, all of which answer.
+        let status = try await run(gatewaydPath, ["status", "--config", config, "--api", api])
+        #expect(status.status == 1, "\(status.standardOutput)\(status.standardError)")
+        #expect(status.standardOutput.contains("the gateway is NOT READY: the outbox cannot be written"),
+                "\(status.standardOutput)")
 
         try FileManager.default.removeItem(atPath: state + "/filler")
         let freed = ContinuousClock.now
