@@ -12,12 +12,16 @@ public final class Gateway: Service {
     public let outbox: Outbox
     private let buses: [any Bus]
     private let running = Mutex(false)
+    private let boardTurns = Turns()
+    /// The buses' stop signal while `run` runs: a command waiting for a board's acknowledgement ends with it.
+    private let busesStop = Mutex<StopSignal?>(nil)
     /// Whether `run` is under way: its buses started and not stopped.
     public var isRunning: Bool { running.withLock { $0 } }
     /// What each configured device is to the hall, by device id.
     public let roles: [String: DeviceRole]
-    /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`).
-    public let acknowledgingOnLaterPoll: Set<String>
+    /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`),
+    /// with how long one poll of each takes at most (its poll interval and the response timeout).
+    public let acknowledgingOnLaterPoll: [String: Duration]
     private let forwarders: [Forwarder]
     let logger: Logger
     private let printers: PrinterConditions
@@ -62,13 +66,15 @@ public final class Gateway: Service {
         }
         var profileCache: [String: LoadedProfile] = [:]
         var roles: [String: DeviceRole] = [:]
-        var acknowledgingOnLaterPoll: Set<String> = []
+        var acknowledgingOnLaterPoll: [String: Duration] = [:]
         buses = try config.buses.compactMap { bus in
             let members = try config.devices.filter { $0.bus == bus.id }.map { device in
                 let loaded = try profileCache[device.profile] ?? profiles.load(named: device.profile)
                 profileCache[device.profile] = loaded
                 roles[device.id] = DeviceRole.of(loaded.profile, window: device.window)
-                if loaded.profile.acknowledgesOnLaterPoll { acknowledgingOnLaterPoll.insert(device.id) }
+                if loaded.profile.acknowledgesOnLaterPoll {
+                    acknowledgingOnLaterPoll[device.id] = (loaded.pollInterval ?? bus.pollInterval) + bus.responseTimeout
+                }
                 return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval)
             }
             guard !members.isEmpty else {
@@ -91,20 +97,26 @@ public final class Gateway: Service {
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
         // An outbox that cannot be read cannot show the acknowledgement either: the command still goes out.
-        guard acknowledgingOnLaterPoll.contains(deviceId), let before = try? await outbox.committedTotal() else {
-            return try await bus.send(command, to: deviceId)
-        }
+        guard let cycle = acknowledgingOnLaterPoll[deviceId] else { return try await bus.send(command, to: deviceId) }
+        // One command at a time on such a board (calls from every window reach a hall's board): the acknowledgement
+        // after `before` is then this command's, not another's of the same name.
+        await boardTurns.take(deviceId)
+        defer { boardTurns.give(deviceId) }
+        guard let before = try? await outbox.committedTotal() else { return try await bus.send(command, to: deviceId) }
         try await bus.send(command, to: deviceId)
-        try await awaitAcknowledgement(of: command.name, by: device, after: before)
+        try await awaitAcknowledgement(of: command.name, by: device, after: before, cycle: cycle)
     }
 
     /// Returns once `device` acknowledged `command` in an event committed after `position`; throws when it did not
     /// within the polls its driver waits, and a little more. The command's own read-back usually brings it at once.
-    private func awaitAcknowledgement(of command: String, by device: DeviceConfig, after position: Int64) async throws {
-        let bus = config.buses.first { $0.id == device.bus }
-        let cycle = (bus?.pollInterval ?? .seconds(1)) + (bus?.responseTimeout ?? .seconds(1))
+    /// A stop or a cancellation meanwhile leaves it unconfirmed: the board took the writes and may show it.
+    private func awaitAcknowledgement(of command: String, by device: DeviceConfig, after position: Int64,
+                                      cycle: Duration) async throws {
         let limit = cycle * (ModbusBoardDriver.pollsBeforeUnacknowledged + 2)
         let deadline = ContinuousClock.now + limit
+        let unconfirmed = { (why: String) in
+            GatewayError(.unconfirmed, "\(device.id) took \(command) but \(why) before it acknowledged: it may show it")
+        }
         let source = EventSource.device(hall: config.hall.id, device: device.id)
         var position = position
         while true {
@@ -123,7 +135,8 @@ public final class Gateway: Service {
                 throw GatewayError(.deviceTimeout, "\(device.id): no acknowledgement of \(command) within "
                                    + "\(Int(limit / .milliseconds(1))) ms: it may not show it")
             }
-            try await Task.sleep(for: .milliseconds(50))
+            if busesStop.withLock({ $0?.isStopped ?? true }) { throw unconfirmed("the gateway stopped") }
+            do { try await Task.sleep(for: .milliseconds(50)) } catch { throw unconfirmed("the command was cancelled") }
         }
     }
 
@@ -140,7 +153,11 @@ public final class Gateway: Service {
     public func run(until stop: StopSignal) async {
         let forwardersStop = StopSignal()
         running.withLock { $0 = true }
-        defer { running.withLock { $0 = false } }
+        busesStop.withLock { $0 = stop }
+        defer {
+            running.withLock { $0 = false }
+            busesStop.withLock { $0 = nil }
+        }
         let sinksRecorded = await recordSinks()
         if !sinksRecorded {
             logger.error("outbox: cannot record the configured sinks yet; delivered events are not pruned until it can")
@@ -446,4 +463,36 @@ struct OutboxTicketStore: TicketCounterStore {
     }
 
     func newestDay() async throws -> HallDate? { try await outbox.newestTicketDay().flatMap(HallDate.init) }
+}
+
+/// Turns per key, first come first served: one holder at a time.
+final class Turns: Sendable {
+    /// Keys held, each with who waits for it.
+    private let waiting = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
+
+    func take(_ key: String) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let free = waiting.withLock { waiting -> Bool in
+                guard waiting[key] != nil else {
+                    waiting[key] = []
+                    return true
+                }
+                waiting[key]?.append(continuation)
+                return false
+            }
+            if free { continuation.resume() }
+        }
+    }
+
+    func give(_ key: String) {
+        let next = waiting.withLock { waiting -> CheckedContinuation<Void, Never>? in
+            guard let queue = waiting[key], let next = queue.first else {
+                waiting[key] = nil
+                return nil
+            }
+            waiting[key] = Array(queue.dropFirst())
+            return next
+        }
+        next?.resume()
+    }
 }

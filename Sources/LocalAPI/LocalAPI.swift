@@ -175,16 +175,19 @@ public struct LocalAPI: Sendable {
         } catch DecodingError.dataCorrupted(let corrupted) where corrupted.codingPath.isEmpty {
             // Foundation says "not valid JSON", with no field, for 50.5 where a whole number goes: find the field.
             guard let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let field = fields.keys.sorted().first(where: { fields[$0].map(isFractionOrHuge) ?? false })
+                  let (field, problem) = fields.keys.sorted().lazy
+                      .compactMap({ key in fields[key].flatMap(notAnInteger).map { (key, $0) } }).first
             else { throw DecodingError.dataCorrupted(corrupted) }
-            throw Problem(.badRequest, "the body is not what this endpoint takes: '\(field)' must be a whole number")
+            throw Problem(.badRequest, "the body is not what this endpoint takes: '\(field)' \(problem)")
         }
     }
 
-    private static func isFractionOrHuge(_ value: Any) -> Bool {
-        guard !(value is Bool), let number = value as? NSNumber else { return false }
+    /// Why a JSON number is no Int: a fraction, or beyond Int64; nil for an integer or anything else.
+    private static func notAnInteger(_ value: Any) -> String? {
+        guard !(value is Bool), let number = value as? NSNumber else { return nil }
         let double = number.doubleValue
-        return double.rounded() != double || abs(double) >= 9.2e18
+        if double.rounded() != double { return "must be a whole number" }
+        return abs(double) >= 9.2e18 ? "is out of range" : nil
     }
 
     /// The paths and methods of the OpenAPI document: a known path asked with another method answers 405.

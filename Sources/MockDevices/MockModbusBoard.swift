@@ -40,6 +40,9 @@ public final class MockModbusBoard: MockModbusUnit {
         var mode = Mode.blank
         var brightness: UInt16 = 15
         var isOn = true
+        var requestsBeforeAcknowledging = 0
+        /// A command taken and not acknowledged yet: its counter, and the requests still to come before it is.
+        var unacknowledged: (counter: UInt16, requestsLeft: Int)?
     }
 
     private let state = Mutex(State())
@@ -74,6 +77,27 @@ public final class MockModbusBoard: MockModbusUnit {
         set { state.withLock { $0.acknowledging = newValue } }
     }
 
+    /// How many requests after taking a command the board acknowledges it (0: at once). A real board redraws first,
+    /// so its acknowledgement may come only at a later poll.
+    public var requestsBeforeAcknowledging: Int {
+        get { state.withLock { $0.requestsBeforeAcknowledging } }
+        set { state.withLock { $0.requestsBeforeAcknowledging = newValue } }
+    }
+
+    public func registersForRequest() -> [UInt16] {
+        state.withLock { state in
+            if let (counter, left) = state.unacknowledged {
+                if left <= 1 {
+                    state.registers[Register.acknowledge] = counter
+                    state.unacknowledged = nil
+                } else {
+                    state.unacknowledged = (counter, left - 1)
+                }
+            }
+            return state.registers
+        }
+    }
+
     /// Sets or clears the lamp-fault bit (bit 1 of the status word): some LEDs are dark.
     public func setLampFault(_ fault: Bool) {
         state.withLock { state in
@@ -102,7 +126,9 @@ public final class MockModbusBoard: MockModbusUnit {
                 state.registers[address] = writtenRegisters[address]
             }
             let counter = state.registers[Register.commandCounter]
-            guard counter != state.registers[Register.acknowledge], state.acknowledging else { return }
+            guard counter != state.registers[Register.acknowledge], counter != state.unacknowledged?.counter,
+                  state.acknowledging
+            else { return }
             // A new command: take it (text and mode, brightness, power), then acknowledge it.
             let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
             state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"
@@ -110,7 +136,11 @@ public final class MockModbusBoard: MockModbusUnit {
             if state.mode == .blank { state.shownText = "" }
             state.brightness = state.registers[Register.brightness]
             state.isOn = state.registers[Register.power] != 0
-            state.registers[Register.acknowledge] = counter
+            if state.requestsBeforeAcknowledging > 0 {
+                state.unacknowledged = (counter, state.requestsBeforeAcknowledging)
+            } else {
+                state.registers[Register.acknowledge] = counter
+            }
         }
     }
 }

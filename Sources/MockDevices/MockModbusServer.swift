@@ -10,6 +10,13 @@ public protocol MockModbusUnit: AnyObject, Sendable {
     var answering: Bool { get }
     /// Takes the registers after a client's write (function 06 or 16); the device keeps what it allows.
     func accept(writtenRegisters: [UInt16])
+    /// The registers a request is answered from; a device may change them as requests come (a board acknowledging
+    /// only after it redrew).
+    func registersForRequest() -> [UInt16]
+}
+
+extension MockModbusUnit {
+    public func registersForRequest() -> [UInt16] { registers }
 }
 
 /// Serves simulated Modbus devices through libmodbus, on a pseudo-terminal (RTU, many addresses on
@@ -264,7 +271,7 @@ public final class MockModbusServer: Sendable {
     private func reply(
         _ request: [UInt8], headerLength: Int, pad: any MockModbusUnit, context: OpaquePointer
     ) -> [UInt8] {
-        let registers = pad.registers
+        let registers = pad.registersForRequest()
         guard let mapping = modbus_mapping_new(0, 0, Int32(registers.count), 0) else { return [] }
         defer { modbus_mapping_free(mapping) }
         for (index, value) in registers.enumerated() { mapping.pointee.tab_registers[index] = value }

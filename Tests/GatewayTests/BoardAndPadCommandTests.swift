@@ -373,7 +373,12 @@ import Testing
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
-        #expect(await eventually { onbon.shown(address: 2) == "欢迎光临" })
+        // Started while open: switched on (A3 00 … 01), not greeted: a restart is no opening.
+        #expect(await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.type == "hall.day.opened" } == true
+        })
+        #expect(onbon.received(address: 2).contains([0xA3, 0x00, 0x01, 0x00, 0x00, 0x01]))
+        #expect(onbon.shown(address: 2) != "欢迎光临")
         _ = try await CommandCenter(gateway: gateway).execute(.call(window: "11", ticket: "A023"))
         #expect(await eventually { qsystem.board(address: 111)?.text == "023" })
 

@@ -403,7 +403,9 @@ import Testing
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
         defer { server.stop() }
         let config = try Self.onePadHall(folder, line: try #require(server.endpoint.devicePath))
-        let first = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        // SIGHUP at its default, as from a terminal, even when these tests run under nohup.
+        let first = try ChildProcess("/usr/bin/env", ["--default-signal=HUP", gatewaydPath, "run", "--config", config,
+                                                      "--api-port", "0"])
         defer { first.interrupt() }
         #expect(await eventually { Self.apiURL(first) != nil }, "\(first.output)")
 

@@ -175,7 +175,8 @@ final class GatedSink: EventSink {
         let sink = ScriptedSink(poison: ["e3"])
         var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
                                   logger: CapturedLog().logger)
-        // Half an hour at least before the next attempt: only the next event may bring it sooner.
+        // 30 s at least before the next attempt (half the backoff, capped at a minute): only the next event may
+        // bring it sooner.
         forwarder.firstRetryDelay = .seconds(3600)
         let stop = StopSignal()
         let running = Task { await forwarder.run(until: stop) }

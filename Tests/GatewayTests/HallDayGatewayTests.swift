@@ -1,6 +1,7 @@
 import DeviceGateway
 import Foundation
 import MockDevices
+import Protocols
 import Testing
 
 /// The hall's day run by the real gateway on a fake clock in Asia/Shanghai: boards off after closing, the device
@@ -83,6 +84,16 @@ import Testing
         let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
         let (config, profiles) = try Self.hall(folder, path: path)
+        // What the board showed before the gateway restarted: a call, its screen since switched off.
+        var registers = board.registers
+        let text = try RegisterField(address: UInt16(MockModbusBoard.Register.text), type: .string(
+            registerCount: MockModbusBoard.Register.textCount, encoding: .gb18030)).encode(.text("请A023号到5号窗口"))
+        registers.replaceSubrange(MockModbusBoard.Register.text..<(MockModbusBoard.Register.text + text.count), with: text)
+        registers[MockModbusBoard.Register.mode] = MockModbusBoard.Mode.steady.rawValue
+        registers[MockModbusBoard.Register.power] = 0
+        registers[MockModbusBoard.Register.commandCounter] = 1
+        board.accept(writtenRegisters: registers)
+        #expect(!board.isOn)
         // Tuesday 1 December 2026, ten minutes before closing.
         let clock = ManualHallClock(now: try Self.shanghai("2026-12-01 16:50"))
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
@@ -90,7 +101,9 @@ import Testing
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
 
-        #expect(await eventually { board.display.text == "欢迎光临" }, "started while open: boards on")
+        // Started while open: the screen on, the call it showed kept (a restart is no opening to greet).
+        #expect(await eventually { board.isOn }, "started while open: boards on")
+        #expect(board.display.text == "请A023号到5号窗口")
         #expect(try await tickets.next(prefix: "A") == "A001")
         #expect(try await tickets.next(prefix: "A") == "A002")
 

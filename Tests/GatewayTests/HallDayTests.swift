@@ -285,12 +285,38 @@ import Testing
         clock.advance(to: try local("2027-03-31 08:45"))
         #expect(try await restarted.reset() == [:])
         #expect(try await restarted.next(prefix: "A") == "A001")
-        // A clock that ran days ahead is wrong, not a day to keep: the real day numbers from 1.
+        // A clock days ahead, corrected: the holder of A001 may still wait in the hall, so numbering goes on.
         let ahead = ManualHallClock(now: try local("2027-04-05 10:00"))
         let wrong = TicketCounters(settings: settings, timeZone: shanghai, clock: ahead)
         #expect(try await wrong.next(prefix: "A") == "A001")
         ahead.advance(to: try local("2027-04-02 10:00"))
+        #expect(try await wrong.next(prefix: "A") == "A002")
+        // Once the clock has passed that day, the counters start again.
+        ahead.advance(to: try local("2027-04-06 08:45"))
         #expect(try await wrong.next(prefix: "A") == "A001")
+    }
+
+    /// A box without a clock battery reboots at its last saved time, or at 1970, until NTP answers (if it ever does).
+    @Test func aRestartWithTheClockBehindTheLastTicketDayIssuesNoNumberTwice() async throws {
+        let store = InMemoryTicketCounterStore()
+        let settings = TicketSettings(prefixes: ["A"])
+        let monday = ManualHallClock(now: try local("2027-03-29 09:30"))
+        let before = TicketCounters(settings: settings, timeZone: shanghai, clock: monday, store: store)
+        for _ in 1...40 { _ = try await before.next(prefix: "A") }
+        for behind in ["2027-03-26 10:00", "1970-01-01 08:00"] {
+            let restarted = TicketCounters(settings: settings, timeZone: shanghai,
+                                           clock: ManualHallClock(now: try local(behind)), store: store)
+            #expect(try await restarted.next(prefix: "A") == (behind.hasPrefix("1970") ? "A042" : "A041"), "\(behind)")
+        }
+    }
+
+    @Test func savesCommittedOutOfOrderKeepTheHigherNumber() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        // Two kiosks at once: A6's save commits before A5's.
+        try await outbox.saveTicketNumber(day: "2026-10-05", prefix: "A", number: 6)
+        try await outbox.saveTicketNumber(day: "2026-10-05", prefix: "A", number: 5)
+        #expect(try await outbox.ticketNumbers(day: "2026-10-05") == ["A": 6])
     }
 
     @Test func numbersGrowPastTheirWidthInsteadOfWrapping() async throws {
@@ -457,7 +483,7 @@ actor DayLog: HallDayActions {
         entries.append(entry)
     }
 
-    func opened() async { entries.append("\(iso(clock.now)) opened") }
+    func opened(greeting: Bool) async { entries.append("\(iso(clock.now)) opened") }
 
     func breakStarted(reopensAt: Date) async { entries.append("\(iso(clock.now)) break until \(iso(reopensAt))") }
 

@@ -114,6 +114,12 @@ import Testing
         let shown = try await center.execute(.call(window: "5", ticket: "A023"))
         #expect(shown.status == .done)
         #expect(board.display.text == "请A023号到5号窗口")
+        // A board that redraws first acknowledges at its third poll after the command: still in time.
+        board.requestsBeforeAcknowledging = 4
+        let slow = try await center.execute(.call(window: "5", ticket: "A022"))
+        #expect(slow.status == .done, "\(slow.devices)")
+        board.requestsBeforeAcknowledging = 0
+        #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
 
         // The board answers its writes but takes nothing: the queue system hears it was not shown.
         board.acknowledging = false

@@ -120,8 +120,11 @@ public struct ModbusBoardDriver: Sendable {
         pending.append(PendingCommand(name: command.name, counter: counter.values.first ?? 0))
     }
 
-    /// What one poll of the board's block says: whether it is in service, and events for what changed.
-    public mutating func interpret(registers: [UInt16], at time: Date) -> (ready: Bool, events: [CloudEvent]) {
+    /// What one read of the board's block says: whether it is in service, and events for what changed. A command's
+    /// own read-back, right after its counter write, is no poll: a board that redraws first acknowledges later.
+    public mutating func interpret(registers: [UInt16], at time: Date, countsAsPoll: Bool = true)
+        -> (ready: Bool, events: [CloudEvent])
+    {
         func register(_ address: Int) -> UInt16 {
             let index = address - profile.block.start
             return registers.indices.contains(index) ? registers[index] : 0
@@ -136,7 +139,7 @@ public struct ModbusBoardDriver: Sendable {
             for command in pending[...taken] { events.append(acknowledgement(command.name, accepted: true, at: time)) }
             pending.removeSubrange(...taken)
         }
-        for index in pending.indices { pending[index].pollsWaited += 1 }
+        if countsAsPoll { for index in pending.indices { pending[index].pollsWaited += 1 } }
         for command in pending where command.pollsWaited >= Self.pollsBeforeUnacknowledged {
             events.append(acknowledgement(command.name, accepted: false, at: time))
         }

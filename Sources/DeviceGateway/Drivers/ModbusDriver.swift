@@ -136,6 +136,9 @@ public struct ModbusDriver: BusDriver {
         }
     }
 
+    /// What a poll's request is for; a board command's read-back carries the command's name.
+    static let pollPurpose = "poll"
+
     public func makeDecoder() -> ModbusReplyDecoder { ModbusReplyDecoder(framing: framing) }
 
     public mutating func restore(_ cursors: [DeviceCursor]) {
@@ -149,7 +152,7 @@ public struct ModbusDriver: BusDriver {
         let block = pads[device.id]?.driver.profile.block ?? boards[device.id]?.profile.block
         guard let block else { return [] }
         return [request(.readHoldingRegisters(start: UInt16(block.start), count: UInt16(block.count)), to: device,
-                        purpose: "poll")]
+                        purpose: Self.pollPurpose)]
     }
 
     public func answers(_ reply: ModbusReply, _ request: LineRequest) -> Bool {
@@ -204,7 +207,7 @@ public struct ModbusDriver: BusDriver {
         case (.readHoldingRegisters, .readHoldingRegisters(let values)):
             if pads[device] != nil { return padRead(device, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
-            let reading = board.interpret(registers: values, at: time)
+            let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)
             boards[device] = board
             return LineReaction(events: reading.events, from: device, answersRequest: true, ready: reading.ready)
         case (.writeMultipleRegisters(let start, _), .writeMultipleRegisters):

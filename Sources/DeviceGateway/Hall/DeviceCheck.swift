@@ -145,14 +145,14 @@ struct GatewayHallActions: HallDayActions {
             type: HallEventType.deviceCheck, time: Date(), subject: nil, data: .deviceCheck(report)))
     }
 
-    func opened() async { await switchBoards(on: true, name: "boards-on") }
+    func opened(greeting: Bool) async { await switchBoards(on: true, greeting: greeting, name: "boards-on") }
 
-    func closed() async { await switchBoards(on: false, name: "boards-off") }
+    func closed() async { await switchBoards(on: false, greeting: false, name: "boards-off") }
 
     /// Every board, window and hall alike: switched by its own screen on/off command where it has one (an Onbon BX, a
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
-    private func switchBoards(on: Bool, name: String) async {
+    private func switchBoards(on: Bool, greeting: Bool, name: String) async {
         let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
         var outcomes: [CommandExecuted.DeviceOutcome] = []
         for board in boards {
@@ -164,7 +164,7 @@ struct GatewayHallActions: HallDayActions {
                     detail = on ? nil : "blanked: \(error.message)"
                     if !on { try await gateway.send(.clear, to: board.id) }
                 }
-                if on { try await gateway.send(.showText(Self.welcome), to: board.id) }
+                if on, greeting { try await gateway.send(.showText(Self.welcome), to: board.id) }
                 outcomes.append(.init(device: board.id, result: CommandResult.Status.done.rawValue, detail: detail))
             } catch {
                 let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused

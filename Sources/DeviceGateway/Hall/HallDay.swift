@@ -7,9 +7,10 @@ public protocol HallDayActions: Sendable {
     /// run the device check and commit its report as an event. `day` holds the year, month and day in the hall's
     /// time zone.
     func beforeOpening(day: DateComponents) async
-    /// The hall opens, or reopens after a break: boards on, showing the normal display. Called again after each
-    /// break, so it must be harmless on boards that are already on.
-    func opened() async
+    /// The hall opens, or reopens after a break: boards on, showing the normal display (`greeting`). Called again
+    /// after each break, so it must be harmless on boards that are already on; `greeting` is false when the gateway
+    /// (re)started while the hall was open: boards keep the calls they show.
+    func opened(greeting: Bool) async
     /// A short break starts (午休): the hall reopens at `reopensAt` the same day. Boards stay on; a gateway may
     /// show 「午休」 and the reopening time. The default does nothing.
     func breakStarted(reopensAt: Date) async
@@ -133,9 +134,10 @@ public actor HallDay {
                 }
                 let current = schedule.state(at: now)
                 if current != state {
+                    let first = state == nil
                     state = current
                     switch current {
-                    case .open: await actions.opened()
+                    case .open: await actions.opened(greeting: !first)
                     case .onBreak(let reopensAt): await actions.breakStarted(reopensAt: reopensAt)
                     case .closed: await actions.closed()
                     }

@@ -79,7 +79,7 @@ public actor InMemoryTicketCounterStore: TicketCounterStore {
     /// Saves a number; older days are dropped, as a hall never goes back to them.
     public func save(day: HallDate, prefix: String, number: Int) {
         numbers = numbers.filter { $0.key >= day }
-        numbers[day, default: [:]][prefix] = number
+        numbers[day, default: [:]][prefix] = max(numbers[day]?[prefix] ?? 0, number)
     }
 }
 
@@ -150,8 +150,10 @@ public actor TicketCounters {
         return numbers.filter { $0.value > 0 }
     }
 
-    /// The hall's day now; or the next day, if numbers were issued for it already and the wall clock was set back
-    /// across midnight since (NTP correcting a clock that ran ahead). A clock that was days ahead is simply wrong.
+    /// The hall's day now; or a later day numbers were issued for already, while the wall clock reads before it (NTP
+    /// correcting a clock that ran ahead; a box without a clock battery booting at its last saved time, or at 1970).
+    /// Numbering goes on from that day's: two citizens in the hall must never hold the same number, and the counters
+    /// start again once the clock has passed that day.
     private func currentDay() async -> HallDate {
         if !askedStore {
             askedStore = true
@@ -159,7 +161,7 @@ public actor TicketCounters {
         }
         let today = HallDate(of: clock.now, in: timeZone)
         let held = [day, storedDay].compactMap { $0 }.max()
-        if let held, held == today.adding(days: 1) { return held }
+        if let held, held > today { return held }
         return today
     }
 

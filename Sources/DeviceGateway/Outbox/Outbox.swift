@@ -735,8 +735,11 @@ public final class Outbox: Sendable {
     public func saveTicketNumber(day: String, prefix: String, number: Int) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM ticket_counter WHERE day < ?", arguments: [day])
-            try db.execute(sql: "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)",
-                           arguments: [day, prefix, number])
+            // Two tickets saved at once may commit out of order: the higher number stays.
+            try db.execute(sql: """
+                INSERT INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)
+                ON CONFLICT (day, prefix) DO UPDATE SET number = max(number, excluded.number)
+                """, arguments: [day, prefix, number])
         }
     }
 
