@@ -127,6 +127,29 @@ import Testing
         ])
     }
 
+    @Test func aCheckAtTheOpeningItselfRunsThoughTheWakeIsLate() async throws {
+        // check-before-opening-minutes: 0, on a clock whose sleeps wake a little after their deadline, as real ones do.
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 22:00"))
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, checkLead: .zero, clock: clock, actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        let end = try local("2026-10-06 10:00")
+        while true {
+            let deadline = await clock.nextDeadline()
+            guard deadline <= end else { break }
+            clock.advance(to: deadline.addingTimeInterval(0.003))
+        }
+        clock.advance(to: end)
+        _ = await clock.nextDeadline()
+        stop.stop()
+        await running
+        let entries = await log.entries
+        #expect(entries.map { $0.split(separator: " ").dropFirst().joined(separator: " ") }
+                == ["closed", "beforeOpening 2026-10-06", "opened"], "\(entries)")
+    }
+
     @Test func startedOverLunchShowsTheBreak() async throws {
         let hours = try #require(try hallDay().hours)
         let clock = ManualHallClock(now: try local("2026-10-05 12:30"))

@@ -64,13 +64,17 @@ public struct HallDaySchedule: Sendable, Equatable {
     }
 
     /// The day whose pre-opening check is due at `instant`: its first opening is at or after `instant`, by at most
-    /// the lead time. Nil once the day has opened, so a gateway started mid-day does not clear its counters.
+    /// the lead time. Nil once the day has opened (by more than a late wake-up's few seconds: with no lead the check
+    /// falls due at the opening itself), so a gateway started mid-day does not clear its counters.
     public func checkDue(at instant: Date) -> HallDate? {
-        guard let start = hours.nextDayStart(notBefore: instant),
+        guard let start = hours.nextDayStart(notBefore: instant.addingTimeInterval(-Self.lateWake)),
               start.date.addingTimeInterval(-checkLead.timeInterval) <= instant
         else { return nil }
         return start.day
     }
+
+    /// How late a sleep may wake and still find a check due at the instant it slept until.
+    static let lateWake: TimeInterval = 5
 
     /// The first instant strictly after `instant` at which the state changes or a check falls due; nil when the
     /// hall never opens again within 400 days.
