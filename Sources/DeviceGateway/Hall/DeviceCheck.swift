@@ -154,22 +154,15 @@ struct GatewayHallActions: HallDayActions {
     /// Committed like a command.
     private func switchBoards(on: Bool, greeting: Bool, name: String) async {
         let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
-        var outcomes: [CommandExecuted.DeviceOutcome] = []
-        for board in boards {
-            do {
-                var detail: String?
-                do {
-                    try await gateway.send(.power(on: on), to: board.id)
-                } catch let error as GatewayError where error.code == .commandRejected {
-                    detail = on ? nil : "blanked: \(error.message)"
-                    if !on { try await gateway.send(.clear, to: board.id) }
-                }
-                if on, greeting { try await gateway.send(.showText(Self.welcome), to: board.id) }
-                outcomes.append(.init(device: board.id, result: CommandResult.Status.done.rawValue, detail: detail))
-            } catch {
-                let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
-                outcomes.append(.init(device: board.id, result: status.rawValue, detail: "\(error)"))
+        // All at once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not
+        // hold the others; on one bus the frames queue in order anyway.
+        let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
+            for (index, board) in boards.enumerated() {
+                group.addTask { (index, await switchBoard(board.id, on: on, greeting: greeting)) }
             }
+            var outcomes: [(Int, CommandExecuted.DeviceOutcome)] = []
+            for await outcome in group { outcomes.append(outcome) }
+            return outcomes.sorted { $0.0 < $1.0 }.map(\.1)
         }
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         let id = "\(name)-\(UUID().uuidString.lowercased())"
@@ -178,5 +171,22 @@ struct GatewayHallActions: HallDayActions {
             type: name == "boards-on" ? HallEventType.hallOpened : HallEventType.hallClosed, time: Date(), subject: nil,
             data: .command(CommandExecuted(commandId: id, command: name, window: nil, ticket: nil, result: status.rawValue,
                                            devices: outcomes))))
+    }
+
+    private func switchBoard(_ board: String, on: Bool, greeting: Bool) async -> CommandExecuted.DeviceOutcome {
+        do {
+            var detail: String?
+            do {
+                try await gateway.send(.power(on: on), to: board)
+            } catch let error as GatewayError where error.code == .commandRejected {
+                detail = on ? nil : "blanked: \(error.message)"
+                if !on { try await gateway.send(.clear, to: board) }
+            }
+            if on, greeting { try await gateway.send(.showText(Self.welcome), to: board) }
+            return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
+        } catch {
+            let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
+            return .init(device: board, result: status.rawValue, detail: "\(error)")
+        }
     }
 }
