@@ -96,12 +96,12 @@ public final class Gateway: Service {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        // An outbox that cannot be read cannot show the acknowledgement either: the command still goes out.
         guard let cycle = acknowledgingOnLaterPoll[deviceId] else { return try await bus.send(command, to: deviceId) }
         // One command at a time on such a board (calls from every window reach a hall's board): the acknowledgement
         // after `before` is then this command's, not another's of the same name.
         await boardTurns.take(deviceId)
         defer { boardTurns.give(deviceId) }
+        // An outbox that cannot be read cannot show the acknowledgement either: the command still goes out.
         guard let before = try? await outbox.committedTotal() else { return try await bus.send(command, to: deviceId) }
         try await bus.send(command, to: deviceId)
         try await awaitAcknowledgement(of: command.name, by: device, after: before, cycle: cycle)

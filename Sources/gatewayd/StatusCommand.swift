@@ -74,9 +74,8 @@ struct StatusCommand: AsyncParsableCommand {
             recorded = false
             print("devices live from the gateway at \(url)")
             if let notReady = snapshot.notReady {
-                // Above the table: nothing read from the devices is kept while this lasts.
-                print(Output.paint("the gateway is NOT READY: \(notReady); what the devices report waits in memory, "
-                                   + "nothing is acknowledged to them", .red))
+                // Above the table: while the outbox takes no write, nothing read from the devices is kept.
+                print(Output.paint("the gateway is NOT READY: \(notReady)", .red))
             }
         case .outbox(let path, let why):
             recorded = true
