@@ -12,16 +12,12 @@ public final class Gateway: Service {
     public let outbox: Outbox
     private let buses: [any Bus]
     private let running = Mutex(false)
-    private let boardTurns = Turns()
-    /// The buses' stop signal while `run` runs: a command waiting for a board's acknowledgement ends with it.
-    private let busesStop = Mutex<StopSignal?>(nil)
     /// Whether `run` is under way: its buses started and not stopped.
     public var isRunning: Bool { running.withLock { $0 } }
     /// What each configured device is to the hall, by device id.
     public let roles: [String: DeviceRole]
-    /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`),
-    /// with how long one poll of each takes at most (its poll interval and the response timeout).
-    public let acknowledgingOnLaterPoll: [String: Duration]
+    /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`).
+    public let acknowledgingOnLaterPoll: Set<String>
     private let forwarders: [Forwarder]
     let logger: Logger
     private let printers: PrinterConditions
@@ -66,15 +62,13 @@ public final class Gateway: Service {
         }
         var profileCache: [String: LoadedProfile] = [:]
         var roles: [String: DeviceRole] = [:]
-        var acknowledgingOnLaterPoll: [String: Duration] = [:]
+        var acknowledgingOnLaterPoll: Set<String> = []
         buses = try config.buses.compactMap { bus in
             let members = try config.devices.filter { $0.bus == bus.id }.map { device in
                 let loaded = try profileCache[device.profile] ?? profiles.load(named: device.profile)
                 profileCache[device.profile] = loaded
                 roles[device.id] = DeviceRole.of(loaded.profile, window: device.window)
-                if loaded.profile.acknowledgesOnLaterPoll {
-                    acknowledgingOnLaterPoll[device.id] = (loaded.pollInterval ?? bus.pollInterval) + bus.responseTimeout
-                }
+                if loaded.profile.acknowledgesOnLaterPoll { acknowledgingOnLaterPoll.insert(device.id) }
                 return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval)
             }
             guard !members.isEmpty else {
@@ -96,48 +90,7 @@ public final class Gateway: Service {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        guard let cycle = acknowledgingOnLaterPoll[deviceId] else { return try await bus.send(command, to: deviceId) }
-        // One command at a time on such a board (calls from every window reach a hall's board): the acknowledgement
-        // after `before` is then this command's, not another's of the same name.
-        await boardTurns.take(deviceId)
-        defer { boardTurns.give(deviceId) }
-        // An outbox that cannot be read cannot show the acknowledgement either: the command still goes out.
-        guard let before = try? await outbox.committedTotal() else { return try await bus.send(command, to: deviceId) }
         try await bus.send(command, to: deviceId)
-        try await awaitAcknowledgement(of: command.name, by: device, after: before, cycle: cycle)
-    }
-
-    /// Returns once `device` acknowledged `command` in an event committed after `position`; throws when it did not
-    /// within the polls its driver waits, and a little more. The command's own read-back usually brings it at once.
-    /// A stop or a cancellation meanwhile leaves it unconfirmed: the board took the writes and may show it.
-    private func awaitAcknowledgement(of command: String, by device: DeviceConfig, after position: Int64,
-                                      cycle: Duration) async throws {
-        let limit = cycle * (ModbusBoardDriver.pollsBeforeUnacknowledged + 2)
-        let deadline = ContinuousClock.now + limit
-        let unconfirmed = { (why: String) in
-            GatewayError(.unconfirmed, "\(device.id) took \(command) but \(why) before it acknowledged: it may show it")
-        }
-        let source = EventSource.device(hall: config.hall.id, device: device.id)
-        var position = position
-        while true {
-            for entry in (try? await outbox.entries(after: position, limit: 1000)) ?? [] {
-                position = entry.position
-                guard entry.source == source, entry.type == HallEventType.boardAcknowledged,
-                      case .boardAcknowledged(let verdict)? = try? CloudEvent.decode(json: Data(entry.json.utf8)).data,
-                      verdict.command == command
-                else { continue }
-                guard verdict.accepted else {
-                    throw GatewayError(.deviceTimeout, "\(device.id) did not acknowledge \(command): it has not shown it")
-                }
-                return
-            }
-            guard ContinuousClock.now < deadline else {
-                throw GatewayError(.deviceTimeout, "\(device.id): no acknowledgement of \(command) within "
-                                   + "\(Int(limit / .milliseconds(1))) ms: it may not show it")
-            }
-            if busesStop.withLock({ $0?.isStopped ?? true }) { throw unconfirmed("the gateway stopped") }
-            do { try await Task.sleep(for: .milliseconds(50)) } catch { throw unconfirmed("the command was cancelled") }
-        }
     }
 
     public func run() async throws {
@@ -153,11 +106,7 @@ public final class Gateway: Service {
     public func run(until stop: StopSignal) async {
         let forwardersStop = StopSignal()
         running.withLock { $0 = true }
-        busesStop.withLock { $0 = stop }
-        defer {
-            running.withLock { $0 = false }
-            busesStop.withLock { $0 = nil }
-        }
+        defer { running.withLock { $0 = false } }
         let sinksRecorded = await recordSinks()
         if !sinksRecorded {
             logger.error("outbox: cannot record the configured sinks yet; delivered events are not pruned until it can")
@@ -463,36 +412,4 @@ struct OutboxTicketStore: TicketCounterStore {
     }
 
     func newestDay() async throws -> HallDate? { try await outbox.newestTicketDay().flatMap(HallDate.init) }
-}
-
-/// Turns per key, first come first served: one holder at a time.
-final class Turns: Sendable {
-    /// Keys held, each with who waits for it.
-    private let waiting = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
-
-    func take(_ key: String) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let free = waiting.withLock { waiting -> Bool in
-                guard waiting[key] != nil else {
-                    waiting[key] = []
-                    return true
-                }
-                waiting[key]?.append(continuation)
-                return false
-            }
-            if free { continuation.resume() }
-        }
-    }
-
-    func give(_ key: String) {
-        let next = waiting.withLock { waiting -> CheckedContinuation<Void, Never>? in
-            guard let queue = waiting[key], let next = queue.first else {
-                waiting[key] = nil
-                return nil
-            }
-            waiting[key] = Array(queue.dropFirst())
-            return next
-        }
-        next?.resume()
-    }
 }

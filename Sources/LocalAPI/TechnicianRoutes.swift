@@ -100,7 +100,7 @@ extension LocalAPI {
         do {
             // A board that acknowledges on a later poll has shown it once `send` returns.
             try await gateway.send(command, to: device.id)
-            if gateway.acknowledgingOnLaterPoll[device.id] != nil {
+            if gateway.acknowledgingOnLaterPoll.contains(device.id) {
                 step.outcome = "answered and acknowledged"
             } else if gateway.roles[device.id] == .printer {
                 // The paper as the printer reports it after the ticket, not before.

@@ -56,10 +56,12 @@ final class TinyDevices: Sendable {
 
     func engine(_ line: SimulatedLine, devices: [DeviceConfig], unprompted: Set<String> = [],
                 timing: LineTiming = .instant, responseTimeout: Duration = .milliseconds(100),
-                pollInterval: Duration = .milliseconds(100), pollIntervals: [String: Duration?] = [:]
+                pollInterval: Duration = .milliseconds(100), pollIntervals: [String: Duration?] = [:],
+                confirmsAtPoll: Int? = nil
     ) -> BusEngine<TinyDriver> {
         var driver = TinyDriver(devices: devices)
         driver.unprompted = unprompted
+        driver.confirmsAtPoll = confirmsAtPoll
         return BusEngine(
             config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
                               responseTimeout: responseTimeout, pollInterval: pollInterval),
@@ -298,6 +300,59 @@ final class TinyDevices: Sendable {
         // Taken between two requests: an idle bus is woken by it.
         #expect(at - .seconds(5) <= devices.turnaround, "refused without waiting for a timeout")
         #expect(!line.written.contains { $0.bytes.starts(with: [0x11, 2]) }, "nothing was sent to it")
+    }
+
+    @Test func aCommandTheDeviceConfirmsOnALaterPollIsDoneAtThatPoll() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let line = SimulatedLine(end: .seconds(3), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(2), confirmsAtPoll: 2)
+        let done = Mutex<(Result<Void, GatewayError>, Duration)?>(nil)
+        line.at(.milliseconds(1001)) {
+            bus.submit(.clear, to: "caller-1") { result in done.withLock { $0 = (result, line.now) } }
+        }
+        await bus.run(until: stop)
+
+        let (result, at) = try #require(done.withLock { $0 }, "the command completed")
+        #expect(result.failure == nil, "confirmed: done")
+        let sent = try #require(line.written.first { $0.bytes.starts(with: [0x11, 1]) }).time
+        let secondPoll = try #require(Self.polls(of: 1, in: line).filter { $0 > sent }.dropFirst().first)
+        #expect(at >= secondPoll && at <= secondPoll + devices.turnaround, "done at its second poll's answer, not before")
+        // Meanwhile the bus went on polling, the other device too.
+        #expect(Self.polls(of: 2, in: line).contains { $0 > sent && $0 < secondPoll })
+    }
+
+    @Test func aCommandTheDeviceNeverConfirmsEndsWithTheReason() async throws {
+        let outcomes = Mutex<[String: (Result<Void, GatewayError>, Duration)]>([:])
+        // Silent after taking it; the gateway stopped; the line lost: what a technician reads in each case.
+        for ending in ["silent", "stopped", "unplugged"] {
+            let stop = StopSignal()
+            let devices = TinyDevices(answering: [1])
+            let line = SimulatedLine(end: ending == "stopped" ? .milliseconds(1100) : .seconds(4), stop: stop,
+                                     responder: devices.responder)
+            let bus = engine(line, devices: Self.devices(1), confirmsAtPoll: 100)
+            line.at(.milliseconds(1001)) {
+                bus.submit(.clear, to: "caller-1") { result in outcomes.withLock { $0[ending] = (result, line.now) } }
+            }
+            line.at(.milliseconds(1030)) {
+                if ending == "silent" { devices.setAnswering(1, false) }
+                if ending == "unplugged" { line.setPlugged(false) }
+            }
+            await bus.run(until: stop)
+        }
+
+        let silent = try #require(outcomes.withLock { $0["silent"] })
+        // Five cycles of a poll and its timeout (100 + 100 ms): the driver's three polls and two more.
+        #expect(silent.0.failure?.code == .deviceTimeout)
+        #expect(silent.0.failure?.message == "caller-1: no acknowledgement of clear within 1000 ms: it may not show it")
+        #expect(silent.1 >= .milliseconds(2000) && silent.1 <= .milliseconds(2200), "at its deadline: \(silent.1)")
+        let stopped = try #require(outcomes.withLock { $0["stopped"] })
+        #expect(stopped.0.failure?.code == .unconfirmed)
+        #expect(stopped.0.failure?.message == "caller-1 took clear but the gateway stopped before it acknowledged: it may show it")
+        let unplugged = try #require(outcomes.withLock { $0["unplugged"] })
+        #expect(unplugged.0.failure?.code == .unconfirmed)
+        #expect(unplugged.0.failure?.message.hasPrefix("caller-1 took clear but the link was lost") == true, "\(unplugged.0)")
+        #expect(unplugged.1 < .milliseconds(1200), "at the loss, not at the deadline: \(unplugged.1)")
     }
 
     @Test func aRefusalIsTheCommandsResultAndCounted() async throws {

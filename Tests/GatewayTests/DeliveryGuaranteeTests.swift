@@ -420,10 +420,8 @@ final class BrokerStore: @unchecked Sendable {
     @Test func aFullDiskAcknowledgesNothingThenEveryRatingHeldIsStoredAndEveryLossIsExact() async throws {
         let folder = try TemporaryDirectory()
         let state = folder.file("state")
-        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", state])
-        try #require(mounted.status == 0, "a tmpfs is needed as the full disk (root): \(mounted.standardError)")
-        defer { try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", state]).waitUntilExit() }
+        let disk = try await SmallDisk(at: state)
+        defer { disk.unmount() }
         let hall = try PressingHall(padCount: 4)
         let config = try writeConfiguration(
             hall, sinks: "  - {type: sqlite, path: \(folder.file("events.sqlite"))}", folder: folder, stateDirectory: state)
@@ -445,9 +443,7 @@ final class BrokerStore: @unchecked Sendable {
             return Double(line.split(separator: " ").last ?? "")
         }
 
-        // Fill the disk to the last byte.
-        let filled = try await run("/bin/sh", ["-c", "dd if=/dev/zero of=\(state)/filler bs=4k 2>/dev/null; sync; true"])
-        try #require(filled.status == 0)
+        try await disk.fill()
         let refused = await eventually { gateway.output.contains("outbox commit failed") }
         #expect(refused, "the outbox must have hit the full disk")
         let acknowledgedWhenFull = hall.pads.map(\.acknowledged)
@@ -468,7 +464,7 @@ final class BrokerStore: @unchecked Sendable {
         #expect(status.standardOutput.contains("the gateway is NOT READY: the outbox cannot be written"),
                 "\(status.standardOutput)")
 
-        try FileManager.default.removeItem(atPath: state + "/filler")
+        try disk.free()
         let freed = ContinuousClock.now
         let resumed = await eventually(timeout: .seconds(10)) {
             zip(hall.pads.map(\.acknowledged), acknowledgedWhenFull).contains { $0 != $1 }

@@ -1,5 +1,6 @@
 @testable import DeviceGateway
 import Foundation
+import GRDB
 import MockDevices
 import Protocols
 import Testing
@@ -98,18 +99,9 @@ import Testing
     }
 
     @Test func aCallIsDoneOnlyOnceTheBoardAcknowledgedIt() async throws {
-        let board = MockModbusBoard()
-        let server = try MockModbusServer.rtu(units: [3: board])
-        defer { server.stop() }
-        let path = try #require(server.endpoint.devicePath)
-        let folder = try TemporaryDirectory()
-        let gateway = try testGateway(
-            buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 100}",
-            devices: "  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: \"5\"}",
-            folder: folder)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        let center = CommandCenter(gateway: gateway)
+        let line = try BoardLine()
+        let (board, folder) = (line.board, line.folder)
+        let center = CommandCenter(gateway: line.gateway)
 
         let shown = try await center.execute(.call(window: "5", ticket: "A023"))
         #expect(shown.status == .done)
@@ -130,8 +122,60 @@ import Testing
         // What the hall sees is in the event for the central store too.
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         #expect(await eventually { (try? await store.events(type: "hall.command.failed", limit: 10).count) == 1 })
-        stop.stop()
-        await running.value
+        await line.stop()
+    }
+
+    @Test func aCallShownWhileTheDiskIsFullIsDoneAndItsAcknowledgementStoredLater() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"))
+        defer { disk.unmount() }
+        let line = try BoardLine(folder: folder)
+        let (board, gateway) = (line.board, line.gateway)
+        let center = CommandCenter(gateway: gateway)
+        #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
+
+        // The write-ahead log emptied first, so the next commit needs room the disk no longer has.
+        let outboxFile = try DatabaseQueue(path: gateway.config.outboxPath)
+        _ = try await outboxFile.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        try outboxFile.close()
+        try await disk.fill()
+        // A lamp fault to commit: the outbox refuses it, and it waits in memory.
+        board.setLampFault(true)
+        try #require(await eventually { await gateway.uncommittedEvents() > 0 }, "the outbox must refuse commits")
+        // Said by every look while the bus retries its commit at each poll (one under way counted 0 before).
+        for _ in 1...3 {
+            let polls = await gateway.deviceStates()[0].counters.transactions
+            #expect(await eventually { await gateway.deviceStates()[0].counters.transactions > polls })
+            #expect(await gateway.uncommittedEvents() == 1)
+        }
+        // The board showed it: the window's call is done, whatever the disk.
+        let shown = try await center.execute(.call(window: "5", ticket: "A024"))
+        #expect(shown.status == .done, "\(shown.devices)")
+        #expect(board.display.text == "请A024号到5号窗口")
+
+        try disk.free()
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        #expect(await eventually(timeout: .seconds(10)) {
+            (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 2
+        }, "the acknowledgement read while the disk was full reaches the store once it is not")
+        await line.stop()
+    }
+
+    @Test func twoWindowsCallingOneBoardAtOnceAreBothDone() async throws {
+        let line = try BoardLine()
+        let (board, gateway) = (line.board, line.gateway)
+        board.requestsBeforeAcknowledging = 2
+        async let first: Void = gateway.send(.call(ticket: "A023", window: "5"), to: "board-w05")
+        async let second: Void = gateway.send(.call(ticket: "B007", window: "6"), to: "board-w05")
+        _ = try await (first, second)
+        #expect(["请A023号到5号窗口", "请B007号到6号窗口"].contains(board.display.text))
+        let store = try SQLiteEventStore(name: "reader", path: line.folder.file("events.sqlite"))
+        #expect(await eventually { (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 2 })
+        let acknowledged = try await eventData(store, type: HallEventType.boardAcknowledged) { data -> BoardAcknowledged? in
+            if case .boardAcknowledged(let acknowledged) = data { acknowledged } else { nil }
+        }
+        #expect(acknowledged.allSatisfy { $0.accepted })
+        await line.stop()
     }
 
     @Test func brightnessAndPowerAreRegisterWritesTheBoardTakesAndAcknowledges() async throws {
@@ -231,9 +275,11 @@ final class BoardLine: Sendable {
     private let stopSignal = StopSignal()
     private let running: Task<Void, Never>
 
-    init(editing edits: [(of: String, with: String)] = []) throws {
+    /// In `folder` if given (its `state` may be a small disk of the test's).
+    init(editing edits: [(of: String, with: String)] = [], folder: TemporaryDirectory? = nil) throws {
         server = try MockModbusServer.rtu(units: [3: board])
-        folder = try TemporaryDirectory()
+        let folder = try folder ?? TemporaryDirectory()
+        self.folder = folder
         let path = try #require(server.endpoint.devicePath)
         let profiles = edits.isEmpty ? profilesDirectory : try editedProfiles("modbus-window-board", in: folder, edits)
         gateway = try testGateway(

@@ -43,6 +43,11 @@ struct TinyDriver: BusDriver {
     var unprompted: Set<String> = []
     /// Whether a command drops what the line holds before it goes out, as an Onbon command does.
     var commandsDiscardStaleInput = false
+    /// When set, a device confirms a command only at this poll after the command's answer, as a Modbus board does.
+    var confirmsAtPoll: Int?
+    /// Commands answered and not yet confirmed, by device: their key and the polls since.
+    var unconfirmed: [String: (key: Int, polls: Int)] = [:]
+    var lastKey = 0
 
     mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
         guard !unprompted.contains(device.id) else { return [] }
@@ -60,8 +65,19 @@ struct TinyDriver: BusDriver {
             return LineReaction(events: [event], afterCommit: [LineRequest(device: device.id, bytes: [0x06, frame[1]], expectsAnswer: false, purpose: "acknowledge")], from: device.id)
         case UInt8(ascii: "R"):
             return LineReaction(from: device.id, answersRequest: request?.device == device.id, refusal: "refused with code \(frame[3])")
+        case UInt8(ascii: "A") where confirmsAtPoll != nil && request?.device == device.id:
+            lastKey += 1
+            unconfirmed[device.id] = (lastKey, 0)
+            return LineReaction(from: device.id, answersRequest: true,
+                                holdsCommand: CommandHold(key: lastKey, verdictWithinPolls: 3))
         default:
-            return LineReaction(from: device.id, answersRequest: request?.device == device.id)
+            var verdicts: [CommandVerdict] = []
+            if var waiting = unconfirmed[device.id], let confirmsAtPoll {
+                waiting.polls += 1
+                unconfirmed[device.id] = waiting.polls < confirmsAtPoll ? waiting : nil
+                if waiting.polls >= confirmsAtPoll { verdicts = [CommandVerdict(device: device.id, key: waiting.key, failure: nil)] }
+            }
+            return LineReaction(from: device.id, answersRequest: request?.device == device.id, verdicts: verdicts)
         }
     }
 

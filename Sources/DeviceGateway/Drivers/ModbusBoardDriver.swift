@@ -123,7 +123,7 @@ public struct ModbusBoardDriver: Sendable {
     /// What one read of the board's block says: whether it is in service, and events for what changed. A command's
     /// own read-back, right after its counter write, is no poll: a board that redraws first acknowledges later.
     public mutating func interpret(registers: [UInt16], at time: Date, countsAsPoll: Bool = true)
-        -> (ready: Bool, events: [CloudEvent])
+        -> (ready: Bool, events: [CloudEvent], verdicts: [CommandVerdict])
     {
         func register(_ address: Int) -> UInt16 {
             let index = address - profile.block.start
@@ -134,14 +134,20 @@ public struct ModbusBoardDriver: Sendable {
         // Continue counting from what the board last acknowledged, so a restarted gateway is not mistaken for old news.
         if lastCounter == nil { lastCounter = acknowledged }
         var events: [CloudEvent] = []
+        var verdicts: [CommandVerdict] = []
         if let taken = pending.lastIndex(where: { $0.counter == acknowledged }) {
             // The board took this command, and the ones written before it.
-            for command in pending[...taken] { events.append(acknowledgement(command.name, accepted: true, at: time)) }
+            for command in pending[...taken] {
+                events.append(acknowledgement(command.name, accepted: true, at: time))
+                verdicts.append(CommandVerdict(device: device.id, key: Int(command.counter), failure: nil))
+            }
             pending.removeSubrange(...taken)
         }
         if countsAsPoll { for index in pending.indices { pending[index].pollsWaited += 1 } }
         for command in pending where command.pollsWaited >= Self.pollsBeforeUnacknowledged {
             events.append(acknowledgement(command.name, accepted: false, at: time))
+            verdicts.append(CommandVerdict(device: device.id, key: Int(command.counter), failure: GatewayError(
+                .deviceTimeout, "\(device.id) did not acknowledge \(command.name): it has not shown it")))
         }
         pending.removeAll { $0.pollsWaited >= Self.pollsBeforeUnacknowledged }
         for fault in profile.faultBits {
@@ -171,7 +177,7 @@ public struct ModbusBoardDriver: Sendable {
                 activeFaults.remove(fault)
             }
         }
-        return (status & (1 << profile.readyBit) != 0, events)
+        return (status & (1 << profile.readyBit) != 0, events, verdicts)
     }
 
     private func acknowledgement(_ command: String, accepted: Bool, at time: Date) -> CloudEvent {

@@ -209,13 +209,17 @@ public struct ModbusDriver: BusDriver {
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)
             boards[device] = board
-            return LineReaction(events: reading.events, from: device, answersRequest: true, ready: reading.ready)
+            return LineReaction(events: reading.events, from: device, answersRequest: true, ready: reading.ready,
+                                verdicts: reading.verdicts)
         case (.writeMultipleRegisters(let start, _), .writeMultipleRegisters):
-            if let command = writing[device], Int(start) == command.counter.start {
-                boards[device]?.written(command.command, counter: command.counter)
-                writing[device] = nil
+            guard let command = writing[device], Int(start) == command.counter.start else {
+                return LineReaction(from: device, answersRequest: true)
             }
-            return LineReaction(from: device, answersRequest: true)
+            boards[device]?.written(command.command, counter: command.counter)
+            writing[device] = nil
+            // Done once the board copied the counter: the read-back that follows, or one of its next polls, says so.
+            return LineReaction(from: device, answersRequest: true, holdsCommand: CommandHold(
+                key: Int(command.counter.values.first ?? 0), verdictWithinPolls: ModbusBoardDriver.pollsBeforeUnacknowledged))
         case (.writeSingleRegister, .writeSingleRegister):
             return LineReaction(from: device, answersRequest: true)
         default:

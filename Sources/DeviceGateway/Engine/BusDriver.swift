@@ -41,10 +41,16 @@ public struct LineReaction: Sendable {
     public var ready: Bool
     /// The device refused the request (a Modbus exception, a board's error code): what it said.
     public var refusal: String?
+    /// The command this frame answers is carried out only once the device says so on a later read (a board that
+    /// acknowledges a counter): it is done at its verdict, not now.
+    public var holdsCommand: CommandHold?
+    /// What the device said of commands held earlier.
+    public var verdicts: [CommandVerdict]
 
     /// Creates a reaction.
     public init(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = [],
-                from: String? = nil, answersRequest: Bool = false, ready: Bool = true, refusal: String? = nil) {
+                from: String? = nil, answersRequest: Bool = false, ready: Bool = true, refusal: String? = nil,
+                holdsCommand: CommandHold? = nil, verdicts: [CommandVerdict] = []) {
         self.events = events
         self.cursors = cursors
         self.afterCommit = afterCommit
@@ -52,6 +58,38 @@ public struct LineReaction: Sendable {
         self.answersRequest = answersRequest
         self.ready = ready
         self.refusal = refusal
+        self.holdsCommand = holdsCommand
+        self.verdicts = verdicts
+    }
+}
+
+/// A command whose frames were answered and that the device confirms later: the driver's verdict under `key` ends it.
+public struct CommandHold: Sendable, Equatable {
+    /// Names the command to the driver (a board's command counter).
+    public var key: Int
+    /// How many polls of the device the driver waits for the verdict; the bus gives up a little after.
+    public var verdictWithinPolls: Int
+
+    /// Creates a hold.
+    public init(key: Int, verdictWithinPolls: Int) {
+        self.key = key
+        self.verdictWithinPolls = verdictWithinPolls
+    }
+}
+
+/// What a device said of a held command: carried out, or the failure to report.
+public struct CommandVerdict: Sendable {
+    public var device: String
+    /// The key of its `CommandHold`.
+    public var key: Int
+    /// Nil when the device carried the command out.
+    public var failure: GatewayError?
+
+    /// Creates a verdict.
+    public init(device: String, key: Int, failure: GatewayError?) {
+        self.device = device
+        self.key = key
+        self.failure = failure
     }
 }
 

@@ -55,6 +55,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// executor may be blocked in a read).
     private nonisolated let unattributed = Mutex(DeviceCounters())
     private var pending = PendingCommit()
+    /// Events handed to a commit under way: still uncommitted to whoever asks meanwhile.
+    private var committing = 0
     /// When the last byte arrived; a partial frame older than `quietGap` will not be completed.
     private var lastByteAt: Duration = .zero
     /// When the last read returned: what the next read returns arrived after it, however late the engine reads.
@@ -80,6 +82,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// request that comes while it answers another (until the link is reopened).
     private var requestsInFlight: Int
     private let configuredInFlight: Int
+    /// The command being carried out, and the key it is held under once the device said it confirms it later.
+    private var executing: (command: QueuedCommand, heldKey: Int?)?
+    /// Commands whose frames were answered, waiting for their device's verdict (`CommandHold`), oldest first.
+    private var held: [HeldCommand] = []
 
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
@@ -162,7 +168,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
-    public func uncommittedEventCount() -> Int { pending.events.count }
+    public func uncommittedEventCount() -> Int { pending.events.count + committing }
 
     // MARK: The loop
 
@@ -221,15 +227,18 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             } else if let device = schedule.due(at: clock.now) {
                 await poll(device, on: link)
             } else {
-                let until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
+                var until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
+                if let deadline = held.map(\.deadline).min() { until = min(until, deadline) }
                 await receive(on: link, until: until)
             }
+            expireHeld()
             // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
             // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
             if !inbox.hasWaiting { await commitPending() }
         }
         await commitPending()
         inbox.close(because: "bus \(config.id) is stopped")
+        releaseHeld(because: "the gateway stopped")
         if !pending.events.isEmpty {
             logger.critical("""
                 bus \(config.id): \(pending.events.count) events read could not be committed before the stop; \
@@ -390,11 +399,13 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     private func execute(_ plan: CommandPlan, on link: any BusLink) async {
         let command = plan.queued, device = plan.device
+        executing = (command, nil)
+        defer { executing = nil }
         var requests = plan.requests
         if requests == nil {
             await poll(device.id, on: link)
             if driver.needsPollBeforeCommand(device) {
-                command.completion(.failure(GatewayError(
+                finish(command, .failure(GatewayError(
                     .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))
                 return
             }
@@ -409,23 +420,75 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 continue
             case .refused(let reason):
                 await commitPending()
-                command.completion(.failure(GatewayError(.commandRejected, "\(device.id) refused \(request.purpose): \(reason)")))
+                finish(command, .failure(GatewayError(.commandRejected, "\(device.id) refused \(request.purpose): \(reason)")))
                 return
             case .timedOut:
                 await commitPending()
                 let silence = "\(device.id): no answer to \(request.purpose) within \(config.responseTimeout)"
                 // After frames that went out, the device may have done what they said: not the same as not at all.
-                command.completion(.failure(earlierSent.map {
+                finish(command, .failure(earlierSent.map {
                     GatewayError(.unconfirmed, "\(silence), after its \($0) went out: it may have been carried out")
                 } ?? GatewayError(.deviceTimeout, silence)))
                 return
             case .linkLost(let reason):
-                command.completion(.failure(GatewayError(.portUnavailable, "\(device.id): \(reason)")))
+                finish(command, .failure(GatewayError(.portUnavailable, "\(device.id): \(reason)")))
                 return
             }
         }
         await commitPending()
-        command.completion(.success(()))
+        finish(command, .success(()))
+    }
+
+    /// Ends the command being carried out; one its device confirms later ends at its verdict instead (or now, if a
+    /// later frame of it failed).
+    private func finish(_ command: QueuedCommand, _ result: Result<Void, GatewayError>) {
+        guard let key = executing?.heldKey else { return command.completion(result) }
+        guard case .failure(let error) = result,
+              let index = held.firstIndex(where: { $0.command.device == command.device && $0.key == key })
+        else { return }
+        held.remove(at: index)
+        command.completion(.failure(error))
+    }
+
+    /// A frame of the command being carried out says its device confirms it later: it waits for that verdict, up to
+    /// the polls the driver waits and two more.
+    private func hold(_ hold: CommandHold, from device: String) {
+        guard let command = executing?.command, command.device == device, executing?.heldKey == nil else { return }
+        executing?.heldKey = hold.key
+        let cycle = (schedule.interval(of: device) ?? config.pollInterval) + config.responseTimeout
+        let limit = cycle * (hold.verdictWithinPolls + 2)
+        held.append(HeldCommand(command: command, key: hold.key, deadline: clock.now + limit, limit: limit))
+    }
+
+    private func settle(_ verdict: CommandVerdict) {
+        guard let index = held.firstIndex(where: { $0.command.device == verdict.device && $0.key == verdict.key }) else { return }
+        let command = held.remove(at: index).command
+        command.completion(verdict.failure.map { .failure($0) } ?? .success(()))
+    }
+
+    /// Held commands past their deadline: the device answered polls but gave no verdict.
+    private func expireHeld() {
+        let now = clock.now
+        guard held.contains(where: { $0.deadline <= now }) else { return }
+        for expired in held where expired.deadline <= now {
+            let command = expired.command
+            command.completion(.failure(GatewayError(.deviceTimeout, """
+                \(command.device): no acknowledgement of \(command.command.name) within \
+                \(Int(expired.limit / .milliseconds(1))) ms: it may not show it
+                """)))
+        }
+        held.removeAll { $0.deadline <= now }
+    }
+
+    /// Ends every held command: the device took it and may show it, but no verdict can come now.
+    private func releaseHeld(because reason: String) {
+        for waiting in held {
+            let command = waiting.command
+            command.completion(.failure(GatewayError(.unconfirmed, """
+                \(command.device) took \(command.command.name) but \(reason) before it acknowledged: it may show it
+                """)))
+        }
+        held.removeAll()
     }
 
     // MARK: The wire
@@ -581,6 +644,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
             }
             pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
+            if let commandHold = reaction.holdsCommand, let from = reaction.from { hold(commandHold, from: from) }
+            for verdict in reaction.verdicts { settle(verdict) }
             guard let index, let request, reaction.answersRequest else { continue }
             let answer: Outcome
             if let refusal = reaction.refusal {
@@ -605,7 +670,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func commitPending() async {
         guard !pending.isEmpty else { return }
         let (events, cursors, afterCommit) = pending.take(at: clock.date)
-        guard await committer.commit(events, cursors: cursors) else {
+        committing = events.count
+        let committed = await committer.commit(events, cursors: cursors)
+        committing = 0
+        guard committed else {
             // Nothing is acknowledged: devices keep their data; what was read waits here for the next commit.
             pending.restore(events: events, cursors: cursors, at: clock.date)
             if let dropped = pending.trim() {
@@ -633,6 +701,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         link = nil
         inbox.waker = nil
         inbox.refuse(because: "bus \(config.id) lost its link: \(message)")
+        releaseHeld(because: "the link was lost (\(message))")
         // A link that breaks as soon as it is open (a peer that accepts and closes at once, or answers once and
         // closes) is retried less and less often, like one that cannot be opened; where no device answered on it,
         // its devices are unreachable. One that worked a while is reopened after the first pause.
@@ -716,6 +785,15 @@ struct QueuedCommand: Sendable {
     var completion: @Sendable (Result<Void, GatewayError>) -> Void
 }
 
+/// A command sent and answered, waiting for its device's verdict.
+struct HeldCommand {
+    var command: QueuedCommand
+    var key: Int
+    var deadline: Duration
+    /// How long it may wait, for the message when it did not hear.
+    var limit: Duration
+}
+
 /// When each device is due for its next poll; a silent device is probed with backoff.
 struct PollSchedule {
     private struct Entry {
@@ -750,6 +828,9 @@ struct PollSchedule {
             .sorted { (entries[$0].due, $0) < (entries[$1].due, $1) }
             .prefix(limit).map { entries[$0].id }
     }
+
+    /// How often `id` is polled; nil for a device that is not.
+    func interval(of id: String) -> Duration? { entries.first { $0.id == id }?.interval }
 
     /// When the next poll is due, if any device is polled at all.
     var nextDue: Duration? { entries.filter { $0.interval != nil }.map(\.due).min() }

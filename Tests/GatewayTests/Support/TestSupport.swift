@@ -136,6 +136,28 @@ func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -
     return try await condition()
 }
 
+/// A 2 MB tmpfs mounted at `path`, the tests' disk to fill (mounting needs root).
+struct SmallDisk {
+    let path: String
+
+    init(at path: String) async throws {
+        self.path = path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", path])
+        try #require(mounted.status == 0, "a tmpfs is needed as the full disk (root): \(mounted.standardError)")
+    }
+
+    /// Fills it to the last byte.
+    func fill() async throws {
+        let filled = try await run("/bin/sh", ["-c", "dd if=/dev/zero of=\(path)/filler bs=4k 2>/dev/null; sync; true"])
+        try #require(filled.status == 0)
+    }
+
+    func free() throws { try FileManager.default.removeItem(atPath: path + "/filler") }
+
+    func unmount() { try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", path]).waitUntilExit() }
+}
+
 /// A logger that keeps what was logged, for asserting on the technician's view.
 final class CapturedLog: @unchecked Sendable {
     private let lock = NSLock()
