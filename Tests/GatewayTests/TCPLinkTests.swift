@@ -9,9 +9,26 @@ import Testing
 import Glibc
 #endif
 
-/// The non-blocking Modbus TCP link against real sockets on loopback, driven from an actor running on the link's
-/// event loop, as the bus engine drives it.
+/// The Modbus TCP links against real sockets on loopback, driven from an actor running on the link's executor, as the
+/// bus engine drives them: the non-blocking one on the shared event loop and, where a test takes `ownThread`, the
+/// blocking one on a thread of its own (a connection with several devices behind it).
 @Suite(.serialized) struct TCPLinkTests {
+    @Test func aRequestIsAnsweredThroughWriteAndReadOnAThreadOfItsOwn() async throws {
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server = try MockModbusServer.tcp(units: [1: pad])
+        defer { server.stop() }
+        let engine = Engine(port: try #require(tcpPort(of: server)), ownThread: true)
+        try await engine.open()
+        for transaction in UInt16(1)...3 {
+            let request = ModbusTCPFrame(
+                transactionId: transaction, unitId: 1, request: .readHoldingRegisters(start: 1, count: 2))
+            #expect(try await engine.transact(try request.encode(), within: .seconds(2)) == ModbusTCPFrame(
+                transactionId: transaction, unitId: 1, response: .readHoldingRegisters(values: Array(pad.registers[1..<3]))))
+        }
+        #expect(server.requestsAnswered == 3)
+        await engine.close()
+    }
+
     @Test func aReadRequestIsAnsweredThroughWriteAndRead() async throws {
         let pad = MockModbusEvaluator(staffId: "0105")
         pad.press(.satisfied)
@@ -38,7 +55,7 @@ import Glibc
 
         // The same from a task preferring the loop as its executor, as a bus task may be started.
         let preferring = Engine(port: port)
-        let reply = try await Task(executorPreference: preferring.opener.taskExecutor) {
+        let reply = try await Task(executorPreference: try #require(preferring.loopOpener).taskExecutor) {
             try await preferring.open()
             let request = ModbusTCPFrame(
                 transactionId: 9, unitId: 1, request: .readHoldingRegisters(start: 1, count: 2))
@@ -48,9 +65,11 @@ import Glibc
         await preferring.close()
     }
 
-    @Test func aReadWithNothingComingReturnsEmptyAtTheDeadlineAndLaterBytesWait() async throws {
+    @Test(arguments: [false, true]) func aReadWithNothingComingReturnsEmptyAtTheDeadlineAndLaterBytesWait(ownThread: Bool)
+        async throws
+    {
         let listener = try Listener()
-        let engine = Engine(port: listener.port)
+        let engine = Engine(port: listener.port, ownThread: ownThread)
         try await engine.open()
         let peer = try listener.accept()
         defer { close(peer) }
@@ -95,9 +114,9 @@ import Glibc
         await engine.close()
     }
 
-    @Test func thePeerClosingMakesReadAndWriteThrowNamingHostAndPort() async throws {
+    @Test(arguments: [false, true]) func thePeerClosingMakesReadAndWriteThrowNamingHostAndPort(ownThread: Bool) async throws {
         let listener = try Listener()
-        let engine = Engine(port: listener.port)
+        let engine = Engine(port: listener.port, ownThread: ownThread)
         try await engine.open()
         let peer = try listener.accept()
         let started = ContinuousClock.now
@@ -113,26 +132,25 @@ import Glibc
         #expect(writeError?.message == "127.0.0.1:\(listener.port) closed the connection")
     }
 
-    @Test func connectingWhereNobodyListensSaysConnectionRefused() async throws {
+    @Test(arguments: [false, true]) func connectingWhereNobodyListensSaysConnectionRefused(ownThread: Bool) async throws {
         // A port just freed: nothing listens there.
         let port = try Listener(listening: false).port
-        let opener = TCPLinkOpener(host: "127.0.0.1", port: port, clock: SystemBusClock())
-        let error = await #expect(throws: GatewayError.self) { _ = try await opener.open() }
+        let engine = Engine(port: port, ownThread: ownThread)
+        let error = await #expect(throws: GatewayError.self) { try await engine.open() }
         #expect(error?.code == .portUnavailable)
         #expect(error?.message == "cannot connect to 127.0.0.1:\(port): connection refused")
     }
 
-    @Test func connectingToAServerThatNeverAnswersTimesOut() async throws {
+    @Test(arguments: [false, true]) func connectingToAServerThatNeverAnswersTimesOut(ownThread: Bool) async throws {
         // A listener whose accept queue is full drops further handshakes (Linux, unless tcp_abort_on_overflow), as
         // an unplugged device's address does.
         let listener = try Listener(backlog: 0)
         var queued: [Int32] = []
         defer { queued.forEach { close($0) } }
         for _ in 0..<2 { queued.append(try Listener.startConnecting(port: listener.port)) }
-        let opener = TCPLinkOpener(
-            host: "127.0.0.1", port: listener.port, clock: SystemBusClock(), connectTimeout: .milliseconds(300))
+        let engine = Engine(port: listener.port, ownThread: ownThread, connectTimeout: .milliseconds(300))
         let started = ContinuousClock.now
-        let error = await #expect(throws: GatewayError.self) { _ = try await opener.open() }
+        let error = await #expect(throws: GatewayError.self) { try await engine.open() }
         #expect(error?.message == "cannot connect to 127.0.0.1:\(listener.port): timed out")
         #expect(ContinuousClock.now - started < .seconds(2))
     }
@@ -149,7 +167,7 @@ import Glibc
         let after = try threadCount()
         // The shared loop's one thread appears if no test opened a link before this one.
         #expect(after - before <= 1, "\(before) threads before 200 links, \(after) with them")
-        let loops = Set(engines.map { ObjectIdentifier($0.opener.eventLoop) })
+        let loops = Set(try engines.map { ObjectIdentifier(try #require($0.loopOpener).eventLoop) })
         #expect(loops.count == 1)
         for engine in engines {
             try await engine.write([0x00])
@@ -158,20 +176,25 @@ import Glibc
     }
 }
 
-/// The engine's side as the bus engine will hold it: an actor whose executor is the link's event loop.
+/// The engine's side as the bus engine will hold it: an actor whose executor is the link's (the event loop, or the
+/// blocking link's own thread).
 private actor Engine {
-    let opener: TCPLinkOpener
+    let opener: any LinkOpener
     private let clock = SystemBusClock()
     private var link: (any BusLink)?
     private var decoder = ModbusTCPDecoder(role: .client)
 
-    init(port: Int) {
-        opener = TCPLinkOpener(host: "127.0.0.1", port: port, clock: clock)
+    init(port: Int, ownThread: Bool = false, connectTimeout: Duration = .seconds(3)) {
+        opener = ownThread
+            ? SocketLinkOpener(host: "127.0.0.1", port: port, clock: clock, label: "test-link", connectTimeout: connectTimeout)
+            : TCPLinkOpener(host: "127.0.0.1", port: port, clock: clock, connectTimeout: connectTimeout)
     }
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { opener.executor.asUnownedSerialExecutor() }
 
-    var runsOnTheLinksLoop: Bool { opener.eventLoop.inEventLoop }
+    nonisolated var loopOpener: TCPLinkOpener? { opener as? TCPLinkOpener }
+
+    var runsOnTheLinksLoop: Bool { loopOpener?.eventLoop.inEventLoop ?? false }
 
     func open() async throws(GatewayError) {
         link = try await opener.open()

@@ -21,7 +21,10 @@ enum DriverRegistry {
         let timing: LineTiming
         switch bus.transport {
         case .modbusTCP(let host, let port):
-            opener = TCPLinkOpener(host: host, port: port, clock: clock)
+            // Several devices behind one connection keep it busy: it gets a thread, as a serial line does.
+            opener = members.count > 1
+                ? SocketLinkOpener(host: host, port: port, clock: clock, label: "bus.\(bus.id)")
+                : TCPLinkOpener(host: host, port: port, clock: clock)
             timing = .instant
         case .modbusRTU(let settings):
             opener = SerialLinkOpener(settings: settings, clock: clock, label: "bus.\(bus.id)")

@@ -87,6 +87,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// Commands whose frames were answered, waiting for their device's verdict (`CommandHold`), oldest first.
     private var held: [HeldCommand] = []
 
+    /// How long a bus on a blocking link keeps its thread before it lets the callers of the bus in.
+    static var yieldEvery: Duration { .milliseconds(5) }
+    /// When it last did.
+    private var yieldedAt: Duration = .zero
+
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
     /// How long a partial frame waits for the rest: the quiet gap on a serial line; on TCP, where a frame's length
@@ -211,9 +216,13 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 reopenAt = clock.now + nextReopenDelay()
                 continue
             }
-            // Lets callers of deviceStates() in when a blocking link never suspends. Not on a link that suspends in
-            // its reads: a yield costs two thread switches there (the task resumes on the pool, then hops back).
-            if link.readsBlock { await Task.yield() }
+            // Lets callers of deviceStates() in when a blocking link never suspends: every few milliseconds, not at
+            // every request, since a yield costs two thread switches (the task resumes on the pool, then hops back),
+            // as much as a Modbus TCP round trip. Not on a link that suspends in its reads.
+            if link.readsBlock, clock.now - yieldedAt >= Self.yieldEvery {
+                yieldedAt = clock.now
+                await Task.yield()
+            }
             // A command already waiting has its frames made before the frame gap is waited out, so they leave as it
             // ends. The gap is waited out before a poll is chosen, so a command that comes during it goes ahead.
             var command = inbox.next().flatMap { plan($0) }

@@ -12,6 +12,12 @@ final class SerialLine: @unchecked Sendable {
     /// A pipe whose read end `read` watches too: a byte written to it ends a wait (see `wake`).
     private let wakeRead: Int32
     private let wakeWrite: Int32
+    /// Where reads land, kept: a fresh one each read cost an allocation and a clearing per transaction.
+    private var readBuffer = [UInt8](repeating: 0, count: 1024)
+    /// Set once a read found the other end gone.
+    private var peerClosed = false
+    /// A tty, not a socket: its input is flushed by `tcflush`, and a read of nothing means it hung up.
+    private let isTerminal: Bool
 
     /// Opens the port; `readOnly` for a listener that must never speak on the line.
     init(settings: SerialSettings, readOnly: Bool = false) throws(GatewayError) {
@@ -53,17 +59,30 @@ final class SerialLine: @unchecked Sendable {
             throw GatewayError(.portUnavailable, "cannot configure \(settings.port): \(reason)")
         }
         tcflush(fd, TCIOFLUSH)
+        isTerminal = true
+        (wakeRead, wakeWrite) = try Self.wakePipe(closingOnFailure: fd, settings.port)
+    }
+
+    /// A connected, non-blocking socket read and written like a line (a Modbus TCP connection on a bus's own thread).
+    init(socket: Int32, endpoint: String) throws(GatewayError) {
+        path = endpoint
+        fd = socket
+        isTerminal = false
+        (wakeRead, wakeWrite) = try Self.wakePipe(closingOnFailure: socket, endpoint)
+    }
+
+    private static func wakePipe(closingOnFailure fd: Int32, _ name: String) throws(GatewayError) -> (Int32, Int32) {
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else {
             let reason = String(cString: strerror(errno))
             Foundation.close(fd)
-            throw GatewayError(.portUnavailable, "cannot set up \(settings.port): \(reason)")
+            throw GatewayError(.portUnavailable, "cannot set up \(name): \(reason)")
         }
         for end in ends {
             _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
             _ = fcntl(end, F_SETFD, FD_CLOEXEC)
         }
-        (wakeRead, wakeWrite) = (ends[0], ends[1])
+        return (ends[0], ends[1])
     }
 
     deinit {
@@ -94,10 +113,15 @@ final class SerialLine: @unchecked Sendable {
     /// Writes all bytes, waiting for the driver's buffer when it is full; throws when it stays full for the stall
     /// limit, so that the bus reopens the port instead of waiting for ever.
     func write(_ bytes: [UInt8]) throws(GatewayError) {
+        // A socket takes a write or two after its peer closed (the peer answers them with a reset): not a live line.
+        if peerClosed { throw GatewayError(.portUnavailable, hungUp) }
         var written = 0
         var progressAt = ContinuousClock.now
         while written < bytes.count {
-            let count = bytes[written...].withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+            // A socket the peer closed must not raise SIGPIPE.
+            let count = bytes[written...].withUnsafeBytes {
+                isTerminal ? Foundation.write(fd, $0.baseAddress, $0.count) : send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if count > 0 {
                 written += count
                 progressAt = .now
@@ -129,21 +153,30 @@ final class SerialLine: @unchecked Sendable {
         let entry = entries[0]
         guard ready > 0, entry.revents != 0 else { return [] }
         if entry.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0, entry.revents & Int16(POLLIN) == 0 {
-            throw GatewayError(.portUnavailable, "\(path) hung up")
+            peerClosed = true
+            throw GatewayError(.portUnavailable, hungUp)
         }
-        var buffer = [UInt8](repeating: 0, count: 1024)
-        let count = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+        let count = readBuffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EAGAIN || errno == EINTR { return [] }
             throw GatewayError(.portUnavailable, "read from \(path) failed: \(String(cString: strerror(errno)))")
         }
         // Readable yet nothing to read: the tty hung up (a USB adapter unplugged). Not "nothing arrived".
-        if count == 0 { throw GatewayError(.portUnavailable, "\(path) hung up") }
-        return Array(buffer[0..<count])
+        if count == 0 {
+            peerClosed = true
+            throw GatewayError(.portUnavailable, hungUp)
+        }
+        return Array(readBuffer[0..<count])
     }
 
+    private var hungUp: String { isTerminal ? "\(path) hung up" : "\(path) closed the connection" }
+
     /// Drops unread input (after a timeout or a garbled frame).
-    func discardInput() { tcflush(fd, TCIFLUSH) }
+    func discardInput() {
+        guard !isTerminal else { return _ = tcflush(fd, TCIFLUSH) }
+        var drain = [UInt8](repeating: 0, count: 4096)
+        while drain.withUnsafeMutableBytes({ Foundation.read(fd, $0.baseAddress, $0.count) }) > 0 {}
+    }
 
     private static func speed(_ baud: Int) -> speed_t {
         switch baud {
