@@ -37,6 +37,8 @@ public final class MockModbusBoard: MockModbusUnit {
         var answering = true
         var acknowledging = true
         var shownText = ""
+        /// Every text taken with a command, oldest first.
+        var taken: [String] = []
         var mode = Mode.blank
         var brightness: UInt16 = 15
         var isOn = true
@@ -77,8 +79,8 @@ public final class MockModbusBoard: MockModbusUnit {
         set { state.withLock { $0.acknowledging = newValue } }
     }
 
-    /// How many requests after taking a command the board acknowledges it (0: at once). A real board redraws first,
-    /// so its acknowledgement may come only at a later poll.
+    /// How many requests after a command's counter the board takes and acknowledges it (0: at once). A real board
+    /// redraws first, so its acknowledgement may come only at a later poll.
     public var requestsBeforeAcknowledging: Int {
         get { state.withLock { $0.requestsBeforeAcknowledging } }
         set { state.withLock { $0.requestsBeforeAcknowledging = newValue } }
@@ -88,6 +90,7 @@ public final class MockModbusBoard: MockModbusUnit {
         state.withLock { state in
             if let (counter, left) = state.unacknowledged {
                 if left <= 1 {
+                    Self.take(&state)
                     state.registers[Register.acknowledge] = counter
                     state.unacknowledged = nil
                 } else {
@@ -110,6 +113,9 @@ public final class MockModbusBoard: MockModbusUnit {
         state.withLock { $0.isOn ? ($0.shownText, $0.mode) : ("", .blank) }
     }
 
+    /// Every text the board took with a command, oldest first: what the hall has seen.
+    public var takenTexts: [String] { state.withLock { $0.taken } }
+
     /// The brightness level (0…15) the board took last.
     public var brightness: UInt16 { state.withLock { $0.brightness } }
 
@@ -129,18 +135,24 @@ public final class MockModbusBoard: MockModbusUnit {
             guard counter != state.registers[Register.acknowledge], counter != state.unacknowledged?.counter,
                   state.acknowledging
             else { return }
-            // A new command: take it (text and mode, brightness, power), then acknowledge it.
-            let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
-            state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"
-            state.mode = Mode(rawValue: state.registers[Register.mode]) ?? .blank
-            if state.mode == .blank { state.shownText = "" }
-            state.brightness = state.registers[Register.brightness]
-            state.isOn = state.registers[Register.power] != 0
+            // A new command: take it (text and mode, brightness, power), then acknowledge it; a board that redraws
+            // first takes what the registers hold when it gets to it, later writes included.
             if state.requestsBeforeAcknowledging > 0 {
                 state.unacknowledged = (counter, state.requestsBeforeAcknowledging)
             } else {
+                Self.take(&state)
                 state.registers[Register.acknowledge] = counter
             }
         }
+    }
+
+    private static func take(_ state: inout State) {
+        let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
+        state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"
+        state.mode = Mode(rawValue: state.registers[Register.mode]) ?? .blank
+        if state.mode == .blank { state.shownText = "" }
+        if !state.shownText.isEmpty { state.taken.append(state.shownText) }
+        state.brightness = state.registers[Register.brightness]
+        state.isOn = state.registers[Register.power] != 0
     }
 }

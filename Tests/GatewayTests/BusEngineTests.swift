@@ -307,23 +307,51 @@ final class TinyDevices: Sendable {
         let devices = TinyDevices(answering: [1, 2])
         let line = SimulatedLine(end: .seconds(3), stop: stop, responder: devices.responder)
         let bus = engine(line, devices: Self.devices(2), confirmsAtPoll: 2)
-        let done = Mutex<(Result<Void, GatewayError>, Duration)?>(nil)
-        line.at(.milliseconds(1001)) {
-            bus.submit(.clear, to: "caller-1") { result in done.withLock { $0 = (result, line.now) } }
+        let done = Mutex<[(text: String, result: Result<Void, GatewayError>, at: Duration)]>([])
+        // A second command to it comes while the first waits: it goes once the first is confirmed (a board would
+        // otherwise take the second text before showing the first).
+        for (time, text) in [(1001, "A023"), (1002, "B007")] {
+            line.at(.milliseconds(time)) {
+                bus.submit(.showText(text), to: "caller-1") { result in done.withLock { $0.append((text, result, line.now)) } }
+            }
         }
         await bus.run(until: stop)
 
-        let (result, at) = try #require(done.withLock { $0 }, "the command completed")
-        #expect(result.failure == nil, "confirmed: done")
-        let sent = try #require(line.written.first { $0.bytes.starts(with: [0x11, 1]) }).time
-        let secondPoll = try #require(Self.polls(of: 1, in: line).filter { $0 > sent }.dropFirst().first)
-        #expect(at >= secondPoll && at <= secondPoll + devices.turnaround, "done at its second poll's answer, not before")
+        let outcomes = done.withLock { $0 }
+        #expect(outcomes.map(\.text) == ["A023", "B007"], "each completed once, in order")
+        #expect(outcomes.allSatisfy { $0.result.failure == nil }, "confirmed: done")
+        let first = try #require(outcomes.first)
+        let sent = line.written.filter { $0.bytes.starts(with: [0x11, 1]) }.map(\.time)
+        try #require(sent.count == 2)
+        let secondPoll = try #require(Self.polls(of: 1, in: line).filter { $0 > sent[0] }.dropFirst().first)
+        #expect(first.at >= secondPoll && first.at <= secondPoll + devices.turnaround, "done at its second poll's answer, not before")
+        #expect(sent[1] >= first.at, "the second command went out after the first was confirmed")
         // Meanwhile the bus went on polling, the other device too.
-        #expect(Self.polls(of: 2, in: line).contains { $0 > sent && $0 < secondPoll })
+        #expect(Self.polls(of: 2, in: line).contains { $0 > sent[0] && $0 < secondPoll })
+    }
+
+    @Test func aCallerCancelledWhileItsCommandIsHeldIsAnsweredAtOnce() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        let line = SimulatedLine(end: .seconds(3), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(1), confirmsAtPoll: 100)
+        let sending = Task { try await bus.send(.clear, to: "caller-1") }
+        let held = Mutex(false)
+        line.at(.milliseconds(500)) {
+            held.withLock { $0 = line.written.contains { $0.bytes.starts(with: [0x11, 1]) } }
+            sending.cancel()
+        }
+        await bus.run(until: stop)
+
+        let error = await #expect(throws: GatewayError.self) { try await sending.value }
+        #expect(error?.code == .unconfirmed)
+        #expect(error?.message == "caller-1: clear was cancelled under way: it may still be carried out")
+        #expect(held.withLock { $0 }, "the command had gone out and waited for its confirmation")
     }
 
     @Test func aCommandTheDeviceNeverConfirmsEndsWithTheReason() async throws {
         let outcomes = Mutex<[String: (Result<Void, GatewayError>, Duration)]>([:])
+        let completions = Mutex(0)
         // Silent after taking it; the gateway stopped; the line lost: what a technician reads in each case.
         for ending in ["silent", "stopped", "unplugged"] {
             let stop = StopSignal()
@@ -332,7 +360,10 @@ final class TinyDevices: Sendable {
                                      responder: devices.responder)
             let bus = engine(line, devices: Self.devices(1), confirmsAtPoll: 100)
             line.at(.milliseconds(1001)) {
-                bus.submit(.clear, to: "caller-1") { result in outcomes.withLock { $0[ending] = (result, line.now) } }
+                bus.submit(.clear, to: "caller-1") { result in
+                    completions.withLock { $0 += 1 }
+                    outcomes.withLock { $0[ending] = (result, line.now) }
+                }
             }
             line.at(.milliseconds(1030)) {
                 if ending == "silent" { devices.setAnswering(1, false) }
@@ -341,6 +372,7 @@ final class TinyDevices: Sendable {
             await bus.run(until: stop)
         }
 
+        #expect(completions.withLock { $0 } == 3, "each command completed once")
         let silent = try #require(outcomes.withLock { $0["silent"] })
         // Five cycles of a poll and its timeout (100 + 100 ms): the driver's three polls and two more.
         #expect(silent.0.failure?.code == .deviceTimeout)

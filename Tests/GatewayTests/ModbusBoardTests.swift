@@ -168,7 +168,8 @@ import Testing
         async let first: Void = gateway.send(.call(ticket: "A023", window: "5"), to: "board-w05")
         async let second: Void = gateway.send(.call(ticket: "B007", window: "6"), to: "board-w05")
         _ = try await (first, second)
-        #expect(["请A023号到5号窗口", "请B007号到6号窗口"].contains(board.display.text))
+        // Each was shown: the second was written only once the board had taken the first.
+        #expect(board.takenTexts.sorted() == ["请A023号到5号窗口", "请B007号到6号窗口"])
         let store = try SQLiteEventStore(name: "reader", path: line.folder.file("events.sqlite"))
         #expect(await eventually { (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 2 })
         let acknowledged = try await eventData(store, type: HallEventType.boardAcknowledged) { data -> BoardAcknowledged? in

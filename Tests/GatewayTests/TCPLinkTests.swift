@@ -132,6 +132,19 @@ import Glibc
         #expect(writeError?.message == "127.0.0.1:\(listener.port) closed the connection")
     }
 
+    @Test(arguments: [false, true]) func aResetIsSaidAsSuch(ownThread: Bool) async throws {
+        let listener = try Listener()
+        let engine = Engine(port: listener.port, ownThread: ownThread)
+        try await engine.open()
+        let peer = try listener.accept()
+        // Closed with a zero linger: a reset, as a device that reboots sends.
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(peer, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(peer)
+        let error = await #expect(throws: GatewayError.self) { _ = try await engine.read(for: .seconds(5)) }
+        #expect(error?.message == "connection to 127.0.0.1:\(listener.port) failed: connection reset by peer")
+    }
+
     @Test(arguments: [false, true]) func connectingWhereNobodyListensSaysConnectionRefused(ownThread: Bool) async throws {
         // A port just freed: nothing listens there.
         let port = try Listener(listening: false).port

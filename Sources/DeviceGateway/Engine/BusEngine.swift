@@ -16,11 +16,11 @@ public protocol Bus: Actor {
     /// Carries out a command on one of the bus's devices; nonisolated, so a busy bus queues it without delay.
     nonisolated func send(_ command: HallCommand, to deviceId: String) async throws
     /// What the bus believes about each of its devices, with their counters.
-    func deviceStates() -> [DeviceState]
+    func deviceStates() async -> [DeviceState]
     /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
     func lineCounters() -> DeviceCounters
     /// Events read and not yet committed: more than a moment, the outbox refuses commits.
-    func uncommittedEventCount() -> Int
+    func uncommittedEventCount() async -> Int
 }
 
 /// The one owner of a bus: one request in flight, commands before polls, each device polled at its own interval,
@@ -144,9 +144,17 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// Carries out a command on a device; returns once its frames were sent and answered (or not expected to be).
     /// Nonisolated: the command goes straight into the inbox, with no wait for the engine, whose thread may be
     /// blocked in a read or in the frame gap; the engine takes it before choosing its next request.
+    /// A cancelled caller is answered at once, `unconfirmed`: the command may still go out, or be shown later.
     public nonisolated func send(_ command: HallCommand, to deviceId: String) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            submit(command, to: deviceId) { result in continuation.resume(with: result.mapError { $0 as any Error }) }
+        let outcome = OnceOutcome()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                outcome.wait(continuation)
+                submit(command, to: deviceId) { result in outcome.resume(result) }
+            }
+        } onCancel: {
+            outcome.resume(.failure(GatewayError(
+                .unconfirmed, "\(deviceId): \(command.name) was cancelled under way: it may still be carried out")))
         }
     }
 
@@ -163,7 +171,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
     }
 
-    public func deviceStates() -> [DeviceState] {
+    /// Wakes a read that blocks the bus's thread, so the bus lets the question in now rather than when its read
+    /// ends (up to a second on an idle line).
+    public nonisolated func deviceStates() async -> [DeviceState] {
+        inbox.wake()
+        return await currentStates()
+    }
+
+    private func currentStates() -> [DeviceState] {
         health.states(of: driver.devices).map { state in
             var state = state
             state.counters = counters[state.device] ?? DeviceCounters()
@@ -173,7 +188,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
-    public func uncommittedEventCount() -> Int { pending.events.count + committing }
+    public nonisolated func uncommittedEventCount() async -> Int {
+        inbox.wake()
+        return await uncommittedNow()
+    }
+
+    private func uncommittedNow() -> Int { pending.events.count + committing }
 
     // MARK: The loop
 
@@ -225,9 +245,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
             // A command already waiting has its frames made before the frame gap is waited out, so they leave as it
             // ends. The gap is waited out before a poll is chosen, so a command that comes during it goes ahead.
-            var command = inbox.next().flatMap { plan($0) }
+            var command = nextCommand()
             await waitForLineFree(on: link, stop: stop)
-            if command == nil { command = inbox.next().flatMap { plan($0) } }
+            if command == nil { command = nextCommand() }
             if let command {
                 await execute(command, on: link)
             } else if requestsInFlight > 1, case let due = schedule.due(at: clock.now, limit: requestsInFlight),
@@ -243,7 +263,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             expireHeld()
             // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
             // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
-            if !inbox.hasWaiting { await commitPending() }
+            if !inbox.hasWaiting(besides: heldDevices) { await commitPending() }
         }
         await commitPending()
         inbox.close(because: "bus \(config.id) is stopped")
@@ -376,6 +396,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// A fresh poll request of the same device: a new transaction id, so a late answer to the dropped one is no match.
     private func rePoll(_ request: LineRequest) -> LineRequest {
         driver.devices.first { $0.id == request.device }.flatMap { driver.pollRequests(for: $0).first } ?? request
+    }
+
+    /// Devices with a command held: their next command waits for its verdict, so that a board shows each call (a
+    /// second text written before the board took the first would replace it unseen).
+    private var heldDevices: [String] { held.isEmpty ? [] : held.map(\.command.device) }
+
+    private func nextCommand() -> CommandPlan? {
+        inbox.next(besides: heldDevices).flatMap { plan($0) }
     }
 
     /// A command and its device, with its frames unless the device must be polled first.
@@ -678,8 +706,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// Commits what was read, then sends the acknowledgements that depended on the commit.
     private func commitPending() async {
         guard !pending.isEmpty else { return }
+        // The memory-loss faults `take` adds are made again at each attempt: not counted as waiting.
+        committing = pending.events.count
         let (events, cursors, afterCommit) = pending.take(at: clock.date)
-        committing = events.count
         let committed = await committer.commit(events, cursors: cursors)
         committing = 0
         guard committed else {
@@ -760,11 +789,16 @@ final class CommandInbox: Sendable {
         return refusal
     }
 
-    /// Whether a command waits.
-    var hasWaiting: Bool { state.withLock { !$0.queue.isEmpty } }
+    /// Whether a command waits that may go now: not one to a device in `held`.
+    func hasWaiting(besides held: [String]) -> Bool {
+        state.withLock { state in state.queue.contains { !held.contains($0.device) } }
+    }
 
-    func next() -> QueuedCommand? {
-        state.withLock { $0.queue.isEmpty ? nil : $0.queue.removeFirst() }
+    /// The oldest command that may go now: not one to a device in `held`.
+    func next(besides held: [String]) -> QueuedCommand? {
+        state.withLock { state in
+            state.queue.firstIndex { !held.contains($0.device) }.map { state.queue.remove(at: $0) }
+        }
     }
 
     func open() { state.withLock { if !$0.closed { $0.refusal = nil } } }
@@ -792,6 +826,39 @@ struct QueuedCommand: Sendable {
     var command: HallCommand
     var device: String
     var completion: @Sendable (Result<Void, GatewayError>) -> Void
+}
+
+/// A command's caller's outcome, given once: by the bus, or at once when the caller is cancelled.
+final class OnceOutcome: Sendable {
+    private let state = Mutex<(waiter: CheckedContinuation<Void, any Error>?, result: Result<Void, GatewayError>?, given: Bool)>(
+        (nil, nil, false))
+
+    func wait(_ waiter: CheckedContinuation<Void, any Error>) {
+        let ready = state.withLock { state -> Result<Void, GatewayError>? in
+            if let result = state.result {
+                state.result = nil
+                state.given = true
+                return result
+            }
+            state.waiter = waiter
+            return nil
+        }
+        if let ready { waiter.resume(with: ready.mapError { $0 as any Error }) }
+    }
+
+    func resume(_ result: Result<Void, GatewayError>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard !state.given, state.result == nil else { return nil }
+            guard let waiter = state.waiter else {
+                state.result = result
+                return nil
+            }
+            state.waiter = nil
+            state.given = true
+            return waiter
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
 }
 
 /// A command sent and answered, waiting for its device's verdict.

@@ -29,24 +29,30 @@ public struct SocketLinkOpener: LinkOpener {
         return SerialLink(line: try SerialLine(socket: socket, endpoint: endpoint), clock: clock)
     }
 
+    /// Tries each address of the name within one deadline for them all; a failure names the first address's reason,
+    /// as the event loop's link does. The name lookup itself is the resolver's to bound (a few seconds).
     private func connect() throws(GatewayError) -> Int32 {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_NUMERICSERV
+        hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG
         var found: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(host, String(port), &hints, &found) == 0, let first = found else {
             throw GatewayError(.portUnavailable, "cannot connect to \(endpoint): name not found")
         }
         defer { freeaddrinfo(first) }
-        var reason = "name not found"
+        let deadline = ContinuousClock.now + connectTimeout
+        var firstReason: String?
         var candidate: UnsafeMutablePointer<addrinfo>? = first
-        while let address = candidate?.pointee {
+        while let address = candidate?.pointee, ContinuousClock.now < deadline {
             candidate = address.ai_next
             let fd = socket(address.ai_family, address.ai_socktype | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
                             address.ai_protocol)
-            guard fd >= 0 else { continue }
-            if let failure = Self.connect(fd, to: address, within: connectTimeout) {
-                reason = failure
+            guard fd >= 0 else {
+                firstReason = firstReason ?? TCPLinkOpener.reason(errno: errno)
+                continue
+            }
+            if let failure = Self.connect(fd, to: address, before: deadline) {
+                firstReason = firstReason ?? failure
                 close(fd)
                 continue
             }
@@ -54,18 +60,23 @@ public struct SocketLinkOpener: LinkOpener {
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
             return fd
         }
-        throw GatewayError(.portUnavailable, "cannot connect to \(endpoint): \(reason)")
+        throw GatewayError(.portUnavailable, "cannot connect to \(endpoint): \(firstReason ?? "timed out")")
     }
 
-    /// Connects a non-blocking socket, waiting up to `timeout`; nil when connected, else why not.
-    private static func connect(_ fd: Int32, to address: addrinfo, within timeout: Duration) -> String? {
+    /// Connects a non-blocking socket, waiting until `deadline`; nil when connected, else why not.
+    private static func connect(_ fd: Int32, to address: addrinfo, before deadline: ContinuousClock.Instant) -> String? {
         if Glibc.connect(fd, address.ai_addr, address.ai_addrlen) == 0 { return nil }
         guard errno == EINPROGRESS else { return TCPLinkOpener.reason(errno: errno) }
         var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        var ready: Int32
-        repeat { ready = poll(&entry, 1, milliseconds) } while ready < 0 && errno == EINTR
-        guard ready > 0 else { return "timed out" }
+        while true {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return "timed out" }
+            let milliseconds = Int32(clamping: left.components.seconds * 1000
+                                     + (left.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            let ready = poll(&entry, 1, milliseconds)
+            if ready > 0 { break }
+            if ready < 0, errno != EINTR { return TCPLinkOpener.reason(errno: errno) }
+        }
         var error: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)

@@ -14,8 +14,8 @@ final class SerialLine: @unchecked Sendable {
     private let wakeWrite: Int32
     /// Where reads land, kept: a fresh one each read cost an allocation and a clearing per transaction.
     private var readBuffer = [UInt8](repeating: 0, count: 1024)
-    /// Set once a read found the other end gone.
-    private var peerClosed = false
+    /// Why the line is gone, once a read found the other end gone: reads and writes fail with it from then on.
+    private var broken: String?
     /// A tty, not a socket: its input is flushed by `tcflush`, and a read of nothing means it hung up.
     private let isTerminal: Bool
 
@@ -114,7 +114,7 @@ final class SerialLine: @unchecked Sendable {
     /// limit, so that the bus reopens the port instead of waiting for ever.
     func write(_ bytes: [UInt8]) throws(GatewayError) {
         // A socket takes a write or two after its peer closed (the peer answers them with a reset): not a live line.
-        if peerClosed { throw GatewayError(.portUnavailable, hungUp) }
+        if let broken { throw GatewayError(.portUnavailable, broken) }
         var written = 0
         var progressAt = ContinuousClock.now
         while written < bytes.count {
@@ -128,18 +128,20 @@ final class SerialLine: @unchecked Sendable {
             } else if count < 0, errno == EAGAIN || errno == EINTR {
                 if ContinuousClock.now - progressAt >= Self.stallLimit {
                     throw GatewayError(.portUnavailable, "\(path) takes no more output (\(bytes.count - written) bytes "
-                                       + "waiting for \(Self.stallLimit.components.seconds) s): the adapter stalls")
+                                       + "waiting for \(Self.stallLimit.components.seconds) s): "
+                                       + (isTerminal ? "the adapter stalls" : "the peer reads nothing"))
                 }
                 var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
                 _ = poll(&entry, 1, 100)
             } else {
-                throw GatewayError(.portUnavailable, "write to \(path) failed: \(String(cString: strerror(errno)))")
+                throw GatewayError(.portUnavailable, failure("write to", errno))
             }
         }
     }
 
     /// Waits up to `timeout` for bytes and returns what arrived (empty: nothing within the timeout).
     func read(timeout: Duration) throws(GatewayError) -> [UInt8] {
+        if let broken { throw GatewayError(.portUnavailable, broken) }
         var entries = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
         // Rounded up: a wait of 0.4 ms must not become a busy loop of zero-timeout polls.
@@ -153,29 +155,55 @@ final class SerialLine: @unchecked Sendable {
         let entry = entries[0]
         guard ready > 0, entry.revents != 0 else { return [] }
         if entry.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0, entry.revents & Int16(POLLIN) == 0 {
-            peerClosed = true
-            throw GatewayError(.portUnavailable, hungUp)
+            throw GatewayError(.portUnavailable, breaking(hungUpOrSocketError()))
         }
         let count = readBuffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EAGAIN || errno == EINTR { return [] }
-            throw GatewayError(.portUnavailable, "read from \(path) failed: \(String(cString: strerror(errno)))")
+            throw GatewayError(.portUnavailable, breaking(failure("read from", errno)))
         }
         // Readable yet nothing to read: the tty hung up (a USB adapter unplugged). Not "nothing arrived".
-        if count == 0 {
-            peerClosed = true
-            throw GatewayError(.portUnavailable, hungUp)
-        }
+        if count == 0 { throw GatewayError(.portUnavailable, breaking(hungUp)) }
         return Array(readBuffer[0..<count])
     }
 
     private var hungUp: String { isTerminal ? "\(path) hung up" : "\(path) closed the connection" }
 
+    private func breaking(_ reason: String) -> String {
+        broken = reason
+        return reason
+    }
+
+    /// A failed read or write in a technician's words; a socket's as the event loop's link says them.
+    private func failure(_ what: String, _ code: Int32) -> String {
+        isTerminal ? "\(what) \(path) failed: \(String(cString: strerror(code)))"
+            : "connection to \(path) failed: \(TCPLinkOpener.reason(errno: code))"
+    }
+
+    /// A hang-up with no byte to read: a socket says why (a reset, a timeout), a tty only that it hung up.
+    private func hungUpOrSocketError() -> String {
+        guard !isTerminal else { return hungUp }
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0, code != 0 else { return hungUp }
+        return failure("read from", code)
+    }
+
     /// Drops unread input (after a timeout or a garbled frame).
     func discardInput() {
         guard !isTerminal else { return _ = tcflush(fd, TCIFLUSH) }
-        var drain = [UInt8](repeating: 0, count: 4096)
-        while drain.withUnsafeMutableBytes({ Foundation.read(fd, $0.baseAddress, $0.count) }) > 0 {}
+        // What the socket holds now, at most a few reads' worth: a peer that streams must not hold the bus here.
+        for _ in 0..<16 {
+            let count = readBuffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+            if count > 0 { continue }
+            // A reset or a close read here is the next read's to report.
+            if count == 0 {
+                _ = breaking(hungUp)
+            } else if errno != EAGAIN && errno != EINTR {
+                _ = breaking(failure("read from", errno))
+            }
+            return
+        }
     }
 
     private static func speed(_ baud: Int) -> speed_t {
