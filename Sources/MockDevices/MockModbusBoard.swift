@@ -113,7 +113,7 @@ public final class MockModbusBoard: MockModbusUnit {
         state.withLock { $0.isOn ? ($0.shownText, $0.mode) : ("", .blank) }
     }
 
-    /// Every text the board took with a command, oldest first: what the hall has seen.
+    /// Every text the board took with a command that changed its text or mode, oldest first: what the hall has seen.
     public var takenTexts: [String] { state.withLock { $0.taken } }
 
     /// The brightness level (0…15) the board took last.
@@ -147,11 +147,13 @@ public final class MockModbusBoard: MockModbusUnit {
     }
 
     private static func take(_ state: inout State) {
+        let (text, mode) = (state.shownText, state.mode)
         let bytes = RegisterText.bytes(from: state.registers[Register.text..<(Register.text + Register.textCount)])
         state.shownText = ChineseText.decode(bytes, as: .gb18030) ?? "?"
         state.mode = Mode(rawValue: state.registers[Register.mode]) ?? .blank
         if state.mode == .blank { state.shownText = "" }
-        if !state.shownText.isEmpty { state.taken.append(state.shownText) }
+        // A brightness or power command leaves text and mode as they are: nothing new shown.
+        if !state.shownText.isEmpty, (state.shownText, state.mode) != (text, mode) { state.taken.append(state.shownText) }
         state.brightness = state.registers[Register.brightness]
         state.isOn = state.registers[Register.power] != 0
     }

@@ -333,31 +333,35 @@ final class TinyDevices: Sendable {
     @Test func aCallerCancelledWhileItsCommandIsHeldIsAnsweredAtOnce() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])
-        let line = SimulatedLine(end: .seconds(3), stop: stop, responder: devices.responder)
-        let bus = engine(line, devices: Self.devices(1), confirmsAtPoll: 100)
-        let sending = Task { try await bus.send(.clear, to: "caller-1") }
-        let held = Mutex(false)
-        line.at(.milliseconds(500)) {
-            held.withLock { $0 = line.written.contains { $0.bytes.starts(with: [0x11, 1]) } }
-            sending.cancel()
+        let sending = Mutex<Task<Void, any Error>?>(nil)
+        // Cancelled once its frame is on the line: the device confirms only at its 100th poll, the bus gives up
+        // after 1 s; the caller hears at once.
+        let line = SimulatedLine(end: .seconds(3), stop: stop) { frame, time in
+            if frame.starts(with: [0x11, 1]) { sending.withLock { $0?.cancel() } }
+            return devices.responder(frame, time)
         }
+        let bus = engine(line, devices: Self.devices(1), confirmsAtPoll: 100)
+        sending.withLock { $0 = Task { try await bus.send(.clear, to: "caller-1") } }
         await bus.run(until: stop)
 
-        let error = await #expect(throws: GatewayError.self) { try await sending.value }
+        let task = try #require(sending.withLock { $0 })
+        let error = await #expect(throws: GatewayError.self) { try await task.value }
         #expect(error?.code == .unconfirmed)
         #expect(error?.message == "caller-1: clear was cancelled under way: it may still be carried out")
-        #expect(held.withLock { $0 }, "the command had gone out and waited for its confirmation")
     }
 
     @Test func aCommandTheDeviceNeverConfirmsEndsWithTheReason() async throws {
         let outcomes = Mutex<[String: (Result<Void, GatewayError>, Duration)]>([:])
         let completions = Mutex(0)
-        // Silent after taking it; the gateway stopped; the line lost: what a technician reads in each case.
-        for ending in ["silent", "stopped", "unplugged"] {
+        var lines: [String: SimulatedLine] = [:]
+        // Silent after taking it; answering without ever confirming; the gateway stopped; the line lost: what a
+        // technician reads in each case.
+        for ending in ["silent", "unconfirming", "stopped", "unplugged"] {
             let stop = StopSignal()
             let devices = TinyDevices(answering: [1])
             let line = SimulatedLine(end: ending == "stopped" ? .milliseconds(1100) : .seconds(4), stop: stop,
                                      responder: devices.responder)
+            lines[ending] = line
             let bus = engine(line, devices: Self.devices(1), confirmsAtPoll: 100)
             line.at(.milliseconds(1001)) {
                 bus.submit(.clear, to: "caller-1") { result in
@@ -372,12 +376,19 @@ final class TinyDevices: Sendable {
             await bus.run(until: stop)
         }
 
-        #expect(completions.withLock { $0 } == 3, "each command completed once")
+        #expect(completions.withLock { $0 } == 4, "each command completed once")
         let silent = try #require(outcomes.withLock { $0["silent"] })
-        // Five cycles of a poll and its timeout (100 + 100 ms): the driver's three polls and two more.
-        #expect(silent.0.failure?.code == .deviceTimeout)
-        #expect(silent.0.failure?.message == "caller-1: no acknowledgement of clear within 1000 ms: it may not show it")
-        #expect(silent.1 >= .milliseconds(2000) && silent.1 <= .milliseconds(2200), "at its deadline: \(silent.1)")
+        // Offline after three polls missed: no verdict will come.
+        #expect(silent.0.failure?.code == .unconfirmed)
+        #expect(silent.0.failure?.message == "caller-1 took clear but it stopped answering before it acknowledged: it may show it")
+        #expect(silent.1 < .milliseconds(1700), "at its third miss: \(silent.1)")
+        // The driver waits three polls for its verdict, the bus two more.
+        let unconfirming = try #require(outcomes.withLock { $0["unconfirming"] })
+        #expect(unconfirming.0.failure?.code == .deviceTimeout)
+        #expect(unconfirming.0.failure?.message == "caller-1: no acknowledgement of clear in 5 polls: it may not show it")
+        let polled = Self.polls(of: 1, in: try #require(lines["unconfirming"]))
+        let fifthPoll = try #require(polled.filter { $0 > .milliseconds(1001) }.dropFirst(4).first)
+        #expect(unconfirming.1 >= fifthPoll && unconfirming.1 <= fifthPoll + .milliseconds(10), "at its fifth poll")
         let stopped = try #require(outcomes.withLock { $0["stopped"] })
         #expect(stopped.0.failure?.code == .unconfirmed)
         #expect(stopped.0.failure?.message == "caller-1 took clear but the gateway stopped before it acknowledged: it may show it")

@@ -91,6 +91,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     static var yieldEvery: Duration { .milliseconds(5) }
     /// When it last did.
     private var yieldedAt: Duration = .zero
+    /// Questions to the bus (its states, its uncommitted count) waiting for a blocking bus to let them in.
+    private nonisolated let questions = Atomic<Int>(0)
 
     /// Longer than any gap inside a frame, USB adapters' 16 ms latency timer included.
     static var quietGap: Duration { .milliseconds(50) }
@@ -146,6 +148,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// blocked in a read or in the frame gap; the engine takes it before choosing its next request.
     /// A cancelled caller is answered at once, `unconfirmed`: the command may still go out, or be shown later.
     public nonisolated func send(_ command: HallCommand, to deviceId: String) async throws {
+        // Not sent at all: not the same as cancelled under way.
+        try Task.checkCancellation()
         let outcome = OnceOutcome()
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -171,11 +175,19 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
     }
 
-    /// Wakes a read that blocks the bus's thread, so the bus lets the question in now rather than when its read
+    /// On a link whose reads block, the question wakes the bus, which lets it in at once rather than when its read
     /// ends (up to a second on an idle line).
     public nonisolated func deviceStates() async -> [DeviceState] {
-        inbox.wake()
-        return await currentStates()
+        await asked { await $0.currentStates() }
+    }
+
+    /// Runs a question on the bus; on a blocking link, counted while it waits, so the bus yields and keeps its reads
+    /// short until it got in.
+    private nonisolated func asked<Answer: Sendable>(_ question: (isolated BusEngine) async -> Answer) async -> Answer {
+        guard inbox.wakeIfBlocking() else { return await question(self) }
+        questions.add(1, ordering: .relaxed)
+        defer { questions.subtract(1, ordering: .relaxed) }
+        return await question(self)
     }
 
     private func currentStates() -> [DeviceState] {
@@ -189,8 +201,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
     public nonisolated func uncommittedEventCount() async -> Int {
-        inbox.wake()
-        return await uncommittedNow()
+        await asked { await $0.uncommittedNow() }
     }
 
     private func uncommittedNow() -> Int { pending.events.count + committing }
@@ -239,7 +250,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // Lets callers of deviceStates() in when a blocking link never suspends: every few milliseconds, not at
             // every request, since a yield costs two thread switches (the task resumes on the pool, then hops back),
             // as much as a Modbus TCP round trip. Not on a link that suspends in its reads.
-            if link.readsBlock, clock.now - yieldedAt >= Self.yieldEvery {
+            if link.readsBlock, questions.load(ordering: .relaxed) > 0 || clock.now - yieldedAt >= Self.yieldEvery {
                 yieldedAt = clock.now
                 await Task.yield()
             }
@@ -257,10 +268,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 await poll(device, on: link)
             } else {
                 var until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
-                if let deadline = held.map(\.deadline).min() { until = min(until, deadline) }
+                // A question on its way to the bus: a short read, then a yield, until it is in.
+                if questions.load(ordering: .relaxed) > 0 { until = min(until, clock.now + .milliseconds(1)) }
                 await receive(on: link, until: until)
             }
-            expireHeld()
             // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
             // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
             if !inbox.hasWaiting(besides: heldDevices) { await commitPending() }
@@ -326,6 +337,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
         }
         schedule.polled(id, startedAt: started, answered: answered, offline: health.isOffline(id), at: clock.now)
+        polledWhileHeld(id)
     }
 
     /// Several requests in flight (Modbus TCP, `requests-in-flight`): the polls of the devices due go out in one
@@ -378,6 +390,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // As one at a time: a lost link is no device's miss.
             schedule.polled(id, startedAt: started, answered: linkLost || !silent.contains(id),
                             offline: health.isOffline(id), at: now)
+            polledWhileHeld(id)
         }
         // Nothing answered after the first request: a peer that drops requests arriving while it answers
         // (pymodbus 3.8's server does) looks just so. If a device that was online then answers when asked alone, it
@@ -488,13 +501,13 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     /// A frame of the command being carried out says its device confirms it later: it waits for that verdict, up to
-    /// the polls the driver waits and two more.
+    /// the polls the driver waits and two more (counted, not timed: on a busy line a device's polls come seconds
+    /// apart whatever its interval).
     private func hold(_ hold: CommandHold, from device: String) {
         guard let command = executing?.command, command.device == device, executing?.heldKey == nil else { return }
         executing?.heldKey = hold.key
-        let cycle = (schedule.interval(of: device) ?? config.pollInterval) + config.responseTimeout
-        let limit = cycle * (hold.verdictWithinPolls + 2)
-        held.append(HeldCommand(command: command, key: hold.key, deadline: clock.now + limit, limit: limit))
+        held.append(HeldCommand(command: command, key: hold.key, polls: hold.verdictWithinPolls + 2,
+                                pollsLeft: hold.verdictWithinPolls + 2))
     }
 
     private func settle(_ verdict: CommandVerdict) {
@@ -503,29 +516,34 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         command.completion(verdict.failure.map { .failure($0) } ?? .success(()))
     }
 
-    /// Held commands past their deadline: the device answered polls but gave no verdict.
-    private func expireHeld() {
-        let now = clock.now
-        guard held.contains(where: { $0.deadline <= now }) else { return }
-        for expired in held where expired.deadline <= now {
-            let command = expired.command
+    /// A poll of `device` ended: its held commands have one poll less to get their verdict. One that went offline
+    /// gives none.
+    private func polledWhileHeld(_ device: String) {
+        guard !held.isEmpty else { return }
+        if health.isOffline(device) { return releaseHeld(of: device, because: "it stopped answering") }
+        var expired: [HeldCommand] = []
+        for index in held.indices.reversed() where held[index].command.device == device {
+            held[index].pollsLeft -= 1
+            if held[index].pollsLeft <= 0 { expired.append(held.remove(at: index)) }
+        }
+        for waiting in expired.reversed() {
+            let command = waiting.command
             command.completion(.failure(GatewayError(.deviceTimeout, """
-                \(command.device): no acknowledgement of \(command.command.name) within \
-                \(Int(expired.limit / .milliseconds(1))) ms: it may not show it
+                \(command.device): no acknowledgement of \(command.command.name) in \(waiting.polls) polls: \
+                it may not show it
                 """)))
         }
-        held.removeAll { $0.deadline <= now }
     }
 
-    /// Ends every held command: the device took it and may show it, but no verdict can come now.
-    private func releaseHeld(because reason: String) {
-        for waiting in held {
+    /// Ends the held commands (of `device`, or all): it took them and may show them, but no verdict can come now.
+    private func releaseHeld(of device: String? = nil, because reason: String) {
+        for waiting in held where device == nil || waiting.command.device == device {
             let command = waiting.command
             command.completion(.failure(GatewayError(.unconfirmed, """
                 \(command.device) took \(command.command.name) but \(reason) before it acknowledged: it may show it
                 """)))
         }
-        held.removeAll()
+        held.removeAll { device == nil || $0.command.device == device }
     }
 
     // MARK: The wire
@@ -777,6 +795,14 @@ final class CommandInbox: Sendable {
     /// Wakes the bus from a read so it looks at its queue (or its stop signal).
     func wake() { waker?.wake() }
 
+    /// Wakes a read that blocks the bus's thread; false when the link suspends in its reads instead (the bus lets
+    /// callers in meanwhile) or there is none.
+    func wakeIfBlocking() -> Bool {
+        guard let waker, waker.readsBlock else { return false }
+        waker.wake()
+        return true
+    }
+
     /// Queues a command; returns the refusal instead when the bus cannot take it now.
     func append(_ command: QueuedCommand) -> String? {
         let refusal = state.withLock { state -> String? in
@@ -865,9 +891,9 @@ final class OnceOutcome: Sendable {
 struct HeldCommand {
     var command: QueuedCommand
     var key: Int
-    var deadline: Duration
-    /// How long it may wait, for the message when it did not hear.
-    var limit: Duration
+    /// Polls of its device it may wait for the verdict, and how many of them are left.
+    var polls: Int
+    var pollsLeft: Int
 }
 
 /// When each device is due for its next poll; a silent device is probed with backoff.
@@ -904,9 +930,6 @@ struct PollSchedule {
             .sorted { (entries[$0].due, $0) < (entries[$1].due, $1) }
             .prefix(limit).map { entries[$0].id }
     }
-
-    /// How often `id` is polled; nil for a device that is not.
-    func interval(of id: String) -> Duration? { entries.first { $0.id == id }?.interval }
 
     /// When the next poll is due, if any device is polled at all.
     var nextDue: Duration? { entries.filter { $0.interval != nil }.map(\.due).min() }

@@ -29,21 +29,21 @@ public struct SocketLinkOpener: LinkOpener {
         return SerialLink(line: try SerialLine(socket: socket, endpoint: endpoint), clock: clock)
     }
 
-    /// Tries each address of the name within one deadline for them all; a failure names the first address's reason,
-    /// as the event loop's link does. The name lookup itself is the resolver's to bound (a few seconds).
+    /// Tries each address of the name, each within the connect timeout (one that drops the attempt must not cost the
+    /// others theirs); a failure names the first address's reason, as the event loop's link does. The name lookup
+    /// itself is the resolver's to bound (a few seconds).
     private func connect() throws(GatewayError) -> Int32 {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG
+        hints.ai_flags = AI_NUMERICSERV
         var found: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(host, String(port), &hints, &found) == 0, let first = found else {
             throw GatewayError(.portUnavailable, "cannot connect to \(endpoint): name not found")
         }
         defer { freeaddrinfo(first) }
-        let deadline = ContinuousClock.now + connectTimeout
         var firstReason: String?
         var candidate: UnsafeMutablePointer<addrinfo>? = first
-        while let address = candidate?.pointee, ContinuousClock.now < deadline {
+        while let address = candidate?.pointee {
             candidate = address.ai_next
             let fd = socket(address.ai_family, address.ai_socktype | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
                             address.ai_protocol)
@@ -51,7 +51,7 @@ public struct SocketLinkOpener: LinkOpener {
                 firstReason = firstReason ?? TCPLinkOpener.reason(errno: errno)
                 continue
             }
-            if let failure = Self.connect(fd, to: address, before: deadline) {
+            if let failure = Self.connect(fd, to: address, before: ContinuousClock.now + connectTimeout) {
                 firstReason = firstReason ?? failure
                 close(fd)
                 continue
