@@ -18,7 +18,7 @@ public struct SocketLinkOpener: LinkOpener {
         self.port = port
         self.clock = clock
         self.connectTimeout = connectTimeout
-        endpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        endpoint = TCPLinkOpener.endpoint(host: host, port: port)
         executor = BusExecutor(label: label)
     }
 

@@ -53,7 +53,7 @@ public struct TCPLinkOpener: LinkOpener {
         self.port = port
         self.clock = clock
         self.connectTimeout = connectTimeout
-        self.endpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        self.endpoint = Self.endpoint(host: host, port: port)
         self.eventLoop = (group ?? Self.sharedGroup).next()
         // Stored: a loop that is not itself an executor would hand out a new wrapper at every call.
         self.executor = eventLoop.executor
@@ -85,6 +85,11 @@ public struct TCPLinkOpener: LinkOpener {
         } catch {
             throw GatewayError(.portUnavailable, "cannot connect to \(endpoint): \(Self.reason(error))")
         }
+    }
+
+    /// host:port as messages name it, an IPv6 address in brackets.
+    static func endpoint(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     /// Why a connection failed, in a technician's words.
