@@ -13,6 +13,7 @@ let benchmarks: [String: @Sendable ([String]) async throws -> Void] = [
     "rtu-call-latency": RTUWireBenchmark.callLatency,
     "api-call-latency": APICallBenchmark.run,
     "tcp-vs-libmodbus": TCPThroughputBenchmark.run,
+    "engine-cpu": EngineCPUBenchmark.run,
     "tcp-scale": DaemonBenchmarks.scale,
     "rss": DaemonBenchmarks.memory,
     // The simulated pads of the benchmarks above, in a process of their own.

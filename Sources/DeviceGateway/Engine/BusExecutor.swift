@@ -4,21 +4,21 @@ import Dispatch
 ///
 /// A bus actor runs on one of these so its blocking C calls (libmodbus waits up to the response
 /// timeout) never occupy the two threads of Swift's cooperative pool.
-final class BusExecutor: SerialExecutor {
+public final class BusExecutor: SerialExecutor {
     private let queue: DispatchQueue
 
-    init(label: String) {
+    public init(label: String) {
         queue = DispatchQueue(label: label)
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         queue.async {
             job.runSynchronously(on: self.asUnownedSerialExecutor())
         }
     }
 
-    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 }
