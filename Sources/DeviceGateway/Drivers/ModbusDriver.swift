@@ -96,8 +96,14 @@ public struct ModbusDriver: BusDriver {
     public let devices: [DeviceConfig]
     private let framing: ModbusFraming
     private let timing: (pollInterval: Duration, responseTimeout: Duration)
-    private var pads: [String: Pad] = [:]
+    /// The pads, and where each one's is in `pads`: an array's element is read and changed where it is (a
+    /// dictionary's value is copied out, once a poll).
+    private var pads: [Pad] = []
+    private var padSlots: [String: Int] = [:]
     private var boards: [String: ModbusBoardDriver] = [:]
+    /// Each device's poll, framed once (on TCP with transaction id 0, stamped at each poll): a poll is the one
+    /// request sent tens of thousands of times a second on a busy connection.
+    private var polls: [String: (frame: [UInt8], request: ModbusRequest)] = [:]
     private var transactionId: UInt16 = 0
     /// The last request made, as sent: its reply (usually the next frame) needs no parsing of it back.
     private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
@@ -129,9 +135,12 @@ public struct ModbusDriver: BusDriver {
         for (device, member) in members {
             switch member {
             case .pad(let profile):
-                pads[device.id] = Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId))
+                padSlots[device.id] = pads.count
+                pads.append(Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId)))
+                polls[device.id] = Self.poll(of: profile.block, at: device.address, framing: framing)
             case .board(let profile):
                 boards[device.id] = ModbusBoardDriver(device: device, profile: profile, hallId: hallId)
+                polls[device.id] = Self.poll(of: profile.block, at: device.address, framing: framing)
             }
         }
     }
@@ -142,17 +151,24 @@ public struct ModbusDriver: BusDriver {
     public func makeDecoder() -> ModbusReplyDecoder { ModbusReplyDecoder(framing: framing) }
 
     public mutating func restore(_ cursors: [DeviceCursor]) {
-        for cursor in cursors where pads[cursor.device] != nil {
-            pads[cursor.device]?.cursor = cursor
-            pads[cursor.device]?.reportedCursor = cursor
+        for cursor in cursors {
+            guard let slot = padSlots[cursor.device] else { continue }
+            pads[slot].cursor = cursor
+            pads[slot].reportedCursor = cursor
         }
     }
 
     public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
-        let block = pads[device.id]?.driver.profile.block ?? boards[device.id]?.profile.block
-        guard let block else { return [] }
-        return [request(.readHoldingRegisters(start: UInt16(block.start), count: UInt16(block.count)), to: device,
-                        purpose: Self.pollPurpose)]
+        guard let poll = polls[device.id] else { return [] }
+        return [request(poll.request, framed: poll.frame, to: device, purpose: Self.pollPurpose)]
+    }
+
+    /// A read of a device's register block, framed.
+    private static func poll(of block: RegisterRange, at address: Int, framing: ModbusFraming)
+        -> (frame: [UInt8], request: ModbusRequest)
+    {
+        let request = ModbusRequest.readHoldingRegisters(start: UInt16(block.start), count: UInt16(block.count))
+        return (frame(request, unit: UInt8(truncatingIfNeeded: address), framing: framing), request)
     }
 
     public func answers(_ reply: ModbusReply, _ request: LineRequest) -> Bool {
@@ -166,7 +182,7 @@ public struct ModbusDriver: BusDriver {
     }
 
     public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
-        if let pad = pads[device.id] {
+        if let pad = padSlots[device.id].map({ pads[$0] }) {
             // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
             return try pad.driver.prepare(command).map { write in
                 request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
@@ -205,7 +221,7 @@ public struct ModbusDriver: BusDriver {
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters, .readHoldingRegisters(let values)):
-            if pads[device] != nil { return padRead(device, registers: values, at: time) }
+            if let slot = padSlots[device] { return padRead(slot, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)
             boards[device] = board
@@ -227,29 +243,33 @@ public struct ModbusDriver: BusDriver {
         }
     }
 
-    private mutating func padRead(_ id: String, registers: [UInt16], at time: Date) -> LineReaction {
-        guard var pad = pads[id] else { return LineReaction() }
-        let reading = pad.driver.interpret(registers: registers, cursor: pad.cursor, at: time)
-        let faults = faults(in: reading, driver: pad.driver, lastReadAt: pad.lastReadAt, at: time)
+    /// A pad's registers read; its state is changed where it is kept (a copy of a pad, once a poll, cost more than
+    /// the rest of the reading).
+    private mutating func padRead(_ slot: Int, registers: [UInt16], at time: Date) -> LineReaction {
+        let id = pads[slot].driver.device.id
+        let reading = pads[slot].driver.interpret(registers: registers, cursor: pads[slot].cursor, at: time)
+        let faults = reading.hasFaults
+            ? faults(in: reading, driver: pads[slot].driver, lastReadAt: pads[slot].lastReadAt, at: time)
+            : []
         // What was read is held (committed now, or by the bus until a commit succeeds): the next read counts as
         // lost only what the pad overwrote before anyone read it.
-        pad.cursor = reading.cursor
-        pad.lastReadAt = time
+        pads[slot].cursor = reading.cursor
+        pads[slot].lastReadAt = time
         var cursors: [DeviceCursor] = []
-        if pad.reportedCursor != reading.cursor {
+        if pads[slot].reportedCursor != reading.cursor {
             cursors = [reading.cursor]
-            pad.reportedCursor = reading.cursor
+            pads[slot].reportedCursor = reading.cursor
         }
-        pads[id] = pad
         var acknowledgements: [LineRequest] = []
         let acknowledge = UInt16(truncatingIfNeeded: reading.cursor.consumed)
         if reading.acknowledged != acknowledge {
+            let pad = pads[slot].driver
             acknowledgements.append(request(
-                .writeSingleRegister(address: UInt16(pad.driver.profile.acknowledgeRegister), value: acknowledge),
-                to: pad.driver.device, purpose: "acknowledge"))
+                .writeSingleRegister(address: UInt16(pad.profile.acknowledgeRegister), value: acknowledge),
+                to: pad.device, purpose: "acknowledge"))
         }
-        return LineReaction(events: reading.events + faults, cursors: cursors, afterCommit: acknowledgements, from: id,
-                            answersRequest: true, ready: reading.ready)
+        return LineReaction(events: faults.isEmpty ? reading.events : reading.events + faults, cursors: cursors,
+                            afterCommit: acknowledgements, from: id, answersRequest: true, ready: reading.ready)
     }
 
     /// Lost and unmapped ratings, and a restarted counter, become fault events for the duty officer.
@@ -295,17 +315,29 @@ public struct ModbusDriver: BusDriver {
     }
 
     private mutating func request(_ pdu: ModbusRequest, to device: DeviceConfig, purpose: String) -> LineRequest {
-        let unit = UInt8(truncatingIfNeeded: device.address)
-        let bytes: [UInt8]
-        switch framing {
-        case .rtu:
-            bytes = (try? ModbusRTUFrame(address: unit, request: pdu).encode()) ?? []
-        case .tcp:
+        request(pdu, framed: Self.frame(pdu, unit: UInt8(truncatingIfNeeded: device.address), framing: framing),
+                to: device, purpose: purpose)
+    }
+
+    /// The request framed in `frame`; on TCP it gets the next transaction id.
+    private mutating func request(_ pdu: ModbusRequest, framed frame: [UInt8], to device: DeviceConfig,
+                                  purpose: String) -> LineRequest {
+        var bytes = frame
+        if framing == .tcp, bytes.count > ModbusTCPFrame.headerLength {
             transactionId &+= 1
-            bytes = (try? ModbusTCPFrame(transactionId: transactionId, unitId: unit, request: pdu).encode()) ?? []
+            bytes[0] = UInt8(transactionId >> 8)
+            bytes[1] = UInt8(truncatingIfNeeded: transactionId)
         }
-        lastSent = (bytes, (unit, framing == .tcp ? transactionId : nil, pdu))
+        lastSent = (bytes, (UInt8(truncatingIfNeeded: device.address), framing == .tcp ? transactionId : nil, pdu))
         return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose)
+    }
+
+    /// A request in its framing, to `unit`; on TCP with transaction id 0, for `request(_:framed:to:purpose:)` to set.
+    private static func frame(_ pdu: ModbusRequest, unit: UInt8, framing: ModbusFraming) -> [UInt8] {
+        switch framing {
+        case .rtu: (try? ModbusRTUFrame(address: unit, request: pdu).encode()) ?? []
+        case .tcp: (try? ModbusTCPFrame(transactionId: 0, unitId: unit, request: pdu).encode()) ?? []
+        }
     }
 
     typealias SentRequest = (unit: UInt8, transactionId: UInt16?, request: ModbusRequest)

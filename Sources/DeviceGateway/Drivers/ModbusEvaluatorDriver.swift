@@ -24,6 +24,9 @@ public struct ModbusEvaluatorDriver: Sendable {
         public var acknowledged: UInt16
         /// Set when the pad's counter went backwards under the same boot id: it restarted, from this counter value.
         public var restartedFrom: Int64?
+
+        /// Whether anything in it is a fault to report: lost ratings, unknown keys, a restart.
+        var hasFaults: Bool { lost > 0 || !unknownKeys.isEmpty || restartedFrom != nil }
     }
 
     public let device: DeviceConfig

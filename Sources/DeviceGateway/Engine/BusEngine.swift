@@ -50,7 +50,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private nonisolated let inbox: CommandInbox
     private nonisolated let deviceIds: Set<String>
     private var schedule: PollSchedule
-    private var counters: [String: DeviceCounters] = [:]
+    /// The driver's devices, in its order: the schedule, the counters and a poll name a device by its place here.
+    private let devices: [DeviceConfig]
+    private let deviceIndices: [String: Int]
+    /// The place last looked up: the requests and answers of one transaction are all for one device.
+    private var lastLookedUp = 0
+    private var counters: [DeviceCounters]
     /// What the line carried that was no device's; read by callers without waiting for the engine (a serial bus's
     /// executor may be blocked in a read).
     private nonisolated let unattributed = Mutex(DeviceCounters())
@@ -129,15 +134,18 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         inbox = CommandInbox()
         deviceIds = Set(driver.devices.map(\.id))
+        devices = driver.devices
+        deviceIndices = Dictionary(driver.devices.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { first, _ in first })
+        counters = Array(repeating: DeviceCounters(), count: driver.devices.count)
         // Only Modbus TCP tells answers apart (transaction ids); elsewhere one request at a time, whatever is set.
         configuredInFlight = if case .modbusTCP = config.transport { max(1, config.requestsInFlight) } else { 1 }
         requestsInFlight = configuredInFlight
         var probe = driver
         // A device whose poll is empty speaks unprompted only: it is never polled.
         polled = Set(driver.devices.filter { !probe.pollRequests(for: $0).isEmpty }.map(\.id))
-        schedule = PollSchedule(devices: driver.devices.map { [polled] device in
+        schedule = PollSchedule(intervals: driver.devices.map { [polled] device in
             let interval = pollIntervals[device.id] ?? nil
-            return (device.id, polled.contains(device.id) ? interval ?? config.pollInterval : nil)
+            return polled.contains(device.id) ? interval ?? config.pollInterval : nil
         })
     }
 
@@ -193,7 +201,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func currentStates() -> [DeviceState] {
         health.states(of: driver.devices).map { state in
             var state = state
-            state.counters = counters[state.device] ?? DeviceCounters()
+            state.counters = index(of: state.device).map { counters[$0] } ?? DeviceCounters()
             return state
         }
     }
@@ -326,17 +334,18 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return reopenDelay
     }
 
-    private func poll(_ id: String, on link: any BusLink) async {
-        guard let device = driver.devices.first(where: { $0.id == id }) else { return }
+    /// Polls the device at `index` in `devices`.
+    private func poll(_ index: Int, on link: any BusLink) async {
+        let id = devices[index].id
         let started = clock.now
         var answered = true
-        for request in driver.pollRequests(for: device) where self.link != nil {
+        for request in driver.pollRequests(for: devices[index]) where self.link != nil {
             if await exchange(request, on: link) == .timedOut {
                 answered = false
                 break
             }
         }
-        schedule.polled(id, startedAt: started, answered: answered, offline: health.isOffline(id), at: clock.now)
+        schedule.polled(index, startedAt: started, answered: answered, offline: health.isOffline(id), at: clock.now)
         polledWhileHeld(id)
     }
 
@@ -344,21 +353,20 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// write, and the driver tells which request each answer is for (its transaction id). A poll of more than one
     /// request goes out on its own. The response timeout runs from the last answer, so a peer that serves the
     /// requests one after another is not blamed for the queue; a silent device costs the others one timeout.
-    private func pollTogether(_ ids: [String], on link: any BusLink) async {
+    private func pollTogether(_ indices: [Int], on link: any BusLink) async {
         let started = clock.now
-        var batch: [LineRequest] = []
-        for id in ids {
-            guard let device = driver.devices.first(where: { $0.id == id }) else { continue }
-            let requests = driver.pollRequests(for: device)
+        var batch: [(request: LineRequest, index: Int)] = []
+        for index in indices {
+            let requests = driver.pollRequests(for: devices[index])
             if requests.count == 1, requests[0].expectsAnswer {
-                batch.append(requests[0])
+                batch.append((requests[0], index))
             } else {
-                await poll(id, on: link)
+                await poll(index, on: link)
             }
         }
         guard !batch.isEmpty, self.link != nil else { return }
-        let offlineBefore = Set(batch.map(\.device).filter { health.isOffline($0) })
-        let bytes = batch.count == 1 ? batch[0].bytes : batch.flatMap(\.bytes)
+        let offlineBefore = Set(batch.map(\.request.device).filter { health.isOffline($0) })
+        let bytes = batch.count == 1 ? batch[0].request.bytes : batch.flatMap(\.request.bytes)
         let writtenAt = clock.now
         do {
             try await link.write(bytes)
@@ -369,7 +377,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         BusTap.record(outbox, config.id, .sent, bytes)
         var onWire = Duration.zero
         inFlight.removeAll(keepingCapacity: true)
-        for request in batch {
+        for (request, _) in batch {
             count(request.device) { $0.bytesSent += request.bytes.count }
             onWire += timing.wireTime(characters: request.bytes.count)
             inFlight.append((request, writtenAt + onWire))
@@ -385,18 +393,18 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         if !inFlight.isEmpty { _ = timeOutInFlight(on: link) }
         let linkLost = self.link == nil
         let now = clock.now
-        for request in batch {
+        for (request, index) in batch {
             let id = request.device
             // As one at a time: a lost link is no device's miss.
-            schedule.polled(id, startedAt: started, answered: linkLost || !silent.contains(id),
+            schedule.polled(index, startedAt: started, answered: linkLost || !silent.contains(id),
                             offline: health.isOffline(id), at: now)
             polledWhileHeld(id)
         }
         // Nothing answered after the first request: a peer that drops requests arriving while it answers
         // (pymodbus 3.8's server does) looks just so. If a device that was online then answers when asked alone, it
         // was the peer. Not asked of a device already offline: its probe would cost a second timeout.
-        guard !linkLost, batch.count > 1, batch.dropFirst().allSatisfy({ silent.contains($0.device) }),
-              let probe = batch.dropFirst().first(where: { !offlineBefore.contains($0.device) }),
+        guard !linkLost, batch.count > 1, batch.dropFirst().allSatisfy({ silent.contains($0.request.device) }),
+              let probe = batch.dropFirst().first(where: { !offlineBefore.contains($0.request.device) })?.request,
               await exchange(rePoll(probe), on: link) == .answered
         else { return }
         requestsInFlight = 1
@@ -408,7 +416,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     /// A fresh poll request of the same device: a new transaction id, so a late answer to the dropped one is no match.
     private func rePoll(_ request: LineRequest) -> LineRequest {
-        driver.devices.first { $0.id == request.device }.flatMap { driver.pollRequests(for: $0).first } ?? request
+        index(of: request.device).flatMap { driver.pollRequests(for: devices[$0]).first } ?? request
     }
 
     /// Devices with a command held: their next command waits for its verdict, so that a board shows each call (a
@@ -422,19 +430,21 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// A command and its device, with its frames unless the device must be polled first.
     private struct CommandPlan {
         var queued: QueuedCommand
-        var device: DeviceConfig
+        /// The device's place in `devices`.
+        var index: Int
         var requests: [LineRequest]?
     }
 
     /// Checks a command and makes its frames; nil when it was refused (its completion has the reason).
     private func plan(_ command: QueuedCommand) -> CommandPlan? {
-        guard let device = driver.devices.first(where: { $0.id == command.device }) else { return nil }
+        guard let index = index(of: command.device) else { return nil }
+        let device = devices[index]
         if let reason = health.commandRefusal(device.id) {
             command.completion(.failure(GatewayError(.deviceOffline, "\(device.id) is offline: \(reason)")))
             return nil
         }
-        if driver.needsPollBeforeCommand(device) { return CommandPlan(queued: command, device: device) }
-        return frames(of: command, to: device).map { CommandPlan(queued: command, device: device, requests: $0) }
+        if driver.needsPollBeforeCommand(device) { return CommandPlan(queued: command, index: index) }
+        return frames(of: command, to: device).map { CommandPlan(queued: command, index: index, requests: $0) }
     }
 
     /// A command's frames; nil when the driver refused it (its completion has the reason).
@@ -448,12 +458,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     private func execute(_ plan: CommandPlan, on link: any BusLink) async {
-        let command = plan.queued, device = plan.device
+        let command = plan.queued, device = devices[plan.index]
         executing = (command, nil)
         defer { executing = nil }
         var requests = plan.requests
         if requests == nil {
-            await poll(device.id, on: link)
+            await poll(plan.index, on: link)
             if driver.needsPollBeforeCommand(device) {
                 finish(command, .failure(GatewayError(
                     .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))
@@ -556,6 +566,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         case linkLost(String)
     }
 
+    /// What a request's own frame gap waits on: the stop lets the request in flight finish (made once, not per request).
+    private nonisolated let neverStops = StopSignal()
+
     /// Modbus RTU: waits out the frame gap after the last frame on the line, ours or a device's.
     private func waitForLineFree(on link: any BusLink, stop: StopSignal) async {
         guard timing.frameGap > .zero, clock.now < lineFreeAt else { return }
@@ -575,7 +588,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             let garbage = dropPartialFrame()
             if garbage > 0 { unattributed.withLock { $0.garbageBytes += garbage } }
         }
-        await waitForLineFree(on: link, stop: StopSignal())
+        await waitForLineFree(on: link, stop: neverStops)
         let writtenAt = clock.now
         do {
             try await link.write(request.bytes)
@@ -599,9 +612,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         inFlight.append((request, sentAt + onWire))
         // The timeout runs from when the last byte is on the wire, not from when write() returned.
         let deadline = sentAt + onWire + config.responseTimeout
-        while clock.now < deadline, self.link != nil {
+        // Read at once: the deadline is a response timeout away.
+        repeat {
             if let outcome = await receive(on: link, until: deadline) { return outcome }
-        }
+        } while clock.now < deadline && self.link != nil
         return timeOutInFlight(on: link)
     }
 
@@ -624,9 +638,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         if garbage > 0, let request = inFlight.first?.request { count(request.device) { $0.garbageBytes += garbage } }
         for (request, _) in inFlight {
             count(request.device) { $0.timeouts += 1 }
-            if let device = driver.devices.first(where: { $0.id == request.device }) {
+            if let index = index(of: request.device) {
                 pending.add(events: health.missed(
-                    device, reason: "no answer to \(request.purpose) within \(config.responseTimeout)", at: clock.date))
+                    devices[index], reason: "no answer to \(request.purpose) within \(config.responseTimeout)",
+                    at: clock.date))
             }
         }
         return .timedOut
@@ -684,6 +699,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 $0.checksumErrors += checksum
             }
         }
+        guard !frames.isEmpty else { return nil }
         var outcome: Outcome?
         let date = clock.date
         for frame in frames {
@@ -691,9 +707,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             let index = inFlight.count == 1 ? 0 : inFlight.firstIndex { driver.answers(frame, $0.request) }
             let request = index.map { inFlight[$0].request }
             let reaction = driver.handle(frame, inFlight: request, at: date)
-            if let from = reaction.from, let device = driver.devices.first(where: { $0.id == from }) {
+            if let from = reaction.from, let device = self.index(of: from) {
                 linkHeard = true
-                pending.add(events: health.answered(device, ready: reaction.ready, at: date))
+                let changed = health.answered(devices[device], ready: reaction.ready, at: date)
+                if !changed.isEmpty { pending.add(events: changed) }
             }
             for event in reaction.events {
                 if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
@@ -747,9 +764,19 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
     }
 
-    /// One lookup for all of a device's counts at a time: the dictionary is hashed once a transaction or so.
+    /// One lookup for all of a device's counts at a time.
     private func count(_ device: String, _ update: (inout DeviceCounters) -> Void) {
-        update(&counters[device, default: DeviceCounters()])
+        guard let index = index(of: device) else { return }
+        update(&counters[index])
+    }
+
+    /// A device's place in `devices`; the one looked up last is compared first (a short id compares in one step,
+    /// where a hash of it costs a dozen times that, and a transaction looks its device up several times).
+    private func index(of id: String) -> Int? {
+        if lastLookedUp < devices.count, devices[lastLookedUp].id == id { return lastLookedUp }
+        guard let index = deviceIndices[id] else { return nil }
+        lastLookedUp = index
+        return index
     }
 
     private func dropLink(_ message: String) {
@@ -899,9 +926,10 @@ struct HeldCommand {
 /// When each device is due for its next poll; a silent device is probed with backoff.
 struct PollSchedule {
     private struct Entry {
-        var id: String
         var interval: Duration?
-        var due: Duration = .zero
+        /// When the next poll is due, in nanoseconds of the bus's clock: compared for every device at every poll,
+        /// where a `Duration` comparison is a call into the standard library.
+        var due: Int64 = 0
         var backoff: Duration?
     }
 
@@ -910,45 +938,54 @@ struct PollSchedule {
 
     private var entries: [Entry]
 
-    init(devices: [(id: String, interval: Duration?)]) {
-        entries = devices.map { Entry(id: $0.id, interval: $0.interval) }
+    /// Devices by their place in the bus's configuration, each with its poll interval (nil: not polled).
+    init(intervals: [Duration?]) {
+        entries = intervals.map { Entry(interval: $0) }
     }
 
-    /// The polled device whose turn is earliest, if it is due; ties go in configuration order.
-    func due(at now: Duration) -> String? {
-        // By index: copying an entry out would retain and release its id, once a device for every transaction.
+    /// The place of the polled device whose turn is earliest, if it is due; ties go in configuration order.
+    func due(at time: Duration) -> Int? {
+        let now = Self.nanoseconds(time)
         var best: Int?
         for index in entries.indices where entries[index].interval != nil && entries[index].due <= now {
             if best.map({ entries[index].due < entries[$0].due }) ?? true { best = index }
         }
-        return best.map { entries[$0].id }
+        return best
     }
 
-    /// Up to `limit` polled devices that are due, earliest turn first (ties in configuration order).
-    func due(at now: Duration, limit: Int) -> [String] {
-        entries.indices.filter { entries[$0].interval != nil && entries[$0].due <= now }
+    /// The places of up to `limit` polled devices that are due, earliest turn first (ties in configuration order).
+    func due(at time: Duration, limit: Int) -> [Int] {
+        let now = Self.nanoseconds(time)
+        return Array(entries.indices.filter { entries[$0].interval != nil && entries[$0].due <= now }
             .sorted { (entries[$0].due, $0) < (entries[$1].due, $1) }
-            .prefix(limit).map { entries[$0].id }
+            .prefix(limit))
     }
 
     /// When the next poll is due, if any device is polled at all.
-    var nextDue: Duration? { entries.filter { $0.interval != nil }.map(\.due).min() }
+    var nextDue: Duration? { entries.filter { $0.interval != nil }.map(\.due).min().map { .nanoseconds($0) } }
+
+    /// A time on the bus's clock in nanoseconds, the far future (`Int64.max / 2` seconds) included.
+    private static func nanoseconds(_ time: Duration) -> Int64 {
+        let (seconds, attoseconds) = time.components
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? (seconds < 0 ? .min : .max) : whole &+ attoseconds / 1_000_000_000
+    }
 
     /// Books a poll: the next one `interval` after this one started; a device that is offline is probed at a
     /// doubling interval instead, so it does not take the line from the ones that answer.
-    mutating func polled(_ id: String, startedAt: Duration, answered: Bool, offline: Bool, at now: Duration) {
-        guard let index = entries.firstIndex(where: { $0.id == id }), let interval = entries[index].interval else { return }
+    mutating func polled(_ index: Int, startedAt: Duration, answered: Bool, offline: Bool, at now: Duration) {
+        guard let interval = entries[index].interval else { return }
         if answered || !offline {
             entries[index].backoff = nil
             // Never in the past: a device polled as fast as possible still waits for the others' turn.
-            entries[index].due = max(startedAt + interval, now)
+            entries[index].due = Self.nanoseconds(max(startedAt + interval, now))
             return
         }
         // A device polled less often than the longest backoff is probed no more often than it was polled.
         let longest = max(Self.maximumBackoff, interval)
         let backoff = min(max((entries[index].backoff ?? max(interval, .milliseconds(500))) * 2, interval), longest)
         entries[index].backoff = backoff
-        entries[index].due = now + backoff
+        entries[index].due = Self.nanoseconds(now + backoff)
     }
 }
 
