@@ -7,7 +7,10 @@ import Synchronization
 /// Pure: the bus reads the registers and commits what comes out. Event ids are the pad's boot id and
 /// its rating counter, so reading the same rating again (after a crash, before the acknowledgement
 /// reached the pad) gives the same id and the outbox keeps it once.
-public struct ModbusEvaluatorDriver: Sendable {
+///
+/// A class, not a struct: the bus reads a pad through it at every poll, and a copy of its configuration and profile
+/// (a retain for each of their strings and arrays) cost more than the reading itself.
+public final class ModbusEvaluatorDriver: Sendable {
     /// What one poll of the pad yields.
     public struct Reading: Sendable, Equatable {
         /// New ratings, oldest first.
@@ -32,8 +35,7 @@ public struct ModbusEvaluatorDriver: Sendable {
     public let device: DeviceConfig
     public let profile: ModbusEvaluatorProfile
     public let source: String
-    /// The ticket the pad was last asked to rate; its next rating takes it. Shared by copies of the driver, so a
-    /// read that does not write the driver back still consumes it.
+    /// The ticket the pad was last asked to rate; its next rating takes it.
     private let ratingTicket = RatingTicket()
 
     /// The ticket a pad was asked to rate, until a rating takes it.

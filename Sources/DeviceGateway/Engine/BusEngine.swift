@@ -282,7 +282,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
             // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
             // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
-            if !inbox.hasWaiting(besides: heldDevices) { await commitPending() }
+            if !pending.isEmpty, !inbox.hasWaiting(besides: heldDevices) { await commitPending() }
         }
         await commitPending()
         inbox.close(because: "bus \(config.id) is stopped")
@@ -569,7 +569,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// What a request's own frame gap waits on: the stop lets the request in flight finish (made once, not per request).
     private nonisolated let neverStops = StopSignal()
 
-    /// Modbus RTU: waits out the frame gap after the last frame on the line, ours or a device's.
+    /// Modbus RTU: waits out the frame gap after the last frame on the line, ours or a device's. Inlined: called twice
+    /// a transaction, on TCP only to find there is no gap.
+    @inline(__always)
     private func waitForLineFree(on link: any BusLink, stop: StopSignal) async {
         guard timing.frameGap > .zero, clock.now < lineFreeAt else { return }
         // A link whose reads block gives the engine a thread of its own: sleeping there wakes on time, where an async
