@@ -21,70 +21,40 @@ public struct ModbusReply: Sendable, Equatable {
 
 /// The client-side decoder of either framing.
 public struct ModbusReplyDecoder: FrameDecoder {
-    private enum Inner: Sendable {
-        case rtu(ModbusRTUDecoder)
-        case tcp(ModbusTCPDecoder)
-    }
-
-    private var inner: Inner
+    // One of the two is set. Optionals, not an enum with the decoders as payloads: a payload taken out to decode
+    // shares its buffer with the enum, so every read copied the buffer before appending to it.
+    private var rtu: ModbusRTUDecoder?
+    private var tcp: ModbusTCPDecoder?
 
     /// A decoder for replies in `framing`.
     public init(framing: ModbusFraming) {
-        inner = switch framing {
-        case .rtu: .rtu(ModbusRTUDecoder(role: .client))
-        case .tcp: .tcp(ModbusTCPDecoder(role: .client))
+        switch framing {
+        case .rtu: rtu = ModbusRTUDecoder(role: .client)
+        case .tcp: tcp = ModbusTCPDecoder(role: .client)
         }
     }
 
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusReply] {
-        switch inner {
-        case .rtu(var decoder):
-            defer { inner = .rtu(decoder) }
-            return decoder.decode(bytes).map { ModbusReply(unit: $0.address, message: $0.message) }
-        case .tcp(var decoder):
-            defer { inner = .tcp(decoder) }
-            return decoder.decode(bytes).map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
+        if let frames = tcp?.decode(bytes) {
+            return frames.map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
         }
+        return rtu?.decode(bytes).map { ModbusReply(unit: $0.address, message: $0.message) } ?? []
     }
 
     public mutating func flush() -> [ModbusReply] {
-        switch inner {
-        case .rtu(var decoder):
-            defer { inner = .rtu(decoder) }
-            return decoder.flush().map { ModbusReply(unit: $0.address, message: $0.message) }
-        case .tcp(var decoder):
-            defer { inner = .tcp(decoder) }
-            return decoder.flush().map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
+        if let frames = tcp?.flush() {
+            return frames.map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
         }
+        return rtu?.flush().map { ModbusReply(unit: $0.address, message: $0.message) } ?? []
     }
 
-    public var discardedByteCount: Int {
-        switch inner {
-        case .rtu(let decoder): decoder.discardedByteCount
-        case .tcp(let decoder): decoder.discardedByteCount
-        }
-    }
+    public var discardedByteCount: Int { tcp?.discardedByteCount ?? rtu?.discardedByteCount ?? 0 }
 
-    public var bufferedByteCount: Int {
-        switch inner {
-        case .rtu(let decoder): decoder.bufferedByteCount
-        case .tcp(let decoder): decoder.bufferedByteCount
-        }
-    }
+    public var bufferedByteCount: Int { tcp?.bufferedByteCount ?? rtu?.bufferedByteCount ?? 0 }
 
-    public var maximumBufferedBytes: Int {
-        switch inner {
-        case .rtu(let decoder): decoder.maximumBufferedBytes
-        case .tcp(let decoder): decoder.maximumBufferedBytes
-        }
-    }
+    public var maximumBufferedBytes: Int { tcp?.maximumBufferedBytes ?? rtu?.maximumBufferedBytes ?? 0 }
 
-    public var checksumFailureCount: Int {
-        switch inner {
-        case .rtu(let decoder): decoder.checksumFailureCount
-        case .tcp: 0
-        }
-    }
+    public var checksumFailureCount: Int { rtu?.checksumFailureCount ?? 0 }
 }
 
 /// Modbus evaluator pads and window boards on one RTU line or TCP endpoint.
