@@ -2,7 +2,7 @@
 # The bus engine at wire speed (issue 8; docs/benchmarks.md, "Bus engine at wire speed").
 #
 #   bench/bus.sh                      # all of them, about 25 minutes
-#   bench/bus.sh rtu-wire tcp-scale   # some of them: rtu-wire rtu-call-latency tcp-vs-libmodbus tcp-scale rss
+#   bench/bus.sh rtu-wire tcp-scale   # some of them: rtu-wire rtu-call-latency engine-cpu tcp-vs-libmodbus tcp-scale rss
 #   bench/bus.sh rtu-trace            # where an RTU transaction's time goes (perf: every write(2) of rtu-wire)
 #   bench/bus.sh rtu-call-trace       # where a call's time after the line is free goes (perf, rtu-call-latency)
 #
@@ -155,7 +155,7 @@ row("the paced mock'"'"'s read of the command, after the gateway'"'"'s write", h
 }
 
 selected=("$@")
-if [ ${#selected[@]} -eq 0 ]; then selected=(rtu-wire rtu-call-latency tcp-vs-libmodbus tcp-scale rss); fi
+if [ ${#selected[@]} -eq 0 ]; then selected=(rtu-wire rtu-call-latency engine-cpu tcp-vs-libmodbus tcp-scale rss); fi
 
 for name in "${selected[@]}"; do
     echo
@@ -163,6 +163,7 @@ for name in "${selected[@]}"; do
     case "$name" in
         rtu-wire) "$bin/GatewayBenchmarks" rtu-wire --seconds 30 --warmup 6 ;;
         rtu-call-latency) "$bin/GatewayBenchmarks" rtu-call-latency --calls 200 --warmup 6 ;;
+        engine-cpu) taskset -c 0 "$bin/GatewayBenchmarks" engine-cpu --seconds 5 --rounds 3 ;;
         tcp-vs-libmodbus)
             # Client (the gateway in this process, or the C loop it starts) on CPU 0; the server on CPU 1 (a device
             # elsewhere: each reply is a wake-up on the other core), then on CPU 0 too (no wake-up latency: the
