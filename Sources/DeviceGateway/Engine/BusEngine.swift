@@ -39,6 +39,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private nonisolated let preferredExecutor: (any TaskExecutor)?
     private let clock: any BusClock
     private let timing: LineTiming
+    /// Whether bytes take time on this line (serial) and whether frames need a gap (Modbus RTU): asked several times a
+    /// transaction, where comparing a `Duration` is a call into the standard library.
+    private let paced: Bool
+    private let gapped: Bool
     private var driver: Driver
     private var decoder: Driver.Decoder
     private var link: (any BusLink)?
@@ -123,6 +127,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         self.opener = opener
         self.clock = clock
         self.timing = timing
+        paced = timing.characterTime > .zero
+        gapped = timing.frameGap > .zero
         self.driver = driver
         self.outbox = outbox
         decoder = driver.makeDecoder()
@@ -265,8 +271,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // A command already waiting has its frames made before the frame gap is waited out, so they leave as it
             // ends. The gap is waited out before a poll is chosen, so a command that comes during it goes ahead.
             var command = nextCommand()
-            await waitForLineFree(on: link, stop: stop)
-            if command == nil { command = nextCommand() }
+            if await waitForLineFree(on: link, stop: stop), command == nil { command = nextCommand() }
             if let command {
                 await execute(command, on: link)
             } else if requestsInFlight > 1, case let due = schedule.due(at: clock.now, limit: requestsInFlight),
@@ -571,9 +576,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     /// Modbus RTU: waits out the frame gap after the last frame on the line, ours or a device's. Inlined: called twice
     /// a transaction, on TCP only to find there is no gap.
-    @inline(__always)
-    private func waitForLineFree(on link: any BusLink, stop: StopSignal) async {
-        guard timing.frameGap > .zero, clock.now < lineFreeAt else { return }
+    /// Returns whether it waited.
+    @inline(__always) @discardableResult
+    private func waitForLineFree(on link: any BusLink, stop: StopSignal) async -> Bool {
+        guard gapped, clock.now < lineFreeAt else { return false }
         // A link whose reads block gives the engine a thread of its own: sleeping there wakes on time, where an async
         // sleep woke 0.3 ms late (p50; 0.7 at p99) and hopped back to that thread.
         if link.readsBlock {
@@ -581,6 +587,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         } else {
             await clock.sleep(until: lineFreeAt, stop: stop)
         }
+        return true
     }
 
     /// Sends a request and, when it expects one, waits for its answer.
@@ -599,13 +606,13 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             return .linkLost(error.message)
         }
         BusTap.record(outbox, config.id, .sent, request.bytes)
-        let onWire = timing.wireTime(characters: request.bytes.count)
+        let onWire = paced ? timing.wireTime(characters: request.bytes.count) : .zero
         // On a serial line the bytes leave after what the line is still sending: a ticket's status request goes out
         // once the ticket has (write() returns as soon as the driver holds the bytes).
-        let sentAt = timing.characterTime > .zero ? max(writtenAt, lineFreeAt - timing.frameGap) : writtenAt
+        let sentAt = paced ? max(writtenAt, lineFreeAt - timing.frameGap) : writtenAt
         lineFreeAt = sentAt + onWire + timing.frameGap
         count(request.device) { $0.bytesSent += request.bytes.count }
-        if timing.characterTime > .zero {
+        if paced {
             echo.expect(request.bytes, at: sentAt, until: sentAt + onWire + Self.quietGap,
                         onlyEchoBefore: sentAt + onWire * 2 + timing.frameGap)
         }
@@ -669,7 +676,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             reopenUnconfirmed = false
             pending.add(events: health.lineReopened(driver.devices, polled: polled, at: clock.date))
         }
-        if timing.characterTime > .zero { bytes = echo.filter(bytes, arrivedAfter: lastReadAt, readAt: now) }
+        if paced { bytes = echo.filter(bytes, arrivedAfter: lastReadAt, readAt: now) }
         lastReadAt = now
         BusTap.record(outbox, config.id, .received, bytes)
         let garbageBefore = decoder.discardedByteCount
