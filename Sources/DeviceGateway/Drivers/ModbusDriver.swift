@@ -73,7 +73,9 @@ public struct ModbusDriver: BusDriver {
     private var boards: [String: ModbusBoardDriver] = [:]
     /// Each device's poll, framed once (on TCP with transaction id 0, stamped at each poll): a poll is the one
     /// request sent tens of thousands of times a second on a busy connection.
-    private var polls: [String: (frame: [UInt8], request: ModbusRequest)] = [:]
+    private var polls: [String: (frame: [UInt8], request: ModbusRequest, pad: Int?)] = [:]
+    /// The device polled last and its pad's place in `pads`: the answer that follows finds it without a hash.
+    private var lastPolled: (id: String, pad: Int?)?
     private var transactionId: UInt16 = 0
     /// The last request made, as sent: its reply (usually the next frame) needs no parsing of it back.
     private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
@@ -105,12 +107,14 @@ public struct ModbusDriver: BusDriver {
         for (device, member) in members {
             switch member {
             case .pad(let profile):
+                let poll = Self.poll(of: profile.block, at: device.address, framing: framing)
+                polls[device.id] = (poll.frame, poll.request, pads.count)
                 padSlots[device.id] = pads.count
                 pads.append(Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId)))
-                polls[device.id] = Self.poll(of: profile.block, at: device.address, framing: framing)
             case .board(let profile):
                 boards[device.id] = ModbusBoardDriver(device: device, profile: profile, hallId: hallId)
-                polls[device.id] = Self.poll(of: profile.block, at: device.address, framing: framing)
+                let poll = Self.poll(of: profile.block, at: device.address, framing: framing)
+                polls[device.id] = (poll.frame, poll.request, nil)
             }
         }
     }
@@ -130,6 +134,7 @@ public struct ModbusDriver: BusDriver {
 
     public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
         guard let poll = polls[device.id] else { return [] }
+        lastPolled = (device.id, poll.pad)
         return [request(poll.request, framed: poll.frame, to: device, purpose: Self.pollPurpose)]
     }
 
@@ -191,7 +196,8 @@ public struct ModbusDriver: BusDriver {
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters, .readHoldingRegisters(let values)):
-            if let slot = padSlots[device] { return padRead(slot, registers: values, at: time) }
+            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { padSlots[device] }
+            if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)
             boards[device] = board

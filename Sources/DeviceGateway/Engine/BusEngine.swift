@@ -261,28 +261,34 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 reopenAt = clock.now + nextReopenDelay()
                 continue
             }
+            // One clock reading for the turn, unless it waited.
+            var now = clock.now
             // Lets callers of deviceStates() in when a blocking link never suspends: every few milliseconds, not at
             // every request, since a yield costs two thread switches (the task resumes on the pool, then hops back),
             // as much as a Modbus TCP round trip. Not on a link that suspends in its reads.
-            if link.readsBlock, questions.load(ordering: .relaxed) > 0 || clock.now - yieldedAt >= Self.yieldEvery {
-                yieldedAt = clock.now
+            if link.readsBlock, questions.load(ordering: .relaxed) > 0 || now - yieldedAt >= Self.yieldEvery {
+                yieldedAt = now
                 await Task.yield()
+                now = clock.now
             }
             // A command already waiting has its frames made before the frame gap is waited out, so they leave as it
             // ends. The gap is waited out before a poll is chosen, so a command that comes during it goes ahead.
             var command = nextCommand()
-            if await waitForLineFree(on: link, stop: stop), command == nil { command = nextCommand() }
+            if await waitForLineFree(on: link, stop: stop) {
+                now = clock.now
+                if command == nil { command = nextCommand() }
+            }
             if let command {
                 await execute(command, on: link)
-            } else if requestsInFlight > 1, case let due = schedule.due(at: clock.now, limit: requestsInFlight),
+            } else if requestsInFlight > 1, case let due = schedule.due(at: now, limit: requestsInFlight),
                       !due.isEmpty {
                 await pollTogether(due, on: link)
-            } else if let device = schedule.due(at: clock.now) {
+            } else if let device = schedule.due(at: now) {
                 await poll(device, on: link)
             } else {
-                var until = min(schedule.nextDue ?? .seconds(Int64.max / 2), clock.now + Self.idleLimit)
+                var until = min(schedule.nextDue ?? .seconds(Int64.max / 2), now + Self.idleLimit)
                 // A question on its way to the bus: a short read, then a yield, until it is in.
-                if questions.load(ordering: .relaxed) > 0 { until = min(until, clock.now + .milliseconds(1)) }
+                if questions.load(ordering: .relaxed) > 0 { until = min(until, now + .milliseconds(1)) }
                 await receive(on: link, until: until)
             }
             // A command waiting goes out before what was read is committed (a commit flushes to disk, milliseconds
@@ -350,7 +356,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 break
             }
         }
-        schedule.polled(index, startedAt: started, answered: answered, offline: health.isOffline(id), at: clock.now)
+        // Whether it is offline matters only when it did not answer.
+        schedule.polled(index, startedAt: started, answered: answered, offline: !answered && health.isOffline(id),
+                        at: clock.now)
         polledWhileHeld(id)
     }
 
@@ -724,7 +732,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             for event in reaction.events {
                 if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
             }
-            pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
+            if !reaction.events.isEmpty || !reaction.cursors.isEmpty || !reaction.afterCommit.isEmpty {
+                pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
+            }
             if let commandHold = reaction.holdsCommand, let from = reaction.from { hold(commandHold, from: from) }
             for verdict in reaction.verdicts { settle(verdict) }
             guard let index, let request, reaction.answersRequest else { continue }

@@ -310,8 +310,18 @@ enum ModbusPDUParser {
         guard case .exactly(let length) = length(of: pdu, role: role), length == pdu.count else { return nil }
         let base = pdu.startIndex
         func word(_ offset: Int) -> UInt16 { UInt16(pdu[base + offset]) << 8 | UInt16(pdu[base + offset + 1]) }
+        // A reply's registers, read without a bounds check per byte (the length is checked above): a poll's
+        // reply is most of what a busy bus decodes.
         func words(from offset: Int) -> [UInt16] {
-            stride(from: offset, to: pdu.count, by: 2).map(word)
+            let count = max(0, (pdu.count - offset) / 2)
+            return pdu.withUnsafeBufferPointer { bytes in
+                [UInt16](unsafeUninitializedCapacity: count) { words, initialized in
+                    for index in 0..<count {
+                        words[index] = UInt16(bytes[offset + 2 * index]) << 8 | UInt16(bytes[offset + 2 * index + 1])
+                    }
+                    initialized = count
+                }
+            }
         }
         let function = pdu[base]
         switch role {
