@@ -15,6 +15,10 @@ enum EngineCPUBenchmark {
     static func run(_ arguments: [String]) async throws {
         let options = BenchOptions(arguments, command: "engine-cpu", known: ["--units", "--seconds", "--rounds"])
         let units = options.int("--units", 32)
+        guard (1...247).contains(units) else {
+            print("engine-cpu: --units takes a Modbus unit count, 1 to 247")
+            exit(2)
+        }
         let seconds = options.double("--seconds", 5)
         var rows: [[String]] = []
         for round in 1...max(1, options.int("--rounds", 3)) {
@@ -59,7 +63,7 @@ enum EngineCPUBenchmark {
         let cpu = (ProcessSample.of(0)?.cpuSeconds ?? 0) - cpuBefore
         let elapsed = (ContinuousClock.now - started).inSeconds
         stop.stop()
-        await running.value
+        _ = await running.value
         guard polls > 0 else { throw BusBenchmarkError("engine-cpu: no poll was answered") }
         return (Double(polls) / elapsed, cpu / Double(polls) * 1e6)
     }

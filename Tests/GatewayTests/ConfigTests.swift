@@ -377,10 +377,9 @@ import Testing
 
     @Test func theShippedDemoProfileLoads() throws {
         let profile = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-evaluator-3key")
-        guard case .modbusEvaluator(let evaluator) = profile else {
-            Issue.record("wrong family")
-            return
-        }
+        let evaluator = try #require({ () -> ModbusEvaluatorProfile? in
+            if case .modbusEvaluator(let evaluator) = profile { evaluator } else { nil }
+        }(), "modbus-evaluator-3key loads as a Modbus pad")
         #expect(evaluator.scale.keys.map(\.label) == ["满意", "基本满意", "不满意"])
         #expect(evaluator.block == RegisterRange(start: 0, count: 32))
     }
@@ -396,10 +395,9 @@ import Testing
 
     @Test func theModbusBoardProfileLoadsItsRegisterMap() throws {
         let profile = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-window-board")
-        guard case .modbusBoard(let board) = profile else {
-            Issue.record("wrong family")
-            return
-        }
+        let board = try #require({ () -> ModbusBoardProfile? in
+            if case .modbusBoard(let board) = profile { board } else { nil }
+        }(), "modbus-window-board loads as a Modbus board")
         #expect(board.text == RegisterRange(start: 16, count: 32))
         #expect(board.textEncoding == .gb18030)
         #expect(board.faultBits.map(\.name) == ["lamp-fault"])
@@ -416,8 +414,10 @@ import Testing
             + "give power a register of its own"),
         ("power: 7", "power: 6", "registers.power: register 6 is taken by registers.brightness: "
             + "give power a register of its own"),
+        ("text: {start: 16, count: 32}", "text: {start: 16, count: 124}",
+         "registers.text: 124 registers: the text is written in one Modbus write, which carries at most 123"),
     ])
-    func aBoardSettingInAnotherNamedRegisterIsRefusedInOneLine(of: String, with: String, message: String) throws {
+    func aBoardRegisterMapThatCannotWorkIsRefusedInOneLine(of: String, with: String, message: String) throws {
         let edited = try editedProfiles("modbus-window-board", in: folder, [(of: of, with: with)])
         let library = ProfileLibrary(directory: edited)
         let error = #expect(throws: ConfigError.self) { try library.profile(named: "modbus-window-board") }

@@ -50,10 +50,10 @@ import Testing
         // A temperature in tenths of a degree with an offset of -40: raw 655 → 25.5.
         let field = RegisterField(address: 3, type: .int16, scale: 0.1, offset: -40)
         let block: [UInt16] = [0, 0, 0, 655]
-        guard case .real(let value) = try field.decode(from: block) else {
-            Issue.record("a scaled field reads as a real")
-            return
-        }
+        let decoded = try field.decode(from: block)
+        let value = try #require({ () -> Double? in
+            if case .real(let value) = decoded { value } else { nil }
+        }(), "a scaled field reads as a real")
         #expect(abs(value - 25.5) < 1e-9)
         #expect(try field.encode(.real(25.5)) == [655])
         #expect(try field.encode(.real(-43.27)) == [UInt16(bitPattern: -33)])

@@ -192,7 +192,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// On a link whose reads block, the question wakes the bus, which lets it in at once rather than when its read
     /// ends (up to a second on an idle line).
     public nonisolated func deviceStates() async -> [DeviceState] {
-        await asked { await $0.currentStates() }
+        await asked { $0.currentStates() }
     }
 
     /// Runs a question on the bus; on a blocking link, counted while it waits, so the bus yields and keeps its reads
@@ -215,7 +215,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
     public nonisolated func uncommittedEventCount() async -> Int {
-        await asked { await $0.uncommittedNow() }
+        await asked { $0.uncommittedNow() }
     }
 
     private func uncommittedNow() -> Int { pending.events.count + committing }
@@ -987,7 +987,8 @@ struct PollSchedule {
     private static func nanoseconds(_ time: Duration) -> Int64 {
         let (seconds, attoseconds) = time.components
         let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? (seconds < 0 ? .min : .max) : whole &+ attoseconds / 1_000_000_000
+        let (total, carried) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflow || carried ? (seconds < 0 ? .min : .max) : total
     }
 
     /// Books a poll: the next one `interval` after this one started; a device that is offline is probed at a

@@ -246,7 +246,7 @@ public final class Outbox: Sendable {
 
     /// Writes everything into the database file itself and closes it, so the file alone can be moved.
     private func closeWholly() throws {
-        try database.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        _ = try database.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
         try (database as? DatabasePool)?.close()
         for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
             try FileManager.default.removeItem(atPath: path + suffix)

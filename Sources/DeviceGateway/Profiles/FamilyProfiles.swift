@@ -184,6 +184,12 @@ struct ProfileParsing {
             if let clear, let show, let blink { modes = .init(clear: clear, show: show, blink: blink) }
         }
         guard let block, let status, let text, let mode, let command, let acknowledge, let modes else { return nil }
+        // The text goes in one write: a longer area could not be written at all.
+        if text.count > ModbusLimits.writeRegisterQuantity.upperBound {
+            reader.report(registers.value("text"), "registers.text",
+                          "\(text.count) registers: the text is written in one Modbus write, which carries at most "
+                            + "\(ModbusLimits.writeRegisterQuantity.upperBound)")
+        }
         for (key, register) in [("status", status), ("acknowledge", acknowledge)]
         where !(block.start..<block.end).contains(register) {
             reader.report(registers.value(key), "registers.\(key)",

@@ -237,11 +237,12 @@ public enum ModbusBits {
 }
 
 /// The specification's quantity limits (§6.1–§6.12).
-enum ModbusLimits {
+public enum ModbusLimits {
     static let bitQuantity = 1...2000
     static let bitStatusBytes = 1...250
     static let readRegisterQuantity = 1...125
-    static let writeRegisterQuantity = 1...123
+    /// Registers one write of several (function 16) carries.
+    public static let writeRegisterQuantity = 1...123
     static let coilOn: UInt16 = 0xFF00
     /// 253: the serial line's 256-byte ADU less the address and the CRC (§4.1).
     static let maximumPDUBytes = 253
