@@ -51,7 +51,14 @@ extension Gateway {
             return (bus.id, (bus.pollInterval + bus.responseTimeout * devices) * (DeviceHealth.missesBeforeOffline + 1))
         })
         while true {
-            let waiting = await deviceStates().filter { $0.online == nil && ContinuousClock.now - started < waits[$0.bus] ?? .zero }
+            let elapsed = ContinuousClock.now - started
+            let waiting = await deviceStates().filter { state in
+                guard state.online == nil else { return false }
+                let wait = waits[state.bus] ?? .zero
+                // One its bus has begun to find silent is waited for up to three times as long: on a loaded machine
+                // the misses come late, and a dead board must not pass as merely not heard yet.
+                return elapsed < wait || (state.counters.timeouts > 0 && elapsed < wait * 3)
+            }
             if waiting.isEmpty { return }
             try? await Task.sleep(for: .milliseconds(100))
         }
