@@ -168,7 +168,7 @@ struct TinyDriver: BusDriver {
         }
         let committed = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.callerKeyPressed }
         stop.stop()
-        await running.value
+        _ = await running.value
         #expect(acknowledged, "the device got its acknowledgement")
         #expect(committed.map(\.id) == ["key-caller-1-7"], "and the key was committed before it")
     }
@@ -181,7 +181,7 @@ struct TinyDriver: BusDriver {
         let running = Task { await bus.run(until: stop) }
         try await bus.send(.call(ticket: "A023", window: "2"), to: "caller-2")
         stop.stop()
-        await running.value
+        _ = await running.value
         #expect(String(decoding: end.bytes, as: UTF8.self).contains("请A023号到2号窗口"))
     }
 
@@ -198,7 +198,7 @@ struct TinyDriver: BusDriver {
         }
         await #expect(throws: GatewayError.self) { try await bus.send(.clear, to: "caller-2") }
         stop.stop()
-        await running.value
+        _ = await running.value
         let statuses = try await outbox.entries(after: 0, limit: 100).filter { $0.type.hasPrefix("hall.device.") }
         #expect(offline)
         #expect(statuses.filter { $0.source.hasSuffix("/caller-1") }.map(\.type) == [HallEventType.deviceOnline])

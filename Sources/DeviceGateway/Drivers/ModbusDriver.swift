@@ -66,10 +66,9 @@ public struct ModbusDriver: BusDriver {
     public let devices: [DeviceConfig]
     private let framing: ModbusFraming
     private let timing: (pollInterval: Duration, responseTimeout: Duration)
-    /// The pads, and where each one's is in `pads`: an array's element is read and changed where it is (a
+    /// The pads, each at the place its poll names (`polls`): an array's element is read and changed where it is (a
     /// dictionary's value is copied out, once a poll).
     private var pads: [Pad] = []
-    private var padSlots: [String: Int] = [:]
     private var boards: [String: ModbusBoardDriver] = [:]
     /// Each device's poll, framed once (on TCP with transaction id 0, stamped at each poll): a poll is the one
     /// request sent tens of thousands of times a second on a busy connection.
@@ -109,7 +108,6 @@ public struct ModbusDriver: BusDriver {
             case .pad(let profile):
                 let poll = Self.poll(of: profile.block, at: device.address, framing: framing)
                 polls[device.id] = (poll.frame, poll.request, pads.count)
-                padSlots[device.id] = pads.count
                 pads.append(Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId)))
             case .board(let profile):
                 boards[device.id] = ModbusBoardDriver(device: device, profile: profile, hallId: hallId)
@@ -126,7 +124,7 @@ public struct ModbusDriver: BusDriver {
 
     public mutating func restore(_ cursors: [DeviceCursor]) {
         for cursor in cursors {
-            guard let slot = padSlots[cursor.device] else { continue }
+            guard let slot = polls[cursor.device]?.pad else { continue }
             pads[slot].cursor = cursor
             pads[slot].reportedCursor = cursor
         }
@@ -157,7 +155,7 @@ public struct ModbusDriver: BusDriver {
     }
 
     public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
-        if let pad = padSlots[device.id].map({ pads[$0] }) {
+        if let pad = polls[device.id]?.pad.map({ pads[$0] }) {
             // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
             return try pad.driver.prepare(command).map { write in
                 request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
@@ -196,7 +194,7 @@ public struct ModbusDriver: BusDriver {
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters, .readHoldingRegisters(let values)):
-            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { padSlots[device] }
+            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { polls[device]?.pad }
             if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)

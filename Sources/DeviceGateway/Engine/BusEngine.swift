@@ -52,11 +52,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var health: DeviceHealth
     private let outbox: Outbox
     private nonisolated let inbox: CommandInbox
-    private nonisolated let deviceIds: Set<String>
     private var schedule: PollSchedule
     /// The driver's devices, in its order: the schedule, the counters and a poll name a device by its place here.
     private let devices: [DeviceConfig]
-    private let deviceIndices: [String: Int]
+    private nonisolated let deviceIndices: [String: Int]
     /// The place last looked up: the requests and answers of one transaction are all for one device.
     private var lastLookedUp = 0
     private var counters: [DeviceCounters]
@@ -139,7 +138,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         reporter = ConnectionReporter(busId: config.id, logger: logger)
         health = DeviceHealth(busId: config.id, hallId: hallId, logger: logger)
         inbox = CommandInbox()
-        deviceIds = Set(driver.devices.map(\.id))
         devices = driver.devices
         deviceIndices = Dictionary(driver.devices.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { first, _ in first })
         counters = Array(repeating: DeviceCounters(), count: driver.devices.count)
@@ -180,7 +178,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// (unknown device, link down, bus stopped) completes at once with the reason.
     public nonisolated func submit(_ command: HallCommand, to deviceId: String,
                                    completion: @escaping @Sendable (Result<Void, GatewayError>) -> Void) {
-        guard deviceIds.contains(deviceId) else {
+        guard deviceIndices[deviceId] != nil else {
             completion(.failure(GatewayError(.deviceError, "no device \(deviceId) on bus \(config.id)")))
             return
         }
@@ -205,7 +203,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     private func currentStates() -> [DeviceState] {
-        health.states(of: driver.devices).map { state in
+        health.states(of: devices).map { state in
             var state = state
             state.counters = index(of: state.device).map { counters[$0] } ?? DeviceCounters()
             return state
@@ -231,7 +229,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         // A device met without its cursor would be taken for new: a pad restarted under its boot id would give ids
         // its first power-up used, dropped as known. An outbox that cannot be read holds the bus until it can.
         var complained = false
-        for device in driver.devices {
+        for device in devices {
             while !stop.isStopped, !Task.isCancelled {
                 do {
                     if let cursor = try await outbox.cursor(device: device.id) { cursors.append(cursor) }
@@ -256,7 +254,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             guard let link = await openIfNeeded() else {
                 let reason = reporter.lastError ?? "port unavailable"
                 inbox.refuse(because: "bus \(config.id) is down: \(reason)")
-                pending.add(events: health.unreachable(driver.devices, reason: reason, at: clock.date))
+                pending.add(events: health.unreachable(devices, reason: reason, at: clock.date))
                 await commitPending()
                 reopenAt = clock.now + nextReopenDelay()
                 continue
@@ -682,7 +680,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         let now = clock.now
         if reopenUnconfirmed {
             reopenUnconfirmed = false
-            pending.add(events: health.lineReopened(driver.devices, polled: polled, at: clock.date))
+            pending.add(events: health.lineReopened(devices, polled: polled, at: clock.date))
         }
         if paced { bytes = echo.filter(bytes, arrivedAfter: lastReadAt, readAt: now) }
         lastReadAt = now
@@ -811,7 +809,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         if lived >= Self.maximumReopenDelay || (linkHeard && lived >= reopenDelay) {
             reopenAttempts = 0
         } else if !linkHeard {
-            pending.add(events: health.unreachable(driver.devices, reason: message, at: clock.date))
+            pending.add(events: health.unreachable(devices, reason: message, at: clock.date))
         }
         reporter.failed(message, retry: reopenDelay)
         reopenAt = clock.now + nextReopenDelay()
