@@ -208,11 +208,13 @@ private func memoryRow(_ layout: String, buses: String, polls: String, _ sample:
 }
 
 /// gatewayd running a generated configuration, its output in a log file.
-private struct RunningDaemon {
+struct RunningDaemon {
     let folder: BenchFolder
     let child: LoggedChild
 
-    init(name: String, gatewayd: String, buses: [String], devices: [String], environment: [String: String] = [:]) throws
+    /// `profiles`: a directory of device profiles (nil: the project's own).
+    init(name: String, gatewayd: String, buses: [String], devices: [String], environment: [String: String] = [:],
+         profiles: ((BenchFolder) throws -> String)? = nil) throws
     {
         guard FileManager.default.isExecutableFile(atPath: gatewayd) else {
             throw BusBenchmarkError(
@@ -221,7 +223,7 @@ private struct RunningDaemon {
         }
         folder = try BenchFolder(name)
         let configuration = benchConfiguration(
-            folder: folder, profiles: try BenchPaths.profiles(), buses: buses,
+            folder: folder, profiles: try profiles?(folder) ?? BenchPaths.profiles(), buses: buses,
             devices: devices)
         try configuration.write(toFile: folder.file("hall.yaml"), atomically: true, encoding: .utf8)
         child = try LoggedChild(

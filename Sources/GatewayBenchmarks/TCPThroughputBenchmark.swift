@@ -12,8 +12,12 @@ import Foundation
 /// The gateway runs as shipped (one request in flight, like the C loop) and, with `--requests-in-flight N` above 1,
 /// also with that many polls in flight on the connection (`requests-in-flight: N` on its bus).
 ///
+/// With `--interleave-ms N`, both clients instead run at once and take turns of N ms (`interleaved`), `--seconds`
+/// each in all.
+///
 ///     GatewayBenchmarks tcp-vs-libmodbus --baseline PATH [--units 32] [--seconds 10] [--rounds 2] [--warmup 2]
 ///                                        [--server-cpu N] [--requests-in-flight N]
+///                                        [--interleave-ms N [--gatewayd PATH]]
 enum TCPThroughputBenchmark {
     private struct Round {
         var client: String
@@ -28,7 +32,10 @@ enum TCPThroughputBenchmark {
     static func run(_ arguments: [String]) async throws {
         let options = BenchOptions(
             arguments, command: "tcp-vs-libmodbus",
-            known: ["--baseline", "--units", "--seconds", "--rounds", "--warmup", "--server-cpu", "--requests-in-flight"])
+            known: [
+                "--baseline", "--units", "--seconds", "--rounds", "--warmup", "--server-cpu", "--requests-in-flight",
+                "--interleave-ms", "--gatewayd",
+            ])
         guard let baseline = options.string("--baseline") else {
             print("tcp-vs-libmodbus: --baseline PATH (bench/modbus_tcp_loop.c, built by bench/bus.sh) is required")
             exit(2)
@@ -41,6 +48,12 @@ enum TCPThroughputBenchmark {
         let server = try await ServerChild(["--transport", "tcp", "--units", "\(units)"], cpu: serverCPU)
         defer { server.stop() }
         let port = try server.port
+        if let turn = options.string("--interleave-ms").flatMap({ Int($0) }) {
+            try await interleaved(
+                baseline: baseline, gatewayd: options.string("--gatewayd") ?? BenchPaths.gatewayd, server: server,
+                port: port, units: units, seconds: seconds, warmup: warmup, turn: .milliseconds(max(50, turn)))
+            return
+        }
         var rounds: [Round] = []
         for _ in 0..<max(1, options.int("--rounds", 2)) {
             rounds.append(try await libmodbus(baseline, port: port, units: units, seconds: seconds, server: server))

@@ -25,6 +25,8 @@ public struct ModbusReplyDecoder: FrameDecoder {
     // shares its buffer with the enum, so every read copied the buffer before appending to it.
     private var rtu: ModbusRTUDecoder?
     private var tcp: ModbusTCPDecoder?
+    /// The replies of the last decode, kept so that the next one refills their storage (as `ModbusTCPDecoder` does).
+    private var replies: [ModbusReply] = []
 
     /// A decoder for replies in `framing`.
     public init(framing: ModbusFraming) {
@@ -35,10 +37,15 @@ public struct ModbusReplyDecoder: FrameDecoder {
     }
 
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusReply] {
+        replies.removeAll(keepingCapacity: true)
         if let frames = tcp?.decode(bytes) {
-            return frames.map { ModbusReply(unit: $0.unitId, transactionId: $0.transactionId, message: $0.message) }
+            for frame in frames {
+                replies.append(ModbusReply(unit: frame.unitId, transactionId: frame.transactionId, message: frame.message))
+            }
+        } else if let frames = rtu?.decode(bytes) {
+            for frame in frames { replies.append(ModbusReply(unit: frame.address, message: frame.message)) }
         }
-        return rtu?.decode(bytes).map { ModbusReply(unit: $0.address, message: $0.message) } ?? []
+        return replies
     }
 
     public mutating func flush() -> [ModbusReply] {
@@ -70,9 +77,13 @@ public struct ModbusDriver: BusDriver {
     /// dictionary's value is copied out, once a poll).
     private var pads: [Pad] = []
     private var boards: [String: ModbusBoardDriver] = [:]
-    /// Each device's poll, framed once (on TCP with transaction id 0, stamped at each poll): a poll is the one
-    /// request sent tens of thousands of times a second on a busy connection.
-    private var polls: [String: (frame: [UInt8], request: ModbusRequest, pad: Int?)] = [:]
+    /// Each device's poll, framed once and kept as the requests handed to the bus (on TCP stamped with the next
+    /// transaction id at each poll, in place once the bus let go of the last one): a poll is the one request sent
+    /// tens of thousands of times a second on a busy connection.
+    private var polls: [Poll] = []
+    /// Each device's place in `polls`. Looked up, then changed in the array: a dictionary's value changed in place
+    /// goes through accessors that allocated at every poll.
+    private var pollSlots: [String: Int] = [:]
     /// The device polled last and its pad's place in `pads`: the answer that follows finds it without a hash.
     private var lastPolled: (id: String, pad: Int?)?
     private var transactionId: UInt16 = 0
@@ -80,6 +91,25 @@ public struct ModbusDriver: BusDriver {
     private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
+
+    private struct Poll {
+        /// The poll, as the one request `pollRequests` returns.
+        var requests: [LineRequest]
+        var request: ModbusRequest
+        /// The unit, as the reply names it.
+        var unit: UInt8
+        /// The pad's place in `pads`; nil for a board.
+        var pad: Int?
+
+        /// The poll, with `transactionId` in its MBAP header on TCP (nil on RTU).
+        mutating func stamped(_ transactionId: UInt16?) -> Poll {
+            if let transactionId, requests[0].bytes.count > ModbusTCPFrame.headerLength {
+                requests[0].bytes[0] = UInt8(transactionId >> 8)
+                requests[0].bytes[1] = UInt8(truncatingIfNeeded: transactionId)
+            }
+            return self
+        }
+    }
 
     private struct Pad {
         var driver: ModbusEvaluatorDriver
@@ -106,13 +136,13 @@ public struct ModbusDriver: BusDriver {
         for (device, member) in members {
             switch member {
             case .pad(let profile):
-                let poll = Self.poll(of: profile.block, at: device.address, framing: framing)
-                polls[device.id] = (poll.frame, poll.request, pads.count)
+                pollSlots[device.id] = polls.count
+                polls.append(Self.poll(of: profile.block, to: device, pad: pads.count, framing: framing))
                 pads.append(Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId)))
             case .board(let profile):
                 boards[device.id] = ModbusBoardDriver(device: device, profile: profile, hallId: hallId)
-                let poll = Self.poll(of: profile.block, at: device.address, framing: framing)
-                polls[device.id] = (poll.frame, poll.request, nil)
+                pollSlots[device.id] = polls.count
+                polls.append(Self.poll(of: profile.block, to: device, pad: nil, framing: framing))
             }
         }
     }
@@ -124,24 +154,36 @@ public struct ModbusDriver: BusDriver {
 
     public mutating func restore(_ cursors: [DeviceCursor]) {
         for cursor in cursors {
-            guard let slot = polls[cursor.device]?.pad else { continue }
+            guard let slot = pad(of: cursor.device) else { continue }
             pads[slot].cursor = cursor
             pads[slot].reportedCursor = cursor
         }
     }
 
     public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
-        guard let poll = polls[device.id] else { return [] }
+        guard let slot = pollSlots[device.id] else { return [] }
+        let stamp = framing == .tcp ? transactionId &+ 1 : nil
+        let poll = polls[slot].stamped(stamp)
+        if let stamp { transactionId = stamp }
         lastPolled = (device.id, poll.pad)
-        return [request(poll.request, framed: poll.frame, to: device, purpose: Self.pollPurpose)]
+        lastSent = (poll.requests[0].bytes, (poll.unit, stamp, poll.request))
+        return poll.requests
+    }
+
+    /// The place in `pads` of the device's pad; nil for a board or an unknown device.
+    private func pad(of device: String) -> Int? {
+        pollSlots[device].flatMap { polls[$0].pad }
     }
 
     /// A read of a device's register block, framed.
-    private static func poll(of block: RegisterRange, at address: Int, framing: ModbusFraming)
-        -> (frame: [UInt8], request: ModbusRequest)
+    private static func poll(of block: RegisterRange, to device: DeviceConfig, pad: Int?, framing: ModbusFraming)
+        -> Poll
     {
         let request = ModbusRequest.readHoldingRegisters(start: UInt16(block.start), count: UInt16(block.count))
-        return (frame(request, unit: UInt8(truncatingIfNeeded: address), framing: framing), request)
+        let unit = UInt8(truncatingIfNeeded: device.address)
+        let frame = frame(request, unit: unit, framing: framing)
+        return Poll(requests: [LineRequest(device: device.id, bytes: frame, expectsAnswer: true, purpose: pollPurpose)],
+                    request: request, unit: unit, pad: pad)
     }
 
     public func answers(_ reply: ModbusReply, _ request: LineRequest) -> Bool {
@@ -155,7 +197,7 @@ public struct ModbusDriver: BusDriver {
     }
 
     public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
-        if let pad = polls[device.id]?.pad.map({ pads[$0] }) {
+        if let pad = pad(of: device.id).map({ pads[$0] }) {
             // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
             return try pad.driver.prepare(command).map { write in
                 request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
@@ -194,7 +236,7 @@ public struct ModbusDriver: BusDriver {
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters, .readHoldingRegisters(let values)):
-            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { polls[device]?.pad }
+            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { self.pad(of: device) }
             if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)
@@ -288,15 +330,9 @@ public struct ModbusDriver: BusDriver {
         }
     }
 
+    /// The request framed; on TCP it gets the next transaction id.
     private mutating func request(_ pdu: ModbusRequest, to device: DeviceConfig, purpose: String) -> LineRequest {
-        request(pdu, framed: Self.frame(pdu, unit: UInt8(truncatingIfNeeded: device.address), framing: framing),
-                to: device, purpose: purpose)
-    }
-
-    /// The request framed in `frame`; on TCP it gets the next transaction id.
-    private mutating func request(_ pdu: ModbusRequest, framed frame: [UInt8], to device: DeviceConfig,
-                                  purpose: String) -> LineRequest {
-        var bytes = frame
+        var bytes = Self.frame(pdu, unit: UInt8(truncatingIfNeeded: device.address), framing: framing)
         if framing == .tcp, bytes.count > ModbusTCPFrame.headerLength {
             transactionId &+= 1
             bytes[0] = UInt8(transactionId >> 8)
@@ -306,7 +342,7 @@ public struct ModbusDriver: BusDriver {
         return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose)
     }
 
-    /// A request in its framing, to `unit`; on TCP with transaction id 0, for `request(_:framed:to:purpose:)` to set.
+    /// A request in its framing, to `unit`; on TCP with transaction id 0, for the caller to set.
     private static func frame(_ pdu: ModbusRequest, unit: UInt8, framing: ModbusFraming) -> [UInt8] {
         switch framing {
         case .rtu: (try? ModbusRTUFrame(address: unit, request: pdu).encode()) ?? []

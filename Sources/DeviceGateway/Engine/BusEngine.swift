@@ -282,7 +282,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                       !due.isEmpty {
                 await pollTogether(due, on: link)
             } else if let device = schedule.due(at: now) {
-                await poll(device, on: link)
+                await poll(device, on: link, startedAt: now)
             } else {
                 var until = min(schedule.nextDue ?? .seconds(Int64.max / 2), now + Self.idleLimit)
                 // A question on its way to the bus: a short read, then a yield, until it is in.
@@ -343,10 +343,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return reopenDelay
     }
 
-    /// Polls the device at `index` in `devices`.
-    private func poll(_ index: Int, on link: any BusLink) async {
+    /// Polls the device at `index` in `devices`; `started` is now, as the caller read the clock.
+    private func poll(_ index: Int, on link: any BusLink, startedAt started: Duration) async {
         let id = devices[index].id
-        let started = clock.now
         var answered = true
         for request in driver.pollRequests(for: devices[index]) where self.link != nil {
             if await exchange(request, on: link) == .timedOut {
@@ -354,9 +353,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 break
             }
         }
-        // Whether it is offline matters only when it did not answer.
+        // Whether it is offline matters only when it did not answer. An answer's read is when the poll ended.
         schedule.polled(index, startedAt: started, answered: answered, offline: !answered && health.isOffline(id),
-                        at: clock.now)
+                        at: answered ? max(lastReadAt, started) : clock.now)
         polledWhileHeld(id)
     }
 
@@ -372,7 +371,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             if requests.count == 1, requests[0].expectsAnswer {
                 batch.append((requests[0], index))
             } else {
-                await poll(index, on: link)
+                await poll(index, on: link, startedAt: started)
             }
         }
         guard !batch.isEmpty, self.link != nil else { return }
@@ -474,7 +473,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         defer { executing = nil }
         var requests = plan.requests
         if requests == nil {
-            await poll(plan.index, on: link)
+            await poll(plan.index, on: link, startedAt: clock.now)
             if driver.needsPollBeforeCommand(device) {
                 finish(command, .failure(GatewayError(
                     .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))

@@ -116,7 +116,8 @@ final class SerialLine: @unchecked Sendable {
         // A socket takes a write or two after its peer closed (the peer answers them with a reset): not a live line.
         if let broken { throw GatewayError(.portUnavailable, broken) }
         var written = 0
-        var progressAt = ContinuousClock.now
+        // Read only once the driver's buffer is full: a write that goes at once needs no clock.
+        var progressAt: ContinuousClock.Instant?
         while written < bytes.count {
             // A socket the peer closed must not raise SIGPIPE.
             let count = bytes[written...].withUnsafeBytes {
@@ -124,9 +125,11 @@ final class SerialLine: @unchecked Sendable {
             }
             if count > 0 {
                 written += count
-                progressAt = .now
+                progressAt = nil
             } else if count < 0, errno == EAGAIN || errno == EINTR {
-                if ContinuousClock.now - progressAt >= Self.stallLimit {
+                let now = ContinuousClock.now
+                if progressAt == nil { progressAt = now }
+                if let progressAt, now - progressAt >= Self.stallLimit {
                     throw GatewayError(.portUnavailable, "\(path) takes no more output (\(bytes.count - written) bytes "
                                        + "waiting for \(Self.stallLimit.components.seconds) s): "
                                        + (isTerminal ? "the adapter stalls" : "the peer reads nothing"))
@@ -142,17 +145,20 @@ final class SerialLine: @unchecked Sendable {
     /// Waits up to `timeout` for bytes and returns what arrived (empty: nothing within the timeout).
     func read(timeout: Duration) throws(GatewayError) -> [UInt8] {
         if let broken { throw GatewayError(.portUnavailable, broken) }
-        var entries = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
         // Rounded up: a wait of 0.4 ms must not become a busy loop of zero-timeout polls.
         let microseconds = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
         let milliseconds = Int32(clamping: (microseconds + 999) / 1000)
-        let ready = poll(&entries, 2, max(0, milliseconds))
-        if entries[1].revents & Int16(POLLIN) != 0 {
+        // On the stack: an array here cost an allocation per read.
+        var entries = (pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
+        let ready = withUnsafeMutableBytes(of: &entries) {
+            poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, max(0, milliseconds))
+        }
+        if entries.1.revents & Int16(POLLIN) != 0 {
             var drain = [UInt8](repeating: 0, count: 64)
             _ = Foundation.read(wakeRead, &drain, drain.count)
         }
-        let entry = entries[0]
+        let entry = entries.0
         guard ready > 0, entry.revents != 0 else { return [] }
         if entry.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0, entry.revents & Int16(POLLIN) == 0 {
             throw GatewayError(.portUnavailable, breaking(hungUpOrSocketError()))

@@ -125,6 +125,9 @@ public struct ModbusTCPDecoder: FrameDecoder {
 
     private var buffer = ModbusReceiveBuffer()
     private var needed = 1
+    /// The frames of the last decode, kept: once its caller let go of them, the next decode refills the same storage
+    /// instead of allocating (a client decodes one reply per transaction).
+    private var frames: [ModbusTCPFrame] = []
 
     /// A decoder for the frames `role` receives.
     public init(role: ModbusRole) {
@@ -133,14 +136,17 @@ public struct ModbusTCPDecoder: FrameDecoder {
 
     /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusTCPFrame] {
-        var frames: [ModbusTCPFrame] = []
+        var found: [ModbusTCPFrame] = []
+        swap(&found, &frames)
+        found.removeAll(keepingCapacity: true)
         // A whole read at once (a reply usually comes in one): the scan looks only at the head of the buffer, so
         // it finds the same frames as it would byte by byte, without a generic call per byte.
         if bytes.withContiguousStorageIfAvailable({ buffer.append(contentsOf: $0) }) == nil {
             for byte in bytes { buffer.append(byte) }
         }
-        if buffer.count >= needed { scan(into: &frames, connectionIsQuiet: false) }
-        return frames
+        if buffer.count >= needed { scan(into: &found, connectionIsQuiet: false) }
+        frames = found
+        return found
     }
 
     /// The stream went quiet: drops the partial frame and returns any whole frames that lay behind its start.
@@ -162,8 +168,11 @@ public struct ModbusTCPDecoder: FrameDecoder {
                     if connectionIsQuiet { dropOneByte() } else { needed = length; return }
                     continue
                 }
-                let pdu = buffer.slice(from: ModbusTCPFrame.headerLength, count: length - ModbusTCPFrame.headerLength)
-                if let message = ModbusPDUParser.parse(pdu, role: role) {
+                // The slice is gone before `consume`: one still sharing the buffer's storage would make it copy.
+                if let message = ModbusPDUParser.parse(
+                    buffer.slice(from: ModbusTCPFrame.headerLength, count: length - ModbusTCPFrame.headerLength),
+                    role: role)
+                {
                     let transactionId = UInt16(buffer[0]) << 8 | UInt16(buffer[1])
                     frames.append(ModbusTCPFrame(transactionId: transactionId, unitId: buffer[6], message: message))
                     buffer.consume(length)
