@@ -343,7 +343,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return reopenDelay
     }
 
-    /// Polls the device at `index` in `devices`; `started` is now, as the caller read the clock.
+    /// Polls the device at `index` in `devices`; `started` is now, as the caller read the clock. Inlined: see `receive`.
+    @inline(__always)
     private func poll(_ index: Int, on link: any BusLink, startedAt started: Duration) async {
         let id = devices[index].id
         var answered = true
@@ -664,18 +665,27 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// Reads until `deadline` or the first frame that answers a request in flight, handing every frame to the driver.
     /// An answered request leaves `inFlight`, counted; returns its outcome (the last one's, if a read answered
     /// several), nil when none was answered.
-    @discardableResult
+    ///
+    /// Inlined, and what follows the read is not async: each await in an actor's code returns through a check of the
+    /// executor (a lock on the task's status), and a call of an async function allocates its frame.
+    @inline(__always) @discardableResult
     private func receive(on link: any BusLink, until deadline: Duration) async -> Outcome? {
         // A partial frame must be flushed once the line is quiet: read no longer than that.
         var until = deadline
         if decoder.bufferedByteCount > 0 { until = min(until, lastByteAt + partialFrameLimit) }
-        var bytes: [UInt8]
+        let bytes: [UInt8]
         do {
             bytes = try await link.read(until: until)
         } catch {
             dropLink(error.message)
             return nil
         }
+        return absorb(bytes)
+    }
+
+    /// What a read brought: see `receive`.
+    private func absorb(_ read: [UInt8]) -> Outcome? {
+        var bytes = read
         let now = clock.now
         if reopenUnconfirmed {
             reopenUnconfirmed = false
