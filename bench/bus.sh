@@ -168,9 +168,16 @@ for name in "${selected[@]}"; do
             # Client (the gateway in this process, or the C loop it starts) on CPU 0; the server on CPU 1 (a device
             # elsewhere: each reply is a wake-up on the other core), then on CPU 0 too (no wake-up latency: the
             # figure is the CPU each client spends per transaction). The gateway also with 4 polls in flight.
+            # Then, in both placements, the two clients at once taking turns of 250 ms (gatewayd as shipped): the
+            # host's drift from one 10 s round to the next falls on both alike.
             for server_cpu in 1 0; do
                 taskset -c 0 "$bin/GatewayBenchmarks" tcp-vs-libmodbus --baseline "$tools/modbus_tcp_loop" \
                     --server-cpu "$server_cpu" --seconds 10 --rounds 3 --requests-in-flight 4
+                echo
+            done
+            for server_cpu in 1 0; do
+                taskset -c 0 "$bin/GatewayBenchmarks" tcp-vs-libmodbus --baseline "$tools/modbus_tcp_loop" \
+                    --server-cpu "$server_cpu" --seconds 20 --warmup 3 --interleave-ms 250 --gatewayd "$bin/gatewayd"
                 echo
             done ;;
         tcp-scale)
