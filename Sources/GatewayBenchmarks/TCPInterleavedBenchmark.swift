@@ -18,6 +18,12 @@ extension TCPThroughputBenchmark {
         baseline: String, gatewayd: String, server: ServerChild, port: Int, units: Int, seconds: Double,
         warmup: Double, turn: Duration
     ) async throws {
+        let folder = try BenchFolder("tcp-interleaved-c")
+        defer { folder.remove() }
+        // Longer than the warm-up and all its turns: it is ended below.
+        let loop = try LoggedChild(
+            baseline, ["127.0.0.1", "\(port)", "\(units)", "\(Int(seconds * 2 + warmup + 60))"], log: folder.file("out"))
+        defer { kill(loop.pid, SIGKILL) }
         let daemon = try RunningDaemon(
             name: "tcp-interleaved", gatewayd: gatewayd,
             buses: [
@@ -28,40 +34,49 @@ extension TCPThroughputBenchmark {
                 String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0)
             },
             profiles: { try BenchPaths.fastPollingProfiles(in: $0) })
-        try await daemon.settle(seconds: warmup)
-        kill(daemon.child.pid, SIGSTOP)
-        let folder = try BenchFolder("tcp-interleaved-c")
-        // Longer than all its turns: it is ended below.
-        let loop = try LoggedChild(
-            baseline, ["127.0.0.1", "\(port)", "\(units)", "\(Int(seconds * 2 + warmup + 60))"], log: folder.file("out"))
-        kill(loop.pid, SIGSTOP)
-        defer {
-            kill(loop.pid, SIGKILL)
-            folder.remove()
-        }
-        let clients: [(name: String, pid: Int32)] = [("libmodbus C loop", loop.pid), ("gateway (gatewayd)", daemon.child.pid)]
+        let clients: [(name: String, child: LoggedChild)] = [("libmodbus C loop", loop), ("gateway (gatewayd)", daemon.child)]
         var tallies = [Tally(), Tally()]
-        let steal = StealMeter()
         let turns = max(2, Int((seconds * 2 / turn.inSeconds).rounded()))
-        for number in 0..<turns {
-            let client = number % 2
-            let pid = clients[client].pid
-            let answeredBefore = try await server.answered()
-            let cpuBefore = ProcessSample.of(pid)?.cpuSeconds ?? 0
-            let started = ContinuousClock.now
-            kill(pid, SIGCONT)
-            try await Task.sleep(for: turn)
-            kill(pid, SIGSTOP)
-            let elapsed = (ContinuousClock.now - started).inSeconds
-            let answered = try await server.answered() - answeredBefore
-            tallies[client].transactions += answered
-            tallies[client].seconds += elapsed
-            tallies[client].cpuSeconds += (ProcessSample.of(pid)?.cpuSeconds ?? 0) - cpuBefore
-            tallies[client].rates.append(Double(answered) / elapsed)
+        let steal = StealMeter()
+        do {
+            // Both warm up at once, then wait for their turns.
+            try await daemon.settle(seconds: warmup)
+            for client in clients {
+                guard client.child.process.isRunning else {
+                    throw BusBenchmarkError("\(client.name) ended: \(client.child.log.suffix(2000))")
+                }
+                kill(client.child.pid, SIGSTOP)
+            }
+            for number in 0..<turns {
+                let client = number % 2
+                let child = clients[client].child
+                let answeredBefore = try await server.answered()
+                let cpuBefore = ProcessSample.of(child.pid)?.cpuSeconds ?? 0
+                let started = ContinuousClock.now
+                kill(child.pid, SIGCONT)
+                try await Task.sleep(for: turn)
+                kill(child.pid, SIGSTOP)
+                let elapsed = (ContinuousClock.now - started).inSeconds
+                let answered = try await server.answered() - answeredBefore
+                guard child.process.isRunning else {
+                    throw BusBenchmarkError("\(clients[client].name) ended: \(child.log.suffix(2000))")
+                }
+                tallies[client].transactions += answered
+                tallies[client].seconds += elapsed
+                tallies[client].cpuSeconds += (ProcessSample.of(child.pid)?.cpuSeconds ?? 0) - cpuBefore
+                tallies[client].rates.append(Double(answered) / elapsed)
+            }
+        } catch {
+            kill(daemon.child.pid, SIGCONT)
+            await daemon.stop()
+            throw error
         }
         let stealPercent = steal.percent
         kill(daemon.child.pid, SIGCONT)
         await daemon.stop()
+        for (client, tally) in zip(clients, tallies) where tally.transactions == 0 {
+            throw BusBenchmarkError("\(client.name) had no answer in any of its turns: \(client.child.log.suffix(2000))")
+        }
         print(
             "tcp-vs-libmodbus, interleaved: \(units) unit ids behind one loopback server, each client on its own "
                 + "connection, \(turns) turns of \(fixed(turn.inSeconds * 1000, 0)) ms in turn; clients on CPUs "
@@ -85,7 +100,7 @@ extension TCPThroughputBenchmark {
             let neighbours = [tallies[0].rates[index]] + (index + 1 < tallies[0].rates.count ? [tallies[0].rates[index + 1]] : [])
             return tallies[1].rates[index] / (neighbours.reduce(0, +) / Double(neighbours.count))
         }.sorted()
-        let ratio = rate[1] / max(1, rate[0])
+        let ratio = rate[1] / rate[0]
         printTable(
             ["figure", "value"],
             [

@@ -78,8 +78,9 @@ public struct ModbusDriver: BusDriver {
     private var pads: [Pad] = []
     private var boards: [String: ModbusBoardDriver] = [:]
     /// Each device's poll, framed once and kept as the requests handed to the bus (on TCP stamped with the next
-    /// transaction id at each poll, in place once the bus let go of the last one): a poll is the one request sent
-    /// tens of thousands of times a second on a busy connection.
+    /// transaction id at each poll, in place unless the last one is still held: by the bus, or by `lastSent` when the
+    /// same device is polled twice in a row): a poll is the one request sent tens of thousands of times a second on a
+    /// busy connection.
     private var polls: [Poll] = []
     /// Each device's place in `polls`. Looked up, then changed in the array: a dictionary's value changed in place
     /// goes through accessors that allocated at every poll.
@@ -100,15 +101,6 @@ public struct ModbusDriver: BusDriver {
         var unit: UInt8
         /// The pad's place in `pads`; nil for a board.
         var pad: Int?
-
-        /// The poll, with `transactionId` in its MBAP header on TCP (nil on RTU).
-        mutating func stamped(_ transactionId: UInt16?) -> Poll {
-            if let transactionId, requests[0].bytes.count > ModbusTCPFrame.headerLength {
-                requests[0].bytes[0] = UInt8(transactionId >> 8)
-                requests[0].bytes[1] = UInt8(truncatingIfNeeded: transactionId)
-            }
-            return self
-        }
     }
 
     private struct Pad {
@@ -162,11 +154,10 @@ public struct ModbusDriver: BusDriver {
 
     public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
         guard let slot = pollSlots[device.id] else { return [] }
-        let stamp = framing == .tcp ? transactionId &+ 1 : nil
-        let poll = polls[slot].stamped(stamp)
-        if let stamp { transactionId = stamp }
+        let stamped = Self.stamp(&transactionId, into: &polls[slot].requests[0].bytes, framing: framing)
+        let poll = polls[slot]
         lastPolled = (device.id, poll.pad)
-        lastSent = (poll.requests[0].bytes, (poll.unit, stamp, poll.request))
+        lastSent = (poll.requests[0].bytes, (poll.unit, stamped, poll.request))
         return poll.requests
     }
 
@@ -333,13 +324,21 @@ public struct ModbusDriver: BusDriver {
     /// The request framed; on TCP it gets the next transaction id.
     private mutating func request(_ pdu: ModbusRequest, to device: DeviceConfig, purpose: String) -> LineRequest {
         var bytes = Self.frame(pdu, unit: UInt8(truncatingIfNeeded: device.address), framing: framing)
-        if framing == .tcp, bytes.count > ModbusTCPFrame.headerLength {
-            transactionId &+= 1
-            bytes[0] = UInt8(transactionId >> 8)
-            bytes[1] = UInt8(truncatingIfNeeded: transactionId)
-        }
-        lastSent = (bytes, (UInt8(truncatingIfNeeded: device.address), framing == .tcp ? transactionId : nil, pdu))
+        let stamped = Self.stamp(&transactionId, into: &bytes, framing: framing)
+        lastSent = (bytes, (UInt8(truncatingIfNeeded: device.address), stamped, pdu))
         return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose)
+    }
+
+    /// Puts the next transaction id into a TCP frame's MBAP header and returns it; nil on RTU, or for a frame that
+    /// could not be encoded. Static, so that a poll kept in `polls` is stamped where it is.
+    private static func stamp(_ transactionId: inout UInt16, into bytes: inout [UInt8], framing: ModbusFraming)
+        -> UInt16?
+    {
+        guard framing == .tcp, bytes.count > ModbusTCPFrame.headerLength else { return nil }
+        transactionId &+= 1
+        bytes[0] = UInt8(transactionId >> 8)
+        bytes[1] = UInt8(truncatingIfNeeded: transactionId)
+        return transactionId
     }
 
     /// A request in its framing, to `unit`; on TCP with transaction id 0, for the caller to set.

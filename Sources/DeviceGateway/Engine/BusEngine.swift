@@ -343,7 +343,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return reopenDelay
     }
 
-    /// Polls the device at `index` in `devices`; `started` is now, as the caller read the clock. Inlined: see `receive`.
+    /// Polls the device at `index` in `devices`; `started`: when its turn began, as the caller read the clock. Inlined:
+    /// see `receive`.
     @inline(__always)
     private func poll(_ index: Int, on link: any BusLink, startedAt started: Duration) async {
         let id = devices[index].id
@@ -684,8 +685,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     /// What a read brought: see `receive`.
-    private func absorb(_ read: [UInt8]) -> Outcome? {
-        var bytes = read
+    private func absorb(_ bytes: [UInt8]) -> Outcome? {
+        var bytes = bytes
         let now = clock.now
         if reopenUnconfirmed {
             reopenUnconfirmed = false

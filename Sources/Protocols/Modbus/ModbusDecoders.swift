@@ -127,7 +127,7 @@ public struct ModbusTCPDecoder: FrameDecoder {
     private var needed = 1
     /// The frames of the last decode, kept: once its caller let go of them, the next decode refills the same storage
     /// instead of allocating (a client decodes one reply per transaction).
-    private var frames: [ModbusTCPFrame] = []
+    private var lastFrames: [ModbusTCPFrame] = []
 
     /// A decoder for the frames `role` receives.
     public init(role: ModbusRole) {
@@ -136,8 +136,10 @@ public struct ModbusTCPDecoder: FrameDecoder {
 
     /// Appends received bytes and returns every frame they complete, oldest first.
     public mutating func decode(_ bytes: some Sequence<UInt8>) -> [ModbusTCPFrame] {
+        // Taken out, not refilled where it is: `scan` is a mutating method, and the stored array cannot also be
+        // passed to it inout.
         var found: [ModbusTCPFrame] = []
-        swap(&found, &frames)
+        swap(&found, &lastFrames)
         found.removeAll(keepingCapacity: true)
         // A whole read at once (a reply usually comes in one): the scan looks only at the head of the buffer, so
         // it finds the same frames as it would byte by byte, without a generic call per byte.
@@ -145,7 +147,7 @@ public struct ModbusTCPDecoder: FrameDecoder {
             for byte in bytes { buffer.append(byte) }
         }
         if buffer.count >= needed { scan(into: &found, connectionIsQuiet: false) }
-        frames = found
+        lastFrames = found
         return found
     }
 
