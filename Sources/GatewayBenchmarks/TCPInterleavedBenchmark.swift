@@ -22,7 +22,8 @@ extension TCPThroughputBenchmark {
         defer { folder.remove() }
         // Longer than the warm-up and all its turns: it is ended below.
         let loop = try LoggedChild(
-            baseline, ["127.0.0.1", "\(port)", "\(units)", "\(Int(seconds * 2 + warmup + 60))"], log: folder.file("out"))
+            baseline, ["127.0.0.1", "\(port)", "\(units)", "\(Int(seconds * 2 + warmup + 60))"],
+            log: folder.file("out"))
         defer { kill(loop.pid, SIGKILL) }
         let daemon = try RunningDaemon(
             name: "tcp-interleaved", gatewayd: gatewayd,
@@ -34,7 +35,9 @@ extension TCPThroughputBenchmark {
                 String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0)
             },
             profiles: { try BenchPaths.fastPollingProfiles(in: $0) })
-        let clients: [(name: String, child: LoggedChild)] = [("libmodbus C loop", loop), ("gateway (gatewayd)", daemon.child)]
+        let clients: [(name: String, child: LoggedChild)] = [
+            ("libmodbus C loop", loop), ("gateway (gatewayd)", daemon.child),
+        ]
         var tallies = [Tally(), Tally()]
         let turns = max(2, Int((seconds * 2 / turn.inSeconds).rounded()))
         let steal = StealMeter()
@@ -75,7 +78,8 @@ extension TCPThroughputBenchmark {
         kill(daemon.child.pid, SIGCONT)
         await daemon.stop()
         for (client, tally) in zip(clients, tallies) where tally.transactions == 0 {
-            throw BusBenchmarkError("\(client.name) had no answer in any of its turns: \(client.child.log.suffix(2000))")
+            throw BusBenchmarkError(
+                "\(client.name) had no answer in any of its turns: \(client.child.log.suffix(2000))")
         }
         print(
             "tcp-vs-libmodbus, interleaved: \(units) unit ids behind one loopback server, each client on its own "
@@ -97,7 +101,7 @@ extension TCPThroughputBenchmark {
         let rate = tallies.map { Double($0.transactions) / $0.seconds }
         // Each gateway turn against the C loop's turns either side of it.
         let pairRatios = (0..<tallies[1].rates.count).map { index in
-            let neighbours = [tallies[0].rates[index]] + (index + 1 < tallies[0].rates.count ? [tallies[0].rates[index + 1]] : [])
+            let neighbours = tallies[0].rates[index..<min(index + 2, tallies[0].rates.count)]
             return tallies[1].rates[index] / (neighbours.reduce(0, +) / Double(neighbours.count))
         }.sorted()
         let ratio = rate[1] / rate[0]
@@ -105,7 +109,10 @@ extension TCPThroughputBenchmark {
             ["figure", "value"],
             [
                 ["gateway / C loop, all turns", fixed(ratio, 3)],
-                ["gateway / C loop, median of a turn against the turns beside it", fixed(pairRatios[pairRatios.count / 2], 3)],
+                [
+                    "gateway / C loop, median of a turn against the turns beside it",
+                    fixed(pairRatios[pairRatios.count / 2], 3),
+                ],
                 ["target >= 0.90", verdict(ratio >= 0.90)],
             ])
     }
