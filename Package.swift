@@ -30,12 +30,13 @@ let package = Package(
         .systemLibrary(name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
         .systemLibrary(name: "CSerialPort", pkgConfig: "libserialport", providers: [.apt(["libserialport-dev"])]),
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "CSystemClock"),
         // Pure codecs: no I/O, no dependencies.
         .target(name: "Protocols"),
         .target(
             name: "DeviceGateway",
             dependencies: [
-                "Protocols", "CModbus", "CSerialPort", "CMosquitto",
+                "Protocols", "CModbus", "CSerialPort", "CMosquitto", "CSystemClock",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -27,6 +27,8 @@ public final class Gateway: Service {
     private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
     private let started = ContinuousClock.now
+    /// Why the hall's day holds its actions (a clock behind the last run, unsynchronised), while it does.
+    private let hallDayHold = Mutex<String?>(nil)
     /// The gateway's own events the outbox refused (a full disk), oldest first.
     private let ownWaiting = Mutex<[CloudEvent]>([])
     private let ownRefusals = CommitRefusals()
@@ -113,6 +115,15 @@ public final class Gateway: Service {
         }
         logger.info(
             "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
+        // Read before this run records anything: a clock that boots behind is told by the last run's records.
+        var lastRecorded: Date?
+        if config.hallDay?.hours != nil {
+            do {
+                lastRecorded = try await outbox.lastRecordedTime()
+            } catch {
+                logger.warning("hall day: cannot read when the gateway last ran (\(error)); the clock is taken as it reads")
+            }
+        }
         var uncommitted = 0
         await withTaskGroup(of: Void.self) { group in
             for forwarder in forwarders {
@@ -128,7 +139,7 @@ public final class Gateway: Service {
                 }
                 if let hallDay = config.hallDay, let hours = hallDay.hours {
                     let day = HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening,
-                                      longestBreak: hallDay.longestBreak, clock: hallClock,
+                                      longestBreak: hallDay.longestBreak, clock: hallClock, lastRecorded: lastRecorded,
                                       actions: GatewayHallActions(gateway: self, counters: tickets))
                     busGroup.addTask {
                         await day.run(until: stop)
@@ -270,6 +281,13 @@ public final class Gateway: Service {
         return lines
     }
 
+    /// Whether NTP keeps the clock right, and why the hall's day waits for the clock, while it does.
+    public func clockState() -> ClockState {
+        ClockState(synchronised: hallClock.isSynchronised, hallDayHeld: hallDayHold.withLock { $0 })
+    }
+
+    func holdHallDay(because reason: String?) { hallDayHold.withLock { $0 = reason } }
+
     /// The heartbeat as of now.
     public func heartbeat(number: Int = 0) async -> CloudEvent {
         let states = await deviceStates()
@@ -371,6 +389,19 @@ struct WallClockWatch {
         let (days, hours, minutes, rest) = (total / 86_400, total % 86_400 / 3600, total % 3600 / 60, total % 60)
         return [(days, "d"), (hours, "h"), (minutes, "min"), (rest, "s")].filter { $0.0 > 0 }
             .map { "\($0.0) \($0.1)" }.joined(separator: " ")
+    }
+}
+
+/// The clock the hall's day, the ticket days and event times follow, as a technician needs to know it.
+public struct ClockState: Sendable, Equatable, Codable {
+    /// Whether NTP keeps it right.
+    public var synchronised: Bool
+    /// Why the hall's day does nothing for now, if it does not: the clock reads a day before the gateway last ran.
+    public var hallDayHeld: String?
+
+    public init(synchronised: Bool, hallDayHeld: String?) {
+        self.synchronised = synchronised
+        self.hallDayHeld = hallDayHeld
     }
 }
 

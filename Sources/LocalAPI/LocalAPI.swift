@@ -47,7 +47,8 @@ public struct LocalAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: await metrics.render(gateway: gateway))))
         }
         v1.get("/devices") { _, _ in
-            DeviceList(devices: await gateway.deviceStates().map(DeviceView.init), lines: await gateway.lineCounters())
+            DeviceList(devices: await gateway.deviceStates().map(DeviceView.init), lines: await gateway.lineCounters(),
+                       clock: gateway.clockState())
         }
         addTechnicianRoutes(v1)
         addCheckRoutes(v1)

@@ -220,4 +220,5 @@ struct DeviceList: ResponseEncodable {
     var devices: [DeviceView]
     /// Per bus, what its line carried that belongs to no device.
     var lines: [LineCounters]
+    var clock: ClockState
 }

@@ -12,8 +12,9 @@ struct StatusCommand: AsyncParsableCommand {
             timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), garbage bytes, and the \
             answer latency's p50/p99 bucket in ms. A state read from the outbox is a last known one: `was online`, \
             `was OFFLINE`, under a first line saying when it was recorded. A running daemon that is not ready (its outbox \
-            takes no write: a full disk) is said above the table. Exit status 0; 1 when a device is offline or the \
-            daemon is not ready; \
+            takes no write: a full disk) is said above the table, as is a clock no NTP keeps, and a hall day held \
+            because the clock reads a day before the gateway last ran. Exit status 0; 1 when a device is offline, the \
+            daemon is not ready or its hall day is held; \
             2 for a broken configuration; 3 when the daemon does not answer (also when its outbox's record is shown: \
             that is no word on the hall now). With --outbox the record was asked for: 0 or 1 as its devices were.
             """)
@@ -43,7 +44,8 @@ struct StatusCommand: AsyncParsableCommand {
             try show(snapshot, hall: hall)
             // The daemon was asked and did not answer: an old record of all online is no "all well".
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
-            if snapshot.notReady != nil || snapshot.devices.contains(where: { $0.online == false }) {
+            if snapshot.notReady != nil || snapshot.clock?.hallDayHeld != nil
+                || snapshot.devices.contains(where: { $0.online == false }) {
                 throw ExitCode(CLIExit.failed)
             }
             return
@@ -76,6 +78,13 @@ struct StatusCommand: AsyncParsableCommand {
             if let notReady = snapshot.notReady {
                 // Above the table: while the outbox takes no write, nothing read from the devices is kept.
                 print(Output.paint("the gateway is NOT READY: \(notReady)", .red))
+            }
+            if let held = snapshot.clock?.hallDayHeld {
+                print(Output.paint("hall day held: \(held)", .red))
+            } else if snapshot.clock?.synchronised == false {
+                print(Output.paint(
+                    "the gateway's clock is not synchronised (no NTP): opening hours, ticket days and event times follow it as it reads",
+                    .yellow))
             }
         case .outbox(let path, let why):
             recorded = true
@@ -151,7 +160,7 @@ struct StatusCommand: AsyncParsableCommand {
                 }
                 return StatusSnapshot(
                     source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState),
-                    lines: list.lines ?? [], notReady: notReady)
+                    lines: list.lines ?? [], notReady: notReady, clock: list.clock)
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -192,6 +201,8 @@ struct StatusSnapshot {
     var lines: [LineCounters] = []
     /// Live only: why the daemon is not ready (its outbox takes no write), when it is not.
     var notReady: String?
+    /// Live only: the daemon's clock, synchronised or not, and whether the hall's day waits for it.
+    var clock: ClockState?
 }
 
 /// `GET /v1/devices` as the CLI reads it.
@@ -213,6 +224,8 @@ struct APIDeviceList: Decodable {
     var devices: [Device]
     /// Absent from a daemon older than this CLI.
     var lines: [LineCounters]?
+    /// Absent from a daemon older than this CLI.
+    var clock: ClockState?
 }
 
 /// What `gatewayd status --json` prints.
@@ -229,6 +242,8 @@ struct StatusReport: Encodable {
     var daemonAnswer: String?
     /// Why the running daemon is not ready (`/readyz`: its outbox takes no write, a full disk), when it is not.
     var notReady: String?
+    /// The running daemon's clock: synchronised by NTP or not, and why the hall's day waits for it, while it does.
+    var clock: ClockState?
     var devices: [DeviceReport]
     var lines: [LineCounters]
 
@@ -239,6 +254,7 @@ struct StatusReport: Encodable {
         }
         recordedAt = snapshot.at
         notReady = snapshot.notReady
+        clock = snapshot.clock
         devices = snapshot.devices.map(DeviceReport.init)
         lines = snapshot.lines
     }

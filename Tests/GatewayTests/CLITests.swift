@@ -74,6 +74,9 @@ import Testing
         let padRow = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("eval-w04") })
         #expect(padRow.contains("line-a (") && padRow.contains("online"))
         #expect(!status.standardOutput.contains("\u{1B}["), "no colour when piped")
+        // Said above the table when no NTP keeps this machine's clock (the daemon runs on the same one).
+        #expect(status.standardOutput.contains("the gateway's clock is not synchronised (no NTP)")
+                == !SystemHallClock().isSynchronised, "\(status.standardOutput)")
         // --watch refreshes until interrupted; --json makes each refresh one line.
         let watch = try ChildProcess(gatewaydPath, ["status", "--watch", "--interval", "0.3", "--json"] + cli)
         #expect(await eventually { watch.output.split(separator: "\n").count >= 3 }, "\(watch.output)")
@@ -540,7 +543,8 @@ import Testing
             POST /v1/windows/4/call HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\
             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"tick
             """)
-
+        // The stop must find the request begun: a connection whose next request is unread is idle, closed at once.
+        #expect(await eventually { client.peerHasReadAll() })
         kill(daemon.process.processIdentifier, SIGTERM)
         let stopped = try await daemon.wait(timeout: .seconds(20))
         #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
@@ -601,6 +605,35 @@ final class LoopbackClient {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let count = recv(descriptor, &buffer, buffer.count, 0)
         return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+    }
+
+    /// Whether the server process has read everything sent: nothing unacknowledged here, nothing in the queue of the
+    /// server's end (`rx_queue` in /proc/net/tcp, tcp6 for a dual-stack listener).
+    func peerHasReadAll() -> Bool {
+        var unsent: Int32 = 0
+        guard ioctl(descriptor, UInt(TIOCOUTQ), &unsent) == 0, unsent == 0 else { return false }
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ours = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) == 0 }
+        }
+        guard ours else { return false }
+        var peer = sockaddr_in()
+        let theirs = withUnsafeMutablePointer(to: &peer) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(descriptor, $0, &length) == 0 }
+        }
+        guard theirs else { return false }
+        let serverEnd = String(format: ":%04X", UInt16(bigEndian: peer.sin_port))
+        let clientEnd = String(format: ":%04X", UInt16(bigEndian: address.sin_port))
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let rows = (try? String(contentsOfFile: table, encoding: .utf8)) ?? ""
+            for row in rows.split(separator: "\n").dropFirst() {
+                let fields = row.split(separator: " ")
+                guard fields.count > 4, fields[1].hasSuffix(serverEnd), fields[2].hasSuffix(clientEnd) else { continue }
+                return fields[4].split(separator: ":").last.flatMap { Int($0, radix: 16) } == 0
+            }
+        }
+        return false
     }
 
     func close() { _ = Glibc.close(descriptor) }

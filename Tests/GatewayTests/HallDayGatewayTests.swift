@@ -77,6 +77,54 @@ import Testing
         await secondRun.value
     }
 
+    @Test func aClockThatBootsAt1970HoldsTheBoardsUntilTheTechnicianSetsIt() async throws {
+        let board = MockModbusBoard()
+        var registers = board.registers
+        registers[MockModbusBoard.Register.power] = 0
+        registers[MockModbusBoard.Register.commandCounter] = 1
+        board.accept(writtenRegisters: registers)
+        #expect(!board.isOn, "switched off last night")
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, path: try #require(server.endpoint.devicePath))
+        // Thursday 1 January 1970, 10:00: inside the opening hours, had the clock been right.
+        let clock = ManualHallClock(now: try Self.shanghai("1970-01-01 10:00"))
+        clock.setSynchronised(false)
+        let log = CapturedLog()
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+        // The last run checked Wednesday 2 December 2026 before opening.
+        #expect(try await gateway.outbox.beginDayCheck(day: "2026-12-02", at: try Self.shanghai("2026-12-02 08:45")))
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        func dayEvents() async -> [String]? {
+            try? await gateway.outbox.entries(after: 0, limit: 1000).map(\.type).filter { $0.hasPrefix("hall.day.") }
+        }
+
+        #expect(await eventually { log.text.contains("""
+            hall day held: the system clock reads 1970-01-01 10:00, a day before the gateway last ran (2026-12-02 08:45), \
+            and nothing synchronises it
+            """) }, "\(log.text)")
+        #expect(await dayEvents() == [] && !board.isOn, "held from the start: no board switched")
+        // The API (and `gatewayd status`) says why.
+        #expect(gateway.clockState() == ClockState(synchronised: false, hallDayHeld: """
+            the system clock reads 1970-01-01 10:00, a day before the gateway last ran (2026-12-02 08:45), and nothing \
+            synchronises it; boards are not switched and no check runs until the clock is synchronised (NTP) or set \
+            (timedatectl set-time)
+            """))
+
+        // Thursday 3 December 2026, 10:00.
+        clock.advance(to: try Self.shanghai("2026-12-03 10:00"))
+        #expect(await eventually {
+            log.text.contains("hall day goes on: the clock was set past the day the gateway last ran and reads 2026-12-03 10:00")
+        }, "\(log.text)")
+        #expect(await eventually { board.isOn }, "open at 10:00: boards on")
+        #expect(gateway.clockState().hallDayHeld == nil)
+        #expect(await eventually { await dayEvents() == ["hall.day.opened"] })
+        stop.stop()
+        await running.value
+    }
+
     @Test func aDayOfTheHallOnAFakeClock() async throws {
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])

@@ -460,6 +460,90 @@ import Testing
     }
 
     /// Runs `day` from the clock's current instant to `end`, stepping the clock to each deadline it sleeps until.
+    // MARK: A clock that cannot be trusted
+
+    @Test func aClockThatBootsBehindTheLastRecordedDayHoldsTheDayUntilItIsSet() async throws {
+        let hours = try #require(try hallDay().hours)
+        // A dead clock battery: 1970-01-01 was a Thursday, 10:00 in opening hours.
+        let clock = ManualHallClock(now: try local("1970-01-01 10:00"))
+        clock.setSynchronised(false)
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, lastRecorded: try local("2026-10-05 17:30"), actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+
+        // It looks at the clock again every 30 s and finds it still behind: no board switched, no check.
+        for _ in 0..<3 { clock.advance(to: await clock.nextDeadline()) }
+        _ = await clock.nextDeadline()
+        #expect(await log.entries == ["1970-01-01T02:00:00Z held: reads 1970-01-01T02:00:00Z, last recorded 2026-10-05T09:30:00Z"])
+
+        // The technician sets the clock: Tuesday 10:00, the hall open since 09:00.
+        clock.advance(to: try local("2026-10-06 10:00"))
+        try await advance(clock, to: try local("2026-10-07 00:00"))
+        stop.stop()
+        await running
+        #expect(await log.entries == [
+            "1970-01-01T02:00:00Z held: reads 1970-01-01T02:00:00Z, last recorded 2026-10-05T09:30:00Z",
+            "2026-10-06T02:00:00Z goes on: set",
+            "2026-10-06T02:00:00Z opened",
+            "2026-10-06T04:00:00Z break until 2026-10-06T05:30:00Z",
+            "2026-10-06T05:30:00Z opened",
+            "2026-10-06T09:00:00Z closed",
+        ])
+    }
+
+    @Test func aClockThatRanAheadBeforeGoesOnOnceNTPSynchronisesIt() async throws {
+        let hours = try #require(try hallDay().hours)
+        // The last run recorded Wednesday under a clock a day ahead; it now reads Tuesday, rightly, not yet synchronised.
+        let clock = ManualHallClock(now: try local("2026-10-06 10:00"))
+        clock.setSynchronised(false)
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, lastRecorded: try local("2026-10-08 10:00"), actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        clock.advance(to: await clock.nextDeadline())
+        // Looked again at 10:00:30, still unsynchronised; NTP then synchronises the clock without stepping it.
+        let nextLook = await clock.nextDeadline()
+        clock.setSynchronised(true)
+        clock.advance(to: nextLook)
+        _ = await clock.nextDeadline()
+        stop.stop()
+        await running
+        #expect(await log.entries == [
+            "2026-10-06T02:00:00Z held: reads 2026-10-06T02:00:00Z, last recorded 2026-10-08T02:00:00Z",
+            "2026-10-06T02:01:00Z goes on: synchronised",
+            "2026-10-06T02:01:00Z opened",
+        ])
+    }
+
+    @Test(arguments: [
+        // Kept by NTP: trusted, whatever the last run recorded.
+        (synchronised: true, lastRecorded: "2026-10-08 10:00"),
+        // Not kept, but on the day last recorded (a power cut, the clock restored from its last saved time).
+        (synchronised: false, lastRecorded: "2026-10-06 11:00"),
+    ])
+    func aClockNotBehindTheLastRecordedDayIsTakenAsItReads(synchronised: Bool, lastRecorded: String) async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-06 10:00"))
+        clock.setSynchronised(synchronised)
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, lastRecorded: try local(lastRecorded), actions: log)
+        try await drive(day, clock, until: try local("2026-10-06 12:00"))
+        #expect(await log.entries == ["2026-10-06T02:00:00Z opened", "2026-10-06T04:00:00Z break until 2026-10-06T05:30:00Z"])
+    }
+
+    @Test func theSystemClockIsSynchronisedAsTheKernelSays() async throws {
+        // adjtimex(2) called by Python's ctypes (a zeroed struct timex: read only): TIME_ERROR (5) while unsynchronised.
+        let kernel = try await run("/usr/bin/env", ["python3", "-c", """
+            import ctypes
+            state = ctypes.CDLL(None, use_errno=True).adjtimex(ctypes.create_string_buffer(512))
+            print("synchronised" if state not in (-1, 5) else "unsynchronised")
+            """])
+        let expected = try #require(kernel.status == 0 ? kernel.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) : nil,
+                                    "\(kernel.standardError)")
+        #expect((SystemHallClock().isSynchronised ? "synchronised" : "unsynchronised") == expected)
+    }
+
     func drive(_ day: HallDay, _ clock: ManualHallClock, until end: Date) async throws {
         let stop = StopSignal()
         async let running: Void = day.run(until: stop)
@@ -511,6 +595,14 @@ actor DayLog: HallDayActions {
     func breakStarted(reopensAt: Date) async { entries.append("\(iso(clock.now)) break until \(iso(reopensAt))") }
 
     func closed() async { entries.append("\(iso(clock.now)) closed") }
+
+    func clockDoubted(reads: Date, lastRecorded: Date) async {
+        entries.append("\(iso(clock.now)) held: reads \(iso(reads)), last recorded \(iso(lastRecorded))")
+    }
+
+    func clockTrusted(reads: Date, synchronised: Bool) async {
+        entries.append("\(iso(clock.now)) goes on: \(synchronised ? "synchronised" : "set")")
+    }
 }
 
 /// `2026-10-05T00:45:00Z`.

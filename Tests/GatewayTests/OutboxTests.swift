@@ -25,6 +25,19 @@ import Testing
         #expect(try await outbox.entries(after: 0, limit: 10).map(\.id) == ["a", "b", "c", "x"])
     }
 
+    @Test func theLastRecordedTimeIsTheLatestOfTheDeviceStatesAndTheDayChecks() async throws {
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        #expect(try await outbox.lastRecordedTime() == nil, "a new outbox tells nothing")
+        let states = [DeviceState(device: "eval-w01", bus: "line-a", online: true, lastSeen: nil)]
+        try await outbox.recordDeviceStates(states, at: Date(timeIntervalSince1970: 1_796_000_000))
+        _ = try await outbox.beginDayCheck(day: "2026-12-01", at: Date(timeIntervalSince1970: 1_796_100_000))
+        #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_100_000))
+        // Recorded again under a clock that is now behind: the latest record stays the latest.
+        try await outbox.recordDeviceStates(states, at: Date(timeIntervalSince1970: 5))
+        try await outbox.recordDeviceStates(states, at: Date(timeIntervalSince1970: 1_796_200_000))
+        #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_200_000))
+    }
+
     @Test func eventsAndCursorsSurviveReopening() async throws {
         let path = folder.file("outbox.sqlite")
         do {

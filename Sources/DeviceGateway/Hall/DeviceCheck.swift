@@ -154,6 +154,27 @@ struct GatewayHallActions: HallDayActions {
 
     func opened(greeting: Bool) async { await switchBoards(on: true, greeting: greeting, name: "boards-on") }
 
+    func clockDoubted(reads: Date, lastRecorded: Date) async {
+        let reason = """
+            the system clock reads \(hallTime(reads)), a day before the gateway last ran (\(hallTime(lastRecorded))), \
+            and nothing synchronises it; boards are not switched and no check runs until the clock is synchronised \
+            (NTP) or set (timedatectl set-time)
+            """
+        gateway.holdHallDay(because: reason)
+        gateway.logger.error("hall day held: \(reason)")
+    }
+
+    func clockTrusted(reads: Date, synchronised: Bool) async {
+        gateway.holdHallDay(because: nil)
+        let why = synchronised ? "is synchronised" : "was set past the day the gateway last ran"
+        gateway.logger.notice("hall day goes on: the clock \(why) and reads \(hallTime(reads))")
+    }
+
+    /// An instant as the hall's wall clock shows it, to the minute.
+    private func hallTime(_ instant: Date) -> String {
+        CommandCenter.hallTime(instant, timeZone: gateway.config.hall.timeZone)
+    }
+
     func closed() async { await switchBoards(on: false, greeting: false, name: "boards-off") }
 
     /// Every board, window and hall alike: switched by its own screen on/off command where it has one (an Onbon BX, a

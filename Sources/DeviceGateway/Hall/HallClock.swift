@@ -1,3 +1,4 @@
+import CSystemClock
 public import Foundation
 import Synchronization
 
@@ -7,6 +8,8 @@ public protocol HallClock: Sendable {
     var now: Date { get }
     /// Returns once `now` has reached `deadline`; throws `CancellationError` when the task is cancelled.
     func sleep(until deadline: Date) async throws
+    /// Whether something keeps the clock right (NTP): a clock nobody synchronises may read any date after a boot.
+    var isSynchronised: Bool { get }
 }
 
 /// The system's wall clock.
@@ -20,6 +23,14 @@ public struct SystemHallClock: HallClock {
 
     /// `Date()`.
     public var now: Date { Date() }
+
+    /// What the kernel says (`adjtimex`, as `timedatectl` shows it): synchronised once an NTP client (chrony,
+    /// systemd-timesyncd, ntpd) has disciplined the clock, until it stops doing so.
+    public var isSynchronised: Bool {
+        var state = timex()
+        let clockState = adjtimex(&state)
+        return clockState >= 0 && clockState != TIME_ERROR && state.status & STA_UNSYNC == 0
+    }
 
     /// Sleeps until the wall clock reads `deadline` or later.
     public func sleep(until deadline: Date) async throws {
@@ -47,6 +58,7 @@ public final class ManualHallClock: HallClock {
         var cancelled: Set<Int> = []
         var nextId = 0
         var watchers: [CheckedContinuation<Date, Never>] = []
+        var synchronised = true
     }
 
     private let state: Mutex<State>
@@ -56,6 +68,12 @@ public final class ManualHallClock: HallClock {
 
     /// The instant the clock reads.
     public var now: Date { state.withLock { $0.now } }
+
+    /// As set by `setSynchronised`; synchronised at first.
+    public var isSynchronised: Bool { state.withLock { $0.synchronised } }
+
+    /// Says the clock is (or is no longer) kept right; sleepers notice when they next wake.
+    public func setSynchronised(_ synchronised: Bool) { state.withLock { $0.synchronised = synchronised } }
 
     /// Suspends until `advance` reaches `deadline` (returns at once if the clock already has).
     public func sleep(until deadline: Date) async throws {

@@ -16,11 +16,19 @@ public protocol HallDayActions: Sendable {
     func breakStarted(reopensAt: Date) async
     /// The hall closes for the day (or for a break longer than the longest break): boards off (下班关闭).
     func closed() async
+    /// The day holds its actions: at the start the clock reads `reads`, a day before the gateway last recorded
+    /// anything (`lastRecorded`), and nothing synchronises it. The default does nothing.
+    func clockDoubted(reads: Date, lastRecorded: Date) async
+    /// The hold is over: the clock reads `reads`, synchronised (`synchronised`) or set past the day last recorded.
+    /// The default does nothing.
+    func clockTrusted(reads: Date, synchronised: Bool) async
 }
 
 extension HallDayActions {
     /// Does nothing: the boards keep their display over the break.
     public func breakStarted(reopensAt: Date) async {}
+    public func clockDoubted(reads: Date, lastRecorded: Date) async {}
+    public func clockTrusted(reads: Date, synchronised: Bool) async {}
 }
 
 /// Whether the hall is open, on a short break, or closed, at one instant.
@@ -106,18 +114,28 @@ public struct HallDaySchedule: Sendable, Equatable {
 ///   `beforeOpening` only if the day has not opened yet: counters already in use are not cleared.
 /// - After a wall-clock jump forward it acts on the state at the new instant, skipping what was missed, by the
 ///   same rule; a jump backward repeats nothing.
+/// - Started on a clock that reads a day before the one the gateway last recorded (`lastRecorded`), with nothing
+///   synchronising it (a box whose clock battery died boots at 1970 or at an old date), it does nothing until the
+///   clock is synchronised or set past that day: boards switched off in service and a check of the wrong day would
+///   follow from it. Then it acts as if started at that instant. A clock kept by NTP is trusted whatever it reads.
 public actor HallDay {
     /// The day's rules.
     public nonisolated let schedule: HallDaySchedule
     private let clock: any HallClock
     private let actions: any HallDayActions
+    private let lastRecorded: Date?
 
-    /// Creates a hall day over `hours`, calling `actions` at the moments `clock` reaches.
+    /// How often a held day looks at the clock again.
+    static let clockRecheck: TimeInterval = 30
+
+    /// Creates a hall day over `hours`, calling `actions` at the moments `clock` reaches. `lastRecorded`: the
+    /// latest instant the gateway wrote down under its clock before this start, if any.
     public init(hours: OpeningHours, checkLead: Duration = .seconds(15 * 60),
                 longestBreak: Duration = .seconds(2 * 3600), clock: any HallClock = SystemHallClock(),
-                actions: any HallDayActions) {
+                lastRecorded: Date? = nil, actions: any HallDayActions) {
         schedule = HallDaySchedule(hours: hours, checkLead: checkLead, longestBreak: longestBreak)
         self.clock = clock
+        self.lastRecorded = lastRecorded
         self.actions = actions
     }
 
@@ -129,7 +147,7 @@ public actor HallDay {
         await withTaskCancellationHandler {
             var state: HallState?
             var checkedDay: HallDate?
-            var now = clock.now
+            guard var now = await trustedNow(waiter: waiter, stop: stop) else { return }
             while !stop.isStopped, !Task.isCancelled {
                 // The check first: counters are cleared before boards show the opening display.
                 if let day = schedule.checkDue(at: now), day != checkedDay {
@@ -153,6 +171,26 @@ public actor HallDay {
         } onCancel: {
             waiter.stop()
         }
+    }
+
+    /// The clock's reading once it can be trusted (at once, unless it is behind); nil when stopped before.
+    private func trustedNow(waiter: Waiter, stop: StopSignal) async -> Date? {
+        var now = clock.now
+        guard let lastRecorded, isBehind(now) else { return now }
+        await actions.clockDoubted(reads: now, lastRecorded: lastRecorded)
+        while isBehind(now) {
+            if stop.isStopped || Task.isCancelled { return nil }
+            await waiter.sleep(until: now.addingTimeInterval(Self.clockRecheck))
+            now = clock.now
+        }
+        await actions.clockTrusted(reads: now, synchronised: clock.isSynchronised)
+        return now
+    }
+
+    /// Whether `now` is on a day before the last recorded one, on a clock nothing synchronises.
+    private func isBehind(_ now: Date) -> Bool {
+        guard let lastRecorded, !clock.isSynchronised else { return false }
+        return schedule.hours.day(of: now) < schedule.hours.day(of: lastRecorded)
     }
 }
 

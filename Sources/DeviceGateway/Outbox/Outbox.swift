@@ -717,6 +717,17 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The latest instant the gateway wrote down under its clock: its devices' states (every 2 s while it runs) or a
+    /// day's check; nil for a new outbox.
+    public func lastRecordedTime() async throws -> Date? {
+        try await database.read { db in
+            try Double.fetchOne(db, sql: """
+                SELECT max(recorded) FROM (SELECT max(updated_at) AS recorded FROM device_status
+                                           UNION ALL SELECT max(checked_at) FROM hall_day_check)
+                """)
+        }.map { Date(timeIntervalSince1970: $0) }
+    }
+
     /// The ticket numbers last issued on `day` (YYYY-MM-DD), by prefix.
     public func ticketNumbers(day: String) async throws -> [String: Int] {
         try await database.read { db in
