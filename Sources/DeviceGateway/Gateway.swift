@@ -23,7 +23,8 @@ public final class Gateway: Service {
     private let printers: PrinterConditions
     /// The gateway's ticket numbers (`tickets:` in the configuration), nil when the queue system numbers tickets.
     public let tickets: TicketCounters?
-    private let hallClock: any HallClock
+    /// The wall clock of the hall's day, the ticket days and the records of the outbox's books.
+    let hallClock: any HallClock
     private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
     private let started = ContinuousClock.now
@@ -124,12 +125,19 @@ public final class Gateway: Service {
                 logger.warning("hall day: cannot read when the gateway last ran (\(error)); the clock is taken as it reads")
             }
         }
+        let hallDay = config.hallDay.flatMap { hallDay in
+            hallDay.hours.map { hours in
+                HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening, longestBreak: hallDay.longestBreak,
+                        clock: hallClock, lastRecorded: lastRecorded,
+                        actions: GatewayHallActions(gateway: self, counters: tickets))
+            }
+        }
         var uncommitted = 0
         await withTaskGroup(of: Void.self) { group in
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
-            group.addTask { await self.maintain(until: forwardersStop, sinksRecorded: sinksRecorded) }
+            group.addTask { await self.maintain(until: forwardersStop, sinksRecorded: sinksRecorded, hallDay: hallDay) }
             if let interval = config.heartbeatInterval {
                 group.addTask { await self.beat(every: interval, until: forwardersStop) }
             }
@@ -137,12 +145,9 @@ public final class Gateway: Service {
                 for bus in buses {
                     busGroup.addTask(executorPreference: bus.preferredTaskExecutor) { await bus.run(until: stop) }
                 }
-                if let hallDay = config.hallDay, let hours = hallDay.hours {
-                    let day = HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening,
-                                      longestBreak: hallDay.longestBreak, clock: hallClock, lastRecorded: lastRecorded,
-                                      actions: GatewayHallActions(gateway: self, counters: tickets))
+                if let hallDay {
                     busGroup.addTask {
-                        await day.run(until: stop)
+                        await hallDay.run(until: stop)
                         return 0
                     }
                 }
@@ -171,7 +176,7 @@ public final class Gateway: Service {
     }
 
     /// The gateway's own events: the salvage of a damaged outbox, drops at the disk budget; and pruning.
-    private func maintain(until stop: StopSignal, sinksRecorded: Bool) async {
+    private func maintain(until stop: StopSignal, sinksRecorded: Bool, hallDay: HallDay?) async {
         var sinksRecorded = sinksRecorded
         if let salvage = outbox.salvage {
             // Named after the damaged file: reported again after a stop before it was committed, it counts once.
@@ -188,6 +193,13 @@ public final class Gateway: Service {
                     the wall clock was set \(step > 0 ? "forward" : "back") by \(WallClockWatch.describe(abs(step))) \
                     (NTP or by hand): events from now on carry the new time; ticket numbers do not go back a day
                     """)
+                // Set by someone: what it reads now is trusted, a time recorded under it when it ran ahead is not.
+                await hallDay?.clockWasSet()
+                do {
+                    try await outbox.resetRecordedTime(to: hallClock.now)
+                } catch {
+                    logger.warning("outbox: the time the clock was set to is not recorded: \(error)")
+                }
             }
             _ = await commitOwnWaiting()
             await reportDrops()
@@ -215,7 +227,7 @@ public final class Gateway: Service {
     /// Writes the devices' states and counters into the outbox's books, where `gatewayd status` reads them.
     private func recordDeviceStates() async {
         do {
-            try await outbox.recordDeviceStates(await deviceStates())
+            try await outbox.recordDeviceStates(await deviceStates(), at: hallClock.now)
         } catch {
             // A full disk is reported by the commits that matter; the books wait for the next round.
             logger.debug("outbox: device states not recorded: \(error)")

@@ -459,16 +459,21 @@ import Testing
         }
     }
 
-    /// Runs `day` from the clock's current instant to `end`, stepping the clock to each deadline it sleeps until.
     // MARK: A clock that cannot be trusted
 
-    @Test func aClockThatBootsBehindTheLastRecordedDayHoldsTheDayUntilItIsSet() async throws {
-        let hours = try #require(try hallDay().hours)
-        // A dead clock battery: 1970-01-01 was a Thursday, 10:00 in opening hours.
-        let clock = ManualHallClock(now: try local("1970-01-01 10:00"))
+    /// A day over the hall's hours on a clock reading `now` that no NTP keeps, after a run that recorded `lastRecorded`.
+    func unsynchronisedDay(at now: String, lastRecorded: String) throws -> (ManualHallClock, DayLog, HallDay) {
+        let clock = ManualHallClock(now: try local(now))
         clock.setSynchronised(false)
         let log = DayLog(clock: clock)
-        let day = HallDay(hours: hours, clock: clock, lastRecorded: try local("2026-10-05 17:30"), actions: log)
+        let day = HallDay(hours: try #require(try hallDay().hours), clock: clock, lastRecorded: try local(lastRecorded),
+                          actions: log)
+        return (clock, log, day)
+    }
+
+    @Test func aClockThatBootsBehindTheLastRecordedDayHoldsTheDayUntilItIsSet() async throws {
+        // A dead clock battery: 1970-01-01 was a Thursday, 10:00 in opening hours.
+        let (clock, log, day) = try unsynchronisedDay(at: "1970-01-01 10:00", lastRecorded: "2026-10-05 17:30")
         let stop = StopSignal()
         async let running: Void = day.run(until: stop)
 
@@ -484,7 +489,7 @@ import Testing
         await running
         #expect(await log.entries == [
             "1970-01-01T02:00:00Z held: reads 1970-01-01T02:00:00Z, last recorded 2026-10-05T09:30:00Z",
-            "2026-10-06T02:00:00Z goes on: set",
+            "2026-10-06T02:00:00Z goes on: pastLastRecorded",
             "2026-10-06T02:00:00Z opened",
             "2026-10-06T04:00:00Z break until 2026-10-06T05:30:00Z",
             "2026-10-06T05:30:00Z opened",
@@ -493,12 +498,8 @@ import Testing
     }
 
     @Test func aClockThatRanAheadBeforeGoesOnOnceNTPSynchronisesIt() async throws {
-        let hours = try #require(try hallDay().hours)
         // The last run recorded Wednesday under a clock a day ahead; it now reads Tuesday, rightly, not yet synchronised.
-        let clock = ManualHallClock(now: try local("2026-10-06 10:00"))
-        clock.setSynchronised(false)
-        let log = DayLog(clock: clock)
-        let day = HallDay(hours: hours, clock: clock, lastRecorded: try local("2026-10-08 10:00"), actions: log)
+        let (clock, log, day) = try unsynchronisedDay(at: "2026-10-06 10:00", lastRecorded: "2026-10-08 10:00")
         let stop = StopSignal()
         async let running: Void = day.run(until: stop)
         clock.advance(to: await clock.nextDeadline())
@@ -513,6 +514,25 @@ import Testing
             "2026-10-06T02:00:00Z held: reads 2026-10-06T02:00:00Z, last recorded 2026-10-08T02:00:00Z",
             "2026-10-06T02:01:00Z goes on: synchronised",
             "2026-10-06T02:01:00Z opened",
+        ])
+    }
+
+    @Test func aClockSetByHandWhileHeldIsTrustedThoughItReadsBeforeTheDayLastRecorded() async throws {
+        // The last run recorded Wednesday under a clock a day ahead; no NTP here.
+        let (clock, log, day) = try unsynchronisedDay(at: "2026-10-06 10:00", lastRecorded: "2026-10-08 10:00")
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        let nextLook = await clock.nextDeadline()
+        // The technician sets it to the right time (the gateway sees the step against its monotonic clock).
+        await day.clockWasSet()
+        clock.advance(to: nextLook)
+        _ = await clock.nextDeadline()
+        stop.stop()
+        await running
+        #expect(await log.entries == [
+            "2026-10-06T02:00:00Z held: reads 2026-10-06T02:00:00Z, last recorded 2026-10-08T02:00:00Z",
+            "2026-10-06T02:00:30Z goes on: set",
+            "2026-10-06T02:00:30Z opened",
         ])
     }
 
@@ -544,6 +564,7 @@ import Testing
         #expect((SystemHallClock().isSynchronised ? "synchronised" : "unsynchronised") == expected)
     }
 
+    /// Runs `day` from the clock's current instant to `end`, stepping the clock to each deadline it sleeps until.
     func drive(_ day: HallDay, _ clock: ManualHallClock, until end: Date) async throws {
         let stop = StopSignal()
         async let running: Void = day.run(until: stop)
@@ -600,8 +621,8 @@ actor DayLog: HallDayActions {
         entries.append("\(iso(clock.now)) held: reads \(iso(reads)), last recorded \(iso(lastRecorded))")
     }
 
-    func clockTrusted(reads: Date, synchronised: Bool) async {
-        entries.append("\(iso(clock.now)) goes on: \(synchronised ? "synchronised" : "set")")
+    func clockTrusted(reads: Date, because reason: ClockTrust) async {
+        entries.append("\(iso(clock.now)) goes on: \(reason)")
     }
 }
 

@@ -120,7 +120,7 @@ struct GatewayHallActions: HallDayActions {
         let date = String(format: "%04d-%02d-%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
         // Once a day: cleared again after a restart before opening, the counters would issue numbers twice.
         do {
-            guard try await gateway.outbox.beginDayCheck(day: date) else {
+            guard try await gateway.outbox.beginDayCheck(day: date, at: gateway.hallClock.now) else {
                 gateway.logger.notice("hall day \(date): checked before opening already; ticket counters kept")
                 return
             }
@@ -164,10 +164,19 @@ struct GatewayHallActions: HallDayActions {
         gateway.logger.error("hall day held: \(reason)")
     }
 
-    func clockTrusted(reads: Date, synchronised: Bool) async {
+    func clockTrusted(reads: Date, because reason: ClockTrust) async {
         gateway.holdHallDay(because: nil)
-        let why = synchronised ? "is synchronised" : "was set past the day the gateway last ran"
-        gateway.logger.notice("hall day goes on: the clock \(why) and reads \(hallTime(reads))")
+        do {
+            try await gateway.outbox.resetRecordedTime(to: reads)
+        } catch {
+            gateway.logger.warning("outbox: the time the clock was trusted at is not recorded: \(error)")
+        }
+        let why = switch reason {
+        case .synchronised: "is synchronised"
+        case .set: "was set"
+        case .pastLastRecorded: "reads the day the gateway last ran, or later"
+        }
+        gateway.logger.notice("hall day goes on: the clock \(why): \(hallTime(reads))")
     }
 
     /// An instant as the hall's wall clock shows it, to the minute.

@@ -19,16 +19,25 @@ public protocol HallDayActions: Sendable {
     /// The day holds its actions: at the start the clock reads `reads`, a day before the gateway last recorded
     /// anything (`lastRecorded`), and nothing synchronises it. The default does nothing.
     func clockDoubted(reads: Date, lastRecorded: Date) async
-    /// The hold is over: the clock reads `reads`, synchronised (`synchronised`) or set past the day last recorded.
-    /// The default does nothing.
-    func clockTrusted(reads: Date, synchronised: Bool) async
+    /// The hold is over, for `reason`; the clock reads `reads`. The default does nothing.
+    func clockTrusted(reads: Date, because reason: ClockTrust) async
+}
+
+/// Why a clock that read a day before the last run is trusted now.
+public enum ClockTrust: Sendable, Equatable {
+    /// NTP keeps it.
+    case synchronised
+    /// It was set (by hand, or by an NTP client that steps it) since the start: someone made it read what it reads.
+    case set
+    /// It reads the day last recorded, or later.
+    case pastLastRecorded
 }
 
 extension HallDayActions {
     /// Does nothing: the boards keep their display over the break.
     public func breakStarted(reopensAt: Date) async {}
     public func clockDoubted(reads: Date, lastRecorded: Date) async {}
-    public func clockTrusted(reads: Date, synchronised: Bool) async {}
+    public func clockTrusted(reads: Date, because reason: ClockTrust) async {}
 }
 
 /// Whether the hall is open, on a short break, or closed, at one instant.
@@ -116,14 +125,17 @@ public struct HallDaySchedule: Sendable, Equatable {
 ///   same rule; a jump backward repeats nothing.
 /// - Started on a clock that reads a day before the one the gateway last recorded (`lastRecorded`), with nothing
 ///   synchronising it (a box whose clock battery died boots at 1970 or at an old date), it does nothing until the
-///   clock is synchronised or set past that day: boards switched off in service and a check of the wrong day would
-///   follow from it. Then it acts as if started at that instant. A clock kept by NTP is trusted whatever it reads.
+///   clock is synchronised, set (`clockWasSet`) or past that day: boards switched off in service and a check of the
+///   wrong day would follow from it. Then it acts as if started at that instant. A clock kept by NTP is trusted
+///   whatever it reads.
 public actor HallDay {
     /// The day's rules.
     public nonisolated let schedule: HallDaySchedule
     private let clock: any HallClock
     private let actions: any HallDayActions
     private let lastRecorded: Date?
+    /// Whether the clock was set since the start: what it reads then is someone's doing, trusted.
+    private var setSinceStart = false
 
     /// How often a held day looks at the clock again.
     static let clockRecheck: TimeInterval = 30
@@ -173,23 +185,36 @@ public actor HallDay {
         }
     }
 
+    /// The wall clock was set (a step seen against the monotonic clock): a day held for the clock goes on at its next
+    /// look.
+    public func clockWasSet() { setSinceStart = true }
+
     /// The clock's reading once it can be trusted (at once, unless it is behind); nil when stopped before.
     private func trustedNow(waiter: Waiter, stop: StopSignal) async -> Date? {
+        // Whether it is synchronised first: NTP stepping the clock and synchronising it between the two readings
+        // would otherwise have the old reading trusted.
+        var trust = self.trust()
         var now = clock.now
-        guard let lastRecorded, isBehind(now) else { return now }
+        guard let lastRecorded, isBehind(now, trust) else { return now }
         await actions.clockDoubted(reads: now, lastRecorded: lastRecorded)
-        while isBehind(now) {
+        while isBehind(now, trust) {
             if stop.isStopped || Task.isCancelled { return nil }
             await waiter.sleep(until: now.addingTimeInterval(Self.clockRecheck))
+            trust = self.trust()
             now = clock.now
         }
-        await actions.clockTrusted(reads: now, synchronised: clock.isSynchronised)
+        await actions.clockTrusted(reads: now, because: trust ?? .pastLastRecorded)
         return now
     }
 
-    /// Whether `now` is on a day before the last recorded one, on a clock nothing synchronises.
-    private func isBehind(_ now: Date) -> Bool {
-        guard let lastRecorded, !clock.isSynchronised else { return false }
+    /// Why the clock is trusted whatever it reads, if it is.
+    private func trust() -> ClockTrust? {
+        clock.isSynchronised ? .synchronised : setSinceStart ? .set : nil
+    }
+
+    /// Whether `now` is on a day before the last recorded one, on a clock not trusted otherwise.
+    private func isBehind(_ now: Date, _ trust: ClockTrust?) -> Bool {
+        guard let lastRecorded, trust == nil else { return false }
         return schedule.hours.day(of: now) < schedule.hours.day(of: lastRecorded)
     }
 }

@@ -401,6 +401,18 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v8-hall-day-checks") { db in
             try db.execute(sql: "CREATE TABLE hall_day_check (day TEXT PRIMARY KEY, checked_at REAL NOT NULL)")
         }
+        // The latest time the gateway wrote down under its clock, kept apart from the rows a run under a clock that is
+        // behind overwrites: the next start compares its clock with it.
+        migrator.registerMigration("v9-recorded-clock") { db in
+            try db.execute(sql: """
+                CREATE TABLE recorded_clock (id INTEGER PRIMARY KEY CHECK (id = 1), latest REAL NOT NULL);
+                INSERT INTO recorded_clock (id, latest)
+                    SELECT 1, latest FROM (SELECT max(recorded) AS latest FROM (
+                        SELECT max(updated_at) AS recorded FROM device_status
+                        UNION ALL SELECT max(checked_at) FROM hall_day_check))
+                    WHERE latest IS NOT NULL;
+                """)
+        }
         return migrator
     }
 
@@ -714,18 +726,32 @@ public final class Outbox: Sendable {
                         counters, time.timeIntervalSince1970,
                     ])
             }
+            try Self.raiseRecordedTime(db, to: time)
         }
     }
 
-    /// The latest instant the gateway wrote down under its clock: its devices' states (every 2 s while it runs) or a
-    /// day's check; nil for a new outbox.
+    /// The latest instant the gateway wrote down under its clock (its devices' states, every 2 s while it runs; a day's
+    /// check), never lowered by a later record under a clock that is behind; nil for a new outbox.
     public func lastRecordedTime() async throws -> Date? {
         try await database.read { db in
-            try Double.fetchOne(db, sql: """
-                SELECT max(recorded) FROM (SELECT max(updated_at) AS recorded FROM device_status
-                                           UNION ALL SELECT max(checked_at) FROM hall_day_check)
-                """)
+            try Double.fetchOne(db, sql: "SELECT latest FROM recorded_clock")
         }.map { Date(timeIntervalSince1970: $0) }
+    }
+
+    /// Makes `time` the latest recorded: the clock now reads right (synchronised or set), and a time recorded
+    /// under a clock that ran ahead must not hold the next start.
+    public func resetRecordedTime(to time: Date) async throws {
+        try await database.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO recorded_clock (id, latest) VALUES (1, ?)",
+                           arguments: [time.timeIntervalSince1970])
+        }
+    }
+
+    private static func raiseRecordedTime(_ db: Database, to time: Date) throws {
+        try db.execute(sql: """
+            INSERT INTO recorded_clock (id, latest) VALUES (1, ?)
+            ON CONFLICT (id) DO UPDATE SET latest = max(latest, excluded.latest)
+            """, arguments: [time.timeIntervalSince1970])
     }
 
     /// The ticket numbers last issued on `day` (YYYY-MM-DD), by prefix.
@@ -761,7 +787,9 @@ public final class Outbox: Sendable {
             try db.execute(sql: "DELETE FROM hall_day_check WHERE day < ?", arguments: [day])
             try db.execute(sql: "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)",
                            arguments: [day, time.timeIntervalSince1970])
-            return db.changesCount > 0
+            let begun = db.changesCount > 0
+            try Self.raiseRecordedTime(db, to: time)
+            return begun
         }
     }
 
@@ -962,6 +990,8 @@ public final class Outbox: Sendable {
                  "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)"),
                 ("SELECT day, checked_at FROM hall_day_check",
                  "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
+                ("SELECT id, latest FROM recorded_clock",
+                 "INSERT OR REPLACE INTO recorded_clock (id, latest) VALUES (?, ?)"),
             ]
             for (select, insert) in carried {
                 for row in (try? damaged.read { old in try Row.fetchAll(old, sql: select) }) ?? [] {
