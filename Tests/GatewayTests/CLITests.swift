@@ -626,14 +626,24 @@ final class LoopbackClient {
         let serverEnd = String(format: ":%04X", UInt16(bigEndian: peer.sin_port))
         let clientEnd = String(format: ":%04X", UInt16(bigEndian: address.sin_port))
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            let rows = (try? String(contentsOfFile: table, encoding: .utf8)) ?? ""
-            for row in rows.split(separator: "\n").dropFirst() {
+            for row in Self.wholeFile(table).split(separator: "\n").dropFirst() {
                 let fields = row.split(separator: " ")
                 guard fields.count > 4, fields[1].hasSuffix(serverEnd), fields[2].hasSuffix(clientEnd) else { continue }
                 return fields[4].split(separator: ":").last.flatMap { Int($0, radix: 16) } == 0
             }
         }
         return false
+    }
+
+    /// A file read to its end: a file in /proc says its size is 0, and a read of that size stops at the first page.
+    static func wholeFile(_ path: String) -> String {
+        let file = open(path, O_RDONLY)
+        guard file >= 0 else { return "" }
+        defer { _ = Glibc.close(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while case let count = read(file, &chunk, chunk.count), count > 0 { bytes += chunk[0..<count] }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     func close() { _ = Glibc.close(descriptor) }
