@@ -155,10 +155,12 @@ struct GatewayHallActions: HallDayActions {
     func opened(greeting: Bool) async { await switchBoards(on: true, greeting: greeting, name: "boards-on") }
 
     func clockDoubted(reads: Date, lastRecorded: Date) async {
+        // A clock that is right already (it ran ahead on the last run) is released by a step the gateway can see.
         let reason = """
             the system clock reads \(hallTime(reads)), a day before the gateway last ran (\(hallTime(lastRecorded))), \
             and nothing synchronises it; boards are not switched and no check runs until the clock is synchronised \
-            (NTP) or set (timedatectl set-time)
+            (NTP), set (timedatectl set-time; a right clock stepped by a few seconds counts) or reaches \
+            \(hallTime(lastRecorded).prefix(10))
             """
         gateway.holdHallDay(because: reason)
         gateway.logger.error("hall day held: \(reason)")
