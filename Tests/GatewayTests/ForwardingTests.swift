@@ -406,6 +406,24 @@ func damagePages(of path: String, bytes: Int) throws {
 }
 
 extension OutboxSalvageTests {
+    @Test func anOutboxFromBeforeTheRecordedTimeTakesItFromItsLatestRows() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        do {
+            let older = try DatabaseQueue(path: path)
+            try Outbox.migrator.migrate(older, upTo: "v8-hall-day-checks")
+            try await older.write { db in
+                try db.execute(sql: """
+                    INSERT INTO device_status (device, bus, online, last_seen, offline_reason, counters, updated_at)
+                    VALUES ('eval-w01', 'line-a', 1, NULL, NULL, '{}', 1796000000);
+                    INSERT INTO hall_day_check (day, checked_at) VALUES ('2026-12-01', 1795900000);
+                    """)
+            }
+        }
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_000_000))
+    }
+
     /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books.
     @Test func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersAndTheDaysChecked() async throws {
         let folder = try TemporaryDirectory()
@@ -417,7 +435,9 @@ extension OutboxSalvageTests {
             try await outbox.register(sinks: ["central"])
             try await outbox.recordCommandResult(key: "ticket-7f3a", request: #"{"prefix":"A"}"#, json: #"{"status":"done"}"#,
                                                  at: Date(), keepingSince: Date().addingTimeInterval(-86_400))
-            #expect(try await outbox.beginDayCheck(day: "2026-12-02"))
+            #expect(try await outbox.beginDayCheck(day: "2026-12-02", at: Date(timeIntervalSince1970: 1_796_000_000)))
+            // A clock found right since: the recorded time is below the day check's.
+            try await outbox.resetRecordedTime(to: Date(timeIntervalSince1970: 1_795_990_000))
             try await outbox.saveTicketNumber(day: "2026-12-02", prefix: "A", number: 23)
             for round in 0..<100 { try await outbox.commit(deviceEvents(50, prefix: "r\(round)-")) }
             dropped = try await outbox.dropTotal()
@@ -439,6 +459,8 @@ extension OutboxSalvageTests {
         _ = try #require(outbox.salvage)
         #expect(try await outbox.commandResult(key: "ticket-7f3a", since: .distantPast)?.result == #"{"status":"done"}"#,
                 "a command retried after the salvage is answered, not run again")
+        #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_795_990_000),
+                "the next start compares its clock with the same time")
         #expect(try await outbox.beginDayCheck(day: "2026-12-02") == false, "the day's check ran already")
         #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
         #expect(try await outbox.dropTotal() == dropped)

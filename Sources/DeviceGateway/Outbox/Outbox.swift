@@ -299,7 +299,7 @@ public final class Outbox: Sendable {
         self.salvage = salvage
     }
 
-    private static var migrator: DatabaseMigrator {
+    static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(
@@ -992,6 +992,12 @@ public final class Outbox: Sendable {
                  "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
                 ("SELECT id, latest FROM recorded_clock",
                  "INSERT OR REPLACE INTO recorded_clock (id, latest) VALUES (?, ?)"),
+                // A damaged file from before the mark: its latest rows instead.
+                ("""
+                    SELECT 1, max(recorded) FROM (SELECT max(updated_at) AS recorded FROM device_status
+                                                  UNION ALL SELECT max(checked_at) FROM hall_day_check)
+                    """,
+                 "INSERT OR IGNORE INTO recorded_clock (id, latest) VALUES (?, ?)"),
             ]
             for (select, insert) in carried {
                 for row in (try? damaged.read { old in try Row.fetchAll(old, sql: select) }) ?? [] {
