@@ -317,7 +317,7 @@ public final class Gateway: Service {
             // Devices on a bus left closed (no devices) cannot exist; those on no running bus are unknown too.
             devicesUnknown: states.filter { $0.online == nil }.map(\.device)
                 + config.devices.map(\.id).filter { !configured.contains($0) },
-            eventsDropped: dropped)
+            eventsDropped: dropped, clock: clockState())
         return CloudEvent(
             id: "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
             type: HallEventType.gatewayHeartbeat, time: Date(), subject: nil, data: .heartbeat(beat))
@@ -401,19 +401,6 @@ struct WallClockWatch {
         let (days, hours, minutes, rest) = (total / 86_400, total % 86_400 / 3600, total % 3600 / 60, total % 60)
         return [(days, "d"), (hours, "h"), (minutes, "min"), (rest, "s")].filter { $0.0 > 0 }
             .map { "\($0.0) \($0.1)" }.joined(separator: " ")
-    }
-}
-
-/// The clock the hall's day, the ticket days and event times follow, as a technician needs to know it.
-public struct ClockState: Sendable, Equatable, Codable {
-    /// Whether NTP keeps it right.
-    public var synchronised: Bool
-    /// Why the hall's day does nothing for now, if it does not: the clock reads a day before the gateway last ran.
-    public var hallDayHeld: String?
-
-    public init(synchronised: Bool, hallDayHeld: String?) {
-        self.synchronised = synchronised
-        self.hallDayHeld = hallDayHeld
     }
 }
 

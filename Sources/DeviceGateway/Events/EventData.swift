@@ -203,10 +203,13 @@ public struct GatewayHeartbeat: Sendable, Equatable, Codable {
     public var devicesUnknown: [String]
     /// Events dropped at the outbox's disk budget since it was created.
     public var eventsDropped: Int
+    /// The clock the hall's events are stamped with: whether NTP keeps it, and whether the hall's day waits for it.
+    /// Absent from the heartbeats of versions before it.
+    public var clock: ClockState?
 
     /// Creates a heartbeat.
     public init(version: String, startedAt: String, uptimeSeconds: Int, sinks: [SinkBacklog], devicesOnline: [String],
-                devicesOffline: [String], devicesUnknown: [String], eventsDropped: Int) {
+                devicesOffline: [String], devicesUnknown: [String], eventsDropped: Int, clock: ClockState?) {
         self.version = version
         self.startedAt = startedAt
         self.uptimeSeconds = uptimeSeconds
@@ -215,6 +218,20 @@ public struct GatewayHeartbeat: Sendable, Equatable, Codable {
         self.devicesOffline = devicesOffline
         self.devicesUnknown = devicesUnknown
         self.eventsDropped = eventsDropped
+        self.clock = clock
+    }
+}
+
+/// The clock the hall's day, the ticket days and event times follow, as a technician needs to know it.
+public struct ClockState: Sendable, Equatable, Codable {
+    /// Whether NTP keeps it right.
+    public var synchronised: Bool
+    /// Why the hall's day does nothing for now, if it does not: the clock reads a day before the gateway last ran.
+    public var hallDayHeld: String?
+
+    public init(synchronised: Bool, hallDayHeld: String?) {
+        self.synchronised = synchronised
+        self.hallDayHeld = hallDayHeld
     }
 }
 
