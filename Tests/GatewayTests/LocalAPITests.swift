@@ -432,6 +432,18 @@ import Testing
         let samples = MetricsTests.samples(try await hall.request(.GET, "/metrics").body)
         #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="done"}"#] == 3)
         #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="invalid"}"#] == 1)
+
+        // From the integrator's trial: the empty printer then stopped answering, and was still called out of paper.
+        empty.setAnswering(false)
+        #expect(await eventually { await hall.gateway.deviceStates().first { $0.device == "printer-1" }?.online == false })
+        let report = await hall.gateway.deviceCheck()
+        #expect(report.problems.contains { $0.hasPrefix("printer-1 does not answer") }, "\(report.problems)")
+        #expect(!report.problems.contains { $0.contains("paper-out") }, "one problem, the one it has now: \(report.problems)")
+        let afterSilence = try hall.json(try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "医保"}"#).body)
+        let skipped = try #require(afterSilence["devices"] as? [[String: Any]]).first
+        #expect(skipped?["result"] as? String == "device-offline", "\(afterSilence)")
+        #expect((skipped?["detail"] as? String)?.hasPrefix("printer-1 is offline") == true, "\(afterSilence)")
+        #expect(afterSilence["ticket"] as? String == "A003" && loaded.tickets.count == 3, "printed on the other printer")
         try await hall.stopAll()
     }
 

@@ -330,15 +330,16 @@ public actor CommandCenter {
             let issuedAt = Self.hallTime(Date(), timeZone: gateway.config.hall.timeZone)
             let ticket = HallCommand.Ticket(number: number, service: service, waitingAhead: waitingAhead, issuedAt: issuedAt)
             for printer in candidates {
-                // A printer known to be out of paper, or silent, is skipped without trying (and said so); one offline
-                // only with its line is tried, as the bus would.
-                if let condition = conditions[printer], condition != "online", condition != "paper-near-end" {
-                    outcomes.append(.init(device: printer, result: CommandResult.Status.refused.rawValue, detail: "\(printer): \(condition)"))
-                    continue
-                }
+                // A printer that does not answer, or known to be out of paper, is skipped without trying (and said so:
+                // silence first, since a condition is the last one it reported); one offline only with its line is
+                // tried, as the bus would.
                 if let state = states.first(where: { $0.device == printer }), state.online == false, !state.offlineByLine {
                     outcomes.append(.init(device: printer, result: CommandResult.Status.deviceOffline.rawValue,
                                           detail: "\(printer) is offline: \(state.offlineReason ?? "not answering")"))
+                    continue
+                }
+                if let condition = conditions[printer], condition != "online", condition != "paper-near-end" {
+                    outcomes.append(.init(device: printer, result: CommandResult.Status.refused.rawValue, detail: "\(printer): \(condition)"))
                     continue
                 }
                 do {

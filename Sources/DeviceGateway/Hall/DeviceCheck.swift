@@ -83,7 +83,10 @@ extension Gateway {
                     "\(state.device) has not been heard from since the gateway started\(line): use it once to confirm it")
             }
         }
-        for (printer, condition) in printerConditions() where condition != "online" && condition != "paper-near-end" {
+        // A printer that does not answer is listed above; the condition it last reported is no news of it now.
+        let silent = Set(states.filter { $0.online == false }.map(\.device))
+        for (printer, condition) in printerConditions()
+        where condition != "online" && condition != "paper-near-end" && !silent.contains(printer) {
             problems.append("printer \(printer): \(condition)")
         }
         do {
