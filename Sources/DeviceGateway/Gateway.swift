@@ -24,12 +24,14 @@ public final class Gateway: Service {
     /// The gateway's ticket numbers (`tickets:` in the configuration), nil when the queue system numbers tickets.
     public let tickets: TicketCounters?
     /// The wall clock of the hall's day, the ticket days and the records of the outbox's books.
-    let hallClock: any HallClock
+    public let hallClock: any HallClock
     private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
     private let started = ContinuousClock.now
     /// Why the hall's day holds its actions (a clock behind the last run, unsynchronised), while it does.
     private let hallDayHold = Mutex<String?>(nil)
+    /// The verdict of the check last committed as an event since the start.
+    let checkVerdictReported = Mutex<CheckVerdict?>(nil)
     /// The gateway's own events the outbox refused (a full disk), oldest first.
     private let ownWaiting = Mutex<[CloudEvent]>([])
     private let ownRefusals = CommitRefusals()
@@ -196,7 +198,7 @@ public final class Gateway: Service {
                 // Set by someone: what it reads now is trusted, a time recorded under it when it ran ahead is not.
                 await hallDay?.clockWasSet()
                 do {
-                    try await outbox.resetRecordedTime(to: hallClock.now)
+                    try await outbox.resetRecordedTime(clock: hallClock)
                 } catch {
                     logger.warning("outbox: the time the clock was set to is not recorded: \(error)")
                 }
@@ -227,7 +229,7 @@ public final class Gateway: Service {
     /// Writes the devices' states and counters into the outbox's books, where `gatewayd status` reads them.
     private func recordDeviceStates() async {
         do {
-            try await outbox.recordDeviceStates(await deviceStates(), at: hallClock.now)
+            try await outbox.recordDeviceStates(await deviceStates(), clock: hallClock)
         } catch {
             // A full disk is reported by the commits that matter; the books wait for the next round.
             logger.debug("outbox: device states not recorded: \(error)")

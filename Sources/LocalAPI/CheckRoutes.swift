@@ -4,7 +4,8 @@ public import Hummingbird
 
 /// `POST /v1/check`: the pre-opening check (设备检查) on demand — `Gateway.deviceCheck()`, the one the hall's day
 /// runs before opening, with each device's line, the sinks and a real write to the outbox beside it. 200 with
-/// `passed` true or false: a failed check is an answer, not an error.
+/// `passed` true or false: a failed check is an answer, not an error. A verdict the central store has not had yet is
+/// committed as an event.
 extension LocalAPI {
     func addCheckRoutes(_ v1: RouterGroup<BasicRequestContext>) {
         v1.post("/check") { _, _ in await checkReport() }
@@ -18,7 +19,7 @@ extension LocalAPI {
         var outboxWritable = true
         var outboxDetail = "takes writes"
         do {
-            try await gateway.outbox.recordDeviceStates(states)
+            try await gateway.outbox.recordDeviceStates(states, clock: gateway.hallClock)
         } catch {
             outboxWritable = false
             outboxDetail = "cannot be written: \(error)"
@@ -38,6 +39,7 @@ extension LocalAPI {
                 state: state.online.map { $0 ? "online" : "offline" } ?? "unknown", passed: own.isEmpty,
                 detail: detail.isEmpty ? nil : detail)
         }
+        let reported = await gateway.reportCheckOnDemand(report)
         let sinkReports = (try? await gateway.outbox.sinkReports(gateway.config.sinks.map(\.name))) ?? []
         let sinks = sinkReports.map { sink in
             CheckResponse.Sink(
@@ -49,7 +51,7 @@ extension LocalAPI {
             passed: report.passed && outboxWritable, problems: problems, warnings: report.warnings,
             devicesChecked: report.devicesChecked,
             devicesAnswering: report.devicesAnswering, devices: devices, sinks: sinks,
-            outbox: .init(passed: outboxWritable, detail: outboxDetail))
+            outbox: .init(passed: outboxWritable, detail: outboxDetail), reported: reported)
     }
 }
 
@@ -87,4 +89,7 @@ public struct CheckResponse: ResponseEncodable, Decodable {
     public var devices: [Device]
     public var sinks: [Sink]
     public var outbox: OutboxHealth
+    /// The id of the `hall.gateway.device_check` event this check was committed as; absent when the central store
+    /// was told its verdict (what fails, or that all passed) already.
+    public var reported: String?
 }

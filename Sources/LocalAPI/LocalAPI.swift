@@ -159,7 +159,7 @@ public struct LocalAPI: Sendable {
         if !gateway.isRunning { problems.append("the buses are not started") }
         do {
             // A real write: a full disk or a read-only outbox shows here.
-            try await gateway.outbox.recordDeviceStates(await gateway.deviceStates())
+            try await gateway.outbox.recordDeviceStates(await gateway.deviceStates(), clock: gateway.hallClock)
         } catch {
             problems.append("the outbox cannot be written: \(error)")
         }

@@ -87,5 +87,7 @@ struct CheckCommand: AsyncParsableCommand {
             for problem in report.problems { print("  - \(problem)") }
             for warning in report.warnings { print("  - not confirmed: \(warning)") }
         }
+        print(report.reported.map { "the central store is told: event \($0)" }
+              ?? "the central store has this verdict from an earlier check")
     }
 }

@@ -88,6 +88,7 @@ import Testing
         let passed = try await run(gatewaydPath, ["check"] + cli)
         #expect(passed.status == 0, "\(passed.standardOutput)\(passed.standardError)")
         #expect(passed.standardOutput.contains("PASSED"))
+        #expect(passed.standardOutput.contains("the central store is told: event device-check-"), "the first check since the start")
         // Following from the first event: what was committed comes first, then what happens while it follows.
         let follow = try ChildProcess(gatewaydPath, ["events", "--follow", "--json", "--after", "0"] + cli)
         defer { follow.interrupt() }
@@ -106,6 +107,8 @@ import Testing
             failed.standardOutput.split(separator: "\n").first { $0.contains("printer-1 (printer)") })
         #expect(printerRow.hasPrefix("FAIL") && printerRow.contains("paper"), "\(failed.standardOutput)")
         #expect(failed.standardOutput.contains("FAILED: 1 problem"))
+        #expect(failed.standardOutput.contains("the central store has this verdict from an earlier check"),
+                "the check that first failed told it: \(failed.standardOutput)")
         let report = try #require(
             try JSONSerialization.jsonObject(
                 with: Data(try await run(gatewaydPath, ["check", "--json"] + cli).standardOutput.utf8))

@@ -435,9 +435,9 @@ extension OutboxSalvageTests {
             try await outbox.register(sinks: ["central"])
             try await outbox.recordCommandResult(key: "ticket-7f3a", request: #"{"prefix":"A"}"#, json: #"{"status":"done"}"#,
                                                  at: Date(), keepingSince: Date().addingTimeInterval(-86_400))
-            #expect(try await outbox.beginDayCheck(day: "2026-12-02", at: Date(timeIntervalSince1970: 1_796_000_000)))
+            #expect(try await outbox.beginDayCheck(day: "2026-12-02", clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_796_000_000))))
             // A clock found right since: the recorded time is below the day check's.
-            try await outbox.resetRecordedTime(to: Date(timeIntervalSince1970: 1_795_990_000))
+            try await outbox.resetRecordedTime(clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_795_990_000)))
             try await outbox.saveTicketNumber(day: "2026-12-02", prefix: "A", number: 23)
             for round in 0..<100 { try await outbox.commit(deviceEvents(50, prefix: "r\(round)-")) }
             dropped = try await outbox.dropTotal()
@@ -461,7 +461,7 @@ extension OutboxSalvageTests {
                 "a command retried after the salvage is answered, not run again")
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_795_990_000),
                 "the next start compares its clock with the same time")
-        #expect(try await outbox.beginDayCheck(day: "2026-12-02") == false, "the day's check ran already")
+        #expect(try await outbox.beginDayCheck(day: "2026-12-02", clock: SystemHallClock()) == false, "the day's check ran already")
         #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
         #expect(try await outbox.dropTotal() == dropped)
         let report = try await outbox.reportDrops { records in

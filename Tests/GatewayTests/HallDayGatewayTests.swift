@@ -94,7 +94,7 @@ import Testing
         let log = CapturedLog()
         let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
         // The last run checked Wednesday 2 December 2026 before opening.
-        #expect(try await gateway.outbox.beginDayCheck(day: "2026-12-02", at: try Self.shanghai("2026-12-02 08:45")))
+        #expect(try await gateway.outbox.beginDayCheck(day: "2026-12-02", clock: ManualHallClock(now: try Self.shanghai("2026-12-02 08:45"))))
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
         func dayEvents() async -> [String]? {

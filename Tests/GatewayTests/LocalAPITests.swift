@@ -26,8 +26,9 @@ import Testing
         /// The shared client needs no shutdown: a test that throws half-way does not crash the run.
         let client = HTTPClient.shared
 
-        /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets).
-        init(buses: String = "", devices: String = "", more: String = "") async throws {
+        /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets); `clock` is
+        /// the hall's.
+        init(buses: String = "", devices: String = "", more: String = "", clock: any HallClock = SystemHallClock()) async throws {
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
             folder = try TemporaryDirectory()
@@ -48,7 +49,7 @@ import Testing
                   - {type: sqlite, path: \(folder.path)/events.sqlite}
                 \(more)
                 """, file: "test.yaml", relativeTo: folder.path)
-            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
             self.gateway = gateway
             let stop = self.stop
             running = Task { await gateway.run(until: stop) }
@@ -274,6 +275,57 @@ import Testing
         let pauseId = try #require(pause["eventId"] as? String)
         let failed = try #require(try await hall.gateway.outbox.entries(after: 0, limit: 1000).first { $0.id == pauseId })
         #expect(failed.type == "hall.command.failed" && failed.json.contains(#""command":"pause""#), "\(failed.json)")
+        try await hall.stopAll()
+    }
+
+    @Test func aCheckAskedForTellsTheCentralStoreEachNewVerdictOnceAndRecordsUnderTheHallsClock() async throws {
+        // The hall's clock a day and more behind this machine's: what the check records goes by the hall's.
+        let clock = ManualHallClock(now: Date(timeIntervalSince1970: 1_796_000_000))
+        let hall = try await Hall(clock: clock)
+        func states() async -> [String: String] {
+            let devices = (try? await hall.request(.GET, "/v1/devices").body).flatMap { try? hall.json($0) }
+            let list = devices?["devices"] as? [[String: Any]] ?? []
+            return Dictionary(uniqueKeysWithValues: list.compactMap { device in
+                (device["device"] as? String).map { ($0, device["state"] as? String ?? "") }
+            })
+        }
+        func check() async throws -> (reported: String?, problems: [String]) {
+            let report = try hall.json(try await hall.request(.POST, "/v1/check").body)
+            return (report["reported"] as? String, report["problems"] as? [String] ?? [])
+        }
+        func checkEvents() async throws -> [OutboundEvent] {
+            try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.gateway.device_check" }
+        }
+        #expect(await eventually {
+            await states() == ["board-w05": "online", "eval-w05": "online", "board-w07": "offline", "board-hall": "online"]
+        })
+
+        // The first check since the start: board 7 is silent, and the central store is told.
+        let first = try await check()
+        #expect(first.problems.count == 1 && first.problems[0].hasPrefix("board-w07 does not answer"), "\(first.problems)")
+        let firstId = try #require(first.reported)
+        let event = try #require(try await checkEvents().first { $0.id == firstId })
+        #expect(event.json.contains(#""onDemand":true"#) && event.json.contains(#""passed":false"#), "\(event.json)")
+        #expect(event.json.contains("board-w07 does not answer"))
+        // Asked again with nothing changed (a monitor asking every minute): told already, no second event.
+        let again = try await check()
+        #expect(again.problems == first.problems && again.reported == nil)
+        #expect(try await checkEvents().count == 1)
+
+        // Board 5 goes silent, then the technician fixes it: each verdict reaches the central store once.
+        hall.board.answering = false
+        #expect(await eventually { await states()["board-w05"] == "offline" })
+        let broken = try await check()
+        #expect(broken.problems.count == 2 && broken.reported != nil, "\(broken.problems)")
+        hall.board.answering = true
+        #expect(await eventually { await states()["board-w05"] == "online" })
+        let fixed = try await check()
+        let fixedId = try #require(fixed.reported)
+        #expect(fixed.problems.count == 1 && fixed.problems[0].hasPrefix("board-w07 does not answer"))
+        #expect(try await checkEvents().map(\.id) == [firstId, try #require(broken.reported), fixedId])
+
+        // The check's real write to the outbox was made under the hall's clock, not this machine's.
+        #expect(try await hall.gateway.outbox.lastRecordedTime() == clock.now)
         try await hall.stopAll()
     }
 

@@ -29,16 +29,16 @@ import Testing
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
         #expect(try await outbox.lastRecordedTime() == nil, "a new outbox tells nothing")
         let states = [DeviceState(device: "eval-w01", bus: "line-a", online: true, lastSeen: nil)]
-        _ = try await outbox.beginDayCheck(day: "2026-12-01", at: Date(timeIntervalSince1970: 1_796_000_000))
-        try await outbox.recordDeviceStates(states, at: Date(timeIntervalSince1970: 1_796_100_000))
+        _ = try await outbox.beginDayCheck(day: "2026-12-01", clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_796_000_000)))
+        try await outbox.recordDeviceStates(states, clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_796_100_000)))
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_100_000))
         // Recorded again under a clock that is now behind (it rewrites the device's row): the latest stays the latest.
-        try await outbox.recordDeviceStates(states, at: Date(timeIntervalSince1970: 5))
+        try await outbox.recordDeviceStates(states, clock: ManualHallClock(now: Date(timeIntervalSince1970: 5)))
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_100_000))
-        _ = try await outbox.beginDayCheck(day: "2026-12-02", at: Date(timeIntervalSince1970: 1_796_200_000))
+        _ = try await outbox.beginDayCheck(day: "2026-12-02", clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_796_200_000)))
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_200_000))
         // A clock found right (synchronised or set) lowers it: what a clock that ran ahead recorded holds no next start.
-        try await outbox.resetRecordedTime(to: Date(timeIntervalSince1970: 1_796_150_000))
+        try await outbox.resetRecordedTime(clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_796_150_000)))
         #expect(try await Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger).lastRecordedTime()
                 == Date(timeIntervalSince1970: 1_796_150_000))
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// The pre-opening check the hall regulations ask for (设备检查): every device answers, printers have paper, the
 /// outbox and the sinks are healthy. One implementation: the gateway runs it before opening each day, and the
@@ -15,18 +16,26 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
     /// Devices checked, and devices that answer.
     public var devicesChecked: Int
     public var devicesAnswering: Int
+    /// Asked for (`POST /v1/check`, `gatewayd check`) rather than run by the hall's day before opening.
+    public var onDemand: Bool
 
     /// A report.
-    public init(passed: Bool, problems: [String], warnings: [String] = [], devicesChecked: Int, devicesAnswering: Int) {
+    public init(passed: Bool, problems: [String], warnings: [String] = [], devicesChecked: Int, devicesAnswering: Int,
+                onDemand: Bool = false) {
         self.passed = passed
         self.problems = problems
         self.warnings = warnings
         self.devicesChecked = devicesChecked
         self.devicesAnswering = devicesAnswering
+        self.onDemand = onDemand
     }
 
+    /// What the check failed for, each thing once: every problem's line up to its first colon (the device, printer,
+    /// sink or outbox it names), so that a backlog's count or a reason changing inside a line is no new verdict.
+    var failing: Set<Substring> { Set(problems.map { $0.prefix { $0 != ":" } }) }
+
     private enum CodingKeys: String, CodingKey {
-        case passed, problems, warnings, devicesChecked, devicesAnswering
+        case passed, problems, warnings, devicesChecked, devicesAnswering, onDemand
     }
 
     /// Reads a report, also one stored before reports had warnings.
@@ -37,6 +46,7 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
         warnings = try container.decodeIfPresent([String].self, forKey: .warnings) ?? []
         devicesChecked = try container.decode(Int.self, forKey: .devicesChecked)
         devicesAnswering = try container.decode(Int.self, forKey: .devicesAnswering)
+        onDemand = try container.decodeIfPresent(Bool.self, forKey: .onDemand) ?? false
     }
 }
 
@@ -104,12 +114,44 @@ extension Gateway {
                                  devicesChecked: states.count, devicesAnswering: answering)
     }
 
+    /// Commits a check asked for as a `hall.gateway.device_check` event when what it fails for differs from the last
+    /// check committed since the start (the day's, or one asked for): a board fixed after the morning's check failed
+    /// reaches the central store when the technician checks again, and a monitor asking every minute adds nothing
+    /// while nothing changes. Returns the event's id, nil when the central store was told this verdict already.
+    public func reportCheckOnDemand(_ report: DeviceCheckReport) async -> String? {
+        var report = report
+        report.onDemand = true
+        guard noteCheckVerdict(report) else { return nil }
+        let id = "device-check-\(UUID().uuidString.lowercased())"
+        await commitOwn(CloudEvent(
+            id: id, source: EventSource.gateway(hall: config.hall.id), type: HallEventType.deviceCheck, time: Date(),
+            subject: nil, data: .deviceCheck(report)))
+        return id
+    }
+
+    /// Keeps `report`'s verdict as the one last committed; false when it was that already.
+    @discardableResult
+    func noteCheckVerdict(_ report: DeviceCheckReport) -> Bool {
+        let verdict = CheckVerdict(passed: report.passed, failing: report.failing)
+        return checkVerdictReported.withLock { last in
+            guard last != verdict else { return false }
+            last = verdict
+            return true
+        }
+    }
+
     static func describe(_ transport: BusConfig.Transport) -> String {
         switch transport {
         case .modbusRTU(let serial), .serial(let serial): serial.port
         case .modbusTCP(let host, let port): "\(host):\(port)"
         }
     }
+}
+
+/// What a check failed for, as the central store was last told it.
+struct CheckVerdict: Equatable {
+    var passed: Bool
+    var failing: Set<Substring>
 }
 
 /// What the gateway does at the turns of the hall's day.
@@ -123,7 +165,7 @@ struct GatewayHallActions: HallDayActions {
         let date = String(format: "%04d-%02d-%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
         // Once a day: cleared again after a restart before opening, the counters would issue numbers twice.
         do {
-            guard try await gateway.outbox.beginDayCheck(day: date, at: gateway.hallClock.now) else {
+            guard try await gateway.outbox.beginDayCheck(day: date, clock: gateway.hallClock) else {
                 gateway.logger.notice("hall day \(date): checked before opening already; ticket counters kept")
                 return
             }
@@ -150,6 +192,7 @@ struct GatewayHallActions: HallDayActions {
             let problems = report.problems.joined(separator: "; ")
             gateway.logger.warning("hall day \(date): device check found \(report.problems.count) problems: \(problems)")
         }
+        gateway.noteCheckVerdict(report)
         await gateway.commitOwn(CloudEvent(
             id: "device-check-\(date)", source: EventSource.gateway(hall: gateway.config.hall.id),
             type: HallEventType.deviceCheck, time: Date(), subject: nil, data: .deviceCheck(report)))
@@ -172,7 +215,7 @@ struct GatewayHallActions: HallDayActions {
     func clockTrusted(reads: Date, because reason: ClockTrust) async {
         gateway.holdHallDay(because: nil)
         do {
-            try await gateway.outbox.resetRecordedTime(to: reads)
+            try await gateway.outbox.resetRecordedTime(clock: gateway.hallClock)
         } catch {
             gateway.logger.warning("outbox: the time the clock was trusted at is not recorded: \(error)")
         }

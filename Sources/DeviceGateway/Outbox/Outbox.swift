@@ -711,11 +711,15 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Records what the gateway believes about its devices now (the CLI's `status` reads it while the daemon runs).
-    public func recordDeviceStates(_ states: [DeviceState], at time: Date = Date()) async throws {
+    /// Records what the gateway believes about its devices now (the CLI's `status` reads it while the daemon runs),
+    /// at `clock`'s reading.
+    public func recordDeviceStates(_ states: [DeviceState], clock: any HallClock) async throws {
         let encoder = JSONEncoder()
         let rows = try states.map { ($0, String(decoding: try encoder.encode($0.counters), as: UTF8.self)) }
         try await database.write { db in
+            // Read in the write, as every recorded time is: writes run one at a time, so a reading taken before a
+            // clock step cannot land after the reset that followed the step and raise the mark again.
+            let time = clock.now
             for (state, counters) in rows {
                 try db.cachedStatement(sql: """
                     INSERT OR REPLACE INTO device_status
@@ -738,12 +742,12 @@ public final class Outbox: Sendable {
         }.map { Date(timeIntervalSince1970: $0) }
     }
 
-    /// Makes `time` the latest recorded: the clock now reads right (synchronised or set), and a time recorded
-    /// under a clock that ran ahead must not hold the next start.
-    public func resetRecordedTime(to time: Date) async throws {
+    /// Makes `clock`'s reading the latest recorded: the clock now reads right (synchronised or set), and a time
+    /// recorded under a clock that ran ahead must not hold the next start.
+    public func resetRecordedTime(clock: any HallClock) async throws {
         try await database.write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO recorded_clock (id, latest) VALUES (1, ?)",
-                           arguments: [time.timeIntervalSince1970])
+                           arguments: [clock.now.timeIntervalSince1970])
         }
     }
 
@@ -780,10 +784,11 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Records that the pre-opening run of `day` (YYYY-MM-DD) starts; false when it ran already that day (the gateway
-    /// restarted before opening). Older days are forgotten.
-    public func beginDayCheck(day: String, at time: Date = Date()) async throws -> Bool {
+    /// Records that the pre-opening run of `day` (YYYY-MM-DD) starts, at `clock`'s reading; false when it ran already
+    /// that day (the gateway restarted before opening). Older days are forgotten.
+    public func beginDayCheck(day: String, clock: any HallClock) async throws -> Bool {
         try await database.write { db in
+            let time = clock.now
             try db.execute(sql: "DELETE FROM hall_day_check WHERE day < ?", arguments: [day])
             try db.execute(sql: "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)",
                            arguments: [day, time.timeIntervalSince1970])
