@@ -87,7 +87,8 @@ struct CheckCommand: AsyncParsableCommand {
             for problem in report.problems { print("  - \(problem)") }
             for warning in report.warnings { print("  - not confirmed: \(warning)") }
         }
-        print(report.reported.map { "the central store is told: event \($0)" }
-              ?? "the central store has this verdict from an earlier check")
+        // Said whatever the sinks: a hall with only its local store keeps the event too.
+        print(report.reported.map { "reported to the sinks as event \($0)" }
+              ?? "reported already: an earlier check since the gateway started gave this verdict")
     }
 }

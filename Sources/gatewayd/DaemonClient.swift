@@ -44,7 +44,8 @@ struct DaemonOptions: ParsableArguments {
         guard let path = configPath else { return HallContext(config: nil, library: nil, apiOverride: api) }
         do {
             let (config, library) = try ConfigLoader.load(path: path)
-            return HallContext(config: config, library: library, apiOverride: api)
+            return HallContext(config: config, library: library, apiOverride: api,
+                               isDemo: path == DemoProfiles.configurationPath)
         } catch {
             printError(error.description)
             throw ExitCode(CLIExit.usage)
@@ -60,6 +61,21 @@ struct HallContext: Sendable {
     let library: ProfileLibrary?
     /// `--api`, when given.
     let apiOverride: String?
+    /// The configuration is the one `gatewayd run` wrote for its demo hall: its pseudo-terminals live only while that
+    /// daemon runs.
+    var isDemo = false
+
+    /// Refuses to open a port of the demo hall's configuration with no daemon running: its pseudo-terminal numbers are
+    /// handed to the next terminal opened (a technician's SSH session), which would be written to and made raw.
+    func refuseDemoPortsWithoutDaemon() throws {
+        guard isDemo else { return }
+        printError("""
+            the demo hall is not running, and the ports in \(DemoProfiles.configurationPath) were its pseudo-terminals \
+            (the same names may now be other terminals): start it (gatewayd run), or give the hall's configuration \
+            (--config FILE)
+            """)
+        throw ExitCode(CLIExit.daemonUnreachable)
+    }
 
     /// The state directory: the config's, or `var` as the demo hall uses.
     var stateDirectory: String { config?.stateDirectory ?? "var" }

@@ -77,6 +77,7 @@ enum TechnicianRun {
                 }
             }
         }
+        try hall.refuseDemoPortsWithoutDaemon()
         // The port is ours: blocking reads on a thread of their own, never the cooperative pool.
         let result: Result<ProbeReport, GatewayError> = await withCheckedContinuation { continuation in
             Thread.detachNewThread {

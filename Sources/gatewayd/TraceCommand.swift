@@ -66,6 +66,7 @@ struct TraceCommand: AsyncParsableCommand {
         }
         switch busConfig.transport {
         case .modbusRTU(let serial), .serial(let serial):
+            try hall.refuseDemoPortsWithoutDaemon()
             try await direct(
                 serial, config: config, library: hall.library, printer: &printer, reason: reason,
                 until: deadline)

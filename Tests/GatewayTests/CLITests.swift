@@ -88,7 +88,7 @@ import Testing
         let passed = try await run(gatewaydPath, ["check"] + cli)
         #expect(passed.status == 0, "\(passed.standardOutput)\(passed.standardError)")
         #expect(passed.standardOutput.contains("PASSED"))
-        #expect(passed.standardOutput.contains("the central store is told: event device-check-"), "the first check since the start")
+        #expect(passed.standardOutput.contains("reported to the sinks as event device-check-"), "the first check since the start")
         // Following from the first event: what was committed comes first, then what happens while it follows.
         let follow = try ChildProcess(gatewaydPath, ["events", "--follow", "--json", "--after", "0"] + cli)
         defer { follow.interrupt() }
@@ -107,7 +107,7 @@ import Testing
             failed.standardOutput.split(separator: "\n").first { $0.contains("printer-1 (printer)") })
         #expect(printerRow.hasPrefix("FAIL") && printerRow.contains("paper"), "\(failed.standardOutput)")
         #expect(failed.standardOutput.contains("FAILED: 1 problem"))
-        #expect(failed.standardOutput.contains("the central store has this verdict from an earlier check"),
+        #expect(failed.standardOutput.contains("reported already: an earlier check since the gateway started gave this verdict"),
                 "the check that first failed told it: \(failed.standardOutput)")
         let report = try #require(
             try JSONSerialization.jsonObject(
@@ -392,6 +392,32 @@ import Testing
         #expect(
             help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
                 .contains("Exit status 0; 2 when the outbox cannot be read"), "\(help.standardOutput)")
+    }
+
+    /// Found by trying the demo: after it stopped, `probe` took the demo's configuration, still in var/, and wrote a
+    /// Modbus request into whatever terminal had been given its pseudo-terminal's name since.
+    @Test func theDemoHallsPortsAreNotOpenedOnceItStopped() async throws {
+        let folder = try TemporaryDirectory()
+        let someonesTerminal = try PseudoTerminal()
+        try FileManager.default.createDirectory(atPath: folder.path + "/var", withIntermediateDirectories: true)
+        try """
+            hall: {id: demo-hall}
+            state-directory: \(folder.path)/var
+            profiles: \(profilesDirectory)
+            api: {listen: "127.0.0.1:9"}
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(someonesTerminal.devicePath)}
+            devices:
+              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+            """.write(toFile: folder.path + "/var/demo-hall.yaml", atomically: true, encoding: .utf8)
+        for command in [["probe", "eval-w04"], ["trace", "line-a", "--seconds", "1"]] {
+            let result = try await run(gatewaydPath, command, workingDirectory: folder.path)
+            #expect(result.status == 3, "gatewayd \(command[0]): \(result.standardError)")
+            #expect(result.standardError.contains("the demo hall is not running, and the ports in var/demo-hall.yaml "
+                                                  + "were its pseudo-terminals"), "\(result.standardError)")
+        }
+        var waiting = pollfd(fd: someonesTerminal.controller, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&waiting, 1, 0) == 0, "nothing was written to the terminal")
     }
 
     /// A hall of one Modbus pad on `line`, its state in `folder`; returns the configuration's path.
