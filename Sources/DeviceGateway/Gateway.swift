@@ -275,16 +275,24 @@ public final class Gateway: Service {
     /// Events read by the buses or made by the gateway and not yet committed: above 0 for more than a moment, the
     /// outbox refuses commits (a full disk), and they wait in memory.
     public func uncommittedEvents() async -> Int {
-        var count = ownWaiting.withLock { $0.count }
-        for bus in buses { count += await bus.uncommittedEventCount() }
-        return count
+        ownWaiting.withLock { $0.count } + (await askEveryBus { await $0.uncommittedEventCount() }).reduce(0, +)
     }
 
     /// What each bus believes about its devices, with their wire counters, in configuration order.
     public func deviceStates() async -> [DeviceState] {
-        var states: [DeviceState] = []
-        for bus in buses { states += await bus.deviceStates() }
-        return states
+        (await askEveryBus { await $0.deviceStates() }).flatMap { $0 }
+    }
+
+    /// Each bus's answer, in configuration order. Asked all at once: a bus answers between two of its transactions,
+    /// and one waiting out a silent device's timeout or printing a ticket must not hold the others' answers behind
+    /// it: asked in turn, the waits add up.
+    private func askEveryBus<Answer: Sendable>(_ question: @escaping @Sendable (any Bus) async -> Answer) async -> [Answer] {
+        await withTaskGroup(of: (Int, Answer).self) { group in
+            for (index, bus) in buses.enumerated() { group.addTask { (index, await question(bus)) } }
+            var answers: [(Int, Answer)] = []
+            for await answer in group { answers.append(answer) }
+            return answers.sorted { $0.0 < $1.0 }.map(\.1)
+        }
     }
 
     /// What each bus heard that belongs to no device (unprompted frames, noise, checksum failures while nothing was

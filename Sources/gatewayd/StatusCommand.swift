@@ -117,10 +117,13 @@ struct StatusCommand: AsyncParsableCommand {
         }
         for line in lines { print(line) }
         let offline = snapshot.devices.filter { $0.online == false }.count
+        // Not heard since the start: a device that speaks only when used (FF 68, QSystem) stays so until someone uses it.
+        let unheard = snapshot.devices.filter { $0.online == nil }.count
         print(
             recorded
                 ? "\(Output.counted(snapshot.devices.count, "device")) as last recorded, \(offline) offline then; now unknown"
-                : "\(Output.counted(snapshot.devices.count, "device")), \(offline) offline")
+                : "\(Output.counted(snapshot.devices.count, "device")), \(offline) offline"
+                    + (unheard > 0 ? ", \(unheard) not heard from yet" : ""))
         // What no device's request was waiting for: on an unprompted line (FF 68, QSystem), all of its noise.
         for line in snapshot.lines where line.counters.garbageBytes > 0 || line.counters.checksumErrors > 0 {
             let counters = line.counters

@@ -108,6 +108,7 @@ import Testing
               - {id: ff68, transport: serial, port: \(bus.devicePath)}
             devices:
               - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+              - {id: eval-w04, profile: ff68-evaluator, bus: ff68, address: 4, window: "4"}
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             """
@@ -149,6 +150,8 @@ import Testing
         // The pad is never asked: it is online by what it said, and it says when it was last heard.
         let padRow = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("eval-w03") })
         #expect(padRow.contains("online") && padRow.contains(" ago") && !padRow.contains("never"), "\(padRow)")
+        // The pad nobody pressed is not counted as well: the summary says it was not heard from.
+        #expect(status.standardOutput.contains("\n2 devices, 0 offline, 1 not heard from yet\n"), "\(status.standardOutput)")
         let noiseLine = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("line ff68 (") },
                                      "\(status.standardOutput)")
         #expect(noiseLine.contains("\(noise.count + damaged.count) garbage bytes and 1 bad checksums"), "\(noiseLine)")

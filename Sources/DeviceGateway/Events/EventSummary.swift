@@ -24,7 +24,8 @@ public enum EventSummary {
         case .heartbeat(let beat):
             let backlog = beat.sinks.map { "\($0.name) \($0.backlog)" }.joined(separator: ", ")
             parts.append("up \(beat.uptimeSeconds) s, \(beat.devicesOnline.count) devices online, "
-                         + "\(beat.devicesOffline.count) offline, backlog: \(backlog.isEmpty ? "none" : backlog)")
+                         + "\(beat.devicesOffline.count) offline, \(beat.devicesUnknown.count) not heard from yet, "
+                         + "backlog: \(backlog.isEmpty ? "none" : backlog)")
         case .eventsDropped(let dropped):
             parts.append("\(dropped.count) undelivered events dropped at the outbox's disk budget (\(dropped.policy))")
         case .outboxRecovered(let recovered):
