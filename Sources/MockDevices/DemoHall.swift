@@ -97,6 +97,8 @@ public final class DemoHall: Sendable {
         text += "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}\n"
         text += "  - {id: callboard-1, profile: onbon-bx5, bus: led-1, address: 1}\n"
         text += "sinks:\n  - {type: sqlite, name: local, path: \(eventStore)}\n"
+        // The gateway numbers the tickets, per prefix and hall day, going on after a restart.
+        text += "tickets: {prefixes: [A, B], priority-prefixes: [V]}\n"
         return text
     }
 

@@ -200,19 +200,24 @@ struct QueueSimulation: Service {
                 return
             }
             let api = "http://\(host):\(port)"
-            var number = 0
             while true {
                 do { try await Task.sleep(for: .seconds(5)) } catch { return }
-                number += 1
-                let ticket = "A" + String(format: "%03d", number % 1000)
+                // Numbered by the gateway (the demo's `tickets:`), so no number comes twice in a day across restarts.
+                let issued = await post(api, "/v1/tickets", #"{"prefix": "A", "service": "社保业务", "waitingAhead": \#(Int.random(in: 0...9))}"#)
+                guard let ticket = issued?.ticket else { continue }
                 let window = (DemoHall.boardWindows + DemoHall.ff68Windows).randomElement() ?? "1"
-                await post(api, "/v1/tickets", #"{"number": "\#(ticket)", "service": "社保业务", "waitingAhead": \#(Int.random(in: 0...9))}"#)
                 await post(api, "/v1/windows/\(window)/call", #"{"ticket": "\#(ticket)"}"#)
             }
         }
     }
 
-    private func post(_ api: String, _ path: String, _ json: String) async {
+    /// The part of a command's answer the queue system reads.
+    private struct Answer: Decodable {
+        var ticket: String?
+    }
+
+    @discardableResult
+    private func post(_ api: String, _ path: String, _ json: String) async -> Answer? {
         var request = HTTPClientRequest(url: api + path)
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(token.value)")
@@ -221,11 +226,14 @@ struct QueueSimulation: Service {
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
             let body = String(buffer: try await response.body.collect(upTo: 1 << 16))
-            if response.status != .ok || !body.contains(#""status":"done""#) {
+            guard response.status == .ok, body.contains(#""status":"done""#) else {
                 logger.warning("demo queue system: POST \(path): \(response.status.code) \(body)")
+                return nil
             }
+            return try? JSONDecoder().decode(Answer.self, from: Data(body.utf8))
         } catch {
             logger.warning("demo queue system: POST \(path): \(error)")
+            return nil
         }
     }
 }

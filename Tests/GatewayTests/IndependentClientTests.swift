@@ -69,7 +69,7 @@ import Testing
         let demo = try ChildProcess(gatewaydPath, ["run", "--api-port", "0"], workingDirectory: folder.path)
         // Until the hall has produced every kind of event the check below requires, as it stores them.
         let required = ["hall.rating.submitted", "hall.device.online", "hall.board.acknowledged",
-                        "hall.printer.status_changed", "hall.caller.key_pressed"]
+                        "hall.printer.status_changed", "hall.caller.key_pressed", "hall.ticket.issued"]
         let produced = await eventually(timeout: .seconds(180)) {
             let stored = try? await run(gatewaydPath, ["events", "--json", "--limit", "100000"],
                                         workingDirectory: folder.path)
@@ -85,6 +85,8 @@ import Testing
         #expect(events.status == 0, "\(events.standardError)")
         let lines = events.standardOutput.split(separator: "\n")
         #expect(lines.count >= 12, "the hall's devices came online, citizens rated, boards showed calls")
+        // Its queue system has the gateway number the tickets (the README's POST /v1/tickets with a prefix).
+        #expect(events.standardOutput.contains(#""ticket":"A001""#), "the day's first ticket")
 
         let check = try await run(
             "/usr/bin/env",
