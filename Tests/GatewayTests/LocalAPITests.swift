@@ -340,9 +340,11 @@ import Testing
         let malformed = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "#)
         #expect(malformed.status == 400 && malformed.type == "application/problem+json")
         #expect(try hall.json(malformed.body)["detail"] as? String == "the body is not what this endpoint takes: not valid JSON", "\(malformed.body)")
+        #expect(try hall.json(malformed.body)["kind"] as? String == "invalid", "refused before it ran: \(malformed.body)")
         let missing = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"number": "A1"}"#)
         #expect(missing.status == 400)
         #expect((try hall.json(missing.body)["detail"] as? String)?.contains("'ticket' is missing") == true, "\(missing.body)")
+        #expect(try hall.json(missing.body)["kind"] as? String == "invalid")
         // A fraction where a whole number goes is valid JSON with one field wrong: the detail names the field.
         let fraction = try await hall.request(.POST, "/v1/devices/board-w05/brightness", json: #"{"level": 50.5}"#)
         #expect(fraction.status == 400)
