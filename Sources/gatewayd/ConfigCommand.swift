@@ -1,5 +1,6 @@
 import ArgumentParser
 import DeviceGateway
+import Foundation
 
 struct ConfigCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,8 +11,9 @@ struct ConfigCommand: ParsableCommand {
             abstract: "Check a configuration and the profiles it uses; every problem as FILE:LINE:COLUMN: KEY: what.",
             discussion: """
                 The files it names for the gateway to read (password-file, token-file, ca-file, certificate-file, \
-                key-file) must be readable by the user running the check: run it as the gateway's user. Exit status 0 \
-                when the file is usable, 2 when it is not.
+                key-file) must be readable by the user running the check: run it as the gateway's user. A serial \
+                port that is not there now is a warning (the gateway starts and keeps trying it: an adapter may be \
+                plugged in later). Exit status 0 when the file is usable, 2 when it is not.
                 """)
 
         @Argument(help: "The configuration file.")
@@ -33,14 +35,37 @@ struct ConfigCommand: ParsableCommand {
                 }
                 throw ExitCode(CLIExit.usage)
             }
+            let warnings = Self.absentPorts(config)
             if json {
                 try Output.printJSON(Verdict(
                     file: file, usable: true, hall: config.hall.id, buses: config.buses.count,
-                    devices: config.devices.count, sinks: config.sinks.count, issues: []))
+                    devices: config.devices.count, sinks: config.sinks.count, issues: [], warnings: warnings))
             } else {
+                for warning in warnings { printError("\(file): warning: \(warning)") }
                 print("\(file): OK (hall \(config.hall.id), \(Output.counted(config.buses.count, "bus", plural: "buses")), "
-                      + "\(Output.counted(config.devices.count, "device")), \(Output.counted(config.sinks.count, "sink")))")
+                      + "\(Output.counted(config.devices.count, "device")), \(Output.counted(config.sinks.count, "sink"))"
+                      + (warnings.isEmpty ? "" : ", \(Output.counted(warnings.count, "warning"))") + ")")
             }
+        }
+
+        /// Serial ports that are not there now, or are not devices: a mistyped path passes every other check.
+        static func absentPorts(_ config: GatewayConfig) -> [String] {
+            config.buses.compactMap { bus in
+                switch bus.transport {
+                case .modbusRTU(let serial), .serial(let serial): absence(of: serial.port, bus: bus.id)
+                case .modbusTCP: nil
+                }
+            }
+        }
+
+        private static func absence(of port: String, bus: String) -> String? {
+            var status = stat()
+            guard stat(port, &status) == 0 else {
+                return "bus \(bus): \(port) is not there now; the gateway will keep trying it "
+                    + "(an adapter not plugged in? ls /dev/serial/by-id/)"
+            }
+            guard status.st_mode & S_IFMT == S_IFCHR else { return "bus \(bus): \(port) is not a serial device" }
+            return nil
         }
 
         struct Verdict: Encodable {
@@ -51,6 +76,8 @@ struct ConfigCommand: ParsableCommand {
             var devices: Int?
             var sinks: Int?
             var issues: [ConfigIssue]
+            /// What does not stop the gateway but may be a mistake: a serial port not there now.
+            var warnings: [String] = []
         }
     }
 }
