@@ -256,6 +256,14 @@ import Testing
         #expect(reasons.contains { $0.contains("no end byte: 16 expected after the checksum, found 99") }, "\(reasons)")
         #expect(items.last?["frame"] as? String == "address 3, function 11, evaluator key 2")
         #expect(report["garbageBytes"] as? Int == 20)
+        // A caller's 呼叫 in the profiles' words, and the host's acknowledgement of pad 7's key 3 (from the trial: it
+        // read as "caller keys 03 (unassigned(keys: [3]))").
+        let keys = try await run(gatewaydPath, ["decode", "-s", "ff68", "FF 68 03 03 68 1F 01 0C 2C 16 FF 68 03 03 68 07 01 03 0B 16"])
+        #expect(keys.status == 0, "\(keys.standardOutput)\(keys.standardError)")
+        #expect(keys.standardOutput.contains("address 31, function 01, caller keys 0C (call-next)"), "\(keys.standardOutput)")
+        #expect(keys.standardOutput.contains(
+            "address 7, function 01, caller keys 03 (no meaning in the protocol), or from the host: evaluator key acknowledged"),
+                "\(keys.standardOutput)")
 
         // Colour on a terminal (script(1) gives the command one), none with NO_COLOR set.
         let command = "\(gatewaydPath) decode -s ff68 'FF 68 03 03 68 03 11 02 16 17'"

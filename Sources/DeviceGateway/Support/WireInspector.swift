@@ -482,11 +482,34 @@ public enum WireInspector {
         } else if let display = frame.callerDisplay {
             text += ", caller display \"\(display.text)\""
         } else if let action = frame.callerAction {
-            text += ", caller keys \(hex(action.keys)) (\(action))"
+            text += ", caller keys \(hex(action.keys)) (\(name(of: action)))"
+            // The host acknowledges an evaluator's key with FUNC 01 and the key, and opens an evaluation with 01 0B:
+            // on a shared line the two directions look alike.
+            if frame.function == FF68Function.evaluatorCommand, frame.data.count == 1 {
+                text += frame.data[0] == 0x0B
+                    ? ", or from the host: open an evaluation" : ", or from the host: evaluator key acknowledged"
+            }
         } else if !frame.data.isEmpty {
             text += ", data \(hex(frame.data))"
         }
         return text
+    }
+
+    /// An action as the caller profiles name them (call-next, …), where the source gives the key a meaning.
+    private static func name(of action: FF68CallerAction) -> String {
+        switch action {
+        case .callNext: "call-next"
+        case .recall: "recall"
+        case .requestEvaluation: "evaluate"
+        case .cancel: "cancel"
+        case .giveUp: "skip"
+        case .suspend: "hold"
+        case .callBack: "call-back"
+        case .oneMetreLine: "one-metre line"
+        case .pause: "pause"
+        case .transfer: "transfer"
+        case .unassigned: "no meaning in the protocol"
+        }
     }
 
     static func describePrinterStatus(_ frame: PrinterStatusFrame) -> String {
