@@ -340,6 +340,18 @@ import Testing
         #expect(usable.status == 0 && counts["usable"] as? Bool == true && counts["devices"] as? Int == 2)
     }
 
+    /// The README's example configuration is one the gateway takes (its profiles from this checkout).
+    @Test func theReadmesExampleConfigurationLoads() throws {
+        let readme = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+        let start = try #require(readme.range(of: "```yaml\nhall:\n  id: xh-zwfw"))
+        let end = try #require(readme[start.upperBound...].range(of: "\n```\n"))
+        let yaml = String(readme[readme.index(start.lowerBound, offsetBy: "```yaml\n".count)..<end.lowerBound])
+            .replacingOccurrences(of: "/usr/share/hall-gateway/devices", with: profilesDirectory)
+        let (config, _) = try ConfigLoader.parse(yaml, file: "README.md", relativeTo: folder.path)
+        #expect(config.terminals == [TerminalConfig(id: "tablet-w09", window: "9", scale: "five-level")])
+        #expect(config.devices.count == 6 && config.sinks.count == 4)
+    }
+
     /// Found by trying it: a mistyped port passed the check, and the gateway then retried it for ever.
     @Test func theCheckWarnsOfASerialPortThatIsNotThereAndStillPasses() async throws {
         let line = try PseudoTerminal()
