@@ -29,9 +29,12 @@ public struct LocalAPI: Sendable {
     public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol
     {
-        Application(
+        // Hummingbird's own "Server started and listening" would repeat the gateway's "api: listening on" line.
+        var serverLogger = logger
+        serverLogger.logLevel = max(logger.logLevel, .notice)
+        return Application(
             router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "hall-gateway"),
-            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) }, logger: logger)
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) }, logger: serverLogger)
     }
 
     func router() -> Router<BasicRequestContext> {

@@ -131,8 +131,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         self.driver = driver
         self.outbox = outbox
         decoder = driver.makeDecoder()
-        var logger = logger
-        logger[metadataKey: "bus.id"] = "\(config.id)"
+        // No bus.id metadata: every line names its bus in words already.
         self.logger = logger
         committer = BusCommitter(busId: config.id, outbox: outbox, logger: logger, onCommit: onCommit)
         reporter = ConnectionReporter(busId: config.id, logger: logger)
@@ -304,7 +303,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
         link?.close()
         link = nil
-        logger.info("bus stopped")
+        logger.info("bus \(config.id) stopped")
         return pending.events.count
     }
 
