@@ -56,7 +56,9 @@ struct CheckCommand: AsyncParsableCommand {
             ])
         }
         for sink in report.sinks {
-            let last = sink.lastSuccessAt.map { "last delivery \($0)" } ?? "nothing delivered yet"
+            // In the hall's time, as the rest of the CLI's words.
+            let last = sink.lastSuccessAt.map { "last delivery \(EventTime.parse($0).map { hallTime($0, timeZone: hall.timeZone) } ?? $0)" }
+                ?? "nothing delivered yet"
             rows.append([
                 verdict(sink.passed), "sink \(sink.sink)", "", "backlog \(sink.backlog)",
                 sink.passed ? last : (sink.lastError ?? ""),
