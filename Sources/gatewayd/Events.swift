@@ -14,7 +14,7 @@ struct Events: AsyncParsableCommand {
 
     // Unconditional: `--since -5m` is an age to a technician, not an unknown option.
     @Option(parsing: .unconditional,
-            help: "Only events at or after this time: RFC 3339 (2026-11-24T08:00:00+08:00) or an age (30s, 15m, 2h, 1d).")
+            help: "Only events at or after this time: RFC 3339 (2026-11-24T08:00:00+08:00) or an age (30s, 15m, 2h, 1d); with --follow, those first, then the new ones.")
     var since: String?
 
     @Option(help: "Only this event type, or a prefix ending in * (hall.device.*).")
@@ -79,7 +79,8 @@ struct Events: AsyncParsableCommand {
         let since = since.flatMap { Self.parseSince($0, now: Date()) }
         var position: Int64
         do throws(DaemonError) {
-            if let after { position = after } else { position = try await Self.endPosition(client) }
+            // With --since, what was committed since then comes first (filtered below), as without --follow.
+            if let after { position = after } else if since != nil { position = 0 } else { position = try await Self.endPosition(client) }
         } catch {
             printError(error.description)
             throw error.exitCode

@@ -93,6 +93,11 @@ import Testing
         let follow = try ChildProcess(gatewaydPath, ["events", "--follow", "--json", "--after", "0"] + cli)
         defer { follow.interrupt() }
         #expect(await eventually { follow.output.contains(#""type":"hall.device.online""#) }, "\(follow.output)")
+        // Following with --since starts with what was committed since then, as events without --follow does.
+        let recent = try ChildProcess(gatewaydPath, ["events", "--follow", "--json", "--since", "1h"] + cli)
+        defer { recent.interrupt() }
+        #expect(await eventually { recent.output.contains(#""type":"hall.device.online""#) }, "\(recent.output)")
+        recent.interrupt()
         func paperOutEvents() -> [Substring] {
             follow.output.split(separator: "\n").filter {
                 $0.contains(#""type":"hall.printer."#) && $0.contains("paper-out")
