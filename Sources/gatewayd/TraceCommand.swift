@@ -40,6 +40,12 @@ struct TraceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let hall = try daemon.load()
+        if let config = hall.config, !config.buses.contains(where: { $0.id == bus }) {
+            printError(
+                "no bus '\(bus)' in \(daemon.configPath ?? "the configuration") (buses: "
+                    + config.buses.map(\.id).joined(separator: ", ") + ")")
+            throw ExitCode(CLIExit.usage)
+        }
         let client = hall.client()
         var printer = TracePrinter(json: json, save: save, timeZone: hall.timeZone)
         try printer.open(bus: bus)
@@ -58,12 +64,8 @@ struct TraceCommand: AsyncParsableCommand {
             printError("\(reason); to listen on the line itself, trace needs the hall's configuration (--config)")
             throw ExitCode(CLIExit.daemonUnreachable)
         }
-        guard let busConfig = config.buses.first(where: { $0.id == bus }) else {
-            printError(
-                "no bus '\(bus)' in \(daemon.configPath ?? "the configuration") (buses: "
-                    + config.buses.map(\.id).joined(separator: ", ") + ")")
-            throw ExitCode(CLIExit.usage)
-        }
+        // Refused at the start when missing.
+        guard let busConfig = config.buses.first(where: { $0.id == bus }) else { throw ExitCode(CLIExit.usage) }
         switch busConfig.transport {
         case .modbusRTU(let serial), .serial(let serial):
             try hall.refuseDemoPortsWithoutDaemon()

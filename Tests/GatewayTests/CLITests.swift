@@ -135,6 +135,10 @@ import Testing
         #expect(trace.standardOutput.contains("→ 04 03") && trace.standardOutput.contains("address 4 ← read"))
         #expect(trace.standardOutput.contains("← 04 03") && trace.standardOutput.contains("address 4 →"))
         #expect(trace.standardOutput.contains(" ms "), "gaps between records")
+        // A bus the hall does not have is said before anything is asked of the daemon.
+        let nosuch = try await run(gatewaydPath, ["trace", "nosuch", "--seconds", "1"] + cli)
+        #expect(nosuch.status == 2 && nosuch.standardError.hasPrefix("no bus 'nosuch' in \(config) (buses: line-a, "),
+                "\(nosuch.standardError)")
         let replay = try await run(gatewaydPath, ["decode", "--file", capture])
         #expect(replay.status == 0, "\(replay.standardOutput)")
         #expect(replay.standardOutput.contains("records from line-a, 0 bytes of garbage"))
