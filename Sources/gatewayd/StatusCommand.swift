@@ -184,9 +184,13 @@ struct StatusCommand: AsyncParsableCommand {
             printError("\(why); and \(path) holds no device states yet (is this the gateway's state directory?)")
             throw ExitCode(CLIExit.daemonUnreachable)
         }
-        // The record keeps devices since removed from the configuration: with the configuration at hand, only its own.
-        let configured = hall.config.map { Set($0.devices.map(\.id)) }
-        let states = rows.map(\.state).filter { configured?.contains($0.device) ?? true }
+        // The record keeps devices since removed from the configuration: with the configuration at hand, only its own,
+        // in its order, as the daemon lists them.
+        var states = rows.map(\.state)
+        if let devices = hall.config?.devices.map(\.id) {
+            let recorded = Dictionary(states.map { ($0.device, $0) }) { first, _ in first }
+            states = devices.compactMap { recorded[$0] }
+        }
         return StatusSnapshot(source: .outbox(path, why), at: updated, devices: states)
     }
 }

@@ -20,8 +20,8 @@ import Testing
             buses:
               - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
             devices:
-              - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
               - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
+              - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             """
@@ -58,6 +58,8 @@ import Testing
                 && stoppedLines.first?.contains("; last known device states, recorded ") == true
                 && stoppedLines.first?.hasSuffix(" in \(outbox)") == true, "\(stoppedLines)")
         #expect(try #require(stoppedLines.first { $0.hasPrefix("eval-w05") }).contains(" was online "))
+        #expect(stoppedLines.filter { $0.hasPrefix("eval-") }.map { $0.prefix(8) } == ["eval-w06", "eval-w05"],
+                "in the configuration's order, as the daemon lists them")
         #expect(stoppedLines.last == "2 devices as last recorded, 1 offline then; now unknown", "\(stoppedLines)")
         let stoppedJSON = try await run(
             gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9", "--json"])
