@@ -88,6 +88,10 @@ public enum QueueCommand: Sendable, Equatable {
         }
     }
 
+    var staffId: String? {
+        if case .setStaff(_, let staff) = self { staff } else { nil }
+    }
+
     var eventType: String {
         switch self {
         case .call, .recall: HallEventType.callDisplayed
@@ -497,7 +501,7 @@ public actor CommandCenter {
         }
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         let executed = CommandExecuted(commandId: id, command: command.name, window: command.window, ticket: command.ticket,
-                                       result: status.rawValue, devices: outcomes)
+                                       staffId: command.staffId, result: status.rawValue, devices: outcomes)
         let carriedOut = outcomes.contains { $0.result == CommandResult.Status.done.rawValue }
         let event = CloudEvent(
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),

@@ -333,6 +333,8 @@ public struct CommandExecuted: Sendable, Equatable, Codable {
     public var ticket: String?
     /// A ticket's service (户籍, 社保业务…): what the hall counts its tickets by. Nil for other commands.
     public var service: String?
+    /// The staff member a window's pad was set to (`staff`), as ratings carry it. Nil for other commands.
+    public var staffId: String?
     /// The overall result: `done`, `device-offline`, `refused`, `timed-out` (the worst of the devices').
     public var result: String
     public var devices: [DeviceOutcome]
@@ -354,12 +356,13 @@ public struct CommandExecuted: Sendable, Equatable, Codable {
 
     /// Creates the record of a command.
     public init(commandId: String, command: String, window: String?, ticket: String?, service: String? = nil,
-                result: String, devices: [DeviceOutcome]) {
+                staffId: String? = nil, result: String, devices: [DeviceOutcome]) {
         self.commandId = commandId
         self.command = command
         self.window = window
         self.ticket = ticket
         self.service = service
+        self.staffId = staffId
         self.result = result
         self.devices = devices
     }
