@@ -30,8 +30,8 @@ public final class Gateway: Service {
     private let started = ContinuousClock.now
     /// Why the hall's day holds its actions (a clock behind the last run, unsynchronised), while it does.
     private let hallDayHold = Mutex<String?>(nil)
-    /// The verdict of the check last committed as an event since the start.
-    let checkVerdictReported = Mutex<CheckVerdict?>(nil)
+    /// The verdict of the check last committed as an event since the start; taken before `ownWaiting`.
+    private let checkVerdictReported = Mutex<CheckVerdict?>(nil)
     /// The gateway's own events the outbox refused (a full disk), oldest first.
     private let ownWaiting = Mutex<[CloudEvent]>([])
     private let ownRefusals = CommitRefusals()
@@ -354,6 +354,24 @@ public final class Gateway: Service {
     func commitOwn(_ event: CloudEvent) async {
         ownWaiting.withLock { $0.append(event) }
         _ = await commitOwnWaiting()
+    }
+
+    /// Commits a check's report as a `hall.gateway.device_check` event and keeps its verdict as the last one told;
+    /// with `onlyWhenNew`, only when the verdict differs from it. The verdict and the event's place among the own
+    /// events are taken under one lock: two checks at once cannot leave the one told last different from the one kept.
+    @discardableResult
+    func commitCheck(_ report: DeviceCheckReport, id: String, onlyWhenNew: Bool) async -> Bool {
+        let verdict = CheckVerdict(report)
+        let event = CloudEvent(id: id, source: EventSource.gateway(hall: config.hall.id), type: HallEventType.deviceCheck,
+                               time: Date(), subject: nil, data: .deviceCheck(report))
+        let queued = checkVerdictReported.withLock { last -> Bool in
+            if onlyWhenNew, last == verdict { return false }
+            last = verdict
+            ownWaiting.withLock { $0.append(event) }
+            return true
+        }
+        if queued { _ = await commitOwnWaiting() }
+        return queued
     }
 
     /// Commits the own events waiting; returns how many still wait.

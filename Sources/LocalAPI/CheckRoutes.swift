@@ -14,8 +14,7 @@ extension LocalAPI {
     func checkReport() async -> CheckResponse {
         // One reading of the devices for the check and the list beside it.
         let states = await gateway.deviceStates()
-        let report = await gateway.deviceCheck(of: states)
-        var problems = report.problems
+        var report = await gateway.deviceCheck(of: states)
         var outboxWritable = true
         var outboxDetail = "takes writes"
         do {
@@ -23,7 +22,9 @@ extension LocalAPI {
         } catch {
             outboxWritable = false
             outboxDetail = "cannot be written: \(error)"
-            problems.append("the outbox \(outboxDetail)")
+            // Part of the verdict the sinks are told, once the outbox takes the event again.
+            report.problems.append("the outbox \(outboxDetail)")
+            report.passed = false
         }
         let printers = gateway.printerConditions()
         let devices = states.map { state -> CheckResponse.Device in
@@ -48,7 +49,7 @@ extension LocalAPI {
                 passed: !report.problems.contains { $0.hasPrefix("sink \(sink.sink):") })
         }
         return CheckResponse(
-            passed: report.passed && outboxWritable, problems: problems, warnings: report.warnings,
+            passed: report.passed, problems: report.problems, warnings: report.warnings,
             devicesChecked: report.devicesChecked,
             devicesAnswering: report.devicesAnswering, devices: devices, sinks: sinks,
             outbox: .init(passed: outboxWritable, detail: outboxDetail), reported: reported)

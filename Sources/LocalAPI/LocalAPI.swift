@@ -31,7 +31,7 @@ public struct LocalAPI: Sendable {
     {
         // Hummingbird's own "Server started and listening" would repeat the gateway's "api: listening on" line.
         var serverLogger = logger
-        serverLogger.logLevel = max(logger.logLevel, .notice)
+        if serverLogger.logLevel == .info { serverLogger.logLevel = .notice }
         return Application(
             router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "hall-gateway"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) }, logger: serverLogger)

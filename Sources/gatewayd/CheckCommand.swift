@@ -14,7 +14,9 @@ struct CheckCommand: AsyncParsableCommand {
             words. Exit status 0 when all is well, 1 when anything failed (a device silent, a printer out of paper, \
             a sink failing, the outbox not writable), 2 for a broken configuration, 3 when the gateway is not \
             running: the check needs its view of the devices (start it, then check again), so a systemd timer can \
-            tell "hall not ready" from "gateway down".
+            tell "hall not ready" from "gateway down". A verdict (all passed, or what fails) that differs from the last \
+            one since the gateway started is committed as a hall.gateway.device_check event for the sinks; the last \
+            line says whether it was.
             """)
 
     @OptionGroup var daemon: DaemonOptions

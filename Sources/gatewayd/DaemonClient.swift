@@ -45,7 +45,7 @@ struct DaemonOptions: ParsableArguments {
         do {
             let (config, library) = try ConfigLoader.load(path: path)
             return HallContext(config: config, library: library, apiOverride: api,
-                               isDemo: path == DemoProfiles.configurationPath)
+                               isDemo: DemoProfiles.isDemoConfiguration(path))
         } catch {
             printError(error.description)
             throw ExitCode(CLIExit.usage)
@@ -61,18 +61,19 @@ struct HallContext: Sendable {
     let library: ProfileLibrary?
     /// `--api`, when given.
     let apiOverride: String?
-    /// The configuration is the one `gatewayd run` wrote for its demo hall: its pseudo-terminals live only while that
-    /// daemon runs.
+    /// The configuration is one `gatewayd run` wrote for its demo hall (known by its first line, under any path): its
+    /// pseudo-terminals live only while that daemon runs.
     var isDemo = false
 
-    /// Refuses to open a port of the demo hall's configuration with no daemon running: its pseudo-terminal numbers are
-    /// handed to the next terminal opened (a technician's SSH session), which would be written to and made raw.
+    /// Refuses to open a port of the demo hall's configuration itself: they are pseudo-terminals of the run that wrote
+    /// it, reached only through that run's daemon; once it stops, their names go to the next terminals opened (a
+    /// technician's SSH session), which would be written to and made raw.
     func refuseDemoPortsWithoutDaemon() throws {
         guard isDemo else { return }
         printError("""
-            the demo hall is not running, and the ports in \(DemoProfiles.configurationPath) were its pseudo-terminals \
-            (the same names may now be other terminals): start it (gatewayd run), or give the hall's configuration \
-            (--config FILE)
+            the demo hall's ports are its own pseudo-terminals, reached only through its running daemon (none answers \
+            at \(baseURL); the same names may now be other terminals): start it with gatewayd run (with --api-port, \
+            give --api too), or give a hall's configuration (--config FILE)
             """)
         throw ExitCode(CLIExit.daemonUnreachable)
     }

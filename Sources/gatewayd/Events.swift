@@ -78,9 +78,18 @@ struct Events: AsyncParsableCommand {
     private func followDaemon(_ client: DaemonClient, timeZone: TimeZone) async throws {
         let since = since.flatMap { Self.parseSince($0, now: Date()) }
         var position: Int64
+        // With --since, what the outbox holds up to now comes first, filtered by time as without --follow; what comes
+        // later is shown whatever its time (one held in memory while the disk was full, or stamped before a clock step).
+        var backlogEnd: Int64 = 0
         do throws(DaemonError) {
-            // With --since, what was committed since then comes first (filtered below), as without --follow.
-            if let after { position = after } else if since != nil { position = 0 } else { position = try await Self.endPosition(client) }
+            if let after {
+                position = after
+            } else if since != nil {
+                backlogEnd = try await Self.endPosition(client)
+                position = 0
+            } else {
+                position = try await Self.endPosition(client)
+            }
         } catch {
             printError(error.description)
             throw error.exitCode
@@ -111,7 +120,7 @@ struct Events: AsyncParsableCommand {
             for entry in page.events {
                 let event = entry.event
                 if let type, !Self.matches(event.type, type) { continue }
-                if let since, let time = EventTime.parse(event.time), time < since { continue }
+                if let since, entry.position <= backlogEnd, let time = EventTime.parse(event.time), time < since { continue }
                 print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))
             }
             Output.flush()

@@ -47,6 +47,14 @@ struct Run: AsyncParsableCommand {
         let loaded: (GatewayConfig, ProfileLibrary)
         do {
             if let config {
+                if DemoProfiles.isDemoConfiguration(config) {
+                    printError("""
+                        \(config) is the configuration a run of the demo hall wrote: its ports were that run's \
+                        pseudo-terminals (the same names may now be other terminals); start the demo with gatewayd run \
+                        and no --config
+                        """)
+                    throw ExitCode(2)
+                }
                 loaded = try ConfigLoader.load(path: config, profilesOverride: profiles)
                 try lockState(loaded.0.stateDirectory)
             } else {
@@ -242,13 +250,24 @@ struct QueueSimulation: Service {
 enum DemoProfiles {
     /// Where the running demo hall's configuration is written, for the CLI run beside it without `--config`.
     static let configurationPath = "var/demo-hall.yaml"
+    /// The first line of that file, by which it is known under any path.
+    static let header = "# The demo hall as `gatewayd run` started it; the CLI reads it when given no --config."
+
+    /// Whether the file at `path` is one `gatewayd run` wrote for its demo hall: its ports are pseudo-terminals that
+    /// exist only while that run lasts.
+    static func isDemoConfiguration(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        let start = (try? handle.read(upToCount: header.utf8.count)) ?? Data()
+        return start.elementsEqual(header.utf8)
+    }
 
     /// Writes the demo hall's configuration with absolute paths, so that `gatewayd probe`, `printer status`, `scan`
     /// and the rest find its devices as they would a real hall's.
     static func writeConfiguration(of hall: DemoHall, profiles: String) {
         let here = FileManager.default.currentDirectoryPath
         let absolute = profiles.hasPrefix("/") ? profiles : here + "/" + profiles
-        let text = "# The demo hall as `gatewayd run` started it; the CLI reads it when given no --config.\n"
+        let text = header + "\n"
             + hall.configuration(stateDirectory: here + "/var", profiles: absolute, eventStore: here + "/var/events.sqlite")
         try? FileManager.default.createDirectory(atPath: "var", withIntermediateDirectories: true)
         try? text.write(toFile: configurationPath, atomically: true, encoding: .utf8)

@@ -185,11 +185,13 @@ struct StatusCommand: AsyncParsableCommand {
             throw ExitCode(CLIExit.daemonUnreachable)
         }
         // The record keeps devices since removed from the configuration: with the configuration at hand, only its own,
-        // in its order, as the daemon lists them.
+        // bus by bus in its order, as the daemon lists them.
         var states = rows.map(\.state)
-        if let devices = hall.config?.devices.map(\.id) {
+        if let config = hall.config {
             let recorded = Dictionary(states.map { ($0.device, $0) }) { first, _ in first }
-            states = devices.compactMap { recorded[$0] }
+            states = config.buses.flatMap { bus in
+                config.devices.filter { $0.bus == bus.id }.compactMap { recorded[$0.id] }
+            }
         }
         return StatusSnapshot(source: .outbox(path, why), at: updated, devices: states)
     }

@@ -418,6 +418,7 @@ import Testing
         let someonesTerminal = try PseudoTerminal()
         try FileManager.default.createDirectory(atPath: folder.path + "/var", withIntermediateDirectories: true)
         try """
+            # The demo hall as `gatewayd run` started it; the CLI reads it when given no --config.
             hall: {id: demo-hall}
             state-directory: \(folder.path)/var
             profiles: \(profilesDirectory)
@@ -427,12 +428,19 @@ import Testing
             devices:
               - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
             """.write(toFile: folder.path + "/var/demo-hall.yaml", atomically: true, encoding: .utf8)
-        for command in [["probe", "eval-w04"], ["trace", "line-a", "--seconds", "1"]] {
+        // Found without --config, or given under any path.
+        let copy = folder.path + "/copied-demo.yaml"
+        try FileManager.default.copyItem(atPath: folder.path + "/var/demo-hall.yaml", toPath: copy)
+        for command in [["probe", "eval-w04"], ["trace", "line-a", "--seconds", "1"], ["probe", "eval-w04", "--config", copy]] {
             let result = try await run(gatewaydPath, command, workingDirectory: folder.path)
-            #expect(result.status == 3, "gatewayd \(command[0]): \(result.standardError)")
-            #expect(result.standardError.contains("the demo hall is not running, and the ports in var/demo-hall.yaml "
-                                                  + "were its pseudo-terminals"), "\(result.standardError)")
+            #expect(result.status == 3, "gatewayd \(command.joined(separator: " ")): \(result.standardError)")
+            #expect(result.standardError.contains("the demo hall's ports are its own pseudo-terminals, reached only "
+                                                  + "through its running daemon"), "\(result.standardError)")
         }
+        // Nor does a gateway run on it.
+        let daemon = try await run(gatewaydPath, ["run", "--config", copy, "--api-port", "0"], workingDirectory: folder.path)
+        #expect(daemon.status == 2 && daemon.standardError.contains("is the configuration a run of the demo hall wrote"),
+                "\(daemon.standardOutput)\(daemon.standardError)")
         var waiting = pollfd(fd: someonesTerminal.controller, events: Int16(POLLIN), revents: 0)
         #expect(poll(&waiting, 1, 0) == 0, "nothing was written to the terminal")
     }

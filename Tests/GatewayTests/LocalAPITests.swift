@@ -279,8 +279,8 @@ import Testing
     }
 
     @Test func aCheckAskedForTellsTheCentralStoreEachNewVerdictOnceAndRecordsUnderTheHallsClock() async throws {
-        // The hall's clock a day and more behind this machine's: what the check records goes by the hall's.
-        let clock = ManualHallClock(now: Date(timeIntervalSince1970: 1_796_000_000))
+        // The hall's clock two days behind this machine's: what the check records goes by the hall's.
+        let clock = ManualHallClock(now: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 - 2 * 86_400).rounded()))
         let hall = try await Hall(clock: clock)
         func states() async -> [String: String] {
             let devices = (try? await hall.request(.GET, "/v1/devices").body).flatMap { try? hall.json($0) }

@@ -18,10 +18,12 @@ import Testing
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
             buses:
+              - {id: line-0, transport: modbus-rtu, port: \(folder.path)/ttyUSB-unplugged}
               - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
             devices:
               - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
               - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
+              - {id: eval-w07, profile: modbus-evaluator-3key, bus: line-0, address: 7, window: "7"}
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             """
@@ -35,7 +37,10 @@ import Testing
         // The books are written every 2 s: wait until they show the silent pad offline.
         let reader = try Outbox.openForReading(path: outbox)
         #expect(await eventually {
-            (try? await reader.deviceStates())?.contains { $0.state.device == "eval-w06" && $0.state.online == false } == true
+            let states = (try? await reader.deviceStates()) ?? []
+            return ["eval-w06", "eval-w07"].allSatisfy { device in
+                states.contains { $0.state.device == device && $0.state.online == false }
+            }
         })
         stop.stop()
         await running.value
@@ -58,9 +63,9 @@ import Testing
                 && stoppedLines.first?.contains("; last known device states, recorded ") == true
                 && stoppedLines.first?.hasSuffix(" in \(outbox)") == true, "\(stoppedLines)")
         #expect(try #require(stoppedLines.first { $0.hasPrefix("eval-w05") }).contains(" was online "))
-        #expect(stoppedLines.filter { $0.hasPrefix("eval-") }.map { $0.prefix(8) } == ["eval-w06", "eval-w05"],
-                "in the configuration's order, as the daemon lists them")
-        #expect(stoppedLines.last == "2 devices as last recorded, 1 offline then; now unknown", "\(stoppedLines)")
+        #expect(stoppedLines.filter { $0.hasPrefix("eval-") }.map { $0.prefix(8) } == ["eval-w07", "eval-w06", "eval-w05"],
+                "bus by bus in the configuration's order, as the daemon lists them")
+        #expect(stoppedLines.last == "3 devices as last recorded, 2 offline then; now unknown", "\(stoppedLines)")
         let stoppedJSON = try await run(
             gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9", "--json"])
         #expect(stoppedJSON.status == 3)
@@ -94,7 +99,7 @@ import Testing
             .write(toFile: configPath, atomically: true, encoding: .utf8)
         let removed = try await run(gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9"])
         #expect(!removed.standardOutput.contains("eval-w06"), "\(removed.standardOutput)")
-        #expect(removed.standardOutput.hasSuffix("1 device as last recorded, 0 offline then; now unknown\n"),
+        #expect(removed.standardOutput.hasSuffix("2 devices as last recorded, 1 offline then; now unknown\n"),
                 "\(removed.standardOutput)")
     }
 

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 
 /// The pre-opening check the hall regulations ask for (设备检查): every device answers, printers have paper, the
 /// outbox and the sinks are healthy. One implementation: the gateway runs it before opening each day, and the
@@ -30,9 +29,12 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
         self.onDemand = onDemand
     }
 
-    /// What the check failed for, each thing once: every problem's line up to its first colon (the device, printer,
-    /// sink or outbox it names), so that a backlog's count or a reason changing inside a line is no new verdict.
-    var failing: Set<Substring> { Set(problems.map { $0.prefix { $0 != ":" } }) }
+    /// What the check failed for, each thing once: every problem's line up to its first colon (the device, sink or
+    /// outbox it names; ids hold no colon), so that a backlog's count or a reason changing inside a line is no new
+    /// verdict; a printer's whole line, since what it reports (paper-out, cover-open, …) is the news.
+    var failing: Set<Substring> {
+        Set(problems.map { $0.hasPrefix("printer ") ? Substring($0) : $0.prefix { $0 != ":" } })
+    }
 
     private enum CodingKeys: String, CodingKey {
         case passed, problems, warnings, devicesChecked, devicesAnswering, onDemand
@@ -121,23 +123,8 @@ extension Gateway {
     public func reportCheckOnDemand(_ report: DeviceCheckReport) async -> String? {
         var report = report
         report.onDemand = true
-        guard noteCheckVerdict(report) else { return nil }
         let id = "device-check-\(UUID().uuidString.lowercased())"
-        await commitOwn(CloudEvent(
-            id: id, source: EventSource.gateway(hall: config.hall.id), type: HallEventType.deviceCheck, time: Date(),
-            subject: nil, data: .deviceCheck(report)))
-        return id
-    }
-
-    /// Keeps `report`'s verdict as the one last committed; false when it was that already.
-    @discardableResult
-    func noteCheckVerdict(_ report: DeviceCheckReport) -> Bool {
-        let verdict = CheckVerdict(passed: report.passed, failing: report.failing)
-        return checkVerdictReported.withLock { last in
-            guard last != verdict else { return false }
-            last = verdict
-            return true
-        }
+        return await commitCheck(report, id: id, onlyWhenNew: true) ? id : nil
     }
 
     static func describe(_ transport: BusConfig.Transport) -> String {
@@ -152,6 +139,11 @@ extension Gateway {
 struct CheckVerdict: Equatable {
     var passed: Bool
     var failing: Set<Substring>
+
+    init(_ report: DeviceCheckReport) {
+        passed = report.passed
+        failing = report.failing
+    }
 }
 
 /// What the gateway does at the turns of the hall's day.
@@ -192,10 +184,7 @@ struct GatewayHallActions: HallDayActions {
             let problems = report.problems.joined(separator: "; ")
             gateway.logger.warning("hall day \(date): device check found \(report.problems.count) problems: \(problems)")
         }
-        gateway.noteCheckVerdict(report)
-        await gateway.commitOwn(CloudEvent(
-            id: "device-check-\(date)", source: EventSource.gateway(hall: gateway.config.hall.id),
-            type: HallEventType.deviceCheck, time: Date(), subject: nil, data: .deviceCheck(report)))
+        await gateway.commitCheck(report, id: "device-check-\(date)", onlyWhenNew: false)
     }
 
     func opened(greeting: Bool) async { await switchBoards(on: true, greeting: greeting, name: "boards-on") }
