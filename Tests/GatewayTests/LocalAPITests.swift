@@ -446,6 +446,34 @@ import Testing
             more: tickets)
     }
 
+    /// A printer whose paper ran out and whose cover is then opened: the same device failing, but what a technician
+    /// goes to do differs, so the check tells it again.
+    @Test func aPrintersNewConditionIsANewVerdictOfTheCheck() async throws {
+        let printer = try MockEscPosPrinter()
+        let other = try MockEscPosPrinter()
+        defer {
+            printer.stop()
+            other.stop()
+        }
+        printer.set(.init(paperOut: true))
+        let hall = try await Self.printersHall(printer, other, pollIntervalMs: 100, tickets: "")
+        func check() async throws -> (reported: String?, problems: [String]) {
+            let report = try hall.json(try await hall.request(.POST, "/v1/check").body)
+            return (report["reported"] as? String, report["problems"] as? [String] ?? [])
+        }
+        // Every device settled (board 7 never answers): the verdict no longer changes by itself.
+        #expect(await eventually {
+            let problems = (try? await check())?.problems ?? []
+            return problems.contains("printer printer-1: paper-out") && problems.contains { $0.hasPrefix("board-w07 does not answer") }
+        })
+        #expect(try await check().reported == nil, "told already")
+        printer.set(.init(coverOpen: true))
+        #expect(await eventually { hall.gateway.printerConditions()["printer-1"] == "cover-open" })
+        let opened = try await check()
+        #expect(opened.problems.contains("printer printer-1: cover-open") && opened.reported != nil, "\(opened)")
+        try await hall.stopAll()
+    }
+
     @Test func aTicketIsNumberedByTheGatewayAndPrintedOnAPrinterThatHasPaper() async throws {
         let empty = try MockEscPosPrinter()
         let loaded = try MockEscPosPrinter()
