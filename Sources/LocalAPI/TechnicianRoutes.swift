@@ -51,7 +51,7 @@ extension LocalAPI {
             device: device.id, profile: device.profile, bus: device.bus, line: line(of: device),
             via: "through the running daemon (its last polls)", steps: [], events: [],
             answered: state?.online == true)
-        if wire { report.steps = await nextExchanges(of: device) }
+        if wire { (report.steps, report.reading) = await nextExchanges(of: device) }
         report.events = try await recentEvents(of: device.id)
         if let state {
             let counters = state.counters
@@ -62,7 +62,7 @@ extension LocalAPI {
                         "\(counters.transactions) answered, \(counters.timeouts) timeouts, "
                             + "\(counters.checksumErrors) checksum errors, \(counters.exceptions) refusals, "
                             + "\(counters.garbageBytes) garbage bytes"
-                            + (state.lastSeen.map { ", last seen \(EventTime.format($0))" } ?? ", never seen")
+                            + (state.lastSeen.map { ", last seen \(hallTime($0))" } ?? ", never seen")
                     ],
                     outcome: state.online == true ? "answered" : state.online == false ? "offline" : "not polled yet"))
             if state.online == false {
@@ -134,10 +134,20 @@ extension LocalAPI {
         }
     }
 
-    /// The device's next poll on the wire, from the bus's tap: each request and its answer, in hex and in words.
-    /// Waits one poll interval and a response timeout (1.5 s at most) for it.
-    private func nextExchanges(of device: DeviceConfig) async -> [ProbeStep] {
-        guard let bus = gateway.config.buses.first(where: { $0.id == device.bus }) else { return [] }
+    /// An instant in the hall's time, to the second, as the CLI shows times.
+    private func hallTime(_ instant: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = gateway.config.hall.timeZone
+        let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: instant)
+        return String(format: "%04d-%02d-%02d %02d:%02d:%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0,
+                      parts.hour ?? 0, parts.minute ?? 0, parts.second ?? 0)
+    }
+
+    /// The device's next poll on the wire, from the bus's tap: each request and its answer, in hex and in words, up
+    /// to the poll's first request coming again; and a Modbus device's registers read through its profile. Waits one
+    /// poll interval and a response timeout (1.5 s at most) for it.
+    private func nextExchanges(of device: DeviceConfig) async -> (steps: [ProbeStep], reading: [String]?) {
+        guard let bus = gateway.config.buses.first(where: { $0.id == device.bus }) else { return ([], nil) }
         let records = Mutex<[TraceRecord]>([])
         let token = BusTap.shared.subscribe(outbox: gateway.outbox, bus: bus.id) { record in
             records.withLock { $0.append(record) }
@@ -159,10 +169,17 @@ extension LocalAPI {
             guard let stream, !bytes.isEmpty else { return [] }
             return WireInspector.inspect(bytes, as: stream).items.map { $0.frame ?? "rejected: \($0.rejected ?? "")" }
         }
+        let profile = try? ProfileLibrary(directory: gateway.config.profilesDirectory).profile(named: device.profile)
         var steps: [ProbeStep] = []
+        var reading: [String]?
+        var firstSent: [UInt8]?
         var current: (sent: [UInt8], at: Date, received: [UInt8], last: Date)?
         func close() {
             guard let exchange = current else { return }
+            if reading == nil, let profile {
+                reading = DeviceProbe.reading(
+                    profile: profile, transport: bus.transport, request: exchange.sent, answer: exchange.received)
+            }
             steps.append(ProbeStep(
                 purpose: "poll", sent: WireInspector.hex(exchange.sent), sentWords: words(exchange.sent, streams?.sent),
                 received: WireInspector.hex(exchange.received),
@@ -172,11 +189,16 @@ extension LocalAPI {
                     : (exchange.last.timeIntervalSince(exchange.at) * 10_000).rounded() / 10))
             current = nil
         }
-        for record in records.withLock({ $0 }) {
+        exchanges: for record in records.withLock({ $0 }) {
             switch record.direction {
             case .sent:
                 close()
-                if isDevice(record.bytes) { current = (record.bytes, record.time, [], record.time) }
+                guard isDevice(record.bytes) else { continue }
+                // The next poll again (on Modbus TCP under a new transaction id): one of it is enough.
+                let request = if case .modbusTCP = bus.transport { Array(record.bytes.dropFirst(2)) } else { record.bytes }
+                if request == firstSent { break exchanges }
+                if firstSent == nil { firstSent = request }
+                current = (record.bytes, record.time, [], record.time)
             case .received:
                 if current != nil {
                     current?.received += record.bytes
@@ -186,7 +208,7 @@ extension LocalAPI {
             if steps.count >= 4 { break }
         }
         close()
-        return steps
+        return (steps, reading)
     }
 
     private func line(of device: DeviceConfig) -> String {

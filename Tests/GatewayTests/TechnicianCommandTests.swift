@@ -188,6 +188,12 @@ import Testing
         #expect(probe.standardOutput.contains("poll: answered"), "\(probe.standardOutput)")
         #expect(probe.standardOutput.contains("→ 04 03 00 00 00 20"), "\(probe.standardOutput)")
         #expect(probe.standardOutput.contains("← 04 03 40"), "\(probe.standardOutput)")
+        // One poll, not each the tap saw (from the trial: the same poll three times); its registers in words, as
+        // with the port opened directly; times in the hall's zone.
+        #expect(probe.standardOutput.components(separatedBy: "poll: answered").count == 2, "\(probe.standardOutput)")
+        #expect(probe.standardOutput.contains("eval-w04 reports:\n  status 0x0003: ready\n"), "\(probe.standardOutput)")
+        #expect(probe.standardOutput.range(of: #"last seen \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n"#, options: .regularExpression) != nil,
+                "\(probe.standardOutput)")
 
         let display = try await run(gatewaydPath, ["display", "test", "board-w04", "--text", "测试 42"] + cli)
         #expect(display.status == 0, "\(display.standardError)")

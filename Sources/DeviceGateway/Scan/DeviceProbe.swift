@@ -118,6 +118,24 @@ public enum DeviceProbe {
         }
     }
 
+    /// A Modbus device's answer to a read of its registers, read through its profile (status, counters, staff, last
+    /// keys, readings); nil for any other exchange. The same whether the probe polled or the daemon's bus did.
+    public static func reading(
+        profile: DeviceProfile, transport: BusConfig.Transport, request: [UInt8], answer: [UInt8]
+    ) -> [String]? {
+        let framing: ModbusFraming
+        switch transport {
+        case .modbusRTU: framing = .rtu
+        case .modbusTCP: framing = .tcp
+        case .serial: return nil
+        }
+        guard let registers = Session.registers(in: answer, framing: framing),
+              let start = Session.readStart(of: request, framing: framing)
+        else { return nil }
+        let lines = ProfileReading.describe(profile, registers: registers, start: start)
+        return lines.isEmpty ? nil : lines
+    }
+
     /// How a bus is described in reports.
     public static func describe(_ transport: BusConfig.Transport) -> String {
         switch transport {
@@ -198,11 +216,10 @@ public enum DeviceProbe {
                 step.latencyMs = done ? DeviceProbe.milliseconds(max(.zero, ContinuousClock.now - written)) : nil
                 step.received = WireInspector.hex(received)
                 step.receivedWords = Self.words(received, streams.received)
-                if done, let registers = Self.registers(in: received, framing: framing),
-                    let start = Self.readStart(of: request.bytes, framing: framing)
+                if done, let lines = DeviceProbe.reading(
+                    profile: profile, transport: bus.transport, request: request.bytes, answer: received)
                 {
-                    let lines = ProfileReading.describe(profile, registers: registers, start: start)
-                    if !lines.isEmpty { report.reading = lines }
+                    report.reading = lines
                 }
                 if !done {
                     step.outcome = "no answer within \(DeviceProbe.milliseconds(bus.responseTimeout)) ms"
