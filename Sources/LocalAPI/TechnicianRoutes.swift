@@ -122,6 +122,8 @@ extension LocalAPI {
         }
         report.via = "through the running daemon"
         report.steps.append(step)
+        // What the test itself made (a board's acknowledgement, a printer's status), not only what came before it.
+        report.events = try await recentEvents(of: device.id)
         return report
     }
 
