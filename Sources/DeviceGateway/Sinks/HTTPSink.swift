@@ -194,6 +194,13 @@ public final class HTTPSink: EventSink {
         let said = Self.oneLine(answer.body).map { ": \($0)" } ?? ""
         let prefix = "http POST \(target): \(status)"
         switch answer.status {
+        case 207:
+            // Multi-Status: part of the batch may not be stored, and no per-event answer is agreed for the gateway to
+            // read. Counted as stored, those events would be lost; retried, the store keeps each event once.
+            throw SinkError(.unavailable, """
+                \(prefix), the store may have taken only part of the batch; a batch counts as stored on any other \
+                2xx, so it is retried\(said)
+                """)
         case 200..<300:
             return
         case 401:
