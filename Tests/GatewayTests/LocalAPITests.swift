@@ -91,6 +91,12 @@ import Testing
             return (Int(response.status.code), response.headers.first(name: "Content-Type") ?? "", String(buffer: body))
         }
 
+        /// `POST /v1/check`: the event id it was reported as (nil: told already), and its problems.
+        func check() async throws -> (reported: String?, problems: [String]) {
+            let report = try json(try await request(.POST, "/v1/check").body)
+            return (report["reported"] as? String, report["problems"] as? [String] ?? [])
+        }
+
         func json(_ text: String) throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         }
@@ -289,10 +295,6 @@ import Testing
                 (device["device"] as? String).map { ($0, device["state"] as? String ?? "") }
             })
         }
-        func check() async throws -> (reported: String?, problems: [String]) {
-            let report = try hall.json(try await hall.request(.POST, "/v1/check").body)
-            return (report["reported"] as? String, report["problems"] as? [String] ?? [])
-        }
         func checkEvents() async throws -> [OutboundEvent] {
             try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.gateway.device_check" }
         }
@@ -301,25 +303,25 @@ import Testing
         })
 
         // The first check since the start: board 7 is silent, and the central store is told.
-        let first = try await check()
+        let first = try await hall.check()
         #expect(first.problems.count == 1 && first.problems[0].hasPrefix("board-w07 does not answer"), "\(first.problems)")
         let firstId = try #require(first.reported)
         let event = try #require(try await checkEvents().first { $0.id == firstId })
         #expect(event.json.contains(#""onDemand":true"#) && event.json.contains(#""passed":false"#), "\(event.json)")
         #expect(event.json.contains("board-w07 does not answer"))
         // Asked again with nothing changed (a monitor asking every minute): told already, no second event.
-        let again = try await check()
+        let again = try await hall.check()
         #expect(again.problems == first.problems && again.reported == nil)
         #expect(try await checkEvents().count == 1)
 
         // Board 5 goes silent, then the technician fixes it: each verdict reaches the central store once.
         hall.board.answering = false
         #expect(await eventually { await states()["board-w05"] == "offline" })
-        let broken = try await check()
+        let broken = try await hall.check()
         #expect(broken.problems.count == 2 && broken.reported != nil, "\(broken.problems)")
         hall.board.answering = true
         #expect(await eventually { await states()["board-w05"] == "online" })
-        let fixed = try await check()
+        let fixed = try await hall.check()
         let fixedId = try #require(fixed.reported)
         #expect(fixed.problems.count == 1 && fixed.problems[0].hasPrefix("board-w07 does not answer"))
         #expect(try await checkEvents().map(\.id) == [firstId, try #require(broken.reported), fixedId])
@@ -457,19 +459,15 @@ import Testing
         }
         printer.set(.init(paperOut: true))
         let hall = try await Self.printersHall(printer, other, pollIntervalMs: 100, tickets: "")
-        func check() async throws -> (reported: String?, problems: [String]) {
-            let report = try hall.json(try await hall.request(.POST, "/v1/check").body)
-            return (report["reported"] as? String, report["problems"] as? [String] ?? [])
-        }
         // Every device settled (board 7 never answers): the verdict no longer changes by itself.
         #expect(await eventually {
-            let problems = (try? await check())?.problems ?? []
+            let problems = (try? await hall.check())?.problems ?? []
             return problems.contains("printer printer-1: paper-out") && problems.contains { $0.hasPrefix("board-w07 does not answer") }
         })
-        #expect(try await check().reported == nil, "told already")
+        #expect(try await hall.check().reported == nil, "told already")
         printer.set(.init(coverOpen: true))
         #expect(await eventually { hall.gateway.printerConditions()["printer-1"] == "cover-open" })
-        let opened = try await check()
+        let opened = try await hall.check()
         #expect(opened.problems.contains("printer printer-1: cover-open") && opened.reported != nil, "\(opened)")
         try await hall.stopAll()
     }
