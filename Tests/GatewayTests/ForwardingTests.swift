@@ -10,20 +10,26 @@ import Testing
 /// forwarder's own logic, tested without a network (the real stores have their own suites).
 final class ScriptedSink: EventSink {
     let name: String
-    private let state = Mutex<(outages: Int, received: [String], attempts: Int, refusingAll: Bool)>((0, [], 0, false))
+    private let state = Mutex<(outages: Int, received: [String], attempts: Int, refusingAll: Bool, refusals: Int)>(
+        (0, [], 0, false, 0))
     let poison: Set<String>
 
     let sameReason: Bool
     /// The store's Retry-After while it is down; nil: the forwarder's own backoff.
     let retryAfter: Duration?
 
-    init(name: String = "scripted", outages: Int = 0, poison: Set<String> = [], sameReason: Bool = false,
-         retryAfter: Duration? = .milliseconds(1)) {
+    /// `refusals`: how many attempts are refused for good before the store takes anything, as by a proxy answering
+    /// 400 for it until it comes back.
+    init(name: String = "scripted", outages: Int = 0, refusals: Int = 0, poison: Set<String> = [],
+         sameReason: Bool = false, retryAfter: Duration? = .milliseconds(1)) {
         self.name = name
         self.poison = poison
         self.sameReason = sameReason
         self.retryAfter = retryAfter
-        state.withLock { $0.outages = outages }
+        state.withLock {
+            $0.outages = outages
+            $0.refusals = refusals
+        }
     }
 
     var received: [String] { state.withLock { $0.received } }
@@ -39,6 +45,10 @@ final class ScriptedSink: EventSink {
             if state.outages > 0 {
                 state.outages -= 1
                 throw SinkError(.unavailable, "store down", retryAfter: retryAfter)
+            }
+            if state.refusals > 0 {
+                state.refusals -= 1
+                throw SinkError(.rejected, "400 Bad Request: request \(state.attempts) refused by the proxy")
             }
             if state.refusingAll {
                 throw SinkError(.rejected, "400 Bad Request: request \(state.attempts) for \(batch.first?.id ?? "") refused")
@@ -114,6 +124,25 @@ final class GatedSink: EventSink {
         #expect(aside.allSatisfy { $0.reason.contains("400 Bad Request") && $0.json.contains("\"id\":\"\($0.id)\"") })
         let report = try #require(try await outbox.sinkReports([sink.name]).first)
         #expect(report.backlog == 0 && report.sent == 18 && report.putAside == 2)
+    }
+
+    @Test(arguments: 1...14)
+    func aStoreThatRefusedEverythingUntilItCameBackGetsEveryEventOnceItTakesOne(refusals: Int) async throws {
+        // A proxy answers 400 for the store, then the store comes back while a refused run is being sorted out: the
+        // first event it takes must not condemn the run refused before it (found in a trial: 20 s of a hall lost).
+        try await outbox.commit(deviceEvents(6))
+        let sink = ScriptedSink(refusals: refusals)
+        let forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: ""),
+                                                                                  batchSize: 4), logger: CapturedLog().logger)
+        // Each failed attempt uses up at least one refusal.
+        var drained = false
+        for _ in 0...refusals where !drained {
+            drained = (try? await forwarder.drain()) != nil
+        }
+        #expect(drained)
+        #expect(try await outbox.backlog(sink: sink.name) == 0)
+        #expect(Set(sink.received) == Set((1...6).map { "e\($0)" }), "\(sink.received)")
+        #expect(try await outbox.putAsideEvents().isEmpty)
     }
 
     @Test func aStoreThatRefusesEveryEventAlikeIsRetriedNotEmptiedIntoThePutAsideTable() async throws {

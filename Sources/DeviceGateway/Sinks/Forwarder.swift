@@ -5,8 +5,8 @@ public import Logging
 /// The sink's cursor advances only after the sink confirmed a batch, so a crash or a down store
 /// loses nothing: delivery resumes from the cursor, and the store ignores what it already holds.
 /// A store that is down is retried with exponential backoff and jitter (honouring its `Retry-After`);
-/// a batch it refuses for good is split until the refused events are found, and only those the store took a later
-/// event after are put aside.
+/// a batch it refuses for good is split until the refused events are found, and only those it refuses again once it
+/// took a later event are put aside.
 public struct Forwarder: Sendable {
     public let outbox: Outbox
     public let sink: any EventSink
@@ -131,10 +131,10 @@ public struct Forwarder: Sendable {
         return batch.count
     }
 
-    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone, and puts
-    /// aside only those the store took a later event after: that is proof the refusal is the event's. A refused run
-    /// with nothing taken after it is followed by up to `eventsOfferedBehindRefusals` more events, one by one, until
-    /// the store takes one. When it takes none (or nothing comes after yet) the fault may be the store's (a proxy
+    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone. Once the
+    /// store takes a later event, the refused run is offered again, and only what it refuses then is put aside: that is
+    /// proof the refusal is the event's. A refused run with nothing taken after it is followed by up to
+    /// `eventsOfferedBehindRefusals` more events, one by one, until the store takes one. When it takes none (or nothing comes after yet) the fault may be the store's (a proxy
     /// answering 400 for it, a column it added): the run is kept and tried again with backoff, or as soon as an event
     /// comes behind it.
     private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
@@ -143,7 +143,7 @@ public struct Forwarder: Sendable {
         guard let last = refused.last else { return }
         let behind = try await outbox.entries(after: last.event.position, limit: Self.eventsOfferedBehindRefusals)
         for event in behind {
-            // Taken: the run before it is put aside and the cursor moves past it.
+            // Taken: the run before it is offered again, what is refused again put aside, and the cursor moves past.
             try await deliver([event][...], refused: &refused)
             if refused.isEmpty { return }
         }
@@ -166,9 +166,10 @@ public struct Forwarder: Sendable {
         guard let last = batch.last else { return }
         do {
             try await sink.deliver(Array(batch))
-            // What was refused before this batch is put aside first: the cursor moves in order.
-            try await putAside(&refused)
-            try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count)
+            // What was refused before this batch is settled first: the cursor moves in order.
+            let delivered = try await offerAgain(refused[...])
+            refused.removeAll()
+            try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count + delivered)
         } catch let error as SinkError where error.code == .rejected {
             guard batch.count > 1 else {
                 refused.append((last, error.message))
@@ -180,13 +181,25 @@ public struct Forwarder: Sendable {
         }
     }
 
-    private func putAside(_ refused: inout [(event: OutboundEvent, reason: String)]) async throws {
-        for (event, reason) in refused {
-            try await outbox.putAside([event], sink: sink.name, reason: reason)
-            logger.error(
-                "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(reason)",
-                metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
+    /// Offers a refused run once more, now that the store took an event after it: a store that refused everything
+    /// for a while (a proxy answering 400 for it) and came back takes it now. What it refuses again, halved until
+    /// alone, is put aside. Returns how many events it took.
+    private func offerAgain(_ run: ArraySlice<(event: OutboundEvent, reason: String)>) async throws -> Int {
+        guard !run.isEmpty else { return 0 }
+        do {
+            try await sink.deliver(run.map(\.event))
+            return run.count
+        } catch let error as SinkError where error.code == .rejected {
+            guard run.count > 1 else {
+                let event = run[run.startIndex].event
+                try await outbox.putAside([event], sink: sink.name, reason: error.message)
+                logger.error(
+                    "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(error.message)",
+                    metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
+                return 0
+            }
+            let middle = run.startIndex + run.count / 2
+            return try await offerAgain(run[..<middle]) + offerAgain(run[middle...])
         }
-        refused.removeAll()
     }
 }
