@@ -18,6 +18,7 @@ import Testing
         let folder: TemporaryDirectory
         let gateway: Gateway
         let commands: MQTTCommands
+        let mqtt: MQTTCommandsConfig
         let stop = StopSignal()
         let running: Task<Void, Never>
         let serving: Task<Void, any Error>
@@ -57,6 +58,7 @@ import Testing
                   mqtt: {host: \(host), port: \(port), timeout-ms: 10000}
                 """, file: "test.yaml", relativeTo: folder.path)
             let mqtt = try #require(config.mqttCommands)
+            self.mqtt = mqtt
             replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",
                                                 topic: "hall/\(id)/command-results")
             let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
@@ -87,10 +89,12 @@ import Testing
             stop.stop()
         }
 
-        /// Publishes one message on the hall's command topic at QoS 1.
-        func send(_ payload: String) async throws {
+        /// Publishes one message on the hall's command topic at QoS 1 (an empty one as a null message).
+        func send(_ payload: String, retained: Bool = false) async throws {
+            let message = payload.isEmpty ? ["-n"] : ["-m", payload]
             let sent = try await run("/usr/bin/mosquitto_pub",
-                                     ["-h", host, "-p", port, "-q", "1", "-t", "hall/\(id)/commands", "-m", payload])
+                                     ["-h", host, "-p", port, "-q", "1", "-t", "hall/\(id)/commands"] + message
+                                        + (retained ? ["-r"] : []))
             try #require(sent.status == 0, "mosquitto_pub: \(sent.standardError)")
         }
 
@@ -187,6 +191,38 @@ import Testing
         let next = try #require(try await hall.replies.collect(1).first)
         #expect(next["requestId"] as? String == "q-7" && next["status"] as? String == "done", "\(next)")
         #expect(hall.board.display.text == "请A024号到5号窗口")
+        try await hall.stopAll()
+    }
+
+    @Test func aRetainedCommandRunsWhenSentButNotAgainAtTheNextStartAndAnEmptyMessageClearsIt() async throws {
+        let hall = try await Hall()
+        try await hall.send(#"{"id": "q-1", "command": "call", "window": "5", "ticket": "A031"}"#, retained: true)
+        let sent = try #require(try await hall.replies.collect(1).first)
+        #expect(sent["requestId"] as? String == "q-1" && sent["status"] as? String == "done", "\(sent)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1)
+
+        // The gateway starts again: its new subscription gets the retained message from the broker.
+        hall.serving.cancel()
+        _ = await hall.serving.result
+        let center = CommandCenter(gateway: hall.gateway, onFinished: hall.metrics.record)
+        let restarted = try MQTTCommands(config: hall.mqtt, gateway: hall.gateway, commands: center,
+                                         logger: hall.log.logger)
+        let serving = Task { try await restarted.run() }
+        defer { serving.cancel() }
+        let replayed = try #require(try await hall.replies.collect(1).first)
+        #expect(replayed["requestId"] as? String == "q-1" && replayed["status"] as? String == "invalid", "\(replayed)")
+        #expect((replayed["message"] as? String)?.hasPrefix("a retained message is not run") == true, "\(replayed)")
+        #expect(hall.log.text.contains("request q-1 on 'hall/\(hall.id)/commands' is a retained message"))
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "the call did not run again")
+
+        // Cleared the MQTT way: no reply, and the next command is answered as the next result.
+        try await hall.send("", retained: true)
+        try await hall.send(#"{"id": "q-2", "command": "pause", "window": "5"}"#)
+        let next = try #require(try await hall.replies.collect(1).first)
+        #expect(next["requestId"] as? String == "q-2" && next["status"] as? String == "done", "\(next)")
+        #expect(await eventually { hall.log.text.contains("an empty message on 'hall/\(hall.id)/commands'") })
+        serving.cancel()
+        _ = await serving.result
         try await hall.stopAll()
     }
 

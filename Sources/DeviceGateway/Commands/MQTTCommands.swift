@@ -11,7 +11,9 @@ import Synchronization
 /// result is the HTTP `CommandResult` plus `requestId` (the message's `id`); a message that cannot run gets
 /// `{"requestId": …, "status": "invalid", "kind": …, "message": …}`. Commands to one window (or board, or the
 /// printers) run in the order they came; others run at once. A command runs once per idempotency key; the broker
-/// may deliver a QoS 1 message twice, so a client that needs exactly once sends a key.
+/// may deliver a QoS 1 message twice, so a client that needs exactly once sends a key. A retained command runs when it
+/// is published, never again when the broker replays it to a new subscription (each start of the gateway); an empty
+/// message, MQTT's way to clear a retained one, is no command and gets no reply.
 public final class MQTTCommands: Service, Sendable {
     private let client: MosquittoClient
     private let center: CommandCenter
@@ -122,7 +124,22 @@ public final class MQTTCommands: Service, Sendable {
                     await group.next()
                     running -= 1
                 }
-                let request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
+                if message.payload.isEmpty {
+                    logger.info("mqtt commands: an empty message on '\(message.topic)' (clearing a retained one) is no command")
+                    continue
+                }
+                var request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
+                if message.retained {
+                    let what = request.id.map { "request \($0)" } ?? "a request without id"
+                    logger.warning("""
+                        mqtt commands: \(what) on '\(message.topic)' is a retained message the broker replays at every \
+                        connection; not run again (clear it with an empty retained message)
+                        """)
+                    request.action = .invalid(MQTTCommandRequest.invalid("""
+                        a retained message is not run: the broker replays it at every start of the gateway; publish \
+                        commands without the retain flag, and clear this one with an empty retained message
+                        """))
+                }
                 // One lane per window, board or the printers: a call and its recall keep their order.
                 let lane = request.lane.flatMap { lanes.contains($0) ? $0 : nil }
                 let previous = lane.flatMap { tails[$0] }

@@ -39,6 +39,8 @@ struct MosquittoMessage: Sendable {
 struct MosquittoReceived: Sendable {
     var topic: String
     var payload: [UInt8]
+    /// Set on a retained message the broker sends because of a new subscription: an old message, not a live one.
+    var retained = false
 }
 
 /// A topic filter subscribed on every connection, and who hears of it.
@@ -116,7 +118,8 @@ final class MosquittoClient: @unchecked Sendable {
                 Array(UnsafeRawBufferPointer(start: $0, count: length))
             } ?? []
             Unmanaged<MosquittoClient>.fromOpaque(context).takeUnretainedValue()
-                .received(MosquittoReceived(topic: String(cString: topic), payload: payload))
+                .received(MosquittoReceived(topic: String(cString: topic), payload: payload,
+                                            retained: message.pointee.retain))
         }
         mosquitto_log_callback_set(handle) { _, context, level, text in
             guard let context, let text, level & cmosquitto_log_problems != 0 else { return }
