@@ -59,40 +59,40 @@ public struct LocalAPI: Sendable {
         v1.get("/events") { request, _ in try await events(request) }
         v1.post("/windows/:window/call") { request, context in
             let body = try await Self.body(TicketBody.self, request, context)
-            return try await run(.call(window: try context.parameters.require("window"), ticket: body.ticket), request)
+            return try await run(.call(window: try context.pathParameter("window"), ticket: body.ticket), request)
         }
         v1.post("/windows/:window/recall") { request, context in
             let body = try await Self.body(TicketBody.self, request, context)
-            return try await run(.recall(window: try context.parameters.require("window"), ticket: body.ticket), request)
+            return try await run(.recall(window: try context.pathParameter("window"), ticket: body.ticket), request)
         }
         v1.post("/windows/:window/pause") { request, context in
-            try await run(.pause(window: try context.parameters.require("window")), request)
+            try await run(.pause(window: try context.pathParameter("window")), request)
         }
         v1.post("/windows/:window/resume") { request, context in
-            try await run(.resume(window: try context.parameters.require("window")), request)
+            try await run(.resume(window: try context.pathParameter("window")), request)
         }
         v1.post("/windows/:window/clear") { request, context in
-            try await run(.clear(window: try context.parameters.require("window")), request)
+            try await run(.clear(window: try context.pathParameter("window")), request)
         }
         v1.post("/devices/:device/text") { request, context in
             let body = try await Self.body(TextBody.self, request, context)
-            return try await run(.showText(device: try context.parameters.require("device"), text: body.text), request)
+            return try await run(.showText(device: try context.pathParameter("device"), text: body.text), request)
         }
         v1.post("/devices/:device/brightness") { request, context in
             let body = try await Self.body(BrightnessBody.self, request, context)
-            return try await run(.brightness(device: try context.parameters.require("device"), percent: body.level), request)
+            return try await run(.brightness(device: try context.pathParameter("device"), percent: body.level), request)
         }
         v1.post("/devices/:device/power") { request, context in
             let body = try await Self.body(PowerBody.self, request, context)
-            return try await run(.power(device: try context.parameters.require("device"), on: body.on), request)
+            return try await run(.power(device: try context.pathParameter("device"), on: body.on), request)
         }
         v1.post("/windows/:window/staff") { request, context in
             let body = try await Self.body(StaffBody.self, request, context)
-            return try await run(.setStaff(window: try context.parameters.require("window"), staff: body.staff), request)
+            return try await run(.setStaff(window: try context.pathParameter("window"), staff: body.staff), request)
         }
         v1.post("/windows/:window/rating-request") { request, context in
             let body = try await Self.body(TicketBody.self, request, context)
-            return try await run(.requestRating(window: try context.parameters.require("window"), ticket: body.ticket),
+            return try await run(.requestRating(window: try context.pathParameter("window"), ticket: body.ticket),
                                  request)
         }
         v1.post("/tickets") { request, context in
@@ -108,7 +108,7 @@ public struct LocalAPI: Sendable {
         }
         v1.post("/terminals/:terminal/ratings") { request, context in
             let body = try await Self.body(TerminalRating.self, request, context)
-            let terminal = try context.parameters.require("terminal")
+            let terminal = try context.pathParameter("terminal")
             do {
                 let (eventId, stored) = try await commands.submitRating(
                     terminal: terminal, boot: body.boot, counter: body.counter, key: body.key, level: body.level,

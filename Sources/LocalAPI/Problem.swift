@@ -225,3 +225,15 @@ struct DeviceList: ResponseEncodable {
     var lines: [LineCounters]
     var clock: ClockState
 }
+
+extension BasicRequestContext {
+    /// A path parameter as the client meant it: window 综合6 or "6 A" arrives percent-encoded, and the router
+    /// leaves it so.
+    func pathParameter(_ name: String) throws -> String {
+        let raw = try parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else {
+            throw Problem(.badRequest, "the \(name) '\(raw)' in the path is not valid percent-encoded UTF-8")
+        }
+        return decoded
+    }
+}

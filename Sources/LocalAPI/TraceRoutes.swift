@@ -16,7 +16,7 @@ extension LocalAPI {
     }
 
     private func trace(_ request: Request, _ context: BasicRequestContext) throws -> Response {
-        let bus = try context.parameters.require("bus")
+        let bus = try context.pathParameter("bus")
         guard gateway.config.buses.contains(where: { $0.id == bus }) else {
             throw Problem(.notFound, "no bus '\(bus)' in this gateway's configuration")
         }

@@ -148,6 +148,22 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func windowsNamedInChineseOrWithASpaceAreReachedPercentEncoded() async throws {
+        let hall = try await Hall(devices: """
+              - {id: eval-z06, profile: modbus-evaluator-3key, bus: line-a, address: 8, window: "综合6"}
+              - {id: eval-6a, profile: modbus-evaluator-3key, bus: line-a, address: 10, window: "6 A"}
+            """)
+        let chinese = try await hall.request(.POST, "/v1/windows/%E7%BB%BC%E5%90%886/call", json: #"{"ticket": "B777"}"#)
+        #expect(chinese.status == 200, "\(chinese.body)")
+        #expect(hall.hallBoard.display.text == "请B777号到综合6号窗口")
+        let spaced = try await hall.request(.POST, "/v1/windows/6%20A/call", json: #"{"ticket": "A001"}"#)
+        #expect(spaced.status == 200, "\(spaced.body)")
+        #expect(hall.hallBoard.display.text == "请A001号到6 A号窗口")
+        let unknown = try await hall.request(.POST, "/v1/windows/%E7%BB%BC%E5%90%889/pause")
+        #expect(unknown.status == 404 && unknown.body.contains("has no window 综合9"), "\(unknown.body)")
+        try await hall.stopAll()
+    }
+
     @Test func aBodyOverTheLimitIsRefusedInWords() async throws {
         let hall = try await Hall()
         let huge = #"{"text": ""# + String(repeating: "x", count: 2_200_000) + #""}"#
