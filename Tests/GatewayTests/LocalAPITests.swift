@@ -218,6 +218,9 @@ import Testing
         let ticket = try await hall.request(.POST, "/v1/tickets", json: #"{"number": "13812345678", "service": "x"}"#)
         #expect(ticket.status == 400 && !ticket.body.contains("13812345678"), "\(ticket.body)")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing was shown")
+        #expect(try await hall.gateway.outbox.entries(after: 0, limit: 1000).allSatisfy {
+            !$0.json.contains("张三") && !$0.json.contains("Li Wei")
+        }, "no event carries a refused staff id")
         for number in ["A023", "V001", "AB-12", "1023"] {
             let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "\#(number)"}"#)
             #expect(call.status == 200, "\(number): \(call.body)")
@@ -236,6 +239,10 @@ import Testing
             ("/v1/devices/board-w05/text", #"{"text": "请13812345678到5号窗口"}"#, "13812345678", "mobile or resident ID"),
             ("/v1/devices/board-w05/text", #"{"text": "\#(String(repeating: "长", count: 201))"}"#, "长长", "at most 200"),
             ("/v1/windows/5/staff", #"{"staff": "138 1234 5678"}"#, "1234", "mobile or resident ID"),
+            // A name where the staff number goes: refused before the pad is told, so no event carries it.
+            ("/v1/windows/5/staff", #"{"staff": "张三"}"#, "张三", "must be a staff number"),
+            ("/v1/terminals/tablet-w05/ratings", #"{"counter": 3, "level": 5, "staff": "Li Wei"}"#, "Li Wei",
+             "must be a staff number"),
             // The technician's display test takes the same token, so the same rule.
             ("/v1/devices/board-w05/test", #"{"text": "\u001b[5m请13812345678"}"#, "[5m", "control or formatting character"),
             ("/v1/terminals/tablet-w05/ratings", #"{"counter": 1, "level": 5, "staff": "张三 110101199003071234"}"#,

@@ -403,7 +403,7 @@ public actor CommandCenter {
             throw CommandInvalid(kind: "invalid", message: "\(key.map { "key \($0)" } ?? "level \(level ?? 0)") is not on terminal \(id)'s \(scale.name) scale")
         }
         if let ticket, !Self.isTicketNumber(ticket) { throw Self.notATicketNumber("ticket") }
-        if let staffId { try Self.checkField(staffId, "staff", longest: Self.longestStaffId) }
+        if let staffId { try Self.checkStaffId(staffId) }
         let rating = RatingSubmitted(
             window: terminal.window, staffId: staffId, level: chosen.level.rawValue, levelLabel: chosen.level.label,
             key: chosen.code, keyLabel: chosen.label, scale: scale.name, deviceCounter: counter, ticket: ticket)
@@ -460,7 +460,7 @@ public actor CommandCenter {
             }
             return [(device.id, hallCommand)]
         }
-        if case .setStaff(_, let staff) = command { try Self.checkField(staff, "staff", longest: Self.longestStaffId) }
+        if case .setStaff(_, let staff) = command { try Self.checkStaffId(staff) }
         let window = command.window ?? ""
         guard devices.contains(where: { $0.window == window }) else {
             throw CommandInvalid(kind: "unknown-window", message: "hall \(gateway.config.hall.id) has no window \(window)")
@@ -554,6 +554,17 @@ public actor CommandCenter {
         if holdsPhoneOrIDNumber(text) {
             throw CommandInvalid(kind: "invalid", message: "'\(field)' holds what reads as a mobile or resident ID number; "
                                  + "refused and not repeated here, in case it is a citizen's")
+        }
+    }
+
+    /// A staff id is a staff number (工号), as the pads and the central table take it: checked before anything runs,
+    /// since a name sent in its place would otherwise reach the events and the central store.
+    static func checkStaffId(_ staff: String) throws(CommandInvalid) {
+        try checkField(staff, "staff", longest: longestStaffId)
+        let punctuation: Set<Character> = ["-", "_", "."]
+        guard staff.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || punctuation.contains($0)) }) else {
+            throw CommandInvalid(kind: "invalid", message: "'staff' must be a staff number: ASCII letters, digits, '-', "
+                                 + "'_' or '.'; refused and not repeated here, in case it is a name")
         }
     }
 

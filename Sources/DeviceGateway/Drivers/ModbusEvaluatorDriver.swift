@@ -68,8 +68,8 @@ public final class ModbusEvaluatorDriver: Sendable {
                 let values = try field.encode(.text(staff))
                 return [.init(start: profile.staffId.start, values: values)]
             } catch {
-                throw GatewayError(.commandRejected, "\(device.id): staff id '\(staff)' does not fit the pad's "
-                                   + "\(profile.staffId.count * 2) ASCII characters")
+                throw GatewayError(.commandRejected, "\(device.id): a staff id of \(staff.count) characters does not fit "
+                                   + "the pad's \(profile.staffId.count * 2)")
             }
         case .requestRating(let ticket):
             ratingTicket.set(ticket)
