@@ -32,7 +32,7 @@ fsync = on
 CONF
     as_postgres "$PG_BIN/pg_ctl" -D "$folder/pgdata" -l "$folder/pgdata/server.log" -w start >/dev/null
     as_postgres psql -q -h "$folder/pgsocket" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-        -c "CREATE ROLE gateway LOGIN PASSWORD '$password'" -c "CREATE DATABASE central OWNER gateway" >/dev/null
+        -c "CREATE ROLE gateway LOGIN CREATEROLE PASSWORD '$password'" -c "CREATE DATABASE central OWNER gateway" >/dev/null
 }
 
 # A server started from here must not keep our caller's descriptors open: a caller such as Foundation's

@@ -135,7 +135,10 @@ import Testing
         #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
 
         // The write-ahead log emptied first, so the next commit needs room the disk no longer has.
-        let outboxFile = try DatabaseQueue(path: gateway.config.outboxPath)
+        // The gateway writes at every poll: wait for its lock rather than fail on it (CI once saw "database is locked").
+        var waiting = Configuration()
+        waiting.busyMode = .timeout(10)
+        let outboxFile = try DatabaseQueue(path: gateway.config.outboxPath, configuration: waiting)
         _ = try await outboxFile.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
         try outboxFile.close()
         try await disk.fill()

@@ -325,6 +325,48 @@ import Testing
             "SELECT count(*) FROM \(table)_gaps WHERE source = '/halls/hall-9/devices/pad-1'") == "4")
     }
 
+    @Test func aRoleWithOnlyTheDocumentedGrantsDeliversToWhatTheOwnerSetUpAsTheGatewayWouldHave() async throws {
+        // The integrator's trial: the documented grants alone failed with "permission denied for schema public".
+        let table = CentralDatabase.uniqueTable()
+        let role = "gateway_\(UInt32.random(in: 0...UInt32.max))"
+        let password = "pw-\(UInt64.random(in: 0...UInt64.max))"
+        let script = try ["the-table", "gaps-view", "least-privilege"]
+            .map { try central.documentedQuery($0, table: table) }.joined(separator: "\n")
+            .replacingOccurrences(of: "gateway_hall_0571", with: role)
+            .replacingOccurrences(of: "change-me", with: password)
+        _ = try await central.rows(script)
+        let passwordFile = folder.file("\(role)-password")
+        try password.write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        var config = try central.config(table: table)
+        config.user = role
+        config.passwordFile = passwordFile
+        let sink = try PostgresSink(name: "central", config: config, hallId: "hall-9", logger: CapturedLog().logger)
+        try await sink.deliver(outbound([rating(1), rating(2)]))
+        try await sink.deliver(outbound([rating(2), rating(3)]))
+        await sink.shutdown()
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "3")
+
+        // What the owner set up from the docs is what the gateway creates itself.
+        let created = CentralDatabase.uniqueTable()
+        let creating = try central.sink(table: created)
+        try await creating.deliver(outbound([rating(1)]))
+        await creating.shutdown()
+        func layout(_ table: String) async throws -> [String] {
+            let columns = try await central.rows("""
+                SELECT column_name, data_type, is_nullable, coalesce(column_default, '') FROM information_schema.columns
+                WHERE table_name = '\(table)' ORDER BY ordinal_position
+                """).map { $0.joined(separator: " ") }
+            let indexes = try await central.rows(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = '\(table)' ORDER BY indexname").map(\.[0])
+            let view = try await central.rows("SELECT pg_get_viewdef('\(table)_gaps')").map { $0.joined() }
+            return (columns + indexes + view).map { $0.replacingOccurrences(of: table, with: "T") }
+        }
+        #expect(try await layout(table) == layout(created))
+        _ = try await central.rows("""
+            DROP TABLE \(table) CASCADE; REVOKE ALL ON hall_gateway_schema FROM \(role); DROP ROLE \(role)
+            """)
+    }
+
     @Test func theDocumentedRetentionDeletesOnlyOldEvents() async throws {
         let table = CentralDatabase.uniqueTable()
         let sink = try central.sink(table: table)

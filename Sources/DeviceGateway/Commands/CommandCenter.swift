@@ -569,7 +569,7 @@ public actor CommandCenter {
     }
 
     /// Whether `text` holds what reads as a mobile number (11 digits from 13… to 19…, also after 86 and written
-    /// 3-4-4 with spaces or hyphens) or a resident ID number (15 or 18 digits, or 17 and X); full-width digits count.
+    /// 3-4-4 with spaces, hyphens or dots) or a resident ID number (15 or 18 digits, or 17 and X); full-width digits count.
     static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
         let characters = Array(text.map(halfWidth))
         func isDigit(_ index: Int) -> Bool { characters.indices.contains(index) && characters[index].isASCII && characters[index].isNumber }
@@ -589,21 +589,22 @@ public actor CommandCenter {
             }
             index = end
         }
-        // 138 1234 5678, 138-1234-5678: the groups a person writes, not digits of something longer.
+        // 138 1234 5678, 138-1234-5678, 138.1234.5678: the groups a person writes, not digits of something longer.
         let normalized = String(characters)
-        return normalized.matches(of: /1[3-9][0-9][ -][0-9]{4}[ -][0-9]{4}/).contains { match in
+        return normalized.matches(of: /1[3-9][0-9][ .-][0-9]{4}[ .-][0-9]{4}/).contains { match in
             let before = normalized[..<match.range.lowerBound].last
             let after = normalized[match.range.upperBound...].first
             return !(before?.isNumber ?? false) && !(after?.isNumber ?? false)
         }
     }
 
-    /// Full-width digits, hyphens and spaces (as a Chinese input method types them) as their ASCII selves.
+    /// Full-width digits, hyphens, dots and spaces (as a Chinese input method types them) as their ASCII selves.
     private static func halfWidth(_ character: Character) -> Character {
         guard let scalar = character.unicodeScalars.first, character.unicodeScalars.count == 1 else { return character }
         switch scalar.value {
         case 0xFF10...0xFF19: return Character(Unicode.Scalar(scalar.value - 0xFF10 + 0x30)!)
         case 0xFF0D: return "-"
+        case 0xFF0E: return "."
         case 0x3000: return " "
         default: return character
         }
