@@ -5,7 +5,28 @@ import Foundation
 struct OutboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "outbox", abstract: "Look into the outbox: what each sink has not received yet.",
-        subcommands: [Status.self])
+        subcommands: [Status.self, Resend.self])
+
+    /// Where the outbox is: `--outbox`, or the configuration's state directory, or var/outbox.sqlite.
+    struct Location: ParsableArguments {
+        @Option(help: "The hall's configuration: its state directory and sinks.")
+        var config: String?
+
+        @Option(help: "The outbox file (default: <state-directory>/outbox.sqlite, or var/outbox.sqlite).")
+        var outbox: String?
+
+        /// The outbox's path and the configuration, if one was given; a broken one exits with its error.
+        func resolve() throws -> (path: String, config: GatewayConfig?) {
+            guard let config else { return (outbox ?? "var/outbox.sqlite", nil) }
+            do {
+                let (loaded, _) = try ConfigLoader.load(path: config)
+                return (outbox ?? loaded.outboxPath, loaded)
+            } catch {
+                printError(error.description)
+                throw ExitCode(CLIExit.usage)
+            }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -14,32 +35,16 @@ struct OutboxCommand: AsyncParsableCommand {
                 + "cannot be read (a wrong --outbox or state directory, as for events --store) or the configuration "
                 + "is broken.")
 
-        @Option(help: "The hall's configuration: its state directory and sinks.")
-        var config: String?
-
-        @Option(help: "The outbox file (default: <state-directory>/outbox.sqlite, or var/outbox.sqlite).")
-        var outbox: String?
+        @OptionGroup var location: Location
 
         @Flag(help: "One JSON document instead of tables.")
         var json = false
 
         func run() async throws {
-            var path = outbox ?? "var/outbox.sqlite"
-            var sinks: [String]?
-            var budget: Int64?
-            var timeZone = TimeZone(identifier: "Asia/Shanghai")!
-            if let config {
-                do {
-                    let (loaded, _) = try ConfigLoader.load(path: config)
-                    if outbox == nil { path = loaded.outboxPath }
-                    sinks = loaded.sinks.map(\.name)
-                    budget = loaded.outbox.maximumBytes
-                    timeZone = loaded.hall.timeZone
-                } catch {
-                    printError(error.description)
-                    throw ExitCode(CLIExit.usage)
-                }
-            }
+            let (path, config) = try location.resolve()
+            let sinks = config?.sinks.map(\.name)
+            let budget = config?.outbox.maximumBytes
+            let timeZone = config?.hall.timeZone ?? TimeZone(identifier: "Asia/Shanghai")!
             let report: OutboxReport
             do {
                 let reader = try Outbox.openForReading(path: path)
@@ -57,6 +62,45 @@ struct OutboxCommand: AsyncParsableCommand {
             } else {
                 print(report.text(timeZone: timeZone, now: Date()))
             }
+        }
+    }
+
+    struct Resend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Have events put aside offered to their sink again, once the store's fault is fixed.",
+            discussion: """
+                Marks the events in the outbox: every one put aside, those of --sink, or the ids given. The gateway \
+                sends them once the sink's backlog is delivered (at its next start, if it is not running); what the \
+                store refuses again stays put aside with its new reason (gatewayd outbox status). Exit status 0; 1 \
+                when no event put aside matches; 2 when the outbox cannot be opened or the configuration is broken.
+                """)
+
+        @OptionGroup var location: Location
+
+        @Option(help: "Only the events put aside for this sink.")
+        var sink: String?
+
+        @Argument(help: "Ids of events put aside (default: every one).")
+        var ids: [String] = []
+
+        func run() async throws {
+            let (path, _) = try location.resolve()
+            let asked: Int
+            do {
+                asked = try await Outbox.openForReading(path: path, writable: true).askResend(sink: sink, ids: ids)
+            } catch {
+                printError("\(error)")
+                throw ExitCode(CLIExit.usage)
+            }
+            guard asked > 0 else {
+                printError("no event put aside in \(path) matches" + (sink.map { " for sink \($0)" } ?? "")
+                           + (ids.isEmpty ? "" : " the ids given"))
+                throw ExitCode(CLIExit.failed)
+            }
+            print("""
+                \(asked) event\(asked == 1 ? "" : "s") put aside will be offered to \(sink.map { "sink \($0)" } ?? "their sink") \
+                again once its backlog is delivered; `gatewayd outbox status` shows what it refuses again
+                """)
         }
     }
 }
@@ -91,9 +135,10 @@ struct OutboxReport: Encodable {
         lines += Output.table([header] + rows)
         if !putAside.isEmpty {
             lines.append("")
-            lines.append("put aside (refused by the sink for good, kept here):")
+            lines.append("put aside (refused by the sink for good, kept here; `gatewayd outbox resend` offers them again):")
             lines += Output.table([["sink", "when", "source", "id", "reason"]] + putAside.map {
-                [$0.sink, time($0.putAsideAt), $0.source, $0.id, $0.reason]
+                [$0.sink, time($0.putAsideAt), $0.source, $0.id,
+                 ($0.resendAskedAt.map { "to be sent again (asked \(time($0))); " } ?? "") + $0.reason]
             })
         }
         return lines.joined(separator: "\n")

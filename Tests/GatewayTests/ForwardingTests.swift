@@ -13,6 +13,8 @@ final class ScriptedSink: EventSink {
     private let state = Mutex<(outages: Int, received: [String], attempts: Int, refusingAll: Bool, refusals: Int)>(
         (0, [], 0, false, 0))
     let poison: Set<String>
+    /// Poisoned events the store takes after all: its fault was fixed.
+    private let fixed = Mutex<Set<String>>([])
 
     let sameReason: Bool
     /// The store's Retry-After while it is down; nil: the forwarder's own backoff.
@@ -35,6 +37,9 @@ final class ScriptedSink: EventSink {
     var received: [String] { state.withLock { $0.received } }
     var attempts: Int { state.withLock { $0.attempts } }
 
+    /// The store takes `id` from now on.
+    func fix(_ id: String) { fixed.withLock { _ = $0.insert(id) } }
+
     /// While set, every batch is refused for good with a reason of its own, as by a proxy answering 400 for the
     /// store with a request id in its body.
     func setRefusingAll(_ refusing: Bool) { state.withLock { $0.refusingAll = refusing } }
@@ -53,7 +58,8 @@ final class ScriptedSink: EventSink {
             if state.refusingAll {
                 throw SinkError(.rejected, "400 Bad Request: request \(state.attempts) for \(batch.first?.id ?? "") refused")
             }
-            if let bad = batch.first(where: { poison.contains($0.id) }) {
+            let fixed = self.fixed.withLock { $0 }
+            if let bad = batch.first(where: { poison.contains($0.id) && !fixed.contains($0.id) }) {
                 throw SinkError(.rejected, sameReason ? "400 Bad Request: no partition for these rows"
                                     : "400 Bad Request: event \(bad.id) has no valid data")
             }
@@ -143,6 +149,37 @@ final class GatedSink: EventSink {
         #expect(try await outbox.backlog(sink: sink.name) == 0)
         #expect(Set(sink.received) == Set((1...6).map { "e\($0)" }), "\(sink.received)")
         #expect(try await outbox.putAsideEvents().isEmpty)
+    }
+
+    @Test func eventsPutAsideAndAskedForAgainReachTheStoreOnceItTakesThemOrStayAsideWithItsNewReason() async throws {
+        try await outbox.commit(deviceEvents(4))
+        let sink = ScriptedSink(poison: ["e2", "e3"])
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: ""),
+                                                                                  batchSize: 8), logger: CapturedLog().logger)
+        forwarder.firstRetryDelay = .milliseconds(10)
+        try await forwarder.drain()
+        #expect(try await outbox.putAsideEvents().map(\.id) == ["e2", "e3"])
+
+        // The store's owner fixed what refused e2 (a column too short, say), not e3's: the technician asks for both
+        // while the gateway runs.
+        sink.fix("e2")
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        #expect(try await outbox.askResend(sink: sink.name, ids: []) == 2)
+        #expect(await eventually { sink.received.contains("e2") }, "\(sink.received)")
+        #expect(await eventually {
+            (try? await outbox.putAsideEvents())?.allSatisfy { $0.resendAskedAt == nil } == true
+        }, "each answered, none asked for again")
+        stop.stop()
+        await running.value
+
+        #expect(sink.received.sorted() == ["e1", "e2", "e4"])
+        let aside = try await outbox.putAsideEvents()
+        #expect(aside.map(\.id) == ["e3"] && aside[0].reason.contains("event e3"), "\(aside)")
+        let report = try #require(try await outbox.sinkReports([sink.name]).first)
+        #expect(report.putAside == 1 && report.sent == 3 && report.backlog == 0, "\(report)")
+        #expect(try await outbox.askResend(sink: sink.name, ids: ["e2"]) == 0, "e2 is no longer put aside")
+        #expect(try await outbox.askResend(sink: "another", ids: []) == 0)
     }
 
     @Test func aStoreThatRefusesEveryEventAlikeIsRetriedNotEmptiedIntoThePutAsideTable() async throws {
@@ -623,6 +660,18 @@ extension OutboxSalvageTests {
         #expect(sinks.map { $0["backlog"] as? Int } == [0, 12])
         #expect(sinks.map { $0["putAside"] as? Int } == [1, 0])
         #expect((document["putAside"] as? [[String: Any]])?.map { $0["id"] as? String } == ["e3"])
+
+        // Asked to be sent again, once the store is fixed; a sink with nothing put aside says so.
+        let resend = try await run(gatewaydPath, ["outbox", "resend", "--outbox", path, "--sink", "central"])
+        #expect(resend.status == 0, "\(resend.standardError)")
+        #expect(resend.standardOutput.hasPrefix("1 event put aside will be offered to sink central again"),
+                "\(resend.standardOutput)")
+        let asked = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(asked.standardOutput.split(separator: "\n").contains {
+            $0.contains("e3") && $0.contains("to be sent again (asked ")
+        }, "\(asked.standardOutput)")
+        let nothing = try await run(gatewaydPath, ["outbox", "resend", "--outbox", path, "--sink", "local"])
+        #expect(nothing.status == 1 && nothing.standardError.contains("no event put aside"), "\(nothing.standardError)")
     }
 
     @Test func eventsSinceAnAgeTakesItWithOrWithoutAMinus() async throws {

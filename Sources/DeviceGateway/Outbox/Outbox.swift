@@ -85,6 +85,8 @@ public struct PutAsideEvent: Sendable, Equatable, Codable {
     public var reason: String
     public var putAsideAt: Date
     public var json: String
+    /// When a technician asked for it to be sent again (`gatewayd outbox resend`), until the sink answers.
+    public var resendAskedAt: Date?
 }
 
 /// What a salvage of a damaged outbox found.
@@ -101,11 +103,12 @@ public struct SalvageReport: Sendable, Equatable, Codable {
     public var damage: String
 }
 
-/// Opens an existing SQLite file for reading only: a CLI pointed at the wrong file must not change it.
-func readOnlyDatabase(at path: String, missing: String) throws -> DatabaseQueue {
+/// Opens an existing SQLite file for reading only (or, `writable`, for a CLI's one change): a CLI pointed at the
+/// wrong file must not create one.
+func readOnlyDatabase(at path: String, missing: String, writable: Bool = false) throws -> DatabaseQueue {
     guard FileManager.default.fileExists(atPath: path) else { throw GatewayError(.storeMissing, missing) }
     var configuration = Configuration()
-    configuration.readonly = true
+    configuration.readonly = !writable
     configuration.busyMode = .timeout(10)
     return try DatabaseQueue(path: path, configuration: configuration)
 }
@@ -253,13 +256,14 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Opens an existing outbox read-only (the technician's CLI): nothing is created or migrated.
-    public static func openForReading(path: String) throws -> Outbox {
+    /// Opens an existing outbox read-only (the technician's CLI), or `writable` for one change the running daemon
+    /// may share (a resend asked for): nothing is created or migrated.
+    public static func openForReading(path: String, writable: Bool = false) throws -> Outbox {
         let queue: DatabaseQueue
         let tables: [String]
         do {
             queue = try readOnlyDatabase(
-                at: path, missing: "no outbox at \(path): has the gateway run with this state directory?")
+                at: path, missing: "no outbox at \(path): has the gateway run with this state directory?", writable: writable)
             tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
         } catch let error as DatabaseError {
             throw GatewayError(.storeMissing, "cannot read the outbox \(path): \(describe(error))")
@@ -412,6 +416,10 @@ public final class Outbox: Sendable {
                         UNION ALL SELECT max(checked_at) FROM hall_day_check))
                     WHERE latest IS NOT NULL;
                 """)
+        }
+        // A technician asks for put-aside events to be offered to their sink again, once its fault is fixed.
+        migrator.registerMigration("v10-put-aside-resend") { db in
+            try db.execute(sql: "ALTER TABLE put_aside ADD COLUMN resend_asked_at REAL")
         }
         return migrator
     }
@@ -673,16 +681,84 @@ public final class Outbox: Sendable {
     /// The events a sink refused, newest last.
     public func putAsideEvents(sink: String? = nil) async throws -> [PutAsideEvent] {
         try await database.read { db in
-            try Row.fetchAll(
+            let resend = try db.columns(in: "put_aside").contains { $0.name == "resend_asked_at" }
+            return try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT sink, source, id, type, reason, put_aside_at, json FROM put_aside
-                    WHERE ?1 IS NULL OR sink = ?1 ORDER BY put_aside_at, position
+                    SELECT sink, source, id, type, reason, put_aside_at, json, \(resend ? "resend_asked_at" : "NULL")
+                    FROM put_aside WHERE ?1 IS NULL OR sink = ?1 ORDER BY put_aside_at, position
                     """, arguments: [sink]
             ).map { row in
                 PutAsideEvent(sink: row[0], source: row[1], id: row[2], type: row[3], reason: row[4],
-                              putAsideAt: Date(timeIntervalSince1970: row[5]), json: row[6])
+                              putAsideAt: Date(timeIntervalSince1970: row[5]), json: row[6],
+                              resendAskedAt: (row[7] as Double?).map(Date.init(timeIntervalSince1970:)))
             }
+        }
+    }
+
+    /// Asks for put-aside events to be offered to their sink again: all of them, those of `sink`, or those with
+    /// `ids`. Returns how many were asked for; the sink's forwarder sends them once its backlog is delivered.
+    public func askResend(sink: String?, ids: [String]) async throws -> Int {
+        let now = Date().timeIntervalSince1970
+        return try await database.write { db in
+            guard try db.columns(in: "put_aside").contains(where: { $0.name == "resend_asked_at" }) else {
+                throw GatewayError(.storeMissing, "the outbox \(self.path) is from an older version: start the gateway "
+                                   + "once to bring it up to date")
+            }
+            let idsJSON = String(decoding: try JSONEncoder().encode(ids), as: UTF8.self)
+            try db.execute(
+                sql: """
+                    UPDATE put_aside SET resend_asked_at = ?
+                    WHERE (?2 IS NULL OR sink = ?2) AND (?3 = '[]' OR id IN (SELECT value FROM json_each(?3)))
+                    """, arguments: [now, sink, idsJSON])
+            return db.changesCount
+        }
+    }
+
+    /// Up to `limit` put-aside events of `sink` asked to be sent again, oldest first, as they are delivered.
+    public func resendAsked(sink: String, limit: Int) async throws -> [OutboundEvent] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT position, source, id, type, json_extract(json, '$.time'), json_extract(json, '$.subject'),
+                           CAST(json_extract(json, '$.sequence') AS INTEGER), json
+                    FROM put_aside WHERE sink = ? AND resend_asked_at IS NOT NULL ORDER BY position LIMIT ?
+                    """, arguments: [sink, limit]
+            ).map { row in
+                OutboundEvent(position: row[0], source: row[1], id: row[2], type: row[3], time: row[4],
+                              subject: row[5], sequence: row[6], json: row[7])
+            }
+        }
+    }
+
+    /// The sink took put-aside events sent again: they are no longer held for it, and count as sent.
+    public func resent(_ events: [OutboundEvent], sink: String) async throws {
+        let now = Date().timeIntervalSince1970
+        try await database.write { db in
+            for event in events {
+                try db.execute(sql: "DELETE FROM put_aside WHERE sink = ? AND position = ?", arguments: [sink, event.position])
+            }
+            try db.execute(
+                sql: """
+                    UPDATE sink_state SET put_aside = max(put_aside - ?2, 0), sent = sent + ?2, last_success_at = ?3
+                    WHERE sink = ?1
+                    """, arguments: [sink, events.count, now])
+        }
+    }
+
+    /// The sink refused a put-aside event sent again: it stays put aside with the new reason, no longer asked for.
+    public func refusedAgain(_ event: OutboundEvent, sink: String, reason: String) async throws {
+        let now = Date().timeIntervalSince1970
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE put_aside SET reason = ?, put_aside_at = ?, resend_asked_at = NULL
+                    WHERE sink = ? AND position = ?
+                    """, arguments: [reason, now, sink, event.position])
+            try db.execute(
+                sql: "UPDATE sink_state SET last_error = ?, last_error_at = ? WHERE sink = ?",
+                arguments: [reason, now, sink])
         }
     }
 

@@ -52,6 +52,7 @@ public struct Forwarder: Sendable {
                         break forwarding
                     }
                 }
+                if !stopping { try await resendAsked() }
                 if failing != nil {
                     let backlog = (try? await outbox.backlog(sink: sink.name)) ?? 0
                     logger.notice("sink \(sink.name): delivering again, \(backlog) events left in the backlog")
@@ -109,6 +110,37 @@ public struct Forwarder: Sendable {
         while !stop.isStopped, ContinuousClock.now < until {
             await stop.sleep(for: min(idleInterval, until - .now))
             if let behind = try? await outbox.entries(after: position, limit: 1), !behind.isEmpty { return }
+        }
+    }
+
+    /// Offers the put-aside events a technician asked to be sent again (`gatewayd outbox resend`), once the backlog is
+    /// delivered; what the store refuses again stays put aside with its new reason. A store that is down keeps the
+    /// request for the next attempt.
+    private func resendAsked() async throws {
+        while true {
+            let asked = try await outbox.resendAsked(sink: sink.name, limit: config.batchSize)
+            guard !asked.isEmpty else { return }
+            try await resend(asked[...])
+        }
+    }
+
+    private func resend(_ events: ArraySlice<OutboundEvent>) async throws {
+        do {
+            try await sink.deliver(Array(events))
+            try await outbox.resent(Array(events), sink: sink.name)
+            logger.notice("sink \(sink.name) took \(events.count) put-aside event\(events.count == 1 ? "" : "s") sent again")
+        } catch let error as SinkError where error.code == .rejected {
+            guard events.count > 1 else {
+                let event = events[events.startIndex]
+                try await outbox.refusedAgain(event, sink: sink.name, reason: error.message)
+                logger.error(
+                    "sink \(sink.name) refused event \(event.id) of \(event.source) again; kept put aside: \(error.message)",
+                    metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
+                return
+            }
+            let middle = events.startIndex + events.count / 2
+            try await resend(events[..<middle])
+            try await resend(events[middle...])
         }
     }
 
