@@ -359,8 +359,9 @@ public final class Gateway: Service {
     /// Commits a check's report as a `hall.gateway.device_check` event and keeps its verdict as the last one told;
     /// with `onlyWhenNew`, only when the verdict differs from it. The verdict and the event's place among the own
     /// events are taken under one lock: two checks at once cannot leave the one told last different from the one kept.
+    /// Returns whether the event was queued, and whether it still waits in memory (the outbox refused it).
     @discardableResult
-    func commitCheck(_ report: DeviceCheckReport, id: String, onlyWhenNew: Bool) async -> Bool {
+    func commitCheck(_ report: DeviceCheckReport, id: String, onlyWhenNew: Bool) async -> (queued: Bool, waiting: Bool) {
         let verdict = CheckVerdict(report)
         let event = CloudEvent(id: id, source: EventSource.gateway(hall: config.hall.id), type: HallEventType.deviceCheck,
                                time: Date(), subject: nil, data: .deviceCheck(report))
@@ -370,8 +371,9 @@ public final class Gateway: Service {
             ownWaiting.withLock { $0.append(event) }
             return true
         }
-        if queued { _ = await commitOwnWaiting() }
-        return queued
+        guard queued else { return (false, false) }
+        _ = await commitOwnWaiting()
+        return (true, ownWaiting.withLock { $0.contains { $0.id == id } })
     }
 
     /// Commits the own events waiting; returns how many still wait.

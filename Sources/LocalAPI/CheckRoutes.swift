@@ -52,7 +52,8 @@ extension LocalAPI {
             passed: report.passed, problems: report.problems, warnings: report.warnings,
             devicesChecked: report.devicesChecked,
             devicesAnswering: report.devicesAnswering, devices: devices, sinks: sinks,
-            outbox: .init(passed: outboxWritable, detail: outboxDetail), reported: reported)
+            outbox: .init(passed: outboxWritable, detail: outboxDetail), reported: reported?.id,
+            reportWaiting: reported?.waiting == true ? true : nil)
     }
 }
 
@@ -93,4 +94,7 @@ public struct CheckResponse: ResponseEncodable, Decodable {
     /// The id of the `hall.gateway.device_check` event this check was committed as; absent when the central store
     /// was told its verdict (what fails, or that all passed) already.
     public var reported: String?
+    /// True when that event waits in memory because the outbox takes no write (a full disk): the sinks get it once
+    /// the outbox takes writes again.
+    public var reportWaiting: Bool?
 }

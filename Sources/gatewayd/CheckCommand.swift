@@ -92,7 +92,12 @@ struct CheckCommand: AsyncParsableCommand {
             for warning in report.warnings { print("  - not confirmed: \(warning)") }
         }
         // Said whatever the sinks: a hall with only its local store keeps the event too.
-        print(report.reported.map { "reported to the sinks as event \($0)" }
-              ?? "reported already: an earlier check since the gateway started gave this verdict")
+        if let event = report.reported {
+            print(report.reportWaiting == true
+                ? "to be reported to the sinks as event \(event): it waits in memory until the outbox takes writes again"
+                : "reported to the sinks as event \(event)")
+        } else {
+            print("reported already: an earlier check since the gateway started gave this verdict")
+        }
     }
 }

@@ -463,6 +463,14 @@ final class BrokerStore: @unchecked Sendable {
         #expect(status.status == 1, "\(status.standardOutput)\(status.standardError)")
         #expect(status.standardOutput.contains("the gateway is NOT READY: the outbox cannot be written"),
                 "\(status.standardOutput)")
+        // A check asked for now fails for the outbox; its event is not claimed reported while it waits in memory.
+        let check = try await run(gatewaydPath, ["check", "--config", config, "--api", api])
+        #expect(check.status == 1, "\(check.standardOutput)\(check.standardError)")
+        let waitingLine = "to be reported to the sinks as event "
+        let waiting = try #require(check.standardOutput.split(separator: "\n").last { $0.hasPrefix(waitingLine) },
+                                   "\(check.standardOutput)")
+        #expect(waiting.hasSuffix(": it waits in memory until the outbox takes writes again"))
+        let checkEvent = String(waiting.dropFirst(waitingLine.count).prefix { $0 != ":" })
 
         try disk.free()
         let freed = ContinuousClock.now
@@ -487,6 +495,8 @@ final class BrokerStore: @unchecked Sendable {
         #expect(result.standardOutput.contains("gateway stopped; everything read is committed"))
 
         let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        #expect(try await store.events(type: HallEventType.deviceCheck, limit: 100).contains { $0.id == checkEvent },
+                "the check's event reached the store once the disk had room")
         // The heartbeats of the full disk's seconds are there too: none missing from the first to the last.
         let beats = try await store.events(type: HallEventType.gatewayHeartbeat, limit: 100_000)
             .compactMap { Int($0.id.split(separator: "-").last ?? "") }.sorted()

@@ -119,12 +119,14 @@ extension Gateway {
     /// Commits a check asked for as a `hall.gateway.device_check` event when what it fails for differs from the last
     /// check committed since the start (the day's, or one asked for): a board fixed after the morning's check failed
     /// reaches the central store when the technician checks again, and a monitor asking every minute adds nothing
-    /// while nothing changes. Returns the event's id, nil when the central store was told this verdict already.
-    public func reportCheckOnDemand(_ report: DeviceCheckReport) async -> String? {
+    /// while nothing changes. Returns the event's id, and whether it waits in memory for the outbox (a full disk); nil
+    /// when the central store was told this verdict already.
+    public func reportCheckOnDemand(_ report: DeviceCheckReport) async -> (id: String, waiting: Bool)? {
         var report = report
         report.onDemand = true
         let id = "device-check-\(UUID().uuidString.lowercased())"
-        return await commitCheck(report, id: id, onlyWhenNew: true) ? id : nil
+        let (queued, waiting) = await commitCheck(report, id: id, onlyWhenNew: true)
+        return queued ? (id, waiting) : nil
     }
 
     static func describe(_ transport: BusConfig.Transport) -> String {
