@@ -48,8 +48,9 @@ public struct APIService: Service {
         } catch is CancellationError {
             return
         } catch {
-            logger.critical("api: cannot serve on \(address): \(Self.reason(error))")
-            throw error
+            let unavailable = APIUnavailable(description: "api: cannot serve on \(address): \(Self.reason(error))")
+            logger.critical("\(unavailable.description)")
+            throw unavailable
         }
     }
 
@@ -63,6 +64,11 @@ public struct APIService: Service {
         }
         return "\(error)"
     }
+}
+
+/// The API could not serve (its port taken): logged as a critical line when thrown.
+public struct APIUnavailable: Error, CustomStringConvertible {
+    public let description: String
 }
 
 /// The bearer token clients must send.

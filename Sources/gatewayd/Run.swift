@@ -97,11 +97,14 @@ struct Run: AsyncParsableCommand {
         }
         // The demo's queue system talks to this gateway's own API, on the port it bound.
         let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+        let (apiReady, apiListens) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         // One command center for every door (HTTP, MQTT): an idempotency key in flight is seen by both.
         let metrics = GatewayMetrics()
         let commands = CommandCenter(gateway: gateway, onFinished: metrics.record)
+        let gatewayService: any Service = gatewayConfig.api.enabled
+            ? GatewayOnceTheAPIListens(gateway: gateway, apiReady: apiReady) : gateway
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: gateway, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway")
+            .init(service: gatewayService, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway")
         ]
         if gatewayConfig.api.enabled {
             let token: String
@@ -116,7 +119,10 @@ struct Run: AsyncParsableCommand {
             // hand its token to whatever holds the port.
             services.append(.init(service: APIService(gateway: gateway, commands: commands, metrics: metrics,
                                                       settings: gatewayConfig.api, token: token, logger: logger,
-                                                      onListening: { port in listening.yield(port) }),
+                                                      onListening: { port in
+                                                          apiListens.yield()
+                                                          listening.yield(port)
+                                                      }),
                                   successTerminationBehavior: .ignore,
                                   failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: "api"))
         } else {
@@ -150,6 +156,10 @@ struct Run: AsyncParsableCommand {
             configuration: .init(services: services, gracefulShutdownSignals: stopSignals, logger: logger))
         do {
             try await group.run()
+        } catch is APIUnavailable {
+            // Said in its critical line already.
+            demo?.stop()
+            throw ExitCode(1)
         } catch {
             // ServiceLifecycle's own text is a file, a line and an error code: one line a technician can act on.
             printError("gatewayd: stopped on a failure: \(Self.explain(error))")
@@ -176,6 +186,19 @@ struct Run: AsyncParsableCommand {
             return "the \(text[start.upperBound..<end]) service ended before it was asked to stop"
         }
         return "\(groupError.errorCode)"
+    }
+}
+
+/// The gateway, started once the API listens: a gateway whose API port is taken does not start, so it must not poll
+/// a device or deliver an event before the port is known to be its own.
+struct GatewayOnceTheAPIListens: Service {
+    let gateway: Gateway
+    let apiReady: AsyncStream<Void>
+
+    func run() async throws {
+        let listens = await cancelWhenGracefulShutdown { await apiReady.first { true } != nil }
+        guard listens else { return }
+        try await gateway.run()
     }
 }
 

@@ -575,6 +575,10 @@ import Testing
         #expect(daemon.standardOutput.contains(
             "api: cannot serve on 127.0.0.1:\(holder.port): the port is in use by another program"),
             "\(daemon.standardOutput)")
+        #expect(!daemon.standardError.contains("bind("), "said once, in words: \(daemon.standardError)")
+        // It did not start: no device polled, nothing committed for the stores (the trial saw events delivered).
+        #expect(!daemon.standardOutput.contains("hall.device.online"), "\(daemon.standardOutput)")
+        #expect(try await Outbox.openForReading(path: folder.file("state/outbox.sqlite")).count() == 0)
     }
 
     @Test func aClientThatStopsSendingMidRequestDoesNotHoldTheStop() async throws {

@@ -2,6 +2,7 @@ import DeviceGateway
 import Foundation
 import Glibc
 import Logging
+import MockDevices
 import Testing
 
 /// The PostgreSQL sink against the real PostgreSQL of `scripts/test-services.sh`, looked at with psql as
@@ -365,6 +366,42 @@ import Testing
         _ = try await central.rows("""
             DROP TABLE \(table) CASCADE; REVOKE ALL ON hall_gateway_schema FROM \(role); DROP ROLE \(role)
             """)
+    }
+
+    @Test func aStopWhileTheStoreTakesABatchLetsTheBatchFinish() async throws {
+        // The trial: one stop in three cut the last batch ("connection pool closed while the batch was sent"): the
+        // pool ran under the gateway's graceful shutdown and closed at its first moment.
+        let table = CentralDatabase.uniqueTable()
+        let creating = try central.sink(table: table)
+        try await creating.deliver(outbound([rating(1)]))
+        await creating.shutdown()
+        // A store that takes two seconds over every batch.
+        _ = try await central.rows("""
+            CREATE FUNCTION \(table)_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+            CREATE TRIGGER \(table)_slow BEFORE INSERT ON \(table) FOR EACH STATEMENT EXECUTE FUNCTION \(table)_slow();
+            """)
+        let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
+        defer { server.stop() }
+        let config = try CLITests.hallFile(folder, """
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath))}
+            devices:
+              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+            sinks:
+              - {type: postgres, name: central, host: \(central.host), port: \(central.port), database: \(central.database), \
+            user: \(central.user), password-file: \(central.passwordFile), table: \(table), timeout-ms: 10000}
+            """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        let inserting = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'INSERT INTO \(table) %'"
+        try #require(await eventually(timeout: .seconds(15)) { (try? await central.value(inserting)) == "1" },
+                     "a batch under way: \(daemon.output)")
+        daemon.interrupt()
+        let stopped = try await daemon.wait(timeout: .seconds(30))
+        #expect(stopped.status == 0, "\(stopped.standardOutput)")
+        #expect(!stopped.standardOutput.contains("delivery failed"), "\(stopped.standardOutput)")
+        let outbox = try Outbox.openForReading(path: folder.file("state/outbox.sqlite"))
+        #expect(try await outbox.backlog(sink: "central") == 0, "everything went before the stop ended")
     }
 
     @Test func theDocumentedRetentionDeletesOnlyOldEvents() async throws {

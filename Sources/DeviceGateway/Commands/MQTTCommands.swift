@@ -12,8 +12,10 @@ import Synchronization
 /// `{"requestId": …, "status": "invalid", "kind": …, "message": …}`. Commands to one window (or board, or the
 /// printers) run in the order they came; others run at once. A command runs once per idempotency key; the broker
 /// may deliver a QoS 1 message twice, so a client that needs exactly once sends a key. A retained command runs when it
-/// is published, never again when the broker replays it to a new subscription (each start of the gateway); an empty
-/// message, MQTT's way to clear a retained one, is no command and gets no reply.
+/// arrives as published; the broker's replay of it to a new subscription (each start of the gateway) is not run and
+/// not answered, only logged: the command ran when published, or its copy queued for the gateway's session comes
+/// too and is answered (an answer to the replay as well would contradict it). An empty message, MQTT's way to clear a
+/// retained one, is no command and gets no reply.
 public final class MQTTCommands: Service, Sendable {
     private let client: MosquittoClient
     private let center: CommandCenter
@@ -128,17 +130,15 @@ public final class MQTTCommands: Service, Sendable {
                     logger.info("mqtt commands: an empty message on '\(message.topic)' (clearing a retained one) is no command")
                     continue
                 }
-                var request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
+                let request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
                 if message.retained {
                     let what = request.id.map { "request \($0)" } ?? "a request without id"
                     logger.warning("""
                         mqtt commands: \(what) on '\(message.topic)' is a retained message the broker replays at every \
-                        connection; not run again (clear it with an empty retained message)
+                        start of the gateway; not run and not answered (publish commands without the retain flag; \
+                        clear this one with an empty retained message)
                         """)
-                    request.action = .invalid(MQTTCommandRequest.invalid("""
-                        a retained message is not run: the broker replays it at every start of the gateway; publish \
-                        commands without the retain flag, and clear this one with an empty retained message
-                        """))
+                    continue
                 }
                 // One lane per window, board or the printers: a call and its recall keep their order.
                 let lane = request.lane.flatMap { lanes.contains($0) ? $0 : nil }

@@ -201,7 +201,9 @@ public actor PostgresSink: EventSink {
         if let pool { return pool }
         generation += 1
         let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger)
-        let pool = Pool(client: client, runner: Task { await client.run() }, generation: generation)
+        // Detached: `PostgresClient.run` ends at the service group's graceful shutdown, which a child task would see,
+        // closing the pool under the forwarder's last batch at a stop; the pool ends when this sink drops it.
+        let pool = Pool(client: client, runner: Task.detached { await client.run() }, generation: generation)
         self.pool = pool
         return pool
     }
