@@ -98,7 +98,8 @@ struct OutboxCommand: AsyncParsableCommand {
                 throw ExitCode(CLIExit.failed)
             }
             print("""
-                \(asked) event\(asked == 1 ? "" : "s") put aside will be offered to \(sink.map { "sink \($0)" } ?? "their sink") \
+                \(asked) event\(asked == 1 ? "" : "s") put aside will be offered to \
+                \(sink.map { "sink \($0)" } ?? (asked == 1 ? "its sink" : "their sinks")) \
                 again once its backlog is delivered; `gatewayd outbox status` shows what it refuses again
                 """)
         }

@@ -619,6 +619,8 @@ struct PersonalNumberTests {
         "请13812345678到5号窗口", "138 1234 5678", "138-1234-5678", "+86 138 0013 8000", "8613800138000",
         "窗口5 13812345678", "A023 110101199003071234", "11010119900307123X", "110101900307123",
         "１３８１２３４５６７８", "138－1234－5678", "138.1234.5678", "138．1234．5678",
+        // A resident ID as people group it (the trial's board showed these).
+        "身份证110105 19491231 002X", "110105-19491231-002X", "110105 1949 1231 002X", "身份证１１０１０５１９４９１２３１００２Ｘ",
     ])
     func readsAsAPhoneOrIDNumber(_ text: String) {
         #expect(CommandCenter.holdsPhoneOrIDNumber(text))
@@ -626,7 +628,7 @@ struct PersonalNumberTests {
 
     @Test(arguments: [
         "欢迎光临 服务热线12345", "咨询电话 0571-87654321-123", "001 002 003 004 005", "A023", "S0517", "请A023号到3号窗口",
-        "12345678901", "2026-12-02 09:00", "v1.2.3 build 138.1234", "版本 138.1234.56789",
+        "12345678901", "2026-12-02 09:00", "v1.2.3 build 138.1234", "版本 138.1234.56789", "订单 123456 12345678",
     ])
     func doesNotReadAsOne(_ text: String) {
         #expect(!CommandCenter.holdsPhoneOrIDNumber(text))

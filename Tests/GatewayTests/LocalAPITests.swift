@@ -161,6 +161,10 @@ import Testing
         #expect(hall.hallBoard.display.text == "请A001号到6 A号窗口")
         let unknown = try await hall.request(.POST, "/v1/windows/%E7%BB%BC%E5%90%889/pause")
         #expect(unknown.status == 404 && unknown.body.contains("has no window 综合9"), "\(unknown.body)")
+        // A citizen's number sent where the window goes is not said back.
+        let number = try await hall.request(.POST, "/v1/windows/13812345678/pause")
+        let detail = try #require(try hall.json(number.body)["detail"] as? String)
+        #expect(number.status == 404 && !detail.contains("13812345678") && detail.contains("not repeated"), "\(detail)")
         try await hall.stopAll()
     }
 

@@ -445,7 +445,8 @@ public actor CommandCenter {
         let devices = gateway.config.devices
         if let id = command.device {
             guard let device = devices.first(where: { $0.id == id }) else {
-                throw CommandInvalid(kind: "unknown-device", message: "no device \(id) in hall \(gateway.config.hall.id)")
+                throw CommandInvalid(kind: "unknown-device",
+                                     message: "no device \(Self.repeatable(id)) in hall \(gateway.config.hall.id)")
             }
             guard let role = gateway.roles[id], let hallCommand = command.deviceCommand(for: role) else {
                 let what = if case .showText = command { "it shows no text" } else { "it takes no \(command.name)" }
@@ -463,7 +464,8 @@ public actor CommandCenter {
         if case .setStaff(_, let staff) = command { try Self.checkStaffId(staff) }
         let window = command.window ?? ""
         guard devices.contains(where: { $0.window == window }) else {
-            throw CommandInvalid(kind: "unknown-window", message: "hall \(gateway.config.hall.id) has no window \(window)")
+            throw CommandInvalid(kind: "unknown-window",
+                                 message: "hall \(gateway.config.hall.id) has no window \(Self.repeatable(window))")
         }
         if let ticket = command.ticket, !Self.isTicketNumber(ticket) { throw Self.notATicketNumber("ticket") }
         let targets = devices.compactMap { device -> (String, HallCommand)? in
@@ -569,7 +571,8 @@ public actor CommandCenter {
     }
 
     /// Whether `text` holds what reads as a mobile number (11 digits from 13… to 19…, also after 86 and written
-    /// 3-4-4 with spaces, hyphens or dots) or a resident ID number (15 or 18 digits, or 17 and X); full-width digits count.
+    /// 3-4-4 with spaces, hyphens or dots) or a resident ID number (15 or 18 digits, or 17 and X, also written 6-8-4 or
+    /// 6-4-4-4); full-width digits and X count.
     static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
         let characters = Array(text.map(halfWidth))
         func isDigit(_ index: Int) -> Bool { characters.indices.contains(index) && characters[index].isASCII && characters[index].isNumber }
@@ -589,25 +592,40 @@ public actor CommandCenter {
             }
             index = end
         }
-        // 138 1234 5678, 138-1234-5678, 138.1234.5678: the groups a person writes, not digits of something longer.
+        // 138 1234 5678, 138-1234-5678, 138.1234.5678, 110105 19491231 002X, 110105-1949-1231-002X: the groups a
+        // person writes, not digits of something longer.
         let normalized = String(characters)
-        return normalized.matches(of: /1[3-9][0-9][ .-][0-9]{4}[ .-][0-9]{4}/).contains { match in
-            let before = normalized[..<match.range.lowerBound].last
-            let after = normalized[match.range.upperBound...].first
-            return !(before?.isNumber ?? false) && !(after?.isNumber ?? false)
+        let grouped = [
+            /1[3-9][0-9][ .-][0-9]{4}[ .-][0-9]{4}/,
+            /[0-9]{6}[ .-][0-9]{8}[ .-][0-9]{3}[0-9Xx]/,
+            /[0-9]{6}[ .-][0-9]{4}[ .-][0-9]{4}[ .-][0-9]{3}[0-9Xx]/,
+        ]
+        return grouped.contains { pattern in
+            normalized.matches(of: pattern).contains { match in
+                let before = normalized[..<match.range.lowerBound].last
+                let after = normalized[match.range.upperBound...].first
+                return !(before?.isNumber ?? false) && !(after?.isNumber ?? false)
+            }
         }
     }
 
-    /// Full-width digits, hyphens, dots and spaces (as a Chinese input method types them) as their ASCII selves.
+    /// Full-width digits, X, hyphens, dots and spaces (as a Chinese input method types them) as their ASCII selves.
     private static func halfWidth(_ character: Character) -> Character {
         guard let scalar = character.unicodeScalars.first, character.unicodeScalars.count == 1 else { return character }
         switch scalar.value {
         case 0xFF10...0xFF19: return Character(Unicode.Scalar(scalar.value - 0xFF10 + 0x30)!)
         case 0xFF0D: return "-"
         case 0xFF0E: return "."
+        case 0xFF38: return "X"
+        case 0xFF58: return "x"
         case 0x3000: return " "
         default: return character
         }
+    }
+
+    /// A caller's name for a window or device, said back unless it reads as a citizen's number (sent by mistake).
+    static func repeatable(_ name: String) -> String {
+        holdsPhoneOrIDNumber(name) ? "by that name (not repeated here: it reads as a mobile or resident ID number)" : name
     }
 
     /// The refusal of a field that is not a ticket number; the value is not repeated, in case it is personal data.
