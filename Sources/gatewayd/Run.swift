@@ -56,6 +56,8 @@ struct Run: AsyncParsableCommand {
                     throw ExitCode(2)
                 }
                 loaded = try ConfigLoader.load(path: config, profilesOverride: profiles)
+                // Its refusal stamped in the hall's zone, as every later line is.
+                GatewayLogHandler.use(timeZone: loaded.0.hall.timeZone)
                 try lockState(loaded.0.stateDirectory)
             } else {
                 try lockState(DemoHall.stateDirectory)

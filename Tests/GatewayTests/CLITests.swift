@@ -472,6 +472,8 @@ import Testing
         #expect(second.standardOutput.contains(
             "cannot start: another gateway (pid \(first.process.processIdentifier)) runs on \(folder.path)/state"),
             "\(second.standardOutput)")
+        let refusal = second.standardOutput.split(separator: "\n").first { $0.contains("cannot start: another gateway") }
+        #expect(refusal?.contains("+08:00 critical") == true, "stamped in the hall's zone: \(refusal ?? "")")
 
         // Ratings carry staff ids: the outbox is not for every user of the machine.
         let attributes = try FileManager.default.attributesOfItem(atPath: folder.path + "/state/outbox.sqlite")
