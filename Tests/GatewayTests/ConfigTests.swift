@@ -86,6 +86,12 @@ import Testing
         #expect(lines.contains { $0.contains("hall.yaml:11:57: devices[1].bus: unknown bus 'lan-9'") }, "\(lines)")
     }
 
+    @Test func anEmptyValueIsCalledEmptyNotTheWrongKind() throws {
+        let found = try issues(valid.replacingOccurrences(of: #"window: "2""#, with: #"window: """#)).map(\.description)
+        #expect(found.count == 1 && found[0].hasSuffix("devices[1].window: is empty; give it a value or leave the key out"),
+                "\(found)")
+    }
+
     @Test func unknownBusesProfilesAndDoubleAddressesNameTheKey() throws {
         let broken = valid
             .replacingOccurrences(of: "bus: lan-1, address: 1", with: "bus: lan-2, address: 1")

@@ -82,8 +82,12 @@ final class YAMLReader {
     }
 
     func string(_ node: Node, _ path: String) -> String? {
-        guard let scalar = node.scalar, !scalar.string.isEmpty else {
+        guard let scalar = node.scalar else {
             report(node, path, "expected a text value")
+            return nil
+        }
+        guard !scalar.string.isEmpty else {
+            report(node, path, "is empty; give it a value or leave the key out")
             return nil
         }
         return scalar.string
