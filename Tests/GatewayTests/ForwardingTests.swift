@@ -63,7 +63,8 @@ final class ScriptedSink: EventSink {
                 throw SinkError(.rejected, sameReason ? "400 Bad Request: no partition for these rows"
                                     : "400 Bad Request: event \(bad.id) has no valid data")
             }
-            state.received += batch.map(\.id)
+            // Idempotent on the id, as every real store: an event sent again is held once.
+            state.received += batch.map(\.id).filter { !state.received.contains($0) }
         }
     }
 }
@@ -180,6 +181,25 @@ final class GatedSink: EventSink {
         #expect(report.putAside == 1 && report.sent == 3 && report.backlog == 0, "\(report)")
         #expect(try await outbox.askResend(sink: sink.name, ids: ["e2"]) == 0, "e2 is no longer put aside")
         #expect(try await outbox.askResend(sink: "another", ids: []) == 0)
+    }
+
+    @Test func aStoreThatRefusesEverythingGetsAFewRequestsPerAttemptNotTwoPerEvent() async throws {
+        // A proxy answering 400 for the store, 40 events waiting: halving the batch down to single events would send
+        // it 79 requests at every attempt, from every gateway of the province.
+        try await outbox.commit(deviceEvents(40))
+        let sink = ScriptedSink()
+        sink.setRefusingAll(true)
+        let forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: ""),
+                                                                                  batchSize: 40), logger: CapturedLog().logger)
+        let error = try await #require(throws: SinkError.self) { try await forwarder.drain() }
+        #expect(error.code == .unavailable && error.message.contains("40 events in a row from e1"), "\(error.message)")
+        #expect(sink.attempts == 3, "the batch, then its first and its last event alone")
+        #expect(try await outbox.putAsideEvents().isEmpty)
+
+        sink.setRefusingAll(false)
+        try await forwarder.drain()
+        #expect(sink.received == (1...40).map { "e\($0)" })
+        #expect(try await outbox.putAsideEvents().isEmpty)
     }
 
     @Test func aStoreThatRefusesEveryEventAlikeIsRetriedNotEmptiedIntoThePutAsideTable() async throws {

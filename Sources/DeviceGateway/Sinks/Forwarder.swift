@@ -163,15 +163,17 @@ public struct Forwarder: Sendable {
         return batch.count
     }
 
-    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone. Once the
-    /// store takes a later event, the refused run is offered again, and only what it refuses then is put aside: that is
-    /// proof the refusal is the event's. A refused run with nothing taken after it is followed by up to
-    /// `eventsOfferedBehindRefusals` more events, one by one, until the store takes one. When it takes none (or nothing comes after yet) the fault may be the store's (a proxy
-    /// answering 400 for it, a column it added): the run is kept and tried again with backoff, or as soon as an event
-    /// comes behind it.
+    /// Delivers a batch; when the store refuses it for good, halves it until the refused events are alone, unless
+    /// neither its first nor its last event is taken alone: then the store likely refuses everything now, and halving
+    /// would cost it two requests per event at every attempt (a province's gateways at once). Once the store takes a
+    /// later event, the refused run is offered again, and only what it refuses then is put aside: that is proof the
+    /// refusal is the event's. A refused run with nothing taken after it is followed by up to
+    /// `eventsOfferedBehindRefusals` more events, one by one, until the store takes one. When it takes none (or nothing
+    /// comes after yet) the fault may be the store's (a proxy answering 400 for it, a column it added): the run is kept
+    /// and tried again with backoff, or as soon as an event comes behind it.
     private func deliver(_ batch: ArraySlice<OutboundEvent>) async throws {
         var refused: [(event: OutboundEvent, reason: String)] = []
-        try await deliver(batch, refused: &refused)
+        try await deliver(batch, refused: &refused, probingEnds: true)
         guard let last = refused.last else { return }
         let behind = try await outbox.entries(after: last.event.position, limit: Self.eventsOfferedBehindRefusals)
         for event in behind {
@@ -192,8 +194,8 @@ public struct Forwarder: Sendable {
     /// refusals is taken for the store's.
     static let eventsOfferedBehindRefusals = 16
 
-    private func deliver(_ batch: ArraySlice<OutboundEvent>, refused: inout [(event: OutboundEvent, reason: String)])
-        async throws
+    private func deliver(_ batch: ArraySlice<OutboundEvent>, refused: inout [(event: OutboundEvent, reason: String)],
+                         probingEnds: Bool = false) async throws
     {
         guard let last = batch.last else { return }
         do {
@@ -207,9 +209,24 @@ public struct Forwarder: Sendable {
                 refused.append((last, error.message))
                 return
             }
+            if probingEnds, batch.count > 2, let first = batch.first, try await !takenAlone(first),
+               try await !takenAlone(last) {
+                refused += batch.map { ($0, error.message) }
+                return
+            }
             let middle = batch.startIndex + batch.count / 2
             try await deliver(batch[..<middle], refused: &refused)
             try await deliver(batch[middle...], refused: &refused)
+        }
+    }
+
+    /// Whether the store takes `event` on its own (sent again with the rest later: the store keeps it once).
+    private func takenAlone(_ event: OutboundEvent) async throws -> Bool {
+        do {
+            try await sink.deliver([event])
+            return true
+        } catch let error as SinkError where error.code == .rejected {
+            return false
         }
     }
 
