@@ -84,10 +84,18 @@ struct OutboxCommand: AsyncParsableCommand {
         var ids: [String] = []
 
         func run() async throws {
-            let (path, _) = try location.resolve()
-            let asked: Int
+            let (path, config) = try location.resolve()
+            let configured = config?.sinks.map(\.name)
+            if let sink, let configured, !configured.contains(sink) {
+                printError("no sink \(sink) in the configuration (its sinks: \(configured.joined(separator: ", ")))")
+                throw ExitCode(CLIExit.usage)
+            }
+            // With the configuration, only its sinks: nothing would send the events of a sink no longer in it.
+            let sinks: [String?] = if let sink { [sink] } else if let configured { configured } else { [nil] }
+            var asked = 0
             do {
-                asked = try await Outbox.openForReading(path: path, writable: true).askResend(sink: sink, ids: ids)
+                let outbox = try Outbox.openForReading(path: path, writable: true)
+                for sink in sinks { asked += try await outbox.askResend(sink: sink, ids: ids) }
             } catch {
                 printError("\(error)")
                 throw ExitCode(CLIExit.usage)

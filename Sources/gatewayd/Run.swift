@@ -99,12 +99,14 @@ struct Run: AsyncParsableCommand {
         }
         // The demo's queue system talks to this gateway's own API, on the port it bound.
         let (ports, listening) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+        // The gateway and the MQTT commands start once the API listens: one whose port is taken does not start.
         let (apiReady, apiListens) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (mqttReady, mqttListens) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         // One command center for every door (HTTP, MQTT): an idempotency key in flight is seen by both.
         let metrics = GatewayMetrics()
         let commands = CommandCenter(gateway: gateway, onFinished: metrics.record)
         let gatewayService: any Service = gatewayConfig.api.enabled
-            ? GatewayOnceTheAPIListens(gateway: gateway, apiReady: apiReady) : gateway
+            ? OnceTheAPIListens(service: gateway, apiReady: apiReady) : gateway
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: gatewayService, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "gateway")
         ]
@@ -123,6 +125,7 @@ struct Run: AsyncParsableCommand {
                                                       settings: gatewayConfig.api, token: token, logger: logger,
                                                       onListening: { port in
                                                           apiListens.yield()
+                                                          mqttListens.yield()
                                                           listening.yield(port)
                                                       }),
                                   successTerminationBehavior: .ignore,
@@ -134,7 +137,9 @@ struct Run: AsyncParsableCommand {
             // The queue system's commands over MQTT; a broker away is retried, files that cannot be read are not.
             do {
                 let mqttCommands = try MQTTCommands(config: mqtt, gateway: gateway, commands: commands, logger: logger)
-                services.append(.init(service: mqttCommands, successTerminationBehavior: .ignore,
+                let service: any Service = gatewayConfig.api.enabled
+                    ? OnceTheAPIListens(service: mqttCommands, apiReady: mqttReady) : mqttCommands
+                services.append(.init(service: service, successTerminationBehavior: .ignore,
                                       failureTerminationBehavior: .ignore, serviceName: "mqtt commands"))
             } catch {
                 printError("commands.mqtt: \(error)")
@@ -191,16 +196,16 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// The gateway, started once the API listens: a gateway whose API port is taken does not start, so it must not poll
-/// a device or deliver an event before the port is known to be its own.
-struct GatewayOnceTheAPIListens: Service {
-    let gateway: Gateway
+/// A service started once the API listens: a gateway whose API port is taken does not start, so it must not poll a
+/// device, deliver an event or take a command before the port is known to be its own.
+struct OnceTheAPIListens: Service {
+    let service: any Service
     let apiReady: AsyncStream<Void>
 
     func run() async throws {
         let listens = await cancelWhenGracefulShutdown { await apiReady.first { true } != nil }
         guard listens else { return }
-        try await gateway.run()
+        try await service.run()
     }
 }
 

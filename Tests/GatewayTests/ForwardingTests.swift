@@ -183,6 +183,28 @@ final class GatedSink: EventSink {
         #expect(try await outbox.askResend(sink: "another", ids: []) == 0)
     }
 
+    @Test func eventsAskedForAgainThatTheStoreStillRefusesCostItThreeRequestsAndAreNotAskedForAgain() async throws {
+        // A whole run put aside, asked for again before the store's fault is fixed.
+        try await outbox.commit(deviceEvents(31))
+        let sink = ScriptedSink(poison: Set((1...30).map { "e\($0)" }))
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: ""),
+                                                                                  batchSize: 40), logger: CapturedLog().logger)
+        forwarder.firstRetryDelay = .milliseconds(10)
+        try await forwarder.drain()
+        #expect(try await outbox.putAsideEvents().count == 30)
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        let attempts = sink.attempts
+        #expect(try await outbox.askResend(sink: sink.name, ids: []) == 30)
+        #expect(await eventually {
+            (try? await outbox.putAsideEvents())?.allSatisfy { $0.resendAskedAt == nil } == true
+        })
+        stop.stop()
+        await running.value
+        #expect(sink.attempts - attempts == 3, "the batch, then its first and its last event alone")
+        #expect(try await outbox.putAsideEvents().count == 30)
+    }
+
     @Test func aStoreThatRefusesEverythingGetsAFewRequestsPerAttemptNotTwoPerEvent() async throws {
         // A proxy answering 400 for the store, 40 events waiting: halving the batch down to single events would send
         // it 79 requests at every attempt, from every gateway of the province.

@@ -747,15 +747,17 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The sink refused a put-aside event sent again: it stays put aside with the new reason, no longer asked for.
-    public func refusedAgain(_ event: OutboundEvent, sink: String, reason: String) async throws {
+    /// The sink refused put-aside events sent again: they stay put aside with the new reason, no longer asked for.
+    public func refusedAgain(_ events: [OutboundEvent], sink: String, reason: String) async throws {
         let now = Date().timeIntervalSince1970
         try await database.write { db in
-            try db.execute(
-                sql: """
-                    UPDATE put_aside SET reason = ?, put_aside_at = ?, resend_asked_at = NULL
-                    WHERE sink = ? AND position = ?
-                    """, arguments: [reason, now, sink, event.position])
+            for event in events {
+                try db.execute(
+                    sql: """
+                        UPDATE put_aside SET reason = ?, put_aside_at = ?, resend_asked_at = NULL
+                        WHERE sink = ? AND position = ?
+                        """, arguments: [reason, now, sink, event.position])
+            }
             try db.execute(
                 sql: "UPDATE sink_state SET last_error = ?, last_error_at = ? WHERE sink = ?",
                 arguments: [reason, now, sink])

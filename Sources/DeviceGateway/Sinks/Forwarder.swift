@@ -52,7 +52,8 @@ public struct Forwarder: Sendable {
                         break forwarding
                     }
                 }
-                if !stopping { try await resendAsked() }
+                // One batch asked for again per pass: new events go in between, and a stop is not held up.
+                if !stop.isStopped { try await resendAskedBatch() }
                 if failing != nil {
                     let backlog = (try? await outbox.backlog(sink: sink.name)) ?? 0
                     logger.notice("sink \(sink.name): delivering again, \(backlog) events left in the backlog")
@@ -113,34 +114,38 @@ public struct Forwarder: Sendable {
         }
     }
 
-    /// Offers the put-aside events a technician asked to be sent again (`gatewayd outbox resend`), once the backlog is
-    /// delivered; what the store refuses again stays put aside with its new reason. A store that is down keeps the
-    /// request for the next attempt.
-    private func resendAsked() async throws {
-        while true {
-            let asked = try await outbox.resendAsked(sink: sink.name, limit: config.batchSize)
-            guard !asked.isEmpty else { return }
-            try await resend(asked[...])
-        }
+    /// Offers a batch of the put-aside events a technician asked to be sent again (`gatewayd outbox resend`), once the
+    /// backlog is delivered; what the store refuses again stays put aside with its new reason, no longer asked for. A
+    /// store that is down keeps the request for the next attempt.
+    private func resendAskedBatch() async throws {
+        let asked = try await outbox.resendAsked(sink: sink.name, limit: config.batchSize)
+        guard !asked.isEmpty else { return }
+        try await resend(asked[...], probingEnds: true)
     }
 
-    private func resend(_ events: ArraySlice<OutboundEvent>) async throws {
+    private func resend(_ events: ArraySlice<OutboundEvent>, probingEnds: Bool = false) async throws {
         do {
             try await sink.deliver(Array(events))
             try await outbox.resent(Array(events), sink: sink.name)
             logger.notice("sink \(sink.name) took \(events.count) put-aside event\(events.count == 1 ? "" : "s") sent again")
         } catch let error as SinkError where error.code == .rejected {
-            guard events.count > 1 else {
-                let event = events[events.startIndex]
-                try await outbox.refusedAgain(event, sink: sink.name, reason: error.message)
-                logger.error(
-                    "sink \(sink.name) refused event \(event.id) of \(event.source) again; kept put aside: \(error.message)",
-                    metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
+            // Refused whole, its ends alone too: the store's fault is not fixed yet; not halved into a request per event.
+            var wholeRefused = events.count == 1
+            if probingEnds, events.count > 2, let first = events.first, let last = events.last,
+               try await !takenAlone(first), try await !takenAlone(last) {
+                wholeRefused = true
+            }
+            guard wholeRefused else {
+                let middle = events.startIndex + events.count / 2
+                try await resend(events[..<middle])
+                try await resend(events[middle...])
                 return
             }
-            let middle = events.startIndex + events.count / 2
-            try await resend(events[..<middle])
-            try await resend(events[middle...])
+            try await outbox.refusedAgain(Array(events), sink: sink.name, reason: error.message)
+            let first = events[events.startIndex]
+            let what = events.count == 1 ? "event \(first.id) of \(first.source)" : "\(events.count) events from \(first.id) on"
+            logger.error("sink \(sink.name) refused \(what) again; kept put aside: \(error.message)",
+                         metadata: ["event.id": "\(first.id)", "event.source": "\(first.source)"])
         }
     }
 
