@@ -57,7 +57,7 @@ final class TinyDevices: Sendable {
     func engine(_ line: SimulatedLine, devices: [DeviceConfig], unprompted: Set<String> = [],
                 timing: LineTiming = .instant, responseTimeout: Duration = .milliseconds(100),
                 pollInterval: Duration = .milliseconds(100), pollIntervals: [String: Duration?] = [:],
-                confirmsAtPoll: Int? = nil
+                confirmsAtPoll: Int? = nil, log: CapturedLog = CapturedLog()
     ) -> BusEngine<TinyDriver> {
         var driver = TinyDriver(devices: devices)
         driver.unprompted = unprompted
@@ -66,7 +66,7 @@ final class TinyDevices: Sendable {
             config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
                               responseTimeout: responseTimeout, pollInterval: pollInterval),
             opener: line, clock: line, timing: timing, hallId: "h", driver: driver, pollIntervals: pollIntervals,
-            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
+            outbox: outbox, logger: log.logger, onCommit: { _ in })
     }
 
     func statusEvents(of device: String) async throws -> [String] {
@@ -114,7 +114,8 @@ final class TinyDevices: Sendable {
         let line = SimulatedLine(end: .seconds(40), stop: stop, responder: devices.responder)
         line.at(.seconds(1)) { line.setPlugged(false) }
         line.at(.seconds(20)) { line.setPlugged(true) }
-        let bus = engine(line, devices: Self.devices(2))
+        let log = CapturedLog()
+        let bus = engine(line, devices: Self.devices(2), log: log)
         let refused = Mutex<String?>(nil)
         line.at(.seconds(10)) {
             bus.submit(.clear, to: "caller-1") { result in
@@ -139,6 +140,12 @@ final class TinyDevices: Sendable {
         let first = try #require(after.first)
         #expect(first < .seconds(20) + .seconds(16))
         #expect(after.count > 10, "polled again after the replug")
+        // One line for the outage, one for its end (README): not one for the hang-up and another for the open.
+        let said = log.text.split(separator: "\n").filter { $0.contains("bus line: ") }
+        #expect(said == [
+            "error bus line: simulated hung up, then cannot open simulated: no such device; retrying, first in 1.0 seconds, then less often",
+            "notice bus line: simulated is open again",
+        ], "\(said)")
     }
 
     @Test func aDeviceOfflineWithItsLineIsToldApartFromOneSilentByItself() async throws {

@@ -251,7 +251,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 continue
             }
             guard let link = await openIfNeeded() else {
-                let reason = reporter.lastError ?? "port unavailable"
+                let reason = reporter.reason ?? "port unavailable"
                 inbox.refuse(because: "bus \(config.id) is down: \(reason)")
                 pending.add(events: health.unreachable(devices, reason: reason, at: clock.date))
                 await commitPending()
@@ -645,7 +645,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// The requests still in flight at their deadline missed it.
     private func timeOutInFlight(on link: any BusLink) -> Outcome {
         defer { inFlight.removeAll(keepingCapacity: true) }
-        guard self.link != nil else { return .linkLost(reporter.lastError ?? "line lost") }
+        guard self.link != nil else { return .linkLost(reporter.reason ?? "line lost") }
         link.discardInput()
         // A partial answer left in the decoder would garble the next one (on TCP it waits up to the response
         // timeout for the rest): garbage, counted for the device that timed out.
@@ -820,7 +820,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         } else if !linkHeard {
             pending.add(events: health.unreachable(devices, reason: message, at: clock.date))
         }
-        reporter.failed(message, retry: reopenDelay)
+        reporter.lost(message, retry: reopenDelay)
         reopenAt = clock.now + nextReopenDelay()
     }
 }

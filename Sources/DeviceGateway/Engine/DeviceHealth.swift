@@ -227,11 +227,17 @@ final class CommitRefusals: Sendable {
     }
 }
 
-/// Says once that a bus's port cannot be opened, and once that it is open again: not once per retry.
+/// Says once that a bus's port cannot be opened, and once that it is open again: not once per retry. A lost link is
+/// said with the outcome of the first attempt to open it again, so that an unplugged adapter is one line ("hung up,
+/// then cannot open …: no such device").
 struct ConnectionReporter {
     let busId: String
     let logger: Logger
-    private(set) var lastError: String?
+    private var lastError: String?
+    /// A lost link not said yet.
+    private var lostLink: String?
+    /// Why the link is down now, said or not.
+    var reason: String? { lostLink ?? lastError }
 
     init(busId: String, logger: Logger) {
         self.busId = busId
@@ -239,12 +245,27 @@ struct ConnectionReporter {
     }
 
     mutating func opened(_ endpoint: String) {
-        if lastError != nil { logger.notice("bus \(busId): \(endpoint) is open again") }
+        if let lostLink {
+            logger.notice("bus \(busId): \(lostLink); \(endpoint) is open again")
+        } else if lastError != nil {
+            logger.notice("bus \(busId): \(endpoint) is open again")
+        }
         lastError = nil
+        lostLink = nil
+    }
+
+    mutating func lost(_ message: String, retry: Duration) {
+        guard lastError == nil, lostLink == nil else { return failed(message, retry: retry) }
+        lostLink = message
     }
 
     mutating func failed(_ message: String, retry: Duration) {
-        if lastError != message { logger.error("bus \(busId): \(message); retrying, first in \(retry), then less often") }
+        if let lostLink {
+            logger.error("bus \(busId): \(lostLink), then \(message); retrying, first in \(retry), then less often")
+        } else if lastError != message {
+            logger.error("bus \(busId): \(message); retrying, first in \(retry), then less often")
+        }
         lastError = message
+        lostLink = nil
     }
 }
