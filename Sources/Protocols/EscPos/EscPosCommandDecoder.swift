@@ -1,10 +1,10 @@
 /// Decodes the host → printer ESC/POS stream (what the gateway sends; the mock printer and the fixture tests read it).
 ///
 /// ESC/POS has no framing or checksum, so these rules define what a frame is and how the decoder resynchronises:
-/// - Text is every printable byte between commands: bytes 0x20-0x7E and 0x80-0xFF as code page 437 outside Chinese
-///   mode, whole GB18030 characters inside it (FS & … FS .). A text frame ends at the next command byte (LF, ESC,
-///   FS, GS, DLE), before a character that would take it past `maximumTextBytes`, or on `flush()`; never at a
-///   chunk boundary. Stray control bytes (the rest of 0x00-0x1F, and 0x7F) and malformed GB18030 bytes are
+/// - Text is every printable byte between commands: bytes 0x20-0x7E and 0x80-0xFF in the selected table outside
+///   Chinese mode (whole double-byte characters in CP932), whole GB18030 characters inside it (FS & … FS .). A text
+///   frame ends at the next command byte (LF, ESC, FS, GS, DLE), before a character that would take it past
+///   `maximumTextBytes`, or on `flush()`; never at a chunk boundary. Stray control bytes (the rest of 0x00-0x1F, and 0x7F) and malformed GB18030 bytes are
 ///   discarded one at a time without ending the text.
 /// - ESC @ resets Chinese mode to `startsInChineseMode` (off for Epson models; many Chinese printers power up on).
 /// - QR codes come out as one frame per GS ( k function (model, module size, error level, store, print).
@@ -205,8 +205,16 @@ public struct EscPosCommandDecoder: FrameDecoder {
 
     /// Length of the printable character at `head`: nil if its bytes have not all arrived, 0 if malformed.
     private func characterLength(atHead first: UInt8) -> Int? {
-        guard isChineseMode else { return 1 }
-        return Self.gb18030CharacterLength(first, at: head, in: pending)
+        if isChineseMode { return Self.gb18030CharacterLength(first, at: head, in: pending) }
+        return codePage == 1 ? Self.cp932CharacterLength(first, at: head, in: pending) : 1
+    }
+
+    /// CP932 (table 1, the one double-byte table): 81-9F or E0-FC followed by 40-7E or 80-FC is one character.
+    static func cp932CharacterLength(_ first: UInt8, at start: Int, in bytes: [UInt8]) -> Int? {
+        guard (0x81...0x9F).contains(first) || (0xE0...0xFC).contains(first) else { return 1 }
+        guard start + 1 < bytes.count else { return nil }
+        let second = bytes[start + 1]
+        return (0x40...0x7E).contains(second) || (0x80...0xFC).contains(second) ? 2 : 1
     }
 
     /// GB18030: ASCII is one byte; 81-FE + 40-7E/80-FE is two; 81-FE 30-39 81-FE 30-39 is four.
