@@ -120,31 +120,17 @@ public struct Forwarder: Sendable {
     private func resendAskedBatch() async throws {
         let asked = try await outbox.resendAsked(sink: sink.name, limit: config.batchSize)
         guard !asked.isEmpty else { return }
-        try await resend(asked[...], probingEnds: true)
-    }
-
-    private func resend(_ events: ArraySlice<OutboundEvent>, probingEnds: Bool = false) async throws {
-        do {
-            try await sink.deliver(Array(events))
-            try await outbox.resent(Array(events), sink: sink.name)
-            logger.notice("sink \(sink.name) took \(events.count) put-aside event\(events.count == 1 ? "" : "s") sent again")
-        } catch let error as SinkError where error.code == .rejected {
-            // Refused whole, its ends alone too: the store's fault is not fixed yet; not halved into a request per event.
-            var wholeRefused = events.count == 1
-            if probingEnds, events.count > 2, let first = events.first, let last = events.last,
-               try await !takenAlone(first), try await !takenAlone(last) {
-                wholeRefused = true
-            }
-            guard wholeRefused else {
-                let middle = events.startIndex + events.count / 2
-                try await resend(events[..<middle])
-                try await resend(events[middle...])
+        // Ends probed: a store whose fault is not fixed yet gets three requests, not two per event.
+        try await offerHalving(asked[...], probingEnds: true) { part, refusal in
+            let first = part[part.startIndex]
+            guard let refusal else {
+                try await outbox.resent(Array(part), sink: sink.name)
+                logger.notice("sink \(sink.name) took \(part.count) put-aside event\(part.count == 1 ? "" : "s") sent again")
                 return
             }
-            try await outbox.refusedAgain(Array(events), sink: sink.name, reason: error.message)
-            let first = events[events.startIndex]
-            let what = events.count == 1 ? "event \(first.id) of \(first.source)" : "\(events.count) events from \(first.id) on"
-            logger.error("sink \(sink.name) refused \(what) again; kept put aside: \(error.message)",
+            try await outbox.refusedAgain(Array(part), sink: sink.name, reason: refusal)
+            let what = part.count == 1 ? "event \(first.id) of \(first.source)" : "\(part.count) events from \(first.id) on"
+            logger.error("sink \(sink.name) refused \(what) again; kept put aside: \(refusal)",
                          metadata: ["event.id": "\(first.id)", "event.source": "\(first.source)"])
         }
     }
@@ -240,20 +226,40 @@ public struct Forwarder: Sendable {
     /// alone, is put aside. Returns how many events it took.
     private func offerAgain(_ run: ArraySlice<(event: OutboundEvent, reason: String)>) async throws -> Int {
         guard !run.isEmpty else { return 0 }
-        do {
-            try await sink.deliver(run.map(\.event))
-            return run.count
-        } catch let error as SinkError where error.code == .rejected {
-            guard run.count > 1 else {
-                let event = run[run.startIndex].event
-                try await outbox.putAside([event], sink: sink.name, reason: error.message)
-                logger.error(
-                    "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(error.message)",
-                    metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
-                return 0
+        var taken = 0
+        try await offerHalving(run.map(\.event)[...], probingEnds: false) { part, refusal in
+            guard let refusal else {
+                taken += part.count
+                return
             }
-            let middle = run.startIndex + run.count / 2
-            return try await offerAgain(run[..<middle]) + offerAgain(run[middle...])
+            let event = part[part.startIndex]
+            try await outbox.putAside([event], sink: sink.name, reason: refusal)
+            logger.error(
+                "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(refusal)",
+                metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
+        }
+        return taken
+    }
+
+    /// Offers `events`, halving what the store refuses for good until it is alone; `settled` gets each part the store
+    /// took (no refusal) or refused (its reason): one event, or with `probingEnds` all of them when neither end is
+    /// taken alone either.
+    private func offerHalving(
+        _ events: ArraySlice<OutboundEvent>, probingEnds: Bool,
+        _ settled: (ArraySlice<OutboundEvent>, String?) async throws -> Void
+    ) async throws {
+        do {
+            try await sink.deliver(Array(events))
+            try await settled(events, nil)
+        } catch let error as SinkError where error.code == .rejected {
+            if events.count == 1 { return try await settled(events, error.message) }
+            if probingEnds, events.count > 2, let first = events.first, let last = events.last,
+               try await !takenAlone(first), try await !takenAlone(last) {
+                return try await settled(events, error.message)
+            }
+            let middle = events.startIndex + events.count / 2
+            try await offerHalving(events[..<middle], probingEnds: false, settled)
+            try await offerHalving(events[middle...], probingEnds: false, settled)
         }
     }
 }
