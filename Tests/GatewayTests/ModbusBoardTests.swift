@@ -8,19 +8,25 @@ import Testing
 /// A window board on Modbus RTU driven through the real gateway: commands are written before polls,
 /// the board's acknowledgement and its fault bit come back as events.
 @Suite struct ModbusBoardTests {
-    @Test func callsReachTheBoardAndItsAcknowledgementAndFaultsBecomeEvents() async throws {
+    /// Over RTU and over TCP (one connection, two unit ids): the first call comes before the board was polled.
+    @Test(arguments: ["modbus-rtu", "modbus-tcp"])
+    func callsReachTheBoardAndItsAcknowledgementAndFaultsBecomeEvents(transport: String) async throws {
         let board = MockModbusBoard()
         let pad = MockModbusEvaluator(staffId: "0105")
-        let server = try MockModbusServer.rtu(units: [3: board, 4: pad])
+        let server = try transport == "modbus-rtu" ? MockModbusServer.rtu(units: [3: board, 4: pad])
+            : MockModbusServer.tcp(units: [3: board, 4: pad])
         defer { server.stop() }
-        let path = try #require(server.endpoint.devicePath)
+        let line = switch server.endpoint {
+        case .rtu(let path): "port: \(path)"
+        case .tcp(let port): "host: 127.0.0.1, tcp-port: \(port)"
+        }
         let folder = try TemporaryDirectory()
         let (config, profiles) = try ConfigLoader.parse("""
             hall: {id: test-hall}
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
             buses:
-              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 50}
+              - {id: line-a, transport: \(transport), \(line), response-timeout-ms: 200, poll-interval-ms: 50}
             devices:
               - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
               - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}

@@ -172,6 +172,70 @@ import Testing
         #expect(zip(directions, directions.dropFirst()).allSatisfy { $0 != $1 }, "request, answer, request, answer…")
     }
 
+    /// With one in flight, a poll's answer is handled after the next pad's request is written: what it says must come
+    /// out as if handled at once, up to an answer read as the stop came.
+    @Test func withOneInFlightEveryAnswerCountsThoughHandledAfterTheNextRequest() async throws {
+        let stop = StopSignal()
+        let pads = Pads(4, silent: [3])
+        for (unit, pad) in pads.units { for _ in 0..<Int(unit) { pad.press(.satisfied) } }
+        let busyUnit: UInt8 = 2
+        let busyFrom: Duration = .milliseconds(400), busyUntil: Duration = .milliseconds(600)
+        let line = SimulatedLine(end: .milliseconds(2_110), stop: stop) { written, time in
+            var decoder = ModbusTCPDecoder(role: .server)
+            guard let frame = decoder.decode(written).first else { return [] }
+            guard frame.unitId == busyUnit, time >= busyFrom, time < busyUntil, case .request(let request) = frame.message
+            else { return pads.responder(written, time) }
+            let refusal = ModbusTCPFrame(transactionId: frame.transactionId, unitId: frame.unitId,
+                                         response: .exception(function: request.functionCode, code: .serverDeviceBusy))
+            return [(after: .milliseconds(5), bytes: (try? refusal.encode()) ?? [])]
+        }
+        // Pad 3 comes back at 500 ms; pad 1 is rated again just before the poll whose answer arrives after the stop.
+        line.at(.milliseconds(500)) { pads.answering.withLock { _ = $0.insert(3) } }
+        line.at(.milliseconds(2_050)) { pads.units[1]?.press(.dissatisfied) }
+        let log = CapturedLog()
+        let bus = try engine(line, pads: 4, inFlight: 1, logger: log.logger)
+        await bus.run(until: stop)
+
+        let lastAnswer = try #require(line.log.last { $0.direction == .toGateway })
+        var decoder = ModbusTCPDecoder(role: .server)
+        let lastRequest = try #require(line.written.last { $0.time <= lastAnswer.time })
+        #expect(decoder.decode(lastRequest.bytes).map(\.unitId) == [1])
+        #expect(lastAnswer.time > .milliseconds(2_110), "the last answer came after the stop: \(line.log.suffix(6).map { ($0.time, $0.direction) })")
+
+        let staff = try await ratingStaff()
+        #expect(staff["eval-1"] == ["S-1", "S-1"], "the rating in the answer read as the stop came is committed")
+        for unit in 2...4 { #expect(staff["eval-\(unit)"] == Array(repeating: "S-\(unit)", count: unit), "eval-\(unit)") }
+        for (unit, pad) in pads.units { #expect(pad.acknowledged == pad.counter, "eval-\(unit) acknowledged after the commit") }
+
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [true, true, true, true], "pad 3 back online")
+        let busy = states[Int(busyUnit) - 1].counters
+        #expect(busy.exceptions == 2 && busy.timeouts == 0, "\(busy)")
+        #expect(log.text.split(separator: "\n").filter { $0.contains("eval-2: poll refused: Modbus exception 6") }.count == 2,
+                "\(log.text)")
+        #expect(states.map(\.counters.exceptions) == [0, 2, 0, 0])
+        let events = try await outbox.entries(after: 0, limit: 10_000)
+        #expect(events.filter { $0.type == HallEventType.deviceOnline && $0.source.hasSuffix("/eval-3") }.count == 1)
+    }
+
+    /// The acknowledgement follows the commit of what the poll read, not the pause until the next poll.
+    @Test func aRatingReadBeforeAPauseIsAcknowledgedAtOnce() async throws {
+        let stop = StopSignal()
+        let pads = Pads(1)
+        let line = SimulatedLine(end: .seconds(1), stop: stop, responder: pads.responder)
+        line.at(.milliseconds(250)) { pads.units[1]?.press(.satisfied) }
+        let bus = try engine(line, pads: 1, inFlight: 1)
+        await bus.run(until: stop)
+
+        let acknowledgement = try #require(line.written.first { record in
+            var decoder = ModbusTCPDecoder(role: .server)
+            return decoder.decode(record.bytes).contains { !$0.message.isRead }
+        })
+        let answer = try #require(line.log.last { $0.direction == .toGateway && $0.time <= acknowledgement.time })
+        #expect(acknowledgement.time == answer.time, "acknowledged at \(acknowledgement.time), read at \(answer.time)")
+        #expect(try await ratingStaff()["eval-1"] == ["S-1"])
+    }
+
     @Test func anAnswerSplitAcrossSegmentsComingApartIsStillOneAnswer() async throws {
         // A peer that writes the MBAP header and the PDU apart, the second segment retransmitted 80 ms later: on TCP
         // the frame's length says where it ends, and a pause is not the end of a frame as on a serial line.
