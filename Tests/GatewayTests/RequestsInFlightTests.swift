@@ -172,9 +172,9 @@ import Testing
         #expect(zip(directions, directions.dropFirst()).allSatisfy { $0 != $1 }, "request, answer, request, answer…")
     }
 
-    /// With one in flight, a poll's answer is handled after the next pad's request is written: what it says must come
-    /// out as if handled at once, up to an answer read as the stop came.
-    @Test func withOneInFlightEveryAnswerCountsThoughHandledAfterTheNextRequest() async throws {
+    /// One at a time on a connection to several pads: refusals counted for their pad, a silent pad back online, and
+    /// the ratings in an answer read as the stop came committed and acknowledged.
+    @Test func withOneInFlightEveryAnswerCountsUpToTheOneReadAsTheStopCame() async throws {
         let stop = StopSignal()
         let pads = Pads(4, silent: [3])
         for (unit, pad) in pads.units { for _ in 0..<Int(unit) { pad.press(.satisfied) } }

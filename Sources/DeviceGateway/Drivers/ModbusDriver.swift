@@ -78,21 +78,18 @@ public struct ModbusDriver: BusDriver {
     private var pads: [Pad] = []
     private var boards: [String: ModbusBoardDriver] = [:]
     /// Each device's poll, framed once and kept as the requests handed to the bus (on TCP stamped with the next
-    /// transaction id at each poll, in place unless the last one is still held: by the bus, or by `lastSent` or
-    /// `sentBefore` when the same device is polled again within two polls): a poll is the one request sent tens of
-    /// thousands of times a second on a busy connection.
+    /// transaction id at each poll, in place unless the last one is still held: by the bus, or by `lastSent` when the
+    /// same device is polled twice in a row): a poll is the one request sent tens of thousands of times a second on a
+    /// busy connection.
     private var polls: [Poll] = []
     /// Each device's place in `polls`. Looked up, then changed in the array: a dictionary's value changed in place
     /// goes through accessors that allocated at every poll.
     private var pollSlots: [String: Int] = [:]
-    /// The device polled last and its pad's place in `pads`: the answer that follows finds it without a hash. And the
-    /// one before: the bus may handle a poll's answer once the next device's poll is out (`BusDriver.answers`).
+    /// The device polled last and its pad's place in `pads`: the answer that follows finds it without a hash.
     private var lastPolled: (id: String, pad: Int?)?
-    private var polledBefore: (id: String, pad: Int?)?
     private var transactionId: UInt16 = 0
-    /// The last request made, as sent, and the one before: their replies need no parsing of them back.
+    /// The last request made, as sent: its reply (usually the next frame) needs no parsing of it back.
     private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
-    private var sentBefore: (bytes: [UInt8], parsed: SentRequest)?
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
 
@@ -159,9 +156,7 @@ public struct ModbusDriver: BusDriver {
         guard let slot = pollSlots[device.id] else { return [] }
         let stamped = Self.stamp(&transactionId, into: &polls[slot].requests[0].bytes, framing: framing)
         let poll = polls[slot]
-        polledBefore = lastPolled
         lastPolled = (device.id, poll.pad)
-        sentBefore = lastSent
         lastSent = (poll.requests[0].bytes, (poll.unit, stamped, poll.request))
         return poll.requests
     }
@@ -183,13 +178,9 @@ public struct ModbusDriver: BusDriver {
     }
 
     public func answers(_ reply: ModbusReply, _ request: LineRequest) -> Bool {
-        // The MBAP header: transaction id in bytes 0–1, unit id in byte 6, then the function code, which an answer
-        // (or its exception) repeats. RTU has no transaction id to tell by.
-        guard let id = reply.transactionId, request.bytes.count > ModbusTCPFrame.headerLength,
-              case .response(let response) = reply.message
-        else { return false }
+        // The MBAP header: transaction id in bytes 0–1, unit id in byte 6. RTU has no transaction id to tell by.
+        guard let id = reply.transactionId, request.bytes.count > ModbusTCPFrame.headerLength else { return false }
         return UInt16(request.bytes[0]) << 8 | UInt16(request.bytes[1]) == id && request.bytes[6] == reply.unit
-            && request.bytes[7] == response.functionCode.rawValue
     }
 
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool {
@@ -236,13 +227,7 @@ public struct ModbusDriver: BusDriver {
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters, .readHoldingRegisters(let values)):
-            let pad = if let lastPolled, lastPolled.id == device {
-                lastPolled.pad
-            } else if let polledBefore, polledBefore.id == device {
-                polledBefore.pad
-            } else {
-                self.pad(of: device)
-            }
+            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { self.pad(of: device) }
             if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)
@@ -369,7 +354,6 @@ public struct ModbusDriver: BusDriver {
     private mutating func sentRequest(_ bytes: [UInt8]) -> SentRequest? {
         // Arrays that share their storage compare at once.
         if let lastSent, lastSent.bytes == bytes { return lastSent.parsed }
-        if let sentBefore, sentBefore.bytes == bytes { return sentBefore.parsed }
         guard let parsed = Self.parse(bytes, framing: framing) else { return nil }
         lastSent = (bytes, parsed)
         return parsed

@@ -111,11 +111,9 @@ public protocol BusDriver: Sendable {
     /// A frame arrived; `request` is the request in flight, if any.
     mutating func handle(_ frame: Decoder.Frame, inFlight request: LineRequest?, at time: Date) -> LineReaction
 
-    /// Whether `frame` answers `request` (Modbus TCP: by its transaction id), as `handle` would find. Asked to match
-    /// answers to several requests in flight together (`requests-in-flight`), and of a poll's answer, which the engine
-    /// then handles once the next request (another device's) is written: so a device's poll must not depend on
-    /// another device's frames. False by default: a family that cannot tell never has an answer taken for the wrong
-    /// request, and its answers are handled at once.
+    /// Whether `frame` answers `request`, one of several in flight together (Modbus TCP: by its transaction id).
+    /// Asked only on a bus that sends several requests at once (`requests-in-flight`); false by default, so a family
+    /// that cannot tell never has an answer taken for the wrong request.
     func answers(_ frame: Decoder.Frame, _ request: LineRequest) -> Bool
 
     /// The frames that carry out a command on one device, sent in order, each awaiting its answer if it expects one.

@@ -90,10 +90,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// request that comes while it answers another (until the link is reopened).
     private var requestsInFlight: Int
     private let configuredInFlight: Int
-    /// Set while a poll's answer may be handled after the next request is written (`BusDriver.answers`).
-    private var deferringPollAnswer = false
-    /// A poll's answer put off so: the next request goes out first, and the answer is handled while it travels.
-    private var deferredAnswer: (frame: Driver.Decoder.Frame, request: LineRequest, at: Date)?
     /// The command being carried out, and the key it is held under once the device said it confirms it later.
     private var executing: (command: QueuedCommand, heldKey: Int?)?
     /// Commands whose frames were answered, waiting for their device's verdict (`CommandHold`), oldest first.
@@ -268,7 +264,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // every request, since a yield costs two thread switches (the task resumes on the pool, then hops back),
             // as much as a Modbus TCP round trip. Not on a link that suspends in its reads.
             if link.readsBlock, questions.load(ordering: .relaxed) > 0 || now - yieldedAt >= Self.yieldEvery {
-                handleDeferredAnswer()
                 yieldedAt = now
                 await Task.yield()
                 now = clock.now
@@ -287,9 +282,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 await pollTogether(due, on: link)
             } else if let device = schedule.due(at: now) {
                 await poll(device, on: link, startedAt: now)
-            } else if deferredAnswer != nil {
-                // Nothing due: the answer put off is handled, and committed below, before the bus listens.
-                handleDeferredAnswer()
             } else {
                 var until = min(schedule.nextDue ?? .seconds(Int64.max / 2), now + Self.idleLimit)
                 // A question on its way to the bus: a short read, then a yield, until it is in.
@@ -300,7 +292,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // on a small box): it commits it once its frames are out, and acknowledgements still wait for that.
             if !pending.isEmpty, !inbox.hasWaiting(besides: heldDevices) { await commitPending() }
         }
-        handleDeferredAnswer()
         await commitPending()
         inbox.close(because: "bus \(config.id) is stopped")
         releaseHeld(because: "the gateway stopped")
@@ -356,18 +347,13 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     @inline(__always)
     private func poll(_ index: Int, on link: any BusLink, startedAt started: Duration) async {
         let id = devices[index].id
-        if deferredAnswer?.request.device == id { handleDeferredAnswer() }
         var answered = true
-        let requests = driver.pollRequests(for: devices[index])
-        // Handled at once for a command: its own poll (a board's counter) or its verdict may be in the answer.
-        deferringPollAnswer = requests.count == 1 && requestsInFlight == 1 && held.isEmpty && executing == nil
-        for request in requests where self.link != nil {
+        for request in driver.pollRequests(for: devices[index]) where self.link != nil {
             if await exchange(request, on: link) == .timedOut {
                 answered = false
                 break
             }
         }
-        deferringPollAnswer = false
         // Whether it is offline matters only when it did not answer. An answer's read is when the poll ended.
         schedule.polled(index, startedAt: started, answered: answered, offline: !answered && health.isOffline(id),
                         at: answered ? max(lastReadAt, started) : clock.now)
@@ -379,7 +365,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// request goes out on its own. The response timeout runs from the last answer, so a peer that serves the
     /// requests one after another is not blamed for the queue; a silent device costs the others one timeout.
     private func pollTogether(_ indices: [Int], on link: any BusLink) async {
-        handleDeferredAnswer()
         let started = clock.now
         var batch: [(request: LineRequest, index: Int)] = []
         for index in indices {
@@ -450,11 +435,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var heldDevices: [String] { held.isEmpty ? [] : held.map(\.command.device) }
 
     private func nextCommand() -> CommandPlan? {
-        inbox.next(besides: heldDevices).flatMap { command in
-            // The driver builds a command from what the device last said.
-            handleDeferredAnswer()
-            return plan(command)
-        }
+        inbox.next(besides: heldDevices).flatMap { plan($0) }
     }
 
     /// A command and its device, with its frames unless the device must be polled first.
@@ -631,7 +612,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             return .linkLost(error.message)
         }
         BusTap.record(outbox, config.id, .sent, request.bytes)
-        handleDeferredAnswer()
         let onWire = paced ? timing.wireTime(characters: request.bytes.count) : .zero
         // On a serial line the bytes leave after what the line is still sending: a ticket's status request goes out
         // once the ticket has (write() returns as soon as the driver holds the bytes).
@@ -705,7 +685,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     /// What a read brought: see `receive`.
     private func absorb(_ bytes: [UInt8]) -> Outcome? {
-        handleDeferredAnswer()
         var bytes = bytes
         let now = clock.now
         if reopenUnconfirmed {
@@ -751,19 +730,28 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             // One request in flight: the driver decides whether the frame answers it. Several: it says which.
             let index = inFlight.count == 1 ? 0 : inFlight.firstIndex { driver.answers(frame, $0.request) }
             let request = index.map { inFlight[$0].request }
-            if let request, deferringPollAnswer, frames.count == 1, driver.answers(frame, request) {
-                // The poll's answer, known by its transaction id: handled once the next request is out.
-                let onWireAt = inFlight.removeFirst().onWireAt
-                count(request.device) {
-                    $0.transactions += 1
-                    $0.latency.record(max(.zero, now - onWireAt))
-                }
-                deferredAnswer = (frame, request, date)
-                return .answered
+            let reaction = driver.handle(frame, inFlight: request, at: date)
+            if let from = reaction.from, let device = self.index(of: from) {
+                linkHeard = true
+                let changed = health.answered(devices[device], ready: reaction.ready, at: date)
+                if !changed.isEmpty { pending.add(events: changed) }
             }
-            let reaction = react(to: frame, inFlight: request, at: date)
+            for event in reaction.events {
+                if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
+            }
+            if !reaction.events.isEmpty || !reaction.cursors.isEmpty || !reaction.afterCommit.isEmpty {
+                pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
+            }
+            if let commandHold = reaction.holdsCommand, let from = reaction.from { hold(commandHold, from: from) }
+            for verdict in reaction.verdicts { settle(verdict) }
             guard let index, let request, reaction.answersRequest else { continue }
-            let answer = self.outcome(answering: request, with: reaction)
+            let answer: Outcome
+            if let refusal = reaction.refusal {
+                logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
+                answer = .refused(refusal)
+            } else {
+                answer = .answered
+            }
             let onWireAt = inFlight.remove(at: index).onWireAt
             count(request.device) {
                 $0.transactions += 1
@@ -774,41 +762,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             outcome = answer
         }
         return outcome
-    }
-
-    /// The driver's reading of a frame, applied: the device's health, what to commit, commands held and settled.
-    private func react(to frame: Driver.Decoder.Frame, inFlight request: LineRequest?, at date: Date) -> LineReaction {
-        let reaction = driver.handle(frame, inFlight: request, at: date)
-        if let from = reaction.from, let device = self.index(of: from) {
-            linkHeard = true
-            let changed = health.answered(devices[device], ready: reaction.ready, at: date)
-            if !changed.isEmpty { pending.add(events: changed) }
-        }
-        for event in reaction.events {
-            if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
-        }
-        if !reaction.events.isEmpty || !reaction.cursors.isEmpty || !reaction.afterCommit.isEmpty {
-            pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
-        }
-        if let commandHold = reaction.holdsCommand, let from = reaction.from { hold(commandHold, from: from) }
-        for verdict in reaction.verdicts { settle(verdict) }
-        return reaction
-    }
-
-    private func outcome(answering request: LineRequest, with reaction: LineReaction) -> Outcome {
-        guard let refusal = reaction.refusal else { return .answered }
-        logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
-        return .refused(refusal)
-    }
-
-    /// Handles the poll answer `absorb` put off, if any: before anything that reads what it changes.
-    private func handleDeferredAnswer() {
-        guard let (frame, request, date) = deferredAnswer else { return }
-        deferredAnswer = nil
-        let reaction = react(to: frame, inFlight: request, at: date)
-        if reaction.answersRequest, case .refused = outcome(answering: request, with: reaction) {
-            count(request.device) { $0.exceptions += 1 }
-        }
     }
 
     /// Commits what was read, then sends the acknowledgements that depended on the commit.
@@ -853,7 +806,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     private func dropLink(_ message: String) {
-        handleDeferredAnswer()
         link?.close()
         link = nil
         inbox.waker = nil
