@@ -532,6 +532,45 @@ extension OutboxSalvageTests {
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_000_000))
     }
 
+    /// A box upgraded from the first release with events still waiting: after the migrations they go out in order with
+    /// their time, subject and sequence, the delivered one stays delivered, and the device's cursor and the source's
+    /// counter carry on.
+    @Test func anOutboxFromTheFirstReleaseWithEventsWaitingCarriesThemThroughTheUpgrade() async throws {
+        let folder = try TemporaryDirectory()
+        // The events' JSON as the gateway writes it, sequence numbers included.
+        let written = try await Outbox.open(path: folder.file("today.sqlite"), logger: CapturedLog().logger)
+            .commit(deviceEvents(3, device: "eval-w01", prefix: "old-"))
+        let path = folder.file("outbox.sqlite")
+        do {
+            let older = try DatabaseQueue(path: path)
+            try Outbox.migrator.migrate(older, upTo: "v1")
+            try await older.write { db in
+                for (position, event) in written.enumerated() {
+                    try db.execute(sql: "INSERT INTO event (position, source, id, type, json) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [position + 1, event.source, event.id, event.type, try event.jsonLine()])
+                }
+                try db.execute(sql: """
+                    INSERT INTO source_sequence (source, last) VALUES ('/halls/h/devices/eval-w01', 3);
+                    INSERT INTO device_cursor (device, boot_id, consumed) VALUES ('eval-w01', 77, 12);
+                    INSERT INTO sink_cursor (sink, position) VALUES ('central', 1);
+                    """)
+            }
+        }
+
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central"])
+        #expect(try await outbox.deliveredPosition(sink: "central") == 1, "the event delivered before stays delivered")
+        let waiting = try await outbox.entries(after: 1, limit: 100)
+        #expect(waiting.map(\.id) == ["old-2", "old-3"])
+        #expect(waiting.map(\.sequence) == [2, 3])
+        for (entry, event) in zip(waiting, written.dropFirst()) {
+            #expect(entry.time == event.time && entry.subject == "window/1", "\(entry)")
+        }
+        #expect(try await outbox.cursor(device: "eval-w01") == DeviceCursor(device: "eval-w01", bootId: 77, consumed: 12))
+        let next = try await outbox.commit(deviceEvents(1, device: "eval-w01", prefix: "new-"))
+        #expect(next.first?.sequence == CloudEvent.sequenceString(4), "the source's counter continues")
+    }
+
     /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books.
     @Test func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersAndTheDaysChecked() async throws {
         let folder = try TemporaryDirectory()
