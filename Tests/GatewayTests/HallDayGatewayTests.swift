@@ -17,15 +17,16 @@ import Testing
 
     /// A hall open 09:00-17:00 on weekdays, checked 15 minutes before, numbering A tickets, with a Modbus board at
     /// address 3 on `path` and `devices` besides.
-    static func hall(_ folder: TemporaryDirectory, path: String, devices: String = "") throws -> (GatewayConfig, ProfileLibrary) {
+    static func hall(_ folder: TemporaryDirectory, path: String, devices: String = "",
+                     line: String? = nil, boardAddress: Int = 3) throws -> (GatewayConfig, ProfileLibrary) {
         try ConfigLoader.parse("""
             hall: {id: test-hall, timezone: Asia/Shanghai}
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
             buses:
-              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+              - {id: line-a, \(line ?? "transport: modbus-rtu, port: \(path)"), response-timeout-ms: 100, poll-interval-ms: 50}
             devices:
-              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: \(boardAddress), window: "5"}
             \(devices)
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
@@ -125,6 +126,45 @@ import Testing
         // The time trusted is the one recorded now.
         #expect(try await gateway.outbox.lastRecordedTime() == (try Self.shanghai("2026-12-03 10:00")))
         #expect(await eventually { await dayEvents() == ["hall.day.opened"] })
+        stop.stop()
+        await running.value
+    }
+
+    /// Found by the hall's-day trial: a gateway started while the hall is open found the board's command counter
+    /// unknown (not yet polled) and reported boards-on timed out, leaving the boards dark until the next change.
+    @Test(arguments: ["modbus-rtu", "modbus-tcp"])
+    func aGatewayStartedWhileOpenSwitchesTheBoardOn(transport: String) async throws {
+        let board = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server = try transport == "modbus-rtu" ? MockModbusServer.rtu(units: [21: board, 1: pad])
+            : MockModbusServer.tcp(units: [21: board, 1: pad])
+        defer { server.stop() }
+        let line = switch server.endpoint {
+        case .rtu(let path): "transport: modbus-rtu, port: \(path)"
+        case .tcp(let port): "transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port)"
+        }
+        // Switched off at the last closing.
+        var registers = board.registers
+        registers[MockModbusBoard.Register.power] = 0
+        registers[MockModbusBoard.Register.commandCounter] = 1
+        board.accept(writtenRegisters: registers)
+        #expect(!board.isOn)
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, path: "", devices: """
+              - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 1, window: "5"}
+            """, line: line, boardAddress: 21)
+        let clock = ManualHallClock(now: try Self.shanghai("2026-12-01 10:24"))
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+
+        #expect(await eventually { board.isOn }, "started while open: boards on")
+        let opened = await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.type == "hall.day.opened" } == true
+        }
+        let day = try #require(try await gateway.outbox.entries(after: 0, limit: 1000).first { $0.type == "hall.day.opened" })
+        #expect(opened && day.json.contains(#""done""#) && !day.json.contains("timed-out"), "\(day.json)")
         stop.stop()
         await running.value
     }

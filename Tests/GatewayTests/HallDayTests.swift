@@ -189,6 +189,56 @@ import Testing
         #expect(await log.entries == ["2026-10-04T23:00:00Z closed", "2026-10-05T02:00:00Z opened"])
     }
 
+    /// Found by the hall's-day trial: set back a day while open, the day waited for the next change of the day it
+    /// left (a day later), so the day it came back to was neither checked nor closed and its boards stayed on.
+    @Test func aClockSetBackADayWhileRunningRunsTheDayItCameBackTo() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-06 10:00"))
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        #expect(await clock.nextDeadline() == (try local("2026-10-06 12:00")))
+        clock.advance(to: try local("2026-10-05 08:50"))
+        await day.clockWasSet()
+        try await advance(clock, to: try local("2026-10-05 17:30"))
+        stop.stop()
+        await running
+        #expect(await log.entries == [
+            "2026-10-06T02:00:00Z opened",
+            "2026-10-05T00:50:00Z beforeOpening 2026-10-05",
+            "2026-10-05T00:50:00Z closed",
+            "2026-10-05T01:00:00Z opened",
+            "2026-10-05T04:00:00Z break until 2026-10-05T05:30:00Z",
+            "2026-10-05T05:30:00Z opened",
+            "2026-10-05T09:00:00Z closed",
+        ])
+    }
+
+    /// NTP stepping a clock back a little after the opening: the opening is not done again (a second greeting would
+    /// wipe the calls shown since), and the day goes on.
+    @Test func aClockSetBackWithinTheDayRepeatsNothing() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 08:50"))
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        try await advance(clock, to: try local("2026-10-05 09:00").addingTimeInterval(30))
+        clock.advance(to: try local("2026-10-05 08:59"))
+        await day.clockWasSet()
+        #expect(await clock.nextDeadline() == (try local("2026-10-05 09:00")))
+        try await advance(clock, to: try local("2026-10-05 12:10"))
+        stop.stop()
+        await running
+        #expect(await log.entries == [
+            "2026-10-05T00:50:00Z beforeOpening 2026-10-05",
+            "2026-10-05T00:50:00Z closed",
+            "2026-10-05T01:00:00Z opened",
+            "2026-10-05T04:00:00Z break until 2026-10-05T05:30:00Z",
+        ])
+    }
+
     @Test func runReturnsWhenTheStopFiresOnTheSystemClock() async throws {
         let hours = try #require(try hallDay().hours)
         let log = DayLog(clock: ManualHallClock(now: Date()))

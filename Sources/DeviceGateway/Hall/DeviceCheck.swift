@@ -184,7 +184,8 @@ struct GatewayHallActions: HallDayActions {
             gateway.logger.notice("hall day \(date): device check passed, \(report.devicesChecked) devices")
         } else {
             let problems = report.problems.joined(separator: "; ")
-            gateway.logger.warning("hall day \(date): device check found \(report.problems.count) problems: \(problems)")
+            let count = report.problems.count == 1 ? "1 problem" : "\(report.problems.count) problems"
+            gateway.logger.warning("hall day \(date): device check found \(count): \(problems)")
         }
         await gateway.commitCheck(report, id: "device-check-\(date)", onlyWhenNew: false)
     }

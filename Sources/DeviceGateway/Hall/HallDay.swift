@@ -122,7 +122,10 @@ public struct HallDaySchedule: Sendable, Equatable {
 /// - Started mid-day, it calls `opened` (or `breakStarted`, or `closed`) for the state at that instant, and
 ///   `beforeOpening` only if the day has not opened yet: counters already in use are not cleared.
 /// - After a wall-clock jump forward it acts on the state at the new instant, skipping what was missed, by the
-///   same rule; a jump backward repeats nothing.
+///   same rule. After a jump backward within the hall's day it repeats nothing: it waits for the next change after
+///   the new instant. A jump back to an earlier day acts on that day's state at the new instant, as a jump forward
+///   does (the boards of the day it left are not left on over the night of the one it came back to). `clockWasSet`
+///   tells it of a jump; the wait under way ends at once.
 /// - Started on a clock that reads a day before the one the gateway last recorded (`lastRecorded`), with nothing
 ///   synchronising it (a box whose clock battery died boots at 1970 or at an old date), it does nothing until the
 ///   clock is synchronised, set (`clockWasSet`) or past that day: boards switched off in service and a check of the
@@ -136,6 +139,8 @@ public actor HallDay {
     private let lastRecorded: Date?
     /// Whether the clock was set since the start: what it reads then is someone's doing, trusted.
     private var setSinceStart = false
+    /// The wait under way in `run`, for `clockWasSet` to end.
+    private var waiter: Waiter?
 
     /// How often a held day looks at the clock again.
     static let clockRecheck: TimeInterval = 30
@@ -155,12 +160,21 @@ public actor HallDay {
     /// waits between actions are interrupted.
     public func run(until stop: StopSignal) async {
         let waiter = Waiter(clock: clock)
+        self.waiter = waiter
         stop.onStop { waiter.stop() }
         await withTaskCancellationHandler {
             var state: HallState?
             var checkedDay: HallDate?
             guard var now = await trustedNow(waiter: waiter, stop: stop) else { return }
+            var actedAt = now
             while !stop.isStopped, !Task.isCancelled {
+                if now < actedAt, schedule.hours.day(of: now) == schedule.hours.day(of: actedAt) {
+                    // Set back within the day: what was done stays done; only the next change is due again.
+                    await waiter.sleep(until: schedule.nextChange(after: now) ?? .distantFuture)
+                    now = clock.now
+                    continue
+                }
+                actedAt = now
                 // The check first: counters are cleared before boards show the opening display.
                 if let day = schedule.checkDue(at: now), day != checkedDay {
                     checkedDay = day
@@ -186,8 +200,12 @@ public actor HallDay {
     }
 
     /// The wall clock was set (a step seen against the monotonic clock): a day held for the clock goes on at its next
-    /// look.
-    public func clockWasSet() { setSinceStart = true }
+    /// look, and a day under way looks at the clock at once (a wait for a change that the step moved would end late,
+    /// or a day late after a step back).
+    public func clockWasSet() {
+        setSinceStart = true
+        waiter?.interrupt()
+    }
 
     /// The clock's reading once it can be trusted (at once, unless it is behind); nil when stopped before.
     private func trustedNow(waiter: Waiter, stop: StopSignal) async -> Date? {
@@ -219,10 +237,11 @@ public actor HallDay {
     }
 }
 
-/// One interruptible wait at a time: `stop()` cancels the wait under way and makes later ones return at once.
+/// One interruptible wait at a time: `stop()` cancels the wait under way and makes later ones return at once;
+/// `interrupt()` ends the wait under way, or the next one if none is.
 private final class Waiter: Sendable {
     private let clock: any HallClock
-    private let current = Mutex<(task: Task<Void, Never>?, stopped: Bool)>((nil, false))
+    private let current = Mutex<(task: Task<Void, Never>?, stopped: Bool, interrupted: Bool)>((nil, false, false))
 
     init(clock: any HallClock) { self.clock = clock }
 
@@ -234,13 +253,23 @@ private final class Waiter: Sendable {
         task?.cancel()
     }
 
-    func sleep(until deadline: Date) async {
-        let task = Task { [clock] in _ = try? await clock.sleep(until: deadline) }
-        let stopped = current.withLock { current in
-            if !current.stopped { current.task = task }
-            return current.stopped
+    func interrupt() {
+        let task = current.withLock { current in
+            if current.task == nil { current.interrupted = true }
+            return current.task
         }
-        if stopped { task.cancel() }
+        task?.cancel()
+    }
+
+    func sleep(until deadline: Date) async {
+        // Made under the lock: an interruption that comes once the sleep is under way finds it to cancel.
+        let task = current.withLock { current -> Task<Void, Never>? in
+            defer { current.interrupted = false }
+            if current.stopped || current.interrupted { return nil }
+            current.task = Task { [clock] in _ = try? await clock.sleep(until: deadline) }
+            return current.task
+        }
+        guard let task else { return }
         await task.value
         current.withLock { $0.task = nil }
     }
