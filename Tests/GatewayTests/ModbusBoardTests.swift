@@ -13,20 +13,15 @@ import Testing
     func callsReachTheBoardAndItsAcknowledgementAndFaultsBecomeEvents(transport: String) async throws {
         let board = MockModbusBoard()
         let pad = MockModbusEvaluator(staffId: "0105")
-        let server = try transport == "modbus-rtu" ? MockModbusServer.rtu(units: [3: board, 4: pad])
-            : MockModbusServer.tcp(units: [3: board, 4: pad])
+        let server = try MockModbusServer.serving([3: board, 4: pad], over: transport)
         defer { server.stop() }
-        let line = switch server.endpoint {
-        case .rtu(let path): "port: \(path)"
-        case .tcp(let port): "host: 127.0.0.1, tcp-port: \(port)"
-        }
         let folder = try TemporaryDirectory()
         let (config, profiles) = try ConfigLoader.parse("""
             hall: {id: test-hall}
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
             buses:
-              - {id: line-a, transport: \(transport), \(line), response-timeout-ms: 200, poll-interval-ms: 50}
+              - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 200, poll-interval-ms: 50}
             devices:
               - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
               - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}

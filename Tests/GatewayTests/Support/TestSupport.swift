@@ -235,6 +235,20 @@ extension MockModbusServer.Endpoint {
     var tcpPort: Int? { if case .tcp(let port) = self { port } else { nil } }
     /// The device path of a Modbus RTU server (nil for TCP), for `try #require`.
     var devicePath: String? { if case .rtu(let path) = self { path } else { nil } }
+    /// A bus's keys that reach the server: `transport: modbus-tcp, host: 127.0.0.1, tcp-port: …` or the RTU line's.
+    var busKeys: String {
+        switch self {
+        case .rtu(let path): "transport: modbus-rtu, port: \(path)"
+        case .tcp(let port): "transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port)"
+        }
+    }
+}
+
+extension MockModbusServer {
+    /// A server over `transport` (`modbus-rtu`: a pseudo-terminal; `modbus-tcp`: loopback).
+    static func serving(_ units: [Int: any MockModbusUnit], over transport: String) throws -> MockModbusServer {
+        transport == "modbus-rtu" ? try rtu(units: units) : try tcp(units: units)
+    }
 }
 
 extension EventData {
