@@ -239,6 +239,33 @@ import Testing
         ])
     }
 
+    /// A clock set to the evening by mistake and put right the same day: the day it jumped over was never carried
+    /// out, so it is not taken as done (the boards would stay off until the next morning).
+    @Test func aClockSetForwardByMistakeAndPutRightRunsTheRestOfTheDay() async throws {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        #expect(await clock.nextDeadline() == (try local("2026-10-05 12:00")))
+        clock.advance(to: try local("2026-10-05 18:00"))
+        #expect(await clock.nextDeadline() == (try local("2026-10-06 08:45")))
+        clock.advance(to: try local("2026-10-05 10:05"))
+        await day.clockWasSet()
+        try await advance(clock, to: try local("2026-10-05 17:30"))
+        stop.stop()
+        await running
+        #expect(await log.entries == [
+            "2026-10-05T02:00:00Z opened",
+            "2026-10-05T10:00:00Z closed",
+            "2026-10-05T02:05:00Z opened",
+            "2026-10-05T04:00:00Z break until 2026-10-05T05:30:00Z",
+            "2026-10-05T05:30:00Z opened",
+            "2026-10-05T09:00:00Z closed",
+        ])
+    }
+
     @Test func runReturnsWhenTheStopFiresOnTheSystemClock() async throws {
         let hours = try #require(try hallDay().hours)
         let log = DayLog(clock: ManualHallClock(now: Date()))

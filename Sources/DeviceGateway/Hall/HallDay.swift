@@ -122,10 +122,12 @@ public struct HallDaySchedule: Sendable, Equatable {
 /// - Started mid-day, it calls `opened` (or `breakStarted`, or `closed`) for the state at that instant, and
 ///   `beforeOpening` only if the day has not opened yet: counters already in use are not cleared.
 /// - After a wall-clock jump forward it acts on the state at the new instant, skipping what was missed, by the
-///   same rule. After a jump backward within the hall's day it repeats nothing: it waits for the next change after
-///   the new instant. A jump back to an earlier day acts on that day's state at the new instant, as a jump forward
-///   does (the boards of the day it left are not left on over the night of the one it came back to). `clockWasSet`
-///   tells it of a jump; the wait under way ends at once.
+///   same rule. After a jump backward within the hall's day, over changes it carried out, it repeats nothing: it
+///   waits for the next change after the new instant. A jump back to an earlier day, or to before the instant it
+///   started or jumped forward to (changes it never carried out), acts on the state at the new instant, as a jump
+///   forward does: the boards of the day it left are not left on over the night of the one it came back to, nor off
+///   for the rest of a day after a mistaken jump to the evening. `clockWasSet` tells it of a jump; the wait under
+///   way ends at once.
 /// - Started on a clock that reads a day before the one the gateway last recorded (`lastRecorded`), with nothing
 ///   synchronising it (a box whose clock battery died boots at 1970 or at an old date), it does nothing until the
 ///   clock is synchronised, set (`clockWasSet`) or past that day: boards switched off in service and a check of the
@@ -166,13 +168,23 @@ public actor HallDay {
             var state: HallState?
             var checkedDay: HallDate?
             guard var now = await trustedNow(waiter: waiter, stop: stop) else { return }
+            // The last instant acted on, and since when every change up to it was: a start or a jump forward acts on
+            // the state at its instant only, skipping the changes before it.
             var actedAt = now
+            var walkedSince = now
+            var deadline: Date?
             while !stop.isStopped, !Task.isCancelled {
-                if now < actedAt, schedule.hours.day(of: now) == schedule.hours.day(of: actedAt) {
-                    // Set back within the day: what was done stays done; only the next change is due again.
-                    await waiter.sleep(until: schedule.nextChange(after: now) ?? .distantFuture)
-                    now = clock.now
-                    continue
+                if now < actedAt {
+                    if now >= walkedSince, schedule.hours.day(of: now) == schedule.hours.day(of: actedAt) {
+                        // Set back within the day, over changes done: they stay done; the next one is due again.
+                        deadline = schedule.nextChange(after: now)
+                        await waiter.sleep(until: deadline ?? .distantFuture)
+                        now = clock.now
+                        continue
+                    }
+                    walkedSince = now
+                } else if let deadline, now.timeIntervalSince(deadline) > HallDaySchedule.lateWake {
+                    walkedSince = now
                 }
                 actedAt = now
                 // The check first: counters are cleared before boards show the opening display.
@@ -191,7 +203,8 @@ public actor HallDay {
                     }
                 }
                 // No change ahead (a hall that never opens): wait for the stop.
-                await waiter.sleep(until: schedule.nextChange(after: now) ?? .distantFuture)
+                deadline = schedule.nextChange(after: now)
+                await waiter.sleep(until: deadline ?? .distantFuture)
                 now = clock.now
             }
         } onCancel: {
