@@ -192,19 +192,12 @@ import Testing
     /// Found by the hall's-day trial: set back a day while open, the day waited for the next change of the day it
     /// left (a day later), so the day it came back to was neither checked nor closed and its boards stayed on.
     @Test func aClockSetBackADayWhileRunningRunsTheDayItCameBackTo() async throws {
-        let hours = try #require(try hallDay().hours)
-        let clock = ManualHallClock(now: try local("2026-10-06 10:00"))
-        let log = DayLog(clock: clock)
-        let day = HallDay(hours: hours, clock: clock, actions: log)
-        let stop = StopSignal()
-        async let running: Void = day.run(until: stop)
-        #expect(await clock.nextDeadline() == (try local("2026-10-06 12:00")))
-        clock.advance(to: try local("2026-10-05 08:50"))
-        await day.clockWasSet()
-        try await advance(clock, to: try local("2026-10-05 17:30"))
-        stop.stop()
-        await running
-        #expect(await log.entries == [
+        let entries = try await dayWithClockSteps(from: "2026-10-06 10:00", until: "2026-10-05 17:30") { day, clock in
+            #expect(await clock.nextDeadline() == (try local("2026-10-06 12:00")))
+            clock.advance(to: try local("2026-10-05 08:50"))
+            await day.clockWasSet()
+        }
+        #expect(entries == [
             "2026-10-06T02:00:00Z opened",
             "2026-10-05T00:50:00Z beforeOpening 2026-10-05",
             "2026-10-05T00:50:00Z closed",
@@ -218,20 +211,13 @@ import Testing
     /// NTP stepping a clock back a little after the opening: the opening is not done again (a second greeting would
     /// wipe the calls shown since), and the day goes on.
     @Test func aClockSetBackWithinTheDayRepeatsNothing() async throws {
-        let hours = try #require(try hallDay().hours)
-        let clock = ManualHallClock(now: try local("2026-10-05 08:50"))
-        let log = DayLog(clock: clock)
-        let day = HallDay(hours: hours, clock: clock, actions: log)
-        let stop = StopSignal()
-        async let running: Void = day.run(until: stop)
-        try await advance(clock, to: try local("2026-10-05 09:00").addingTimeInterval(30))
-        clock.advance(to: try local("2026-10-05 08:59"))
-        await day.clockWasSet()
-        #expect(await clock.nextDeadline() == (try local("2026-10-05 09:00")))
-        try await advance(clock, to: try local("2026-10-05 12:10"))
-        stop.stop()
-        await running
-        #expect(await log.entries == [
+        let entries = try await dayWithClockSteps(from: "2026-10-05 08:50", until: "2026-10-05 12:10") { day, clock in
+            try await advance(clock, to: try local("2026-10-05 09:00").addingTimeInterval(30))
+            clock.advance(to: try local("2026-10-05 08:59"))
+            await day.clockWasSet()
+            #expect(await clock.nextDeadline() == (try local("2026-10-05 09:00")))
+        }
+        #expect(entries == [
             "2026-10-05T00:50:00Z beforeOpening 2026-10-05",
             "2026-10-05T00:50:00Z closed",
             "2026-10-05T01:00:00Z opened",
@@ -242,21 +228,14 @@ import Testing
     /// A clock set to the evening by mistake and put right the same day: the day it jumped over was never carried
     /// out, so it is not taken as done (the boards would stay off until the next morning).
     @Test func aClockSetForwardByMistakeAndPutRightRunsTheRestOfTheDay() async throws {
-        let hours = try #require(try hallDay().hours)
-        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
-        let log = DayLog(clock: clock)
-        let day = HallDay(hours: hours, clock: clock, actions: log)
-        let stop = StopSignal()
-        async let running: Void = day.run(until: stop)
-        #expect(await clock.nextDeadline() == (try local("2026-10-05 12:00")))
-        clock.advance(to: try local("2026-10-05 18:00"))
-        #expect(await clock.nextDeadline() == (try local("2026-10-06 08:45")))
-        clock.advance(to: try local("2026-10-05 10:05"))
-        await day.clockWasSet()
-        try await advance(clock, to: try local("2026-10-05 17:30"))
-        stop.stop()
-        await running
-        #expect(await log.entries == [
+        let entries = try await dayWithClockSteps(from: "2026-10-05 10:00", until: "2026-10-05 17:30") { day, clock in
+            #expect(await clock.nextDeadline() == (try local("2026-10-05 12:00")))
+            clock.advance(to: try local("2026-10-05 18:00"))
+            #expect(await clock.nextDeadline() == (try local("2026-10-06 08:45")))
+            clock.advance(to: try local("2026-10-05 10:05"))
+            await day.clockWasSet()
+        }
+        #expect(entries == [
             "2026-10-05T02:00:00Z opened",
             "2026-10-05T10:00:00Z closed",
             "2026-10-05T02:05:00Z opened",
@@ -264,6 +243,23 @@ import Testing
             "2026-10-05T05:30:00Z opened",
             "2026-10-05T09:00:00Z closed",
         ])
+    }
+
+    /// Runs the hall of the issue from `start` through `steps` (which set the clock as a technician or NTP would), then
+    /// deadline by deadline to `end`; returns what the day did.
+    func dayWithClockSteps(from start: String, until end: String,
+                           _ steps: (HallDay, ManualHallClock) async throws -> Void) async throws -> [String] {
+        let hours = try #require(try hallDay().hours)
+        let clock = ManualHallClock(now: try local(start))
+        let log = DayLog(clock: clock)
+        let day = HallDay(hours: hours, clock: clock, actions: log)
+        let stop = StopSignal()
+        async let running: Void = day.run(until: stop)
+        try await steps(day, clock)
+        try await advance(clock, to: try local(end))
+        stop.stop()
+        await running
+        return await log.entries
     }
 
     @Test func runReturnsWhenTheStopFiresOnTheSystemClock() async throws {
