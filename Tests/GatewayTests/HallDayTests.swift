@@ -245,11 +245,26 @@ import Testing
         ])
     }
 
-    /// Runs the hall of the issue from `start` through `steps` (which set the clock as a technician or NTP would), then
+    /// A hall open until midnight: a clock set back a little after its closing does not open it again.
+    @Test func aClockSetBackAfterAMidnightClosingRepeatsNothing() async throws {
+        let hours = try #require(try ConfigLoader.parseHallDay(yaml: """
+            hours:
+              monday-friday: ["09:00-24:00"]
+            """, file: "hall.yaml", timeZone: shanghai)?.hours)
+        let entries = try await dayWithClockSteps(from: "2026-10-05 23:50", until: "2026-10-06 00:30", hours: hours) { day, clock in
+            try await advance(clock, to: try local("2026-10-06 00:00").addingTimeInterval(30))
+            clock.advance(to: try local("2026-10-05 23:58"))
+            await day.clockWasSet()
+            #expect(await clock.nextDeadline() == (try local("2026-10-06 00:00")))
+        }
+        #expect(entries == ["2026-10-05T15:50:00Z opened", "2026-10-05T16:00:00Z closed"])
+    }
+
+    /// Runs the hall of the issue (or `hours`) from `start` through `steps` (which set the clock as a technician or NTP would), then
     /// deadline by deadline to `end`; returns what the day did.
-    func dayWithClockSteps(from start: String, until end: String,
+    func dayWithClockSteps(from start: String, until end: String, hours: OpeningHours? = nil,
                            _ steps: (HallDay, ManualHallClock) async throws -> Void) async throws -> [String] {
-        let hours = try #require(try hallDay().hours)
+        let hours = try hours ?? #require(try hallDay().hours)
         let clock = ManualHallClock(now: try local(start))
         let log = DayLog(clock: clock)
         let day = HallDay(hours: hours, clock: clock, actions: log)

@@ -175,7 +175,9 @@ public actor HallDay {
             var deadline: Date?
             while !stop.isStopped, !Task.isCancelled {
                 if now < actedAt {
-                    if now >= walkedSince, schedule.hours.day(of: now) == schedule.hours.day(of: actedAt) {
+                    // A closing at 24:00 is acted on at the next day's first instant: it belongs to the day it ends.
+                    let actedDay = schedule.hours.day(of: actedAt.addingTimeInterval(-0.001))
+                    if now >= walkedSince, schedule.hours.day(of: now) == actedDay {
                         // Set back within the day, over changes done: they stay done; the next one is due again.
                         deadline = schedule.nextChange(after: now)
                         await waiter.sleep(until: deadline ?? .distantFuture)
