@@ -596,15 +596,22 @@ import Testing
         // Looked again at 10:00:30, still held.
         clock.advance(to: await clock.nextDeadline())
         let nextLook = await clock.nextDeadline()
-        if trust == .synchronised { clock.setSynchronised(true) } else { await day.clockWasSet() }
-        clock.advance(to: nextLook)
+        if trust == .synchronised {
+            // Seen at the next look.
+            clock.setSynchronised(true)
+            clock.advance(to: nextLook)
+        } else {
+            // The step is seen as it is made: the held day looks at once.
+            await day.clockWasSet()
+        }
         _ = await clock.nextDeadline()
         stop.stop()
         await running
+        let wentOn = trust == .synchronised ? "2026-10-06T02:01:00Z" : "2026-10-06T02:00:30Z"
         #expect(await log.entries == [
             "2026-10-06T02:00:00Z held: reads 2026-10-06T02:00:00Z, last recorded 2026-10-08T02:00:00Z",
-            "2026-10-06T02:01:00Z goes on: \(trust)",
-            "2026-10-06T02:01:00Z opened",
+            "\(wentOn) goes on: \(trust)",
+            "\(wentOn) opened",
         ])
     }
 
