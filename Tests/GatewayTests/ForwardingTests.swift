@@ -479,6 +479,21 @@ func damagePages(of path: String, bytes: Int) throws {
 }
 
 @Suite struct OutboxSalvageTests {
+    /// SQLite's default page cache (2,000 KiB for each connection, up to six a file) grew with the files for hours in
+    /// the demo hall; every connection of the outbox and of the event store now starts with a small one.
+    @Test func everyConnectionOfTheOutboxAndTheEventStoreKeepsASmallPageCache() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let store = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"))
+        for database in [outbox.database, store.database] {
+            let writer = try await database.write { db in try Int.fetchOne(db, sql: "PRAGMA cache_size") }
+            let reader = try await database.read { db in try Int.fetchOne(db, sql: "PRAGMA cache_size") }
+            // Negative: KiB rather than pages.
+            #expect(writer == -WritableDatabase.writerPageCacheKiB)
+            #expect(reader == -WritableDatabase.readerPageCacheKiB)
+        }
+    }
+
     @Test func aDamagedOutboxIsSalvagedAndItsUndeliveredEventsKeepTheirSequence() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")

@@ -119,7 +119,8 @@ func readOnlyDatabase(at path: String, missing: String, writable: Bool = false) 
 /// Events and device cursors commit in one transaction, so a crash either keeps both or neither, and
 /// a re-read after the crash produces the same ids, which the unique (source, id) key ignores.
 public final class Outbox: Sendable {
-    private let database: any DatabaseWriter
+    /// Internal for the tests of its connections' settings.
+    let database: any DatabaseWriter
     /// The database file.
     public let path: String
     public let policy: OutboxPolicy
@@ -285,7 +286,7 @@ public final class Outbox: Sendable {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try WritableDatabase.prepare(db)
             if let budget = policy.maximumBytes {
                 // The WAL counts against the budget too: checkpoint and truncate it at a quarter of it (4 MB at most).
                 let walBytes = min(budget / 4, 4 * 1_048_576)

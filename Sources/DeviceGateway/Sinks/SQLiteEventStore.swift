@@ -6,7 +6,8 @@ public final class SQLiteEventStore: EventSink {
     public let name: String
     /// The database file.
     public let path: String
-    private let database: any DatabaseWriter
+    /// Internal for the tests of its connections' settings.
+    let database: any DatabaseWriter
 
     /// Opens the store for writing, creating it if needed.
     public init(name: String, path: String) throws {
@@ -15,7 +16,7 @@ public final class SQLiteEventStore: EventSink {
         self.path = path
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        configuration.prepareDatabase { db in try WritableDatabase.prepare(db) }
         let pool = try DatabasePool(path: path, configuration: configuration)
         database = pool
         var migrator = DatabaseMigrator()
