@@ -43,11 +43,11 @@ public final class MockFF68Bus: Sendable {
                             state.echoesIgnored += 1
                         } else {
                             state.unacknowledged[frame.address] = nil
-                            state.acknowledged.append(sent)
+                            state.acknowledged.appendKeepingNewest(sent)
                         }
                     } else if !state.acknowledged.contains(where: { $0.acknowledgement == frame }) {
                         // Not an echo (nor a late second echo of a frame already taken).
-                        state.commands.append(frame)
+                        state.commands.appendKeepingNewest(frame)
                     }
                 }
             }
@@ -81,10 +81,10 @@ public final class MockFF68Bus: Sendable {
     /// How many echoes arrived while they were ignored: each one the host's answer to a frame or its repeat.
     public var echoesIgnored: Int { state { $0.echoesIgnored } }
 
-    /// Every byte the host has sent.
-    public var bytesFromHost: Int { line.bytesFromHost.count }
+    /// How many bytes the host has sent.
+    public var bytesFromHost: Int { line.byteCountFromHost }
 
-    /// Frames the host has echoed, in order.
+    /// Frames the host has echoed, in order (the newest `mockHistoryLimit`).
     public var acknowledged: [FF68Frame] { state { $0.acknowledged } }
 
     /// Frames still waiting for their echo.

@@ -11,7 +11,7 @@ public final class MockLine: Sendable {
 
     private let terminal: PseudoTerminal
     private let running = Mutex(true)
-    private let received = Mutex<[UInt8]>([])
+    private let receivedCount = Mutex(0)
     private let finished = DispatchSemaphore(value: 0)
     /// The line's speed and framing when bytes move at their wire time; nil when they move at once.
     public let pacing: WirePacing?
@@ -39,8 +39,8 @@ public final class MockLine: Sendable {
         }
     }
 
-    /// Everything the host has sent so far.
-    public var bytesFromHost: [UInt8] { received.withLock { $0 } }
+    /// How many bytes the host has sent so far.
+    public var byteCountFromHost: Int { receivedCount.withLock { $0 } }
 
     /// Sends bytes to the host, as a device speaking unprompted; with pacing they are queued and go out at the
     /// line's speed after whatever is already on its way.
@@ -73,7 +73,7 @@ public final class MockLine: Sendable {
             let count = read(terminal.controller, &buffer, buffer.count)
             guard count > 0 else { continue }
             let chunk = Array(buffer[0..<count])
-            received.withLock { $0 += chunk }
+            receivedCount.withLock { $0 += chunk.count }
             if echoing { send(chunk) }
             let answer = handler(chunk)
             if !answer.isEmpty { send(answer) }
@@ -99,7 +99,7 @@ public final class MockLine: Sendable {
             // The adapter's echo is the host's own signal: each byte comes back as it crosses the wire.
             if echoing { transmitter.send(chunk, notBefore: start) }
             MonotonicClock.wait(until: arrivingUntil, spinning: pacing.spinNanoseconds)
-            received.withLock { $0 += chunk }
+            receivedCount.withLock { $0 += chunk.count }
             let answer = handler(chunk)
             transmitter.send(answer, notBefore: arrivingUntil + pacing.frameGapNanoseconds)
         }

@@ -52,7 +52,7 @@ public final class MockEscPosPrinter: Sendable {
                         if state.automaticStatusBack { answer += Self.automaticStatus(state.condition) }
                     case .cut:
                         state.current.append(command)
-                        state.tickets.append(state.current)
+                        state.tickets.appendKeepingNewest(state.current)
                         state.current = []
                         if let left = state.paperLeft {
                             state.paperLeft = max(0, left - 1)
@@ -88,7 +88,7 @@ public final class MockEscPosPrinter: Sendable {
     /// Whether the printer answers status requests (false: unplugged).
     public func setAnswering(_ answering: Bool) { state { $0.answering = answering } }
 
-    /// Every ticket printed so far, as the commands up to and including its cut.
+    /// The tickets printed (the newest `mockHistoryLimit`), as the commands up to and including each cut.
     public var tickets: [[EscPosCommand]] { state { $0.tickets } }
 
     /// Stops the printer.
@@ -136,7 +136,7 @@ public final class MockOnbonBoards: Sendable {
         var silent: Set<UInt16> = []
         var brightness: [UInt16: UInt8] = [:]
         var screenOff: Set<UInt16> = []
-        /// The data field of every packet addressed to a controller, in order.
+        /// The data field of each packet addressed to a controller, in order (the newest `mockHistoryLimit`).
         var received: [(address: UInt16, data: [UInt8])] = []
     }
 
@@ -155,7 +155,7 @@ public final class MockOnbonBoards: Sendable {
                     guard state.addresses.contains(address), !state.silent.contains(address),
                           let request = OnbonRequest(data: packet.data)
                     else { continue }
-                    state.received.append((address, packet.data))
+                    state.received.appendKeepingNewest((address, packet.data))
                     var reply = OnbonReply.acknowledged
                     switch request.command {
                     case .ping: break

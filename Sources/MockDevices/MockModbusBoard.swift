@@ -37,7 +37,7 @@ public final class MockModbusBoard: MockModbusUnit {
         var answering = true
         var acknowledging = true
         var shownText = ""
-        /// Every text taken with a command, oldest first.
+        /// The texts taken with a command, oldest first (the newest `mockHistoryLimit`).
         var taken: [String] = []
         var mode = Mode.blank
         var brightness: UInt16 = 15
@@ -153,7 +153,7 @@ public final class MockModbusBoard: MockModbusUnit {
         state.mode = Mode(rawValue: state.registers[Register.mode]) ?? .blank
         if state.mode == .blank { state.shownText = "" }
         // A brightness or power command leaves text and mode as they are: nothing new shown.
-        if !state.shownText.isEmpty, (state.shownText, state.mode) != (text, mode) { state.taken.append(state.shownText) }
+        if !state.shownText.isEmpty, (state.shownText, state.mode) != (text, mode) { state.taken.appendKeepingNewest(state.shownText) }
         state.brightness = state.registers[Register.brightness]
         state.isOn = state.registers[Register.power] != 0
     }

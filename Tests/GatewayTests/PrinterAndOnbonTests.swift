@@ -12,6 +12,27 @@ import Testing
         }
     }
 
+    /// A demo hall runs for days: its simulated printer keeps the newest tickets, not every one it ever printed.
+    @Test func aSimulatedPrinterKeepsTheNewestTicketsOnly() async throws {
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let host = open(printer.devicePath, O_RDWR | O_NOCTTY)
+        try #require(host >= 0)
+        defer { close(host) }
+        let printed = mockHistoryLimit + 5
+        // Each ticket its number and a partial cut (GS V 1).
+        for number in 0..<printed {
+            let bytes = Array("T\(number)".utf8) + [0x1D, 0x56, 0x01]
+            try #require(bytes.withUnsafeBytes { write(host, $0.baseAddress, $0.count) } == bytes.count)
+        }
+        func number(_ ticket: [EscPosCommand]?) -> String? {
+            ticket?.lazy.compactMap { command -> String? in if case .text(let text) = command { text } else { nil } }.first
+        }
+        #expect(await eventually { number(printer.tickets.last) == "T\(printed - 1)" })
+        #expect(printer.tickets.count == mockHistoryLimit)
+        #expect(number(printer.tickets.first) == "T5")
+    }
+
     @Test func aTicketIsPrintedAndEveryChangeOfThePrinterIsOneEvent() async throws {
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }
