@@ -479,8 +479,8 @@ func damagePages(of path: String, bytes: Int) throws {
 }
 
 @Suite struct OutboxSalvageTests {
-    /// SQLite's default page cache (2,000 KiB for each connection, up to six a file) grew with the files for hours in
-    /// the demo hall; every connection of the outbox and of the event store now starts with a small one.
+    /// SQLite's default page cache (2,000 KiB a connection) took 5 MB of the demo hall's heap as its files grew; every
+    /// connection of the outbox and of the event store now starts with a smaller one.
     @Test func everyConnectionOfTheOutboxAndTheEventStoreKeepsASmallPageCache() async throws {
         let folder = try TemporaryDirectory()
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)

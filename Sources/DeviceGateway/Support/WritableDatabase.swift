@@ -8,10 +8,10 @@ import Glibc
 /// Says at the start what would otherwise fail at every write: SQLite opens a file it may not write read-only
 /// without a word (a first run as root leaves the files root's), and a folder that cannot be made.
 enum WritableDatabase {
-    /// SQLite's page cache of each connection, in KiB. At SQLite's default (2,000 KiB for each connection: a writer
-    /// and up to five readers a file) the caches filled as the outbox and the event store grew, 150 KB a minute in the
-    /// demo hall, for hours; the kernel's page cache keeps the files' pages anyway. The writer's holds a large commit's
-    /// pages (500 events commit as fast as at the default; 512 KiB was slower); a reader reads each batch once.
+    /// SQLite's page cache of each connection, in KiB. At SQLite's default (2,000 KiB a connection) the writers'
+    /// caches of the outbox and the event store took 5 MB of the demo hall's heap within its first 40 minutes; the
+    /// kernel's page cache keeps the files' pages anyway. The writer's holds a large commit's pages (500 events commit
+    /// as fast as at the default; 512 KiB was slower); a reader's starts over after each write in WAL mode.
     static let writerPageCacheKiB = 1024
     static let readerPageCacheKiB = 256
 
