@@ -468,18 +468,7 @@ final class GatedSink: EventSink {
         #expect(try await outbox.dropTotal() == 0, "delivered events made the room")
         #expect(try await outbox.backlog(sink: "central") == 150)
     }
-}
 
-/// Garbage over whole pages in the middle of a database file: the table's leaves there become unreadable.
-func damagePages(of path: String, bytes: Int) throws {
-    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-    let size = try handle.seekToEnd()
-    try handle.seek(toOffset: size / 2 / 4096 * 4096)
-    try handle.write(contentsOf: Data(repeating: 0xA5, count: bytes))
-    try handle.close()
-}
-
-@Suite struct OutboxSalvageTests {
     /// SQLite's default page cache (2,000 KiB a connection) took 5 MB of the demo hall's heap as its files grew; every
     /// connection of the outbox and of the event store now starts with a smaller one.
     @Test func everyConnectionOfTheOutboxAndTheEventStoreKeepsASmallPageCache() async throws {
@@ -494,7 +483,18 @@ func damagePages(of path: String, bytes: Int) throws {
             #expect(reader == -WritableDatabase.readerPageCacheKiB)
         }
     }
+}
 
+/// Garbage over whole pages in the middle of a database file: the table's leaves there become unreadable.
+func damagePages(of path: String, bytes: Int) throws {
+    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    let size = try handle.seekToEnd()
+    try handle.seek(toOffset: size / 2 / 4096 * 4096)
+    try handle.write(contentsOf: Data(repeating: 0xA5, count: bytes))
+    try handle.close()
+}
+
+@Suite struct OutboxSalvageTests {
     @Test func aDamagedOutboxIsSalvagedAndItsUndeliveredEventsKeepTheirSequence() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
