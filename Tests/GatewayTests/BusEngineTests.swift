@@ -574,6 +574,45 @@ final class TinyDevices: Sendable {
         #expect(bus.lineCounters().garbageBytes == 0)
     }
 
+    /// Found in a full run: on a two-wire FF 68 line whose echoes came late, the filter gave up on them, and each
+    /// acknowledgement of a caller's key (the frame itself) came back as another press of it, acknowledged again:
+    /// about 190 acknowledgements for one key, and no end to them.
+    @Test func lateEchoesOfAnAcknowledgementDoNotFeedMoreAcknowledgements() async throws {
+        let stop = StopSignal()
+        let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: false)
+        let line = SimulatedLine(timing: timing, end: .seconds(10), stop: stop) { _, _ in [] }
+        line.setEchoing(true)
+        // Later than an echo's window (the frame's wire time and the 50 ms quiet gap): never proven to be echoes.
+        line.setEchoDelay(.milliseconds(100))
+        let library = try ProfileLibrary(directory: profilesDirectory)
+        guard case .ff68Caller(let callerProfile) = try library.profile(named: "ff68-caller"),
+              case .ff68Evaluator(let padProfile) = try library.profile(named: "ff68-evaluator")
+        else { throw GatewayError(.profileMismatch, "ff68-caller or ff68-evaluator is not an FF 68 profile") }
+        let caller = DeviceConfig(id: "caller-w03", profile: "ff68-caller", bus: "ff68", address: 33, window: "3")
+        let pad = DeviceConfig(id: "eval-w03", profile: "ff68-evaluator", bus: "ff68", address: 3, window: "3")
+        let callNext = FF68Frame.callerKeyPress(address: 33, action: .callNext).encode()
+        let rating = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        // Each frame read between a write and its late echo, so that the echo comes after a read past its window.
+        line.deliver(callNext, at: .seconds(1))
+        line.deliver(rating.encode(), at: .milliseconds(1080))
+        line.deliver(callNext, at: .seconds(3))
+        line.deliver(rating.encode(), at: .milliseconds(3080))
+        let bus = BusEngine(
+            config: BusConfig(id: "ff68", transport: .serial(SerialSettings(port: "x")), pollInterval: .milliseconds(100)),
+            opener: line, clock: line, timing: timing, hallId: "h",
+            driver: FF68Driver(members: [(caller, .caller(callerProfile)), (pad, .evaluator(padProfile))], hallId: "h"),
+            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
+        await bus.run(until: stop)
+
+        let acknowledgements = line.written.map(\.bytes)
+        #expect(acknowledgements.filter { $0 == callNext }.count == 2, "one acknowledgement a press, not one an echo")
+        #expect(acknowledgements.filter { $0 == rating.acknowledgement.encode() }.count == 2)
+        #expect(acknowledgements.count == 4, "\(acknowledgements.count) frames written for four key presses")
+        let events = try await outbox.entries(after: 0, limit: 100)
+        #expect(events.filter { $0.type == HallEventType.callerKeyPressed }.count == 2)
+        #expect(events.filter { $0.type == HallEventType.ratingSubmitted }.count == 2)
+    }
+
     @Test func aBusCancelledAsItReadsAKeyPressStillCommitsIt() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])
@@ -738,5 +777,25 @@ extension Result where Failure == GatewayError {
         filter.expect(write, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20))
         #expect(filter.filter(write, arrivedAfter: now, readAt: now + .milliseconds(30)) == write,
                 "the pad's answer to the write")
+    }
+
+    /// On a line known to echo, an echo that comes after a read past its window is still ours: given to the driver,
+    /// an FF 68 caller's acknowledgement would read as another press of its key.
+    @Test func aLateEchoOnALineKnownToEchoIsStillOurs() {
+        var filter = EchoFilter()
+        let acknowledgement = FF68Frame.callerKeyPress(address: 33, action: .callNext).encode()
+        filter.expect(acknowledgement, at: .zero, until: .milliseconds(60), onlyEchoBefore: .milliseconds(25))
+        #expect(filter.filter(acknowledgement, arrivedAfter: .zero, readAt: .milliseconds(11)) == [])
+        #expect(filter.lineEchoes == true)
+        var now = Duration.seconds(1)
+        for _ in 0...EchoFilter.missesBeforeNoEcho {
+            filter.expect(acknowledgement, at: now, until: now + .milliseconds(60), onlyEchoBefore: now + .milliseconds(25))
+            // A read that returns past the window with nothing, then the echo.
+            #expect(filter.filter([], arrivedAfter: now, readAt: now + .milliseconds(70)) == [])
+            #expect(filter.filter(acknowledgement, arrivedAfter: now + .milliseconds(70), readAt: now + .milliseconds(150))
+                == [], "the late echo is dropped")
+            now += .seconds(1)
+        }
+        #expect(filter.lineEchoes == true)
     }
 }

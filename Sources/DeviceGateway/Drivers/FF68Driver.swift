@@ -29,6 +29,18 @@ public struct FF68Driver: BusDriver {
         var firstSeen: Int64
         /// When it was last heard; nil for a sighting restored after a restart.
         var lastSeen: Date?
+        /// When it was last acknowledged, and how many times.
+        var acknowledgedAt: Date?
+        var acknowledgements = 0
+    }
+
+    /// How long after the last acknowledgement of a frame a repeat of it is acknowledged again: 200 ms, doubling with
+    /// each acknowledgement up to 1.6 s. On a two-wire line our acknowledgement comes back equal to the pad's frame;
+    /// were the echo filter to miss it (an echo later than its window), acknowledging every copy would feed itself
+    /// and flood the half-duplex line. Shorter than a pad's repeat interval (300 ms in `MockFF68Bus`), so a lost
+    /// acknowledgement costs one repeat.
+    static func acknowledgementSpacing(after acknowledgements: Int) -> Duration {
+        .milliseconds(200 << min(max(acknowledgements - 1, 0), 3))
     }
 
     public let devices: [DeviceConfig]
@@ -56,11 +68,10 @@ public struct FF68Driver: BusDriver {
             // Not ours (or a host frame heard back on a two-wire bus): no echo, so its owner still gets it.
             return LineReaction()
         }
-        let acknowledgement = [LineRequest(device: device.id, bytes: frame.acknowledgement.encode(), expectsAnswer: false,
-                                           purpose: "acknowledge")]
         let source = EventSource.device(hall: hallId, device: device.id)
         let subject = device.window.map(EventSource.windowSubject)
         let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
+        let acknowledgement = acknowledgement(of: frame, from: device, at: time)
         switch member {
         case .evaluator(let profile):
             guard let code = frame.evaluatorKey.map(Int.init) else {
@@ -167,6 +178,19 @@ public struct FF68Driver: BusDriver {
         sightings[device.id] = current
         return ("ff68-\(device.id)-\(current.firstSeen)",
                 DeviceCursor(device: device.id, bootId: current.frameHash, consumed: current.firstSeen))
+    }
+
+    /// The acknowledgement of the frame just sighted, or none while a repeat of it is within the spacing.
+    private mutating func acknowledgement(of frame: FF68Frame, from device: DeviceConfig, at time: Date) -> [LineRequest] {
+        guard var current = sightings[device.id] else { return [] }
+        if let last = current.acknowledgedAt,
+           time.timeIntervalSince(last) < Double(Self.acknowledgementSpacing(after: current.acknowledgements) / .milliseconds(1)) / 1000 {
+            return []
+        }
+        current.acknowledgedAt = time
+        current.acknowledgements += 1
+        sightings[device.id] = current
+        return [LineRequest(device: device.id, bytes: frame.acknowledgement.encode(), expectsAnswer: false, purpose: "acknowledge")]
     }
 
     /// FNV-1a, 32 bits: a frame's fingerprint small enough for the cursor.

@@ -1126,6 +1126,11 @@ struct EchoFilter {
     /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo.
     private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration)] = []
     private var until: Duration = .zero
+    /// On a line known to echo, how long past its window an echo is still waited for: an echo can come late (a USB
+    /// adapter's latency timer, a simulator on a loaded machine), and taken for a device's frame it would be answered
+    /// (an FF 68 acknowledgement comes back equal to the pad's frame). Before the line is known, the window decides.
+    static let lateEchoGrace: Duration = .seconds(1)
+    private var expiry: Duration { lineEchoes == true ? until + Self.lateEchoGrace : until }
     /// Received bytes that so far match the expected echo, held until it is clear whether they are our echo.
     private var held: [UInt8] = []
 
@@ -1133,7 +1138,7 @@ struct EchoFilter {
     /// it cannot be complete before `onlyEchoBefore` (our frame's wire time, the frame gap, then its own).
     mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration, onlyEchoBefore: Duration) {
         guard lineEchoes != false else { return }
-        if now > until, !frames.isEmpty {
+        if now > expiry, !frames.isEmpty {
             frames = []
             missed()
         }
@@ -1145,7 +1150,7 @@ struct EchoFilter {
     /// returned).
     mutating func filter(_ bytes: [UInt8], arrivedAfter earliest: Duration, readAt now: Duration) -> [UInt8] {
         guard !frames.isEmpty || !held.isEmpty else { return bytes }
-        if earliest > until { return giveBack(bytes[...]) }
+        if earliest > expiry { return giveBack(bytes[...]) }
         var input = bytes[...]
         while let byte = input.first, let expected = frames.first {
             guard byte == expected.bytes[held.count] else { return giveBack(input) }

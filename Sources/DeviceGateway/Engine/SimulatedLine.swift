@@ -35,6 +35,7 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
         /// When the last frame written has left the line.
         var sendingUntil: Duration = .zero
         var echoing = false
+        var echoDelay: Duration = .zero
         /// How long after its bytes arrived a read returns: a loaded machine's engine reads late.
         var readDelay: Duration = .zero
         /// A wake came while an action ran: the read in progress returns.
@@ -88,6 +89,9 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
     /// Whether every written frame comes straight back, as on a two-wire adapter without echo suppression.
     public func setEchoing(_ echoing: Bool) { state.withLock { $0.echoing = echoing } }
 
+    /// Makes the echo come `delay` after the frame has left, as from a simulator's thread on a loaded machine.
+    public func setEchoDelay(_ delay: Duration) { state.withLock { $0.echoDelay = delay } }
+
     /// Makes every read return `delay` after the bytes it returns arrived, as on a machine too busy to run the
     /// engine at once: what arrived meanwhile comes in the same read.
     public func setReadDelay(_ delay: Duration) { state.withLock { $0.readDelay = delay } }
@@ -140,7 +144,7 @@ public final class SimulatedLine: LinkOpener, BusClock, BusLink, Sendable {
             let onWire = timing.wireTime(characters: bytes.count)
             state.sendingUntil = sent + onWire
             var responses = state.responder(bytes, sent).map { (sent + onWire + $0.after, $0.bytes) }
-            if state.echoing { responses.insert((sent + onWire, bytes), at: 0) }
+            if state.echoing { responses.insert((sent + onWire + state.echoDelay, bytes), at: 0) }
             return responses
         }
         state.withLock { $0.deliveries += responses.map { (time: $0.0, bytes: $0.1) } }
