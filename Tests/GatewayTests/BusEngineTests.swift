@@ -591,12 +591,13 @@ final class TinyDevices: Sendable {
         let caller = DeviceConfig(id: "caller-w03", profile: "ff68-caller", bus: "ff68", address: 33, window: "3")
         let pad = DeviceConfig(id: "eval-w03", profile: "ff68-evaluator", bus: "ff68", address: 3, window: "3")
         let callNext = FF68Frame.callerKeyPress(address: 33, action: .callNext).encode()
-        let rating = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        // Two keys: the same one twice in five seconds is the pad's repeat.
+        let ratings = [FF68Frame.evaluatorKeyPress(address: 3, key: 2), FF68Frame.evaluatorKeyPress(address: 3, key: 3)]
         // Each frame read between a write and its late echo, so that the echo comes after a read past its window.
         line.deliver(callNext, at: .seconds(1))
-        line.deliver(rating.encode(), at: .milliseconds(1080))
+        line.deliver(ratings[0].encode(), at: .milliseconds(1080))
         line.deliver(callNext, at: .seconds(3))
-        line.deliver(rating.encode(), at: .milliseconds(3080))
+        line.deliver(ratings[1].encode(), at: .milliseconds(3080))
         let bus = BusEngine(
             config: BusConfig(id: "ff68", transport: .serial(SerialSettings(port: "x")), pollInterval: .milliseconds(100)),
             opener: line, clock: line, timing: timing, hallId: "h",
@@ -606,7 +607,7 @@ final class TinyDevices: Sendable {
 
         let acknowledgements = line.written.map(\.bytes)
         #expect(acknowledgements.filter { $0 == callNext }.count == 2, "one acknowledgement a press, not one an echo")
-        #expect(acknowledgements.filter { $0 == rating.acknowledgement.encode() }.count == 2)
+        for rating in ratings { #expect(acknowledgements.filter { $0 == rating.acknowledgement.encode() }.count == 1) }
         #expect(acknowledgements.count == 4, "\(acknowledgements.count) frames written for four key presses")
         let events = try await outbox.entries(after: 0, limit: 100)
         #expect(events.filter { $0.type == HallEventType.callerKeyPressed }.count == 2)
@@ -797,5 +798,66 @@ extension Result where Failure == GatewayError {
             now += .seconds(1)
         }
         #expect(filter.lineEchoes == true)
+    }
+}
+
+@Suite struct FF68DriverTests {
+    let library: ProfileLibrary
+    init() throws { library = try ProfileLibrary(directory: profilesDirectory) }
+
+    let caller = DeviceConfig(id: "caller-w03", profile: "ff68-caller", bus: "ff68", address: 33, window: "3")
+
+    func driver() throws -> FF68Driver {
+        guard case .ff68Evaluator(let padProfile) = try library.profile(named: "ff68-evaluator"),
+              case .ff68Caller(let callerProfile) = try library.profile(named: "ff68-caller")
+        else { throw GatewayError(.profileMismatch, "ff68-evaluator or ff68-caller is not an FF 68 profile") }
+        let pad = DeviceConfig(id: "eval-w03", profile: "ff68-evaluator", bus: "ff68", address: 3, window: "3")
+        return FF68Driver(members: [(pad, .evaluator(padProfile)), (caller, .caller(callerProfile))], hallId: "h")
+    }
+
+    /// On a two-wire line whose echo the filter let through, our acknowledgement (FUNC 01) comes back from the pad's
+    /// address between the pad's key frame and its repeat: the repeat is still the same rating.
+    @Test func aRepeatAfterOurAcknowledgementHeardBackIsTheSameRating() throws {
+        var driver = try driver()
+        let key = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        let first = driver.handle(key, inFlight: nil, at: start)
+        _ = driver.handle(key.acknowledgement, inFlight: nil, at: start.addingTimeInterval(0.02))
+        let again = driver.handle(key, inFlight: nil, at: start.addingTimeInterval(0.3))
+        let ratings = (first.events + again.events).filter { $0.type == HallEventType.ratingSubmitted }
+        #expect(ratings.count == 2 && Set(ratings.map(\.id)).count == 1, "\(ratings.map(\.id)): one press, one event id")
+        #expect(again.afterCommit.map(\.bytes) == [key.acknowledgement.encode()], "the repeat is acknowledged")
+    }
+
+    /// A caller's display heard back on a two-wire line is not a key: not answered, and the key's repeat keeps its id.
+    @Test func aCallersDisplayHeardBackIsNotAKey() throws {
+        var driver = try driver()
+        let key = FF68Frame.callerKeyPress(address: 33, action: .callNext)
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        let first = driver.handle(key, inFlight: nil, at: start)
+        let display = try driver.requests(for: .call(ticket: "A013", window: "3"), to: caller)
+        var decoder = FF68Decoder()
+        let displayFrame = try #require(display.first)
+        let heardBack = try #require(decoder.decode(displayFrame.bytes).first)
+        let echo = driver.handle(heardBack, inFlight: nil, at: start.addingTimeInterval(0.02))
+        #expect(echo.events.isEmpty && echo.afterCommit.isEmpty, "our display is neither a key nor answered")
+        let again = driver.handle(key, inFlight: nil, at: start.addingTimeInterval(0.3))
+        let keys = (first.events + again.events).filter { $0.type == HallEventType.callerKeyPressed }
+        #expect(keys.count == 2 && Set(keys.map(\.id)).count == 1, "\(keys.map(\.id)): one press, one event id")
+    }
+
+    /// A lost acknowledgement costs one repeat; the echo of one just sent is not answered.
+    @Test func aRepeatIsAcknowledgedAgainOnlyAfterTheSpacing() throws {
+        var driver = try driver()
+        let key = FF68Frame.evaluatorKeyPress(address: 3, key: 3)
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        func acknowledged(after seconds: Double) -> Bool {
+            !driver.handle(key, inFlight: nil, at: start.addingTimeInterval(seconds)).afterCommit.isEmpty
+        }
+        #expect(acknowledged(after: 0))
+        #expect(!acknowledged(after: 0.05), "inside 200 ms of the acknowledgement")
+        #expect(acknowledged(after: 0.3), "the pad's repeat 300 ms on")
+        #expect(!acknowledged(after: 0.6), "inside 400 ms of the second")
+        #expect(acknowledged(after: 0.9))
     }
 }

@@ -51,6 +51,8 @@ public struct FF68Driver: BusDriver {
     private var staff: [String: String] = [:]
     /// The ticket each pad was last asked to rate: its next verdict (or no verdict) takes it.
     private var ratingTickets: [String: String] = [:]
+    /// The display frame each caller was last sent: heard back on a two-wire line, it is not a key.
+    private var displayShown: [String: FF68Frame] = [:]
 
     init(members: [(device: DeviceConfig, member: Member)], hallId: String) {
         devices = members.map(\.device)
@@ -70,13 +72,15 @@ public struct FF68Driver: BusDriver {
         }
         let source = EventSource.device(hall: hallId, device: device.id)
         let subject = device.window.map(EventSource.windowSubject)
-        let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
-        let acknowledgement = acknowledgement(of: frame, from: device, at: time)
+        // Only a key frame is a sighting: a host frame heard back on a two-wire line (our FUNC 01 acknowledgement of a
+        // pad's key, a caller's display) taken for one would give the key's repeat a new event id, a second event.
         switch member {
         case .evaluator(let profile):
             guard let code = frame.evaluatorKey.map(Int.init) else {
                 return LineReaction(from: device.id)
             }
+            let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
+            let acknowledgement = acknowledgement(of: frame, from: device, at: time)
             if profile.noVerdictCodes.contains(code) {
                 // The citizen gave no verdict on the ticket asked for: the next rating is not that ticket's.
                 ratingTickets[device.id] = nil
@@ -100,6 +104,9 @@ public struct FF68Driver: BusDriver {
                 cursors: [cursor], afterCommit: acknowledgement, from: device.id)
         case .caller(let profile):
             guard frame.evaluatorKey == nil, let last = frame.data.last else { return LineReaction(from: device.id) }
+            guard frame != displayShown[device.id] else { return LineReaction() }
+            let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
+            let acknowledgement = acknowledgement(of: frame, from: device, at: time)
             guard let action = profile.action(forKeys: frame.data) else {
                 // A key the queue system gives no meaning (digits, 一米线): echoed so the caller stops repeating.
                 return LineReaction(afterCommit: acknowledgement, from: device.id)
@@ -141,7 +148,9 @@ public struct FF68Driver: BusDriver {
         case .pause, .showText, .printTicket, .brightness, .power, .setStaff, .requestRating:
             throw GatewayError(.commandRejected, "\(device.id): a caller's LED shows digits only; no \(command.name)")
         }
-        var requests = [LineRequest(device: device.id, bytes: FF68Frame.callerDisplay(address: address, display).encode(),
+        let displayFrame = FF68Frame.callerDisplay(address: address, display)
+        displayShown[device.id] = displayFrame
+        var requests = [LineRequest(device: device.id, bytes: displayFrame.encode(),
                                     expectsAnswer: false, purpose: command.name)]
         if case .recall = command {
             requests.append(LineRequest(device: device.id, bytes: FF68Frame.beep(address: address).encode(),
