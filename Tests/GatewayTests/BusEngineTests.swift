@@ -756,16 +756,22 @@ extension Result where Failure == GatewayError {
 }
 
 @Suite struct EchoFilterTests {
-    /// Found in a trial: a pad simulator on a pseudo-terminal answered a write faster than any wire allows, the line
-    /// was taken to echo, and every acknowledgement's answer was eaten as our echo for ten minutes after.
-    @Test func aLineTakenToEchoWhoseEchoesStopHandsAnswersEqualToTheRequestOnAgain() {
+    let write: [UInt8] = [0x01, 0x06, 0x00, 0x09, 0x00, 0x04, 0xD9, 0xCB]
+    let poll: [UInt8] = [0x01, 0x03, 0x00, 0x00, 0x00, 0x20, 0x44, 0x12]
+
+    /// A filter that saw the write's echo back whole before an equal answer could be complete: an echoing line.
+    func filterTakingTheLineToEcho() -> EchoFilter {
         var filter = EchoFilter()
-        let write: [UInt8] = [0x01, 0x06, 0x00, 0x09, 0x00, 0x04, 0xD9, 0xCB]
-        let poll: [UInt8] = [0x01, 0x03, 0x00, 0x00, 0x00, 0x20, 0x44, 0x12]
-        // Back whole before an equal answer could be complete: the echo of an echoing line.
         filter.expect(write, at: .zero, until: .milliseconds(10), onlyEchoBefore: .milliseconds(20))
         #expect(filter.filter(write, arrivedAfter: .zero, readAt: .milliseconds(1)) == [])
         #expect(filter.lineEchoes == true)
+        return filter
+    }
+
+    /// Found in a trial: a pad simulator on a pseudo-terminal answered a write faster than any wire allows, the line
+    /// was taken to echo, and every acknowledgement's answer was eaten as our echo for ten minutes after.
+    @Test func aLineTakenToEchoWhoseEchoesStopHandsAnswersEqualToTheRequestOnAgain() {
+        var filter = filterTakingTheLineToEcho()
         // Then three polls whose echo never comes, only their answers.
         var now = Duration.milliseconds(100)
         for _ in 1...EchoFilter.missesBeforeNoEcho {
@@ -778,6 +784,22 @@ extension Result where Failure == GatewayError {
         filter.expect(write, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20))
         #expect(filter.filter(write, arrivedAfter: now, readAt: now + .milliseconds(30)) == write,
                 "the pad's answer to the write")
+    }
+
+    /// A line wrongly taken to echo whose devices say nothing: each frame's expectation ends a second past its own
+    /// window, so the filter learns the line does not echo, rather than keeping every frame to eat a later answer.
+    @Test func aLineTakenToEchoWhoseDevicesAreSilentIsLearntNotToEcho() {
+        var filter = filterTakingTheLineToEcho()
+        // Polled every 300 ms for eight seconds, nothing comes back: no echo, no answer.
+        var now = Duration.milliseconds(300)
+        while now < .seconds(8) {
+            filter.expect(poll, at: now, until: now + .milliseconds(60), onlyEchoBefore: now + .milliseconds(20))
+            #expect(filter.filter([], arrivedAfter: now, readAt: now + .milliseconds(300)) == [])
+            now += .milliseconds(300)
+        }
+        #expect(filter.lineEchoes == false)
+        filter.expect(write, at: now, until: now + .milliseconds(60), onlyEchoBefore: now + .milliseconds(20))
+        #expect(filter.filter(write, arrivedAfter: now, readAt: now + .milliseconds(30)) == write, "the pad's answer to the write")
     }
 
     /// On a line known to echo, an echo that comes after a read past its window is still ours: given to the driver,
@@ -835,15 +857,38 @@ extension Result where Failure == GatewayError {
         let key = FF68Frame.callerKeyPress(address: 33, action: .callNext)
         let start = Date(timeIntervalSince1970: 1_790_000_000)
         let first = driver.handle(key, inFlight: nil, at: start)
-        let display = try driver.requests(for: .call(ticket: "A013", window: "3"), to: caller)
+        // A call, then a clear; the call's display and the beep of a recall are heard back after them.
+        let call = try driver.requests(for: .call(ticket: "A013", window: "3"), to: caller)
+        _ = try driver.requests(for: .clear, to: caller)
+        let recall = try driver.requests(for: .recall(ticket: "A013", window: "3"), to: caller)
         var decoder = FF68Decoder()
-        let displayFrame = try #require(display.first)
-        let heardBack = try #require(decoder.decode(displayFrame.bytes).first)
-        let echo = driver.handle(heardBack, inFlight: nil, at: start.addingTimeInterval(0.02))
-        #expect(echo.events.isEmpty && echo.afterCommit.isEmpty, "our display is neither a key nor answered")
+        let heardBack = decoder.decode(try #require(call.first).bytes + recall.map(\.bytes).joined())
+        #expect(heardBack.count == 3, "the display, the recall's display and its beep")
+        for frame in heardBack {
+            let echo = driver.handle(frame, inFlight: nil, at: start.addingTimeInterval(0.02))
+            #expect(echo.events.isEmpty && echo.afterCommit.isEmpty, "\(frame): our frame is neither a key nor answered")
+            #expect(echo.from == nil, "our frame heard back is no sign of the caller")
+        }
         let again = driver.handle(key, inFlight: nil, at: start.addingTimeInterval(0.3))
         let keys = (first.events + again.events).filter { $0.type == HallEventType.callerKeyPressed }
         #expect(keys.count == 2 && Set(keys.map(\.id)).count == 1, "\(keys.map(\.id)): one press, one event id")
+    }
+
+    /// Our FUNC 01 acknowledgement heard back is no sign of the pad (an unplugged pad would look alive).
+    @Test func ourAcknowledgementHeardBackIsNoSignOfThePad() throws {
+        var driver = try driver()
+        let key = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        #expect(driver.handle(key.acknowledgement, inFlight: nil, at: Date(timeIntervalSince1970: 1_790_000_000)).from == nil)
+    }
+
+    /// A clock set back while a pad repeats does not hold its acknowledgement back for as long as the step.
+    @Test func aRepeatAfterTheClockWasSetBackIsAcknowledged() throws {
+        var driver = try driver()
+        let key = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        #expect(!driver.handle(key, inFlight: nil, at: start).afterCommit.isEmpty)
+        // The acknowledgement was lost; NTP steps the clock five minutes back before the repeat.
+        #expect(!driver.handle(key, inFlight: nil, at: start.addingTimeInterval(-300 + 0.3)).afterCommit.isEmpty)
     }
 
     /// A lost acknowledgement costs one repeat; the echo of one just sent is not answered.
@@ -859,5 +904,9 @@ extension Result where Failure == GatewayError {
         #expect(acknowledged(after: 0.3), "the pad's repeat 300 ms on")
         #expect(!acknowledged(after: 0.6), "inside 400 ms of the second")
         #expect(acknowledged(after: 0.9))
+        // The spacing stops doubling at 1.6 s: a pad that keeps repeating is still answered.
+        #expect(acknowledged(after: 1.7) && acknowledged(after: 3.4) && acknowledged(after: 5.1))
+        #expect(!acknowledged(after: 6.6), "inside 1.6 s of the last")
+        #expect(acknowledged(after: 6.8))
     }
 }

@@ -34,11 +34,11 @@ public struct FF68Driver: BusDriver {
         var acknowledgements = 0
     }
 
-    /// How long after the last acknowledgement of a frame a repeat of it is acknowledged again: 200 ms, doubling with
-    /// each acknowledgement up to 1.6 s. On a two-wire line our acknowledgement comes back equal to the pad's frame;
-    /// were the echo filter to miss it (an echo later than its window), acknowledging every copy would feed itself
-    /// and flood the half-duplex line. Shorter than a pad's repeat interval (300 ms in `MockFF68Bus`), so a lost
-    /// acknowledgement costs one repeat.
+    /// How long after the last acknowledgement of a frame (from when its repeat was read) a repeat of it is
+    /// acknowledged again: 200 ms, doubling with each acknowledgement up to 1.6 s. On a two-wire line a caller's
+    /// acknowledgement comes back equal to its frame; were the echo filter to miss it (an echo later than its window),
+    /// acknowledging every copy would feed itself and flood the half-duplex line. Shorter than a pad's repeat interval
+    /// (300 ms in `MockFF68Bus`), so a first lost acknowledgement costs one repeat, a fourth about five.
     static func acknowledgementSpacing(after acknowledgements: Int) -> Duration {
         .milliseconds(200 << min(max(acknowledgements - 1, 0), 3))
     }
@@ -51,8 +51,6 @@ public struct FF68Driver: BusDriver {
     private var staff: [String: String] = [:]
     /// The ticket each pad was last asked to rate: its next verdict (or no verdict) takes it.
     private var ratingTickets: [String: String] = [:]
-    /// The display frame each caller was last sent: heard back on a two-wire line, it is not a key.
-    private var displayShown: [String: FF68Frame] = [:]
 
     init(members: [(device: DeviceConfig, member: Member)], hallId: String) {
         devices = members.map(\.device)
@@ -70,10 +68,11 @@ public struct FF68Driver: BusDriver {
             // Not ours (or a host frame heard back on a two-wire bus): no echo, so its owner still gets it.
             return LineReaction()
         }
+        // A host frame heard back on a two-wire line is neither a sighting (the key's repeat would get a new event id,
+        // a second event) nor a sign of the device.
+        if Self.isHostFrame(frame, to: member) { return LineReaction() }
         let source = EventSource.device(hall: hallId, device: device.id)
         let subject = device.window.map(EventSource.windowSubject)
-        // Only a key frame is a sighting: a host frame heard back on a two-wire line (our FUNC 01 acknowledgement of a
-        // pad's key, a caller's display) taken for one would give the key's repeat a new event id, a second event.
         switch member {
         case .evaluator(let profile):
             guard let code = frame.evaluatorKey.map(Int.init) else {
@@ -104,7 +103,6 @@ public struct FF68Driver: BusDriver {
                 cursors: [cursor], afterCommit: acknowledgement, from: device.id)
         case .caller(let profile):
             guard frame.evaluatorKey == nil, let last = frame.data.last else { return LineReaction(from: device.id) }
-            guard frame != displayShown[device.id] else { return LineReaction() }
             let (id, cursor) = sighting(of: frame, from: device, member: member, at: time)
             let acknowledgement = acknowledgement(of: frame, from: device, at: time)
             guard let action = profile.action(forKeys: frame.data) else {
@@ -148,9 +146,7 @@ public struct FF68Driver: BusDriver {
         case .pause, .showText, .printTicket, .brightness, .power, .setStaff, .requestRating:
             throw GatewayError(.commandRejected, "\(device.id): a caller's LED shows digits only; no \(command.name)")
         }
-        let displayFrame = FF68Frame.callerDisplay(address: address, display)
-        displayShown[device.id] = displayFrame
-        var requests = [LineRequest(device: device.id, bytes: displayFrame.encode(),
+        var requests = [LineRequest(device: device.id, bytes: FF68Frame.callerDisplay(address: address, display).encode(),
                                     expectsAnswer: false, purpose: command.name)]
         if case .recall = command {
             requests.append(LineRequest(device: device.id, bytes: FF68Frame.beep(address: address).encode(),
@@ -189,11 +185,22 @@ public struct FF68Driver: BusDriver {
                 DeviceCursor(device: device.id, bootId: current.frameHash, consumed: current.firstSeen))
     }
 
+    /// Frames only the host sends: to an evaluator FUNC 01 (acknowledgement, start of an evaluation) and 02 (service
+    /// level); to a caller a display (FUNC 02, six codes; a caller's key frames carry one or two) and the beep (FUNC 03,
+    /// no data).
+    static func isHostFrame(_ frame: FF68Frame, to member: Member) -> Bool {
+        switch member {
+        case .evaluator: frame.function == FF68Function.evaluatorCommand || frame.function == FF68Function.display
+        case .caller: frame.callerDisplay != nil || (frame.function == FF68Function.beep && frame.data.isEmpty)
+        }
+    }
+
     /// The acknowledgement of the frame just sighted, or none while a repeat of it is within the spacing.
     private mutating func acknowledgement(of frame: FF68Frame, from device: DeviceConfig, at time: Date) -> [LineRequest] {
         guard var current = sightings[device.id] else { return [] }
-        if let last = current.acknowledgedAt,
-           time.timeIntervalSince(last) < Double(Self.acknowledgementSpacing(after: current.acknowledgements) / .milliseconds(1)) / 1000 {
+        // A clock set back (a negative interval) must not hold acknowledgements back for as long as the step.
+        if let last = current.acknowledgedAt, case let elapsed = time.timeIntervalSince(last), elapsed >= 0,
+           elapsed < Double(Self.acknowledgementSpacing(after: current.acknowledgements) / .milliseconds(1)) / 1000 {
             return []
         }
         current.acknowledgedAt = time

@@ -1123,14 +1123,14 @@ struct EchoFilter {
     /// Whether the line echoes what we write; nil until it is clear.
     private(set) var lineEchoes: Bool?
     private var misses = 0
-    /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo.
-    private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration)] = []
-    private var until: Duration = .zero
-    /// On a line known to echo, how long past its window an echo is still waited for: an echo can come late (a USB
-    /// adapter's latency timer, a simulator on a loaded machine), and taken for a device's frame it would be answered
-    /// (an FF 68 acknowledgement comes back equal to the pad's frame). Before the line is known, the window decides.
+    /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo and the
+    /// end of its window.
+    private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration, until: Duration)] = []
+    /// On a line known to echo, how long past its window an echo is still waited for: an echo can come late (a
+    /// simulator on a loaded machine), and taken for a device's frame it would be answered (an FF 68 caller's
+    /// acknowledgement comes back equal to its frame). Before the line is known, the window decides.
     static let lateEchoGrace: Duration = .seconds(1)
-    private var expiry: Duration { lineEchoes == true ? until + Self.lateEchoGrace : until }
+    private var grace: Duration { lineEchoes == true ? Self.lateEchoGrace : .zero }
     /// Received bytes that so far match the expected echo, held until it is clear whether they are our echo.
     private var held: [UInt8] = []
 
@@ -1138,19 +1138,21 @@ struct EchoFilter {
     /// it cannot be complete before `onlyEchoBefore` (our frame's wire time, the frame gap, then its own).
     mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration, onlyEchoBefore: Duration) {
         guard lineEchoes != false else { return }
-        if now > expiry, !frames.isEmpty {
-            frames = []
+        // Each frame past its own window (a line wrongly taken to echo, its devices silent, would otherwise pile them
+        // up); not one whose echo is arriving.
+        let expired = frames.prefix { now > $0.until + grace }.count
+        if expired > 0, held.isEmpty {
+            frames.removeFirst(expired)
             missed()
         }
-        frames.append((bytes, onlyEchoBefore))
-        until = max(until, deadline)
+        frames.append((bytes, onlyEchoBefore, deadline))
     }
 
     /// `bytes`, read at `now`, with our echoes taken out; they arrived after `earliest` (when the read before
     /// returned).
     mutating func filter(_ bytes: [UInt8], arrivedAfter earliest: Duration, readAt now: Duration) -> [UInt8] {
         guard !frames.isEmpty || !held.isEmpty else { return bytes }
-        if earliest > expiry { return giveBack(bytes[...]) }
+        if let last = frames.last, earliest > last.until + grace { return giveBack(bytes[...]) }
         var input = bytes[...]
         while let byte = input.first, let expected = frames.first {
             guard byte == expected.bytes[held.count] else { return giveBack(input) }
