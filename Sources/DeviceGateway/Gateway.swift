@@ -296,10 +296,13 @@ public final class Gateway: Service {
     }
 
     /// What each bus heard that belongs to no device (unprompted frames, noise, checksum failures while nothing was
-    /// asked), in configuration order: on a line of devices that only speak unprompted, all of its garbage.
+    /// asked), in configuration order: on a line of devices that only speak unprompted, all of its garbage. And
+    /// whether the line echoes what the gateway writes.
     public func lineCounters() async -> [LineCounters] {
         var lines: [LineCounters] = []
-        for bus in buses { lines.append(LineCounters(bus: bus.config.id, counters: await bus.lineCounters())) }
+        for bus in buses {
+            lines.append(LineCounters(bus: bus.config.id, counters: await bus.lineCounters(), echoes: await bus.lineEchoes()))
+        }
         return lines
     }
 

@@ -124,6 +124,11 @@ struct StatusCommand: AsyncParsableCommand {
                 ? "\(Output.counted(snapshot.devices.count, "device")) as last recorded, \(offline) offline then; now unknown"
                 : "\(Output.counted(snapshot.devices.count, "device")), \(offline) offline"
                     + (unheard > 0 ? ", \(unheard) not heard from yet" : ""))
+        // A two-wire adapter that returns what the gateway sends: worth knowing when frames look doubled on a scope.
+        for line in snapshot.lines where line.echoes == true {
+            print("line \(Self.busLabel(line.bus, hall: hall)): its adapter sends back what the gateway writes "
+                  + "(two-wire, no echo suppression); the gateway drops its own frames")
+        }
         // What no device's request was waiting for: on an unprompted line (FF 68, QSystem), all of its noise.
         for line in snapshot.lines where line.counters.garbageBytes > 0 || line.counters.checksumErrors > 0 {
             let counters = line.counters

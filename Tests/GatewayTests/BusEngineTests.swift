@@ -500,6 +500,7 @@ final class TinyDevices: Sendable {
         #expect(states.map(\.online) == [true, true])
         #expect(states.allSatisfy { $0.counters.garbageBytes == 0 && $0.counters.timeouts == 0 })
         #expect(bus.lineCounters().garbageBytes == 0)
+        #expect(bus.lineEchoes() == true, "what status shows of the line")
     }
 
     /// Modbus RTU pads behind a simulated serial line: reads of their registers, and the write of the acknowledge
@@ -553,6 +554,7 @@ final class TinyDevices: Sendable {
         // A write answered counts as a transaction; none waits out the 300 ms timeout.
         #expect(states.allSatisfy { $0.counters.timeouts == 0 && $0.counters.garbageBytes == 0 }, "\(states)")
         #expect(bus.lineCounters().garbageBytes == 0)
+        #expect(bus.lineEchoes() == echoing, "what status shows of the line")
     }
 
     @Test func ourEchoReadLateOnALoadedMachineIsStillOurs() async throws {

@@ -169,4 +169,56 @@ import Testing
         #expect(metrics[#"hall_gateway_line_checksum_errors_total{bus="ff68"}"#] == 1)
         #expect(metrics[#"hall_gateway_line_garbage_bytes_total{bus="ff68"}"#] == Double(noise.count + damaged.count))
     }
+
+    /// A technician wiring a two-wire adapter sees doubled frames on a scope; status says the gateway knows.
+    @Test func statusSaysWhenALineEchoesWhatTheGatewayWrites() async throws {
+        let bus = try MockFF68Bus(echoing: true)
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let yaml = """
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: ff68, transport: serial, port: \(bus.devicePath)}
+            devices:
+              - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
+              - {id: caller-w03, profile: ff68-caller, bus: ff68, address: 33, window: "3"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """
+        let configPath = folder.file("hall.yaml")
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let token = "echo-line-test-token-0123456789ab"
+        try token.write(toFile: folder.path + "/state/api-token", atomically: true, encoding: .utf8)
+        let (api, port) = try await serveLocalAPI(gateway, token: token)
+
+        // A display and a beep, then two acknowledgements: each written frame comes back.
+        bus.pressCallerKeys([0x0C], address: 33)
+        let heard = await eventually { bus.acknowledged.count == 1 }
+        try await gateway.send(.recall(ticket: "A013", window: "3"), to: "caller-w03")
+        bus.pressEvaluatorKey(2, address: 3)
+        let learnt = await eventually {
+            let echoes = await gateway.lineCounters().first?.echoes
+            return bus.acknowledged.count == 2 && bus.beeps(address: 33) == 1 && echoes == true
+        }
+        let cli = ["--config", configPath, "--api", "http://127.0.0.1:\(port)"]
+        let status = try await run(gatewaydPath, ["status"] + cli)
+        let json = try await run(gatewaydPath, ["status", "--json"] + cli)
+        api.cancel()
+        stop.stop()
+        await running.value
+
+        #expect(heard && learnt)
+        #expect(status.standardOutput.contains(
+            "line ff68 (\(bus.devicePath)): its adapter sends back what the gateway writes (two-wire, no echo suppression); "
+                + "the gateway drops its own frames\n"), "\(status.standardOutput)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let line = try #require((report["lines"] as? [[String: Any]])?.first)
+        #expect(line["echoes"] as? Bool == true)
+    }
 }

@@ -19,6 +19,9 @@ public protocol Bus: Actor {
     func deviceStates() async -> [DeviceState]
     /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
     func lineCounters() -> DeviceCounters
+    /// Whether the line sends back what the gateway writes (a two-wire adapter without echo suppression), as the
+    /// engine has learnt it since the line was opened; nil until it is clear, and on lines that are not paced.
+    func lineEchoes() -> Bool?
     /// Events read and not yet committed: more than a moment, the outbox refuses commits.
     func uncommittedEventCount() async -> Int
 }
@@ -72,6 +75,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// When the line is next free for us to speak: our last frame's end, or the last byte heard, plus the frame gap.
     private var lineFreeAt: Duration = .zero
     private var echo = EchoFilter()
+    /// `echo.lineEchoes` as last published to `echoVerdict`, for callers that do not wait for the engine.
+    private var publishedEchoVerdict: Bool?
+    private nonisolated let echoVerdict = Mutex<Bool?>(nil)
     private var reopenAttempts = 0
     /// When the link may be opened again.
     private var reopenAt: Duration = .zero
@@ -211,6 +217,15 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
+    public nonisolated func lineEchoes() -> Bool? { echoVerdict.withLock { $0 } }
+
+    /// Publishes what the echo filter learnt, when it changed (rarely: once or twice a link).
+    private func publishEchoVerdict() {
+        guard echo.lineEchoes != publishedEchoVerdict else { return }
+        publishedEchoVerdict = echo.lineEchoes
+        echoVerdict.withLock { $0 = echo.lineEchoes }
+    }
+
     public nonisolated func uncommittedEventCount() async -> Int {
         await asked { $0.uncommittedNow() }
     }
@@ -323,6 +338,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             decoder = driver.makeDecoder()
             driver.lineOpened()
             echo = EchoFilter()
+            publishEchoVerdict()
             link = opened
             inbox.waker = opened
             return opened
@@ -621,6 +637,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         if paced {
             echo.expect(request.bytes, at: sentAt, until: sentAt + onWire + Self.quietGap,
                         onlyEchoBefore: sentAt + onWire * 2 + timing.frameGap)
+            publishEchoVerdict()
         }
         guard request.expectsAnswer else { return .sent }
         inFlight.removeAll(keepingCapacity: true)
@@ -691,7 +708,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             reopenUnconfirmed = false
             pending.add(events: health.lineReopened(devices, polled: polled, at: clock.date))
         }
-        if paced { bytes = echo.filter(bytes, arrivedAfter: lastReadAt, readAt: now) }
+        if paced {
+            bytes = echo.filter(bytes, arrivedAfter: lastReadAt, readAt: now)
+            publishEchoVerdict()
+        }
         lastReadAt = now
         BusTap.record(outbox, config.id, .received, bytes)
         let garbageBefore = decoder.discardedByteCount

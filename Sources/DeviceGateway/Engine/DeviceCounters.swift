@@ -25,10 +25,13 @@ public struct DeviceCounters: Sendable, Equatable, Codable {
 public struct LineCounters: Sendable, Equatable, Codable {
     public var bus: String
     public var counters: DeviceCounters
+    /// Whether the line sends back what the gateway writes (see `Bus.lineEchoes`); absent until known.
+    public var echoes: Bool?
 
-    public init(bus: String, counters: DeviceCounters) {
+    public init(bus: String, counters: DeviceCounters, echoes: Bool? = nil) {
         self.bus = bus
         self.counters = counters
+        self.echoes = echoes
     }
 }
 
