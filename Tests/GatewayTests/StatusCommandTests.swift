@@ -12,27 +12,16 @@ import Testing
         let server = try MockModbusServer.rtu(units: [4: pad])
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
-        let folder = try TemporaryDirectory()
-        let yaml = """
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: line-0, transport: modbus-rtu, port: \(folder.path)/ttyUSB-unplugged}
+        let hall = try await ConfiguredHall(buses: { folder in """
+              - {id: line-0, transport: modbus-rtu, port: \(folder)/ttyUSB-unplugged}
               - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
-            devices:
+            """ }, devices: """
               - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
               - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
               - {id: eval-w07, profile: modbus-evaluator-3key, bus: line-0, address: 7, window: "7"}
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """
-        let configPath = folder.file("hall.yaml")
-        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
-        let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
-        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
+            """)
+        let folder = hall.folder
+        let configPath = hall.configPath
         let outbox = folder.path + "/state/outbox.sqlite"
         // The books are written every 2 s: wait until they show the silent pad offline.
         let reader = try Outbox.openForReading(path: outbox)
@@ -42,8 +31,7 @@ import Testing
                 states.contains { $0.state.device == device && $0.state.online == false }
             }
         })
-        stop.stop()
-        await running.value
+        await hall.stop()
 
         let text = try await run(gatewaydPath, ["status", "--outbox", outbox])
         // An offline device fails the status (exit 1), for scripts.
@@ -95,7 +83,7 @@ import Testing
         #expect(empty.status == 3, "neither the daemon nor its outbox can tell")
 
         // A device since taken out of the configuration is not listed from the record.
-        try yaml.replacingOccurrences(of: "  - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: \"6\"}\n", with: "")
+        try String(contentsOfFile: configPath, encoding: .utf8).replacingOccurrences(of: "  - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: \"6\"}\n", with: "")
             .write(toFile: configPath, atomically: true, encoding: .utf8)
         let removed = try await run(gatewaydPath, ["status", "--config", configPath, "--api", "http://127.0.0.1:9"])
         #expect(!removed.standardOutput.contains("eval-w06"), "\(removed.standardOutput)")
@@ -106,28 +94,11 @@ import Testing
     @Test func statusAndMetricsShowTheNoiseOfALineWhoseDevicesOnlySpeakUnprompted() async throws {
         let bus = try MockFF68Bus()
         defer { bus.stop() }
-        let folder = try TemporaryDirectory()
-        let yaml = """
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: ff68, transport: serial, port: \(bus.devicePath)}
-            devices:
+        let hall = try await ConfiguredHall(buses: { _ in "  - {id: ff68, transport: serial, port: \(bus.devicePath)}" }, devices: """
               - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
               - {id: eval-w04, profile: ff68-evaluator, bus: ff68, address: 4, window: "4"}
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """
-        let configPath = folder.file("hall.yaml")
-        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
-        let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
-        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        let token = "line-noise-test-token-0123456789"
-        try token.write(toFile: folder.path + "/state/api-token", atomically: true, encoding: .utf8)
-        let (api, port) = try await serveLocalAPI(gateway, token: token)
+            """)
+        let gateway = hall.gateway
 
         // Once the line is open (a first press acknowledged): noise, a key frame damaged in its checksum, then a good
         // press. An FF 68 pad is never asked, so none of it is any device's.
@@ -142,15 +113,11 @@ import Testing
             let checksumErrors = await gateway.lineCounters().first?.counters.checksumErrors ?? 0
             return bus.acknowledged.count == 2 && checksumErrors > 0
         }
-        let cli = ["--config", configPath, "--api", "http://127.0.0.1:\(port)"]
+        let cli = hall.cli
         let status = try await run(gatewaydPath, ["status"] + cli)
         let json = try await run(gatewaydPath, ["status", "--json"] + cli)
         let metrics = MetricsTests.samples(await GatewayMetrics().render(gateway: gateway))
-        // Stopped before any `#require` can end the test: a gateway left running would reopen this pseudo-terminal's
-        // path, which the next test's mock may be given.
-        api.cancel()
-        stop.stop()
-        await running.value
+        await hall.stop()
 
         #expect(opened && counted)
         #expect(status.status == 0, "\(status.standardOutput)\(status.standardError)")
@@ -174,29 +141,11 @@ import Testing
     @Test func statusSaysWhenALineEchoesWhatTheGatewayWrites() async throws {
         let bus = try MockFF68Bus(echoing: true)
         defer { bus.stop() }
-        let folder = try TemporaryDirectory()
-        let yaml = """
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            buses:
-              - {id: ff68, transport: serial, port: \(bus.devicePath)}
-            devices:
+        let hall = try await ConfiguredHall(buses: { _ in "  - {id: ff68, transport: serial, port: \(bus.devicePath)}" }, devices: """
               - {id: eval-w03, profile: ff68-evaluator, bus: ff68, address: 3, window: "3"}
               - {id: caller-w03, profile: ff68-caller, bus: ff68, address: 33, window: "3"}
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            """
-        let configPath = folder.file("hall.yaml")
-        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
-        let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
-        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        let token = "echo-line-test-token-0123456789ab"
-        try token.write(toFile: folder.path + "/state/api-token", atomically: true, encoding: .utf8)
-        let (api, port) = try await serveLocalAPI(gateway, token: token)
-
+            """)
+        let gateway = hall.gateway
         // A display and a beep, then two acknowledgements: each written frame comes back.
         bus.pressCallerKeys([0x0C], address: 33)
         let heard = await eventually { bus.acknowledged.count == 1 }
@@ -206,12 +155,10 @@ import Testing
             let echoes = await gateway.lineCounters().first?.echoes
             return bus.acknowledged.count == 2 && bus.beeps(address: 33) == 1 && echoes == true
         }
-        let cli = ["--config", configPath, "--api", "http://127.0.0.1:\(port)"]
+        let cli = hall.cli
         let status = try await run(gatewaydPath, ["status"] + cli)
         let json = try await run(gatewaydPath, ["status", "--json"] + cli)
-        api.cancel()
-        stop.stop()
-        await running.value
+        await hall.stop()
 
         #expect(heard && learnt)
         #expect(status.standardOutput.contains(
@@ -220,5 +167,52 @@ import Testing
         let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
         let line = try #require((report["lines"] as? [[String: Any]])?.first)
         #expect(line["echoes"] as? Bool == true)
+    }
+
+    /// A gateway with its local API served, as `gatewayd run` would have them, for the CLI to ask.
+    struct ConfiguredHall {
+        let gateway: Gateway
+        let folder: TemporaryDirectory
+        let configPath: String
+        /// `gatewayd status`'s options to reach it.
+        let cli: [String]
+        private let api: Task<Void, any Error>
+        private let stopSignal = StopSignal()
+        private let running: Task<Void, Never>
+
+        /// `buses` and `devices` are YAML list items; `buses` is given the hall's folder.
+        init(buses: (String) -> String, devices: String) async throws {
+            folder = try TemporaryDirectory()
+            let yaml = """
+                hall: {id: test-hall}
+                state-directory: \(folder.path)/state
+                profiles: \(profilesDirectory)
+                buses:
+                \(buses(folder.path))
+                devices:
+                \(devices)
+                sinks:
+                  - {type: sqlite, path: \(folder.path)/events.sqlite}
+                """
+            configPath = folder.file("hall.yaml")
+            try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+            let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            self.gateway = gateway
+            running = Task { [stopSignal] in await gateway.run(until: stopSignal) }
+            let token = "ff68-hall-test-token-0123456789ab"
+            try token.write(toFile: folder.path + "/state/api-token", atomically: true, encoding: .utf8)
+            let (api, port) = try await serveLocalAPI(gateway, token: token)
+            self.api = api
+            cli = ["--config", configPath, "--api", "http://127.0.0.1:\(port)"]
+        }
+
+        /// Before any `#require` can end the test: a gateway left running would reopen this pseudo-terminal's path,
+        /// which the next test's mock may be given.
+        func stop() async {
+            api.cancel()
+            stopSignal.stop()
+            await running.value
+        }
     }
 }
