@@ -616,6 +616,41 @@ final class TinyDevices: Sendable {
         #expect(events.filter { $0.type == HallEventType.ratingSubmitted }.count == 2)
     }
 
+    /// A QSystem box's red lamp is `01 ADDR 31 07`, byte for byte the box's `call` key: heard back on a two-wire
+    /// line past the echo filter (here: another box's key between the write and its late echo), a pause called the
+    /// next citizen.
+    @Test func aBoxsLampFrameHeardBackIsNotItsKey() async throws {
+        let stop = StopSignal()
+        let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: false)
+        let line = SimulatedLine(timing: timing, end: .seconds(4), stop: stop) { _, _ in [] }
+        line.setEchoing(true)
+        line.setEchoDelay(.milliseconds(100))
+        guard case .qsystemBox(let profile) = try ProfileLibrary(directory: profilesDirectory).profile(named: "qsystem-box")
+        else { throw GatewayError(.profileMismatch, "qsystem-box is not a QSystem box profile") }
+        let boxes = [5, 6].map {
+            DeviceConfig(id: "box-w0\($0)", profile: "qsystem-box", bus: "qs", address: $0, window: "\($0)")
+        }
+        let bus = BusEngine(
+            config: BusConfig(id: "qs", transport: .serial(SerialSettings(port: "x")), pollInterval: .milliseconds(100)),
+            opener: line, clock: line, timing: timing, hallId: "h",
+            driver: QSystemDriver(members: boxes.map { ($0, .box(profile)) }, hallId: "h"),
+            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
+        // The pause goes out as the bus starts; box 6's finish comes 60 ms on, before the lamp frame's late echo.
+        let pausing = Task { try await bus.send(.pause(window: "5"), to: "box-w05") }
+        line.deliver(QSystemKeyFrame(address: 6, key: .finish).encode(), at: .milliseconds(60))
+        // Box 5's call key, pressed for real two seconds later.
+        line.deliver(QSystemKeyFrame(address: 5, key: .call).encode(), at: .seconds(2))
+        await bus.run(until: stop)
+        try await pausing.value
+
+        let red = QSystemSignalFrame(address: 5, signal: .red).encode()
+        #expect(red == QSystemKeyFrame(address: 5, key: .call).encode(), "the lamp's frame is the key's")
+        #expect(line.written.map(\.bytes) == [red])
+        let keys = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.callerKeyPressed }
+        #expect(keys.map(\.source) == ["/halls/h/devices/box-w06", "/halls/h/devices/box-w05"],
+                "box 6's finish and box 5's real call; not the lamp heard back")
+    }
+
     @Test func aBusCancelledAsItReadsAKeyPressStillCommitsIt() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])

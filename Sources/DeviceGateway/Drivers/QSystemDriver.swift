@@ -11,12 +11,21 @@ public struct QSystemDriver: BusDriver {
         case board(NumberBoardProfile)
     }
 
+    /// How long after a box's lamp frame a key frame equal to it is that frame heard back: the lamp's codes 31–34 are
+    /// the keys' (red is `call`), so on a two-wire line whose echo got past the filter a pause would call the next
+    /// citizen. A real key pressed that soon after the lamp changed is lost: the operator presses it again.
+    static let ownFrameWindow: TimeInterval = 0.5
+
     public let devices: [DeviceConfig]
     private let members: [Int: (device: DeviceConfig, member: Member)]
     private let hallId: String
+    private let boxes: Set<String>
+    /// The lamp frame last written to each box, and when.
+    private var lampWritten: [String: (bytes: [UInt8], at: Date)] = [:]
 
     init(members: [(device: DeviceConfig, member: Member)], hallId: String) {
         devices = members.map(\.device)
+        boxes = Set(members.compactMap { if case .box = $0.member { $0.device.id } else { nil } })
         self.members = Dictionary(members.map { ($0.device.address, $0) }, uniquingKeysWith: { first, _ in first })
         self.hallId = hallId
     }
@@ -29,6 +38,10 @@ public struct QSystemDriver: BusDriver {
         guard let (device, member) = members[Int(frame.address)], case .box(let profile) = member else {
             return LineReaction()
         }
+        if let lamp = lampWritten[device.id], lamp.bytes == frame.encode(),
+           case let elapsed = time.timeIntervalSince(lamp.at), elapsed >= 0, elapsed < Self.ownFrameWindow {
+            return LineReaction()
+        }
         guard let action = profile.action(forKeys: [frame.key.rawValue]) else { return LineReaction(from: device.id) }
         let key = CallerKeyPressed(window: device.window ?? "", action: action, key: Int(frame.key.rawValue))
         return LineReaction(
@@ -37,6 +50,10 @@ public struct QSystemDriver: BusDriver {
                                 type: HallEventType.callerKeyPressed, time: time,
                                 subject: device.window.map(EventSource.windowSubject), data: .callerKey(key))],
             from: device.id)
+    }
+
+    public mutating func wrote(_ request: LineRequest, at time: Date) {
+        if boxes.contains(request.device) { lampWritten[request.device] = (request.bytes, time) }
     }
 
     public func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {

@@ -128,6 +128,10 @@ public protocol BusDriver: Sendable {
 
     /// The link was opened (again): its devices may have been power-cycled meanwhile.
     mutating func lineOpened()
+
+    /// `request` was written on a serial line at `time`: a driver whose devices' frames can equal its own tells them
+    /// apart when a two-wire adapter sends them back and the echo filter did not take them out.
+    mutating func wrote(_ request: LineRequest, at time: Date)
 }
 
 extension BusDriver {
@@ -135,4 +139,5 @@ extension BusDriver {
     public func answers(_ frame: Decoder.Frame, _ request: LineRequest) -> Bool { false }
     public mutating func restore(_ cursors: [DeviceCursor]) {}
     public mutating func lineOpened() {}
+    public mutating func wrote(_ request: LineRequest, at time: Date) {}
 }

@@ -638,6 +638,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             echo.expect(request.bytes, at: sentAt, until: sentAt + onWire + Self.quietGap,
                         onlyEchoBefore: sentAt + onWire * 2 + timing.frameGap)
             publishEchoVerdict()
+            driver.wrote(request, at: clock.date)
         }
         guard request.expectsAnswer else { return .sent }
         inFlight.removeAll(keepingCapacity: true)
