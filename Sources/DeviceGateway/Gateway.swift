@@ -301,7 +301,7 @@ public final class Gateway: Service {
     public func lineCounters() async -> [LineCounters] {
         var lines: [LineCounters] = []
         for bus in buses {
-            lines.append(LineCounters(bus: bus.config.id, counters: await bus.lineCounters(), echoes: await bus.lineEchoes()))
+            lines.append(LineCounters(bus: bus.config.id, counters: bus.lineCounters(), echoes: bus.lineEchoes()))
         }
         return lines
     }

@@ -503,6 +503,23 @@ final class TinyDevices: Sendable {
         #expect(bus.lineEchoes() == true, "what status shows of the line")
     }
 
+    /// What status says of a line's adapter is what was learnt since the line was opened: nothing while it is down.
+    @Test func theEchoVerdictIsForgottenWhenTheLineIsLost() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))
+        let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: false)
+        let line = SimulatedLine(timing: timing, end: .seconds(5), stop: stop, responder: devices.responder)
+        line.setEchoing(true)
+        let bus = engine(line, devices: Self.devices(2), timing: timing)
+        let verdicts = Mutex<[Bool?]>([])
+        line.at(.seconds(2)) { verdicts.withLock { $0.append(bus.lineEchoes()) } }
+        line.at(.seconds(3)) { line.setPlugged(false) }
+        line.at(.seconds(4)) { verdicts.withLock { $0.append(bus.lineEchoes()) } }
+        await bus.run(until: stop)
+
+        #expect(verdicts.withLock { $0 } == [true, nil])
+    }
+
     /// Modbus RTU pads behind a simulated serial line: reads of their registers, and the write of the acknowledge
     /// register, answered with the request itself as function 06 is.
     func rtuPads(_ pads: [UInt8: MockModbusEvaluator], echoing: Bool) throws
@@ -636,16 +653,18 @@ final class TinyDevices: Sendable {
             driver: QSystemDriver(members: boxes.map { ($0, .box(profile)) }, hallId: "h"),
             outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
         // The pause goes out as the bus starts; box 6's finish comes 60 ms on, before the lamp frame's late echo.
-        let pausing = Task { try await bus.send(.pause(window: "5"), to: "box-w05") }
+        let paused = Mutex<Result<Void, GatewayError>?>(nil)
+        line.at(.zero) { bus.submit(.pause(window: "5"), to: "box-w05") { outcome in paused.withLock { $0 = outcome } } }
         line.deliver(QSystemKeyFrame(address: 6, key: .finish).encode(), at: .milliseconds(60))
         // Box 5's call key, pressed for real two seconds later.
         line.deliver(QSystemKeyFrame(address: 5, key: .call).encode(), at: .seconds(2))
         await bus.run(until: stop)
-        try await pausing.value
 
+        #expect(throws: Never.self) { try #require(paused.withLock { $0 }).get() }
         let red = QSystemSignalFrame(address: 5, signal: .red).encode()
         #expect(red == QSystemKeyFrame(address: 5, key: .call).encode(), "the lamp's frame is the key's")
         #expect(line.written.map(\.bytes) == [red])
+        #expect(try #require(line.written.first).time < .milliseconds(60), "the lamp frame went out before box 6 spoke")
         let keys = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.callerKeyPressed }
         #expect(keys.map(\.source) == ["/halls/h/devices/box-w06", "/halls/h/devices/box-w05"],
                 "box 6's finish and box 5's real call; not the lamp heard back")

@@ -11,10 +11,11 @@ public struct QSystemDriver: BusDriver {
         case board(NumberBoardProfile)
     }
 
-    /// How long after a box's lamp frame a key frame equal to it is that frame heard back: the lamp's codes 31–34 are
-    /// the keys' (red is `call`), so on a two-wire line whose echo got past the filter a pause would call the next
-    /// citizen. A real key pressed that soon after the lamp changed is lost: the operator presses it again.
-    static let ownFrameWindow: TimeInterval = 0.5
+    /// How long after a box's lamp frame a key frame equal to it is that frame heard back: the red lamp, sent on a
+    /// pause, is byte for byte the `call` key, so on a two-wire line whose echo got past the filter a pause would call
+    /// the next citizen. Timed from the write to the read, so a read held up by a slow commit still falls inside. A
+    /// real `call` pressed that soon after a pause is lost: the operator presses it again.
+    static let ownFrameWindow: TimeInterval = 1
 
     public let devices: [DeviceConfig]
     private let members: [Int: (device: DeviceConfig, member: Member)]

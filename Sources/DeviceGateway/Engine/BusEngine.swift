@@ -17,11 +17,13 @@ public protocol Bus: Actor {
     nonisolated func send(_ command: HallCommand, to deviceId: String) async throws
     /// What the bus believes about each of its devices, with their counters.
     func deviceStates() async -> [DeviceState]
-    /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
-    func lineCounters() -> DeviceCounters
+    /// What passed on the line that belongs to no device: garbage heard while nothing was asked. Nonisolated: a
+    /// serial bus's executor may be blocked in a read for up to a second.
+    nonisolated func lineCounters() -> DeviceCounters
     /// Whether the line sends back what the gateway writes (a two-wire adapter without echo suppression), as the
-    /// engine has learnt it since the line was opened; nil until it is clear, and on lines that are not paced.
-    func lineEchoes() -> Bool?
+    /// engine has learnt it since the line was opened; nil until it is clear, while the line is down, and on lines
+    /// that are not paced.
+    nonisolated func lineEchoes() -> Bool?
     /// Events read and not yet committed: more than a moment, the outbox refuses commits.
     func uncommittedEventCount() async -> Int
 }
@@ -337,8 +339,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             if garbage > 0 { unattributed.withLock { $0.garbageBytes += garbage } }
             decoder = driver.makeDecoder()
             driver.lineOpened()
-            echo = EchoFilter()
-            publishEchoVerdict()
             link = opened
             inbox.waker = opened
             return opened
@@ -829,6 +829,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func dropLink(_ message: String) {
         link?.close()
         link = nil
+        // What the next link's adapter does is learnt again.
+        echo = EchoFilter()
+        publishEchoVerdict()
         inbox.waker = nil
         inbox.refuse(because: "bus \(config.id) lost its link: \(message)")
         releaseHeld(because: "the link was lost (\(message))")
