@@ -15,17 +15,18 @@ public protocol Bus: Actor {
     func run(until stop: StopSignal) async -> Int
     /// Carries out a command on one of the bus's devices; nonisolated, so a busy bus queues it without delay.
     nonisolated func send(_ command: HallCommand, to deviceId: String) async throws
-    /// What the bus believes about each of its devices, with their counters.
-    func deviceStates() async -> [DeviceState]
-    /// What passed on the line that belongs to no device: garbage heard while nothing was asked. Nonisolated: a
-    /// serial bus's executor may be blocked in a read for up to a second.
+    /// What the bus believes about each of its devices, with their counters. Nonisolated, as the questions below: a
+    /// call through `any Bus` to an isolated requirement waits for the bus's executor, on a serial line a thread
+    /// blocked in a read for up to a second, before the bus could be woken.
+    nonisolated func deviceStates() async -> [DeviceState]
+    /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
     nonisolated func lineCounters() -> DeviceCounters
     /// Whether the line sends back what the gateway writes (a two-wire adapter without echo suppression), as the
     /// engine has learnt it since the line was opened; nil until it is clear, while the line is down, and on lines
     /// that are not paced.
     nonisolated func lineEchoes() -> Bool?
     /// Events read and not yet committed: more than a moment, the outbox refuses commits.
-    func uncommittedEventCount() async -> Int
+    nonisolated func uncommittedEventCount() async -> Int
 }
 
 /// The one owner of a bus: one request in flight, commands before polls, each device polled at its own interval,
@@ -203,9 +204,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// Runs a question on the bus; on a blocking link, counted while it waits, so the bus yields and keeps its reads
     /// short until it got in.
     private nonisolated func asked<Answer: Sendable>(_ question: (isolated BusEngine) async -> Answer) async -> Answer {
-        guard inbox.wakeIfBlocking() else { return await question(self) }
+        guard let link = inbox.waker, link.readsBlock else { return await question(self) }
+        // Counted before the wake: a bus woken before it could see the question read on for up to a second.
         questions.add(1, ordering: .relaxed)
         defer { questions.subtract(1, ordering: .relaxed) }
+        link.wake()
         return await question(self)
     }
 
@@ -872,13 +875,6 @@ final class CommandInbox: Sendable {
     /// Wakes the bus from a read so it looks at its queue (or its stop signal).
     func wake() { waker?.wake() }
 
-    /// Wakes a read that blocks the bus's thread; false when the link suspends in its reads instead (the bus lets
-    /// callers in meanwhile) or there is none.
-    func wakeIfBlocking() -> Bool {
-        guard let waker, waker.readsBlock else { return false }
-        waker.wake()
-        return true
-    }
 
     /// Queues a command; returns the refusal instead when the bus cannot take it now.
     func append(_ command: QueuedCommand) -> String? {
