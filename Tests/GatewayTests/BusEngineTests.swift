@@ -811,6 +811,107 @@ extension Result where Failure == GatewayError {
     }
 }
 
+/// A serial line whose reads block the bus's thread, as a real one does, until their deadline or a wake; it keeps how
+/// each read ended.
+final class BlockingLine: LinkOpener, BusLink, Sendable {
+    private struct State {
+        var readNumber = 0
+        var reading = false
+        var woken = false
+        var endedByWake: Set<Int> = []
+        var endedByDeadline = 0
+    }
+
+    private let state = Mutex(State())
+    private let condition = NSCondition()
+    let executor: any SerialExecutor = BusExecutor(label: "blocking-line")
+    /// The bus's clock: a read's deadline is on it.
+    let clock = SystemBusClock()
+    let endpoint = "blocking"
+    var readsBlock: Bool { true }
+
+    /// The read under way, if one is.
+    var readUnderWay: Int? { state.withLock { $0.reading ? $0.readNumber : nil } }
+
+    func endedByWake(_ read: Int) -> Bool { state.withLock { $0.endedByWake.contains(read) } }
+
+    /// Reads that ran to their deadline.
+    var endedByDeadline: Int { state.withLock { $0.endedByDeadline } }
+
+    nonisolated(nonsending) func open() async throws(GatewayError) -> any BusLink { self }
+    nonisolated(nonsending) func write(_ bytes: [UInt8]) async throws(GatewayError) {}
+
+    nonisolated(nonsending) func read(until deadline: Duration) async throws(GatewayError) -> [UInt8] {
+        let number = state.withLock { state in
+            state.readNumber += 1
+            state.reading = true
+            return state.readNumber
+        }
+        blockThisThread(until: deadline)
+        state.withLock { state in
+            if state.woken { state.endedByWake.insert(number) } else { state.endedByDeadline += 1 }
+            state.woken = false
+            state.reading = false
+        }
+        return []
+    }
+
+    /// As a serial line's poll(2): the bus's own thread waits here.
+    private func blockThisThread(until deadline: Duration) {
+        condition.lock()
+        while !state.withLock({ $0.woken }), clock.now < deadline {
+            _ = condition.wait(until: Date().addingTimeInterval(Double((deadline - clock.now) / .milliseconds(1)) / 1000))
+        }
+        condition.unlock()
+    }
+
+    func wake() {
+        condition.lock()
+        state.withLock { $0.woken = true }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func discardInput() {}
+    func close() {}
+}
+
+@Suite struct BusQuestionTests {
+    /// `gatewayd status` asks every bus through the gateway's `any Bus`: an idle serial bus is woken from its read,
+    /// not waited for (up to a second a line, found on the demo hall: 0.4-2.8 s for GET /v1/devices). Its line
+    /// counters are read without it (a synchronous requirement of an actor is called on its executor: it must be
+    /// nonisolated, or this would not compile without `await`).
+    @Test func aBusBlockedInAReadIsWokenForItsStatesNotWaitedFor() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let line = BlockingLine()
+        let devices = BusEngineTests.devices(1)
+        var driver = TinyDriver(devices: devices)
+        driver.unprompted = ["caller-1"]
+        let engine = BusEngine(
+            config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "blocking"))),
+            opener: line, clock: line.clock, timing: .instant, hallId: "h", driver: driver,
+            outbox: outbox, logger: CapturedLog().logger, onCommit: { _ in })
+        let stop = StopSignal()
+        let running = Task { await engine.run(until: stop) }
+        let bus: any Bus = engine
+        var read: Int?
+        #expect(await eventually { read = line.readUnderWay; return read != nil })
+        let waitedOut = line.endedByDeadline
+        let states = await bus.deviceStates()
+        let counters = bus.lineCounters()
+        let waitedOutMeanwhile = line.endedByDeadline - waitedOut
+        stop.stop()
+        await running.value
+
+        #expect(states.map(\.device) == ["caller-1"])
+        #expect(counters.garbageBytes == 0)
+        let question = try #require(read)
+        #expect(line.endedByWake(question), "the read under way when the question came was woken, not waited out")
+        #expect(waitedOutMeanwhile == 0, "woken, the bus let the question in before reading again")
+    }
+}
+
 @Suite struct EchoFilterTests {
     let write: [UInt8] = [0x01, 0x06, 0x00, 0x09, 0x00, 0x04, 0xD9, 0xCB]
     let poll: [UInt8] = [0x01, 0x03, 0x00, 0x00, 0x00, 0x20, 0x44, 0x12]

@@ -15,11 +15,12 @@ public protocol Bus: Actor {
     func run(until stop: StopSignal) async -> Int
     /// Carries out a command on one of the bus's devices; nonisolated, so a busy bus queues it without delay.
     nonisolated func send(_ command: HallCommand, to deviceId: String) async throws
-    /// What the bus believes about each of its devices, with their counters. Nonisolated, as the questions below: a
-    /// call through `any Bus` to an isolated requirement waits for the bus's executor, on a serial line a thread
-    /// blocked in a read for up to a second, before the bus could be woken.
+    /// What the bus believes about each of its devices, with their counters: nonisolated, it wakes a bus blocked in a
+    /// read rather than waiting for its executor.
     nonisolated func deviceStates() async -> [DeviceState]
-    /// What passed on the line that belongs to no device: garbage heard while nothing was asked.
+    /// What passed on the line that belongs to no device: garbage heard while nothing was asked. Nonisolated: a
+    /// synchronous requirement of an actor is called on its executor, on a serial line a thread blocked in a read for
+    /// up to a second.
     nonisolated func lineCounters() -> DeviceCounters
     /// Whether the line sends back what the gateway writes (a two-wire adapter without echo suppression), as the
     /// engine has learnt it since the line was opened; nil until it is clear, while the line is down, and on lines
