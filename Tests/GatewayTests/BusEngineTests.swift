@@ -503,13 +503,19 @@ final class TinyDevices: Sendable {
         #expect(bus.lineEchoes() == true, "what status shows of the line")
     }
 
-    /// What status says of a line's adapter is what was learnt since the line was opened: nothing while it is down.
-    @Test func theEchoVerdictIsForgottenWhenTheLineIsLost() async throws {
+    /// Two tiny devices behind a paced serial line whose adapter echoes what the gateway writes, for five seconds.
+    func echoingLineOfTwo() -> (line: SimulatedLine, timing: LineTiming, stop: StopSignal) {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))
         let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: false)
         let line = SimulatedLine(timing: timing, end: .seconds(5), stop: stop, responder: devices.responder)
         line.setEchoing(true)
+        return (line, timing, stop)
+    }
+
+    /// What status says of a line's adapter is what was learnt since the line was opened: nothing while it is down.
+    @Test func theEchoVerdictIsForgottenWhenTheLineIsLost() async throws {
+        let (line, timing, stop) = echoingLineOfTwo()
         let bus = engine(line, devices: Self.devices(2), timing: timing)
         let verdicts = Mutex<[Bool?]>([])
         line.at(.seconds(2)) { verdicts.withLock { $0.append(bus.lineEchoes()) } }
@@ -575,11 +581,7 @@ final class TinyDevices: Sendable {
     }
 
     @Test func ourEchoReadLateOnALoadedMachineIsStillOurs() async throws {
-        let stop = StopSignal()
-        let devices = TinyDevices(answering: [1, 2], turnaround: .milliseconds(8))
-        let timing = LineTiming.serial(SerialSettings(port: "x"), silenceBetweenFrames: false)
-        let line = SimulatedLine(timing: timing, end: .seconds(5), stop: stop, responder: devices.responder)
-        line.setEchoing(true)
+        let (line, timing, stop) = echoingLineOfTwo()
         // Longer than the echo is expected (the frame's wire time and the 50 ms quiet gap): the echo and the answer
         // behind it come in one late read.
         line.setReadDelay(.milliseconds(80))
