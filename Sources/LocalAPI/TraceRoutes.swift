@@ -6,7 +6,7 @@ import ServiceLifecycle
 
 /// `GET /v1/buses/{bus}/trace?seconds=N`: the bytes on one bus's line as they pass, for `gatewayd trace`; one JSON
 /// line per write or read after a header line (`{"bus":…,"line":…,"sent":STREAM,"received":STREAM}`, the streams
-/// as `gatewayd decode` names them), then `{"unix":1733043725.123456,"direction":"out","hex":"01 03 00 00"}`, and an
+/// as `gatewayd decode` names them, and on an FF 68 bus `"ff68Roles":{"3":"evaluator","33":"caller"}`), then `{"unix":1733043725.123456,"direction":"out","hex":"01 03 00 00"}`, and an
 /// empty line each second so a client gone is noticed. A response lasts at most 30 s (`seconds`, 1 to 30) and ends
 /// at the gateway's shutdown; the CLI asks again to follow longer. In the OpenAPI document, but left out of the
 /// contract test: a stream of this kind is no request-response it can check in bounded time.
@@ -27,8 +27,11 @@ extension LocalAPI {
             of: ByteBuffer.self, bufferingPolicy: .bufferingNewest(20_000))
         // The first line says how to read the rest: the bus, its line and its streams.
         let config = gateway.config
-        let streams = WireInspector.streams(
-            bus: bus, config: config, library: ProfileLibrary(directory: config.profilesDirectory))
+        let library = ProfileLibrary(directory: config.profilesDirectory)
+        let streams = WireInspector.streams(bus: bus, config: config, library: library)
+        // On an FF 68 bus a host's frame and a device's can be the same bytes: who sits at each address decides.
+        let roles = WireInspector.ff68Roles(bus: bus, config: config, library: library)
+            .sorted { $0.key < $1.key }.map { #""\#($0.key)":"\#($0.value.rawValue)""# }.joined(separator: ",")
         let line: String =
             switch config.buses.first(where: { $0.id == bus })?.transport {
             case .modbusRTU(let serial), .serial(let serial): serial.port
@@ -39,7 +42,8 @@ extension LocalAPI {
             ByteBuffer(
                 string:
                     #"{"bus":"\#(bus)","line":"\#(line)","sent":"\#(streams?.sent.rawValue ?? "")","#
-                    + #""received":"\#(streams?.received.rawValue ?? "")"}"#
+                    + #""received":"\#(streams?.received.rawValue ?? "")""#
+                    + (roles.isEmpty ? "" : #","ff68Roles":{\#(roles)}"#) + "}"
                     + "\n"))
         let token = BusTap.shared.subscribe(outbox: gateway.outbox, bus: bus) { record in
             let hex = record.bytes.map { String(format: "%02X", $0) }.joined(separator: " ")

@@ -68,7 +68,7 @@ struct Decode: ParsableCommand {
         var garbage = 0
         var reports: [DecodeReport] = []
         for record in capture.records {
-            let inspection = WireInspector.inspect(record.bytes, as: record.stream)
+            let inspection = WireInspector.inspect(record.bytes, as: record.stream, ff68Roles: capture.ff68Roles)
             garbage += inspection.rejectedByteCount
             if json {
                 var report = DecodeReport(stream: record.stream.rawValue, inspection)

@@ -8,8 +8,8 @@ struct StatusCommand: AsyncParsableCommand {
         abstract: "Every device of the running gateway: online or not, last seen, wire counters, its bus.",
         discussion: """
             Asks the running daemon (its local API: live counters). When the daemon does not answer, reads what it \
-            last recorded in its outbox (every 2 s while it ran) and says so. Columns: transactions answered, \
-            timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), garbage bytes, and the \
+            last recorded in its outbox (every 2 s while it ran) and says so. Columns: transactions answered (frames \
+            heard from a device that speaks unasked: FF 68, QSystem), timeouts, checksum errors, refusals (Modbus exceptions, a board's error code), garbage bytes, and the \
             answer latency's p50/p99 bucket in ms. A state read from the outbox is a last known one: `was online`, \
             `was OFFLINE`, under a first line saying when it was recorded. A running daemon that is not ready (its outbox \
             takes no write: a full disk) is said above the table, as is a clock no NTP keeps, and a hall day held \

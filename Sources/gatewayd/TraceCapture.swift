@@ -23,6 +23,8 @@ struct TraceCapture {
         var line: String?
         /// The hall's time zone (IANA name): `decode --file` shows the times as `trace` showed them.
         var timeZone: String?
+        /// On an FF 68 bus, who sits at each address (decimal): host and device frames can be the same bytes.
+        var ff68Roles: [String: WireInspector.FF68Role]?
     }
 
     static let marker = "hall-gateway-trace"
@@ -30,6 +32,7 @@ struct TraceCapture {
     var bus: String
     /// The hall's, when the capture names it; else this machine's (captures older than the field).
     var timeZone: TimeZone
+    var ff68Roles: [UInt8: WireInspector.FF68Role]
     var records: [Record]
 
     /// The capture in `path`; throws when it is not one (then `decode` reads the file as raw bytes).
@@ -45,12 +48,20 @@ struct TraceCapture {
         }
         return TraceCapture(
             bus: header.bus, timeZone: header.timeZone.flatMap(TimeZone.init(identifier:)) ?? .current,
+            ff68Roles: Dictionary(
+                (header.ff68Roles ?? [:]).compactMap { key, role in UInt8(key).map { ($0, role) } },
+                uniquingKeysWith: { first, _ in first }),
             records: records)
     }
 
     /// The header line for a new capture.
-    static func headerLine(bus: String, line: String?, timeZone: TimeZone) -> String {
-        let header = Header(capture: marker, version: 1, bus: bus, line: line, timeZone: timeZone.identifier)
+    static func headerLine(
+        bus: String, line: String?, timeZone: TimeZone, ff68Roles: [UInt8: WireInspector.FF68Role] = [:]
+    ) -> String {
+        let header = Header(
+            capture: marker, version: 1, bus: bus, line: line, timeZone: timeZone.identifier,
+            ff68Roles: ff68Roles.isEmpty
+                ? nil : Dictionary(uniqueKeysWithValues: ff68Roles.map { (String($0.key), $0.value) }))
         return String(decoding: (try? encoder.encode(header)) ?? Data(), as: UTF8.self)
     }
 

@@ -121,7 +121,10 @@ struct TraceCommand: AsyncParsableCommand {
         let streams =
             library.flatMap { WireInspector.streams(bus: bus, config: config, library: $0) }
             ?? (WireInspector.Stream.ff68, WireInspector.Stream.ff68)
-        printer.setStreams(sent: streams.sent, received: streams.received, line: serial.port, passive: true)
+        printer.setStreams(
+            sent: streams.sent, received: streams.received,
+            ff68Roles: library.map { WireInspector.ff68Roles(bus: bus, config: config, library: $0) } ?? [:],
+            line: serial.port, passive: true)
         // A second reader of a tty takes bytes from the first: the gateway would miss answers and key presses.
         if let holder = ModbusDirectClient.daemonHolding(serial.port) {
             printError(
@@ -163,6 +166,7 @@ struct TracePrinter {
     let timeZone: TimeZone
     private var sent = WireInspector.Stream.ff68
     private var received = WireInspector.Stream.ff68
+    private var ff68Roles: [UInt8: WireInspector.FF68Role] = [:]
     private var passive = false
     private var pending: (time: Date, bytes: [UInt8])?
     private var previous: Date?
@@ -188,11 +192,17 @@ struct TracePrinter {
         file = FileHandle(forWritingAtPath: save)
     }
 
-    mutating func setStreams(sent: WireInspector.Stream, received: WireInspector.Stream, line: String, passive: Bool) {
-        self.sent = sent
-        self.received = received
+    mutating func setStreams(
+        sent: WireInspector.Stream, received: WireInspector.Stream, ff68Roles: [UInt8: WireInspector.FF68Role],
+        line: String, passive: Bool
+    ) {
+        // Listening beside the line, every byte is "received", whoever sent it.
+        self.sent = passive ? sent.eitherDirection : sent
+        self.received = passive ? received.eitherDirection : received
+        self.ff68Roles = ff68Roles
         self.passive = passive
-        file?.write(Data((TraceCapture.headerLine(bus: bus, line: line, timeZone: timeZone) + "\n").utf8))
+        file?.write(
+            Data((TraceCapture.headerLine(bus: bus, line: line, timeZone: timeZone, ff68Roles: ff68Roles) + "\n").utf8))
     }
 
     /// One line of the gateway's trace answer.
@@ -208,7 +218,12 @@ struct TracePrinter {
             headerSeen = true
             let sent = (object["sent"] as? String).flatMap(WireInspector.Stream.init(rawValue:)) ?? .ff68
             let received = (object["received"] as? String).flatMap(WireInspector.Stream.init(rawValue:)) ?? .ff68
-            setStreams(sent: sent, received: received, line: object["line"] as? String ?? "", passive: false)
+            var roles: [UInt8: WireInspector.FF68Role] = [:]
+            for (address, role) in object["ff68Roles"] as? [String: String] ?? [:] {
+                if let address = UInt8(address), let role = WireInspector.FF68Role(rawValue: role) { roles[address] = role }
+            }
+            setStreams(
+                sent: sent, received: received, ff68Roles: roles, line: object["line"] as? String ?? "", passive: false)
             return
         }
         guard let unix = object["unix"] as? Double, let hex = object["hex"] as? String,
@@ -243,10 +258,10 @@ struct TracePrinter {
 
     private mutating func emit(direction: TraceRecord.Direction, bytes: [UInt8], time: Date) {
         var stream = direction == .sent ? sent : received
-        var inspection = WireInspector.inspect(bytes, as: stream)
+        var inspection = WireInspector.inspect(bytes, as: stream, ff68Roles: ff68Roles)
         if passive, inspection.rejectedByteCount > 0, sent != received {
             // Listening only: a request and an answer look alike; take the reading with fewer rejected bytes.
-            let other = WireInspector.inspect(bytes, as: sent)
+            let other = WireInspector.inspect(bytes, as: sent, ff68Roles: ff68Roles)
             if other.rejectedByteCount < inspection.rejectedByteCount {
                 inspection = other
                 stream = sent

@@ -271,7 +271,7 @@ import Testing
         #expect(keys.status == 0, "\(keys.standardOutput)\(keys.standardError)")
         #expect(keys.standardOutput.contains("address 31, function 01, caller keys 0C (call-next)"), "\(keys.standardOutput)")
         #expect(keys.standardOutput.contains(
-            "address 7, function 01, caller keys 03 (no meaning in the protocol), or from the host: evaluator key acknowledged"),
+            "address 7, function 01, caller keys 03 (no meaning in the protocol), or from the host: evaluator key 3 acknowledged"),
                 "\(keys.standardOutput)")
 
         // Colour on a terminal (script(1) gives the command one), none with NO_COLOR set.

@@ -1,5 +1,6 @@
 import DeviceGateway
 import Foundation
+import Protocols
 import Testing
 
 /// `gatewayd decode`: a technician pastes captured bytes and sees the frames and the garbage.
@@ -38,6 +39,35 @@ import Testing
         #expect(result.status == 0, "\(result.standardError)")
         #expect(
             result.standardOutput.hasPrefix("09:30:00.000 → modbus-rtu-requests"), "\(result.standardOutput)")
+    }
+
+    @Test func anFF68FrameIsReadForTheSideThatSentItAndTheDeviceAtItsAddress() {
+        func words(_ frame: FF68Frame, _ stream: WireInspector.Stream, _ roles: [UInt8: WireInspector.FF68Role] = [:])
+            -> String?
+        {
+            WireInspector.inspect(frame.encode(), as: stream, ff68Roles: roles).items.first?.frame
+        }
+        let roles: [UInt8: WireInspector.FF68Role] = [3: .evaluator, 33: .caller]
+        let open = FF68Frame(address: 3, function: 0x01, data: [0x0B])
+        let callNext = FF68Frame(address: 33, function: 0x01, data: [0x0C])
+        let keyAcknowledged = FF68Frame(address: 3, function: 0x01, data: [0x02])
+        // Known sender and device: one reading.
+        #expect(words(open, .ff68Host, roles) == "address 3, function 01, open an evaluation")
+        #expect(words(callNext, .ff68Devices, roles) == "address 33, function 01, caller keys 0C (call-next)")
+        #expect(words(callNext, .ff68Host, roles) == "address 33, function 01, caller keys 0C (call-next) acknowledged")
+        #expect(words(keyAcknowledged, .ff68Host, roles) == "address 3, function 01, evaluator key 2 acknowledged")
+        // The host's frame coming back on a two-wire line is said to be that.
+        #expect(words(keyAcknowledged, .ff68Devices, roles)
+                == "address 3, function 01, evaluator key 2 acknowledged (the host's frame, heard back)")
+        #expect(words(.callerDisplay(address: 33, FF68CallerDisplay(waiting: [0, 0, 5], ticket: [1, 2, 3])), .ff68Devices, roles)
+                == #"address 33, function 02, caller display "005123" (the host's frame, heard back)"#)
+        // The sender known, the device not (an address the configuration lacks): what is left is said.
+        #expect(words(open, .ff68Host)
+                == "address 3, function 01, open an evaluation, or caller keys 0B (evaluate) acknowledged")
+        #expect(words(callNext, .ff68Devices) == "address 33, function 01, caller keys 0C (call-next)")
+        // Neither known (`decode -s ff68` of a capture): the device's reading first, then the host's.
+        #expect(words(keyAcknowledged, .ff68)
+                == "address 3, function 01, caller keys 02 (no meaning in the protocol), or from the host: evaluator key 2 acknowledged")
     }
 
     @Test func hexIsReadInTheWaysTechniciansWriteIt() {

@@ -135,6 +135,13 @@ import Testing
         #expect((line["counters"] as? [String: Any])?["checksumErrors"] as? Int == 1)
         #expect(metrics[#"hall_gateway_line_checksum_errors_total{bus="ff68"}"#] == 1)
         #expect(metrics[#"hall_gateway_line_garbage_bytes_total{bus="ff68"}"#] == Double(noise.count + damaged.count))
+        // What the pads said, counted as a polled device's answers are: two presses at least (a pad repeats a press
+        // until acknowledged), none from the pad nobody pressed. From a trial: both read 0 answered.
+        let devices = try #require(report["devices"] as? [[String: Any]])
+        func answered(_ id: String) -> Int? {
+            (devices.first { $0["device"] as? String == id }?["counters"] as? [String: Any])?["transactions"] as? Int
+        }
+        #expect((answered("eval-w03") ?? 0) >= 2 && answered("eval-w04") == 0, "\(devices)")
     }
 
     /// A technician wiring a two-wire adapter sees doubled frames on a scope; status says the gateway knows.

@@ -145,6 +145,54 @@ import Testing
         #expect(bus.acknowledged.isEmpty)
     }
 
+    @Test func aTraceOfAnFF68BusTellsTheKeysFromTheGatewaysAcknowledgements() async throws {
+        // From a trial: on FF 68 the host's acknowledgement of a caller is the caller's own frame, and FUNC 01 with a
+        // key is an evaluator's acknowledgement or a caller's key; trace said both readings of every such frame.
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(
+            folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
+            devices: """
+                  - {id: eval-w03, profile: ff68-evaluator, bus: ff68-1, address: 3, window: "3"}
+                  - {id: caller-w03, profile: ff68-caller, bus: ff68-1, address: 33, window: "3"}
+                """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { CLITests.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let api = try #require(CLITests.apiURL(daemon))
+        let capture = folder.file("ff68-1.trace")
+        let trace = try ChildProcess(
+            gatewaydPath, ["trace", "ff68-1", "--seconds", "20", "--config", config, "--api", api, "--save", capture])
+        defer { trace.interrupt() }
+        let padAcknowledgement = "address 3, function 01, evaluator key 2 acknowledged"
+        let callerAcknowledgement = "address 33, function 01, caller keys 0C (call-next) acknowledged"
+        #expect(
+            await eventually(timeout: .seconds(15)) {
+                // Pressed again until the trace, which subscribes a moment after it starts, has seen both answered.
+                bus.pressEvaluatorKey(2, address: 3)
+                bus.pressCallerKeys([0x0C], address: 33)
+                return trace.output.contains(padAcknowledgement) && trace.output.contains(callerAcknowledgement)
+            }, "\(trace.output)")
+        // A read's frames are printed under its first, without an arrow; a write is one frame with →.
+        let lines = trace.output.split(separator: "\n")
+        let padKeys = lines.filter { $0.contains("FF 68 03 03 68 03 11 02 16 16") }
+        #expect(!padKeys.isEmpty && padKeys.allSatisfy { !$0.contains("→") && $0.hasSuffix("address 3, function 11, evaluator key 2") },
+                "\(trace.output)")
+        let callerFrames = lines.filter { $0.contains("FF 68 03 03 68 21 01 0C 2E 16") }
+        #expect(callerFrames.contains { !$0.contains("→") && $0.hasSuffix("address 33, function 01, caller keys 0C (call-next)") },
+                "\(trace.output)")
+        #expect(callerFrames.filter { $0.contains("→") }.allSatisfy { $0.hasSuffix(callerAcknowledgement) }, "\(trace.output)")
+        // The configuration says who is at each address and the trace which way a frame went: no alternatives left.
+        #expect(!trace.output.contains(", or "), "\(trace.output)")
+        // The saved capture keeps who is where: read back, it says the same.
+        trace.interrupt()
+        _ = try await trace.wait()
+        let replay = try await run(gatewaydPath, ["decode", "--file", capture])
+        #expect(replay.standardOutput.contains(callerAcknowledgement) && !replay.standardOutput.contains(", or "),
+                "\(replay.standardOutput)")
+    }
+
     @Test func throughTheRunningDaemon() async throws {
         let board = MockModbusBoard()
         let pad = MockModbusEvaluator(staffId: "0104")

@@ -760,6 +760,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 linkHeard = true
                 let changed = health.answered(devices[device], ready: reaction.ready, at: date)
                 if !changed.isEmpty { pending.add(events: changed) }
+                // A device never asked (FF 68, QSystem) answers nothing: its frames are what a technician counts.
+                if !polled.contains(from) { count(from) { $0.transactions += 1 } }
             }
             for event in reaction.events {
                 if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }

@@ -1,7 +1,8 @@
 /// What happened on the wire with one device (or, for the line's own counters, with nobody in particular):
 /// read by the CLI, and the shape metrics take.
 public struct DeviceCounters: Sendable, Equatable, Codable {
-    /// Requests answered (refusals included: the device heard and spoke).
+    /// Requests answered (refusals included: the device heard and spoke); for a device that is never asked (FF 68,
+    /// QSystem: it speaks unprompted), its frames heard.
     public var transactions = 0
     /// Requests that got no answer within the response timeout.
     public var timeouts = 0

@@ -11,6 +11,8 @@ public enum WireInspector {
         case escPosStatus = "escpos-status"
         case onbon
         case ff68
+        case ff68Host = "ff68-host"
+        case ff68Devices = "ff68-devices"
         case qsystemBox = "qsystem-box"
         case qsystemBoard = "qsystem-board"
         case modbusRTURequests = "modbus-rtu-requests"
@@ -25,12 +27,22 @@ public enum WireInspector {
             case .escPosStatus: "ESC/POS printer → host (DLE EOT replies, automatic status back)"
             case .onbon: "Onbon BX packets, either direction"
             case .ff68: "FF 68 caller/evaluator bus, either direction"
+            case .ff68Host: "host → FF 68 callers and evaluators (acknowledgements, displays)"
+            case .ff68Devices: "FF 68 callers and evaluators → host (key frames)"
             case .qsystemBox: "QSystem box → host (key frames)"
             case .qsystemBoard: "host → QSystem number board"
             case .modbusRTURequests: "Modbus RTU master → device"
             case .modbusRTUResponses: "Modbus RTU device → master"
             case .modbusTCPRequests: "Modbus TCP client → server"
             case .modbusTCPResponses: "Modbus TCP server → client"
+            }
+        }
+
+        /// The stream that reads frames whichever side sent them: what a listener beside the line hears.
+        public var eitherDirection: Stream {
+            switch self {
+            case .ff68Host, .ff68Devices: .ff68
+            default: self
             }
         }
     }
@@ -74,8 +86,16 @@ public enum WireInspector {
         return Result(frames: inspection.items.compactMap(\.frame), discardedBytes: inspection.rejectedByteCount)
     }
 
-    /// Decodes `bytes` frame by frame, each rejected run with its reason.
-    public static func inspect(_ bytes: [UInt8], as stream: Stream) -> Inspection {
+    /// Who sits at each address of an FF 68 bus, from its configuration: a host's frame and a device's can be
+    /// the same bytes (the host acknowledges a caller's key with the caller's own frame).
+    public enum FF68Role: String, Sendable, Codable {
+        case caller
+        case evaluator
+    }
+
+    /// Decodes `bytes` frame by frame, each rejected run with its reason; `ff68Roles` names the FF 68 devices by
+    /// address, where the configuration knows them.
+    public static func inspect(_ bytes: [UInt8], as stream: Stream, ff68Roles: [UInt8: FF68Role] = [:]) -> Inspection {
         switch stream {
         case .escPosCommands:
             // Text's wire length depends on the mode and code page: it takes what the other commands leave.
@@ -85,7 +105,13 @@ public enum WireInspector {
         case .escPosStatus:
             walk(PrinterStatusDecoder(), bytes, stream, describe: describePrinterStatus) { $0.encoded.count }
         case .onbon: walk(OnbonDecoder(), bytes, stream, describe: describeOnbon) { _ in nil }
-        case .ff68: walk(FF68Decoder(), bytes, stream, describe: describeFF68) { $0.encode().count }
+        case .ff68, .ff68Host, .ff68Devices:
+            walk(FF68Decoder(), bytes, stream) {
+                describeFF68($0, from: stream == .ff68Host ? .host : stream == .ff68Devices ? .device : nil,
+                             role: ff68Roles[$0.address])
+            } length: {
+                $0.encode().count
+            }
         case .qsystemBox:
             walk(QSystemBoxDecoder(), bytes, stream, describe: { "box \($0.address), key \($0.key)" }) {
                 $0.encode().count
@@ -119,7 +145,7 @@ public enum WireInspector {
             case .escPos: return (.escPosCommands, .escPosStatus)
             case .onbon: return (.onbon, .onbon)
             case .qsystem: return (.qsystemBoard, .qsystemBox)
-            case .ff68, nil: return (.ff68, .ff68)
+            case .ff68, nil: return (.ff68Host, .ff68Devices)
             }
         }
     }
@@ -134,6 +160,19 @@ public enum WireInspector {
         let lineProtocol = config.devices.lazy.filter { $0.bus == id }
             .compactMap { try? library.load(named: $0.profile).profile.lineProtocol }.first
         return streams(transport: bus.transport, lineProtocol: lineProtocol)
+    }
+
+    /// The FF 68 devices of bus `id` in `config` by address, their profiles read from `library`.
+    public static func ff68Roles(bus id: String, config: GatewayConfig, library: ProfileLibrary) -> [UInt8: FF68Role] {
+        var roles: [UInt8: FF68Role] = [:]
+        for device in config.devices where device.bus == id {
+            switch (try? library.load(named: device.profile))?.profile {
+            case .ff68Evaluator: roles[UInt8(truncatingIfNeeded: device.address)] = .evaluator
+            case .ff68Caller: roles[UInt8(truncatingIfNeeded: device.address)] = .caller
+            default: break
+            }
+        }
+        return roles
     }
 
     /// Bytes written as hex pairs, with or without spaces, commas or `0x` prefixes; nil if any pair is not hex.
@@ -255,7 +294,7 @@ public enum WireInspector {
             return explainRTU(run, requests: stream == .modbusRTURequests, endsCapture: endsCapture)
         case .modbusTCPRequests, .modbusTCPResponses:
             return explainTCP(run, requests: stream == .modbusTCPRequests, endsCapture: endsCapture)
-        case .ff68:
+        case .ff68, .ff68Host, .ff68Devices:
             // Each candidate frame in the run on its own: from one FF 68 to the next.
             var starts = [0]
             for index in 1..<max(1, run.count - 1) where run[index] == 0xFF && run[index + 1] == 0x68 {
@@ -475,24 +514,73 @@ public enum WireInspector {
             + "\(packet.data.count) data bytes (checksum \(packet.checksumMode))"
     }
 
-    static func describeFF68(_ frame: FF68Frame) -> String {
+    /// Which side of an FF 68 bus sent a frame.
+    enum FF68Sender {
+        case host
+        case device
+    }
+
+    /// An FF 68 frame in words. The host's frames and the devices' share one format: the direction (known to a
+    /// trace through the gateway) and the device at the address (from the configuration) tell them apart, and
+    /// whatever is not known is said as the alternatives it leaves.
+    static func describeFF68(_ frame: FF68Frame, from sender: FF68Sender? = nil, role: FF68Role? = nil) -> String {
         var text = String(format: "address %d, function %02X", frame.address, frame.function)
-        if let key = frame.evaluatorKey {
-            text += ", evaluator key \(key)"
-        } else if let display = frame.callerDisplay {
-            text += ", caller display \"\(display.text)\""
-        } else if let action = frame.callerAction {
-            text += ", caller keys \(hex(action.keys)) (\(name(of: action)))"
-            // The host acknowledges an evaluator's key with FUNC 01 and the key, and opens an evaluation with 01 0B:
-            // on a shared line the two directions look alike.
-            if frame.function == FF68Function.evaluatorCommand, frame.data.count == 1 {
-                text += frame.data[0] == 0x0B
-                    ? ", or from the host: open an evaluation" : ", or from the host: evaluator key acknowledged"
+        let readings = ff68Readings(frame, role: role)
+        let byHost = readings.filter(\.byHost).map(\.words)
+        let byDevice = readings.filter { !$0.byHost }.map(\.words)
+        let words: [String] =
+            switch sender {
+            case .host: byHost.isEmpty ? byDevice.map { $0 + " (a device's frame, sent by the host)" } : byHost
+            case .device: byDevice.isEmpty ? byHost.map { $0 + " (the host's frame, heard back)" } : byDevice
+            // Either side: a caller's acknowledgement is its key frame, said once as the key.
+            case nil: byDevice + readings.filter { $0.byHost && !$0.echoesTheDevice }.map { "from the host: " + $0.words }
             }
+        if !words.isEmpty {
+            text += ", " + words.joined(separator: ", or ")
         } else if !frame.data.isEmpty {
             text += ", data \(hex(frame.data))"
         }
         return text
+    }
+
+    /// One thing an FF 68 frame can be.
+    private struct FF68Reading {
+        var words: String
+        var byHost: Bool
+        /// The host's acknowledgement of a caller: the same bytes as the caller's key frame.
+        var echoesTheDevice = false
+    }
+
+    /// What an FF 68 frame can be, and who sends it that way: for the device at its address when known, else for any.
+    private static func ff68Readings(_ frame: FF68Frame, role: FF68Role?) -> [FF68Reading] {
+        let evaluator = role != .caller
+        let caller = role != .evaluator
+        if let key = frame.evaluatorKey {
+            return evaluator ? [FF68Reading(words: "evaluator key \(key)", byHost: false)] : []
+        }
+        var readings: [FF68Reading] = []
+        var acknowledgement: FF68Reading?
+        if caller, let action = frame.callerAction, !frame.data.isEmpty, frame.callerDisplay == nil {
+            let keys = "caller keys \(hex(action.keys)) (\(name(of: action)))"
+            readings.append(FF68Reading(words: keys, byHost: false))
+            // The host acknowledges a caller's key frame with the frame itself.
+            acknowledgement = FF68Reading(words: keys + " acknowledged", byHost: true, echoesTheDevice: true)
+        }
+        if evaluator, frame.function == FF68Function.evaluatorCommand, frame.data.count == 1 {
+            // The host acknowledges an evaluator's key with FUNC 01 and the key, and opens an evaluation with 01 0B.
+            let words = frame.data[0] == 0x0B ? "open an evaluation" : "evaluator key \(frame.data[0]) acknowledged"
+            readings.append(FF68Reading(words: words, byHost: true))
+        }
+        if evaluator, frame.function == FF68Function.display, frame.data.count == 1 {
+            readings.append(FF68Reading(words: "service level \(frame.data[0]) stars", byHost: true))
+        }
+        if caller, let display = frame.callerDisplay {
+            readings.append(FF68Reading(words: "caller display \"\(display.text)\"", byHost: true))
+        }
+        if caller, frame.function == FF68Function.beep, frame.data.isEmpty {
+            readings.append(FF68Reading(words: "caller beep", byHost: true))
+        }
+        return readings + (acknowledgement.map { [$0] } ?? [])
     }
 
     /// An action as the caller profiles name them (call-next, …), where the source gives the key a meaning.
