@@ -27,8 +27,9 @@ public struct APIService: Service {
         let onListening = self.onListening
         let host = settings.host
         let application = api.application(host: settings.host, port: settings.port) { port in
-            logger.info("api: listening on http://\(host):\(port)")
+            // What listening makes ready (the demo's configuration for the CLI) is, by the time the line is logged.
             await onListening(port)
+            logger.info("api: listening on http://\(host):\(port)")
         }
         let grace = Self.requestsGrace
         do {

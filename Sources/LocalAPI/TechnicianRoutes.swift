@@ -69,7 +69,8 @@ extension LocalAPI {
                 report.problem = "\(device.id) is offline: \(state.offlineReason ?? "no answer")"
             }
         }
-        if let condition = gateway.printerConditions()[device.id] {
+        // An offline printer's last condition is stale: it is no "online" (from a trial: a printer unplugged said so).
+        if state?.online != false, let condition = gateway.printerConditions()[device.id] {
             report.printerState = condition
             report.printerConditions = condition == "online" ? [] : [condition]
         }

@@ -34,7 +34,11 @@ struct DaemonOptions: ParsableArguments {
 
     /// The config file to use: `--config`, else `$HALL_GATEWAY_CONFIG`, else the demo hall's as `gatewayd run` wrote
     /// it here, else none.
-    var configPath: String? {
+    var configPath: String? { Self.configPath(given: config) }
+
+    /// `config`, else `$HALL_GATEWAY_CONFIG`, else the demo hall's as `gatewayd run` wrote it here, else none: every
+    /// command finds the hall the same way.
+    static func configPath(given config: String?) -> String? {
         config ?? ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"]
             ?? (FileManager.default.fileExists(atPath: DemoProfiles.configurationPath) ? DemoProfiles.configurationPath : nil)
     }

@@ -7,17 +7,21 @@ struct OutboxCommand: AsyncParsableCommand {
         commandName: "outbox", abstract: "Look into the outbox: what each sink has not received yet.",
         subcommands: [Status.self, Resend.self])
 
-    /// Where the outbox is: `--outbox`, or the configuration's state directory, or var/outbox.sqlite.
+    /// Where the outbox is: `--outbox`, or the hall's state directory (`--config`, else the configuration found as
+    /// every command finds it), or var/outbox.sqlite.
     struct Location: ParsableArguments {
-        @Option(help: "The hall's configuration: its state directory and sinks.")
+        @Option(help: "The hall's configuration: its state directory and sinks (default: $HALL_GATEWAY_CONFIG).")
         var config: String?
 
         @Option(help: "The outbox file (default: <state-directory>/outbox.sqlite, or var/outbox.sqlite).")
         var outbox: String?
 
-        /// The outbox's path and the configuration, if one was given; a broken one exits with its error.
+        /// The outbox's path and the configuration, if one was found; a broken one exits with its error.
         func resolve() throws -> (path: String, config: GatewayConfig?) {
-            guard let config else { return (outbox ?? "var/outbox.sqlite", nil) }
+            // An outbox named alone is read as it is: its own sinks, not those of a hall found elsewhere.
+            guard let config = config ?? (outbox == nil ? DaemonOptions.configPath(given: nil) : nil) else {
+                return (outbox ?? "var/outbox.sqlite", nil)
+            }
             do {
                 let (loaded, _) = try ConfigLoader.load(path: config)
                 return (outbox ?? loaded.outboxPath, loaded)

@@ -44,6 +44,8 @@ struct Run: AsyncParsableCommand {
             }
         }
         var demo: DemoHall?
+        /// The demo hall's configuration as written for the CLI; the API's port is added once it listens.
+        var demoConfiguration: String?
         let loaded: (GatewayConfig, ProfileLibrary)
         do {
             if let config {
@@ -68,7 +70,7 @@ struct Run: AsyncParsableCommand {
                     stateDirectory: DemoHall.stateDirectory, profiles: profilesFolder,
                     eventStore: DemoHall.stateDirectory + "/events.sqlite")
                 loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
-                DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder)
+                demoConfiguration = DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder)
             }
         } catch let error as ConfigError {
             printError(error.description)
@@ -123,7 +125,12 @@ struct Run: AsyncParsableCommand {
             // hand its token to whatever holds the port.
             services.append(.init(service: APIService(gateway: gateway, commands: commands, metrics: metrics,
                                                       settings: gatewayConfig.api, token: token, logger: logger,
-                                                      onListening: { port in
+                                                      onListening: { [demoConfiguration, host = gatewayConfig.api.host] port in
+                                                          // From a trial: a demo on --api-port left the CLI asking
+                                                          // 8420 (and handing its token to whatever listened there).
+                                                          if let demoConfiguration {
+                                                              DemoProfiles.write(demoConfiguration + "api: {listen: \"\(host):\(port)\"}\n")
+                                                          }
                                                           apiListens.yield()
                                                           mqttListens.yield()
                                                           listening.yield(port)
@@ -294,11 +301,19 @@ enum DemoProfiles {
 
     /// Writes the demo hall's configuration with absolute paths, so that `gatewayd probe`, `printer status`, `scan`
     /// and the rest find its devices as they would a real hall's.
-    static func writeConfiguration(of hall: DemoHall, profiles: String) {
+    /// Returns the text written.
+    @discardableResult
+    static func writeConfiguration(of hall: DemoHall, profiles: String) -> String {
         let here = FileManager.default.currentDirectoryPath
         let absolute = profiles.hasPrefix("/") ? profiles : here + "/" + profiles
         let text = header + "\n"
             + hall.configuration(stateDirectory: here + "/var", profiles: absolute, eventStore: here + "/var/events.sqlite")
+        write(text)
+        return text
+    }
+
+    /// Writes `text` as the demo hall's configuration.
+    static func write(_ text: String) {
         try? FileManager.default.createDirectory(atPath: "var", withIntermediateDirectories: true)
         try? text.write(toFile: configurationPath, atomically: true, encoding: .utf8)
     }

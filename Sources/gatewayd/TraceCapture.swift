@@ -94,25 +94,23 @@ struct TraceCapture {
         return decoder
     }
 
-    /// `12:03:04.123456` (local clock), or the full RFC 3339 stamp with `zone`.
+    /// `12:03:04.123456` (local clock), or the full RFC 3339 stamp with `zone`; the fraction cut, never rounded up,
+    /// so an answer is never stamped before the request it followed.
     static func timeText(
         _ date: Date, fractionDigits: Int = 3, zone: Bool = false, timeZone: TimeZone = .current
     ) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.timeZone = timeZone
-        formatter.formatOptions =
-            zone
-            ? [.withInternetDateTime, .withFractionalSeconds]
-            : [.withTime, .withColonSeparatorInTime, .withFractionalSeconds]
-        var text = formatter.string(from: date)
-        if fractionDigits == 6 {
-            // ISO8601DateFormatter writes milliseconds; the microseconds matter for frame gaps.
-            let micros = Int((date.timeIntervalSince1970 * 1_000_000).rounded()) % 1000
-            if let dot = text.firstIndex(of: "."), text.distance(from: dot, to: text.endIndex) >= 4 {
-                let insertAt = text.index(dot, offsetBy: 4)
-                text.insert(contentsOf: String(format: "%03d", micros), at: insertAt)
-            }
-        }
+        formatter.formatOptions = zone ? [.withInternetDateTime] : [.withTime, .withColonSeparatorInTime]
+        // ISO8601DateFormatter rounds to milliseconds: the whole seconds come from it, the fraction from the date.
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
+        let seconds = micros.quotientAndRemainder(dividingBy: 1_000_000)
+        let (whole, fraction) = seconds.remainder < 0 ? (seconds.quotient - 1, seconds.remainder + 1_000_000) : seconds
+        var text = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(whole)))
+        let digits = fractionDigits == 6 ? String(format: ".%06lld", fraction) : String(format: ".%03lld", fraction / 1000)
+        // After the seconds: HH:MM:SS, or the date and time before the zone.
+        let secondsEnd = text.index(text.startIndex, offsetBy: zone ? 19 : 8, limitedBy: text.endIndex) ?? text.endIndex
+        text.insert(contentsOf: digits, at: secondsEnd)
         return text
     }
 }

@@ -234,6 +234,20 @@ import Testing
         }
     }
 
+    @Test func theCLIBesideADemoOnAnotherPortAsksThatPort() async throws {
+        // From a trial: with --api-port the demo's configuration for the CLI kept 8420, so `status` beside it said
+        // "not running" and handed the demo's token to whatever listened on 8420.
+        let folder = try TemporaryDirectory()
+        let demo = try ChildProcess(gatewaydPath, ["run", "--api-port", "0"], workingDirectory: folder.path)
+        defer { demo.interrupt() }
+        #expect(await eventually { Self.apiURL(demo) != nil }, "\(demo.output)")
+        let api = try #require(Self.apiURL(demo))
+        #expect(!api.hasSuffix(":8420"))
+        let status = try await run(gatewaydPath, ["status"], workingDirectory: folder.path)
+        #expect(status.standardOutput.hasPrefix("devices live from the gateway at \(api)"),
+                "\(status.standardOutput)\(status.standardError)")
+    }
+
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
         // A read request, the same with its CRC zeroed, and three bytes of a third cut off by the end.
         let rtu = try await run(

@@ -32,6 +32,7 @@ import Testing
         try """
             {"bus":"line-a","capture":"hall-gateway-trace","line":"/dev/ttyUSB0","timeZone":"Asia/Shanghai","version":1}
             {"direction":"out","hex":"01 03 00 00 00 02 C4 0B","stream":"modbus-rtu-requests","time":"2026-11-25T01:30:00.000000Z"}
+            {"direction":"in","hex":"01 03 04 00 03 00 00 0A 33","stream":"modbus-rtu-responses","time":"2026-11-25T01:30:00.291864Z"}
 
             """.write(toFile: capture, atomically: true, encoding: .utf8)
         // The machine's clock on UTC, as a hall's gateway often is: the hall's 09:30 all the same.
@@ -39,6 +40,8 @@ import Testing
         #expect(result.status == 0, "\(result.standardError)")
         #expect(
             result.standardOutput.hasPrefix("09:30:00.000 → modbus-rtu-requests"), "\(result.standardOutput)")
+        // Cut to the millisecond, not rounded up (from a trial: answers stamped before their requests).
+        #expect(result.standardOutput.contains("\n09:30:00.291 ← modbus-rtu-responses"), "\(result.standardOutput)")
     }
 
     @Test func anFF68FrameIsReadForTheSideThatSentItAndTheDeviceAtItsAddress() {

@@ -771,6 +771,37 @@ extension OutboxSalvageTests {
         #expect(nothing.status == 1 && nothing.standardError.contains("no event put aside"), "\(nothing.standardError)")
     }
 
+    @Test func statusFindsTheHallsOutboxThroughTheEnvironmentAsEveryCommandDoes() async throws {
+        // From a trial: with $HALL_GATEWAY_CONFIG set, `outbox status` read ./var/outbox.sqlite (the demo's) instead.
+        let folder = try TemporaryDirectory()
+        let config = folder.file("hall.yaml")
+        try """
+            hall: {id: env-hall}
+            state-directory: \(folder.path)/state
+            buses:
+              - {id: line-a, transport: modbus-tcp, host: 127.0.0.1, tcp-port: 1502}
+            devices: []
+            sinks:
+              - {type: sqlite, name: central, path: \(folder.path)/events.sqlite}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: folder.path + "/state", withIntermediateDirectories: true)
+        let path = folder.path + "/state/outbox.sqlite"
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central"])
+        try await outbox.commit(deviceEvents(3))
+        // Run where a demo hall's outbox lies, as in the trial.
+        let elsewhere = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: elsewhere.path + "/var", withIntermediateDirectories: true)
+        _ = try Outbox.open(path: elsewhere.path + "/var/outbox.sqlite", logger: CapturedLog().logger)
+
+        let status = try await run(gatewaydPath, ["outbox", "status", "--json"], environment: ["HALL_GATEWAY_CONFIG": config],
+                                   workingDirectory: elsewhere.path)
+        #expect(status.status == 0, "\(status.standardError)")
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(status.standardOutput.utf8)) as? [String: Any])
+        let sinks = try #require(document["sinks"] as? [[String: Any]], "\(document)")
+        #expect(sinks.map { $0["sink"] as? String } == ["central"] && sinks.map { $0["backlog"] as? Int } == [3], "\(document)")
+    }
+
     @Test func eventsSinceAnAgeTakesItWithOrWithoutAMinus() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("events.sqlite")

@@ -738,4 +738,14 @@ struct PersonalNumberTests {
         let line = EventSummary.line(closed, timeZone: try #require(TimeZone(identifier: "Asia/Shanghai")))
         #expect(line.contains("boards-off: done (no devices)"), "\(line)")
     }
+
+    @Test func aPassedCheckSaysHowManyDevicesAnsweredNotHowManyWereChecked() throws {
+        // From a trial: the log and `gatewayd events` said "passed: 14 devices answer" of a check that heard 13.
+        let check = CloudEvent(
+            id: "check-1", source: "/halls/hall-1/gateway", type: HallEventType.deviceCheck,
+            time: try #require(EventTime.parse("2026-12-01T00:45:00Z")), subject: nil,
+            data: .deviceCheck(DeviceCheckReport(passed: true, problems: [], devicesChecked: 14, devicesAnswering: 13)))
+        let line = EventSummary.line(check, timeZone: try #require(TimeZone(identifier: "Asia/Shanghai")))
+        #expect(line.contains("passed: 13 of 14 devices answer"), "\(line)")
+    }
 }

@@ -119,6 +119,18 @@ import Testing
         #expect(rating.level == 2 && rating.keyLabel == "不满意" && rating.staffId == "0303" && rating.window == "3")
     }
 
+    @Test func aStaffIdThatIsNoStaffNumberIsLeftOutOfTheRatings() throws {
+        // From a trial: a mobile number typed into a pad's staff field reached the events and the log.
+        var regs = registers(bootId: 7, counter: 1, ring: [0: 3])
+        let phone = Array("13812345678".utf8) + [0]
+        regs.replaceSubrange(8..<14, with: stride(from: 0, to: 12, by: 2).map { UInt16(phone[$0]) << 8 | UInt16(phone[$0 + 1]) })
+        let reading = driver.interpret(registers: regs, cursor: nil, at: Date())
+        let rating = try #require(reading.events.first?.data.rating)
+        #expect(rating.staffId == nil && rating.deviceCounter == 1)
+        let refused = try #require(reading.staffIdRefused)
+        #expect(refused.contains("mobile") && !refused.contains("138"), "\(refused)")
+    }
+
     @Test func theCounterWrapsPast65535WithoutRepeatingIds() {
         let cursor = DeviceCursor(device: "eval-w03", bootId: 7, consumed: 65_535)
         let reading = driver.interpret(registers: registers(bootId: 7, counter: 1, ring: [15: 1, 0: 2]), cursor: cursor, at: Date())

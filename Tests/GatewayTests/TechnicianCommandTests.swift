@@ -193,6 +193,30 @@ import Testing
                 "\(replay.standardOutput)")
     }
 
+    @Test func aPhoneNumberInAPadsStaffFieldReachesNeitherEventsNorTheLog() async throws {
+        let pad = MockModbusEvaluator(staffId: "13812345678")
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(
+            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 100}",
+            devices: "  - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"4\"}")
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        pad.press(.satisfied)
+        #expect(await eventually { daemon.output.contains("hall.rating.submitted") && daemon.output.contains("staff-id-refused") },
+                "\(daemon.output)")
+        // What the central store gets: the local store's copy.
+        #expect(await eventually {
+            (try? await run(gatewaydPath, ["events", "--store", folder.path + "/events.sqlite", "--json"]))?
+                .standardOutput.contains("staff-id-refused") == true
+        })
+        let stored = try await run(gatewaydPath, ["events", "--store", folder.path + "/events.sqlite", "--json"])
+        #expect(stored.standardOutput.contains("hall.rating.submitted"), "\(stored.standardOutput)")
+        #expect(!stored.standardOutput.contains("13812345678") && !daemon.output.contains("13812345678"),
+                "\(stored.standardOutput)\(daemon.output)")
+    }
+
     @Test func throughTheRunningDaemon() async throws {
         let board = MockModbusBoard()
         let pad = MockModbusEvaluator(staffId: "0104")
@@ -290,5 +314,20 @@ import Testing
         #expect(listening.standardError.contains("\(path) is in use by the running gateway (gatewayd, pid "),
                 "\(listening.standardError)")
         #expect(listening.standardOutput.isEmpty, "nothing read: \(listening.standardOutput)")
+
+        // Unplugged: the printer's last condition is no word on it now (from a trial: "printer-1: online", exit 0).
+        printer.set(.init())
+        #expect(
+            await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })
+        printer.stop()
+        #expect(await eventually {
+            (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.standardError.contains("printer-1 is offline") == true
+        })
+        let unplugged = try await run(gatewaydPath, ["printer", "status", "printer-1"] + cli)
+        #expect(unplugged.status == 1 && !unplugged.standardOutput.hasPrefix("printer-1: online"),
+                "\(unplugged.standardOutput) \(unplugged.standardError)")
+        let unpluggedJSON = try await run(gatewaydPath, ["printer", "status", "printer-1", "--json"] + cli)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(unpluggedJSON.standardOutput.utf8)) as? [String: Any])
+        #expect(report["answered"] as? Bool == false && report["printerState"] == nil, "\(report)")
     }
 }

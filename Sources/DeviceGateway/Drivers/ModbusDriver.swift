@@ -279,7 +279,7 @@ public struct ModbusDriver: BusDriver {
                             afterCommit: acknowledgements, from: id, answersRequest: true, ready: reading.ready)
     }
 
-    /// Lost and unmapped ratings, and a restarted counter, become fault events for the duty officer.
+    /// Lost and unmapped ratings, a restarted counter and a staff id refused become fault events for the duty officer.
     private func faults(in reading: ModbusEvaluatorDriver.Reading, driver: ModbusEvaluatorDriver, lastReadAt: Date?,
                         at time: Date) -> [CloudEvent] {
         var faults: [(id: String, fault: DeviceFault)] = []
@@ -310,6 +310,13 @@ public struct ModbusDriver: BusDriver {
                 detail: "the pad's rating counter went back from \(previous % 65536) to \(reading.cursor.consumed) under the "
                     + "same boot id \(String(reading.cursor.bootId, radix: 16)): it restarted; its new ratings are taken "
                     + "from its acknowledge register")))
+        }
+        if let refused = reading.staffIdRefused {
+            // Once per read of new ratings: the same read again after a crash has the same id.
+            let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
+            faults.append(("staff-id-refused-\(power)-\(reading.cursor.consumed)", DeviceFault(
+                fault: "staff-id-refused",
+                detail: "the pad's staff id registers hold no staff number (\(refused)); its new ratings carry no staff id")))
         }
         for code in reading.unknownKeys {
             faults.append((UUID().uuidString.lowercased(), DeviceFault(

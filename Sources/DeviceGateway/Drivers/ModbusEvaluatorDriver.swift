@@ -27,9 +27,11 @@ public final class ModbusEvaluatorDriver: Sendable {
         public var acknowledged: UInt16
         /// Set when the pad's counter went backwards under the same boot id: it restarted, from this counter value.
         public var restartedFrom: Int64?
+        /// Why the pad's staff id was left out of its new ratings (it is no staff number), without the value.
+        public var staffIdRefused: String?
 
-        /// Whether anything in it is a fault to report: lost ratings, unknown keys, a restart.
-        var hasFaults: Bool { lost > 0 || !unknownKeys.isEmpty || restartedFrom != nil }
+        /// Whether anything in it is a fault to report: lost ratings, unknown keys, a restart, a staff id refused.
+        var hasFaults: Bool { lost > 0 || !unknownKeys.isEmpty || restartedFrom != nil || staffIdRefused != nil }
     }
 
     public let device: DeviceConfig
@@ -129,7 +131,18 @@ public final class ModbusEvaluatorDriver: Sendable {
         // Decoded only when a rating will carry it: most polls find none.
         let staffBytes = first > current ? [] : RegisterText.bytes(
             from: (0..<profile.staffId.count).map { register(profile.staffId.start + $0) })
-        let staffId = staffBytes.isEmpty ? nil : String(decoding: staffBytes, as: UTF8.self)
+        var staffId = staffBytes.isEmpty ? nil : String(decoding: staffBytes, as: UTF8.self)
+        // The queue system's rule for a staff id holds for the pad's too: a phone number or a name typed into the
+        // pad's staff field would otherwise reach the events, the log and the central store.
+        var staffIdRefused: String?
+        if let text = staffId {
+            do throws(CommandInvalid) {
+                try CommandCenter.checkStaffId(text)
+            } catch {
+                staffId = nil
+                staffIdRefused = error.message
+            }
+        }
         var events: [CloudEvent] = []
         var unknownKeys: [Int] = []
         // The first new rating is the one the pad was asked for.
@@ -157,7 +170,8 @@ public final class ModbusEvaluatorDriver: Sendable {
         }
         return Reading(
             events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current, restarts: restarts),
-            ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom)
+            ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom,
+            staffIdRefused: staffIdRefused)
     }
 
     /// Names one power-up of a pad in event ids: its boot id, and the restart under that boot id if any.

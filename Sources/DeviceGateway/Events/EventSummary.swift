@@ -32,7 +32,8 @@ public enum EventSummary {
             parts.append("damaged outbox salvaged: \(recovered.recovered) events queued again, "
                          + "\(recovered.unreadable) rows unreadable")
         case .deviceCheck(let report):
-            parts.append(report.passed ? "passed: \(report.devicesChecked) devices answer"
+            // A check passes with devices not heard from yet (an FF 68 pad nobody pressed): say how many answered.
+            parts.append(report.passed ? "passed: \(report.devicesAnswering) of \(report.devicesChecked) devices answer"
                          : "\(report.problems.count) problems: " + report.problems.joined(separator: "; "))
         case .command(let command):
             let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
