@@ -74,7 +74,8 @@ public final class Gateway: Service {
                 profileCache[device.profile] = loaded
                 roles[device.id] = DeviceRole.of(loaded.profile, window: device.window)
                 if loaded.profile.acknowledgesOnLaterPoll { acknowledgingOnLaterPoll.insert(device.id) }
-                return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval)
+                return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval,
+                                             identify: loaded.identify)
             }
             guard !members.isEmpty else {
                 // Nothing to poll; opening the port would only hold it from a technician's tools.
@@ -297,14 +298,18 @@ public final class Gateway: Service {
 
     /// What each bus heard that belongs to no device (unprompted frames, noise, checksum failures while nothing was
     /// asked), in configuration order: on a line of devices that only speak unprompted, all of its garbage. And
-    /// whether the line echoes what the gateway writes.
+    /// whether the line echoes what the gateway writes, and why it is down while it is.
     public func lineCounters() async -> [LineCounters] {
         var lines: [LineCounters] = []
         for bus in buses {
-            lines.append(LineCounters(bus: bus.config.id, counters: bus.lineCounters(), echoes: bus.lineEchoes()))
+            lines.append(LineCounters(bus: bus.config.id, counters: bus.lineCounters(), echoes: bus.lineEchoes(),
+                                      down: bus.lineDown()))
         }
         return lines
     }
+
+    /// Why bus `id`'s line is down, while it is; nil while it is open, or for no such bus.
+    public func lineDown(bus id: String) -> String? { buses.first { $0.config.id == id }?.lineDown() }
 
     /// Whether NTP keeps the clock right, and why the hall's day waits for the clock, while it does.
     public func clockState() -> ClockState {

@@ -14,7 +14,14 @@ extension LocalAPI {
             guard wire == nil || wire == "true" || wire == "false" else {
                 throw Problem(.badRequest, "wire must be true or false")
             }
-            return try await daemonView(of: try knownDevice(context), wire: wire == "true")
+            // `listen=SECONDS`: also what the device says meanwhile (a pad test's key presses).
+            let listen = try request.uri.queryParameters["listen"].map { text -> Duration in
+                guard let seconds = Double(String(text)), (0...30).contains(seconds) else {
+                    throw Problem(.badRequest, "listen must be a number of seconds from 0 to 30")
+                }
+                return .milliseconds(Int(seconds * 1000))
+            }
+            return try await daemonView(of: try knownDevice(context), wire: wire == "true", listen: listen)
         }
         v1.post("/devices/:device/test") { request, context in
             let device = try knownDevice(context)
@@ -45,13 +52,29 @@ extension LocalAPI {
     }
 
     /// What the daemon knows of the device now: its state from the bus's last polls, its latest events.
-    private func daemonView(of device: DeviceConfig, wire: Bool = false) async throws -> ProbeReport {
+    private func daemonView(of device: DeviceConfig, wire: Bool = false, listen: Duration? = nil) async throws
+        -> ProbeReport
+    {
+        let library = ProfileLibrary(directory: gateway.config.profilesDirectory)
+        let unasked = (try? library.profile(named: device.profile))?.speaksUnasked == true
+        var steps: [ProbeStep] = []
+        var reading: [String]?
+        let started = ContinuousClock.now
+        if wire, unasked {
+            // Never polled: what it says in the time given is the test (from a trial: the pad test showed the
+            // gateway's acknowledgement as the pad's "poll" and failed an FF 68 pad that had been pressed).
+            if let listen, listen > .zero { steps = await heard(from: device, for: listen) }
+        } else if wire {
+            (steps, reading) = await nextExchanges(of: device)
+            // The rest of the time given, for what the technician does meanwhile: its events are read after.
+            if let listen { try? await Task.sleep(until: started + listen) }
+        }
         let state = await gateway.deviceStates().first { $0.device == device.id }
         var report = ProbeReport(
             device: device.id, profile: device.profile, bus: device.bus, line: line(of: device),
-            via: "through the running daemon (its last polls)", steps: [], events: [],
+            via: "through the running daemon (its last polls)", steps: steps, events: [],
             answered: state?.online == true)
-        if wire { (report.steps, report.reading) = await nextExchanges(of: device) }
+        report.reading = reading
         report.events = try await recentEvents(of: device.id)
         if let state {
             let counters = state.counters
@@ -135,6 +158,58 @@ extension LocalAPI {
         while ContinuousClock.now < deadline, await answered() == before {
             try? await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    /// What a device that is never asked said for `duration`, and what the gateway wrote to it, from the bus's tap:
+    /// its frames only, in hex and in words.
+    private func heard(from device: DeviceConfig, for duration: Duration) async -> [ProbeStep] {
+        guard let bus = gateway.config.buses.first(where: { $0.id == device.bus }) else { return [] }
+        let records = Mutex<[TraceRecord]>([])
+        let token = BusTap.shared.subscribe(outbox: gateway.outbox, bus: bus.id) { record in
+            records.withLock { $0.append(record) }
+        }
+        try? await Task.sleep(for: duration)
+        BusTap.shared.unsubscribe(token)
+        let library = ProfileLibrary(directory: gateway.config.profilesDirectory)
+        guard let streams = WireInspector.streams(bus: bus.id, config: gateway.config, library: library) else { return [] }
+        let roles = WireInspector.ff68Roles(bus: bus.id, config: gateway.config, library: library)
+        var said = ProbeStep(purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [], outcome: "heard")
+        var answered = ProbeStep(purpose: "acknowledge", sent: "", sentWords: [], received: "", receivedWords: [],
+                                 outcome: "sent")
+        var saidBytes: [UInt8] = []
+        var answeredBytes: [UInt8] = []
+        // Reads come in pieces: a frame is decoded from the reads between two writes together.
+        var pending: [UInt8] = []
+        func take(_ bytes: [UInt8], as stream: WireInspector.Stream, sent: Bool) {
+            for item in WireInspector.inspect(bytes, as: stream, ff68Roles: roles).items {
+                guard let frame = item.frame,
+                      WireInspector.deviceAddress(ofFrame: item.bytes, in: stream) == device.address else { continue }
+                if sent {
+                    answeredBytes += item.bytes
+                    answered.sentWords.append(frame)
+                } else {
+                    saidBytes += item.bytes
+                    said.receivedWords.append(frame)
+                }
+            }
+        }
+        for record in records.withLock({ $0 }) {
+            if record.direction == .received {
+                pending += record.bytes
+                continue
+            }
+            take(pending, as: streams.received, sent: false)
+            pending = []
+            take(record.bytes, as: streams.sent, sent: true)
+        }
+        take(pending, as: streams.received, sent: false)
+        said.received = WireInspector.hex(saidBytes)
+        answered.sent = WireInspector.hex(answeredBytes)
+        if saidBytes.isEmpty {
+            let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+            said.outcome = "nothing heard in \(String(format: "%g", seconds)) s"
+        }
+        return answeredBytes.isEmpty ? [said] : [said, answered]
     }
 
     /// An instant in the hall's time, to the second, as the CLI shows times.

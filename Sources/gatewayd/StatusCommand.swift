@@ -124,6 +124,10 @@ struct StatusCommand: AsyncParsableCommand {
                 ? "\(Output.counted(snapshot.devices.count, "device")) as last recorded, \(offline) offline then; now unknown"
                 : "\(Output.counted(snapshot.devices.count, "device")), \(offline) offline"
                     + (unheard > 0 ? ", \(unheard) not heard from yet" : ""))
+        // A line that is down is what to fix first, before any of its devices.
+        for line in snapshot.lines {
+            if let down = line.down { print(Output.paint("line \(Self.busLabel(line.bus, hall: hall)) is down: \(down)", .red)) }
+        }
         // A two-wire adapter that returns what the gateway sends: worth knowing when frames look doubled on a scope.
         for line in snapshot.lines where line.echoes == true {
             print("line \(Self.busLabel(line.bus, hall: hall)): its adapter sends back what the gateway writes "

@@ -155,8 +155,9 @@ struct ProbeCommand: AsyncParsableCommand {
         let (hall, config, library, _) = try TechnicianRun.hall(options, device: device)
         let device = device
         let listen = listen.map { Duration.milliseconds(Int($0 * 1000)) }
+        let query = self.listen.map { "&listen=\($0)" } ?? ""
         let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
-            try await client.post("/v1/devices/\(device)/probe?wire=true", json: ProbeRequest(), as: ProbeReport.self)
+            try await client.post("/v1/devices/\(device)/probe?wire=true\(query)", json: ProbeRequest(), as: ProbeReport.self)
         } direct: { () throws(GatewayError) in
             try DeviceProbe.run(device: device, config: config, library: library, listen: listen)
         }
@@ -312,7 +313,9 @@ struct PadCommand: AsyncParsableCommand {
             let pad = pad
             let listen = Duration.milliseconds(Int(max(0, seconds) * 1000))
             let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
-                try await client.post("/v1/devices/\(pad)/probe?wire=true", json: ProbeRequest(), as: ProbeReport.self)
+                try await client.post(
+                    "/v1/devices/\(pad)/probe?wire=true&listen=\(max(0, seconds))", json: ProbeRequest(),
+                    as: ProbeReport.self)
             } direct: { () throws(GatewayError) in
                 try DeviceProbe.run(device: pad, config: config, library: library, listen: listen)
             }

@@ -88,6 +88,8 @@ struct TraceCommand: AsyncParsableCommand {
                     + (save.map { "; capture in \($0)" } ?? ""))
         }
         if printer.garbage > 0 { throw ExitCode(CLIExit.failed) }
+        // Down from the start and nothing since: the port could not be opened (from a trial: "0 records", exit 0).
+        if printer.records == 0, printer.lineDown != nil { throw ExitCode(CLIExit.portUnavailable) }
     }
 
     /// The gateway's tap, asked again every 30 s (an answer lasts at most that) until the deadline.
@@ -224,6 +226,10 @@ struct TracePrinter {
             }
             setStreams(
                 sent: sent, received: received, ff68Roles: roles, line: object["line"] as? String ?? "", passive: false)
+            if let down = object["down"] as? String {
+                lineDown = down
+                printError("bus \(bus) is down: \(down); nothing passes until the gateway has it open again")
+            }
             return
         }
         guard let unix = object["unix"] as? Double, let hex = object["hex"] as? String,
@@ -234,6 +240,8 @@ struct TracePrinter {
     }
 
     private var headerSeen = false
+    /// Why the bus's line was down when the trace began, as the gateway said.
+    private(set) var lineDown: String?
 
     /// A write goes out at once; reads wait for the rest of their frame.
     mutating func record(direction: TraceRecord.Direction, bytes: [UInt8], time: Date) {

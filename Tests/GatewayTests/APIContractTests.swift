@@ -92,6 +92,8 @@ import Testing
         "path.terminal" = { dictionary = "terminals", probability = 0.8 }
         "body.prefix" = { dictionary = "prefixes", probability = 0.5 }
         "body.printer" = { dictionary = "printers", probability = 0.5 }
+        # A probe listens for up to 30 s when asked: short here, the requests' timeout is 10 s.
+        "query.listen" = 0.2
         """
 
     @Test func theServedDocumentHoldsForEveryGeneratedRequest() async throws {

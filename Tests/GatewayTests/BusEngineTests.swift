@@ -117,12 +117,17 @@ final class TinyDevices: Sendable {
         let log = CapturedLog()
         let bus = engine(line, devices: Self.devices(2), log: log)
         let refused = Mutex<String?>(nil)
+        // What `gatewayd status` and `trace` say of the line: down in the outage, with why; nothing once it is back.
+        let down = Mutex<[String?]>([])
         line.at(.seconds(10)) {
+            down.withLock { $0.append(bus.lineDown()) }
             bus.submit(.clear, to: "caller-1") { result in
                 if case .failure(let error) = result { refused.withLock { $0 = error.message } }
             }
         }
+        line.at(.seconds(35)) { down.withLock { $0.append(bus.lineDown()) } }
         await bus.run(until: stop)
+        #expect(down.withLock { $0 } == ["cannot open simulated: no such device", nil])
 
         for device in ["caller-1", "caller-2"] {
             #expect(try await statusEvents(of: device) == [HallEventType.deviceOnline, HallEventType.deviceOffline,
@@ -162,6 +167,9 @@ final class TinyDevices: Sendable {
         #expect(states.map(\.offlineByLine) == [true, false], "caller-2 was silent before the line went")
         #expect(states.first?.offlineReason?.contains("no such device") == true, "\(states)")
         #expect(states.last?.offlineReason?.contains("no answer") == true, "\(states)")
+        // The line's loss is said for it too, first: with the line down it is what to fix (from a trial).
+        #expect(states.last?.offlineReason?.hasPrefix("its bus is down (cannot open simulated: no such device); before that, no answer")
+                == true, "\(states)")
     }
 
     @Test func aLinkThatBreaksAsSoonAsItOpensIsRetriedWithBackoffAndItsDevicesAreOffline() async throws {

@@ -73,6 +73,50 @@ import Testing
         await running.value
     }
 
+    /// From a trial: with a pad configured at the board's address and the board at a pad's, the gateway read the
+    /// board as a pad (45,998 "ratings lost", 16 unknown keys), wrote the pad's acknowledgement into the board's model
+    /// code, and a call's text over the pad's key ring and counter.
+    @Test func anotherModelAtADevicesAddressIsNeitherReadAsItNorWrittenTo() async throws {
+        let board = MockModbusBoard()
+        let pad = MockModbusEvaluator(staffId: "0105")
+        pad.press(.satisfied)
+        let server = try MockModbusServer.serving([21: board, 1: pad], over: "modbus-rtu")
+        defer { server.stop() }
+        let (padBefore, boardBefore) = (pad.registers, board.registers)
+        let folder = try TemporaryDirectory()
+        let gateway = try testGateway(
+            buses: "  - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 200, poll-interval-ms: 50}",
+            devices: """
+                  - {id: eval-w21, profile: modbus-evaluator-3key, bus: line-a, address: 21, window: "21"}
+                  - {id: board-w01, profile: modbus-window-board, bus: line-a, address: 1, window: "1"}
+                """, folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+
+        let told = await eventually {
+            let states = await gateway.deviceStates()
+            return states.count == 2 && states.allSatisfy { $0.online == false }
+        }
+        #expect(told)
+        let states = await gateway.deviceStates()
+        let padAtBoard = try #require(states.first { $0.device == "eval-w21" }?.offlineReason)
+        #expect(padAtBoard == "another model answers at address 21: registers 6–7 read 0x000F 0x0001, where this model "
+                + "has 0x0003 0x4856 (a wrong address in the configuration?); nothing is read from it or written to it",
+                "\(padAtBoard)")
+        let boardAtPad = try #require(states.first { $0.device == "board-w01" }?.offlineReason)
+        #expect(boardAtPad.hasPrefix("another model answers at address 1: register 5 read 0x0000, where this model has 0x4C42"),
+                "\(boardAtPad)")
+        await #expect(throws: GatewayError.self) { try await gateway.send(.call(ticket: "A023", window: "1"), to: "board-w01") }
+        stop.stop()
+        await running.value
+
+        #expect(pad.registers == padBefore && board.registers == boardBefore, "nothing was written to either")
+        let events = try await SQLiteEventStore(name: "reader", path: folder.file("events.sqlite")).events(limit: 1000)
+        #expect(!events.contains { $0.type == HallEventType.deviceFault || $0.type == HallEventType.ratingSubmitted },
+                "\(events.map(\.type))")
+    }
+
     @Test func aRestartedGatewayCountsOnFromWhatTheBoardAcknowledged() async throws {
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])
@@ -311,7 +355,8 @@ final class BoardLine: Sendable {
 /// A five-key pad mapped through its profile: the key is the national level, 非常满意 and 非常不满意 included.
 @Suite struct FiveLevelPadTests {
     @Test func everyNationalLevelArrivesWithItsLabel() async throws {
-        let pad = MockModbusEvaluator(staffId: "0502")
+        // Five keys: the five-level profile's model is told by its scale register (a three-key pad is another model).
+        let pad = MockModbusEvaluator(staffId: "0502", keys: 5)
         let server = try MockModbusServer.tcp(units: [2: pad])
         defer { server.stop() }
         let port = try #require(server.endpoint.tcpPort)

@@ -145,6 +145,32 @@ import Testing
     }
 
     /// A technician wiring a two-wire adapter sees doubled frames on a scope; status says the gateway knows.
+    /// From a trial: a bus whose adapter was unplugged showed only its devices' reasons, and a trace of it printed
+    /// "0 records" and exited 0.
+    @Test func statusAndTraceSayALineIsDownAndWhy() async throws {
+        var port = ""
+        let hall = try await ConfiguredHall(buses: { folder in
+            port = folder + "/ttyUSB-unplugged"
+            return "  - {id: line-a, transport: modbus-rtu, port: \(port)}"
+        }, devices: """
+              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+            """)
+        let cli = hall.cli
+        let reason = "cannot open \(port): no such device"
+        let said = await eventually { hall.gateway.lineDown(bus: "line-a") == reason }
+        let status = try await run(gatewaydPath, ["status"] + cli)
+        let json = try await run(gatewaydPath, ["status", "--json"] + cli)
+        let trace = try await run(gatewaydPath, ["trace", "line-a", "--seconds", "1"] + cli)
+        await hall.stop()
+
+        #expect(said)
+        #expect(status.standardOutput.contains("line line-a (\(port)) is down: \(reason)\n"), "\(status.standardOutput)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        #expect((report["lines"] as? [[String: Any]])?.first?["down"] as? String == reason, "\(report)")
+        #expect(trace.status == 4, "docs/cli.md: 4 when the port cannot be opened")
+        #expect(trace.standardError.contains("bus line-a is down: \(reason)"), "\(trace.standardError)")
+    }
+
     @Test func statusSaysWhenALineEchoesWhatTheGatewayWrites() async throws {
         let bus = try MockFF68Bus(echoing: true)
         defer { bus.stop() }

@@ -26,6 +26,23 @@ import Testing
         return path
     }
 
+    /// A daemon running a hall of one FF 68 bus, a pad at 3 and a caller at 33 (window 3), its API on a free port.
+    func ff68Daemon(_ bus: MockFF68Bus, _ folder: TemporaryDirectory) async throws
+        -> (daemon: ChildProcess, config: String, api: String)
+    {
+        let config = try hall(
+            folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
+            devices: """
+                  - {id: eval-w03, profile: ff68-evaluator, bus: ff68-1, address: 3, window: "3"}
+                  - {id: caller-w03, profile: ff68-caller, bus: ff68-1, address: 33, window: "3"}
+                """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        let listening = await eventually { CLITests.apiURL(daemon) != nil }
+        if !listening { daemon.interrupt() }
+        try #require(listening, "the daemon's API listens: \(daemon.output)")
+        return (daemon, config, try #require(CLITests.apiURL(daemon)))
+    }
+
     @Test func probeShowsAPadsAnswerDecodedAndInHex() async throws {
         let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)
         pad.press(.satisfied)
@@ -151,16 +168,8 @@ import Testing
         let bus = try MockFF68Bus()
         defer { bus.stop() }
         let folder = try TemporaryDirectory()
-        let config = try hall(
-            folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
-            devices: """
-                  - {id: eval-w03, profile: ff68-evaluator, bus: ff68-1, address: 3, window: "3"}
-                  - {id: caller-w03, profile: ff68-caller, bus: ff68-1, address: 33, window: "3"}
-                """)
-        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        let (daemon, config, api) = try await ff68Daemon(bus, folder)
         defer { daemon.interrupt() }
-        #expect(await eventually { CLITests.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
-        let api = try #require(CLITests.apiURL(daemon))
         let capture = folder.file("ff68-1.trace")
         let trace = try ChildProcess(
             gatewaydPath, ["trace", "ff68-1", "--seconds", "20", "--config", config, "--api", api, "--save", capture])
@@ -215,6 +224,36 @@ import Testing
         #expect(stored.standardOutput.contains("hall.rating.submitted"), "\(stored.standardOutput)")
         #expect(!stored.standardOutput.contains("13812345678") && !daemon.output.contains("13812345678"),
                 "\(stored.standardOutput)\(daemon.output)")
+    }
+
+    @Test func padTestThroughTheDaemonListensForTheKeysOfAnFF68Pad() async throws {
+        // From a trial: through the daemon the test returned after a second whatever --seconds said, showed the
+        // gateway's acknowledgement as the pad's "poll", and failed a pad that had been pressed.
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let (daemon, config, api) = try await ff68Daemon(bus, folder)
+        defer { daemon.interrupt() }
+        let cli = ["--config", config, "--api", api]
+        // Nothing pressed: nothing heard, and the test fails after the time given.
+        let started = ContinuousClock.now
+        let silent = try await run(gatewaydPath, ["pad", "test", "eval-w03", "--seconds", "2"] + cli)
+        #expect(ContinuousClock.now - started >= .seconds(2))
+        #expect(silent.status == 1 && silent.standardOutput.contains("listen: nothing heard in 2 s"), "\(silent.standardOutput)")
+        // The technician presses 满意 during the test; the caller at 33 speaks too, and is not the pad.
+        let test = try ChildProcess(gatewaydPath, ["pad", "test", "eval-w03", "--seconds", "3"] + cli)
+        // Pressed again until the test ends: its listening starts a moment after the command does.
+        _ = await eventually(timeout: .seconds(10)) {
+            bus.pressCallerKeys([0x0C], address: 33)
+            bus.pressEvaluatorKey(2, address: 3)
+            return !test.isRunning
+        }
+        let result = try await test.wait()
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        let lines = result.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.contains("listen: heard") && lines.contains("    address 3, function 11, evaluator key 2"), "\(lines)")
+        #expect(lines.contains("    address 3, function 01, evaluator key 2 acknowledged"), "the gateway's answer: \(lines)")
+        #expect(!lines.contains { $0.hasPrefix("poll:") || $0.contains("address 33,") }, "\(lines)")
     }
 
     @Test func throughTheRunningDaemon() async throws {

@@ -11,6 +11,8 @@ enum DriverRegistry {
         var profile: DeviceProfile
         /// The profile's poll interval, if it sets one (else the bus's).
         var pollInterval: Duration?
+        /// How the profile recognises its model (`identify:`), if it can.
+        var identify: IdentifyRule?
     }
 
     /// The engine for one bus, its driver chosen from its devices' profiles.
@@ -59,8 +61,12 @@ enum DriverRegistry {
                 }
             }
             let framing: ModbusFraming = if case .modbusTCP = bus.transport { .tcp } else { .rtu }
+            let identities = Dictionary(
+                members.compactMap { member in member.identify.map { (member.device.id, $0) } },
+                uniquingKeysWith: { first, _ in first })
             return try use.use(ModbusDriver(members: modbus, framing: framing, hallId: hallId,
-                                            pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout))
+                                            pollInterval: bus.pollInterval, responseTimeout: bus.responseTimeout,
+                                            identities: identities))
         case .serial:
             guard let line = first.profile.lineProtocol else {
                 throw GatewayError(.profileMismatch, "\(first.device.id): \(first.profile.model) is a Modbus device (bus \(bus.id) is serial)")

@@ -90,6 +90,11 @@ public struct ModbusDriver: BusDriver {
     private var transactionId: UInt16 = 0
     /// The last request made, as sent: its reply (usually the next frame) needs no parsing of it back.
     private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
+    /// How each device's profile recognises its model, where its poll reads the registers that tell.
+    private let identities: [String: IdentifyRule]
+    /// Devices whose poll showed another model at their address (a wrong address in the configuration): nothing is
+    /// written to them, and what they hold is not read as ratings or a board's state, until a poll shows the model.
+    private var strangers: Set<String> = []
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
 
@@ -121,8 +126,18 @@ public struct ModbusDriver: BusDriver {
 
     /// Creates the driver for the members of one Modbus bus.
     public init(members: [(device: DeviceConfig, member: Member)], framing: ModbusFraming, hallId: String,
-                pollInterval: Duration, responseTimeout: Duration) {
+                pollInterval: Duration, responseTimeout: Duration, identities: [String: IdentifyRule] = [:]) {
         devices = members.map(\.device)
+        // Only where the poll's block holds the model's registers: nothing extra is asked of a device.
+        self.identities = identities.filter { id, rule in
+            guard let member = members.first(where: { $0.device.id == id })?.member else { return false }
+            let block = switch member {
+            case .pad(let profile): profile.block
+            case .board(let profile): profile.block
+            }
+            return rule.function == .readHolding && rule.register >= block.start
+                && rule.register + rule.count <= block.start + block.count
+        }
         self.framing = framing
         timing = (pollInterval, responseTimeout)
         for (device, member) in members {
@@ -188,6 +203,9 @@ public struct ModbusDriver: BusDriver {
     }
 
     public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
+        if strangers.contains(device.id) {
+            throw GatewayError(.commandRejected, "\(device.id): another model answers at address \(device.address); nothing is written to it")
+        }
         if let pad = pad(of: device.id).map({ pads[$0] }) {
             // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
             return try pad.driver.prepare(command).map { write in
@@ -226,7 +244,17 @@ public struct ModbusDriver: BusDriver {
                                 refusal: "Modbus exception \(code.rawValue) (\(Self.describe(code))) to function \(function.rawValue)")
         }
         switch (sent.request, response) {
-        case (.readHoldingRegisters, .readHoldingRegisters(let values)):
+        case (.readHoldingRegisters(let start, _), .readHoldingRegisters(let values)):
+            if !identities.isEmpty, let rule = identities[device] {
+                if let mismatch = rule.mismatch(inHoldingRegisters: values, from: Int(start)) {
+                    strangers.insert(device)
+                    let address = self.devices.first { $0.id == device }?.address ?? 0
+                    return LineReaction(from: device, answersRequest: true, ready: false, notReadyBecause:
+                        "another model answers at address \(address): \(mismatch) (a wrong address in the configuration?); "
+                        + "nothing is read from it or written to it")
+                }
+                strangers.remove(device)
+            }
             let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { self.pad(of: device) }
             if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }

@@ -39,6 +39,8 @@ public struct LineReaction: Sendable {
     public var answersRequest: Bool
     /// False when the device answered but says it is not in service.
     public var ready: Bool
+    /// Why it is not, when the driver knows better than "not ready" (another model at the device's address).
+    public var notReadyBecause: String?
     /// The device refused the request (a Modbus exception, a board's error code): what it said.
     public var refusal: String?
     /// The command this frame answers is carried out only once the device says so on a later read (a board that
@@ -49,8 +51,9 @@ public struct LineReaction: Sendable {
 
     /// Creates a reaction.
     public init(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = [],
-                from: String? = nil, answersRequest: Bool = false, ready: Bool = true, refusal: String? = nil,
-                holdsCommand: CommandHold? = nil, verdicts: [CommandVerdict] = []) {
+                from: String? = nil, answersRequest: Bool = false, ready: Bool = true, notReadyBecause: String? = nil,
+                refusal: String? = nil, holdsCommand: CommandHold? = nil, verdicts: [CommandVerdict] = []) {
+        self.notReadyBecause = notReadyBecause
         self.events = events
         self.cursors = cursors
         self.afterCommit = afterCommit

@@ -26,6 +26,8 @@ public protocol Bus: Actor {
     /// engine has learnt it since the line was opened; nil until it is clear, while the line is down, and on lines
     /// that are not paced.
     nonisolated func lineEchoes() -> Bool?
+    /// Why the line is down (its port cannot be opened, its link was lost), while it is; nil while it is open.
+    nonisolated func lineDown() -> String?
     /// Events read and not yet committed: more than a moment, the outbox refuses commits.
     nonisolated func uncommittedEventCount() async -> Int
 }
@@ -82,6 +84,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// `echo.lineEchoes` as last published to `echoVerdict`, for callers that do not wait for the engine.
     private var publishedEchoVerdict: Bool?
     private nonisolated let echoVerdict = Mutex<Bool?>(nil)
+    /// Why the link is down, as `reporter` last said it, for callers that do not wait for the engine.
+    private nonisolated let downReason = Mutex<String?>(nil)
     private var reopenAttempts = 0
     /// When the link may be opened again.
     private var reopenAt: Duration = .zero
@@ -214,9 +218,15 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     private func currentStates() -> [DeviceState] {
-        health.states(of: devices).map { state in
+        let lineDown = link == nil ? reporter.reason : nil
+        return health.states(of: devices).map { state in
             var state = state
             state.counters = index(of: state.device).map { counters[$0] } ?? DeviceCounters()
+            // Silent before its bus went down: the bus is what to fix first (from a trial: an unplugged adapter
+            // left "no answer", and the technician checked the device's wiring).
+            if let lineDown, !state.offlineByLine, let own = state.offlineReason {
+                state.offlineReason = "its bus is down (\(lineDown)); before that, \(own)"
+            }
             return state
         }
     }
@@ -224,6 +234,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     public nonisolated func lineCounters() -> DeviceCounters { unattributed.withLock { $0 } }
 
     public nonisolated func lineEchoes() -> Bool? { echoVerdict.withLock { $0 } }
+
+    public nonisolated func lineDown() -> String? { downReason.withLock { $0 } }
+
+    /// Publishes why the link is down, after each change of the link.
+    private func publishLineDown() {
+        let reason = link == nil ? reporter.reason : nil
+        downReason.withLock { $0 = reason }
+    }
 
     /// Publishes what the echo filter learnt, when it changed (rarely: once or twice a link).
     private func publishEchoVerdict() {
@@ -345,9 +363,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             driver.lineOpened()
             link = opened
             inbox.waker = opened
+            publishLineDown()
             return opened
         } catch {
             reporter.failed(error.message, retry: reopenDelay)
+            publishLineDown()
             return nil
         }
     }
@@ -758,7 +778,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             let reaction = driver.handle(frame, inFlight: request, at: date)
             if let from = reaction.from, let device = self.index(of: from) {
                 linkHeard = true
-                let changed = health.answered(devices[device], ready: reaction.ready, at: date)
+                let changed = health.answered(devices[device], ready: reaction.ready, reason: reaction.notReadyBecause,
+                                              at: date)
                 if !changed.isEmpty { pending.add(events: changed) }
                 // A device never asked (FF 68, QSystem) answers nothing: its frames are what a technician counts.
                 if !polled.contains(from) { count(from) { $0.transactions += 1 } }
@@ -851,6 +872,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             pending.add(events: health.unreachable(devices, reason: message, at: clock.date))
         }
         reporter.lost(message, retry: reopenDelay)
+        publishLineDown()
         reopenAt = clock.now + nextReopenDelay()
     }
 }

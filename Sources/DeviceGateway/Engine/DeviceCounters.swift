@@ -28,11 +28,14 @@ public struct LineCounters: Sendable, Equatable, Codable {
     public var counters: DeviceCounters
     /// Whether the line sends back what the gateway writes (see `Bus.lineEchoes`); absent until known.
     public var echoes: Bool?
+    /// Why the line is down, while it is (see `Bus.lineDown`).
+    public var down: String?
 
-    public init(bus: String, counters: DeviceCounters, echoes: Bool? = nil) {
+    public init(bus: String, counters: DeviceCounters, echoes: Bool? = nil, down: String? = nil) {
         self.bus = bus
         self.counters = counters
         self.echoes = echoes
+        self.down = down
     }
 }
 

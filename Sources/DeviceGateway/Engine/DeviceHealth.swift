@@ -56,8 +56,8 @@ struct DeviceHealth {
         self.logger = logger
     }
 
-    /// The device answered; `ready` false when it answered but says it is not in service.
-    mutating func answered(_ device: DeviceConfig, ready: Bool = true, at time: Date) -> [CloudEvent] {
+    /// The device answered; `ready` false when it answered but says it is not in service (or `reason`).
+    mutating func answered(_ device: DeviceConfig, ready: Bool = true, reason: String? = nil, at time: Date) -> [CloudEvent] {
         // One lookup in the usual case, a device answering as it did before: this runs at every transaction.
         let unchanged = { (state: inout State) -> Bool in
             state.misses = 0
@@ -66,7 +66,7 @@ struct DeviceHealth {
             return state.online == ready
         }(&states[device.id, default: State()])
         if unchanged { return [] }
-        return change(device, online: ready, reason: ready ? "answering" : "device reports not ready", at: time)
+        return change(device, online: ready, reason: ready ? "answering" : reason ?? "device reports not ready", at: time)
     }
 
     /// The device did not answer (or answered garbage); offline after `missesBeforeOffline` in a row.

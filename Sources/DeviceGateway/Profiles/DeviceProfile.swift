@@ -37,6 +37,14 @@ public enum DeviceProfile: Sendable, Equatable {
         }
     }
 
+    /// Whether the device is never asked and speaks only when used (an FF 68 pad or caller, a QSystem box).
+    public var speaksUnasked: Bool {
+        switch self {
+        case .ff68Evaluator, .ff68Caller, .qsystemBox: true
+        case .modbusEvaluator, .modbusBoard, .printer, .onbonBoard, .qsystemBoard: false
+        }
+    }
+
     /// The raw serial protocol the device speaks, or nil for a Modbus device.
     public var lineProtocol: LineProtocol? {
         switch self {

@@ -96,14 +96,15 @@ public enum DeviceProbe {
         guard let bus = config.buses.first(where: { $0.id == device.bus }) else {
             throw GatewayError(.profileMismatch, "\(deviceId): no bus '\(device.bus)' in the configuration")
         }
-        let profile: DeviceProfile
-        do { profile = try library.profile(named: device.profile) } catch {
+        let loaded: LoadedProfile
+        do { loaded = try library.load(named: device.profile) } catch {
             throw GatewayError(.profileMismatch, error.description)
         }
+        let profile = loaded.profile
         let session = Session(
             device: device, bus: bus, profile: profile, hallId: config.hall.id,
             timeZone: config.hall.timeZone, command: command, listen: listen)
-        let member = DriverRegistry.Member(device: device, profile: profile, pollInterval: nil)
+        let member = DriverRegistry.Member(device: device, profile: profile, pollInterval: nil, identify: loaded.identify)
         return try DriverRegistry.driver(for: bus, members: [member], hallId: config.hall.id, ProbeUse(session: session))
     }
 
@@ -206,6 +207,10 @@ public enum DeviceProbe {
                         if let refusal = reaction.refusal {
                             step.outcome = "refused: \(refusal)"
                             report.problem = report.problem ?? "\(device.id) refused \(request.purpose): \(refusal)"
+                            done = true
+                        } else if reaction.answersRequest, let stranger = reaction.notReadyBecause {
+                            step.outcome = "answered"
+                            report.problem = report.problem ?? "\(device.id): \(stranger)"
                             done = true
                         } else if reaction.answersRequest {
                             step.outcome = "answered"

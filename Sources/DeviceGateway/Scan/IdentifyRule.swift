@@ -38,6 +38,18 @@ public struct IdentifyRule: Sendable, Equatable {
         }
     }
 
+    /// Why holding registers read from `blockStart` show another model than this rule's, in words; nil when they show
+    /// this one, or when the block does not hold the rule's registers (then a poll cannot tell).
+    public func mismatch(inHoldingRegisters values: [UInt16], from blockStart: Int) -> String? {
+        let offset = register - blockStart
+        guard function == .readHolding, offset >= 0, offset + count <= values.count else { return nil }
+        let found = Array(values[offset..<(offset + count)])
+        guard found != equals else { return nil }
+        func words(_ values: [UInt16]) -> String { values.map { String(format: "0x%04X", $0) }.joined(separator: " ") }
+        let registers = count == 1 ? "register \(register)" : "registers \(register)–\(register + count - 1)"
+        return "\(registers) read \(words(found)), where this model has \(words(equals))"
+    }
+
     /// Whether `response` to `request` marks the model.
     public func matches(_ response: ModbusResponse) -> Bool {
         switch (function, response) {

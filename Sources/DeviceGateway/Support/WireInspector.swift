@@ -162,6 +162,16 @@ public enum WireInspector {
         return streams(transport: bus.transport, lineProtocol: lineProtocol)
     }
 
+    /// The address of the device a frame of an unprompted line is from or for (FF 68: its ADDR byte; a QSystem box's
+    /// key frame: its second byte); nil on other streams.
+    public static func deviceAddress(ofFrame bytes: [UInt8], in stream: Stream) -> Int? {
+        switch stream {
+        case .ff68, .ff68Host, .ff68Devices: bytes.count > 5 ? Int(bytes[5]) : nil
+        case .qsystemBox: bytes.count > 1 ? Int(bytes[1]) : nil
+        default: nil
+        }
+    }
+
     /// The FF 68 devices of bus `id` in `config` by address, their profiles read from `library`.
     public static func ff68Roles(bus id: String, config: GatewayConfig, library: ProfileLibrary) -> [UInt8: FF68Role] {
         var roles: [UInt8: FF68Role] = [:]

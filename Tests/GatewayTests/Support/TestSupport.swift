@@ -90,6 +90,9 @@ final class ChildProcess: @unchecked Sendable {
 
     func interrupt() { process.interrupt() }
 
+    /// Whether it has not exited yet.
+    var isRunning: Bool { process.isRunning }
+
     /// Waits for the process without blocking the cooperative pool.
     func wait(timeout: Duration = .seconds(60)) async throws -> ProcessResult {
         // The exit itself, or the deadline: whichever comes first.
