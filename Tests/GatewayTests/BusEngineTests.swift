@@ -153,6 +153,28 @@ final class TinyDevices: Sendable {
         ], "\(said)")
     }
 
+    @Test func aLinkThatWorkedAfterALongOutageIsReopenedAfterTheFirstPauseWhenItDropsAgain() async throws {
+        // From a trial: after a long outage the pause had grown to 30 s; a second unplug five seconds after the replug
+        // left the bus unpolled for 30 s, its devices "online", and nothing logged.
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        let line = SimulatedLine(end: .seconds(100), stop: stop, responder: devices.responder)
+        line.at(.seconds(1)) { line.setPlugged(false) }
+        line.at(.seconds(40)) { line.setPlugged(true) }
+        // Reopened at 62.5 s (pauses 0.5, 1, 2, 4, 8, 16, then 30 s); unplugged again for 0.3 s at 70 s.
+        line.at(.seconds(70)) { line.setPlugged(false) }
+        line.at(.milliseconds(70_300)) { line.setPlugged(true) }
+        let bus = engine(line, devices: Self.devices(2))
+        await bus.run(until: stop)
+
+        let attempts = line.openAttempts.filter { $0 >= .seconds(41) }
+        #expect(attempts.first == .milliseconds(62_500), "\(line.openAttempts)")
+        let afterSecondUnplug = try #require(attempts.first { $0 > .seconds(70) }, "\(line.openAttempts)")
+        #expect(afterSecondUnplug <= .milliseconds(71_000), "the first pause again: \(line.openAttempts)")
+        let polled = Self.polls(of: 1, in: line).filter { $0 > .milliseconds(70_300) }
+        #expect(try #require(polled.first) < .seconds(72), "polled again within the first pause and a try or two")
+    }
+
     @Test func aDeviceOfflineWithItsLineIsToldApartFromOneSilentByItself() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])

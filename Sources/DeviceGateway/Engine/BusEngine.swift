@@ -129,6 +129,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// The first pause before reopening a lost link; it doubles up to `maximumReopenDelay`.
     static var firstReopenDelay: Duration { .milliseconds(500) }
     static var maximumReopenDelay: Duration { .seconds(30) }
+    /// How long a link on which devices answered must have lived for its loss to start the pauses over.
+    static var workedAWhile: Duration { .seconds(2) }
 
     /// Creates the engine of one bus.
     public init(config: BusConfig, opener: any LinkOpener, clock: any BusClock, timing: LineTiming, hallId: String,
@@ -864,9 +866,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         releaseHeld(because: "the link was lost (\(message))")
         // A link that breaks as soon as it is open (a peer that accepts and closes at once, or answers once and
         // closes) is retried less and less often, like one that cannot be opened; where no device answered on it,
-        // its devices are unreachable. One that worked a while is reopened after the first pause.
+        // its devices are unreachable. One that worked a while is reopened after the first pause: a while is
+        // `workedAWhile`, not the pause it last waited (after a long outage, 30 s: from a trial, a second unplug
+        // five seconds after the replug left the bus unpolled and its devices "online" for 30 s).
         let lived = clock.now - linkOpenedAt
-        if lived >= Self.maximumReopenDelay || (linkHeard && lived >= reopenDelay) {
+        if lived >= Self.maximumReopenDelay || (linkHeard && lived >= Self.workedAWhile) {
             reopenAttempts = 0
         } else if !linkHeard {
             pending.add(events: health.unreachable(devices, reason: message, at: clock.date))
