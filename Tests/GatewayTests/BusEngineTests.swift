@@ -11,6 +11,7 @@ import Testing
 final class TinyDevices: Sendable {
     private let answering: Mutex<Set<UInt8>>
     private let refusing: Mutex<Set<UInt8>>
+    private let refusingPolls = Mutex<Set<UInt8>>([])
     let turnaround: Duration
 
     init(answering: Set<UInt8>, turnaround: Duration = .milliseconds(5)) {
@@ -25,11 +26,18 @@ final class TinyDevices: Sendable {
 
     func setRefusing(_ address: UInt8) { refusing.withLock { _ = $0.insert(address) } }
 
+    /// Polls of `address` get a refusal (`R`), as a device whose registers are not the profile's refuses every read.
+    func setRefusingPolls(_ address: UInt8, _ on: Bool) {
+        refusingPolls.withLock { if on { $0.insert(address) } else { $0.remove(address) } }
+    }
+
     var responder: SimulatedLine.Responder {
         { [self] frame, _ in
             guard frame.count >= 2, answering.withLock({ $0.contains(frame[1]) }) else { return [] }
             switch frame[0] {
-            case 0x05: return [(turnaround, [0x02, frame[1], UInt8(ascii: "S"), 0, 0x03])]
+            case 0x05:
+                let kind = refusingPolls.withLock { $0.contains(frame[1]) } ? UInt8(ascii: "R") : UInt8(ascii: "S")
+                return [(turnaround, [0x02, frame[1], kind, 0, 0x03])]
             case 0x11:
                 let kind = refusing.withLock { $0.contains(frame[1]) } ? UInt8(ascii: "R") : UInt8(ascii: "A")
                 return [(turnaround, [0x02, frame[1], kind, 4, 0x03])]
@@ -173,6 +181,28 @@ final class TinyDevices: Sendable {
         #expect(afterSecondUnplug <= .milliseconds(71_000), "the first pause again: \(line.openAttempts)")
         let polled = Self.polls(of: 1, in: line).filter { $0 > .milliseconds(70_300) }
         #expect(try #require(polled.first) < .seconds(72), "polled again within the first pause and a try or two")
+    }
+
+    @Test func aDeviceRefusingEveryPollIsSaidOnceAndWhenItAnswersAgain() async throws {
+        // From a trial: a pad refusing its poll logged a warning at every poll, twice a second, without end.
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        devices.setRefusingPolls(1, true)
+        let line = SimulatedLine(end: .seconds(1300), stop: stop, responder: devices.responder)
+        line.at(.seconds(1200)) { devices.setRefusingPolls(1, false) }
+        let log = CapturedLog()
+        let bus = engine(line, devices: Self.devices(2), log: log)
+        await bus.run(until: stop)
+
+        let said = log.text.split(separator: "\n").filter { $0.contains("device caller-1: status") }
+        let refusals = Self.polls(of: 1, in: line).filter { $0 < .seconds(1200) }.count
+        #expect(refusals > 10_000)
+        #expect(said.count == 3, "\(said)")
+        #expect(said.first == "warning device caller-1: status refused: refused with code 0", "\(said)")
+        // Said again once ten minutes passed, with the count of those not said; then its end, once.
+        #expect(said.dropFirst().first?.hasPrefix("warning device caller-1: status refused: refused with code 0 (") == true,
+                "\(said)")
+        #expect(said.last?.hasPrefix("notice device caller-1: status answered again (refused ") == true, "\(said)")
     }
 
     @Test func aDeviceOfflineWithItsLineIsToldApartFromOneSilentByItself() async throws {

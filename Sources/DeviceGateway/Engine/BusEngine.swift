@@ -87,6 +87,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// Why the link is down, as `reporter` last said it, for callers that do not wait for the engine.
     private nonisolated let downReason = Mutex<String?>(nil)
     private var reopenAttempts = 0
+    /// The refusals said, by device and purpose: what, when, and how many came since without being said.
+    private var refusalsSaid: [String: (text: String, at: Duration, since: Int)] = [:]
+    /// The purposes of the requests the bus makes again and again (polls, acknowledgements): their refusals are said
+    /// once while they last. A command's refusal is said each time.
+    private let repeatedPurposes: Set<String>
     /// When the link may be opened again.
     private var reopenAt: Duration = .zero
     /// When the link was opened, and whether a device has been heard on it since: a link that breaks before either
@@ -162,6 +167,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         var probe = driver
         // A device whose poll is empty speaks unprompted only: it is never polled.
         polled = Set(driver.devices.filter { !probe.pollRequests(for: $0).isEmpty }.map(\.id))
+        repeatedPurposes = Set(driver.devices.flatMap { probe.pollRequests(for: $0).map(\.purpose) } + ["acknowledge"])
         schedule = PollSchedule(intervals: driver.devices.map { [polled] device in
             let interval = pollIntervals[device.id] ?? nil
             return polled.contains(device.id) ? interval ?? config.pollInterval : nil
@@ -797,9 +803,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             guard let index, let request, reaction.answersRequest else { continue }
             let answer: Outcome
             if let refusal = reaction.refusal {
-                logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
+                sayRefused(request, refusal)
                 answer = .refused(refusal)
             } else {
+                if !refusalsSaid.isEmpty { sayAnsweredAgain(request) }
                 answer = .answered
             }
             let onWireAt = inFlight.remove(at: index).onWireAt
@@ -812,6 +819,34 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             outcome = answer
         }
         return outcome
+    }
+
+    /// How often the same refusal of a device's request is said again while it lasts: a device that refuses every
+    /// poll (a profile whose registers are not the device's) logged a line a poll (from a trial).
+    static var refusalRepeatedEvery: Duration { .seconds(600) }
+
+    /// Says a refusal once, then every `refusalRepeatedEvery` with how many came meanwhile.
+    private func sayRefused(_ request: LineRequest, _ refusal: String) {
+        guard repeatedPurposes.contains(request.purpose) else {
+            return logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
+        }
+        let key = request.device + " " + request.purpose
+        if var said = refusalsSaid[key], said.text == refusal, clock.now - said.at < Self.refusalRepeatedEvery {
+            said.since += 1
+            refusalsSaid[key] = said
+            return
+        }
+        let repeated = refusalsSaid[key].map { $0.since > 0 && $0.text == refusal ? " (\($0.since) times since it was last said)" : "" }
+        logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)\(repeated ?? "")")
+        refusalsSaid[key] = (refusal, clock.now, 0)
+    }
+
+    /// Says that a request refused before is answered again.
+    private func sayAnsweredAgain(_ request: LineRequest) {
+        let key = request.device + " " + request.purpose
+        guard let said = refusalsSaid.removeValue(forKey: key) else { return }
+        let times = said.since > 0 ? " (refused \(said.since + 1) times in a row)" : ""
+        logger.notice("device \(request.device): \(request.purpose) answered again\(times)")
     }
 
     /// Commits what was read, then sends the acknowledgements that depended on the commit.
