@@ -73,6 +73,7 @@ public final class Gateway: Service {
                 let loaded = try profileCache[device.profile] ?? profiles.load(named: device.profile)
                 profileCache[device.profile] = loaded
                 roles[device.id] = DeviceRole.of(loaded.profile, window: device.window)
+                if let missing = loaded.profile.withoutWindow(device) { logger.warning("\(missing)") }
                 if loaded.profile.acknowledgesOnLaterPoll { acknowledgingOnLaterPoll.insert(device.id) }
                 return DriverRegistry.Member(device: device, profile: loaded.profile, pollInterval: loaded.pollInterval,
                                              identify: loaded.identify)

@@ -24,9 +24,10 @@ struct ConfigCommand: ParsableCommand {
 
         func run() throws {
             let config: GatewayConfig
+            let library: ProfileLibrary
             do {
                 // As the gateway will read it: the password, token and certificate files it names too.
-                (config, _) = try ConfigLoader.load(path: file, checkingFiles: true)
+                (config, library) = try ConfigLoader.load(path: file, checkingFiles: true)
             } catch {
                 if json {
                     try Output.printJSON(Verdict(file: file, usable: false, issues: error.issues))
@@ -35,7 +36,9 @@ struct ConfigCommand: ParsableCommand {
                 }
                 throw ExitCode(CLIExit.usage)
             }
-            let warnings = Self.absentPorts(config)
+            let warnings = Self.absentPorts(config) + config.devices.compactMap { device in
+                (try? library.profile(named: device.profile))?.withoutWindow(device)
+            }
             if json {
                 try Output.printJSON(Verdict(
                     file: file, usable: true, hall: config.hall.id, buses: config.buses.count,
@@ -76,7 +79,7 @@ struct ConfigCommand: ParsableCommand {
             var devices: Int?
             var sinks: Int?
             var issues: [ConfigIssue]
-            /// What does not stop the gateway but may be a mistake: a serial port not there now.
+            /// What does not stop the gateway but may be a mistake: a serial port not there now, a pad without a window.
             var warnings: [String] = []
         }
     }

@@ -377,6 +377,19 @@ import Testing
         #expect(verdict["usable"] as? Bool == true && (verdict["warnings"] as? [String])?.count == 1, "\(json.standardOutput)")
     }
 
+    /// From a trial: a pad without `window:` passed the check; its ratings carried an empty window.
+    @Test func theCheckWarnsOfAPadWithoutAWindowAndStillPasses() async throws {
+        let line = try PseudoTerminal()
+        let yaml = valid.replacingOccurrences(of: "/dev/ttyUSB0", with: line.devicePath)
+            .replacingOccurrences(of: #"address: 1, window: "1"}"#, with: "address: 1}")
+        let path = try write(yaml, "windowless.yaml")
+        let result = try await run(gatewaydPath, ["config", "check", path])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.standardError.contains("\(path): warning: device eval-w01 has no window: its ratings carry none"),
+                "\(result.standardError)")
+        #expect(result.standardOutput.contains(", 1 warning)"), "\(result.standardOutput)")
+    }
+
     @Test func theShippedExampleHallUsesEveryProfileAndPassesTheCheck() async throws {
         let result = try await run(gatewaydPath, ["config", "check", profilesDirectory + "/example-hall.yaml"])
         #expect(result.status == 0, "\(result.standardError)")

@@ -37,6 +37,20 @@ public enum DeviceProfile: Sendable, Equatable {
         }
     }
 
+    /// What a device of this profile is missing without `window:`, if its events are a window's (a pad's ratings,
+    /// a caller's or box's keys); nil for devices that can be the hall's (a board, a printer).
+    public func withoutWindow(_ device: DeviceConfig) -> String? {
+        guard device.window == nil else { return nil }
+        switch self {
+        case .modbusEvaluator, .ff68Evaluator:
+            return "device \(device.id) has no window: its ratings carry none, and a window's satisfaction rate leaves them out"
+        case .ff68Caller, .qsystemBox:
+            return "device \(device.id) has no window: its keys call for no window"
+        case .modbusBoard, .printer, .onbonBoard, .qsystemBoard:
+            return nil
+        }
+    }
+
     /// Whether the device is never asked and speaks only when used (an FF 68 pad or caller, a QSystem box).
     public var speaksUnasked: Bool {
         switch self {
