@@ -118,8 +118,9 @@ public final class Gateway: Service {
         if !sinksRecorded {
             logger.error("outbox: cannot record the configured sinks yet; delivered events are not pruned until it can")
         }
+        let (busesWord, devicesWord) = (buses.count == 1 ? "bus" : "buses", config.devices.count == 1 ? "device" : "devices")
         logger.info(
-            "gateway for hall \(config.hall.id): \(buses.count) buses, \(config.devices.count) devices, outbox \(outbox.path)")
+            "gateway for hall \(config.hall.id): \(buses.count) \(busesWord), \(config.devices.count) \(devicesWord), outbox \(outbox.path)")
         // Read before this run records anything: a clock that boots behind is told by the last run's records.
         var lastRecorded: Date?
         if config.hallDay?.hours != nil {

@@ -232,7 +232,9 @@ struct DaemonClient: Sendable {
         }
         let hint =
             token == nil
-            ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
+            ? (FileManager.default.fileExists(atPath: tokenPath)
+                ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
+                : "no token: \(tokenPath) does not exist (the api: section's token-file, or the state directory's api-token)")
             : "the token in \(tokenPath) is not the daemon's"
         return DaemonError(
             kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)", status: status)

@@ -90,7 +90,7 @@ struct StatusCommand: AsyncParsableCommand {
             recorded = true
             print(
                 """
-                the gateway does not answer (\(why)); last known device states, recorded \
+                \(why); last known device states, recorded \
                 \(Output.age(snapshot.at, now: now)) (\(hallTime(snapshot.at, timeZone: hall.timeZone))) in \(path)
                 """)
         }
@@ -160,7 +160,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     /// The daemon's live view, else the outbox's last record; exits 3 when neither answers.
     static func snapshot(hall: HallContext, outbox: String?) async throws -> StatusSnapshot {
-        var why = "not asked: --outbox given"
+        var why = "the gateway was not asked (--outbox)"
         if outbox == nil {
             let client = hall.client()
             do {

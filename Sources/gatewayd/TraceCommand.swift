@@ -61,6 +61,10 @@ struct TraceCommand: AsyncParsableCommand {
             }
         }
         guard let config = hall.config else {
+            if direct {
+                printError("trace --direct listens on the line itself: it needs the hall's configuration (--config FILE or $HALL_GATEWAY_CONFIG)")
+                throw ExitCode(CLIExit.usage)
+            }
             printError("\(reason); to listen on the line itself, trace needs the hall's configuration (--config)")
             throw ExitCode(CLIExit.daemonUnreachable)
         }

@@ -161,7 +161,7 @@ import Testing
         _ = try await daemon.wait()
         let offline = try await run(gatewaydPath, ["status"] + cli)
         #expect(
-            offline.standardOutput.hasPrefix("the gateway does not answer (the gateway is not running"),
+            offline.standardOutput.hasPrefix("the gateway is not running (nothing listens on "),
             "\(offline.standardOutput)\(offline.standardError)")
         #expect(offline.standardOutput.contains("eval-w04"))
         let noCheck = try await run(gatewaydPath, ["check"] + cli)
@@ -393,6 +393,16 @@ import Testing
                 result.standardError.contains("401 unauthorized: the token in \(wrongToken) is not the daemon's"),
                 "gatewayd \(command.joined(separator: " ")): \(result.standardError)")
         }
+        // A token file that is not there is said so (from a trial: it read as a permissions problem).
+        let missing = folder.file("missing-token")
+        try (try String(contentsOfFile: config, encoding: .utf8) + "\napi: {token-file: \(missing)}\n")
+            .write(toFile: technicianConfig, atomically: true, encoding: .utf8)
+        let status = try await run(gatewaydPath, ["status"] + cli)
+        #expect(status.status == 3 && status.standardError.contains("no token: \(missing) does not exist"), "\(status.standardError)")
+        // trace --direct without a configuration is a usage error, said as one.
+        let direct = try await run(gatewaydPath, ["trace", "line-a", "--direct", "--seconds", "1"], workingDirectory: folder.path)
+        #expect(direct.status == 2 && direct.standardError.hasPrefix("trace --direct listens on the line itself: it needs "),
+                "\(direct.standardError)")
     }
 
     @Test func theCLISaysWhenTheGatewayIsNotRunning() async throws {

@@ -47,7 +47,7 @@ import Testing
         #expect(stopped.status == 3, "\(stopped.standardOutput)\(stopped.standardError)")
         let stoppedLines = stopped.standardOutput.split(separator: "\n").map(String.init)
         #expect(
-            stoppedLines.first?.hasPrefix("the gateway does not answer (the gateway is not running") == true
+            stoppedLines.first?.hasPrefix("the gateway is not running (nothing listens on ") == true
                 && stoppedLines.first?.contains("; last known device states, recorded ") == true
                 && stoppedLines.first?.hasSuffix(" in \(outbox)") == true, "\(stoppedLines)")
         #expect(try #require(stoppedLines.first { $0.hasPrefix("eval-w05") }).contains(" was online "))

@@ -34,7 +34,8 @@ public enum EventSummary {
         case .deviceCheck(let report):
             // A check passes with devices not heard from yet (an FF 68 pad nobody pressed): say how many answered.
             parts.append(report.passed ? "passed: \(report.devicesAnswering) of \(report.devicesChecked) devices answer"
-                         : "\(report.problems.count) problems: " + report.problems.joined(separator: "; "))
+                         : "\(report.problems.count) \(report.problems.count == 1 ? "problem" : "problems"): "
+                             + report.problems.joined(separator: "; "))
         case .command(let command):
             let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
             let devices = command.devices.map { "\($0.device) \($0.result)" }.joined(separator: ", ")
