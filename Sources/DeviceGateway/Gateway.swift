@@ -283,7 +283,14 @@ public final class Gateway: Service {
 
     /// What each bus believes about its devices, with their wire counters, in configuration order.
     public func deviceStates() async -> [DeviceState] {
-        (await askEveryBus { await $0.deviceStates() }).flatMap { $0 }
+        let conditions = printers.all
+        return (await askEveryBus { await $0.deviceStates() }).flatMap { $0 }.map { state in
+            // A printer that answers but cannot print: online, and not fine (from a trial: status said only "online").
+            guard state.online == true, let condition = conditions[state.device], condition != "online" else { return state }
+            var state = state
+            state.condition = condition
+            return state
+        }
     }
 
     /// Each bus's answer, in configuration order. Asked all at once: a bus answers between two of its transactions,

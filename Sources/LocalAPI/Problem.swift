@@ -208,6 +208,7 @@ struct DeviceView: Encodable {
     var lastSeen: String?
     var offlineReason: String?
     var counters: DeviceCounters
+    var condition: String?
 
     init(_ state: DeviceState) {
         device = state.device
@@ -216,6 +217,7 @@ struct DeviceView: Encodable {
         lastSeen = state.lastSeen.map(EventTime.format)
         offlineReason = state.offlineReason
         counters = state.counters
+        condition = state.condition
     }
 }
 

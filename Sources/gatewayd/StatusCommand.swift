@@ -103,7 +103,7 @@ struct StatusCommand: AsyncParsableCommand {
             let latency = [0.5, 0.99].map { counters.latency.quantile($0).map { String(Int($0)) } ?? "-" }
             return [
                 state.device, Self.busLabel(state.bus, hall: hall),
-                Self.stateLabel(state.online, recorded: recorded),
+                Self.stateLabel(state.online, recorded: recorded) + (state.condition.map { ", \($0)" } ?? ""),
                 state.lastSeen.map { Output.age($0, now: now) } ?? "never", "\(counters.transactions)",
                 "\(counters.timeouts)", "\(counters.checksumErrors)", "\(counters.exceptions)",
                 "\(counters.garbageBytes)", latency.joined(separator: "/"), state.offlineReason ?? "",
@@ -232,11 +232,15 @@ struct APIDeviceList: Decodable {
         var lastSeen: Date?
         var offlineReason: String?
         var counters: DeviceCounters
+        /// Absent from a daemon older than this CLI.
+        var condition: String?
 
         var deviceState: DeviceState {
-            DeviceState(
+            var state = DeviceState(
                 device: device, bus: bus, online: state == "online" ? true : state == "offline" ? false : nil,
                 lastSeen: lastSeen, offlineReason: offlineReason, counters: counters)
+            state.condition = condition
+            return state
         }
     }
     var devices: [Device]
@@ -285,6 +289,7 @@ struct DeviceReport: Encodable {
     var lastSeen: Date?
     var offlineReason: String?
     var counters: DeviceCounters
+    var condition: String?
 
     init(_ state: DeviceState) {
         device = state.device
@@ -293,6 +298,7 @@ struct DeviceReport: Encodable {
         lastSeen = state.lastSeen
         offlineReason = state.offlineReason
         counters = state.counters
+        condition = state.condition
     }
 }
 

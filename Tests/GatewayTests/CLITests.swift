@@ -106,6 +106,10 @@ import Testing
         #expect(paperOutEvents().isEmpty)
         printer.set(.init(paperOut: true))
         #expect(await eventually { (try? await run(gatewaydPath, ["check"] + cli))?.status == 1 })
+        // status too: the printer answers, and cannot print (from a trial: its row said only "online").
+        let paperOutStatus = try await run(gatewaydPath, ["status"] + cli)
+        let printerStatusRow = try #require(paperOutStatus.standardOutput.split(separator: "\n").first { $0.hasPrefix("printer-1") })
+        #expect(printerStatusRow.contains(" online, paper-out "), "\(paperOutStatus.standardOutput)")
         let failed = try await run(gatewaydPath, ["check"] + cli)
         #expect(failed.status == 1)
         let printerRow = try #require(

@@ -17,6 +17,9 @@ public struct DeviceState: Sendable, Equatable {
     public var offlineByLine: Bool
     /// What passed on the wire with it.
     public var counters = DeviceCounters()
+    /// What a device that answers says of itself when it cannot do its work (a printer's paper-out, cover-open);
+    /// nil when it can, or nothing is known.
+    public var condition: String?
 
     /// A device's state.
     public init(device: String, bus: String, online: Bool?, lastSeen: Date?, offlineReason: String? = nil,
