@@ -329,6 +329,8 @@ enum DemoProfiles {
             candidates.append(folder.appendingPathComponent("devices").path)
             folder = folder.deletingLastPathComponent()
         }
+        // Where the README installs them.
+        candidates.append("/usr/share/hall-gateway/devices")
         if let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/\(marker)") }) {
             return found
         }

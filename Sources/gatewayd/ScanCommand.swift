@@ -47,7 +47,7 @@ struct ScanCommand: ParsableCommand {
     )
     var family: String = "modbus"
 
-    @Option(help: "The device profiles, for identification (default: ./devices, or the checkout's).")
+    @Option(help: "The device profiles, for identification (default: the hall's, from $HALL_GATEWAY_CONFIG; else ./devices, the checkout's, /usr/share/hall-gateway/devices).")
     var profiles: String?
 
     @Option(help: "Write a configuration with the devices found to this file, for review (refuses to overwrite).")
@@ -176,6 +176,11 @@ struct ScanCommand: ParsableCommand {
 
     static func library(_ directory: String?) throws -> ProfileLibrary {
         if let directory { return ProfileLibrary(directory: directory) }
+        // The hall's own profiles, where the configuration is found as every command finds it (from a trial: scan
+        // looked only beside the binary and in the working folder, not where the README installs them).
+        if let path = DaemonOptions.configPath(given: nil), let (config, _) = try? ConfigLoader.load(path: path) {
+            return ProfileLibrary(directory: config.profilesDirectory)
+        }
         do { return ProfileLibrary(directory: try DemoProfiles.locate()) } catch {
             printError("\(error)")
             throw ExitCode(CLIExit.usage)

@@ -6,6 +6,37 @@ import Testing
 /// `gatewayd modbus read|write` and `gatewayd scan`, run as the technician runs them, against mock pads and boards
 /// on pseudo-terminals and loopback TCP.
 @Suite struct ScanCommandTests {
+    /// From a trial: scan looked for profiles only in the working folder and beside the binary, not where the hall's
+    /// configuration keeps them (the README installs them in /usr/share/hall-gateway/devices).
+    @Test func scanIdentifiesWithTheHallsOwnProfiles() async throws {
+        let server = try MockModbusServer.rtu(units: [1: MockModbusEvaluator(staffId: "0101")])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        // The hall's profiles: the shipped pad's under the name this hall gave it.
+        let profiles = folder.path + "/site-profiles"
+        try FileManager.default.createDirectory(atPath: profiles, withIntermediateDirectories: true)
+        let pad = try String(contentsOfFile: profilesDirectory + "/modbus-evaluator-3key.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "model: modbus-evaluator-3key", with: "model: site-pad")
+        try pad.write(toFile: profiles + "/site-pad.yaml", atomically: true, encoding: .utf8)
+        let config = folder.file("hall.yaml")
+        try """
+            hall: {id: site-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profiles)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(path)}
+            devices:
+              - {id: eval-w01, profile: site-pad, bus: line-a, address: 1, window: "1"}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let scan = try await run(
+            gatewaydPath, ["scan", "--port", path, "--from", "1", "--to", "2", "--timeout-ms", "60"],
+            environment: ["HALL_GATEWAY_CONFIG": config], workingDirectory: folder.path)
+        #expect(scan.status == 0, "\(scan.standardError)")
+        let row = scan.standardOutput.split(separator: "\n").first { $0.hasPrefix("1 ") }
+        #expect(row?.contains("site-pad") == true, "\(scan.standardOutput)")
+    }
+
     @Test func modbusReadAndWriteOverRTU() async throws {
         let pad = MockModbusEvaluator(staffId: "0105")
         let server = try MockModbusServer.rtu(units: [3: pad])
