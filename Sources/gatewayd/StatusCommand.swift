@@ -285,6 +285,8 @@ struct StatusReport: Encodable {
 struct DeviceReport: Encodable {
     var device: String
     var bus: String
+    /// online, offline or unknown (not heard from since the daemon started): `online` is absent for unknown.
+    var state: String
     var online: Bool?
     var lastSeen: Date?
     var offlineReason: String?
@@ -294,6 +296,7 @@ struct DeviceReport: Encodable {
     init(_ state: DeviceState) {
         device = state.device
         bus = state.bus
+        self.state = state.online.map { $0 ? "online" : "offline" } ?? "unknown"
         online = state.online
         lastSeen = state.lastSeen
         offlineReason = state.offlineReason

@@ -142,6 +142,8 @@ import Testing
             (devices.first { $0["device"] as? String == id }?["counters"] as? [String: Any])?["transactions"] as? Int
         }
         #expect((answered("eval-w03") ?? 0) >= 2 && answered("eval-w04") == 0, "\(devices)")
+        // The pad never heard from says so in words: `online` is absent for it (from a trial).
+        #expect(devices.first { $0["device"] as? String == "eval-w04" }?["state"] as? String == "unknown", "\(devices)")
     }
 
     /// A technician wiring a two-wire adapter sees doubled frames on a scope; status says the gateway knows.
