@@ -99,7 +99,17 @@ struct OutboxCommand: AsyncParsableCommand {
             var asked = 0
             do {
                 let outbox = try Outbox.openForReading(path: path, writable: true)
+                // Without a configuration, the outbox's own books say which sinks there are.
+                if let sink, configured == nil {
+                    let known = try await outbox.sinkReports().map(\.sink)
+                    if !known.contains(sink) {
+                        printError("no sink \(sink) in \(path) (its sinks: \(known.joined(separator: ", ")))")
+                        throw ExitCode(CLIExit.usage)
+                    }
+                }
                 for sink in sinks { asked += try await outbox.askResend(sink: sink, ids: ids) }
+            } catch let exit as ExitCode {
+                throw exit
             } catch {
                 printError("\(error)")
                 throw ExitCode(CLIExit.usage)

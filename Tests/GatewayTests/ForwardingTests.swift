@@ -769,6 +769,10 @@ extension OutboxSalvageTests {
         }, "\(asked.standardOutput)")
         let nothing = try await run(gatewaydPath, ["outbox", "resend", "--outbox", path, "--sink", "local"])
         #expect(nothing.status == 1 && nothing.standardError.contains("no event put aside"), "\(nothing.standardError)")
+        // A sink the outbox has never had is a mistyped name, said as one (from a trial: "no event put aside").
+        let unknown = try await run(gatewaydPath, ["outbox", "resend", "--outbox", path, "--sink", "centrl"])
+        #expect(unknown.status == 2 && unknown.standardError.contains("no sink centrl in \(path) (its sinks: central, local)"),
+                "\(unknown.standardError)")
     }
 
     @Test func statusFindsTheHallsOutboxThroughTheEnvironmentAsEveryCommandDoes() async throws {
