@@ -105,6 +105,17 @@ import Testing
         #expect(twiceLines.contains { $0.contains("devices[1].address: address 1 on bus rs485-1 is already used by eval-w01") }, "\(twiceLines)")
     }
 
+    /// From a trial: `transport: modbus_rtu` was followed by "unknown key" for each of the bus's keys and "unknown
+    /// bus" for each of its devices; `type: postgresql` by six "unknown key" lines.
+    @Test func aMistypedTransportOrSinkTypeIsOneError() throws {
+        let broken = valid.replacingOccurrences(of: "transport: modbus-rtu", with: "transport: modbus_rtu")
+            + "\nsinks:\n  - {type: postgresql, host: db.example, database: central, user: hall}\n"
+        let lines = try issues(broken).map(\.description)
+        #expect(lines.count == 2, "\(lines)")
+        #expect(lines.contains { $0.contains("buses[0].transport") && $0.contains("modbus_rtu") }, "\(lines)")
+        #expect(lines.contains { $0.contains("sinks[0].type") && $0.contains("postgresql") }, "\(lines)")
+    }
+
     /// Found in a trial: one YAML error in a profile was reported once per device using it (a hall of 100 pads: 100
     /// lines), and a missing profile folder as a missing file per profile.
     @Test func aBrokenProfileOrAMissingFolderIsReportedOnce() throws {

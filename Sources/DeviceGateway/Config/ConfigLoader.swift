@@ -74,7 +74,10 @@ public enum ConfigLoader {
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)
-        checkReferences(devices: devices, items: deviceItems, buses: buses, library: library, reader: reader)
+        // A bus named but broken is no unknown bus to its devices: its own error is said once.
+        let namedBuses = busItems.compactMap { $0.node.mapping?["id"]?.string }
+        checkReferences(devices: devices, items: deviceItems, buses: buses, namedBuses: namedBuses, library: library,
+                        reader: reader)
         checkUnique(busItems, key: "id", what: "bus id", reader: reader)
         checkSerialPorts(busItems, reader: reader)
         checkUnique(deviceItems + terminalItems, key: "id", what: "device id", reader: reader)
@@ -181,7 +184,9 @@ public enum ConfigLoader {
         default:
             break
         }
-        fields.rejectUnknownKeys()
+        // A transport not known has no keys to hold the others to: the transport alone is said (from a trial:
+        // `modbus_rtu` was followed by 'port: unknown key', 'baud: unknown key').
+        if kind != nil { fields.rejectUnknownKeys() }
         guard let id, let transport else { return nil }
         return BusConfig(id: id, transport: transport, responseTimeout: .milliseconds(timeout),
                          pollInterval: .milliseconds(interval), requestsInFlight: requestsInFlight)
@@ -280,17 +285,18 @@ public enum ConfigLoader {
         default:
             break
         }
-        fields.rejectUnknownKeys()
+        // A type not known has no keys to hold the others to: the type alone is said.
+        if type != nil { fields.rejectUnknownKeys() }
         guard let name, let kind else { return nil }
         return SinkConfig(name: name, kind: kind, batchSize: batchSize, maximumRetryDelay: maximumRetryDelay)
     }
 
     private static func checkReferences(
-        devices: [DeviceConfig], items: [(node: Node, path: String)], buses: [BusConfig],
+        devices: [DeviceConfig], items: [(node: Node, path: String)], buses: [BusConfig], namedBuses: [String],
         library: ProfileLibrary, reader: YAMLReader
     ) {
         // Checked on the raw entries, so a device with another error still gets these checked too.
-        let busIds = buses.map(\.id)
+        let busIds = namedBuses
         var lineProtocols: [String: [(protocol: LineProtocol?, profile: String, item: (node: Node, path: String))]] = [:]
         var brokenProfiles: Set<String> = []
         for item in items {
