@@ -12,6 +12,7 @@ final class TinyDevices: Sendable {
     private let answering: Mutex<Set<UInt8>>
     private let refusing: Mutex<Set<UInt8>>
     private let refusingPolls = Mutex<Set<UInt8>>([])
+    private let garbling = Mutex<Set<UInt8>>([])
     let turnaround: Duration
 
     init(answering: Set<UInt8>, turnaround: Duration = .milliseconds(5)) {
@@ -26,6 +27,9 @@ final class TinyDevices: Sendable {
 
     func setRefusing(_ address: UInt8) { refusing.withLock { _ = $0.insert(address) } }
 
+    /// Polls of `address` get bytes that make no frame, as from a device at another baud rate.
+    func setGarbling(_ address: UInt8) { garbling.withLock { _ = $0.insert(address) } }
+
     /// Polls of `address` get a refusal (`R`), as a device whose registers are not the profile's refuses every read.
     func setRefusingPolls(_ address: UInt8, _ on: Bool) {
         refusingPolls.withLock { if on { $0.insert(address) } else { $0.remove(address) } }
@@ -35,6 +39,8 @@ final class TinyDevices: Sendable {
         { [self] frame, _ in
             guard frame.count >= 2, answering.withLock({ $0.contains(frame[1]) }) else { return [] }
             switch frame[0] {
+            case 0x05 where garbling.withLock({ $0.contains(frame[1]) }):
+                return [(turnaround, [0x55, 0xFE, 0x55, 0xFE, 0x55])]
             case 0x05:
                 let kind = refusingPolls.withLock { $0.contains(frame[1]) } ? UInt8(ascii: "R") : UInt8(ascii: "S")
                 return [(turnaround, [0x02, frame[1], kind, 0, 0x03])]
@@ -203,6 +209,22 @@ final class TinyDevices: Sendable {
         #expect(said.dropFirst().first?.hasPrefix("warning device caller-1: status refused: refused with code 0 (") == true,
                 "\(said)")
         #expect(said.last?.hasPrefix("notice device caller-1: status answered again (refused ") == true, "\(said)")
+    }
+
+    @Test func aDeviceAnsweringGarbageIsOfflineWithAHintAtTheBaudRate() async throws {
+        // From a trial: a pad at another baud rate was "no answer to poll" while its garbage counter climbed.
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1, 2])
+        devices.setGarbling(1)
+        let line = SimulatedLine(end: .seconds(5), stop: stop, responder: devices.responder)
+        let bus = engine(line, devices: Self.devices(2))
+        await bus.run(until: stop)
+
+        let states = await bus.deviceStates()
+        #expect(states.map(\.online) == [false, true])
+        #expect(states.first?.offlineReason == "no answer to status within 0.1 seconds; what came back was no frame "
+                + "(a wrong baud rate or parity? two devices at one address?)", "\(states)")
+        #expect(states.last?.offlineReason == nil)
     }
 
     @Test func aDeviceOfflineWithItsLineIsToldApartFromOneSilentByItself() async throws {

@@ -104,7 +104,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private let polled: Set<String>
     /// The requests written whose answers are awaited, with when each was on the wire: one at a time, or the polls
     /// sent together on a bus with `requestsInFlight` above 1.
-    private var inFlight: [(request: LineRequest, onWireAt: Duration)] = []
+    private var inFlight: [(request: LineRequest, onWireAt: Duration, rejectedBefore: Int)] = []
     /// How many polls may be in flight on this link: the configured number, or 1 once the peer showed it drops a
     /// request that comes while it answers another (until the link is reopened).
     private var requestsInFlight: Int
@@ -439,7 +439,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         for (request, _) in batch {
             count(request.device) { $0.bytesSent += request.bytes.count }
             onWire += timing.wireTime(characters: request.bytes.count)
-            inFlight.append((request, writtenAt + onWire))
+            inFlight.append((request, writtenAt + onWire, rejectedSoFar))
         }
         lineFreeAt = writtenAt + onWire + timing.frameGap
         var deadline = writtenAt + onWire + config.responseTimeout
@@ -674,7 +674,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         }
         guard request.expectsAnswer else { return .sent }
         inFlight.removeAll(keepingCapacity: true)
-        inFlight.append((request, sentAt + onWire))
+        inFlight.append((request, sentAt + onWire, rejectedSoFar))
         // The timeout runs from when the last byte is on the wire, not from when write() returned.
         let deadline = sentAt + onWire + config.responseTimeout
         // Read at once: the deadline is a response timeout away.
@@ -692,6 +692,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return decoder.discardedByteCount - before
     }
 
+    /// Bytes the decoder rejected so far (garbage, bad checksums): a request in flight notes it when it goes out.
+    private var rejectedSoFar: Int { decoder.discardedByteCount + decoder.checksumFailureCount }
+
     /// The requests still in flight at their deadline missed it.
     private func timeOutInFlight(on link: any BusLink) -> Outcome {
         defer { inFlight.removeAll(keepingCapacity: true) }
@@ -701,11 +704,15 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         // timeout for the rest): garbage, counted for the device that timed out.
         let garbage = dropPartialFrame()
         if garbage > 0, let request = inFlight.first?.request { count(request.device) { $0.garbageBytes += garbage } }
-        for (request, _) in inFlight {
+        for (request, _, rejectedBefore) in inFlight {
             count(request.device) { $0.timeouts += 1 }
             if let index = index(of: request.device) {
+                // Bytes that made no frame while it waited: the device may be there at another speed (from a trial:
+                // a wrong baud rate said only "no answer" while the garbage counter climbed).
+                let garbled = rejectedSoFar > rejectedBefore
+                    ? "; what came back was no frame (a wrong baud rate or parity? two devices at one address?)" : ""
                 pending.add(events: health.missed(
-                    devices[index], reason: "no answer to \(request.purpose) within \(config.responseTimeout)",
+                    devices[index], reason: "no answer to \(request.purpose) within \(config.responseTimeout)\(garbled)",
                     at: clock.date))
             }
         }
