@@ -116,6 +116,8 @@ public struct ModbusDriver: BusDriver {
         var reportedCursor: DeviceCursor?
         /// When it was last read in this run.
         var lastReadAt: Date?
+        /// How its profile tells its model, when its poll reads the registers that do.
+        var identify: IdentifyRule?
     }
 
     /// The family's members, checked.
@@ -145,7 +147,8 @@ public struct ModbusDriver: BusDriver {
             case .pad(let profile):
                 pollSlots[device.id] = polls.count
                 polls.append(Self.poll(of: profile.block, to: device, pad: pads.count, framing: framing))
-                pads.append(Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId)))
+                pads.append(Pad(driver: ModbusEvaluatorDriver(device: device, profile: profile, hallId: hallId),
+                                identify: self.identities[device.id]))
             case .board(let profile):
                 boards[device.id] = ModbusBoardDriver(device: device, profile: profile, hallId: hallId)
                 pollSlots[device.id] = polls.count
@@ -245,7 +248,9 @@ public struct ModbusDriver: BusDriver {
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters(let start, _), .readHoldingRegisters(let values)):
-            if !identities.isEmpty, let rule = identities[device] {
+            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { self.pad(of: device) }
+            // A pad's rule is kept with it: no lookup by name at each of its answers (a board's poll has one anyway).
+            if let rule = pad.map({ pads[$0].identify }) ?? (identities.isEmpty ? nil : identities[device]) {
                 if let mismatch = rule.mismatch(inHoldingRegisters: values, from: Int(start)) {
                     strangers.insert(device)
                     let address = self.devices.first { $0.id == device }?.address ?? 0
@@ -253,9 +258,8 @@ public struct ModbusDriver: BusDriver {
                         "another model answers at address \(address): \(mismatch) (a wrong address in the configuration?); "
                         + "nothing is read from it or written to it")
                 }
-                strangers.remove(device)
+                if !strangers.isEmpty { strangers.remove(device) }
             }
-            let pad = if let lastPolled, lastPolled.id == device { lastPolled.pad } else { self.pad(of: device) }
             if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
             let reading = board.interpret(registers: values, at: time, countsAsPoll: request.purpose == Self.pollPurpose)

@@ -43,8 +43,9 @@ public struct IdentifyRule: Sendable, Equatable {
     public func mismatch(inHoldingRegisters values: [UInt16], from blockStart: Int) -> String? {
         let offset = register - blockStart
         guard function == .readHolding, offset >= 0, offset + count <= values.count else { return nil }
+        // At every poll: compared in place, an array made only for the words of a mismatch.
+        guard !values[offset..<(offset + count)].elementsEqual(equals) else { return nil }
         let found = Array(values[offset..<(offset + count)])
-        guard found != equals else { return nil }
         func words(_ values: [UInt16]) -> String { values.map { String(format: "0x%04X", $0) }.joined(separator: " ") }
         let registers = count == 1 ? "register \(register)" : "registers \(register)–\(register + count - 1)"
         return "\(registers) read \(words(found)), where this model has \(words(equals))"
