@@ -131,7 +131,11 @@ struct Events: AsyncParsableCommand {
 
     /// The newest position the daemon holds: a binary search on `after` (an empty page means at or past the end).
     static func endPosition(_ client: DaemonClient) async throws(DaemonError) -> Int64 {
-        var low: Int64 = 0
+        // Asked from the start first: a refusal then names no position of the search (from a trial: after=549755813888).
+        guard let first = try await client.get("/v1/events?after=0&limit=1", as: EventPositions.self).events.first else {
+            return 0
+        }
+        var low: Int64 = first.position
         var high: Int64 = 1 << 40
         while low < high {
             let middle = low + (high - low) / 2
