@@ -16,6 +16,12 @@ struct Gatewayd: AsyncParsableCommand {
     /// ArgumentParser's own `main`, except that wrong usage exits 2 as docs/cli.md promises, not its 64 (EX_USAGE):
     /// a script tells "wrong usage" the same way from every command and from every kind of usage error.
     static func main() async {
+        // `run` is the default: a mistyped command would otherwise read as an argument of run, and print its usage.
+        let names = configuration.subcommands.map { $0._commandName } + ["help"]
+        if let first = CommandLine.arguments.dropFirst().first, !first.hasPrefix("-"), !names.contains(first) {
+            printError("Error: unknown command '\(first)' (commands: \(names.dropLast().joined(separator: ", ")); see 'gatewayd --help')")
+            exit(withError: ExitCode(CLIExit.usage))
+        }
         do {
             var command = try await asyncParseAsRoot(nil)
             if var asyncCommand = command as? any AsyncParsableCommand {

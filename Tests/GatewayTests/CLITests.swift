@@ -354,12 +354,16 @@ import Testing
             ["scan", "--port", folder.file("no-such-port"), "--write-config", existing],
             ["check", "--json", "extra"],
             ["--bogus"],
+            // A mistyped command: said as one, not as an argument of run, the default command (from a trial).
+            ["statsu"],
         ]
         for arguments in usageErrors {
             let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
             #expect(result.status == 2, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
             #expect(result.standardError.contains("Error: "), "\(arguments): \(result.standardError)")
         }
+        let typo = try await run(gatewaydPath, ["statsu"], workingDirectory: folder.path)
+        #expect(typo.standardError.hasPrefix("Error: unknown command 'statsu' (commands: run, status, "), "\(typo.standardError)")
         for arguments in [["--help"], ["status", "--help"], ["modbus", "read", "--help"], ["--version"]] {
             let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
             #expect(result.status == 0, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
