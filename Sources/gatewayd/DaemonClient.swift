@@ -226,6 +226,13 @@ struct DaemonClient: Sendable {
     /// What an answer other than 2xx means: a refused token (with where it was read), or the daemon's problem.
     private func failure(status: Int, body: Data, path: String) -> DaemonError {
         guard status == 401 else {
+            // The gateway answers every error with a problem document: a 404 without one is another server there.
+            if status == 404, (try? JSONSerialization.jsonObject(with: body)) == nil {
+                return DaemonError(
+                    kind: .refused, description: "\(baseURL)\(path): 404 from a server that is not a hall gateway's API "
+                        + "(no problem document came back): is the address right (--api, or api: in the configuration)?",
+                    status: status)
+            }
             let detail = Self.problem(body)
             return DaemonError(
                 kind: .refused, description: "\(baseURL)\(path): \(status) \(detail)", status: status, detail: detail)

@@ -417,6 +417,18 @@ import Testing
                 "\(direct.standardError)")
     }
 
+    @Test func aServerThatIsNotTheGatewayIsSaidToBeOne() async throws {
+        // From a trial: another web server at --api gave "…/v1/devices: 404 <!DOCTYPE HTML>".
+        let folder = try TemporaryDirectory()
+        // The project's CloudEvents receiver: a web server whose 404 is plain text.
+        let web = try await Receiver.start(folder: folder, token: "receiver-token-0123456789")
+        defer { web.stop() }
+        let port = web.port
+        let status = try await run(gatewaydPath, ["status", "--api", "http://127.0.0.1:\(port)"], workingDirectory: folder.path)
+        #expect(status.standardError.contains("/v1/devices: 404 from a server that is not a hall gateway's API"),
+                "\(status.standardError)")
+    }
+
     @Test func theCLISaysWhenTheGatewayIsNotRunning() async throws {
         let folder = try TemporaryDirectory()
         // The demo hall's defaults, with nothing on a port nobody uses.

@@ -28,7 +28,7 @@ import FoundationNetworking
         let batch = try outbound((1...5).map { rating("r\($0)") })
         await #expect(throws: Never.self) { try await sink.deliver(batch) }
         await sink.shutdown()
-        #expect(try await receiver.stats() == Stats(rows: 5, batches: 1, invalid: 0))
+        #expect(try await receiver.stats() == ReceiverStats(rows: 5, batches: 1, invalid: 0))
     }
 
     @Test func aMissingOrWrongTokenIsRetriedWithAMessageAboutTheToken() async throws {
@@ -162,7 +162,7 @@ import FoundationNetworking
             #expect(counts[mode] == 1, "the proxy served one request in mode \(mode): \(counts)")
         }
         // Only the slow mode forwarded the batch: the store kept it, its answer came too late.
-        #expect(try await receiver.stats() == Stats(rows: 3, batches: 1, invalid: 0))
+        #expect(try await receiver.stats() == ReceiverStats(rows: 3, batches: 1, invalid: 0))
 
         // Back to normal: the whole outbox arrives, and replays change nothing.
         try await proxy.set("pass")
@@ -175,11 +175,11 @@ import FoundationNetworking
         let drained = try await forwarder.drain()
         #expect(drained == 50)
         #expect(try await outbox.backlog(sink: "central") == 0)
-        #expect(try await receiver.stats() == Stats(rows: 53, batches: 4, invalid: 0))
+        #expect(try await receiver.stats() == ReceiverStats(rows: 53, batches: 4, invalid: 0))
         let replay = try await outbox.entries(after: 0, limit: 20)
         for _ in 1...3 { try await sink.deliver(replay) }
         await sink.shutdown()
-        #expect(try await receiver.stats() == Stats(rows: 53, batches: 7, invalid: 0), "replays store nothing twice")
+        #expect(try await receiver.stats() == ReceiverStats(rows: 53, batches: 7, invalid: 0), "replays store nothing twice")
     }
 
     @Test func onlyTheEventTheStoreRefusesIsPutAsideAndTheForwarderGoesOn() async throws {
@@ -319,7 +319,7 @@ private func failure(_ body: () async throws -> Void) async throws -> SinkError 
 }
 
 /// What the receiver holds: rows in its table, batches stored, batches refused as invalid.
-private struct Stats: Codable, Equatable {
+struct ReceiverStats: Codable, Equatable {
     var rows: Int
     var batches: Int
     var invalid: Int
@@ -327,7 +327,7 @@ private struct Stats: Codable, Equatable {
 
 
 /// `scripts/cloudevents_receiver.py`, plain HTTP or HTTPS with one of the test certificates.
-private struct Receiver {
+struct Receiver {
     let service: PythonService
     let port: Int
     let scheme: String
@@ -353,9 +353,9 @@ private struct Receiver {
         return port
     }
 
-    func stats() async throws -> Stats {
+    func stats() async throws -> ReceiverStats {
         let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/stats")!)
-        return try JSONDecoder().decode(Stats.self, from: data)
+        return try JSONDecoder().decode(ReceiverStats.self, from: data)
     }
 }
 
