@@ -288,7 +288,8 @@ public final class Gateway: Service {
             // A printer that answers but cannot print: online, and not fine (from a trial: status said only "online").
             guard state.online == true, let condition = conditions[state.device], condition != "online" else { return state }
             var state = state
-            state.condition = condition
+            // "online, offline" would read as nonsense: the printer's own offline switch.
+            state.condition = condition == "offline" ? "printer-offline" : condition
             return state
         }
     }

@@ -78,7 +78,7 @@ public final class GatewayMetrics: Sendable {
         let labels = [("device", device.device), ("bus", device.bus)]
         let counters = device.counters
         let families: [(String, Int, String)] = [
-            ("transactions", counters.transactions, "Requests the device answered (refusals included)."),
+            ("transactions", counters.transactions, "Requests the device answered (refusals included); frames heard from a device never asked (FF 68, QSystem)."),
             ("timeouts", counters.timeouts, "Requests the device did not answer within the response timeout."),
             ("checksum_errors", counters.checksumErrors, "Frames with a wrong checksum while a request was in flight."),
             ("exceptions", counters.exceptions, "Answers refusing the request (Modbus exceptions, error codes)."),

@@ -239,9 +239,11 @@ struct DaemonClient: Sendable {
         }
         let hint =
             token == nil
-            ? (FileManager.default.fileExists(atPath: tokenPath)
-                ? "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)"
-                : "no token: \(tokenPath) does not exist (the api: section's token-file, or the state directory's api-token)")
+            // Missing only when the system says so: a folder the user may not enter hides the file as well (the state
+            // directory is 0750), and that wants the gateway's user, not a new file (from a review).
+            ? (Self.isMissing(tokenPath)
+                ? "no token: \(tokenPath) does not exist (the api: section's token-file, or the state directory's api-token)"
+                : "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)")
             : "the token in \(tokenPath) is not the daemon's"
         return DaemonError(
             kind: .unauthorized, description: "\(baseURL)\(path): 401 unauthorized: \(hint)", status: status)
@@ -296,6 +298,12 @@ struct DaemonClient: Sendable {
             return date
         }
         return decoder
+    }
+
+    /// Whether `path` does not exist (ENOENT), as opposed to being out of the user's reach.
+    static func isMissing(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) != 0 && errno == ENOENT
     }
 
     /// An RFC 9457 problem's detail, or the body's first line.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DeviceGateway
 import Foundation
+import NIOCore
 
 /// What the device commands share: the hall (`--config`), the daemon, the choice between the two.
 struct DeviceCommandOptions: ParsableArguments {
@@ -148,16 +149,23 @@ struct ProbeCommand: AsyncParsableCommand {
     @Argument(help: "The device id, as in the configuration.")
     var device: String
 
-    @Option(help: "Listen this many seconds after the poll.")
+    @Option(help: "Listen this many seconds after the poll (at most 30).")
     var listen: Double?
+
+    func validate() throws {
+        if let listen, !(0...30).contains(listen) { throw ValidationError("--listen must be from 0 to 30 seconds") }
+    }
 
     func run() async throws {
         let (hall, config, library, _) = try TechnicianRun.hall(options, device: device)
         let device = device
         let listen = listen.map { Duration.milliseconds(Int($0 * 1000)) }
         let query = self.listen.map { "&listen=\($0)" } ?? ""
+        let answerWithin = TimeAmount.seconds(Int64((self.listen ?? 0).rounded(.up)) + 30)
         let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
-            try await client.post("/v1/devices/\(device)/probe?wire=true\(query)", json: ProbeRequest(), as: ProbeReport.self)
+            // The daemon answers once it has listened: the wait is the listening's and the answer's.
+            try await client.post("/v1/devices/\(device)/probe?wire=true\(query)", json: ProbeRequest(), as: ProbeReport.self,
+                                  timeout: answerWithin)
         } direct: { () throws(GatewayError) in
             try DeviceProbe.run(device: device, config: config, library: library, listen: listen)
         }
@@ -305,8 +313,12 @@ struct PadCommand: AsyncParsableCommand {
         @Argument(help: "The pad's device id.")
         var pad: String
 
-        @Option(help: "Seconds to listen for key presses after the poll.")
+        @Option(help: "Seconds to listen for key presses after the poll (at most 30).")
         var seconds: Double = 5
+
+        func validate() throws {
+            if !(0...30).contains(seconds) { throw ValidationError("--seconds must be from 0 to 30") }
+        }
 
         func run() async throws {
             let (hall, config, library, _) = try TechnicianRun.hall(options, device: pad, expected: [.pad])
@@ -314,8 +326,8 @@ struct PadCommand: AsyncParsableCommand {
             let listen = Duration.milliseconds(Int(max(0, seconds) * 1000))
             let report = try await TechnicianRun.perform(options, hall: hall) { client throws(DaemonError) in
                 try await client.post(
-                    "/v1/devices/\(pad)/probe?wire=true&listen=\(max(0, seconds))", json: ProbeRequest(),
-                    as: ProbeReport.self)
+                    "/v1/devices/\(pad)/probe?wire=true&listen=\(seconds)", json: ProbeRequest(),
+                    as: ProbeReport.self, timeout: .seconds(Int64(seconds.rounded(.up)) + 30))
             } direct: { () throws(GatewayError) in
                 try DeviceProbe.run(device: pad, config: config, library: library, listen: listen)
             }

@@ -103,7 +103,8 @@ struct TraceCapture {
         formatter.timeZone = timeZone
         formatter.formatOptions = zone ? [.withInternetDateTime] : [.withTime, .withColonSeparatorInTime]
         // ISO8601DateFormatter rounds to milliseconds: the whole seconds come from it, the fraction from the date.
-        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
+        // To the nearest microsecond, as the API wrote it; the milliseconds shown are cut, never rounded up.
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         let seconds = micros.quotientAndRemainder(dividingBy: 1_000_000)
         let (whole, fraction) = seconds.remainder < 0 ? (seconds.quotient - 1, seconds.remainder + 1_000_000) : seconds
         var text = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(whole)))

@@ -92,7 +92,7 @@ struct TraceCommand: AsyncParsableCommand {
                     + (save.map { "; capture in \($0)" } ?? ""))
         }
         if printer.garbage > 0 { throw ExitCode(CLIExit.failed) }
-        // Down from the start and nothing since: the port could not be opened (from a trial: "0 records", exit 0).
+        // Down as last said and nothing seen: the port could not be opened (from a trial: "0 records", exit 0).
         if printer.records == 0, printer.lineDown != nil { throw ExitCode(CLIExit.portUnavailable) }
     }
 
@@ -219,6 +219,12 @@ struct TracePrinter {
         }
         guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return }
         if object["bus"] != nil {
+            // Whether the line is down, from each header: a line that came back during the trace is not down at its end.
+            let down = object["down"] as? String
+            if let down, down != lineDown {
+                printError("bus \(bus) is down: \(down); nothing passes until the gateway has it open again")
+            }
+            lineDown = down
             // The header of each answer (the CLI asks again every 30 s): the first one sets the streams.
             guard !headerSeen else { return }
             headerSeen = true
@@ -230,10 +236,6 @@ struct TracePrinter {
             }
             setStreams(
                 sent: sent, received: received, ff68Roles: roles, line: object["line"] as? String ?? "", passive: false)
-            if let down = object["down"] as? String {
-                lineDown = down
-                printError("bus \(bus) is down: \(down); nothing passes until the gateway has it open again")
-            }
             return
         }
         guard let unix = object["unix"] as? Double, let hex = object["hex"] as? String,
@@ -244,7 +246,7 @@ struct TracePrinter {
     }
 
     private var headerSeen = false
-    /// Why the bus's line was down when the trace began, as the gateway said.
+    /// Why the bus's line is down, as the gateway last said (each answer's header).
     private(set) var lineDown: String?
 
     /// A write goes out at once; reads wait for the rest of their frame.

@@ -356,6 +356,9 @@ import Testing
             ["--bogus"],
             // A mistyped command: said as one, not as an argument of run, the default command (from a trial).
             ["statsu"],
+            // Through the daemon a listen is at most 30 s (from a review: 30 ended as "the daemon does not answer").
+            ["pad", "test", "eval-w04", "--seconds", "31"],
+            ["probe", "eval-w04", "--listen", "-1"],
         ]
         for arguments in usageErrors {
             let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)

@@ -93,6 +93,12 @@ import Testing
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
         defer { stop.stop() }
+        // A call at once, before the board was polled: the poll it waits for shows another model, and that is the
+        // reason given (from a review: "no answer within 0.2 seconds; command not sent").
+        let early = await #expect(throws: GatewayError.self) {
+            try await gateway.send(.call(ticket: "A023", window: "1"), to: "board-w01")
+        }
+        #expect(early?.message.contains("another model answers at address 1") == true, "\(String(describing: early))")
 
         let told = await eventually {
             let states = await gateway.deviceStates()
@@ -115,6 +121,42 @@ import Testing
         let events = try await SQLiteEventStore(name: "reader", path: folder.file("events.sqlite")).events(limit: 1000)
         #expect(!events.contains { $0.type == HallEventType.deviceFault || $0.type == HallEventType.ratingSubmitted },
                 "\(events.map(\.type))")
+    }
+
+    /// From a review: a device that refuses its poll as an illegal address (a board implementing fewer registers
+    /// than its profile reads) stayed online, so the check before opening passed it. pymodbus holds six registers.
+    @Test func aDeviceThatRefusesItsPollIsOfflineWithTheRefusal() async throws {
+        let json = #"{"1": [1, 1, 0, 0, 250, 19522]}"#
+        let server = try PythonService("pymodbus_tcp_server.py", [json])
+        defer { server.stop() }
+        let port = try await server.port("port")
+        let folder = try TemporaryDirectory()
+        let gateway = try testGateway(
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), poll-interval-ms: 50}",
+            devices: "  - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: \"1\"}",
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        let told = await eventually { await gateway.deviceStates().first?.online == false }
+        let reason = await gateway.deviceStates().first?.offlineReason
+        stop.stop()
+        await running.value
+        #expect(told)
+        #expect(reason?.hasPrefix("refuses its poll: Modbus exception 2 (illegal data address") == true, "\(String(describing: reason))")
+    }
+
+    /// From a review: a device offline for its silence kept that reason when another model answered at its address.
+    @Test func anOfflineDevicesReasonFollowsWhatItSaysNow() {
+        var health = DeviceHealth(busId: "line-a", hallId: "h", logger: CapturedLog().logger)
+        let pad = DeviceConfig(id: "eval-w01", profile: "modbus-evaluator-3key", bus: "line-a", address: 1, window: "1")
+        for _ in 0..<DeviceHealth.missesBeforeOffline { _ = health.missed(pad, reason: "no answer to poll within 0.5 seconds", at: Date()) }
+        #expect(health.offlineReason("eval-w01") == "no answer to poll within 0.5 seconds")
+        let events = health.answered(pad, ready: false, reason: "another model answers at address 1", at: Date())
+        #expect(events.isEmpty, "still offline: no second offline event")
+        #expect(health.offlineReason("eval-w01") == "another model answers at address 1")
+        _ = health.answered(pad, ready: false, at: Date())
+        #expect(health.offlineReason("eval-w01") == "device reports not ready")
     }
 
     @Test func aRestartedGatewayCountsOnFromWhatTheBoardAcknowledged() async throws {

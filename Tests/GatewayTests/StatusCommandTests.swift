@@ -146,7 +146,6 @@ import Testing
         #expect(devices.first { $0["device"] as? String == "eval-w04" }?["state"] as? String == "unknown", "\(devices)")
     }
 
-    /// A technician wiring a two-wire adapter sees doubled frames on a scope; status says the gateway knows.
     /// From a trial: a bus whose adapter was unplugged showed only its devices' reasons, and a trace of it printed
     /// "0 records" and exited 0.
     @Test func statusAndTraceSayALineIsDownAndWhy() async throws {
@@ -173,6 +172,7 @@ import Testing
         #expect(trace.standardError.contains("bus line-a is down: \(reason)"), "\(trace.standardError)")
     }
 
+    /// A technician wiring a two-wire adapter sees doubled frames on a scope; status says the gateway knows.
     @Test func statusSaysWhenALineEchoesWhatTheGatewayWrites() async throws {
         let bus = try MockFF68Bus(echoing: true)
         defer { bus.stop() }

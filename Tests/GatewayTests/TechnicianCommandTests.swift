@@ -215,6 +215,10 @@ import Testing
         pad.press(.satisfied)
         #expect(await eventually { daemon.output.contains("hall.rating.submitted") && daemon.output.contains("staff-id-refused") },
                 "\(daemon.output)")
+        // More ratings with the same field: the field's fault is said once (from a review: one a rating).
+        pad.press(.dissatisfied)
+        pad.press(.satisfied)
+        #expect(await eventually { daemon.output.components(separatedBy: "hall.rating.submitted").count == 4 }, "\(daemon.output)")
         // What the central store gets: the local store's copy.
         #expect(await eventually {
             (try? await run(gatewaydPath, ["events", "--store", folder.path + "/events.sqlite", "--json"]))?
@@ -224,6 +228,7 @@ import Testing
         #expect(stored.standardOutput.contains("hall.rating.submitted"), "\(stored.standardOutput)")
         #expect(!stored.standardOutput.contains("13812345678") && !daemon.output.contains("13812345678"),
                 "\(stored.standardOutput)\(daemon.output)")
+        #expect(stored.standardOutput.components(separatedBy: #""fault":"staff-id-refused""#).count == 2, "\(stored.standardOutput)")
     }
 
     @Test func padTestThroughTheDaemonListensForTheKeysOfAnFF68Pad() async throws {

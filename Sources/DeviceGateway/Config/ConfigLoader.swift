@@ -186,7 +186,7 @@ public enum ConfigLoader {
         }
         // A transport not known has no keys to hold the others to: the transport alone is said (from a trial:
         // `modbus_rtu` was followed by 'port: unknown key', 'baud: unknown key').
-        if kind != nil { fields.rejectUnknownKeys() }
+        if kind != nil || fields.value("transport") == nil { fields.rejectUnknownKeys() }
         guard let id, let transport else { return nil }
         return BusConfig(id: id, transport: transport, responseTimeout: .milliseconds(timeout),
                          pollInterval: .milliseconds(interval), requestsInFlight: requestsInFlight)
@@ -286,7 +286,7 @@ public enum ConfigLoader {
             break
         }
         // A type not known has no keys to hold the others to: the type alone is said.
-        if type != nil { fields.rejectUnknownKeys() }
+        if type != nil || fields.value("type") == nil { fields.rejectUnknownKeys() }
         guard let name, let kind else { return nil }
         return SinkConfig(name: name, kind: kind, batchSize: batchSize, maximumRetryDelay: maximumRetryDelay)
     }

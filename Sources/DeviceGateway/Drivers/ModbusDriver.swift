@@ -92,9 +92,11 @@ public struct ModbusDriver: BusDriver {
     private var lastSent: (bytes: [UInt8], parsed: SentRequest)?
     /// How each device's profile recognises its model, where its poll reads the registers that tell.
     private let identities: [String: IdentifyRule]
-    /// Devices whose poll showed another model at their address (a wrong address in the configuration): nothing is
-    /// written to them, and what they hold is not read as ratings or a board's state, until a poll shows the model.
-    private var strangers: Set<String> = []
+    /// Devices whose last polls showed another model at their address (a wrong address in the configuration), and
+    /// how many in a row: nothing is written to them, and what they hold is not read as ratings or a board's state,
+    /// until a poll shows the model. Reported at the second in a row: one odd read (a pad powering up) is no other model.
+    private var mismatches: [String: Int] = [:]
+    static let mismatchesBeforeReported = 2
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
 
@@ -118,6 +120,8 @@ public struct ModbusDriver: BusDriver {
         var lastReadAt: Date?
         /// How its profile tells its model, when its poll reads the registers that do.
         var identify: IdentifyRule?
+        /// Whether its staff field's refusal was reported: once, until it holds a staff number again.
+        var staffRefusalSaid = false
     }
 
     /// The family's members, checked.
@@ -202,11 +206,13 @@ public struct ModbusDriver: BusDriver {
     }
 
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool {
-        boards[device.id].map { $0.lastCounter == nil } ?? false
+        // A poll that showed another model is the answer: `requests(for:to:)` says so, not "no answer".
+        if !mismatches.isEmpty, mismatches[device.id] != nil { return false }
+        return boards[device.id].map { $0.lastCounter == nil } ?? false
     }
 
     public mutating func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
-        if strangers.contains(device.id) {
+        if !mismatches.isEmpty, mismatches[device.id] != nil {
             throw GatewayError(.commandRejected, "\(device.id): another model answers at address \(device.address); nothing is written to it")
         }
         if let pad = pad(of: device.id).map({ pads[$0] }) {
@@ -243,8 +249,14 @@ public struct ModbusDriver: BusDriver {
         guard response.functionCode == sent.request.functionCode else { return LineReaction() }
         let device = request.device
         if case .exception(let function, let code) = response {
-            return LineReaction(from: device, answersRequest: true,
-                                refusal: "Modbus exception \(code.rawValue) (\(Self.describe(code))) to function \(function.rawValue)")
+            let refusal = "Modbus exception \(code.rawValue) (\(Self.describe(code))) to function \(function.rawValue)"
+            // A poll refused as illegal (function, address, value) is refused every time: the device gives nothing
+            // to read, so it is not in service (the check before opening must not pass it). Busy is a moment.
+            if request.purpose == Self.pollPurpose, [1, 2, 3].contains(code.rawValue) {
+                return LineReaction(from: device, answersRequest: true, ready: false,
+                                    notReadyBecause: "refuses its poll: \(refusal)", refusal: refusal)
+            }
+            return LineReaction(from: device, answersRequest: true, refusal: refusal)
         }
         switch (sent.request, response) {
         case (.readHoldingRegisters(let start, _), .readHoldingRegisters(let values)):
@@ -252,13 +264,16 @@ public struct ModbusDriver: BusDriver {
             // A pad's rule is kept with it: no lookup by name at each of its answers (a board's poll has one anyway).
             if let rule = pad.map({ pads[$0].identify }) ?? (identities.isEmpty ? nil : identities[device]) {
                 if let mismatch = rule.mismatch(inHoldingRegisters: values, from: Int(start)) {
-                    strangers.insert(device)
+                    let seen = (mismatches[device] ?? 0) + 1
+                    mismatches[device] = seen
+                    // Answered, and nothing else: neither read nor a word on the device's state yet.
+                    guard seen >= Self.mismatchesBeforeReported else { return LineReaction(answersRequest: true) }
                     let address = self.devices.first { $0.id == device }?.address ?? 0
                     return LineReaction(from: device, answersRequest: true, ready: false, notReadyBecause:
                         "another model answers at address \(address): \(mismatch) (a wrong address in the configuration?); "
                         + "nothing is read from it or written to it")
                 }
-                if !strangers.isEmpty { strangers.remove(device) }
+                if !mismatches.isEmpty { mismatches[device] = nil }
             }
             if let pad { return padRead(pad, registers: values, at: time) }
             guard var board = boards[device] else { return LineReaction() }
@@ -286,7 +301,14 @@ public struct ModbusDriver: BusDriver {
     /// the rest of the reading).
     private mutating func padRead(_ slot: Int, registers: [UInt16], at time: Date) -> LineReaction {
         let id = pads[slot].driver.device.id
-        let reading = pads[slot].driver.interpret(registers: registers, cursor: pads[slot].cursor, at: time)
+        var reading = pads[slot].driver.interpret(registers: registers, cursor: pads[slot].cursor, at: time)
+        if reading.staffIdRefused != nil {
+            // Each rating without its staff id is one; the fault is the field's, said once (from a review: 100
+            // ratings a day made 100 faults).
+            if pads[slot].staffRefusalSaid { reading.staffIdRefused = nil } else { pads[slot].staffRefusalSaid = true }
+        } else if !reading.events.isEmpty {
+            pads[slot].staffRefusalSaid = false
+        }
         let faults = reading.hasFaults
             ? faults(in: reading, driver: pads[slot].driver, lastReadAt: pads[slot].lastReadAt, at: time)
             : []

@@ -131,7 +131,10 @@ public final class ModbusEvaluatorDriver: Sendable {
         // Decoded only when a rating will carry it: most polls find none.
         let staffBytes = first > current ? [] : RegisterText.bytes(
             from: (0..<profile.staffId.count).map { register(profile.staffId.start + $0) })
-        var staffId = staffBytes.isEmpty ? nil : String(decoding: staffBytes, as: UTF8.self)
+        // A field padded with spaces (right-aligned on the pad's display) holds the number between them.
+        var staffId = staffBytes.isEmpty ? nil
+            : String(decoding: staffBytes, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        if staffId?.isEmpty == true { staffId = nil }
         // The queue system's rule for a staff id holds for the pad's too: a phone number or a name typed into the
         // pad's staff field would otherwise reach the events, the log and the central store.
         var staffIdRefused: String?

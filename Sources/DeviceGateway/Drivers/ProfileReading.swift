@@ -25,8 +25,10 @@ enum ProfileReading {
             if let high = value(pad.bootIdRegister), let low = value(pad.bootIdRegister + 1) {
                 lines.append(String(format: "boot id 0x%04X%04X", high, low))
             }
-            let staff = text(pad.staffId)
-            lines.append("staff shown: \(staff.isEmpty ? "none" : staff)")
+            let staff = text(pad.staffId).trimmingCharacters(in: .whitespaces)
+            // What the pad shows goes no further than the ratings would take it: a phone number is not repeated.
+            let shown = (try? CommandCenter.checkStaffId(staff)) != nil ? staff : "a text that is no staff number (not shown)"
+            lines.append("staff shown: \(staff.isEmpty ? "none" : shown)")
             if let counter = value(pad.counterRegister), counter > 0 {
                 // The ring holds the last keys: rating n at start + (n - 1) mod count.
                 let count = min(Int(counter), pad.keyRing.count, 5)

@@ -88,7 +88,17 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private nonisolated let downReason = Mutex<String?>(nil)
     private var reopenAttempts = 0
     /// The refusals said, by device and purpose: what, when, and how many came since without being said.
-    private var refusalsSaid: [String: (text: String, at: Duration, since: Int)] = [:]
+    /// A few at most, looked through while there are any: no key is built at each answer.
+    private var refusalsSaid: [RefusalSaid] = []
+
+    private struct RefusalSaid {
+        /// The device's place in `devices`, and the request's purpose.
+        var device: Int
+        var purpose: String
+        var text: String
+        var at: Duration
+        var since: Int
+    }
     /// The purposes of the requests the bus makes again and again (polls, acknowledgements): their refusals are said
     /// once while they last. A command's refusal is said each time.
     private let repeatedPurposes: Set<String>
@@ -102,6 +112,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var reopenUnconfirmed = false
     /// The devices the bus asks (the others only speak unprompted, or only listen).
     private let polled: Set<String>
+    /// By place in `devices`: never asked (it speaks unprompted), its frames count as its transactions.
+    private let unasked: [Bool]
     /// The requests written whose answers are awaited, with when each was on the wire: one at a time, or the polls
     /// sent together on a bus with `requestsInFlight` above 1.
     private var inFlight: [(request: LineRequest, onWireAt: Duration, rejectedBefore: Int)] = []
@@ -167,6 +179,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         var probe = driver
         // A device whose poll is empty speaks unprompted only: it is never polled.
         polled = Set(driver.devices.filter { !probe.pollRequests(for: $0).isEmpty }.map(\.id))
+        unasked = driver.devices.map { [polled] in !polled.contains($0.id) }
         repeatedPurposes = Set(driver.devices.flatMap { probe.pollRequests(for: $0).map(\.purpose) } + ["acknowledge"])
         schedule = PollSchedule(intervals: driver.devices.map { [polled] device in
             let interval = pollIntervals[device.id] ?? nil
@@ -523,6 +536,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         var requests = plan.requests
         if requests == nil {
             await poll(plan.index, on: link, startedAt: clock.now)
+            // The poll may have shown why not (another model at the address): said as that, not as silence.
+            if let reason = health.commandRefusal(device.id) {
+                finish(command, .failure(GatewayError(.deviceOffline, "\(device.id) is offline: \(reason)")))
+                return
+            }
             if driver.needsPollBeforeCommand(device) {
                 finish(command, .failure(GatewayError(
                     .deviceTimeout, "\(device.id): no answer within \(config.responseTimeout); command not sent")))
@@ -692,6 +710,12 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return decoder.discardedByteCount - before
     }
 
+    /// What answers that make no frame suggest, on this bus's transport.
+    private var garbledHint: String {
+        if case .modbusTCP = config.transport { "(another protocol on that port?)" }
+        else { "(a wrong baud rate or parity? two devices at one address?)" }
+    }
+
     /// Bytes the decoder rejected so far (garbage, bad checksums): a request in flight notes it when it goes out.
     private var rejectedSoFar: Int { decoder.discardedByteCount + decoder.checksumFailureCount }
 
@@ -700,17 +724,20 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         defer { inFlight.removeAll(keepingCapacity: true) }
         guard self.link != nil else { return .linkLost(reporter.reason ?? "line lost") }
         link.discardInput()
+        // Read before the partial answer is dropped: an answer cut off by the deadline is late, not garbled.
+        let rejectedBeforeTheDeadline = rejectedSoFar
         // A partial answer left in the decoder would garble the next one (on TCP it waits up to the response
         // timeout for the rest): garbage, counted for the device that timed out.
         let garbage = dropPartialFrame()
         if garbage > 0, let request = inFlight.first?.request { count(request.device) { $0.garbageBytes += garbage } }
         for (request, _, rejectedBefore) in inFlight {
             count(request.device) { $0.timeouts += 1 }
+            // Silent now: its refusals are no longer the news, and no answer keeps looking for them.
+            if !refusalsSaid.isEmpty, let device = index(of: request.device) { refusalsSaid.removeAll { $0.device == device } }
             if let index = index(of: request.device) {
                 // Bytes that made no frame while it waited: the device may be there at another speed (from a trial:
                 // a wrong baud rate said only "no answer" while the garbage counter climbed).
-                let garbled = rejectedSoFar > rejectedBefore
-                    ? "; what came back was no frame (a wrong baud rate or parity? two devices at one address?)" : ""
+                let garbled = rejectedBeforeTheDeadline <= rejectedBefore ? "" : "; what came back was no frame " + garbledHint
                 pending.add(events: health.missed(
                     devices[index], reason: "no answer to \(request.purpose) within \(config.responseTimeout)\(garbled)",
                     at: clock.date))
@@ -797,7 +824,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                                               at: date)
                 if !changed.isEmpty { pending.add(events: changed) }
                 // A device never asked (FF 68, QSystem) answers nothing: its frames are what a technician counts.
-                if !polled.contains(from) { count(from) { $0.transactions += 1 } }
+                if unasked[device] { counters[device].transactions += 1 }
             }
             for event in reaction.events {
                 if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
@@ -837,21 +864,25 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         guard repeatedPurposes.contains(request.purpose) else {
             return logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)")
         }
-        let key = request.device + " " + request.purpose
-        if var said = refusalsSaid[key], said.text == refusal, clock.now - said.at < Self.refusalRepeatedEvery {
-            said.since += 1
-            refusalsSaid[key] = said
+        guard let device = index(of: request.device) else { return }
+        let found = refusalsSaid.firstIndex { $0.device == device && $0.purpose == request.purpose }
+        if let found, refusalsSaid[found].text == refusal, clock.now - refusalsSaid[found].at < Self.refusalRepeatedEvery {
+            refusalsSaid[found].since += 1
             return
         }
-        let repeated = refusalsSaid[key].map { $0.since > 0 && $0.text == refusal ? " (\($0.since) times since it was last said)" : "" }
-        logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)\(repeated ?? "")")
-        refusalsSaid[key] = (refusal, clock.now, 0)
+        let repeated = found.map { refusalsSaid[$0].since > 0 && refusalsSaid[$0].text == refusal
+            ? " (\(refusalsSaid[$0].since) times since it was last said)" : "" } ?? ""
+        logger.warning("device \(request.device): \(request.purpose) refused: \(refusal)\(repeated)")
+        let said = RefusalSaid(device: device, purpose: request.purpose, text: refusal, at: clock.now, since: 0)
+        if let found { refusalsSaid[found] = said } else { refusalsSaid.append(said) }
     }
 
     /// Says that a request refused before is answered again.
     private func sayAnsweredAgain(_ request: LineRequest) {
-        let key = request.device + " " + request.purpose
-        guard let said = refusalsSaid.removeValue(forKey: key) else { return }
+        guard let device = index(of: request.device),
+              let found = refusalsSaid.firstIndex(where: { $0.device == device && $0.purpose == request.purpose })
+        else { return }
+        let said = refusalsSaid.remove(at: found)
         let times = said.since > 0 ? " (refused \(said.since + 1) times in a row)" : ""
         logger.notice("device \(request.device): \(request.purpose) answered again\(times)")
     }
@@ -905,14 +936,15 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         publishEchoVerdict()
         inbox.waker = nil
         inbox.refuse(because: "bus \(config.id) lost its link: \(message)")
+        refusalsSaid.removeAll()
         releaseHeld(because: "the link was lost (\(message))")
         // A link that breaks as soon as it is open (a peer that accepts and closes at once, or answers once and
         // closes) is retried less and less often, like one that cannot be opened; where no device answered on it,
-        // its devices are unreachable. One that worked a while is reopened after the first pause: a while is
-        // `workedAWhile`, not the pause it last waited (after a long outage, 30 s: from a trial, a second unplug
-        // five seconds after the replug left the bus unpolled and its devices "online" for 30 s).
+        // its devices are unreachable. One that worked a while is reopened after the first pause: a while is the
+        // pause it last waited, or `workedAWhile` when that is shorter (after a long outage, 30 s: from a trial, a
+        // second unplug five seconds after the replug left the bus unpolled and its devices "online" for 30 s).
         let lived = clock.now - linkOpenedAt
-        if lived >= Self.maximumReopenDelay || (linkHeard && lived >= Self.workedAWhile) {
+        if lived >= Self.maximumReopenDelay || (linkHeard && lived >= min(reopenDelay, Self.workedAWhile)) {
             reopenAttempts = 0
         } else if !linkHeard {
             pending.add(events: health.unreachable(devices, reason: message, at: clock.date))

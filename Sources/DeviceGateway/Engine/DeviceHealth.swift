@@ -68,7 +68,14 @@ struct DeviceHealth {
             state.offlineByLine = false
             return state.online == ready
         }(&states[device.id, default: State()])
-        if unchanged { return [] }
+        if unchanged {
+            // Offline for another reason before (silent, then another model at the address): the reason now is this.
+            if !ready, case let now = reason ?? "device reports not ready", states[device.id]?.reason != now {
+                states[device.id]?.reason = now
+                logger.warning("device \(device.id) offline: \(now)")
+            }
+            return []
+        }
         return change(device, online: ready, reason: ready ? "answering" : reason ?? "device reports not ready", at: time)
     }
 
