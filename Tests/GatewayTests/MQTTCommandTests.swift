@@ -318,6 +318,60 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// From a trial: libmosquitto acknowledges a command as it arrives, so a gateway killed before it ran the commands
+    /// it had received lost them (227 of 300); the broker does not send them again. They are held in the outbox now.
+    @Test func aCommandReceivedBeforeTheGatewayWasKilledRunsAfterItsRestart() async throws {
+        let host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
+                                "run the tests through scripts/test-services.sh (a real mosquitto)")
+        let port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
+        let board = MockModbusBoard()
+        // It takes the call's writes and never says it showed them: the command waits for its verdict.
+        board.acknowledging = false
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let id = "mqtt-crash-\(UInt32.random(in: 0...UInt32.max))"
+        let folder = try TemporaryDirectory()
+        let config = folder.file("hall.yaml")
+        try """
+            hall: {id: \(id)}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            api: off
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 2000}
+            devices:
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            commands:
+              mqtt: {host: \(host), port: \(port)}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",
+                                                    topic: "hall/\(id)/command-results")
+        let first = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        #expect(await eventually { first.output.contains("taking commands on") }, "\(first.output)")
+        let sent = try await run("/usr/bin/mosquitto_pub", ["-h", host, "-p", port, "-q", "1", "-t", "hall/\(id)/commands",
+                                 "-m", #"{"id": "c-1", "idempotency-key": "crash-1", "command": "call", "window": "5", "ticket": "A031"}"#])
+        try #require(sent.status == 0, "\(sent.standardError)")
+        // Under way: the board took the call's writes, and the command waits five polls (10 s) for its acknowledgement.
+        // The power goes.
+        #expect(await eventually { board.registers[MockModbusBoard.Register.commandCounter] != 0 })
+        kill(first.process.processIdentifier, SIGKILL)
+        _ = try await first.wait()
+
+        board.acknowledging = true
+        let second = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        defer { second.interrupt() }
+        let reply = try #require(try await replies.collect(1).first, "\(second.output)")
+        #expect(reply["requestId"] as? String == "c-1" && reply["status"] as? String == "done", "\(reply)")
+        #expect(second.output.contains("1 received before the gateway stopped and not run; running them now"), "\(second.output)")
+        second.interrupt()
+        _ = try await second.wait()
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        let calls = try await store.events(limit: 1000).filter { $0.type == "hall.call.displayed" }
+        #expect(calls.count == 1, "\(calls)")
+    }
+
     @Test func theTopicsDefaultToTheHallsAndABadTopicIsReported() throws {
         let folder = try TemporaryDirectory()
         let base = """

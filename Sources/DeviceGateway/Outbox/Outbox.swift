@@ -422,6 +422,11 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v10-put-aside-resend") { db in
             try db.execute(sql: "ALTER TABLE put_aside ADD COLUMN resend_asked_at REAL")
         }
+        // MQTT commands the broker was told were received, kept until they ran: libmosquitto acknowledges a message
+        // before the gateway sees it, so a crash would otherwise lose every command received and not yet run.
+        migrator.registerMigration("v11-held-commands") { db in
+            try db.execute(sql: "CREATE TABLE held_command (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)")
+        }
         return migrator
     }
 
@@ -874,6 +879,31 @@ public final class Outbox: Sendable {
             let begun = db.changesCount > 0
             try Self.raiseRecordedTime(db, to: time)
             return begun
+        }
+    }
+
+    /// Keeps a command received over MQTT until `release`; returns its number. Synchronous: called on the network
+    /// thread before the message is handed on, so that it is on disk before anything can run it.
+    public func hold(command payload: [UInt8]) throws -> Int64 {
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO held_command (payload) VALUES (?)", arguments: [Data(payload)])
+            return db.lastInsertedRowID
+        }
+    }
+
+    /// Forgets a held command: it ran (or was refused) and its result went out.
+    public func release(command seq: Int64) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM held_command WHERE seq = ?", arguments: [seq])
+        }
+    }
+
+    /// The commands held and not released: received before a crash, not run. Oldest first.
+    public func heldCommands() async throws -> [(seq: Int64, payload: [UInt8])] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT seq, payload FROM held_command ORDER BY seq").map {
+                ($0[0], [UInt8]($0[1] as Data))
+            }
         }
     }
 
