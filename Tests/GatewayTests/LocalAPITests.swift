@@ -221,6 +221,9 @@ import Testing
         }
         let ticket = try await hall.request(.POST, "/v1/tickets", json: #"{"number": "13812345678", "service": "x"}"#)
         #expect(ticket.status == 400 && !ticket.body.contains("13812345678"), "\(ticket.body)")
+        // The gateway numbers prefix A: a queue system's A050 would be given again by its counter (from a trial).
+        let numbered = try await hall.request(.POST, "/v1/tickets", json: #"{"number": "A050", "service": "户籍"}"#)
+        #expect(numbered.status == 400 && numbered.body.contains("the gateway numbers the tickets of prefix A"), "\(numbered.body)")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing was shown")
         #expect(try await hall.gateway.outbox.entries(after: 0, limit: 1000).allSatisfy {
             !$0.json.contains("张三") && !$0.json.contains("Li Wei")

@@ -228,6 +228,12 @@ public actor CommandCenter {
             throw CommandInvalid(kind: "invalid", message: "send either number (from the queue system) or prefix (the gateway numbers)")
         }
         if let number, !Self.isTicketNumber(number) { throw Self.notATicketNumber("number") }
+        // A number under a prefix the gateway numbers would be given again by its counter (from a trial: two A050s).
+        if let number, let settings = gateway.tickets?.settings,
+           case let letters = String(number.prefix { $0.isLetter }).uppercased(), settings.allPrefixes.contains(letters) {
+            throw CommandInvalid(kind: "invalid", message: "the gateway numbers the tickets of prefix \(letters) (tickets: in "
+                                 + "its configuration): send prefix \(letters), not a number, so that no number is given twice")
+        }
         if !service.isEmpty { try Self.checkField(service, "service", longest: Self.longestService) }
         guard (0...Self.mostWaitingAhead).contains(waitingAhead) else {
             throw CommandInvalid(kind: "invalid", message: "waitingAhead must be 0 to \(Self.mostWaitingAhead)")
