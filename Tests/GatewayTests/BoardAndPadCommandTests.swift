@@ -348,6 +348,20 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// From a trial: an FF 68 pad keeps no staff id of its own, and the gateway kept it in memory only: after a restart
+    /// its ratings carried none until the queue system set it again.
+    @Test func anFF68PadsStaffIsKeptAcrossARestart() async throws {
+        let hall = try await Hall()
+        let staff = try await hall.command("/v1/windows/9/staff", json: #"{"staff": "S0931"}"#)
+        #expect(staff["status"] as? String == "done", "\(staff)")
+        try await hall.restart()
+        hall.ff68.pressEvaluatorKey(3, address: 9)
+        #expect(await eventually { (try? await hall.ratings().count) == 1 })
+        let rating = try #require(try await hall.ratings().first)
+        #expect(rating.json.contains(#""staffId":"S0931""#), "\(rating.json)")
+        try await hall.stopAll()
+    }
+
     @Test func theHallDaySwitchesAnOnbonBoardOffAndBlanksABoardWithoutPower() async throws {
         let onbon = try MockOnbonBoards(addresses: [2])
         let qsystem = try MockQSystemLine()

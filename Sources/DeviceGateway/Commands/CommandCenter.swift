@@ -495,6 +495,15 @@ public actor CommandCenter {
                 group.addTask {
                     do {
                         try await gateway.send(target.command, to: target.device)
+                        if case .setStaff(let staff) = target.command {
+                            // A pad that keeps none itself (FF 68) gets it back after a restart (from a trial: its
+                            // ratings lost their staff at each restart).
+                            do {
+                                try await gateway.outbox.record(staff: staff.isEmpty ? nil : staff, device: target.device)
+                            } catch {
+                                gateway.logger.warning("outbox: the staff id of \(target.device) is not kept: \(error); after a restart its ratings carry none until it is set again")
+                            }
+                        }
                         return (index, .init(device: target.device, result: CommandResult.Status.done.rawValue, detail: nil))
                     } catch let error as GatewayError {
                         return (index, .init(device: target.device, result: Self.status(of: error).rawValue, detail: error.message))

@@ -60,6 +60,10 @@ public struct FF68Driver: BusDriver {
 
     public func makeDecoder() -> FF68Decoder { FF68Decoder() }
 
+    public mutating func restore(staff kept: [String: String]) {
+        for device in devices { if let id = kept[device.id] { staff[device.id] = id } }
+    }
+
     /// The bus has no poll: devices count as online from their first frame.
     public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] { [] }
 

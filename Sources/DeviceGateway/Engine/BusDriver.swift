@@ -129,6 +129,9 @@ public protocol BusDriver: Sendable {
     /// The cursors committed for the bus's devices before this start.
     mutating func restore(_ cursors: [DeviceCursor])
 
+    /// The staff ids the queue system set on the bus's pads before this start, by device.
+    mutating func restore(staff: [String: String])
+
     /// The link was opened (again): its devices may have been power-cycled meanwhile.
     mutating func lineOpened()
 
@@ -141,6 +144,8 @@ extension BusDriver {
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool { false }
     public func answers(_ frame: Decoder.Frame, _ request: LineRequest) -> Bool { false }
     public mutating func restore(_ cursors: [DeviceCursor]) {}
+    /// A pad that keeps its staff id itself (Modbus) needs none.
+    public mutating func restore(staff: [String: String]) {}
     public mutating func lineOpened() {}
     public mutating func wrote(_ request: LineRequest, at time: Date) {}
 }

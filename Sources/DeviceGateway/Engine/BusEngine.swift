@@ -303,6 +303,11 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
         }
         driver.restore(cursors)
+        do {
+            driver.restore(staff: try await outbox.padStaff())
+        } catch {
+            logger.warning("bus \(config.id): cannot read the pads' staff ids from the outbox (\(error)); their ratings carry none until it is set again")
+        }
         inbox.open()
         stop.onStop { [inbox] in inbox.wake() }
         while !stop.isStopped, !Task.isCancelled {

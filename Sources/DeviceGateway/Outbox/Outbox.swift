@@ -427,6 +427,10 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v11-held-commands") { db in
             try db.execute(sql: "CREATE TABLE held_command (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)")
         }
+        // The staff id the queue system set on a pad that keeps none itself (FF 68): its ratings carry it after a restart.
+        migrator.registerMigration("v12-pad-staff") { db in
+            try db.execute(sql: "CREATE TABLE pad_staff (device TEXT PRIMARY KEY, staff TEXT NOT NULL)")
+        }
         return migrator
     }
 
@@ -879,6 +883,25 @@ public final class Outbox: Sendable {
             let begun = db.changesCount > 0
             try Self.raiseRecordedTime(db, to: time)
             return begun
+        }
+    }
+
+    /// Keeps the staff id set on `device` (none: forgets it).
+    public func record(staff: String?, device: String) async throws {
+        try await database.write { db in
+            if let staff {
+                try db.execute(sql: "INSERT OR REPLACE INTO pad_staff (device, staff) VALUES (?, ?)", arguments: [device, staff])
+            } else {
+                try db.execute(sql: "DELETE FROM pad_staff WHERE device = ?", arguments: [device])
+            }
+        }
+    }
+
+    /// The staff ids set on pads, by device.
+    public func padStaff() async throws -> [String: String] {
+        try await database.read { db in
+            Dictionary(try Row.fetchAll(db, sql: "SELECT device, staff FROM pad_staff").map { ($0[0], $0[1]) },
+                       uniquingKeysWith: { first, _ in first })
         }
     }
 
