@@ -27,6 +27,10 @@ public final class MQTTCommands: Service, Sendable {
     /// Windows, devices and the printers: the lanes whose commands keep their order.
     private let lanes: Set<String>
     private let listening = Mutex(false)
+    /// Results that could not be published (the broker away): sent when the command topic is subscribed again.
+    private let unsent = Mutex<[MosquittoMessage]>([])
+    /// At most this many results wait for the broker; older ones are dropped (their results stay under their keys).
+    static let mostUnsent = 1_000
     private let replies = Atomic<UInt64>(0)
     private let messages: AsyncStream<Arrived>
     private let incoming: AsyncStream<Arrived>.Continuation
@@ -136,6 +140,21 @@ public final class MQTTCommands: Service, Sendable {
             defer { listening = granted }
             return granted && !listening
         }
+        // Back on the broker: the results it missed go now (from a trial: they were dropped).
+        if granted {
+            let waiting = unsent.withLock { unsent in defer { unsent.removeAll() }; return unsent }
+            if !waiting.isEmpty {
+                Task { [weak self] in
+                    guard let self else { return }
+                    do {
+                        try await client.publish(waiting, timeout: timeout)
+                        logger.notice("mqtt commands: \(waiting.count) results published once the broker was back")
+                    } catch {
+                        unsent.withLock { $0 = Array((waiting + $0).suffix(Self.mostUnsent)) }
+                    }
+                }
+            }
+        }
         if first {
             logger.info("""
                 mqtt commands \(client.settings.address): taking commands on '\(commandTopic)', results on \
@@ -222,7 +241,13 @@ public final class MQTTCommands: Service, Sendable {
             try await client.publish([message], timeout: timeout)
         } catch {
             let what = request.id.map { "request \($0)" } ?? "a request without id"
-            logger.warning("mqtt commands: the result of \(what) (\(reply.status)) is not published: \(error)")
+            let dropped = unsent.withLock { unsent in
+                unsent.append(message)
+                defer { if unsent.count > Self.mostUnsent { unsent.removeFirst() } }
+                return unsent.count > Self.mostUnsent
+            }
+            let oldest = dropped ? " (the oldest waiting result is dropped: \(Self.mostUnsent) wait)" : ""
+            logger.warning("mqtt commands: the result of \(what) (\(reply.status)) is not published: \(error); it is sent once the broker is back\(oldest)")
         }
     }
 }
