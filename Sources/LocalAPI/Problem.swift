@@ -46,7 +46,7 @@ struct Problem: Error, HTTPResponseError {
     func response(from request: Request, context: some RequestContext) throws -> Response {
         var body: [String: Any] = [
             "type": "about:blank", "title": status.reasonPhrase, "status": status.code, "detail": detail,
-            "instance": request.uri.path,
+            "instance": ProblemMiddleware<BasicRequestContext>.shown(request.uri.path),
         ]
         if let kind { body["kind"] = kind }
         let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -72,20 +72,29 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             if error.status == .notFound, let allowed = routes.methods(for: request.uri.path),
                !allowed.contains(request.method.rawValue) {
-                throw Problem(.methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path); it takes "
+                throw Problem(.methodNotAllowed, "\(request.method) is not allowed on \(Self.shown(request.uri.path)); it takes "
                               + allowed.joined(separator: ", "), allow: allowed)
             }
             let detail = switch error.status {
-            case .notFound: "no such endpoint: \(request.method) \(request.uri.path)"
-            case .methodNotAllowed: "\(request.method) is not allowed on \(request.uri.path)"
+            case .notFound: "no such endpoint: \(request.method) \(Self.shown(request.uri.path))"
+            case .methodNotAllowed: "\(request.method) is not allowed on \(Self.shown(request.uri.path))"
             case .contentTooLarge: "the body is larger than the API takes (2 MB)"
             default: "\(error)"
             }
             throw Problem(error.status, detail)
         } catch {
-            context.logger.error("api: \(request.method) \(request.uri.path) failed: \(error)")
+            context.logger.error("api: \(request.method) \(Self.shown(request.uri.path)) failed: \(error)")
             throw Problem(.internalServerError, "the gateway failed to answer: \(error)")
         }
+    }
+
+    /// A request's path as answers and the log repeat it: a segment that reads as a mobile or resident ID number (a
+    /// citizen's, sent as a window's name) is not repeated (from a trial: a Problem's `instance` repeated it).
+    static func shown(_ path: String) -> String {
+        path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            let text = String(segment).removingPercentEncoding ?? String(segment)
+            return CommandCenter.holdsPhoneOrIDNumber(text) ? "(not repeated)" : String(segment)
+        }.joined(separator: "/")
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -221,6 +221,11 @@ import Testing
         }
         let ticket = try await hall.request(.POST, "/v1/tickets", json: #"{"number": "13812345678", "service": "x"}"#)
         #expect(ticket.status == 400 && !ticket.body.contains("13812345678"), "\(ticket.body)")
+        // A phone number sent as a window's name is not repeated in the problem's instance or detail (from a trial).
+        for (method, path) in [(HTTPMethod.POST, "/v1/windows/13812345678/call"), (.GET, "/v1/windows/13812345678/call")] {
+            let answer = try await hall.request(method, path, json: #"{"ticket": "A001"}"#)
+            #expect([404, 405].contains(answer.status) && !answer.body.contains("13812345678"), "\(answer.status) \(answer.body)")
+        }
         // The gateway numbers prefix A: a queue system's A050 would be given again by its counter (from a trial).
         let numbered = try await hall.request(.POST, "/v1/tickets", json: #"{"number": "A050", "service": "户籍"}"#)
         #expect(numbered.status == 400 && numbered.body.contains("the gateway numbers the tickets of prefix A"), "\(numbered.body)")

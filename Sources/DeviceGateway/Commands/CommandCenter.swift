@@ -588,7 +588,7 @@ public actor CommandCenter {
     /// Whether `text` holds what reads as a mobile number (11 digits from 13… to 19…, also after 86 and written
     /// 3-4-4 with spaces, hyphens or dots) or a resident ID number (15 or 18 digits, or 17 and X, also written 6-8-4 or
     /// 6-4-4-4); full-width digits and X count.
-    static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
+    public static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
         let characters = Array(text.map(halfWidth))
         func isDigit(_ index: Int) -> Bool { characters.indices.contains(index) && characters[index].isASCII && characters[index].isNumber }
         var index = 0
