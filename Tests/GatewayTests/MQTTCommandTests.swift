@@ -318,6 +318,58 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// A hall of one window board (board-w05, window 5, address 3) on `line`, taking commands from `mqtt`.
+    static func oneBoardHall(_ id: String, folder: TemporaryDirectory, line: String, pollMs: Int, mqtt: String) -> String {
+        """
+        hall: {id: \(id)}
+        state-directory: \(folder.path)/state
+        profiles: \(profilesDirectory)
+        buses:
+          - {id: line-a, transport: modbus-rtu, port: \(line), poll-interval-ms: \(pollMs)}
+        devices:
+          - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+        sinks:
+          - {type: sqlite, path: \(folder.path)/events.sqlite}
+        commands:
+          mqtt: \(mqtt)
+        """
+    }
+
+    /// From a trial: a result the broker could not take (it was away) was dropped; it goes once the broker is back.
+    /// The command is one held from before a restart, run while the broker is still down; the broker's own log says
+    /// what it received.
+    @Test func aResultTheBrokerCouldNotTakeGoesOnceItIsBack() async throws {
+        let broker = try CommandBroker(logsMessages: true)
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let id = "mqtt-away-\(UInt32.random(in: 0...UInt32.max))"
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try ConfigLoader.parse(
+            Self.oneBoardHall(id, folder: folder, line: try #require(server.endpoint.devicePath), pollMs: 50,
+                              mqtt: "{host: 127.0.0.1, port: \(broker.port), timeout-ms: 2000}"),
+            file: "test.yaml", relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        _ = try gateway.outbox.hold(command: Array(#"{"id": "away-1", "command": "call", "window": "5", "ticket": "A040"}"#.utf8))
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let log = CapturedLog()
+        let commands = try MQTTCommands(config: try #require(config.mqttCommands), gateway: gateway,
+                                        commands: CommandCenter(gateway: gateway), logger: log.logger)
+        let serving = Task { try await commands.run() }
+        #expect(await eventually { log.text.contains("the result of request away-1 (done) is not published") }, "\(log.text)")
+        #expect(board.display.text == "请A040号到5号窗口")
+        try await broker.start()
+        let published = "Received PUBLISH from hall-gateway-\(id)-commands (d0, q1, r0, m"
+        #expect(await eventually { broker.log.contains(published) && broker.log.contains("'hall/\(id)/command-results'") },
+                "\(broker.log)\n\(log.text)")
+        serving.cancel()
+        _ = await serving.result
+        stop.stop()
+        await running.value
+        try await broker.stop()
+    }
+
     /// From a trial: libmosquitto acknowledges a command as it arrives, so a gateway killed before it ran the commands
     /// it had received lost them (227 of 300); the broker does not send them again. They are held in the outbox now.
     @Test func aCommandReceivedBeforeTheGatewayWasKilledRunsAfterItsRestart() async throws {
@@ -332,20 +384,9 @@ import Testing
         let id = "mqtt-crash-\(UInt32.random(in: 0...UInt32.max))"
         let folder = try TemporaryDirectory()
         let config = folder.file("hall.yaml")
-        try """
-            hall: {id: \(id)}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
-            api: off
-            buses:
-              - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 2000}
-            devices:
-              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
-            sinks:
-              - {type: sqlite, path: \(folder.path)/events.sqlite}
-            commands:
-              mqtt: {host: \(host), port: \(port)}
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        try (Self.oneBoardHall(id, folder: folder, line: try #require(server.endpoint.devicePath), pollMs: 2000,
+                               mqtt: "{host: \(host), port: \(port)}") + "\napi: off\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
         let replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",
                                                     topic: "hall/\(id)/command-results")
         let first = try ChildProcess(gatewaydPath, ["run", "--config", config])
@@ -427,13 +468,16 @@ final class MQTTReplySubscriber: Sendable {
     }
 }
 
-/// A mosquitto of the test's own on a free loopback port, without persistence, killed and started again at will.
+/// A mosquitto of the test's own on a free loopback port, without persistence, killed and started again at will;
+/// `logsMessages`: its log (every message it receives) in a file, read by `log`.
 final class CommandBroker: @unchecked Sendable {
     let folder: TemporaryDirectory
     let port: Int
     private var process: ChildProcess?
+    /// What the broker logged (with `logsMessages`).
+    var log: String { (try? String(contentsOfFile: folder.file("mosquitto.log"), encoding: .utf8)) ?? "" }
 
-    init() throws {
+    init(logsMessages: Bool = false) throws {
         folder = try TemporaryDirectory()
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(socket >= 0)
@@ -447,7 +491,10 @@ final class CommandBroker: @unchecked Sendable {
         }
         try #require(named)
         port = Int(UInt16(bigEndian: address.sin_port))
-        try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+        let logging = logsMessages ? "log_dest file \(folder.file("mosquitto.log"))\nlog_type all\n" : "log_dest stderr\n"
+        // Started as root, mosquitto writes its log as its own user.
+        if logsMessages { try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: folder.path) }
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\n\(logging)"
             .write(toFile: folder.file("mosquitto.conf"), atomically: true, encoding: .utf8)
     }
 

@@ -110,7 +110,8 @@ public final class MQTTCommands: Service, Sendable {
         }, onMessage: { message in
             // libmosquitto acknowledged it already: on disk before anything else, so that a crash does not lose it.
             var held: Int64?
-            if !message.payload.isEmpty, !message.retained {
+            // Not an empty or retained one (no command to run), nor one too large to be one (refused at once).
+            if !message.payload.isEmpty, !message.retained, message.payload.count <= Self.largestMessage {
                 do {
                     held = try outbox.hold(command: message.payload)
                 } catch {
