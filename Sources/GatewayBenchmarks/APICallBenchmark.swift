@@ -41,7 +41,7 @@ enum APICallBenchmark {
         let token = "bench-token-" + UUID().uuidString
         try (token + "\n").write(toFile: folder.file("api-token"), atomically: true, encoding: .utf8)
         var devices = (1...padCount).map {
-            String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: rs485-1, address: %d}", $0, $0)
+            String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: rs485-1, address: %d, window: \"%d\"}", $0, $0, $0)
         }
         devices.append(
             "{id: board-1, profile: modbus-window-board, bus: rs485-1, address: \(padCount + 1), window: \"1\"}")

@@ -33,7 +33,7 @@ enum DaemonBenchmarks {
                         + "response-timeout-ms: 300, poll-interval-ms: \(interval)}"
                 },
                 devices: (1...devices).map {
-                    "{id: pad-\($0), profile: modbus-evaluator-3key, bus: lan-\($0), address: 1}"
+                    "{id: pad-\($0), profile: modbus-evaluator-3key, bus: lan-\($0), address: 1, window: \"\($0)\"}"
                 })
             try await daemon.settle(seconds: options.double("--warmup", 10))
             let before = try daemon.sample()
@@ -115,14 +115,14 @@ enum DaemonBenchmarks {
                 let port = try server.port
                 buses = ["{id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port)}"]
                 devices = (1...pads).map {
-                    "{id: pad-\($0), profile: modbus-evaluator-3key, bus: lan-1, address: \($0)}"
+                    "{id: pad-\($0), profile: modbus-evaluator-3key, bus: lan-1, address: \($0), window: \"\($0)\"}"
                 }
             case "tcp-\(pads)":
                 server = try await ServerChild(["--transport", "tcp", "--units", "1"])
                 let port = try server.port
                 buses = (1...pads).map { "{id: lan-\($0), transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port)}" }
                 devices = (1...pads).map {
-                    "{id: pad-\($0), profile: modbus-evaluator-3key, bus: lan-\($0), address: 1}"
+                    "{id: pad-\($0), profile: modbus-evaluator-3key, bus: lan-\($0), address: 1, window: \"\($0)\"}"
                 }
             case let name where name.hasPrefix("rtu-"):
                 let lines = Int(name.dropFirst(4)) ?? 2
@@ -134,7 +134,7 @@ enum DaemonBenchmarks {
                     for pad in first...min(pads, first + perLine - 1) {
                         devices.append(
                             "{id: pad-\(pad), profile: modbus-evaluator-3key, bus: rs485-\(index + 1), "
-                                + "address: \(pad - index * perLine)}")
+                                + "address: \(pad - index * perLine), window: \"\(pad)\"}")
                     }
                 }
             default:

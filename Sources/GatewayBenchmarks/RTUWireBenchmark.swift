@@ -176,7 +176,7 @@ private struct PacedLine {
         guard case .rtu(let path) = server.endpoint else { throw BusBenchmarkError("not an RTU server") }
         folder = try BenchFolder("rtu-wire")
         var devices = (1...pads).map {
-            String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: rs485-1, address: %d}", $0, $0)
+            String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: rs485-1, address: %d, window: \"%d\"}", $0, $0, $0)
         }
         if withBoard {
             devices.append(

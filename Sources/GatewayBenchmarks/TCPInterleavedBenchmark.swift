@@ -32,7 +32,7 @@ extension TCPThroughputBenchmark {
                     + "poll-interval-ms: 10}"
             ],
             devices: (1...units).map {
-                String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0)
+                String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d, window: \"%d\"}", $0, $0, $0)
             },
             profiles: { try BenchPaths.fastPollingProfiles(in: $0) })
         let clients: [(name: String, child: LoggedChild)] = [

@@ -137,7 +137,7 @@ enum TCPThroughputBenchmark {
                     + "poll-interval-ms: 10\(inFlight > 1 ? ", requests-in-flight: \(inFlight)" : "")}"
             ],
             devices: (1...units).map {
-                String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d}", $0, $0)
+                String(format: "{id: pad-%02d, profile: modbus-evaluator-3key, bus: lan-1, address: %d, window: \"%d\"}", $0, $0, $0)
             })
         let gateway = try InProcessGateway(configuration: configuration, folder: folder)
         try await Task.sleep(for: .seconds(warmup))
