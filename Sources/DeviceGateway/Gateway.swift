@@ -58,6 +58,7 @@ public final class Gateway: Service {
             logger: logger)
         self.outbox = outbox
         Self.warnIfTheDiskIsSmallerThanTheBudget(config, outbox: outbox.path, logger: logger)
+        Self.settleInterruptedCommands(outbox, logger: logger)
         tickets = config.hallDay?.tickets.map {
             TicketCounters(settings: $0, timeZone: config.hall.timeZone, clock: hallClock, store: OutboxTicketStore(outbox: outbox))
         }
@@ -88,6 +89,23 @@ public final class Gateway: Service {
         }
         self.roles = roles
         self.acknowledgingOnLaterPoll = acknowledgingOnLaterPoll
+    }
+
+    /// Before any command can come in: what the last run left under way (a ticket being printed) gets its event.
+    private static func settleInterruptedCommands(_ outbox: Outbox, logger: Logger) {
+        do {
+            let settled = try outbox.settleInterrupted(keepingSince: Date().addingTimeInterval(-CommandCenter.keptKeys))
+            for event in settled {
+                guard case .command(let executed) = event.data else { continue }
+                let printer = executed.devices.last?.device ?? "its printer"
+                logger.warning("""
+                    ticket \(executed.ticket ?? "?") was being printed on \(printer) when the gateway stopped: committed as \
+                    issued (event \(event.id)); whether it came out is not known, check \(printer)
+                    """)
+            }
+        } catch {
+            logger.error("outbox: cannot settle what the gateway was doing when it last stopped (\(error)); tried again at the next start")
+        }
     }
 
     /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls). A board that

@@ -172,6 +172,7 @@ public struct LocalAPI: Sendable {
 
     /// The JSON body; its DecodingError reaches the problem middleware, which says in words what is wrong.
     static func body<Body: Decodable>(_ type: Body.Type, _ request: Request, _ context: BasicRequestContext) async throws -> Body {
+        try requireJSON(request)
         var request = request
         let data = Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView)
         do {
@@ -184,6 +185,16 @@ public struct LocalAPI: Sendable {
             else { throw DecodingError.dataCorrupted(corrupted) }
             throw Problem(.badRequest, "the body is not what this endpoint takes: '\(field)' \(problem)")
         }
+    }
+
+    /// Refuses a body labelled as something other than JSON (from a trial: `text/plain` was read as JSON, so a client
+    /// sending form fields by mistake learnt it only from a decoding error); an unlabelled body is read as JSON.
+    static func requireJSON(_ request: Request) throws {
+        guard let label = request.headers[.contentType] else { return }
+        let media = label.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        guard media != "application/json", !media.hasSuffix("+json") else { return }
+        throw Problem(.unsupportedMediaType, "the body must be JSON, sent with Content-Type: application/json (this one "
+                      + "says \(media.prefix(60)))")
     }
 
     /// Why a JSON number is no Int: a fraction, or beyond Int64; nil for an integer or anything else.

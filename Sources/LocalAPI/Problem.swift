@@ -18,9 +18,9 @@ struct Problem: Error, HTTPResponseError {
         self.status = status
         self.detail = detail
         self.allow = allow
-        // A malformed request (a body that does not decode, a bad parameter) is refused before anything ran, as a
-        // command's own check refuses one: a program switches on the same kind.
-        if status == .badRequest { kind = "invalid" }
+        // A malformed request (a body that does not decode, is too large or is no JSON, a bad parameter) is refused
+        // before anything ran, as a command's own check refuses one: a program switches on the same kind.
+        if [.badRequest, .contentTooLarge, .unsupportedMediaType].contains(status) { kind = "invalid" }
     }
 
     /// A command refused before it ran: 400 for a malformed one, 422 for an idempotency key reused with another

@@ -26,6 +26,7 @@ extension LocalAPI {
         v1.post("/devices/:device/test") { request, context in
             let device = try knownDevice(context)
             // The body is optional: no text means the default test text.
+            try LocalAPI.requireJSON(request)
             var request = request
             let buffer = try await request.collectBody(upTo: 1 << 16)
             let text =

@@ -1,6 +1,9 @@
+import AsyncHTTPClient
 import DeviceGateway
 import Foundation
 import MockDevices
+import NIOCore
+import NIOHTTP1
 import Testing
 
 /// The gatewayd process killed with SIGKILL around the commit of a rating, then started again.
@@ -85,5 +88,77 @@ import Testing
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         let sequences = try await store.events(type: "hall.rating.submitted").compactMap(\.sequence)
         #expect(Set(sequences).count == 2, "each rating got one sequence number")
+    }
+
+    /// A ticket printed, then the gateway killed before the ticket's event: the citizen holds a ticket the central
+    /// store must hear of, and the kiosk's retry of its request must not print a second one.
+    @Test func aTicketPrintedJustBeforeAKillIsCommittedAtTheStartAndItsRetryPrintsNoOther() async throws {
+        server.stop()
+        let printer = try MockEscPosPrinter()
+        defer { printer.stop() }
+        let config = folder.file("kiosk.yaml")
+        try """
+            hall: {id: crash-hall}
+            state-directory: state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: kiosk-1, transport: serial, port: \(printer.devicePath), poll-interval-ms: 100, response-timeout-ms: 200}
+            devices:
+              - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
+            tickets: {prefixes: [A]}
+            sinks:
+              - {type: sqlite, path: events.sqlite}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        func post(_ api: String, key: String?) async throws -> (status: Int, body: String) {
+            var request = HTTPClientRequest(url: api + "/v1/tickets")
+            request.method = .POST
+            let token = try String(contentsOfFile: folder.file("state/api-token"), encoding: .utf8)
+            request.headers.add(name: "Authorization", value: "Bearer \(token.trimmingCharacters(in: .whitespacesAndNewlines))")
+            request.headers.add(name: "Content-Type", value: "application/json")
+            if let key { request.headers.add(name: "Idempotency-Key", value: key) }
+            request.body = .bytes(ByteBuffer(string: #"{"prefix": "A", "service": "social security"}"#))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(20))
+            return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+        }
+        func printerOnline(_ api: String) async -> Bool {
+            let status = try? await run(gatewaydPath, ["status", "--config", config, "--api", api])
+            return status?.standardOutput.split(separator: "\n").contains { $0.hasPrefix("printer-1") && $0.contains(" online") } == true
+        }
+
+        let first = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"],
+                                     environment: ["HALL_GATEWAY_CRASH_AT": "after-printing"])
+        #expect(await eventually { CLITests.apiURL(first) != nil }, "\(first.output)")
+        let firstAPI = try #require(CLITests.apiURL(first))
+        #expect(await eventually { await printerOnline(firstAPI) })
+        // The kiosk's request: the gateway dies with it, after the printer cut the ticket.
+        #expect((try? await post(firstAPI, key: "kiosk-2-0815")) == nil, "no answer: the gateway died")
+        let killed = try await first.wait(timeout: .seconds(30))
+        #expect(killed.terminatedBySignal && killed.status == SIGKILL, "\(killed)")
+        #expect(printer.tickets.count == 1)
+
+        let second = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        #expect(await eventually { CLITests.apiURL(second) != nil }, "\(second.output)")
+        let secondAPI = try #require(CLITests.apiURL(second))
+        #expect(second.output.contains("ticket A001 was being printed on printer-1 when the gateway stopped"), "\(second.output)")
+        // The retry gets the first ticket's number; nothing more is printed.
+        let retry = try await post(secondAPI, key: "kiosk-2-0815")
+        #expect(retry.status == 200 && retry.body.contains(#""ticket":"A001""#) && retry.body.contains(#""status":"done""#),
+                "\(retry.body)")
+        #expect(printer.tickets.count == 1, "the retry printed no second ticket")
+        // The next citizen's ticket has the next number.
+        #expect(await eventually { await printerOnline(secondAPI) })
+        let next = try await post(secondAPI, key: nil)
+        #expect(next.status == 200 && next.body.contains(#""ticket":"A002""#), "\(next.body)")
+        #expect(printer.tickets.count == 2)
+        second.interrupt()
+        let stopped = try await second.wait()
+        #expect(stopped.status == 0 && !stopped.terminatedBySignal)
+
+        let events = try await run(gatewaydPath, ["events", "--json", "--config", config])
+        let tickets = events.standardOutput.split(separator: "\n").filter { $0.contains(#""type":"hall.ticket.issued""#) }
+        #expect(tickets.count == 2, "\(events.standardOutput)")
+        #expect(tickets.first?.contains(#""ticket":"A001""#) == true
+                && tickets.first?.contains("whether it came out is not known") == true, "\(tickets)")
+        #expect(tickets.last?.contains(#""ticket":"A002""#) == true && tickets.last?.contains("not known") == false, "\(tickets)")
     }
 }

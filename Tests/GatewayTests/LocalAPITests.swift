@@ -73,7 +73,8 @@ import Testing
 
         /// A request to the API; `token` nil sends none.
         func request(_ method: HTTPMethod, _ path: String, json: String? = nil, token: String?? = .none,
-                     headers: [(String, String)] = []) async throws -> (status: Int, type: String, body: String) {
+                     headers: [(String, String)] = [], contentType: String = "application/json")
+            async throws -> (status: Int, type: String, body: String) {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
             request.method = method
             let bearer: String? = switch token {
@@ -83,7 +84,7 @@ import Testing
             if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
             for (name, value) in headers { request.headers.add(name: name, value: value) }
             if let json {
-                request.headers.add(name: "Content-Type", value: "application/json")
+                request.headers.add(name: "Content-Type", value: contentType)
                 request.body = .bytes(ByteBuffer(string: json))
             }
             let response = try await client.execute(request, timeout: .seconds(10))
@@ -175,6 +176,26 @@ import Testing
         #expect(answer.status == 413 && answer.type == "application/problem+json")
         #expect(answer.body.contains("the body is larger than the API takes (2 MB)") && !answer.body.contains("NIO"),
                 "\(answer.body.prefix(300))")
+        #expect(try hall.json(answer.body)["kind"] as? String == "invalid", "a kind a program switches on, as for any 400")
+        try await hall.stopAll()
+    }
+
+    @Test func aBodyLabelledAsSomethingElseThanJSONIsRefusedBeforeAnythingRuns() async throws {
+        let hall = try await Hall()
+        // From a trial: a body sent as text/plain was read as JSON and the call ran.
+        for label in ["text/plain", "application/x-www-form-urlencoded"] {
+            let refused = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B101"}"#, contentType: label)
+            #expect(refused.status == 415 && refused.type == "application/problem+json", "\(label): \(refused.body)")
+            #expect(try hall.json(refused.body)["kind"] as? String == "invalid")
+            #expect((try hall.json(refused.body)["detail"] as? String)?.contains("Content-Type: application/json") == true,
+                    "\(refused.body)")
+        }
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
+        // JSON with its charset, or a JSON type of its own, is JSON.
+        let charset = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B101"}"#,
+                                             contentType: "application/json; charset=utf-8")
+        #expect(charset.status == 200, "\(charset.body)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1)
         try await hall.stopAll()
     }
 
@@ -292,6 +313,8 @@ import Testing
         #expect(CommandCenter.eventId(forKey: "w3-A023", at: day) != CommandCenter.eventId(forKey: "w3-A023", at: day + 86_400))
         #expect(CommandCenter.eventId(forKey: "w3-A023", at: day) != CommandCenter.eventId(forKey: "w3-A024", at: day))
         #expect(!CommandCenter.eventId(forKey: "w3-A023", at: day).contains("A023"), "the key itself is the client's")
+        // Its 64-bit FNV-1a fingerprint in 16 hex digits, a leading zero too (python: 0x5bad67a338eecd7).
+        #expect(CommandCenter.eventId(forKey: "w3-A000", at: day) == "command-05bad67a338eecd7-20261130")
     }
 
     @Test func aCommandToAnOfflineBoardAnswersWithThatReason() async throws {

@@ -25,6 +25,43 @@ import Testing
         #expect(try await outbox.entries(after: 0, limit: 10).map(\.id) == ["a", "b", "c", "x"])
     }
 
+    func ticket(_ id: String, _ number: String, detail: String?) -> CloudEvent {
+        CloudEvent(
+            id: id, source: "/halls/h/gateway", type: HallEventType.ticketIssued, time: Date(), subject: nil,
+            data: .command(CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number, service: "",
+                                           result: "done", devices: [.init(device: "printer-1", result: "done", detail: detail)])))
+    }
+
+    @Test func aTicketsDraftIsCommittedAtTheNextStartOnlyWhenItsOwnEventNeverWas() async throws {
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let keptSince = Date().addingTimeInterval(-3600)
+        // Printed and committed, no key: settled there and then.
+        try await outbox.recordUnsettled(ticket("command-1", "A001", detail: "stopped"), key: nil, request: nil)
+        try await outbox.commit([ticket("command-1", "A001", detail: nil)])
+        try await outbox.settle(ticket("command-1", "A001", detail: nil))
+        // Committed, then killed before its key's result was kept: the result is taken from the event committed.
+        try await outbox.recordUnsettled(ticket("key-2", "A002", detail: "stopped"), key: "k-2", request: "ticket prefix A")
+        try await outbox.commit([ticket("key-2", "A002", detail: nil)])
+        // Killed before its event: the draft is the event.
+        try await outbox.recordUnsettled(ticket("key-3", "A003", detail: "stopped"), key: "k-3", request: "ticket prefix A")
+        // Committed and its key's result kept: settled with the key.
+        try await outbox.recordUnsettled(ticket("key-4", "A004", detail: "stopped"), key: "k-4", request: "ticket prefix A")
+        try await outbox.commit([ticket("key-4", "A004", detail: nil)])
+        try await outbox.recordCommandResult(key: "k-4", request: "ticket prefix A", json: "{}", at: Date(), keepingSince: keptSince)
+
+        let settled = try outbox.settleInterrupted(keepingSince: keptSince)
+        #expect(settled.map(\.id) == ["key-3"])
+        #expect(try outbox.settleInterrupted(keepingSince: keptSince).isEmpty, "settled once")
+        let committed = try await outbox.entries(after: 0, limit: 10)
+        #expect(committed.map(\.id) == ["command-1", "key-2", "key-4", "key-3"])
+        #expect(committed.filter { $0.json.contains("stopped") }.map(\.id) == ["key-3"])
+        let second = try #require(try await outbox.commandResult(key: "k-2", since: keptSince))
+        #expect(second.request == "ticket prefix A" && second.result.contains(#""ticket":"A002""#) && !second.result.contains("stopped"))
+        let third = try #require(try await outbox.commandResult(key: "k-3", since: keptSince))
+        #expect(third.result.contains(#""ticket":"A003""#) && third.result.contains("stopped") && third.result.contains(#""status":"done""#))
+        #expect(try await outbox.commandResult(key: "k-4", since: keptSince)?.result == "{}", "a kept result stays as it was")
+    }
+
     @Test func theLastRecordedTimeIsTheLatestOfTheDeviceStatesAndTheDayChecksUntilAClockFoundRight() async throws {
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
         #expect(try await outbox.lastRecordedTime() == nil, "a new outbox tells nothing")

@@ -254,7 +254,8 @@ public actor CommandCenter {
                                    "\(waitingAhead) waiting ahead", printer.map { "on \($0)" }].compactMap { $0 }.joined(separator: ", ")
         return try await once(idempotencyKey, request: request) { id in
             await Self.issue(number: number, prefix: prefix, service: service, waitingAhead: waitingAhead,
-                             candidates: printer.map { [$0] } ?? printers, id: id, gateway: gateway)
+                             candidates: printer.map { [$0] } ?? printers, id: id, key: idempotencyKey, request: request,
+                             gateway: gateway)
         }
     }
 
@@ -323,7 +324,8 @@ public actor CommandCenter {
     }
 
     private static func issue(number given: String?, prefix: String?, service: String, waitingAhead: Int,
-                              candidates: [String], id: String, gateway: Gateway) async -> CommandResult {
+                              candidates: [String], id: String, key: String?, request: String,
+                              gateway: Gateway) async -> CommandResult {
         var outcomes: [CommandExecuted.DeviceOutcome] = []
         var number = given ?? ""
         if let prefix, let counters = gateway.tickets {
@@ -352,8 +354,11 @@ public actor CommandCenter {
                     outcomes.append(.init(device: printer, result: CommandResult.Status.refused.rawValue, detail: "\(printer): \(condition)"))
                     continue
                 }
+                await recordUnsettled(ticket: number, service: service, printer: printer, outcomes: outcomes, id: id, key: key,
+                                      request: request, gateway: gateway)
                 do {
                     try await gateway.send(.printTicket(ticket), to: printer)
+                    CrashPoint.reached(.afterPrinting)
                     outcomes.append(.init(device: printer, result: CommandResult.Status.done.rawValue, detail: nil))
                     status = .done
                     break
@@ -375,12 +380,44 @@ public actor CommandCenter {
         }
         let executed = CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number, service: service,
                                        result: status.rawValue, devices: outcomes)
-        await gateway.commitOwn(CloudEvent(
+        let event = CloudEvent(
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
             type: status == .done ? HallEventType.ticketIssued : HallEventType.ticketNotIssued,
-            time: Date(), subject: nil, data: .command(executed)))
+            time: Date(), subject: nil, data: .command(executed))
+        await gateway.commitOwn(event)
+        if key == nil {
+            do {
+                try await gateway.outbox.settle(event)
+            } catch {
+                gateway.logger.warning("outbox: ticket \(number)'s record ahead of printing is not cleared (\(error)); the next start does")
+            }
+        }
         return CommandResult(id: id, command: "issue-ticket", window: nil, ticket: number, status: status,
                              devices: outcomes, eventId: id)
+    }
+
+    /// Keeps, before `printer` gets ticket `number`, the event to commit if the gateway dies before the ticket's own:
+    /// the ticket is then most likely in a citizen's hand (as when a printer stops answering after it), its number
+    /// is given, and a retry of the request must get it rather than print another (`Outbox.settleInterrupted`).
+    private static func recordUnsettled(ticket number: String, service: String, printer: String,
+                                        outcomes: [CommandExecuted.DeviceOutcome], id: String, key: String?, request: String,
+                                        gateway: Gateway) async {
+        let interrupted = CommandExecuted.DeviceOutcome(
+            device: printer, result: CommandResult.Status.done.rawValue,
+            detail: "the gateway stopped while \(printer) printed this ticket: whether it came out is not known, check \(printer)")
+        let executed = CommandExecuted(commandId: id, command: "issue-ticket", window: nil, ticket: number, service: service,
+                                       result: CommandResult.Status.done.rawValue, devices: outcomes + [interrupted])
+        let draft = CloudEvent(id: id, source: EventSource.gateway(hall: gateway.config.hall.id), type: HallEventType.ticketIssued,
+                               time: Date(), subject: nil, data: .command(executed))
+        do {
+            try await gateway.outbox.recordUnsettled(draft, key: key, request: request)
+        } catch {
+            // The citizen's ticket comes first; what is lost is said.
+            gateway.logger.warning("""
+                outbox: ticket \(number) is printed without its record ahead (\(error)): if the gateway stops before \
+                its event is committed, the central store does not hear of it
+                """)
+        }
     }
 
     /// A rating posted by a networked terminal: one event per terminal, boot and counter, so a retried post is stored
@@ -661,7 +698,8 @@ public actor CommandCenter {
     /// Keys come from clients: the event id carries their FNV-1a fingerprint, not the key itself.
     static func fingerprint(_ key: String) -> String {
         let hash = key.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
-        return String(hash, radix: 16)
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }
 

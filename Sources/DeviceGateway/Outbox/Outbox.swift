@@ -431,6 +431,14 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v12-pad-staff") { db in
             try db.execute(sql: "CREATE TABLE pad_staff (device TEXT PRIMARY KEY, staff TEXT NOT NULL)")
         }
+        // A ticket being printed, with the event to commit if the gateway dies before its own: the printed ticket's
+        // number would otherwise reach the central store never, and a retry of its request would print another.
+        migrator.registerMigration("v13-unsettled-commands") { db in
+            try db.execute(sql: """
+                CREATE TABLE unsettled_command (source TEXT NOT NULL, id TEXT NOT NULL, key TEXT, request TEXT,
+                                                draft TEXT NOT NULL, PRIMARY KEY (source, id))
+                """)
+        }
         return migrator
     }
 
@@ -948,6 +956,73 @@ public final class Outbox: Sendable {
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
             try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
                            arguments: [key, request, json, time.timeIntervalSince1970])
+            // Its command is settled once its event is committed too (else the next start commits the draft).
+            try db.execute(sql: """
+                DELETE FROM unsettled_command WHERE key = ?
+                  AND EXISTS (SELECT 1 FROM event WHERE event.source = unsettled_command.source AND event.id = unsettled_command.id)
+                """, arguments: [key])
+        }
+    }
+
+    /// Keeps `draft`, the event of a command under way as it stands if the gateway dies before the command's own
+    /// event is committed; with the idempotency key and request it ran for. Replaces an earlier draft of it.
+    public func recordUnsettled(_ draft: CloudEvent, key: String?, request: String?) async throws {
+        let json = try draft.jsonLine()
+        try await database.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO unsettled_command (source, id, key, request, draft) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [draft.source, draft.id, key, request, json])
+        }
+    }
+
+    /// Forgets the draft of a command without an idempotency key whose own event is committed (a keyed one's goes
+    /// when its result is kept for the key).
+    public func settle(_ event: CloudEvent) async throws {
+        try await database.write { db in
+            try db.execute(sql: """
+                DELETE FROM unsettled_command WHERE source = ? AND id = ? AND key IS NULL
+                  AND EXISTS (SELECT 1 FROM event WHERE event.source = ? AND event.id = ?)
+                """, arguments: [event.source, event.id, event.source, event.id])
+        }
+    }
+
+    /// Settles the commands a gateway that stopped without warning left under way, before anything else runs: each
+    /// draft whose event was not committed is (its time that of the draft), and a keyed command's result is kept
+    /// for its key from the event committed, so that a retry gets it instead of running again. Returns the drafts
+    /// committed. Synchronous: the daemon calls it while it starts, before the API and MQTT take commands.
+    public func settleInterrupted(at time: Date = Date(), keepingSince: Date) throws -> [CloudEvent] {
+        try database.write { db in
+            var committed: [CloudEvent] = []
+            let rows = try Row.fetchAll(db, sql: "SELECT source, id, key, request, draft FROM unsettled_command")
+            for row in rows {
+                let (source, id, key, request, draftJSON): (String, String, String?, String?, String) =
+                    (row[0], row[1], row[2], row[3], row[4])
+                let json: String
+                if let stored = try String.fetchOne(db, sql: "SELECT json FROM event WHERE source = ? AND id = ?",
+                                                    arguments: [source, id]) {
+                    json = stored
+                } else {
+                    let draft = try CloudEvent.decode(json: Data(draftJSON.utf8))
+                    if let inserted = try Self.insert(draft, committedAt: time.timeIntervalSince1970, in: db) {
+                        committed.append(inserted)
+                    }
+                    json = draftJSON
+                }
+                if let key, let request, case .command(let executed)? = try? CloudEvent.decode(json: Data(json.utf8)).data {
+                    let known = try Bool.fetchOne(db, sql: "SELECT 1 FROM command_key WHERE key = ? AND created_at >= ?",
+                                                  arguments: [key, keepingSince.timeIntervalSince1970]) ?? false
+                    if !known {
+                        let result = CommandResult(
+                            id: executed.commandId, command: executed.command, window: executed.window, ticket: executed.ticket,
+                            status: CommandResult.Status(rawValue: executed.result) ?? .refused, devices: executed.devices,
+                            eventId: id)
+                        try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
+                                       arguments: [key, request, String(decoding: try JSONEncoder().encode(result), as: UTF8.self),
+                                                   time.timeIntervalSince1970])
+                    }
+                }
+                try db.execute(sql: "DELETE FROM unsettled_command WHERE source = ? AND id = ?", arguments: [source, id])
+            }
+            return committed
         }
     }
 
