@@ -95,7 +95,10 @@ public final class Gateway: Service {
     private static func settleInterruptedCommands(_ outbox: Outbox, logger: Logger) {
         do {
             let settled = try outbox.settleInterrupted(keepingSince: Date().addingTimeInterval(-CommandCenter.keptKeys))
-            for event in settled {
+            if settled.unreadable > 0 {
+                logger.error("outbox: \(settled.unreadable) records of tickets being printed when the gateway stopped could not be read; dropped")
+            }
+            for event in settled.committed {
                 guard case .command(let executed) = event.data else { continue }
                 let printer = executed.devices.last?.device ?? "its printer"
                 logger.warning("""
@@ -417,7 +420,7 @@ public final class Gateway: Service {
         let waiting = ownWaiting.withLock { $0 }
         guard !waiting.isEmpty else { return 0 }
         do {
-            let inserted = try await outbox.commit(waiting)
+            let inserted = try await outbox.commit(waiting, settlingDrafts: true)
             if !inserted.isEmpty { onCommit(inserted) }
             if waiting.contains(where: { $0.type == HallEventType.outboxRecovered }) { outbox.salvageReported() }
             ownRefusals.succeeded(logger, "outbox: the gateway's own events are committed again")

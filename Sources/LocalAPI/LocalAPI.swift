@@ -171,10 +171,21 @@ public struct LocalAPI: Sendable {
     }
 
     /// The JSON body; its DecodingError reaches the problem middleware, which says in words what is wrong.
-    static func body<Body: Decodable>(_ type: Body.Type, _ request: Request, _ context: BasicRequestContext) async throws -> Body {
+    static func body<Body: RequestBody>(_ type: Body.Type, _ request: Request, _ context: BasicRequestContext) async throws -> Body {
         try requireJSON(request)
         var request = request
-        let data = Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView)
+        return try decode(type, from: Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView))
+    }
+
+    /// Decodes a body, a field it does not take said first: a misspelt optional field would otherwise be ignored, and a
+    /// misspelt required one reported as missing.
+    static func decode<Body: RequestBody>(_ type: Body.Type, from data: Data) throws -> Body {
+        if let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+           let unknown = fields.keys.sorted().first(where: { !Body.fieldNames.contains($0) }) {
+            let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
+            throw Problem(.badRequest, "the body is not what this endpoint takes: it has no field '\(shown)' (its fields: "
+                          + Body.fieldNames.joined(separator: ", ") + ")")
+        }
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch DecodingError.dataCorrupted(let corrupted) where corrupted.codingPath.isEmpty {

@@ -158,42 +158,59 @@ struct Status: ResponseEncodable {
     var status: String
 }
 
-struct TicketBody: Decodable {
+/// A request's JSON body. Its fields are its coding keys; a field it does not have is refused rather than ignored
+/// (from a trial: a rating's `staffId`, meant as `staff`, was dropped in silence and the rating stored without it).
+protocol RequestBody: Decodable {
+    associatedtype CodingKeys: CodingKey & CaseIterable
+}
+
+extension RequestBody {
+    static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
+}
+
+struct TicketBody: RequestBody {
     var ticket: String
+    enum CodingKeys: String, CodingKey, CaseIterable { case ticket }
 }
 
-struct TextBody: Decodable {
+struct TextBody: RequestBody {
     var text: String
+    enum CodingKeys: String, CodingKey, CaseIterable { case text }
 }
 
-struct BrightnessBody: Decodable {
+struct BrightnessBody: RequestBody {
     /// 0 to 100 %.
     var level: Int
+    enum CodingKeys: String, CodingKey, CaseIterable { case level }
 }
 
-struct PowerBody: Decodable {
+struct PowerBody: RequestBody {
     var on: Bool
+    enum CodingKeys: String, CodingKey, CaseIterable { case on }
 }
 
-struct StaffBody: Decodable {
+struct StaffBody: RequestBody {
     var staff: String
+    enum CodingKeys: String, CodingKey, CaseIterable { case staff }
 }
 
-struct TicketRequest: Decodable {
+struct TicketRequest: RequestBody {
     var number: String?
     var prefix: String?
     var service: String
     var waitingAhead: Int?
     var printer: String?
+    enum CodingKeys: String, CodingKey, CaseIterable { case number, prefix, service, waitingAhead, printer }
 }
 
-struct TerminalRating: Decodable {
+struct TerminalRating: RequestBody {
     var counter: Int64
     var boot: String?
     var key: Int?
     var level: Int?
     var staff: String?
     var ticket: String?
+    enum CodingKeys: String, CodingKey, CaseIterable { case counter, boot, key, level, staff, ticket }
 }
 
 struct RatingStored: ResponseEncodable {

@@ -29,10 +29,7 @@ extension LocalAPI {
             try LocalAPI.requireJSON(request)
             var request = request
             let buffer = try await request.collectBody(upTo: 1 << 16)
-            let text =
-                buffer.readableBytes == 0
-                ? nil
-                : try JSONDecoder().decode(TestRequest.self, from: Data(String(buffer: buffer).utf8)).text
+            let text = buffer.readableBytes == 0 ? nil : try LocalAPI.decode(TestRequest.self, from: Data(buffer.readableBytesView)).text
             return try await test(device, text: text)
         }
         v1.get("/devices/:device/printer-status") { _, context in
@@ -317,8 +314,9 @@ extension LocalAPI {
 }
 
 /// The body of `POST /v1/devices/{device}/test`.
-struct TestRequest: Decodable {
+struct TestRequest: RequestBody {
     var text: String?
+    enum CodingKeys: String, CodingKey, CaseIterable { case text }
 }
 
 extension ProbeReport: ResponseEncodable {}

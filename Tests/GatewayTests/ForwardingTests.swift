@@ -588,7 +588,7 @@ extension OutboxSalvageTests {
     }
 
     /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books.
-    @Test func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersAndTheDaysChecked() async throws {
+    @Test func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersTheDaysCheckedAndTheTicketsBeingPrinted() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
         let policy = OutboxPolicy(maximumBytes: 1_048_576)
@@ -602,6 +602,11 @@ extension OutboxSalvageTests {
             // A clock found right since: the recorded time is below the day check's.
             try await outbox.resetRecordedTime(clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_795_990_000)))
             try await outbox.saveTicketNumber(day: "2026-12-02", prefix: "A", number: 23)
+            // A23 being printed when the power went.
+            try await outbox.recordUnsettled(CloudEvent(
+                id: "command-a23", source: "/halls/h/gateway", type: HallEventType.ticketIssued, time: Date(), subject: nil,
+                data: .command(CommandExecuted(commandId: "command-a23", command: "issue-ticket", window: nil, ticket: "A023",
+                                               result: "done", devices: []))), key: "ticket-a23", request: "ticket prefix A")
             for round in 0..<100 { try await outbox.commit(deviceEvents(50, prefix: "r\(round)-")) }
             dropped = try await outbox.dropTotal()
             try #require(dropped > 0, "the budget dropped events, not yet reported")
@@ -626,6 +631,8 @@ extension OutboxSalvageTests {
                 "the next start compares its clock with the same time")
         #expect(try await outbox.beginDayCheck(day: "2026-12-02", clock: SystemHallClock()) == false, "the day's check ran already")
         #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
+        #expect(try outbox.settleInterrupted(keepingSince: .distantPast).committed.map(\.id) == ["command-a23"],
+                "the ticket being printed when the power went is reported at the start")
         #expect(try await outbox.dropTotal() == dropped)
         let report = try await outbox.reportDrops { records in
             CloudEvent(id: Outbox.dropReportId(records), source: "/halls/h/gateway", type: HallEventType.eventsDropped,

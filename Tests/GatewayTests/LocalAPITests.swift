@@ -180,6 +180,26 @@ import Testing
         try await hall.stopAll()
     }
 
+    @Test func aFieldTheEndpointDoesNotTakeIsRefusedNotIgnored() async throws {
+        let hall = try await Hall()
+        // From a trial: a terminal's `staffId` (meant as `staff`) was dropped and the rating stored without its staff.
+        let rating = try await hall.request(.POST, "/v1/terminals/tablet-w05/ratings",
+                                            json: #"{"counter": 7, "level": 5, "staffId": "0231"}"#)
+        let refusal = try hall.json(rating.body)
+        #expect(rating.status == 400 && refusal["kind"] as? String == "invalid", "\(rating.body)")
+        #expect(refusal["detail"] as? String == "the body is not what this endpoint takes: it has no "
+                + "field 'staffId' (its fields: counter, boot, key, level, staff, ticket)", "\(rating.body)")
+        // A misspelt required field is named as what it is, not as the missing one.
+        let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"tickets": "B101"}"#)
+        #expect(call.status == 400 && call.body.contains("it has no field 'tickets' (its fields: ticket)"), "\(call.body)")
+        // A field holding a citizen's number is not repeated.
+        let number = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B101", "13812345678": 1}"#)
+        #expect(number.status == 400 && !number.body.contains("13812345678"), "\(number.body)")
+        #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
+        #expect(try await hall.gateway.outbox.entries(after: 0, limit: 1000).allSatisfy { $0.type != "hall.rating.submitted" })
+        try await hall.stopAll()
+    }
+
     @Test func aBodyLabelledAsSomethingElseThanJSONIsRefusedBeforeAnythingRuns() async throws {
         let hall = try await Hall()
         // From a trial: a body sent as text/plain was read as JSON and the call ran.
@@ -401,7 +421,7 @@ import Testing
         #expect(malformed.status == 400 && malformed.type == "application/problem+json")
         #expect(try hall.json(malformed.body)["detail"] as? String == "the body is not what this endpoint takes: not valid JSON", "\(malformed.body)")
         #expect(try hall.json(malformed.body)["kind"] as? String == "invalid", "refused before it ran: \(malformed.body)")
-        let missing = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"number": "A1"}"#)
+        let missing = try await hall.request(.POST, "/v1/windows/5/call", json: #"{}"#)
         #expect(missing.status == 400)
         #expect((try hall.json(missing.body)["detail"] as? String)?.contains("'ticket' is missing") == true, "\(missing.body)")
         #expect(try hall.json(missing.body)["kind"] as? String == "invalid")

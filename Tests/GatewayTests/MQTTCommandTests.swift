@@ -167,6 +167,8 @@ import Testing
             #"{"id": "q-6", "command": "call", "window": "5", "ticket": 23}"#,
             #"{"id": "q-8", "command": "brightness", "device": "board-w05", "level": "high"}"#,
             #"{"id": "q-9", "command": "call", "window": "5", "ticket": "13812345678"}"#,
+            // A misspelt field is not ignored: here the board would be told something else than meant.
+            #"{"id": "q-10", "command": "call", "window": "5", "ticket": "A023", "blink": true}"#,
         ]
         for message in messages { try await hall.send(message) }
         let replies = try await hall.replies.collect(messages.count)
@@ -184,6 +186,8 @@ import Testing
         #expect(message("q-6") == "'ticket' must be a non-empty string")
         #expect(message("q-8") == "'level' must be a whole number from 0 to 100")
         #expect(message("q-9")?.hasPrefix("'ticket' is not a ticket number") == true, "\(replies)")
+        #expect(message("q-10") == "'blink' is no field of a call command (its fields: id, idempotency-key, command, window, ticket)",
+                "\(replies)")
         #expect(replies.allSatisfy { !"\($0)".contains("13812345678") }, "a phone number is not repeated")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
 
@@ -411,6 +415,56 @@ import Testing
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         let calls = try await store.events(limit: 1000).filter { $0.type == "hall.call.displayed" }
         #expect(calls.count == 1, "\(calls)")
+    }
+
+    /// From a trial: held commands ran at the next start whatever their age: a call from the night before would be
+    /// shown in the morning. One held longer than `heldCommandsExpireAfter` is answered `expired` and not run, unless
+    /// it ran before the stop (its idempotency key has a result, which is the answer).
+    @Test func aCommandHeldAcrossALongStopIsAnsweredExpiredAndNotRun() async throws {
+        let host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
+                                "run the tests through scripts/test-services.sh (a real mosquitto)")
+        let port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let id = "mqtt-expiry-\(UInt32.random(in: 0...UInt32.max))"
+        let folder = try TemporaryDirectory()
+        let config = folder.file("hall.yaml")
+        try (Self.oneBoardHall(id, folder: folder, line: try #require(server.endpoint.devicePath), pollMs: 100,
+                               mqtt: "{host: \(host), port: \(port)}") + "\napi: off\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        // What a gateway stopped ten minutes ago left held: two commands from then, one of which had run, and one from now.
+        try FileManager.default.createDirectory(atPath: folder.file("state"), withIntermediateDirectories: true)
+        do {
+            let outbox = try Outbox.open(path: folder.file("state/outbox.sqlite"), logger: CapturedLog().logger)
+            let tenMinutesAgo = Date().addingTimeInterval(-600)
+            _ = try outbox.hold(command: Array(#"{"id": "c-old", "command": "call", "window": "5", "ticket": "A040"}"#.utf8),
+                                at: tenMinutesAgo)
+            _ = try outbox.hold(command: Array(#"{"id": "c-ran", "idempotency-key": "ran-1", "command": "call", "window": "5", "ticket": "A041"}"#.utf8),
+                                at: tenMinutesAgo)
+            try await outbox.recordCommandResult(
+                key: "ran-1", request: "call of ticket A041 at window 5",
+                json: #"{"id":"command-ran","command":"call","window":"5","ticket":"A041","status":"done","devices":[],"eventId":"command-ran"}"#,
+                at: tenMinutesAgo, keepingSince: .distantPast)
+            _ = try outbox.hold(command: Array(#"{"id": "c-new", "command": "call", "window": "5", "ticket": "A042"}"#.utf8))
+        }
+        let replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",
+                                                    topic: "hall/\(id)/command-results")
+        let gateway = try ChildProcess(gatewaydPath, ["run", "--config", config])
+        defer { gateway.interrupt() }
+        let answers = try await replies.collect(3)
+        func reply(_ request: String) -> [String: Any]? { answers.first { $0["requestId"] as? String == request } }
+        #expect(reply("c-old")?["status"] as? String == "invalid" && reply("c-old")?["kind"] as? String == "expired", "\(answers)")
+        #expect((reply("c-old")?["message"] as? String)?.hasPrefix("received 10 min before the gateway could run it") == true,
+                "\(answers)")
+        #expect(reply("c-ran")?["status"] as? String == "done" && reply("c-ran")?["ticket"] as? String == "A041", "\(answers)")
+        #expect(reply("c-new")?["status"] as? String == "done", "\(answers)")
+        #expect(board.display.text == "请A042号到5号窗口")
+        gateway.interrupt()
+        _ = try await gateway.wait()
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        let calls = try await store.events(limit: 1000).filter { $0.type == "hall.call.displayed" }
+        #expect(calls.count == 1 && { if case .command(let call)? = calls.first?.data { call.ticket == "A042" } else { false } }(), "only the fresh call ran: \(calls)")
     }
 
     @Test func theTopicsDefaultToTheHallsAndABadTopicIsReported() throws {

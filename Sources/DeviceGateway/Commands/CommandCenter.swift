@@ -156,7 +156,7 @@ public struct CommandResult: Sendable, Equatable, Codable {
 
 /// Why a command could not even start: the caller's mistake, said in one line.
 public struct CommandInvalid: Error, Sendable, Equatable {
-    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`, `idempotency-key-reused`.
+    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`, `idempotency-key-reused`, `counter-reused`, `expired`.
     public var kind: String
     public var message: String
 
@@ -164,6 +164,8 @@ public struct CommandInvalid: Error, Sendable, Equatable {
     public static let keyReused = "idempotency-key-reused"
     /// The kind of a terminal's rating counter sent again with a different rating.
     public static let counterReused = "counter-reused"
+    /// The kind of an MQTT command held across a stop for too long to run (`MQTTCommands.heldCommandsExpireAfter`).
+    public static let expired = "expired"
 }
 
 /// How one command went: its name (`call`, `pause`, `ticket`…), its outcome (a result's status, or why it was
@@ -336,6 +338,7 @@ public actor CommandCenter {
             }
         }
         var status = CommandResult.Status.refused
+        var drafted = false
         if outcomes.isEmpty {
             let conditions = gateway.printerConditions()
             let states = await gateway.deviceStates()
@@ -356,6 +359,7 @@ public actor CommandCenter {
                 }
                 await recordUnsettled(ticket: number, service: service, printer: printer, outcomes: outcomes, id: id, key: key,
                                       request: request, gateway: gateway)
+                drafted = true
                 do {
                     try await gateway.send(.printTicket(ticket), to: printer)
                     CrashPoint.reached(.afterPrinting)
@@ -384,14 +388,15 @@ public actor CommandCenter {
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
             type: status == .done ? HallEventType.ticketIssued : HallEventType.ticketNotIssued,
             time: Date(), subject: nil, data: .command(executed))
-        await gateway.commitOwn(event)
-        if key == nil {
+        if status != .done, drafted {
+            // The draft said issued on the last printer tried: replaced, in case this event has to wait (a full disk).
             do {
-                try await gateway.outbox.settle(event)
+                try await gateway.outbox.recordUnsettled(event, key: key, request: request)
             } catch {
-                gateway.logger.warning("outbox: ticket \(number)'s record ahead of printing is not cleared (\(error)); the next start does")
+                gateway.logger.warning("outbox: ticket \(number)'s record ahead still says issued (\(error))")
             }
         }
+        await gateway.commitOwn(event)
         return CommandResult(id: id, command: "issue-ticket", window: nil, ticket: number, status: status,
                              devices: outcomes, eventId: id)
     }

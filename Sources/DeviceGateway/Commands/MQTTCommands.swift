@@ -41,7 +41,12 @@ public final class MQTTCommands: Service, Sendable {
     private struct Arrived: Sendable {
         var message: MosquittoReceived
         var held: Int64?
+        /// When a command held across a stop was received (nil: it just came, or was held by an older version).
+        var receivedBeforeTheStart: Date?
     }
+    /// A command held across a stop longer than this is answered `expired`, not run: a call shown or a ticket printed
+    /// that much later is no longer what the queue system asked for (the gateway was down over night, say).
+    static let heldCommandsExpireAfter: TimeInterval = 120
     /// Commands running at once at most; more wait in the stream (the broker's QoS 1 window bounds it).
     static let concurrency = 64
     /// Larger messages are refused: a command is a few hundred bytes.
@@ -102,7 +107,8 @@ public final class MQTTCommands: Service, Sendable {
             logger.warning("mqtt commands: \(held.count) received before the gateway stopped and not run; running them now")
         }
         for command in held {
-            incoming.yield(Arrived(message: MosquittoReceived(topic: commandTopic, payload: command.payload), held: command.seq))
+            incoming.yield(Arrived(message: MosquittoReceived(topic: commandTopic, payload: command.payload), held: command.seq,
+                                   receivedBeforeTheStart: command.receivedAt))
         }
         // Weak: the client keeps its handlers, and this object keeps the client.
         client.subscribe(commandTopic, onListening: { [weak self] granted in
@@ -178,7 +184,14 @@ public final class MQTTCommands: Service, Sendable {
                     logger.info("mqtt commands: an empty message on '\(message.topic)' (clearing a retained one) is no command")
                     continue
                 }
-                let request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
+                var request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
+                if let received = arrived.receivedBeforeTheStart, case let age = Date().timeIntervalSince(received),
+                   age > Self.heldCommandsExpireAfter, await !ranBefore(request) {
+                    request.action = .invalid(CommandInvalid(kind: CommandInvalid.expired, message: """
+                        received \(WallClockWatch.describe(age)) before the gateway could run it (it had stopped): \
+                        not run, it is older than \(Int(Self.heldCommandsExpireAfter)) s
+                        """))
+                }
                 if message.retained {
                     let what = request.id.map { "request \($0)" } ?? "a request without id"
                     logger.warning("""
@@ -201,6 +214,13 @@ public final class MQTTCommands: Service, Sendable {
                 running += 1
             }
         }
+    }
+
+    /// Whether the request ran before the stop: its idempotency key has a result (a retry gets it, nothing runs).
+    private func ranBefore(_ request: MQTTCommandRequest) async -> Bool {
+        guard let key = request.idempotencyKey else { return false }
+        let kept = try? await outbox.commandResult(key: key, since: Date().addingTimeInterval(-CommandCenter.keptKeys))
+        return kept != nil
     }
 
     /// Forgets a held command once its result went out (or could not: the result is kept under its idempotency key).
@@ -357,6 +377,11 @@ struct MQTTCommandRequest: Sendable {
             default:
                 throw invalid("'command' is '\(command)'; it must be one of \(commands.joined(separator: ", "))")
             }
+            // A misspelt optional field would be ignored (from a trial: a staff id sent as `staffId` was dropped).
+            if let unknown = fields.keys.sorted().first(where: { !reader.asked.contains($0) }) {
+                let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
+                throw invalid("'\(shown)' is no field of a \(command) command (its fields: \(reader.asked.joined(separator: ", ")))")
+            }
         } catch {
             request.action = .invalid(error)
         }
@@ -392,11 +417,20 @@ struct MQTTCommandRequest: Sendable {
         }
     }
 
-    /// Typed reads of a message's fields, each mistake said with the field's name.
-    private struct FieldReader {
+    /// Typed reads of a message's fields, each mistake said with the field's name; it notes the fields asked for.
+    private final class FieldReader {
         let fields: [String: JSONValue]
+        /// The fields the command takes, as far as read: every message's, then its command's.
+        private(set) var asked = ["id", "idempotency-key", "command"]
+
+        init(fields: [String: JSONValue]) { self.fields = fields }
+
+        private func ask(_ name: String) {
+            if !asked.contains(name) { asked.append(name) }
+        }
 
         func string(_ name: String) throws(CommandInvalid) -> String? {
+            ask(name)
             switch fields[name] {
             case nil, .null?: return nil
             case .string(let text)? where !text.isEmpty: return text
@@ -411,6 +445,7 @@ struct MQTTCommandRequest: Sendable {
 
         /// A window as a string ("3") or a whole number (3).
         func window() throws(CommandInvalid) -> String {
+            ask("window")
             if case .number(let number)? = fields["window"], let whole = Int(exactly: number), whole >= 0 {
                 return String(whole)
             }
@@ -418,6 +453,7 @@ struct MQTTCommandRequest: Sendable {
         }
 
         func bool(_ name: String) throws(CommandInvalid) -> Bool? {
+            ask(name)
             switch fields[name] {
             case nil, .null?: return nil
             case .bool(let flag)?: return flag
@@ -426,6 +462,7 @@ struct MQTTCommandRequest: Sendable {
         }
 
         func count(_ name: String, upTo maximum: Int) throws(CommandInvalid) -> Int? {
+            ask(name)
             switch fields[name] {
             case nil, .null?: return nil
             case .number(let number)? where number >= 0 && number <= Double(maximum) && number == number.rounded():

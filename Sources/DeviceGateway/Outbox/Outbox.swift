@@ -433,11 +433,17 @@ public final class Outbox: Sendable {
         }
         // A ticket being printed, with the event to commit if the gateway dies before its own: the printed ticket's
         // number would otherwise reach the central store never, and a retry of its request would print another.
+        // `committed`: its own event is in (set in the commit's transaction); `draft` is then that event.
         migrator.registerMigration("v13-unsettled-commands") { db in
             try db.execute(sql: """
                 CREATE TABLE unsettled_command (source TEXT NOT NULL, id TEXT NOT NULL, key TEXT, request TEXT,
-                                                draft TEXT NOT NULL, PRIMARY KEY (source, id))
+                                                draft TEXT NOT NULL, committed INTEGER NOT NULL DEFAULT 0,
+                                                PRIMARY KEY (source, id))
                 """)
+        }
+        // When a held MQTT command was received: one held across a long stop is too old to run at the start.
+        migrator.registerMigration("v14-held-command-time") { db in
+            try db.execute(sql: "ALTER TABLE held_command ADD COLUMN received_at REAL")
         }
         return migrator
     }
@@ -449,19 +455,22 @@ public final class Outbox: Sendable {
     /// Returns the events that were new, each with its `sequence` assigned; known ids are skipped.
     /// Past the disk budget, the oldest events make room (see `OutboxPolicy`). A cancelled caller's events are
     /// committed all the same: what the gateway accepted is never dropped by a cancellation.
+    /// `settlingDrafts`: the events are commands' own (the gateway's), whose drafts (`recordUnsettled`) they settle.
     @discardableResult
-    public func commit(_ events: [CloudEvent], cursors: [DeviceCursor] = []) async throws -> [CloudEvent] {
+    public func commit(_ events: [CloudEvent], cursors: [DeviceCursor] = [], settlingDrafts: Bool = false) async throws
+        -> [CloudEvent] {
         // In a task of its own: GRDB refuses the async work of a cancelled task.
-        try await Task { try await write(events, cursors: cursors) }.value
+        try await Task { try await write(events, cursors: cursors, settlingDrafts: settlingDrafts) }.value
     }
 
-    private func write(_ events: [CloudEvent], cursors: [DeviceCursor]) async throws -> [CloudEvent] {
+    private func write(_ events: [CloudEvent], cursors: [DeviceCursor], settlingDrafts: Bool) async throws -> [CloudEvent] {
         let now = Date().timeIntervalSince1970
         let budget = policy.maximumBytes
         return try await database.write { db in
             var inserted: [CloudEvent] = []
             for event in events {
                 if let stored = try Self.insert(event, committedAt: now, in: db) { inserted.append(stored) }
+                if settlingDrafts { try Self.settleDraft(of: event, in: db) }
             }
             for cursor in cursors {
                 try db.cachedStatement(
@@ -471,6 +480,15 @@ public final class Outbox: Sendable {
             if let budget { try Self.keepWithin(budget: budget, db: db, now: now) }
             return inserted
         }
+    }
+
+    /// In the transaction that commits a command's own event: its draft is done with, or, for a keyed command, kept
+    /// as that event until the key's result is (`recordCommandResult`).
+    private static func settleDraft(of event: CloudEvent, in db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM unsettled_command WHERE source = ? AND id = ? AND key IS NULL")
+            .execute(arguments: [event.source, event.id])
+        try db.cachedStatement(sql: "UPDATE unsettled_command SET committed = 1, draft = ? WHERE source = ? AND id = ?")
+            .execute(arguments: [try event.jsonLine(), event.source, event.id])
     }
 
     /// Inserts one event with the next sequence of its source, unless its (source, id) is known.
@@ -916,9 +934,10 @@ public final class Outbox: Sendable {
 
     /// Keeps a command received over MQTT until `release`; returns its number. Synchronous: called on the network
     /// thread before the message is handed on, so that it is on disk before anything can run it.
-    public func hold(command payload: [UInt8]) throws -> Int64 {
+    public func hold(command payload: [UInt8], at time: Date = Date()) throws -> Int64 {
         try database.write { db in
-            try db.execute(sql: "INSERT INTO held_command (payload) VALUES (?)", arguments: [Data(payload)])
+            try db.execute(sql: "INSERT INTO held_command (payload, received_at) VALUES (?, ?)",
+                           arguments: [Data(payload), time.timeIntervalSince1970])
             return db.lastInsertedRowID
         }
     }
@@ -931,10 +950,10 @@ public final class Outbox: Sendable {
     }
 
     /// The commands held and not released: received before a crash, not run. Oldest first.
-    public func heldCommands() async throws -> [(seq: Int64, payload: [UInt8])] {
+    public func heldCommands() async throws -> [(seq: Int64, payload: [UInt8], receivedAt: Date?)] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT seq, payload FROM held_command ORDER BY seq").map {
-                ($0[0], [UInt8]($0[1] as Data))
+            try Row.fetchAll(db, sql: "SELECT seq, payload, received_at FROM held_command ORDER BY seq").map {
+                ($0[0], [UInt8]($0[1] as Data), ($0[2] as Double?).map(Date.init(timeIntervalSince1970:)))
             }
         }
     }
@@ -956,11 +975,8 @@ public final class Outbox: Sendable {
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
             try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
                            arguments: [key, request, json, time.timeIntervalSince1970])
-            // Its command is settled once its event is committed too (else the next start commits the draft).
-            try db.execute(sql: """
-                DELETE FROM unsettled_command WHERE key = ?
-                  AND EXISTS (SELECT 1 FROM event WHERE event.source = unsettled_command.source AND event.id = unsettled_command.id)
-                """, arguments: [key])
+            // Its command is settled once its own event is committed too (else the next start commits the draft).
+            try db.execute(sql: "DELETE FROM unsettled_command WHERE key = ? AND committed = 1", arguments: [key])
         }
     }
 
@@ -974,55 +990,44 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Forgets the draft of a command without an idempotency key whose own event is committed (a keyed one's goes
-    /// when its result is kept for the key).
-    public func settle(_ event: CloudEvent) async throws {
-        try await database.write { db in
-            try db.execute(sql: """
-                DELETE FROM unsettled_command WHERE source = ? AND id = ? AND key IS NULL
-                  AND EXISTS (SELECT 1 FROM event WHERE event.source = ? AND event.id = ?)
-                """, arguments: [event.source, event.id, event.source, event.id])
-        }
+    /// The ids of the commands under way or not yet settled (`recordUnsettled`), oldest first.
+    public func unsettledCommands() throws -> [String] {
+        try database.read { db in try String.fetchAll(db, sql: "SELECT id FROM unsettled_command ORDER BY rowid") }
     }
 
     /// Settles the commands a gateway that stopped without warning left under way, before anything else runs: each
-    /// draft whose event was not committed is (its time that of the draft), and a keyed command's result is kept
-    /// for its key from the event committed, so that a retry gets it instead of running again. Returns the drafts
-    /// committed. Synchronous: the daemon calls it while it starts, before the API and MQTT take commands.
-    public func settleInterrupted(at time: Date = Date(), keepingSince: Date) throws -> [CloudEvent] {
+    /// draft whose own event was never committed is (its time that of the draft), and a keyed command's result is
+    /// kept for its key, from its own event or the draft, so that a retry gets it instead of running again. Returns
+    /// the drafts committed, and how many records could not be read (dropped). Synchronous: the daemon calls it while
+    /// it starts, before the API and MQTT take commands.
+    public func settleInterrupted(at time: Date = Date(), keepingSince: Date) throws
+        -> (committed: [CloudEvent], unreadable: Int) {
         try database.write { db in
             var committed: [CloudEvent] = []
-            let rows = try Row.fetchAll(db, sql: "SELECT source, id, key, request, draft FROM unsettled_command")
+            var unreadable = 0
+            let rows = try Row.fetchAll(db, sql: "SELECT source, id, key, request, draft, committed FROM unsettled_command")
             for row in rows {
-                let (source, id, key, request, draftJSON): (String, String, String?, String?, String) =
-                    (row[0], row[1], row[2], row[3], row[4])
-                let json: String
-                if let stored = try String.fetchOne(db, sql: "SELECT json FROM event WHERE source = ? AND id = ?",
-                                                    arguments: [source, id]) {
-                    json = stored
-                } else {
-                    let draft = try CloudEvent.decode(json: Data(draftJSON.utf8))
-                    if let inserted = try Self.insert(draft, committedAt: time.timeIntervalSince1970, in: db) {
-                        committed.append(inserted)
-                    }
-                    json = draftJSON
-                }
-                if let key, let request, case .command(let executed)? = try? CloudEvent.decode(json: Data(json.utf8)).data {
-                    let known = try Bool.fetchOne(db, sql: "SELECT 1 FROM command_key WHERE key = ? AND created_at >= ?",
-                                                  arguments: [key, keepingSince.timeIntervalSince1970]) ?? false
-                    if !known {
-                        let result = CommandResult(
-                            id: executed.commandId, command: executed.command, window: executed.window, ticket: executed.ticket,
-                            status: CommandResult.Status(rawValue: executed.result) ?? .refused, devices: executed.devices,
-                            eventId: id)
-                        try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
-                                       arguments: [key, request, String(decoding: try JSONEncoder().encode(result), as: UTF8.self),
-                                                   time.timeIntervalSince1970])
-                    }
-                }
+                let (source, id, key, request): (String, String, String?, String?) = (row[0], row[1], row[2], row[3])
                 try db.execute(sql: "DELETE FROM unsettled_command WHERE source = ? AND id = ?", arguments: [source, id])
+                guard let draftJSON = row[4] as String?, let event = try? CloudEvent.decode(json: Data(draftJSON.utf8)) else {
+                    unreadable += 1
+                    continue
+                }
+                if row[5] as Int64? != 1, let inserted = try Self.insert(event, committedAt: time.timeIntervalSince1970, in: db) {
+                    committed.append(inserted)
+                }
+                guard let key, let request, case .command(let executed) = event.data else { continue }
+                let known = try Bool.fetchOne(db, sql: "SELECT 1 FROM command_key WHERE key = ? AND created_at >= ?",
+                                              arguments: [key, keepingSince.timeIntervalSince1970]) ?? false
+                guard !known else { continue }
+                let result = CommandResult(
+                    id: executed.commandId, command: executed.command, window: executed.window, ticket: executed.ticket,
+                    status: CommandResult.Status(rawValue: executed.result) ?? .refused, devices: executed.devices, eventId: id)
+                try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
+                               arguments: [key, request, String(decoding: try JSONEncoder().encode(result), as: UTF8.self),
+                                           time.timeIntervalSince1970])
             }
-            return committed
+            return (committed, unreadable)
         }
     }
 
@@ -1191,14 +1196,17 @@ public final class Outbox: Sendable {
                     arguments: [device, boot, consumed, (row[3] as Int64?) ?? 0])
             }
             // What else the books hold, as far as it can be read: the drop log (reports not yet sent, the total, its
-            // numbering), the commands' idempotency keys (a command retried after the salvage must not run twice),
-            // the day's ticket numbers (no second A001) and the hall days already checked. What the sinks put aside
-            // stays in the damaged file: its positions would collide with the new file's.
+            // numbering), the commands' idempotency keys (a command retried after the salvage must not run twice) and
+            // drafts, the day's ticket numbers (no second A001) and the hall days already checked. What the sinks put
+            // aside stays in the damaged file: its positions would collide with the new file's.
             let carried: [(select: String, insert: String)] = [
                 ("SELECT id, dropped_at, count, ranges, reported FROM drop_log",
                  "INSERT OR IGNORE INTO drop_log (id, dropped_at, count, ranges, reported) VALUES (?, ?, ?, ?, ?)"),
                 ("SELECT key, request, result, created_at FROM command_key",
                  "INSERT OR IGNORE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)"),
+                // A ticket being printed when the power went: its draft is settled at the start as any other's.
+                ("SELECT source, id, key, request, draft, committed FROM unsettled_command",
+                 "INSERT OR IGNORE INTO unsettled_command (source, id, key, request, draft, committed) VALUES (?, ?, ?, ?, ?, ?)"),
                 ("SELECT day, prefix, number FROM ticket_counter",
                  "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)"),
                 ("SELECT day, checked_at FROM hall_day_check",
