@@ -339,6 +339,21 @@ import Testing
         """
     }
 
+    /// A one-board hall for a `gatewayd run` child on the test services' broker, without API: its broker address, hall
+    /// id, folder and configuration file.
+    static func daemonHall(_ name: String, line: String, pollMs: Int) throws
+        -> (host: String, port: String, id: String, folder: TemporaryDirectory, config: String) {
+        let host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
+                                "run the tests through scripts/test-services.sh (a real mosquitto)")
+        let port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
+        let id = "\(name)-\(UInt32.random(in: 0...UInt32.max))"
+        let folder = try TemporaryDirectory()
+        let config = folder.file("hall.yaml")
+        try (oneBoardHall(id, folder: folder, line: line, pollMs: pollMs, mqtt: "{host: \(host), port: \(port)}") + "\napi: off\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        return (host, port, id, folder, config)
+    }
+
     /// From a trial: a result the broker could not take (it was away) was dropped; it goes once the broker is back.
     /// The command is one held from before a restart, run while the broker is still down; the broker's own log says
     /// what it received.
@@ -377,20 +392,13 @@ import Testing
     /// From a trial: libmosquitto acknowledges a command as it arrives, so a gateway killed before it ran the commands
     /// it had received lost them (227 of 300); the broker does not send them again. They are held in the outbox now.
     @Test func aCommandReceivedBeforeTheGatewayWasKilledRunsAfterItsRestart() async throws {
-        let host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
-                                "run the tests through scripts/test-services.sh (a real mosquitto)")
-        let port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
         let board = MockModbusBoard()
         // It takes the call's writes and never says it showed them: the command waits for its verdict.
         board.acknowledging = false
         let server = try MockModbusServer.rtu(units: [3: board])
         defer { server.stop() }
-        let id = "mqtt-crash-\(UInt32.random(in: 0...UInt32.max))"
-        let folder = try TemporaryDirectory()
-        let config = folder.file("hall.yaml")
-        try (Self.oneBoardHall(id, folder: folder, line: try #require(server.endpoint.devicePath), pollMs: 2000,
-                               mqtt: "{host: \(host), port: \(port)}") + "\napi: off\n")
-            .write(toFile: config, atomically: true, encoding: .utf8)
+        let (host, port, id, folder, config) = try Self.daemonHall("mqtt-crash", line: try #require(server.endpoint.devicePath),
+                                                                   pollMs: 2000)
         let replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",
                                                     topic: "hall/\(id)/command-results")
         let first = try ChildProcess(gatewaydPath, ["run", "--config", config])
@@ -421,18 +429,11 @@ import Testing
     /// shown in the morning. One held longer than `heldCommandsExpireAfter` is answered `expired` and not run, unless
     /// it ran before the stop (its idempotency key has a result, which is the answer).
     @Test func aCommandHeldAcrossALongStopIsAnsweredExpiredAndNotRun() async throws {
-        let host = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_HOST"],
-                                "run the tests through scripts/test-services.sh (a real mosquitto)")
-        let port = try #require(ProcessInfo.processInfo.environment["HALL_TEST_MQTT_PORT"])
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])
         defer { server.stop() }
-        let id = "mqtt-expiry-\(UInt32.random(in: 0...UInt32.max))"
-        let folder = try TemporaryDirectory()
-        let config = folder.file("hall.yaml")
-        try (Self.oneBoardHall(id, folder: folder, line: try #require(server.endpoint.devicePath), pollMs: 100,
-                               mqtt: "{host: \(host), port: \(port)}") + "\napi: off\n")
-            .write(toFile: config, atomically: true, encoding: .utf8)
+        let (host, port, id, folder, config) = try Self.daemonHall("mqtt-expiry", line: try #require(server.endpoint.devicePath),
+                                                                   pollMs: 100)
         // What a gateway stopped ten minutes ago left held: two commands from then, one of which had run, and one from now.
         try FileManager.default.createDirectory(atPath: folder.file("state"), withIntermediateDirectories: true)
         do {
