@@ -100,10 +100,15 @@ public final class Gateway: Service {
             }
             for event in settled.committed {
                 guard case .command(let executed) = event.data else { continue }
+                let ticket = executed.ticket ?? "?"
+                guard event.type == HallEventType.ticketIssued else {
+                    logger.warning("ticket \(ticket): no printer printed it; its event, not committed when the gateway stopped, is now (\(event.id))")
+                    continue
+                }
                 let printer = executed.devices.last?.device ?? "its printer"
                 logger.warning("""
-                    ticket \(executed.ticket ?? "?") was being printed on \(printer) when the gateway stopped: committed as \
-                    issued (event \(event.id)); whether it came out is not known, check \(printer)
+                    ticket \(ticket) was being printed on \(printer) when the gateway stopped: committed as issued \
+                    (event \(event.id)); whether it came out is not known, check \(printer)
                     """)
             }
         } catch {

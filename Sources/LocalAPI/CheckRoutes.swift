@@ -8,7 +8,10 @@ public import Hummingbird
 /// committed as an event.
 extension LocalAPI {
     func addCheckRoutes(_ v1: RouterGroup<BasicRequestContext>) {
-        v1.post("/check") { _, _ in await checkReport() }
+        v1.post("/check") { request, context in
+            try await LocalAPI.noFields(request, context)
+            return await checkReport()
+        }
     }
 
     func checkReport() async -> CheckResponse {

@@ -66,13 +66,16 @@ public struct LocalAPI: Sendable {
             return try await run(.recall(window: try context.pathParameter("window"), ticket: body.ticket), request)
         }
         v1.post("/windows/:window/pause") { request, context in
-            try await run(.pause(window: try context.pathParameter("window")), request)
+            try await Self.noFields(request, context)
+            return try await run(.pause(window: try context.pathParameter("window")), request)
         }
         v1.post("/windows/:window/resume") { request, context in
-            try await run(.resume(window: try context.pathParameter("window")), request)
+            try await Self.noFields(request, context)
+            return try await run(.resume(window: try context.pathParameter("window")), request)
         }
         v1.post("/windows/:window/clear") { request, context in
-            try await run(.clear(window: try context.pathParameter("window")), request)
+            try await Self.noFields(request, context)
+            return try await run(.clear(window: try context.pathParameter("window")), request)
         }
         v1.post("/devices/:device/text") { request, context in
             let body = try await Self.body(TextBody.self, request, context)
@@ -177,15 +180,9 @@ public struct LocalAPI: Sendable {
         return try decode(type, from: Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView))
     }
 
-    /// Decodes a body, a field it does not take said first: a misspelt optional field would otherwise be ignored, and a
-    /// misspelt required one reported as missing.
+    /// Decodes a body, a field it does not take said first.
     static func decode<Body: RequestBody>(_ type: Body.Type, from data: Data) throws -> Body {
-        if let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-           let unknown = fields.keys.sorted().first(where: { !Body.fieldNames.contains($0) }) {
-            let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
-            throw Problem(.badRequest, "the body is not what this endpoint takes: it has no field '\(shown)' (its fields: "
-                          + Body.fieldNames.joined(separator: ", ") + ")")
-        }
+        try refuseUnknownFields(in: data, taking: Body.fieldNames)
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch DecodingError.dataCorrupted(let corrupted) where corrupted.codingPath.isEmpty {
@@ -196,6 +193,29 @@ public struct LocalAPI: Sendable {
             else { throw DecodingError.dataCorrupted(corrupted) }
             throw Problem(.badRequest, "the body is not what this endpoint takes: '\(field)' \(problem)")
         }
+    }
+
+    /// For an endpoint whose body has no fields (pause, resume, clear, check, probe): none, or `{}`, and no other.
+    static func noFields(_ request: Request, _ context: BasicRequestContext) async throws {
+        try requireJSON(request)
+        var request = request
+        let data = Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView)
+        guard !data.allSatisfy({ [0x20, 0x09, 0x0A, 0x0D].contains($0) }) else { return }
+        try refuseUnknownFields(in: data, taking: [])
+        guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+            throw Problem(.badRequest, "the body is not what this endpoint takes: it takes none, or {}")
+        }
+    }
+
+    /// A field the endpoint does not take is said first: a misspelt optional field would otherwise be ignored, and a
+    /// misspelt required one reported as missing.
+    private static func refuseUnknownFields(in data: Data, taking names: [String]) throws {
+        guard let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let unknown = fields.keys.sorted().first(where: { !names.contains($0) })
+        else { return }
+        let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
+        let taken = names.isEmpty ? "it takes none" : "its fields: " + names.joined(separator: ", ")
+        throw Problem(.badRequest, "the body is not what this endpoint takes: it has no field '\(shown)' (\(taken))")
     }
 
     /// Refuses a body labelled as something other than JSON (from a trial: `text/plain` was read as JSON, so a client

@@ -9,6 +9,7 @@ import Synchronization
 extension LocalAPI {
     func addTechnicianRoutes(_ v1: RouterGroup<BasicRequestContext>) {
         v1.post("/devices/:device/probe") { request, context in
+            try await LocalAPI.noFields(request, context)
             // `wire=true`: wait for the device's next poll on the bus's tap (up to 1.5 s) and show it in hex.
             let wire = request.uri.queryParameters["wire"].map { String($0) }
             guard wire == nil || wire == "true" || wire == "false" else {

@@ -195,8 +195,12 @@ import Testing
         // A field holding a citizen's number is not repeated.
         let number = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B101", "13812345678": 1}"#)
         #expect(number.status == 400 && !number.body.contains("13812345678"), "\(number.body)")
+        // An endpoint without body fields takes none, or {}.
+        let pause = try await hall.request(.POST, "/v1/windows/5/pause", json: #"{"reason": "lunch"}"#)
+        #expect(pause.status == 400 && pause.body.contains("it has no field 'reason' (it takes none)"), "\(pause.body)")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
         #expect(try await hall.gateway.outbox.entries(after: 0, limit: 1000).allSatisfy { $0.type != "hall.rating.submitted" })
+        #expect(try await hall.request(.POST, "/v1/windows/5/pause", json: "{}").status == 200)
         try await hall.stopAll()
     }
 

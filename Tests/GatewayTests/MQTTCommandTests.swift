@@ -169,6 +169,7 @@ import Testing
             #"{"id": "q-9", "command": "call", "window": "5", "ticket": "13812345678"}"#,
             // A misspelt field is not ignored: here the board would be told something else than meant.
             #"{"id": "q-10", "command": "call", "window": "5", "ticket": "A023", "blink": true}"#,
+            #"{"id": "q-11", "command": "call", "window": "5", "tickets": "A023"}"#,
         ]
         for message in messages { try await hall.send(message) }
         let replies = try await hall.replies.collect(messages.count)
@@ -188,6 +189,7 @@ import Testing
         #expect(message("q-9")?.hasPrefix("'ticket' is not a ticket number") == true, "\(replies)")
         #expect(message("q-10") == "'blink' is no field of a call command (its fields: id, idempotency-key, command, window, ticket)",
                 "\(replies)")
+        #expect(message("q-11")?.hasPrefix("'tickets' is no field of a call command") == true, "named, not 'ticket' missing: \(replies)")
         #expect(replies.allSatisfy { !"\($0)".contains("13812345678") }, "a phone number is not repeated")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
 

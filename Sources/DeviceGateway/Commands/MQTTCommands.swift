@@ -41,8 +41,9 @@ public final class MQTTCommands: Service, Sendable {
     private struct Arrived: Sendable {
         var message: MosquittoReceived
         var held: Int64?
-        /// When a command held across a stop was received (nil: it just came, or was held by an older version).
-        var receivedBeforeTheStart: Date?
+        /// How long before this start a command held across a stop was received (nil: it just came, or was held by
+        /// an older version, or the clock reads before it was received).
+        var heldFor: TimeInterval?
     }
     /// A command held across a stop longer than this is answered `expired`, not run: a call shown or a ticket printed
     /// that much later is no longer what the queue system asked for (the gateway was down over night, say).
@@ -106,9 +107,15 @@ public final class MQTTCommands: Service, Sendable {
         if !held.isEmpty {
             logger.warning("mqtt commands: \(held.count) received before the gateway stopped and not run; running them now")
         }
+        // Their age at the start: a long queue of them must not age while it is worked off.
+        let start = Date()
         for command in held {
+            let heldFor = command.receivedAt.map { start.timeIntervalSince($0) }
+            if let heldFor, heldFor < 0 {
+                logger.warning("mqtt commands: a held command was received after this start by the clock (set back since?); it runs")
+            }
             incoming.yield(Arrived(message: MosquittoReceived(topic: commandTopic, payload: command.payload), held: command.seq,
-                                   receivedBeforeTheStart: command.receivedAt))
+                                   heldFor: heldFor.flatMap { $0 >= 0 ? $0 : nil }))
         }
         // Weak: the client keeps its handlers, and this object keeps the client.
         client.subscribe(commandTopic, onListening: { [weak self] granted in
@@ -185,11 +192,11 @@ public final class MQTTCommands: Service, Sendable {
                     continue
                 }
                 var request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
-                if let received = arrived.receivedBeforeTheStart, case let age = Date().timeIntervalSince(received),
-                   age > Self.heldCommandsExpireAfter, await !ranBefore(request) {
+                if let age = arrived.heldFor, age > Self.heldCommandsExpireAfter, await !ranBefore(request) {
                     request.action = .invalid(CommandInvalid(kind: CommandInvalid.expired, message: """
                         received \(WallClockWatch.describe(age)) before the gateway could run it (it had stopped): \
-                        not run, it is older than \(Int(Self.heldCommandsExpireAfter)) s
+                        not run now, it is older than \(Int(Self.heldCommandsExpireAfter)) s (one that ran before the \
+                        stop has its event)
                         """))
                 }
                 if message.retained {
@@ -301,6 +308,16 @@ struct MQTTCommandRequest: Sendable {
         "call", "recall", "pause", "resume", "clear", "text", "brightness", "power", "staff", "rating-request", "ticket",
     ]
 
+    /// The fields each command takes beside every message's `id`, `idempotency-key` and `command`: any other is refused
+    /// before the command is read, so that a misspelt field is named as such (from a trial: a staff id sent as
+    /// `staffId` was dropped in silence).
+    static let fields: [String: [String]] = [
+        "call": ["window", "ticket"], "recall": ["window", "ticket"], "pause": ["window"], "resume": ["window"],
+        "clear": ["window"], "text": ["device", "text"], "brightness": ["device", "level"], "power": ["device", "on"],
+        "staff": ["window", "staff"], "rating-request": ["window", "ticket"],
+        "ticket": ["number", "prefix", "service", "waitingAhead", "printer"],
+    ]
+
     /// Whose commands this one must follow: its window, its board or the printers.
     var lane: String? {
         switch action {
@@ -346,6 +363,11 @@ struct MQTTCommandRequest: Sendable {
             guard let command = try reader.string("command") else {
                 throw invalid("'command' is missing (one of \(commands.joined(separator: ", ")))")
             }
+            if let taken = Self.fields[command], case let all = ["id", "idempotency-key", "command"] + taken,
+               let unknown = fields.keys.sorted().first(where: { !all.contains($0) }) {
+                let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
+                throw invalid("'\(shown)' is no field of a \(command) command (its fields: \(all.joined(separator: ", ")))")
+            }
             switch command {
             case "call":
                 request.action = .queue(.call(window: try reader.window(), ticket: try reader.required("ticket")))
@@ -376,11 +398,6 @@ struct MQTTCommandRequest: Sendable {
                     printer: try reader.string("printer")))
             default:
                 throw invalid("'command' is '\(command)'; it must be one of \(commands.joined(separator: ", "))")
-            }
-            // A misspelt optional field would be ignored (from a trial: a staff id sent as `staffId` was dropped).
-            if let unknown = fields.keys.sorted().first(where: { !reader.asked.contains($0) }) {
-                let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
-                throw invalid("'\(shown)' is no field of a \(command) command (its fields: \(reader.asked.joined(separator: ", ")))")
             }
         } catch {
             request.action = .invalid(error)
@@ -417,20 +434,11 @@ struct MQTTCommandRequest: Sendable {
         }
     }
 
-    /// Typed reads of a message's fields, each mistake said with the field's name; it notes the fields asked for.
-    private final class FieldReader {
+    /// Typed reads of a message's fields, each mistake said with the field's name.
+    private struct FieldReader {
         let fields: [String: JSONValue]
-        /// The fields the command takes, as far as read: every message's, then its command's.
-        private(set) var asked = ["id", "idempotency-key", "command"]
-
-        init(fields: [String: JSONValue]) { self.fields = fields }
-
-        private func ask(_ name: String) {
-            if !asked.contains(name) { asked.append(name) }
-        }
 
         func string(_ name: String) throws(CommandInvalid) -> String? {
-            ask(name)
             switch fields[name] {
             case nil, .null?: return nil
             case .string(let text)? where !text.isEmpty: return text
@@ -445,7 +453,6 @@ struct MQTTCommandRequest: Sendable {
 
         /// A window as a string ("3") or a whole number (3).
         func window() throws(CommandInvalid) -> String {
-            ask("window")
             if case .number(let number)? = fields["window"], let whole = Int(exactly: number), whole >= 0 {
                 return String(whole)
             }
@@ -453,7 +460,6 @@ struct MQTTCommandRequest: Sendable {
         }
 
         func bool(_ name: String) throws(CommandInvalid) -> Bool? {
-            ask(name)
             switch fields[name] {
             case nil, .null?: return nil
             case .bool(let flag)?: return flag
@@ -462,7 +468,6 @@ struct MQTTCommandRequest: Sendable {
         }
 
         func count(_ name: String, upTo maximum: Int) throws(CommandInvalid) -> Int? {
-            ask(name)
             switch fields[name] {
             case nil, .null?: return nil
             case .number(let number)? where number >= 0 && number <= Double(maximum) && number == number.rounded():
