@@ -81,8 +81,9 @@ extension Gateway {
         await deviceCheck(of: await deviceStates())
     }
 
-    /// The check of `states`, read once by a caller that shows them beside the report.
-    public func deviceCheck(of states: [DeviceState]) async -> DeviceCheckReport {
+    /// The check of `states`, read once by a caller that shows them beside the report; the same for `sinks` (the
+    /// outbox's `sinkReports`, read here when nil).
+    public func deviceCheck(of states: [DeviceState], sinks: Result<[SinkReport], any Error>? = nil) async -> DeviceCheckReport {
         var problems: [String] = []
         var warnings: [String] = []
         for state in states where state.online != true {
@@ -102,7 +103,8 @@ extension Gateway {
             problems.append("printer \(printer): \(condition)")
         }
         do {
-            for sink in try await outbox.sinkReports(config.sinks.map(\.name)) {
+            let reports = if let sinks { try sinks.get() } else { try await outbox.sinkReports(config.sinks.map(\.name)) }
+            for sink in reports {
                 if let error = sink.lastError, let failedAt = sink.lastErrorAt,
                    sink.lastSuccessAt.map({ $0 < failedAt }) ?? true, sink.backlog > 0 {
                     problems.append("sink \(sink.sink): \(sink.backlog) events waiting; last error: \(error)")
