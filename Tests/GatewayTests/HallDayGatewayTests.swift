@@ -77,6 +77,45 @@ import Testing
         await secondRun.value
     }
 
+    /// From a trial: each start outside hours committed one more `hall.day.closed`, and each start in hours one more
+    /// `hall.day.opened`. A restart switches the boards again; the central store hears of each opening and closing once.
+    @Test func aRestartWithinAnOpeningOrAClosingSwitchesTheBoardsAgainAndTellsItOnce() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        func setScreen(on: Bool) {
+            var registers = board.registers
+            registers[MockModbusBoard.Register.power] = on ? 1 : 0
+            registers[MockModbusBoard.Register.commandCounter] &+= 1
+            board.accept(writtenRegisters: registers)
+            #expect(board.isOn == on)
+        }
+        func run(at time: String, until done: @escaping @Sendable () -> Bool) async throws -> [OutboundEvent] {
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger,
+                                      hallClock: ManualHallClock(now: try Self.shanghai(time)))
+            let stop = StopSignal()
+            let running = Task { await gateway.run(until: stop) }
+            #expect(await eventually { done() }, "at \(time)")
+            // The day's action under way finishes, its event committed, before the run ends.
+            stop.stop()
+            await running.value
+            return try await gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type.hasPrefix("hall.day.") }
+        }
+        // Wednesday 2 December 2026, open 09:00-17:00 (Asia/Shanghai, 01:00-09:00 UTC).
+        setScreen(on: false)
+        _ = try await run(at: "2026-12-02 10:00") { board.isOn }
+        setScreen(on: false)
+        let opened = try await run(at: "2026-12-02 10:30") { board.isOn }
+        #expect(opened.map(\.id) == ["boards-on-2026-12-02T01:00:00Z"], "\(opened.map(\.id))")
+        _ = try await run(at: "2026-12-02 18:00") { !board.isOn }
+        setScreen(on: true)
+        let closed = try await run(at: "2026-12-03 07:00") { !board.isOn }
+        #expect(closed.map(\.id) == ["boards-on-2026-12-02T01:00:00Z", "boards-off-2026-12-02T09:00:00Z"],
+                "\(closed.map(\.id))")
+    }
+
     @Test func aClockThatBootsAt1970HoldsTheBoardsUntilTheTechnicianSetsIt() async throws {
         let board = MockModbusBoard()
         var registers = board.registers

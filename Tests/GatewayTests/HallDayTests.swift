@@ -88,6 +88,19 @@ import Testing
         #expect(await log.entries == expected)
     }
 
+    /// What a restart's opening or closing is named after: the same instant anywhere within one state.
+    @Test func eachStateBeganAtItsOpeningOrTheClosingBeforeIt() throws {
+        let schedule = HallDaySchedule(hours: try #require(try hallDay().hours))
+        // Monday 2026-10-05: 09:00-12:00, 13:30-17:00; the holiday on Wednesday 7th; Sunday 11th worked.
+        for (at, began) in [("2026-10-05 10:00", "2026-10-05 09:00"), ("2026-10-05 11:59", "2026-10-05 09:00"),
+                            ("2026-10-05 12:30", "2026-10-05 12:00"), ("2026-10-05 13:30", "2026-10-05 13:30"),
+                            ("2026-10-05 23:00", "2026-10-05 17:00"), ("2026-10-06 08:59", "2026-10-05 17:00"),
+                            ("2026-10-07 10:00", "2026-10-06 17:00"), ("2026-10-11 09:30", "2026-10-11 09:00"),
+                            ("2026-10-10 18:00", "2026-10-10 12:00")] {
+            #expect(schedule.stateBegan(at: try local(at)) == (try local(began)), "at \(at)")
+        }
+    }
+
     @Test func startedMidMorningTurnsBoardsOnWithoutClearingTheDay() async throws {
         let hours = try #require(try hallDay().hours)
         let clock = ManualHallClock(now: try local("2026-10-05 10:30"))
@@ -690,11 +703,11 @@ actor DayLog: HallDayActions {
         entries.append(entry)
     }
 
-    func opened(greeting: Bool) async { entries.append("\(iso(clock.now)) opened") }
+    func opened(greeting: Bool, since: Date?) async { entries.append("\(iso(clock.now)) opened") }
 
     func breakStarted(reopensAt: Date) async { entries.append("\(iso(clock.now)) break until \(iso(reopensAt))") }
 
-    func closed() async { entries.append("\(iso(clock.now)) closed") }
+    func closed(since: Date?) async { entries.append("\(iso(clock.now)) closed") }
 
     func clockDoubted(reads: Date, lastRecorded: Date) async {
         entries.append("\(iso(clock.now)) held: reads \(iso(reads)), last recorded \(iso(lastRecorded))")

@@ -192,7 +192,9 @@ struct GatewayHallActions: HallDayActions {
         await gateway.commitCheck(report, id: "device-check-\(date)", onlyWhenNew: false)
     }
 
-    func opened(greeting: Bool) async { await switchBoards(on: true, greeting: greeting, name: "boards-on") }
+    func opened(greeting: Bool, since: Date?) async {
+        await switchBoards(on: true, greeting: greeting, name: "boards-on", since: since)
+    }
 
     func clockDoubted(reads: Date, lastRecorded: Date) async {
         // A clock that is right already (it ran ahead on the last run) is released by a step the gateway can see.
@@ -226,12 +228,12 @@ struct GatewayHallActions: HallDayActions {
         CommandCenter.hallTime(instant, timeZone: gateway.config.hall.timeZone)
     }
 
-    func closed() async { await switchBoards(on: false, greeting: false, name: "boards-off") }
+    func closed(since: Date?) async { await switchBoards(on: false, greeting: false, name: "boards-off", since: since) }
 
     /// Every board, window and hall alike: switched by its own screen on/off command where it has one (an Onbon BX, a
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
-    private func switchBoards(on: Bool, greeting: Bool, name: String) async {
+    private func switchBoards(on: Bool, greeting: Bool, name: String, since: Date?) async {
         let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
         // All at once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not
         // hold the others; on one bus the frames queue in order anyway.
@@ -244,7 +246,9 @@ struct GatewayHallActions: HallDayActions {
             return outcomes.sorted { $0.0 < $1.0 }.map(\.1)
         }
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
-        let id = "\(name)-\(UUID().uuidString.lowercased())"
+        // Named after the opening or closing it is: a restart within it switches the boards again, and the central
+        // store hears of that opening once (from a trial: every start outside hours committed one more closing).
+        let id = "\(name)-" + (since.map { $0.formatted(.iso8601) } ?? UUID().uuidString.lowercased())
         await gateway.commitOwn(CloudEvent(
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
             type: name == "boards-on" ? HallEventType.hallOpened : HallEventType.hallClosed, time: Date(), subject: nil,

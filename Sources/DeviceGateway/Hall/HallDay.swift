@@ -9,13 +9,15 @@ public protocol HallDayActions: Sendable {
     func beforeOpening(day: DateComponents) async
     /// The hall opens, or reopens after a break: boards on, showing the normal display (`greeting`). Called again
     /// after each break, so it must be harmless on boards that are already on; `greeting` is false when the gateway
-    /// (re)started while the hall was open: boards keep the calls they show.
-    func opened(greeting: Bool) async
+    /// (re)started while the hall was open: boards keep the calls they show. `since`: the opening this is (the same
+    /// for a restart within it), nil when the schedule cannot tell.
+    func opened(greeting: Bool, since: Date?) async
     /// A short break starts (午休): the hall reopens at `reopensAt` the same day. Boards stay on; a gateway may
     /// show 「午休」 and the reopening time. The default does nothing.
     func breakStarted(reopensAt: Date) async
-    /// The hall closes for the day (or for a break longer than the longest break): boards off (下班关闭).
-    func closed() async
+    /// The hall closes for the day (or for a break longer than the longest break): boards off (下班关闭). `since`:
+    /// the closing this is (the same for a restart before the next opening), nil when the schedule cannot tell.
+    func closed(since: Date?) async
     /// The day holds its actions: at the start the clock reads `reads`, a day before the gateway last recorded
     /// anything (`lastRecorded`), and nothing synchronises it. The default does nothing.
     func clockDoubted(reads: Date, lastRecorded: Date) async
@@ -78,6 +80,19 @@ public struct HallDaySchedule: Sendable, Equatable {
             return .onBreak(reopensAt: next.start)
         }
         return .closed
+    }
+
+    /// When the state at `instant` began: the opening of the period it is in, else the last closing before it (nil:
+    /// none within 400 days). A restart within one state tells the same instant, so it names that opening or closing.
+    public func stateBegan(at instant: Date) -> Date? {
+        var day = hours.day(of: instant)
+        for _ in 0..<400 {
+            let periods = hours.openPeriods(on: day)
+            if let open = periods.last(where: { $0.start <= instant && instant < $0.end }) { return open.start }
+            if let closing = periods.last(where: { $0.end <= instant })?.end { return closing }
+            day = day.adding(days: -1)
+        }
+        return nil
     }
 
     /// The day whose pre-opening check is due at `instant`: its first opening is at or after `instant`, by at most
@@ -199,9 +214,9 @@ public actor HallDay {
                     let first = state == nil
                     state = current
                     switch current {
-                    case .open: await actions.opened(greeting: !first)
+                    case .open: await actions.opened(greeting: !first, since: schedule.stateBegan(at: now))
                     case .onBreak(let reopensAt): await actions.breakStarted(reopensAt: reopensAt)
-                    case .closed: await actions.closed()
+                    case .closed: await actions.closed(since: schedule.stateBegan(at: now))
                     }
                 }
                 // No change ahead (a hall that never opens): wait for the stop.
