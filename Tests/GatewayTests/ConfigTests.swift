@@ -86,6 +86,27 @@ import Testing
         #expect(lines.contains { $0.contains("hall.yaml:11:57: devices[1].bus: unknown bus 'lan-9'") }, "\(lines)")
     }
 
+    /// From a trial: a key reported missing came before the misspelt key that caused it, and a broken profile's
+    /// problems after its first lost the configuration's place.
+    @Test func aBrokenProfilesProblemsComeInItsOrderEachOnALineAndAMisspeltKeyIsNamed() throws {
+        let profiles = try TemporaryDirectory()
+        let original = try String(contentsOfFile: profilesDirectory + "/modbus-evaluator-3key.yaml", encoding: .utf8)
+        let broken = original.replacingOccurrences(of: "  event-counter: 1", with: "  event-countr: 1")
+            .replacingOccurrences(of: "  acknowledge: 5", with: "  acknowledge: 50x")
+        try #require(broken != original)
+        try broken.write(toFile: profiles.file("modbus-evaluator-3key.yaml"), atomically: true, encoding: .utf8)
+        let lines = try issues(valid.replacingOccurrences(of: "profiles: \(profilesDirectory)", with: "profiles: \(profiles.path)"))
+            .map(\.description)
+        let file = profiles.file("modbus-evaluator-3key.yaml")
+        #expect(lines.count == 4, "\(lines)")
+        #expect(lines.first?.contains("hall.yaml:10:29: devices[0].profile: profile modbus-evaluator-3key has 3 problems") == true,
+                "said once, at its first device: \(lines)")
+        let rest = lines.dropFirst().map { $0.replacingOccurrences(of: file, with: "PROFILE") }
+        #expect(rest.count == 3 && rest[0].hasPrefix("PROFILE:") && rest[0].contains("registers.event-counter: missing (required)")
+                && rest[1].contains("registers.event-countr: unknown key; did you mean 'event-counter'?")
+                && rest[2].contains("registers.acknowledge: expected a whole number, found '50x'"), "in the file's order: \(rest)")
+    }
+
     @Test func anEmptyValueIsCalledEmptyNotTheWrongKind() throws {
         let found = try issues(valid.replacingOccurrences(of: #"window: "2""#, with: #"window: """#)).map(\.description)
         #expect(found.count == 1 && found[0].hasSuffix("devices[1].window: is empty; give it a value or leave the key out"),

@@ -540,13 +540,13 @@ import Testing
             "hall.yaml:3:3: hours.saturday-monday: unknown weekday or key (weekdays: monday … sunday, or a range "
                 + "such as monday-friday; other keys: holidays, working-days, check-before-opening-minutes, "
                 + "longest-break-minutes)",
+            "hall.yaml:4:18: hours.working-days.2026-10-11: 2026-10-11 is worked as sunday, which has no opening hours",
             "hall.yaml:4:50: hours.working-days.2026-10-12: 'someday' is not a weekday (monday … sunday): the day "
                 + "whose hours 2026-10-12 is worked with",
-            "hall.yaml:4:18: hours.working-days.2026-10-11: 2026-10-11 is worked as sunday, which has no opening hours",
+            "hall.yaml:6:3: tickets: prefix 'A' is given twice",
             "hall.yaml:6:17: tickets.prefixes[1]: 'b' is not a ticket prefix (1 to 3 capital letters, e.g. A or VIP)",
             "hall.yaml:8:11: tickets.digits: 9 is out of range 1…6",
-            "hall.yaml:6:3: tickets: prefix 'A' is given twice",
-        ])
+        ], "in the file's order")
     }
 
     // MARK: Helpers

@@ -21,8 +21,20 @@ public struct ConfigIssue: Sendable, Equatable, Encodable, CustomStringConvertib
 
 /// A configuration that could not be used; lists every problem found, not just the first.
 public struct ConfigError: Error, Sendable, CustomStringConvertible {
-    /// The problems, in file order.
+    /// The problems, in file order: each file's by line and column, files in the order they were first named.
     public var issues: [ConfigIssue]
+
+    /// An error of `issues`, put in file order (from a trial: a key reported missing came before the misspelt key that
+    /// caused it, three lines further down).
+    public init(issues: [ConfigIssue]) {
+        var files: [String] = []
+        for issue in issues where !files.contains(issue.file) { files.append(issue.file) }
+        self.issues = issues.enumerated().sorted { first, second in
+            let (a, b) = (first.element, second.element)
+            let order = (files.firstIndex(of: a.file)!, a.line ?? 0, a.column ?? 0, first.offset)
+            return order < (files.firstIndex(of: b.file)!, b.line ?? 0, b.column ?? 0, second.offset)
+        }.map(\.element)
+    }
 
     public var description: String { issues.map(\.description).joined(separator: "\n") }
 }

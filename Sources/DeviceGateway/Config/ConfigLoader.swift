@@ -320,6 +320,11 @@ public enum ConfigLoader {
                         reader.report(mapping["profile"], "\(item.path).profile",
                                       "the profile folder \(library.directory) does not exist (profiles:)")
                         brokenProfiles.formUnion(items.compactMap { $0.node.mapping?["profile"]?.string })
+                    } else if error.issues.count > 1 {
+                        // Each of its problems on a line of its own, at its place in the profile.
+                        reader.report(mapping["profile"], "\(item.path).profile",
+                                      "profile \(profile) has \(error.issues.count) problems, listed at its file")
+                        reader.report(error.issues)
                     } else {
                         reader.report(mapping["profile"], "\(item.path).profile", error.description)
                     }

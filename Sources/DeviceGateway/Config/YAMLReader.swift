@@ -58,6 +58,9 @@ final class YAMLReader {
         return found
     }
 
+    /// Another file's problems, as they are (a profile's, found while reading the configuration that names it).
+    func report(_ others: [ConfigIssue]) { issues += others }
+
     func report(_ node: Node?, _ key: String, _ message: String) {
         issues.append(ConfigIssue(file: file, line: node?.mark?.line, column: node?.mark?.column,
                                   key: key, message: message))
@@ -202,11 +205,30 @@ final class YAMLReader {
             value(key, required: required).flatMap { reader.choice($0, keyPath(key), allowed) }
         }
 
+        /// Levenshtein distance, for the few short keys of one mapping.
+        static func editDistance(_ a: String, _ b: String) -> Int {
+            let (a, b) = (Array(a), Array(b))
+            var previous = Array(0...b.count)
+            for (i, x) in a.enumerated() {
+                var current = [i + 1]
+                for (j, y) in b.enumerated() {
+                    current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
+                }
+                previous = current
+            }
+            return previous[b.count]
+        }
+
         /// Reports every key that was never read: a typo, or a setting this version does not know.
         func rejectUnknownKeys() {
             for entry in entries where !read.contains(entry.key) {
                 let known = read.sorted().joined(separator: ", ")
-                reader.report(entry.keyNode, keyPath(entry.key), "unknown key (known here: \(known))")
+                // A near miss of a key this mapping takes and does not have is most likely it, misspelt.
+                let meant = read.sorted().first { key in
+                    !entries.contains { $0.key == key } && Self.editDistance(key.lowercased(), entry.key.lowercased()) <= 2
+                }
+                let hint = meant.map { "; did you mean '\($0)'?" } ?? ""
+                reader.report(entry.keyNode, keyPath(entry.key), "unknown key\(hint) (known here: \(known))")
             }
         }
     }
