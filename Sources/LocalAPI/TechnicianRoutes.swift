@@ -242,6 +242,16 @@ extension LocalAPI {
             case .serial: true
             }
         }
+        /// A Modbus write is a command or an acknowledgement, not a poll (from a trial: a board's call was shown as
+        /// its "poll").
+        func purpose(of request: [UInt8]) -> String {
+            let function: UInt8? = switch bus.transport {
+            case .modbusRTU: request.count > 1 ? request[1] : nil
+            case .modbusTCP: request.count > 7 ? request[7] : nil
+            case .serial: nil
+            }
+            return [5, 6, 15, 16].contains(function) ? "write" : "poll"
+        }
         func words(_ bytes: [UInt8], _ stream: WireInspector.Stream?) -> [String] {
             guard let stream, !bytes.isEmpty else { return [] }
             return WireInspector.inspect(bytes, as: stream).items.map { $0.frame ?? "rejected: \($0.rejected ?? "")" }
@@ -258,7 +268,8 @@ extension LocalAPI {
                     profile: profile, transport: bus.transport, request: exchange.sent, answer: exchange.received)
             }
             steps.append(ProbeStep(
-                purpose: "poll", sent: WireInspector.hex(exchange.sent), sentWords: words(exchange.sent, streams?.sent),
+                purpose: purpose(of: exchange.sent), sent: WireInspector.hex(exchange.sent),
+                sentWords: words(exchange.sent, streams?.sent),
                 received: WireInspector.hex(exchange.received),
                 receivedWords: words(exchange.received, streams?.received),
                 outcome: exchange.received.isEmpty ? "no answer seen" : "answered",
