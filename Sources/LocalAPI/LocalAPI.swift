@@ -197,10 +197,11 @@ public struct LocalAPI: Sendable {
 
     /// For an endpoint whose body has no fields (pause, resume, clear, check, probe): none, or `{}`, and no other.
     static func noFields(_ request: Request, _ context: BasicRequestContext) async throws {
-        try requireJSON(request)
-        var request = request
-        let data = Data(try await request.collectBody(upTo: context.maxUploadSize).readableBytesView)
+        var body = request
+        let data = Data(try await body.collectBody(upTo: context.maxUploadSize).readableBytesView)
+        // No body is no body, whatever it is labelled (`curl -d ''` says form data).
         guard !data.allSatisfy({ [0x20, 0x09, 0x0A, 0x0D].contains($0) }) else { return }
+        try requireJSON(request)
         try refuseUnknownFields(in: data, taking: [])
         guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
             throw Problem(.badRequest, "the body is not what this endpoint takes: it takes none, or {}")

@@ -27,9 +27,9 @@ extension LocalAPI {
         v1.post("/devices/:device/test") { request, context in
             let device = try knownDevice(context)
             // The body is optional: no text means the default test text.
-            try LocalAPI.requireJSON(request)
-            var request = request
-            let buffer = try await request.collectBody(upTo: 1 << 16)
+            var body = request
+            let buffer = try await body.collectBody(upTo: 1 << 16)
+            if buffer.readableBytes > 0 { try LocalAPI.requireJSON(request) }
             let text = buffer.readableBytes == 0 ? nil : try LocalAPI.decode(TestRequest.self, from: Data(buffer.readableBytesView)).text
             return try await test(device, text: text)
         }

@@ -201,6 +201,9 @@ import Testing
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
         #expect(try await hall.gateway.outbox.entries(after: 0, limit: 1000).allSatisfy { $0.type != "hall.rating.submitted" })
         #expect(try await hall.request(.POST, "/v1/windows/5/pause", json: "{}").status == 200)
+        // No body is no body, whatever it is labelled (curl -d '' says form data).
+        #expect(try await hall.request(.POST, "/v1/windows/5/resume", json: "", contentType: "application/x-www-form-urlencoded")
+                    .status == 200)
         try await hall.stopAll()
     }
 
