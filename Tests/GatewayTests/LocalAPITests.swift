@@ -612,6 +612,32 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// From a trial: a citizen's name typed into `service` by a queue system reached the central store, and
+    /// "社保业务 " with a trailing space was counted apart from 社保业务. A hall that lists its services takes no other.
+    @Test func aTicketsServiceIsOneOfTheHallsServicesWhenItListsThem() async throws {
+        let printer = try MockEscPosPrinter()
+        let other = try MockEscPosPrinter()
+        defer {
+            printer.stop()
+            other.stop()
+        }
+        let hall = try await Self.printersHall(printer, other, pollIntervalMs: 100,
+                                               tickets: "tickets: {prefixes: [A]}\nservices: [户籍, 社保业务]")
+        for service in ["户籍 张三", "", "医保"] {
+            let refused = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "\#(service)"}"#)
+            #expect(refused.status == 400 && refused.body.contains("service must be one of the hall's services: 户籍, 社保业务"),
+                    "\(service): \(refused.body)")
+            #expect(!refused.body.contains("张三"), "what was sent is not said back")
+        }
+        #expect(printer.tickets.isEmpty && other.tickets.isEmpty, "nothing printed")
+        let taken = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务 "}"#)
+        let number = try hall.json(taken.body)["ticket"] as? String
+        #expect(taken.status == 200 && number == "A001", "\(taken.body)")
+        let issued = try #require(try await hall.gateway.outbox.entries(after: 0, limit: 1000).first { $0.type == "hall.ticket.issued" })
+        #expect(issued.json.contains(#""service":"社保业务""#), "counted with the others: \(issued.json)")
+        try await hall.stopAll()
+    }
+
     @Test func aTicketSentToAPrinterThatThenFallsSilentIsIssuedOnceNotPrintedAgainElsewhere() async throws {
         // Found by a queue system's integrator: the printer took the ticket to its cut, then did not answer the
         // status request (its cover opened). The ticket was called not issued, then printed again on the next

@@ -236,6 +236,13 @@ public actor CommandCenter {
             throw CommandInvalid(kind: "invalid", message: "the gateway numbers the tickets of prefix \(letters) (tickets: in "
                                  + "its configuration): send prefix \(letters), not a number, so that no number is given twice")
         }
+        // What the hall counts its tickets by: "社保业务 " is 社保业务; with the hall's list, nothing else (from a trial:
+        // a citizen's name typed into it by a queue system reached the central store).
+        let service = service.trimmingCharacters(in: .whitespaces)
+        if !gateway.config.services.isEmpty, !gateway.config.services.contains(service) {
+            throw CommandInvalid(kind: "invalid", message: "service must be one of the hall's services: "
+                                 + gateway.config.services.joined(separator: ", ") + " (services: in its configuration)")
+        }
         if !service.isEmpty { try Self.checkField(service, "service", longest: Self.longestService) }
         guard (0...Self.mostWaitingAhead).contains(waitingAhead) else {
             throw CommandInvalid(kind: "invalid", message: "waitingAhead must be 0 to \(Self.mostWaitingAhead)")

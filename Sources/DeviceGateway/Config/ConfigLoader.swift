@@ -71,6 +71,17 @@ public enum ConfigLoader {
         let hallDay = parseHallDay(hours: top.value("hours"), tickets: top.value("tickets"), reader,
                                    timeZone: hall?.timeZone ?? TimeZone(identifier: "Asia/Shanghai") ?? .gmt)
         let mqttCommands = top.value("commands").flatMap { parseCommands($0, reader, folder: folder) }
+        let services = top.value("services").flatMap { reader.items($0, "services") }.map { items in
+            items.compactMap { item -> String? in
+                guard let text = reader.string(item.node, item.path) else { return nil }
+                let service = text.trimmingCharacters(in: .whitespaces)
+                guard !service.isEmpty, service.count <= CommandCenter.longestService else {
+                    reader.report(item.node, item.path, "a service is 1 to \(CommandCenter.longestService) characters")
+                    return nil
+                }
+                return service
+            }
+        } ?? []
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)
@@ -92,6 +103,7 @@ public enum ConfigLoader {
         config.hallDay = hallDay
         config.terminals = terminals
         config.mqttCommands = mqttCommands
+        config.services = services
         return (config, library)
     }
 

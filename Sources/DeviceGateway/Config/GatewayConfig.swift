@@ -35,6 +35,9 @@ public struct GatewayConfig: Sendable {
     public var hallDay: HallDayConfig?
     /// Networked evaluator terminals (tablets) that post their ratings to the API.
     public var terminals: [TerminalConfig] = []
+    /// The hall's services (`services: [户籍, 社保业务]`): a ticket's `service` must be one of them. Empty: any text that
+    /// holds no phone or ID number.
+    public var services: [String] = []
     /// The queue system's commands over MQTT (`commands: {mqtt: …}`); nil when no broker is configured.
     public var mqttCommands: MQTTCommandsConfig?
 
