@@ -184,6 +184,9 @@ public final class Gateway: Service {
                 }
                 return await busGroup.reduce(0, +)
             }
+            // The central store hears of a stop: from a trial, a stop left every device "online" until it came back
+            // online, with nothing between.
+            await commitOwn(await heartbeat(stopping: true))
             // Every cycle is committed; let the forwarders deliver it before returning.
             forwardersStop.stop()
         }
@@ -355,7 +358,7 @@ public final class Gateway: Service {
     func holdHallDay(because reason: String?) { hallDayHold.withLock { $0 = reason } }
 
     /// The heartbeat as of now.
-    public func heartbeat(number: Int = 0) async -> CloudEvent {
+    public func heartbeat(number: Int = 0, stopping: Bool = false) async -> CloudEvent {
         let states = await deviceStates()
         let reports = (try? await outbox.sinkReports(config.sinks.map(\.name))) ?? []
         let dropped = (try? await outbox.dropTotal()) ?? 0
@@ -373,8 +376,9 @@ public final class Gateway: Service {
                 + config.devices.map(\.id).filter { !configured.contains($0) },
             eventsDropped: dropped, clock: clockState())
         return CloudEvent(
-            id: "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
-            type: HallEventType.gatewayHeartbeat, time: Date(), subject: nil, data: .heartbeat(beat))
+            id: stopping ? "stopped-\(runId)" : "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
+            type: stopping ? HallEventType.gatewayStopped : HallEventType.gatewayHeartbeat, time: Date(), subject: nil,
+            data: .heartbeat(beat))
     }
 
     /// The budget drops the oldest undelivered events to make room; on a disk with less room than it, the disk is

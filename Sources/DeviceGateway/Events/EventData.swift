@@ -27,7 +27,7 @@ public enum EventData: Sendable, Equatable, Encodable {
             self = .boardAcknowledged(try container.decode(BoardAcknowledged.self, forKey: .data))
         case HallEventType.deviceFault:
             self = .deviceFault(try container.decode(DeviceFault.self, forKey: .data))
-        case HallEventType.gatewayHeartbeat:
+        case HallEventType.gatewayHeartbeat, HallEventType.gatewayStopped:
             self = .heartbeat(try container.decode(GatewayHeartbeat.self, forKey: .data))
         case HallEventType.eventsDropped:
             self = .eventsDropped(try container.decode(EventsDropped.self, forKey: .data))
@@ -299,6 +299,9 @@ public enum HallEventType {
     public static let boardAcknowledged = "hall.board.acknowledged"
     public static let deviceFault = "hall.device.fault"
     public static let gatewayHeartbeat = "hall.gateway.heartbeat"
+    /// The gateway stops as asked (SIGTERM, SIGINT): the heartbeat's figures, the last ones until it starts again. From
+    /// here until the devices' next `hall.device.online`, their state is not known; a crash says nothing.
+    public static let gatewayStopped = "hall.gateway.stopped"
     public static let eventsDropped = "hall.gateway.events_dropped"
     public static let outboxRecovered = "hall.gateway.outbox_recovered"
     public static let callDisplayed = "hall.call.displayed"
