@@ -169,8 +169,10 @@ public final class Gateway: Service {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
             group.addTask { await self.maintain(until: forwardersStop, sinksRecorded: sinksRecorded, hallDay: hallDay) }
-            if let interval = config.heartbeatInterval {
-                group.addTask { await self.beat(every: interval, until: forwardersStop) }
+            // Stopped before `hall.gateway.stopped` is told: no heartbeat after it.
+            let beatStop = StopSignal()
+            let beating = config.heartbeatInterval.map { interval in
+                Task { await self.beat(every: interval, until: beatStop) }
             }
             uncommitted = await withTaskGroup(of: Int.self) { busGroup in
                 for bus in buses {
@@ -184,6 +186,8 @@ public final class Gateway: Service {
                 }
                 return await busGroup.reduce(0, +)
             }
+            beatStop.stop()
+            await beating?.value
             // The central store hears of a stop: from a trial, a stop left every device "online" until it came back
             // online, with nothing between.
             await commitOwn(await heartbeat(stopping: true))

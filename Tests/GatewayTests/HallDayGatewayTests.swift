@@ -114,6 +114,16 @@ import Testing
         let closed = try await run(at: "2026-12-03 07:00") { !board.isOn }
         #expect(closed.map(\.id) == ["boards-on-2026-12-02T01:00:00Z", "boards-off-2026-12-02T09:00:00Z"],
                 "\(closed.map(\.id))")
+        // Its events delivered and pruned (a restart after the retention, a long holiday): still told once.
+        do {
+            let outbox = try Outbox.open(path: config.outboxPath, logger: CapturedLog().logger)
+            let all = try await outbox.entries(after: 0, limit: 1000)
+            try await outbox.markDelivered(sink: "sqlite", through: try #require(all.last?.position), count: all.count)
+            #expect(try await outbox.prune(now: Date().addingTimeInterval(8 * 24 * 3600)) == all.count)
+        }
+        setScreen(on: true)
+        let afterPruning = try await run(at: "2026-12-03 07:30") { !board.isOn }
+        #expect(afterPruning.isEmpty, "\(afterPruning.map(\.id))")
     }
 
     @Test func aClockThatBootsAt1970HoldsTheBoardsUntilTheTechnicianSetsIt() async throws {

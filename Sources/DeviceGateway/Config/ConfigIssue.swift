@@ -24,8 +24,8 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
     /// The problems, in file order: each file's by line and column, files in the order they were first named.
     public var issues: [ConfigIssue]
 
-    /// An error of `issues`, put in file order (from a trial: a key reported missing came before the misspelt key that
-    /// caused it, three lines further down).
+    /// An error of `issues`, put in file order: the order in which they were found follows the reading, not the file
+    /// (from a trial: a misspelt key was said after a problem further down).
     public init(issues: [ConfigIssue]) {
         var files: [String] = []
         for issue in issues where !files.contains(issue.file) { files.append(issue.file) }

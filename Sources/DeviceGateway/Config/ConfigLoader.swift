@@ -71,17 +71,21 @@ public enum ConfigLoader {
         let hallDay = parseHallDay(hours: top.value("hours"), tickets: top.value("tickets"), reader,
                                    timeZone: hall?.timeZone ?? TimeZone(identifier: "Asia/Shanghai") ?? .gmt)
         let mqttCommands = top.value("commands").flatMap { parseCommands($0, reader, folder: folder) }
-        let services = top.value("services").flatMap { reader.items($0, "services") }.map { items in
-            items.compactMap { item -> String? in
-                guard let text = reader.string(item.node, item.path) else { return nil }
-                let service = text.trimmingCharacters(in: .whitespaces)
-                guard !service.isEmpty, service.count <= CommandCenter.longestService else {
-                    reader.report(item.node, item.path, "a service is 1 to \(CommandCenter.longestService) characters")
-                    return nil
-                }
-                return service
+        var services: [String] = []
+        for item in top.value("services").flatMap({ reader.items($0, "services") }) ?? [] {
+            guard let text = reader.string(item.node, item.path) else { continue }
+            let service = text.trimmingCharacters(in: .whitespaces)
+            do throws(CommandInvalid) {
+                try CommandCenter.checkField(service, "service", longest: CommandCenter.longestService)
+            } catch {
+                reader.report(item.node, item.path, error.message)
+                continue
             }
-        } ?? []
+            if services.contains(service) {
+                reader.report(item.node, item.path, "'\(service)' is listed twice")
+            }
+            services.append(service)
+        }
         top.rejectUnknownKeys()
 
         let library = ProfileLibrary(directory: profilesDirectory)

@@ -224,9 +224,10 @@ final class YAMLReader {
             for entry in entries where !read.contains(entry.key) {
                 let known = read.sorted().joined(separator: ", ")
                 // A near miss of a key this mapping takes and does not have is most likely it, misspelt.
-                let meant = read.sorted().first { key in
-                    !entries.contains { $0.key == key } && Self.editDistance(key.lowercased(), entry.key.lowercased()) <= 2
-                }
+                let meant = read.filter { key in !entries.contains { $0.key == key } }
+                    .map { ($0, Self.editDistance($0.lowercased(), entry.key.lowercased())) }
+                    .filter { $0.1 <= ($0.0.count >= 5 ? 2 : 1) }
+                    .min { ($0.1, $0.0) < ($1.1, $1.0) }?.0
                 let hint = meant.map { "; did you mean '\($0)'?" } ?? ""
                 reader.report(entry.keyNode, keyPath(entry.key), "unknown key\(hint) (known here: \(known))")
             }

@@ -186,7 +186,7 @@ public struct DeviceFault: Sendable, Equatable, Codable {
 }
 
 /// `hall.gateway.heartbeat`: the gateway is alive. The central side alarms once when these stop,
-/// instead of once per device.
+/// instead of once per device. Also the figures of `hall.gateway.stopped`, the last before a stop.
 public struct GatewayHeartbeat: Sendable, Equatable, Codable {
     /// The gateway's version.
     public var version: String

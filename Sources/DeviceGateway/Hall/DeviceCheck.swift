@@ -247,13 +247,37 @@ struct GatewayHallActions: HallDayActions {
         }
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
-        // store hears of that opening once (from a trial: every start outside hours committed one more closing).
-        let id = "\(name)-" + (since.map { $0.formatted(.iso8601) } ?? UUID().uuidString.lowercased())
+        // store hears of that opening once (from a trial: every start outside hours committed one more closing),
+        // unless this time it went better than it was told (then under an id of this run's).
+        var id = "\(name)-" + (since.map(Self.utcInstant) ?? UUID().uuidString.lowercased())
+        if since != nil {
+            let told = try? await gateway.outbox.hallDayEventResult(id: id)
+            if let told, told == status.rawValue || CommandResult.Status(rawValue: told).map({ $0 <= status }) == true {
+                return
+            }
+            if told != nil { id += "-\(UUID().uuidString.lowercased().prefix(8))" }
+        }
         await gateway.commitOwn(CloudEvent(
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
             type: name == "boards-on" ? HallEventType.hallOpened : HallEventType.hallClosed, time: Date(), subject: nil,
             data: .command(CommandExecuted(commandId: id, command: name, window: nil, ticket: nil, result: status.rawValue,
                                            devices: outcomes))))
+        if let since {
+            do {
+                try await gateway.outbox.recordHallDayEvent(id: "\(name)-\(Self.utcInstant(since))", result: status.rawValue)
+            } catch {
+                gateway.logger.warning("outbox: the hall day's \(name) is not noted as told (\(error)); a restart before the next may tell it again")
+            }
+        }
+    }
+
+    /// `2026-12-02T01:00:00Z`: spelt out, so that an id made from it stays the same across versions of Foundation.
+    static func utcInstant(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = .gmt
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0,
+                      c.minute ?? 0, c.second ?? 0)
     }
 
     private func switchBoard(_ board: String, on: Bool, greeting: Bool) async -> CommandExecuted.DeviceOutcome {

@@ -445,6 +445,11 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v14-held-command-time") { db in
             try db.execute(sql: "ALTER TABLE held_command ADD COLUMN received_at REAL")
         }
+        // The last openings and closings told, with their result: their events are pruned, a restart weeks later
+        // within the same closing must not tell it again (the store would see a gap where it drops the repeat).
+        migrator.registerMigration("v15-hall-day-events") { db in
+            try db.execute(sql: "CREATE TABLE hall_day_event (id TEXT PRIMARY KEY, result TEXT NOT NULL, told_at REAL NOT NULL)")
+        }
         return migrator
     }
 
@@ -913,6 +918,24 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The result an opening's or closing's event (`id`) was told with, if it was.
+    public func hallDayEventResult(id: String) async throws -> String? {
+        try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT result FROM hall_day_event WHERE id = ?", arguments: [id])
+        }
+    }
+
+    /// Notes that the opening's or closing's event `id` was told with `result`; the last 50 are kept.
+    public func recordHallDayEvent(id: String, result: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO hall_day_event (id, result, told_at) VALUES (?, ?, ?)",
+                           arguments: [id, result, Date().timeIntervalSince1970])
+            try db.execute(sql: """
+                DELETE FROM hall_day_event WHERE id NOT IN (SELECT id FROM hall_day_event ORDER BY told_at DESC LIMIT 50)
+                """)
+        }
+    }
+
     /// Keeps the staff id set on `device` (none: forgets it).
     public func record(staff: String?, device: String) async throws {
         try await database.write { db in
@@ -1209,6 +1232,8 @@ public final class Outbox: Sendable {
                  "INSERT OR IGNORE INTO unsettled_command (source, id, key, request, draft, committed) VALUES (?, ?, ?, ?, ?, ?)"),
                 ("SELECT day, prefix, number FROM ticket_counter",
                  "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)"),
+                ("SELECT id, result, told_at FROM hall_day_event",
+                 "INSERT OR IGNORE INTO hall_day_event (id, result, told_at) VALUES (?, ?, ?)"),
                 ("SELECT day, checked_at FROM hall_day_check",
                  "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
                 ("SELECT id, latest FROM recorded_clock",
