@@ -212,9 +212,8 @@ public struct LocalAPI: Sendable {
     /// misspelt required one reported as missing.
     private static func refuseUnknownFields(in data: Data, taking names: [String]) throws {
         guard let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let unknown = fields.keys.sorted().first(where: { !names.contains($0) })
+              let shown = CommandCenter.unknownField(among: fields.keys, taken: names)
         else { return }
-        let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
         let taken = names.isEmpty ? "it takes none" : "its fields: " + names.joined(separator: ", ")
         throw Problem(.badRequest, "the body is not what this endpoint takes: it has no field '\(shown)' (\(taken))")
     }

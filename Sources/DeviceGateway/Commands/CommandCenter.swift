@@ -634,6 +634,13 @@ public actor CommandCenter {
         }
     }
 
+    /// The first of `keys` (sorted) that is not one of `taken`, as a refusal may say it: one that reads as a mobile or
+    /// ID number is not repeated. The one check of a request's fields, HTTP and MQTT alike: a misspelt field is named
+    /// rather than ignored (from a trial: a terminal's `staffId` was dropped and its rating stored without staff).
+    public static func unknownField(among keys: some Sequence<String>, taken: [String]) -> String? {
+        keys.sorted().first { !taken.contains($0) }.map { holdsPhoneOrIDNumber($0) ? "(not repeated)" : String($0.prefix(60)) }
+    }
+
     /// Whether `text` holds what reads as a mobile number (11 digits from 13… to 19…, also after 86 and written
     /// 3-4-4 with spaces, hyphens or dots) or a resident ID number (15 or 18 digits, or 17 and X, also written 6-8-4 or
     /// 6-4-4-4); full-width digits and X count.

@@ -309,8 +309,7 @@ struct MQTTCommandRequest: Sendable {
     ]
 
     /// The fields each command takes beside every message's `id`, `idempotency-key` and `command`: any other is refused
-    /// before the command is read, so that a misspelt field is named as such (from a trial: a staff id sent as
-    /// `staffId` was dropped in silence).
+    /// before the command is read, so that a misspelt required field is named, not said missing.
     static let fields: [String: [String]] = [
         "call": ["window", "ticket"], "recall": ["window", "ticket"], "pause": ["window"], "resume": ["window"],
         "clear": ["window"], "text": ["device", "text"], "brightness": ["device", "level"], "power": ["device", "on"],
@@ -364,8 +363,7 @@ struct MQTTCommandRequest: Sendable {
                 throw invalid("'command' is missing (one of \(commands.joined(separator: ", ")))")
             }
             if let taken = Self.fields[command], case let all = ["id", "idempotency-key", "command"] + taken,
-               let unknown = fields.keys.sorted().first(where: { !all.contains($0) }) {
-                let shown = CommandCenter.holdsPhoneOrIDNumber(unknown) ? "(not repeated)" : String(unknown.prefix(60))
+               let shown = CommandCenter.unknownField(among: fields.keys, taken: all) {
                 throw invalid("'\(shown)' is no field of a \(command) command (its fields: \(all.joined(separator: ", ")))")
             }
             switch command {

@@ -249,22 +249,20 @@ struct GatewayHallActions: HallDayActions {
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
         // store hears of that opening once (from a trial: every start outside hours committed one more closing),
         // unless this time it went better than it was told (then under an id of this run's).
-        var id = "\(name)-" + (since.map(Self.utcInstant) ?? UUID().uuidString.lowercased())
-        if since != nil {
-            let told = try? await gateway.outbox.hallDayEventResult(id: id)
-            if let told, told == status.rawValue || CommandResult.Status(rawValue: told).map({ $0 <= status }) == true {
-                return
-            }
-            if told != nil { id += "-\(UUID().uuidString.lowercased().prefix(8))" }
+        let named = "\(name)-" + (since.map(Self.utcInstant) ?? UUID().uuidString.lowercased())
+        var id = named
+        if since != nil, let told = try? await gateway.outbox.hallDayEventResult(id: named) {
+            guard (CommandResult.Status(rawValue: told) ?? .refused) > status else { return }
+            id += "-\(UUID().uuidString.lowercased().prefix(8))"
         }
         await gateway.commitOwn(CloudEvent(
             id: id, source: EventSource.gateway(hall: gateway.config.hall.id),
             type: name == "boards-on" ? HallEventType.hallOpened : HallEventType.hallClosed, time: Date(), subject: nil,
             data: .command(CommandExecuted(commandId: id, command: name, window: nil, ticket: nil, result: status.rawValue,
                                            devices: outcomes))))
-        if let since {
+        if since != nil {
             do {
-                try await gateway.outbox.recordHallDayEvent(id: "\(name)-\(Self.utcInstant(since))", result: status.rawValue)
+                try await gateway.outbox.recordHallDayEvent(id: named, result: status.rawValue)
             } catch {
                 gateway.logger.warning("outbox: the hall day's \(name) is not noted as told (\(error)); a restart before the next may tell it again")
             }

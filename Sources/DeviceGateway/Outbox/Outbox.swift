@@ -490,10 +490,19 @@ public final class Outbox: Sendable {
     /// In the transaction that commits a command's own event: its draft is done with, or, for a keyed command, kept
     /// as that event until the key's result is (`recordCommandResult`).
     private static func settleDraft(of event: CloudEvent, in db: Database) throws {
-        try db.cachedStatement(sql: "DELETE FROM unsettled_command WHERE source = ? AND id = ? AND key IS NULL")
-            .execute(arguments: [event.source, event.id])
-        try db.cachedStatement(sql: "UPDATE unsettled_command SET committed = 1, draft = ? WHERE source = ? AND id = ?")
-            .execute(arguments: [try event.jsonLine(), event.source, event.id])
+        // Most own events (heartbeats, checks) have none: no JSON made for them.
+        let keyed = try Bool.fetchOne(
+            db.cachedStatement(sql: "SELECT key IS NOT NULL FROM unsettled_command WHERE source = ? AND id = ?"),
+            arguments: [event.source, event.id])
+        switch keyed {
+        case nil: return
+        case false?:
+            try db.cachedStatement(sql: "DELETE FROM unsettled_command WHERE source = ? AND id = ?")
+                .execute(arguments: [event.source, event.id])
+        case true?:
+            try db.cachedStatement(sql: "UPDATE unsettled_command SET committed = 1, draft = ? WHERE source = ? AND id = ?")
+                .execute(arguments: [try event.jsonLine(), event.source, event.id])
+        }
     }
 
     /// Inserts one event with the next sequence of its source, unless its (source, id) is known.
@@ -996,8 +1005,7 @@ public final class Outbox: Sendable {
                                     keepingSince: Date) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
-            try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
-                           arguments: [key, request, json, time.timeIntervalSince1970])
+            try Self.keep(key: key, request: request, json: json, at: time, in: db)
             // Its command is settled once its own event is committed too (else the next start commits the draft).
             try db.execute(sql: "DELETE FROM unsettled_command WHERE key = ? AND committed = 1", arguments: [key])
         }
@@ -1046,12 +1054,16 @@ public final class Outbox: Sendable {
                 let result = CommandResult(
                     id: executed.commandId, command: executed.command, window: executed.window, ticket: executed.ticket,
                     status: CommandResult.Status(rawValue: executed.result) ?? .refused, devices: executed.devices, eventId: id)
-                try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
-                               arguments: [key, request, String(decoding: try JSONEncoder().encode(result), as: UTF8.self),
-                                           time.timeIntervalSince1970])
+                try Self.keep(key: key, request: request, json: String(decoding: try JSONEncoder().encode(result), as: UTF8.self),
+                              at: time, in: db)
             }
             return (committed, unreadable)
         }
+    }
+
+    private static func keep(key: String, request: String, json: String, at time: Date, in db: Database) throws {
+        try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
+                       arguments: [key, request, json, time.timeIntervalSince1970])
     }
 
     /// The device states last recorded, and when.
