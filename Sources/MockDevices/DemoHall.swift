@@ -63,9 +63,10 @@ public final class DemoHall: Sendable {
         Dictionary(uniqueKeysWithValues: pads.filter { $0.bus == bus }.map { ($0.address, $0.evaluator) })
     }
 
-    /// The hall's configuration, pointing at the simulated line and endpoint.
+    /// The hall's configuration, pointing at the simulated line and endpoint; its events go to a local store at
+    /// `eventStore`, or to `sinks` (a `sinks:` section) when given.
     public func configuration(hallId: String = "demo-hall", stateDirectory: String, profiles: String,
-                              eventStore: String, pollIntervalMs: Int = 300) -> String {
+                              eventStore: String, sinks: String? = nil, pollIntervalMs: Int = 300) -> String {
         guard case .rtu(let devicePath) = serialLine.endpoint, case .tcp(let port) = network.endpoint else {
             preconditionFailure("the demo hall's servers are one RTU line and one TCP endpoint")
         }
@@ -96,7 +97,7 @@ public final class DemoHall: Sendable {
         }
         text += "  - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}\n"
         text += "  - {id: callboard-1, profile: onbon-bx5, bus: led-1, address: 1}\n"
-        text += "sinks:\n  - {type: sqlite, name: local, path: \(eventStore)}\n"
+        text += sinks ?? "sinks:\n  - {type: sqlite, name: local, path: \(eventStore)}\n"
         // The gateway numbers the tickets, per prefix and hall day, going on after a restart.
         text += "tickets: {prefixes: [A, B], priority-prefixes: [V]}\n"
         return text

@@ -55,7 +55,17 @@ struct Events: AsyncParsableCommand {
             return
         }
         var storePath = store ?? "var/events.sqlite"
-        if store == nil, let path = hall.config?.sinks.lazy.compactMap(\.sqlitePath).first { storePath = path }
+        if store == nil, let config = hall.config {
+            guard let path = config.sinks.lazy.compactMap(\.sqlitePath).first else {
+                // Not another hall's var/events.sqlite, read as this one's.
+                printError("""
+                    this hall keeps no local event store (no sqlite sink in its configuration): gatewayd events \
+                    --follow asks the running gateway, --store FILE reads a store
+                    """)
+                throw ExitCode(CLIExit.usage)
+            }
+            storePath = path
+        }
         let reader: SQLiteEventStore
         do {
             reader = try SQLiteEventStore.openForReading(path: storePath)
@@ -65,9 +75,13 @@ struct Events: AsyncParsableCommand {
         }
         let events = try await reader.events(
             since: since.flatMap { Self.parseSince($0, now: Date()) }, type: type, limit: limit)
-        if hall.config == nil, !json, !events.isEmpty {
-            // Said, not guessed silently: a store copied from another hall would otherwise read in the wrong zone.
-            printError("no configuration: times are in \(timeZone.identifier), the default hall zone (--config for the hall's own)")
+        if !json, !events.isEmpty {
+            // The lines' times carry no zone: said once, on standard error so that a pipe gets the lines alone. Without
+            // a configuration it is a guess, said as one: a store copied from another hall would read in the wrong zone.
+            let zone = "\(timeZone.identifier) (UTC\(GatewayLogHandler.stamp(Date(), timeZone: timeZone).suffix(6)))"
+            printError(hall.config == nil
+                ? "no configuration: times are in \(zone), the default hall zone (--config for the hall's own)"
+                : "times are hall time, \(zone)")
         }
         for event in events {
             print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))

@@ -20,6 +20,13 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Where the device profiles are (default: the config's `profiles`, or ./devices for the demo).")
     var profiles: String?
 
+    @Option(help: ArgumentHelp(
+        "The demo hall only: deliver its events to the sinks listed in this file instead of its local store.",
+        discussion: "The file holds a `sinks:` list as a hall's configuration writes it (a central PostgreSQL, HTTP "
+            + "or MQTT store; list a `sqlite` sink too to keep the local one).",
+        valueName: "file"))
+    var sinks: String?
+
     @Option(help: "The local API's port, instead of the configuration's (0: any free port).")
     var apiPort: Int?
 
@@ -49,6 +56,10 @@ struct Run: AsyncParsableCommand {
         let loaded: (GatewayConfig, ProfileLibrary)
         do {
             if let config {
+                if sinks != nil {
+                    printError("--sinks is for the demo hall; a hall's sinks are in its configuration (\(config))")
+                    throw ExitCode(2)
+                }
                 if DemoProfiles.isDemoConfiguration(config) {
                     printError("""
                         \(config) is the configuration a run of the demo hall wrote: its ports were that run's \
@@ -62,15 +73,17 @@ struct Run: AsyncParsableCommand {
                 GatewayLogHandler.use(timeZone: loaded.0.hall.timeZone)
                 try lockState(loaded.0.stateDirectory)
             } else {
+                // Read before anything starts: a broken file is said alone, as a broken configuration is.
+                let demoSinks = try sinks.map { path throws(ConfigError) in try ConfigLoader.loadSinks(path: path) }
                 try lockState(DemoHall.stateDirectory)
                 let hall = try DemoHall()
                 demo = hall
                 let profilesFolder = try profiles ?? DemoProfiles.locate()
                 let text = hall.configuration(
                     stateDirectory: DemoHall.stateDirectory, profiles: profilesFolder,
-                    eventStore: DemoHall.stateDirectory + "/events.sqlite")
+                    eventStore: DemoHall.stateDirectory + "/events.sqlite", sinks: demoSinks)
                 loaded = try ConfigLoader.parse(text, file: "(demo hall)", relativeTo: FileManager.default.currentDirectoryPath)
-                demoConfiguration = DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder)
+                demoConfiguration = DemoProfiles.writeConfiguration(of: hall, profiles: profilesFolder, sinks: demoSinks)
             }
         } catch let error as ConfigError {
             printError(error.description)
@@ -303,11 +316,12 @@ enum DemoProfiles {
     /// and the rest find its devices as they would a real hall's.
     /// Returns the text written.
     @discardableResult
-    static func writeConfiguration(of hall: DemoHall, profiles: String) -> String {
+    static func writeConfiguration(of hall: DemoHall, profiles: String, sinks: String?) -> String {
         let here = FileManager.default.currentDirectoryPath
         let absolute = profiles.hasPrefix("/") ? profiles : here + "/" + profiles
         let text = header + "\n"
-            + hall.configuration(stateDirectory: here + "/var", profiles: absolute, eventStore: here + "/var/events.sqlite")
+            + hall.configuration(stateDirectory: here + "/var", profiles: absolute, eventStore: here + "/var/events.sqlite",
+                                 sinks: sinks)
         write(text)
         return text
     }

@@ -252,6 +252,50 @@ import Testing
                 "\(status.standardOutput)\(status.standardError)")
     }
 
+    @Test func theDemoHallDeliversToTheCentralStoreOfASinksFile() async throws {
+        // From a data engineer's trial: trying the central store on the demo took writing a whole hall.
+        let folder = try TemporaryDirectory()
+        let central = try CentralDatabase(folder: folder)
+        let table = CentralDatabase.uniqueTable()
+        let hall = folder.file("hall")
+        try FileManager.default.createDirectory(atPath: hall, withIntermediateDirectories: true)
+        // Its password file named from the sinks file's folder, not from where the demo runs.
+        let passwordFile = (central.passwordFile as NSString).lastPathComponent
+        try """
+            sinks:
+              - {type: postgres, name: central, host: \(central.host), port: \(central.port), database: \(central.database),
+                 user: \(central.user), password-file: \(passwordFile), table: \(table)}
+            """.write(toFile: folder.file("sinks.yaml"), atomically: true, encoding: .utf8)
+
+        let demo = try ChildProcess(gatewaydPath, ["run", "--sinks", folder.file("sinks.yaml"), "--api-port", "0"],
+                                    workingDirectory: hall)
+        defer { demo.interrupt() }
+        #expect(try await eventually(timeout: .seconds(60)) {
+            // The table is made at the first delivery.
+            guard try await central.value("SELECT to_regclass('\(table)') IS NOT NULL") == "t" else { return false }
+            return try await central.value("SELECT count(*) FROM \(table) WHERE type = 'hall.rating.submitted'") != "0"
+        }, "\(demo.output)")
+        #expect(try await central.value("SELECT DISTINCT hall FROM \(table)") == "demo-hall")
+        // The CLI beside it sees the demo's sinks, and has no local store to read.
+        let status = try await run(gatewaydPath, ["outbox", "status"], workingDirectory: hall)
+        let sinkNames = status.standardOutput.split(separator: "\n").dropFirst(2).map { $0.prefix { $0 != " " } }
+        #expect(sinkNames == ["central"], "\(status.standardOutput)\(status.standardError)")
+        let events = try await run(gatewaydPath, ["events"], workingDirectory: hall)
+        #expect(events.status == 2)
+        #expect(events.standardError.contains("no local event store (no sqlite sink"), "\(events.standardError)")
+
+        // A broken file is said at its line, and nothing starts.
+        try "sinks:\n  - {type: postgres, host: db.example}\n".write(
+            toFile: folder.file("broken.yaml"), atomically: true, encoding: .utf8)
+        let broken = try await run(gatewaydPath, ["run", "--sinks", folder.file("broken.yaml")], workingDirectory: hall)
+        #expect(broken.status == 2)
+        #expect(broken.standardError.contains("broken.yaml:2:5: sinks[0].database: missing (required)"),
+                "\(broken.standardError)")
+        let withConfig = try await run(gatewaydPath, ["run", "--config", "hall.yaml", "--sinks", "sinks.yaml"])
+        #expect(withConfig.status == 2)
+        #expect(withConfig.standardError.contains("--sinks is for the demo hall"), "\(withConfig.standardError)")
+    }
+
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
         // A read request, the same with its CRC zeroed, and three bytes of a third cut off by the end.
         let rtu = try await run(

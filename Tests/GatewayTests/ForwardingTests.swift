@@ -831,6 +831,11 @@ extension OutboxSalvageTests {
             }
             #expect(ids == ["just-now"], "--since \(since): \(result.standardOutput)")
         }
+        // The readable lines' times carry no zone: which one is said once, apart from the lines.
+        let readable = try await run(gatewaydPath, ["events", "--store", path], workingDirectory: folder.path)
+        #expect(readable.standardOutput.split(separator: "\n").count == 2)
+        #expect(readable.standardError.contains("times are in Asia/Shanghai (UTC+08:00), the default hall zone"),
+                "\(readable.standardError)")
     }
 
     @Test func eventsAndStatusOpenForeignFilesReadOnlyAndSayWhatTheyAre() async throws {

@@ -111,6 +111,48 @@ public enum ConfigLoader {
         return (config, library)
     }
 
+    /// A file that holds only `sinks:`, as a hall's configuration writes it: the demo hall delivering to a central
+    /// store. Checked here, so that a problem is said at its own line; returned as YAML for the demo's configuration,
+    /// with every file it names made absolute (they are taken from this file's folder, the demo's are not).
+    public static func loadSinks(path: String) throws(ConfigError) -> String {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
+        }
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let folder = (absolute as NSString).deletingLastPathComponent
+        // Its files are checked now: the demo runs as the user who wrote them.
+        let reader = YAMLReader(file: path, checksFiles: true)
+        guard let root = reader.compose(text), let top = reader.fields(root, "") else {
+            throw ConfigError(issues: reader.issues)
+        }
+        let items = top.value("sinks", required: true).flatMap { reader.items($0, "sinks") } ?? []
+        for item in items {
+            _ = parseSink(item.node, item.path, reader, folder: folder, stateDirectory: "var")
+        }
+        checkUnique(items, key: "name", orElse: "type", what: "sink name", reader: reader)
+        top.rejectUnknownKeys()
+        guard reader.issues.isEmpty, var sinks = root.mapping?["sinks"]?.sequence else {
+            throw ConfigError(issues: reader.issues)
+        }
+        // The keys `parseSink` resolves against the configuration's folder.
+        let fileKeys = ["path", "password-file", "token-file", "ca-file", "certificate-file", "key-file"]
+        for index in sinks.indices {
+            guard var sink = sinks[index].mapping else { continue }
+            for key in fileKeys {
+                if let value = sink[key]?.string { sink[key] = Node(resolve(value, against: folder)) }
+            }
+            sinks[index] = .mapping(sink)
+        }
+        do {
+            return try Yams.serialize(node: .mapping(["sinks": .sequence(sinks)]), allowUnicode: true)
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: path, key: "sinks", message: "cannot be written again: \(error)")])
+        }
+    }
+
     /// `api: {listen: 127.0.0.1:8420, token-file: /etc/hall-gateway/api-token}`, or `api: off`.
     private static func parseAPI(_ node: Node, _ reader: YAMLReader, folder: String) -> APISettings? {
         var settings = APISettings()
