@@ -156,7 +156,8 @@ public struct CommandResult: Sendable, Equatable, Codable {
 
 /// Why a command could not even start: the caller's mistake, said in one line.
 public struct CommandInvalid: Error, Sendable, Equatable {
-    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`, `idempotency-key-reused`, `counter-reused`, `expired`.
+    /// `unknown-window`, `unknown-device`, `unknown-ticket`, `no-device`, `invalid`, `idempotency-key-reused`,
+    /// `counter-reused`, `expired`.
     public var kind: String
     public var message: String
 
@@ -164,6 +165,8 @@ public struct CommandInvalid: Error, Sendable, Equatable {
     public static let keyReused = "idempotency-key-reused"
     /// The kind of a terminal's rating counter sent again with a different rating.
     public static let counterReused = "counter-reused"
+    /// The kind of a call, recall or rating request for a ticket the gateway's counters have not given today.
+    public static let unknownTicket = "unknown-ticket"
     /// The kind of an MQTT command held across a stop for too long to run (`MQTTCommands.heldCommandsExpireAfter`).
     public static let expired = "expired"
 }
@@ -206,6 +209,11 @@ public actor CommandCenter {
         try await timed(command.name) { () throws(CommandInvalid) in
             let targets = try targets(of: command)
             let gateway = self.gateway
+            // A number nobody holds shown on a board (a typo in a recall: A103 for A013) sends no one to the window.
+            if let ticket = command.ticket, let counters = gateway.tickets,
+               let problem = await counters.problem(calling: ticket) {
+                throw CommandInvalid(kind: CommandInvalid.unknownTicket, message: problem)
+            }
             return try await once(idempotencyKey, request: command.summary) { id in
                 await Self.run(command, id: id, on: targets, gateway: gateway)
             }

@@ -141,6 +141,21 @@ public actor TicketCounters {
         return numbers[prefix, default: 0]
     }
 
+    /// Why `ticket` cannot be called today: a number of one of these prefixes above the last one issued today. Nil
+    /// when it was issued (printed or not: a number is never given twice), is not one of theirs (another queue
+    /// system's), or the numbers cannot be loaded (a call is not held up by a broken store).
+    public func problem(calling ticket: String) async -> String? {
+        let letters = ticket.prefix { $0.isLetter }
+        let prefix = letters.uppercased(), digits = ticket.dropFirst(letters.count)
+        guard settings.allPrefixes.contains(prefix), digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let number = Int(digits), let issued = try? await current(prefix: prefix), number > issued || number == 0
+        else { return nil }
+        let last = issued == 0
+            ? "no \(prefix) ticket was issued"
+            : "the last \(prefix) ticket issued is \(Self.format(prefix: prefix, number: issued, digits: settings.digits))"
+        return "ticket \(ticket) was not issued today: \(last) (the gateway numbers \(prefix) tickets)"
+    }
+
     /// Starts the counters of the hall's current day: the next ticket of each prefix is 001, unless tickets were
     /// issued that day already (before the check), whose numbers are not given again. Returns those, by prefix.
     @discardableResult
