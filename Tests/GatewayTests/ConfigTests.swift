@@ -247,6 +247,36 @@ import Testing
                     == ["\(path): is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8"], "\(result.standardError)")
     }
 
+    /// `gatewayd run --sinks FILE`: the file's sinks go into the demo hall's configuration, its files from its folder.
+    @Test func aSinksFileIsTakenWithItsFilesFromItsFolderAndSaidAsAConfigurationIs() throws {
+        try FileManager.default.createDirectory(atPath: folder.file("central"), withIntermediateDirectories: true)
+        let path = folder.file("central/sinks.yaml")
+        // A value that ends in blank lines makes the YAML writer end the document (`...`) before the demo's keys.
+        try """
+            sinks:
+              - {type: postgres, name: central, host: "05432", database: 中心库, user: "yes", password-file: ../pg.password}
+              - type: mqtt
+                host: broker.example
+                client-id: |+
+                  gateway-1
+            """.appending("\n\n").write(toFile: path, atomically: true, encoding: .utf8)
+        try "secret\n".write(toFile: folder.file("pg.password"), atomically: true, encoding: .utf8)
+        let yaml = try ConfigLoader.loadSinks(path: path)
+        let (config, _) = try ConfigLoader.parse(valid + "\n" + yaml + "heartbeat-seconds: 0\n", file: "demo", relativeTo: "/")
+        #expect(config.sinks.map(\.name) == ["central", "mqtt"])
+        let central = try #require(config.sinks.first.flatMap { sink -> PostgresSinkConfig? in
+            if case .postgres(let settings) = sink.kind { settings } else { nil }
+        })
+        #expect(central.host == "05432" && central.user == "yes" && central.database == "中心库")
+        #expect(central.passwordFile == folder.file("central/../pg.password"))
+        #expect(config.heartbeatInterval == nil, "the keys after the sinks are read")
+
+        let gb18030: [UInt8] = [0x23, 0x20, 0xB4, 0xB0, 0xBF, 0xDA, 0x0A]
+        try (Data(gb18030) + Data("sinks: []\n".utf8)).write(to: URL(fileURLWithPath: path))
+        let refused = #expect(throws: ConfigError.self) { try ConfigLoader.loadSinks(path: path) }
+        #expect(refused?.issues.map(\.description) == ["\(path): is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8"])
+    }
+
     @Test func aSecondBusOnOneSerialPortIsRefusedAtThatBus() throws {
         let text = valid.replacingOccurrences(
             of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",

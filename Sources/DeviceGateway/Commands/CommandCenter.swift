@@ -152,12 +152,13 @@ public struct CommandResult: Sendable, Equatable, Codable {
     public var devices: [CommandExecuted.DeviceOutcome]
     /// The id of the event committed for it.
     public var eventId: String
+    /// What the caller should know though the command ran: a call of a ticket the gateway has not given today.
+    public var warning: String?
 }
 
 /// Why a command could not even start: the caller's mistake, said in one line.
 public struct CommandInvalid: Error, Sendable, Equatable {
-    /// `unknown-window`, `unknown-device`, `unknown-ticket`, `no-device`, `invalid`, `idempotency-key-reused`,
-    /// `counter-reused`, `expired`.
+    /// `unknown-window`, `unknown-device`, `no-device`, `invalid`, `idempotency-key-reused`, `counter-reused`, `expired`.
     public var kind: String
     public var message: String
 
@@ -165,8 +166,6 @@ public struct CommandInvalid: Error, Sendable, Equatable {
     public static let keyReused = "idempotency-key-reused"
     /// The kind of a terminal's rating counter sent again with a different rating.
     public static let counterReused = "counter-reused"
-    /// The kind of a call, recall or rating request for a ticket the gateway's counters have not given today.
-    public static let unknownTicket = "unknown-ticket"
     /// The kind of an MQTT command held across a stop for too long to run (`MQTTCommands.heldCommandsExpireAfter`).
     public static let expired = "expired"
 }
@@ -209,13 +208,14 @@ public actor CommandCenter {
         try await timed(command.name) { () throws(CommandInvalid) in
             let targets = try targets(of: command)
             let gateway = self.gateway
-            // A number nobody holds shown on a board (a typo in a recall: A103 for A013) sends no one to the window.
-            if let ticket = command.ticket, let counters = gateway.tickets,
-               let problem = await counters.problem(calling: ticket) {
-                throw CommandInvalid(kind: CommandInvalid.unknownTicket, message: problem)
-            }
             return try await once(idempotencyKey, request: command.summary) { id in
-                await Self.run(command, id: id, on: targets, gateway: gateway)
+                // A number nobody holds (a typo in a recall: A103 for A013) sends no one to the window: said, not
+                // refused, since after a lost state directory every ticket still waiting would be refused.
+                let warning: String? = if let ticket = command.ticket { await gateway.tickets?.problem(calling: ticket) } else { nil }
+                if let warning { gateway.logger.warning("\(command.summary): \(warning)") }
+                var result = await Self.run(command, id: id, on: targets, gateway: gateway)
+                result.warning = warning
+                return result
             }
         }
     }

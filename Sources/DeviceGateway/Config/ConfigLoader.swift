@@ -14,6 +14,15 @@ public enum ConfigLoader {
     public static func load(path: String, profilesOverride: String? = nil, checkingFiles: Bool = false)
         throws(ConfigError) -> (GatewayConfig, ProfileLibrary)
     {
+        let text = try readText(path)
+        let folder = (path as NSString).deletingLastPathComponent
+        return try parse(
+            text, file: path, relativeTo: folder.isEmpty ? "." : folder, profilesOverride: profilesOverride,
+            checkingFiles: checkingFiles)
+    }
+
+    /// The text of the file at `path`.
+    private static func readText(_ path: String) throws(ConfigError) -> String {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -25,10 +34,7 @@ public enum ConfigLoader {
             throw ConfigError(issues: [ConfigIssue(
                 file: path, key: "", message: "is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8")])
         }
-        let folder = (path as NSString).deletingLastPathComponent
-        return try parse(
-            text, file: path, relativeTo: folder.isEmpty ? "." : folder, profilesOverride: profilesOverride,
-            checkingFiles: checkingFiles)
+        return text
     }
 
     /// Parses configuration text; relative paths in it are resolved against `folder`.
@@ -115,12 +121,7 @@ public enum ConfigLoader {
     /// store. Checked here, so that a problem is said at its own line; returned as YAML for the demo's configuration,
     /// with every file it names made absolute (they are taken from this file's folder, the demo's are not).
     public static func loadSinks(path: String) throws(ConfigError) -> String {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
-        }
+        let text = try readText(path)
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         let folder = (absolute as NSString).deletingLastPathComponent
         // Its files are checked now: the demo runs as the user who wrote them.
@@ -147,7 +148,9 @@ public enum ConfigLoader {
             sinks[index] = .mapping(sink)
         }
         do {
-            return try Yams.serialize(node: .mapping(["sinks": .sequence(sinks)]), allowUnicode: true)
+            let yaml = try Yams.serialize(node: .mapping(["sinks": .sequence(sinks)]), allowUnicode: true)
+            // A value ending in blank lines ends the document with `...`: the demo's keys come after it.
+            return yaml.hasSuffix("\n...\n") ? String(yaml.dropLast(4)) : yaml
         } catch {
             throw ConfigError(issues: [ConfigIssue(file: path, key: "sinks", message: "cannot be written again: \(error)")])
         }

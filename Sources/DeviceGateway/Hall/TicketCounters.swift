@@ -141,12 +141,14 @@ public actor TicketCounters {
         return numbers[prefix, default: 0]
     }
 
-    /// Why `ticket` cannot be called today: a number of one of these prefixes above the last one issued today. Nil
+    /// Why a call of `ticket` calls no one: a number of one of these prefixes above the last one issued today. Nil
     /// when it was issued (printed or not: a number is never given twice), is not one of theirs (another queue
-    /// system's), or the numbers cannot be loaded (a call is not held up by a broken store).
+    /// system's), or the numbers cannot be loaded.
     public func problem(calling ticket: String) async -> String? {
         let letters = ticket.prefix { $0.isLetter }
-        let prefix = letters.uppercased(), digits = ticket.dropFirst(letters.count)
+        let prefix = letters.uppercased()
+        // A-013 is A013, as a number sent to be printed is.
+        let digits = ticket.dropFirst(letters.count).drop { $0 == "-" }
         guard settings.allPrefixes.contains(prefix), digits.allSatisfy({ $0.isASCII && $0.isNumber }),
               let number = Int(digits), let issued = try? await current(prefix: prefix), number > issued || number == 0
         else { return nil }
