@@ -46,14 +46,23 @@ struct DaemonOptions: ParsableArguments {
     /// The hall as the CLI sees it; a broken configuration is reported and exits 2.
     func load() throws -> HallContext {
         guard let path = configPath else { return HallContext(config: nil, library: nil, apiOverride: api) }
+        let loaded: (GatewayConfig, ProfileLibrary)
         do {
-            let (config, library) = try ConfigLoader.load(path: path)
-            return HallContext(config: config, library: library, apiOverride: api,
-                               isDemo: DemoProfiles.isDemoConfiguration(path))
+            loaded = try ConfigLoader.load(path: path)
         } catch {
             printError(error.description)
             throw ExitCode(CLIExit.usage)
         }
+        let (hall, library) = loaded
+        let isDemo = DemoProfiles.isDemoConfiguration(path)
+        let foundHere = config == nil && ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"] == nil
+        if isDemo, let problem = DemoProfiles.notTheDemosOwn(hall, writtenAt: path, foundHere: foundHere) {
+            // Found by being in the folder a command runs in: a file anyone could leave there would have the CLI hand
+            // a hall's token to the address it names.
+            printError("\(path) reads as the demo hall's configuration, but \(problem): not used; give the hall's own with --config")
+            throw ExitCode(CLIExit.usage)
+        }
+        return HallContext(config: hall, library: library, apiOverride: api, isDemo: isDemo)
     }
 }
 

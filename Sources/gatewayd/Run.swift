@@ -34,8 +34,6 @@ struct Run: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func run() async throws {
-        // Files the gateway makes (outbox, event store, lock) are its user's and its group's: ratings name staff.
-        umask(0o027)
         let level = logLevel
         GatewayLogHandler.bootstrap(level: level)
         let logger = Logger(label: "gatewayd")
@@ -310,6 +308,21 @@ enum DemoProfiles {
         defer { try? handle.close() }
         let start = (try? handle.read(upToCount: header.utf8.count)) ?? Data()
         return start.elementsEqual(header.utf8)
+    }
+
+    /// What in `config`, read from `path` as a demo's configuration, is not what `gatewayd run` writes for its demo:
+    /// an API beyond loopback, a token file, or, for one found in the folder a command runs in rather than given, a
+    /// state directory other than the file's own folder (whose api-token the CLI would send). Nil when it is the
+    /// demo's own.
+    static func notTheDemosOwn(_ config: GatewayConfig, writtenAt path: String, foundHere: Bool) -> String? {
+        func real(_ path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+        if !APISettings.isLoopback(config.api.host) { return "its API is at \(config.api.host), beyond this machine" }
+        if config.api.tokenFile != nil { return "it names a token file" }
+        let folder = (path as NSString).deletingLastPathComponent
+        if foundHere, real(config.stateDirectory) != real(folder.isEmpty ? "." : folder) {
+            return "its state directory is \(config.stateDirectory), not the folder it is in"
+        }
+        return nil
     }
 
     /// Writes the demo hall's configuration with absolute paths, so that `gatewayd probe`, `printer status`, `scan`

@@ -14,14 +14,27 @@ enum StateLock {
     static func take(in directory: String) throws(GatewayError) {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/gatewayd.lock"
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
-        guard descriptor >= 0 else {
-            // A lock file another user left (a run as root) would leave the lock untaken: said, like the outbox's.
-            guard errno == EACCES else { return }
-            throw GatewayError(
-                .storeMissing,
-                "\(path) belongs to another user and this one may not open it: give the state directory and its files "
-                    + "to the gateway's user (chown -R)")
+        // Not through a symbolic link: whoever can write the state directory would have a run as root overwrite the
+        // file it points to with a pid.
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o640)
+        var status = stat()
+        guard descriptor >= 0, fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            // nil: opened, and not a regular file.
+            let failure: Int32? = descriptor >= 0 ? nil : errno
+            if descriptor >= 0 { close(descriptor) }
+            switch failure {
+            case EACCES:
+                // A lock file another user left (a run as root) would leave the lock untaken: said, like the outbox's.
+                throw GatewayError(
+                    .storeMissing,
+                    "\(path) belongs to another user and this one may not open it: give the state directory and its "
+                        + "files to the gateway's user (chown -R)")
+            case ELOOP, nil:
+                throw GatewayError(.storeMissing, "\(path) is not a plain file (a symbolic link?): remove it")
+            default:
+                // A directory that cannot be written: the outbox says so, with what to do.
+                return
+            }
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let holder = (try? String(contentsOfFile: path, encoding: .utf8))?

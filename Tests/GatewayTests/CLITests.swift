@@ -134,8 +134,12 @@ import Testing
 
         // trace: the pad's polls and answers as the gateway writes and reads them, replayable by decode.
         let capture = folder.path + "/line-a.trace"
-        let trace = try await run(gatewaydPath, ["trace", "line-a", "--seconds", "1.5", "--save", capture] + cli)
+        // Under the umask most shells have: the capture holds what printers printed, not for every user of the box.
+        let trace = try await run("/bin/sh", ["-c", #"umask 022; exec "$0" "$@""#, gatewaydPath,
+                                              "trace", "line-a", "--seconds", "1.5", "--save", capture] + cli)
         #expect(trace.status == 0, "\(trace.standardError)")
+        let mode = try #require(try FileManager.default.attributesOfItem(atPath: capture)[.posixPermissions] as? Int)
+        #expect(mode & 0o007 == 0, "capture mode \(String(mode, radix: 8))")
         #expect(trace.standardOutput.contains("→ 04 03") && trace.standardOutput.contains("address 4 ← read"))
         #expect(trace.standardOutput.contains("← 04 03") && trace.standardOutput.contains("address 4 →"))
         #expect(trace.standardOutput.contains(" ms "), "gaps between records")
@@ -580,6 +584,48 @@ import Testing
         let stopped = try await first.wait(timeout: .seconds(15))
         #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
         #expect(stopped.standardOutput.contains("gateway stopped"), "\(stopped.standardOutput)")
+    }
+
+    @Test func aDemoConfigurationThatIsNotTheDemosOwnIsNotUsedToFindADaemon() async throws {
+        // From a security trial: a var/demo-hall.yaml anyone left in a folder had `status` run there send another
+        // hall's token to the address it named.
+        let folder = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: folder.file("var"), withIntermediateDirectories: true)
+        try "0123456789abcdef0123\n".write(toFile: folder.file("token"), atomically: true, encoding: .utf8)
+        for (api, stateDirectory, said) in [
+            ("api: {listen: \"192.0.2.2:21998\", token-file: \(folder.file("token"))}", folder.file("var"),
+             "its API is at 192.0.2.2, beyond this machine"),
+            ("api: {listen: \"127.0.0.1:21998\", token-file: \(folder.file("token"))}", folder.file("var"),
+             "it names a token file"),
+            ("api: {listen: \"127.0.0.1:21998\"}", folder.path, "its state directory is \(folder.path), not the folder it is in"),
+        ] {
+            try """
+                # The demo hall as `gatewayd run` started it; the CLI reads it when given no --config.
+                hall: {id: demo-hall}
+                state-directory: \(stateDirectory)
+                profiles: \(profilesDirectory)
+                buses: []
+                devices: []
+                \(api)
+                """.write(toFile: folder.file("var/demo-hall.yaml"), atomically: true, encoding: .utf8)
+            let status = try await run(gatewaydPath, ["status"], workingDirectory: folder.path)
+            #expect(status.status == 2, "\(status.standardOutput)\(status.standardError)")
+            #expect(status.standardError.contains(
+                "var/demo-hall.yaml reads as the demo hall's configuration, but \(said): not used"), "\(status.standardError)")
+        }
+    }
+
+    @Test func aLockFileThatIsASymbolicLinkIsRefusedAndWhatItPointsToIsLeftAlone() async throws {
+        // From a security trial: whoever could write the state directory had a run as root overwrite any file.
+        let folder = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: folder.file("var"), withIntermediateDirectories: true)
+        try "IMPORTANT\n".write(toFile: folder.file("victim"), atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: folder.file("var/gatewayd.lock"), withDestinationPath: folder.file("victim"))
+        let demo = try await run(gatewaydPath, ["run", "--api-port", "0"], workingDirectory: folder.path)
+        #expect(demo.status == 1)
+        #expect(demo.standardOutput.contains("cannot start: var/gatewayd.lock is not a plain file (a symbolic link?): remove it"),
+                "\(demo.standardOutput)")
+        #expect(try String(contentsOfFile: folder.file("victim"), encoding: .utf8) == "IMPORTANT\n")
     }
 
     @Test func startedUnderNohupAClosedTerminalDoesNotStopIt() async throws {

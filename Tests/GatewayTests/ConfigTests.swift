@@ -277,6 +277,18 @@ import Testing
         #expect(refused?.issues.map(\.description) == ["\(path): is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8"])
     }
 
+    @Test func anAPIBeyondLoopbackNeedsATokenFileAndANameIsNotTakenForLoopback() throws {
+        for host in ["127.0.0.1", "127.3.4.5", "localhost", "[::1]"] {
+            #expect(try issues(valid + "\napi: {listen: \"\(host):8420\"}\n").isEmpty, "\(host)")
+        }
+        // From a security trial: 127.example.test resolved to a LAN address, and the API listened there without a token.
+        for host in ["0.0.0.0", "10.20.0.5", "127.example.test", "127"] {
+            let found = try issues(valid + "\napi: {listen: \"\(host):8420\"}\n")
+            #expect(found.map(\.key) == ["api.listen"], "\(host): \(found)")
+            #expect(found.first?.message.contains("listening on \(host), beyond this machine, needs api.token-file") == true)
+        }
+    }
+
     @Test func aSecondBusOnOneSerialPortIsRefusedAtThatBus() throws {
         let text = valid.replacingOccurrences(
             of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",

@@ -99,9 +99,12 @@ public struct APISettings: Sendable, Equatable {
         public var description: String { "the token must be at least 16 characters" }
     }
 
-    /// Whether `host` is reachable from this machine only.
+    /// Whether `host` is reachable from this machine only: `localhost`, or a loopback address written as one. A name
+    /// is not looked up (`127.example` may resolve to anything).
     public static func isLoopback(_ host: String) -> Bool {
-        ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.")
+        var address = in_addr()
+        if inet_pton(AF_INET, host, &address) == 1 { return UInt32(bigEndian: address.s_addr) >> 24 == 127 }
+        return host == "::1" || host == "localhost"
     }
 }
 
