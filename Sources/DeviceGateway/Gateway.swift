@@ -14,6 +14,11 @@ public final class Gateway: Service {
     private let running = Mutex(false)
     /// Whether `run` is under way: its buses started and not stopped.
     public var isRunning: Bool { running.withLock { $0 } }
+    /// Why the last write of the devices' states (every 2 s) failed, nil when it did not: the sign that the outbox
+    /// takes writes, read by the readiness probe, which anyone on the machine may ask as often as it likes.
+    private let statesWriteProblem = Mutex<String?>("it has not been written yet")
+    /// Why the outbox takes no writes, as its last write of the devices' states found; nil when it does.
+    public var outboxWriteProblem: String? { statesWriteProblem.withLock { $0 } }
     /// What each configured device is to the hall, by device id.
     public let roles: [String: DeviceRole]
     /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`).
@@ -266,9 +271,11 @@ public final class Gateway: Service {
     private func recordDeviceStates() async {
         do {
             try await outbox.recordDeviceStates(await deviceStates(), clock: hallClock)
+            statesWriteProblem.withLock { $0 = nil }
         } catch {
             // A full disk is reported by the commits that matter; the books wait for the next round.
             logger.debug("outbox: device states not recorded: \(error)")
+            statesWriteProblem.withLock { $0 = "\(error)" }
         }
     }
 

@@ -163,12 +163,8 @@ public struct LocalAPI: Sendable {
     private func readiness() async throws -> Status {
         var problems: [String] = []
         if !gateway.isRunning { problems.append("the buses are not started") }
-        do {
-            // A real write: a full disk or a read-only outbox shows here.
-            try await gateway.outbox.recordDeviceStates(await gateway.deviceStates(), clock: gateway.hallClock)
-        } catch {
-            problems.append("the outbox cannot be written: \(error)")
-        }
+        // The gateway's own latest write, not one per request: a full disk or a read-only outbox shows within 2 s.
+        if let problem = gateway.outboxWriteProblem { problems.append("the outbox cannot be written: \(problem)") }
         guard problems.isEmpty else { throw Problem(.serviceUnavailable, problems.joined(separator: "; ")) }
         return Status(status: "ready")
     }
@@ -225,7 +221,7 @@ public struct LocalAPI: Sendable {
         let media = label.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
         guard media != "application/json", !media.hasSuffix("+json") else { return }
         throw Problem(.unsupportedMediaType, "the body must be JSON, sent with Content-Type: application/json (this one "
-                      + "says \(media.prefix(60)))")
+                      + "says \(CommandCenter.holdsPhoneOrIDNumber(media) ? "something else" : String(media.prefix(60))))")
     }
 
     /// Why a JSON number is no Int: a fraction, or beyond Int64; nil for an integer or anything else.

@@ -45,7 +45,7 @@ extension LocalAPI {
     private func knownDevice(_ context: BasicRequestContext) throws -> DeviceConfig {
         let id = try context.pathParameter("device")
         guard let device = gateway.config.devices.first(where: { $0.id == id }) else {
-            throw Problem(.notFound, "no device '\(id)' in this gateway's configuration")
+            throw Problem(.notFound, "no device \(CommandCenter.quoted(id)) in this gateway's configuration")
         }
         return device
     }

@@ -19,7 +19,7 @@ extension LocalAPI {
     private func trace(_ request: Request, _ context: BasicRequestContext) throws -> Response {
         let bus = try context.pathParameter("bus")
         guard gateway.config.buses.contains(where: { $0.id == bus }) else {
-            throw Problem(.notFound, "no bus '\(bus)' in this gateway's configuration")
+            throw Problem(.notFound, "no bus \(CommandCenter.quoted(bus)) in this gateway's configuration")
         }
         guard let seconds = request.uri.queryParameters["seconds"].map({ Int(String($0)) }) ?? 30,
             (1...30).contains(seconds)

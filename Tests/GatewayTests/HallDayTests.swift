@@ -729,6 +729,9 @@ struct PersonalNumberTests {
         "１３８１２３４５６７８", "138－1234－5678", "138.1234.5678", "138．1234．5678",
         // A resident ID as people group it (the trial's board showed these).
         "身份证110105 19491231 002X", "110105-19491231-002X", "110105 1949 1231 002X", "身份证１１０１０５１９４９１２３１００２Ｘ",
+        // From a security trial: other layouts of the same numbers.
+        "138_1234_5678", "1381234 5678", "138 - 1234 - 5678", "138\u{00A0}1234\u{00A0}5678", "1 3 8 1 2 3 4 5 6 7 8",
+        "一三八一二三四五六七八", "窗口5 138 1234 5678", "11010119900307 7774", "110101_19900307_7774", "110105_1949_1231_002X", "110105 19491231 002 X",
     ])
     func readsAsAPhoneOrIDNumber(_ text: String) {
         #expect(CommandCenter.holdsPhoneOrIDNumber(text))
@@ -737,6 +740,7 @@ struct PersonalNumberTests {
     @Test(arguments: [
         "欢迎光临 服务热线12345", "咨询电话 0571-87654321-123", "001 002 003 004 005", "A023", "S0517", "请A023号到3号窗口",
         "12345678901", "2026-12-02 09:00", "v1.2.3 build 138.1234", "版本 138.1234.56789", "订单 123456 12345678",
+        "办公时间 9:00-12:00 13:30-17:00", "001 002 003 004 005 006", "第一窗口 第二窗口", "2026-12-02 09:00-17:00",
     ])
     func doesNotReadAsOne(_ text: String) {
         #expect(!CommandCenter.holdsPhoneOrIDNumber(text))

@@ -240,7 +240,7 @@ import Testing
         #expect(reused.type == "application/problem+json")
         #expect(try hall.json(reused.body)["kind"] as? String == "idempotency-key-reused", "a kind a program switches on")
         #expect((try hall.json(reused.body)["detail"] as? String)?.contains(
-            "idempotency key 'queue-7f3a-0001' was used for call of ticket B101 at window 5; this request is call of "
+            "this idempotency key was used for call of ticket B101 at window 5; this request is call of "
                 + "ticket C999 at window 5") == true, "\(reused.body)")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 1, "nothing ran")
         let calls = try await hall.gateway.outbox.entries(after: 0, limit: 1000).filter { $0.type == "hall.call.displayed" }
@@ -281,7 +281,20 @@ import Testing
         #expect(try await hall.gateway.outbox.entries(after: 0, limit: 1000).allSatisfy {
             !$0.json.contains("张三") && !$0.json.contains("Li Wei")
         }, "no event carries a refused staff id")
-        // Numbers of the queue system's own prefixes (the gateway's A is checked against its counters: below).
+        // From a security trial: a number where a device, a bus, a content type or an idempotency key goes was said back.
+        for (method, path) in [(HTTPMethod.GET, "/v1/devices/13812345678/printer-status"),
+                               (.POST, "/v1/devices/13812345678/probe"), (.GET, "/v1/buses/13812345678/trace")] {
+            let answer = try await hall.request(method, path)
+            #expect(answer.status == 404 && !answer.body.contains("13812345678"), "\(path): \(answer.status) \(answer.body)")
+        }
+        let labelled = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B001"}"#,
+                                              contentType: "text/13812345678")
+        #expect(labelled.status == 415 && !labelled.body.contains("13812345678"), "\(labelled.body)")
+        let personalKey = [("Idempotency-Key", "13812345678-1")]
+        _ = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B002"}"#, headers: personalKey)
+        let reusedKey = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "B003"}"#, headers: personalKey)
+        #expect(reusedKey.status == 422 && !reusedKey.body.contains("13812345678"), "\(reusedKey.body)")
+        // Ticket numbers of every shape, the queue system's own prefixes among them, are called.
         for number in ["B023", "V001", "AB-12", "1023"] {
             let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "\#(number)"}"#)
             #expect(call.status == 200, "\(number): \(call.body)")
@@ -313,6 +326,12 @@ import Testing
             ("/v1/tickets", #"{"number": "A001", "service": "户籍 11010119900307123X"}"#, "11010119900307123X",
              "mobile or resident ID"),
             ("/v1/tickets", #"{"number": "A001", "service": "户籍", "waitingAhead": -5}"#, "-5", "waitingAhead must be 0 to 100000"),
+            // From a security trial: layouts that went through, and a boot id that became part of an event id.
+            ("/v1/windows/5/staff", #"{"staff": "138_1234_5678"}"#, "1234", "mobile or resident ID"),
+            ("/v1/tickets", #"{"number": "A001", "service": "138 - 1234 - 5678"}"#, "1234", "mobile or resident ID"),
+            ("/v1/tickets", #"{"number": "A001", "service": "一三八一二三四五六七八"}"#, "一三八", "mobile or resident ID"),
+            ("/v1/terminals/tablet-w05/ratings", #"{"counter": 4, "level": 5, "boot": "110101199003077774"}"#,
+             "110101199003077774", "no mobile or resident ID number"),
         ]
         for request in refused {
             let answer = try await hall.request(.POST, request.path, json: request.json)
@@ -599,6 +618,13 @@ import Testing
         #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="done"}"#] == 3)
         #expect(samples[#"hall_gateway_command_duration_seconds_count{command="ticket",status="invalid"}"#] == 1)
 
+        // From a security trial: a number sent where a prefix or a printer goes was said back.
+        let personalPrefix = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "13812345678", "service": "x"}"#)
+        #expect(personalPrefix.status == 400 && personalPrefix.body.contains("unknown ticket prefix (not repeated here")
+                    && !personalPrefix.body.contains("13812345678"), "\(personalPrefix.body)")
+        let personalPrinter = try await hall.request(.POST, "/v1/tickets",
+                                                     json: #"{"prefix": "A", "service": "x", "printer": "138 1234 5678"}"#)
+        #expect(personalPrinter.status == 404 && !personalPrinter.body.contains("1234"), "\(personalPrinter.body)")
         // From the integrator's trial: the empty printer then stopped answering, and was still called out of paper.
         empty.setAnswering(false)
         #expect(await eventually { await hall.gateway.deviceStates().first { $0.device == "printer-1" }?.online == false })

@@ -170,6 +170,8 @@ import Testing
             // A misspelt field is not ignored: here the board would be told something else than meant.
             #"{"id": "q-10", "command": "call", "window": "5", "ticket": "A023", "blink": true}"#,
             #"{"id": "q-11", "command": "call", "window": "5", "tickets": "A023"}"#,
+            // From a security trial: a command name was said back, in the reply's `command` and its message.
+            #"{"id": "q-12", "command": "138_1234_5678"}"#,
         ]
         for message in messages { try await hall.send(message) }
         let replies = try await hall.replies.collect(messages.count)
@@ -190,7 +192,10 @@ import Testing
         #expect(message("q-10") == "'blink' is no field of a call command (its fields: id, idempotency-key, command, window, ticket)",
                 "\(replies)")
         #expect(message("q-11")?.hasPrefix("'tickets' is no field of a call command") == true, "named, not 'ticket' missing: \(replies)")
-        #expect(replies.allSatisfy { !"\($0)".contains("13812345678") }, "a phone number is not repeated")
+        #expect(message("q-12")?.hasPrefix("'command' is (not repeated here: it reads as a mobile or resident ID number); "
+                                           + "it must be one of call,") == true, "\(replies)")
+        #expect(replies.allSatisfy { !"\($0)".contains("13812345678") && !"\($0)".contains("138_1234") },
+                "a phone number is not repeated")
         #expect(hall.board.registers[MockModbusBoard.Register.commandCounter] == 0, "nothing ran")
 
         try await hall.send(#"{"id": "q-7", "command": "call", "window": "5", "ticket": "A024"}"#)

@@ -349,7 +349,8 @@ struct MQTTCommandRequest: Sendable {
         }
         // The id first: even a message wrong in every other way gets an answer the client can match.
         if case .string(let id)? = fields["id"], !id.isEmpty, id.count <= 200 { request.id = id }
-        if case .string(let command)? = fields["command"] { request.command = command }
+        // Said back only when it is one: anything else could be what the sender typed by mistake.
+        if case .string(let command)? = fields["command"], Self.fields[command] != nil { request.command = command }
         do throws(CommandInvalid) {
             let reader = FieldReader(fields: fields)
             if fields["id"] != nil, request.id == nil {
@@ -395,7 +396,7 @@ struct MQTTCommandRequest: Sendable {
                     service: try reader.required("service"), waitingAhead: try reader.count("waitingAhead", upTo: CommandCenter.mostWaitingAhead) ?? 0,
                     printer: try reader.string("printer")))
             default:
-                throw invalid("'command' is '\(command)'; it must be one of \(commands.joined(separator: ", "))")
+                throw invalid("'command' is \(CommandCenter.quoted(command)); it must be one of \(commands.joined(separator: ", "))")
             }
         } catch {
             request.action = .invalid(error)

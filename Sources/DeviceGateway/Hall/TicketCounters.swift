@@ -22,7 +22,7 @@ public struct TicketSettings: Sendable, Equatable {
     /// Why `prefix` numbers no ticket here, or nil when it does.
     public func problem(withPrefix prefix: String) -> String? {
         guard !allPrefixes.contains(prefix) else { return nil }
-        return "unknown ticket prefix '\(prefix)' (configured: " + prefixes.joined(separator: ", ")
+        return "unknown ticket prefix \(CommandCenter.quoted(prefix)) (configured: " + prefixes.joined(separator: ", ")
             + (priorityPrefixes.isEmpty ? "" : "; 绿色通道: " + priorityPrefixes.joined(separator: ", ")) + ")"
     }
 }
