@@ -87,19 +87,33 @@ public enum APIToken {
             }
         }
         let path = (stateDirectory as NSString).appendingPathComponent("api-token")
+        // The gateway's own file only: not one a link points to, nor one other users could have read or written.
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFREG else {
+                throw GatewayError(.storeMissing, "\(path) is not a plain file (a symbolic link?): remove it, the gateway makes its own")
+            }
+            guard status.st_mode & 0o007 == 0 else {
+                throw GatewayError(.storeMissing, "\(path) can be read or changed by every user of the machine (mode "
+                                   + String(status.st_mode & 0o777, radix: 8) + "): remove it, the gateway makes a new one")
+            }
+        }
         if let text = try? String(contentsOfFile: path, encoding: .utf8),
            case let token = text.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty {
             return token
         }
         var generator = SystemRandomNumberGenerator()
         let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-        do {
-            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-            guard FileManager.default.createFile(atPath: path, contents: Data((token + "\n").utf8),
-                                                 attributes: [.posixPermissions: 0o600])
-            else { throw CocoaError(.fileWriteUnknown) }
-        } catch {
-            throw GatewayError(.storeMissing, "\(path): cannot write the API token: \(error)")
+        try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        // Made 0600 at once, never through a link.
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let line = token + "\n"
+        guard descriptor >= 0 else {
+            throw GatewayError(.storeMissing, "\(path): cannot write the API token: \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        guard line.withCString({ write(descriptor, $0, strlen($0)) }) == line.utf8.count else {
+            throw GatewayError(.storeMissing, "\(path): cannot write the API token: \(String(cString: strerror(errno)))")
         }
         return token
     }

@@ -38,7 +38,7 @@ struct ConfigCommand: ParsableCommand {
             }
             let warnings = Self.absentPorts(config) + config.devices.compactMap { device in
                 (try? library.profile(named: device.profile))?.withoutWindow(device)
-            }
+            } + config.securityWarnings(file: file)
             if json {
                 try Output.printJSON(Verdict(
                     file: file, usable: true, hall: config.hall.id, buses: config.buses.count,

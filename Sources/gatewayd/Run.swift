@@ -91,6 +91,7 @@ struct Run: AsyncParsableCommand {
         if let apiPort { gatewayConfig.api.port = apiPort }
         let timeZone = gatewayConfig.hall.timeZone
         GatewayLogHandler.use(timeZone: timeZone)
+        for warning in gatewayConfig.securityWarnings(file: config) { logger.warning("\(warning)") }
         // Logged only now: every line, the first too, is stamped in the hall's zone.
         if let demo {
             logger.info("""

@@ -628,6 +628,35 @@ import Testing
         #expect(try String(contentsOfFile: folder.file("victim"), encoding: .utf8) == "IMPORTANT\n")
     }
 
+    @Test func anAPITokenFileThatIsALinkOrOpenToEveryUserIsNotTaken() async throws {
+        // From a security trial: a link's target, or a file every user could read or write, became the API's token.
+        for (prepare, said) in [
+            ({ (folder: TemporaryDirectory) in
+                try "weakbutlongtoken0000\n".write(toFile: folder.file("elsewhere"), atomically: true, encoding: .utf8)
+                try FileManager.default.createSymbolicLink(atPath: folder.file("var/api-token"),
+                                                           withDestinationPath: folder.file("elsewhere"))
+            }, "var/api-token is not a plain file (a symbolic link?): remove it, the gateway makes its own"),
+            ({ (folder: TemporaryDirectory) in
+                try "weakbutlongtoken0000\n".write(toFile: folder.file("var/api-token"), atomically: true, encoding: .utf8)
+                chmod(folder.file("var/api-token"), 0o666)
+            }, "var/api-token can be read or changed by every user of the machine (mode 666): remove it"),
+        ] {
+            let folder = try TemporaryDirectory()
+            try FileManager.default.createDirectory(atPath: folder.file("var"), withIntermediateDirectories: true)
+            try prepare(folder)
+            let demo = try await run(gatewaydPath, ["run", "--api-port", "0"], workingDirectory: folder.path)
+            #expect(demo.status == 2, "\(demo.standardOutput)\(demo.standardError)")
+            #expect(demo.standardOutput.contains("cannot start: \(folder.path)/\(said)"), "\(demo.standardOutput)")
+        }
+        // The one the gateway makes is its user's alone from the start.
+        let folder = try TemporaryDirectory()
+        let demo = try ChildProcess(gatewaydPath, ["run", "--api-port", "0"], workingDirectory: folder.path)
+        defer { demo.interrupt() }
+        #expect(await eventually { Self.apiURL(demo) != nil }, "\(demo.output)")
+        let mode = try #require(try FileManager.default.attributesOfItem(atPath: folder.file("var/api-token"))[.posixPermissions] as? Int)
+        #expect(mode == 0o600, "mode \(String(mode, radix: 8))")
+    }
+
     @Test func startedUnderNohupAClosedTerminalDoesNotStopIt() async throws {
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])

@@ -289,6 +289,43 @@ import Testing
         }
     }
 
+    /// From a security trial: secrets sent in clear text and files open to every user passed `config check` unsaid.
+    @Test func configCheckWarnsOfSecretsInClearTextAndFilesOpenToEveryUser() async throws {
+        let secret = try write("s3cret-password-of-the-hall\n", "store.password")
+        chmod(secret, 0o644)
+        let state = folder.file("state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        chmod(state, 0o777)
+        let path = try write(valid + """
+
+            state-directory: \(state)
+            api: {listen: "0.0.0.0:8420", token-file: \(secret)}
+            sinks:
+              - {type: http, name: haocha, url: "http://10.20.0.9/v1/events", token-file: \(secret)}
+              - {type: mqtt, name: broker, host: mq.example.gov.cn, username: hall, password-file: \(secret)}
+              - {type: postgres, name: central, host: db.example.gov.cn, database: central, user: hall, password-file: \(secret)}
+              - {type: postgres, name: nearby, host: 127.0.0.1, database: central, user: hall, password-file: \(secret)}
+              - {type: http, name: secure, url: "https://api.example.gov.cn/v1/events", token-file: \(secret)}
+            """)
+        chmod(path, 0o666)
+        let result = try await run(gatewaydPath, ["config", "check", path])
+        #expect(result.status == 0, "warnings, not refusals: \(result.standardError)")
+        let warnings = result.standardError.split(separator: "\n").map { String($0.dropFirst("\(path): warning: ".count)) }
+        #expect(warnings.first?.hasPrefix("bus rs485-1: /dev/ttyUSB0 is not there now") == true, "\(warnings)")
+        #expect(Array(warnings.dropFirst()) == [
+            "sink haocha: its token goes to 10.20.0.9 in clear text (http://): use https://",
+            "sink broker: its password goes to mq.example.gov.cn in clear text: set tls: true",
+            "sink central: its password and the events go to db.example.gov.cn unencrypted (tls-mode: disable): use tls-mode: verify-full",
+            "api: the bearer token crosses the network in clear text (the API has no TLS); keep the hall's network closed, "
+                + "or listen on loopback behind a TLS proxy",
+            "\(secret) can be read by every user of the machine (mode 644): chmod 640 it, owned by the gateway's group",
+            "\(path) can be changed by every user of the machine (mode 666): chmod o-w",
+            "\(state) can be written by every user of the machine (mode 777): chmod o-w, or another user could put files "
+                + "in the gateway's way",
+        ], "\(result.standardError)")
+        #expect(!result.standardError.contains("s3cret"))
+    }
+
     @Test func aSecondBusOnOneSerialPortIsRefusedAtThatBus() throws {
         let text = valid.replacingOccurrences(
             of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",

@@ -361,3 +361,57 @@ public struct MQTTSinkConfig: Sendable, Equatable {
         self.timeout = timeout
     }
 }
+
+extension GatewayConfig {
+    /// What a security review would flag in this configuration (read from `file`), one line each: secrets sent in clear
+    /// text beyond this machine, and secret files, the configuration and the state directory open to other users. Said
+    /// by `config check` and at every start, not refused: a hall's network may be closed, and the owner decides.
+    public func securityWarnings(file: String?) -> [String] {
+        var warnings: [String] = []
+        func beyond(_ host: String) -> Bool { !APISettings.isLoopback(host) }
+        for sink in sinks {
+            switch sink.kind {
+            case .http(let http) where http.url.lowercased().hasPrefix("http://") && http.tokenFile != nil:
+                let host = URL(string: http.url)?.host ?? http.url
+                if beyond(host) { warnings.append("sink \(sink.name): its token goes to \(host) in clear text (http://): use https://") }
+            case .mqtt(let mqtt) where mqtt.tls == nil && mqtt.passwordFile != nil && beyond(mqtt.host):
+                warnings.append("sink \(sink.name): its password goes to \(mqtt.host) in clear text: set tls: true")
+            case .postgres(let postgres) where postgres.tlsMode == .disable && beyond(postgres.host):
+                warnings.append("sink \(sink.name): its password and the events go to \(postgres.host) unencrypted "
+                                + "(tls-mode: disable): use tls-mode: verify-full")
+            default:
+                break
+            }
+        }
+        if api.enabled, beyond(api.host) {
+            warnings.append("api: the bearer token crosses the network in clear text (the API has no TLS); keep the hall's "
+                            + "network closed, or listen on loopback behind a TLS proxy")
+        }
+        func mode(_ path: String) -> mode_t? {
+            var status = stat()
+            return stat(path, &status) == 0 ? status.st_mode & 0o777 : nil
+        }
+        let secrets = sinks.flatMap { sink -> [String?] in
+            switch sink.kind {
+            case .http(let http): [http.tokenFile, http.tls.keyFile]
+            case .postgres(let postgres): [postgres.passwordFile, postgres.tls.keyFile]
+            case .mqtt(let mqtt): [mqtt.passwordFile, mqtt.tls?.keyFile]
+            case .sqlite: []
+            }
+        } + [api.tokenFile]
+        for secret in Set(secrets.compactMap { $0 }).sorted() {
+            if let bits = mode(secret), bits & 0o007 != 0 {
+                warnings.append("\(secret) can be read by every user of the machine (mode \(String(bits, radix: 8))): "
+                                + "chmod 640 it, owned by the gateway's group")
+            }
+        }
+        if let file, let bits = mode(file), bits & 0o002 != 0 {
+            warnings.append("\(file) can be changed by every user of the machine (mode \(String(bits, radix: 8))): chmod o-w")
+        }
+        if let bits = mode(stateDirectory), bits & 0o002 != 0 {
+            warnings.append("\(stateDirectory) can be written by every user of the machine (mode "
+                            + "\(String(bits, radix: 8))): chmod o-w, or another user could put files in the gateway's way")
+        }
+        return warnings
+    }
+}
