@@ -548,6 +548,30 @@ extension OutboxSalvageTests {
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_796_000_000))
     }
 
+    /// From a security trial: an idempotency key is the client's text, and may hold a phone number; the outbox keeps
+    /// its fingerprint, and a key kept raw before the upgrade is found again under it (a repeat prints nothing twice).
+    @Test func idempotencyKeysAreKeptByTheirFingerprintThoseKeptRawBeforeToo() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        let now = Date()
+        do {
+            let older = try DatabaseQueue(path: path)
+            try Outbox.migrator.migrate(older, upTo: "v15-hall-day-events")
+            try await older.write { db in
+                try db.execute(sql: "INSERT INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
+                               arguments: ["13812345678-old", "ticket prefix A", #"{"ticket":"A001"}"#, now.timeIntervalSince1970])
+            }
+        }
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        let since = now.addingTimeInterval(-3600)
+        #expect(try await outbox.commandResult(key: "13812345678-old", since: since)?.result == #"{"ticket":"A001"}"#)
+        try await outbox.recordCommandResult(key: "13812345678-new", request: "ticket prefix A", json: #"{"ticket":"A002"}"#,
+                                             at: now, keepingSince: since)
+        #expect(try await outbox.commandResult(key: "13812345678-new", since: since)?.result == #"{"ticket":"A002"}"#)
+        let kept = try await DatabaseQueue(path: path).read { db in try String.fetchAll(db, sql: "SELECT key FROM command_key") }
+        #expect(kept.count == 2 && kept.allSatisfy { $0.count == 16 && !$0.contains("138") }, "\(kept)")
+    }
+
     /// A box upgraded from the first release with events still waiting: after the migrations they go out in order with
     /// their time, subject and sequence, the delivered one stays delivered, and the device's cursor and the source's
     /// counter carry on.

@@ -786,14 +786,8 @@ public actor CommandCenter {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = .gmt
         let day = calendar.dateComponents([.year, .month, .day], from: date)
-        return "command-\(fingerprint(key))-" + String(format: "%04d%02d%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
-    }
-
-    /// Keys come from clients: the event id carries their FNV-1a fingerprint, not the key itself.
-    static func fingerprint(_ key: String) -> String {
-        let hash = key.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
-        let digits = String(hash, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+        // Keys come from clients: the event id carries their fingerprint, not the key itself.
+        return "command-\(Fingerprint.padded(key))-" + String(format: "%04d%02d%02d", day.year ?? 0, day.month ?? 0, day.day ?? 0)
     }
 }
 

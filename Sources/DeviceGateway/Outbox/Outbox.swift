@@ -450,6 +450,17 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v15-hall-day-events") { db in
             try db.execute(sql: "CREATE TABLE hall_day_event (id TEXT PRIMARY KEY, result TEXT NOT NULL, told_at REAL NOT NULL)")
         }
+        // Idempotency keys kept by their fingerprint (from a security trial: a key may hold what a person typed); the
+        // ones kept before, within their day, are found again under it.
+        migrator.registerMigration("v16-command-key-fingerprints") { db in
+            for table in ["command_key", "unsettled_command"] {
+                let keys = try String.fetchAll(db, sql: "SELECT DISTINCT key FROM \(table) WHERE key IS NOT NULL")
+                for key in keys {
+                    try db.execute(sql: "UPDATE OR REPLACE \(table) SET key = ? WHERE key = ?",
+                                   arguments: [Fingerprint.padded(key), key])
+                }
+            }
+        }
         return migrator
     }
 
@@ -995,7 +1006,7 @@ public final class Outbox: Sendable {
     public func commandResult(key: String, since: Date) async throws -> (request: String?, result: String)? {
         try await database.read { db in
             try Row.fetchOne(db, sql: "SELECT request, result FROM command_key WHERE key = ? AND created_at >= ?",
-                             arguments: [key, since.timeIntervalSince1970]).map { ($0[0], $0[1]) }
+                             arguments: [Fingerprint.padded(key), since.timeIntervalSince1970]).map { ($0[0], $0[1]) }
         }
     }
 
@@ -1005,9 +1016,10 @@ public final class Outbox: Sendable {
                                     keepingSince: Date) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
-            try Self.keep(key: key, request: request, json: json, at: time, in: db)
+            try Self.keep(key: Fingerprint.padded(key), request: request, json: json, at: time, in: db)
             // Its command is settled once its own event is committed too (else the next start commits the draft).
-            try db.execute(sql: "DELETE FROM unsettled_command WHERE key = ? AND committed = 1", arguments: [key])
+            try db.execute(sql: "DELETE FROM unsettled_command WHERE key = ? AND committed = 1",
+                           arguments: [Fingerprint.padded(key)])
         }
     }
 
@@ -1017,7 +1029,7 @@ public final class Outbox: Sendable {
         let json = try draft.jsonLine()
         try await database.write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO unsettled_command (source, id, key, request, draft) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [draft.source, draft.id, key, request, json])
+                           arguments: [draft.source, draft.id, key.map(Fingerprint.padded), request, json])
         }
     }
 
@@ -1061,9 +1073,11 @@ public final class Outbox: Sendable {
         }
     }
 
-    private static func keep(key: String, request: String, json: String, at time: Date, in db: Database) throws {
+    /// Keeps a command's result under its key's fingerprint (`stored`): keys come from clients, and one may hold
+    /// what a person typed.
+    private static func keep(key stored: String, request: String, json: String, at time: Date, in db: Database) throws {
         try db.execute(sql: "INSERT OR REPLACE INTO command_key (key, request, result, created_at) VALUES (?, ?, ?, ?)",
-                       arguments: [key, request, json, time.timeIntervalSince1970])
+                       arguments: [stored, request, json, time.timeIntervalSince1970])
     }
 
     /// The device states last recorded, and when.
