@@ -14,11 +14,17 @@ public final class Gateway: Service {
     private let running = Mutex(false)
     /// Whether `run` is under way: its buses started and not stopped.
     public var isRunning: Bool { running.withLock { $0 } }
-    /// Why the last write of the devices' states (every 2 s) failed, nil when it did not: the sign that the outbox
-    /// takes writes, read by the readiness probe, which anyone on the machine may ask as often as it likes.
-    private let statesWriteProblem = Mutex<String?>("it has not been written yet")
-    /// Why the outbox takes no writes, as its last write of the devices' states found; nil when it does.
-    public var outboxWriteProblem: String? { statesWriteProblem.withLock { $0 } }
+    /// How the last write of the devices' states (every 2 s) went: the sign that the outbox takes writes, read by the
+    /// readiness probe, which anyone on the machine may ask as often as it likes.
+    private let statesWritten = Mutex<(at: ContinuousClock.Instant?, problem: String?)>((nil, nil))
+    /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 10 s);
+    /// nil when it does, or has not been tried yet.
+    public var outboxWriteProblem: String? {
+        let (at, problem) = statesWritten.withLock { $0 }
+        if let problem { return problem }
+        guard let at, case let age = ContinuousClock.now - at, age > .seconds(10) else { return nil }
+        return "its last write was \(age.components.seconds) s ago (the gateway's writes are held up)"
+    }
     /// What each configured device is to the hall, by device id.
     public let roles: [String: DeviceRole]
     /// Devices that say only on a later poll whether they took a command (`DeviceProfile.acknowledgesOnLaterPoll`).
@@ -271,11 +277,11 @@ public final class Gateway: Service {
     private func recordDeviceStates() async {
         do {
             try await outbox.recordDeviceStates(await deviceStates(), clock: hallClock)
-            statesWriteProblem.withLock { $0 = nil }
+            statesWritten.withLock { $0 = (ContinuousClock.now, nil) }
         } catch {
             // A full disk is reported by the commits that matter; the books wait for the next round.
             logger.debug("outbox: device states not recorded: \(error)")
-            statesWriteProblem.withLock { $0 = "\(error)" }
+            statesWritten.withLock { $0.problem = "\(error)" }
         }
     }
 

@@ -87,20 +87,27 @@ public enum APIToken {
             }
         }
         let path = (stateDirectory as NSString).appendingPathComponent("api-token")
-        // The gateway's own file only: not one a link points to, nor one other users could have read or written.
-        var status = stat()
-        if lstat(path, &status) == 0 {
-            guard status.st_mode & S_IFMT == S_IFREG else {
-                throw GatewayError(.storeMissing, "\(path) is not a plain file (a symbolic link?): remove it, the gateway makes its own")
+        // The gateway's own file only: not one a link points to, another user's, or one every user could read or write.
+        let existing = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        if existing >= 0 {
+            let handle = FileHandle(fileDescriptor: existing, closeOnDealloc: true)
+            var status = stat()
+            guard fstat(existing, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+                throw GatewayError(.storeMissing, "\(path) is not a plain file: remove it, the gateway makes its own")
+            }
+            guard status.st_uid == geteuid() else {
+                throw GatewayError(.storeMissing, "\(path) belongs to another user: remove it, the gateway makes its own")
             }
             guard status.st_mode & 0o007 == 0 else {
                 throw GatewayError(.storeMissing, "\(path) can be read or changed by every user of the machine (mode "
-                                   + String(status.st_mode & 0o777, radix: 8) + "): remove it, the gateway makes a new one")
+                                   + String(status.st_mode & 0o777, radix: 8) + "): chmod 600 it, or remove it for a new "
+                                   + "one (the queue system then needs the new one)")
             }
-        }
-        if let text = try? String(contentsOfFile: path, encoding: .utf8),
-           case let token = text.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty {
-            return token
+            let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !token.isEmpty { return token }
+        } else if errno == ELOOP {
+            throw GatewayError(.storeMissing, "\(path) is a symbolic link: remove it, the gateway makes its own")
         }
         var generator = SystemRandomNumberGenerator()
         let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()

@@ -46,6 +46,13 @@ struct DaemonOptions: ParsableArguments {
     /// The hall as the CLI sees it; a broken configuration is reported and exits 2.
     func load() throws -> HallContext {
         guard let path = configPath else { return HallContext(config: nil, library: nil, apiOverride: api) }
+        let (hall, library) = try Self.loadHall(path, given: config)
+        return HallContext(config: hall, library: library, apiOverride: api, isDemo: DemoProfiles.isDemoConfiguration(path))
+    }
+
+    /// The hall at `path` (found from `given` as `configPath(given:)` finds it), as every command loads it: a broken
+    /// one, or a demo's configuration that is not the demo's own, is said and exits 2.
+    static func loadHall(_ path: String, given: String?) throws -> (GatewayConfig, ProfileLibrary) {
         let loaded: (GatewayConfig, ProfileLibrary)
         do {
             loaded = try ConfigLoader.load(path: path)
@@ -53,16 +60,15 @@ struct DaemonOptions: ParsableArguments {
             printError(error.description)
             throw ExitCode(CLIExit.usage)
         }
-        let (hall, library) = loaded
-        let isDemo = DemoProfiles.isDemoConfiguration(path)
-        let foundHere = config == nil && ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"] == nil
-        if isDemo, let problem = DemoProfiles.notTheDemosOwn(hall, writtenAt: path, foundHere: foundHere) {
+        let foundHere = given == nil && ProcessInfo.processInfo.environment["HALL_GATEWAY_CONFIG"] == nil
+        if DemoProfiles.isDemoConfiguration(path),
+           let problem = DemoProfiles.notTheDemosOwn(loaded.0, writtenAt: path, foundHere: foundHere) {
             // Found by being in the folder a command runs in: a file anyone could leave there would have the CLI hand
-            // a hall's token to the address it names.
+            // a hall's token to the address it names, or open another hall's outbox.
             printError("\(path) reads as the demo hall's configuration, but \(problem): not used; give the hall's own with --config")
             throw ExitCode(CLIExit.usage)
         }
-        return HallContext(config: hall, library: library, apiOverride: api, isDemo: isDemo)
+        return loaded
     }
 }
 

@@ -1,6 +1,5 @@
 import ArgumentParser
 import DeviceGateway
-import Glibc
 
 @main
 struct Gatewayd: AsyncParsableCommand {
@@ -17,9 +16,6 @@ struct Gatewayd: AsyncParsableCommand {
     /// ArgumentParser's own `main`, except that wrong usage exits 2 as docs/cli.md promises, not its 64 (EX_USAGE):
     /// a script tells "wrong usage" the same way from every command and from every kind of usage error.
     static func main() async {
-        // Files any command makes are its user's and its group's: the daemon's outbox and store (ratings name staff),
-        // a trace (printed tickets), a configuration `scan` writes.
-        umask(0o027)
         // `run` is the default: a mistyped command would otherwise read as an argument of run, and print its usage.
         let names = configuration.subcommands.map { $0._commandName } + ["help"]
         if let first = CommandLine.arguments.dropFirst().first, !first.hasPrefix("-"), !names.contains(first) {

@@ -22,13 +22,8 @@ struct OutboxCommand: AsyncParsableCommand {
             guard let config = config ?? (outbox == nil ? DaemonOptions.configPath(given: nil) : nil) else {
                 return (outbox ?? "var/outbox.sqlite", nil)
             }
-            do {
-                let (loaded, _) = try ConfigLoader.load(path: config)
-                return (outbox ?? loaded.outboxPath, loaded)
-            } catch {
-                printError(error.description)
-                throw ExitCode(CLIExit.usage)
-            }
+            let (loaded, _) = try DaemonOptions.loadHall(config, given: self.config)
+            return (outbox ?? loaded.outboxPath, loaded)
         }
     }
 

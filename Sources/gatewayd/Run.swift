@@ -34,6 +34,8 @@ struct Run: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func run() async throws {
+        // Files the gateway makes (outbox, event store, lock) are its user's and its group's: ratings name staff.
+        umask(0o027)
         let level = logLevel
         GatewayLogHandler.bootstrap(level: level)
         let logger = Logger(label: "gatewayd")

@@ -178,8 +178,8 @@ struct ScanCommand: ParsableCommand {
         if let directory { return ProfileLibrary(directory: directory) }
         // The hall's own profiles, where the configuration is found as every command finds it (from a trial: scan
         // looked only beside the binary and in the working folder, not where the README installs them).
-        if let path = DaemonOptions.configPath(given: nil), let (config, _) = try? ConfigLoader.load(path: path) {
-            return ProfileLibrary(directory: config.profilesDirectory)
+        if let path = DaemonOptions.configPath(given: nil) {
+            return ProfileLibrary(directory: try DaemonOptions.loadHall(path, given: nil).0.profilesDirectory)
         }
         do { return ProfileLibrary(directory: try DemoProfiles.locate()) } catch {
             printError("\(error)")

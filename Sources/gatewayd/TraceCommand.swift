@@ -192,10 +192,10 @@ struct TracePrinter {
     mutating func open(bus: String) throws {
         self.bus = bus
         guard let save else { return }
-        guard FileManager.default.createFile(atPath: save, contents: nil) else {
-            throw ValidationError("\(save): cannot be written")
-        }
-        file = FileHandle(forWritingAtPath: save)
+        // Its user's and group's: a capture holds what printers printed.
+        let descriptor = Foundation.open(save, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard descriptor >= 0 else { throw ValidationError("\(save): cannot be written") }
+        file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 
     mutating func setStreams(

@@ -608,10 +608,13 @@ import Testing
                 devices: []
                 \(api)
                 """.write(toFile: folder.file("var/demo-hall.yaml"), atomically: true, encoding: .utf8)
-            let status = try await run(gatewaydPath, ["status"], workingDirectory: folder.path)
-            #expect(status.status == 2, "\(status.standardOutput)\(status.standardError)")
-            #expect(status.standardError.contains(
-                "var/demo-hall.yaml reads as the demo hall's configuration, but \(said): not used"), "\(status.standardError)")
+            // Nor to open another hall's outbox.
+            for command in [["status"], ["outbox", "status"]] {
+                let result = try await run(gatewaydPath, command, workingDirectory: folder.path)
+                #expect(result.status == 2, "\(command): \(result.standardOutput)\(result.standardError)")
+                #expect(result.standardError.contains(
+                    "var/demo-hall.yaml reads as the demo hall's configuration, but \(said): not used"), "\(result.standardError)")
+            }
         }
     }
 
@@ -635,11 +638,16 @@ import Testing
                 try "weakbutlongtoken0000\n".write(toFile: folder.file("elsewhere"), atomically: true, encoding: .utf8)
                 try FileManager.default.createSymbolicLink(atPath: folder.file("var/api-token"),
                                                            withDestinationPath: folder.file("elsewhere"))
-            }, "var/api-token is not a plain file (a symbolic link?): remove it, the gateway makes its own"),
+            }, "var/api-token is a symbolic link: remove it, the gateway makes its own"),
             ({ (folder: TemporaryDirectory) in
                 try "weakbutlongtoken0000\n".write(toFile: folder.file("var/api-token"), atomically: true, encoding: .utf8)
                 chmod(folder.file("var/api-token"), 0o666)
-            }, "var/api-token can be read or changed by every user of the machine (mode 666): remove it"),
+            }, "var/api-token can be read or changed by every user of the machine (mode 666): chmod 600 it"),
+            ({ (folder: TemporaryDirectory) in
+                try "weakbutlongtoken0000\n".write(toFile: folder.file("var/api-token"), atomically: true, encoding: .utf8)
+                chmod(folder.file("var/api-token"), 0o600)
+                chown(folder.file("var/api-token"), 65534, 65534)
+            }, "var/api-token belongs to another user: remove it, the gateway makes its own"),
         ] {
             let folder = try TemporaryDirectory()
             try FileManager.default.createDirectory(atPath: folder.file("var"), withIntermediateDirectories: true)

@@ -611,8 +611,12 @@ extension OutboxSalvageTests {
         #expect(next.first?.sequence == CloudEvent.sequenceString(4), "the source's counter continues")
     }
 
-    /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books.
-    @Test func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersTheDaysCheckedAndTheTicketsBeingPrinted() async throws {
+    /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books. And by a
+    /// second read: a damaged file from before the keys' fingerprints (v16) has its keys as text.
+    @Test(arguments: [false, true])
+    func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersTheDaysCheckedAndTheTicketsBeingPrinted(
+        keysKeptAsText: Bool
+    ) async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
         let policy = OutboxPolicy(maximumBytes: 1_048_576)
@@ -634,6 +638,13 @@ extension OutboxSalvageTests {
             for round in 0..<100 { try await outbox.commit(deviceEvents(50, prefix: "r\(round)-")) }
             dropped = try await outbox.dropTotal()
             try #require(dropped > 0, "the budget dropped events, not yet reported")
+        }
+        if keysKeptAsText {
+            try await DatabaseQueue(path: path).write { db in
+                try db.execute(sql: "UPDATE command_key SET key = 'ticket-7f3a'")
+                try db.execute(sql: "UPDATE unsettled_command SET key = 'ticket-a23'")
+                try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v16-command-key-fingerprints'")
+            }
         }
         // Two of the event table's own pages: the damage must not hit the books this test looks for afterwards.
         let pages = try await DatabaseQueue(path: path).read { db in
@@ -657,6 +668,10 @@ extension OutboxSalvageTests {
         #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
         #expect(try outbox.settleInterrupted(keepingSince: .distantPast).committed.map(\.id) == ["command-a23"],
                 "the ticket being printed when the power went is reported at the start")
+        #expect(try await outbox.commandResult(key: "ticket-a23", since: .distantPast)?.result.contains("A023") == true,
+                "its retry is answered A023, and prints nothing")
+        let kept = try await DatabaseQueue(path: path).read { db in try String.fetchAll(db, sql: "SELECT key FROM command_key") }
+        #expect(kept.count == 2 && !kept.contains { $0.hasPrefix("ticket-") }, "keys kept by their fingerprint: \(kept)")
         #expect(try await outbox.dropTotal() == dropped)
         let report = try await outbox.reportDrops { records in
             CloudEvent(id: Outbox.dropReportId(records), source: "/halls/h/gateway", type: HallEventType.eventsDropped,

@@ -693,39 +693,44 @@ public actor CommandCenter {
     }
 
     /// A mobile number, or a resident ID whose date and check digit hold, in groups of digits split by short runs of
-    /// separators (from a security trial: 138_1234_5678 and 138 - 1234 - 5678 went through). Groups are taken whole:
-    /// 9:00-12:00 and 0571-87654321-123 are no number of a person.
+    /// separators, laid out as people write them (from a security trial: 138_1234_5678, 138 - 1234 - 5678 and
+    /// 1 3 8 … went through): 3-4-4, 3-8, 7-4 or single digits, after 86 too; an ID 6-8-4, 6-4-4-4 or 14-4 (the last group
+    /// 3 digits and an X) or single digits. Other splits are lists, times and versions: 1 3 5 7 9 11 13, 13.30-17.30,
+    /// 192.168.10.100.
     private static func holdsGroupedNumber(_ characters: [Character]) -> Bool {
         func isSeparator(_ character: Character) -> Bool { character.isWhitespace || "-_.·–—".contains(character) }
-        var chains: [[(digits: String, end: Int)]] = [[]]
+        func isDigit(_ index: Int) -> Bool { index < characters.count && characters[index].isASCII && characters[index].isNumber }
+        // Each chain: its groups of digits, and whether an X follows the last one (a check character).
+        var chains: [[(digits: String, checkLetter: Bool)]] = [[]]
         var index = 0
         while index < characters.count {
-            let character = characters[index]
-            if character.isASCII, character.isNumber {
-                var end = index
-                while end < characters.count, characters[end].isASCII, characters[end].isNumber { end += 1 }
-                chains[chains.count - 1].append((String(characters[index..<end]), end))
-                index = end
-                var gap = index
-                while gap < characters.count, isSeparator(characters[gap]) { gap += 1 }
-                let nextIsDigit = gap < characters.count && characters[gap].isASCII && characters[gap].isNumber
-                if gap - index > 3 || !nextIsDigit { chains.append([]) }
-                index = gap
-            } else {
+            guard isDigit(index) else {
                 if !(chains.last?.isEmpty ?? true) { chains.append([]) }
                 index += 1
+                continue
             }
+            var end = index
+            while isDigit(end) { end += 1 }
+            var gap = end
+            while gap < characters.count, isSeparator(characters[gap]), gap - end < 3 { gap += 1 }
+            let checkLetter = gap < characters.count && "Xx".contains(characters[gap])
+            chains[chains.count - 1].append((String(characters[index..<end]), checkLetter))
+            if !isDigit(gap) { chains.append([]) }
+            index = gap
         }
+        let mobileLayouts: [[Int]] = [[3, 4, 4], [3, 8], [7, 4], Array(repeating: 1, count: 11)]
+        let idLayouts: [[Int]] = [[6, 8, 4], [6, 4, 4, 4], [14, 4], [6, 8, 3], [6, 4, 4, 3], [14, 3],
+                                  Array(repeating: 1, count: 18), Array(repeating: 1, count: 17)]
         for groups in chains {
+            let sizes = groups.map(\.digits.count)
             for first in groups.indices {
-                var digits = ""
-                for last in first..<groups.count {
-                    digits += groups[last].digits
-                    if digits.wholeMatch(of: /(86)?1[3-9][0-9]{9}/) != nil { return true }
-                    let end = groups[last].end
-                    let checkLetter = end < characters.count && "Xx".contains(characters[end]) ? "X" : ""
-                    if isResidentID(digits) || isResidentID(digits + checkLetter) { return true }
-                    if digits.count >= 18 { break }
+                func digits(_ count: Int) -> String { groups[first..<first + count].map(\.digits).joined() }
+                for layout in mobileLayouts + mobileLayouts.map({ [2] + $0 }) where sizes[first...].starts(with: layout) {
+                    if digits(layout.count).wholeMatch(of: /(86)?1[3-9][0-9]{9}/) != nil { return true }
+                }
+                for layout in idLayouts where sizes[first...].starts(with: layout) {
+                    let id = digits(layout.count) + (groups[first + layout.count - 1].checkLetter ? "X" : "")
+                    if isResidentID(id) { return true }
                 }
             }
         }

@@ -452,16 +452,20 @@ public final class Outbox: Sendable {
         }
         // Idempotency keys kept by their fingerprint (from a security trial: a key may hold what a person typed); the
         // ones kept before, within their day, are found again under it.
-        migrator.registerMigration("v16-command-key-fingerprints") { db in
-            for table in ["command_key", "unsettled_command"] {
-                let keys = try String.fetchAll(db, sql: "SELECT DISTINCT key FROM \(table) WHERE key IS NOT NULL")
-                for key in keys {
-                    try db.execute(sql: "UPDATE OR REPLACE \(table) SET key = ? WHERE key = ?",
-                                   arguments: [Fingerprint.padded(key), key])
-                }
+        migrator.registerMigration(keyFingerprintsMigration) { db in try fingerprintKeys(in: db) }
+        return migrator
+    }
+
+    static let keyFingerprintsMigration = "v16-command-key-fingerprints"
+
+    /// Replaces every idempotency key kept as the client's text by its fingerprint.
+    private static func fingerprintKeys(in db: Database) throws {
+        for table in ["command_key", "unsettled_command"] {
+            for key in try String.fetchAll(db, sql: "SELECT DISTINCT key FROM \(table) WHERE key IS NOT NULL") {
+                try db.execute(sql: "UPDATE OR REPLACE \(table) SET key = ? WHERE key = ?",
+                               arguments: [Fingerprint.padded(key), key])
             }
         }
-        return migrator
     }
 
     // MARK: Committing
@@ -1276,6 +1280,12 @@ public final class Outbox: Sendable {
                     try? db.execute(sql: insert, arguments: StatementArguments(row.databaseValues))
                 }
             }
+            // Keys a damaged file from before the fingerprints kept as text: found again under their fingerprint.
+            let fingerprinted = try? damaged.read { old in
+                try Bool.fetchOne(old, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
+                                  arguments: [Self.keyFingerprintsMigration]) ?? false
+            }
+            if fingerprinted == false { try Self.fingerprintKeys(in: db) }
         }
         // Not even the extent of the event table could be read: how much is lost cannot be told (-1).
         if highest == nil { report.unreadable = -1 }
