@@ -17,12 +17,12 @@ public final class Gateway: Service {
     /// How the last write of the devices' states (every 2 s) went: the sign that the outbox takes writes, read by the
     /// readiness probe, which anyone on the machine may ask as often as it likes.
     private let statesWritten = Mutex<(at: ContinuousClock.Instant?, problem: String?)>((nil, nil))
-    /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 10 s);
-    /// nil when it does, or has not been tried yet.
+    /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
+    /// long prune or another process's lock takes up to 10); nil when it does, or the gateway does not run.
     public var outboxWriteProblem: String? {
         let (at, problem) = statesWritten.withLock { $0 }
         if let problem { return problem }
-        guard let at, case let age = ContinuousClock.now - at, age > .seconds(10) else { return nil }
+        guard let at, case let age = ContinuousClock.now - at, age > .seconds(30) else { return nil }
         return "its last write was \(age.components.seconds) s ago (the gateway's writes are held up)"
     }
     /// What each configured device is to the hall, by device id.
@@ -150,7 +150,12 @@ public final class Gateway: Service {
     public func run(until stop: StopSignal) async {
         let forwardersStop = StopSignal()
         running.withLock { $0 = true }
-        defer { running.withLock { $0 = false } }
+        // The first write is waited for as any later one; after the run, the buses' stop is the reason, not a write.
+        statesWritten.withLock { $0 = (ContinuousClock.now, nil) }
+        defer {
+            running.withLock { $0 = false }
+            statesWritten.withLock { $0 = (nil, nil) }
+        }
         let sinksRecorded = await recordSinks()
         if !sinksRecorded {
             logger.error("outbox: cannot record the configured sinks yet; delivered events are not pruned until it can")

@@ -87,47 +87,65 @@ public enum APIToken {
             }
         }
         let path = (stateDirectory as NSString).appendingPathComponent("api-token")
-        // The gateway's own file only: not one a link points to, another user's, or one every user could read or write.
-        let existing = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        if existing >= 0 {
-            let handle = FileHandle(fileDescriptor: existing, closeOnDealloc: true)
-            var status = stat()
-            guard fstat(existing, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-                throw GatewayError(.storeMissing, "\(path) is not a plain file: remove it, the gateway makes its own")
-            }
+        // The gateway's own file only: not another user's, nor one every user could read or write.
+        if let (token, status) = try readWithoutLinks(path) {
             guard status.st_uid == geteuid() else {
-                throw GatewayError(.storeMissing, "\(path) belongs to another user: remove it, the gateway makes its own")
+                throw GatewayError(.storeMissing, "\(path) belongs to another user: remove it, the gateway makes its own "
+                                   + "(a token of the hall's choosing goes into api.token-file)")
             }
             guard status.st_mode & 0o007 == 0 else {
                 throw GatewayError(.storeMissing, "\(path) can be read or changed by every user of the machine (mode "
-                                   + String(status.st_mode & 0o777, radix: 8) + "): chmod 600 it, or remove it for a new "
-                                   + "one (the queue system then needs the new one)")
+                                   + String(status.st_mode & 0o777, radix: 8) + "): remove it, the gateway makes a new "
+                                   + "one (give it to the queue system)")
             }
-            let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
-            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
             if !token.isEmpty { return token }
-        } else if errno == ELOOP {
-            throw GatewayError(.storeMissing, "\(path) is a symbolic link: remove it, the gateway makes its own")
+            // Empty (a power cut as it was first written): made again.
+            unlink(path)
         }
         var generator = SystemRandomNumberGenerator()
         let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-        try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-        // Made 0600 at once, never through a link.
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
         let line = token + "\n"
+        try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        // Made 0600 at once, never through a link nor over a file another made meanwhile.
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw GatewayError(.storeMissing, "\(path): cannot write the API token: \(String(cString: strerror(errno)))")
         }
         defer { close(descriptor) }
-        guard line.withCString({ write(descriptor, $0, strlen($0)) }) == line.utf8.count else {
+        let written = line.withCString { write(descriptor, $0, strlen($0)) }
+        guard written == line.utf8.count, fsync(descriptor) == 0 else {
             throw GatewayError(.storeMissing, "\(path): cannot write the API token: \(String(cString: strerror(errno)))")
         }
         return token
     }
 
+    /// The trimmed text of the plain file at `path` and its status, read without following a link; nil when there is
+    /// no such file. A link, a device or a file this user cannot read is said.
+    private static func readWithoutLinks(_ path: String) throws(GatewayError) -> (String, stat)? {
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            let failure = errno
+            if failure == ENOENT { return nil }
+            if failure == ELOOP {
+                throw GatewayError(.storeMissing, "\(path) is a symbolic link: remove it, the gateway makes its own")
+            }
+            throw GatewayError(.storeMissing, "\(path): cannot be read: \(String(cString: strerror(failure)))")
+        }
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            throw GatewayError(.storeMissing, "\(path) is not a plain file: remove it, the gateway makes its own")
+        }
+        let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+        return (text.trimmingCharacters(in: .whitespacesAndNewlines), status)
+    }
+
     /// The token a CLI on this machine sends: the configured file's, or the gateway's own.
     public static func read(_ settings: APISettings, stateDirectory: String) -> String? {
-        let path = settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token")
-        return (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let file = settings.tokenFile {
+            return (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // Not through a link: a demo's folder another user made could point it at a hall's token.
+        return (try? readWithoutLinks((stateDirectory as NSString).appendingPathComponent("api-token")))??.0
     }
 }

@@ -179,7 +179,14 @@ struct ScanCommand: ParsableCommand {
         // The hall's own profiles, where the configuration is found as every command finds it (from a trial: scan
         // looked only beside the binary and in the working folder, not where the README installs them).
         if let path = DaemonOptions.configPath(given: nil) {
-            return ProfileLibrary(directory: try DaemonOptions.loadHall(path, given: nil).0.profilesDirectory)
+            // A hall being commissioned may not load yet (a profile not installed): its profiles are then found as
+            // without one, and said.
+            if let (config, _) = try? ConfigLoader.load(path: path),
+               !DemoProfiles.isDemoConfiguration(path)
+                || DemoProfiles.notTheDemosOwn(config, writtenAt: path, foundHere: true) == nil {
+                return ProfileLibrary(directory: config.profilesDirectory)
+            }
+            printError("\(path): not used for its profiles (it does not load, or is not this folder's demo); --profiles DIR names them")
         }
         do { return ProfileLibrary(directory: try DemoProfiles.locate()) } catch {
             printError("\(error)")

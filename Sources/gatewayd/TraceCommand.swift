@@ -193,8 +193,9 @@ struct TracePrinter {
         self.bus = bus
         guard let save else { return }
         // Its user's and group's: a capture holds what printers printed.
-        let descriptor = Foundation.open(save, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard descriptor >= 0 else { throw ValidationError("\(save): cannot be written") }
+        let descriptor = Foundation.open(save, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        // An earlier capture keeps its mode when written over: made 0640 too.
+        guard descriptor >= 0, fchmod(descriptor, 0o640) == 0 else { throw ValidationError("\(save): cannot be written") }
         file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 

@@ -642,7 +642,7 @@ import Testing
             ({ (folder: TemporaryDirectory) in
                 try "weakbutlongtoken0000\n".write(toFile: folder.file("var/api-token"), atomically: true, encoding: .utf8)
                 chmod(folder.file("var/api-token"), 0o666)
-            }, "var/api-token can be read or changed by every user of the machine (mode 666): chmod 600 it"),
+            }, "var/api-token can be read or changed by every user of the machine (mode 666): remove it, the gateway makes a new one"),
             ({ (folder: TemporaryDirectory) in
                 try "weakbutlongtoken0000\n".write(toFile: folder.file("var/api-token"), atomically: true, encoding: .utf8)
                 chmod(folder.file("var/api-token"), 0o600)

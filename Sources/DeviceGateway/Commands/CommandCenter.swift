@@ -729,8 +729,10 @@ public actor CommandCenter {
                     if digits(layout.count).wholeMatch(of: /(86)?1[3-9][0-9]{9}/) != nil { return true }
                 }
                 for layout in idLayouts where sizes[first...].starts(with: layout) {
-                    let id = digits(layout.count) + (groups[first + layout.count - 1].checkLetter ? "X" : "")
-                    if isResidentID(id) { return true }
+                    let id = digits(layout.count)
+                    if isResidentID(id) || (groups[first + layout.count - 1].checkLetter && isResidentID(id + "X")) {
+                        return true
+                    }
                 }
             }
         }

@@ -458,10 +458,12 @@ public final class Outbox: Sendable {
 
     static let keyFingerprintsMigration = "v16-command-key-fingerprints"
 
-    /// Replaces every idempotency key kept as the client's text by its fingerprint.
-    private static func fingerprintKeys(in db: Database) throws {
+    /// Replaces every idempotency key kept as the client's text by its fingerprint; with `unlessShapedAsOne`, only
+    /// those that are not 16 hex digits (a damaged file whose migrations cannot be read).
+    private static func fingerprintKeys(in db: Database, unlessShapedAsOne: Bool = false) throws {
         for table in ["command_key", "unsettled_command"] {
-            for key in try String.fetchAll(db, sql: "SELECT DISTINCT key FROM \(table) WHERE key IS NOT NULL") {
+            for key in try String.fetchAll(db, sql: "SELECT DISTINCT key FROM \(table) WHERE key IS NOT NULL")
+            where !(unlessShapedAsOne && key.wholeMatch(of: /[0-9a-f]{16}/) != nil) {
                 try db.execute(sql: "UPDATE OR REPLACE \(table) SET key = ? WHERE key = ?",
                                arguments: [Fingerprint.padded(key), key])
             }
@@ -1285,7 +1287,11 @@ public final class Outbox: Sendable {
                 try Bool.fetchOne(old, sql: "SELECT 1 FROM grdb_migrations WHERE identifier = ?",
                                   arguments: [Self.keyFingerprintsMigration]) ?? false
             }
-            if fingerprinted == false { try Self.fingerprintKeys(in: db) }
+            switch fingerprinted {
+            case false?: try Self.fingerprintKeys(in: db)
+            case nil: try Self.fingerprintKeys(in: db, unlessShapedAsOne: true)
+            case true?: break
+            }
         }
         // Not even the extent of the event table could be read: how much is lost cannot be told (-1).
         if highest == nil { report.unreadable = -1 }
