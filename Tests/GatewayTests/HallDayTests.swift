@@ -744,7 +744,7 @@ struct PersonalNumberTests {
         // From a second read: lists, times, versions and addresses whose digits happen to add up to 11 or 18.
         "窗口 1 3 5 7 9 11 13 15 办理社保", "1 4 5 6 7 8 9 10 11号窗口暂停", "13.30-17.30 9.00-12.00", "周一 9.00-12.00 1.30-5.00",
         "固件 1.13.0-20240117", "v2.15.0.20230117", "192.168.10.100", "172.16.100.100", "1999-12-31 123", "1733318400-2",
-        "310012 2024-12-04 0900",
+        "310012 2024-12-04 0900", "案号 330106-20241204-0012", "310012 20241204 0930",
     ])
     func doesNotReadAsOne(_ text: String) {
         #expect(!CommandCenter.holdsPhoneOrIDNumber(text))

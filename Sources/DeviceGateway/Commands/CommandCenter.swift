@@ -653,8 +653,8 @@ public actor CommandCenter {
 
     /// Whether `text` holds what reads as a mobile number (11 digits from 13… to 19…, also after 86, in groups split
     /// by up to 3 spaces, hyphens, underscores or dots: 138 1234 5678, 1381234_5678, 1 3 8 …) or a resident ID number
-    /// (15 or 18 digits, or 17 and X; also written 6-8-4 or 6-4-4-4, or in other groups when its date and check
-    /// digit hold); full-width digits and X and the numerals 〇 to 九 count.
+    /// (15 or 18 digits, or 17 and X; in groups, 6-8-4 or 6-4-4-4 when its date and check digit hold); full-width
+    /// digits and X and the numerals 〇 to 九 count.
     public static func holdsPhoneOrIDNumber(_ text: String) -> Bool {
         let characters = Array(text.map(halfWidth))
         if holdsGroupedNumber(characters) { return true }
@@ -675,21 +675,7 @@ public actor CommandCenter {
             }
             index = end
         }
-        // 138 1234 5678, 138-1234-5678, 138.1234.5678, 110105 19491231 002X, 110105-1949-1231-002X: the groups a
-        // person writes, not digits of something longer.
-        let normalized = String(characters)
-        let grouped = [
-            /1[3-9][0-9][ .-][0-9]{4}[ .-][0-9]{4}/,
-            /[0-9]{6}[ .-][0-9]{8}[ .-][0-9]{3}[0-9Xx]/,
-            /[0-9]{6}[ .-][0-9]{4}[ .-][0-9]{4}[ .-][0-9]{3}[0-9Xx]/,
-        ]
-        return grouped.contains { pattern in
-            normalized.matches(of: pattern).contains { match in
-                let before = normalized[..<match.range.lowerBound].last
-                let after = normalized[match.range.upperBound...].first
-                return !(before?.isNumber ?? false) && !(after?.isNumber ?? false)
-            }
-        }
+        return false
     }
 
     /// A mobile number, or a resident ID whose date and check digit hold, in groups of digits split by short runs of
