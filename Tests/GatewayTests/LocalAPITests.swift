@@ -25,10 +25,14 @@ import Testing
         let token = "test-token-\(UInt64.random(in: 0...UInt64.max))"
         /// The shared client needs no shutdown: a test that throws half-way does not crash the run.
         let client = HTTPClient.shared
+        /// The simulated printers of `buses`, stopped with the hall.
+        let printers: [MockEscPosPrinter]
 
-        /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets); `clock` is
-        /// the hall's.
-        init(buses: String = "", devices: String = "", more: String = "", clock: any HallClock = SystemHallClock()) async throws {
+        /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets), `printers`
+        /// are the simulated ones on its lines; `clock` is the hall's.
+        init(buses: String = "", devices: String = "", more: String = "", printers: [MockEscPosPrinter] = [],
+             clock: any HallClock = SystemHallClock()) async throws {
+            self.printers = printers
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
             folder = try TemporaryDirectory()
@@ -62,6 +66,7 @@ import Testing
             stop.stop()
             await running.value
             server.stop()
+            for printer in printers { printer.stop() }
         }
 
         /// A test that throws before `stopAll` still stops its gateway: left running, it would reopen its port's
@@ -69,6 +74,7 @@ import Testing
         deinit {
             api.cancel()
             stop.stop()
+            for printer in printers { printer.stop() }
         }
 
         /// A request to the API; `token` nil sends none.
@@ -538,10 +544,11 @@ import Testing
         try await hall.stopAll()
     }
 
-    /// A hall whose tickets go to `first` (printer-1) and `second` (printer-2), each on a line of its own.
-    static func printersHall(_ first: MockEscPosPrinter, _ second: MockEscPosPrinter, pollIntervalMs: Int,
-                             tickets: String) async throws -> Hall {
-        try await Hall(
+    /// A hall whose tickets go to two simulated printers (printer-1 and printer-2, `hall.printers`), each on a line of
+    /// its own.
+    static func printersHall(pollIntervalMs: Int, tickets: String) async throws -> Hall {
+        let (first, second) = (try MockEscPosPrinter(), try MockEscPosPrinter())
+        return try await Hall(
             buses: """
               - {id: kiosk-1, transport: serial, port: \(first.devicePath), poll-interval-ms: \(pollIntervalMs), response-timeout-ms: 200}
               - {id: kiosk-2, transport: serial, port: \(second.devicePath), poll-interval-ms: \(pollIntervalMs), response-timeout-ms: 200}
@@ -550,20 +557,15 @@ import Testing
               - {id: printer-1, profile: escpos-80mm, bus: kiosk-1, address: 1}
               - {id: printer-2, profile: escpos-80mm, bus: kiosk-2, address: 1}
             """,
-            more: tickets)
+            more: tickets, printers: [first, second])
     }
 
     /// A printer whose paper ran out and whose cover is then opened: the same device failing, but what a technician
     /// goes to do differs, so the check tells it again.
     @Test func aPrintersNewConditionIsANewVerdictOfTheCheck() async throws {
-        let printer = try MockEscPosPrinter()
-        let other = try MockEscPosPrinter()
-        defer {
-            printer.stop()
-            other.stop()
-        }
+        let hall = try await Self.printersHall(pollIntervalMs: 100, tickets: "")
+        let printer = hall.printers[0]
         printer.set(.init(paperOut: true))
-        let hall = try await Self.printersHall(printer, other, pollIntervalMs: 100, tickets: "")
         // Every device settled (board 7 never answers): the verdict no longer changes by itself.
         #expect(await eventually {
             let problems = (try? await hall.check())?.problems ?? []
@@ -578,15 +580,9 @@ import Testing
     }
 
     @Test func aTicketIsNumberedByTheGatewayAndPrintedOnAPrinterThatHasPaper() async throws {
-        let empty = try MockEscPosPrinter()
-        let loaded = try MockEscPosPrinter()
-        defer {
-            empty.stop()
-            loaded.stop()
-        }
+        let hall = try await Self.printersHall(pollIntervalMs: 100, tickets: "tickets: {prefixes: [A], priority-prefixes: [V]}")
+        let (empty, loaded) = (hall.printers[0], hall.printers[1])
         empty.set(.init(paperOut: true))
-        let hall = try await Self.printersHall(empty, loaded, pollIntervalMs: 100,
-                                               tickets: "tickets: {prefixes: [A], priority-prefixes: [V]}")
         #expect(await eventually { hall.gateway.printerConditions() == ["printer-1": "paper-out", "printer-2": "online"] })
         let key = [("Idempotency-Key", "kiosk-ticket-1")]
         let first = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务"}"#, headers: key)
@@ -643,14 +639,7 @@ import Testing
     /// a recall, A103 for A013) is said. It still runs: a gateway whose state was lost mid-day would refuse every
     /// ticket still waiting.
     @Test func aCallOfATicketTheGatewayNeverIssuedTodayRunsWithAWarning() async throws {
-        let printer = try MockEscPosPrinter()
-        let other = try MockEscPosPrinter()
-        defer {
-            printer.stop()
-            other.stop()
-        }
-        let hall = try await Self.printersHall(printer, other, pollIntervalMs: 100,
-                                               tickets: "tickets: {prefixes: [A], priority-prefixes: [V]}")
+        let hall = try await Self.printersHall(pollIntervalMs: 100, tickets: "tickets: {prefixes: [A], priority-prefixes: [V]}")
         #expect(await eventually { hall.gateway.printerConditions() == ["printer-1": "online", "printer-2": "online"] })
         for ticket in ["A001", "V001"] {
             let prefix = String(ticket.prefix(1))
@@ -680,14 +669,8 @@ import Testing
     /// From a trial: a citizen's name typed into `service` by a queue system reached the central store, and
     /// "社保业务 " with a trailing space was counted apart from 社保业务. A hall that lists its services takes no other.
     @Test func aTicketsServiceIsOneOfTheHallsServicesWhenItListsThem() async throws {
-        let printer = try MockEscPosPrinter()
-        let other = try MockEscPosPrinter()
-        defer {
-            printer.stop()
-            other.stop()
-        }
-        let hall = try await Self.printersHall(printer, other, pollIntervalMs: 100,
-                                               tickets: "tickets: {prefixes: [A]}\nservices: [户籍, 社保业务]")
+        let hall = try await Self.printersHall(pollIntervalMs: 100, tickets: "tickets: {prefixes: [A]}\nservices: [户籍, 社保业务]")
+        let (printer, other) = (hall.printers[0], hall.printers[1])
         for service in ["户籍 张三", "", "医保"] {
             let refused = try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "\#(service)"}"#)
             #expect(refused.status == 400 && refused.body.contains("service must be one of the hall's services: 户籍, 社保业务"),
@@ -707,13 +690,8 @@ import Testing
         // Found by a queue system's integrator: the printer took the ticket to its cut, then did not answer the
         // status request (its cover opened). The ticket was called not issued, then printed again on the next
         // printer: two citizens with one number, or a citizen whose number is never called.
-        let silent = try MockEscPosPrinter()
-        let other = try MockEscPosPrinter()
-        defer {
-            silent.stop()
-            other.stop()
-        }
-        let hall = try await Self.printersHall(silent, other, pollIntervalMs: 5000, tickets: "tickets: {prefixes: [A]}")
+        let hall = try await Self.printersHall(pollIntervalMs: 5000, tickets: "tickets: {prefixes: [A]}")
+        let (silent, other) = (hall.printers[0], hall.printers[1])
         #expect(await eventually { hall.gateway.printerConditions() == ["printer-1": "online", "printer-2": "online"] })
         silent.setAnswering(false)
         let answer = try hall.json(try await hall.request(.POST, "/v1/tickets", json: #"{"prefix": "A", "service": "社保业务"}"#).body)
