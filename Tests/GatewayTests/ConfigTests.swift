@@ -162,6 +162,8 @@ import Testing
         let passwordFolder = folder.file("password-folder")
         try FileManager.default.createDirectory(atPath: passwordFolder, withIntermediateDirectories: true)
         let token = try write("0123456789abcdef0123456789abcdef\n", "sink-token")
+        // A provisioning script that wrote an unset variable: sent, it would fail as a wrong password at the broker.
+        let emptyPassword = try write("\n", "mqtt-password")
         let path = try write(
             valid + """
 
@@ -169,6 +171,7 @@ import Testing
                 sinks:
                   - {type: postgres, host: db.lan, database: hall, user: gateway, password-file: \(passwordFolder)}
                   - {type: http, url: "https://central.lan/events", token-file: \(token), ca-file: missing-ca.pem}
+                  - {type: mqtt, host: 127.0.0.1, username: hall, password-file: \(emptyPassword)}
                 """)
         // Every other command reads such a hall as it is: the files may be the gateway user's alone.
         _ = try ConfigLoader.load(path: path)
@@ -182,6 +185,7 @@ import Testing
                 "\(path):14:82: sinks[0].password-file: cannot read \(passwordFolder): is a directory",
                 "\(path):15:\(76 + token.count): sinks[1].ca-file: cannot read \(folder.file("missing-ca.pem")): "
                     + "no such file",
+                "\(path):16:66: sinks[2].password-file: the file \(emptyPassword) is empty (leave the key out for none)",
             ], "\(result.standardError)")
     }
 

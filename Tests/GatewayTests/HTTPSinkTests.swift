@@ -71,7 +71,7 @@ import FoundationNetworking
         let emptyError = try #require(throws: SinkError.self) {
             try makeSink("https://store.example/events", tokenFile: empty)
         }
-        #expect(emptyError.message == "http sink central: the token file \(empty) is empty")
+        #expect(emptyError.message == "http sink central: the token file \(empty) is empty (leave the key out for none)")
     }
 
     @Test func aStoreThatIsNotListeningIsRetriedSayingConnectionRefused() async throws {

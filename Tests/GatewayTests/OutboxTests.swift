@@ -266,6 +266,24 @@ import Testing
         try await outbox.register(sinks: ["local"])
         #expect(try await outbox.prune(now: later) == 3, "a sink taken out of the configuration holds nothing back")
     }
+
+    @Test func aBacklogDueAtOnceIsPrunedInBatchesAndAllOfItGoes() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), policy: OutboxPolicy(retention: .seconds(3600)),
+                                     logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central"])
+        let events = (1...25).map { number in
+            CloudEvent(id: "e\(number)", source: "/halls/h/devices/d", type: HallEventType.deviceOnline, time: Date(),
+                       subject: nil, data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
+        }
+        try await outbox.commit(events)
+        try await outbox.markDelivered(sink: "central", through: 22, count: 22)
+        let later = Date().addingTimeInterval(3601)
+        #expect(try await outbox.prune(now: later, batch: 4) == 22, "five full batches and a last one of two")
+        #expect(try await outbox.entries(after: 0, limit: 100).map(\.id) == ["e23", "e24", "e25"])
+        #expect(try await outbox.prune(now: later, batch: 4) == 0)
+        #expect(try await outbox.count() == 3)
+    }
 }
 
 @Suite struct PadRestartTests {

@@ -489,7 +489,7 @@ import Testing
         let error = try #require(throws: SinkError.self) {
             try PostgresSink(name: "central", config: config, hallId: "hall-9", logger: CapturedLog().logger)
         }
-        #expect(error.message == "postgres \(central.endpoint): cannot read password file \(folder.file("missing-password")): no such file")
+        #expect(error.message == "postgres \(central.endpoint): cannot read the password file \(folder.file("missing-password")): no such file")
     }
 
     @Test func aDrainedOutboxIsInTheStoreOnce() async throws {

@@ -69,12 +69,11 @@ public final class MQTTCommands: Service, Sendable {
         }
         var password: String?
         if let file = config.passwordFile {
-            guard var text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw SinkError(.rejected, "mqtt commands \(address): cannot read the password file \(file)")
+            switch ReadableFile.secret(file) {
+            case .success(let text): password = text
+            case .failure(let problem):
+                throw SinkError(.rejected, "mqtt commands \(address): \(problem.message("password file"))")
             }
-            // A trailing line end is the editor's, not the password's.
-            while text.last?.isNewline == true { text.removeLast() }
-            password = text
         }
         var settings = MosquittoSettings(
             host: config.host, port: config.port, clientId: config.clientId ?? "hall-gateway-\(hall)-commands",

@@ -66,7 +66,7 @@ extension ConfigLoader {
         }
         var config = MQTTCommandsConfig(
             host: host ?? "", port: port, clientId: fields.string("client-id"), username: fields.string("username"),
-            passwordFile: file("password-file"), tls: useTLS ? tls : nil,
+            passwordFile: fields.secretFile("password-file", relativeTo: folder), tls: useTLS ? tls : nil,
             keepAlive: .seconds(fields.int("keepalive-seconds", in: 5...3600) ?? 30),
             timeout: .milliseconds(fields.int("timeout-ms", in: 100...600_000) ?? 30_000))
         for (key, keyPath) in [("topic", \MQTTCommandsConfig.topic), ("reply-topic", \.replyTopic)] {

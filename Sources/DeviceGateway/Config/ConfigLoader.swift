@@ -306,7 +306,7 @@ public enum ConfigLoader {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) || URL(string: url)?.host == nil {
                     reader.report(fields.value("url"), fields.keyPath("url"), "'\(url)' is not an http:// or https:// URL")
                 }
-                kind = .http(HTTPSinkConfig(url: url, tokenFile: file("token-file"), tls: tls(), timeout: timeout))
+                kind = .http(HTTPSinkConfig(url: url, tokenFile: fields.secretFile("token-file", relativeTo: folder), tls: tls(), timeout: timeout))
             }
         case "postgres":
             let host = fields.string("host", required: true)
@@ -321,7 +321,7 @@ public enum ConfigLoader {
             }
             if let host, let database, let user {
                 kind = .postgres(PostgresSinkConfig(
-                    host: host, port: port, database: database, user: user, passwordFile: file("password-file"),
+                    host: host, port: port, database: database, user: user, passwordFile: fields.secretFile("password-file", relativeTo: folder),
                     tlsMode: PostgresSinkConfig.TLSMode(rawValue: mode) ?? .disable, tls: tls(), table: table,
                     timeout: timeout))
             }
@@ -340,7 +340,7 @@ public enum ConfigLoader {
             if let host {
                 kind = .mqtt(MQTTSinkConfig(
                     host: host, port: port, clientId: clientId, topic: topic,
-                    username: fields.string("username"), passwordFile: file("password-file"),
+                    username: fields.string("username"), passwordFile: fields.secretFile("password-file", relativeTo: folder),
                     tls: useTLS ? settings : nil, keepAlive: .seconds(keepAlive), timeout: timeout))
             }
         default:

@@ -201,6 +201,16 @@ final class YAMLReader {
             return path
         }
 
+        /// A password or token file: `file`, and when the reader checks files, a secret it can send.
+        func secretFile(_ key: String, relativeTo folder: String) -> String? {
+            guard let path = file(key, relativeTo: folder) else { return nil }
+            // Unreadable is reported by `file` already.
+            if reader.checksFiles, ReadableFile.problem(path) == nil, case .failure(let problem) = ReadableFile.secret(path) {
+                reader.report(value(key), keyPath(key), problem.message("file"))
+            }
+            return path
+        }
+
         func choice(_ key: String, _ allowed: [String], required: Bool = false) -> String? {
             value(key, required: required).flatMap { reader.choice($0, keyPath(key), allowed) }
         }

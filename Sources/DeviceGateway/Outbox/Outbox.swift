@@ -1131,13 +1131,23 @@ public final class Outbox: Sendable {
     }
 
     /// Deletes events every sink has confirmed once they are older than the retention. Returns how many.
+    /// A transaction per `batch` events: after days of downtime a whole week may be due at once, and the
+    /// commits of new events must not wait behind its deletion on a slow SD card.
     @discardableResult
-    public func prune(now: Date = Date()) async throws -> Int {
+    public func prune(now: Date = Date(), batch: Int = 1000) async throws -> Int {
         let cutoff = now.timeIntervalSince1970 - Double(policy.retention.components.seconds)
-        return try await database.write { db in
-            let delivered = try Self.deliveredByAll(db)
-            try db.execute(sql: "DELETE FROM event WHERE position <= ? AND committed_at < ?", arguments: [delivered, cutoff])
-            return db.changesCount
+        var pruned = 0
+        while true {
+            let deleted = try await database.write { db in
+                let delivered = try Self.deliveredByAll(db)
+                try db.execute(sql: """
+                    DELETE FROM event WHERE position IN
+                        (SELECT position FROM event WHERE position <= ? AND committed_at < ? ORDER BY position LIMIT ?)
+                    """, arguments: [delivered, cutoff, batch])
+                return db.changesCount
+            }
+            pruned += deleted
+            if deleted < batch { return pruned }
         }
     }
 

@@ -450,20 +450,16 @@ public final class HTTPSink: EventSink {
     }
 
     private static func readToken(_ path: String, sink: String) throws -> String {
-        try readable(path, what: "token file", sink: sink)
-        let token: String
-        do {
-            token = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        } catch {
-            throw SinkError(.unavailable, "http sink \(sink): cannot read the token file \(path): not UTF-8 text")
+        switch ReadableFile.secret(path) {
+        case .success(let text):
+            let token = text.trimmingCharacters(in: .whitespaces)
+            guard !token.contains(where: { $0.asciiValue.map { $0 < 0x20 } ?? false }) else {
+                throw SinkError(.unavailable, "http sink \(sink): the token file \(path) holds control characters")
+            }
+            return token
+        case .failure(let problem):
+            throw SinkError(.unavailable, "http sink \(sink): \(problem.message("token file"))")
         }
-        guard !token.isEmpty else {
-            throw SinkError(.unavailable, "http sink \(sink): the token file \(path) is empty")
-        }
-        guard !token.contains(where: { $0.isNewline || $0.asciiValue.map { $0 < 0x20 } ?? false }) else {
-            throw SinkError(.unavailable, "http sink \(sink): the token file \(path) holds more than one line")
-        }
-        return token
     }
 
     private static func certificates(_ path: String, what: String, sink: String) throws -> [NIOSSLCertificate] {

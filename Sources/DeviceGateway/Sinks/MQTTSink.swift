@@ -31,13 +31,10 @@ public final class MQTTSink: EventSink {
         let address = "\(config.host):\(config.port)"
         var password: String?
         if let file = config.passwordFile {
-            do {
-                // A trailing line end is the editor's, not the password's.
-                var text = try String(contentsOfFile: file, encoding: .utf8)
-                while text.last?.isNewline == true { text.removeLast() }
-                password = text
-            } catch {
-                throw SinkError(.rejected, "mqtt \(address): cannot read the password file \(file)")
+            switch ReadableFile.secret(file) {
+            case .success(let text): password = text
+            case .failure(let problem):
+                throw SinkError(.rejected, "mqtt \(address): \(problem.message("password file"))")
             }
         }
         let sample = Self.fill(config.topic, hall: hallId, type: "hall.rating.submitted", device: "gateway",

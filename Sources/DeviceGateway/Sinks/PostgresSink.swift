@@ -50,14 +50,10 @@ public actor PostgresSink: EventSink {
             throw failure("'\(config.table)' is not a plain table name (lower-case letters, digits, _)")
         }
         let password = try config.passwordFile.map { path in
-            if let reason = ReadableFile.problem(path) { throw failure("cannot read password file \(path): \(reason)") }
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw failure("cannot read password file \(path)")
+            switch ReadableFile.secret(path) {
+            case .success(let text): return text
+            case .failure(let problem): throw failure(problem.message("password file"))
             }
-            // Trailing line ends only: a password may well contain spaces.
-            var text = String(decoding: data, as: UTF8.self)
-            while text.last?.isNewline == true { text.removeLast() }
-            return text
         }
 
         let clientTLS: PostgresClient.Configuration.TLS

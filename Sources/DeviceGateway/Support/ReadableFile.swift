@@ -10,6 +10,43 @@ public enum ReadableFile {
         if isDirectory.boolValue { return "is a directory" }
         return FileManager.default.isReadableFile(atPath: path) ? nil : "not readable by user \(SystemUser.name)"
     }
+
+    /// A password or token file's secret: its one line without the editor's line end. An empty file is refused
+    /// (a provisioning script that wrote an unset variable), not sent as an empty password. One reading for
+    /// `config check` and for the sinks and MQTT commands at run time.
+    public static func secret(_ path: String) -> Result<String, SecretProblem> {
+        if let problem = problem(path) { return .failure(SecretProblem(path: path, unreadable: problem)) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return .failure(SecretProblem(path: path, unreadable: "not readable by user \(SystemUser.name)"))
+        }
+        guard var text = String(validating: data, as: UTF8.self) else {
+            return .failure(SecretProblem(path: path, content: "is not UTF-8 text"))
+        }
+        while text.last?.isNewline == true { text.removeLast() }
+        if text.allSatisfy(\.isWhitespace) {
+            return .failure(SecretProblem(path: path, content: "is empty (leave the key out for none)"))
+        }
+        if text.contains(where: { $0.isNewline }) {
+            return .failure(SecretProblem(path: path, content: "holds more than one line"))
+        }
+        return .success(text)
+    }
+
+    /// Why a secret file cannot be used, in a technician's words.
+    public struct SecretProblem: Error {
+        var path: String
+        var unreadable: String?
+        var content: String?
+
+        init(path: String, unreadable: String) { (self.path, self.unreadable) = (path, unreadable) }
+        init(path: String, content: String) { (self.path, self.content) = (path, content) }
+
+        /// `cannot read the password file /etc/p: no such file`, `the token file /etc/t is empty (…)`.
+        public func message(_ what: String) -> String {
+            if let unreadable { return "cannot read the \(what) \(path): \(unreadable)" }
+            return "the \(what) \(path) \(content ?? "")"
+        }
+    }
 }
 
 /// The user this process runs as.
