@@ -123,7 +123,7 @@ struct HallContext: Sendable {
         return DaemonClient(
             baseURL: baseURL, token: APIToken.read(settings, stateDirectory: stateDirectory),
             tokenPath: settings.tokenFile ?? (stateDirectory as NSString).appendingPathComponent("api-token"),
-            disabled: apiDisabled, addressIsDefault: config == nil && apiOverride == nil)
+            tokenIsTheGatewaysOwn: settings.tokenFile == nil, disabled: apiDisabled, addressIsDefault: config == nil && apiOverride == nil)
     }
 }
 
@@ -166,6 +166,8 @@ struct DaemonClient: Sendable {
     let token: String?
     /// Where the token was looked for, for the error message.
     let tokenPath: String
+    /// The state directory's `api-token`, which is read only as a plain file of its own (not through a link).
+    let tokenIsTheGatewaysOwn: Bool
     /// `api: off` in the config.
     let disabled: Bool
     /// No config and no `--api`: the address is the demo hall's, which a hall's daemon may not use.
@@ -258,6 +260,9 @@ struct DaemonClient: Sendable {
             // directory is 0750), and that wants the gateway's user, not a new file (from a review).
             ? (Self.isMissing(tokenPath)
                 ? "no token: \(tokenPath) does not exist (the api: section's token-file, or the state directory's api-token)"
+                : tokenIsTheGatewaysOwn && Self.isLink(tokenPath)
+                ? "no token: \(tokenPath) is a symbolic link, which is not followed to the gateway's own token: remove it "
+                    + "and restart the gateway, which makes its own"
                 : "no token: \(tokenPath) cannot be read (run as the gateway's user, or sudo)")
             : "the token in \(tokenPath) is not the daemon's"
         return DaemonError(
@@ -319,6 +324,11 @@ struct DaemonClient: Sendable {
     static func isMissing(_ path: String) -> Bool {
         var status = stat()
         return stat(path, &status) != 0 && errno == ENOENT
+    }
+
+    static func isLink(_ path: String) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFLNK
     }
 
     /// An RFC 9457 problem's detail, or the body's first line.

@@ -198,6 +198,31 @@ import Testing
         #expect(!(stopped.standardOutput + stopped.standardError).contains(token))
     }
 
+    @Test func theCLIDoesNotFollowALinkPutInPlaceOfTheGatewaysOwnToken() async throws {
+        let folder = try TemporaryDirectory()
+        let config = try Self.hallFile(folder, """
+            buses:
+              - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try unusedMQTTPort())}
+            devices:
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "1"}
+            """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
+        let cli = ["status", "--config", config, "--api", try #require(Self.apiURL(daemon))]
+        let answered = try await run(gatewaydPath, cli)
+        #expect(answered.status != 3 && answered.standardOutput.contains("eval-w01"), "\(answered.standardError)")
+        // A link to a file holding the very token: a CLI that followed it would be answered.
+        let own = folder.path + "/state/api-token"
+        let elsewhere = folder.file("token-elsewhere")
+        try FileManager.default.moveItem(atPath: own, toPath: elsewhere)
+        try FileManager.default.createSymbolicLink(atPath: own, withDestinationPath: elsewhere)
+        let refused = try await run(gatewaydPath, cli)
+        #expect(refused.status == 3)
+        #expect(refused.standardError.contains("401 unauthorized: no token: \(own) is a symbolic link"),
+                "\(refused.standardError)")
+    }
+
     @Test func theDaemonLogsForJournaldUnderSystemd() async throws {
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.rtu(units: [4: MockModbusEvaluator(staffId: "0104")])
