@@ -279,6 +279,14 @@ import Testing
         try (Data(gb18030) + Data("sinks: []\n".utf8)).write(to: URL(fileURLWithPath: path))
         let refused = #expect(throws: ConfigError.self) { try ConfigLoader.loadSinks(path: path) }
         #expect(refused?.issues.map(\.description) == ["\(path): is not UTF-8 text (saved as GBK or GB18030?): save it as UTF-8"])
+
+        // A hall's whole configuration given for its sinks: one line saying so, not one per section.
+        let hall = try write(valid, "whole-hall.yaml")
+        let whole = #expect(throws: ConfigError.self) { try ConfigLoader.loadSinks(path: hall) }
+        #expect(whole?.issues.map(\.description) == [
+            "\(hall): this is a hall's configuration (it has hall:, buses:, devices:): run it with --config, or copy its "
+                + "sinks: into a file of their own for the demo",
+        ])
     }
 
     @Test func anAPIBeyondLoopbackNeedsATokenFileAndANameIsNotTakenForLoopback() throws {

@@ -129,6 +129,14 @@ public enum ConfigLoader {
         guard let root = reader.compose(text), let top = reader.fields(root, "") else {
             throw ConfigError(issues: reader.issues)
         }
+        // Said once, not as an unknown key per section.
+        let hallKeys = ["hall", "buses", "devices"].filter { root.mapping?[$0] != nil }
+        if !hallKeys.isEmpty {
+            throw ConfigError(issues: [ConfigIssue(
+                file: path, key: "",
+                message: "this is a hall's configuration (it has " + hallKeys.map { "\($0):" }.joined(separator: ", ")
+                    + "): run it with --config, or copy its sinks: into a file of their own for the demo")])
+        }
         let items = top.value("sinks", required: true).flatMap { reader.items($0, "sinks") } ?? []
         for item in items {
             _ = parseSink(item.node, item.path, reader, folder: folder, stateDirectory: "var")

@@ -1136,6 +1136,7 @@ public final class Outbox: Sendable {
     @discardableResult
     public func prune(now: Date = Date(), batch: Int = 1000) async throws -> Int {
         let cutoff = now.timeIntervalSince1970 - Double(policy.retention.components.seconds)
+        let batch = max(batch, 1)
         var pruned = 0
         while true {
             let deleted = try await database.write { db in
