@@ -13,7 +13,7 @@ struct ScanCommand: ParsableCommand {
             `identify:` rule) and names the profile whose values came back. --write-config writes a configuration \
             with a `devices:` section from what answered, for review.
             --sweep tries one --address at every baud (\(ModbusScanner.sweepBauds.map(String.init).joined(separator: ", "))) \
-            and parity N, E, O until it answers. --listen SECONDS --family ff68|qsystem listens at each baud for the \
+            and parity N, E, O until it answers. --listen SECONDS --family \(listening(joinedBy: "|")) listens at each baud for the \
             frames of devices that speak unprompted (FF 68 pads and callers, QSystem boxes) and says which baud \
             gives valid frames.
             Exit status: 0 someone answered (or the sweep found the setting); 1 nobody did; 2 wrong usage or a \
@@ -43,9 +43,15 @@ struct ScanCommand: ParsableCommand {
     var listen: Double?
 
     @Option(
-        help: "The protocol: modbus; onbon or escpos (prompted: ping, status request); ff68 or qsystem (with --listen)."
+        help: ArgumentHelp("The protocol: modbus; " + PromptedFamily.all.map(\.name).joined(separator: ", ")
+                           + " (prompted: a ping, a status request); " + listening(joinedBy: ", ") + " (with --listen).")
     )
     var family: String = "modbus"
+
+    /// The families `--listen` finds, from the scanner's own list.
+    static func listening(joinedBy separator: String) -> String {
+        ListeningSweep.Family.allCases.map(\.rawValue).joined(separator: separator)
+    }
 
     @Option(help: "The device profiles, for identification (default: the hall's, from $HALL_GATEWAY_CONFIG; else ./devices, the checkout's, /usr/share/hall-gateway/devices).")
     var profiles: String?
@@ -81,11 +87,12 @@ struct ScanCommand: ParsableCommand {
                 throw ValidationError("--listen is for serial lines, 0.1 to 600 seconds at each baud")
             }
             guard ListeningSweep.Family(rawValue: family) != nil else {
-                throw ValidationError("--listen is for the families that speak unprompted: --family ff68 or qsystem")
+                throw ValidationError("--listen is for the families that speak unprompted: --family " + Self.listening(joinedBy: " or "))
             }
         } else if family != "modbus" {
             guard let prompted = PromptedFamily.all.first(where: { $0.name == family }) else {
-                throw ValidationError("--family modbus, onbon or escpos (ff68 and qsystem with --listen SECONDS)")
+                throw ValidationError("--family " + (["modbus"] + PromptedFamily.all.map(\.name)).joined(separator: ", ")
+                                      + " (" + Self.listening(joinedBy: ", ") + " with --listen SECONDS)")
             }
             guard line.host == nil else { throw ValidationError("--family \(family) is for serial lines (--port)") }
             if sweep, prompted.addressed, address == nil { throw ValidationError("--sweep needs the --address to try") }

@@ -780,7 +780,7 @@ final class TinyDevices: Sendable {
         let line = SimulatedLine(timing: timing, end: .seconds(6), stop: stop) { frame, _ in
             frame.count == 3 && frame.starts(with: [0x10, 0x04]) ? [(.milliseconds(2), [0x12])] : []
         }
-        guard case .printer(let profile) = try ProfileLibrary(directory: profilesDirectory).profile(named: "escpos-80mm")
+        guard case .escPosPrinter(let profile) = try ProfileLibrary(directory: profilesDirectory).profile(named: "escpos-80mm")
         else { throw GatewayError(.profileMismatch, "escpos-80mm is not a printer") }
         let printer = DeviceConfig(id: "printer-1", profile: "escpos-80mm", bus: "kiosk", address: 1, window: nil)
         let bus = BusEngine(

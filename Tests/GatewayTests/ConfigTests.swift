@@ -516,9 +516,10 @@ import Testing
     @Test func theShippedExampleHallUsesEveryProfileAndPassesTheCheck() async throws {
         let result = try await run(gatewaydPath, ["config", "check", profilesDirectory + "/example-hall.yaml"])
         #expect(result.status == 0, "\(result.standardError)")
-        // Its serial ports are warnings on a machine without those adapters.
-        #expect(result.standardOutput.contains("OK (hall example-hall, 6 buses, 10 devices, 1 sink"), "\(result.standardOutput)")
         let (config, _) = try ConfigLoader.load(path: profilesDirectory + "/example-hall.yaml")
+        // Its serial ports are warnings on a machine without those adapters.
+        #expect(result.standardOutput.contains(
+            "OK (hall example-hall, \(config.buses.count) buses, \(config.devices.count) devices, 1 sink"), "\(result.standardOutput)")
         let shipped = try FileManager.default.contentsOfDirectory(atPath: profilesDirectory)
             .filter { $0.hasSuffix(".yaml") && $0 != "example-hall.yaml" }.map { String($0.dropLast(5)) }
         #expect(Set(config.devices.map(\.profile)) == Set(shipped), "every shipped profile is in the example")

@@ -97,7 +97,7 @@ enum DriverRegistry {
                 }
                 return try use.use(OnbonDriver(members: boards, hallId: hallId))
             case .escPos:
-                guard members.count == 1, case .printer(let profile) = first.profile else {
+                guard members.count == 1, case .escPosPrinter(let profile) = first.profile else {
                     throw GatewayError(.profileMismatch, "bus \(bus.id): an ESC/POS printer has a line of its own")
                 }
                 return try use.use(PrinterDriver(device: first.device, profile: profile, hallId: hallId))

@@ -8,7 +8,7 @@ import Yams
 public enum DeviceProfile: Sendable, Equatable {
     case modbusEvaluator(ModbusEvaluatorProfile)
     case modbusBoard(ModbusBoardProfile)
-    case printer(PrinterProfile)
+    case escPosPrinter(PrinterProfile)
     case onbonBoard(OnbonBoardProfile)
     case ff68Evaluator(KeyEvaluatorProfile)
     case ff68Caller(CallerProfile)
@@ -20,7 +20,7 @@ public enum DeviceProfile: Sendable, Equatable {
         switch self {
         case .modbusEvaluator(let profile): profile.model
         case .modbusBoard(let profile): profile.model
-        case .printer(let profile): profile.model
+        case .escPosPrinter(let profile): profile.model
         case .onbonBoard(let profile): profile.model
         case .ff68Evaluator(let profile): profile.model
         case .ff68Caller(let profile), .qsystemBox(let profile): profile.model
@@ -33,7 +33,7 @@ public enum DeviceProfile: Sendable, Equatable {
     public var acknowledgesOnLaterPoll: Bool {
         switch self {
         case .modbusBoard: true
-        case .modbusEvaluator, .printer, .onbonBoard, .ff68Evaluator, .ff68Caller, .qsystemBox, .qsystemBoard: false
+        case .modbusEvaluator, .escPosPrinter, .onbonBoard, .ff68Evaluator, .ff68Caller, .qsystemBox, .qsystemBoard: false
         }
     }
 
@@ -46,7 +46,7 @@ public enum DeviceProfile: Sendable, Equatable {
             return "device \(device.id) has no window: its ratings carry none, and a window's satisfaction rate leaves them out"
         case .ff68Caller, .qsystemBox:
             return "device \(device.id) has no window: its keys call for no window"
-        case .modbusBoard, .printer, .onbonBoard, .qsystemBoard:
+        case .modbusBoard, .escPosPrinter, .onbonBoard, .qsystemBoard:
             return nil
         }
     }
@@ -55,7 +55,7 @@ public enum DeviceProfile: Sendable, Equatable {
     public var speaksUnasked: Bool {
         switch self {
         case .ff68Evaluator, .ff68Caller, .qsystemBox: true
-        case .modbusEvaluator, .modbusBoard, .printer, .onbonBoard, .qsystemBoard: false
+        case .modbusEvaluator, .modbusBoard, .escPosPrinter, .onbonBoard, .qsystemBoard: false
         }
     }
 
@@ -63,7 +63,7 @@ public enum DeviceProfile: Sendable, Equatable {
     public var lineProtocol: LineProtocol? {
         switch self {
         case .modbusEvaluator, .modbusBoard: nil
-        case .printer: .escPos
+        case .escPosPrinter: .escPos
         case .onbonBoard: .onbon
         case .ff68Evaluator, .ff68Caller: .ff68
         case .qsystemBox, .qsystemBoard: .qsystem
@@ -177,7 +177,7 @@ public struct ProfileLibrary: Sendable {
             profile = switch family {
             case .modbusEvaluator: Self.modbusEvaluator(model: model, fields: fields, reader: reader).map { .modbusEvaluator($0) }
             case .modbusBoard: parsing.modbusBoard().map { .modbusBoard($0) }
-            case .escPosPrinter: parsing.printer().map { .printer($0) }
+            case .escPosPrinter: parsing.printer().map { .escPosPrinter($0) }
             case .onbonBoard: parsing.onbonBoard().map { .onbonBoard($0) }
             case .ff68Evaluator: parsing.keyEvaluator().map { .ff68Evaluator($0) }
             case .ff68Caller: parsing.caller().map { .ff68Caller($0) }
@@ -281,7 +281,7 @@ extension DeviceRole {
         case .modbusBoard, .onbonBoard, .qsystemBoard: window == nil ? .hallBoard : .windowBoard
         case .ff68Caller, .qsystemBox: .caller
         case .modbusEvaluator, .ff68Evaluator: .pad
-        case .printer: .printer
+        case .escPosPrinter: .printer
         }
     }
 }
