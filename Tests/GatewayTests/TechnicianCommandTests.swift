@@ -162,6 +162,28 @@ import Testing
         #expect(bus.acknowledged.isEmpty)
     }
 
+    @Test func padTestKeepsPollingAModbusPadWhileTheTechnicianPressesKeys() async throws {
+        // From a trial: with the daemon stopped the test polled once, then listened to a pad that never speaks unasked.
+        let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let folder = try TemporaryDirectory()
+        let config = try hall(
+            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
+            devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"5\"}")
+        let test = try ChildProcess(gatewaydPath, ["pad", "test", "--config", config, "eval-w05", "--seconds", "3"])
+        // Pressed once the test's first poll is answered: the key is the technician's, not what the pad held.
+        #expect(await eventually { server.requestsAnswered >= 1 })
+        pad.press(.satisfied)
+        let result = try await test.wait()
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        let ratings = result.standardOutput.components(separatedBy: "hall.rating.submitted").count - 1
+        #expect(ratings == 1, "the one key, once, however many polls read it: \(result.standardOutput)")
+        #expect(result.standardOutput.contains("listen: polled "), "\(result.standardOutput)")
+        #expect(pad.acknowledged == 0, "nothing acknowledged: the rating stays for the daemon")
+    }
+
     @Test func aTraceOfAnFF68BusTellsTheKeysFromTheGatewaysAcknowledgements() async throws {
         // From a trial: on FF 68 the host's acknowledgement of a caller is the caller's own frame, and FUNC 01 with a
         // key is an evaluator's acknowledgement or a caller's key; trace said both readings of every such frame.

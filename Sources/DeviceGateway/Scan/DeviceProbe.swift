@@ -84,6 +84,9 @@ public struct ProbeReport: Sendable, Codable, Equatable {
 ///
 /// Nothing is acknowledged to the device: a probe must not take a rating the daemon has not committed.
 public enum DeviceProbe {
+    /// How often a polled device is polled while a probe listens for what the technician does.
+    static let listeningPollInterval = Duration.milliseconds(250)
+
     /// Probes `deviceId` of `config`: a poll, then `command` and a second poll if given, then `listen` if given.
     public static func run(
         device deviceId: String, config: GatewayConfig, library: ProfileLibrary, command: HallCommand? = nil,
@@ -252,7 +255,34 @@ public enum DeviceProbe {
                     report.answered = false
                 }
             }
-            if let listen {
+            if let listen, !polls.isEmpty {
+                // A polled device says nothing unasked: the keys pressed meanwhile show in its answers (from a trial:
+                // a pad test listened to a Modbus pad, which never speaks, and showed no key).
+                let end = ContinuousClock.now + listen
+                var times = 0
+                var changed = 0
+                while ContinuousClock.now < end {
+                    let next = ContinuousClock.now + DeviceProbe.listeningPollInterval
+                    let shown = report.steps.count
+                    for request in polls { exchange(request) }
+                    times += 1
+                    // Only an answer unlike the one before it is shown: a poll a quarter second makes many.
+                    let last = report.steps.last { $0.purpose != "listen" && !$0.received.isEmpty }
+                    let previous = report.steps[..<shown].last { $0.purpose != "listen" && !$0.received.isEmpty }
+                    if report.steps.count > shown, let last, let previous, last.received == previous.received,
+                       report.steps[shown...].allSatisfy({ $0.outcome == "answered" }) {
+                        report.steps.removeSubrange(shown...)
+                    } else {
+                        changed += 1
+                    }
+                    let pause = min(next, end) - ContinuousClock.now
+                    if pause > .zero { Thread.sleep(forTimeInterval: pause.timeInterval) }
+                }
+                report.steps.append(ProbeStep(
+                    purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
+                    outcome: "polled \(times) times in \(listen.timeInterval) s: "
+                        + (changed == 0 ? "every answer as the first" : "\(changed) answers changed, shown above")))
+            } else if let listen {
                 var step = ProbeStep(
                     purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
                     outcome: "heard")
@@ -273,6 +303,9 @@ public enum DeviceProbe {
             if polls.isEmpty, listen == nil, command == nil {
                 report.problem = "\(device.id) (\(profile.model)) is not polled: it speaks when used; listen for it"
             }
+            // Nothing is acknowledged, so each poll reads the same unacknowledged ratings again.
+            var seen: Set<String> = []
+            events = events.filter { seen.insert($0.id).inserted }
             report.events = events.map { EventSummary.line($0, timeZone: timeZone) }
             for event in events {
                 if case .printerStatus(let status) = event.data {
