@@ -26,6 +26,12 @@ import Testing
         return path
     }
 
+    /// A hall of one Modbus RTU line, `line-a`, on `server`'s pseudo-terminal, with `devices` (YAML list items).
+    func rtuHall(_ folder: TemporaryDirectory, _ server: MockModbusServer, devices: String) throws -> String {
+        try hall(folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), "
+                     + "response-timeout-ms: 200}", devices: devices)
+    }
+
     /// A daemon running a hall of one FF 68 bus, a pad at 3 and a caller at 33 (window 3), its API on a free port.
     func ff68Daemon(_ bus: MockFF68Bus, _ folder: TemporaryDirectory) async throws
         -> (daemon: ChildProcess, config: String, api: String)
@@ -51,9 +57,8 @@ import Testing
         defer { server.stop() }
         let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let config = try hall(
-            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
-            devices: """
+        let config = try rtuHall(
+            folder, server, devices: """
                   - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "5"}
                   - {id: eval-w06, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "6"}
                 """)
@@ -133,11 +138,9 @@ import Testing
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [21: board])
         defer { server.stop() }
-        let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let config = try hall(
-            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
-            devices: "  - {id: board-w01, profile: modbus-window-board, bus: line-a, address: 21, window: \"1\"}")
+        let config = try rtuHall(
+            folder, server, devices: "  - {id: board-w01, profile: modbus-window-board, bus: line-a, address: 21, window: \"1\"}")
         let test = try await run(
             gatewaydPath, ["display", "test", "--config", config, "board-w01", "--text", "测试 0123"])
         #expect(test.status == 0, "\(test.standardError)")
@@ -167,11 +170,9 @@ import Testing
         let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)
         let server = try MockModbusServer.rtu(units: [4: pad])
         defer { server.stop() }
-        let path = try #require(server.endpoint.devicePath)
         let folder = try TemporaryDirectory()
-        let config = try hall(
-            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200}",
-            devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"5\"}")
+        let config = try rtuHall(
+            folder, server, devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"5\"}")
         let test = try ChildProcess(gatewaydPath, ["pad", "test", "--config", config, "eval-w05", "--seconds", "3"])
         // Pressed once the test's first poll is answered: the key is the technician's, not what the pad held.
         #expect(await eventually { server.requestsAnswered >= 1 })
