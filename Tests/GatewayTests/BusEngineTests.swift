@@ -1115,6 +1115,31 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
         #expect(keys.count == 2 && Set(keys.map(\.id)).count == 1, "\(keys.map(\.id)): one press, one event id")
     }
 
+    /// While the outbox refuses commits (a full disk) nothing is acknowledged and the pad repeats its frame about once
+    /// a second: what the bus holds in memory is the one rating, not a copy a repeat (from a vendor's trial: copies
+    /// filled the bound of 100,000 events and were counted as lost ratings when trimmed).
+    @Test func aRatingRepeatedWhileTheOutboxRefusesCommitsIsHeldInMemoryOnce() throws {
+        var driver = try driver()
+        var pending = PendingCommit()
+        let key = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        for second in 0..<600 {
+            let reaction = driver.handle(key, inFlight: nil, at: start.addingTimeInterval(Double(second)))
+            pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
+            // Each commit attempt fails: what was taken is held again.
+            let taken = pending.take(at: start)
+            pending.restore(events: taken.events, cursors: taken.cursors, at: start)
+        }
+        #expect(pending.events.count == 1, "\(pending.events.count) events held for one key press")
+        #expect(pending.cursors.count == 1)
+        // Another press is another rating, held beside the first; the pad's cursor is its latest.
+        let other = FF68Frame.evaluatorKeyPress(address: 3, key: 3)
+        let reaction = driver.handle(other, inFlight: nil, at: start.addingTimeInterval(601))
+        pending.add(events: reaction.events, cursors: reaction.cursors)
+        #expect(pending.events.count == 2)
+        #expect(pending.cursors == reaction.cursors)
+    }
+
     /// Our FUNC 01 acknowledgement heard back is no sign of the pad (an unplugged pad would look alive).
     @Test func ourAcknowledgementHeardBackIsNoSignOfThePad() throws {
         var driver = try driver()

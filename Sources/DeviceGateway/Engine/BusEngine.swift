@@ -1157,11 +1157,21 @@ struct PendingCommit {
     /// Subjects of the sources with memory losses, for the fault events.
     private var subjects: [String: String?] = [:]
 
+    /// The ids in `events`: a device repeats what it was not acknowledged (an FF 68 pad about once a second), and
+    /// while the outbox refuses commits each repeat would be held again, filling the memory bound with copies and
+    /// counting them as lost ratings when trimmed.
+    private var heldIds: Set<String> = []
+
     var isEmpty: Bool { events.isEmpty && cursors.isEmpty && afterCommit.isEmpty && memoryLosses.isEmpty }
 
     mutating func add(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = []) {
-        self.events += events
-        self.cursors += cursors
+        // An id is one event: the outbox keeps its first copy too.
+        for event in events where heldIds.insert(event.id).inserted { self.events.append(event) }
+        // A device's cursors are written in order, the last one stays: only that one is held.
+        for cursor in cursors {
+            self.cursors.removeAll { $0.device == cursor.device }
+            self.cursors.append(cursor)
+        }
         self.afterCommit += afterCommit
     }
 
@@ -1169,6 +1179,7 @@ struct PendingCommit {
     mutating func take(at time: Date) -> (events: [CloudEvent], cursors: [DeviceCursor], afterCommit: [LineRequest]) {
         defer {
             events = []
+            heldIds = []
             cursors = []
             afterCommit = []
         }
@@ -1179,8 +1190,9 @@ struct PendingCommit {
     /// devices repeat, or the next poll asks again).
     mutating func restore(events failed: [CloudEvent], cursors failedCursors: [DeviceCursor], at time: Date) {
         refusingSince = refusingSince ?? time
-        events = failed.filter { !$0.id.hasPrefix("ratings-lost-memory-") } + events
-        cursors = failedCursors + cursors
+        let newer = (events, cursors)
+        (events, heldIds, cursors) = ([], [], [])
+        add(events: failed.filter { !$0.id.hasPrefix("ratings-lost-memory-") } + newer.0, cursors: failedCursors + newer.1)
     }
 
     mutating func committed() {
@@ -1195,6 +1207,7 @@ struct PendingCommit {
         guard excess > 0 else { return nil }
         let dropped = events.prefix(excess)
         events.removeFirst(excess)
+        heldIds.subtract(dropped.map(\.id))
         var ratings = 0
         for event in dropped {
             var loss = memoryLosses[event.source] ?? (since: refusingSince ?? Date(), count: 0, numbers: [])
