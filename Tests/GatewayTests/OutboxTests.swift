@@ -286,6 +286,46 @@ import Testing
     }
 }
 
+@Suite struct ModbusConverterTests {
+    /// A Modbus TCP converter answers for an RTU pad behind it that does not (exception 0B): the pad is silent, not
+    /// refusing. From a trial: such a pad stayed online for ever, the check passed it and no offline event was made.
+    @Test func aPadTheConverterAnswersForIsOfflineWithTheConvertersWords() async throws {
+        let folder = try TemporaryDirectory()
+        let pad = MockModbusEvaluator(staffId: "0101")
+        let converter = try MockModbusServer.tcp(units: [1: pad], asConverter: true)
+        defer { converter.stop() }
+        let port = try #require(converter.endpoint.tcpPort)
+        let gateway = try testGateway(
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
+            devices: """
+                  - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: "1"}
+                  - {id: eval-w09, profile: modbus-evaluator-3key, bus: lan, address: 9, window: "9"}
+                """,
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        #expect(await eventually {
+            let states = await gateway.deviceStates()
+            return states.first { $0.device == "eval-w09" }?.online == false && states.first { $0.device == "eval-w01" }?.online == true
+        })
+        let missing = try #require(await gateway.deviceStates().first { $0.device == "eval-w09" })
+        #expect(missing.counters.timeouts >= 3 && missing.counters.exceptions == 0, "\(missing.counters)")
+        stop.stop()
+        await running.value
+        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        let offline = try await eventData(store, type: HallEventType.deviceOffline) { data -> DeviceStatusChanged? in
+            if case .deviceStatus(let status) = data { status } else { nil }
+        }
+        #expect(offline.map(\.device) == ["eval-w09"])
+        #expect(offline.first?.reason.contains("the Modbus gateway answered for it, exception 11") == true, "\(offline)")
+        // The technician's probe says the same, not "answered".
+        let probe = try DeviceProbe.run(device: "eval-w09", config: gateway.config,
+                                        library: ProfileLibrary(directory: profilesDirectory))
+        #expect(!probe.answered)
+        #expect(probe.steps.first?.outcome.hasPrefix("no answer: the Modbus gateway answered for it") == true, "\(probe.steps)")
+    }
+}
+
 @Suite struct PadRestartTests {
     @Test func aPadPowerCycledWithItsOldBootIdGivesItsNewRatingsAndOneRestartReport() async throws {
         let folder = try TemporaryDirectory()

@@ -249,6 +249,12 @@ public struct ModbusDriver: BusDriver {
         guard response.functionCode == sent.request.functionCode else { return LineReaction() }
         let device = request.device
         if case .exception(let function, let code) = response {
+            // A TCP-to-RTU gateway's own answer for the device behind it: no path (10), no response (11). The device
+            // is silent, not refusing (from a trial: such a pad stayed online for ever and passed the check).
+            if [10, 11].contains(code.rawValue) {
+                return LineReaction(answersRequest: true, unanswered:
+                    "the Modbus gateway answered for it, exception \(code.rawValue) (\(Self.describe(code)))")
+            }
             let refusal = "Modbus exception \(code.rawValue) (\(Self.describe(code))) to function \(function.rawValue)"
             // A poll refused as illegal (function, address, value) is refused every time: the device gives nothing
             // to read, so it is not in service (the check before opening must not pass it). Busy is a moment.

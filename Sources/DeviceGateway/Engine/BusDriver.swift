@@ -43,6 +43,9 @@ public struct LineReaction: Sendable {
     public var notReadyBecause: String?
     /// The device refused the request (a Modbus exception, a board's error code): what it said.
     public var refusal: String?
+    /// The request in flight got no answer from its device, and something in between says so (a Modbus gateway's
+    /// exception 10 or 11): the device's silence, with these words, not its answer.
+    public var unanswered: String?
     /// The command this frame answers is carried out only once the device says so on a later read (a board that
     /// acknowledges a counter): it is done at its verdict, not now.
     public var holdsCommand: CommandHold?
@@ -52,8 +55,10 @@ public struct LineReaction: Sendable {
     /// Creates a reaction.
     public init(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = [],
                 from: String? = nil, answersRequest: Bool = false, ready: Bool = true, notReadyBecause: String? = nil,
-                refusal: String? = nil, holdsCommand: CommandHold? = nil, verdicts: [CommandVerdict] = []) {
+                refusal: String? = nil, unanswered: String? = nil, holdsCommand: CommandHold? = nil,
+                verdicts: [CommandVerdict] = []) {
         self.notReadyBecause = notReadyBecause
+        self.unanswered = unanswered
         self.events = events
         self.cursors = cursors
         self.afterCommit = afterCommit

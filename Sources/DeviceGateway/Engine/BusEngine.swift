@@ -108,6 +108,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// proves anything is retried with backoff like one that cannot be opened.
     private var linkOpenedAt: Duration = .zero
     private var linkHeard = false
+    /// Devices whose request something in between answered for them as silent (`LineReaction.unanswered`), since the
+    /// batch of pipelined polls began: missed like those that timed out.
+    private var answeredForAsSilent: Set<String> = []
     /// Set on (re)open until the link's first read returns: only then are the devices it cannot ask reachable again.
     private var reopenUnconfirmed = false
     /// The devices the bus asks (the others only speak unprompted, or only listen).
@@ -454,6 +457,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         BusTap.record(outbox, config.id, .sent, bytes)
         var onWire = Duration.zero
         inFlight.removeAll(keepingCapacity: true)
+        answeredForAsSilent.removeAll(keepingCapacity: true)
         for (request, _) in batch {
             count(request.device) { $0.bytesSent += request.bytes.count }
             onWire += timing.wireTime(characters: request.bytes.count)
@@ -466,7 +470,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             await receive(on: link, until: deadline)
             if inFlight.count < waiting { deadline = max(deadline, clock.now + config.responseTimeout) }
         }
-        let silent = Set(inFlight.map(\.request.device))
+        let silent = Set(inFlight.map(\.request.device)).union(answeredForAsSilent)
         if !inFlight.isEmpty { _ = timeOutInFlight(on: link) }
         let linkLost = self.link == nil
         let now = clock.now
@@ -840,6 +844,18 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             if let commandHold = reaction.holdsCommand, let from = reaction.from { hold(commandHold, from: from) }
             for verdict in reaction.verdicts { settle(verdict) }
             guard let index, let request, reaction.answersRequest else { continue }
+            if let silence = reaction.unanswered {
+                inFlight.remove(at: index)
+                count(request.device) { $0.timeouts += 1 }
+                if let device = self.index(of: request.device) {
+                    refusalsSaid.removeAll { $0.device == device }
+                    pending.add(events: health.missed(devices[device], reason: "no answer to \(request.purpose): \(silence)",
+                                                      at: date))
+                }
+                answeredForAsSilent.insert(request.device)
+                outcome = .timedOut
+                continue
+            }
             let answer: Outcome
             if let refusal = reaction.refusal {
                 sayRefused(request, refusal)

@@ -207,7 +207,13 @@ public enum DeviceProbe {
                     for frame in decoder.decode(bytes) {
                         let reaction = driver.handle(frame, inFlight: request, at: Date())
                         events += reaction.events
-                        if let refusal = reaction.refusal {
+                        if let silence = reaction.unanswered {
+                            step.outcome = "no answer: \(silence)"
+                            report.answered = false
+                            report.problem = report.problem ?? "no answer from \(device.id) (address \(device.address)): "
+                                + "\(silence): check the device behind it, its address, and the converter's serial side"
+                            done = true
+                        } else if let refusal = reaction.refusal {
                             step.outcome = "refused: \(refusal)"
                             report.problem = report.problem ?? "\(device.id) refused \(request.purpose): \(refusal)"
                             done = true
