@@ -28,6 +28,8 @@ struct Ports: ParsableCommand {
             line += "  " + (names.isEmpty ? port.description : names)
             if let serial = port.serialNumber { line += "  serial \(serial)" }
             print(line)
+            // The name to configure: a ttyUSB number follows the order adapters were found in.
+            if let link = port.stableLink { print("    \(link)  (the same after a re-plug: use it as the bus's port)") }
         }
     }
 }

@@ -116,4 +116,18 @@ import Testing
             #expect(["usb", "native", "bluetooth"].contains(port.transport))
         }
     }
+
+    @Test func aPortsStableNameIsTheLinkUdevKeepsForIt() throws {
+        // As /dev/serial/by-id holds them: links named by the adapter, to the ttyUSB it is today.
+        let folder = try TemporaryDirectory()
+        let byId = folder.file("by-id")
+        try FileManager.default.createDirectory(atPath: byId, withIntermediateDirectories: true)
+        let terminal = try PseudoTerminal()
+        let adapter = byId + "/usb-1a86_USB_Serial-if00-port0"
+        try FileManager.default.createSymbolicLink(atPath: adapter, withDestinationPath: terminal.devicePath)
+        try FileManager.default.createSymbolicLink(atPath: byId + "/usb-gone-if00-port0", withDestinationPath: "/dev/ttyUSB9")
+        let links = SerialPortCatalog.stableLinks(in: byId)
+        #expect(links[URL(fileURLWithPath: terminal.devicePath).resolvingSymlinksInPath().path] == adapter)
+        #expect(SerialPortCatalog.stableLinks(in: folder.file("no-such-folder")).isEmpty)
+    }
 }

@@ -1,4 +1,5 @@
 import CSerialPort
+import Foundation
 
 /// A serial port the system offers, as a technician needs to tell one USB adapter from another.
 public struct SerialPortInfo: Sendable, Equatable, Codable {
@@ -14,6 +15,9 @@ public struct SerialPortInfo: Sendable, Equatable, Codable {
     public var product: String?
     /// The adapter's serial number, which tells two identical adapters apart.
     public var serialNumber: String?
+    /// The name udev keeps for it under `/dev/serial/by-id/` (from the adapter's own ids and serial number): the same
+    /// when the adapter comes back as another `ttyUSB` after a re-plug or a reboot, where its path may not.
+    public var stableLink: String?
 }
 
 /// Lists serial ports through libserialport (enumeration only: it never opens them).
@@ -24,6 +28,7 @@ public enum SerialPortCatalog {
         guard sp_list_ports(&list) == SP_OK, let list else { return [] }
         defer { sp_free_port_list(list) }
         var ports: [SerialPortInfo] = []
+        let links = stableLinks()
         var index = 0
         while let port = list[index] {
             index += 1
@@ -42,9 +47,22 @@ public enum SerialPortCatalog {
                 info.product = text(sp_get_port_usb_product(port))
                 info.serialNumber = text(sp_get_port_usb_serial(port))
             }
+            info.stableLink = links[info.path]
             ports.append(info)
         }
         return ports.sorted { $0.path < $1.path }
+    }
+
+    /// The links in `folder`, by the device each leads to (the first in name order when several do).
+    static func stableLinks(in folder: String = "/dev/serial/by-id") -> [String: String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [:] }
+        var links: [String: String] = [:]
+        for name in names.sorted() {
+            let link = folder + "/" + name
+            let target = URL(fileURLWithPath: link).resolvingSymlinksInPath().path
+            if target != link, links[target] == nil { links[target] = link }
+        }
+        return links
     }
 
     private static func text(_ pointer: UnsafeMutablePointer<CChar>?) -> String? {
