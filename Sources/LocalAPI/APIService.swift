@@ -15,7 +15,8 @@ public struct APIService: Service {
     /// The API of `gateway` as `settings` say, with `token` and `metrics`; `onListening` gets the port bound.
     public init(gateway: Gateway, commands: CommandCenter, metrics: GatewayMetrics, settings: APISettings,
                 token: String, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
-        api = LocalAPI(gateway: gateway, commands: commands, metrics: metrics, token: token, logger: logger)
+        api = LocalAPI(gateway: gateway, commands: commands, metrics: metrics, token: token,
+                       tokenFile: settings.tokenFile, logger: logger)
         self.settings = settings
         self.logger = logger
         self.onListening = onListening

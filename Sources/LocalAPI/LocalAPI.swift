@@ -11,17 +11,19 @@ import NIOCore
 public struct LocalAPI: Sendable {
     let gateway: Gateway
     let commands: CommandCenter
-    let token: Secret
+    let token: AcceptedToken
     let logger: Logger
     let metrics: GatewayMetrics
 
-    /// An API over `gateway`, its commands run by `commands`, requiring `token`; `/metrics` shows `metrics`, which
-    /// `commands` should report to (`CommandCenter(gateway:onFinished: metrics.record)`).
-    public init(gateway: Gateway, commands: CommandCenter, metrics: GatewayMetrics, token: String, logger: Logger) {
+    /// An API over `gateway`, its commands run by `commands`, requiring `token` (the one in `tokenFile` once that
+    /// is replaced); `/metrics` shows `metrics`, which `commands` should report to
+    /// (`CommandCenter(gateway:onFinished: metrics.record)`).
+    public init(gateway: Gateway, commands: CommandCenter, metrics: GatewayMetrics, token: String,
+                tokenFile: String? = nil, logger: Logger) {
         self.gateway = gateway
         self.commands = commands
         self.metrics = metrics
-        self.token = Secret(token)
+        self.token = AcceptedToken(token, file: tokenFile, logger: logger)
         self.logger = logger
     }
 

@@ -132,7 +132,7 @@ struct RouteTable: Sendable {
 
 /// Requires `Authorization: Bearer <token>`; compares in constant time.
 struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
-    let token: Secret
+    let token: AcceptedToken
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -140,11 +140,9 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
             throw Problem(.unauthorized, "send the gateway's API token as 'Authorization: Bearer <token>'")
         }
-        let given = Array(header.dropFirst("Bearer ".count).utf8)
-        let expected = Array(token.value.utf8)
-        var difference = given.count ^ expected.count
-        for index in expected.indices { difference |= Int(expected[index] ^ (index < given.count ? given[index] : 0)) }
-        guard difference == 0 else { throw Problem(.unauthorized, "the API token is wrong") }
+        guard token.matches(header.dropFirst("Bearer ".count).utf8) else {
+            throw Problem(.unauthorized, "the API token is wrong")
+        }
         return try await next(request, context)
     }
 }

@@ -1,6 +1,9 @@
+import AsyncHTTPClient
 import DeviceGateway
 import Foundation
 import MockDevices
+import NIOCore
+import NIOHTTP1
 import Testing
 
 /// The technician's CLI run as a technician runs it: the built `gatewayd` binary, against a running `gatewayd run`
@@ -221,6 +224,37 @@ import Testing
         #expect(refused.status == 3)
         #expect(refused.standardError.contains("401 unauthorized: no token: \(own) is a symbolic link"),
                 "\(refused.standardError)")
+    }
+
+    @Test func aTokenReplacedInTheTokenFileIsTakenWithoutARestartAndTheOldOneNoLonger() async throws {
+        // From an operator's trial: after a rotation the daemon kept the old token until its restart, and every CLI
+        // command, reading the new one, was refused.
+        let folder = try TemporaryDirectory()
+        let tokenFile = folder.file("api.token")
+        try "first-token-0123456789abcdef\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let config = try Self.hallFile(folder, """
+            api: {token-file: \(tokenFile)}
+            buses:
+              - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try unusedMQTTPort())}
+            devices:
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "1"}
+            """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
+        let api = try #require(Self.apiURL(daemon))
+        let before = try await run(gatewaydPath, ["status", "--config", config, "--api", api])
+        #expect(before.status != 3, "\(before.standardError)")
+        // Replaced as an editor or `install` does: a new file in its place.
+        try "second-token-0123456789abcdef\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        #expect(await eventually {
+            (try? await run(gatewaydPath, ["status", "--config", config, "--api", api]))?.status != 3
+        }, "the CLI, with the new token, is answered: \(daemon.output)")
+        #expect(daemon.output.contains("api: the token in \(tokenFile) was replaced"), "\(daemon.output)")
+        var request = HTTPClientRequest(url: api + "/v1/devices")
+        request.headers.add(name: "Authorization", value: "Bearer first-token-0123456789abcdef")
+        let old = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        #expect(old.status == .unauthorized, "the token before no longer")
     }
 
     @Test func theDaemonLogsForJournaldUnderSystemd() async throws {

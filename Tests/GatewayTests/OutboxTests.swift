@@ -237,6 +237,23 @@ import Testing
         #expect(staleAcknowledgement.events.map(\.id) == ["rating-7.1-1"], "an acknowledgement above the new counter is stale")
     }
 
+    @Test func ratingsAcknowledgedPastTheCursorAreTakenElsewhereNotLost() {
+        // A state directory restored from a backup: its cursor is at 332, the pad acknowledged up to 351 for the
+        // state that was lost, and has 360. From an operator's trial: 19 ratings were reported lost though stored.
+        let ring = Dictionary(uniqueKeysWithValues: (0..<16).map { ($0, UInt16(1)) })
+        let cursor = DeviceCursor(device: "eval-w03", bootId: 0xABCD0001, consumed: 332)
+        let reading = driver.interpret(registers: registers(bootId: 0xABCD0001, counter: 360, ring: ring, acknowledged: 351),
+                                       cursor: cursor, at: Date())
+        #expect(reading.events.map(\.id) == (352...360).map { "rating-abcd0001-\($0)" })
+        #expect(reading.lost == 0)
+        #expect(reading.acknowledgedElsewhere == 333...351)
+        #expect(reading.cursor.consumed == 360)
+        // The usual case: the pad acknowledged what this cursor holds, nothing is said.
+        let usual = driver.interpret(registers: registers(bootId: 0xABCD0001, counter: 360, ring: ring, acknowledged: 332),
+                                     cursor: cursor, at: Date())
+        #expect(usual.acknowledgedElsewhere == nil && usual.lost == 12 && usual.events.count == 16)
+    }
+
     @Test func anUnmappedKeyIsReportedNotRated() {
         let reading = driver.interpret(registers: registers(bootId: 7, counter: 1, ring: [0: 9]), cursor: nil, at: Date())
         #expect(reading.events.isEmpty)

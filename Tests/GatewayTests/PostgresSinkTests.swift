@@ -368,6 +368,41 @@ import Testing
             """)
     }
 
+    @Test func aPasswordChangedOnTheServerAndInItsFileIsTakenWithoutARestart() async throws {
+        // From an operator's trial: after a rotation the sink kept failing with the old password until a restart.
+        let table = CentralDatabase.uniqueTable()
+        let role = "gateway_\(UInt32.random(in: 0...UInt32.max))"
+        let script = try ["the-table", "gaps-view", "least-privilege"]
+            .map { try central.documentedQuery($0, table: table) }.joined(separator: "\n")
+            .replacingOccurrences(of: "gateway_hall_0571", with: role)
+            .replacingOccurrences(of: "change-me", with: "first-password")
+        _ = try await central.rows(script)
+        let passwordFile = folder.file("\(role)-password")
+        try "first-password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        var config = try central.config(table: table)
+        config.user = role
+        config.passwordFile = passwordFile
+        let log = CapturedLog()
+        let sink = try PostgresSink(name: "central", config: config, hallId: "hall-9", logger: log.logger)
+        try await sink.deliver(outbound([rating(1)]))
+
+        // The administrator changes it on the server; the gateway's sessions end (a restart of the server, or their
+        // idle timeout: the sink's own shutdown closes them here, as the test's role may not end other sessions).
+        _ = try await central.rows("ALTER ROLE \(role) PASSWORD 'second-password'")
+        await sink.shutdown()
+        let refused = await #expect(throws: SinkError.self) { try await sink.deliver(outbound([rating(2)])) }
+        #expect(refused?.message.contains("password authentication failed") == true, "\(String(describing: refused))")
+        // Then in the file, as the README says: the next delivery takes it.
+        try "second-password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        try await sink.deliver(outbound([rating(2), rating(3)]))
+        await sink.shutdown()
+        #expect(try await central.value("SELECT count(*) FROM \(table)") == "3")
+        #expect(log.text.contains("the password file \(passwordFile) changed: the new password is used"), "\(log.text)")
+        _ = try await central.rows("""
+            DROP TABLE \(table) CASCADE; REVOKE ALL ON hall_gateway_schema FROM \(role); DROP ROLE \(role)
+            """)
+    }
+
     @Test func aStopWhileTheStoreTakesABatchLetsTheBatchFinish() async throws {
         // The trial: one stop in three cut the last batch ("connection pool closed while the batch was sent"): the
         // pool ran under the gateway's graceful shutdown and closed at its first moment.

@@ -371,6 +371,15 @@ public struct ModbusDriver: BusDriver {
                     + "same boot id \(String(reading.cursor.bootId, radix: 16)): it restarted; its new ratings are taken "
                     + "from its acknowledge register")))
         }
+        if let taken = reading.acknowledgedElsewhere {
+            let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
+            faults.append(("acknowledged-elsewhere-\(power)-\(taken.lowerBound)-\(taken.upperBound)", DeviceFault(
+                fault: "acknowledged-elsewhere",
+                detail: "\(taken.count) ratings (numbers \(taken.lowerBound)–\(taken.upperBound)) were acknowledged to the "
+                    + "pad by a state of the gateway its outbox does not hold (a restored backup) or by another gateway "
+                    + "polling it: taken there, not read again here",
+                count: Int64(taken.count))))
+        }
         if let refused = reading.staffIdRefused {
             // Once per read of new ratings: the same read again after a crash has the same id.
             let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)

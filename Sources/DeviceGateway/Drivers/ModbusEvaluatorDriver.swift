@@ -29,9 +29,15 @@ public final class ModbusEvaluatorDriver: Sendable {
         public var restartedFrom: Int64?
         /// Why the pad's staff id was left out of its new ratings (it is no staff number), without the value.
         public var staffIdRefused: String?
+        /// Ratings past the cursor that the pad says were acknowledged: taken by a gateway state this outbox does not
+        /// hold (a restored backup) or by another gateway, so not read again here, and not lost.
+        public var acknowledgedElsewhere: ClosedRange<Int64>?
 
-        /// Whether anything in it is a fault to report: lost ratings, unknown keys, a restart, a staff id refused.
-        var hasFaults: Bool { lost > 0 || !unknownKeys.isEmpty || restartedFrom != nil || staffIdRefused != nil }
+        /// Whether anything in it is a fault to report: lost ratings, unknown keys, a restart, a staff id refused,
+        /// ratings acknowledged elsewhere.
+        var hasFaults: Bool {
+            lost > 0 || !unknownKeys.isEmpty || restartedFrom != nil || staffIdRefused != nil || acknowledgedElsewhere != nil
+        }
     }
 
     public let device: DeviceConfig
@@ -101,12 +107,22 @@ public final class ModbusEvaluatorDriver: Sendable {
         var current: Int64
         var restarts = 0
         var restartedFrom: Int64?
+        var acknowledgedElsewhere: ClosedRange<Int64>?
         if let cursor, cursor.bootId == bootId {
             consumed = cursor.consumed
             restarts = cursor.restarts
             let forward = wireCounter &- UInt16(truncatingIfNeeded: consumed)
             if forward < 0x8000 {
                 current = consumed + Int64(forward)
+                // Only after a commit is a rating acknowledged: one past the cursor was committed by a state of the
+                // gateway this outbox does not hold, or by another gateway (from an operator's trial: a restored
+                // backup reported them lost, though the central store had them).
+                // Not 0: a pad that never took an acknowledgement holds it, and it would read as one ahead at a wrap.
+                let acknowledgedAhead = acknowledged &- UInt16(truncatingIfNeeded: consumed)
+                if acknowledged != 0, acknowledgedAhead > 0, acknowledgedAhead <= forward {
+                    acknowledgedElsewhere = (consumed + 1)...(consumed + Int64(acknowledgedAhead))
+                    consumed += Int64(acknowledgedAhead)
+                }
             } else {
                 // Backwards, not 32,768 ratings in one poll: the pad restarted with the same boot id. Its new
                 // ratings start after its acknowledge register, and get ids of their own.
@@ -174,7 +190,7 @@ public final class ModbusEvaluatorDriver: Sendable {
         return Reading(
             events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current, restarts: restarts),
             ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom,
-            staffIdRefused: staffIdRefused)
+            staffIdRefused: staffIdRefused, acknowledgedElsewhere: acknowledgedElsewhere)
     }
 
     /// Names one power-up of a pad in event ids: its boot id, and the restart under that boot id if any.

@@ -23,8 +23,8 @@ public actor PostgresSink: EventSink {
     /// `host:port/database`, as every error names the store.
     public nonisolated let endpoint: String
     private let config: PostgresSinkConfig
-    private let clientConfiguration: PostgresClient.Configuration
-    private let connectionConfiguration: PostgresConnection.Configuration
+    private var clientConfiguration: PostgresClient.Configuration
+    private var connectionConfiguration: PostgresConnection.Configuration
     private let logger: Logger
     private let backgroundLogger: Logger
     private var pool: Pool?
@@ -195,6 +195,7 @@ public actor PostgresSink: EventSink {
     /// The pool to deliver with, started when there is none.
     private func currentPool() -> Pool {
         if let pool { return pool }
+        if generation > 0 { readPasswordAgain() }
         generation += 1
         let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger)
         // Detached: `PostgresClient.run` ends at the service group's graceful shutdown, which a child task would see,
@@ -202,6 +203,17 @@ public actor PostgresSink: EventSink {
         let pool = Pool(client: client, runner: Task.detached { await client.run() }, generation: generation)
         self.pool = pool
         return pool
+    }
+
+    /// A new pool follows a failure: the password file is read again, so that a password changed on the server and
+    /// in the file is taken without a restart (from an operator's trial: the sink failed with the old one until then).
+    private func readPasswordAgain() {
+        guard let path = config.passwordFile, case .success(let password) = ReadableFile.secret(path),
+              password != clientConfiguration.password
+        else { return }
+        clientConfiguration.password = password
+        connectionConfiguration.password = password
+        logger.notice("postgres \(endpoint): the password file \(path) changed: the new password is used")
     }
 
     /// Closes a pool (its connections, the ones a hung query waits on included).
