@@ -40,6 +40,25 @@ import Testing
         return path
     }
 
+    /// A daemon of a hall with one pad on a TCP port nothing listens on (`more`: further top-level keys), once its API
+    /// listens; the caller interrupts it.
+    static func oneSilentPadDaemon(_ folder: TemporaryDirectory, _ more: String = "") async throws
+        -> (daemon: ChildProcess, config: String, api: String)
+    {
+        let config = try hallFile(folder, """
+            \(more)
+            buses:
+              - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try unusedMQTTPort())}
+            devices:
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "1"}
+            """)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        let listening = await eventually { apiURL(daemon) != nil }
+        if !listening { daemon.interrupt() }
+        try #require(listening, "the daemon's API listens: \(daemon.output)")
+        return (daemon, config, try #require(apiURL(daemon)))
+    }
+
     /// The port the daemon's API bound, from its log line `api: listening on http://127.0.0.1:PORT`.
     static func apiURL(_ daemon: ChildProcess) -> String? {
         guard
@@ -203,16 +222,9 @@ import Testing
 
     @Test func theCLIDoesNotFollowALinkPutInPlaceOfTheGatewaysOwnToken() async throws {
         let folder = try TemporaryDirectory()
-        let config = try Self.hallFile(folder, """
-            buses:
-              - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try unusedMQTTPort())}
-            devices:
-              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "1"}
-            """)
-        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        let (daemon, config, api) = try await Self.oneSilentPadDaemon(folder)
         defer { daemon.interrupt() }
-        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
-        let cli = ["status", "--config", config, "--api", try #require(Self.apiURL(daemon))]
+        let cli = ["status", "--config", config, "--api", api]
         let answered = try await run(gatewaydPath, cli)
         #expect(answered.status != 3 && answered.standardOutput.contains("eval-w01"), "\(answered.standardError)")
         // A link to a file holding the very token: a CLI that followed it would be answered.
@@ -232,17 +244,8 @@ import Testing
         let folder = try TemporaryDirectory()
         let tokenFile = folder.file("api.token")
         try "first-token-0123456789abcdef\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
-        let config = try Self.hallFile(folder, """
-            api: {token-file: \(tokenFile)}
-            buses:
-              - {id: lan-1, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try unusedMQTTPort())}
-            devices:
-              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan-1, address: 1, window: "1"}
-            """)
-        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        let (daemon, config, api) = try await Self.oneSilentPadDaemon(folder, "api: {token-file: \(tokenFile)}")
         defer { daemon.interrupt() }
-        #expect(await eventually { Self.apiURL(daemon) != nil }, "\(daemon.output)")
-        let api = try #require(Self.apiURL(daemon))
         let before = try await run(gatewaydPath, ["status", "--config", config, "--api", api])
         #expect(before.status != 3, "\(before.standardError)")
         // Replaced as an editor or `install` does: a new file in its place.
