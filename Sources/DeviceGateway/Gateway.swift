@@ -406,12 +406,11 @@ public final class Gateway: Service {
     /// The budget drops the oldest undelivered events to make room; on a disk with less room than it, the disk is
     /// full first, and then nothing new is committed at all.
     private static func warnIfTheDiskIsSmallerThanTheBudget(_ config: GatewayConfig, outbox: String, logger: Logger) {
-        var disk = statvfs()
-        guard let budget = config.outbox.maximumBytes, statvfs(config.stateDirectory, &disk) == 0 else { return }
+        guard let budget = config.outbox.maximumBytes, let free = DiskSpace.free(at: config.stateDirectory) else { return }
         let held = ["", "-wal"].reduce(Int64(0)) { sum, suffix in
             sum + ((try? FileManager.default.attributesOfItem(atPath: outbox + suffix)[.size] as? Int64) ?? 0)
         }
-        let room = Int64(disk.f_bavail) * Int64(disk.f_frsize) + held
+        let room = free + held
         guard room < budget else { return }
         logger.warning("""
             outbox: its budget of \(budget / 1_048_576) MB is more than the \(room / 1_048_576) MB it can have on the disk \

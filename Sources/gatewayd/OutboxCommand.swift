@@ -30,9 +30,9 @@ struct OutboxCommand: AsyncParsableCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Backlog and oldest unforwarded event per sink, last success, last error, what was put aside.",
-            discussion: "Reads the outbox read-only; works while the daemon runs. Exit status 0; 2 when the outbox "
-                + "cannot be read (a wrong --outbox or state directory, as for events --store) or the configuration "
-                + "is broken.")
+            discussion: "Reads the outbox read-only; works while the daemon runs. Exit status 0; 1 when the disk "
+                + "holding it has less than 1 MB left (the gateway cannot commit); 2 when the outbox cannot be read (a "
+                + "wrong --outbox or state directory, as for events --store) or the configuration is broken.")
 
         @OptionGroup var location: Location
 
@@ -49,7 +49,7 @@ struct OutboxCommand: AsyncParsableCommand {
                 let reader = try Outbox.openForReading(path: path)
                 report = OutboxReport(
                     outbox: path, events: try await reader.count(), usedBytes: try await reader.usedBytes(),
-                    maximumBytes: budget, dropped: try await reader.dropTotal(),
+                    maximumBytes: budget, freeBytes: DiskSpace.free(at: path), dropped: try await reader.dropTotal(),
                     sinks: try await reader.sinkReports(sinks), putAside: try await reader.putAsideEvents())
             } catch {
                 // Not an outbox, or not readable: the path given is wrong, as `events --store` says too.
@@ -61,6 +61,7 @@ struct OutboxCommand: AsyncParsableCommand {
             } else {
                 print(report.text(timeZone: timeZone, now: Date()))
             }
+            if report.diskIsFull { throw ExitCode(CLIExit.failed) }
         }
     }
 
@@ -129,9 +130,14 @@ struct OutboxReport: Encodable {
     var events: Int
     var usedBytes: Int64
     var maximumBytes: Int64?
+    /// Room left on the disk holding it (from an operator's trial: the status looked healthy on a full disk).
+    var freeBytes: Int64?
     var dropped: Int
     var sinks: [SinkReport]
     var putAside: [PutAsideEvent]
+
+    /// Less than a megabyte left: SQLite cannot add the pages of the next commit.
+    var diskIsFull: Bool { (freeBytes ?? .max) < 1_048_576 }
 
     func text(timeZone: TimeZone, now: Date) -> String {
         func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
@@ -141,7 +147,12 @@ struct OutboxReport: Encodable {
             "outbox \(outbox): \(events) events held, \(megabytes(usedBytes))"
                 + (maximumBytes.map { " of a \(megabytes($0)) budget" } ?? "")
                 + ", \(dropped) dropped undelivered at the budget"
+                + (freeBytes.map { ", \(megabytes($0)) free on its disk" } ?? "")
         ]
+        if diskIsFull {
+            lines.append(Output.paint("the disk holding the outbox is FULL: the gateway cannot commit what it reads until "
+                                      + "room is made", .red))
+        }
         let header = ["sink", "backlog", "oldest unforwarded", "sent", "failed", "put aside", "last success", "last error"]
         let rows = sinks.map { sink in
             [

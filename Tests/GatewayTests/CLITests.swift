@@ -569,7 +569,7 @@ import Testing
         let help = try await run(gatewaydPath, ["outbox", "status", "--help"])
         #expect(
             help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
-                .contains("Exit status 0; 2 when the outbox cannot be read"), "\(help.standardOutput)")
+                .contains("; 2 when the outbox cannot be read (a wrong --outbox"), "\(help.standardOutput)")
     }
 
     /// Found by trying the demo: after it stopped, `probe` took the demo's configuration, still in var/, and wrote a
@@ -802,6 +802,14 @@ import Testing
         daemon.interrupt()
         let stopped = try await daemon.wait(timeout: .seconds(15))
         #expect(stopped.status == 0, "\(stopped.standardOutput)")
+
+        // A technician outside the gateway's group is told who may read the configuration.
+        chmod(config, 0o600)
+        let unreadable = try await run("/usr/sbin/runuser", ["-u", "nobody", "--", program, "config", "check", config])
+        #expect(unreadable.status == 2)
+        #expect(unreadable.standardError.contains("\(config): cannot read: Permission denied to user nobody (run it as "
+                                                  + "the gateway's user or a member of its group, or with sudo)"),
+                "\(unreadable.standardError)")
     }
 
     @Test func aGatewayWhoseAPIPortIsTakenDoesNotStart() async throws {

@@ -463,6 +463,10 @@ final class BrokerStore: @unchecked Sendable {
         #expect(status.status == 1, "\(status.standardOutput)\(status.standardError)")
         #expect(status.standardOutput.contains("the gateway is NOT READY: the outbox cannot be written"),
                 "\(status.standardOutput)")
+        // The outbox's own status says so too (from an operator's trial: it looked healthy, exit 0).
+        let outboxStatus = try await run(gatewaydPath, ["outbox", "status", "--config", config])
+        #expect(outboxStatus.status == 1, "\(outboxStatus.standardOutput)\(outboxStatus.standardError)")
+        #expect(outboxStatus.standardOutput.contains("the disk holding the outbox is FULL"), "\(outboxStatus.standardOutput)")
         // A check asked for now fails for the outbox; its event is not claimed reported while it waits in memory.
         let check = try await run(gatewaydPath, ["check", "--config", config, "--api", api])
         #expect(check.status == 1, "\(check.standardOutput)\(check.standardError)")

@@ -27,7 +27,10 @@ public enum ConfigLoader {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))")])
+            // Who may, said to whom may not (from an operator's trial: a technician outside the group got no hint).
+            let denied = ((error as? CocoaError)?.underlying as? POSIXError)?.code == .EACCES
+            let hint = denied ? " to user \(SystemUser.name) (run it as the gateway's user or a member of its group, or with sudo)" : ""
+            throw ConfigError(issues: [ConfigIssue(file: path, key: "", message: "cannot read: \(describe(error))\(hint)")])
         }
         // Decoded here, not by Foundation: its error for another encoding ("isn't in the correct format") names no fix.
         guard let text = String(data: data, encoding: .utf8) else {

@@ -57,3 +57,13 @@ public enum SystemUser {
         return String(cString: name)
     }
 }
+
+/// The room left on a filesystem.
+public enum DiskSpace {
+    /// Bytes this user may still write on the filesystem holding `path` (a file or folder); nil when it cannot be told.
+    public static func free(at path: String) -> Int64? {
+        var disk = statvfs()
+        guard statvfs(path, &disk) == 0 else { return nil }
+        return Int64(disk.f_bavail) * Int64(disk.f_frsize)
+    }
+}
