@@ -14,6 +14,8 @@ final class AcceptedToken: Sendable {
         var lookedAt: ContinuousClock.Instant
         /// The problem last said of the file, so that a file left broken is said once.
         var said: String?
+        /// A request is looking at the file.
+        var reading = false
     }
 
     private let file: String?
@@ -37,29 +39,41 @@ final class AcceptedToken: Sendable {
     }
 
     private func token() -> [UInt8] {
-        current.withLock { current in
-            guard let file, ContinuousClock.now - current.lookedAt >= .seconds(1) else { return current.token }
-            current.lookedAt = .now
-            let version = Self.version(of: file)
-            guard version != current.version else { return current.token }
-            let problem: String
-            if let text = try? String(contentsOfFile: file, encoding: .utf8) {
-                switch APISettings.token(inFile: text) {
-                case .success(let token):
-                    (current.token, current.version, current.said) = (Array(token.utf8), version, nil)
-                    logger.notice("api: the token in \(file) was replaced: the new one is taken, the one before no longer")
-                    return current.token
-                case .failure(let failure): problem = failure.description
-                }
-            } else {
-                problem = "cannot be read"
+        // Looked at outside the lock, by one request at a time: a file that blocks must not hold every request.
+        let due = current.withLock { current -> Bool in
+            guard file != nil, !current.reading, ContinuousClock.now - current.lookedAt >= .seconds(1) else { return false }
+            (current.lookedAt, current.reading) = (.now, true)
+            return true
+        }
+        guard due, let file else { return current.withLock { $0.token } }
+        let version = Self.version(of: file)
+        let unchanged = current.withLock { $0.version == version }
+        let read: Result<String, TokenFileProblem>? = unchanged ? nil : {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                return .failure(TokenFileProblem(description: "cannot be read"))
             }
-            if current.said != problem {
-                current.said = problem
+            return APISettings.token(inFile: text).mapError { TokenFileProblem(description: $0.description) }
+        }()
+        return current.withLock { current in
+            current.reading = false
+            switch read {
+            case nil:
+                break
+            case .success(let token):
+                (current.token, current.version, current.said) = (Array(token.utf8), version, nil)
+                logger.notice("api: the token in \(file) was replaced: the new one is taken, the one before no longer")
+            case .failure(let problem) where current.said != problem.description:
+                current.said = problem.description
                 logger.warning("api.token-file \(file): \(problem); the token read before is still the one taken")
+            case .failure:
+                break
             }
             return current.token
         }
+    }
+
+    private struct TokenFileProblem: Error, CustomStringConvertible {
+        var description: String
     }
 
     /// Changes when the file is replaced or written; empty when it cannot be looked at.

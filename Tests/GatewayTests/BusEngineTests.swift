@@ -1138,6 +1138,13 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
         pending.add(events: reaction.events, cursors: reaction.cursors)
         #expect(pending.events.count == 2)
         #expect(pending.cursors == reaction.cursors)
+        // An id is unique within its source only: two Modbus pads that drew one boot id give `rating-1234-7` each.
+        let sameId = ["/halls/h/devices/eval-w01", "/halls/h/devices/eval-w02"].map { source in
+            CloudEvent(id: "rating-1234-7", source: source, type: HallEventType.ratingSubmitted, time: start, subject: nil,
+                       data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
+        }
+        pending.add(events: sameId)
+        #expect(pending.events.count == 4, "both pads' ratings are held")
     }
 
     /// Our FUNC 01 acknowledgement heard back is no sign of the pad (an unplugged pad would look alive).

@@ -244,10 +244,16 @@ import Testing
         let cursor = DeviceCursor(device: "eval-w03", bootId: 0xABCD0001, consumed: 332)
         let reading = driver.interpret(registers: registers(bootId: 0xABCD0001, counter: 360, ring: ring, acknowledged: 351),
                                        cursor: cursor, at: Date())
-        #expect(reading.events.map(\.id) == (352...360).map { "rating-abcd0001-\($0)" })
+        // What the ring holds is read again (same ids: stored once); what it no longer holds was taken there.
+        #expect(reading.events.map(\.id) == (345...360).map { "rating-abcd0001-\($0)" })
         #expect(reading.lost == 0)
-        #expect(reading.acknowledgedElsewhere == 333...351)
+        #expect(reading.acknowledgedElsewhere == 333...344)
         #expect(reading.cursor.consumed == 360)
+        // A register left stale (an acknowledgement that was not written, a restart) keeps nothing from being read.
+        let stale = driver.interpret(registers: registers(bootId: 0xABCD0001, counter: 336, ring: ring, acknowledged: 334),
+                                     cursor: cursor, at: Date())
+        #expect(stale.events.map(\.id) == (333...336).map { "rating-abcd0001-\($0)" })
+        #expect(stale.acknowledgedElsewhere == nil && stale.lost == 0)
         // The usual case: the pad acknowledged what this cursor holds, nothing is said.
         let usual = driver.interpret(registers: registers(bootId: 0xABCD0001, counter: 360, ring: ring, acknowledged: 332),
                                      cursor: cursor, at: Date())
@@ -372,6 +378,31 @@ import Testing
             if case .deviceFault(let fault) = data { fault } else { nil }
         }
         #expect(faults.map(\.fault) == ["counter-restarted"], "one restart report, no loss, no key faults: \(faults)")
+    }
+
+    @Test func aPadNewlyConfiguredSaysWhatItCouldNotKeepAsBeforeItsFirstRead() async throws {
+        // From an operator's trial: the ratings a new pad no longer held were said lost to a stop or a restart.
+        let folder = try TemporaryDirectory()
+        let pad = MockModbusEvaluator(staffId: "0707", bootId: 0x7007)
+        pad.press(code: MockModbusEvaluator.Key.satisfied.rawValue, times: 20)
+        let server = try MockModbusServer.tcp(units: [7: pad])
+        defer { server.stop() }
+        let gateway = try testGateway(
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try #require(server.endpoint.tcpPort)), poll-interval-ms: 50}",
+            devices: "  - {id: eval-w07, profile: modbus-evaluator-3key, bus: lan, address: 7, window: \"7\"}",
+            folder: folder)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        #expect(await eventually { pad.acknowledged == 20 })
+        stop.stop()
+        await running.value
+        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
+        #expect(try await ratings(in: store).count == 16, "the ring's 16")
+        let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
+            if case .deviceFault(let fault) = data { fault } else { nil }
+        }
+        #expect(faults.map(\.fault) == ["ratings-lost"] && faults.first?.count == 4, "\(faults)")
+        #expect(faults.first?.detail.contains("before this gateway first read it") == true, "\(faults)")
     }
 
     @Test func aPadFirstMetAfterItsCounterWrappedGivesEveryUnacknowledgedRating() async throws {

@@ -91,12 +91,14 @@ public struct APISettings: Sendable, Equatable {
     /// one: a short token is guessed.
     public static func token(inFile text: String) -> Result<String, TokenProblem> {
         let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        return token.count >= 16 ? .success(token) : .failure(TokenProblem())
+        // A second line or a blank would be part of a token no client sends.
+        if token.contains(where: \.isWhitespace) { return .failure(TokenProblem(description: "the token must be one word on one line")) }
+        return token.count >= 16 ? .success(token) : .failure(TokenProblem(description: "the token must be at least 16 characters"))
     }
 
-    /// A token file whose token is too short.
+    /// A token file whose token cannot be one: too short, or more than one word.
     public struct TokenProblem: Error, CustomStringConvertible {
-        public var description: String { "the token must be at least 16 characters" }
+        public var description: String
     }
 
     /// Whether `host` is reachable from this machine only: `localhost`, or a loopback address written as one. A name

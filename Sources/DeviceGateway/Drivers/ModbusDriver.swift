@@ -308,6 +308,11 @@ public struct ModbusDriver: BusDriver {
     private mutating func padRead(_ slot: Int, registers: [UInt16], at time: Date) -> LineReaction {
         let id = pads[slot].driver.device.id
         var reading = pads[slot].driver.interpret(registers: registers, cursor: pads[slot].cursor, at: time)
+        // Read before in this run, the register is this run's own writing, or stale (a write lost): a loss is a loss.
+        if pads[slot].lastReadAt != nil, let taken = reading.acknowledgedElsewhere {
+            reading.lost += Int64(taken.count)
+            reading.acknowledgedElsewhere = nil
+        }
         if reading.staffIdRefused != nil {
             // Each rating without its staff id is one; the fault is the field's, said once (from a review: 100
             // ratings a day made 100 faults).
@@ -352,6 +357,10 @@ public struct ModbusDriver: BusDriver {
                 cause = Double(milliseconds) > usual
                     ? "the pad could not be read for \(milliseconds / 1000) s and more came in meanwhile than it keeps (\(ring))"
                     : "more came in between two polls (\(milliseconds) ms apart) than the pad keeps (\(ring))"
+            } else if reading.firstRead {
+                // From an operator's trial: a pad newly configured was said to have lost them to a stop or restart.
+                cause = "more came in than the pad keeps (\(ring)) before this gateway first read it (since its "
+                    + "acknowledge register: another gateway's, or none)"
             } else {
                 cause = "more came in than the pad keeps (\(ring)) while the gateway was not reading it (stopped or restarting)"
             }

@@ -29,9 +29,12 @@ public final class ModbusEvaluatorDriver: Sendable {
         public var restartedFrom: Int64?
         /// Why the pad's staff id was left out of its new ratings (it is no staff number), without the value.
         public var staffIdRefused: String?
-        /// Ratings past the cursor that the pad says were acknowledged: taken by a gateway state this outbox does not
-        /// hold (a restored backup) or by another gateway, so not read again here, and not lost.
+        /// Ratings the pad no longer holds that its acknowledge register says were acknowledged past the cursor: taken
+        /// by a gateway state this outbox does not hold (a restored backup) or by another gateway; not counted in
+        /// `lost`. Those it still holds are read again (their ids are the same: the stores keep them once).
         public var acknowledgedElsewhere: ClosedRange<Int64>?
+        /// This gateway has no cursor of the pad: it reads it for the first time (newly configured).
+        public var firstRead = false
 
         /// Whether anything in it is a fault to report: lost ratings, unknown keys, a restart, a staff id refused,
         /// ratings acknowledged elsewhere.
@@ -107,7 +110,7 @@ public final class ModbusEvaluatorDriver: Sendable {
         var current: Int64
         var restarts = 0
         var restartedFrom: Int64?
-        var acknowledgedElsewhere: ClosedRange<Int64>?
+        var acknowledgedAhead: UInt16 = 0
         if let cursor, cursor.bootId == bootId {
             consumed = cursor.consumed
             restarts = cursor.restarts
@@ -116,13 +119,10 @@ public final class ModbusEvaluatorDriver: Sendable {
                 current = consumed + Int64(forward)
                 // Only after a commit is a rating acknowledged: one past the cursor was committed by a state of the
                 // gateway this outbox does not hold, or by another gateway (from an operator's trial: a restored
-                // backup reported them lost, though the central store had them).
-                // Not 0: a pad that never took an acknowledgement holds it, and it would read as one ahead at a wrap.
-                let acknowledgedAhead = acknowledged &- UInt16(truncatingIfNeeded: consumed)
-                if acknowledged != 0, acknowledgedAhead > 0, acknowledgedAhead <= forward {
-                    acknowledgedElsewhere = (consumed + 1)...(consumed + Int64(acknowledgedAhead))
-                    consumed += Int64(acknowledgedAhead)
-                }
+                // backup reported them lost, though the central store had them). Not 0: a pad that never took an
+                // acknowledgement holds it, and it would read as one ahead at a wrap.
+                let ahead = acknowledged &- UInt16(truncatingIfNeeded: consumed)
+                if acknowledged != 0, ahead <= forward { acknowledgedAhead = ahead }
             } else {
                 // Backwards, not 32,768 ratings in one poll: the pad restarted with the same boot id. Its new
                 // ratings start after its acknowledge register, and get ids of their own.
@@ -140,9 +140,18 @@ public final class ModbusEvaluatorDriver: Sendable {
         } else {
             (consumed, current) = Self.firstMeeting(counter: wireCounter, acknowledged: acknowledged)
         }
+        let firstRead = cursor == nil
         let ringSize = Int64(profile.keyRing.count)
         let first = max(consumed + 1, current - ringSize + 1)
-        let lost = max(0, first - consumed - 1)
+        var lost = max(0, first - consumed - 1)
+        // Only what the ring no longer holds: a stale register (a restart, an acknowledgement not written) must not
+        // keep a rating still there from being read.
+        var acknowledgedElsewhere: ClosedRange<Int64>?
+        if lost > 0, acknowledgedAhead > 0 {
+            let covered = min(Int64(acknowledgedAhead), lost)
+            acknowledgedElsewhere = (consumed + 1)...(consumed + covered)
+            lost -= covered
+        }
 
         // Decoded only when a rating will carry it: most polls find none.
         let staffBytes = first > current ? [] : RegisterText.bytes(
@@ -190,7 +199,7 @@ public final class ModbusEvaluatorDriver: Sendable {
         return Reading(
             events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current, restarts: restarts),
             ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom,
-            staffIdRefused: staffIdRefused, acknowledgedElsewhere: acknowledgedElsewhere)
+            staffIdRefused: staffIdRefused, acknowledgedElsewhere: acknowledgedElsewhere, firstRead: firstRead)
     }
 
     /// Names one power-up of a pad in event ids: its boot id, and the restart under that boot id if any.

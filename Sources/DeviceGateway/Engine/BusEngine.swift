@@ -845,6 +845,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             for verdict in reaction.verdicts { settle(verdict) }
             guard let index, let request, reaction.answersRequest else { continue }
             if let silence = reaction.unanswered {
+                // The link works: what is behind it does not.
+                linkHeard = true
                 inFlight.remove(at: index)
                 count(request.device) { $0.timeouts += 1 }
                 if let device = self.index(of: request.device) {
@@ -1173,16 +1175,22 @@ struct PendingCommit {
     /// Subjects of the sources with memory losses, for the fault events.
     private var subjects: [String: String?] = [:]
 
-    /// The ids in `events`: a device repeats what it was not acknowledged (an FF 68 pad about once a second), and
-    /// while the outbox refuses commits each repeat would be held again, filling the memory bound with copies and
-    /// counting them as lost ratings when trimmed.
-    private var heldIds: Set<String> = []
+    /// An event as the outbox tells them apart: an id is unique within its source only (two pads may draw one boot id).
+    private struct Key: Hashable {
+        var source: String
+        var id: String
+    }
+
+    /// The events held and those taken by a commit under way: a device repeats what it was not acknowledged (an FF 68
+    /// pad about once a second), and while the outbox refuses commits each repeat would be held again, filling the
+    /// memory bound with copies and counting them as lost ratings when trimmed.
+    private var held: Set<Key> = []
 
     var isEmpty: Bool { events.isEmpty && cursors.isEmpty && afterCommit.isEmpty && memoryLosses.isEmpty }
 
     mutating func add(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = []) {
-        // An id is one event: the outbox keeps its first copy too.
-        for event in events where heldIds.insert(event.id).inserted { self.events.append(event) }
+        // One event: the outbox keeps its first copy too.
+        for event in events where held.insert(Key(source: event.source, id: event.id)).inserted { self.events.append(event) }
         // A device's cursors are written in order, the last one stays: only that one is held.
         for cursor in cursors {
             self.cursors.removeAll { $0.device == cursor.device }
@@ -1193,9 +1201,9 @@ struct PendingCommit {
 
     /// Everything to commit now, the tallied memory losses included as faults.
     mutating func take(at time: Date) -> (events: [CloudEvent], cursors: [DeviceCursor], afterCommit: [LineRequest]) {
+        // `held` keeps the taken ones: a repeat read while the commit is under way is no new event.
         defer {
             events = []
-            heldIds = []
             cursors = []
             afterCommit = []
         }
@@ -1206,14 +1214,17 @@ struct PendingCommit {
     /// devices repeat, or the next poll asks again).
     mutating func restore(events failed: [CloudEvent], cursors failedCursors: [DeviceCursor], at time: Date) {
         refusingSince = refusingSince ?? time
-        let newer = (events, cursors)
-        (events, heldIds, cursors) = ([], [], [])
-        add(events: failed.filter { !$0.id.hasPrefix("ratings-lost-memory-") } + newer.0, cursors: failedCursors + newer.1)
+        // Still in `held`: nothing read meanwhile doubled them.
+        events = failed.filter { !$0.id.hasPrefix("ratings-lost-memory-") } + events
+        let newer = cursors
+        cursors = []
+        add(cursors: failedCursors + newer)
     }
 
     mutating func committed() {
         refusingSince = nil
         memoryLosses = [:]
+        held = Set(events.map { Key(source: $0.source, id: $0.id) })
     }
 
     /// Past the memory bound, the oldest held events go; the ratings among them (and the counts of `ratings-lost`
@@ -1223,7 +1234,7 @@ struct PendingCommit {
         guard excess > 0 else { return nil }
         let dropped = events.prefix(excess)
         events.removeFirst(excess)
-        heldIds.subtract(dropped.map(\.id))
+        held.subtract(dropped.map { Key(source: $0.source, id: $0.id) })
         var ratings = 0
         for event in dropped {
             var loss = memoryLosses[event.source] ?? (since: refusingSince ?? Date(), count: 0, numbers: [])

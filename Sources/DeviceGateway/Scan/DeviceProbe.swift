@@ -272,10 +272,15 @@ public enum DeviceProbe {
                     let shown = report.steps.count
                     for request in polls { exchange(request) }
                     times += 1
-                    // Only an answer unlike the one before it is shown: a poll a quarter second makes many.
-                    let last = report.steps.last { $0.purpose != "listen" && !$0.received.isEmpty }
-                    let previous = report.steps[..<shown].last { $0.purpose != "listen" && !$0.received.isEmpty }
-                    if report.steps.count > shown, let last, let previous, last.received == previous.received,
+                    // Only an answer unlike the one before it is shown: a poll a quarter second makes many. On Modbus TCP
+                    // each answer has its own transaction id (its first two bytes, "00 01 " in hex).
+                    func answer(_ step: ProbeStep?) -> Substring? {
+                        guard let step else { return nil }
+                        return framing == .tcp ? step.received.dropFirst(6) : step.received[...]
+                    }
+                    let last = answer(report.steps.last { $0.purpose != "listen" && !$0.received.isEmpty })
+                    let previous = answer(report.steps[..<shown].last { $0.purpose != "listen" && !$0.received.isEmpty })
+                    if report.steps.count > shown, let last, let previous, last == previous,
                        report.steps[shown...].allSatisfy({ $0.outcome == "answered" }) {
                         report.steps.removeSubrange(shown...)
                     } else {
@@ -309,7 +314,7 @@ public enum DeviceProbe {
             if polls.isEmpty, listen == nil, command == nil {
                 report.problem = "\(device.id) (\(profile.model)) is not polled: it speaks when used; listen for it"
             }
-            // Nothing is acknowledged, so each poll reads the same unacknowledged ratings again.
+            // Once each, whatever a driver gives again (an FF 68 repeat heard twice is one press).
             var seen: Set<String> = []
             events = events.filter { seen.insert($0.id).inserted }
             report.events = events.map { EventSummary.line($0, timeZone: timeZone) }
