@@ -350,63 +350,59 @@ import Testing
 }
 
 @Suite struct PadRestartTests {
-    @Test func aPadPowerCycledWithItsOldBootIdGivesItsNewRatingsAndOneRestartReport() async throws {
+    /// A gateway polling `pad` at `unit` over Modbus TCP while `scenario` runs; then its local store's ratings and
+    /// device faults.
+    func run(_ pad: MockModbusEvaluator, unit: Int, _ scenario: () async -> Void) async throws
+        -> (ratings: [(event: CloudEvent, rating: RatingSubmitted)], faults: [DeviceFault])
+    {
         let folder = try TemporaryDirectory()
-        let pad = MockModbusEvaluator(staffId: "0505", bootId: 0x5EED)
-        let server = try MockModbusServer.tcp(units: [5: pad])
+        let server = try MockModbusServer.tcp(units: [unit: pad])
         defer { server.stop() }
-        let port = try #require(server.endpoint.tcpPort)
         let gateway = try testGateway(
-            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
-            devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: lan, address: 5, window: \"5\"}",
+            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try #require(server.endpoint.tcpPort)), "
+                + "response-timeout-ms: 200, poll-interval-ms: 50}",
+            devices: "  - {id: eval-w0\(unit), profile: modbus-evaluator-3key, bus: lan, address: \(unit), window: \"\(unit)\"}",
             folder: folder)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
-        for _ in 0..<5 { pad.press(.satisfied) }
-        #expect(await eventually { pad.acknowledged == 5 })
-        pad.powerUp(bootId: 0x5EED)  // the same weak random boot id after a power cycle
-        pad.press(.dissatisfied)
-        pad.press(.basicallySatisfied)
-        #expect(await eventually { pad.acknowledged == 2 })
+        await scenario()
         stop.stop()
         await running.value
         let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
-        let stored = try await ratings(in: store)
-        #expect(stored.map(\.event.id) == (1...5).map { "rating-5eed-\($0)" } + ["rating-5eed.1-1", "rating-5eed.1-2"])
-        #expect(stored.suffix(2).map(\.rating.level) == [2, 3])
         let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
             if case .deviceFault(let fault) = data { fault } else { nil }
         }
+        return (try await ratings(in: store), faults)
+    }
+
+    @Test func aPadPowerCycledWithItsOldBootIdGivesItsNewRatingsAndOneRestartReport() async throws {
+        let pad = MockModbusEvaluator(staffId: "0505", bootId: 0x5EED)
+        let (stored, faults) = try await run(pad, unit: 5) {
+            for _ in 0..<5 { pad.press(.satisfied) }
+            #expect(await eventually { pad.acknowledged == 5 })
+            pad.powerUp(bootId: 0x5EED)  // the same weak random boot id after a power cycle
+            pad.press(.dissatisfied)
+            pad.press(.basicallySatisfied)
+            #expect(await eventually { pad.acknowledged == 2 })
+        }
+        #expect(stored.map(\.event.id) == (1...5).map { "rating-5eed-\($0)" } + ["rating-5eed.1-1", "rating-5eed.1-2"])
+        #expect(stored.suffix(2).map(\.rating.level) == [2, 3])
         #expect(faults.map(\.fault) == ["counter-restarted"], "one restart report, no loss, no key faults: \(faults)")
     }
 
     @Test func aPadNewlyConfiguredSaysWhatItCouldNotKeepAsBeforeItsFirstRead() async throws {
         // From an operator's trial: the ratings a new pad no longer held were said lost to a stop or a restart.
-        let folder = try TemporaryDirectory()
         let pad = MockModbusEvaluator(staffId: "0707", bootId: 0x7007)
         pad.press(code: MockModbusEvaluator.Key.satisfied.rawValue, times: 20)
-        let server = try MockModbusServer.tcp(units: [7: pad])
-        defer { server.stop() }
-        let gateway = try testGateway(
-            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try #require(server.endpoint.tcpPort)), poll-interval-ms: 50}",
-            devices: "  - {id: eval-w07, profile: modbus-evaluator-3key, bus: lan, address: 7, window: \"7\"}",
-            folder: folder)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        #expect(await eventually { pad.acknowledged == 20 })
-        stop.stop()
-        await running.value
-        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
-        #expect(try await ratings(in: store).count == 16, "the ring's 16")
-        let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
-            if case .deviceFault(let fault) = data { fault } else { nil }
+        let (stored, faults) = try await run(pad, unit: 7) {
+            #expect(await eventually { pad.acknowledged == 20 })
         }
+        #expect(stored.count == 16, "the ring's 16")
         #expect(faults.map(\.fault) == ["ratings-lost"] && faults.first?.count == 4, "\(faults)")
         #expect(faults.first?.detail.contains("before this gateway first read it") == true, "\(faults)")
     }
 
     @Test func aPadFirstMetAfterItsCounterWrappedGivesEveryUnacknowledgedRating() async throws {
-        let folder = try TemporaryDirectory()
         let pad = MockModbusEvaluator(staffId: "0606", bootId: 0xB007)
         // A long life before this gateway: 65,530 ratings acknowledged by another, then 11 more past the wrap.
         pad.press(code: MockModbusEvaluator.Key.satisfied.rawValue, times: 65_530)
@@ -415,25 +411,11 @@ import Testing
         pad.accept(writtenRegisters: registers)
         pad.press(code: MockModbusEvaluator.Key.dissatisfied.rawValue, times: 11)
         #expect(pad.counter == 5 && pad.acknowledged == 65_530)
-        let server = try MockModbusServer.tcp(units: [6: pad])
-        defer { server.stop() }
-        let port = try #require(server.endpoint.tcpPort)
-        let gateway = try testGateway(
-            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
-            devices: "  - {id: eval-w06, profile: modbus-evaluator-3key, bus: lan, address: 6, window: \"6\"}",
-            folder: folder)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        #expect(await eventually { pad.acknowledged == 5 })
-        stop.stop()
-        await running.value
-        let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
-        let stored = try await ratings(in: store)
+        let (stored, faults) = try await run(pad, unit: 6) {
+            #expect(await eventually { pad.acknowledged == 5 })
+        }
         #expect(stored.map(\.rating.deviceCounter) == (65_531...65_541).map { Int64($0) })
         #expect(stored.allSatisfy { $0.rating.level == 2 })
-        let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
-            if case .deviceFault(let fault) = data { fault } else { nil }
-        }
         #expect(faults.isEmpty, "nothing lost, no key faults: \(faults)")
     }
 }
