@@ -312,40 +312,59 @@ import Testing
 @Suite struct ModbusConverterTests {
     /// A Modbus TCP converter answers for an RTU pad behind it that does not (exception 0B): the pad is silent, not
     /// refusing. From a trial: such a pad stayed online for ever, the check passed it and no offline event was made.
-    @Test func aPadTheConverterAnswersForIsOfflineWithTheConvertersWords() async throws {
+    @Test(arguments: [1, 4])
+    func aPadTheConverterAnswersForIsOfflineWithTheConvertersWords(requestsInFlight: Int) async throws {
         let folder = try TemporaryDirectory()
-        let pad = MockModbusEvaluator(staffId: "0101")
-        let converter = try MockModbusServer.tcp(units: [1: pad], asConverter: true)
+        let converter = try MockModbusServer.tcp(units: [1: MockModbusEvaluator(staffId: "0101")], asConverter: true)
         defer { converter.stop() }
-        let port = try #require(converter.endpoint.tcpPort)
-        let gateway = try testGateway(
-            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), response-timeout-ms: 200, poll-interval-ms: 50}",
+        // One request at a time, and pipelined: the batch's path tells the silent from the answered by itself.
+        try await runningOnModbusTCP(
+            converter, settings: "response-timeout-ms: 200, poll-interval-ms: 50, requests-in-flight: \(requestsInFlight)",
             devices: """
                   - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: "1"}
                   - {id: eval-w09, profile: modbus-evaluator-3key, bus: lan, address: 9, window: "9"}
                 """,
-            folder: folder)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        #expect(await eventually {
-            let states = await gateway.deviceStates()
-            return states.first { $0.device == "eval-w09" }?.online == false && states.first { $0.device == "eval-w01" }?.online == true
-        })
-        let missing = try #require(await gateway.deviceStates().first { $0.device == "eval-w09" })
-        #expect(missing.counters.timeouts >= 3 && missing.counters.exceptions == 0, "\(missing.counters)")
-        stop.stop()
-        await running.value
+            folder: folder
+        ) { gateway in
+            #expect(await eventually {
+                let states = await gateway.deviceStates()
+                return states.first { $0.device == "eval-w09" }?.online == false
+                    && states.first { $0.device == "eval-w01" }?.online == true
+            })
+            let missing = try #require(await gateway.deviceStates().first { $0.device == "eval-w09" })
+            #expect(missing.counters.timeouts >= 3 && missing.counters.exceptions == 0, "\(missing.counters)")
+            // The technician's probe says the same, not "answered".
+            let probe = try DeviceProbe.run(device: "eval-w09", config: gateway.config,
+                                            library: ProfileLibrary(directory: profilesDirectory))
+            #expect(!probe.answered)
+            #expect(probe.steps.first?.outcome.hasPrefix("no answer: the Modbus gateway answered for it") == true,
+                    "\(probe.steps)")
+        }
         let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
         let offline = try await eventData(store, type: HallEventType.deviceOffline) { data -> DeviceStatusChanged? in
             if case .deviceStatus(let status) = data { status } else { nil }
         }
         #expect(offline.map(\.device) == ["eval-w09"])
         #expect(offline.first?.reason.contains("the Modbus gateway answered for it, exception 11") == true, "\(offline)")
-        // The technician's probe says the same, not "answered".
-        let probe = try DeviceProbe.run(device: "eval-w09", config: gateway.config,
-                                        library: ProfileLibrary(directory: profilesDirectory))
-        #expect(!probe.answered)
-        #expect(probe.steps.first?.outcome.hasPrefix("no answer: the Modbus gateway answered for it") == true, "\(probe.steps)")
+    }
+}
+
+extension ModbusConverterTests {
+    @Test func aCommandToADeviceTheConverterAnswersForFailsWithTheConvertersWords() async throws {
+        let folder = try TemporaryDirectory()
+        let converter = try MockModbusServer.tcp(units: [1: MockModbusEvaluator(staffId: "0101")], asConverter: true)
+        defer { converter.stop() }
+        // Polled seldom: one miss, not yet offline, when the command comes.
+        try await runningOnModbusTCP(
+            converter, settings: "response-timeout-ms: 200, poll-interval-ms: 60000",
+            devices: "  - {id: eval-w09, profile: modbus-evaluator-3key, bus: lan, address: 9, window: \"9\"}", folder: folder
+        ) { gateway in
+            #expect(await eventually { await gateway.deviceStates().first?.counters.timeouts == 1 })
+            let error = await #expect(throws: GatewayError.self) { try await gateway.send(.setStaff("0909"), to: "eval-w09") }
+            #expect(error?.message.contains("eval-w09: no answer to ") == true, "\(String(describing: error))")
+            #expect(error?.message.contains(": the Modbus gateway answered for it, exception 11") == true,
+                    "\(String(describing: error))")
+        }
     }
 }
 
@@ -358,16 +377,10 @@ import Testing
         let folder = try TemporaryDirectory()
         let server = try MockModbusServer.tcp(units: [unit: pad])
         defer { server.stop() }
-        let gateway = try testGateway(
-            buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try #require(server.endpoint.tcpPort)), "
-                + "response-timeout-ms: 200, poll-interval-ms: 50}",
+        try await runningOnModbusTCP(
+            server, settings: "response-timeout-ms: 200, poll-interval-ms: 50",
             devices: "  - {id: eval-w0\(unit), profile: modbus-evaluator-3key, bus: lan, address: \(unit), window: \"\(unit)\"}",
-            folder: folder)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        await scenario()
-        stop.stop()
-        await running.value
+            folder: folder) { _ in await scenario() }
         let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
         let faults = try await eventData(store, type: HallEventType.deviceFault) { data -> DeviceFault? in
             if case .deviceFault(let fault) = data { fault } else { nil }

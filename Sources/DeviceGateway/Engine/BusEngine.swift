@@ -418,7 +418,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         let id = devices[index].id
         var answered = true
         for request in driver.pollRequests(for: devices[index]) where self.link != nil {
-            if await exchange(request, on: link) == .timedOut {
+            if case .timedOut = await exchange(request, on: link) {
                 answered = false
                 break
             }
@@ -568,9 +568,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 await commitPending()
                 finish(command, .failure(GatewayError(.commandRejected, "\(device.id) refused \(request.purpose): \(reason)")))
                 return
-            case .timedOut:
+            case .timedOut(let answeredFor):
                 await commitPending()
-                let silence = "\(device.id): no answer to \(request.purpose) within \(config.responseTimeout)"
+                let silence = "\(device.id): no answer to \(request.purpose)"
+                    + (answeredFor.map { ": \($0)" } ?? " within \(config.responseTimeout)")
                 // After frames that went out, the device may have done what they said: not the same as not at all.
                 finish(command, .failure(earlierSent.map {
                     GatewayError(.unconfirmed, "\(silence), after its \($0) went out: it may have been carried out")
@@ -648,7 +649,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         case sent
         case answered
         case refused(String)
-        case timedOut
+        /// No answer in time; or, with what was said instead, an answer for the device by something in between.
+        case timedOut(String?)
         case linkLost(String)
     }
 
@@ -752,7 +754,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                     at: clock.date))
             }
         }
-        return .timedOut
+        return .timedOut(nil)
     }
 
     /// Reads until `deadline` or the first frame that answers a request in flight, handing every frame to the driver.
@@ -855,7 +857,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                                                       at: date))
                 }
                 answeredForAsSilent.insert(request.device)
-                outcome = .timedOut
+                outcome = .timedOut(silence)
                 continue
             }
             let answer: Outcome

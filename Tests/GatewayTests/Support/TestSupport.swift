@@ -262,6 +262,29 @@ extension EventData {
 }
 
 /// Serves `gateway`'s local API on a free loopback port, as `gatewayd run` serves it: the serving task and the port.
+/// A gateway of `devices` on one Modbus TCP bus, `lan`, to `server` (`settings`: the bus's other keys), running while
+/// `scenario` does.
+func runningOnModbusTCP(
+    _ server: MockModbusServer, settings: String, devices: String, folder: TemporaryDirectory,
+    _ scenario: (Gateway) async throws -> Void
+) async throws {
+    let gateway = try testGateway(
+        buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(try #require(server.endpoint.tcpPort)), "
+            + "\(settings)}",
+        devices: devices, folder: folder)
+    let stop = StopSignal()
+    let running = Task { await gateway.run(until: stop) }
+    do {
+        try await scenario(gateway)
+    } catch {
+        stop.stop()
+        await running.value
+        throw error
+    }
+    stop.stop()
+    await running.value
+}
+
 func serveLocalAPI(_ gateway: Gateway, token: String) async throws -> (task: Task<Void, any Error>, port: Int) {
     let metrics = GatewayMetrics()
     let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway, onFinished: metrics.record),
