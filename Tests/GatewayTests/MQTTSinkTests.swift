@@ -171,6 +171,10 @@ import Testing
         #expect(error.code == .unavailable)
         #expect(error.message.contains("127.0.0.1:\(broker.port)") && error.message.contains("not authorised"),
                 "\(error.message)")
+        // The password changed in its file (a rotation on the broker's side, then in the file): the next delivery
+        // takes it, without a restart.
+        try "s3cret\n".write(toFile: broker.folder.file("bad"), atomically: true, encoding: .utf8)
+        try await refused.deliver(batch)
         await refused.shutdown()
 
         let subscriber = try await MQTTSessionSubscriber(port: broker.port, clientId: "\(hall)-sub",

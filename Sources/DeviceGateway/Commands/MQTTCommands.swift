@@ -77,8 +77,8 @@ public final class MQTTCommands: Service, Sendable {
         }
         var settings = MosquittoSettings(
             host: config.host, port: config.port, clientId: config.clientId ?? "hall-gateway-\(hall)-commands",
-            username: config.username, password: password.map(Secret.init), tls: config.tls,
-            keepAliveSeconds: Int32(clamping: min(max(config.keepAlive.components.seconds, 5), 65535)),
+            username: config.username, password: password.map(Secret.init), passwordFile: config.passwordFile,
+            tls: config.tls, keepAliveSeconds: Int32(clamping: min(max(config.keepAlive.components.seconds, 5), 65535)),
             connectTimeout: config.timeout)
         settings.name = "mqtt commands"
         client = try MosquittoClient(settings: settings, logger: logger)

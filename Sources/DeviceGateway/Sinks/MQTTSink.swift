@@ -48,8 +48,8 @@ public final class MQTTSink: EventSink {
         let keepAlive = Int32(clamping: min(max(config.keepAlive.components.seconds, 5), 65535))
         let settings = MosquittoSettings(
             host: config.host, port: config.port, clientId: config.clientId ?? "hall-gateway-\(hallId)-\(name)",
-            username: config.username, password: password.map(Secret.init), tls: config.tls,
-            keepAliveSeconds: keepAlive, connectTimeout: config.timeout)
+            username: config.username, password: password.map(Secret.init), passwordFile: config.passwordFile,
+            tls: config.tls, keepAliveSeconds: keepAlive, connectTimeout: config.timeout)
         client = try MosquittoClient(settings: settings, logger: logger)
     }
 

@@ -15,6 +15,9 @@ struct MosquittoSettings: Sendable {
     var clientId: String
     var username: String?
     var password: Secret?
+    /// Where the password came from: read again when the broker refuses it, so a password changed in the file is
+    /// taken without a restart.
+    var passwordFile: String?
     var tls: TLSSettings?
     var keepAliveSeconds: Int32
     /// How long one connection attempt (TCP, TLS, CONNACK) may take.
@@ -73,6 +76,8 @@ final class MosquittoClient: @unchecked Sendable {
     private let libraryError = Mutex<String?>(nil)
     /// Wakes the network thread while it waits between connection attempts.
     private let wakeUp = DispatchSemaphore(value: 0)
+    /// The password in use, changed by the network thread only.
+    private let password: Mutex<String?>
     private let logger: Logger
     /// More messages than this waiting for the broker are refused: memory stays bounded in an outage.
     static let queueLimit = 20_000
@@ -82,6 +87,7 @@ final class MosquittoClient: @unchecked Sendable {
         _ = mosquittoLibrary
         self.settings = settings
         self.logger = logger
+        password = Mutex(settings.password?.value)
         let address = settings.address
         guard let handle = mosquitto_new(settings.clientId, false, nil) else {
             let reason = String(cString: strerror(cmosquitto_errno()))
@@ -399,7 +405,11 @@ final class MosquittoClient: @unchecked Sendable {
                 let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
                 _ = wakeUp.wait(timeout: .now() + .nanoseconds(max(nanoseconds, 1_000_000)))
             case .connect:
-                state.withLock { $0.refusal = nil }
+                let refusedBefore = state.withLock { state in
+                    defer { state.refusal = nil }
+                    return state.refusal != nil
+                }
+                if refusedBefore { takeAChangedPassword() }
                 libraryError.withLock { $0 = nil }
                 let code = mosquitto_connect_async(handle, settings.host, Int32(settings.port),
                                                    settings.keepAliveSeconds)
@@ -600,6 +610,17 @@ final class MosquittoClient: @unchecked Sendable {
         case nil: break
         }
         for (continuation, error) in failures { continuation.resume(throwing: error) }
+    }
+
+    /// The password file read again after the broker refused the connection: one changed there is used from this
+    /// attempt on (from an operator's trial: a rotated password needed a restart).
+    private func takeAChangedPassword() {
+        guard let file = settings.passwordFile, case .success(let changed) = ReadableFile.secret(file),
+              password.withLock({ $0 }) != changed,
+              mosquitto_username_pw_set(handle, settings.username, changed) == MOSQ_ERR_SUCCESS.rawValue
+        else { return }
+        password.withLock { $0 = changed }
+        logger.notice("\(settings.name) \(settings.address): the password file \(file) changed: the new password is used")
     }
 
     private func acknowledged(_ messageId: Int32) {
