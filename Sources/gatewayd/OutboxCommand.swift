@@ -158,7 +158,11 @@ struct OutboxReport: Encodable {
             [
                 sink.sink, "\(sink.backlog)", time(sink.oldestUnforwardedAt) + age(sink.oldestUnforwardedAt), "\(sink.sent)",
                 "\(sink.failed)", "\(sink.putAside)", time(sink.lastSuccessAt),
-                sink.lastError.map { "\(time(sink.lastErrorAt)) \($0)" } ?? "-",
+                sink.lastError.map { error in
+                    // An error the sink has delivered since is history, not its state (from an operator's trial).
+                    let since = (sink.lastSuccessAt ?? .distantPast) > (sink.lastErrorAt ?? .distantPast)
+                    return "\(time(sink.lastErrorAt)) \(error)" + (since ? " (delivered since)" : "")
+                } ?? "-",
             ]
         }
         lines += Output.table([header] + rows)

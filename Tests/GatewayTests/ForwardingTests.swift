@@ -819,6 +819,13 @@ extension OutboxSalvageTests {
         let unknown = try await run(gatewaydPath, ["outbox", "resend", "--outbox", path, "--sink", "centrl"])
         #expect(unknown.status == 2 && unknown.standardError.contains("no sink centrl in \(path) (its sinks: central, local)"),
                 "\(unknown.standardError)")
+
+        // The local store back: its last error is history once it delivered (from an operator's trial).
+        try await outbox.markDelivered(sink: "local", through: 12, count: 12)
+        let recovered = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(recovered.standardOutput.split(separator: "\n").contains {
+            $0.hasPrefix("local ") && $0.hasSuffix("read-only file system (delivered since)")
+        }, "\(recovered.standardOutput)")
     }
 
     @Test func statusFindsTheHallsOutboxThroughTheEnvironmentAsEveryCommandDoes() async throws {
