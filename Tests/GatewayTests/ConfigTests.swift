@@ -59,6 +59,12 @@ import Testing
         let (named, _) = try ConfigLoader.load(path: try write(
             "state-directory: \(state)\n" + valid + "\nsinks:\n  - {type: sqlite, name: mine}\n"))
         #expect(named.sinks == [SinkConfig(name: "mine", kind: .sqlite(path: state + "/events.sqlite"))])
+        // How long it keeps events is the local store's own setting (from an operator's trial: it was never pruned).
+        let (kept, _) = try ConfigLoader.load(path: try write(
+            "state-directory: \(state)\n" + valid + "\nsinks:\n  - {type: sqlite, retention-days: 400}\n"))
+        #expect(kept.sinks.first?.retention == .seconds(400 * 86_400))
+        let central = try issues(valid + "\nsinks:\n  - {type: http, url: \"https://c.example/e\", retention-days: 400}\n")
+        #expect(central.map(\.key) == ["sinks[0].retention-days"], "\(central)")
     }
 
     @Test func requestsInFlightIsAModbusTCPSettingWithinItsRange() throws {

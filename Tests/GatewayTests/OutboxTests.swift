@@ -1,4 +1,4 @@
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import MockDevices
 import Testing
@@ -306,6 +306,23 @@ import Testing
         #expect(try await outbox.entries(after: 0, limit: 100).map(\.id) == ["e23", "e24", "e25"])
         #expect(try await outbox.prune(now: later, batch: 4) == 0)
         #expect(try await outbox.count() == 3)
+    }
+}
+
+@Suite struct LocalStoreRetentionTests {
+    @Test func aLocalStoreKeepsEventsForItsRetentionByTheirTime() async throws {
+        let folder = try TemporaryDirectory()
+        let store = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"), retention: .seconds(30 * 86_400))
+        let now = Date()
+        // Events a gateway delivers late (an outage) are judged by their own time, not by when they arrived.
+        let events = [400, 31, 29, 0].map { days in
+            CloudEvent(id: "\(days)-days-old", source: "/halls/h/devices/d", type: HallEventType.deviceOnline,
+                       time: now.addingTimeInterval(-Double(days) * 86_400), subject: nil,
+                       data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
+        }
+        try await store.deliver(try outbound(events))
+        #expect(try await store.events(limit: 100).map(\.id) == ["29-days-old", "0-days-old"])
+        #expect(try await store.prune(now: now.addingTimeInterval(2 * 86_400)) == 1, "29 days old is 31 two days later")
     }
 }
 

@@ -301,6 +301,7 @@ public enum ConfigLoader {
             TLSSettings(caFile: file("ca-file"), certificateFile: file("certificate-file"), keyFile: file("key-file"))
         }
         var kind: SinkConfig.Kind?
+        var retention: Duration?
         switch type {
         case "sqlite":
             // Beside the outbox unless told: the state directory is where the gateway's user may write.
@@ -312,6 +313,8 @@ public enum ConfigLoader {
                               "the outbox's own file; the local event store needs a file of its own")
             }
             kind = .sqlite(path: store)
+            // The local store is not the central one: a small box keeps the months it can (about 650 bytes an event).
+            retention = fields.int("retention-days", in: 1...36_500).map { .seconds($0 * 86_400) }
         case "http":
             if let url = fields.string("url", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) || URL(string: url)?.host == nil {
@@ -360,7 +363,8 @@ public enum ConfigLoader {
         // A type not known has no keys to hold the others to: the type alone is said.
         if type != nil || fields.value("type") == nil { fields.rejectUnknownKeys() }
         guard let name, let kind else { return nil }
-        return SinkConfig(name: name, kind: kind, batchSize: batchSize, maximumRetryDelay: maximumRetryDelay)
+        return SinkConfig(name: name, kind: kind, batchSize: batchSize, maximumRetryDelay: maximumRetryDelay,
+                          retention: retention)
     }
 
     private static func checkReferences(

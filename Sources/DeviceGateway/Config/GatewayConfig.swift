@@ -237,6 +237,8 @@ public struct SinkConfig: Sendable, Equatable {
     public var batchSize: Int
     /// The longest pause between two attempts while the store is down.
     public var maximumRetryDelay: Duration
+    /// How long a local SQLite store keeps an event (by its time); nil: for ever.
+    public var retention: Duration?
 
     /// The file of a local SQLite store, for readers such as `gatewayd events`.
     public var sqlitePath: String? {
@@ -244,11 +246,13 @@ public struct SinkConfig: Sendable, Equatable {
     }
 
     /// Creates a sink configuration.
-    public init(name: String, kind: Kind, batchSize: Int = 500, maximumRetryDelay: Duration = .seconds(60)) {
+    public init(name: String, kind: Kind, batchSize: Int = 500, maximumRetryDelay: Duration = .seconds(60),
+                retention: Duration? = nil) {
         self.name = name
         self.kind = kind
         self.batchSize = batchSize
         self.maximumRetryDelay = maximumRetryDelay
+        self.retention = retention
     }
 }
 

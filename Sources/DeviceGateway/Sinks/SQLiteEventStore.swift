@@ -1,5 +1,6 @@
 public import Foundation
 import GRDB
+import Synchronization
 
 /// The embedded default store: the hall's events in a local SQLite file, one row per (source, id).
 public final class SQLiteEventStore: EventSink {
@@ -8,12 +9,17 @@ public final class SQLiteEventStore: EventSink {
     public let path: String
     /// Internal for the tests of its connections' settings.
     let database: any DatabaseWriter
+    /// How long an event is kept, by its time; nil: for ever.
+    let retention: Duration?
+    /// When events past the retention were last deleted.
+    private let prunedAt = Mutex<ContinuousClock.Instant?>(nil)
 
     /// Opens the store for writing, creating it if needed.
-    public init(name: String, path: String) throws {
+    public init(name: String, path: String, retention: Duration? = nil) throws {
         try WritableDatabase.check(path, what: "the local event store", folderName: "the folder")
         self.name = name
         self.path = path
+        self.retention = retention
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in try WritableDatabase.prepare(db) }
@@ -42,6 +48,7 @@ public final class SQLiteEventStore: EventSink {
         self.name = name
         self.path = path
         self.database = database
+        retention = nil
     }
 
     /// Opens an existing store read-only: nothing is created, migrated or written, whatever file it is.
@@ -64,6 +71,32 @@ public final class SQLiteEventStore: EventSink {
             for event in batch {
                 try statement.execute(arguments: [event.source, event.id, event.type, event.time, event.subject, event.json])
             }
+        }
+        let due = prunedAt.withLock { last in
+            guard retention != nil, last.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true else { return false }
+            last = .now
+            return true
+        }
+        if due { try await prune() }
+    }
+
+    /// Deletes the events older than the retention, a thousand to a transaction (the first pass after a long run
+    /// without one may be months). Returns how many.
+    @discardableResult
+    func prune(now: Date = Date()) async throws -> Int {
+        guard let retention else { return 0 }
+        // Event times are ISO 8601 in UTC with milliseconds: they sort as text.
+        let cutoff = EventTime.format(now.addingTimeInterval(-Double(retention.components.seconds)))
+        var pruned = 0
+        while true {
+            let deleted = try await database.write { db in
+                try db.execute(sql: """
+                    DELETE FROM event WHERE rowid IN (SELECT rowid FROM event WHERE time < ? ORDER BY time LIMIT 1000)
+                    """, arguments: [cutoff])
+                return db.changesCount
+            }
+            pruned += deleted
+            if deleted < 1000 { return pruned }
         }
     }
 
