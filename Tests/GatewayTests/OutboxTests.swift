@@ -312,7 +312,9 @@ import Testing
 @Suite struct LocalStoreRetentionTests {
     @Test func aLocalStoreKeepsEventsForItsRetentionByTheirTime() async throws {
         let folder = try TemporaryDirectory()
-        let store = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"), retention: .seconds(30 * 86_400))
+        let log = CapturedLog()
+        let store = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"), retention: .seconds(30 * 86_400),
+                                         clockIsRight: { true }, logger: log.logger)
         let now = Date()
         // Events a gateway delivers late (an outage) are judged by their own time, not by when they arrived.
         let events = [400, 31, 29, 0].map { days in
@@ -321,8 +323,32 @@ import Testing
                        data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
         }
         try await store.deliver(try outbound(events))
-        #expect(try await store.events(limit: 100).map(\.id) == ["29-days-old", "0-days-old"])
-        #expect(try await store.prune(now: now.addingTimeInterval(2 * 86_400)) == 1, "29 days old is 31 two days later")
+        // Once an hour, before a delivery: the second one deletes what the first brought.
+        try await store.deliver([])
+        #expect(try await store.events(limit: 100).map(\.id) == ["400-days-old", "31-days-old", "29-days-old", "0-days-old"],
+                "within the hour")
+        // The next start's first delivery.
+        let restarted = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"), retention: .seconds(30 * 86_400),
+                                             clockIsRight: { true }, logger: log.logger)
+        try await restarted.deliver([])
+        #expect(try await restarted.events(limit: 100).map(\.id) == ["29-days-old", "0-days-old"])
+        #expect(log.text.contains("sink local: 2 events past its retention deleted from \(folder.file("events.sqlite"))"),
+                "\(log.text)")
+        #expect(try await restarted.prune(now: now.addingTimeInterval(2 * 86_400)) == 1, "29 days old is 31 two days later")
+    }
+
+    @Test func aClockNotSynchronisedDeletesNothing() async throws {
+        // A clock set a year ahead would delete every event: retention waits for NTP.
+        let folder = try TemporaryDirectory()
+        let log = CapturedLog()
+        let store = try SQLiteEventStore(name: "local", path: folder.file("events.sqlite"), retention: .seconds(86_400),
+                                         clockIsRight: { false }, logger: log.logger)
+        let old = CloudEvent(id: "old", source: "/halls/h/devices/d", type: HallEventType.deviceOnline,
+                             time: Date().addingTimeInterval(-400 * 86_400), subject: nil,
+                             data: .deviceStatus(DeviceStatusChanged(device: "d", bus: "b", address: 1, reason: "")))
+        try await store.deliver(try outbound([old]))
+        #expect(try await store.events(limit: 10).map(\.id) == ["old"])
+        #expect(log.text.contains("sink local: its retention waits for a synchronised clock (NTP): nothing deleted"), "\(log.text)")
     }
 }
 

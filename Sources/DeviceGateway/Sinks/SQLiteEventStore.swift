@@ -1,5 +1,6 @@
 public import Foundation
 import GRDB
+public import Logging
 import Synchronization
 
 /// The embedded default store: the hall's events in a local SQLite file, one row per (source, id).
@@ -11,15 +12,23 @@ public final class SQLiteEventStore: EventSink {
     let database: any DatabaseWriter
     /// How long an event is kept, by its time; nil: for ever.
     let retention: Duration?
-    /// When events past the retention were last deleted.
-    private let prunedAt = Mutex<ContinuousClock.Instant?>(nil)
+    /// When events past the retention were last looked for, and whether a clock not synchronised was said.
+    private let pruning = Mutex<(at: ContinuousClock.Instant?, waitSaid: Bool)>((nil, false))
+    /// Whether the wall clock can be trusted to delete by: one set a year ahead would delete everything.
+    private let clockIsRight: @Sendable () -> Bool
+    private let logger: Logger
 
-    /// Opens the store for writing, creating it if needed.
-    public init(name: String, path: String, retention: Duration? = nil) throws {
+    /// Opens the store for writing, creating it if needed; with a `retention`, events older are deleted once an hour,
+    /// while `clockIsRight`.
+    public init(name: String, path: String, retention: Duration? = nil,
+                clockIsRight: @escaping @Sendable () -> Bool = { SystemHallClock().isSynchronised },
+                logger: Logger = Logger(label: "hall-gateway")) throws {
         try WritableDatabase.check(path, what: "the local event store", folderName: "the folder")
         self.name = name
         self.path = path
         self.retention = retention
+        self.clockIsRight = clockIsRight
+        self.logger = logger
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in try WritableDatabase.prepare(db) }
@@ -49,6 +58,8 @@ public final class SQLiteEventStore: EventSink {
         self.path = path
         self.database = database
         retention = nil
+        clockIsRight = { false }
+        logger = Logger(label: "hall-gateway")
     }
 
     /// Opens an existing store read-only: nothing is created, migrated or written, whatever file it is.
@@ -65,6 +76,8 @@ public final class SQLiteEventStore: EventSink {
     }
 
     public func deliver(_ batch: [OutboundEvent]) async throws {
+        // Before the batch: a full disk gets the room back first.
+        await pruneWhenDue()
         try await database.write { db in
             let statement = try db.cachedStatement(
                 sql: "INSERT OR IGNORE INTO event (source, id, type, time, subject, json) VALUES (?, ?, ?, ?, ?, ?)")
@@ -72,12 +85,32 @@ public final class SQLiteEventStore: EventSink {
                 try statement.execute(arguments: [event.source, event.id, event.type, event.time, event.subject, event.json])
             }
         }
-        let due = prunedAt.withLock { last in
-            guard retention != nil, last.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true else { return false }
-            last = .now
+    }
+
+    /// Once an hour, with a clock that is right: the events past the retention go, said in the log; a failure is said
+    /// and does not fail the delivery.
+    private func pruneWhenDue() async {
+        let due = pruning.withLock { pruning in
+            guard retention != nil, pruning.at.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true else { return false }
+            pruning.at = .now
             return true
         }
-        if due { try await prune() }
+        guard due else { return }
+        guard clockIsRight() else {
+            let say = pruning.withLock { pruning in
+                defer { pruning.waitSaid = true }
+                return !pruning.waitSaid
+            }
+            if say { logger.notice("sink \(name): its retention waits for a synchronised clock (NTP): nothing deleted until then") }
+            return
+        }
+        pruning.withLock { $0.waitSaid = false }
+        do {
+            let deleted = try await prune()
+            if deleted > 0 { logger.notice("sink \(name): \(deleted) events past its retention deleted from \(path)") }
+        } catch {
+            logger.warning("sink \(name): events past its retention not deleted: \(error)")
+        }
     }
 
     /// Deletes the events older than the retention, a thousand to a transaction (the first pass after a long run
@@ -96,7 +129,8 @@ public final class SQLiteEventStore: EventSink {
                 return db.changesCount
             }
             pruned += deleted
-            if deleted < 1000 { return pruned }
+            // A stop is not held by a first pass of months.
+            if deleted < 1000 || Task.isCancelled { return pruned }
         }
     }
 

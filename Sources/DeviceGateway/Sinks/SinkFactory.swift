@@ -9,7 +9,7 @@ public enum SinkFactory {
         logger[metadataKey: "sink.name"] = "\(config.name)"
         switch config.kind {
         case .sqlite(let path):
-            return try SQLiteEventStore(name: config.name, path: path, retention: config.retention)
+            return try SQLiteEventStore(name: config.name, path: path, retention: config.retention, logger: logger)
         case .http(let http):
             return try HTTPSink(name: config.name, config: http, hallId: hallId, logger: logger)
         case .postgres(let postgres):

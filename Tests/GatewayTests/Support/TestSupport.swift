@@ -261,7 +261,6 @@ extension EventData {
     var fault: DeviceFault? { if case .deviceFault(let fault) = self { fault } else { nil } }
 }
 
-/// Serves `gateway`'s local API on a free loopback port, as `gatewayd run` serves it: the serving task and the port.
 /// A gateway of `devices` on one Modbus TCP bus, `lan`, to `server` (`settings`: the bus's other keys), running while
 /// `scenario` does.
 func runningOnModbusTCP(
@@ -285,6 +284,7 @@ func runningOnModbusTCP(
     await running.value
 }
 
+/// Serves `gateway`'s local API on a free loopback port, as `gatewayd run` serves it: the serving task and the port.
 func serveLocalAPI(_ gateway: Gateway, token: String) async throws -> (task: Task<Void, any Error>, port: Int) {
     let metrics = GatewayMetrics()
     let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway, onFinished: metrics.record),
