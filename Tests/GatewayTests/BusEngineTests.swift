@@ -1147,6 +1147,30 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
         #expect(pending.events.count == 4, "both pads' ratings are held")
     }
 
+    /// Past the memory bound the oldest events held go and their ratings are tallied as lost; a rating the pad then
+    /// repeats is held again and no longer counted lost (from a second read: it was stored and counted lost).
+    @Test func aRatingTrimmedFromMemoryAndRepeatedIsNotCountedLost() throws {
+        var driver = try driver()
+        var pending = PendingCommit()
+        let key = FF68Frame.evaluatorKeyPress(address: 3, key: 2)
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        let first = driver.handle(key, inFlight: nil, at: start)
+        pending.add(events: first.events, cursors: first.cursors)
+        // A full disk for long on a busy bus: memory fills behind the rating.
+        pending.add(events: (0..<BusCommitter.maximumUncommitted).map { number in
+            CloudEvent(id: "e\(number)", source: "/halls/h/devices/other", type: HallEventType.deviceOnline, time: start,
+                       subject: nil, data: .deviceStatus(DeviceStatusChanged(device: "other", bus: "b", address: 1, reason: "")))
+        })
+        let taken = pending.take(at: start)
+        pending.restore(events: taken.events, cursors: taken.cursors, at: start)
+        #expect(pending.trim()?.ratings == 1, "the rating, the oldest, is trimmed and tallied")
+        let again = driver.handle(key, inFlight: nil, at: start.addingTimeInterval(1))
+        pending.add(events: again.events, cursors: again.cursors)
+        let next = pending.take(at: start.addingTimeInterval(2))
+        #expect(next.events.filter { $0.type == HallEventType.ratingSubmitted }.count == 1)
+        #expect(!next.events.contains { $0.data.fault?.fault == "ratings-lost" }, "held again, not lost")
+    }
+
     /// Our FUNC 01 acknowledgement heard back is no sign of the pad (an unplugged pad would look alive).
     @Test func ourAcknowledgementHeardBackIsNoSignOfThePad() throws {
         var driver = try driver()

@@ -1187,12 +1187,18 @@ struct PendingCommit {
     /// pad about once a second), and while the outbox refuses commits each repeat would be held again, filling the
     /// memory bound with copies and counting them as lost ratings when trimmed.
     private var held: Set<Key> = []
+    /// Ratings trimmed from memory and tallied as lost, until a commit succeeds: one the device repeats (an FF 68 pad
+    /// does until acknowledged) is held again and no longer lost.
+    private var trimmedRatings: Set<Key> = []
 
     var isEmpty: Bool { events.isEmpty && cursors.isEmpty && afterCommit.isEmpty && memoryLosses.isEmpty }
 
     mutating func add(events: [CloudEvent] = [], cursors: [DeviceCursor] = [], afterCommit: [LineRequest] = []) {
         // One event: the outbox keeps its first copy too.
-        for event in events where held.insert(Key(source: event.source, id: event.id)).inserted { self.events.append(event) }
+        for event in events where held.insert(Key(source: event.source, id: event.id)).inserted {
+            self.events.append(event)
+            if trimmedRatings.remove(Key(source: event.source, id: event.id)) != nil { countBackIn(event) }
+        }
         // A device's cursors are written in order, the last one stays: only that one is held.
         for cursor in cursors {
             self.cursors.removeAll { $0.device == cursor.device }
@@ -1226,6 +1232,7 @@ struct PendingCommit {
     mutating func committed() {
         refusingSince = nil
         memoryLosses = [:]
+        trimmedRatings = []
         held = Set(events.map { Key(source: $0.source, id: $0.id) })
     }
 
@@ -1245,6 +1252,7 @@ struct PendingCommit {
                 loss.count += 1
                 loss.numbers.append(rating.deviceCounter ?? 0)
                 ratings += 1
+                trimmedRatings.insert(Key(source: event.source, id: event.id))
             case .deviceFault(let fault) where fault.fault == "ratings-lost":
                 loss.count += fault.count ?? 0
             default:
@@ -1254,6 +1262,14 @@ struct PendingCommit {
             subjects[event.source] = event.subject
         }
         return (excess, ratings)
+    }
+
+    /// A rating tallied as lost is held again: no longer lost.
+    private mutating func countBackIn(_ event: CloudEvent) {
+        guard case .rating(let rating) = event.data, var loss = memoryLosses[event.source] else { return }
+        loss.count -= 1
+        if let index = loss.numbers.firstIndex(of: rating.deviceCounter ?? 0) { loss.numbers.remove(at: index) }
+        memoryLosses[event.source] = loss
     }
 
     private func memoryLossFaults(at time: Date) -> [CloudEvent] {
