@@ -76,8 +76,8 @@ final class MosquittoClient: @unchecked Sendable {
     private let libraryError = Mutex<String?>(nil)
     /// Wakes the network thread while it waits between connection attempts.
     private let wakeUp = DispatchSemaphore(value: 0)
-    /// The password in use, changed by the network thread only, and what was last said of a file it could not read.
-    private let password: Mutex<(value: String?, problemSaid: String?)>
+    /// The password file, read again by the network thread only.
+    private let passwordFile: Mutex<PasswordFileWatch?>
     private let logger: Logger
     /// More messages than this waiting for the broker are refused: memory stays bounded in an outage.
     static let queueLimit = 20_000
@@ -87,7 +87,7 @@ final class MosquittoClient: @unchecked Sendable {
         _ = mosquittoLibrary
         self.settings = settings
         self.logger = logger
-        password = Mutex((settings.password?.value, nil))
+        passwordFile = Mutex(settings.passwordFile.map { PasswordFileWatch(path: $0, password: settings.password?.value) })
         let address = settings.address
         guard let handle = mosquitto_new(settings.clientId, false, nil) else {
             let reason = String(cString: strerror(cmosquitto_errno()))
@@ -618,26 +618,11 @@ final class MosquittoClient: @unchecked Sendable {
     /// `mosquitto_username_pw_set` takes no lock: safe here, on the network thread between attempts, where nothing else
     /// reads the credentials (publishing waits for a connection, a stop only disconnects).
     private func takeAChangedPassword() {
-        guard let file = settings.passwordFile else { return }
-        let changed: String
-        switch ReadableFile.secret(file) {
-        case .success(let text):
-            changed = text
-            password.withLock { $0.problemSaid = nil }
-        case .failure(let problem):
-            let message = problem.message("password file")
-            let say = password.withLock { password in
-                defer { password.problemSaid = message }
-                return password.problemSaid != message
-            }
-            if say { logger.warning("\(settings.name) \(settings.address): \(message); the password read before is used") }
-            return
-        }
-        guard password.withLock({ $0.value }) != changed,
+        let (logger, who) = (logger, "\(settings.name) \(settings.address)")
+        guard let changed = passwordFile.withLock({ $0?.changed(warn: { logger.warning("\(who): \($0)") }) }),
               mosquitto_username_pw_set(handle, settings.username, changed) == MOSQ_ERR_SUCCESS.rawValue
         else { return }
-        password.withLock { $0.value = changed }
-        logger.notice("\(settings.name) \(settings.address): the password file \(file) changed: the new password is used")
+        logger.notice("\(who): the password file \(settings.passwordFile ?? "") changed: the new password is used")
     }
 
     private func acknowledged(_ messageId: Int32) {

@@ -31,8 +31,8 @@ public actor PostgresSink: EventSink {
     private var generation = 0
     /// The pool generation for which the table was found at the current version.
     private var migratedGeneration: Int?
-    /// What was last said of a password file that could not be read again.
-    private var passwordProblemSaid: String?
+    /// The password file, read again with each new pool.
+    private var passwordFile: PasswordFileWatch?
 
     /// A pool and the task running it.
     private struct Pool {
@@ -91,6 +91,7 @@ public actor PostgresSink: EventSink {
         self.name = name
         self.endpoint = endpoint
         self.config = config
+        passwordFile = config.passwordFile.map { PasswordFileWatch(path: $0, password: password) }
         self.clientConfiguration = clientConfiguration
         self.connectionConfiguration = connectionConfiguration
         self.logger = logger
@@ -210,25 +211,11 @@ public actor PostgresSink: EventSink {
     /// A new pool follows a failure: the password file is read again, so that a password changed on the server and
     /// in the file is taken without a restart (from an operator's trial: the sink failed with the old one until then).
     private func readPasswordAgain() {
-        guard let path = config.passwordFile else { return }
-        let password: String
-        switch ReadableFile.secret(path) {
-        case .success(let text):
-            password = text
-            passwordProblemSaid = nil
-        case .failure(let problem):
-            // Said once while it lasts: the password read before is used meanwhile.
-            let message = problem.message("password file")
-            if passwordProblemSaid != message {
-                passwordProblemSaid = message
-                logger.warning("postgres \(endpoint): \(message); the password read before is used")
-            }
-            return
-        }
-        guard password != clientConfiguration.password else { return }
+        let (endpoint, logger) = (endpoint, logger)
+        guard let password = passwordFile?.changed(warn: { logger.warning("postgres \(endpoint): \($0)") }) else { return }
         clientConfiguration.password = password
         connectionConfiguration.password = password
-        logger.notice("postgres \(endpoint): the password file \(path) changed: the new password is used")
+        logger.notice("postgres \(endpoint): the password file \(config.passwordFile ?? "") changed: the new password is used")
     }
 
     /// Closes a pool (its connections, the ones a hung query waits on included).

@@ -58,6 +58,37 @@ public enum SystemUser {
     }
 }
 
+/// A password file read again after a store refused the password, so that one changed in the file is taken without a
+/// restart (from an operator's trial); one that cannot be read is said once while it lasts, and the one before stays.
+struct PasswordFileWatch: Sendable {
+    let path: String
+    /// The password in use.
+    private(set) var password: String?
+    private var problemSaid: String?
+
+    init(path: String, password: String?) {
+        self.path = path
+        self.password = password
+    }
+
+    /// The password when the file now holds another one; nil when it is the same or cannot be read (`warn` gets the
+    /// problem, once).
+    mutating func changed(warn: (String) -> Void) -> String? {
+        switch ReadableFile.secret(path) {
+        case .success(let text):
+            problemSaid = nil
+            guard text != password else { return nil }
+            password = text
+            return text
+        case .failure(let problem):
+            let message = problem.message("password file")
+            if problemSaid != message { warn("\(message); the password read before is used") }
+            problemSaid = message
+            return nil
+        }
+    }
+}
+
 /// The room left on a filesystem.
 public enum DiskSpace {
     /// Bytes this user may still write on the filesystem holding `path` (a file or folder); nil when it cannot be told.
