@@ -2,7 +2,7 @@
 # Both install what is missing first (Debian packages through apt-get, test tools through pip).
 SHELL := /bin/bash
 APT_PACKAGES := pkg-config libsqlite3-dev libmodbus-dev libserialport-dev libmosquitto-dev mbpoll socat \
-	postgresql mosquitto mosquitto-clients openssl prometheus
+	postgresql mosquitto mosquitto-clients openssl prometheus systemd curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT_BUILD_FLAGS ?=
 # Seconds each decoder's fuzz target runs in `make test`; docs/fuzzing.md has a longer run.
@@ -34,6 +34,7 @@ test: deps python-deps
 	@# trials' gatewayd processes and databases beside them stretch that timing (about 45 s longer in all).
 	scripts/test-services.sh swift test --skip-build --no-parallel $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory fixtures-check
+	deploy/test-unit.sh .build/debug/gatewayd
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 # The protocol fixtures are what python-escpos, pymodbus and mbpoll produce: regenerate them and compare.

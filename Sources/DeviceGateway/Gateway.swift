@@ -163,6 +163,9 @@ public final class Gateway: Service {
         let (busesWord, devicesWord) = (buses.count == 1 ? "bus" : "buses", config.devices.count == 1 ? "device" : "devices")
         logger.info(
             "gateway for hall \(config.hall.id): \(buses.count) \(busesWord), \(config.devices.count) \(devicesWord), outbox \(outbox.path)")
+        if hallClock is SystemHallClock, let problem = SystemHallClock.ntpStateUnreadable {
+            logger.warning("clock: cannot read whether NTP keeps it right (\(problem)): taken as not synchronised")
+        }
         // Read before this run records anything: a clock that boots behind is told by the last run's records.
         var lastRecorded: Date?
         if config.hallDay?.hours != nil {

@@ -19,6 +19,15 @@ import Testing
         #expect(try line.read(timeout: .milliseconds(20)).isEmpty, "a quiet line times out empty")
     }
 
+    @Test func theKindOfDeviceIsNamedAsSystemdsDeviceAllowTakesIt() throws {
+        // What a refused open tells the technician to add: DeviceAllow=char-<kind>, the driver in /proc/devices.
+        let terminal = try PseudoTerminal()
+        #expect(SerialLine.deviceGroup(of: terminal.devicePath) == "pts")
+        #expect(SerialLine.deviceGroup(of: "/dev/null") == "mem")
+        #expect(SerialLine.deviceGroup(of: "/etc/hostname") == nil, "not a device")
+        #expect(SerialLine.deviceGroup(of: "/dev/no-such-port") == nil)
+    }
+
     @Test func aLineWhoseOtherEndIsGoneSaysSoInsteadOfReadingNothing() throws {
         let terminal = try PseudoTerminal()
         let line = try SerialLine(settings: SerialSettings(port: terminal.devicePath))

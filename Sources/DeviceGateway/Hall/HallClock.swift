@@ -32,6 +32,16 @@ public struct SystemHallClock: HallClock {
         return clockState >= 0 && clockState != TIME_ERROR && state.status & STA_UNSYNC == 0
     }
 
+    /// Why the kernel does not tell the clock's NTP state, if it does not: then `isSynchronised` is false.
+    public static var ntpStateUnreadable: String? {
+        var state = timex()
+        guard adjtimex(&state) < 0 else { return nil }
+        let reason = String(cString: strerror(errno))
+        // systemd's ProtectClock=yes refuses reading too (EPERM), not only setting, as does a SystemCallFilter=
+        // without clock_adjtime.
+        return "adjtimex: \(reason)\(errno == EPERM ? "; the service's ProtectClock= or SystemCallFilter= forbids it" : "")"
+    }
+
     /// Sleeps until the wall clock reads `deadline` or later.
     public func sleep(until deadline: Date) async throws {
         while true {

@@ -27,6 +27,8 @@ final class SerialLine: @unchecked Sendable {
             let reason =
                 errno == ENOENT ? "no such device"
                 : errno == EACCES ? "permission denied (is the user in the dialout group?)"
+                // A device cgroup's refusal: the unit's DevicePolicy=closed allows ttyUSB, ttyACM and ttyS only.
+                : errno == EPERM ? "not permitted (the service's device list: add DeviceAllow=char-\(Self.deviceGroup(of: settings.port) ?? "NAME") rw)"
                 : String(cString: strerror(errno))
             throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
         }
@@ -210,6 +212,24 @@ final class SerialLine: @unchecked Sendable {
             }
             return
         }
+    }
+
+    /// The kernel's name for the kind of character device at `path` (`ttyUSB`, `ttyAMA`, `pts`), as systemd's
+    /// `DeviceAllow=char-NAME` takes it: the driver of its major number in /proc/devices.
+    static func deviceGroup(of path: String) -> String? {
+        var status = stat()
+        guard stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFCHR,
+            let devices = try? String(contentsOfFile: "/proc/devices", encoding: .utf8)
+        else { return nil }
+        let major = String(UInt32(truncatingIfNeeded: status.st_rdev >> 8) & 0xfff)
+        var characterDevices = false
+        for line in devices.split(separator: "\n") {
+            if line.hasPrefix("Character devices:") { characterDevices = true; continue }
+            if line.hasPrefix("Block devices:") { break }
+            let fields = line.split(separator: " ")
+            if characterDevices, fields.count == 2, fields[0] == major { return String(fields[1]) }
+        }
+        return nil
     }
 
     private static func speed(_ baud: Int) -> speed_t {
