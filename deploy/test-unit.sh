@@ -141,6 +141,12 @@ in_namespace systemctl start hall-gateway
 if within 60 answers; then pass "started under the unit's restrictions; its API answers"; else
     fail "no answer from the API"; journal | tail -20; fi
 
+# The technician's view, as the README sets it up: root's shell with HALL_GATEWAY_CONFIG.
+# Exit 1: a device is not online; 3 would be a daemon that does not answer.
+status=$(in_namespace env HALL_GATEWAY_CONFIG=/run/hall-test/hall.yaml /usr/local/bin/gatewayd status 2>&1) && code=0 || code=$?
+[ "$code" = 1 ] && grep -q "eval-w01" <<< "$status" && ! grep -q "as last recorded" <<< "$status" &&
+    pass "gatewayd status reaches it: $(grep -m1 eval-w01 <<< "$status" | tr -s ' ')" || fail "gatewayd status (exit $code): $status"
+
 mode=$(in_namespace stat -c '%U %a' /var/lib/hall-gateway)
 [ "$mode" = "hall-gateway 750" ] && pass "state directory: $mode" || fail "state directory: $mode"
 others=$(in_namespace find /var/lib/hall-gateway -mindepth 1 -perm /o=rwx -printf '%f %m\n')
