@@ -66,7 +66,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            resources: [.copy("openapi.json")]
+            // In the executable itself: an installed gatewayd has no resource bundle beside it.
+            resources: [.embedInCode("openapi.json")]
         ),
         .executableTarget(
             name: "gatewayd",

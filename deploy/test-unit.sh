@@ -18,6 +18,8 @@ if [ "${1:-}" = --inside ]; then
     mount -t proc proc /proc
     for private in /run /var/lib /var/log /usr/local/bin; do mount -t tmpfs tmpfs "$private"; done
     install -m 755 "$gatewayd" /usr/local/bin/gatewayd
+    # Installed as the README says, the executable alone: its build folder is not there to fall back on.
+    mount -t tmpfs tmpfs "$(dirname "$gatewayd")"
     mkdir -p /run/hall-test/units /run/hall-test/etc
     cp "$work/units/"* /run/hall-test/units/
     cp -r "$here/../devices" /run/hall-test/devices

@@ -236,9 +236,7 @@ public struct LocalAPI: Sendable {
 
     /// The paths and methods of the OpenAPI document: a known path asked with another method answers 405.
     static let documentedRoutes: RouteTable = {
-        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),
-              let data = try? Data(contentsOf: url),
-              let document = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        guard let document = try? JSONSerialization.jsonObject(with: Data(PackageResources.openapi_json)) as? [String: Any],
               let paths = document["paths"] as? [String: [String: Any]]
         else { return RouteTable(routes: []) }
         let methods = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
@@ -248,10 +246,7 @@ public struct LocalAPI: Sendable {
     }()
 
     static func openAPIDocument() throws -> Response {
-        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),
-              let data = try? Data(contentsOf: url)
-        else { throw Problem(.internalServerError, "the OpenAPI document is missing from this build") }
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        Response(status: .ok, headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_json)))
     }
 }
