@@ -2,6 +2,7 @@ import DeviceGateway
 import Foundation
 import MockDevices
 import Protocols
+import Synchronization
 import Testing
 
 /// `gatewayd probe`, `display test`, `printer test|status` and `pad test`, run as the technician runs them, against
@@ -183,6 +184,33 @@ import Testing
         #expect(ratings == 1, "the one key, once, however many polls read it: \(result.standardOutput)")
         #expect(result.standardOutput.contains("listen: polled "), "\(result.standardOutput)")
         #expect(pad.acknowledged == 0, "nothing acknowledged: the rating stays for the daemon")
+    }
+
+    @Test func aPadTestThatMissesOnePollAmongManyPassesAndSaysSo() async throws {
+        // From a second read: one unanswered poll while listening (noise, a key held) failed the whole test, exit 1.
+        let pad = OneSilentRequest(MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304), silentAt: 3)
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try rtuHall(
+            folder, server, devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"5\"}")
+        let result = try await run(gatewaydPath, ["pad", "test", "--config", config, "eval-w05", "--seconds", "2"])
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        #expect(result.standardOutput.contains("; 1 unanswered"), "\(result.standardOutput)")
+        #expect(server.requestsAnswered >= 3, "polls answered after the missed one")
+    }
+
+    /// A pad that does not answer its `silentAt`-th request (from 1), then answers again.
+    final class OneSilentRequest: MockModbusUnit, @unchecked Sendable {
+        let pad: MockModbusEvaluator
+        let silentAt: Int
+        private let requests = Mutex(0)
+        init(_ pad: MockModbusEvaluator, silentAt: Int) { (self.pad, self.silentAt) = (pad, silentAt) }
+        var registers: [UInt16] { pad.registers }
+        // Asked once per request addressed to this unit.
+        var answering: Bool { requests.withLock { $0 += 1; return $0 != silentAt } }
+        func accept(writtenRegisters: [UInt16]) { pad.accept(writtenRegisters: writtenRegisters) }
+        func registersForRequest() -> [UInt16] { pad.registersForRequest() }
     }
 
     @Test func aTraceOfAnFF68BusTellsTheKeysFromTheGatewaysAcknowledgements() async throws {
