@@ -17,6 +17,8 @@ public final class Gateway: Service {
     /// How the last write of the devices' states (every 2 s) went: the sign that the outbox takes writes, read by the
     /// readiness probe, which anyone on the machine may ask as often as it likes.
     private let statesWritten = Mutex<(at: ContinuousClock.Instant?, problem: String?)>((nil, nil))
+    /// The hall day's last opening or closing, for the boards that answer again after it.
+    let boardsTurn = Mutex<BoardsTurn?>(nil)
     /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
     /// long prune or another process's lock takes up to 10); nil when it does, or the gateway does not run.
     public var outboxWriteProblem: String? {
@@ -244,6 +246,8 @@ public final class Gateway: Service {
         }
         var sincePrune = Duration.zero
         var wallClock = WallClockWatch()
+        let boards = Set(config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id))
+        var boardsAnswering: Set<String>?
         while !stop.isStopped {
             if let step = wallClock.step() {
                 logger.warning("""
@@ -260,7 +264,13 @@ public final class Gateway: Service {
             }
             _ = await commitOwnWaiting()
             await reportDrops()
-            await recordDeviceStates()
+            let states = await deviceStates()
+            await recordDeviceStates(states)
+            let answering = Set(states.filter { $0.online == true && boards.contains($0.device) }.map(\.device))
+            if hallDay != nil, let before = boardsAnswering, !answering.subtracting(before).isEmpty {
+                await GatewayHallActions(gateway: self, counters: tickets).boardsAnswerAgain(answering.subtracting(before).sorted())
+            }
+            boardsAnswering = answering
             if !sinksRecorded, await recordSinks() {
                 sinksRecorded = true
                 logger.notice("outbox: the configured sinks are recorded")
@@ -278,13 +288,13 @@ public final class Gateway: Service {
             sincePrune += .seconds(2)
         }
         await reportDrops()
-        await recordDeviceStates()
+        await recordDeviceStates(await deviceStates())
     }
 
     /// Writes the devices' states and counters into the outbox's books, where `gatewayd status` reads them.
-    private func recordDeviceStates() async {
+    private func recordDeviceStates(_ states: [DeviceState]) async {
         do {
-            try await outbox.recordDeviceStates(await deviceStates(), clock: hallClock)
+            try await outbox.recordDeviceStates(states, clock: hallClock)
             statesWritten.withLock { $0 = (ContinuousClock.now, nil) }
         } catch {
             // A full disk is reported by the commits that matter; the books wait for the next round.

@@ -106,7 +106,10 @@ struct Run: AsyncParsableCommand {
         let gateway: Gateway
         do {
             gateway = try Gateway(config: gatewayConfig, profiles: library, logger: logger) { events in
-                for event in events { eventLog.info("\(GatewayLogHandler.eventLine(event, timeZone: timeZone))") }
+                for event in events {
+                    let line = GatewayLogHandler.eventLine(event, timeZone: timeZone)
+                    if EventSummary.needsAttention(event) { eventLog.warning("\(line)") } else { eventLog.info("\(line)") }
+                }
             }
         } catch {
             // A log line like every other, so that a service manager's journal keeps it with its level.

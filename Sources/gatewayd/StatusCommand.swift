@@ -13,8 +13,8 @@ struct StatusCommand: AsyncParsableCommand {
             answer latency's p50/p99 bucket in ms. A state read from the outbox is a last known one: `was online`, \
             `was OFFLINE`, under a first line saying when it was recorded. A running daemon that is not ready (its outbox \
             takes no write: a full disk) is said above the table, as is a clock no NTP keeps, and a hall day held \
-            because the clock reads a day before the gateway last ran. Exit status 0; 1 when a device is offline, the \
-            daemon is not ready or its hall day is held; \
+            because the clock reads a day before the gateway last ran. Exit status 0; 1 when a device is offline, a \
+            printer cannot print (paper out, cover open, an error), the daemon is not ready or its hall day is held; \
             2 for a broken configuration; 3 when the daemon does not answer (also when its outbox's record is shown: \
             that is no word on the hall now). With --outbox the record was asked for: 0 or 1 as its devices were.
             """)
@@ -44,7 +44,11 @@ struct StatusCommand: AsyncParsableCommand {
             try show(snapshot, hall: hall)
             // The daemon was asked and did not answer: an old record of all online is no "all well".
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
-            if snapshot.notReady != nil || snapshot.clock?.hallDayHeld != nil
+            // A printer out of paper or open answers, but issues no ticket (from a duty officer's trial: exit 0).
+            let outOfService = snapshot.devices.contains {
+                $0.online == true && $0.condition.map { !["online", "paper-near-end"].contains($0) } == true
+            }
+            if snapshot.notReady != nil || snapshot.clock?.hallDayHeld != nil || outOfService
                 || snapshot.devices.contains(where: { $0.online == false }) {
                 throw ExitCode(CLIExit.failed)
             }

@@ -126,12 +126,22 @@ import Testing
             }
         }
         #expect(paperOutEvents().isEmpty)
+        // Near its end: the check passes and says so (a duty officer's trial: not a word, and the roll ran out by ten).
+        printer.set(.init(paperNearEnd: true))
+        #expect(await eventually {
+            (try? await run(gatewaydPath, ["check"] + cli))?.standardOutput.contains("printer printer-1: paper near its end") == true
+        })
+        #expect(try await run(gatewaydPath, ["check"] + cli).status == 0)
+        #expect(try await run(gatewaydPath, ["status"] + cli).status == 0, "it still prints")
         printer.set(.init(paperOut: true))
         #expect(await eventually { (try? await run(gatewaydPath, ["check"] + cli))?.status == 1 })
         // status too: the printer answers, and cannot print (from a trial: its row said only "online").
         let paperOutStatus = try await run(gatewaydPath, ["status"] + cli)
         let printerStatusRow = try #require(paperOutStatus.standardOutput.split(separator: "\n").first { $0.hasPrefix("printer-1") })
         #expect(printerStatusRow.contains(" online, paper-out "), "\(paperOutStatus.standardOutput)")
+        #expect(paperOutStatus.status == 1, "a printer that cannot print is no 'all well' (a duty officer's trial: exit 0)")
+        // In the journal at warning: `journalctl -p warning` shows it (the trial: info, hidden).
+        #expect(await eventually { daemon.output.contains("warning gatewayd: hall.printer.status_changed") }, "\(daemon.output)")
         let failed = try await run(gatewaydPath, ["check"] + cli)
         #expect(failed.status == 1)
         let printerRow = try #require(

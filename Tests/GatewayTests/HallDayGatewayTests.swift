@@ -38,6 +38,14 @@ import Testing
             """, file: "test.yaml", relativeTo: folder.path)
     }
 
+    /// Turns the board's screen on or off as its own keys would (a command it takes, not the gateway's).
+    static func setScreen(_ board: MockModbusBoard, on: Bool) {
+        var registers = board.registers
+        registers[MockModbusBoard.Register.power] = on ? 1 : 0
+        registers[MockModbusBoard.Register.commandCounter] &+= 1
+        board.accept(writtenRegisters: registers)
+    }
+
     @Test func aRestartBetweenTheCheckAndOpeningKeepsTheDaysTicketNumbers() async throws {
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])
@@ -86,10 +94,7 @@ import Testing
         let folder = try TemporaryDirectory()
         let (config, profiles) = try Self.hall(folder, server: server)
         func setScreen(on: Bool) {
-            var registers = board.registers
-            registers[MockModbusBoard.Register.power] = on ? 1 : 0
-            registers[MockModbusBoard.Register.commandCounter] &+= 1
-            board.accept(writtenRegisters: registers)
+            Self.setScreen(board, on: on)
             #expect(board.isOn == on)
         }
         func run(at time: String, until done: @escaping @Sendable () -> Bool) async throws -> [OutboundEvent] {
@@ -124,6 +129,50 @@ import Testing
         setScreen(on: true)
         let afterPruning = try await run(at: "2026-12-03 07:30") { !board.isOn }
         #expect(afterPruning.isEmpty, "\(afterPruning.map(\.id))")
+    }
+
+    /// From a duty officer's trial: a board silent at the closing (or power-cycled in the night, back with its screen
+    /// on) stayed lit all night, and one silent at the opening stayed dark, until the gateway restarted.
+    @Test func aBoardThatMissedTheClosingOrTheOpeningIsSwitchedWhenItAnswersAgain() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        /// Runs the gateway from `start`, the board silent with its screen as `screenOn`, moves the clock to `turn`
+        /// (the opening or the closing, told as `turnId`), then lets the board answer until `done`.
+        func day(from start: String, turn: String, turnId: String, screenOn: Bool,
+                 until done: @escaping @Sendable () -> Bool) async throws -> String {
+            Self.setScreen(board, on: screenOn)
+            board.answering = false
+            let log = CapturedLog()
+            let clock = ManualHallClock(now: try Self.shanghai(start))
+            let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+            let stop = StopSignal()
+            let running = Task { await gateway.run(until: stop) }
+            defer { stop.stop() }
+            // The day waits for the turn (its first look at the day, at the start, is done), then the turn comes.
+            #expect(await clock.nextDeadline() == (try Self.shanghai(turn)))
+            clock.advance(to: try Self.shanghai(turn))
+            #expect(await eventually {
+                (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == turnId } == true
+            }, "\(log.text)")
+            #expect(board.isOn == screenOn, "not switched while silent")
+            board.answering = true
+            #expect(await eventually(timeout: .seconds(20)) { done() }, "from \(start): \(log.text)")
+            stop.stop()
+            await running.value
+            return log.text
+        }
+        // Wednesday 2 December 2026, open 09:00-17:00 (01:00-09:00 UTC).
+        let night = try await day(from: "2026-12-02 16:59", turn: "2026-12-02 17:00",
+                                  turnId: "boards-off-2026-12-02T09:00:00Z", screenOn: true) { !board.isOn }
+        #expect(night.contains("hall day: board-w05 answers again after the closing: switched off"), "\(night)")
+        let morning = try await day(from: "2026-12-03 08:59", turn: "2026-12-03 09:00",
+                                    turnId: "boards-on-2026-12-03T01:00:00Z", screenOn: false) {
+            board.isOn && board.display.text == "欢迎光临"
+        }
+        #expect(morning.contains("hall day: board-w05 answers again after the opening: switched on"), "\(morning)")
     }
 
     @Test func aClockThatBootsAt1970HoldsTheBoardsUntilTheTechnicianSetsIt() async throws {

@@ -46,6 +46,26 @@ public enum EventSummary {
         return parts.joined(separator: "  ")
     }
 
+    /// Whether the event tells of something that stops a part of the hall's service, for the log's warning level (from
+    /// a duty officer's trial: paper out, a ticket not issued, a failed call, a board missing the opening were all
+    /// `info`, hidden from `journalctl -p warning`). A device's going offline has its own warning line.
+    public static func needsAttention(_ event: CloudEvent) -> Bool {
+        switch event.data {
+        case .printerStatus(let status):
+            return status.conditions.contains { $0 != "paper-near-end" }
+        case .boardAcknowledged(let acknowledged):
+            return !acknowledged.accepted
+        case .deviceFault, .eventsDropped, .outboxRecovered:
+            return true
+        case .deviceCheck(let report):
+            return !report.passed
+        case .command(let command):
+            return command.result != CommandResult.Status.done.rawValue
+        case .rating, .deviceStatus, .callerKey, .heartbeat:
+            return false
+        }
+    }
+
     private static func localTime(_ time: String, timeZone: TimeZone) -> String {
         guard let date = EventTime.parse(time) else { return time }
         var calendar = Calendar(identifier: .gregorian)
