@@ -17,8 +17,14 @@ struct Events: AsyncParsableCommand {
             help: "Only events at or after this time: RFC 3339 (2026-11-24T08:00:00+08:00) or an age (30s, 15m, 2h, 1d); with --follow, those first, then the new ones.")
     var since: String?
 
-    @Option(help: "Only this event type, or a prefix ending in * (hall.device.*).")
-    var type: String?
+    // Repeated or a comma list: from a duty officer's trial, a second --type replaced the first, a list matched nothing.
+    @Option(help: "Only events of this type, or a prefix ending in * (hall.device.*); repeat it or list them with commas for any of several.")
+    var type: [String] = []
+
+    /// The `--type` filters, each list split.
+    var types: [String] {
+        type.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
 
     @Option(help: "At most this many events (the newest).")
     var limit: Int = 100
@@ -74,7 +80,7 @@ struct Events: AsyncParsableCommand {
             throw ExitCode(CLIExit.usage)
         }
         let events = try await reader.events(
-            since: since.flatMap { Self.parseSince($0, now: Date()) }, type: type, limit: limit)
+            since: since.flatMap { Self.parseSince($0, now: Date()) }, types: types, limit: limit)
         if !json, !events.isEmpty {
             // The lines' times carry no zone: said once, on standard error so that a pipe gets the lines alone. Without
             // a configuration it is a guess, said as one: a store copied from another hall would read in the wrong zone.
@@ -133,7 +139,7 @@ struct Events: AsyncParsableCommand {
             }
             for entry in page.events {
                 let event = entry.event
-                if let type, !Self.matches(event.type, type) { continue }
+                if !types.isEmpty, !types.contains(where: { Self.matches(event.type, $0) }) { continue }
                 if let since, entry.position <= backlogEnd, let time = EventTime.parse(event.time), time < since { continue }
                 print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))
             }

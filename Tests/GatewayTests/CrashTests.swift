@@ -86,7 +86,7 @@ import Testing
         #expect(stored.map(\.level) == [3, 4], "the re-read rating is recognised by its id")
         #expect(pad.acknowledged == 2)
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
-        let sequences = try await store.events(type: "hall.rating.submitted").compactMap(\.sequence)
+        let sequences = try await store.events(types: ["hall.rating.submitted"]).compactMap(\.sequence)
         #expect(Set(sequences).count == 2, "each rating got one sequence number")
     }
 

@@ -499,10 +499,10 @@ final class BrokerStore: @unchecked Sendable {
         #expect(result.standardOutput.contains("gateway stopped; everything read is committed"))
 
         let store = try SQLiteEventStore.openForReading(path: folder.file("events.sqlite"))
-        #expect(try await store.events(type: HallEventType.deviceCheck, limit: 100).contains { $0.id == checkEvent },
+        #expect(try await store.events(types: [HallEventType.deviceCheck], limit: 100).contains { $0.id == checkEvent },
                 "the check's event reached the store once the disk had room")
         // The heartbeats of the full disk's seconds are there too: none missing from the first to the last.
-        let beats = try await store.events(type: HallEventType.gatewayHeartbeat, limit: 100_000)
+        let beats = try await store.events(types: [HallEventType.gatewayHeartbeat], limit: 100_000)
             .compactMap { Int($0.id.split(separator: "-").last ?? "") }.sorted()
         #expect(!beats.isEmpty && beats == Array(1...(beats.last ?? 0)), "\(beats)")
         let stored = try await ratings(in: store)

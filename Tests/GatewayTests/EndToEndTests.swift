@@ -119,7 +119,7 @@ import Testing
         let store = try SQLiteEventStore(name: "reader", path: hall.folder.file("events.sqlite"))
         let arrived = await eventually { (try? await ratings(in: store).count) == 2 }
         let offline = await eventually {
-            (try? await store.events(type: "hall.device.offline"))?.contains { $0.source.hasSuffix("/eval-w09") } == true
+            (try? await store.events(types: ["hall.device.offline"]))?.contains { $0.source.hasSuffix("/eval-w09") } == true
         }
         stop.stop()
         await running.value
@@ -141,7 +141,7 @@ import Testing
         let running = Task { await gateway.run(until: stop) }
         let store = try SQLiteEventStore(name: "reader", path: hall.folder.file("events.sqlite"))
         func statuses(_ device: String) async throws -> [String] {
-            try await store.events(type: "hall.device.*", limit: 1000).filter { $0.source.hasSuffix("/\(device)") }
+            try await store.events(types: ["hall.device.*"], limit: 1000).filter { $0.source.hasSuffix("/\(device)") }
                 .map(\.type)
         }
 
@@ -178,11 +178,11 @@ import Testing
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
-        let arrived = await eventually { (try? await store.events(type: "hall.device.fault").count) == 1 }
+        let arrived = await eventually { (try? await store.events(types: ["hall.device.fault"]).count) == 1 }
         stop.stop()
         await running.value
         #expect(arrived)
-        let fault = try await store.events(type: "hall.device.fault").first
+        let fault = try await store.events(types: ["hall.device.fault"]).first
         let data = try #require(fault?.data.fault)
         #expect(data.fault == "ratings-lost" && data.detail.hasPrefix("4 ratings lost"))
         #expect(try await ratings(in: store).map(\.rating.deviceCounter) == (5...20).map { Int64($0) })

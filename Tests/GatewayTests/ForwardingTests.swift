@@ -947,7 +947,7 @@ extension OutboxSalvageTests {
         #expect(beat.eventsDropped == 0)
         // No hall day here; the machine's clock as the kernel has it.
         #expect(beat.clock == ClockState(synchronised: SystemHallClock().isSynchronised, hallDayHeld: nil))
-        let events = try await store.events(type: HallEventType.gatewayHeartbeat, limit: 100)
+        let events = try await store.events(types: [HallEventType.gatewayHeartbeat], limit: 100)
         #expect(events.allSatisfy { $0.source == "/halls/beat-hall/gateway" })
         #expect(Set(events.map(\.id)).count == events.count)
         #expect(events.compactMap(\.sequence).compactMap { Int($0) } == Array(1...events.count),

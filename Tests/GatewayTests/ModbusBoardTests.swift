@@ -176,7 +176,7 @@ import Testing
             try await gateway.send(.call(ticket: ticket, window: "5"), to: "board-w05")
             #expect(board.display.text == "请\(ticket)号到5号窗口", "round \(round + 1)")
             let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
-            #expect(await eventually { (try? await store.events(type: "hall.board.acknowledged", limit: 10).count) == 1 })
+            #expect(await eventually { (try? await store.events(types: ["hall.board.acknowledged"], limit: 10).count) == 1 })
             stop.stop()
             await running.value
             await #expect(throws: GatewayError.self, "a stopped bus refuses at once") {
@@ -208,7 +208,7 @@ import Testing
         #expect(board.display.text == "请A023号到5号窗口")
         // What the hall sees is in the event for the central store too.
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
-        #expect(await eventually { (try? await store.events(type: "hall.command.failed", limit: 10).count) == 1 })
+        #expect(await eventually { (try? await store.events(types: ["hall.command.failed"], limit: 10).count) == 1 })
         await line.stop()
     }
 
@@ -246,7 +246,7 @@ import Testing
         try disk.free()
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
         #expect(await eventually(timeout: .seconds(10)) {
-            (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 2
+            (try? await store.events(types: [HallEventType.boardAcknowledged], limit: 10).count) == 2
         }, "the acknowledgement read while the disk was full reaches the store once it is not")
         await line.stop()
     }
@@ -261,7 +261,7 @@ import Testing
         // Each was shown: the second was written only once the board had taken the first.
         #expect(board.takenTexts.sorted() == ["请A023号到5号窗口", "请B007号到6号窗口"])
         let store = try SQLiteEventStore(name: "reader", path: line.folder.file("events.sqlite"))
-        #expect(await eventually { (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 2 })
+        #expect(await eventually { (try? await store.events(types: [HallEventType.boardAcknowledged], limit: 10).count) == 2 })
         let acknowledged = try await eventData(store, type: HallEventType.boardAcknowledged) { data -> BoardAcknowledged? in
             if case .boardAcknowledged(let acknowledged) = data { acknowledged } else { nil }
         }
@@ -290,7 +290,7 @@ import Testing
         #expect(board.isOn && board.display.text == "请A024号到5号窗口" && board.brightness == 9)
 
         let store = try SQLiteEventStore(name: "reader", path: line.folder.file("events.sqlite"))
-        #expect(await eventually { (try? await store.events(type: "hall.board.acknowledged", limit: 10).count) == 5 })
+        #expect(await eventually { (try? await store.events(types: ["hall.board.acknowledged"], limit: 10).count) == 5 })
         let acknowledged = try await eventData(store, type: "hall.board.acknowledged") { data -> BoardAcknowledged? in
             if case .boardAcknowledged(let acknowledged) = data { acknowledged } else { nil }
         }

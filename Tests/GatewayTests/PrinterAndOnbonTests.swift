@@ -78,7 +78,7 @@ import Testing
 
         printer.setAnswering(false)
         #expect(await eventually {
-            (try? await store.events(type: HallEventType.deviceOffline, limit: 10).count) == 1
+            (try? await store.events(types: [HallEventType.deviceOffline], limit: 10).count) == 1
         })
         stop.stop()
         await running.value
@@ -109,7 +109,7 @@ import Testing
         await #expect(throws: GatewayError.self) { try await gateway.send(.showText("请A023号到㐀号窗口"), to: "board-w05") }
 
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
-        #expect(await eventually { (try? await store.events(type: HallEventType.boardAcknowledged, limit: 10).count) == 3 })
+        #expect(await eventually { (try? await store.events(types: [HallEventType.boardAcknowledged], limit: 10).count) == 3 })
         let verdicts = try await eventData(store, type: HallEventType.boardAcknowledged) { data in
             if case .boardAcknowledged(let acknowledged) = data { acknowledged } else { nil }
         }
@@ -120,7 +120,7 @@ import Testing
         ])
         boards.setSilent(true, address: 2)
         #expect(await eventually {
-            (try? await store.events(type: HallEventType.deviceOffline, limit: 10))?.map(\.source)
+            (try? await store.events(types: [HallEventType.deviceOffline], limit: 10))?.map(\.source)
                 == ["/halls/test-hall/devices/board-w06"]
         })
         stop.stop()

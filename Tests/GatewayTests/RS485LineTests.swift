@@ -73,7 +73,7 @@ import Testing
         line.press(.finish, address: 4)
         line.press(.call, address: 9)  // a box the hall does not have: ignored
         let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
-        #expect(await eventually { (try? await store.events(type: HallEventType.callerKeyPressed, limit: 10).count) == 2 })
+        #expect(await eventually { (try? await store.events(types: [HallEventType.callerKeyPressed], limit: 10).count) == 2 })
         let actions = try await eventData(store, type: HallEventType.callerKeyPressed) { data in
             if case .callerKey(let key) = data { key.action } else { nil }
         }

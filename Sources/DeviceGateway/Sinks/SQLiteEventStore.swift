@@ -137,22 +137,27 @@ public final class SQLiteEventStore: EventSink {
     /// The newest `limit` events at or after `since` whose type matches, oldest first.
     ///
     /// `type` is an exact type, or a prefix ending in `*` (`hall.device.*`).
-    public func events(since: Date? = nil, type: String? = nil, limit: Int = 100) async throws -> [CloudEvent] {
+    /// `types`: any of them (an exact type, or a prefix ending in `*`); empty: every type.
+    public func events(since: Date? = nil, types: [String] = [], limit: Int = 100) async throws -> [CloudEvent] {
         var conditions: [String] = []
         var arguments: StatementArguments = []
         if let since {
             conditions.append("time >= ?")
             arguments += [EventTime.format(since)]
         }
-        if let type {
-            if type.hasSuffix("*") {
-                conditions.append("substr(type, 1, ?) = ?")
-                let prefix = String(type.dropLast())
-                arguments += [prefix.utf8.count, prefix]
-            } else {
-                conditions.append("type = ?")
-                arguments += [type]
+        if !types.isEmpty {
+            var anyType: [String] = []
+            for type in types {
+                if type.hasSuffix("*") {
+                    anyType.append("substr(type, 1, ?) = ?")
+                    let prefix = String(type.dropLast())
+                    arguments += [prefix.utf8.count, prefix]
+                } else {
+                    anyType.append("type = ?")
+                    arguments += [type]
+                }
             }
+            conditions.append("(" + anyType.joined(separator: " OR ") + ")")
         }
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         arguments += [limit]

@@ -192,7 +192,7 @@ private struct CapturingHandler: LogHandler {
 
 /// The rating events a store holds.
 func ratings(in store: SQLiteEventStore) async throws -> [(event: CloudEvent, rating: RatingSubmitted)] {
-    try await store.events(type: "hall.rating.submitted", limit: 100_000).compactMap { event in
+    try await store.events(types: ["hall.rating.submitted"], limit: 100_000).compactMap { event in
         if case .rating(let rating) = event.data { return (event, rating) }
         return nil
     }
@@ -219,7 +219,7 @@ func testGateway(buses: String, devices: String, folder: TemporaryDirectory, pro
 
 /// The data of the events of `type` in `store`, oldest first.
 func eventData<Data>(_ store: SQLiteEventStore, type: String, _ extract: (EventData) -> Data?) async throws -> [Data] {
-    try await store.events(type: type, limit: 100_000).compactMap { extract($0.data) }
+    try await store.events(types: [type], limit: 100_000).compactMap { extract($0.data) }
 }
 
 /// Events as the outbox hands them to sinks, numbered from 1 in the order given.
