@@ -529,6 +529,8 @@ import Testing
         let shipped = try FileManager.default.contentsOfDirectory(atPath: profilesDirectory)
             .filter { $0.hasSuffix(".yaml") && $0 != "example-hall.yaml" }.map { String($0.dropLast(5)) }
         #expect(Set(config.devices.map(\.profile)) == Set(shipped), "every shipped profile is in the example")
+        // A hall copied from it runs its day (from a duty officer's trial: without hours: boards were never switched off).
+        #expect(config.hallDay?.hours != nil && config.hallDay?.tickets != nil)
     }
 
     @Test func aBrokenProfileIsReportedInItsOwnFile() throws {
