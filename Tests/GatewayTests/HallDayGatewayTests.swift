@@ -18,7 +18,7 @@ import Testing
     /// A hall open 09:00-17:00 on weekdays, checked 15 minutes before, numbering A tickets, with a Modbus board at
     /// `boardAddress` on `server` and `devices` besides.
     static func hall(_ folder: TemporaryDirectory, server: MockModbusServer, devices: String = "",
-                     boardAddress: Int = 3) throws -> (GatewayConfig, ProfileLibrary) {
+                     boardAddress: Int = 3, weekdays: String = #"["09:00-17:00"]"#) throws -> (GatewayConfig, ProfileLibrary) {
         try ConfigLoader.parse("""
             hall: {id: test-hall, timezone: Asia/Shanghai}
             state-directory: \(folder.path)/state
@@ -31,7 +31,7 @@ import Testing
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             hours:
-              monday-friday: ["09:00-17:00"]
+              monday-friday: \(weekdays)
               check-before-opening-minutes: 15
             tickets:
               prefixes: [A]
@@ -173,6 +173,32 @@ import Testing
             board.isOn && board.display.text == "欢迎光临"
         }
         #expect(morning.contains("hall day: board-w05 answers again after the opening: switched on"), "\(morning)")
+    }
+
+    /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).
+    @Test func overTheLunchBreakBoardsSayWhenTheWindowsOpenAgain() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server, weekdays: #"["09:00-12:00", "13:30-17:00"]"#)
+        let clock = ManualHallClock(now: try Self.shanghai("2026-12-02 11:59"))
+        let log = CapturedLog()
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        #expect(await eventually { board.isOn })
+        #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 12:00")))
+        clock.advance(to: try Self.shanghai("2026-12-02 12:00"))
+        #expect(await eventually { board.display.text == "午休 13:30恢复办理" }, "\(log.text)")
+        #expect(board.isOn, "a break keeps the boards on")
+        #expect(log.text.contains("hall day: break until 13:30: boards show 「午休 13:30恢复办理」"), "\(log.text)")
+        #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 13:30")))
+        clock.advance(to: try Self.shanghai("2026-12-02 13:30"))
+        #expect(await eventually { board.display.text == "欢迎光临" }, "the reopening greets: \(log.text)")
+        stop.stop()
+        await running.value
     }
 
     @Test func aClockThatBootsAt1970HoldsTheBoardsUntilTheTechnicianSetsIt() async throws {

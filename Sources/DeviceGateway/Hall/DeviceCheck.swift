@@ -208,6 +208,34 @@ struct GatewayHallActions: HallDayActions {
         await switchBoards(on: true, greeting: greeting, name: "boards-on", since: since)
     }
 
+    /// A short break (午休): boards stay on and say when the windows open again, instead of the last call (from a duty
+    /// officer's trial: 「请A002号到1号窗口」 all through lunch). The reopening's welcome replaces it.
+    func breakStarted(reopensAt: Date) async {
+        let text = Self.breakText(reopensAt: hallTime(reopensAt).suffix(5))
+        let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
+        let failed = await withTaskGroup(of: String?.self) { group in
+            for board in boards {
+                group.addTask {
+                    do {
+                        try await gateway.send(.showText(text), to: board.id)
+                        return nil
+                    } catch {
+                        return "\(board.id): \(error)"
+                    }
+                }
+            }
+            return await group.compactMap { $0 }.reduce(into: []) { $0.append($1) }
+        }
+        if failed.isEmpty {
+            gateway.logger.notice("hall day: break until \(hallTime(reopensAt).suffix(5)): boards show 「\(text)」")
+        } else {
+            gateway.logger.warning("hall day: break: not shown on \(failed.sorted().joined(separator: "; "))")
+        }
+    }
+
+    /// 「午休 13:30恢复办理」: what boards show over a break.
+    static func breakText(reopensAt time: Substring) -> String { "午休 \(time)恢复办理" }
+
     func clockDoubted(reads: Date, lastRecorded: Date) async {
         // A clock that is right already (it ran ahead on the last run) is released by a step the gateway can see.
         let reason = """
