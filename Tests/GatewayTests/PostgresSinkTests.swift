@@ -145,6 +145,29 @@ import Testing
         #expect(rows == [["hall-9", "1", "4", "2", "50.0"], ["hall-9", "2", "2", "2", "100.0"]])
     }
 
+    @Test func theDocumentedPerStaffQueryCountsThisMonthsRatingsOfEachStaffMember() async throws {
+        let table = CentralDatabase.uniqueTable()
+        let sink = try central.sink(table: table)
+        let now = Date()
+        // 0231 at two windows: 5, 4, 2 → 2 of 3 satisfied, 1 差评; 0105: 3, 1; a pad that showed nobody: 5;
+        // 0231's rating 40 days ago (last month) does not count.
+        let events = [
+            rating(1, pad: "pad-1", level: 5, time: now, staff: "0231"), rating(2, pad: "pad-1", level: 4, time: now, staff: "0231"),
+            rating(1, pad: "pad-2", level: 2, time: now, staff: "0231"), rating(2, pad: "pad-2", level: 3, time: now, staff: "0105"),
+            rating(3, pad: "pad-2", level: 1, time: now, staff: "0105"), rating(1, pad: "pad-3", level: 5, time: now, staff: ""),
+            rating(3, pad: "pad-1", level: 1, time: now.addingTimeInterval(-40 * 86_400), staff: "0231"),
+        ]
+        try await sink.deliver(outbound(events))
+        await sink.shutdown()
+
+        let rows = try await central.rows(try central.documentedQuery("satisfaction-by-staff", table: table))
+        #expect(rows == [
+            ["hall-9", "(none shown)", "1", "1", "0", "100.0"],
+            ["hall-9", "0105", "2", "0", "1", "0.0"],
+            ["hall-9", "0231", "3", "2", "1", "66.7"],
+        ])
+    }
+
     @Test func aDataErrorIsRejectedAndOnlyThatEventIsPutAside() async throws {
         let table = CentralDatabase.uniqueTable()
         let sink = try central.sink(table: table)
@@ -547,13 +570,15 @@ import Testing
     }
 
     /// A rating from a pad of hall-9; the pad's window is the number after "pad-".
-    func rating(_ counter: Int, pad: String = "pad-1", level: Int = 5, time: Date = Date()) -> CloudEvent {
+    /// `staff`: the staff id the pad showed; nil for the pad's own default (S0 and its window), "" for none.
+    func rating(_ counter: Int, pad: String = "pad-1", level: Int = 5, time: Date = Date(), staff: String? = nil) -> CloudEvent {
         let window = String(pad.split(separator: "-").last ?? "1")
+        let staffId = staff.map { $0.isEmpty ? nil : $0 } ?? "S0\(window)"
         let labels = [1: "非常不满意", 2: "不满意", 3: "基本满意", 4: "满意", 5: "非常满意"]
         return CloudEvent(
             id: "rating-beef-\(counter)", source: "/halls/hall-9/devices/\(pad)", type: HallEventType.ratingSubmitted,
             time: time, subject: "window/\(window)",
-            data: .rating(RatingSubmitted(window: window, staffId: "S0\(window)", level: level,
+            data: .rating(RatingSubmitted(window: window, staffId: staffId, level: level,
                                           levelLabel: labels[level]!, key: level, keyLabel: labels[level]!,
                                           scale: "five-level", deviceCounter: Int64(counter))))
     }
