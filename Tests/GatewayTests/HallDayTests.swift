@@ -760,6 +760,23 @@ struct PersonalNumberTests {
         #expect(line.contains("boards-off: done (no devices)"), "\(line)")
     }
 
+    @Test func anOpeningOneBoardMissedSaysHowManyMissedIt() throws {
+        // From a duty officer's trial: "boards-on: device-offline" with two of three boards on read as a dark hall.
+        let opened = CloudEvent(
+            id: "boards-on-1", source: "/halls/hall-1/gateway", type: HallEventType.hallOpened,
+            time: try #require(EventTime.parse("2026-12-01T01:00:00Z")), subject: nil,
+            data: .command(CommandExecuted(commandId: "boards-on-1", command: "boards-on", window: nil, ticket: nil,
+                                           result: "device-offline", devices: [
+                                               .init(device: "board-w01", result: "done", detail: nil),
+                                               .init(device: "board-w02", result: "device-offline", detail: nil),
+                                               .init(device: "board-w03", result: "done", detail: nil),
+                                           ])))
+        let line = EventSummary.line(opened, timeZone: try #require(TimeZone(identifier: "Asia/Shanghai")))
+        #expect(line.contains("boards-on: device-offline for 1 of 3 (board-w01 done, board-w02 device-offline, board-w03 done)"),
+                "\(line)")
+        #expect(EventSummary.needsAttention(opened), "logged at warning")
+    }
+
     @Test func aPassedCheckSaysHowManyDevicesAnsweredNotHowManyWereChecked() throws {
         // From a trial: the log and `gatewayd events` said "passed: 14 devices answer" of a check that heard 13.
         let check = CloudEvent(

@@ -280,6 +280,8 @@ import Testing
         #expect(!stored.standardOutput.contains("13812345678") && !daemon.output.contains("13812345678"),
                 "\(stored.standardOutput)\(daemon.output)")
         #expect(stored.standardOutput.components(separatedBy: #""fault":"staff-id-refused""#).count == 2, "\(stored.standardOutput)")
+        // Named as the profile names the registers (a duty officer's trial: 'staff' is the API's field, not the pad's).
+        #expect(daemon.output.contains("'staff-id' holds what reads as a mobile or resident ID number"), "\(daemon.output)")
     }
 
     @Test func padTestThroughTheDaemonListensForTheKeysOfAnFF68Pad() async throws {

@@ -635,11 +635,12 @@ public actor CommandCenter {
 
     /// A staff id is a staff number (工号), as the pads and the central table take it: checked before anything runs,
     /// since a name sent in its place would otherwise reach the events and the central store.
-    static func checkStaffId(_ staff: String) throws(CommandInvalid) {
-        try checkField(staff, "staff", longest: longestStaffId)
+    /// `field`: how the refusal names where it came from (a request's `staff`; a pad's registers).
+    static func checkStaffId(_ staff: String, field: String = "staff") throws(CommandInvalid) {
+        try checkField(staff, field, longest: longestStaffId)
         let punctuation: Set<Character> = ["-", "_", "."]
         guard staff.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || punctuation.contains($0)) }) else {
-            throw CommandInvalid(kind: "invalid", message: "'staff' must be a staff number: ASCII letters, digits, '-', "
+            throw CommandInvalid(kind: "invalid", message: "'\(field)' must be a staff number: ASCII letters, digits, '-', "
                                  + "'_' or '.'; refused and not repeated here, in case it is a name")
         }
     }

@@ -165,7 +165,7 @@ public final class ModbusEvaluatorDriver: Sendable {
         var staffIdRefused: String?
         if let text = staffId {
             do throws(CommandInvalid) {
-                try CommandCenter.checkStaffId(text)
+                try CommandCenter.checkStaffId(text, field: "staff-id")
             } catch {
                 staffId = nil
                 staffIdRefused = error.message

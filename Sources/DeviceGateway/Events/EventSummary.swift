@@ -39,7 +39,10 @@ public enum EventSummary {
         case .command(let command):
             let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
             let devices = command.devices.map { "\($0.device) \($0.result)" }.joined(separator: ", ")
-            parts.append("\(what): \(command.result) (\(devices.isEmpty ? "no devices" : devices))")
+            // The worst device's result; "for 1 of 3" keeps a board's miss from reading as every board's.
+            let failed = command.devices.count { $0.result != CommandResult.Status.done.rawValue }
+            let share = failed > 0 && failed < command.devices.count ? " for \(failed) of \(command.devices.count)" : ""
+            parts.append("\(what): \(command.result)\(share) (\(devices.isEmpty ? "no devices" : devices))")
         }
         let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
         parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")
