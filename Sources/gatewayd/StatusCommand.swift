@@ -85,7 +85,13 @@ struct StatusCommand: AsyncParsableCommand {
             }
             if let held = snapshot.clock?.hallDayHeld {
                 print(Output.paint("hall day held: \(held)", .red))
-            } else if snapshot.clock?.synchronised == false {
+            } else if let config = hall.config, let settings = config.hallDay, let hours = settings.hours {
+                // From a duty officer's trial: nothing said whether the hall counted as open, nor when it next acts.
+                let schedule = HallDaySchedule(
+                    hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
+                print("hall day: " + schedule.describe(at: now, timeZone: config.hall.timeZone))
+            }
+            if snapshot.clock?.hallDayHeld == nil, snapshot.clock?.synchronised == false {
                 print(Output.paint(
                     "the gateway's clock is not synchronised (no NTP): opening hours, ticket days and event times follow it as it reads",
                     .yellow))

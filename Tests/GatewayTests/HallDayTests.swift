@@ -101,6 +101,23 @@ import Testing
         }
     }
 
+    /// What `gatewayd status` says of the day (from a duty officer's trial: nothing told whether the hall counted as
+    /// open, nor when the boards and the check would next act).
+    @Test func theDayIsDescribedWithWhatComesNext() throws {
+        let day = try hallDay()
+        let schedule = HallDaySchedule(hours: try #require(day.hours), checkLead: day.checkBeforeOpening)
+        // Monday 2026-10-05: 09:00-12:00, 13:30-17:00; the holiday on Wednesday 7th; Saturday mornings; Sunday 11th worked.
+        for (at, said) in [("2026-10-05 10:00", "open until 12:00"),
+                           ("2026-10-05 12:30", "on a break until 13:30 (boards on)"),
+                           ("2026-10-05 08:00", "closed; opens at 09:00, the check at 08:45"),
+                           ("2026-10-05 08:50", "closed; opens at 09:00"),
+                           ("2026-10-05 18:00", "closed; opens at 2026-10-06 09:00, the check at 08:45"),
+                           ("2026-10-06 20:00", "closed; opens at 2026-10-08 09:00, the check at 08:45"),
+                           ("2026-10-10 12:00", "closed; opens at 2026-10-11 09:00, the check at 08:45")] {
+            #expect(schedule.describe(at: try local(at), timeZone: shanghai) == said, "at \(at)")
+        }
+    }
+
     @Test func startedMidMorningTurnsBoardsOnWithoutClearingTheDay() async throws {
         let hours = try #require(try hallDay().hours)
         let clock = ManualHallClock(now: try local("2026-10-05 10:30"))

@@ -127,6 +127,36 @@ public struct HallDaySchedule: Sendable, Equatable {
     }
 }
 
+extension HallDaySchedule {
+    /// Where the day stands at `now`, in hall time, as `gatewayd status` says it: `open until 12:00`, `on a break
+    /// until 13:30 (boards on)`, `closed; opens at 2026-12-07 09:00, the check at 08:45`.
+    public func describe(at now: Date, timeZone: TimeZone) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        func minute(_ date: Date) -> String {
+            let c = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: date)
+            return String(format: "%04d-%02d-%02d %02d:%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0)
+        }
+        // Today's times by the clock alone; another day's with its date.
+        func at(_ date: Date) -> String {
+            minute(date).prefix(10) == minute(now).prefix(10) ? String(minute(date).suffix(5)) : minute(date)
+        }
+        switch state(at: now) {
+        case .open:
+            return "open" + (hours.nextTransition(after: now).map { " until \(at($0.date))" } ?? "")
+        case .onBreak(let reopensAt):
+            return "on a break until \(at(reopensAt)) (boards on)"
+        case .closed:
+            guard let opening = hours.nextTransition(after: now)?.date else { return "closed; no opening within 400 days" }
+            let check = opening.addingTimeInterval(-checkLead.timeInterval)
+            if hours.nextDayStart(notBefore: now)?.date == opening, checkLead > .zero, check > now {
+                return "closed; opens at \(at(opening)), the check at \(minute(check).suffix(5))"
+            }
+            return "closed; opens at \(at(opening))"
+        }
+    }
+}
+
 /// Runs the hall's working day: the device check before opening, boards on at opening, off after closing.
 ///
 /// - At the day's first opening minus `checkLead` (15 min by default), on open days only: `beforeOpening`.
