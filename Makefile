@@ -34,7 +34,7 @@ test: deps python-deps
 	@# trials' gatewayd processes and databases beside them stretch that timing (about 45 s longer in all).
 	scripts/test-services.sh swift test --skip-build --no-parallel $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory fixtures-check
-	deploy/test-unit.sh .build/debug/gatewayd
+	$(SUDO) deploy/test-unit.sh .build/debug/gatewayd
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 # The protocol fixtures are what python-escpos, pymodbus and mbpoll produce: regenerate them and compare.

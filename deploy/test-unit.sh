@@ -42,8 +42,11 @@ if [ "${1:-}" = --inside ]; then
     umount -l /sys/fs/cgroup 2>/dev/null || true
     mount -t cgroup2 cgroup2 /sys/fs/cgroup
     export container=hall-gateway-test SYSTEMD_UNIT_PATH=/run/hall-test/units
+    # Kernel settings are this machine's: read-only here (systemd would raise some at its start).
+    mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys
     exec setpriv --bounding-set -sys_module,-sys_time,-sys_boot \
-        /lib/systemd/systemd --system --unit=hall-test.target --log-target=console --log-level=${HALL_UNIT_TEST_LOG_LEVEL:-warning}
+        /lib/systemd/systemd --system --unit=hall-test.target --machine-id=$(printf '4a11ca7e%.0s' 1 2 3 4) \
+        --log-target=console --log-level=${HALL_UNIT_TEST_LOG_LEVEL:-warning}
 fi
 
 gatewayd=$(realpath "${1:?usage: deploy/test-unit.sh GATEWAYD}")
@@ -52,15 +55,19 @@ gatewayd=$(realpath "${1:?usage: deploy/test-unit.sh GATEWAYD}")
 work=$(mktemp -d /tmp/hall-unit-test.XXXXXX)
 manager=
 cgroup=
+# Every step whatever the one before did (set -e would end the trap at the first that fails).
 cleanup() {
-    if [ -n "$manager" ]; then
-        kill -9 "$manager" 2>/dev/null
-        # The namespace ends with its PID 1; its cgroups can go once empty.
-        while kill -0 "$manager" 2>/dev/null; do sleep 0.1; done
-    fi
-    [ -n "$cgroup" ] && [ -d "$cgroup" ] && find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+    set +e
+    # The namespace ends with its PID 1; its cgroups can go once its processes are gone.
+    [ -n "$manager" ] && kill -9 "$manager" 2>/dev/null
+    [ -n "${unshare_pid:-}" ] && { kill -9 "$unshare_pid" 2>/dev/null; wait "$unshare_pid" 2>/dev/null; }
+    [ -n "$cgroup" ] && [ -d "$cgroup" ] && for _ in $(seq 50); do
+        find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null && break
+        sleep 0.1
+    done
     [ -n "${socat_pid:-}" ] && kill "$socat_pid" 2>/dev/null
     rm -rf "$work"
+    return 0
 }
 trap cleanup EXIT
 failures=0
@@ -93,8 +100,8 @@ UNIT
 for target in sysinit basic shutdown network-online sockets; do
     printf '[Unit]\nDescription=%s (empty in this test)\n' "$target" > "$work/units/$target.target"
 done
-cp /usr/lib/systemd/system/systemd-journald.service /usr/lib/systemd/system/systemd-journald.socket \
-    /usr/lib/systemd/system/systemd-journald-dev-log.socket "$work/units/"
+# Not systemd-journald-dev-log.socket: it links /dev/log, and /dev is this machine's.
+cp /usr/lib/systemd/system/systemd-journald.service /usr/lib/systemd/system/systemd-journald.socket "$work/units/"
 
 echo "deploy/test-unit.sh: the unit under a systemd of its own"
 verify=$(sed "s#/usr/local/bin/gatewayd#$gatewayd#" "$here/hall-gateway.service" > "$work/verify.service" &&
@@ -103,15 +110,16 @@ verify=$(sed "s#/usr/local/bin/gatewayd#$gatewayd#" "$here/hall-gateway.service"
 
 # The manager's cgroup: a new one below this script's in the unified hierarchy, the root of its cgroup namespace.
 unified=$(findmnt -t cgroup2 -n -o TARGET | head -1)
+[ -n "$unified" ] || { echo "  FAILED: no cgroup2 hierarchy mounted: DeviceAllow= cannot be enforced here"; exit 1; }
 cgroup="$unified$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup | sed 's#/$##')/hall-unit-test.$$"
 mkdir "$cgroup"
 sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cgroup" \
-    unshare --pid --fork --mount --uts --cgroup --propagation private "$0" --inside "$gatewayd" "$work" \
+    unshare --pid --fork --mount --uts --cgroup --net --propagation private "$0" --inside "$gatewayd" "$work" \
     > "$work/manager.log" 2>&1 &
 unshare_pid=$!
 within 10 pgrep -P "$unshare_pid" || { cat "$work/manager.log"; echo "  FAILED: no systemd started"; exit 1; }
 manager=$(pgrep -P "$unshare_pid")
-in_namespace() { nsenter -t "$manager" -m -p "$@"; }
+in_namespace() { nsenter -t "$manager" -m -p -n "$@"; }
 running() { [[ "$(in_namespace systemctl is-system-running 2>/dev/null)" =~ ^(running|degraded)$ ]]; }
 within 30 running || { cat "$work/manager.log"; in_namespace cat /run/hall-test/console; echo "  FAILED: the test's systemd did not come up"; exit 1; }
 property() { in_namespace systemctl show -P "$1" hall-gateway; }
@@ -133,10 +141,12 @@ YAML
     in_namespace sh -c 'cat > /run/hall-test/hall.yaml && chmod -R a+rX /run/hall-test' < "$work/hall.yaml"
 }
 token() { in_namespace cat /var/lib/hall-gateway/api-token; }
-api() { curl -fsS --max-time 5 -H "Authorization: Bearer $(token)" "http://127.0.0.1:$api_port$1"; }
+# The namespace has a network of its own (its loopback): asked from inside it.
+api() { in_namespace curl -fsS --max-time 5 -H "Authorization: Bearer $(token)" "http://127.0.0.1:$api_port$1"; }
 answers() { api /v1/devices; }
 journal() { in_namespace journalctl -q -u hall-gateway --no-pager -o cat; }
-journal_says() { journal | grep -qF -- "$1"; }
+# Not grep -q: it would stop reading, and journalctl's SIGPIPE would fail the pipe under pipefail.
+journal_says() { journal | grep -F -- "$1" >/dev/null; }
 
 write_config ""
 in_namespace systemctl start hall-gateway

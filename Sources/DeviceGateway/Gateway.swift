@@ -17,8 +17,10 @@ public final class Gateway: Service {
     /// How the last write of the devices' states (every 2 s) went: the sign that the outbox takes writes, read by the
     /// readiness probe, which anyone on the machine may ask as often as it likes.
     private let statesWritten = Mutex<(at: ContinuousClock.Instant?, problem: String?)>((nil, nil))
-    /// The hall day's last opening or closing, for the boards that answer again after it.
+    /// The hall day's last turn (an opening, a break, a closing), for the boards that answer again after it.
     let boardsTurn = Mutex<BoardsTurn?>(nil)
+    /// The window and hall boards, which the hall's day switches.
+    var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }
     /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
     /// long prune or another process's lock takes up to 10); nil when it does, or the gateway does not run.
     public var outboxWriteProblem: String? {
@@ -163,11 +165,12 @@ public final class Gateway: Service {
             logger.error("outbox: cannot record the configured sinks yet; delivered events are not pruned until it can")
         }
         let (busesWord, devicesWord) = (buses.count == 1 ? "bus" : "buses", config.devices.count == 1 ? "device" : "devices")
-        logger.info(
-            "gateway for hall \(config.hall.id): \(buses.count) \(busesWord), \(config.devices.count) \(devicesWord), outbox \(outbox.path)")
+        // Before the line below, which is what a watcher waits for (deploy/test-unit.sh).
         if hallClock is SystemHallClock, let problem = SystemHallClock.ntpStateUnreadable {
             logger.warning("clock: cannot read whether NTP keeps it right (\(problem)): taken as not synchronised")
         }
+        logger.info(
+            "gateway for hall \(config.hall.id): \(buses.count) \(busesWord), \(config.devices.count) \(devicesWord), outbox \(outbox.path)")
         // Read before this run records anything: a clock that boots behind is told by the last run's records.
         var lastRecorded: Date?
         if config.hallDay?.hours != nil {
@@ -246,8 +249,16 @@ public final class Gateway: Service {
         }
         var sincePrune = Duration.zero
         var wallClock = WallClockWatch()
-        let boards = Set(config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id))
-        var boardsAnswering: Set<String>?
+        // Boards that answer again are switched beside this loop, one batch after another: its rounds (the device
+        // states' record, which readiness watches) do not wait for their acknowledgements.
+        let boards = Set(self.boards)
+        var boardsOffline: Set<String> = []
+        var boardsUnheard = boards
+        let (boardsBack, boardsBackArrive) = AsyncStream.makeStream(of: [String].self)
+        let switchingBack = Task {
+            let actions = GatewayHallActions(gateway: self, counters: tickets)
+            for await back in boardsBack { await actions.boardsAnswerAgain(back) }
+        }
         while !stop.isStopped {
             if let step = wallClock.step() {
                 logger.warning("""
@@ -266,11 +277,16 @@ public final class Gateway: Service {
             await reportDrops()
             let states = await deviceStates()
             await recordDeviceStates(states)
-            let answering = Set(states.filter { $0.online == true && boards.contains($0.device) }.map(\.device))
-            if hallDay != nil, let before = boardsAnswering, !answering.subtracting(before).isEmpty {
-                await GatewayHallActions(gateway: self, counters: tickets).boardsAnswerAgain(answering.subtracting(before).sorted())
+            // Answering after it was offline, or first heard after the day's turn missed it; not one first heard that
+            // the turn at the start reached (a restart would switch every board twice).
+            let switched = boardsTurn.withLock { $0?.switched }
+            let back = states.filter { state in
+                state.online == true && (boardsOffline.contains(state.device)
+                    || (boardsUnheard.contains(state.device) && switched.map { !$0.contains(state.device) } == true))
             }
-            boardsAnswering = answering
+            if hallDay != nil, !back.isEmpty { boardsBackArrive.yield(back.map(\.device).sorted()) }
+            boardsOffline = Set(states.filter { $0.online == false && boards.contains($0.device) }.map(\.device))
+            boardsUnheard = Set(states.filter { $0.online == nil && boards.contains($0.device) }.map(\.device))
             if !sinksRecorded, await recordSinks() {
                 sinksRecorded = true
                 logger.notice("outbox: the configured sinks are recorded")
@@ -289,6 +305,8 @@ public final class Gateway: Service {
         }
         await reportDrops()
         await recordDeviceStates(await deviceStates())
+        boardsBackArrive.finish()
+        await switchingBack.value
     }
 
     /// Writes the devices' states and counters into the outbox's books, where `gatewayd status` reads them.

@@ -80,7 +80,7 @@ struct CheckCommand: AsyncParsableCommand {
                     + ": \(report.devicesAnswering) of \(report.devicesChecked) devices answer, "
                     + "printers have paper, outbox and sinks healthy")
             if !report.warnings.isEmpty {
-                print("not confirmed (they do not fail the check):")
+                print("to see to (they do not fail the check):")
                 for warning in report.warnings { print("  - \(warning)") }
             }
         } else {
@@ -89,7 +89,7 @@ struct CheckCommand: AsyncParsableCommand {
                     + ": \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"), "
                     + "\(report.devicesAnswering) of \(report.devicesChecked) devices answer")
             for problem in report.problems { print("  - \(problem)") }
-            for warning in report.warnings { print("  - not confirmed: \(warning)") }
+            for warning in report.warnings { print("  - to see to: \(warning)") }
         }
         // Said whatever the sinks: a hall with only its local store keeps the event too.
         if let event = report.reported {

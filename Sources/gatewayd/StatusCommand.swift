@@ -46,7 +46,7 @@ struct StatusCommand: AsyncParsableCommand {
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
             // A printer out of paper or open answers, but issues no ticket (from a duty officer's trial: exit 0).
             let outOfService = snapshot.devices.contains {
-                $0.online == true && $0.condition.map { !["online", "paper-near-end"].contains($0) } == true
+                $0.online == true && $0.condition.map { !PrinterDriver.prints($0) } == true
             }
             if snapshot.notReady != nil || snapshot.clock?.hallDayHeld != nil || outOfService
                 || snapshot.devices.contains(where: { $0.online == false }) {

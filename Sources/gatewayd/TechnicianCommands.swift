@@ -295,7 +295,7 @@ struct PrinterCommand: AsyncParsableCommand {
     }
 
     /// Whether a printer in `state` prints (paper near end still does).
-    static func canPrint(_ state: String?) -> Bool { state == "online" || state == "paper-near-end" }
+    static func canPrint(_ state: String?) -> Bool { state.map(PrinterDriver.prints) ?? false }
 }
 
 struct PadCommand: AsyncParsableCommand {

@@ -167,12 +167,12 @@ import Testing
         // Wednesday 2 December 2026, open 09:00-17:00 (01:00-09:00 UTC).
         let night = try await day(from: "2026-12-02 16:59", turn: "2026-12-02 17:00",
                                   turnId: "boards-off-2026-12-02T09:00:00Z", screenOn: true) { !board.isOn }
-        #expect(night.contains("hall day: board-w05 answers again after the closing: switched off"), "\(night)")
+        #expect(night.contains("hall day: board-w05 answers again: switched off, as the hall's day asks"), "\(night)")
         let morning = try await day(from: "2026-12-03 08:59", turn: "2026-12-03 09:00",
                                     turnId: "boards-on-2026-12-03T01:00:00Z", screenOn: false) {
             board.isOn && board.display.text == "欢迎光临"
         }
-        #expect(morning.contains("hall day: board-w05 answers again after the opening: switched on"), "\(morning)")
+        #expect(morning.contains("hall day: board-w05 answers again: switched on, 「欢迎光临」, as the hall's day asks"), "\(morning)")
     }
 
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).

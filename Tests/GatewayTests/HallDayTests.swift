@@ -803,4 +803,16 @@ struct PersonalNumberTests {
         let line = EventSummary.line(check, timeZone: try #require(TimeZone(identifier: "Asia/Shanghai")))
         #expect(line.contains("passed: 13 of 14 devices answer"), "\(line)")
     }
+
+    @Test func aPassedCheckSaysWhatToSeeTo() throws {
+        // From a second read: the morning check's near-empty roll was in its report only, said by no log or events line.
+        let check = CloudEvent(
+            id: "check-2", source: "/halls/hall-1/gateway", type: HallEventType.deviceCheck,
+            time: try #require(EventTime.parse("2026-12-01T00:45:00Z")), subject: nil,
+            data: .deviceCheck(DeviceCheckReport(
+                passed: true, problems: [], warnings: ["printer printer-1: paper near its end: load a new roll"],
+                devicesChecked: 3, devicesAnswering: 3)))
+        let line = EventSummary.line(check, timeZone: try #require(TimeZone(identifier: "Asia/Shanghai")))
+        #expect(line.contains("passed: 3 of 3 devices answer; to see to: printer printer-1: paper near its end"), "\(line)")
+    }
 }

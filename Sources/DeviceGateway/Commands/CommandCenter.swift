@@ -368,7 +368,7 @@ public actor CommandCenter {
                                           detail: "\(printer) is offline: \(state.offlineReason ?? "not answering")"))
                     continue
                 }
-                if let condition = conditions[printer], condition != "online", condition != "paper-near-end" {
+                if let condition = conditions[printer], !PrinterDriver.prints(condition) {
                     outcomes.append(.init(device: printer, result: CommandResult.Status.refused.rawValue, detail: "\(printer): \(condition)"))
                     continue
                 }

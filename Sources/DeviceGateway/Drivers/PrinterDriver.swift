@@ -97,6 +97,10 @@ public struct PrinterDriver: BusDriver {
 
     private static func purpose(_ aspect: PrinterStatusRequest) -> String { "status-\(aspect.rawValue)" }
 
+    /// Whether a printer whose condition is `name` (as events and `GET /v1/devices` spell it) prints: near the end of
+    /// its roll it still does. The one rule for the check, `status`, tickets and the log's level.
+    public static func prints(_ name: String) -> Bool { name == "online" || name == "paper-near-end" }
+
     /// State names as events spell them.
     static func name(of state: PrinterState) -> String {
         switch state {

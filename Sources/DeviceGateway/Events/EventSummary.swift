@@ -33,9 +33,10 @@ public enum EventSummary {
                          + "\(recovered.unreadable) rows unreadable")
         case .deviceCheck(let report):
             // A check passes with devices not heard from yet (an FF 68 pad nobody pressed): say how many answered.
-            parts.append(report.passed ? "passed: \(report.devicesAnswering) of \(report.devicesChecked) devices answer"
-                         : "\(report.problems.count) \(report.problems.count == 1 ? "problem" : "problems"): "
-                             + report.problems.joined(separator: "; "))
+            parts.append((report.passed ? "passed: \(report.devicesAnswering) of \(report.devicesChecked) devices answer"
+                          : "\(report.problems.count) \(report.problems.count == 1 ? "problem" : "problems"): "
+                              + report.problems.joined(separator: "; "))
+                         + (report.warnings.isEmpty ? "" : "; to see to: " + report.warnings.joined(separator: "; ")))
         case .command(let command):
             let what = [command.command, command.ticket].compactMap { $0 }.joined(separator: " ")
             let devices = command.devices.map { "\($0.device) \($0.result)" }.joined(separator: ", ")
@@ -55,7 +56,7 @@ public enum EventSummary {
     public static func needsAttention(_ event: CloudEvent) -> Bool {
         switch event.data {
         case .printerStatus(let status):
-            return status.conditions.contains { $0 != "paper-near-end" }
+            return status.conditions.contains { !PrinterDriver.prints($0) }
         case .boardAcknowledged(let acknowledged):
             return !acknowledged.accepted
         case .deviceFault, .eventsDropped, .outboxRecovered:

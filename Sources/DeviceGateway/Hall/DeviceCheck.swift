@@ -10,8 +10,9 @@ public struct DeviceCheckReport: Sendable, Equatable, Codable {
     public var passed: Bool
     /// One line per thing to fix, saying what and where.
     public var problems: [String]
-    /// One line per device the check cannot confirm: not heard since the gateway started. A device that speaks only
-    /// when used (an FF 68 pad, a QSystem box) stays here until someone uses it; the check does not fail for it.
+    /// One line per thing to see to that does not fail the check: a device not heard since the gateway started (one
+    /// that speaks only when used, an FF 68 pad or a QSystem box, stays here until someone uses it), a printer's paper
+    /// near its end.
     public var warnings: [String]
     /// Devices checked, and devices that answer.
     public var devicesChecked: Int
@@ -100,8 +101,9 @@ extension Gateway {
         // A printer that does not answer is listed above; the condition it last reported is no news of it now.
         let silent = Set(states.filter { $0.online == false }.map(\.device))
         for (printer, condition) in printerConditions() where condition != "online" && !silent.contains(printer) {
-            if condition == "paper-near-end" {
-                // It prints, but a roll near its end before opening runs out in the morning (a duty officer's trial).
+            if PrinterDriver.prints(condition) {
+                // Near the end of its roll: it prints, but a roll near its end before opening runs out in the morning
+                // (a duty officer's trial).
                 warnings.append("printer \(printer): paper near its end: load a new roll")
             } else {
                 problems.append("printer \(printer): \(condition)")
@@ -155,11 +157,15 @@ struct CheckVerdict: Equatable {
     }
 }
 
-/// What the hall's day last did to the boards: on (an opening; a break keeps them on) or off, and which took it.
+/// What the hall's day last asked of the boards (an opening, a break, a closing), recorded before it is carried out,
+/// and which boards took it: a board that answers again after it is switched as it asks.
 struct BoardsTurn: Sendable {
     var on: Bool
-    var greeting: Bool
-    var switched: Set<String>
+    /// What a board shows once on: the welcome, the break's text; nil: what it showed (a restart within an opening).
+    var text: String?
+    var switched: Set<String> = []
+    /// Told apart from the turn before: a board switched under a turn that has since changed is switched again.
+    var generation: Int
 }
 
 /// What the gateway does at the turns of the hall's day.
@@ -195,7 +201,9 @@ struct GatewayHallActions: HallDayActions {
         await gateway.awaitFirstPolls()
         let report = await gateway.deviceCheck()
         if report.passed {
-            gateway.logger.notice("hall day \(date): device check passed, \(report.devicesChecked) devices")
+            // What it does not fail for is said too: a roll near its end at 08:45 runs out by ten.
+            let toSeeTo = report.warnings.isEmpty ? "" : "; to see to: " + report.warnings.joined(separator: "; ")
+            gateway.logger.notice("hall day \(date): device check passed, \(report.devicesChecked) devices\(toSeeTo)")
         } else {
             let problems = report.problems.joined(separator: "; ")
             let count = report.problems.count == 1 ? "1 problem" : "\(report.problems.count) problems"
@@ -211,30 +219,22 @@ struct GatewayHallActions: HallDayActions {
     /// A short break (午休): boards stay on and say when the windows open again, instead of the last call (from a duty
     /// officer's trial: 「请A002号到1号窗口」 all through lunch). The reopening's welcome replaces it.
     func breakStarted(reopensAt: Date) async {
-        let text = Self.breakText(reopensAt: hallTime(reopensAt).suffix(5))
-        let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
-        let failed = await withTaskGroup(of: String?.self) { group in
-            for board in boards {
-                group.addTask {
-                    do {
-                        try await gateway.send(.showText(text), to: board.id)
-                        return nil
-                    } catch {
-                        return "\(board.id): \(error)"
-                    }
-                }
-            }
-            return await group.compactMap { $0 }.reduce(into: []) { $0.append($1) }
-        }
+        let reopening = hallTime(reopensAt).suffix(5)
+        let text = Self.breakText(startingAt: hallTime(gateway.hallClock.now).suffix(5), reopensAt: reopening)
+        let outcomes = await apply(BoardsTurn(on: true, text: text, generation: 0))
+        let failed = outcomes.filter { $0.result != CommandResult.Status.done.rawValue }
         if failed.isEmpty {
-            gateway.logger.notice("hall day: break until \(hallTime(reopensAt).suffix(5)): boards show 「\(text)」")
+            gateway.logger.notice("hall day: break until \(reopening): boards show 「\(text)」")
         } else {
-            gateway.logger.warning("hall day: break: not shown on \(failed.sorted().joined(separator: "; "))")
+            gateway.logger.warning(
+                "hall day: break: not shown on \(failed.map { "\($0.device): \($0.detail ?? $0.result)" }.joined(separator: "; "))")
         }
     }
 
-    /// 「午休 13:30恢复办理」: what boards show over a break.
-    static func breakText(reopensAt time: Substring) -> String { "午休 \(time)恢复办理" }
+    /// What boards show over a break: 「午休 13:30恢复办理」 over lunch, 「暂停办理 16:30恢复」 at another time of day.
+    static func breakText(startingAt start: Substring, reopensAt time: Substring) -> String {
+        ("11:00"..."14:00").contains(start) ? "午休 \(time)恢复办理" : "暂停办理 \(time)恢复"
+    }
 
     func clockDoubted(reads: Date, lastRecorded: Date) async {
         // A clock that is right already (it ran ahead on the last run) is released by a step the gateway can see.
@@ -274,20 +274,8 @@ struct GatewayHallActions: HallDayActions {
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
     private func switchBoards(on: Bool, greeting: Bool, name: String, since: Date?) async {
-        let boards = gateway.config.devices.filter { [.windowBoard, .hallBoard].contains(gateway.roles[$0.id]) }
-        // All at once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not
-        // hold the others; on one bus the frames queue in order anyway.
-        let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
-            for (index, board) in boards.enumerated() {
-                group.addTask { (index, await switchBoard(board.id, on: on, greeting: greeting)) }
-            }
-            var outcomes: [(Int, CommandExecuted.DeviceOutcome)] = []
-            for await outcome in group { outcomes.append(outcome) }
-            return outcomes.sorted { $0.0 < $1.0 }.map(\.1)
-        }
+        let outcomes = await apply(BoardsTurn(on: on, text: on && greeting ? Self.welcome : nil, generation: 0))
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
-        let switched = zip(boards, outcomes).filter { $0.1.result == CommandResult.Status.done.rawValue }.map(\.0.id)
-        gateway.boardsTurn.withLock { $0 = BoardsTurn(on: on, greeting: greeting, switched: Set(switched)) }
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
         // store hears of that opening once (from a trial: every start outside hours committed one more closing),
         // unless this time it went better than it was told (then under an id of this run's).
@@ -311,21 +299,61 @@ struct GatewayHallActions: HallDayActions {
         }
     }
 
-    /// Boards that answer again after the hall's last opening or closing (from a trial: one silent at the closing, or
-    /// power-cycled in the night and back with its screen on, stayed lit until the gateway restarted). After a
-    /// closing each is switched off again; after an opening one that missed it is switched on, with the welcome.
-    func boardsAnswerAgain(_ boards: [String]) async {
-        guard let turn = gateway.boardsTurn.withLock({ $0 }) else { return }
-        let name = turn.on ? "opening" : "closing"
-        for board in boards where !turn.on || !turn.switched.contains(board) {
-            let outcome = await switchBoard(board, on: turn.on, greeting: turn.greeting)
-            if outcome.result == CommandResult.Status.done.rawValue {
-                gateway.boardsTurn.withLock { _ = $0?.switched.insert(board) }
-                gateway.logger.notice("hall day: \(board) answers again after the \(name): switched \(turn.on ? "on" : "off")")
-            } else {
-                gateway.logger.warning(
-                    "hall day: \(board) answers again after the \(name) but was not switched \(turn.on ? "on" : "off"): \(outcome.detail ?? outcome.result)")
+    /// Records `turn` as the day's latest and switches every board as it asks. All at once, as a command's devices: a
+    /// board that takes its time (waiting for its acknowledgement) does not hold the others; on one bus the frames
+    /// queue in order anyway. Recorded first, so that a board answering again meanwhile is switched as this turn asks.
+    private func apply(_ turn: BoardsTurn) async -> [CommandExecuted.DeviceOutcome] {
+        let generation = gateway.boardsTurn.withLock { current in
+            var turn = turn
+            turn.generation = (current?.generation ?? 0) + 1
+            current = turn
+            return turn.generation
+        }
+        let boards = gateway.boards
+        let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
+            for (index, board) in boards.enumerated() {
+                group.addTask { (index, await switchBoard(board, on: turn.on, text: turn.text)) }
             }
+            var outcomes: [(Int, CommandExecuted.DeviceOutcome)] = []
+            for await outcome in group { outcomes.append(outcome) }
+            return outcomes.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        let switched = outcomes.filter { $0.result == CommandResult.Status.done.rawValue }.map(\.device)
+        gateway.boardsTurn.withLock { if $0?.generation == generation { $0?.switched.formUnion(switched) } }
+        return outcomes
+    }
+
+    /// Boards that answer again after the hall's last turn (from a trial: one silent at the closing, or power-cycled in
+    /// the night and back with its screen on, stayed lit until the gateway restarted; one silent at the opening stayed
+    /// dark): after a closing each is switched off again, and after an opening or a break's start one that missed it is
+    /// switched on and shows the turn's text. A turn that comes meanwhile is followed: the board is switched again.
+    func boardsAnswerAgain(_ boards: [String]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for board in boards {
+                group.addTask { await switchAgain(board) }
+            }
+        }
+    }
+
+    private func switchAgain(_ board: String) async {
+        // Twice at most: a turn the board missed, then the one that came while it was switched.
+        for _ in 0..<2 {
+            guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
+            let outcome = await switchBoard(board, on: turn.on, text: turn.text)
+            let current = gateway.boardsTurn.withLock { current in
+                if current?.generation == turn.generation, outcome.result == CommandResult.Status.done.rawValue {
+                    current?.switched.insert(board)
+                }
+                return current?.generation
+            }
+            if current != turn.generation { continue }
+            let what = turn.on ? "on" + (turn.text.map { ", 「\($0)」" } ?? "") : "off"
+            if outcome.result == CommandResult.Status.done.rawValue {
+                gateway.logger.notice("hall day: \(board) answers again: switched \(what), as the hall's day asks")
+            } else {
+                gateway.logger.warning("hall day: \(board) answers again but was not switched \(what): \(outcome.detail ?? outcome.result)")
+            }
+            return
         }
     }
 
@@ -338,7 +366,7 @@ struct GatewayHallActions: HallDayActions {
                       c.minute ?? 0, c.second ?? 0)
     }
 
-    private func switchBoard(_ board: String, on: Bool, greeting: Bool) async -> CommandExecuted.DeviceOutcome {
+    private func switchBoard(_ board: String, on: Bool, text: String?) async -> CommandExecuted.DeviceOutcome {
         do {
             var detail: String?
             do {
@@ -347,7 +375,7 @@ struct GatewayHallActions: HallDayActions {
                 detail = on ? nil : "blanked: \(error.message)"
                 if !on { try await gateway.send(.clear, to: board) }
             }
-            if on, greeting { try await gateway.send(.showText(Self.welcome), to: board) }
+            if on, let text { try await gateway.send(.showText(text), to: board) }
             return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
         } catch {
             let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused

@@ -36,10 +36,11 @@ public struct SystemHallClock: HallClock {
     public static var ntpStateUnreadable: String? {
         var state = timex()
         guard adjtimex(&state) < 0 else { return nil }
-        let reason = String(cString: strerror(errno))
+        let failure = errno
         // systemd's ProtectClock=yes refuses reading too (EPERM), not only setting, as does a SystemCallFilter=
         // without clock_adjtime.
-        return "adjtimex: \(reason)\(errno == EPERM ? "; the service's ProtectClock= or SystemCallFilter= forbids it" : "")"
+        return "adjtimex: \(String(cString: strerror(failure)))"
+            + (failure == EPERM ? "; the service's ProtectClock= or SystemCallFilter= forbids it" : "")
     }
 
     /// Sleeps until the wall clock reads `deadline` or later.

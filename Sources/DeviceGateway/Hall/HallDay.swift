@@ -150,7 +150,9 @@ extension HallDaySchedule {
             guard let opening = hours.nextTransition(after: now)?.date else { return "closed; no opening within 400 days" }
             let check = opening.addingTimeInterval(-checkLead.timeInterval)
             if hours.nextDayStart(notBefore: now)?.date == opening, checkLead > .zero, check > now {
-                return "closed; opens at \(at(opening)), the check at \(minute(check).suffix(5))"
+                // The check's date only when it is not the opening's (an opening just after midnight).
+                let checkAt = minute(check).prefix(10) == minute(opening).prefix(10) ? String(minute(check).suffix(5)) : minute(check)
+                return "closed; opens at \(at(opening)), the check at \(checkAt)"
             }
             return "closed; opens at \(at(opening))"
         }

@@ -267,19 +267,20 @@ public enum DeviceProbe {
                 let end = ContinuousClock.now + listen
                 var times = 0
                 var changed = 0
-                // One poll missed among many (a key held while the pad answers, noise) is said, not a failed test.
+                // One poll missed among many (a key held while the pad answers, noise, a pad slow to wake for the
+                // first) is said, not a failed test; a pad that answers none of them fails it.
                 var unanswered = 0
                 let (answeredBefore, problemBefore) = (report.answered, report.problem)
                 var lastProblem: String?
                 while ContinuousClock.now < end {
                     let next = ContinuousClock.now + DeviceProbe.listeningPollInterval
                     let shown = report.steps.count
+                    (report.answered, report.problem) = (true, nil)
                     for request in polls { exchange(request) }
                     times += 1
                     if !report.answered {
                         unanswered += 1
                         lastProblem = report.problem
-                        (report.answered, report.problem) = (answeredBefore, problemBefore)
                     }
                     // Only an answer unlike the one before it is shown: a poll a quarter second makes many. On Modbus TCP
                     // each answer has its own transaction id (its first two bytes, "00 01 " in hex).
@@ -292,15 +293,19 @@ public enum DeviceProbe {
                     if report.steps.count > shown, let last, let previous, last == previous,
                        report.steps[shown...].allSatisfy({ $0.outcome == "answered" }) {
                         report.steps.removeSubrange(shown...)
-                    } else {
+                    } else if report.answered {
                         changed += 1
                     }
                     let pause = min(next, end) - ContinuousClock.now
                     if pause > .zero { Thread.sleep(forTimeInterval: pause.timeInterval) }
                 }
                 if times > 0, unanswered == times {
-                    report.answered = false
-                    report.problem = report.problem ?? lastProblem
+                    (report.answered, report.problem) = (false, problemBefore ?? lastProblem)
+                } else if times > 0 {
+                    // It answers: a first poll it missed is in the steps above, not the verdict.
+                    (report.answered, report.problem) = (true, answeredBefore ? problemBefore : nil)
+                } else {
+                    (report.answered, report.problem) = (answeredBefore, problemBefore)
                 }
                 report.steps.append(ProbeStep(
                     purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
