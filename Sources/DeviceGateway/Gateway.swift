@@ -251,9 +251,7 @@ public final class Gateway: Service {
         var wallClock = WallClockWatch()
         // Boards that answer again are switched beside this loop, one batch after another: its rounds (the device
         // states' record, which readiness watches) do not wait for their acknowledgements.
-        let boards = Set(self.boards)
-        var boardsOffline: Set<String> = []
-        var boardsUnheard = boards
+        var boardsWatch = BoardsWatch(boards: Set(boards))
         let (boardsBack, boardsBackArrive) = AsyncStream.makeStream(of: [String].self)
         let switchingBack = Task {
             let actions = GatewayHallActions(gateway: self, counters: tickets)
@@ -277,16 +275,8 @@ public final class Gateway: Service {
             await reportDrops()
             let states = await deviceStates()
             await recordDeviceStates(states)
-            // Answering after it was offline, or first heard after the day's turn missed it; not one first heard that
-            // the turn at the start reached (a restart would switch every board twice).
-            let switched = boardsTurn.withLock { $0?.switched }
-            let back = states.filter { state in
-                state.online == true && (boardsOffline.contains(state.device)
-                    || (boardsUnheard.contains(state.device) && switched.map { !$0.contains(state.device) } == true))
-            }
-            if hallDay != nil, !back.isEmpty { boardsBackArrive.yield(back.map(\.device).sorted()) }
-            boardsOffline = Set(states.filter { $0.online == false && boards.contains($0.device) }.map(\.device))
-            boardsUnheard = Set(states.filter { $0.online == nil && boards.contains($0.device) }.map(\.device))
+            let back = boardsWatch.back(in: states, switched: boardsTurn.withLock { $0?.switched })
+            if hallDay != nil, !back.isEmpty { boardsBackArrive.yield(back) }
             if !sinksRecorded, await recordSinks() {
                 sinksRecorded = true
                 logger.notice("outbox: the configured sinks are recorded")

@@ -804,6 +804,22 @@ struct PersonalNumberTests {
         #expect(line.contains("passed: 13 of 14 devices answer"), "\(line)")
     }
 
+    /// From a second read: a restart outside hours switched every board off twice (first heard after the start read
+    /// as "answers again"); a board the day's turn missed must still be switched when it is first heard.
+    @Test func boardsAnswerAgainOnlyAfterTheyWereOfflineOrMissedTheTurn() {
+        func looks(_ states: [Bool?], switched: Set<String>?) -> [[String]] {
+            var watch = BoardsWatch(boards: ["b1"])
+            return states.map { online in
+                watch.back(in: [DeviceState(device: "b1", bus: "line", online: online, lastSeen: nil),
+                                DeviceState(device: "pad", bus: "line", online: online, lastSeen: nil)], switched: switched)
+            }
+        }
+        #expect(looks([nil, true, true], switched: ["b1"]) == [[], [], []], "first heard, the turn reached it: a restart")
+        #expect(looks([nil, true, true], switched: []) == [[], ["b1"], []], "first heard after the turn missed it")
+        #expect(looks([nil, true], switched: nil) == [[], []], "no turn yet: the first will reach it")
+        #expect(looks([true, false, true], switched: ["b1"]) == [[], [], ["b1"]], "back after it was offline")
+    }
+
     @Test func aPassedCheckSaysWhatToSeeTo() throws {
         // From a second read: the morning check's near-empty roll was in its report only, said by no log or events line.
         let check = CloudEvent(

@@ -168,6 +168,32 @@ struct BoardsTurn: Sendable {
     var generation: Int
 }
 
+/// Which boards answer again, from one look at the devices' states to the next: answering after they were offline,
+/// or first heard after a turn that did not reach them; not one first heard that the turn at the start reached (a
+/// restart would switch every board twice).
+struct BoardsWatch {
+    let boards: Set<String>
+    private var offline: Set<String> = []
+    private var unheard: Set<String>
+
+    init(boards: Set<String>) {
+        self.boards = boards
+        unheard = boards
+    }
+
+    /// The boards back in `states`; `switched`: those the day's latest turn reached (nil: no turn yet).
+    mutating func back(in states: [DeviceState], switched: Set<String>?) -> [String] {
+        let mine = states.filter { boards.contains($0.device) }
+        let back = mine.filter { state in
+            state.online == true && (offline.contains(state.device)
+                || (unheard.contains(state.device) && switched.map { !$0.contains(state.device) } == true))
+        }
+        offline = Set(mine.filter { $0.online == false }.map(\.device))
+        unheard = Set(mine.filter { $0.online == nil }.map(\.device))
+        return back.map(\.device).sorted()
+    }
+}
+
 /// What the gateway does at the turns of the hall's day.
 struct GatewayHallActions: HallDayActions {
     let gateway: Gateway
