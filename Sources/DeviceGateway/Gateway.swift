@@ -19,6 +19,9 @@ public final class Gateway: Service {
     private let statesWritten = Mutex<(at: ContinuousClock.Instant?, problem: String?)>((nil, nil))
     /// The hall day's last turn (an opening, a break, a closing), for the boards that answer again after it.
     let boardsTurn = Mutex<BoardsTurn?>(nil)
+    /// Per board, the turn (its generation) in which a text or call was last shown on it: a board that answers again
+    /// after an opening it missed is not given the welcome over a call the queue system sent it meanwhile.
+    let boardsShown = Mutex<[String: Int]>([:])
     /// The window and hall boards, which the hall's day switches.
     var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }
     /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
@@ -139,6 +142,13 @@ public final class Gateway: Service {
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
         try await bus.send(command, to: deviceId)
+        switch command {
+        case .call, .recall, .pause, .showText, .clear:
+            let generation = boardsTurn.withLock { $0?.generation }
+            boardsShown.withLock { $0[deviceId] = generation }
+        case .printTicket, .brightness, .power, .setStaff, .requestRating:
+            break
+        }
     }
 
     public func run() async throws {

@@ -175,6 +175,37 @@ import Testing
         #expect(morning.contains("hall day: board-w05 answers again: switched on, 「欢迎光临」, as the hall's day asks"), "\(morning)")
     }
 
+    /// From a second read: a board back after an opening it missed was given the welcome over the call the queue system
+    /// had just sent it. It is switched on under the call.
+    @Test func aBoardBackAfterTheOpeningKeepsTheCallSentToIt() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        Self.setScreen(board, on: false)
+        board.answering = false
+        let log = CapturedLog()
+        let clock = ManualHallClock(now: try Self.shanghai("2026-12-03 08:59"))
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-03 09:00")))
+        clock.advance(to: try Self.shanghai("2026-12-03 09:00"))
+        #expect(await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-on-2026-12-03T01:00:00Z" } == true
+        }, "\(log.text)")
+        board.answering = true
+        #expect(await eventually { await gateway.deviceStates().first { $0.device == "board-w05" }?.online == true })
+        try await gateway.send(.call(ticket: "A002", window: "5"), to: "board-w05")
+        #expect(await eventually { log.text.contains("hall day: board-w05 answers again: switched on") }, "\(log.text)")
+        #expect(board.isOn)
+        #expect(board.display.text == "请A002号到5号窗口", "the call stays: \(board.display.text)")
+        stop.stop()
+        await running.value
+    }
+
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).
     @Test func overTheLunchBreakBoardsSayWhenTheWindowsOpenAgain() async throws {
         let board = MockModbusBoard()

@@ -365,7 +365,9 @@ struct GatewayHallActions: HallDayActions {
         // Twice at most: a turn the board missed, then the one that came while it was switched.
         for _ in 0..<2 {
             guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
-            let outcome = await switchBoard(board, on: turn.on, text: turn.text)
+            // A call the queue system showed on it since the turn stays: the board is switched on under it.
+            let called = gateway.boardsShown.withLock { $0[board] } == turn.generation
+            let outcome = await switchBoard(board, on: turn.on, text: called ? nil : turn.text)
             let current = gateway.boardsTurn.withLock { current in
                 if current?.generation == turn.generation, outcome.result == CommandResult.Status.done.rawValue {
                     current?.switched.insert(board)
@@ -373,7 +375,7 @@ struct GatewayHallActions: HallDayActions {
                 return current?.generation
             }
             if current != turn.generation { continue }
-            let what = turn.on ? "on" + (turn.text.map { ", 「\($0)」" } ?? "") : "off"
+            let what = turn.on ? "on" + ((called ? nil : turn.text).map { ", 「\($0)」" } ?? "") : "off"
             if outcome.result == CommandResult.Status.done.rawValue {
                 gateway.logger.notice("hall day: \(board) answers again: switched \(what), as the hall's day asks")
             } else {
