@@ -68,9 +68,21 @@ struct StatusCommand: AsyncParsableCommand {
         }
     }
 
+    /// Where the hall's day stands by the configuration's hours, and what comes next; nil without `hours:`. From a duty
+    /// officer's trial: nothing said whether the hall counted as open, nor when it would next act.
+    static func hallDay(_ config: GatewayConfig?, now: Date) -> String? {
+        guard let config, let settings = config.hallDay, let hours = settings.hours else { return nil }
+        let schedule = HallDaySchedule(hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
+        return schedule.describe(at: now, timeZone: config.hall.timeZone)
+    }
+
     private func show(_ snapshot: StatusSnapshot, hall: HallContext) throws {
         if json {
-            try Output.printJSON(StatusReport(snapshot), compact: watch)
+            var report = StatusReport(snapshot)
+            if case .daemon = snapshot.source, snapshot.clock?.hallDayHeld == nil {
+                report.hallDay = Self.hallDay(hall.config, now: Date())
+            }
+            try Output.printJSON(report, compact: watch)
             return
         }
         let now = Date()
@@ -85,11 +97,8 @@ struct StatusCommand: AsyncParsableCommand {
             }
             if let held = snapshot.clock?.hallDayHeld {
                 print(Output.paint("hall day held: \(held)", .red))
-            } else if let config = hall.config, let settings = config.hallDay, let hours = settings.hours {
-                // From a duty officer's trial: nothing said whether the hall counted as open, nor when it next acts.
-                let schedule = HallDaySchedule(
-                    hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
-                print("hall day: " + schedule.describe(at: now, timeZone: config.hall.timeZone))
+            } else if let day = Self.hallDay(hall.config, now: now) {
+                print("hall day: " + day)
             }
             if snapshot.clock?.hallDayHeld == nil, snapshot.clock?.synchronised == false {
                 print(Output.paint(
@@ -276,6 +285,8 @@ struct StatusReport: Encodable {
     var notReady: String?
     /// The running daemon's clock: synchronised by NTP or not, and why the hall's day waits for it, while it does.
     var clock: ClockState?
+    /// Where the hall's day stands by its hours (`open until 12:00`), when it has hours and is not held.
+    var hallDay: String?
     var devices: [DeviceReport]
     var lines: [LineCounters]
 
