@@ -820,6 +820,11 @@ struct PersonalNumberTests {
         #expect(looks([true, false, true], switched: ["b1"]) == [[], [], ["b1"]], "back after it was offline")
     }
 
+    @Test func aBreakSaysWhenTheWindowsOpenAgainAndIsLunchOnlyAtLunch() {
+        #expect(GatewayHallActions.breakText(reopensAt: "13:30") == "午休 13:30恢复办理")
+        #expect(GatewayHallActions.breakText(reopensAt: "16:30") == "暂停办理 16:30恢复", "a break in the afternoon is no lunch")
+    }
+
     @Test func aPassedCheckSaysWhatToSeeTo() throws {
         // From a second read: the morning check's near-empty roll was in its report only, said by no log or events line.
         let check = CloudEvent(

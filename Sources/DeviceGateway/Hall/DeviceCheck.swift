@@ -246,8 +246,8 @@ struct GatewayHallActions: HallDayActions {
     /// officer's trial: 「请A002号到1号窗口」 all through lunch). The reopening's welcome replaces it.
     func breakStarted(reopensAt: Date) async {
         let reopening = hallTime(reopensAt).suffix(5)
-        let text = Self.breakText(startingAt: hallTime(gateway.hallClock.now).suffix(5), reopensAt: reopening)
-        let outcomes = await apply(BoardsTurn(on: true, text: text, generation: 0))
+        let text = Self.breakText(reopensAt: reopening)
+        let outcomes = await apply(on: true, text: text)
         let failed = outcomes.filter { $0.result != CommandResult.Status.done.rawValue }
         if failed.isEmpty {
             gateway.logger.notice("hall day: break until \(reopening): boards show 「\(text)」")
@@ -257,9 +257,10 @@ struct GatewayHallActions: HallDayActions {
         }
     }
 
-    /// What boards show over a break: 「午休 13:30恢复办理」 over lunch, 「暂停办理 16:30恢复」 at another time of day.
-    static func breakText(startingAt start: Substring, reopensAt time: Substring) -> String {
-        ("11:00"..."14:00").contains(start) ? "午休 \(time)恢复办理" : "暂停办理 \(time)恢复"
+    /// What boards show over a break: 「午休 13:30恢复办理」 when the hall reopens after lunch (by 15:00), 「暂停办理
+    /// 16:30恢复」 at another time of day. By the reopening, which a restart within the break reads the same.
+    static func breakText(reopensAt time: Substring) -> String {
+        ("12:00"..."15:00").contains(time) ? "午休 \(time)恢复办理" : "暂停办理 \(time)恢复"
     }
 
     func clockDoubted(reads: Date, lastRecorded: Date) async {
@@ -300,7 +301,7 @@ struct GatewayHallActions: HallDayActions {
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
     private func switchBoards(on: Bool, greeting: Bool, name: String, since: Date?) async {
-        let outcomes = await apply(BoardsTurn(on: on, text: on && greeting ? Self.welcome : nil, generation: 0))
+        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil)
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
         // store hears of that opening once (from a trial: every start outside hours committed one more closing),
@@ -325,20 +326,20 @@ struct GatewayHallActions: HallDayActions {
         }
     }
 
-    /// Records `turn` as the day's latest and switches every board as it asks. All at once, as a command's devices: a
-    /// board that takes its time (waiting for its acknowledgement) does not hold the others; on one bus the frames
-    /// queue in order anyway. Recorded first, so that a board answering again meanwhile is switched as this turn asks.
-    private func apply(_ turn: BoardsTurn) async -> [CommandExecuted.DeviceOutcome] {
+    /// Records a turn (boards `on`, showing `text`) as the day's latest and switches every board as it asks. All at
+    /// once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not hold the
+    /// others; on one bus the frames queue in order anyway. Recorded first, so that a board answering again meanwhile
+    /// is switched as this turn asks.
+    private func apply(on: Bool, text: String?) async -> [CommandExecuted.DeviceOutcome] {
         let generation = gateway.boardsTurn.withLock { current in
-            var turn = turn
-            turn.generation = (current?.generation ?? 0) + 1
-            current = turn
-            return turn.generation
+            let generation = (current?.generation ?? 0) + 1
+            current = BoardsTurn(on: on, text: text, generation: generation)
+            return generation
         }
         let boards = gateway.boards
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
             for (index, board) in boards.enumerated() {
-                group.addTask { (index, await switchBoard(board, on: turn.on, text: turn.text)) }
+                group.addTask { (index, await switchBoard(board, on: on, text: text)) }
             }
             var outcomes: [(Int, CommandExecuted.DeviceOutcome)] = []
             for await outcome in group { outcomes.append(outcome) }
