@@ -269,9 +269,10 @@ public final class Gateway: Service {
         }
         while !stop.isStopped {
             if let step = wallClock.step() {
+                // Tickets are the worry only going back: a day's numbers are not issued again.
                 logger.warning("""
                     the wall clock was set \(step > 0 ? "forward" : "back") by \(WallClockWatch.describe(abs(step))) \
-                    (NTP or by hand): events from now on carry the new time; ticket numbers do not go back a day
+                    (NTP or by hand): events from now on carry the new time\(step > 0 ? "" : "; ticket numbers do not go back a day")
                     """)
                 // Set by someone: what it reads now is trusted, a time recorded under it when it ran ahead is not.
                 await hallDay?.clockWasSet()
@@ -409,6 +410,15 @@ public final class Gateway: Service {
     }
 
     func holdHallDay(because reason: String?) { hallDayHold.withLock { $0 = reason } }
+
+    /// Where the hall's day stands by this gateway's hours and clock, and what comes next (`open until 12:00`), as
+    /// `gatewayd status` says it; nil without `hours:` or while the day is held. The daemon's, not the CLI's: a
+    /// configuration edited since the start, or another box's clock, would tell another day.
+    public func hallDayOutlook() -> String? {
+        guard hallDayHold.withLock({ $0 }) == nil, let settings = config.hallDay, let hours = settings.hours else { return nil }
+        let schedule = HallDaySchedule(hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
+        return schedule.describe(at: hallClock.now, timeZone: config.hall.timeZone)
+    }
 
     /// The heartbeat as of now.
     public func heartbeat(number: Int = 0, stopping: Bool = false) async -> CloudEvent {

@@ -53,7 +53,7 @@ public struct LocalAPI: Sendable {
         }
         v1.get("/devices") { _, _ in
             DeviceList(devices: await gateway.deviceStates().map(DeviceView.init), lines: await gateway.lineCounters(),
-                       clock: gateway.clockState())
+                       clock: gateway.clockState(), hallDay: gateway.hallDayOutlook())
         }
         addTechnicianRoutes(v1)
         addCheckRoutes(v1)

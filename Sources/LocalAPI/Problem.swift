@@ -250,6 +250,8 @@ struct DeviceList: ResponseEncodable {
     /// Per bus, what its line carried that belongs to no device.
     var lines: [LineCounters]
     var clock: ClockState
+    /// Where the hall's day stands by the gateway's hours and clock (`open until 12:00`); absent without hours.
+    var hallDay: String?
 }
 
 extension BasicRequestContext {

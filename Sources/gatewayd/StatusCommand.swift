@@ -68,21 +68,9 @@ struct StatusCommand: AsyncParsableCommand {
         }
     }
 
-    /// Where the hall's day stands by the configuration's hours, and what comes next; nil without `hours:`. From a duty
-    /// officer's trial: nothing said whether the hall counted as open, nor when it would next act.
-    static func hallDay(_ config: GatewayConfig?, now: Date) -> String? {
-        guard let config, let settings = config.hallDay, let hours = settings.hours else { return nil }
-        let schedule = HallDaySchedule(hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
-        return schedule.describe(at: now, timeZone: config.hall.timeZone)
-    }
-
     private func show(_ snapshot: StatusSnapshot, hall: HallContext) throws {
         if json {
-            var report = StatusReport(snapshot)
-            if case .daemon = snapshot.source, snapshot.clock?.hallDayHeld == nil {
-                report.hallDay = Self.hallDay(hall.config, now: Date())
-            }
-            try Output.printJSON(report, compact: watch)
+            try Output.printJSON(StatusReport(snapshot), compact: watch)
             return
         }
         let now = Date()
@@ -97,7 +85,8 @@ struct StatusCommand: AsyncParsableCommand {
             }
             if let held = snapshot.clock?.hallDayHeld {
                 print(Output.paint("hall day held: \(held)", .red))
-            } else if let day = Self.hallDay(hall.config, now: now) {
+            } else if let day = snapshot.hallDay {
+                // From a duty officer's trial: nothing said whether the hall counted as open, nor when it would act.
                 print("hall day: " + day)
             }
             if snapshot.clock?.hallDayHeld == nil, snapshot.clock?.synchronised == false {
@@ -191,7 +180,7 @@ struct StatusCommand: AsyncParsableCommand {
                 }
                 return StatusSnapshot(
                     source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState),
-                    lines: list.lines ?? [], notReady: notReady, clock: list.clock)
+                    lines: list.lines ?? [], notReady: notReady, clock: list.clock, hallDay: list.hallDay)
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -240,6 +229,8 @@ struct StatusSnapshot {
     var notReady: String?
     /// Live only: the daemon's clock, synchronised or not, and whether the hall's day waits for it.
     var clock: ClockState?
+    /// Live only: where the daemon's hall day stands by its hours and clock.
+    var hallDay: String?
 }
 
 /// `GET /v1/devices` as the CLI reads it.
@@ -267,6 +258,8 @@ struct APIDeviceList: Decodable {
     var lines: [LineCounters]?
     /// Absent from a daemon older than this CLI.
     var clock: ClockState?
+    /// Absent without hours, while the day is held, and from a daemon older than this CLI.
+    var hallDay: String?
 }
 
 /// What `gatewayd status --json` prints.
@@ -285,7 +278,7 @@ struct StatusReport: Encodable {
     var notReady: String?
     /// The running daemon's clock: synchronised by NTP or not, and why the hall's day waits for it, while it does.
     var clock: ClockState?
-    /// Where the hall's day stands by its hours (`open until 12:00`), when it has hours and is not held.
+    /// Where the daemon's hall day stands by its hours and clock (`open until 12:00`), when it has hours and is not held.
     var hallDay: String?
     var devices: [DeviceReport]
     var lines: [LineCounters]
@@ -298,6 +291,7 @@ struct StatusReport: Encodable {
         recordedAt = snapshot.at
         notReady = snapshot.notReady
         clock = snapshot.clock
+        hallDay = snapshot.hallDay
         devices = snapshot.devices.map(DeviceReport.init)
         lines = snapshot.lines
     }

@@ -204,6 +204,34 @@ import Testing
         #expect(line["echoes"] as? Bool == true)
     }
 
+    /// The hall day's line is the daemon's, by its hours and its clock: the CLI's own clock (today's) and a
+    /// configuration edited since the start would tell another day.
+    @Test func statusSaysWhereTheDaemonsHallDayStands() async throws {
+        let clock = ManualHallClock(now: try HallDayGatewayTests.shanghai("2026-10-05 10:00"))
+        let hall = try await ConfiguredHall(buses: { folder in
+            "  - {id: line-a, transport: modbus-rtu, port: \(folder)/ttyUSB-unplugged}"
+        }, devices: """
+              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+            """, more: """
+            hours:
+              monday-friday: ["09:00-12:00", "13:30-17:00"]
+            """, hallClock: clock)
+        let cli = hall.cli
+        let open = try await run(gatewaydPath, ["status"] + cli)
+        let openJSON = try await run(gatewaydPath, ["status", "--json"] + cli)
+        clock.advance(to: try HallDayGatewayTests.shanghai("2026-10-05 12:10"))
+        try String(contentsOfFile: hall.configPath, encoding: .utf8).replacingOccurrences(of: "13:30-17:00", with: "14:00-17:00")
+            .write(toFile: hall.configPath, atomically: true, encoding: .utf8)
+        let onBreak = try await run(gatewaydPath, ["status"] + cli)
+        await hall.stop()
+
+        let lines = open.standardOutput.split(separator: "\n")
+        #expect(lines.count > 1 && lines[1] == "hall day: open until 12:00", "\(open.standardOutput)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(openJSON.standardOutput.utf8)) as? [String: Any])
+        #expect(report["hallDay"] as? String == "open until 12:00", "\(report)")
+        #expect(onBreak.standardOutput.contains("\nhall day: on a break until 13:30 (boards on)\n"), "\(onBreak.standardOutput)")
+    }
+
     /// A gateway with its local API served, as `gatewayd run` would have them, for the CLI to ask.
     struct ConfiguredHall {
         let gateway: Gateway
@@ -215,11 +243,14 @@ import Testing
         private let stopSignal = StopSignal()
         private let running: Task<Void, Never>
 
-        /// `buses` and `devices` are YAML list items; `buses` is given the hall's folder.
-        init(buses: (String) -> String, devices: String) async throws {
+        /// `buses` and `devices` are YAML list items; `buses` is given the hall's folder. `more`: top-level keys.
+        init(buses: (String) -> String, devices: String, more: String = "", hallClock: any HallClock = SystemHallClock())
+            async throws
+        {
             folder = try TemporaryDirectory()
             let yaml = """
-                hall: {id: test-hall}
+                hall: {id: test-hall, timezone: Asia/Shanghai}
+                \(more)
                 state-directory: \(folder.path)/state
                 profiles: \(profilesDirectory)
                 buses:
@@ -232,7 +263,7 @@ import Testing
             configPath = folder.file("hall.yaml")
             try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
             let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
-            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: hallClock)
             self.gateway = gateway
             running = Task { [stopSignal] in await gateway.run(until: stopSignal) }
             let token = "ff68-hall-test-token-0123456789ab"
