@@ -687,7 +687,7 @@ final class TinyDevices: Sendable {
         line.setEchoing(true)
         // Later than an echo's window (the frame's wire time and the 50 ms quiet gap): never proven to be echoes.
         line.setEchoDelay(.milliseconds(100))
-        let library = try ProfileLibrary(directory: profilesDirectory)
+        let library = ProfileLibrary(directory: profilesDirectory)
         guard case .ff68Caller(let callerProfile) = try library.profile(named: "ff68-caller"),
               case .ff68Evaluator(let padProfile) = try library.profile(named: "ff68-evaluator")
         else { throw GatewayError(.profileMismatch, "ff68-caller or ff68-evaluator is not an FF 68 profile") }
@@ -986,7 +986,7 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
         let counters = bus.lineCounters()
         let waitedOutMeanwhile = line.endedByDeadline - waitedOut
         stop.stop()
-        await running.value
+        _ = await running.value
 
         #expect(states.map(\.device) == ["caller-1"])
         #expect(counters.garbageBytes == 0)
@@ -1066,7 +1066,7 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
 
 @Suite struct FF68DriverTests {
     let library: ProfileLibrary
-    init() throws { library = try ProfileLibrary(directory: profilesDirectory) }
+    init() { library = ProfileLibrary(directory: profilesDirectory) }
 
     let caller = DeviceConfig(id: "caller-w03", profile: "ff68-caller", bus: "ff68", address: 33, window: "3")
 
