@@ -14,7 +14,7 @@ struct ScanCommand: ParsableCommand {
             with a `devices:` section from what answered, for review.
             --sweep tries one --address at every baud (\(ModbusScanner.sweepBauds.map(String.init).joined(separator: ", "))) \
             and parity N, E, O until it answers. --listen SECONDS --family \(listening(joinedBy: "|")) listens at each baud for the \
-            frames of devices that speak unprompted (FF 68 pads and callers, QSystem boxes) and says which baud \
+            frames of devices that speak unprompted (\(ListeningSweep.Family.allCases.map(\.devices).joined(separator: ", "))) and says which baud \
             gives valid frames.
             Exit status: 0 someone answered (or the sweep found the setting); 1 nobody did; 2 wrong usage or a \
             profile that does not load; 4 the port or host cannot be opened.
@@ -43,8 +43,8 @@ struct ScanCommand: ParsableCommand {
     var listen: Double?
 
     @Option(
-        help: ArgumentHelp("The protocol: modbus; " + PromptedFamily.all.map(\.name).joined(separator: ", ")
-                           + " (prompted: a ping, a status request); " + listening(joinedBy: ", ") + " (with --listen).")
+        help: ArgumentHelp("The protocol: modbus; " + PromptedFamily.all.map { "\($0.name) (\($0.prompting))" }.joined(separator: ", ")
+                           + "; " + listening(joinedBy: ", ") + " (with --listen).")
     )
     var family: String = "modbus"
 

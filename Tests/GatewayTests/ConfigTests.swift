@@ -528,7 +528,11 @@ import Testing
             "OK (hall example-hall, \(config.buses.count) buses, \(config.devices.count) devices, 1 sink"), "\(result.standardOutput)")
         let shipped = try FileManager.default.contentsOfDirectory(atPath: profilesDirectory)
             .filter { $0.hasSuffix(".yaml") && $0 != "example-hall.yaml" }.map { String($0.dropLast(5)) }
-        #expect(Set(config.devices.map(\.profile)) == Set(shipped), "every shipped profile is in the example")
+        let used = Set(config.devices.map(\.profile))
+        #expect(used == Set(shipped), """
+            every shipped profile is in the example: add a device of \(Set(shipped).subtracting(used).sorted()) to \
+            devices/example-hall.yaml\(used.subtracting(shipped).isEmpty ? "" : "; no profile for \(used.subtracting(shipped).sorted())")
+            """)
         // A hall copied from it runs its day (from a duty officer's trial: without hours: boards were never switched off).
         #expect(config.hallDay?.hours != nil && config.hallDay?.tickets != nil)
     }
@@ -575,6 +579,23 @@ import Testing
             + "\n  - {id: board-w03, profile: modbus-window-board, bus: line-s, address: 3}\n"
         let lines = try issues(text).map(\.description)
         #expect(lines.contains { $0.contains("devices[2].bus") && $0.contains("modbus-window-board is a Modbus device but bus line-s is a raw serial line") }, "\(lines)")
+    }
+
+    /// One serial line speaks one protocol, and a ticket printer's (RS-232) carries that printer alone.
+    @Test func aSecondPrinterOrAnotherProtocolOnASerialLineIsRefused() throws {
+        let text = valid.replacingOccurrences(
+            of: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}",
+            with: "  - {id: lan-1, transport: modbus-tcp, host: 10.0.0.5}\n  - {id: line-p, transport: serial, port: /dev/ttyUSB3}")
+            + """
+
+              - {id: printer-1, profile: escpos-80mm, bus: line-p, address: 0}
+              - {id: printer-2, profile: escpos-80mm, bus: line-p, address: 1}
+              - {id: caller-w03, profile: ff68-caller, bus: line-p, address: 33, window: "3"}
+
+            """
+        let lines = try issues(text).map(\.description)
+        #expect(lines.contains { $0.contains("devices[3]") && $0.hasSuffix("bus line-p: an ESC/POS device has a line of its own (RS-232 is point to point)") }, "\(lines)")
+        #expect(lines.contains { $0.contains("devices[4].profile: profile ff68-caller speaks FF 68 but bus line-p already carries ESC/POS (escpos-80mm); give it its own serial bus") }, "\(lines)")
     }
 
     @Test func theModbusBoardProfileLoadsItsRegisterMap() throws {

@@ -415,9 +415,9 @@ public enum ConfigLoader {
                               "profile \(member.profile) speaks \(member.protocol!.rawValue) but bus \(busId) already "
                                 + "carries \(firstProtocol.rawValue) (\(first.profile)); give it its own serial bus")
             }
-            if firstProtocol == .escPos, members.count > 1 {
+            if firstProtocol.deviceHasALineOfItsOwn, members.count > 1 {
                 reader.report(members[1].item.node, members[1].item.path,
-                              "bus \(busId): an ESC/POS printer has a line of its own (RS-232 is point to point)")
+                              "bus \(busId): an \(firstProtocol.rawValue) device has a line of its own (RS-232 is point to point)")
             }
         }
         var seen: [String: String] = [:]

@@ -2,8 +2,7 @@ import Logging
 
 /// The one place device families are registered: which driver a bus's profiles call for, on which link.
 ///
-/// A new family is its codec (Sources/Protocols), its driver (a `BusDriver` in this folder), its profile kind
-/// (Sources/DeviceGateway/Profiles) and one case here; see docs/adding-a-family.md.
+/// A new family has one case here; docs/adding-a-family.md names its other files.
 enum DriverRegistry {
     /// A configured device with its profile.
     struct Member {

@@ -83,3 +83,15 @@ public enum EventTime {
         return try? Date.ISO8601FormatStyle().parse(text)
     }
 }
+
+/// How events name where they come from.
+public enum EventSource {
+    /// The `source` of a device's events: `/halls/<hall>/devices/<device>`.
+    public static func device(hall: String, device: String) -> String { "/halls/\(hall)/devices/\(device)" }
+
+    /// The `source` of the gateway's own events: `/halls/<hall>/gateway`.
+    public static func gateway(hall: String) -> String { "/halls/\(hall)/gateway" }
+
+    /// The `subject` naming a service window.
+    public static func windowSubject(_ window: String) -> String { "window/\(window)" }
+}

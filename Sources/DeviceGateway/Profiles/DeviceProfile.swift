@@ -77,6 +77,9 @@ public enum LineProtocol: String, Sendable, Equatable, CaseIterable {
     case onbon = "Onbon BX"
     case ff68 = "FF 68"
     case qsystem = "QSystem"
+
+    /// Whether its device is wired point to point (RS-232, as a ticket printer): one device to a line.
+    var deviceHasALineOfItsOwn: Bool { self == .escPos }
 }
 
 /// The `family` values a profile may declare.

@@ -192,6 +192,14 @@ public struct ListeningSweep: Sendable {
     public enum Family: String, Sendable, CaseIterable {
         case ff68
         case qsystem
+
+        /// What is found, for the command's help.
+        public var devices: String {
+            switch self {
+            case .ff68: "FF 68 pads and callers"
+            case .qsystem: "QSystem boxes"
+            }
+        }
     }
 
     public var family: Family
@@ -263,12 +271,14 @@ public struct PromptedFamily: Sendable {
     public let name: String
     /// Whether the family has addresses (an ESC/POS printer has a line of its own).
     public let addressed: Bool
+    /// What it is asked, for the command's help.
+    public let prompting: String
     let prompt: @Sendable (Int) -> [UInt8]
     /// A description of the valid answer from `address` among the bytes, nil when there is none.
     let answer: @Sendable ([UInt8], Int) -> String?
 
     /// Onbon BX controllers: ping (A2 00) to each address; the controller's reply from that address.
-    public static let onbon = PromptedFamily(name: "onbon", addressed: true) { address in
+    public static let onbon = PromptedFamily(name: "onbon", addressed: true, prompting: "a ping") { address in
         (try? OnbonPacket.request(OnbonRequest(.ping), to: UInt16(address)).encode()) ?? []
     } answer: { bytes, address in
         var decoder = OnbonDecoder()
@@ -284,7 +294,7 @@ public struct PromptedFamily: Sendable {
     }
 
     /// An ESC/POS printer: DLE EOT 1 (printer status); one status byte of the pattern 0xx1xx10.
-    public static let escPos = PromptedFamily(name: "escpos", addressed: false) { _ in
+    public static let escPos = PromptedFamily(name: "escpos", addressed: false, prompting: "a status request") { _ in
         EscPos.statusRequest(.printer)
     } answer: { bytes, _ in
         var decoder = PrinterStatusDecoder()
