@@ -22,6 +22,8 @@ public final class Gateway: Service {
     /// Per board, the turn (its generation) in which a text or call was last shown on it: a board that answers again
     /// after an opening it missed is not given the welcome over a call the queue system sent it meanwhile.
     let boardsShown = Mutex<[String: Int]>([:])
+    /// Boards a call switched on after closing (延时服务), each with the wait that switches it off again.
+    let lateCalls = Mutex<[String: LateCall]>([:])
     /// The window and hall boards, which the hall's day switches.
     var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }
     /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
@@ -141,13 +143,56 @@ public final class Gateway: Service {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
+        let lateTurn = lateCallTurn(command, to: deviceId)
+        if let lateTurn, lateCalls.withLock({ $0[deviceId]?.generation }) != lateTurn {
+            do {
+                try await bus.send(.power(on: true), to: deviceId)
+            } catch let error as GatewayError where error.code == .commandRejected {
+                // No power command: it was blanked at the closing, and shows the call as it is.
+            }
+        }
         try await bus.send(command, to: deviceId)
+        if let lateTurn { holdLateCall(on: deviceId, turn: lateTurn) }
         switch command {
         case .call, .recall, .pause, .showText, .clear:
             let generation = boardsTurn.withLock { $0?.generation }
             boardsShown.withLock { $0[deviceId] = generation }
         case .printTicket, .brightness, .power, .setStaff, .requestRating:
             break
+        }
+    }
+
+    /// The closed turn in which `command` to `deviceId` is a late call (延时服务: citizens still queued at the closing
+    /// are called after it), nil when it is none: a call or recall to a board after the hall day switched it off.
+    private func lateCallTurn(_ command: HallCommand, to deviceId: String) -> Int? {
+        guard let hold = config.hallDay?.lateCallHold, hold > .zero, isRunning, boards.contains(deviceId) else { return nil }
+        switch command {
+        case .call, .recall: return boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
+        default: return nil
+        }
+    }
+
+    /// Keeps `board` on until the hold after its last late call has passed, then switches it off again, unless the
+    /// hall has opened since (from a duty officer's trial: a call after closing went to a dark board and was `done`).
+    private func holdLateCall(on board: String, turn: Int) {
+        guard let hold = config.hallDay?.lateCallHold else { return }
+        let until = hallClock.now.addingTimeInterval(hold.timeInterval)
+        let actions = GatewayHallActions(gateway: self, counters: tickets)
+        let id = UUID()
+        let first = lateCalls.withLock { calls in
+            let previous = calls[board]
+            previous?.switchOff.cancel()
+            calls[board] = LateCall(id: id, generation: turn, switchOff: Task { [hallClock] in
+                guard (try? await hallClock.sleep(until: until)) != nil, !Task.isCancelled else { return }
+                await actions.lateCallsOver(on: board, id: id)
+            })
+            return previous?.generation != turn
+        }
+        if first {
+            logger.notice("""
+                hall day: a call after closing on \(board): switched on for it; off again \(hold.components.seconds / 60) \
+                min after the last call
+                """)
         }
     }
 
@@ -169,6 +214,10 @@ public final class Gateway: Service {
         defer {
             running.withLock { $0 = false }
             statesWritten.withLock { $0 = (nil, nil) }
+            lateCalls.withLock { calls in
+                for call in calls.values { call.switchOff.cancel() }
+                calls = [:]
+            }
         }
         let sinksRecorded = await recordSinks()
         if !sinksRecorded {

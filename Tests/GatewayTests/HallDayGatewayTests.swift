@@ -206,6 +206,47 @@ import Testing
         await running.value
     }
 
+    /// 延时服务: citizens still queued at the closing are called after it. From a duty officer's trial: the call went to
+    /// a board switched off for the night and was `done`, while nobody saw it. The board is switched on for it, and off
+    /// again half an hour after the last call.
+    @Test func aCallAfterClosingSwitchesItsBoardOnUntilHalfAnHourAfterTheLastCall() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let log = CapturedLog()
+        let clock = ManualHallClock(now: try Self.shanghai("2026-12-02 16:59"))
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        #expect(await eventually { board.isOn })
+        #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 17:00")))
+        clock.advance(to: try Self.shanghai("2026-12-02 17:00"))
+        #expect(await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
+        }, "\(log.text)")
+        #expect(!board.isOn)
+
+        clock.advance(to: try Self.shanghai("2026-12-02 17:10"))
+        try await gateway.send(.call(ticket: "A031", window: "5"), to: "board-w05")
+        #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text)")
+        #expect(log.text.contains("hall day: a call after closing on board-w05: switched on for it; off again 30 min after the last call"),
+                "\(log.text)")
+        clock.advance(to: try Self.shanghai("2026-12-02 17:30"))
+        try await gateway.send(.recall(ticket: "A031", window: "5"), to: "board-w05")
+        // The wait of the first call is gone: the board's is until 30 minutes after the last.
+        let offAt = try Self.shanghai("2026-12-02 18:00")
+        #expect(await eventually { await clock.nextDeadline() == offAt })
+        #expect(board.isOn)
+        clock.advance(to: offAt)
+        #expect(await eventually { !board.isOn }, "\(log.text)")
+        #expect(log.text.contains("hall day: board-w05 switched off again, 30 min after its last call after closing"), "\(log.text)")
+        stop.stop()
+        await running.value
+    }
+
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).
     @Test func overTheLunchBreakBoardsSayWhenTheWindowsOpenAgain() async throws {
         let board = MockModbusBoard()

@@ -19,6 +19,7 @@ import Testing
           holidays: [2026-10-07]
           working-days: {2026-10-11: monday}
           check-before-opening-minutes: 15
+          late-call-minutes: 45
         tickets:
           prefixes: [A, B, C]
           priority-prefixes: [V]   # 绿色通道
@@ -505,7 +506,7 @@ import Testing
                          .friday: weekday, .saturday: [morning]],
                 holidays: [try #require(HallDate("2026-10-07"))],
                 workingDays: [try #require(HallDate("2026-10-11")): .monday]),
-            checkBeforeOpening: .seconds(15 * 60), longestBreak: .seconds(2 * 3600),
+            checkBeforeOpening: .seconds(15 * 60), longestBreak: .seconds(2 * 3600), lateCallHold: .seconds(45 * 60),
             tickets: TicketSettings(prefixes: ["A", "B", "C"], priorityPrefixes: ["V"], digits: 3))
         #expect(config == expected)
         #expect(try ConfigLoader.parseHallDay(yaml: "{}", file: "hall.yaml", timeZone: shanghai) == nil)
@@ -528,7 +529,7 @@ import Testing
             """)
         #expect(issues == ["hall.yaml:3:3: hours.sundey: unknown weekday or key (weekdays: monday … sunday, or a "
                             + "range such as monday-friday; other keys: holidays, working-days, "
-                            + "check-before-opening-minutes, longest-break-minutes)"])
+                            + "check-before-opening-minutes, longest-break-minutes, late-call-minutes)"])
     }
 
     @Test func aDateThatDoesNotExistIsReported() throws {
@@ -556,7 +557,7 @@ import Testing
             "hall.yaml:2:34: hours.monday-friday[1]: '12:00-17:00' overlaps '09:00-13:00'",
             "hall.yaml:3:3: hours.saturday-monday: unknown weekday or key (weekdays: monday … sunday, or a range "
                 + "such as monday-friday; other keys: holidays, working-days, check-before-opening-minutes, "
-                + "longest-break-minutes)",
+                + "longest-break-minutes, late-call-minutes)",
             "hall.yaml:4:18: hours.working-days.2026-10-11: 2026-10-11 is worked as sunday, which has no opening hours",
             "hall.yaml:4:50: hours.working-days.2026-10-12: 'someday' is not a weekday (monday … sunday): the day "
                 + "whose hours 2026-10-12 is worked with",

@@ -10,22 +10,29 @@ public struct HallDayConfig: Sendable, Equatable {
     public var checkBeforeOpening: Duration
     /// A closing followed by a reopening the same day within this is a break: boards stay on (午休).
     public var longestBreak: Duration
+    /// How long a board a call switched on after closing (延时服务) stays on after the last call; zero: calls after
+    /// closing leave boards as the closing left them.
+    public var lateCallHold: Duration
     /// The gateway's ticket counters; nil without a `tickets:` section (then numbers come from the queue system).
     public var tickets: TicketSettings?
 
     /// Creates a hall-day configuration.
     public init(hours: OpeningHours?, checkBeforeOpening: Duration = .seconds(15 * 60),
-                longestBreak: Duration = .seconds(2 * 3600), tickets: TicketSettings? = nil) {
+                longestBreak: Duration = .seconds(2 * 3600), lateCallHold: Duration = .seconds(30 * 60),
+                tickets: TicketSettings? = nil) {
         self.hours = hours
         self.checkBeforeOpening = checkBeforeOpening
         self.longestBreak = longestBreak
+        self.lateCallHold = lateCallHold
         self.tickets = tickets
     }
 }
 
 extension ConfigLoader {
     /// The keys of `hours:` besides weekdays, listed in messages.
-    private static let hoursKeys = ["holidays", "working-days", "check-before-opening-minutes", "longest-break-minutes"]
+    private static let hoursKeys = [
+        "holidays", "working-days", "check-before-opening-minutes", "longest-break-minutes", "late-call-minutes",
+    ]
 
     /// Reads the `hours:` and `tickets:` sections (either may be absent); nil when both are. Problems are reported
     /// to `reader` as `file:line:column: key: message`.
@@ -39,6 +46,8 @@ extension ConfigLoader {
     ///   working-days: {2026-10-11: monday}              # 调休: worked with Monday's hours
     ///   check-before-opening-minutes: 15                # 0…720, default 15
     ///   longest-break-minutes: 120                      # 0…720, default 120; 0: boards off at every closing
+    ///   late-call-minutes: 30                           # 0…240, default 30: a board a call after closing switched on
+    ///                                                   # stays on so long after the last; 0: left off
     /// tickets:
     ///   prefixes: [A, B, C]                             # 1–3 capital letters each
     ///   priority-prefixes: [V]                          # 绿色通道
@@ -112,6 +121,8 @@ extension ConfigLoader {
                 }
             case "longest-break-minutes":
                 if let minutes = reader.int(value, path, in: 0...720) { config.longestBreak = .seconds(minutes * 60) }
+            case "late-call-minutes":
+                if let minutes = reader.int(value, path, in: 0...240) { config.lateCallHold = .seconds(minutes * 60) }
             default:
                 guard let days = weekdays(key) else {
                     reader.report(keyNode, path, "unknown weekday or key (weekdays: monday … sunday, or a range "

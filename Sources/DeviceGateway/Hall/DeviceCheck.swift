@@ -194,6 +194,15 @@ struct BoardsWatch {
     }
 }
 
+/// A board switched on by a call after closing, until the hold after its last call.
+struct LateCall: Sendable {
+    /// Which call's wait this is: a later call replaces it.
+    var id: UUID
+    /// The closed turn it came in: the hall opening meanwhile ends it.
+    var generation: Int
+    var switchOff: Task<Void, Never>
+}
+
 /// What the gateway does at the turns of the hall's day.
 struct GatewayHallActions: HallDayActions {
     let gateway: Gateway
@@ -383,6 +392,26 @@ struct GatewayHallActions: HallDayActions {
                 gateway.logger.warning("hall day: \(board) answers again but was not switched \(what): \(outcome.detail ?? outcome.result)")
             }
             return
+        }
+    }
+
+    /// The hold after the last call after closing on `board` is over: switched off again, as the closing asked, unless
+    /// the hall opened meanwhile (the opening showed its welcome) or a later call holds it (`id` is no longer its).
+    func lateCallsOver(on board: String, id: UUID) async {
+        let generation = gateway.lateCalls.withLock { calls -> Int? in
+            guard let call = calls[board], call.id == id else { return nil }
+            calls[board] = nil
+            return call.generation
+        }
+        guard let generation, let turn = gateway.boardsTurn.withLock({ $0 }), !turn.on, turn.generation == generation
+        else { return }
+        let minutes = (gateway.config.hallDay?.lateCallHold.components.seconds ?? 0) / 60
+        let outcome = await switchBoard(board, on: false, text: nil)
+        if outcome.result == CommandResult.Status.done.rawValue {
+            gateway.logger.notice("hall day: \(board) switched off again, \(minutes) min after its last call after closing")
+        } else {
+            gateway.logger.warning(
+                "hall day: \(board) not switched off again after its last call after closing: \(outcome.detail ?? outcome.result)")
         }
     }
 
