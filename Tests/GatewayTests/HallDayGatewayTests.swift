@@ -46,6 +46,31 @@ import Testing
         board.accept(writtenRegisters: registers)
     }
 
+    /// A gateway running the hall's day of `config` on a fake clock from `time`, its log captured.
+    struct RunningDay {
+        let gateway: Gateway
+        let clock: ManualHallClock
+        let log = CapturedLog()
+        private let stopSignal = StopSignal()
+        private let running: Task<Void, Never>
+
+        init(_ config: GatewayConfig, _ profiles: ProfileLibrary, at time: String) throws {
+            clock = ManualHallClock(now: try HallDayGatewayTests.shanghai(time))
+            let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+            self.gateway = gateway
+            running = Task { [stopSignal] in await gateway.run(until: stopSignal) }
+        }
+
+        /// For a `defer`: a `#require` may end the test with the gateway running.
+        func stopSoon() { stopSignal.stop() }
+
+        /// Stops, and waits for the run to end: the day's action under way finishes, its event committed.
+        func stop() async {
+            stopSignal.stop()
+            await running.value
+        }
+    }
+
     @Test func aRestartBetweenTheCheckAndOpeningKeepsTheDaysTicketNumbers() async throws {
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])
@@ -55,16 +80,10 @@ import Testing
         let (config, profiles) = try Self.hall(folder, server: server, devices: """
               - {id: board-w09, profile: modbus-window-board, bus: line-a, address: 9, window: "9"}
             """)
-        func start(at time: String) throws -> (Gateway, StopSignal, Task<Void, Never>, CapturedLog) {
-            let log = CapturedLog()
-            let clock = ManualHallClock(now: try Self.shanghai(time))
-            let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
-            let stop = StopSignal()
-            return (gateway, stop, Task { await gateway.run(until: stop) }, log)
-        }
-
         // Started at 08:50, inside the check's window: the check runs at once.
-        let (first, firstStop, firstRun, _) = try start(at: "2026-12-02 08:50")
+        let firstDay = try RunningDay(config, profiles, at: "2026-12-02 08:50")
+        defer { firstDay.stopSoon() }
+        let first = firstDay.gateway
         #expect(await eventually {
             (try? await first.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "device-check-2026-12-02" } == true
         })
@@ -74,15 +93,14 @@ import Testing
         let tickets = try #require(first.tickets)
         #expect(try await tickets.next(prefix: "A") == "A001")
         #expect(try await tickets.next(prefix: "A") == "A002")
-        firstStop.stop()
-        await firstRun.value
+        await firstDay.stop()
 
         // Restarted at 08:55, still before opening: the day was checked, its numbers go on.
-        let (second, secondStop, secondRun, log) = try start(at: "2026-12-02 08:55")
-        #expect(await eventually { log.text.contains("hall day 2026-12-02: checked before opening already; ticket counters kept") })
-        #expect(try await #require(second.tickets).next(prefix: "A") == "A003", "no number is issued twice in a day")
-        secondStop.stop()
-        await secondRun.value
+        let second = try RunningDay(config, profiles, at: "2026-12-02 08:55")
+        defer { second.stopSoon() }
+        #expect(await eventually { second.log.text.contains("hall day 2026-12-02: checked before opening already; ticket counters kept") })
+        #expect(try await #require(second.gateway.tickets).next(prefix: "A") == "A003", "no number is issued twice in a day")
+        await second.stop()
     }
 
     /// From a trial: each start outside hours committed one more `hall.day.closed`, and each start in hours one more
@@ -145,12 +163,9 @@ import Testing
                  until done: @escaping @Sendable () -> Bool) async throws -> String {
             Self.setScreen(board, on: screenOn)
             board.answering = false
-            let log = CapturedLog()
-            let clock = ManualHallClock(now: try Self.shanghai(start))
-            let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
-            let stop = StopSignal()
-            let running = Task { await gateway.run(until: stop) }
-            defer { stop.stop() }
+            let day = try RunningDay(config, profiles, at: start)
+            defer { day.stopSoon() }
+            let (gateway, clock, log) = (day.gateway, day.clock, day.log)
             // The day waits for the turn (its first look at the day, at the start, is done), then the turn comes.
             #expect(await clock.nextDeadline() == (try Self.shanghai(turn)))
             clock.advance(to: try Self.shanghai(turn))
@@ -160,8 +175,7 @@ import Testing
             #expect(board.isOn == screenOn, "not switched while silent")
             board.answering = true
             #expect(await eventually(timeout: .seconds(20)) { done() }, "from \(start): \(log.text)")
-            stop.stop()
-            await running.value
+            await day.stop()
             return log.text
         }
         // Wednesday 2 December 2026, open 09:00-17:00 (01:00-09:00 UTC).
@@ -185,12 +199,9 @@ import Testing
         let (config, profiles) = try Self.hall(folder, server: server)
         Self.setScreen(board, on: false)
         board.answering = false
-        let log = CapturedLog()
-        let clock = ManualHallClock(now: try Self.shanghai("2026-12-03 08:59"))
-        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        defer { stop.stop() }
+        let day = try RunningDay(config, profiles, at: "2026-12-03 08:59")
+        defer { day.stopSoon() }
+        let (gateway, clock, log) = (day.gateway, day.clock, day.log)
         #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-03 09:00")))
         clock.advance(to: try Self.shanghai("2026-12-03 09:00"))
         #expect(await eventually {
@@ -202,8 +213,7 @@ import Testing
         #expect(await eventually { log.text.contains("hall day: board-w05 answers again: switched on") }, "\(log.text)")
         #expect(board.isOn)
         #expect(board.display.text == "请A002号到5号窗口", "the call stays: \(board.display.text)")
-        stop.stop()
-        await running.value
+        await day.stop()
     }
 
     /// 延时服务: citizens still queued at the closing are called after it. From a duty officer's trial: the call went to
@@ -215,12 +225,9 @@ import Testing
         defer { server.stop() }
         let folder = try TemporaryDirectory()
         let (config, profiles) = try Self.hall(folder, server: server)
-        let log = CapturedLog()
-        let clock = ManualHallClock(now: try Self.shanghai("2026-12-02 16:59"))
-        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        defer { stop.stop() }
+        let day = try RunningDay(config, profiles, at: "2026-12-02 16:59")
+        defer { day.stopSoon() }
+        let (gateway, clock, log) = (day.gateway, day.clock, day.log)
         #expect(await eventually { board.isOn })
         #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 17:00")))
         clock.advance(to: try Self.shanghai("2026-12-02 17:00"))
@@ -243,8 +250,7 @@ import Testing
         clock.advance(to: offAt)
         #expect(await eventually { !board.isOn }, "\(log.text)")
         #expect(log.text.contains("hall day: board-w05 switched off again, 30 min after its last call after closing"), "\(log.text)")
-        stop.stop()
-        await running.value
+        await day.stop()
     }
 
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).
@@ -254,12 +260,9 @@ import Testing
         defer { server.stop() }
         let folder = try TemporaryDirectory()
         let (config, profiles) = try Self.hall(folder, server: server, weekdays: #"["09:00-12:00", "13:30-17:00"]"#)
-        let clock = ManualHallClock(now: try Self.shanghai("2026-12-02 11:59"))
-        let log = CapturedLog()
-        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
-        let stop = StopSignal()
-        let running = Task { await gateway.run(until: stop) }
-        defer { stop.stop() }
+        let day = try RunningDay(config, profiles, at: "2026-12-02 11:59")
+        defer { day.stopSoon() }
+        let (clock, log) = (day.clock, day.log)
         #expect(await eventually { board.isOn })
         #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 12:00")))
         clock.advance(to: try Self.shanghai("2026-12-02 12:00"))
@@ -269,8 +272,7 @@ import Testing
         #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 13:30")))
         clock.advance(to: try Self.shanghai("2026-12-02 13:30"))
         #expect(await eventually { board.display.text == "欢迎光临" }, "the reopening greets: \(log.text)")
-        stop.stop()
-        await running.value
+        await day.stop()
     }
 
     @Test func aClockThatBootsAt1970HoldsTheBoardsUntilTheTechnicianSetsIt() async throws {
