@@ -22,7 +22,8 @@ public final class Gateway: Service {
     /// Per board, the turn (its generation) in which a text or call was last shown on it: a board that answers again
     /// after an opening it missed is not given the welcome over a call the queue system sent it meanwhile.
     let boardsShown = Mutex<[String: Int]>([:])
-    /// Boards a call switched on after closing (延时服务), each with the wait that switches it off again.
+    /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
+    /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
     /// The window and hall boards, which the hall's day switches.
     var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }
@@ -143,7 +144,7 @@ public final class Gateway: Service {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        let lateTurn = lateCallTurn(command, to: deviceId)
+        let lateTurn = afterClosingTurn(command, to: deviceId)
         if let lateTurn, lateCalls.withLock({ $0[deviceId]?.generation }) != lateTurn {
             do {
                 try await bus.send(.power(on: true), to: deviceId)
@@ -152,7 +153,7 @@ public final class Gateway: Service {
             }
         }
         try await bus.send(command, to: deviceId)
-        if let lateTurn { holdLateCall(on: deviceId, turn: lateTurn) }
+        if let lateTurn { holdLateCall(command, on: deviceId, turn: lateTurn) }
         switch command {
         case .call, .recall, .pause, .showText, .clear:
             let generation = boardsTurn.withLock { $0?.generation }
@@ -162,19 +163,26 @@ public final class Gateway: Service {
         }
     }
 
-    /// The closed turn in which `command` to `deviceId` is a late call (延时服务: citizens still queued at the closing
-    /// are called after it), nil when it is none: a call or recall to a board after the hall day switched it off.
-    private func lateCallTurn(_ command: HallCommand, to deviceId: String) -> Int? {
+    /// The closed turn in which `command` to `deviceId` asks a board the hall day switched off to show something (a
+    /// call or recall: 延时服务, citizens still queued at the closing are called after it; a text: the queue system's,
+    /// a technician's test), nil when it does not.
+    private func afterClosingTurn(_ command: HallCommand, to deviceId: String) -> Int? {
         guard let hold = config.hallDay?.lateCallHold, hold > .zero, isRunning, boards.contains(deviceId) else { return nil }
         switch command {
-        case .call, .recall: return boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
+        case .call, .recall, .showText: return boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
         default: return nil
         }
     }
 
+    /// How long `board` will stay on if it is given a call or a text now, when the hall's closing switched it off
+    /// (`late-call-minutes`); nil when it is on as the hall day asks.
+    public func afterClosingHold(for board: String) -> Duration? {
+        afterClosingTurn(.showText(""), to: board).flatMap { _ in config.hallDay?.lateCallHold }
+    }
+
     /// Keeps `board` on until the hold after its last late call has passed, then switches it off again, unless the
     /// hall has opened since (from a duty officer's trial: a call after closing went to a dark board and was `done`).
-    private func holdLateCall(on board: String, turn: Int) {
+    private func holdLateCall(_ command: HallCommand, on board: String, turn: Int) {
         guard let hold = config.hallDay?.lateCallHold else { return }
         let until = hallClock.now.addingTimeInterval(hold.timeInterval)
         let actions = GatewayHallActions(gateway: self, counters: tickets)
@@ -190,8 +198,8 @@ public final class Gateway: Service {
         }
         if first {
             logger.notice("""
-                hall day: a call after closing on \(board): switched on for it; off again \(hold.components.seconds / 60) \
-                min after the last call
+                hall day: a \(command.name) after closing on \(board): switched on for it; off again \
+                \(hold.components.seconds / 60) min after the last
                 """)
         }
     }

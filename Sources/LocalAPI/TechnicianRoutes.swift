@@ -120,6 +120,8 @@ extension LocalAPI {
         let bus = gateway.config.buses.first { $0.id == device.bus }
         // Long enough for a printer's next status.
         let cycle = (bus?.pollInterval ?? .seconds(1)) + (bus?.responseTimeout ?? .seconds(1))
+        // At night a board is off as the hall's closing left it: a test on a dark screen would show nothing.
+        let afterClosing = gateway.afterClosingHold(for: device.id)
         do {
             // A board that acknowledges on a later poll has shown it once `send` returns.
             try await gateway.send(command, to: device.id)
@@ -132,6 +134,9 @@ extension LocalAPI {
                     report.printerState = condition
                     report.printerConditions = condition == "online" ? [] : [condition]
                 }
+            }
+            if let afterClosing {
+                step.outcome += "; switched on for it (the hall is closed), off again in \(afterClosing.components.seconds / 60) min"
             }
         } catch let error as GatewayError {
             // Its message names the device already.

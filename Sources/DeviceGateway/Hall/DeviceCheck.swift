@@ -408,10 +408,10 @@ struct GatewayHallActions: HallDayActions {
         let minutes = (gateway.config.hallDay?.lateCallHold.components.seconds ?? 0) / 60
         let outcome = await switchBoard(board, on: false, text: nil)
         if outcome.result == CommandResult.Status.done.rawValue {
-            gateway.logger.notice("hall day: \(board) switched off again, \(minutes) min after its last call after closing")
+            gateway.logger.notice("hall day: \(board) switched off again, \(minutes) min after its last call or text after closing")
         } else {
             gateway.logger.warning(
-                "hall day: \(board) not switched off again after its last call after closing: \(outcome.detail ?? outcome.result)")
+                "hall day: \(board) not switched off again after its last call or text after closing: \(outcome.detail ?? outcome.result)")
         }
     }
 
