@@ -145,7 +145,8 @@ public final class Gateway: Service {
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
         let lateTurn = afterClosingTurn(command, to: deviceId)
-        if let lateTurn, lateCalls.withLock({ $0[deviceId]?.generation }) != lateTurn {
+        // Each time: a board under a hold may have been switched off since (power-cycled and put back as the closing asks).
+        if lateTurn != nil {
             do {
                 try await bus.send(.power(on: true), to: deviceId)
             } catch let error as GatewayError where error.code == .commandRejected {

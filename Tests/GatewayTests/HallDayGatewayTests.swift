@@ -241,6 +241,8 @@ import Testing
         #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text)")
         #expect(log.text.contains("hall day: a call after closing on board-w05: switched on for it; off again 30 min after the last"),
                 "\(log.text)")
+        // Switched off meanwhile (its own key, a power cycle put right): the next call switches it on again.
+        Self.setScreen(board, on: false)
         clock.advance(to: try Self.shanghai("2026-12-02 17:30"))
         try await gateway.send(.recall(ticket: "A031", window: "5"), to: "board-w05")
         // The wait of the first call is gone: the board's is until 30 minutes after the last.

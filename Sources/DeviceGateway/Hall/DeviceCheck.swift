@@ -375,6 +375,8 @@ struct GatewayHallActions: HallDayActions {
         // Twice at most: a turn the board missed, then the one that came while it was switched.
         for _ in 0..<2 {
             guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
+            // Kept on after closing for a call or a text: switched off when its hold ends, not before.
+            if !turn.on, gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation { return }
             // A call the queue system showed on it since the turn stays: the board is switched on under it.
             let called = gateway.boardsShown.withLock { $0[board] } == turn.generation
             let outcome = await switchBoard(board, on: turn.on, text: called ? nil : turn.text)
