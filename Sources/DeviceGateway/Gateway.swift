@@ -25,6 +25,8 @@ public final class Gateway: Service {
     /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
     /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
+    /// One switching of a board at a time: its hall day's turns, a call or text after closing, its hold's end.
+    let boardTurns = KeyedTurns()
     /// The window and hall boards, which the hall's day switches.
     var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }
     /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
@@ -140,21 +142,32 @@ public final class Gateway: Service {
     /// Carries out a command on a device, on the bus that owns it (commands go before that bus's polls). A board that
     /// acknowledges on a later poll has carried it out once it acknowledged, not when it took the writes: until then
     /// the command is not done.
+    ///
+    /// A call, a recall or a text to a board the hall's closing switched off switches it on first, and off again
+    /// `late-call-minutes` after the last (延时服务; a technician's test at night).
     public func send(_ command: HallCommand, to deviceId: String) async throws {
+        guard afterClosingTurn(command, to: deviceId) != nil else { return try await carryOut(command, on: deviceId) }
+        try await boardTurns.run(on: deviceId) {
+            // Looked at again in its turn: the hall may have opened meanwhile.
+            guard let turn = afterClosingTurn(command, to: deviceId) else { return try await carryOut(command, on: deviceId) }
+            // Each time: a board under a hold may have been switched off since (its own key, a power cycle put right).
+            do {
+                try await carryOut(.power(on: true), on: deviceId)
+            } catch let error as GatewayError where error.code == .commandRejected {
+                // No power command: it was blanked at the closing, and shows what it is sent as it is.
+            }
+            // Held from here, whatever becomes of the command: the board is lit.
+            holdLateCall(command, on: deviceId, turn: turn)
+            try await carryOut(command, on: deviceId)
+        }
+    }
+
+    /// Carries out a command on the bus that owns the device, as the hall's day asks it: no after-closing rule.
+    func carryOut(_ command: HallCommand, on deviceId: String) async throws {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        let lateTurn = afterClosingTurn(command, to: deviceId)
-        // Each time: a board under a hold may have been switched off since (power-cycled and put back as the closing asks).
-        if lateTurn != nil {
-            do {
-                try await bus.send(.power(on: true), to: deviceId)
-            } catch let error as GatewayError where error.code == .commandRejected {
-                // No power command: it was blanked at the closing, and shows the call as it is.
-            }
-        }
         try await bus.send(command, to: deviceId)
-        if let lateTurn { holdLateCall(command, on: deviceId, turn: lateTurn) }
         switch command {
         case .call, .recall, .pause, .showText, .clear:
             let generation = boardsTurn.withLock { $0?.generation }
@@ -176,32 +189,52 @@ public final class Gateway: Service {
     }
 
     /// How long `board` will stay on if it is given a call or a text now, when the hall's closing switched it off
-    /// (`late-call-minutes`); nil when it is on as the hall day asks.
+    /// (`late-call-minutes`; zero: it stays off); nil when it is on as the hall day asks.
     public func afterClosingHold(for board: String) -> Duration? {
-        afterClosingTurn(.showText(""), to: board).flatMap { _ in config.hallDay?.lateCallHold }
+        guard isRunning, boards.contains(board), boardsTurn.withLock({ $0?.on == false }) else { return nil }
+        return config.hallDay?.lateCallHold ?? .zero
     }
 
     /// Keeps `board` on until the hold after its last late call has passed, then switches it off again, unless the
     /// hall has opened since (from a duty officer's trial: a call after closing went to a dark board and was `done`).
     private func holdLateCall(_ command: HallCommand, on board: String, turn: Int) {
         guard let hold = config.hallDay?.lateCallHold else { return }
-        let until = hallClock.now.addingTimeInterval(hold.timeInterval)
-        let actions = GatewayHallActions(gateway: self, counters: tickets)
-        let id = UUID()
-        let first = lateCalls.withLock { calls in
+        let first = lateCalls.withLock { calls -> Bool? in
+            // Not after the run's end cancelled the holds: a wait nobody would cancel.
+            guard isRunning else { return nil }
             let previous = calls[board]
             previous?.switchOff.cancel()
-            calls[board] = LateCall(id: id, generation: turn, switchOff: Task { [hallClock] in
-                guard (try? await hallClock.sleep(until: until)) != nil, !Task.isCancelled else { return }
-                await actions.lateCallsOver(on: board, id: id)
-            })
+            calls[board] = lateCall(on: board, turn: turn, ends: ContinuousClock.now + hold,
+                                    until: hallClock.now.addingTimeInterval(hold.timeInterval))
             return previous?.generation != turn
         }
-        if first {
+        if first == true {
             logger.notice("""
                 hall day: a \(command.name) after closing on \(board): switched on for it; off again \
                 \(hold.components.seconds / 60) min after the last
                 """)
+        }
+    }
+
+    /// A hold on `board` ending at `ends`, waited for on the hall's clock until `until` (a virtual clock in tests).
+    private func lateCall(on board: String, turn: Int, ends: ContinuousClock.Instant, until: Date) -> LateCall {
+        let actions = GatewayHallActions(gateway: self, counters: tickets)
+        let id = UUID()
+        return LateCall(id: id, generation: turn, ends: ends, switchOff: Task { [hallClock] in
+            guard (try? await hallClock.sleep(until: until)) != nil, !Task.isCancelled else { return }
+            await actions.lateCallsOver(on: board, id: id)
+        })
+    }
+
+    /// The wall clock was stepped: each hold waits again for what is left of it, not for the instant it named (set
+    /// back 8 hours at night, a board would stay lit 8 hours more).
+    private func rearmLateCalls() {
+        lateCalls.withLock { calls in
+            for (board, call) in calls {
+                call.switchOff.cancel()
+                calls[board] = lateCall(on: board, turn: call.generation, ends: call.ends,
+                                        until: hallClock.now.addingTimeInterval((call.ends - .now).timeInterval))
+            }
         }
     }
 
@@ -334,6 +367,7 @@ public final class Gateway: Service {
                     """)
                 // Set by someone: what it reads now is trusted, a time recorded under it when it ran ahead is not.
                 await hallDay?.clockWasSet()
+                rearmLateCalls()
                 do {
                     try await outbox.resetRecordedTime(clock: hallClock)
                 } catch {

@@ -136,7 +136,10 @@ extension LocalAPI {
                 }
             }
             if let afterClosing {
-                step.outcome += "; switched on for it (the hall is closed), off again in \(afterClosing.components.seconds / 60) min"
+                let minutes = afterClosing.components.seconds / 60
+                step.outcome += minutes > 0
+                    ? "; switched on for it (the hall is closed), off again in \(minutes) min"
+                    : "; but the hall is closed and its boards stay off (late-call-minutes: 0): the screen shows nothing"
             }
         } catch let error as GatewayError {
             // Its message names the device already.

@@ -18,7 +18,9 @@ import Testing
     /// A hall open 09:00-17:00 on weekdays, checked 15 minutes before, numbering A tickets, with a Modbus board at
     /// `boardAddress` on `server` and `devices` besides.
     static func hall(_ folder: TemporaryDirectory, server: MockModbusServer, devices: String = "",
-                     boardAddress: Int = 3, weekdays: String = #"["09:00-17:00"]"#) throws -> (GatewayConfig, ProfileLibrary) {
+                     boardAddress: Int = 3, weekdays: String = #"["09:00-17:00"]"#, lateCallMinutes: Int = 30) throws
+        -> (GatewayConfig, ProfileLibrary)
+    {
         try ConfigLoader.parse("""
             hall: {id: test-hall, timezone: Asia/Shanghai}
             state-directory: \(folder.path)/state
@@ -33,6 +35,7 @@ import Testing
             hours:
               monday-friday: \(weekdays)
               check-before-opening-minutes: 15
+              late-call-minutes: \(lateCallMinutes)
             tickets:
               prefixes: [A]
             """, file: "test.yaml", relativeTo: folder.path)
@@ -253,6 +256,39 @@ import Testing
         #expect(await eventually { !board.isOn }, "\(log.text)")
         #expect(log.text.contains("hall day: board-w05 switched off again, 30 min after its last call or text after closing"), "\(log.text)")
         await day.stop()
+    }
+
+    /// A call before the opening keeps its board on over it: the hold's end after the opening leaves the board as the
+    /// opening put it; with `late-call-minutes: 0` a call after closing leaves the board off.
+    @Test func aHoldThatEndsAfterTheOpeningLeavesTheBoardOnAndNoHoldLeavesItOff() async throws {
+        for minutes in [30, 0] {
+            let board = MockModbusBoard()
+            let server = try MockModbusServer.rtu(units: [3: board])
+            defer { server.stop() }
+            let folder = try TemporaryDirectory()
+            let (config, profiles) = try Self.hall(folder, server: server, lateCallMinutes: minutes)
+            let day = try RunningDay(config, profiles, at: "2026-12-03 08:50")
+            defer { day.stopSoon() }
+            let (gateway, clock, log) = (day.gateway, day.clock, day.log)
+            #expect(await eventually {
+                (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
+            }, "\(log.text)")
+            try await gateway.send(.call(ticket: "A001", window: "5"), to: "board-w05")
+            #expect(board.isOn == (minutes > 0), "late-call-minutes: \(minutes)")
+            if minutes == 0 {
+                #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-03 09:00")), "no hold: the opening is next")
+            } else {
+                clock.advance(to: try Self.shanghai("2026-12-03 09:00"))
+                #expect(await eventually { board.display.text == "欢迎光临" }, "\(log.text)")
+                #expect(await eventually { await clock.nextDeadline() == (try? Self.shanghai("2026-12-03 09:20")) })
+                clock.advance(to: try Self.shanghai("2026-12-03 09:20"))
+                #expect(await eventually {
+                    log.text.contains("hall day: board-w05's hold after closing is over; the hall has opened since")
+                }, "\(log.text)")
+                #expect(board.isOn && board.display.text == "欢迎光临")
+            }
+            await day.stop()
+        }
     }
 
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).

@@ -10,8 +10,8 @@ public struct HallDayConfig: Sendable, Equatable {
     public var checkBeforeOpening: Duration
     /// A closing followed by a reopening the same day within this is a break: boards stay on (午休).
     public var longestBreak: Duration
-    /// How long a board a call switched on after closing (延时服务) stays on after the last call; zero: calls after
-    /// closing leave boards as the closing left them.
+    /// How long a board a call or a text switched on after closing (延时服务, a technician's test) stays on after the
+    /// last; zero: calls and texts after closing leave boards as the closing left them.
     public var lateCallHold: Duration
     /// The gateway's ticket counters; nil without a `tickets:` section (then numbers come from the queue system).
     public var tickets: TicketSettings?
@@ -46,8 +46,8 @@ extension ConfigLoader {
     ///   working-days: {2026-10-11: monday}              # 调休: worked with Monday's hours
     ///   check-before-opening-minutes: 15                # 0…720, default 15
     ///   longest-break-minutes: 120                      # 0…720, default 120; 0: boards off at every closing
-    ///   late-call-minutes: 30                           # 0…240, default 30: a board a call after closing switched on
-    ///                                                   # stays on so long after the last; 0: left off
+    ///   late-call-minutes: 30                           # 0…240, default 30: a board a call or text after closing
+    ///                                                   # switched on stays on so long after the last; 0: left off
     /// tickets:
     ///   prefixes: [A, B, C]                             # 1–3 capital letters each
     ///   priority-prefixes: [V]                          # 绿色通道

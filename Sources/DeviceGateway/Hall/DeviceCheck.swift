@@ -194,12 +194,14 @@ struct BoardsWatch {
     }
 }
 
-/// A board switched on by a call after closing, until the hold after its last call.
+/// A board switched on by a call or a text after closing, until the hold after the last.
 struct LateCall: Sendable {
     /// Which call's wait this is: a later call replaces it.
     var id: UUID
     /// The closed turn it came in: the hall opening meanwhile ends it.
     var generation: Int
+    /// When the hold ends, on the monotonic clock: a step of the wall clock does not lengthen it.
+    var ends: ContinuousClock.Instant
     var switchOff: Task<Void, Never>
 }
 
@@ -348,7 +350,16 @@ struct GatewayHallActions: HallDayActions {
         let boards = gateway.boards
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
             for (index, board) in boards.enumerated() {
-                group.addTask { (index, await switchBoard(board, on: on, text: text)) }
+                group.addTask {
+                    await (index, gateway.boardTurns.run(on: board) {
+                        // A call after closing that came first keeps its board on until its hold ends.
+                        if !on, gateway.lateCalls.withLock({ $0[board]?.generation }) == generation {
+                            return .init(device: board, result: CommandResult.Status.done.rawValue,
+                                         detail: "kept on for a call or text after closing")
+                        }
+                        return await switchBoard(board, on: on, text: text)
+                    })
+                }
             }
             var outcomes: [(Int, CommandExecuted.DeviceOutcome)] = []
             for await outcome in group { outcomes.append(outcome) }
@@ -372,6 +383,10 @@ struct GatewayHallActions: HallDayActions {
     }
 
     private func switchAgain(_ board: String) async {
+        await gateway.boardTurns.run(on: board) { await switchAgainInItsTurn(board) }
+    }
+
+    private func switchAgainInItsTurn(_ board: String) async {
         // Twice at most: a turn the board missed, then the one that came while it was switched.
         for _ in 0..<2 {
             guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
@@ -400,17 +415,26 @@ struct GatewayHallActions: HallDayActions {
     /// The hold after the last call after closing on `board` is over: switched off again, as the closing asked, unless
     /// the hall opened meanwhile (the opening showed its welcome) or a later call holds it (`id` is no longer its).
     func lateCallsOver(on board: String, id: UUID) async {
+        await gateway.boardTurns.run(on: board) { await lateCallsOverInItsTurn(on: board, id: id) }
+    }
+
+    private func lateCallsOverInItsTurn(on board: String, id: UUID) async {
         let generation = gateway.lateCalls.withLock { calls -> Int? in
             guard let call = calls[board], call.id == id else { return nil }
             calls[board] = nil
             return call.generation
         }
-        guard let generation, let turn = gateway.boardsTurn.withLock({ $0 }), !turn.on, turn.generation == generation
-        else { return }
+        guard let generation else { return }
+        guard let turn = gateway.boardsTurn.withLock({ $0 }), !turn.on, turn.generation == generation else {
+            gateway.logger.info("hall day: \(board)'s hold after closing is over; the hall has opened since: left as the opening put it")
+            return
+        }
         let minutes = (gateway.config.hallDay?.lateCallHold.components.seconds ?? 0) / 60
         let outcome = await switchBoard(board, on: false, text: nil)
         if outcome.result == CommandResult.Status.done.rawValue {
-            gateway.logger.notice("hall day: \(board) switched off again, \(minutes) min after its last call or text after closing")
+            let blanked = outcome.detail.map { " (\($0))" } ?? ""
+            gateway.logger.notice(
+                "hall day: \(board) switched off again\(blanked), \(minutes) min after its last call or text after closing")
         } else {
             gateway.logger.warning(
                 "hall day: \(board) not switched off again after its last call or text after closing: \(outcome.detail ?? outcome.result)")
@@ -430,12 +454,12 @@ struct GatewayHallActions: HallDayActions {
         do {
             var detail: String?
             do {
-                try await gateway.send(.power(on: on), to: board)
+                try await gateway.carryOut(.power(on: on), on: board)
             } catch let error as GatewayError where error.code == .commandRejected {
                 detail = on ? nil : "blanked: \(error.message)"
-                if !on { try await gateway.send(.clear, to: board) }
+                if !on { try await gateway.carryOut(.clear, on: board) }
             }
-            if on, let text { try await gateway.send(.showText(text), to: board) }
+            if on, let text { try await gateway.carryOut(.showText(text), on: board) }
             return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
         } catch {
             let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
