@@ -1,7 +1,8 @@
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import MockDevices
 import Protocols
+import Synchronization
 import Testing
 
 /// The hall's day run by the real gateway on a fake clock in Asia/Shanghai: boards off after closing, the device
@@ -454,4 +455,37 @@ import Testing
         stop.stop()
         await running.value
     }
+}
+
+/// A board's switchings take turns: what was decided before a call (the closing's switch-off) lands before it.
+@Suite struct KeyedTurnsTests {
+    @Test func workOnOneBoardWaitsForTheWorkBeforeItAndOtherBoardsDoNot() async throws {
+        let turns = KeyedTurns()
+        let order = Order()
+        let (released, release) = AsyncStream.makeStream(of: Void.self)
+        let first = Task {
+            await turns.run(on: "board-w05") {
+                order.lines.withLock { $0.append("first starts") }
+                for await _ in released { break }
+                order.lines.withLock { $0.append("first ends") }
+            }
+        }
+        #expect(await eventually { order.lines.withLock { $0 } == ["first starts"] })
+        let second = Task {
+            order.lines.withLock { $0.append("second asks") }
+            await turns.run(on: "board-w05") { order.lines.withLock { $0.append("second") } }
+        }
+        #expect(await eventually { order.lines.withLock { $0.contains("second asks") } })
+        await turns.run(on: "board-w06") { order.lines.withLock { $0.append("another board") } }
+        release.yield()
+        release.finish()
+        await first.value
+        await second.value
+        #expect(order.lines.withLock { $0 } == ["first starts", "second asks", "another board", "first ends", "second"])
+    }
+}
+
+/// What happened, in order, across tasks.
+private final class Order: Sendable {
+    let lines = Mutex<[String]>([])
 }
