@@ -220,7 +220,7 @@ public final class Gateway: Service {
     private func lateCall(on board: String, turn: Int, ends: ContinuousClock.Instant, until: Date) -> LateCall {
         let actions = GatewayHallActions(gateway: self, counters: tickets)
         let id = UUID()
-        return LateCall(id: id, generation: turn, ends: ends, switchOff: Task { [hallClock] in
+        return LateCall(id: id, generation: turn, ends: ends, until: until, switchOff: Task { [hallClock] in
             guard (try? await hallClock.sleep(until: until)) != nil, !Task.isCancelled else { return }
             await actions.lateCallsOver(on: board, id: id)
         })
@@ -509,7 +509,16 @@ public final class Gateway: Service {
     public func hallDayOutlook() -> String? {
         guard hallDayHold.withLock({ $0 }) == nil, let settings = config.hallDay, let hours = settings.hours else { return nil }
         let schedule = HallDaySchedule(hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
-        return schedule.describe(at: hallClock.now, timeZone: config.hall.timeZone)
+        let now = hallClock.now
+        // A board lit at night is explained: a call or a test after closing holds it on.
+        let closedTurn = boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
+        let held = lateCalls.withLock { calls in
+            calls.filter { $0.value.generation == closedTurn }.map { ($0.key, $0.value.until) }
+        }.sorted { $0.0 < $1.0 }.map { board, until in
+            "\(board) until " + CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)
+        }
+        return schedule.describe(at: now, timeZone: config.hall.timeZone)
+            + (held.isEmpty ? "" : "; on after closing for a call or a test: " + held.joined(separator: ", "))
     }
 
     /// The heartbeat as of now.

@@ -245,6 +245,8 @@ import Testing
         #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text)")
         #expect(log.text.contains("hall day: a call after closing on board-w05: switched on for it; off again 30 min after the last"),
                 "\(log.text)")
+        #expect(gateway.hallDayOutlook()?.hasSuffix("; on after closing for a call or a test: board-w05 until 17:40") == true,
+                "gatewayd status says why the board is lit: \(gateway.hallDayOutlook() ?? "")")
         // Switched off meanwhile (its own key, a power cycle put right): the next call switches it on again.
         Self.setScreen(board, on: false)
         clock.advance(to: try Self.shanghai("2026-12-02 17:30"))

@@ -202,6 +202,8 @@ struct LateCall: Sendable {
     var generation: Int
     /// When the hold ends, on the monotonic clock: a step of the wall clock does not lengthen it.
     var ends: ContinuousClock.Instant
+    /// When it ends on the hall's clock, as `gatewayd status` says it.
+    var until: Date
     var switchOff: Task<Void, Never>
 }
 
