@@ -7,7 +7,7 @@ import NIOCore
 struct DeviceCommandOptions: ParsableArguments {
     @OptionGroup var daemon: DaemonOptions
 
-    @Flag(help: "Open the port directly even if a daemon answers (it must not own the port then).")
+    @Flag(help: "Open the port or connection directly even if a daemon answers (a serial port it owns cannot be opened).")
     var direct = false
 
     @Flag(help: "One JSON document instead of text.")

@@ -212,6 +212,31 @@ import Testing
         await line.stop()
     }
 
+    /// From a night technician's trial: after a `display test --direct` on a board the daemon polls (a Modbus TCP
+    /// board), the daemon's next command reused the test's counter; the board took it for the test again and the
+    /// daemon for done: a call reported shown that nobody saw.
+    @Test func aCommandAfterAnotherMastersCommandIsTakenByTheBoard() async throws {
+        let line = try BoardLine()
+        let board = line.board
+        let center = CommandCenter(gateway: line.gateway)
+        #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
+        // Another master (the technician's direct test) writes a text and the next counter; the board takes it.
+        var registers = board.registers
+        registers[MockModbusBoard.Register.commandCounter] &+= 1
+        board.accept(writtenRegisters: registers)
+        let taken = board.registers[MockModbusBoard.Register.acknowledge]
+        // The bus polls the board meanwhile.
+        let polls = await line.gateway.deviceStates().first { $0.device == "board-w05" }?.counters.transactions ?? 0
+        #expect(await eventually {
+            (await line.gateway.deviceStates().first { $0.device == "board-w05" }?.counters.transactions ?? 0) > polls + 1
+        })
+        let next = try await center.execute(.call(window: "5", ticket: "A024"))
+        #expect(next.status == .done, "\(next.devices)")
+        #expect(board.display.text == "请A024号到5号窗口", "the board took the call")
+        #expect(board.registers[MockModbusBoard.Register.acknowledge] != taken)
+        await line.stop()
+    }
+
     @Test func aCallShownWhileTheDiskIsFullIsDoneAndItsAcknowledgementStoredLater() async throws {
         let folder = try TemporaryDirectory()
         let disk = try await SmallDisk(at: folder.file("state"))

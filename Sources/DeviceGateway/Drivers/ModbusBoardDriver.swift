@@ -131,8 +131,10 @@ public struct ModbusBoardDriver: Sendable {
         }
         let status = register(profile.statusRegister)
         let acknowledged = register(profile.acknowledgeRegister)
-        // Continue counting from what the board last acknowledged, so a restarted gateway is not mistaken for old news.
-        if lastCounter == nil { lastCounter = acknowledged }
+        // Continue counting from what the board last acknowledged, so a restarted gateway is not mistaken for old news;
+        // and while nothing of ours waits, from what it acknowledged since: another master's command (a technician's
+        // `display test --direct`) took the next counter, and ours with the same would be taken for done unshown.
+        if lastCounter == nil || pending.isEmpty { lastCounter = acknowledged }
         var events: [CloudEvent] = []
         var verdicts: [CommandVerdict] = []
         if let taken = pending.lastIndex(where: { $0.counter == acknowledged }) {

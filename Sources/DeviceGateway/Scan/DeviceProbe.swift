@@ -175,7 +175,7 @@ public enum DeviceProbe {
             var decoder = driver.makeDecoder()
             var report = ProbeReport(
                 device: device.id, profile: device.profile, bus: bus.id, line: DeviceProbe.describe(bus.transport),
-                via: "port opened directly (no daemon running)", steps: [], events: [], answered: true)
+                via: "port opened directly", steps: [], events: [], answered: true)
             var events: [CloudEvent] = []
 
             func exchange(_ request: LineRequest) {
