@@ -25,6 +25,9 @@ public final class Gateway: Service {
     /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
     /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
+    /// Per board, the turn in which someone switched it on by a power command: after closing it is on as they meant,
+    /// and neither held nor said dark.
+    let poweredOnByHand = Mutex<[String: Int]>([:])
     /// One switching of a board at a time: its hall day's turns, a call or text after closing, its hold's end.
     let boardTurns = KeyedTurns()
     /// The window and hall boards, which the hall's day switches.
@@ -146,7 +149,23 @@ public final class Gateway: Service {
     /// A call, a recall or a text to a board the hall's closing switched off switches it on first, and off again
     /// `late-call-minutes` after the last (延时服务; a technician's test at night).
     public func send(_ command: HallCommand, to deviceId: String) async throws {
-        guard afterClosingTurn(command, to: deviceId) != nil else { return try await carryOut(command, on: deviceId) }
+        if case .power = command {
+            // Someone switched it as they meant: a hold after closing would switch it again (from a trial: off by hand,
+            // still "on after closing" in status, then "switched off again").
+            try await boardTurns.run(on: deviceId) {
+                try await carryOut(command, on: deviceId)
+                endLateCall(on: deviceId)
+                let turn = boardsTurn.withLock { $0?.generation }
+                poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn : nil }
+            }
+            return
+        }
+        guard afterClosingTurn(command, to: deviceId) != nil else {
+            if isShow(command), afterClosingHold(for: deviceId) == .zero {
+                logger.notice("hall day: a \(command.name) after closing on \(deviceId) is not shown: the board stays off (late-call-minutes: 0)")
+            }
+            return try await carryOut(command, on: deviceId)
+        }
         try await boardTurns.run(on: deviceId) {
             // Looked at again in its turn: the hall may have opened meanwhile.
             guard let turn = afterClosingTurn(command, to: deviceId) else { return try await carryOut(command, on: deviceId) }
@@ -182,16 +201,38 @@ public final class Gateway: Service {
     /// a technician's test), nil when it does not.
     private func afterClosingTurn(_ command: HallCommand, to deviceId: String) -> Int? {
         guard let hold = config.hallDay?.lateCallHold, hold > .zero, isRunning, boards.contains(deviceId) else { return nil }
+        guard isShow(command) else { return nil }
+        return closedTurn(of: deviceId)
+    }
+
+    /// The closed turn `board` is off in, nil when it is on: the hall open, or switched on by hand since the closing.
+    private func closedTurn(of board: String) -> Int? {
+        guard let turn = boardsTurn.withLock({ $0.flatMap { $0.on ? nil : $0.generation } }),
+              poweredOnByHand.withLock({ $0[board] }) != turn
+        else { return nil }
+        return turn
+    }
+
+    /// Whether `command` asks a board to show something.
+    private func isShow(_ command: HallCommand) -> Bool {
         switch command {
-        case .call, .recall, .showText: return boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
-        default: return nil
+        case .call, .recall, .showText: true
+        default: false
+        }
+    }
+
+    /// Ends the hold after closing on `board`, if any: its switch-off is not needed any more.
+    private func endLateCall(on board: String) {
+        lateCalls.withLock { calls in
+            calls[board]?.switchOff.cancel()
+            calls[board] = nil
         }
     }
 
     /// How long `board` will stay on if it is given a call or a text now, when the hall's closing switched it off
     /// (`late-call-minutes`; zero: it stays off); nil when it is on as the hall day asks.
     public func afterClosingHold(for board: String) -> Duration? {
-        guard isRunning, boards.contains(board), boardsTurn.withLock({ $0?.on == false }) else { return nil }
+        guard isRunning, boards.contains(board), closedTurn(of: board) != nil else { return nil }
         return config.hallDay?.lateCallHold ?? .zero
     }
 
@@ -256,9 +297,15 @@ public final class Gateway: Service {
         defer {
             running.withLock { $0 = false }
             statesWritten.withLock { $0 = (nil, nil) }
-            lateCalls.withLock { calls in
+            let held = lateCalls.withLock { calls in
                 for call in calls.values { call.switchOff.cancel() }
-                calls = [:]
+                defer { calls = [:] }
+                return calls.keys.sorted()
+            }
+            if !held.isEmpty {
+                // From a trial: a stop during 延时服务 left the boards lit all night without a word. The next start
+                // switches them as the hall's day asks.
+                logger.warning("hall day: left lit by this stop, held on after closing for a call or a text: \(held.joined(separator: ", "))")
             }
         }
         let sinksRecorded = await recordSinks()
@@ -518,7 +565,7 @@ public final class Gateway: Service {
             "\(board) until " + CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)
         }
         return schedule.describe(at: now, timeZone: config.hall.timeZone)
-            + (held.isEmpty ? "" : "; on after closing for a call or a test: " + held.joined(separator: ", "))
+            + (held.isEmpty ? "" : "; on after closing for a call or a text: " + held.joined(separator: ", "))
     }
 
     /// The heartbeat as of now.

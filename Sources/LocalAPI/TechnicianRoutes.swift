@@ -137,9 +137,16 @@ extension LocalAPI {
             }
             if let afterClosing {
                 let minutes = afterClosing.components.seconds / 60
-                step.outcome += minutes > 0
-                    ? "; switched on for it (the hall is closed), off again in \(minutes) min"
-                    : "; but the hall is closed and its boards stay off (late-call-minutes: 0): the screen shows nothing"
+                if minutes > 0 {
+                    step.outcome += "; switched on for it (the hall is closed), off again in \(minutes) min"
+                } else {
+                    // Not a pass: nothing could be seen (a board switched on by hand since would be: power it on first).
+                    report.problem = """
+                        the hall is closed and its boards stay off (late-call-minutes: 0): \(device.id) shows nothing; \
+                        switch it on first (POST /v1/devices/\(device.id)/power)
+                        """
+                    report.answered = false
+                }
             }
         } catch let error as GatewayError {
             // Its message names the device already.

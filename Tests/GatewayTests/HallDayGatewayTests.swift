@@ -245,7 +245,7 @@ import Testing
         #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text)")
         #expect(log.text.contains("hall day: a call after closing on board-w05: switched on for it; off again 30 min after the last"),
                 "\(log.text)")
-        #expect(gateway.hallDayOutlook()?.hasSuffix("; on after closing for a call or a test: board-w05 until 17:40") == true,
+        #expect(gateway.hallDayOutlook()?.hasSuffix("; on after closing for a call or a text: board-w05 until 17:40") == true,
                 "gatewayd status says why the board is lit: \(gateway.hallDayOutlook() ?? "")")
         // Switched off meanwhile (its own key, a power cycle put right): the next call switches it on again.
         Self.setScreen(board, on: false)
@@ -280,6 +280,9 @@ import Testing
             #expect(board.isOn == (minutes > 0), "late-call-minutes: \(minutes)")
             if minutes == 0 {
                 #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-03 09:00")), "no hold: the opening is next")
+                #expect(log.text.contains(
+                    "hall day: a call after closing on board-w05 is not shown: the board stays off (late-call-minutes: 0)"),
+                        "\(log.text)")
             } else {
                 clock.advance(to: try Self.shanghai("2026-12-03 09:00"))
                 #expect(await eventually { board.display.text == "欢迎光临" }, "\(log.text)")
@@ -292,6 +295,40 @@ import Testing
             }
             await day.stop()
         }
+    }
+
+    /// From a night technician's trial: a board switched off by hand during a hold was still "on after closing" in
+    /// status and "switched off again" later; a stop during a hold left boards lit without a word.
+    @Test func aBoardSwitchedByHandAfterClosingIsNoLongerHeldAndAStopSaysWhatItLeavesLit() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 20:00")
+        defer { day.stopSoon() }
+        let (gateway, clock, log) = (day.gateway, day.clock, day.log)
+        #expect(await eventually {
+            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
+        }, "\(log.text)")
+        let nextCheck = try Self.shanghai("2026-12-03 08:45")
+        try await gateway.send(.showText("设备测试"), to: "board-w05")
+        #expect(board.isOn && gateway.hallDayOutlook()?.contains("board-w05 until 20:30") == true)
+        try await gateway.send(.power(on: false), to: "board-w05")
+        #expect(!board.isOn)
+        #expect(gateway.hallDayOutlook()?.contains("on after closing") == false, "\(gateway.hallDayOutlook() ?? "")")
+        #expect(await eventually { await clock.nextDeadline() == nextCheck }, "no hold waits")
+        // Switched on by hand: on as meant, not held (a test on it shows, and nothing switches it off at 20:30).
+        try await gateway.send(.power(on: true), to: "board-w05")
+        #expect(gateway.afterClosingHold(for: "board-w05") == nil)
+        try await gateway.send(.call(ticket: "A031", window: "5"), to: "board-w05")
+        #expect(board.isOn && gateway.hallDayOutlook()?.contains("on after closing") == false)
+        try await gateway.send(.power(on: false), to: "board-w05")
+        try await gateway.send(.call(ticket: "A032", window: "5"), to: "board-w05")
+        #expect(board.isOn && gateway.hallDayOutlook()?.contains("board-w05 until 20:30") == true)
+        await day.stop()
+        #expect(log.text.contains("hall day: left lit by this stop, held on after closing for a call or a text: board-w05"),
+                "\(log.text)")
     }
 
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).

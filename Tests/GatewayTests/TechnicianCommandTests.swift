@@ -152,30 +152,42 @@ import Testing
     /// At night a board is off as the hall's closing left it, when a technician comes to see to it: a test on the dark
     /// screen showed nothing, and said "answered and acknowledged". The board is switched on for it, and says so.
     @Test func aDisplayTestAfterClosingSwitchesTheBoardOnForIt() async throws {
-        let board = MockModbusBoard()
-        let server = try MockModbusServer.rtu(units: [3: board])
-        defer { server.stop() }
-        let clock = ManualHallClock(now: try HallDayGatewayTests.shanghai("2026-12-02 20:00"))
-        let hall = try await StatusCommandTests.ConfiguredHall(buses: { _ in
-            "  - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 100, poll-interval-ms: 50}"
-        }, devices: """
-              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
-            """, more: """
-            hours:
-              monday-friday: ["09:00-17:00"]
-            """, hallClock: clock)
-        let closed = await eventually {
-            (try? await hall.gateway.outbox.entries(after: 0, limit: 100))?.contains { $0.id.hasPrefix("boards-off-") } == true
-        }
-        let darkBefore = !board.isOn
-        let test = try await run(gatewaydPath, ["display", "test", "board-w05"] + hall.cli)
-        await hall.stop()
+        for minutes in [30, 0] {
+            let board = MockModbusBoard()
+            let server = try MockModbusServer.rtu(units: [3: board])
+            defer { server.stop() }
+            let clock = ManualHallClock(now: try HallDayGatewayTests.shanghai("2026-12-02 20:00"))
+            let hall = try await StatusCommandTests.ConfiguredHall(buses: { _ in
+                "  - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 100, poll-interval-ms: 50}"
+            }, devices: """
+                  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+                """, more: """
+                hours:
+                  monday-friday: ["09:00-17:00"]
+                  late-call-minutes: \(minutes)
+                """, hallClock: clock)
+            let closed = await eventually {
+                (try? await hall.gateway.outbox.entries(after: 0, limit: 100))?.contains { $0.id.hasPrefix("boards-off-") } == true
+            }
+            let darkBefore = !board.isOn
+            let test = try await run(gatewaydPath, ["display", "test", "board-w05"] + hall.cli)
+            await hall.stop()
 
-        #expect(closed && darkBefore)
-        #expect(test.status == 0, "\(test.standardOutput)\(test.standardError)")
-        #expect(test.standardOutput.contains("answered and acknowledged; switched on for it (the hall is closed), off again in 30 min"),
-                "\(test.standardOutput)")
-        #expect(board.isOn && board.display.text.hasPrefix("设备测试 "), "\(board.display.text)")
+            #expect(closed && darkBefore)
+            if minutes > 0 {
+                #expect(test.status == 0, "\(test.standardOutput)\(test.standardError)")
+                #expect(test.standardOutput.contains(
+                    "answered and acknowledged; switched on for it (the hall is closed), off again in 30 min"), "\(test.standardOutput)")
+                #expect(board.isOn && board.display.text.hasPrefix("设备测试 "), "\(board.display.text)")
+            } else {
+                // Nothing could be seen: no pass.
+                #expect(test.status == 1, "\(test.standardOutput)\(test.standardError)")
+                #expect(test.standardError.contains(
+                    "the hall is closed and its boards stay off (late-call-minutes: 0): board-w05 shows nothing"),
+                        "\(test.standardError)")
+                #expect(!board.isOn)
+            }
+        }
     }
 
     @Test func padTestHearsTheKeysOfAnFF68Pad() async throws {
