@@ -161,7 +161,7 @@ public final class Gateway: Service {
             return
         }
         guard afterClosingTurn(command, to: deviceId) != nil else {
-            if isShow(command), afterClosingHold(for: deviceId) == .zero {
+            if command.shows, afterClosingHold(for: deviceId) == .zero {
                 logger.notice("hall day: a \(command.name) after closing on \(deviceId) is not shown: the board stays off (late-call-minutes: 0)")
             }
             return try await carryOut(command, on: deviceId)
@@ -201,7 +201,7 @@ public final class Gateway: Service {
     /// a technician's test), nil when it does not.
     private func afterClosingTurn(_ command: HallCommand, to deviceId: String) -> Int? {
         guard let hold = config.hallDay?.lateCallHold, hold > .zero, isRunning, boards.contains(deviceId) else { return nil }
-        guard isShow(command) else { return nil }
+        guard command.shows else { return nil }
         return closedTurn(of: deviceId)
     }
 
@@ -211,14 +211,6 @@ public final class Gateway: Service {
               poweredOnByHand.withLock({ $0[board] }) != turn
         else { return nil }
         return turn
-    }
-
-    /// Whether `command` asks a board to show something.
-    private func isShow(_ command: HallCommand) -> Bool {
-        switch command {
-        case .call, .recall, .showText: true
-        default: false
-        }
     }
 
     /// Ends the hold after closing on `board`, if any: its switch-off is not needed any more.

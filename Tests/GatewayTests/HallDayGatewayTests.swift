@@ -276,8 +276,12 @@ import Testing
             #expect(await eventually {
                 (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
             }, "\(log.text)")
-            try await gateway.send(.call(ticket: "A001", window: "5"), to: "board-w05")
+            let called = try await CommandCenter(gateway: gateway).execute(.call(window: "5", ticket: "A001"))
             #expect(board.isOn == (minutes > 0), "late-call-minutes: \(minutes)")
+            // The queue system, and the central store in the command's event, hear it.
+            #expect(called.status == .done && called.devices.map(\.detail) == [minutes > 0
+                ? "switched on after closing; off again 30 min after the last call or text"
+                : "after closing the board stays off (late-call-minutes: 0): not shown"], "\(called.devices)")
             if minutes == 0 {
                 #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-03 09:00")), "no hold: the opening is next")
                 #expect(log.text.contains(

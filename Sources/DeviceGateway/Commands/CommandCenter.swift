@@ -553,7 +553,17 @@ public actor CommandCenter {
             for (index, target) in targets.enumerated() {
                 group.addTask {
                     do {
+                        // After closing: the queue system and the central store hear that the board was switched on for
+                        // it, or that it stays dark (from a trial: `done`, and nothing said the screen was off).
+                        let afterClosing = target.command.shows ? gateway.afterClosingHold(for: target.device) : nil
                         try await gateway.send(target.command, to: target.device)
+                        if let afterClosing {
+                            let minutes = afterClosing.components.seconds / 60
+                            let detail = minutes > 0
+                                ? "switched on after closing; off again \(minutes) min after the last call or text"
+                                : "after closing the board stays off (late-call-minutes: 0): not shown"
+                            return (index, .init(device: target.device, result: CommandResult.Status.done.rawValue, detail: detail))
+                        }
                         if case .setStaff(let staff) = target.command {
                             // A pad that keeps none itself (FF 68) gets it back after a restart (from a trial: its
                             // ratings lost their staff at each restart).

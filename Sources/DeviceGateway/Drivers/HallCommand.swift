@@ -43,6 +43,14 @@ public enum HallCommand: Sendable, Equatable {
     }
 
     /// The command's name in events and logs.
+    /// Whether it asks a board to show something (a call, a recall, a text).
+    public var shows: Bool {
+        switch self {
+        case .call, .recall, .showText: true
+        default: false
+        }
+    }
+
     public var name: String {
         switch self {
         case .call: "call"
