@@ -42,6 +42,11 @@ import Testing
             """, file: "test.yaml", relativeTo: folder.path)
     }
 
+    /// Whether `gateway` commits the event `id` (a turn's, the check's) in time.
+    static func committed(_ id: String, by gateway: Gateway) async -> Bool {
+        await eventually { (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == id } == true }
+    }
+
     /// Turns the board's screen on or off as its own keys would (a command it takes, not the gateway's).
     static func setScreen(_ board: MockModbusBoard, on: Bool) {
         var registers = board.registers
@@ -88,9 +93,7 @@ import Testing
         let firstDay = try RunningDay(config, profiles, at: "2026-12-02 08:50")
         defer { firstDay.stopSoon() }
         let first = firstDay.gateway
-        #expect(await eventually {
-            (try? await first.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "device-check-2026-12-02" } == true
-        })
+        #expect(await Self.committed("device-check-2026-12-02", by: first))
         let check = try #require(try await first.outbox.entries(after: 0, limit: 1000).first { $0.id == "device-check-2026-12-02" })
         #expect(check.json.contains(#""passed":false"#) && check.json.contains("board-w09 does not answer"),
                 "the dead board is found dead, not merely not heard yet: \(check.json)")
@@ -173,9 +176,7 @@ import Testing
             // The day waits for the turn (its first look at the day, at the start, is done), then the turn comes.
             #expect(await clock.nextDeadline() == (try Self.shanghai(turn)))
             clock.advance(to: try Self.shanghai(turn))
-            #expect(await eventually {
-                (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == turnId } == true
-            }, "\(log.text)")
+            #expect(await Self.committed(turnId, by: gateway), "\(log.text)")
             #expect(board.isOn == screenOn, "not switched while silent")
             board.answering = true
             #expect(await eventually(timeout: .seconds(20)) { done() }, "from \(start): \(log.text)")
@@ -208,9 +209,7 @@ import Testing
         let (gateway, clock, log) = (day.gateway, day.clock, day.log)
         #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-03 09:00")))
         clock.advance(to: try Self.shanghai("2026-12-03 09:00"))
-        #expect(await eventually {
-            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-on-2026-12-03T01:00:00Z" } == true
-        }, "\(log.text)")
+        #expect(await Self.committed("boards-on-2026-12-03T01:00:00Z", by: gateway), "\(log.text)")
         board.answering = true
         #expect(await eventually { await gateway.deviceStates().first { $0.device == "board-w05" }?.online == true })
         try await gateway.send(.call(ticket: "A002", window: "5"), to: "board-w05")
@@ -235,9 +234,7 @@ import Testing
         #expect(await eventually { board.isOn })
         #expect(await clock.nextDeadline() == (try Self.shanghai("2026-12-02 17:00")))
         clock.advance(to: try Self.shanghai("2026-12-02 17:00"))
-        #expect(await eventually {
-            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
-        }, "\(log.text)")
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: gateway), "\(log.text)")
         #expect(!board.isOn)
 
         clock.advance(to: try Self.shanghai("2026-12-02 17:10"))
@@ -273,9 +270,7 @@ import Testing
             let day = try RunningDay(config, profiles, at: "2026-12-03 08:50")
             defer { day.stopSoon() }
             let (gateway, clock, log) = (day.gateway, day.clock, day.log)
-            #expect(await eventually {
-                (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
-            }, "\(log.text)")
+            #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: gateway), "\(log.text)")
             let called = try await CommandCenter(gateway: gateway).execute(.call(window: "5", ticket: "A001"))
             #expect(board.isOn == (minutes > 0), "late-call-minutes: \(minutes)")
             // The queue system, and the central store in the command's event, hear it.
@@ -312,9 +307,7 @@ import Testing
         let day = try RunningDay(config, profiles, at: "2026-12-02 20:00")
         defer { day.stopSoon() }
         let (gateway, clock, log) = (day.gateway, day.clock, day.log)
-        #expect(await eventually {
-            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "boards-off-2026-12-02T09:00:00Z" } == true
-        }, "\(log.text)")
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: gateway), "\(log.text)")
         let nextCheck = try Self.shanghai("2026-12-03 08:45")
         try await gateway.send(.showText("设备测试"), to: "board-w05")
         #expect(board.isOn && gateway.hallDayOutlook()?.contains("board-w05 until 20:30") == true)
@@ -477,9 +470,7 @@ import Testing
         #expect(await eventually { !board.isOn && board.display.mode == .blank }, "closed: boards off")
 
         clock.advance(to: try Self.shanghai("2026-12-02 08:45"))
-        #expect(await eventually {
-            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.id == "device-check-2026-12-02" } == true
-        }, "the check's report is committed before opening")
+        #expect(await Self.committed("device-check-2026-12-02", by: gateway), "the check's report is committed before opening")
         let check = try #require(try await gateway.outbox.entries(after: 0, limit: 1000).first { $0.id == "device-check-2026-12-02" })
         #expect(check.type == "hall.gateway.device_check" && check.json.contains(#""passed":true"#), "\(check.json)")
         #expect(board.display.mode == .blank, "still closed at 08:45")
