@@ -1,5 +1,5 @@
 public import Logging
-import Foundation
+public import Foundation
 import Synchronization
 public import ServiceLifecycle
 
@@ -154,7 +154,7 @@ public final class Gateway: Service {
             // still "on after closing" in status, then "switched off again").
             try await boardTurns.run(on: deviceId) {
                 try await carryOut(command, on: deviceId)
-                endLateCall(on: deviceId)
+                await endLateCall(on: deviceId)
                 let turn = boardsTurn.withLock { $0?.generation }
                 poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn : nil }
             }
@@ -176,7 +176,7 @@ public final class Gateway: Service {
                 // No power command: it was blanked at the closing, and shows what it is sent as it is.
             }
             // Held from here, whatever becomes of the command: the board is lit.
-            holdLateCall(command, on: deviceId, turn: turn)
+            await holdLateCall(command, on: deviceId, turn: turn)
             try await carryOut(command, on: deviceId)
         }
     }
@@ -214,10 +214,56 @@ public final class Gateway: Service {
     }
 
     /// Ends the hold after closing on `board`, if any: its switch-off is not needed any more.
-    private func endLateCall(on board: String) {
-        lateCalls.withLock { calls in
-            calls[board]?.switchOff.cancel()
-            calls[board] = nil
+    private func endLateCall(on board: String) async {
+        let held = lateCalls.withLock { calls in
+            defer {
+                calls[board]?.switchOff.cancel()
+                calls[board] = nil
+            }
+            return calls[board] != nil
+        }
+        if held { await forgetHold(on: board) }
+    }
+
+    /// Forgets the hold on `board` noted for a restart.
+    func forgetHold(on board: String) async {
+        do {
+            try await outbox.forgetBoardHold(board)
+        } catch {
+            logger.warning("outbox: \(board)'s hold after closing is not forgotten (\(error)); a restart within it keeps it on until it ends")
+        }
+    }
+
+    /// At a turn of the hall's day: after a closing, holds noted before a restart within it go on for what is left of
+    /// each (at most `late-call-minutes`), so that a restart does not darken a board a late citizen is served under;
+    /// any other turn forgets them.
+    func resumeLateCalls(closing: String?, turn: Int) async {
+        guard let closing, let hold = config.hallDay?.lateCallHold, hold > .zero else {
+            // Only a closing's own are ever resumed: one left here is never used.
+            try? await outbox.forgetBoardHold(nil)
+            return
+        }
+        let noted: [String: Date]
+        do {
+            noted = try await outbox.boardHolds(closing: closing)
+        } catch {
+            logger.warning("outbox: boards held on after closing before this start cannot be read (\(error)): switched off")
+            return
+        }
+        let now = hallClock.now
+        let resumed = lateCalls.withLock { calls -> [(board: String, until: Date)] in
+            guard isRunning else { return [] }
+            return noted.filter { boards.contains($0.key) && $0.value > now && calls[$0.key] == nil }.map { board, until in
+                let left = min(Duration.seconds(until.timeIntervalSince(now)), hold)
+                calls[board] = lateCall(on: board, turn: turn, ends: .now + left, until: now.addingTimeInterval(left.timeInterval))
+                return (board, now.addingTimeInterval(left.timeInterval))
+            }
+        }
+        for (board, until) in resumed.sorted(by: { $0.board < $1.board }) {
+            logger.notice("""
+                hall day: \(board) kept on after closing until \(CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)), \
+                held for a call or a text before this start
+                """)
         }
     }
 
@@ -230,16 +276,23 @@ public final class Gateway: Service {
 
     /// Keeps `board` on until the hold after its last late call has passed, then switches it off again, unless the
     /// hall has opened since (from a duty officer's trial: a call after closing went to a dark board and was `done`).
-    private func holdLateCall(_ command: HallCommand, on board: String, turn: Int) {
+    private func holdLateCall(_ command: HallCommand, on board: String, turn: Int) async {
         guard let hold = config.hallDay?.lateCallHold else { return }
+        let until = hallClock.now.addingTimeInterval(hold.timeInterval)
         let first = lateCalls.withLock { calls -> Bool? in
             // Not after the run's end cancelled the holds: a wait nobody would cancel.
             guard isRunning else { return nil }
             let previous = calls[board]
             previous?.switchOff.cancel()
-            calls[board] = lateCall(on: board, turn: turn, ends: ContinuousClock.now + hold,
-                                    until: hallClock.now.addingTimeInterval(hold.timeInterval))
+            calls[board] = lateCall(on: board, turn: turn, ends: ContinuousClock.now + hold, until: until)
             return previous?.generation != turn
+        }
+        if first != nil, let closing = boardsTurn.withLock({ $0?.generation == turn ? $0?.closing : nil }) {
+            do {
+                try await outbox.recordBoardHold(board, closing: closing, until: until)
+            } catch {
+                logger.warning("outbox: \(board)'s hold after closing is not noted (\(error)); a restart within it switches it off")
+            }
         }
         if first == true {
             logger.notice("""
@@ -295,9 +348,12 @@ public final class Gateway: Service {
                 return calls.keys.sorted()
             }
             if !held.isEmpty {
-                // From a trial: a stop during 延时服务 left the boards lit all night without a word. The next start
-                // switches them as the hall's day asks.
-                logger.warning("hall day: left lit by this stop, held on after closing for a call or a text: \(held.joined(separator: ", "))")
+                // From a trial: a stop during 延时服务 left the boards lit all night without a word. A start within
+                // a hold keeps its board on until it ends; a later one switches them as the hall's day asks.
+                logger.warning("""
+                    hall day: left lit by this stop, held on after closing for a call or a text: \(held.joined(separator: ", ")) \
+                    (a start within the hold keeps them on until it ends, a later one switches them off)
+                    """)
             }
         }
         let sinksRecorded = await recordSinks()
@@ -550,14 +606,17 @@ public final class Gateway: Service {
         let schedule = HallDaySchedule(hours: hours, checkLead: settings.checkBeforeOpening, longestBreak: settings.longestBreak)
         let now = hallClock.now
         // A board lit at night is explained: a call or a test after closing holds it on.
-        let closedTurn = boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
-        let held = lateCalls.withLock { calls in
-            calls.filter { $0.value.generation == closedTurn }.map { ($0.key, $0.value.until) }
-        }.sorted { $0.0 < $1.0 }.map { board, until in
+        let held = afterClosingHolds().sorted { $0.key < $1.key }.map { board, until in
             "\(board) until " + CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)
         }
         return schedule.describe(at: now, timeZone: config.hall.timeZone)
             + (held.isEmpty ? "" : "; on after closing for a call or a text: " + held.joined(separator: ", "))
+    }
+
+    /// The boards a call or a text after closing holds on, with when each goes off again.
+    public func afterClosingHolds() -> [String: Date] {
+        let closedTurn = boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
+        return lateCalls.withLock { calls in calls.filter { $0.value.generation == closedTurn }.mapValues(\.until) }
     }
 
     /// The heartbeat as of now.

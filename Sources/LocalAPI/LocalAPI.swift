@@ -52,8 +52,10 @@ public struct LocalAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: await metrics.render(gateway: gateway))))
         }
         v1.get("/devices") { _, _ in
-            DeviceList(devices: await gateway.deviceStates().map(DeviceView.init), lines: await gateway.lineCounters(),
-                       clock: gateway.clockState(), hallDay: gateway.hallDayOutlook())
+            let holds = gateway.afterClosingHolds()
+            return DeviceList(devices: await gateway.deviceStates().map { DeviceView($0, holds: holds) },
+                              lines: await gateway.lineCounters(), clock: gateway.clockState(),
+                              hallDay: gateway.hallDayOutlook())
         }
         addTechnicianRoutes(v1)
         addCheckRoutes(v1)

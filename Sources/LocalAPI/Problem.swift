@@ -233,8 +233,10 @@ struct DeviceView: Encodable {
     var offlineReason: String?
     var counters: DeviceCounters
     var condition: String?
+    /// A board a call or a text after closing switched on: when it goes off again.
+    var onAfterClosingUntil: String?
 
-    init(_ state: DeviceState) {
+    init(_ state: DeviceState, holds: [String: Date]) {
         device = state.device
         bus = state.bus
         self.state = state.online.map { $0 ? "online" : "offline" } ?? "unknown"
@@ -242,6 +244,7 @@ struct DeviceView: Encodable {
         offlineReason = state.offlineReason
         counters = state.counters
         condition = state.condition
+        onAfterClosingUntil = holds[state.device].map(EventTime.format)
     }
 }
 

@@ -1,11 +1,12 @@
 import AsyncHTTPClient
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import LocalAPI
 import MockDevices
 import NIOCore
 import NIOHTTP1
 import Protocols
+import Synchronization
 import Testing
 
 /// The commands beyond calls, through the API and the real gateway down to the bytes the mock devices receive:
@@ -387,12 +388,12 @@ import Testing
             """, file: "test.yaml", relativeTo: folder.path)
         let clock = ManualHallClock(now: try HallDayGatewayTests.shanghai("2026-12-01 16:50"))
         let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
+        // The gateway saw this opening (09:00 in the hall) before a restart.
+        try await gateway.outbox.recordHallDayEvent(id: "boards-on-2026-12-01T01:00:00Z", result: "done")
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
-        // Started while open: switched on (A3 00 … 01), not greeted: a restart is no opening.
-        #expect(await eventually {
-            (try? await gateway.outbox.entries(after: 0, limit: 1000))?.contains { $0.type == "hall.day.opened" } == true
-        })
+        // Restarted while open: switched on (A3 00 … 01), not greeted: a restart is no opening.
+        #expect(await eventually { gateway.boardsTurn.withLock { $0?.switched.contains("callboard") == true } })
         #expect(onbon.received(address: 2).contains([0xA3, 0x00, 0x01, 0x00, 0x00, 0x01]))
         #expect(onbon.shown(address: 2) != "欢迎光临")
         _ = try await CommandCenter(gateway: gateway).execute(.call(window: "11", ticket: "A023"))

@@ -328,6 +328,70 @@ import Testing
                 "\(log.text)")
     }
 
+    /// From a night technician's trial: a restart during a hold (a configuration edited at 20:10) switched off the board
+    /// a late citizen was being served under. A start within the hold keeps the board on until it ends; a later start
+    /// switches it off.
+    @Test func aRestartWithinAHoldKeepsItsBoardOnUntilTheHoldEnds() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let evening = try RunningDay(config, profiles, at: "2026-12-02 20:00")
+        defer { evening.stopSoon() }
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: evening.gateway), "\(evening.log.text)")
+        try await evening.gateway.send(.call(ticket: "A031", window: "5"), to: "board-w05")
+        #expect(board.isOn)
+        await evening.stop()
+
+        let restart = try RunningDay(config, profiles, at: "2026-12-02 20:10")
+        defer { restart.stopSoon() }
+        #expect(await eventually { restart.log.text.contains(
+            "hall day: board-w05 kept on after closing until 20:30, held for a call or a text before this start") },
+                "\(restart.log.text)")
+        let offAt = try Self.shanghai("2026-12-02 20:30")
+        #expect(restart.gateway.afterClosingHolds() == ["board-w05": offAt])
+        // The closing's turn done: the board passed as kept on, not switched off.
+        #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
+        #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(restart.log.text)")
+        #expect(await eventually { await restart.clock.nextDeadline() == offAt })
+        restart.clock.advance(to: offAt)
+        #expect(await eventually { !board.isOn }, "\(restart.log.text)")
+        await restart.stop()
+
+        // A hold noted and not ended (a stop within it), started after its end: off.
+        Self.setScreen(board, on: true)
+        try await Outbox.open(path: config.outboxPath, logger: CapturedLog().logger)
+            .recordBoardHold("board-w05", closing: "boards-off-2026-12-02T09:00:00Z", until: offAt)
+        let later = try RunningDay(config, profiles, at: "2026-12-02 20:40")
+        defer { later.stopSoon() }
+        #expect(await eventually { !board.isOn }, "\(later.log.text)")
+        #expect(!later.log.text.contains("kept on after closing"))
+        await later.stop()
+    }
+
+    /// From a night technician's trial: a window's pause after closing was `done` on a board the closing had switched
+    /// off. It is not shown (nor is the board lit for it), and the result says so; on a board a late call holds on, it is.
+    @Test func aPauseAfterClosingSaysItIsNotShownUnlessACallLitTheBoard() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 17:30")
+        defer { day.stopSoon() }
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: day.gateway), "\(day.log.text)")
+        let commands = CommandCenter(gateway: day.gateway)
+        let dark = try await commands.execute(.pause(window: "5"))
+        #expect(dark.status == .done && dark.devices.map(\.detail) == ["the board is off after closing: not shown"], "\(dark.devices)")
+        #expect(!board.isOn)
+        _ = try await commands.execute(.call(window: "5", ticket: "A031"))
+        let lit = try await commands.execute(.pause(window: "5"))
+        #expect(lit.status == .done && lit.devices.map(\.detail) == [nil], "\(lit.devices)")
+        #expect(board.isOn && board.display.text == "暂停服务", "\(board.display.text)")
+        await day.stop()
+    }
+
     /// From a duty officer's trial: over lunch the boards showed the last call (「请A002号到1号窗口」).
     @Test func overTheLunchBreakBoardsSayWhenTheWindowsOpenAgain() async throws {
         let board = MockModbusBoard()
@@ -434,6 +498,40 @@ import Testing
         #expect(day.json.contains(#""result":"done""#), "\(day.json)")
         stop.stop()
         await running.value
+    }
+
+    /// From a night technician's trial: a gateway down since the evening and started in hours switched the boards on
+    /// showing the night's test text (or the last call of the day before). A restart within an opening it saw keeps
+    /// the calls the boards show.
+    @Test func aStartInAnOpeningItDidNotSeeGreetsAndARestartWithinOneKeepsTheCalls() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let night = try RunningDay(config, profiles, at: "2026-12-01 20:00")
+        defer { night.stopSoon() }
+        #expect(await Self.committed("boards-off-2026-12-01T09:00:00Z", by: night.gateway), "\(night.log.text)")
+        try await night.gateway.send(.showText("设备测试"), to: "board-w05")
+        #expect(board.isOn && board.display.text == "设备测试")
+        await night.stop()
+        Self.setScreen(board, on: false)
+
+        let morning = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { morning.stopSoon() }
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(board.display.text) \(morning.log.text)")
+        #expect(morning.log.text.contains("hall day: started in an opening that went by without the gateway: boards show the welcome"))
+        #expect(await Self.committed("boards-on-2026-12-02T01:00:00Z", by: morning.gateway), "\(morning.log.text)")
+        try await morning.gateway.send(.call(ticket: "A007", window: "5"), to: "board-w05")
+        await morning.stop()
+
+        let restart = try RunningDay(config, profiles, at: "2026-12-02 10:30")
+        defer { restart.stopSoon() }
+        #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } },
+                "\(restart.log.text)")
+        #expect(board.isOn && board.display.text == "请A007号到5号窗口", "\(board.display.text)")
+        #expect(!restart.log.text.contains("went by without the gateway"))
+        await restart.stop()
     }
 
     @Test func aDayOfTheHallOnAFakeClock() async throws {

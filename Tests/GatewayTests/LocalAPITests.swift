@@ -139,6 +139,24 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// The queue system sees per board that a call after closing lit it, and until when (from a night trial: only
+    /// `gatewayd status`'s line said so).
+    @Test func aBoardACallAfterClosingSwitchedOnSaysUntilWhenInTheDeviceList() async throws {
+        // 2026-12-02 20:00 UTC, 04:00 in the hall (Asia/Shanghai): closed since 17:00 the day before.
+        let clock = ManualHallClock(now: Date(timeIntervalSince1970: 1_796_241_600))
+        let hall = try await Hall(more: #"hours: {monday-friday: ["09:00-17:00"]}"#, clock: clock)
+        #expect(await HallDayGatewayTests.committed("boards-off-2026-12-02T09:00:00Z", by: hall.gateway))
+        let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "A031"}"#)
+        #expect(call.status == 200, "\(call.body)")
+        let list = try hall.json(try await hall.request(.GET, "/v1/devices").body)
+        let devices = try #require(list["devices"] as? [[String: Any]])
+        let held = Dictionary(uniqueKeysWithValues: devices.compactMap { device in
+            (device["onAfterClosingUntil"] as? String).map { (device["device"] as? String ?? "", $0) }
+        })
+        #expect(held == ["board-w05": "2026-12-02T20:30:00.000Z", "board-hall": "2026-12-02T20:30:00.000Z"], "\(devices)")
+        try await hall.stopAll()
+    }
+
     @Test func aWindowWithoutABoardOfItsOwnIsCalledOnTheHallBoard() async throws {
         let hall = try await Hall(devices: """
               - {id: eval-w03, profile: modbus-evaluator-3key, bus: line-a, address: 8, window: "3"}

@@ -166,6 +166,8 @@ struct BoardsTurn: Sendable {
     var switched: Set<String> = []
     /// Told apart from the turn before: a board switched under a turn that has since changed is switched again.
     var generation: Int
+    /// The closing's event id, under which holds after it are noted for a restart; nil when on, or not known.
+    var closing: String?
 }
 
 /// Which boards answer again, from one look at the devices' states to the next: answering after they were offline,
@@ -252,8 +254,23 @@ struct GatewayHallActions: HallDayActions {
     }
 
     func opened(greeting: Bool, since: Date?) async {
+        var greeting = greeting
+        if !greeting, let since, await !told(Self.eventId("boards-on", since: since)) {
+            // Started in an opening it did not see (down since the evening before): boards still show the last day's
+            // call or the night's test text, which no citizen of today was given (from a night technician's trial).
+            greeting = true
+            gateway.logger.notice("hall day: started in an opening that went by without the gateway: boards show the welcome")
+        }
         await switchBoards(on: true, greeting: greeting, name: "boards-on", since: since)
     }
+
+    /// Whether the opening's or closing's event `id` was told (a read that fails: taken as not).
+    private func told(_ id: String) async -> Bool {
+        (try? await gateway.outbox.hallDayEventResult(id: id)) != nil
+    }
+
+    /// The id of the opening's or closing's event (`boards-on`, `boards-off`) that began at `since`.
+    static func eventId(_ name: String, since: Date) -> String { "\(name)-" + utcInstant(since) }
 
     /// A short break (午休): boards stay on and say when the windows open again, instead of the last call (from a duty
     /// officer's trial: 「请A002号到1号窗口」 all through lunch). The reopening's welcome replaces it.
@@ -314,12 +331,13 @@ struct GatewayHallActions: HallDayActions {
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
     private func switchBoards(on: Bool, greeting: Bool, name: String, since: Date?) async {
-        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil)
+        let closing = on ? nil : since.map { Self.eventId(name, since: $0) }
+        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil, closing: closing)
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
         // store hears of that opening once (from a trial: every start outside hours committed one more closing),
         // unless this time it went better than it was told (then under an id of this run's).
-        let named = "\(name)-" + (since.map(Self.utcInstant) ?? UUID().uuidString.lowercased())
+        let named = since.map { Self.eventId(name, since: $0) } ?? "\(name)-" + UUID().uuidString.lowercased()
         var id = named
         if since != nil, let told = try? await gateway.outbox.hallDayEventResult(id: named) {
             guard (CommandResult.Status(rawValue: told) ?? .refused) > status else { return }
@@ -343,12 +361,13 @@ struct GatewayHallActions: HallDayActions {
     /// once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not hold the
     /// others; on one bus the frames queue in order anyway. Recorded first, so that a board answering again meanwhile
     /// is switched as this turn asks.
-    private func apply(on: Bool, text: String?) async -> [CommandExecuted.DeviceOutcome] {
+    private func apply(on: Bool, text: String?, closing: String? = nil) async -> [CommandExecuted.DeviceOutcome] {
         let generation = gateway.boardsTurn.withLock { current in
             let generation = (current?.generation ?? 0) + 1
-            current = BoardsTurn(on: on, text: text, generation: generation)
+            current = BoardsTurn(on: on, text: text, generation: generation, closing: closing)
             return generation
         }
+        await gateway.resumeLateCalls(closing: closing, turn: generation)
         let boards = gateway.boards
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
             for (index, board) in boards.enumerated() {
@@ -427,6 +446,7 @@ struct GatewayHallActions: HallDayActions {
             return call.generation
         }
         guard let generation else { return }
+        await gateway.forgetHold(on: board)
         guard let turn = gateway.boardsTurn.withLock({ $0 }), !turn.on, turn.generation == generation else {
             gateway.logger.info("hall day: \(board)'s hold after closing is over; the hall has opened since: left as the opening put it")
             return

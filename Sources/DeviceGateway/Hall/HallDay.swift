@@ -9,8 +9,8 @@ public protocol HallDayActions: Sendable {
     func beforeOpening(day: DateComponents) async
     /// The hall opens, or reopens after a break: boards on, showing the normal display (`greeting`). Called again
     /// after each break, so it must be harmless on boards that are already on; `greeting` is false when the gateway
-    /// (re)started while the hall was open: boards keep the calls they show. `since`: the opening this is (the same
-    /// for a restart within it), nil when the schedule cannot tell.
+    /// (re)started while the hall was open: boards keep the calls they show, unless the gateway never saw this
+    /// opening. `since`: the opening this is (the same for a restart within it), nil when the schedule cannot tell.
     func opened(greeting: Bool, since: Date?) async
     /// A short break starts (午休): the hall reopens at `reopensAt` the same day. Boards stay on; a gateway may
     /// show 「午休」 and the reopening time. The default does nothing.

@@ -453,6 +453,11 @@ public final class Outbox: Sendable {
         // Idempotency keys kept by their fingerprint (from a security trial: a key may hold what a person typed); the
         // ones kept before, within their day, are found again under it.
         migrator.registerMigration(keyFingerprintsMigration) { db in try fingerprintKeys(in: db) }
+        // Boards a call or a text after closing holds on, until when: a restart within the hold keeps them on (from a
+        // night trial: a restart at 20:10 switched off the board a late citizen was being served under).
+        migrator.registerMigration("v17-board-holds") { db in
+            try db.execute(sql: "CREATE TABLE board_hold (board TEXT PRIMARY KEY, closing TEXT NOT NULL, until REAL NOT NULL)")
+        }
         return migrator
     }
 
@@ -959,6 +964,34 @@ public final class Outbox: Sendable {
             try db.execute(sql: """
                 DELETE FROM hall_day_event WHERE id NOT IN (SELECT id FROM hall_day_event ORDER BY told_at DESC LIMIT 50)
                 """)
+        }
+    }
+
+    /// Notes that `board` is held on after the closing `closing` (its event's id) until `until`.
+    public func recordBoardHold(_ board: String, closing: String, until: Date) async throws {
+        try await database.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO board_hold (board, closing, until) VALUES (?, ?, ?)",
+                           arguments: [board, closing, until.timeIntervalSince1970])
+        }
+    }
+
+    /// Forgets the hold on `board` (nil: every board's).
+    public func forgetBoardHold(_ board: String?) async throws {
+        try await database.write { db in
+            if let board {
+                try db.execute(sql: "DELETE FROM board_hold WHERE board = ?", arguments: [board])
+            } else {
+                try db.execute(sql: "DELETE FROM board_hold")
+            }
+        }
+    }
+
+    /// The boards held on after the closing `closing`, with when their holds end.
+    public func boardHolds(closing: String) async throws -> [String: Date] {
+        try await database.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT board, until FROM board_hold WHERE closing = ?", arguments: [closing])
+            return Dictionary(rows.map { ($0[0] as String, Date(timeIntervalSince1970: $0[1] as Double)) },
+                              uniquingKeysWith: { first, _ in first })
         }
     }
 
