@@ -160,6 +160,12 @@ public final class Gateway: Service {
             }
             return
         }
+        if case .pause = command, isDarkAfterClosing(deviceId) {
+            // Nobody is there to see it; a board without a power command, only blanked at the closing, would show it
+            // all night (from a second read).
+            logger.info("hall day: a pause after closing on \(deviceId) is not sent: the closing switched the board off")
+            return
+        }
         guard afterClosingTurn(command, to: deviceId) != nil else {
             if command.shows, afterClosingHold(for: deviceId) == .zero {
                 logger.notice("hall day: a \(command.name) after closing on \(deviceId) is not shown: the board stays off (late-call-minutes: 0)")
@@ -213,16 +219,20 @@ public final class Gateway: Service {
         return turn
     }
 
+    /// Whether `board` is off as the hall's closing left it: neither held on for a call or a text nor switched on by hand.
+    public func isDarkAfterClosing(_ board: String) -> Bool {
+        guard isRunning, boards.contains(board), let turn = closedTurn(of: board) else { return false }
+        return lateCalls.withLock { $0[board]?.generation } != turn
+    }
+
     /// Ends the hold after closing on `board`, if any: its switch-off is not needed any more.
     private func endLateCall(on board: String) async {
-        let held = lateCalls.withLock { calls in
-            defer {
-                calls[board]?.switchOff.cancel()
-                calls[board] = nil
-            }
-            return calls[board] != nil
+        lateCalls.withLock { calls in
+            calls[board]?.switchOff.cancel()
+            calls[board] = nil
         }
-        if held { await forgetHold(on: board) }
+        // Also one noted before this start and not resumed yet (the day held for the clock).
+        await forgetHold(on: board)
     }
 
     /// Forgets the hold on `board` noted for a restart.
@@ -234,18 +244,19 @@ public final class Gateway: Service {
         }
     }
 
-    /// At a turn of the hall's day: after a closing, holds noted before a restart within it go on for what is left of
-    /// each (at most `late-call-minutes`), so that a restart does not darken a board a late citizen is served under;
-    /// any other turn forgets them.
-    func resumeLateCalls(closing: String?, turn: Int) async {
-        guard let closing, let hold = config.hallDay?.lateCallHold, hold > .zero else {
-            // Only a closing's own are ever resumed: one left here is never used.
+    /// At a turn of the hall's day (boards `on` or off): after a closing, holds noted before a restart go on for what
+    /// is left of each (at most `late-call-minutes`), so that a restart does not darken a board a late citizen is
+    /// served under; an opening or a break forgets them. A hold noted before an opening the gateway did not see ended
+    /// before the next closing: holds are hours long at most.
+    func resumeLateCalls(on: Bool, turn: Int) async {
+        guard !on, let hold = config.hallDay?.lateCallHold, hold > .zero else {
+            // Never resumed: what the next closing finds must be its own.
             try? await outbox.forgetBoardHold(nil)
             return
         }
         let noted: [String: Date]
         do {
-            noted = try await outbox.boardHolds(closing: closing)
+            noted = try await outbox.boardHolds()
         } catch {
             logger.warning("outbox: boards held on after closing before this start cannot be read (\(error)): switched off")
             return
@@ -287,13 +298,7 @@ public final class Gateway: Service {
             calls[board] = lateCall(on: board, turn: turn, ends: ContinuousClock.now + hold, until: until)
             return previous?.generation != turn
         }
-        if first != nil, let closing = boardsTurn.withLock({ $0?.generation == turn ? $0?.closing : nil }) {
-            do {
-                try await outbox.recordBoardHold(board, closing: closing, until: until)
-            } catch {
-                logger.warning("outbox: \(board)'s hold after closing is not noted (\(error)); a restart within it switches it off")
-            }
-        }
+        if first != nil { await noteHold(on: board, until: until) }
         if first == true {
             logger.notice("""
                 hall day: a \(command.name) after closing on \(board): switched on for it; off again \
@@ -313,14 +318,35 @@ public final class Gateway: Service {
     }
 
     /// The wall clock was stepped: each hold waits again for what is left of it, not for the instant it named (set
-    /// back 8 hours at night, a board would stay lit 8 hours more).
+    /// back 8 hours at night, a board would stay lit 8 hours more), and is noted for a restart by the new clock.
     private func rearmLateCalls() {
-        lateCalls.withLock { calls in
-            for (board, call) in calls {
+        let rearmed = lateCalls.withLock { calls in
+            calls.map { board, call in
                 call.switchOff.cancel()
-                calls[board] = lateCall(on: board, turn: call.generation, ends: call.ends,
-                                        until: hallClock.now.addingTimeInterval((call.ends - .now).timeInterval))
+                let again = lateCall(on: board, turn: call.generation, ends: call.ends,
+                                     until: hallClock.now.addingTimeInterval((call.ends - .now).timeInterval))
+                calls[board] = again
+                return (board: board, again: again)
             }
+        }
+        // In each board's turn, which a command waiting for its acknowledgement may hold: not in the caller's.
+        for (board, again) in rearmed {
+            Task {
+                await boardTurns.run(on: board) {
+                    // Not one ended or replaced meanwhile: its own note is what counts.
+                    guard lateCalls.withLock({ $0[board]?.id }) == again.id else { return }
+                    await noteHold(on: board, until: again.until)
+                }
+            }
+        }
+    }
+
+    /// Notes the hold on `board` for a restart within it.
+    private func noteHold(on board: String, until: Date) async {
+        do {
+            try await outbox.recordBoardHold(board, until: until)
+        } catch {
+            logger.warning("outbox: \(board)'s hold after closing is not noted (\(error)); a restart within it switches it off")
         }
     }
 

@@ -555,15 +555,14 @@ public actor CommandCenter {
                     do {
                         // After closing: the queue system and the central store hear that the board was switched on for
                         // it, or that it stays dark (from a trial: `done`, and nothing said the screen was off).
-                        let afterClosing = gateway.afterClosingHold(for: target.device)
-                        try await gateway.send(target.command, to: target.device)
-                        if afterClosing != nil, case .pause = target.command,
-                           gateway.afterClosingHolds()[target.device] == nil {
-                            // A window paused after closing: nobody is to see it, and the board is not lit for it.
+                        let afterClosing = target.command.shows ? gateway.afterClosingHold(for: target.device) : nil
+                        if case .pause = target.command, gateway.isDarkAfterClosing(target.device) {
+                            try await gateway.send(target.command, to: target.device)
                             return (index, .init(device: target.device, result: CommandResult.Status.done.rawValue,
                                                  detail: "the board is off after closing: not shown"))
                         }
-                        if let afterClosing, target.command.shows {
+                        try await gateway.send(target.command, to: target.device)
+                        if let afterClosing {
                             let minutes = afterClosing.components.seconds / 60
                             let detail = minutes > 0
                                 ? "switched on after closing; off again \(minutes) min after the last call or text"

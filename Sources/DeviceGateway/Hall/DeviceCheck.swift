@@ -166,8 +166,6 @@ struct BoardsTurn: Sendable {
     var switched: Set<String> = []
     /// Told apart from the turn before: a board switched under a turn that has since changed is switched again.
     var generation: Int
-    /// The closing's event id, under which holds after it are noted for a restart; nil when on, or not known.
-    var closing: String?
 }
 
 /// Which boards answer again, from one look at the devices' states to the next: answering after they were offline,
@@ -331,8 +329,7 @@ struct GatewayHallActions: HallDayActions {
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
     private func switchBoards(on: Bool, greeting: Bool, name: String, since: Date?) async {
-        let closing = on ? nil : since.map { Self.eventId(name, since: $0) }
-        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil, closing: closing)
+        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil)
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
         // store hears of that opening once (from a trial: every start outside hours committed one more closing),
@@ -361,13 +358,13 @@ struct GatewayHallActions: HallDayActions {
     /// once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not hold the
     /// others; on one bus the frames queue in order anyway. Recorded first, so that a board answering again meanwhile
     /// is switched as this turn asks.
-    private func apply(on: Bool, text: String?, closing: String? = nil) async -> [CommandExecuted.DeviceOutcome] {
+    private func apply(on: Bool, text: String?) async -> [CommandExecuted.DeviceOutcome] {
         let generation = gateway.boardsTurn.withLock { current in
             let generation = (current?.generation ?? 0) + 1
-            current = BoardsTurn(on: on, text: text, generation: generation, closing: closing)
+            current = BoardsTurn(on: on, text: text, generation: generation)
             return generation
         }
-        await gateway.resumeLateCalls(closing: closing, turn: generation)
+        await gateway.resumeLateCalls(on: on, turn: generation)
         let boards = gateway.boards
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
             for (index, board) in boards.enumerated() {

@@ -456,7 +456,7 @@ public final class Outbox: Sendable {
         // Boards a call or a text after closing holds on, until when: a restart within the hold keeps them on (from a
         // night trial: a restart at 20:10 switched off the board a late citizen was being served under).
         migrator.registerMigration("v17-board-holds") { db in
-            try db.execute(sql: "CREATE TABLE board_hold (board TEXT PRIMARY KEY, closing TEXT NOT NULL, until REAL NOT NULL)")
+            try db.execute(sql: "CREATE TABLE board_hold (board TEXT PRIMARY KEY, until REAL NOT NULL)")
         }
         return migrator
     }
@@ -967,11 +967,11 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Notes that `board` is held on after the closing `closing` (its event's id) until `until`.
-    public func recordBoardHold(_ board: String, closing: String, until: Date) async throws {
+    /// Notes that `board` is held on after closing until `until`.
+    public func recordBoardHold(_ board: String, until: Date) async throws {
         try await database.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO board_hold (board, closing, until) VALUES (?, ?, ?)",
-                           arguments: [board, closing, until.timeIntervalSince1970])
+            try db.execute(sql: "INSERT OR REPLACE INTO board_hold (board, until) VALUES (?, ?)",
+                           arguments: [board, until.timeIntervalSince1970])
         }
     }
 
@@ -986,10 +986,10 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The boards held on after the closing `closing`, with when their holds end.
-    public func boardHolds(closing: String) async throws -> [String: Date] {
+    /// The boards held on after closing, with when their holds end.
+    public func boardHolds() async throws -> [String: Date] {
         try await database.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT board, until FROM board_hold WHERE closing = ?", arguments: [closing])
+            let rows = try Row.fetchAll(db, sql: "SELECT board, until FROM board_hold")
             return Dictionary(rows.map { ($0[0] as String, Date(timeIntervalSince1970: $0[1] as Double)) },
                               uniquingKeysWith: { first, _ in first })
         }
@@ -1310,6 +1310,8 @@ public final class Outbox: Sendable {
                  "INSERT OR REPLACE INTO ticket_counter (day, prefix, number) VALUES (?, ?, ?)"),
                 ("SELECT id, result, told_at FROM hall_day_event",
                  "INSERT OR IGNORE INTO hall_day_event (id, result, told_at) VALUES (?, ?, ?)"),
+                // A board held on after closing stays on through a restart that salvaged the file.
+                ("SELECT board, until FROM board_hold", "INSERT OR REPLACE INTO board_hold (board, until) VALUES (?, ?)"),
                 ("SELECT day, checked_at FROM hall_day_check",
                  "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
                 ("SELECT id, latest FROM recorded_clock",
