@@ -101,6 +101,29 @@ struct HallContext: Sendable {
     var stateDirectory: String { config?.stateDirectory ?? "var" }
     /// The outbox file in the state directory.
     var outboxPath: String { GatewayConfig.outboxPath(in: stateDirectory) }
+    /// The local event store to read: `given` (`--store`), else the config's sqlite sink, else the demo hall's
+    /// `var/events.sqlite`; opened read-only. A hall that keeps none, or a file that is no store, is said and exits 2.
+    func eventStore(given: String?, command: String) throws -> SQLiteEventStore {
+        var path = given ?? "var/events.sqlite"
+        if given == nil, let config {
+            guard let configured = config.sinks.lazy.compactMap(\.sqlitePath).first else {
+                // Not another hall's var/events.sqlite, read as this one's.
+                printError("""
+                    this hall keeps no local event store (no sqlite sink in its configuration): \(command), \
+                    --store FILE reads a store
+                    """)
+                throw ExitCode(CLIExit.usage)
+            }
+            path = configured
+        }
+        do {
+            return try SQLiteEventStore.openForReading(path: path)
+        } catch {
+            printError("\(error)")
+            throw ExitCode(CLIExit.usage)
+        }
+    }
+
     /// The hall's time zone (Asia/Shanghai without a config).
     var timeZone: TimeZone { config?.hall.timeZone ?? TimeZone(identifier: "Asia/Shanghai")! }
 

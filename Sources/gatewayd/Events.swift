@@ -60,25 +60,7 @@ struct Events: AsyncParsableCommand {
             try await followDaemon(hall.client(), timeZone: timeZone)
             return
         }
-        var storePath = store ?? "var/events.sqlite"
-        if store == nil, let config = hall.config {
-            guard let path = config.sinks.lazy.compactMap(\.sqlitePath).first else {
-                // Not another hall's var/events.sqlite, read as this one's.
-                printError("""
-                    this hall keeps no local event store (no sqlite sink in its configuration): gatewayd events \
-                    --follow asks the running gateway, --store FILE reads a store
-                    """)
-                throw ExitCode(CLIExit.usage)
-            }
-            storePath = path
-        }
-        let reader: SQLiteEventStore
-        do {
-            reader = try SQLiteEventStore.openForReading(path: storePath)
-        } catch {
-            printError("\(error)")
-            throw ExitCode(CLIExit.usage)
-        }
+        let reader = try hall.eventStore(given: store, command: "gatewayd events --follow asks the running gateway")
         let events = try await reader.events(
             since: since.flatMap { Self.parseSince($0, now: Date()) }, types: types, limit: limit)
         if !json, !events.isEmpty {

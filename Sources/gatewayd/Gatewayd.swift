@@ -9,7 +9,7 @@ struct Gatewayd: AsyncParsableCommand {
         version: GatewayInfo.version,
         subcommands: [Run.self, StatusCommand.self, Events.self, OutboxCommand.self, Ports.self, Decode.self, ConfigCommand.self,
                       ModbusCommand.self, ScanCommand.self, ProbeCommand.self, DisplayCommand.self, PrinterCommand.self,
-                      PadCommand.self, CheckCommand.self, TraceCommand.self],
+                      PadCommand.self, CheckCommand.self, TraceCommand.self, Ratings.self],
         defaultSubcommand: Run.self
     )
 

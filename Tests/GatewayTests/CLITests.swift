@@ -372,6 +372,78 @@ import Testing
         #expect(withConfig.standardError.contains("--sinks is for the demo hall"), "\(withConfig.standardError)")
     }
 
+    /// 评价统计 for the duty officer and the technician: the hall's day (Asia/Shanghai), not the UTC day; each rating
+    /// once; 满意率 as docs/central-store.md counts it; the pad that gave none named.
+    @Test func ratingsCountTheHallsDayPerWindowStaffAndPadAndNameThePadThatGaveNone() async throws {
+        let folder = try TemporaryDirectory()
+        let config = folder.path + "/hall.yaml"
+        try """
+            hall: {id: cli-hall, timezone: Asia/Shanghai}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(folder.path)/ttyUSB-unplugged}
+            devices:
+              - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 5, window: "5"}
+              - {id: eval-w07, profile: modbus-evaluator-3key, bus: line-a, address: 7, window: "7"}
+              - {id: eval-w12, profile: modbus-evaluator-3key, bus: line-a, address: 12, window: "12"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        func rating(_ number: Int, pad: String, window: String, staff: String?, level: Int, at time: String) throws -> CloudEvent {
+            CloudEvent(id: "rating-\(number)", source: EventSource.device(hall: "cli-hall", device: pad),
+                       type: HallEventType.ratingSubmitted, time: try #require(EventTime.parse(time)),
+                       subject: EventSource.windowSubject(window),
+                       data: .rating(RatingSubmitted(window: window, staffId: staff, level: level, levelLabel: "", key: level,
+                                                     keyLabel: "", scale: "three-key", deviceCounter: Int64(number))))
+        }
+        // 4 December 2026 in the hall is 3 December 16:00 UTC up to 4 December 16:00 UTC.
+        let events = [
+            try rating(1, pad: "eval-w05", window: "5", staff: "0105", level: 5, at: "2026-12-03T15:59:59.999Z"),  // the 3rd
+            try rating(2, pad: "eval-w05", window: "5", staff: "0105", level: 5, at: "2026-12-03T16:00:00.000Z"),
+            try rating(3, pad: "eval-w05", window: "5", staff: "0105", level: 4, at: "2026-12-04T01:30:00.000Z"),
+            try rating(4, pad: "eval-w05", window: "5", staff: "0231", level: 3, at: "2026-12-04T06:00:00.000Z"),
+            try rating(5, pad: "eval-w07", window: "7", staff: nil, level: 4, at: "2026-12-04T07:00:00.000Z"),
+            try rating(6, pad: "eval-w07", window: "7", staff: nil, level: 2, at: "2026-12-04T15:59:59.999Z"),
+            try rating(7, pad: "eval-w07", window: "7", staff: nil, level: 5, at: "2026-12-04T16:00:00.000Z"),   // the 5th
+        ]
+        let outbox = try Outbox.open(path: folder.path + "/outbox.sqlite", logger: CapturedLog().logger)
+        try await outbox.commit(events)
+        let store = try SQLiteEventStore(name: "local", path: folder.path + "/events.sqlite")
+        let committed = try await outbox.entries(after: 0, limit: 100)
+        try await store.deliver(committed)
+        try await store.deliver(committed)  // delivered twice (a retry): stored, and counted, once
+
+        let byWindow = try await run(gatewaydPath, ["ratings", "--day", "2026-12-04", "--config", config])
+        #expect(byWindow.status == 0, "\(byWindow.standardError)")
+        let lines = byWindow.standardOutput.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
+        #expect(lines == [
+            "ratings on 2026-12-04, hall time Asia/Shanghai, from \(folder.path)/events.sqlite",
+            "window ratings 非常满意 满意 基本满意 不满意 非常不满意 满意率",
+            "5 3 1 1 1 0 0 66.7 %",
+            "7 2 0 1 0 1 0 50.0 %",
+            "all 5 1 2 1 1 0 60.0 %",
+            "满意率: 非常满意 and 满意 (levels 5 and 4) among all ratings",
+            "no ratings from: eval-w12 (window 12)",
+        ], "\(byWindow.standardOutput)")
+
+        let byStaff = try await run(gatewaydPath, ["ratings", "--day", "2026-12-04", "--by", "staff", "--json", "--config", config])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(byStaff.standardOutput.utf8)) as? [String: Any])
+        let rows = try #require(report["rows"] as? [[String: Any]])
+        #expect(rows.map { $0["key"] as? String } == ["(none shown)", "0105", "0231"], "\(rows)")
+        #expect(rows.map { $0["ratings"] as? Int } == [2, 2, 1])
+        #expect(rows.map { $0["satisfactionPercent"] as? Double } == [50.0, 100.0, 0.0])
+        #expect(report["padsWithoutRatings"] == nil, "per staff member, pads are not named")
+
+        let month = try await run(gatewaydPath, ["ratings", "--month", "2026-12", "--by", "pad", "--json", "--config", config])
+        let monthly = try #require(try JSONSerialization.jsonObject(with: Data(month.standardOutput.utf8)) as? [String: Any])
+        #expect((monthly["all"] as? [String: Any])?["ratings"] as? Int == 7, "\(month.standardOutput)")
+        #expect((monthly["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w12"])
+
+        let typo = try await run(gatewaydPath, ["ratings", "--day", "2026-02-30", "--config", config])
+        #expect(typo.status == 2 && typo.standardError.contains("--day '2026-02-30': expected YYYY-MM-DD"), "\(typo.standardError)")
+    }
+
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
         // A read request, the same with its CRC zeroed, and three bytes of a third cut off by the end.
         let rtu = try await run(

@@ -171,6 +171,36 @@ public final class SQLiteEventStore: EventSink {
         }
     }
 
+    /// What the ratings are counted by.
+    public enum RatingGroup: String, Sendable, CaseIterable {
+        case window, staff, pad
+    }
+
+    /// The ratings given from `start` up to `end`, per window, staff member shown or pad (nil: a rating whose pad
+    /// showed nobody), each with how many of each level (5 非常满意 … 1 非常不满意).
+    public func ratings(from start: Date, to end: Date, by group: RatingGroup) async throws -> [(key: String?, levels: [Int: Int])] {
+        let key = switch group {
+        case .window: "json_extract(json, '$.data.window')"
+        case .staff: "json_extract(json, '$.data.staffId')"
+        case .pad: "source"
+        }
+        let sql = """
+            SELECT \(key), CAST(json_extract(json, '$.data.level') AS INTEGER), count(*) FROM event
+            WHERE type = ? AND time >= ? AND time < ? GROUP BY 1, 2
+            """
+        let arguments: StatementArguments = [HallEventType.ratingSubmitted, EventTime.format(start), EventTime.format(end)]
+        let rows = try await database.read { db in
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map { ($0[0] as String?, $0[1] as Int? ?? 0, $0[2] as Int) }
+        }
+        var tallies: [String?: [Int: Int]] = [:]
+        for (key, level, count) in rows {
+            // A pad by its device id, the end of its source (/halls/<hall>/devices/<device>).
+            let key = group == .pad ? key.map { String($0.split(separator: "/").last ?? "") } : key
+            tallies[key, default: [:]][level, default: 0] += count
+        }
+        return tallies.map { (key: $0.key, levels: $0.value) }
+    }
+
     /// How many events the store holds.
     public func count() async throws -> Int {
         try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
