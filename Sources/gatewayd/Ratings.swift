@@ -46,13 +46,18 @@ struct Ratings: AsyncParsableCommand {
         let hall = try DaemonOptions.parse(config.map { ["--config", $0] } ?? []).load()
         let reader = try hall.eventStore(given: store, command: "its ratings are in the central store")
         guard let period = Self.period(day: day, month: month, now: Date(), timeZone: hall.timeZone) else {
+            // Valid on the calendar, skipped by the hall's clocks (Pacific/Apia left out 2011-12-30).
+            printError("\(day.map { "--day '\($0)'" } ?? "--month '\(month ?? "")'") is no \(month == nil ? "day" : "month") of the hall's time zone, \(hall.timeZone.identifier)")
             throw ExitCode(CLIExit.usage)
         }
         let counted = try await reader.ratings(from: period.start, to: period.end, by: by)
+        // By the pad each rating came from, whatever the rows are: one pad of two on a window, or a terminal beside it,
+        // would hide a dead one.
+        let ratedPads = by == .pad ? counted : try await reader.ratings(from: period.start, to: period.end, by: .pad)
         let rows = counted.map { Row(key: $0.key ?? "(none shown)", levels: $0.levels) }
             .sorted { $0.key.compare($1.key, options: .numeric) == .orderedAscending }
         let total = Row(key: "all", levels: rows.reduce(into: [:]) { all, row in all.merge(row.levels, uniquingKeysWith: +) })
-        let silent = silentPads(hall, rated: by == .staff ? nil : Set(rows.map(\.key)))
+        let silent = silentPads(hall, rated: Set(ratedPads.compactMap(\.key)))
         if json {
             try Output.printJSON(Report(day: month == nil ? period.name : nil, month: month == nil ? nil : period.name,
                                         from: EventTime.format(period.start), until: EventTime.format(period.end),
@@ -79,15 +84,13 @@ struct Ratings: AsyncParsableCommand {
         }
     }
 
-    /// The configured pads that gave no rating, by the rows' keys (windows or pads); nil without a configuration, or
-    /// when counted per staff member.
-    private func silentPads(_ hall: HallContext, rated: Set<String>?) -> [Report.Pad]? {
-        guard let rated, let config = hall.config, let library = hall.library else { return nil }
+    /// The configured pads that gave no rating (`rated`: the pads that did); nil without a configuration.
+    private func silentPads(_ hall: HallContext, rated: Set<String>) -> [Report.Pad]? {
+        guard let config = hall.config, let library = hall.library else { return nil }
         let pads = config.devices.filter { device in
             (try? library.load(named: device.profile)).map { DeviceRole.of($0.profile, window: device.window) } == .pad
         }
-        return pads.filter { !rated.contains(by == .pad ? $0.id : $0.window ?? "") }
-            .map { Report.Pad(pad: $0.id, window: $0.window) }
+        return pads.filter { !rated.contains($0.id) }.map { Report.Pad(pad: $0.id, window: $0.window) }
     }
 
     /// One window's, staff member's or pad's counts.
@@ -141,23 +144,19 @@ struct Ratings: AsyncParsableCommand {
     static func period(day: String?, month: String?, now: Date, timeZone: TimeZone) -> (start: Date, end: Date, name: String)? {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
-        let text = day ?? month
-        let parts = text.map { $0.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) } }
-        let first: DateComponents
-        switch (parts, month) {
-        case (nil, _):
-            first = calendar.dateComponents([.year, .month, .day], from: now)
-        case let (parts?, nil) where parts.count == 3 && parts.allSatisfy({ $0 != nil }):
-            first = DateComponents(year: parts[0], month: parts[1], day: parts[2])
-        case let (parts?, _?) where parts.count == 2 && parts.allSatisfy({ $0 != nil }):
-            first = DateComponents(year: parts[0], month: parts[1], day: 1)
-        default:
-            return nil
-        }
-        // Not rolled over: 2026-02-30 is a typo, not 2 March.
+        // Digits only, 4-2(-2): not 2026-12-4, +2026-12 or 12026-12-04.
+        let widths = month == nil ? [4, 2, 2] : [4, 2]
+        let parts = (day ?? month).map { $0.split(separator: "-", omittingEmptySubsequences: false) }
+        if let parts, parts.map(\.count) != widths || !parts.allSatisfy({ $0.allSatisfy { ("0"..."9").contains($0) } }) { return nil }
+        let numbers = parts?.compactMap { Int($0) }
+        let first = numbers.map { DateComponents(year: $0[0], month: $0[1], day: month == nil ? $0[2] : 1) }
+            ?? calendar.dateComponents([.year, .month, .day], from: now)
+        // Not rolled over: 2026-02-30 is a typo, not 2 March. The end is the next one's start of day: where a DST change
+        // skips midnight, a day starts at 01:00 and a day after that start would take an hour of the next.
         guard let start = calendar.date(from: first), calendar.dateComponents([.year, .month, .day], from: start) == first,
-              let end = calendar.date(byAdding: month == nil ? .day : .month, value: 1, to: start)
+              let next = calendar.date(byAdding: month == nil ? .day : .month, value: 1, to: start)
         else { return nil }
+        let end = calendar.startOfDay(for: next)
         let name = String(format: "%04d-%02d", first.year ?? 0, first.month ?? 0)
             + (month == nil ? String(format: "-%02d", first.day ?? 0) : "")
         return (start, end, name)

@@ -385,6 +385,7 @@ import Testing
               - {id: line-a, transport: modbus-rtu, port: \(folder.path)/ttyUSB-unplugged}
             devices:
               - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 5, window: "5"}
+              - {id: eval-w05b, profile: modbus-evaluator-3key, bus: line-a, address: 6, window: "5"}
               - {id: eval-w07, profile: modbus-evaluator-3key, bus: line-a, address: 7, window: "7"}
               - {id: eval-w12, profile: modbus-evaluator-3key, bus: line-a, address: 12, window: "12"}
             sinks:
@@ -424,8 +425,8 @@ import Testing
             "7 2 0 1 0 1 0 50.0 %",
             "all 5 1 2 1 1 0 60.0 %",
             "满意率: 非常满意 and 满意 (levels 5 and 4) among all ratings",
-            "no ratings from: eval-w12 (window 12)",
-        ], "\(byWindow.standardOutput)")
+            "no ratings from: eval-w05b (window 5), eval-w12 (window 12)",
+        ], "the second pad of window 5 named, though its window was rated: \(byWindow.standardOutput)")
 
         let byStaff = try await run(gatewaydPath, ["ratings", "--day", "2026-12-04", "--by", "staff", "--json", "--config", config])
         let report = try #require(try JSONSerialization.jsonObject(with: Data(byStaff.standardOutput.utf8)) as? [String: Any])
@@ -433,15 +434,18 @@ import Testing
         #expect(rows.map { $0["key"] as? String } == ["(none shown)", "0105", "0231"], "\(rows)")
         #expect(rows.map { $0["ratings"] as? Int } == [2, 2, 1])
         #expect(rows.map { $0["satisfactionPercent"] as? Double } == [50.0, 100.0, 0.0])
-        #expect(report["padsWithoutRatings"] == nil, "per staff member, pads are not named")
+        #expect((report["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w05b", "eval-w12"])
 
         let month = try await run(gatewaydPath, ["ratings", "--month", "2026-12", "--by", "pad", "--json", "--config", config])
         let monthly = try #require(try JSONSerialization.jsonObject(with: Data(month.standardOutput.utf8)) as? [String: Any])
         #expect((monthly["all"] as? [String: Any])?["ratings"] as? Int == 7, "\(month.standardOutput)")
-        #expect((monthly["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w12"])
+        #expect((monthly["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w05b", "eval-w12"])
 
-        let typo = try await run(gatewaydPath, ["ratings", "--day", "2026-02-30", "--config", config])
-        #expect(typo.status == 2 && typo.standardError.contains("--day '2026-02-30': expected YYYY-MM-DD"), "\(typo.standardError)")
+        for typo in ["2026-02-30", "2026-12-4", "12026-12-04"] {
+            let refused = try await run(gatewaydPath, ["ratings", "--day", typo, "--config", config])
+            #expect(refused.status == 2 && refused.standardError.contains("--day '\(typo)': expected YYYY-MM-DD"),
+                    "\(refused.standardError)")
+        }
     }
 
     @Test func decodeExplainsEveryRejectedRunAndFailsOnGarbage() async throws {
