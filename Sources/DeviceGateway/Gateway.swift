@@ -157,6 +157,11 @@ public final class Gateway: Service {
                 await endLateCall(on: deviceId)
                 let turn = boardsTurn.withLock { $0?.generation }
                 poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn : nil }
+                // On by hand after closing: on through a restart too, until the opening (from a trial: a late citizen
+                // was served under it when a restart switched it off).
+                if command == .power(on: true), boardsTurn.withLock({ $0?.on == false }) {
+                    await noteHold(on: deviceId, until: Self.onByHand)
+                }
             }
             return
         }
@@ -235,6 +240,9 @@ public final class Gateway: Service {
         await forgetHold(on: board)
     }
 
+    /// The end noted for a board switched on by hand after closing: none before the opening.
+    static let onByHand = Date.distantFuture
+
     /// Forgets the hold on `board` noted for a restart.
     func forgetHold(on board: String) async {
         do {
@@ -245,11 +253,11 @@ public final class Gateway: Service {
     }
 
     /// At a turn of the hall's day (boards `on` or off): after a closing, holds noted before a restart go on for what
-    /// is left of each (at most `late-call-minutes`), so that a restart does not darken a board a late citizen is
-    /// served under; an opening or a break forgets them. A hold noted before an opening the gateway did not see ended
+    /// is left of each (at most `late-call-minutes`), and boards switched on by hand stay on, so that a restart does
+    /// not darken a board a late citizen is served under; an opening or a break forgets them. A hold noted before an opening the gateway did not see ended
     /// before the next closing: holds are hours long at most.
     func resumeLateCalls(on: Bool, turn: Int) async {
-        guard !on, let hold = config.hallDay?.lateCallHold, hold > .zero else {
+        guard !on else {
             // Never resumed: what the next closing finds must be its own.
             try? await outbox.forgetBoardHold(nil)
             return
@@ -262,9 +270,17 @@ public final class Gateway: Service {
             return
         }
         let now = hallClock.now
+        let byHand = noted.filter { boards.contains($0.key) && $0.value == Self.onByHand }.keys.sorted()
+        poweredOnByHand.withLock { for board in byHand { $0[board] = turn } }
+        if !byHand.isEmpty {
+            logger.notice("hall day: kept on after closing, switched on by hand before this start: \(byHand.joined(separator: ", "))")
+        }
+        let hold = config.hallDay?.lateCallHold ?? .zero
         let resumed = lateCalls.withLock { calls -> [(board: String, until: Date)] in
-            guard isRunning else { return [] }
-            return noted.filter { boards.contains($0.key) && $0.value > now && calls[$0.key] == nil }.map { board, until in
+            guard isRunning, hold > .zero else { return [] }
+            return noted.filter {
+                boards.contains($0.key) && $0.value > now && $0.value != Self.onByHand && calls[$0.key] == nil
+            }.map { board, until in
                 let left = min(Duration.seconds(until.timeIntervalSince(now)), hold)
                 calls[board] = lateCall(on: board, turn: turn, ends: .now + left, until: now.addingTimeInterval(left.timeInterval))
                 return (board, now.addingTimeInterval(left.timeInterval))
@@ -372,6 +388,11 @@ public final class Gateway: Service {
                 for call in calls.values { call.switchOff.cancel() }
                 defer { calls = [:] }
                 return calls.keys.sorted()
+            }
+            let closedTurn = boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
+            let byHand = poweredOnByHand.withLock { $0.filter { $0.value == closedTurn }.keys.sorted() }
+            if closedTurn != nil, !byHand.isEmpty {
+                logger.warning("hall day: left lit by this stop, switched on by hand after closing: \(byHand.joined(separator: ", ")) (a start before the opening keeps them on)")
             }
             if !held.isEmpty {
                 // From a trial: a stop during 延时服务 left the boards lit all night without a word. A start within

@@ -34,11 +34,12 @@ struct Ratings: AsyncParsableCommand {
 
     func validate() throws {
         if day != nil, month != nil { throw ValidationError("--day and --month: give one of them") }
-        if let day, Self.period(day: day, month: nil, now: Date(), timeZone: .gmt) == nil {
-            throw ValidationError("--day '\(day)': expected YYYY-MM-DD")
-        }
-        if let month, Self.period(day: nil, month: month, now: Date(), timeZone: .gmt) == nil {
-            throw ValidationError("--month '\(month)': expected YYYY-MM")
+        for (option, text, form, isMonth) in [("--day", day, "YYYY-MM-DD", false), ("--month", month, "YYYY-MM", true)] {
+            guard let text else { continue }
+            guard Self.isWritten(text, asMonth: isMonth) else { throw ValidationError("\(option) '\(text)': expected \(form)") }
+            if Self.period(day: isMonth ? nil : text, month: isMonth ? text : nil, now: Date(), timeZone: .gmt) == nil {
+                throw ValidationError("\(option) '\(text)': there is no such \(isMonth ? "month" : "day")")
+            }
         }
     }
 
@@ -84,13 +85,16 @@ struct Ratings: AsyncParsableCommand {
         }
     }
 
-    /// The configured pads that gave no rating (`rated`: the pads that did); nil without a configuration.
+    /// The configured pads and networked terminals that gave no rating (`rated`: those that did); nil without a
+    /// configuration.
     private func silentPads(_ hall: HallContext, rated: Set<String>) -> [Report.Pad]? {
         guard let config = hall.config, let library = hall.library else { return nil }
         let pads = config.devices.filter { device in
             (try? library.load(named: device.profile)).map { DeviceRole.of($0.profile, window: device.window) } == .pad
-        }
-        return pads.filter { !rated.contains($0.id) }.map { Report.Pad(pad: $0.id, window: $0.window) }
+        }.map { Report.Pad(pad: $0.id, window: $0.window) }
+        // Networked terminals rate as pads do (from a trial: a silent tablet went unnamed).
+        let terminals = config.terminals.map { Report.Pad(pad: $0.id, window: $0.window) }
+        return (pads + terminals).filter { !rated.contains($0.pad) }
     }
 
     /// One window's, staff member's or pad's counts.
@@ -139,16 +143,19 @@ struct Ratings: AsyncParsableCommand {
         let padsWithoutRatings: [Pad]?
     }
 
+    /// Digits only, 4-2-2 for a day, 4-2 for a month: not 2026-12-4, +2026-12 or 12026-12-04.
+    static func isWritten(_ text: String, asMonth: Bool) -> Bool {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        return parts.map(\.count) == (asMonth ? [4, 2] : [4, 2, 2]) && parts.allSatisfy { $0.allSatisfy { ("0"..."9").contains($0) } }
+    }
+
     /// The day or month asked for (today without either) in `timeZone`: its first instant, the next one's, and its
     /// name (2026-12-04, 2026-12).
     static func period(day: String?, month: String?, now: Date, timeZone: TimeZone) -> (start: Date, end: Date, name: String)? {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
-        // Digits only, 4-2(-2): not 2026-12-4, +2026-12 or 12026-12-04.
-        let widths = month == nil ? [4, 2, 2] : [4, 2]
-        let parts = (day ?? month).map { $0.split(separator: "-", omittingEmptySubsequences: false) }
-        if let parts, parts.map(\.count) != widths || !parts.allSatisfy({ $0.allSatisfy { ("0"..."9").contains($0) } }) { return nil }
-        let numbers = parts?.compactMap { Int($0) }
+        if let text = day ?? month, !isWritten(text, asMonth: month != nil) { return nil }
+        let numbers = (day ?? month)?.split(separator: "-").compactMap { Int($0) }
         let first = numbers.map { DateComponents(year: $0[0], month: $0[1], day: month == nil ? $0[2] : 1) }
             ?? calendar.dateComponents([.year, .month, .day], from: now)
         // Not rolled over: 2026-02-30 is a typo, not 2 March. The end is the next one's start of day: where a DST change

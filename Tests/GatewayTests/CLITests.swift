@@ -388,6 +388,8 @@ import Testing
               - {id: eval-w05b, profile: modbus-evaluator-3key, bus: line-a, address: 6, window: "5"}
               - {id: eval-w07, profile: modbus-evaluator-3key, bus: line-a, address: 7, window: "7"}
               - {id: eval-w12, profile: modbus-evaluator-3key, bus: line-a, address: 12, window: "12"}
+            terminals:
+              - {id: tablet-w09, window: "9", scale: three-key}
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
             """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -425,7 +427,7 @@ import Testing
             "7 2 0 1 0 1 0 50.0 %",
             "all 5 1 2 1 1 0 60.0 %",
             "满意率: 非常满意 and 满意 (levels 5 and 4) among all ratings",
-            "no ratings from: eval-w05b (window 5), eval-w12 (window 12)",
+            "no ratings from: eval-w05b (window 5), eval-w12 (window 12), tablet-w09 (window 9)",
         ], "the second pad of window 5 named, though its window was rated: \(byWindow.standardOutput)")
 
         let byStaff = try await run(gatewaydPath, ["ratings", "--day", "2026-12-04", "--by", "staff", "--json", "--config", config])
@@ -434,17 +436,17 @@ import Testing
         #expect(rows.map { $0["key"] as? String } == ["(none shown)", "0105", "0231"], "\(rows)")
         #expect(rows.map { $0["ratings"] as? Int } == [2, 2, 1])
         #expect(rows.map { $0["satisfactionPercent"] as? Double } == [50.0, 100.0, 0.0])
-        #expect((report["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w05b", "eval-w12"])
+        #expect((report["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w05b", "eval-w12", "tablet-w09"])
 
         let month = try await run(gatewaydPath, ["ratings", "--month", "2026-12", "--by", "pad", "--json", "--config", config])
         let monthly = try #require(try JSONSerialization.jsonObject(with: Data(month.standardOutput.utf8)) as? [String: Any])
         #expect((monthly["all"] as? [String: Any])?["ratings"] as? Int == 7, "\(month.standardOutput)")
-        #expect((monthly["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w05b", "eval-w12"])
+        #expect((monthly["padsWithoutRatings"] as? [[String: Any]])?.compactMap { $0["pad"] as? String } == ["eval-w05b", "eval-w12", "tablet-w09"])
 
-        for typo in ["2026-02-30", "2026-12-4", "12026-12-04"] {
+        for (typo, said) in [("2026-02-30", "there is no such day"), ("2026-12-4", "expected YYYY-MM-DD"),
+                             ("12026-12-04", "expected YYYY-MM-DD")] {
             let refused = try await run(gatewaydPath, ["ratings", "--day", typo, "--config", config])
-            #expect(refused.status == 2 && refused.standardError.contains("--day '\(typo)': expected YYYY-MM-DD"),
-                    "\(refused.standardError)")
+            #expect(refused.status == 2 && refused.standardError.contains("--day '\(typo)': \(said)"), "\(refused.standardError)")
         }
     }
 

@@ -370,6 +370,41 @@ import Testing
         await later.stop()
     }
 
+    /// From a night trial: a board switched on by hand after closing, a late citizen served under it, was switched off
+    /// by a restart without a word. It stays on through a restart until the opening, and the stop says it leaves it lit.
+    @Test func aBoardSwitchedOnByHandAfterClosingStaysOnThroughARestart() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let evening = try RunningDay(config, profiles, at: "2026-12-02 20:00")
+        defer { evening.stopSoon() }
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: evening.gateway), "\(evening.log.text)")
+        try await evening.gateway.send(.power(on: true), to: "board-w05")
+        try await evening.gateway.send(.call(ticket: "B008", window: "5"), to: "board-w05")
+        await evening.stop()
+        #expect(evening.log.text.contains("hall day: left lit by this stop, switched on by hand after closing: board-w05"),
+                "\(evening.log.text)")
+
+        // Off meanwhile (a power cut): the start switches it on again.
+        Self.setScreen(board, on: false)
+        let restart = try RunningDay(config, profiles, at: "2026-12-02 20:10")
+        defer { restart.stopSoon() }
+        #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
+        #expect(board.isOn && board.display.text == "请B008号到5号窗口", "\(restart.log.text)")
+        #expect(restart.log.text.contains("hall day: kept on after closing, switched on by hand before this start: board-w05"))
+        #expect(restart.gateway.afterClosingHold(for: "board-w05") == nil, "on as meant: a call is not held")
+        // Switched off by hand, it is off through the next restart.
+        try await restart.gateway.send(.power(on: false), to: "board-w05")
+        await restart.stop()
+        Self.setScreen(board, on: true)
+        let again = try RunningDay(config, profiles, at: "2026-12-02 20:20")
+        defer { again.stopSoon() }
+        #expect(await eventually { !board.isOn }, "\(again.log.text)")
+        await again.stop()
+    }
+
     /// From a night technician's trial: a window's pause after closing was `done` on a board the closing had switched
     /// off. It is not sent (nor is the board lit for it), and the result says so; on a board a late call holds on, it is
     /// shown.

@@ -370,10 +370,16 @@ struct GatewayHallActions: HallDayActions {
             for (index, board) in boards.enumerated() {
                 group.addTask {
                     await (index, gateway.boardTurns.run(on: board) {
-                        // A call after closing that came first keeps its board on until its hold ends.
-                        if !on, gateway.lateCalls.withLock({ $0[board]?.generation }) == generation {
-                            return .init(device: board, result: CommandResult.Status.done.rawValue,
-                                         detail: "kept on for a call or text after closing")
+                        // A call after closing that came first keeps its board on until its hold ends; switched on again,
+                        // for a hold from before a restart: the board may have lost power meanwhile (from a trial).
+                        let held = gateway.lateCalls.withLock({ $0[board]?.generation }) == generation
+                        let byHand = gateway.poweredOnByHand.withLock({ $0[board] }) == generation
+                        if !on, held || byHand {
+                            var kept = await switchBoard(board, on: true, text: nil)
+                            if kept.result == CommandResult.Status.done.rawValue {
+                                kept.detail = held ? "kept on for a call or text after closing" : "kept on: switched on by hand after closing"
+                            }
+                            return kept
                         }
                         return await switchBoard(board, on: on, text: text)
                     })
