@@ -395,6 +395,18 @@ import Testing
         #expect(board.isOn && board.display.text == "请B008号到5号窗口", "\(restart.log.text)")
         #expect(restart.log.text.contains("hall day: kept on after closing, switched on by hand before this start: board-w05"))
         #expect(restart.gateway.afterClosingHold(for: "board-w05") == nil, "on as meant: a call is not held")
+        // Silent a while (a power cut) and back dark: switched on again, as the hand meant, not off as the closing asks.
+        board.answering = false
+        // Offline as the gateway's look at its devices (every 2 s, recorded in the outbox) saw it.
+        #expect(await eventually {
+            (try? await restart.gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+        })
+        Self.setScreen(board, on: false)
+        board.answering = true
+        #expect(await eventually {
+            restart.log.text.contains("hall day: board-w05 answers again: left on, as it was switched by hand after closing")
+        }, "\(restart.log.text)")
+        #expect(board.isOn)
         // Switched off by hand, it is off through the next restart.
         try await restart.gateway.send(.power(on: false), to: "board-w05")
         await restart.stop()

@@ -416,6 +416,16 @@ struct GatewayHallActions: HallDayActions {
             guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
             // Kept on after closing for a call or a text: switched off when its hold ends, not before.
             if !turn.on, gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation { return }
+            // Switched on by hand after closing: on as meant, also when it comes back from a power cut.
+            if !turn.on, gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
+                let outcome = await switchBoard(board, on: true, text: nil)
+                if outcome.result == CommandResult.Status.done.rawValue {
+                    gateway.logger.notice("hall day: \(board) answers again: left on, as it was switched by hand after closing")
+                } else {
+                    gateway.logger.warning("hall day: \(board) answers again but was not switched on again: \(outcome.detail ?? outcome.result)")
+                }
+                return
+            }
             // A call the queue system showed on it since the turn stays: the board is switched on under it.
             let called = gateway.boardsShown.withLock { $0[board] } == turn.generation
             let outcome = await switchBoard(board, on: turn.on, text: called ? nil : turn.text)
