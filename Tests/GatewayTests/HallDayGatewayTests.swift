@@ -252,6 +252,18 @@ import Testing
         let offAt = try Self.shanghai("2026-12-02 18:00")
         #expect(await eventually { await clock.nextDeadline() == offAt })
         #expect(board.isOn)
+        // Silent a while (a power cut) and back dark, the late citizen still at the window: on again, not left dark
+        // until the next call.
+        board.answering = false
+        #expect(await eventually {
+            (try? await gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+        })
+        Self.setScreen(board, on: false)
+        board.answering = true
+        #expect(await eventually {
+            log.text.contains("hall day: board-w05 answers again: left on, held on after closing for a call or a text")
+        }, "\(log.text)")
+        #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text)")
         clock.advance(to: offAt)
         #expect(await eventually { !board.isOn }, "\(log.text)")
         #expect(log.text.contains("hall day: board-w05 switched off again, 30 min after its last call or text after closing"), "\(log.text)")

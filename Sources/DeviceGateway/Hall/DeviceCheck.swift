@@ -414,15 +414,17 @@ struct GatewayHallActions: HallDayActions {
         // Twice at most: a turn the board missed, then the one that came while it was switched.
         for _ in 0..<2 {
             guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
-            // Kept on after closing for a call or a text: switched off when its hold ends, not before.
-            if !turn.on, gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation { return }
-            // Switched on by hand after closing: on as meant, also when it comes back from a power cut.
-            if !turn.on, gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
+            // Held on after closing for a call or a text (switched off when its hold ends, not before), or switched on
+            // by hand: on as meant, also when it comes back from a power cut (from a trial: a held board back dark
+            // stayed dark over the late citizen until the next call).
+            let held = !turn.on && gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation
+            if held || !turn.on && gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
                 let outcome = await switchBoard(board, on: true, text: nil)
+                let why = held ? "held on after closing for a call or a text" : "as it was switched by hand after closing"
                 if outcome.result == CommandResult.Status.done.rawValue {
-                    gateway.logger.notice("hall day: \(board) answers again: left on, as it was switched by hand after closing")
+                    gateway.logger.notice("hall day: \(board) answers again: left on, \(why)")
                 } else {
-                    gateway.logger.warning("hall day: \(board) answers again but was not switched on again: \(outcome.detail ?? outcome.result)")
+                    gateway.logger.warning("hall day: \(board) answers again but was not switched on again (\(why)): \(outcome.detail ?? outcome.result)")
                 }
                 return
             }
