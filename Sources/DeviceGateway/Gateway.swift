@@ -28,6 +28,9 @@ public final class Gateway: Service {
     /// Per board, the turn in which someone switched it on by a power command: after closing it is on as they meant,
     /// and neither held nor said dark.
     let poweredOnByHand = Mutex<[String: Int]>([:])
+    /// Per board, the turn (0 before the day's first) in which someone switched it off by a power command: dark as
+    /// they meant until the hall's day switches it again.
+    let poweredOffByHand = Mutex<[String: Int]>([:])
     /// One switching of a board at a time: its hall day's turns, a call or text after closing, its hold's end.
     let boardTurns = KeyedTurns()
     /// The window and hall boards, which the hall's day switches.
@@ -157,6 +160,7 @@ public final class Gateway: Service {
                 await endLateCall(on: deviceId)
                 let turn = boardsTurn.withLock { $0?.generation }
                 poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn : nil }
+                poweredOffByHand.withLock { $0[deviceId] = command == .power(on: false) ? turn ?? 0 : nil }
                 // On by hand after closing: on through a restart too, until the opening (from a trial: a late citizen
                 // was served under it when a restart switched it off).
                 if command == .power(on: true), boardsTurn.withLock({ $0?.on == false }) {
@@ -228,6 +232,15 @@ public final class Gateway: Service {
     public func isDarkAfterClosing(_ board: String) -> Bool {
         guard isRunning, boards.contains(board), let turn = closedTurn(of: board) else { return false }
         return lateCalls.withLock { $0[board]?.generation } != turn
+    }
+
+    /// Whether `board`'s screen should be lit now: the hall open (or no hours), or after closing a call or a text
+    /// holding it, or a hand's switch-on; not after a hand's switch-off since the day's last turn.
+    func expectsScreenOn(_ board: String) -> Bool {
+        let turn = boardsTurn.withLock { $0 }
+        if poweredOffByHand.withLock({ $0[board] }) == turn?.generation ?? 0 { return false }
+        guard let turn, !turn.on else { return true }
+        return !isDarkAfterClosing(board)
     }
 
     /// Ends the hold after closing on `board`, if any: its switch-off is not needed any more.
@@ -602,11 +615,18 @@ public final class Gateway: Service {
     public func deviceStates() async -> [DeviceState] {
         let conditions = printers.all
         return (await askEveryBus { await $0.deviceStates() }).flatMap { $0 }.map { state in
-            // A printer that answers but cannot print: online, and not fine (from a trial: status said only "online").
-            guard state.online == true, let condition = conditions[state.device], condition != "online" else { return state }
+            guard state.online == true else { return state }
             var state = state
-            // "online, offline" would read as nonsense: the printer's own offline switch.
-            state.condition = condition == "offline" ? "printer-offline" : condition
+            // A printer that answers but cannot print: online, and not fine (from a trial: status said only "online").
+            if let condition = conditions[state.device], condition != "online" {
+                // "online, offline" would read as nonsense: the printer's own offline switch.
+                state.condition = condition == "offline" ? "printer-offline" : condition
+            }
+            // A board that answers with its screen dark while the hall needs it lit (its own key, a power cut): no
+            // citizen sees a call on it. Dark after closing, or switched off by hand, it is as meant.
+            if state.screenOn == false, boards.contains(state.device), expectsScreenOn(state.device) {
+                state.condition = "screen-off"
+            }
             return state
         }
     }

@@ -233,6 +233,8 @@ struct DeviceView: Encodable {
     var offlineReason: String?
     var counters: DeviceCounters
     var condition: String?
+    /// A board's screen, `on` or `off`, as its last read said; absent when its reads do not tell.
+    var screen: String?
     /// A board a call or a text after closing switched on: when it goes off again.
     var onAfterClosingUntil: String?
 
@@ -244,6 +246,7 @@ struct DeviceView: Encodable {
         offlineReason = state.offlineReason
         counters = state.counters
         condition = state.condition
+        screen = state.screenOn.map { $0 ? "on" : "off" }
         onAfterClosingUntil = holds[state.device].map(EventTime.format)
     }
 }

@@ -44,7 +44,8 @@ struct StatusCommand: AsyncParsableCommand {
             try show(snapshot, hall: hall)
             // The daemon was asked and did not answer: an old record of all online is no "all well".
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
-            // A printer out of paper or open answers, but issues no ticket (from a duty officer's trial: exit 0).
+            // A printer out of paper or open answers, but issues no ticket (from a duty officer's trial: exit 0); a
+            // board dark while the hall needs it lit shows no call.
             let outOfService = snapshot.devices.contains {
                 $0.online == true && $0.condition.map { !PrinterDriver.prints($0) } == true
             }
@@ -244,12 +245,15 @@ struct APIDeviceList: Decodable {
         var counters: DeviceCounters
         /// Absent from a daemon older than this CLI.
         var condition: String?
+        /// `on` or `off`; absent for a device whose reads do not tell, and from a daemon older than this CLI.
+        var screen: String?
 
         var deviceState: DeviceState {
             var state = DeviceState(
                 device: device, bus: bus, online: state == "online" ? true : state == "offline" ? false : nil,
                 lastSeen: lastSeen, offlineReason: offlineReason, counters: counters)
             state.condition = condition
+            state.screenOn = screen.map { $0 == "on" }
             return state
         }
     }
@@ -307,6 +311,8 @@ struct DeviceReport: Encodable {
     var offlineReason: String?
     var counters: DeviceCounters
     var condition: String?
+    /// A board's screen, `on` or `off`, as its last read said (live only).
+    var screen: String?
 
     init(_ state: DeviceState) {
         device = state.device
@@ -317,6 +323,7 @@ struct DeviceReport: Encodable {
         offlineReason = state.offlineReason
         counters = state.counters
         condition = state.condition
+        screen = state.screenOn.map { $0 ? "on" : "off" }
     }
 }
 

@@ -432,6 +432,42 @@ import Testing
     /// From a night technician's trial: a window's pause after closing was `done` on a board the closing had switched
     /// off. It is not sent (nor is the board lit for it), and the result says so; on a board a late call holds on, it is
     /// shown.
+    /// From the night technician's trial: `status` did not say whether a board's screen was on. A board dark while
+    /// the hall needs it lit is said (screen-off); one dark as the closing or a hand left it is not.
+    @Test func aBoardDarkWhileTheHallNeedsItLitIsSaidAndOneDarkAsMeantIsNot() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 16:50")
+        defer { day.stopSoon() }
+        let (gateway, clock) = (day.gateway, day.clock)
+        func board05() async -> DeviceState? { await gateway.deviceStates().first { $0.device == "board-w05" } }
+        #expect(await eventually { await board05()?.screenOn == true })
+        #expect(await board05()?.condition == nil)
+        // Its own key (or a power cut's default) in hours: no citizen sees a call on it.
+        Self.setScreen(board, on: false)
+        #expect(await eventually { await board05()?.condition == "screen-off" })
+        // Switched off by hand: as meant.
+        try await gateway.send(.power(on: false), to: "board-w05")
+        #expect(await board05()?.screenOn == false)
+        #expect(await board05()?.condition == nil)
+        try await gateway.send(.power(on: true), to: "board-w05")
+        #expect(await eventually { await board05()?.screenOn == true })
+        // Closed: dark as the closing left it.
+        clock.advance(to: try Self.shanghai("2026-12-02 17:00"))
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: gateway))
+        #expect(await eventually { await board05()?.screenOn == false })
+        #expect(await board05()?.condition == nil)
+        // A late call holds it lit: dark again by its key, it is said.
+        try await gateway.send(.call(ticket: "A031", window: "5"), to: "board-w05")
+        #expect(await eventually { await board05()?.screenOn == true })
+        Self.setScreen(board, on: false)
+        #expect(await eventually { await board05()?.condition == "screen-off" })
+        await day.stop()
+    }
+
     @Test func aPauseAfterClosingSaysItIsNotShownUnlessACallLitTheBoard() async throws {
         let board = MockModbusBoard()
         let server = try MockModbusServer.rtu(units: [3: board])

@@ -154,6 +154,9 @@ import Testing
             (device["onAfterClosingUntil"] as? String).map { (device["device"] as? String ?? "", $0) }
         })
         #expect(held == ["board-w05": "2026-12-02T20:30:00.000Z", "board-hall": "2026-12-02T20:30:00.000Z"], "\(devices)")
+        // Its screen as the board's read says: lit for the call; a pad has none.
+        #expect(devices.first { $0["device"] as? String == "board-w05" }?["screen"] as? String == "on", "\(devices)")
+        #expect(devices.contains { $0["device"] as? String == "eval-w05" && $0["screen"] == nil }, "\(devices)")
         try await hall.stopAll()
     }
 

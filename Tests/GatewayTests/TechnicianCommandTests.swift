@@ -90,6 +90,31 @@ import Testing
         #expect(unknown.standardError.contains("no device 'eval-w99'"))
     }
 
+    /// From the night technician's trial: nothing said whether a dark board's screen was switched off or the board dead.
+    @Test func probeSaysWhetherABoardsScreenIsOnAndHowBright() async throws {
+        let board = MockModbusBoard()
+        var registers = board.registers
+        registers[MockModbusBoard.Register.power] = 0
+        registers[MockModbusBoard.Register.brightness] = 9
+        registers[MockModbusBoard.Register.commandCounter] &+= 1
+        board.accept(writtenRegisters: registers)
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try rtuHall(folder, server, devices: """
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+            """)
+        let probe = try await run(gatewaydPath, ["probe", "--config", config, "board-w05"])
+        #expect(probe.status == 0, "\(probe.standardError)")
+        // Registers 0-7 from 0 at address 3: the power and brightness registers with the rest.
+        #expect(probe.standardOutput.contains("→ 03 03 00 00 00 08"), "\(probe.standardOutput)")
+        #expect(probe.standardOutput.contains("""
+              command 1, acknowledged 1
+              screen OFF (switched off: it shows nothing)
+              brightness level 9 of 15
+            """), "\(probe.standardOutput)")
+    }
+
     @Test func printerStatusAndTestTicketWithTheDaemonStopped() async throws {
         let printer = try MockEscPosPrinter()
         defer { printer.stop() }

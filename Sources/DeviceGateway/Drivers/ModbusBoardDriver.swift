@@ -43,6 +43,8 @@ public struct ModbusBoardDriver: Sendable {
     /// The last counter written or, before the first command, the board's acknowledgement; nil until the board was read.
     private(set) var lastCounter: UInt16?
     private var activeFaults: Set<String> = []
+    /// Whether the screen is lit, as the last read said; nil when the profile's poll does not read its power register.
+    public private(set) var screenOn: Bool?
 
     /// Creates the driver of one board.
     public init(device: DeviceConfig, profile: ModbusBoardProfile, hallId: String) {
@@ -131,6 +133,9 @@ public struct ModbusBoardDriver: Sendable {
         }
         let status = register(profile.statusRegister)
         let acknowledged = register(profile.acknowledgeRegister)
+        if let power = profile.powerRegister, registers.indices.contains(power - profile.block.start) {
+            screenOn = register(power) != 0
+        }
         // Continue counting from what the board last acknowledged, so a restarted gateway is not mistaken for old news;
         // and while nothing of ours waits, from what it acknowledged since: another master's command (a technician's
         // `display test --direct`) took the next counter, and ours with the same would be taken for done unshown.

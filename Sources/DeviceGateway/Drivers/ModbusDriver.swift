@@ -205,6 +205,8 @@ public struct ModbusDriver: BusDriver {
         return UInt16(request.bytes[0]) << 8 | UInt16(request.bytes[1]) == id && request.bytes[6] == reply.unit
     }
 
+    public func screenOn(of device: String) -> Bool? { boards[device]?.screenOn }
+
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool {
         // A poll that showed another model is the answer: `requests(for:to:)` says so, not "no answer".
         if !mismatches.isEmpty, mismatches[device.id] != nil { return false }

@@ -60,6 +60,12 @@ enum ProfileReading {
                     "command \(command), acknowledged \(acknowledged)"
                         + (command == acknowledged ? "" : ": NOT YET ON THE DISPLAY"))
             }
+            if let power = board.powerRegister, let on = value(power) {
+                lines.append("screen \(on != 0 ? "on" : "OFF (switched off: it shows nothing)")")
+            }
+            if let brightness = board.brightnessRegister, let level = value(brightness) {
+                lines.append("brightness level \(level) of \(HallCommand.brightestBoardLevel)")
+            }
             for reading in board.readings {
                 let first = Int(reading.field.address) - start
                 guard first >= 0, first + reading.field.registerCount <= registers.count,

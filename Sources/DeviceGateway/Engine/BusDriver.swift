@@ -143,6 +143,10 @@ public protocol BusDriver: Sendable {
     /// `request` was written on a serial line at `time`: a driver whose devices' frames can equal its own tells them
     /// apart when a two-wire adapter sends them back and the echo filter did not take them out.
     mutating func wrote(_ request: LineRequest, at time: Date)
+
+    /// Whether `device`'s screen is lit, as its last read said; nil for a device without one, or one whose reads do
+    /// not tell.
+    func screenOn(of device: String) -> Bool?
 }
 
 extension BusDriver {
@@ -153,4 +157,5 @@ extension BusDriver {
     public mutating func restore(staff: [String: String]) {}
     public mutating func lineOpened() {}
     public mutating func wrote(_ request: LineRequest, at time: Date) {}
+    public func screenOn(of device: String) -> Bool? { nil }
 }

@@ -246,6 +246,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return health.states(of: devices).map { state in
             var state = state
             state.counters = index(of: state.device).map { counters[$0] } ?? DeviceCounters()
+            state.screenOn = driver.screenOn(of: state.device)
             // Silent before its bus went down: the bus is what to fix first (from a trial: an unplugged adapter
             // left "no answer", and the technician checked the device's wiring).
             if let lineDown, !state.offlineByLine, let own = state.offlineReason {

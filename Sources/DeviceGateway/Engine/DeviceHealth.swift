@@ -20,6 +20,8 @@ public struct DeviceState: Sendable, Equatable {
     /// What a device that answers says of itself when it cannot do its work (a printer's paper-out, cover-open);
     /// nil when it can, or nothing is known.
     public var condition: String?
+    /// Whether a board's screen is lit, as its last read said; nil when it has none or its reads do not tell.
+    public var screenOn: Bool?
 
     /// A device's state.
     public init(device: String, bus: String, online: Bool?, lastSeen: Date?, offlineReason: String? = nil,
