@@ -28,8 +28,8 @@ public final class Gateway: Service {
     /// Per board, the turn in which someone switched it on by a power command: after closing it is on as they meant,
     /// and neither held nor said dark.
     let poweredOnByHand = Mutex<[String: Int]>([:])
-    /// Per board, the turn (0 before the day's first) in which someone switched it off by a power command: dark as
-    /// they meant until the hall's day switches it again.
+    /// Per board, the turn in which someone switched it off by a power command: dark as they meant until the hall's
+    /// day switches it again, or a call after closing lights it.
     let poweredOffByHand = Mutex<[String: Int]>([:])
     /// One switching of a board at a time: its hall day's turns, a call or text after closing, its hold's end.
     let boardTurns = KeyedTurns()
@@ -156,14 +156,24 @@ public final class Gateway: Service {
             // Someone switched it as they meant: a hold after closing would switch it again (from a trial: off by hand,
             // still "on after closing" in status, then "switched off again").
             try await boardTurns.run(on: deviceId) {
-                try await carryOut(command, on: deviceId)
+                // The turn in force as the hand switches it: one recorded meanwhile switches the board after this, as it
+                // asks (switched on just before the closing, it is not kept on all night).
+                let turn = boardsTurn.withLock { $0 }
+                // Noted first: the screen going dark under the command is as meant, not a board found dark.
+                let offBefore = poweredOffByHand.withLock { $0[deviceId] }
+                if command == .power(on: false) { poweredOffByHand.withLock { $0[deviceId] = turn?.generation } }
+                do {
+                    try await carryOut(command, on: deviceId)
+                } catch {
+                    poweredOffByHand.withLock { $0[deviceId] = offBefore }
+                    throw error
+                }
                 await endLateCall(on: deviceId)
-                let turn = boardsTurn.withLock { $0?.generation }
-                poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn : nil }
-                poweredOffByHand.withLock { $0[deviceId] = command == .power(on: false) ? turn ?? 0 : nil }
+                poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn?.generation : nil }
+                if command == .power(on: true) { poweredOffByHand.withLock { $0[deviceId] = nil } }
                 // On by hand after closing: on through a restart too, until the opening (from a trial: a late citizen
                 // was served under it when a restart switched it off).
-                if command == .power(on: true), boardsTurn.withLock({ $0?.on == false }) {
+                if command == .power(on: true), turn?.on == false {
                     await noteHold(on: deviceId, until: Self.onByHand)
                 }
             }
@@ -234,13 +244,15 @@ public final class Gateway: Service {
         return lateCalls.withLock { $0[board]?.generation } != turn
     }
 
-    /// Whether `board`'s screen should be lit now: the hall open (or no hours), or after closing a call or a text
-    /// holding it, or a hand's switch-on; not after a hand's switch-off since the day's last turn.
+    /// Whether `board`'s screen should be lit now: the hall open and its turn has switched the board, or after
+    /// closing a call or a text holding it, or a hand's switch-on; not after a hand's switch-off since the day's last
+    /// turn. Without a turn (no `hours:`, or the day held for the clock) nobody knows: not expected.
     func expectsScreenOn(_ board: String) -> Bool {
-        let turn = boardsTurn.withLock { $0 }
-        if poweredOffByHand.withLock({ $0[board] }) == turn?.generation ?? 0 { return false }
-        guard let turn, !turn.on else { return true }
-        return !isDarkAfterClosing(board)
+        guard let turn = boardsTurn.withLock({ $0 }), poweredOffByHand.withLock({ $0[board] }) != turn.generation else {
+            return false
+        }
+        // Not while the opening is still switching it: its screen comes on with the acknowledgement.
+        return turn.on ? turn.tried.contains(board) : !isDarkAfterClosing(board)
     }
 
     /// Ends the hold after closing on `board`, if any: its switch-off is not needed any more.
@@ -325,6 +337,8 @@ public final class Gateway: Service {
             let previous = calls[board]
             previous?.switchOff.cancel()
             calls[board] = lateCall(on: board, turn: turn, ends: ContinuousClock.now + hold, until: until)
+            // Lit for the call: a hand's switch-off before it no longer says the board is meant dark.
+            poweredOffByHand.withLock { $0[board] = nil }
             return previous?.generation != turn
         }
         if first != nil { await noteHold(on: board, until: until) }
@@ -615,8 +629,12 @@ public final class Gateway: Service {
     public func deviceStates() async -> [DeviceState] {
         let conditions = printers.all
         return (await askEveryBus { await $0.deviceStates() }).flatMap { $0 }.map { state in
-            guard state.online == true else { return state }
             var state = state
+            // What a silent board's last read said is no word on its screen now.
+            guard state.online == true else {
+                state.screenOn = nil
+                return state
+            }
             // A printer that answers but cannot print: online, and not fine (from a trial: status said only "online").
             if let condition = conditions[state.device], condition != "online" {
                 // "online, offline" would read as nonsense: the printer's own offline switch.
@@ -629,6 +647,15 @@ public final class Gateway: Service {
             }
             return state
         }
+    }
+
+    /// Whether `board`'s screen is lit as its last read said (after a command, the command's own read-back); nil when
+    /// its reads do not tell or it is silent.
+    func screenOn(of board: String) async -> Bool? {
+        guard let device = config.devices.first(where: { $0.id == board }),
+              let bus = buses.first(where: { $0.config.id == device.bus })
+        else { return nil }
+        return await bus.deviceStates().first { $0.device == board && $0.online == true }?.screenOn
     }
 
     /// Each bus's answer, in configuration order. Asked all at once: a bus answers between two of its transactions,

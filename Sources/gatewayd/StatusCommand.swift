@@ -46,10 +46,7 @@ struct StatusCommand: AsyncParsableCommand {
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
             // A printer out of paper or open answers, but issues no ticket (from a duty officer's trial: exit 0); a
             // board dark while the hall needs it lit shows no call.
-            let outOfService = snapshot.devices.contains {
-                $0.online == true && $0.condition.map { !PrinterDriver.prints($0) } == true
-            }
-            if snapshot.notReady != nil || snapshot.clock?.hallDayHeld != nil || outOfService
+            if snapshot.notReady != nil || snapshot.clock?.hallDayHeld != nil || snapshot.devices.contains(where: Self.isOutOfService)
                 || snapshot.devices.contains(where: { $0.online == false }) {
                 throw ExitCode(CLIExit.failed)
             }
@@ -128,11 +125,23 @@ struct StatusCommand: AsyncParsableCommand {
         let offline = snapshot.devices.filter { $0.online == false }.count
         // Not heard since the start: a device that speaks only when used (FF 68, QSystem) stays so until someone uses it.
         let unheard = snapshot.devices.filter { $0.online == nil }.count
+        let outOfService = snapshot.devices.filter(Self.isOutOfService).count
         print(
             recorded
                 ? "\(Output.counted(snapshot.devices.count, "device")) as last recorded, \(offline) offline then; now unknown"
                 : "\(Output.counted(snapshot.devices.count, "device")), \(offline) offline"
+                    + (outOfService > 0 ? ", \(outOfService) answering but out of service" : "")
                     + (unheard > 0 ? ", \(unheard) not heard from yet" : ""))
+        // Which boards are lit, whatever the hall's day asks (from a night technician's trial: the table said only
+        // `online`, and a board lit again by its own key showed an old call all night).
+        let screens = snapshot.devices.filter { $0.screenOn != nil }
+        if !screens.isEmpty {
+            let lit = screens.filter { $0.screenOn == true }.map(\.device)
+            let dark = screens.filter { $0.screenOn == false }.map(\.device)
+            print("boards' screens: " + [lit.isEmpty ? nil : "lit " + lit.joined(separator: ", "),
+                                         dark.isEmpty ? nil : "dark " + dark.joined(separator: ", ")]
+                .compactMap { $0 }.joined(separator: "; "))
+        }
         // A line that is down is what to fix first, before any of its devices.
         for line in snapshot.lines {
             if let down = line.down { print(Output.paint("line \(Self.busLabel(line.bus, hall: hall)) is down: \(down)", .red)) }
@@ -150,6 +159,12 @@ struct StatusCommand: AsyncParsableCommand {
                     + "\(counters.checksumErrors) bad checksums of \(counters.bytesReceived) bytes heard unasked",
                 .yellow))
         }
+    }
+
+    /// A device that answers and cannot do its work: a printer out of paper or open, a board dark while the hall needs
+    /// it lit.
+    static func isOutOfService(_ state: DeviceState) -> Bool {
+        state.online == true && state.condition.map { !PrinterDriver.prints($0) } == true
     }
 
     /// A device's state in the table: as the daemon sees it now, or `was …` when read from the outbox's record.

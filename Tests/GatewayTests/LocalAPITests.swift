@@ -160,6 +160,24 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// Without `hours:` the gateway does not know when the hall needs a board lit: its screen is given, not judged.
+    @Test func aBoardsScreenIsGivenAndNotJudgedWithoutOpeningHours() async throws {
+        let hall = try await Hall()
+        HallDayGatewayTests.setScreen(hall.board, on: false)
+        func board05() async throws -> [String: Any]? {
+            let list = try hall.json(try await hall.request(.GET, "/v1/devices").body)
+            return (list["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w05" }
+        }
+        #expect(await eventually { (try? await board05())?["screen"] as? String == "off" })
+        #expect(try await board05()?["condition"] == nil)
+        // A call to it is done, and said not seen (from a trial: `done`, and the citizen saw nothing).
+        let call = try hall.json(try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "A031"}"#).body)
+        let outcome = (call["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w05" }
+        #expect(outcome?["result"] as? String == "done", "\(call)")
+        #expect(outcome?["detail"] as? String == "the board's screen is off (its own key or a power command): not seen", "\(call)")
+        try await hall.stopAll()
+    }
+
     @Test func aWindowWithoutABoardOfItsOwnIsCalledOnTheHallBoard() async throws {
         let hall = try await Hall(devices: """
               - {id: eval-w03, profile: modbus-evaluator-3key, bus: line-a, address: 8, window: "3"}

@@ -126,24 +126,33 @@ import Testing
     /// From a review: a device that refuses its poll as an illegal address (a board implementing fewer registers
     /// than its profile reads) stayed online, so the check before opening passed it. pymodbus holds six registers.
     @Test func aDeviceThatRefusesItsPollIsOfflineWithTheRefusal() async throws {
-        let json = #"{"1": [1, 1, 0, 0, 250, 19522]}"#
+        // Six registers each: a pad's poll reads 32, a board's 8 (its brightness and power at 6 and 7: firmware
+        // without them).
+        let json = #"{"1": [1, 1, 0, 0, 250, 19522], "2": [1, 1, 0, 0, 350, 19522]}"#
         let server = try PythonService("pymodbus_tcp_server.py", [json])
         defer { server.stop() }
         let port = try await server.port("port")
         let folder = try TemporaryDirectory()
         let gateway = try testGateway(
             buses: "  - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), poll-interval-ms: 50}",
-            devices: "  - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: \"1\"}",
+            devices: """
+                  - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: "1"}
+                  - {id: board-w01, profile: modbus-window-board, bus: lan, address: 2, window: "1"}
+                """,
             folder: folder)
         let stop = StopSignal()
         let running = Task { await gateway.run(until: stop) }
         defer { stop.stop() }
-        let told = await eventually { await gateway.deviceStates().first?.online == false }
-        let reason = await gateway.deviceStates().first?.offlineReason
+        let told = await eventually { await gateway.deviceStates().allSatisfy { $0.online == false } }
+        let reasons = await gateway.deviceStates().map(\.offlineReason)
         stop.stop()
         await running.value
         #expect(told)
-        #expect(reason?.hasPrefix("refuses its poll: Modbus exception 2 (illegal data address") == true, "\(String(describing: reason))")
+        #expect(reasons.allSatisfy { $0?.hasPrefix("refuses its poll: Modbus exception 2 (illegal data address") == true }, "\(reasons)")
+        // The board's says what to change (the shipped profile reads its screen since 3154381).
+        #expect(reasons.last??.hasSuffix("; a board without registers 6 and 7 needs a profile without brightness and power, its block ending before them") == true,
+                "\(reasons)")
+        #expect(reasons.first??.contains("a board without") == false, "\(reasons)")
     }
 
     /// From a review: a device offline for its silence kept that reason when another model answered at its address.

@@ -110,7 +110,7 @@ import Testing
         #expect(probe.standardOutput.contains("→ 03 03 00 00 00 08"), "\(probe.standardOutput)")
         #expect(probe.standardOutput.contains("""
               command 1, acknowledged 1
-              screen OFF (switched off: it shows nothing)
+              screen off: it shows nothing
               brightness level 9 of 15
             """), "\(probe.standardOutput)")
     }
@@ -445,6 +445,19 @@ import Testing
         #expect(stuck.standardError.contains("board-w04 did not acknowledge show-text: it has not shown it"),
                 "\(stuck.standardError)")
         board.acknowledging = true
+        // status names the lit and the dark boards (from a night technician's trial: the table said only `online`).
+        let lit = try await run(gatewaydPath, ["status"] + cli)
+        #expect(lit.standardOutput.contains("\nboards' screens: lit board-w04\n"), "\(lit.standardOutput)")
+        HallDayGatewayTests.setScreen(board, on: false)
+        #expect(await eventually {
+            (try? await run(gatewaydPath, ["status"] + cli))?.standardOutput.contains("\nboards' screens: dark board-w04\n") == true
+        })
+        let dark = try await run(gatewaydPath, ["status", "--json"] + cli)
+        let darkReport = try #require(try JSONSerialization.jsonObject(with: Data(dark.standardOutput.utf8)) as? [String: Any])
+        let boardReport = (darkReport["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w04" }
+        // Without `hours:` nobody knows whether the hall needs it lit: given, not judged.
+        #expect(boardReport?["screen"] as? String == "off" && boardReport?["condition"] == nil, "\(dark.standardOutput)")
+        HallDayGatewayTests.setScreen(board, on: true)
 
         #expect(
             await eventually { (try? await run(gatewaydPath, ["printer", "status", "printer-1"] + cli))?.status == 0 })

@@ -207,6 +207,17 @@ public struct ModbusDriver: BusDriver {
 
     public func screenOn(of device: String) -> Bool? { boards[device]?.screenOn }
 
+    /// What to do when a board refuses a poll that reads its brightness and power registers as an illegal address:
+    /// firmware without them (the shipped profile reads 0-7 since the screen is read).
+    private func screenRegistersHint(_ device: String, _ code: ModbusExceptionCode) -> String {
+        guard code.rawValue == 2, let profile = boards[device]?.profile else { return "" }
+        let read = [profile.brightnessRegister, profile.powerRegister].compactMap { $0 }
+            .filter { (profile.block.start..<profile.block.end).contains($0) }
+        guard !read.isEmpty else { return "" }
+        return "; a board without registers \(read.map(String.init).joined(separator: " and ")) needs a profile "
+            + "without brightness and power, its block ending before them"
+    }
+
     public func needsPollBeforeCommand(_ device: DeviceConfig) -> Bool {
         // A poll that showed another model is the answer: `requests(for:to:)` says so, not "no answer".
         if !mismatches.isEmpty, mismatches[device.id] != nil { return false }
@@ -262,7 +273,8 @@ public struct ModbusDriver: BusDriver {
             // to read, so it is not in service (the check before opening must not pass it). Busy is a moment.
             if request.purpose == Self.pollPurpose, [1, 2, 3].contains(code.rawValue) {
                 return LineReaction(from: device, answersRequest: true, ready: false,
-                                    notReadyBecause: "refuses its poll: \(refusal)", refusal: refusal)
+                                    notReadyBecause: "refuses its poll: \(refusal)" + screenRegistersHint(device, code),
+                                    refusal: refusal)
             }
             return LineReaction(from: device, answersRequest: true, refusal: refusal)
         }

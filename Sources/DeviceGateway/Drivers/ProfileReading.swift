@@ -61,7 +61,7 @@ enum ProfileReading {
                         + (command == acknowledged ? "" : ": NOT YET ON THE DISPLAY"))
             }
             if let power = board.powerRegister, let on = value(power) {
-                lines.append("screen \(on != 0 ? "on" : "OFF (switched off: it shows nothing)")")
+                lines.append("screen \(on != 0 ? "on" : "off: it shows nothing")")
             }
             if let brightness = board.brightnessRegister, let level = value(brightness) {
                 lines.append("brightness level \(level) of \(HallCommand.brightestBoardLevel)")

@@ -98,6 +98,11 @@ extension Gateway {
                     "\(state.device) has not been heard from since the gateway started\(line): use it once to confirm it")
             }
         }
+        // Dark while the hall needs it lit, as `status` says it (from a trial: the check passed it).
+        for state in states where state.online == true && state.condition == "screen-off" {
+            problems.append("\(state.device): its screen is off while the hall needs it lit (its own key or a power cut): "
+                            + "switch it on (POST /v1/devices/\(state.device)/power)")
+        }
         // A printer that does not answer is listed above; the condition it last reported is no news of it now.
         let silent = Set(states.filter { $0.online == false }.map(\.device))
         for (printer, condition) in printerConditions() where condition != "online" && !silent.contains(printer) {
@@ -164,6 +169,8 @@ struct BoardsTurn: Sendable {
     /// What a board shows once on: the welcome, the break's text; nil: what it showed (a restart within an opening).
     var text: String?
     var switched: Set<String> = []
+    /// The boards this turn has tried to switch, whatever came of it: a board on them is expected as the turn asks.
+    var tried: Set<String> = []
     /// Told apart from the turn before: a board switched under a turn that has since changed is switched again.
     var generation: Int
 }
@@ -369,7 +376,8 @@ struct GatewayHallActions: HallDayActions {
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
             for (index, board) in boards.enumerated() {
                 group.addTask {
-                    await (index, gateway.boardTurns.run(on: board) {
+                    defer { gateway.boardsTurn.withLock { if $0?.generation == generation { $0?.tried.insert(board) } } }
+                    return await (index, gateway.boardTurns.run(on: board) {
                         // A call after closing that came first keeps its board on until its hold ends; switched on again,
                         // for a hold from before a restart: the board may have lost power meanwhile (from a trial).
                         let held = gateway.lateCalls.withLock({ $0[board]?.generation }) == generation
@@ -420,9 +428,9 @@ struct GatewayHallActions: HallDayActions {
             let held = !turn.on && gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation
             if held || !turn.on && gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
                 let outcome = await switchBoard(board, on: true, text: nil)
-                let why = held ? "held on after closing for a call or a text" : "as it was switched by hand after closing"
+                let why = held ? "held on after closing for a call or a text" : "as it was switched on by hand after closing"
                 if outcome.result == CommandResult.Status.done.rawValue {
-                    gateway.logger.notice("hall day: \(board) answers again: left on, \(why)")
+                    gateway.logger.notice("hall day: \(board) answers again: switched on again, \(why)")
                 } else {
                     gateway.logger.warning("hall day: \(board) answers again but was not switched on again (\(why)): \(outcome.detail ?? outcome.result)")
                 }
