@@ -416,9 +416,8 @@ public final class Gateway: Service {
                 defer { calls = [:] }
                 return calls.keys.sorted()
             }
-            let closedTurn = boardsTurn.withLock { $0.flatMap { $0.on ? nil : $0.generation } }
-            let byHand = poweredOnByHand.withLock { $0.filter { $0.value == closedTurn }.keys.sorted() }
-            if closedTurn != nil, !byHand.isEmpty {
+            let byHand = onByHandAfterClosing()
+            if !byHand.isEmpty {
                 logger.warning("hall day: left lit by this stop, switched on by hand after closing: \(byHand.joined(separator: ", ")) (a start before the opening keeps them on)")
             }
             if !held.isEmpty {
@@ -703,8 +702,17 @@ public final class Gateway: Service {
         let held = afterClosingHolds().sorted { $0.key < $1.key }.map { board, until in
             "\(board) until " + CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)
         }
+        // And one switched on by hand (from a trial: flagged dark, with nothing saying why it should be lit).
+        let byHand = onByHandAfterClosing()
         return schedule.describe(at: now, timeZone: config.hall.timeZone)
             + (held.isEmpty ? "" : "; on after closing for a call or a text: " + held.joined(separator: ", "))
+            + (byHand.isEmpty ? "" : "; on after closing, switched on by hand: " + byHand.joined(separator: ", "))
+    }
+
+    /// The boards someone switched on by a power command since the closing, in order.
+    func onByHandAfterClosing() -> [String] {
+        guard let closedTurn = boardsTurn.withLock({ $0.flatMap { $0.on ? nil : $0.generation } }) else { return [] }
+        return poweredOnByHand.withLock { $0.filter { $0.value == closedTurn }.keys.sorted() }
     }
 
     /// The boards a call or a text after closing holds on, with when each goes off again.

@@ -157,6 +157,17 @@ import Testing
         // Its screen as the board's read says: lit for the call; a pad has none.
         #expect(devices.first { $0["device"] as? String == "board-w05" }?["screen"] as? String == "on", "\(devices)")
         #expect(devices.contains { $0["device"] as? String == "eval-w05" && $0["screen"] == nil }, "\(devices)")
+        // Dark by its own key during the hold: the check fails for it, in its row too, and says how to light it for
+        // the rest of the hold (from a trial: a power command, which kept it on until the opening).
+        HallDayGatewayTests.setScreen(hall.board, on: false)
+        var report: [String: Any] = [:]
+        #expect(await eventually {
+            report = (try? hall.json(try await hall.request(.POST, "/v1/check").body)) ?? [:]
+            return (report["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w05" }?["passed"] as? Bool == false
+        }, "\(report)")
+        #expect((report["problems"] as? [String])?.contains(
+            "board-w05 is dark: its screen is off while the hall needs it lit (its own key or a power cut): "
+                + "show the call again (recall) to switch it on for the rest of its hold") == true, "\(report)")
         try await hall.stopAll()
     }
 
@@ -174,7 +185,10 @@ import Testing
         let call = try hall.json(try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "A031"}"#).body)
         let outcome = (call["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w05" }
         #expect(outcome?["result"] as? String == "done", "\(call)")
-        #expect(outcome?["detail"] as? String == "the board's screen is off (its own key or a power command): not seen", "\(call)")
+        #expect(outcome?["detail"] as? String == "the board's screen is off: not seen", "\(call)")
+        let pause = try hall.json(try await hall.request(.POST, "/v1/windows/5/pause").body)
+        let paused = (pause["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w05" }
+        #expect(paused?["detail"] as? String == "the board's screen is off: not seen", "\(pause)")
         try await hall.stopAll()
     }
 

@@ -571,9 +571,10 @@ public actor CommandCenter {
                         }
                         // Shown on a board whose screen is dark (its own key, a power command, a power cut's default):
                         // done, and nobody sees it (from a trial: `done` on a board status said was screen-off).
-                        if target.command.shows, await gateway.screenOn(of: target.device) == false {
+                        let seen = if case .pause = target.command { true } else { target.command.shows }
+                        if seen, await gateway.screenOn(of: target.device) == false {
                             return (index, .init(device: target.device, result: CommandResult.Status.done.rawValue,
-                                                 detail: "the board's screen is off (its own key or a power command): not seen"))
+                                                 detail: "the board's screen is off: not seen"))
                         }
                         if case .setStaff(let staff) = target.command {
                             // A pad that keeps none itself (FF 68) gets it back after a restart (from a trial: its

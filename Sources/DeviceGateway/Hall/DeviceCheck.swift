@@ -98,10 +98,15 @@ extension Gateway {
                     "\(state.device) has not been heard from since the gateway started\(line): use it once to confirm it")
             }
         }
-        // Dark while the hall needs it lit, as `status` says it (from a trial: the check passed it).
+        // Dark while the hall needs it lit, as `status` says it (from a trial: the check passed it). Held after closing,
+        // a call shown again lights it until the hold ends; a power command would keep it on until the opening.
+        let held = afterClosingHolds()
         for state in states where state.online == true && state.condition == "screen-off" {
-            problems.append("\(state.device): its screen is off while the hall needs it lit (its own key or a power cut): "
-                            + "switch it on (POST /v1/devices/\(state.device)/power)")
+            let remedy = held[state.device] != nil
+                ? "show the call again (recall) to switch it on for the rest of its hold"
+                : #"switch it on (POST /v1/devices/\#(state.device)/power {"on": true})"#
+            problems.append("\(state.device) is dark: its screen is off while the hall needs it lit (its own key or a "
+                            + "power cut): \(remedy)")
         }
         // A printer that does not answer is listed above; the condition it last reported is no news of it now.
         let silent = Set(states.filter { $0.online == false }.map(\.device))
