@@ -153,18 +153,28 @@ public final class Gateway: Service {
     /// `late-call-minutes` after the last (延时服务; a technician's test at night).
     public func send(_ command: HallCommand, to deviceId: String) async throws {
         if case .power = command {
-            // Someone switched it as they meant: a hold after closing would switch it again (from a trial: off by hand,
-            // still "on after closing" in status, then "switched off again").
+            // Someone switched it as they meant, in the hall's turn of the moment: a hold after closing would switch it
+            // again (from a trial: off by hand, still "on after closing" in status, then "switched off again").
+            let asked = boardsTurn.withLock { $0 }
             try await boardTurns.run(on: deviceId) {
-                // The turn in force as the hand switches it: one recorded meanwhile switches the board after this, as it
-                // asks (switched on just before the closing, it is not kept on all night).
+                // A turn came while it waited for the board (the closing switching it off first): meant for the hall
+                // as it was, it is not carried out over the turn (a switch-on just before closing kept the board on
+                // all night).
                 let turn = boardsTurn.withLock { $0 }
+                guard turn?.generation == asked?.generation else {
+                    let which = turn?.on == false ? "closing" : "opening or break"
+                    throw GatewayError(.commandRejected, """
+                        \(deviceId): the hall's \(which) switched the board meanwhile; \(command.name) not sent: send it \
+                        again if it is still meant
+                        """)
+                }
                 // Noted first: the screen going dark under the command is as meant, not a board found dark.
                 let offBefore = poweredOffByHand.withLock { $0[deviceId] }
                 if command == .power(on: false) { poweredOffByHand.withLock { $0[deviceId] = turn?.generation } }
                 do {
                     try await carryOut(command, on: deviceId)
-                } catch {
+                } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable, .deviceError].contains(error.code) {
+                    // Not taken: the board is as it was. Unconfirmed, it may well be dark as meant.
                     poweredOffByHand.withLock { $0[deviceId] = offBefore }
                     throw error
                 }
@@ -172,8 +182,10 @@ public final class Gateway: Service {
                 poweredOnByHand.withLock { $0[deviceId] = command == .power(on: true) ? turn?.generation : nil }
                 if command == .power(on: true) { poweredOffByHand.withLock { $0[deviceId] = nil } }
                 // On by hand after closing: on through a restart too, until the opening (from a trial: a late citizen
-                // was served under it when a restart switched it off).
-                if command == .power(on: true), turn?.on == false {
+                // was served under it when a restart switched it off). Not once an opening came while it was carried
+                // out: the opening forgot every note, and one written now would keep the board on the next night.
+                if command == .power(on: true), turn?.on == false,
+                   boardsTurn.withLock({ $0?.generation }) == turn?.generation {
                     await noteHold(on: deviceId, until: Self.onByHand)
                 }
             }
@@ -648,13 +660,13 @@ public final class Gateway: Service {
         }
     }
 
-    /// Whether `board`'s screen is lit as its last read said (after a command, the command's own read-back); nil when
-    /// its reads do not tell or it is silent.
-    func screenOn(of board: String) async -> Bool? {
+    /// Whether `board`'s screen was lit when its last command was carried out (the command's own read-back); nil
+    /// when its reads do not tell. Read without waiting for the bus: a command's result is not held up by it.
+    func screenAfterCommand(of board: String) -> Bool? {
         guard let device = config.devices.first(where: { $0.id == board }),
               let bus = buses.first(where: { $0.config.id == device.bus })
         else { return nil }
-        return await bus.deviceStates().first { $0.device == board && $0.online == true }?.screenOn
+        return bus.screenAfterCommand(of: board)
     }
 
     /// Each bus's answer, in configuration order. Asked all at once: a bus answers between two of its transactions,

@@ -481,6 +481,41 @@ import Testing
         await day.stop()
     }
 
+    /// From a second read: a switch-on asked just before the closing, that waited for the board while the closing
+    /// switched it off, was carried out after it and kept the board on all night as "switched on by hand after closing".
+    /// Meant for the hall as it was, it is refused, and the board is off as the closing asks.
+    @Test func aPowerCommandThatWaitedThroughTheClosingIsNotCarriedOutOverIt() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 16:59")
+        defer { day.stopSoon() }
+        let (gateway, clock) = (day.gateway, day.clock)
+        #expect(await Self.committed("boards-on-2026-12-02T01:00:00Z", by: gateway))
+        // Earlier work on the board holds its turn (a command waiting for its acknowledgement) until released.
+        let (released, release) = AsyncStream.makeStream(of: Void.self)
+        let earlier = Task { await gateway.boardTurns.run(on: "board-w05") { for await _ in released { break } } }
+        #expect(await eventually { gateway.boardTurns.waiting(on: "board-w05") == 0 })
+        let switchOn = Task { try await gateway.send(.power(on: true), to: "board-w05") }
+        #expect(await eventually { gateway.boardTurns.waiting(on: "board-w05") == 1 })
+        clock.advance(to: try Self.shanghai("2026-12-02 17:00"))
+        // The closing is recorded, and its switching of the board waits behind the switch-on.
+        #expect(await eventually { gateway.boardTurns.waiting(on: "board-w05") == 2 })
+        release.finish()
+        await earlier.value
+        let refusal = await #expect(throws: GatewayError.self) { try await switchOn.value }
+        #expect(refusal?.code == .commandRejected)
+        #expect(refusal?.message == "board-w05: the hall's closing switched the board meanwhile; power-on not sent: send it again if it is still meant",
+                "\(refusal?.message ?? "")")
+        #expect(await Self.committed("boards-off-2026-12-02T09:00:00Z", by: gateway))
+        #expect(!board.isOn)
+        #expect(gateway.onByHandAfterClosing().isEmpty)
+        #expect(try await gateway.outbox.boardHolds().isEmpty, "nothing keeps it on through a restart")
+        await day.stop()
+    }
+
     /// From a night technician's trial: a window's pause after closing was `done` on a board the closing had switched
     /// off. It is not sent (nor is the board lit for it), and the result says so; on a board a late call holds on, it is
     /// shown.

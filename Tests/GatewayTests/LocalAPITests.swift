@@ -167,7 +167,10 @@ import Testing
         }, "\(report)")
         #expect((report["problems"] as? [String])?.contains(
             "board-w05 is dark: its screen is off while the hall needs it lit (its own key or a power cut): "
-                + "show the call again (recall) to switch it on for the rest of its hold") == true, "\(report)")
+                + "show its call or text again (a recall) to switch it on for late-call-minutes more") == true, "\(report)")
+        // The remedy works: a recall lights it again.
+        let recall = try await hall.request(.POST, "/v1/windows/5/recall", json: #"{"ticket": "A031"}"#)
+        #expect(recall.status == 200 && hall.board.isOn, "\(recall.body)")
         try await hall.stopAll()
     }
 

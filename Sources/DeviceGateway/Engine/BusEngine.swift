@@ -28,6 +28,9 @@ public protocol Bus: Actor {
     nonisolated func lineEchoes() -> Bool?
     /// Why the line is down (its port cannot be opened, its link was lost), while it is; nil while it is open.
     nonisolated func lineDown() -> String?
+    /// Whether `device`'s screen was lit when its last command was carried out, as the command's read-back said; nil
+    /// for a device whose reads do not tell. Nonisolated: a command's result does not wait for the next transaction.
+    nonisolated func screenAfterCommand(of device: String) -> Bool?
     /// Events read and not yet committed: more than a moment, the outbox refuses commits.
     nonisolated func uncommittedEventCount() async -> Int
 }
@@ -84,6 +87,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// `echo.lineEchoes` as last published to `echoVerdict`, for callers that do not wait for the engine.
     private var publishedEchoVerdict: Bool?
     private nonisolated let echoVerdict = Mutex<Bool?>(nil)
+    /// Per device, its screen as the read-back of its last command found it: what the command's result says.
+    private nonisolated let screensAfterCommands = Mutex<[String: Bool?]>([:])
     /// Why the link is down, as `reporter` last said it, for callers that do not wait for the engine.
     private nonisolated let downReason = Mutex<String?>(nil)
     private var reopenAttempts = 0
@@ -611,7 +616,14 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private func settle(_ verdict: CommandVerdict) {
         guard let index = held.firstIndex(where: { $0.command.device == verdict.device && $0.key == verdict.key }) else { return }
         let command = held.remove(at: index).command
+        // Before the completion: its result is told from this.
+        let screen = driver.screenOn(of: command.device)
+        screensAfterCommands.withLock { $0[command.device] = screen }
         command.completion(verdict.failure.map { .failure($0) } ?? .success(()))
+    }
+
+    public nonisolated func screenAfterCommand(of device: String) -> Bool? {
+        screensAfterCommands.withLock { $0[device] ?? nil }
     }
 
     /// A poll of `device` ended: its held commands have one poll less to get their verdict. One that went offline

@@ -103,7 +103,7 @@ extension Gateway {
         let held = afterClosingHolds()
         for state in states where state.online == true && state.condition == "screen-off" {
             let remedy = held[state.device] != nil
-                ? "show the call again (recall) to switch it on for the rest of its hold"
+                ? "show its call or text again (a recall) to switch it on for late-call-minutes more"
                 : #"switch it on (POST /v1/devices/\#(state.device)/power {"on": true})"#
             problems.append("\(state.device) is dark: its screen is off while the hall needs it lit (its own key or a "
                             + "power cut): \(remedy)")

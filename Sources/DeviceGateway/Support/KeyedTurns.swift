@@ -7,6 +7,9 @@ final class KeyedTurns: Sendable {
     /// Per key taken, the work waiting for it.
     private let waiting = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
 
+    /// How much work waits for `key`'s turn; nil while nothing has it. For tests that line work up.
+    func waiting(on key: String) -> Int? { waiting.withLock { $0[key]?.count } }
+
     /// Runs `body` once the work on `key` before it is done.
     func run<T>(on key: String, _ body: () async throws -> T) async rethrows -> T {
         await take(key)
