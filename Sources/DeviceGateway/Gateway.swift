@@ -19,9 +19,10 @@ public final class Gateway: Service {
     private let statesWritten = Mutex<(at: ContinuousClock.Instant?, problem: String?)>((nil, nil))
     /// The hall day's last turn (an opening, a break, a closing), for the boards that answer again after it.
     let boardsTurn = Mutex<BoardsTurn?>(nil)
-    /// Per board, the turn (its generation) in which a text or call was last shown on it: a board that answers again
-    /// after an opening it missed is not given the welcome over a call the queue system sent it meanwhile.
-    let boardsShown = Mutex<[String: Int]>([:])
+    /// Per board, the text or call last shown on it and the turn (its generation) it was shown in: a board that answers
+    /// again after an opening it missed is not given the welcome over a call the queue system sent it meanwhile, and
+    /// one back from a power cut is shown the call again (it may have lost it).
+    let boardsShown = Mutex<[String: (turn: Int?, command: HallCommand)]>([:])
     /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
     /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
@@ -227,7 +228,7 @@ public final class Gateway: Service {
         switch command {
         case .call, .recall, .pause, .showText, .clear:
             let generation = boardsTurn.withLock { $0?.generation }
-            boardsShown.withLock { $0[deviceId] = generation }
+            boardsShown.withLock { $0[deviceId] = (generation, command) }
         case .printTicket, .brightness, .power, .setStaff, .requestRating:
             break
         }

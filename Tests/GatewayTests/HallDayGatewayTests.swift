@@ -55,6 +55,18 @@ import Testing
         board.accept(writtenRegisters: registers)
     }
 
+    /// Cuts the board's power: back, it is dark and blank, as many boards come back (their text is not kept).
+    static func cutPower(_ board: MockModbusBoard) {
+        var registers = board.registers
+        registers[MockModbusBoard.Register.power] = 0
+        registers[MockModbusBoard.Register.mode] = MockModbusBoard.Mode.blank.rawValue
+        for address in MockModbusBoard.Register.text..<(MockModbusBoard.Register.text + MockModbusBoard.Register.textCount) {
+            registers[address] = 0
+        }
+        registers[MockModbusBoard.Register.commandCounter] &+= 1
+        board.accept(writtenRegisters: registers)
+    }
+
     /// A gateway running the hall's day of `config` on a fake clock from `time`, its log captured.
     struct RunningDay {
         let gateway: Gateway
@@ -216,6 +228,17 @@ import Testing
         #expect(await eventually { log.text.contains("hall day: board-w05 answers again: switched on") }, "\(log.text)")
         #expect(board.isOn)
         #expect(board.display.text == "请A002号到5号窗口", "the call stays: \(board.display.text)")
+        // A power cut in hours, the board back dark and blank (from a second read: it stayed so, screen-off, until
+        // someone switched it on): on again, and shown its call again.
+        board.answering = false
+        #expect(await eventually {
+            (try? await gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+        })
+        Self.cutPower(board)
+        board.answering = true
+        #expect(await eventually { log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count == 3 },
+                "\(log.text)")
+        #expect(board.isOn && board.display.text == "请A002号到5号窗口", "\(board.display.text)")
         await day.stop()
     }
 
@@ -252,13 +275,14 @@ import Testing
         let offAt = try Self.shanghai("2026-12-02 18:00")
         #expect(await eventually { await clock.nextDeadline() == offAt })
         #expect(board.isOn)
-        // Silent a while (a power cut) and back dark, the late citizen still at the window: on again, not left dark
-        // until the next call.
+        // Silent a while (a power cut) and back dark and blank, the late citizen still at the window: on again, and
+        // shown the call again, not left dark until the next call.
         board.answering = false
         #expect(await eventually {
             (try? await gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
         })
-        Self.setScreen(board, on: false)
+        Self.cutPower(board)
+        #expect(board.display.text.isEmpty)
         board.answering = true
         #expect(await eventually {
             log.text.contains("hall day: board-w05 answers again: switched on again, held on after closing for a call or a text")

@@ -424,15 +424,21 @@ struct GatewayHallActions: HallDayActions {
     }
 
     private func switchAgainInItsTurn(_ board: String) async {
-        // Twice at most: a turn the board missed, then the one that came while it was switched.
-        for _ in 0..<2 {
-            guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
+        // Twice at most: the turn it missed (or was switched by before it lost power: back from a power cut in hours it
+        // may be dark and blank), then the one that came while it was switched, unless that turn reached it.
+        for attempt in 0..<2 {
+            guard let turn = gateway.boardsTurn.withLock({ $0 }), !(attempt > 0 && turn.on && turn.switched.contains(board))
+            else { return }
+            // Switched off by hand since the turn: dark as meant.
+            if gateway.poweredOffByHand.withLock({ $0[board] }) == turn.generation { return }
             // Held on after closing for a call or a text (switched off when its hold ends, not before), or switched on
             // by hand: on as meant, also when it comes back from a power cut (from a trial: a held board back dark
             // stayed dark over the late citizen until the next call).
             let held = !turn.on && gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation
+            // What was shown on it since the turn: a board back from a power cut may have lost it (came back blank).
+            let shown = gateway.boardsShown.withLock { $0[board] }.flatMap { $0.turn == turn.generation ? $0.command : nil }
             if held || !turn.on && gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
-                let outcome = await switchBoard(board, on: true, text: nil)
+                let outcome = await switchBoard(board, on: true, text: nil, showingAgain: shown)
                 let why = held ? "held on after closing for a call or a text" : "as it was switched on by hand after closing"
                 if outcome.result == CommandResult.Status.done.rawValue {
                     gateway.logger.notice("hall day: \(board) answers again: switched on again, \(why)")
@@ -441,9 +447,10 @@ struct GatewayHallActions: HallDayActions {
                 }
                 return
             }
-            // A call the queue system showed on it since the turn stays: the board is switched on under it.
-            let called = gateway.boardsShown.withLock { $0[board] } == turn.generation
-            let outcome = await switchBoard(board, on: turn.on, text: called ? nil : turn.text)
+            // A call the queue system showed on it since the turn stays: the board is switched on under it, and shown it
+            // again.
+            let called = shown != nil
+            let outcome = await switchBoard(board, on: turn.on, text: called ? nil : turn.text, showingAgain: turn.on ? shown : nil)
             let current = gateway.boardsTurn.withLock { current in
                 if current?.generation == turn.generation, outcome.result == CommandResult.Status.done.rawValue {
                     current?.switched.insert(board)
@@ -500,7 +507,9 @@ struct GatewayHallActions: HallDayActions {
                       c.minute ?? 0, c.second ?? 0)
     }
 
-    private func switchBoard(_ board: String, on: Bool, text: String?) async -> CommandExecuted.DeviceOutcome {
+    private func switchBoard(_ board: String, on: Bool, text: String?, showingAgain shown: HallCommand? = nil) async
+        -> CommandExecuted.DeviceOutcome
+    {
         do {
             var detail: String?
             do {
@@ -510,6 +519,7 @@ struct GatewayHallActions: HallDayActions {
                 if !on { try await gateway.carryOut(.clear, on: board) }
             }
             if on, let text { try await gateway.carryOut(.showText(text), on: board) }
+            if on, let shown { try await gateway.carryOut(shown, on: board) }
             return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
         } catch {
             let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
