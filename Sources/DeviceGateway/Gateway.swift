@@ -224,14 +224,16 @@ public final class Gateway: Service {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        try await bus.send(command, to: deviceId)
         switch command {
         case .call, .recall, .pause, .showText, .clear:
+            // Before it is sent: what the hall means the board to show, also when this send fails (an older call must
+            // not come back on a board back from a power cut).
             let generation = boardsTurn.withLock { $0?.generation }
             boardsShown.withLock { $0[deviceId] = (generation, command) }
         case .printTicket, .brightness, .power, .setStaff, .requestRating:
             break
         }
+        try await bus.send(command, to: deviceId)
     }
 
     /// The closed turn in which `command` to `deviceId` asks a board the hall day switched off to show something (a
@@ -559,6 +561,9 @@ public final class Gateway: Service {
             await reportDrops()
             let states = await deviceStates()
             await recordDeviceStates(states)
+            // A board that went silent may have lost power: the turn's switching of it holds no longer.
+            let silent = Set(states.filter { $0.online == false }.map(\.device)).intersection(boards)
+            if !silent.isEmpty { boardsTurn.withLock { $0?.switched.subtract(silent) } }
             let back = boardsWatch.back(in: states, switched: boardsTurn.withLock { $0?.switched })
             if hallDay != nil, !back.isEmpty { boardsBackArrive.yield(back) }
             if !sinksRecorded, await recordSinks() {

@@ -236,7 +236,7 @@ import Testing
         })
         Self.cutPower(board)
         board.answering = true
-        #expect(await eventually { log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count == 3 },
+        #expect(await eventually { log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count >= 3 },
                 "\(log.text)")
         #expect(board.isOn && board.display.text == "请A002号到5号窗口", "\(board.display.text)")
         await day.stop()

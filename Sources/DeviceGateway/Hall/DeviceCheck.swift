@@ -381,20 +381,15 @@ struct GatewayHallActions: HallDayActions {
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
             for (index, board) in boards.enumerated() {
                 group.addTask {
-                    defer { gateway.boardsTurn.withLock { if $0?.generation == generation { $0?.tried.insert(board) } } }
-                    return await (index, gateway.boardTurns.run(on: board) {
-                        // A call after closing that came first keeps its board on until its hold ends; switched on again,
-                        // for a hold from before a restart: the board may have lost power meanwhile (from a trial).
-                        let held = gateway.lateCalls.withLock({ $0[board]?.generation }) == generation
-                        let byHand = gateway.poweredOnByHand.withLock({ $0[board] }) == generation
-                        if !on, held || byHand {
-                            var kept = await switchBoard(board, on: true, text: nil)
-                            if kept.result == CommandResult.Status.done.rawValue {
-                                kept.detail = held ? "kept on for a call or text after closing" : "kept on: switched on by hand after closing"
-                            }
-                            return kept
+                    await (index, gateway.boardTurns.run(on: board) {
+                        let outcome = await switchInTurn(board, generation: generation, on: on, text: text)
+                        // In the board's turn, as each is done: one first heard meanwhile is not switched a second time.
+                        gateway.boardsTurn.withLock { current in
+                            guard current?.generation == generation else { return }
+                            current?.tried.insert(board)
+                            if outcome.result == CommandResult.Status.done.rawValue { current?.switched.insert(board) }
                         }
-                        return await switchBoard(board, on: on, text: text)
+                        return outcome
                     })
                 }
             }
@@ -402,9 +397,23 @@ struct GatewayHallActions: HallDayActions {
             for await outcome in group { outcomes.append(outcome) }
             return outcomes.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        let switched = outcomes.filter { $0.result == CommandResult.Status.done.rawValue }.map(\.device)
-        gateway.boardsTurn.withLock { if $0?.generation == generation { $0?.switched.formUnion(switched) } }
         return outcomes
+    }
+
+    /// Switches `board` as the turn `generation` asks, in its turn.
+    private func switchInTurn(_ board: String, generation: Int, on: Bool, text: String?) async -> CommandExecuted.DeviceOutcome {
+        // A call after closing that came first keeps its board on until its hold ends; switched on again, for a hold
+        // from before a restart: the board may have lost power meanwhile (from a trial).
+        let held = gateway.lateCalls.withLock({ $0[board]?.generation }) == generation
+        let byHand = gateway.poweredOnByHand.withLock({ $0[board] }) == generation
+        if !on, held || byHand {
+            var kept = await switchBoard(board, on: true, text: nil)
+            if kept.result == CommandResult.Status.done.rawValue {
+                kept.detail = held ? "kept on for a call or text after closing" : "kept on: switched on by hand after closing"
+            }
+            return kept
+        }
+        return await switchBoard(board, on: on, text: text)
     }
 
     /// Boards that answer again after the hall's last turn (from a trial: one silent at the closing, or power-cycled in
@@ -424,13 +433,12 @@ struct GatewayHallActions: HallDayActions {
     }
 
     private func switchAgainInItsTurn(_ board: String) async {
-        // Twice at most: the turn it missed (or was switched by before it lost power: back from a power cut in hours it
-        // may be dark and blank), then the one that came while it was switched, unless that turn reached it.
-        for attempt in 0..<2 {
-            guard let turn = gateway.boardsTurn.withLock({ $0 }), !(attempt > 0 && turn.on && turn.switched.contains(board))
-            else { return }
-            // Switched off by hand since the turn: dark as meant.
-            if gateway.poweredOffByHand.withLock({ $0[board] }) == turn.generation { return }
+        // Twice at most: the turn it missed (one that went silent is no longer switched by it: back from a power cut in
+        // hours it may be dark and blank), then the one that came while it was switched.
+        for _ in 0..<2 {
+            guard let turn = gateway.boardsTurn.withLock({ $0 }), !(turn.on && turn.switched.contains(board)) else { return }
+            // Switched off by hand in hours: dark as meant (after closing, it is switched off anyway).
+            if turn.on, gateway.poweredOffByHand.withLock({ $0[board] }) == turn.generation { return }
             // Held on after closing for a call or a text (switched off when its hold ends, not before), or switched on
             // by hand: on as meant, also when it comes back from a power cut (from a trial: a held board back dark
             // stayed dark over the late citizen until the next call).
@@ -510,6 +518,13 @@ struct GatewayHallActions: HallDayActions {
     private func switchBoard(_ board: String, on: Bool, text: String?, showingAgain shown: HallCommand? = nil) async
         -> CommandExecuted.DeviceOutcome
     {
+        // A call in hours does not wait for the board's turn: one shown while the board is switched on is not written
+        // over by the turn's text or by what was shown before it.
+        let before = gateway.boardsShown.withLock { $0[board] }
+        func nothingShownMeanwhile() -> Bool {
+            let now = gateway.boardsShown.withLock { $0[board] }
+            return now?.turn == before?.turn && now?.command == before?.command
+        }
         do {
             var detail: String?
             do {
@@ -518,8 +533,12 @@ struct GatewayHallActions: HallDayActions {
                 detail = on ? nil : "blanked: \(error.message)"
                 if !on { try await gateway.carryOut(.clear, on: board) }
             }
-            if on, let text { try await gateway.carryOut(.showText(text), on: board) }
-            if on, let shown { try await gateway.carryOut(shown, on: board) }
+            if on, let text, nothingShownMeanwhile() { try await gateway.carryOut(.showText(text), on: board) }
+            if on, let shown, nothingShownMeanwhile() {
+                // Shown again, steady: a recall blinks once, when the queue system asks.
+                let again = if case .recall(let ticket, let window) = shown { HallCommand.call(ticket: ticket, window: window) } else { shown }
+                try await gateway.carryOut(again, on: board)
+            }
             return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
         } catch {
             let status = (error as? GatewayError).map(CommandCenter.status(of:)) ?? .refused
