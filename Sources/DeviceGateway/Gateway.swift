@@ -224,16 +224,26 @@ public final class Gateway: Service {
         guard let device = config.devices.first(where: { $0.id == deviceId }),
             let bus = buses.first(where: { $0.config.id == device.bus })
         else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        switch command {
-        case .call, .recall, .pause, .showText, .clear:
-            // Before it is sent: what the hall means the board to show, also when this send fails (an older call must
-            // not come back on a board back from a power cut).
-            let generation = boardsTurn.withLock { $0?.generation }
-            boardsShown.withLock { $0[deviceId] = (generation, command) }
-        case .printTicket, .brightness, .power, .setStaff, .requestRating:
-            break
+        let shows = switch command {
+        case .call, .recall, .pause, .showText, .clear: true
+        case .printTicket, .brightness, .power, .setStaff, .requestRating: false
         }
-        try await bus.send(command, to: deviceId)
+        guard shows else { return try await bus.send(command, to: deviceId) }
+        // Before it is sent: what the hall means the board to show, also when the send times out (an older call must
+        // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
+        let generation = boardsTurn.withLock { $0?.generation }
+        let previous = boardsShown.withLock { shown in
+            defer { shown[deviceId] = (generation, command) }
+            return shown[deviceId]
+        }
+        do {
+            try await bus.send(command, to: deviceId)
+        } catch let error as GatewayError where error.code == .commandRejected {
+            boardsShown.withLock { shown in
+                if shown[deviceId]?.turn == generation, shown[deviceId]?.command == command { shown[deviceId] = previous }
+            }
+            throw error
+        }
     }
 
     /// The closed turn in which `command` to `deviceId` asks a board the hall day switched off to show something (a

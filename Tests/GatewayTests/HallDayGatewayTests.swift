@@ -228,6 +228,10 @@ import Testing
         #expect(await eventually { log.text.contains("hall day: board-w05 answers again: switched on") }, "\(log.text)")
         #expect(board.isOn)
         #expect(board.display.text == "请A002号到5号窗口", "the call stays: \(board.display.text)")
+        // A text the board cannot take (80 bytes for its 64) is no call of its own to show again.
+        await #expect(throws: GatewayError.self) {
+            try await gateway.send(.showText(String(repeating: "长", count: 40)), to: "board-w05")
+        }
         // A power cut in hours, the board back dark and blank (from a second read: it stayed so, screen-off, until
         // someone switched it on): on again, and shown its call again.
         board.answering = false
