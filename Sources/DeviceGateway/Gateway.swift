@@ -221,14 +221,10 @@ public final class Gateway: Service {
 
     /// Carries out a command on the bus that owns the device, as the hall's day asks it: no after-closing rule.
     func carryOut(_ command: HallCommand, on deviceId: String) async throws {
-        guard let device = config.devices.first(where: { $0.id == deviceId }),
-            let bus = buses.first(where: { $0.config.id == device.bus })
-        else { throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)") }
-        let shows = switch command {
-        case .call, .recall, .pause, .showText, .clear: true
-        case .printTicket, .brightness, .power, .setStaff, .requestRating: false
+        guard let bus = bus(of: deviceId) else {
+            throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)")
         }
-        guard shows else { return try await bus.send(command, to: deviceId) }
+        guard command.setsDisplay else { return try await bus.send(command, to: deviceId) }
         // Before it is sent: what the hall means the board to show, also when the send times out (an older call must
         // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
         let generation = boardsTurn.withLock { $0?.generation }
@@ -679,10 +675,13 @@ public final class Gateway: Service {
     /// Whether `board`'s screen was lit when its last command was carried out (the command's own read-back); nil
     /// when its reads do not tell. Read without waiting for the bus: a command's result is not held up by it.
     func screenAfterCommand(of board: String) -> Bool? {
-        guard let device = config.devices.first(where: { $0.id == board }),
-              let bus = buses.first(where: { $0.config.id == device.bus })
-        else { return nil }
-        return bus.screenAfterCommand(of: board)
+        bus(of: board)?.screenAfterCommand(of: board)
+    }
+
+    /// The bus that owns the configured device `deviceId`.
+    private func bus(of deviceId: String) -> (any Bus)? {
+        guard let device = config.devices.first(where: { $0.id == deviceId }) else { return nil }
+        return buses.first { $0.config.id == device.bus }
     }
 
     /// Each bus's answer, in configuration order. Asked all at once: a bus answers between two of its transactions,

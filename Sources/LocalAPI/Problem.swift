@@ -246,7 +246,7 @@ struct DeviceView: Encodable {
         offlineReason = state.offlineReason
         counters = state.counters
         condition = state.condition
-        screen = state.screenOn.map { $0 ? "on" : "off" }
+        screen = state.screen
         onAfterClosingUntil = holds[state.device].map(EventTime.format)
     }
 }

@@ -338,7 +338,7 @@ struct DeviceReport: Encodable {
         offlineReason = state.offlineReason
         counters = state.counters
         condition = state.condition
-        screen = state.screenOn.map { $0 ? "on" : "off" }
+        screen = state.screen
     }
 }
 

@@ -571,8 +571,7 @@ public actor CommandCenter {
                         }
                         // Shown on a board whose screen is dark (its own key, a power command, a power cut's default):
                         // done, and nobody sees it (from a trial: `done` on a board status said was screen-off).
-                        let seen = if case .pause = target.command { true } else { target.command.shows }
-                        if seen, gateway.screenAfterCommand(of: target.device) == false {
+                        if target.command.setsDisplay, gateway.screenAfterCommand(of: target.device) == false {
                             return (index, .init(device: target.device, result: CommandResult.Status.done.rawValue,
                                                  detail: "the board's screen is off: not seen"))
                         }

@@ -42,7 +42,6 @@ public enum HallCommand: Sendable, Equatable {
         }
     }
 
-    /// The command's name in events and logs.
     /// Whether it asks a board to show something (a call, a recall, a text).
     public var shows: Bool {
         switch self {
@@ -51,6 +50,16 @@ public enum HallCommand: Sendable, Equatable {
         }
     }
 
+    /// Whether it sets what a board displays (its text and mode): a pause and a clear too. Listed in full: a new
+    /// command must be placed.
+    public var setsDisplay: Bool {
+        switch self {
+        case .call, .recall, .pause, .showText, .clear: true
+        case .printTicket, .brightness, .power, .setStaff, .requestRating: false
+        }
+    }
+
+    /// The command's name in events and logs.
     public var name: String {
         switch self {
         case .call: "call"

@@ -88,7 +88,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     private var publishedEchoVerdict: Bool?
     private nonisolated let echoVerdict = Mutex<Bool?>(nil)
     /// Per device, its screen as the read-back of its last command found it: what the command's result says.
-    private nonisolated let screensAfterCommands = Mutex<[String: Bool?]>([:])
+    private nonisolated let screensAfterCommands = Mutex<[String: Bool]>([:])
     /// Why the link is down, as `reporter` last said it, for callers that do not wait for the engine.
     private nonisolated let downReason = Mutex<String?>(nil)
     private var reopenAttempts = 0
@@ -623,7 +623,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     }
 
     public nonisolated func screenAfterCommand(of device: String) -> Bool? {
-        screensAfterCommands.withLock { $0[device] ?? nil }
+        screensAfterCommands.withLock { $0[device] }
     }
 
     /// A poll of `device` ended: its held commands have one poll less to get their verdict. One that went offline

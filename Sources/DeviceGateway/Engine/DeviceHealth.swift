@@ -22,6 +22,8 @@ public struct DeviceState: Sendable, Equatable {
     public var condition: String?
     /// Whether a board's screen is lit, as its last read said; nil when it has none or its reads do not tell.
     public var screenOn: Bool?
+    /// `screenOn` as the API and `status --json` spell it: `on`, `off`, or nil.
+    public var screen: String? { screenOn.map { $0 ? "on" : "off" } }
 
     /// A device's state.
     public init(device: String, bus: String, online: Bool?, lastSeen: Date?, offlineReason: String? = nil,
