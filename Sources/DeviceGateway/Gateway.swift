@@ -21,8 +21,9 @@ public final class Gateway: Service {
     let boardsTurn = Mutex<BoardsTurn?>(nil)
     /// Per board, the text or call last shown on it and the turn (its generation) it was shown in: a board that answers
     /// again after an opening it missed is not given the welcome over a call the queue system sent it meanwhile, and
-    /// one back from a power cut is shown the call again (it may have lost it).
-    let boardsShown = Mutex<[String: (turn: Int?, command: HallCommand)]>([:])
+    /// one back from a power cut is shown the call again (it may have lost it). Kept in the outbox with the devices'
+    /// states: a restart within the opening or a hold goes on from it.
+    let boardsShown = Mutex<[String: BoardShown]>([:])
     /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
     /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
@@ -220,25 +221,55 @@ public final class Gateway: Service {
     }
 
     /// Carries out a command on the bus that owns the device, as the hall's day asks it: no after-closing rule.
-    func carryOut(_ command: HallCommand, on deviceId: String) async throws {
+    /// `hallDaysText`: a text is the hall day's own (the welcome, a break's), its words kept as shown.
+    func carryOut(_ command: HallCommand, on deviceId: String, hallDaysText: Bool = false) async throws {
         guard let bus = bus(of: deviceId) else {
             throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)")
         }
         guard command.setsDisplay else { return try await bus.send(command, to: deviceId) }
         // Before it is sent: what the hall means the board to show, also when the send times out (an older call must
         // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
-        let generation = boardsTurn.withLock { $0?.generation }
+        let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
+        let entry = BoardShown(
+            turn: boardsTurn.withLock { $0?.generation }, command: command,
+            shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now))
         let previous = boardsShown.withLock { shown in
-            defer { shown[deviceId] = (generation, command) }
+            defer { shown[deviceId] = entry }
             return shown[deviceId]
         }
         do {
             try await bus.send(command, to: deviceId)
         } catch let error as GatewayError where error.code == .commandRejected {
             boardsShown.withLock { shown in
-                if shown[deviceId]?.turn == generation, shown[deviceId]?.command == command { shown[deviceId] = previous }
+                if shown[deviceId] == entry { shown[deviceId] = previous }
             }
             throw error
+        }
+    }
+
+    /// What the outbox kept of what each board was last sent, for this run to go on from: not shown since the turn
+    /// this run begins with until that turn finds it sent within its time (`boardsShownSince`).
+    private func restoreBoardsShown() async {
+        do {
+            let kept = try await outbox.deviceStates().compactMap { record -> (String, ShownOnBoard)? in
+                guard boards.contains(record.state.device), let shown = record.state.lastShown else { return nil }
+                return (record.state.device, shown)
+            }
+            boardsShown.withLock { boardsShown in
+                for (board, shown) in kept {
+                    boardsShown[board] = BoardShown(turn: nil, command: shown.showingAgain, shown: shown)
+                }
+            }
+        } catch {
+            logger.warning("outbox: what the boards were last sent before this start cannot be read (\(error)); a board back from a power cut is shown its next call")
+        }
+    }
+
+    /// The day's first turn in this run, `generation`, began at `since` (an opening or a closing): what a board was sent
+    /// since, before this start included, was sent in that turn.
+    func boardsShownSince(_ since: Date, turn generation: Int) {
+        boardsShown.withLock { shown in
+            for (board, entry) in shown where entry.turn == nil && entry.shown.at >= since { shown[board]?.turn = generation }
         }
     }
 
@@ -470,6 +501,7 @@ public final class Gateway: Service {
                 logger.warning("hall day: cannot read when the gateway last ran (\(error)); the clock is taken as it reads")
             }
         }
+        if !boards.isEmpty { await restoreBoardsShown() }
         let hallDay = config.hallDay.flatMap { hallDay in
             hallDay.hours.map { hours in
                 HallDay(hours: hours, checkLead: hallDay.checkBeforeOpening, longestBreak: hallDay.longestBreak,
@@ -651,8 +683,10 @@ public final class Gateway: Service {
     /// What each bus believes about its devices, with their wire counters, in configuration order.
     public func deviceStates() async -> [DeviceState] {
         let conditions = printers.all
+        let shown = boardsShown.withLock { $0 }
         return (await askEveryBus { await $0.deviceStates() }).flatMap { $0 }.map { state in
             var state = state
+            state.lastShown = shown[state.device]?.shown
             // What a silent board's last read said is no word on its screen now.
             guard state.online == true else {
                 state.screenOn = nil

@@ -237,6 +237,8 @@ struct DeviceView: Encodable {
     var screen: String?
     /// A board a call or a text after closing switched on: when it goes off again.
     var onAfterClosingUntil: String?
+    /// What a board was last sent to show.
+    var lastShown: ShownOnBoard?
 
     init(_ state: DeviceState, holds: [String: Date]) {
         device = state.device
@@ -248,6 +250,7 @@ struct DeviceView: Encodable {
         condition = state.condition
         screen = state.screen
         onAfterClosingUntil = holds[state.device].map(EventTime.format)
+        lastShown = state.lastShown
     }
 }
 

@@ -142,6 +142,16 @@ struct StatusCommand: AsyncParsableCommand {
                                          dark.isEmpty ? nil : "dark " + dark.joined(separator: ", ")]
                 .compactMap { $0 }.joined(separator: "; "))
         }
+        // What each board was last sent, by the queue system or the hall's day (from a night technician's question: what
+        // is board 5 showing?): sent, not seen; the screens above say which are lit.
+        let shown = snapshot.devices.compactMap { state in state.lastShown.map { (state.device, $0) } }
+        if !shown.isEmpty {
+            print("what the boards were last sent:")
+            let rows = shown.map { board, shown in
+                ["  " + board, Self.words(of: shown), "\(shown.command), " + Self.sentAt(shown.at, now: now, timeZone: hall.timeZone)]
+            }
+            for line in Output.table(rows) { print(line) }
+        }
         // A line that is down is what to fix first, before any of its devices.
         for line in snapshot.lines {
             if let down = line.down { print(Output.paint("line \(Self.busLabel(line.bus, hall: hall)) is down: \(down)", .red)) }
@@ -249,6 +259,21 @@ struct StatusSnapshot {
     var hallDay: String?
 }
 
+extension StatusCommand {
+    /// What a board was sent, as its screen has it: 「请A007号到5号窗口」; a text of the queue system's by its fingerprint.
+    static func words(of shown: ShownOnBoard) -> String {
+        if let text = shown.text { return "「\(text)」" }
+        if let fingerprint = shown.textFingerprint { return "a text, #\(fingerprint) (its words are not kept)" }
+        return "nothing (blanked)"
+    }
+
+    /// When it was sent, by the hall's clock: the time today, the day too before.
+    static func sentAt(_ date: Date, now: Date, timeZone: TimeZone) -> String {
+        let (sent, today) = (hallTime(date, timeZone: timeZone), hallTime(now, timeZone: timeZone))
+        return sent.prefix(10) == today.prefix(10) ? String(sent.suffix(8)) : sent
+    }
+}
+
 /// `GET /v1/devices` as the CLI reads it.
 struct APIDeviceList: Decodable {
     struct Device: Decodable {
@@ -262,6 +287,8 @@ struct APIDeviceList: Decodable {
         var condition: String?
         /// `on` or `off`; absent for a device whose reads do not tell, and from a daemon older than this CLI.
         var screen: String?
+        /// Absent for other devices, and from a daemon older than this CLI.
+        var lastShown: ShownOnBoard?
 
         var deviceState: DeviceState {
             var state = DeviceState(
@@ -269,6 +296,7 @@ struct APIDeviceList: Decodable {
                 lastSeen: lastSeen, offlineReason: offlineReason, counters: counters)
             state.condition = condition
             state.screenOn = screen.map { $0 == "on" }
+            state.lastShown = lastShown
             return state
         }
     }
@@ -328,6 +356,8 @@ struct DeviceReport: Encodable {
     var condition: String?
     /// A board's screen, `on` or `off`, as its last read said (live only).
     var screen: String?
+    /// What a board was last sent to show.
+    var lastShown: ShownOnBoard?
 
     init(_ state: DeviceState) {
         device = state.device
@@ -339,6 +369,7 @@ struct DeviceReport: Encodable {
         counters = state.counters
         condition = state.condition
         screen = state.screen
+        lastShown = state.lastShown
     }
 }
 

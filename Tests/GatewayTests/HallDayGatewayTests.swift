@@ -395,6 +395,9 @@ import Testing
         // The closing's turn done: the board passed as kept on, not switched off.
         #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
         #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(restart.log.text)")
+        // Back from a power cut within the hold: on again, and shown the call it was held for (sent before the restart).
+        try await Self.cutPowerAndWaitForItsReturn(board, of: restart)
+        #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text) \(restart.log.text)")
         #expect(await eventually { await restart.clock.nextDeadline() == offAt })
         restart.clock.advance(to: offAt)
         #expect(await eventually { !board.isOn }, "\(restart.log.text)")
@@ -707,7 +710,26 @@ import Testing
                 "\(restart.log.text)")
         #expect(board.isOn && board.display.text == "请A007号到5号窗口", "\(board.display.text)")
         #expect(!restart.log.text.contains("went by without the gateway"))
+        // What it was sent before the restart is known after it (from closing-23: a board back from a power cut after
+        // a restart came back blank until the next call): on again, and shown its call again.
+        #expect(await restart.gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown?.text == "请A007号到5号窗口")
+        try await Self.cutPowerAndWaitForItsReturn(board, of: restart)
+        #expect(board.isOn && board.display.text == "请A007号到5号窗口", "\(board.display.text) \(restart.log.text)")
         await restart.stop()
+    }
+
+    /// Cuts `board`'s power while `day` runs and waits until the gateway has switched it again, as it answers again.
+    static func cutPowerAndWaitForItsReturn(_ board: MockModbusBoard, of day: RunningDay) async throws {
+        let switchedBefore = day.log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count
+        board.answering = false
+        #expect(await eventually {
+            (try? await day.gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+        })
+        cutPower(board)
+        board.answering = true
+        #expect(await eventually {
+            day.log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count > switchedBefore
+        }, "\(day.log.text)")
     }
 
     @Test func aDayOfTheHallOnAFakeClock() async throws {

@@ -1,5 +1,5 @@
 import AsyncHTTPClient
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import LocalAPI
 import MockDevices
@@ -193,6 +193,49 @@ import Testing
         let paused = (pause["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-w05" }
         #expect(paused?["detail"] as? String == "the board's screen is off: not seen", "\(pause)")
         try await hall.stopAll()
+    }
+
+    /// From a night technician's question (what is board 5 showing?): what each board was last sent is given with the
+    /// devices, in the board's words; a text sent to it (which may name a citizen) only by its fingerprint, its words
+    /// written nowhere in the outbox.
+    @Test func whatABoardWasLastSentIsGivenInItsWordsAndAFreeTextOnlyByItsFingerprint() async throws {
+        let hall = try await Hall()
+        func lastShown(_ board: String) async throws -> [String: Any]? {
+            let list = try hall.json(try await hall.request(.GET, "/v1/devices").body)
+            let device = (list["devices"] as? [[String: Any]])?.first { $0["device"] as? String == board }
+            return device?["lastShown"] as? [String: Any]
+        }
+        #expect(try await lastShown("board-w05") == nil, "nothing sent yet")
+        let before = Date()
+        let call = try await hall.request(.POST, "/v1/windows/5/call", json: #"{"ticket": "A031"}"#)
+        #expect(call.status == 200, "\(call.body)")
+        let shown = try #require(try await lastShown("board-w05"))
+        #expect(shown["command"] as? String == "call" && shown["ticket"] as? String == "A031" && shown["window"] as? String == "5")
+        #expect(shown["text"] as? String == "请A031号到5号窗口" && shown["textFingerprint"] == nil, "\(shown)")
+        let sentAt = try #require(shown["at"] as? String)
+        let at = try #require(EventTime.parse(sentAt))
+        #expect(at >= before.addingTimeInterval(-1) && at <= Date(), "\(at)")
+        #expect(try await lastShown("board-hall")?["text"] as? String == "请A031号到5号窗口", "the hall board shows every call")
+        #expect(try await lastShown("board-w07") == nil, "window 7's board was sent nothing")
+        #expect(try await lastShown("eval-w05") == nil, "a pad shows no calls")
+
+        let text = try await hall.request(.POST, "/v1/devices/board-w05/text", json: #"{"text": "请张三先生到5号窗口"}"#)
+        #expect(text.status == 200 && hall.board.display.text == "请张三先生到5号窗口", "\(text.body)")
+        let free = try #require(try await lastShown("board-w05"))
+        #expect(free["command"] as? String == "show-text" && free["text"] == nil, "\(free)")
+        #expect(free["textFingerprint"] as? String == Fingerprint.of("请张三先生到5号窗口"), "\(free)")
+        #expect(try await lastShown("board-hall")?["command"] as? String == "call", "the text went to board-w05 only")
+        // Kept by the outbox for `status` and a restart: its fingerprint, not the words.
+        #expect(await eventually {
+            (try? await hall.gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.lastShown?.command
+                == "show-text"
+        })
+        try await hall.stopAll()
+        let outbox = hall.gateway.config.outboxPath
+        for file in [outbox, outbox + "-wal"] where FileManager.default.fileExists(atPath: file) {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+            #expect(bytes.range(of: Data("张三".utf8)) == nil, "\(file) holds the text's words")
+        }
     }
 
     @Test func aWindowWithoutABoardOfItsOwnIsCalledOnTheHallBoard() async throws {

@@ -1,4 +1,4 @@
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import LocalAPI
 import MockDevices
@@ -230,6 +230,55 @@ import Testing
         let report = try #require(try JSONSerialization.jsonObject(with: Data(openJSON.standardOutput.utf8)) as? [String: Any])
         #expect(report["hallDay"] as? String == "open until 12:00", "\(report)")
         #expect(onBreak.standardOutput.contains("\nhall day: on a break until 13:30 (boards on)\n"), "\(onBreak.standardOutput)")
+    }
+
+    /// From a night technician's question (what is board 5 showing?): `status` says what each board was last sent, in
+    /// its own wording, live and from the outbox once the daemon has stopped; a text sent to it only by its fingerprint.
+    @Test func statusSaysWhatEachBoardWasLastSentLiveAndAfterTheStop() async throws {
+        let boards = [3: MockModbusBoard(), 6: MockModbusBoard(), 7: MockModbusBoard(), 9: MockModbusBoard()]
+        let server = try MockModbusServer.rtu(units: boards)
+        defer { server.stop() }
+        let path = try #require(server.endpoint.devicePath)
+        let hall = try await ConfiguredHall(buses: { _ in """
+              - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 100, poll-interval-ms: 50}
+            """ }, devices: """
+              - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: "5"}
+              - {id: board-w06, profile: modbus-window-board, bus: line-a, address: 6, window: "6"}
+              - {id: board-w07, profile: modbus-window-board, bus: line-a, address: 7, window: "7"}
+              - {id: board-hall, profile: modbus-window-board, bus: line-a, address: 9, templates: {call: "{ticket} → {window}号窗口"}}
+            """)
+        try await hall.gateway.send(.call(ticket: "A007", window: "5"), to: "board-w05")
+        try await hall.gateway.send(.call(ticket: "A007", window: "5"), to: "board-hall")
+        try await hall.gateway.send(.showText("请王五到6号窗口"), to: "board-w06")
+        let live = try await run(gatewaydPath, ["status"] + hall.cli)
+        let json = try await run(gatewaydPath, ["status", "--json"] + hall.cli)
+        // The outbox's record, every 2 s: the states of a run that sent the boards something.
+        let outbox = hall.folder.path + "/state/outbox.sqlite"
+        let reader = try Outbox.openForReading(path: outbox)
+        #expect(await eventually {
+            (try? await reader.deviceStates())?.filter { $0.state.lastShown != nil }.count == 3
+        })
+        await hall.stop()
+        let recorded = try await run(gatewaydPath, ["status", "--outbox", outbox])
+
+        for output in [live.standardOutput, recorded.standardOutput] {
+            let lines = output.split(separator: "\n").map(String.init)
+            let heading = try #require(lines.firstIndex(of: "what the boards were last sent:"), "\(output)")
+            let rows = lines[(heading + 1)...].prefix { $0.hasPrefix("  board-") }
+            func row(_ board: String) -> String? { rows.first { $0.hasPrefix("  \(board) ") } }
+            #expect(rows.count == 3 && row("board-w07") == nil, "board-w07 was sent nothing: \(output)")
+            let time = #", \d\d:\d\d:\d\d$"#
+            #expect(row("board-w05")?.range(of: "  「请A007号到5号窗口」 +call" + time, options: .regularExpression) != nil, "\(output)")
+            #expect(row("board-hall")?.range(of: "  「A007 → 5号窗口」 +call" + time, options: .regularExpression) != nil, "\(output)")
+            let text = "  a text, #\(Fingerprint.of("请王五到6号窗口")) \\(its words are not kept\\) +show-text" + time
+            #expect(row("board-w06")?.range(of: text, options: .regularExpression) != nil, "\(output)")
+            #expect(!output.contains("王五"), "\(output)")
+        }
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let device = (report["devices"] as? [[String: Any]])?.first { $0["device"] as? String == "board-hall" }
+        let shown = try #require(device?["lastShown"] as? [String: Any], "\(json.standardOutput)")
+        #expect(shown["command"] as? String == "call" && shown["text"] as? String == "A007 → 5号窗口", "\(shown)")
+        #expect(shown["ticket"] as? String == "A007" && shown["window"] as? String == "5", "\(shown)")
     }
 
     /// A gateway with its local API served, as `gatewayd run` would have them, for the CLI to ask.

@@ -24,6 +24,8 @@ public struct DeviceState: Sendable, Equatable {
     public var screenOn: Bool?
     /// `screenOn` as the API and `status --json` spell it: `on`, `off`, or nil.
     public var screen: String? { screenOn.map { $0 ? "on" : "off" } }
+    /// What a board was last sent to show; nil for other devices and a board sent nothing yet.
+    public var lastShown: ShownOnBoard?
 
     /// A device's state.
     public init(device: String, bus: String, online: Bool?, lastSeen: Date?, offlineReason: String? = nil,
@@ -35,6 +37,73 @@ public struct DeviceState: Sendable, Equatable {
         self.offlineReason = offlineReason
         self.offlineByLine = offlineByLine
         self.counters = counters
+    }
+}
+
+/// What a board was last sent to show (a call, a text, a clear), as `status` and `GET /v1/devices` say it and the
+/// outbox keeps it through a restart: a board back from a power cut is shown it again.
+public struct ShownOnBoard: Sendable, Equatable, Codable {
+    /// `call`, `recall`, `pause`, `show-text` or `clear`.
+    public var command: String
+    public var ticket: String?
+    public var window: String?
+    /// The words on the board: a call, recall or pause as the board's templates word them, a text of the hall day's
+    /// own (the welcome, a break's); nil after a clear, and for a text of the queue system's, which may name a citizen.
+    public var text: String?
+    /// A text of the queue system's by its fingerprint, as its command's summary gives it: kept instead of its words.
+    public var textFingerprint: String?
+    /// When it was sent, by the hall's clock.
+    public var at: Date
+
+    /// `command` sent to a board worded by `templates`; `hallDaysText`: a text is the hall day's own, its words kept.
+    init(_ command: HallCommand, templates: DisplayTemplates, hallDaysText: Bool, at: Date) {
+        self.command = command.name
+        self.at = at
+        switch command {
+        case .call(let ticket, let window), .recall(let ticket, let window): (self.ticket, self.window) = (ticket, window)
+        case .pause(let window): self.window = window
+        case .showText(let words): if !hallDaysText { textFingerprint = Fingerprint.of(words) }
+        default: break
+        }
+        if textFingerprint == nil { text = command.displayText(with: templates) }
+    }
+
+    private enum CodingKeys: String, CodingKey { case command, ticket, window, text, textFingerprint, at }
+
+    /// One shape wherever it is written (the API, `status --json`, the outbox): `at` as the events write times.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(command, forKey: .command)
+        try container.encodeIfPresent(ticket, forKey: .ticket)
+        try container.encodeIfPresent(window, forKey: .window)
+        try container.encodeIfPresent(text, forKey: .text)
+        try container.encodeIfPresent(textFingerprint, forKey: .textFingerprint)
+        try container.encode(EventTime.format(at), forKey: .at)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        command = try container.decode(String.self, forKey: .command)
+        ticket = try container.decodeIfPresent(String.self, forKey: .ticket)
+        window = try container.decodeIfPresent(String.self, forKey: .window)
+        text = try container.decodeIfPresent(String.self, forKey: .text)
+        textFingerprint = try container.decodeIfPresent(String.self, forKey: .textFingerprint)
+        let time = try container.decode(String.self, forKey: .at)
+        guard let at = EventTime.parse(time) else {
+            throw DecodingError.dataCorruptedError(forKey: .at, in: container, debugDescription: "not an RFC 3339 time: \(time)")
+        }
+        self.at = at
+    }
+
+    /// The command that shows it again; nil for a text whose words are not kept.
+    var showingAgain: HallCommand? {
+        switch command {
+        case "call", "recall": ticket.flatMap { ticket in window.map { HallCommand.call(ticket: ticket, window: $0) } }
+        case "pause": window.map { HallCommand.pause(window: $0) }
+        case "show-text": text.map { HallCommand.showText($0) }
+        case "clear": .clear
+        default: nil
+        }
     }
 }
 

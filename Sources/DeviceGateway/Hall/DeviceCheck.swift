@@ -180,6 +180,15 @@ struct BoardsTurn: Sendable {
     var generation: Int
 }
 
+/// What a board was last sent to show, in memory.
+struct BoardShown: Sendable, Equatable {
+    /// The generation of the turn it was sent in; nil before this run's first turn (one kept from before this start).
+    var turn: Int?
+    /// What shows it again; nil for a text of the queue system's kept from before this start (its words are not).
+    var command: HallCommand?
+    var shown: ShownOnBoard
+}
+
 /// Which boards answer again, from one look at the devices' states to the next: answering after they were offline,
 /// or first heard after a turn that did not reach them; not one first heard that the turn at the start reached (a
 /// restart would switch every board twice).
@@ -341,7 +350,7 @@ struct GatewayHallActions: HallDayActions {
     /// Modbus board whose profile names a power register), else blanked after closing; the welcome shown at opening.
     /// Committed like a command.
     private func switchBoards(on: Bool, greeting: Bool, name: String, since: Date?) async {
-        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil)
+        let outcomes = await apply(on: on, text: on && greeting ? Self.welcome : nil, since: since)
         let status = outcomes.compactMap { CommandResult.Status(rawValue: $0.result) }.max() ?? .done
         // Named after the opening or closing it is: a restart within it switches the boards again, and the central
         // store hears of that opening once (from a trial: every start outside hours committed one more closing),
@@ -370,12 +379,15 @@ struct GatewayHallActions: HallDayActions {
     /// once, as a command's devices: a board that takes its time (waiting for its acknowledgement) does not hold the
     /// others; on one bus the frames queue in order anyway. Recorded first, so that a board answering again meanwhile
     /// is switched as this turn asks.
-    private func apply(on: Bool, text: String?) async -> [CommandExecuted.DeviceOutcome] {
-        let generation = gateway.boardsTurn.withLock { current in
+    /// `since`: when the opening or closing began; the first turn of a run takes what the boards were sent since
+    /// (before a restart within it too) as sent in it.
+    private func apply(on: Bool, text: String?, since: Date? = nil) async -> [CommandExecuted.DeviceOutcome] {
+        let (generation, first) = gateway.boardsTurn.withLock { current in
             let generation = (current?.generation ?? 0) + 1
-            current = BoardsTurn(on: on, text: text, generation: generation)
-            return generation
+            defer { current = BoardsTurn(on: on, text: text, generation: generation) }
+            return (generation, current == nil)
         }
+        if first, let since { gateway.boardsShownSince(since, turn: generation) }
         await gateway.resumeLateCalls(on: on, turn: generation)
         let boards = gateway.boards
         let outcomes = await withTaskGroup(of: (Int, CommandExecuted.DeviceOutcome).self) { group in
@@ -444,7 +456,7 @@ struct GatewayHallActions: HallDayActions {
             // stayed dark over the late citizen until the next call).
             let held = !turn.on && gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation
             // What was shown on it since the turn: a board back from a power cut may have lost it (came back blank).
-            let shown = gateway.boardsShown.withLock { $0[board] }.flatMap { $0.turn == turn.generation ? $0.command : nil }
+            let shown = gateway.boardsShown.withLock { $0[board] }.flatMap { $0.turn == turn.generation ? $0 : nil }
             if held || !turn.on && gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
                 let outcome = await switchBoard(board, on: true, text: nil, showingAgain: shown)
                 let why = held ? "held on after closing for a call or a text" : "as it was switched on by hand after closing"
@@ -515,16 +527,13 @@ struct GatewayHallActions: HallDayActions {
                       c.minute ?? 0, c.second ?? 0)
     }
 
-    private func switchBoard(_ board: String, on: Bool, text: String?, showingAgain shown: HallCommand? = nil) async
+    private func switchBoard(_ board: String, on: Bool, text: String?, showingAgain shown: BoardShown? = nil) async
         -> CommandExecuted.DeviceOutcome
     {
         // A call in hours does not wait for the board's turn: one shown while the board is switched on is not written
         // over by the turn's text or by what was shown before it.
         let before = gateway.boardsShown.withLock { $0[board] }
-        func nothingShownMeanwhile() -> Bool {
-            let now = gateway.boardsShown.withLock { $0[board] }
-            return now?.turn == before?.turn && now?.command == before?.command
-        }
+        func nothingShownMeanwhile() -> Bool { gateway.boardsShown.withLock { $0[board] } == before }
         do {
             var detail: String?
             do {
@@ -533,11 +542,13 @@ struct GatewayHallActions: HallDayActions {
                 detail = on ? nil : "blanked: \(error.message)"
                 if !on { try await gateway.carryOut(.clear, on: board) }
             }
-            if on, let text, nothingShownMeanwhile() { try await gateway.carryOut(.showText(text), on: board) }
-            if on, let shown, nothingShownMeanwhile() {
+            if on, let text, nothingShownMeanwhile() {
+                try await gateway.carryOut(.showText(text), on: board, hallDaysText: true)
+            }
+            if on, let shown, let command = shown.command, nothingShownMeanwhile() {
                 // Shown again, steady: a recall blinks once, when the queue system asks.
-                let again = if case .recall(let ticket, let window) = shown { HallCommand.call(ticket: ticket, window: window) } else { shown }
-                try await gateway.carryOut(again, on: board)
+                let again = if case .recall(let ticket, let window) = command { HallCommand.call(ticket: ticket, window: window) } else { command }
+                try await gateway.carryOut(again, on: board, hallDaysText: shown.shown.text != nil)
             }
             return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
         } catch {

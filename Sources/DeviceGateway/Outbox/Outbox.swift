@@ -458,6 +458,11 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v17-board-holds") { db in
             try db.execute(sql: "CREATE TABLE board_hold (board TEXT PRIMARY KEY, until REAL NOT NULL)")
         }
+        // What each board was last sent to show (JSON of `ShownOnBoard`), with its state: `status` says it, and a restart
+        // goes on from it (a board back from a power cut after a restart came back blank).
+        migrator.registerMigration("v18-board-last-shown") { db in
+            try db.execute(sql: "ALTER TABLE device_status ADD COLUMN last_shown TEXT")
+        }
         return migrator
     }
 
@@ -866,19 +871,22 @@ public final class Outbox: Sendable {
     /// at `clock`'s reading.
     public func recordDeviceStates(_ states: [DeviceState], clock: any HallClock) async throws {
         let encoder = JSONEncoder()
-        let rows = try states.map { ($0, String(decoding: try encoder.encode($0.counters), as: UTF8.self)) }
+        let rows = try states.map { state in
+            (state, String(decoding: try encoder.encode(state.counters), as: UTF8.self),
+             try state.lastShown.map { String(decoding: try encoder.encode($0), as: UTF8.self) })
+        }
         try await database.write { db in
             // Read in the write, as every recorded time is: writes run one at a time, so a reading taken before a
             // clock step cannot land after the reset that followed the step and raise the mark again.
             let time = clock.now
-            for (state, counters) in rows {
+            for (state, counters, lastShown) in rows {
                 try db.cachedStatement(sql: """
                     INSERT OR REPLACE INTO device_status
-                        (device, bus, online, last_seen, offline_reason, counters, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                        (device, bus, online, last_seen, offline_reason, counters, updated_at, last_shown)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """).execute(arguments: [
                         state.device, state.bus, state.online, state.lastSeen?.timeIntervalSince1970, state.offlineReason,
-                        counters, time.timeIntervalSince1970,
+                        counters, time.timeIntervalSince1970, lastShown,
                     ])
             }
             try Self.raiseRecordedTime(db, to: time)
@@ -1123,14 +1131,17 @@ public final class Outbox: Sendable {
     public func deviceStates() async throws -> [(state: DeviceState, updatedAt: Date)] {
         try await database.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT device, bus, online, last_seen, offline_reason, counters, updated_at FROM device_status
+                SELECT device, bus, online, last_seen, offline_reason, counters, updated_at, last_shown FROM device_status
                 ORDER BY bus, device
                 """).map { row in
-                let counters = try JSONDecoder().decode(DeviceCounters.self, from: Data((row[5] as String).utf8))
-                return (DeviceState(device: row[0], bus: row[1], online: row[2],
-                                    lastSeen: (row[3] as Double?).map(Date.init(timeIntervalSince1970:)),
-                                    offlineReason: row[4], counters: counters),
-                        Date(timeIntervalSince1970: row[6]))
+                let decoder = JSONDecoder()
+                let counters = try decoder.decode(DeviceCounters.self, from: Data((row[5] as String).utf8))
+                var state = DeviceState(device: row[0], bus: row[1], online: row[2],
+                                        lastSeen: (row[3] as Double?).map(Date.init(timeIntervalSince1970:)),
+                                        offlineReason: row[4], counters: counters)
+                // One that cannot be read (a later version's) is not known: the states are read all the same.
+                state.lastShown = (row[7] as String?).flatMap { try? decoder.decode(ShownOnBoard.self, from: Data($0.utf8)) }
+                return (state, Date(timeIntervalSince1970: row[6]))
             }
         }
     }
