@@ -257,15 +257,22 @@ extension LocalAPI {
             case .serial: true
             }
         }
-        /// A Modbus write is a command or an acknowledgement, not a poll (from a trial: a board's call was shown as
-        /// its "poll").
-        func purpose(of request: [UInt8]) -> String {
-            let function: UInt8? = switch bus.transport {
-            case .modbusRTU: request.count > 1 ? request[1] : nil
-            case .modbusTCP: request.count > 7 ? request[7] : nil
+        /// A Modbus frame's function code; nil on other lines.
+        func function(of frame: [UInt8]) -> UInt8? {
+            switch bus.transport {
+            case .modbusRTU: frame.count > 1 ? frame[1] : nil
+            case .modbusTCP: frame.count > 7 ? frame[7] : nil
             case .serial: nil
             }
-            return [5, 6, 15, 16].contains(function) ? "write" : "poll"
+        }
+        /// A Modbus write is a command or an acknowledgement, not a poll (from a trial: a board's call was shown as
+        /// its "poll").
+        func purpose(of request: [UInt8]) -> String { [5, 6, 15, 16].contains(function(of: request)) ? "write" : "poll" }
+        /// An answer with the exception bit on its function is a refusal (from closing-23: a refused poll was said
+        /// `answered`); its words name the exception.
+        func outcome(of answer: [UInt8]) -> String {
+            if answer.isEmpty { return "no answer seen" }
+            return function(of: answer).map { $0 & 0x80 != 0 } == true ? "refused" : "answered"
         }
         func words(_ bytes: [UInt8], _ stream: WireInspector.Stream?) -> [String] {
             guard let stream, !bytes.isEmpty else { return [] }
@@ -287,7 +294,7 @@ extension LocalAPI {
                 sentWords: words(exchange.sent, streams?.sent),
                 received: WireInspector.hex(exchange.received),
                 receivedWords: words(exchange.received, streams?.received),
-                outcome: exchange.received.isEmpty ? "no answer seen" : "answered",
+                outcome: outcome(of: exchange.received),
                 latencyMs: exchange.received.isEmpty ? nil
                     : (exchange.last.timeIntervalSince(exchange.at) * 10_000).rounded() / 10))
             current = nil

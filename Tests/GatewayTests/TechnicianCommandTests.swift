@@ -174,6 +174,35 @@ import Testing
         #expect(test.standardOutput.contains("hall.board.acknowledged"), "\(test.standardOutput)")
     }
 
+    /// A device of 4 holding registers: libmodbus refuses a read of more with exception 02 (illegal data address).
+    final class FourRegisters: MockModbusUnit {
+        let registers = [UInt16](repeating: 0, count: 4)
+        let answering = true
+        func accept(writtenRegisters: [UInt16]) {}
+    }
+
+    /// From closing-23: `probe` through the daemon said `poll: answered` for a poll the device refused with an
+    /// exception (here a device at a pad's address without a pad's registers). It says refused, and why.
+    @Test func probeThroughTheDaemonSaysARefusedPollIsRefused() async throws {
+        let server = try MockModbusServer.rtu(units: [1: MockModbusEvaluator(staffId: "0101"), 9: FourRegisters()])
+        defer { server.stop() }
+        let hall = try await StatusCommandTests.ConfiguredHall(buses: { _ in
+            "  - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 100, poll-interval-ms: 50}"
+        }, devices: """
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: line-a, address: 1, window: "1"}
+              - {id: eval-w09, profile: modbus-evaluator-3key, bus: line-a, address: 9, window: "9"}
+            """)
+        #expect(await eventually { await hall.gateway.deviceStates().first { $0.device == "eval-w09" }?.online == false })
+        let refused = try await run(gatewaydPath, ["probe", "eval-w09"] + hall.cli)
+        let answered = try await run(gatewaydPath, ["probe", "eval-w01"] + hall.cli)
+        await hall.stop()
+        #expect(refused.status == 1, "\(refused.standardOutput)")
+        #expect(refused.standardOutput.contains("\npoll: refused in "), "\(refused.standardOutput)")
+        #expect(!refused.standardOutput.contains("poll: answered"), "\(refused.standardOutput)")
+        #expect(refused.standardOutput.contains("illegal data address"), "its words: \(refused.standardOutput)")
+        #expect(answered.standardOutput.contains("\npoll: answered in "), "\(answered.standardOutput)")
+    }
+
     /// At night a board is off as the hall's closing left it, when a technician comes to see to it: a test on the dark
     /// screen showed nothing, and said "answered and acknowledged". The board is switched on for it, and says so.
     @Test func aDisplayTestAfterClosingSwitchesTheBoardOnForIt() async throws {
