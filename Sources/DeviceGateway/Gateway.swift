@@ -256,7 +256,8 @@ public final class Gateway: Service {
                 return (record.state.device, shown)
             }
             boardsShown.withLock { boardsShown in
-                for (board, shown) in kept {
+                // Not over one sent since the start (a command held for the outbox is carried out at once).
+                for (board, shown) in kept where boardsShown[board] == nil {
                     boardsShown[board] = BoardShown(turn: nil, command: shown.showingAgain, shown: shown)
                 }
             }

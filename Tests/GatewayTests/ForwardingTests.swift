@@ -612,7 +612,8 @@ extension OutboxSalvageTests {
     }
 
     /// Found by a review: the salvage kept the events, cursors and counters but not the rest of the books. And by a
-    /// second read: a damaged file from before the keys' fingerprints (v16) has its keys as text.
+    /// second read: a damaged file from before the keys' fingerprints (v16) has its keys as text. And by another: what
+    /// the boards were last sent.
     @Test(arguments: [false, true])
     func aSalvageKeepsTheCommandsKeysTheDropLogTheTicketNumbersTheDaysCheckedAndTheTicketsBeingPrinted(
         keysKeptAsText: Bool
@@ -630,6 +631,11 @@ extension OutboxSalvageTests {
             // A clock found right since: the recorded time is below the day check's.
             try await outbox.resetRecordedTime(clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_795_990_000)))
             try await outbox.saveTicketNumber(day: "2026-12-02", prefix: "A", number: 23)
+            // What a board was last sent (from a second read: lost by the salvage), recorded before the clock's reset.
+            var board = DeviceState(device: "board-w05", bus: "line-a", online: true, lastSeen: nil)
+            let sentAt = Date(timeIntervalSince1970: 1_795_980_000)
+            board.lastShown = ShownOnBoard(.call(ticket: "A031", window: "5"), templates: DisplayTemplates(), hallDaysText: false, at: sentAt)
+            try await outbox.recordDeviceStates([board], clock: ManualHallClock(now: sentAt))
             // A23 being printed when the power went.
             try await outbox.recordUnsettled(CloudEvent(
                 id: "command-a23", source: "/halls/h/gateway", type: HallEventType.ticketIssued, time: Date(), subject: nil,
@@ -666,6 +672,8 @@ extension OutboxSalvageTests {
                 "the next start compares its clock with the same time")
         #expect(try await outbox.beginDayCheck(day: "2026-12-02", clock: SystemHallClock()) == false, "the day's check ran already")
         #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
+        #expect(try await outbox.deviceStates().first { $0.state.device == "board-w05" }?.state.lastShown?.ticket == "A031",
+                "a board back from a power cut after the salvage is shown its call again")
         #expect(try outbox.settleInterrupted(keepingSince: .distantPast).committed.map(\.id) == ["command-a23"],
                 "the ticket being printed when the power went is reported at the start")
         #expect(try await outbox.commandResult(key: "ticket-a23", since: .distantPast)?.result.contains("A023") == true,
@@ -952,5 +960,24 @@ extension OutboxSalvageTests {
         #expect(Set(events.map(\.id)).count == events.count)
         #expect(events.compactMap(\.sequence).compactMap { Int($0) } == Array(1...events.count),
                 "the gateway's own events are numbered like any source's")
+    }
+
+    /// From a second read: `gatewayd status` of a stopped daemon reads the outbox without migrating it, and one last
+    /// written before v18 (no `last_shown`) failed it: "no such column". Its states are read, with nothing last shown.
+    @Test func theDevicesStatesOfAnOutboxFromBeforeTheBoardsLastShownAreRead() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.path + "/outbox.sqlite"
+        try await Outbox.open(path: path, logger: CapturedLog().logger).recordDeviceStates(
+            [DeviceState(device: "board-w05", bus: "line-a", online: true, lastSeen: Date())], clock: SystemHallClock())
+        // As the version before left it.
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(sql: "ALTER TABLE device_status DROP COLUMN last_shown")
+            try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v18-board-last-shown'")
+        }
+        try queue.close()
+        let states = try await Outbox.openForReading(path: path).deviceStates()
+        #expect(states.map(\.state.device) == ["board-w05"] && states.first?.state.online == true)
+        #expect(states.first?.state.lastShown == nil)
     }
 }

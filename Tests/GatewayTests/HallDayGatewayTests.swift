@@ -384,6 +384,8 @@ import Testing
         try await evening.gateway.send(.call(ticket: "A031", window: "5"), to: "board-w05")
         #expect(board.isOn)
         await evening.stop()
+        // The hall's power gone with the gateway's (from a second read): the board comes back dark and blank.
+        Self.cutPower(board)
 
         let restart = try RunningDay(config, profiles, at: "2026-12-02 20:10")
         defer { restart.stopSoon() }
@@ -396,7 +398,7 @@ import Testing
         #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
         #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(restart.log.text)")
         // Back from a power cut within the hold: on again, and shown the call it was held for (sent before the restart).
-        try await Self.cutPowerAndWaitForItsReturn(board, of: restart)
+        try await Self.cutPowerAndWaitForItsReturn(board, of: restart.gateway, log: restart.log)
         #expect(board.isOn && board.display.text == "请A031号到5号窗口", "\(board.display.text) \(restart.log.text)")
         #expect(await eventually { await restart.clock.nextDeadline() == offAt })
         restart.clock.advance(to: offAt)
@@ -713,23 +715,76 @@ import Testing
         // What it was sent before the restart is known after it (from closing-23: a board back from a power cut after
         // a restart came back blank until the next call): on again, and shown its call again.
         #expect(await restart.gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown?.text == "请A007号到5号窗口")
-        try await Self.cutPowerAndWaitForItsReturn(board, of: restart)
+        try await Self.cutPowerAndWaitForItsReturn(board, of: restart.gateway, log: restart.log)
         #expect(board.isOn && board.display.text == "请A007号到5号窗口", "\(board.display.text) \(restart.log.text)")
         await restart.stop()
     }
 
-    /// Cuts `board`'s power while `day` runs and waits until the gateway has switched it again, as it answers again.
-    static func cutPowerAndWaitForItsReturn(_ board: MockModbusBoard, of day: RunningDay) async throws {
-        let switchedBefore = day.log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count
+    /// Cuts `board`'s power while `gateway` runs and waits until it has switched the board again, as it answers again.
+    static func cutPowerAndWaitForItsReturn(_ board: MockModbusBoard, of gateway: Gateway, log: CapturedLog) async throws {
+        let switchedBefore = log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count
         board.answering = false
         #expect(await eventually {
-            (try? await day.gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+            (try? await gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
         })
         cutPower(board)
         board.answering = true
         #expect(await eventually {
-            day.log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count > switchedBefore
-        }, "\(day.log.text)")
+            log.text.components(separatedBy: "hall day: board-w05 answers again: switched on").count > switchedBefore
+        }, "\(log.text)")
+    }
+
+    /// From a second read: the hall's mains fail, and the gateway's box and the boards come back together. The
+    /// restart's own turn switched the board on lit and blank, though what it was sent was known: it is shown it again.
+    @Test func aRestartAfterTheHallsPowerCutShowsTheBoardsTheirCallsAgain() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let morning = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { morning.stopSoon() }
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(morning.log.text)")
+        try await morning.gateway.send(.call(ticket: "A007", window: "5"), to: "board-w05")
+        await morning.stop()
+        Self.cutPower(board)
+
+        let restart = try RunningDay(config, profiles, at: "2026-12-02 10:30")
+        defer { restart.stopSoon() }
+        #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
+        #expect(board.isOn && board.display.text == "请A007号到5号窗口", "\(board.isOn) 「\(board.display.text)」 \(restart.log.text)")
+        await restart.stop()
+    }
+
+    /// From a second read: a call carried out before the run restored what the outbox kept (the API listens first, a
+    /// command held in the outbox runs at once) was written over by the older kept one, and shown after a power cut.
+    @Test func aCallSentBeforeTheStartRestoresWhatWasKeptIsNotWrittenOverByIt() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let morning = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { morning.stopSoon() }
+        try await morning.gateway.send(.call(ticket: "A007", window: "5"), to: "board-w05")
+        await morning.stop()
+
+        let log = CapturedLog()
+        let clock = ManualHallClock(now: try Self.shanghai("2026-12-02 10:30"))
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+        // Waits for the bus, which starts with the run.
+        let early = Task { try await gateway.send(.call(ticket: "A008", window: "5"), to: "board-w05") }
+        #expect(await eventually { gateway.boardsShown.withLock { $0["board-w05"]?.command } == .call(ticket: "A008", window: "5") })
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        try await early.value
+        #expect(await eventually { gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
+        #expect(await gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown?.ticket == "A008")
+        try await Self.cutPowerAndWaitForItsReturn(board, of: gateway, log: log)
+        #expect(board.display.text == "请A008号到5号窗口", "\(board.display.text) \(log.text)")
+        stop.stop()
+        await running.value
     }
 
     @Test func aDayOfTheHallOnAFakeClock() async throws {

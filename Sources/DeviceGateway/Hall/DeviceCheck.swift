@@ -418,14 +418,18 @@ struct GatewayHallActions: HallDayActions {
         // from before a restart: the board may have lost power meanwhile (from a trial).
         let held = gateway.lateCalls.withLock({ $0[board]?.generation }) == generation
         let byHand = gateway.poweredOnByHand.withLock({ $0[board] }) == generation
+        // Switched on without a text of the turn's (a restart within the opening, or within a hold): shown again what
+        // it was sent since the turn began, before the restart too; the hall's power may have gone with the gateway's
+        // (from a second read: the boards came back lit and blank).
+        let shown = gateway.boardsShown.withLock { $0[board] }.flatMap { $0.turn == generation ? $0 : nil }
         if !on, held || byHand {
-            var kept = await switchBoard(board, on: true, text: nil)
+            var kept = await switchBoard(board, on: true, text: nil, showingAgain: shown)
             if kept.result == CommandResult.Status.done.rawValue {
                 kept.detail = held ? "kept on for a call or text after closing" : "kept on: switched on by hand after closing"
             }
             return kept
         }
-        return await switchBoard(board, on: on, text: text)
+        return await switchBoard(board, on: on, text: text, showingAgain: on && text == nil ? shown : nil)
     }
 
     /// Boards that answer again after the hall's last turn (from a trial: one silent at the closing, or power-cycled in

@@ -1130,8 +1130,10 @@ public final class Outbox: Sendable {
     /// The device states last recorded, and when.
     public func deviceStates() async throws -> [(state: DeviceState, updatedAt: Date)] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT device, bus, online, last_seen, offline_reason, counters, updated_at, last_shown FROM device_status
+            // A file last written before v18, read by `status` without migrating it: no last shown.
+            let lastShown = try db.columns(in: "device_status").contains { $0.name == "last_shown" } ? "last_shown" : "NULL"
+            return try Row.fetchAll(db, sql: """
+                SELECT device, bus, online, last_seen, offline_reason, counters, updated_at, \(lastShown) FROM device_status
                 ORDER BY bus, device
                 """).map { row in
                 let decoder = JSONDecoder()
@@ -1323,6 +1325,13 @@ public final class Outbox: Sendable {
                  "INSERT OR IGNORE INTO hall_day_event (id, result, told_at) VALUES (?, ?, ?)"),
                 // A board held on after closing stays on through a restart that salvaged the file.
                 ("SELECT board, until FROM board_hold", "INSERT OR REPLACE INTO board_hold (board, until) VALUES (?, ?)"),
+                // And what each board was last sent, shown again after a power cut (none from a file before v18).
+                ("SELECT device, bus, online, last_seen, offline_reason, counters, updated_at, last_shown FROM device_status",
+                 """
+                    INSERT OR REPLACE INTO device_status
+                        (device, bus, online, last_seen, offline_reason, counters, updated_at, last_shown)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """),
                 ("SELECT day, checked_at FROM hall_day_check",
                  "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)"),
                 ("SELECT id, latest FROM recorded_clock",
