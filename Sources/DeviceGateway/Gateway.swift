@@ -221,17 +221,22 @@ public final class Gateway: Service {
     }
 
     /// Carries out a command on the bus that owns the device, as the hall's day asks it: no after-closing rule.
-    /// `hallDaysText`: a text is the hall day's own (the welcome, a break's), its words kept as shown.
-    func carryOut(_ command: HallCommand, on deviceId: String, hallDaysText: Bool = false) async throws {
+    /// `hallDaysText`: a text is the hall day's own (the welcome, a break's), its words kept as shown. `earlier`: what
+    /// `command` shows again (after a power cut), kept as it was sent, by whom and when.
+    func carryOut(_ command: HallCommand, on deviceId: String, hallDaysText: Bool = false, showingAgain earlier: BoardShown? = nil)
+        async throws
+    {
         guard let bus = bus(of: deviceId) else {
             throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)")
         }
-        guard command.setsDisplay else { return try await bus.send(command, to: deviceId) }
+        // A board's only: a caller's LED shows three digits, not a board's wording.
+        guard command.setsDisplay, boards.contains(deviceId) else { return try await bus.send(command, to: deviceId) }
         // Before it is sent: what the hall means the board to show, also when the send times out (an older call must
         // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
         let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
-        let entry = BoardShown(
-            turn: boardsTurn.withLock { $0?.generation }, command: command,
+        let turn = boardsTurn.withLock { $0?.generation }
+        let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown) } ?? BoardShown(
+            turn: turn, command: command,
             shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now))
         let previous = boardsShown.withLock { shown in
             defer { shown[deviceId] = entry }
@@ -239,9 +244,14 @@ public final class Gateway: Service {
         }
         do {
             try await bus.send(command, to: deviceId)
-        } catch let error as GatewayError where error.code == .commandRejected {
+        } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable].contains(error.code) {
+            // Not sent: the board shows what it did. Offline, it may have lost that (a power cut): nothing older is
+            // shown again when it answers (from a trial: a call refused as offline was shown when the board came back,
+            // and status listed it as sent).
             boardsShown.withLock { shown in
-                if shown[deviceId] == entry { shown[deviceId] = previous }
+                guard shown[deviceId] == entry else { return }
+                shown[deviceId] = previous
+                if error.code != .commandRejected { shown[deviceId]?.command = nil }
             }
             throw error
         }

@@ -260,11 +260,10 @@ struct StatusSnapshot {
 }
 
 extension StatusCommand {
-    /// What a board was sent, as its screen has it: 「请A007号到5号窗口」; a text of the queue system's by its fingerprint.
+    /// What a board was sent, as its screen has it: 「请A007号到5号窗口」; a text of the queue system's without its words.
     static func words(of shown: ShownOnBoard) -> String {
         if let text = shown.text { return "「\(text)」" }
-        if let fingerprint = shown.textFingerprint { return "a text, #\(fingerprint) (its words are not kept)" }
-        return "nothing (blanked)"
+        return shown.command == HallCommand.clear.name ? "nothing (blanked)" : "a text (its words are not kept)"
     }
 
     /// When it was sent, by the hall's clock: the time today, the day too before.

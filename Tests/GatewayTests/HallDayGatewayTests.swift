@@ -745,7 +745,8 @@ import Testing
         let morning = try RunningDay(config, profiles, at: "2026-12-02 10:00")
         defer { morning.stopSoon() }
         #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(morning.log.text)")
-        try await morning.gateway.send(.call(ticket: "A007", window: "5"), to: "board-w05")
+        try await morning.gateway.send(.recall(ticket: "A007", window: "5"), to: "board-w05")
+        let sent = try #require(await morning.gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown)
         await morning.stop()
         Self.cutPower(board)
 
@@ -753,7 +754,46 @@ import Testing
         defer { restart.stopSoon() }
         #expect(await eventually { restart.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
         #expect(board.isOn && board.display.text == "请A007号到5号窗口", "\(board.isOn) 「\(board.display.text)」 \(restart.log.text)")
+        #expect(board.display.mode == .steady, "shown again steady: a recall blinks once, when the queue system asks")
+        // Shown again, it is still the recall sent at 10:00 (from a trial: status said a call sent at the restart).
+        let again = try #require(await restart.gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown)
+        #expect(again.command == "recall" && EventTime.format(again.at) == EventTime.format(sent.at), "\(again) \(sent)")
         await restart.stop()
+        // Kept to the millisecond through restarts (from a trial: each took one off).
+        let third = try RunningDay(config, profiles, at: "2026-12-02 10:40")
+        defer { third.stopSoon() }
+        #expect(await eventually { third.gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } })
+        let kept = await third.gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown
+        #expect(kept.map { EventTime.format($0.at) } == EventTime.format(sent.at))
+        await third.stop()
+    }
+
+    /// From a trial: a call refused because its board was offline was listed by `status` as sent, and shown when the
+    /// board came back, though the queue system had been told it was not. Neither it nor the call before is.
+    @Test func aCallNotSentToAnOfflineBoardIsNotListedNorShownWhenTheBoardComesBack() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { day.stopSoon() }
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(day.log.text)")
+        try await day.gateway.send(.call(ticket: "A012", window: "5"), to: "board-w05")
+        board.answering = false
+        // Offline in the gateway's books, which its look for boards that answer again reads.
+        #expect(await eventually {
+            (try? await day.gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+        })
+        Self.cutPower(board)
+        await #expect(throws: GatewayError.self) { try await day.gateway.send(.call(ticket: "A013", window: "5"), to: "board-w05") }
+        #expect(await day.gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown?.ticket == "A012")
+        board.answering = true
+        #expect(await eventually { day.log.text.contains(
+            "hall day: board-w05 answers again: switched on, as the hall's day asks; nothing older shown again (a later command found it offline)")
+        }, "\(day.log.text)")
+        #expect(board.isOn && board.display.text.isEmpty, "neither A012 nor A013: 「\(board.display.text)」")
+        await day.stop()
     }
 
     /// From a second read: a call carried out before the run restored what the outbox kept (the API listens first, a

@@ -477,4 +477,19 @@ extension ModbusConverterTests {
         #expect(stored.allSatisfy { $0.rating.level == 2 })
         #expect(faults.isEmpty, "nothing lost, no key faults: \(faults)")
     }
+
+    /// From a trial: each restart took a millisecond off when a board was sent its call (its time, read back from its
+    /// milliseconds, was written as one less).
+    @Test func aBoardsLastShownKeepsItsTimeToTheMillisecondThroughTheOutbox() async throws {
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.path + "/outbox.sqlite", logger: CapturedLog().logger)
+        var state = DeviceState(device: "board-w05", bus: "line-a", online: true, lastSeen: nil)
+        let sent = try #require(EventTime.parse("2026-12-02T02:00:00.005Z"))
+        state.lastShown = ShownOnBoard(.call(ticket: "A007", window: "5"), templates: DisplayTemplates(), hallDaysText: false, at: sent)
+        for _ in 0..<3 {
+            try await outbox.recordDeviceStates([state], clock: SystemHallClock())
+            state.lastShown = try #require(try await outbox.deviceStates().first?.state.lastShown)
+        }
+        #expect(state.lastShown.map { EventTime.format($0.at) } == "2026-12-02T02:00:00.005Z")
+    }
 }

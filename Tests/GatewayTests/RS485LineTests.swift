@@ -24,6 +24,8 @@ import Testing
         try await gateway.send(.call(ticket: "A023", window: "3"), to: "caller-w03")
         // The display frame expects no answer: send returns once it is written, the caller shows it a moment later.
         #expect(await eventually { bus.display(address: 33) == "   023" })
+        // A caller's three digits are no board's wording (from a trial: status listed 「请A023号到3号窗口」 for it).
+        #expect(await gateway.deviceStates().first { $0.device == "caller-w03" }?.lastShown == nil)
 
         // The echo is lost twice: the pad repeats its frame, the store still gets one rating.
         bus.ignoreEchoes(true)

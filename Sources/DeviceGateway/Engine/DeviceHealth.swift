@@ -48,10 +48,9 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
     public var ticket: String?
     public var window: String?
     /// The words on the board: a call, recall or pause as the board's templates word them, a text of the hall day's
-    /// own (the welcome, a break's); nil after a clear, and for a text of the queue system's, which may name a citizen.
+    /// own (the welcome, a break's); nil after a clear, and for a text of the queue system's or a technician's, which
+    /// may name a citizen: not even a fingerprint (a name is found again from one by trying the common ones).
     public var text: String?
-    /// A text of the queue system's by its fingerprint, as its command's summary gives it: kept instead of its words.
-    public var textFingerprint: String?
     /// When it was sent, by the hall's clock.
     public var at: Date
 
@@ -62,13 +61,13 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
         switch command {
         case .call(let ticket, let window), .recall(let ticket, let window): (self.ticket, self.window) = (ticket, window)
         case .pause(let window): self.window = window
-        case .showText(let words): if !hallDaysText { textFingerprint = Fingerprint.of(words) }
         default: break
         }
-        if textFingerprint == nil { text = command.displayText(with: templates) }
+        if case .showText = command, !hallDaysText { return }
+        text = command.displayText(with: templates)
     }
 
-    private enum CodingKeys: String, CodingKey { case command, ticket, window, text, textFingerprint, at }
+    private enum CodingKeys: String, CodingKey { case command, ticket, window, text, at }
 
     /// One shape wherever it is written (the API, `status --json`, the outbox): `at` as the events write times.
     public func encode(to encoder: any Encoder) throws {
@@ -77,7 +76,6 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
         try container.encodeIfPresent(ticket, forKey: .ticket)
         try container.encodeIfPresent(window, forKey: .window)
         try container.encodeIfPresent(text, forKey: .text)
-        try container.encodeIfPresent(textFingerprint, forKey: .textFingerprint)
         try container.encode(EventTime.format(at), forKey: .at)
     }
 
@@ -87,7 +85,6 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
         ticket = try container.decodeIfPresent(String.self, forKey: .ticket)
         window = try container.decodeIfPresent(String.self, forKey: .window)
         text = try container.decodeIfPresent(String.self, forKey: .text)
-        textFingerprint = try container.decodeIfPresent(String.self, forKey: .textFingerprint)
         let time = try container.decode(String.self, forKey: .at)
         guard let at = EventTime.parse(time) else {
             throw DecodingError.dataCorruptedError(forKey: .at, in: container, debugDescription: "not an RFC 3339 time: \(time)")

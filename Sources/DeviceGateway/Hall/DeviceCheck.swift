@@ -184,7 +184,8 @@ struct BoardsTurn: Sendable {
 struct BoardShown: Sendable, Equatable {
     /// The generation of the turn it was sent in; nil before this run's first turn (one kept from before this start).
     var turn: Int?
-    /// What shows it again; nil for a text of the queue system's kept from before this start (its words are not).
+    /// What shows it again; nil for a text of the queue system's kept from before this start (its words are not), and
+    /// after a command not sent because the board was offline (it may have lost what it showed).
     var command: HallCommand?
     var shown: ShownOnBoard
 }
@@ -465,7 +466,7 @@ struct GatewayHallActions: HallDayActions {
                 let outcome = await switchBoard(board, on: true, text: nil, showingAgain: shown)
                 let why = held ? "held on after closing for a call or a text" : "as it was switched on by hand after closing"
                 if outcome.result == CommandResult.Status.done.rawValue {
-                    gateway.logger.notice("hall day: \(board) answers again: switched on again, \(why)")
+                    gateway.logger.notice("hall day: \(board) answers again: switched on again, \(why)\(Self.shownAgainNote(shown))")
                 } else {
                     gateway.logger.warning("hall day: \(board) answers again but was not switched on again (\(why)): \(outcome.detail ?? outcome.result)")
                 }
@@ -484,12 +485,24 @@ struct GatewayHallActions: HallDayActions {
             if current != turn.generation { continue }
             let what = turn.on ? "on" + ((called ? nil : turn.text).map { ", 「\($0)」" } ?? "") : "off"
             if outcome.result == CommandResult.Status.done.rawValue {
-                gateway.logger.notice("hall day: \(board) answers again: switched \(what), as the hall's day asks")
+                let again = turn.on ? Self.shownAgainNote(shown) : ""
+                gateway.logger.notice("hall day: \(board) answers again: switched \(what), as the hall's day asks\(again)")
             } else {
                 gateway.logger.warning("hall day: \(board) answers again but was not switched \(what): \(outcome.detail ?? outcome.result)")
             }
             return
         }
+    }
+
+    /// What the log adds of the call or text a board that answers again is shown again, or why not (from a trial: a
+    /// board back blank, nothing said).
+    private static func shownAgainNote(_ shown: BoardShown?) -> String {
+        guard let shown else { return "" }
+        if shown.command != nil { return shown.shown.text.map { "; shown again 「\($0)」" } ?? "; shown again its last text" }
+        if shown.shown.command == HallCommand.showText("").name, shown.shown.text == nil {
+            return "; its last text is not shown again (its words are not kept): it shows the queue system's next call or text"
+        }
+        return "; nothing older shown again (a later command found it offline)"
     }
 
     /// The hold after the last call after closing on `board` is over: switched off again, as the closing asked, unless
@@ -552,7 +565,7 @@ struct GatewayHallActions: HallDayActions {
             if on, let shown, let command = shown.command, nothingShownMeanwhile() {
                 // Shown again, steady: a recall blinks once, when the queue system asks.
                 let again = if case .recall(let ticket, let window) = command { HallCommand.call(ticket: ticket, window: window) } else { command }
-                try await gateway.carryOut(again, on: board, hallDaysText: shown.shown.text != nil)
+                try await gateway.carryOut(again, on: board, showingAgain: shown)
             }
             return .init(device: board, result: CommandResult.Status.done.rawValue, detail: detail)
         } catch {
