@@ -24,6 +24,9 @@ public final class Gateway: Service {
     /// one back from a power cut is shown the call again (it may have lost it). Kept in the outbox with the devices'
     /// states: a restart within the opening or a hold goes on from it.
     let boardsShown = Mutex<[String: BoardShown]>([:])
+    /// Per board, the last of those whose frames went out (taken, or unconfirmed), marked when a later command was not
+    /// sent: what a command that was not sent, or was refused, leaves the board's entry at.
+    private let boardsSent = Mutex<[String: BoardShown]>([:])
     /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
     /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
@@ -238,23 +241,32 @@ public final class Gateway: Service {
         let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown) } ?? BoardShown(
             turn: turn, command: command,
             shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now))
-        let previous = boardsShown.withLock { shown in
-            defer { shown[deviceId] = entry }
-            return shown[deviceId]
-        }
+        boardsShown.withLock { $0[deviceId] = entry }
         do {
             try await bus.send(command, to: deviceId)
         } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable].contains(error.code) {
-            // Not sent: the board shows what it did. Offline, it may have lost that (a power cut): nothing older is
-            // shown again when it answers (from a trial: a call refused as offline was shown when the board came back,
-            // and status listed it as sent).
+            // Not sent, or refused: the board shows what it was last sent (not an earlier command that was not sent
+            // either). Not sent, it may have lost that too (offline: a power cut), and nothing older is shown on it
+            // again (from a trial: a call refused as offline was shown when the board came back, and status listed it
+            // as sent); a call shown again is still its own.
+            guard earlier == nil || error.code == .commandRejected else { throw error }
+            let sent = boardsSent.withLock { sent in
+                if error.code != .commandRejected {
+                    sent[deviceId]?.command = nil
+                    sent[deviceId]?.shown.laterCommandNotSent = true
+                }
+                return sent[deviceId]
+            }
             boardsShown.withLock { shown in
-                guard shown[deviceId] == entry else { return }
-                shown[deviceId] = previous
-                if error.code != .commandRejected { shown[deviceId]?.command = nil }
+                if shown[deviceId] == entry { shown[deviceId] = sent }
             }
             throw error
+        } catch {
+            // Its frames went out unconfirmed (no answer, the link lost after them): it may show it.
+            boardsSent.withLock { $0[deviceId] = entry }
+            throw error
         }
+        boardsSent.withLock { $0[deviceId] = entry }
     }
 
     /// What the outbox kept of what each board was last sent, for this run to go on from: not shown since the turn
@@ -268,7 +280,9 @@ public final class Gateway: Service {
             boardsShown.withLock { boardsShown in
                 // Not over one sent since the start (a command held for the outbox is carried out at once).
                 for (board, shown) in kept where boardsShown[board] == nil {
-                    boardsShown[board] = BoardShown(turn: nil, command: shown.showingAgain, shown: shown)
+                    let entry = BoardShown(turn: nil, command: shown.showingAgain, shown: shown)
+                    boardsShown[board] = entry
+                    boardsSent.withLock { $0[board] = entry }
                 }
             }
         } catch {

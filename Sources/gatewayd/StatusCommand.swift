@@ -262,8 +262,9 @@ struct StatusSnapshot {
 extension StatusCommand {
     /// What a board was sent, as its screen has it: 「请A007号到5号窗口」; a text of the queue system's without its words.
     static func words(of shown: ShownOnBoard) -> String {
-        if let text = shown.text { return "「\(text)」" }
-        return shown.command == HallCommand.clear.name ? "nothing (blanked)" : "a text (its words are not kept)"
+        let words = shown.text.map { "「\($0)」" }
+            ?? (shown.command == HallCommand.clear.name ? "nothing (blanked)" : "a text (its words are not kept)")
+        return words + (shown.laterCommandNotSent ? "; a later command was not sent: the board was offline" : "")
     }
 
     /// When it was sent, by the hall's clock: the time today, the day too before.

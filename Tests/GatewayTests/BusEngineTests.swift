@@ -487,6 +487,38 @@ final class TinyDevices: Sendable {
         #expect(unplugged.1 < .milliseconds(1200), "at the loss, not at the deadline: \(unplugged.1)")
     }
 
+    /// From a second read: a link lost after a command's first frames went out was said `portUnavailable`, as if
+    /// nothing had been sent, and the gateway took the board as still showing what it showed before. It is
+    /// `unconfirmed`, as a timeout after them is.
+    @Test func aLinkLostAfterACommandsFirstFrameSaysItMayHaveBeenCarriedOut() async throws {
+        let stop = StopSignal()
+        let devices = TinyDevices(answering: [1])
+        // The last frame's answer takes 50 ms: the link is lost while the gateway waits for it.
+        let line = SimulatedLine(end: .seconds(2), stop: stop) { frame, sent in
+            let answers = devices.responder(frame, sent)
+            return frame.dropLast().last == UInt8(ascii: "#") ? answers.map { (.milliseconds(50), $0.bytes) } : answers
+        }
+        var driver = TinyDriver(devices: Self.devices(1))
+        driver.framesPerCommand = 2
+        let bus = BusEngine(
+            config: BusConfig(id: "line", transport: .serial(SerialSettings(port: "simulated")),
+                              responseTimeout: .milliseconds(100), pollInterval: .milliseconds(100)),
+            opener: line, clock: line, timing: .instant, hallId: "h", driver: driver, outbox: outbox,
+            logger: CapturedLog().logger, onCommit: { _ in })
+        let result = Mutex<Result<Void, GatewayError>?>(nil)
+        line.at(.milliseconds(1020)) { bus.submit(.clear, to: "caller-1") { outcome in result.withLock { $0 = outcome } } }
+        line.at(.milliseconds(1050)) { line.setPlugged(false) }
+        await bus.run(until: stop)
+
+        let outcome = try #require(result.withLock { $0 }, "the command completed")
+        let frames = line.log.filter { $0.direction == .fromGateway && $0.bytes.first == 0x11 }.map(\.time)
+        #expect(frames == [.milliseconds(1020), .milliseconds(1025)], "both frames went out before the loss: \(frames)")
+        #expect(outcome.failure?.code == .unconfirmed, "\(outcome)")
+        #expect(outcome.failure?.message.hasPrefix("caller-1: ") == true
+                && outcome.failure?.message.hasSuffix(", after its clear frame 1 went out: it may have been carried out") == true,
+                "\(outcome)")
+    }
+
     @Test func aRefusalIsTheCommandsResultAndCounted() async throws {
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])

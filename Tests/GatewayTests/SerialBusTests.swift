@@ -45,6 +45,8 @@ struct TinyDriver: BusDriver {
     var commandsDiscardStaleInput = false
     /// When set, a device confirms a command only at this poll after the command's answer, as a Modbus board does.
     var confirmsAtPoll: Int?
+    /// Frames a command is sent as, each answered (the last one's text ends in `#`), as a board's text and its mode.
+    var framesPerCommand = 1
     /// Commands answered and not yet confirmed, by device: their key and the polls since.
     var unconfirmed: [String: (key: Int, polls: Int)] = [:]
     var lastKey = 0
@@ -82,8 +84,13 @@ struct TinyDriver: BusDriver {
     }
 
     func requests(for command: HallCommand, to device: DeviceConfig) throws(GatewayError) -> [LineRequest] {
-        [LineRequest(device: device.id, bytes: [0x11, UInt8(device.address)] + Array((command.displayText ?? "").utf8) + [0],
-                     expectsAnswer: true, purpose: command.name, discardsStaleInput: commandsDiscardStaleInput)]
+        (1...framesPerCommand).map { frame in
+            let last = frame > 1 && frame == framesPerCommand ? "#" : ""
+            return LineRequest(
+                device: device.id, bytes: [0x11, UInt8(device.address)] + Array(((command.displayText ?? "") + last).utf8) + [0],
+                expectsAnswer: true, purpose: framesPerCommand == 1 ? command.name : "\(command.name) frame \(frame)",
+                discardsStaleInput: commandsDiscardStaleInput)
+        }
     }
 }
 

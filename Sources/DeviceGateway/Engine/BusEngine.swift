@@ -584,7 +584,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 } ?? GatewayError(.deviceTimeout, silence)))
                 return
             case .linkLost(let reason):
-                finish(command, .failure(GatewayError(.portUnavailable, "\(device.id): \(reason)")))
+                // As a timeout: after frames that went out, not the same as not at all (from a second read).
+                finish(command, .failure(earlierSent.map {
+                    GatewayError(.unconfirmed, "\(device.id): \(reason), after its \($0) went out: it may have been carried out")
+                } ?? GatewayError(.portUnavailable, "\(device.id): \(reason)")))
                 return
             }
         }

@@ -53,6 +53,9 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
     public var text: String?
     /// When it was sent, by the hall's clock.
     public var at: Date
+    /// A later command to the board was not sent (it was offline, its port down): what it shows now is not known, and
+    /// this is not shown on it again.
+    public var laterCommandNotSent = false
 
     /// `command` sent to a board worded by `templates`; `hallDaysText`: a text is the hall day's own, its words kept.
     init(_ command: HallCommand, templates: DisplayTemplates, hallDaysText: Bool, at: Date) {
@@ -67,7 +70,7 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
         text = command.displayText(with: templates)
     }
 
-    private enum CodingKeys: String, CodingKey { case command, ticket, window, text, at }
+    private enum CodingKeys: String, CodingKey { case command, ticket, window, text, at, laterCommandNotSent }
 
     /// One shape wherever it is written (the API, `status --json`, the outbox): `at` as the events write times.
     public func encode(to encoder: any Encoder) throws {
@@ -77,6 +80,7 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
         try container.encodeIfPresent(window, forKey: .window)
         try container.encodeIfPresent(text, forKey: .text)
         try container.encode(EventTime.format(at), forKey: .at)
+        if laterCommandNotSent { try container.encode(true, forKey: .laterCommandNotSent) }
     }
 
     public init(from decoder: any Decoder) throws {
@@ -90,11 +94,13 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
             throw DecodingError.dataCorruptedError(forKey: .at, in: container, debugDescription: "not an RFC 3339 time: \(time)")
         }
         self.at = at
+        laterCommandNotSent = try container.decodeIfPresent(Bool.self, forKey: .laterCommandNotSent) ?? false
     }
 
-    /// The command that shows it again; nil for a text whose words are not kept.
+    /// The command that shows it again; nil for a text whose words are not kept, and after a later command not sent.
     var showingAgain: HallCommand? {
-        switch command {
+        if laterCommandNotSent { return nil }
+        return switch command {
         case "call", "recall": ticket.flatMap { ticket in window.map { HallCommand.call(ticket: ticket, window: $0) } }
         case "pause": window.map { HallCommand.pause(window: $0) }
         case "show-text": text.map { HallCommand.showText($0) }

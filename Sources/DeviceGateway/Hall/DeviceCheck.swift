@@ -185,7 +185,7 @@ struct BoardShown: Sendable, Equatable {
     /// The generation of the turn it was sent in; nil before this run's first turn (one kept from before this start).
     var turn: Int?
     /// What shows it again; nil for a text of the queue system's kept from before this start (its words are not), and
-    /// after a command not sent because the board was offline (it may have lost what it showed).
+    /// after a command not sent because the board was offline (it may have lost what it showed; `shown` says so).
     var command: HallCommand?
     var shown: ShownOnBoard
 }
@@ -473,8 +473,9 @@ struct GatewayHallActions: HallDayActions {
                 return
             }
             // A call the queue system showed on it since the turn stays: the board is switched on under it, and shown it
-            // again.
-            let called = shown != nil
+            // again. Not one that cannot be (its words not kept, a later command not sent): the turn's text instead
+            // (from a second read: the board came back blank where one without a call got the welcome).
+            let called = shown?.command != nil
             let outcome = await switchBoard(board, on: turn.on, text: called ? nil : turn.text, showingAgain: turn.on ? shown : nil)
             let current = gateway.boardsTurn.withLock { current in
                 if current?.generation == turn.generation, outcome.result == CommandResult.Status.done.rawValue {
@@ -499,10 +500,8 @@ struct GatewayHallActions: HallDayActions {
     private static func shownAgainNote(_ shown: BoardShown?) -> String {
         guard let shown else { return "" }
         if shown.command != nil { return shown.shown.text.map { "; shown again 「\($0)」" } ?? "; shown again its last text" }
-        if shown.shown.command == HallCommand.showText("").name, shown.shown.text == nil {
-            return "; its last text is not shown again (its words are not kept): it shows the queue system's next call or text"
-        }
-        return "; nothing older shown again (a later command found it offline)"
+        if shown.shown.laterCommandNotSent { return "; nothing older shown again (a later command found it offline)" }
+        return "; its last text is not shown again (its words are not kept)"
     }
 
     /// The hold after the last call after closing on `board` is over: switched off again, as the closing asked, unless
