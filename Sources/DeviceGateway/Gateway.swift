@@ -251,7 +251,8 @@ public final class Gateway: Service {
             // as sent); a call shown again is still its own.
             guard earlier == nil || error.code == .commandRejected else { throw error }
             let sent = boardsSent.withLock { sent in
-                if error.code != .commandRejected {
+                // Not for a line that is down (a cable, a converter restarting, the stop): the board may well show it.
+                if error.code == .deviceOffline {
                     sent[deviceId]?.command = nil
                     sent[deviceId]?.shown.laterCommandNotSent = true
                 }
@@ -293,9 +294,13 @@ public final class Gateway: Service {
     /// The day's first turn in this run, `generation`, began at `since` (an opening or a closing): what a board was sent
     /// since, before this start included, was sent in that turn.
     func boardsShownSince(_ since: Date, turn generation: Int) {
-        boardsShown.withLock { shown in
-            for (board, entry) in shown where entry.turn == nil && entry.shown.at >= since { shown[board]?.turn = generation }
+        // The last sent too, which a refused command puts back (from a fourth read: back without its turn, a board back
+        // from a power cut was given the welcome over its call).
+        func promote(_ entries: inout [String: BoardShown]) {
+            for (board, entry) in entries where entry.turn == nil && entry.shown.at >= since { entries[board]?.turn = generation }
         }
+        boardsShown.withLock { promote(&$0) }
+        boardsSent.withLock { promote(&$0) }
     }
 
     /// The closed turn in which `command` to `deviceId` asks a board the hall day switched off to show something (a

@@ -53,8 +53,8 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
     public var text: String?
     /// When it was sent, by the hall's clock.
     public var at: Date
-    /// A later command to the board was not sent (it was offline, its port down): what it shows now is not known, and
-    /// this is not shown on it again.
+    /// A later command to the board was not sent, the board offline: what it shows now is not known (a power cut may
+    /// have blanked it), and this is not shown on it again.
     public var laterCommandNotSent = false
 
     /// `command` sent to a board worded by `templates`; `hallDaysText`: a text is the hall day's own, its words kept.
