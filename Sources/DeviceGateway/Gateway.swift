@@ -291,6 +291,11 @@ public final class Gateway: Service {
         }
     }
 
+    /// What `board` was sent in the turn `generation`; nil when nothing since it began.
+    func shown(on board: String, inTurn generation: Int) -> BoardShown? {
+        boardsShown.withLock { $0[board] }.flatMap { $0.turn == generation ? $0 : nil }
+    }
+
     /// The day's first turn in this run, `generation`, began at `since` (an opening or a closing): what a board was sent
     /// since, before this start included, was sent in that turn.
     func boardsShownSince(_ since: Date, turn generation: Int) {

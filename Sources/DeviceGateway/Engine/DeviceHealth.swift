@@ -101,7 +101,8 @@ public struct ShownOnBoard: Sendable, Equatable, Codable {
     var showingAgain: HallCommand? {
         if laterCommandNotSent { return nil }
         return switch command {
-        case "call", "recall": ticket.flatMap { ticket in window.map { HallCommand.call(ticket: ticket, window: $0) } }
+        case "call": ticket.flatMap { ticket in window.map { HallCommand.call(ticket: ticket, window: $0) } }
+        case "recall": ticket.flatMap { ticket in window.map { HallCommand.recall(ticket: ticket, window: $0) } }
         case "pause": window.map { HallCommand.pause(window: $0) }
         case "show-text": text.map { HallCommand.showText($0) }
         case "clear": .clear

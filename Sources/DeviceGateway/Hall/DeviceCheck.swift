@@ -422,7 +422,7 @@ struct GatewayHallActions: HallDayActions {
         // Switched on without a text of the turn's (a restart within the opening, or within a hold): shown again what
         // it was sent since the turn began, before the restart too; the hall's power may have gone with the gateway's
         // (from a second read: the boards came back lit and blank).
-        let shown = gateway.boardsShown.withLock { $0[board] }.flatMap { $0.turn == generation ? $0 : nil }
+        let shown = gateway.shown(on: board, inTurn: generation)
         if !on, held || byHand {
             var kept = await switchBoard(board, on: true, text: nil, showingAgain: shown)
             if kept.result == CommandResult.Status.done.rawValue {
@@ -461,7 +461,7 @@ struct GatewayHallActions: HallDayActions {
             // stayed dark over the late citizen until the next call).
             let held = !turn.on && gateway.lateCalls.withLock({ $0[board]?.generation }) == turn.generation
             // What was shown on it since the turn: a board back from a power cut may have lost it (came back blank).
-            let shown = gateway.boardsShown.withLock { $0[board] }.flatMap { $0.turn == turn.generation ? $0 : nil }
+            let shown = gateway.shown(on: board, inTurn: turn.generation)
             if held || !turn.on && gateway.poweredOnByHand.withLock({ $0[board] }) == turn.generation {
                 let outcome = await switchBoard(board, on: true, text: nil, showingAgain: shown)
                 let why = held ? "held on after closing for a call or a text" : "as it was switched on by hand after closing"
