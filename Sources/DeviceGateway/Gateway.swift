@@ -24,9 +24,12 @@ public final class Gateway: Service {
     /// one back from a power cut is shown the call again (it may have lost it). Kept in the outbox with the devices'
     /// states: a restart within the opening or a hold goes on from it.
     let boardsShown = Mutex<[String: BoardShown]>([:])
-    /// Per board, the last of those whose frames went out (taken, or unconfirmed), marked when a later command was not
-    /// sent: what a command that was not sent, or was refused, leaves the board's entry at.
-    private let boardsSent = Mutex<[String: BoardShown]>([:])
+    /// Per board, the last of those whose frames went out and the latest not sent.
+    private let boardsSent = Mutex<[String: BoardSends]>([:])
+    /// The sequence of this run's last send to a board (`BoardShown.sequence`).
+    private let boardSendsCount = Mutex(0)
+    /// The day's first turn in this run, once it came: what was sent before it is taken into it.
+    private let firstTurn = Mutex<FirstTurn?>(nil)
     /// Boards a call or a text switched on after closing (延时服务, a technician's test), each with the wait that
     /// switches it off again.
     let lateCalls = Mutex<[String: LateCall]>([:])
@@ -238,9 +241,15 @@ public final class Gateway: Service {
         // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
         let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
         let turn = boardsTurn.withLock { $0?.generation }
-        let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown) } ?? BoardShown(
-            turn: turn, command: command,
-            shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now))
+        let sequence = boardSendsCount.withLock { count in
+            count += 1
+            return count
+        }
+        let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown, sequence: sequence) }
+            ?? BoardShown(
+                turn: turn, command: command,
+                shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now),
+                sequence: sequence)
         boardsShown.withLock { $0[deviceId] = entry }
         do {
             try await bus.send(command, to: deviceId)
@@ -250,24 +259,66 @@ public final class Gateway: Service {
             // again (from a trial: a call refused as offline was shown when the board came back, and status listed it
             // as sent); a call shown again is still its own.
             guard earlier == nil || error.code == .commandRejected else { throw error }
-            let sent = boardsSent.withLock { sent in
-                // Not for a line that is down (a cable, a converter restarting, the stop): the board may well show it.
-                if error.code == .deviceOffline {
-                    sent[deviceId]?.command = nil
-                    sent[deviceId]?.shown.laterCommandNotSent = true
+            // Not marked for a line that is down (a cable, a converter restarting, the stop): the board may well show it.
+            let offline = error.code == .deviceOffline
+            let sent = boardsSent.withLock { sends in
+                if sequence > sends[deviceId]?.lastNotSent?.sequence ?? 0 {
+                    sends[deviceId, default: BoardSends()].lastNotSent = (sequence, offline)
                 }
-                return sent[deviceId]
+                if offline {
+                    sends[deviceId]?.lastOut?.command = nil
+                    sends[deviceId]?.lastOut?.shown.laterCommandNotSent = true
+                }
+                return sends[deviceId]?.lastOut
             }
             boardsShown.withLock { shown in
                 if shown[deviceId] == entry { shown[deviceId] = sent }
             }
+            await recordLastShown(of: deviceId)
             throw error
         } catch {
             // Its frames went out unconfirmed (no answer, the link lost after them): it may show it.
-            boardsSent.withLock { $0[deviceId] = entry }
+            framesWentOut(entry, to: deviceId)
+            await recordLastShown(of: deviceId)
             throw error
         }
-        boardsSent.withLock { $0[deviceId] = entry }
+        framesWentOut(entry, to: deviceId)
+        await recordLastShown(of: deviceId)
+    }
+
+    /// `entry`'s frames went out to `board`: the last sent to it, unless a later command's went out before; and listed
+    /// where a later command's refusal put back an older one (from a fourth read: a call held for a Modbus board's
+    /// later acknowledgement, ending after the next call was refused, left the call before it listed, and shown again
+    /// when the line came back).
+    private func framesWentOut(_ entry: BoardShown, to board: String) {
+        var entry = entry
+        // Sent before the day's first turn in this run, and taken into it since (from the tests: listed without it, a
+        // board back from a power cut was not shown it again).
+        if entry.turn == nil, let first = firstTurn.withLock({ $0 }), first.takes(entry) { entry.turn = first.generation }
+        let listed = boardsSent.withLock { sends -> BoardShown? in
+            if let last = sends[board]?.lastOut, last.sequence > entry.sequence { return nil }
+            if let notSent = sends[board]?.lastNotSent, notSent.sequence > entry.sequence, notSent.offline {
+                entry.command = nil
+                entry.shown.laterCommandNotSent = true
+            }
+            sends[board, default: BoardSends()].lastOut = entry
+            return entry
+        }
+        guard let listed else { return }
+        boardsShown.withLock { shown in
+            if shown[board]?.sequence ?? 0 <= listed.sequence { shown[board] = listed }
+        }
+    }
+
+    /// Writes what `board` was last sent into the outbox now, not with the next round of the devices' states (from a
+    /// second read: a power cut within 2 s of a call brought back the call before it).
+    private func recordLastShown(of board: String) async {
+        do {
+            try await outbox.recordLastShown(of: board) { self.boardsShown.withLock { $0[board]?.shown } }
+        } catch {
+            // A full disk is reported by the commits that matter; the states' next round writes it.
+            logger.debug("outbox: what \(board) was last sent is not recorded: \(error)")
+        }
     }
 
     /// What the outbox kept of what each board was last sent, for this run to go on from: not shown since the turn
@@ -283,7 +334,7 @@ public final class Gateway: Service {
                 for (board, shown) in kept where boardsShown[board] == nil {
                     let entry = BoardShown(turn: nil, command: shown.showingAgain, shown: shown)
                     boardsShown[board] = entry
-                    boardsSent.withLock { $0[board] = entry }
+                    boardsSent.withLock { $0[board, default: BoardSends()].lastOut = entry }
                 }
             }
         } catch {
@@ -297,15 +348,20 @@ public final class Gateway: Service {
     }
 
     /// The day's first turn in this run, `generation`, began at `since` (an opening or a closing): what a board was sent
-    /// since, before this start included, was sent in that turn.
+    /// before it is taken into it as `FirstTurn.takes` says.
     func boardsShownSince(_ since: Date, turn generation: Int) {
+        let first = FirstTurn(since: since, generation: generation)
+        firstTurn.withLock { $0 = first }
+        boardsShown.withLock { shown in
+            for (board, entry) in shown where entry.turn == nil && first.takes(entry) { shown[board]?.turn = generation }
+        }
         // The last sent too, which a refused command puts back (from a fourth read: back without its turn, a board back
         // from a power cut was given the welcome over its call).
-        func promote(_ entries: inout [String: BoardShown]) {
-            for (board, entry) in entries where entry.turn == nil && entry.shown.at >= since { entries[board]?.turn = generation }
+        boardsSent.withLock { sends in
+            for (board, sent) in sends where sent.lastOut.map({ $0.turn == nil && first.takes($0) }) == true {
+                sends[board]?.lastOut?.turn = generation
+            }
         }
-        boardsShown.withLock { promote(&$0) }
-        boardsSent.withLock { promote(&$0) }
     }
 
     /// The closed turn in which `command` to `deviceId` asks a board the hall day switched off to show something (a
@@ -634,6 +690,10 @@ public final class Gateway: Service {
             await reportDrops()
             let states = await deviceStates()
             await recordDeviceStates(states)
+            // A board sent something while they were read: its own write may have come before theirs.
+            for board in boards where boardsShown.withLock({ $0[board]?.shown }) != states.first(where: { $0.device == board })?.lastShown {
+                await recordLastShown(of: board)
+            }
             // A board that went silent may have lost power: the turn's switching of it holds no longer.
             let silent = Set(states.filter { $0.online == false }.map(\.device)).intersection(boards)
             if !silent.isEmpty { boardsTurn.withLock { $0?.switched.subtract(silent) } }

@@ -19,7 +19,8 @@ import Testing
     /// A hall open 09:00-17:00 on weekdays, checked 15 minutes before, numbering A tickets, with a Modbus board at
     /// `boardAddress` on `server` and `devices` besides.
     static func hall(_ folder: TemporaryDirectory, server: MockModbusServer, devices: String = "",
-                     boardAddress: Int = 3, weekdays: String = #"["09:00-17:00"]"#, lateCallMinutes: Int = 30) throws
+                     boardAddress: Int = 3, weekdays: String = #"["09:00-17:00"]"#, lateCallMinutes: Int = 30,
+                     pollIntervalMs: Int = 50) throws
         -> (GatewayConfig, ProfileLibrary)
     {
         try ConfigLoader.parse("""
@@ -27,7 +28,7 @@ import Testing
             state-directory: \(folder.path)/state
             profiles: \(profilesDirectory)
             buses:
-              - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 100, poll-interval-ms: 50}
+              - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 100, poll-interval-ms: \(pollIntervalMs)}
             devices:
               - {id: board-w05, profile: modbus-window-board, bus: line-a, address: \(boardAddress), window: "5"}
             \(devices)
@@ -864,6 +865,106 @@ import Testing
         #expect(await gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown?.ticket == "A008")
         try await Self.cutPowerAndWaitForItsReturn(board, of: gateway, log: log)
         #expect(board.display.text == "请A008号到5号窗口", "\(board.display.text) \(log.text)")
+        stop.stop()
+        await running.value
+    }
+
+    /// From a second read: what a board was sent went into the outbox with the devices' states, every 2 s; the hall's
+    /// power cut within them brought back the call before. It is there by the time the call's sender hears it was sent.
+    @Test func aCallIsKeptInTheOutboxByTheTimeItsSenderHearsItWasSent() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { day.stopSoon() }
+        func kept() async -> ShownOnBoard? {
+            (try? await day.gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.lastShown
+        }
+        // The devices' states recorded once: a call's own write goes into their record.
+        #expect(await eventually { await kept()?.text == "欢迎光临" }, "\(day.log.text)")
+        for ticket in ["A007", "A008", "A009"] {
+            try await day.gateway.send(.call(ticket: ticket, window: "5"), to: "board-w05")
+            #expect(await kept()?.ticket == ticket)
+        }
+        await day.stop()
+    }
+
+    /// From a fourth read: a call held for the board's acknowledgement (A013) while the next (A014) waits behind it,
+    /// and the link lost: the engine refuses A014 first, which put the call before them (A012) back in the listing, and
+    /// A013, ending unconfirmed after it, did not take its place: when the line came back, A012 was shown again.
+    @Test func aCallHeldForItsAcknowledgementWhenTheLinkIsLostIsTheOneShownAgain() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.tcp(units: [3: board])
+        defer { server.stop() }
+        let tcpPort: Int? = if case .tcp(let port) = server.endpoint { port } else { nil }
+        let port = try #require(tcpPort)
+        let folder = try TemporaryDirectory()
+        // Polled once a second: a call waits seconds for the board's acknowledgement.
+        let (config, profiles) = try Self.hall(folder, server: server, pollIntervalMs: 1000)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { day.stopSoon() }
+        let gateway = day.gateway
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(day.log.text)")
+        try await gateway.send(.call(ticket: "A012", window: "5"), to: "board-w05")
+        // It answers its writes and takes nothing: A013 is held for an acknowledgement that does not come.
+        board.acknowledging = false
+        let counter = board.registers[MockModbusBoard.Register.commandCounter]
+        let held = Task { try await gateway.send(.call(ticket: "A013", window: "5"), to: "board-w05") }
+        #expect(await eventually { board.registers[MockModbusBoard.Register.commandCounter] != counter })
+        let queued = Task { try await gateway.send(.call(ticket: "A014", window: "5"), to: "board-w05") }
+        #expect(await eventually { gateway.boardsShown.withLock { $0["board-w05"]?.shown.ticket } == "A014" })
+        server.stop()
+        let refused = await #expect(throws: GatewayError.self) { try await queued.value }
+        #expect(refused?.code == .portUnavailable, "\(String(describing: refused))")
+        let unconfirmed = await #expect(throws: GatewayError.self) { try await held.value }
+        #expect(unconfirmed?.code == .unconfirmed, "\(String(describing: unconfirmed))")
+        let listed = await gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown
+        #expect(listed?.ticket == "A013" && listed?.laterCommandNotSent == false, "\(String(describing: listed))")
+        #expect(await eventually {
+            (try? await gateway.outbox.deviceStates())?.first { $0.state.device == "board-w05" }?.state.online == false
+        })
+        #expect(try await gateway.outbox.deviceStates().first { $0.state.device == "board-w05" }?.state.lastShown?.ticket == "A013")
+        // The line back: the board, which shows A012 (it took nothing since), is shown A013 again.
+        board.acknowledging = true
+        let back = try MockModbusServer.tcp(units: [3: board], port: port)
+        defer { back.stop() }
+        #expect(await eventually { day.log.text.contains("board-w05 answers again: switched on") }, "\(day.log.text)")
+        #expect(board.display.text == "请A013号到5号窗口", "\(board.display.text) \(day.log.text)")
+        await day.stop()
+    }
+
+    /// From a second read: calls sent while the hall's day was held for a clock that booted at 1970 carried that time,
+    /// and the day's first turn, once the clock was right, did not take them as sent in it: the board came back from a
+    /// power cut blank.
+    @Test func aCallSentWhileTheDayIsHeldForTheClockIsShownAgainAfterAPowerCut() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.rtu(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try Self.hall(folder, server: server)
+        let morning = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { morning.stopSoon() }
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(morning.log.text)")
+        try await morning.gateway.send(.call(ticket: "A007", window: "5"), to: "board-w05")
+        await morning.stop()
+
+        // Rebooted at 10:30 with the clock at 1970 and no NTP: the day is held, and the queue system calls.
+        let clock = ManualHallClock(now: try Self.shanghai("1970-01-01 10:30"))
+        clock.setSynchronised(false)
+        let log = CapturedLog()
+        let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: clock)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+        #expect(await eventually { gateway.clockState().hallDayHeld != nil }, "\(log.text)")
+        try await gateway.send(.call(ticket: "A008", window: "5"), to: "board-w05")
+        #expect(board.display.text == "请A008号到5号窗口")
+        clock.advance(to: try Self.shanghai("2026-12-02 10:31"))
+        #expect(await eventually { gateway.boardsTurn.withLock { $0?.switched.contains("board-w05") == true } }, "\(log.text)")
+        try await Self.cutPowerAndWaitForItsReturn(board, of: gateway, log: log)
+        #expect(board.display.text == "请A008号到5号窗口", "「\(board.display.text)」 \(log.text)")
         stop.stop()
         await running.value
     }

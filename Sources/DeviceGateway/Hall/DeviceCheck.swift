@@ -188,6 +188,30 @@ struct BoardShown: Sendable, Equatable {
     /// after a command not sent because the board was offline (it may have lost what it showed; `shown` says so).
     var command: HallCommand?
     var shown: ShownOnBoard
+    /// Its place among this run's sends to boards, 1 and up; 0 for one kept from before this start. Commands to a
+    /// board may end out of order (a Modbus board's acknowledgement held for a later poll).
+    var sequence = 0
+}
+
+/// The day's first turn in a run (an opening or a closing, `generation`, begun at `since`).
+struct FirstTurn: Sendable {
+    var since: Date
+    var generation: Int
+
+    /// Whether `entry`, sent before this turn was known, was sent in it: sent since it began (before a restart within
+    /// it too), or in this run whatever its clock read (from a second read: calls sent while the day was held for a
+    /// clock that booted at 1970 were not).
+    func takes(_ entry: BoardShown) -> Bool { entry.sequence > 0 || entry.shown.at >= since }
+}
+
+/// Per board, what its commands to show something came to.
+struct BoardSends: Sendable {
+    /// The last whose frames went out (taken, or unconfirmed), marked when a later command found the board offline:
+    /// what a command not sent, or refused, leaves the board's entry at.
+    var lastOut: BoardShown?
+    /// The latest command not sent, by its sequence, and whether it found the board offline: a command before it whose
+    /// frames go out after its refusal is marked as the entry that refusal put back.
+    var lastNotSent: (sequence: Int, offline: Bool)?
 }
 
 /// Which boards answer again, from one look at the devices' states to the next: answering after they were offline,

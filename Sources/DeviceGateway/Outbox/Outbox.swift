@@ -893,6 +893,15 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// Writes what `device` was last sent over its states' record, as `current` reads it in the write (writes run one
+    /// at a time: the last writes the newest); before the first record of its states, those write it.
+    public func recordLastShown(of device: String, current: @escaping @Sendable () -> ShownOnBoard?) async throws {
+        try await database.write { db in
+            let lastShown = try current().map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+            try db.execute(sql: "UPDATE device_status SET last_shown = ? WHERE device = ?", arguments: [lastShown, device])
+        }
+    }
+
     /// The latest instant the gateway wrote down under its clock (its devices' states, every 2 s while it runs; a day's
     /// check), never lowered by a later record under a clock that is behind; nil for a new outbox.
     public func lastRecordedTime() async throws -> Date? {
