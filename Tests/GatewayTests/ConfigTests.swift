@@ -409,6 +409,30 @@ import Testing
         #expect(line.hasSuffix(": \(message) (it becomes part of event sources, MQTT topics and the central table)"), "\(line)")
     }
 
+    /// From an installer's trial: `CST`, as a Chinese box's `date` prints it, passed the check as US Central time, and
+    /// the boards were switched on at midnight.
+    @Test(arguments: [
+        ("CST", "'CST' is no region (read as UTC−06:00): an abbreviation is shared (CST is China Standard Time and US "
+            + "Central time) and an offset follows no region's rules"),
+        ("GMT+8", "'GMT+8' is no region (read as UTC+08:00): an abbreviation is shared (CST is China Standard Time and "
+            + "US Central time) and an offset follows no region's rules"),
+        ("Etc/GMT+8", "'Etc/GMT+8' is UTC−08:00, not what it seems (the tz database inverts the sign of Etc/GMT zones)"),
+        ("Asia/Beijing", "unknown time zone 'Asia/Beijing'"),
+    ])
+    func aTimeZoneThatIsNoRegionIsRefusedWithWhatItWouldBe(name: String, message: String) throws {
+        let lines = try issues(valid.replacingOccurrences(of: "timezone: Asia/Shanghai", with: "timezone: \(name)"))
+            .map(\.description)
+        let example = "name the hall's region as the tz database does, e.g. Asia/Shanghai (or Asia/Urumqi, UTC)"
+        #expect(lines == [folder.file("hall.yaml") + ":1:30: hall.timezone: \(message): \(example)"])
+    }
+
+    @Test(arguments: [("Asia/Shanghai", 8 * 3600), ("Asia/Urumqi", 6 * 3600), ("UTC", 0)])
+    func aRegionOrUTCIsTheHallsTime(name: String, secondsFromGMT: Int) throws {
+        let (config, _) = try ConfigLoader.load(path: write(valid.replacingOccurrences(
+            of: "timezone: Asia/Shanghai", with: "timezone: \(name)")))
+        #expect(config.hall.timeZone.secondsFromGMT() == secondsFromGMT)
+    }
+
     @Test func idsOfLettersDigitsDashesUnderscoresAndDotsUpTo64CharactersPass() throws {
         let longest = String(repeating: "w", count: 64)
         let text = valid

@@ -213,14 +213,44 @@ public enum ConfigLoader {
         let id = fields.id("id", required: true)
         var timeZone = TimeZone(identifier: "Asia/Shanghai") ?? TimeZone(secondsFromGMT: 8 * 3600) ?? .gmt
         if let name = fields.string("timezone") {
-            if let zone = TimeZone(identifier: name) {
-                timeZone = zone
-            } else {
-                reader.report(fields.value("timezone"), "hall.timezone", "unknown time zone '\(name)'")
+            switch hallTimeZone(named: name) {
+            case .success(let zone): timeZone = zone
+            case .failure(let problem): reader.report(fields.value("timezone"), "hall.timezone", problem.message)
             }
         }
         fields.rejectUnknownKeys()
         return id.map { Hall(id: $0, timeZone: timeZone) }
+    }
+
+    /// Why `timezone:` is refused.
+    struct TimeZoneProblem: Error {
+        let message: String
+    }
+
+    /// A hall's time zone by its tz database region name (Asia/Shanghai), or UTC. Not an abbreviation: Foundation takes
+    /// `CST`, which a Chinese box's `date` prints, as US Central time (from an installer's trial: boards switched on at
+    /// midnight); not `Etc/GMT+8`, which is UTC−08:00 (the tz database inverts the sign of those).
+    static func hallTimeZone(named name: String) -> Result<TimeZone, TimeZoneProblem> {
+        let example = "name the hall's region as the tz database does, e.g. Asia/Shanghai (or Asia/Urumqi, UTC)"
+        func offset(_ zone: TimeZone) -> String {
+            let minutes = zone.secondsFromGMT() / 60
+            return "UTC\(minutes < 0 ? "−" : "+")" + String(format: "%02d:%02d", abs(minutes) / 60, abs(minutes) % 60)
+        }
+        if name.hasPrefix("Etc/GMT"), name.count > 7, let zone = TimeZone(identifier: name) {
+            return .failure(TimeZoneProblem(message: """
+                '\(name)' is \(offset(zone)), not what it seems (the tz database inverts the sign of Etc/GMT zones): \
+                \(example)
+                """))
+        }
+        if ["UTC", "Etc/UTC", "GMT"].contains(name) || name.contains("/") {
+            if let zone = TimeZone(identifier: name) { return .success(zone) }
+            return .failure(TimeZoneProblem(message: "unknown time zone '\(name)': \(example)"))
+        }
+        let reading = TimeZone(identifier: name).map { " (read as \(offset($0)))" } ?? ""
+        return .failure(TimeZoneProblem(message: """
+            '\(name)' is no region\(reading): an abbreviation is shared (CST is China Standard Time and US Central time) \
+            and an offset follows no region's rules: \(example)
+            """))
     }
 
     private static func parseBus(_ node: Node, _ path: String, _ reader: YAMLReader) -> BusConfig? {
