@@ -89,6 +89,63 @@ import Testing
         }
     }
 
+    /// A line is claimed: a second open to speak on it is refused (two masters garble each other's frames), one to
+    /// listen (`gatewayd trace` with the gateway stopped) is not.
+    @Test func aSecondOpenToSpeakOnAClaimedLineIsRefused() throws {
+        let terminal = try PseudoTerminal()
+        let settings = SerialSettings(port: terminal.devicePath)
+        let line = try SerialLine(settings: settings)
+        let refused = #expect(throws: GatewayError.self) { try SerialLine(settings: settings) }
+        #expect(refused?.code == .portUnavailable)
+        #expect(refused?.message == "cannot open \(terminal.devicePath): in use by another program", "\(String(describing: refused))")
+        _ = try SerialLine(settings: settings, readOnly: true)
+        line.close()
+        _ = try SerialLine(settings: settings)
+    }
+
+    /// From an installer's trial: a forgotten program with the pads' port open took answers meant for the gateway, and
+    /// the timeouts were put down to the wiring. The bus waits for the port, saying who has it, and polls once it is
+    /// closed.
+    @Test func aPortOpenInAnotherProgramWaitsUntilItIsClosedAndSaysWhoHasIt() async throws {
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server = try MockModbusServer.rtu(units: [1: pad])
+        defer { server.stop() }
+        let rtuPort: String? = if case .rtu(let path) = server.endpoint { path } else { nil }
+        let port = try #require(rtuPort)
+        let holder = try ChildProcess("/bin/sh", ["-c", #"exec 3<>"$0"; echo open; exec sleep 600"#, port])
+        // SIGKILL: it inherits the test runner's signal mask, where SIGTERM may be blocked.
+        defer { kill(holder.process.processIdentifier, SIGKILL) }
+        #expect(await eventually { holder.output.contains("open") })
+        let folder = try TemporaryDirectory()
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, \(server.endpoint.busKeys), response-timeout-ms: 200, poll-interval-ms: 50}
+            devices:
+              - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 1, window: "5"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+            """, file: "test.yaml", relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        defer { stop.stop() }
+
+        let said = "\(port) is open in sleep 600 (pid \(holder.process.processIdentifier)) too: two programs on one line "
+            + "take each other's answers; close it"
+        let waited = await eventually { await gateway.lineCounters().first?.down == said }
+        let down = await gateway.lineCounters().first?.down
+        #expect(waited, "\(String(describing: down))")
+        #expect(await gateway.deviceStates().first?.online != true)
+        kill(holder.process.processIdentifier, SIGKILL)
+        _ = try await holder.wait()
+        #expect(await eventually { await gateway.deviceStates().first?.online == true })
+        stop.stop()
+        await running.value
+    }
+
     @Test func aMissingPortSaysWhichAndWhy() {
         #expect {
             try SerialLine(settings: SerialSettings(port: "/dev/ttyUSB-not-here"))

@@ -14,7 +14,17 @@ public struct SerialLinkOpener: LinkOpener {
     public var endpoint: String { settings.port }
 
     public nonisolated(nonsending) func open() async throws(GatewayError) -> any BusLink {
-        SerialLink(line: try SerialLine(settings: settings), clock: clock)
+        // Another program reading the line takes answers meant for the gateway (from an installer's trial: a
+        // forgotten script on the port, and the timeouts put down to the wiring). Tried again as a port that cannot be
+        // opened is.
+        let holders = PortHolder.of(settings.port)
+        if !holders.isEmpty {
+            throw GatewayError(.portUnavailable, """
+                \(settings.port) is open in \(holders.map(\.description).joined(separator: ", ")) too: two programs on \
+                one line take each other's answers; close it
+                """)
+        }
+        return SerialLink(line: try SerialLine(settings: settings), clock: clock)
     }
 }
 

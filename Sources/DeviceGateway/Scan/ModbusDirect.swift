@@ -244,26 +244,8 @@ public final class ModbusDirectClient: @unchecked Sendable {
     }
 
     /// The pid of a running `gatewayd` (another process than this one) that has `path` open, if one does.
-    ///
-    /// Read from /proc/<pid>/fd: only processes this user may look into are seen (all of them as root).
     public static func daemonHolding(_ path: String) -> Int32? {
-        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-        let own = getpid()
-        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        for entry in processes {
-            guard let pid = Int32(entry), pid != own,
-                  let name = try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8),
-                  name.trimmingCharacters(in: .whitespacesAndNewlines) == "gatewayd",
-                  let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(entry)/fd")
-            else { continue }
-            for fd in fds {
-                if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/fd/\(fd)"),
-                   link == target {
-                    return pid
-                }
-            }
-        }
-        return nil
+        PortHolder.of(path).first(where: \.isGateway)?.pid
     }
 
     // MARK: TCP

@@ -22,15 +22,26 @@ final class SerialLine: @unchecked Sendable {
     /// Opens the port; `readOnly` for a listener that must never speak on the line.
     init(settings: SerialSettings, readOnly: Bool = false) throws(GatewayError) {
         path = settings.port
-        let opened = open(settings.port, (readOnly ? O_RDONLY : O_RDWR) | O_NOCTTY | O_NONBLOCK)
+        let opened = open(settings.port, (readOnly ? O_RDONLY : O_RDWR) | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
         guard opened >= 0 else {
             let reason =
                 errno == ENOENT ? "no such device"
+                // Claimed by another program (TIOCEXCL, as below).
+                : errno == EBUSY ? "in use by " + Self.holders(of: settings.port)
                 : errno == EACCES ? "permission denied (is the user in the dialout group?)"
                 // A device cgroup's refusal: the unit's DevicePolicy=closed allows ttyUSB, ttyACM and ttyS only.
                 : errno == EPERM ? "not permitted (the service's device list: add DeviceAllow=char-\(Self.deviceGroup(of: settings.port) ?? "NAME") rw)"
                 : String(cString: strerror(errno))
             throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
+        }
+        // Claimed, to speak on it: a second gateway or its tools are refused (the lock), and so is a program that
+        // does not look, unless it runs as root (TIOCEXCL: a technician's minicom).
+        if !readOnly {
+            guard flock(opened, LOCK_EX | LOCK_NB) == 0 else {
+                Foundation.close(opened)
+                throw GatewayError(.portUnavailable, "cannot open \(settings.port): in use by " + Self.holders(of: settings.port))
+            }
+            _ = ioctl(opened, UInt(TIOCEXCL))
         }
         fd = opened
         var attributes = termios()
@@ -63,6 +74,12 @@ final class SerialLine: @unchecked Sendable {
         tcflush(fd, TCIOFLUSH)
         isTerminal = true
         (wakeRead, wakeWrite) = try Self.wakePipe(closingOnFailure: fd, settings.port)
+    }
+
+    /// Who else has `port` open, for a refusal: `python3 holder.py (pid 9605)`.
+    static func holders(of port: String) -> String {
+        let holders = PortHolder.of(port)
+        return holders.isEmpty ? "another program" : holders.map(\.description).joined(separator: ", ")
     }
 
     /// A connected, non-blocking socket read and written like a line (a Modbus TCP connection on a bus's own thread).
