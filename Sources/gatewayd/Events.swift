@@ -51,6 +51,13 @@ struct Events: AsyncParsableCommand {
         if let since, Self.parseSince(since, now: Date()) == nil {
             throw ValidationError("--since '\(since)': expected RFC 3339 time or an age like 15m, 2h, 1d")
         }
+        // From an installer's trial: `--type hall.ratings.*` printed nothing, exit 0, read as "no ratings came".
+        for filter in types where !HallEventType.all.contains(where: { Self.matches($0, filter) }) {
+            throw ValidationError("""
+                --type '\(filter)' matches no event type (a family ends in *: hall.device.*); the types: \
+                \(HallEventType.all.joined(separator: ", "))
+                """)
+        }
     }
 
     func run() async throws {

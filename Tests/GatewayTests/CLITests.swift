@@ -547,6 +547,9 @@ import Testing
         let usageErrors: [[String]] = [
             ["status", "--bogus"],
             ["events", "--since", "yesterday"],
+            // From an installer's trial: printed nothing, exit 0.
+            ["events", "--type", "hall.ratings.*"],
+            ["events", "--type", "hall.device.*,rating"],
             ["decode", "-s", "ff68", "zz"],
             ["modbus", "read", "--address", "1", "0"],
             ["scan", "--port", folder.file("no-such-port"), "--write-config", existing],
@@ -563,6 +566,11 @@ import Testing
             #expect(result.status == 2, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
             #expect(result.standardError.contains("Error: "), "\(arguments): \(result.standardError)")
         }
+        let type = try await run(gatewaydPath, ["events", "--type", "hall.ratings.*"], workingDirectory: folder.path)
+        #expect(type.standardError.contains("""
+            Error: --type 'hall.ratings.*' matches no event type (a family ends in *: hall.device.*); the types: \
+            hall.rating.submitted, hall.rating.requested, hall.device.online,
+            """), "\(type.standardError)")
         let typo = try await run(gatewaydPath, ["statsu"], workingDirectory: folder.path)
         #expect(typo.standardError.hasPrefix("Error: unknown command 'statsu' (commands: run, status, "), "\(typo.standardError)")
         for arguments in [["--help"], ["status", "--help"], ["modbus", "read", "--help"], ["--version"]] {

@@ -318,6 +318,13 @@ public enum HallEventType {
     public static let hallOpened = "hall.day.opened"
     public static let hallClosed = "hall.day.closed"
     public static let deviceCheck = "hall.gateway.device_check"
+    /// Every type the gateway makes.
+    public static let all: [String] = [
+        ratingSubmitted, ratingRequested, deviceOnline, deviceOffline, deviceFault, callerKeyPressed, printerStatusChanged,
+        boardAcknowledged, callDisplayed, windowPaused, windowResumed, staffSet, displayCleared, textShown,
+        brightnessChanged, displaySwitchedOn, displaySwitchedOff, ticketIssued, ticketNotIssued, commandFailed, hallOpened,
+        hallClosed, gatewayHeartbeat, gatewayStopped, eventsDropped, outboxRecovered, deviceCheck,
+    ]
     /// The events of commands: the queue system's, and the hall day's boards on and off.
     public static let commands: Set<String> = [
         callDisplayed, windowPaused, windowResumed, displayCleared, textShown, hallOpened, hallClosed, ticketIssued,
