@@ -272,6 +272,10 @@ extension LocalAPI {
         /// `answered`); its words name the exception.
         func outcome(of answer: [UInt8]) -> String {
             if answer.isEmpty { return "no answer seen" }
+            // Bytes that make no frame are no refusal (from an installer's trial: A and B swapped read as `refused`).
+            if let stream = streams?.received, !WireInspector.inspect(answer, as: stream).items.contains(where: { $0.frame != nil }) {
+                return "garbled"
+            }
             return function(of: answer).map { $0 & 0x80 != 0 } == true ? "refused" : "answered"
         }
         func words(_ bytes: [UInt8], _ stream: WireInspector.Stream?) -> [String] {

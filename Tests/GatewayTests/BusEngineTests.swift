@@ -223,7 +223,7 @@ final class TinyDevices: Sendable {
         let states = await bus.deviceStates()
         #expect(states.map(\.online) == [false, true])
         #expect(states.first?.offlineReason == "no answer to status within 0.1 seconds; what came back was no frame "
-                + "(a wrong baud rate or parity? two devices at one address?)", "\(states)")
+                + "(a wrong baud rate or parity? A and B wires swapped? two devices at one address?)", "\(states)")
         #expect(states.last?.offlineReason == nil)
     }
 

@@ -203,6 +203,47 @@ import Testing
         #expect(answered.standardOutput.contains("\npoll: answered in "), "\(answered.standardOutput)")
     }
 
+    /// From an installer's trial: a pad whose answers make no frame (A and B swapped inverts every bit) was `refused`
+    /// in `probe`, and the reason it was offline did not think of the wires.
+    @Test func anAnswerThatIsNoFrameIsGarbledNotRefusedAndTheWiresAreThoughtOf() async throws {
+        // Every answer garbled; then every other one (a loose wire), so that the pad is polled while probed.
+        final class Wires: Sendable {
+            let swapped = Mutex(true)
+            let answers = Mutex(0)
+        }
+        let wires = Wires()
+        let line = try MockLine { request in
+            guard request.count == 8 else { return [] }
+            let registers = Int(request[4]) << 8 | Int(request[5])
+            let answer = ModbusRTUFrame.frame(
+                address: request[0], pdu: [3, UInt8(2 * registers)] + Array(repeating: 0, count: 2 * registers))
+            let garbled = wires.swapped.withLock { $0 } || wires.answers.withLock { count in
+                count += 1
+                return count % 2 == 0
+            }
+            return garbled ? answer.map { ~$0 } : answer
+        }
+        defer { line.stop() }
+        let hall = try await StatusCommandTests.ConfiguredHall(buses: { _ in
+            "  - {id: line-a, transport: modbus-rtu, port: \(line.devicePath), response-timeout-ms: 100, poll-interval-ms: 50}"
+        }, devices: """
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: line-a, address: 1, window: "1"}
+            """)
+        #expect(await eventually { await hall.gateway.deviceStates().first?.online == false })
+        let reason = await hall.gateway.deviceStates().first?.offlineReason
+        #expect(reason == "no answer to poll within 0.1 seconds; what came back was no frame (a wrong baud rate or "
+                    + "parity? A and B wires swapped? two devices at one address?)", "\(String(describing: reason))")
+        wires.swapped.withLock { $0 = false }
+        var outputs: [String] = []
+        #expect(await eventually {
+            guard let probe = try? await run(gatewaydPath, ["probe", "eval-w01"] + hall.cli) else { return false }
+            outputs.append(probe.standardOutput)
+            return probe.standardOutput.contains("\npoll: garbled in ")
+        }, "\(outputs)")
+        await hall.stop()
+        #expect(!outputs.contains { $0.contains("refused") }, "\(outputs)")
+    }
+
     /// At night a board is off as the hall's closing left it, when a technician comes to see to it: a test on the dark
     /// screen showed nothing, and said "answered and acknowledged". The board is switched on for it, and says so.
     @Test func aDisplayTestAfterClosingSwitchesTheBoardOnForIt() async throws {

@@ -740,7 +740,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
     /// What answers that make no frame suggest, on this bus's transport.
     private var garbledHint: String {
         if case .modbusTCP = config.transport { "(another protocol on that port?)" }
-        else { "(a wrong baud rate or parity? two devices at one address?)" }
+        else { "(a wrong baud rate or parity? A and B wires swapped? two devices at one address?)" }
     }
 
     /// Bytes the decoder rejected so far (garbage, bad checksums): a request in flight notes it when it goes out.
@@ -854,7 +854,10 @@ public actor BusEngine<Driver: BusDriver>: Bus {
                 if unasked[device] { counters[device].transactions += 1 }
             }
             for event in reaction.events {
-                if case .deviceFault(let fault) = event.data { logger.error("device \(event.source): \(fault.detail)") }
+                // Named by its id, as every other line names a device (from a trial: its event source's path).
+                if case .deviceFault(let fault) = event.data {
+                    logger.error("\(event.source.split(separator: "/").last.map(String.init) ?? event.source): \(fault.detail)")
+                }
             }
             if !reaction.events.isEmpty || !reaction.cursors.isEmpty || !reaction.afterCommit.isEmpty {
                 pending.add(events: reaction.events, cursors: reaction.cursors, afterCommit: reaction.afterCommit)
