@@ -86,9 +86,11 @@ import Testing
             await running?.value
         }
 
-        /// Stops the gateway and its API, then starts a new gateway on the same outbox and devices.
-        func restart() async throws {
+        /// Stops the gateway and its API, then starts a new gateway on the same outbox and devices; `whileStopped`
+        /// happens in between.
+        func restart(whileStopped: () -> Void = {}) async throws {
             await stopGateway()
+            whileStopped()
             stop = StopSignal()
             gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
             try await start()
@@ -360,6 +362,53 @@ import Testing
         #expect(await eventually { (try? await hall.ratings().count) == 1 })
         let rating = try #require(try await hall.ratings().first)
         #expect(rating.json.contains(#""staffId":"S0931""#), "\(rating.json)")
+        try await hall.stopAll()
+    }
+
+    /// From an installer's trial: a Modbus pad power-cycled came back with the staff id it boots with, and its ratings
+    /// went on under that one without a word. The staff id set through the gateway is written back, its new ratings
+    /// carry it, and a fault event says so; also when the pad powered up while the gateway was stopped.
+    @Test func aModbusPadPoweredUpWithoutItsStaffIdIsGivenItBack() async throws {
+        let hall = try await Hall()
+        let pad = hall.modbusPad
+        let staff = try await hall.command("/v1/windows/5/staff", json: #"{"staff": "S0517"}"#)
+        #expect(staff["status"] as? String == "done", "\(staff)")
+        #expect(pad.staffId == "S0517")
+        pad.press(.satisfied)
+        #expect(await eventually { (try? await hall.ratings().count) == 1 })
+        func restored() async throws -> [OutboundEvent] {
+            try await hall.gateway.outbox.entries(after: 0, limit: 10_000).filter { $0.json.contains("staff-id-restored") }
+        }
+
+        // Its power cut: it boots showing B001.
+        pad.showStaff("B001")
+        pad.powerUp()
+        pad.press(.dissatisfied)
+        #expect(await eventually { (try? await hall.ratings().count) == 2 })
+        let rating = try #require(try await hall.ratings().last)
+        #expect(rating.json.contains(#""staffId":"S0517""#), "\(rating.json)")
+        #expect(await eventually { pad.staffId == "S0517" }, "written back: \(pad.staffId)")
+        let fault = try #require(try await restored().first)
+        #expect(fault.json.contains("without the staff id set through the gateway: S0517 is written back"), "\(fault.json)")
+        #expect(!fault.json.contains("B001"), "not the pad's own field: \(fault.json)")
+
+        // Powered up keeping it: nothing to write back.
+        pad.powerUp()
+        pad.press(.satisfied)
+        #expect(await eventually { (try? await hall.ratings().count) == 3 })
+        #expect(try await restored().count == 1)
+
+        // Powered up while the gateway was stopped: the staff id kept in the outbox is written back after its start.
+        try await hall.restart {
+            pad.showStaff("B001")
+            pad.powerUp()
+            pad.press(.basicallySatisfied)
+        }
+        #expect(await eventually { (try? await hall.ratings().count) == 4 })
+        let afterRestart = try #require(try await hall.ratings().last)
+        #expect(afterRestart.json.contains(#""staffId":"S0517""#), "\(afterRestart.json)")
+        #expect(await eventually { pad.staffId == "S0517" }, "written back: \(pad.staffId)")
+        #expect(try await restored().count == 2)
         try await hall.stopAll()
     }
 

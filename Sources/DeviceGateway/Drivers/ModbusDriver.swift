@@ -97,6 +97,8 @@ public struct ModbusDriver: BusDriver {
     /// until a poll shows the model. Reported at the second in a row: one odd read (a pad powering up) is no other model.
     private var mismatches: [String: Int] = [:]
     static let mismatchesBeforeReported = 2
+    /// The staff ids set on pads through the gateway, by device: written back to a pad that powers up without its own.
+    private var staffSet: [String: String] = [:]
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
 
@@ -174,6 +176,10 @@ public struct ModbusDriver: BusDriver {
         }
     }
 
+    public mutating func restore(staff kept: [String: String]) {
+        for (device, staff) in kept where pad(of: device) != nil { staffSet[device] = staff }
+    }
+
     public mutating func pollRequests(for device: DeviceConfig) -> [LineRequest] {
         guard let slot = pollSlots[device.id] else { return [] }
         let stamped = Self.stamp(&transactionId, into: &polls[slot].requests[0].bytes, framing: framing)
@@ -230,10 +236,12 @@ public struct ModbusDriver: BusDriver {
         }
         if let pad = pad(of: device.id).map({ pads[$0] }) {
             // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
-            return try pad.driver.prepare(command).map { write in
+            let writes = try pad.driver.prepare(command).map { write in
                 request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
                         purpose: command.name)
             }
+            if case .setStaff(let staff) = command { staffSet[device.id] = staff.isEmpty ? nil : staff }
+            return writes
         }
         guard var board = boards[device.id] else {
             throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")
@@ -322,6 +330,7 @@ public struct ModbusDriver: BusDriver {
     private mutating func padRead(_ slot: Int, registers: [UInt16], at time: Date) -> LineReaction {
         let id = pads[slot].driver.device.id
         var reading = pads[slot].driver.interpret(registers: registers, cursor: pads[slot].cursor, at: time)
+        let staffWrittenBack = writeBackStaff(slot, registers: registers, reading: &reading, at: time)
         // Read before in this run, the register is this run's own writing, or stale (a write lost): a loss is a loss.
         if pads[slot].lastReadAt != nil, let taken = reading.acknowledgedElsewhere {
             reading.lost += Int64(taken.count)
@@ -354,8 +363,47 @@ public struct ModbusDriver: BusDriver {
                 .writeSingleRegister(address: UInt16(pad.profile.acknowledgeRegister), value: acknowledge),
                 to: pad.device, purpose: "acknowledge"))
         }
-        return LineReaction(events: faults.isEmpty ? reading.events : reading.events + faults, cursors: cursors,
-                            afterCommit: acknowledgements, from: id, answersRequest: true, ready: reading.ready)
+        var events = faults.isEmpty ? reading.events : reading.events + faults
+        if let staffWrittenBack {
+            events.append(staffWrittenBack.event)
+            acknowledgements += staffWrittenBack.writes
+        }
+        return LineReaction(events: events, cursors: cursors, afterCommit: acknowledgements, from: id,
+                            answersRequest: true, ready: reading.ready)
+    }
+
+    /// A pad that powered up again (a new boot id, or a restart under the same) without the staff id set on it through
+    /// the gateway (from an installer's trial: its ratings went on under the staff id it boots with, and nothing said
+    /// so): its new ratings carry the one set, and it is written back once they are committed, with a fault event
+    /// that says so. Not the pad's own field in the event: a number typed into it may be a citizen's.
+    private mutating func writeBackStaff(_ slot: Int, registers: [UInt16], reading: inout ModbusEvaluatorDriver.Reading,
+                                at time: Date) -> (event: CloudEvent, writes: [LineRequest])? {
+        // A power-up first: two integers compared at each poll.
+        guard let before = pads[slot].cursor,
+              before.bootId != reading.cursor.bootId || before.restarts != reading.cursor.restarts
+        else { return nil }
+        let driver = pads[slot].driver
+        guard let staff = staffSet[driver.device.id], driver.staffField(in: registers) != staff,
+              let writes = try? driver.prepare(.setStaff(staff))
+        else { return nil }
+        for index in reading.events.indices {
+            if case .rating(var rating) = reading.events[index].data {
+                rating.staffId = staff
+                reading.events[index].data = .rating(rating)
+            }
+        }
+        reading.staffIdRefused = nil
+        let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
+        let event = CloudEvent(
+            id: "staff-id-restored-\(power)", source: driver.source, type: HallEventType.deviceFault, time: time,
+            subject: driver.device.window.map(EventSource.windowSubject), data: .deviceFault(DeviceFault(
+                fault: "staff-id-restored",
+                detail: "the pad powered up again (\(power)) without the staff id set through the gateway: \(staff) is "
+                    + "written back, and its new ratings carry it")))
+        return (event, writes.map { write in
+            request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: driver.device,
+                    purpose: "staff")
+        })
     }
 
     /// Lost and unmapped ratings, a restarted counter and a staff id refused become fault events for the duty officer.

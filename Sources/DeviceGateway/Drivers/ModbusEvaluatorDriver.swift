@@ -154,12 +154,7 @@ public final class ModbusEvaluatorDriver: Sendable {
         }
 
         // Decoded only when a rating will carry it: most polls find none.
-        let staffBytes = first > current ? [] : RegisterText.bytes(
-            from: (0..<profile.staffId.count).map { register(profile.staffId.start + $0) })
-        // A field padded with spaces (right-aligned on the pad's display) holds the number between them.
-        var staffId = staffBytes.isEmpty ? nil
-            : String(decoding: staffBytes, as: UTF8.self).trimmingCharacters(in: .whitespaces)
-        if staffId?.isEmpty == true { staffId = nil }
+        var staffId = first > current ? nil : staffField(in: registers)
         // The queue system's rule for a staff id holds for the pad's too: a phone number or a name typed into the
         // pad's staff field would otherwise reach the events, the log and the central store.
         var staffIdRefused: String?
@@ -200,6 +195,17 @@ public final class ModbusEvaluatorDriver: Sendable {
             events: events, cursor: DeviceCursor(device: device.id, bootId: bootId, consumed: current, restarts: restarts),
             ready: ready, lost: lost, unknownKeys: unknownKeys, acknowledged: acknowledged, restartedFrom: restartedFrom,
             staffIdRefused: staffIdRefused, acknowledgedElsewhere: acknowledgedElsewhere, firstRead: firstRead)
+    }
+
+    /// The text in the pad's staff id registers of `registers` (its block, as read), nil when empty. A field padded
+    /// with spaces (right-aligned on the pad's display) holds the number between them.
+    public func staffField(in registers: [UInt16]) -> String? {
+        let values = (0..<profile.staffId.count).map { offset in
+            let index = profile.staffId.start + offset - profile.block.start
+            return registers.indices.contains(index) ? registers[index] : 0
+        }
+        let text = String(decoding: RegisterText.bytes(from: values), as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        return text.isEmpty ? nil : text
     }
 
     /// Names one power-up of a pad in event ids: its boot id, and the restart under that boot id if any.
