@@ -412,6 +412,63 @@ import Testing
         try await hall.stopAll()
     }
 
+    /// From a second read: the staff id written back to a pad that powered up without it was tried once (lost, the
+    /// pad's later ratings carried its own field), and an older one's write going out after a newer staff command's
+    /// was taken as the one set. It is written again until the pad shows it, three times at most, and only a staff
+    /// command's write is the one set. The bus driver, reads and answers given to it.
+    @Test func aStaffIdWrittenBackIsMadeAgainUntilThePadShowsItAndAnOlderOneDoesNotWinOverANewerCommand() throws {
+        let loaded = try ProfileLibrary(directory: profilesDirectory).profile(named: "modbus-evaluator-3key")
+        let profile = try #require({ if case .modbusEvaluator(let profile) = loaded { profile } else { nil } }())
+        let device = DeviceConfig(id: "eval-w05", profile: "modbus-evaluator-3key", bus: "line-a", address: 2, window: "5")
+        var driver = ModbusDriver(members: [(device, .pad(profile))], framing: .rtu, hallId: "h",
+                                  pollInterval: .milliseconds(500), responseTimeout: .milliseconds(200))
+        // The pad's block: online, counter, boot id, acknowledged, three keys, its model, the staff id, the ring.
+        func read(boot: UInt32, counter: UInt16, acknowledged: UInt16, staff: String, ring: [UInt16] = []) -> LineReaction {
+            var registers = [UInt16](repeating: 0, count: 32)
+            (registers[0], registers[1], registers[3], registers[4]) = (1, counter, UInt16(boot >> 16), UInt16(boot & 0xFFFF))
+            (registers[5], registers[6], registers[7]) = (acknowledged, 3, 0x4856)
+            let bytes = Array(staff.utf8) + [UInt8](repeating: 0, count: 16 - staff.utf8.count)
+            for index in 0..<8 { registers[8 + index] = UInt16(bytes[2 * index]) << 8 | UInt16(bytes[2 * index + 1]) }
+            for (index, key) in ring.enumerated() { registers[16 + index] = key }
+            let poll = driver.pollRequests(for: device)[0]
+            return driver.handle(ModbusReply(unit: 2, transactionId: nil, message: .response(.readHoldingRegisters(values: registers))),
+                                 inFlight: poll, at: Date())
+        }
+        func taken(_ write: LineRequest) {
+            _ = driver.handle(ModbusReply(unit: 2, transactionId: nil, message: .response(.writeMultipleRegisters(start: 8, count: 8))),
+                              inFlight: write, at: Date())
+        }
+        func staffIds(_ reaction: LineReaction) -> [String?] { reaction.events.compactMap { $0.data.rating }.map(\.staffId) }
+        func faults(_ reaction: LineReaction) -> [String] { reaction.events.compactMap { $0.data.fault }.map(\.fault) }
+        func writtenBack(_ reaction: LineReaction) -> [LineRequest] { reaction.afterCommit.filter { $0.purpose == "staff write-back" } }
+
+        _ = read(boot: 1, counter: 0, acknowledged: 0, staff: "")
+        try driver.requests(for: .setStaff("A001"), to: device).forEach(taken)
+        // Powered up showing nothing; its write-back lost: the next read writes it again, and its rating carries it.
+        let up = read(boot: 2, counter: 1, acknowledged: 0, staff: "", ring: [1])
+        #expect(staffIds(up) == ["A001"] && faults(up) == ["staff-id-restored"] && writtenBack(up).count == 1, "\(up.events)")
+        let lost = read(boot: 2, counter: 2, acknowledged: 1, staff: "", ring: [1, 3])
+        #expect(staffIds(lost) == ["A001"] && faults(lost).isEmpty, "\(lost.events)")
+        let again = try #require(writtenBack(lost).first)
+        // A newer staff command taken, then the older write-back's answer: the pad shows A001, B002 is the one set.
+        try driver.requests(for: .setStaff("B002"), to: device).forEach(taken)
+        taken(again)
+        let overtaken = read(boot: 2, counter: 3, acknowledged: 2, staff: "A001", ring: [1, 3, 2])
+        #expect(staffIds(overtaken) == ["B002"], "\(overtaken.events)")
+        #expect(writtenBack(overtaken).map { String(decoding: $0.bytes, as: UTF8.self).contains("B002") } == [true])
+        let shown = read(boot: 2, counter: 3, acknowledged: 3, staff: "B002", ring: [1, 3, 2])
+        #expect(writtenBack(shown).isEmpty && faults(shown).isEmpty)
+
+        // A pad that takes none: three writes, then a fault, and its ratings carry what it shows.
+        #expect(writtenBack(read(boot: 3, counter: 1, acknowledged: 0, staff: "", ring: [1])).count == 1)
+        #expect(writtenBack(read(boot: 3, counter: 1, acknowledged: 1, staff: "", ring: [1])).count == 1)
+        #expect(writtenBack(read(boot: 3, counter: 1, acknowledged: 1, staff: "", ring: [1])).count == 1)
+        let givenUp = read(boot: 3, counter: 2, acknowledged: 1, staff: "", ring: [1, 2])
+        #expect(faults(givenUp) == ["staff-id-not-restored"] && writtenBack(givenUp).isEmpty, "\(givenUp.events)")
+        #expect(staffIds(givenUp) == [nil])
+        #expect(writtenBack(read(boot: 3, counter: 2, acknowledged: 2, staff: "", ring: [1, 2])).isEmpty)
+    }
+
     @Test func theHallDaySwitchesAnOnbonBoardOffAndBlanksABoardWithoutPower() async throws {
         let onbon = try MockOnbonBoards(addresses: [2])
         let qsystem = try MockQSystemLine()

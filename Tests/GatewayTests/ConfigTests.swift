@@ -418,6 +418,8 @@ import Testing
             + "US Central time) and an offset follows no region's rules"),
         ("Etc/GMT+8", "'Etc/GMT+8' is UTC−08:00, not what it seems (the tz database inverts the sign of Etc/GMT zones)"),
         ("Asia/Beijing", "unknown time zone 'Asia/Beijing'"),
+        ("EST", "'EST' is no region (read as UTC−05:00): an abbreviation is shared (CST is China Standard Time and US "
+            + "Central time) and an offset follows no region's rules"),
     ])
     func aTimeZoneThatIsNoRegionIsRefusedWithWhatItWouldBe(name: String, message: String) throws {
         let lines = try issues(valid.replacingOccurrences(of: "timezone: Asia/Shanghai", with: "timezone: \(name)"))
@@ -426,7 +428,7 @@ import Testing
         #expect(lines == [folder.file("hall.yaml") + ":1:30: hall.timezone: \(message): \(example)"])
     }
 
-    @Test(arguments: [("Asia/Shanghai", 8 * 3600), ("Asia/Urumqi", 6 * 3600), ("UTC", 0)])
+    @Test(arguments: [("Asia/Shanghai", 8 * 3600), ("Asia/Urumqi", 6 * 3600), ("PRC", 8 * 3600), ("UTC", 0)])
     func aRegionOrUTCIsTheHallsTime(name: String, secondsFromGMT: Int) throws {
         let (config, _) = try ConfigLoader.load(path: write(valid.replacingOccurrences(
             of: "timezone: Asia/Shanghai", with: "timezone: \(name)")))

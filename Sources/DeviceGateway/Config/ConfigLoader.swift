@@ -227,7 +227,7 @@ public enum ConfigLoader {
         let message: String
     }
 
-    /// A hall's time zone by its tz database region name (Asia/Shanghai), or UTC. Not an abbreviation: Foundation takes
+    /// A hall's time zone by its tz database name (Asia/Shanghai, PRC), or UTC. Not an abbreviation: Foundation takes
     /// `CST`, which a Chinese box's `date` prints, as US Central time (from an installer's trial: boards switched on at
     /// midnight); not `Etc/GMT+8`, which is UTC−08:00 (the tz database inverts the sign of those).
     static func hallTimeZone(named name: String) -> Result<TimeZone, TimeZoneProblem> {
@@ -242,14 +242,17 @@ public enum ConfigLoader {
                 \(example)
                 """))
         }
-        if ["UTC", "Etc/UTC", "GMT"].contains(name) || name.contains("/") {
-            if let zone = TimeZone(identifier: name) { return .success(zone) }
+        guard let zone = TimeZone(identifier: name) else {
             return .failure(TimeZoneProblem(message: "unknown time zone '\(name)': \(example)"))
         }
-        let reading = TimeZone(identifier: name).map { " (read as \(offset($0)))" } ?? ""
+        // Foundation's own table of abbreviations, and GMT+8 or UTC-05:00: not the tz database's names (PRC is one).
+        let abbreviation = !["UTC", "GMT"].contains(name) && TimeZone.abbreviationDictionary[name] != nil
+        guard abbreviation || name.range(of: #"^(GMT|UTC)[+-]"#, options: .regularExpression) != nil else {
+            return .success(zone)
+        }
         return .failure(TimeZoneProblem(message: """
-            '\(name)' is no region\(reading): an abbreviation is shared (CST is China Standard Time and US Central time) \
-            and an offset follows no region's rules: \(example)
+            '\(name)' is no region (read as \(offset(zone))): an abbreviation is shared (CST is China Standard Time and \
+            US Central time) and an offset follows no region's rules: \(example)
             """))
     }
 

@@ -97,8 +97,11 @@ public struct ModbusDriver: BusDriver {
     /// until a poll shows the model. Reported at the second in a row: one odd read (a pad powering up) is no other model.
     private var mismatches: [String: Int] = [:]
     static let mismatchesBeforeReported = 2
-    /// The staff ids set on pads through the gateway, by device: written back to a pad that powers up without its own.
+    /// The staff ids set on pads through the gateway and taken, by device: written back to a pad that powers up
+    /// without it.
     private var staffSet: [String: String] = [:]
+    /// Writes of it tried on a pad that powered up without it before giving up (a pad that does not take it).
+    static let staffWriteBacks = 3
     /// Board commands whose writes are going out: their counter write's answer makes them pending.
     private var writing: [String: (command: ModbusBoardDriver.PreparedCommand, counter: ModbusBoardDriver.RegisterWrite)] = [:]
 
@@ -124,6 +127,8 @@ public struct ModbusDriver: BusDriver {
         var identify: IdentifyRule?
         /// Whether its staff field's refusal was reported: once, until it holds a staff number again.
         var staffRefusalSaid = false
+        /// Writes of the staff id set through the gateway made since the pad powered up without it (0: none owed).
+        var staffWritesOwed = 0
     }
 
     /// The family's members, checked.
@@ -240,7 +245,6 @@ public struct ModbusDriver: BusDriver {
                 request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
                         purpose: command.name)
             }
-            if case .setStaff(let staff) = command { staffSet[device.id] = staff.isEmpty ? nil : staff }
             return writes
         }
         guard var board = boards[device.id] else {
@@ -309,7 +313,16 @@ public struct ModbusDriver: BusDriver {
             boards[device] = board
             return LineReaction(events: reading.events, from: device, answersRequest: true, ready: reading.ready,
                                 verdicts: reading.verdicts)
-        case (.writeMultipleRegisters(let start, _), .writeMultipleRegisters):
+        case (.writeMultipleRegisters(let start, let values), .writeMultipleRegisters):
+            // A pad took a staff id set through the gateway: the one to give it back after a power-up. Not one written
+            // back: an older one's write may come after a newer command's (from a second read).
+            if let pad = pad(of: device) {
+                if Int(start) == pads[pad].driver.profile.staffId.start, request.purpose == HallCommand.setStaff("").name {
+                    let staff = String(decoding: RegisterText.bytes(from: values), as: UTF8.self)
+                    staffSet[device] = staff.isEmpty ? nil : staff
+                }
+                return LineReaction(from: device, answersRequest: true)
+            }
             guard let command = writing[device], Int(start) == command.counter.start else {
                 return LineReaction(from: device, answersRequest: true)
             }
@@ -365,7 +378,7 @@ public struct ModbusDriver: BusDriver {
         }
         var events = faults.isEmpty ? reading.events : reading.events + faults
         if let staffWrittenBack {
-            events.append(staffWrittenBack.event)
+            events += staffWrittenBack.events
             acknowledgements += staffWrittenBack.writes
         }
         return LineReaction(events: events, cursors: cursors, afterCommit: acknowledgements, from: id,
@@ -374,18 +387,39 @@ public struct ModbusDriver: BusDriver {
 
     /// A pad that powered up again (a new boot id, or a restart under the same) without the staff id set on it through
     /// the gateway (from an installer's trial: its ratings went on under the staff id it boots with, and nothing said
-    /// so): its new ratings carry the one set, and it is written back once they are committed, with a fault event
-    /// that says so. Not the pad's own field in the event: a number typed into it may be a citizen's.
+    /// so): a fault event says so once, and until the pad shows it again its ratings carry it and it is written back
+    /// after each commit (a write lost, or overtaken by an older one, is made again), `staffWriteBacks` times at most.
+    /// Not the pad's own field in the events: a number typed into it may be a citizen's.
     private mutating func writeBackStaff(_ slot: Int, registers: [UInt16], reading: inout ModbusEvaluatorDriver.Reading,
-                                at time: Date) -> (event: CloudEvent, writes: [LineRequest])? {
-        // A power-up first: two integers compared at each poll.
-        guard let before = pads[slot].cursor,
-              before.bootId != reading.cursor.bootId || before.restarts != reading.cursor.restarts
-        else { return nil }
+                                         at time: Date) -> (events: [CloudEvent], writes: [LineRequest])? {
+        // A power-up, or a write owed: two integers and a count compared at each poll.
+        let poweredUp = pads[slot].cursor.map {
+            $0.bootId != reading.cursor.bootId || $0.restarts != reading.cursor.restarts
+        } ?? false
+        guard poweredUp || pads[slot].staffWritesOwed > 0 else { return nil }
         let driver = pads[slot].driver
-        guard let staff = staffSet[driver.device.id], driver.staffField(in: registers) != staff,
-              let writes = try? driver.prepare(.setStaff(staff))
-        else { return nil }
+        let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
+        func fault(_ name: String, _ detail: String) -> CloudEvent {
+            CloudEvent(id: "\(name)-\(power)", source: driver.source, type: HallEventType.deviceFault, time: time,
+                       subject: driver.device.window.map(EventSource.windowSubject),
+                       data: .deviceFault(DeviceFault(fault: name, detail: detail)))
+        }
+        guard let staff = staffSet[driver.device.id], driver.staffField(in: registers) != staff else {
+            pads[slot].staffWritesOwed = 0
+            return nil
+        }
+        var events: [CloudEvent] = []
+        if poweredUp {
+            pads[slot].staffWritesOwed = 0
+            events.append(fault("staff-id-restored", "the pad powered up again (\(power)) without the staff id set through "
+                                + "the gateway: \(staff) is written back to it, and its ratings carry it until it shows it"))
+        }
+        guard pads[slot].staffWritesOwed < Self.staffWriteBacks, let writes = try? driver.prepare(.setStaff(staff)) else {
+            pads[slot].staffWritesOwed = 0
+            return (events + [fault("staff-id-not-restored", "the pad took none of \(Self.staffWriteBacks) writes of "
+                                    + "\(staff), the staff id set through the gateway: its ratings carry what it shows")], [])
+        }
+        pads[slot].staffWritesOwed += 1
         for index in reading.events.indices {
             if case .rating(var rating) = reading.events[index].data {
                 rating.staffId = staff
@@ -393,16 +427,9 @@ public struct ModbusDriver: BusDriver {
             }
         }
         reading.staffIdRefused = nil
-        let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
-        let event = CloudEvent(
-            id: "staff-id-restored-\(power)", source: driver.source, type: HallEventType.deviceFault, time: time,
-            subject: driver.device.window.map(EventSource.windowSubject), data: .deviceFault(DeviceFault(
-                fault: "staff-id-restored",
-                detail: "the pad powered up again (\(power)) without the staff id set through the gateway: \(staff) is "
-                    + "written back, and its new ratings carry it")))
-        return (event, writes.map { write in
+        return (events, writes.map { write in
             request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: driver.device,
-                    purpose: "staff")
+                    purpose: "staff write-back")
         })
     }
 

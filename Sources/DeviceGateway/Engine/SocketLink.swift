@@ -1,3 +1,6 @@
+// `struct pollfd` is defined again by CMosquitto's shim (it includes poll.h): which of the two modules the compiler
+// takes as its home varies with the build's batches, and a member of it needs that module imported (a CI build broke).
+import CMosquitto
 import Foundation
 
 /// Opens a Modbus TCP connection as a blocking link on a thread of the bus's own, as a serial line is: for a

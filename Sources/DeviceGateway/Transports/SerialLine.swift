@@ -1,3 +1,6 @@
+// `struct pollfd` is defined again by CMosquitto's shim (it includes poll.h): which of the two modules the compiler
+// takes as its home varies with the build's batches, and a member of it needs that module imported (a CI build broke).
+import CMosquitto
 import Foundation
 
 /// A serial line opened through termios: raw bytes, the configured baud rate, parity and stop bits.
@@ -35,13 +38,17 @@ final class SerialLine: @unchecked Sendable {
             throw GatewayError(.portUnavailable, "cannot open \(settings.port): \(reason)")
         }
         // Claimed, to speak on it: a second gateway or its tools are refused (the lock), and so is a program that
-        // does not look, unless it runs as root (TIOCEXCL: a technician's minicom).
+        // does not look, unless it runs as root (TIOCEXCL: a technician's minicom). Not a pseudo-terminal exclusively:
+        // its flag outlives the gateway's close while the other end stays open (from a second read: an unprivileged
+        // gateway could not open its simulator's line again).
         if !readOnly {
             guard flock(opened, LOCK_EX | LOCK_NB) == 0 else {
                 Foundation.close(opened)
                 throw GatewayError(.portUnavailable, "cannot open \(settings.port): in use by " + Self.holders(of: settings.port))
             }
-            _ = ioctl(opened, UInt(TIOCEXCL))
+            if !URL(fileURLWithPath: settings.port).resolvingSymlinksInPath().path.hasPrefix("/dev/pts/") {
+                _ = ioctl(opened, UInt(TIOCEXCL))
+            }
         }
         fd = opened
         var attributes = termios()
@@ -114,6 +121,8 @@ final class SerialLine: @unchecked Sendable {
     /// `wake` from another thread after the close would otherwise write into whatever file took its number.
     func close() {
         guard fd >= 0 else { return }
+        // The exclusive flag stays with a port someone else still has open.
+        if isTerminal { _ = ioctl(fd, UInt(TIOCNXCL)) }
         Foundation.close(fd)
         fd = -1
     }
