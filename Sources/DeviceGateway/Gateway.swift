@@ -64,6 +64,8 @@ public final class Gateway: Service {
     public let hallClock: any HallClock
     private let onCommit: BusCommitter.Observer
     private let startedAt = Date()
+    /// Whether the run before this one stopped as asked (nil: not known), for this run's first heartbeat.
+    private let previousRunStoppedCleanly: Bool?
     private let started = ContinuousClock.now
     /// Why the hall's day holds its actions (a clock behind the last run, unsynchronised), while it does.
     private let hallDayHold = Mutex<String?>(nil)
@@ -95,6 +97,19 @@ public final class Gateway: Service {
             logger: logger)
         self.outbox = outbox
         Self.warnIfTheDiskIsSmallerThanTheBudget(config, outbox: outbox.path, logger: logger)
+        // Before the start commits anything of its own. From an installer's trial: after a kill -9 nothing said that the
+        // run before had ended uncleanly (its heartbeats stopped; no `hall.gateway.stopped`).
+        do {
+            let lastRun = try outbox.lastRun(source: EventSource.gateway(hall: config.hall.id))
+            previousRunStoppedCleanly = lastRun?.stoppedCleanly
+            if let lastRun, !lastRun.stoppedCleanly {
+                let last = lastRun.lastRecorded.map { "; its last record: \(CommandCenter.hallTime($0, timeZone: config.hall.timeZone))" }
+                logger.warning("the gateway's last run did not stop cleanly (a power cut, a kill or a crash)\(last ?? "")")
+            }
+        } catch {
+            previousRunStoppedCleanly = nil
+            logger.warning("outbox: cannot read how the last run stopped: \(error)")
+        }
         Self.settleInterruptedCommands(outbox, logger: logger)
         tickets = config.hallDay?.tickets.map {
             TicketCounters(settings: $0, timeZone: config.hall.timeZone, clock: hallClock, store: OutboxTicketStore(outbox: outbox))
@@ -894,7 +909,7 @@ public final class Gateway: Service {
             // Devices on a bus left closed (no devices) cannot exist; those on no running bus are unknown too.
             devicesUnknown: states.filter { $0.online == nil }.map(\.device)
                 + config.devices.map(\.id).filter { !configured.contains($0) },
-            eventsDropped: dropped, clock: clockState())
+            eventsDropped: dropped, clock: clockState(), previousRunStoppedCleanly: number == 1 ? previousRunStoppedCleanly : nil)
         return CloudEvent(
             id: stopping ? "stopped-\(runId)" : "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
             type: stopping ? HallEventType.gatewayStopped : HallEventType.gatewayHeartbeat, time: Date(), subject: nil,

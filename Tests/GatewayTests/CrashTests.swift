@@ -90,6 +90,37 @@ import Testing
         #expect(Set(sequences).count == 2, "each rating got one sequence number")
     }
 
+    /// From an installer's trial: after a kill -9 nothing said that the run before had ended uncleanly (its heartbeats
+    /// stopped; no `hall.gateway.stopped`). The next start says so in its log and in its first heartbeat; the start
+    /// after a clean stop does not.
+    @Test func theStartAfterAKillSaysTheRunBeforeDidNotStopCleanly() async throws {
+        defer { server.stop() }
+        let outbox = folder.file("state/outbox.sqlite")
+        func firstHeartbeats() async throws -> [String] {
+            try await Outbox.openForReading(path: outbox).entries(after: 0, limit: 10_000)
+                .filter { $0.type == HallEventType.gatewayHeartbeat && $0.id.hasSuffix("-1") }.map(\.json)
+        }
+        let killed = try ChildProcess(gatewaydPath, ["run", "--config", configPath],
+                                      environment: ["HALL_GATEWAY_CRASH_AT": "after-commit"])
+        // Killed once its first heartbeat is in: at the commit of a rating.
+        #expect(await eventually { (try? await firstHeartbeats().count) == 1 })
+        pad.press(.satisfied)
+        let result = try await killed.wait(timeout: .seconds(30))
+        #expect(result.terminatedBySignal && result.status == SIGKILL, "\(result)")
+
+        let afterTheKill = try await restartAndCollect(expecting: 1)
+        #expect(afterTheKill.standardOutput.contains(
+            "the gateway's last run did not stop cleanly (a power cut, a kill or a crash); its last record: "),
+                "\(afterTheKill.standardOutput)")
+        let afterAStop = try await restartAndCollect(expecting: 1)
+        #expect(!afterAStop.standardOutput.contains("did not stop cleanly"), "\(afterAStop.standardOutput)")
+        let beats = try await firstHeartbeats()
+        #expect(beats.count == 3)
+        #expect(beats.map { $0.contains(#""previousRunStoppedCleanly""#) } == [false, true, true], "\(beats)")
+        #expect(beats.dropFirst().map { $0.contains(#""previousRunStoppedCleanly":false"#) } == [true, false], "\(beats)")
+        #expect(beats.last?.contains(#""previousRunStoppedCleanly":true"#) == true, "\(beats)")
+    }
+
     /// A ticket printed, then the gateway killed before the ticket's event: the citizen holds a ticket the central
     /// store must hear of, and the kiosk's retry of its request must not print a second one.
     @Test func aTicketPrintedJustBeforeAKillIsCommittedAtTheStartAndItsRetryPrintsNoOther() async throws {

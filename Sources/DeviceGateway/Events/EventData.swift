@@ -206,10 +206,15 @@ public struct GatewayHeartbeat: Sendable, Equatable, Codable {
     /// The clock the hall's events are stamped with: whether NTP keeps it, and whether the hall's day waits for it.
     /// Absent from the heartbeats of versions before it.
     public var clock: ClockState?
+    /// In a run's first heartbeat: whether the run before it stopped as asked (false: a power cut, a kill or a crash:
+    /// the central store saw its heartbeats stop and no `hall.gateway.stopped`); absent when not known (a new outbox),
+    /// in later heartbeats, and from versions before it.
+    public var previousRunStoppedCleanly: Bool?
 
     /// Creates a heartbeat.
     public init(version: String, startedAt: String, uptimeSeconds: Int, sinks: [SinkBacklog], devicesOnline: [String],
-                devicesOffline: [String], devicesUnknown: [String], eventsDropped: Int, clock: ClockState?) {
+                devicesOffline: [String], devicesUnknown: [String], eventsDropped: Int, clock: ClockState?,
+                previousRunStoppedCleanly: Bool? = nil) {
         self.version = version
         self.startedAt = startedAt
         self.uptimeSeconds = uptimeSeconds
@@ -219,6 +224,7 @@ public struct GatewayHeartbeat: Sendable, Equatable, Codable {
         self.devicesUnknown = devicesUnknown
         self.eventsDropped = eventsDropped
         self.clock = clock
+        self.previousRunStoppedCleanly = previousRunStoppedCleanly
     }
 }
 

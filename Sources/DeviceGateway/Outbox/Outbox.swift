@@ -1031,6 +1031,20 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// How the gateway's last run ended: whether it stopped as asked (its `hall.gateway.stopped` is the newest of
+    /// `source`'s events, the gateway's own; not after a power cut, a kill or a crash), and the latest time it recorded
+    /// (its devices' states, every 2 s while it ran); nil when the outbox keeps none of its events. Synchronous: read at
+    /// the start, before the start commits anything.
+    public func lastRun(source: String) throws -> (stoppedCleanly: Bool, lastRecorded: Date?)? {
+        try database.read { db in
+            guard let type = try String.fetchOne(
+                db, sql: "SELECT type FROM event WHERE source = ? ORDER BY position DESC LIMIT 1", arguments: [source])
+            else { return nil }
+            let recorded = try Double.fetchOne(db, sql: "SELECT latest FROM recorded_clock")
+            return (type == HallEventType.gatewayStopped, recorded.map { Date(timeIntervalSince1970: $0) })
+        }
+    }
+
     /// Keeps a command received over MQTT until `release`; returns its number. Synchronous: called on the network
     /// thread before the message is handed on, so that it is on disk before anything can run it.
     public func hold(command payload: [UInt8], at time: Date = Date()) throws -> Int64 {
