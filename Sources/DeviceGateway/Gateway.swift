@@ -1028,10 +1028,8 @@ final class PrinterConditions: Sendable {
 
     func take(_ events: [CloudEvent]) {
         for event in events {
-            guard case .printerStatus(let status) = event.data,
-                  let device = event.source.split(separator: "/").last.map(String.init)
-            else { continue }
-            conditions.withLock { $0[device] = status.state }
+            guard case .printerStatus(let status) = event.data else { continue }
+            conditions.withLock { $0[EventSource.deviceId(of: event.source)] = status.state }
         }
     }
 

@@ -241,11 +241,10 @@ public struct ModbusDriver: BusDriver {
         }
         if let pad = pad(of: device.id).map({ pads[$0] }) {
             // A staff id into the pad's registers, a rating request remembered for its next rating; the rest refused.
-            let writes = try pad.driver.prepare(command).map { write in
+            return try pad.driver.prepare(command).map { write in
                 request(.writeMultipleRegisters(start: UInt16(write.start), values: write.values), to: device,
                         purpose: command.name)
             }
-            return writes
         }
         guard var board = boards[device.id] else {
             throw GatewayError(.commandRejected, "\(device.id) is an evaluator pad: it takes no \(command.name) command")

@@ -856,7 +856,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             for event in reaction.events {
                 // Named by its id, as every other line names a device (from a trial: its event source's path).
                 if case .deviceFault(let fault) = event.data {
-                    logger.error("\(event.source.split(separator: "/").last.map(String.init) ?? event.source): \(fault.detail)")
+                    logger.error("\(EventSource.deviceId(of: event.source)): \(fault.detail)")
                 }
             }
             if !reaction.events.isEmpty || !reaction.cursors.isEmpty || !reaction.afterCommit.isEmpty {

@@ -90,6 +90,11 @@ public enum EventSource {
     /// The `source` of a device's events: `/halls/<hall>/devices/<device>`.
     public static func device(hall: String, device: String) -> String { "/halls/\(hall)/devices/\(device)" }
 
+    /// The device a device's `source` names (its last part); the gateway's own events give `gateway`.
+    public static func deviceId(of source: String) -> String {
+        source.split(separator: "/").last.map(String.init) ?? source
+    }
+
     /// The `source` of the gateway's own events: `/halls/<hall>/gateway`.
     public static func gateway(hall: String) -> String { "/halls/\(hall)/gateway" }
 

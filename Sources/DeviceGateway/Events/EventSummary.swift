@@ -45,7 +45,7 @@ public enum EventSummary {
             let share = failed > 0 && failed < command.devices.count ? " for \(failed) of \(command.devices.count)" : ""
             parts.append("\(what): \(command.result)\(share) (\(devices.isEmpty ? "no devices" : devices))")
         }
-        let device = event.source.split(separator: "/").last.map(String.init) ?? event.source
+        let device = EventSource.deviceId(of: event.source)
         parts.append("[\(device)" + (event.sequence.map { " #\(Int($0) ?? 0)" } ?? "") + "]")
         return parts.joined(separator: "  ")
     }

@@ -905,9 +905,11 @@ public final class Outbox: Sendable {
     /// The latest instant the gateway wrote down under its clock (its devices' states, every 2 s while it runs; a day's
     /// check), never lowered by a later record under a clock that is behind; nil for a new outbox.
     public func lastRecordedTime() async throws -> Date? {
-        try await database.read { db in
-            try Double.fetchOne(db, sql: "SELECT latest FROM recorded_clock")
-        }.map { Date(timeIntervalSince1970: $0) }
+        try await database.read(Self.recordedTime)
+    }
+
+    private static func recordedTime(_ db: Database) throws -> Date? {
+        try Double.fetchOne(db, sql: "SELECT latest FROM recorded_clock").map { Date(timeIntervalSince1970: $0) }
     }
 
     /// Makes `clock`'s reading the latest recorded: the clock now reads right (synchronised or set), and a time
@@ -1040,8 +1042,7 @@ public final class Outbox: Sendable {
             guard let type = try String.fetchOne(
                 db, sql: "SELECT type FROM event WHERE source = ? ORDER BY position DESC LIMIT 1", arguments: [source])
             else { return nil }
-            let recorded = try Double.fetchOne(db, sql: "SELECT latest FROM recorded_clock")
-            return (type == HallEventType.gatewayStopped, recorded.map { Date(timeIntervalSince1970: $0) })
+            return (type == HallEventType.gatewayStopped, try Self.recordedTime(db))
         }
     }
 

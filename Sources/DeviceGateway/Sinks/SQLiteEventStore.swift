@@ -195,7 +195,7 @@ public final class SQLiteEventStore: EventSink {
         var tallies: [String?: [Int: Int]] = [:]
         for (key, level, count) in rows {
             // A pad by its device id, the end of its source (/halls/<hall>/devices/<device>).
-            let key = group == .pad ? key.map { String($0.split(separator: "/").last ?? "") } : key
+            let key = group == .pad ? key.map(EventSource.deviceId) : key
             tallies[key, default: [:]][level, default: 0] += count
         }
         return tallies.map { (key: $0.key, levels: $0.value) }
