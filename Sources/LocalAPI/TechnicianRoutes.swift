@@ -59,6 +59,8 @@ extension LocalAPI {
         var steps: [ProbeStep] = []
         var reading: [String]?
         let started = ContinuousClock.now
+        // The events made meanwhile are those after it.
+        let before = wire && listen != nil ? try await lastPosition() : nil
         if wire, unasked {
             // Never polled: what it says in the time given is the test (from a trial: the pad test showed the
             // gateway's acknowledgement as the pad's "poll" and failed an FF 68 pad that had been pressed).
@@ -74,7 +76,7 @@ extension LocalAPI {
             via: "through the running daemon (its last polls)", steps: steps, events: [],
             answered: state?.online == true)
         report.reading = reading
-        report.events = try await recentEvents(of: device.id)
+        (report.events, report.eventsDuring) = try await recentEvents(of: device.id, after: before)
         if let state {
             let counters = state.counters
             report.steps.append(
@@ -114,6 +116,7 @@ extension LocalAPI {
             throw Problem(.conflict, "\(device.id) has no test: only boards and printers do (\(device.profile))")
         }
         var report = try await daemonView(of: device)
+        let before = try await lastPosition()
         var step = ProbeStep(
             purpose: command.name, sent: "", sentWords: [], received: "", receivedWords: [],
             outcome: "answered")
@@ -161,7 +164,7 @@ extension LocalAPI {
         report.via = "through the running daemon"
         report.steps.append(step)
         // What the test itself made (a board's acknowledgement, a printer's status), not only what came before it.
-        report.events = try await recentEvents(of: device.id)
+        (report.events, report.eventsDuring) = try await recentEvents(of: device.id, after: before)
         return report
     }
 
@@ -331,8 +334,23 @@ extension LocalAPI {
     }
 
     /// The device's latest events (up to 10), newest last, from the outbox's last thousand.
-    private func recentEvents(of device: String) async throws -> [String] {
-        // The highest position, found by doubling then halving (the outbox pages forward only).
+    /// The device's ten latest events, and of those how many were committed after `position` (the newest).
+    private func recentEvents(of device: String, after position: Int64? = nil) async throws
+        -> (lines: [String], after: Int?)
+    {
+        let high = try await lastPosition()
+        let suffix = "/devices/\(device)"
+        let entries = try await gateway.outbox.entries(after: max(0, high - 1000), limit: 1000)
+            .filter { $0.source.hasSuffix(suffix) }.suffix(10)
+        let events = entries.compactMap { entry in
+            (try? CloudEvent.decode(json: Data(entry.json.utf8))).map { (entry.position, $0) }
+        }
+        let lines = events.map { EventSummary.line($0.1, timeZone: gateway.config.hall.timeZone) }
+        return (lines, position.map { position in events.count { $0.0 > position } })
+    }
+
+    /// The outbox's highest position, found by doubling then halving (the outbox pages forward only).
+    private func lastPosition() async throws -> Int64 {
         var low: Int64 = 0
         var high: Int64 = 1024
         while try await !gateway.outbox.entries(after: high, limit: 1).isEmpty {
@@ -343,11 +361,7 @@ extension LocalAPI {
             let middle = (low + high) / 2
             if try await gateway.outbox.entries(after: middle, limit: 1).isEmpty { high = middle } else { low = middle }
         }
-        let suffix = "/devices/\(device)"
-        let entries = try await gateway.outbox.entries(after: max(0, high - 1000), limit: 1000)
-            .filter { $0.source.hasSuffix(suffix) }.suffix(10)
-        return entries.compactMap { try? CloudEvent.decode(json: Data($0.json.utf8)) }
-            .map { EventSummary.line($0, timeZone: gateway.config.hall.timeZone) }
+        return high
     }
 }
 

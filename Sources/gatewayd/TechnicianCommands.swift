@@ -118,7 +118,15 @@ enum TechnicianRun {
                 print("\(report.device) reports:")
                 for line in reading { print("  \(line)") }
             }
-            if !report.events.isEmpty {
+            if let during = report.eventsDuring {
+                // Which events the technician's keys or the test made, and which came before it.
+                let earlier = report.events.dropLast(during)
+                if !earlier.isEmpty { print("events before:") }
+                for line in earlier { print("  \(line)") }
+                let meanwhile = title == "probe" ? "while listening" : "during the test"
+                print(during == 0 ? "events \(meanwhile): none" : "events \(meanwhile):")
+                for line in report.events.suffix(during) { print("  \(line)") }
+            } else if !report.events.isEmpty {
                 print("events:")
                 for line in report.events { print("  \(line)") }
             }

@@ -424,6 +424,49 @@ import Testing
         #expect(daemon.output.contains("'staff-id' holds what reads as a mobile or resident ID number"), "\(daemon.output)")
     }
 
+    @Test func aPadTestThroughTheDaemonSaysWhichEventsTheTechniciansKeysMade() async throws {
+        // From an installer's trial: the test listed the pad's ten latest events, the keys pressed during it among
+        // those before it, with nothing to tell them apart.
+        let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(
+            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 100}",
+            devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"5\"}")
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { CLITests.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let cli = ["--config", config, "--api", try #require(CLITests.apiURL(daemon))]
+        pad.press(.dissatisfied)
+        #expect(await eventually { pad.acknowledged == 1 }, "the rating before the test is committed")
+
+        let untouched = try await run(gatewaydPath, ["pad", "test", "eval-w05", "--seconds", "1"] + cli)
+        let quiet = untouched.standardOutput
+        #expect(quiet.contains("events before:\n") && quiet.hasSuffix("events during the test: none\n"), "\(quiet)")
+        #expect(quiet.components(separatedBy: "不满意 → level 2").count == 2, "the rating before it, listed before it: \(quiet)")
+
+        let test = try ChildProcess(gatewaydPath, ["pad", "test", "eval-w05", "--seconds", "3"] + cli)
+        // Pressed once a second until the test ends, as a technician does (it listens from a moment after its start),
+        // few enough for the test's listing of ten.
+        var pressed = ContinuousClock.now - .seconds(1)
+        _ = await eventually(timeout: .seconds(15)) {
+            if ContinuousClock.now - pressed >= .seconds(1) {
+                pad.press(.satisfied)
+                pressed = ContinuousClock.now
+            }
+            return !test.isRunning
+        }
+        let result = try await test.wait()
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        let output = result.standardOutput
+        let before = try #require(output.range(of: "events before:\n"), "\(output)")
+        let during = try #require(output.range(of: "events during the test:\n"), "\(output)")
+        #expect(output[before.upperBound..<during.lowerBound].contains("不满意 → level 2"), "\(output)")
+        let meanwhile = output[during.upperBound...]
+        #expect(meanwhile.contains("满意 → level 4") && !meanwhile.contains("level 2"), "\(output)")
+    }
+
     @Test func padTestThroughTheDaemonListensForTheKeysOfAnFF68Pad() async throws {
         // From a trial: through the daemon the test returned after a second whatever --seconds said, showed the
         // gateway's acknowledgement as the pad's "poll", and failed a pad that had been pressed.

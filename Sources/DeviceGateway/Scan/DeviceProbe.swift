@@ -50,6 +50,8 @@ public struct ProbeReport: Sendable, Codable, Equatable {
     public var steps: [ProbeStep]
     /// The events the answers make, one line each as `gatewayd events` shows them.
     public var events: [String]
+    /// Through the daemon, of `events` (its latest), how many it made during the test or the listening: the newest.
+    public var eventsDuring: Int?
     /// Whether the device answered every request that expects an answer.
     public var answered: Bool
     /// A printer's condition (`online`, `paper-out`, `cover-open` …) when the device is a printer that answered.
