@@ -121,6 +121,35 @@ import Testing
         #expect(beats.last?.contains(#""previousRunStoppedCleanly":true"#) == true, "\(beats)")
     }
 
+    /// From a second read: a kill between the commit of a pad's power-up read and the write-back of its staff id forgot
+    /// the write-back (the new boot id was committed, nothing owed it after the start): the pad's ratings went on
+    /// under the id it boots with. The start after the kill writes it back, and the power-up is said once.
+    @Test func aStaffIdOwedToAPadAtAKillIsWrittenBackAfterTheStart() async throws {
+        defer { server.stop() }
+        // Set through the gateway before: kept in the outbox, with the pad's cursor of the power-up before this one.
+        try FileManager.default.createDirectory(atPath: folder.file("state"), withIntermediateDirectories: true)
+        let before = try Outbox.open(path: folder.file("state/outbox.sqlite"), logger: CapturedLog().logger)
+        try await before.record(staff: "S0517", device: "eval-w04")
+        _ = try await before.commit([], cursors: [DeviceCursor(device: "eval-w04", bootId: 7, consumed: 0)])
+        // Its power cut: it boots showing its own 0420, and a citizen rates.
+        pad.press(.satisfied)
+        try await runUntilKilled(at: "after-commit")
+        #expect(pad.staffId == "0420", "killed before the write-back went out")
+        #expect(try await Outbox.openForReading(path: folder.file("state/outbox.sqlite")).cursor(device: "eval-w04")?
+                    .staffOwed == true)
+
+        let result = try await restartAndCollect(expecting: 1)
+        #expect(pad.staffId == "S0517", "written back after the start: \(result.standardOutput)")
+        let stored = try await storedRatings()
+        #expect(stored.map(\.staffId) == ["S0517"])
+        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
+        let faults = try await store.events(types: [HallEventType.deviceFault]).map(\.id)
+        #expect(faults.filter { $0.hasPrefix("staff-id-") }.count == 1 && faults.contains { $0.hasPrefix("staff-id-restored-") },
+                "\(faults)")
+        #expect(try await Outbox.openForReading(path: folder.file("state/outbox.sqlite")).cursor(device: "eval-w04")?
+                    .staffOwed == false, "nothing owed once the pad shows it")
+    }
+
     /// A ticket printed, then the gateway killed before the ticket's event: the citizen holds a ticket the central
     /// store must hear of, and the kiosk's retry of its request must not print a second one.
     @Test func aTicketPrintedJustBeforeAKillIsCommittedAtTheStartAndItsRetryPrintsNoOther() async throws {

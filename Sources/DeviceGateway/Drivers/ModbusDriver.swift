@@ -391,11 +391,12 @@ public struct ModbusDriver: BusDriver {
     /// Not the pad's own field in the events: a number typed into it may be a citizen's.
     private mutating func writeBackStaff(_ slot: Int, registers: [UInt16], reading: inout ModbusEvaluatorDriver.Reading,
                                          at time: Date) -> (events: [CloudEvent], writes: [LineRequest])? {
-        // A power-up, or a write owed: two integers and a count compared at each poll.
+        // A power-up, or a write owed (in this run, or by the run before: the cursor says so): two integers, a count
+        // and a flag compared at each poll.
         let poweredUp = pads[slot].cursor.map {
             $0.bootId != reading.cursor.bootId || $0.restarts != reading.cursor.restarts
         } ?? false
-        guard poweredUp || pads[slot].staffWritesOwed > 0 else { return nil }
+        guard poweredUp || pads[slot].staffWritesOwed > 0 || pads[slot].cursor?.staffOwed == true else { return nil }
         let driver = pads[slot].driver
         let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
         func fault(_ name: String, _ detail: String) -> CloudEvent {
@@ -419,6 +420,7 @@ public struct ModbusDriver: BusDriver {
                                     + "\(staff), the staff id set through the gateway: its ratings carry what it shows")], [])
         }
         pads[slot].staffWritesOwed += 1
+        reading.cursor.staffOwed = true
         for index in reading.events.indices {
             if case .rating(var rating) = reading.events[index].data {
                 rating.staffId = staff

@@ -13,13 +13,17 @@ public struct DeviceCursor: Sendable, Equatable {
     /// Times the device restarted its counter under the same boot id (a weak random source at power-up):
     /// part of the event ids, so the ratings of each restart stay apart.
     public var restarts: Int
+    /// Whether the pad powered up without the staff id set through the gateway and has not shown it since: committed
+    /// with the read that found it, so that a stop or a crash before the write-back does not forget it.
+    public var staffOwed: Bool
 
     /// Creates a cursor.
-    public init(device: String, bootId: UInt32, consumed: Int64, restarts: Int = 0) {
+    public init(device: String, bootId: UInt32, consumed: Int64, restarts: Int = 0, staffOwed: Bool = false) {
         self.device = device
         self.bootId = bootId
         self.consumed = consumed
         self.restarts = restarts
+        self.staffOwed = staffOwed
     }
 }
 
@@ -463,6 +467,11 @@ public final class Outbox: Sendable {
         migrator.registerMigration("v18-board-last-shown") { db in
             try db.execute(sql: "ALTER TABLE device_status ADD COLUMN last_shown TEXT")
         }
+        // A staff id owed to a pad that powered up without it (from a second read: a stop or a crash between the
+        // power-up read's commit and the write-back forgot it).
+        migrator.registerMigration("v19-staff-owed") { db in
+            try db.execute(sql: "ALTER TABLE device_cursor ADD COLUMN staff_owed INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 
@@ -506,8 +515,11 @@ public final class Outbox: Sendable {
             }
             for cursor in cursors {
                 try db.cachedStatement(
-                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts) VALUES (?, ?, ?, ?)"
-                ).execute(arguments: [cursor.device, Int64(cursor.bootId), cursor.consumed, cursor.restarts])
+                    sql: """
+                        INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts, staff_owed)
+                        VALUES (?, ?, ?, ?, ?)
+                        """
+                ).execute(arguments: [cursor.device, Int64(cursor.bootId), cursor.consumed, cursor.restarts, cursor.staffOwed])
             }
             if let budget { try Self.keepWithin(budget: budget, db: db, now: now) }
             return inserted
@@ -643,11 +655,11 @@ public final class Outbox: Sendable {
     /// The committed cursor of a device, if it was ever read.
     public func cursor(device: String) async throws -> DeviceCursor? {
         try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT boot_id, consumed, restarts FROM device_cursor WHERE device = ?",
+            try Row.fetchOne(db, sql: "SELECT boot_id, consumed, restarts, staff_owed FROM device_cursor WHERE device = ?",
                              arguments: [device])
                 .map {
                     DeviceCursor(device: device, bootId: UInt32(truncatingIfNeeded: $0[0] as Int64), consumed: $0[1],
-                                 restarts: $0[2])
+                                 restarts: $0[2], staffOwed: $0[3])
                 }
         }
     }
@@ -1291,11 +1303,8 @@ public final class Outbox: Sendable {
             }
             start += chunk
         }
-        let cursors = (try? damaged.read { db in
-            try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed, restarts FROM device_cursor")
-        }) ?? (try? damaged.read { db in
-            try Row.fetchAll(db, sql: "SELECT device, boot_id, consumed, 0 FROM device_cursor")
-        }) ?? []
+        // Whatever columns the damaged file's version had: one it lacks reads as nil.
+        let cursors = (try? damaged.read { db in try Row.fetchAll(db, sql: "SELECT * FROM device_cursor") }) ?? []
         try database.write { db in
             for (json, committedAt) in rows {
                 guard let event = try? CloudEvent.decode(json: Data(json.utf8)) else { continue }
@@ -1325,11 +1334,16 @@ public final class Outbox: Sendable {
                         """, arguments: [source, last])
             }
             for row in cursors {
-                guard let device = row[0] as String?, let boot = row[1] as Int64?, let consumed = row[2] as Int64?
+                guard let device = row["device"] as String?, let boot = row["boot_id"] as Int64?,
+                      let consumed = row["consumed"] as Int64?
                 else { continue }
                 try db.execute(
-                    sql: "INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts) VALUES (?, ?, ?, ?)",
-                    arguments: [device, boot, consumed, (row[3] as Int64?) ?? 0])
+                    sql: """
+                        INSERT OR REPLACE INTO device_cursor (device, boot_id, consumed, restarts, staff_owed)
+                        VALUES (?, ?, ?, ?, ?)
+                        """,
+                    arguments: [device, boot, consumed, (row["restarts"] as Int64?) ?? 0,
+                                (row["staff_owed"] as Bool?) ?? false])
             }
             // What else the books hold, as far as it can be read: the drop log (reports not yet sent, the total, its
             // numbering), the commands' idempotency keys (a command retried after the salvage must not run twice) and
