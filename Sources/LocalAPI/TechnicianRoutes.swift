@@ -333,8 +333,8 @@ extension LocalAPI {
         return DeviceProbe.describe(bus.transport)
     }
 
-    /// The device's latest events (up to 10), newest last, from the outbox's last thousand.
-    /// The device's ten latest events, and of those how many were committed after `position` (the newest).
+    /// The device's latest events (up to 10), newest last, from the outbox's last thousand; and of those how many were
+    /// committed after `position` (the newest).
     private func recentEvents(of device: String, after position: Int64? = nil) async throws
         -> (lines: [String], after: Int?)
     {
@@ -361,6 +361,8 @@ extension LocalAPI {
             let middle = (low + high) / 2
             if try await gateway.outbox.entries(after: middle, limit: 1).isEmpty { high = middle } else { low = middle }
         }
+        // Nothing after 0 either: an empty outbox.
+        if low == 0, try await gateway.outbox.entries(after: 0, limit: 1).isEmpty { return 0 }
         return high
     }
 }

@@ -95,8 +95,11 @@ enum TechnicianRun {
         }
     }
 
-    /// Prints the report (text or JSON); exit 1 when the device did not answer or reported a problem.
-    static func finish(_ report: ProbeReport, json: Bool, title: String, failed: Bool? = nil) throws {
+    /// Prints the report (text or JSON); exit 1 when the device did not answer or reported a problem. `listened`: how
+    /// the time the command listened is named (`while listening`), where events made in it are its result, even none.
+    static func finish(_ report: ProbeReport, json: Bool, title: String, failed: Bool? = nil, listened: String? = nil)
+        throws
+    {
         if json {
             try printReport(report)
         } else {
@@ -118,12 +121,12 @@ enum TechnicianRun {
                 print("\(report.device) reports:")
                 for line in reading { print("  \(line)") }
             }
-            if let during = report.eventsDuring {
+            if let during = report.eventsDuring, during > 0 || listened != nil {
                 // Which events the technician's keys or the test made, and which came before it.
                 let earlier = report.events.dropLast(during)
                 if !earlier.isEmpty { print("events before:") }
                 for line in earlier { print("  \(line)") }
-                let meanwhile = title == "probe" ? "while listening" : "during the test"
+                let meanwhile = listened ?? "during the test"
                 print(during == 0 ? "events \(meanwhile): none" : "events \(meanwhile):")
                 for line in report.events.suffix(during) { print("  \(line)") }
             } else if !report.events.isEmpty {
@@ -177,7 +180,7 @@ struct ProbeCommand: AsyncParsableCommand {
         } direct: { () throws(GatewayError) in
             try DeviceProbe.run(device: device, config: config, library: library, listen: listen)
         }
-        try TechnicianRun.finish(report, json: options.json, title: "probe")
+        try TechnicianRun.finish(report, json: options.json, title: "probe", listened: listen == nil ? nil : "while listening")
     }
 }
 
@@ -342,7 +345,8 @@ struct PadCommand: AsyncParsableCommand {
             let heard = report.steps.contains { !$0.received.isEmpty }
             try TechnicianRun.finish(
                 report, json: options.json, title: "pad test of",
-                failed: !heard || (report.problem != nil && !report.answered && report.steps.count > 1))
+                failed: !heard || (report.problem != nil && !report.answered && report.steps.count > 1),
+                listened: "during the test")
         }
     }
 }
