@@ -620,12 +620,13 @@ public final class Gateway: Service {
             for forwarder in forwarders {
                 group.addTask { await forwarder.run(until: forwardersStop) }
             }
-            group.addTask { await self.maintain(until: forwardersStop, sinksRecorded: sinksRecorded, hallDay: hallDay) }
-            // Stopped before `hall.gateway.stopped` is told: no heartbeat after it.
-            let beatStop = StopSignal()
+            // Stopped before `hall.gateway.stopped` is told: no heartbeat after it, and the last round of the books (a
+            // drop report, the devices' final states) before it, so that the next start finds it the run's last word.
+            let ownStop = StopSignal()
             let beating = config.heartbeatInterval.map { interval in
-                Task { await self.beat(every: interval, until: beatStop) }
+                Task { await self.beat(every: interval, until: ownStop) }
             }
+            let maintaining = Task { await self.maintain(until: ownStop, sinksRecorded: sinksRecorded, hallDay: hallDay) }
             uncommitted = await withTaskGroup(of: Int.self) { busGroup in
                 for bus in buses {
                     busGroup.addTask(executorPreference: bus.preferredTaskExecutor) { await bus.run(until: stop) }
@@ -638,8 +639,9 @@ public final class Gateway: Service {
                 }
                 return await busGroup.reduce(0, +)
             }
-            beatStop.stop()
+            ownStop.stop()
             await beating?.value
+            await maintaining.value
             // The central store hears of a stop: from a trial, a stop left every device "online" until it came back
             // online, with nothing between.
             await commitOwn(await heartbeat(stopping: true))

@@ -962,6 +962,51 @@ extension OutboxSalvageTests {
                 "the gateway's own events are numbered like any source's")
     }
 
+    /// From an installer's trial's leftovers: the stop's last round of the books (a drop report at the disk budget) came
+    /// after `hall.gateway.stopped`, and the next start would say the stop had not been clean. The stop is the run's
+    /// last word, the drops reported before it.
+    @Test func aCleanStopIsTheRunsLastRecordWithDropsLeftToReport() async throws {
+        let folder = try TemporaryDirectory()
+        let pad = MockModbusEvaluator(staffId: "0101")
+        let server = try MockModbusServer.tcp(units: [1: pad])
+        defer { server.stop() }
+        let port = try #require(server.endpoint.tcpPort)
+        // A central store that never answers: nothing is delivered, and the budget drops the oldest.
+        let closed = try unusedMQTTPort()
+        let (parsed, profiles) = try ConfigLoader.parse("""
+            hall: {id: stop-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: lan, transport: modbus-tcp, host: 127.0.0.1, tcp-port: \(port), poll-interval-ms: 50}
+            devices:
+              - {id: eval-w01, profile: modbus-evaluator-3key, bus: lan, address: 1, window: "1"}
+            sinks:
+              - {type: http, name: central, url: "http://127.0.0.1:\(closed)/events"}
+            """, file: "test.yaml", relativeTo: folder.path)
+        var config = parsed
+        config.outbox.maximumBytes = 256 * 1024
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        let stop = StopSignal()
+        let running = Task { await gateway.run(until: stop) }
+        let gatewaySource = EventSource.gateway(hall: "stop-hall")
+        #expect(await eventually { (try? await gateway.outbox.lastRun(source: gatewaySource)) != nil }, "its first heartbeat")
+        // Dropped just before the stop: left for the stop's last round to report.
+        var batch = 0
+        while try await gateway.outbox.dropTotal() == 0 {
+            batch += 1
+            try await gateway.outbox.commit(deviceEvents(150, prefix: "b\(batch)-"))
+        }
+        stop.stop()
+        await running.value
+
+        let lastRun = try #require(try gateway.outbox.lastRun(source: gatewaySource))
+        #expect(lastRun.stoppedCleanly)
+        let own = try await gateway.outbox.entries(after: 0, limit: 100_000).filter { $0.source == gatewaySource }
+        #expect(own.contains { $0.type == HallEventType.eventsDropped }, "the drops are reported: \(own.map(\.type))")
+        #expect(own.last?.type == HallEventType.gatewayStopped, "\(own.map(\.type))")
+    }
+
     /// From a second read: `gatewayd status` of a stopped daemon reads the outbox without migrating it, and one last
     /// written before v18 (no `last_shown`) failed it: "no such column". Its states are read, with nothing last shown.
     @Test func theDevicesStatesOfAnOutboxFromBeforeTheBoardsLastShownAreRead() async throws {
