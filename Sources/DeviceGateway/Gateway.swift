@@ -41,6 +41,8 @@ public final class Gateway: Service {
     let poweredOffByHand = Mutex<[String: Int]>([:])
     /// One switching of a board at a time: its hall day's turns, a call or text after closing, its hold's end.
     let boardTurns = KeyedTurns()
+    /// A board's display commands one at a time, from their numbering until they are carried out.
+    let boardSends = KeyedTurns()
     /// The window and hall boards, which the hall's day switches.
     var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }
     /// Why the outbox takes no writes, as its last write of the devices' states found (or one not made for 30 s: a
@@ -252,53 +254,58 @@ public final class Gateway: Service {
         }
         // A board's only: a caller's LED shows three digits, not a board's wording.
         guard command.setsDisplay, boards.contains(deviceId) else { return try await bus.send(command, to: deviceId) }
-        // Before it is sent: what the hall means the board to show, also when the send times out (an older call must
-        // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
-        let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
-        let turn = boardsTurn.withLock { $0?.generation }
-        let sequence = boardSendsCount.withLock { count in
-            count += 1
-            return count
-        }
-        let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown, sequence: sequence) }
-            ?? BoardShown(
-                turn: turn, command: command,
-                shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now),
-                sequence: sequence)
-        boardsShown.withLock { $0[deviceId] = entry }
-        do {
-            try await bus.send(command, to: deviceId)
-        } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable].contains(error.code) {
-            // Not sent, or refused: the board shows what it was last sent (not an earlier command that was not sent
-            // either). Not sent, it may have lost that too (offline: a power cut), and nothing older is shown on it
-            // again (from a trial: a call refused as offline was shown when the board came back, and status listed it
-            // as sent); a call shown again is still its own.
-            guard earlier == nil || error.code == .commandRejected else { throw error }
-            // Not marked for a line that is down (a cable, a converter restarting, the stop): the board may well show it.
-            let offline = error.code == .deviceOffline
-            let sent = boardsSent.withLock { sends in
-                if sequence > sends[deviceId]?.lastNotSent?.sequence ?? 0 {
-                    sends[deviceId, default: BoardSends()].lastNotSent = (sequence, offline)
-                }
-                if offline {
-                    sends[deviceId]?.lastOut?.command = nil
-                    sends[deviceId]?.lastOut?.shown.laterCommandNotSent = true
-                }
-                return sends[deviceId]?.lastOut
+        // Numbered in the board's turn, which lasts until the bus carried it out (the bus holds the next for its
+        // verdict anyway): numbered as they reach the bus, two sent at once cannot list one while the board shows the
+        // other.
+        try await boardSends.run(on: deviceId) {
+            // Before it is sent: what the hall means the board to show, also when the send times out (an older call
+            // must not come back on a board back from a power cut); not one the board cannot take (too long, charset).
+            let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
+            let turn = boardsTurn.withLock { $0?.generation }
+            let sequence = boardSendsCount.withLock { count in
+                count += 1
+                return count
             }
-            boardsShown.withLock { shown in
-                if shown[deviceId] == entry { shown[deviceId] = sent }
+            let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown, sequence: sequence) }
+                ?? BoardShown(
+                    turn: turn, command: command,
+                    shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now),
+                    sequence: sequence)
+            boardsShown.withLock { $0[deviceId] = entry }
+            do {
+                try await bus.send(command, to: deviceId)
+            } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable].contains(error.code) {
+                // Not sent, or refused: the board shows what it was last sent (not an earlier command that was not
+                // sent either). Not sent, it may have lost that too (offline: a power cut), and nothing older is shown
+                // on it again (from a trial: a call refused as offline was shown when the board came back, and status
+                // listed it as sent); a call shown again is still its own.
+                guard earlier == nil || error.code == .commandRejected else { throw error }
+                // Not marked for a line that is down (a cable, a converter restarting, the stop): it may show it.
+                let offline = error.code == .deviceOffline
+                let sent = boardsSent.withLock { sends in
+                    if sequence > sends[deviceId]?.lastNotSent?.sequence ?? 0 {
+                        sends[deviceId, default: BoardSends()].lastNotSent = (sequence, offline)
+                    }
+                    if offline {
+                        sends[deviceId]?.lastOut?.command = nil
+                        sends[deviceId]?.lastOut?.shown.laterCommandNotSent = true
+                    }
+                    return sends[deviceId]?.lastOut
+                }
+                boardsShown.withLock { shown in
+                    if shown[deviceId] == entry { shown[deviceId] = sent }
+                }
+                await recordLastShown(of: deviceId)
+                throw error
+            } catch {
+                // Its frames went out unconfirmed (no answer, the link lost after them): it may show it.
+                framesWentOut(entry, to: deviceId)
+                await recordLastShown(of: deviceId)
+                throw error
             }
-            await recordLastShown(of: deviceId)
-            throw error
-        } catch {
-            // Its frames went out unconfirmed (no answer, the link lost after them): it may show it.
             framesWentOut(entry, to: deviceId)
             await recordLastShown(of: deviceId)
-            throw error
         }
-        framesWentOut(entry, to: deviceId)
-        await recordLastShown(of: deviceId)
     }
 
     /// `entry`'s frames went out to `board`: the last sent to it, unless a later command's went out before; and listed
