@@ -249,6 +249,7 @@ extension LocalAPI {
         }
         try? await Task.sleep(for: min(.milliseconds(1500), bus.pollInterval + bus.responseTimeout + .milliseconds(200)))
         BusTap.shared.unsubscribe(token)
+        let tapEnded = Date()
         let streams = WireInspector.streams(
             bus: bus.id, config: gateway.config, library: ProfileLibrary(directory: gateway.config.profilesDirectory))
         // A request is the device's when its address is (Modbus RTU: first byte; TCP: the unit id); on other lines
@@ -292,6 +293,15 @@ extension LocalAPI {
         var current: (sent: [UInt8], at: Date, received: [UInt8], last: Date)?
         func close() {
             guard let exchange = current else { return }
+            let outcome = outcome(of: exchange.received)
+            // Its answer not (all) come when the tap ended, within its time: not judged (`no answer seen`, or a part
+            // of it `garbled`).
+            if outcome == "no answer seen" || outcome == "garbled",
+               .seconds(tapEnded.timeIntervalSince(exchange.at)) < bus.responseTimeout
+            {
+                current = nil
+                return
+            }
             if reading == nil, let profile {
                 reading = DeviceProbe.reading(
                     profile: profile, transport: bus.transport, request: exchange.sent, answer: exchange.received)
@@ -301,7 +311,7 @@ extension LocalAPI {
                 sentWords: words(exchange.sent, streams?.sent),
                 received: WireInspector.hex(exchange.received),
                 receivedWords: words(exchange.received, streams?.received),
-                outcome: outcome(of: exchange.received),
+                outcome: outcome,
                 latencyMs: exchange.received.isEmpty ? nil
                     : (exchange.last.timeIntervalSince(exchange.at) * 10_000).rounded() / 10))
             current = nil
@@ -310,6 +320,9 @@ extension LocalAPI {
             switch record.direction {
             case .sent:
                 close()
+                // Enough: not one more begun, whose answer the loop would not read (from a test: a busy pad's fifth
+                // exchange, an acknowledgement, showed as `no answer seen`).
+                if steps.count >= 4 { break exchanges }
                 guard isDevice(record.bytes) else { continue }
                 // The next poll again (on Modbus TCP under a new transaction id): one of it is enough.
                 let request = if case .modbusTCP = bus.transport { Array(record.bytes.dropFirst(2)) } else { record.bytes }
@@ -322,7 +335,6 @@ extension LocalAPI {
                     current?.last = record.time
                 }
             }
-            if steps.count >= 4 { break }
         }
         close()
         return (steps, reading)

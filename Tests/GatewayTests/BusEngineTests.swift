@@ -1061,6 +1061,32 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
                 "the pad's answer to the write")
     }
 
+    /// Found by a probe of a busy pad: a simulator on a pseudo-terminal answered each acknowledgement (a write of one
+    /// register, answered with itself) faster than a wire allows, and one followed every poll: each answer was taken
+    /// for an echo that came, the polls' misses never added up, and every acknowledgement timed out for good. Such a
+    /// copy proves nothing either way: the polls tell.
+    @Test func aWriteAnsweredWithItselfAfterEveryPollLeavesThePollsToTell() {
+        var filter = EchoFilter()
+        var now = Duration.zero
+        var eaten = 0
+        for _ in 1...EchoFilter.missesBeforeNoEcho {
+            filter.expect(poll, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20))
+            #expect(filter.filter([0x01, 0x03, 0x40], arrivedAfter: now, readAt: now + .milliseconds(1)) == [0x01, 0x03, 0x40])
+            now += .milliseconds(50)
+            filter.expect(write, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20),
+                          answerMayEqualIt: true)
+            // Answered at once, as no wire could.
+            if filter.filter(write, arrivedAfter: now, readAt: now + .milliseconds(1)).isEmpty { eaten += 1 }
+            #expect(filter.lineEchoes != true)
+            now += .milliseconds(50)
+        }
+        #expect(filter.lineEchoes == false)
+        #expect(eaten < EchoFilter.missesBeforeNoEcho, "the answers eaten before the polls told")
+        filter.expect(write, at: now, until: now + .milliseconds(10), onlyEchoBefore: now + .milliseconds(20),
+                      answerMayEqualIt: true)
+        #expect(filter.filter(write, arrivedAfter: now, readAt: now + .milliseconds(1)) == write, "the pad's answer to the write")
+    }
+
     /// A line wrongly taken to echo whose devices say nothing: each frame's expectation ends a second past its own
     /// window, so the filter learns the line does not echo, rather than keeping every frame to eat a later answer.
     @Test func aLineTakenToEchoWhoseDevicesAreSilentIsLearntNotToEcho() {

@@ -465,6 +465,47 @@ import Testing
         #expect(output[before.upperBound..<during.lowerBound].contains("不满意 → level 2"), "\(output)")
         let meanwhile = output[during.upperBound...]
         #expect(meanwhile.contains("满意 → level 4") && !meanwhile.contains("level 2"), "\(output)")
+        // The pad answers every request: none of the exchanges the tap saw is unanswered, the last cut by its end either.
+        #expect(!output.contains("no answer seen") && !quiet.contains("no answer seen"), "\(quiet)\n\(output)")
+    }
+
+    @Test func aProbeThroughTheDaemonOfABusyPadJudgesOnlyTheExchangesItReadToTheEnd() async throws {
+        // From a test: the probe shows up to four exchanges, and began a fifth it did not read: a pad rated at every
+        // poll (each poll followed by an acknowledgement) showed its last acknowledgement as `no answer seen`; and
+        // every acknowledgement of it had timed out (below).
+        let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try hall(
+            folder, buses: "  - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 50}",
+            devices: "  - {id: eval-w05, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: \"5\"}")
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { CLITests.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let cli = ["--config", config, "--api", try #require(CLITests.apiURL(daemon))]
+        // A key pressed each time the last was taken: a write follows nearly every poll.
+        let rating = Task {
+            while !Task.isCancelled {
+                if pad.counter == pad.acknowledged { pad.press(.satisfied) }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        defer { rating.cancel() }
+        var exchanges = 0
+        var last = ""
+        for _ in 1...8 {
+            let probe = try await run(gatewaydPath, ["probe", "eval-w05"] + cli)
+            #expect(probe.status == 0, "\(probe.standardOutput)")
+            #expect(!probe.standardOutput.contains("no answer seen"), "\(probe.standardOutput)")
+            exchanges = max(exchanges, probe.standardOutput.components(separatedBy: ": answered in ").count - 1)
+            last = probe.standardOutput
+        }
+        #expect(exchanges == 4, "the most shown of a busy pad: \(last)")
+        // Its acknowledgements are answered with their own bytes, as fast as no wire allows: not taken for the line's
+        // echo (from this test: every one timed out), but for the first or two while the polls tell.
+        let timeouts = try #require(last.firstMatch(of: /answered, (\d+) timeouts/).flatMap { Int($0.1) }, "\(last)")
+        #expect(timeouts <= 2, "\(last)")
     }
 
     @Test func padTestThroughTheDaemonListensForTheKeysOfAnFF68Pad() async throws {

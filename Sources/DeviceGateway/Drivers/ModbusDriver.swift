@@ -501,7 +501,12 @@ public struct ModbusDriver: BusDriver {
         var bytes = Self.frame(pdu, unit: UInt8(truncatingIfNeeded: device.address), framing: framing)
         let stamped = Self.stamp(&transactionId, into: &bytes, framing: framing)
         lastSent = (bytes, (UInt8(truncatingIfNeeded: device.address), stamped, pdu))
-        return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose)
+        let answeredWithItself = switch pdu {
+        case .writeSingleRegister, .writeSingleCoil: true
+        default: false
+        }
+        return LineRequest(device: device.id, bytes: bytes, expectsAnswer: true, purpose: purpose,
+                           answerMayEqualIt: answeredWithItself)
     }
 
     /// Puts the next transaction id into a TCP frame's MBAP header and returns it; nil on RTU, or for a frame that

@@ -14,14 +14,19 @@ public struct LineRequest: Sendable, Equatable {
     /// Whether stale input is dropped before the request goes out: on lines where nothing speaks unprompted, a
     /// late answer to an earlier request would otherwise pass for this one's.
     public var discardsStaleInput: Bool
+    /// Whether the device answers with the request's own bytes (a Modbus write of one register or coil): a copy of it
+    /// coming back proves nothing about the line echoing.
+    public var answerMayEqualIt: Bool
 
     /// Creates a request.
-    public init(device: String, bytes: [UInt8], expectsAnswer: Bool, purpose: String, discardsStaleInput: Bool = false) {
+    public init(device: String, bytes: [UInt8], expectsAnswer: Bool, purpose: String, discardsStaleInput: Bool = false,
+                answerMayEqualIt: Bool = false) {
         self.device = device
         self.bytes = bytes
         self.expectsAnswer = expectsAnswer
         self.purpose = purpose
         self.discardsStaleInput = discardsStaleInput
+        self.answerMayEqualIt = answerMayEqualIt
     }
 }
 

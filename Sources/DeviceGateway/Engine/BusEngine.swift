@@ -713,7 +713,7 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         count(request.device) { $0.bytesSent += request.bytes.count }
         if paced {
             echo.expect(request.bytes, at: sentAt, until: sentAt + onWire + Self.quietGap,
-                        onlyEchoBefore: sentAt + onWire * 2 + timing.frameGap)
+                        onlyEchoBefore: sentAt + onWire * 2 + timing.frameGap, answerMayEqualIt: request.answerMayEqualIt)
             publishEchoVerdict()
             driver.wrote(request, at: clock.date)
         }
@@ -1320,7 +1320,9 @@ struct PendingCommit {
 /// FF 68 pad repeats a frame we acknowledged), so the filter learns whether the line echoes at all. A frame of ours
 /// back whole before an answer equal to it could have been complete is an echo: the line echoes. Echoes that did not
 /// come (`missesBeforeNoEcho` in a row) mean it does not, and from then on nothing is dropped. Until it is clear, an
-/// answer equal to our request is taken for the echo, as before.
+/// answer equal to our request is taken for the echo, as before. A copy of a request answered with itself is no proof
+/// either way: on a pseudo-terminal a simulator answers faster than any wire allows, and, taken for an echo that came,
+/// an acknowledgement after every poll kept the polls' misses from ever adding up (every answer eaten for good).
 struct EchoFilter {
     /// Frames of ours whose echo did not come, before the line is taken not to echo.
     static let missesBeforeNoEcho = 3
@@ -1330,7 +1332,7 @@ struct EchoFilter {
     private var misses = 0
     /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo and the
     /// end of its window.
-    private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration, until: Duration)] = []
+    private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration, until: Duration, proves: Bool)] = []
     /// On a line known to echo, how long past its window an echo is still waited for: an echo can come late (a
     /// simulator on a loaded machine), and taken for a device's frame it would be answered (an FF 68 caller's
     /// acknowledgement comes back equal to its frame). Before the line is known, the window decides.
@@ -1341,7 +1343,9 @@ struct EchoFilter {
 
     /// We wrote `bytes` at `now`; its echo, if the line echoes, comes before `deadline`. A device's answer equal to
     /// it cannot be complete before `onlyEchoBefore` (our frame's wire time, the frame gap, then its own).
-    mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration, onlyEchoBefore: Duration) {
+    /// `answerMayEqualIt`: the device answers with these very bytes.
+    mutating func expect(_ bytes: [UInt8], at now: Duration, until deadline: Duration, onlyEchoBefore: Duration,
+                         answerMayEqualIt: Bool = false) {
         guard lineEchoes != false else { return }
         // Each frame past its own window (a line wrongly taken to echo, its devices silent, would otherwise pile them
         // up); not one whose echo is arriving.
@@ -1350,7 +1354,7 @@ struct EchoFilter {
             frames.removeFirst(expired)
             missed()
         }
-        frames.append((bytes, onlyEchoBefore, deadline))
+        frames.append((bytes, onlyEchoBefore, deadline, !answerMayEqualIt))
     }
 
     /// `bytes`, read at `now`, with our echoes taken out; they arrived after `earliest` (when the read before
@@ -1364,9 +1368,11 @@ struct EchoFilter {
             held.append(byte)
             input = input.dropFirst()
             if held.count == expected.bytes.count {
-                if now < expected.onlyEchoBefore { lineEchoes = true }
-                // In a row: an echo read late (a loaded machine) is still one that came.
-                misses = 0
+                if expected.proves {
+                    if now < expected.onlyEchoBefore { lineEchoes = true }
+                    // In a row: an echo read late (a loaded machine) is still one that came.
+                    misses = 0
+                }
                 held = []
                 frames.removeFirst()
             }
