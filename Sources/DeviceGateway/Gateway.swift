@@ -253,59 +253,81 @@ public final class Gateway: Service {
             throw GatewayError(.deviceError, "no device \(deviceId) in hall \(config.hall.id)")
         }
         // A board's only: a caller's LED shows three digits, not a board's wording.
-        guard command.setsDisplay, boards.contains(deviceId) else { return try await bus.send(command, to: deviceId) }
-        // Numbered in the board's turn, which lasts until the bus carried it out (the bus holds the next for its
-        // verdict anyway): numbered as they reach the bus, two sent at once cannot list one while the board shows the
-        // other.
-        try await boardSends.run(on: deviceId) {
-            // Before it is sent: what the hall means the board to show, also when the send times out (an older call
-            // must not come back on a board back from a power cut); not one the board cannot take (too long, charset).
-            let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
-            let turn = boardsTurn.withLock { $0?.generation }
-            let sequence = boardSendsCount.withLock { count in
-                count += 1
-                return count
+        guard boards.contains(deviceId) else { return try await bus.send(command, to: deviceId) }
+        // A board's commands one at a time in its turn, which lasts until the bus carried each out (the bus holds the
+        // next for its verdict anyway): numbered as they reach the bus, two calls sent at once cannot list one while
+        // the board shows the other, and a switch of the hall's day keeps its place among them.
+        do {
+            try await boardSends.run(on: deviceId) {
+                // Cancelled while it waited for the turn: not sent, not numbered.
+                try Task.checkCancellation()
+                // A screen switched or dimmed shows no new text.
+                guard command.setsDisplay else { return try await bus.send(command, to: deviceId) }
+                try await send(command, toBoard: deviceId, on: bus, hallDaysText: hallDaysText, showingAgain: earlier)
             }
-            let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown, sequence: sequence) }
-                ?? BoardShown(
-                    turn: turn, command: command,
-                    shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now),
-                    sequence: sequence)
-            boardsShown.withLock { $0[deviceId] = entry }
-            do {
-                try await bus.send(command, to: deviceId)
-            } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable].contains(error.code) {
-                // Not sent, or refused: the board shows what it was last sent (not an earlier command that was not
-                // sent either). Not sent, it may have lost that too (offline: a power cut), and nothing older is shown
-                // on it again (from a trial: a call refused as offline was shown when the board came back, and status
-                // listed it as sent); a call shown again is still its own.
-                guard earlier == nil || error.code == .commandRejected else { throw error }
-                // Not marked for a line that is down (a cable, a converter restarting, the stop): it may show it.
-                let offline = error.code == .deviceOffline
-                let sent = boardsSent.withLock { sends in
-                    if sequence > sends[deviceId]?.lastNotSent?.sequence ?? 0 {
-                        sends[deviceId, default: BoardSends()].lastNotSent = (sequence, offline)
-                    }
-                    if offline {
-                        sends[deviceId]?.lastOut?.command = nil
-                        sends[deviceId]?.lastOut?.shown.laterCommandNotSent = true
-                    }
-                    return sends[deviceId]?.lastOut
-                }
-                boardsShown.withLock { shown in
-                    if shown[deviceId] == entry { shown[deviceId] = sent }
-                }
-                await recordLastShown(of: deviceId)
-                throw error
-            } catch {
-                // Its frames went out unconfirmed (no answer, the link lost after them): it may show it.
-                framesWentOut(entry, to: deviceId)
-                await recordLastShown(of: deviceId)
-                throw error
-            }
-            framesWentOut(entry, to: deviceId)
-            await recordLastShown(of: deviceId)
+        } catch {
+            if command.setsDisplay { await recordLastShown(of: deviceId) }
+            throw error
         }
+        // Into the outbox before the sender hears of it, after the turn: the write reads what is newest then.
+        if command.setsDisplay { await recordLastShown(of: deviceId) }
+    }
+
+    /// Sends a command that sets what `board` shows, in its turn: what it is meant to show is noted before it goes
+    /// out, and what it was last sent follows what went out.
+    private func send(_ command: HallCommand, toBoard deviceId: String, on bus: any Bus, hallDaysText: Bool,
+                      showingAgain earlier: BoardShown?) async throws {
+        // Before it is sent: what the hall means the board to show, also when the send times out (an older call must
+        // not come back on a board back from a power cut); not one the board cannot take (too long, not its charset).
+        let templates = config.devices.first { $0.id == deviceId }?.templates ?? DisplayTemplates()
+        let turn = boardsTurn.withLock { $0?.generation }
+        let sequence = boardSendsCount.withLock { count in
+            count += 1
+            return count
+        }
+        let entry = earlier.map { BoardShown(turn: turn, command: $0.command, shown: $0.shown, sequence: sequence) }
+            ?? BoardShown(
+                turn: turn, command: command,
+                shown: ShownOnBoard(command, templates: templates, hallDaysText: hallDaysText, at: hallClock.now),
+                sequence: sequence)
+        boardsShown.withLock { $0[deviceId] = entry }
+        do {
+            try await bus.send(command, to: deviceId)
+        } catch let error as GatewayError where [.commandRejected, .deviceOffline, .portUnavailable].contains(error.code) {
+            // Not sent, or refused: the board shows what it was last sent (not an earlier command that was not sent
+            // either). Not sent, it may have lost that too (offline: a power cut), and nothing older is shown on it
+            // again (from a trial: a call refused as offline was shown when the board came back, and status listed it
+            // as sent); a call shown again is still its own.
+            guard earlier == nil || error.code == .commandRejected else { throw error }
+            // Not marked for a line that is down (a cable, a converter restarting, the stop): the board may well show it.
+            let offline = error.code == .deviceOffline
+            let sent = boardsSent.withLock { sends in
+                if sequence > sends[deviceId]?.lastNotSent?.sequence ?? 0 {
+                    sends[deviceId, default: BoardSends()].lastNotSent = (sequence, offline)
+                }
+                if offline {
+                    sends[deviceId]?.lastOut?.command = nil
+                    sends[deviceId]?.lastOut?.shown.laterCommandNotSent = true
+                }
+                return sends[deviceId]?.lastOut
+            }
+            boardsShown.withLock { shown in
+                if shown[deviceId] == entry { shown[deviceId] = sent }
+            }
+            throw error
+        } catch let cancelled as CancellationError {
+            // Cancelled before the bus took it: not sent at all; the board shows what it was last sent.
+            let sent = boardsSent.withLock { $0[deviceId]?.lastOut }
+            boardsShown.withLock { shown in
+                if shown[deviceId] == entry { shown[deviceId] = sent }
+            }
+            throw cancelled
+        } catch {
+            // Its frames went out unconfirmed (no answer, the link lost after them): it may show it.
+            framesWentOut(entry, to: deviceId)
+            throw error
+        }
+        framesWentOut(entry, to: deviceId)
     }
 
     /// `entry`'s frames went out to `board`: the last sent to it, unless a later command's went out before; and listed

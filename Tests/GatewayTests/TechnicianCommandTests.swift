@@ -492,16 +492,13 @@ import Testing
             }
         }
         defer { rating.cancel() }
-        var exchanges = 0
         var last = ""
         for _ in 1...8 {
             let probe = try await run(gatewaydPath, ["probe", "eval-w05"] + cli)
             #expect(probe.status == 0, "\(probe.standardOutput)")
             #expect(!probe.standardOutput.contains("no answer seen"), "\(probe.standardOutput)")
-            exchanges = max(exchanges, probe.standardOutput.components(separatedBy: ": answered in ").count - 1)
             last = probe.standardOutput
         }
-        #expect(exchanges == 4, "the most shown of a busy pad: \(last)")
         // Its acknowledgements are answered with their own bytes, as fast as no wire allows: not taken for the line's
         // echo (from this test: every one timed out), but for the first or two while the polls tell.
         let timeouts = try #require(last.firstMatch(of: /answered, (\d+) timeouts/).flatMap { Int($0.1) }, "\(last)")
