@@ -962,6 +962,35 @@ import Testing
         await day.stop()
     }
 
+    /// From the second read: a call cancelled while it waited for the board's turn (its caller gone) was numbered and
+    /// listed as sent once the turn came, though the bus never had it. It is neither sent nor listed.
+    @Test func aCallCancelledWhileItWaitsForTheBoardsTurnIsNeitherSentNorListed() async throws {
+        let board = MockModbusBoard()
+        let server = try MockModbusServer.tcp(units: [3: board])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        // Polled once a second: a call waits seconds for the board's acknowledgement.
+        let (config, profiles) = try Self.hall(folder, server: server, pollIntervalMs: 1000)
+        let day = try RunningDay(config, profiles, at: "2026-12-02 10:00")
+        defer { day.stopSoon() }
+        let gateway = day.gateway
+        #expect(await eventually { board.isOn && board.display.text == "欢迎光临" }, "\(day.log.text)")
+        // It answers its writes and takes nothing: A101 holds the board's turn.
+        board.acknowledging = false
+        let counter = board.registers[MockModbusBoard.Register.commandCounter]
+        let held = Task { try await gateway.send(.call(ticket: "A101", window: "5"), to: "board-w05") }
+        #expect(await eventually { board.registers[MockModbusBoard.Register.commandCounter] != counter })
+        let waiting = Task { try await gateway.send(.call(ticket: "A102", window: "5"), to: "board-w05") }
+        #expect(await eventually { gateway.boardSends.waiting(on: "board-w05") == 1 }, "A102 waits for the board's turn")
+        waiting.cancel()
+        // A101 ends unacknowledged; then A102's turn comes, cancelled.
+        await #expect(throws: GatewayError.self) { try await held.value }
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+        let listed = await gateway.deviceStates().first { $0.device == "board-w05" }?.lastShown
+        #expect(listed?.ticket == "A101", "its frames went out, A102's never: \(String(describing: listed))")
+        await day.stop()
+    }
+
     /// From a second read: calls sent while the hall's day was held for a clock that booted at 1970 carried that time,
     /// and the day's first turn, once the clock was right, did not take them as sent in it: the board came back from a
     /// power cut blank.
