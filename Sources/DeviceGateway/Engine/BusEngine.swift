@@ -312,10 +312,18 @@ public actor BusEngine<Driver: BusDriver>: Bus {
             }
         }
         driver.restore(cursors)
-        do {
-            driver.restore(staff: try await outbox.padStaff())
-        } catch {
-            logger.warning("bus \(config.id): cannot read the pads' staff ids from the outbox (\(error)); their ratings carry none until it is set again")
+        // The staff ids set on pads too: read without them, a pad's first read would forget a write-back owed to it.
+        while !stop.isStopped, !Task.isCancelled {
+            do {
+                driver.restore(staff: try await outbox.padStaff())
+                break
+            } catch {
+                if !complained {
+                    logger.error("bus \(config.id): cannot read the pads' staff ids from the outbox (\(error)); trying again every second")
+                    complained = true
+                }
+                await clock.sleep(until: clock.now + .seconds(1), stop: stop)
+            }
         }
         inbox.open()
         stop.onStop { [inbox] in inbox.wake() }
