@@ -41,7 +41,7 @@ public final class Gateway: Service {
     let poweredOffByHand = Mutex<[String: Int]>([:])
     /// One switching of a board at a time: its hall day's turns, a call or text after closing, its hold's end.
     let boardTurns = KeyedTurns()
-    /// A board's display commands one at a time, from their numbering until they are carried out.
+    /// A board's commands one at a time, each from its numbering until the bus carried it out.
     let boardSends = KeyedTurns()
     /// The window and hall boards, which the hall's day switches.
     var boards: [String] { config.devices.filter { [.windowBoard, .hallBoard].contains(roles[$0.id]) }.map(\.id) }

@@ -1338,8 +1338,8 @@ struct EchoFilter {
     /// Whether the line echoes what we write; nil until it is clear.
     private(set) var lineEchoes: Bool?
     private var misses = 0
-    /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo and the
-    /// end of its window.
+    /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo, the end
+    /// of its window, and whether a copy proves anything (not of a request answered with itself).
     private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration, until: Duration, proves: Bool)] = []
     /// On a line known to echo, how long past its window an echo is still waited for: an echo can come late (a
     /// simulator on a loaded machine), and taken for a device's frame it would be answered (an FF 68 caller's
