@@ -13,7 +13,8 @@ struct StatusCommand: AsyncParsableCommand {
             answer latency's p50/p99 bucket in ms. A state read from the outbox is a last known one: `was online`, \
             `was OFFLINE`, under a first line saying when it was recorded. A running daemon that is not ready (its outbox \
             takes no write: a full disk) is said above the table, as is a clock no NTP keeps, and a hall day held \
-            because the clock reads a day before the gateway last ran. Exit status 0; 1 when a device is offline, a \
+            because the clock reads a day before the gateway last ran; below the table, a sink whose last delivery failed \
+            (its events wait in the outbox; `check` fails on it). Exit status 0; 1 when a device is offline, a \
             printer cannot print (paper out, cover open, an error), the daemon is not ready or its hall day is held; \
             2 for a broken configuration; 3 when the daemon does not answer (also when its outbox's record is shown: \
             that is no word on the hall now). With --outbox the record was asked for: 0 or 1 as its devices were.
@@ -152,6 +153,14 @@ struct StatusCommand: AsyncParsableCommand {
             }
             for line in Output.table(rows) { print(line) }
         }
+        // Events wait in the outbox, none lost; the central store does not have them yet.
+        for sink in snapshot.failingSinks {
+            let oldest = sink.oldestUnforwardedAt.map { ", the oldest from \(hallTime($0, timeZone: hall.timeZone))" } ?? ""
+            print(Output.paint(
+                "sink \(sink.sink) is not delivering: \(Output.counted(sink.backlog, "event")) waiting in the outbox\(oldest); "
+                    + "its last error at \(hallTime(sink.lastErrorAt, timeZone: hall.timeZone)): \(sink.lastError ?? "")",
+                .red))
+        }
         // A line that is down is what to fix first, before any of its devices.
         for line in snapshot.lines {
             if let down = line.down { print(Output.paint("line \(Self.busLabel(line.bus, hall: hall)) is down: \(down)", .red)) }
@@ -206,7 +215,8 @@ struct StatusCommand: AsyncParsableCommand {
                 }
                 return StatusSnapshot(
                     source: .daemon(client.baseURL), at: Date(), devices: list.devices.map(\.deviceState),
-                    lines: list.lines ?? [], notReady: notReady, clock: list.clock, hallDay: list.hallDay)
+                    lines: list.lines ?? [], notReady: notReady, clock: list.clock, hallDay: list.hallDay,
+                    failingSinks: await failingSinks(in: outbox ?? hall.outboxPath, hall: hall))
             } catch {
                 if error.kind != .unreachable {
                     printError(error.description)
@@ -236,7 +246,19 @@ struct StatusCommand: AsyncParsableCommand {
                 config.devices.filter { $0.bus == bus.id }.compactMap { recorded[$0.id] }
             }
         }
-        return StatusSnapshot(source: .outbox(path, why), at: updated, devices: states)
+        return StatusSnapshot(source: .outbox(path, why), at: updated, devices: states,
+                              failingSinks: await failingSinks(in: path, hall: hall))
+    }
+
+    /// The configured sinks whose last delivery failed (none delivered since), read from the outbox read-only; none
+    /// when it cannot be read.
+    static func failingSinks(in path: String, hall: HallContext) async -> [SinkReport] {
+        let reports = (try? await Outbox.openForReading(path: path).sinkReports(hall.config.map { $0.sinks.map(\.name) }))
+            ?? []
+        return reports.filter { sink in
+            guard let failed = sink.lastErrorAt, sink.lastError != nil else { return false }
+            return failed > (sink.lastSuccessAt ?? .distantPast)
+        }
     }
 }
 
@@ -257,6 +279,9 @@ struct StatusSnapshot {
     var clock: ClockState?
     /// Live only: where the daemon's hall day stands by its hours and clock.
     var hallDay: String?
+    /// The sinks whose last delivery failed, as the outbox records them (from a soak: during a central store's
+    /// outage `status` said nothing of it).
+    var failingSinks: [SinkReport] = []
 }
 
 extension StatusCommand {

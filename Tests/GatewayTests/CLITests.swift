@@ -68,6 +68,41 @@ import Testing
         return String(daemon.output[range].split(separator: " ").last ?? "")
     }
 
+    /// From a soak: during a central store's outage `status` said "0 offline" and nothing of it (only `check` and
+    /// `outbox status` did). A sink whose last delivery failed is said under the table, with what waits for it.
+    @Test func statusSaysASinkThatIsNotDelivering() async throws {
+        let pad = MockModbusEvaluator(staffId: "0104")
+        let server = try MockModbusServer.rtu(units: [4: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let closed = try unusedMQTTPort()
+        let config = folder.file("hall.yaml")
+        try """
+            hall: {id: test-hall}
+            state-directory: \(folder.path)/state
+            profiles: \(profilesDirectory)
+            buses:
+              - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 100}
+            devices:
+              - {id: eval-w04, profile: modbus-evaluator-3key, bus: line-a, address: 4, window: "4"}
+            sinks:
+              - {type: sqlite, path: \(folder.path)/events.sqlite}
+              - {type: http, name: central, url: "http://127.0.0.1:\(closed)/events"}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
+        defer { daemon.interrupt() }
+        #expect(await eventually { Self.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
+        let cli = ["--config", config, "--api", try #require(Self.apiURL(daemon))]
+        pad.press(.satisfied)
+        #expect(await eventually {
+            (try? await run(gatewaydPath, ["status"] + cli))?.standardOutput.contains("sink central is not delivering") == true
+        })
+        let status = try await run(gatewaydPath, ["status"] + cli).standardOutput
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("sink central is not delivering: ") })
+        #expect(line.contains(" waiting in the outbox, the oldest from ") && line.contains("connection refused"), "\(status)")
+        #expect(!status.contains("sink local"), "the local store delivers: \(status)")
+    }
+
     @Test func statusCheckEventsAndTraceGoThroughTheRunningGatewayAndSaySoWhenItStops() async throws {
         let pad = MockModbusEvaluator(staffId: "0104")
         let server = try MockModbusServer.rtu(units: [4: pad])
