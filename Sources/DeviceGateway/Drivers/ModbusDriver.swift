@@ -129,6 +129,8 @@ public struct ModbusDriver: BusDriver {
         var staffRefusalSaid = false
         /// Writes of the staff id set through the gateway made since the pad powered up without it (0: none owed).
         var staffWritesOwed = 0
+        /// A write-back owed by the run before (its cursor said so), until the pad's first read in this run.
+        var staffOwedFromBefore = false
     }
 
     /// The family's members, checked.
@@ -178,6 +180,7 @@ public struct ModbusDriver: BusDriver {
             guard let slot = pad(of: cursor.device) else { continue }
             pads[slot].cursor = cursor
             pads[slot].reportedCursor = cursor
+            pads[slot].staffOwedFromBefore = cursor.staffOwed
         }
     }
 
@@ -396,7 +399,8 @@ public struct ModbusDriver: BusDriver {
         let poweredUp = pads[slot].cursor.map {
             $0.bootId != reading.cursor.bootId || $0.restarts != reading.cursor.restarts
         } ?? false
-        guard poweredUp || pads[slot].staffWritesOwed > 0 || pads[slot].cursor?.staffOwed == true else { return nil }
+        guard poweredUp || pads[slot].staffWritesOwed > 0 || pads[slot].staffOwedFromBefore else { return nil }
+        pads[slot].staffOwedFromBefore = false
         let driver = pads[slot].driver
         let power = ModbusEvaluatorDriver.powerUp(bootId: reading.cursor.bootId, restarts: reading.cursor.restarts)
         func fault(_ name: String, _ detail: String) -> CloudEvent {
