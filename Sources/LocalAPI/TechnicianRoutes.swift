@@ -293,15 +293,13 @@ extension LocalAPI {
         var current: (sent: [UInt8], at: Date, received: [UInt8], last: Date)?
         func close() {
             guard let exchange = current else { return }
-            let outcome = outcome(of: exchange.received)
-            // Its answer not (all) come when the tap ended, within its time: not judged (`no answer seen`, or a part
-            // of it `garbled`).
-            if outcome == "no answer seen" || outcome == "garbled",
-               .seconds(tapEnded.timeIntervalSince(exchange.at)) < bus.responseTimeout
-            {
+            // Its answer not come when the tap ended, within its time: not judged. (An answer that came is, garbled
+            // too: a part of one cut by the tap's end is rare, a whole one garbled is what a technician looks for.)
+            if exchange.received.isEmpty, .seconds(tapEnded.timeIntervalSince(exchange.at)) < bus.responseTimeout {
                 current = nil
                 return
             }
+            let outcome = outcome(of: exchange.received)
             if reading == nil, let profile {
                 reading = DeviceProbe.reading(
                     profile: profile, transport: bus.transport, request: exchange.sent, answer: exchange.received)
