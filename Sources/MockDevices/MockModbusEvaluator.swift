@@ -34,6 +34,7 @@ public final class MockModbusEvaluator: MockModbusUnit {
     private struct State {
         var registers = [UInt16](repeating: 0, count: Register.count)
         var answering = true
+        var pressedOnAcknowledgement: Key?
     }
 
     private let state = Mutex(State())
@@ -54,13 +55,16 @@ public final class MockModbusEvaluator: MockModbusUnit {
     /// happen at once, with no poll between them.
     public func press(code: UInt16, times: Int = 1) {
         state.withLock { state in
-            for _ in 0..<times {
-                let counter = state.registers[Register.counter] &+ 1
-                state.registers[Register.counter] = counter
-                state.registers[Register.lastKey] = code
-                state.registers[Register.keyRing + Int((UInt32(counter) + 0xFFFF) % UInt32(Register.keyRingCount))] = code
-            }
+            for _ in 0..<times { Self.press(code: code, on: &state) }
         }
+    }
+
+    /// The counter advances and the key lands in the ring.
+    private static func press(code: UInt16, on state: inout State) {
+        let counter = state.registers[Register.counter] &+ 1
+        state.registers[Register.counter] = counter
+        state.registers[Register.lastKey] = code
+        state.registers[Register.keyRing + Int((UInt32(counter) + 0xFFFF) % UInt32(Register.keyRingCount))] = code
     }
 
     /// Power-cycles the pad: counters and ring cleared, a new boot id.
@@ -88,6 +92,13 @@ public final class MockModbusEvaluator: MockModbusUnit {
             }
             state.registers[Register.status] |= 0b10
         }
+    }
+
+    /// A key a citizen presses again each time the gateway acknowledged every rating (nil: none): a pad rated at
+    /// every poll, each followed by its acknowledgement.
+    public var pressedOnAcknowledgement: Key? {
+        get { state.withLock { $0.pressedOnAcknowledgement } }
+        set { state.withLock { $0.pressedOnAcknowledgement = newValue } }
     }
 
     /// Whether the pad answers requests at all (false: as if unplugged).
@@ -119,6 +130,10 @@ public final class MockModbusEvaluator: MockModbusUnit {
             state.registers.replaceSubrange(staff, with: writtenRegisters[staff])
             state.registers[Register.status] = state.registers[Register.status] & ~0b10
                 | (state.registers[staff].contains { $0 != 0 } ? 0b10 : 0)
+            if let key = state.pressedOnAcknowledgement,
+               state.registers[Register.acknowledge] == state.registers[Register.counter] {
+                Self.press(code: key.rawValue, on: &state)
+            }
         }
     }
 }

@@ -877,7 +877,7 @@ final class TinyDevices: Sendable {
         }
         await bus.run(until: stop)
 
-        #expect(log.text.components(separatedBy: "cannot read from the outbox where caller-1 was left").count == 2,
+        #expect(log.text.components(separatedBy: "cannot read where caller-1 was left from the outbox").count == 2,
                 "said once: \(log.text)")
         let firstPoll = try #require(Self.polls(of: 1, in: line).first)
         #expect(firstPoll >= .seconds(2), "no device polled before its cursor was read")

@@ -235,7 +235,8 @@ import Testing
                     + "parity? A and B wires swapped? two devices at one address?)", "\(String(describing: reason))")
         wires.swapped.withLock { $0 = false }
         var outputs: [String] = []
-        #expect(await eventually {
+        // The pad, offline, is probed with backoff (up to 30 s between): the loose wire is seen once it is polled again.
+        #expect(await eventually(timeout: .seconds(60)) {
             guard let probe = try? await run(gatewaydPath, ["probe", "eval-w01"] + hall.cli) else { return false }
             outputs.append(probe.standardOutput)
             return probe.standardOutput.contains("\npoll: garbled in ")
@@ -484,14 +485,9 @@ import Testing
         defer { daemon.interrupt() }
         #expect(await eventually { CLITests.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
         let cli = ["--config", config, "--api", try #require(CLITests.apiURL(daemon))]
-        // A key pressed each time the last was taken: a write follows nearly every poll.
-        let rating = Task {
-            while !Task.isCancelled {
-                if pad.counter == pad.acknowledged { pad.press(.satisfied) }
-                try? await Task.sleep(for: .milliseconds(5))
-            }
-        }
-        defer { rating.cancel() }
+        // A key pressed each time the last was taken: an acknowledgement follows every poll.
+        pad.pressedOnAcknowledgement = .satisfied
+        pad.press(.satisfied)
         // Past the start, whose first acknowledgements may be taken for the line's echo until three polls have told
         // (below): one of those in a probe's view is a timeout indeed.
         #expect(await eventually { pad.acknowledged >= 3 })

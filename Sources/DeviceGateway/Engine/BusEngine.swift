@@ -290,40 +290,41 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     // Compiled ahead for the family the registry names: the generic loop pays for metadata and witness calls on
     // every transaction.
-    @_specialize(where Driver == SpecializedDriver)
-    @discardableResult
-    public func run(until stop: StopSignal) async -> Int {
-        var cursors: [DeviceCursor] = []
-        // A device met without its cursor would be taken for new: a pad restarted under its boot id would give ids
-        // its first power-up used, dropped as known. An outbox that cannot be read holds the bus until it can.
-        var complained = false
-        for device in devices {
-            while !stop.isStopped, !Task.isCancelled {
-                do {
-                    if let cursor = try await outbox.cursor(device: device.id) { cursors.append(cursor) }
-                    break
-                } catch {
-                    if !complained {
-                        logger.error("bus \(config.id): cannot read from the outbox where \(device.id) was left (\(error)); trying again every second")
-                        complained = true
-                    }
-                    await clock.sleep(until: clock.now + .seconds(1), stop: stop)
-                }
-            }
-        }
-        driver.restore(cursors)
-        // The staff ids set on pads too: read without them, a pad's first read would forget a write-back owed to it.
+    /// `read` from the outbox, tried again every second until it succeeds (nil: the bus stopped first); the first
+    /// failure of the start is said, once.
+    private func whenReadable<Value>(_ what: String, until stop: StopSignal, complained: inout Bool,
+                                     _ read: () async throws -> Value) async -> Value? {
         while !stop.isStopped, !Task.isCancelled {
             do {
-                driver.restore(staff: try await outbox.padStaff())
-                break
+                return try await read()
             } catch {
                 if !complained {
-                    logger.error("bus \(config.id): cannot read the pads' staff ids from the outbox (\(error)); trying again every second")
+                    logger.error("bus \(config.id): cannot read \(what) from the outbox (\(error)); trying again every second")
                     complained = true
                 }
                 await clock.sleep(until: clock.now + .seconds(1), stop: stop)
             }
+        }
+        return nil
+    }
+
+    @_specialize(where Driver == SpecializedDriver)
+    @discardableResult
+    public func run(until stop: StopSignal) async -> Int {
+        // A device met without its cursor would be taken for new: a pad restarted under its boot id would give ids
+        // its first power-up used, dropped as known. An outbox that cannot be read holds the bus until it can.
+        var complained = false
+        var cursors: [DeviceCursor] = []
+        for device in devices {
+            let read = await whenReadable("where \(device.id) was left", until: stop, complained: &complained) {
+                try await outbox.cursor(device: device.id)
+            }
+            if let cursor = read ?? nil { cursors.append(cursor) }
+        }
+        driver.restore(cursors)
+        // The staff ids set on pads too: read without them, a pad's first read would forget a write-back owed to it.
+        if let staff = await whenReadable("the pads' staff ids", until: stop, complained: &complained, { try await outbox.padStaff() }) {
+            driver.restore(staff: staff)
         }
         inbox.open()
         stop.onStop { [inbox] in inbox.wake() }
