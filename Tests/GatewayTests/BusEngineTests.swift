@@ -858,9 +858,12 @@ final class TinyDevices: Sendable {
         #expect(deviceGarbage + bus.lineCounters().garbageBytes == 2)
     }
 
-    @Test func anOutboxThatCannotBeReadHoldsTheBusUntilItCan() async throws {
+    @Test(arguments: [("device_cursor", "cannot read where caller-1 was left from the outbox"),
+                      ("pad_staff", "cannot read the pads' staff ids from the outbox")])
+    func anOutboxThatCannotBeReadHoldsTheBusUntilItCan(table: String, complaint: String) async throws {
         // Met without its cursor, a pad restarted under its boot id would give ids its first power-up used, dropped
-        // as known: a bus that cannot read where its devices were left polls none of them until it can.
+        // as known; met without its staff id, a pad's first read would forget a write-back owed to it. A bus that
+        // cannot read either polls none of its devices until it can.
         let stop = StopSignal()
         let devices = TinyDevices(answering: [1])
         let line = SimulatedLine(end: .seconds(5), stop: stop, responder: devices.responder)
@@ -871,16 +874,15 @@ final class TinyDevices: Sendable {
             opener: line, clock: line, timing: .instant, hallId: "h", driver: TinyDriver(devices: Self.devices(1)),
             outbox: outbox, logger: log.logger, onCommit: { _ in })
         let other = try DatabaseQueue(path: folder.file("outbox.sqlite"))
-        try await other.write { try $0.execute(sql: "ALTER TABLE device_cursor RENAME TO device_cursor_away") }
+        try await other.write { try $0.execute(sql: "ALTER TABLE \(table) RENAME TO \(table)_away") }
         line.at(.seconds(2)) {
-            try? other.inDatabase { try $0.execute(sql: "ALTER TABLE device_cursor_away RENAME TO device_cursor") }
+            try? other.inDatabase { try $0.execute(sql: "ALTER TABLE \(table)_away RENAME TO \(table)") }
         }
         await bus.run(until: stop)
 
-        #expect(log.text.components(separatedBy: "cannot read where caller-1 was left from the outbox").count == 2,
-                "said once: \(log.text)")
+        #expect(log.text.components(separatedBy: complaint).count == 2, "said once: \(log.text)")
         let firstPoll = try #require(Self.polls(of: 1, in: line).first)
-        #expect(firstPoll >= .seconds(2), "no device polled before its cursor was read")
+        #expect(firstPoll >= .seconds(2), "no device polled before the outbox was read")
     }
 
     @Test(.timeLimit(.minutes(1))) func aCancelledBusStops() async throws {

@@ -30,7 +30,7 @@ import Testing
             return ["eval-w06", "eval-w07"].allSatisfy { device in
                 states.contains { $0.state.device == device && $0.state.online == false }
             }
-        })
+        }, "\(hall.log.text)")
         await hall.stop()
 
         let text = try await run(gatewaydPath, ["status", "--outbox", outbox])
@@ -119,7 +119,7 @@ import Testing
         let metrics = MetricsTests.samples(await GatewayMetrics().render(gateway: gateway))
         await hall.stop()
 
-        #expect(opened && counted)
+        #expect(opened && counted, "\(hall.log.text)")
         #expect(status.status == 0, "\(status.standardOutput)\(status.standardError)")
         // The pad is never asked: it is online by what it said, and it says when it was last heard.
         let padRow = try #require(status.standardOutput.split(separator: "\n").first { $0.hasPrefix("eval-w03") })
@@ -164,7 +164,7 @@ import Testing
         let trace = try await run(gatewaydPath, ["trace", "line-a", "--seconds", "1"] + cli)
         await hall.stop()
 
-        #expect(said)
+        #expect(said, "\(hall.log.text)")
         #expect(status.standardOutput.contains("line line-a (\(port)) is down: \(reason)\n"), "\(status.standardOutput)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
         #expect((report["lines"] as? [[String: Any]])?.first?["down"] as? String == reason, "\(report)")
@@ -195,7 +195,7 @@ import Testing
         let json = try await run(gatewaydPath, ["status", "--json"] + cli)
         await hall.stop()
 
-        #expect(heard && learnt)
+        #expect(heard && learnt, "\(hall.log.text)")
         #expect(status.standardOutput.contains(
             "line ff68 (\(bus.devicePath)): its adapter sends back what the gateway writes (two-wire, no echo suppression); "
                 + "the gateway drops its own frames\n"), "\(status.standardOutput)")
@@ -257,7 +257,7 @@ import Testing
         let reader = try Outbox.openForReading(path: outbox)
         #expect(await eventually {
             (try? await reader.deviceStates())?.filter { $0.state.lastShown != nil }.count == 3
-        })
+        }, "\(hall.log.text)")
         await hall.stop()
         let recorded = try await run(gatewaydPath, ["status", "--outbox", outbox])
 
@@ -286,6 +286,8 @@ import Testing
         let gateway: Gateway
         let folder: TemporaryDirectory
         let configPath: String
+        /// The gateway's log, for the message of an expectation that failed.
+        let log = CapturedLog()
         /// `gatewayd status`'s options to reach it.
         let cli: [String]
         private let api: Task<Void, any Error>
@@ -312,7 +314,7 @@ import Testing
             configPath = folder.file("hall.yaml")
             try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
             let (config, profiles) = try ConfigLoader.parse(yaml, file: configPath, relativeTo: folder.path)
-            let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: hallClock)
+            let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger, hallClock: hallClock)
             self.gateway = gateway
             running = Task { [stopSignal] in await gateway.run(until: stopSignal) }
             let token = "ff68-hall-test-token-0123456789ab"
