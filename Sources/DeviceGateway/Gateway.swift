@@ -105,7 +105,7 @@ public final class Gateway: Service {
             let lastRun = try outbox.lastRun(source: EventSource.gateway(hall: config.hall.id))
             previousRunStoppedCleanly = lastRun?.stoppedCleanly
             if let lastRun, !lastRun.stoppedCleanly {
-                let last = lastRun.lastRecorded.map { "; its last record: \(CommandCenter.hallTime($0, timeZone: config.hall.timeZone))" }
+                let last = lastRun.lastRecorded.map { "; its last record: \(HallTime.text($0, timeZone: config.hall.timeZone, toTheSecond: true))" }
                 logger.warning("the gateway's last run did not stop cleanly (a power cut, a kill or a crash)\(last ?? "")")
             }
         } catch {
@@ -500,7 +500,7 @@ public final class Gateway: Service {
         }
         for (board, until) in resumed.sorted(by: { $0.board < $1.board }) {
             logger.notice("""
-                hall day: \(board) kept on after closing until \(CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)), \
+                hall day: \(board) kept on after closing until \(HallTime.text(until, timeZone: config.hall.timeZone).suffix(5)), \
                 held for a call or a text before this start
                 """)
         }
@@ -902,7 +902,7 @@ public final class Gateway: Service {
         let now = hallClock.now
         // A board lit at night is explained: a call or a test after closing holds it on.
         let held = afterClosingHolds().sorted { $0.key < $1.key }.map { board, until in
-            "\(board) until " + CommandCenter.hallTime(until, timeZone: config.hall.timeZone).suffix(5)
+            "\(board) until " + HallTime.text(until, timeZone: config.hall.timeZone).suffix(5)
         }
         // And one switched on by hand (from a trial: flagged dark, with nothing saying why it should be lit).
         let byHand = onByHandAfterClosing()

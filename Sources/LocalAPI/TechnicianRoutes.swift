@@ -231,11 +231,7 @@ extension LocalAPI {
 
     /// An instant in the hall's time, to the second, as the CLI shows times.
     private func hallTime(_ instant: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = gateway.config.hall.timeZone
-        let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: instant)
-        return String(format: "%04d-%02d-%02d %02d:%02d:%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0,
-                      parts.hour ?? 0, parts.minute ?? 0, parts.second ?? 0)
+        HallTime.text(instant, timeZone: gateway.config.hall.timeZone, toTheSecond: true)
     }
 
     /// The device's next poll on the wire, from the bus's tap: each request and its answer, in hex and in words, up

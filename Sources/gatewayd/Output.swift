@@ -104,10 +104,5 @@ enum Output {
 
 /// A time in the hall's time zone, `-` for none.
 func hallTime(_ date: Date?, timeZone: TimeZone) -> String {
-    guard let date else { return "-" }
-    let style = Date.VerbatimFormatStyle(
-        format:
-            "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits):\(second: .twoDigits)",
-        timeZone: timeZone, calendar: Calendar(identifier: .gregorian))
-    return date.formatted(style)
+    date.map { HallTime.text($0, timeZone: timeZone, toTheSecond: true) } ?? "-"
 }

@@ -357,7 +357,7 @@ public actor CommandCenter {
         if outcomes.isEmpty {
             let conditions = gateway.printerConditions()
             let states = await gateway.deviceStates()
-            let issuedAt = Self.hallTime(Date(), timeZone: gateway.config.hall.timeZone)
+            let issuedAt = HallTime.text(Date(), timeZone: gateway.config.hall.timeZone)
             let ticket = HallCommand.Ticket(number: number, service: service, waitingAhead: waitingAhead, issuedAt: issuedAt)
             for printer in candidates {
                 // A printer that does not answer, or known to be out of paper, is skipped without trying (and said so:
@@ -496,13 +496,6 @@ public actor CommandCenter {
     /// A terminal's boot id: it becomes part of an event id.
     static func isBootId(_ text: String) -> Bool {
         (1...32).contains(text.count) && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
-    }
-
-    static func hallTime(_ date: Date, timeZone: TimeZone) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = timeZone
-        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: date)
-        return String(format: "%04d-%02d-%02d %02d:%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0)
     }
 
     /// The devices the command goes to, with what each is told; the caller's mistakes are thrown.
@@ -817,4 +810,16 @@ extension HallEventType {
     public static let staffSet = "hall.window.staff_set"
     /// A window's evaluator pad was asked for the rating of a ticket.
     public static let ratingRequested = "hall.rating.requested"
+}
+
+/// An instant as the hall reads it, in its time zone: `2026-12-05 19:07`, or `2026-12-05 19:07:31` to the second.
+public enum HallTime {
+    public static func text(_ date: Date, timeZone: TimeZone, toTheSecond: Bool = false) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        let minute = String(format: "%04d-%02d-%02d %02d:%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0,
+                            c.minute ?? 0)
+        return toTheSecond ? minute + String(format: ":%02d", c.second ?? 0) : minute
+    }
 }

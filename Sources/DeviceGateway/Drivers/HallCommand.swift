@@ -158,6 +158,6 @@ extension HallCommand.Ticket {
     /// The test ticket (测试票): a number no day's counter gives, the hall's time as on every ticket.
     public static func test(timeZone: TimeZone) -> Self {
         Self(number: "T000", service: "测试票 打印机检查 请勿使用", waitingAhead: 0,
-             issuedAt: CommandCenter.hallTime(Date(), timeZone: timeZone))
+             issuedAt: HallTime.text(Date(), timeZone: timeZone))
     }
 }

@@ -366,7 +366,7 @@ struct GatewayHallActions: HallDayActions {
 
     /// An instant as the hall's wall clock shows it, to the minute.
     private func hallTime(_ instant: Date) -> String {
-        CommandCenter.hallTime(instant, timeZone: gateway.config.hall.timeZone)
+        HallTime.text(instant, timeZone: gateway.config.hall.timeZone)
     }
 
     func closed(since: Date?) async { await switchBoards(on: false, greeting: false, name: "boards-off", since: since) }
