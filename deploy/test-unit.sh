@@ -3,8 +3,9 @@
 # of its own as PID 1 of a private PID and mount namespace, so nothing on this machine changes (its /run, /var/lib,
 # /usr/local/bin, /etc/passwd and /etc/group are private copies) and no reboot or host systemd is needed. Root only.
 # Checks what an operator relies on: the gateway starts under the unit's restrictions and answers its API, keeps its
-# state private, reads the clock's NTP state, runs with malloc's arenas bounded, is refused a device the unit does not allow (and says why), is started
-# again after a crash and after `kill -HUP`, stops on `systemctl stop`, and is not started again after exit 2.
+# state private, reads the clock's NTP state, runs with malloc's arenas bounded, is refused a device the unit does not
+# allow (and says why), is started again after a crash and after `kill -HUP`, stops on `systemctl stop`, and is not
+# started again after exit 2.
 #
 #   deploy/test-unit.sh GATEWAYD        (make test runs it with the debug build)
 set -euo pipefail
@@ -186,7 +187,7 @@ if within 15 journal_says "$refused"; then
 else fail "no '$refused' in the journal"; journal | grep -F ttyMISC0 | tail -3; fi
 
 # glibc's arenas bounded (the unit's Environment=; without it an outage of the central store grows the heap for good).
-environment=$(in_namespace cat "/proc/$(property MainPID)/environ" | tr '\0' '\n')
+environment=$(in_namespace cat "/proc/$(property MainPID)/environ" | tr '\0' '\n') || environment=
 grep -qx MALLOC_ARENA_MAX=2 <<< "$environment" && pass "its environment bounds malloc's arenas: MALLOC_ARENA_MAX=2" ||
     fail "no MALLOC_ARENA_MAX=2 in the gateway's environment: $(tr '\n' ' ' <<< "$environment")"
 

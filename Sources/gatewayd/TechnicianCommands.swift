@@ -225,10 +225,7 @@ struct DisplayCommand: AsyncParsableCommand {
         }
 
         static func defaultText(timeZone: TimeZone) -> String {
-            var calendar = Calendar(identifier: .gregorian)
-            calendar.timeZone = timeZone
-            let parts = calendar.dateComponents([.hour, .minute], from: Date())
-            return String(format: "设备测试 %02d:%02d", parts.hour ?? 0, parts.minute ?? 0)
+            "设备测试 " + HallTime.text(Date(), timeZone: timeZone).suffix(5)
         }
     }
 }

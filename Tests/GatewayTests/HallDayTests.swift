@@ -104,6 +104,19 @@ import Testing
 
     /// What `gatewayd status` says of the day (from a duty officer's trial: nothing told whether the hall counted as
     /// open, nor when the boards and the check would next act).
+    @Test func timesAreWrittenInTheHallsZoneCutToTheMinuteOrSecond() throws {
+        // Expected values from Python's zoneinfo (the tz database itself), not from Foundation.
+        let newYork = try #require(TimeZone(identifier: "America/New_York"))
+        let late = Date(timeIntervalSince1970: 1_764_964_051.999)
+        #expect(HallTime.text(late, timeZone: shanghai) == "2025-12-06 03:47")
+        #expect(HallTime.text(late, timeZone: shanghai, toTheSecond: true) == "2025-12-06 03:47:31", "cut, not rounded")
+        // A zone with summer time: the last second of 8 March (EST), and the first instant of EDT (02:00 became 03:00).
+        #expect(HallTime.text(Date(timeIntervalSince1970: 1_741_496_399), timeZone: newYork, toTheSecond: true)
+                == "2025-03-08 23:59:59")
+        #expect(HallTime.text(Date(timeIntervalSince1970: 1_741_503_600.5), timeZone: newYork, toTheSecond: true)
+                == "2025-03-09 03:00:00")
+    }
+
     @Test func theDayIsDescribedWithWhatComesNext() throws {
         let day = try hallDay()
         let schedule = HallDaySchedule(hours: try #require(day.hours), checkLead: day.checkBeforeOpening)

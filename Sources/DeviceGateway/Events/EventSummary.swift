@@ -71,11 +71,6 @@ public enum EventSummary {
     }
 
     private static func localTime(_ time: String, timeZone: TimeZone) -> String {
-        guard let date = EventTime.parse(time) else { return time }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = timeZone
-        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        func two(_ value: Int?) -> String { value.map { $0 < 10 ? "0\($0)" : "\($0)" } ?? "??" }
-        return "\(c.year ?? 0)-\(two(c.month))-\(two(c.day)) \(two(c.hour)):\(two(c.minute)):\(two(c.second))"
+        EventTime.parse(time).map { HallTime.text($0, timeZone: timeZone, toTheSecond: true) } ?? time
     }
 }

@@ -131,12 +131,7 @@ extension HallDaySchedule {
     /// Where the day stands at `now`, in hall time, as `gatewayd status` says it: `open until 12:00`, `on a break
     /// until 13:30 (boards on)`, `closed; opens at 2026-12-07 09:00, the check at 08:45`.
     public func describe(at now: Date, timeZone: TimeZone) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = timeZone
-        func minute(_ date: Date) -> String {
-            let c = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: date)
-            return String(format: "%04d-%02d-%02d %02d:%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0)
-        }
+        func minute(_ date: Date) -> String { HallTime.text(date, timeZone: timeZone) }
         // Today's times by the clock alone; another day's with its date.
         func at(_ date: Date) -> String {
             minute(date).prefix(10) == minute(now).prefix(10) ? String(minute(date).suffix(5)) : minute(date)
