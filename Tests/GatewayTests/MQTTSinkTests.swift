@@ -151,6 +151,33 @@ import Testing
         #expect(Set(try await after.collect(5).map(\.payload)) == Set(second.map(\.json)))
     }
 
+    @Test func aForwarderWaitingOutItsBackoffDeliversAsSoonAsTheSinkHasConnectedAgain() async throws {
+        // From a soak: mosquitto back from an outage got its first batch 38 s later, 16 s of them connected, while the
+        // forwarder waited out its backoff. Here that backoff is ten minutes: only the reconnection can end it in time.
+        let broker = try PrivateMosquitto()
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        try await outbox.commit(mqttRatings(hall: hall, device: "eval-w04", count: 20))
+        let mqtt = config(port: broker.port, timeout: .seconds(5))
+        let log = CapturedLog()
+        let sink = try MQTTSink(name: "central", config: mqtt, hallId: hall, logger: log.logger)
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: "central", kind: .mqtt(mqtt),
+                                                                                 maximumRetryDelay: .seconds(3600)),
+                                  logger: log.logger)
+        forwarder.firstRetryDelay = .seconds(600)
+        let stop = StopSignal()
+        let running = Task { [forwarder] in await forwarder.run(until: stop) }
+        let failed = await eventually { log.text.contains("sink central: delivery failed, 20 events kept in the outbox") }
+        try await broker.start()
+        let delivered = await eventually(timeout: .seconds(60)) { (try? await outbox.backlog(sink: "central")) == 0 }
+        stop.stop()
+        await running.value
+        try await broker.stop()
+
+        #expect(failed, "\(log.text)")
+        #expect(delivered, "\(log.text)")
+    }
+
     @Test func theUsernameAndPasswordFileAreUsedAndARefusalIsReportedAtOnce() async throws {
         let broker = try PrivateMosquitto(config: "allow_anonymous false\npassword_file {folder}/passwords\n")
         let made = try await run("/usr/bin/mosquitto_passwd",

@@ -13,10 +13,15 @@ public protocol EventSink: Sendable {
     func deliver(_ batch: [OutboundEvent]) async throws
     /// Closes connections; called once when the gateway stops.
     func shutdown() async
+    /// How many connections a sink that keeps one and makes it again by itself (MQTT) has made so far; nil for a sink
+    /// that connects for its deliveries. A forwarder waiting out its backoff tries again as soon as this grows: the
+    /// store is back, and its next backoff step could be up to a minute away.
+    var connectionsMade: Int? { get }
 }
 
 extension EventSink {
     public func shutdown() async {}
+    public var connectionsMade: Int? { nil }
 }
 
 /// A committed event on its way out: the attributes stores index, and the JSON form sent as it is,

@@ -40,6 +40,8 @@ public struct Forwarder: Sendable {
             // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
             // and its events wait in the outbox for the next start anyway.
             if stopping, failing != nil { break }
+            // Before the attempt: a connection made while it fails is one the backoff need not wait for.
+            let connections = sink.connectionsMade
             do {
                 if stopping, stoppedAt == nil { stoppedAt = .now }
                 while try await forwardBatch() == config.batchSize {
@@ -75,8 +77,15 @@ public struct Forwarder: Sendable {
                 if stopping { break }
                 attempt += 1
                 let delay = retryDelay(attempt: attempt, retryAfter: sinkError?.retryAfter)
+                // From a soak: a broker back was given its first batch up to a backoff step later (16 s connected).
+                let connectedAgain = { [sink] in connections != nil && sink.connectionsMade != connections }
                 if let alone {
-                    await sleep(for: delay, orUntilAnEventAfter: alone.position, stop)
+                    await sleep(for: delay, stop) {
+                        if connectedAgain() { return true }
+                        return (try? await outbox.entries(after: alone.position, limit: 1))?.isEmpty == false
+                    }
+                } else if connections != nil {
+                    await sleep(for: delay, stop) { connectedAgain() }
                 } else {
                     await stop.sleep(for: delay)
                 }
@@ -104,13 +113,14 @@ public struct Forwarder: Sendable {
         var error: SinkError
     }
 
-    /// Waits out `delay`, or until an event is committed after `position`: the event that tells whose fault a
-    /// refusal is goes at once, rather than after a backoff of up to a minute.
-    private func sleep(for delay: Duration, orUntilAnEventAfter position: Int64, _ stop: StopSignal) async {
+    /// Waits out `delay`, or until `worthTrying` (looked at every `idleInterval`): an event committed behind a refused
+    /// run, which tells whose fault the refusal is, or a sink connected again, goes at once rather than after a
+    /// backoff of up to a minute.
+    private func sleep(for delay: Duration, _ stop: StopSignal, orUntil worthTrying: () async -> Bool) async {
         let until = ContinuousClock.now + delay
         while !stop.isStopped, ContinuousClock.now < until {
             await stop.sleep(for: min(idleInterval, until - .now))
-            if let behind = try? await outbox.entries(after: position, limit: 1), !behind.isEmpty { return }
+            if await worthTrying() { return }
         }
     }
 

@@ -72,6 +72,8 @@ public final class MQTTSink: EventSink {
         try await client.publish(messages, timeout: config.timeout)
     }
 
+    public var connectionsMade: Int? { client.connectionsMade }
+
     /// Disconnects from the broker and frees the client.
     public func shutdown() async {
         await client.shutdown()

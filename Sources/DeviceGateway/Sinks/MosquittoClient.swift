@@ -184,6 +184,9 @@ final class MosquittoClient: @unchecked Sendable {
         try check(mosquitto_tls_insecure_set(handle, false), "TLS host name check")
     }
 
+    /// Connections the broker accepted so far: one more each time the client connects again by itself.
+    var connectionsMade: Int { state.withLock { $0.connectionsMade } }
+
     // MARK: Publishing
 
     /// Publishes every message at QoS 1 and returns once the broker acknowledged them all.
@@ -592,6 +595,7 @@ final class MosquittoClient: @unchecked Sendable {
                 return nil
             }
             state.phase = .connected(since: now)
+            state.connectionsMade += 1
             state.pendingSubscriptions = [:]
             subscribeAll(in: &state)
             for (id, var delivery) in state.deliveries where !delivery.unsent.isEmpty {
@@ -727,6 +731,8 @@ private struct State {
     var kick = false
     /// Attempts failed in a row: the backoff exponent.
     var failures = 0
+    /// Connections the broker accepted so far.
+    var connectionsMade = 0
     /// Why the last attempt failed or the connection ended.
     var lastProblem: String?
     /// The broker's CONNACK refusal in the current attempt.
