@@ -86,4 +86,6 @@ private final class TimedSink: EventSink {
     }
 
     func shutdown() async { await sink.shutdown() }
+
+    var connectionUp: Int? { sink.connectionUp }
 }

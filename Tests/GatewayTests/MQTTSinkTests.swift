@@ -1,4 +1,4 @@
-import DeviceGateway
+@testable import DeviceGateway
 import Foundation
 import Glibc
 import Testing
@@ -154,21 +154,25 @@ import Testing
     @Test func aForwarderWaitingOutItsBackoffDeliversAsSoonAsTheSinkHasConnectedAgain() async throws {
         // From a soak: mosquitto back from an outage got its first batch 38 s later, 16 s of them connected, while the
         // forwarder waited out its backoff. Here that backoff is ten minutes: only the reconnection can end it in time.
+        // The sink as the daemon has it, built by a `DeferredSink` (which first hid the reconnection from the forwarder).
         let broker = try PrivateMosquitto()
         let folder = try TemporaryDirectory()
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
         try await outbox.commit(mqttRatings(hall: hall, device: "eval-w04", count: 20))
-        let mqtt = config(port: broker.port, timeout: .seconds(5))
         let log = CapturedLog()
-        let sink = try MQTTSink(name: "central", config: mqtt, hallId: hall, logger: log.logger)
-        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: "central", kind: .mqtt(mqtt),
-                                                                                 maximumRetryDelay: .seconds(3600)),
-                                  logger: log.logger)
+        let central = SinkConfig(name: "central", kind: .mqtt(config(port: broker.port, timeout: .seconds(5))),
+                                 maximumRetryDelay: .seconds(3600))
+        var forwarder = Forwarder(outbox: outbox, sink: DeferredSink(config: central, hallId: hall, logger: log.logger),
+                                  config: central, logger: log.logger)
         forwarder.firstRetryDelay = .seconds(600)
         let stop = StopSignal()
         let running = Task { [forwarder] in await forwarder.run(until: stop) }
         let failed = await eventually { log.text.contains("sink central: delivery failed, 20 events kept in the outbox") }
-        try await broker.start()
+        do { try await broker.start() } catch {
+            stop.stop()
+            await running.value
+            throw error
+        }
         let delivered = await eventually(timeout: .seconds(60)) { (try? await outbox.backlog(sink: "central")) == 0 }
         stop.stop()
         await running.value

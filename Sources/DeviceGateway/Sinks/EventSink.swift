@@ -13,15 +13,16 @@ public protocol EventSink: Sendable {
     func deliver(_ batch: [OutboundEvent]) async throws
     /// Closes connections; called once when the gateway stops.
     func shutdown() async
-    /// How many connections a sink that keeps one and makes it again by itself (MQTT) has made so far; nil for a sink
-    /// that connects for its deliveries. A forwarder waiting out its backoff tries again as soon as this grows: the
-    /// store is back, and its next backoff step could be up to a minute away.
-    var connectionsMade: Int? { get }
+    /// For a sink that keeps a connection to its store and makes it again by itself (MQTT): which of its connections is
+    /// up now, numbered from 1, or 0 while none is; nil for a sink that connects for its deliveries. A forwarder waiting
+    /// out its backoff tries again once another connection than the failed attempt's is up: the store is back, and the
+    /// next backoff step could be a minute away. A sink that wraps another passes it on.
+    var connectionUp: Int? { get }
 }
 
 extension EventSink {
     public func shutdown() async {}
-    public var connectionsMade: Int? { nil }
+    public var connectionUp: Int? { nil }
 }
 
 /// A committed event on its way out: the attributes stores index, and the JSON form sent as it is,

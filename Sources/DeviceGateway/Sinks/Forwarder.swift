@@ -40,8 +40,6 @@ public struct Forwarder: Sendable {
             // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
             // and its events wait in the outbox for the next start anyway.
             if stopping, failing != nil { break }
-            // Before the attempt: a connection made while it fails is one the backoff need not wait for.
-            let connections = sink.connectionsMade
             do {
                 if stopping, stoppedAt == nil { stoppedAt = .now }
                 while try await forwardBatch() == config.batchSize {
@@ -78,13 +76,19 @@ public struct Forwarder: Sendable {
                 attempt += 1
                 let delay = retryDelay(attempt: attempt, retryAfter: sinkError?.retryAfter)
                 // From a soak: a broker back was given its first batch up to a backoff step later (16 s connected).
-                let connectedAgain = { [sink] in connections != nil && sink.connectionsMade != connections }
+                // Only a connection after the failure's: one the attempt made and lost (a broker that drops a client)
+                // would otherwise end every backoff, and the sink's own reconnecting is paced.
+                let failedOn = sink.connectionUp
+                let connectedAgain = { [sink] in
+                    guard let failedOn, let up = sink.connectionUp else { return false }
+                    return up > 0 && up != failedOn
+                }
                 if let alone {
                     await sleep(for: delay, stop) {
                         if connectedAgain() { return true }
                         return (try? await outbox.entries(after: alone.position, limit: 1))?.isEmpty == false
                     }
-                } else if connections != nil {
+                } else if failedOn != nil {
                     await sleep(for: delay, stop) { connectedAgain() }
                 } else {
                     await stop.sleep(for: delay)

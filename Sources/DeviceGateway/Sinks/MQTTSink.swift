@@ -72,7 +72,7 @@ public final class MQTTSink: EventSink {
         try await client.publish(messages, timeout: config.timeout)
     }
 
-    public var connectionsMade: Int? { client.connectionsMade }
+    public var connectionUp: Int? { client.connectionUp }
 
     /// Disconnects from the broker and frees the client.
     public func shutdown() async {

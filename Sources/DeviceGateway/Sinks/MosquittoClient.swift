@@ -184,8 +184,12 @@ final class MosquittoClient: @unchecked Sendable {
         try check(mosquitto_tls_insecure_set(handle, false), "TLS host name check")
     }
 
-    /// Connections the broker accepted so far: one more each time the client connects again by itself.
-    var connectionsMade: Int { state.withLock { $0.connectionsMade } }
+    /// Which connection the broker accepted is up now, numbered from 1; 0 while none is.
+    var connectionUp: Int {
+        state.withLock { state in
+            if case .connected = state.phase { state.connectionsMade } else { 0 }
+        }
+    }
 
     // MARK: Publishing
 

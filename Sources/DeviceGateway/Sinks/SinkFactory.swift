@@ -51,6 +51,8 @@ final class DeferredSink: EventSink {
         await built.withLock { $0 }?.shutdown()
     }
 
+    var connectionUp: Int? { built.withLock { $0 }?.connectionUp }
+
     private func sink() throws -> any EventSink {
         if let sink = built.withLock({ $0 }) { return sink }
         do {
