@@ -160,8 +160,7 @@ struct OutboxReport: Encodable {
                 "\(sink.failed)", "\(sink.putAside)", time(sink.lastSuccessAt),
                 sink.lastError.map { error in
                     // An error the sink has delivered since is history, not its state (from an operator's trial).
-                    let since = (sink.lastSuccessAt ?? .distantPast) > (sink.lastErrorAt ?? .distantPast)
-                    return "\(time(sink.lastErrorAt)) \(error)" + (since ? " (delivered since)" : "")
+                    "\(time(sink.lastErrorAt)) \(error)" + (sink.isFailing ? "" : " (delivered since)")
                 } ?? "-",
             ]
         }

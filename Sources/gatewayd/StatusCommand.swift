@@ -255,10 +255,7 @@ struct StatusCommand: AsyncParsableCommand {
     static func failingSinks(in path: String, hall: HallContext) async -> [SinkReport] {
         let reports = (try? await Outbox.openForReading(path: path).sinkReports(hall.config.map { $0.sinks.map(\.name) }))
             ?? []
-        return reports.filter { sink in
-            guard let failed = sink.lastErrorAt, sink.lastError != nil else { return false }
-            return failed > (sink.lastSuccessAt ?? .distantPast)
-        }
+        return reports.filter(\.isFailing)
     }
 }
 

@@ -76,11 +76,7 @@ import Testing
         defer { server.stop() }
         let folder = try TemporaryDirectory()
         let closed = try unusedMQTTPort()
-        let config = folder.file("hall.yaml")
-        try """
-            hall: {id: test-hall}
-            state-directory: \(folder.path)/state
-            profiles: \(profilesDirectory)
+        let config = try Self.hallFile(folder, """
             buses:
               - {id: line-a, transport: modbus-rtu, port: \(try #require(server.endpoint.devicePath)), poll-interval-ms: 100}
             devices:
@@ -88,7 +84,7 @@ import Testing
             sinks:
               - {type: sqlite, path: \(folder.path)/events.sqlite}
               - {type: http, name: central, url: "http://127.0.0.1:\(closed)/events"}
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+            """)
         let daemon = try ChildProcess(gatewaydPath, ["run", "--config", config, "--api-port", "0"])
         defer { daemon.interrupt() }
         #expect(await eventually { Self.apiURL(daemon) != nil }, "the daemon's API listens: \(daemon.output)")
@@ -101,6 +97,10 @@ import Testing
         let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("sink central is not delivering: ") })
         #expect(line.contains(" waiting in the outbox, the oldest from ") && line.contains("connection refused"), "\(status)")
         #expect(!status.contains("sink local"), "the local store delivers: \(status)")
+        // The exit status stays the devices'; `check` is the one that fails on a sink.
+        let check = try await run(gatewaydPath, ["check"] + cli)
+        #expect(check.status == 1 && check.standardOutput.contains(/sink central: \d+ events waiting; last error: .*connection refused/),
+                "\(check.standardOutput)")
     }
 
     @Test func statusCheckEventsAndTraceGoThroughTheRunningGatewayAndSaySoWhenItStops() async throws {

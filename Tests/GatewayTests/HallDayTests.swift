@@ -102,8 +102,6 @@ import Testing
         }
     }
 
-    /// What `gatewayd status` says of the day (from a duty officer's trial: nothing told whether the hall counted as
-    /// open, nor when the boards and the check would next act).
     @Test func timesAreWrittenInTheHallsZoneCutToTheMinuteOrSecond() throws {
         // Expected values from Python's zoneinfo (the tz database itself), not from Foundation.
         let newYork = try #require(TimeZone(identifier: "America/New_York"))
@@ -117,6 +115,8 @@ import Testing
                 == "2025-03-09 03:00:00")
     }
 
+    /// What `gatewayd status` says of the day (from a duty officer's trial: nothing told whether the hall counted as
+    /// open, nor when the boards and the check would next act).
     @Test func theDayIsDescribedWithWhatComesNext() throws {
         let day = try hallDay()
         let schedule = HallDaySchedule(hours: try #require(day.hours), checkLead: day.checkBeforeOpening)

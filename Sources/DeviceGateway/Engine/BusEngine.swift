@@ -288,8 +288,6 @@ public actor BusEngine<Driver: BusDriver>: Bus {
 
     // MARK: The loop
 
-    // Compiled ahead for the family the registry names: the generic loop pays for metadata and witness calls on
-    // every transaction.
     /// `read` from the outbox, tried again every second until it succeeds (nil: the bus stopped first); the first
     /// failure of the start is said, once.
     private func whenReadable<Value>(_ what: String, until stop: StopSignal, complained: inout Bool,
@@ -308,6 +306,8 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         return nil
     }
 
+    // Compiled ahead for the family the registry names: the generic loop pays for metadata and witness calls on
+    // every transaction.
     @_specialize(where Driver == SpecializedDriver)
     @discardableResult
     public func run(until stop: StopSignal) async -> Int {

@@ -122,9 +122,8 @@ extension Gateway {
         do {
             let reports = if let sinks { try sinks.get() } else { try await outbox.sinkReports(config.sinks.map(\.name)) }
             for sink in reports {
-                if let error = sink.lastError, let failedAt = sink.lastErrorAt,
-                   sink.lastSuccessAt.map({ $0 < failedAt }) ?? true, sink.backlog > 0 {
-                    problems.append("sink \(sink.sink): \(sink.backlog) events waiting; last error: \(error)")
+                if sink.isFailing, sink.backlog > 0 {
+                    problems.append("sink \(sink.sink): \(sink.backlog) events waiting; last error: \(sink.lastError ?? "")")
                 }
             }
         } catch {

@@ -78,6 +78,11 @@ public struct SinkReport: Sendable, Equatable, Codable {
     public var lastSuccessAt: Date?
     public var lastError: String?
     public var lastErrorAt: Date?
+
+    /// Its last delivery failed: an error recorded after its last success, or with none.
+    public var isFailing: Bool {
+        lastError != nil && (lastErrorAt ?? .distantFuture) > (lastSuccessAt ?? .distantPast)
+    }
 }
 
 /// An event a sink refused for good, kept with the reason.
