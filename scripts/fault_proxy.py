@@ -6,6 +6,9 @@ Modes, set with `POST /mode` on the control port (the body is the mode, e.g. `st
   hang                        accept and read, never answer (any protocol)
   reset                       accept, read the first bytes, then reset the connection (RST; any protocol)
   slow                        forward, but drip the store's answer back at 1 byte/s (any protocol)
+  drop-after-answer           forward the first request and the store's answer, then close the connection when
+                              the client sends more: a broker that accepts a client and drops it at its first
+                              publish (EMQX or AWS IoT on a denied publish, a second client under its id) (any protocol)
   status N [retry-after S]    answer every HTTP request with status N (and `Retry-After: S`) (HTTP only)
 A new mode applies to new connections; connections opened under the old mode are closed when it changes.
 `GET /mode` answers the mode, `GET /stats` {"mode", "counts"}: connections per TCP mode, requests per
@@ -22,7 +25,7 @@ import socket
 import struct
 import sys
 
-MODE = re.compile(r"^(pass|hang|reset|slow|status (\d{3})( retry-after (.+))?)$")
+MODE = re.compile(r"^(pass|hang|reset|slow|drop-after-answer|status (\d{3})( retry-after (.+))?)$")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -42,9 +45,9 @@ class Proxy:
         self.open.add(task)
         mode = self.mode
         try:
-            if mode == "pass" or mode == "slow":
+            if mode in ("pass", "slow", "drop-after-answer"):
                 self.count(mode)
-                await self.forward(reader, writer, slow=mode == "slow")
+                await self.forward(reader, writer, slow=mode == "slow", drop_after_answer=mode == "drop-after-answer")
             elif mode == "hang":
                 self.count(mode)
                 while await reader.read(65536):
@@ -68,12 +71,18 @@ class Proxy:
             if not writer.transport.is_closing():
                 writer.transport.abort()
 
-    async def forward(self, reader, writer, slow):
+    async def forward(self, reader, writer, slow, drop_after_answer=False):
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        answered = False
 
-        async def pipe(source, destination, drip):
+        async def pipe(source, destination, drip, from_client):
+            nonlocal answered
             try:
                 while data := await source.read(65536):
+                    if from_client and drop_after_answer and answered:
+                        break
+                    if not from_client:
+                        answered = True
                     if drip:
                         for index in range(len(data)):
                             destination.write(data[index:index + 1])
@@ -86,7 +95,7 @@ class Proxy:
                 destination.transport.abort()
 
         try:
-            await asyncio.gather(pipe(reader, upstream_writer, False), pipe(upstream_reader, writer, slow))
+            await asyncio.gather(pipe(reader, upstream_writer, False, True), pipe(upstream_reader, writer, slow, False))
         finally:
             upstream_writer.transport.abort()
 

@@ -182,6 +182,46 @@ import Testing
         #expect(delivered, "\(log.text)")
     }
 
+    @Test func aBrokerThatDropsTheGatewayAtEveryPublishIsNotHammeredAndIsNamedAsTheCause() async throws {
+        // EMQX and AWS IoT close the connection of a client whose publish they deny, and mosquitto that of a client
+        // whose id a second client took. The forwarder and the sink at their defaults.
+        let proxy = try await FaultProxy.start(target: port)
+        defer { proxy.stop() }
+        try await proxy.set("drop-after-answer")
+        let folder = try TemporaryDirectory()
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        try await outbox.commit(mqttRatings(hall: hall, device: "eval-w05", count: 20))
+        let log = CapturedLog()
+        let central = SinkConfig(name: "central", kind: .mqtt(config(port: proxy.port)))
+        let forwarder = Forwarder(outbox: outbox, sink: DeferredSink(config: central, hallId: hall, logger: log.logger),
+                                  config: central, logger: log.logger)
+        let stop = StopSignal()
+        let running = Task { [forwarder] in await forwarder.run(until: stop) }
+        var connections: [ContinuousClock.Instant] = []
+        let sixth = await eventually(timeout: .seconds(60)) {
+            let count = (try? await proxy.counts())?["drop-after-answer"] ?? 0
+            while connections.count < count { connections.append(.now) }
+            return count >= 6
+        }
+        try await proxy.set("pass")
+        let delivered = await eventually(timeout: .seconds(60)) { (try? await outbox.backlog(sink: "central")) == 0 }
+        stop.stop()
+        await running.value
+
+        try #require(sixth, "\(log.text)")
+        let spread = connections[5] - connections[0]
+        // Reconnecting at once after each drop would make six connections in a few seconds; the client's backoff
+        // (1 s doubling, not reset by a connection that did not hold) spreads them over 11 or more.
+        #expect(spread >= .seconds(8), "\(connections.map { $0 - connections[0] })\n\(log.text)")
+        let failures = log.text.split(separator: "\n").filter { $0.contains("sink central: delivery failed") }
+        #expect(failures.count == 1, "one line for one cause: \(failures)")
+        #expect(failures.first?.contains("""
+            connected, but each connection was lost before the broker acknowledged, within 10 s (does the broker close \
+            a client whose publish it denies, or has another client taken the id '\(hall)-sink'?)
+            """) == true, "\(failures)")
+        #expect(delivered, "the backlog once the broker takes the publishes: \(log.text)")
+    }
+
     @Test func theUsernameAndPasswordFileAreUsedAndARefusalIsReportedAtOnce() async throws {
         let broker = try PrivateMosquitto(config: "allow_anonymous false\npassword_file {folder}/passwords\n")
         let made = try await run("/usr/bin/mosquitto_passwd",

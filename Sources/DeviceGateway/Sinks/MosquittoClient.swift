@@ -187,7 +187,7 @@ final class MosquittoClient: @unchecked Sendable {
     /// Which connection the broker accepted is up now, numbered from 1; 0 while none is.
     var connectionUp: Int {
         state.withLock { state in
-            if case .connected = state.phase { state.connectionsMade } else { 0 }
+            state.phase.isConnected ? state.connectionsMade : 0
         }
     }
 
@@ -240,7 +240,8 @@ final class MosquittoClient: @unchecked Sendable {
                 """)
         }
         var delivery = Delivery(continuation: continuation, waiting: [], unsent: messages, total: messages.count,
-                                timeout: timeout, deadline: .now + timeout, kicked: false)
+                                timeout: timeout, deadline: .now + timeout, kicked: false,
+                                connectedMeanwhile: state.phase.isConnected)
         switch state.phase {
         case .connected:
             if let error = send(&delivery, in: &state) { return error }
@@ -298,8 +299,7 @@ final class MosquittoClient: @unchecked Sendable {
                    onMessage: @escaping @Sendable (MosquittoReceived) -> Void) {
         let connected = state.withLock { state in
             state.subscriptions.append(Subscription(filter: filter, onMessage: onMessage, onListening: onListening))
-            if case .connected = state.phase { return true }
-            return false
+            return state.phase.isConnected
         }
         // Connected already: subscribe now from this thread, under the lock as other threads must.
         if connected {
@@ -492,9 +492,15 @@ final class MosquittoClient: @unchecked Sendable {
             state.deliveries[id] = nil
             let within = Self.describe(delivery.timeout)
             let message: String
-            if case .connected = state.phase {
+            if state.phase.isConnected {
                 let missing = delivery.waiting.count + delivery.unsent.count
                 message = "\(missing) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
+            } else if delivery.connectedMeanwhile {
+                // "Not connected" sent a technician to the network while the broker dropped the gateway at each
+                // publish. Neither a count nor the socket's error: a reason that stays the same is logged once.
+                message = "connected, but each connection was lost before the broker acknowledged, within \(within)"
+                    + " (does the broker close a client whose publish it denies, or has another client taken the id"
+                    + " '\(settings.clientId)'?)"
             } else {
                 message = "not connected within \(within)" + (state.lastProblem.map { ": \($0)" } ?? "")
             }
@@ -565,11 +571,7 @@ final class MosquittoClient: @unchecked Sendable {
     /// Sends DISCONNECT if connected, lets libmosquitto write it, and tells `shutdown` the thread is done.
     private func endNetwork() {
         // A connection still being made (TCP, TLS, CONNACK) has nothing to say DISCONNECT to: the stop does not wait.
-        let connected = state.withLock { state in
-            if case .connected = state.phase { return true }
-            return false
-        }
-        if connected {
+        if state.withLock({ $0.phase.isConnected }) {
             mosquitto_disconnect(handle)
             let deadline = ContinuousClock.now + .seconds(2)
             while ContinuousClock.now < deadline, mosquitto_loop(handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
@@ -600,6 +602,7 @@ final class MosquittoClient: @unchecked Sendable {
             }
             state.phase = .connected(since: now)
             state.connectionsMade += 1
+            for id in Array(state.deliveries.keys) { state.deliveries[id]?.connectedMeanwhile = true }
             state.pendingSubscriptions = [:]
             subscribeAll(in: &state)
             for (id, var delivery) in state.deliveries where !delivery.unsent.isEmpty {
@@ -724,6 +727,10 @@ private struct State {
         case waiting(until: ContinuousClock.Instant)
         case connecting(since: ContinuousClock.Instant)
         case connected(since: ContinuousClock.Instant)
+
+        var isConnected: Bool {
+            if case .connected = self { true } else { false }
+        }
     }
 
     var phase = Phase.waiting(until: .now)
@@ -765,4 +772,6 @@ private struct Delivery {
     var deadline: ContinuousClock.Instant
     /// Whether it already had its immediate connection attempt.
     var kicked: Bool
+    /// Whether the broker accepted a connection while it waited.
+    var connectedMeanwhile: Bool
 }

@@ -7,6 +7,10 @@ import MockDevices
 import Protocols
 import Testing
 
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
 /// The checkout the tests run from.
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent().path
@@ -332,6 +336,36 @@ final class PythonService: Sendable {
     func stopAndWait() async throws {
         stop()
         _ = try await child.wait(timeout: .seconds(10))
+    }
+}
+
+/// `scripts/fault_proxy.py` in front of a store: an HTTP receiver, a broker.
+struct FaultProxy {
+    let service: PythonService
+    let port: Int
+    let control: Int
+    var url: String { "http://127.0.0.1:\(port)/events" }
+
+    static func start(target: Int) async throws -> FaultProxy {
+        let service = try PythonService("fault_proxy.py", ["--target", "127.0.0.1:\(target)"])
+        return FaultProxy(service: service, port: try await service.port("LISTEN"),
+                          control: try await service.port("CONTROL"))
+    }
+
+    func stop() { service.stop() }
+
+    func set(_ mode: String) async throws {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(control)/mode")!)
+        request.httpMethod = "POST"
+        request.httpBody = Data(mode.utf8)
+        let (_, response) = try await URLSession.shared.data(for: request)
+        try #require((response as? HTTPURLResponse)?.statusCode == 200, "the proxy took mode \(mode)")
+    }
+
+    func counts() async throws -> [String: Int] {
+        struct Answer: Decodable { var counts: [String: Int] }
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(control)/stats")!)
+        return try JSONDecoder().decode(Answer.self, from: data).counts
     }
 }
 
