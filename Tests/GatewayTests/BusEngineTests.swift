@@ -694,6 +694,26 @@ final class TinyDevices: Sendable {
         #expect(bus.lineEchoes() == echoing, "what status shows of the line")
     }
 
+    /// Found at most starts on one line (closing-25): a pad with ratings waiting is acknowledged before the polls have
+    /// told whether the line echoes, the answer, equal to the request, is taken for the echo, and the write waits out
+    /// its timeout: a timeout on a healthy pad in the counters a technician reads.
+    @Test(arguments: [false, true])
+    func aPadWithRatingsWaitingAtAStartIsAcknowledgedWithoutATimeout(echoing: Bool) async throws {
+        let pads = [UInt8(1): MockModbusEvaluator(staffId: "0101"), 2: MockModbusEvaluator(staffId: "0102")]
+        for pad in pads.values { pad.press(.satisfied); pad.press(.basicallySatisfied) }
+        let (line, bus, stop) = try rtuPads(pads, echoing: echoing)
+        let acknowledgedBy = Mutex<Bool?>(nil)
+        line.at(.seconds(1)) { acknowledgedBy.withLock { $0 = pads.values.allSatisfy { $0.acknowledged == 2 } } }
+        await bus.run(until: stop)
+
+        let ratings = try await outbox.entries(after: 0, limit: 100).filter { $0.type == HallEventType.ratingSubmitted }
+        #expect(ratings.count == 4)
+        #expect(acknowledgedBy.withLock { $0 } == true, "both pads acknowledged within a second of the start")
+        let states = await bus.deviceStates()
+        #expect(states.allSatisfy { $0.counters.timeouts == 0 }, "\(states.map { ($0.device, $0.counters.timeouts) })")
+        #expect(bus.lineEchoes() == echoing)
+    }
+
     @Test func ourEchoReadLateOnALoadedMachineIsStillOurs() async throws {
         let (line, timing, stop) = echoingLineOfTwo()
         // Longer than the echo is expected (the frame's wire time and the 50 ms quiet gap): the echo and the answer

@@ -36,7 +36,9 @@ public struct LineReaction: Sendable {
     public var events: [CloudEvent]
     /// Device cursors to commit with them (what the driver must remember across a restart).
     public var cursors: [DeviceCursor]
-    /// Requests to send once the events are committed (acknowledgements: never before the commit).
+    /// Requests to send once the events are committed (acknowledgements: never before the commit). The bus may drop
+    /// them (a failed commit; one answered with itself before the line's echo is known): the device must repeat, or
+    /// the driver ask again at the next poll.
     public var afterCommit: [LineRequest]
     /// The device the frame came from, if known: it counts as answering.
     public var from: String?

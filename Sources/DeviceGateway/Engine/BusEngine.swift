@@ -962,6 +962,9 @@ public actor BusEngine<Driver: BusDriver>: Bus {
         pending.committed()
         guard let link else { return }
         for request in afterCommit where self.link != nil {
+            // Its answer, equal to it, would be taken for the echo and the write wait out its timeout (at most starts:
+            // a pad with ratings waiting); held back, as a failed commit's are, the next poll asks again.
+            if paced, request.answerMayEqualIt, echo.stillLearning { continue }
             _ = await exchange(request, on: link)
         }
     }
@@ -1339,6 +1342,11 @@ struct EchoFilter {
     /// Whether the line echoes what we write; nil until it is clear.
     private(set) var lineEchoes: Bool?
     private var misses = 0
+    /// Frames sent whose copy would prove something.
+    private var provingFramesSent = 0
+    /// The frames that tell have not all been sent yet, the line not known. Echoes that come, but too late to prove
+    /// anything (a USB adapter's latency), can keep the verdict open for good: then no longer learning.
+    var stillLearning: Bool { lineEchoes == nil && provingFramesSent < Self.missesBeforeNoEcho }
     /// Our frames whose echo is expected, each with the time before which a whole copy can only be its echo, the end
     /// of its window, and whether a copy proves anything (not of a request answered with itself).
     private var frames: [(bytes: [UInt8], onlyEchoBefore: Duration, until: Duration, proves: Bool)] = []
@@ -1364,6 +1372,7 @@ struct EchoFilter {
             missed()
         }
         frames.append((bytes, onlyEchoBefore, deadline, !answerMayEqualIt))
+        if !answerMayEqualIt { provingFramesSent += 1 }
     }
 
     /// `bytes`, read at `now`, with our echoes taken out; they arrived after `earliest` (when the read before
