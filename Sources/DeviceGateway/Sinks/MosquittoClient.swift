@@ -492,16 +492,18 @@ final class MosquittoClient: @unchecked Sendable {
             state.deliveries[id] = nil
             let within = Self.describe(delivery.timeout)
             let message: String
-            if state.phase.isConnected {
+            switch state.phase {
+            case .connected:
                 let missing = delivery.waiting.count + delivery.unsent.count
                 message = "\(missing) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
-            } else if delivery.connectedMeanwhile {
-                // "Not connected" sent a technician to the network while the broker dropped the gateway at each
-                // publish. Neither a count nor the socket's error: a reason that stays the same is logged once.
+            case .waiting where delivery.connectedMeanwhile:
+                // Waiting after a lost connection (a failed attempt fails the deliveries at once). "Not connected"
+                // sent a technician to the network while the broker dropped the gateway at each publish. Neither a
+                // count nor the socket's error: a reason that stays the same is logged once.
                 message = "connected, but each connection was lost before the broker acknowledged, within \(within)"
                     + " (does the broker close a client whose publish it denies, or has another client taken the id"
                     + " '\(settings.clientId)'?)"
-            } else {
+            case .waiting, .connecting:
                 message = "not connected within \(within)" + (state.lastProblem.map { ": \($0)" } ?? "")
             }
             expired.append((delivery.continuation, SinkError(.unavailable, "mqtt \(settings.address): \(message)")))
