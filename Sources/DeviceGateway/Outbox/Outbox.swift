@@ -1266,16 +1266,20 @@ public final class Outbox: Sendable {
             try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event'")
         }) ?? nil
 
-        let select = hasColumns
-            ? "SELECT position, json, committed_at FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
-            : "SELECT position, json, 0 FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
+        let columnsRead = hasColumns ? "position, json, committed_at" : "position, json, 0"
+        // One row by `=`: a range of one steps on to the next row to end the scan, and the row before a damaged page
+        // failed with it (from a trial: an undelivered event lost, its row readable).
+        let selectRange = "SELECT \(columnsRead) FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
+        let selectOne = "SELECT \(columnsRead) FROM event WHERE position = ?"
         var rows: [(json: String, committedAt: Double)] = []
         // Every sequence number seen, delivered rows included: the counters must continue past all of them.
         var highestSequence: [String: Int64] = [:]
         func read(_ range: ClosedRange<Int64>) -> Bool {
             do {
                 let found = try damaged.read { db in
-                    try Row.fetchAll(db, sql: select, arguments: [range.lowerBound, range.upperBound])
+                    range.count == 1
+                        ? try Row.fetchAll(db, sql: selectOne, arguments: [range.lowerBound])
+                        : try Row.fetchAll(db, sql: selectRange, arguments: [range.lowerBound, range.upperBound])
                 }
                 for row in found {
                     // Optional reads: a damaged page may hold NULLs or values of the wrong type.
