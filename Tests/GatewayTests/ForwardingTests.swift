@@ -495,16 +495,19 @@ func damagePages(of path: String, bytes: Int) throws {
 }
 
 @Suite struct OutboxSalvageTests {
+    /// An outbox at `path` of 2,000 events of one source, the first 300 delivered to its one sink, then closed.
+    func outboxOf2000Events300Delivered(at path: String, cursors: [DeviceCursor] = []) async throws {
+        let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+        try await outbox.register(sinks: ["central"])
+        for round in 0..<20 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
+        if !cursors.isEmpty { try await outbox.commit([], cursors: cursors) }
+        try await outbox.markDelivered(sink: "central", through: 300, count: 300)
+    }
+
     @Test func aDamagedOutboxIsSalvagedAndItsUndeliveredEventsKeepTheirSequence() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
-        do {
-            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
-            try await outbox.register(sinks: ["central"])
-            for round in 0..<20 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
-            try await outbox.commit([], cursors: [DeviceCursor(device: "eval-w01", bootId: 9, consumed: 41)])
-            try await outbox.markDelivered(sink: "central", through: 300, count: 300)
-        }
+        try await outboxOf2000Events300Delivered(at: path, cursors: [DeviceCursor(device: "eval-w01", bootId: 9, consumed: 41)])
         // Garbage over two pages in the middle of the file: the table's leaves there become unreadable.
         try damagePages(of: path, bytes: 8192)
 
@@ -535,12 +538,7 @@ extension OutboxSalvageTests {
     @Test func aSalvageLosesOnlyTheRowsOnTheDamagedPage() async throws {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
-        do {
-            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
-            try await outbox.register(sinks: ["central"])
-            for round in 0..<20 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
-            try await outbox.markDelivered(sink: "central", through: 300, count: 300)
-        }
+        try await outboxOf2000Events300Delivered(at: path)
         // The table's leaf pages in the order of their rows (SQLite's dbstat), read from the intact file.
         let (pageSize, leaves) = try await DatabaseQueue(path: path).read { db in
             (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096,
