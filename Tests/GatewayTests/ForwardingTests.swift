@@ -259,6 +259,40 @@ final class GatedSink: EventSink {
         #expect(try await outbox.putAsideEvents().isEmpty)
     }
 
+    /// From a trial: a store answering 400 to everything while the hall was busy got three requests for each new event
+    /// (the run, its first and its last event alone) with no backoff, and a log line each with the run one longer.
+    @Test func aStoreRefusingEverythingWhileEventsKeepComingIsLeftToItsBackoff() async throws {
+        try await outbox.commit(deviceEvents(5))
+        let sink = ScriptedSink(poison: Set((1...20).map { "e\($0)" }), sameReason: true)
+        let log = CapturedLog()
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+                                  logger: log.logger)
+        // Half an hour at least before a retry: only an event behind the run may bring one sooner, once.
+        forwarder.firstRetryDelay = .seconds(3600)
+        let stop = StopSignal()
+        let running = Task { [forwarder] in await forwarder.run(until: stop) }
+        #expect(await eventually { log.text.contains("5 events in a row from e1 and nothing came after yet") }, "\(log.text)")
+        let later = deviceEvents(20).dropFirst(5)
+        try await outbox.commit([later.first!])
+        // The event behind is offered alone, refused: the store's fault, most likely. Then the backoff.
+        #expect(await eventually { log.text.contains("6 events in a row from e1 and took none after") }, "\(log.text)")
+        let attempts = sink.attempts
+        var answeredEarly: [String] = []
+        for event in later.dropFirst().prefix(3) {
+            try await outbox.commit([event])
+            // The forwarder looks for new events every 200 ms: a second is five looks.
+            if await eventually(timeout: .seconds(1), { sink.attempts > attempts }) { answeredEarly.append(event.id) }
+        }
+        stop.stop()
+        await running.value
+
+        #expect(answeredEarly.isEmpty, "\(sink.attempts - attempts) more requests, for \(answeredEarly)")
+        let lines = log.text.split(separator: "\n").filter { $0.contains("delivery failed") }
+        #expect(lines.count == 2, "\(lines)")
+        #expect(try await outbox.putAsideEvents().isEmpty)
+        #expect(try await outbox.backlog(sink: sink.name) == 9)
+    }
+
     @Test func aRefusedEventAtTheEndOfTheBacklogWaitsUntilTheStoreTakesOneBehindIt() async throws {
         try await outbox.commit(deviceEvents(3))
         let sink = ScriptedSink(poison: ["e3"])

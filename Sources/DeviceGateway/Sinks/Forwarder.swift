@@ -35,6 +35,10 @@ public struct Forwarder: Sendable {
         var failing: String?
         var attempt = 0
         var stoppedAt: ContinuousClock.Instant?
+        // The end of a refused run nothing had come after: the events committed since are offered behind it, one by
+        // one, rather than joining it (from a trial: a store answering 400 to everything, the hall busy, was sent
+        // three requests for each new event, without backoff).
+        var refusedRunEnd: Int64?
         forwarding: while true {
             let stopping = stop.isStopped
             // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
@@ -42,7 +46,7 @@ public struct Forwarder: Sendable {
             if stopping, failing != nil { break }
             do {
                 if stopping, stoppedAt == nil { stoppedAt = .now }
-                while try await forwardBatch() == config.batchSize {
+                while try await forwardBatch(through: refusedRunEnd) == config.batchSize {
                     guard stop.isStopped else { continue }
                     let since = stoppedAt ?? .now
                     stoppedAt = since
@@ -60,6 +64,7 @@ public struct Forwarder: Sendable {
                 }
                 failing = nil
                 attempt = 0
+                refusedRunEnd = nil
                 if stopping { break }
                 await stop.sleep(for: idleInterval)
             } catch {
@@ -84,6 +89,7 @@ public struct Forwarder: Sendable {
                     return up > 0 && up != failedOn
                 }
                 if let alone {
+                    refusedRunEnd = alone.position
                     await sleep(for: delay, stop) {
                         if connectedAgain() { return true }
                         return (try? await outbox.entries(after: alone.position, limit: 1))?.isEmpty == false
@@ -159,10 +165,12 @@ public struct Forwarder: Sendable {
         return max(jittered, min(retryAfter, .seconds(3600)))
     }
 
-    /// Delivers one batch; returns how many events it held (a full batch: there may be more).
-    private func forwardBatch() async throws -> Int {
+    /// Delivers one batch, of events up to `through` when given; returns how many events it held (a full batch: there
+    /// may be more).
+    private func forwardBatch(through end: Int64? = nil) async throws -> Int {
         let delivered = try await outbox.deliveredPosition(sink: sink.name)
-        let batch = try await outbox.entries(after: delivered, limit: config.batchSize)
+        var batch = try await outbox.entries(after: delivered, limit: config.batchSize)
+        if let end { batch.removeAll { $0.position > end } }
         guard !batch.isEmpty else { return 0 }
         try await deliver(batch[...])
         return batch.count
