@@ -283,6 +283,11 @@ public struct OutboxRecovered: Sendable, Equatable, Codable {
     public var recovered: Int
     public var alreadyDelivered: Int
     public var unreadable: Int
+    /// Of the unreadable rows, those some sink had not confirmed.
+    public var unreadableUndelivered: Int
+    /// The sequence numbers per source that were not read back and may not have been delivered: a store that lacks
+    /// any of them has lost it (as `events_dropped`'s ranges, they explain its gaps).
+    public var notReadBack: [SequenceRange]
     public var damage: String
 
     /// Creates a salvage report.
@@ -291,6 +296,9 @@ public struct OutboxRecovered: Sendable, Equatable, Codable {
         recovered = report.recovered
         alreadyDelivered = report.alreadyDelivered
         unreadable = report.unreadable
+        // A report from before they were counted: every unreadable row may have been undelivered.
+        unreadableUndelivered = report.unreadableUndelivered ?? report.unreadable
+        notReadBack = report.notReadBack ?? []
         damage = report.damage
     }
 }

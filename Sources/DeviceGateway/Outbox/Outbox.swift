@@ -110,6 +110,12 @@ public struct SalvageReport: Sendable, Equatable, Codable {
     public var unreadable: Int
     /// Why the file was judged damaged.
     public var damage: String
+    /// Of the unreadable rows, those some sink had not confirmed (nil in a report from before it was counted).
+    public var unreadableUndelivered: Int?
+    /// Per source, the sequence numbers after the last one read back that every sink had, up to the source's counter,
+    /// that were not read back: a store that lacks any of them has lost it. Empty when every unreadable row had been
+    /// delivered everywhere (from a trial: the central store saw gaps the salvage did not explain).
+    public var notReadBack: [SequenceRange]?
 }
 
 /// Opens an existing SQLite file for reading only (or, `writable`, for a CLI's one change): a CLI pointed at the
@@ -215,7 +221,8 @@ public final class Outbox: Sendable {
             logger.critical(
                 """
                 outbox salvage from \(report.damagedPath): \(report.recovered) events queued again for delivery, \
-                \(report.alreadyDelivered) were already delivered everywhere, \(report.unreadable) rows unreadable
+                \(report.alreadyDelivered) were already delivered everywhere, \(report.unreadable) rows unreadable\
+                \(Self.unreadableSummary(report))
                 """, metadata: ["outbox.path": "\(path)"])
             return try Outbox(path: path, policy: policy, salvage: report)
         }
@@ -1241,6 +1248,39 @@ public final class Outbox: Sendable {
 
     // MARK: Salvage
 
+    /// Per source, the numbers not read back among those after the last read back that every sink had, up to its
+    /// counter. A source's undelivered events are the last it numbered, and at most `unreadable` of them were lost:
+    /// a source whose delivered rows were pruned is not reported from 1.
+    static func notReadBack(counters: [String: Int64], deliveredThrough: [String: Int64],
+                            readUndelivered: [String: Set<Int64>], unreadable: Int) -> [SequenceRange] {
+        var ranges: [SequenceRange] = []
+        for (source, last) in counters.sorted(by: { $0.key < $1.key }) {
+            let read = readUndelivered[source] ?? []
+            var next = max((deliveredThrough[source] ?? 0) + 1, last - Int64(read.count + unreadable) + 1)
+            func missing(through end: Int64) {
+                if end >= next { ranges.append(SequenceRange(source: source, first: next, last: end, count: Int(end - next + 1))) }
+            }
+            for number in read.sorted() where number >= next {
+                missing(through: number - 1)
+                next = number + 1
+            }
+            missing(through: last)
+        }
+        return ranges
+    }
+
+    /// What the unreadable rows mean for the stores, for the salvage's log line: nothing when none was unreadable.
+    static func unreadableSummary(_ report: SalvageReport) -> String {
+        guard report.unreadable > 0, let undelivered = report.unreadableUndelivered else { return "" }
+        guard undelivered > 0 else { return ", all of them delivered everywhere before" }
+        let ranges = report.notReadBack ?? []
+        let named = ranges.prefix(8).map { range in
+            "\(range.source) \(range.first)" + (range.last > range.first ? "–\(range.last)" : "")
+        }
+        return ", \(undelivered) of them not delivered everywhere; not read back, lost to a store that lacks them: "
+            + named.joined(separator: ", ") + (ranges.count > 8 ? " and \(ranges.count - 8) more ranges" : "")
+    }
+
     /// Reads what it can of a damaged outbox and queues again every event some sink had not confirmed.
     /// Events keep their ids and sequence numbers; each source's counter continues after the highest seen.
     func salvage(from damagedPath: String, damage: String) throws -> SalvageReport {
@@ -1274,6 +1314,14 @@ public final class Outbox: Sendable {
         var rows: [(json: String, committedAt: Double)] = []
         // Every sequence number seen, delivered rows included: the counters must continue past all of them.
         var highestSequence: [String: Int64] = [:]
+        // Per source, the highest number read that every sink had, and the numbers read that some sink had not.
+        var deliveredThrough: [String: Int64] = [:]
+        var readUndelivered: [String: Set<Int64>] = [:]
+        var unreadableUndelivered = 0
+        func unreadableRow(at position: Int64?) {
+            report.unreadable += 1
+            if (position ?? .max) > delivered { unreadableUndelivered += 1 }
+        }
         func read(_ range: ClosedRange<Int64>) -> Bool {
             do {
                 let found = try damaged.read { db in
@@ -1286,15 +1334,17 @@ public final class Outbox: Sendable {
                     guard let position = row[0] as Int64?, let json = row[1] as String?,
                           let event = try? CloudEvent.decode(json: Data(json.utf8))
                     else {
-                        report.unreadable += 1
+                        unreadableRow(at: row[0] as Int64?)
                         continue
                     }
                     let sequence = event.sequence.flatMap { Int64($0) } ?? 0
                     highestSequence[event.source] = max(highestSequence[event.source] ?? 0, sequence)
                     if position <= delivered {
                         report.alreadyDelivered += 1
+                        deliveredThrough[event.source] = max(deliveredThrough[event.source] ?? 0, sequence)
                     } else {
                         rows.append((json, (row[2] as Double?) ?? 0))
+                        readUndelivered[event.source, default: []].insert(sequence)
                     }
                 }
                 return true
@@ -1308,7 +1358,7 @@ public final class Outbox: Sendable {
         while start <= highest ?? 0 {
             let range = start...min(highest ?? 0, start + chunk - 1)
             if !read(range) {
-                for position in range where !read(position...position) { report.unreadable += 1 }
+                for position in range where !read(position...position) { unreadableRow(at: position) }
             }
             start += chunk
         }
@@ -1335,6 +1385,10 @@ public final class Outbox: Sendable {
                 guard let source = row[0] as String?, let last = row[1] as Int64? else { continue }
                 highestSequence[source] = max(highestSequence[source] ?? 0, last)
             }
+            report.unreadableUndelivered = unreadableUndelivered
+            report.notReadBack = unreadableUndelivered == 0 ? [] : Self.notReadBack(
+                counters: highestSequence, deliveredThrough: deliveredThrough, readUndelivered: readUndelivered,
+                unreadable: unreadableUndelivered)
             for (source, last) in highestSequence {
                 try db.execute(
                     sql: """
