@@ -102,10 +102,15 @@ import Testing
         let path = folder.file("outbox.sqlite")
         try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: path))
         let log = CapturedLog()
+        let before = Date()
         let outbox = try Outbox.open(path: path, logger: log.logger)
         try await outbox.commit([rating("a")])
         let aside = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("outbox.sqlite.damaged-") }
-        #expect(aside.count == 1, "the damaged file is kept for inspection")
+        try #require(aside.count == 1, "the damaged file is kept for inspection")
+        // Named by when, in UTC, to the second.
+        let when = try Date(String(aside[0].dropFirst("outbox.sqlite.damaged-".count)),
+                            strategy: .iso8601.dateSeparator(.omitted).timeSeparator(.omitted))
+        #expect(when >= before.addingTimeInterval(-1) && when <= Date(), "\(aside[0])")
         #expect(try Data(contentsOf: URL(fileURLWithPath: folder.file(aside[0]))) == Data(repeating: 0x5A, count: 8192))
         #expect(log.text.contains("critical outbox \(path) is damaged"), "\(log.text)")
     }

@@ -212,7 +212,7 @@ public final class Outbox: Sendable {
                 if cut == .written { throw PowerCut() }
                 try fresh.closeWholly()
             }
-            report.damagedPath = "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
+            report.damagedPath = damagedName(of: path)
             // Kept until its event is committed: a salvage finished at the next start is still reported.
             try JSONEncoder().encode(report).write(to: URL(fileURLWithPath: reportPath(of: path)), options: .atomic)
             try FileManager.default.moveItem(atPath: salvaging, toPath: salvaged)
@@ -230,12 +230,18 @@ public final class Outbox: Sendable {
 
     struct PowerCut: Error {}
 
+    /// Where a damaged outbox is put aside: named by when, in UTC (`outbox.sqlite.damaged-20261206T011106Z`; from a
+    /// trial: a technician read the seconds since 1970 as a number).
+    private static func damagedName(of path: String) -> String {
+        "\(path).damaged-" + Date().formatted(.iso8601.dateSeparator(.omitted).timeSeparator(.omitted))
+    }
+
     /// Moves the damaged file (with its journal files) aside and the complete salvage into its place; returns where
     /// the damaged file went (nil: it had been moved already).
     private static func putInPlace(
         _ salvaged: String, of path: String, aside: String?, cutPowerAfterMovingAside: Bool = false
     ) throws -> String? {
-        let aside = aside ?? "\(path).damaged-\(Int(Date().timeIntervalSince1970))"
+        let aside = aside ?? damagedName(of: path)
         var moved = false
         for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
             try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
