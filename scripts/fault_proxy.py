@@ -10,6 +10,7 @@ Modes, set with `POST /mode` on the control port (the body is the mode, e.g. `st
                               the client sends more: a broker that accepts a client and drops it at its first
                               publish (EMQX or AWS IoT on a denied publish, a second client under its id) (any protocol)
   status N [retry-after S]    answer every HTTP request with status N (and `Retry-After: S`) (HTTP only)
+  cut                         read an HTTP request, begin a 200 answer and close the connection halfway (HTTP only)
 A new mode applies to new connections; connections opened under the old mode are closed when it changes.
 `GET /mode` answers the mode, `GET /stats` {"mode", "counts"}: connections per TCP mode, requests per
 `status` mode. On start it prints `LISTEN <port>` and `CONTROL <port>` on stdout.
@@ -25,7 +26,7 @@ import socket
 import struct
 import sys
 
-MODE = re.compile(r"^(pass|hang|reset|slow|drop-after-answer|status (\d{3})( retry-after (.+))?)$")
+MODE = re.compile(r"^(pass|hang|reset|slow|drop-after-answer|cut|status (\d{3})( retry-after (.+))?)$")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -61,6 +62,17 @@ class Proxy:
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 writer.transport.abort()
+                return
+            elif mode == "cut":
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                self.count(mode)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
                 return
             else:
                 await self.answer_http(reader, writer, mode)

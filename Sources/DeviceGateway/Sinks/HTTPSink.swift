@@ -289,6 +289,11 @@ public final class HTTPSink: EventSink {
             default: return "\(error)"
             }
         }
+        // NIO's words for a connection that ended before the answer was whole (from a trial of a store's reset:
+        // "stream ended at an unexpected time").
+        if let error = error as? HTTPParserError, error == .invalidEOFState {
+            return "the store closed the connection before answering"
+        }
         if let error = error as? NIOConnectionError {
             if error.dnsAError != nil || error.dnsAAAAError != nil, error.connectionErrors.isEmpty {
                 return "cannot resolve the host name \(host)"
