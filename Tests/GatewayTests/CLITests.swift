@@ -703,6 +703,24 @@ import Testing
                 .contains("; 2 when the outbox cannot be read (a wrong --outbox"), "\(help.standardOutput)")
     }
 
+    /// From a trial: after a salvage at a start, nothing a technician reads said the damaged file was kept.
+    @Test func outboxStatusNamesTheDamagedOutboxASalvageSetAside() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: path))
+        _ = try Outbox.open(path: path, logger: CapturedLog().logger)
+        let aside = try #require(FileManager.default.contentsOfDirectory(atPath: folder.path)
+            .first { $0.hasPrefix("outbox.sqlite.damaged-") })
+
+        let status = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(status.status == 0, "\(status.standardError)")
+        #expect(status.standardOutput.contains("""
+            damaged outboxes set aside by a salvage at a start, kept for inspection (what each salvage could not read: \
+            `gatewayd events --type hall.gateway.outbox_recovered`):
+              \(folder.file(aside))
+            """), "\(status.standardOutput)")
+    }
+
     /// Found by trying the demo: after it stopped, `probe` took the demo's configuration, still in var/, and wrote a
     /// Modbus request into whatever terminal had been given its pseudo-terminal's name since.
     @Test func theDemoHallsPortsAreNotOpenedOnceItStopped() async throws {
