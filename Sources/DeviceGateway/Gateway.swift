@@ -94,9 +94,11 @@ public final class Gateway: Service {
             onCommit(events)
         }
         self.onCommit = onCommit
-        let outbox = try Outbox.open(
-            path: config.outboxPath, policy: config.outbox,
-            logger: logger)
+        var outboxPolicy = config.outbox
+        outboxPolicy.localCopies = config.sinks.compactMap { sink in
+            if case .sqlite(let path) = sink.kind { path } else { nil }
+        }
+        let outbox = try Outbox.open(path: config.outboxPath, policy: outboxPolicy, logger: logger)
         self.outbox = outbox
         Self.warnIfTheDiskIsSmallerThanTheBudget(config, outbox: outbox.path, logger: logger)
         // Before the start commits anything of its own. From an installer's trial: after a kill -9 nothing said that the

@@ -51,7 +51,7 @@ struct OutboxCommand: AsyncParsableCommand {
                     outbox: path, events: try await reader.count(), usedBytes: try await reader.usedBytes(),
                     maximumBytes: budget, freeBytes: DiskSpace.free(at: path), dropped: try await reader.dropTotal(),
                     sinks: try await reader.sinkReports(sinks), putAside: try await reader.putAsideEvents(),
-                    damagedOutboxes: Self.damagedOutboxes(beside: path))
+                    damagedOutboxes: Outbox.damagedOutboxes(beside: path))
             } catch {
                 // Not an outbox, or not readable: the path given is wrong, as `events --store` says too.
                 printError("\(error)")
@@ -63,16 +63,6 @@ struct OutboxCommand: AsyncParsableCommand {
                 print(report.text(timeZone: timeZone, now: Date()))
             }
             if report.diskIsFull { throw ExitCode(CLIExit.failed) }
-        }
-
-        /// The damaged outboxes a salvage set aside beside `path` (from a trial: nothing a technician reads said so).
-        static func damagedOutboxes(beside path: String) -> [String] {
-            let url = URL(fileURLWithPath: path)
-            let prefix = url.lastPathComponent + ".damaged-"
-            let folder = url.deletingLastPathComponent().path
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-            return names.filter { $0.hasPrefix(prefix) && !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }.sorted()
-                .map { (folder as NSString).appendingPathComponent($0) }
         }
     }
 
@@ -146,7 +136,8 @@ struct OutboxReport: Encodable {
     var dropped: Int
     var sinks: [SinkReport]
     var putAside: [PutAsideEvent]
-    /// Damaged outboxes a salvage set aside beside it, kept for inspection.
+    /// Damaged outboxes a salvage set aside beside it, kept for inspection (from a trial: nothing a technician reads
+    /// said so).
     var damagedOutboxes: [String]
 
     /// Less than a megabyte left: SQLite cannot add the pages of the next commit.
@@ -189,7 +180,8 @@ struct OutboxReport: Encodable {
         if !damagedOutboxes.isEmpty {
             lines.append("")
             lines.append("damaged outboxes set aside by a salvage at a start, kept for inspection (what each salvage could not "
-                         + "read: `gatewayd events --type hall.gateway.outbox_recovered`):")
+                         + "read: its hall.gateway.outbox_recovered event; with a local event store, "
+                         + "`gatewayd events --type hall.gateway.outbox_recovered`):")
             lines += damagedOutboxes.map { "  \($0)" }
         }
         return lines.joined(separator: "\n")

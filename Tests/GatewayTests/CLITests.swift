@@ -716,6 +716,7 @@ import Testing
         #expect(status.status == 0, "\(status.standardError)")
         #expect(status.standardOutput.contains("""
             damaged outboxes set aside by a salvage at a start, kept for inspection (what each salvage could not read: \
+            its hall.gateway.outbox_recovered event; with a local event store, \
             `gatewayd events --type hall.gateway.outbox_recovered`):
               \(folder.file(aside))
             """), "\(status.standardOutput)")

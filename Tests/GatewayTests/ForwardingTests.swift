@@ -265,7 +265,8 @@ final class GatedSink: EventSink {
         try await outbox.commit(deviceEvents(5))
         let sink = ScriptedSink(poison: Set((1...20).map { "e\($0)" }), sameReason: true)
         let log = CapturedLog()
-        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+        var forwarder = Forwarder(outbox: outbox, sink: sink,
+                                  config: SinkConfig(name: sink.name, kind: .sqlite(path: ""), maximumRetryDelay: .seconds(3600)),
                                   logger: log.logger)
         // Half an hour at least before a retry: only an event behind the run may bring one sooner, once.
         forwarder.firstRetryDelay = .seconds(3600)
@@ -567,6 +568,23 @@ func damagePages(of path: String, bytes: Int) throws {
 }
 
 extension OutboxSalvageTests {
+    /// Garbage over one leaf page of the event table (found with SQLite's dbstat in the intact file): the `index`-th
+    /// in the order of its rows, or two thirds in. Returns how many rows precede it and how many it held.
+    func damageOneLeafPage(of path: String, index: Int? = nil) async throws -> (rowsBefore: Int, rows: Int) {
+        let (pageSize, leaves) = try await DatabaseQueue(path: path).read { db in
+            (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096,
+             try Row.fetchAll(db, sql: "SELECT pageno, ncell FROM dbstat WHERE name = 'event' AND pagetype = 'leaf' ORDER BY path")
+                .map { (page: $0[0] as Int, rows: $0[1] as Int) })
+        }
+        try #require(leaves.count > 10, "\(leaves.count) leaf pages")
+        let damaged = leaves[index ?? leaves.count * 2 / 3]
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: UInt64((damaged.page - 1) * pageSize))
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: pageSize))
+        try handle.close()
+        return (leaves.prefix { $0.page != damaged.page }.reduce(0) { $0 + $1.rows }, damaged.rows)
+    }
+
     /// From a trial: the row before a damaged page was read by a range of one, which stepped on into the damaged page;
     /// an undelivered event whose row could be read was lost. Exactly the rows on the damaged page are unreadable, and
     /// the report names their sequence numbers when some sink had not confirmed them (the central store's gaps).
@@ -575,20 +593,8 @@ extension OutboxSalvageTests {
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
         try await outboxOf2000Events300Delivered(at: path)
-        // The table's leaf pages in the order of their rows (SQLite's dbstat), read from the intact file.
-        let (pageSize, leaves) = try await DatabaseQueue(path: path).read { db in
-            (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096,
-             try Row.fetchAll(db, sql: "SELECT pageno, ncell FROM dbstat WHERE name = 'event' AND pagetype = 'leaf' ORDER BY path")
-                .map { (page: $0[0] as Int, rows: $0[1] as Int) })
-        }
-        try #require(leaves.count > 10, "\(leaves.count) leaf pages")
-        let damaged = leaves[delivered ? 1 : leaves.count * 2 / 3]
-        let rowsBefore = leaves.prefix { $0.page != damaged.page }.reduce(0) { $0 + $1.rows }
-        try #require((rowsBefore + damaged.rows <= 300) == delivered, "the page's rows all delivered, or none")
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        try handle.seek(toOffset: UInt64((damaged.page - 1) * pageSize))
-        try handle.write(contentsOf: Data(repeating: 0xA5, count: pageSize))
-        try handle.close()
+        let damaged = try await damageOneLeafPage(of: path, index: delivered ? 1 : nil)
+        try #require((damaged.rowsBefore + damaged.rows <= 300) == delivered, "the page's rows all delivered, or none")
 
         let log = CapturedLog()
         let outbox = try Outbox.open(path: path, logger: log.logger)
@@ -597,7 +603,7 @@ extension OutboxSalvageTests {
         #expect(report.alreadyDelivered == 300 - (delivered ? damaged.rows : 0))
         #expect(report.recovered == 1700 - (delivered ? 0 : damaged.rows), "\(report)")
         // One source, numbered in commit order: its sequence numbers are the damaged file's positions.
-        let lost = (rowsBefore + 1)...(rowsBefore + damaged.rows)
+        let lost = (damaged.rowsBefore + 1)...(damaged.rowsBefore + damaged.rows)
         let sequences = Set(try await outbox.entries(after: 0, limit: 5000).map(\.sequence))
         #expect(sequences.isSuperset(of: (301...2000).filter { !lost.contains($0) || delivered }.map(Int64.init)),
                 "every undelivered event read back, those beside the damaged page too")
@@ -612,6 +618,45 @@ extension OutboxSalvageTests {
                 \(damaged.rows) of them not delivered everywhere; not read back, lost to a store that lacks them: \
                 /halls/h/devices/d1 \(lost.lowerBound)–\(lost.upperBound)
                 """), "\(log.text)")
+        }
+    }
+
+    /// From a trial: the undelivered events on a damaged page were lost for the central store while the gateway's own
+    /// local event store held every one. Taken from it, but only from a store that is this outbox's: one kept when
+    /// the state directory was emptied holds other events under the same numbers.
+    @Test(arguments: [true, false])
+    func aSalvageTakesWhatItCannotReadFromTheLocalEventStore(sameHistory: Bool) async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        try await outboxOf2000Events300Delivered(at: path)
+        let localPath = folder.file("events.sqlite")
+        do {
+            let local = try SQLiteEventStore(name: "local", path: localPath)
+            if sameHistory {
+                try await local.deliver(try await Outbox.open(path: path, logger: CapturedLog().logger).entries(after: 0, limit: 5000))
+            } else {
+                let before = try Outbox.open(path: folder.file("before.sqlite"), logger: CapturedLog().logger)
+                for round in 0..<20 { try await before.commit(deviceEvents(100, prefix: "before-\(round)-")) }
+                try await local.deliver(try await before.entries(after: 0, limit: 5000))
+            }
+        }
+        let damaged = try await damageOneLeafPage(of: path)
+        var policy = OutboxPolicy()
+        policy.localCopies = [localPath]
+
+        let log = CapturedLog()
+        let outbox = try Outbox.open(path: path, policy: policy, logger: log.logger)
+        let report = try #require(outbox.salvage)
+        let ids = Set(try await outbox.entries(after: 0, limit: 5000).map(\.id))
+        let lost = (damaged.rowsBefore + 1)...(damaged.rowsBefore + damaged.rows)
+        if sameHistory {
+            #expect(report.takenFromLocalStore == damaged.rows && report.notReadBack == [], "\(report)")
+            #expect(ids.count == 1700, "every undelivered event, those of the damaged page from the local store")
+            #expect(log.text.contains("\(damaged.rows) events queued again from the local event store"), "\(log.text)")
+        } else {
+            #expect(report.takenFromLocalStore == 0, "\(report)")
+            #expect(report.notReadBack?.map { $0.first...$0.last } == [Int64(lost.lowerBound)...Int64(lost.upperBound)])
+            #expect(!ids.contains { $0.hasPrefix("before-") }, "no event of another history")
         }
     }
 

@@ -288,6 +288,8 @@ public struct OutboxRecovered: Sendable, Equatable, Codable {
     /// The sequence numbers per source that were not read back and may not have been delivered: a store that lacks
     /// any of them has lost it (as `events_dropped`'s ranges, they explain its gaps).
     public var notReadBack: [SequenceRange]
+    /// Of those, the events found in a local event store on this box and queued again from there.
+    public var takenFromLocalStore: Int
     public var damage: String
 
     /// Creates a salvage report.
@@ -299,7 +301,21 @@ public struct OutboxRecovered: Sendable, Equatable, Codable {
         // A report from before they were counted: every unreadable row may have been undelivered.
         unreadableUndelivered = report.unreadableUndelivered ?? report.unreadable
         notReadBack = report.notReadBack ?? []
+        takenFromLocalStore = report.takenFromLocalStore ?? 0
         damage = report.damage
+    }
+
+    /// An event from before the undelivered rows were told apart (a store's history, `gatewayd events`) reads too.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        damagedFile = try container.decode(String.self, forKey: .damagedFile)
+        recovered = try container.decode(Int.self, forKey: .recovered)
+        alreadyDelivered = try container.decode(Int.self, forKey: .alreadyDelivered)
+        unreadable = try container.decode(Int.self, forKey: .unreadable)
+        unreadableUndelivered = try container.decodeIfPresent(Int.self, forKey: .unreadableUndelivered) ?? unreadable
+        notReadBack = try container.decodeIfPresent([SequenceRange].self, forKey: .notReadBack) ?? []
+        takenFromLocalStore = try container.decodeIfPresent(Int.self, forKey: .takenFromLocalStore) ?? 0
+        damage = try container.decode(String.self, forKey: .damage)
     }
 }
 

@@ -34,6 +34,9 @@ public struct OutboxPolicy: Sendable, Equatable {
     public var maximumBytes: Int64?
     /// Events every sink confirmed are pruned once they are this old (their ids still catch re-reads till then).
     public var retention: Duration
+    /// Event stores on this box that keep copies of the events (the local `sqlite` sinks): a salvage takes from them
+    /// the undelivered events it cannot read back.
+    public var localCopies: [String] = []
 
     /// Creates a policy.
     public init(maximumBytes: Int64? = nil, retention: Duration = .seconds(7 * 24 * 3600)) {
@@ -116,6 +119,8 @@ public struct SalvageReport: Sendable, Equatable, Codable {
     /// that were not read back: a store that lacks any of them has lost it. Empty when every unreadable row had been
     /// delivered everywhere (from a trial: the central store saw gaps the salvage did not explain).
     public var notReadBack: [SequenceRange]?
+    /// Undelivered events not read back but found in a local event store on this box, queued again from there.
+    public var takenFromLocalStore: Int?
 }
 
 /// Opens an existing SQLite file for reading only (or, `writable`, for a CLI's one change): a CLI pointed at the
@@ -234,6 +239,16 @@ public final class Outbox: Sendable {
     /// trial: a technician read the seconds since 1970 as a number).
     private static func damagedName(of path: String) -> String {
         "\(path).damaged-" + Date().formatted(.iso8601.dateSeparator(.omitted).timeSeparator(.omitted))
+    }
+
+    /// The damaged outboxes salvages set aside beside `path`, kept for inspection.
+    public static func damagedOutboxes(beside path: String) -> [String] {
+        let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent().path
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { name in
+            name.hasPrefix(url.lastPathComponent + ".damaged-") && !name.hasSuffix("-wal") && !name.hasSuffix("-shm")
+        }.sorted().map { (folder as NSString).appendingPathComponent($0) }
     }
 
     /// Moves the damaged file (with its journal files) aside and the complete salvage into its place; returns where
@@ -1255,22 +1270,20 @@ public final class Outbox: Sendable {
     // MARK: Salvage
 
     /// Per source, the numbers not read back among those after the last read back that every sink had, up to its
-    /// counter. A source's undelivered events are the last it numbered, and at most `unreadable` of them were lost:
-    /// a source whose delivered rows were pruned is not reported from 1.
+    /// counter: one range a source, from its first to its last such number, `count` of them (as a drop report's). A
+    /// source's undelivered events are the last it numbered, and at most `unreadable` of them were lost: a source
+    /// whose delivered rows were pruned is not reported from 1, but its last few may be.
     static func notReadBack(counters: [String: Int64], deliveredThrough: [String: Int64],
                             readUndelivered: [String: Set<Int64>], unreadable: Int) -> [SequenceRange] {
         var ranges: [SequenceRange] = []
         for (source, last) in counters.sorted(by: { $0.key < $1.key }) {
             let read = readUndelivered[source] ?? []
-            var next = max((deliveredThrough[source] ?? 0) + 1, last - Int64(read.count + unreadable) + 1)
-            func missing(through end: Int64) {
-                if end >= next { ranges.append(SequenceRange(source: source, first: next, last: end, count: Int(end - next + 1))) }
+            let from = max((deliveredThrough[source] ?? 0) + 1, last - Int64(read.count + unreadable) + 1)
+            guard from <= last else { continue }
+            let missing = (from...last).filter { !read.contains($0) }
+            if let first = missing.first, let end = missing.last {
+                ranges.append(SequenceRange(source: source, first: first, last: end, count: missing.count))
             }
-            for number in read.sorted() where number >= next {
-                missing(through: number - 1)
-                next = number + 1
-            }
-            missing(through: last)
         }
         return ranges
     }
@@ -1282,9 +1295,50 @@ public final class Outbox: Sendable {
         let ranges = report.notReadBack ?? []
         let named = ranges.prefix(8).map { range in
             "\(range.source) \(range.first)" + (range.last > range.first ? "–\(range.last)" : "")
+                + (range.count < range.last - range.first + 1 ? " (\(range.count) of them)" : "")
         }
-        return ", \(undelivered) of them not delivered everywhere; not read back, lost to a store that lacks them: "
-            + named.joined(separator: ", ") + (ranges.count > 8 ? " and \(ranges.count - 8) more ranges" : "")
+        let taken = report.takenFromLocalStore ?? 0
+        let lost = ranges.isEmpty
+            ? (taken > 0 ? "" : "; which events they held cannot be told (the sources' counters are unreadable)")
+            : "; not read back, lost to a store that lacks them: " + named.joined(separator: ", ")
+                + (ranges.count > 8 ? " and \(ranges.count - 8) more sources" : "")
+        return ", \(undelivered) of them not delivered everywhere"
+            + (taken > 0 ? "; \(taken) events queued again from the local event store" : "") + lost
+    }
+
+    /// The events of `ranges` that a local event store in `stores` holds, as JSON. Only from a store that is this
+    /// outbox's: an event beside the range that was read back must be there under the same id, none under another (a
+    /// store kept when the state directory was emptied holds earlier events under the same numbers).
+    static func copies(of ranges: [SequenceRange], besideIds readIds: [String: [Int64: String]], in stores: [String])
+        -> [String] {
+        var found: [String] = []
+        var taken: Set<String> = []
+        for path in stores where FileManager.default.fileExists(atPath: path) {
+            guard let store = try? readOnlyDatabase(at: path, missing: path) else { continue }
+            for range in ranges {
+                let sequence = "json_extract(json, '$.sequence')"
+                guard let rows = try? store.read({ db in
+                    try Row.fetchAll(db, sql: "SELECT id, json, \(sequence) FROM event WHERE source = ? AND \(sequence) BETWEEN ? AND ?",
+                                     arguments: [range.source, CloudEvent.sequenceString(range.first - 1),
+                                                 CloudEvent.sequenceString(range.last + 1)])
+                }) else { continue }
+                var held: [Int64: (id: String, json: String)] = [:]
+                for row in rows {
+                    if let id = row[0] as String?, let json = row[1] as String?,
+                       let number = (row[2] as String?).flatMap({ Int64($0) }) { held[number] = (id, json) }
+                }
+                let beside = [range.first - 1, range.last + 1].compactMap { number in
+                    readIds[range.source]?[number].map { (read: $0, held: held[number]?.id) }
+                }
+                guard beside.contains(where: { $0.held == $0.read }),
+                      !beside.contains(where: { $0.held != nil && $0.held != $0.read })
+                else { continue }
+                for number in range.first...range.last {
+                    if let event = held[number], taken.insert("\(range.source) \(number)").inserted { found.append(event.json) }
+                }
+            }
+        }
+        return found
     }
 
     /// Reads what it can of a damaged outbox and queues again every event some sink had not confirmed.
@@ -1298,7 +1352,7 @@ public final class Outbox: Sendable {
         do {
             damaged = try DatabaseQueue(path: damagedPath, configuration: configuration)
         } catch {
-            report.unreadable = -1
+            (report.unreadable, report.unreadableUndelivered) = (-1, -1)
             return report
         }
         // The sinks' cursors: an event at or before the lowest is held by every sink. A registered sink that
@@ -1323,6 +1377,7 @@ public final class Outbox: Sendable {
         // Per source, the highest number read that every sink had, and the numbers read that some sink had not.
         var deliveredThrough: [String: Int64] = [:]
         var readUndelivered: [String: Set<Int64>] = [:]
+        var readIds: [String: [Int64: String]] = [:]
         var unreadableUndelivered = 0
         func unreadableRow(at position: Int64?) {
             report.unreadable += 1
@@ -1345,6 +1400,7 @@ public final class Outbox: Sendable {
                     }
                     let sequence = event.sequence.flatMap { Int64($0) } ?? 0
                     highestSequence[event.source] = max(highestSequence[event.source] ?? 0, sequence)
+                    readIds[event.source, default: [:]][sequence] = event.id
                     if position <= delivered {
                         report.alreadyDelivered += 1
                         deliveredThrough[event.source] = max(deliveredThrough[event.source] ?? 0, sequence)
@@ -1368,6 +1424,28 @@ public final class Outbox: Sendable {
             }
             start += chunk
         }
+        // Sequence counters continue after everything the damaged file numbered, read or not.
+        let counters = (try? damaged.read { old in
+            try Row.fetchAll(old, sql: "SELECT source, last FROM source_sequence")
+        }) ?? []
+        for row in counters {
+            guard let source = row[0] as String?, let last = row[1] as Int64? else { continue }
+            highestSequence[source] = max(highestSequence[source] ?? 0, last)
+        }
+        func notReadBack() -> [SequenceRange] {
+            unreadableUndelivered == 0 ? [] : Self.notReadBack(
+                counters: highestSequence, deliveredThrough: deliveredThrough, readUndelivered: readUndelivered,
+                unreadable: unreadableUndelivered)
+        }
+        // What a local event store on this box holds of the rest (from a trial: the central store lost what the
+        // gateway's own local store had).
+        let copies = Self.copies(of: notReadBack(), besideIds: readIds, in: policy.localCopies)
+            .compactMap { json in (try? CloudEvent.decode(json: Data(json.utf8))).map { (json, $0) } }
+        for (_, event) in copies {
+            readUndelivered[event.source, default: []].insert(event.sequence.flatMap { Int64($0) } ?? 0)
+        }
+        report.unreadableUndelivered = unreadableUndelivered
+        report.notReadBack = notReadBack()
         // Whatever columns the damaged file's version had: one it lacks reads as nil.
         let cursors = (try? damaged.read { db in try Row.fetchAll(db, sql: "SELECT * FROM device_cursor") }) ?? []
         try database.write { db in
@@ -1383,18 +1461,18 @@ public final class Outbox: Sendable {
                                 committedAt])
                 report.recovered += db.changesCount
             }
-            // Sequence counters continue after everything the damaged file numbered, read or not.
-            let counters = (try? damaged.read { old in
-                try Row.fetchAll(old, sql: "SELECT source, last FROM source_sequence")
-            }) ?? []
-            for row in counters {
-                guard let source = row[0] as String?, let last = row[1] as Int64? else { continue }
-                highestSequence[source] = max(highestSequence[source] ?? 0, last)
+            var taken = 0
+            for (json, event) in copies {
+                try db.execute(
+                    sql: """
+                        INSERT OR IGNORE INTO event (source, id, type, json, time, subject, sequence, committed_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [event.source, event.id, event.type, json, event.time, event.subject,
+                                event.sequence.flatMap { Int64($0) } ?? 0, Date().timeIntervalSince1970])
+                taken += db.changesCount
             }
-            report.unreadableUndelivered = unreadableUndelivered
-            report.notReadBack = unreadableUndelivered == 0 ? [] : Self.notReadBack(
-                counters: highestSequence, deliveredThrough: deliveredThrough, readUndelivered: readUndelivered,
-                unreadable: unreadableUndelivered)
+            report.takenFromLocalStore = taken
             for (source, last) in highestSequence {
                 try db.execute(
                     sql: """
@@ -1467,7 +1545,7 @@ public final class Outbox: Sendable {
             }
         }
         // Not even the extent of the event table could be read: how much is lost cannot be told (-1).
-        if highest == nil { report.unreadable = -1 }
+        if highest == nil { (report.unreadable, report.unreadableUndelivered) = (-1, -1) }
         return report
     }
 }

@@ -170,7 +170,8 @@ public struct Forwarder: Sendable {
     private func forwardBatch(through end: Int64? = nil) async throws -> Int {
         let delivered = try await outbox.deliveredPosition(sink: sink.name)
         var batch = try await outbox.entries(after: delivered, limit: config.batchSize)
-        if let end { batch.removeAll { $0.position > end } }
+        // Nothing left of the run (taken, or dropped at the disk budget): the rest goes as any batch.
+        if let end, batch.contains(where: { $0.position <= end }) { batch.removeAll { $0.position > end } }
         guard !batch.isEmpty else { return 0 }
         try await deliver(batch[...])
         return batch.count

@@ -275,6 +275,9 @@ public final class HTTPSink: EventSink {
 
     // MARK: Explaining failures
 
+    /// A connection the store ended before its answer was whole, or began.
+    static let closedBeforeAnswering = "the store closed the connection before answering"
+
     /// One line on why no answer came: timeout, connection, TLS.
     private func explain(_ error: any Error) async -> String {
         let within = "within \(Self.format(timeout))"
@@ -285,15 +288,13 @@ public final class HTTPSink: EventSink {
                 return "no complete answer \(within); the store is slow or hangs"
             case .connectTimeout: return "no connection to \(host):\(port) \(within)"
             case .tlsHandshakeTimeout: return "TLS handshake with \(host):\(port) not finished \(within)"
-            case .remoteConnectionClosed: return "the store closed the connection before answering"
+            case .remoteConnectionClosed: return Self.closedBeforeAnswering
             default: return "\(error)"
             }
         }
         // NIO's words for a connection that ended before the answer was whole (from a trial of a store's reset:
         // "stream ended at an unexpected time").
-        if let error = error as? HTTPParserError, error == .invalidEOFState {
-            return "the store closed the connection before answering"
-        }
+        if let error = error as? HTTPParserError, error == .invalidEOFState { return Self.closedBeforeAnswering }
         if let error = error as? NIOConnectionError {
             if error.dnsAError != nil || error.dnsAAAAError != nil, error.connectionErrors.isEmpty {
                 return "cannot resolve the host name \(host)"

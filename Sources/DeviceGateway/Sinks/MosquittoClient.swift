@@ -240,8 +240,7 @@ final class MosquittoClient: @unchecked Sendable {
                 """)
         }
         var delivery = Delivery(continuation: continuation, waiting: [], unsent: messages, total: messages.count,
-                                timeout: timeout, deadline: .now + timeout, kicked: false,
-                                connectedMeanwhile: state.phase.isConnected)
+                                timeout: timeout, deadline: .now + timeout, kicked: false, lostMeanwhile: false)
         switch state.phase {
         case .connected:
             if let error = send(&delivery, in: &state) { return error }
@@ -492,18 +491,18 @@ final class MosquittoClient: @unchecked Sendable {
             state.deliveries[id] = nil
             let within = Self.describe(delivery.timeout)
             let message: String
-            switch state.phase {
-            case .connected:
-                let missing = delivery.waiting.count + delivery.unsent.count
-                message = "\(missing) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
-            case .waiting where delivery.connectedMeanwhile:
-                // Waiting after a lost connection (a failed attempt fails the deliveries at once). "Not connected"
-                // sent a technician to the network while the broker dropped the gateway at each publish. Neither a
-                // count nor the socket's error: a reason that stays the same is logged once.
+            if delivery.lostMeanwhile {
+                // Whatever the phase at this moment: "not connected" sent a technician to the network while the broker
+                // dropped the gateway at each publish. Neither a count nor the socket's error: a reason that stays
+                // the same is logged once. (A failed attempt fails the deliveries at once: a broker gone is "cannot
+                // connect".)
                 message = "connected, but each connection was lost before the broker acknowledged, within \(within)"
                     + " (does the broker close a client whose publish it denies, or has another client taken the id"
                     + " '\(settings.clientId)'?)"
-            case .waiting, .connecting:
+            } else if state.phase.isConnected {
+                let missing = delivery.waiting.count + delivery.unsent.count
+                message = "\(missing) of \(delivery.total) messages not acknowledged (PUBACK) within \(within)"
+            } else {
                 message = "not connected within \(within)" + (state.lastProblem.map { ": \($0)" } ?? "")
             }
             expired.append((delivery.continuation, SinkError(.unavailable, "mqtt \(settings.address): \(message)")))
@@ -544,6 +543,7 @@ final class MosquittoClient: @unchecked Sendable {
             var wasConnected = false
             if case .connected(let since) = state.phase {
                 wasConnected = true
+                for id in Array(state.deliveries.keys) { state.deliveries[id]?.lostMeanwhile = true }
                 // Only a connection that held resets the backoff: a broker that drops every client at
                 // once (two gateways with the same client id) must not be hammered.
                 if now - since > .seconds(10) { state.failures = 0 }
@@ -604,7 +604,6 @@ final class MosquittoClient: @unchecked Sendable {
             }
             state.phase = .connected(since: now)
             state.connectionsMade += 1
-            for id in Array(state.deliveries.keys) { state.deliveries[id]?.connectedMeanwhile = true }
             state.pendingSubscriptions = [:]
             subscribeAll(in: &state)
             for (id, var delivery) in state.deliveries where !delivery.unsent.isEmpty {
@@ -774,6 +773,6 @@ private struct Delivery {
     var deadline: ContinuousClock.Instant
     /// Whether it already had its immediate connection attempt.
     var kicked: Bool
-    /// Whether the broker accepted a connection while it waited.
-    var connectedMeanwhile: Bool
+    /// Whether a connection the broker had accepted was lost while it waited.
+    var lostMeanwhile: Bool
 }
