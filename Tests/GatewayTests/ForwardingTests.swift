@@ -660,6 +660,26 @@ extension OutboxSalvageTests {
         }
     }
 
+    /// From a second read: the report's new fields were required, and one salvage's event from an earlier version in
+    /// the local store made every `gatewayd events` query fail.
+    @Test func aSalvageEventFromBeforeItToldTheUndeliveredRowsApartStillReads() throws {
+        let report = SalvageReport(damagedPath: "/var/lib/hall-gateway/outbox.sqlite.damaged-1796519206", recovered: 211,
+                                   alreadyDelivered: 259, unreadable: 8, damage: "database disk image is malformed")
+        let now = CloudEvent(id: "outbox-recovered-1", source: "/halls/h/gateway", type: HallEventType.outboxRecovered,
+                             time: Date(), subject: nil, data: .outboxRecovered(OutboxRecovered(report)))
+        // As the version before wrote it: without the fields added since.
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(try now.jsonLine().utf8)) as? [String: Any])
+        var data = try #require(object["data"] as? [String: Any])
+        for added in ["unreadableUndelivered", "notReadBack", "takenFromLocalStore"] {
+            try #require(data.removeValue(forKey: added) != nil, "\(added) is written today")
+        }
+        object["data"] = data
+        let event = try CloudEvent.decode(json: try JSONSerialization.data(withJSONObject: object))
+        let recovered = try #require({ if case .outboxRecovered(let recovered) = event.data { recovered } else { nil } }())
+        #expect(recovered.unreadable == 8 && recovered.unreadableUndelivered == 8, "none assumed delivered")
+        #expect(recovered.notReadBack == [] && recovered.takenFromLocalStore == 0)
+    }
+
     /// The numbers not read back are looked for only where undelivered events can be: after the last read back that
     /// every sink had, and among a source's last numbers, as many as were read or unreadable (a quiet source whose
     /// delivered rows were pruned long ago is not reported from 1).
