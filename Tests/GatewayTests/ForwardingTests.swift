@@ -654,6 +654,12 @@ extension OutboxSalvageTests {
             #expect(ids.count == 1700, "every undelivered event, those of the damaged page from the local store")
             #expect(log.text.contains("\(damaged.rows) events queued again from the local event store"), "\(log.text)")
         } else {
+            // The event's line in the log and in `gatewayd events`.
+            let event = CloudEvent(id: "r", source: "/halls/h/gateway", type: HallEventType.outboxRecovered, time: Date(),
+                                   subject: nil, data: .outboxRecovered(OutboxRecovered(report)))
+            #expect(EventSummary.line(event, timeZone: .gmt).contains("""
+                \(damaged.rows) rows unreadable, \(damaged.rows) of them undelivered, \(damaged.rows) perhaps lost (notReadBack)
+                """), "\(EventSummary.line(event, timeZone: .gmt))")
             #expect(report.takenFromLocalStore == 0, "\(report)")
             #expect(report.notReadBack?.map { $0.first...$0.last } == [Int64(lost.lowerBound)...Int64(lost.upperBound)])
             #expect(!ids.contains { $0.hasPrefix("before-") }, "no event of another history")
