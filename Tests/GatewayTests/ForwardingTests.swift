@@ -624,19 +624,25 @@ extension OutboxSalvageTests {
     /// From a trial: the undelivered events on a damaged page were lost for the central store while the gateway's own
     /// local event store held every one. Taken from it, but only from a store that is this outbox's: one kept when
     /// the state directory was emptied holds other events under the same numbers.
-    @Test(arguments: [true, false])
-    func aSalvageTakesWhatItCannotReadFromTheLocalEventStore(sameHistory: Bool) async throws {
+    enum LocalHistory: CaseIterable { case same, another, both }
+
+    @Test(arguments: LocalHistory.allCases)
+    func aSalvageTakesWhatItCannotReadFromTheLocalEventStore(history: LocalHistory) async throws {
+        let sameHistory = history == .same
         let folder = try TemporaryDirectory()
         let path = folder.file("outbox.sqlite")
         try await outboxOf2000Events300Delivered(at: path)
         let localPath = folder.file("events.sqlite")
         do {
             let local = try SQLiteEventStore(name: "local", path: localPath)
-            if sameHistory {
+            if history != .another {
                 try await local.deliver(try await Outbox.open(path: path, logger: CapturedLog().logger).entries(after: 0, limit: 5000))
-            } else {
+            }
+            if history != .same {
+                // The events of a state directory emptied since, under the same numbers; their ids sort after the
+                // current history's ("x…" after "r…"), as the store hands a range's rows back.
                 let before = try Outbox.open(path: folder.file("before.sqlite"), logger: CapturedLog().logger)
-                for round in 0..<20 { try await before.commit(deviceEvents(100, prefix: "before-\(round)-")) }
+                for round in 0..<20 { try await before.commit(deviceEvents(100, prefix: "x-before-\(round)-")) }
                 try await local.deliver(try await before.entries(after: 0, limit: 5000))
             }
         }
@@ -658,11 +664,11 @@ extension OutboxSalvageTests {
             let event = CloudEvent(id: "r", source: "/halls/h/gateway", type: HallEventType.outboxRecovered, time: Date(),
                                    subject: nil, data: .outboxRecovered(OutboxRecovered(report)))
             #expect(EventSummary.line(event, timeZone: .gmt).contains("""
-                \(damaged.rows) rows unreadable, \(damaged.rows) of them undelivered, \(damaged.rows) perhaps lost (notReadBack)
+                \(damaged.rows) rows unreadable, \(damaged.rows) of them undelivered; what may be lost: notReadBack in the event
                 """), "\(EventSummary.line(event, timeZone: .gmt))")
             #expect(report.takenFromLocalStore == 0, "\(report)")
             #expect(report.notReadBack?.map { $0.first...$0.last } == [Int64(lost.lowerBound)...Int64(lost.upperBound)])
-            #expect(!ids.contains { $0.hasPrefix("before-") }, "no event of another history")
+            #expect(!ids.contains { $0.hasPrefix("x-before-") }, "no event of another history")
         }
     }
 
@@ -691,13 +697,19 @@ extension OutboxSalvageTests {
     /// delivered rows were pruned long ago is not reported from 1).
     @Test func theNumbersNotReadBackAreThoseThatMayNotHaveBeenDelivered() {
         let ranges = Outbox.notReadBack(
-            counters: ["busy": 1000, "quiet": 500, "whole": 40],
-            deliveredThrough: ["busy": 900, "whole": 30],
+            counters: ["busy": 1000, "gappy": 20, "quiet": 500, "whole": 40],
+            deliveredThrough: ["busy": 900, "gappy": 10, "whole": 30],
             readUndelivered: ["busy": Set((901...1000).filter { !(950...952).contains($0) }.map(Int64.init)),
+                              "gappy": [11, 12, 14, 15, 16, 18, 19, 20],
                               "whole": Set((31...40).map(Int64.init))],
             unreadable: 3)
+        // One range a source, as a drop report's: from its first to its last number missing, and how many.
         #expect(ranges == [SequenceRange(source: "busy", first: 950, last: 952, count: 3),
+                           SequenceRange(source: "gappy", first: 13, last: 17, count: 2),
                            SequenceRange(source: "quiet", first: 498, last: 500, count: 3)])
+        var report = SalvageReport(damagedPath: "d", recovered: 0, alreadyDelivered: 0, unreadable: 5, damage: "")
+        (report.unreadableUndelivered, report.notReadBack) = (5, ranges)
+        #expect(Outbox.unreadableSummary(report).hasSuffix("busy 950–952, gappy 13–17 (2 of them), quiet 498–500"))
     }
 
     @Test func anOutboxFromBeforeTheRecordedTimeTakesItFromItsLatestRows() async throws {

@@ -29,11 +29,11 @@ public enum EventSummary {
         case .eventsDropped(let dropped):
             parts.append("\(dropped.count) undelivered events dropped at the outbox's disk budget (\(dropped.policy))")
         case .outboxRecovered(let recovered):
-            let lost = recovered.notReadBack.reduce(0) { $0 + $1.count }
+            // No count of the lost: the numbers not read back are a superset where a source's delivered rows were pruned.
             parts.append("damaged outbox salvaged: \(recovered.recovered) events queued again, "
                          + "\(recovered.unreadable) rows unreadable, \(recovered.unreadableUndelivered) of them undelivered"
                          + (recovered.takenFromLocalStore > 0 ? ", \(recovered.takenFromLocalStore) taken from the local store" : "")
-                         + (lost > 0 ? ", \(lost) perhaps lost (notReadBack)" : ""))
+                         + (recovered.notReadBack.isEmpty ? "" : "; what may be lost: notReadBack in the event"))
         case .deviceCheck(let report):
             // A check passes with devices not heard from yet (an FF 68 pad nobody pressed): say how many answered.
             parts.append((report.passed ? "passed: \(report.devicesAnswering) of \(report.devicesChecked) devices answer"

@@ -119,8 +119,11 @@ public struct SalvageReport: Sendable, Equatable, Codable {
     /// that were not read back: a store that lacks any of them has lost it. Empty when every unreadable row had been
     /// delivered everywhere (from a trial: the central store saw gaps the salvage did not explain).
     public var notReadBack: [SequenceRange]?
-    /// Undelivered events not read back but found in a local event store on this box, queued again from there.
+    /// Undelivered events not read back but found in a local event store on this box, queued again from there (some
+    /// may have been delivered: the stores keep one).
     public var takenFromLocalStore: Int?
+    /// A local event store that could not be read for them, and why.
+    public var localStoreUnread: String?
 }
 
 /// Opens an existing SQLite file for reading only (or, `writable`, for a CLI's one change): a CLI pointed at the
@@ -1303,42 +1306,60 @@ public final class Outbox: Sendable {
             : "; not read back, lost to a store that lacks them: " + named.joined(separator: ", ")
                 + (ranges.count > 8 ? " and \(ranges.count - 8) more sources" : "")
         return ", \(undelivered) of them not delivered everywhere"
-            + (taken > 0 ? "; \(taken) events queued again from the local event store" : "") + lost
+            + (taken > 0 ? "; \(taken) events queued again from the local event store" : "")
+            + (report.localStoreUnread.map { "; the local event store could not be read: \($0)" } ?? "") + lost
     }
 
-    /// The events of `ranges` that a local event store in `stores` holds, as JSON. Only from a store that is this
-    /// outbox's: an event beside the range that was read back must be there under the same id, none under another (a
-    /// store kept when the state directory was emptied holds earlier events under the same numbers).
-    static func copies(of ranges: [SequenceRange], besideIds readIds: [String: [Int64: String]], in stores: [String])
-        -> [String] {
+    /// The events of `ranges` that a local event store in `stores` holds and that were not read back, as JSON; and
+    /// why a store could not be read. Only from a store that is this outbox's: within and beside each range, an event
+    /// that was read back must be there under the same id (one at least), and no number held twice (a store kept when
+    /// the state directory was emptied holds both histories under the same numbers). From `since` on: the store's
+    /// time index, not every event of a source over its retention.
+    static func copies(of ranges: [SequenceRange], readIds: [String: [Int64: String]], since: String?,
+                       in stores: [String]) -> (found: [String], unread: [String]) {
         var found: [String] = []
+        var unread: [String] = []
         var taken: Set<String> = []
-        for path in stores where FileManager.default.fileExists(atPath: path) {
-            guard let store = try? readOnlyDatabase(at: path, missing: path) else { continue }
-            for range in ranges {
-                let sequence = "json_extract(json, '$.sequence')"
-                guard let rows = try? store.read({ db in
-                    try Row.fetchAll(db, sql: "SELECT id, json, \(sequence) FROM event WHERE source = ? AND \(sequence) BETWEEN ? AND ?",
-                                     arguments: [range.source, CloudEvent.sequenceString(range.first - 1),
-                                                 CloudEvent.sequenceString(range.last + 1)])
-                }) else { continue }
-                var held: [Int64: (id: String, json: String)] = [:]
-                for row in rows {
-                    if let id = row[0] as String?, let json = row[1] as String?,
-                       let number = (row[2] as String?).flatMap({ Int64($0) }) { held[number] = (id, json) }
+        let sequence = "json_extract(json, '$.sequence')"
+        for path in stores where !ranges.isEmpty && FileManager.default.fileExists(atPath: path) {
+            do {
+                let store = try readOnlyDatabase(at: path, missing: path)
+                for range in ranges {
+                    var arguments: StatementArguments = [range.source, CloudEvent.sequenceString(range.first - 1),
+                                                         CloudEvent.sequenceString(range.last + 1)]
+                    if let since { arguments += [since] }
+                    let rows = try store.read { db in
+                        try Row.fetchAll(db, sql: """
+                            SELECT id, json, \(sequence) FROM event WHERE source = ? AND \(sequence) BETWEEN ? AND ?
+                            \(since == nil ? "" : "AND time >= ?")
+                            """, arguments: arguments)
+                    }
+                    var held: [Int64: [(id: String, json: String)]] = [:]
+                    for row in rows {
+                        if let id = row[0] as String?, let json = row[1] as String?,
+                           let number = (row[2] as String?).flatMap({ Int64($0) }) { held[number, default: []].append((id, json)) }
+                    }
+                    let known = readIds[range.source] ?? [:]
+                    var (agrees, disagrees) = (false, false)
+                    for number in (range.first - 1)...(range.last + 1) {
+                        let here = held[number] ?? []
+                        if here.count > 1 { disagrees = true }
+                        if let read = known[number], let id = here.first?.id {
+                            if id == read { agrees = true } else { disagrees = true }
+                        }
+                    }
+                    guard agrees, !disagrees else { continue }
+                    for number in range.first...range.last where known[number] == nil {
+                        if let event = held[number]?.first, taken.insert("\(range.source) \(number)").inserted {
+                            found.append(event.json)
+                        }
+                    }
                 }
-                let beside = [range.first - 1, range.last + 1].compactMap { number in
-                    readIds[range.source]?[number].map { (read: $0, held: held[number]?.id) }
-                }
-                guard beside.contains(where: { $0.held == $0.read }),
-                      !beside.contains(where: { $0.held != nil && $0.held != $0.read })
-                else { continue }
-                for number in range.first...range.last {
-                    if let event = held[number], taken.insert("\(range.source) \(number)").inserted { found.append(event.json) }
-                }
+            } catch {
+                unread.append("\(path): \(GatewayError.oneLine("\(error)"))")
             }
         }
-        return found
+        return (found, unread)
     }
 
     /// Reads what it can of a damaged outbox and queues again every event some sink had not confirmed.
@@ -1378,6 +1399,8 @@ public final class Outbox: Sendable {
         var deliveredThrough: [String: Int64] = [:]
         var readUndelivered: [String: Set<Int64>] = [:]
         var readIds: [String: [Int64: String]] = [:]
+        // RFC 3339 UTC with milliseconds: in order as text.
+        var (newestDelivered, oldestUndelivered): (String?, String?) = (nil, nil)
         var unreadableUndelivered = 0
         func unreadableRow(at position: Int64?) {
             report.unreadable += 1
@@ -1404,9 +1427,11 @@ public final class Outbox: Sendable {
                     if position <= delivered {
                         report.alreadyDelivered += 1
                         deliveredThrough[event.source] = max(deliveredThrough[event.source] ?? 0, sequence)
+                        newestDelivered = Swift.max(newestDelivered ?? event.time, event.time)
                     } else {
                         rows.append((json, (row[2] as Double?) ?? 0))
                         readUndelivered[event.source, default: []].insert(sequence)
+                        oldestUndelivered = Swift.min(oldestUndelivered ?? event.time, event.time)
                     }
                 }
                 return true
@@ -1438,14 +1463,14 @@ public final class Outbox: Sendable {
                 unreadable: unreadableUndelivered)
         }
         // What a local event store on this box holds of the rest (from a trial: the central store lost what the
-        // gateway's own local store had).
-        let copies = Self.copies(of: notReadBack(), besideIds: readIds, in: policy.localCopies)
-            .compactMap { json in (try? CloudEvent.decode(json: Data(json.utf8))).map { (json, $0) } }
-        for (_, event) in copies {
-            readUndelivered[event.source, default: []].insert(event.sequence.flatMap { Int64($0) } ?? 0)
-        }
+        // gateway's own local store had). The lost were committed after the newest delivered or the oldest undelivered
+        // event read; a day's margin for a clock set back.
+        let since = [newestDelivered, oldestUndelivered].compactMap { $0 }.min()
+            .flatMap(EventTime.parse).map { EventTime.format($0.addingTimeInterval(-86_400)) }
+        let (found, unread) = Self.copies(of: notReadBack(), readIds: readIds, since: since, in: policy.localCopies)
+        let copies = found.compactMap { json in (try? CloudEvent.decode(json: Data(json.utf8))).map { (json, $0) } }
         report.unreadableUndelivered = unreadableUndelivered
-        report.notReadBack = notReadBack()
+        report.localStoreUnread = unread.isEmpty ? nil : unread.joined(separator: "; ")
         // Whatever columns the damaged file's version had: one it lacks reads as nil.
         let cursors = (try? damaged.read { db in try Row.fetchAll(db, sql: "SELECT * FROM device_cursor") }) ?? []
         try database.write { db in
@@ -1471,8 +1496,12 @@ public final class Outbox: Sendable {
                     arguments: [event.source, event.id, event.type, json, event.time, event.subject,
                                 event.sequence.flatMap { Int64($0) } ?? 0, Date().timeIntervalSince1970])
                 taken += db.changesCount
+                if db.changesCount > 0 {
+                    readUndelivered[event.source, default: []].insert(event.sequence.flatMap { Int64($0) } ?? 0)
+                }
             }
             report.takenFromLocalStore = taken
+            report.notReadBack = notReadBack()
             for (source, last) in highestSequence {
                 try db.execute(
                     sql: """
