@@ -1392,7 +1392,7 @@ public final class Outbox: Sendable {
         // failed with it (from a trial: an undelivered event lost, its row readable).
         let selectRange = "SELECT \(columnsRead) FROM event WHERE position BETWEEN ? AND ? ORDER BY position"
         let selectOne = "SELECT \(columnsRead) FROM event WHERE position = ?"
-        var rows: [(json: String, committedAt: Double)] = []
+        var rows: [(json: String, event: CloudEvent, committedAt: Double)] = []
         // Every sequence number seen, delivered rows included: the counters must continue past all of them.
         var highestSequence: [String: Int64] = [:]
         // Per source, the highest number read that every sink had, and the numbers read that some sink had not.
@@ -1429,7 +1429,7 @@ public final class Outbox: Sendable {
                         deliveredThrough[event.source] = max(deliveredThrough[event.source] ?? 0, sequence)
                         newestDelivered = Swift.max(newestDelivered ?? event.time, event.time)
                     } else {
-                        rows.append((json, (row[2] as Double?) ?? 0))
+                        rows.append((json, event, (row[2] as Double?) ?? 0))
                         readUndelivered[event.source, default: []].insert(sequence)
                         oldestUndelivered = Swift.min(oldestUndelivered ?? event.time, event.time)
                     }
@@ -1474,31 +1474,24 @@ public final class Outbox: Sendable {
         // Whatever columns the damaged file's version had: one it lacks reads as nil.
         let cursors = (try? damaged.read { db in try Row.fetchAll(db, sql: "SELECT * FROM device_cursor") }) ?? []
         try database.write { db in
-            for (json, committedAt) in rows {
-                guard let event = try? CloudEvent.decode(json: Data(json.utf8)) else { continue }
-                let sequence = event.sequence.flatMap { Int64($0) } ?? 0
-                try db.execute(
-                    sql: """
-                        INSERT OR IGNORE INTO event (source, id, type, json, time, subject, sequence, committed_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [event.source, event.id, event.type, json, event.time, event.subject, sequence,
-                                committedAt])
-                report.recovered += db.changesCount
-            }
-            var taken = 0
-            for (json, event) in copies {
+            // With its original id, sequence number and JSON: the stores know it by them.
+            func keep(_ json: String, _ event: CloudEvent, committedAt: Double) throws -> Bool {
                 try db.execute(
                     sql: """
                         INSERT OR IGNORE INTO event (source, id, type, json, time, subject, sequence, committed_at)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [event.source, event.id, event.type, json, event.time, event.subject,
-                                event.sequence.flatMap { Int64($0) } ?? 0, Date().timeIntervalSince1970])
-                taken += db.changesCount
-                if db.changesCount > 0 {
-                    readUndelivered[event.source, default: []].insert(event.sequence.flatMap { Int64($0) } ?? 0)
-                }
+                                event.sequence.flatMap { Int64($0) } ?? 0, committedAt])
+                return db.changesCount > 0
+            }
+            for (json, event, committedAt) in rows where try keep(json, event, committedAt: committedAt) {
+                report.recovered += 1
+            }
+            var taken = 0
+            for (json, event) in copies where try keep(json, event, committedAt: Date().timeIntervalSince1970) {
+                taken += 1
+                readUndelivered[event.source, default: []].insert(event.sequence.flatMap { Int64($0) } ?? 0)
             }
             report.takenFromLocalStore = taken
             report.notReadBack = notReadBack()
