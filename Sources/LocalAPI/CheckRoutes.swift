@@ -15,6 +15,8 @@ extension LocalAPI {
     }
 
     func checkReport() async -> CheckResponse {
+        // A failing sink is tried now, so the check says whether it delivers, not whether it did at its last attempt.
+        await gateway.retryFailingSinksNow(waitingUpTo: .seconds(5))
         // One reading of the devices for the check and the list beside it.
         let states = await gateway.deviceStates()
         // And one of the sinks: the table and the problems say the same backlog (from a trial: two counts).

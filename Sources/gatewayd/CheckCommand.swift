@@ -11,7 +11,8 @@ struct CheckCommand: AsyncParsableCommand {
         discussion: """
             Asks the running gateway to run the check it runs before opening each day (one implementation: \
             POST /v1/check) and prints a summary: a line per device, the sinks, the outbox, then every problem in \
-            words. Exit status 0 when all is well, 1 when anything failed (a device silent, a printer out of paper, \
+            words. A sink whose last delivery failed is tried again at once (the check waits up to 5 s for it). \
+            Exit status 0 when all is well, 1 when anything failed (a device silent, a printer out of paper, \
             a sink failing, the outbox not writable), 2 for a broken configuration, 3 when the gateway is not \
             running: the check needs its view of the devices (start it, then check again), so a systemd timer can \
             tell "hall not ready" from "gateway down". A verdict (all passed, or what fails) that differs from the last \

@@ -28,10 +28,10 @@ import Testing
         /// The simulated printers of `buses`, stopped with the hall.
         let printers: [MockEscPosPrinter]
 
-        /// `buses`, `devices` and `more` add to the configuration (a printer's line, terminals, tickets), `printers`
-        /// are the simulated ones on its lines; `clock` is the hall's.
-        init(buses: String = "", devices: String = "", more: String = "", printers: [MockEscPosPrinter] = [],
-             clock: any HallClock = SystemHallClock()) async throws {
+        /// `buses`, `devices`, `sinks` and `more` add to the configuration (a printer's line, terminals, a central
+        /// store, tickets), `printers` are the simulated ones on its lines; `clock` is the hall's.
+        init(buses: String = "", devices: String = "", sinks: String = "", more: String = "",
+             printers: [MockEscPosPrinter] = [], clock: any HallClock = SystemHallClock()) async throws {
             self.printers = printers
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
@@ -51,6 +51,7 @@ import Testing
                 \(devices)
                 sinks:
                   - {type: sqlite, path: \(folder.path)/events.sqlite}
+                \(sinks)
                 \(more)
                 """, file: "test.yaml", relativeTo: folder.path)
             let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger, hallClock: clock)
@@ -107,6 +108,34 @@ import Testing
         func json(_ text: String) throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         }
+    }
+
+    /// A technician who fixed the central store's link and checked again was told the sink failed until its pause
+    /// ended (up to a minute after a long outage; here the store's own `Retry-After` of an hour): the check tries it now.
+    @Test func aCheckTriesAFailingCentralStoreNowRatherThanAtTheEndOfItsPause() async throws {
+        let folder = try TemporaryDirectory()
+        let token = "check-test-token"
+        let tokenFile = folder.file("token")
+        try "\(token)\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let receiver = try await Receiver.start(folder: folder, token: token)
+        defer { receiver.stop() }
+        let proxy = try await FaultProxy.start(target: receiver.port)
+        defer { proxy.stop() }
+        try await proxy.set("status 503 retry-after 3600")
+        let hall = try await Hall(sinks: "  - {type: http, name: central, url: \(proxy.url), token-file: \(tokenFile)}")
+        func central() async throws -> SinkReport? { try await hall.gateway.outbox.sinkReports(["central"]).first }
+        #expect(try await eventually { try await central()?.isFailing == true }, "the store's 503 was met")
+        try await proxy.set("pass")
+
+        let report = try hall.json(try await hall.request(.POST, "/v1/check").body)
+        let problems = report["problems"] as? [String] ?? []
+        #expect(!problems.contains { $0.hasPrefix("sink central:") }, "\(problems)")
+        let sinks = try #require(report["sinks"] as? [[String: Any]])
+        let row = try #require(sinks.first { $0["sink"] as? String == "central" })
+        #expect(row["passed"] as? Bool == true, "\(row)")
+        #expect(row["lastSuccessAt"] is String, "\(row)")
+        #expect(try await receiver.stats().rows > 0)
+        try await hall.stopAll()
     }
 
     @Test func aCallReachesTheWindowsBoardAndTheHallBoardAndCommitsItsEvent() async throws {

@@ -1,4 +1,5 @@
 public import Logging
+import Synchronization
 
 /// Moves committed events from the outbox to one sink, in order, at least once.
 ///
@@ -19,6 +20,8 @@ public struct Forwarder: Sendable {
     /// How long after the stop a healthy sink goes on delivering a backlog: within a service manager's stop timeout
     /// (systemd's 30 s in deploy/), the rest waiting in the outbox for the next start.
     var stopGrace = Duration.seconds(10)
+    /// A failing sink's attempts, and a technician's request to try it now rather than at its backoff's end.
+    let attempts = DeliveryAttempts()
 
     /// Creates the forwarder of one sink.
     public init(outbox: Outbox, sink: any EventSink, config: SinkConfig, logger: Logger) {
@@ -65,6 +68,7 @@ public struct Forwarder: Sendable {
                 failing = nil
                 attempt = 0
                 refusedRunEnd = nil
+                attempts.finished(failing: false)
                 if stopping { break }
                 await stop.sleep(for: idleInterval)
             } catch {
@@ -77,6 +81,7 @@ public struct Forwarder: Sendable {
                     logger.error("sink \(sink.name): delivery failed, \(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox: \(reason)")
                 }
                 failing = reason
+                attempts.finished(failing: true)
                 if stopping { break }
                 attempt += 1
                 let delay = retryDelay(attempt: attempt, retryAfter: sinkError?.retryAfter)
@@ -91,13 +96,11 @@ public struct Forwarder: Sendable {
                 if let alone {
                     refusedRunEnd = alone.position
                     await sleep(for: delay, stop) {
-                        if connectedAgain() { return true }
+                        if attempts.takeRequest() || connectedAgain() { return true }
                         return (try? await outbox.entries(after: alone.position, limit: 1))?.isEmpty == false
                     }
-                } else if failedOn != nil {
-                    await sleep(for: delay, stop) { connectedAgain() }
                 } else {
-                    await stop.sleep(for: delay)
+                    await sleep(for: delay, stop) { attempts.takeRequest() || connectedAgain() }
                 }
             }
         }
@@ -124,8 +127,8 @@ public struct Forwarder: Sendable {
     }
 
     /// Waits out `delay`, or until `worthTrying` (looked at every `idleInterval`): an event committed behind a refused
-    /// run, which tells whose fault the refusal is, or a sink connected again, goes at once rather than after a
-    /// backoff of up to a minute.
+    /// run, which tells whose fault the refusal is, a sink connected again, or a technician's check goes at once rather
+    /// than after a backoff of up to a minute.
     private func sleep(for delay: Duration, _ stop: StopSignal, orUntil worthTrying: () async -> Bool) async {
         let until = ContinuousClock.now + delay
         while !stop.isStopped, ContinuousClock.now < until {
@@ -284,5 +287,47 @@ public struct Forwarder: Sendable {
             try await offerHalving(events[..<middle], probingEnds: false, settled)
             try await offerHalving(events[middle...], probingEnds: false, settled)
         }
+    }
+}
+
+/// A forwarder's attempts as others see them: whether the last one failed, how many have ended, and a request to
+/// end the backoff (from a trial: a technician who fixed the central store's link and checked again was told it
+/// failed for up to a minute more, the backoff's last step).
+final class DeliveryAttempts: Sendable {
+    private struct State {
+        var failing = false
+        var ended = 0
+        var asked = false
+    }
+    private let state = Mutex(State())
+
+    func finished(failing: Bool) {
+        state.withLock { state in
+            state.failing = failing
+            state.ended += 1
+            state.asked = false
+        }
+    }
+
+    /// Asks for an attempt now when the last one failed; returns the attempts ended so far (nil: not failing).
+    func ask() -> Int? {
+        state.withLock { state in
+            guard state.failing else { return nil }
+            state.asked = true
+            return state.ended
+        }
+    }
+
+    /// True once, when an attempt was asked for since the last one ended.
+    func takeRequest() -> Bool {
+        state.withLock { state in
+            defer { state.asked = false }
+            return state.asked
+        }
+    }
+
+    /// Whether an attempt ended after `count` had.
+    func endedSince(_ count: Int) -> Bool {
+        state.withLock { $0.ended > count }
     }
 }
