@@ -198,16 +198,13 @@ extension LocalAPI {
         // Reads come in pieces: a frame is decoded from the reads between two writes together.
         var pending: [UInt8] = []
         func take(_ bytes: [UInt8], as stream: WireInspector.Stream, sent: Bool) {
-            for item in WireInspector.inspect(bytes, as: stream, ff68Roles: roles).items {
-                guard let frame = item.frame,
-                      WireInspector.deviceAddress(ofFrame: item.bytes, in: stream) == device.address else { continue }
-                if sent {
-                    answeredBytes += item.bytes
-                    answered.sentWords.append(frame)
-                } else {
-                    saidBytes += item.bytes
-                    said.receivedWords.append(frame)
-                }
+            let frames = WireInspector.frames(of: device.address, in: bytes, as: stream, ff68Roles: roles)
+            if sent {
+                answeredBytes += frames.bytes
+                answered.sentWords += frames.words
+            } else {
+                saidBytes += frames.bytes
+                said.receivedWords += frames.words
             }
         }
         for record in records.withLock({ $0 }) {
@@ -222,10 +219,7 @@ extension LocalAPI {
         take(pending, as: streams.received, sent: false)
         said.received = WireInspector.hex(saidBytes)
         answered.sent = WireInspector.hex(answeredBytes)
-        if saidBytes.isEmpty {
-            let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-            said.outcome = "nothing heard in \(String(format: "%g", seconds)) s"
-        }
+        if saidBytes.isEmpty { said.outcome = DeviceProbe.nothingHeard(in: duration) }
         return answeredBytes.isEmpty ? [said] : [said, answered]
     }
 

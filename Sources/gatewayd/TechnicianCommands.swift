@@ -151,7 +151,7 @@ struct ProbeCommand: AsyncParsableCommand {
             With the daemon running the probe goes through it (its local API: the daemon polls the device now and \
             says what came back); with the daemon stopped the port is opened directly and nothing is acknowledged \
             to the device. --listen SECONDS also listens for what the device says unprompted (FF 68, QSystem). \
-            Exit status: 0 the device answered; 1 no answer or a refusal; 2 wrong usage or an unknown device; \
+            Exit status: 0 the device answered or was heard; 1 no answer, nothing heard, or a refusal; 2 wrong usage or an unknown device; \
             3 the daemon does not answer; 4 the port cannot be opened.
             """)
 
@@ -180,7 +180,12 @@ struct ProbeCommand: AsyncParsableCommand {
         } direct: { () throws(GatewayError) in
             try DeviceProbe.run(device: device, config: config, library: library, listen: listen)
         }
-        try TechnicianRun.finish(report, json: options.json, title: "probe", listened: listen == nil ? nil : "while listening")
+        // A device only listened to (FF 68, QSystem) that said nothing did not answer, as in a pad test.
+        let heardNothing = listen != nil && !report.steps.contains { !$0.received.isEmpty }
+        try TechnicianRun.finish(
+            report, json: options.json, title: "probe",
+            failed: heardNothing || !report.answered || report.problem != nil,
+            listened: listen == nil ? nil : "while listening")
     }
 }
 

@@ -33,6 +33,12 @@ import Testing
                      + "response-timeout-ms: 200}", devices: devices)
     }
 
+    /// A hall of one FF 68 bus with a pad at 9 (window 9).
+    func ff68Pad9Hall(_ bus: MockFF68Bus, _ folder: TemporaryDirectory) throws -> String {
+        try hall(folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
+                 devices: "  - {id: eval-w09, profile: ff68-evaluator, bus: ff68-1, address: 9, window: \"9\"}")
+    }
+
     /// A daemon running a hall of one FF 68 bus, a pad at 3 and a caller at 33 (window 3), its API on a free port.
     func ff68Daemon(_ bus: MockFF68Bus, _ folder: TemporaryDirectory) async throws
         -> (daemon: ChildProcess, config: String, api: String)
@@ -290,9 +296,7 @@ import Testing
         let bus = try MockFF68Bus()
         defer { bus.stop() }
         let folder = try TemporaryDirectory()
-        let config = try hall(
-            folder, buses: "  - {id: ff68-1, transport: serial, port: \(bus.devicePath)}",
-            devices: "  - {id: eval-w09, profile: ff68-evaluator, bus: ff68-1, address: 9, window: \"9\"}")
+        let config = try ff68Pad9Hall(bus, folder)
         // The citizen pressed 满意 (code 2); the pad repeats the frame until it is acknowledged, so the command hears it.
         bus.pressEvaluatorKey(2, address: 9)
         let result = try await run(gatewaydPath, ["pad", "test", "--config", config, "eval-w09", "--seconds", "1"])
@@ -301,6 +305,24 @@ import Testing
         #expect(result.standardOutput.contains("满意"))
         // Nothing acknowledged: the rating stays for the daemon.
         #expect(bus.acknowledged.isEmpty)
+    }
+
+    @Test func aDirectPadTestOfAnFF68PadIsNotPassedByAnotherDevicesFrames() async throws {
+        // From a docs trial: with the daemon stopped, the test of one pad passed on another pad's key and on a caller's.
+        let bus = try MockFF68Bus()
+        defer { bus.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try ff68Pad9Hall(bus, folder)
+        // Both repeat their frames until acknowledged, which nothing does here: the test hears them all along.
+        bus.pressEvaluatorKey(2, address: 8)
+        bus.pressCallerKeys([0x0C], address: 33)
+        let result = try await run(gatewaydPath, ["pad", "test", "--config", config, "eval-w09", "--seconds", "1"])
+        #expect(result.status == 1, "\(result.standardOutput)")
+        #expect(result.standardOutput.contains("listen: nothing heard in 1 s"), "\(result.standardOutput)")
+        #expect(!result.standardOutput.contains("address 8,") && !result.standardOutput.contains("address 33,"))
+        // A probe that listens says the same, and fails the same (from the trial: it exited 0).
+        let probe = try await run(gatewaydPath, ["probe", "--config", config, "eval-w09", "--listen", "1"])
+        #expect(probe.status == 1 && probe.standardOutput.contains("listen: nothing heard in 1 s"), "\(probe.standardOutput)")
     }
 
     @Test func padTestKeepsPollingAModbusPadWhileTheTechnicianPressesKeys() async throws {

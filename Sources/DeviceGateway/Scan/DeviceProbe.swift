@@ -111,7 +111,8 @@ public enum DeviceProbe {
         let profile = loaded.profile
         let session = Session(
             device: device, bus: bus, profile: profile, hallId: config.hall.id,
-            timeZone: config.hall.timeZone, command: command, listen: listen)
+            timeZone: config.hall.timeZone, command: command, listen: listen,
+            ff68Roles: WireInspector.ff68Roles(bus: bus.id, config: config, library: library))
         let member = DriverRegistry.Member(device: device, profile: profile, pollInterval: nil, identify: loaded.identify)
         return try DriverRegistry.driver(for: bus, members: [member], hallId: config.hall.id, ProbeUse(session: session))
     }
@@ -162,6 +163,8 @@ public enum DeviceProbe {
         let timeZone: TimeZone
         let command: HallCommand?
         let listen: Duration?
+        /// The line's FF 68 devices by address, to tell whose a frame heard is.
+        let ff68Roles: [UInt8: WireInspector.FF68Role]
 
         var framing: ModbusFraming {
             if case .modbusTCP = bus.transport { return .tcp }
@@ -314,9 +317,11 @@ public enum DeviceProbe {
                 }
                 report.steps.append(ProbeStep(
                     purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
-                    outcome: "polled \(times) times in \(listen.timeInterval) s: "
-                        + (changed == 0 ? "every answer as the first" : "\(changed) answers changed, shown above")
-                        + (unanswered == 0 ? "" : unanswered == times ? "; none answered" : "; \(unanswered) unanswered")))
+                    outcome: "polled \(times) times in \(DeviceProbe.seconds(listen)) s: "
+                        + (unanswered == times ? "none answered"
+                            : (changed == 0 ? "every answer as the first"
+                                : "\(changed) answer\(changed == 1 ? "" : "s") changed, shown above")
+                                + (unanswered == 0 ? "" : "; \(unanswered) unanswered"))))
             } else if let listen {
                 var step = ProbeStep(
                     purpose: "listen", sent: "", sentWords: [], received: "", receivedWords: [],
@@ -330,9 +335,11 @@ public enum DeviceProbe {
                         events += driver.handle(frame, inFlight: nil, at: Date()).events
                     }
                 }
-                step.received = WireInspector.hex(received)
-                step.receivedWords = Self.words(received, streams.received)
-                if received.isEmpty { step.outcome = "nothing heard in \(listen.timeInterval) s" }
+                // Only this device's frames, as through the daemon: others on the line are not its answer.
+                let own = WireInspector.frames(of: device.address, in: received, as: streams.received, ff68Roles: ff68Roles)
+                step.received = WireInspector.hex(own.bytes)
+                step.receivedWords = own.words
+                if own.bytes.isEmpty { step.outcome = DeviceProbe.nothingHeard(in: listen) }
                 report.steps.append(step)
             }
             if polls.isEmpty, listen == nil, command == nil {
@@ -383,6 +390,16 @@ public enum DeviceProbe {
                 item.frame ?? "\(item.bytes.count) bytes rejected: \(item.rejected ?? "not a frame")"
             }
         }
+    }
+
+    /// A listen's time as the technician gave it: `3 s`, `2.5 s`.
+    static func seconds(_ duration: Duration) -> String {
+        String(format: "%g", duration.timeInterval)
+    }
+
+    /// A listen's outcome when the device said nothing, through the daemon or directly.
+    public static func nothingHeard(in duration: Duration) -> String {
+        "nothing heard in \(seconds(duration)) s"
     }
 
     static func milliseconds(_ duration: Duration) -> Double {

@@ -172,6 +172,20 @@ public enum WireInspector {
         }
     }
 
+    /// The whole frames of `bytes` from or for the device at `address`, with their words: what a listen to one device
+    /// shows of a line others speak on too (from a trial: a direct pad test passed on another pad's key).
+    public static func frames(
+        of address: Int, in bytes: [UInt8], as stream: Stream, ff68Roles: [UInt8: FF68Role] = [:]
+    ) -> (bytes: [UInt8], words: [String]) {
+        var found: (bytes: [UInt8], words: [String]) = ([], [])
+        for item in inspect(bytes, as: stream, ff68Roles: ff68Roles).items {
+            guard let frame = item.frame, deviceAddress(ofFrame: item.bytes, in: stream) == address else { continue }
+            found.bytes += item.bytes
+            found.words.append(frame)
+        }
+        return found
+    }
+
     /// The FF 68 devices of bus `id` in `config` by address, their profiles read from `library`.
     public static func ff68Roles(bus id: String, config: GatewayConfig, library: ProfileLibrary) -> [UInt8: FF68Role] {
         var roles: [UInt8: FF68Role] = [:]
