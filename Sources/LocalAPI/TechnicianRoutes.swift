@@ -276,7 +276,7 @@ extension LocalAPI {
             guard let stream, !bytes.isEmpty else { return [] }
             return WireInspector.inspect(bytes, as: stream).items.map { $0.frame ?? "rejected: \($0.rejected ?? "")" }
         }
-        let profile = try? ProfileLibrary(directory: gateway.config.profilesDirectory).profile(named: device.profile)
+        let loaded = try? ProfileLibrary(directory: gateway.config.profilesDirectory).load(named: device.profile)
         var steps: [ProbeStep] = []
         var reading: [String]?
         var firstSent: [UInt8]?
@@ -290,9 +290,9 @@ extension LocalAPI {
                 return
             }
             let outcome = outcome(of: exchange.received)
-            if reading == nil, let profile {
+            if reading == nil, let loaded {
                 reading = DeviceProbe.reading(
-                    profile: profile, transport: bus.transport, request: exchange.sent, answer: exchange.received)
+                    of: loaded, transport: bus.transport, request: exchange.sent, answer: exchange.received)
             }
             steps.append(ProbeStep(
                 purpose: purpose(of: exchange.sent), sent: WireInspector.hex(exchange.sent),

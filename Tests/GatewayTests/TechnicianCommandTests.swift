@@ -325,6 +325,25 @@ import Testing
         #expect(probe.status == 1 && probe.standardOutput.contains("listen: nothing heard in 1 s"), "\(probe.standardOutput)")
     }
 
+    @Test func aBoardWhoseAddressHoldsAPadIsNotReadAsABoard() async throws {
+        // From a docs trial: "another model answers", then the pad's registers decoded as a board's (a lamp fault,
+        // -28.8 °C), which sends a technician the wrong way.
+        let pad = MockModbusEvaluator(staffId: "0105")
+        let server = try MockModbusServer.rtu(units: [21: pad])
+        defer { server.stop() }
+        let folder = try TemporaryDirectory()
+        let config = try rtuHall(
+            folder, server, devices: "  - {id: board-w21, profile: modbus-window-board, bus: line-a, address: 21, window: \"21\"}")
+        for command in [["display", "test"], ["probe"]] {
+            let result = try await run(gatewaydPath, command + ["--config", config, "board-w21"])
+            #expect(result.status == 1, "\(command): \(result.standardOutput)")
+            let output = result.standardOutput
+            #expect(output.contains("board-w21 reports:\n  not read as a "), "\(command): \(output)")
+            #expect(!output.contains("°C") && !output.contains("lamp"), "\(command): \(output)")
+            #expect(result.standardError.contains("another model answers"), "\(command): \(result.standardError)")
+        }
+    }
+
     @Test func padTestKeepsPollingAModbusPadWhileTheTechnicianPressesKeys() async throws {
         // From a trial: with the daemon stopped the test polled once, then listened to a pad that never speaks unasked.
         let pad = MockModbusEvaluator(staffId: "0105", bootId: 0x0102_0304)

@@ -110,7 +110,7 @@ public enum DeviceProbe {
         }
         let profile = loaded.profile
         let session = Session(
-            device: device, bus: bus, profile: profile, hallId: config.hall.id,
+            device: device, bus: bus, loaded: loaded, hallId: config.hall.id,
             timeZone: config.hall.timeZone, command: command, listen: listen,
             ff68Roles: WireInspector.ff68Roles(bus: bus.id, config: config, library: library))
         let member = DriverRegistry.Member(device: device, profile: profile, pollInterval: nil, identify: loaded.identify)
@@ -131,8 +131,33 @@ public enum DeviceProbe {
     /// A Modbus device's answer to a read of its registers, read through its profile (status, counters, staff, last
     /// keys, readings); nil for any other exchange. The same whether the probe polled or the daemon's bus did.
     public static func reading(
-        profile: DeviceProfile, transport: BusConfig.Transport, request: [UInt8], answer: [UInt8]
+        of loaded: LoadedProfile, transport: BusConfig.Transport, request: [UInt8], answer: [UInt8]
     ) -> [String]? {
+        guard let (registers, start) = registers(transport: transport, request: request, answer: answer) else { return nil }
+        // Another model's registers read as this one's are invented faults (from a trial: a pad read as a board).
+        if let other = otherModel(loaded, transport: transport, request: request, answer: answer) {
+            return ["not read as a \(loaded.profile.model): \(other)"]
+        }
+        let lines = ProfileReading.describe(loaded.profile, registers: registers, start: start)
+        return lines.isEmpty ? nil : lines
+    }
+
+    /// Why an answer is another model's than `loaded`'s, by its `identify:` rule; nil when it is this model's or
+    /// the rule cannot tell.
+    public static func otherModel(
+        _ loaded: LoadedProfile, transport: BusConfig.Transport, request: [UInt8], answer: [UInt8]
+    ) -> String? {
+        guard let rule = loaded.identify,
+              let (registers, start) = registers(transport: transport, request: request, answer: answer),
+              let mismatch = rule.mismatch(inHoldingRegisters: registers, from: start)
+        else { return nil }
+        return "another model answers (\(mismatch))"
+    }
+
+    /// The holding registers a read answered, and the first one's number.
+    private static func registers(
+        transport: BusConfig.Transport, request: [UInt8], answer: [UInt8]
+    ) -> (values: [UInt16], start: Int)? {
         let framing: ModbusFraming
         switch transport {
         case .modbusRTU: framing = .rtu
@@ -142,8 +167,7 @@ public enum DeviceProbe {
         guard let registers = Session.registers(in: answer, framing: framing),
               let start = Session.readStart(of: request, framing: framing)
         else { return nil }
-        let lines = ProfileReading.describe(profile, registers: registers, start: start)
-        return lines.isEmpty ? nil : lines
+        return (registers, start)
     }
 
     /// How a bus is described in reports.
@@ -158,7 +182,8 @@ public enum DeviceProbe {
     struct Session {
         let device: DeviceConfig
         let bus: BusConfig
-        let profile: DeviceProfile
+        let loaded: LoadedProfile
+        var profile: DeviceProfile { loaded.profile }
         let hallId: String
         let timeZone: TimeZone
         let command: HallCommand?
@@ -239,9 +264,13 @@ public enum DeviceProbe {
                 step.received = WireInspector.hex(received)
                 step.receivedWords = Self.words(received, streams.received)
                 if done, let lines = DeviceProbe.reading(
-                    profile: profile, transport: bus.transport, request: request.bytes, answer: received)
+                    of: loaded, transport: bus.transport, request: request.bytes, answer: received)
                 {
                     report.reading = lines
+                    if let other = DeviceProbe.otherModel(loaded, transport: bus.transport, request: request.bytes, answer: received) {
+                        report.problem = report.problem ?? "\(device.id): \(other) at address \(device.address) "
+                            + "(a wrong address in the configuration?)"
+                    }
                 }
                 if !done {
                     step.outcome = "no answer within \(DeviceProbe.milliseconds(bus.responseTimeout)) ms"
