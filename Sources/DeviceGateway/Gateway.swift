@@ -754,6 +754,7 @@ public final class Gateway: Service {
             // Not before: a sink added to the configuration would not hold back what it has yet to receive.
             if sincePrune >= .seconds(60), sinksRecorded {
                 sincePrune = .zero
+                outbox.keepReserve()
                 do {
                     try await outbox.prune()
                 } catch {

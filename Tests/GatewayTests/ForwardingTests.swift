@@ -435,6 +435,42 @@ final class GatedSink: EventSink {
 }
 
 @Suite struct OutboxBudgetTests {
+    /// From a trial: a gateway restarted on a full disk did not start (SQLite makes again the write-ahead log a clean
+    /// stop removed), ticket numbers were refused, and commands answered `done` waited in memory until a kill lost them.
+    @Test func aFullDiskIsMetWithTheReserveWhileRunningAndAtAStart() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"), megabytes: 8)
+        defer { disk.unmount() }
+        let path = disk.path + "/outbox.sqlite"
+        let policy = OutboxPolicy(reserveBytes: 1_048_576)
+        let reserve = path + ".reserve"
+        do {
+            let log = CapturedLog()
+            let outbox = try Outbox.open(path: path, policy: policy, logger: log.logger)
+            #expect(FileManager.default.fileExists(atPath: reserve), "kept from the start")
+            try await outbox.register(sinks: ["central"])
+            try await outbox.commit(deviceEvents(10, prefix: "before-"))
+            try await disk.fill()
+            try await outbox.commit(deviceEvents(1000, prefix: "full-"))
+            try await outbox.saveTicketNumber(day: "2026-12-06", prefix: "A", number: 85)
+            #expect(log.text.contains("the disk holding \(disk.path) is full: the outbox's reserve of 1 MB is given back"),
+                    "\(log.text)")
+            #expect(!FileManager.default.fileExists(atPath: reserve))
+            // Made again once a technician made room.
+            try disk.free()
+            outbox.keepReserve()
+            #expect(FileManager.default.fileExists(atPath: reserve))
+        }
+        #expect(!FileManager.default.fileExists(atPath: path + "-wal"), "a clean stop removes the write-ahead log")
+        try await disk.fill()
+        let log = CapturedLog()
+        let outbox = try Outbox.open(path: path, policy: policy, logger: log.logger)
+        #expect(log.text.contains("is full: the outbox's reserve of 1 MB is given back"), "\(log.text)")
+        try await outbox.commit(deviceEvents(10, prefix: "after-"))
+        #expect(try await outbox.backlog(sink: "central") == 1020)
+        #expect(try await outbox.ticketNumbers(day: "2026-12-06") == ["A": 85])
+    }
+
     @Test func aDropAfterASalvageIsNotTakenForTheDropBeforeIt() {
         // A salvaged outbox numbers its drop log from 1 again; its first drop report had the id of the old file's
         // first, and the store (and the outbox itself) dropped it as one already held.

@@ -37,11 +37,15 @@ public struct OutboxPolicy: Sendable, Equatable {
     /// Event stores on this box that keep copies of the events (the local `sqlite` sinks): a salvage takes from them
     /// the undelivered events it cannot read back.
     public var localCopies: [String] = []
+    /// Room kept beside the outbox against a full disk, given back when the disk is full (`DiskReserve`); 0: none.
+    public var reserveBytes: Int64
 
     /// Creates a policy.
-    public init(maximumBytes: Int64? = nil, retention: Duration = .seconds(7 * 24 * 3600)) {
+    public init(maximumBytes: Int64? = nil, retention: Duration = .seconds(7 * 24 * 3600),
+                reserveBytes: Int64 = 4 * 1_048_576) {
         self.maximumBytes = maximumBytes
         self.retention = retention
+        self.reserveBytes = reserveBytes
     }
 }
 
@@ -149,6 +153,8 @@ public final class Outbox: Sendable {
     public let policy: OutboxPolicy
     /// What was recovered from a damaged outbox at start-up, if it was damaged.
     public let salvage: SalvageReport?
+    /// Room given back when the disk is full; nil for a copy opened to read or salvage into.
+    private let reserve: DiskReserve?
 
     /// The steps of a salvage, after which a test cuts the power.
     enum SalvageStep { case written, completed, movedAside }
@@ -159,11 +165,21 @@ public final class Outbox: Sendable {
     /// The fresh outbox is written beside the damaged one and put in its place only once complete, so a power cut
     /// at any moment leaves either the damaged file, salvaged again at the next start, or the complete salvage.
     public static func open(path: String, policy: OutboxPolicy = OutboxPolicy(), logger: Logger) throws -> Outbox {
+        let reserve = DiskReserve(beside: path, bytes: policy.reserveBytes, logger: logger)
+        let outbox: Outbox
         do {
-            return try open(path: path, policy: policy, logger: logger, cutPowerAfter: nil)
+            do {
+                outbox = try open(path: path, policy: policy, logger: logger, cutPowerAfter: nil, reserve: reserve)
+            } catch {
+                // Opening writes (a clean stop removed the write-ahead log, which SQLite makes again).
+                guard reserve.giveBack(after: error) else { throw error }
+                outbox = try open(path: path, policy: policy, logger: logger, cutPowerAfter: nil, reserve: reserve)
+            }
         } catch {
             throw problem(opening: path, error)
         }
+        reserve.keep()
+        return outbox
     }
 
     /// What stopped the outbox from opening, with the file and what to check.
@@ -188,8 +204,8 @@ public final class Outbox: Sendable {
         "\(GatewayError.oneLine(error.message ?? "\(error.resultCode)")) (SQLite error \(error.resultCode.primaryResultCode.rawValue))"
     }
 
-    static func open(path: String, policy: OutboxPolicy, logger: Logger, cutPowerAfter cut: SalvageStep?) throws
-        -> Outbox
+    static func open(path: String, policy: OutboxPolicy, logger: Logger, cutPowerAfter cut: SalvageStep?,
+                     reserve: DiskReserve? = nil) throws -> Outbox
     {
         try WritableDatabase.check(path, what: "the outbox", folderName: "the state directory")
         let salvaging = path + ".salvaging", salvaged = path + ".salvaged"
@@ -205,7 +221,7 @@ public final class Outbox: Sendable {
         try removeDatabase(salvaging)
         do {
             // A report not yet committed as an event (a stop or power cut right after the salvage) is committed now.
-            return try Outbox(path: path, policy: policy, salvage: salvageReport(of: path))
+            return try Outbox(path: path, policy: policy, salvage: salvageReport(of: path), reserve: reserve)
         } catch let error as DatabaseError
             where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode.primaryResultCode)
         {
@@ -232,7 +248,7 @@ public final class Outbox: Sendable {
                 \(report.alreadyDelivered) were already delivered everywhere, \(report.unreadable) rows unreadable\
                 \(Self.unreadableSummary(report))
                 """, metadata: ["outbox.path": "\(path)"])
-            return try Outbox(path: path, policy: policy, salvage: report)
+            return try Outbox(path: path, policy: policy, salvage: report, reserve: reserve)
         }
     }
 
@@ -320,9 +336,10 @@ public final class Outbox: Sendable {
         self.path = path
         self.policy = OutboxPolicy()
         self.salvage = nil
+        self.reserve = nil
     }
 
-    private init(path: String, policy: OutboxPolicy, salvage: SalvageReport?) throws {
+    private init(path: String, policy: OutboxPolicy, salvage: SalvageReport?, reserve: DiskReserve? = nil) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
@@ -342,6 +359,32 @@ public final class Outbox: Sendable {
         self.path = path
         self.policy = policy
         self.salvage = salvage
+        self.reserve = reserve
+    }
+
+    /// Keeps the reserve against a full disk, made again once the disk has room (the heartbeat's turn).
+    public func keepReserve() {
+        reserve?.keep()
+    }
+
+    /// A write; on a full disk the reserve is given back and the write tried once more.
+    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await database.write(updates)
+        } catch {
+            guard reserve?.giveBack(after: error) == true else { throw error }
+            return try await database.write(updates)
+        }
+    }
+
+    /// `write`, from a caller that may block.
+    private func writeBlocking<T>(_ updates: (Database) throws -> T) throws -> T {
+        do {
+            return try database.write(updates)
+        } catch {
+            guard reserve?.giveBack(after: error) == true else { throw error }
+            return try database.write(updates)
+        }
     }
 
     static var migrator: DatabaseMigrator {
@@ -543,7 +586,7 @@ public final class Outbox: Sendable {
     private func write(_ events: [CloudEvent], cursors: [DeviceCursor], settlingDrafts: Bool) async throws -> [CloudEvent] {
         let now = Date().timeIntervalSince1970
         let budget = policy.maximumBytes
-        return try await database.write { db in
+        return try await write { db in
             var inserted: [CloudEvent] = []
             for event in events {
                 if let stored = try Self.insert(event, committedAt: now, in: db) { inserted.append(stored) }
@@ -659,7 +702,7 @@ public final class Outbox: Sendable {
     /// Drops not yet reported as an event: `report` builds that event, committed with the marks in one transaction.
     public func reportDrops(_ report: @Sendable ([DropRecord]) -> CloudEvent) async throws -> CloudEvent? {
         let now = Date().timeIntervalSince1970
-        return try await database.write { db in
+        return try await write { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, dropped_at, count, ranges FROM drop_log WHERE reported = 0 ORDER BY id")
             guard !rows.isEmpty else { return nil }
             let records = try rows.map { row in
@@ -705,7 +748,7 @@ public final class Outbox: Sendable {
     /// Makes the configured sinks known, so that nothing is pruned before each of them has it. A sink no
     /// longer configured stops holding events back; its cursor is kept in case it comes back.
     public func register(sinks: [String]) async throws {
-        try await database.write { db in
+        try await write { db in
             let known = try String.fetchAll(db, sql: "SELECT sink FROM sink_state")
             for sink in known where !sinks.contains(sink) {
                 try db.execute(sql: "DELETE FROM sink_state WHERE sink = ?", arguments: [sink])
@@ -750,7 +793,7 @@ public final class Outbox: Sendable {
     /// Records that a sink holds every event through `position`, `count` of them just now.
     public func markDelivered(sink: String, through position: Int64, count: Int) async throws {
         let now = Date().timeIntervalSince1970
-        try await database.write { db in
+        try await write { db in
             try Self.advance(sink: sink, to: position, db: db)
             try db.execute(
                 sql: """
@@ -771,7 +814,7 @@ public final class Outbox: Sendable {
     /// Records a failed delivery attempt and its reason.
     public func recordFailure(sink: String, reason: String) async throws {
         let now = Date().timeIntervalSince1970
-        try await database.write { db in
+        try await write { db in
             try db.execute(
                 sql: """
                     INSERT INTO sink_state (sink, failed, last_error, last_error_at) VALUES (?, 1, ?, ?)
@@ -785,7 +828,7 @@ public final class Outbox: Sendable {
     public func putAside(_ events: [OutboundEvent], sink: String, reason: String) async throws {
         guard let last = events.last else { return }
         let now = Date().timeIntervalSince1970
-        try await database.write { db in
+        try await write { db in
             for event in events {
                 try db.execute(
                     sql: """
@@ -826,7 +869,7 @@ public final class Outbox: Sendable {
     /// `ids`. Returns how many were asked for; the sink's forwarder sends them once its backlog is delivered.
     public func askResend(sink: String?, ids: [String]) async throws -> Int {
         let now = Date().timeIntervalSince1970
-        return try await database.write { db in
+        return try await write { db in
             guard try db.columns(in: "put_aside").contains(where: { $0.name == "resend_asked_at" }) else {
                 throw GatewayError(.storeMissing, "the outbox \(self.path) is from an older version: start the gateway "
                                    + "once to bring it up to date")
@@ -861,7 +904,7 @@ public final class Outbox: Sendable {
     /// The sink took put-aside events sent again: they are no longer held for it, and count as sent.
     public func resent(_ events: [OutboundEvent], sink: String) async throws {
         let now = Date().timeIntervalSince1970
-        try await database.write { db in
+        try await write { db in
             for event in events {
                 try db.execute(sql: "DELETE FROM put_aside WHERE sink = ? AND position = ?", arguments: [sink, event.position])
             }
@@ -876,7 +919,7 @@ public final class Outbox: Sendable {
     /// The sink refused put-aside events sent again: they stay put aside with the new reason, no longer asked for.
     public func refusedAgain(_ events: [OutboundEvent], sink: String, reason: String) async throws {
         let now = Date().timeIntervalSince1970
-        try await database.write { db in
+        try await write { db in
             for event in events {
                 try db.execute(
                     sql: """
@@ -923,7 +966,7 @@ public final class Outbox: Sendable {
             (state, String(decoding: try encoder.encode(state.counters), as: UTF8.self),
              try state.lastShown.map { String(decoding: try encoder.encode($0), as: UTF8.self) })
         }
-        try await database.write { db in
+        try await write { db in
             // Read in the write, as every recorded time is: writes run one at a time, so a reading taken before a
             // clock step cannot land after the reset that followed the step and raise the mark again.
             let time = clock.now
@@ -944,7 +987,7 @@ public final class Outbox: Sendable {
     /// Writes what `device` was last sent over its states' record, as `current` reads it in the write (writes run one
     /// at a time: the last writes the newest); before the first record of its states, those write it.
     public func recordLastShown(of device: String, current: @escaping @Sendable () -> ShownOnBoard?) async throws {
-        try await database.write { db in
+        try await write { db in
             let lastShown = try current().map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
             try db.execute(sql: "UPDATE device_status SET last_shown = ? WHERE device = ?", arguments: [lastShown, device])
         }
@@ -963,7 +1006,7 @@ public final class Outbox: Sendable {
     /// Makes `clock`'s reading the latest recorded: the clock now reads right (synchronised or set), and a time
     /// recorded under a clock that ran ahead must not hold the next start.
     public func resetRecordedTime(clock: any HallClock) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO recorded_clock (id, latest) VALUES (1, ?)",
                            arguments: [clock.now.timeIntervalSince1970])
         }
@@ -992,7 +1035,7 @@ public final class Outbox: Sendable {
 
     /// Records the last ticket number issued on `day` for `prefix`; older days are forgotten.
     public func saveTicketNumber(day: String, prefix: String, number: Int) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM ticket_counter WHERE day < ?", arguments: [day])
             // Two tickets saved at once may commit out of order: the higher number stays.
             try db.execute(sql: """
@@ -1005,7 +1048,7 @@ public final class Outbox: Sendable {
     /// Records that the pre-opening run of `day` (YYYY-MM-DD) starts, at `clock`'s reading; false when it ran already
     /// that day (the gateway restarted before opening). Older days are forgotten.
     public func beginDayCheck(day: String, clock: any HallClock) async throws -> Bool {
-        try await database.write { db in
+        try await write { db in
             let time = clock.now
             try db.execute(sql: "DELETE FROM hall_day_check WHERE day < ?", arguments: [day])
             try db.execute(sql: "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)",
@@ -1025,7 +1068,7 @@ public final class Outbox: Sendable {
 
     /// Notes that the opening's or closing's event `id` was told with `result`; the last 50 are kept.
     public func recordHallDayEvent(id: String, result: String) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO hall_day_event (id, result, told_at) VALUES (?, ?, ?)",
                            arguments: [id, result, Date().timeIntervalSince1970])
             try db.execute(sql: """
@@ -1036,7 +1079,7 @@ public final class Outbox: Sendable {
 
     /// Notes that `board` is held on after closing until `until`.
     public func recordBoardHold(_ board: String, until: Date) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO board_hold (board, until) VALUES (?, ?)",
                            arguments: [board, until.timeIntervalSince1970])
         }
@@ -1044,7 +1087,7 @@ public final class Outbox: Sendable {
 
     /// Forgets the hold on `board` (nil: every board's).
     public func forgetBoardHold(_ board: String?) async throws {
-        try await database.write { db in
+        try await write { db in
             if let board {
                 try db.execute(sql: "DELETE FROM board_hold WHERE board = ?", arguments: [board])
             } else {
@@ -1064,7 +1107,7 @@ public final class Outbox: Sendable {
 
     /// Keeps the staff id set on `device` (none: forgets it).
     public func record(staff: String?, device: String) async throws {
-        try await database.write { db in
+        try await write { db in
             if let staff {
                 try db.execute(sql: "INSERT OR REPLACE INTO pad_staff (device, staff) VALUES (?, ?)", arguments: [device, staff])
             } else {
@@ -1097,7 +1140,7 @@ public final class Outbox: Sendable {
     /// Keeps a command received over MQTT until `release`; returns its number. Synchronous: called on the network
     /// thread before the message is handed on, so that it is on disk before anything can run it.
     public func hold(command payload: [UInt8], at time: Date = Date()) throws -> Int64 {
-        try database.write { db in
+        try writeBlocking { db in
             try db.execute(sql: "INSERT INTO held_command (payload, received_at) VALUES (?, ?)",
                            arguments: [Data(payload), time.timeIntervalSince1970])
             return db.lastInsertedRowID
@@ -1106,7 +1149,7 @@ public final class Outbox: Sendable {
 
     /// Forgets a held command: it ran (or was refused) and its result went out.
     public func release(command seq: Int64) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM held_command WHERE seq = ?", arguments: [seq])
         }
     }
@@ -1133,7 +1176,7 @@ public final class Outbox: Sendable {
     /// forgotten.
     public func recordCommandResult(key: String, request: String, json: String, at time: Date,
                                     keepingSince: Date) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
             try Self.keep(key: Fingerprint.padded(key), request: request, json: json, at: time, in: db)
             // Its command is settled once its own event is committed too (else the next start commits the draft).
@@ -1146,7 +1189,7 @@ public final class Outbox: Sendable {
     /// event is committed; with the idempotency key and request it ran for. Replaces an earlier draft of it.
     public func recordUnsettled(_ draft: CloudEvent, key: String?, request: String?) async throws {
         let json = try draft.jsonLine()
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO unsettled_command (source, id, key, request, draft) VALUES (?, ?, ?, ?, ?)",
                            arguments: [draft.source, draft.id, key.map(Fingerprint.padded), request, json])
         }
@@ -1164,7 +1207,7 @@ public final class Outbox: Sendable {
     /// it starts, before the API and MQTT take commands.
     public func settleInterrupted(at time: Date = Date(), keepingSince: Date) throws
         -> (committed: [CloudEvent], unreadable: Int) {
-        try database.write { db in
+        try writeBlocking { db in
             var committed: [CloudEvent] = []
             var unreadable = 0
             let rows = try Row.fetchAll(db, sql: "SELECT source, id, key, request, draft, committed FROM unsettled_command")
@@ -1257,7 +1300,7 @@ public final class Outbox: Sendable {
         let batch = max(batch, 1)
         var pruned = 0
         while true {
-            let deleted = try await database.write { db in
+            let deleted = try await write { db in
                 let delivered = try Self.deliveredByAll(db)
                 try db.execute(sql: """
                     DELETE FROM event WHERE position IN
@@ -1473,7 +1516,7 @@ public final class Outbox: Sendable {
         report.localStoreUnread = unread.isEmpty ? nil : unread.joined(separator: "; ")
         // Whatever columns the damaged file's version had: one it lacks reads as nil.
         let cursors = (try? damaged.read { db in try Row.fetchAll(db, sql: "SELECT * FROM device_cursor") }) ?? []
-        try database.write { db in
+        try writeBlocking { db in
             // With its original id, sequence number and JSON: the stores know it by them.
             func keep(_ json: String, _ event: CloudEvent, committedAt: Double) throws -> Bool {
                 try db.execute(

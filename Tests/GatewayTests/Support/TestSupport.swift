@@ -143,14 +143,14 @@ func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -
     return try await condition()
 }
 
-/// A 2 MB tmpfs mounted at `path`, the tests' disk to fill (mounting needs root).
+/// A tmpfs of `megabytes` mounted at `path`, the tests' disk to fill (mounting needs root).
 struct SmallDisk {
     let path: String
 
-    init(at path: String) async throws {
+    init(at path: String, megabytes: Int = 2) async throws {
         self.path = path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", path])
+        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", path])
         try #require(mounted.status == 0, "a tmpfs is needed as the full disk (root): \(mounted.standardError)")
     }
 
