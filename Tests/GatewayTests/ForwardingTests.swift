@@ -732,6 +732,39 @@ extension OutboxSalvageTests {
         }
     }
 
+    /// From a PostgreSQL trial: after a salvage took events from the local store (queued behind those read back), the
+    /// start said the run before had not stopped cleanly, and told the central store so; its stop had been read back.
+    @Test func aRunThatStoppedCleanlyIsKnownSoAfterASalvageTookEventsFromTheLocalStore() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        let localPath = folder.file("events.sqlite")
+        let gateway = "/halls/h/gateway"
+        func own(_ id: String, _ type: String) -> CloudEvent {
+            CloudEvent(id: id, source: gateway, type: type, time: Date(), subject: nil, data: .heartbeat(GatewayHeartbeat(
+                version: "test", startedAt: "2026-12-06T03:00:00Z", uptimeSeconds: 60, sinks: [],
+                devicesOnline: (1...20).map { "eval-w\($0)" }, devicesOffline: [], devicesUnknown: [], eventsDropped: 0,
+                clock: nil)))
+        }
+        do {
+            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+            try await outbox.register(sinks: ["central"])
+            for round in 0..<20 {
+                try await outbox.commit((1...100).map { own("beat-\(round)-\($0)", HallEventType.gatewayHeartbeat) })
+            }
+            try await outbox.commit([own("stopped", HallEventType.gatewayStopped)])
+            try await SQLiteEventStore(name: "local", path: localPath)
+                .deliver(try await outbox.entries(after: 0, limit: 5000))
+        }
+        _ = try await damageOneLeafPage(of: path)
+        var policy = OutboxPolicy()
+        policy.localCopies = [localPath]
+
+        let outbox = try Outbox.open(path: path, policy: policy, logger: CapturedLog().logger)
+        let report = try #require(outbox.salvage)
+        try #require(report.takenFromLocalStore ?? 0 > 0, "\(report)")
+        #expect(try outbox.lastRun(source: gateway)?.stoppedCleanly == true)
+    }
+
     /// From a second read: the report's new fields were required, and one salvage's event from an earlier version in
     /// the local store made every `gatewayd events` query fail.
     @Test func aSalvageEventFromBeforeItToldTheUndeliveredRowsApartStillReads() throws {

@@ -1130,8 +1130,10 @@ public final class Outbox: Sendable {
     /// the start, before the start commits anything.
     public func lastRun(source: String) throws -> (stoppedCleanly: Bool, lastRecorded: Date?)? {
         try database.read { db in
+            // By number, not position: a salvage queues the events it took from the local store behind the rest.
             guard let type = try String.fetchOne(
-                db, sql: "SELECT type FROM event WHERE source = ? ORDER BY position DESC LIMIT 1", arguments: [source])
+                db, sql: "SELECT type FROM event WHERE source = ? ORDER BY sequence DESC, position DESC LIMIT 1",
+                arguments: [source])
             else { return nil }
             return (type == HallEventType.gatewayStopped, try Self.recordedTime(db))
         }
