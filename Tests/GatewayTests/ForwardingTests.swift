@@ -581,10 +581,13 @@ func damagePages(of path: String, bytes: Int) throws {
         try await outboxOf2000Events300Delivered(at: path, cursors: [DeviceCursor(device: "eval-w01", bootId: 9, consumed: 41)])
         // Garbage over two pages in the middle of the file: the table's leaves there become unreadable.
         try damagePages(of: path, bytes: 8192)
+        let damagedBytes = try Data(contentsOf: URL(fileURLWithPath: path))
 
         let log = CapturedLog()
         let outbox = try Outbox.open(path: path, logger: log.logger)
         let report = try #require(outbox.salvage)
+        // From a trial: the start wrote into the damaged file before it found the damage.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: report.damagedPath)) == damagedBytes, "kept as it was found")
         #expect(report.alreadyDelivered == 300)
         #expect(report.recovered > 1000, "\(report)")
         #expect(report.unreadable > 0 && report.unreadable < 100, "\(report)")

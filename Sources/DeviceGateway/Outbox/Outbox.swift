@@ -351,9 +351,14 @@ public final class Outbox: Sendable {
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(max(16, walBytes / 4096))")
             }
         }
+        // Checked read-only first: opening for writes writes into the file (SQLite's write-ahead log made again, GRDB's
+        // set-up), and a damaged one is kept as it was found (from a trial: its pages changed by the start).
+        let checkedBefore = try Self.checkedReadOnly(path)
         let pool = try DatabasePool(path: path, configuration: configuration)
-        let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
-        guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check) }
+        if !checkedBefore {
+            let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
+            guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check) }
+        }
         try Self.migrator.migrate(pool)
         self.database = pool
         self.path = path
@@ -362,7 +367,27 @@ public final class Outbox: Sendable {
         self.reserve = reserve
     }
 
-    /// Keeps the reserve against a full disk, made again once the disk has room (the heartbeat's turn).
+    /// SQLite's quick check of an existing file through a read-only connection: false when there is no file or it
+    /// cannot be opened read-only (a crash's write-ahead log to recover first), then checked once opened; throws
+    /// when it is damaged.
+    private static func checkedReadOnly(_ path: String) throws -> Bool {
+        guard FileManager.default.fileExists(atPath: path) else { return false }
+        let check: String?
+        do {
+            check = try readOnlyDatabase(at: path, missing: path).read { db in
+                try String.fetchOne(db, sql: "PRAGMA quick_check")
+            }
+        } catch let error as DatabaseError
+            where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode.primaryResultCode) {
+            throw error
+        } catch {
+            return false
+        }
+        guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check) }
+        return true
+    }
+
+    /// Keeps the reserve against a full disk, made again once the disk has room (the gateway asks every minute).
     public func keepReserve() {
         reserve?.keep()
     }
