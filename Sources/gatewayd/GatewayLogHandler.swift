@@ -1,6 +1,7 @@
 import DeviceGateway
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// The daemon's log lines: one ISO 8601 stamp with the hall's offset (`2026-11-24T10:40:01.123+08:00 info …`) on a
@@ -30,9 +31,23 @@ struct GatewayLogHandler: LogHandler {
         }
     }
 
+    /// The service group's logger at `level`: the same lines, and what stops the gateway — a signal, or a part that
+    /// ended by itself — said at `notice` (ServiceLifecycle says them at `debug`; from a trial: a stop nobody had asked
+    /// for could not be told from a SIGTERM in the log).
+    static func serviceGroupLogger(level: Logger.Level) -> Logger {
+        Logger(label: "gatewayd") { label in
+            var handler = GatewayLogHandler(label: label, journal: toJournal)
+            handler.logLevel = .debug
+            handler.shownFrom = level
+            return handler
+        }
+    }
+
     let label: String
     let journal: Bool
     var logLevel: Logger.Level = .info
+    /// Below it a line is not written; only the service group's logger sets it apart from `logLevel`.
+    var shownFrom: Logger.Level?
     var metadata: Logger.Metadata = [:]
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -41,6 +56,19 @@ struct GatewayLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
+        var event = event
+        if let shownFrom, event.level < shownFrom {
+            let keys = ServiceGroupConfiguration.LoggingConfiguration().keys
+            let message = event.message.description
+            if message.hasPrefix("Signal caught"), let signal = event.metadata?[keys.signalKey] {
+                (event.level, event.message, event.metadata) = (.notice, "\(signal) received: the gateway stops", nil)
+            } else if message.hasPrefix("Service finished. Gracefully shutting down"),
+                      let service = event.metadata?[keys.serviceKey] {
+                (event.level, event.message, event.metadata) = (.notice, "\(service) ended by itself: the gateway stops", nil)
+            } else {
+                return
+            }
+        }
         var fields = metadata
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         let tail =

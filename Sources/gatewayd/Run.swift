@@ -184,7 +184,8 @@ struct Run: AsyncParsableCommand {
         // Started under nohup, SIGHUP comes ignored: the technician meant the gateway to outlive the terminal.
         let stopSignals: [UnixSignal] = Self.isIgnored(SIGHUP) ? [.sigterm, .sigint] : [.sigterm, .sigint, .sighup]
         let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: stopSignals, logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: stopSignals,
+                                 logger: GatewayLogHandler.serviceGroupLogger(level: level)))
         do {
             try await group.run()
         } catch is APIUnavailable {

@@ -796,6 +796,8 @@ import Testing
         let stopped = try await first.wait(timeout: .seconds(15))
         #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
         #expect(stopped.standardOutput.contains("gateway stopped"), "\(stopped.standardOutput)")
+        // Which signal, in words (from a trial: a stop nobody had asked for looked the same).
+        #expect(stopped.standardOutput.contains("notice gatewayd: SIGHUP received: the gateway stops"), "\(stopped.standardOutput)")
     }
 
     @Test func aDemoConfigurationThatIsNotTheDemosOwnIsNotUsedToFindADaemon() async throws {
@@ -898,6 +900,7 @@ import Testing
         let stopped = try await daemon.wait(timeout: .seconds(15))
         #expect(stopped.status == 0 && !stopped.terminatedBySignal, "\(stopped.standardOutput)")
         #expect(stopped.standardOutput.components(separatedBy: "gateway stopped").count == 2, "stopped once, by SIGTERM")
+        #expect(stopped.standardOutput.contains("SIGTERM received: the gateway stops"), "\(stopped.standardOutput)")
     }
 
     @Test func filesAnotherUserLeftAndAStateDirectoryThatCannotBeMadeAreSaidAtTheStart() async throws {
