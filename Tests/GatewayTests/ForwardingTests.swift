@@ -456,10 +456,12 @@ final class GatedSink: EventSink {
             #expect(log.text.contains("the disk holding \(disk.path) is full: the outbox's reserve of 1 MB is given back"),
                     "\(log.text)")
             #expect(!FileManager.default.fileExists(atPath: reserve))
+            #expect(outbox.reserveGivenBackAt != nil, "what the device check fails for")
             // Made again once a technician made room.
             try disk.free()
             outbox.keepReserve()
             #expect(FileManager.default.fileExists(atPath: reserve))
+            #expect(outbox.reserveGivenBackAt == nil)
         }
         #expect(!FileManager.default.fileExists(atPath: path + "-wal"), "a clean stop removes the write-ahead log")
         try await disk.fill()

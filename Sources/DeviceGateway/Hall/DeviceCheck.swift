@@ -129,6 +129,11 @@ extension Gateway {
         } catch {
             problems.append("the outbox cannot be read: \(error)")
         }
+        if let givenBack = outbox.reserveGivenBackAt {
+            let folder = (outbox.path as NSString).deletingLastPathComponent
+            problems.append("the disk holding \(folder) is full: the outbox lives on its reserve since "
+                            + "\(HallTime.text(givenBack, timeZone: config.hall.timeZone, toTheSecond: false)); make room on the disk")
+        }
         // The salvage was said in the log and to the central store; the file it set aside waits for a technician.
         for damaged in Outbox.damagedOutboxes(beside: outbox.path) {
             warnings.append("a damaged outbox the gateway salvaged at a start is kept as \(damaged) (what it could not "

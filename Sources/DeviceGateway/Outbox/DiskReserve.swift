@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 
 /// Room kept on the outbox's disk against a full one: a file of zeros beside the outbox, given back when SQLite says
 /// the disk is full, so that the hall goes on — commits, ticket numbers, a start — while a technician makes room
@@ -10,6 +11,8 @@ final class DiskReserve: Sendable {
     let path: String
     let bytes: Int64
     private let logger: Logger
+    /// When it was given back, until it is kept again: the disk is full but for it.
+    let givenBackAt = Mutex<Date?>(nil)
 
     init(beside outboxPath: String, bytes: Int64, logger: Logger) {
         path = outboxPath + ".reserve"
@@ -28,6 +31,7 @@ final class DiskReserve: Sendable {
             try? FileManager.default.removeItem(atPath: path)
             return
         }
+        givenBackAt.withLock { $0 = nil }
         logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
     }
 
@@ -47,6 +51,7 @@ final class DiskReserve: Sendable {
     func giveBack(after error: any Error) -> Bool {
         guard isFullDisk(error) else { return false }
         guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return false }
+        givenBackAt.withLock { $0 = Date() }
         logger.critical("""
             the disk holding \(folder) is full: the outbox's reserve of \(Self.megabytes(bytes)) is given back so that \
             the hall goes on; make room on the disk (the reserve is kept again once there is room for it twice over)

@@ -1,5 +1,6 @@
 public import Foundation
 import GRDB
+import Synchronization
 public import Logging
 
 /// Where a device's events were consumed up to: the pad's power-up and its rating counter.
@@ -385,6 +386,11 @@ public final class Outbox: Sendable {
         }
         guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check) }
         return true
+    }
+
+    /// When the reserve against a full disk was given back, while it has not been kept again: the outbox lives on it.
+    public var reserveGivenBackAt: Date? {
+        reserve?.givenBackAt.withLock { $0 }
     }
 
     /// Keeps the reserve against a full disk, made again once the disk has room (the gateway asks every minute).
