@@ -86,9 +86,17 @@ struct HallContext: Sendable {
 
     /// Refuses to open a port of the demo hall's configuration itself: they are pseudo-terminals of the run that wrote
     /// it, reached only through that run's daemon; once it stops, their names go to the next terminals opened (a
-    /// technician's SSH session), which would be written to and made raw.
+    /// technician's SSH session), which would be written to and made raw. While that run lives (it holds its state
+    /// directory's lock open), the command is told to go through it, as for a port a hall's gateway holds (exit 4).
     func refuseDemoPortsWithoutDaemon() throws {
         guard isDemo else { return }
+        if let demo = ModbusDirectClient.daemonHolding(StateLock.path(in: stateDirectory)) {
+            printError("""
+                --direct cannot be used on the demo hall: its ports are its own pseudo-terminals, held by its running \
+                gateway (pid \(demo)); drop --direct and the command goes through it (\(baseURL))
+                """)
+            throw ExitCode(CLIExit.portUnavailable)
+        }
         printError("""
             the demo hall's ports are its own pseudo-terminals, reached only through its running daemon (none answers \
             at \(baseURL); the same names may now be other terminals): start it with gatewayd run (with --api-port, \

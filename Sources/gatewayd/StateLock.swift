@@ -13,7 +13,7 @@ enum StateLock {
     /// to report.
     static func take(in directory: String) throws(GatewayError) {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let path = directory + "/gatewayd.lock"
+        let path = path(in: directory)
         // Not through a symbolic link: whoever can write the state directory would have a run as root overwrite the
         // file it points to with a pid.
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o640)
@@ -50,4 +50,7 @@ enum StateLock {
         _ = ftruncate(descriptor, 0)
         _ = pid.withCString { write(descriptor, $0, strlen($0)) }
     }
+
+    /// The lock file of `directory`, which its running gateway keeps open.
+    static func path(in directory: String) -> String { directory + "/gatewayd.lock" }
 }

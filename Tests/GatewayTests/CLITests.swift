@@ -349,7 +349,7 @@ import Testing
         }
     }
 
-    @Test func theCLIBesideADemoOnAnotherPortAsksThatPort() async throws {
+    @Test func theCLIBesideARunningDemoAsksItsPortAndGoesThroughIt() async throws {
         // From a trial: with --api-port the demo's configuration for the CLI kept 8420, so `status` beside it said
         // "not running" and handed the demo's token to whatever listened on 8420.
         let folder = try TemporaryDirectory()
@@ -361,6 +361,15 @@ import Testing
         let status = try await run(gatewaydPath, ["status"], workingDirectory: folder.path)
         #expect(status.standardOutput.hasPrefix("devices live from the gateway at \(api)"),
                 "\(status.standardOutput)\(status.standardError)")
+        // From a docs trial: with the demo running, `--direct` said "none answers … start it", exit 3.
+        for command in [["probe", "eval-w01"], ["trace", "rs485-1", "--seconds", "1"], ["printer", "status", "printer-1"]] {
+            let result = try await run(gatewaydPath, command + ["--direct"], workingDirectory: folder.path)
+            #expect(result.status == 4, "gatewayd \(command.joined(separator: " ")) --direct: \(result.standardError)")
+            #expect(result.standardError.hasPrefix("--direct cannot be used on the demo hall: its ports are its own "
+                                                   + "pseudo-terminals, held by its running gateway (pid ")
+                    && result.standardError.contains("drop --direct and the command goes through it (\(api))"),
+                    "\(result.standardError)")
+        }
     }
 
     @Test func theDemoHallDeliversToTheCentralStoreOfASinksFile() async throws {
