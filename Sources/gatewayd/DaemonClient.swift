@@ -32,6 +32,17 @@ struct DaemonOptions: ParsableArguments {
             valueName: "url"))
     var api: String?
 
+    func validate() throws {
+        // From a docs trial: `--api not-a-url` read as "the daemon cannot be reached", with the client's error name.
+        guard let api else { return }
+        guard let address = URLComponents(string: api), ["http", "https"].contains(address.scheme?.lowercased()),
+              address.host?.isEmpty == false
+        else { throw ValidationError("--api: '\(api)' is not an http:// URL (e.g. http://127.0.0.1:8420)") }
+        if let port = address.port, !(1...65535).contains(port) {
+            throw ValidationError("--api: '\(api)': its port must be 1 to 65535")
+        }
+    }
+
     /// The config file to use: `--config`, else `$HALL_GATEWAY_CONFIG`, else the demo hall's as `gatewayd run` wrote
     /// it here, else none.
     var configPath: String? { Self.configPath(given: config) }

@@ -28,19 +28,34 @@ struct Decode: ParsableCommand {
         help: "The bytes in hex, e.g. 'FF 68 03 03 68 03 11 02 16 16'; without it, hex is read from standard input.")
     var hex: [String] = []
 
+    // Usage errors here, where ArgumentParser shows this command's usage (from a docs trial: thrown from run(), they
+    // showed gatewayd's); what only the input's bytes can tell is said in run(), one line, exit 2.
+    func validate() throws {
+        if let stream, WireInspector.Stream(rawValue: stream) == nil {
+            throw ValidationError("unknown stream '\(stream)' (\(Self.streamNames))")
+        }
+        if stream == nil, file == nil {
+            throw ValidationError("--stream is required (\(Self.streamNames)); a --file capture of trace names its own")
+        }
+        if !hex.isEmpty, WireInspector.bytes(fromHex: hex.joined(separator: " ")) == nil {
+            throw ValidationError("not hex bytes: '\(hex.joined(separator: " ").prefix(60))'")
+        }
+    }
+
     func run() throws {
         if let file, let capture = try? TraceCapture.read(path: file) {
             try decodeCapture(capture)
             return
         }
-        guard let stream else { throw ValidationError("--stream is required (\(Self.streamNames))") }
-        guard let kind = WireInspector.Stream(rawValue: stream) else {
-            throw ValidationError("unknown stream '\(stream)' (\(Self.streamNames))")
+        guard let kind = stream.flatMap(WireInspector.Stream.init(rawValue:)) else {
+            printError("\(file ?? "the input") is not a capture of gatewayd trace: give its --stream (\(Self.streamNames))")
+            throw ExitCode(CLIExit.usage)
         }
         let bytes: [UInt8]
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
-                throw ValidationError("\(file): cannot be read")
+                printError("\(file): cannot be read")
+                throw ExitCode(CLIExit.usage)
             }
             bytes = [UInt8](data)
         } else {
@@ -49,7 +64,8 @@ struct Decode: ParsableCommand {
                 ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
                 : hex.joined(separator: " ")
             guard let parsed = WireInspector.bytes(fromHex: text) else {
-                throw ValidationError("not hex bytes: '\(text.prefix(60))'")
+                printError("not hex bytes: '\(text.trimmingCharacters(in: .whitespacesAndNewlines).prefix(60))'")
+                throw ExitCode(CLIExit.usage)
             }
             bytes = parsed
         }

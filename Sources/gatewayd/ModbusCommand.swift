@@ -30,8 +30,8 @@ struct LineOptions: ParsableArguments {
         if host == nil, port == nil {
             throw ValidationError("say where: --port /dev/ttyUSB0 (RTU) or --host HOST (TCP)")
         }
-        if host != nil, let port, Int(port) == nil {
-            throw ValidationError("--port with --host is a TCP port number, not '\(port)'")
+        if host != nil, let port, Int(port).map({ (1...65535).contains($0) }) != true {
+            throw ValidationError("--port with --host is a TCP port number, 1 to 65535, not '\(port)'")
         }
         guard SerialSettings.parity(named: parity) != nil else { throw ValidationError("--parity: N, E or O") }
         guard SerialSettings.supportedBauds.contains(baud) else {
@@ -79,27 +79,32 @@ struct ModbusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modbus",
         abstract: "Read or write a Modbus device's registers and coils over RTU or TCP, as direct as mbpoll.",
+        // Each example within the 80 columns help is wrapped to: a longer one goes on over two lines.
         discussion: """
             Register numbers are 0-based, as on the wire and in the profiles (mbpoll counts from 1 unless given -0). \
             Exit status: 0 answered; 1 an exception, no answer or only garbage; 2 wrong usage; \
             4 the port or host cannot be opened. Examples:
               gatewayd modbus read --port /dev/ttyUSB0 --baud 9600 --address 3 0 --count 8
-              gatewayd modbus read --host 10.20.0.31 --unit 1 --type input 0x10 --count 2 --json
+              gatewayd modbus read --host 10.20.0.31 --type input 0x10 --count 2 --json
               gatewayd modbus write --port /dev/ttyUSB0 --address 3 5 42
             """,
         subcommands: [Read.self, Write.self])
 
     /// Which table of the device.
-    enum Table: String, ExpressibleByArgument, CaseIterable {
+    enum Table: String {
         case holding, input, coil, discrete
 
-        init?(argument: String) {
-            // mbpoll's -t numbers too: 4 holding, 3 input, 0 coil, 1 discrete.
+        /// `--type`: a name, or mbpoll's -t number (4 holding, 3 input, 0 coil, 1 discrete). Refused with both
+        /// spellings listed: ArgumentParser's own refusal named only the names (from a docs trial).
+        static func parse(_ argument: String) throws -> Table {
             let aliases = [
                 "4": "holding", "3": "input", "0": "coil", "1": "discrete", "coils": "coil",
                 "discrete-input": "discrete", "holding-register": "holding", "input-register": "input",
             ]
-            self.init(rawValue: aliases[argument.lowercased()] ?? argument.lowercased())
+            guard let table = Table(rawValue: aliases[argument.lowercased()] ?? argument.lowercased()) else {
+                throw ValidationError("holding (4), input (3), coil (0) or discrete (1)")
+            }
+            return table
         }
 
         var isBits: Bool { self == .coil || self == .discrete }
@@ -123,7 +128,7 @@ struct ModbusCommand: ParsableCommand {
 
         @Option(
             name: [.customLong("type"), .customShort("t")],
-            help: "holding, input, coil or discrete (mbpoll's 4, 3, 0, 1).")
+            help: "holding (the default), input, coil or discrete (mbpoll's 4, 3, 0, 1).", transform: Table.parse)
         var table: Table = .holding
 
         @Flag(help: "One JSON document instead of a table.")

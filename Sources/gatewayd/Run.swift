@@ -33,6 +33,13 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    func validate() throws {
+        // From a trial: 70000 listened on 4464, the port the kernel took it for.
+        if let apiPort, !(0...65535).contains(apiPort) {
+            throw ValidationError("--api-port \(apiPort): 1 to 65535 (0: any free port)")
+        }
+    }
+
     func run() async throws {
         // Files the gateway makes (outbox, event store, lock) are its user's and its group's: ratings name staff.
         umask(0o027)

@@ -98,22 +98,10 @@ struct ScanCommand: ParsableCommand {
             if sweep, prompted.addressed, address == nil { throw ValidationError("--sweep needs the --address to try") }
             guard writeConfig == nil else { throw ValidationError("--write-config is for Modbus scans") }
         }
-        if let writeConfig, FileManager.default.fileExists(atPath: writeConfig) {
-            throw ValidationError("\(writeConfig) exists; the scan writes a new file for review, never over one")
-        }
-        // Said before the scan, which can take minutes, rather than after it with its findings lost.
-        if let writeConfig {
-            let folder = (writeConfig as NSString).deletingLastPathComponent
-            if access(folder.isEmpty ? "." : folder, W_OK) != 0 {
-                let reason = String(cString: strerror(errno))
-                throw ValidationError("--write-config \(writeConfig): user \(SystemUser.name) cannot write in "
-                                      + "\(folder.isEmpty ? "this folder" : folder) (\(reason)): "
-                                      + "give a path in a folder you may write")
-            }
-        }
     }
 
     func run() throws {
+        if let writeConfig { try Self.refuseToWrite(writeConfig) }
         if let listen { return try listenSweep(seconds: listen) }
         if let prompted = PromptedFamily.all.first(where: { $0.name == family }) { return try promptedScan(prompted) }
         let library = try Self.library(profiles)
@@ -399,6 +387,22 @@ struct ScanCommand: ParsableCommand {
         } catch {
             printError("cannot write \(path): \(error.localizedDescription)")
             throw ExitCode(CLIExit.portUnavailable)
+        }
+    }
+
+    /// Refuses a `--write-config` file that exists or a folder this user cannot write, before the scan (minutes)
+    /// rather than after it, its findings lost. Not usage errors: said in one line, exit 2.
+    static func refuseToWrite(_ path: String) throws {
+        if FileManager.default.fileExists(atPath: path) {
+            printError("\(path) exists; the scan writes a new file for review, never over one")
+            throw ExitCode(CLIExit.usage)
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        if access(folder.isEmpty ? "." : folder, W_OK) != 0 {
+            let reason = String(cString: strerror(errno))
+            printError("--write-config \(path): user \(SystemUser.name) cannot write in "
+                       + "\(folder.isEmpty ? "this folder" : folder) (\(reason)): give a path in a folder you may write")
+            throw ExitCode(CLIExit.usage)
         }
     }
 }

@@ -595,8 +595,9 @@ import Testing
             ["events", "--type", "hall.ratings.*"],
             ["events", "--type", "hall.device.*,rating"],
             ["decode", "-s", "ff68", "zz"],
+            ["decode", "01", "02"],
+            ["modbus", "read", "-t", "7", "--host", "127.0.0.1", "0"],
             ["modbus", "read", "--address", "1", "0"],
-            ["scan", "--port", folder.file("no-such-port"), "--write-config", existing],
             ["check", "--json", "extra"],
             ["--bogus"],
             // A mistyped command: said as one, not as an argument of run, the default command (from a trial).
@@ -604,17 +605,56 @@ import Testing
             // Through the daemon a listen is at most 30 s (from a review: 30 ended as "the daemon does not answer").
             ["pad", "test", "eval-w04", "--seconds", "31"],
             ["probe", "eval-w04", "--listen", "-1"],
+            // From a docs trial: a port out of range wrapped (70000 listened on 4464) or was tried as given.
+            ["run", "--api-port", "70000"],
+            ["modbus", "read", "--host", "127.0.0.1", "--port", "70000", "0"],
+            ["scan", "--host", "127.0.0.1", "--port", "0"],
+            // From a docs trial: read as the daemon being down, exit 3, with the HTTP client's error name.
+            ["status", "--api", "not-a-url"],
+            ["check", "--api", "http://127.0.0.1:70000"],
         ]
         for arguments in usageErrors {
             let result = try await run(gatewaydPath, arguments, workingDirectory: folder.path)
             #expect(result.status == 2, "gatewayd \(arguments.joined(separator: " ")): \(result.standardError)")
             #expect(result.standardError.contains("Error: "), "\(arguments): \(result.standardError)")
+            // The command's own usage, not gatewayd's (from a docs trial: decode's errors showed gatewayd's).
+            if let command = arguments.first, !command.hasPrefix("-"), command != "statsu" {
+                #expect(result.standardError.contains("Usage: gatewayd \(command) "), "\(arguments): \(result.standardError)")
+            }
         }
+        // A file in the way is no wrong usage: said in one line, no usage shown (exit 2 still: the value given).
+        let inTheWay = try await run(gatewaydPath, ["scan", "--port", folder.file("no-such-port"), "--write-config", existing])
+        #expect(inTheWay.status == 2 && inTheWay.standardError == """
+            \(existing) exists; the scan writes a new file for review, never over one
+
+            """, "\(inTheWay.standardError)")
         let type = try await run(gatewaydPath, ["events", "--type", "hall.ratings.*"], workingDirectory: folder.path)
         #expect(type.standardError.contains("""
             Error: --type 'hall.ratings.*' matches no event type (a family ends in *: hall.device.*); the types: \
             hall.rating.submitted, hall.rating.requested, hall.device.online,
             """), "\(type.standardError)")
+        let apiPort = try await run(gatewaydPath, ["run", "--api-port", "70000"], workingDirectory: folder.path)
+        #expect(apiPort.standardError.hasPrefix("Error: --api-port 70000: 1 to 65535 (0: any free port)\n"),
+                "\(apiPort.standardError)")
+        let tcpPort = try await run(gatewaydPath, ["modbus", "read", "--host", "127.0.0.1", "--port", "70000", "0"])
+        #expect(tcpPort.standardError.hasPrefix("Error: --port with --host is a TCP port number, 1 to 65535, not '70000'\n"),
+                "\(tcpPort.standardError)")
+        let api = try await run(gatewaydPath, ["status", "--api", "not-a-url"], workingDirectory: folder.path)
+        #expect(api.standardError.hasPrefix("Error: --api: 'not-a-url' is not an http:// URL (e.g. http://127.0.0.1:8420)\n"),
+                "\(api.standardError)")
+        // mbpoll's numbers are taken, and said with the names (from a docs trial: the names only).
+        let table = try await run(gatewaydPath, ["modbus", "read", "-t", "7", "--host", "127.0.0.1", "0"])
+        #expect(table.standardError.hasPrefix("""
+            Error: The value '7' is invalid for '-t <type>': holding (4), input (3), coil (0) or discrete (1)
+
+            """), "\(table.standardError)")
+        // No example of modbus's help is wrapped onto a second line (from a docs trial: its --json was).
+        let modbusHelp = try await run(gatewaydPath, ["modbus", "--help"]).standardOutput
+        let helpLines = modbusHelp.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(helpLines.count { $0.hasPrefix("  gatewayd modbus ") } == 3, "\(modbusHelp)")
+        for (line, next) in zip(helpLines, helpLines.dropFirst()) where line.hasPrefix("  gatewayd modbus ") {
+            #expect(next.isEmpty || next.hasPrefix("  gatewayd modbus "), "\(modbusHelp)")
+        }
         let typo = try await run(gatewaydPath, ["statsu"], workingDirectory: folder.path)
         #expect(typo.standardError.hasPrefix("Error: unknown command 'statsu' (commands: run, status, "), "\(typo.standardError)")
         for arguments in [["--help"], ["status", "--help"], ["modbus", "read", "--help"], ["--version"]] {
