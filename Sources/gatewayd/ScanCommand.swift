@@ -385,7 +385,7 @@ struct ScanCommand: ParsableCommand {
         do {
             try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         } catch {
-            printError("cannot write \(path): \(error.localizedDescription)")
+            printError("cannot write \(path): \(SystemError.words(of: error))")
             throw ExitCode(CLIExit.portUnavailable)
         }
     }
@@ -399,7 +399,7 @@ struct ScanCommand: ParsableCommand {
         }
         let folder = (path as NSString).deletingLastPathComponent
         if access(folder.isEmpty ? "." : folder, W_OK) != 0 {
-            let reason = String(cString: strerror(errno))
+            let reason = SystemError.words(errno: errno)
             printError("--write-config \(path): user \(SystemUser.name) cannot write in "
                        + "\(folder.isEmpty ? "this folder" : folder) (\(reason)): give a path in a folder you may write")
             throw ExitCode(CLIExit.usage)

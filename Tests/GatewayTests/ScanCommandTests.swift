@@ -113,8 +113,9 @@ import Testing
         #expect(write.status == 0, "\(write.standardError)")
         #expect(board.registers[MockModbusBoard.Register.mode] == 1)
 
-        // A device file the user may not open: the answer names the dialout group. Root opens anything, so as root
-        // the command runs as nobody (setpriv, util-linux).
+        // A device file the user may not open, whose mode gives its group nothing: joining the group would not help
+        // (from a docs trial: a root-owned 0600 node was said to be the dialout group's). Root opens anything, so as
+        // root the command runs as nobody (setpriv, util-linux).
         let folder = try TemporaryDirectory()
         chmod(folder.path, 0o755)
         let locked = folder.file("ttyUSB9")
@@ -127,8 +128,28 @@ import Testing
             : try await run(gatewaydPath, command)
         #expect(denied.status == 4)
         #expect(
-            denied.standardError.contains("cannot open \(locked): permission denied")
-                && denied.standardError.contains("sudo usermod -aG dialout $USER"), "\(denied.standardError)")
+            denied.standardError.contains("cannot open \(locked): permission denied (owner ")
+                && denied.standardError.contains(", mode 0000: the group may not read and write it); give the port to "
+                                                 + "the dialout group with a udev rule")
+                && !denied.standardError.contains("usermod"), "\(denied.standardError)")
+    }
+
+    @Test func aPortThatMayNotBeOpenedIsSaidWithWhatWouldHelp() {
+        // The group may read and write: joining it helps.
+        #expect(ModbusDirectClient.permissionDenied("/dev/ttyUSB0", owner: "root", group: "dialout", mode: 0o20660) == """
+            cannot open /dev/ttyUSB0: permission denied (owner root, group dialout, mode 0660); add your user to the \
+            dialout group: sudo usermod -aG dialout $USER, then log in again
+            """)
+        // It may not (read only is not enough): no group helps until the port is given to one.
+        for mode: UInt32 in [0o20600, 0o20640] {
+            let said = ModbusDirectClient.permissionDenied("/dev/ttyUSB0", owner: "root", group: "root", mode: mode)
+            #expect(said == """
+                cannot open /dev/ttyUSB0: permission denied (owner root, group root, mode 0\(String(mode & 0o777, radix: 8)): \
+                the group may not read and write it); give the port to the dialout group with a udev rule \
+                (GROUP="dialout", MODE="0660"), or until the next plug-in: sudo chgrp dialout /dev/ttyUSB0 && \
+                sudo chmod 660 /dev/ttyUSB0
+                """)
+        }
     }
 
     /// The project's codec checked against an independent client: mbpoll (libmodbus) reads the same registers.
@@ -240,7 +261,7 @@ import Testing
             : try await run(gatewaydPath, command)
         #expect(refused.status == 2, "\(refused.standardError)")
         #expect(refused.standardError.contains("--write-config \(target): user \(user) cannot write in \(folder.path) "
-                                               + "(Permission denied)"), "\(refused.standardError)")
+                                               + "(permission denied)"), "\(refused.standardError)")
         #expect(!refused.standardError.contains("ttyUSB9"), "refused before the port is opened: \(refused.standardError)")
     }
 

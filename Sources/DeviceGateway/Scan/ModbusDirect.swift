@@ -221,18 +221,13 @@ public final class ModbusDirectClient: @unchecked Sendable {
     static func openSerial(_ settings: SerialSettings) throws(ModbusDirectError) -> SerialLine {
         if access(settings.port, F_OK) == 0, access(settings.port, R_OK | W_OK) != 0, errno == EACCES {
             var info = stat()
-            var group = "dialout"
-            var mode = ""
-            if stat(settings.port, &info) == 0 {
-                mode = String(format: ", mode %04o", info.st_mode & 0o7777)
-                if let entry = getgrgid(info.st_gid), info.st_gid != 0 {
-                    group = String(cString: entry.pointee.gr_name)
-                }
+            guard stat(settings.port, &info) == 0 else {
+                throw ModbusDirectError(.unreachable, "cannot open \(settings.port): permission denied")
             }
+            let owner = getpwuid(info.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "\(info.st_uid)"
+            let group = getgrgid(info.st_gid).map { String(cString: $0.pointee.gr_name) } ?? "\(info.st_gid)"
             throw ModbusDirectError(
-                .unreachable,
-                "cannot open \(settings.port): permission denied (group \(group)\(mode)); add your user to the "
-                    + "\(group) group: sudo usermod -aG \(group) $USER, then log in again")
+                .unreachable, permissionDenied(settings.port, owner: owner, group: group, mode: info.st_mode))
         }
         if let holder = daemonHolding(settings.port) {
             throw ModbusDirectError(
@@ -244,6 +239,20 @@ public final class ModbusDirectClient: @unchecked Sendable {
         do { return try SerialLine(settings: settings) } catch {
             throw ModbusDirectError(.unreachable, error.message)
         }
+    }
+
+    /// Why a device file may not be opened, and what to do: join its group when the group may read and write it;
+    /// otherwise no group helps until the port is given to one (from a trial: a `root root 0600` node was said to be
+    /// the dialout group's).
+    public static func permissionDenied(_ port: String, owner: String, group: String, mode: UInt32) -> String {
+        let found = "cannot open \(port): permission denied (owner \(owner), group \(group), mode "
+            + String(format: "%04o", mode & 0o7777)
+        if mode & 0o060 == 0o060 {
+            return found + "); add your user to the \(group) group: sudo usermod -aG \(group) $USER, then log in again"
+        }
+        return found + ": the group may not read and write it); give the port to the dialout group with a udev rule "
+            + "(GROUP=\"dialout\", MODE=\"0660\"), or until the next plug-in: sudo chgrp dialout \(port) && "
+            + "sudo chmod 660 \(port)"
     }
 
     /// The pid of a running `gatewayd` (another process than this one) that has `path` open, if one does.
@@ -261,7 +270,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
             let count = frame[offset...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard count > 0 else {
                 throw ModbusDirectError(
-                    .unreachable, "write to \(line.description) failed: \(String(cString: strerror(errno)))")
+                    .unreachable, "write to \(line.description) failed: \(SystemError.words(errno: errno))")
             }
             offset += count
         }
@@ -281,7 +290,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
                 throw ModbusDirectError(
-                    .unreachable, "read from \(line.description) failed: \(String(cString: strerror(errno)))")
+                    .unreachable, "read from \(line.description) failed: \(SystemError.words(errno: errno))")
             }
             received += buffer[0..<count]
             for answer in decoder.decode(buffer[0..<count]) where answer.transactionId == transactionId {
@@ -305,7 +314,8 @@ public final class ModbusDirectClient: @unchecked Sendable {
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &list)
         guard status == 0, let first = list else {
-            throw ModbusDirectError(.unreachable, "cannot resolve \(host): \(String(cString: gai_strerror(status)))")
+            throw ModbusDirectError(
+                .unreachable, "cannot resolve \(host): \(String(cString: gai_strerror(status)).lowercased())")
         }
         defer { freeaddrinfo(list) }
         var reason = "no address"
@@ -334,7 +344,7 @@ public final class ModbusDirectClient: @unchecked Sendable {
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
                 return fd
             }
-            reason = String(cString: strerror(errno))
+            reason = SystemError.words(errno: errno)
             close(fd)
         }
         throw ModbusDirectError(.unreachable, "cannot connect to \(host):\(port): \(reason)")
