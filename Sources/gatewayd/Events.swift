@@ -64,27 +64,32 @@ struct Events: AsyncParsableCommand {
         let hall = try daemon.load()
         let timeZone = hall.timeZone
         if follow {
-            try await followDaemon(hall.client(), timeZone: timeZone)
+            try await followDaemon(hall)
             return
         }
         let reader = try hall.eventStore(given: store, command: "gatewayd events --follow asks the running gateway")
         let events = try await reader.events(
             since: since.flatMap { Self.parseSince($0, now: Date()) }, types: types, limit: limit)
-        if !json, !events.isEmpty {
-            // The lines' times carry no zone: said once, on standard error so that a pipe gets the lines alone. Without
-            // a configuration it is a guess, said as one: a store copied from another hall would read in the wrong zone.
-            let zone = "\(timeZone.identifier) (UTC\(GatewayLogHandler.stamp(Date(), timeZone: timeZone).suffix(6)))"
-            printError(hall.config == nil
-                ? "no configuration: times are in \(zone), the default hall zone (--config for the hall's own)"
-                : "times are hall time, \(zone)")
-        }
+        if !json, !events.isEmpty { sayZone(hall) }
         for event in events {
             print(json ? try event.jsonLine() : EventSummary.line(event, timeZone: timeZone))
         }
     }
 
+    /// The lines' times carry no zone: said once, on standard error so that a pipe gets the lines alone. Without a
+    /// configuration it is a guess, said as one: a store copied from another hall would read in the wrong zone.
+    private func sayZone(_ hall: HallContext) {
+        let timeZone = hall.timeZone
+        let zone = "\(timeZone.identifier) (UTC\(GatewayLogHandler.stamp(Date(), timeZone: timeZone).suffix(6)))"
+        printError(hall.config == nil
+            ? "no configuration: times are in \(zone), the default hall zone (--config for the hall's own)"
+            : "times are hall time, \(zone)")
+    }
+
     /// Polls `/v1/events?after=` and prints what is new, filtered as asked, at once (also when piped).
-    private func followDaemon(_ client: DaemonClient, timeZone: TimeZone) async throws {
+    private func followDaemon(_ hall: HallContext) async throws {
+        let client = hall.client()
+        let timeZone = hall.timeZone
         let since = since.flatMap { Self.parseSince($0, now: Date()) }
         var position: Int64
         // With --since, what the outbox holds up to now comes first, filtered by time as without --follow; what comes
@@ -103,7 +108,10 @@ struct Events: AsyncParsableCommand {
             printError(error.description)
             throw error.exitCode
         }
-        if !json { printError("following the gateway at \(client.baseURL) from event position \(position); Ctrl-C ends") }
+        if !json {
+            printError("following the gateway at \(client.baseURL) from event position \(position); Ctrl-C ends")
+            sayZone(hall)
+        }
         var lostSince: Date?
         while true {
             let page: EventPage

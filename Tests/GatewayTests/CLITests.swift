@@ -155,6 +155,14 @@ import Testing
         defer { recent.interrupt() }
         #expect(await eventually { recent.output.contains(#""type":"hall.device.online""#) }, "\(recent.output)")
         recent.interrupt()
+        // In words, the lines' zone is said once on stderr, following too (from a docs trial: only without --follow).
+        let inWords = try ChildProcess(gatewaydPath, ["events", "--follow", "--after", "0"] + cli)
+        defer { inWords.interrupt() }
+        #expect(await eventually { inWords.output.contains("hall.device.online") }, "\(inWords.output)")
+        inWords.interrupt()
+        let followed = try await inWords.wait()
+        #expect(followed.standardError.components(separatedBy: "times are hall time, ").count == 2,
+                "\(followed.standardError)")
         func paperOutEvents() -> [Substring] {
             follow.output.split(separator: "\n").filter {
                 $0.contains(#""type":"hall.printer."#) && $0.contains("paper-out")
