@@ -100,7 +100,8 @@ struct Decode: ParsableCommand {
         if json {
             try Output.printJSON(reports)
         } else {
-            print("\(capture.records.count) records from \(capture.bus), \(garbage) bytes of garbage")
+            print("\(Output.counted(capture.records.count, "record")) from \(capture.bus), "
+                  + "\(Output.counted(garbage, "byte")) of garbage")
         }
         if garbage > 0 { throw ExitCode(CLIExit.failed) }
     }
@@ -123,8 +124,8 @@ struct Decode: ParsableCommand {
     static func summary(_ inspection: WireInspector.Inspection) -> String {
         let runs = inspection.items.filter(\.isRejected).count
         let frames = inspection.frameCount
-        return "\(frames) frame\(frames == 1 ? "" : "s"), \(runs) rejected run\(runs == 1 ? "" : "s"): "
-            + "\(inspection.rejectedByteCount) of \(inspection.byteCount) bytes not part of any frame"
+        return "\(Output.counted(frames, "frame")), \(Output.counted(runs, "rejected run")): "
+            + "\(inspection.rejectedByteCount) of \(Output.counted(inspection.byteCount, "byte")) not part of any frame"
     }
 }
 

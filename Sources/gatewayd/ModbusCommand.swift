@@ -265,16 +265,19 @@ struct ModbusCommand: ParsableCommand {
                         : .writeMultipleRegisters(start: first, values: words)
                 }
             let line = target.line.line
+            // In words, as `modbus read` says its registers (from a docs trial: a broadcast printed a Swift value).
+            let what =
+                target.table == .coil
+                ? "\(Self.coil(values[0]) == true ? "1 (on)" : "0 (off)") to coil \(first)"
+                : words.count == 1
+                    ? "\(words[0]) to holding register \(first)"
+                    : "\(words.count) values to holding registers \(first)…\(Int(first) + words.count - 1)"
             if target.address == 0 {
                 try ModbusCommand.broadcast(request, target: target)
-                print("broadcast on \(line.description): \(request) sent (no device answers a broadcast)")
+                print("broadcast on \(line.description): wrote \(what) of every device (none answers a broadcast)")
                 return
             }
             let exchange = try ModbusCommand.exchange(request, target: target)
-            let what =
-                target.table == .coil
-                ? "coil \(first)"
-                : words.count == 1 ? "register \(first)" : "registers \(first)…\(Int(first) + words.count - 1)"
             let milliseconds = ModbusCommand.milliseconds(exchange.latency)
             if target.json {
                 let report = ModbusWriteReport(

@@ -154,8 +154,9 @@ struct ScanCommand: ParsableCommand {
         if let writeConfig {
             try write(found, to: writeConfig, library: library, settings: line.settings())
             if !json {
+                let devices = Output.counted(found.filter { $0.profile != nil }.count, "device")
                 print(
-                    "wrote \(writeConfig): \(found.filter { $0.profile != nil }.count) devices for review "
+                    "wrote \(writeConfig): \(devices) for review "
                         + "(check it with gatewayd config check \(writeConfig))")
             }
         }

@@ -174,8 +174,9 @@ struct StatusCommand: AsyncParsableCommand {
         for line in snapshot.lines where line.counters.garbageBytes > 0 || line.counters.checksumErrors > 0 {
             let counters = line.counters
             print(Output.paint(
-                "line \(Self.busLabel(line.bus, hall: hall)): \(counters.garbageBytes) garbage bytes and "
-                    + "\(counters.checksumErrors) bad checksums of \(counters.bytesReceived) bytes heard unasked",
+                "line \(Self.busLabel(line.bus, hall: hall)): \(Output.counted(counters.garbageBytes, "garbage byte")) "
+                    + "and \(Output.counted(counters.checksumErrors, "bad checksum")) of "
+                    + "\(Output.counted(counters.bytesReceived, "byte")) heard unasked",
                 .yellow))
         }
     }

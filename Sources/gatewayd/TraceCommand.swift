@@ -88,7 +88,8 @@ struct TraceCommand: AsyncParsableCommand {
         printer.close()
         if !json {
             printError(
-                "\(printer.records) records, \(printer.frames) frames, \(printer.garbage) bytes of garbage"
+                "\(Output.counted(printer.records, "record")), \(Output.counted(printer.frames, "frame")), "
+                    + "\(Output.counted(printer.garbage, "byte")) of garbage"
                     + (save.map { "; capture in \($0)" } ?? ""))
         }
         if printer.garbage > 0 { throw ExitCode(CLIExit.failed) }

@@ -55,8 +55,13 @@ import Testing
 
         let write = try await run(gatewaydPath, ["modbus", "write", "--port", path, "--address", "3", "5", "0x2A"])
         #expect(write.status == 0, "\(write.standardError)")
-        #expect(write.standardOutput.contains("wrote register 5"))
+        #expect(write.standardOutput.hasPrefix("address 3 on \(path) at 9600 8N1: wrote 42 to holding register 5, "),
+                "\(write.standardOutput)")
         #expect(pad.acknowledged == 42)
+        // A broadcast in words too (from a docs trial: `writeSingleRegister(address: 12, value: 0) sent`).
+        let broadcast = try await run(gatewaydPath, ["modbus", "write", "--port", path, "--address", "0", "5", "42"])
+        #expect(broadcast.standardOutput == "broadcast on \(path) at 9600 8N1: wrote 42 to holding register 5 of every "
+                + "device (none answers a broadcast)\n", "\(broadcast.standardOutput)\(broadcast.standardError)")
 
         let json = try await run(gatewaydPath, ["modbus", "read", "--port", path, "-a", "3", "5", "-c", "3", "--json"])
         let report = try #require(
