@@ -80,17 +80,17 @@ struct CheckCommand: AsyncParsableCommand {
                 Output.paint("PASSED", .green)
                     + ": \(report.devicesAnswering) of \(report.devicesChecked) devices answer, "
                     + "printers have paper, outbox and sinks healthy")
-            if !report.warnings.isEmpty {
-                print("to see to (they do not fail the check):")
-                for warning in report.warnings { print("  - \(warning)") }
-            }
         } else {
             print(
                 Output.paint("FAILED", .red)
                     + ": \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"), "
                     + "\(report.devicesAnswering) of \(report.devicesChecked) devices answer")
             for problem in report.problems { print("  - \(problem)") }
-            for warning in report.warnings { print("  - to see to: \(warning)") }
+        }
+        // Headed alike whether the check passed or failed (from a docs trial: a failed one marked each line instead).
+        if !report.warnings.isEmpty {
+            print("to see to (they do not fail the check):")
+            for warning in report.warnings { print("  - \(warning)") }
         }
         // Said whatever the sinks: a hall with only its local store keeps the event too.
         if let event = report.reported {

@@ -23,15 +23,7 @@ enum Output {
     }
 
     /// Columns padded to their widest cell (Chinese characters count double on a terminal).
-    static func table(_ rows: [[String]]) -> [String] {
-        func width(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) } }
-        let widths = (0..<(rows.first?.count ?? 0)).map { column in rows.map { width($0[column]) }.max() ?? 0 }
-        return rows.map { row in
-            row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[column] - width(cell))
-            }.joined(separator: "  ")
-        }
-    }
+    static func table(_ rows: [[String]]) -> [String] { table(rows) { _, _, _ in nil } }
 
     /// Whether standard output is a terminal that takes colour: a tty, `NO_COLOR` unset, `TERM` not `dumb`.
     static let colour: Bool = {
@@ -54,16 +46,15 @@ enum Output {
         self.colour && !text.isEmpty ? "\u{1B}[\(colour.rawValue)m\(text)\u{1B}[0m" : text
     }
 
-    /// A table whose cells may be painted: widths from the plain text, the colour added after padding.
+    /// A table whose cells may be painted: widths from the plain text, a cell padded after its colour ends. A row ends
+    /// with its last non-empty cell, unpadded (from a docs trial: rows whose last cells were empty ended in spaces).
     static func table(_ rows: [[String]], paint: (_ row: Int, _ column: Int, _ cell: String) -> Colour?) -> [String] {
-        let plain = table(rows)
-        guard colour else { return plain }
+        func width(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) } }
+        let widths = (0..<(rows.first?.count ?? 0)).map { column in rows.map { width($0[column]) }.max() ?? 0 }
         return rows.enumerated().map { index, row in
-            // Re-pad from the plain layout, then wrap each cell's text in its colour.
-            func width(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + ($1.value >= 0x1100 ? 2 : 1) } }
-            let widths = (0..<row.count).map { column in rows.map { width($0[column]) }.max() ?? 0 }
-            return row.enumerated().map { column, cell in
-                let padding = column == row.count - 1 ? "" : String(repeating: " ", count: widths[column] - width(cell))
+            let used = (row.lastIndex { !$0.isEmpty } ?? 0) + 1
+            return row.prefix(used).enumerated().map { column, cell in
+                let padding = column == used - 1 ? "" : String(repeating: " ", count: widths[column] - width(cell))
                 return (paint(index, column, cell).map { self.paint(cell, $0) } ?? cell) + padding
             }.joined(separator: "  ")
         }

@@ -144,6 +144,10 @@ import Testing
         // check: all well, then the printer runs out of paper and the check fails with exit 1, saying which.
         let passed = try await run(gatewaydPath, ["check"] + cli)
         #expect(passed.status == 0, "\(passed.standardOutput)\(passed.standardError)")
+        // No row ends in the padding of an empty last cell (from a docs trial).
+        for output in [status.standardOutput, passed.standardOutput] {
+            #expect(!output.split(separator: "\n").contains { $0.hasSuffix(" ") }, "\(output)")
+        }
         #expect(passed.standardOutput.contains("PASSED"))
         #expect(passed.standardOutput.contains("reported to the sinks as event device-check-"), "the first check since the start")
         // Following from the first event: what was committed comes first, then what happens while it follows.
@@ -758,6 +762,23 @@ import Testing
         #expect(
             help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
                 .contains("; 2 when the outbox cannot be read (a wrong --outbox"), "\(help.standardOutput)")
+    }
+
+    /// From a docs trial: a failed check marked each warning `to see to:`, a passed one headed them.
+    @Test func aFailedCheckHeadsItsWarningsAsAPassedOneDoes() async throws {
+        let folder = try TemporaryDirectory()
+        // A damaged outbox a salvage set aside: a warning beside the silent pad's failure.
+        try FileManager.default.createDirectory(atPath: folder.file("state"), withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: folder.file("state/outbox.sqlite.damaged-20261206T000000Z"), contents: nil)
+        let (daemon, config, api) = try await Self.oneSilentPadDaemon(folder)
+        defer { daemon.interrupt() }
+        let cli = ["--config", config, "--api", api]
+        #expect(await eventually { (try? await run(gatewaydPath, ["check"] + cli))?.status == 1 })
+        let check = try await run(gatewaydPath, ["check"] + cli).standardOutput
+        #expect(check.contains("\n  - eval-w01 does not answer")
+                && check.contains("\nto see to (they do not fail the check):\n  - a damaged outbox the gateway salvaged "),
+                "\(check)")
+        #expect(!check.contains("- to see to:"), "\(check)")
     }
 
     /// From a trial: after a salvage at a start, nothing a technician reads said the damaged file was kept.
