@@ -1038,7 +1038,7 @@ import Testing
         chmod(config, 0o600)
         let unreadable = try await run("/usr/sbin/runuser", ["-u", "nobody", "--", program, "config", "check", config])
         #expect(unreadable.status == 2)
-        #expect(unreadable.standardError.contains("\(config): cannot read: Permission denied to user nobody (run it as "
+        #expect(unreadable.standardError.contains("\(config): cannot read: permission denied to user nobody (run it as "
                                                   + "the gateway's user or a member of its group, or with sudo)"),
                 "\(unreadable.standardError)")
     }

@@ -559,7 +559,7 @@ public enum ConfigLoader {
 /// A one-line description of a Foundation or POSIX error, without the framework's boilerplate.
 func describe(_ error: any Error) -> String {
     if let cocoa = error as? CocoaError, let underlying = cocoa.underlying as? POSIXError {
-        return String(cString: strerror(underlying.code.rawValue))
+        return SystemError.words(errno: underlying.code.rawValue)
     }
     if let cocoa = error as? CocoaError, cocoa.code == .fileReadNoSuchFile {
         return "no such file"

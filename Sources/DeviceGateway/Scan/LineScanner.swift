@@ -254,7 +254,7 @@ public struct ListeningSweep: Sendable {
                 setting: trial.lineName, baud: baud, parity: trial.parity.rawValue,
                 result: frames > 0 ? "frames" : bytes > 0 ? "garbled" : "silent",
                 detail: frames > 0
-                    ? "\(frames) valid frames from address \(heard)"
+                    ? "\(frames) valid frame\(frames == 1 ? "" : "s") from address \(heard)"
                     : bytes > 0 ? "\(bytes) bytes, no valid frame" : nil)
             steps.append(step)
             progress(step)
