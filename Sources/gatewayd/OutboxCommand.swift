@@ -53,8 +53,8 @@ struct OutboxCommand: AsyncParsableCommand {
                     sinks: try await reader.sinkReports(sinks), putAside: try await reader.putAsideEvents(),
                     damagedOutboxes: Outbox.damagedOutboxes(beside: path))
             } catch {
-                // Not an outbox, or not readable: the path given is wrong, as `events --store` says too.
-                printError("\(error)")
+                // Damaged, not an outbox, or not readable: the path given is wrong, as `events --store` says too.
+                printError(Outbox.damage(at: path, error) ?? "\(error)")
                 throw ExitCode(CLIExit.usage)
             }
             if json {

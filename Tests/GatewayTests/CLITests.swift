@@ -781,6 +781,22 @@ import Testing
         #expect(!check.contains("- to see to:"), "\(check)")
     }
 
+    /// From the PostgreSQL trial: a damaged outbox was said as SQLite's raw error from a query.
+    @Test func outboxStatusOfADamagedOutboxSaysTheNextStartSalvagesIt() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        do {
+            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+            try await outbox.register(sinks: ["central"])
+            for round in 0..<20 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
+        }
+        try damagePages(of: path, bytes: 8192)
+        let status = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(status.status == 2)
+        #expect(status.standardError.hasPrefix("the outbox \(path) is damaged ("), "\(status.standardError)")
+        #expect(status.standardError.contains("): the gateway's next start salvages it, its readable events queued again"))
+    }
+
     /// From a trial: after a salvage at a start, nothing a technician reads said the damaged file was kept.
     @Test func outboxStatusNamesTheDamagedOutboxASalvageSetAside() async throws {
         let folder = try TemporaryDirectory()

@@ -200,6 +200,13 @@ public final class Outbox: Sendable {
         return GatewayError(.storeMissing, "cannot open the outbox \(path): \(what)")
     }
 
+    /// What a technician reading the outbox at `path` is told when SQLite finds it damaged; nil for other errors.
+    public static func damage(at path: String, _ error: any Error) -> String? {
+        guard let error = error as? DatabaseError, error.resultCode.primaryResultCode == .SQLITE_CORRUPT else { return nil }
+        return "the outbox \(path) is damaged (\(describe(error))): the gateway's next start salvages it, its readable "
+            + "events queued again and the damaged file kept beside"
+    }
+
     /// SQLite's own words and its code, on one line.
     private static func describe(_ error: DatabaseError) -> String {
         "\(GatewayError.oneLine(error.message ?? "\(error.resultCode)")) (SQLite error \(error.resultCode.primaryResultCode.rawValue))"
@@ -324,7 +331,7 @@ public final class Outbox: Sendable {
                 at: path, missing: "no outbox at \(path): has the gateway run with this state directory?", writable: writable)
             tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
         } catch let error as DatabaseError {
-            throw GatewayError(.storeMissing, "cannot read the outbox \(path): \(describe(error))")
+            throw GatewayError(.storeMissing, damage(at: path, error) ?? "cannot read the outbox \(path): \(describe(error))")
         }
         guard Set(["event", "sink_cursor", "sink_state", "put_aside"]).isSubset(of: tables) else {
             throw GatewayError(.storeMissing, "\(path) is not a hall gateway outbox (or one from an older version)")
