@@ -435,6 +435,31 @@ final class GatedSink: EventSink {
 }
 
 @Suite struct OutboxBudgetTests {
+    /// From the PostgreSQL trial: a salvage on a full disk said only that the disk was full.
+    @Test func aSalvageWithNoRoomSaysHowMuchItNeeds() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"), megabytes: 8)
+        defer { disk.unmount() }
+        let path = disk.path + "/outbox.sqlite"
+        let noReserve = OutboxPolicy(reserveBytes: 0)
+        do {
+            let outbox = try Outbox.open(path: path, policy: noReserve, logger: CapturedLog().logger)
+            try await outbox.register(sinks: ["central"])
+            for round in 0..<20 { try await outbox.commit(deviceEvents(100, prefix: "r\(round)-")) }
+        }
+        try damagePages(of: path, bytes: 8192)
+        // Room to find the damage (SQLite's shared memory file), not for the salvage's fresh copy.
+        try await disk.fill()
+        let filler = try FileHandle(forWritingTo: URL(fileURLWithPath: disk.path + "/filler"))
+        try filler.truncate(atOffset: try filler.seekToEnd() - 256 * 1024)
+        try filler.close()
+        let error = try #require(throws: GatewayError.self) {
+            try Outbox.open(path: path, policy: noReserve, logger: CapturedLog().logger)
+        }
+        #expect(error.message.contains("is full; the outbox is damaged, and its salvage writes a fresh copy beside it: "
+                                       + "make about 1 MB of room"), "\(error.message)")
+    }
+
     /// From a trial: a gateway restarted on a full disk did not start (SQLite makes again the write-ahead log a clean
     /// stop removed), ticket numbers were refused, and commands answered `done` waited in memory until a kill lost them.
     @Test func aFullDiskIsMetWithTheReserveWhileRunningAndAtAStart() async throws {

@@ -37,7 +37,7 @@ final class DiskReserve: Sendable {
 
     /// Whether `error` says the disk is full: SQLite's own code, or an I/O error with no room left (a tmpfs refuses
     /// to grow the shared-memory file that way).
-    func isFullDisk(_ error: any Error) -> Bool {
+    static func isFullDisk(_ error: any Error, at folder: String) -> Bool {
         guard let error = error as? DatabaseError else { return false }
         switch error.resultCode.primaryResultCode {
         case .SQLITE_FULL: return true
@@ -49,7 +49,7 @@ final class DiskReserve: Sendable {
     /// Removes the file when `error` says the disk is full; true when there was one, and the write that met the full
     /// disk is worth trying again.
     func giveBack(after error: any Error) -> Bool {
-        guard isFullDisk(error) else { return false }
+        guard Self.isFullDisk(error, at: folder) else { return false }
         guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return false }
         givenBackAt.withLock { $0 = Date() }
         logger.critical("""

@@ -191,7 +191,14 @@ public final class Outbox: Sendable {
         if let database = error as? DatabaseError {
             what = describe(database)
             switch database.resultCode.primaryResultCode {
-            case .SQLITE_FULL: what += ": the disk holding \(folder) is full"
+            case _ where DiskReserve.isFullDisk(database, at: folder):
+                what += ": the disk holding \(folder) is full"
+                // From a trial: a salvage with no room said only that.
+                if FileManager.default.fileExists(atPath: path + ".salvaging"),
+                   let size = try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int64 {
+                    what += "; the outbox is damaged, and its salvage writes a fresh copy beside it: make about "
+                        + "\(max(1, size / 1_048_576)) MB of room"
+                }
             case .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_AUTH:
                 what += ": \(folder) and the files in it must be writable by the gateway's user"
             default: break
