@@ -384,13 +384,19 @@ final class GatedSink: EventSink {
         #expect(try await outbox.backlog(sink: sink.name) == 40, "the rest kept for the next start")
     }
 
+    /// A forwarder of `sink` on this outbox, logging to `log`, its first retry after 20 ms.
+    func quickForwarder(_ sink: ScriptedSink, _ log: CapturedLog) -> Forwarder {
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
+                                  logger: log.logger)
+        forwarder.firstRetryDelay = .milliseconds(20)
+        return forwarder
+    }
+
     @Test func aDownStoreIsRetriedUntilItTakesTheBatchAndTheFailuresAreCounted() async throws {
         try await outbox.commit(deviceEvents(5))
         let sink = ScriptedSink(outages: 3)
         let log = CapturedLog()
-        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: "")),
-                                  logger: log.logger)
-        forwarder.firstRetryDelay = .milliseconds(20)
+        let forwarder = quickForwarder(sink, log)
         let stop = StopSignal()
         let running = Task { await forwarder.run(until: stop) }
         let delivered = await eventually(timeout: .seconds(30)) { sink.received.count == 5 }
@@ -401,6 +407,25 @@ final class GatedSink: EventSink {
         #expect(report.failed == 3 && report.lastError == "store down" && report.backlog == 0)
         #expect(log.text.contains("delivery failed, 5 events kept in the outbox: store down"))
         #expect(log.text.contains("delivering again"))
+        #expect(!log.text.contains("still failed"), "said once within the reminder's ten minutes")
+    }
+
+    /// From the PostgreSQL trial: a store down for half an hour left one line, then only heartbeats at info.
+    @Test func aFailureThatLastsIsSaidAgainAtEachReminder() async throws {
+        try await outbox.commit(deviceEvents(5))
+        let sink = ScriptedSink(outages: 3)
+        let log = CapturedLog()
+        var forwarder = quickForwarder(sink, log)
+        forwarder.failureReminder = .zero
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        #expect(await eventually(timeout: .seconds(30)) { sink.received.count == 5 })
+        stop.stop()
+        await running.value
+        let lines = log.text.split(separator: "\n")
+        #expect(lines.filter { $0.contains("delivery failed, 5 events kept in the outbox: store down") }.count == 1)
+        #expect(lines.filter { $0.contains("delivery still failed, 5 events kept in the outbox: store down") }.count == 2,
+                "\(lines)")
     }
 
     @Test func atTheStopAFailingSinkGetsNoLastAttemptAndKeepsItsEvents() async throws {

@@ -20,6 +20,8 @@ public struct Forwarder: Sendable {
     /// How long after the stop a healthy sink goes on delivering a backlog: within a service manager's stop timeout
     /// (systemd's 30 s in deploy/), the rest waiting in the outbox for the next start.
     var stopGrace = Duration.seconds(10)
+    /// How often a failure that lasts is said again.
+    var failureReminder = Duration.seconds(600)
     /// A failing sink's attempts, and a technician's request to try it now rather than at its backoff's end.
     let attempts = DeliveryAttempts()
 
@@ -36,6 +38,9 @@ public struct Forwarder: Sendable {
     /// Forwards until `stop` fires; a healthy sink then gets what is left once more, for up to `stopGrace`.
     public func run(until stop: StopSignal) async {
         var failing: String?
+        // When the failure was last said: said again every `failureReminder` while it lasts (from a trial: a store
+        // down for half an hour left one line, then only heartbeats at info).
+        var failureSaid: ContinuousClock.Instant?
         var attempt = 0
         var stoppedAt: ContinuousClock.Instant?
         // The end of a refused run nothing had come after: the events committed since are offered behind it, one by
@@ -76,9 +81,11 @@ public struct Forwarder: Sendable {
                 let sinkError = alone?.error ?? error as? SinkError
                 let reason = sinkError?.message ?? "\(error)"
                 try? await outbox.recordFailure(sink: sink.name, reason: reason)
-                if failing != reason {
+                if failing != reason || failureSaid.map({ ContinuousClock.now - $0 >= failureReminder }) == true {
                     let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "unknown"
-                    logger.error("sink \(sink.name): delivery failed, \(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox: \(reason)")
+                    let still = failing == reason ? "still " : ""
+                    logger.error("sink \(sink.name): delivery \(still)failed, \(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox: \(reason)")
+                    failureSaid = .now
                 }
                 failing = reason
                 attempts.finished(failing: true)
