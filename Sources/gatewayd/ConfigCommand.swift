@@ -25,7 +25,11 @@ struct ConfigCommand: ParsableCommand {
         func run() throws {
             let config: GatewayConfig
             let library: ProfileLibrary
-            do {
+            do throws(ConfigError) {
+                // From a docs trial: the demo's own file passed, which `run --config` refuses.
+                if DemoProfiles.isDemoConfiguration(file) {
+                    throw ConfigError(issues: [ConfigIssue(file: file, message: DemoProfiles.notAHallsConfiguration)])
+                }
                 // As the gateway will read it: the password, token and certificate files it names too.
                 (config, library) = try ConfigLoader.load(path: file, checkingFiles: true)
             } catch {

@@ -68,11 +68,7 @@ struct Run: AsyncParsableCommand {
                     throw ExitCode(2)
                 }
                 if DemoProfiles.isDemoConfiguration(config) {
-                    printError("""
-                        \(config) is the configuration a run of the demo hall wrote: its ports were that run's \
-                        pseudo-terminals (the same names may now be other terminals); start the demo with gatewayd run \
-                        and no --config
-                        """)
+                    printError("\(config): \(DemoProfiles.notAHallsConfiguration)")
                     throw ExitCode(2)
                 }
                 loaded = try ConfigLoader.load(path: config, profilesOverride: profiles)
@@ -314,6 +310,12 @@ enum DemoProfiles {
     static let configurationPath = "var/demo-hall.yaml"
     /// The first line of that file, by which it is known under any path.
     static let header = "# The demo hall as `gatewayd run` started it; the CLI reads it when given no --config."
+
+    /// Why a configuration the demo wrote is neither run nor passed by `config check`.
+    static let notAHallsConfiguration = """
+        the configuration a run of the demo hall wrote: its ports were that run's pseudo-terminals (the same names may \
+        now be other terminals); start the demo with gatewayd run and no --config
+        """
 
     /// Whether the file at `path` is one `gatewayd run` wrote for its demo hall: its ports are pseudo-terminals that
     /// exist only while that run lasts.

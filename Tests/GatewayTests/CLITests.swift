@@ -844,8 +844,12 @@ import Testing
         }
         // Nor does a gateway run on it.
         let daemon = try await run(gatewaydPath, ["run", "--config", copy, "--api-port", "0"], workingDirectory: folder.path)
-        #expect(daemon.status == 2 && daemon.standardError.contains("is the configuration a run of the demo hall wrote"),
+        #expect(daemon.status == 2 && daemon.standardError.contains("\(copy): the configuration a run of the demo hall wrote"),
                 "\(daemon.standardOutput)\(daemon.standardError)")
+        // And `config check` does not pass it (from a docs trial: it said OK).
+        let checked = try await run(gatewaydPath, ["config", "check", copy], workingDirectory: folder.path)
+        #expect(checked.status == 2 && checked.standardError.contains("\(copy): the configuration a run of the demo hall wrote"),
+                "\(checked.standardOutput)\(checked.standardError)")
         var waiting = pollfd(fd: someonesTerminal.controller, events: Int16(POLLIN), revents: 0)
         #expect(poll(&waiting, 1, 0) == 0, "nothing was written to the terminal")
     }

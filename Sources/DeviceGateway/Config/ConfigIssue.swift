@@ -11,6 +11,11 @@ public struct ConfigIssue: Sendable, Equatable, Encodable, CustomStringConvertib
     /// What is wrong and, where possible, what would be right.
     public var message: String
 
+    /// An issue of `file`, at a place in it when known.
+    public init(file: String, line: Int? = nil, column: Int? = nil, key: String = "", message: String) {
+        (self.file, self.line, self.column, self.key, self.message) = (file, line, column, key, message)
+    }
+
     /// `file:line:column: key: message`, the form editors and CI logs link.
     public var description: String {
         var location = file
