@@ -17,6 +17,19 @@ import Testing
         #expect(lines.last == "1 frame, 1 rejected run: 2 of 32 bytes not part of any frame")
     }
 
+    @Test func aPrinterStatusReplyIsSaidAsTheAnswerToEachRequest() async throws {
+        // python-escpos 3.1 (escpos/constants.py) reads DLE EOT 4's 0x72 as no paper and 0x1E as low paper; which
+        // request a lone reply answers is the host's to know (from a docs trial: these had no words).
+        let result = try await run(gatewaydPath, ["decode", "--stream", "escpos-status", "72 1E 12"])
+        let lines = result.standardOutput.split(separator: "\n").map(String.init)
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(lines.first?.hasSuffix("status reply 72 (to DLE EOT 1: all well; to DLE EOT 2: paper-out, error; "
+                                       + "to DLE EOT 3: unrecoverable-error, auto-recoverable-error; to DLE EOT 4: paper-out)") == true,
+                "\(lines)")
+        #expect(lines.dropFirst().first?.hasSuffix("to DLE EOT 4: paper-near-end)") == true, "\(lines)")
+        #expect(lines.dropFirst(2).first?.hasSuffix("status reply 12 (all well)") == true, "\(lines)")
+    }
+
     @Test func badInputSaysWhatIsWrong() async throws {
         let notHex = try await run(gatewaydPath, ["decode", "--stream", "ff68", "FF 6"])
         #expect(notHex.status == 2, "docs/cli.md: 2 for input that is not hex")

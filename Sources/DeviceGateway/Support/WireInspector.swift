@@ -624,9 +624,22 @@ public enum WireInspector {
         }
     }
 
+    /// What a real-time status byte says as the answer to each DLE EOT n.
+    static func realTimeReadings(_ byte: UInt8) -> String {
+        let readings = PrinterStatusRequest.allCases.map { request in
+            PrinterDriver.names(of: PrinterCondition(realTimeReply: byte, to: request) ?? [])
+        }
+        guard readings.contains(where: { !$0.isEmpty }) else { return "all well" }
+        return zip(PrinterStatusRequest.allCases, readings).map { request, names in
+            "to DLE EOT \(request.rawValue): " + (names.isEmpty ? "all well" : names.joined(separator: ", "))
+        }.joined(separator: "; ")
+    }
+
     static func describePrinterStatus(_ frame: PrinterStatusFrame) -> String {
         switch frame {
-        case .realTime(let byte): String(format: "status reply %02X", byte) + (byte == 0x12 ? " (all well)" : "")
+        case .realTime(let byte):
+            // Which DLE EOT it answers is the host's to know (from a docs trial: a reply of paper out had no words).
+            String(format: "status reply %02X", byte) + " (" + Self.realTimeReadings(byte) + ")"
         case .automaticStatus(let status): "automatic status back \(hex(status.bytes))"
         }
     }
