@@ -134,8 +134,7 @@ enum TechnicianRun {
                 for line in report.events { print("  \(line)") }
             }
             if let state = report.printerState {
-                let conditions = (report.printerConditions ?? []).joined(separator: ", ")
-                print("printer: \(state)" + (conditions.isEmpty ? "" : " (\(conditions))"))
+                print("printer: \(state)" + PrinterCommand.alsoReported(report.printerConditions, besides: state))
             }
             if let problem = report.problem { printError(problem) }
         }
@@ -292,8 +291,8 @@ struct PrinterCommand: AsyncParsableCommand {
                     PrinterCommand.canPrint(state)
                     ? Output.paint(state, state == "online" ? .green : .yellow)
                     : Output.paint(state, .red)
-                let conditions = (report.printerConditions ?? []).joined(separator: ", ")
-                print("\(printer): \(painted)" + (conditions.isEmpty ? "" : " (\(conditions))") + " — \(report.via)")
+                print("\(printer): \(painted)" + PrinterCommand.alsoReported(report.printerConditions, besides: state)
+                      + " — \(report.via)")
                 if let problem = report.problem { printError(problem) }
                 if !PrinterCommand.canPrint(state) {
                     printError("\(printer) cannot print: \(state)")
@@ -305,6 +304,13 @@ struct PrinterCommand: AsyncParsableCommand {
                 report, json: options.json, title: "printer status of",
                 failed: !report.answered || !PrinterCommand.canPrint(report.printerState))
         }
+    }
+
+    /// The conditions a printer reports beside its state, in brackets: ` (cover-open)`, not `paper-out (paper-out)`
+    /// (from a docs trial).
+    static func alsoReported(_ conditions: [String]?, besides state: String) -> String {
+        let others = (conditions ?? []).filter { $0 != state }
+        return others.isEmpty ? "" : " (\(others.joined(separator: ", ")))"
     }
 
     /// Whether a printer in `state` prints (paper near end still does).

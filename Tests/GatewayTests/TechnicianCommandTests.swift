@@ -147,6 +147,7 @@ import Testing
         let out = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1"])
         #expect(out.status == 1)
         #expect(out.standardOutput.hasPrefix("printer-1: paper-out"), "\(out.standardOutput)")
+        #expect(!out.standardOutput.contains("(paper-out)"), "said once: \(out.standardOutput)")
         #expect(out.standardError.contains("printer-1 cannot print: paper-out"))
         let json = try await run(gatewaydPath, ["printer", "status", "--config", config, "printer-1", "--json"])
         #expect(json.status == 1)
