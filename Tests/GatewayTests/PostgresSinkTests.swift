@@ -207,6 +207,19 @@ import Testing
         #expect(error.message.count < 300, "\(error.message)")
     }
 
+    @Test func aHostNameThatCannotBeResolvedIsSaidInWords() async throws {
+        // From a docs trial: NIO's type dump ("SocketAddressError.UnknownHost: … (error -2) for host …, port 5432").
+        let sink = try PostgresSink(
+            name: "central", config: PostgresSinkConfig(host: "central.invalid", database: "central", user: "gateway",
+                                                        timeout: .seconds(5)),
+            hallId: "hall-9", logger: CapturedLog().logger)
+        let error = try await #require(throws: SinkError.self) { try await sink.deliver(outbound([rating(1)])) }
+        await sink.shutdown()
+        #expect(error.message.hasPrefix("postgres central.invalid:5432/central: cannot resolve central.invalid: "),
+                "\(error.message)")
+        #expect(!error.message.contains("SocketAddressError") && !error.message.contains("(error -"), "\(error.message)")
+    }
+
     @Test func aStoppedServerIsUnavailableWithinTheTimeoutAndDeliveryResumesAfterItsRestart() async throws {
         // A cluster of this test's own: stopping the shared one would take it away from the other suites.
         let services = try #require(ProcessInfo.processInfo.environment["HALL_TEST_SERVICES"])

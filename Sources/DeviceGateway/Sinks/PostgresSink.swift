@@ -440,7 +440,11 @@ public actor PostgresSink: EventSink {
     /// A network or TLS error in a technician's words: "connection refused", not a type dump.
     static func describe(_ error: any Error) -> String {
         if let error = error as? NIOConnectionError {
-            if let dns = error.dnsAError ?? error.dnsAAAAError { return "cannot resolve \(error.host): \(dns)" }
+            if let dns = error.dnsAError ?? error.dnsAAAAError {
+                // getaddrinfo's words, not NIO's type dump (from a docs trial).
+                let words = (dns as? SocketAddressError.UnknownHost)?.errorDescription.lowercased() ?? "\(dns)"
+                return "cannot resolve \(error.host): \(words)"
+            }
             if let first = error.connectionErrors.first { return describe(first.error) }
             return "cannot connect to \(error.host):\(error.port)"
         }
