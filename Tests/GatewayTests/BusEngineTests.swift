@@ -167,6 +167,25 @@ final class TinyDevices: Sendable {
         ], "\(said)")
     }
 
+    @Test func aPeerThatClosesEachConnectionAtOnceIsSaidOnceNotAtEachRetry() {
+        // From a docs trial: "… closed the connection; … is open again" at notice at each retry.
+        let log = CapturedLog()
+        var reporter = ConnectionReporter(busId: "lan-1", logger: log.logger)
+        reporter.opened("10.20.0.31:502")
+        for _ in 0..<5 {
+            reporter.lost("10.20.0.31:502 closed the connection", retry: .seconds(1))
+            reporter.opened("10.20.0.31:502")
+        }
+        let line = "notice bus lan-1: 10.20.0.31:502 closed the connection; 10.20.0.31:502 is open again"
+        #expect(log.text.split(separator: "\n").filter { $0.contains("bus lan-1") } == [Substring(line)], "\(log.text)")
+        // Said again once its time is up, with how often meanwhile.
+        reporter.flapSaidEvery = .zero
+        reporter.lost("10.20.0.31:502 closed the connection", retry: .seconds(1))
+        reporter.opened("10.20.0.31:502")
+        #expect(log.text.split(separator: "\n").last == Substring(line + " (4 more times since it was last said)"),
+                "\(log.text)")
+    }
+
     @Test func aLinkThatWorkedAfterALongOutageIsReopenedAfterTheFirstPauseWhenItDropsAgain() async throws {
         // From a trial: after a long outage the pause had grown to 30 s; a second unplug five seconds after the replug
         // left the bus unpolled for 30 s, its devices "online", and nothing logged.

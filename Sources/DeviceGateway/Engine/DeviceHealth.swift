@@ -325,6 +325,10 @@ struct ConnectionReporter {
     private var lostLink: String?
     /// Why the link is down now, said or not.
     var reason: String? { lostLink ?? lastError }
+    /// A link lost and opened again, as last said, when, and how often since: a peer that closes each connection at
+    /// once is said once every `flapSaidEvery`, with a count, not at each retry (from a docs trial).
+    private var flap: (line: String, saidAt: ContinuousClock.Instant, since: Int)?
+    var flapSaidEvery = Duration.seconds(600)
 
     init(busId: String, logger: Logger) {
         self.busId = busId
@@ -333,7 +337,14 @@ struct ConnectionReporter {
 
     mutating func opened(_ endpoint: String) {
         if let lostLink {
-            logger.notice("bus \(busId): \(lostLink); \(endpoint) is open again")
+            let line = "\(lostLink); \(endpoint) is open again"
+            if let flap, flap.line == line, ContinuousClock.now - flap.saidAt < flapSaidEvery {
+                self.flap?.since += 1
+            } else {
+                let again = flap.map { $0.line == line && $0.since > 0 ? " (\($0.since) more times since it was last said)" : "" }
+                logger.notice("bus \(busId): \(line)\(again ?? "")")
+                flap = (line, .now, 0)
+            }
         } else if lastError != nil {
             logger.notice("bus \(busId): \(endpoint) is open again")
         }
