@@ -824,13 +824,14 @@ public final class Gateway: Service {
         ownWaiting.withLock { $0.count } + (await askEveryBus { await $0.uncommittedEventCount() }).reduce(0, +)
     }
 
-    /// Has each failing sink tried again now rather than at its backoff's end, and waits up to `limit` for those
-    /// attempts: a technician's check after fixing the central store's link says how delivery stands now.
+    /// Has each failing sink tried again now rather than at its backoff's end (not a pause its store asked for), and
+    /// waits up to `limit` for those attempts: a technician's check after fixing the central store's link says how
+    /// delivery stands now.
     public func retryFailingSinksNow(waitingUpTo limit: Duration) async {
         let asked = forwarders.compactMap { forwarder in forwarder.attempts.ask().map { (forwarder.attempts, $0) } }
         let until = ContinuousClock.now + limit
-        while ContinuousClock.now < until, asked.contains(where: { attempts, ended in !attempts.endedSince(ended) }) {
-            try? await Task.sleep(for: .milliseconds(20))
+        while ContinuousClock.now < until, asked.contains(where: { attempts, begun in !attempts.endedSince(begun) }) {
+            do { try await Task.sleep(for: .milliseconds(20)) } catch { return }
         }
     }
 

@@ -68,6 +68,8 @@ struct GatewayLogHandler: LogHandler {
             } else {
                 return
             }
+            // Asked for warnings and above: a notice is not one.
+            guard event.level >= shownFrom else { return }
         }
         var fields = metadata
         if let extra = event.metadata { fields.merge(extra) { $1 } }

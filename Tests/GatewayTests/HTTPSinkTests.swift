@@ -138,6 +138,11 @@ import FoundationNetworking
         #expect(overloaded.error.code == .unavailable)
         #expect(overloaded.error.retryAfter == .seconds(7))
         #expect(overloaded.error.message.contains("429 Too Many Requests, the store is overloaded, asks to wait 7 s"))
+        // A 503's Retry-After is the store's pause too (RFC 9110; from a second read: only 429's was kept).
+        let down = try await attempt("status 503 retry-after 120")
+        #expect(down.error.retryAfter == .seconds(120))
+        #expect(down.error.message.contains("503 Service Unavailable, the store is unavailable, asks to wait 120 s"),
+                "\(down.error.message)")
 
         let later = Date().addingTimeInterval(30)
         let formatter = DateFormatter()

@@ -3,16 +3,17 @@ import GRDB
 import Logging
 import Synchronization
 
-/// Room kept on the outbox's disk against a full one: a file of zeros beside the outbox, given back when SQLite says
-/// the disk is full, so that the hall goes on — commits, ticket numbers, a start — while a technician makes room
-/// (from a trial: a gateway restarted on a full disk did not start, ticket numbers were refused, and commands answered
-/// `done` waited in memory until a kill lost them). Made again once the disk has room for it twice over.
+/// Room kept on the outbox's disk against a full one: a file of allocated blocks beside the outbox, given back when
+/// SQLite says the disk is full, so that the hall goes on — commits, ticket numbers, a start — while a technician makes
+/// room (from a trial: a gateway restarted on a full disk did not start, ticket numbers were refused, and commands
+/// answered `done` waited in memory until a kill lost them). Made again once the disk has room for it twice over.
 final class DiskReserve: Sendable {
     let path: String
     let bytes: Int64
     private let logger: Logger
-    /// When it was given back, until it is kept again: the disk is full but for it.
-    let givenBackAt = Mutex<Date?>(nil)
+    /// When it was given back, until it is kept again. The file changes under this lock too: a write giving it back
+    /// and the gateway's minute keeping it do not cross.
+    private let givenBack = Mutex<Date?>(nil)
 
     init(beside outboxPath: String, bytes: Int64, logger: Logger) {
         path = outboxPath + ".reserve"
@@ -22,40 +23,58 @@ final class DiskReserve: Sendable {
 
     private var folder: String { (path as NSString).deletingLastPathComponent }
 
+    /// When it was given back, while it has not been kept again: the disk is full but for it.
+    var givenBackAt: Date? { givenBack.withLock { $0 } }
+
     /// Makes the file when it is missing and the disk has room for it twice over.
     func keep() {
-        guard bytes > 0, !FileManager.default.fileExists(atPath: path),
-              let free = DiskSpace.free(at: folder), free >= bytes * 2 else { return }
-        // Written, not sparse: the blocks must be the outbox's to take when it needs them.
-        guard FileManager.default.createFile(atPath: path, contents: Data(count: Int(bytes))) else {
-            try? FileManager.default.removeItem(atPath: path)
-            return
+        guard bytes > 0 else { return }
+        let made = givenBack.withLock { givenBackAt -> Bool in
+            guard !FileManager.default.fileExists(atPath: path), let free = DiskSpace.free(at: folder),
+                  free >= bytes * 2, Self.allocate(path, bytes: bytes) else { return false }
+            givenBackAt = nil
+            return true
         }
-        givenBackAt.withLock { $0 = nil }
-        logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
+        if made { logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))") }
     }
 
-    /// Whether `error` says the disk is full: SQLite's own code, or an I/O error with no room left (a tmpfs refuses
-    /// to grow the shared-memory file that way).
-    static func isFullDisk(_ error: any Error, at folder: String) -> Bool {
-        guard let error = error as? DatabaseError else { return false }
-        switch error.resultCode.primaryResultCode {
-        case .SQLITE_FULL: return true
-        case .SQLITE_IOERR: return (DiskSpace.free(at: folder) ?? .max) < 65_536
-        default: return false
-        }
+    /// Whether `error` says the disk holding `folder` is full, with less than `room` left: SQLite's own code, or the
+    /// shared-memory file it could not grow (a tmpfs says a full disk that way), not any I/O error (a dying card).
+    static func isFullDisk(_ error: any Error, at folder: String, room: Int64 = 1_048_576) -> Bool {
+        guard let error = error as? DatabaseError,
+              error.resultCode == .SQLITE_FULL || error.extendedResultCode == .SQLITE_IOERR_SHMSIZE
+        else { return false }
+        return (DiskSpace.free(at: folder) ?? 0) < room
     }
 
-    /// Removes the file when `error` says the disk is full; true when there was one, and the write that met the full
-    /// disk is worth trying again.
+    /// Gives the room back when `error` says the disk is full; true when the write that met it is worth trying once
+    /// more: the file was removed now, or by a write queued beside this one.
     func giveBack(after error: any Error) -> Bool {
-        guard Self.isFullDisk(error, at: folder) else { return false }
-        guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return false }
-        givenBackAt.withLock { $0 = Date() }
-        logger.critical("""
-            the disk holding \(folder) is full: the outbox's reserve of \(Self.megabytes(bytes)) is given back so that \
-            the hall goes on; make room on the disk (the reserve is kept again once there is room for it twice over)
-            """)
+        guard bytes > 0, Self.isFullDisk(error, at: folder, room: Swift.max(bytes, 1_048_576)) else { return false }
+        let (removed, earlier) = givenBack.withLock { givenBackAt -> (Bool, Bool) in
+            if givenBackAt != nil { return (false, true) }
+            guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return (false, false) }
+            givenBackAt = Date()
+            return (true, false)
+        }
+        if removed {
+            logger.critical("""
+                the disk holding \(folder) is full: the outbox's reserve of \(Self.megabytes(bytes)) is given back so \
+                that the hall goes on; make room on the disk (the reserve is kept again once there is room for it twice over)
+                """)
+        }
+        return removed || earlier
+    }
+
+    /// A file of `bytes` whose blocks are allocated (zeros alone take none on a compressing filesystem).
+    private static func allocate(_ path: String, bytes: Int64) -> Bool {
+        let descriptor = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        guard posix_fallocate(descriptor, 0, off_t(bytes)) == 0 else {
+            unlink(path)
+            return false
+        }
         return true
     }
 

@@ -172,7 +172,7 @@ public final class Outbox: Sendable {
             do {
                 outbox = try open(path: path, policy: policy, logger: logger, cutPowerAfter: nil, reserve: reserve)
             } catch {
-                // Opening writes (a clean stop removed the write-ahead log, which SQLite makes again).
+                // Opening writes (a clean stop removed the write-ahead log, which GRDB makes again, not empty).
                 guard reserve.giveBack(after: error) else { throw error }
                 outbox = try open(path: path, policy: policy, logger: logger, cutPowerAfter: nil, reserve: reserve)
             }
@@ -366,8 +366,8 @@ public final class Outbox: Sendable {
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(max(16, walBytes / 4096))")
             }
         }
-        // Checked read-only first: opening for writes writes into the file (SQLite's write-ahead log made again, GRDB's
-        // set-up), and a damaged one is kept as it was found (from a trial: its pages changed by the start).
+        // Checked read-only first: opening for writes writes into the file (GRDB's set-up of the write-ahead log,
+        // checkpointed at the close), and a damaged one is kept as it was found (from a trial: its pages changed).
         let checkedBefore = try Self.checkedReadOnly(path)
         let pool = try DatabasePool(path: path, configuration: configuration)
         if !checkedBefore {
@@ -383,8 +383,8 @@ public final class Outbox: Sendable {
     }
 
     /// SQLite's quick check of an existing file through a read-only connection: false when there is no file or it
-    /// cannot be opened read-only (a crash's write-ahead log to recover first), then checked once opened; throws
-    /// when it is damaged.
+    /// cannot be opened read-only (no room for its shared-memory file), then checked once opened; throws when it is
+    /// damaged.
     private static func checkedReadOnly(_ path: String) throws -> Bool {
         guard FileManager.default.fileExists(atPath: path) else { return false }
         let check: String?
@@ -404,7 +404,7 @@ public final class Outbox: Sendable {
 
     /// When the reserve against a full disk was given back, while it has not been kept again: the outbox lives on it.
     public var reserveGivenBackAt: Date? {
-        reserve?.givenBackAt.withLock { $0 }
+        reserve?.givenBackAt
     }
 
     /// Keeps the reserve against a full disk, made again once the disk has room (the gateway asks every minute).
@@ -413,7 +413,7 @@ public final class Outbox: Sendable {
     }
 
     /// A write; on a full disk the reserve is given back and the write tried once more.
-    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+    private func writeWithReserve<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await database.write(updates)
         } catch {
@@ -422,8 +422,8 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// `write`, from a caller that may block.
-    private func writeBlocking<T>(_ updates: (Database) throws -> T) throws -> T {
+    /// `writeWithReserve`, from a caller that may block.
+    private func writeWithReserveBlocking<T>(_ updates: (Database) throws -> T) throws -> T {
         do {
             return try database.write(updates)
         } catch {
@@ -631,7 +631,7 @@ public final class Outbox: Sendable {
     private func write(_ events: [CloudEvent], cursors: [DeviceCursor], settlingDrafts: Bool) async throws -> [CloudEvent] {
         let now = Date().timeIntervalSince1970
         let budget = policy.maximumBytes
-        return try await write { db in
+        return try await writeWithReserve { db in
             var inserted: [CloudEvent] = []
             for event in events {
                 if let stored = try Self.insert(event, committedAt: now, in: db) { inserted.append(stored) }
@@ -747,7 +747,7 @@ public final class Outbox: Sendable {
     /// Drops not yet reported as an event: `report` builds that event, committed with the marks in one transaction.
     public func reportDrops(_ report: @Sendable ([DropRecord]) -> CloudEvent) async throws -> CloudEvent? {
         let now = Date().timeIntervalSince1970
-        return try await write { db in
+        return try await writeWithReserve { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, dropped_at, count, ranges FROM drop_log WHERE reported = 0 ORDER BY id")
             guard !rows.isEmpty else { return nil }
             let records = try rows.map { row in
@@ -793,7 +793,7 @@ public final class Outbox: Sendable {
     /// Makes the configured sinks known, so that nothing is pruned before each of them has it. A sink no
     /// longer configured stops holding events back; its cursor is kept in case it comes back.
     public func register(sinks: [String]) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             let known = try String.fetchAll(db, sql: "SELECT sink FROM sink_state")
             for sink in known where !sinks.contains(sink) {
                 try db.execute(sql: "DELETE FROM sink_state WHERE sink = ?", arguments: [sink])
@@ -838,7 +838,7 @@ public final class Outbox: Sendable {
     /// Records that a sink holds every event through `position`, `count` of them just now.
     public func markDelivered(sink: String, through position: Int64, count: Int) async throws {
         let now = Date().timeIntervalSince1970
-        try await write { db in
+        try await writeWithReserve { db in
             try Self.advance(sink: sink, to: position, db: db)
             try db.execute(
                 sql: """
@@ -859,7 +859,7 @@ public final class Outbox: Sendable {
     /// Records a failed delivery attempt and its reason.
     public func recordFailure(sink: String, reason: String) async throws {
         let now = Date().timeIntervalSince1970
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(
                 sql: """
                     INSERT INTO sink_state (sink, failed, last_error, last_error_at) VALUES (?, 1, ?, ?)
@@ -873,7 +873,7 @@ public final class Outbox: Sendable {
     public func putAside(_ events: [OutboundEvent], sink: String, reason: String) async throws {
         guard let last = events.last else { return }
         let now = Date().timeIntervalSince1970
-        try await write { db in
+        try await writeWithReserve { db in
             for event in events {
                 try db.execute(
                     sql: """
@@ -914,7 +914,7 @@ public final class Outbox: Sendable {
     /// `ids`. Returns how many were asked for; the sink's forwarder sends them once its backlog is delivered.
     public func askResend(sink: String?, ids: [String]) async throws -> Int {
         let now = Date().timeIntervalSince1970
-        return try await write { db in
+        return try await writeWithReserve { db in
             guard try db.columns(in: "put_aside").contains(where: { $0.name == "resend_asked_at" }) else {
                 throw GatewayError(.storeMissing, "the outbox \(self.path) is from an older version: start the gateway "
                                    + "once to bring it up to date")
@@ -949,7 +949,7 @@ public final class Outbox: Sendable {
     /// The sink took put-aside events sent again: they are no longer held for it, and count as sent.
     public func resent(_ events: [OutboundEvent], sink: String) async throws {
         let now = Date().timeIntervalSince1970
-        try await write { db in
+        try await writeWithReserve { db in
             for event in events {
                 try db.execute(sql: "DELETE FROM put_aside WHERE sink = ? AND position = ?", arguments: [sink, event.position])
             }
@@ -964,7 +964,7 @@ public final class Outbox: Sendable {
     /// The sink refused put-aside events sent again: they stay put aside with the new reason, no longer asked for.
     public func refusedAgain(_ events: [OutboundEvent], sink: String, reason: String) async throws {
         let now = Date().timeIntervalSince1970
-        try await write { db in
+        try await writeWithReserve { db in
             for event in events {
                 try db.execute(
                     sql: """
@@ -1011,7 +1011,7 @@ public final class Outbox: Sendable {
             (state, String(decoding: try encoder.encode(state.counters), as: UTF8.self),
              try state.lastShown.map { String(decoding: try encoder.encode($0), as: UTF8.self) })
         }
-        try await write { db in
+        try await writeWithReserve { db in
             // Read in the write, as every recorded time is: writes run one at a time, so a reading taken before a
             // clock step cannot land after the reset that followed the step and raise the mark again.
             let time = clock.now
@@ -1032,7 +1032,7 @@ public final class Outbox: Sendable {
     /// Writes what `device` was last sent over its states' record, as `current` reads it in the write (writes run one
     /// at a time: the last writes the newest); before the first record of its states, those write it.
     public func recordLastShown(of device: String, current: @escaping @Sendable () -> ShownOnBoard?) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             let lastShown = try current().map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
             try db.execute(sql: "UPDATE device_status SET last_shown = ? WHERE device = ?", arguments: [lastShown, device])
         }
@@ -1051,7 +1051,7 @@ public final class Outbox: Sendable {
     /// Makes `clock`'s reading the latest recorded: the clock now reads right (synchronised or set), and a time
     /// recorded under a clock that ran ahead must not hold the next start.
     public func resetRecordedTime(clock: any HallClock) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "INSERT OR REPLACE INTO recorded_clock (id, latest) VALUES (1, ?)",
                            arguments: [clock.now.timeIntervalSince1970])
         }
@@ -1080,7 +1080,7 @@ public final class Outbox: Sendable {
 
     /// Records the last ticket number issued on `day` for `prefix`; older days are forgotten.
     public func saveTicketNumber(day: String, prefix: String, number: Int) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "DELETE FROM ticket_counter WHERE day < ?", arguments: [day])
             // Two tickets saved at once may commit out of order: the higher number stays.
             try db.execute(sql: """
@@ -1093,7 +1093,7 @@ public final class Outbox: Sendable {
     /// Records that the pre-opening run of `day` (YYYY-MM-DD) starts, at `clock`'s reading; false when it ran already
     /// that day (the gateway restarted before opening). Older days are forgotten.
     public func beginDayCheck(day: String, clock: any HallClock) async throws -> Bool {
-        try await write { db in
+        try await writeWithReserve { db in
             let time = clock.now
             try db.execute(sql: "DELETE FROM hall_day_check WHERE day < ?", arguments: [day])
             try db.execute(sql: "INSERT OR IGNORE INTO hall_day_check (day, checked_at) VALUES (?, ?)",
@@ -1113,7 +1113,7 @@ public final class Outbox: Sendable {
 
     /// Notes that the opening's or closing's event `id` was told with `result`; the last 50 are kept.
     public func recordHallDayEvent(id: String, result: String) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "INSERT OR REPLACE INTO hall_day_event (id, result, told_at) VALUES (?, ?, ?)",
                            arguments: [id, result, Date().timeIntervalSince1970])
             try db.execute(sql: """
@@ -1124,7 +1124,7 @@ public final class Outbox: Sendable {
 
     /// Notes that `board` is held on after closing until `until`.
     public func recordBoardHold(_ board: String, until: Date) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "INSERT OR REPLACE INTO board_hold (board, until) VALUES (?, ?)",
                            arguments: [board, until.timeIntervalSince1970])
         }
@@ -1132,7 +1132,7 @@ public final class Outbox: Sendable {
 
     /// Forgets the hold on `board` (nil: every board's).
     public func forgetBoardHold(_ board: String?) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             if let board {
                 try db.execute(sql: "DELETE FROM board_hold WHERE board = ?", arguments: [board])
             } else {
@@ -1152,7 +1152,7 @@ public final class Outbox: Sendable {
 
     /// Keeps the staff id set on `device` (none: forgets it).
     public func record(staff: String?, device: String) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             if let staff {
                 try db.execute(sql: "INSERT OR REPLACE INTO pad_staff (device, staff) VALUES (?, ?)", arguments: [device, staff])
             } else {
@@ -1187,7 +1187,7 @@ public final class Outbox: Sendable {
     /// Keeps a command received over MQTT until `release`; returns its number. Synchronous: called on the network
     /// thread before the message is handed on, so that it is on disk before anything can run it.
     public func hold(command payload: [UInt8], at time: Date = Date()) throws -> Int64 {
-        try writeBlocking { db in
+        try writeWithReserveBlocking { db in
             try db.execute(sql: "INSERT INTO held_command (payload, received_at) VALUES (?, ?)",
                            arguments: [Data(payload), time.timeIntervalSince1970])
             return db.lastInsertedRowID
@@ -1196,7 +1196,7 @@ public final class Outbox: Sendable {
 
     /// Forgets a held command: it ran (or was refused) and its result went out.
     public func release(command seq: Int64) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "DELETE FROM held_command WHERE seq = ?", arguments: [seq])
         }
     }
@@ -1223,7 +1223,7 @@ public final class Outbox: Sendable {
     /// forgotten.
     public func recordCommandResult(key: String, request: String, json: String, at time: Date,
                                     keepingSince: Date) async throws {
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
             try Self.keep(key: Fingerprint.padded(key), request: request, json: json, at: time, in: db)
             // Its command is settled once its own event is committed too (else the next start commits the draft).
@@ -1236,7 +1236,7 @@ public final class Outbox: Sendable {
     /// event is committed; with the idempotency key and request it ran for. Replaces an earlier draft of it.
     public func recordUnsettled(_ draft: CloudEvent, key: String?, request: String?) async throws {
         let json = try draft.jsonLine()
-        try await write { db in
+        try await writeWithReserve { db in
             try db.execute(sql: "INSERT OR REPLACE INTO unsettled_command (source, id, key, request, draft) VALUES (?, ?, ?, ?, ?)",
                            arguments: [draft.source, draft.id, key.map(Fingerprint.padded), request, json])
         }
@@ -1254,7 +1254,7 @@ public final class Outbox: Sendable {
     /// it starts, before the API and MQTT take commands.
     public func settleInterrupted(at time: Date = Date(), keepingSince: Date) throws
         -> (committed: [CloudEvent], unreadable: Int) {
-        try writeBlocking { db in
+        try writeWithReserveBlocking { db in
             var committed: [CloudEvent] = []
             var unreadable = 0
             let rows = try Row.fetchAll(db, sql: "SELECT source, id, key, request, draft, committed FROM unsettled_command")
@@ -1347,7 +1347,7 @@ public final class Outbox: Sendable {
         let batch = max(batch, 1)
         var pruned = 0
         while true {
-            let deleted = try await write { db in
+            let deleted = try await writeWithReserve { db in
                 let delivered = try Self.deliveredByAll(db)
                 try db.execute(sql: """
                     DELETE FROM event WHERE position IN
@@ -1563,7 +1563,8 @@ public final class Outbox: Sendable {
         report.localStoreUnread = unread.isEmpty ? nil : unread.joined(separator: "; ")
         // Whatever columns the damaged file's version had: one it lacks reads as nil.
         let cursors = (try? damaged.read { db in try Row.fetchAll(db, sql: "SELECT * FROM device_cursor") }) ?? []
-        try writeBlocking { db in
+        // Not retried on a full disk: it fills the report as it goes (and a copy being salvaged into has no reserve).
+        try database.write { db in
             // With its original id, sequence number and JSON: the stores know it by them.
             func keep(_ json: String, _ event: CloudEvent, committedAt: Double) throws -> Bool {
                 try db.execute(

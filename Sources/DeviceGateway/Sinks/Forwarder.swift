@@ -52,6 +52,7 @@ public struct Forwarder: Sendable {
             // A failing sink gets no last attempt: against a store that hangs it would hold the stop for its timeout,
             // and its events wait in the outbox for the next start anyway.
             if stopping, failing != nil { break }
+            attempts.began()
             do {
                 if stopping, stoppedAt == nil { stoppedAt = .now }
                 while try await forwardBatch(through: refusedRunEnd) == config.batchSize {
@@ -88,7 +89,7 @@ public struct Forwarder: Sendable {
                     failureSaid = .now
                 }
                 failing = reason
-                attempts.finished(failing: true)
+                attempts.finished(failing: true, storeAskedToWait: sinkError?.retryAfter != nil)
                 if stopping { break }
                 attempt += 1
                 let delay = retryDelay(attempt: attempt, retryAfter: sinkError?.retryAfter)
@@ -111,6 +112,7 @@ public struct Forwarder: Sendable {
                 }
             }
         }
+        attempts.stopped()
         await sink.shutdown()
     }
 
@@ -297,35 +299,47 @@ public struct Forwarder: Sendable {
     }
 }
 
-/// A forwarder's attempts as others see them: whether the last one failed, how many have ended, and a request to
-/// end the backoff (from a trial: a technician who fixed the central store's link and checked again was told it
-/// failed for up to a minute more, the backoff's last step).
+/// A forwarder's attempts as others see them, and a technician's request to end a backoff (from a trial: a technician
+/// who fixed the central store's link and checked again was told it failed for up to a minute more, the backoff's
+/// last step). A pause the store asked for (`Retry-After`) is not cut: a monitor checking every minute would undo it.
 final class DeliveryAttempts: Sendable {
     private struct State {
         var failing = false
+        var storeAskedToWait = false
+        var begun = 0
+        /// The number of the attempt that ended last.
         var ended = 0
         var asked = false
+        var stopped = false
     }
     private let state = Mutex(State())
 
-    func finished(failing: Bool) {
+    func began() {
+        state.withLock { $0.begun += 1 }
+    }
+
+    func finished(failing: Bool, storeAskedToWait: Bool = false) {
         state.withLock { state in
-            state.failing = failing
-            state.ended += 1
-            state.asked = false
+            (state.failing, state.storeAskedToWait, state.ended) = (failing, storeAskedToWait, state.begun)
         }
     }
 
-    /// Asks for an attempt now when the last one failed; returns the attempts ended so far (nil: not failing).
+    /// The forwarder ended: nothing is to be waited for.
+    func stopped() {
+        state.withLock { $0.stopped = true }
+    }
+
+    /// Asks for an attempt now when the last one failed and the store did not ask to wait; returns the attempts begun
+    /// so far (nil: none is asked for), for `endedSince`: one already under way is not the answer.
     func ask() -> Int? {
         state.withLock { state in
-            guard state.failing else { return nil }
+            guard state.failing, !state.storeAskedToWait, !state.stopped else { return nil }
             state.asked = true
-            return state.ended
+            return state.begun
         }
     }
 
-    /// True once, when an attempt was asked for since the last one ended.
+    /// True once, when an attempt was asked for.
     func takeRequest() -> Bool {
         state.withLock { state in
             defer { state.asked = false }
@@ -333,8 +347,8 @@ final class DeliveryAttempts: Sendable {
         }
     }
 
-    /// Whether an attempt ended after `count` had.
-    func endedSince(_ count: Int) -> Bool {
-        state.withLock { $0.ended > count }
+    /// Whether an attempt begun after the `begun`-th has ended, or the forwarder stopped.
+    func endedSince(_ begun: Int) -> Bool {
+        state.withLock { $0.stopped || $0.ended > begun }
     }
 }

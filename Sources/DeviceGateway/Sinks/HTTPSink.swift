@@ -217,10 +217,12 @@ public final class HTTPSink: EventSink {
             throw SinkError(.unavailable, "\(prefix), nothing receives batches at this URL; check the url\(said)")
         case 408:
             throw SinkError(.unavailable, "\(prefix), the store gave up waiting for the batch\(said)")
-        case 429:
+        case 429, 503:
+            // RFC 9110 gives both a Retry-After: the store's own pause is kept.
             let delay = Self.retryAfter(answer.retryAfter)
             let wait = delay.map { ", asks to wait \($0.components.seconds) s" } ?? ""
-            throw SinkError(.unavailable, "\(prefix), the store is overloaded\(wait)\(said)", retryAfter: delay)
+            let what = answer.status == 429 ? "overloaded" : "unavailable"
+            throw SinkError(.unavailable, "\(prefix), the store is \(what)\(wait)\(said)", retryAfter: delay)
         case 300..<400:
             let location = answer.location.map { " to \($0)" } ?? ""
             throw SinkError(

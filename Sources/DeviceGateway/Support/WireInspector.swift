@@ -178,8 +178,11 @@ public enum WireInspector {
         of address: Int, in bytes: [UInt8], as stream: Stream, ff68Roles: [UInt8: FF68Role] = [:]
     ) -> (bytes: [UInt8], words: [String]) {
         var found: (bytes: [UInt8], words: [String]) = ([], [])
+        // A stream without addresses (ESC/POS) is one device's: every frame is its.
+        let addressed = deviceAddress(ofFrame: Array(repeating: 0, count: 8), in: stream) != nil
         for item in inspect(bytes, as: stream, ff68Roles: ff68Roles).items {
-            guard let frame = item.frame, deviceAddress(ofFrame: item.bytes, in: stream) == address else { continue }
+            guard let frame = item.frame, !addressed || deviceAddress(ofFrame: item.bytes, in: stream) == address
+            else { continue }
             found.bytes += item.bytes
             found.words.append(frame)
         }
