@@ -518,6 +518,7 @@ final class GatedSink: EventSink {
         let log = CapturedLog()
         let outbox = try Outbox.open(path: path, policy: policy, logger: log.logger)
         #expect(log.text.contains("is full: the outbox's reserve of 1 MB is given back"), "\(log.text)")
+        #expect(log.text.contains("outbox: no room for a reserve of 1 MB against a full disk ("), "said once: \(log.text)")
         try await outbox.commit(deviceEvents(10, prefix: "after-"))
         #expect(try await outbox.backlog(sink: "central") == 1020)
         #expect(try await outbox.ticketNumbers(day: "2026-12-06") == ["A": 85])

@@ -14,6 +14,8 @@ final class DiskReserve: Sendable {
     /// When it was given back, until it is kept again. The file changes under this lock too: a write giving it back
     /// and the gateway's minute keeping it do not cross.
     private let givenBack = Mutex<Date?>(nil)
+    /// Whether it was said that the disk has no room for it: once a run.
+    private let noRoomSaid = Mutex(false)
 
     init(beside outboxPath: String, bytes: Int64, logger: Logger) {
         path = outboxPath + ".reserve"
@@ -29,13 +31,23 @@ final class DiskReserve: Sendable {
     /// Makes the file when it is missing and the disk has room for it twice over.
     func keep() {
         guard bytes > 0 else { return }
+        var free: Int64?
         let made = givenBack.withLock { givenBackAt -> Bool in
-            guard !FileManager.default.fileExists(atPath: path), let free = DiskSpace.free(at: folder),
-                  free >= bytes * 2, Self.allocate(path, bytes: bytes) else { return false }
+            guard !FileManager.default.fileExists(atPath: path) else { return false }
+            free = DiskSpace.free(at: folder)
+            guard let free, free >= bytes * 2, Self.allocate(path, bytes: bytes) else { return false }
             givenBackAt = nil
             return true
         }
-        if made { logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))") }
+        if made {
+            logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
+        } else if let free, free < bytes * 2, !noRoomSaid.withLock({ said in defer { said = true }; return said }) {
+            // From a second read: a small disk had no reserve, and nothing said so.
+            logger.warning("""
+                outbox: no room for a reserve of \(Self.megabytes(bytes)) against a full disk (\(Self.megabytes(free)) \
+                free on the disk holding \(folder)); it is kept once there is room for it twice over
+                """)
+        }
     }
 
     /// Whether `error` says the disk holding `folder` is full, with less than `room` left: SQLite's own code, or the
