@@ -30,6 +30,17 @@ import Testing
         #expect(lines.dropFirst(2).first?.hasSuffix("status reply 12 (all well)") == true, "\(lines)")
     }
 
+    @Test func aListenToOneDeviceKeepsItsOwnFramesAndAllOfAStreamWithoutAddresses() throws {
+        // FF 68: the pad at 3 and the caller at 33 on one line; a listen to the pad keeps the pad's frame only.
+        let pad: [UInt8] = [0xFF, 0x68, 0x03, 0x03, 0x68, 0x03, 0x11, 0x02, 0x16, 0x16]
+        let caller: [UInt8] = [0xFF, 0x68, 0x03, 0x03, 0x68, 0x21, 0x11, 0x0C, 0x3E, 0x16]
+        let heard = WireInspector.frames(of: 3, in: caller + pad, as: .ff68Devices, ff68Roles: [3: .evaluator, 33: .caller])
+        #expect(heard.bytes == pad, "\(heard.words)")
+        // ESC/POS names no device: a printer's status replies are its own (from a second read: all were dropped).
+        let printer = WireInspector.frames(of: 1, in: [0x12, 0x72], as: .escPosStatus)
+        #expect(printer.bytes == [0x12, 0x72] && printer.words.count == 2, "\(printer.words)")
+    }
+
     @Test func badInputSaysWhatIsWrong() async throws {
         let notHex = try await run(gatewaydPath, ["decode", "--stream", "ff68", "FF 6"])
         #expect(notHex.status == 2, "docs/cli.md: 2 for input that is not hex")

@@ -172,14 +172,22 @@ public enum WireInspector {
         }
     }
 
+    /// Whether frames of `stream` name their device (several devices on one line speak unprompted); a stream that
+    /// does not (ESC/POS) is one device's.
+    static func namesDevices(_ stream: Stream) -> Bool {
+        switch stream {
+        case .ff68, .ff68Host, .ff68Devices, .qsystemBox: true
+        default: false
+        }
+    }
+
     /// The whole frames of `bytes` from or for the device at `address`, with their words: what a listen to one device
     /// shows of a line others speak on too (from a trial: a direct pad test passed on another pad's key).
     public static func frames(
         of address: Int, in bytes: [UInt8], as stream: Stream, ff68Roles: [UInt8: FF68Role] = [:]
     ) -> (bytes: [UInt8], words: [String]) {
         var found: (bytes: [UInt8], words: [String]) = ([], [])
-        // A stream without addresses (ESC/POS) is one device's: every frame is its.
-        let addressed = deviceAddress(ofFrame: Array(repeating: 0, count: 8), in: stream) != nil
+        let addressed = namesDevices(stream)
         for item in inspect(bytes, as: stream, ff68Roles: ff68Roles).items {
             guard let frame = item.frame, !addressed || deviceAddress(ofFrame: item.bytes, in: stream) == address
             else { continue }
