@@ -114,6 +114,11 @@ import Testing
         #expect(boardAtPad.hasPrefix("another model answers at address 1: register 5 read 0x0000, where this model has 0x4C42"),
                 "\(boardAtPad)")
         await #expect(throws: GatewayError.self) { try await gateway.send(.call(ticket: "A023", window: "1"), to: "board-w01") }
+        // The check says it answers (from a docs trial: "does not answer" while `status` counted its answers).
+        let problems = await gateway.deviceCheck().problems
+        #expect(problems.contains { $0.hasPrefix("board-w01 is out of service on ") && $0.contains(": another model answers at address 1") },
+                "\(problems)")
+        #expect(!problems.contains { $0.contains("does not answer") }, "\(problems)")
         stop.stop()
         await running.value
 
@@ -166,6 +171,13 @@ import Testing
         #expect(health.offlineReason("eval-w01") == "another model answers at address 1")
         _ = health.answered(pad, ready: false, at: Date())
         #expect(health.offlineReason("eval-w01") == "device reports not ready")
+        #expect(health.states(of: [pad]).first?.answersWhileOffline == true)
+        // Silent again: the reason is the silence, not the answer it gave before (it kept that).
+        for _ in 0..<DeviceHealth.missesBeforeOffline {
+            #expect(health.missed(pad, reason: "no answer to poll within 0.5 seconds", at: Date()).isEmpty)
+        }
+        #expect(health.offlineReason("eval-w01") == "no answer to poll within 0.5 seconds")
+        #expect(health.states(of: [pad]).first?.answersWhileOffline == false)
     }
 
     @Test func aRestartedGatewayCountsOnFromWhatTheBoardAcknowledged() async throws {

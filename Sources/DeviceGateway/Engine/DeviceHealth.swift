@@ -15,6 +15,8 @@ public struct DeviceState: Sendable, Equatable {
     /// Offline because its bus was, not by its own silence: a command to it is tried (the bus refuses it at once
     /// while it is still down).
     public var offlineByLine: Bool
+    /// Offline though it answers: it says it is not in service, refuses its poll, or is another model.
+    public var answersWhileOffline = false
     /// What passed on the wire with it.
     public var counters = DeviceCounters()
     /// What a device that answers says of itself when it cannot do its work (a printer's paper-out, cover-open);
@@ -123,6 +125,8 @@ struct DeviceHealth {
         var reason: String?
         /// Offline because its bus was: nothing is known of the device itself until it is asked again.
         var offlineByLine = false
+        /// Offline though it answers (not ready, a refusal, another model).
+        var answersWhileOffline = false
     }
 
     let busId: String
@@ -143,6 +147,7 @@ struct DeviceHealth {
             state.misses = 0
             state.lastSeen = time
             state.offlineByLine = false
+            state.answersWhileOffline = !ready
             return state.online == ready
         }(&states[device.id, default: State()])
         if unchanged {
@@ -161,10 +166,13 @@ struct DeviceHealth {
         states[device.id, default: State()].misses += 1
         logger.debug("device \(device.id) at address \(device.address): \(reason)")
         guard states[device.id, default: State()].misses >= Self.missesBeforeOffline else { return [] }
-        if states[device.id]?.offlineByLine == true {
-            // Already reported offline with its bus; now it is the device itself that is silent.
+        if states[device.id]?.online == false {
+            // Already offline with its bus, or answering (another model at the address): now it is silent itself.
+            if states[device.id]?.answersWhileOffline == true { logger.warning("device \(device.id) offline: \(reason)") }
             states[device.id]?.offlineByLine = false
+            states[device.id]?.answersWhileOffline = false
             states[device.id]?.reason = reason
+            return []
         }
         return change(device, online: false, reason: reason, at: time)
     }
@@ -192,9 +200,12 @@ struct DeviceHealth {
     /// The gateway's view of each device, in the order given.
     func states(of devices: [DeviceConfig]) -> [DeviceState] {
         devices.map { device in
-            DeviceState(device: device.id, bus: busId, online: states[device.id]?.online,
-                        lastSeen: states[device.id]?.lastSeen, offlineReason: offlineReason(device.id),
-                        offlineByLine: isOffline(device.id) && states[device.id]?.offlineByLine == true)
+            var state = DeviceState(
+                device: device.id, bus: busId, online: states[device.id]?.online,
+                lastSeen: states[device.id]?.lastSeen, offlineReason: offlineReason(device.id),
+                offlineByLine: isOffline(device.id) && states[device.id]?.offlineByLine == true)
+            state.answersWhileOffline = isOffline(device.id) && states[device.id]?.answersWhileOffline == true
+            return state
         }
     }
 

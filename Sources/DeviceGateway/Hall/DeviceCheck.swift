@@ -92,7 +92,9 @@ extension Gateway {
             let bus = config.buses.first { $0.id == state.bus }
             let line = bus.map { " on \(Self.describe($0.transport))" } ?? ""
             if state.online == false {
-                problems.append("\(state.device) does not answer\(line): \(state.offlineReason ?? "offline")")
+                // "does not answer" only for silence (from a docs trial: said of a board whose address held a pad).
+                let words = state.answersWhileOffline ? "is out of service" : "does not answer"
+                problems.append("\(state.device) \(words)\(line): \(state.offlineReason ?? "offline")")
             } else {
                 warnings.append(
                     "\(state.device) has not been heard from since the gateway started\(line): use it once to confirm it")
