@@ -36,7 +36,7 @@ extension LocalAPI {
         v1.get("/devices/:device/printer-status") { _, context in
             let device = try knownDevice(context)
             guard gateway.roles[device.id] == .printer else {
-                throw Problem(.conflict, "\(device.id) is not a ticket printer (\(device.profile))")
+                throw Problem(.badRequest, "\(device.id) is not a ticket printer (\(device.profile))")
             }
             return try await daemonView(of: device)
         }
@@ -113,7 +113,7 @@ extension LocalAPI {
         case .printer:
             command = .printTicket(.test(timeZone: gateway.config.hall.timeZone))
         default:
-            throw Problem(.conflict, "\(device.id) has no test: only boards and printers do (\(device.profile))")
+            throw Problem(.badRequest, "\(device.id) has no test: only boards and printers do (\(device.profile))")
         }
         var report = try await daemonView(of: device)
         let before = try await lastPosition()

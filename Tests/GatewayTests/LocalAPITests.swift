@@ -608,6 +608,15 @@ import Testing
         #expect(nowhere.status == 404 && nowhere.type == "application/problem+json")
         let badPage = try await hall.request(.GET, "/v1/events?limit=0")
         #expect(badPage.status == 400)
+        // A device asked what it cannot do is refused as a call to a pad is, with the kind a program switches on
+        // (from a docs trial: a 409 without one).
+        for (method, path, detail) in [(HTTPMethod.POST, "/v1/devices/eval-w05/test", "eval-w05 has no test: only boards and printers do"),
+                                       (.GET, "/v1/devices/board-w05/printer-status", "board-w05 is not a ticket printer")] {
+            let answer = try await hall.request(method, path)
+            #expect(answer.status == 400 && answer.type == "application/problem+json", "\(path): \(answer.status)")
+            #expect(try hall.json(answer.body)["kind"] as? String == "invalid", "\(path): \(answer.body)")
+            #expect((try hall.json(answer.body)["detail"] as? String)?.hasPrefix(detail) == true, "\(path): \(answer.body)")
+        }
         try await hall.stopAll()
     }
 
