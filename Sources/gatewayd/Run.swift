@@ -78,6 +78,7 @@ struct Run: AsyncParsableCommand {
             } else {
                 // Read before anything starts: a broken file is said alone, as a broken configuration is.
                 let demoSinks = try sinks.map { path throws(ConfigError) in try ConfigLoader.loadSinks(path: path) }
+                if let zone = TimeZone(identifier: DemoHall.timeZone) { GatewayLogHandler.use(timeZone: zone) }
                 try lockState(DemoHall.stateDirectory)
                 let hall = try DemoHall()
                 demo = hall
@@ -361,7 +362,8 @@ enum DemoProfiles {
         try? text.write(toFile: configurationPath, atomically: true, encoding: .utf8)
     }
 
-    static func locate() throws -> String {
+    /// The profiles beside the program or where the README installs them; says so and exits 2 when there are none.
+    static func locate() throws(ExitCode) -> String {
         let marker = "modbus-evaluator-3key.yaml"
         var candidates = [FileManager.default.currentDirectoryPath + "/devices"]
         // The kernel's name for the program: an argument list can be empty (a preloaded library that took it).
@@ -377,7 +379,10 @@ enum DemoProfiles {
         if let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/\(marker)") }) {
             return found
         }
-        throw ValidationError("cannot find the device profiles (devices/\(marker)); pass --profiles DIR")
+        // Its reason in one line, not the usage (from a docs trial).
+        printError("cannot find the device profiles (devices/\(marker)) beside the program or in "
+                   + "/usr/share/hall-gateway/devices: pass --profiles DIR")
+        throw ExitCode(CLIExit.usage)
     }
 }
 

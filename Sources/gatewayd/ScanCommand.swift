@@ -184,10 +184,7 @@ struct ScanCommand: ParsableCommand {
             }
             printError("\(path): not used for its profiles (it does not load, or is not this folder's demo); --profiles DIR names them")
         }
-        do { return ProfileLibrary(directory: try DemoProfiles.locate()) } catch {
-            printError("\(error)")
-            throw ExitCode(CLIExit.usage)
-        }
+        return ProfileLibrary(directory: try DemoProfiles.locate())
     }
 
     private func baudSweep(_ scanner: ModbusScanner, library: ProfileLibrary) throws {

@@ -196,7 +196,12 @@ struct TracePrinter {
         // Its user's and group's: a capture holds what printers printed.
         let descriptor = Foundation.open(save, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o640)
         // An earlier capture keeps its mode when written over: made 0640 too.
-        guard descriptor >= 0, fchmod(descriptor, 0o640) == 0 else { throw ValidationError("\(save): cannot be written") }
+        guard descriptor >= 0, fchmod(descriptor, 0o640) == 0 else {
+            // Its reason in one line, not the usage (from a docs trial).
+            printError("cannot write \(save): \(SystemError.words(errno: errno))")
+            if descriptor >= 0 { Foundation.close(descriptor) }
+            throw ExitCode(CLIExit.portUnavailable)
+        }
         file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 

@@ -222,6 +222,12 @@ import Testing
         #expect(trace.standardOutput.contains("→ 04 03") && trace.standardOutput.contains("address 4 ← read"))
         #expect(trace.standardOutput.contains("← 04 03") && trace.standardOutput.contains("address 4 →"))
         #expect(trace.standardOutput.contains(" ms "), "gaps between records")
+        // A capture that cannot be written is said in one line, not as the usage (from a docs trial).
+        let unwritable = try await run(gatewaydPath, ["trace", "line-a", "--seconds", "1", "--save",
+                                                      folder.path + "/no-such-folder/line-a.trace"] + cli)
+        #expect(unwritable.status == 4, "\(unwritable.standardError)")
+        #expect(unwritable.standardError == "cannot write \(folder.path)/no-such-folder/line-a.trace: no such file or directory\n",
+                "\(unwritable.standardError)")
         // A bus the hall does not have is said before anything is asked of the daemon.
         let nosuch = try await run(gatewaydPath, ["trace", "nosuch", "--seconds", "1"] + cli)
         #expect(nosuch.status == 2 && nosuch.standardError.hasPrefix("no bus 'nosuch' in \(config) (buses: line-a, "),
@@ -359,6 +365,13 @@ import Testing
                 line.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 "#, options: .regularExpression) != nil,
                 "\(line)")
         }
+        // A second demo beside it is refused in the same zone (from a docs trial: its one line was in UTC).
+        let second = try await run(gatewaydPath, ["run", "--api-port", "0"], environment: ["TZ": "UTC"],
+                                   workingDirectory: folder.path)
+        #expect(second.status == 1, "\(second.standardOutput)\(second.standardError)")
+        let refusal = try #require(second.standardOutput.split(separator: "\n").first { $0.contains("cannot start: another gateway") },
+                                   "\(second.standardOutput)")
+        #expect(refusal.contains("+08:00 critical"), "\(refusal)")
     }
 
     @Test func theCLIBesideARunningDemoAsksItsPortAndGoesThroughIt() async throws {
