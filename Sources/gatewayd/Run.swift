@@ -380,8 +380,8 @@ enum DemoProfiles {
             return found
         }
         // Its reason in one line, not the usage (from a docs trial).
-        printError("cannot find the device profiles (devices/\(marker)) beside the program or in "
-                   + "/usr/share/hall-gateway/devices: pass --profiles DIR")
+        printError("cannot find the device profiles (devices/\(marker) in this folder, beside the program or in "
+                   + "/usr/share/hall-gateway): pass --profiles DIR")
         throw ExitCode(CLIExit.usage)
     }
 }
