@@ -677,6 +677,37 @@ extension OutboxSalvageTests {
         return (leaves.prefix { $0.page != damaged.page }.reduce(0) { $0 + $1.rows }, damaged.rows)
     }
 
+    /// From the ext4 trial: a gateway started again after its reserve was given back (a kill, a stop on the full disk)
+    /// forgot it, and its check passed on a disk with 0.8 MB free.
+    @Test func aDiskWithoutRoomForTheReserveFailsTheCheckUntilThereIsRoom() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"), megabytes: 6)
+        defer { disk.unmount() }
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(disk.path)
+            profiles: \(profilesDirectory)
+            buses: []
+            devices: []
+            """, file: "test.yaml", relativeTo: folder.path)
+        // The 4 MB reserve wants twice its size free: a 6 MB disk never has it.
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        #expect(!FileManager.default.fileExists(atPath: gateway.outbox.path + ".reserve"))
+        let report = await gateway.deviceCheck()
+        #expect(!report.passed)
+        #expect(report.problems.contains {
+            $0.hasPrefix("the disk holding \(disk.path) is nearly full (") && $0.hasSuffix(
+                " MB free): the outbox has no reserve against a full disk; make room on the disk")
+        }, "\(report.problems)")
+        // Room made (the disk grown): kept at the gateway's next minute, and the check passes.
+        let grown = try await run("/bin/mount", ["-o", "remount,size=32m", disk.path])
+        try #require(grown.status == 0, "\(grown.standardError)")
+        gateway.outbox.keepReserve()
+        #expect(FileManager.default.fileExists(atPath: gateway.outbox.path + ".reserve"))
+        let after = await gateway.deviceCheck()
+        #expect(after.passed, "\(after.problems)")
+    }
+
     /// Closing-28's list: after a salvage at a start, the check (the day's and a technician's) said nothing of it, and
     /// the damaged file waited beside the outbox for ever.
     @Test func theCheckNamesTheDamagedOutboxASalvageSetAsideUntilItIsRemoved() async throws {

@@ -135,6 +135,11 @@ extension Gateway {
             let folder = (outbox.path as NSString).deletingLastPathComponent
             problems.append("the disk holding \(folder) is full: the outbox lives on its reserve since "
                             + "\(HallTime.text(givenBack, timeZone: config.hall.timeZone, toTheSecond: false)); make room on the disk")
+        } else if let free = outbox.reserveMissingForRoom {
+            // From a trial: a start after the reserve was given back forgot it, and the check passed on a full disk.
+            let folder = (outbox.path as NSString).deletingLastPathComponent
+            problems.append("the disk holding \(folder) is nearly full (\(String(format: "%.1f", Double(free) / 1_048_576)) MB "
+                            + "free): the outbox has no reserve against a full disk; make room on the disk")
         }
         // The salvage was said in the log and to the central store; the file it set aside waits for a technician.
         for damaged in Outbox.damagedOutboxes(beside: outbox.path) {

@@ -16,6 +16,8 @@ final class DiskReserve: Sendable {
     private let givenBack = Mutex<Date?>(nil)
     /// Whether it was said that the disk has no room for it: once a run.
     private let noRoomSaid = Mutex(false)
+    /// The free bytes when it was last found missing with no room to make it; nil while it is kept.
+    private let noRoom = Mutex<Int64?>(nil)
 
     init(beside outboxPath: String, bytes: Int64, logger: Logger) {
         path = outboxPath + ".reserve"
@@ -28,6 +30,10 @@ final class DiskReserve: Sendable {
     /// When it was given back, while it has not been kept again: the disk is full but for it.
     var givenBackAt: Date? { givenBack.withLock { $0 } }
 
+    /// The free bytes on its disk when it was last found missing without room to make it again (a run before gave it
+    /// back, or the disk never had room): nil while it is kept.
+    var missingForRoom: Int64? { noRoom.withLock { $0 } }
+
     /// Makes the file when it is missing and the disk has room for it twice over.
     func keep() {
         guard bytes > 0 else { return }
@@ -39,6 +45,7 @@ final class DiskReserve: Sendable {
             givenBackAt = nil
             return true
         }
+        noRoom.withLock { $0 = !made && free.map { $0 < bytes * 2 } == true ? free : nil }
         if made {
             logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
         } else if let free, free < bytes * 2, !noRoomSaid.withLock({ said in defer { said = true }; return said }) {

@@ -407,6 +407,12 @@ public final class Outbox: Sendable {
         reserve?.givenBackAt
     }
 
+    /// The free bytes on the outbox's disk when its reserve was last found missing without room to make it again: a
+    /// run before gave it back (its start cannot tell), or the disk never had room. Nil while it is kept.
+    public var reserveMissingForRoom: Int64? {
+        reserve?.missingForRoom
+    }
+
     /// Keeps the reserve against a full disk, made again once the disk has room (the gateway asks every minute).
     public func keepReserve() {
         reserve?.keep()
