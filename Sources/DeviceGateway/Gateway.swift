@@ -108,7 +108,8 @@ public final class Gateway: Service {
             previousRunStoppedCleanly = lastRun?.stoppedCleanly
             if let lastRun, !lastRun.stoppedCleanly {
                 let last = lastRun.lastRecorded.map { "; its last record: \(HallTime.text($0, timeZone: config.hall.timeZone, toTheSecond: true))" }
-                logger.warning("the gateway's last run did not stop cleanly (a power cut, a kill or a crash)\(last ?? "")")
+                // A stop on a full disk cannot record itself either (from a trial: taken for a crash).
+                logger.warning("the gateway's last run did not record a clean stop (a power cut, a kill, a crash, or a disk too full to record it)\(last ?? "")")
             }
         } catch {
             previousRunStoppedCleanly = nil
@@ -684,6 +685,10 @@ public final class Gateway: Service {
             logger.info("gateway stopped; everything read is committed")
         } else {
             logger.critical("gateway stopped; \(uncommitted) events could not be committed (the outbox refused them, see above)")
+            // The devices keep what they can; the gateway's own events (a ticket, a call answered done) are gone: named,
+            // from a trial in which only their count was said.
+            let lost = ownWaiting.withLock { $0 }
+            if !lost.isEmpty { logger.critical("lost with the stop, never to reach the sinks: \(Self.named(lost))") }
         }
     }
 
@@ -1025,6 +1030,16 @@ public final class Gateway: Service {
                 """, error)
             return waiting.count
         }
+    }
+
+    /// The gateway's own events in words: each type, with a command's ticket and window (no personal data in either).
+    static func named(_ events: [CloudEvent], most: Int = 20) -> String {
+        let names = events.prefix(most).map { event -> String in
+            guard case .command(let executed) = event.data else { return event.type }
+            let ticket = executed.ticket.flatMap { $0.isEmpty ? nil : " \($0)" } ?? ""
+            return event.type + ticket + (executed.window.map { " at window \($0)" } ?? "")
+        }
+        return names.joined(separator: ", ") + (events.count > most ? " and \(events.count - most) more" : "")
     }
 
     /// Commits one of the gateway's own events; returns whether it was new (false: its id was there already).

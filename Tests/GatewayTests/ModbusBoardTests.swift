@@ -267,14 +267,7 @@ import Testing
         let center = CommandCenter(gateway: gateway)
         #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
 
-        // The write-ahead log emptied first, so the next commit needs room the disk no longer has.
-        // The gateway writes at every poll: wait for its lock rather than fail on it (CI once saw "database is locked").
-        var waiting = Configuration()
-        waiting.busyMode = .timeout(10)
-        let outboxFile = try DatabaseQueue(path: gateway.config.outboxPath, configuration: waiting)
-        _ = try await outboxFile.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
-        try outboxFile.close()
-        try await disk.fill()
+        try await line.fill(disk)
         // A lamp fault to commit: the outbox refuses it, and it waits in memory.
         board.setLampFault(true)
         try #require(await eventually { await gateway.uncommittedEvents() > 0 }, "the outbox must refuse commits")
@@ -295,6 +288,27 @@ import Testing
             (try? await store.events(types: [HallEventType.boardAcknowledged], limit: 10).count) == 2
         }, "the acknowledgement read while the disk was full reaches the store once it is not")
         await line.stop()
+    }
+
+    /// From the ext4 trial: at a stop on a full disk, a ticket and its call answered `done` were lost, said only as a
+    /// count of events.
+    @Test func aStopOnAFullDiskNamesTheCommandsThatAreLost() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"))
+        defer { disk.unmount() }
+        let log = CapturedLog()
+        let line = try BoardLine(folder: folder, log: log)
+        let (board, gateway) = (line.board, line.gateway)
+        let center = CommandCenter(gateway: gateway)
+        #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
+        try await line.fill(disk)
+        #expect(try await center.execute(.call(window: "5", ticket: "A024")).status == .done)
+        #expect(board.display.text == "请A024号到5号窗口")
+        try #require(await eventually { await gateway.uncommittedEvents() > 0 }, "the outbox must refuse commits")
+        await line.stop()
+        #expect(log.text.contains("lost with the stop, never to reach the sinks: hall.call.displayed A024 at window 5"),
+                "\(log.text)")
+        #expect(!log.text.contains("hall.call.displayed A023"), "committed before the disk was full: \(log.text)")
     }
 
     @Test func twoWindowsCallingOneBoardAtOnceAreBothDone() async throws {
@@ -413,7 +427,8 @@ final class BoardLine: Sendable {
     private let running: Task<Void, Never>
 
     /// In `folder` if given (its `state` may be a small disk of the test's).
-    init(editing edits: [(of: String, with: String)] = [], folder: TemporaryDirectory? = nil) throws {
+    init(editing edits: [(of: String, with: String)] = [], folder: TemporaryDirectory? = nil,
+         log: CapturedLog = CapturedLog()) throws {
         server = try MockModbusServer.rtu(units: [3: board])
         let folder = try folder ?? TemporaryDirectory()
         self.folder = folder
@@ -422,9 +437,20 @@ final class BoardLine: Sendable {
         gateway = try testGateway(
             buses: "  - {id: line-a, transport: modbus-rtu, port: \(path), response-timeout-ms: 200, poll-interval-ms: 50}",
             devices: "  - {id: board-w05, profile: modbus-window-board, bus: line-a, address: 3, window: \"5\"}",
-            folder: folder, profiles: profiles)
+            folder: folder, profiles: profiles, log: log)
         let (gateway, stopSignal) = (gateway, stopSignal)
         running = Task { await gateway.run(until: stopSignal) }
+    }
+
+    /// Fills `disk`, which holds the state: the write-ahead log emptied first, so the next commit needs room the disk no
+    /// longer has. The gateway writes at every poll: its lock is waited for (CI once saw "database is locked").
+    func fill(_ disk: SmallDisk) async throws {
+        var waiting = Configuration()
+        waiting.busyMode = .timeout(10)
+        let outboxFile = try DatabaseQueue(path: gateway.config.outboxPath, configuration: waiting)
+        _ = try await outboxFile.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        try outboxFile.close()
+        try await disk.fill()
     }
 
     /// Stops the gateway, waits for it to finish, then stops the board's line.

@@ -229,7 +229,14 @@ public struct Forwarder: Sendable {
             // What was refused before this batch is settled first: the cursor moves in order.
             let delivered = try await offerAgain(refused[...])
             refused.removeAll()
-            try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count + delivered)
+            do {
+                try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count + delivered)
+            } catch {
+                // The store has them: the outbox's failure, not the store's (from a trial on a full disk: "delivery
+                // failed" for a batch the store had taken, sent again 23 times).
+                throw SinkError(.unavailable, "the store took \(batch.count + delivered) events, but the outbox cannot "
+                                + "record it (\(GatewayError.oneLine("\(error)"))): they are sent again once it can")
+            }
         } catch let error as SinkError where error.code == .rejected {
             guard batch.count > 1 else {
                 refused.append((last, error.message))

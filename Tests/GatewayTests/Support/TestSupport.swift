@@ -204,8 +204,8 @@ func ratings(in store: SQLiteEventStore) async throws -> [(event: CloudEvent, ra
 
 /// A gateway for a test hall: the given bus and device lines (YAML list items, indented two spaces),
 /// the profiles in `directory` (the shipped ones unless told), its state and local store in `folder`.
-func testGateway(buses: String, devices: String, folder: TemporaryDirectory, profiles directory: String = profilesDirectory)
-    throws -> Gateway
+func testGateway(buses: String, devices: String, folder: TemporaryDirectory, profiles directory: String = profilesDirectory,
+                 log: CapturedLog = CapturedLog()) throws -> Gateway
 {
     let (config, profiles) = try ConfigLoader.parse("""
         hall: {id: test-hall}
@@ -218,7 +218,7 @@ func testGateway(buses: String, devices: String, folder: TemporaryDirectory, pro
         sinks:
           - {type: sqlite, path: \(folder.path)/events.sqlite}
         """, file: "test.yaml", relativeTo: folder.path)
-    return try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+    return try Gateway(config: config, profiles: profiles, logger: log.logger)
 }
 
 /// The data of the events of `type` in `store`, oldest first.
