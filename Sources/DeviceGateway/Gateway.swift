@@ -688,7 +688,12 @@ public final class Gateway: Service {
             // The devices keep what they can; the gateway's own events (a ticket, a call answered done) are gone: named,
             // from a trial in which only their count was said.
             let lost = ownWaiting.withLock { $0 }
-            if !lost.isEmpty { logger.critical("lost with the stop, never to reach the sinks: \(Self.named(lost))") }
+            if !lost.isEmpty {
+                logger.critical("""
+                    the gateway's own events not committed at the stop (a printed ticket whose record ahead was kept is \
+                    committed at the next start; the others never reach the sinks): \(Self.named(lost))
+                    """)
+            }
         }
     }
 

@@ -14,7 +14,7 @@ struct TraceCommand: AsyncParsableCommand {
             bus cannot be listened to that way. Each line: the time, the gap since the previous one, the bytes, \
             the frames in words; rejected bytes with the reason. --save FILE writes a capture (JSON Lines) that \
             `gatewayd decode --file FILE` replays. Exit 0 at the end (--seconds or Ctrl-C), 1 when garbage was \
-            seen, 2 for usage or configuration, 3 when the gateway's API refuses, 4 when the port cannot be opened.
+            seen, 2 for usage or configuration, 3 when the gateway's API refuses, 4 when the port or the --save file cannot be opened.
             """)
 
     @Argument(help: "The bus's id in the configuration.")
@@ -197,8 +197,9 @@ struct TracePrinter {
         let descriptor = Foundation.open(save, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o640)
         // An earlier capture keeps its mode when written over: made 0640 too.
         guard descriptor >= 0, fchmod(descriptor, 0o640) == 0 else {
+            let reason = SystemError.words(errno: errno)
             // Its reason in one line, not the usage (from a docs trial).
-            printError("cannot write \(save): \(SystemError.words(errno: errno))")
+            printError("cannot write \(save): \(reason)")
             if descriptor >= 0 { Foundation.close(descriptor) }
             throw ExitCode(CLIExit.portUnavailable)
         }

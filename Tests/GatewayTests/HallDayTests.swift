@@ -405,30 +405,6 @@ import Testing
         #expect(try await counters.next(prefix: "A") == "A001")
     }
 
-    /// From the ext4 trial: a number counted but not saved (a full disk) was refused with an empty ticket, and the
-    /// central store saw a gap it could not explain. The refusal names it; it is never given.
-    @Test func aNumberTheStoreCannotSaveIsNamedInTheRefusalAndNotGiven() async throws {
-        actor FailingOnce: TicketCounterStore {
-            private var failed = false
-            private let kept = InMemoryTicketCounterStore()
-            func load(day: HallDate) async -> [String: Int] { await kept.load(day: day) }
-            func newestDay() async -> HallDate? { await kept.newestDay() }
-            func save(day: HallDate, prefix: String, number: Int) async throws {
-                if !failed {
-                    failed = true
-                    throw CocoaError(.fileWriteOutOfSpace)
-                }
-                await kept.save(day: day, prefix: prefix, number: number)
-            }
-        }
-        let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
-        let counters = TicketCounters(settings: TicketSettings(prefixes: ["A"]), timeZone: shanghai, clock: clock,
-                                      store: FailingOnce())
-        let refusal = try await #require(throws: TicketError.self) { try await counters.next(prefix: "A") }
-        #expect(refusal.code == .store && refusal.unsavedNumber == "A001", "\(refusal)")
-        #expect(try await counters.next(prefix: "A") == "A002")
-    }
-
     @Test func aRestartMidDayContinuesFromTheStoredNumber() async throws {
         let clock = ManualHallClock(now: try local("2026-10-05 10:00"))
         let store = InMemoryTicketCounterStore()

@@ -349,7 +349,6 @@ public actor CommandCenter {
             do {
                 number = try await counters.next(prefix: prefix)
             } catch {
-                number = error.unsavedNumber ?? ""
                 outcomes.append(.init(device: "tickets", result: CommandResult.Status.refused.rawValue, detail: error.message))
             }
         }

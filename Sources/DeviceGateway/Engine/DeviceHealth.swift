@@ -182,6 +182,8 @@ struct DeviceHealth {
         devices.flatMap { device in
             let events = change(device, online: false, reason: reason, at: time)
             if !events.isEmpty { states[device.id, default: State()].offlineByLine = true }
+            // Nothing answers on a bus that is down, another model no more than the device.
+            states[device.id]?.answersWhileOffline = false
             return events
         }
     }

@@ -86,6 +86,8 @@ extension Gateway {
     /// The check of `states`, read once by a caller that shows them beside the report; the same for `sinks` (the
     /// outbox's `sinkReports`, read here when nil).
     public func deviceCheck(of states: [DeviceState], sinks: Result<[SinkReport], any Error>? = nil) async -> DeviceCheckReport {
+        // Room made since the gateway's last minute is seen now, not a minute later.
+        outbox.keepReserve()
         var problems: [String] = []
         var warnings: [String] = []
         for state in states where state.online != true {
@@ -138,8 +140,10 @@ extension Gateway {
         } else if let free = outbox.reserveMissingForRoom {
             // From a trial: a start after the reserve was given back forgot it, and the check passed on a full disk.
             let folder = (outbox.path as NSString).deletingLastPathComponent
-            problems.append("the disk holding \(folder) is nearly full (\(String(format: "%.1f", Double(free) / 1_048_576)) MB "
-                            + "free): the outbox has no reserve against a full disk; make room on the disk")
+            // The figure after the colon: the text before it is the problem's key, one verdict however it changes.
+            problems.append("the disk holding \(folder) has no room for the outbox's reserve against a full disk: "
+                            + "\(String(format: "%.1f", Double(free) / 1_048_576)) MB free, twice the reserve needed; "
+                            + "make room on the disk")
         }
         // The salvage was said in the log and to the central store; the file it set aside waits for a technician.
         for damaged in Outbox.damagedOutboxes(beside: outbox.path) {

@@ -41,15 +41,11 @@ public struct TicketError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Code
     /// One line for the technician.
     public var message: String
-    /// The number counted but not saved, so never given (`A382`): the refusal's event names it, and the gap it leaves
-    /// is explained (from a trial: the not-issued events said an empty ticket).
-    public var unsavedNumber: String?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, unsavedNumber: String? = nil) {
+    public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
-        self.unsavedNumber = unsavedNumber
     }
 
     public var description: String { message }
@@ -134,7 +130,7 @@ public actor TicketCounters {
             try await store.save(day: today, prefix: prefix, number: number)
         } catch {
             throw TicketError(.store, "ticket counter store: cannot save \(prefix) \(number) for \(today): "
-                                + describe(error), unsavedNumber: Self.format(prefix: prefix, number: number, digits: settings.digits))
+                                + describe(error))
         }
         return Self.format(prefix: prefix, number: number, digits: settings.digits)
     }

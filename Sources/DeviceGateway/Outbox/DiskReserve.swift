@@ -39,13 +39,20 @@ final class DiskReserve: Sendable {
         guard bytes > 0 else { return }
         var free: Int64?
         let made = givenBack.withLock { givenBackAt -> Bool in
-            guard !FileManager.default.fileExists(atPath: path) else { return false }
+            guard !FileManager.default.fileExists(atPath: path) else {
+                noRoom.withLock { $0 = nil }
+                return false
+            }
             free = DiskSpace.free(at: folder)
-            guard let free, free >= bytes * 2, Self.allocate(path, bytes: bytes) else { return false }
+            guard let free, free >= bytes * 2, Self.allocate(path, bytes: bytes) else {
+                // Also when the file could not be allocated though the figure said there was room.
+                noRoom.withLock { $0 = free ?? 0 }
+                return false
+            }
             givenBackAt = nil
+            noRoom.withLock { $0 = nil }
             return true
         }
-        noRoom.withLock { $0 = !made && free.map { $0 < bytes * 2 } == true ? free : nil }
         if made {
             logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
         } else if let free, free < bytes * 2, !noRoomSaid.withLock({ said in defer { said = true }; return said }) {

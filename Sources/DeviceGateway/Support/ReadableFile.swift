@@ -91,14 +91,12 @@ struct PasswordFileWatch: Sendable {
 
 /// The room left on a filesystem.
 public enum DiskSpace {
-    /// Bytes the owner of `path` (a file or folder) may still write on its filesystem; nil when it cannot be told.
-    /// The owner's, not this user's: root writes the blocks ext4 keeps for it (from a trial: a gateway run as root
-    /// said its disk full with 4.8 MB left), and a technician's CLI run as root reads the daemon's figure.
+    /// Bytes an unprivileged user may still write on the filesystem holding `path` (a file or folder); nil when it
+    /// cannot be told. A gateway run as root writes on into ext4's blocks kept for root, which statvfs cannot tell from
+    /// those ext4 keeps for itself: the lower figure, the same for every user.
     public static func free(at path: String) -> Int64? {
         var disk = statvfs()
-        var owner = stat()
         guard statvfs(path, &disk) == 0 else { return nil }
-        let root = stat(path, &owner) == 0 && owner.st_uid == 0
-        return Int64(root ? disk.f_bfree : disk.f_bavail) * Int64(disk.f_frsize)
+        return Int64(disk.f_bavail) * Int64(disk.f_frsize)
     }
 }
