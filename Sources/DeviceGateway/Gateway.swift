@@ -71,8 +71,9 @@ public final class Gateway: Service {
     private let started = ContinuousClock.now
     /// Why the hall's day holds its actions (a clock behind the last run, unsynchronised), while it does.
     private let hallDayHold = Mutex<String?>(nil)
-    /// The verdict of the check last committed as an event since the start; taken before `ownWaiting`.
-    private let checkVerdictReported = Mutex<CheckVerdict?>(nil)
+    /// The verdict of the check last committed as an event since the start, and that event's id; taken before
+    /// `ownWaiting`.
+    private let checkVerdictReported = Mutex<(verdict: CheckVerdict, id: String)?>(nil)
     /// The gateway's own events the outbox refused (a full disk), oldest first.
     private let ownWaiting = Mutex<[CloudEvent]>([])
     private let ownRefusals = CommitRefusals()
@@ -996,21 +997,23 @@ public final class Gateway: Service {
     /// Commits a check's report as a `hall.gateway.device_check` event and keeps its verdict as the last one told;
     /// with `onlyWhenNew`, only when the verdict differs from it. The verdict and the event's place among the own
     /// events are taken under one lock: two checks at once cannot leave the one told last different from the one kept.
-    /// Returns whether the event was queued, and whether it still waits in memory (the outbox refused it).
+    /// Returns whether the event was queued, and the event carrying the verdict while it still waits in memory (the
+    /// outbox refused it): this one, or, for a verdict told already, the earlier one.
     @discardableResult
-    func commitCheck(_ report: DeviceCheckReport, id: String, onlyWhenNew: Bool) async -> (queued: Bool, waiting: Bool) {
+    func commitCheck(_ report: DeviceCheckReport, id: String, onlyWhenNew: Bool) async -> (queued: Bool, waiting: String?) {
         let verdict = CheckVerdict(report)
         let event = CloudEvent(id: id, source: EventSource.gateway(hall: config.hall.id), type: HallEventType.deviceCheck,
                                time: Date(), subject: nil, data: .deviceCheck(report))
-        let queued = checkVerdictReported.withLock { last -> Bool in
-            if onlyWhenNew, last == verdict { return false }
-            last = verdict
+        let told = checkVerdictReported.withLock { last -> String? in
+            if onlyWhenNew, let last, last.verdict == verdict { return last.id }
+            last = (verdict, id)
             ownWaiting.withLock { $0.append(event) }
-            return true
+            return nil
         }
-        guard queued else { return (false, false) }
+        // From a trial: "reported already" while the earlier check's event still waited in memory (and a kill lost it).
+        if let told { return (false, ownWaiting.withLock { $0.contains { $0.id == told } } ? told : nil) }
         _ = await commitOwnWaiting()
-        return (true, ownWaiting.withLock { $0.contains { $0.id == id } })
+        return (true, ownWaiting.withLock { $0.contains { $0.id == id } } ? id : nil)
     }
 
     /// Commits the own events waiting; returns how many still wait.

@@ -475,6 +475,10 @@ final class BrokerStore: @unchecked Sendable {
                                    "\(check.standardOutput)")
         #expect(waiting.hasSuffix(": it waits in memory until the outbox takes writes again"))
         let checkEvent = String(waiting.dropFirst(waitingLine.count).prefix { $0 != ":" })
+        // Asked again, the same verdict: it waits as the earlier event (from a trial: "reported already" was said while
+        // that event waited in memory, and a kill then lost it).
+        let again = try await run(gatewaydPath, ["check", "--config", config, "--api", api])
+        #expect(again.standardOutput.contains("\n\(waitingLine)\(checkEvent): it waits in memory"), "\(again.standardOutput)")
 
         try disk.free()
         let freed = ContinuousClock.now

@@ -158,14 +158,15 @@ extension Gateway {
     /// Commits a check asked for as a `hall.gateway.device_check` event when what it fails for differs from the last
     /// check committed since the start (the day's, or one asked for): a board fixed after the morning's check failed
     /// reaches the central store when the technician checks again, and a monitor asking every minute adds nothing
-    /// while nothing changes. Returns the event's id, and whether it waits in memory for the outbox (a full disk); nil
-    /// when the central store was told this verdict already.
+    /// while nothing changes. Returns the event's id, and whether it waits in memory for the outbox (a full disk); for a
+    /// verdict told already, the earlier event's while it still waits, nil once committed.
     public func reportCheckOnDemand(_ report: DeviceCheckReport) async -> (id: String, waiting: Bool)? {
         var report = report
         report.onDemand = true
         let id = "device-check-\(UUID().uuidString.lowercased())"
         let (queued, waiting) = await commitCheck(report, id: id, onlyWhenNew: true)
-        return queued ? (id, waiting) : nil
+        if let waiting { return (waiting, true) }
+        return queued ? (id, false) : nil
     }
 
     static func describe(_ transport: BusConfig.Transport) -> String {
