@@ -38,7 +38,9 @@ final class DiskReserve: Sendable {
     func keep() {
         guard bytes > 0 else { return }
         var free: Int64?
+        var givenBackBefore = false
         let made = givenBack.withLock { givenBackAt -> Bool in
+            givenBackBefore = givenBackAt != nil
             guard !FileManager.default.fileExists(atPath: path) else {
                 noRoom.withLock { $0 = nil }
                 return false
@@ -55,8 +57,10 @@ final class DiskReserve: Sendable {
         }
         if made {
             logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
-        } else if let free, free < bytes * 2, !noRoomSaid.withLock({ said in defer { said = true }; return said }) {
-            // From a second read: a small disk had no reserve, and nothing said so.
+        } else if let free, free < bytes * 2, !givenBackBefore,
+                  !noRoomSaid.withLock({ said in defer { said = true }; return said }) {
+            // From a second read: a small disk had no reserve, and nothing said so. Not after the giving back, whose
+            // critical line said it (from a trial: the two lines 11 s apart read as a contradiction).
             logger.warning("""
                 outbox: no room for a reserve of \(Self.megabytes(bytes)) against a full disk (\(Self.megabytes(free)) \
                 free on the disk holding \(folder)); it is kept once there is room for it twice over
