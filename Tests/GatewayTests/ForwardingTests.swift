@@ -699,7 +699,7 @@ extension OutboxSalvageTests {
         #expect(!report.passed)
         #expect(report.problems.contains {
             $0.hasPrefix("the disk holding \(disk.path) has no room for the outbox's reserve against a full disk: ")
-                && $0.hasSuffix(" MB free, twice the reserve needed; make room on the disk")
+                && $0.hasSuffix(" MB free, 8 MB needed; make room on the disk")
         }, "\(report.problems)")
         // One verdict however the figure changes: a monitor asking every minute commits no new event for it.
         #expect(report.failing == ["the disk holding \(disk.path) has no room for the outbox's reserve against a full disk"],

@@ -142,8 +142,8 @@ extension Gateway {
             let folder = (outbox.path as NSString).deletingLastPathComponent
             // The figure after the colon: the text before it is the problem's key, one verdict however it changes.
             problems.append("the disk holding \(folder) has no room for the outbox's reserve against a full disk: "
-                            + "\(String(format: "%.1f", Double(free) / 1_048_576)) MB free, twice the reserve needed; "
-                            + "make room on the disk")
+                            + "\(DiskReserve.megabytes(free)) free, \(DiskReserve.megabytes(outbox.policy.reserveBytes * 2)) "
+                            + "needed; make room on the disk")
         }
         // The salvage was said in the log and to the central store; the file it set aside waits for a technician.
         for damaged in Outbox.damagedOutboxes(beside: outbox.path) {

@@ -11,13 +11,17 @@ final class DiskReserve: Sendable {
     let path: String
     let bytes: Int64
     private let logger: Logger
-    /// When it was given back, until it is kept again. The file changes under this lock too: a write giving it back
-    /// and the gateway's minute keeping it do not cross.
-    private let givenBack = Mutex<Date?>(nil)
+    /// Why the file is missing, while it is. The file changes under this lock too: a write giving it back and the
+    /// gateway's minute keeping it do not cross.
+    private struct Missing {
+        /// When it was given back.
+        var givenBackAt: Date?
+        /// The free bytes when it was last found missing with no room to make it (given back, or never made).
+        var noRoomWith: Int64?
+    }
+    private let missing = Mutex(Missing())
     /// Whether it was said that the disk has no room for it: once a run.
     private let noRoomSaid = Mutex(false)
-    /// The free bytes when it was last found missing with no room to make it; nil while it is kept.
-    private let noRoom = Mutex<Int64?>(nil)
 
     init(beside outboxPath: String, bytes: Int64, logger: Logger) {
         path = outboxPath + ".reserve"
@@ -28,31 +32,30 @@ final class DiskReserve: Sendable {
     private var folder: String { (path as NSString).deletingLastPathComponent }
 
     /// When it was given back, while it has not been kept again: the disk is full but for it.
-    var givenBackAt: Date? { givenBack.withLock { $0 } }
+    var givenBackAt: Date? { missing.withLock { $0.givenBackAt } }
 
     /// The free bytes on its disk when it was last found missing without room to make it again (a run before gave it
     /// back, or the disk never had room): nil while it is kept.
-    var missingForRoom: Int64? { noRoom.withLock { $0 } }
+    var missingForRoom: Int64? { missing.withLock { $0.noRoomWith } }
 
     /// Makes the file when it is missing and the disk has room for it twice over.
     func keep() {
         guard bytes > 0 else { return }
         var free: Int64?
         var givenBackBefore = false
-        let made = givenBack.withLock { givenBackAt -> Bool in
-            givenBackBefore = givenBackAt != nil
+        let made = missing.withLock { missing -> Bool in
+            givenBackBefore = missing.givenBackAt != nil
             guard !FileManager.default.fileExists(atPath: path) else {
-                noRoom.withLock { $0 = nil }
+                missing.noRoomWith = nil
                 return false
             }
             free = DiskSpace.free(at: folder)
             guard let free, free >= bytes * 2, Self.allocate(path, bytes: bytes) else {
                 // Also when the file could not be allocated though the figure said there was room.
-                noRoom.withLock { $0 = free ?? 0 }
+                missing.noRoomWith = free ?? 0
                 return false
             }
-            givenBackAt = nil
-            noRoom.withLock { $0 = nil }
+            missing = Missing()
             return true
         }
         if made {
@@ -81,10 +84,10 @@ final class DiskReserve: Sendable {
     /// more: the file was removed now, or by a write queued beside this one.
     func giveBack(after error: any Error) -> Bool {
         guard bytes > 0, Self.isFullDisk(error, at: folder, room: Swift.max(bytes, 1_048_576)) else { return false }
-        let (removed, earlier) = givenBack.withLock { givenBackAt -> (Bool, Bool) in
-            if givenBackAt != nil { return (false, true) }
+        let (removed, earlier) = missing.withLock { missing -> (Bool, Bool) in
+            if missing.givenBackAt != nil { return (false, true) }
             guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return (false, false) }
-            givenBackAt = Date()
+            missing.givenBackAt = Date()
             return (true, false)
         }
         if removed {
@@ -108,7 +111,8 @@ final class DiskReserve: Sendable {
         return true
     }
 
-    private static func megabytes(_ bytes: Int64) -> String {
+    /// `bytes` as the gateway's lines say a size: `4 MB`, `0.8 MB`.
+    static func megabytes(_ bytes: Int64) -> String {
         String(format: "%g MB", (Double(bytes) / 1_048_576 * 10).rounded() / 10)
     }
 }
