@@ -111,6 +111,40 @@ final class GatedSink: EventSink {
     func shutdown() async {}
 }
 
+/// A store that takes every batch but those holding a `poison` event, and whose first delivery it takes fills the
+/// outbox's disk (its write-ahead log emptied first): the outbox cannot record what the store answered.
+final class DiskFillingSink: EventSink {
+    let name = "filling"
+    let disk: SmallDisk
+    let outboxPath: String
+    let poison: Set<String>
+    private let state = Mutex<(filled: Bool, received: Set<String>)>((false, []))
+
+    init(disk: SmallDisk, outboxPath: String, poison: Set<String> = []) {
+        self.disk = disk
+        self.outboxPath = outboxPath
+        self.poison = poison
+    }
+
+    var received: Set<String> { state.withLock { $0.received } }
+
+    func deliver(_ batch: [OutboundEvent]) async throws {
+        if let bad = batch.first(where: { poison.contains($0.id) }) {
+            throw SinkError(.rejected, "400 Bad Request: event \(bad.id) has no valid data")
+        }
+        if !state.withLock({ $0.filled }) {
+            var waiting = Configuration()
+            waiting.busyMode = .timeout(10)
+            let outboxFile = try DatabaseQueue(path: outboxPath, configuration: waiting)
+            _ = try await outboxFile.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            try outboxFile.close()
+            try await disk.fill()
+            state.withLock { $0.filled = true }
+        }
+        state.withLock { $0.received.formUnion(batch.map(\.id)) }
+    }
+}
+
 @Suite struct ForwarderTests {
     let folder: TemporaryDirectory
     let outbox: Outbox
@@ -483,6 +517,54 @@ final class GatedSink: EventSink {
         }
         #expect(error.message.contains("is full; the outbox is damaged, and its salvage writes a fresh copy beside it: "
                                        + "make about 1 MB of room"), "\(error.message)")
+    }
+
+    /// From the ext4 trial: a batch the store took whose delivery the outbox could not record (a disk full past its
+    /// reserve) was logged as "delivery failed", the store's failure, before its own reason said the store took it.
+    @Test func aBatchTheStoreTookOnAFullDiskIsSaidAsTheOutboxsFailureAndSentAgainOnceThereIsRoom() async throws {
+        let (outbox, sink) = try await forwardOntoAFillingDisk(
+            events: 10, poison: [],
+            until: "sink filling: stalled on the outbox, 10 events kept in the outbox: the store took 8 events, but the "
+                + "outbox cannot record it (")
+        #expect(sink.received == Set((1...10).map { "e\($0)" }), "sent again, held once")
+        #expect(try await outbox.putAsideEvents().isEmpty)
+    }
+
+    /// The same for an event the store refuses for good that the outbox cannot put aside.
+    @Test func aRefusedEventThatCannotBePutAsideOnAFullDiskIsSaidAsTheOutboxsFailure() async throws {
+        let (outbox, sink) = try await forwardOntoAFillingDisk(
+            events: 8, poison: ["e1"],
+            until: "sink filling: stalled on the outbox, 8 events kept in the outbox: the store refuses event e1 for "
+                + "good, but the outbox cannot put it aside (")
+        #expect(sink.received == Set((2...8).map { "e\($0)" }))
+        #expect(try await outbox.putAsideEvents().map(\.id) == ["e1"])
+    }
+
+    /// Forwards `events` to a `DiskFillingSink` from an outbox without a reserve on an 8 MB disk until the log says
+    /// `said` (and never "delivery failed"), then frees the disk and waits for the backlog to go.
+    private func forwardOntoAFillingDisk(events: Int, poison: Set<String>, until said: String) async throws
+        -> (Outbox, DiskFillingSink)
+    {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"), megabytes: 8)
+        defer { disk.unmount() }
+        let path = disk.path + "/outbox.sqlite"
+        let outbox = try Outbox.open(path: path, policy: OutboxPolicy(reserveBytes: 0), logger: CapturedLog().logger)
+        try await outbox.commit(deviceEvents(events))
+        let sink = DiskFillingSink(disk: disk, outboxPath: path, poison: poison)
+        let log = CapturedLog()
+        var forwarder = Forwarder(outbox: outbox, sink: sink, config: SinkConfig(name: sink.name, kind: .sqlite(path: ""),
+                                                                                  batchSize: 8), logger: log.logger)
+        forwarder.firstRetryDelay = .milliseconds(10)
+        let stop = StopSignal()
+        let running = Task { await forwarder.run(until: stop) }
+        #expect(await eventually { log.text.contains(said) }, "\(log.text)")
+        #expect(!log.text.contains("delivery failed"), "\(log.text)")
+        try disk.free()
+        #expect(await eventually { (try? await outbox.backlog(sink: sink.name)) == 0 })
+        stop.stop()
+        await running.value
+        return (outbox, sink)
     }
 
     /// From a trial: a gateway restarted on a full disk did not start (SQLite makes again the write-ahead log a clean

@@ -80,12 +80,17 @@ public struct Forwarder: Sendable {
             } catch {
                 let alone = error as? RefusedRunAlone
                 let sinkError = alone?.error ?? error as? SinkError
-                let reason = sinkError?.message ?? "\(error)"
+                let outboxFailure = error as? OutboxCannotRecord
+                let reason = sinkError?.message ?? outboxFailure?.message ?? "\(error)"
                 try? await outbox.recordFailure(sink: sink.name, reason: reason)
                 if failing != reason || failureSaid.map({ ContinuousClock.now - $0 >= failureReminder }) == true {
                     let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "unknown"
+                    let kept = "\(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox"
                     let still = failing == reason ? "still " : ""
-                    logger.error("sink \(sink.name): delivery \(still)failed, \(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox: \(reason)")
+                    // The store's failure or the outbox's: "delivery failed" before "the store took them" contradicts.
+                    logger.error(outboxFailure == nil
+                                 ? "sink \(sink.name): delivery \(still)failed, \(kept): \(reason)"
+                                 : "sink \(sink.name): \(still)stalled on the outbox, \(kept): \(reason)")
                     failureSaid = .now
                 }
                 failing = reason
@@ -133,6 +138,12 @@ public struct Forwarder: Sendable {
     private struct RefusedRunAlone: Error {
         var position: Int64
         var error: SinkError
+    }
+
+    /// The store answered, but the outbox could not record what it answered (a full disk): the outbox's failure, not
+    /// the store's; tried again with backoff like one.
+    private struct OutboxCannotRecord: Error {
+        var message: String
     }
 
     /// Waits out `delay`, or until `worthTrying` (looked at every `idleInterval`): an event committed behind a refused
@@ -234,8 +245,9 @@ public struct Forwarder: Sendable {
             } catch {
                 // The store has them: the outbox's failure, not the store's (from a trial on a full disk: "delivery
                 // failed" for a batch the store had taken, sent again 23 times).
-                throw SinkError(.unavailable, "the store took \(batch.count + delivered) events, but the outbox cannot "
-                                + "record it (\(GatewayError.oneLine("\(error)"))): they are sent again once it can")
+                throw OutboxCannotRecord(message: "the store took \(batch.count + delivered) events, but the outbox "
+                                         + "cannot record it (\(GatewayError.oneLine("\(error)"))): they are sent "
+                                         + "again once it can")
             }
         } catch let error as SinkError where error.code == .rejected {
             guard batch.count > 1 else {
@@ -275,7 +287,13 @@ public struct Forwarder: Sendable {
                 return
             }
             let event = part[part.startIndex]
-            try await outbox.putAside([event], sink: sink.name, reason: refusal)
+            do {
+                try await outbox.putAside([event], sink: sink.name, reason: refusal)
+            } catch {
+                throw OutboxCannotRecord(message: "the store refuses event \(event.id) for good, but the outbox cannot "
+                                         + "put it aside (\(GatewayError.oneLine("\(error)"))): it is offered again "
+                                         + "once it can")
+            }
             logger.error(
                 "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(refusal)",
                 metadata: ["event.id": "\(event.id)", "event.source": "\(event.source)"])
