@@ -190,10 +190,27 @@ public actor CommandCenter {
     private let gateway: Gateway
     /// Told of every command, so the metrics count the commands of every door (HTTP, MQTT) alike.
     private let onFinished: @Sendable (CommandTiming) -> Void
-    private var byKey: [String: (request: String, task: Task<Result<CommandResult, CommandInvalid>, Never>)] = [:]
+    private var byKey: [String: (request: String, run: KeyedRun)] = [:]
     private var keyOrder: [String] = []
-    /// Keys remembered in memory; an older key is still answered from the outbox.
+    /// Keys held in memory at most: those running, and those whose result the outbox could not keep (a full disk).
     static let rememberedKeys = 10_000
+    private let unkeptResults = CommitRefusals()
+
+    /// A keyed command running, which a repeat waits for, or its result when the outbox could not keep it; a result
+    /// the outbox keeps is answered from there (from a trial: a finished task held 12 KB, 120 MB at 10,000 keys).
+    private enum KeyedRun {
+        case running(Task<KeyedOutcome, Never>)
+        case finished(Result<CommandResult, CommandInvalid>)
+    }
+
+    private struct KeyedOutcome {
+        var result: Result<CommandResult, CommandInvalid>
+        /// Whether the outbox holds it for its key.
+        var kept: Bool
+    }
+
+    /// How many idempotency keys are held in memory.
+    var keysInMemory: Int { byKey.count }
     /// How long a key's result is kept in the outbox: a repeat within a day, restarts included, gets it.
     static let keptKeys: TimeInterval = 24 * 3600
 
@@ -296,22 +313,28 @@ public actor CommandCenter {
     private func once(
         _ key: String?, request: String, _ work: @escaping @Sendable (String) async -> CommandResult
     ) async throws(CommandInvalid) -> CommandResult {
-        if let key, let running = byKey[key] {
-            guard running.request == request else { throw Self.reused(key, first: running.request, now: request) }
-            return try await running.task.value.get()
+        if let key, let known = byKey[key] {
+            guard known.request == request else { throw Self.reused(key, first: known.request, now: request) }
+            switch known.run {
+            case .running(let task): return try await task.value.result.get()
+            case .finished(let result): return try result.get()
+            }
         }
         let id = key.map { Self.eventId(forKey: $0, at: Date()) } ?? "command-\(UUID().uuidString.lowercased())"
         let outbox = gateway.outbox
         let logger = gateway.logger
+        let unkeptResults = self.unkeptResults
         // Registered before the first suspension, so a concurrent repeat waits for this run.
-        let task = Task { () -> Result<CommandResult, CommandInvalid> in
-            guard let key else { return .success(await work(id)) }
+        let task = Task { () -> KeyedOutcome in
+            guard let key else { return KeyedOutcome(result: .success(await work(id)), kept: false) }
             do {
                 if let stored = try await outbox.commandResult(key: key, since: Date().addingTimeInterval(-Self.keptKeys)),
                    let result = try? JSONDecoder().decode(CommandResult.self, from: Data(stored.result.utf8)) {
                     // Kept before requests were kept with their keys: nothing to compare.
-                    guard let first = stored.request, first != request else { return .success(result) }
-                    return .failure(Self.reused(key, first: first, now: request))
+                    guard let first = stored.request, first != request else {
+                        return KeyedOutcome(result: .success(result), kept: true)
+                    }
+                    return KeyedOutcome(result: .failure(Self.reused(key, first: first, now: request)), kept: true)
                 }
             } catch {
                 logger.warning("outbox: cannot look up idempotency key \(id): \(error); the command runs")
@@ -321,17 +344,32 @@ public actor CommandCenter {
                 let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
                 try await outbox.recordCommandResult(key: key, request: request, json: json, at: Date(),
                                                      keepingSince: Date().addingTimeInterval(-Self.keptKeys))
+                unkeptResults.succeeded(logger, "outbox: commands' results are kept for their idempotency keys again")
+                return KeyedOutcome(result: .success(result), kept: true)
             } catch {
-                logger.warning("outbox: the result of \(id) is not kept for its idempotency key: \(error)")
+                // A full disk refuses every command's: said once a minute, not once a command (a trial: 268 lines in a
+                // minute).
+                unkeptResults.failed(
+                    logger, "outbox: commands' results are not kept for their idempotency keys, only in memory until "
+                        + "the gateway stops (a repeat after a restart would run its command again)", error)
+                return KeyedOutcome(result: .success(result), kept: false)
             }
-            return .success(result)
         }
-        if let key {
-            byKey[key] = (request, task)
-            keyOrder.append(key)
-            if keyOrder.count > Self.rememberedKeys { byKey[keyOrder.removeFirst()] = nil }
+        guard let key else { return try await task.value.result.get() }
+        byKey[key] = (request, .running(task))
+        keyOrder.append(key)
+        if keyOrder.count > Self.rememberedKeys { byKey[keyOrder.removeFirst()] = nil }
+        let outcome = await task.value
+        // Unless it was forgotten meanwhile (10,000 keys later): once in the outbox, a repeat is answered from there.
+        if case .running(let known)? = byKey[key]?.run, known == task {
+            if outcome.kept {
+                byKey[key] = nil
+                keyOrder.removeAll { $0 == key }
+            } else {
+                byKey[key] = (request, .finished(outcome.result))
+            }
         }
-        return try await task.value.get()
+        return try outcome.result.get()
     }
 
     private static func reused(_ key: String, first: String, now: String) -> CommandInvalid {
