@@ -14,13 +14,9 @@ cd "$(dirname "$0")/.."
 
 runs="${1:-3}"
 shift || true
-scratch=.build-release
-for product in gatewayd GatewayBenchmarks; do
-    if ! output=$(swift build -c release --scratch-path "$scratch" --product "$product" 2>&1); then
-        echo "$output" | grep -E "error" >&2 || echo "$output" | tail -20 >&2
-        exit 1
-    fi
-done
+source bench/release.sh
+build_release gatewayd
+build_release GatewayBenchmarks
 for run in $(seq 1 "$runs"); do
     echo "== api-call-latency, run $run of $runs (load $(cut -d' ' -f1-3 /proc/loadavg))"
     "$scratch/release/GatewayBenchmarks" api-call-latency "$@"

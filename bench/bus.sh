@@ -14,22 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scratch=.build-release
+source bench/release.sh
 bin="$scratch/release"
 tools="$scratch/bench"
 
-build() {
-    local output
-    if ! output=$(swift build -c release --scratch-path "$scratch" --product "$1" 2>&1); then
-        echo "$output" | grep -E "error" >&2 || echo "$output" | tail -20 >&2
-        exit 1
-    fi
-    echo "$output" | tail -1
-}
-
 echo "== build (release)"
-build gatewayd
-build GatewayBenchmarks
+build_release gatewayd
+build_release GatewayBenchmarks
 mkdir -p "$tools"
 cc -O2 -Wall -o "$tools/modbus_tcp_loop" bench/modbus_tcp_loop.c $(pkg-config --cflags --libs libmodbus)
 cat > "$tools/foundation-floor.swift" <<'EOF'

@@ -13,11 +13,8 @@ cd "$(dirname "$0")/.."
 
 rounds="${1:-5}"
 calls="${2:-1000}"
-scratch=.build-release
-if ! output=$(swift build -c release --scratch-path "$scratch" --product gatewayd 2>&1); then
-    echo "$output" | grep -E "error" >&2 || echo "$output" | tail -20 >&2
-    exit 1
-fi
+source bench/release.sh
+build_release gatewayd
 work=$(mktemp -d)
 port=18641
 cat > "$work/hall.yaml" <<YAML

@@ -13,11 +13,8 @@ cd "$(dirname "$0")/.."
 
 minutes="${1:-60}"
 every="${2:-1}"
-scratch=.build-release
-if ! output=$(swift build -c release --scratch-path "$scratch" --product gatewayd 2>&1); then
-    echo "$output" | grep -E "error" >&2 || echo "$output" | tail -20 >&2
-    exit 1
-fi
+source bench/release.sh
+build_release gatewayd
 profiles="$PWD/devices"
 gatewayd="$PWD/$scratch/release/gatewayd"
 folder=$(mktemp -d /tmp/hall-gateway-soak.XXXXXX)
