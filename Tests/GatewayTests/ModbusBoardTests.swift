@@ -295,6 +295,33 @@ import Testing
         await line.stop()
     }
 
+    /// From the second ext4 trial: with the reserve used up, the check said both that the outbox lives on its reserve
+    /// and that it cannot be written.
+    @Test func theCheckSaysTheReserveLivedOnAndThenUsedUp() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"), megabytes: 16)
+        defer { disk.unmount() }
+        let line = try BoardLine(folder: folder)
+        let gateway = line.gateway
+        try #require(FileManager.default.fileExists(atPath: gateway.outbox.path + ".reserve"))
+        try await line.fill(disk)
+        try #require(await eventually { gateway.outbox.reserveGivenBackAt != nil }, "the gateway's next write gives it back")
+        let living = await gateway.deviceCheck()
+        #expect(living.problems.contains {
+            $0.hasPrefix("the disk holding \(disk.path) is full: the outbox lives on its reserve since ")
+        }, "\(living.problems)")
+        try await line.fill(disk)
+        try #require(await eventually { gateway.outboxWriteProblem != nil }, "the reserve's room is taken too")
+        let usedUp = await gateway.deviceCheck()
+        #expect(usedUp.problems.contains {
+            $0.hasPrefix("the disk holding \(disk.path) is full: the outbox's reserve, given back at ")
+                && $0.hasSuffix(", is used up; make room on the disk")
+        }, "\(usedUp.problems)")
+        #expect(!usedUp.problems.contains { $0.contains("lives on its reserve") }, "\(usedUp.problems)")
+        #expect(usedUp.failing == living.failing, "one verdict: a monitor asking every minute commits no new event")
+        await line.stop()
+    }
+
     /// From the second ext4 trial: each finished keyed command was held in memory with all its run had used (12 KB a
     /// call; 132 MB resident after 12 minutes of a busy hall). A result the outbox keeps is answered from there; one it
     /// cannot keep (a full disk) is held in memory, and a repeat still gets it without running the command again.

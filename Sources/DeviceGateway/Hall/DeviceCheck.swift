@@ -135,8 +135,12 @@ extension Gateway {
         }
         if let givenBack = outbox.reserveGivenBackAt {
             let folder = (outbox.path as NSString).deletingLastPathComponent
-            problems.append("the disk holding \(folder) is full: the outbox lives on its reserve since "
-                            + "\(HallTime.text(givenBack, timeZone: config.hall.timeZone, toTheSecond: false)); make room on the disk")
+            let since = HallTime.text(givenBack, timeZone: config.hall.timeZone, toTheSecond: false)
+            // From a trial: "lives on its reserve" beside "the outbox cannot be written" once the reserve was used up.
+            problems.append("the disk holding \(folder) is full: "
+                            + (outboxWriteProblem == nil ? "the outbox lives on its reserve since \(since)"
+                                                         : "the outbox's reserve, given back at \(since), is used up")
+                            + "; make room on the disk")
         } else if let free = outbox.reserveMissingForRoom {
             // From a trial: a start after the reserve was given back forgot it, and the check passed on a full disk.
             let folder = (outbox.path as NSString).deletingLastPathComponent
