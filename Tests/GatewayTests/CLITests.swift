@@ -810,6 +810,37 @@ import Testing
         #expect(status.standardError.contains("): the gateway's next start salvages it, its readable events queued again"))
     }
 
+    /// From the second ext4 trial: after a kill on a nearly full disk the reserve was missing, `check` failed for it,
+    /// and `outbox status` said only "3.4 MB free", exit 0.
+    @Test func outboxStatusSaysWhenTheReserveAgainstAFullDiskIsMissing() async throws {
+        let folder = try TemporaryDirectory()
+        let path = folder.file("outbox.sqlite")
+        do {
+            let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
+            try await outbox.register(sinks: ["central"])
+        }
+        let missing = "no reserve against a full disk beside the outbox"
+        let kept = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(kept.status == 0 && !kept.standardOutput.contains(missing), "\(kept.standardOutput)")
+        #expect(try await reserveKept(path) == true)
+        // As a run that gave it back on a full disk leaves it.
+        try FileManager.default.removeItem(atPath: path + ".reserve")
+        let status = try await run(gatewaydPath, ["outbox", "status", "--outbox", path])
+        #expect(status.status == 0, "a warning: the disk has room")
+        #expect(status.standardOutput.contains("""
+            \(missing) (given back on a full disk, or no room to make it): the gateway makes it again once the disk \
+            has 8.0 MB free; `gatewayd check` fails until then
+            """), "\(status.standardOutput)")
+        #expect(try await reserveKept(path) == false)
+    }
+
+    /// `reserveKept` in `outbox status --json`.
+    private func reserveKept(_ outbox: String) async throws -> Bool? {
+        let json = try await run(gatewaydPath, ["outbox", "status", "--outbox", outbox, "--json"])
+        let document = try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any]
+        return document?["reserveKept"] as? Bool
+    }
+
     /// From a trial: after a salvage at a start, nothing a technician reads said the damaged file was kept.
     @Test func outboxStatusNamesTheDamagedOutboxASalvageSetAside() async throws {
         let folder = try TemporaryDirectory()

@@ -23,8 +23,11 @@ final class DiskReserve: Sendable {
     /// Whether it was said that the disk has no room for it: once a run.
     private let noRoomSaid = Mutex(false)
 
+    /// The reserve's file beside the outbox at `outboxPath`.
+    static func path(beside outboxPath: String) -> String { outboxPath + ".reserve" }
+
     init(beside outboxPath: String, bytes: Int64, logger: Logger) {
-        path = outboxPath + ".reserve"
+        path = Self.path(beside: outboxPath)
         self.bytes = bytes
         self.logger = logger
     }

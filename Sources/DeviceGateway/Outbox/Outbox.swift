@@ -275,6 +275,12 @@ public final class Outbox: Sendable {
         "\(path).damaged-" + Date().formatted(.iso8601.dateSeparator(.omitted).timeSeparator(.omitted))
     }
 
+    /// Whether the reserve against a full disk is kept beside the outbox at `path` (what a reader sees: the gateway
+    /// gave it back on a full disk, or found no room to make it, while it is missing).
+    public static func reserveKept(beside path: String) -> Bool {
+        FileManager.default.fileExists(atPath: DiskReserve.path(beside: path))
+    }
+
     /// The damaged outboxes salvages set aside beside `path`, kept for inspection.
     public static func damagedOutboxes(beside path: String) -> [String] {
         let url = URL(fileURLWithPath: path)
