@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bus engine at wire speed (issue 8; docs/benchmarks.md, "Bus engine at wire speed").
 #
-#   bench/bus.sh                      # all of them, about 25 minutes
+#   bench/bus.sh                      # all of them, about 28 minutes
 #   bench/bus.sh rtu-wire tcp-scale   # some of them: rtu-wire rtu-call-latency engine-cpu tcp-vs-libmodbus tcp-scale rss
 #   bench/bus.sh rtu-trace            # where an RTU transaction's time goes (perf: every write(2) of rtu-wire)
 #   bench/bus.sh rtu-call-trace       # where a call's time after the line is free goes (perf, rtu-call-latency)

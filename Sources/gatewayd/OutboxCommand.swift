@@ -50,7 +50,8 @@ struct OutboxCommand: AsyncParsableCommand {
                 report = OutboxReport(
                     outbox: path, events: try await reader.count(), usedBytes: try await reader.usedBytes(),
                     maximumBytes: budget, freeBytes: DiskSpace.free(at: path), dropped: try await reader.dropTotal(),
-                    reserveKept: Outbox.reserveKept(beside: path), sinks: try await reader.sinkReports(sinks),
+                    // Said of the configured outbox only: a copy given with --outbox has no gateway to keep one.
+                    reserveKept: config == nil || Outbox.reserveKept(beside: path), sinks: try await reader.sinkReports(sinks),
                     putAside: try await reader.putAsideEvents(), damagedOutboxes: Outbox.damagedOutboxes(beside: path))
             } catch {
                 // Damaged, not an outbox, or not readable: the path given is wrong, as `events --store` says too.
@@ -134,7 +135,7 @@ struct OutboxReport: Encodable {
     /// Room left on the disk holding it (from an operator's trial: the status looked healthy on a full disk).
     var freeBytes: Int64?
     var dropped: Int
-    /// Whether the 4 MB reserve against a full disk is kept beside the outbox.
+    /// Whether the reserve against a full disk is kept beside the configured outbox (true for one given by path).
     var reserveKept: Bool
     var sinks: [SinkReport]
     var putAside: [PutAsideEvent]
@@ -142,8 +143,7 @@ struct OutboxReport: Encodable {
     /// said so).
     var damagedOutboxes: [String]
 
-    /// Less than a megabyte left: SQLite cannot add the pages of the next commit.
-    var diskIsFull: Bool { (freeBytes ?? .max) < 1_048_576 }
+    var diskIsFull: Bool { (freeBytes ?? .max) < Outbox.fullDiskBelowBytes }
 
     func text(timeZone: TimeZone, now: Date) -> String {
         func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
@@ -162,8 +162,8 @@ struct OutboxReport: Encodable {
         if !reserveKept {
             // From a trial: 3.4 MB free and exit 0 here while `check` failed for the missing reserve.
             lines.append(Output.paint("no reserve against a full disk beside the outbox (given back on a full disk, or no "
-                                      + "room to make it): the gateway makes it again once the disk has "
-                                      + "\(megabytes(OutboxPolicy().reserveBytes * 2)) free; "
+                                      + "room to make it): the gateway makes it at its next start or minute with "
+                                      + "\(DiskSpace.megabytes(OutboxPolicy().roomForReserve)) free on the disk; "
                                       + "`gatewayd check` fails until then", .yellow))
         }
         let header = ["sink", "backlog", "oldest unforwarded", "sent", "failed", "put aside", "last success", "last error"]

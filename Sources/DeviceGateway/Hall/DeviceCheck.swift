@@ -137,16 +137,17 @@ extension Gateway {
             let folder = (outbox.path as NSString).deletingLastPathComponent
             let since = HallTime.text(givenBack, timeZone: config.hall.timeZone, toTheSecond: false)
             // From a trial: "lives on its reserve" beside "the outbox cannot be written" once the reserve was used up.
+            let usedUp = (DiskSpace.free(at: folder) ?? 0) < Outbox.fullDiskBelowBytes
             problems.append("the disk holding \(folder) is full: "
-                            + (outboxWriteProblem == nil ? "the outbox lives on its reserve since \(since)"
-                                                         : "the outbox's reserve, given back at \(since), is used up")
+                            + (usedUp ? "the outbox's reserve, given back at \(since), is used up"
+                                      : "the outbox lives on its reserve since \(since)")
                             + "; make room on the disk")
         } else if let free = outbox.reserveMissingForRoom {
             // From a trial: a start after the reserve was given back forgot it, and the check passed on a full disk.
             let folder = (outbox.path as NSString).deletingLastPathComponent
             // The figure after the colon: the text before it is the problem's key, one verdict however it changes.
             problems.append("the disk holding \(folder) has no room for the outbox's reserve against a full disk: "
-                            + "\(DiskReserve.megabytes(free)) free, \(DiskReserve.megabytes(outbox.policy.reserveBytes * 2)) "
+                            + "\(DiskSpace.megabytes(free)) free, \(DiskSpace.megabytes(outbox.policy.roomForReserve)) "
                             + "needed; make room on the disk")
         }
         // The salvage was said in the log and to the central store; the file it set aside waits for a technician.

@@ -62,13 +62,13 @@ final class DiskReserve: Sendable {
             return true
         }
         if made {
-            logger.notice("outbox: \(Self.megabytes(bytes)) kept in reserve against a full disk (\(path))")
+            logger.notice("outbox: \(DiskSpace.megabytes(bytes)) kept in reserve against a full disk (\(path))")
         } else if let free, free < bytes * 2, !givenBackBefore,
                   !noRoomSaid.withLock({ said in defer { said = true }; return said }) {
             // From a second read: a small disk had no reserve, and nothing said so. Not after the giving back, whose
             // critical line said it (from a trial: the two lines 11 s apart read as a contradiction).
             logger.warning("""
-                outbox: no room for a reserve of \(Self.megabytes(bytes)) against a full disk (\(Self.megabytes(free)) \
+                outbox: no room for a reserve of \(DiskSpace.megabytes(bytes)) against a full disk (\(DiskSpace.megabytes(free)) \
                 free on the disk holding \(folder)); it is kept once there is room for it twice over
                 """)
         }
@@ -76,7 +76,7 @@ final class DiskReserve: Sendable {
 
     /// Whether `error` says the disk holding `folder` is full, with less than `room` left: SQLite's own code, or the
     /// shared-memory file it could not grow (a tmpfs says a full disk that way), not any I/O error (a dying card).
-    static func isFullDisk(_ error: any Error, at folder: String, room: Int64 = 1_048_576) -> Bool {
+    static func isFullDisk(_ error: any Error, at folder: String, room: Int64 = Outbox.fullDiskBelowBytes) -> Bool {
         guard let error = error as? DatabaseError,
               error.resultCode == .SQLITE_FULL || error.extendedResultCode == .SQLITE_IOERR_SHMSIZE
         else { return false }
@@ -86,7 +86,7 @@ final class DiskReserve: Sendable {
     /// Gives the room back when `error` says the disk is full; true when the write that met it is worth trying once
     /// more: the file was removed now, or by a write queued beside this one.
     func giveBack(after error: any Error) -> Bool {
-        guard bytes > 0, Self.isFullDisk(error, at: folder, room: Swift.max(bytes, 1_048_576)) else { return false }
+        guard bytes > 0, Self.isFullDisk(error, at: folder, room: Swift.max(bytes, Outbox.fullDiskBelowBytes)) else { return false }
         let (removed, earlier) = missing.withLock { missing -> (Bool, Bool) in
             if missing.givenBackAt != nil { return (false, true) }
             guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return (false, false) }
@@ -95,7 +95,7 @@ final class DiskReserve: Sendable {
         }
         if removed {
             logger.critical("""
-                the disk holding \(folder) is full: the outbox's reserve of \(Self.megabytes(bytes)) is given back so \
+                the disk holding \(folder) is full: the outbox's reserve of \(DiskSpace.megabytes(bytes)) is given back so \
                 that the hall goes on; make room on the disk (the reserve is kept again once there is room for it twice over)
                 """)
         }
@@ -115,7 +115,4 @@ final class DiskReserve: Sendable {
     }
 
     /// `bytes` as the gateway's lines say a size: `4 MB`, `0.8 MB`.
-    static func megabytes(_ bytes: Int64) -> String {
-        String(format: "%g MB", (Double(bytes) / 1_048_576 * 10).rounded() / 10)
-    }
 }

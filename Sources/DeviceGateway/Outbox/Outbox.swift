@@ -40,6 +40,8 @@ public struct OutboxPolicy: Sendable, Equatable {
     public var localCopies: [String] = []
     /// Room kept beside the outbox against a full disk, given back when the disk is full (`DiskReserve`); 0: none.
     public var reserveBytes: Int64
+    /// The free space the reserve is made with: twice its size, so that it never fills the disk itself.
+    public var roomForReserve: Int64 { reserveBytes * 2 }
 
     /// Creates a policy.
     public init(maximumBytes: Int64? = nil, retention: Duration = .seconds(7 * 24 * 3600),
@@ -274,6 +276,9 @@ public final class Outbox: Sendable {
     private static func damagedName(of path: String) -> String {
         "\(path).damaged-" + Date().formatted(.iso8601.dateSeparator(.omitted).timeSeparator(.omitted))
     }
+
+    /// Less free than this on the outbox's disk is a full one: SQLite cannot add the pages of the next commit.
+    public static let fullDiskBelowBytes: Int64 = 1_048_576
 
     /// Whether the reserve against a full disk is kept beside the outbox at `path` (what a reader sees: the gateway
     /// gave it back on a full disk, or found no room to make it, while it is missing).

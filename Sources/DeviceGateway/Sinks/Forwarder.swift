@@ -82,7 +82,8 @@ public struct Forwarder: Sendable {
                 let sinkError = alone?.error ?? error as? SinkError
                 let outboxFailure = error as? OutboxCannotRecord
                 let reason = sinkError?.message ?? outboxFailure?.message ?? "\(error)"
-                try? await outbox.recordFailure(sink: sink.name, reason: reason)
+                // The outbox's own failure is not the sink's: not in its books, and a check does not send the batch again.
+                if outboxFailure == nil { try? await outbox.recordFailure(sink: sink.name, reason: reason) }
                 if failing != reason || failureSaid.map({ ContinuousClock.now - $0 >= failureReminder }) == true {
                     let backlog = (try? await outbox.backlog(sink: sink.name)).map(String.init) ?? "unknown"
                     let kept = "\(backlog) event\(backlog == "1" ? "" : "s") kept in the outbox"
@@ -94,7 +95,7 @@ public struct Forwarder: Sendable {
                     failureSaid = .now
                 }
                 failing = reason
-                attempts.finished(failing: true, storeAskedToWait: sinkError?.retryAfter != nil)
+                attempts.finished(failing: outboxFailure == nil, storeAskedToWait: sinkError?.retryAfter != nil)
                 if stopping { break }
                 attempt += 1
                 let delay = retryDelay(attempt: attempt, retryAfter: sinkError?.retryAfter)
@@ -142,8 +143,19 @@ public struct Forwarder: Sendable {
 
     /// The store answered, but the outbox could not record what it answered (a full disk): the outbox's failure, not
     /// the store's; tried again with backoff like one.
-    private struct OutboxCannotRecord: Error {
+    private struct OutboxCannotRecord: Error, CustomStringConvertible {
         var message: String
+        var description: String { message }
+    }
+
+    /// Runs `write`, the outbox's record of what the store answered: its failure is the outbox's, said as `what`
+    /// failed, its error, and `then`.
+    private func recordAnswer(_ what: String, then: String, _ write: () async throws -> Void) async throws {
+        do {
+            try await write()
+        } catch {
+            throw OutboxCannotRecord(message: "\(what) (\(GatewayError.oneLine("\(error)"))): \(then)")
+        }
     }
 
     /// Waits out `delay`, or until `worthTrying` (looked at every `idleInterval`): an event committed behind a refused
@@ -167,11 +179,17 @@ public struct Forwarder: Sendable {
         try await offerHalving(asked[...], probingEnds: true) { part, refusal in
             let first = part[part.startIndex]
             guard let refusal else {
-                try await outbox.resent(Array(part), sink: sink.name)
+                try await recordAnswer("the store took \(part.count) put-aside events sent again, but the outbox cannot "
+                                       + "record it", then: "they are sent again once it can") {
+                    try await outbox.resent(Array(part), sink: sink.name)
+                }
                 logger.notice("sink \(sink.name) took \(part.count) put-aside event\(part.count == 1 ? "" : "s") sent again")
                 return
             }
-            try await outbox.refusedAgain(Array(part), sink: sink.name, reason: refusal)
+            try await recordAnswer("the store refuses \(part.count) put-aside events again, but the outbox cannot "
+                                   + "record it", then: "they are offered again once it can") {
+                try await outbox.refusedAgain(Array(part), sink: sink.name, reason: refusal)
+            }
             let what = part.count == 1 ? "event \(first.id) of \(first.source)" : "\(part.count) events from \(first.id) on"
             logger.error("sink \(sink.name) refused \(what) again; kept put aside: \(refusal)",
                          metadata: ["event.id": "\(first.id)", "event.source": "\(first.source)"])
@@ -240,14 +258,11 @@ public struct Forwarder: Sendable {
             // What was refused before this batch is settled first: the cursor moves in order.
             let delivered = try await offerAgain(refused[...])
             refused.removeAll()
-            do {
+            // The store has them: the outbox's failure, not the store's (from a trial on a full disk: "delivery failed"
+            // for a batch the store had taken, sent again 23 times).
+            try await recordAnswer("the store took \(batch.count + delivered) events, but the outbox cannot record it",
+                                   then: "they are sent again once it can") {
                 try await outbox.markDelivered(sink: sink.name, through: last.position, count: batch.count + delivered)
-            } catch {
-                // The store has them: the outbox's failure, not the store's (from a trial on a full disk: "delivery
-                // failed" for a batch the store had taken, sent again 23 times).
-                throw OutboxCannotRecord(message: "the store took \(batch.count + delivered) events, but the outbox "
-                                         + "cannot record it (\(GatewayError.oneLine("\(error)"))): they are sent "
-                                         + "again once it can")
             }
         } catch let error as SinkError where error.code == .rejected {
             guard batch.count > 1 else {
@@ -287,12 +302,9 @@ public struct Forwarder: Sendable {
                 return
             }
             let event = part[part.startIndex]
-            do {
+            try await recordAnswer("the store refuses event \(event.id) for good, but the outbox cannot put it aside",
+                                   then: "it is offered again once it can") {
                 try await outbox.putAside([event], sink: sink.name, reason: refusal)
-            } catch {
-                throw OutboxCannotRecord(message: "the store refuses event \(event.id) for good, but the outbox cannot "
-                                         + "put it aside (\(GatewayError.oneLine("\(error)"))): it is offered again "
-                                         + "once it can")
             }
             logger.error(
                 "sink \(sink.name) refused event \(event.id) of \(event.source) for good; put aside: \(refusal)",

@@ -99,4 +99,9 @@ public enum DiskSpace {
         guard statvfs(path, &disk) == 0 else { return nil }
         return Int64(disk.f_bavail) * Int64(disk.f_frsize)
     }
+
+    /// `bytes` as the gateway says disk sizes: "0.8 MB", "8 MB".
+    public static func megabytes(_ bytes: Int64) -> String {
+        String(format: "%g MB", (Double(bytes) / 1_048_576 * 10).rounded() / 10)
+    }
 }

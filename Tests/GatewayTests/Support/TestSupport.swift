@@ -1,5 +1,6 @@
 import DeviceGateway
 import Foundation
+import GRDB
 import Hummingbird
 import LocalAPI
 import Logging
@@ -158,6 +159,18 @@ struct SmallDisk {
     func fill() async throws {
         let filled = try await run("/bin/sh", ["-c", "dd if=/dev/zero of=\(path)/filler bs=4k 2>/dev/null; sync; true"])
         try #require(filled.status == 0)
+    }
+
+    /// Fills it holding the outbox at `outboxPath`, its write-ahead log emptied first, so that the next commit needs
+    /// room the disk no longer has. A gateway writing at every poll: its lock is waited for (CI once saw "database is
+    /// locked").
+    func fill(holding outboxPath: String) async throws {
+        var waiting = Configuration()
+        waiting.busyMode = .timeout(10)
+        let outboxFile = try DatabaseQueue(path: outboxPath, configuration: waiting)
+        _ = try await outboxFile.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        try outboxFile.close()
+        try await fill()
     }
 
     func free() throws { try FileManager.default.removeItem(atPath: path + "/filler") }
