@@ -786,6 +786,13 @@ final class TinyDevices: Sendable {
         let events = try await outbox.entries(after: 0, limit: 100)
         #expect(events.filter { $0.type == HallEventType.callerKeyPressed }.count == 2)
         #expect(events.filter { $0.type == HallEventType.ratingSubmitted }.count == 2)
+        // A press is named by its first sighting's time as events write it: no run of digits a PII scanner takes for
+        // a mobile number, as the millisecond count it was (ff68-eval-w03-1765012345678).
+        let presses = events.filter { [HallEventType.ratingSubmitted, HallEventType.callerKeyPressed].contains($0.type) }
+        for event in presses {
+            #expect(event.id.wholeMatch(of: /ff68-(eval|caller)-w03-\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil,
+                    "\(event.id)")
+        }
     }
 
     /// A QSystem box's red lamp is `01 ADDR 31 07`, byte for byte the box's `call` key: heard back on a two-wire

@@ -185,7 +185,10 @@ public struct FF68Driver: BusDriver {
             current = Sighting(frameHash: hash, firstSeen: firstSeen, lastSeen: time)
         }
         sightings[device.id] = current
-        return ("ff68-\(device.id)-\(current.firstSeen)",
+        // Its time as events write it, not a 13-digit millisecond count: PII scanners find a mobile number in one
+        // (1765012345678 holds 17650123456).
+        let firstSeen = EventTime.format(Date(timeIntervalSince1970: Double(current.firstSeen) / 1000))
+        return ("ff68-\(device.id)-\(firstSeen)",
                 DeviceCursor(device: device.id, bootId: current.frameHash, consumed: current.firstSeen))
     }
 
