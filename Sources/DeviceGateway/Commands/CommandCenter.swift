@@ -343,7 +343,7 @@ public actor CommandCenter {
                 }
             } catch {
                 failedLookUps.failed(logger, "outbox: idempotency keys cannot be looked up, commands run (a repeat of "
-                                     + "one from before the gateway started would run again)", error)
+                                     + "one whose result is kept there would run again)", error)
             }
             let result = await work(id)
             do {

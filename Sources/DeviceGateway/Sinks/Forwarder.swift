@@ -178,16 +178,17 @@ public struct Forwarder: Sendable {
         // Ends probed: a store whose fault is not fixed yet gets three requests, not two per event.
         try await offerHalving(asked[...], probingEnds: true) { part, refusal in
             let first = part[part.startIndex]
+            let counted = "\(part.count) put-aside event\(part.count == 1 ? "" : "s")"
             guard let refusal else {
-                try await recordAnswer("the store took \(part.count) put-aside events sent again, but the outbox cannot "
-                                       + "record it", then: "they are sent again once it can") {
+                try await recordAnswer("the store took \(counted) sent again, but the outbox cannot record it",
+                                       then: "sent again once it can") {
                     try await outbox.resent(Array(part), sink: sink.name)
                 }
-                logger.notice("sink \(sink.name) took \(part.count) put-aside event\(part.count == 1 ? "" : "s") sent again")
+                logger.notice("sink \(sink.name) took \(counted) sent again")
                 return
             }
-            try await recordAnswer("the store refuses \(part.count) put-aside events again, but the outbox cannot "
-                                   + "record it", then: "they are offered again once it can") {
+            try await recordAnswer("the store refuses \(counted) again, but the outbox cannot record it",
+                                   then: "offered again once it can") {
                 try await outbox.refusedAgain(Array(part), sink: sink.name, reason: refusal)
             }
             let what = part.count == 1 ? "event \(first.id) of \(first.source)" : "\(part.count) events from \(first.id) on"
