@@ -41,6 +41,9 @@ final class DiskReserve: Sendable {
     /// back, or the disk never had room): nil while it is kept.
     var missingForRoom: Int64? { missing.withLock { $0.noRoomWith } }
 
+    /// The free space a reserve of `bytes` is made with: twice its size, so that making it never fills the disk.
+    static func room(for bytes: Int64) -> Int64 { bytes * 2 }
+
     /// Makes the file when it is missing and the disk has room for it twice over.
     func keep() {
         guard bytes > 0 else { return }
@@ -53,7 +56,7 @@ final class DiskReserve: Sendable {
                 return false
             }
             free = DiskSpace.free(at: folder)
-            guard let free, free >= bytes * 2, Self.allocate(path, bytes: bytes) else {
+            guard let free, free >= Self.room(for: bytes), Self.allocate(path, bytes: bytes) else {
                 // Also when the file could not be allocated though the figure said there was room.
                 missing.noRoomWith = free ?? 0
                 return false
@@ -63,7 +66,7 @@ final class DiskReserve: Sendable {
         }
         if made {
             logger.notice("outbox: \(DiskSpace.megabytes(bytes)) kept in reserve against a full disk (\(path))")
-        } else if let free, free < bytes * 2, !givenBackBefore,
+        } else if let free, free < Self.room(for: bytes), !givenBackBefore,
                   !noRoomSaid.withLock({ said in defer { said = true }; return said }) {
             // From a second read: a small disk had no reserve, and nothing said so. Not after the giving back, whose
             // critical line said it (from a trial: the two lines 11 s apart read as a contradiction).

@@ -40,8 +40,8 @@ public struct OutboxPolicy: Sendable, Equatable {
     public var localCopies: [String] = []
     /// Room kept beside the outbox against a full disk, given back when the disk is full (`DiskReserve`); 0: none.
     public var reserveBytes: Int64
-    /// The free space the reserve is made with: twice its size, so that it never fills the disk itself.
-    public var roomForReserve: Int64 { reserveBytes * 2 }
+    /// The free space the reserve is made with (`DiskReserve.room(for:)`).
+    public var roomForReserve: Int64 { DiskReserve.room(for: reserveBytes) }
 
     /// Creates a policy.
     public init(maximumBytes: Int64? = nil, retention: Duration = .seconds(7 * 24 * 3600),
