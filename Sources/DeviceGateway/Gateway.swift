@@ -730,12 +730,20 @@ public final class Gateway: Service {
             for await back in boardsBack { await actions.boardsAnswerAgain(back) }
         }
         while !stop.isStopped {
-            if let step = wallClock.step() {
+            if let (step, unsetReading) = wallClock.step() {
                 // Tickets are the worry only going back: a day's numbers are not issued again.
                 logger.warning("""
                     the wall clock was set \(step > 0 ? "forward" : "back") by \(WallClockWatch.describe(abs(step))) \
                     (NTP or by hand): events from now on carry the new time\(step > 0 ? "" : "; ticket numbers do not go back a day")
                     """)
+                do {
+                    try await outbox.clockWasSet(forwardBy: step, whileReading: unsetReading)
+                } catch {
+                    logger.warning("""
+                        outbox: the idempotency keys kept before the clock was set are not moved to its new time \
+                        (\(error)): a repeat of one of their commands may run it again
+                        """)
+                }
                 // Set by someone: what it reads now is trusted, a time recorded under it when it ran ahead is not.
                 await hallDay?.clockWasSet()
                 rearmLateCalls()
@@ -1067,13 +1075,15 @@ struct WallClockWatch {
     /// A smaller difference is the two clocks' drift and the loop's own delay.
     static let smallestStep: TimeInterval = 2
 
-    /// The step since the last call, in seconds (negative: set back), if there was one.
-    mutating func step() -> TimeInterval? {
+    /// The step since the last call, in seconds (negative: set back), and what the clock would read now without it;
+    /// nil if there was none.
+    mutating func step() -> (seconds: TimeInterval, unsetReading: Date)? {
         let wallNow = Date(), monotonicNow = ContinuousClock.now
-        let step = wallNow.timeIntervalSince(wall) - (monotonicNow - monotonic).timeInterval
+        let unsetReading = wall.addingTimeInterval((monotonicNow - monotonic).timeInterval)
+        let step = wallNow.timeIntervalSince(unsetReading)
         wall = wallNow
         monotonic = monotonicNow
-        return abs(step) >= Self.smallestStep ? step : nil
+        return abs(step) >= Self.smallestStep ? (step, unsetReading) : nil
     }
 
     static func describe(_ seconds: TimeInterval) -> String {

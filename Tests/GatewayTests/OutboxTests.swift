@@ -67,6 +67,37 @@ import Testing
         #expect(try await outbox.commandResult(key: "k-4", since: keptSince)?.result == "{}", "a kept result stays as it was")
     }
 
+    @Test func aKeysDayOfRetriesIsADayOfRealTimeWhenNTPSetsAWrongClockForward() async throws {
+        let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
+        let day: TimeInterval = 24 * 3600
+        // The box booted reading 2026-01-01 and served two tickets; yesterday's run (right time) kept one key too.
+        let rightNow = Date(timeIntervalSince1970: 1_796_000_000), wrongNow = Date(timeIntervalSince1970: 1_767_225_600)
+        try await outbox.recordCommandResult(key: "yesterday", request: "ticket prefix A", json: #"{"ticket":"A001"}"#,
+                                             at: rightNow.addingTimeInterval(-20 * 3600), keepingSince: wrongNow - day)
+        for (key, ticket) in [("k-1", "A002"), ("k-2", "A003")] {
+            try await outbox.recordCommandResult(key: key, request: "ticket prefix A", json: #"{"ticket":"\#(ticket)"}"#,
+                                                 at: wrongNow, keepingSince: wrongNow - day)
+        }
+        // NTP set it right 60 s later, the gateway noticed; a ticket after that keeps its key by the right time.
+        let step = rightNow.timeIntervalSince(wrongNow)
+        try await outbox.clockWasSet(forwardBy: step, whileReading: wrongNow.addingTimeInterval(60))
+        try await outbox.recordCommandResult(key: "k-3", request: "ticket prefix A", json: #"{"ticket":"A004"}"#,
+                                             at: rightNow.addingTimeInterval(60), keepingSince: rightNow - day)
+        // A retry of the tickets served under the wrong clock gets them, not a new number; yesterday's key is not moved.
+        let keptSince = rightNow.addingTimeInterval(120) - day
+        #expect(try await outbox.commandResult(key: "k-1", since: keptSince)?.result == #"{"ticket":"A002"}"#)
+        #expect(try await outbox.commandResult(key: "k-2", since: keptSince)?.result == #"{"ticket":"A003"}"#)
+        #expect(try await outbox.commandResult(key: "k-3", since: keptSince)?.result == #"{"ticket":"A004"}"#)
+        #expect(try await outbox.commandResult(key: "yesterday", since: keptSince)?.result == #"{"ticket":"A001"}"#)
+        // A day of real time after they were served, they are forgotten as any key is; yesterday's key before them.
+        #expect(try await outbox.commandResult(key: "yesterday", since: rightNow.addingTimeInterval(5 * 3600) - day) == nil)
+        #expect(try await outbox.commandResult(key: "k-1", since: rightNow.addingTimeInterval(5 * 3600) - day) != nil)
+        #expect(try await outbox.commandResult(key: "k-1", since: rightNow.addingTimeInterval(1)) == nil)
+        // Set back, nothing is moved (kept longer, not forgotten early).
+        try await outbox.clockWasSet(forwardBy: -2 * day, whileReading: rightNow.addingTimeInterval(2 * day))
+        #expect(try await outbox.commandResult(key: "k-1", since: keptSince)?.result == #"{"ticket":"A002"}"#)
+    }
+
     @Test func theLastRecordedTimeIsTheLatestOfTheDeviceStatesAndTheDayChecksUntilAClockFoundRight() async throws {
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
         #expect(try await outbox.lastRecordedTime() == nil, "a new outbox tells nothing")

@@ -1236,6 +1236,18 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The wall clock was set forward by `step` seconds while it read `unsetReading`: the idempotency keys recorded
+    /// under the old time are moved to the new one, so that their day of retries is a day of real time (a box booted
+    /// with a wrong clock and corrected by NTP would otherwise forget them at once, and run a retry again). A clock
+    /// set back leaves them younger than they are, kept for longer: harmless, and not moved.
+    public func clockWasSet(forwardBy step: TimeInterval, whileReading unsetReading: Date) async throws {
+        guard step > 0 else { return }
+        try await writeWithReserve { db in
+            try db.execute(sql: "UPDATE command_key SET created_at = created_at + ? WHERE created_at <= ?",
+                           arguments: [step, unsetReading.timeIntervalSince1970])
+        }
+    }
+
     /// Keeps the request and result (JSON) of the command run for `key`; keys recorded before `keepingSince` are
     /// forgotten.
     public func recordCommandResult(key: String, request: String, json: String, at time: Date,
