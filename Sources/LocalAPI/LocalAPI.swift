@@ -27,15 +27,22 @@ public struct LocalAPI: Sendable {
         self.logger = logger
     }
 
-    /// The application, listening on `host:port`; `onListening` gets the port actually bound (for port 0).
-    public func application(host: String, port: Int, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
-        -> some ApplicationProtocol
+    /// How long a connection may stay open with no request under way. A tablet that lost its power or Wi-Fi never
+    /// closes its keep-alive connection: without a limit each held a descriptor for the gateway's life. Longer than
+    /// the 60 s clients keep their own idle connections (AsyncHTTPClient, the CLI's), so that they close first.
+    public static let idleConnectionLimit = Duration.seconds(75)
+
+    /// The application, listening on `host:port`, closing connections idle for `idleLimit`; `onListening` gets the
+    /// port actually bound (for port 0).
+    public func application(host: String, port: Int, idleLimit: Duration = idleConnectionLimit,
+                            onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol
     {
         // Hummingbird's own "Server started and listening" would repeat the gateway's "api: listening on" line.
         var serverLogger = logger
         if serverLogger.logLevel == .info { serverLogger.logLevel = .notice }
         return Application(
-            router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "hall-gateway"),
+            router: router(), server: .http1(configuration: .init(idleTimeout: TimeAmount(idleLimit))),
+            configuration: .init(address: .hostname(host, port: port), serverName: "hall-gateway"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) }, logger: serverLogger)
     }
 

@@ -1221,6 +1221,15 @@ final class LoopbackClient {
         return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
     }
 
+    /// Whether the other end closed the connection (reading on to its end), rather than leaving it open for 10 s.
+    func closedByPeer() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count <= 0 { return count == 0 }
+        }
+    }
+
     /// Whether the server process has read everything sent: nothing unacknowledged here, nothing in the queue of the
     /// server's end (`rx_queue` in /proc/net/tcp, tcp6 for a dual-stack listener).
     func peerHasReadAll() -> Bool {

@@ -31,7 +31,8 @@ import Testing
         /// `buses`, `devices`, `sinks` and `more` add to the configuration (a printer's line, terminals, a central
         /// store, tickets), `printers` are the simulated ones on its lines; `clock` is the hall's.
         init(buses: String = "", devices: String = "", sinks: String = "", more: String = "",
-             printers: [MockEscPosPrinter] = [], clock: any HallClock = SystemHallClock()) async throws {
+             printers: [MockEscPosPrinter] = [], clock: any HallClock = SystemHallClock(),
+             idleLimit: Duration = LocalAPI.idleConnectionLimit) async throws {
             self.printers = printers
             server = try MockModbusServer.rtu(units: [3: board, 4: pad, 6: hallBoard])
             let path = try #require(server.endpoint.devicePath)
@@ -58,7 +59,7 @@ import Testing
             self.gateway = gateway
             let stop = self.stop
             running = Task { await gateway.run(until: stop) }
-            (self.api, port) = try await serveLocalAPI(gateway, token: token)
+            (self.api, port) = try await serveLocalAPI(gateway, token: token, idleLimit: idleLimit)
         }
 
         func stopAll() async throws {
@@ -108,6 +109,24 @@ import Testing
         func json(_ text: String) throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         }
+    }
+
+    /// A tablet that lost its power or Wi-Fi never closes its keep-alive connection, nor finishes a request it began:
+    /// the gateway closes either once idle, or each would hold a descriptor for the gateway's life. A request under
+    /// way (a trace, seconds long) is not idle.
+    @Test func aConnectionLeftIdleIsClosedByTheGatewayAndARequestUnderWayIsNot() async throws {
+        let hall = try await Hall(idleLimit: .milliseconds(500))
+        let keptAlive = try LoopbackClient(port: hall.port), halfSent = try LoopbackClient(port: hall.port)
+        defer { keptAlive.close(); halfSent.close() }
+        keptAlive.send("GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        #expect(keptAlive.receive().hasPrefix("HTTP/1.1 200"))
+        halfSent.send("POST /v1/calls HTTP/1.1\r\nHost: gateway\r\n")
+        let trace = try await hall.request(.GET, "/v1/buses/line-a/trace?seconds=2")
+        let ticks = trace.body.split(separator: "\n", omittingEmptySubsequences: false).dropLast().filter(\.isEmpty)
+        #expect(trace.status == 200 && ticks.count == 2, "a two-second trace answered whole: \(trace.body)")
+        #expect(keptAlive.closedByPeer(), "an idle keep-alive connection is closed")
+        #expect(halfSent.closedByPeer(), "a request begun and left is closed")
+        try await hall.stopAll()
     }
 
     /// A technician who fixed the central store's link and checked again was told the sink failed until its backoff

@@ -302,12 +302,14 @@ func runningOnModbusTCP(
 }
 
 /// Serves `gateway`'s local API on a free loopback port, as `gatewayd run` serves it: the serving task and the port.
-func serveLocalAPI(_ gateway: Gateway, token: String) async throws -> (task: Task<Void, any Error>, port: Int) {
+func serveLocalAPI(_ gateway: Gateway, token: String, idleLimit: Duration = LocalAPI.idleConnectionLimit) async throws
+    -> (task: Task<Void, any Error>, port: Int)
+{
     let metrics = GatewayMetrics()
     let api = LocalAPI(gateway: gateway, commands: CommandCenter(gateway: gateway, onFinished: metrics.record),
                        metrics: metrics, token: token, logger: CapturedLog().logger)
     let (ports, listening) = AsyncStream.makeStream(of: Int.self)
-    let application = api.application(host: "127.0.0.1", port: 0) { port in listening.yield(port) }
+    let application = api.application(host: "127.0.0.1", port: 0, idleLimit: idleLimit) { port in listening.yield(port) }
     let task = Task { try await application.runService() }
     var iterator = ports.makeAsyncIterator()
     return (task, try #require(await iterator.next(), "the API did not start listening"))
