@@ -681,7 +681,10 @@ public final class Gateway: Service {
             // Every cycle is committed; let the forwarders deliver it before returning.
             forwardersStop.stop()
         }
-        uncommitted += await commitOwnWaiting()
+        var ownUncommitted = await commitOwnWaiting()
+        // The disk filled past the reserve: its last part, kept for this, takes what fits, a few events at a time.
+        if ownUncommitted > 0, outbox.giveBackStopReserve() { ownUncommitted = await commitOwnWaiting(batch: 8) }
+        uncommitted += ownUncommitted
         if uncommitted == 0 {
             logger.info("gateway stopped; everything read is committed")
         } else {
@@ -1036,27 +1039,26 @@ public final class Gateway: Service {
         return (true, ownWaiting.withLock { $0.contains { $0.id == id } } ? id : nil)
     }
 
-    /// Commits the own events waiting; returns how many still wait.
-    private func commitOwnWaiting() async -> Int {
-        let waiting = ownWaiting.withLock { $0 }
-        guard !waiting.isEmpty else { return 0 }
-        do {
-            let inserted = try await outbox.commit(waiting, settlingDrafts: true)
-            if !inserted.isEmpty { onCommit(inserted) }
-            if waiting.contains(where: { $0.type == HallEventType.outboxRecovered }) { outbox.salvageReported() }
-            ownRefusals.succeeded(logger, "outbox: the gateway's own events are committed again")
-            let committed = Set(waiting.map(\.id))
-            return ownWaiting.withLock { events in
-                events.removeAll { committed.contains($0.id) }
-                return events.count
+    /// Commits the own events waiting, oldest first, up to `batch` in a commit; returns how many still wait.
+    private func commitOwnWaiting(batch: Int = .max) async -> Int {
+        while true {
+            let waiting = ownWaiting.withLock { Array($0.prefix(batch)) }
+            guard !waiting.isEmpty else { return 0 }
+            do {
+                let inserted = try await outbox.commit(waiting, settlingDrafts: true)
+                if !inserted.isEmpty { onCommit(inserted) }
+                if waiting.contains(where: { $0.type == HallEventType.outboxRecovered }) { outbox.salvageReported() }
+                ownRefusals.succeeded(logger, "outbox: the gateway's own events are committed again")
+                let committed = Set(waiting.map(\.id))
+                ownWaiting.withLock { events in events.removeAll { committed.contains($0.id) } }
+            } catch {
+                ownRefusals.failed(logger, """
+                    outbox: cannot commit \(waiting.last?.type ?? "an event")\
+                    \(waiting.count > 1 ? " and \(waiting.count - 1) other events of the gateway" : ""); kept in memory, \
+                    tried again every 2 s
+                    """, error)
+                return ownWaiting.withLock { $0.count }
             }
-        } catch {
-            ownRefusals.failed(logger, """
-                outbox: cannot commit \(waiting.last?.type ?? "an event")\
-                \(waiting.count > 1 ? " and \(waiting.count - 1) other events of the gateway" : ""); kept in memory, \
-                tried again every 2 s
-                """, error)
-            return waiting.count
         }
     }
 

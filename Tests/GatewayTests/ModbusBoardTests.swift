@@ -359,6 +359,38 @@ import Testing
         await line.stop()
     }
 
+    /// From the second ext4 trial: two calls answered `done` were lost at a SIGTERM, the disk full past the reserve.
+    /// The reserve's last part, kept for a stop, takes them.
+    @Test func callsWaitingAtAStopOnADiskFullPastTheReserveAreCommittedOnItsLastPart() async throws {
+        let folder = try TemporaryDirectory()
+        let disk = try await SmallDisk(at: folder.file("state"), megabytes: 16)
+        defer { disk.unmount() }
+        let log = CapturedLog()
+        let line = try BoardLine(folder: folder, log: log)
+        let gateway = line.gateway
+        let center = CommandCenter(gateway: gateway)
+        try #require(FileManager.default.fileExists(atPath: gateway.outbox.path + ".stop-reserve"))
+        try await line.fill(disk)
+        try #require(await eventually { gateway.outbox.reserveGivenBackAt != nil }, "the gateway's next write gives it back")
+        try await line.fill(disk)
+        for ticket in ["A023", "A024"] {
+            #expect(try await center.execute(.call(window: "5", ticket: ticket)).status == .done)
+        }
+        try #require(gateway.ownEventsWaiting.count == 2, "the reserve's room is taken too")
+        #expect(FileManager.default.fileExists(atPath: gateway.outbox.path + ".stop-reserve"), "kept for the stop")
+        await line.stop()
+        #expect(log.text.contains("is full past the outbox's reserve: its last 1 MB, kept for this, is given back at the stop"),
+                "\(log.text)")
+        #expect(!log.text.contains("not committed at the stop"), "\(log.text)")
+        try disk.free()
+        let outbox = try Outbox.open(path: gateway.outbox.path, logger: CapturedLog().logger)
+        let calls = try await outbox.entries(after: 0, limit: 1000).filter { $0.type == HallEventType.callDisplayed }
+        #expect(calls.map { $0.json.contains("A023") } == [true, false] && calls.last?.json.contains("A024") == true,
+                "\(calls.map(\.json))")
+        #expect(try await outbox.entries(after: 0, limit: 1000).contains { $0.type == HallEventType.gatewayStopped },
+                "the stop's own event too")
+    }
+
     /// From the second ext4 trial: each finished keyed command was held in memory with all its run had used (13 KB a
     /// call; 132 MB resident after 12 minutes of a busy hall). A result the outbox keeps is answered from there; one it
     /// cannot keep (a full disk) is held in memory, and a repeat still gets it without running the command again.

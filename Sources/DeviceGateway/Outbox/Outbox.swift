@@ -424,6 +424,12 @@ public final class Outbox: Sendable {
         reserve?.missingForRoom
     }
 
+    /// Gives back the reserve's last part, kept for a stop: the gateway's own events wait at its stop, the disk full
+    /// past the reserve. True when it was there.
+    public func giveBackStopReserve() -> Bool {
+        reserve?.giveBackAtStop() ?? false
+    }
+
     /// Keeps the reserve against a full disk, made again once the disk has room (the gateway asks every minute).
     public func keepReserve() {
         reserve?.keep()
