@@ -48,7 +48,8 @@ public final class MQTTCommands: Service, Sendable {
     /// A command held across a stop longer than this is answered `expired`, not run: a call shown or a ticket printed
     /// that much later is no longer what the queue system asked for (the gateway was down over night, say).
     static let heldCommandsExpireAfter: TimeInterval = 120
-    /// Commands running at once at most; more wait in the stream (the broker's QoS 1 window bounds it).
+    /// Commands running at once at most; more wait in the stream, unbounded: libmosquitto acknowledges a message
+    /// before handing it over, so the broker's QoS 1 window does not bound it (each is held in the outbox too).
     static let concurrency = 64
     /// Larger messages are refused: a command is a few hundred bytes.
     static let largestMessage = 65_536
