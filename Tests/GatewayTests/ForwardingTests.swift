@@ -1361,6 +1361,14 @@ extension OutboxSalvageTests {
             try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         }
         #expect(tables == ["invoice"])
+        // No database at all (a log given by mistake): SQLite's words and the file, not the statement it ran.
+        let text = folder.file("gatewayd.log")
+        try String(repeating: "2026-12-06T10:00:00.000+08:00 info bus line-a opened\n", count: 100)
+            .write(toFile: text, atomically: true, encoding: .utf8)
+        let notADatabase = try await run(gatewaydPath, ["events", "--store", text])
+        #expect(notADatabase.status == 2)
+        #expect(notADatabase.standardError == "cannot read the event store \(text): file is not a database (SQLite error 26)\n",
+                "\(notADatabase.standardError)")
     }
 }
 

@@ -64,10 +64,20 @@ public final class SQLiteEventStore: EventSink {
 
     /// Opens an existing store read-only: nothing is created, migrated or written, whatever file it is.
     public static func openForReading(path: String) throws -> SQLiteEventStore {
-        let queue = try readOnlyDatabase(
-            at: path, missing: "no event store at \(path): has the gateway run here? (--store PATH)")
-        let columns = try queue.read { db in
-            try db.tableExists("event") ? Set(try db.columns(in: "event").map(\.name)) : []
+        let queue: DatabaseQueue
+        let columns: Set<String>
+        do {
+            queue = try readOnlyDatabase(
+                at: path, missing: "no event store at \(path): has the gateway run here? (--store PATH)")
+            columns = try queue.read { db in
+                try db.tableExists("event") ? Set(try db.columns(in: "event").map(\.name)) : []
+            }
+        } catch let error as DatabaseError {
+            // SQLite's words without the statement it ran: `file is not a database` for a file given by mistake.
+            throw GatewayError(.storeMissing, """
+                cannot read the event store \(path): \(error.message ?? "\(error.resultCode)") \
+                (SQLite error \(error.resultCode.primaryResultCode.rawValue))
+                """)
         }
         guard columns.isSuperset(of: ["source", "id", "type", "time", "json"]) else {
             throw GatewayError(.storeMissing, "\(path) is not a hall gateway event store (it has no event table of ours)")
