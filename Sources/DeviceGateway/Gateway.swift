@@ -978,7 +978,7 @@ public final class Gateway: Service {
                 + config.devices.map(\.id).filter { !configured.contains($0) },
             eventsDropped: dropped, clock: clockState(), previousRunStoppedCleanly: number == 1 ? previousRunStoppedCleanly : nil)
         return CloudEvent(
-            id: stopping ? "stopped-\(runId)" : heartbeatId(number: number), source: EventSource.gateway(hall: config.hall.id),
+            id: stopping ? "stopped-\(runId)" : "heartbeat-\(runId)-\(number)", source: EventSource.gateway(hall: config.hall.id),
             type: stopping ? HallEventType.gatewayStopped : HallEventType.gatewayHeartbeat, time: Date(), subject: nil,
             data: .heartbeat(beat))
     }
@@ -1000,22 +1000,13 @@ public final class Gateway: Service {
 
     /// Commits one of the gateway's own events (a command's, a heartbeat, the day's check). One the outbox refuses
     /// waits in memory and is committed with the next, or by `maintain` within seconds: once accepted, never dropped.
-    /// A heartbeat still waiting is told better by a newer one, which replaces it (a day's full disk held 1,440 in
-    /// memory); the run's first stays, the only one to say how the run before stopped.
     func commitOwn(_ event: CloudEvent) async {
-        ownWaiting.withLock { waiting in
-            if event.type == HallEventType.gatewayHeartbeat {
-                waiting.removeAll { $0.type == HallEventType.gatewayHeartbeat && $0.id != heartbeatId(number: 1) }
-            }
-            waiting.append(event)
-        }
+        ownWaiting.withLock { $0.append(event) }
         _ = await commitOwnWaiting()
     }
 
     /// The gateway's own events waiting in memory, oldest first.
     var ownEventsWaiting: [CloudEvent] { ownWaiting.withLock { $0 } }
-
-    private func heartbeatId(number: Int) -> String { "heartbeat-\(runId)-\(number)" }
 
     /// Commits a check's report as a `hall.gateway.device_check` event and keeps its verdict as the last one told;
     /// with `onlyWhenNew`, only when the verdict differs from it. The verdict and the event's place among the own

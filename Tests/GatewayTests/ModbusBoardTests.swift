@@ -295,43 +295,6 @@ import Testing
         await line.stop()
     }
 
-    /// From reading the long-lived state: on a full disk each heartbeat waited in memory beside the last, 1,440 a day
-    /// (the check and every command event are kept). A newer one replaces one waiting; the run's first stays.
-    @Test func onAFullDiskAWaitingHeartbeatIsReplacedByTheNextAndCommandsAllWait() async throws {
-        let folder = try TemporaryDirectory()
-        let disk = try await SmallDisk(at: folder.file("state"))
-        defer { disk.unmount() }
-        let line = try BoardLine(folder: folder)
-        let gateway = line.gateway
-        let center = CommandCenter(gateway: gateway)
-        let store = try SQLiteEventStore(name: "reader", path: folder.file("events.sqlite"))
-        // The run's first heartbeat, told at the start, is stored before the disk fills; it is made again below.
-        try #require(await eventually {
-            (try? await store.events(types: [HallEventType.gatewayHeartbeat], limit: 10).count) == 1
-        })
-        try await line.fill(disk)
-        #expect(try await center.execute(.call(window: "5", ticket: "A023")).status == .done)
-        try #require(gateway.ownEventsWaiting.count == 1, "the outbox must refuse commits")
-        await gateway.commitOwn(await gateway.heartbeat(number: 1))
-        for number in 2...200 { await gateway.commitOwn(await gateway.heartbeat(number: number)) }
-        #expect(try await center.execute(.call(window: "5", ticket: "A024")).status == .done)
-        await gateway.commitOwn(await gateway.heartbeat(number: 201))
-        #expect(try await center.execute(.call(window: "5", ticket: "A025")).status == .done)
-        let waiting = gateway.ownEventsWaiting.map { event -> String in
-            guard case .command(let executed) = event.data else { return String(event.id.split(separator: "-").last ?? "") }
-            return executed.ticket ?? ""
-        }
-        #expect(waiting == ["A023", "1", "A024", "201", "A025"])
-        try disk.free()
-        #expect(await eventually(timeout: .seconds(10)) {
-            (try? await store.events(types: [HallEventType.callDisplayed], limit: 10).count) == 3
-        }, "every call reaches the store")
-        let beats = try await store.events(types: [HallEventType.gatewayHeartbeat], limit: 300).map(\.id)
-        #expect(beats.count == 2 && beats.contains { $0.hasSuffix("-1") } && beats.contains { $0.hasSuffix("-201") },
-                "\(beats)")
-        await line.stop()
-    }
-
     /// From the second ext4 trial: with the reserve used up, the check said both that the outbox lives on its reserve
     /// and that it cannot be written.
     @Test func theCheckSaysTheReserveLivedOnAndThenUsedUp() async throws {
