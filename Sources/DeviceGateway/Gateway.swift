@@ -152,7 +152,7 @@ public final class Gateway: Service {
     /// Before any command can come in: what the last run left under way (a ticket being printed) gets its event.
     private static func settleInterruptedCommands(_ outbox: Outbox, logger: Logger) {
         do {
-            let settled = try outbox.settleInterrupted(keepingSince: Date().addingTimeInterval(-CommandCenter.keptKeys))
+            let settled = try outbox.settleInterrupted()
             if settled.unreadable > 0 {
                 logger.error("outbox: \(settled.unreadable) records of tickets being printed when the gateway stopped could not be read; dropped")
             }
@@ -723,7 +723,8 @@ public final class Gateway: Service {
                 subject: nil, data: .outboxRecovered(.init(salvage))))
         }
         var sincePrune = Duration.zero
-        var wallClock = WallClockWatch()
+        // From the start: a step before this loop began is seen at its first round, before any key is forgotten.
+        var wallClock = WallClockWatch(wall: startedAt, monotonic: started)
         // Boards that answer again are switched beside this loop, one batch after another: its rounds (the device
         // states' record, which readiness watches) do not wait for their acknowledgements.
         var boardsWatch = BoardsWatch(boards: Set(boards))
@@ -733,14 +734,15 @@ public final class Gateway: Service {
             for await back in boardsBack { await actions.boardsAnswerAgain(back) }
         }
         while !stop.isStopped {
-            if let (step, unsetReading) = wallClock.step() {
+            if let step = wallClock.step() {
                 // Tickets are the worry only going back: a day's numbers are not issued again.
+                let forward = step.seconds > 0
                 logger.warning("""
-                    the wall clock was set \(step > 0 ? "forward" : "back") by \(WallClockWatch.describe(abs(step))) \
-                    (NTP or by hand): events from now on carry the new time\(step > 0 ? "" : "; ticket numbers do not go back a day")
+                    the wall clock was set \(forward ? "forward" : "back") by \(WallClockWatch.describe(abs(step.seconds))) \
+                    (NTP or by hand): events from now on carry the new time\(forward ? "" : "; ticket numbers do not go back a day")
                     """)
                 do {
-                    try await outbox.clockWasSet(forwardBy: step, whileReading: unsetReading)
+                    try await outbox.clockWasSet(step)
                 } catch {
                     logger.warning("""
                         outbox: the idempotency keys kept before the clock was set are not moved to its new time \
@@ -773,14 +775,22 @@ public final class Gateway: Service {
                 sinksRecorded = true
                 logger.notice("outbox: the configured sinks are recorded")
             }
-            // Not before: a sink added to the configuration would not hold back what it has yet to receive.
-            if sincePrune >= .seconds(60), sinksRecorded {
+            if sincePrune >= .seconds(60) {
                 sincePrune = .zero
-                outbox.keepReserve()
                 do {
-                    try await outbox.prune()
+                    // By the earlier of the clock and what it would read but for a step this loop has yet to see.
+                    try await outbox.forgetCommandKeys(before: wallClock.earliestReading() - CommandCenter.keptKeys)
                 } catch {
-                    logger.warning("outbox: pruning delivered events failed: \(error)")
+                    logger.warning("outbox: forgetting idempotency keys older than a day failed: \(error)")
+                }
+                // Not before: a sink added to the configuration would not hold back what it has yet to receive.
+                if sinksRecorded {
+                    outbox.keepReserve()
+                    do {
+                        try await outbox.prune()
+                    } catch {
+                        logger.warning("outbox: pruning delivered events failed: \(error)")
+                    }
                 }
             }
             await stop.sleep(for: .seconds(2))
@@ -1075,20 +1085,48 @@ public final class Gateway: Service {
 /// Notices the wall clock being set: a box that booted with a wrong clock is corrected by NTP in one step, which
 /// moves every event's time (the monotonic clock does not move).
 struct WallClockWatch {
-    private var wall = Date()
-    private var monotonic = ContinuousClock.now
+    private let now: @Sendable () -> Date
+    private var wall: Date
+    private var monotonic: ContinuousClock.Instant
+    /// When the run started, as the clock reads since its last step.
+    private var runStarted: Date
     /// A smaller difference is the two clocks' drift and the loop's own delay.
     static let smallestStep: TimeInterval = 2
 
-    /// The step since the last call, in seconds (negative: set back), and what the clock would read now without it;
-    /// nil if there was none.
-    mutating func step() -> (seconds: TimeInterval, unsetReading: Date)? {
-        let wallNow = Date(), monotonicNow = ContinuousClock.now
+    /// A watch from the run's start, when the wall clock read `wall` and the monotonic one `monotonic`.
+    init(wall: Date, monotonic: ContinuousClock.Instant, now: @escaping @Sendable () -> Date = Date.init) {
+        self.now = now
+        self.wall = wall
+        self.monotonic = monotonic
+        runStarted = wall
+    }
+
+    /// A step of the wall clock.
+    struct Step: Equatable {
+        /// Negative: set back.
+        var seconds: TimeInterval
+        /// What the clock would read now but for the step.
+        var unsetReading: Date
+        /// When the run started, as the clock read before the step.
+        var runStarted: Date
+    }
+
+    /// The step since the last call, if there was one.
+    mutating func step() -> Step? {
+        let wallNow = now(), monotonicNow = ContinuousClock.now
         let unsetReading = wall.addingTimeInterval((monotonicNow - monotonic).timeInterval)
-        let step = wallNow.timeIntervalSince(unsetReading)
+        let seconds = wallNow.timeIntervalSince(unsetReading)
         wall = wallNow
         monotonic = monotonicNow
-        return abs(step) >= Self.smallestStep ? (step, unsetReading) : nil
+        guard abs(seconds) >= Self.smallestStep else { return nil }
+        defer { runStarted += seconds }
+        return Step(seconds: seconds, unsetReading: unsetReading, runStarted: runStarted)
+    }
+
+    /// The earlier of what the clock reads now and what it would read but for a step not yet seen: a time to forget
+    /// by that a step forward cannot make too late.
+    func earliestReading() -> Date {
+        min(now(), wall.addingTimeInterval((ContinuousClock.now - monotonic).timeInterval))
     }
 
     static func describe(_ seconds: TimeInterval) -> String {

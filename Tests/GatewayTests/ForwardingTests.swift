@@ -1013,11 +1013,10 @@ extension OutboxSalvageTests {
             }
         }
         let outbox = try Outbox.open(path: path, logger: CapturedLog().logger)
-        let since = now.addingTimeInterval(-3600)
-        #expect(try await outbox.commandResult(key: "13812345678-old", since: since)?.result == #"{"ticket":"A001"}"#)
+        #expect(try await outbox.commandResult(key: "13812345678-old")?.result == #"{"ticket":"A001"}"#)
         try await outbox.recordCommandResult(key: "13812345678-new", request: "ticket prefix A", json: #"{"ticket":"A002"}"#,
-                                             at: now, keepingSince: since)
-        #expect(try await outbox.commandResult(key: "13812345678-new", since: since)?.result == #"{"ticket":"A002"}"#)
+                                             at: now)
+        #expect(try await outbox.commandResult(key: "13812345678-new")?.result == #"{"ticket":"A002"}"#)
         let kept = try await DatabaseQueue(path: path).read { db in try String.fetchAll(db, sql: "SELECT key FROM command_key") }
         #expect(kept.count == 2 && kept.allSatisfy { $0.count == 16 && !$0.contains("138") }, "\(kept)")
     }
@@ -1076,7 +1075,7 @@ extension OutboxSalvageTests {
             let outbox = try Outbox.open(path: path, policy: policy, logger: CapturedLog().logger)
             try await outbox.register(sinks: ["central"])
             try await outbox.recordCommandResult(key: "ticket-7f3a", request: #"{"prefix":"A"}"#, json: #"{"status":"done"}"#,
-                                                 at: Date(), keepingSince: Date().addingTimeInterval(-86_400))
+                                                 at: Date())
             #expect(try await outbox.beginDayCheck(day: "2026-12-02", clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_796_000_000))))
             // A clock found right since: the recorded time is below the day check's.
             try await outbox.resetRecordedTime(clock: ManualHallClock(now: Date(timeIntervalSince1970: 1_795_990_000)))
@@ -1116,7 +1115,7 @@ extension OutboxSalvageTests {
 
         let outbox = try Outbox.open(path: path, policy: policy, logger: CapturedLog().logger)
         _ = try #require(outbox.salvage)
-        #expect(try await outbox.commandResult(key: "ticket-7f3a", since: .distantPast)?.result == #"{"status":"done"}"#,
+        #expect(try await outbox.commandResult(key: "ticket-7f3a")?.result == #"{"status":"done"}"#,
                 "a command retried after the salvage is answered, not run again")
         #expect(try await outbox.lastRecordedTime() == Date(timeIntervalSince1970: 1_795_990_000),
                 "the next start compares its clock with the same time")
@@ -1124,9 +1123,9 @@ extension OutboxSalvageTests {
         #expect(try await outbox.ticketNumbers(day: "2026-12-02") == ["A": 23], "no second A001 that day")
         #expect(try await outbox.deviceStates().first { $0.state.device == "board-w05" }?.state.lastShown?.ticket == "A031",
                 "a board back from a power cut after the salvage is shown its call again")
-        #expect(try outbox.settleInterrupted(keepingSince: .distantPast).committed.map(\.id) == ["command-a23"],
+        #expect(try outbox.settleInterrupted().committed.map(\.id) == ["command-a23"],
                 "the ticket being printed when the power went is reported at the start")
-        #expect(try await outbox.commandResult(key: "ticket-a23", since: .distantPast)?.result.contains("A023") == true,
+        #expect(try await outbox.commandResult(key: "ticket-a23")?.result.contains("A023") == true,
                 "its retry is answered A023, and prints nothing")
         let kept = try await DatabaseQueue(path: path).read { db in try String.fetchAll(db, sql: "SELECT key FROM command_key") }
         #expect(kept.count == 2 && !kept.contains { $0.hasPrefix("ticket-") }, "keys kept by their fingerprint: \(kept)")

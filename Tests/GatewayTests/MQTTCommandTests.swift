@@ -453,7 +453,7 @@ import Testing
             try await outbox.recordCommandResult(
                 key: "ran-1", request: "call of ticket A041 at window 5",
                 json: #"{"id":"command-ran","command":"call","window":"5","ticket":"A041","status":"done","devices":[],"eventId":"command-ran"}"#,
-                at: tenMinutesAgo, keepingSince: .distantPast)
+                at: tenMinutesAgo)
             _ = try outbox.hold(command: Array(#"{"id": "c-new", "command": "call", "window": "5", "ticket": "A042"}"#.utf8))
         }
         let replies = try await MQTTReplySubscriber(host: host, port: port, clientId: "\(id)-results",

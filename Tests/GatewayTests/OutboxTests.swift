@@ -35,7 +35,6 @@ import Testing
     @Test func aTicketsDraftIsCommittedAtTheNextStartOnlyWhenItsOwnEventNeverWas() async throws {
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
         try await outbox.register(sinks: ["store"])
-        let keptSince = Date().addingTimeInterval(-3600)
         // Printed and committed, no key: settled with the commit; then delivered and pruned.
         try await outbox.recordUnsettled(ticket("command-1", "A001", detail: "stopped"), key: nil, request: nil)
         try await outbox.commit([ticket("command-1", "A001", detail: nil)], settlingDrafts: true)
@@ -47,55 +46,73 @@ import Testing
         // Committed and its key's result kept: settled with the key.
         try await outbox.recordUnsettled(ticket("key-4", "A004", detail: "stopped"), key: "k-4", request: "ticket prefix A")
         try await outbox.commit([ticket("key-4", "A004", detail: nil)], settlingDrafts: true)
-        try await outbox.recordCommandResult(key: "k-4", request: "ticket prefix A", json: "{}", at: Date(), keepingSince: keptSince)
+        try await outbox.recordCommandResult(key: "k-4", request: "ticket prefix A", json: "{}", at: Date())
         #expect(try outbox.unsettledCommands() == ["key-2", "key-3"])
         // Every event delivered and pruned: a settled draft must not come back as a new event.
         let delivered = try await outbox.entries(after: 0, limit: 10)
         try await outbox.markDelivered(sink: "store", through: try #require(delivered.last?.position), count: delivered.count)
         #expect(try await outbox.prune(now: Date().addingTimeInterval(8 * 24 * 3600)) == 3)
 
-        let settled = try outbox.settleInterrupted(keepingSince: keptSince)
+        let settled = try outbox.settleInterrupted()
         #expect(settled.committed.map(\.id) == ["key-3"] && settled.unreadable == 0)
         #expect(try outbox.unsettledCommands().isEmpty)
-        #expect(try outbox.settleInterrupted(keepingSince: keptSince).committed.isEmpty, "settled once")
+        #expect(try outbox.settleInterrupted().committed.isEmpty, "settled once")
         let committed = try await outbox.entries(after: 0, limit: 10)
         #expect(committed.map(\.id) == ["key-3"] && committed.first?.json.contains("stopped") == true, "\(committed)")
-        let second = try #require(try await outbox.commandResult(key: "k-2", since: keptSince))
+        let second = try #require(try await outbox.commandResult(key: "k-2"))
         #expect(second.request == "ticket prefix A" && second.result.contains(#""ticket":"A002""#) && !second.result.contains("stopped"))
-        let third = try #require(try await outbox.commandResult(key: "k-3", since: keptSince))
+        let third = try #require(try await outbox.commandResult(key: "k-3"))
         #expect(third.result.contains(#""ticket":"A003""#) && third.result.contains("stopped") && third.result.contains(#""status":"done""#))
-        #expect(try await outbox.commandResult(key: "k-4", since: keptSince)?.result == "{}", "a kept result stays as it was")
+        #expect(try await outbox.commandResult(key: "k-4")?.result == "{}", "a kept result stays as it was")
     }
 
+    /// A box booted reading 2026-01-01, its clock set right by NTP an hour into the run: the keys of the tickets served
+    /// under the wrong time get a day of real time; those of runs before keep theirs (yesterday's, kept under a right
+    /// clock, and the last run's, its clock restored at the boot as it read then, as fake-hwclock does); a key recorded
+    /// in the moment before the gateway saw the step is neither lost nor moved.
     @Test func aKeysDayOfRetriesIsADayOfRealTimeWhenNTPSetsAWrongClockForward() async throws {
         let outbox = try Outbox.open(path: folder.file("outbox.sqlite"), logger: CapturedLog().logger)
         let day: TimeInterval = 24 * 3600
-        // The box booted reading 2026-01-01 and served two tickets; yesterday's run (right time) kept one key too.
-        let rightNow = Date(timeIntervalSince1970: 1_796_000_000), wrongNow = Date(timeIntervalSince1970: 1_767_225_600)
-        try await outbox.recordCommandResult(key: "yesterday", request: "ticket prefix A", json: #"{"ticket":"A001"}"#,
-                                             at: rightNow.addingTimeInterval(-20 * 3600), keepingSince: wrongNow - day)
-        for (key, ticket) in [("k-1", "A002"), ("k-2", "A003")] {
+        let rightNow = Date(timeIntervalSince1970: 1_796_000_000), wrongStart = Date(timeIntervalSince1970: 1_767_225_600)
+        let clock = ManualHallClock(now: wrongStart + 3600)
+        var watch = WallClockWatch(wall: wrongStart, monotonic: .now - .seconds(3600), now: { clock.now })
+        let noStep = watch.step()
+        #expect(noStep == nil, "an hour on both clocks")
+        func keep(_ key: String, _ ticket: String, at time: Date) async throws {
             try await outbox.recordCommandResult(key: key, request: "ticket prefix A", json: #"{"ticket":"\#(ticket)"}"#,
-                                                 at: wrongNow, keepingSince: wrongNow - day)
+                                                 at: time)
         }
-        // NTP set it right 60 s later, the gateway noticed; a ticket after that keeps its key by the right time.
-        let step = rightNow.timeIntervalSince(wrongNow)
-        try await outbox.clockWasSet(forwardBy: step, whileReading: wrongNow.addingTimeInterval(60))
-        try await outbox.recordCommandResult(key: "k-3", request: "ticket prefix A", json: #"{"ticket":"A004"}"#,
-                                             at: rightNow.addingTimeInterval(60), keepingSince: rightNow - day)
-        // A retry of the tickets served under the wrong clock gets them, not a new number; yesterday's key is not moved.
-        let keptSince = rightNow.addingTimeInterval(120) - day
-        #expect(try await outbox.commandResult(key: "k-1", since: keptSince)?.result == #"{"ticket":"A002"}"#)
-        #expect(try await outbox.commandResult(key: "k-2", since: keptSince)?.result == #"{"ticket":"A003"}"#)
-        #expect(try await outbox.commandResult(key: "k-3", since: keptSince)?.result == #"{"ticket":"A004"}"#)
-        #expect(try await outbox.commandResult(key: "yesterday", since: keptSince)?.result == #"{"ticket":"A001"}"#)
-        // A day of real time after they were served, they are forgotten as any key is; yesterday's key before them.
-        #expect(try await outbox.commandResult(key: "yesterday", since: rightNow.addingTimeInterval(5 * 3600) - day) == nil)
-        #expect(try await outbox.commandResult(key: "k-1", since: rightNow.addingTimeInterval(5 * 3600) - day) != nil)
-        #expect(try await outbox.commandResult(key: "k-1", since: rightNow.addingTimeInterval(1)) == nil)
-        // Set back, nothing is moved (kept longer, not forgotten early).
-        try await outbox.clockWasSet(forwardBy: -2 * day, whileReading: rightNow.addingTimeInterval(2 * day))
-        #expect(try await outbox.commandResult(key: "k-1", since: keptSince)?.result == #"{"ticket":"A002"}"#)
+        func kept() async throws -> [String] {
+            var found: [String] = []
+            for key in ["last-run", "before", "k-1", "k-2", "k-3"] where try await outbox.commandResult(key: key) != nil { found.append(key) }
+            return found
+        }
+        try await keep("before", "A001", at: rightNow - 20 * 3600)
+        try await keep("last-run", "A099", at: wrongStart - 600)
+        try await keep("k-1", "A002", at: wrongStart + 600)
+        try await keep("k-2", "A003", at: wrongStart + 3000)
+        // NTP sets it right; a keyed ticket is served before the gateway's loop sees the step.
+        clock.advance(to: rightNow)
+        #expect(abs(watch.earliestReading().timeIntervalSince(wrongStart + 3600)) < 60, "forgetting waits for the step")
+        try await keep("k-3", "A004", at: rightNow)
+        let seen = watch.step()
+        let step = try #require(seen)
+        #expect(abs(step.seconds - rightNow.timeIntervalSince(wrongStart + 3600)) < 60 && step.runStarted == wrongStart)
+        try await outbox.clockWasSet(step)
+        try await outbox.forgetCommandKeys(before: watch.earliestReading() - day)
+        #expect(try await kept() == ["before", "k-1", "k-2", "k-3"])
+        #expect(try await outbox.commandResult(key: "k-1")?.result == #"{"ticket":"A002"}"#, "a retry gets its ticket")
+        // Five hours on, the run before's key is a day old; k-1 is a day old 50 minutes before the step (real time).
+        try await outbox.forgetCommandKeys(before: rightNow + 5 * 3600 - day)
+        #expect(try await kept() == ["k-1", "k-2", "k-3"])
+        try await outbox.forgetCommandKeys(before: rightNow - 2999)
+        #expect(try await kept() == ["k-2", "k-3"])
+        // A technician sets it two days ahead by mistake: this run's keys go with it, none forgotten early.
+        clock.advance(to: rightNow + 2 * day)
+        let second = watch.step()
+        try await outbox.clockWasSet(try #require(second))
+        try await outbox.forgetCommandKeys(before: watch.earliestReading() - day)
+        #expect(try await kept() == ["k-2", "k-3"])
     }
 
     @Test func theLastRecordedTimeIsTheLatestOfTheDeviceStatesAndTheDayChecksUntilAClockFoundRight() async throws {

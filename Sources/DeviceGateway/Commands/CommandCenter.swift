@@ -331,7 +331,7 @@ public actor CommandCenter {
             // A key the outbox could not be asked about is held in memory whatever its result's record.
             var lookedUp = false
             do {
-                let stored = try await outbox.commandResult(key: key, since: Date().addingTimeInterval(-Self.keptKeys))
+                let stored = try await outbox.commandResult(key: key)
                 lookedUp = true
                 failedLookUps.succeeded(logger, "outbox: idempotency keys are looked up again")
                 if let stored, let result = try? JSONDecoder().decode(CommandResult.self, from: Data(stored.result.utf8)) {
@@ -348,8 +348,7 @@ public actor CommandCenter {
             let result = await work(id)
             do {
                 let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
-                try await outbox.recordCommandResult(key: key, request: request, json: json, at: Date(),
-                                                     keepingSince: Date().addingTimeInterval(-Self.keptKeys))
+                try await outbox.recordCommandResult(key: key, request: request, json: json, at: Date())
                 unkeptResults.succeeded(logger, "outbox: commands' results are kept for their idempotency keys again "
                                         + "(those refused meanwhile only in memory, until the gateway stops)")
                 return KeyedOutcome(result: .success(result), kept: lookedUp)

@@ -226,7 +226,7 @@ public final class MQTTCommands: Service, Sendable {
     /// Whether the request ran before the stop: its idempotency key has a result (a retry gets it, nothing runs).
     private func ranBefore(_ request: MQTTCommandRequest) async -> Bool {
         guard let key = request.idempotencyKey else { return false }
-        let kept = try? await outbox.commandResult(key: key, since: Date().addingTimeInterval(-CommandCenter.keptKeys))
+        let kept = try? await outbox.commandResult(key: key)
         return kept != nil
     }
 

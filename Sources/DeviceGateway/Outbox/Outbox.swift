@@ -1233,33 +1233,39 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The request and result (JSON) of the command run for idempotency `key` since `since`, if any (the request is
-    /// nil for a key kept by an older version).
-    public func commandResult(key: String, since: Date) async throws -> (request: String?, result: String)? {
+    /// The request and result (JSON) of the command run for idempotency `key`, if it is kept (the request is nil for
+    /// a key kept by an older version). Kept until `forgetCommandKeys`: not judged by the clock here, which may have
+    /// been set forward a moment ago, before the keys recorded under the old time were moved.
+    public func commandResult(key: String) async throws -> (request: String?, result: String)? {
         try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT request, result FROM command_key WHERE key = ? AND created_at >= ?",
-                             arguments: [Fingerprint.padded(key), since.timeIntervalSince1970]).map { ($0[0], $0[1]) }
+            try Row.fetchOne(db, sql: "SELECT request, result FROM command_key WHERE key = ?",
+                             arguments: [Fingerprint.padded(key)]).map { ($0[0], $0[1]) }
         }
     }
 
-    /// The wall clock was set forward by `step` seconds while it read `unsetReading`: the idempotency keys recorded
-    /// under the old time are moved to the new one, so that their day of retries is a day of real time (a box booted
-    /// with a wrong clock and corrected by NTP would otherwise forget them at once, and run a retry again). A clock
-    /// set back leaves them younger than they are, kept for longer: harmless, and not moved.
-    public func clockWasSet(forwardBy step: TimeInterval, whileReading unsetReading: Date) async throws {
-        guard step > 0 else { return }
+    /// Forgets the idempotency keys recorded before `time`.
+    func forgetCommandKeys(before time: Date) async throws {
         try await writeWithReserve { db in
-            try db.execute(sql: "UPDATE command_key SET created_at = created_at + ? WHERE created_at <= ?",
-                           arguments: [step, unsetReading.timeIntervalSince1970])
+            try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [time.timeIntervalSince1970])
         }
     }
 
-    /// Keeps the request and result (JSON) of the command run for `key`; keys recorded before `keepingSince` are
-    /// forgotten.
-    public func recordCommandResult(key: String, request: String, json: String, at time: Date,
-                                    keepingSince: Date) async throws {
+    /// The wall clock was set forward: the idempotency keys this run recorded under the old time are moved to the new
+    /// one, so that their day of retries is a day of real time (a box booted with a wrong clock and corrected by NTP
+    /// would otherwise forget them at once, and run a retry again). Keys of runs before are not: their time was that
+    /// of their own clock. A clock set back leaves them younger than they are, kept for longer: harmless, not moved.
+    func clockWasSet(_ step: WallClockWatch.Step) async throws {
+        guard step.seconds > 0 else { return }
         try await writeWithReserve { db in
-            try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [keepingSince.timeIntervalSince1970])
+            try db.execute(sql: "UPDATE command_key SET created_at = created_at + ? WHERE created_at BETWEEN ? AND ?",
+                           arguments: [step.seconds, step.runStarted.timeIntervalSince1970,
+                                       step.unsetReading.timeIntervalSince1970])
+        }
+    }
+
+    /// Keeps the request and result (JSON) of the command run for `key`.
+    public func recordCommandResult(key: String, request: String, json: String, at time: Date) async throws {
+        try await writeWithReserve { db in
             try Self.keep(key: Fingerprint.padded(key), request: request, json: json, at: time, in: db)
             // Its command is settled once its own event is committed too (else the next start commits the draft).
             try db.execute(sql: "DELETE FROM unsettled_command WHERE key = ? AND committed = 1",
@@ -1287,7 +1293,7 @@ public final class Outbox: Sendable {
     /// kept for its key, from its own event or the draft, so that a retry gets it instead of running again. Returns
     /// the drafts committed, and how many records could not be read (dropped). Synchronous: the daemon calls it while
     /// it starts, before the API and MQTT take commands.
-    public func settleInterrupted(at time: Date = Date(), keepingSince: Date) throws
+    public func settleInterrupted(at time: Date = Date()) throws
         -> (committed: [CloudEvent], unreadable: Int) {
         try writeWithReserveBlocking { db in
             var committed: [CloudEvent] = []
@@ -1304,8 +1310,7 @@ public final class Outbox: Sendable {
                     committed.append(inserted)
                 }
                 guard let key, let request, case .command(let executed) = event.data else { continue }
-                let known = try Bool.fetchOne(db, sql: "SELECT 1 FROM command_key WHERE key = ? AND created_at >= ?",
-                                              arguments: [key, keepingSince.timeIntervalSince1970]) ?? false
+                let known = try Bool.fetchOne(db, sql: "SELECT 1 FROM command_key WHERE key = ?", arguments: [key]) ?? false
                 guard !known else { continue }
                 let result = CommandResult(
                     id: executed.commandId, command: executed.command, window: executed.window, ticket: executed.ticket,
