@@ -682,7 +682,7 @@ public final class Gateway: Service {
             forwardersStop.stop()
         }
         var ownUncommitted = await commitOwnWaiting()
-        // The disk filled past the reserve: its last part, kept for this, takes what fits, a few events at a time.
+        // The disk filled past the reserve: the room kept for a stop takes what fits, a few events at a time.
         if ownUncommitted > 0, outbox.giveBackStopReserve() { ownUncommitted = await commitOwnWaiting(batch: 8) }
         uncommitted += ownUncommitted
         if uncommitted == 0 {

@@ -25,7 +25,7 @@ enum OutboxIngestBenchmark {
         var number = 0
         for groupSize in [1, 10, 50, 200, 500] {
             let path = folder + "/ingest-\(UUID().uuidString).sqlite"
-            defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+            defer { for suffix in ["", "-wal", "-shm", ".reserve", ".stop-reserve"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
             let outbox = try Outbox.open(path: path, logger: logger)
             var latencies: [Duration] = []
             let clock = ContinuousClock()

@@ -29,7 +29,7 @@ public struct LocalAPI: Sendable {
 
     /// How long a connection may stay open with no request under way. A tablet that lost its power or Wi-Fi never
     /// closes its keep-alive connection: without a limit each held a descriptor for the gateway's life. Longer than
-    /// the 60 s clients keep their own idle connections (AsyncHTTPClient, the CLI's), so that they close first.
+    /// the 60 s AsyncHTTPClient (the CLI's) keeps its own, so that it closes first.
     public static let idleConnectionLimit = Duration.seconds(75)
 
     /// The application, listening on `host:port`, closing connections idle for `idleLimit`; `onListening` gets the

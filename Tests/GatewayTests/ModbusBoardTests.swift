@@ -323,8 +323,8 @@ import Testing
     }
 
     /// From the second ext4 trial: two calls answered `done` were lost at a SIGTERM, the disk full past the reserve.
-    /// The reserve's last part, kept for a stop, takes them.
-    @Test func callsWaitingAtAStopOnADiskFullPastTheReserveAreCommittedOnItsLastPart() async throws {
+    /// The room kept for a stop takes them.
+    @Test func callsWaitingAtAStopOnADiskFullPastTheReserveAreCommittedInTheRoomKeptForAStop() async throws {
         let folder = try TemporaryDirectory()
         let disk = try await SmallDisk(at: folder.file("state"), megabytes: 16)
         defer { disk.unmount() }
@@ -342,7 +342,7 @@ import Testing
         try #require(gateway.ownEventsWaiting.count == 2, "the reserve's room is taken too")
         #expect(FileManager.default.fileExists(atPath: gateway.outbox.path + ".stop-reserve"), "kept for the stop")
         await line.stop()
-        #expect(log.text.contains("is full past the outbox's reserve: its last 1 MB, kept for this, is given back at the stop"),
+        #expect(log.text.contains("is full past the outbox's reserve: the 1 MB kept for a stop is given back for the gateway's own events"),
                 "\(log.text)")
         #expect(!log.text.contains("not committed at the stop"), "\(log.text)")
         try disk.free()

@@ -26,9 +26,9 @@ final class DiskReserve: Sendable {
     /// The reserve's file beside the outbox at `outboxPath`.
     static func path(beside outboxPath: String) -> String { outboxPath + ".reserve" }
 
-    /// Its last part, a quarter of its size in a file of its own, given back only at a stop: the gateway's own events
-    /// still waiting then (calls answered `done` on a disk full past the reserve) are committed, not lost (from the
-    /// second ext4 trial: two calls lost so at a SIGTERM).
+    /// A second file, a quarter of its size, given back only at a stop: the gateway's own events still waiting then
+    /// (calls answered `done` on a disk full past the reserve) are committed, not lost (from the second ext4 trial: two
+    /// calls lost so at a SIGTERM).
     let stopPath: String
     var stopBytes: Int64 { bytes / 4 }
     static func stopPath(beside outboxPath: String) -> String { outboxPath + ".stop-reserve" }
@@ -52,8 +52,7 @@ final class DiskReserve: Sendable {
     /// The free space a reserve of `bytes` is made with: twice its size, so that making it never fills the disk.
     static func room(for bytes: Int64) -> Int64 { bytes * 2 }
 
-    /// Makes the files when they are missing and the disk has room for each twice over: the reserve, then its last
-    /// part.
+    /// Makes the files when they are missing and the disk has room for each twice over: the reserve, then the stop's.
     func keep() {
         guard bytes > 0 else { return }
         defer { keepStopPart() }
@@ -87,9 +86,11 @@ final class DiskReserve: Sendable {
         }
     }
 
+    /// Only beside the reserve: a disk without room for it is not made fuller.
     private func keepStopPart() {
         let made = missing.withLock { _ in
-            guard !FileManager.default.fileExists(atPath: stopPath), let free = DiskSpace.free(at: folder),
+            guard FileManager.default.fileExists(atPath: path), !FileManager.default.fileExists(atPath: stopPath),
+                  let free = DiskSpace.free(at: folder),
                   free >= Self.room(for: stopBytes)
             else { return false }
             return Self.allocate(stopPath, bytes: stopBytes)
@@ -99,14 +100,17 @@ final class DiskReserve: Sendable {
         }
     }
 
-    /// Gives back the last part at a stop: the disk is full past the reserve and the gateway's own events wait. True
-    /// when it was there.
+    /// Gives back the stop's file when the disk is full past the reserve (the gateway's own events wait at its stop);
+    /// not for another refusal (a lock, an I/O error), which room does not mend. True when it was given back.
     func giveBackAtStop() -> Bool {
-        let removed = missing.withLock { _ in (try? FileManager.default.removeItem(atPath: stopPath)) != nil }
+        let removed = missing.withLock { missing in
+            missing.givenBackAt != nil && (DiskSpace.free(at: folder) ?? 0) < Outbox.fullDiskBelowBytes
+                && (try? FileManager.default.removeItem(atPath: stopPath)) != nil
+        }
         if removed {
             logger.critical("""
-                the disk holding \(folder) is full past the outbox's reserve: its last \(DiskSpace.megabytes(stopBytes)), \
-                kept for this, is given back at the stop for the gateway's own events still waiting; make room on the disk
+                the disk holding \(folder) is full past the outbox's reserve: the \(DiskSpace.megabytes(stopBytes)) kept \
+                for a stop is given back for the gateway's own events still waiting; make room on the disk
                 """)
         }
         return removed

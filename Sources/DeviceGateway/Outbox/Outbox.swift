@@ -424,8 +424,8 @@ public final class Outbox: Sendable {
         reserve?.missingForRoom
     }
 
-    /// Gives back the reserve's last part, kept for a stop: the gateway's own events wait at its stop, the disk full
-    /// past the reserve. True when it was there.
+    /// Gives back the room kept for a stop: the gateway's own events wait at its stop, the disk full past the reserve.
+    /// True when it was given back.
     public func giveBackStopReserve() -> Bool {
         reserve?.giveBackAtStop() ?? false
     }
