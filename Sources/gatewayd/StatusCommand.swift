@@ -41,7 +41,13 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         let hall = try daemon.load()
         guard watch else {
-            let snapshot = try await Self.snapshot(hall: hall, outbox: outbox)
+            let snapshot: StatusSnapshot
+            do {
+                snapshot = try await Self.snapshot(hall: hall, outbox: outbox)
+            } catch let unavailable as StatusUnavailable {
+                printError(unavailable.message)
+                throw ExitCode(unavailable.exit)
+            }
             try show(snapshot, hall: hall)
             // The daemon was asked and did not answer: an old record of all online is no "all well".
             if outbox == nil, case .outbox = snapshot.source { throw ExitCode(CLIExit.daemonUnreachable) }
@@ -54,13 +60,16 @@ struct StatusCommand: AsyncParsableCommand {
             return
         }
         while true {
-            let snapshot: StatusSnapshot?
-            do { snapshot = try await Self.snapshot(hall: hall, outbox: outbox) } catch { snapshot = nil }
+            let snapshot: Result<StatusSnapshot, StatusUnavailable>
+            do { snapshot = .success(try await Self.snapshot(hall: hall, outbox: outbox)) } catch let unavailable as StatusUnavailable {
+                snapshot = .failure(unavailable)
+            }
             if Output.isTerminal && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-            if let snapshot {
-                try show(snapshot, hall: hall)
-            } else {
-                print("no answer from the daemon nor its outbox")
+            switch snapshot {
+            case .success(let snapshot): try show(snapshot, hall: hall)
+            // One JSON line a refresh, this one too: a script reading them gets no line it cannot parse.
+            case .failure(let unavailable) where json: try Output.printJSON(unavailable, compact: true)
+            case .failure(let unavailable): print(unavailable.message)
             }
             Output.flush()
             try await Task.sleep(for: .seconds(interval))
@@ -219,10 +228,7 @@ struct StatusCommand: AsyncParsableCommand {
                     lines: list.lines ?? [], notReady: notReady, clock: list.clock, hallDay: list.hallDay,
                     failingSinks: await failingSinks(in: outbox ?? hall.outboxPath, hall: hall))
             } catch {
-                if error.kind != .unreachable {
-                    printError(error.description)
-                    throw error.exitCode
-                }
+                if error.kind != .unreachable { throw StatusUnavailable(message: error.description, exit: error.exitCode.rawValue) }
                 why = error.description
             }
         }
@@ -231,12 +237,11 @@ struct StatusCommand: AsyncParsableCommand {
         do {
             rows = try await Outbox.openForReading(path: path).deviceStates()
         } catch {
-            printError("\(why); and its outbox cannot be read: \(error)")
-            throw ExitCode(CLIExit.daemonUnreachable)
+            throw StatusUnavailable(message: "\(why); and its outbox cannot be read: \(error)", exit: CLIExit.daemonUnreachable)
         }
         guard let updated = rows.map(\.updatedAt).max() else {
-            printError("\(why); and \(path) holds no device states yet (is this the gateway's state directory?)")
-            throw ExitCode(CLIExit.daemonUnreachable)
+            throw StatusUnavailable(message: "\(why); and \(path) holds no device states yet (is this the gateway's state directory?)",
+                                    exit: CLIExit.daemonUnreachable)
         }
         // The record keeps devices since removed from the configuration: with the configuration at hand, only its own,
         // bus by bus in its order, as the daemon lists them.
@@ -330,6 +335,22 @@ struct APIDeviceList: Decodable {
     var clock: ClockState?
     /// Absent without hours, while the day is held, and from a daemon older than this CLI.
     var hallDay: String?
+}
+
+/// Neither the daemon nor its outbox told the devices' states: why, and the exit status it means. In `--watch --json`
+/// a line of its own (`{"live":false,"unavailable":"…"}`).
+struct StatusUnavailable: Error, Encodable {
+    var live = false
+    var unavailable: String
+    var message: String { unavailable }
+    let exit: Int32
+
+    init(message: String, exit: Int32) {
+        unavailable = message
+        self.exit = exit
+    }
+
+    private enum CodingKeys: String, CodingKey { case live, unavailable }
 }
 
 /// What `gatewayd status --json` prints.

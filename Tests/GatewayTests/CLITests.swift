@@ -766,6 +766,19 @@ import Testing
         let status = try await run(
             gatewaydPath, ["status", "--api", "http://127.0.0.1:9"], workingDirectory: folder.path)
         #expect(status.status == 3, "neither the daemon nor an outbox: \(status.standardError)")
+        // A script reading --watch --json gets a JSON line a refresh then too, not a sentence it cannot parse.
+        let watch = try ChildProcess(gatewaydPath, ["status", "--watch", "--json", "--interval", "0.3", "--api", "http://127.0.0.1:9"],
+                                     workingDirectory: folder.path)
+        #expect(await eventually { watch.output.split(separator: "\n").count >= 2 }, "\(watch.output)")
+        watch.interrupt()
+        let written = watch.output.split(separator: "\n")
+        // A refresh cut by the interrupt is no line yet.
+        for line in watch.output.hasSuffix("\n") ? written : written.dropLast() {
+            let refresh = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+            #expect(refresh["live"] as? Bool == false
+                    && (refresh["unavailable"] as? String)?.hasPrefix("the gateway is not running (nothing listens on http://127.0.0.1:9)") == true,
+                    "\(line)")
+        }
         let broken = try await run(gatewaydPath, ["status", "--config", folder.path + "/missing.yaml"])
         #expect(broken.status == 2)
         // An outbox that is not there: a wrong path given, and the help says so.
