@@ -1279,6 +1279,33 @@ final class BlockingLine: LinkOpener, BusLink, Sendable {
         #expect(!next.events.contains { $0.data.fault?.fault == "ratings-lost" }, "held again, not lost")
     }
 
+    /// From reading the long-lived state: past the memory bound, each rating trimmed was remembered (to know a
+    /// repeat) and its number kept until a commit, without end on a disk full for days. The loss stays exact; what is
+    /// remembered is bounded.
+    @Test func ratingsTrimmedForDaysAreCountedExactlyInBoundedMemory() throws {
+        var pending = PendingCommit()
+        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        let trimmed = 3 * PendingCommit.rememberedTrims
+        pending.add(events: (1...trimmed).map { number in
+            CloudEvent(id: "r\(number)", source: "/halls/h/devices/eval-w01", type: HallEventType.ratingSubmitted, time: start,
+                       subject: "window/1",
+                       data: .rating(RatingSubmitted(window: "1", staffId: "0101", level: 4, levelLabel: "满意", key: 1,
+                                                     keyLabel: "满意", scale: "three-key", deviceCounter: Int64(number))))
+        } + (0..<BusCommitter.maximumUncommitted).map { number in
+            CloudEvent(id: "e\(number)", source: "/halls/h/devices/other", type: HallEventType.deviceOnline, time: start,
+                       subject: nil, data: .deviceStatus(DeviceStatusChanged(device: "other", bus: "b", address: 1, reason: "")))
+        })
+        let taken = pending.take(at: start)
+        pending.restore(events: taken.events, cursors: taken.cursors, at: start)
+        #expect(pending.trim()?.ratings == trimmed)
+        #expect(pending.trimmedRatingsRemembered <= 2 * PendingCommit.rememberedTrims)
+        let faults = pending.take(at: start.addingTimeInterval(60)).events.compactMap { $0.data.fault }
+            .filter { $0.fault == "ratings-lost" }
+        #expect(faults.map(\.count) == [Int64(trimmed)])
+        #expect(faults.first?.detail.hasPrefix("\(trimmed) ratings lost (numbers between 1 and \(trimmed))") == true,
+                "\(faults)")
+    }
+
     /// Our FUNC 01 acknowledgement heard back is no sign of the pad (an unplugged pad would look alive).
     @Test func ourAcknowledgementHeardBackIsNoSignOfThePad() throws {
         var driver = try driver()

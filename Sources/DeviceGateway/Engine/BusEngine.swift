@@ -1203,8 +1203,9 @@ struct PendingCommit {
     private(set) var afterCommit: [LineRequest] = []
     /// Since when the outbox refuses commits, while it does.
     private var refusingSince: Date?
-    /// Ratings dropped from memory per source while the outbox refused commits, not yet reported.
-    private var memoryLosses: [String: (since: Date, count: Int64, numbers: [Int64])] = [:]
+    /// Ratings dropped from memory per source while the outbox refused commits, not yet reported: how many, and the
+    /// range of their numbers (a number counted back in leaves it as it was: the ones lost are still within it).
+    private var memoryLosses: [String: (since: Date, count: Int64, numbers: ClosedRange<Int64>?)] = [:]
     /// Subjects of the sources with memory losses, for the fault events.
     private var subjects: [String: String?] = [:]
 
@@ -1219,8 +1220,11 @@ struct PendingCommit {
     /// memory bound with copies and counting them as lost ratings when trimmed.
     private var held: Set<Key> = []
     /// Ratings trimmed from memory and tallied as lost, until a commit succeeds: one the device repeats (an FF 68 pad
-    /// does until acknowledged) is held again and no longer lost.
+    /// does until acknowledged, within seconds) is held again and no longer lost. The newest `rememberedTrims` of them:
+    /// a full disk for days trims on, and a Modbus pad never repeats one.
     private var trimmedRatings: Set<Key> = []
+    private var trimmedOrder: [Key] = []
+    static let rememberedTrims = 10_000
 
     var isEmpty: Bool { events.isEmpty && cursors.isEmpty && afterCommit.isEmpty && memoryLosses.isEmpty }
 
@@ -1264,6 +1268,7 @@ struct PendingCommit {
         refusingSince = nil
         memoryLosses = [:]
         trimmedRatings = []
+        trimmedOrder = []
         held = Set(events.map { Key(source: $0.source, id: $0.id) })
     }
 
@@ -1277,13 +1282,14 @@ struct PendingCommit {
         held.subtract(dropped.map { Key(source: $0.source, id: $0.id) })
         var ratings = 0
         for event in dropped {
-            var loss = memoryLosses[event.source] ?? (since: refusingSince ?? Date(), count: 0, numbers: [])
+            var loss = memoryLosses[event.source] ?? (since: refusingSince ?? Date(), count: 0, numbers: nil)
             switch event.data {
             case .rating(let rating):
                 loss.count += 1
-                loss.numbers.append(rating.deviceCounter ?? 0)
+                let number = rating.deviceCounter ?? 0
+                loss.numbers = loss.numbers.map { min($0.lowerBound, number)...max($0.upperBound, number) } ?? number...number
                 ratings += 1
-                trimmedRatings.insert(Key(source: event.source, id: event.id))
+                rememberTrimmed(Key(source: event.source, id: event.id))
             case .deviceFault(let fault) where fault.fault == "ratings-lost":
                 loss.count += fault.count ?? 0
             default:
@@ -1295,11 +1301,23 @@ struct PendingCommit {
         return (excess, ratings)
     }
 
+    /// How many trimmed ratings it would know again.
+    var trimmedRatingsRemembered: Int { trimmedRatings.count }
+
+    private mutating func rememberTrimmed(_ key: Key) {
+        guard trimmedRatings.insert(key).inserted else { return }
+        trimmedOrder.append(key)
+        // Dropped a batch at a time: the oldest half once twice as many are held.
+        if trimmedOrder.count >= 2 * Self.rememberedTrims {
+            trimmedRatings.subtract(trimmedOrder.prefix(Self.rememberedTrims))
+            trimmedOrder.removeFirst(Self.rememberedTrims)
+        }
+    }
+
     /// A rating tallied as lost is held again: no longer lost.
     private mutating func countBackIn(_ event: CloudEvent) {
-        guard case .rating(let rating) = event.data, var loss = memoryLosses[event.source] else { return }
+        guard case .rating = event.data, var loss = memoryLosses[event.source] else { return }
         loss.count -= 1
-        if let index = loss.numbers.firstIndex(of: rating.deviceCounter ?? 0) { loss.numbers.remove(at: index) }
         memoryLosses[event.source] = loss
     }
 
@@ -1307,7 +1325,7 @@ struct PendingCommit {
         memoryLosses.sorted { $0.key < $1.key }.compactMap { source, loss -> CloudEvent? in
             guard loss.count > 0 else { return nil }
             let seconds = Int(time.timeIntervalSince(loss.since))
-            let numbers = loss.numbers.isEmpty ? "" : " (numbers between \(loss.numbers.min()!) and \(loss.numbers.max()!))"
+            let numbers = loss.numbers.map { " (numbers between \($0.lowerBound) and \($0.upperBound))" } ?? ""
             let fault = DeviceFault(
                 fault: "ratings-lost",
                 detail: "\(loss.count) ratings lost\(numbers): the outbox refused commits for \(seconds) s (disk full?) "
