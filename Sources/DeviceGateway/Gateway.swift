@@ -116,6 +116,13 @@ public final class Gateway: Service {
             previousRunStoppedCleanly = nil
             logger.warning("outbox: cannot read how the last run stopped: \(error)")
         }
+        do {
+            // Before any look-up: a key from before a stop of days is no longer answered (the minute's forgetting
+            // comes a minute into the run).
+            try outbox.forgetCommandKeysBlocking(before: Date() - CommandCenter.keptKeys)
+        } catch {
+            logger.warning("outbox: forgetting idempotency keys older than a day failed: \(error)")
+        }
         Self.settleInterruptedCommands(outbox, logger: logger)
         tickets = config.hallDay?.tickets.map {
             TicketCounters(settings: $0, timeZone: config.hall.timeZone, clock: hallClock, store: OutboxTicketStore(outbox: outbox))
@@ -725,6 +732,8 @@ public final class Gateway: Service {
         var sincePrune = Duration.zero
         // From the start: a step before this loop began is seen at its first round, before any key is forgotten.
         var wallClock = WallClockWatch(wall: startedAt, monotonic: started)
+        // Steps whose keys are not moved yet (the outbox refused the write), in order: no key is forgotten meanwhile.
+        var stepsToMoveKeysFor: [WallClockWatch.Step] = []
         // Boards that answer again are switched beside this loop, one batch after another: its rounds (the device
         // states' record, which readiness watches) do not wait for their acknowledgements.
         var boardsWatch = BoardsWatch(boards: Set(boards))
@@ -741,14 +750,7 @@ public final class Gateway: Service {
                     the wall clock was set \(forward ? "forward" : "back") by \(WallClockWatch.describe(abs(step.seconds))) \
                     (NTP or by hand): events from now on carry the new time\(forward ? "" : "; ticket numbers do not go back a day")
                     """)
-                do {
-                    try await outbox.clockWasSet(step)
-                } catch {
-                    logger.warning("""
-                        outbox: the idempotency keys kept before the clock was set are not moved to its new time \
-                        (\(error)): a repeat of one of their commands may run it again
-                        """)
-                }
+                stepsToMoveKeysFor.append(step)
                 // Set by someone: what it reads now is trusted, a time recorded under it when it ran ahead is not.
                 await hallDay?.clockWasSet()
                 rearmLateCalls()
@@ -756,6 +758,18 @@ public final class Gateway: Service {
                     try await outbox.resetRecordedTime(clock: hallClock)
                 } catch {
                     logger.warning("outbox: the time the clock was set to is not recorded: \(error)")
+                }
+            }
+            while let step = stepsToMoveKeysFor.first {
+                do {
+                    try await outbox.clockWasSet(step)
+                    stepsToMoveKeysFor.removeFirst()
+                } catch {
+                    logger.warning("""
+                        outbox: the idempotency keys kept before the clock was set are not moved to its new time yet \
+                        (\(error)); tried again every 2 s, and no key is forgotten until they are
+                        """)
+                    break
                 }
             }
             _ = await commitOwnWaiting()
@@ -779,7 +793,9 @@ public final class Gateway: Service {
                 sincePrune = .zero
                 do {
                     // By the earlier of the clock and what it would read but for a step this loop has yet to see.
-                    try await outbox.forgetCommandKeys(before: wallClock.earliestReading() - CommandCenter.keptKeys)
+                    if stepsToMoveKeysFor.isEmpty {
+                        try await outbox.forgetCommandKeys(before: wallClock.earliestReading() - CommandCenter.keptKeys)
+                    }
                 } catch {
                     logger.warning("outbox: forgetting idempotency keys older than a day failed: \(error)")
                 }

@@ -63,6 +63,8 @@ struct StatusCommand: AsyncParsableCommand {
             let snapshot: Result<StatusSnapshot, StatusUnavailable>
             do { snapshot = .success(try await Self.snapshot(hall: hall, outbox: outbox)) } catch let unavailable as StatusUnavailable {
                 snapshot = .failure(unavailable)
+            } catch {
+                snapshot = .failure(StatusUnavailable(message: "\(error)", exit: CLIExit.failed))
             }
             if Output.isTerminal && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             switch snapshot {

@@ -779,6 +779,7 @@ extension OutboxSalvageTests {
         let log = CapturedLog()
         let gateway = try Gateway(config: config, profiles: profiles, logger: log.logger)
         #expect(!FileManager.default.fileExists(atPath: gateway.outbox.path + ".reserve"))
+        #expect(!FileManager.default.fileExists(atPath: gateway.outbox.path + ".stop-reserve"), "not made without the reserve")
         #expect(log.text.contains("outbox: no room for a reserve of 4 MB against a full disk ("), "\(log.text)")
         let report = await gateway.deviceCheck()
         #expect(!report.passed)

@@ -84,7 +84,7 @@ import Testing
         }
         func kept() async throws -> [String] {
             var found: [String] = []
-            for key in ["last-run", "before", "k-1", "k-2", "k-3"] where try await outbox.commandResult(key: key) != nil { found.append(key) }
+            for key in ["last-run", "before", "k-1", "k-2", "k-3", "k-4"] where try await outbox.commandResult(key: key) != nil { found.append(key) }
             return found
         }
         try await keep("before", "A001", at: rightNow - 20 * 3600)
@@ -109,10 +109,45 @@ import Testing
         #expect(try await kept() == ["k-2", "k-3"])
         // A technician sets it two days ahead by mistake: this run's keys go with it, none forgotten early.
         clock.advance(to: rightNow + 2 * day)
-        let second = watch.step()
-        try await outbox.clockWasSet(try #require(second))
+        let seenSecond = watch.step()
+        let second = try #require(seenSecond)
+        #expect(abs(second.runStarted.timeIntervalSince(rightNow - 3600)) < 60, "the run's start as the first step left it")
+        try await outbox.clockWasSet(second)
         try await outbox.forgetCommandKeys(before: watch.earliestReading() - day)
         #expect(try await kept() == ["k-2", "k-3"])
+        // Then a day back, a ticket, and a day forward again: the ticket's key goes with the clock too.
+        clock.advance(to: rightNow + day)
+        let seenBack = watch.step()
+        let back = try #require(seenBack)
+        try await outbox.clockWasSet(back)
+        try await keep("k-4", "A005", at: clock.now)
+        clock.advance(to: rightNow + 2 * day + 600)
+        let seenForward = watch.step()
+        try await outbox.clockWasSet(try #require(seenForward))
+        try await outbox.forgetCommandKeys(before: watch.earliestReading() - day)
+        #expect(try await kept() == ["k-2", "k-3", "k-4"])
+    }
+
+    /// Keys are forgotten by the gateway's minute; a start after a stop of days forgets those older than a day before
+    /// anything looks them up (a held command's, a retry's).
+    @Test func aStartForgetsTheKeysOlderThanADayBeforeAnyLookUp() async throws {
+        let state = folder.file("state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        do {
+            let outbox = try Outbox.open(path: state + "/outbox.sqlite", logger: CapturedLog().logger)
+            try await outbox.recordCommandResult(key: "friday", request: "ticket prefix A", json: "{}", at: Date() - 3 * 24 * 3600)
+            try await outbox.recordCommandResult(key: "this-morning", request: "ticket prefix A", json: "{}", at: Date() - 3600)
+        }
+        let (config, profiles) = try ConfigLoader.parse("""
+            hall: {id: test-hall}
+            state-directory: \(state)
+            profiles: \(profilesDirectory)
+            buses: []
+            devices: []
+            """, file: "test.yaml", relativeTo: folder.path)
+        let gateway = try Gateway(config: config, profiles: profiles, logger: CapturedLog().logger)
+        #expect(try await gateway.outbox.commandResult(key: "friday") == nil)
+        #expect(try await gateway.outbox.commandResult(key: "this-morning") != nil)
     }
 
     @Test func theLastRecordedTimeIsTheLatestOfTheDeviceStatesAndTheDayChecksUntilAClockFoundRight() async throws {

@@ -348,7 +348,7 @@ public actor CommandCenter {
             let result = await work(id)
             do {
                 let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
-                try await outbox.recordCommandResult(key: key, request: request, json: json, at: Date())
+                try await outbox.recordCommandResult(key: key, request: request, json: json)
                 unkeptResults.succeeded(logger, "outbox: commands' results are kept for their idempotency keys again "
                                         + "(those refused meanwhile only in memory, until the gateway stops)")
                 return KeyedOutcome(result: .success(result), kept: lookedUp)

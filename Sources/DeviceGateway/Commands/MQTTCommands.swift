@@ -192,12 +192,18 @@ public final class MQTTCommands: Service, Sendable {
                     continue
                 }
                 var request = MQTTCommandRequest.parse(message.payload, largest: Self.largestMessage)
-                if let age = arrived.heldFor, age > Self.heldCommandsExpireAfter, await !ranBefore(request) {
-                    request.action = .invalid(CommandInvalid(kind: CommandInvalid.expired, message: """
-                        received \(WallClockWatch.describe(age)) before the gateway could run it (it had stopped): \
-                        not run now, it is older than \(Int(Self.heldCommandsExpireAfter)) s (one that ran before the \
-                        stop has its event)
-                        """))
+                if let age = arrived.heldFor, age > Self.heldCommandsExpireAfter {
+                    // One that ran before the stop gets its result as kept now: a look-up when its turn comes might
+                    // find the key forgotten meanwhile (a day old), and run it again.
+                    if let kept = await resultKept(for: request) {
+                        request.action = .answered(kept)
+                    } else {
+                        request.action = .invalid(CommandInvalid(kind: CommandInvalid.expired, message: """
+                            received \(WallClockWatch.describe(age)) before the gateway could run it (it had stopped): \
+                            not run now, it is older than \(Int(Self.heldCommandsExpireAfter)) s (one that ran before the \
+                            stop has its event)
+                            """))
+                    }
                 }
                 if message.retained {
                     let what = request.id.map { "request \($0)" } ?? "a request without id"
@@ -223,11 +229,10 @@ public final class MQTTCommands: Service, Sendable {
         }
     }
 
-    /// Whether the request ran before the stop: its idempotency key has a result (a retry gets it, nothing runs).
-    private func ranBefore(_ request: MQTTCommandRequest) async -> Bool {
-        guard let key = request.idempotencyKey else { return false }
-        let kept = try? await outbox.commandResult(key: key)
-        return kept != nil
+    /// The result of the request if it ran before the stop: kept under its idempotency key.
+    private func resultKept(for request: MQTTCommandRequest) async -> CommandResult? {
+        guard let key = request.idempotencyKey, let kept = try? await outbox.commandResult(key: key) else { return nil }
+        return try? JSONDecoder().decode(CommandResult.self, from: Data(kept.result.utf8))
     }
 
     /// Forgets a held command once its result went out (or could not: the result is kept under its idempotency key).
@@ -246,6 +251,8 @@ public final class MQTTCommands: Service, Sendable {
         switch request.action {
         case .invalid(let invalid):
             reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .invalid(invalid))
+        case .answered(let result):
+            reply = MQTTCommandReply(requestId: request.id, command: request.command, outcome: .result(result))
         case .queue(let command):
             do throws(CommandInvalid) {
                 let result = try await center.execute(command, idempotencyKey: request.idempotencyKey)
@@ -287,6 +294,8 @@ struct MQTTCommandRequest: Sendable {
         case queue(QueueCommand)
         case ticket(Ticket)
         case invalid(CommandInvalid)
+        /// Ran before the stop: its kept result, sent again.
+        case answered(CommandResult)
     }
 
     /// `POST /v1/tickets`' fields.
@@ -324,7 +333,7 @@ struct MQTTCommandRequest: Sendable {
             "device \(device)"
         case .queue(let command): command.window.map { "window \($0)" }
         case .ticket: "printers"
-        case .invalid: nil
+        case .invalid, .answered: nil
         }
     }
 

@@ -1221,7 +1221,8 @@ struct PendingCommit {
     private var held: Set<Key> = []
     /// Ratings trimmed from memory and tallied as lost, until a commit succeeds: one the device repeats (an FF 68 pad
     /// does until acknowledged, within seconds) is held again and no longer lost. The newest `rememberedTrims` of them:
-    /// a full disk for days trims on, and a Modbus pad never repeats one.
+    /// a full disk for days trims on, and a Modbus pad never repeats one (an FF 68 pad that does after 10,000 later
+    /// trims is counted lost and stored too).
     private var trimmedRatings: Set<Key> = []
     private var trimmedOrder: [Key] = []
     static let rememberedTrims = 10_000

@@ -104,7 +104,9 @@ final class DiskReserve: Sendable {
     /// not for another refusal (a lock, an I/O error), which room does not mend. True when it was given back.
     func giveBackAtStop() -> Bool {
         let removed = missing.withLock { missing in
-            missing.givenBackAt != nil && (DiskSpace.free(at: folder) ?? 0) < Outbox.fullDiskBelowBytes
+            // Given back by this run, or missing at its start (a run before gave it back).
+            (missing.givenBackAt != nil || !FileManager.default.fileExists(atPath: path))
+                && (DiskSpace.free(at: folder) ?? 0) < Outbox.fullDiskBelowBytes
                 && (try? FileManager.default.removeItem(atPath: stopPath)) != nil
         }
         if removed {

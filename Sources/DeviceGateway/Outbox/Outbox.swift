@@ -1245,9 +1245,16 @@ public final class Outbox: Sendable {
 
     /// Forgets the idempotency keys recorded before `time`.
     func forgetCommandKeys(before time: Date) async throws {
-        try await writeWithReserve { db in
-            try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [time.timeIntervalSince1970])
-        }
+        try await writeWithReserve { db in try Self.forgetCommandKeys(before: time, in: db) }
+    }
+
+    /// `forgetCommandKeys`, while the gateway starts.
+    func forgetCommandKeysBlocking(before time: Date) throws {
+        try writeWithReserveBlocking { db in try Self.forgetCommandKeys(before: time, in: db) }
+    }
+
+    private static func forgetCommandKeys(before time: Date, in db: Database) throws {
+        try db.execute(sql: "DELETE FROM command_key WHERE created_at < ?", arguments: [time.timeIntervalSince1970])
     }
 
     /// The wall clock was set forward: the idempotency keys this run recorded under the old time are moved to the new
@@ -1263,10 +1270,11 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Keeps the request and result (JSON) of the command run for `key`.
-    public func recordCommandResult(key: String, request: String, json: String, at time: Date) async throws {
+    /// Keeps the request and result (JSON) of the command run for `key`, recorded at `time` (nil: now, read in the
+    /// write, so that a step of the clock is either before it, and it carries the new time, or after, and it is moved).
+    public func recordCommandResult(key: String, request: String, json: String, at time: Date? = nil) async throws {
         try await writeWithReserve { db in
-            try Self.keep(key: Fingerprint.padded(key), request: request, json: json, at: time, in: db)
+            try Self.keep(key: Fingerprint.padded(key), request: request, json: json, at: time ?? Date(), in: db)
             // Its command is settled once its own event is committed too (else the next start commits the draft).
             try db.execute(sql: "DELETE FROM unsettled_command WHERE key = ? AND committed = 1",
                            arguments: [Fingerprint.padded(key)])
