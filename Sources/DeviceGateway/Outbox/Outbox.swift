@@ -216,8 +216,8 @@ public final class Outbox: Sendable {
             + "events queued again and the damaged file kept beside"
     }
 
-    /// SQLite's own words and its code, on one line.
-    private static func describe(_ error: DatabaseError) -> String {
+    /// SQLite's own words and its code, on one line (of any database the gateway reads).
+    static func describe(_ error: DatabaseError) -> String {
         "\(GatewayError.oneLine(error.message ?? "\(error.resultCode)")) (SQLite error \(error.resultCode.primaryResultCode.rawValue))"
     }
 

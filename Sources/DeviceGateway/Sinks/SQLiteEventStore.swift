@@ -74,10 +74,7 @@ public final class SQLiteEventStore: EventSink {
             }
         } catch let error as DatabaseError {
             // SQLite's words without the statement it ran: `file is not a database` for a file given by mistake.
-            throw GatewayError(.storeMissing, """
-                cannot read the event store \(path): \(error.message ?? "\(error.resultCode)") \
-                (SQLite error \(error.resultCode.primaryResultCode.rawValue))
-                """)
+            throw GatewayError(.storeMissing, "cannot read the event store \(path): \(Outbox.describe(error))")
         }
         guard columns.isSuperset(of: ["source", "id", "type", "time", "json"]) else {
             throw GatewayError(.storeMissing, "\(path) is not a hall gateway event store (it has no event table of ours)")
